@@ -1,0 +1,25 @@
+"""Data: motion-flow synthesis, video (frame-averaging) synthesis, datasets, sample images.
+
+Nothing here downloads anything: sample images come from scikit-image's bundled data,
+datasets are read from folders the user points to.
+"""
+from .flows import (
+    FLOW_PRESETS,
+    CameraMotion,
+    canonicalize_flow,
+    random_motion_flow,
+    random_motion_flows,
+    sample_camera_motion,
+)
+from .samples import sample_image, sample_images
+
+__all__ = [
+    "FLOW_PRESETS",
+    "CameraMotion",
+    "canonicalize_flow",
+    "random_motion_flow",
+    "random_motion_flows",
+    "sample_camera_motion",
+    "sample_image",
+    "sample_images",
+]

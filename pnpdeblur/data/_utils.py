@@ -1,0 +1,35 @@
+"""Small shared helpers of :mod:`pnpdeblur.data` (seeds, argument checks)."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = ["as_generator", "check_shape2"]
+
+
+def as_generator(seed: int | np.random.Generator | None, name: str = "seed") -> np.random.Generator:
+    """Turn ``seed`` (None, int, numpy Generator or SeedSequence) into a numpy Generator.
+
+    A Generator is returned as is (so the caller's stream advances)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None or isinstance(seed, np.random.SeedSequence):
+        return np.random.default_rng(seed)
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        if int(seed) < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {seed}")
+        return np.random.default_rng(int(seed))
+    raise TypeError(f"{name} must be None, an int or a numpy.random.Generator, got {type(seed).__name__}")
+
+
+def check_shape2(shape, name: str = "shape") -> tuple[int, int]:
+    """Validate an ``(H, W)`` pair of positive ints."""
+    try:
+        h, w = shape
+        ok = all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and int(s) >= 1 for s in (h, w))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a pair (H, W) of positive ints, got {shape!r}")
+    return int(h), int(w)
