@@ -1,0 +1,18 @@
+"""Linear operators: the motion-flow blur K and its relatives, all with exact adjoints."""
+from .base import Identity, LinearOperator
+from .convolution import Convolution, UniformBlur
+from .motion import MAX_FLOW, MotionBlur, TwoSegmentBlur, motion_kernel, motion_kernel_table
+from .warp import WarpBlur
+
+__all__ = [
+    "LinearOperator",
+    "Identity",
+    "MotionBlur",
+    "TwoSegmentBlur",
+    "WarpBlur",
+    "UniformBlur",
+    "Convolution",
+    "MAX_FLOW",
+    "motion_kernel",
+    "motion_kernel_table",
+]

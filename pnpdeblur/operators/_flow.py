@@ -1,0 +1,42 @@
+"""Validation of flow fields given to the per-pixel operators."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..backend import array_kind, check_finite, check_float, to_torch
+
+__all__ = ["MAX_FLOW", "as_flow"]
+
+#: Largest |u| or |v| (pixels) the per-pixel operators accept. Kernels longer than
+#: this are outside what the papers use (±46 px) and would make every tap loop slow.
+MAX_FLOW = 64.0
+
+
+def as_flow(flow: Any, name: str = "flow", max_abs: float = MAX_FLOW) -> torch.Tensor:
+    """Return ``flow`` as a float torch tensor of shape ``(N, 2, H, W)``.
+
+    Accepts ``(N, 2, H, W)`` or ``(2, H, W)`` numpy, torch or cupy arrays of float32
+    or float64. Raises ``TypeError`` for other dtypes and ``ValueError`` for a wrong
+    shape, NaN/Inf, or a component beyond ``max_abs`` pixels.
+    """
+    array_kind(flow)  # TypeError for non-arrays
+    f = to_torch(flow, name)
+    if f.ndim == 3:
+        f = f[None]
+    if f.ndim != 4 or f.shape[1] != 2:
+        raise ValueError(
+            f"{name} must have shape (N, 2, H, W) or (2, H, W) with channels (u, v), "
+            f"got shape {tuple(f.shape)}"
+        )
+    if f.shape[2] < 1 or f.shape[3] < 1:
+        raise ValueError(f"{name} must have a non-empty image grid, got shape {tuple(f.shape)}")
+    check_float(f, name)
+    check_finite(f, name)
+    biggest = float(f.detach().abs().max())
+    if biggest > max_abs:
+        raise ValueError(
+            f"{name} has a component of {biggest:.3g} px; at most {max_abs:g} px is supported"
+        )
+    return f

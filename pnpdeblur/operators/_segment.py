@@ -1,0 +1,190 @@
+"""Dispatch and autograd for the generic per-pixel segment blur.
+
+See :mod:`pnpdeblur.operators._numba_kernels` for the kernel definition. Two
+implementations compute the same numbers:
+
+* ``"numba"``: the CPU kernels (default for CPU tensors); gradients w.r.t. the
+  image, the segment vectors and the masses come from hand-written kernels wired
+  into :class:`torch.autograd.Function`.
+* ``"torch"``: vectorised torch ops, one gather per tap position, differentiable
+  by autograd; it runs wherever torch runs (CUDA tensors included).
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional
+
+import torch
+
+__all__ = ["segment_blur", "available_paths"]
+
+
+def available_paths() -> tuple:
+    """The implementation names usable on this machine."""
+    try:
+        from . import _numba_kernels  # noqa: F401
+
+        return ("numba", "torch")
+    except ImportError:  # numba is a hard dependency, but keep torch working without it
+        return ("torch",)
+
+
+def _nchunks() -> int:
+    import numba
+
+    # One scatter buffer per chunk: cap it so memory stays a few images.
+    return max(1, min(numba.get_num_threads(), int(os.environ.get("PNPDEBLUR_SCATTER_CHUNKS", 4))))
+
+
+def _resolve_path(x: torch.Tensor, path: Optional[str]) -> str:
+    if path is None:
+        if x.device.type == "cpu" and "numba" in available_paths():
+            return "numba"
+        return "torch"
+    if path not in ("numba", "torch"):
+        raise ValueError(f"path must be 'numba', 'torch' or None, got {path!r}")
+    if path == "numba" and x.device.type != "cpu":
+        raise ValueError("path='numba' needs CPU tensors; use path='torch' for CUDA tensors")
+    return path
+
+
+def segment_blur(
+    x: torch.Tensor,
+    vec: torch.Tensor,
+    mass: torch.Tensor,
+    beta: float,
+    transpose: bool = False,
+    path: Optional[str] = None,
+) -> torch.Tensor:
+    """Apply the segment blur (or its transpose) to ``x``.
+
+    Parameters
+    ----------
+    x : Tensor, shape (N, C, H, W), float32 or float64
+    vec : Tensor, shape (Nf, S, 2, H, W)
+        Segment vectors (u, v) in pixels, Nf in {1, N}.
+    mass : Tensor, shape (Nf, S, H, W)
+        Weight of each segment; each segment's kernel is normalised to sum 1.
+    beta : float
+        0 for the centred line kernel, 0.5 for a half segment from p to p + a.
+    transpose : bool
+        Apply the exact adjoint instead.
+    path : {'numba', 'torch'} or None
+        Implementation; ``None`` picks numba for CPU tensors, torch otherwise.
+    """
+    if _resolve_path(x, path) == "numba":
+        return _SegmentBlurFn.apply(x, vec, mass, float(beta), bool(transpose))
+    return _torch_segment_blur(x, vec, mass, float(beta), bool(transpose))
+
+
+# ---------------------------------------------------------------------------- numba path
+def _np64(t: torch.Tensor):
+    return t.detach().to(torch.float64).contiguous().numpy()
+
+
+def _run_numba(x: torch.Tensor, vec: torch.Tensor, mass: torch.Tensor, beta: float, transpose: bool):
+    from . import _numba_kernels as nk
+
+    v = _np64(vec)
+    m = _np64(mass)
+    ntaps = nk.max_taps(float(torch.linalg.vector_norm(vec.detach(), dim=2).max()) if vec.numel() else 0.0)
+    xn = x.detach().contiguous().numpy()
+    if transpose:
+        out = nk.adjoint(xn, v, m, beta, ntaps, _nchunks())
+    else:
+        out = nk.forward(xn, v, m, beta, ntaps)
+    return torch.from_numpy(out)
+
+
+def _param_grad(x: torch.Tensor, g: torch.Tensor, vec: torch.Tensor, mass: torch.Tensor, beta: float):
+    from . import _numba_kernels as nk
+
+    ntaps = nk.max_taps(float(torch.linalg.vector_norm(vec.detach(), dim=2).max()))
+    gv, gm = nk.param_grad(
+        x.detach().contiguous().numpy(), g.detach().contiguous().numpy(), _np64(vec), _np64(mass), beta, ntaps
+    )
+    gv, gm = torch.from_numpy(gv), torch.from_numpy(gm)
+    if vec.shape[0] == 1 and gv.shape[0] > 1:
+        gv, gm = gv.sum(0, keepdim=True), gm.sum(0, keepdim=True)
+    return gv.to(vec.dtype), gm.to(mass.dtype)
+
+
+class _SegmentBlurFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, vec, mass, beta, transpose):
+        ctx.save_for_backward(x, vec, mass)
+        ctx.beta, ctx.transpose = beta, transpose
+        return _run_numba(x, vec, mass, beta, transpose)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        x, vec, mass = ctx.saved_tensors
+        g = g.contiguous()
+        gx = gv = gm = None
+        if ctx.needs_input_grad[0]:
+            gx = _run_numba(g, vec, mass, ctx.beta, not ctx.transpose)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            # d<Kᵀy, g> = d<K g, y>: the transpose swaps the roles of input and cotangent.
+            a, b = (g, x) if ctx.transpose else (x, g)
+            gv, gm = _param_grad(a, b, vec, mass, ctx.beta)
+        return gx, gv, gm, None, None
+
+
+# ---------------------------------------------------------------------------- torch path
+def _torch_segment_blur(x, vec, mass, beta, transpose):
+    N, C, H, W = x.shape
+    Nf, S = vec.shape[0], vec.shape[1]
+    dev, dt = x.device, x.dtype
+    vec = vec.to(dt)
+    mass = mass.to(dt)
+    iy = torch.arange(H, device=dev).view(1, H, 1)
+    ix = torch.arange(W, device=dev).view(1, 1, W)
+    xf = x.reshape(N, C, H * W)
+    out = torch.zeros_like(xf)
+    for s in range(S):
+        ax, ay = vec[:, s, 0], vec[:, s, 1]
+        sq = ax * ax + ay * ay
+        zero = sq == 0
+        # sqrt through a where() so that the gradient at L = 0 is 0, not NaN
+        L = torch.where(zero, torch.zeros_like(sq), torch.sqrt(torch.where(zero, torch.ones_like(sq), sq)))
+        Ls = torch.where(zero, torch.ones_like(L), L)
+        ux, uy = ax / Ls, ay / Ls
+        h = 0.5 * L + 0.5
+        with torch.no_grad():
+            major_x = ax.abs() >= ay.abs()
+            a_maj = torch.where(major_x, ax, ay)
+            a_min = torch.where(major_x, ay, ax)
+            slope = a_min / torch.where(a_maj == 0, torch.ones_like(a_maj), a_maj)
+            c_maj, c_min = beta * a_maj, beta * a_min
+            base = torch.floor(c_maj)
+            extent = (h * a_maj.abs() + a_min.abs()) / Ls
+            J = int(math.ceil(float(extent.max()))) + 1 if extent.numel() else 1
+        def tap(j, d):
+            with torch.no_grad():
+                k_maj = base + j
+                k_min = torch.floor(c_min + (k_maj - c_maj) * slope + 0.5) + d
+                kx = torch.where(major_x, k_maj, k_min)
+                ky = torch.where(major_x, k_min, k_maj)
+            t = kx * ux + ky * uy
+            c = kx * uy - ky * ux
+            w = torch.relu(1 - c.abs()) * torch.clamp(h - (t - beta * L).abs(), 0, 1)
+            w = torch.where(zero, ((kx == 0) & (ky == 0)).to(dt), w)
+            return kx, ky, w
+
+        offsets = [(j, d) for j in range(-J, J + 1) for d in (-1, 0, 1)]
+        # Two passes (normaliser, then taps) so that no per-tap tensor is kept.
+        total = sum(tap(j, d)[2] for j, d in offsets)
+        scale = (mass[:, s] / total).reshape(Nf, 1, H * W)
+        for j, d in offsets:
+            kx, ky, w = tap(j, d)
+            with torch.no_grad():
+                idx = torch.clamp(iy + ky.long(), 0, H - 1) * W + torch.clamp(ix + kx.long(), 0, W - 1)
+                idx = idx.reshape(Nf, 1, H * W).expand(N, C, H * W)
+            wn = w.reshape(Nf, 1, H * W) * scale
+            if transpose:
+                out = out.scatter_add(2, idx, wn * xf)
+            else:
+                out = out + wn * torch.gather(xf, 2, idx)
+    return out.reshape(N, C, H, W)

@@ -1,0 +1,236 @@
+"""Per-pixel motion-blur operators: the line kernel (and its look-up-table form) and the
+Reblur2Deblur two-segment kernel.
+
+Conventions (DESIGN.md): flow ``(N, 2, H, W)``, channel 0 = u (+x, right), channel 1 =
+v (+y, down), in pixels. Gather form ``y(p) = sum_k w_p(k) x(p + k)`` with replicated
+borders; the adjoint is the exact transpose (a scatter).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from ._flow import MAX_FLOW, as_flow
+from ._segment import segment_blur
+from .base import LinearOperator
+
+__all__ = [
+    "MAX_FLOW",
+    "LUT_RANGE",
+    "MotionBlur",
+    "TwoSegmentBlur",
+    "motion_kernel",
+    "motion_kernel_table",
+]
+
+#: The look-up table covers integer flows in [-LUT_RANGE, LUT_RANGE]² (33 × 33 entries).
+LUT_RANGE = 16
+
+
+def _segment_kernel(a, beta: float, radius: Optional[int] = None) -> np.ndarray:
+    """Dense 2-D kernel of one segment, evaluated over its bounding box (reference form).
+
+    ``K[radius + ky, radius + kx] = w(kx, ky)``, normalised to sum 1.
+    """
+    ax, ay = float(a[0]), float(a[1])
+    L = math.hypot(ax, ay)
+    need = int(math.ceil(L * (beta + 0.5) + 1.5))
+    r = need if radius is None else int(radius)
+    if r < need and L > 0:
+        raise ValueError(f"radius={r} is too small for a segment of length {L:.3g}; need {need}")
+    k = np.arange(-r, r + 1, dtype=np.float64)
+    ky, kx = np.meshgrid(k, k, indexing="ij")
+    if L == 0:
+        w = ((kx == 0) & (ky == 0)).astype(np.float64)
+    else:
+        ux, uy = ax / L, ay / L
+        t = kx * ux + ky * uy
+        s = np.abs(kx * uy - ky * ux)
+        w = np.maximum(0.0, 1.0 - s) * np.clip(0.5 * L + 0.5 - np.abs(t - beta * L), 0.0, 1.0)
+    return w / w.sum()
+
+
+def motion_kernel(m, radius: Optional[int] = None) -> np.ndarray:
+    """The normalised line kernel of one motion vector ``m = (u, v)`` as a 2-D array.
+
+    Parameters
+    ----------
+    m : sequence of 2 floats
+        Motion vector (u right, v down) in pixels.
+    radius : int, optional
+        Half-size of the returned ``(2r+1, 2r+1)`` array; default: just large enough.
+
+    Returns
+    -------
+    ndarray, float64, shape (2r+1, 2r+1)
+        ``K[r + ky, r + kx]`` is the weight of offset ``(kx, ky)``; the kernel is
+        point-symmetric, so it is the same in correlation and convolution form.
+
+    Examples
+    --------
+    >>> motion_kernel((6, 0))[1] * 6
+    array([0. , 0.5, 1. , 1. , 1. , 1. , 1. , 0.5, 0. ])
+    """
+    return _segment_kernel(m, 0.0, radius)
+
+
+def motion_kernel_table(radius: int = 13) -> np.ndarray:
+    """The Reblur2Deblur look-up table: line kernels for all integer flows in ±16 px.
+
+    Returns
+    -------
+    ndarray, float64, shape (33, 33, 2*radius+1, 2*radius+1)
+        ``table[v + 16, u + 16]`` is ``motion_kernel((u, v), radius)``.
+    """
+    n = 2 * LUT_RANGE + 1
+    table = np.empty((n, n, 2 * radius + 1, 2 * radius + 1))
+    for iv in range(n):
+        for iu in range(n):
+            table[iv, iu] = motion_kernel((iu - LUT_RANGE, iv - LUT_RANGE), radius)
+    return table
+
+
+def _lut_segments(flow: torch.Tensor):
+    """Corner flows and bilinear weights of the 33×33 table (weights differentiable in flow)."""
+    with torch.no_grad():
+        lo = torch.clamp(torch.floor(flow), -LUT_RANGE, LUT_RANGE - 1)
+    frac = flow - lo  # in [0, 1]
+    fu, fv = frac[:, 0], frac[:, 1]
+    u0, v0 = lo[:, 0], lo[:, 1]
+    vec = torch.stack(
+        [torch.stack([u0 + du, v0 + dv], 1) for du, dv in ((0, 0), (1, 0), (0, 1), (1, 1))], 1
+    )
+    mass = torch.stack([(1 - fu) * (1 - fv), fu * (1 - fv), (1 - fu) * fv, fu * fv], 1)
+    return vec, mass
+
+
+class _SegmentOperator(LinearOperator):
+    """Shared plumbing: flows held as given, cast to the image's dtype/device per call."""
+
+    beta = 0.0
+    path: Optional[str] = None
+
+    def _segments(self, like: torch.Tensor):
+        raise NotImplementedError
+
+    def _check_batch(self, n: int):
+        if self.image_shape[0] not in (1, n):
+            raise ValueError(
+                f"x has batch size {n}, but the flow has batch size {self.image_shape[0]} (expected 1 or {n})"
+            )
+
+    def _forward(self, x):
+        self._check_batch(x.shape[0])
+        vec, mass = self._segments(x)
+        return segment_blur(x, vec, mass, self.beta, False, self.path)
+
+    def _adjoint(self, y):
+        self._check_batch(y.shape[0])
+        vec, mass = self._segments(y)
+        return segment_blur(y, vec, mass, self.beta, True, self.path)
+
+    def _cast(self, f: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return f.to(device=like.device, dtype=like.dtype)
+
+
+class MotionBlur(_SegmentOperator):
+    """Per-pixel linear motion blur ``K`` from a motion-flow field.
+
+    At each pixel p with motion vector m = (u, v), L = |m|, the blurred value averages
+    the sharp image along the segment from p − m/2 to p + m/2 (DESIGN.md)::
+
+        w(k) = max(0, 1 − |k × m|/L) · clip(L/2 + 1/2 − |k · m|/L, 0, 1),  normalised to 1
+
+    m and −m give the same kernel; m = 0 is the identity. Weights are computed from the
+    flow on the fly (no H×W×k×k tensor); the operator is differentiable in the image
+    and in the flow (torch autograd).
+
+    Parameters
+    ----------
+    flow : array, shape (N, 2, H, W) or (2, H, W), float32 or float64
+        Motion vectors (u right, v down) in pixels, |u|, |v| <= ``MAX_FLOW`` (64).
+        A flow with N = 1 blurs every image of a batch.
+    path : {'numba', 'torch'}, optional
+        Force an implementation (default: numba on CPU, torch on CUDA).
+
+    Examples
+    --------
+    >>> flow = np.zeros((2, 32, 32)); flow[0] = 7.0
+    >>> K = MotionBlur(flow)
+    >>> y = K(np.random.rand(32, 32, 3))   # (H, W, C) numpy in, numpy out
+    """
+
+    def __init__(self, flow: Any, path: Optional[str] = None, *, _lut: bool = False):
+        self.flow = as_flow(flow, "flow", LUT_RANGE if _lut else MAX_FLOW)
+        self.lut_mode = _lut
+        self.path = path
+        n, _, h, w = self.flow.shape
+        self.image_shape = (n, h, w)
+
+    @classmethod
+    def lut(cls, flow: Any, path: Optional[str] = None) -> "MotionBlur":
+        """The Reblur2Deblur look-up-table variant.
+
+        The kernel at pixel p is the bilinear interpolation of the table's line kernels
+        (:func:`motion_kernel_table`) at the four integer flows around ``flow(p)``, so it
+        is differentiable in the flow everywhere (piecewise linear). The table covers
+        |u|, |v| <= 16 px; larger flows raise ``ValueError``. At integer flows it equals
+        :class:`MotionBlur`.
+        """
+        return cls(flow, path, _lut=True)
+
+    def _segments(self, like):
+        f = self._cast(self.flow, like)
+        if self.lut_mode:
+            return _lut_segments(f)
+        return f[:, None], torch.ones_like(f[:, :1])
+
+    def __repr__(self):
+        kind = "MotionBlur.lut" if self.lut_mode else "MotionBlur"
+        return f"{kind}(flow of shape {tuple(self.flow.shape)})"
+
+
+class TwoSegmentBlur(_SegmentOperator):
+    """The Reblur2Deblur per-pixel kernel from the flows to the next and previous frames.
+
+    Half of the mass lies on the segment from p to p + τ·f_next, half on the segment
+    from p to p + τ·f_prev, each with the anti-aliased weights of DESIGN.md, normalised
+    per half. With ``f_prev = -f_next`` and |τ·f_next| >= 1 this is the line kernel of
+    ``m = 2τ·f_next``.
+
+    Parameters
+    ----------
+    flow_next, flow_prev : array, shape (N, 2, H, W) or (2, H, W), float
+        Flows from frame t's pixel grid to frames t+1 and t−1 (u right, v down), pixels.
+    tau : float in (0, 1], default 0.5
+        Fraction of the inter-frame motion covered by the exposure on each side
+        (0.5: the blur spans half-way to each neighbouring frame).
+    path : {'numba', 'torch'}, optional
+    """
+
+    beta = 0.5
+
+    def __init__(self, flow_next: Any, flow_prev: Any, tau: float = 0.5, path: Optional[str] = None):
+        if isinstance(tau, bool) or not isinstance(tau, (int, float)):
+            raise TypeError(f"tau must be a float in (0, 1], got {type(tau).__name__}")
+        if not (0.0 < float(tau) <= 1.0):
+            raise ValueError(f"tau must be in (0, 1], got {tau}")
+        self.tau = float(tau)
+        self.flow_next = as_flow(flow_next, "flow_next")
+        self.flow_prev = as_flow(flow_prev, "flow_prev")
+        if self.flow_next.shape != self.flow_prev.shape:
+            raise ValueError(
+                f"flow_next and flow_prev must have the same shape, got "
+                f"{tuple(self.flow_next.shape)} and {tuple(self.flow_prev.shape)}"
+            )
+        self.path = path
+        n, _, h, w = self.flow_next.shape
+        self.image_shape = (n, h, w)
+
+    def _segments(self, like):
+        vec = self.tau * torch.stack([self._cast(self.flow_next, like), self._cast(self.flow_prev, like)], 1)
+        mass = torch.full_like(vec[:, :, 0], 0.5)
+        return vec, mass

@@ -1,0 +1,28 @@
+"""Test-wide settings: caches in a temp folder, headless plotting, fixed seeds."""
+import os
+import tempfile
+
+_CACHE = tempfile.mkdtemp(prefix="pnpdeblur-test-cache-")
+os.environ["MPLCONFIGDIR"] = os.path.join(_CACHE, "mpl")
+os.environ["TORCH_HOME"] = os.path.join(_CACHE, "torch")
+os.environ["XDG_CACHE_HOME"] = os.path.join(_CACHE, "xdg")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def rng():
+    """A seeded numpy Generator, fresh for each test."""
+    return np.random.default_rng(1234)
+
+
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
