@@ -1,0 +1,311 @@
+"""Image and flow quality metrics.
+
+Layout rules (all functions)
+----------------------------
+* 4-D inputs are batches ``(N, C, H, W)`` (numpy or torch); a metric is computed per image
+  and, with ``reduction="mean"`` (default), averaged over the batch (the per-image mean,
+  as published tables report). ``reduction="none"`` returns the ``(N,)`` per-image values
+  as a numpy array.
+* 3-D inputs are single images: numpy ``(H, W, C)`` (the user-facing layout), torch
+  ``(C, H, W)``; pass ``channel_axis`` to override. 2-D inputs are grey images.
+
+Values are computed in float64 on the CPU; inputs are not modified. Inputs containing
+NaN or Inf raise ``ValueError``.
+
+PSNR and SSIM defaults equal scikit-image's ``peak_signal_noise_ratio(ref, x, data_range=1)``
+and ``structural_similarity(ref, x, data_range=1, channel_axis=...)``: a 7x7 uniform window,
+sample covariance (``N/(N-1)``), ``K1 = 0.01``, ``K2 = 0.03``, borders of half a window
+excluded from the mean, mean over channels. ``gaussian_weights=True`` gives the SSIM of
+Wang et al. (2004) that several deblurring papers report: an 11x11 Gaussian window with
+sigma 1.5 and population covariance (``use_sample_covariance=False``), i.e. skimage's
+``structural_similarity(..., gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``.
+The two SSIM variants differ by up to a few hundredths, so state which one a table uses.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["psnr", "ssim", "flow_epe", "flow_mse", "kohler_psnr", "kohler_align"]
+
+
+def _is_torch(x) -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(x, torch.Tensor)
+
+
+def _to_numpy(x, name: str) -> np.ndarray:
+    if _is_torch(x):
+        x = x.detach().to("cpu")
+        if x.is_complex():
+            raise TypeError(f"{name} must be real, got {x.dtype}")
+        x = x.double().numpy()
+    elif isinstance(x, np.ndarray) or hasattr(x, "__array__"):
+        x = np.asarray(x)
+        if hasattr(x, "get") and not isinstance(x, np.ndarray):  # cupy
+            x = x.get()
+    else:
+        raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
+    if x.dtype == object or np.iscomplexobj(x) or x.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must have a real numeric dtype, got {x.dtype}")
+    x = x.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return x
+
+
+def _batch(x, ref, channel_axis, names=("x", "ref")) -> tuple[np.ndarray, np.ndarray]:
+    """Return both as float64 ``(N, C, H, W)``."""
+    torch_in = _is_torch(x) or _is_torch(ref)
+    a, b = _to_numpy(x, names[0]), _to_numpy(ref, names[1])
+    if a.shape != b.shape:
+        raise ValueError(f"{names[0]} and {names[1]} must have the same shape, got {a.shape} and {b.shape}")
+    if a.ndim == 4:
+        if channel_axis not in (None, 1, -3):
+            a, b = np.moveaxis(a, channel_axis, 1), np.moveaxis(b, channel_axis, 1)
+        return a, b
+    if a.ndim == 3:
+        ax = channel_axis if channel_axis is not None else (0 if torch_in else -1)
+        return np.moveaxis(a, ax, 0)[None], np.moveaxis(b, ax, 0)[None]
+    if a.ndim == 2:
+        if channel_axis is not None:
+            raise ValueError("channel_axis must be None for 2-D (grey) images")
+        return a[None, None], b[None, None]
+    raise ValueError(f"{names[0]} must be 2-D, 3-D or 4-D (N, C, H, W), got shape {a.shape}")
+
+
+def _reduce(values: np.ndarray, reduction: str):
+    if reduction == "mean":
+        return float(np.mean(values))
+    if reduction == "none":
+        return values
+    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+
+
+def _check_range(data_range) -> float:
+    if not isinstance(data_range, numbers.Real) or not np.isfinite(data_range) or data_range <= 0:
+        raise ValueError(f"data_range must be a positive finite number, got {data_range!r}")
+    return float(data_range)
+
+
+def psnr(x, ref, data_range: float = 1.0, reduction: str = "mean", channel_axis: int | None = None):
+    """Peak signal-to-noise ratio ``10 log10(data_range² / MSE)`` in dB.
+
+    Parameters
+    ----------
+    x, ref : numpy.ndarray or torch.Tensor
+        Same shape; see the module docstring for layouts.
+    data_range : float
+        Peak value (1 for images in [0, 1]).
+    reduction : {"mean", "none"}
+        Mean over a batch (float) or per-image values (numpy ``(N,)``).
+
+    Returns
+    -------
+    float or numpy.ndarray
+        ``inf`` where the images are identical (as scikit-image).
+    """
+    dr = _check_range(data_range)
+    a, b = _batch(x, ref, channel_axis)
+    mse = np.mean((a - b) ** 2, axis=(1, 2, 3))
+    with np.errstate(divide="ignore"):
+        vals = 10.0 * np.log10(dr**2 / mse)
+    return _reduce(vals, reduction)
+
+
+def _ssim_plane(a: np.ndarray, b: np.ndarray, dr: float, win_size: int, gaussian: bool,
+                sigma: float, sample_cov: bool, k1: float, k2: float) -> float:
+    if gaussian:
+        truncate = 3.5
+        r = int(truncate * sigma + 0.5)
+        win = 2 * r + 1
+
+        def filt(z):
+            return ndimage.gaussian_filter(z, sigma=sigma, truncate=truncate, mode="reflect")
+    else:
+        win = win_size
+
+        def filt(z):
+            return ndimage.uniform_filter(z, size=win, mode="reflect")
+    if min(a.shape) < win:
+        raise ValueError(f"images of size {a.shape} are smaller than the {win}x{win} SSIM window")
+    n = win**2
+    cov_norm = n / (n - 1.0) if sample_cov else 1.0
+    ux, uy = filt(a), filt(b)
+    uxx, uyy, uxy = filt(a * a), filt(b * b), filt(a * b)
+    vx = cov_norm * (uxx - ux * ux)
+    vy = cov_norm * (uyy - uy * uy)
+    vxy = cov_norm * (uxy - ux * uy)
+    c1, c2 = (k1 * dr) ** 2, (k2 * dr) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
+    pad = (win - 1) // 2
+    return float(s[pad:s.shape[0] - pad, pad:s.shape[1] - pad].mean(dtype=np.float64))
+
+
+def ssim(x, ref, data_range: float = 1.0, *, gaussian_weights: bool = False, sigma: float = 1.5,
+         win_size: int = 7, use_sample_covariance: bool | None = None, K1: float = 0.01,
+         K2: float = 0.03, reduction: str = "mean", channel_axis: int | None = None):
+    """Structural similarity (mean SSIM over the image and its channels).
+
+    Parameters
+    ----------
+    x, ref : numpy.ndarray or torch.Tensor
+        Same shape; see the module docstring for layouts.
+    data_range : float
+        Peak value (1 for images in [0, 1]).
+    gaussian_weights : bool
+        False (default): scikit-image's default 7x7 uniform window with sample covariance.
+        True: Wang et al.'s 11x11 Gaussian window (``sigma`` = 1.5, truncated at 3.5 sigma)
+        with population covariance.
+    win_size : int
+        Odd side of the uniform window (ignored with ``gaussian_weights``).
+    use_sample_covariance : bool, optional
+        Override the covariance normalisation (default: True for the uniform window,
+        False for the Gaussian one).
+    reduction : {"mean", "none"}
+        Mean over a batch (float) or per-image values (numpy ``(N,)``).
+    """
+    dr = _check_range(data_range)
+    if not isinstance(win_size, numbers.Integral) or win_size < 3 or win_size % 2 == 0:
+        raise ValueError(f"win_size must be an odd int >= 3, got {win_size!r}")
+    if not (isinstance(sigma, numbers.Real) and sigma > 0):
+        raise ValueError(f"sigma must be positive, got {sigma!r}")
+    sample_cov = (not gaussian_weights) if use_sample_covariance is None else bool(use_sample_covariance)
+    a, b = _batch(x, ref, channel_axis)
+    vals = np.array([
+        np.mean([_ssim_plane(a[i, c], b[i, c], dr, int(win_size), gaussian_weights, float(sigma),
+                             sample_cov, K1, K2) for c in range(a.shape[1])])
+        for i in range(a.shape[0])
+    ])
+    return _reduce(vals, reduction)
+
+
+def _flows(est, gt) -> tuple[np.ndarray, np.ndarray]:
+    e, g = _to_numpy(est, "est"), _to_numpy(gt, "gt")
+    if e.shape != g.shape:
+        raise ValueError(f"est and gt must have the same shape, got {e.shape} and {g.shape}")
+    if e.ndim == 3:
+        e, g = e[None], g[None]
+    if e.ndim != 4 or e.shape[1] != 2:
+        raise ValueError(f"flows must be (2, H, W) or (N, 2, H, W), got {e.shape}")
+    return e, g
+
+
+def flow_epe(est, gt, symmetric: bool = True, reduction: str = "mean"):
+    """Average end-point error ``‖est − gt‖₂`` in pixels.
+
+    With ``symmetric=True`` (default) a blur label and its negation are equivalent
+    (``m ≡ −m``: same line kernel), so the per-pixel error is
+    ``min(‖est − gt‖, ‖est + gt‖)``.
+
+    Parameters
+    ----------
+    est, gt : ``(2, H, W)`` or ``(N, 2, H, W)`` numpy arrays or torch tensors.
+    """
+    e, g = _flows(est, gt)
+    d = np.sqrt(((e - g) ** 2).sum(axis=1))
+    if symmetric:
+        d = np.minimum(d, np.sqrt(((e + g) ** 2).sum(axis=1)))
+    return _reduce(d.mean(axis=(1, 2)), reduction)
+
+
+def flow_mse(est, gt, symmetric: bool = True, reduction: str = "mean"):
+    """Mean squared error of flow labels, ``‖est − gt‖² / (2HW)`` per image (Wu et al. eq. 1).
+
+    This is the "MSE on motion flow estimation" of Wu et al. / Gong et al. With
+    ``symmetric=True`` each pixel uses ``min(‖est − gt‖², ‖est + gt‖²)`` (``m ≡ −m``).
+    """
+    e, g = _flows(est, gt)
+    d = ((e - g) ** 2).sum(axis=1)
+    if symmetric:
+        d = np.minimum(d, ((e + g) ** 2).sum(axis=1))
+    return _reduce(d.mean(axis=(1, 2)) / 2.0, reduction)
+
+
+def _single_hwc(x, name: str, channel_axis) -> np.ndarray:
+    torch_in = _is_torch(x)
+    a = _to_numpy(x, name)
+    if a.ndim == 2:
+        return a[:, :, None]
+    if a.ndim == 3:
+        ax = channel_axis if channel_axis is not None else (0 if torch_in else -1)
+        return np.moveaxis(a, ax, -1)
+    if a.ndim == 4 and a.shape[0] == 1:
+        return np.moveaxis(a[0], 0, -1)
+    raise ValueError(f"{name} must be one image (H, W), (H, W, C), (C, H, W) or (1, C, H, W), got {a.shape}")
+
+
+def kohler_align(x, ref, max_shift: int = 5, channel_axis: int | None = None):
+    """Best integer shift and least-squares intensity scale aligning ``x`` to ``ref``.
+
+    For every shift ``d`` in ``[-max_shift, max_shift]²`` the interior
+    ``ref[s:H-s, s:W-s]`` (``s = max_shift``) is compared with ``α · x(p + d)``, where
+    ``α = <x_d, ref> / <x_d, x_d>`` minimises the squared error; the shift of lowest error
+    wins.
+
+    Returns
+    -------
+    (psnr_db, (dy, dx), alpha) : (float, (int, int), float)
+        PSNR (data range 1) over the interior, the shift (rows, columns; ``x[p + d]`` matches
+        ``ref[p]``) and the scale.
+    """
+    if not isinstance(max_shift, numbers.Integral) or max_shift < 0:
+        raise ValueError(f"max_shift must be a non-negative int, got {max_shift!r}")
+    a, b = _single_hwc(x, "x", channel_axis), _single_hwc(ref, "ref", channel_axis)
+    if a.shape != b.shape:
+        raise ValueError(f"x and the sharp frames must have the same shape, got {a.shape} and {b.shape}")
+    s = int(max_shift)
+    h, w = a.shape[:2]
+    if h <= 2 * s or w <= 2 * s:
+        raise ValueError(f"max_shift={s} is too large for images of size {(h, w)}")
+    g = b[s:h - s, s:w - s]
+    best = (np.inf, (0, 0), 1.0)
+    for dy in range(-s, s + 1):
+        for dx in range(-s, s + 1):
+            xs = a[s + dy:h - s + dy, s + dx:w - s + dx]
+            den = float(np.sum(xs * xs))
+            alpha = float(np.sum(xs * g)) / den if den > 0 else 1.0
+            err = float(np.mean((alpha * xs - g) ** 2))
+            if err < best[0]:
+                best = (err, (dy, dx), alpha)
+    err, shift, alpha = best
+    with np.errstate(divide="ignore"):
+        val = float(10.0 * np.log10(1.0 / err)) if err > 0 else float("inf")
+    return val, shift, alpha
+
+
+def kohler_psnr(x, sharp_frames: Sequence, max_shift: int = 5, channel_axis: int | None = None,
+                return_details: bool = False):
+    """PSNR under the Köhler et al. (2012) benchmark protocol.
+
+    The restored image is compared with every ground-truth sharp frame recorded along the
+    camera trajectory; for each frame it is aligned by :func:`kohler_align` (integer shift up
+    to ``max_shift`` pixels and least-squares intensity scaling), and the best PSNR over the
+    frames is reported.
+
+    Parameters
+    ----------
+    x : one image (numpy ``(H, W[, C])``, torch ``(C, H, W)``, or ``(1, C, H, W)``).
+    sharp_frames : sequence of images like ``x``, or an array with a leading frame axis.
+    max_shift : int
+        Largest shift searched, in pixels (default 5).
+    return_details : bool
+        Also return ``(frame_index, (dy, dx), alpha)`` of the best match.
+    """
+    frames = list(sharp_frames)
+    if not frames:
+        raise ValueError("sharp_frames must contain at least one image")
+    best = (-np.inf, -1, (0, 0), 1.0)
+    for i, f in enumerate(frames):
+        val, shift, alpha = kohler_align(x, f, max_shift=max_shift, channel_axis=channel_axis)
+        if val > best[0]:
+            best = (val, i, shift, alpha)
+    if return_details:
+        return best[0], (best[1], best[2], best[3])
+    return best[0]
