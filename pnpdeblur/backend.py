@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 
-def array_kind(x: Any) -> str:
+def array_kind(x: Any, name: str = "x") -> str:
     """Return ``'numpy'``, ``'torch'`` or ``'cupy'`` for a supported array, else raise TypeError."""
     if isinstance(x, torch.Tensor):
         return "torch"
@@ -34,7 +34,7 @@ def array_kind(x: Any) -> str:
     if type(x).__module__.split(".")[0] == "cupy":
         return "cupy"
     raise TypeError(
-        f"expected a numpy.ndarray, torch.Tensor or cupy.ndarray, got {type(x).__name__}"
+        f"{name} must be an array (numpy.ndarray, torch.Tensor or cupy.ndarray), got {type(x).__name__}"
     )
 
 
@@ -55,9 +55,7 @@ def to_torch(x: Any, name: str = "x") -> torch.Tensor:
 
     Python scalars and lists are not accepted: the library never guesses a dtype.
     """
-    kind = array_kind(x) if not isinstance(x, (list, tuple, float, int)) else None
-    if kind is None:
-        raise TypeError(f"{name} must be an array (numpy, torch or cupy), got {type(x).__name__}")
+    kind = array_kind(x, name)
     if kind == "torch":
         return x
     if kind == "numpy":

@@ -21,7 +21,7 @@ def as_flow(flow: Any, name: str = "flow", max_abs: float = MAX_FLOW) -> torch.T
     or float64. Raises ``TypeError`` for other dtypes and ``ValueError`` for a wrong
     shape, NaN/Inf, or a component beyond ``max_abs`` pixels.
     """
-    array_kind(flow)  # TypeError for non-arrays
+    array_kind(flow, name)  # TypeError for non-arrays
     f = to_torch(flow, name)
     if f.ndim == 3:
         f = f[None]

@@ -98,7 +98,7 @@ class LinearOperator:
         check_finite(x, name)
 
     def _call(self, x: Any, fn: Callable[[torch.Tensor], torch.Tensor], name: str) -> Any:
-        kind = array_kind(x)
+        kind = array_kind(x, name)
         t, restore = to_nchw(to_torch(x, name), kind, name)
         self.check_image(t, name)
         return from_torch(restore(fn(t)), kind)

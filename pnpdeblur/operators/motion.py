@@ -37,7 +37,7 @@ def _segment_kernel(a, beta: float, radius: Optional[int] = None) -> np.ndarray:
     """
     ax, ay = float(a[0]), float(a[1])
     L = math.hypot(ax, ay)
-    need = int(math.ceil(L * (beta + 0.5) + 1.5))
+    need = int(math.ceil(L * (beta + 0.5) + 1.5)) if L > 0 else 0
     r = need if radius is None else int(radius)
     if r < need and L > 0:
         raise ValueError(f"radius={r} is too small for a segment of length {L:.3g}; need {need}")

@@ -1,0 +1,241 @@
+"""MotionBlur (line and LUT), TwoSegmentBlur and WarpBlur against the dense reference."""
+import numpy as np
+import pytest
+import torch
+
+import pnpdeblur as pd
+from pnpdeblur.operators import dense, motion_kernel, motion_kernel_table
+
+PATHS = ["numba", "torch"]
+TOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+def random_flow(rng, n, h, w, lim, integer_share=0.3, zero_share=0.1):
+    """Fractional flows in [-lim, lim], some integer, some exactly zero."""
+    f = rng.uniform(-lim, lim, (n, 2, h, w))
+    mask = rng.random((n, 1, h, w))
+    f = np.where(mask < integer_share, np.round(f), f)
+    f = np.where(mask > 1 - zero_share, 0.0, f)
+    return f
+
+
+def per_image(matrix_fn, x, *flows, transpose=False, **kw):
+    out = []
+    for b in range(x.shape[0]):
+        A = matrix_fn(*[f[min(b, f.shape[0] - 1)] for f in flows], **kw)
+        if transpose:
+            A = A.T.tocsr()
+        out.append(dense.apply_matrix(A, x[b : b + 1])[0])
+    return np.stack(out)
+
+
+def test_line_kernel_examples_from_design():
+    k6 = motion_kernel((6, 0))
+    r = k6.shape[0] // 2
+    np.testing.assert_allclose(k6[r, r - 4 : r + 5], np.array([0, 0.5, 1, 1, 1, 1, 1, 0.5, 0]) / 6, atol=1e-15)
+    k7 = motion_kernel((7, 0))
+    r = k7.shape[0] // 2
+    np.testing.assert_allclose(k7[r, r - 4 : r + 5], np.array([0, 1, 1, 1, 1, 1, 1, 1, 0]) / 7, atol=1e-15)
+    assert np.count_nonzero(k7) == 7
+    np.testing.assert_array_equal(motion_kernel((0, 0)), [[1.0]])
+    # vertical motion is the transpose of horizontal motion
+    np.testing.assert_allclose(motion_kernel((0, 5)), motion_kernel((5, 0)).T, atol=1e-15)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("lim", [3.0, 23.0, 46.0])
+def test_motion_blur_matches_dense(path, dtype, lim):
+    rng = np.random.default_rng(int(lim) + (dtype == np.float32))
+    n, h, w = 2, 11, 13
+    flow = random_flow(rng, n, h, w, lim)
+    x = rng.random((n, 3, h, w))
+    g = rng.random((n, 3, h, w))
+    K = pd.MotionBlur(flow.astype(dtype), path=path)
+    ref = per_image(dense.motion_blur_matrix, x, flow.astype(dtype).astype(np.float64))
+    refT = per_image(dense.motion_blur_matrix, g, flow.astype(dtype).astype(np.float64), transpose=True)
+    y = K(x.astype(dtype))
+    assert y.dtype == dtype and y.shape == x.shape
+    np.testing.assert_allclose(y, ref, atol=TOL[dtype], rtol=0)
+    np.testing.assert_allclose(K.adjoint(g.astype(dtype)), refT, atol=TOL[dtype], rtol=0)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_lut_matches_dense_table(path):
+    rng = np.random.default_rng(5)
+    flow = random_flow(rng, 1, 10, 9, 16.0)
+    flow[0, :, 0, 0] = (16.0, -16.0)  # the table's corners are included
+    x = rng.random((1, 2, 10, 9))
+    K = pd.MotionBlur.lut(flow, path=path)
+    np.testing.assert_allclose(K(x), per_image(dense.lut_blur_matrix, x, flow), atol=1e-12)
+    np.testing.assert_allclose(K.T(x), per_image(dense.lut_blur_matrix, x, flow, transpose=True), atol=1e-12)
+
+
+def test_lut_equals_line_kernel_at_integer_flows():
+    rng = np.random.default_rng(6)
+    flow = np.round(rng.uniform(-16, 16, (1, 2, 12, 12)))
+    x = rng.random((1, 3, 12, 12))
+    np.testing.assert_allclose(pd.MotionBlur.lut(flow)(x), pd.MotionBlur(flow)(x), atol=1e-12)
+
+
+def test_lut_table_shape_and_entries():
+    table = motion_kernel_table()
+    assert table.shape[:2] == (33, 33)
+    np.testing.assert_allclose(table.sum(axis=(2, 3)), 1.0, atol=1e-12)
+    r = table.shape[2] // 2
+    np.testing.assert_allclose(table[16 + 3, 16 - 5], motion_kernel((-5, 3), r))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_two_segment_matches_dense(path, dtype):
+    rng = np.random.default_rng(7)
+    fn = random_flow(rng, 2, 9, 12, 46.0).astype(dtype)
+    fp = random_flow(rng, 2, 9, 12, 46.0).astype(dtype)
+    x = rng.random((2, 3, 9, 12))
+    K = pd.TwoSegmentBlur(fn, fp, tau=0.7, path=path)
+    f64 = (fn.astype(np.float64), fp.astype(np.float64))
+    np.testing.assert_allclose(K(x.astype(dtype)), per_image(dense.two_segment_matrix, x, *f64, tau=0.7), atol=TOL[dtype])
+    np.testing.assert_allclose(
+        K.T(x.astype(dtype)), per_image(dense.two_segment_matrix, x, *f64, tau=0.7, transpose=True), atol=TOL[dtype]
+    )
+
+
+def test_two_segment_with_opposite_flows_is_the_line_kernel():
+    rng = np.random.default_rng(8)
+    f = rng.uniform(-12, 12, (1, 2, 14, 15))
+    small = np.hypot(f[0, 0], f[0, 1]) < 4  # need |tau f| >= 1
+    f[0, 0][small] += 5
+    x = rng.random((1, 3, 14, 15))
+    for tau in (0.5, 0.8):
+        two = pd.TwoSegmentBlur(f, -f, tau=tau)(x)
+        line = pd.MotionBlur(2 * tau * f)(x)
+        np.testing.assert_allclose(two, line, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_warp_blur_matches_dense(dtype):
+    rng = np.random.default_rng(9)
+    fn = random_flow(rng, 1, 8, 9, 10.0).astype(dtype)
+    fp = random_flow(rng, 1, 8, 9, 10.0).astype(dtype)
+    x = rng.random((1, 2, 8, 9))
+    K = pd.WarpBlur(fn, fp, n=3, tau=0.9)
+    f64 = (fn[0].astype(np.float64), fp[0].astype(np.float64))
+    A = dense.warp_blur_matrix(*f64, n=3, tau=0.9)
+    np.testing.assert_allclose(K(x.astype(dtype)), dense.apply_matrix(A, x), atol=TOL[dtype])
+    np.testing.assert_allclose(K.T(x.astype(dtype)), dense.apply_matrix(A.T.tocsr(), x), atol=TOL[dtype])
+
+
+def _operators(rng, h, w, n=2):
+    f1 = random_flow(rng, n, h, w, 46.0)
+    f2 = random_flow(rng, n, h, w, 46.0)
+    fl = random_flow(rng, n, h, w, 16.0)
+    return {
+        "line-numba": pd.MotionBlur(f1, path="numba"),
+        "line-torch": pd.MotionBlur(f1, path="torch"),
+        "lut": pd.MotionBlur.lut(fl),
+        "two-segment": pd.TwoSegmentBlur(f1, f2, tau=0.6),
+        "warp": pd.WarpBlur(f1 / 4, f2 / 4, n=4),
+    }
+
+
+@pytest.mark.parametrize("name", ["line-numba", "line-torch", "lut", "two-segment", "warp"])
+def test_dot_test_and_constant_preservation(name):
+    rng = np.random.default_rng(10)
+    h, w = 20, 17
+    K = _operators(rng, h, w)[name]
+    x = rng.standard_normal((2, 3, h, w))
+    y = rng.standard_normal((2, 3, h, w))
+    lhs = np.vdot(K(x), y)
+    rhs = np.vdot(x, K.T(y))
+    assert abs(lhs - rhs) <= 1e-11 * max(1.0, abs(lhs))
+    np.testing.assert_allclose(K(np.ones((2, 1, h, w))), 1.0, atol=1e-12)
+
+
+def test_zero_flow_is_identity_and_sign_does_not_matter():
+    rng = np.random.default_rng(11)
+    x = rng.random((1, 3, 16, 16))
+    for path in PATHS:
+        np.testing.assert_array_equal(pd.MotionBlur(np.zeros((1, 2, 16, 16)), path=path)(x), x)
+        f = random_flow(rng, 1, 16, 16, 46.0)
+        np.testing.assert_allclose(pd.MotionBlur(f, path=path)(x), pd.MotionBlur(-f, path=path)(x), atol=1e-12)
+    f = random_flow(rng, 1, 16, 16, 16.0)
+    np.testing.assert_allclose(pd.MotionBlur.lut(f)(x), pd.MotionBlur.lut(-f)(x), atol=1e-12)
+
+
+def test_flow_batch_of_one_blurs_every_image():
+    rng = np.random.default_rng(12)
+    f = random_flow(rng, 1, 10, 10, 20.0)
+    x = rng.random((3, 2, 10, 10))
+    y = pd.MotionBlur(f)(x)
+    for b in range(3):
+        np.testing.assert_allclose(y[b : b + 1], pd.MotionBlur(f)(x[b : b + 1]), atol=1e-14)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_numba_and_torch_paths_agree_float32(path):
+    rng = np.random.default_rng(13)
+    f = torch.tensor(random_flow(rng, 2, 24, 31, 46.0), dtype=torch.float32)
+    x = torch.rand(2, 3, 24, 31, dtype=torch.float32)
+    other = "torch" if path == "numba" else "numba"
+    torch.testing.assert_close(pd.MotionBlur(f, path=path)(x), pd.MotionBlur(f, path=other)(x), atol=1e-5, rtol=0)
+
+
+def test_types_and_layouts_round_trip():
+    rng = np.random.default_rng(14)
+    f = random_flow(rng, 1, 12, 14, 10.0)
+    img_hwc = rng.random((12, 14, 3))
+    K = pd.MotionBlur(f)
+    y_np = K(img_hwc)
+    assert isinstance(y_np, np.ndarray) and y_np.shape == (12, 14, 3)
+    y_nchw = K(img_hwc.transpose(2, 0, 1)[None])
+    np.testing.assert_allclose(y_np, y_nchw[0].transpose(1, 2, 0), atol=1e-14)
+    y_t = K(torch.from_numpy(img_hwc.transpose(2, 0, 1).copy()))  # torch (C, H, W)
+    assert isinstance(y_t, torch.Tensor) and y_t.shape == (3, 12, 14)
+    np.testing.assert_allclose(y_t.numpy(), y_nchw[0], atol=1e-14)
+    grey = K(img_hwc[..., 0])
+    np.testing.assert_allclose(grey, y_np[..., 0], atol=1e-14)
+
+
+def _gradcheck(fn, inputs):
+    return torch.autograd.gradcheck(fn, inputs, eps=1e-7, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("transpose", [False, True])
+def test_motion_blur_gradients_image_and_flow(path, transpose):
+    rng = np.random.default_rng(15)
+    x = torch.tensor(rng.random((2, 2, 6, 7)), requires_grad=True)
+    f = torch.tensor(rng.uniform(-6, 6, (2, 2, 6, 7)), requires_grad=True)
+
+    def fn(x, f):
+        K = pd.MotionBlur(f, path=path)
+        return (K.T if transpose else K)(x)
+
+    assert _gradcheck(fn, (x, f))
+
+
+def test_shared_flow_gradient_sums_over_batch():
+    rng = np.random.default_rng(16)
+    x = torch.tensor(rng.random((3, 1, 6, 6)), requires_grad=True)
+    f = torch.tensor(rng.uniform(-5, 5, (1, 2, 6, 6)), requires_grad=True)
+    assert _gradcheck(lambda x, f: pd.MotionBlur(f)(x), (x, f))
+
+
+def test_two_segment_lut_and_warp_gradients():
+    rng = np.random.default_rng(17)
+    x = torch.tensor(rng.random((1, 2, 6, 7)), requires_grad=True)
+    a = torch.tensor(rng.uniform(-5, 5, (1, 2, 6, 7)), requires_grad=True)
+    b = torch.tensor(rng.uniform(-5, 5, (1, 2, 6, 7)), requires_grad=True)
+    assert _gradcheck(lambda x, a, b: pd.TwoSegmentBlur(a, b, tau=0.7)(x), (x, a, b))
+    assert _gradcheck(lambda x, a: pd.MotionBlur.lut(a)(x), (x, a))
+    assert _gradcheck(lambda x, a, b: pd.WarpBlur(a, b, n=2)(x), (x, a, b))
+    assert _gradcheck(lambda x, a, b: pd.WarpBlur(a, b, n=2).T(x), (x, a, b))
+
+
+def test_gradient_is_finite_at_zero_flow():
+    x = torch.rand(1, 1, 5, 5, dtype=torch.float64)
+    for path in PATHS:
+        f = torch.zeros(1, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+        pd.MotionBlur(f, path=path)(x).sum().backward()
+        assert torch.isfinite(f.grad).all()
