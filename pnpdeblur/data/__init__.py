@@ -12,6 +12,15 @@ from .flows import (
     sample_camera_motion,
 )
 from .samples import sample_image, sample_images
+from .video import (
+    MOTION_KINDS,
+    CameraPath,
+    VideoBlurSample,
+    average_frames,
+    random_camera_path,
+    render_frames,
+    synthesize_video_blur,
+)
 
 __all__ = [
     "FLOW_PRESETS",
@@ -22,4 +31,11 @@ __all__ = [
     "sample_camera_motion",
     "sample_image",
     "sample_images",
+    "MOTION_KINDS",
+    "CameraPath",
+    "VideoBlurSample",
+    "average_frames",
+    "random_camera_path",
+    "render_frames",
+    "synthesize_video_blur",
 ]
