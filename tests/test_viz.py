@@ -136,3 +136,14 @@ def test_to_hwc_layouts():
     assert to_hwc(np.zeros((10, 12), np.uint8)).shape == (10, 12, 1)
     with pytest.raises(ValueError):
         to_hwc(np.zeros((2, 3, 4, 5)))
+
+
+def test_kernel_field_kernels_mode_paints_line_kernel():
+    flow = np.zeros((2, 32, 32))
+    flow[0] = 6.0
+    fig = kernel_field_figure(np.zeros((32, 32)), flow, step=16, mode="kernels")
+    overlay = fig.axes[0].images[1].get_array()
+    alpha = np.asarray(overlay[..., 3])
+    # m = (6, 0) at the grid point (8, 8): taps x = 5..11 on row 8, end taps at half weight
+    np.testing.assert_allclose(alpha[8, 5:12], [0.5, 1, 1, 1, 1, 1, 0.5], atol=1e-12)
+    assert alpha[8, 4] == 0 and alpha[7, 8] == 0 and alpha[0, 0] == 0

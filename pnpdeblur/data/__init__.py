@@ -11,7 +11,20 @@ from .flows import (
     random_motion_flows,
     sample_camera_motion,
 )
+from .datasets import (
+    IMAGE_EXTENSIONS,
+    BlurredFolderDataset,
+    GoProDataset,
+    KohlerDataset,
+    PairAugment,
+    PairedFolderDataset,
+    SyntheticBlurDataset,
+    SyntheticVideoDataset,
+    list_images,
+    read_image,
+)
 from .samples import sample_image, sample_images
+from .synthetic import FlowBlurSample, synthesize_flow_blur
 from .video import (
     MOTION_KINDS,
     CameraPath,
@@ -38,4 +51,16 @@ __all__ = [
     "random_camera_path",
     "render_frames",
     "synthesize_video_blur",
+    "FlowBlurSample",
+    "synthesize_flow_blur",
+    "IMAGE_EXTENSIONS",
+    "read_image",
+    "list_images",
+    "PairAugment",
+    "SyntheticBlurDataset",
+    "SyntheticVideoDataset",
+    "GoProDataset",
+    "KohlerDataset",
+    "PairedFolderDataset",
+    "BlurredFolderDataset",
 ]

@@ -1,0 +1,593 @@
+"""Torch datasets for deblurring: synthetic pairs, GOPRO, Köhler, paired and blurred-only folders.
+
+Every item is a dict of ``torch.float32`` tensors in ``(C, H, W)`` layout with values in
+[0, 1] (flows ``(2, H, W)`` in pixels) plus a ``"name"`` string, so the default
+``DataLoader`` collation stacks them into ``(N, C, H, W)`` batches when the images share a
+size (use ``crop``).
+
+Images are read with :func:`skimage.io.imread`; 8/16-bit integers are scaled to [0, 1],
+alpha channels dropped, grey images replicated to ``channels`` (default 3).
+
+Randomness: a dataset with ``seed=None`` draws fresh augmentations on every access; with
+an int ``seed`` and ``fixed=True`` item ``i`` is always the same (use it for validation);
+with an int ``seed`` and ``fixed=False`` the augmentation stream is reproducible from the
+start of iteration (per worker).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ._utils import as_generator
+from .flows import canonicalize_flow
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "read_image",
+    "list_images",
+    "PairAugment",
+    "SyntheticBlurDataset",
+    "SyntheticVideoDataset",
+    "GoProDataset",
+    "KohlerDataset",
+    "PairedFolderDataset",
+    "BlurredFolderDataset",
+]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def read_image(path, channels: int | None = 3) -> np.ndarray:
+    """Read an image file as float32 ``(H, W, C)`` in [0, 1].
+
+    Parameters
+    ----------
+    path : str or path-like
+    channels : {None, 1, 3}
+        ``3``: grey images are replicated; ``1``: colour images converted to luminance;
+        ``None``: as stored (alpha dropped).
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ValueError
+        The file cannot be decoded as an image, or has an unsupported shape.
+    """
+    from skimage import io
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"image file not found: {p}")
+    try:
+        img = np.asarray(io.imread(str(p)))
+    except Exception as exc:  # decoders raise many types
+        raise ValueError(f"cannot read image {p}: {exc}") from exc
+    if img.dtype == bool:
+        img = img.astype(np.float32)
+    elif np.issubdtype(img.dtype, np.integer):
+        img = img.astype(np.float32) / float(np.iinfo(img.dtype).max)
+    elif img.dtype.kind == "f":
+        img = img.astype(np.float32)
+    else:
+        raise ValueError(f"cannot read image {p}: unsupported dtype {img.dtype}")
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.ndim != 3 or img.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"cannot read image {p}: unsupported shape {img.shape}")
+    if img.shape[2] in (2, 4):  # grey+alpha or RGBA
+        img = img[:, :, :-1]
+    if not np.all(np.isfinite(img)):
+        raise ValueError(f"image {p} contains NaN or Inf")
+    if channels == 3 and img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    elif channels == 1 and img.shape[2] == 3:
+        img = (img @ np.array([0.2125, 0.7154, 0.0721], np.float32))[:, :, None]
+    elif channels not in (None, 1, 3):
+        raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
+    return np.ascontiguousarray(np.clip(img, 0.0, 1.0))
+
+
+def list_images(folder, recursive: bool = False) -> list[Path]:
+    """Sorted image files (by extension, case-insensitive) in ``folder``.
+
+    Raises ``FileNotFoundError`` if the folder does not exist and ``ValueError`` if it holds
+    no image."""
+    d = Path(folder)
+    if not d.is_dir():
+        raise FileNotFoundError(f"folder not found: {d}")
+    it = d.rglob("*") if recursive else d.iterdir()
+    files = sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {d}")
+    return files
+
+
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(img, -1, 0), dtype=np.float32))
+
+
+def _rgb_to_hsv_sat_scale(img: np.ndarray, factor: float) -> np.ndarray:
+    from skimage.color import hsv2rgb, rgb2hsv
+
+    hsv = rgb2hsv(img.astype(np.float64))
+    hsv[..., 1] = np.clip(hsv[..., 1] * factor, 0.0, 1.0)
+    return hsv2rgb(hsv).astype(np.float32)
+
+
+class PairAugment:
+    """Random crop, flips, 90° rotations and Nah et al.'s colour/noise augmentations.
+
+    The same geometric and colour transform is applied to every image of a sample (blurred,
+    sharp, sharp frames), flows are transformed consistently (flips negate a component,
+    rotations rotate the vectors; blur labels are then re-canonicalised), and noise is added
+    to the blurred image only.
+
+    Parameters
+    ----------
+    crop : int or (int, int), optional
+        Random crop size ``(H, W)``; images smaller than it raise ``ValueError``.
+    hflip, vflip : bool
+        Random horizontal / vertical flips (probability 1/2 each).
+    rot90 : bool
+        Random rotation by a multiple of 90° (the lossless version of Nah et al.'s
+        "rotated at random degrees").
+    permute_channels : bool
+        Random permutation of the RGB channels (Nah et al.).
+    saturation : (float, float), optional
+        Multiply HSV saturation by a factor drawn uniformly from this range
+        (Nah et al.: (0.5, 1.5)).
+    noise_sigma : float, optional
+        Nah et al.'s noise: the standard deviation is ``|s|`` with ``s ~ N(0, noise_sigma²)``
+        (they use 2/255), drawn per sample; Gaussian noise of that std is added to the
+        blurred image, then values are clipped to [0, 1].
+    canonical_flow : bool
+        Re-canonicalise flows (``u >= 0``) after flips/rotations (True for blur labels;
+        set False for optical flows between frames).
+    """
+
+    def __init__(self, crop: int | tuple[int, int] | None = None, hflip: bool = True, vflip: bool = False,
+                 rot90: bool = False, permute_channels: bool = False,
+                 saturation: tuple[float, float] | None = None, noise_sigma: float | None = None,
+                 canonical_flow: bool = True):
+        if crop is not None:
+            if isinstance(crop, numbers.Integral):
+                crop = (int(crop), int(crop))
+            if len(crop) != 2 or min(crop) < 1:
+                raise ValueError(f"crop must be a positive int or (H, W), got {crop!r}")
+            crop = (int(crop[0]), int(crop[1]))
+        if saturation is not None and (len(saturation) != 2 or not 0 <= saturation[0] <= saturation[1]):
+            raise ValueError(f"saturation must be a range (lo, hi) with 0 <= lo <= hi, got {saturation!r}")
+        if noise_sigma is not None and not (isinstance(noise_sigma, numbers.Real) and noise_sigma >= 0):
+            raise ValueError(f"noise_sigma must be a non-negative float, got {noise_sigma!r}")
+        self.crop, self.hflip, self.vflip, self.rot90 = crop, hflip, vflip, rot90
+        self.permute_channels, self.saturation, self.noise_sigma = permute_channels, saturation, noise_sigma
+        self.canonical_flow = canonical_flow
+
+    @classmethod
+    def nah(cls, crop: int | tuple[int, int] | None = 256) -> "PairAugment":
+        """The augmentation set of Nah et al. (DeepDeblur) on ``crop`` patches."""
+        return cls(crop=crop, hflip=True, vflip=True, rot90=True, permute_channels=True,
+                   saturation=(0.5, 1.5), noise_sigma=2.0 / 255.0)
+
+    def __repr__(self) -> str:
+        return (f"PairAugment(crop={self.crop}, hflip={self.hflip}, vflip={self.vflip}, rot90={self.rot90}, "
+                f"permute_channels={self.permute_channels}, saturation={self.saturation}, "
+                f"noise_sigma={self.noise_sigma})")
+
+    def __call__(self, images: dict[str, np.ndarray], rng: np.random.Generator,
+                 flows: dict[str, np.ndarray] | None = None, noisy: Sequence[str] = ("blurred",)):
+        """Transform ``images`` (name -> ``(H, W, C)`` or ``(K, H, W, C)``) and ``flows``
+        (name -> ``(2, H, W)``) in place of copies; returns ``(images, flows)``."""
+        flows = dict(flows or {})
+        images = dict(images)
+        shapes = {k: v.shape[-3:-1] for k, v in images.items()}
+        shapes.update({k: v.shape[-2:] for k, v in flows.items()})
+        if len(set(shapes.values())) > 1:
+            raise ValueError(f"images of one sample have different sizes: {shapes}")
+        h, w = next(iter(shapes.values()))
+        if self.crop is not None:
+            ch, cw = self.crop
+            if ch > h or cw > w:
+                raise ValueError(f"crop {self.crop} is larger than the image size {(h, w)}")
+            y0 = int(rng.integers(0, h - ch + 1))
+            x0 = int(rng.integers(0, w - cw + 1))
+            images = {k: v[..., y0:y0 + ch, x0:x0 + cw, :] for k, v in images.items()}
+            flows = {k: v[:, y0:y0 + ch, x0:x0 + cw] for k, v in flows.items()}
+        if self.hflip and rng.random() < 0.5:
+            images = {k: v[..., :, ::-1, :] for k, v in images.items()}
+            flows = {k: np.stack([-v[0, :, ::-1], v[1, :, ::-1]]) for k, v in flows.items()}
+        if self.vflip and rng.random() < 0.5:
+            images = {k: v[..., ::-1, :, :] for k, v in images.items()}
+            flows = {k: np.stack([v[0, ::-1, :], -v[1, ::-1, :]]) for k, v in flows.items()}
+        if self.rot90:
+            k90 = int(rng.integers(0, 4))
+            for _ in range(k90):  # 90° counter-clockwise on screen: (x, y) -> (y, W-1-x)
+                images = {k: np.rot90(v, 1, axes=(-3, -2)) for k, v in images.items()}
+                flows = {k: np.stack([np.rot90(v[1], 1), -np.rot90(v[0], 1)]) for k, v in flows.items()}
+        if self.permute_channels:
+            c = next(iter(images.values())).shape[-1]
+            perm = rng.permutation(c)
+            images = {k: v[..., perm] for k, v in images.items()}
+        if self.saturation is not None:
+            f = float(rng.uniform(*self.saturation))
+            images = {k: (_rgb_to_hsv_sat_scale(v, f) if v.shape[-1] == 3 else v) for k, v in images.items()}
+        if self.noise_sigma:
+            s = abs(float(rng.normal(0.0, self.noise_sigma)))
+            for k in noisy:
+                if k in images:
+                    v = images[k]
+                    images[k] = np.clip(v + s * rng.standard_normal(v.shape).astype(np.float32), 0.0, 1.0)
+        if self.canonical_flow:
+            flows = {k: canonicalize_flow(np.asarray(v)) for k, v in flows.items()}
+        images = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in images.items()}
+        flows = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in flows.items()}
+        return images, flows
+
+
+class _Base(Dataset):
+    def __init__(self, transform: PairAugment | Callable | None, seed, fixed: bool):
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be a PairAugment or callable, got {type(transform).__name__}")
+        if fixed and seed is None:
+            raise ValueError("fixed=True needs an int seed")
+        if seed is not None and not (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
+            raise TypeError(f"seed must be None or an int, got {type(seed).__name__}")
+        self.transform = transform
+        self.seed = seed
+        self.fixed = fixed
+        self._rng = None
+
+    def _item_rng(self, index: int) -> np.random.Generator:
+        if self.fixed:
+            return np.random.default_rng([int(self.seed), int(index)])
+        if self._rng is None:
+            info = torch.utils.data.get_worker_info()
+            wid = 0 if info is None else info.id
+            self._rng = np.random.default_rng(None if self.seed is None else [int(self.seed), 2**31 + wid])
+        return self._rng
+
+    def _check_index(self, index: int) -> int:
+        n = len(self)
+        if not isinstance(index, numbers.Integral):
+            raise TypeError(f"index must be an int, got {type(index).__name__}")
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for a dataset of {n} items")
+        return int(index) % n
+
+    def _finish(self, images, flows, rng, name, noisy=("blurred",)) -> dict[str, Any]:
+        if self.transform is not None:
+            if isinstance(self.transform, PairAugment):
+                images, flows = self.transform(images, rng, flows, noisy)
+            else:
+                images, flows = self.transform(images, rng, flows)
+        out: dict[str, Any] = {}
+        for k, v in images.items():
+            out[k] = _to_tensor(v) if v.ndim == 3 else torch.from_numpy(
+                np.ascontiguousarray(np.moveaxis(v, -1, 1), dtype=np.float32))
+        for k, v in flows.items():
+            out[k] = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
+        out["name"] = name
+        return out
+
+
+def _check_pair(a: np.ndarray, b: np.ndarray, pa, pb):
+    if a.shape[:2] != b.shape[:2]:
+        raise ValueError(f"mismatched image sizes: {pa} is {a.shape[:2]}, {pb} is {b.shape[:2]}")
+
+
+def _images_from(source, channels) -> list[np.ndarray] | list[Path]:
+    from .samples import sample_image, sample_images
+
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+        return list_images(source, recursive=True)
+    if isinstance(source, (str, os.PathLike)):
+        raise FileNotFoundError(f"images folder not found: {source}")
+    if source is None:
+        source = sample_images()
+    out = []
+    for i, s in enumerate(source):
+        if isinstance(s, str) and s in sample_images():
+            out.append(sample_image(s, channels=channels))
+        elif isinstance(s, (str, os.PathLike)):
+            out.append(Path(s))
+        elif isinstance(s, np.ndarray):
+            a = s.astype(np.float32)
+            if a.ndim == 2:
+                a = a[:, :, None]
+            if a.ndim != 3 or not np.all(np.isfinite(a)):
+                raise ValueError(f"images[{i}] must be a finite (H, W[, C]) array, got shape {s.shape}")
+            out.append(a)
+        else:
+            raise TypeError(f"images[{i}] must be a sample name, a path or a numpy array, got {type(s).__name__}")
+    if not out:
+        raise ValueError("images must not be empty")
+    return out
+
+
+class SyntheticBlurDataset(_Base):
+    """On-the-fly (blurred, sharp, flow) triples: Gong-style flows through ``MotionBlur``.
+
+    Each item crops a random ``crop`` patch of a random source image (after ``transform``-free
+    random flips), draws a flow with :func:`pnpdeblur.data.random_motion_flow` and blurs it
+    with :func:`pnpdeblur.data.synthesize_flow_blur` (+ Gaussian noise).
+
+    Parameters
+    ----------
+    images : sequence of sample names / paths / arrays, or a folder; default all
+        :func:`pnpdeblur.data.sample_images`.
+    length : int
+        Items per epoch.
+    crop : int or (int, int)
+        Patch size (default 128).
+    preset : {"23", "46"}
+        Flow label range.
+    noise_sigma : float or (float, float)
+        Noise std or range.
+    seed, fixed : see the module docstring.
+    channels : {1, 3}
+    flow_kwargs : dict, optional
+        Passed to :func:`random_motion_flow`.
+
+    Items: ``{"blurred": (C,H,W), "sharp": (C,H,W), "flow": (2,H,W), "name": str}``.
+    """
+
+    def __init__(self, images=None, length: int = 1000, crop: int | tuple[int, int] = 128,
+                 preset: str | int = "23", noise_sigma: float | tuple[float, float] = 0.01,
+                 seed: int | None = None, fixed: bool = False, channels: int = 3,
+                 flow_kwargs: dict | None = None, transform: PairAugment | None = None):
+        super().__init__(transform, seed, fixed)
+        if not isinstance(length, numbers.Integral) or length < 1:
+            raise ValueError(f"length must be a positive int, got {length!r}")
+        self.sources = _images_from(images, channels)
+        self.length = int(length)
+        self.crop = PairAugment(crop=crop, hflip=True, vflip=True).crop
+        self.preset, self.noise_sigma, self.channels = preset, noise_sigma, channels
+        self.flow_kwargs = dict(flow_kwargs or {})
+        self._cropper = PairAugment(crop=self.crop, hflip=True, vflip=True)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _source(self, i: int) -> tuple[np.ndarray, str]:
+        s = self.sources[i]
+        if isinstance(s, Path):
+            return read_image(s, self.channels), s.name
+        return s, f"image{i}"
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from .synthetic import synthesize_flow_blur
+
+        index = self._check_index(index)
+        rng = self._item_rng(index)
+        img, name = self._source(int(rng.integers(0, len(self.sources))))
+        imgs, _ = self._cropper({"sharp": img}, rng)
+        sample = synthesize_flow_blur(imgs["sharp"], self.preset, self.noise_sigma, seed=rng, **self.flow_kwargs)
+        return self._finish({"blurred": sample.blurred, "sharp": sample.sharp}, {"flow": sample.flow}, rng,
+                            f"{name}#{index}", noisy=())
+
+
+class SyntheticVideoDataset(_Base):
+    """On-the-fly GOPRO-style pairs from :func:`pnpdeblur.data.synthesize_video_blur`.
+
+    Items: ``{"blurred", "sharp": (C,H,W), "flow_next", "flow_prev", "exposure_flow": (2,H,W),
+    "n_frames": int, "name"}``. ``crop`` sets the rendered frame size directly (the source
+    photo is first randomly cropped to ``crop + 2·max_blur``).
+    """
+
+    def __init__(self, images=None, length: int = 200, crop: int | tuple[int, int] = 128,
+                 motion: str = "mixed", max_blur: float = 16.0, gamma: float | None = 2.2,
+                 foreground: bool = False, n_frames: int | None = None, seed: int | None = None,
+                 fixed: bool = False, channels: int = 3, noise_sigma: float | None = None):
+        super().__init__(None, seed, fixed)
+        if not isinstance(length, numbers.Integral) or length < 1:
+            raise ValueError(f"length must be a positive int, got {length!r}")
+        self.sources = _images_from(images, channels)
+        self.length = int(length)
+        self.crop = PairAugment(crop=crop).crop
+        self.motion, self.max_blur, self.gamma = motion, float(max_blur), gamma
+        self.foreground, self.n_frames, self.channels = foreground, n_frames, channels
+        self.noise = PairAugment(hflip=False, noise_sigma=noise_sigma, canonical_flow=False) if noise_sigma else None
+        m = int(math.ceil(self.max_blur))
+        self._src_crop = PairAugment(crop=(self.crop[0] + 2 * m, self.crop[1] + 2 * m), hflip=True)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from .video import synthesize_video_blur
+
+        index = self._check_index(index)
+        rng = self._item_rng(index)
+        i = int(rng.integers(0, len(self.sources)))
+        s = self.sources[i]
+        img = read_image(s, self.channels) if isinstance(s, Path) else s
+        imgs, _ = self._src_crop({"sharp": img}, rng)
+        v = synthesize_video_blur(imgs["sharp"], shape=self.crop, n_frames=self.n_frames, motion=self.motion,
+                                  max_blur=self.max_blur, min_blur=min(2.0, self.max_blur), gamma=self.gamma,
+                                  foreground=self.foreground, seed=rng)
+        images = {"blurred": v.blurred, "sharp": v.sharp}
+        if self.noise is not None:
+            images, _ = self.noise(images, rng)
+        out = self._finish(images, {"flow_next": v.flow_next, "flow_prev": v.flow_prev,
+                                    "exposure_flow": v.exposure_flow}, rng, f"video{i}#{index}")
+        out["n_frames"] = v.n_frames
+        return out
+
+
+class PairedFolderDataset(_Base):
+    """(blurred, sharp) pairs from two folders, matched by file stem.
+
+    Parameters
+    ----------
+    blurred_dir, sharp_dir : path-like
+    transform : PairAugment, optional
+    strict : bool
+        Raise ``ValueError`` if a file of one folder has no partner in the other (default);
+        otherwise keep only the common stems.
+
+    Items: ``{"blurred": (C,H,W), "sharp": (C,H,W), "name": stem}``; images of different
+    sizes raise ``ValueError`` naming both files.
+    """
+
+    def __init__(self, blurred_dir, sharp_dir, transform: PairAugment | None = None, channels: int = 3,
+                 strict: bool = True, seed: int | None = None, fixed: bool = False):
+        super().__init__(transform, seed, fixed)
+        self.channels = channels
+        self.pairs = self._match(list_images(blurred_dir), list_images(sharp_dir), strict)
+
+    @staticmethod
+    def _match(blurred: list[Path], sharp: list[Path], strict: bool) -> list[tuple[Path, Path, str]]:
+        b = {p.stem: p for p in blurred}
+        s = {p.stem: p for p in sharp}
+        only_b, only_s = sorted(set(b) - set(s)), sorted(set(s) - set(b))
+        if strict and (only_b or only_s):
+            raise ValueError(
+                f"unpaired images: {len(only_b)} blurred without sharp {only_b[:5]}, "
+                f"{len(only_s)} sharp without blurred {only_s[:5]}")
+        common = sorted(set(b) & set(s))
+        if not common:
+            raise ValueError("no (blurred, sharp) pairs with matching file names")
+        return [(b[k], s[k], k) for k in common]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = self._check_index(index)
+        pb, ps, name = self.pairs[index]
+        b, s = read_image(pb, self.channels), read_image(ps, self.channels)
+        _check_pair(b, s, pb, ps)
+        return self._finish({"blurred": b, "sharp": s}, {}, self._item_rng(index), name)
+
+
+class GoProDataset(PairedFolderDataset):
+    """The GOPRO layout of Nah et al.: ``root/[split/]<sequence>/{blur,sharp}/<frame>.png``.
+
+    Parameters
+    ----------
+    root : path-like
+        The dataset folder (e.g. ``GOPRO_Large``).
+    split : str, optional
+        Sub-folder such as ``"train"`` or ``"test"``.
+    blur_dir : str
+        ``"blur"`` (default) or ``"blur_gamma"`` (the gamma-corrected averages).
+    sequences : sequence of str, optional
+        Restrict to these sequence folders.
+
+    Items: ``{"blurred", "sharp": (C,H,W), "name": "<sequence>/<frame>"}``.
+    """
+
+    def __init__(self, root, split: str | None = None, blur_dir: str = "blur", transform: PairAugment | None = None,
+                 channels: int = 3, sequences: Sequence[str] | None = None, seed: int | None = None,
+                 fixed: bool = False):
+        _Base.__init__(self, transform, seed, fixed)
+        self.channels = channels
+        base = Path(root) / split if split else Path(root)
+        if not base.is_dir():
+            raise FileNotFoundError(f"GOPRO folder not found: {base}")
+        seqs = sorted(d for d in base.iterdir() if d.is_dir() and ((d / blur_dir).is_dir() or (d / "sharp").is_dir()))
+        if sequences is not None:
+            want = set(sequences)
+            missing = want - {d.name for d in seqs}
+            if missing:
+                raise FileNotFoundError(f"sequences not found under {base}: {sorted(missing)}")
+            seqs = [d for d in seqs if d.name in want]
+        if not seqs:
+            raise FileNotFoundError(f"no sequence folders with '{blur_dir}/' and 'sharp/' under {base}")
+        self.pairs = []
+        for d in seqs:
+            for sub in (blur_dir, "sharp"):
+                if not (d / sub).is_dir():
+                    raise FileNotFoundError(f"sequence {d} has no '{sub}/' folder")
+            pairs = self._match(list_images(d / blur_dir), list_images(d / "sharp"), strict=True)
+            self.pairs += [(pb, ps, f"{d.name}/{k}") for pb, ps, k in pairs]
+
+
+class KohlerDataset(_Base):
+    """The Köhler et al. (2012) benchmark layout.
+
+    Under ``root`` (searched recursively) the blurred images are ``Blurry<i>_<j>.<ext>``
+    (image ``i``, trajectory ``j``) and the sharp frames recorded along the trajectory are
+    ``GroundTruth<i>_<j>_<k>.<ext>``. Evaluate with :func:`pnpdeblur.metrics.kohler_psnr`.
+
+    Items: ``{"blurred": (C,H,W), "sharp_frames": (K,C,H,W), "sharp": (C,H,W) the middle
+    frame, "name": "Blurry<i>_<j>"}``. No augmentation (benchmark data).
+    """
+
+    _BLUR = re.compile(r"^blurry(\d+)_(\d+)$", re.IGNORECASE)
+    _GT = re.compile(r"^groundtruth(\d+)_(\d+)_(\d+)$", re.IGNORECASE)
+
+    def __init__(self, root, channels: int = 3, max_frames: int | None = None):
+        super().__init__(None, None, False)
+        self.channels = channels
+        if max_frames is not None and (not isinstance(max_frames, numbers.Integral) or max_frames < 1):
+            raise ValueError(f"max_frames must be a positive int, got {max_frames!r}")
+        self.max_frames = max_frames
+        files = list_images(root, recursive=True)
+        blurry: dict[tuple[int, int], Path] = {}
+        gts: dict[tuple[int, int], list[tuple[int, Path]]] = {}
+        for p in files:
+            m = self._BLUR.match(p.stem)
+            if m:
+                blurry[(int(m[1]), int(m[2]))] = p
+                continue
+            m = self._GT.match(p.stem)
+            if m:
+                gts.setdefault((int(m[1]), int(m[2])), []).append((int(m[3]), p))
+        if not blurry:
+            raise ValueError(f"no Blurry<i>_<j> images under {root}")
+        missing = sorted(k for k in blurry if k not in gts)
+        if missing:
+            raise ValueError(f"blurred images without GroundTruth<i>_<j>_<k> frames: "
+                             f"{['Blurry%d_%d' % k for k in missing[:5]]}")
+        self.items = [(blurry[k], [p for _, p in sorted(gts[k])], "Blurry%d_%d" % k) for k in sorted(blurry)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = self._check_index(index)
+        pb, frames, name = self.items[index]
+        if self.max_frames is not None and len(frames) > self.max_frames:
+            sel = np.linspace(0, len(frames) - 1, self.max_frames).round().astype(int)
+            frames = [frames[i] for i in sel]
+        b = read_image(pb, self.channels)
+        fr = [read_image(p, self.channels) for p in frames]
+        for p, f in zip(frames, fr):
+            _check_pair(b, f, pb, p)
+        stack = np.stack(fr)
+        return {
+            "blurred": _to_tensor(b),
+            "sharp_frames": torch.from_numpy(np.ascontiguousarray(np.moveaxis(stack, -1, 1))),
+            "sharp": _to_tensor(fr[len(fr) // 2]),
+            "name": name,
+        }
+
+
+class BlurredFolderDataset(_Base):
+    """Blurred images only (real photos without ground truth), e.g. for test-time fine-tuning.
+
+    Items: ``{"blurred": (C,H,W), "name": stem}``."""
+
+    def __init__(self, folder, transform: PairAugment | None = None, channels: int = 3,
+                 recursive: bool = False, seed: int | None = None, fixed: bool = False):
+        super().__init__(transform, seed, fixed)
+        self.channels = channels
+        self.files = list_images(folder, recursive=recursive)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = self._check_index(index)
+        p = self.files[index]
+        return self._finish({"blurred": read_image(p, self.channels)}, {}, self._item_rng(index), p.stem)
