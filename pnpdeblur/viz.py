@@ -412,7 +412,7 @@ def convergence_figure(result, path=None, keys: Sequence[str] | None = None,
     path : str or path-like, optional
         Write the figure there as PNG.
     keys : sequence of str, optional
-        Which series to plot (default all numeric ones, except ``x_key``).
+        Which series to plot (default all numeric ones except ``x_key`` and ``"time"``).
     x_key : str, optional
         Series used as the x axis (default: ``"iteration"``/``"iter"``/``"k"`` when present,
         else the index).
@@ -429,7 +429,7 @@ def convergence_figure(result, path=None, keys: Sequence[str] | None = None,
     elif x_key not in series:
         raise ValueError(f"x_key {x_key!r} is not in the history (keys: {sorted(series)})")
     if keys is None:
-        keys = [k for k in series if k != x_key]
+        keys = [k for k in series if k not in (x_key, "time")]
     else:
         missing = [k for k in keys if k not in series]
         if missing:

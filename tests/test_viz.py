@@ -147,3 +147,15 @@ def test_kernel_field_kernels_mode_paints_line_kernel():
     # m = (6, 0) at the grid point (8, 8): taps x = 5..11 on row 8, end taps at half weight
     np.testing.assert_allclose(alpha[8, 5:12], [0.5, 1, 1, 1, 1, 1, 0.5], atol=1e-12)
     assert alpha[8, 4] == 0 and alpha[7, 8] == 0 and alpha[0, 0] == 0
+
+
+def test_convergence_figure_with_solver_result(tmp_path):
+    result_mod = pytest.importorskip("pnpdeblur.solvers.result")
+    hist = [{"iteration": i + 1, "time": 0.1 * i, "residual": 10.0 ** -i, "psnr": 20.0 + i,
+             "cg_converged": True} for i in range(4)]
+    res = result_mod.SolverResult(x=np.zeros((4, 4)), history=hist)
+    fig = convergence_figure(res, path=tmp_path / "c.png")
+    assert sorted(ax.get_title() for ax in fig.axes) == ["psnr", "residual"]
+    ax = [a for a in fig.axes if a.get_title() == "psnr"][0]
+    np.testing.assert_allclose(ax.lines[0].get_xdata(), [1, 2, 3, 4])
+    assert ax.get_xlabel() == "iteration"
