@@ -19,6 +19,7 @@ import math
 import numbers
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,7 +27,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ._utils import as_generator
 from .flows import canonicalize_flow
 
 __all__ = [
@@ -68,7 +68,9 @@ def read_image(path, channels: int | None = 3) -> np.ndarray:
     if not p.is_file():
         raise FileNotFoundError(f"image file not found: {p}")
     try:
-        img = np.asarray(io.imread(str(p)))
+        with warnings.catch_warnings():  # imageio's plugin probing warns on undecodable files
+            warnings.simplefilter("ignore", DeprecationWarning)
+            img = np.asarray(io.imread(str(p)))
     except Exception as exc:  # decoders raise many types
         raise ValueError(f"cannot read image {p}: {exc}") from exc
     if img.dtype == bool:
