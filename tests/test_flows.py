@@ -132,3 +132,19 @@ def test_sample_images():
         sample_image("nope")
     with pytest.raises(ValueError):
         sample_image("camera", size=(0, 3))
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), h=st.integers(1, 40), w=st.integers(1, 40),
+       preset=st.sampled_from(["23", "46"]), rot=st.floats(0, 1), zoom=st.floats(0, 1))
+def test_property_preset_bounds(seed, h, w, preset, rot, zoom):
+    f = random_motion_flow((h, w), preset, seed=seed, rotation_prob=rot, zoom_prob=zoom)
+    assert f.shape == (2, h, w)
+    assert np.abs(f).max() <= int(preset)
+    assert np.array_equal(f, np.rint(f))
+    assert np.all((f[0] > 0) | ((f[0] == 0) & (f[1] >= 0)))
+    assert not np.signbit(f).any() or np.all(f[np.signbit(f)] < 0)  # no negative zeros

@@ -100,3 +100,21 @@ def test_kohler_finds_shift_and_scale(rng):
         kohler_psnr(x, [], max_shift=2)
     with pytest.raises(ValueError):
         kohler_align(x, frames[0], max_shift=40)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), h=st.integers(7, 30), w=st.integers(7, 30), c=st.sampled_from([1, 3]),
+       noise=st.floats(0.001, 0.5))
+def test_property_matches_skimage(seed, h, w, c, noise):
+    r = np.random.default_rng(seed)
+    x, ref = _pair(r, (h, w, c), noise)
+    assert abs(psnr(x, ref) - sk_psnr(ref, x, data_range=1)) < 1e-6
+    assert abs(ssim(x, ref) - sk_ssim(ref, x, data_range=1, channel_axis=-1)) < 1e-6
+    if min(h, w) >= 11:
+        g = sk_ssim(ref, x, data_range=1, channel_axis=-1, gaussian_weights=True, sigma=1.5,
+                    use_sample_covariance=False)
+        assert abs(ssim(x, ref, gaussian_weights=True) - g) < 1e-6
