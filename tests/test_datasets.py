@@ -193,3 +193,14 @@ def test_synthetic_video_dataset():
     assert it["blurred"].shape == (3, 40, 40) and it["flow_next"].shape == (2, 40, 40)
     assert it["n_frames"] in (7, 9, 11, 13)
     assert torch.equal(it["blurred"], ds[0]["blurred"])
+
+
+def test_synthetic_video_dataset_clips():
+    ds = SyntheticVideoDataset(images=["coffee"], length=2, crop=32, max_blur=6, seed=2, fixed=True,
+                               n_blurred=3, noise_sigma=2 / 255)
+    it = ds[1]
+    assert it["blurred"].shape == (3, 3, 32, 32) and it["sharp"].shape == (3, 3, 32, 32)
+    assert it["flow_next"].shape == (3, 2, 32, 32)
+    # noise on the blurred frames only: sharp frames are noise-free smooth crops, consecutive ones differ
+    assert not torch.equal(it["sharp"][0], it["sharp"][1])
+    assert torch.equal(it["blurred"], ds[1]["blurred"])

@@ -149,3 +149,30 @@ def test_render_frames_middle_is_exact_crop(photo):
     fr = render_frames(photo, (50, 60), CameraPath(omega=0.05, center=(3.0, 4.0)), [0.0, 1.0], origin=(10, 20))
     np.testing.assert_allclose(fr[0], photo[20:70, 10:70], atol=1e-9)
     assert np.abs(fr[1] - fr[0]).max() > 0.05
+
+
+def test_sequence_consistent_with_single_and_flows_warp(photo):
+    from scipy.ndimage import map_coordinates
+
+    from pnpdeblur.data import synthesize_video_sequence
+
+    seq = synthesize_video_sequence(photo, 3, motion="mixed", n_frames=7, max_blur=8, min_blur=6,
+                                    gamma=None, seed=4)
+    assert seq.blurred.shape[0] == 3 and seq.flows_next.shape == (3, 2) + seq.blurred.shape[1:3]
+    single = synthesize_video_blur(photo, shape=seq.sharp.shape[1:3], n_frames=7, path=seq.path, gamma=None)
+    np.testing.assert_allclose(seq.blurred[1], single.blurred, atol=1e-6)
+    np.testing.assert_allclose(seq.flows_next[1], single.flow_next, atol=1e-4)
+    # sharp[k+1] sampled at p + flows_next[k](p) reproduces sharp[k] (away from borders)
+    h, w = seq.sharp.shape[1:3]
+    y, x = np.mgrid[0:h, 0:w].astype(float)
+    for k in range(2):
+        f = seq.flows_next[k]
+        warped = np.stack([map_coordinates(seq.sharp[k + 1][..., c], [y + f[1], x + f[0]], order=3)
+                           for c in range(3)], -1)
+        assert psnr(warped[10:-10, 10:-10], seq.sharp[k][10:-10, 10:-10]) > 35
+        # and flows_prev of the next frame points back
+        fb = seq.flows_prev[k + 1]
+        back = np.stack([map_coordinates(f[c], [y + fb[1], x + fb[0]], order=1) for c in range(2)])
+        np.testing.assert_allclose((back + fb)[:, 10:-10, 10:-10], 0.0, atol=0.05)
+    with pytest.raises(ValueError):
+        synthesize_video_sequence(photo, 0, seed=0)

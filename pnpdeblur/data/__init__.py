@@ -29,10 +29,12 @@ from .video import (
     MOTION_KINDS,
     CameraPath,
     VideoBlurSample,
+    VideoSequenceSample,
     average_frames,
     random_camera_path,
     render_frames,
     synthesize_video_blur,
+    synthesize_video_sequence,
 )
 
 __all__ = [
@@ -51,6 +53,8 @@ __all__ = [
     "random_camera_path",
     "render_frames",
     "synthesize_video_blur",
+    "VideoSequenceSample",
+    "synthesize_video_sequence",
     "FlowBlurSample",
     "synthesize_flow_blur",
     "IMAGE_EXTENSIONS",

@@ -382,14 +382,22 @@ class SyntheticVideoDataset(_Base):
 
     Items: ``{"blurred", "sharp": (C,H,W), "flow_next", "flow_prev", "exposure_flow": (2,H,W),
     "n_frames": int, "name"}``. ``crop`` sets the rendered frame size directly (the source
-    photo is first randomly cropped to ``crop + 2·max_blur``).
+    photo is first randomly cropped to ``crop`` plus a margin).
+
+    With ``n_blurred = K > 1`` an item is a clip of ``K`` consecutive blurred frames from
+    :func:`pnpdeblur.data.synthesize_video_sequence` (Reblur2Deblur-style training): images
+    ``(K, C, H, W)`` and flows ``(K, 2, H, W)`` under the same keys.
     """
 
     def __init__(self, images=None, length: int = 200, crop: int | tuple[int, int] = 128,
                  motion: str = "mixed", max_blur: float = 16.0, gamma: float | None = 2.2,
                  foreground: bool = False, n_frames: int | None = None, seed: int | None = None,
-                 fixed: bool = False, channels: int = 3, noise_sigma: float | None = None):
+                 fixed: bool = False, channels: int = 3, noise_sigma: float | None = None,
+                 n_blurred: int = 1):
         super().__init__(None, seed, fixed)
+        if not isinstance(n_blurred, numbers.Integral) or n_blurred < 1:
+            raise ValueError(f"n_blurred must be a positive int, got {n_blurred!r}")
+        self.n_blurred = int(n_blurred)
         if not isinstance(length, numbers.Integral) or length < 1:
             raise ValueError(f"length must be a positive int, got {length!r}")
         self.sources = _images_from(images, channels)
@@ -398,7 +406,7 @@ class SyntheticVideoDataset(_Base):
         self.motion, self.max_blur, self.gamma = motion, float(max_blur), gamma
         self.foreground, self.n_frames, self.channels = foreground, n_frames, channels
         self.noise = PairAugment(hflip=False, noise_sigma=noise_sigma, canonical_flow=False) if noise_sigma else None
-        m = int(math.ceil(self.max_blur))
+        m = int(math.ceil(self.max_blur * (self.n_blurred + 1) / 2.0))
         self._src_crop = PairAugment(crop=(self.crop[0] + 2 * m, self.crop[1] + 2 * m), hflip=True)
 
     def __len__(self) -> int:
@@ -413,6 +421,21 @@ class SyntheticVideoDataset(_Base):
         s = self.sources[i]
         img = read_image(s, self.channels) if isinstance(s, Path) else s
         imgs, _ = self._src_crop({"sharp": img}, rng)
+        if self.n_blurred > 1:
+            from .video import synthesize_video_sequence
+
+            q = synthesize_video_sequence(imgs["sharp"], self.n_blurred, shape=self.crop, n_frames=self.n_frames,
+                                          motion=self.motion, max_blur=self.max_blur,
+                                          min_blur=min(2.0, self.max_blur), gamma=self.gamma,
+                                          foreground=self.foreground, seed=rng)
+            images = {"blurred": q.blurred, "sharp": q.sharp}
+            if self.noise is not None:
+                images, _ = self.noise(images, rng)
+            out = {k: torch.from_numpy(np.ascontiguousarray(np.moveaxis(v, -1, 1))) for k, v in images.items()}
+            out.update(flow_next=torch.from_numpy(q.flows_next), flow_prev=torch.from_numpy(q.flows_prev),
+                       exposure_flow=torch.from_numpy(q.exposure_flows), n_frames=q.n_frames,
+                       name=f"video{i}#{index}")
+            return out
         v = synthesize_video_blur(imgs["sharp"], shape=self.crop, n_frames=self.n_frames, motion=self.motion,
                                   max_blur=self.max_blur, min_blur=min(2.0, self.max_blur), gamma=self.gamma,
                                   foreground=self.foreground, seed=rng)

@@ -52,6 +52,8 @@ __all__ = [
     "average_frames",
     "synthesize_video_blur",
     "MOTION_KINDS",
+    "VideoSequenceSample",
+    "synthesize_video_sequence",
 ]
 
 #: Kinds of camera motion for :func:`random_camera_path`.
@@ -111,6 +113,23 @@ class CameraPath:
         h, w = shape
         y, x = np.mgrid[0:h, 0:w].astype(np.float64)
         return self.scene_position(shape, tau) - np.stack([x, y])
+
+    def flow_between(self, shape: tuple[int, int], tau_from: float, tau_to: float) -> np.ndarray:
+        """Flow from the frame at ``tau_from`` to the frame at ``tau_to``, ``(2, H, W)`` float64.
+
+        The scene point seen at ``p`` at ``tau_from`` (photo point ``q(p, tau_from)``) appears at
+        ``p' = r + R(θ(tau_to))ᵀ (q − r − T(tau_to)) / s(tau_to)``; the flow is ``p' − p``."""
+        h, w = shape
+        y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+        q = self.source_coords(shape, tau_from)
+        tau = float(tau_to)
+        s, th = math.exp(self.zeta * tau), self.omega * tau
+        c, sn = math.cos(th), math.sin(th)
+        rx, ry = self.center
+        tx = self.velocity[0] * tau + 0.5 * self.acceleration[0] * tau**2
+        ty = self.velocity[1] * tau + 0.5 * self.acceleration[1] * tau**2
+        dx, dy = q[0] - rx - tx, q[1] - ry - ty
+        return np.stack([rx + (c * dx + sn * dy) / s - x, ry + (-sn * dx + c * dy) / s - y])
 
 
 def _check_positive(name: str, value, allow_zero: bool = True) -> float:
@@ -447,4 +466,128 @@ def synthesize_video_blur(
         frames=enc(frames_lin).astype(np.float32) if return_frames else None,
         foreground_mask=None if mask is None else mask.astype(np.float32),
         meta={"origin": origin, "spacing": int(spacing), "motion": motion},
+    )
+
+
+@dataclass
+class VideoSequenceSample:
+    """``K`` consecutive synthesised blurred frames of one clip (for Reblur2Deblur-style training).
+
+    Attributes
+    ----------
+    blurred, sharp : numpy.ndarray
+        ``(K, H, W, C)`` float32: blurred frames and their sharp middle frames (gamma-encoded).
+    flows_next, flows_prev : numpy.ndarray
+        ``(K, 2, H, W)`` float32: flow from sharp frame ``k`` to sharp frame ``k + 1`` / ``k − 1``
+        (defined by the camera path also at the ends of the clip).
+    exposure_flows : numpy.ndarray
+        ``(K, 2, H, W)`` float32 motion during exposure ``k`` (line-kernel labels).
+    n_frames, spacing : int
+        Frames averaged per blurred frame, and frames between consecutive blurred frames.
+    gamma : float or None
+    path : CameraPath
+    foreground_masks : numpy.ndarray or None
+        ``(K, H, W)`` alpha of the foreground layer in each sharp frame.
+    """
+
+    blurred: np.ndarray
+    sharp: np.ndarray
+    flows_next: np.ndarray
+    flows_prev: np.ndarray
+    exposure_flows: np.ndarray
+    n_frames: int
+    spacing: int
+    gamma: float | None
+    path: CameraPath
+    foreground_masks: np.ndarray | None = None
+
+
+def synthesize_video_sequence(
+    image,
+    n_blurred: int = 3,
+    shape: tuple[int, int] | None = None,
+    n_frames: int | None = None,
+    motion: str = "mixed",
+    max_blur: float = 10.0,
+    min_blur: float = 2.0,
+    acceleration: float | None = None,
+    gamma: float | None = 2.2,
+    foreground: bool = False,
+    spacing: int | None = None,
+    path: CameraPath | None = None,
+    order: int = 3,
+    seed: int | np.random.Generator | None = None,
+) -> VideoSequenceSample:
+    """Synthesise ``n_blurred`` consecutive GOPRO-style blurred frames of one clip.
+
+    Blurred frame ``k`` (``k = 0 .. K−1``, centred on the clip's middle) averages the ``N``
+    sharp frames around time ``τ_k = (k − (K−1)/2) · spacing`` in linear intensity, exactly as
+    :func:`synthesize_video_blur` does for one frame; ``spacing`` defaults to ``N`` (a video
+    whose exposures follow each other without gap). Parameters are those of
+    :func:`synthesize_video_blur`; ``max_blur`` bounds the blur of one exposure, and the
+    output size default leaves a margin of ``max_blur`` times the clip length in exposures.
+
+    Returns
+    -------
+    VideoSequenceSample
+    """
+    rng = as_generator(seed)
+    photo = _as_photo(image)
+    if not isinstance(n_blurred, numbers.Integral) or isinstance(n_blurred, bool) or n_blurred < 1:
+        raise ValueError(f"n_blurred must be a positive int, got {n_blurred!r}")
+    k_out = int(n_blurred)
+    if n_frames is None:
+        n_frames = int(rng.choice([7, 9, 11, 13]))
+    if not isinstance(n_frames, numbers.Integral) or isinstance(n_frames, bool) or n_frames < 1 or n_frames % 2 == 0:
+        raise ValueError(f"n_frames must be a positive odd int (7-13 in GOPRO), got {n_frames!r}")
+    n = int(n_frames)
+    spacing = n if spacing is None else spacing
+    if not isinstance(spacing, numbers.Integral) or isinstance(spacing, bool) or spacing < 1:
+        raise ValueError(f"spacing must be a positive int, got {spacing!r}")
+    if order not in (0, 1, 2, 3, 4, 5):
+        raise ValueError(f"order must be an int in 0..5, got {order!r}")
+    _check_positive("max_blur", max_blur)
+    if shape is None:
+        m = int(math.ceil(max_blur * (k_out + 1) / 2.0))
+        shape = (photo.shape[0] - 2 * m, photo.shape[1] - 2 * m)
+        if min(shape) < 8:
+            raise ValueError(f"photo of shape {photo.shape[:2]} is too small for max_blur={max_blur} "
+                             f"and n_blurred={k_out}")
+    h, w = check_shape2(shape)
+    if h > photo.shape[0] or w > photo.shape[1]:
+        raise ValueError(f"shape {shape} is larger than the photo {photo.shape[:2]}")
+    lin_gamma = None if gamma is None or gamma == 1 else _check_positive("gamma", gamma, allow_zero=False)
+    photo_lin = photo ** lin_gamma if lin_gamma else photo
+    if path is None:
+        path = random_camera_path((h, w), n, motion, max_blur, min_blur, acceleration, rng)
+    elif not isinstance(path, CameraPath):
+        raise TypeError(f"path must be a CameraPath, got {type(path).__name__}")
+    fg = _make_foreground(photo_lin, (h, w), n, max_blur, rng, order) if foreground else None
+    origin = ((photo.shape[1] - w) // 2, (photo.shape[0] - h) // 2)
+    enc = (lambda z: np.clip(z, 0, 1) ** (1.0 / lin_gamma)) if lin_gamma else (lambda z: np.clip(z, 0, 1))
+    offsets = np.arange(n) - (n - 1) / 2.0
+    blurred, sharp, fnext, fprev, fexp, masks = [], [], [], [], [], []
+    for k in range(k_out):
+        tk = (k - (k_out - 1) / 2.0) * spacing
+        frames = render_frames(photo_lin, (h, w), path, tk + offsets, origin, fg, order)
+        blurred.append(enc(frames.mean(0)))
+        sharp.append(enc(frames[n // 2]))
+        fn = path.flow_between((h, w), tk, tk + spacing)
+        fp = path.flow_between((h, w), tk, tk - spacing)
+        fe = path.flow_between((h, w), tk, tk + n / 2.0) - path.flow_between((h, w), tk, tk - n / 2.0)
+        if fg is not None:
+            _, a = fg.layer((h, w), tk, order)
+            sel = a > 0.5
+            for f, dt in ((fn, spacing), (fp, -spacing), (fe, n)):
+                f[0][sel] = fg.velocity[0] * dt
+                f[1][sel] = fg.velocity[1] * dt
+            masks.append(a)
+        fnext.append(fn)
+        fprev.append(fp)
+        fexp.append(fe)
+    f32 = lambda z: np.stack(z).astype(np.float32)  # noqa: E731
+    return VideoSequenceSample(
+        blurred=f32(blurred), sharp=f32(sharp), flows_next=f32(fnext), flows_prev=f32(fprev),
+        exposure_flows=f32(fexp), n_frames=n, spacing=int(spacing), gamma=lin_gamma, path=path,
+        foreground_masks=f32(masks) if masks else None,
     )
