@@ -10,7 +10,8 @@ Layout rules (all functions)
   ``(C, H, W)``; pass ``channel_axis`` to override. 2-D inputs are grey images.
 
 Values are computed in float64 on the CPU; inputs are not modified. Inputs containing
-NaN or Inf raise ``ValueError``.
+NaN or Inf raise ``ValueError``. Integer arrays are compared as given (not rescaled): pass
+``data_range=255`` for 8-bit images.
 
 PSNR and SSIM defaults equal scikit-image's ``peak_signal_noise_ratio(ref, x, data_range=1)``
 and ``structural_similarity(ref, x, data_range=1, channel_axis=...)``: a 7x7 uniform window,
