@@ -266,15 +266,26 @@ def kohler_align(x, ref, max_shift: int = 5, channel_axis: int | None = None):
     if h <= 2 * s or w <= 2 * s:
         raise ValueError(f"max_shift={s} is too large for images of size {(h, w)}")
     g = b[s:h - s, s:w - s]
-    best = (np.inf, (0, 0), 1.0)
-    for dy in range(-s, s + 1):
-        for dx in range(-s, s + 1):
-            xs = a[s + dy:h - s + dy, s + dx:w - s + dx]
-            den = float(np.sum(xs * xs))
-            alpha = float(np.sum(xs * g)) / den if den > 0 else 1.0
-            err = float(np.mean((alpha * xs - g) ** 2))
-            if err < best[0]:
-                best = (err, (dy, dx), alpha)
+    m = g.size
+    # For every shift d: c(d) = <x_d, g>, e(d) = <x_d, x_d>; the optimal scale is c/e and the
+    # residual energy <g, g> - c²/e. c comes from one FFT correlation, e from an integral image.
+    from scipy.signal import fftconvolve
+
+    c = sum(fftconvolve(a[..., ch], g[::-1, ::-1, ch], mode="valid") for ch in range(a.shape[2]))
+    sq = np.pad((a * a).sum(axis=2).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    hh, ww = h - 2 * s, w - 2 * s
+    e = sq[hh:, ww:] - sq[:-hh, ww:] - sq[hh:, :-ww] + sq[:-hh, :-ww]  # (2s+1, 2s+1) window sums
+    gg = float(np.sum(g * g))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        alpha = np.where(e > 0, c / e, 1.0)
+    err = np.maximum(gg - 2 * alpha * c + alpha**2 * e, 0.0) / m
+    k = int(np.argmin(err))  # ties: the first shift in (dy, dx) raster order
+    iy, ix = divmod(k, 2 * s + 1)
+    # re-evaluate the winner directly (exact residual, no FFT round-off)
+    xs = a[iy:iy + hh, ix:ix + ww]
+    den = float(np.sum(xs * xs))
+    best_alpha = float(np.sum(xs * g)) / den if den > 0 else 1.0
+    best = (float(np.mean((best_alpha * xs - g) ** 2)), (iy - s, ix - s), best_alpha)
     err, shift, alpha = best
     with np.errstate(divide="ignore"):
         val = float(10.0 * np.log10(1.0 / err)) if err > 0 else float("inf")

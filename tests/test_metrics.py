@@ -118,3 +118,22 @@ def test_property_matches_skimage(seed, h, w, c, noise):
         g = sk_ssim(ref, x, data_range=1, channel_axis=-1, gaussian_weights=True, sigma=1.5,
                     use_sample_covariance=False)
         assert abs(ssim(x, ref, gaussian_weights=True) - g) < 1e-6
+
+
+def test_kohler_align_matches_brute_force(rng):
+    x = rng.random((30, 26, 3))
+    ref = 0.7 * np.roll(x, (1, 2), axis=(0, 1)) + 0.1 * rng.random((30, 26, 3))
+    s = 3
+    g = ref[s:-s, s:-s]
+    best = None
+    for dy in range(-s, s + 1):
+        for dx in range(-s, s + 1):
+            xs = x[s + dy:30 - s + dy, s + dx:26 - s + dx]
+            a = np.sum(xs * g) / np.sum(xs * xs)
+            e = np.mean((a * xs - g) ** 2)
+            if best is None or e < best[0]:
+                best = (e, (dy, dx), a)
+    val, shift, alpha = kohler_align(x, ref, max_shift=s)
+    assert shift == best[1] == (-1, -2)
+    assert abs(alpha - best[2]) < 1e-9
+    assert abs(val - 10 * np.log10(1 / best[0])) < 1e-9
