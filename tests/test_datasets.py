@@ -204,3 +204,12 @@ def test_synthetic_video_dataset_clips():
     # noise on the blurred frames only: sharp frames are noise-free smooth crops, consecutive ones differ
     assert not torch.equal(it["sharp"][0], it["sharp"][1])
     assert torch.equal(it["blurred"], ds[1]["blurred"])
+
+
+def test_synthetic_sources_too_small():
+    # the default sample set drops photos smaller than the crop; user images are rejected
+    ds = SyntheticBlurDataset(length=2, crop=300, seed=0, fixed=True)
+    assert all(s.shape[0] >= 300 and s.shape[1] >= 300 for s in ds.sources)
+    assert ds[0]["blurred"].shape == (3, 300, 300)
+    with pytest.raises(ValueError, match="smaller"):
+        SyntheticBlurDataset(images=[np.zeros((50, 50, 3))], crop=64)

@@ -286,6 +286,20 @@ def _check_pair(a: np.ndarray, b: np.ndarray, pa, pb):
         raise ValueError(f"mismatched image sizes: {pa} is {a.shape[:2]}, {pb} is {b.shape[:2]}")
 
 
+def _fit_sources(sources: list, need: tuple[int, int], default: bool) -> list:
+    """Drop (default sample set) or reject (user images) in-memory images smaller than ``need``."""
+    out = []
+    for i, s in enumerate(sources):
+        if isinstance(s, np.ndarray) and (s.shape[0] < need[0] or s.shape[1] < need[1]):
+            if default:
+                continue
+            raise ValueError(f"images[{i}] of size {s.shape[:2]} is smaller than the required {need}")
+        out.append(s)
+    if not out:
+        raise ValueError(f"no source image is at least {need} pixels")
+    return out
+
+
 def _images_from(source, channels) -> list[np.ndarray] | list[Path]:
     from .samples import sample_image, sample_images
 
@@ -354,6 +368,7 @@ class SyntheticBlurDataset(_Base):
         self.crop = PairAugment(crop=crop, hflip=True, vflip=True).crop
         self.preset, self.noise_sigma, self.channels = preset, noise_sigma, channels
         self.flow_kwargs = dict(flow_kwargs or {})
+        self.sources = _fit_sources(self.sources, self.crop, images is None)
         self._cropper = PairAugment(crop=self.crop, hflip=True, vflip=True)
 
     def __len__(self) -> int:
@@ -408,6 +423,7 @@ class SyntheticVideoDataset(_Base):
         self.noise = PairAugment(hflip=False, noise_sigma=noise_sigma, canonical_flow=False) if noise_sigma else None
         m = int(math.ceil(self.max_blur * (self.n_blurred + 1) / 2.0))
         self._src_crop = PairAugment(crop=(self.crop[0] + 2 * m, self.crop[1] + 2 * m), hflip=True)
+        self.sources = _fit_sources(self.sources, self._src_crop.crop, images is None)
 
     def __len__(self) -> int:
         return self.length
