@@ -453,6 +453,10 @@ def convergence_figure(result, path=None, keys: Sequence[str] | None = None,
             use_log = bool(finite.size and finite.min() > 0 and finite.max() / finite.min() > 100)
         if use_log and finite.size and finite.min() > 0:
             ax.set_yscale("log")
+        if x_key is None or np.all(x == np.round(x)):
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(x_key or "iteration")
         ax.set_title(k)
         ax.grid(True, alpha=0.3)
