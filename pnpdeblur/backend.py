@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from typing import Any, Callable
+import sys
+from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -21,6 +22,8 @@ __all__ = [
     "check_finite",
     "check_float",
     "cupy_available",
+    "cupy_status",
+    "cupy_kernel_error",
     "info",
 ]
 
@@ -92,16 +95,60 @@ def as_caller(fn: Callable[..., torch.Tensor]) -> Callable[..., Any]:
 
 
 @functools.lru_cache(maxsize=1)
-def cupy_available() -> bool:
-    """True when CuPy imports *and* a CUDA device answers (CuPy without a device falls back)."""
-    if importlib.util.find_spec("cupy") is None:
-        return False
+def cupy_status() -> Tuple[bool, str]:
+    """Whether CuPy can run kernels here, and why (not).
+
+    CuPy may be installed on a machine without a driver or device: it imports, then
+    raises at its first CUDA call. That, a failed import and a device count of zero
+    all report ``False`` (never raise), so callers fall back to the torch path.
+
+    Returns
+    -------
+    (bool, str)
+        ``(True, "CuPy <version>, <n> device(s)")`` or ``(False, <reason>)``.
+        Cached; ``cupy_status.cache_clear()`` re-probes.
+    """
+    if "cupy" not in sys.modules:
+        try:
+            if importlib.util.find_spec("cupy") is None:
+                return False, "CuPy is not installed"
+        except (ImportError, ValueError) as exc:
+            return False, f"CuPy is not importable ({type(exc).__name__}: {exc})"
     try:
         import cupy
+    except Exception as exc:  # a broken install can raise anything at import
+        return False, f"CuPy is not importable ({type(exc).__name__}: {exc})"
+    try:
+        n = int(cupy.cuda.runtime.getDeviceCount())
+    except Exception as exc:  # CuPy without a driver or device raises many types
+        return False, f"CuPy found no usable CUDA device ({type(exc).__name__}: {exc})"
+    if n <= 0:
+        return False, "CuPy found no CUDA device"
+    return True, f"CuPy {getattr(cupy, '__version__', '?')}, {n} device(s)"
 
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # CuPy installed without a driver or device raises many types
-        return False
+
+def cupy_available() -> bool:
+    """True when CuPy imports *and* a CUDA device answers (CuPy without a device falls back)."""
+    return cupy_status()[0]
+
+
+cupy_available.cache_clear = cupy_status.cache_clear  # type: ignore[attr-defined]
+
+_CUPY_KERNEL_ERROR: Optional[str] = None
+
+
+def cupy_kernel_error() -> Optional[str]:
+    """Why the CuPy kernels could not be built in this process (NVRTC missing, ...), or None.
+
+    Set by the first automatic dispatch that fails to build them; from then on CUDA
+    tensors take the torch path.
+    """
+    return _CUPY_KERNEL_ERROR
+
+
+def _set_cupy_kernel_error(reason: Optional[str]) -> None:
+    global _CUPY_KERNEL_ERROR
+    _CUPY_KERNEL_ERROR = reason
 
 
 def info() -> dict:
@@ -110,17 +157,24 @@ def info() -> dict:
     Returns
     -------
     dict
-        ``torch`` version, whether CUDA is visible to torch, whether CuPy kernels
-        can run, whether the numba CPU kernels are available, and which path a
-        numpy/CPU call and a CUDA call take.
+        ``torch`` version, whether CUDA is visible to torch (``torch_cuda``), whether
+        CuPy kernels can run (``cupy``) and why not (``cupy_reason``), whether the
+        numba CPU kernels are available, and which path the motion-flow operators
+        take for CPU tensors (``cpu_path``) and CUDA tensors (``cuda_path``: ``"cupy"``
+        or ``"torch"``; None when torch sees no CUDA device).
     """
     numba_ok = importlib.util.find_spec("numba") is not None
     cuda = torch.cuda.is_available()
+    cupy_ok, reason = cupy_status()
+    kernel_error = cupy_kernel_error()
+    if cupy_ok and kernel_error is not None:
+        cupy_ok, reason = False, f"CuPy kernels could not be built: {kernel_error}"
     return {
         "torch": torch.__version__,
         "torch_cuda": cuda,
-        "cupy": cupy_available(),
+        "cupy": cupy_ok,
+        "cupy_reason": reason,
         "numba": numba_ok,
         "cpu_path": "numba" if numba_ok else "torch",
-        "cuda_path": ("cupy" if cupy_available() else "torch") if cuda else None,
+        "cuda_path": ("cupy" if cupy_ok else "torch") if cuda else None,
     }

@@ -1,6 +1,6 @@
 """Dispatch and autograd for the generic per-pixel segment blur.
 
-See :mod:`pnpdeblur.operators._numba_kernels` for the kernel definition. Two
+See :mod:`pnpdeblur.operators._numba_kernels` for the kernel definition. Three
 implementations compute the same numbers:
 
 * ``"numba"``: the CPU kernels (default for CPU tensors); gradients w.r.t. the
@@ -8,26 +8,45 @@ implementations compute the same numbers:
   into :class:`torch.autograd.Function`.
 * ``"torch"``: vectorised torch ops, one gather per tap position, differentiable
   by autograd; it runs wherever torch runs (CUDA tensors included).
+* ``"cupy"``: CUDA kernels (``_cuda/segment_blur.cu``, compiled by NVRTC through
+  CuPy) on torch CUDA tensors, with the same hand-written gradients as the numba
+  path (:mod:`pnpdeblur.operators._cupy`). Default for CUDA tensors when
+  :func:`pnpdeblur.backend.cupy_available` is true; if the kernels cannot be built
+  (NVRTC missing, say) the default falls back to ``"torch"`` with one warning and
+  :func:`pnpdeblur.backend.info` says why.
 """
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Optional
 
 import torch
 
-__all__ = ["segment_blur", "available_paths"]
+from .. import backend
+
+__all__ = ["segment_blur", "available_paths", "PATHS"]
+
+#: Every implementation name ``path=`` accepts.
+PATHS = ("numba", "torch", "cupy")
 
 
-def available_paths() -> tuple:
-    """The implementation names usable on this machine."""
+def _numba_ok() -> bool:
     try:
         from . import _numba_kernels  # noqa: F401
 
-        return ("numba", "torch")
+        return True
     except ImportError:  # numba is a hard dependency, but keep torch working without it
-        return ("torch",)
+        return False
+
+
+def available_paths() -> tuple:
+    """The implementation names usable on this machine (``"cupy"`` only with a CUDA device)."""
+    paths = ("numba", "torch") if _numba_ok() else ("torch",)
+    if backend.cupy_available():
+        paths = paths + ("cupy",)
+    return paths
 
 
 def _nchunks() -> int:
@@ -37,15 +56,33 @@ def _nchunks() -> int:
     return max(1, min(numba.get_num_threads(), int(os.environ.get("PNPDEBLUR_SCATTER_CHUNKS", 4))))
 
 
+def _default_path(device_type: str) -> str:
+    """The path ``path=None`` takes for tensors on a device of this type."""
+    if device_type == "cpu":
+        return "numba" if _numba_ok() else "torch"
+    if device_type == "cuda" and backend.cupy_available() and backend.cupy_kernel_error() is None:
+        return "cupy"
+    return "torch"
+
+
 def _resolve_path(x: torch.Tensor, path: Optional[str]) -> str:
     if path is None:
-        if x.device.type == "cpu" and "numba" in available_paths():
-            return "numba"
-        return "torch"
-    if path not in ("numba", "torch"):
-        raise ValueError(f"path must be 'numba', 'torch' or None, got {path!r}")
+        return _default_path(x.device.type)
+    if path not in PATHS:
+        raise ValueError(f"path must be 'numba', 'torch', 'cupy' or None, got {path!r}")
     if path == "numba" and x.device.type != "cpu":
-        raise ValueError("path='numba' needs CPU tensors; use path='torch' for CUDA tensors")
+        raise ValueError("path='numba' needs CPU tensors; use path='torch' or 'cupy' for CUDA tensors")
+    if path == "cupy":
+        if not backend.cupy_available():
+            raise RuntimeError(
+                f"path='cupy' needs CuPy and a CUDA device: {backend.cupy_status()[1]}; "
+                "use path=None (automatic) or path='torch'"
+            )
+        if x.device.type != "cuda":
+            raise ValueError(
+                f"path='cupy' needs CUDA tensors, got a tensor on {x.device}; move it with .cuda() "
+                "or pass a cupy array"
+            )
     return path
 
 
@@ -70,11 +107,28 @@ def segment_blur(
         0 for the centred line kernel, 0.5 for a half segment from p to p + a.
     transpose : bool
         Apply the exact adjoint instead.
-    path : {'numba', 'torch'} or None
-        Implementation; ``None`` picks numba for CPU tensors, torch otherwise.
+    path : {'numba', 'torch', 'cupy'} or None
+        Implementation; ``None`` picks numba for CPU tensors, and for CUDA tensors
+        cupy when :func:`pnpdeblur.backend.cupy_available` is true, else torch.
     """
-    if _resolve_path(x, path) == "numba":
+    chosen = _resolve_path(x, path)
+    if chosen == "numba":
         return _SegmentBlurFn.apply(x, vec, mass, float(beta), bool(transpose))
+    if chosen == "cupy":
+        from . import _cupy
+
+        try:
+            _cupy.load(x.device.index if x.device.index is not None else torch.cuda.current_device())
+        except _cupy.CupyUnavailableError as exc:
+            if path == "cupy":
+                raise
+            # Automatic choice: remember why, say it once, and use the torch path from now on.
+            backend._set_cupy_kernel_error(str(exc))
+            warnings.warn(
+                f"pnpdeblur: CuPy kernels unavailable, using the torch path ({exc})", UserWarning, stacklevel=2
+            )
+            return _torch_segment_blur(x, vec, mass, float(beta), bool(transpose))
+        return _cupy.segment_blur_cupy(x, vec, mass, float(beta), bool(transpose))
     return _torch_segment_blur(x, vec, mass, float(beta), bool(transpose))
 
 

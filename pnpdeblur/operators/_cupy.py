@@ -1,0 +1,251 @@
+"""GPU path of the segment blur: CUDA kernels compiled by NVRTC through CuPy.
+
+The kernels live in ``_cuda/segment_blur.cu`` (see its header for the definition,
+the thread layout and why the adjoint is an atomic scatter). This module
+
+* compiles that source lazily with :class:`cupy.RawModule` (NVRTC) on first use,
+  once per CUDA device, and caches the kernels;
+* launches them on **torch** CUDA tensors without copies: every tensor is handed to
+  CuPy through DLPack (:func:`cupy.from_dlpack`), outputs are allocated by torch
+  (so they live in torch's caching allocator) and filled in place, and kernels run
+  on torch's current stream for the tensor's device;
+* wires forward, adjoint and the gradients w.r.t. the image, the segment vectors
+  and the masses into :class:`torch.autograd.Function` (:class:`SegmentBlurCupyFn`,
+  the same structure as the numba path's ``_SegmentBlurFn``).
+
+CuPy is optional: importing this module never imports CuPy; :func:`load` raises
+:class:`CupyUnavailableError` with the reason when CuPy, a device or NVRTC is
+missing, and :mod:`pnpdeblur.operators._segment` falls back to the torch path.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+import torch
+
+__all__ = [
+    "CupyUnavailableError",
+    "KERNEL_NAMES",
+    "NVRTC_OPTIONS",
+    "SOURCE_PATH",
+    "BLOCK",
+    "source",
+    "load",
+    "run",
+    "param_grad",
+    "segment_blur_cupy",
+    "SegmentBlurCupyFn",
+]
+
+#: The CUDA source compiled at first use.
+SOURCE_PATH = Path(__file__).with_name("_cuda") / "segment_blur.cu"
+
+#: NVRTC options (the tests compile the same source with nvcc and ``-std=c++17``).
+NVRTC_OPTIONS: Tuple[str, ...] = ("-std=c++17",)
+
+#: The ``extern "C"`` kernels of the source, by operation and image dtype.
+KERNEL_NAMES: Dict[Tuple[str, torch.dtype], str] = {
+    (op, dt): f"segment_{op}_{suf}"
+    for op in ("forward", "adjoint", "param_grad")
+    for dt, suf in ((torch.float32, "f32"), (torch.float64, "f64"))
+}
+
+#: Thread block (x over W, y over H); the grid's z axis runs over the batch.
+BLOCK = (32, 8, 1)
+
+_lock = threading.Lock()
+_kernels: Dict[int, Dict[str, Any]] = {}  # device index -> kernel name -> cupy.RawKernel
+
+
+class CupyUnavailableError(RuntimeError):
+    """CuPy, a CUDA device or NVRTC is missing, or the kernels failed to compile."""
+
+
+def source() -> str:
+    """The CUDA source text of the segment-blur kernels."""
+    return SOURCE_PATH.read_text()
+
+
+def _cupy():
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or a broken install raising anything
+        raise CupyUnavailableError(f"CuPy is not importable ({type(exc).__name__}: {exc})") from exc
+    return cupy
+
+
+def load(device_index: int) -> Dict[str, Any]:
+    """Compile (first call) and return the kernels for one CUDA device.
+
+    Parameters
+    ----------
+    device_index : int
+        The CUDA device ordinal (``tensor.device.index``).
+
+    Returns
+    -------
+    dict
+        Kernel name -> :class:`cupy.RawKernel`, loaded on that device.
+
+    Raises
+    ------
+    CupyUnavailableError
+        CuPy does not import, has no device, or NVRTC cannot compile the source.
+    """
+    if isinstance(device_index, bool) or not isinstance(device_index, int):
+        raise TypeError(f"device_index must be an int, got {type(device_index).__name__}")
+    with _lock:
+        if device_index in _kernels:
+            return _kernels[device_index]
+        cupy = _cupy()
+        try:
+            with cupy.cuda.Device(device_index):
+                module = cupy.RawModule(code=source(), options=NVRTC_OPTIONS)
+                kernels = {name: module.get_function(name) for name in KERNEL_NAMES.values()}
+        except Exception as exc:  # no device/driver, NVRTC missing, compile error
+            raise CupyUnavailableError(
+                f"could not build the CUDA kernels of {SOURCE_PATH.name} on device {device_index} "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
+        _kernels[device_index] = kernels
+        return kernels
+
+
+def _check(x: torch.Tensor, name: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.device.type != "cuda":
+        raise ValueError(f"{name} must be a CUDA tensor for the cupy path, got device {x.device}")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name} must be float32 or float64, got dtype {x.dtype}")
+    if x.dim() != 4:
+        raise ValueError(f"{name} must have shape (N, C, H, W), got {tuple(x.shape)}")
+
+
+def _geometry(x: torch.Tensor, vec: torch.Tensor, mass: torch.Tensor):
+    """Segment vectors and masses as contiguous float64 on x's device, shapes checked."""
+    N, _, H, W = x.shape
+    if vec.dim() != 5 or vec.shape[2] != 2 or tuple(vec.shape[3:]) != (H, W) or vec.shape[0] not in (1, N):
+        raise ValueError(f"vec must have shape (1 or {N}, S, 2, {H}, {W}), got {tuple(vec.shape)}")
+    if tuple(mass.shape) != (vec.shape[0], vec.shape[1], H, W):
+        raise ValueError(
+            f"mass must have shape {(vec.shape[0], vec.shape[1], H, W)} to match vec, got {tuple(mass.shape)}"
+        )
+    v = vec.detach().to(device=x.device, dtype=torch.float64).contiguous()
+    m = mass.detach().to(device=x.device, dtype=torch.float64).contiguous()
+    return v, m
+
+
+def _launch(name: str, arrays, N: int, C: int, H: int, W: int, Nf: int, S: int, beta: float) -> None:
+    """Launch one kernel on torch's current stream, tensors shared with CuPy via DLPack."""
+    import numpy as np
+
+    dev = arrays[0].device
+    kernel = load(dev.index)[name]
+    cupy = _cupy()
+    stream = torch.cuda.current_stream(dev)
+    grid = ((W + BLOCK[0] - 1) // BLOCK[0], (H + BLOCK[1] - 1) // BLOCK[1], N)
+    with cupy.cuda.Device(dev.index), cupy.cuda.ExternalStream(stream.cuda_stream, dev.index):
+        # Inside the context CuPy's current stream *is* torch's, so the DLPack exchange
+        # needs no synchronisation, and the kernel is ordered after torch's pending work.
+        views = [cupy.from_dlpack(a.detach()) for a in arrays]
+        scalars = [np.int32(v) for v in (N, C, H, W, Nf, S)] + [np.float64(beta)]
+        kernel(grid, BLOCK, tuple(views) + tuple(scalars))
+
+
+def run(x: torch.Tensor, vec: torch.Tensor, mass: torch.Tensor, beta: float, transpose: bool) -> torch.Tensor:
+    """``K x`` (or ``Kᵀ x``) on the GPU without autograd.
+
+    Parameters
+    ----------
+    x : Tensor, (N, C, H, W), float32 or float64, CUDA
+    vec : Tensor, (Nf, S, 2, H, W), Nf in {1, N}
+    mass : Tensor, (Nf, S, H, W)
+    beta : float
+        0 for the centred line kernel, 0.5 for half segments from p to p + a.
+    transpose : bool
+        Apply the exact adjoint (atomic scatter) instead of the forward gather.
+
+    Returns
+    -------
+    Tensor
+        Same shape, dtype and device as ``x``.
+    """
+    _check(x, "x")
+    v, m = _geometry(x, vec, mass)
+    x = x.detach().contiguous()
+    N, C, H, W = x.shape
+    if transpose:
+        out = torch.zeros_like(x)
+        op = "adjoint"
+    else:
+        out = torch.empty_like(x)
+        op = "forward"
+    if x.numel() == 0 or v.shape[1] == 0:
+        return out.zero_()
+    _launch(KERNEL_NAMES[(op, x.dtype)], (x, v, m, out), N, C, H, W, v.shape[0], v.shape[1], beta)
+    return out
+
+
+def param_grad(
+    x: torch.Tensor, g: torch.Tensor, vec: torch.Tensor, mass: torch.Tensor, beta: float
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of ``<K x, g>`` w.r.t. ``vec`` and ``mass`` (summed over a shared flow's batch).
+
+    Returns
+    -------
+    (Tensor, Tensor)
+        Shaped and typed like ``vec`` and ``mass``.
+    """
+    _check(x, "x")
+    _check(g, "g")
+    if g.shape != x.shape or g.dtype != x.dtype or g.device != x.device:
+        raise ValueError(
+            f"g must match x (shape {tuple(x.shape)}, {x.dtype}, {x.device}), "
+            f"got {tuple(g.shape)}, {g.dtype}, {g.device}"
+        )
+    v, m = _geometry(x, vec, mass)
+    x = x.detach().contiguous()
+    g = g.detach().contiguous()
+    N, C, H, W = x.shape
+    S = v.shape[1]
+    gv = torch.zeros((N, S, 2, H, W), dtype=torch.float64, device=x.device)
+    gm = torch.zeros((N, S, H, W), dtype=torch.float64, device=x.device)
+    if x.numel() and S:
+        _launch(KERNEL_NAMES[("param_grad", x.dtype)], (x, g, v, m, gv, gm), N, C, H, W, v.shape[0], S, beta)
+    if vec.shape[0] == 1 and N > 1:
+        gv, gm = gv.sum(0, keepdim=True), gm.sum(0, keepdim=True)
+    return gv.to(vec.dtype), gm.to(mass.dtype)
+
+
+class SegmentBlurCupyFn(torch.autograd.Function):
+    """Autograd wrapper: gradients w.r.t. the image, the segment vectors and the masses."""
+
+    @staticmethod
+    def forward(ctx, x, vec, mass, beta, transpose):
+        ctx.save_for_backward(x, vec, mass)
+        ctx.beta, ctx.transpose = beta, transpose
+        return run(x, vec, mass, beta, transpose)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        x, vec, mass = ctx.saved_tensors
+        g = g.contiguous()
+        gx = gv = gm = None
+        if ctx.needs_input_grad[0]:
+            gx = run(g, vec, mass, ctx.beta, not ctx.transpose)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            # d<Kᵀy, g> = d<K g, y>: the transpose swaps the roles of input and cotangent.
+            a, b = (g, x) if ctx.transpose else (x, g)
+            gv, gm = param_grad(a, b, vec, mass, ctx.beta)
+        return gx, gv, gm, None, None
+
+
+def segment_blur_cupy(
+    x: torch.Tensor, vec: torch.Tensor, mass: torch.Tensor, beta: float, transpose: bool = False
+) -> torch.Tensor:
+    """Differentiable segment blur on CUDA tensors (see :func:`run` for the arguments)."""
+    return SegmentBlurCupyFn.apply(x, vec, mass, float(beta), bool(transpose))
