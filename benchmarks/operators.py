@@ -1,0 +1,177 @@
+"""Speed and memory of the motion-flow operator K and its adjoint.
+
+For each image size and maximum flow length, runs K then Kᵀ in a fresh subprocess and
+reports the time of each and the extra peak resident memory (as a multiple of the
+image's bytes). Baselines in the same run: the dense sparse-matrix reference (where it
+fits), and a straightforward torch implementation that loops over every offset of the
+kernel's bounding box. Prints a table and writes ``operators.json`` beside this file.
+
+Usage::
+
+    python benchmarks/operators.py [--device cpu|cuda] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def flow_field(h: int, w: int, length: float) -> np.ndarray:
+    """Every pixel moves by exactly ``length`` px in a smoothly turning direction (worst case)."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    theta = 2 * np.pi * (xx / max(w, 1) + 0.5 * yy / max(h, 1))
+    return (length * np.stack([np.cos(theta), np.sin(theta)]))[None].astype(np.float32)
+
+
+def tap_by_tap(x, flow):
+    """Baseline: loop over all offsets of the bounding box, weights from the formula."""
+    import torch
+
+    n, c, h, w = x.shape
+    u, v = flow[:, 0], flow[:, 1]
+    L = torch.sqrt(u * u + v * v)
+    Ls = torch.where(L == 0, torch.ones_like(L), L)
+    ux, uy = u / Ls, v / Ls
+    R = int(math.ceil(float(L.max()) / 2 + 1.5))
+    iy = torch.arange(h).view(1, h, 1)
+    ix = torch.arange(w).view(1, 1, w)
+    acc = torch.zeros_like(x)
+    tot = torch.zeros_like(L)
+    for ky in range(-R, R + 1):
+        for kx in range(-R, R + 1):
+            t = kx * ux + ky * uy
+            s = (kx * uy - ky * ux).abs()
+            wgt = torch.relu(1 - s) * torch.clamp(0.5 * L + 0.5 - t.abs(), 0, 1)
+            wgt = torch.where(L == 0, torch.full_like(L, float(kx == 0 and ky == 0)), wgt)
+            src = x[:, :, torch.clamp(iy + ky, 0, h - 1), torch.clamp(ix + kx, 0, w - 1)][:, :, 0]
+            acc += wgt[:, None] * src
+            tot += wgt
+    return acc / tot[:, None]
+
+
+def _worker(cfg: dict) -> dict:
+    """Run one configuration; called in a fresh process so peak RSS is its own."""
+    import torch
+
+    import pnpdeblur as pd
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    h, w, length, method, device = cfg["h"], cfg["w"], cfg["length"], cfg["method"], cfg["device"]
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.random((1, 3, h, w), dtype=np.float32)).to(device)
+    flow = torch.from_numpy(flow_field(h, w, length)).to(device)
+    small = (x[..., :16, :16].contiguous(), flow[..., :16, :16].contiguous())
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    out = {}
+    if method in ("numba", "torch"):
+        pd.MotionBlur(small[1], path=method).normal(small[0])  # compile / warm up
+        K = pd.MotionBlur(flow, path=method)
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            base_gpu = torch.cuda.memory_allocated()
+        reps = cfg.get("reps", 3)
+        tf, ta = [], []
+        for _ in range(reps):
+            sync(); t0 = time.perf_counter()
+            y = K._forward(x)
+            sync(); t1 = time.perf_counter()
+            K._adjoint(y)
+            sync(); t2 = time.perf_counter()
+            tf.append(t1 - t0); ta.append(t2 - t1)
+        out["forward_s"], out["adjoint_s"] = min(tf), min(ta)
+        if device == "cuda":
+            out["peak_extra_bytes"] = torch.cuda.max_memory_allocated() - base_gpu
+        else:
+            out["peak_extra_bytes"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+    elif method == "tap_by_tap":
+        t0 = time.perf_counter()
+        y = tap_by_tap(x, flow)
+        sync()
+        out["forward_s"] = time.perf_counter() - t0
+        y_fast = pd.MotionBlur(flow, path="numba" if device == "cpu" else "torch")._forward(x)
+        out["max_abs_diff_vs_fast"] = float((y - y_fast).abs().max())
+    elif method == "dense":
+        from pnpdeblur.operators import dense
+
+        t0 = time.perf_counter()
+        A = dense.motion_blur_matrix(flow[0].double().cpu().numpy())
+        out["build_s"] = time.perf_counter() - t0
+        xn = x.double().cpu().numpy()
+        t0 = time.perf_counter()
+        y = dense.apply_matrix(A, xn)
+        out["forward_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        dense.apply_matrix(A.T.tocsr(), y)
+        out["adjoint_s"] = time.perf_counter() - t0
+        y_fast = pd.MotionBlur(flow.double())._forward(x.double())
+        out["max_abs_diff_vs_fast"] = float(np.abs(y - y_fast.numpy()).max())
+    out["image_bytes"] = x.numel() * x.element_size()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--quick", action="store_true", help="only 256² and 1280×720 at 46 px")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(_worker(json.loads(args.worker))))
+        return
+    sizes = [(256, 256), (512, 512), (720, 1280)]
+    lengths = [23.0, 46.0]
+    fast = ["numba", "torch"] if args.device == "cpu" else ["torch"]
+    rows = []
+    for h, w in sizes:
+        for length in lengths:
+            if args.quick and (length != 46.0 or (h, w) == (512, 512)):
+                continue
+            methods = list(fast)
+            if h * w <= 256 * 256:
+                methods.append("dense")
+            if length == 46.0 or h * w <= 512 * 512:
+                methods.append("tap_by_tap")
+            for method in methods:
+                cfg = dict(h=h, w=w, length=length, method=method, device=args.device)
+                res = subprocess.run(
+                    [sys.executable, __file__, "--worker", json.dumps(cfg)], capture_output=True, text=True
+                )
+                if res.returncode != 0:
+                    print(res.stderr[-2000:], file=sys.stderr)
+                    continue
+                r = json.loads(res.stdout.strip().splitlines()[-1])
+                rows.append({**cfg, **r})
+                fwd, adj = r.get("forward_s"), r.get("adjoint_s")
+                mem = r.get("peak_extra_bytes")
+                print(
+                    f"{w:5d}x{h:<4d} |m|={length:4.0f}  {method:11s} K {fwd:8.3f} s"
+                    + (f"  Kᵀ {adj:8.3f} s  K+Kᵀ {fwd + adj:8.3f} s" if adj is not None else "")
+                    + (f"  peak +{mem / r['image_bytes']:5.1f}x image" if mem is not None else ""),
+                    flush=True,
+                )
+    meta = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "device": args.device,
+    }
+    path = os.path.join(HERE, f"operators{'_' + args.device if args.device != 'cpu' else ''}.json")
+    with open(path, "w") as fh:
+        json.dump({"meta": meta, "rows": rows}, fh, indent=1)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
