@@ -118,7 +118,7 @@ def segment_blur(
         from . import _cupy
 
         try:
-            _cupy.load(x.device.index if x.device.index is not None else torch.cuda.current_device())
+            _cupy.load(x.device.index or 0)
         except _cupy.CupyUnavailableError as exc:
             if path == "cupy":
                 raise
