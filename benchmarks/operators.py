@@ -6,6 +6,11 @@ image's bytes). Baselines in the same run: the dense sparse-matrix reference (wh
 fits), and a straightforward torch implementation that loops over every offset of the
 kernel's bounding box. Prints a table and writes ``operators.json`` beside this file.
 
+With ``--device cuda`` the fast paths are the torch CUDA path and the CuPy kernels
+(issue 6; skipped with a note when CuPy has no device), and a "copy" row times a
+plain device copy of the image per K and per Kᵀ: the floor set by reading and
+writing the same bytes. Results go to ``operators_cuda.json``.
+
 Usage::
 
     python benchmarks/operators.py [--device cpu|cuda] [--quick]
@@ -74,14 +79,21 @@ def _worker(cfg: dict) -> dict:
     small = (x[..., :16, :16].contiguous(), flow[..., :16, :16].contiguous())
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     out = {}
-    if method in ("numba", "torch"):
+    if method == "cupy":
+        from pnpdeblur import backend
+
+        ok, reason = backend.cupy_status()
+        if not (ok and device == "cuda"):
+            return {"skipped": reason if not ok else "the cupy path needs --device cuda"}
+        out["cuda_path_default"] = backend.info()["cuda_path"]
+    if method in ("numba", "torch", "cupy"):
         pd.MotionBlur(small[1], path=method).normal(small[0])  # compile / warm up
         K = pd.MotionBlur(flow, path=method)
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
             base_gpu = torch.cuda.memory_allocated()
-        reps = cfg.get("reps", 3)
+        reps = cfg.get("reps", 10 if device == "cuda" else 3)
         tf, ta = [], []
         for _ in range(reps):
             sync(); t0 = time.perf_counter()
@@ -95,6 +107,18 @@ def _worker(cfg: dict) -> dict:
             out["peak_extra_bytes"] = torch.cuda.max_memory_allocated() - base_gpu
         else:
             out["peak_extra_bytes"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+        if method == "cupy":  # the GPU result against the CPU kernels at this size
+            y_cpu = pd.MotionBlur(flow.cpu(), path="numba")._forward(x.cpu())
+            out["max_abs_diff_vs_numba"] = float((y.cpu() - y_cpu).abs().max())
+    elif method == "copy":
+        # bandwidth floor: read the image and write one of the same size, once per K and once per Kᵀ
+        y = x.clone()
+        tc = []
+        for _ in range(cfg.get("reps", 10)):
+            sync(); t0 = time.perf_counter()
+            y.copy_(x)
+            sync(); tc.append(time.perf_counter() - t0)
+        out["forward_s"] = out["adjoint_s"] = min(tc)
     elif method == "tap_by_tap":
         t0 = time.perf_counter()
         y = tap_by_tap(x, flow)
@@ -132,7 +156,7 @@ def main() -> None:
         return
     sizes = [(256, 256), (512, 512), (720, 1280)]
     lengths = [23.0, 46.0]
-    fast = ["numba", "torch"] if args.device == "cpu" else ["torch"]
+    fast = ["numba", "torch"] if args.device == "cpu" else ["torch", "cupy", "copy"]
     rows = []
     for h, w in sizes:
         for length in lengths:
@@ -153,6 +177,9 @@ def main() -> None:
                     continue
                 r = json.loads(res.stdout.strip().splitlines()[-1])
                 rows.append({**cfg, **r})
+                if "skipped" in r:
+                    print(f"{w:5d}x{h:<4d} |m|={length:4.0f}  {method:11s} skipped: {r['skipped']}", flush=True)
+                    continue
                 fwd, adj = r.get("forward_s"), r.get("adjoint_s")
                 mem = r.get("peak_extra_bytes")
                 print(
