@@ -1,0 +1,135 @@
+"""Checkpoints: safetensors weights with a JSON header naming architecture and config.
+
+A pnpdeblur checkpoint is a ``.safetensors`` file whose metadata holds one entry,
+``"pnpdeblur"``, a JSON object with at least ``"architecture"`` (a class name) and
+``"config"`` (the constructor arguments). Loading checks both the architecture and the
+tensor names/shapes; a wrong architecture, a foreign or corrupt file is an error.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
+
+import torch
+
+__all__ = ["save_checkpoint", "load_checkpoint", "read_header", "load_into", "CheckpointError"]
+
+_KEY = "pnpdeblur"
+PathLike = Union[str, os.PathLike]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, foreign or for another architecture."""
+
+
+def save_checkpoint(
+    path: PathLike,
+    state: Union[torch.nn.Module, Mapping[str, torch.Tensor]],
+    architecture: str,
+    config: Mapping[str, Any],
+    metadata: Optional[Mapping[str, Any]] = None,
+    sidecar: bool = True,
+) -> Path:
+    """Write ``state`` (a module or a state dict) to ``path`` as safetensors.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Output file, conventionally ``*.safetensors``.
+    state : torch.nn.Module or mapping of str to Tensor
+    architecture : str
+        Name checked at load time (e.g. ``"DnCNN"``).
+    config : mapping
+        JSON-serialisable constructor arguments.
+    metadata : mapping, optional
+        Extra JSON-serialisable information (training settings, metrics ...).
+    sidecar : bool
+        Also write the header as ``<path>.json`` next to the weights for humans.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    from safetensors.torch import save_file
+
+    if isinstance(state, torch.nn.Module):
+        state = state.state_dict()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    header = {"architecture": str(architecture), "config": dict(config), **dict(metadata or {})}
+    text = json.dumps(header, sort_keys=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"format": "pt", _KEY: text})
+    if sidecar:
+        path.with_suffix(".json").write_text(json.dumps(header, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_header(path: PathLike) -> Dict[str, Any]:
+    """Return the pnpdeblur JSON header of a checkpoint (raises :class:`CheckpointError`)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise CheckpointError(f"{path} is not a readable safetensors file (corrupt?): {e}") from e
+    if _KEY not in meta:
+        raise CheckpointError(f"{path} has no '{_KEY}' header: not a pnpdeblur checkpoint")
+    try:
+        header = json.loads(meta[_KEY])
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} has a corrupt '{_KEY}' header: {e}") from e
+    if not isinstance(header, dict) or "architecture" not in header or "config" not in header:
+        raise CheckpointError(f"{path}: header must name 'architecture' and 'config', got {header!r}")
+    return header
+
+
+def load_checkpoint(
+    path: PathLike, architecture: Optional[str] = None
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Read a checkpoint, checking its architecture.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    architecture : str, optional
+        Expected architecture name; a different one raises :class:`CheckpointError`.
+
+    Returns
+    -------
+    state_dict : dict of str to Tensor
+    header : dict
+        ``architecture``, ``config`` and any extra metadata.
+    """
+    from safetensors.torch import load_file
+
+    header = read_header(path)
+    if architecture is not None and header["architecture"] != architecture:
+        raise CheckpointError(
+            f"{path} holds a {header['architecture']!r} checkpoint, expected {architecture!r}"
+        )
+    try:
+        state = load_file(str(path))
+    except Exception as e:
+        raise CheckpointError(f"{path}: could not read the tensors (corrupt?): {e}") from e
+    return state, header
+
+
+def load_into(model: torch.nn.Module, path: PathLike, architecture: Optional[str] = None) -> Dict[str, Any]:
+    """Load a checkpoint into ``model`` strictly; returns the header.
+
+    ``architecture`` defaults to ``type(model).__name__``. Missing, unexpected or
+    mis-shaped tensors raise :class:`CheckpointError`.
+    """
+    state, header = load_checkpoint(path, architecture or type(model).__name__)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not fit {type(model).__name__}: {e}") from e
+    return header

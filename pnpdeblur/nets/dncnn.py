@@ -1,0 +1,104 @@
+"""A small DnCNN-style Gaussian denoiser conditioned on the noise level.
+
+Zhang et al.'s DnCNN predicts the noise residual with a plain stack of 3×3
+convolutions and ReLUs. This variant is sized for CPU training in minutes and takes a
+noise-level map as an extra input channel (as FFDNet does), so one network serves every
+``sigma`` that HQS asks for. It is trained by ``scripts/train_dncnn.py`` on the bundled
+scikit-image photographs; :meth:`DnCNN.pretrained` loads the shipped weights.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+from torch import nn
+
+from ..checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+
+__all__ = ["DnCNN", "PRETRAINED_PATH"]
+
+#: The shipped weights (trained by ``scripts/train_dncnn.py``).
+PRETRAINED_PATH = Path(__file__).resolve().parent.parent / "weights" / "dncnn_small.safetensors"
+
+
+class DnCNN(nn.Module):
+    """Residual CNN denoiser: ``forward(x, sigma) = x − f([x, σ·1])``.
+
+    Parameters
+    ----------
+    channels : int
+        Image channels the network handles (1: grey; colour images are denoised
+        channel by channel by :class:`~pnpdeblur.priors.DenoiserPrior`).
+    features : int
+        Width of the hidden layers.
+    depth : int
+        Number of convolution layers (≥ 2).
+    noise_map : bool
+        Feed the noise level as an extra constant input channel.
+
+    Shapes
+    ------
+    ``x``: ``(N, channels, H, W)`` float; ``sigma``: float, 0-d tensor or ``(N,)``
+    tensor (noise std on the [0, 1] scale); output: same as ``x``.
+    """
+
+    def __init__(self, channels: int = 1, features: int = 32, depth: int = 7, noise_map: bool = True):
+        super().__init__()
+        if depth < 2:
+            raise ValueError(f"depth must be >= 2, got {depth}")
+        self.config: Dict[str, Any] = dict(
+            channels=int(channels), features=int(features), depth=int(depth), noise_map=bool(noise_map)
+        )
+        cin = channels + (1 if noise_map else 0)
+        layers = [nn.Conv2d(cin, features, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(depth - 2):
+            layers += [nn.Conv2d(features, features, 3, padding=1), nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(features, channels, 3, padding=1))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, sigma: Union[float, torch.Tensor] = 0.0) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.config["channels"]:
+            raise ValueError(
+                f"x must have shape (N, {self.config['channels']}, H, W), got {tuple(x.shape)}"
+            )
+        inp = x
+        if self.config["noise_map"]:
+            s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+            if s.ndim == 0:
+                s = s.expand(x.shape[0])
+            if s.shape != (x.shape[0],):
+                raise ValueError(f"sigma must be a scalar or shape (N,), got shape {tuple(s.shape)}")
+            smap = s.reshape(-1, 1, 1, 1).expand(x.shape[0], 1, x.shape[2], x.shape[3])
+            inp = torch.cat((x, smap), dim=1)
+        return x - self.body(inp)
+
+    # -- checkpoints ------------------------------------------------------------------
+    def save(self, path, metadata: Optional[Dict[str, Any]] = None):
+        """Save weights and config as a pnpdeblur safetensors checkpoint."""
+        return save_checkpoint(path, self, "DnCNN", self.config, metadata)
+
+    @classmethod
+    def from_checkpoint(cls, path) -> "DnCNN":
+        """Build a DnCNN from a checkpoint's config and load its weights (strict)."""
+        state, header = load_checkpoint(path, "DnCNN")
+        try:
+            model = cls(**header["config"])
+        except TypeError as e:
+            raise CheckpointError(f"{path}: config does not fit DnCNN: {e}") from e
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(f"{path} does not fit DnCNN{header['config']}: {e}") from e
+        model.eval()
+        model.header = header
+        return model
+
+    @classmethod
+    def pretrained(cls) -> "DnCNN":
+        """The shipped small denoiser (grey, noise-level conditioned), in eval mode."""
+        if not PRETRAINED_PATH.is_file():
+            raise FileNotFoundError(
+                f"shipped weights not found at {PRETRAINED_PATH}; run scripts/train_dncnn.py"
+            )
+        return cls.from_checkpoint(PRETRAINED_PATH)

@@ -1,0 +1,30 @@
+"""Priors for the splitting solvers: ``prior(z, sigma, *, context=None) -> z'``.
+
+Classical (Tikhonov, TV), scikit-image denoisers, BM3D (optional extra) and learned
+denoisers (any torch module; the shipped small DnCNN). Any of them can be passed as
+``prior=`` to :func:`pnpdeblur.solvers.hqs` or :func:`pnpdeblur.solvers.admm`.
+"""
+from .base import BasePrior, Prior, check_sigma
+from .bm3d import BM3D, bm3d_available
+from .classical import TV, Tikhonov, tv_norm, tv_prox
+from .learned import DenoiserPrior, DnCNNPrior
+from .skimage import Bilateral, NLMeans, SkimageDenoiser, SkimageTV, Wavelet
+
+__all__ = [
+    "Prior",
+    "BasePrior",
+    "check_sigma",
+    "Tikhonov",
+    "TV",
+    "tv_prox",
+    "tv_norm",
+    "SkimageDenoiser",
+    "SkimageTV",
+    "Wavelet",
+    "NLMeans",
+    "Bilateral",
+    "BM3D",
+    "bm3d_available",
+    "DenoiserPrior",
+    "DnCNNPrior",
+]

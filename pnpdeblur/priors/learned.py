@@ -1,0 +1,88 @@
+"""Learned priors: any torch denoiser ``net(noisy, sigma) -> clean`` as a Prior."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import torch
+from torch import nn
+
+from .base import BasePrior
+
+__all__ = ["DenoiserPrior", "DnCNNPrior"]
+
+
+class DenoiserPrior(BasePrior):
+    """Wrap a torch module that maps ``(noisy, sigma)`` to a clean image.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        Called as ``net(z, sigma)`` (or ``net(z)`` with ``takes_sigma=False``) on
+        ``(N, C', H, W)`` tensors in the network's dtype and device.
+    channels : int, optional
+        Channels the network takes. If it is 1 and the image has more, channels are
+        denoised one by one (folded into the batch). Default: ``net.config['channels']``
+        when present, else the image's channel count.
+    takes_sigma : bool
+        Pass the noise level to the network.
+    clamp : bool
+        Clip the output to [0, 1].
+
+    Notes
+    -----
+    Runs under ``torch.no_grad()`` unless the input requires grad (so the prior can sit
+    inside a trained pipeline). The output is cast back to the input's dtype and device.
+    ``context`` is accepted and ignored (recurrent learned priors may use it).
+    """
+
+    def __init__(self, net: nn.Module, channels: Optional[int] = None, takes_sigma: bool = True, clamp: bool = False):
+        if not isinstance(net, nn.Module) and not callable(net):
+            raise TypeError(f"net must be a torch.nn.Module or callable, got {type(net).__name__}")
+        self.net = net
+        if channels is None:
+            channels = getattr(net, "config", {}).get("channels") if isinstance(getattr(net, "config", None), dict) else None
+        self.channels = channels
+        self.takes_sigma = takes_sigma
+        self.clamp = clamp
+
+    def _param(self) -> Optional[torch.Tensor]:
+        if isinstance(self.net, nn.Module):
+            for p in self.net.parameters():
+                return p
+        return None
+
+    def _denoise(self, z: torch.Tensor, sigma: float, context: Optional[Dict[str, Any]]) -> torch.Tensor:
+        p = self._param()
+        t = z if p is None else z.to(dtype=p.dtype, device=p.device)
+        n, c, h, w = t.shape
+        fold = self.channels is not None and self.channels == 1 and c > 1
+        if self.channels is not None and not fold and self.channels != c:
+            raise ValueError(f"the network takes {self.channels} channels, the image has {c}")
+        if fold:
+            t = t.reshape(n * c, 1, h, w)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and z.requires_grad):
+            out = self.net(t, sigma) if self.takes_sigma else self.net(t)
+        if fold:
+            out = out.reshape(n, c, h, w)
+        if self.clamp:
+            out = out.clamp(0, 1)
+        return out.to(dtype=z.dtype, device=z.device)
+
+    def __repr__(self) -> str:
+        return f"DenoiserPrior({type(self.net).__name__}, channels={self.channels})"
+
+
+class DnCNNPrior(DenoiserPrior):
+    """The shipped small DnCNN (``pnpdeblur.nets.DnCNN.pretrained()``) as a prior.
+
+    Parameters
+    ----------
+    path : str or PathLike, optional
+        Another checkpoint written by ``scripts/train_dncnn.py`` (default: the shipped one).
+    """
+
+    def __init__(self, path: Any = None, clamp: bool = False):
+        from ..nets.dncnn import DnCNN
+
+        net = DnCNN.pretrained() if path is None else DnCNN.from_checkpoint(path)
+        super().__init__(net, clamp=clamp)

@@ -1,0 +1,117 @@
+"""Helpers shared by the iterative solvers (input checks, prior calls, x-steps)."""
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+
+from ..backend import array_kind, check_finite, check_float, to_torch
+from ..operators.base import LinearOperator, to_nchw
+from .cg import _cg_core, CGInfo
+from .fft import _fft_solve, _reg_power, supports_fft, uniform_transfer_function
+
+
+def prepare_observation(y: Any, K: Any) -> Tuple[torch.Tensor, str, Callable]:
+    """Return y as a checked ``(N, C, H, W)`` tensor, its kind and the layout restorer."""
+    if not isinstance(K, LinearOperator):
+        raise TypeError(
+            f"K must be a pnpdeblur LinearOperator (e.g. MotionBlur, UniformBlur), got {type(K).__name__}"
+        )
+    kind = array_kind(y)
+    yt, restore = to_nchw(to_torch(y, "y"), kind, "y")
+    check_float(yt, "y")
+    K.check_image(yt, "y")  # shape, dtype and NaN/Inf
+    return yt, kind, restore
+
+
+def prepare_like(v: Any, yt: torch.Tensor, name: str) -> Optional[torch.Tensor]:
+    """Convert an optional image argument to y's layout, dtype and device."""
+    if v is None:
+        return None
+    t, _ = to_nchw(to_torch(v, name), array_kind(v), name)
+    if t.shape != yt.shape:
+        raise ValueError(f"{name} has shape {tuple(t.shape)} (as N, C, H, W), expected {tuple(yt.shape)}")
+    check_float(t, name)
+    check_finite(t, name)
+    return t.detach().to(dtype=yt.dtype, device=yt.device)
+
+
+def check_noise_level(noise_level: Any) -> Optional[float]:
+    if noise_level is None:
+        return None
+    try:
+        v = float(noise_level)
+    except (TypeError, ValueError):
+        raise TypeError(f"noise_level must be a real number, got {type(noise_level).__name__}") from None
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"noise_level must be a finite non-negative number, got {noise_level!r}")
+    return v
+
+
+def prior_caller(prior: Any) -> Callable[[torch.Tensor, float, Dict[str, Any]], torch.Tensor]:
+    """Wrap a prior (Prior protocol or plain ``f(z, sigma)``) into ``f(z, sigma, context)``."""
+    if not callable(prior):
+        raise TypeError(f"prior must be callable as prior(z, sigma, context=...), got {type(prior).__name__}")
+    takes_context = True
+    try:
+        sig = inspect.signature(prior)
+        params = sig.parameters
+        takes_context = "context" in params or any(
+            p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()
+        )
+    except (TypeError, ValueError):
+        pass
+
+    def call(z: torch.Tensor, sigma: float, context: Dict[str, Any]) -> torch.Tensor:
+        out = prior(z, sigma, context=context) if takes_context else prior(z, sigma)
+        out = to_torch(out, "prior output")
+        if out.shape != z.shape:
+            raise ValueError(
+                f"the prior returned shape {tuple(out.shape)}, expected the input shape {tuple(z.shape)}"
+            )
+        return out.to(z.dtype)
+
+    return call
+
+
+class XStep:
+    """Solver for ``(KᵀK + β I) x = Kᵀ y + β v``: exact FFT for periodic uniform blurs, else CG."""
+
+    def __init__(self, K: LinearOperator, y: torch.Tensor, cg_iters: int, cg_tol: float, method: str):
+        if method not in ("auto", "cg", "fft"):
+            raise ValueError(f"x_step must be 'auto', 'cg' or 'fft', got {method!r}")
+        if not isinstance(cg_iters, int) or cg_iters < 1:
+            raise ValueError(f"cg_iters must be a positive int, got {cg_iters!r}")
+        if not (cg_tol > 0):
+            raise ValueError(f"cg_tol must be positive, got {cg_tol!r}")
+        use_fft = supports_fft(K) if method == "auto" else method == "fft"
+        if use_fft and not supports_fft(K):
+            raise ValueError(f"x_step='fft' needs a periodic uniform blur, got {K!r}")
+        self.K, self.y = K, y
+        self.use_fft = use_fft
+        self.cg_iters, self.cg_tol = cg_iters, cg_tol
+        if use_fft:
+            self.tf = uniform_transfer_function(K, y.shape[-2:], y.dtype, y.device)
+            self.rp = _reg_power("identity", y.shape[-2:], y.dtype, y.device)
+        else:
+            self.Kty = K._adjoint(y)
+
+    @property
+    def method(self) -> str:
+        return "fft" if self.use_fft else "cg"
+
+    def __call__(self, v: torch.Tensor, beta: float, x_warm: torch.Tensor) -> Tuple[torch.Tensor, Optional[CGInfo]]:
+        if self.use_fft:
+            return _fft_solve(self.y, self.tf, beta, v, self.rp), None
+        K = self.K
+        A = lambda t: K._adjoint(K._forward(t)) + beta * t  # noqa: E731
+        b = self.Kty + beta * v
+        return _cg_core(A, b, x_warm, self.cg_tol, 0.0, self.cg_iters, None)
+
+
+def relative_residual(K: LinearOperator, x: torch.Tensor, y: torch.Tensor) -> float:
+    num = torch.linalg.vector_norm(K._forward(x) - y)
+    den = torch.linalg.vector_norm(y)
+    return float(num / den) if float(den) > 0 else float(num)
