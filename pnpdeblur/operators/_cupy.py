@@ -42,8 +42,8 @@ __all__ = [
 #: The CUDA source compiled at first use.
 SOURCE_PATH = Path(__file__).with_name("_cuda") / "segment_blur.cu"
 
-#: NVRTC options (the tests compile the same source with nvcc and ``-std=c++17``).
-NVRTC_OPTIONS: Tuple[str, ...] = ("-std=c++17",)
+#: NVRTC options (the tests compile the same source with nvcc and these options).
+NVRTC_OPTIONS: Tuple[str, ...] = ("--std=c++17",)
 
 #: The ``extern "C"`` kernels of the source, by operation and image dtype.
 KERNEL_NAMES: Dict[Tuple[str, torch.dtype], str] = {
@@ -147,7 +147,12 @@ def _launch(name: str, arrays, N: int, C: int, H: int, W: int, Nf: int, S: int, 
     cupy = _cupy()
     stream = torch.cuda.current_stream(dev)
     grid = ((W + BLOCK[0] - 1) // BLOCK[0], (H + BLOCK[1] - 1) // BLOCK[1], N)
-    with cupy.cuda.Device(dev.index), cupy.cuda.ExternalStream(stream.cuda_stream, dev.index):
+    # torch's default stream is the legacy null stream (handle 0): CuPy's Stream.null.
+    if stream.cuda_stream == 0:
+        cstream = cupy.cuda.Stream.null
+    else:
+        cstream = cupy.cuda.ExternalStream(stream.cuda_stream, dev.index)
+    with cupy.cuda.Device(dev.index), cstream:
         # Inside the context CuPy's current stream *is* torch's, so the DLPack exchange
         # needs no synchronisation, and the kernel is ordered after torch's pending work.
         views = [cupy.from_dlpack(a.detach()) for a in arrays]
