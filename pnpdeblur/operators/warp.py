@@ -83,9 +83,10 @@ class WarpBlur(LinearOperator):
     def _adjoint(self, y):
         # The forward is linear in x, so its vector-Jacobian product at any point is the
         # exact transpose; create_graph keeps the adjoint differentiable (in y and flows).
+        needs_graph = torch.is_grad_enabled() and (
+            y.requires_grad or self.flow_next.requires_grad or self.flow_prev.requires_grad
+        )
         with torch.enable_grad():
             z = torch.zeros_like(y, requires_grad=True)
-            (out,) = torch.autograd.grad(
-                self._forward(z), z, y, create_graph=torch.is_grad_enabled()
-            )
+            (out,) = torch.autograd.grad(self._forward(z), z, y, create_graph=needs_graph)
         return out
