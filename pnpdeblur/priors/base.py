@@ -10,6 +10,7 @@ output has the shape, dtype, device and array type of ``z``; ``sigma = 0`` retur
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Dict, Optional, Protocol, runtime_checkable
 
 import torch
@@ -34,12 +35,9 @@ def check_sigma(sigma: Any) -> float:
         if sigma.numel() != 1:
             raise ValueError(f"sigma must be a scalar, got a tensor of shape {tuple(sigma.shape)}")
         sigma = float(sigma)
-    if isinstance(sigma, bool):
-        raise TypeError("sigma must be a real number, got bool")
-    try:
-        s = float(sigma)
-    except (TypeError, ValueError):
-        raise TypeError(f"sigma must be a real number, got {type(sigma).__name__}") from None
+    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
+        raise TypeError(f"sigma must be a real number, got {type(sigma).__name__}")
+    s = float(sigma)
     if not math.isfinite(s) or s < 0:
         raise ValueError(f"sigma must be a finite non-negative number (noise std), got {sigma!r}")
     return s

@@ -87,6 +87,13 @@ class Wavelet(SkimageDenoiser):
     def __init__(self, method: str = "BayesShrink", mode: str = "soft", **kwargs: Any):
         from skimage.restoration import denoise_wavelet
 
+        try:
+            import pywt  # noqa: F401
+        except ImportError as e:
+            raise ImportError(
+                "the Wavelet prior needs PyWavelets (scikit-image's optional dependency): "
+                "pip install PyWavelets"
+            ) from e
         kwargs.setdefault("rescale_sigma", True)
         super().__init__(denoise_wavelet, lambda s: {"sigma": s}, method=method, mode=mode, **kwargs)
 
@@ -111,7 +118,7 @@ class NLMeans(SkimageDenoiser):
 class Bilateral(SkimageDenoiser):
     """``skimage.restoration.denoise_bilateral`` with ``sigma_color = color_scale · sigma``."""
 
-    def __init__(self, color_scale: float = 2.0, sigma_spatial: float = 1.5, **kwargs: Any):
+    def __init__(self, color_scale: float = 1.0, sigma_spatial: float = 1.5, **kwargs: Any):
         from skimage.restoration import denoise_bilateral
 
         self.color_scale = float(color_scale)
