@@ -7,7 +7,7 @@ import torch
 
 from ..backend import array_kind, check_finite, check_float, to_torch
 
-__all__ = ["MAX_FLOW", "as_flow"]
+__all__ = ["MAX_FLOW", "as_flow", "as_flow_pair", "check_tau"]
 
 #: Largest |u| or |v| (pixels) the per-pixel operators accept. Kernels longer than
 #: this are outside what the papers use (±46 px) and would make every tap loop slow.
@@ -40,3 +40,23 @@ def as_flow(flow: Any, name: str = "flow", max_abs: float = MAX_FLOW) -> torch.T
             f"{name} has a component of {biggest:.3g} px; at most {max_abs:g} px is supported"
         )
     return f
+
+
+def as_flow_pair(flow_next: Any, flow_prev: Any) -> tuple:
+    """Validate the flows to the next and previous frames; they must have the same shape."""
+    fn = as_flow(flow_next, "flow_next")
+    fp = as_flow(flow_prev, "flow_prev")
+    if fn.shape != fp.shape:
+        raise ValueError(
+            f"flow_next and flow_prev must have the same shape, got {tuple(fn.shape)} and {tuple(fp.shape)}"
+        )
+    return fn, fp
+
+
+def check_tau(tau: Any) -> float:
+    """Return ``tau`` as a float in (0, 1] or raise naming it."""
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)):
+        raise TypeError(f"tau must be a float in (0, 1], got {type(tau).__name__}")
+    if not (0.0 < float(tau) <= 1.0):
+        raise ValueError(f"tau must be in (0, 1], got {tau}")
+    return float(tau)

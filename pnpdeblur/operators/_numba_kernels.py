@@ -106,6 +106,19 @@ def _taps(ax, ay, beta, kxs, kys, ws, dwx, dwy, want_grad):
     return n
 
 
+@nb.njit(cache=True)
+def _normalised_taps(ax, ay, m, beta, kxs, kys, ws, dwx, dwy):
+    """Like :func:`_taps`, with the weights scaled to sum to the segment's mass ``m``."""
+    n = _taps(ax, ay, beta, kxs, kys, ws, dwx, dwy, False)
+    tot = 0.0
+    for t in range(n):
+        tot += ws[t]
+    scale = m / tot
+    for t in range(n):
+        ws[t] *= scale
+    return n
+
+
 @nb.njit(parallel=True, cache=True)
 def forward(x, vec, mass, beta, ntaps):
     """y = K x for x (N, C, H, W); vec (Nf, S, 2, H, W) float64; mass (Nf, S, H, W) float64."""
@@ -129,18 +142,13 @@ def forward(x, vec, mass, beta, ntaps):
                 m = mass[bf, sgi, i, j]
                 if m == 0.0:
                     continue
-                n = _taps(vec[bf, sgi, 0, i, j], vec[bf, sgi, 1, i, j], beta,
-                          kxs, kys, ws, dwx, dwy, False)
-                tot = 0.0
-                for t in range(n):
-                    tot += ws[t]
-                scale = m / tot
+                n = _normalised_taps(vec[bf, sgi, 0, i, j], vec[bf, sgi, 1, i, j], m, beta,
+                                     kxs, kys, ws, dwx, dwy)
                 for t in range(n):
                     ii = min(max(i + kys[t], 0), H - 1)
                     jj = min(max(j + kxs[t], 0), W - 1)
-                    wt = ws[t] * scale
                     for c in range(C):
-                        acc[c] += wt * x[b, c, ii, jj]
+                        acc[c] += ws[t] * x[b, c, ii, jj]
             for c in range(C):
                 y[b, c, i, j] = acc[c]
     return y
@@ -173,18 +181,13 @@ def adjoint(g, vec, mass, beta, ntaps, nchunks):
                     m = mass[bf, sgi, i, j]
                     if m == 0.0:
                         continue
-                    n = _taps(vec[bf, sgi, 0, i, j], vec[bf, sgi, 1, i, j], beta,
-                              kxs, kys, ws, dwx, dwy, False)
-                    tot = 0.0
-                    for t in range(n):
-                        tot += ws[t]
-                    scale = m / tot
+                    n = _normalised_taps(vec[bf, sgi, 0, i, j], vec[bf, sgi, 1, i, j], m, beta,
+                                         kxs, kys, ws, dwx, dwy)
                     for t in range(n):
                         ii = min(max(i + kys[t], 0), H - 1)
                         jj = min(max(j + kxs[t], 0), W - 1)
-                        wt = ws[t] * scale
                         for c in range(C):
-                            out[b, c, ii, jj] += wt * g[b, c, i, j]
+                            out[b, c, ii, jj] += ws[t] * g[b, c, i, j]
     res = bufs[0].copy()
     for ch in range(1, nchunks):
         res += bufs[ch]

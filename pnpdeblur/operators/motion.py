@@ -13,7 +13,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ._flow import MAX_FLOW, as_flow
+from ._flow import MAX_FLOW, as_flow, as_flow_pair, check_tau
 from ._segment import segment_blur
 from .base import LinearOperator
 
@@ -214,18 +214,8 @@ class TwoSegmentBlur(_SegmentOperator):
     beta = 0.5
 
     def __init__(self, flow_next: Any, flow_prev: Any, tau: float = 0.5, path: Optional[str] = None):
-        if isinstance(tau, bool) or not isinstance(tau, (int, float)):
-            raise TypeError(f"tau must be a float in (0, 1], got {type(tau).__name__}")
-        if not (0.0 < float(tau) <= 1.0):
-            raise ValueError(f"tau must be in (0, 1], got {tau}")
-        self.tau = float(tau)
-        self.flow_next = as_flow(flow_next, "flow_next")
-        self.flow_prev = as_flow(flow_prev, "flow_prev")
-        if self.flow_next.shape != self.flow_prev.shape:
-            raise ValueError(
-                f"flow_next and flow_prev must have the same shape, got "
-                f"{tuple(self.flow_next.shape)} and {tuple(self.flow_prev.shape)}"
-            )
+        self.tau = check_tau(tau)
+        self.flow_next, self.flow_prev = as_flow_pair(flow_next, flow_prev)
         self.path = path
         n, _, h, w = self.flow_next.shape
         self.image_shape = (n, h, w)

@@ -6,7 +6,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ._flow import as_flow
+from ._flow import as_flow_pair, check_tau
 from .base import LinearOperator
 
 __all__ = ["WarpBlur"]
@@ -50,16 +50,8 @@ class WarpBlur(LinearOperator):
             raise TypeError(f"n must be an int >= 1, got {type(n).__name__}")
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not (0 < tau <= 1):
-            raise ValueError(f"tau must be a float in (0, 1], got {tau!r}")
-        self.flow_next = as_flow(flow_next, "flow_next")
-        self.flow_prev = as_flow(flow_prev, "flow_prev")
-        if self.flow_next.shape != self.flow_prev.shape:
-            raise ValueError(
-                f"flow_next and flow_prev must have the same shape, got "
-                f"{tuple(self.flow_next.shape)} and {tuple(self.flow_prev.shape)}"
-            )
-        self.n, self.tau = n, float(tau)
+        self.flow_next, self.flow_prev = as_flow_pair(flow_next, flow_prev)
+        self.n, self.tau = n, check_tau(tau)
         nb, _, h, w = self.flow_next.shape
         self.image_shape = (nb, h, w)
 
