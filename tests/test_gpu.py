@@ -2,7 +2,8 @@
 
 Runs without a GPU:
 
-* the CUDA source compiles with nvcc for sm_80 and sm_90 (skipped when nvcc is absent);
+* the CUDA source compiles with nvcc for sm_80 and sm_90 (skipped when nvcc is absent)
+  and with NVRTC, the compiler CuPy uses (skipped when libnvrtc is absent);
 * the CUDA source, compiled as host C++ with a small shim (blockIdx/threadIdx as
   globals, atomicAdd as a plain add), runs every kernel on the CPU over the same grid
   a GPU launch uses, and agrees with the numba kernels (skipped without g++);
@@ -78,6 +79,58 @@ def test_cuda_source_compiles_with_nvcc(arch, tmp_path):
     # the extern "C" names are exactly those the CuPy launcher looks up (no C++ mangling)
     for name in _cupy.KERNEL_NAMES.values():
         assert f".entry {name}(" in ptx, name
+
+
+def _find_nvrtc():
+    """Path of a loadable libnvrtc (system CUDA or the nvidia-cuda-nvrtc wheel), or None."""
+    import ctypes.util
+    import glob
+
+    cands = []
+    for root in [os.environ.get("CUDA_PATH"), "/usr/local/cuda"]:
+        if root:
+            cands += sorted(glob.glob(os.path.join(root, "lib64", "libnvrtc.so*")))
+    for entry in sys.path:
+        cands += sorted(glob.glob(os.path.join(entry, "nvidia", "cuda_nvrtc", "lib", "libnvrtc.so*")))
+        cands += sorted(glob.glob(os.path.join(entry, "nvidia", "cu*", "lib", "libnvrtc.so*")))
+    found = ctypes.util.find_library("nvrtc")
+    if found:
+        cands.append(found)
+    for c in cands:
+        if "alt" in os.path.basename(c) or "builtins" in os.path.basename(c):
+            continue
+        try:
+            return ctypes.CDLL(c)
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.parametrize("arch", ["compute_80", "compute_90"])
+def test_cuda_source_compiles_with_nvrtc(arch):
+    # The compiler CuPy's RawModule uses, called directly (it needs no GPU), with the
+    # launcher's options plus the -ftz=true CuPy adds.
+    lib = _find_nvrtc()
+    if lib is None:
+        pytest.skip("libnvrtc not found (install nvidia-cuda-nvrtc-cu12 or a CUDA toolkit)")
+    prog = ctypes.c_void_p()
+    assert lib.nvrtcCreateProgram(ctypes.byref(prog), _cupy.source().encode(), b"segment_blur.cu", 0, None, None) == 0
+    try:
+        opts = [o.encode() for o in _cupy.NVRTC_OPTIONS + (f"--gpu-architecture={arch}", "-ftz=true")]
+        rc = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
+        size = ctypes.c_size_t()
+        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value)
+        lib.nvrtcGetProgramLog(prog, log)
+        assert rc == 0, log.value.decode(errors="replace")
+        assert "warning" not in log.value.decode(errors="replace")
+        lib.nvrtcGetPTXSize(prog, ctypes.byref(size))
+        ptx = ctypes.create_string_buffer(size.value)
+        lib.nvrtcGetPTX(prog, ptx)
+        for name in _cupy.KERNEL_NAMES.values():
+            assert f".entry {name}(" in ptx.value.decode(), name
+    finally:
+        lib.nvrtcDestroyProgram(ctypes.byref(prog))
 
 
 def test_cuda_source_is_package_data():
@@ -256,6 +309,16 @@ def fresh_backend():
 def _flow_and_image(rng=None):
     rng = rng or np.random.default_rng(5)
     return rng.uniform(-9, 9, (1, 2, 12, 14)), rng.random((1, 3, 12, 14))
+
+
+def test_real_cupy_probe_never_raises(fresh_backend):
+    # whatever is installed here (nothing, CuPy without a driver, or a real GPU)
+    ok, reason = backend.cupy_status()
+    assert isinstance(ok, bool) and isinstance(reason, str) and reason
+    assert backend.cupy_available() is ok
+    if not ok:
+        assert _segment._default_path("cuda") == "torch"
+        assert backend.info()["cupy"] is False
 
 
 def test_cupy_missing_means_torch_path(fresh_backend, monkeypatch):
