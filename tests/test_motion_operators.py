@@ -111,6 +111,8 @@ def test_two_segment_with_opposite_flows_is_the_line_kernel():
         two = pd.TwoSegmentBlur(f, -f, tau=tau)(x)
         line = pd.MotionBlur(2 * tau * f)(x)
         np.testing.assert_allclose(two, line, atol=1e-12)
+    # the default is Reblur2Deblur's exposure cycle tau = 1
+    np.testing.assert_allclose(pd.TwoSegmentBlur(f, -f)(x), pd.MotionBlur(2 * f)(x), atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -205,15 +205,17 @@ class TwoSegmentBlur(_SegmentOperator):
     ----------
     flow_next, flow_prev : array, shape (N, 2, H, W) or (2, H, W), float
         Flows from frame t's pixel grid to frames t+1 and t−1 (u right, v down), pixels.
-    tau : float in (0, 1], default 0.5
-        Fraction of the inter-frame motion covered by the exposure on each side
-        (0.5: the blur spans half-way to each neighbouring frame).
+    tau : float in (0, 1], default 1.0
+        Fraction of the inter-frame motion covered on each side: Reblur2Deblur's
+        "exposure cycle", which the paper sets to 1 (each half reaches the neighbouring
+        frame's position). For frames whose exposures follow each other without a gap,
+        the blur spans half-way to each neighbour: use 0.5.
     path : {'numba', 'torch'}, optional
     """
 
     beta = 0.5
 
-    def __init__(self, flow_next: Any, flow_prev: Any, tau: float = 0.5, path: Optional[str] = None):
+    def __init__(self, flow_next: Any, flow_prev: Any, tau: float = 1.0, path: Optional[str] = None):
         self.tau = check_tau(tau)
         self.flow_next, self.flow_prev = as_flow_pair(flow_next, flow_prev)
         self.path = path

@@ -41,11 +41,11 @@ class WarpBlur(LinearOperator):
         Flows to the next and previous frames (u right, v down) in pixels.
     n : int >= 1
         Samples along each flow.
-    tau : float in (0, 1], default 0.5
+    tau : float in (0, 1], default 1.0
         Fraction of the flow covered on each side, as in :class:`TwoSegmentBlur`.
     """
 
-    def __init__(self, flow_next: Any, flow_prev: Any, n: int = 8, tau: float = 0.5):
+    def __init__(self, flow_next: Any, flow_prev: Any, n: int = 8, tau: float = 1.0):
         if isinstance(n, bool) or not isinstance(n, int):
             raise TypeError(f"n must be an int >= 1, got {type(n).__name__}")
         if n < 1:
