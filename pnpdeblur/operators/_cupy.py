@@ -55,6 +55,10 @@ KERNEL_NAMES: Dict[Tuple[str, torch.dtype], str] = {
 #: Thread block (x over W, y over H); the grid's z axis runs over the batch.
 BLOCK = (32, 8, 1)
 
+#: Tensor device types the launcher accepts (the tests widen it to run the launcher
+#: against the CUDA source compiled for the host).
+_DEVICE_TYPES: Tuple[str, ...] = ("cuda",)
+
 _lock = threading.Lock()
 _kernels: Dict[int, Dict[str, Any]] = {}  # device index -> kernel name -> cupy.RawKernel
 
@@ -116,7 +120,7 @@ def load(device_index: int) -> Dict[str, Any]:
 def _check(x: torch.Tensor, name: str) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.device.type != "cuda":
+    if x.device.type not in _DEVICE_TYPES:
         raise ValueError(f"{name} must be a CUDA tensor for the cupy path, got device {x.device}")
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"{name} must be float32 or float64, got dtype {x.dtype}")
@@ -143,7 +147,7 @@ def _launch(name: str, arrays, N: int, C: int, H: int, W: int, Nf: int, S: int, 
     import numpy as np
 
     dev = arrays[0].device
-    kernel = load(dev.index)[name]
+    kernel = load(dev.index if dev.index is not None else 0)[name]
     cupy = _cupy()
     stream = torch.cuda.current_stream(dev)
     grid = ((W + BLOCK[0] - 1) // BLOCK[0], (H + BLOCK[1] - 1) // BLOCK[1], N)
