@@ -260,3 +260,15 @@ def test_checkpoint_wrong_architecture_corrupt_or_foreign_raise(tmp_path):
         DnCNN.from_checkpoint(p2)
     with pytest.raises(CheckpointError, match="not found"):
         DnCNN.from_checkpoint(tmp_path / "missing.safetensors")
+
+
+@pytest.mark.parametrize("color", ["rgb", "opponent"])
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_denoiser_prior_colour_space_and_ensemble_are_exact_for_identity_net(color, ensemble):
+    net = _Recorder()
+    z = torch.rand(1, 3, 8, 9, dtype=torch.float64)
+    out = DenoiserPrior(net, color=color, ensemble=ensemble)(z, 0.1)
+    torch.testing.assert_close(out, z, atol=1e-6, rtol=0)
+    assert len(net.seen) == (4 if ensemble else 1)
+    with pytest.raises(ValueError, match="color"):
+        DenoiserPrior(net, color="lab")

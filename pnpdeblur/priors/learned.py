@@ -10,6 +10,16 @@ from .base import BasePrior
 
 __all__ = ["DenoiserPrior", "DnCNNPrior"]
 
+# Orthonormal opponent colour transform (rows: luminance, red-blue, green-magenta).
+_OPPONENT = torch.tensor(
+    [
+        [3**-0.5, 3**-0.5, 3**-0.5],
+        [2**-0.5, 0.0, -(2**-0.5)],
+        [6**-0.5, -2 * 6**-0.5, 6**-0.5],
+    ],
+    dtype=torch.float64,
+)
+
 
 class DenoiserPrior(BasePrior):
     """Wrap a torch module that maps ``(noisy, sigma)`` to a clean image.
@@ -27,6 +37,15 @@ class DenoiserPrior(BasePrior):
         Pass the noise level to the network.
     clamp : bool
         Clip the output to [0, 1].
+    color : {'auto', 'rgb', 'opponent'}
+        How a grey network denoises a 3-channel image: channel by channel in RGB, or in
+        the orthonormal opponent colour space (luminance + two chroma channels; white
+        noise stays white with the same sigma, and the smooth chroma channels are
+        denoised much better). 'auto' = 'opponent' for a 1-channel network and a
+        3-channel image.
+    ensemble : bool
+        Average the denoiser over the four flips of the image (about +0.3 dB in HQS
+        for 4× the cost).
 
     Notes
     -----
@@ -35,7 +54,15 @@ class DenoiserPrior(BasePrior):
     ``context`` is accepted and ignored (recurrent learned priors may use it).
     """
 
-    def __init__(self, net: nn.Module, channels: Optional[int] = None, takes_sigma: bool = True, clamp: bool = False):
+    def __init__(
+        self,
+        net: nn.Module,
+        channels: Optional[int] = None,
+        takes_sigma: bool = True,
+        clamp: bool = False,
+        color: str = "auto",
+        ensemble: bool = False,
+    ):
         if not isinstance(net, nn.Module) and not callable(net):
             raise TypeError(f"net must be a torch.nn.Module or callable, got {type(net).__name__}")
         self.net = net
@@ -44,12 +71,26 @@ class DenoiserPrior(BasePrior):
         self.channels = channels
         self.takes_sigma = takes_sigma
         self.clamp = clamp
+        if color not in ("auto", "rgb", "opponent"):
+            raise ValueError(f"color must be 'auto', 'rgb' or 'opponent', got {color!r}")
+        self.color = color
+        self.ensemble = bool(ensemble)
 
     def _param(self) -> Optional[torch.Tensor]:
         if isinstance(self.net, nn.Module):
             for p in self.net.parameters():
                 return p
         return None
+
+    def _run(self, t: torch.Tensor, sigma: float) -> torch.Tensor:
+        if not self.ensemble:
+            return self.net(t, sigma) if self.takes_sigma else self.net(t)
+        out = 0
+        for dims in ((), (-1,), (-2,), (-2, -1)):
+            f = t.flip(dims) if dims else t
+            o = self.net(f, sigma) if self.takes_sigma else self.net(f)
+            out = out + (o.flip(dims) if dims else o)
+        return out / 4
 
     def _denoise(self, z: torch.Tensor, sigma: float, context: Optional[Dict[str, Any]]) -> torch.Tensor:
         p = self._param()
@@ -58,12 +99,18 @@ class DenoiserPrior(BasePrior):
         fold = self.channels is not None and self.channels == 1 and c > 1
         if self.channels is not None and not fold and self.channels != c:
             raise ValueError(f"the network takes {self.channels} channels, the image has {c}")
+        opponent = fold and c == 3 and self.color in ("auto", "opponent")
+        if opponent:
+            M = _OPPONENT.to(dtype=t.dtype, device=t.device)
+            t = torch.einsum("ij,njhw->nihw", M, t)
         if fold:
             t = t.reshape(n * c, 1, h, w)
         with torch.set_grad_enabled(torch.is_grad_enabled() and z.requires_grad):
-            out = self.net(t, sigma) if self.takes_sigma else self.net(t)
+            out = self._run(t, sigma)
         if fold:
             out = out.reshape(n, c, h, w)
+        if opponent:
+            out = torch.einsum("ji,njhw->nihw", M, out)
         if self.clamp:
             out = out.clamp(0, 1)
         return out.to(dtype=z.dtype, device=z.device)
@@ -79,10 +126,14 @@ class DnCNNPrior(DenoiserPrior):
     ----------
     path : str or PathLike, optional
         Another checkpoint written by ``scripts/train_dncnn.py`` (default: the shipped one).
+    ensemble : bool
+        Flip self-ensemble (default on: better HQS results, 4× the denoiser cost).
+    color, clamp
+        As for :class:`DenoiserPrior` (colour images go through the opponent space).
     """
 
-    def __init__(self, path: Any = None, clamp: bool = False):
+    def __init__(self, path: Any = None, ensemble: bool = True, color: str = "auto", clamp: bool = False):
         from ..nets.dncnn import DnCNN
 
         net = DnCNN.pretrained() if path is None else DnCNN.from_checkpoint(path)
-        super().__init__(net, clamp=clamp)
+        super().__init__(net, clamp=clamp, color=color, ensemble=ensemble)
