@@ -146,6 +146,8 @@ def _launch(name: str, arrays, N: int, C: int, H: int, W: int, Nf: int, S: int, 
     """Launch one kernel on torch's current stream, tensors shared with CuPy via DLPack."""
     import numpy as np
 
+    if N > 65535 or (H + BLOCK[1] - 1) // BLOCK[1] > 65535:
+        raise ValueError(f"x of shape {(N, C, H, W)} exceeds the CUDA grid (N <= 65535, H <= {65535 * BLOCK[1]})")
     dev = arrays[0].device
     kernel = load(dev.index if dev.index is not None else 0)[name]
     cupy = _cupy()
