@@ -10,8 +10,8 @@ the thread layout and why the adjoint is an atomic scatter). This module
   (so they live in torch's caching allocator) and filled in place, and kernels run
   on torch's current stream for the tensor's device;
 * wires forward, adjoint and the gradients w.r.t. the image, the segment vectors
-  and the masses into :class:`torch.autograd.Function` (:class:`SegmentBlurCupyFn`,
-  the same structure as the numba path's ``_SegmentBlurFn``).
+  and the masses into torch autograd through the Function the numba path uses
+  (:class:`pnpdeblur.operators._segment.SegmentBlurFn`).
 
 CuPy is optional: importing this module never imports CuPy; :func:`load` raises
 :class:`CupyUnavailableError` with the reason when CuPy, a device or NVRTC is
@@ -36,7 +36,6 @@ __all__ = [
     "run",
     "param_grad",
     "segment_blur_cupy",
-    "SegmentBlurCupyFn",
 ]
 
 #: The CUDA source compiled at first use.
@@ -231,32 +230,15 @@ def param_grad(
     return gv.to(vec.dtype), gm.to(mass.dtype)
 
 
-class SegmentBlurCupyFn(torch.autograd.Function):
-    """Autograd wrapper: gradients w.r.t. the image, the segment vectors and the masses."""
-
-    @staticmethod
-    def forward(ctx, x, vec, mass, beta, transpose):
-        ctx.save_for_backward(x, vec, mass)
-        ctx.beta, ctx.transpose = beta, transpose
-        return run(x, vec, mass, beta, transpose)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        x, vec, mass = ctx.saved_tensors
-        g = g.contiguous()
-        gx = gv = gm = None
-        if ctx.needs_input_grad[0]:
-            gx = run(g, vec, mass, ctx.beta, not ctx.transpose)
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            # d<Kᵀy, g> = d<K g, y>: the transpose swaps the roles of input and cotangent.
-            a, b = (g, x) if ctx.transpose else (x, g)
-            gv, gm = param_grad(a, b, vec, mass, ctx.beta)
-        return gx, gv, gm, None, None
-
-
 def segment_blur_cupy(
     x: torch.Tensor, vec: torch.Tensor, mass: torch.Tensor, beta: float, transpose: bool = False
 ) -> torch.Tensor:
     """Differentiable segment blur on CUDA tensors (see :func:`run` for the arguments)."""
-    return SegmentBlurCupyFn.apply(x, vec, mass, float(beta), bool(transpose))
+    from ._segment import SegmentBlurFn
+
+    return SegmentBlurFn.apply(x, vec, mass, float(beta), bool(transpose), _CupyKernels)
+
+
+class _CupyKernels:
+    run = staticmethod(run)
+    param_grad = staticmethod(param_grad)

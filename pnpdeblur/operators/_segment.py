@@ -113,7 +113,7 @@ def segment_blur(
     """
     chosen = _resolve_path(x, path)
     if chosen == "numba":
-        return _SegmentBlurFn.apply(x, vec, mass, float(beta), bool(transpose))
+        return SegmentBlurFn.apply(x, vec, mass, float(beta), bool(transpose), _NumbaKernels)
     if chosen == "cupy":
         from . import _cupy
 
@@ -164,12 +164,19 @@ def _param_grad(x: torch.Tensor, g: torch.Tensor, vec: torch.Tensor, mass: torch
     return gv.to(vec.dtype), gm.to(mass.dtype)
 
 
-class _SegmentBlurFn(torch.autograd.Function):
+class SegmentBlurFn(torch.autograd.Function):
+    """Autograd for kernel-backed paths: ``kernels`` provides ``run`` and ``param_grad``.
+
+    ``kernels.run(x, vec, mass, beta, transpose)`` applies K (or Kᵀ);
+    ``kernels.param_grad(x, g, vec, mass, beta)`` returns the gradients of ``<K x, g>``
+    w.r.t. ``vec`` and ``mass``. The numba and CuPy paths share this wiring.
+    """
+
     @staticmethod
-    def forward(ctx, x, vec, mass, beta, transpose):
+    def forward(ctx, x, vec, mass, beta, transpose, kernels):
         ctx.save_for_backward(x, vec, mass)
-        ctx.beta, ctx.transpose = beta, transpose
-        return _run_numba(x, vec, mass, beta, transpose)
+        ctx.beta, ctx.transpose, ctx.kernels = beta, transpose, kernels
+        return kernels.run(x, vec, mass, beta, transpose)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -178,12 +185,17 @@ class _SegmentBlurFn(torch.autograd.Function):
         g = g.contiguous()
         gx = gv = gm = None
         if ctx.needs_input_grad[0]:
-            gx = _run_numba(g, vec, mass, ctx.beta, not ctx.transpose)
+            gx = ctx.kernels.run(g, vec, mass, ctx.beta, not ctx.transpose)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             # d<Kᵀy, g> = d<K g, y>: the transpose swaps the roles of input and cotangent.
             a, b = (g, x) if ctx.transpose else (x, g)
-            gv, gm = _param_grad(a, b, vec, mass, ctx.beta)
-        return gx, gv, gm, None, None
+            gv, gm = ctx.kernels.param_grad(a, b, vec, mass, ctx.beta)
+        return gx, gv, gm, None, None, None
+
+
+class _NumbaKernels:
+    run = staticmethod(_run_numba)
+    param_grad = staticmethod(_param_grad)
 
 
 # ---------------------------------------------------------------------------- torch path

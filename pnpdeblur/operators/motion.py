@@ -153,8 +153,10 @@ class MotionBlur(_SegmentOperator):
     flow : array, shape (N, 2, H, W) or (2, H, W), float32 or float64
         Motion vectors (u right, v down) in pixels, |u|, |v| <= ``MAX_FLOW`` (64).
         A flow with N = 1 blurs every image of a batch.
-    path : {'numba', 'torch'}, optional
-        Force an implementation (default: numba on CPU, torch on CUDA).
+    path : {'numba', 'torch', 'cupy'}, optional
+        Force an implementation. Default: numba for CPU tensors; for CUDA tensors the
+        CuPy kernels when CuPy and a device are usable, else the torch path
+        (:func:`pnpdeblur.backend.info` tells which).
 
     Examples
     --------
@@ -210,7 +212,8 @@ class TwoSegmentBlur(_SegmentOperator):
         "exposure cycle", which the paper sets to 1 (each half reaches the neighbouring
         frame's position). For frames whose exposures follow each other without a gap,
         the blur spans half-way to each neighbour: use 0.5.
-    path : {'numba', 'torch'}, optional
+    path : {'numba', 'torch', 'cupy'}, optional
+        As for :class:`MotionBlur`.
     """
 
     beta = 0.5
