@@ -329,3 +329,30 @@ def test_richardson_lucy_improves_and_rejects_negative_kernels():
     assert res.history[-1]["psnr"] > _psnr(y, x) + 1.0
     with pytest.raises(ValueError, match="non-negative"):
         richardson_lucy(y, Convolution(np.array([[-0.1, 1.2, -0.1]])), 3)
+
+
+def test_hqs_with_motion_blur_matches_the_equivalent_convolution():
+    from pnpdeblur.operators import MotionBlur
+
+    x = _camera(32)
+    flow = np.zeros((1, 2, 32, 32))
+    flow[:, 0] = 6.0  # horizontal motion of 6 px: taps [.5 1 1 1 1 1 .5] / 6
+    k = np.array([[0.5, 1, 1, 1, 1, 1, 0.5]]) / 6.0
+    Km, Kc = MotionBlur(flow), Convolution(k, "replicate")
+    np.testing.assert_allclose(Km(x), Kc(x), atol=1e-12)
+    y = np.asarray(Kc(x)) + 0.01 * np.random.default_rng(0).standard_normal(x.shape)
+    kw = dict(prior=TV(), noise_level=0.01, n_iter=4, progress=False)
+    np.testing.assert_allclose(hqs(y, Km, **kw).x, hqs(y, Kc, **kw).x, atol=1e-8)
+
+
+def test_hqs_passes_context_to_the_prior():
+    x, y, K = _blur_problem(16)
+    seen = []
+
+    def prior(z, sigma, *, context=None):
+        seen.append((context["iteration"], sorted(context), context["extra"]))
+        return z
+
+    hqs(y, K, prior=prior, noise_level=0.01, n_iter=2, context={"extra": 7}, progress=False)
+    assert [s[0] for s in seen] == [0, 1]
+    assert {"y", "K", "iteration", "beta", "x", "extra"} <= set(seen[0][1]) and seen[0][2] == 7
