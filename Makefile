@@ -15,8 +15,10 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 demo: $(STAMP)
 	MPLBACKEND=Agg $(PY) examples/demo.py --out out
 
+# Tests and example notebooks (nbmake), headless, with Jupyter's runtime files in a temp dir.
 test: $(STAMP)
-	MPLBACKEND=Agg $(PY) -m pytest -q -n 2 tests
+	tmp=$$(mktemp -d) && MPLBACKEND=Agg MPLCONFIGDIR=$$tmp/mpl JUPYTER_RUNTIME_DIR=$$tmp/jupyter \
+		$(PY) -m pytest -q -n 2 --nbmake tests examples; rc=$$?; rm -rf $$tmp; exit $$rc
 
 bench: $(STAMP)
 	$(PY) benchmarks/operators.py
