@@ -67,7 +67,8 @@ class DenoiserPrior(BasePrior):
             raise TypeError(f"net must be a torch.nn.Module or callable, got {type(net).__name__}")
         self.net = net
         if channels is None:
-            channels = getattr(net, "config", {}).get("channels") if isinstance(getattr(net, "config", None), dict) else None
+            config = getattr(net, "config", None)
+            channels = config.get("channels") if isinstance(config, dict) else None
         self.channels = channels
         self.takes_sigma = takes_sigma
         self.clamp = clamp
