@@ -92,7 +92,7 @@ class Wavelet(SkimageDenoiser):
         except ImportError as e:
             raise ImportError(
                 "the Wavelet prior needs PyWavelets (scikit-image's optional dependency): "
-                "pip install PyWavelets"
+                "pip install 'pnpdeblur[wavelet]' (or pip install PyWavelets)"
             ) from e
         kwargs.setdefault("rescale_sigma", True)
         super().__init__(denoise_wavelet, lambda s: {"sigma": s}, method=method, mode=mode, **kwargs)
