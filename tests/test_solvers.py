@@ -356,3 +356,32 @@ def test_hqs_passes_context_to_the_prior():
     hqs(y, K, prior=prior, noise_level=0.01, n_iter=2, context={"extra": 7}, progress=False)
     assert [s[0] for s in seen] == [0, 1]
     assert {"y", "K", "iteration", "beta", "x", "extra"} <= set(seen[0][1]) and seen[0][2] == 7
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+def test_hqs_differentiable_matches_gradcheck(periodic, rng):
+    k = np.full((3, 3), 0.05)
+    k[1, 1] = 0.6
+    K = UniformBlur(k) if periodic else Convolution(k, "replicate")
+    y = torch.from_numpy(rng.random((1, 1, 5, 6))).requires_grad_(True)
+
+    def run(v):
+        return hqs(v, K, prior=Tikhonov(operator="identity"), noise_level=0.05, n_iter=3,
+                   cg_iters=100, cg_tol=1e-13, differentiable=True, progress=False).x
+
+    assert torch.autograd.gradcheck(run, (y,), atol=1e-6)
+    with torch.no_grad():
+        assert not run(y).requires_grad
+    assert not hqs(y, K, prior=TV(), noise_level=0.05, n_iter=2, progress=False).x.requires_grad
+
+
+def test_hqs_differentiable_reaches_the_flow_of_motion_blur():
+    from pnpdeblur.operators import MotionBlur
+
+    flow = torch.zeros(1, 2, 12, 12, dtype=torch.float64)
+    flow[:, 0], flow[:, 1] = 3.3, 1.2
+    flow.requires_grad_(True)
+    y = torch.rand(1, 1, 12, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x = hqs(y, MotionBlur(flow), prior=TV(), noise_level=0.02, n_iter=3, differentiable=True, progress=False).x
+    x.sum().backward()
+    assert flow.grad is not None and torch.isfinite(flow.grad).all() and float(flow.grad.abs().sum()) > 0

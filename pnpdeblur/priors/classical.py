@@ -85,7 +85,8 @@ def tv_prox(
         pn = pn / nrm.clamp_min(1.0)
         tn = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
         q = pn + ((t - 1.0) / tn) * (pn - p)
-        delta = float(torch.linalg.vector_norm(pn - p)) / max(float(torch.linalg.vector_norm(pn)), 1e-12)
+        with torch.no_grad():
+            delta = float(torch.linalg.vector_norm(pn - p)) / max(float(torch.linalg.vector_norm(pn)), 1e-12)
         p, t = pn, tn
         if delta < tol:
             break

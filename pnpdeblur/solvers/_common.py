@@ -9,7 +9,7 @@ import torch
 
 from ..backend import array_kind, check_finite, check_float, to_torch
 from ..operators.base import LinearOperator, to_nchw
-from .cg import _cg_core, CGInfo
+from .cg import CGInfo, _cg_core, _ImplicitCG
 from .fft import _fft_solve, _reg_power, supports_fft, uniform_transfer_function
 
 
@@ -26,7 +26,7 @@ def prepare_observation(y: Any, K: Any) -> Tuple[torch.Tensor, str, Callable]:
     return yt, kind, restore
 
 
-def prepare_like(v: Any, yt: torch.Tensor, name: str) -> Optional[torch.Tensor]:
+def prepare_like(v: Any, yt: torch.Tensor, name: str, detach: bool = True) -> Optional[torch.Tensor]:
     """Convert an optional image argument to y's layout, dtype and device."""
     if v is None:
         return None
@@ -35,7 +35,8 @@ def prepare_like(v: Any, yt: torch.Tensor, name: str) -> Optional[torch.Tensor]:
         raise ValueError(f"{name} has shape {tuple(t.shape)} (as N, C, H, W), expected {tuple(yt.shape)}")
     check_float(t, name)
     check_finite(t, name)
-    return t.detach().to(dtype=yt.dtype, device=yt.device)
+    t = t.detach() if detach else t
+    return t.to(dtype=yt.dtype, device=yt.device)
 
 
 def check_noise_level(noise_level: Any) -> Optional[float]:
@@ -79,7 +80,15 @@ def prior_caller(prior: Any) -> Callable[[torch.Tensor, float, Dict[str, Any]], 
 class XStep:
     """Solver for ``(KᵀK + β I) x = Kᵀ y + β v``: exact FFT for periodic uniform blurs, else CG."""
 
-    def __init__(self, K: LinearOperator, y: torch.Tensor, cg_iters: int, cg_tol: float, method: str):
+    def __init__(
+        self,
+        K: LinearOperator,
+        y: torch.Tensor,
+        cg_iters: int,
+        cg_tol: float,
+        method: str,
+        differentiable: bool = False,
+    ):
         if method not in ("auto", "cg", "fft"):
             raise ValueError(f"x_step must be 'auto', 'cg' or 'fft', got {method!r}")
         if not isinstance(cg_iters, int) or cg_iters < 1:
@@ -92,11 +101,14 @@ class XStep:
         self.K, self.y = K, y
         self.use_fft = use_fft
         self.cg_iters, self.cg_tol = cg_iters, cg_tol
+        self.differentiable = differentiable
+        self.params = operator_tensors(K) if differentiable else []
         if use_fft:
             self.tf = uniform_transfer_function(K, y.shape[-2:], y.dtype, y.device)
             self.rp = _reg_power("identity", y.shape[-2:], y.dtype, y.device)
         else:
-            self.Kty = K._adjoint(y)
+            with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+                self.Kty = K._adjoint(y)
 
     @property
     def method(self) -> str:
@@ -108,10 +120,32 @@ class XStep:
         K = self.K
         A = lambda t: K._adjoint(K._forward(t)) + beta * t  # noqa: E731
         b = self.Kty + beta * v
+        if self.differentiable and torch.is_grad_enabled():
+            holder: list = []
+            opts = dict(x0=x_warm.detach(), tol=self.cg_tol, atol=0.0, maxiter=self.cg_iters, M=None)
+            x = _ImplicitCG.apply(A, opts, holder, b, *self.params)
+            return x, holder[0]
         return _cg_core(A, b, x_warm, self.cg_tol, 0.0, self.cg_iters, None)
 
 
+def operator_tensors(K: Any, _seen: Optional[set] = None) -> list:
+    """Tensors requiring grad held by an operator (and the operators it is built from)."""
+    seen = set() if _seen is None else _seen
+    if id(K) in seen:
+        return []
+    seen.add(id(K))
+    out = []
+    for v in vars(K).values() if hasattr(K, "__dict__") else ():
+        if isinstance(v, torch.Tensor) and v.requires_grad:
+            out.append(v)
+        elif isinstance(v, LinearOperator):
+            out += operator_tensors(v, seen)
+    return out
+
+
+@torch.no_grad()
 def relative_residual(K: LinearOperator, x: torch.Tensor, y: torch.Tensor) -> float:
+    """``‖K x − y‖ / ‖y‖`` (absolute where y = 0), without building a graph."""
     num = torch.linalg.vector_norm(K._forward(x) - y)
     den = torch.linalg.vector_norm(y)
     return float(num / den) if float(den) > 0 else float(num)

@@ -42,12 +42,14 @@ def admm(
     callback: Optional[Callable[[Dict[str, Any], torch.Tensor], Any]] = None,
     progress: Optional[bool] = None,
     context: Optional[Dict[str, Any]] = None,
+    differentiable: bool = False,
 ) -> SolverResult:
     """Deblur ``y = K x + n`` by plug-and-play ADMM.
 
     Parameters are those of :func:`~pnpdeblur.solvers.hqs` with ``rhos`` (the ADMM
     penalties) in place of ``betas``; the default schedule is the same DPIR-style one
-    derived from ``noise_level``.
+    derived from ``noise_level``. ``differentiable=True`` keeps the autograd graph (CG
+    x-steps differentiated implicitly), as for HQS.
 
     Returns
     -------
@@ -60,16 +62,16 @@ def admm(
     rho_list, sig = resolve_schedule(noise_level, rhos, sigmas, n_iter, lam, sigma_start)
     call_prior = prior_caller(prior)
     ref = prepare_like(reference, yt, "reference")
-    z = prepare_like(x0, yt, "x0")
+    z = prepare_like(x0, yt, "x0", detach=not differentiable)
     z = yt.clone() if z is None else z
     u = torch.zeros_like(z)
-    solve = XStep(K, yt, cg_iters, cg_tol, x_step)
+    solve = XStep(K, yt, cg_iters, cg_tol, x_step, differentiable)
     rec = _Recorder(len(rho_list), ref, callback, progress, "admm")
     x = z
     all_conv = True
     prev_rho = None
     try:
-        with torch.no_grad():
+        with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
             for k, (rho, sigma) in enumerate(zip(rho_list, sig)):
                 if prev_rho is not None:
                     u = u * (prev_rho / rho)

@@ -81,6 +81,7 @@ def hqs(
     callback: Optional[Callable[[Dict[str, Any], torch.Tensor], Any]] = None,
     progress: Optional[bool] = None,
     context: Optional[Dict[str, Any]] = None,
+    differentiable: bool = False,
 ) -> SolverResult:
     """Deblur ``y = K x + n`` by half-quadratic splitting with a plug-in prior.
 
@@ -129,6 +130,11 @@ def hqs(
     context : dict, optional
         Extra items passed to the prior's ``context`` (it always holds ``'y'``,
         ``'K'``, ``'iteration'``, ``'beta'`` and ``'x'``).
+    differentiable : bool
+        Keep the autograd graph so that gradients reach ``y``, ``x0``, the prior's
+        parameters and tensors of ``K`` that require grad (e.g. a flow). Each CG x-step
+        is differentiated implicitly (one adjoint CG solve in backward); the FFT x-step
+        and the prior are differentiated by autograd. Default False: no graph.
 
     Returns
     -------
@@ -148,14 +154,14 @@ def hqs(
     bet, sig = resolve_schedule(noise_level, betas, sigmas, n_iter, lam, sigma_start)
     call_prior = prior_caller(prior)
     ref = prepare_like(reference, yt, "reference")
-    z = prepare_like(x0, yt, "x0")
+    z = prepare_like(x0, yt, "x0", detach=not differentiable)
     z = yt.clone() if z is None else z
-    solve = XStep(K, yt, cg_iters, cg_tol, x_step)
+    solve = XStep(K, yt, cg_iters, cg_tol, x_step, differentiable)
     rec = _Recorder(len(bet), ref, callback, progress, "hqs")
     x = z
     all_conv = True
     try:
-        with torch.no_grad():
+        with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
             for k, (beta, sigma) in enumerate(zip(bet, sig)):
                 x, info = solve(z, beta, x)
                 ctx = {"y": yt, "K": K, "iteration": k, "beta": beta, "x": x}
