@@ -352,7 +352,6 @@ def _make_foreground(photo_lin, shape, n, max_blur, rng, order) -> _Foreground:
     return _Foreground(np.ascontiguousarray(tex), alpha, pos, (speed * math.cos(ang), speed * math.sin(ang)))
 
 
-
 def _check_clip(image, n_frames, spacing, order, rng):
     """Validate the clip settings shared by the video synthesisers; draw N if not given."""
     photo = _as_photo(image)
@@ -459,9 +458,9 @@ def synthesize_video_blur(
     """
     rng = as_generator(seed)
     photo, n, spacing = _check_clip(image, n_frames, spacing, order, rng)
-    scene = _Scene.build(photo, shape, max_blur, 1, n, motion, min_blur, acceleration, gamma,
-                         path, foreground, order, rng)
-    h, w, lin_gamma, photo_lin, path, fg, origin = scene
+    h, w, lin_gamma, photo_lin, path, fg, origin = _Scene.build(
+        photo, shape, max_blur, 1, n, motion, min_blur, acceleration, gamma, path, foreground, order, rng
+    )
     c = (n - 1) / 2.0
     times = np.arange(n) - c
     frames_lin = render_frames(photo_lin, (h, w), path, times, origin, fg, order)
@@ -563,134 +562,9 @@ def synthesize_video_sequence(
         raise ValueError(f"n_blurred must be a positive int, got {n_blurred!r}")
     k_out = int(n_blurred)
     photo, n, spacing = _check_clip(image, n_frames, spacing, order, rng)
-    scene = _Scene.build(photo, shape, max_blur, k_out, n, motion, min_blur, acceleration, gamma,
-                         path, foreground, order, rng)
-    h, w, lin_gamma, photo_lin, path, fg, origin = scene
-    enc = (lambda z: np.clip(z, 0, 1) ** (1.0 / lin_gamma)) if lin_gamma else (lambda z: np.clip(z, 0, 1))
-    sharp = enc(frames_lin[n // 2])
-    blurred = enc(blurred_lin)
-    flow_next = path.flow((h, w), float(spacing))
-    flow_prev = path.flow((h, w), -float(spacing))
-    exposure = path.scene_position((h, w), n / 2.0) - path.scene_position((h, w), -n / 2.0)
-    mask = None
-    if fg is not None:
-        _, mask = fg.layer((h, w), 0.0, order)
-        sel = mask > 0.5
-        for f, t in ((flow_next, spacing), (flow_prev, -spacing)):
-            f[0][sel] = fg.velocity[0] * t
-            f[1][sel] = fg.velocity[1] * t
-        exposure[0][sel] = fg.velocity[0] * n
-        exposure[1][sel] = fg.velocity[1] * n
-    return VideoBlurSample(
-        blurred=blurred.astype(np.float32),
-        sharp=sharp.astype(np.float32),
-        flow_next=flow_next.astype(np.float32),
-        flow_prev=flow_prev.astype(np.float32),
-        exposure_flow=exposure.astype(np.float32),
-        n_frames=n,
-        gamma=lin_gamma,
-        path=path,
-        frames=enc(frames_lin).astype(np.float32) if return_frames else None,
-        foreground_mask=None if mask is None else mask.astype(np.float32),
-        meta={"origin": origin, "spacing": int(spacing), "motion": motion},
+    h, w, lin_gamma, photo_lin, path, fg, origin = _Scene.build(
+        photo, shape, max_blur, k_out, n, motion, min_blur, acceleration, gamma, path, foreground, order, rng
     )
-
-
-@dataclass
-class VideoSequenceSample:
-    """``K`` consecutive synthesised blurred frames of one clip (for Reblur2Deblur-style training).
-
-    Attributes
-    ----------
-    blurred, sharp : numpy.ndarray
-        ``(K, H, W, C)`` float32: blurred frames and their sharp middle frames (gamma-encoded).
-    flows_next, flows_prev : numpy.ndarray
-        ``(K, 2, H, W)`` float32: flow from sharp frame ``k`` to sharp frame ``k + 1`` / ``k − 1``
-        (defined by the camera path also at the ends of the clip).
-    exposure_flows : numpy.ndarray
-        ``(K, 2, H, W)`` float32 motion during exposure ``k`` (line-kernel labels).
-    n_frames, spacing : int
-        Frames averaged per blurred frame, and frames between consecutive blurred frames.
-    gamma : float or None
-    path : CameraPath
-    foreground_masks : numpy.ndarray or None
-        ``(K, H, W)`` alpha of the foreground layer in each sharp frame.
-    """
-
-    blurred: np.ndarray
-    sharp: np.ndarray
-    flows_next: np.ndarray
-    flows_prev: np.ndarray
-    exposure_flows: np.ndarray
-    n_frames: int
-    spacing: int
-    gamma: float | None
-    path: CameraPath
-    foreground_masks: np.ndarray | None = None
-
-
-def synthesize_video_sequence(
-    image,
-    n_blurred: int = 3,
-    shape: tuple[int, int] | None = None,
-    n_frames: int | None = None,
-    motion: str = "mixed",
-    max_blur: float = 10.0,
-    min_blur: float = 2.0,
-    acceleration: float | None = None,
-    gamma: float | None = 2.2,
-    foreground: bool = False,
-    spacing: int | None = None,
-    path: CameraPath | None = None,
-    order: int = 3,
-    seed: int | np.random.Generator | None = None,
-) -> VideoSequenceSample:
-    """Synthesise ``n_blurred`` consecutive GOPRO-style blurred frames of one clip.
-
-    Blurred frame ``k`` (``k = 0 .. K−1``, centred on the clip's middle) averages the ``N``
-    sharp frames around time ``τ_k = (k − (K−1)/2) · spacing`` in linear intensity, exactly as
-    :func:`synthesize_video_blur` does for one frame; ``spacing`` defaults to ``N`` (a video
-    whose exposures follow each other without gap). Parameters are those of
-    :func:`synthesize_video_blur`; ``max_blur`` bounds the blur of one exposure, and the
-    output size default leaves a margin of ``max_blur`` times the clip length in exposures.
-
-    Returns
-    -------
-    VideoSequenceSample
-    """
-    rng = as_generator(seed)
-    photo = _as_photo(image)
-    if not isinstance(n_blurred, numbers.Integral) or isinstance(n_blurred, bool) or n_blurred < 1:
-        raise ValueError(f"n_blurred must be a positive int, got {n_blurred!r}")
-    k_out = int(n_blurred)
-    if n_frames is None:
-        n_frames = int(rng.choice([7, 9, 11, 13]))
-    if not isinstance(n_frames, numbers.Integral) or isinstance(n_frames, bool) or n_frames < 1 or n_frames % 2 == 0:
-        raise ValueError(f"n_frames must be a positive odd int (7-13 in GOPRO), got {n_frames!r}")
-    n = int(n_frames)
-    spacing = n if spacing is None else spacing
-    if not isinstance(spacing, numbers.Integral) or isinstance(spacing, bool) or spacing < 1:
-        raise ValueError(f"spacing must be a positive int, got {spacing!r}")
-    if order not in (0, 1, 2, 3, 4, 5):
-        raise ValueError(f"order must be an int in 0..5, got {order!r}")
-    _check_positive("max_blur", max_blur)
-    if shape is None:
-        m = int(math.ceil(max_blur * (k_out + 1) / 2.0))
-        shape = (photo.shape[0] - 2 * m, photo.shape[1] - 2 * m)
-        if min(shape) < 8:
-            raise ValueError(f"photo of shape {photo.shape[:2]} is too small for max_blur={max_blur} "
-                             f"and n_blurred={k_out}")
-    h, w = check_shape2(shape)
-    if h > photo.shape[0] or w > photo.shape[1]:
-        raise ValueError(f"shape {shape} is larger than the photo {photo.shape[:2]}")
-    lin_gamma = None if gamma is None or gamma == 1 else _check_positive("gamma", gamma, allow_zero=False)
-    photo_lin = photo ** lin_gamma if lin_gamma else photo
-    if path is None:
-        path = random_camera_path((h, w), n, motion, max_blur, min_blur, acceleration, rng)
-    elif not isinstance(path, CameraPath):
-        raise TypeError(f"path must be a CameraPath, got {type(path).__name__}")
-    fg = _make_foreground(photo_lin, (h, w), n, max_blur, rng, order) if foreground else None
-    origin = ((photo.shape[1] - w) // 2, (photo.shape[0] - h) // 2)
     enc = (lambda z: np.clip(z, 0, 1) ** (1.0 / lin_gamma)) if lin_gamma else (lambda z: np.clip(z, 0, 1))
     offsets = np.arange(n) - (n - 1) / 2.0
     blurred, sharp, fnext, fprev, fexp, masks = [], [], [], [], [], []
