@@ -385,3 +385,17 @@ def test_hqs_differentiable_reaches_the_flow_of_motion_blur():
     x = hqs(y, MotionBlur(flow), prior=TV(), noise_level=0.02, n_iter=3, differentiable=True, progress=False).x
     x.sum().backward()
     assert flow.grad is not None and torch.isfinite(flow.grad).all() and float(flow.grad.abs().sum()) > 0
+
+
+def test_non_array_inputs_name_the_argument():
+    K = UniformBlur(np.ones((3, 3)) / 9)
+    with pytest.raises(TypeError, match="^y must be an array"):
+        hqs([[0.1]], K, prior=TV(), noise_level=0.01)
+    with pytest.raises(TypeError, match="^y must be an array"):
+        richardson_lucy("image", K)
+    with pytest.raises(TypeError, match="^y must be an array"):
+        fft_deconv([1.0], K)
+    with pytest.raises(TypeError, match="^b must be an array"):
+        cg(K, [1.0])
+    with pytest.raises(TypeError, match="^z must be an array"):
+        TV()([1.0], 0.1)

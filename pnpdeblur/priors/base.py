@@ -72,7 +72,7 @@ class BasePrior:
             Same type, shape, dtype and device as ``z``.
         """
         s = check_sigma(sigma)
-        kind = array_kind(z)
+        kind = array_kind(z, "z")
         t, restore = to_nchw(to_torch(z, "z"), kind, "z")
         if t.ndim != 4:
             raise ValueError(f"z must be an image, got shape {tuple(t.shape)}")

@@ -19,7 +19,7 @@ def prepare_observation(y: Any, K: Any) -> Tuple[torch.Tensor, str, Callable]:
         raise TypeError(
             f"K must be a pnpdeblur LinearOperator (e.g. MotionBlur, UniformBlur), got {type(K).__name__}"
         )
-    kind = array_kind(y)
+    kind = array_kind(y, "y")
     yt, restore = to_nchw(to_torch(y, "y"), kind, "y")
     check_float(yt, "y")
     K.check_image(yt, "y")  # shape, dtype and NaN/Inf

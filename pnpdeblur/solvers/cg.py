@@ -265,7 +265,7 @@ def cg(
         For non-float or mismatched inputs, NaN/Inf in ``b`` or ``x0``, non-positive
         ``tol``/``maxiter``, or when ``A`` produces NaN/Inf.
     """
-    kind = array_kind(b)
+    kind = array_kind(b, "b")
     bt = to_torch(b, "b")
     check_float(bt, "b")
     check_finite(bt, "b")

@@ -105,7 +105,7 @@ def fft_deconv(
     array
         Same type, layout, dtype and device as ``y``.
     """
-    kind = array_kind(y)
+    kind = array_kind(y, "y")
     yt, restore = to_nchw(to_torch(y, "y"), kind, "y")
     check_float(yt, "y")
     check_finite(yt, "y")
