@@ -399,3 +399,18 @@ def test_non_array_inputs_name_the_argument():
         cg(K, [1.0])
     with pytest.raises(TypeError, match="^z must be an array"):
         TV()([1.0], 0.1)
+
+
+@pytest.mark.parametrize("boundary", ["periodic", "replicate"])
+def test_splitting_solvers_reject_a_prior_that_returns_nan(boundary, rng):
+    # FFT x-step (periodic) and CG x-step: NaN from the prior must not pass silently
+    # nor be blamed on the operator.
+    K = Convolution(np.ones((3, 3)) / 9, boundary=boundary)
+    y = rng.random((16, 16))
+
+    def bad(z, sigma):
+        return torch.full_like(z, float("nan"))
+
+    for solver in (hqs, admm):
+        with pytest.raises(ValueError, match="prior's output contains NaN"):
+            solver(y, K, bad, noise_level=0.01)
