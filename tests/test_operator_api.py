@@ -157,3 +157,12 @@ def test_bad_flow_shapes_and_values_raise(shape, bad_value):
         f.flat[0] = bad_value
     with pytest.raises(ValueError, match="flow"):
         pd.MotionBlur(f)
+
+
+@pytest.mark.parametrize("a", [float("nan"), float("inf"), -np.inf])
+def test_scaling_by_a_non_finite_number_raises(a):
+    K = pd.UniformBlur(np.ones((3, 3)) / 9)
+    with pytest.raises(ValueError, match="finite"):
+        a * K
+    with pytest.raises(ValueError, match="finite"):
+        K * a

@@ -10,6 +10,7 @@ single grey image ``(H, W)``; a 3-D numpy or cupy array is ``(H, W, C)``
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Callable, Optional, Tuple
 
@@ -122,6 +123,8 @@ class LinearOperator:
     def __mul__(self, a: Any) -> "LinearOperator":
         if isinstance(a, bool) or not isinstance(a, numbers.Real):
             return NotImplemented
+        if not math.isfinite(float(a)):
+            raise ValueError(f"an operator can only be scaled by a finite number, got {a!r}")
         return _Scaled(self, float(a))
 
     __rmul__ = __mul__
