@@ -57,7 +57,11 @@ def save_checkpoint(
     if isinstance(state, torch.nn.Module):
         state = state.state_dict()
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    header = {"architecture": str(architecture), "config": dict(config), **dict(metadata or {})}
+    metadata = dict(metadata or {})
+    reserved = sorted({"architecture", "config"} & set(metadata))
+    if reserved:
+        raise ValueError(f"metadata must not hold the reserved header keys {reserved}")
+    header = {"architecture": str(architecture), "config": dict(config), **metadata}
     text = json.dumps(header, sort_keys=True)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

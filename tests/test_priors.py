@@ -272,3 +272,13 @@ def test_denoiser_prior_colour_space_and_ensemble_are_exact_for_identity_net(col
     assert len(net.seen) == (4 if ensemble else 1)
     with pytest.raises(ValueError, match="color"):
         DenoiserPrior(net, color="lab")
+
+
+@pytest.mark.parametrize("key", ["architecture", "config"])
+def test_checkpoint_metadata_cannot_override_the_header(tmp_path, key):
+    # metadata={"config": ...} used to replace the real config silently, so the file
+    # could not be loaded back (or loaded as another architecture).
+    net = DnCNN(features=4, depth=3)
+    with pytest.raises(ValueError, match="reserved"):
+        net.save(tmp_path / "d.safetensors", {key: {"channels": 3}})
+    assert not (tmp_path / "d.safetensors").exists()
