@@ -48,9 +48,9 @@ def _to_numpy(x, name: str) -> np.ndarray:
             raise TypeError(f"{name} must be real, got {x.dtype}")
         x = x.double().numpy()
     elif isinstance(x, np.ndarray) or hasattr(x, "__array__"):
-        x = np.asarray(x)
-        if hasattr(x, "get") and not isinstance(x, np.ndarray):  # cupy
+        if type(x).__module__.split(".")[0] == "cupy":  # cupy refuses np.asarray: copy to the host
             x = x.get()
+        x = np.asarray(x)
     else:
         raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
     if x.dtype == object or np.iscomplexobj(x) or x.dtype.kind not in "biuf":
