@@ -282,3 +282,14 @@ def test_checkpoint_metadata_cannot_override_the_header(tmp_path, key):
     with pytest.raises(ValueError, match="reserved"):
         net.save(tmp_path / "d.safetensors", {key: {"channels": 3}})
     assert not (tmp_path / "d.safetensors").exists()
+
+
+@pytest.mark.parametrize("make", [lambda w: TV(weight=w), lambda w: Tikhonov(weight=w),
+                                  lambda w: Tikhonov(weight=w, operator="identity")])
+def test_classical_priors_reject_non_finite_or_non_numeric_weights(make):
+    # weight=inf used to give NaN images (inf * 0) instead of an error
+    for w in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="weight"):
+            make(w)
+    with pytest.raises(TypeError, match="weight"):
+        make("strong")

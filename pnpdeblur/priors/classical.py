@@ -5,6 +5,8 @@ denoises ``z`` at noise level ``sigma``; ``sigma = 0`` is the identity.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, Dict, Optional
 
 import torch
@@ -12,6 +14,13 @@ import torch
 from .base import BasePrior
 
 __all__ = ["Tikhonov", "TV", "tv_prox", "tv_norm"]
+
+
+def _check_weight(weight: Any) -> None:
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
+        raise TypeError(f"weight must be a real number, got {type(weight).__name__}")
+    if not (math.isfinite(weight) and weight > 0):
+        raise ValueError(f"weight must be a finite positive number, got {weight!r}")
 
 
 # -- finite differences with a Neumann boundary (last forward difference is 0) ----------
@@ -113,8 +122,7 @@ class TV(BasePrior):
     """
 
     def __init__(self, weight: float = 1.0, iters: int = 40, coupled: bool = True, tol: float = 1e-4):
-        if not (float(weight) > 0):
-            raise ValueError(f"weight must be positive, got {weight!r}")
+        _check_weight(weight)
         if not isinstance(iters, int) or iters < 1:
             raise ValueError(f"iters must be a positive int, got {iters!r}")
         self.weight = float(weight)
@@ -151,8 +159,7 @@ class Tikhonov(BasePrior):
             raise ValueError(f"operator must be 'identity' or 'gradient', got {operator!r}")
         if weight is None:
             weight = 1.0 if operator == "identity" else 200.0
-        if not (float(weight) > 0):
-            raise ValueError(f"weight must be positive, got {weight!r}")
+        _check_weight(weight)
         self.weight = float(weight)
         self.operator = operator
 
