@@ -176,3 +176,10 @@ def test_sequence_consistent_with_single_and_flows_warp(photo):
         np.testing.assert_allclose((back + fb)[:, 10:-10, 10:-10], 0.0, atol=0.05)
     with pytest.raises(ValueError):
         synthesize_video_sequence(photo, 0, seed=0)
+
+
+@pytest.mark.parametrize("n_frames", [0, -5, 2.5, True])
+def test_random_camera_path_rejects_bad_n_frames(n_frames):
+    # n_frames=0 used to return a path with infinite velocity and rates
+    with pytest.raises(ValueError, match="n_frames"):
+        random_camera_path((32, 32), n_frames, seed=0)

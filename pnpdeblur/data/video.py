@@ -174,6 +174,8 @@ def random_camera_path(
     _check_positive("min_blur", min_blur)
     if min_blur > max_blur:
         raise ValueError(f"min_blur ({min_blur}) must not exceed max_blur ({max_blur})")
+    if not isinstance(n_frames, numbers.Integral) or isinstance(n_frames, bool) or n_frames < 1:
+        raise ValueError(f"n_frames must be a positive int, got {n_frames!r}")
     n = int(n_frames)
     rng = as_generator(seed)
     if acceleration is None:
