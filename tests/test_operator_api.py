@@ -151,7 +151,7 @@ def test_any_shape_keeps_shape_dtype_and_constants(n, c, h, w, lim, seed):
 )
 def test_bad_flow_shapes_and_values_raise(shape, bad_value):
     shape = tuple(shape)
-    good = len(shape) in (3, 4) and shape[-3] == 2 and shape[-1] > 0 and shape[-2] > 0
+    good = len(shape) in (3, 4) and shape[-3] == 2 and 0 not in shape
     f = np.zeros(shape)
     if good:
         f.flat[0] = bad_value
@@ -166,3 +166,10 @@ def test_scaling_by_a_non_finite_number_raises(a):
         a * K
     with pytest.raises(ValueError, match="finite"):
         K * a
+
+
+@pytest.mark.parametrize("cls", [pd.MotionBlur, pd.MotionBlur.lut])
+def test_empty_flow_batch_raises_value_error(cls):
+    # an (0, 2, H, W) flow used to raise a RuntimeError from max() of an empty tensor
+    with pytest.raises(ValueError, match="flow must have a non-empty batch"):
+        cls(np.zeros((0, 2, 4, 4)))

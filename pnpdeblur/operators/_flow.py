@@ -30,8 +30,8 @@ def as_flow(flow: Any, name: str = "flow", max_abs: float = MAX_FLOW) -> torch.T
             f"{name} must have shape (N, 2, H, W) or (2, H, W) with channels (u, v), "
             f"got shape {tuple(f.shape)}"
         )
-    if f.shape[2] < 1 or f.shape[3] < 1:
-        raise ValueError(f"{name} must have a non-empty image grid, got shape {tuple(f.shape)}")
+    if f.shape[0] < 1 or f.shape[2] < 1 or f.shape[3] < 1:
+        raise ValueError(f"{name} must have a non-empty batch and image grid, got shape {tuple(f.shape)}")
     check_float(f, name)
     check_finite(f, name)
     biggest = float(f.detach().abs().max())
