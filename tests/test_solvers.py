@@ -414,3 +414,28 @@ def test_splitting_solvers_reject_a_prior_that_returns_nan(boundary, rng):
     for solver in (hqs, admm):
         with pytest.raises(ValueError, match="prior's output contains NaN"):
             solver(y, K, bad, noise_level=0.01)
+
+
+def test_richardson_lucy_applies_the_operator_once_per_iteration_and_direction(rng):
+    # K x was computed twice per iteration (once for the ratio, once for the residual)
+    class Counting(Convolution):
+        forward_calls = 0
+        adjoint_calls = 0
+
+        def _forward(self, x):
+            type(self).forward_calls += 1
+            return super()._forward(x)
+
+        def _adjoint(self, y):
+            type(self).adjoint_calls += 1
+            return super()._adjoint(y)
+
+    K = Counting(np.ones((3, 3)) / 9, boundary="zero")
+    y = rng.random((16, 16))
+    ref = richardson_lucy(y, Convolution(np.ones((3, 3)) / 9, boundary="zero"), iters=5)
+    Counting.forward_calls = Counting.adjoint_calls = 0
+    res = richardson_lucy(y, K, iters=5)
+    assert Counting.forward_calls == 5 + 1
+    assert Counting.adjoint_calls == 5 + 1  # + Kᵀ1 for the normalisation
+    np.testing.assert_array_equal(res.x, ref.x)
+    assert [h["residual"] for h in res.history] == [h["residual"] for h in ref.history]

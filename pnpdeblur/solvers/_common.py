@@ -145,8 +145,15 @@ def operator_tensors(K: Any, _seen: Optional[set] = None) -> list:
 
 
 @torch.no_grad()
-def relative_residual(K: LinearOperator, x: torch.Tensor, y: torch.Tensor) -> float:
-    """``‖K x − y‖ / ‖y‖`` (absolute where y = 0), without building a graph."""
-    num = torch.linalg.vector_norm(K._forward(x) - y)
+def relative_residual(
+    K: LinearOperator, x: torch.Tensor, y: torch.Tensor, Kx: Optional[torch.Tensor] = None
+) -> float:
+    """``‖K x − y‖ / ‖y‖`` (absolute where y = 0), without building a graph.
+
+    Pass ``Kx`` when the caller has already computed ``K x`` (saves an operator call).
+    """
+    if Kx is None:
+        Kx = K._forward(x)
+    num = torch.linalg.vector_norm(Kx - y)
     den = torch.linalg.vector_norm(y)
     return float(num / den) if float(den) > 0 else float(num)

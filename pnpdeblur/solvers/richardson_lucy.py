@@ -73,12 +73,14 @@ def richardson_lucy(
         if normalize:
             norm = K._adjoint(torch.ones_like(yt)).clamp_min(1e-12)
         try:
+            Kx = K._forward(x)
             for k in range(iters):
-                ratio = yp / (K._forward(x) + eps)
+                ratio = yp / (Kx + eps)
                 x = x * K._adjoint(ratio)
                 if normalize:
                     x = x / norm
-                entry = {"iteration": k, "residual": relative_residual(K, x, yt)}
+                Kx = K._forward(x)  # for the residual and the next iteration's ratio
+                entry = {"iteration": k, "residual": relative_residual(K, x, yt, Kx)}
                 if rec.record(entry, x):
                     break
         finally:
