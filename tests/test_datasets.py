@@ -213,3 +213,22 @@ def test_synthetic_sources_too_small():
     assert ds[0]["blurred"].shape == (3, 300, 300)
     with pytest.raises(ValueError, match="smaller"):
         SyntheticBlurDataset(images=[np.zeros((50, 50, 3))], crop=64)
+
+
+@pytest.mark.parametrize("seed", [None, 5])
+def test_dataloader_workers_do_not_share_the_main_process_stream(monkeypatch, seed):
+    # A DataLoader worker receives a copy of the dataset. If the main process had already
+    # drawn an item (which started the augmentation stream), every worker used to continue
+    # that same copied stream, so the workers produced identical batches.
+    import pickle
+    from types import SimpleNamespace
+
+    img = np.random.default_rng(0).random((48, 48, 3)).astype(np.float32)
+    ds = SyntheticBlurDataset(images=[img], length=4, crop=16, noise_sigma=0.0, seed=seed)
+    ds[0]  # peek in the main process
+    items = []
+    for wid in (0, 1):
+        copy = pickle.loads(pickle.dumps(ds))
+        monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda wid=wid: SimpleNamespace(id=wid))
+        items.append(copy[1])
+    assert not torch.equal(items[0]["flow"], items[1]["flow"]) or not torch.equal(items[0]["sharp"], items[1]["sharp"])

@@ -247,14 +247,19 @@ class _Base(Dataset):
         self.seed = seed
         self.fixed = fixed
         self._rng = None
+        self._rng_owner = None
 
     def _item_rng(self, index: int) -> np.random.Generator:
         if self.fixed:
             return np.random.default_rng([int(self.seed), int(index)])
-        if self._rng is None:
-            info = torch.utils.data.get_worker_info()
-            wid = 0 if info is None else info.id
+        info = torch.utils.data.get_worker_info()
+        wid = 0 if info is None else info.id
+        # A DataLoader worker gets a copy of the dataset, with whatever stream the main
+        # process (or another worker) had already started: start its own instead.
+        owner = (os.getpid(), wid)
+        if self._rng is None or self._rng_owner != owner:
             self._rng = np.random.default_rng(None if self.seed is None else [int(self.seed), 2**31 + wid])
+            self._rng_owner = owner
         return self._rng
 
     def _check_index(self, index: int) -> int:
