@@ -439,3 +439,15 @@ def test_richardson_lucy_applies_the_operator_once_per_iteration_and_direction(r
     assert Counting.adjoint_calls == 5 + 1  # + Kᵀ1 for the normalisation
     np.testing.assert_array_equal(res.x, ref.x)
     assert [h["residual"] for h in res.history] == [h["residual"] for h in ref.history]
+
+
+def test_cg_x0_and_fft_deconv_z_must_be_float(rng):
+    # like b and y (and x0 of hqs/admm), integer arrays are refused instead of cast silently
+    A = _spd(rng, 4)
+    b = rng.standard_normal((2, 4))
+    with pytest.raises(TypeError, match="x0 must be float32 or float64"):
+        cg(A, b, x0=np.zeros((2, 4), dtype=np.int64))
+    K = UniformBlur(np.ones((3, 3)) / 9)
+    y = rng.random((16, 16))
+    with pytest.raises(TypeError, match="z must be float32 or float64"):
+        fft_deconv(y, K, z=np.zeros((16, 16), dtype=np.int64))

@@ -285,8 +285,9 @@ def cg(
             x0t = x0t[None]
         if x0t.shape != bt.shape:
             raise ValueError(f"x0 has shape {tuple(x0t.shape)}, expected b's shape {tuple(bt.shape)}")
+        check_float(x0t, "x0")
         check_finite(x0t, "x0")
-        x0t = x0t.to(bt.dtype).detach()
+        x0t = x0t.to(dtype=bt.dtype, device=bt.device).detach()
     fn = _as_tensor_fn(A, kind, bt)
     if single:
         inner = fn

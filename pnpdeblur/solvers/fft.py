@@ -122,8 +122,9 @@ def fft_deconv(
         zt, _ = to_nchw(to_torch(z, "z"), array_kind(z), "z")
         if zt.shape != yt.shape:
             raise ValueError(f"z has shape {tuple(zt.shape)}, expected y's shape {tuple(yt.shape)}")
+        check_float(zt, "z")
         check_finite(zt, "z")
-        zt = zt.to(yt.dtype)
+        zt = zt.to(dtype=yt.dtype, device=yt.device)
     tf = uniform_transfer_function(K, yt.shape[-2:], yt.dtype, yt.device)
     rp = _reg_power(reg, yt.shape[-2:], yt.dtype, yt.device)
     x = _fft_solve(yt, tf, beta, zt, rp)
