@@ -451,3 +451,14 @@ def test_cg_x0_and_fft_deconv_z_must_be_float(rng):
     y = rng.random((16, 16))
     with pytest.raises(TypeError, match="z must be float32 or float64"):
         fft_deconv(y, K, z=np.zeros((16, 16), dtype=np.int64))
+
+
+@pytest.mark.parametrize("balance, reg", [(0.0, "identity"), (0.1, "gradient")])
+def test_fft_deconv_raises_instead_of_returning_nan_when_singular(balance, reg, rng):
+    # the first kernel's transfer function cos(2πf) vanishes at f = 1/4 (balance=0 gave
+    # 0/0 = NaN); the second sums to 0, where the gradient regulariser vanishes too (DC)
+    kernel = np.array([[0.5, 0.0, 0.5]]) if balance == 0 else np.array([[1.0, -2.0, 1.0]])
+    K = UniformBlur(kernel)
+    y = rng.random((16, 16))
+    with pytest.raises(ValueError, match="singular"):
+        fft_deconv(y, K, balance=balance, reg=reg)

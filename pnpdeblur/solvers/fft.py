@@ -128,4 +128,9 @@ def fft_deconv(
     tf = uniform_transfer_function(K, yt.shape[-2:], yt.dtype, yt.device)
     rp = _reg_power(reg, yt.shape[-2:], yt.dtype, yt.device)
     x = _fft_solve(yt, tf, beta, zt, rp)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(
+            f"the deconvolution is singular: K's transfer function and the regulariser (reg={reg!r}, "
+            f"balance={balance!r}) both vanish at some frequency; use a larger balance"
+        )
     return from_torch(restore(x), kind)
