@@ -148,3 +148,17 @@ def test_property_preset_bounds(seed, h, w, preset, rot, zoom):
     assert np.array_equal(f, np.rint(f))
     assert np.all((f[0] > 0) | ((f[0] == 0) & (f[1] >= 0)))
     assert not np.signbit(f).any() or np.all(f[np.signbit(f)] < 0)  # no negative zeros
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.float32])
+def test_canonicalize_flow_keeps_the_dtype(dtype):
+    # integer labels used to come back as float64 (numpy) / float32 (torch)
+    f = np.array([[[0, -1, 4]], [[-2, 3, 0]]], dtype=dtype)
+    want = np.array([[[0, 1, 4]], [[2, -3, 0]]], dtype=dtype)
+    out = canonicalize_flow(f)
+    assert out.dtype == f.dtype
+    np.testing.assert_array_equal(out, want)
+    assert not np.signbit(out[out == 0]).any()  # no negative zeros
+    t = canonicalize_flow(torch.from_numpy(f))
+    assert t.dtype == torch.from_numpy(f).dtype
+    np.testing.assert_array_equal(t.numpy(), want)

@@ -296,12 +296,13 @@ def canonicalize_flow(flow):
         raise ValueError(f"flow must have shape (..., 2, H, W), got {getattr(flow, 'shape', type(flow))}")
     u, v = flow[..., 0, :, :], flow[..., 1, :, :]
     flip = (u < 0) | ((u == 0) & (v < 0))
+    # "+ 0" drops the negative zeros of float flows without promoting integer ones
     if isinstance(flow, np.ndarray):
-        sign = np.where(flip, -1.0, 1.0).astype(flow.dtype)
-        return flow * sign[..., None, :, :] + 0.0
+        sign = np.where(flip, -1, 1).astype(flow.dtype)
+        return flow * sign[..., None, :, :] + flow.dtype.type(0)
     import torch
 
     if isinstance(flow, torch.Tensor):
-        sign = torch.where(flip, -1.0, 1.0).to(flow.dtype)
-        return flow * sign.unsqueeze(-3) + 0.0
+        sign = torch.where(flip, -1, 1).to(flow.dtype)
+        return flow * sign.unsqueeze(-3) + 0
     raise TypeError(f"flow must be a numpy array or torch tensor, got {type(flow).__name__}")
