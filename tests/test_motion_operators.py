@@ -241,3 +241,18 @@ def test_gradient_is_finite_at_zero_flow():
         f = torch.zeros(1, 2, 5, 5, dtype=torch.float64, requires_grad=True)
         pd.MotionBlur(f, path=path)(x).sum().backward()
         assert torch.isfinite(f.grad).all()
+
+
+def test_warp_blur_adjoint_works_under_inference_mode():
+    # the adjoint is a vector-Jacobian product; under torch.inference_mode() autograd
+    # recorded nothing and K.T raised "element 0 of tensors does not require grad"
+    rng = np.random.default_rng(0)
+    f = rng.uniform(-2, 2, (2, 8, 9)).astype(np.float32)
+    y = torch.from_numpy(rng.random((1, 2, 8, 9)).astype(np.float32))
+    K = pd.WarpBlur(f, -f, n=3)
+    want = K.T(y)
+    with torch.inference_mode():
+        got = K.T(y.clone())
+        got_built_inside = pd.WarpBlur(torch.from_numpy(f), torch.from_numpy(-f), n=3).T(y.clone())
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got_built_inside, want)

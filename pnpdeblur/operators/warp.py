@@ -78,7 +78,9 @@ class WarpBlur(LinearOperator):
         needs_graph = torch.is_grad_enabled() and (
             y.requires_grad or self.flow_next.requires_grad or self.flow_prev.requires_grad
         )
-        with torch.enable_grad():
-            z = torch.zeros_like(y, requires_grad=True)
-            (out,) = torch.autograd.grad(self._forward(z), z, y, create_graph=needs_graph)
+        # inference_mode(False): under torch.inference_mode() autograd would record nothing.
+        with torch.inference_mode(False), torch.enable_grad():
+            z = torch.zeros(y.shape, dtype=y.dtype, device=y.device, requires_grad=True)
+            (out,) = torch.autograd.grad(self._forward(z), z, y.clone() if y.is_inference() else y,
+                                         create_graph=needs_graph)
         return out
