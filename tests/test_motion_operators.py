@@ -256,3 +256,38 @@ def test_warp_blur_adjoint_works_under_inference_mode():
         got_built_inside = pd.WarpBlur(torch.from_numpy(f), torch.from_numpy(-f), n=3).T(y.clone())
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(got_built_inside, want)
+
+
+def _blur_in_child(queue, flow, x):
+    queue.put(pd.MotionBlur(flow)(x))
+
+
+def test_forked_process_can_blur_after_the_parent_did():
+    # DataLoader workers fork after the parent has run the CPU kernels
+    import multiprocessing as mp
+
+    rng = np.random.default_rng(18)
+    flow = rng.uniform(-9, 9, (1, 2, 12, 12))
+    x = rng.random((1, 2, 12, 12))
+    expected = pd.MotionBlur(flow)(x)
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_blur_in_child, args=(queue, flow, x))
+    child.start()
+    child.join(timeout=120)
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(queue.get(timeout=10), expected)
+
+
+def test_concurrent_calls_from_threads_agree():
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(19)
+    flow = rng.uniform(-20, 20, (1, 2, 40, 40))
+    xs = [rng.random((1, 3, 40, 40)) for _ in range(6)]
+    K = pd.MotionBlur(flow)
+    expected = [K(x) for x in xs] + [K.T(x) for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(K, xs)) + list(pool.map(K.T, xs))
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)

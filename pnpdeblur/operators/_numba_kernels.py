@@ -20,9 +20,16 @@ the flow on the fly; geometry and sums are in float64 whatever the image dtype.
 from __future__ import annotations
 
 import math
+import os
 
 import numba as nb
 import numpy as np
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    # Numba's default layer here is GNU OpenMP, which kills processes forked after a parallel
+    # kernel ran (torch DataLoader workers, multiprocessing). The fork-safe choice is TBB where
+    # installed, else numba's own workqueue (callers serialise calls from threads, see _segment).
+    nb.config.THREADING_LAYER = "forksafe"
 
 __all__ = ["max_taps", "forward", "adjoint", "param_grad"]
 

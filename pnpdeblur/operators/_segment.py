@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import warnings
 from typing import Optional
 
@@ -47,6 +48,11 @@ def available_paths() -> tuple:
     if backend.cupy_available():
         paths = paths + ("cupy",)
     return paths
+
+
+# The fork-safe numba layer (workqueue) must not be entered by two threads at once; each
+# call already uses every core, so serialising them costs nothing.
+_NUMBA_LOCK = threading.Lock()
 
 
 def _nchunks() -> int:
@@ -144,10 +150,11 @@ def _run_numba(x: torch.Tensor, vec: torch.Tensor, mass: torch.Tensor, beta: flo
     m = _np64(mass)
     ntaps = nk.max_taps(float(torch.linalg.vector_norm(vec.detach(), dim=2).max()) if vec.numel() else 0.0)
     xn = x.detach().contiguous().numpy()
-    if transpose:
-        out = nk.adjoint(xn, v, m, beta, ntaps, _nchunks())
-    else:
-        out = nk.forward(xn, v, m, beta, ntaps)
+    with _NUMBA_LOCK:
+        if transpose:
+            out = nk.adjoint(xn, v, m, beta, ntaps, _nchunks())
+        else:
+            out = nk.forward(xn, v, m, beta, ntaps)
     return torch.from_numpy(out)
 
 
@@ -155,9 +162,10 @@ def _param_grad(x: torch.Tensor, g: torch.Tensor, vec: torch.Tensor, mass: torch
     from . import _numba_kernels as nk
 
     ntaps = nk.max_taps(float(torch.linalg.vector_norm(vec.detach(), dim=2).max()))
-    gv, gm = nk.param_grad(
-        x.detach().contiguous().numpy(), g.detach().contiguous().numpy(), _np64(vec), _np64(mass), beta, ntaps
-    )
+    with _NUMBA_LOCK:
+        gv, gm = nk.param_grad(
+            x.detach().contiguous().numpy(), g.detach().contiguous().numpy(), _np64(vec), _np64(mass), beta, ntaps
+        )
     gv, gm = torch.from_numpy(gv), torch.from_numpy(gm)
     if vec.shape[0] == 1 and gv.shape[0] > 1:
         gv, gm = gv.sum(0, keepdim=True), gm.sum(0, keepdim=True)
