@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import sys
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 import torch
@@ -81,17 +81,6 @@ def from_torch(t: torch.Tensor, kind: str) -> Any:
 
         return cupy.from_dlpack(t.detach())
     raise ValueError(f"unknown array kind {kind!r}")
-
-
-def as_caller(fn: Callable[..., torch.Tensor]) -> Callable[..., Any]:
-    """Decorator: convert the first argument to torch and the result back to its kind."""
-
-    @functools.wraps(fn)
-    def wrapper(x, *args, **kwargs):
-        kind = array_kind(x)
-        return from_torch(fn(to_torch(x), *args, **kwargs), kind)
-
-    return wrapper
 
 
 @functools.lru_cache(maxsize=1)

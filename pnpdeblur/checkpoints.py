@@ -46,7 +46,8 @@ def save_checkpoint(
     metadata : mapping, optional
         Extra JSON-serialisable information (training settings, metrics ...).
     sidecar : bool
-        Also write the header as ``<path>.json`` next to the weights for humans.
+        Also write the header as ``<stem>.json`` next to the weights for humans
+        (``weights.safetensors`` → ``weights.json``).
 
     Returns
     -------
@@ -64,6 +65,8 @@ def save_checkpoint(
     header = {"architecture": str(architecture), "config": dict(config), **metadata}
     text = json.dumps(header, sort_keys=True)
     path = Path(path)
+    if sidecar and path.suffix == ".json":
+        raise ValueError(f"path must not end in .json when sidecar=True (the header goes there), got {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata={"format": "pt", _KEY: text})
     if sidecar:

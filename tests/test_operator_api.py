@@ -173,3 +173,15 @@ def test_empty_flow_batch_raises_value_error(cls):
     # an (0, 2, H, W) flow used to raise a RuntimeError from max() of an empty tensor
     with pytest.raises(ValueError, match="flow must have a non-empty batch"):
         cls(np.zeros((0, 2, 4, 4)))
+
+
+def test_identity_returns_a_copy_and_numpy_scalars_are_accepted():
+    x = np.random.default_rng(2).random((1, 1, 4, 4))
+    y = Identity()(x)
+    np.testing.assert_array_equal(y, x)
+    y[0, 0, 0, 0] = -1.0
+    assert x[0, 0, 0, 0] != -1.0
+    f = np.zeros((1, 2, 4, 4))
+    K = pd.WarpBlur(f, f, n=np.int64(2), tau=np.float32(0.5))
+    assert K.n == 2 and K.tau == 0.5
+    assert pd.TwoSegmentBlur(f, f, tau=np.float64(0.25)).tau == 0.25

@@ -233,6 +233,8 @@ def test_checkpoint_roundtrip_and_sidecar(tmp_path):
     assert side["architecture"] == "DnCNN" and side["config"]["depth"] == 3 and side["note"] == "test"
     state, header = load_checkpoint(p, "DnCNN")
     assert header["config"] == net.config
+    with pytest.raises(ValueError, match="path must not end in .json"):
+        save_checkpoint(tmp_path / "w.json", net, "DnCNN", net.config)
 
 
 def test_checkpoint_wrong_architecture_corrupt_or_foreign_raise(tmp_path):

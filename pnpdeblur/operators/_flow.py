@@ -1,6 +1,7 @@
 """Validation of flow fields given to the per-pixel operators."""
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
@@ -55,7 +56,7 @@ def as_flow_pair(flow_next: Any, flow_prev: Any) -> tuple:
 
 def check_tau(tau: Any) -> float:
     """Return ``tau`` as a float in (0, 1] or raise naming it."""
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)):
+    if isinstance(tau, bool) or not isinstance(tau, numbers.Real):
         raise TypeError(f"tau must be a float in (0, 1], got {type(tau).__name__}")
     if not (0.0 < float(tau) <= 1.0):
         raise ValueError(f"tau must be in (0, 1], got {tau}")

@@ -154,7 +154,7 @@ class Identity(LinearOperator):
     """The identity operator (any shape)."""
 
     def _forward(self, x):
-        return x
+        return x.clone()  # a copy, so the result never aliases the caller's array
 
     _adjoint = _forward
 

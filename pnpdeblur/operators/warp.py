@@ -1,6 +1,7 @@
 """Warp-based reblur (Reblur2Deblur's faster alternative to the per-pixel kernel)."""
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
@@ -46,12 +47,12 @@ class WarpBlur(LinearOperator):
     """
 
     def __init__(self, flow_next: Any, flow_prev: Any, n: int = 8, tau: float = 1.0):
-        if isinstance(n, bool) or not isinstance(n, int):
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral):
             raise TypeError(f"n must be an int >= 1, got {type(n).__name__}")
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         self.flow_next, self.flow_prev = as_flow_pair(flow_next, flow_prev)
-        self.n, self.tau = n, check_tau(tau)
+        self.n, self.tau = int(n), check_tau(tau)
         nb, _, h, w = self.flow_next.shape
         self.image_shape = (nb, h, w)
 

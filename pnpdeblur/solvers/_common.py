@@ -73,7 +73,7 @@ def prior_caller(prior: Any) -> Callable[[torch.Tensor, float, Dict[str, Any]], 
                 f"the prior returned shape {tuple(out.shape)}, expected the input shape {tuple(z.shape)}"
             )
         check_finite(out, "the prior's output")
-        return out.to(z.dtype)
+        return out.to(device=z.device, dtype=z.dtype)
 
     return call
 
