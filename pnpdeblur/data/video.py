@@ -405,6 +405,11 @@ class _Scene(NamedTuple):
         origin = ((photo.shape[1] - w) // 2, (photo.shape[0] - h) // 2)
         return cls(h, w, lin_gamma, photo_lin, path, fg, origin)
 
+    def encode(self, z: np.ndarray) -> np.ndarray:
+        """Linear intensity -> the camera's stored values (clip, then the inverse gamma)."""
+        z = np.clip(z, 0, 1)
+        return z ** (1.0 / self.lin_gamma) if self.lin_gamma else z
+
 def synthesize_video_blur(
     image,
     shape: tuple[int, int] | None = None,
@@ -460,14 +465,15 @@ def synthesize_video_blur(
     """
     rng = as_generator(seed)
     photo, n, spacing = _check_clip(image, n_frames, spacing, order, rng)
-    h, w, lin_gamma, photo_lin, path, fg, origin = _Scene.build(
+    scene = _Scene.build(
         photo, shape, max_blur, 1, n, motion, min_blur, acceleration, gamma, path, foreground, order, rng
     )
+    h, w, lin_gamma, photo_lin, path, fg, origin = scene
     c = (n - 1) / 2.0
     times = np.arange(n) - c
     frames_lin = render_frames(photo_lin, (h, w), path, times, origin, fg, order)
     blurred_lin = frames_lin.mean(0)
-    enc = (lambda z: np.clip(z, 0, 1) ** (1.0 / lin_gamma)) if lin_gamma else (lambda z: np.clip(z, 0, 1))
+    enc = scene.encode
     sharp = enc(frames_lin[n // 2])
     blurred = enc(blurred_lin)
     flow_next = path.flow((h, w), float(spacing))
@@ -564,10 +570,11 @@ def synthesize_video_sequence(
         raise ValueError(f"n_blurred must be a positive int, got {n_blurred!r}")
     k_out = int(n_blurred)
     photo, n, spacing = _check_clip(image, n_frames, spacing, order, rng)
-    h, w, lin_gamma, photo_lin, path, fg, origin = _Scene.build(
+    scene = _Scene.build(
         photo, shape, max_blur, k_out, n, motion, min_blur, acceleration, gamma, path, foreground, order, rng
     )
-    enc = (lambda z: np.clip(z, 0, 1) ** (1.0 / lin_gamma)) if lin_gamma else (lambda z: np.clip(z, 0, 1))
+    h, w, lin_gamma, photo_lin, path, fg, origin = scene
+    enc = scene.encode
     offsets = np.arange(n) - (n - 1) / 2.0
     blurred, sharp, fnext, fprev, fexp, masks = [], [], [], [], [], []
     for k in range(k_out):
