@@ -5,7 +5,6 @@ import numbers
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ._flow import as_flow_pair, check_tau
 from .base import LinearOperator
@@ -13,17 +12,36 @@ from .base import LinearOperator
 __all__ = ["WarpBlur"]
 
 
-def _sample_grid(flow: torch.Tensor, scale: float) -> torch.Tensor:
-    """Normalised grid for ``grid_sample`` at p + scale·flow(p); flow (N, 2, H, W)."""
+def _bilinear_taps(flow: torch.Tensor, scale: float):
+    """Corner indices and weights of bilinear sampling at p + scale·flow(p), clamped.
+
+    Parameters
+    ----------
+    flow : tensor, shape (N, 2, H, W)
+    scale : float
+
+    Returns
+    -------
+    index : list of 4 int64 tensors, shape (N, H*W)
+        Flat indices of the four corners.
+    weight : list of 4 tensors, shape (N, H*W), flow's dtype
+        Their bilinear weights (differentiable in the flow; sum to 1).
+    """
     n, _, h, w = flow.shape
     dev, dt = flow.device, flow.dtype
     gy, gx = torch.meshgrid(torch.arange(h, device=dev, dtype=dt), torch.arange(w, device=dev, dtype=dt), indexing="ij")
-    px = gx + scale * flow[:, 0]
-    py = gy + scale * flow[:, 1]
-    # align_corners=True maps pixel centres 0 and W-1 to -1 and +1; a 1-pixel axis maps to 0.
-    nx = 2 * px / (w - 1) - 1 if w > 1 else torch.zeros_like(px)
-    ny = 2 * py / (h - 1) - 1 if h > 1 else torch.zeros_like(py)
-    return torch.stack([nx, ny], -1)
+    # Clamping the position replicates the border (a clamped coordinate gets no gradient).
+    px = (gx + scale * flow[:, 0]).clamp(0, w - 1).reshape(n, -1)
+    py = (gy + scale * flow[:, 1]).clamp(0, h - 1).reshape(n, -1)
+    # The lower corner stays one below the last pixel so that p = W-1 is weight 1 on it.
+    x0 = px.detach().floor().clamp(max=max(w - 2, 0))
+    y0 = py.detach().floor().clamp(max=max(h - 2, 0))
+    fx, fy = px - x0, py - y0
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
+    index = [y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1]
+    weight = [(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy]
+    return index, weight
 
 
 class WarpBlur(LinearOperator):
@@ -34,7 +52,7 @@ class WarpBlur(LinearOperator):
     with bilinear sampling and replicated borders (sample coordinates are clamped to
     the image). This is the warp-based blur formation of Reblur2Deblur: cheaper than
     :class:`TwoSegmentBlur`, and a discretisation of it. The adjoint is the exact
-    transpose of the bilinear sampling (computed as its vector-Jacobian product).
+    transpose of the bilinear sampling (a scatter of the same weights).
 
     Parameters
     ----------
@@ -56,32 +74,35 @@ class WarpBlur(LinearOperator):
         nb, _, h, w = self.flow_next.shape
         self.image_shape = (nb, h, w)
 
-    def _grids(self, like: torch.Tensor, batch: int):
+    def _taps(self, like: torch.Tensor):
+        """Bilinear taps of the 2n warps, one (index, weight) pair per sample position."""
+        batch = like.shape[0]
         if self.image_shape[0] not in (1, batch):
             raise ValueError(f"x has batch size {batch}, but the flows have {self.image_shape[0]}")
-        grids = []
         for f in (self.flow_next, self.flow_prev):
             f = f.to(device=like.device, dtype=like.dtype)
             for j in range(1, self.n + 1):
-                g = _sample_grid(f, self.tau * j / self.n)
-                grids.append(g.expand(batch, *g.shape[1:]))
-        return grids
+                yield _bilinear_taps(f, self.tau * j / self.n)
 
+    # Explicit gather/scatter rather than grid_sample: the adjoint is then an exact
+    # transpose built from ops that autograd differentiates to any order on every torch
+    # (grid_sample's backward has no derivative before torch 2.13).
     def _forward(self, x):
-        out = x
-        for g in self._grids(x, x.shape[0]):
-            out = out + F.grid_sample(x, g, mode="bilinear", padding_mode="border", align_corners=True)
-        return out / (2 * self.n + 1)
+        n, c, h, w = x.shape
+        xf = x.reshape(n, c, h * w)
+        out = xf
+        for index, weight in self._taps(x):
+            for i, wt in zip(index, weight):
+                src = xf.gather(2, i.expand(n, -1)[:, None].expand(n, c, -1))
+                out = out + wt.expand(n, -1)[:, None] * src
+        return (out / (2 * self.n + 1)).reshape(n, c, h, w)
 
     def _adjoint(self, y):
-        # The forward is linear in x, so its vector-Jacobian product at any point is the
-        # exact transpose; create_graph keeps the adjoint differentiable (in y and flows).
-        needs_graph = torch.is_grad_enabled() and (
-            y.requires_grad or self.flow_next.requires_grad or self.flow_prev.requires_grad
-        )
-        # inference_mode(False): under torch.inference_mode() autograd would record nothing.
-        with torch.inference_mode(False), torch.enable_grad():
-            z = torch.zeros(y.shape, dtype=y.dtype, device=y.device, requires_grad=True)
-            (out,) = torch.autograd.grad(self._forward(z), z, y.clone() if y.is_inference() else y,
-                                         create_graph=needs_graph)
-        return out
+        n, c, h, w = y.shape
+        yf = y.reshape(n, c, h * w)
+        out = yf
+        for index, weight in self._taps(y):
+            for i, wt in zip(index, weight):
+                contrib = wt.expand(n, -1)[:, None] * yf
+                out = out.scatter_add(2, i.expand(n, -1)[:, None].expand(n, c, -1), contrib)
+        return (out / (2 * self.n + 1)).reshape(n, c, h, w)
