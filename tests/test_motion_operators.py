@@ -291,3 +291,18 @@ def test_concurrent_calls_from_threads_agree():
         got = list(pool.map(K, xs)) + list(pool.map(K.T, xs))
     for a, b in zip(got, expected):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("chunk", [1, 7 * 3 * 20 * 23, 10**9])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_torch_path_tap_chunking_is_exact(monkeypatch, chunk, transpose):
+    """One tap per chunk, a few taps per chunk (not dividing their number) and all at once."""
+    from pnpdeblur.operators import _segment
+
+    monkeypatch.setitem(_segment._TORCH_CHUNK_ELEMENTS, "cpu", chunk)
+    rng = np.random.default_rng(21)
+    f = torch.tensor(random_flow(rng, 2, 20, 23, 30.0))
+    x = torch.tensor(rng.random((2, 3, 20, 23)))
+    K, ref = pd.MotionBlur(f, path="torch"), pd.MotionBlur(f, path="numba")
+    got, want = (K.T(x), ref.T(x)) if transpose else (K(x), ref(x))
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=0)

@@ -207,6 +207,13 @@ class _NumbaKernels:
 
 
 # ---------------------------------------------------------------------------- torch path
+# Elements of the per-chunk gather in the torch path, per device type. A GPU is
+# launch-bound on one tap at a time, so it takes many taps per chunk (2**24 elements:
+# 64 MiB of float32); a CPU gains little from chunks beyond small images and keeps
+# its memory low.
+_TORCH_CHUNK_ELEMENTS = {"cpu": 2**18, "other": 2**24}
+
+
 def _torch_segment_blur(x, vec, mass, beta, transpose):
     N, C, H, W = x.shape
     Nf, S = vec.shape[0], vec.shape[1]
@@ -235,7 +242,9 @@ def _torch_segment_blur(x, vec, mass, beta, transpose):
             base = torch.floor(c_maj)
             extent = (h * a_maj.abs() + a_min.abs()) / Ls
             J = int(math.ceil(float(extent.max()))) + 1 if extent.numel() else 1
-        def tap(j, d):
+        def taps(jd):
+            """Offsets and weights of the taps ``jd`` (T, 2) at once: tensors (T, Nf, H, W)."""
+            j, d = jd[:, 0].view(-1, 1, 1, 1), jd[:, 1].view(-1, 1, 1, 1)
             with torch.no_grad():
                 k_maj = base + j
                 k_min = torch.floor(c_min + (k_maj - c_maj) * slope + 0.5) + d
@@ -247,18 +256,27 @@ def _torch_segment_blur(x, vec, mass, beta, transpose):
             w = torch.where(zero, ((kx == 0) & (ky == 0)).to(dt), w)
             return kx, ky, w
 
-        offsets = [(j, d) for j in range(-J, J + 1) for d in (-1, 0, 1)]
-        # Two passes (normaliser, then taps) so that no per-tap tensor is kept.
-        total = sum(tap(j, d)[2] for j, d in offsets)
-        scale = (mass[:, s] / total).reshape(Nf, 1, H * W)
-        for j, d in offsets:
-            kx, ky, w = tap(j, d)
+        offsets = torch.tensor([(j, d) for j in range(-J, J + 1) for d in (-1, 0, 1)], device=dev, dtype=dt)
+        # Taps are processed T at a time (one kernel launch per op per chunk, not per tap:
+        # on a GPU the per-tap loop is launch-bound), in two passes (normaliser, then taps)
+        # so that at most a chunk of per-tap tensors is alive.
+        budget = _TORCH_CHUNK_ELEMENTS["cpu" if dev.type == "cpu" else "other"]
+        T = max(1, min(len(offsets), budget // max(1, N * C * H * W)))
+        chunks = offsets.split(T)
+        total = sum(taps(jd)[2].sum(0) for jd in chunks)
+        scale = mass[:, s] / total  # (Nf, H, W)
+        for jd in chunks:
+            kx, ky, w = taps(jd)
+            t_n = len(jd)
             with torch.no_grad():
                 idx = torch.clamp(iy + ky.long(), 0, H - 1) * W + torch.clamp(ix + kx.long(), 0, W - 1)
-                idx = idx.reshape(Nf, 1, H * W).expand(N, C, H * W)
-            wn = w.reshape(Nf, 1, H * W) * scale
+                # (T, Nf, H, W) -> (Nf, 1, T*HW): one gather/scatter for the whole chunk
+                idx = idx.reshape(t_n, Nf, H * W).permute(1, 0, 2).reshape(Nf, 1, t_n * H * W)
+                idx = idx.expand(N, C, t_n * H * W)
+            wn = (w * scale).reshape(t_n, Nf, H * W).permute(1, 0, 2).reshape(Nf, 1, t_n, H * W)
             if transpose:
-                out = out.scatter_add(2, idx, wn * xf)
+                src = (wn * xf.unsqueeze(2)).reshape(N, C, t_n * H * W)
+                out = out.scatter_add(2, idx, src)
             else:
-                out = out + wn * torch.gather(xf, 2, idx)
+                out = out + (wn * torch.gather(xf, 2, idx).reshape(N, C, t_n, H * W)).sum(2)
     return out.reshape(N, C, H, W)
