@@ -295,3 +295,15 @@ def test_classical_priors_reject_non_finite_or_non_numeric_weights(make):
             make(w)
     with pytest.raises(TypeError, match="weight"):
         make("strong")
+
+
+def test_denoiser_prior_device_argument():
+    with pytest.raises(ValueError, match="device must be 'follow'"):
+        DenoiserPrior(DnCNN(features=4, depth=2), device="nowhere")
+    with pytest.raises(ValueError, match="device must be 'follow'"):
+        DenoiserPrior(DnCNN(features=4, depth=2), device=2.5)
+    net = DnCNN(features=4, depth=2).double()
+    prior = DenoiserPrior(net, device="cpu")
+    assert prior.device == torch.device("cpu") and "device='cpu'" in repr(prior)
+    z = torch.rand(1, 1, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(prior(z, 0.1), DenoiserPrior(net)(z, 0.1), atol=0, rtol=0)

@@ -46,6 +46,12 @@ class DenoiserPrior(BasePrior):
     ensemble : bool
         Average the denoiser over the four flips of the image (about +0.3 dB in HQS
         for 4× the cost).
+    device : 'follow', str or torch.device
+        Where the network runs. ``'follow'`` (default): on the device of each input,
+        the module being moved there in place (``net.to(device)``, which keeps its
+        Parameter objects, so an optimiser holding them still works) when an input
+        arrives on a new device, so a solve on the GPU denoises on the GPU. A device
+        pins the network there (moved once, now); inputs go to it and back.
 
     Notes
     -----
@@ -62,10 +68,20 @@ class DenoiserPrior(BasePrior):
         clamp: bool = False,
         color: str = "auto",
         ensemble: bool = False,
+        device: Any = "follow",
     ):
         if not isinstance(net, nn.Module) and not callable(net):
             raise TypeError(f"net must be a torch.nn.Module or callable, got {type(net).__name__}")
         self.net = net
+        if isinstance(device, str) and device == "follow":
+            self.device: Optional[torch.device] = None
+        else:
+            try:
+                self.device = torch.device(device)
+            except (TypeError, RuntimeError) as err:
+                raise ValueError(f"device must be 'follow', a device name or a torch.device, got {device!r}") from err
+            if isinstance(net, nn.Module):
+                net.to(self.device)
         if channels is None:
             config = getattr(net, "config", None)
             channels = config.get("channels") if isinstance(config, dict) else None
@@ -95,6 +111,9 @@ class DenoiserPrior(BasePrior):
 
     def _denoise(self, z: torch.Tensor, sigma: float, context: Optional[Dict[str, Any]]) -> torch.Tensor:
         p = self._param()
+        if p is not None and self.device is None and p.device != z.device:
+            self.net.to(z.device)  # 'follow': the network runs where the data is
+            p = self._param()
         t = z if p is None else z.to(dtype=p.dtype, device=p.device)
         n, c, h, w = t.shape
         fold = self.channels is not None and self.channels == 1 and c > 1
@@ -117,7 +136,8 @@ class DenoiserPrior(BasePrior):
         return out.to(dtype=z.dtype, device=z.device)
 
     def __repr__(self) -> str:
-        return f"DenoiserPrior({type(self.net).__name__}, channels={self.channels})"
+        where = "follow" if self.device is None else str(self.device)
+        return f"DenoiserPrior({type(self.net).__name__}, channels={self.channels}, device={where!r})"
 
 
 class DnCNNPrior(DenoiserPrior):
@@ -129,12 +149,15 @@ class DnCNNPrior(DenoiserPrior):
         Another checkpoint written by ``scripts/train_dncnn.py`` (default: the shipped one).
     ensemble : bool
         Flip self-ensemble (default on: better HQS results, 4× the denoiser cost).
-    color, clamp
-        As for :class:`DenoiserPrior` (colour images go through the opponent space).
+    color, clamp, device
+        As for :class:`DenoiserPrior` (colour images go through the opponent space; by
+        default the network runs on the device of its input).
     """
 
-    def __init__(self, path: Any = None, ensemble: bool = True, color: str = "auto", clamp: bool = False):
+    def __init__(
+        self, path: Any = None, ensemble: bool = True, color: str = "auto", clamp: bool = False, device: Any = "follow"
+    ):
         from ..nets.dncnn import DnCNN
 
         net = DnCNN.pretrained() if path is None else DnCNN.from_checkpoint(path)
-        super().__init__(net, clamp=clamp, color=color, ensemble=ensemble)
+        super().__init__(net, clamp=clamp, color=color, ensemble=ensemble, device=device)
