@@ -140,7 +140,7 @@ def _worker(cfg: dict) -> dict:
         dense.apply_matrix(A.T.tocsr(), y)
         out["adjoint_s"] = time.perf_counter() - t0
         y_fast = pd.MotionBlur(flow.double())._forward(x.double())
-        out["max_abs_diff_vs_fast"] = float(np.abs(y - y_fast.numpy()).max())
+        out["max_abs_diff_vs_fast"] = float(np.abs(y - y_fast.cpu().numpy()).max())
     out["image_bytes"] = x.numel() * x.element_size()
     return out
 
@@ -182,9 +182,11 @@ def main() -> None:
                     continue
                 fwd, adj = r.get("forward_s"), r.get("adjoint_s")
                 mem = r.get("peak_extra_bytes")
+                # GPU times are in milliseconds, CPU times in seconds
+                scale, unit = (1e3, "ms") if args.device == "cuda" else (1.0, "s")
                 print(
-                    f"{w:5d}x{h:<4d} |m|={length:4.0f}  {method:11s} K {fwd:8.3f} s"
-                    + (f"  Kᵀ {adj:8.3f} s  K+Kᵀ {fwd + adj:8.3f} s" if adj is not None else "")
+                    f"{w:5d}x{h:<4d} |m|={length:4.0f}  {method:11s} K {fwd * scale:8.3f} {unit}"
+                    + (f"  Kᵀ {adj * scale:8.3f} {unit}  K+Kᵀ {(fwd + adj) * scale:8.3f} {unit}" if adj is not None else "")
                     + (f"  peak +{mem / r['image_bytes']:5.1f}x image" if mem is not None else ""),
                     flush=True,
                 )

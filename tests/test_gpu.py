@@ -683,3 +683,113 @@ def test_gpu_runs_on_torchs_current_stream():
         y = pd.MotionBlur(f, path="cupy")(x2)
     torch.cuda.current_stream().wait_stream(s)
     torch.testing.assert_close(y, ref, atol=0, rtol=0)
+
+
+# ------------------------------------------------------------------ (c) the rest of the library on a GPU
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kind", ["line", "lut", "two"])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_gpu_torch_path_matches_numba(kind, transpose):
+    """The vectorised torch path (the CUDA fallback without CuPy) on a real device."""
+    rng = np.random.default_rng(18)
+    vec, mass, beta = _segments(kind, rng, 2, 33, 41, 16.0 if kind == "lut" else 46.0)
+    x = torch.tensor(rng.random((2, 3, 33, 41)))
+    ref = _segment.segment_blur(x, vec, mass, beta, transpose, path="numba")
+    out = _segment.segment_blur(x.cuda(), vec.cuda(), mass.cuda(), beta, transpose, path="torch")
+    assert out.is_cuda
+    torch.testing.assert_close(out.cpu(), ref, atol=1e-12, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_warp_blur_matches_cpu_and_is_adjoint():
+    rng = np.random.default_rng(19)
+    fn = torch.tensor(rng.uniform(-6, 6, (1, 2, 30, 36)))
+    fp = torch.tensor(rng.uniform(-6, 6, (1, 2, 30, 36)))
+    x = torch.tensor(rng.random((1, 3, 30, 36)))
+    y = torch.tensor(rng.random((1, 3, 30, 36)))
+    Kc, Kg = pd.WarpBlur(fn, fp, n=5), pd.WarpBlur(fn.cuda(), fp.cuda(), n=5)
+    torch.testing.assert_close(Kg(x.cuda()).cpu(), Kc(x), atol=1e-12, rtol=0)
+    torch.testing.assert_close(Kg.T(y.cuda()).cpu(), Kc.T(y), atol=1e-12, rtol=0)
+    lhs = float((Kg(x.cuda()) * y.cuda()).sum())
+    rhs = float((x.cuda() * Kg.T(y.cuda())).sum())
+    assert abs(lhs - rhs) <= 1e-12 * abs(lhs)
+
+
+def _gpu_problem(dtype=torch.float64):
+    rng = np.random.default_rng(20)
+    x = torch.tensor(pd.data.sample_image("camera", size=64)[..., 0], dtype=dtype)[None, None]
+    f = torch.tensor(rng.uniform(-8, 8, (1, 2, 64, 64)), dtype=dtype)
+    y = pd.MotionBlur(f)(x) + 0.01 * torch.tensor(rng.standard_normal(x.shape), dtype=dtype)
+    return x, f, y
+
+
+@pytest.mark.gpu
+@requires_gpu
+def test_gpu_cg_and_hqs_tv_match_cpu():
+    x, f, y = _gpu_problem()
+    K, Kg = pd.MotionBlur(f), pd.MotionBlur(f.cuda())
+    sol, info = pd.solvers.cg(K.normal, K.T(y), maxiter=20, tol=1e-10)
+    solg, infog = pd.solvers.cg(Kg.normal, Kg.T(y.cuda()), maxiter=20, tol=1e-10)
+    assert solg.is_cuda and infog.iterations == info.iterations
+    torch.testing.assert_close(solg.cpu(), sol, atol=1e-8, rtol=0)
+    res = pd.solvers.hqs(y, K, prior=pd.priors.TV(), noise_level=0.01, n_iter=3)
+    resg = pd.solvers.hqs(y.cuda(), Kg, prior=pd.priors.TV(), noise_level=0.01, n_iter=3)
+    assert resg.x.is_cuda and resg.x.dtype == torch.float64
+    torch.testing.assert_close(resg.x.cpu(), res.x, atol=1e-6, rtol=0)
+
+
+@pytest.mark.gpu
+@requires_gpu
+def test_gpu_hqs_dncnn_on_cupy_arrays():
+    import cupy
+
+    x, f, y = _gpu_problem(torch.float32)
+    y_np, f_np = y[0, 0].numpy(), f[0].numpy()
+    res = pd.solvers.hqs(y_np, pd.MotionBlur(f_np), prior=pd.priors.DnCNNPrior(), noise_level=0.01, n_iter=3)
+    resg = pd.solvers.hqs(
+        cupy.asarray(y_np), pd.MotionBlur(cupy.asarray(f_np)), prior=pd.priors.DnCNNPrior(), noise_level=0.01, n_iter=3
+    )
+    assert isinstance(resg.x, cupy.ndarray) and resg.x.shape == y_np.shape and resg.x.dtype == np.float32
+    # float32 CG on two devices: summation order differs, so compare loosely but meaningfully
+    np.testing.assert_allclose(cupy.asnumpy(resg.x), res.x, atol=2e-3, rtol=0)
+    assert pd.metrics.psnr(cupy.asnumpy(resg.x), x[0, 0].numpy()) > pd.metrics.psnr(y_np, x[0, 0].numpy()) + 2
+
+
+@pytest.mark.gpu
+@requires_gpu
+def test_gpu_dlpack_exchange_is_zero_copy(monkeypatch):
+    """The kernels read and write torch's own buffers, and cupy inputs become torch views."""
+    import cupy
+
+    seen = []
+    real = cupy.from_dlpack
+
+    def spy(t):
+        view = real(t)
+        seen.append((t.data_ptr(), view.data.ptr))
+        return view
+
+    monkeypatch.setattr(cupy, "from_dlpack", spy)
+    x = torch.rand(1, 3, 32, 40, device="cuda")
+    f = torch.rand(1, 2, 32, 40, device="cuda", dtype=torch.float64) * 20
+    pd.MotionBlur(f, path="cupy")(x)
+    assert len(seen) == 4 and all(a == b for a, b in seen)
+    arr = cupy.random.random((2, 32, 40))
+    assert backend.to_torch(arr, "x").data_ptr() == arr.data.ptr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_learned_prior_follows_the_data():
+    z = torch.rand(1, 3, 40, 48)
+    ref = pd.priors.DnCNNPrior()(z, 0.05)
+    follow = pd.priors.DnCNNPrior()
+    out = follow(z.cuda(), 0.05)
+    assert out.is_cuda and next(follow.net.parameters()).is_cuda  # the network moved to the data
+    torch.testing.assert_close(out.cpu(), ref, atol=1e-4, rtol=0)
+    pinned = pd.priors.DnCNNPrior(device="cpu")
+    out = pinned(z.cuda(), 0.05)
+    assert out.is_cuda and not next(pinned.net.parameters()).is_cuda
+    torch.testing.assert_close(out.cpu(), ref, atol=0, rtol=0)

@@ -155,6 +155,8 @@ def _launch(name: str, arrays, N: int, C: int, H: int, W: int, Nf: int, S: int, 
     # torch's default stream is the legacy null stream (handle 0): CuPy's Stream.null.
     if stream.cuda_stream == 0:
         cstream = cupy.cuda.Stream.null
+    elif hasattr(cupy.cuda.Stream, "from_external") and hasattr(stream, "__cuda_stream__"):
+        cstream = cupy.cuda.Stream.from_external(stream)  # CuPy >= 14 (ExternalStream is deprecated)
     else:
         cstream = cupy.cuda.ExternalStream(stream.cuda_stream, dev.index)
     with cupy.cuda.Device(dev.index), cstream:

@@ -11,17 +11,20 @@
 //     w(k) = max(0, 1 - s) * clip(h - |t - beta L|, 0, 1)        (L = 0: one tap at k = 0)
 //
 // Taps are enumerated along the segment's major axis, three offsets across it per
-// step, exactly as `_taps` does. All geometry (weights, their derivatives, the
-// normaliser) is computed in double precision whatever the image type, from the
-// same formulas in the same order as the numba code, so float64 results agree with
-// the CPU path to rounding (the compiler may fuse multiply-adds: ~1e-16 relative).
+// step, exactly as `_taps` does. The geometry (weights, normaliser) of K and K^T is
+// computed in the image's type: double images agree with the CPU path to rounding
+// (same formulas in the same order; the compiler may fuse multiply-adds: ~1e-16
+// relative); float images use float throughout and agree to ~1e-6 relative, the
+// rounding of the float image itself. (On an H100, where double runs at half the float
+// rate, this saved ~10%: the kernel is not arithmetic-bound there; GeForce cards run
+// double at 1/32-1/64 of the float rate.) The flow/mass gradients always use double.
 //
 // Kernels (each instantiated for float and double images, suffix _f32 / _f64, with
 // extern "C" names so that CuPy's RawModule can look them up without mangling):
 //
 //   segment_forward_*     y = K x. One thread per output pixel (gather); no atomics,
-//                         deterministic. Channels are accumulated in double, in
-//                         blocks of PNP_CB channels (the taps are re-enumerated per
+//                         deterministic. Channels are accumulated in the image's
+//                         type, in blocks of PNP_CB channels (the taps are re-enumerated per
 //                         block, so C <= PNP_CB costs one enumeration).
 //   segment_adjoint_*     x = K^T g, the exact transpose, as a scatter: one thread per
 //                         *source* pixel p enumerates p's taps and atomicAdd()s
@@ -59,32 +62,31 @@ namespace pnp {
 
 // Weight of the integer offset (kx, ky) and, when GRAD, its gradient (gx, gy) w.r.t.
 // the segment vector (a_x, a_y). Mirrors `_weight` in _numba_kernels.py. Needs L > 0.
-template <bool GRAD>
-__device__ __forceinline__ double tap_weight(double kx, double ky, double ux, double uy, double L,
-                                             double h, double beta, double& gx, double& gy) {
-    gx = 0.0;
-    gy = 0.0;
-    const double t = kx * ux + ky * uy;
-    const double c = kx * uy - ky * ux;
-    const double s = fabs(c);
-    if (s >= 1.0) return 0.0;
-    const double d = t - beta * L;
-    const double q = h - fabs(d);
-    if (q <= 0.0) return 0.0;
-    const double wt = 1.0 - s;
-    const double wc = q < 1.0 ? q : 1.0;
+template <class G, bool GRAD>
+__device__ __forceinline__ G tap_weight(G kx, G ky, G ux, G uy, G L, G h, G beta, G& gx, G& gy) {
+    gx = 0;
+    gy = 0;
+    const G t = kx * ux + ky * uy;
+    const G c = kx * uy - ky * ux;
+    const G s = fabs(c);
+    if (s >= G(1)) return G(0);
+    const G d = t - beta * L;
+    const G q = h - fabs(d);
+    if (q <= G(0)) return G(0);
+    const G wt = G(1) - s;
+    const G wc = q < G(1) ? q : G(1);
     if constexpr (GRAD) {
-        const double sg = c > 0.0 ? 1.0 : (c < 0.0 ? -1.0 : 0.0);
-        const double dsx = sg * (-ky - c * ux) / L;
-        const double dsy = sg * (kx - c * uy) / L;
-        double dqx = 0.0;
-        double dqy = 0.0;
-        if (q < 1.0) {
-            const double sd = d > 0.0 ? 1.0 : (d < 0.0 ? -1.0 : 0.0);
-            const double dtx = (kx - t * ux) / L;
-            const double dty = (ky - t * uy) / L;
-            dqx = 0.5 * ux - sd * (dtx - beta * ux);
-            dqy = 0.5 * uy - sd * (dty - beta * uy);
+        const G sg = c > G(0) ? G(1) : (c < G(0) ? G(-1) : G(0));
+        const G dsx = sg * (-ky - c * ux) / L;
+        const G dsy = sg * (kx - c * uy) / L;
+        G dqx = 0;
+        G dqy = 0;
+        if (q < G(1)) {
+            const G sd = d > G(0) ? G(1) : (d < G(0) ? G(-1) : G(0));
+            const G dtx = (kx - t * ux) / L;
+            const G dty = (ky - t * uy) / L;
+            dqx = G(0.5) * ux - sd * (dtx - beta * ux);
+            dqy = G(0.5) * uy - sd * (dty - beta * uy);
         }
         gx = -dsx * wc + wt * dqx;
         gy = -dsy * wc + wt * dqy;
@@ -94,33 +96,33 @@ __device__ __forceinline__ double tap_weight(double kx, double ky, double ux, do
 
 // Call f(kx, ky, w, dw/dax, dw/day) for every non-zero tap of the segment (ax, ay),
 // in the order `_taps` fills its buffers. Mirrors `_taps` in _numba_kernels.py.
-template <bool GRAD, class F>
-__device__ __forceinline__ void for_each_tap(double ax, double ay, double beta, F&& f) {
-    const double L = sqrt(ax * ax + ay * ay);
-    if (L == 0.0) {
-        f(0, 0, 1.0, 0.0, 0.0);
+template <class G, bool GRAD, class F>
+__device__ __forceinline__ void for_each_tap(G ax, G ay, G beta, F&& f) {
+    const G L = sqrt(ax * ax + ay * ay);
+    if (L == G(0)) {
+        f(0, 0, G(1), G(0), G(0));
         return;
     }
-    const double ux = ax / L;
-    const double uy = ay / L;
-    const double h = 0.5 * L + 0.5;
+    const G ux = ax / L;
+    const G uy = ay / L;
+    const G h = G(0.5) * L + G(0.5);
     const bool major_x = fabs(ax) >= fabs(ay);
-    const double a_maj = major_x ? ax : ay;
-    const double a_min = major_x ? ay : ax;
-    const double c_maj = beta * a_maj;
-    const double c_min = beta * a_min;
-    const double extent = h * fabs(a_maj) / L + fabs(a_min) / L;
-    const double slope = a_min / a_maj;
+    const G a_maj = major_x ? ax : ay;
+    const G a_min = major_x ? ay : ax;
+    const G c_maj = beta * a_maj;
+    const G c_min = beta * a_min;
+    const G extent = h * fabs(a_maj) / L + fabs(a_min) / L;
+    const G slope = a_min / a_maj;
     const int lo = (int)ceil(c_maj - extent);
     const int hi = (int)floor(c_maj + extent);
     for (int k_maj = lo; k_maj <= hi; ++k_maj) {
-        const int r = (int)floor(c_min + ((double)k_maj - c_maj) * slope + 0.5);
+        const int r = (int)floor(c_min + ((G)k_maj - c_maj) * slope + G(0.5));
         for (int k_min = r - 1; k_min <= r + 1; ++k_min) {
             const int kx = major_x ? k_maj : k_min;
             const int ky = major_x ? k_min : k_maj;
-            double gx, gy;
-            const double w = tap_weight<GRAD>((double)kx, (double)ky, ux, uy, L, h, beta, gx, gy);
-            if (w > 0.0) f(kx, ky, w, gx, gy);
+            G gx, gy;
+            const G w = tap_weight<G, GRAD>((G)kx, (G)ky, ux, uy, L, h, beta, gx, gy);
+            if (w > G(0)) f(kx, ky, w, gx, gy);
         }
     }
 }
@@ -142,33 +144,33 @@ __device__ __forceinline__ void forward_impl(const T* __restrict__ x, const doub
     T* yb = y + (long long)b * C * HW;
     for (int c0 = 0; c0 < C; c0 += PNP_CB) {
         const int nc = C - c0 < PNP_CB ? C - c0 : PNP_CB;
-        double acc[PNP_CB];
+        T acc[PNP_CB];
 #pragma unroll
-        for (int c = 0; c < PNP_CB; ++c) acc[c] = 0.0;
+        for (int c = 0; c < PNP_CB; ++c) acc[c] = T(0);
         for (int sg = 0; sg < S; ++sg) {
             const long long so = (long long)bf * S + sg;
-            const double m = mass[so * HW + p];
-            if (m == 0.0) continue;
-            const double ax = vec[(so * 2 + 0) * HW + p];
-            const double ay = vec[(so * 2 + 1) * HW + p];
-            double tot = 0.0;
-            double part[PNP_CB];
+            const T m = (T)mass[so * HW + p];
+            if (m == T(0)) continue;
+            const T ax = (T)vec[(so * 2 + 0) * HW + p];
+            const T ay = (T)vec[(so * 2 + 1) * HW + p];
+            T tot = T(0);
+            T part[PNP_CB];
 #pragma unroll
-            for (int c = 0; c < PNP_CB; ++c) part[c] = 0.0;
-            for_each_tap<false>(ax, ay, beta, [&](int kx, int ky, double w, double, double) {
+            for (int c = 0; c < PNP_CB; ++c) part[c] = T(0);
+            for_each_tap<T, false>(ax, ay, (T)beta, [&](int kx, int ky, T w, T, T) {
                 const long long q = (long long)clampi(i + ky, H - 1) * W + clampi(j + kx, W - 1);
                 tot += w;
 #pragma unroll
                 for (int c = 0; c < PNP_CB; ++c)
-                    if (c < nc) part[c] += w * (double)xb[(long long)(c0 + c) * HW + q];
+                    if (c < nc) part[c] += w * xb[(long long)(c0 + c) * HW + q];
             });
-            const double scale = m / tot;
+            const T scale = m / tot;
 #pragma unroll
             for (int c = 0; c < PNP_CB; ++c) acc[c] += scale * part[c];
         }
 #pragma unroll
         for (int c = 0; c < PNP_CB; ++c)
-            if (c < nc) yb[(long long)(c0 + c) * HW + p] = (T)acc[c];
+            if (c < nc) yb[(long long)(c0 + c) * HW + p] = acc[c];
     }
 }
 
@@ -187,18 +189,18 @@ __device__ __forceinline__ void adjoint_impl(const T* __restrict__ g, const doub
     T* ob = out + (long long)b * C * HW;
     for (int sg = 0; sg < S; ++sg) {
         const long long so = (long long)bf * S + sg;
-        const double m = mass[so * HW + p];
-        if (m == 0.0) continue;
-        const double ax = vec[(so * 2 + 0) * HW + p];
-        const double ay = vec[(so * 2 + 1) * HW + p];
-        double tot = 0.0;
-        for_each_tap<false>(ax, ay, beta, [&](int, int, double w, double, double) { tot += w; });
-        const double scale = m / tot;
-        for_each_tap<false>(ax, ay, beta, [&](int kx, int ky, double w, double, double) {
+        const T m = (T)mass[so * HW + p];
+        if (m == T(0)) continue;
+        const T ax = (T)vec[(so * 2 + 0) * HW + p];
+        const T ay = (T)vec[(so * 2 + 1) * HW + p];
+        T tot = T(0);
+        for_each_tap<T, false>(ax, ay, (T)beta, [&](int, int, T w, T, T) { tot += w; });
+        const T scale = m / tot;
+        for_each_tap<T, false>(ax, ay, (T)beta, [&](int kx, int ky, T w, T, T) {
             const long long q = (long long)clampi(i + ky, H - 1) * W + clampi(j + kx, W - 1);
-            const double wt = w * scale;
+            const T wt = w * scale;
             for (int c = 0; c < C; ++c)
-                atomicAdd(ob + (long long)c * HW + q, (T)(wt * (double)gb[(long long)c * HW + p]));
+                atomicAdd(ob + (long long)c * HW + q, wt * gb[(long long)c * HW + p]);
         });
     }
 }
@@ -222,7 +224,7 @@ __device__ __forceinline__ void param_grad_impl(const T* __restrict__ x, const T
         const double ax = vec[(so * 2 + 0) * HW + p];
         const double ay = vec[(so * 2 + 1) * HW + p];
         double tot = 0.0, dtx = 0.0, dty = 0.0, yg = 0.0, gax = 0.0, gay = 0.0;
-        for_each_tap<true>(ax, ay, beta, [&](int kx, int ky, double w, double wx, double wy) {
+        for_each_tap<double, true>(ax, ay, beta, [&](int kx, int ky, double w, double wx, double wy) {
             const long long q = (long long)clampi(i + ky, H - 1) * W + clampi(j + kx, W - 1);
             double gt = 0.0;
             for (int c = 0; c < C; ++c)

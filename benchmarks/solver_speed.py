@@ -1,0 +1,87 @@
+"""Wall time of a whole non-blind deblur (HQS with the CG x-step) per device and path.
+
+Blurs a sample photo (resized to the requested size, RGB, float32) with a Gong-style
+per-pixel motion flow (|m| ≤ 46 px), adds noise σ = 0.01 and runs
+``pd.solvers.hqs`` with the default schedule (8 outer iterations, up to 30 CG
+iterations each) and a TV or the shipped DnCNN prior. Reports the time of the solve
+(after one warm-up solve on a small crop, so JIT/NVRTC compilation is excluded), the
+number of K/Kᵀ pairs it applied (CG iterations + 1 per outer step) and the PSNR gain,
+so that the time per operator pair can be set against ``operators.py``.
+
+Usage::
+
+    python benchmarks/solver_speed.py [--device cpu|cuda] [--size 720x1280]
+
+Writes ``solver_speed[_cuda].json`` beside this file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+
+import pnpdeblur as pd
+from pnpdeblur.data import random_motion_flow, sample_image
+from pnpdeblur.metrics import psnr
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _problem(h: int, w: int, device: str):
+    sharp = sample_image("astronaut", size=(h, w))  # (H, W, 3) float32
+    flow = random_motion_flow((h, w), preset="46", seed=0)
+    x = torch.from_numpy(sharp.transpose(2, 0, 1).copy())[None].to(device)
+    f = torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32))[None].to(device)
+    rng = np.random.default_rng(0)
+    y = pd.MotionBlur(f)(x) + 0.01 * torch.from_numpy(rng.standard_normal(x.shape).astype(np.float32)).to(device)
+    return x, f, y
+
+
+def _solve(y, f, path, prior):
+    K = pd.MotionBlur(f, path=path)
+    return pd.solvers.hqs(y, K, prior=prior, noise_level=0.01, progress=False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--size", default="720x1280", help="HxW")
+    args = ap.parse_args()
+    h, w = (int(v) for v in args.size.lower().split("x"))
+    dev = args.device
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    paths = ["cupy", "torch"] if dev == "cuda" else ["numba"]
+    if dev == "cuda" and not pd.backend.cupy_available():
+        paths = ["torch"]
+    priors = {"TV": pd.priors.TV(), "DnCNN": pd.priors.DnCNNPrior()}
+    x, f, y = _problem(h, w, dev)
+    base = psnr(y.clamp(0, 1), x)
+    rows = []
+    for path in paths:
+        for name, prior in priors.items():
+            _solve(y[..., :32, :32].contiguous(), f[..., :32, :32].contiguous(), path, prior)  # warm-up
+            sync()
+            t0 = time.perf_counter()
+            res = _solve(y, f, path, prior)
+            sync()
+            dt = time.perf_counter() - t0
+            pairs = sum(e.get("cg_iterations", 0) + 1 for e in res.history)
+            gain = psnr(res.x.clamp(0, 1), x) - base
+            rows.append(dict(path=path, prior=name, seconds=dt, operator_pairs=pairs, psnr_gain_db=gain))
+            print(f"{w}x{h}x3  {path:6s} {name:6s} {dt:8.2f} s  {pairs:4d} K/Kᵀ pairs  "
+                  f"{1e3 * dt / pairs:8.2f} ms/pair  gain {gain:+.2f} dB", flush=True)
+    meta = dict(date=time.strftime("%Y-%m-%d"), machine=platform.platform(), cpus=os.cpu_count(), device=dev,
+                gpu=torch.cuda.get_device_name() if dev == "cuda" else None, size=[h, w])
+    out = os.path.join(HERE, f"solver_speed{'_cuda' if dev == 'cuda' else ''}.json")
+    with open(out, "w") as fh:
+        json.dump({"meta": meta, "rows": rows}, fh, indent=1)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
