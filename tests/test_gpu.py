@@ -15,7 +15,9 @@ Runs without a GPU:
   back with one warning.
 
 Marked ``gpu`` (skipped without CUDA and CuPy): the CuPy path against the numba path,
-dot tests, gradcheck, cupy arrays in and out, and torch streams.
+dot tests, gradcheck, cupy arrays in and out, torch streams and zero-copy DLPack views;
+on any CUDA device also the torch CUDA path, ``WarpBlur``, CG/HQS on CUDA tensors and cupy
+arrays, and learned priors following their input's device.
 """
 from __future__ import annotations
 
