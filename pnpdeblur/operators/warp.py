@@ -86,7 +86,7 @@ class WarpBlur(LinearOperator):
 
     # Explicit gather/scatter rather than grid_sample: the adjoint is then an exact
     # transpose built from ops that autograd differentiates to any order on every torch
-    # (grid_sample's backward has no derivative before torch 2.13).
+    # (grid_sample's backward has no derivative in torch 2.11, for one).
     def _forward(self, x):
         n, c, h, w = x.shape
         xf = x.reshape(n, c, h * w)
