@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from _results import write_rows
 
 
 def flow_field(h: int, w: int, length: float) -> np.ndarray:
@@ -190,16 +189,7 @@ def main() -> None:
                     + (f"  peak +{mem / r['image_bytes']:5.1f}x image" if mem is not None else ""),
                     flush=True,
                 )
-    meta = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": platform.platform(),
-        "cpus": os.cpu_count(),
-        "device": args.device,
-    }
-    path = os.path.join(HERE, f"operators{'_' + args.device if args.device != 'cpu' else ''}.json")
-    with open(path, "w") as fh:
-        json.dump({"meta": meta, "rows": rows}, fh, indent=1)
-    print(f"wrote {path}")
+    write_rows("operators", args.device, rows)
 
 
 if __name__ == "__main__":

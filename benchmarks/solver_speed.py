@@ -17,9 +17,6 @@ Writes ``solver_speed[_cuda].json`` beside this file.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 
 import numpy as np
@@ -29,7 +26,7 @@ import pnpdeblur as pd
 from pnpdeblur.data import random_motion_flow, sample_image
 from pnpdeblur.metrics import psnr
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from _results import write_rows
 
 
 def _problem(h: int, w: int, device: str):
@@ -75,12 +72,7 @@ def main() -> None:
             rows.append(dict(path=path, prior=name, seconds=dt, operator_pairs=pairs, psnr_gain_db=gain))
             print(f"{w}x{h}x3  {path:6s} {name:6s} {dt:8.2f} s  {pairs:4d} K/Kᵀ pairs  "
                   f"{1e3 * dt / pairs:8.2f} ms/pair  gain {gain:+.2f} dB", flush=True)
-    meta = dict(date=time.strftime("%Y-%m-%d"), machine=platform.platform(), cpus=os.cpu_count(), device=dev,
-                gpu=torch.cuda.get_device_name() if dev == "cuda" else None, size=[h, w])
-    out = os.path.join(HERE, f"solver_speed{'_cuda' if dev == 'cuda' else ''}.json")
-    with open(out, "w") as fh:
-        json.dump({"meta": meta, "rows": rows}, fh, indent=1)
-    print(f"wrote {out}")
+    write_rows("solver_speed", dev, rows, gpu=torch.cuda.get_device_name() if dev == "cuda" else None, size=[h, w])
 
 
 if __name__ == "__main__":
