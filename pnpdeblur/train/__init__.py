@@ -1,0 +1,18 @@
+"""One training engine for every network of pnpdeblur.
+
+>>> from pnpdeblur.train import TrainConfig, Trainer
+>>> cfg = TrainConfig(steps=1000, batch_size=16, lr=1e-3, out_dir="runs/sen")  # doctest: +SKIP
+>>> trainer = Trainer(model, cfg, dataset, loss_fn, val_data, val_fn)         # doctest: +SKIP
+>>> trainer.fit()                       # resumes from runs/sen/last.pt if present  # doctest: +SKIP
+>>> trainer.export("sen.safetensors", "SEN", model.config)                   # doctest: +SKIP
+
+Modules: :mod:`.config` (TrainConfig), :mod:`.schedules` (learning-rate schedules),
+:mod:`.state` (training state and RNGs), :mod:`.distributed` (torchrun/DDP helpers),
+:mod:`.logging` (CSV/JSON logs and the loss picture), :mod:`.engine` (Trainer).
+"""
+from . import distributed
+from .config import TrainConfig
+from .engine import Trainer, unwrap_model
+from .schedules import linear_decay_lambda
+
+__all__ = ["TrainConfig", "Trainer", "linear_decay_lambda", "unwrap_model", "distributed"]

@@ -1,0 +1,78 @@
+"""Learning-rate schedules for :class:`torch.optim.lr_scheduler.LambdaLR`."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+__all__ = ["linear_decay_lambda"]
+
+
+def linear_decay_lambda(
+    steps: int,
+    lr: float,
+    warmup_steps: int = 0,
+    decay_start: Optional[int] = None,
+    lr_end: Optional[float] = None,
+) -> Callable[[int], float]:
+    """Multiplier of ``lr`` for step ``s``: optional warm-up, constant, then linear decay.
+
+    With ``s`` the 0-based index of an optimiser step (what ``LambdaLR`` passes after
+    ``s`` calls of ``scheduler.step()``), the learning rate used by that step is
+    ``lr * f(s)`` with
+
+    - ``f(s) = (s + 1) / warmup_steps`` for ``s < warmup_steps`` (linear from 0, full
+      ``lr`` at step ``warmup_steps - 1``; no step is wasted at lr 0),
+    - ``f(s) = 1`` until ``decay_start``,
+    - from ``decay_start`` linearly to ``lr_end / lr`` at the last step ``steps - 1``:
+      ``f(s) = 1 + (s - decay_start) / (steps - 1 - decay_start) * (lr_end / lr - 1)``,
+    - ``f(s) = lr_end / lr`` beyond the last step.
+
+    Wu et al.'s "1.25e-3 for 50 epochs, then linearly to 1.25e-5 over 40" is
+    ``linear_decay_lambda(90 * E, 1.25e-3, decay_start=50 * E, lr_end=1.25e-5)`` for
+    ``E`` steps an epoch.
+
+    Parameters
+    ----------
+    steps : int
+        Total optimiser steps (≥ 1).
+    lr : float
+        Peak learning rate (> 0); only used to turn ``lr_end`` into a ratio.
+    warmup_steps : int
+        Warm-up length (0: none).
+    decay_start : int or None
+        First step of the decay (``None``: no decay; ``decay_start >= steps`` also never
+        decays).
+    lr_end : float or None
+        Learning rate of the last step (default ``lr``).
+
+    Returns
+    -------
+    callable
+        ``f(step: int) -> float``.
+    """
+    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    if int(warmup_steps) != warmup_steps or not 0 <= warmup_steps <= steps:
+        raise ValueError(f"warmup_steps must be an int in [0, steps={steps}], got {warmup_steps!r}")
+    if decay_start is not None and (int(decay_start) != decay_start or not 0 <= decay_start <= steps):
+        raise ValueError(f"decay_start must be None or an int in [0, steps={steps}], got {decay_start!r}")
+    end_ratio = 1.0 if lr_end is None else float(lr_end) / float(lr)
+    if not (math.isfinite(end_ratio) and end_ratio >= 0):
+        raise ValueError(f"lr_end must be a finite number >= 0, got {lr_end!r}")
+    steps, warmup_steps = int(steps), int(warmup_steps)
+    last = steps - 1
+
+    def factor(step: int) -> float:
+        f = 1.0
+        if decay_start is not None and step >= decay_start and decay_start < steps:
+            span = last - decay_start
+            # decay_start == last: the final step alone is at lr_end.
+            t = 1.0 if span <= 0 else min(1.0, (step - decay_start) / span)
+            f = 1.0 + t * (end_ratio - 1.0)
+        if step < warmup_steps:
+            f *= (step + 1) / warmup_steps
+        return f
+
+    return factor

@@ -1,0 +1,206 @@
+"""Training recipe for SEN (Wu et al.'s motion-flow estimator) on the shared engine.
+
+Data: random 256² crops of sharp colour photos (a corpus folder, e.g. BSDS500's *train*
+split, plus scikit-image's photos except the benchmark's), Gong-style flows of the "23" and
+"46" presets in equal parts (:func:`pnpdeblur.data.random_motion_flow`), blurred **on the
+training device** by :class:`pnpdeblur.MotionBlur` (the CUDA kernels on a GPU) with Gaussian
+noise of a random σ ∈ [0, ``max_noise``]. Every item is a pure function of (seed, index), so a
+resumed run sees the same data.
+
+Loss: every stack's output is supervised (intermediate supervision) with
+:func:`pnpdeblur.losses.flow_l2_loss`; ``--loss canonical`` is the paper's eq. 1 on ``u >= 0``
+labels, ``--loss symmetric`` (default) is invariant to ``m → -m`` per pixel (see that function
+for why). Schedule: Adam β = (0.9, 0.99), ε = 1e-8, lr 1.25e-3 constant for 50/90 of the steps
+then linear to 1.25e-5 (the paper's 50 + 40 epochs, compressed to ``--steps``).
+
+Usage::
+
+    python scripts/train_sen.py --corpus .data/bsds500/train --steps 6000 --device cuda --amp
+    python scripts/train_sen.py --steps 20 --batch 4 --crop 64 --width 4 --levels 2   # CPU smoke run
+    pnpdeblur train sen --help
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from torch.utils.data import ConcatDataset
+
+from ..checkpoints import load_checkpoint, save_checkpoint
+from ..data import SyntheticBlurDataset, list_images, read_image, sample_images
+from ..losses import flow_l2_loss
+from ..nets.sen import SEN, SEN_PRETRAINED_PATH
+
+__all__ = ["TRAIN_SAMPLES", "HELD_OUT_SAMPLES", "training_sources", "build_datasets", "blur_batch",
+           "make_loss_fn", "val_fn", "main"]
+
+#: scikit-image photos used for training (colour and grey, ≥ 256 px on each side).
+TRAIN_SAMPLES = ["rocket", "coins", "moon", "grass", "gravel", "brick", "immunohistochemistry",
+                 "hubble_deep_field", "colorwheel"]
+#: scikit-image photos kept for validation and the benchmarks.
+HELD_OUT_SAMPLES = ["astronaut", "camera", "coffee", "chelsea"]
+
+
+def training_sources(corpus: Optional[str], preload: bool = False) -> List[Any]:
+    """Images of ``corpus`` (recursively) plus the :data:`TRAIN_SAMPLES` names.
+
+    With ``preload`` the corpus is decoded once into float32 ``(H, W, 3)`` arrays (DataLoader
+    workers share them after the fork), else it is listed as paths and read per item.
+    """
+    sources: List[Any] = []
+    if corpus is not None:
+        paths = list_images(corpus, recursive=True)
+        if not paths:
+            raise ValueError(f"corpus folder {corpus} holds no images")
+        sources += [read_image(p, 3) for p in paths] if preload else [str(p) for p in paths]
+    return sources + [n for n in TRAIN_SAMPLES if n in sample_images()]
+
+
+def build_datasets(corpus: Optional[str], length: int, crop: int, presets: Sequence[str], seed: int,
+                   val_items: int, preload: bool = False):
+    """Training set (sharp + flow, blurred later on the device) and a fixed validation set."""
+    sources = training_sources(corpus, preload)
+    per = -(-length // len(presets))
+    train = ConcatDataset([
+        SyntheticBlurDataset(sources, length=per, crop=crop, preset=p, seed=seed + 7919 * k, fixed=True, blur=False)
+        for k, p in enumerate(presets)
+    ])
+    val = ConcatDataset([
+        SyntheticBlurDataset(HELD_OUT_SAMPLES, length=max(1, val_items // len(presets)), crop=crop, preset=p,
+                             noise_sigma=0.01, seed=10_000 + k, fixed=True)
+        for k, p in enumerate(presets)
+    ])
+    return train, val
+
+
+@torch.no_grad()
+def blur_batch(sharp: torch.Tensor, flow: torch.Tensor, max_noise: float) -> torch.Tensor:
+    """Blur ``sharp`` ``(N, C, H, W)`` by ``flow`` ``(N, 2, H, W)`` on their device, add noise, clip.
+
+    The noise std of each sample is uniform in ``[0, max_noise]`` (torch's RNG of the device).
+    """
+    from ..operators import MotionBlur
+
+    blurred = MotionBlur(flow)(sharp)
+    sigma = torch.rand(sharp.shape[0], 1, 1, 1, device=sharp.device, dtype=sharp.dtype) * max_noise
+    return (blurred + sigma * torch.randn_like(blurred)).clamp_(0.0, 1.0)
+
+
+def make_loss_fn(symmetric: bool, max_noise: float):
+    """``loss_fn(model, batch)`` for :class:`pnpdeblur.train.Trainer`: mean over stacks of the flow loss."""
+
+    def loss_fn(model, batch):
+        flow = batch["flow"]
+        blurred = blur_batch(batch["sharp"], flow, max_noise)
+        outs = model(blurred)
+        losses = [flow_l2_loss(o.float(), flow, symmetric=symmetric) for o in outs]
+        with torch.no_grad():
+            mse = flow_l2_loss(outs[-1].float(), flow, symmetric=True)
+        return sum(losses) / len(losses), {"flow_mse": float(mse)}
+
+    return loss_fn
+
+
+@torch.no_grad()
+def val_fn(model, batch) -> Dict[str, float]:
+    """Sign-invariant flow MSE (px², Wu et al.'s table 1) of the last and the first stack."""
+    outs = model(batch["blurred"])
+    out = {"flow_mse": float(flow_l2_loss(outs[-1].float(), batch["flow"], symmetric=True))}
+    if len(outs) > 1:
+        out["flow_mse_stack1"] = float(flow_l2_loss(outs[0].float(), batch["flow"], symmetric=True))
+    return out
+
+
+def _half_copy(src: Path, dst: Path, extra: Dict[str, Any]) -> Path:
+    """Re-save a checkpoint with float16 tensors (halves the shipped file; loading casts back)."""
+    state, header = load_checkpoint(src, "SEN")
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
+    meta = {k: v for k, v in header.items() if k not in ("architecture", "config")}
+    meta.update(extra)
+    return save_checkpoint(dst, state, "SEN", header["config"], meta)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="pnpdeblur train sen", description="Train SEN, the motion-flow estimator.")
+    ap.add_argument("--corpus", default=None, help="folder of sharp photos (default: scikit-image photos only)")
+    ap.add_argument("--preload", action="store_true", help="decode the corpus into memory once")
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--batch", type=int, default=16, help="global batch size (paper: 16)")
+    ap.add_argument("--crop", type=int, default=256, help="training crop size (paper: 256)")
+    ap.add_argument("--presets", default="23,46", help="flow presets mixed in equal parts")
+    ap.add_argument("--max-noise", type=float, default=0.02, help="noise std drawn in [0, this]")
+    ap.add_argument("--width", type=int, default=16, help="first-layer width (paper: 64)")
+    ap.add_argument("--stacks", type=int, default=2)
+    ap.add_argument("--levels", type=int, default=4)
+    ap.add_argument("--loss", choices=("symmetric", "canonical"), default="symmetric")
+    ap.add_argument("--lr", type=float, default=1.25e-3)
+    ap.add_argument("--lr-end", type=float, default=1.25e-5)
+    ap.add_argument("--decay-from", type=float, default=50 / 90, help="fraction of steps at constant lr")
+    ap.add_argument("--grad-clip", type=float, default=None)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--val-items", type=int, default=64)
+    ap.add_argument("--val-every", type=int, default=500)
+    ap.add_argument("--ckpt-every", type=int, default=500)
+    ap.add_argument("--run-dir", default="runs/sen", help="logs, checkpoints and loss curve")
+    ap.add_argument("--out", type=Path, default=SEN_PRETRAINED_PATH, help="exported weights (safetensors)")
+    ap.add_argument("--float32", action="store_true", help="export float32 weights (default float16)")
+    ap.add_argument("--no-progress", action="store_true")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> Path:
+    """Train SEN as ``argv`` says and export its weights; returns the weights' path."""
+    from . import TrainConfig, Trainer
+    from .distributed import is_main_process
+
+    args = parse_args(argv)
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    train, val = build_datasets(args.corpus, args.steps * args.batch, args.crop, presets, args.seed,
+                                args.val_items, args.preload)
+    model = SEN(in_channels=3, width=args.width, stacks=args.stacks, levels=args.levels,
+                flow_scale=float(max(int(p) for p in presets)) / 2)
+    cfg = TrainConfig(
+        steps=args.steps, batch_size=args.batch, lr=args.lr, betas=(0.9, 0.99), eps=1e-8,
+        decay_start=int(args.steps * args.decay_from), lr_end=args.lr_end, grad_clip=args.grad_clip,
+        amp=args.amp, seed=args.seed, num_workers=args.workers, device=args.device,
+        val_every=args.val_every, ckpt_every=args.ckpt_every, out_dir=args.run_dir,
+        progress=not args.no_progress,
+    )
+    t0 = time.time()
+    trainer = Trainer(model, cfg, train, make_loss_fn(args.loss == "symmetric", args.max_noise),
+                      val_data=val, val_fn=val_fn)
+    trainer.fit()
+    out = Path(args.out)
+    if not is_main_process():
+        return out
+    corpus_files = [] if args.corpus is None else [p.name for p in list_images(args.corpus, recursive=True)]
+    provenance = {
+        "script": "scripts/train_sen.py (pnpdeblur.train.sen)",
+        "argv": list(argv) if argv is not None else None,
+        "corpus": args.corpus,
+        "corpus_files": corpus_files,
+        "skimage_photos": TRAIN_SAMPLES,
+        "held_out": HELD_OUT_SAMPLES,
+        "flow_presets": presets, "max_noise": args.max_noise, "loss": args.loss,
+        "seconds": round(time.time() - t0, 1), "torch": torch.__version__,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else "cpu",
+    }
+    meta = {"data": provenance, "output": "flow (N, 2, H, W) in pixels, u right, v down; canonical u >= 0"}
+    if args.float32:
+        trainer.export(out, "SEN", model.config, meta)
+    else:
+        tmp = out.with_name(out.stem + ".f32.safetensors")
+        trainer.export(tmp, "SEN", model.config, meta)
+        _half_copy(tmp, out, {"stored_dtype": "float16"})
+        tmp.unlink()
+        tmp.with_suffix(".json").unlink(missing_ok=True)
+    print(json.dumps({"weights": str(out), "validation": trainer.history[-1] if trainer.history else None},
+                     default=str))
+    return out
