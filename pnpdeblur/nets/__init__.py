@@ -1,4 +1,5 @@
 """Networks: denoisers, flow estimators and deblurring models (torch modules)."""
 from .dncnn import DnCNN
+from .sen import SEN
 
-__all__ = ["DnCNN"]
+__all__ = ["DnCNN", "SEN"]

@@ -1,0 +1,78 @@
+"""Photos at the public boundary: uint8 or float, grey or colour, numpy/torch/cupy, any layout.
+
+The blind functions (:func:`pnpdeblur.estimate_flow`, :func:`pnpdeblur.deblur`) take what a
+user reads from disk. :func:`as_image_batch` turns it into a checked ``(N, C, H, W)`` float
+tensor in [0, 1] and returns a :class:`Boundary` that gives results back in the caller's type,
+layout and dtype (uint8 in → uint8 out).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from .backend import array_kind, from_torch, to_torch
+from .operators.base import to_nchw
+
+__all__ = ["Boundary", "as_image_batch"]
+
+
+@dataclass
+class Boundary:
+    """How to hand an ``(N, C, H, W)`` result back to the caller."""
+
+    kind: str            #: 'numpy', 'torch' or 'cupy'
+    dtype: torch.dtype   #: the caller's dtype (uint8 or float)
+    restore: Callable[[torch.Tensor], torch.Tensor]  #: (N, C, H, W) → caller's layout
+    single: bool         #: the caller gave one image, not a batch
+
+    def image(self, t: torch.Tensor) -> Any:
+        """An image batch ``(N, C, H, W)`` → clipped to [0, 1], the caller's type, layout and dtype."""
+        t = t.clamp(0.0, 1.0)
+        t = torch.round(t * 255.0).to(torch.uint8) if self.dtype == torch.uint8 else t.to(self.dtype)
+        return from_torch(self.restore(t), self.kind)
+
+    def flow(self, f: torch.Tensor) -> Any:
+        """A flow batch ``(N, 2, H, W)`` → ``(2, H, W)`` for one image, else ``(N, 2, H, W)``.
+
+        Float flows keep the caller's float dtype; for uint8 images they are float32.
+        """
+        f = f[0] if self.single else f
+        return from_torch(f.to(self.dtype if self.dtype.is_floating_point else torch.float32), self.kind)
+
+
+def as_image_batch(image: Any, name: str = "image") -> tuple[torch.Tensor, Boundary]:
+    """Check and convert a photo to ``(N, C, H, W)`` float in [0, 1] on its device.
+
+    Accepts ``(H, W)``, ``(H, W, C)`` numpy/cupy, ``(H, W)``, ``(C, H, W)`` torch and
+    ``(N, C, H, W)`` of any kind; C is 1, 3 or 4 (an alpha channel is dropped and comes back
+    opaque); dtype uint8 (÷255) or float32/float64 (float16 is promoted to float32; values
+    outside [0, 1] are clipped). Raises TypeError for a non-array or another dtype, ValueError
+    for an empty array, a wrong shape or NaN/Inf.
+    """
+    kind = array_kind(image, name)
+    t = to_torch(image, name)
+    if t.dtype != torch.uint8 and not t.is_floating_point():
+        raise TypeError(f"{name} must be uint8 or float, got dtype {t.dtype} "
+                        "(divide 16-bit images by 65535 first)")
+    if t.ndim not in (2, 3, 4):
+        raise ValueError(f"{name} must be (H, W), (H, W, C) / (C, H, W) or (N, C, H, W), got shape {tuple(t.shape)}")
+    if t.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(t.shape)})")
+    x, restore = to_nchw(t, kind, name)
+    if x.shape[1] not in (1, 3, 4):
+        raise ValueError(f"{name} must have 1, 3 or 4 channels, got {x.shape[1]} (shape {tuple(t.shape)}; "
+                         "numpy/cupy colour images are (H, W, C), torch ones (C, H, W))")
+    if t.dtype == torch.uint8:
+        x = x.to(torch.float32) / 255.0
+    elif x.dtype not in (torch.float32, torch.float64):
+        x = x.to(torch.float32)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or Inf values")
+    if x.shape[1] == 4:
+        x = x[:, :3]
+        inner = restore
+        restore = lambda r: inner(torch.cat((r, torch.ones_like(r[:, :1])), 1))  # noqa: E731 (opaque alpha)
+    out_dtype = t.dtype if t.dtype in (torch.uint8, torch.float32, torch.float64) else torch.float32
+    return x.clamp(0.0, 1.0).contiguous(), Boundary(kind, out_dtype, restore, t.ndim < 4)

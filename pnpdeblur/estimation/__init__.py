@@ -1,0 +1,4 @@
+"""Blind motion-flow estimation: SEN (learned) and a classical global linear-motion baseline."""
+from .learned import default_flow_model, estimate_flow
+
+__all__ = ["estimate_flow", "default_flow_model"]

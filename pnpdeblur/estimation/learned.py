@@ -1,0 +1,155 @@
+"""Blind motion-flow estimation with SEN: any size, any layout, tiles for large photos.
+
+Large images are cut into overlapping tiles (each a multiple of the network's stride) whose
+flows are blended with weights that fall off linearly over the overlap. Motion vectors are
+defined up to sign (``m`` and ``-m`` are the same blur), so two tiles may return opposite
+representatives where they overlap; averaging ``(u, v)`` would then cancel them. The blend
+is therefore done in the doubled-angle representation ``(L cos 2θ, L sin 2θ)``, which is the
+same for ``m`` and ``-m`` and continuous, and decoded back to a canonical ``(u, v)`` with
+``u >= 0``.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional, Union
+
+import torch
+import torch.nn.functional as F
+
+from .._images import as_image_batch
+from ..nets.sen import SEN
+
+__all__ = ["estimate_flow", "default_flow_model"]
+
+
+@functools.lru_cache(maxsize=1)
+def default_flow_model() -> SEN:
+    """The shipped SEN (:meth:`pnpdeblur.nets.SEN.pretrained`), loaded once per process."""
+    return SEN.pretrained()
+
+
+def _to_doubled(f: torch.Tensor) -> torch.Tensor:
+    u, v = f[:, :1], f[:, 1:]
+    length = torch.sqrt(u * u + v * v).clamp_min(1e-12)
+    return torch.cat(((u * u - v * v) / length, 2 * u * v / length), 1)
+
+
+def _from_doubled(d: torch.Tensor) -> torch.Tensor:
+    a, b = d[:, :1], d[:, 1:]
+    length = torch.sqrt(a * a + b * b)
+    half = 0.5 * torch.atan2(b, a)  # in (-π/2, π/2]: u = L cos ≥ 0, the canonical representative
+    return torch.cat((length * torch.cos(half), length * torch.sin(half)), 1)
+
+
+def _ramp(n: int, overlap: int, first: bool, last: bool, device) -> torch.Tensor:
+    w = torch.ones(n, device=device)
+    r = torch.arange(1, overlap + 1, device=device, dtype=torch.float32) / (overlap + 1)
+    if overlap and not first:
+        w[:overlap] = r
+    if overlap and not last:
+        w[-overlap:] = r.flip(0)
+    return w
+
+
+def _starts(size: int, tile: int, step: int) -> list:
+    if size <= tile:
+        return [0]
+    starts = list(range(0, size - tile, step)) + [size - tile]
+    return sorted(set(starts))
+
+
+def _estimate_tiled(model: SEN, x: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+    n, _, h, w = x.shape
+    if h <= tile and w <= tile:
+        return model.estimate(x)
+    acc = torch.zeros(n, 2, h, w, device=x.device)
+    norm = torch.zeros(1, 1, h, w, device=x.device)
+    ys, xs = _starts(h, tile, tile - overlap), _starts(w, tile, tile - overlap)
+    for i, y0 in enumerate(ys):
+        th = min(tile, h)
+        wy = _ramp(th, overlap, i == 0, i == len(ys) - 1, x.device)
+        for j, x0 in enumerate(xs):
+            tw = min(tile, w)
+            wx = _ramp(tw, overlap, j == 0, j == len(xs) - 1, x.device)
+            f = model.estimate(x[:, :, y0:y0 + th, x0:x0 + tw]).float()
+            weight = (wy[:, None] * wx[None, :])[None, None]
+            acc[:, :, y0:y0 + th, x0:x0 + tw] += _to_doubled(f) * weight
+            norm[:, :, y0:y0 + th, x0:x0 + tw] += weight
+    return _from_doubled(acc / norm)
+
+
+def estimate_flow(
+    image: Any,
+    model: Optional[SEN] = None,
+    *,
+    scale: float = 1.0,
+    tile: int = 768,
+    overlap: int = 128,
+    device: Union[str, torch.device, None] = None,
+) -> Any:
+    """Estimate the per-pixel motion flow of a blurred photo (no sharp image needed).
+
+    Parameters
+    ----------
+    image : array
+        Blurred photo: ``(H, W)`` / ``(H, W, C)`` numpy or cupy, ``(H, W)`` / ``(C, H, W)``
+        torch, or an ``(N, C, H, W)`` batch; uint8 or float in [0, 1]; grey, RGB or RGBA
+        (grey is replicated to RGB, alpha dropped).
+    model : SEN, optional
+        Flow network; default the shipped :meth:`pnpdeblur.nets.SEN.pretrained` (cached).
+        It is used in eval mode and moved to ``device`` for the call.
+    scale : float
+        Estimate on the image resized by ``scale`` (≤ 1, area interpolation) and bring the
+        flow back (bilinear, lengths ÷ ``scale``): for photos whose blur exceeds the
+        network's range (±46 px for the shipped model). Default 1.
+    tile, overlap : int
+        Images larger than ``tile`` pixels on a side are processed in ``tile``² pieces
+        overlapping by ``overlap`` pixels (blended; see the module docstring), so memory stays
+        bounded (a 4000×3000 photo runs on a CPU with a few GB).
+    device : str or torch.device, optional
+        Where the network runs (default: the image's device for torch/cupy, else the CPU).
+
+    Returns
+    -------
+    flow : array
+        ``(2, H, W)`` for one image, ``(N, 2, H, W)`` for a batch, in pixels of the input
+        image; channel 0 u (+x, right), channel 1 v (+y, down); canonical (``u >= 0``, the
+        sign of a line blur is undefined). The caller's array type and device; float32 (or
+        the image's float dtype).
+    """
+    x, boundary = as_image_batch(image, "image")
+    if model is None:
+        model = default_flow_model()
+    if not isinstance(model, SEN):
+        raise TypeError(f"model must be a pnpdeblur.nets.SEN, got {type(model).__name__}")
+    if not (isinstance(scale, (int, float)) and 0 < scale <= 1):
+        raise ValueError(f"scale must be a number in (0, 1], got {scale!r}")
+    for name, v in (("tile", tile), ("overlap", overlap)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {v!r}")
+    if tile < 2 * overlap + model.stride or tile % model.stride:
+        raise ValueError(f"tile must be a multiple of {model.stride} and >= 2·overlap + {model.stride}, "
+                         f"got tile={tile}, overlap={overlap}")
+    dev = torch.device(device) if device is not None else x.device
+    h, w = x.shape[-2:]
+    xin = x.to(device=dev, dtype=torch.float32)
+    cin = model.config["in_channels"]
+    if xin.shape[1] == 1 and cin == 3:
+        xin = xin.expand(-1, 3, -1, -1)
+    elif xin.shape[1] != cin:
+        raise ValueError(f"image has {xin.shape[1]} channels, the model takes {cin}")
+    if scale != 1:
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        xin = F.interpolate(xin, size=size, mode="area")
+    was_training = model.training
+    model.eval()
+    try:
+        model.to(dev)
+        with torch.no_grad():
+            flow = torch.cat([_estimate_tiled(model, xin[i:i + 1], tile, overlap) for i in range(xin.shape[0])])
+    finally:
+        model.train(was_training)
+    if scale != 1:
+        flow = _from_doubled(F.interpolate(_to_doubled(flow), size=(h, w), mode="bilinear",
+                                           align_corners=False)) / scale
+    return boundary.flow(flow.to(x.device))

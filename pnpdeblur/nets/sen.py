@@ -1,0 +1,215 @@
+"""SEN: Wu et al.'s stacked estimation network for per-pixel motion flow.
+
+Structure (Wu et al., section 3 and appendix A). One *stack* is
+
+* three dilated ``conv-BN-ReLU`` layers with growing width, the last two with stride 2
+  (7×7, 5×5, 5×5 in the paper), so the hourglass runs at 1/4 of the input resolution;
+* an hourglass encoder-decoder of residual blocks ("Res2": two half-width 3×3 layers and a
+  full-width 3×3 layer, plus a 3×3 projection of the input when the width changes) with
+  ``levels`` max-pool steps down and nearest up-sampling steps back, each scale's encoder
+  output added to the decoder (Newell et al.'s skip connections);
+* two more residual blocks and a linear 1×1 head that regresses ``(u, v)`` at 1/4 resolution,
+  bilinearly up-sampled to the input size (the flows are smooth: translation, rotation, zoom).
+
+The second and later stacks see the blurred image concatenated with the previous stack's
+flow (divided by ``flow_scale``); every stack's output is supervised (intermediate
+supervision), and the last one is the estimate.
+
+Conventions: input ``(N, C, H, W)`` float in [0, 1]; output ``(N, 2, H, W)`` float, channel 0
+u (+x), channel 1 v (+y), pixels of the input image; any ``H, W`` (reflection-padded to a
+multiple of :attr:`SEN.stride` and cropped back). Labels follow Gong et al.: ``m`` and ``-m``
+are the same blur, so training targets are canonical (``u >= 0``) and :meth:`SEN.estimate`
+canonicalises its output.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+
+__all__ = ["SEN", "SEN_PRETRAINED_PATH"]
+
+#: Shipped weights (trained by ``scripts/train_sen.py``).
+SEN_PRETRAINED_PATH = Path(__file__).resolve().parent.parent / "weights" / "sen_small.safetensors"
+
+
+def _cbr(cin: int, cout: int, k: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    """conv k×k (same padding) → BatchNorm → ReLU; the "CBR" unit of the paper."""
+    pad = dilation * (k - 1) // 2
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class Res2(nn.Module):
+    """Appendix A's "Res2 c": ``CBR(c/2) → CBR(c/2) → CBR(c)`` plus the (projected) input."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        mid = max(cout // 2, 1)
+        self.body = nn.Sequential(_cbr(cin, mid, 3), _cbr(mid, mid, 3), _cbr(mid, cout, 3))
+        # identity when the width is kept; a 3×3 CBR projection (as in the paper) when it changes
+        self.skip = nn.Identity() if cin == cout else _cbr(cin, cout, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.skip(x)
+
+
+class _Hourglass(nn.Module):
+    """Encoder-decoder of Res2 blocks over ``len(widths) - 1`` max-pool levels, additive skips."""
+
+    def __init__(self, widths: Sequence[int]):
+        super().__init__()
+        self.down = nn.ModuleList(Res2(widths[i], widths[i + 1]) for i in range(len(widths) - 1))
+        self.bottom = Res2(widths[-1], widths[-1])
+        self.up = nn.ModuleList(Res2(widths[i + 1], widths[i]) for i in reversed(range(len(widths) - 1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for block in self.down:
+            skips.append(x)
+            x = block(F.max_pool2d(x, 2))
+        x = self.bottom(x)
+        for block in self.up:
+            x = F.interpolate(block(x), scale_factor=2, mode="nearest") + skips.pop()
+        return x
+
+
+class _Stack(nn.Module):
+    def __init__(self, cin: int, width: int, levels: int, dilations: Sequence[int]):
+        super().__init__()
+        w = width
+        self.front = nn.Sequential(
+            _cbr(cin, w, 7, 1, dilations[0]),
+            _cbr(w, 2 * w, 5, 2, dilations[1]),
+            _cbr(2 * w, 4 * w, 5, 2, dilations[2]),
+        )
+        widths = [4 * w] + [min(8 * w, 4 * w * 2 ** min(i, 1)) for i in range(1, levels + 1)]
+        self.hourglass = _Hourglass(widths)
+        self.tail = nn.Sequential(Res2(4 * w, 2 * w), Res2(2 * w, w))
+        self.head = nn.Conv2d(w, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.tail(self.hourglass(self.front(x)))
+        return F.interpolate(self.head(h), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class SEN(nn.Module):
+    """Stacked estimation network: blurred image → per-pixel motion flow.
+
+    Parameters
+    ----------
+    in_channels : int
+        Image channels (3 for RGB; grey images are replicated by :meth:`estimate`).
+    width : int
+        Width of the first layer; the paper's network is ``width=64`` (64/128/256/512
+        channels). The shipped small model uses 16.
+    stacks : int
+        Number of stacked hourglasses (paper: 2).
+    levels : int
+        Max-pool levels of each hourglass (paper: 4), so :attr:`stride` is ``4 · 2**levels``.
+    dilations : (int, int, int)
+        Dilations of the three front layers (enlarge the receptive field).
+    flow_scale : float
+        The network regresses ``flow / flow_scale`` (keeps targets O(1)); outputs are in pixels.
+
+    Shapes
+    ------
+    ``forward(x)``: ``x`` ``(N, in_channels, H, W)`` float, ``H`` and ``W`` multiples of
+    :attr:`stride`; returns a list of ``stacks`` flows ``(N, 2, H, W)`` in pixels (the last one
+    is the estimate). :meth:`estimate` takes any size and returns the canonical last flow.
+    """
+
+    def __init__(self, in_channels: int = 3, width: int = 64, stacks: int = 2, levels: int = 4,
+                 dilations: Sequence[int] = (1, 2, 3), flow_scale: float = 23.0):
+        super().__init__()
+        for name, v, lo in (("in_channels", in_channels, 1), ("width", width, 1), ("stacks", stacks, 1),
+                            ("levels", levels, 1)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+        dilations = tuple(int(d) for d in dilations)
+        if len(dilations) != 3 or min(dilations) < 1:
+            raise ValueError(f"dilations must be three ints >= 1, got {dilations!r}")
+        if not flow_scale > 0:
+            raise ValueError(f"flow_scale must be positive, got {flow_scale!r}")
+        self.config: Dict[str, Any] = dict(in_channels=in_channels, width=width, stacks=stacks, levels=levels,
+                                           dilations=list(dilations), flow_scale=float(flow_scale))
+        self.stacks = nn.ModuleList(
+            _Stack(in_channels + (2 if i else 0), width, levels, dilations) for i in range(stacks)
+        )
+
+    @property
+    def stride(self) -> int:
+        """Input sizes must be multiples of this (``4 · 2**levels``)."""
+        return 4 * 2 ** self.config["levels"]
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        c = self.config["in_channels"]
+        if x.ndim != 4 or x.shape[1] != c:
+            raise ValueError(f"x must have shape (N, {c}, H, W), got {tuple(x.shape)}")
+        if x.shape[-2] % self.stride or x.shape[-1] % self.stride:
+            raise ValueError(f"x's H and W must be multiples of {self.stride}, got {tuple(x.shape[-2:])}; "
+                             "use SEN.estimate for any size")
+        scale = self.config["flow_scale"]
+        outs, inp = [], x
+        for stack in self.stacks:
+            f = stack(inp)
+            outs.append(f * scale)
+            inp = torch.cat((x, f), dim=1)
+        return outs
+
+    @torch.no_grad()
+    def estimate(self, x: torch.Tensor) -> torch.Tensor:
+        """Flow of ``x`` ``(N, C, H, W)`` of any size: reflection-pad to the stride, crop back.
+
+        Returns the last stack's flow ``(N, 2, H, W)`` in pixels, canonical (``u >= 0``).
+        Runs in the module's current mode (call ``.eval()`` first for inference).
+        """
+        from ..data.flows import canonicalize_flow
+
+        h, w = x.shape[-2:]
+        s = self.stride
+        ph, pw = (-h) % s, (-w) % s
+        if ph or pw:
+            # reflection needs pad < size; replicate covers tiny images
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        return canonicalize_flow(self(x)[-1][..., :h, :w])
+
+    # -- checkpoints ------------------------------------------------------------------
+    def save(self, path, metadata: Optional[Dict[str, Any]] = None):
+        """Save weights and config as a pnpdeblur safetensors checkpoint."""
+        return save_checkpoint(path, self, "SEN", self.config, metadata)
+
+    @classmethod
+    def from_checkpoint(cls, path) -> "SEN":
+        """Build a SEN from a checkpoint's config, load its weights (strict), eval mode."""
+        state, header = load_checkpoint(path, "SEN")
+        try:
+            model = cls(**header["config"])
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: config does not fit SEN: {e}") from e
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(f"{path} does not fit SEN{header['config']}: {e}") from e
+        for k, v in state.items():
+            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                raise CheckpointError(f"{path}: tensor {k!r} holds NaN or Inf")
+        model.eval()
+        model.header = header
+        return model
+
+    @classmethod
+    def pretrained(cls) -> "SEN":
+        """The shipped small SEN (RGB, trained on Gong-style flows up to ±46 px), in eval mode."""
+        if not SEN_PRETRAINED_PATH.is_file():
+            raise FileNotFoundError(f"shipped weights not found at {SEN_PRETRAINED_PATH}; run scripts/train_sen.py")
+        return cls.from_checkpoint(SEN_PRETRAINED_PATH)
