@@ -146,6 +146,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--val-items", type=int, default=64)
+    ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--val-every", type=int, default=500)
     ap.add_argument("--ckpt-every", type=int, default=500)
     ap.add_argument("--run-dir", default="runs/sen", help="logs, checkpoints and loss curve")
@@ -170,7 +171,7 @@ def main(argv=None) -> Path:
         steps=args.steps, batch_size=args.batch, lr=args.lr, betas=(0.9, 0.99), eps=1e-8,
         decay_start=int(args.steps * args.decay_from), lr_end=args.lr_end, grad_clip=args.grad_clip,
         amp=args.amp, seed=args.seed, num_workers=args.workers, device=args.device,
-        val_every=args.val_every, ckpt_every=args.ckpt_every, out_dir=args.run_dir,
+        log_every=args.log_every, val_every=args.val_every, ckpt_every=args.ckpt_every, out_dir=args.run_dir,
         progress=not args.no_progress,
     )
     t0 = time.time()
