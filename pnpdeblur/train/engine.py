@@ -111,6 +111,17 @@ class _KeyedItems(Dataset):
         return self.data[index]
 
 
+def _empty_window() -> Dict[str, Any]:
+    return {"n": 0, "loss": 0.0, "extra": {}, "grad_norm": None}
+
+
+def _window_to_plain(win: Dict[str, Any]) -> Dict[str, Any]:
+    """The log window with tensors turned into floats (for ``weights_only`` loading)."""
+    f = lambda v: None if v is None else float(v)  # noqa: E731
+    return {"n": int(win["n"]), "loss": float(win["loss"]), "extra": {k: f(v) for k, v in win["extra"].items()},
+            "grad_norm": f(win["grad_norm"])}
+
+
 def _worker_init(seed: int, rank: int, epoch: int, worker_id: int) -> None:
     # Anything a dataset draws at worker start-up is a function of (seed, rank, epoch, worker).
     seed_everything(derive_seed(seed, rank, epoch, worker_id, 1))
@@ -263,6 +274,7 @@ class Trainer:
         self._elapsed = 0.0  # training seconds of earlier (resumed) runs
         self._started = False  # RNGs seeded or restored
         self._t0: Optional[float] = None  # start of the running fit()
+        self._win: Dict[str, Any] = _empty_window()
 
     # ----------------------------------------------------------------- setup
     @staticmethod
@@ -345,7 +357,7 @@ class Trainer:
         self.model.train()
         t0 = self._t0 = time.perf_counter()
         step0 = self.step
-        win: Dict[str, Any] = {"n": 0, "loss": 0.0, "extra": {}, "grad_norm": None}
+        win = self._win  # log-window sums; saved with the state so logs resume exactly too
         try:
             while self.step < cfg.steps:
                 if self.batch_in_epoch >= self.batches_per_epoch:
@@ -369,7 +381,7 @@ class Trainer:
                     last = self.step >= cfg.steps
                     if cfg.log_every and (self.step % cfg.log_every == 0 or last):
                         self._log_train(win, lr, sps, self._elapsed + elapsed)
-                        win = {"n": 0, "loss": 0.0, "extra": {}, "grad_norm": None}
+                        win = self._win = _empty_window()
                     if self.val_data is not None and ((cfg.val_every and self.step % cfg.val_every == 0) or last):
                         self.validate()
                     if ckpt is not None and ((cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or last):
@@ -522,6 +534,7 @@ class Trainer:
             "elapsed_s": self._elapsed + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0),
             "history": list(self.history),
             "last_validation": dict(self.last_validation),
+            "log_window": _window_to_plain(self._win),
             "config": self.cfg.to_dict(),
             "world_size": int(self.world_size),
             "rng": [get_rng_state(self.device)],
@@ -554,6 +567,7 @@ class Trainer:
         self._elapsed = float(st.get("elapsed_s", 0.0))
         self.history = list(st.get("history", []))
         self.last_validation = dict(st.get("last_validation", {}))
+        self._win = dict(st.get("log_window") or _empty_window())
         ignore = {"progress", "out_dir", "log_every", "val_every", "ckpt_every", "num_workers"}
         old = st.get("config", {})
         changed = sorted(k for k, v in self.cfg.to_dict().items() if k not in ignore and old.get(k, v) != v)
