@@ -287,6 +287,23 @@ def test_admm_improves_quality():
     assert "primal_residual" in res.history[0]
 
 
+def test_tv_splitting_beats_the_oracle_wiener_filter_and_admm_matches_hqs():
+    # Relative quality instead of a fixed gain over the blurred input (which left 3-5 dB
+    # for bugs to hide in). Reference: scikit-image's Wiener filter (periodic, Laplacian
+    # regulariser) with the balance chosen *with knowledge of the sharp image* — the best
+    # linear estimator of that family. A TV prior must beat it on this piecewise-smooth
+    # image (measured: HQS +2.1 dB, ADMM +3.0 dB); ADMM with the same prior and schedule
+    # must not do worse than HQS (measured: +0.9 dB; a wrong dual sign costs ~2 dB).
+    x, y, K = _blur_problem(periodic=True)
+    psf = _line_kernel(9, 0.3)
+    oracle = max(_psnr(restoration.wiener(y, psf, b, clip=False), x) for b in np.geomspace(1e-5, 1.0, 41))
+    p_hqs = _psnr(hqs(y, K, prior=TV(), noise_level=0.01, progress=False).x, x)
+    p_admm = _psnr(admm(y, K, prior=TV(), noise_level=0.01, progress=False).x, x)
+    assert p_hqs > oracle + 1.5, (p_hqs, oracle)
+    assert p_admm > oracle + 1.5, (p_admm, oracle)
+    assert -0.25 < p_admm - p_hqs < 1.5, (p_admm, p_hqs)
+
+
 # -- closed form and Richardson–Lucy against scikit-image -----------------------------
 def test_fft_deconv_matches_skimage_wiener():
     x = _camera(64)
@@ -326,7 +343,12 @@ def test_richardson_lucy_matches_skimage():
 def test_richardson_lucy_improves_and_rejects_negative_kernels():
     x, y, K = _blur_problem(64, noise=0.0)
     res = richardson_lucy(y, K, iters=30, reference=x, progress=False)
-    assert res.history[-1]["psnr"] > _psnr(y, x) + 1.0
+    # on noise-free data every early RL step must bring the estimate closer (measured:
+    # the smallest step gains 0.056 dB; the first iterate, from a flat start as in
+    # scikit-image, is 0.6 dB below y, the last 4.8 dB above it)
+    psnrs = [h["psnr"] for h in res.history]
+    assert np.all(np.diff(psnrs) > 0)
+    assert psnrs[-1] > _psnr(y, x) + 4.0
     with pytest.raises(ValueError, match="non-negative"):
         richardson_lucy(y, Convolution(np.array([[-0.1, 1.2, -0.1]])), 3)
 
