@@ -226,8 +226,8 @@ DDP_SCRIPT = textwrap.dedent(
                  val_data=Regression(5), val_fn=val_mse)
     assert distributed.is_distributed() and distributed.world_size() == 2
     tr.fit()
-    out = tr.export({out!r} + "/w.safetensors", "Tiny", {{}})
-    assert (out is not None) == distributed.is_main_process()
+    if distributed.is_main_process():  # export on rank 0 alone must not wait for the others
+        assert tr.export({out!r} + "/w.safetensors", "Tiny", {{}}) is not None
     with open({out!r} + f"/rank{{distributed.rank()}}.json", "w") as f:
         json.dump({{"shard": distributed.shard(list(range(5))), "history": tr.history,
                    "val": tr.last_validation}}, f)

@@ -594,7 +594,9 @@ class Trainer:
         config: Mapping[str, Any],
         metadata: Optional[Mapping[str, Any]] = None,
     ) -> Optional[Path]:
-        """Save the weights with :func:`pnpdeblur.checkpoints.save_checkpoint` (rank 0 only).
+        """Save the weights with :func:`pnpdeblur.checkpoints.save_checkpoint` (rank 0 writes).
+
+        Safe to call on every rank or on rank 0 alone (no barrier): other ranks do nothing.
 
         The header's metadata holds ``training`` (this config), ``steps``, ``validation``
         (latest metrics) and then ``metadata``. Returns the path on rank 0, else None.
@@ -605,6 +607,5 @@ class Trainer:
             "validation": dict(self.last_validation),
             **dict(metadata or {}),
         }
-        out = save_checkpoint(path, self.model, architecture, config, meta) if self.is_main else None
-        D.barrier()
-        return out
+        # No collective here: callers may well call export on rank 0 alone.
+        return save_checkpoint(path, self.model, architecture, config, meta) if self.is_main else None
