@@ -10,8 +10,10 @@ Layout rules (all functions)
   ``(C, H, W)``; pass ``channel_axis`` to override. 2-D inputs are grey images.
 
 Values are computed in float64 on the CPU; inputs are not modified. Inputs containing
-NaN or Inf raise ``ValueError``. Integer arrays are compared as given (not rescaled): pass
-``data_range=255`` for 8-bit images.
+NaN or Inf, and empty inputs, raise ``ValueError``. ``data_range`` defaults to 1 for float
+images (the library's [0, 1] convention) and, as in scikit-image, to the range of the dtype
+for integer images (255 for uint8; for PSNR of images with negative values, max − min of
+the dtype); mixing an integer and a float input needs an explicit ``data_range``.
 
 PSNR and SSIM defaults equal scikit-image's ``peak_signal_noise_ratio(ref, x, data_range=1)``
 and ``structural_similarity(ref, x, data_range=1, channel_axis=...)``: a 7x7 uniform window,
@@ -56,6 +58,8 @@ def _to_numpy(x, name: str) -> np.ndarray:
     if x.dtype == object or np.iscomplexobj(x) or x.dtype.kind not in "biuf":
         raise TypeError(f"{name} must have a real numeric dtype, got {x.dtype}")
     x = x.astype(np.float64, copy=False)
+    if x.size == 0:
+        raise ValueError(f"{name} is empty (shape {x.shape})")
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name} contains NaN or Inf")
     return x
@@ -89,21 +93,64 @@ def _reduce(values: np.ndarray, reduction: str):
     raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
 
 
-def _check_range(data_range) -> float:
-    if not isinstance(data_range, numbers.Real) or not np.isfinite(data_range) or data_range <= 0:
+def _int_limits(x):
+    """(min, max) of an integer/bool dtype, or None for floating inputs."""
+    if _is_torch(x):
+        import torch
+
+        if x.dtype == torch.bool:
+            return 0, 1
+        if x.is_floating_point() or x.is_complex():
+            return None
+        info = torch.iinfo(x.dtype)
+        return info.min, info.max
+    dt = getattr(x, "dtype", None)
+    if dt is None:
+        return None
+    dt = np.dtype(dt)
+    if dt.kind == "b":
+        return 0, 1
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        return int(info.min), int(info.max)
+    return None
+
+
+def _check_range(data_range, x=None, ref=None, signed_full_range: bool = True) -> float:
+    """Explicit ``data_range``, or the default: 1 for floats, the dtype's range for integers.
+
+    ``signed_full_range=False`` is PSNR's rule in scikit-image (dtype max when the reference
+    has no negative values); SSIM always uses max − min of the dtype.
+    """
+    if data_range is None:
+        lx, lr = _int_limits(x), _int_limits(ref)
+        if lx is None and lr is None:
+            return 1.0
+        if lx is None or lr is None or lx != lr:
+            raise ValueError(
+                "x and ref have different dtypes, one of them integer: pass data_range "
+                "(e.g. 255 for 8-bit images, 1 for floats in [0, 1])"
+            )
+        lo, hi = lr
+        if not signed_full_range and float(ref.min()) >= 0:
+            return float(hi)
+        return float(hi - lo)
+    if (isinstance(data_range, bool) or not isinstance(data_range, numbers.Real)
+            or not np.isfinite(data_range) or data_range <= 0):
         raise ValueError(f"data_range must be a positive finite number, got {data_range!r}")
     return float(data_range)
 
 
-def psnr(x, ref, data_range: float = 1.0, reduction: str = "mean", channel_axis: int | None = None):
+def psnr(x, ref, data_range: float | None = None, reduction: str = "mean", channel_axis: int | None = None):
     """Peak signal-to-noise ratio ``10 log10(data_range² / MSE)`` in dB.
 
     Parameters
     ----------
     x, ref : numpy.ndarray or torch.Tensor
         Same shape; see the module docstring for layouts.
-    data_range : float
-        Peak value (1 for images in [0, 1]).
+    data_range : float, optional
+        Peak value. Default: 1 for float images (values in [0, 1]); for integer images
+        the range of the dtype, as scikit-image (255 for uint8).
     reduction : {"mean", "none"}
         Mean over a batch (float) or per-image values (numpy ``(N,)``).
 
@@ -112,8 +159,8 @@ def psnr(x, ref, data_range: float = 1.0, reduction: str = "mean", channel_axis:
     float or numpy.ndarray
         ``inf`` where the images are identical (as scikit-image).
     """
-    dr = _check_range(data_range)
     a, b = _batch(x, ref, channel_axis)
+    dr = _check_range(data_range, x, ref, signed_full_range=False)
     mse = np.mean((a - b) ** 2, axis=(1, 2, 3))
     with np.errstate(divide="ignore"):
         vals = 10.0 * np.log10(dr**2 / mse)
@@ -149,7 +196,7 @@ def _ssim_plane(a: np.ndarray, b: np.ndarray, dr: float, win_size: int, gaussian
     return float(s[pad:s.shape[0] - pad, pad:s.shape[1] - pad].mean(dtype=np.float64))
 
 
-def ssim(x, ref, data_range: float = 1.0, *, gaussian_weights: bool = False, sigma: float = 1.5,
+def ssim(x, ref, data_range: float | None = None, *, gaussian_weights: bool = False, sigma: float = 1.5,
          win_size: int = 7, use_sample_covariance: bool | None = None, K1: float = 0.01,
          K2: float = 0.03, reduction: str = "mean", channel_axis: int | None = None):
     """Structural similarity (mean SSIM over the image and its channels).
@@ -158,8 +205,9 @@ def ssim(x, ref, data_range: float = 1.0, *, gaussian_weights: bool = False, sig
     ----------
     x, ref : numpy.ndarray or torch.Tensor
         Same shape; see the module docstring for layouts.
-    data_range : float
-        Peak value (1 for images in [0, 1]).
+    data_range : float, optional
+        Peak value. Default: 1 for float images (values in [0, 1]); for integer images
+        max − min of the dtype, as scikit-image (255 for uint8).
     gaussian_weights : bool
         False (default): scikit-image's default 7x7 uniform window with sample covariance.
         True: Wang et al.'s 11x11 Gaussian window (``sigma`` = 1.5, truncated at 3.5 sigma)
@@ -172,13 +220,13 @@ def ssim(x, ref, data_range: float = 1.0, *, gaussian_weights: bool = False, sig
     reduction : {"mean", "none"}
         Mean over a batch (float) or per-image values (numpy ``(N,)``).
     """
-    dr = _check_range(data_range)
     if not isinstance(win_size, numbers.Integral) or win_size < 3 or win_size % 2 == 0:
         raise ValueError(f"win_size must be an odd int >= 3, got {win_size!r}")
     if not (isinstance(sigma, numbers.Real) and sigma > 0):
         raise ValueError(f"sigma must be positive, got {sigma!r}")
     sample_cov = (not gaussian_weights) if use_sample_covariance is None else bool(use_sample_covariance)
     a, b = _batch(x, ref, channel_axis)
+    dr = _check_range(data_range, x, ref)
     vals = np.array([
         np.mean([_ssim_plane(a[i, c], b[i, c], dr, int(win_size), gaussian_weights, float(sigma),
                              sample_cov, K1, K2) for c in range(a.shape[1])])

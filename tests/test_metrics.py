@@ -1,4 +1,6 @@
 """Metrics against scikit-image and closed forms."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -158,3 +160,47 @@ def test_metrics_accept_cupy_arrays_through_get():
     rng = np.random.default_rng(0)
     a, b = rng.random((16, 16)), rng.random((16, 16))
     assert psnr(_FakeCupyArray(a), _FakeCupyArray(b)) == pytest.approx(psnr(a, b))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16])
+def test_integer_images_use_the_dtype_range_like_skimage(rng, dtype):
+    # uint8 with the old default data_range=1 gave -9.5 dB where scikit-image gives 38.6 dB
+    info = np.iinfo(dtype)
+    lo = 0 if info.min == 0 else -1000  # int16 with negative values: PSNR uses max - min
+    ref = rng.integers(lo, lo + 256, (32, 36)).astype(dtype)
+    x = np.clip(ref.astype(np.int64) + rng.integers(-3, 4, ref.shape), info.min, info.max).astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # skimage asks for an explicit range beyond uint8
+        want_p, want_s = sk_psnr(ref, x), sk_ssim(ref, x)
+    assert psnr(x, ref) == pytest.approx(want_p, abs=1e-9)
+    assert ssim(x, ref) == pytest.approx(want_s, abs=1e-9)
+    if dtype != np.uint16:  # torch has no general uint16 arithmetic
+        xt, rt = torch.from_numpy(x), torch.from_numpy(ref)
+        assert psnr(xt, rt) == pytest.approx(want_p, abs=1e-9)
+
+
+def test_uint8_photos_score_like_their_float_version(rng):
+    ref = rng.integers(0, 256, (24, 28, 3)).astype(np.uint8)
+    x = np.clip(ref.astype(int) + rng.integers(-5, 6, ref.shape), 0, 255).astype(np.uint8)
+    assert psnr(x, ref) == pytest.approx(psnr(x / 255.0, ref / 255.0), abs=1e-9)
+    assert ssim(x, ref) == pytest.approx(ssim(x / 255.0, ref / 255.0), abs=1e-9)
+    assert psnr(x, ref, data_range=1) < 0  # an explicit range is used as given
+
+
+def test_mixed_integer_and_float_inputs_need_a_data_range(rng):
+    ref = rng.integers(0, 256, (16, 16)).astype(np.uint8)
+    with pytest.raises(ValueError, match="data_range"):
+        psnr(ref / 255.0, ref)
+    with pytest.raises(ValueError, match="data_range"):
+        ssim(ref, ref / 255.0)
+    assert psnr(ref / 255.0, ref, data_range=255) < 10  # allowed when explicit (and wrong)
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (1, 3, 0, 8), (0,)])
+def test_empty_inputs_raise(shape):
+    # an empty image gave NaN (mean of nothing)
+    a = np.zeros(shape)
+    with pytest.raises(ValueError, match="empty"):
+        psnr(a, a)
+    with pytest.raises(ValueError, match="empty"):
+        ssim(a, a)
