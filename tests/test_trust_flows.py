@@ -127,3 +127,25 @@ def test_component_probabilities(kind, kw):
         hits += abs(curl if kind == "rotation" else div) > 1e-12
     n = N // 2
     assert abs(hits / n - p) < Z * math.sqrt(p * (1 - p) / n)
+
+
+def test_flows_the_operators_cannot_use_are_refused():
+    # max_len=10**9 returned ±8.6e8 px flows and float16 was accepted; MotionBlur refuses both
+    import torch
+
+    from pnpdeblur import MotionBlur
+    from pnpdeblur.data import random_motion_flows
+    from pnpdeblur.operators._flow import MAX_FLOW
+
+    with pytest.raises(ValueError, match="max_len must be at most 64"):
+        random_motion_flow((8, 8), max_len=10**9)
+    with pytest.raises(ValueError, match="max_len"):
+        random_motion_flow((8, 8), max_len=int(MAX_FLOW) + 1)
+    f = random_motion_flow((16, 16), max_len=int(MAX_FLOW), seed=0, rotation_prob=1, zoom_prob=1)
+    MotionBlur(f)  # the largest allowed bound gives an accepted flow
+    for dt in (np.float16, np.longdouble, np.int32, "complex128"):
+        with pytest.raises(TypeError, match="dtype must be numpy.float32 or numpy.float64"):
+            random_motion_flow((8, 8), dtype=dt)
+    with pytest.raises(TypeError, match="dtype must be torch.float32 or torch.float64"):
+        random_motion_flows(2, (8, 8), dtype=torch.float16)
+    assert random_motion_flows(2, (8, 8), seed=0, dtype=torch.float64).dtype == torch.float64

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..operators._flow import MAX_FLOW
 from ._utils import as_generator, check_shape2
 
 __all__ = [
@@ -57,6 +58,11 @@ def _resolve_max_len(preset, max_len) -> int:
     if max_len is not None:
         if not isinstance(max_len, numbers.Integral) or isinstance(max_len, bool) or max_len < 0:
             raise ValueError(f"max_len must be a non-negative int, got {max_len!r}")
+        if max_len > MAX_FLOW:
+            # the operators refuse longer components: a flow they cannot use is an error here
+            raise ValueError(
+                f"max_len must be at most {int(MAX_FLOW)} px (the operators' limit MAX_FLOW), got {max_len!r}"
+            )
         return int(max_len)
     key = str(preset)
     if key not in FLOW_PRESETS:
@@ -223,7 +229,8 @@ def random_motion_flow(
     seed : int, numpy.random.Generator or None
         Randomness source; the same int gives the same flow.
     max_len : int, optional
-        Explicit label bound in pixels (overrides ``preset``).
+        Explicit label bound in pixels (overrides ``preset``); at most ``MAX_FLOW`` (64),
+        the longest component the operators accept.
     rotation_prob, zoom_prob : float
         Probabilities of the rotation and zoom components (default 0.5 each).
     acceleration : float
@@ -232,8 +239,8 @@ def random_motion_flow(
         Round to integer labels (default True, as in Gong et al.).
     canonical : bool
         Negate labels so that ``u >= 0`` (and ``v >= 0`` where ``u == 0``) (default True).
-    dtype : numpy floating dtype
-        Output dtype (default float32).
+    dtype : numpy.float32 or numpy.float64
+        Output dtype (default float32), the dtypes the operators accept.
 
     Returns
     -------
@@ -241,9 +248,13 @@ def random_motion_flow(
         ``(2, H, W)`` array; channel 0 is u (pixels, right), channel 1 is v (pixels, down).
     """
     bound = _resolve_max_len(preset, max_len)
-    dtype = np.dtype(dtype)
-    if dtype.kind != "f":
-        raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be numpy.float32 or numpy.float64, got {dtype!r}") from None
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        # the operators take float32/float64 flows only (float16 and long double are refused there)
+        raise TypeError(f"dtype must be numpy.float32 or numpy.float64, got {dtype}")
     motion = sample_camera_motion(shape, bound, seed, rotation_prob, zoom_prob, acceleration)
     return motion.flow(shape, integer=integer, canonical=canonical).astype(dtype)
 
@@ -268,6 +279,8 @@ def random_motion_flows(
 
     if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
+    if dtype is not None and dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
     rng = as_generator(seed)
     children = rng.bit_generator.seed_seq.spawn(int(n)) if seed is not None and not isinstance(
         seed, np.random.Generator) else [rng.integers(0, 2**63 - 1) for _ in range(int(n))]
