@@ -7,6 +7,7 @@ the formulas in the docstrings (dense linear algebra on a tiny problem with a pr
 whose proximal map is known in closed form), never from the solvers' own output.
 """
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -214,3 +215,51 @@ def test_admm_with_a_fixed_penalty_converges_to_the_regularised_minimiser():
     res = admm(y, K, Tikhonov(weight=w, operator="identity"), rhos=[rho] * 150, sigmas=[sigma] * 150, **TIGHT)
     np.testing.assert_allclose(res.x, want, atol=1e-8)
     np.testing.assert_allclose(res.aux, want, atol=1e-8)
+
+
+# -- scalar arguments and units (issue 16, part 3) ---------------------------------------
+@pytest.mark.parametrize("solver", [hqs, admm])
+@pytest.mark.parametrize(
+    "kwargs, exc, words",
+    [
+        (dict(noise_level="0.01"), TypeError, "noise_level must be a real number"),
+        (dict(noise_level=True), TypeError, "noise_level must be a real number"),
+        (dict(noise_level=float("nan")), ValueError, "noise_level"),
+        (dict(noise_level=0.01, lam=float("nan"), sigmas=[0.1, 0.05]), ValueError, "lam"),
+        (dict(noise_level=0.01, lam="0.2"), TypeError, "lam"),
+        (dict(noise_level=0.01, sigma_start=-1.0), ValueError, "sigma_start"),
+        (dict(noise_level=0.01, sigmas=["0.1", 0.05]), TypeError, r"sigmas\[0\]"),
+        (dict(noise_level=0.01, sigmas="0.1"), TypeError, "sigmas must be a sequence"),
+        (dict(noise_level=0.01, n_iter=2.0), ValueError, "n_iter"),
+    ],
+)
+def test_scalar_arguments_are_checked_like_the_priors_sigma(solver, kwargs, exc, words):
+    # hqs(noise_level="0.01") ran while prior(z, "0.1") raised: one check for both now
+    K, _, y = _problem()
+    with pytest.raises(exc, match=words):
+        solver(y, K, Tikhonov(), progress=False, **kwargs)
+
+
+def test_scalar_arguments_accept_numpy_and_tensor_scalars():
+    K, _, y = _problem()
+    a = hqs(y, K, Tikhonov(), noise_level=0.02, n_iter=3, progress=False).x
+    b = hqs(y, K, Tikhonov(), noise_level=np.float64(0.02), n_iter=3, progress=False).x
+    c = hqs(y, K, Tikhonov(), noise_level=torch.tensor(0.02, dtype=torch.float64), n_iter=3, progress=False).x
+    np.testing.assert_array_equal(b, a)
+    np.testing.assert_array_equal(c, a)
+    hqs(y, K, Tikhonov(), noise_level=np.float32(0.02), n_iter=3, progress=False)
+
+
+@pytest.mark.parametrize("solver", [hqs, admm])
+def test_grey_level_units_warn(solver):
+    # images in 0-255 or a noise_level in grey levels made HQS 5-12 dB worse, silently
+    K, _, y = _problem()
+    with pytest.warns(UserWarning, match="noise_level=5 is larger than"):
+        solver(y, K, Tikhonov(), noise_level=5.0, n_iter=2, progress=False)
+    with pytest.warns(UserWarning, match=r"y has values in \[.*\]; .* \[0, 1\]"):
+        solver(y * 255.0, K, Tikhonov(), noise_level=0.01, n_iter=2, progress=False)
+    # a noisy image in [0, 1] (values slightly outside) does not warn
+    noisy = y + 0.2 * np.random.default_rng(0).standard_normal(y.shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        solver(noisy, K, Tikhonov(), noise_level=0.2, n_iter=2, progress=False)

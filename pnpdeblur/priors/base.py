@@ -18,7 +18,7 @@ import torch
 from ..backend import array_kind, check_finite, check_float, from_torch, to_torch
 from ..operators.base import to_nchw
 
-__all__ = ["Prior", "BasePrior", "check_sigma"]
+__all__ = ["Prior", "BasePrior", "check_sigma", "check_real"]
 
 
 @runtime_checkable
@@ -29,18 +29,30 @@ class Prior(Protocol):
         ...
 
 
+def check_real(value: Any, name: str, *, allow_zero: bool = True, what: str = "") -> float:
+    """Return a real scalar argument as a float, or raise naming it.
+
+    The one check for scalar arguments of priors and solvers (``sigma``, ``noise_level``,
+    schedule parameters): Python/numpy real numbers and one-element tensors pass; strings,
+    bools and other types raise ``TypeError``; NaN, Inf, negative values (and zero unless
+    ``allow_zero``) raise ``ValueError``.
+    """
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.is_complex():
+            raise ValueError(f"{name} must be a real scalar, got a tensor of shape {tuple(value.shape)}")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        kind = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be a finite {kind} number{what}, got {value!r}")
+    return v
+
+
 def check_sigma(sigma: Any) -> float:
     """Return ``sigma`` as a float, raising for negative, non-finite or non-numeric values."""
-    if isinstance(sigma, torch.Tensor):
-        if sigma.numel() != 1:
-            raise ValueError(f"sigma must be a scalar, got a tensor of shape {tuple(sigma.shape)}")
-        sigma = float(sigma)
-    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
-        raise TypeError(f"sigma must be a real number, got {type(sigma).__name__}")
-    s = float(sigma)
-    if not math.isfinite(s) or s < 0:
-        raise ValueError(f"sigma must be a finite non-negative number (noise std), got {sigma!r}")
-    return s
+    return check_real(sigma, "sigma", what=" (noise std)")
 
 
 class BasePrior:

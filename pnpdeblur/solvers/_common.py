@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import inspect
-import math
+import warnings
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
@@ -40,15 +40,36 @@ def prepare_like(v: Any, yt: torch.Tensor, name: str, detach: bool = True) -> Op
 
 
 def check_noise_level(noise_level: Any) -> Optional[float]:
+    """``noise_level`` as a float (None stays None); warns when it looks like grey levels."""
     if noise_level is None:
         return None
-    try:
-        v = float(noise_level)
-    except (TypeError, ValueError):
-        raise TypeError(f"noise_level must be a real number, got {type(noise_level).__name__}") from None
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"noise_level must be a finite non-negative number, got {noise_level!r}")
+    from ..priors.base import check_real
+
+    v = check_real(noise_level, "noise_level", what=" (noise std for images in [0, 1])")
+    if v > 1:
+        warnings.warn(
+            f"noise_level={v:g} is larger than the whole [0, 1] image range: it is the noise std "
+            f"of images in [0, 1] (for 8-bit grey levels divide by 255: {v / 255:.4g})",
+            UserWarning,
+            stacklevel=3,
+        )
     return v
+
+
+def check_image_range(y: torch.Tensor, name: str = "y") -> None:
+    """Warn when ``y`` lies far outside [0, 1] (e.g. an 8-bit image given as 0-255 floats).
+
+    The priors and the default schedules assume images in [0, 1]; noise can push values a
+    little outside, so only values beyond [-0.5, 1.5] count.
+    """
+    lo, hi = float(y.detach().min()), float(y.detach().max())
+    if hi > 1.5 or lo < -0.5:
+        warnings.warn(
+            f"{name} has values in [{lo:.3g}, {hi:.3g}]; the priors and schedules assume images "
+            f"in [0, 1] (divide 8-bit images by 255), so results will be poor",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def prior_caller(prior: Any) -> Callable[[torch.Tensor, float, Dict[str, Any]], torch.Tensor]:

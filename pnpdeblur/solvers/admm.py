@@ -15,7 +15,15 @@ import torch
 
 from ..backend import from_torch
 from ..operators.base import LinearOperator
-from ._common import XStep, check_noise_level, prepare_like, prepare_observation, prior_caller, relative_residual
+from ._common import (
+    XStep,
+    check_image_range,
+    check_noise_level,
+    prepare_like,
+    prepare_observation,
+    prior_caller,
+    relative_residual,
+)
 from .hqs import resolve_schedule
 from .result import SolverResult, _Recorder
 from .schedules import DEFAULT_LAMBDA, DEFAULT_SIGMA_START
@@ -58,6 +66,7 @@ def admm(
         ``'primal_residual'`` = ‖x − z‖/‖z‖), ``settings``, ``converged``.
     """
     yt, kind, restore = prepare_observation(y, K)
+    check_image_range(yt)
     noise_level = check_noise_level(noise_level)
     rho_list, sig = resolve_schedule(noise_level, rhos, sigmas, n_iter, lam, sigma_start)
     call_prior = prior_caller(prior)

@@ -11,15 +11,24 @@ with ``σ_k = σ sqrt(λ / β_k)`` the noise level implied by β (``γ = λ σ²
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
 from ..backend import from_torch
 from ..operators.base import LinearOperator
-from ._common import XStep, check_noise_level, prepare_like, prepare_observation, prior_caller, relative_residual
+from ._common import (
+    XStep,
+    check_image_range,
+    check_noise_level,
+    prepare_like,
+    prepare_observation,
+    prior_caller,
+    relative_residual,
+)
 from .result import SolverResult, _Recorder
-from .schedules import DEFAULT_LAMBDA, DEFAULT_SIGMA_START, MIN_NOISE_LEVEL, _as_list, dpir_schedule
+from .schedules import DEFAULT_LAMBDA, DEFAULT_SIGMA_START, MIN_NOISE_LEVEL, _as_list, _check_positive, dpir_schedule
 
 __all__ = ["hqs", "resolve_schedule"]
 
@@ -33,6 +42,10 @@ def resolve_schedule(
     sigma_start: float,
 ) -> Tuple[list, list]:
     """Turn the (optional) schedule arguments of HQS/ADMM into explicit β and σ lists."""
+    lam = _check_positive("lam", lam)
+    sigma_start = _check_positive("sigma_start", sigma_start)
+    if n_iter is not None and (isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral) or n_iter < 1):
+        raise ValueError(f"n_iter must be a positive int, got {n_iter!r}")
     if betas is None and sigmas is None:
         if noise_level is None:
             raise ValueError(
@@ -99,7 +112,8 @@ def hqs(
     noise_level : float, optional
         Standard deviation σ of the noise in ``y``. With no explicit schedule it sets
         the default DPIR-style schedule (8 iterations, σ_k from 49/255 down to σ,
-        ``β_k = λσ²/σ_k²``; σ below 2/255 is raised to 2/255).
+        ``β_k = λσ²/σ_k²``; σ below 2/255 is raised to 2/255). It is the std of images
+        in [0, 1]: a value above 1 (grey levels?) warns, as does a ``y`` far outside [0, 1].
     betas : sequence of float, optional
         Explicit rising β schedule (e.g. :func:`~pnpdeblur.solvers.schedules.geometric_betas`).
         The prior then gets ``σ_k = σ sqrt(λ/β_k)``.
@@ -150,6 +164,7 @@ def hqs(
     >>> x = res.x
     """
     yt, kind, restore = prepare_observation(y, K)
+    check_image_range(yt)
     noise_level = check_noise_level(noise_level)
     bet, sig = resolve_schedule(noise_level, betas, sigmas, n_iter, lam, sigma_start)
     call_prior = prior_caller(prior)

@@ -33,13 +33,9 @@ MIN_NOISE_LEVEL = 2.0 / 255.0
 
 
 def _check_positive(name: str, v: float, allow_zero: bool = False) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {type(v).__name__}") from None
-    if not math.isfinite(f) or f < 0 or (f == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a finite {'non-negative' if allow_zero else 'positive'} number, got {v!r}")
-    return f
+    from ..priors.base import check_real  # the one scalar check of priors and solvers
+
+    return check_real(v, name, allow_zero=allow_zero)
 
 
 def geometric_betas(beta_start: float, beta_end: float, n_iter: int) -> List[float]:
@@ -110,13 +106,9 @@ def sigma_from_beta(beta: float, noise_level: float, lam: float = DEFAULT_LAMBDA
 
 
 def _as_list(name: str, v: Sequence[float]) -> List[float]:
-    try:
-        out = [float(b) for b in v]
-    except TypeError:
-        raise TypeError(f"{name} must be a sequence of numbers, got {type(v).__name__}") from None
+    if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of numbers, got {type(v).__name__}")
+    out = [_check_positive(f"{name}[{i}]", b, allow_zero=True) for i, b in enumerate(v)]
     if not out:
         raise ValueError(f"{name} must not be empty")
-    for b in out:
-        if not math.isfinite(b) or b < 0:
-            raise ValueError(f"{name} must hold finite non-negative numbers, got {b!r}")
     return out
