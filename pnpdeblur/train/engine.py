@@ -353,7 +353,7 @@ class Trainer:
         if self.is_main and cfg.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=cfg.steps, initial=self.step, unit="step", dynamic_ncols=True, desc="train")
+            bar = tqdm(total=cfg.steps, initial=self.step, unit="step", dynamic_ncols=True, desc="train", mininterval=0.5)
         self.model.train()
         t0 = self._t0 = time.perf_counter()
         step0 = self.step
@@ -460,6 +460,10 @@ class Trainer:
         self.history.append(row)
         if self.is_main and self.cfg.out_dir:
             write_logs(self.history, self.cfg.out_dir)
+        if self.is_main and not self.cfg.progress:  # no bar: a plain line for batch-job logs
+            more = "".join(f" {k} {v:.4g}" for k, v in extra.items())
+            print(f"step {self.step}/{self.cfg.steps} loss {row['loss']:.4g} lr {lr:.3g}{more} "
+                  f"{sps:.1f} samples/s", flush=True)
 
     # ------------------------------------------------------------- validation
     def validate(self) -> Dict[str, float]:
