@@ -12,11 +12,14 @@ __all__ = ["SolverResult", "psnr_torch"]
 
 
 def psnr_torch(x: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -> float:
-    """PSNR in dB of ``x`` against ``ref`` over the whole batch (private helper for histories)."""
-    mse = float(torch.mean((x.detach().to(ref.dtype) - ref) ** 2))
-    if mse == 0.0:
-        return math.inf
-    return 10.0 * math.log10(data_range**2 / mse)
+    """PSNR in dB of ``(N, C, H, W)`` ``x`` against ``ref``: per image, then the batch mean.
+
+    The definition of :func:`pnpdeblur.metrics.psnr` (``reduction="mean"``), so a solver's
+    history and the metric agree (pooling the MSE over the batch gave a different figure).
+    """
+    mse = torch.mean((x.detach().to(ref.dtype) - ref) ** 2, dim=tuple(range(1, ref.ndim)))
+    vals = [math.inf if m == 0.0 else 10.0 * math.log10(data_range**2 / m) for m in mse.tolist()]
+    return float(sum(vals) / len(vals))
 
 
 @dataclass
@@ -30,7 +33,8 @@ class SolverResult:
     history : list of dict
         One entry per outer iteration with at least ``'iteration'`` and ``'time'``
         (seconds since the start); solvers add ``'residual'`` (relative data residual
-        ``‖Kx − y‖ / ‖y‖``), ``'psnr'`` (dB, when a reference was given) and their own
+        ``‖Kx − y‖ / ‖y‖``), ``'psnr'`` (dB, when a reference was given; per image, then
+        averaged, as :func:`pnpdeblur.metrics.psnr`) and their own
         quantities (``'beta'``, ``'sigma'``, ``'cg_iterations'``, ``'cg_converged'`` ...).
     settings : dict
         The parameters the solver actually used (schedules resolved to lists).
