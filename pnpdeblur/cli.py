@@ -1,0 +1,567 @@
+"""The ``pnpdeblur`` command line (also ``python -m pnpdeblur``).
+
+Subcommands
+-----------
+``pnpdeblur deblur IN… -o OUTDIR``
+    Blind deblurring of photos with :func:`pnpdeblur.deblur` (SEN flow → HQS/CG with a
+    prior, global iterations). Unreadable inputs are reported and skipped (exit status 1 at
+    the end); an input file is never overwritten (exit status 2 before any work). Under
+    ``torchrun`` the files are split across the processes.
+``pnpdeblur train <model> [args…]``
+    Forwards ``args`` to the model's training recipe (:data:`TRAINERS`; ``sen`` now).
+
+:func:`main` takes an argument list and returns the exit status, so the command line can be
+driven in-process (tests, notebooks); the console script passes it to ``sys.exit``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["main", "build_parser", "TRAINERS", "PRIORS", "OutputPlan", "plan_outputs", "collect_inputs"]
+
+# Exit statuses: 1 = some inputs failed (the others were written), 2 = usage error / refused.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _train_sen(argv: Sequence[str]) -> Any:
+    from .train.sen import main as sen_main
+
+    return sen_main(list(argv))
+
+
+#: ``pnpdeblur train <name> args…`` calls ``TRAINERS[name](args)``; add a model by adding an entry.
+TRAINERS: Dict[str, Callable[[Sequence[str]], Any]] = {"sen": _train_sen}
+
+
+def _prior_dncnn():
+    from .priors import DnCNNPrior
+
+    return DnCNNPrior()
+
+
+def _prior_tv():
+    from .priors import TV
+
+    return TV()
+
+
+#: ``--prior`` choices → factory of the HQS prior.
+PRIORS: Dict[str, Callable[[], Any]] = {"dncnn": _prior_dncnn, "tv": _prior_tv}
+
+
+_DEBLUR_EPILOG = """\
+examples:
+  pnpdeblur deblur photo.jpg -o out/                 # writes out/photo.png
+  pnpdeblur deblur shots/ -o out/ --recursive --device cuda
+  pnpdeblur deblur a.png b.jpg -o out/ --iterations 2 --save-flow --flow-npy
+  pnpdeblur deblur noisy.png -o out/ --noise-level 0.02 --prior tv
+  torchrun --nproc_per_node 4 -m pnpdeblur deblur shots/ -o out/ --device cuda
+
+outputs: OUTDIR/<stem>.png per input (8-bit; 16-bit PNG inputs give 16-bit PNGs; grey
+stays grey, an alpha channel is dropped). Inputs that share a stem get <stem>_1.png, ...
+(a note on stderr says which). Existing files in OUTDIR are replaced, but an output that
+would be one of the inputs is refused (exit status 2).
+
+exit status: 0 all written; 1 some inputs could not be read or deblurred (each is named
+on stderr; the others are written); 2 usage error or refused output directory.
+"""
+
+_TOP_EPILOG = """\
+examples:
+  pnpdeblur deblur blurred.jpg -o out/
+  pnpdeblur deblur photos/ -o out/ --recursive --device cuda --save-flow
+  pnpdeblur train sen --help
+  torchrun --nproc_per_node 2 -m pnpdeblur deblur photos/ -o out/ --device cuda
+
+run 'pnpdeblur <command> --help' for a command's options.
+"""
+
+
+def _wrap(text: str) -> str:
+    # The epilogs are pre-formatted (RawDescriptionHelpFormatter), so descriptions are wrapped here.
+    return textwrap.fill(text, width=88)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``pnpdeblur`` (subcommands ``deblur`` and ``train``)."""
+    from . import __version__
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    ap = argparse.ArgumentParser(
+        prog="pnpdeblur",
+        description=_wrap("Plug-and-play motion deblurring: blind deblurring of photos with a learned "
+                          "motion-flow estimator (SEN) and HQS/CG deconvolution with a denoising prior."),
+        epilog=_TOP_EPILOG, formatter_class=fmt)
+    ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser(
+        "deblur", help="deblur photos (files or folders) into an output folder",
+        description=_wrap("Blind motion deblurring of photos: estimate the per-pixel motion flow with "
+                          "SEN, deconvolve by HQS/CG with a prior, and repeat on the result "
+                          "(global iterations, Wu et al.)."),
+        epilog=_DEBLUR_EPILOG, formatter_class=fmt)
+    d.add_argument("inputs", nargs="+", metavar="IN", type=Path,
+                   help="image files or folders of images (%s)" % " ".join(_image_extensions()))
+    d.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR",
+                   help="output folder (created if needed)")
+    d.add_argument("-r", "--recursive", action="store_true", help="search folders recursively")
+    d.add_argument("--iterations", type=_positive_int, default=3, metavar="N",
+                   help="global iterations: flow re-estimated on the previous result (default: 3)")
+    d.add_argument("--prior", choices=sorted(PRIORS), default="dncnn",
+                   help="HQS prior: the shipped DnCNN denoiser or total variation (default: dncnn)")
+    d.add_argument("--noise-level", type=_nonneg_float, default=None, metavar="S",
+                   help="noise std of the photos on the [0, 1] scale (default: estimated per image)")
+    d.add_argument("--flow-scale", type=_flow_scale, default=1.0, metavar="F",
+                   help="estimate the flow at this scale (<= 1) for blur beyond SEN's range "
+                        "of about 46 px (default: 1)")
+    d.add_argument("--device", default=None,
+                   help="torch device, e.g. 'cuda' or 'cuda:1' (default: cpu); under torchrun "
+                        "'cuda' means cuda:LOCAL_RANK")
+    d.add_argument("--save-flow", action="store_true",
+                   help="also write <stem>_flow.png, the colour-coded flow of the last iteration")
+    d.add_argument("--flow-npy", action="store_true",
+                   help="also write <stem>_flow.npy, the raw flow (2, H, W) float32 in pixels "
+                        "(u right, v down); implies --save-flow")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    adv = d.add_argument_group("advanced (speed / quality trade-offs)")
+    adv.add_argument("--hqs-iters", type=_positive_int, default=8, metavar="N",
+                     help="HQS iterations per global iteration (default: 8)")
+    adv.add_argument("--cg-iters", type=_positive_int, default=30, metavar="N",
+                     help="conjugate-gradient budget of each HQS x-step (default: 30)")
+    adv.add_argument("--flow-weights", type=Path, default=None, metavar="PATH",
+                     help="SEN checkpoint to use instead of the shipped one (e.g. written by "
+                          "'pnpdeblur train sen --out PATH')")
+    d.set_defaults(handler=_run_deblur, sub_parser=d)
+
+    t = sub.add_parser(
+        "train", add_help=False,  # '--help' after the model name belongs to the model's recipe
+        help="train a network: 'pnpdeblur train <model> [args…]' (see 'pnpdeblur train -h')",
+        usage="pnpdeblur train {%s} [args…]" % ",".join(TRAINERS),
+        description=_wrap("Train a network; the arguments after the model name go to its training "
+                          "recipe ('pnpdeblur train <model> --help' lists them)."),
+        epilog="example:\n  pnpdeblur train sen --corpus photos/ --steps 6000 --device cuda --amp",
+        formatter_class=fmt)
+    t.add_argument("model", nargs="?", metavar="MODEL", help="one of: " + ", ".join(TRAINERS))
+    t.set_defaults(handler=_run_train, sub_parser=t)
+    return ap
+
+
+# -- argument types ----------------------------------------------------------------------
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def _finite_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not np.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {s!r}")
+    return v
+
+
+def _nonneg_float(s: str) -> float:
+    v = _finite_float(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {s!r}")
+    return v
+
+
+def _flow_scale(s: str) -> float:
+    v = _finite_float(s)
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {s!r}")
+    return v
+
+
+def _image_extensions() -> Tuple[str, ...]:
+    from .data.datasets import IMAGE_EXTENSIONS
+
+    return IMAGE_EXTENSIONS
+
+
+# -- planning: inputs → outputs ------------------------------------------------------------
+def _err(msg: str) -> None:
+    # tqdm.write keeps progress bars intact; resolve sys.stderr at call time (captured in tests)
+    from tqdm.auto import tqdm
+
+    tqdm.write(msg, file=sys.stderr)
+
+
+def collect_inputs(inputs: Sequence[Path], recursive: bool = False) -> Tuple[List[Path], List[Tuple[Path, str]]]:
+    """Expand the ``IN`` arguments into image files.
+
+    Parameters
+    ----------
+    inputs : sequence of Path
+        Files (taken as given, whatever their extension) and folders (their files with an
+        image extension, see :data:`pnpdeblur.data.IMAGE_EXTENSIONS`).
+    recursive : bool
+        Search folders recursively.
+
+    Returns
+    -------
+    files : list of Path
+        In argument order (folders sorted), each file once (compared by resolved path).
+    problems : list of (Path, str)
+        Arguments that give nothing: missing paths and folders without images.
+    """
+    from .data.datasets import list_images
+
+    files: List[Path] = []
+    seen = set()
+    problems: List[Tuple[Path, str]] = []
+    for p in inputs:
+        if p.is_dir():
+            try:
+                found = list_images(p, recursive=recursive)
+            except (ValueError, FileNotFoundError, OSError) as e:
+                problems.append((p, str(e)))
+                continue
+        elif p.exists():
+            found = [p]
+        else:
+            problems.append((p, "no such file or folder"))
+            continue
+        for f in found:
+            key = os.path.normcase(str(f.resolve()))
+            if key not in seen:  # a file named twice (or inside a named folder) is done once
+                seen.add(key)
+                files.append(f)
+    return files, problems
+
+
+@dataclass
+class OutputPlan:
+    """Where one input's results go."""
+
+    source: Path                 #: the input file
+    image: Path                  #: deblurred picture
+    flow_png: Optional[Path]     #: colour-coded flow (``--save-flow``)
+    flow_npy: Optional[Path]     #: raw flow (``--flow-npy``)
+    renamed: bool = False        #: the stem clashed with an earlier input's outputs
+
+
+def plan_outputs(files: Sequence[Path], outdir: Path, save_flow: bool = False,
+                 flow_npy: bool = False) -> List[OutputPlan]:
+    """Output paths for ``files``: ``<stem>.png`` (+ ``<stem>_flow.png`` / ``.npy``), no clashes.
+
+    A file whose names are already taken by an earlier file (same stem, or ``x_flow.png``
+    next to ``x.png`` with ``--save-flow``) gets ``<stem>_1``, ``<stem>_2``, … Names are
+    compared case-insensitively (case-insensitive file systems). The plan depends only on
+    ``files`` and the options, so every torchrun rank computes the same one.
+    """
+    taken = set()
+    plans = []
+    for f in files:
+        stem, k = f.stem, 0
+        while True:
+            base = stem if k == 0 else f"{stem}_{k}"
+            names = [base + ".png"]
+            if save_flow or flow_npy:
+                names.append(base + "_flow.png")
+            if flow_npy:
+                names.append(base + "_flow.npy")
+            if not any(n.casefold() in taken for n in names):
+                break
+            k += 1
+        taken.update(n.casefold() for n in names)
+        plans.append(OutputPlan(
+            f, outdir / names[0],
+            outdir / names[1] if len(names) > 1 else None,
+            outdir / names[2] if len(names) > 2 else None,
+            renamed=k > 0))
+    return plans
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if os.path.normcase(str(a.resolve())) == os.path.normcase(str(b.resolve())):
+        return True
+    try:  # hard links and other aliases the path text does not show
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _overwrite_conflicts(plans: Sequence[OutputPlan], inputs: Sequence[Path]) -> List[Tuple[Path, Path]]:
+    """(output, input) pairs where writing the output would replace an input file."""
+    by_key = {os.path.normcase(str(p.resolve())): p for p in inputs}
+    out = []
+    for pl in plans:
+        for o in (pl.image, pl.flow_png, pl.flow_npy):
+            if o is None:
+                continue
+            hit = by_key.get(os.path.normcase(str(o.resolve())))
+            if hit is None and o.exists():
+                hit = next((p for p in inputs if _same_file(o, p)), None)
+            if hit is not None:
+                out.append((o, hit))
+    return out
+
+
+# -- image I/O -------------------------------------------------------------------------------
+def _is_16bit_png(path: Path) -> bool:
+    """True for a PNG whose IHDR says 16 bits per sample (read from the header only)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(26)
+    except OSError:
+        return False
+    # signature (8) + chunk length (4) + b"IHDR" (4) + width (4) + height (4) + bit depth (1)
+    return len(head) >= 25 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and head[24] == 16
+
+
+def _read(path: Path) -> Tuple[np.ndarray, bool]:
+    """Image as float32 ``(H, W, C)`` (C = 1 or 3, as stored) and whether it is a 16-bit PNG."""
+    from .data.datasets import read_image
+
+    img = read_image(path, channels=None)  # keeps grey grey, drops alpha; raises for bad files
+    return img, _is_16bit_png(path)
+
+
+def _to_storage(x: np.ndarray, sixteen: bool) -> np.ndarray:
+    x = np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0)
+    x = np.round(x * 65535.0).astype(np.uint16) if sixteen else np.round(x * 255.0).astype(np.uint8)
+    return x[..., 0] if x.ndim == 3 and x.shape[2] == 1 else x
+
+
+def _atomic_save(path: Path, write: Callable[[Path], None]) -> None:
+    # Write next to the target and rename: an interrupted run never leaves a truncated output.
+    tmp = path.with_name(f".{path.stem}.part{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _png16_bytes(arr: np.ndarray) -> bytes:
+    """A 16-bit grey or RGB PNG of ``arr`` (uint16 ``(H, W)`` or ``(H, W, 3)``).
+
+    Pillow (behind ``skimage.io.imsave``) cannot write 16-bit colour PNGs, and the format is
+    simple: IHDR, one zlib stream of rows each prefixed by filter type 0, IEND.
+    """
+    import struct
+    import zlib
+
+    h, w = arr.shape[:2]
+    colour_type = 0 if arr.ndim == 2 else 2  # grey / RGB
+    rows = np.ascontiguousarray(arr, dtype=">u2").reshape(h, -1).view(np.uint8)  # big-endian samples
+    raw = np.concatenate((np.zeros((h, 1), np.uint8), rows), axis=1).tobytes()
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    return _PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+
+
+def _imsave(path: Path, arr: np.ndarray) -> None:
+    if arr.dtype == np.uint16:
+        data = _png16_bytes(arr)
+        _atomic_save(path, lambda p: p.write_bytes(data))
+        return
+    from skimage import io
+
+    _atomic_save(path, lambda p: io.imsave(str(p), arr, check_contrast=False))
+
+
+# -- commands --------------------------------------------------------------------------------
+def _resolve_device(spec: Optional[str], distributed: bool) -> Optional[str]:
+    if spec is None:
+        return None
+    import torch
+
+    if distributed and spec == "cuda":
+        from .train.distributed import local_rank
+
+        spec = f"cuda:{local_rank()}"  # one GPU per process
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"--device {spec!r} is not a torch device ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {spec!r}: CUDA is not available")
+    return str(dev)
+
+
+def _run_deblur(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .train import distributed as dist
+
+    files, problems = collect_inputs(args.inputs, args.recursive)
+    save_flow = args.save_flow or args.flow_npy
+    outdir: Path = args.output
+    if outdir.exists() and not outdir.is_dir():
+        print(f"pnpdeblur deblur: error: output {outdir} exists and is not a folder", file=sys.stderr)
+        return EXIT_USAGE
+    plans = plan_outputs(files, outdir, save_flow, args.flow_npy)
+    conflicts = _overwrite_conflicts(plans, files)
+    if conflicts:
+        for o, i in conflicts:
+            print(f"pnpdeblur deblur: error: output {o} would overwrite the input {i}", file=sys.stderr)
+        print("pnpdeblur deblur: error: refusing to write; choose another output folder (-o)", file=sys.stderr)
+        return EXIT_USAGE
+
+    owns_group = not dist.is_distributed()
+    distributed = dist.env_world_size() > 1 and dist.init_distributed()
+    try:
+        device = _resolve_device(args.device, distributed)
+    except ValueError as e:
+        print(f"pnpdeblur deblur: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    main_rank = dist.is_main_process()
+    failed: List[str] = []
+    if main_rank:  # argument-level problems are reported once, not by every rank
+        for p, why in problems:
+            _err(f"pnpdeblur: skipped {p}: {why}")
+            failed.append(str(p))
+        for pl in plans:
+            if pl.renamed:
+                _err(f"pnpdeblur: note: {pl.source} → {pl.image.name} (its name is taken by another input)")
+    mine = dist.shard(plans)
+    if mine:
+        outdir.mkdir(parents=True, exist_ok=True)
+        try:
+            prior, flow_model = _load_models(args)
+        except Exception as e:  # bad --flow-weights, missing or corrupt shipped weights
+            _err(f"pnpdeblur deblur: error: cannot load the models: {e}")
+            failed += [str(pl.source) for pl in mine]  # no early return: other ranks wait below
+        else:
+            failed += _deblur_files(mine, args, device, prior, flow_model)
+    if distributed:
+        failed = [f for part in dist.all_gather_objects(failed) for f in part]
+        if owns_group:
+            import torch.distributed
+
+            torch.distributed.destroy_process_group()
+    if failed and main_rank:
+        _err(f"pnpdeblur: {len(failed)} input(s) failed: {', '.join(failed)}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _load_models(args: argparse.Namespace) -> Tuple[Any, Any]:
+    prior = PRIORS[args.prior]()
+    if args.flow_weights is not None:
+        from .nets.sen import SEN
+
+        flow_model = SEN.from_checkpoint(args.flow_weights)
+    else:
+        from .estimation.learned import default_flow_model
+
+        flow_model = default_flow_model()
+    return prior, flow_model
+
+
+def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device: Optional[str],
+                  prior: Any, flow_model: Any) -> List[str]:
+    """Deblur and write each planned file; returns the names of those that failed."""
+    from tqdm.auto import tqdm
+
+    from .pipeline import deblur
+    from .train.distributed import rank, world_size
+
+    progress = not args.no_progress
+    failed: List[str] = []
+    desc = "images" if world_size() == 1 else f"images (rank {rank()})"
+    for pl in tqdm(plans, desc=desc, unit="img", disable=not progress, dynamic_ncols=True):
+        try:
+            img, sixteen = _read(pl.source)
+        except (FileNotFoundError, ValueError, OSError) as e:
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0]  # decoders add multi-line hints
+            _err(f"pnpdeblur: skipped {pl.source}: not a readable image ({why})")
+            failed.append(str(pl.source))
+            continue
+        try:
+            res = deblur(img, iterations=args.iterations, prior=prior, noise_level=args.noise_level,
+                         flow_model=flow_model, n_iter=args.hqs_iters, cg_iters=args.cg_iters,
+                         flow_scale=args.flow_scale, device=device, progress=progress)
+        except Exception as e:  # one bad photo must not stop a batch; it is named and counted
+            _err(f"pnpdeblur: failed on {pl.source}: {type(e).__name__}: {e}")
+            failed.append(str(pl.source))
+            continue
+        try:
+            _imsave(pl.image, _to_storage(res.x, sixteen))
+            if pl.flow_png is not None:
+                from .viz import flow_to_color
+
+                flow = np.asarray(res.flow[-1], dtype=np.float32)
+                _imsave(pl.flow_png, flow_to_color(flow, symmetric=True))  # blur: m ≡ −m
+                if pl.flow_npy is not None:
+                    _atomic_save(pl.flow_npy, lambda p: np.save(p, flow))
+        except (OSError, ValueError, TypeError) as e:  # disk full, permissions, encoder refusals
+            _err(f"pnpdeblur: cannot write the result of {pl.source}: {e}")
+            failed.append(str(pl.source))
+    return failed
+
+
+def _run_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    if args.model is None:
+        args.sub_parser.print_help(sys.stdout if {"-h", "--help"} & set(extra) else sys.stderr)
+        return EXIT_OK if {"-h", "--help"} & set(extra) else EXIT_USAGE
+    if args.model not in TRAINERS:
+        print(f"pnpdeblur train: error: unknown model {args.model!r} (choose from {', '.join(TRAINERS)})",
+              file=sys.stderr)
+        return EXIT_USAGE
+    TRAINERS[args.model](list(extra))
+    return EXIT_OK
+
+
+def _exit_code(code: Any) -> int:
+    if code is None:
+        return EXIT_OK
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)  # SystemExit("message") convention
+    return EXIT_FAILED
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments after the program name.
+
+    Returns
+    -------
+    int
+        0 success, 1 some inputs failed (or a training run / model load failed), 2 usage
+        error or refused output. ``--help`` and ``--version`` return 0 instead of exiting.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        # parse_known_args: what follows 'train <model>' belongs to the model's own parser
+        args, extra = parser.parse_known_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        if args.command == "deblur":
+            # again, intermixed: 'deblur a.png -o out b.png' has inputs on both sides of -o
+            args, extra = args.sub_parser.parse_intermixed_args(argv[argv.index("deblur") + 1:]), []
+        return args.handler(args, extra)
+    except SystemExit as e:  # argparse (ours or a recipe's): --help, --version, usage errors
+        return _exit_code(e.code)
+    except KeyboardInterrupt:
+        print("pnpdeblur: interrupted", file=sys.stderr)
+        return 130
