@@ -19,6 +19,7 @@ import torch
 from ._images import as_image_batch
 from .estimation.learned import estimate_flow
 from .nets.sen import SEN
+from .priors.base import check_real
 
 __all__ = ["deblur", "DeblurResult", "estimate_noise_level"]
 
@@ -74,11 +75,12 @@ def _default_prior():
 
 def deblur(
     image: Any,
-    iterations: int = 3,
+    iterations: int = 1,
     prior: Optional[Callable] = None,
     noise_level: Union[float, None] = None,
     flow_model: Optional[SEN] = None,
     *,
+    noise_floor: float = 0.05,
     n_iter: int = 8,
     cg_iters: int = 30,
     cg_tol: float = 1e-4,
@@ -97,6 +99,9 @@ def deblur(
         or an ``(N, C, H, W)`` batch; uint8 or float in [0, 1]; grey, RGB or RGBA.
     iterations : int
         Global iterations (Wu et al.): each re-estimates the flow on the previous result.
+        Default 1: with the shipped SEN and DnCNN prior, later iterations lowered the PSNR on
+        average (``benchmarks/RESULTS.md``); Wu et al. pair them with RP-GAN, built to stop
+        deconvolution artifacts from growing from one level to the next.
     prior : callable, optional
         Prior for the HQS z-step (:mod:`pnpdeblur.priors`); default the shipped DnCNN
         (:class:`pnpdeblur.priors.DnCNNPrior`).
@@ -105,6 +110,11 @@ def deblur(
         re-estimate it on their input (the previous result is much less noisy).
     flow_model : SEN, optional
         Flow estimator (default: the shipped :meth:`pnpdeblur.nets.SEN.pretrained`).
+    noise_floor : float
+        Lowest noise level HQS is run with. An estimated flow is never exact, and the
+        deconvolution turns its errors into ringing; solving as if the noise were at least
+        ``noise_floor`` keeps the prior strong enough to suppress it (chosen from
+        ``benchmarks/blind.py``; 0 solves with the noise level alone).
     n_iter, cg_iters, cg_tol : int, int, float
         HQS iterations per global iteration and the CG budget of each x-step.
     flow_scale : float
@@ -137,19 +147,14 @@ def deblur(
 
     if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
         raise ValueError(f"iterations must be a positive int, got {iterations!r}")
+    noise_floor = check_real(noise_floor, "noise_floor")
     x, boundary = as_image_batch(image, "image")
     dev = torch.device(device) if device is not None else x.device
     obs = x.to(dev)
     if noise_level is None:
         levels = estimate_noise_level(obs)
     else:
-        try:
-            nl = float(noise_level)
-        except (TypeError, ValueError):
-            raise TypeError(f"noise_level must be a number or None, got {type(noise_level).__name__}") from None
-        if not np.isfinite(nl) or nl < 0:
-            raise ValueError(f"noise_level must be finite and >= 0, got {noise_level!r}")
-        levels = [nl] * obs.shape[0]
+        levels = [check_real(noise_level, "noise_level")] * obs.shape[0]
     ref = None
     if reference is not None:
         ref, _ = as_image_batch(reference, "reference")
@@ -176,7 +181,7 @@ def deblur(
             flow = estimate_flow(current, flow_model, scale=flow_scale)
             outs, hist = [], []
             for i in range(current.shape[0]):  # one operator (and schedule) per image
-                res = hqs(current[i:i + 1], MotionBlur(flow[i:i + 1]), prior, noise_level=levels[i],
+                res = hqs(current[i:i + 1], MotionBlur(flow[i:i + 1]), prior, noise_level=max(levels[i], noise_floor),
                           n_iter=n_iter, cg_iters=cg_iters, cg_tol=cg_tol, progress=False)
                 outs.append(res.x)
                 hist.append(res.history)
