@@ -1,0 +1,228 @@
+"""Blind deblurring: pd.estimate_flow (layouts, tiles, scale) and pd.deblur (end to end)."""
+import numpy as np
+import pytest
+import torch
+
+import pnpdeblur as pd
+from pnpdeblur.data import random_motion_flow, sample_image
+from pnpdeblur.estimation.learned import _from_doubled, _to_doubled
+from pnpdeblur.metrics import flow_mse, psnr
+from pnpdeblur.nets import SEN
+from pnpdeblur.pipeline import estimate_noise_level
+
+
+class ConstantFlowSEN(SEN):
+    """A SEN whose estimate is a fixed motion vector (or a callable of the input), for wiring tests."""
+
+    def __init__(self, vector=(6.0, 0.0), fn=None):
+        super().__init__(width=2, levels=1, stacks=1)
+        self.vector, self.fn, self.calls = vector, fn, []
+
+    @torch.no_grad()
+    def estimate(self, x):
+        self.calls.append(tuple(x.shape))
+        if self.fn is not None:
+            return self.fn(x)
+        f = torch.tensor(self.vector, dtype=x.dtype, device=x.device).view(1, 2, 1, 1)
+        return f.expand(x.shape[0], 2, *x.shape[-2:]).clone()
+
+
+@pytest.fixture(scope="module")
+def tiny_sen():
+    torch.manual_seed(0)
+    return SEN(width=4, levels=2).eval()
+
+
+def test_doubled_angle_round_trip_is_sign_invariant():
+    f = torch.randn(2, 2, 5, 7) * 10
+    back = _from_doubled(_to_doubled(f))
+    canon = pd.data.canonicalize_flow(f)
+    assert torch.allclose(back, canon, atol=1e-4)
+    assert torch.allclose(_to_doubled(f), _to_doubled(-f), atol=1e-5)
+
+
+def test_estimate_flow_layouts_and_types(tiny_sen):
+    rgb = sample_image("astronaut", size=(50, 70))
+    f = pd.estimate_flow(rgb, tiny_sen)
+    assert isinstance(f, np.ndarray) and f.shape == (2, 50, 70) and f.dtype == np.float32
+    # uint8 gives the same flow as the float image it encodes
+    u8 = np.round(rgb * 255).astype(np.uint8)
+    assert np.allclose(pd.estimate_flow(u8, tiny_sen), pd.estimate_flow(u8 / np.float32(255), tiny_sen), atol=1e-5)
+    # grey is replicated to RGB
+    grey = rgb.mean(2)
+    assert np.allclose(pd.estimate_flow(grey, tiny_sen), pd.estimate_flow(np.repeat(grey[:, :, None], 3, 2), tiny_sen),
+                       atol=1e-5)
+    # torch (C, H, W) and (N, C, H, W): same numbers, torch out
+    t = torch.from_numpy(rgb.transpose(2, 0, 1).copy())
+    ft = pd.estimate_flow(t, tiny_sen)
+    assert isinstance(ft, torch.Tensor) and ft.shape == (2, 50, 70)
+    assert np.allclose(ft.numpy(), f, atol=1e-5)
+    fb = pd.estimate_flow(torch.stack([t, t.flip(-1)]), tiny_sen)
+    assert fb.shape == (2, 2, 50, 70) and torch.allclose(fb[0], ft, atol=1e-5)
+    # float64 in -> float64 out
+    assert pd.estimate_flow(t.double(), tiny_sen).dtype == torch.float64
+
+
+@pytest.mark.parametrize("bad, err", [
+    (np.full((20, 20, 3), np.nan, np.float32), ValueError),
+    (np.zeros((0, 20, 3), np.float32), ValueError),
+    (np.zeros((20, 20, 5), np.float32), ValueError),
+    (np.zeros((2, 2, 2, 2, 2), np.float32), ValueError),
+    (np.zeros((20, 20), np.int16), TypeError),
+    ("photo.png", TypeError),
+])
+def test_estimate_flow_rejects_bad_input(tiny_sen, bad, err):
+    with pytest.raises(err, match="image"):
+        pd.estimate_flow(bad, tiny_sen)
+
+
+def test_estimate_flow_rejects_bad_arguments(tiny_sen):
+    img = np.zeros((32, 32, 3), np.float32)
+    with pytest.raises(TypeError, match="model"):
+        pd.estimate_flow(img, torch.nn.Conv2d(3, 2, 1))
+    with pytest.raises(ValueError, match="scale"):
+        pd.estimate_flow(img, tiny_sen, scale=2.0)
+    with pytest.raises(ValueError, match="tile"):
+        pd.estimate_flow(img, tiny_sen, tile=100)
+
+
+def test_tiles_cover_the_image_and_blend_opposite_representatives():
+    """Tiles meet where one says m and the other −m: the blend must keep |m|, not cancel it."""
+
+    def vertical(x):
+        # left half of the image (by absolute column) reports (0, +8), right half (0, −8)
+        f = torch.zeros(x.shape[0], 2, *x.shape[-2:])
+        f[:, 1] = 8.0 if float(x[0, 0, 0, 0]) < 0.5 else -8.0
+        return f
+
+    img = np.zeros((64, 200, 3), np.float32)
+    img[:, 100:] = 1.0  # tiles starting in the right half see 1.0 at their corner
+    m = ConstantFlowSEN(fn=vertical)
+    f = pd.estimate_flow(img, m, tile=96, overlap=32)
+    assert len(m.calls) >= 3 and all(c[-1] <= 96 for c in m.calls)
+    assert np.allclose(np.hypot(f[0], f[1]), 8.0, atol=1e-4)
+    # plain averaging of (u, v) would have given 0 where the tiles overlap
+
+
+def test_tiled_equals_untiled_for_a_constant_field():
+    m = ConstantFlowSEN((5.0, -3.0))
+    img = np.random.default_rng(0).random((150, 260, 3)).astype(np.float32)
+    f = pd.estimate_flow(img, m, tile=64, overlap=16)
+    assert np.allclose(f[0], 5.0, atol=1e-4) and np.allclose(f[1], -3.0, atol=1e-4)
+
+
+def test_scale_estimates_on_a_smaller_image_and_rescales_the_lengths():
+    m = ConstantFlowSEN((4.0, 2.0))
+    img = np.random.default_rng(0).random((80, 120, 3)).astype(np.float32)
+    f = pd.estimate_flow(img, m, scale=0.5)
+    assert m.calls[-1][-2:] == (40, 60)
+    assert f.shape == (2, 80, 120)
+    assert np.allclose(f[0], 8.0, atol=1e-3) and np.allclose(f[1], 4.0, atol=1e-3)
+
+
+def test_pretrained_sen_beats_the_zero_flow_on_a_held_out_photo():
+    """The shipped weights on a photo never used in training (astronaut), ±23 preset."""
+    img = sample_image("astronaut", size=128)
+    errs, zero = [], []
+    for seed in (1, 2):
+        flow = random_motion_flow((128, 128), "23", seed)
+        y = np.asarray(pd.MotionBlur(flow)(img), np.float32)
+        est = pd.estimate_flow(y)
+        errs.append(flow_mse(est, flow))
+        zero.append(flow_mse(np.zeros_like(flow), flow))
+    assert np.mean(errs) < 0.35 * np.mean(zero)
+
+
+def test_noise_level_estimate_matches_the_added_noise():
+    rng = np.random.default_rng(0)
+    for sigma in (0.01, 0.05):
+        # a flat image holds nothing but the noise: the MAD rule is unbiased (±2 % sampling error)
+        flat = 0.5 + sigma * rng.standard_normal((2, 3, 128, 128))
+        est = estimate_noise_level(torch.from_numpy(flat))
+        assert est == pytest.approx([sigma, sigma], rel=0.05)
+    # on a photo it agrees with scikit-image's wavelet estimator (another wavelet, same rule)
+    pytest.importorskip("pywt")
+    from skimage.restoration import estimate_sigma
+
+    img = sample_image("coffee", size=256)
+    y = img + 0.02 * rng.standard_normal(img.shape)
+    ref = estimate_sigma(y, average_sigmas=True, channel_axis=-1)
+    est = estimate_noise_level(torch.from_numpy(y.transpose(2, 0, 1)[None].copy()))[0]
+    assert est == pytest.approx(ref, rel=0.15)
+    with pytest.raises(ValueError, match="2×2"):
+        estimate_noise_level(torch.zeros(1, 1, 1, 5))
+
+
+def _blurred(size=64, vector=(7.0, 0.0), noise=0.005):
+    img = sample_image("astronaut", size=size)
+    flow = np.zeros((2, size, size), np.float32)
+    flow[0], flow[1] = vector
+    rng = np.random.default_rng(0)
+    y = np.clip(np.asarray(pd.MotionBlur(flow)(img)) + noise * rng.standard_normal(img.shape), 0, 1)
+    return img, y.astype(np.float32)
+
+
+def test_deblur_with_the_right_flow_sharpens_and_with_the_wrong_one_does_not():
+    """Wiring: the flow the model reports is the one deconvolved (direction and length matter)."""
+    img, y = _blurred()
+    right = pd.deblur(y, flow_model=ConstantFlowSEN((7.0, 0.0)), prior=pd.priors.TV(), noise_floor=0.0)
+    wrong = pd.deblur(y, flow_model=ConstantFlowSEN((0.0, 7.0)), prior=pd.priors.TV(), noise_floor=0.0)
+    p0 = psnr(y, img, channel_axis=-1)
+    assert psnr(right.x, img, channel_axis=-1) > p0 + 3
+    assert psnr(wrong.x, img, channel_axis=-1) < p0
+    assert right.x.shape == y.shape and right.x.dtype == np.float32
+    assert len(right.flow) == 1 and right.flow[0].shape == (2, 64, 64)
+    assert np.allclose(right.flow[0][0], 7.0)
+
+
+def test_deblur_global_iterations_uint8_grey_and_torch():
+    img, y = _blurred(48)
+    m = ConstantFlowSEN((7.0, 0.0))
+    res = pd.deblur(np.round(y * 255).astype(np.uint8), iterations=2, flow_model=m, prior=pd.priors.TV(),
+                    n_iter=3, reference=np.round(img * 255).astype(np.uint8))
+    assert res.x.dtype == np.uint8 and res.x.shape == y.shape
+    assert [e["iteration"] for e in res.history] == [0, 1] and len(res.flow) == 2
+    assert all("psnr" in e and "hqs" in e and e["noise_level"][0] >= 0 for e in res.history)
+    # the second iteration estimates the flow on the first result, not on the input
+    assert len(m.calls) == 2
+    grey = pd.deblur(y.mean(2), flow_model=m, prior=pd.priors.TV(), n_iter=3)
+    assert grey.x.shape == (48, 48)
+    t = torch.from_numpy(y.transpose(2, 0, 1).copy())
+    tr = pd.deblur(t, flow_model=m, prior=pd.priors.TV(), n_iter=3)
+    assert isinstance(tr.x, torch.Tensor) and tr.x.shape == t.shape
+    assert float(tr.x.min()) >= 0 and float(tr.x.max()) <= 1
+    assert isinstance(tr.flow[0], torch.Tensor) and tr.flow[0].shape == (2, 48, 48)
+
+
+def test_deblur_callback_can_stop_early():
+    _, y = _blurred(32)
+    res = pd.deblur(y, iterations=3, flow_model=ConstantFlowSEN(), prior=pd.priors.TV(), n_iter=2,
+                    callback=lambda entry, x: True)
+    assert len(res.history) == 1
+
+
+def test_deblur_rejects_bad_arguments():
+    _, y = _blurred(32)
+    m = ConstantFlowSEN()
+    with pytest.raises(ValueError, match="iterations"):
+        pd.deblur(y, iterations=0, flow_model=m)
+    with pytest.raises(ValueError, match="noise_level"):
+        pd.deblur(y, noise_level=-0.1, flow_model=m)
+    with pytest.raises(TypeError, match="noise_level"):
+        pd.deblur(y, noise_level="0.01", flow_model=m)
+    with pytest.raises(ValueError, match="noise_floor"):
+        pd.deblur(y, noise_floor=float("nan"), flow_model=m)
+    with pytest.raises(ValueError, match="image"):
+        pd.deblur(np.full_like(y, np.nan), flow_model=m)
+    with pytest.raises(ValueError, match="reference"):
+        pd.deblur(y, flow_model=m, reference=y[:10])
+
+
+def test_deblur_default_models_run_end_to_end():
+    """Shipped SEN and DnCNN, no arguments: a finite image of the input's size and dtype."""
+    img = sample_image("coffee", size=64)
+    flow = random_motion_flow((64, 64), "23", 3)
+    y = np.clip(np.asarray(pd.MotionBlur(flow)(img)), 0, 1).astype(np.float32)
+    res = pd.deblur(y)
+    assert res.x.shape == y.shape and np.isfinite(res.x).all()
+    assert 0 < res.noise_level[0] < 0.05
