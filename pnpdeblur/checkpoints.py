@@ -14,7 +14,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_header", "load_into", "CheckpointError"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_header", "load_into", "build_from_checkpoint", "CheckpointError"]
 
 _KEY = "pnpdeblur"
 PathLike = Union[str, os.PathLike]
@@ -140,3 +140,28 @@ def load_into(model: torch.nn.Module, path: PathLike, architecture: Optional[str
     except RuntimeError as e:
         raise CheckpointError(f"{path} does not fit {type(model).__name__}: {e}") from e
     return header
+
+
+def build_from_checkpoint(cls: type, path: PathLike, architecture: Optional[str] = None) -> torch.nn.Module:
+    """Construct ``cls(**config)`` from a checkpoint's header and load its weights strictly.
+
+    The model comes back in eval mode with the header as ``model.header``. A checkpoint of
+    another architecture, a config ``cls`` rejects, missing/unexpected/mis-shaped tensors and
+    NaN/Inf weights raise :class:`CheckpointError`.
+    """
+    arch = architecture or cls.__name__
+    state, header = load_checkpoint(path, arch)
+    try:
+        model = cls(**header["config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: config does not fit {arch}: {e}") from e
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{path}: tensor {k!r} holds NaN or Inf")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not fit {arch}{header['config']}: {e}") from e
+    model.eval()
+    model.header = header
+    return model

@@ -44,9 +44,9 @@ TRAINERS: Dict[str, Callable[[Sequence[str]], Any]] = {"sen": _train_sen}
 
 
 def _prior_dncnn():
-    from .priors import DnCNNPrior
+    from .pipeline import default_prior
 
-    return DnCNNPrior()
+    return default_prior()  # the same DnCNN set-up as pd.deblur's default
 
 
 def _prior_tv():
@@ -116,8 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR",
                    help="output folder (created if needed)")
     d.add_argument("-r", "--recursive", action="store_true", help="search folders recursively")
-    d.add_argument("--iterations", type=_positive_int, default=3, metavar="N",
-                   help="global iterations: flow re-estimated on the previous result (default: 3)")
+    d.add_argument("--iterations", type=_positive_int, default=1, metavar="N",
+                   help="global iterations: flow re-estimated on the previous result (default: 1)")
     d.add_argument("--prior", choices=sorted(PRIORS), default="dncnn",
                    help="HQS prior: the shipped DnCNN denoiser or total variation (default: dncnn)")
     d.add_argument("--noise-level", type=_nonneg_float, default=None, metavar="S",
@@ -137,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     adv = d.add_argument_group("advanced (speed / quality trade-offs)")
     adv.add_argument("--hqs-iters", type=_positive_int, default=8, metavar="N",
                      help="HQS iterations per global iteration (default: 8)")
-    adv.add_argument("--cg-iters", type=_positive_int, default=30, metavar="N",
-                     help="conjugate-gradient budget of each HQS x-step (default: 30)")
+    adv.add_argument("--cg-iters", type=_positive_int, default=10, metavar="N",
+                     help="conjugate-gradient budget of each HQS x-step (default: 10)")
     adv.add_argument("--flow-weights", type=Path, default=None, metavar="PATH",
                      help="SEN checkpoint to use instead of the shipped one (e.g. written by "
                           "'pnpdeblur train sen --out PATH')")

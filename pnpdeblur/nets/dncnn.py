@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 from torch import nn
 
-from ..checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from ..checkpoints import build_from_checkpoint, save_checkpoint
 
 __all__ = ["DnCNN", "PRETRAINED_PATH"]
 
@@ -81,18 +81,7 @@ class DnCNN(nn.Module):
     @classmethod
     def from_checkpoint(cls, path) -> "DnCNN":
         """Build a DnCNN from a checkpoint's config and load its weights (strict)."""
-        state, header = load_checkpoint(path, "DnCNN")
-        try:
-            model = cls(**header["config"])
-        except TypeError as e:
-            raise CheckpointError(f"{path}: config does not fit DnCNN: {e}") from e
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise CheckpointError(f"{path} does not fit DnCNN{header['config']}: {e}") from e
-        model.eval()
-        model.header = header
-        return model
+        return build_from_checkpoint(cls, path, "DnCNN")
 
     @classmethod
     def pretrained(cls) -> "DnCNN":

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from ..checkpoints import build_from_checkpoint, save_checkpoint
 
 __all__ = ["SEN", "SEN_PRETRAINED_PATH"]
 
@@ -191,21 +191,7 @@ class SEN(nn.Module):
     @classmethod
     def from_checkpoint(cls, path) -> "SEN":
         """Build a SEN from a checkpoint's config, load its weights (strict), eval mode."""
-        state, header = load_checkpoint(path, "SEN")
-        try:
-            model = cls(**header["config"])
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: config does not fit SEN: {e}") from e
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise CheckpointError(f"{path} does not fit SEN{header['config']}: {e}") from e
-        for k, v in state.items():
-            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
-                raise CheckpointError(f"{path}: tensor {k!r} holds NaN or Inf")
-        model.eval()
-        model.header = header
-        return model
+        return build_from_checkpoint(cls, path, "SEN")
 
     @classmethod
     def pretrained(cls) -> "SEN":
