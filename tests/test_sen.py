@@ -79,7 +79,7 @@ def test_overfits_a_tiny_batch():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < first / 10
+    assert float(loss.detach()) < first / 10
 
 
 def test_flow_l2_loss_closed_forms():
