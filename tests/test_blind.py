@@ -226,3 +226,16 @@ def test_deblur_default_models_run_end_to_end():
     res = pd.deblur(y)
     assert res.x.shape == y.shape and np.isfinite(res.x).all()
     assert 0 < res.noise_level[0] < 0.05
+
+
+def test_blind_demo_example_runs(tmp_path):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "blind_demo.py"
+    spec = importlib.util.spec_from_file_location("blind_demo", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(["--out", str(tmp_path), "--size", "64"])
+    for name in ("blurred.png", "deblurred.png", "flow_true.png", "flow_estimated.png", "comparison.png"):
+        assert (tmp_path / name).stat().st_size > 0
