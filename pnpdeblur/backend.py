@@ -56,13 +56,19 @@ def check_finite(x: torch.Tensor, name: str) -> None:
 def to_torch(x: Any, name: str = "x") -> torch.Tensor:
     """View ``x`` as a torch tensor without copying (numpy via ``from_numpy``, cupy via DLPack).
 
-    Python scalars and lists are not accepted: the library never guesses a dtype.
+    Read-only numpy arrays are copied (torch has no read-only tensors), as are
+    non-contiguous and non-native byte-order ones. Python scalars and lists are not
+    accepted: the library never guesses a dtype.
     """
     kind = array_kind(x, name)
     if kind == "torch":
         return x
     if kind == "numpy":
-        if not x.flags.writeable or not (x.flags.c_contiguous or x.flags.f_contiguous):
+        if not x.flags.writeable:
+            # torch cannot mark a tensor read-only and warns on every from_numpy of one;
+            # ascontiguousarray would return a contiguous read-only array unchanged
+            x = np.array(x, order="C", copy=True)
+        elif not (x.flags.c_contiguous or x.flags.f_contiguous):
             x = np.ascontiguousarray(x)
         if x.dtype.byteorder not in ("=", "|"):
             x = x.astype(x.dtype.newbyteorder("="))

@@ -1,9 +1,12 @@
 """MotionBlur (line and LUT), TwoSegmentBlur and WarpBlur against the dense reference."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
 import pnpdeblur as pd
+from pnpdeblur.backend import to_torch
 from pnpdeblur.operators import dense, motion_kernel, motion_kernel_table
 
 PATHS = ["numba", "torch"]
@@ -306,3 +309,31 @@ def test_torch_path_tap_chunking_is_exact(monkeypatch, chunk, transpose):
     K, ref = pd.MotionBlur(f, path="torch"), pd.MotionBlur(f, path="numba")
     got, want = (K.T(x), ref.T(x)) if transpose else (K(x), ref(x))
     torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+
+
+def _read_only(a):
+    a = np.array(a)
+    a.flags.writeable = False
+    return a
+
+
+def test_read_only_numpy_input_is_copied_without_warning():
+    # torch warns only once per process about non-writable arrays, so the warning alone could
+    # pass by luck after an earlier test; the shared-memory checks cannot
+    rng = np.random.default_rng(31)
+    x = _read_only(rng.random((1, 2, 6, 7)))
+    flow = _read_only(random_flow(rng, 1, 6, 7, 5.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = to_torch(x)
+        y = pd.MotionBlur(flow)(x)
+        yT = pd.MotionBlur(flow).T(x)
+    assert not np.shares_memory(t.numpy(), x)
+    t.add_(1.0)  # writing through the tensor must not touch the caller's read-only array
+    assert np.array_equal(x + 1.0, t.numpy())
+    ref = per_image(dense.motion_blur_matrix, np.array(x), np.array(flow))
+    np.testing.assert_allclose(y, ref, atol=1e-12)
+    np.testing.assert_allclose(yT, per_image(dense.motion_blur_matrix, np.array(x), np.array(flow), transpose=True), atol=1e-12)
+    # writeable contiguous input stays zero-copy
+    w = np.array(x)
+    assert np.shares_memory(to_torch(w).numpy(), w)
