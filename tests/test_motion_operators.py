@@ -131,6 +131,18 @@ def test_warp_blur_matches_dense(dtype):
     np.testing.assert_allclose(K.T(x.astype(dtype)), dense.apply_matrix(A.T.tocsr(), x), atol=TOL[dtype])
 
 
+def test_dense_references_default_to_the_operators_tau():
+    # a reference called without tau must describe the operator built without tau
+    rng = np.random.default_rng(10)
+    fn, fp = random_flow(rng, 1, 7, 8, 6.0), random_flow(rng, 1, 7, 8, 6.0)
+    x = rng.random((1, 2, 7, 8))
+    np.testing.assert_allclose(
+        pd.TwoSegmentBlur(fn, fp)(x), per_image(dense.two_segment_matrix, x, fn, fp), atol=1e-12
+    )
+    A = dense.warp_blur_matrix(fn[0], fp[0], n=3)
+    np.testing.assert_allclose(pd.WarpBlur(fn, fp, n=3)(x), dense.apply_matrix(A, x), atol=1e-12)
+
+
 def _operators(rng, h, w, n=2):
     f1 = random_flow(rng, n, h, w, 46.0)
     f2 = random_flow(rng, n, h, w, 46.0)

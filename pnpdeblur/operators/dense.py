@@ -66,8 +66,11 @@ def lut_blur_matrix(flow: np.ndarray) -> sp.csr_matrix:
     return _build(H, W, rows, cols, vals)
 
 
-def two_segment_matrix(flow_next: np.ndarray, flow_prev: np.ndarray, tau: float = 0.5) -> sp.csr_matrix:
-    """Matrix of :class:`TwoSegmentBlur` for flows of shape (2, H, W)."""
+def two_segment_matrix(flow_next: np.ndarray, flow_prev: np.ndarray, tau: float = 1.0) -> sp.csr_matrix:
+    """Matrix of :class:`TwoSegmentBlur` for flows of shape (2, H, W).
+
+    ``tau`` defaults to 1.0, the operator's default (Chen et al.'s exposure cycle).
+    """
     _, H, W = flow_next.shape
     rows, cols, vals = [], [], []
     for i in range(H):
@@ -77,8 +80,11 @@ def two_segment_matrix(flow_next: np.ndarray, flow_prev: np.ndarray, tau: float 
     return _build(H, W, rows, cols, vals)
 
 
-def warp_blur_matrix(flow_next: np.ndarray, flow_prev: np.ndarray, n: int, tau: float = 0.5) -> sp.csr_matrix:
-    """Matrix of :class:`WarpBlur`: bilinear samples at clamped positions, averaged."""
+def warp_blur_matrix(flow_next: np.ndarray, flow_prev: np.ndarray, n: int, tau: float = 1.0) -> sp.csr_matrix:
+    """Matrix of :class:`WarpBlur`: bilinear samples at clamped positions, averaged.
+
+    ``tau`` defaults to 1.0, the operator's default.
+    """
     _, H, W = flow_next.shape
     rows, cols, vals = [], [], []
     wgt = 1.0 / (2 * n + 1)
