@@ -11,6 +11,7 @@ from ..backend import array_kind, check_finite, check_float, to_torch
 from ..operators.base import LinearOperator, to_nchw
 from .cg import CGInfo, _cg_core, _ImplicitCG
 from .fft import _fft_solve, _reg_power, supports_fft, uniform_transfer_function
+from .preconditioners import make_preconditioner
 
 
 def prepare_observation(y: Any, K: Any) -> Tuple[torch.Tensor, str, Callable]:
@@ -110,6 +111,7 @@ class XStep:
         cg_tol: float,
         method: str,
         differentiable: bool = False,
+        preconditioner: Any = None,
     ):
         if method not in ("auto", "cg", "fft"):
             raise ValueError(f"x_step must be 'auto', 'cg' or 'fft', got {method!r}")
@@ -125,6 +127,8 @@ class XStep:
         self.cg_iters, self.cg_tol = cg_iters, cg_tol
         self.differentiable = differentiable
         self.params = operator_tensors(K) if differentiable else []
+        # checked (and built) even for the FFT x-step, which is exact and ignores it
+        self.precond = make_preconditioner(preconditioner, K, y)
         if use_fft:
             self.tf = uniform_transfer_function(K, y.shape[-2:], y.dtype, y.device)
             self.rp = _reg_power("identity", y.shape[-2:], y.dtype, y.device)
@@ -142,12 +146,30 @@ class XStep:
         K = self.K
         A = lambda t: K._adjoint(K._forward(t)) + beta * t  # noqa: E731
         b = self.Kty + beta * v
+        M = None
+        if self.precond is not None:
+            M = self._bind(self.precond, beta)
         if self.differentiable and torch.is_grad_enabled():
             holder: list = []
-            opts = dict(x0=x_warm.detach(), tol=self.cg_tol, atol=0.0, maxiter=self.cg_iters, M=None)
+            opts = dict(x0=x_warm.detach(), tol=self.cg_tol, atol=0.0, maxiter=self.cg_iters, M=M)
             x = _ImplicitCG.apply(A, opts, holder, b, *self.params)
             return x, holder[0]
-        return _cg_core(A, b, x_warm, self.cg_tol, 0.0, self.cg_iters, None)
+        return _cg_core(A, b, x_warm, self.cg_tol, 0.0, self.cg_iters, M)
+
+    @staticmethod
+    def _bind(pc: Callable, beta: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``r -> pc(r, beta)`` with a shape check; no graph (it only steers CG)."""
+
+        def apply(r: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                out = to_torch(pc(r, beta), "preconditioner(r, beta)")
+            if out.shape != r.shape:
+                raise ValueError(
+                    f"preconditioner(r, beta) returned shape {tuple(out.shape)}, expected r's shape {tuple(r.shape)}"
+                )
+            return out.to(dtype=r.dtype, device=r.device)
+
+        return apply
 
 
 def operator_tensors(K: Any, _seen: Optional[set] = None) -> list:

@@ -51,13 +51,15 @@ def admm(
     progress: Optional[bool] = None,
     context: Optional[Dict[str, Any]] = None,
     differentiable: bool = False,
+    preconditioner: Any = None,
 ) -> SolverResult:
     """Deblur ``y = K x + n`` by plug-and-play ADMM.
 
     Parameters are those of :func:`~pnpdeblur.solvers.hqs` with ``rhos`` (the ADMM
     penalties) in place of ``betas``; the default schedule is the same DPIR-style one
     derived from ``noise_level``. ``differentiable=True`` keeps the autograd graph (CG
-    x-steps differentiated implicitly), as for HQS.
+    x-steps differentiated implicitly), as for HQS, and ``preconditioner`` (None,
+    ``'uniform'`` or a callable ``P(r, beta)``) preconditions the CG x-step as for HQS.
 
     Returns
     -------
@@ -74,7 +76,7 @@ def admm(
     z = prepare_like(x0, yt, "x0", detach=not differentiable)
     z = yt.clone() if z is None else z
     u = torch.zeros_like(z)
-    solve = XStep(K, yt, cg_iters, cg_tol, x_step, differentiable)
+    solve = XStep(K, yt, cg_iters, cg_tol, x_step, differentiable, preconditioner)
     rec = _Recorder(len(rho_list), ref, callback, progress, "admm")
     x = z
     all_conv = True
@@ -112,6 +114,8 @@ def admm(
     settings = dict(
         noise_level=noise_level, rhos=rho_list, sigmas=sig, cg_iters=cg_iters, cg_tol=cg_tol,
         lam=lam, x_step=solve.method, prior=repr(prior),
+        preconditioner=preconditioner if preconditioner is None or isinstance(preconditioner, str)
+        else repr(preconditioner),
     )
     return SolverResult(
         x=from_torch(restore(z), kind),

@@ -88,9 +88,18 @@ def _cg_core(
     active = rnorm > thresh
     iters = torch.zeros(n, dtype=torch.long)
     breakdown = torch.zeros(n, dtype=torch.bool, device=b.device)
+    pbreak = torch.zeros(n, dtype=torch.bool, device=b.device)  # breakdowns caused by M
     z = M(r) if M is not None else r
     p = z.clone()
     rz = _dot(r, z)
+    if M is not None:
+        mbad = active & ~(rz > 0)
+        if bool(mbad.any()):
+            if not bool(torch.isfinite(rz).all()):
+                raise ValueError("the preconditioner produced NaN or Inf values")
+            pbreak |= mbad
+            breakdown |= mbad
+            active = active & ~mbad
     k = 0
     while k < maxiter and bool(active.any()):
         k += 1
@@ -117,6 +126,15 @@ def _cg_core(
             break
         z = M(r) if M is not None else r
         rz_new = _dot(r, z)
+        if M is not None:
+            # ⟨r, M r⟩ ≤ 0 for r ≠ 0 means M is not positive definite: stop that sample
+            mbad = active & ~(rz_new > 0)
+            if bool(mbad.any()):
+                if not bool(torch.isfinite(rz_new).all()):
+                    raise ValueError("the preconditioner produced NaN or Inf values")
+                pbreak |= mbad
+                breakdown |= mbad
+                active = active & ~mbad
         beta = torch.where(active, rz_new / torch.where(rz != 0, rz, torch.ones_like(rz)),
                            torch.zeros_like(rz))
         p = z + _bcast(beta, p) * p
@@ -127,10 +145,15 @@ def _cg_core(
     if all(conv_list):
         msg.append(f"converged in {k} iterations")
     else:
-        if bool(breakdown.any()):
+        if bool((breakdown & ~pbreak).any()):
             msg.append(
-                f"samples {torch.nonzero(breakdown).flatten().tolist()} broke down "
+                f"samples {torch.nonzero(breakdown & ~pbreak).flatten().tolist()} broke down "
                 "(pᵀAp ≤ 0: A is not positive definite)"
+            )
+        if bool(pbreak.any()):
+            msg.append(
+                f"samples {torch.nonzero(pbreak).flatten().tolist()} broke down "
+                "(rᵀMr ≤ 0: the preconditioner is not positive definite)"
             )
         slow = (~conv & ~breakdown).nonzero().flatten().tolist()
         if slow:
@@ -200,6 +223,36 @@ def _as_tensor_fn(A: Any, kind: str, like: torch.Tensor) -> TensorFn:
     return lambda v: to_torch(A(from_torch(v, kind)), "A(x)").to(v.dtype)
 
 
+def _as_preconditioner(M: Any, preconditioner: Any, kind: str) -> Optional[TensorFn]:
+    """Check ``M``/``preconditioner`` and return a torch-tensor function (or None)."""
+    if M is not None and preconditioner is not None:
+        raise ValueError("give the preconditioner as preconditioner= or M=, not both")
+    if M is not None:
+        if not callable(M):
+            raise TypeError(f"M must be a callable M(r) -> z, got {type(M).__name__}")
+        return M
+    if preconditioner is None:
+        return None
+    if not callable(preconditioner):
+        raise TypeError(
+            "preconditioner must be a callable preconditioner(r) -> z approximating A⁻¹ r "
+            f"(or None), got {type(preconditioner).__name__}"
+        )
+    pc = preconditioner
+
+    def apply(r: torch.Tensor) -> torch.Tensor:
+        out = pc(r) if kind == "torch" else to_torch(pc(from_torch(r, kind)), "preconditioner(r)")
+        if not isinstance(out, torch.Tensor):
+            out = to_torch(out, "preconditioner(r)")
+        if out.shape != r.shape:
+            raise ValueError(
+                f"preconditioner(r) returned shape {tuple(out.shape)}, expected r's shape {tuple(r.shape)}"
+            )
+        return out.to(dtype=r.dtype, device=r.device)
+
+    return apply
+
+
 def _is_array(a: Any) -> bool:
     try:
         array_kind(a)
@@ -216,6 +269,7 @@ def cg(
     maxiter: int = 100,
     M: Optional[Callable] = None,
     *,
+    preconditioner: Optional[Callable] = None,
     atol: float = 0.0,
     params: Optional[Sequence[torch.Tensor]] = None,
     implicit_grad: Optional[bool] = None,
@@ -240,7 +294,15 @@ def cg(
     maxiter : int
         Maximum number of iterations.
     M : callable, optional
-        Preconditioner: applies ``M⁻¹`` (an SPD approximation of ``A⁻¹``) to a torch tensor.
+        Older spelling of ``preconditioner`` whose callable receives and returns torch
+        tensors (kept for compatibility; give at most one of the two).
+    preconditioner : callable, optional
+        ``preconditioner(r) -> z`` with ``z ≈ A⁻¹ r``: a symmetric positive-definite
+        approximation of ``A⁻¹``, applied to residuals of ``b``'s type and shape
+        ``(N, ...)`` (a torch callable is called on torch tensors). It changes how many
+        iterations CG needs, never the solution: the stopping test is on the true residual
+        ``‖b − A x‖``. Default None: plain CG. A preconditioner that is not positive
+        definite (``rᵀ M r ≤ 0``) stops the affected samples with ``converged=False``.
     atol : float
         Absolute tolerance floor.
     params : sequence of torch.Tensor, optional
@@ -289,9 +351,13 @@ def cg(
         check_finite(x0t, "x0")
         x0t = x0t.to(dtype=bt.dtype, device=bt.device).detach()
     fn = _as_tensor_fn(A, kind, bt)
+    M = _as_preconditioner(M, preconditioner, kind)
     if single:
         inner = fn
         fn = lambda v: inner(v[0])[None]  # noqa: E731
+        if M is not None:
+            inner_m = M
+            M = lambda v: inner_m(v[0])[None]  # noqa: E731
     params = list(params or [])
     use_implicit = implicit_grad
     if use_implicit is None:

@@ -95,6 +95,7 @@ def hqs(
     progress: Optional[bool] = None,
     context: Optional[Dict[str, Any]] = None,
     differentiable: bool = False,
+    preconditioner: Any = None,
 ) -> SolverResult:
     """Deblur ``y = K x + n`` by half-quadratic splitting with a plug-in prior.
 
@@ -149,6 +150,14 @@ def hqs(
         parameters and tensors of ``K`` that require grad (e.g. a flow). Each CG x-step
         is differentiated implicitly (one adjoint CG solve in backward); the FFT x-step
         and the prior are differentiated by autograd. Default False: no graph.
+    preconditioner : None, 'uniform' or callable
+        Preconditioner of the CG x-step ``(KᵀK + β I) x = b``; it changes the number of
+        CG iterations, never the system solved. ``'uniform'``: ``(|H|² + β)⁻¹`` by FFT, H
+        the transfer function of the line kernel of the flow's mean motion (m ≡ −m) for
+        a ``MotionBlur``, or of the kernel itself for ``UniformBlur``/``Convolution``
+        (see :mod:`pnpdeblur.solvers.preconditioners`). A callable ``P(r, beta)`` gets
+        torch ``(N, C, H, W)`` residuals and returns an SPD approximation of
+        ``(KᵀK + β I)⁻¹ r``. Default None: plain CG (unused by the FFT x-step).
 
     Returns
     -------
@@ -171,7 +180,7 @@ def hqs(
     ref = prepare_like(reference, yt, "reference")
     z = prepare_like(x0, yt, "x0", detach=not differentiable)
     z = yt.clone() if z is None else z
-    solve = XStep(K, yt, cg_iters, cg_tol, x_step, differentiable)
+    solve = XStep(K, yt, cg_iters, cg_tol, x_step, differentiable, preconditioner)
     rec = _Recorder(len(bet), ref, callback, progress, "hqs")
     x = z
     all_conv = True
@@ -200,6 +209,8 @@ def hqs(
     settings = dict(
         noise_level=noise_level, betas=bet, sigmas=sig, cg_iters=cg_iters, cg_tol=cg_tol,
         lam=lam, x_step=solve.method, prior=repr(prior),
+        preconditioner=preconditioner if preconditioner is None or isinstance(preconditioner, str)
+        else repr(preconditioner),
     )
     return SolverResult(
         x=from_torch(restore(z), kind),
