@@ -18,7 +18,7 @@ demo: $(STAMP)
 # Tests and example notebooks (nbmake), headless, with Jupyter's runtime files in a temp dir.
 test: $(STAMP)
 	tmp=$$(mktemp -d) && MPLBACKEND=Agg MPLCONFIGDIR=$$tmp/mpl JUPYTER_RUNTIME_DIR=$$tmp/jupyter \
-		$(PY) -m pytest -q -n 2 --nbmake tests examples; rc=$$?; rm -rf $$tmp; exit $$rc
+		$(PY) -m pytest -q -n 2 --durations=15 --nbmake tests examples; rc=$$?; rm -rf $$tmp; exit $$rc
 
 bench: $(STAMP)
 	$(PY) benchmarks/operators.py
