@@ -24,7 +24,7 @@ from ._common import (
     prior_caller,
     relative_residual,
 )
-from .hqs import resolve_schedule
+from .schedules import resolve_schedule
 from .result import SolverResult, _Recorder
 from .schedules import DEFAULT_LAMBDA, DEFAULT_SIGMA_START
 

@@ -11,8 +11,7 @@ with ``σ_k = σ sqrt(λ / β_k)`` the noise level implied by β (``γ = λ σ²
 """
 from __future__ import annotations
 
-import numbers
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 
@@ -28,51 +27,9 @@ from ._common import (
     relative_residual,
 )
 from .result import SolverResult, _Recorder
-from .schedules import DEFAULT_LAMBDA, DEFAULT_SIGMA_START, MIN_NOISE_LEVEL, _as_list, _check_positive, dpir_schedule
+from .schedules import DEFAULT_LAMBDA, DEFAULT_SIGMA_START, resolve_schedule
 
-__all__ = ["hqs", "resolve_schedule"]
-
-
-def resolve_schedule(
-    noise_level: Optional[float],
-    betas: Optional[Sequence[float]],
-    sigmas: Optional[Sequence[float]],
-    n_iter: Optional[int],
-    lam: float,
-    sigma_start: float,
-) -> Tuple[list, list]:
-    """Turn the (optional) schedule arguments of HQS/ADMM into explicit β and σ lists."""
-    lam = _check_positive("lam", lam)
-    sigma_start = _check_positive("sigma_start", sigma_start)
-    if n_iter is not None and (isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral) or n_iter < 1):
-        raise ValueError(f"n_iter must be a positive int, got {n_iter!r}")
-    if betas is None and sigmas is None:
-        if noise_level is None:
-            raise ValueError(
-                "give noise_level (the std of the noise in y, e.g. 0.01) or an explicit "
-                "betas/sigmas schedule"
-            )
-        sig, bet = dpir_schedule(noise_level, 8 if n_iter is None else n_iter, sigma_start, lam)
-        return bet, sig
-    nl = MIN_NOISE_LEVEL if noise_level is None else max(noise_level, MIN_NOISE_LEVEL)
-    if betas is not None:
-        bet = _as_list("betas", betas)
-        if any(b <= 0 for b in bet):
-            raise ValueError(f"betas must be positive, got {bet}")
-        if sigmas is None:
-            sig = [nl * (lam / b) ** 0.5 for b in bet]
-        else:
-            sig = _as_list("sigmas", sigmas)
-    else:
-        sig = _as_list("sigmas", sigmas)
-        if any(s <= 0 for s in sig):
-            raise ValueError(f"sigmas must be positive when betas are derived from them, got {sig}")
-        bet = [lam * nl**2 / s**2 for s in sig]
-    if len(sig) != len(bet):
-        raise ValueError(f"betas and sigmas must have the same length, got {len(bet)} and {len(sig)}")
-    if n_iter is not None and n_iter != len(bet):
-        raise ValueError(f"n_iter={n_iter} disagrees with the schedule length {len(bet)}")
-    return bet, sig
+__all__ = ["hqs", "resolve_schedule"]  # resolve_schedule lives in schedules (shared with ADMM)
 
 
 def hqs(

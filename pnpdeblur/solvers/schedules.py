@@ -9,6 +9,7 @@ therefore receives ``σ_k = σ · sqrt(λ / β_k)``: the noise level implied by 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -18,6 +19,7 @@ __all__ = [
     "dpir_schedule",
     "sigma_from_beta",
     "beta_from_sigma",
+    "resolve_schedule",
     "DEFAULT_LAMBDA",
     "DEFAULT_SIGMA_START",
     "MIN_NOISE_LEVEL",
@@ -112,3 +114,56 @@ def _as_list(name: str, v: Sequence[float]) -> List[float]:
     if not out:
         raise ValueError(f"{name} must not be empty")
     return out
+
+
+def resolve_schedule(
+    noise_level: Optional[float],
+    betas: Optional[Sequence[float]],
+    sigmas: Optional[Sequence[float]],
+    n_iter: Optional[int],
+    lam: float,
+    sigma_start: float,
+) -> Tuple[list, list]:
+    """Turn the (optional) schedule arguments of HQS/ADMM into explicit β and σ lists.
+
+    The one place where a solver's schedule is resolved: with neither ``betas`` nor
+    ``sigmas`` the DPIR schedule of ``noise_level``; otherwise the missing list follows
+    from the given one through :func:`sigma_from_beta` / :func:`beta_from_sigma` at
+    ``max(noise_level, MIN_NOISE_LEVEL)``.
+
+    Returns
+    -------
+    (list of float, list of float)
+        ``(betas, sigmas)``, of equal length.
+    """
+    lam = _check_positive("lam", lam)
+    sigma_start = _check_positive("sigma_start", sigma_start)
+    if n_iter is not None and (isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral) or n_iter < 1):
+        raise ValueError(f"n_iter must be a positive int, got {n_iter!r}")
+    if betas is None and sigmas is None:
+        if noise_level is None:
+            raise ValueError(
+                "give noise_level (the std of the noise in y, e.g. 0.01) or an explicit "
+                "betas/sigmas schedule"
+            )
+        sig, bet = dpir_schedule(noise_level, 8 if n_iter is None else n_iter, sigma_start, lam)
+        return bet, sig
+    nl = MIN_NOISE_LEVEL if noise_level is None else max(noise_level, MIN_NOISE_LEVEL)
+    if betas is not None:
+        bet = _as_list("betas", betas)
+        if any(b <= 0 for b in bet):
+            raise ValueError(f"betas must be positive, got {bet}")
+        if sigmas is None:
+            sig = [sigma_from_beta(b, nl, lam) for b in bet]
+        else:
+            sig = _as_list("sigmas", sigmas)
+    else:
+        sig = _as_list("sigmas", sigmas)
+        if any(s <= 0 for s in sig):
+            raise ValueError(f"sigmas must be positive when betas are derived from them, got {sig}")
+        bet = [beta_from_sigma(s, nl, lam) for s in sig]
+    if len(sig) != len(bet):
+        raise ValueError(f"betas and sigmas must have the same length, got {len(bet)} and {len(sig)}")
+    if n_iter is not None and n_iter != len(bet):
+        raise ValueError(f"n_iter={n_iter} disagrees with the schedule length {len(bet)}")
+    return bet, sig
