@@ -1,18 +1,68 @@
-"""The README's Python examples run as written (users copy them first)."""
+"""The README's Python examples run as written and do what the README says they do.
+
+The blocks are executed statement by statement in one namespace (users copy them in
+order), so every ``res = ...`` line can be checked, not only the last one.
+"""
+import ast
 import pathlib
 import re
 
 import numpy as np
 
+from pnpdeblur.metrics import psnr
+
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_python_blocks_run_in_order():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
-    assert len(blocks) >= 2
+def _run_readme():
+    """Execute the README's python blocks; return the namespace and each ``res`` with its line."""
+    text = README.read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 3
     ns: dict = {}
+    results = []  # (section of the README, source line, result)
     for code in blocks:
-        exec(compile(code, str(README), "exec"), ns)  # noqa: S102 - our own documentation
-    # the examples end with a restored image and a flow gradient; check they are real results
-    assert np.isfinite(ns["restored"]).all() and ns["restored"].shape == ns["sharp"].shape
+        section = text[: text.index(code)].rsplit("\n## ", 1)[-1].split("\n", 1)[0]
+        for stmt in ast.parse(code).body:
+            exec(compile(ast.Module([stmt], type_ignores=[]), str(README), "exec"), ns)  # noqa: S102
+            if isinstance(stmt, ast.Assign) and any(getattr(t, "id", None) == "res" for t in stmt.targets):
+                results.append((section, ast.get_source_segment(code, stmt), ns["res"]))
+    return ns, results
+
+
+def test_readme_python_blocks_run_and_keep_their_promises():
+    ns, results = _run_readme()
+    sharp, noisy = ns["sharp"], ns["noisy"]
+    base = psnr(noisy, sharp)
+
+    # the operator section: same layout back, and a real flow gradient
+    assert ns["blurred"].shape == sharp.shape and ns["back"].shape == sharp.shape
     assert ns["flow_t"].grad is not None and float(ns["flow_t"].grad.abs().sum()) > 0
+
+    # "swap the prior": every prior restores a sharper image than the blurred, noisy input
+    # (measured at 128²: +8.3 dB TV, +9.3 dB DnCNN, +8.5 dB NLMeans; the margin leaves room
+    # for thread-count rounding, not for a broken prior)
+    nonblind = [(src, r) for sec, src, r in results if sec.startswith("Compose a solver")]
+    priors = {"TV()": None, "DnCNNPrior()": None, "NLMeans()": None, "lambda z, sigma: z": None}
+    for src, r in nonblind:
+        for name in priors:
+            if name in src:
+                priors[name] = r
+    assert all(r is not None for r in priors.values()), f"README examples changed: {list(priors)}"
+    assert ns["restored"] is priors["TV()"].x
+    for name, r in priors.items():
+        assert isinstance(r.x, np.ndarray) and r.x.shape == noisy.shape and np.isfinite(r.x).all(), name
+        assert r.history, name
+        if name != "lambda z, sigma: z":  # the identity "prior" only shows the interface
+            gain = psnr(r.x, sharp) - base
+            assert gain > 3.0, f"HQS with {name} gains {gain:.2f} dB over the blurred input"
+
+    # "Blind deblurring": an image of the input's shape and dtype, one flow per iteration
+    photo = ns["photo"]
+    assert ns["estimated"].shape == (2,) + photo.shape[:2]
+    blind = [(src, r) for sec, src, r in results if sec.startswith("Blind deblurring")]
+    assert len(blind) == 2
+    for src, r in blind:
+        assert isinstance(r.x, np.ndarray) and r.x.shape == photo.shape and r.x.dtype == photo.dtype, src
+        assert np.isfinite(r.x).all(), src
+    assert len(blind[1][1].flow) == 2  # iterations=2
