@@ -24,9 +24,8 @@ from ._common import (
     prior_caller,
     relative_residual,
 )
-from .schedules import resolve_schedule
 from .result import SolverResult, _Recorder
-from .schedules import DEFAULT_LAMBDA, DEFAULT_SIGMA_START
+from .schedules import DEFAULT_LAMBDA, DEFAULT_SIGMA_START, resolve_schedule
 
 __all__ = ["admm"]
 
