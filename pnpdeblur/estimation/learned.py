@@ -97,7 +97,8 @@ def estimate_flow(
         (grey is replicated to RGB, alpha dropped).
     model : SEN, optional
         Flow network; default the shipped :meth:`pnpdeblur.nets.SEN.pretrained` (cached).
-        It is used in eval mode and moved to ``device`` for the call.
+        It runs in eval mode (its train/eval mode is restored afterwards) and is moved to
+        ``device`` in place (``model.to``), as the learned priors follow their input.
     scale : float
         Estimate on the image resized by ``scale`` (≤ 1, area interpolation) and bring the
         flow back (bilinear, lengths ÷ ``scale``): for photos whose blur exceeds the
