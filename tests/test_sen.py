@@ -155,3 +155,22 @@ def test_unblurred_dataset_matches_the_blurring_one():
         # blurring y's pair with its flow gives x's blurred image up to the noise
         yb = pd.MotionBlur(y["flow"][None])(y["sharp"][None])[0]
         assert float((yb - x["blurred"]).std()) == pytest.approx(0.01, rel=0.2)
+
+
+def test_training_recipe_runs_and_exports_half_weights(tmp_path):
+    """Two CPU steps of scripts/train_sen.py's recipe: float16 weights, float32 BN statistics, header."""
+    from safetensors import safe_open
+
+    from pnpdeblur.train.sen import main
+
+    out = main(["--steps", "2", "--batch", "2", "--crop", "32", "--width", "2", "--levels", "1",
+                "--val-items", "2", "--val-every", "0", "--ckpt-every", "0", "--no-progress",
+                "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "sen.safetensors")])
+    model = SEN.from_checkpoint(out)
+    assert model.header["steps"] == 2 and model.header["data"]["loss"] == "symmetric"
+    assert "flow_mse" in model.header["validation"]
+    with safe_open(str(out), framework="pt") as f:
+        dtypes = {k: f.get_tensor(k).dtype for k in f.keys()}
+    assert dtypes["stacks.0.head.weight"] == torch.float16
+    assert dtypes["stacks.0.front.0.1.running_var"] == torch.float32
+    assert not (tmp_path / "sen.f32.safetensors").exists()

@@ -61,6 +61,24 @@ def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.reshape((-1,) + (1,) * (like.ndim - 1))
 
 
+def _precondition(
+    M: Optional[TensorFn], r: torch.Tensor, active: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``z = M r``, ``⟨r, z⟩`` and the active samples where M is not positive definite.
+
+    ``⟨r, M r⟩ ≤ 0`` for ``r ≠ 0`` means M is not SPD: the caller stops those samples.
+    Without M, ``z`` is ``r`` itself and no sample is flagged.
+    """
+    z = M(r) if M is not None else r
+    rz = _dot(r, z)
+    if M is None:
+        return z, rz, torch.zeros_like(active)
+    bad = active & ~(rz > 0)
+    if bool(bad.any()) and not bool(torch.isfinite(rz).all()):
+        raise ValueError("the preconditioner produced NaN or Inf values")
+    return z, rz, bad
+
+
 def _cg_core(
     A: TensorFn,
     b: torch.Tensor,
@@ -89,17 +107,11 @@ def _cg_core(
     iters = torch.zeros(n, dtype=torch.long)
     breakdown = torch.zeros(n, dtype=torch.bool, device=b.device)
     pbreak = torch.zeros(n, dtype=torch.bool, device=b.device)  # breakdowns caused by M
-    z = M(r) if M is not None else r
+    z, rz, mbad = _precondition(M, r, active)
+    pbreak |= mbad
+    breakdown |= mbad
+    active = active & ~mbad
     p = z.clone()
-    rz = _dot(r, z)
-    if M is not None:
-        mbad = active & ~(rz > 0)
-        if bool(mbad.any()):
-            if not bool(torch.isfinite(rz).all()):
-                raise ValueError("the preconditioner produced NaN or Inf values")
-            pbreak |= mbad
-            breakdown |= mbad
-            active = active & ~mbad
     k = 0
     while k < maxiter and bool(active.any()):
         k += 1
@@ -124,17 +136,10 @@ def _cg_core(
         active = active & (rnorm > thresh)
         if not bool(active.any()):
             break
-        z = M(r) if M is not None else r
-        rz_new = _dot(r, z)
-        if M is not None:
-            # ⟨r, M r⟩ ≤ 0 for r ≠ 0 means M is not positive definite: stop that sample
-            mbad = active & ~(rz_new > 0)
-            if bool(mbad.any()):
-                if not bool(torch.isfinite(rz_new).all()):
-                    raise ValueError("the preconditioner produced NaN or Inf values")
-                pbreak |= mbad
-                breakdown |= mbad
-                active = active & ~mbad
+        z, rz_new, mbad = _precondition(M, r, active)
+        pbreak |= mbad
+        breakdown |= mbad
+        active = active & ~mbad
         beta = torch.where(active, rz_new / torch.where(rz != 0, rz, torch.ones_like(rz)),
                            torch.zeros_like(rz))
         p = z + _bcast(beta, p) * p

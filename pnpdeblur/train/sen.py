@@ -98,8 +98,11 @@ def make_loss_fn(symmetric: bool, max_noise: float):
         blurred = blur_batch(batch["sharp"], flow, max_noise)
         outs = model(blurred)
         losses = [flow_l2_loss(o.float(), flow, symmetric=symmetric) for o in outs]
-        with torch.no_grad():
-            mse = flow_l2_loss(outs[-1].float(), flow, symmetric=True)
+        if symmetric:  # the last stack's loss is already the logged metric
+            mse = losses[-1].detach()
+        else:
+            with torch.no_grad():
+                mse = flow_l2_loss(outs[-1].float(), flow, symmetric=True)
         return sum(losses) / len(losses), {"flow_mse": float(mse)}
 
     return loss_fn
