@@ -8,21 +8,20 @@ scikit-image photographs; :meth:`DnCNN.pretrained` loads the shipped weights.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Union
 
 import torch
 from torch import nn
 
-from ..checkpoints import build_from_checkpoint, save_checkpoint
+from ._base import WEIGHTS_DIR, CheckpointMixin
 
 __all__ = ["DnCNN", "PRETRAINED_PATH"]
 
 #: The shipped weights (trained by ``scripts/train_dncnn.py``).
-PRETRAINED_PATH = Path(__file__).resolve().parent.parent / "weights" / "dncnn_small.safetensors"
+PRETRAINED_PATH = WEIGHTS_DIR / "dncnn_small.safetensors"
 
 
-class DnCNN(nn.Module):
+class DnCNN(CheckpointMixin, nn.Module):
     """Residual CNN denoiser: ``forward(x, sigma) = x − f([x, σ·1])``.
 
     Parameters
@@ -73,21 +72,6 @@ class DnCNN(nn.Module):
             inp = torch.cat((x, smap), dim=1)
         return x - self.body(inp)
 
-    # -- checkpoints ------------------------------------------------------------------
-    def save(self, path, metadata: Optional[Dict[str, Any]] = None):
-        """Save weights and config as a pnpdeblur safetensors checkpoint."""
-        return save_checkpoint(path, self, "DnCNN", self.config, metadata)
-
-    @classmethod
-    def from_checkpoint(cls, path) -> "DnCNN":
-        """Build a DnCNN from a checkpoint's config and load its weights (strict)."""
-        return build_from_checkpoint(cls, path, "DnCNN")
-
-    @classmethod
-    def pretrained(cls) -> "DnCNN":
-        """The shipped small denoiser (grey, noise-level conditioned), in eval mode."""
-        if not PRETRAINED_PATH.is_file():
-            raise FileNotFoundError(
-                f"shipped weights not found at {PRETRAINED_PATH}; run scripts/train_dncnn.py"
-            )
-        return cls.from_checkpoint(PRETRAINED_PATH)
+    # -- checkpoints (save / from_checkpoint / pretrained come from CheckpointMixin) ----
+    pretrained_file = PRETRAINED_PATH.name
+    training_command = "python scripts/train_dncnn.py"

@@ -23,19 +23,18 @@ canonicalises its output.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoints import build_from_checkpoint, save_checkpoint
+from ._base import WEIGHTS_DIR, CheckpointMixin, crop_to, pad_to_multiple
 
 __all__ = ["SEN", "SEN_PRETRAINED_PATH"]
 
 #: Shipped weights (trained by ``scripts/train_sen.py``).
-SEN_PRETRAINED_PATH = Path(__file__).resolve().parent.parent / "weights" / "sen_small.safetensors"
+SEN_PRETRAINED_PATH = WEIGHTS_DIR / "sen_small.safetensors"
 
 
 def _cbr(cin: int, cout: int, k: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -101,7 +100,7 @@ class _Stack(nn.Module):
         return F.interpolate(self.head(h), size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-class SEN(nn.Module):
+class SEN(CheckpointMixin, nn.Module):
     """Stacked estimation network: blurred image → per-pixel motion flow.
 
     Parameters
@@ -174,28 +173,9 @@ class SEN(nn.Module):
         """
         from ..data.flows import canonicalize_flow
 
-        h, w = x.shape[-2:]
-        s = self.stride
-        ph, pw = (-h) % s, (-w) % s
-        if ph or pw:
-            # reflection needs pad < size; replicate covers tiny images
-            mode = "reflect" if ph < h and pw < w else "replicate"
-            x = F.pad(x, (0, pw, 0, ph), mode=mode)
-        return canonicalize_flow(self(x)[-1][..., :h, :w])
+        x, size = pad_to_multiple(x, self.stride)
+        return canonicalize_flow(crop_to(self(x)[-1], size))
 
-    # -- checkpoints ------------------------------------------------------------------
-    def save(self, path, metadata: Optional[Dict[str, Any]] = None):
-        """Save weights and config as a pnpdeblur safetensors checkpoint."""
-        return save_checkpoint(path, self, "SEN", self.config, metadata)
-
-    @classmethod
-    def from_checkpoint(cls, path) -> "SEN":
-        """Build a SEN from a checkpoint's config, load its weights (strict), eval mode."""
-        return build_from_checkpoint(cls, path, "SEN")
-
-    @classmethod
-    def pretrained(cls) -> "SEN":
-        """The shipped small SEN (RGB, trained on Gong-style flows up to ±46 px), in eval mode."""
-        if not SEN_PRETRAINED_PATH.is_file():
-            raise FileNotFoundError(f"shipped weights not found at {SEN_PRETRAINED_PATH}; run scripts/train_sen.py")
-        return cls.from_checkpoint(SEN_PRETRAINED_PATH)
+    # -- checkpoints (save / from_checkpoint / pretrained come from CheckpointMixin) ----
+    pretrained_file = SEN_PRETRAINED_PATH.name
+    training_command = "python scripts/train_sen.py"
