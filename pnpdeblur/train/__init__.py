@@ -8,11 +8,14 @@
 
 Modules: :mod:`.config` (TrainConfig), :mod:`.schedules` (learning-rate schedules),
 :mod:`.state` (training state and RNGs), :mod:`.distributed` (torchrun/DDP helpers),
-:mod:`.logging` (CSV/JSON logs and the loss picture), :mod:`.engine` (Trainer).
+:mod:`.logging` (CSV/JSON logs and the loss picture), :mod:`.engine` (Trainer), :mod:`.adversarial` (GAN training in one
+optimiser step).
 """
 from . import distributed
 from .config import TrainConfig
 from .engine import Trainer, unwrap_model
-from .schedules import linear_decay_lambda
+from .adversarial import AdversarialPair
+from .schedules import linear_decay_lambda, step_decay_lambda
 
-__all__ = ["TrainConfig", "Trainer", "linear_decay_lambda", "unwrap_model", "distributed"]
+__all__ = ["TrainConfig", "Trainer", "AdversarialPair", "linear_decay_lambda", "step_decay_lambda",
+           "unwrap_model", "distributed"]

@@ -36,6 +36,11 @@ class TrainConfig:
     decay_start : int or None
         Step from which the learning rate decays linearly to ``lr_end`` at the last
         step; ``None`` keeps it constant (after warm-up).
+    lr_milestones : tuple of int
+        Steps at which the learning rate is multiplied by ``lr_gamma`` (step decay, as in
+        DeepDeblur's "÷10 after 1.5·10⁵ iterations"); combines with the linear decay.
+    lr_gamma : float
+        Factor applied at each milestone (default 0.1).
     lr_end : float or None
         Learning rate of the last step when decaying (default: ``lr``).
     grad_clip : float or None
@@ -71,6 +76,8 @@ class TrainConfig:
     warmup_steps: int = 0
     decay_start: Optional[int] = None
     lr_end: Optional[float] = None
+    lr_milestones: Tuple[int, ...] = ()
+    lr_gamma: float = 0.1
     grad_clip: Optional[float] = None
     amp: bool = False
     compile: bool = False
@@ -88,6 +95,8 @@ class TrainConfig:
         # JSON turns tuples into lists and paths are often Path objects: normalise first.
         if isinstance(self.betas, list):
             self.betas = tuple(self.betas)
+        if isinstance(self.lr_milestones, list):
+            self.lr_milestones = tuple(self.lr_milestones)
         if self.out_dir is not None and not isinstance(self.out_dir, str):
             self.out_dir = str(self.out_dir)
         self.validate()
@@ -138,6 +147,12 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.decay_start ({self.decay_start}) must be <= steps ({steps})")
         if self.lr_end is not None:
             real("lr_end", self.lr_end, False)
+        ms = self.lr_milestones
+        if not isinstance(ms, tuple) or any(isinstance(m, bool) or not isinstance(m, numbers.Integral) for m in ms):
+            raise ValueError(f"TrainConfig.lr_milestones must be a tuple of ints, got {ms!r}")
+        if list(ms) != sorted(set(ms)) or any(not 0 < m <= steps for m in ms):
+            raise ValueError(f"TrainConfig.lr_milestones must be increasing ints in (0, steps={steps}], got {ms!r}")
+        real("lr_gamma", self.lr_gamma, True)
         if self.grad_clip is not None:
             real("grad_clip", self.grad_clip, True)
         for name in ("amp", "compile", "progress"):
@@ -168,6 +183,7 @@ class TrainConfig:
         """Plain JSON-serialisable dict (tuples become lists)."""
         d = dataclasses.asdict(self)
         d["betas"] = list(d["betas"])
+        d["lr_milestones"] = list(d["lr_milestones"])
         return d
 
     @classmethod

@@ -30,7 +30,7 @@ from ..checkpoints import save_checkpoint
 from . import distributed as D
 from .config import TrainConfig
 from .logging import plot_history, write_logs
-from .schedules import linear_decay_lambda
+from .schedules import linear_decay_lambda, step_decay_lambda
 from .state import (
     derive_seed,
     get_rng_state,
@@ -247,7 +247,9 @@ class Trainer:
             self._params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, linear_decay_lambda(cfg.steps, cfg.lr, cfg.warmup_steps, cfg.decay_start, cfg.lr_end)
+            self.optimizer, step_decay_lambda(
+                linear_decay_lambda(cfg.steps, cfg.lr, cfg.warmup_steps, cfg.decay_start, cfg.lr_end),
+                cfg.lr_milestones, cfg.lr_gamma)
         )
 
         # --- data order: DistributedSampler for every world size (same permutation rule)
@@ -597,8 +599,12 @@ class Trainer:
         architecture: str,
         config: Mapping[str, Any],
         metadata: Optional[Mapping[str, Any]] = None,
+        module: Optional[nn.Module] = None,
     ) -> Optional[Path]:
         """Save the weights with :func:`pnpdeblur.checkpoints.save_checkpoint` (rank 0 writes).
+
+        ``module`` selects a part of the trained model to export (e.g. the generator of an
+        :class:`~pnpdeblur.train.AdversarialPair`); default the whole model.
 
         Safe to call on every rank or on rank 0 alone (no barrier): other ranks do nothing.
 
@@ -612,4 +618,5 @@ class Trainer:
             **dict(metadata or {}),
         }
         # No collective here: callers may well call export on rank 0 alone.
-        return save_checkpoint(path, self.model, architecture, config, meta) if self.is_main else None
+        target = self.model if module is None else module
+        return save_checkpoint(path, target, architecture, config, meta) if self.is_main else None

@@ -1,10 +1,11 @@
 """Learning-rate schedules for :class:`torch.optim.lr_scheduler.LambdaLR`."""
 from __future__ import annotations
 
+import bisect
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
-__all__ = ["linear_decay_lambda"]
+__all__ = ["linear_decay_lambda", "step_decay_lambda"]
 
 
 def linear_decay_lambda(
@@ -74,5 +75,27 @@ def linear_decay_lambda(
         if step < warmup_steps:
             f *= (step + 1) / warmup_steps
         return f
+
+    return factor
+
+
+def step_decay_lambda(
+    base: Callable[[int], float], milestones: Sequence[int] = (), gamma: float = 0.1
+) -> Callable[[int], float]:
+    """``base`` multiplied by ``gamma`` once for every milestone reached: ``f(s) = base(s)·γ^#{m ≤ s}``.
+
+    Step ``s`` is 0-based as in :func:`linear_decay_lambda`, so with ``milestones=(100,)``
+    steps 0–99 use the full rate and step 100 onwards ``γ`` times it (PyTorch's
+    ``MultiStepLR`` convention). Nah et al.'s DeepDeblur schedule is
+    ``step_decay_lambda(linear_decay_lambda(450_000, 5e-5), (150_000,), 0.1)``.
+    """
+    ms = sorted(int(m) for m in milestones)
+    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma > 0):
+        raise ValueError(f"gamma must be a finite number > 0, got {gamma!r}")
+    if not ms:
+        return base
+
+    def factor(step: int) -> float:
+        return base(step) * gamma ** bisect.bisect_right(ms, step)
 
     return factor
