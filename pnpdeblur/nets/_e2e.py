@@ -1,0 +1,62 @@
+"""Input checks and the official-checkpoint reader shared by the end-to-end deblurring nets.
+
+Private helpers of :mod:`pnpdeblur.nets.deepdeblur`, :mod:`pnpdeblur.nets.deblurnet` and
+:mod:`pnpdeblur.nets.dvd`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Mapping, Union
+
+import torch
+
+from ..checkpoints import CheckpointError
+
+__all__ = ["check_input", "check_multiple", "check_int", "read_torch_state", "strip_prefix"]
+
+
+def check_int(name: str, value: Any, lo: int = 1) -> int:
+    """``value`` as an int >= ``lo`` (bools refused), else ValueError naming ``name``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+        raise ValueError(f"{name} must be an int >= {lo}, got {value!r}")
+    return value
+
+
+def check_input(x: Any, channels: int, name: str = "x") -> None:
+    """Raise TypeError/ValueError unless ``x`` is a finite float ``(N, channels, H, W)`` tensor."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, {channels}, H, W), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor with values in [0, 1], got dtype {x.dtype}")
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise ValueError(f"{name} must have shape (N, {channels}, H, W), got {tuple(x.shape)}")
+    if x.shape[0] == 0 or x.shape[-1] == 0 or x.shape[-2] == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} holds NaN or Inf values")
+
+
+def check_multiple(x: torch.Tensor, stride: int, cls: str, name: str = "x") -> None:
+    """Raise ValueError unless H and W of ``x`` are multiples of ``stride``."""
+    h, w = x.shape[-2:]
+    if h % stride or w % stride:
+        raise ValueError(f"{name}'s H and W must be multiples of {cls}.stride = {stride} in forward_multiscale, "
+                         f"got {(h, w)}; crop training patches accordingly or call the net itself for any size")
+
+
+def read_torch_state(path: Union[str, os.PathLike], what: str) -> Mapping[str, Any]:
+    """``torch.load(path, weights_only=True)`` on CPU; errors become :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} checkpoint not found: {path}")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle and zip errors come in many types
+        raise CheckpointError(f"{path} is not a readable torch checkpoint (corrupt or not a {what} file?): {e}") from e
+    return obj
+
+
+def strip_prefix(state: Mapping[str, Any], prefix: str = "module.") -> Dict[str, Any]:
+    """Drop a DataParallel/DDP ``module.`` prefix from every key that has it."""
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
