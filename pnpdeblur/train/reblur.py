@@ -495,17 +495,13 @@ def finetune_reblur(
     epoch_len = math.ceil(len(centres) / n_u)
     data = HybridBatches(steps, centres, (h, w), crop, n_u, n_s, sup_set, seed=seed)
     objective = ReblurObjective(clip, centres, frames, kernel, tau, alpha, crop, flow, flow_every)
+    # Chen's epochs → the engine's step milestones (those past the last step never apply).
+    milestone_steps = tuple(sorted({m * epoch_len for m in ms if m * epoch_len <= steps}))
     cfg = TrainConfig(steps=steps, batch_size=1, lr=lr, seed=seed, device=device, progress=progress,
-                      log_every=max(1, min(10, steps)))
+                      log_every=max(1, min(10, steps)), lr_milestones=milestone_steps, lr_gamma=lr_decay)
     saved_rng = get_rng_state(torch.device(device))
     try:
         trainer = Trainer(tuned, cfg, data, objective, collate_fn=first_item)
-
-        def factor(step: int) -> float:
-            return lr_decay ** sum(step >= m * epoch_len for m in ms)
-
-        # The engine's schedule is warm-up + linear decay; Chen's step decay replaces it.
-        trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, factor)
         trainer.fit(resume=False)
     finally:
         set_rng_state(saved_rng, torch.device(device))  # the caller's random streams are untouched
@@ -516,6 +512,6 @@ def finetune_reblur(
         "frames": frames, "kernel": kernel, "tau": tau, "steps": steps, "lr": lr, "alpha": alpha,
         "hybrid": hybrid, "n_reblur": n_u, "n_supervised": n_s, "flow": flow if isinstance(flow, str) else
         type(flow).__name__, "flow_every": flow_every, "flow_refreshes": objective.refreshes, "group": group,
-        "centres": centres, "crop": crop, "milestone_steps": [m * epoch_len for m in ms], "seed": seed,
+        "centres": centres, "crop": crop, "milestone_steps": list(milestone_steps), "seed": seed,
     }
     return tuned
