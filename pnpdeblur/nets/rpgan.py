@@ -136,7 +136,8 @@ class RPGANGenerator(CheckpointMixin, nn.Module):
     residual : bool
         Add ``I*`` to the output (``G = I* + r``). Off in the paper's configuration (the skip
         connection of section 4.2.1 is the concatenation); on in :data:`SMALL_GENERATOR`, where
-        it makes the untrained network start near the identity and trains much faster on a CPU.
+        starts the untrained network at the identity (its two output convolutions are
+        zero-initialised) and trains much faster on a CPU.
 
     Notes
     -----
@@ -176,6 +177,12 @@ class RPGANGenerator(CheckpointMixin, nn.Module):
         )
         # section 4.2.1: the concatenated input [I*, O] is skip-connected to the last layer
         self.head = OutputRes2(w + c_in, channels, final_width)
+        if residual:
+            # zero output layers: the untrained residual generator is exactly G(I*|O) = I*
+            # (HQS without a prior), a neutral start; gradients still reach these layers
+            for conv in (self.head.body[-1], self.head.skip):
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
 
     def forward(self, deconv: torch.Tensor, blurred: torch.Tensor) -> torch.Tensor:
         """Restore ``deconv`` (I*) given the observation ``blurred`` (O); see the class notes."""
