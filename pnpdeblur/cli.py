@@ -9,6 +9,12 @@ Subcommands
     ``torchrun`` the files are split across the processes.
 ``pnpdeblur train <model> [args…]``
     Forwards ``args`` to the model's training recipe (:data:`TRAINERS`; ``sen`` now).
+``pnpdeblur finetune FRAMES_DIR --net NAME|PATH -o OUTDIR``
+    Reblur2Deblur test-time fine-tuning (:func:`pnpdeblur.train.reblur.finetune_reblur`) of a
+    deblurring network on the blurred video frames of a folder (temporal order = natural sort
+    of the file names), then writes the deblurred frames. ``--net NAME`` loads the shipped
+    weights of :data:`FINETUNE_NETS`; ``--net PATH`` any pnpdeblur checkpoint of one of those
+    architectures (named in its header).
 
 :func:`main` takes an argument list and returns the exit status, so the command line can be
 driven in-process (tests, notebooks); the console script passes it to ``sys.exit``.
@@ -25,7 +31,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["main", "build_parser", "TRAINERS", "PRIORS", "OutputPlan", "plan_outputs", "collect_inputs"]
+__all__ = ["main", "build_parser", "TRAINERS", "PRIORS", "FINETUNE_NETS", "OutputPlan", "plan_outputs",
+           "collect_inputs", "load_deblur_net", "sorted_frames"]
 
 # Exit statuses: 1 = some inputs failed (the others were written), 2 = usage error / refused.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -58,6 +65,14 @@ def _prior_tv():
 #: ``--prior`` choices → factory of the HQS prior.
 PRIORS: Dict[str, Callable[[], Any]] = {"dncnn": _prior_dncnn, "tv": _prior_tv}
 
+#: ``finetune --net NAME`` → the deblurring network class (a class, or ``"module:Class"``
+#: imported on use). ``--net PATH`` accepts a checkpoint of any of these classes.
+FINETUNE_NETS: Dict[str, Any] = {
+    "deepdeblur": "pnpdeblur.nets.deepdeblur:DeepDeblur",
+    "deblurgan": "pnpdeblur.nets.deblurgan:DeblurGANGenerator",
+    "deblurnet": "pnpdeblur.nets.deblurnet:DeblurNet",
+}
+
 
 _DEBLUR_EPILOG = """\
 examples:
@@ -76,9 +91,25 @@ exit status: 0 all written; 1 some inputs could not be read or deblurred (each i
 on stderr; the others are written); 2 usage error or refused output directory.
 """
 
+_FINETUNE_EPILOG = """\
+examples:
+  pnpdeblur finetune clip/ --net deepdeblur -o out/             # 3-frame, group, hybrid loss
+  pnpdeblur finetune clip/ --net my_deblurgan.safetensors -o out/ --frames 2 --kernel warp
+  pnpdeblur finetune clip/ --net deblurgan -o out/ --reblur-only --steps 100 --device cuda
+  pnpdeblur finetune clip/ --net deepdeblur -o out/ --pairs train/blur train/sharp --save-net tuned.safetensors
+
+frames: the images of FRAMES_DIR in natural order of their names (frame2 before frame10),
+consecutive frames of one video, all the same size. outputs: OUTDIR/<stem>.png per frame
+(8-bit; 16-bit PNG inputs give 16-bit PNGs; grey stays grey).
+
+exit status: 0 written; 1 the network could not be loaded, fine-tuning or writing failed;
+2 usage error (bad frames folder, frames of different sizes, output over an input).
+"""
+
 _TOP_EPILOG = """\
 examples:
   pnpdeblur deblur blurred.jpg -o out/
+  pnpdeblur finetune video_frames/ --net deepdeblur -o out/
   pnpdeblur deblur photos/ -o out/ --recursive --device cuda --save-flow
   pnpdeblur train sen --help
   torchrun --nproc_per_node 2 -m pnpdeblur deblur photos/ -o out/ --device cuda
@@ -144,6 +175,51 @@ def build_parser() -> argparse.ArgumentParser:
                           "'pnpdeblur train sen --out PATH')")
     d.set_defaults(handler=_run_deblur, sub_parser=d)
 
+    ft = sub.add_parser(
+        "finetune", help="Reblur2Deblur: fine-tune a deblurring net on a video's blurred frames and deblur them",
+        description=_wrap("Self-supervised test-time fine-tuning (Chen et al., Reblur2Deblur): deblur "
+                          "consecutive frames with a network, estimate the optical flow between the "
+                          "deblurred frames, reblur them with the per-pixel kernel of the flows and "
+                          "fine-tune the network so that the reblurred frames match the input (plus a "
+                          "supervised term on synthetic or given pairs); then write the frames deblurred "
+                          "by the fine-tuned network."),
+        epilog=_FINETUNE_EPILOG, formatter_class=fmt)
+    ft.add_argument("frames_dir", type=Path, metavar="FRAMES_DIR", help="folder of consecutive blurred frames")
+    ft.add_argument("--net", required=True, metavar="NAME|PATH",
+                    help="shipped network (%s) or a pnpdeblur checkpoint of one" % ", ".join(FINETUNE_NETS))
+    ft.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR",
+                    help="output folder (created if needed)")
+    ft.add_argument("--frames", type=int, choices=(2, 3), default=3,
+                    help="blur model from 2 frames (F- = -F+) or 3 (both neighbours) (default: 3)")
+    ft.add_argument("--kernel", choices=("two_segment", "lut", "warp"), default="two_segment",
+                    help="reblur model: per-pixel two-segment kernel, its look-up table, or warping "
+                         "(default: two_segment)")
+    ft.add_argument("--tau", type=_unit_float, default=1.0, help="exposure cycle in (0, 1] (default: 1, as Chen et al.)")
+    ft.add_argument("--steps", type=_positive_int, default=200, help="fine-tuning steps (default: 200)")
+    ft.add_argument("--lr", type=_positive_float, default=1e-4, help="Adam learning rate (default: 1e-4)")
+    ft.add_argument("--alpha", type=_nonneg_float, default=0.1, help="weight of the reblur loss (default: 0.1)")
+    sup = ft.add_mutually_exclusive_group()
+    sup.add_argument("--reblur-only", action="store_true",
+                     help="no supervised term (the paper found this to degenerate)")
+    sup.add_argument("--pairs", nargs=2, type=Path, metavar=("BLUR_DIR", "SHARP_DIR"), default=None,
+                     help="supervised (blurred, sharp) pairs matched by file name (default: the "
+                          "library's synthetic pairs)")
+    ft.add_argument("--single", action="store_true",
+                    help="fine-tune one copy per frame (Chen's 'individual'); default: one for the group")
+    ft.add_argument("--flow", default="tvl1", metavar="tvl1|PATH",
+                    help="optical flow: scikit-image TV-L1 or a FlowNetS checkpoint (default: tvl1)")
+    ft.add_argument("--flow-every", type=_positive_int, default=20, metavar="K",
+                    help="re-estimate the flows every K steps (default: 20)")
+    ft.add_argument("--crop", type=_positive_int, default=128, help="training crop size (default: 128)")
+    ft.add_argument("--batch", type=_positive_int, default=8,
+                    help="images per step, half reblur crops and half supervised pairs (default: 8)")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--device", default=None, help="torch device, e.g. 'cuda' (default: cpu)")
+    ft.add_argument("--save-net", type=Path, default=None, metavar="PATH",
+                    help="also save the fine-tuned network as a checkpoint (group mode)")
+    ft.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ft.set_defaults(handler=_run_finetune, sub_parser=ft)
+
     t = sub.add_parser(
         "train", add_help=False,  # '--help' after the model name belongs to the model's recipe
         help="train a network: 'pnpdeblur train <model> [args…]' (see 'pnpdeblur train -h')",
@@ -182,6 +258,20 @@ def _nonneg_float(s: str) -> float:
     v = _finite_float(s)
     if v < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {s!r}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    v = _finite_float(s)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {s!r}")
+    return v
+
+
+def _unit_float(s: str) -> float:
+    v = _finite_float(s)
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {s!r}")
     return v
 
 
@@ -513,6 +603,190 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
     return failed
 
 
+# -- finetune ----------------------------------------------------------------------------------
+def _net_class(spec: Any) -> type:
+    """A :data:`FINETUNE_NETS` entry → the class (``"module:Class"`` strings are imported here)."""
+    if isinstance(spec, type):
+        return spec
+    import importlib
+
+    module, _, name = str(spec).partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise FileNotFoundError(f"{name} is not available in this installation of pnpdeblur ({e})") from None
+
+
+def load_deblur_net(spec: str) -> Any:
+    """The network of ``finetune --net``: a :data:`FINETUNE_NETS` name or a checkpoint path.
+
+    Parameters
+    ----------
+    spec : str
+        A name (its class's ``pretrained()`` weights) or the path of a pnpdeblur checkpoint
+        whose header names one of the :data:`FINETUNE_NETS` architectures.
+
+    Returns
+    -------
+    torch.nn.Module
+
+    Raises
+    ------
+    FileNotFoundError
+        No shipped weights for the name, a missing path, or a class not in this installation.
+    ValueError
+        A checkpoint of another architecture (e.g. SEN), or a corrupt one
+        (:class:`pnpdeblur.checkpoints.CheckpointError`).
+    """
+    key = spec.lower()
+    if key in FINETUNE_NETS:
+        cls = _net_class(FINETUNE_NETS[key])
+        try:
+            return cls.pretrained()
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"no shipped weights for {cls.__name__} ({e}); pass a checkpoint with "
+                                    f"--net PATH") from None
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"--net {spec!r} is neither a known network ({', '.join(FINETUNE_NETS)}) "
+                                "nor a checkpoint file")
+    from .checkpoints import read_header
+
+    arch = read_header(path)["architecture"]
+    for entry in FINETUNE_NETS.values():
+        name = entry.__name__ if isinstance(entry, type) else str(entry).rpartition(":")[2]
+        if name == arch:
+            return _net_class(entry).from_checkpoint(path)
+    known = [e.__name__ if isinstance(e, type) else str(e).rpartition(":")[2] for e in FINETUNE_NETS.values()]
+    raise ValueError(f"{path} holds a {arch!r} checkpoint, not a deblurring network that can be "
+                     f"fine-tuned ({', '.join(known)})")
+
+
+def _natural_key(p: Path) -> Tuple:
+    import re
+
+    parts = re.split(r"(\d+)", p.name.casefold())
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in parts)
+
+
+def sorted_frames(folder: Path) -> List[Path]:
+    """The images of ``folder`` in natural order of their names (``f2`` before ``f10``)."""
+    from .data.datasets import list_images
+
+    return sorted(list_images(folder), key=_natural_key)
+
+
+def _load_flow(spec: str) -> Any:
+    if spec == "tvl1":
+        return "tvl1"
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"--flow {spec!r} is neither 'tvl1' nor a checkpoint file")
+    from .nets.flownets import FlowNetS
+
+    return FlowNetS.from_checkpoint(path)
+
+
+def _run_finetune(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    import torch
+
+    prog = "pnpdeblur finetune"
+    try:
+        files = sorted_frames(args.frames_dir)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    outdir: Path = args.output
+    if outdir.exists() and not outdir.is_dir():
+        print(f"{prog}: error: output {outdir} exists and is not a folder", file=sys.stderr)
+        return EXIT_USAGE
+    plans = plan_outputs(files, outdir)
+    conflicts = _overwrite_conflicts(plans, files)
+    if conflicts:
+        for o, i in conflicts:
+            print(f"{prog}: error: output {o} would overwrite the input {i}", file=sys.stderr)
+        return EXIT_USAGE
+    need = 3 if args.frames == 3 else 2
+    if len(files) < need:
+        print(f"{prog}: error: --frames {args.frames} needs at least {need} frames in {args.frames_dir}, "
+              f"found {len(files)}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        device = _resolve_device(args.device, False)
+        frames = [_read(f) for f in files]
+    except (ValueError, OSError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    shapes = {img.shape[:2] for img, _ in frames}
+    if len(shapes) > 1:
+        print(f"{prog}: error: the frames must all have the same size, found {sorted(shapes)}", file=sys.stderr)
+        return EXIT_USAGE
+    grey = [img.shape[2] == 1 for img, _ in frames]
+    clip = torch.stack([torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.repeat(img, 3 // img.shape[2], 2), -1, 0)))
+                        for img, _ in frames])
+    try:
+        net = load_deblur_net(args.net)
+        flow = _load_flow(args.flow)
+        supervised = None
+        if args.reblur_only:
+            supervised = False
+        elif args.pairs is not None:
+            from .data import PairAugment, PairedFolderDataset
+
+            supervised = PairedFolderDataset(*args.pairs, transform=PairAugment(crop=min(args.crop, *clip.shape[2:])),
+                                             seed=args.seed)
+    except Exception as e:  # missing weights, foreign checkpoint, bad pairs folder
+        _err(f"{prog}: error: cannot load the network or the data: {e}")
+        return EXIT_FAILED
+    from .train.reblur import deblur_frames, finetune_reblur
+
+    if device is not None:
+        net = net.to(device)
+    opts = dict(frames=args.frames, kernel=args.kernel, tau=args.tau, steps=args.steps, lr=args.lr,
+                alpha=args.alpha, supervised=supervised, flow=flow, flow_every=args.flow_every, crop=args.crop,
+                batch_size=args.batch, seed=args.seed, progress=not args.no_progress)
+    usable = list(range(1, len(files) - 1)) if args.frames == 3 else list(range(len(files)))
+    try:
+        if args.single:
+            # One fine-tuned copy per frame; the end frames of the 3-frame model (no two
+            # neighbours) take their nearest usable frame's network.
+            out = torch.empty_like(clip)
+            for t in usable:
+                tuned = finetune_reblur(net, clip, group=False, target=t, **opts)
+                todo = [t] + ([0] if t == usable[0] and t > 0 else []) + \
+                    ([len(files) - 1] if t == usable[-1] and t < len(files) - 1 else [])
+                for u in todo:
+                    out[u] = deblur_frames(tuned, clip[u:u + 1])[0].cpu()
+            tuned = None
+        else:
+            tuned = finetune_reblur(net, clip, group=True, **opts)
+            out = deblur_frames(tuned, clip).cpu()
+    except Exception as e:
+        _err(f"{prog}: error: fine-tuning failed: {type(e).__name__}: {e}")
+        return EXIT_FAILED
+    outdir.mkdir(parents=True, exist_ok=True)
+    try:
+        for pl, x, g, (_, sixteen) in zip(plans, out, grey, frames):
+            img = x.clamp(0, 1).permute(1, 2, 0).numpy()
+            if g:
+                img = img.mean(2, keepdims=True)
+            _imsave(pl.image, _to_storage(img, sixteen))
+        if args.save_net is not None:
+            if tuned is None:
+                _err(f"{prog}: note: --save-net is ignored with --single (one network per frame)")
+            else:
+                from .checkpoints import save_checkpoint
+
+                meta = {"finetune": {k: (v if isinstance(v, (int, float, str, bool, list)) else str(v))
+                                     for k, v in tuned.reblur_settings.items()},
+                        "frames": [f.name for f in files]}
+                save_checkpoint(args.save_net, tuned, type(tuned).__name__, getattr(tuned, "config", {}), meta)
+    except (OSError, ValueError, TypeError) as e:
+        _err(f"{prog}: error: cannot write the results: {e}")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def _run_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if args.model is None:
         args.sub_parser.print_help(sys.stdout if {"-h", "--help"} & set(extra) else sys.stderr)
@@ -556,7 +830,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
-        if args.command == "deblur":
+        if args.command == "finetune":
+            args, extra = args.sub_parser.parse_args(argv[argv.index("finetune") + 1:]), []
+        elif args.command == "deblur":
             # again, intermixed: 'deblur a.png -o out b.png' has inputs on both sides of -o
             args, extra = args.sub_parser.parse_intermixed_args(argv[argv.index("deblur") + 1:]), []
         return args.handler(args, extra)
