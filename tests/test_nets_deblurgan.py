@@ -142,7 +142,6 @@ def test_adam_lowers_the_content_loss_on_a_fixed_batch():
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.6 * losses[0], losses
-    print(losses[0], losses[-1])
 
 
 # ------------------------------------------------------------------ critic and losses
