@@ -15,18 +15,9 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 
-from ..backend import from_torch
 from ..operators.base import LinearOperator
-from ._common import (
-    XStep,
-    check_image_range,
-    check_noise_level,
-    prepare_like,
-    prepare_observation,
-    prior_caller,
-    relative_residual,
-)
-from .result import SolverResult, _Recorder
+from ._splitting import SplittingUpdate, run_splitting
+from .result import SolverResult
 from .schedules import DEFAULT_LAMBDA, DEFAULT_SIGMA_START, resolve_schedule
 
 __all__ = ["hqs", "resolve_schedule"]  # resolve_schedule lives in schedules (shared with ADMM)
@@ -129,50 +120,16 @@ def hqs(
     >>> res = hqs(y, K, prior=TV(), noise_level=0.01)   # doctest: +SKIP
     >>> x = res.x
     """
-    yt, kind, restore = prepare_observation(y, K)
-    check_image_range(yt)
-    noise_level = check_noise_level(noise_level)
-    bet, sig = resolve_schedule(noise_level, betas, sigmas, n_iter, lam, sigma_start)
-    call_prior = prior_caller(prior)
-    ref = prepare_like(reference, yt, "reference")
-    z = prepare_like(x0, yt, "x0", detach=not differentiable)
-    z = yt.clone() if z is None else z
-    solve = XStep(K, yt, cg_iters, cg_tol, x_step, differentiable, preconditioner)
-    rec = _Recorder(len(bet), ref, callback, progress, "hqs")
-    x = z
-    all_conv = True
-    try:
-        with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
-            for k, (beta, sigma) in enumerate(zip(bet, sig)):
-                x, info = solve(z, beta, x)
-                ctx = {"y": yt, "K": K, "iteration": k, "beta": beta, "x": x}
-                if context:
-                    ctx.update(context)
-                z = call_prior(x, sigma, ctx) if sigma > 0 else x
-                entry: Dict[str, Any] = {
-                    "iteration": k,
-                    "beta": beta,
-                    "sigma": sigma,
-                    "residual": relative_residual(K, z, yt),
-                }
-                if info is not None:
-                    entry["cg_iterations"] = info.iterations
-                    entry["cg_converged"] = info.converged
-                    all_conv &= info.converged
-                if rec.record(entry, z):
-                    break
-    finally:
-        rec.close()
-    settings = dict(
-        noise_level=noise_level, betas=bet, sigmas=sig, cg_iters=cg_iters, cg_tol=cg_tol,
-        lam=lam, x_step=solve.method, prior=repr(prior),
-        preconditioner=preconditioner if preconditioner is None or isinstance(preconditioner, str)
-        else repr(preconditioner),
+    return run_splitting(
+        "hqs", "beta", lambda z0: _HQSUpdate(), y, K, prior, noise_level, betas, sigmas, n_iter, lam,
+        sigma_start, cg_iters, cg_tol, x_step, x0, reference, callback, progress, context, differentiable,
+        preconditioner,
     )
-    return SolverResult(
-        x=from_torch(restore(z), kind),
-        history=rec.history,
-        settings=settings,
-        converged=all_conv,
-        aux=from_torch(restore(x), kind),
-    )
+
+
+class _HQSUpdate(SplittingUpdate):
+    """``x = [KᵀK + β I]⁻¹ (Kᵀ y + β z)``, then ``z = prior(x, σ)``."""
+
+    def __call__(self, rho, z, x, solve, denoise):
+        x, info = solve(z, rho, x)
+        return x, denoise(x, x), info, {}
