@@ -232,10 +232,12 @@ class DeepDeblur(CheckpointMixin, nn.Module):
             raise CheckpointError(f"body_models.{scales - 1}.body.0.weight is missing")
         in_channels = int(coarse_head.shape[1])
         try:
-            net = cls(in_channels=in_channels, features=features, blocks=blocks, scales=scales,
-                      kernel_size=kernel, upsample="pixelshuffle", rgb_range=rgb_range)
+            with torch.device("meta"):  # skip the random init; every tensor is loaded below
+                net = cls(in_channels=in_channels, features=features, blocks=blocks, scales=scales,
+                          kernel_size=kernel, upsample="pixelshuffle", rgb_range=rgb_range)
         except ValueError as e:
             raise CheckpointError(f"the official state dict implies an invalid configuration: {e}") from e
+        net = net.to_empty(device="cpu")
         mapped: Dict[str, torch.Tensor] = {}
         for key, value in state.items():
             new: Optional[str] = None

@@ -209,7 +209,8 @@ class DVD(CheckpointMixin, nn.Module):
             Unreadable files, a vector of the wrong length, statistics of the wrong number or
             shape, negative variances, NaN or Inf.
         """
-        net = cls(in_channels=in_channels, frames=frames)
+        with torch.device("meta"):  # no random init of 15 M weights that are overwritten below
+            net = cls(in_channels=in_channels, frames=frames)
         flat = _as_tensor(_read_array(path, "parameter vector"), "parameter vector").reshape(-1)
         order = net.official_parameter_order()
         need = sum(int(torch.Size(s).numel()) for _, s in order)
@@ -239,7 +240,8 @@ class DVD(CheckpointMixin, nn.Module):
             state[f"{name}.bn.running_mean"] = m.clone()
             state[f"{name}.bn.running_var"] = v.clone()
             state[f"{name}.bn.num_batches_tracked"] = torch.tensor(0)
-        try:
+        net = net.to_empty(device="cpu")
+        try:  # strict: every parameter and buffer of the uninitialised net is overwritten
             net.load_state_dict(state, strict=True)
         except RuntimeError as e:  # cannot happen when the order above is complete; kept as a guard
             raise CheckpointError(f"official DVD tensors do not fit: {e}") from e
