@@ -180,10 +180,12 @@ class DVD(CheckpointMixin, nn.Module):
 
         Their ``inference.lua`` copies a flat float vector into ``getParameters()`` of the model
         and the running means / variances of the 22 batch-norm layers from a pair of lists. This
-        reads the vector in :meth:`official_parameter_order` (the layers' definition order;
-        nngraph's ``gModule`` lists its modules in a topological order of the graph, which we
-        take to be that order — it could not be checked against the real file, which we may not
-        download here). Their inputs are ``byte / 255`` in [0, 1] like ours, so no range change.
+        reads the vector in :meth:`official_parameter_order`, the layers' definition order:
+        nngraph's ``gModule`` lists its modules in a topological order of the graph, and every
+        layer with parameters lies on the one main path F0 → … → F15 (the skips only add into
+        it), so every topological order lists them in this order. (Not checked against the real
+        file, which is not downloaded here.) Their inputs are ``byte / 255`` in [0, 1] like
+        ours, so no range change.
 
         Parameters
         ----------
