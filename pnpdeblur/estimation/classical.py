@@ -1,6 +1,6 @@
 """Classical (non-learned) blind estimate of a global linear motion blur.
 
-A line kernel of motion vector ``m`` (DESIGN.md) multiplies the image spectrum by a
+A line kernel of motion vector ``m`` (docs/conventions.md) multiplies the image spectrum by a
 sinc-like factor that vanishes on the parallel lines ``f · m = k`` (``k`` a non-zero
 integer, ``f`` in cycles per pixel): periodic zeros with spacing ``1/|m|`` along the
 direction of ``m``. In the power cepstrum ``C = IFFT(log |FFT(image)|²)`` such a
@@ -234,7 +234,7 @@ def estimate_linear_motion(
     Returns
     -------
     (u, v) : tuple of float
-        Motion vector ``m`` of the DESIGN line kernel in pixels, ``u`` along +x
+        Motion vector ``m`` of the line kernel (docs/conventions.md) in pixels, ``u`` along +x
         (columns), ``v`` along +y (rows), canonical (``u >= 0``; ``v >= 0`` if ``u == 0``).
         ``|m|`` is the kernel's length: ``(7, 0)`` is seven taps of 1/7. Blurs shorter
         than about 3 px are reported as ``(0.0, 0.0)``.
