@@ -212,7 +212,10 @@ def official_forward(sd, x255, scales=3, blocks=2):
     """Their MSResNet.forward written out with F.conv2d on their keys; pyramid from skimage."""
     from skimage.transform import pyramid_gaussian
 
-    conv = lambda t, key: F.conv2d(t, sd[key + ".weight"], sd[key + ".bias"], padding=sd[key + ".weight"].shape[-1] // 2)
+    def conv(t, key):
+        w = sd[key + ".weight"]
+        return F.conv2d(t, w, sd[key + ".bias"], padding=w.shape[-1] // 2)
+
     img = x255[0].permute(1, 2, 0).double().numpy()
     pyr = [torch.from_numpy(np.ascontiguousarray(p)).permute(2, 0, 1)[None].float()
            for p in pyramid_gaussian(img, scales - 1, channel_axis=-1)]  # 0: fine
