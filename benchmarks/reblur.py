@@ -1,0 +1,226 @@
+"""Reblur2Deblur (issue 13): the reblur model, its cost, and test-time fine-tuning.
+
+Three parts:
+
+``model``
+    The reblur model itself: GOPRO-style clips (frame averaging of ``N`` sharp frames,
+    consecutive exposures without gap, :func:`pnpdeblur.data.synthesize_video_sequence`) of the
+    held-out scikit-image photos; the *true* sharp middle frame, reblurred with the *true* flows
+    to the neighbouring frames, is compared with the synthetic blurred frame (PSNR, dB) for each
+    kernel (two-segment, LUT, warp), 3-frame (F₊, F₋) and 2-frame (F₋ = −F₊). With exposures
+    of N frames and neighbours N frames away, each half of the blur covers half of the flow:
+    τ = 0.5 (Chen's τ = 1 is shown for comparison). Rows for linear averaging (γ = 1) isolate
+    the kernel model from the camera response (γ = 2.2, GOPRO). The baseline row is the
+    blurred frame vs the sharp one (no reblur).
+``timing``
+    Chen's table 3: time of one fine-tuning step of the reblur model, forward + backward,
+    for a mini-batch of 10 RGB 128² images (gradient to the images; "+flow" also to the
+    flows, as with a trainable flow network), per kernel, median of ``--repeats`` runs.
+``finetune`` (needs ``--net PATH``, a checkpoint of a shipped deblurring net)
+    The paper's experiment in miniature: held-out clips with larger motion than the nets'
+    training data; PSNR/SSIM of the centre frames against the true sharp frames before and
+    after :func:`pnpdeblur.train.reblur.finetune_reblur`, for 2- vs 3-frame, group vs single,
+    hybrid vs reblur-only.
+
+Usage::
+
+    nice -n 10 python benchmarks/reblur.py                       # model + timing (CPU, a few minutes)
+    python benchmarks/reblur.py --parts finetune --net weights.safetensors [--device cuda]
+
+Writes ``reblur[_<device>].json`` beside this file.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _results import write_rows  # noqa: E402
+
+from pnpdeblur.data import sample_image, synthesize_video_sequence  # noqa: E402
+from pnpdeblur.losses.reblur import REBLUR_KERNELS, reblur, reblur_loss  # noqa: E402
+from pnpdeblur.metrics import psnr, ssim  # noqa: E402
+from pnpdeblur.train.sen import HELD_OUT_SAMPLES  # noqa: E402
+
+KERNEL_LABEL = {"two_segment": "two-segment", "lut": "LUT", "warp": "warp"}
+
+
+def _nchw(a: np.ndarray) -> torch.Tensor:
+    """(…, H, W, C) numpy → (N, C, H, W) float64 tensor."""
+    t = torch.from_numpy(np.ascontiguousarray(a)).double()
+    return (t[None] if t.ndim == 3 else t).permute(0, 3, 1, 2).contiguous()
+
+
+def clips(size: int, n_clips: int, motion: str, max_blur: float, min_blur: float, gamma, n_blurred: int = 3,
+          seed: int = 0):
+    """Synthetic clips of the held-out photos (one per photo and seed offset)."""
+    out = []
+    for k in range(n_clips):
+        name = HELD_OUT_SAMPLES[k % len(HELD_OUT_SAMPLES)]
+        img = sample_image(name, size=2 * size, channels=3)
+        out.append((name, synthesize_video_sequence(img, n_blurred, shape=(size, size), motion=motion,
+                                                    max_blur=max_blur, min_blur=min_blur, gamma=gamma,
+                                                    seed=seed + k)))
+    return out
+
+
+# ---------------------------------------------------------------------------------- model
+def part_model(args) -> list:
+    rows = []
+    for gamma in (2.2, None):
+        for motion in ("translation", "mixed"):
+            acc = {}
+            for name, q in clips(args.size, args.clips, motion, args.max_blur, min(4.0, args.max_blur), gamma):
+                t = 1
+                sharp, blurred = _nchw(q.sharp[t]), _nchw(q.blurred[t])
+                fn = torch.from_numpy(q.flows_next[t])[None].double()
+                fp = torch.from_numpy(q.flows_prev[t])[None].double()
+                acc.setdefault(("none", "-", "-"), []).append(psnr(sharp, blurred))
+                for kernel in REBLUR_KERNELS:
+                    for frames in (3, 2):
+                        for tau in (0.5, 1.0):
+                            if tau == 1.0 and kernel != "two_segment":
+                                continue
+                            y = reblur(sharp, fn, fp if frames == 3 else None, kernel=kernel, tau=tau)
+                            acc.setdefault((kernel, frames, tau), []).append(psnr(y.clamp(0, 1), blurred))
+            for (kernel, frames, tau), vals in acc.items():
+                rows.append({"part": "model", "gamma": gamma or 1.0, "motion": motion,
+                             "kernel": KERNEL_LABEL.get(kernel, "(blurred vs sharp)"), "frames": frames,
+                             "tau": tau, "psnr_db": round(float(np.mean(vals)), 2), "clips": len(vals)})
+    print(f"\nreblur(true sharp, true flows) vs synthetic blurred, PSNR dB, {args.size}² clips, "
+          f"blur <= {args.max_blur} px per exposure, mean of {args.clips} clips")
+    print(f"{'gamma':>5} {'motion':>11} {'kernel':>18} {'frames':>6} {'tau':>4} {'PSNR':>7}")
+    for r in rows:
+        print(f"{r['gamma']:>5} {r['motion']:>11} {r['kernel']:>18} {r['frames']!s:>6} {r['tau']!s:>4} "
+              f"{r['psnr_db']:>7.2f}")
+    return rows
+
+
+# --------------------------------------------------------------------------------- timing
+def part_timing(args) -> list:
+    dev = torch.device(args.device)
+    g = torch.Generator().manual_seed(0)
+    n, s = 10, 128
+    b = torch.rand(n, 3, s, s, generator=g).to(dev)
+    coarse = torch.randn(n, 4, 4, 4, generator=g) * args.flow_amp / 2
+    flows = torch.nn.functional.interpolate(coarse, size=(s, s), mode="bilinear", align_corners=True).to(dev)
+    fn0, fp0 = flows[:, :2].contiguous(), flows[:, 2:].contiguous()
+    rows = []
+    for kernel in REBLUR_KERNELS:
+        for frames in (3,):  # the 2-frame model runs the same operator (F₋ = −F₊)
+            for flow_grad in (False, True):
+                times = []
+                for r in range(args.repeats + 1):  # the first run compiles / warms up, not counted
+                    d = b.clone().requires_grad_(True)
+                    fn = fn0.clone().requires_grad_(flow_grad)
+                    fp = fp0.clone().requires_grad_(flow_grad) if frames == 3 else None
+                    if dev.type == "cuda":
+                        torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    loss = reblur_loss(d, b, fn, fp, kernel=kernel)
+                    loss.backward()
+                    if dev.type == "cuda":
+                        torch.cuda.synchronize()
+                    if r:
+                        times.append(time.perf_counter() - t0)
+                rows.append({"part": "timing", "kernel": KERNEL_LABEL[kernel], "frames": frames,
+                             "grad": "image+flow" if flow_grad else "image", "batch": n, "size": s,
+                             "seconds": round(statistics.median(times), 4), "repeats": args.repeats})
+    base = {(r["frames"], r["grad"]): r["seconds"] for r in rows if r["kernel"] == "two-segment"}
+    for r in rows:
+        r["vs_two_segment"] = round(r["seconds"] / base[(r["frames"], r["grad"])], 3)
+    print(f"\nreblur loss forward + backward, 10 RGB 128² images, flows ~{args.flow_amp} px, {args.device}, "
+          f"median of {args.repeats}")
+    print(f"{'kernel':>12} {'frames':>6} {'grad':>11} {'seconds':>8} {'ratio':>6}")
+    for r in rows:
+        print(f"{r['kernel']:>12} {r['frames']:>6} {r['grad']:>11} {r['seconds']:>8.3f} {r['vs_two_segment']:>6.2f}")
+    return rows
+
+
+# ------------------------------------------------------------------------------- finetune
+def _score(net, q, centres, device) -> tuple:
+    from pnpdeblur.train.reblur import deblur_frames
+
+    x = _nchw(q.blurred).float()
+    out = deblur_frames(net, x.to(device)).clamp(0, 1).cpu().double()
+    ref = _nchw(q.sharp)
+    return (float(np.mean([psnr(out[t], ref[t], channel_axis=0) for t in centres])),
+            float(np.mean([ssim(out[t], ref[t], channel_axis=0) for t in centres])))
+
+
+def finetune_experiment(net, args) -> list:
+    """Before/after PSNR/SSIM of ``net`` fine-tuned on held-out clips (see the module docstring)."""
+    from pnpdeblur.train.reblur import finetune_reblur
+
+    settings = [
+        dict(frames=3, group=True, supervised=None, kernel="two_segment"),
+        dict(frames=2, group=True, supervised=None, kernel="two_segment"),
+        dict(frames=3, group=False, supervised=None, kernel="two_segment"),
+        dict(frames=3, group=True, supervised=False, kernel="two_segment"),
+        dict(frames=3, group=True, supervised=None, kernel="warp"),
+        dict(frames=3, group=True, supervised=None, kernel="lut"),
+    ]
+    device = args.device
+    net = net.to(device).eval()
+    rows = []
+    for name, q in clips(args.size, args.clips, "mixed", args.ft_max_blur, args.ft_max_blur / 2, 2.2,
+                         n_blurred=args.ft_frames, seed=100):
+        centres = list(range(1, args.ft_frames - 1))
+        p0, s0 = _score(net, q, centres, device)
+        for st in settings:
+            t0 = time.perf_counter()
+            tuned = finetune_reblur(net, _nchw(q.blurred).float(), steps=args.ft_steps, crop=min(128, args.size),
+                                    tau=args.tau, seed=0, progress=False, device=device,
+                                    target=None, **st)
+            p1, s1 = _score(tuned, q, centres, device)
+            rows.append({"part": "finetune", "photo": name, **{k: str(v) for k, v in st.items()},
+                         "psnr_before": round(p0, 3), "psnr_after": round(p1, 3), "gain_db": round(p1 - p0, 3),
+                         "ssim_before": round(s0, 4), "ssim_after": round(s1, 4),
+                         "seconds": round(time.perf_counter() - t0, 1)})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def part_finetune(args) -> list:
+    if args.net is None:
+        print("\nfinetune: skipped (needs --net PATH, a checkpoint of a deblurring net)")
+        return []
+    from pnpdeblur.cli import load_deblur_net
+
+    return finetune_experiment(load_deblur_net(args.net), args)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--parts", default="model,timing", help="comma-separated: model, timing, finetune")
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--clips", type=int, default=4, help="clips per setting (held-out photos)")
+    ap.add_argument("--max-blur", type=float, default=12.0, help="blur per exposure of the model part, px")
+    ap.add_argument("--flow-amp", type=float, default=6.0, help="flow magnitude of the timing part, px")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--net", default=None, help="deblurring net for the finetune part (name or checkpoint)")
+    ap.add_argument("--ft-steps", type=int, default=200)
+    ap.add_argument("--ft-frames", type=int, default=5, help="blurred frames per fine-tuning clip")
+    ap.add_argument("--ft-max-blur", type=float, default=30.0, help="blur per exposure of the fine-tuning clips")
+    ap.add_argument("--tau", type=float, default=0.5, help="tau of the fine-tuning reblur (0.5: no exposure gap)")
+    args = ap.parse_args(argv)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    rows = []
+    t0 = time.perf_counter()
+    for p in parts:
+        rows += {"model": part_model, "timing": part_timing, "finetune": part_finetune}[p](args)
+    write_rows("reblur", args.device.split(":")[0], rows, parts=parts, size=args.size, clips=args.clips,
+               max_blur=args.max_blur, torch=torch.__version__, threads=torch.get_num_threads(),
+               seconds=round(time.perf_counter() - t0, 1))
+
+
+if __name__ == "__main__":
+    main()
