@@ -213,7 +213,7 @@ class DeblurGANGenerator(CheckpointMixin, nn.Module):
         blocks = 0
         while f"model.{10 + blocks}.conv_block.1.weight" in state:
             blocks += 1
-        dropout = 0.5 if f"model.10.conv_block.6.weight" in state else 0.0
+        dropout = 0.5 if "model.10.conv_block.6.weight" in state else 0.0
         model = cls(in_channels=int(c), features=int(f), blocks=blocks, dropout=dropout)
         mapping = official_generator_keys(blocks, dropout > 0)
         copy_mapped(model, state, mapping, path)

@@ -44,7 +44,7 @@ Configurations: paper ``FlowNetS()`` (``width=64``); small CPU configuration
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -204,9 +204,9 @@ class FlowNetS(CheckpointMixin, nn.Module):
     def forward(self, frame1: torch.Tensor, frame2: torch.Tensor) -> torch.Tensor:
         """Flow ``(N, 2, H, W)`` in pixels from ``frame1``'s grid to ``frame2`` (any size)."""
         self._check_pair(frame1, frame2)
-        c = self.config["in_channels"]
-        both, size = pad_to_multiple(torch.cat((frame1, frame2), dim=1), self.stride)
-        finest = self._predict(self._stack(both[:, :c], both[:, c:]))[-1]
+        # normalise before padding so a "pair" mean is that of the frames themselves
+        both, size = pad_to_multiple(self._stack(frame1, frame2), self.stride)
+        finest = self._predict(both)[-1]
         # internal units are full-resolution pixels / div_flow: up-sampling keeps magnitudes
         flow = F.interpolate(finest * self.config["div_flow"], size=both.shape[-2:], mode="bilinear",
                              align_corners=False)
