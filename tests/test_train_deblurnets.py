@@ -54,7 +54,7 @@ def test_loss_fn_parts_and_content_term():
     total, parts = R.make_loss_fn(spec, pair, 1e-4)(pair, batch)
     content = multiscale_mse(net.forward_multiscale(batch["blurred"]), batch["sharp"])
     assert parts["content"] == pytest.approx(float(content.detach()), rel=1e-5)
-    assert float(total) == pytest.approx(parts["content"] + 1e-4 * parts["adv_g"] + parts["adv_d"], rel=1e-5)
+    assert float(total.detach()) == pytest.approx(parts["content"] + 1e-4 * parts["adv_g"] + parts["adv_d"], rel=1e-5)
     # without a discriminator the loss is the content loss alone
     plain = R.make_loss_fn(spec, None, 0.0)(R._Multiscale(net), batch)
     assert float(plain.detach()) == pytest.approx(float(content.detach()), rel=1e-5)
@@ -71,3 +71,17 @@ def test_bad_arguments():
         R.build_datasets("flow", "flow", ["astronaut"], 4, 64, 0, 2)
     with pytest.raises(ValueError, match="root"):
         R.build_datasets("image", "gopro", ["astronaut"], 4, 64, 0, 2)
+
+
+@pytest.mark.parametrize("name", ["deblurnet", "dvd", "deblurgan", "flownets"])
+def test_every_recipe_runs_one_step_and_exports(tmp_path, name):
+    path = _run(tmp_path, name, "--steps", "1", "--val-items", "1")
+    header = read_header(path)
+    spec = R.SPECS[name]
+    assert header["architecture"] == spec.cls and header["steps"] == 1
+    assert set(header["validation"]) == ({"epe"} if spec.kind == "flow" else {"psnr", "ssim"})
+    net = R._net_class(spec).from_checkpoint(path)
+    for k, v in spec.small.items():
+        assert header["config"][k] == (list(v) if isinstance(v, tuple) else v)
+    assert sum(p.numel() for p in net.parameters()) == sum(
+        p.numel() for p in R.build_net(name, small=True).parameters())

@@ -67,6 +67,8 @@ class NetSpec:
         Constructor arguments of the CPU configuration (``--small``).
     adversarial : {None, "gan", "wgan-gp"}
         The paper's adversarial loss; ``discriminator`` names its class in ``module``.
+    disc_small : dict
+        Constructor arguments of the discriminator with ``--small``.
     adv_weight : float
         Weight of the generator's adversarial term relative to the content loss.
     lr, steps, batch, crop, milestones, gamma, decay_from, lr_end :
@@ -82,6 +84,7 @@ class NetSpec:
     small: Mapping[str, Any]
     adversarial: Optional[str] = None
     discriminator: Optional[str] = None
+    disc_small: Mapping[str, Any] = field(default_factory=dict)
     adv_weight: float = 0.0
     lr: float = 1e-4
     steps: int = 100_000
@@ -100,26 +103,26 @@ class NetSpec:
 SPECS: Dict[str, NetSpec] = {
     "deepdeblur": NetSpec(
         "pnpdeblur.nets.deepdeblur", "DeepDeblur", "image", small=dict(features=16, blocks=3),
-        adversarial="gan", discriminator="DeepDeblurDiscriminator", adv_weight=1e-4,
+        adversarial="gan", discriminator="DeepDeblurDiscriminator", adv_weight=1e-4, disc_small=dict(base=8),
         lr=5e-5, steps=450_000, batch=4, crop=256, milestones=(1 / 3,), gamma=0.1,
         paper="Nah et al.: Adam 5e-5, ÷10 after 1.5e5 of 4.5e5 iterations, batch 4, 256² crops, "
               "adversarial weight 1e-4"),
     "deblurnet": NetSpec(
-        "pnpdeblur.nets.deblurnet", "DeblurNet", "image", small=dict(width=16),
+        "pnpdeblur.nets.deblurnet", "DeblurNet", "image", small=dict(n1_channels=[16, 32, 32, 32, 32, 32], width=32),
         lr=1e-4, steps=100_000, batch=16, crop=256, decay_from=0.5, lr_end=1e-6,
         paper="Noroozi et al.: multi-scale L2, Adam; schedule not in the paper (linear decay here)"),
     "dvd": NetSpec(
-        "pnpdeblur.nets.dvd", "DVD", "video", small=dict(width=16),
+        "pnpdeblur.nets.dvd", "DVD", "video", small=dict(widths=[8, 16, 32, 64]),
         lr=1e-4, steps=80_000, batch=16, crop=128, decay_from=0.5, lr_end=1e-6,
         paper="Su et al. (as used by Chen et al.): 5-frame stacks, MSE to the centre frame"),
     "deblurgan": NetSpec(
         "pnpdeblur.nets.deblurgan", "DeblurGANGenerator", "image", small=dict(features=16, blocks=3),
-        adversarial="wgan-gp", discriminator="DeblurGANCritic", adv_weight=1e-2,
+        adversarial="wgan-gp", discriminator="DeblurGANCritic", adv_weight=1e-2, disc_small=dict(features=16),
         lr=1e-4, steps=300_000, batch=1, crop=256, decay_from=0.5, lr_end=0.0, betas=(0.5, 0.999),
         paper="Kupyn et al.: Adam 1e-4 (β1 0.5), constant then linear decay to 0, batch 1, 256² crops, "
               "WGAN-GP (λ 10) + 100 × content"),
     "flownets": NetSpec(
-        "pnpdeblur.nets.flownets", "FlowNetS", "flow", small=dict(width=16),
+        "pnpdeblur.nets.flownets", "FlowNetS", "flow", small=dict(width=8),
         lr=1e-4, steps=600_000, batch=8, crop=256, milestones=(1 / 2, 2 / 3, 5 / 6), gamma=0.5,
         paper="Dosovitskiy et al.: Adam 1e-4, halved every 1e5 iterations after 3e5, batch 8"),
 }
@@ -308,7 +311,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     pair = None
     model: nn.Module = _Multiscale(net)
     if spec.adversarial and adv_weight > 0:
-        disc_kwargs = {k: v for k, v in net.config.items() if k in ("in_channels", "channels")}
+        disc_kwargs = {"in_channels": net.config.get("in_channels", 3), **(spec.disc_small if args.small else {})}
         pair = AdversarialPair(model, _net_class(spec, spec.discriminator)(**disc_kwargs))
         model = pair
     steps = args.steps
