@@ -1,4 +1,27 @@
-"""Training losses: flow regression (more to come: reblur, multi-scale, adversarial, perceptual)."""
+"""Training losses: flow regression, multi-scale content, end-point error, adversarial, reblur."""
+from .adversarial import (
+    gan_discriminator_loss,
+    gan_generator_loss,
+    gradient_penalty,
+    wgan_critic_loss,
+    wgan_generator_loss,
+)
+from .epe import endpoint_error, multiscale_epe
 from .flow import flow_l2_loss
+from .multiscale import image_pyramid, multiscale_mse
+from .reblur import reblur, reblur_loss
 
-__all__ = ["flow_l2_loss"]
+__all__ = [
+    "flow_l2_loss",
+    "image_pyramid",
+    "multiscale_mse",
+    "endpoint_error",
+    "multiscale_epe",
+    "gan_discriminator_loss",
+    "gan_generator_loss",
+    "wgan_critic_loss",
+    "wgan_generator_loss",
+    "gradient_penalty",
+    "reblur",
+    "reblur_loss",
+]

@@ -1,5 +1,30 @@
-"""Networks: denoisers, flow estimators and deblurring models (torch modules)."""
+"""Networks (torch modules): flow estimators, denoisers, restoration priors, deblurring nets.
+
+Every network accepts any image size (padded to its stride, cropped back), keeps its
+constructor arguments in ``config`` and loads/saves pnpdeblur checkpoints
+(``save``, ``from_checkpoint``, ``pretrained`` where weights ship); the end-to-end
+deblurring nets also read their authors' published checkpoints (``from_official``).
+"""
 from .dncnn import DnCNN
 from .sen import SEN
+from .rpgan import ArtifactCritic, ConditionalDiscriminator, RPGANGenerator
+from .deepdeblur import DeepDeblur, DeepDeblurDiscriminator
+from .deblurnet import DeblurNet
+from .dvd import DVD
+from .deblurgan import DeblurGANCritic, DeblurGANGenerator
+from .flownets import FlowNetS
 
-__all__ = ["DnCNN", "SEN"]
+__all__ = [
+    "DnCNN",
+    "SEN",
+    "RPGANGenerator",
+    "ConditionalDiscriminator",
+    "ArtifactCritic",
+    "DeepDeblur",
+    "DeepDeblurDiscriminator",
+    "DeblurNet",
+    "DVD",
+    "DeblurGANGenerator",
+    "DeblurGANCritic",
+    "FlowNetS",
+]
