@@ -25,6 +25,9 @@ __all__ = [
     "cupy_status",
     "cupy_kernel_error",
     "info",
+    "image_channel_axis",
+    "to_host_numpy",
+    "host_image_batch",
 ]
 
 
@@ -87,6 +90,106 @@ def from_torch(t: torch.Tensor, kind: str) -> Any:
 
         return cupy.from_dlpack(t.detach())
     raise ValueError(f"unknown array kind {kind!r}")
+
+
+def image_channel_axis(kind: str) -> int:
+    """Channel axis of a 3-D image of the given array kind (the library's one layout rule).
+
+    ``0`` for torch (``(C, H, W)``), ``-1`` for numpy and cupy (``(H, W, C)``). The rule
+    depends on the array type only, never on the sizes. 2-D arrays are grey ``(H, W)``
+    images and 4-D ones ``(N, C, H, W)`` batches for every kind.
+    """
+    if kind == "torch":
+        return 0
+    if kind in ("numpy", "cupy"):
+        return -1
+    raise ValueError(f"kind must be 'numpy', 'torch' or 'cupy', got {kind!r}")
+
+
+def _host_kind(x: Any, name: str) -> str:
+    """:func:`array_kind`, plus objects with ``__array__`` (read as numpy)."""
+    if isinstance(x, (torch.Tensor, np.ndarray)) or type(x).__module__.split(".")[0] == "cupy":
+        return array_kind(x, name)
+    if hasattr(x, "__array__"):
+        return "numpy"
+    raise TypeError(f"{name} must be a numpy array, torch tensor or cupy array, got {type(x).__name__}")
+
+
+def to_host_numpy(x: Any, name: str = "x") -> np.ndarray:
+    """A host numpy array of ``x`` for CPU-side analysis (metrics, pictures), checked.
+
+    Torch tensors are detached and moved to the CPU (floating ones become float64, integer
+    and bool ones keep their dtype), cupy arrays are copied with ``.get()``, other objects
+    with ``__array__`` go through ``np.asarray``. Integer dtypes are kept so that callers
+    can apply their dtype's range. The result may share memory with a numpy ``x``: do not
+    write to it.
+
+    Raises
+    ------
+    TypeError
+        For other objects, and for dtypes other than bool, integer and real float.
+    ValueError
+        For an empty array and for NaN/Inf values.
+    """
+    kind = _host_kind(x, name)
+    if kind == "torch":
+        t = x.detach().to("cpu")
+        if t.is_complex():
+            raise TypeError(f"{name} must have a real numeric dtype, got {t.dtype}")
+        a = (t.double() if t.is_floating_point() else t).resolve_neg().numpy()
+    elif kind == "cupy":
+        a = x.get()  # cupy refuses implicit conversion by np.asarray
+    else:
+        a = np.asarray(x)
+    if a.dtype == object or a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must have a real numeric dtype, got {a.dtype}")
+    if a.size == 0:
+        raise ValueError(f"{name} is empty (shape {a.shape})")
+    if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return a
+
+
+def host_image_batch(x: Any, name: str = "x", channel_axis: Optional[int] = None) -> np.ndarray:
+    """An image or batch as a host numpy ``(N, C, H, W)`` array, by the library's layout rule.
+
+    Parameters
+    ----------
+    x : numpy, torch or cupy array
+        ``(H, W)`` grey image; 3-D image laid out per :func:`image_channel_axis`
+        (numpy/cupy ``(H, W, C)``, torch ``(C, H, W)``); ``(N, C, H, W)`` batch.
+    name : str
+        Argument name for error messages.
+    channel_axis : int, optional
+        Overrides where the channels are, for 3-D and 4-D inputs (for 4-D the batch axis
+        stays first). Must be None for 2-D inputs.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, C, H, W)``, in the dtype :func:`to_host_numpy` gives (float64 or the
+        integer dtype); possibly a view of ``x``.
+    """
+    kind = _host_kind(x, name)
+    a = to_host_numpy(x, name)
+    if channel_axis is not None and (isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer))):
+        raise TypeError(f"channel_axis must be an int or None, got {type(channel_axis).__name__}")
+    if a.ndim == 4:
+        if channel_axis is None:
+            return a
+        if not -4 <= channel_axis < 4 or channel_axis % 4 == 0:
+            raise ValueError(f"channel_axis={channel_axis} is not a non-batch axis of {name} with shape {a.shape}")
+        return np.moveaxis(a, channel_axis, 1)
+    if a.ndim == 3:
+        ax = image_channel_axis(kind) if channel_axis is None else channel_axis
+        if not -3 <= ax < 3:
+            raise ValueError(f"channel_axis={ax} is out of range for {name} with shape {a.shape}")
+        return np.moveaxis(a, ax, 0)[None]
+    if a.ndim == 2:
+        if channel_axis is not None:
+            raise ValueError(f"channel_axis must be None for a 2-D (grey) {name}, got {channel_axis}")
+        return a[None, None]
+    raise ValueError(f"{name} must be (H, W), a 3-D image or (N, C, H, W), got shape {a.shape}")
 
 
 @functools.lru_cache(maxsize=1)

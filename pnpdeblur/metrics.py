@@ -6,8 +6,10 @@ Layout rules (all functions)
   and, with ``reduction="mean"`` (default), averaged over the batch (the per-image mean,
   as published tables report). ``reduction="none"`` returns the ``(N,)`` per-image values
   as a numpy array.
-* 3-D inputs are single images: numpy ``(H, W, C)`` (the user-facing layout), torch
-  ``(C, H, W)``; pass ``channel_axis`` to override. 2-D inputs are grey images.
+* 3-D inputs are single images: numpy/cupy ``(H, W, C)`` (the user-facing layout), torch
+  ``(C, H, W)``, each input by its own type (the rule of
+  :func:`pnpdeblur.backend.host_image_batch`, shared with :mod:`pnpdeblur.viz`); pass
+  ``channel_axis`` to override. 2-D inputs are grey images.
 
 Values are computed in float64 on the CPU; inputs are not modified. Inputs containing
 NaN or Inf, and empty inputs, raise ``ValueError``. ``data_range`` defaults to 1 for float
@@ -32,6 +34,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from .backend import host_image_batch, to_host_numpy
+
 __all__ = ["psnr", "ssim", "flow_epe", "flow_mse", "kohler_psnr", "kohler_align"]
 
 
@@ -43,46 +47,26 @@ def _is_torch(x) -> bool:
     return isinstance(x, torch.Tensor)
 
 
+def _shape(x) -> tuple:
+    return tuple(getattr(x, "shape", ()))
+
+
 def _to_numpy(x, name: str) -> np.ndarray:
-    if _is_torch(x):
-        x = x.detach().to("cpu")
-        if x.is_complex():
-            raise TypeError(f"{name} must be real, got {x.dtype}")
-        x = x.double().numpy()
-    elif isinstance(x, np.ndarray) or hasattr(x, "__array__"):
-        if type(x).__module__.split(".")[0] == "cupy":  # cupy refuses np.asarray: copy to the host
-            x = x.get()
-        x = np.asarray(x)
-    else:
-        raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
-    if x.dtype == object or np.iscomplexobj(x) or x.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must have a real numeric dtype, got {x.dtype}")
-    x = x.astype(np.float64, copy=False)
-    if x.size == 0:
-        raise ValueError(f"{name} is empty (shape {x.shape})")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name} contains NaN or Inf")
-    return x
+    """float64 host copy/view of an array (checks in :func:`pnpdeblur.backend.to_host_numpy`)."""
+    return to_host_numpy(x, name).astype(np.float64, copy=False)
 
 
 def _batch(x, ref, channel_axis, names=("x", "ref")) -> tuple[np.ndarray, np.ndarray]:
-    """Return both as float64 ``(N, C, H, W)``."""
-    torch_in = _is_torch(x) or _is_torch(ref)
-    a, b = _to_numpy(x, names[0]), _to_numpy(ref, names[1])
+    """Return both as float64 ``(N, C, H, W)``, each by its own type's layout rule."""
+    a = host_image_batch(x, names[0], channel_axis).astype(np.float64, copy=False)
+    b = host_image_batch(ref, names[1], channel_axis).astype(np.float64, copy=False)
     if a.shape != b.shape:
-        raise ValueError(f"{names[0]} and {names[1]} must have the same shape, got {a.shape} and {b.shape}")
-    if a.ndim == 4:
-        if channel_axis not in (None, 1, -3):
-            a, b = np.moveaxis(a, channel_axis, 1), np.moveaxis(b, channel_axis, 1)
-        return a, b
-    if a.ndim == 3:
-        ax = channel_axis if channel_axis is not None else (0 if torch_in else -1)
-        return np.moveaxis(a, ax, 0)[None], np.moveaxis(b, ax, 0)[None]
-    if a.ndim == 2:
-        if channel_axis is not None:
-            raise ValueError("channel_axis must be None for 2-D (grey) images")
-        return a[None, None], b[None, None]
-    raise ValueError(f"{names[0]} must be 2-D, 3-D or 4-D (N, C, H, W), got shape {a.shape}")
+        raise ValueError(
+            f"{names[0]} and {names[1]} must have the same shape, got {_shape(x)} and "
+            f"{_shape(ref)} (as (N, C, H, W): {a.shape} and {b.shape}; 3-D numpy/cupy "
+            "images are (H, W, C), torch ones (C, H, W))"
+        )
+    return a, b
 
 
 def _reduce(values: np.ndarray, reduction: str):
@@ -278,16 +262,11 @@ def flow_mse(est, gt, symmetric: bool = True, reduction: str = "mean"):
 
 
 def _single_hwc(x, name: str, channel_axis) -> np.ndarray:
-    torch_in = _is_torch(x)
-    a = _to_numpy(x, name)
-    if a.ndim == 2:
-        return a[:, :, None]
-    if a.ndim == 3:
-        ax = channel_axis if channel_axis is not None else (0 if torch_in else -1)
-        return np.moveaxis(a, ax, -1)
-    if a.ndim == 4 and a.shape[0] == 1:
-        return np.moveaxis(a[0], 0, -1)
-    raise ValueError(f"{name} must be one image (H, W), (H, W, C), (C, H, W) or (1, C, H, W), got {a.shape}")
+    a = host_image_batch(x, name, channel_axis)
+    if a.shape[0] != 1:
+        raise ValueError(f"{name} must be one image (H, W), (H, W, C), (C, H, W) or (1, C, H, W), "
+                         f"got shape {_shape(x)}")
+    return np.moveaxis(a[0], 0, -1).astype(np.float64)
 
 
 def kohler_align(x, ref, max_shift: int = 5, channel_axis: int | None = None):

@@ -13,6 +13,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .backend import host_image_batch, to_host_numpy
+
 __all__ = [
     "flow_to_color",
     "flow_legend",
@@ -24,50 +26,28 @@ __all__ = [
 
 
 def _to_numpy(x, name: str) -> np.ndarray:
-    try:
-        import torch
-
-        if isinstance(x, torch.Tensor):
-            x = x.detach().to("cpu").double().numpy()
-    except ImportError:  # pragma: no cover
-        pass
-    if hasattr(x, "get") and not isinstance(x, np.ndarray):  # cupy
-        x = x.get()
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
-    if x.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must have a real numeric dtype, got {x.dtype}")
-    return x
+    """Host numpy array (checks in :func:`pnpdeblur.backend.to_host_numpy`; integers kept)."""
+    return to_host_numpy(x, name)
 
 
 def to_hwc(image, name: str = "image") -> np.ndarray:
     """Convert one image to a float64 ``(H, W, C)`` numpy array for display.
 
-    Accepts ``(H, W)``, numpy ``(H, W, C)``, torch ``(C, H, W)`` or ``(1, C, H, W)``.
-    A 3-D numpy array whose last axis is not 1, 3 or 4 but whose first is, is read as
-    ``(C, H, W)``. Integer images are scaled by their dtype's maximum.
+    Accepts ``(H, W)``, numpy/cupy ``(H, W, C)``, torch ``(C, H, W)`` or a batch of one
+    ``(1, C, H, W)``: the library's layout rule (:func:`pnpdeblur.backend.host_image_batch`,
+    shared with :mod:`pnpdeblur.metrics`), decided by the array type, never guessed from the
+    sizes. Integer images are scaled by their dtype's maximum. C must be 1, 3 or 4.
     """
-    is_torch = type(image).__module__.startswith("torch")
-    a = _to_numpy(image, name)
+    a = host_image_batch(image, name)
+    if a.shape[0] != 1:
+        raise ValueError(f"{name} must be a single image, got a batch of shape {tuple(getattr(image, 'shape', ()))}")
+    a = np.moveaxis(a[0], 0, -1)
     if np.issubdtype(a.dtype, np.integer):
         a = a / float(np.iinfo(a.dtype).max)
     a = a.astype(np.float64)
-    if a.ndim == 4:
-        if a.shape[0] != 1:
-            raise ValueError(f"{name} must be a single image, got a batch of shape {a.shape}")
-        a = a[0]
-        is_torch = True
-    if a.ndim == 2:
-        a = a[:, :, None]
-    elif a.ndim == 3:
-        if is_torch or (a.shape[2] not in (1, 3, 4) and a.shape[0] in (1, 3, 4)):
-            a = np.moveaxis(a, 0, -1)
-    else:
-        raise ValueError(f"{name} must be (H, W), (H, W, C), (C, H, W) or (1, C, H, W), got {a.shape}")
     if a.shape[2] not in (1, 3, 4):
-        raise ValueError(f"{name} must have 1, 3 or 4 channels, got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or Inf")
+        raise ValueError(f"{name} must have 1, 3 or 4 channels, got shape {a.shape} as (H, W, C) "
+                         "(numpy/cupy colour images are (H, W, C), torch ones (C, H, W))")
     return a
 
 
