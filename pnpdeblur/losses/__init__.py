@@ -6,6 +6,7 @@ from .adversarial import (
     wgan_critic_loss,
     wgan_generator_loss,
 )
+from .deblurgan import deblurgan_critic_loss, deblurgan_generator_loss, deblurgan_losses
 from .epe import endpoint_error, multiscale_epe
 from .flow import flow_l2_loss
 from .multiscale import image_pyramid, multiscale_mse
@@ -22,6 +23,9 @@ __all__ = [
     "wgan_critic_loss",
     "wgan_generator_loss",
     "gradient_penalty",
+    "deblurgan_critic_loss",
+    "deblurgan_generator_loss",
+    "deblurgan_losses",
     "reblur",
     "reblur_loss",
 ]
