@@ -366,6 +366,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--preset", default="23", help="flow preset of the pool ('23' or '46')")
     ap.add_argument("--noise", type=float, default=0.01, help="noise std of the blurred images and of the schedule")
     ap.add_argument("--flows", choices=("sen", "true"), default="sen", help="flows of the deconvolutions (paper: sen)")
+    ap.add_argument("--sen", default=None, help="SEN checkpoint for --flows sen (default: the shipped SEN)")
     ap.add_argument("--cg-iters", type=int, default=10, help="CG iterations per x-step")
     ap.add_argument("--width", type=int, default=16, help="generator width (paper: 64)")
     ap.add_argument("--n-res", type=int, default=3, help="generator Res1 blocks (paper: 6)")
@@ -418,11 +419,16 @@ def main(argv=None) -> Path:
     t0 = time.time()
     device = Trainer._resolve_device(args.device)
     sources = training_sources(args.corpus, args.preload)
-    pool = build_pool(sources, args.pool, args.crop, args.preset, args.noise, args.seed, args.flows, device=device)
+    sen = None
+    if args.flows == "sen" and args.sen is not None:
+        from ..nets.sen import SEN
+
+        sen = SEN.from_checkpoint(args.sen)
+    pool = build_pool(sources, args.pool, args.crop, args.preset, args.noise, args.seed, args.flows, sen, device)
     val = None
     if args.val_items:
         vpool = build_pool(HELD_OUT_SAMPLES, args.val_items, args.crop, args.preset, args.noise, 10_000, args.flows,
-                           device=device)
+                           sen, device)
         val = TensorItems({k: vpool[k] for k in ("blurred", "sharp", "flow")})
     gen = RPGANGenerator(3, args.width, args.n_res, residual=not args.no_residual)
     model = RPGANTrainModule(
@@ -470,7 +476,7 @@ def main(argv=None) -> Path:
             "script": "scripts/train_rpgan.py (pnpdeblur.train.rpgan)",
             "argv": list(argv) if argv is not None else None,
             "corpus": args.corpus, "corpus_files": corpus_files, "pool": args.pool, "crop": args.crop,
-            "preset": args.preset, "noise": args.noise, "flows": args.flows, "buffer": args.buffer,
+            "preset": args.preset, "noise": args.noise, "flows": args.flows, "sen": args.sen or "shipped", "buffer": args.buffer,
             "proportions": proportions, "refresh_every": args.refresh_every, "held_out": HELD_OUT_SAMPLES,
             "losses": {"content": "vgg16 " + str(args.vgg) if args.vgg else "LaplacianPyramidLoss(3)",
                        "gamma": args.gamma, "lam": args.lam, "gp_weight": args.gp_weight,
