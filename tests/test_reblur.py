@@ -313,3 +313,16 @@ def test_finetune_bad_input(clip):
         finetune_reblur(lambda x: x, frames)
     with pytest.raises(TypeError, match="blurred_frames"):
         as_clip(np.zeros((8, 8, 3)))
+
+
+def test_finetune_a_library_net_with_a_flow_network(clip):
+    flownets = pytest.importorskip("pnpdeblur.nets.flownets")
+    deblurgan = pytest.importorskip("pnpdeblur.nets.deblurgan")
+    torch.manual_seed(0)
+    net = deblurgan.DeblurGANGenerator(features=4, blocks=1)
+    flow_net = flownets.FlowNetS(width=4).train()
+    tuned = finetune_reblur(net, _frames(clip), steps=1, crop=32, batch_size=2, supervised=False, flow=flow_net,
+                            progress=False)
+    assert isinstance(tuned, deblurgan.DeblurGANGenerator) and tuned is not net
+    assert not flow_net.training  # used for inference only
+    assert tuned.reblur_settings["flow"] == "FlowNetS" and np.isfinite(tuned.reblur_history[-1]["reblur"])

@@ -399,7 +399,8 @@ def finetune_reblur(
         loss with those; ``False``: reblur-only (all ``batch_size`` crops are reblur crops).
     flow : "tvl1" or callable
         Optical flow between deblurred frames (:func:`pnpdeblur.estimation.optical_flow.optical_flow`),
-        e.g. a ``pnpdeblur.nets.FlowNetS`` module; it is not trained here.
+        e.g. a ``pnpdeblur.nets.FlowNetS`` module; it is not trained here (a module is moved
+        to ``device`` in place and put in eval mode).
     flow_every : int
         Re-estimate the flows from the current network every this many steps (default 20).
     group : bool
@@ -491,6 +492,8 @@ def finetune_reblur(
 
     if device is None:
         device = str(next((p.device for p in net.parameters()), torch.device("cpu")))
+    if isinstance(flow, nn.Module):
+        flow.to(device).eval()  # moved in place (as estimate_flow does); it is not trained here
     tuned = copy.deepcopy(net)
     epoch_len = math.ceil(len(centres) / n_u)
     data = HybridBatches(steps, centres, (h, w), crop, n_u, n_s, sup_set, seed=seed)
