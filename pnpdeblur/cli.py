@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--kernel", choices=("two_segment", "lut", "warp"), default="two_segment",
                     help="reblur model: per-pixel two-segment kernel, its look-up table, or warping "
                          "(default: two_segment)")
-    ft.add_argument("--tau", type=_unit_float, default=1.0, help="exposure cycle in (0, 1] (default: 1, as Chen et al.)")
+    ft.add_argument("--tau", type=_unit_float, default=1.0,
+                    help="exposure cycle in (0, 1] (default: 1, as Chen et al.; 0.5 for exposures without gap)")
     ft.add_argument("--steps", type=_positive_int, default=200, help="fine-tuning steps (default: 200)")
     ft.add_argument("--lr", type=_positive_float, default=1e-4, help="Adam learning rate (default: 1e-4)")
     ft.add_argument("--alpha", type=_nonneg_float, default=0.1, help="weight of the reblur loss (default: 0.1)")

@@ -109,7 +109,8 @@ def reblur(
         if f.shape[0] not in (1, x.shape[0]):
             raise ValueError(f"{name} has batch size {f.shape[0]}, expected 1 or {x.shape[0]} (that of deblurred)")
     if fp is not None and fp.shape != fn.shape:
-        raise ValueError(f"flow_next and flow_prev must have the same shape, got {tuple(fn.shape)} and {tuple(fp.shape)}")
+        raise ValueError(f"flow_next and flow_prev must have the same shape, got {tuple(fn.shape)} and "
+                         f"{tuple(fp.shape)}")
     fn = fn.to(dtype=x.dtype, device=x.device)
     fp = -fn if fp is None else fp.to(dtype=x.dtype, device=x.device)
     if kernel == "two_segment":

@@ -141,7 +141,8 @@ def _real(value: Any, name: str, low: float, high: float = math.inf, low_open: b
     return float(value)
 
 
-def _crop_pair(item: Dict[str, Any], crop: int, rng: np.random.Generator, where: str) -> Tuple[torch.Tensor, torch.Tensor]:
+def _crop_pair(item: Dict[str, Any], crop: int, rng: np.random.Generator,
+               where: str) -> Tuple[torch.Tensor, torch.Tensor]:
     """Random ``crop``² window of a supervised item's (blurred, sharp) ``(C, H, W)`` tensors."""
     if not isinstance(item, dict) or "blurred" not in item or "sharp" not in item:
         raise ValueError(f"{where} must be a dict with 'blurred' and 'sharp' images (C, H, W)")
