@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean mutation
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	tmp=$$(mktemp -d) && MPLBACKEND=Agg MPLCONFIGDIR=$$tmp/mpl JUPYTER_RUNTIME_DIR=$$tmp/jupyter \
 		$(PY) -m pytest -q -n 2 --durations=15 --nbmake tests examples; rc=$$?; rm -rf $$tmp; exit $$rc
+
+# Mutation testing of one module (mutmut in its own venv in /tmp, run on a copy of the
+# repository; not part of `make test`). Results and the survivors' explanations: docs/mutation.md.
+#   make mutation MUTATION_MODULE=pnpdeblur/metrics.py MUTATION_TESTS="tests/test_metrics.py"
+MUTATION_MODULE ?= pnpdeblur/solvers/schedules.py
+MUTATION_TESTS ?=
+mutation: $(STAMP)
+	PY=$(PY) scripts/mutation.sh $(MUTATION_MODULE) $(MUTATION_TESTS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/operators.py

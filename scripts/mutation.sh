@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Mutation testing of one module with mutmut, outside the working tree (`make mutation`).
+#
+#   scripts/mutation.sh [MODULE] [TESTS...]
+#   MODULE  file to mutate (default pnpdeblur/solvers/schedules.py)
+#   TESTS   pytest selection that should kill its mutants (default: the schedule tests)
+#   env: MUTMUT_VENV (default /tmp/pnpdeblur-mutmut), MUTATION_DIR (default: a new temp dir),
+#        MUTATION_BUDGET seconds (default 1200), MUTATION_JOBS (default 2), PY (the project venv)
+#
+# mutmut lives in its own venv (never in the project's .venv): the first run creates it and
+# installs mutmut from PyPI; a .pth file lets it import the project venv's packages (torch,
+# numba ...). The repository's files (git ls-files: tracked + untracked-not-ignored) are copied
+# to MUTATION_DIR and mutmut runs there, so it never writes mutants/ into the checkout.
+# Results: MUTATION_DIR/mutation-results.txt (one line per mutant) and the summary printed last.
+set -euo pipefail
+
+MODULE=${1:-pnpdeblur/solvers/schedules.py}
+shift || true
+if [ "$#" -gt 0 ]; then
+    TESTS=("$@")
+else  # the fast tests that pin the schedules (the slow solver-quality tests would add hours)
+    TESTS=(tests/test_solvers.py::test_schedules
+           tests/test_trust_solvers.py::test_sigma_implied_by_explicit_betas_is_the_closed_form
+           tests/test_trust_solvers.py::test_betas_implied_by_explicit_sigmas_is_the_closed_form
+           tests/test_trust_solvers.py::test_explicit_schedules_round_trip_the_dpir_schedule
+           tests/test_trust_solvers.py::test_explicit_schedules_use_the_noise_level
+           tests/test_trust_solvers.py::test_scalar_arguments_are_checked_like_the_priors_sigma
+           tests/test_trust_solvers.py::test_prior_gets_the_sigma_of_its_own_iteration
+           tests/test_trust_solvers.py::test_hqs_matches_the_dense_reference_iteration)
+fi
+REPO=$(git rev-parse --show-toplevel)
+PY=${PY:-$REPO/.venv/bin/python}
+VENV=${MUTMUT_VENV:-/tmp/pnpdeblur-mutmut}
+BUDGET=${MUTATION_BUDGET:-1200}
+JOBS=${MUTATION_JOBS:-2}
+MUTMUT_VERSION=3.8.1
+
+[ -f "$REPO/$MODULE" ] || { echo "MODULE $MODULE is not a file of the repository" >&2; exit 2; }
+
+if [ ! -x "$VENV/bin/mutmut" ]; then
+    # the same interpreter as the project venv, so the project's compiled packages import
+    base=$("$PY" -c 'import sys; print(sys.base_prefix)')/bin/python3
+    "$base" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q "mutmut==$MUTMUT_VERSION"
+fi
+site=$("$PY" -c 'import site; print(site.getsitepackages()[0])')
+vsite=$("$VENV/bin/python" -c 'import site; print(site.getsitepackages()[0])')
+echo "$site" > "$vsite/zz_pnpdeblur_project_venv.pth"  # appended after mutmut's own packages
+
+WORK=${MUTATION_DIR:-$(mktemp -d /tmp/pnpdeblur-mutation.XXXXXX)}
+mkdir -p "$WORK"
+(cd "$REPO" && git ls-files -z --cached --others --exclude-standard) | while IFS= read -r -d '' f; do
+    if [ -f "$REPO/$f" ]; then mkdir -p "$WORK/$(dirname "$f")" && cp -p "$REPO/$f" "$WORK/$f"; fi
+done
+
+# mutmut reads its settings from setup.cfg: only in the copy
+{
+    echo
+    echo "[mutmut]"
+    echo "source_paths = pnpdeblur/"
+    echo "only_mutate = $MODULE"
+    echo "also_copy ="
+    echo "    setup.cfg"
+    echo "    tests/"
+    printf 'pytest_add_cli_args =\n    -p\n    no:cacheprovider\n'
+    echo "pytest_add_cli_args_test_selection ="
+    for t in "${TESTS[@]}"; do echo "    $t"; done
+} >> "$WORK/setup.cfg"
+
+cd "$WORK"
+echo "mutating $MODULE in $WORK with tests: ${TESTS[*]} (budget ${BUDGET}s, ${JOBS} jobs)"
+export MPLBACKEND=Agg
+rc=0
+nice -n 19 timeout "$BUDGET" "$VENV/bin/mutmut" run --max-children "$JOBS" > mutmut-run.log 2>&1 || rc=$?
+tr '\r' '\n' < mutmut-run.log | grep -v '^\s*$' | tail -n 2  # the last progress line
+[ "$rc" = 124 ] && echo "stopped at the budget of ${BUDGET}s: the counts below are partial"
+"$VENV/bin/mutmut" results --all true > mutation-results.txt 2>&1 || true
+echo "per-mutant results: $WORK/mutation-results.txt (diff of one: cd $WORK && $VENV/bin/mutmut show NAME)"
+awk -F': ' 'NF == 2 {n[$2]++} END {for (k in n) printf "%-12s %d\n", k, n[k]}' mutation-results.txt | sort
