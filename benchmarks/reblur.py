@@ -167,8 +167,15 @@ def finetune_experiment(net, args) -> list:
         dict(frames=3, group=True, supervised=None, kernel="warp"),
         dict(frames=3, group=True, supervised=None, kernel="lut"),
     ]
+    from pnpdeblur.train.reblur import default_supervised_set
+
     device = args.device
     net = net.to(device).eval()
+    crop = min(128, args.size)
+    # The supervised half: like the net's own training data (blur up to --ft-sup-max-blur).
+    sup = default_supervised_set(crop, seed=0, max_blur=args.ft_sup_max_blur)
+    if args.ft_settings != "all":
+        settings = [settings[int(i)] for i in args.ft_settings.split(",")]
     rows = []
     for name, q in clips(args.size, args.clips, "mixed", args.ft_max_blur, args.ft_max_blur / 2, 2.2,
                          n_blurred=args.ft_frames, seed=100):
@@ -176,11 +183,12 @@ def finetune_experiment(net, args) -> list:
         p0, s0 = _score(net, q, centres, device)
         for st in settings:
             t0 = time.perf_counter()
-            tuned = finetune_reblur(net, _nchw(q.blurred).float(), steps=args.ft_steps, crop=min(128, args.size),
-                                    tau=args.tau, seed=0, progress=False, device=device,
-                                    target=None, **st)
+            st = dict(st, supervised=sup if st["supervised"] is None else st["supervised"])
+            tuned = finetune_reblur(net, _nchw(q.blurred).float(), steps=args.ft_steps, crop=crop, tau=args.tau,
+                                    seed=0, progress=False, device=device, **st)
             p1, s1 = _score(tuned, q, centres, device)
-            rows.append({"part": "finetune", "photo": name, **{k: str(v) for k, v in st.items()},
+            label = {k: (v if isinstance(v, (bool, int, str)) else "synthetic") for k, v in st.items()}
+            rows.append({"part": "finetune", "photo": name, **label,
                          "psnr_before": round(p0, 3), "psnr_after": round(p1, 3), "gain_db": round(p1 - p0, 3),
                          "ssim_before": round(s0, 4), "ssim_after": round(s1, 4),
                          "seconds": round(time.perf_counter() - t0, 1)})
@@ -210,6 +218,9 @@ def main(argv=None):
     ap.add_argument("--ft-steps", type=int, default=200)
     ap.add_argument("--ft-frames", type=int, default=5, help="blurred frames per fine-tuning clip")
     ap.add_argument("--ft-max-blur", type=float, default=30.0, help="blur per exposure of the fine-tuning clips")
+    ap.add_argument("--ft-sup-max-blur", type=float, default=16.0,
+                    help="blur of the synthetic supervised pairs (match the net's training data)")
+    ap.add_argument("--ft-settings", default="all", help="'all' or comma-separated indices into the settings")
     ap.add_argument("--tau", type=float, default=0.5, help="tau of the fine-tuning reblur (0.5: no exposure gap)")
     args = ap.parse_args(argv)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]

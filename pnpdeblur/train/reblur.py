@@ -332,18 +332,19 @@ class ReblurObjective:
 
 
 # ---------------------------------------------------------------------------- the recipe
-def default_supervised_set(crop: int, seed: int = 0, length: int = 256) -> Dataset:
+def default_supervised_set(crop: int, seed: int = 0, length: int = 256, max_blur: float = 16.0) -> Dataset:
     """The library's own supervised pairs: frame-averaged blur of the training sample photos.
 
-    :class:`pnpdeblur.data.SyntheticVideoDataset` (GOPRO-style, mixed camera motion up to 16 px,
-    γ = 2.2) on :data:`pnpdeblur.train.sen.TRAIN_SAMPLES` (the benchmarks' photos stay out),
-    ``crop``² items, a fixed function of ``(seed, index)``.
+    :class:`pnpdeblur.data.SyntheticVideoDataset` (GOPRO-style, mixed camera motion up to
+    ``max_blur`` px per exposure, γ = 2.2) on :data:`pnpdeblur.train.sen.TRAIN_SAMPLES` (the
+    benchmarks' photos stay out), ``crop``² items, a fixed function of ``(seed, index)``.
     """
     from ..data import SyntheticVideoDataset, sample_images
     from .sen import TRAIN_SAMPLES
 
     names = [n for n in TRAIN_SAMPLES if n in sample_images()]
-    return SyntheticVideoDataset(names, length=length, crop=crop, seed=seed, fixed=True, n_blurred=1)
+    return SyntheticVideoDataset(names, length=length, crop=crop, max_blur=max_blur, seed=seed, fixed=True,
+                                 n_blurred=1)
 
 
 def finetune_reblur(
