@@ -24,7 +24,9 @@ degenerate. ``supervised=False`` selects reblur-only (``L = α·L_U``).
 Schedule (the paper's settings as defaults): Adam, lr 1e-4, 200 steps, lr × 0.5 at epochs
 30, 50 and 100, where an epoch is one pass over the clip's centre frames (``ceil(centres /
 n_u)`` steps): a single image with its neighbours has 1-step epochs, so its learning rate
-halves at steps 30, 50 and 100.
+halves at steps 30, 50 and 100. The loop is the shared :class:`pnpdeblur.train.Trainer`
+(tqdm, NaN check, AMP on CUDA, logs) with one item per mini-batch (:class:`HybridBatches`)
+and the step decay as ``TrainConfig.lr_milestones``.
 
 Small CPU configuration (tests, smoke runs): a tiny net, ``steps=5, crop=32, batch_size=2,
 flow_every=5`` on a 3-frame 48² clip runs in about a second.
