@@ -113,35 +113,118 @@ def _taps(ax, ay, beta, kxs, kys, ws, dwx, dwy, want_grad):
     return n
 
 
+@nb.njit(cache=True, inline="always")
+def _geometry(ax, ay, beta):
+    """Per-segment constants of the major-axis tap walk (see :func:`_step_weights`)."""
+    L = math.sqrt(ax * ax + ay * ay)
+    if abs(ax) >= abs(ay):
+        major_x, a_maj, a_min = True, ax, ay
+    else:
+        major_x, a_maj, a_min = False, ay, ax
+    um = a_maj / L
+    un = a_min / L
+    h = 0.5 * L + 0.5
+    c_maj = beta * a_maj
+    extent = h * abs(a_maj) / L + abs(a_min) / L
+    lo = int(math.ceil(c_maj - extent))
+    hi = int(math.floor(c_maj + extent))
+    return L, major_x, um, un, h, c_maj, beta * a_min, a_min / a_maj, lo, hi
+
+
+@nb.njit(cache=True, inline="always")
+def _pos(q):
+    return q if q > 0.0 else 0.0
+
+
+@nb.njit(cache=True, inline="always")
+def _clip01(q):
+    q = q if q > 0.0 else 0.0
+    return q if q < 1.0 else 1.0
+
+
 @nb.njit(cache=True)
-def _normalised_taps(ax, ay, m, beta, kxs, kys, ws, dwx, dwy):
-    """Like :func:`_taps`, with the weights scaled to sum to the segment's mass ``m``."""
-    n = _taps(ax, ay, beta, kxs, kys, ws, dwx, dwy, False)
+def _step_weights(lo, nk, um, un, h, bL, c_maj, c_min, slope, w0b, w1b, w2b, rbuf):
+    """Weights of the 3 candidate taps at each of ``nk`` major steps.
+
+    At major offset ``lo + k`` the candidates are the minor offsets r-1, r, r+1 around
+    the segment (``r = rbuf[k]``, the rounded minor coordinate of the line); their
+    weights go to ``w0b[k], w1b[k], w2b[k]``. In major/minor coordinates
+    t = k*um + k_min*un and s = |k*un - k_min*um|, so no branch on the axis is needed.
+    The loop is branch-free and has no reduction, so LLVM vectorises it; a zero
+    weight is stored, not skipped, and the gather loops keep a fixed shape.
+    """
+    for k in range(nk):
+        fk = float(lo + k)
+        r = np.floor(c_min + (fk - c_maj) * slope + 0.5)
+        rbuf[k] = r
+        # t and s are evaluated exactly as the reference formula does (no incremental
+        # updates), so a tap on the support's edge gets the same weight, 0 included
+        ka = r - 1.0
+        kc = r + 1.0
+        w0b[k] = _pos(1.0 - abs(fk * un - ka * um)) * _clip01(h - abs(fk * um + ka * un - bL))
+        w1b[k] = _pos(1.0 - abs(fk * un - r * um)) * _clip01(h - abs(fk * um + r * un - bL))
+        w2b[k] = _pos(1.0 - abs(fk * un - kc * um)) * _clip01(h - abs(fk * um + kc * un - bL))
+
+
+@nb.njit(cache=True, fastmath={"reassoc"})
+def _sum3(w0b, w1b, w2b, nk):
+    """Sum of the first ``nk`` entries of three buffers (reassociated: vectorised, fixed order)."""
     tot = 0.0
-    for t in range(n):
-        tot += ws[t]
-    scale = m / tot
-    for t in range(n):
-        ws[t] *= scale
-    return n
+    for k in range(nk):
+        tot += w0b[k] + w1b[k] + w2b[k]
+    return tot
+
+
+@nb.njit(cache=True, inline="always")
+def _radius(L, beta):
+    """Chebyshev radius that bounds every tap of a segment (interior test).
+
+    |k_maj| <= beta*L + extent and |k_min| <= beta*L + extent + 1.5 with
+    extent <= L/2 + 1.5, so L*(beta + 1/2) + 3 bounds both; one more for slack.
+    """
+    return int(math.ceil(L * (abs(beta) + 0.5))) + 4
+
+
+@nb.njit(parallel=True, cache=True)
+def _to_nhwc(x):
+    N, C, H, W = x.shape
+    xh = np.empty((N, H * W * C), x.dtype)
+    for row in nb.prange(N * H):
+        b = row // H
+        i = row % H
+        for j in range(W):
+            o = (i * W + j) * C
+            for c in range(C):
+                xh[b, o + c] = x[b, c, i, j]
+    return xh
 
 
 @nb.njit(parallel=True, cache=True)
 def forward(x, vec, mass, beta, ntaps):
-    """y = K x for x (N, C, H, W); vec (Nf, S, 2, H, W) float64; mass (Nf, S, H, W) float64."""
+    """y = K x for x (N, C, H, W); vec (Nf, S, 2, H, W) float64; mass (Nf, S, H, W) float64.
+
+    ``ntaps`` is :func:`max_taps` of the longest segment (it sizes the per-thread step
+    buffers). The image is read channel-last (one copy), so a tap touches one cache
+    line for all channels; interior pixels use flat offsets without clamping; each
+    segment's weights are summed while they are computed and applied at the end
+    (no second pass to normalise).
+    """
     N, C, H, W = x.shape
     Nf, S = vec.shape[0], vec.shape[1]
-    y = np.zeros_like(x)
+    xh = _to_nhwc(x)
+    y = np.empty_like(x)
+    nsteps = ntaps // 3
     for row in nb.prange(N * H):
         b = row // H
         i = row % H
         bf = b if Nf > 1 else 0
-        kxs = np.empty(ntaps, np.int64)
-        kys = np.empty(ntaps, np.int64)
-        ws = np.empty(ntaps)
-        dwx = np.empty(ntaps)
-        dwy = np.empty(ntaps)
+        w0b = np.empty(nsteps)
+        w1b = np.empty(nsteps)
+        w2b = np.empty(nsteps)
+        rbuf = np.empty(nsteps)
         acc = np.empty(C)
+        sacc = np.empty(C)
+        xb = xh[b]
         for j in range(W):
             for c in range(C):
                 acc[c] = 0.0
@@ -149,13 +232,84 @@ def forward(x, vec, mass, beta, ntaps):
                 m = mass[bf, sgi, i, j]
                 if m == 0.0:
                     continue
-                n = _normalised_taps(vec[bf, sgi, 0, i, j], vec[bf, sgi, 1, i, j], m, beta,
-                                     kxs, kys, ws, dwx, dwy)
-                for t in range(n):
-                    ii = min(max(i + kys[t], 0), H - 1)
-                    jj = min(max(j + kxs[t], 0), W - 1)
+                ax = vec[bf, sgi, 0, i, j]
+                ay = vec[bf, sgi, 1, i, j]
+                if ax == 0.0 and ay == 0.0:
                     for c in range(C):
-                        acc[c] += ws[t] * x[b, c, ii, jj]
+                        acc[c] += m * x[b, c, i, j]
+                    continue
+                L, major_x, um, un, h, c_maj, c_min, slope, lo, hi = _geometry(ax, ay, beta)
+                nk = hi - lo + 1
+                _step_weights(lo, nk, um, un, h, beta * L, c_maj, c_min, slope, w0b, w1b, w2b, rbuf)
+                scale = m / _sum3(w0b, w1b, w2b, nk)
+                R = _radius(L, beta)
+                if R <= i < H - R and R <= j < W - R:
+                    st_maj = C if major_x else W * C
+                    st_min = W * C if major_x else C
+                    p0 = (i * W + j) * C + lo * st_maj
+                    if C == 3:
+                        # three accumulators per channel: independent additions
+                        a0 = a1 = a2 = b0 = b1 = b2 = c0 = c1 = c2 = 0.0
+                        for k in range(nk):
+                            o = p0 + k * st_maj + int(rbuf[k]) * st_min
+                            w0 = w0b[k]
+                            w1 = w1b[k]
+                            w2 = w2b[k]
+                            oa = o - st_min
+                            ob = o + st_min
+                            a0 += w0 * xb[oa]
+                            b0 += w1 * xb[o]
+                            c0 += w2 * xb[ob]
+                            a1 += w0 * xb[oa + 1]
+                            b1 += w1 * xb[o + 1]
+                            c1 += w2 * xb[ob + 1]
+                            a2 += w0 * xb[oa + 2]
+                            b2 += w1 * xb[o + 2]
+                            c2 += w2 * xb[ob + 2]
+                        acc[0] += scale * (a0 + b0 + c0)
+                        acc[1] += scale * (a1 + b1 + c1)
+                        acc[2] += scale * (a2 + b2 + c2)
+                    elif C == 1:
+                        a0 = b0 = c0 = 0.0
+                        for k in range(nk):
+                            o = p0 + k * st_maj + int(rbuf[k]) * st_min
+                            a0 += w0b[k] * xb[o - st_min]
+                            b0 += w1b[k] * xb[o]
+                            c0 += w2b[k] * xb[o + st_min]
+                        acc[0] += scale * (a0 + b0 + c0)
+                    else:
+                        for c in range(C):
+                            sacc[c] = 0.0
+                        for k in range(nk):
+                            o = p0 + k * st_maj + int(rbuf[k]) * st_min
+                            for d in range(3):
+                                wt = w0b[k] if d == 0 else (w1b[k] if d == 1 else w2b[k])
+                                od = o + (d - 1) * st_min
+                                for c in range(C):
+                                    sacc[c] += wt * xb[od + c]
+                        for c in range(C):
+                            acc[c] += scale * sacc[c]
+                else:  # near the border: clamp each tap's coordinates (replicated border)
+                    for c in range(C):
+                        sacc[c] = 0.0
+                    for k in range(nk):
+                        k_maj = lo + k
+                        for d in range(3):
+                            wt = w0b[k] if d == 0 else (w1b[k] if d == 1 else w2b[k])
+                            if wt == 0.0:
+                                continue
+                            k_min = int(rbuf[k]) + d - 1
+                            if major_x:
+                                ii = min(max(i + k_min, 0), H - 1)
+                                jj = min(max(j + k_maj, 0), W - 1)
+                            else:
+                                ii = min(max(i + k_maj, 0), H - 1)
+                                jj = min(max(j + k_min, 0), W - 1)
+                            o = (ii * W + jj) * C
+                            for c in range(C):
+                                sacc[c] += wt * xb[o + c]
+                    for c in range(C):
+                        acc[c] += scale * sacc[c]
             for c in range(C):
                 y[b, c, i, j] = acc[c]
     return y
@@ -166,38 +320,105 @@ def adjoint(g, vec, mass, beta, ntaps, nchunks):
     """x = Kᵀ g, the exact transpose of :func:`forward` (a scatter).
 
     Rows are split into ``nchunks`` contiguous blocks, each scattering into its own
-    buffer; the buffers are summed in a fixed order, so the result is deterministic.
+    channel-last buffer (one cache line per tap for all channels); the buffers are
+    summed in a fixed order while being transposed back, so the result is
+    deterministic.
     """
     N, C, H, W = g.shape
     Nf, S = vec.shape[0], vec.shape[1]
-    bufs = np.zeros((nchunks, N, C, H, W), dtype=g.dtype)
+    bufs = np.zeros((nchunks, N, H * W * C), dtype=g.dtype)
     rows = N * H
+    nsteps = ntaps // 3
     for ch in nb.prange(nchunks):
-        kxs = np.empty(ntaps, np.int64)
-        kys = np.empty(ntaps, np.int64)
-        ws = np.empty(ntaps)
-        dwx = np.empty(ntaps)
-        dwy = np.empty(ntaps)
-        out = bufs[ch]
+        w0b = np.empty(nsteps)
+        w1b = np.empty(nsteps)
+        w2b = np.empty(nsteps)
+        rbuf = np.empty(nsteps)
+        gs = np.empty(C)
         for row in range(ch * rows // nchunks, (ch + 1) * rows // nchunks):
             b = row // H
             i = row % H
             bf = b if Nf > 1 else 0
+            out = bufs[ch, b]
             for j in range(W):
                 for sgi in range(S):
                     m = mass[bf, sgi, i, j]
                     if m == 0.0:
                         continue
-                    n = _normalised_taps(vec[bf, sgi, 0, i, j], vec[bf, sgi, 1, i, j], m, beta,
-                                         kxs, kys, ws, dwx, dwy)
-                    for t in range(n):
-                        ii = min(max(i + kys[t], 0), H - 1)
-                        jj = min(max(j + kxs[t], 0), W - 1)
+                    ax = vec[bf, sgi, 0, i, j]
+                    ay = vec[bf, sgi, 1, i, j]
+                    if ax == 0.0 and ay == 0.0:
+                        o = (i * W + j) * C
                         for c in range(C):
-                            out[b, c, ii, jj] += ws[t] * g[b, c, i, j]
-    res = bufs[0].copy()
-    for ch in range(1, nchunks):
-        res += bufs[ch]
+                            out[o + c] += m * g[b, c, i, j]
+                        continue
+                    L, major_x, um, un, h, c_maj, c_min, slope, lo, hi = _geometry(ax, ay, beta)
+                    nk = hi - lo + 1
+                    _step_weights(lo, nk, um, un, h, beta * L, c_maj, c_min, slope, w0b, w1b, w2b, rbuf)
+                    scale = m / _sum3(w0b, w1b, w2b, nk)
+                    for c in range(C):
+                        gs[c] = scale * g[b, c, i, j]
+                    R = _radius(L, beta)
+                    if R <= i < H - R and R <= j < W - R:
+                        st_maj = C if major_x else W * C
+                        st_min = W * C if major_x else C
+                        p0 = (i * W + j) * C + lo * st_maj
+                        if C == 3:
+                            g0 = gs[0]
+                            g1 = gs[1]
+                            g2 = gs[2]
+                            for k in range(nk):
+                                o = p0 + k * st_maj + int(rbuf[k]) * st_min
+                                w0 = w0b[k]
+                                w1 = w1b[k]
+                                w2 = w2b[k]
+                                oa = o - st_min
+                                ob = o + st_min
+                                out[oa] += w0 * g0
+                                out[oa + 1] += w0 * g1
+                                out[oa + 2] += w0 * g2
+                                out[o] += w1 * g0
+                                out[o + 1] += w1 * g1
+                                out[o + 2] += w1 * g2
+                                out[ob] += w2 * g0
+                                out[ob + 1] += w2 * g1
+                                out[ob + 2] += w2 * g2
+                        else:
+                            for k in range(nk):
+                                o = p0 + k * st_maj + int(rbuf[k]) * st_min
+                                for d in range(3):
+                                    wt = w0b[k] if d == 0 else (w1b[k] if d == 1 else w2b[k])
+                                    od = o + (d - 1) * st_min
+                                    for c in range(C):
+                                        out[od + c] += wt * gs[c]
+                    else:
+                        for k in range(nk):
+                            k_maj = lo + k
+                            for d in range(3):
+                                wt = w0b[k] if d == 0 else (w1b[k] if d == 1 else w2b[k])
+                                if wt == 0.0:
+                                    continue
+                                k_min = int(rbuf[k]) + d - 1
+                                if major_x:
+                                    ii = min(max(i + k_min, 0), H - 1)
+                                    jj = min(max(j + k_maj, 0), W - 1)
+                                else:
+                                    ii = min(max(i + k_maj, 0), H - 1)
+                                    jj = min(max(j + k_min, 0), W - 1)
+                                o = (ii * W + jj) * C
+                                for c in range(C):
+                                    out[o + c] += wt * gs[c]
+    res = np.empty_like(g)
+    for row in nb.prange(N * H):
+        b = row // H
+        i = row % H
+        for j in range(W):
+            o = (i * W + j) * C
+            for c in range(C):
+                v = bufs[0, b, o + c]
+                for ch in range(1, nchunks):
+                    v += bufs[ch, b, o + c]
+                res[b, c, i, j] = v
     return res
 
 
