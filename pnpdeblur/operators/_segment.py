@@ -21,13 +21,15 @@ import math
 import os
 import threading
 import warnings
-from typing import Optional
+import weakref
+from collections import OrderedDict
+from typing import Callable, Optional, Sequence
 
 import torch
 
 from .. import backend
 
-__all__ = ["segment_blur", "available_paths", "PATHS"]
+__all__ = ["segment_blur", "available_paths", "PATHS", "FlowCache", "FLOW_CACHE", "prepare_numba", "NumbaPrepared"]
 
 #: Every implementation name ``path=`` accepts.
 PATHS = ("numba", "torch", "cupy")
@@ -99,6 +101,7 @@ def segment_blur(
     beta: float,
     transpose: bool = False,
     path: Optional[str] = None,
+    prepared: Optional["NumbaPrepared"] = None,
 ) -> torch.Tensor:
     """Apply the segment blur (or its transpose) to ``x``.
 
@@ -116,10 +119,15 @@ def segment_blur(
     path : {'numba', 'torch', 'cupy'} or None
         Implementation; ``None`` picks numba for CPU tensors, and for CUDA tensors
         cupy when :func:`pnpdeblur.backend.cupy_available` is true, else torch.
+    prepared : NumbaPrepared, optional
+        For the numba path only: the converted arrays of exactly ``vec`` and ``mass``
+        (operators take them from :data:`FLOW_CACHE`, so that the conversion happens
+        once per flow, not once per call).
     """
     chosen = _resolve_path(x, path)
     if chosen == "numba":
-        return SegmentBlurFn.apply(x, vec, mass, float(beta), bool(transpose), _NumbaKernels)
+        kernels = prepared if prepared is not None else _NumbaKernels
+        return SegmentBlurFn.apply(x, vec, mass, float(beta), bool(transpose), kernels)
     if chosen == "cupy":
         from . import _cupy
 
@@ -204,6 +212,168 @@ class SegmentBlurFn(torch.autograd.Function):
 class _NumbaKernels:
     run = staticmethod(_run_numba)
     param_grad = staticmethod(_param_grad)
+
+
+class NumbaPrepared:
+    """The numba kernels bound to one flow's float64 segment arrays (built once, reused).
+
+    Used as the ``kernels`` of :class:`SegmentBlurFn`: ``run`` and ``param_grad`` ignore
+    the ``vec``/``mass`` tensors they are given and read the prepared arrays, which hold
+    the same values (``vec``/``mass`` as :func:`segment_blur` would convert them).
+    """
+
+    __slots__ = ("vec", "mass", "ntaps", "nbytes")
+
+    def __init__(self, vec, mass, ntaps: int):
+        self.vec, self.mass, self.ntaps = vec, mass, int(ntaps)
+        self.nbytes = int(vec.nbytes + mass.nbytes)
+
+    def run(self, x: torch.Tensor, vec, mass, beta: float, transpose: bool) -> torch.Tensor:
+        from . import _numba_kernels as nk
+
+        xn = x.detach().contiguous().numpy()
+        with _NUMBA_LOCK:
+            if transpose:
+                out = nk.adjoint(xn, self.vec, self.mass, beta, self.ntaps, _nchunks())
+            else:
+                out = nk.forward(xn, self.vec, self.mass, beta, self.ntaps)
+        return torch.from_numpy(out)
+
+    def param_grad(self, x, g, vec, mass, beta):
+        return _param_grad(x, g, vec, mass, beta)
+
+
+def prepare_numba(vec: torch.Tensor, mass: torch.Tensor) -> NumbaPrepared:
+    """Convert segment tensors once for the numba kernels (float64, contiguous, tap bound)."""
+    from . import _numba_kernels as nk
+
+    longest = float(torch.linalg.vector_norm(vec.detach(), dim=2).max()) if vec.numel() else 0.0
+
+    def own(t):  # a copy even where the dtype already matches: a cache entry must not alias the flow
+        return t.detach().to(torch.float64, copy=True).contiguous().numpy()
+
+    return NumbaPrepared(own(vec), own(mass), nk.max_taps(longest))
+
+
+def _default_cache_bytes() -> int:
+    raw = os.environ.get("PNPDEBLUR_FLOW_CACHE_BYTES", str(256 * 2**20))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"PNPDEBLUR_FLOW_CACHE_BYTES must be an integer number of bytes, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"PNPDEBLUR_FLOW_CACHE_BYTES must be >= 0, got {value}")
+    return value
+
+
+class FlowCache:
+    """A bounded, thread-safe LRU of per-flow precomputation.
+
+    A solve applies the same operator hundreds of times; what depends on the flow
+    alone (for the numba path: the float64 segment arrays and the tap bound, 24 bytes
+    per pixel for a line kernel, 96 for the LUT variant) is built on the first call and
+    reused. An entry is valid while its source tensors are alive and unchanged: it
+    holds weak references to them and their ``_version`` counters, which torch bumps
+    on every in-place change, so ``flow.add_(1)`` or ``flow[...] = v`` invalidates it.
+    The cache never holds more than ``max_bytes`` (least recently used entries go
+    first; an entry larger than the limit is not stored; 0 disables caching), and an
+    entry is dropped as soon as one of its source tensors is garbage-collected.
+
+    Parameters
+    ----------
+    max_bytes : int
+        Byte limit of all entries together. The library-wide instance
+        :data:`FLOW_CACHE` reads it from the environment variable
+        ``PNPDEBLUR_FLOW_CACHE_BYTES`` (default 256 MiB: a 1280×720 line kernel takes
+        22 MiB, its LUT form 88 MiB).
+    """
+
+    def __init__(self, max_bytes: int):
+        self._lock = threading.Lock()
+        self._entries: "OrderedDict[tuple, tuple]" = OrderedDict()
+        self.nbytes = 0
+        self.hits = 0
+        self.misses = 0
+        self.max_bytes = max_bytes
+
+    @property
+    def max_bytes(self) -> int:
+        """The byte limit; setting it evicts entries until the cache fits."""
+        return self._max_bytes
+
+    @max_bytes.setter
+    def max_bytes(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"max_bytes must be an int >= 0, got {type(value).__name__}")
+        if value < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {value}")
+        with self._lock:
+            self._max_bytes = value
+            self._evict(0)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        """Drop every entry."""
+        with self._lock:
+            self._entries.clear()
+            self.nbytes = 0
+
+    def _evict(self, incoming: int) -> None:
+        while self._entries and self.nbytes + incoming > self._max_bytes:
+            _, entry = self._entries.popitem(last=False)
+            self.nbytes -= entry[2]
+
+    def _drop(self, key: tuple) -> None:
+        with self._lock:
+            entry = self._entries.pop(key, None)
+            if entry is not None:
+                self.nbytes -= entry[2]
+
+    def get(self, sources: Sequence[torch.Tensor], tag: tuple, build: Callable[[], object]):
+        """Return ``build()`` for these source tensors and ``tag``, cached while valid.
+
+        ``build`` must be a pure function of the sources' values and ``tag`` and
+        return an object with an ``nbytes`` attribute.
+        """
+        key = (tag,) + tuple(id(t) for t in sources)
+        versions = tuple(t._version for t in sources)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                refs, vers, _, value = entry
+                if vers == versions and all(r() is t for r, t in zip(refs, sources)):
+                    self._entries.move_to_end(key)
+                    self.hits += 1
+                    return value
+                self._entries.pop(key)
+                self.nbytes -= entry[2]
+            self.misses += 1
+        value = build()
+        size = int(value.nbytes)
+        with self._lock:
+            if size <= self._max_bytes:
+                # drop the entry when a source dies (its id may then be reused)
+                this = weakref.ref(self)
+
+                def _gone(_ref, key=key):
+                    cache = this()
+                    if cache is not None:
+                        cache._drop(key)
+
+                refs = tuple(weakref.ref(t, _gone) for t in sources)
+                old = self._entries.pop(key, None)
+                if old is not None:
+                    self.nbytes -= old[2]
+                self._evict(size)
+                self._entries[key] = (refs, versions, size, value)
+                self.nbytes += size
+        return value
+
+
+#: The library-wide cache used by the per-pixel operators (see :class:`FlowCache`).
+FLOW_CACHE = FlowCache(_default_cache_bytes())
 
 
 # ---------------------------------------------------------------------------- torch path

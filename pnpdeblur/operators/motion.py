@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ._flow import MAX_FLOW, as_flow, as_flow_pair, check_tau
-from ._segment import segment_blur
+from ._segment import FLOW_CACHE, _numba_ok, prepare_numba, segment_blur
 from .base import LinearOperator
 
 __all__ = [
@@ -122,15 +122,45 @@ class _SegmentOperator(LinearOperator):
                 f"x has batch size {n}, but the flow has batch size {self.image_shape[0]} (expected 1 or {n})"
             )
 
-    def _forward(self, x):
+    def _sources(self) -> tuple:
+        """The flow tensors the segments are computed from (the cache's keys)."""
+        raise NotImplementedError
+
+    def _cache_tag(self, like: torch.Tensor) -> tuple:
+        """Everything besides the flows' values that the segments depend on."""
+        return (type(self).__name__, self.beta, like.dtype)
+
+    def _cached_numba(self, like: torch.Tensor):
+        """The flow's prepared numba arrays from :data:`FLOW_CACHE`, or None where not applicable.
+
+        Applicable on the numba path when no gradient w.r.t. the flow is being
+        recorded, and only for flows given as torch tensors: torch's version counter
+        sees their in-place changes, but not a numpy array's (whose tensor view
+        ``as_flow`` shares), so numpy flows are converted on every call as before.
+        """
+        if not getattr(self, "_flows_are_torch", False) or like.device.type != "cpu":
+            return None
+        if self.path not in (None, "numba") or not _numba_ok():
+            return None
+        sources = self._sources()
+        if torch.is_grad_enabled() and any(t.requires_grad for t in sources):
+            return None
+        return FLOW_CACHE.get(sources, self._cache_tag(like), lambda: prepare_numba(*self._segments(like)))
+
+    def _run(self, x: torch.Tensor, transpose: bool) -> torch.Tensor:
         self._check_batch(x.shape[0])
+        prep = self._cached_numba(x)
+        if prep is not None:
+            vec, mass = torch.from_numpy(prep.vec), torch.from_numpy(prep.mass)
+            return segment_blur(x, vec, mass, self.beta, transpose, "numba", prepared=prep)
         vec, mass = self._segments(x)
-        return segment_blur(x, vec, mass, self.beta, False, self.path)
+        return segment_blur(x, vec, mass, self.beta, transpose, self.path)
+
+    def _forward(self, x):
+        return self._run(x, False)
 
     def _adjoint(self, y):
-        self._check_batch(y.shape[0])
-        vec, mass = self._segments(y)
-        return segment_blur(y, vec, mass, self.beta, True, self.path)
+        return self._run(y, True)
 
     def _cast(self, f: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return f.to(device=like.device, dtype=like.dtype)
@@ -166,6 +196,7 @@ class MotionBlur(_SegmentOperator):
     """
 
     def __init__(self, flow: Any, path: Optional[str] = None, *, _lut: bool = False):
+        self._flows_are_torch = isinstance(flow, torch.Tensor)
         self.flow = as_flow(flow, "flow", LUT_RANGE if _lut else MAX_FLOW)
         self.lut_mode = _lut
         self.path = path
@@ -183,6 +214,12 @@ class MotionBlur(_SegmentOperator):
         :class:`MotionBlur`.
         """
         return cls(flow, path, _lut=True)
+
+    def _sources(self):
+        return (self.flow,)
+
+    def _cache_tag(self, like):
+        return super()._cache_tag(like) + (self.lut_mode,)
 
     def _segments(self, like):
         f = self._cast(self.flow, like)
@@ -220,10 +257,17 @@ class TwoSegmentBlur(_SegmentOperator):
 
     def __init__(self, flow_next: Any, flow_prev: Any, tau: float = 1.0, path: Optional[str] = None):
         self.tau = check_tau(tau)
+        self._flows_are_torch = isinstance(flow_next, torch.Tensor) and isinstance(flow_prev, torch.Tensor)
         self.flow_next, self.flow_prev = as_flow_pair(flow_next, flow_prev)
         self.path = path
         n, _, h, w = self.flow_next.shape
         self.image_shape = (n, h, w)
+
+    def _sources(self):
+        return (self.flow_next, self.flow_prev)
+
+    def _cache_tag(self, like):
+        return super()._cache_tag(like) + (self.tau,)
 
     def _segments(self, like):
         vec = self.tau * torch.stack([self._cast(self.flow_next, like), self._cast(self.flow_prev, like)], 1)
