@@ -29,7 +29,7 @@ pixels per side (their five 4×4 layers need it) and return a patch map ``(N, 1,
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -71,7 +71,7 @@ def _check_input(x: Any, name: str, channels: int) -> torch.Tensor:
 
 
 def _cbr(cin: int, cout: int, k: int, stride: int = 1, norm: str = "batch", transpose: bool = False,
-         relu_slope: float = 0.0, padding: int = None) -> nn.Sequential:
+         relu_slope: float = 0.0, padding: Optional[int] = None) -> nn.Sequential:
     """Appendix A's ``CBR k*k*c:s`` (conv → norm → ReLU); ``transpose`` up-samples by ``stride``."""
     pad = (k - 1) // 2 if padding is None else padding
     if transpose:
@@ -152,7 +152,7 @@ class RPGANGenerator(CheckpointMixin, nn.Module):
     pretrained_file = RPGAN_PRETRAINED_PATH.name
     training_command = "python scripts/train_rpgan.py --help  (pnpdeblur.train.rpgan)"
 
-    def __init__(self, channels: int = 3, width: int = 64, n_res: int = 6, final_width: int = None,
+    def __init__(self, channels: int = 3, width: int = 64, n_res: int = 6, final_width: Optional[int] = None,
                  residual: bool = False):
         super().__init__()
         _check_int(channels, "channels", 1)

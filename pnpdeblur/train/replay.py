@@ -14,7 +14,7 @@ every ``refresh_every`` epochs through its ``producer``.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 import torch
 from torch.utils.data import Dataset

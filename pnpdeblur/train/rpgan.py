@@ -361,7 +361,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--crop", type=int, default=128, help="crop size of the pool images")
     ap.add_argument("--pool", type=int, default=1000, help="blurred images in the pool (paper: 1000)")
     ap.add_argument("--buffer", type=int, default=1000, help="replay buffer size (paper: 1000)")
-    ap.add_argument("--proportions", default="0.5,0.3,0.2", help="share of each level in the buffer (paper)")
+    ap.add_argument("--proportions", default=",".join(map(str, PAPER_PROPORTIONS)),
+                    help="share of each level in the buffer (paper: 0.5,0.3,0.2)")
     ap.add_argument("--refresh-every", type=int, default=3, help="epochs on one buffer filling (paper: 3)")
     ap.add_argument("--preset", default="23", help="flow preset of the pool ('23' or '46')")
     ap.add_argument("--noise", type=float, default=0.01, help="noise std of the blurred images and of the schedule")
