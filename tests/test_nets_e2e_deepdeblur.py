@@ -239,7 +239,7 @@ def test_from_official_matches_their_forward(tmp_path):
     net = DeepDeblur.from_official(path)
     assert not net.training
     assert net.config == dict(in_channels=3, features=8, blocks=2, scales=3, kernel_size=5,
-                              upsample="pixelshuffle", rgb_range=255.0)
+                              upsample="pixelshuffle", rgb_range=255.0, residual=False)
     # key-by-key: ours coarse → fine, theirs fine (0) → coarse (2)
     assert torch.equal(net.nets[0].head.weight, sd["body_models.2.body.0.weight"])
     assert torch.equal(net.nets[2].body[1].conv2.bias, sd["body_models.0.body.2.body.2.bias"])
@@ -308,3 +308,25 @@ def test_bad_input_and_config():
                      (dict(blocks=1.5), "blocks")):
         with pytest.raises(ValueError, match=word):
             DeepDeblur(**kw)
+
+
+def test_residual_option_adds_each_input_level():
+    from pnpdeblur.losses.multiscale import image_pyramid
+
+    torch.manual_seed(0)
+    net = DeepDeblur(features=4, blocks=1, residual=True)
+    plain = DeepDeblur(features=4, blocks=1)
+    plain.load_state_dict(net.state_dict())
+    x = torch.rand(1, 3, 16, 20)
+    pyr = image_pyramid(x, 3)
+    # the coarsest scale sees the same input in both nets: same body, plus its centred input level
+    # (finer scales then differ through the up-convolved coarser output)
+    torch.testing.assert_close(net.forward_multiscale(x)[0], plain.forward_multiscale(x)[0] + pyr[0] - 0.5)
+    with torch.no_grad():  # a zero tail makes every scale the identity on its level
+        for s in net.nets:
+            s.tail.weight.zero_()
+            s.tail.bias.zero_() if s.tail.bias is not None else None
+    for a, p in zip(net.forward_multiscale(x), pyr):
+        torch.testing.assert_close(a, p)
+    with pytest.raises(TypeError, match="residual"):
+        DeepDeblur(residual=1)

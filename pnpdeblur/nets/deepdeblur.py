@@ -24,10 +24,11 @@ Value range. Inputs and outputs are images in [0, 1]. Internally the net works o
 ``(x - 0.5) · rgb_range`` and maps its outputs back with ``/ rgb_range + 0.5``; ``rgb_range=1``
 for nets trained here, 255 for the authors' weights (they feed 0–255 images minus 127.5 and add
 127.5 to every output), so an official net gives exactly ``official(255·x) / 255``. The net is
-not residual: each scale outputs the image itself (the ResBlocks are residual inside). Nothing
+not residual by default: each scale outputs the image itself (the ResBlocks are residual inside;
+``residual=True`` adds each scale's input level, see the class). Nothing
 is clamped; clamp for display.
 
-Small CPU configuration: ``DeepDeblur(features=16, blocks=3)`` (≈ 0.1 M parameters).
+Small CPU configuration: ``DeepDeblur(features=16, blocks=3, residual=True)`` (≈ 0.1 M parameters).
 """
 from __future__ import annotations
 
@@ -105,6 +106,11 @@ class DeepDeblur(CheckpointMixin, nn.Module):
     rgb_range : float
         Internal value scale: the net computes on ``(x - 0.5)·rgb_range`` (1 here, 255 for the
         authors' weights).
+    residual : bool
+        Not in the paper (default False): every scale adds its output to its own input level,
+        so an untrained net starts near the identity. The small CPU configuration of
+        ``pnpdeblur train deepdeblur --small`` uses it: a few thousand CPU steps of the paper's
+        direct prediction do not even reach the blurred input's PSNR.
 
     Shapes
     ------
@@ -117,7 +123,8 @@ class DeepDeblur(CheckpointMixin, nn.Module):
     training_command = "pnpdeblur train deepdeblur"
 
     def __init__(self, in_channels: int = 3, features: int = 64, blocks: int = 19, scales: int = 3,
-                 kernel_size: int = 5, upsample: str = "pixelshuffle", rgb_range: float = 1.0):
+                 kernel_size: int = 5, upsample: str = "pixelshuffle", rgb_range: float = 1.0,
+                 residual: bool = False):
         super().__init__()
         check_int("in_channels", in_channels)
         check_int("features", features)
@@ -131,9 +138,11 @@ class DeepDeblur(CheckpointMixin, nn.Module):
         if isinstance(rgb_range, bool) or not isinstance(rgb_range, (int, float)) or not rgb_range > 0 \
                 or rgb_range == float("inf"):
             raise ValueError(f"rgb_range must be a finite positive number, got {rgb_range!r}")
+        if not isinstance(residual, bool):
+            raise TypeError(f"residual must be a bool, got {residual!r}")
         self.config: Dict[str, Any] = dict(in_channels=in_channels, features=features, blocks=blocks,
                                            scales=scales, kernel_size=kernel_size, upsample=upsample,
-                                           rgb_range=float(rgb_range))
+                                           rgb_range=float(rgb_range), residual=residual)
         c = in_channels
         # coarse → fine; every scale but the coarsest also sees the up-convolved coarser output
         self.nets = nn.ModuleList(
@@ -163,7 +172,8 @@ class DeepDeblur(CheckpointMixin, nn.Module):
         outs: List[torch.Tensor] = []
         for k, net in enumerate(self.nets):
             inp = pyramid[k] if k == 0 else torch.cat((pyramid[k], self.ups[k - 1](outs[-1])), dim=1)
-            outs.append(net(inp))
+            out = net(inp)
+            outs.append(out + pyramid[k] if self.config["residual"] else out)
         return [o / r + 0.5 for o in outs]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

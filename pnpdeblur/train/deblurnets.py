@@ -102,7 +102,7 @@ class NetSpec:
 #: Paper settings per net (``pnpdeblur train <name>``).
 SPECS: Dict[str, NetSpec] = {
     "deepdeblur": NetSpec(
-        "pnpdeblur.nets.deepdeblur", "DeepDeblur", "image", small=dict(features=16, blocks=3),
+        "pnpdeblur.nets.deepdeblur", "DeepDeblur", "image", small=dict(features=16, blocks=3, residual=True),
         adversarial="gan", discriminator="DeepDeblurDiscriminator", adv_weight=1e-4, disc_small=dict(base=8),
         lr=5e-5, steps=450_000, batch=4, crop=256, milestones=(1 / 3,), gamma=0.1,
         paper="Nah et al.: Adam 5e-5, ÷10 after 1.5e5 of 4.5e5 iterations, batch 4, 256² crops, "
