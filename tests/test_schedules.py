@@ -65,6 +65,12 @@ def test_dpir_schedule_closed_form_and_default_length():
     np.testing.assert_allclose(bet, [DEFAULT_LAMBDA * nl**2 / s**2 for s in want], rtol=1e-12)
 
 
+def test_dpir_schedule_two_steps_are_start_and_end():
+    sig, bet = dpir_schedule(0.02, n_iter=2, sigma_start=0.3, lam=0.5)
+    assert sig == pytest.approx([0.3, 0.02], rel=1e-12)
+    assert bet == pytest.approx([0.5 * 0.02**2 / 0.3**2, 0.5], rel=1e-12)
+
+
 def test_dpir_schedule_single_step_uses_the_final_strength():
     # one iteration: σ_0 is the noise level (not sigma_start), so β_0 = λ
     sig, bet = dpir_schedule(0.03, n_iter=1, lam=0.4)
@@ -123,13 +129,21 @@ def test_resolve_schedule_default_and_n_iter():
     bet, sig = resolve_schedule(0.02, None, None, 3, 0.4, 0.3)
     np.testing.assert_allclose(sig, _geometric(0.3, 0.02, 3), rtol=1e-12)
     np.testing.assert_allclose(bet, [0.4 * 0.02**2 / s**2 for s in sig], rtol=1e-12)
+    bet, sig = resolve_schedule(0.02, None, None, 1, 0.4, 0.3)  # one iteration is allowed
+    assert sig == [0.02] and bet == pytest.approx([0.4], rel=1e-12)
+    # no noise level with an explicit schedule: the floor MIN_NOISE_LEVEL stands in
+    _, sig = resolve_schedule(None, [0.1, 1.0], None, None, 0.4, 0.3)
+    np.testing.assert_allclose(sig, [MIN_NOISE_LEVEL * math.sqrt(0.4 / b) for b in (0.1, 1.0)], rtol=1e-12)
     # both lists given: used as they are, zero σ allowed (no prior step)
     bet, sig = resolve_schedule(0.02, [0.1, 1.0], [0.05, 0.0], 2, 0.4, 0.3)
     assert bet == [0.1, 1.0] and sig == [0.05, 0.0]
 
 
 @pytest.mark.parametrize("args, exc, pattern", [
-    ((None, None, None, None), ValueError, r"^give noise_level"),
+    ((None, None, None, None), ValueError,
+     r"^give noise_level \(the std of the noise in y, e\.g\. 0\.01\) or an explicit betas/sigmas schedule$"),
+    ((0.01, [0.1, 1.0], ["a", 0.1], None), TypeError, r"^sigmas\[0\] must be a real number"),
+    ((0.01, [0.1, 1.0], None, 2.0), ValueError, r"^n_iter must be a positive int, got 2\.0$"),
     ((0.01, [], None, None), ValueError, r"^betas must not be empty$"),
     ((0.01, None, [], None), ValueError, r"^sigmas must not be empty$"),
     ((0.01, 0.5, None, None), TypeError, r"^betas must be a sequence of numbers, got float$"),
@@ -145,3 +159,12 @@ def test_resolve_schedule_default_and_n_iter():
 def test_resolve_schedule_rejects_bad_arguments_by_name(args, exc, pattern):
     with pytest.raises(exc, match=pattern):
         resolve_schedule(*args, DEFAULT_LAMBDA, DEFAULT_SIGMA_START)
+
+
+@pytest.mark.parametrize("lam, sigma_start, pattern", [
+    (0.0, 0.2, r"^lam must be a finite positive number"),
+    (0.2, -1.0, r"^sigma_start must be a finite positive number"),
+])
+def test_resolve_schedule_checks_lam_and_sigma_start_by_name(lam, sigma_start, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        resolve_schedule(0.01, [0.1], None, None, lam, sigma_start)
