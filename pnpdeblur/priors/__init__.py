@@ -1,13 +1,15 @@
 """Priors for the splitting solvers: ``prior(z, sigma, *, context=None) -> z'``.
 
 Classical (Tikhonov, TV), scikit-image denoisers, BM3D (optional extra) and learned
-denoisers (any torch module; the shipped small DnCNN). Any of them can be passed as
+denoisers (any torch module; the shipped small DnCNN) and Wu et al.'s recurrent RP-GAN prior
+(it reads the blurred observation from the solver's ``context``). Any of them can be passed as
 ``prior=`` to :func:`pnpdeblur.solvers.hqs` or :func:`pnpdeblur.solvers.admm`.
 """
 from .base import BasePrior, Prior, check_sigma
 from .bm3d import BM3D, bm3d_available
 from .classical import TV, Tikhonov, tv_norm, tv_prox
 from .learned import DenoiserPrior, DnCNNPrior
+from .rpgan import RPGANPrior, rpgan_schedule
 from .skimage import Bilateral, NLMeans, SkimageDenoiser, SkimageTV, Wavelet
 
 __all__ = [
@@ -27,4 +29,6 @@ __all__ = [
     "bm3d_available",
     "DenoiserPrior",
     "DnCNNPrior",
+    "RPGANPrior",
+    "rpgan_schedule",
 ]

@@ -9,13 +9,17 @@
 Modules: :mod:`.config` (TrainConfig), :mod:`.schedules` (learning-rate schedules),
 :mod:`.state` (training state and RNGs), :mod:`.distributed` (torchrun/DDP helpers),
 :mod:`.logging` (CSV/JSON logs and the loss picture), :mod:`.engine` (Trainer), :mod:`.adversarial` (GAN training in one
-optimiser step).
+optimiser step), :mod:`.replay` (RP-GAN's experience replay), :mod:`.reblur` (Reblur2Deblur
+fine-tuning); recipes: :mod:`.sen`, :mod:`.rpgan`, :mod:`.deblurnets`.
 """
 from . import distributed
 from .config import TrainConfig
 from .engine import Trainer, unwrap_model
 from .adversarial import AdversarialPair
+from .replay import ReplayBuffer, level_counts
 from .schedules import linear_decay_lambda, step_decay_lambda
 
-__all__ = ["TrainConfig", "Trainer", "AdversarialPair", "linear_decay_lambda", "step_decay_lambda",
-           "unwrap_model", "distributed"]
+from .reblur import finetune_reblur  # after the engine: it builds on it
+
+__all__ = ["TrainConfig", "Trainer", "AdversarialPair", "ReplayBuffer", "level_counts", "linear_decay_lambda",
+           "step_decay_lambda", "unwrap_model", "distributed", "finetune_reblur"]
