@@ -11,9 +11,19 @@ With ``--device cuda`` the fast paths are the torch CUDA path and the CuPy kerne
 plain device copy of the image per K and per Kᵀ: the floor set by reading and
 writing the same bytes. Results go to ``operators_cuda.json``.
 
+With ``--compare REV`` (CPU; issue 14 part 2) it instead times this checkout against
+the library at git revision ``REV`` (checked out into a temporary ``git worktree``)
+*in the same run*: three long-lived worker processes (REV, this checkout, this
+checkout with the per-flow cache off) load the operators once and are then asked
+for one repeat each in turn, so load from other jobs hits all of them alike; each
+figure is the minimum over ``--repeats`` rounds. It covers the line kernel at
+1280×720 and 256² (float32 and float64), the LUT variant, ``TwoSegmentBlur`` and
+``WarpBlur``. Results go to ``operators_compare.json``.
+
 Usage::
 
     python benchmarks/operators.py [--device cpu|cuda] [--quick]
+    python benchmarks/operators.py --compare HEAD~3 [--repeats 5]
 """
 from __future__ import annotations
 
@@ -144,14 +154,123 @@ def _worker(cfg: dict) -> dict:
     return out
 
 
+#: Configurations of ``--compare``: (name, H, W, |m|, dtype, operator).
+COMPARE_CASES = [
+    ("line 720p f32", 720, 1280, 46.0, "float32", "line"),
+    ("line 720p f64", 720, 1280, 46.0, "float64", "line"),
+    ("line 256² f32", 256, 256, 46.0, "float32", "line"),
+    ("LUT 720p f32", 720, 1280, 16.0, "float32", "lut"),
+    ("two-segment 720p f32", 720, 1280, 23.0, "float32", "two_segment"),
+    ("WarpBlur 256² f32", 256, 256, 23.0, "float32", "warp"),
+]
+
+
+def _compare_worker() -> None:
+    """Persistent worker: reads one JSON case per line, answers one timed repeat per line."""
+    import torch
+
+    import pnpdeblur as pd
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    ops = {}
+    for line in sys.stdin:
+        name, h, w, length, dtype, kind = json.loads(line)
+        if name not in ops:
+            dt = getattr(torch, dtype)
+            rng = np.random.default_rng(0)
+            x = torch.from_numpy(rng.random((1, 3, h, w))).to(dt)
+            f = torch.from_numpy(flow_field(h, w, length)).to(dt)
+            if kind == "line":
+                K = pd.MotionBlur(f)
+            elif kind == "lut":
+                K = pd.MotionBlur.lut(f)
+            elif kind == "two_segment":
+                K = pd.TwoSegmentBlur(f, -f, tau=0.5)
+            else:
+                K = pd.WarpBlur(f, -f, n=8, tau=0.5)
+            y = K._adjoint(K._forward(x))  # warm-up: numba compilation, caches
+            ops[name] = (K, x)
+        K, x = ops[name]
+        t0 = time.perf_counter()
+        y = K._forward(x)
+        t1 = time.perf_counter()
+        xt = K._adjoint(y)
+        t2 = time.perf_counter()
+        print(json.dumps({"forward_s": t1 - t0, "adjoint_s": t2 - t1, "checksum": float(xt.double().sum()),
+                          "module": os.path.dirname(pd.__file__)}), flush=True)
+
+
+def compare(rev: str, repeats: int, cases=COMPARE_CASES) -> list:
+    """Time this checkout against revision ``rev``, interleaved (see the module docstring)."""
+    import tempfile
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=here, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    sha = subprocess.run(["git", "rev-parse", rev], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+    tree = tempfile.mkdtemp(prefix=f"pnpdeblur-{sha[:8]}-")
+    subprocess.run(["git", "worktree", "add", "--detach", tree, sha], cwd=root, capture_output=True, check=True)
+    rows = []
+    try:
+        variants = {
+            f"{rev} ({sha[:8]})": dict(PYTHONPATH=tree),
+            "this checkout": dict(PYTHONPATH=root),
+            "this checkout, flow cache off": dict(PYTHONPATH=root, PNPDEBLUR_FLOW_CACHE_BYTES="0"),
+        }
+        workers = {}
+        for label, extra in variants.items():
+            env = {**os.environ, **extra}
+            workers[label] = subprocess.Popen([sys.executable, __file__, "--compare-worker"], stdin=subprocess.PIPE,
+                                              stdout=subprocess.PIPE, text=True, env=env, cwd=here)
+        for case in cases:
+            times = {label: ([], []) for label in workers}
+            sums, modules = {}, {}
+            for _ in range(repeats):
+                for label, proc in workers.items():  # interleaved: one repeat of each in turn
+                    proc.stdin.write(json.dumps(case) + "\n")
+                    proc.stdin.flush()
+                    r = json.loads(proc.stdout.readline())
+                    times[label][0].append(r["forward_s"])
+                    times[label][1].append(r["adjoint_s"])
+                    sums[label] = r["checksum"]
+                    modules[label] = r["module"]
+            base = None
+            for label, (tf, ta) in times.items():
+                row = dict(case=case[0], version=label, forward_s=min(tf), adjoint_s=min(ta),
+                           pair_s=min(a + b for a, b in zip(tf, ta)), checksum=sums[label],
+                           module=modules[label])
+                base = base or row
+                row["speedup_pair"] = base["pair_s"] / row["pair_s"]
+                rows.append(row)
+                print(f"{case[0]:22s} {label:32s} K {row['forward_s']:7.3f} s  Kᵀ {row['adjoint_s']:7.3f} s  "
+                      f"K+Kᵀ {row['pair_s']:7.3f} s  x{row['speedup_pair']:5.2f}  (Σ KᵀKx = {row['checksum']:.9g})",
+                      flush=True)
+        for proc in workers.values():
+            proc.stdin.close()
+            proc.wait()
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=root, capture_output=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--quick", action="store_true", help="only 256² and 1280×720 at 46 px")
+    ap.add_argument("--compare", metavar="REV", help="time this checkout against git revision REV, interleaved")
+    ap.add_argument("--repeats", type=int, default=5, help="rounds of --compare (minimum is reported)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--compare-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(_worker(json.loads(args.worker))))
+        return
+    if args.compare_worker:
+        _compare_worker()
+        return
+    if args.compare:
+        rows = compare(args.compare, args.repeats)
+        write_rows("operators_compare", "cpu", rows, baseline=args.compare)
         return
     sizes = [(256, 256), (512, 512), (720, 1280)]
     lengths = [23.0, 46.0]

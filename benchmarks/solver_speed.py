@@ -10,13 +10,17 @@ so that the time per operator pair can be set against ``operators.py``.
 
 Usage::
 
-    python benchmarks/solver_speed.py [--device cpu|cuda] [--size 720x1280]
+    python benchmarks/solver_speed.py [--device cpu|cuda] [--size 720x1280] [--priors TV,DnCNN] [--repeats 1]
+
+To compare library versions (issue 14), run this script with ``PYTHONPATH`` pointing
+at a ``git worktree`` of the older revision and at this checkout, alternately.
 
 Writes ``solver_speed[_cuda].json`` beside this file.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -48,6 +52,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--size", default="720x1280", help="HxW")
+    ap.add_argument("--priors", default="TV,DnCNN", help="comma-separated subset of TV,DnCNN")
+    ap.add_argument("--repeats", type=int, default=1, help="solves per configuration (the fastest is reported)")
     args = ap.parse_args()
     h, w = (int(v) for v in args.size.lower().split("x"))
     dev = args.device
@@ -55,24 +61,32 @@ def main() -> None:
     paths = ["cupy", "torch"] if dev == "cuda" else ["numba"]
     if dev == "cuda" and not pd.backend.cupy_available():
         paths = ["torch"]
-    priors = {"TV": pd.priors.TV(), "DnCNN": pd.priors.DnCNNPrior()}
+    makers = {"TV": lambda: pd.priors.TV(), "DnCNN": lambda: pd.priors.DnCNNPrior()}
+    wanted = [p.strip() for p in args.priors.split(",") if p.strip()]
+    unknown = [p for p in wanted if p not in makers]
+    if unknown or not wanted:
+        ap.error(f"--priors must name some of {', '.join(makers)}, got {args.priors!r}")
+    priors = {name: makers[name]() for name in wanted}
     x, f, y = _problem(h, w, dev)
     base = psnr(y.clamp(0, 1), x)
     rows = []
     for path in paths:
         for name, prior in priors.items():
             _solve(y[..., :32, :32].contiguous(), f[..., :32, :32].contiguous(), path, prior)  # warm-up
-            sync()
-            t0 = time.perf_counter()
-            res = _solve(y, f, path, prior)
-            sync()
-            dt = time.perf_counter() - t0
+            dt = float("inf")
+            for _ in range(max(1, args.repeats)):
+                sync()
+                t0 = time.perf_counter()
+                res = _solve(y, f, path, prior)
+                sync()
+                dt = min(dt, time.perf_counter() - t0)
             pairs = sum(e.get("cg_iterations", 0) + 1 for e in res.history)
             gain = psnr(res.x.clamp(0, 1), x) - base
             rows.append(dict(path=path, prior=name, seconds=dt, operator_pairs=pairs, psnr_gain_db=gain))
             print(f"{w}x{h}x3  {path:6s} {name:6s} {dt:8.2f} s  {pairs:4d} K/Kᵀ pairs  "
                   f"{1e3 * dt / pairs:8.2f} ms/pair  gain {gain:+.2f} dB", flush=True)
-    write_rows("solver_speed", dev, rows, gpu=torch.cuda.get_device_name() if dev == "cuda" else None, size=[h, w])
+    write_rows("solver_speed", dev, rows, gpu=torch.cuda.get_device_name() if dev == "cuda" else None, size=[h, w],
+               library=os.path.dirname(pd.__file__))
 
 
 if __name__ == "__main__":
