@@ -8,7 +8,8 @@ Subcommands
     the end); an input file is never overwritten (exit status 2 before any work). Under
     ``torchrun`` the files are split across the processes.
 ``pnpdeblur train <model> [args…]``
-    Forwards ``args`` to the model's training recipe (:data:`TRAINERS`; ``sen`` now).
+    Forwards ``args`` to the model's training recipe (:data:`TRAINERS`: ``sen``, ``rpgan``,
+    ``deepdeblur``, ``deblurnet``, ``dvd``, ``deblurgan``, ``flownets``).
 ``pnpdeblur finetune FRAMES_DIR --net NAME|PATH -o OUTDIR``
     Reblur2Deblur test-time fine-tuning (:func:`pnpdeblur.train.reblur.finetune_reblur`) of a
     deblurring network on the blurred video frames of a folder (temporal order = natural sort
@@ -46,8 +47,27 @@ def _train_sen(argv: Sequence[str]) -> Any:
     return sen_main(list(argv))
 
 
+def _train_rpgan(argv: Sequence[str]) -> Any:
+    from .train.rpgan import main as rpgan_main
+
+    return rpgan_main(list(argv))
+
+
+def _deblurnet_trainer(name: str) -> Callable[[Sequence[str]], Any]:
+    def train(argv: Sequence[str]) -> Any:
+        from .train.deblurnets import main as deblurnets_main
+
+        return deblurnets_main([name, *argv])
+
+    return train
+
+
 #: ``pnpdeblur train <name> args…`` calls ``TRAINERS[name](args)``; add a model by adding an entry.
-TRAINERS: Dict[str, Callable[[Sequence[str]], Any]] = {"sen": _train_sen}
+TRAINERS: Dict[str, Callable[[Sequence[str]], Any]] = {
+    "sen": _train_sen,
+    "rpgan": _train_rpgan,
+    **{name: _deblurnet_trainer(name) for name in ("deepdeblur", "deblurnet", "dvd", "deblurgan", "flownets")},
+}
 
 
 def _prior_dncnn():

@@ -236,3 +236,13 @@ def test_python_m_help():
     assert r.stdout.startswith("usage: pnpdeblur")
     for word in ("deblur", "train", "--version", "examples:"):
         assert word in r.stdout
+
+
+@pytest.mark.parametrize("model, flag", [("deepdeblur", "--adv-weight"), ("deblurgan", "--adv-weight"),
+                                         ("deblurnet", "--data"), ("dvd", "--frames"), ("flownets", "--crop"),
+                                         ("rpgan", "--buffer")])
+def test_train_recipes_are_reachable(model, flag, capsys):
+    assert cli.main(["train", model, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert f"pnpdeblur train {model}" in out or model in out
+    assert flag in out
