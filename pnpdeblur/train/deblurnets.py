@@ -116,7 +116,7 @@ SPECS: Dict[str, NetSpec] = {
         lr=1e-4, steps=80_000, batch=16, crop=128, decay_from=0.5, lr_end=1e-6,
         paper="Su et al. (as used by Chen et al.): 5-frame stacks, MSE to the centre frame"),
     "deblurgan": NetSpec(
-        "pnpdeblur.nets.deblurgan", "DeblurGANGenerator", "image", small=dict(features=16, blocks=3),
+        "pnpdeblur.nets.deblurgan", "DeblurGANGenerator", "image", small=dict(features=16, blocks=3, dropout=0.0),
         adversarial="wgan-gp", discriminator="DeblurGANCritic", adv_weight=1e-2, disc_small=dict(features=16),
         lr=1e-4, steps=300_000, batch=1, crop=256, decay_from=0.5, lr_end=0.0, betas=(0.5, 0.999),
         paper="Kupyn et al.: Adam 1e-4 (β1 0.5), constant then linear decay to 0, batch 1, 256² crops, "
