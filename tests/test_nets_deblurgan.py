@@ -11,13 +11,6 @@ from pnpdeblur.losses.deblurgan import (content_loss, deblurgan_critic_loss, deb
 from pnpdeblur.nets.deblurgan import DeblurGANCritic, DeblurGANGenerator
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two threads on a shared, oversubscribed 2-core machine run these tiny nets ~20× slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def conv(cin, cout, k, bias=True):

@@ -11,13 +11,6 @@ from pnpdeblur.nets.deepdeblur import DeepDeblur, DeepDeblurDiscriminator
 SMALL = dict(features=8, blocks=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny convolutions: two OpenMP threads on a loaded 2-core machine run ~50x slower than one
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def conv_params(cin, cout, k, bias=True):

@@ -20,13 +20,6 @@ LUA_LAYERS = (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny convolutions: two OpenMP threads on a loaded 2-core machine run ~50x slower than one
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def small_net(seed=0):

@@ -12,13 +12,6 @@ from pnpdeblur.nets.deblurgan import DeblurGANGenerator
 from pnpdeblur.nets.flownets import PINARD_MEAN, FlowNetS
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two threads on a shared, oversubscribed 2-core machine run these tiny nets ~20× slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def small(**kw):

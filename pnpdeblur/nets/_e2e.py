@@ -1,7 +1,6 @@
 """Input checks and the official-checkpoint reader shared by the end-to-end deblurring nets.
 
-Private helpers of :mod:`pnpdeblur.nets.deepdeblur`, :mod:`pnpdeblur.nets.deblurnet` and
-:mod:`pnpdeblur.nets.dvd`.
+Private helpers of the end-to-end nets (DeepDeblur, DeblurNet, DVD, DeblurGAN, FlowNetS).
 """
 from __future__ import annotations
 
@@ -23,8 +22,8 @@ def check_int(name: str, value: Any, lo: int = 1) -> int:
     return value
 
 
-def check_input(x: Any, channels: int, name: str = "x") -> None:
-    """Raise TypeError/ValueError unless ``x`` is a finite float ``(N, channels, H, W)`` tensor."""
+def check_input(x: Any, channels: int, name: str = "x") -> torch.Tensor:
+    """``x`` unchanged if it is a finite float ``(N, channels, H, W)`` tensor, else TypeError/ValueError."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, {channels}, H, W), got {type(x).__name__}")
     if not x.is_floating_point():
@@ -35,6 +34,7 @@ def check_input(x: Any, channels: int, name: str = "x") -> None:
         raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} holds NaN or Inf values")
+    return x
 
 
 def check_multiple(x: torch.Tensor, stride: int, cls: str, name: str = "x") -> None:

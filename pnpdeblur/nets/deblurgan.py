@@ -44,30 +44,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoints import CheckpointError
+from ._e2e import check_input as _check_image
+from ._e2e import check_int as _check_int
 from ._base import CheckpointMixin, crop_to
 from ._official import copy_mapped, load_official
 
 __all__ = ["DeblurGANGenerator", "DeblurGANCritic", "official_generator_keys", "official_critic_keys"]
 
 
-def _check_int(name: str, v: Any, lo: int) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-        raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
-    return v
 
 
-def _check_image(x: Any, channels: int, name: str = "x") -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if x.ndim != 4 or x.shape[1] != channels:
-        raise ValueError(f"{name} must have shape (N, {channels}, H, W), got {tuple(x.shape)}")
-    if x.numel() == 0:
-        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} holds NaN or Inf")
-    return x
 
 
 def _pad_to(x: torch.Tensor, multiple: int, minimum: int) -> Tuple[torch.Tensor, Tuple[int, int]]:

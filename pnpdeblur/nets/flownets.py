@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoints import CheckpointError
+from ._e2e import check_input as _check_frame
 from ._base import CheckpointMixin, crop_to, pad_to_multiple
 from ._official import copy_mapped, load_official
 
@@ -65,18 +66,6 @@ _ENCODER = (("conv1", None, 1, 7, 2), ("conv2", 1, 2, 5, 2), ("conv3", 2, 4, 5, 
             ("conv6", 8, 16, 3, 2), ("conv6_1", 16, 16, 3, 1))
 
 
-def _check_frame(x: Any, channels: int, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if x.ndim != 4 or x.shape[1] != channels:
-        raise ValueError(f"{name} must have shape (N, {channels}, H, W), got {tuple(x.shape)}")
-    if x.numel() == 0:
-        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} holds NaN or Inf")
-    return x
 
 
 class FlowNetS(CheckpointMixin, nn.Module):
