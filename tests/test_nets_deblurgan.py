@@ -211,8 +211,11 @@ def test_checkpoint_round_trip_and_wrong_architecture(tmp_path):
     torch.testing.assert_close(DeblurGANCritic.from_checkpoint(dpath)(x), d.eval()(x))
     with pytest.raises(CheckpointError):
         DeblurGANGenerator.from_checkpoint(dpath)
-    with pytest.raises(FileNotFoundError):
-        DeblurGANGenerator.pretrained()
+    with pytest.raises(FileNotFoundError, match="DeblurGANCritic"):
+        DeblurGANCritic.pretrained()  # no critic weights ship
+    shipped = DeblurGANGenerator.pretrained()  # the CPU demonstration weights
+    assert not shipped.training and shipped.header["architecture"] == "DeblurGANGenerator"
+    assert shipped(x).shape == x.shape
 
 
 def official_generator_state(f=8, blocks=9, dropout=True, c=3, seed=0):

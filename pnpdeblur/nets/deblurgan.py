@@ -205,8 +205,10 @@ class DeblurGANGenerator(CheckpointMixin, nn.Module):
         copy_mapped(model, state, mapping, path)
         return model.eval()
 
-    pretrained_file = None  # weights may ship later as deblurgan_small.safetensors
-    training_command = "pnpdeblur train deblurgan"
+    #: CPU demonstration weights (``docs/model_cards/deblurgan_small.md``).
+    pretrained_file = "deblurgan_small.safetensors"
+    training_command = ("pnpdeblur train deblurgan --small --data flow --preset 23 --corpus .data/bsds500/train "
+                        "--steps 3000 --batch 4 --crop 64 --lr 5e-4 --adv-weight 0")
 
 
 def official_generator_keys(blocks: int = 9, dropout: bool = True) -> Dict[str, str]:

@@ -119,8 +119,10 @@ class DeepDeblur(CheckpointMixin, nn.Module):
     coarse → fine, level ``k`` from the end of size ``H/2**k × W/2**k``.
     """
 
-    pretrained_file = None  # weights may ship later as "deepdeblur_small.safetensors"
-    training_command = "pnpdeblur train deepdeblur"
+    #: CPU demonstration weights (``docs/model_cards/deepdeblur_small.md``).
+    pretrained_file = "deepdeblur_small.safetensors"
+    training_command = ("pnpdeblur train deepdeblur --small --data flow --preset 23 --corpus .data/bsds500/train "
+                        "--steps 4000 --batch 4 --crop 64 --lr 1e-3 --adv-weight 0")
 
     def __init__(self, in_channels: int = 3, features: int = 64, blocks: int = 19, scales: int = 3,
                  kernel_size: int = 5, upsample: str = "pixelshuffle", rgb_range: float = 1.0,
