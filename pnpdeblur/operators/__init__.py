@@ -3,6 +3,7 @@ from .base import Identity, LinearOperator
 from .convolution import Convolution, UniformBlur
 from .motion import MAX_FLOW, MotionBlur, TwoSegmentBlur, motion_kernel, motion_kernel_table
 from .warp import WarpBlur
+from ._segment import FLOW_CACHE, FlowCache
 
 __all__ = [
     "LinearOperator",
@@ -15,4 +16,6 @@ __all__ = [
     "MAX_FLOW",
     "motion_kernel",
     "motion_kernel_table",
+    "FlowCache",
+    "FLOW_CACHE",
 ]
