@@ -72,7 +72,7 @@ def test_sign_axis_and_length_are_exact():
 def test_subpixel_and_odd_even_lengths():
     img = _image("camera", 256)
     assert _err(estimate_linear_motion(_blur(img, (12.5, 4.3))), (12.5, 4.3)) < 0.5
-    # DESIGN kernels: (7, 0) is 7 taps of 1/7, (6, 0) is [.5 1 1 1 1 1 .5]/6 -> |m| exactly
+    # docs/conventions.md kernels: (7, 0) is 7 taps of 1/7, (6, 0) is [.5 1 1 1 1 1 .5]/6 -> |m| exactly
     assert _err(estimate_linear_motion(_blur(img, (7, 0))), (7, 0)) < 0.5
     assert _err(estimate_linear_motion(_blur(img, (6, 0))), (6, 0)) < 0.5
 

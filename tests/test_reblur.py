@@ -55,7 +55,7 @@ def test_reblur_loss_zero_for_the_operators_own_blur(kernel, three):
     elif kernel == "warp":
         op = WarpBlur(fn, fp, n=8, tau=tau)
     else:
-        op = MotionBlur.lut(tau * (fn - fp))  # 2-frame: 2·τ·F₊, DESIGN.md's table index
+        op = MotionBlur.lut(tau * (fn - fp))  # 2-frame: 2·τ·F₊, the conventions' table index
     y = op(x)
     loss = reblur_loss(x, y, fn, fp if three else None, kernel=kernel, tau=tau)
     assert loss.ndim == 0 and float(loss) < 1e-20
@@ -65,7 +65,7 @@ def test_reblur_loss_zero_for_the_operators_own_blur(kernel, three):
 
 
 def test_two_frame_two_segment_is_the_line_kernel_of_twice_the_flow():
-    # DESIGN.md: F₋ = −F₊ with |τF₊| >= 1 gives the line kernel of m = 2τF₊.
+    # docs/conventions.md: F₋ = −F₊ with |τF₊| >= 1 gives the line kernel of m = 2τF₊.
     x = torch.rand(1, 3, 24, 24, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     f = torch.zeros(1, 2, 24, 24, dtype=torch.float64)
     f[:, 0], f[:, 1] = 3.0, -2.0

@@ -2,7 +2,7 @@
 
 ``optical_flow(frame_a, frame_b)`` returns the flow ``f`` on frame_a's pixel grid that takes a
 pixel p to its position in frame_b: ``frame_b(p + f(p)) ≈ frame_a(p)``; channel 0 = u (+x,
-right), channel 1 = v (+y, down), in pixels (DESIGN.md). For Reblur2Deblur, the flows of frame
+right), channel 1 = v (+y, down), in pixels (docs/conventions.md). For Reblur2Deblur, the flows of frame
 t are ``optical_flow(d_t, d_{t+1})`` (F₊) and ``optical_flow(d_t, d_{t−1})`` (F₋).
 
 Methods

@@ -5,7 +5,7 @@ optical flows between consecutive deblurred frames, and compared with the observ
 
     L_U = MSE( K(F₊, F₋) · d(B_t),  B_t )
 
-Flow convention (DESIGN.md): ``flow_next`` = F₊ and ``flow_prev`` = F₋ live on frame t's pixel
+Flow convention (docs/conventions.md): ``flow_next`` = F₊ and ``flow_prev`` = F₋ live on frame t's pixel
 grid and point from a pixel p to its position in frame t+1 / t−1 (channel 0 = u, +x right;
 channel 1 = v, +y down; pixels). :func:`pnpdeblur.estimation.optical_flow.optical_flow`
 ``(d_t, d_{t±1})`` returns exactly these.

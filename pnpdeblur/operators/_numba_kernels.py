@@ -8,7 +8,7 @@ and :class:`TwoSegmentBlur`. At pixel p it sums S segments::
 where segment i has vector a = vec_i(p), length L = |a|, unit direction u = a/L,
 and for an integer offset k, with t = k.u, s = |k x u|, h = L/2 + 1/2,
 ``w(k) = max(0, 1 - s) * clip(h - |t - beta*L|, 0, 1)``. ``beta = 0`` is the
-centred line kernel of DESIGN.md; ``beta = 1/2`` the half segment from p to p + a.
+centred line kernel of docs/conventions.md; ``beta = 1/2`` the half segment from p to p + a.
 L = 0 is a single tap at k = 0. Borders are replicated (coordinates clamped).
 
 Taps are enumerated along the segment's major axis: for each integer step along

@@ -2,7 +2,7 @@
 
 Each function returns a ``scipy.sparse.csr_matrix`` of shape ``(H*W, H*W)`` acting on one
 image channel flattened in row-major order, built pixel by pixel from the kernel formulas
-of DESIGN.md evaluated over each kernel's full bounding box. Nothing here shares code with
+of docs/conventions.md evaluated over each kernel's full bounding box. Nothing here shares code with
 the fast paths except the per-segment formula :func:`motion._segment_kernel`, which is
 itself a direct transcription of the design card.
 """

@@ -1,7 +1,7 @@
 """Per-pixel motion-blur operators: the line kernel (and its look-up-table form) and the
 Reblur2Deblur two-segment kernel.
 
-Conventions (DESIGN.md): flow ``(N, 2, H, W)``, channel 0 = u (+x, right), channel 1 =
+Conventions (docs/conventions.md): flow ``(N, 2, H, W)``, channel 0 = u (+x, right), channel 1 =
 v (+y, down), in pixels. Gather form ``y(p) = sum_k w_p(k) x(p + k)`` with replicated
 borders; the adjoint is the exact transpose (a scatter).
 """
@@ -170,7 +170,7 @@ class MotionBlur(_SegmentOperator):
     """Per-pixel linear motion blur ``K`` from a motion-flow field.
 
     At each pixel p with motion vector m = (u, v), L = |m|, the blurred value averages
-    the sharp image along the segment from p − m/2 to p + m/2 (DESIGN.md)::
+    the sharp image along the segment from p − m/2 to p + m/2 (docs/conventions.md)::
 
         w(k) = max(0, 1 − |k × m|/L) · clip(L/2 + 1/2 − |k · m|/L, 0, 1),  normalised to 1
 
@@ -236,7 +236,7 @@ class TwoSegmentBlur(_SegmentOperator):
     """The Reblur2Deblur per-pixel kernel from the flows to the next and previous frames.
 
     Half of the mass lies on the segment from p to p + τ·f_next, half on the segment
-    from p to p + τ·f_prev, each with the anti-aliased weights of DESIGN.md, normalised
+    from p to p + τ·f_prev, each with the anti-aliased weights of docs/conventions.md, normalised
     per half. With ``f_prev = -f_next`` and |τ·f_next| >= 1 this is the line kernel of
     ``m = 2τ·f_next``.
 
