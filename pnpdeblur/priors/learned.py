@@ -8,7 +8,7 @@ from torch import nn
 
 from .base import BasePrior
 
-__all__ = ["DenoiserPrior", "DnCNNPrior"]
+__all__ = ["DenoiserPrior", "DnCNNPrior", "resolve_device"]
 
 # Orthonormal opponent colour transform (rows: luminance, red-blue, green-magenta).
 _OPPONENT = torch.tensor(
@@ -19,6 +19,19 @@ _OPPONENT = torch.tensor(
     ],
     dtype=torch.float64,
 )
+
+
+def resolve_device(device: Any) -> Optional[torch.device]:
+    """A learned prior's ``device`` argument: ``None`` for ``"follow"`` (run on each input's device).
+
+    Anything else must name a torch device (ValueError otherwise).
+    """
+    if isinstance(device, str) and device == "follow":
+        return None
+    try:
+        return torch.device(device)
+    except (TypeError, RuntimeError) as err:
+        raise ValueError(f"device must be 'follow', a device name or a torch.device, got {device!r}") from err
 
 
 class DenoiserPrior(BasePrior):
@@ -73,15 +86,9 @@ class DenoiserPrior(BasePrior):
         if not isinstance(net, nn.Module) and not callable(net):
             raise TypeError(f"net must be a torch.nn.Module or callable, got {type(net).__name__}")
         self.net = net
-        if isinstance(device, str) and device == "follow":
-            self.device: Optional[torch.device] = None
-        else:
-            try:
-                self.device = torch.device(device)
-            except (TypeError, RuntimeError) as err:
-                raise ValueError(f"device must be 'follow', a device name or a torch.device, got {device!r}") from err
-            if isinstance(net, nn.Module):
-                net.to(self.device)
+        self.device = resolve_device(device)
+        if self.device is not None and isinstance(net, nn.Module):
+            net.to(self.device)
         if channels is None:
             config = getattr(net, "config", None)
             channels = config.get("channels") if isinstance(config, dict) else None

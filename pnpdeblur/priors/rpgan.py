@@ -23,6 +23,7 @@ from torch import nn
 
 from ..solvers.schedules import DEFAULT_LAMBDA, DEFAULT_SIGMA_START, dpir_schedule
 from .base import BasePrior, check_real
+from .learned import resolve_device
 
 __all__ = ["RPGANPrior", "rpgan_schedule", "DEFAULT_LEVELS"]
 
@@ -102,13 +103,8 @@ class RPGANPrior(BasePrior):
         self.generator = generator.eval()
         self.levels = levels
         self.clamp = bool(clamp)
-        if isinstance(device, str) and device == "follow":
-            self.device: Optional[torch.device] = None
-        else:
-            try:
-                self.device = torch.device(device)
-            except (TypeError, RuntimeError) as err:
-                raise ValueError(f"device must be 'follow', a device name or a torch.device, got {device!r}") from err
+        self.device = resolve_device(device)
+        if self.device is not None:
             self.generator.to(self.device)
         self.channels = getattr(generator, "channels", None)
         self.level = 0
