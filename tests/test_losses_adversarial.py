@@ -100,3 +100,40 @@ def test_bad_scores_raise(bad, err):
 def test_gradient_penalty_shape_mismatch():
     with pytest.raises(ValueError, match="same shape"):
         gradient_penalty(lambda x: x.sum(), torch.zeros(2, 1, 2, 2), torch.zeros(2, 1, 3, 2))
+
+
+def test_interpolates_mix_both_samples_in_the_input_dtype_and_pass_the_condition():
+    seen, conds = [], []
+
+    def critic(x, cond):
+        seen.append(x.detach().clone())
+        conds.append(cond)
+        return (x ** 2).flatten(1).sum(1)
+
+    real = torch.full((3, 1, 1, 1), 1.0, dtype=torch.float64)
+    fake = torch.full((3, 1, 1, 1), -1.0, dtype=torch.float64)
+    cond = torch.zeros(3, 1, 1, 1)
+    eps = torch.rand((3, 1, 1, 1), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    gp = gradient_penalty(critic, real, fake, cond, generator=torch.Generator().manual_seed(5))
+    assert seen[0].dtype == torch.float64
+    torch.testing.assert_close(seen[0], 2 * eps - 1, rtol=0, atol=1e-15)  # ε·1 + (1−ε)·(−1)
+    assert conds[0] is cond
+    # ∇(x²) = 2x̂ → (|2x̂| − 1)²
+    assert gp.item() == pytest.approx(((2 * (2 * eps - 1).abs() - 1) ** 2).mean().item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda bad: gan_discriminator_loss(bad, torch.zeros(1)), "real_logits"),
+    (lambda bad: gan_discriminator_loss(torch.zeros(1), bad), "fake_logits"),
+    (lambda bad: gan_generator_loss(bad), "fake_logits"),
+    (lambda bad: wgan_critic_loss(bad, torch.zeros(1)), "real_scores"),
+    (lambda bad: wgan_critic_loss(torch.zeros(1), bad), "fake_scores"),
+    (lambda bad: wgan_generator_loss(bad), "fake_scores"),
+    (lambda bad: gradient_penalty(lambda x: x.sum(), bad, torch.zeros(1, 1, 1, 1)), "real"),
+    (lambda bad: gradient_penalty(lambda x: x.sum(), torch.zeros(1, 1, 1, 1), bad), "fake"),
+])
+def test_errors_name_the_argument(call, name):
+    with pytest.raises(TypeError, match=rf"^{name} must be a floating-point tensor"):
+        call(torch.tensor([1]))
+    with pytest.raises(ValueError, match=rf"^{name} must not be empty"):
+        call(torch.empty(0))
