@@ -110,16 +110,17 @@ def test_interpolates_mix_both_samples_in_the_input_dtype_and_pass_the_condition
         conds.append(cond)
         return (x ** 2).flatten(1).sum(1)
 
-    real = torch.full((3, 1, 1, 1), 1.0, dtype=torch.float64)
+    real = torch.full((3, 1, 1, 1), 2.0, dtype=torch.float64)
     fake = torch.full((3, 1, 1, 1), -1.0, dtype=torch.float64)
     cond = torch.zeros(3, 1, 1, 1)
     eps = torch.rand((3, 1, 1, 1), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     gp = gradient_penalty(critic, real, fake, cond, generator=torch.Generator().manual_seed(5))
     assert seen[0].dtype == torch.float64
-    torch.testing.assert_close(seen[0], 2 * eps - 1, rtol=0, atol=1e-15)  # ε·1 + (1−ε)·(−1)
+    mixed = 3 * eps - 1  # ε·2 + (1−ε)·(−1)
+    torch.testing.assert_close(seen[0], mixed, rtol=0, atol=1e-15)
     assert conds[0] is cond
     # ∇(x²) = 2x̂ → (|2x̂| − 1)²
-    assert gp.item() == pytest.approx(((2 * (2 * eps - 1).abs() - 1) ** 2).mean().item(), rel=1e-12)
+    assert gp.item() == pytest.approx(((2 * mixed.abs() - 1) ** 2).mean().item(), rel=1e-12)
 
 
 @pytest.mark.parametrize("call, name", [
