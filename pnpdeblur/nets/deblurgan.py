@@ -83,6 +83,14 @@ class _ResBlock(nn.Module):
         return x + F.instance_norm(self.conv2(h))
 
 
+def _official_parameters(path) -> "OrderedDict[str, torch.Tensor]":
+    """An official DeblurGAN state dict without normalisation statistics (old PyTorch saved them
+    for instance norm; neither of our modules has any)."""
+    state, _ = load_official(path)
+    return OrderedDict((k, v) for k, v in state.items()
+                       if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+
+
 class DeblurGANGenerator(CheckpointMixin, nn.Module):
     """Kupyn et al.'s DeblurGAN generator: blurred image → deblurred image (global skip).
 
@@ -189,9 +197,7 @@ class DeblurGANGenerator(CheckpointMixin, nn.Module):
         CheckpointError
             Missing file, unreadable file, or a state dict of another layout.
         """
-        state, _ = load_official(path)
-        state = OrderedDict((k, v) for k, v in state.items()
-                            if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+        state = _official_parameters(path)
         if "model.1.weight" not in state or state["model.1.weight"].ndim != 4:
             raise CheckpointError(f"{path}: not a DeblurGAN ResnetGenerator state dict "
                                   f"(no 'model.1.weight'; keys start {list(state)[:4]})")
@@ -295,9 +301,7 @@ class DeblurGANCritic(CheckpointMixin, nn.Module):
         Keys are ``model.{i}.weight/bias`` for the convolutions; the configuration is read
         from them. Returns the critic in eval mode (the layout is the same as ours).
         """
-        state, _ = load_official(path)
-        state = OrderedDict((k, v) for k, v in state.items()
-                            if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+        state = _official_parameters(path)
         if "model.0.weight" not in state or state["model.0.weight"].ndim != 4:
             raise CheckpointError(f"{path}: not a DeblurGAN NLayerDiscriminator state dict "
                                   f"(no 'model.0.weight'; keys start {list(state)[:4]})")

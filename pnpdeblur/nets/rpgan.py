@@ -221,6 +221,16 @@ class _PatchCritic(nn.Module):
         return self.out(self.body(x))
 
 
+def _init_critic(module: nn.Module, channels: int, width: int, relu_slope: float, inputs: int, norm: str) -> None:
+    """Shared constructor body of the two discriminators: checks, ``config`` and the PatchGAN."""
+    _check_int(channels, "channels", 1)
+    _check_int(width, "width", 1)
+    relu_slope = float(relu_slope)
+    module.config = {"channels": channels, "width": width, "relu_slope": relu_slope}
+    module.channels = channels
+    module.net = _PatchCritic(inputs * channels, width, norm, relu_slope)
+
+
 class ConditionalDiscriminator(CheckpointMixin, nn.Module):
     """D_cGAN (eq. 5): PatchGAN logits that ``x`` is a sharp image, given the blurred ``O``.
 
@@ -242,12 +252,7 @@ class ConditionalDiscriminator(CheckpointMixin, nn.Module):
 
     def __init__(self, channels: int = 3, width: int = 64, relu_slope: float = 0.0):
         super().__init__()
-        _check_int(channels, "channels", 1)
-        _check_int(width, "width", 1)
-        relu_slope = float(relu_slope)
-        self.config = {"channels": channels, "width": width, "relu_slope": relu_slope}
-        self.channels = channels
-        self.net = _PatchCritic(2 * channels, width, "batch", relu_slope)
+        _init_critic(self, channels, width, relu_slope, inputs=2, norm="batch")
 
     def forward(self, x: torch.Tensor, blurred: torch.Tensor) -> torch.Tensor:
         _check_input(x, "x", self.channels)
@@ -292,12 +297,7 @@ class ArtifactCritic(CheckpointMixin, nn.Module):
 
     def __init__(self, channels: int = 3, width: int = 64, relu_slope: float = 0.0):
         super().__init__()
-        _check_int(channels, "channels", 1)
-        _check_int(width, "width", 1)
-        relu_slope = float(relu_slope)
-        self.config = {"channels": channels, "width": width, "relu_slope": relu_slope}
-        self.channels = channels
-        self.net = _PatchCritic(channels, width, "layer", relu_slope)
+        _init_critic(self, channels, width, relu_slope, inputs=1, norm="layer")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, "x", self.channels)
