@@ -5,12 +5,18 @@
 #   MODULE  file to mutate (default pnpdeblur/solvers/schedules.py)
 #   TESTS   pytest selection that should kill its mutants (default: the schedule tests)
 #   env: MUTMUT_VENV (default /tmp/pnpdeblur-mutmut), MUTATION_DIR (default: a new temp dir),
-#        MUTATION_BUDGET seconds (default 1200), MUTATION_JOBS (default 2), PY (the project venv)
+#        MUTATION_BUDGET seconds (default 1200), MUTATION_JOBS (default 2), PY (the project venv),
+#        MUTATION_NUMBA_PYTHON=1 (mutate numba kernels: see below)
 #
 # mutmut lives in its own venv (never in the project's .venv): the first run creates it and
 # installs mutmut from PyPI; a .pth file lets it import the project venv's packages (torch,
 # numba ...). The repository's files (git ls-files: tracked + untracked-not-ignored) are copied
 # to MUTATION_DIR and mutmut runs there, so it never writes mutants/ into the checkout.
+# mutmut 3 skips every decorated function (only @staticmethod/@classmethod get mutants), so the
+# @nb.njit kernels of operators/_numba_kernels.py would silently get no mutants at all. With
+# MUTATION_NUMBA_PYTHON=1 the copy of MODULE loses its one-line `@nb.njit(...)` decorators: the
+# kernels then run as plain Python (numba.prange is range outside numba), get trampolines and
+# mutants like any function. Pure Python is ~1000x slower: select tests on tiny images.
 # Results: MUTATION_DIR/mutation-results.txt (one line per mutant) and the summary printed last.
 set -euo pipefail
 
@@ -51,6 +57,16 @@ mkdir -p "$WORK"
 (cd "$REPO" && git ls-files -z --cached --others --exclude-standard) | while IFS= read -r -d '' f; do
     if [ -f "$REPO/$f" ]; then mkdir -p "$WORK/$(dirname "$f")" && cp -p "$REPO/$f" "$WORK/$f"; fi
 done
+
+if [ "${MUTATION_NUMBA_PYTHON:-0}" = 1 ]; then
+    # only the copy; the decorators must be one line each (checked: none may remain)
+    sed -i -E '/^[[:space:]]*@(nb|numba)\.(njit|jit)(\(.*\))?[[:space:]]*$/d' "$WORK/$MODULE"
+    if grep -qE '@(nb|numba)\.' "$WORK/$MODULE"; then
+        echo "MUTATION_NUMBA_PYTHON: a numba decorator of $MODULE spans several lines; not stripped" >&2
+        exit 2
+    fi
+    echo "MUTATION_NUMBA_PYTHON=1: numba decorators stripped from the copy of $MODULE (kernels run as Python)"
+fi
 
 # mutmut reads its settings from setup.cfg: only in the copy
 {
