@@ -1,0 +1,292 @@
+"""The prior base class, the scalar check and DenoiserPrior, against computations by hand.
+
+DenoiserPrior is compared with calling the network by hand: channel folding into the batch,
+the orthonormal opponent colour transform (checked against its definition), the flip
+ensemble with a network that is not flip-equivariant, clamping and the gradient switch.
+"""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pnpdeblur.nets.dncnn import DnCNN
+from pnpdeblur.priors.base import BasePrior, check_real, check_sigma
+from pnpdeblur.priors.learned import _OPPONENT, DenoiserPrior, DnCNNPrior, resolve_device
+
+
+# -- check_real / check_sigma ------------------------------------------------------------
+def test_check_real_accepts_real_scalars_and_returns_floats():
+    for v, want in ((0.25, 0.25), (3, 3.0), (np.float32(0.5), 0.5), (torch.tensor(0.75), 0.75),
+                    (torch.tensor([1.5], dtype=torch.float64), 1.5), (0, 0.0)):
+        got = check_real(v, "x")
+        assert type(got) is float and got == want
+    assert check_sigma(0.0) == 0.0
+
+
+def test_check_real_messages_name_the_argument():
+    with pytest.raises(ValueError, match=r"^x must be a real scalar, got a tensor of shape \(2,\)$"):
+        check_real(torch.ones(2), "x")
+    with pytest.raises(ValueError, match=r"^x must be a real scalar, got a tensor of shape \(\)$"):
+        check_real(torch.tensor(1 + 1j), "x")
+    with pytest.raises(TypeError, match=r"^lam must be a real number, got bool$"):
+        check_real(True, "lam")
+    with pytest.raises(TypeError, match=r"^lam must be a real number, got str$"):
+        check_real("0.1", "lam")
+    for bad in (-0.5, float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match=r"^beta must be a finite non-negative number, got "):
+            check_real(bad, "beta")
+    with pytest.raises(ValueError, match=r"^beta must be a finite positive number, got 0$"):
+        check_real(0, "beta", allow_zero=False)
+    assert check_real(1e-300, "beta", allow_zero=False) == 1e-300
+    with pytest.raises(ValueError, match=r"^beta must be a finite positive number \(why\), got -1$"):
+        check_real(-1, "beta", allow_zero=False, what=" (why)")
+    with pytest.raises(ValueError, match=r"^sigma must be a finite non-negative number \(noise std\), got -0.1$"):
+        check_sigma(-0.1)
+    with pytest.raises(TypeError, match=r"^sigma must be a real number, got NoneType$"):
+        check_sigma(None)
+
+
+# -- BasePrior ---------------------------------------------------------------------------
+class _Double(BasePrior):
+    """2·z in float32, recording its calls (a prior that changes the dtype on purpose)."""
+
+    def __init__(self):
+        self.calls = []
+        self.scale = 2.0
+        self._hidden = "not in repr"
+
+    def _denoise(self, z, sigma, context):
+        self.calls.append((tuple(z.shape), sigma, context))
+        return (self.scale * z).float()
+
+
+def test_base_prior_casts_back_and_passes_nchw_sigma_and_context():
+    p = _Double()
+    z = torch.rand(3, 4, 5, dtype=torch.float64)  # torch (C, H, W)
+    ctx = {"iteration": 2}
+    out = p(z, np.float64(0.3), context=ctx)
+    assert p.calls == [((1, 3, 4, 5), 0.3, ctx)] and type(p.calls[0][1]) is float
+    assert out.dtype == torch.float64 and out.shape == z.shape
+    torch.testing.assert_close(out, (2 * z).float().double(), rtol=0, atol=0)
+    hwc = np.random.default_rng(0).random((4, 5, 3))
+    np.testing.assert_allclose(p(hwc, 0.1), 2 * hwc, rtol=1e-6)
+
+
+def test_base_prior_sigma_zero_is_a_copy_without_calling_the_denoiser():
+    p = _Double()
+    z = torch.rand(1, 2, 4, 4, dtype=torch.float64)
+    out = p(z, 0)
+    assert p.calls == [] and torch.equal(out, z) and out.dtype == z.dtype
+    out += 1
+    assert z.max() <= 1  # not the caller's buffer
+    assert p(z, 1e-12).sub(2 * z.float().double()).abs().max() == 0  # any sigma > 0 denoises
+
+
+def test_base_prior_rejects_bad_images():
+    p = _Double()
+    with pytest.raises(TypeError, match=r"^z must be an array"):
+        p([[0.5]], 0.1)
+    with pytest.raises(ValueError, match=r"^z must have shape"):
+        p(torch.zeros(1, 1, 1, 4, 4), 0.1)
+    with pytest.raises(TypeError, match=r"^z must be float32 or float64"):
+        p(torch.zeros(4, 4, dtype=torch.int32), 0.1)
+    with pytest.raises(ValueError, match=r"^z contains NaN or Inf"):
+        p(torch.full((4, 4), float("inf")), 0.1)
+    with pytest.raises(NotImplementedError):
+        BasePrior()(torch.zeros(4, 4), 0.1)
+
+
+def test_base_prior_repr_lists_public_attributes():
+    assert repr(_Double()) == "_Double(calls=[], scale=2.0)"
+
+
+# -- resolve_device ------------------------------------------------------------------------
+def test_resolve_device():
+    assert resolve_device("follow") is None
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("meta")) == torch.device("meta")
+    for bad in ("nowhere", 2.5, None):
+        with pytest.raises(ValueError, match=r"^device must be 'follow', a device name or a torch.device, got "):
+            resolve_device(bad)
+
+
+# -- DenoiserPrior -------------------------------------------------------------------------
+class _Net(torch.nn.Module):
+    """A grey 'denoiser' that is neither linear nor flip-equivariant: x + x²/4 + ramp · σ."""
+
+    def __init__(self, channels=1, dtype=torch.float32):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones((), dtype=dtype))
+        self.config = {"channels": channels}
+        self.inputs = []
+
+    @staticmethod
+    def ramp(h, w, dtype):
+        y, x = torch.meshgrid(torch.arange(h, dtype=dtype), torch.arange(w, dtype=dtype), indexing="ij")
+        return x + 10 * y
+
+    def forward(self, x, sigma=1.0):
+        self.inputs.append(x.detach().clone())
+        h, w = x.shape[-2:]
+        return self.w * (x + x**2 / 4) + self.ramp(h, w, x.dtype) * sigma
+
+
+def _f(x, sigma):
+    h, w = x.shape[-2:]
+    return x + x**2 / 4 + _Net.ramp(h, w, x.dtype) * sigma
+
+
+def test_opponent_transform_is_the_orthonormal_luminance_chroma_basis():
+    m = _OPPONENT.numpy()
+    want = np.array([[1, 1, 1] / np.sqrt(3), [1, 0, -1] / np.sqrt(2), [1, -2, 1] / np.sqrt(6)])
+    np.testing.assert_allclose(m, want, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(m @ m.T, np.eye(3), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("color", ["auto", "opponent"])
+def test_grey_net_on_colour_image_runs_in_the_opponent_space(color):
+    net = _Net(dtype=torch.float64)
+    z = torch.rand(2, 3, 4, 5, dtype=torch.float64)
+    out = DenoiserPrior(net, color=color)(z, 0.1)
+    m = _OPPONENT
+    opp = torch.einsum("ij,njhw->nihw", m, z)
+    # folded: one grey image per opponent channel, batch-major
+    torch.testing.assert_close(net.inputs[0], opp.reshape(6, 1, 4, 5), rtol=0, atol=1e-15)
+    want = torch.einsum("ij,nihw->njhw", m, _f(opp, 0.1))
+    torch.testing.assert_close(out, want, rtol=0, atol=1e-12)
+
+
+def test_grey_net_on_colour_image_per_rgb_channel():
+    net = _Net(dtype=torch.float64)
+    z = torch.rand(2, 3, 4, 5, dtype=torch.float64)
+    out = DenoiserPrior(net, color="rgb")(z, 0.2)
+    torch.testing.assert_close(net.inputs[0], z.reshape(6, 1, 4, 5), rtol=0, atol=0)
+    torch.testing.assert_close(out, _f(z, 0.2), rtol=0, atol=1e-12)
+
+
+def test_grey_net_on_two_channels_folds_without_colour_transform():
+    net = _Net(dtype=torch.float64)
+    z = torch.rand(1, 2, 4, 5, dtype=torch.float64)
+    out = DenoiserPrior(net)(z, 0.2)
+    assert net.inputs[0].shape == (2, 1, 4, 5)
+    torch.testing.assert_close(out, _f(z, 0.2), rtol=0, atol=1e-12)
+
+
+def test_colour_net_gets_the_colour_image_and_channel_count_is_checked():
+    net = _Net(channels=3, dtype=torch.float64)
+    z = torch.rand(1, 3, 4, 5, dtype=torch.float64)
+    prior = DenoiserPrior(net)
+    assert prior.channels == 3
+    torch.testing.assert_close(prior(z, 0.1), _f(z, 0.1), rtol=0, atol=1e-12)
+    torch.testing.assert_close(net.inputs[0], z, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"^the network takes 3 channels, the image has 1$"):
+        prior(z[:, :1], 0.1)
+    # channels given explicitly win over the config; a 1-channel image is not folded
+    assert DenoiserPrior(net, channels=1).channels == 1
+    grey = torch.rand(1, 1, 4, 5, dtype=torch.float64)
+    torch.testing.assert_close(DenoiserPrior(_Net(dtype=torch.float64))(grey, 0.1), _f(grey, 0.1), rtol=0, atol=1e-12)
+
+
+def test_net_without_config_takes_any_channel_count():
+    net = _Net(dtype=torch.float64)
+    del net.config
+    prior = DenoiserPrior(net)
+    assert prior.channels is None
+    z = torch.rand(1, 3, 4, 5, dtype=torch.float64)
+    torch.testing.assert_close(prior(z, 0.1), _f(z, 0.1), rtol=0, atol=1e-12)
+    assert net.inputs[0].shape == (1, 3, 4, 5)
+    net.config = "not a dict"
+    assert DenoiserPrior(net).channels is None
+
+
+def test_ensemble_averages_the_four_flips():
+    net = _Net(dtype=torch.float64)
+    z = torch.rand(1, 1, 4, 5, dtype=torch.float64)
+    prior = DenoiserPrior(net, ensemble=1)
+    assert prior.ensemble is True
+    out = prior(z, 0.5)
+    want = sum(_f(z.flip(d), 0.5).flip(d) if d else _f(z, 0.5) for d in ((), (-1,), (-2,), (-2, -1))) / 4
+    torch.testing.assert_close(out, want, rtol=0, atol=1e-12)
+    assert (out - _f(z, 0.5)).abs().max() > 1  # the ramp tells the flips apart
+    assert len(net.inputs) == 4
+    torch.testing.assert_close(net.inputs[3], z.flip((-2, -1)), rtol=0, atol=0)
+
+
+def test_takes_sigma_false_calls_the_net_with_the_image_only():
+    seen = []
+
+    def net(x, *rest):
+        seen.append(len(rest))
+        return x * 0.5
+
+    z = torch.rand(1, 1, 4, 4, dtype=torch.float64)
+    torch.testing.assert_close(DenoiserPrior(net, takes_sigma=False)(z, 0.1), z * 0.5)
+    torch.testing.assert_close(DenoiserPrior(net, takes_sigma=False, ensemble=True)(z, 0.1), z * 0.5)
+    torch.testing.assert_close(DenoiserPrior(net)(z, 0.1), z * 0.5)
+    assert seen == [0, 0, 0, 0, 0, 1]
+
+
+def test_clamp_clips_to_the_unit_interval():
+    net = _Net(dtype=torch.float64)
+    z = torch.tensor([[[[0.0, 0.9], [0.5, 0.1]]]], dtype=torch.float64)
+    raw = _f(z, 0.1)  # 1 + 0.9 + ... > 1 at the second pixel
+    assert raw.max() > 1
+    torch.testing.assert_close(DenoiserPrior(net, clamp=True)(z, 0.1), raw.clamp(0, 1), rtol=0, atol=1e-15)
+    neg = DenoiserPrior(lambda x, s: x - 2.0, clamp=True)(z, 0.1)
+    assert torch.equal(neg, torch.zeros_like(z))
+
+
+def test_net_dtype_and_result_dtype():
+    net = _Net(dtype=torch.float32)
+    z = torch.rand(1, 1, 4, 4, dtype=torch.float64)
+    out = DenoiserPrior(net)(z, 0.1)
+    assert net.inputs[0].dtype == torch.float32 and out.dtype == torch.float64
+    torch.testing.assert_close(out, _f(z.float(), 0.1).double(), rtol=0, atol=0)
+
+
+def test_gradients_flow_only_when_the_input_asks():
+    net = _Net(dtype=torch.float64)
+    prior = DenoiserPrior(net)
+    z = torch.rand(1, 1, 4, 4, dtype=torch.float64)
+    assert not prior(z, 0.1).requires_grad  # no graph through the parameters at test time
+    zg = z.clone().requires_grad_(True)
+    prior(zg, 0.1).sum().backward()
+    torch.testing.assert_close(zg.grad, 1 + z / 2, rtol=0, atol=1e-12)
+    with torch.no_grad():
+        assert not prior(zg, 0.1).requires_grad
+
+
+def test_constructor_checks_and_repr():
+    with pytest.raises(TypeError, match=r"^net must be a torch.nn.Module or callable, got int$"):
+        DenoiserPrior(5)
+    with pytest.raises(ValueError, match=r"^color must be 'auto', 'rgb' or 'opponent', got 'lab'$"):
+        DenoiserPrior(_Net(), color="lab")
+    assert repr(DenoiserPrior(_Net())) == "DenoiserPrior(_Net, channels=1, device='follow')"
+    assert repr(DenoiserPrior(_Net(), device="cpu")) == "DenoiserPrior(_Net, channels=1, device='cpu')"
+    # a pinned device moves the module at construction (meta: visible without a GPU)
+    net = _Net()
+    prior = DenoiserPrior(net, device="meta")
+    assert prior.device == torch.device("meta") and net.w.device.type == "meta"
+    # a plain callable is never moved
+    assert DenoiserPrior(lambda x, s: x, device="cpu").device == torch.device("cpu")
+    d = DenoiserPrior(_Net())
+    assert (d.takes_sigma, d.clamp, d.color, d.ensemble, d.device) == (True, False, "auto", False, None)
+
+
+def test_dncnn_prior_arguments_reach_the_denoiser_prior(tmp_path):
+    torch.manual_seed(0)
+    net = DnCNN(features=4, depth=2)
+    path = net.save(tmp_path / "d.safetensors")
+    p = DnCNNPrior(path, ensemble=False, color="rgb", clamp=True, device="cpu")
+    assert isinstance(p.net, DnCNN) and p.net.config == net.config
+    assert (p.ensemble, p.color, p.clamp, p.device, p.channels) == (False, "rgb", True, torch.device("cpu"), 1)
+    for a, b in zip(p.net.state_dict().values(), net.state_dict().values()):
+        assert torch.equal(a, b)
+    q = DnCNNPrior(path)
+    assert (q.ensemble, q.color, q.clamp, q.device) == (True, "auto", False, None)
+    z = torch.rand(1, 1, 8, 8)
+    with torch.no_grad():
+        want = sum(net(z.flip(d), 0.1).flip(d) for d in ((), (-1,), (-2,), (-2, -1))) / 4
+    torch.testing.assert_close(q(z, 0.1), want, rtol=0, atol=1e-6)
+    assert math.isfinite(float(q(z, 0.1).sum()))
