@@ -3,8 +3,10 @@
 Sharp scikit-image photographs (cropped/resized to 256², held out from the DnCNN
 training set) are blurred with the true per-pixel motion flow (Gong-style random
 flows, |m| ≤ 23 and ≤ 46 px) through ``MotionBlur`` and corrupted with Gaussian noise
-σ = 0.01 (and 0). Each solver/prior pair restores them with the *true* operator; the
-table reports PSNR/SSIM (outputs clipped to [0, 1]) and wall time.
+σ = 0.01 and 0.03 (and 0 at |m| ≤ 23). Each solver/prior pair restores them with the *true*
+operator; the table reports PSNR/SSIM (outputs clipped to [0, 1]) and wall time. Priors
+inside HQS: TV, the shipped DnCNN, the shipped small DRUNet (issue 15) and BM3D (the
+optional ``bm3d`` package; slow, limit it with ``--methods`` / ``--images``).
 
 A second table checks the classical baselines against scikit-image on the same
 problem with a uniform kernel (``UniformBlur`` / ``Convolution(boundary='zero')``).
@@ -13,6 +15,7 @@ Usage::
 
     python benchmarks/nonblind.py            # full run, writes benchmarks/nonblind.json
     python benchmarks/nonblind.py --quick    # 2 images, σ = 0.01, |m| ≤ 23 only
+    python benchmarks/nonblind.py --part motion --methods hqs-dncnn,hqs-drunet,hqs-bm3d --images 2
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from pnpdeblur.data import random_motion_flow, sample_image
 from pnpdeblur.metrics import psnr, ssim
 from pnpdeblur.operators import Convolution, MotionBlur, UniformBlur
 from pnpdeblur.priors import TV, DnCNNPrior
+from pnpdeblur.priors.drunet import DRUNetPrior
 from pnpdeblur.solvers import admm, fft_deconv, hqs, richardson_lucy
 
 IMAGES = ["astronaut", "camera", "coffee", "chelsea"]
@@ -41,27 +45,47 @@ def metrics(x, ref):
     return float(psnr(x, ref, channel_axis=ax)), float(ssim(x, ref, channel_axis=ax))
 
 
-def methods(noise):
-    tv, dn = TV(), DnCNNPrior()
-    return {
-        "HQS + TV": lambda y, K: hqs(y, K, prior=tv, noise_level=noise, progress=False).x,
-        "HQS + DnCNN": lambda y, K: hqs(y, K, prior=dn, noise_level=noise, progress=False).x,
-        "ADMM + TV": lambda y, K: admm(y, K, prior=tv, noise_level=noise, progress=False).x,
-        "Richardson–Lucy (30 it)": lambda y, K: richardson_lucy(y, K, iters=30, progress=False).x,
-    }
+#: ``--methods`` keys → table names.
+METHODS = {"hqs-tv": "HQS + TV", "hqs-dncnn": "HQS + DnCNN", "hqs-drunet": "HQS + DRUNet",
+           "hqs-bm3d": "HQS + BM3D", "admm-tv": "ADMM + TV", "rl": "Richardson–Lucy (30 it)"}
 
 
-def motion_cases(quick):
-    settings = [("23", 0.01)] if quick else [("23", 0.01), ("46", 0.01), ("23", 0.0)]
-    names = IMAGES[:2] if quick else IMAGES
+def methods(noise, keys=tuple(METHODS)):
+    def prior(key):
+        if key == "hqs-tv":
+            return TV()
+        if key == "hqs-dncnn":
+            return DnCNNPrior()
+        if key == "hqs-drunet":
+            return DRUNetPrior()
+        from pnpdeblur.priors.bm3d import BM3D
+
+        return BM3D()
+
+    out = {}
+    for key in keys:
+        if key.startswith("hqs-"):
+            out[METHODS[key]] = (lambda p: lambda y, K: hqs(y, K, prior=p, noise_level=noise, progress=False).x)(
+                prior(key))
+        elif key == "admm-tv":
+            out[METHODS[key]] = lambda y, K: admm(y, K, prior=TV(), noise_level=noise, progress=False).x
+        elif key == "rl":
+            out[METHODS[key]] = lambda y, K: richardson_lucy(y, K, iters=30, progress=False).x
+    return out
+
+
+def motion_cases(quick, n_images=None):
+    settings = ([("23", 0.01)] if quick else
+                [("23", 0.01), ("46", 0.01), ("23", 0.03), ("46", 0.03), ("23", 0.0)])
+    names = IMAGES[:2] if quick else IMAGES[:n_images]
     for preset, noise in settings:
         for i, name in enumerate(names):
             yield name, i, preset, noise
 
 
-def run_motion(quick):
+def run_motion(quick, keys=tuple(METHODS), n_images=None):
     rows = []
-    for name, i, preset, noise in motion_cases(quick):
+    for name, i, preset, noise in motion_cases(quick, n_images):
         x = sample_image(name, size=256, dtype=np.float32)
         flow = random_motion_flow((256, 256), preset, seed=100 + i)
         K = MotionBlur(flow[None])
@@ -70,7 +94,7 @@ def run_motion(quick):
         bp, bs = metrics(y, x)
         row = dict(image=name, preset=preset, max_m=float(np.hypot(flow[0], flow[1]).max()), noise=noise,
                    channels=int(x.shape[2]), blurred_psnr=bp, blurred_ssim=bs, results={})
-        for mname, fn in methods(noise).items():
+        for mname, fn in methods(noise, keys).items():
             t = time.perf_counter()
             out = fn(y, K)
             dt = time.perf_counter() - t
@@ -152,16 +176,24 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded 2-core VM)")
     ap.add_argument("--part", choices=["all", "motion", "uniform"], default="all",
                     help="run only one table (the other is kept from an existing JSON)")
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help="comma-separated subset of: " + ", ".join(METHODS))
+    ap.add_argument("--images", type=int, default=None, help="use only the first N of the four photos")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("nonblind.json"))
     args = ap.parse_args(argv)
+    keys = [k.strip() for k in args.methods.split(",") if k.strip()]
+    unknown = sorted(set(keys) - set(METHODS))
+    if unknown:
+        ap.error(f"--methods: unknown {unknown} (choose from {', '.join(METHODS)})")
     torch.set_num_threads(args.threads)
     t0 = time.time()
     result = json.loads(args.out.read_text()) if args.part != "all" and args.out.is_file() else {}
     result["machine"] = dict(platform=platform.platform(), processor=platform.processor(), torch=torch.__version__,
                              threads=args.threads, cpus=__import__("os").cpu_count())
     result["quick"] = args.quick
+    result["methods"], result["images"] = keys, args.images
     if args.part in ("all", "motion"):
-        rows = run_motion(args.quick)
+        rows = run_motion(args.quick, keys, args.images)
         result["per_image"], result["summary"] = rows, summarise(rows)
         args.out.write_text(json.dumps(result, indent=2))
     if "summary" in result:

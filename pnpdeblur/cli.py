@@ -53,6 +53,12 @@ def _train_rpgan(argv: Sequence[str]) -> Any:
     return rpgan_main(list(argv))
 
 
+def _train_drunet(argv: Sequence[str]) -> Any:
+    from .train.drunet import main as drunet_main
+
+    return drunet_main(list(argv))
+
+
 def _deblurnet_trainer(name: str) -> Callable[[Sequence[str]], Any]:
     def train(argv: Sequence[str]) -> Any:
         from .train.deblurnets import main as deblurnets_main
@@ -66,6 +72,7 @@ def _deblurnet_trainer(name: str) -> Callable[[Sequence[str]], Any]:
 TRAINERS: Dict[str, Callable[[Sequence[str]], Any]] = {
     "sen": _train_sen,
     "rpgan": _train_rpgan,
+    "drunet": _train_drunet,
     **{name: _deblurnet_trainer(name) for name in ("deepdeblur", "deblurnet", "dvd", "deblurgan", "flownets")},
 }
 

@@ -1,0 +1,118 @@
+"""Gaussian denoising alone (issue 15): DRUNet vs DnCNN vs BM3D on held-out photos.
+
+Images: the four benchmark scikit-image photos (astronaut, camera, coffee, chelsea; never
+trained on) resized to 256², plus the first ``--bsds`` images (sorted by name) of BSDS500's
+*val* split (never trained on) centre-cropped to 256². ``camera`` is grey and is denoised as
+a grey image (DRUNet replicates it to three channels and averages back; DnCNN is grey
+anyway; BM3D grey). Noise: σ = 15, 25, 50 (/255), seeded per image and σ, not clipped.
+Reported: PSNR (dB, output clipped to [0, 1]) of the noisy input and of each denoiser, and
+its wall time per image (torch threads: ``--threads``).
+
+Usage::
+
+    python benchmarks/denoise.py               # full run, writes benchmarks/denoise.json
+    python benchmarks/denoise.py --quick       # 2 images, σ = 25 only
+    python benchmarks/denoise.py --no-bm3d     # skip BM3D
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import torch
+
+from pnpdeblur.data import list_images, read_image, sample_image
+from pnpdeblur.metrics import psnr
+from pnpdeblur.priors.learned import DnCNNPrior
+from pnpdeblur.priors.drunet import DRUNetPrior
+
+__all__ = ["SIGMAS", "SKIMAGE", "load_images", "main"]
+
+SIGMAS = (15, 25, 50)
+SKIMAGE = ("astronaut", "camera", "coffee", "chelsea")
+BSDS_VAL = Path(__file__).resolve().parent.parent / ".data" / "bsds500" / "val"
+
+
+def _centre_crop(img: np.ndarray, size: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    i, j = (h - size) // 2, (w - size) // 2
+    return img[i : i + size, j : j + size]
+
+
+def load_images(bsds: int, quick: bool) -> Dict[str, np.ndarray]:
+    """Name → float32 ``(256, 256, C)`` image in [0, 1] (C = 1 for camera, else 3)."""
+    images = {n: sample_image(n, size=256, dtype=np.float32) for n in SKIMAGE[: 2 if quick else 4]}
+    if not quick and bsds > 0:
+        if not BSDS_VAL.is_dir():
+            print(f"(no {BSDS_VAL}: BSDS500 val images skipped)")
+        else:
+            for p in list_images(BSDS_VAL)[:bsds]:
+                images[f"bsds_val/{p.stem}"] = _centre_crop(read_image(p, 3), 256)
+    return images
+
+
+def _psnr(x: np.ndarray, ref: np.ndarray) -> float:
+    x = np.clip(np.asarray(x, dtype=np.float64), 0, 1)
+    return float(psnr(x, np.asarray(ref, dtype=np.float64), channel_axis=-1))
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description="Denoising benchmark: DRUNet vs DnCNN vs BM3D (issue 15)")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--bsds", type=int, default=6, help="BSDS500 val images to add (0: none)")
+    ap.add_argument("--no-bm3d", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("denoise.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    priors = {"DnCNN (shipped, ensemble)": DnCNNPrior(), "DRUNet small (shipped)": DRUNetPrior(),
+              "DRUNet small (shipped, ensemble)": DRUNetPrior(ensemble=True)}
+    if not args.no_bm3d:
+        from pnpdeblur.priors.bm3d import BM3D
+
+        priors["BM3D"] = BM3D()
+    images = load_images(args.bsds, args.quick)
+    sigmas = (25,) if args.quick else SIGMAS
+    rows: List[dict] = []
+    t0 = time.time()
+    for s in sigmas:
+        for k, (name, x) in enumerate(images.items()):
+            rng = np.random.default_rng([s, k])
+            y = (x + s / 255.0 * rng.standard_normal(x.shape)).astype(np.float32)
+            row = dict(image=name, sigma=s, noisy=_psnr(y, x), results={})
+            for pname, prior in priors.items():
+                t = time.perf_counter()
+                out = prior(y, s / 255.0)
+                dt = time.perf_counter() - t
+                row["results"][pname] = dict(psnr=_psnr(out, x), time=dt)
+            rows.append(row)
+            print(f"σ={s:2d} {name:18s} noisy {row['noisy']:5.2f} "
+                  + " ".join(f"| {p} {v['psnr']:5.2f} ({v['time']:.2f} s)" for p, v in row["results"].items()),
+                  flush=True)
+    summary = []
+    for s in sigmas:
+        sel = [r for r in rows if r["sigma"] == s]
+        for pname in priors:
+            summary.append(dict(sigma=s, method=pname, n=len(sel), noisy=float(np.mean([r["noisy"] for r in sel])),
+                                psnr=float(np.mean([r["results"][pname]["psnr"] for r in sel])),
+                                time=float(np.mean([r["results"][pname]["time"] for r in sel]))))
+    result = dict(machine=dict(platform=platform.platform(), torch=torch.__version__, threads=args.threads,
+                               cpus=__import__("os").cpu_count()),
+                  quick=args.quick, images=list(images), per_image=rows, summary=summary,
+                  seconds=round(time.time() - t0, 1))
+    args.out.write_text(json.dumps(result, indent=2))
+    print("\n| σ (/255) | method | images | noisy PSNR | PSNR | time / image (s) |")
+    print("|---|---|---|---|---|---|")
+    for t in summary:
+        print(f"| {t['sigma']} | {t['method']} | {t['n']} | {t['noisy']:.2f} | {t['psnr']:.2f} | {t['time']:.2f} |")
+    print(f"\nwrote {args.out} ({result['seconds']} s)")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""DRUNet (Zhang et al.'s DPIR denoiser) as a plug-and-play prior."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import torch
+from torch import nn
+
+from .learned import DenoiserPrior
+
+__all__ = ["DRUNetPrior"]
+
+
+class DRUNetPrior(DenoiserPrior):
+    """A colour :class:`~pnpdeblur.nets.drunet.DRUNet` (shipped small weights by default) as a prior.
+
+    Parameters
+    ----------
+    net : DRUNet, str or PathLike, optional
+        A network, the path of a DRUNet checkpoint, or ``None`` for the shipped weights
+        (:meth:`DRUNet.pretrained`, see ``docs/model_cards/drunet_small.md``).
+    ensemble : bool
+        Average over the four flips (default off: DRUNet is strong without it; on costs
+        4× the time for a small gain).
+    clamp : bool
+        Clip the output to [0, 1].
+    device : 'follow', str or torch.device
+        As for :class:`DenoiserPrior` (default: the network runs on each input's device).
+
+    Notes
+    -----
+    The noise level goes to the network as a constant map (``sigma`` on the [0, 1] scale,
+    the weights were trained for ``sigma`` ≤ 50/255; HQS asks for larger values in its
+    first iterations, where the network extrapolates).
+
+    Grey images (one channel) with a colour network are replicated to three channels,
+    denoised, and averaged back: a grey image is a colour image with equal channels, so
+    this is the colour denoiser applied to it (the average removes the small chroma the
+    network may add). Other channel counts raise ``ValueError``.
+    """
+
+    def __init__(self, net: Any = None, ensemble: bool = False, clamp: bool = False, device: Any = "follow"):
+        from ..nets.drunet import DRUNet
+
+        if net is None:
+            net = DRUNet.pretrained()
+        elif not isinstance(net, nn.Module):
+            net = DRUNet.from_checkpoint(net)
+        elif not isinstance(net, DRUNet):
+            raise TypeError(f"net must be a DRUNet, a checkpoint path or None, got {type(net).__name__}")
+        super().__init__(net, clamp=clamp, ensemble=ensemble, device=device)
+
+    def _denoise(self, z: torch.Tensor, sigma: float, context: Optional[Dict[str, Any]]) -> torch.Tensor:
+        c = z.shape[1]
+        if self.channels == 3 and c == 1:
+            out = super()._denoise(z.expand(-1, 3, -1, -1), sigma, context)
+            return out.mean(dim=1, keepdim=True)
+        if self.channels is not None and c != self.channels:
+            raise ValueError(
+                f"z must have {self.channels} channels (or 1, replicated) for this DRUNet, got {c}"
+            )
+        return super()._denoise(z, sigma, context)
+
+    def __repr__(self) -> str:
+        where = "follow" if self.device is None else str(self.device)
+        return f"DRUNetPrior(channels={self.channels}, ensemble={self.ensemble}, device={where!r})"
