@@ -122,6 +122,11 @@ def _window_to_plain(win: Dict[str, Any]) -> Dict[str, Any]:
             "grad_norm": f(win["grad_norm"])}
 
 
+def _has_state(data: Any) -> bool:
+    """Whether a dataset keeps a training-dependent state (``state_dict``/``load_state_dict``)."""
+    return callable(getattr(data, "state_dict", None)) and callable(getattr(data, "load_state_dict", None))
+
+
 def _worker_init(seed: int, rank: int, epoch: int, worker_id: int) -> None:
     # Anything a dataset draws at worker start-up is a function of (seed, rank, epoch, worker).
     seed_everything(derive_seed(seed, rank, epoch, worker_id, 1))
@@ -141,6 +146,9 @@ class Trainer:
         Map-style dataset of dict items (tensors, and strings such as ``"name"``);
         collated by :func:`torch.utils.data.default_collate` unless ``collate_fn`` is
         given. If it has ``set_epoch(epoch)`` it is called at the start of each epoch.
+        If it has ``state_dict()`` and ``load_state_dict(state)`` (a dataset whose items
+        depend on the training so far, such as :class:`pnpdeblur.train.ReplayBuffer`),
+        that state is saved in ``last.pt`` and restored on resume (rank 0's copy).
     loss_fn : callable
         ``loss_fn(model, batch) -> loss`` or ``(loss, {name: float})`` with ``loss`` a
         scalar tensor and the batch's tensors already on the device. ``model`` is the
@@ -544,6 +552,7 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "world_size": int(self.world_size),
             "rng": [get_rng_state(self.device)],
+            "data": self.train_data.state_dict() if _has_state(self.train_data) else None,
         }
 
     def save_state(self, path: Union[str, Path]) -> Optional[Path]:
@@ -574,6 +583,13 @@ class Trainer:
         self.history = list(st.get("history", []))
         self.last_validation = dict(st.get("last_validation", {}))
         self._win = dict(st.get("log_window") or _empty_window())
+        if _has_state(self.train_data):
+            if st.get("data") is None:
+                if self.is_main:
+                    warnings.warn(f"resuming {path}: it holds no state of the training data "
+                                  f"({type(self.train_data).__name__}); the run is no longer exact", stacklevel=2)
+            else:
+                self.train_data.load_state_dict(st["data"])
         ignore = {"progress", "out_dir", "log_every", "val_every", "ckpt_every", "num_workers"}
         old = st.get("config", {})
         changed = sorted(k for k, v in self.cfg.to_dict().items() if k not in ignore and old.get(k, v) != v)

@@ -94,8 +94,13 @@ class ReplayBuffer(Dataset):
     -----
     Items are dicts of the producer's tensors at one index (CPU tensors: the buffer is moved
     to the CPU so that the engine's DataLoader can collate it). The first filling happens at
-    construction (``fill_now=True``) or at the first ``set_epoch``. After a resumed run the
-    buffer is remade from the resumed weights, not restored bit for bit.
+    construction (``fill_now=True``) or at the first ``set_epoch``.
+
+    Exact resume: :meth:`state_dict` is what the training engine saves in ``last.pt``. When
+    the producer has ``state_dict()``/``load_state_dict()`` (as RP-GAN's does: the frozen
+    generator of the current round) only that is saved, a few MB, and the buffer is remade
+    from it at the next ``set_epoch`` — the same samples as before the interruption for a
+    deterministic producer. Otherwise the stored samples themselves are saved.
     """
 
     def __init__(self, producer: Producer, capacity: int = 1000, proportions: Sequence[float] = PAPER_PROPORTIONS,
@@ -142,6 +147,34 @@ class ReplayBuffer(Dataset):
         r = int(epoch) // self.refresh_every
         if r != self.round:
             self.refill(r)
+
+    def _producer_has_state(self) -> bool:
+        return callable(getattr(self.producer, "state_dict", None)) and callable(
+            getattr(self.producer, "load_state_dict", None))
+
+    def state_dict(self) -> Dict[str, Any]:
+        """What a checkpoint needs to bring this buffer back: the round and the producer's
+        state, or the samples when the producer keeps no state."""
+        if self._producer_has_state():
+            return {"round": int(self.round), "producer": self.producer.state_dict()}
+        return {"round": int(self.round), "data": dict(self._data)}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output (the inverse; see the class notes)."""
+        if not isinstance(state, dict) or "round" not in state or not ("producer" in state or "data" in state):
+            raise ValueError("state must be a dict from ReplayBuffer.state_dict() "
+                             "(keys 'round' and 'producer' or 'data')")
+        if "producer" in state:
+            if not self._producer_has_state():
+                raise ValueError("state holds a producer state but this buffer's producer has no load_state_dict")
+            self.producer.load_state_dict(state["producer"])
+            self._data, self.round = {}, -1  # remade by the next set_epoch, from the restored producer
+            return
+        data = state["data"]
+        if data and any(not isinstance(v, torch.Tensor) or v.shape[:1] != (self.capacity,) for v in data.values()):
+            raise ValueError(f"state's samples must be tensors with {self.capacity} rows (the buffer's capacity)")
+        self._data = {k: v.detach().cpu() for k, v in data.items()}
+        self.round = int(state["round"]) if data else -1
 
     def level_of(self) -> torch.Tensor:
         """The level of every stored sample, ``(capacity,)`` long."""

@@ -32,7 +32,8 @@ holds G, D_cGAN and D_p; the loss handed to :class:`pnpdeblur.train.Trainer` is
 (``torch.func.functional_call``) and ``L_D`` sees ``G``'s output detached, so one backward
 and one Adam step update G by ``∇L_G`` and the discriminators by ``∇L_D`` — a simultaneous
 update from one snapshot (one D step per G step), with one optimiser, one schedule and one
-``last.pt`` for exact resume (the buffer is remade from the resumed weights, not restored).
+``last.pt`` for exact resume (it holds the frozen generator of the current buffer round,
+from which the buffer is remade).
 
 Usage::
 
@@ -208,6 +209,11 @@ class DeconvolutionProducer:
     ``producer(counts, round)`` returns ``{"deconv", "blurred", "sharp", "level"}`` with
     ``counts[k]`` rows of level ``k + 1`` (pool images drawn without replacement when the
     pool is large enough, else with).
+
+    ``state_dict()`` is the frozen generator of the latest round (what a checkpoint needs
+    to remake that round's buffer); after ``load_state_dict(state)`` the next call for that
+    round uses those weights instead of a copy of the live generator, so a resumed run
+    trains on the same deconvolutions as the uninterrupted one.
     """
 
     def __init__(self, generator: nn.Module, pool: Dict[str, torch.Tensor], levels: int = 3,
@@ -219,6 +225,18 @@ class DeconvolutionProducer:
         self.noise_level = noise_level
         self.cg_iters, self.cg_tol, self.chunk, self.seed = cg_iters, cg_tol, chunk, seed
         self.n = int(pool["blurred"].shape[0])
+        self._latest: Optional[Dict[str, Any]] = None  # {"round", "frozen"} of the latest call
+        self._restored: Optional[Dict[str, Any]] = None  # the same, from a checkpoint, until used
+
+    def state_dict(self) -> Dict[str, Any]:
+        """``{"round": int, "frozen": state dict}`` of the latest round (``{"round": -1}`` before any)."""
+        return dict(self._latest) if self._latest is not None else {"round": -1}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Use ``state["frozen"]`` as the frozen generator of the next call for ``state["round"]``."""
+        if not isinstance(state, dict) or "round" not in state:
+            raise ValueError("state must be a dict from DeconvolutionProducer.state_dict()")
+        self._restored = dict(state) if "frozen" in state else None
 
     @torch.no_grad()
     def deconvolve(self, frozen: nn.Module, idx: torch.Tensor, level: int) -> torch.Tensor:
@@ -240,8 +258,12 @@ class DeconvolutionProducer:
         if len(counts) > self.levels:
             raise ValueError(f"counts for {len(counts)} levels, the producer has {self.levels}")
         frozen = copy.deepcopy(self.generator).eval()
+        if self._restored is not None and int(self._restored["round"]) == int(round):
+            frozen.load_state_dict(self._restored["frozen"])
+        self._restored = None
         for p in frozen.parameters():
             p.requires_grad_(False)
+        self._latest = {"round": int(round), "frozen": frozen.state_dict()}
         parts: Dict[str, List[torch.Tensor]] = {"deconv": [], "blurred": [], "sharp": [], "level": []}
         for k, n in enumerate(counts, start=1):
             if n == 0:
