@@ -101,3 +101,18 @@ def test_tau_accepts_the_half_open_interval_and_returns_a_float():
     for bad in (True, "0.5", None, 0.5j):
         with pytest.raises(TypeError, match=r"^tau must be a float in \(0, 1\], got"):
             check_tau(bad)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 1, 5), (1, 2, 4, 1), (2, 1, 1), (1, 2, 1, 1)])
+def test_one_pixel_high_or_wide_flows_are_accepted(shape):
+    # a 1-pixel row or column is a valid image grid (only empty ones are refused)
+    f = np.full(shape, 0.5)
+    out = as_flow(f)
+    assert tuple(out.shape) == ((1,) + shape if len(shape) == 3 else shape)
+
+
+def test_tau_type_error_names_the_given_type():
+    with pytest.raises(TypeError, match=r"^tau must be a float in \(0, 1\], got bool$"):
+        check_tau(False)
+    with pytest.raises(TypeError, match=r"^tau must be a float in \(0, 1\], got str$"):
+        check_tau("1")
