@@ -111,12 +111,9 @@ def fft_deconv(
     check_finite(yt, "y")
     if reg not in _REGS:
         raise ValueError(f"reg must be one of {_REGS}, got {reg!r}")
-    try:
-        beta = float(balance)
-    except (TypeError, ValueError):
-        raise TypeError(f"balance must be a real number, got {type(balance).__name__}") from None
-    if not (beta >= 0 and beta < float("inf")):
-        raise ValueError(f"balance must be a finite non-negative number, got {balance!r}")
+    from ..priors.base import check_real  # the one scalar check (issue 16 §3): "0.1" and True raise
+
+    beta = check_real(balance, "balance")
     zt = None
     if z is not None:
         zt, _ = to_nchw(to_torch(z, "z"), array_kind(z), "z")
