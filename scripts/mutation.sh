@@ -6,7 +6,9 @@
 #   TESTS   pytest selection that should kill its mutants (default: the schedule tests)
 #   env: MUTMUT_VENV (default /tmp/pnpdeblur-mutmut), MUTATION_DIR (default: a new temp dir),
 #        MUTATION_BUDGET seconds (default 1200), MUTATION_JOBS (default 2), PY (the project venv),
-#        MUTATION_NUMBA_PYTHON=1 (mutate numba kernels: see below)
+#        MUTATION_NUMBA_PYTHON=1 (mutate numba kernels: see below), MUTATION_TIMEOUT_MULTIPLIER
+#        (mutmut's timeout_multiplier, default 15), MUTATION_THREADS (torch/numba/BLAS threads per
+#        test process, default 1: see below)
 #
 # mutmut lives in its own venv (never in the project's .venv): the first run creates it and
 # installs mutmut from PyPI; a .pth file lets it import the project venv's packages (torch,
@@ -81,6 +83,7 @@ fi
     # mutmut's limit is CPU seconds, (test time + constant) x 15 x 2; torch's threads add up
     # CPU time, so the default constant (1 s) made fast runs count as timeouts (= detected)
     echo "timeout_constant = 5.0"
+    echo "timeout_multiplier = ${MUTATION_TIMEOUT_MULTIPLIER:-15.0}"
     echo "pytest_add_cli_args_test_selection ="
     for t in "${TESTS[@]}"; do echo "    $t"; done
 } >> "$WORK/setup.cfg"
@@ -88,6 +91,14 @@ fi
 cd "$WORK"
 echo "mutating $MODULE in $WORK with tests: ${TESTS[*]} (budget ${BUDGET}s, ${JOBS} jobs)"
 export MPLBACKEND=Agg
+# mutmut runs the tests once in its own process, then forks a child per mutant. A thread pool
+# started before the fork (torch's OpenMP pool on any tensor op large enough to go parallel,
+# numba's parallel kernels) leaves the child waiting forever on a lock that no thread will
+# release (seen: 0 CPU seconds, futex_do_wait, so mutmut's CPU-time limit never fires). One
+# thread per process starts no pool; with MUTATION_JOBS processes on a shared machine nothing
+# is lost.
+THREADS=${MUTATION_THREADS:-1}
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS NUMBA_NUM_THREADS=$THREADS
 rc=0
 nice -n 19 timeout "$BUDGET" "$VENV/bin/mutmut" run --max-children "$JOBS" > mutmut-run.log 2>&1 || rc=$?
 tr '\r' '\n' < mutmut-run.log | grep -v '^\s*$' | tail -n 2  # the last progress line
