@@ -1,0 +1,219 @@
+"""Metrics: every option against scikit-image or a value computed by hand, every message.
+
+Small images (≤ 16×16) so that the file runs in about a second; complements
+tests/test_metrics.py (which checks the defaults on random images and hypothesis cases).
+"""
+import math
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio as sk_psnr
+from skimage.metrics import structural_similarity as sk_ssim
+
+from pnpdeblur.metrics import _check_range, _int_limits, flow_epe, flow_mse, kohler_align, kohler_psnr, psnr, ssim
+
+
+def _pair(seed, shape, noise=0.1):
+    rng = np.random.default_rng(seed)
+    ref = rng.random(shape)
+    return np.clip(ref + noise * rng.standard_normal(shape), 0, 1), ref
+
+
+# -- PSNR ---------------------------------------------------------------------------------------
+def test_psnr_closed_forms_reductions_and_layouts():
+    ref = np.zeros((2, 1, 4, 4))
+    x = ref.copy()
+    x[0] += 0.1  # 20 dB
+    x[1] += 0.01  # 40 dB
+    np.testing.assert_allclose(psnr(x, ref, reduction="none"), [20.0, 40.0], atol=1e-9)
+    assert isinstance(psnr(x, ref, reduction="none"), np.ndarray)
+    assert psnr(x, ref) == pytest.approx(30.0, abs=1e-9) and isinstance(psnr(x, ref), float)
+    assert psnr(x * 4, ref, data_range=4.0, reduction="none")[0] == pytest.approx(20.0, abs=1e-9)
+    with pytest.raises(ValueError, match=r"^reduction must be 'mean' or 'none', got 'sum'$"):
+        psnr(x, ref, reduction="sum")
+    # torch 3-D is (C, H, W), numpy 3-D is (H, W, C); channel_axis overrides
+    a, b = _pair(0, (3, 5, 6))
+    want = sk_psnr(b, a, data_range=1)
+    assert psnr(torch.from_numpy(a), torch.from_numpy(b)) == pytest.approx(want, abs=1e-12)
+    assert psnr(a, b, channel_axis=0) == pytest.approx(want, abs=1e-12)
+    assert psnr(np.moveaxis(a, 0, -1), np.moveaxis(b, 0, -1)) == pytest.approx(want, abs=1e-12)
+    keep = a.copy()
+    psnr(a, b)
+    np.testing.assert_array_equal(a, keep)
+
+
+def test_psnr_shape_error_names_both_layouts():
+    with pytest.raises(ValueError) as err:
+        psnr(np.zeros((4, 5)), np.zeros((4, 6)))
+    assert str(err.value) == (
+        "x and ref must have the same shape, got (4, 5) and (4, 6) (as (N, C, H, W): (1, 1, 4, 5) and "
+        "(1, 1, 4, 6); 3-D numpy/cupy images are (H, W, C), torch ones (C, H, W))"
+    )
+
+
+def test_default_data_range_from_dtypes():
+    u8 = np.zeros((2, 2), dtype=np.uint8)
+    assert _int_limits(u8) == (0, 255)
+    assert _int_limits(np.zeros(2, dtype=np.int16)) == (-32768, 32767)
+    assert _int_limits(np.zeros(2, dtype=bool)) == (0, 1)
+    assert _int_limits(np.zeros(2)) is None and _int_limits([1, 2]) is None
+    assert _int_limits(torch.zeros(2, dtype=torch.bool)) == (0, 1)
+    assert _int_limits(torch.zeros(2, dtype=torch.int16)) == (-32768, 32767)
+    assert _int_limits(torch.zeros(2)) is None and _int_limits(torch.zeros(2, dtype=torch.complex64)) is None
+    assert _check_range(None, np.zeros(2), np.zeros(2)) == 1.0
+    i16 = np.array([0, 5], dtype=np.int16)
+    assert _check_range(None, i16, i16, signed_full_range=False) == 32767.0  # ref ≥ 0: dtype max
+    neg = np.array([-1, 5], dtype=np.int16)
+    assert _check_range(None, neg, neg, signed_full_range=False) == 65535.0  # negatives: max − min
+    assert _check_range(None, i16, i16) == 65535.0  # SSIM: always max − min
+    assert _check_range(None, u8, u8, signed_full_range=False) == 255.0
+    assert _check_range(2, u8, u8) == 2.0 and isinstance(_check_range(2, u8, u8), float)
+    msg = ("x and ref have different dtypes, one of them integer: pass data_range "
+           "(e.g. 255 for 8-bit images, 1 for floats in [0, 1])")
+    for x, ref in ((u8, np.zeros(2)), (np.zeros(2), u8), (u8, np.zeros(2, dtype=np.uint16))):
+        with pytest.raises(ValueError) as err:
+            _check_range(None, x, ref)
+        assert str(err.value) == msg
+    for bad in (0, -1.0, float("inf"), float("nan"), True, "1"):
+        with pytest.raises(ValueError, match=r"^data_range must be a positive finite number, got "):
+            _check_range(bad, u8, u8)
+    assert _check_range(1e-9, u8, u8) == 1e-9
+    # bool images: range 1, like float images of 0/1
+    m = np.zeros((8, 8), dtype=bool)
+    m[:4] = True
+    assert psnr(m, ~m) == pytest.approx(0.0, abs=1e-12)
+
+
+# -- SSIM ---------------------------------------------------------------------------------------
+def test_ssim_options_match_skimage():
+    x, ref = _pair(1, (13, 15))
+    for kw in (dict(win_size=3), dict(win_size=9), dict(K1=0.05, K2=0.1), dict(use_sample_covariance=False)):
+        want = sk_ssim(ref, x, data_range=1, **kw)
+        assert ssim(x, ref, **kw) == pytest.approx(want, abs=1e-10), kw
+    g = sk_ssim(ref, x, data_range=1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    assert ssim(x, ref, gaussian_weights=True) == pytest.approx(g, abs=1e-10)
+    g2 = sk_ssim(ref, x, data_range=1, gaussian_weights=True, sigma=1.0, use_sample_covariance=True)
+    assert ssim(x, ref, gaussian_weights=True, sigma=1.0, use_sample_covariance=True) == pytest.approx(g2, abs=1e-10)
+    assert ssim(x, ref, data_range=2.0) == pytest.approx(sk_ssim(ref, x, data_range=2.0), abs=1e-10)
+    # per image, mean over channels, then over the batch
+    xb, rb = _pair(2, (2, 2, 9, 10))
+    per = [np.mean([sk_ssim(rb[i, c], xb[i, c], data_range=1) for c in range(2)]) for i in range(2)]
+    np.testing.assert_allclose(ssim(xb, rb, reduction="none"), per, atol=1e-10)
+    assert ssim(xb, rb) == pytest.approx(np.mean(per), abs=1e-10)
+
+
+def test_ssim_window_checks():
+    x = np.zeros((10, 10))
+    for bad in (4, 1, 2, 7.0, "7"):
+        with pytest.raises(ValueError, match=r"^win_size must be an odd int >= 3, got "):
+            ssim(x, x, win_size=bad)
+    assert ssim(x + 0.5, x + 0.5, win_size=3) == pytest.approx(1.0)
+    for bad in (0, -1.0, "1.5"):
+        with pytest.raises(ValueError, match=r"^sigma must be positive, got "):
+            ssim(x, x, gaussian_weights=True, sigma=bad)
+    with pytest.raises(ValueError) as err:
+        ssim(np.zeros((6, 9)), np.zeros((6, 9)))
+    assert str(err.value) == "images of size (6, 9) are smaller than the 7x7 SSIM window"
+    ssim(np.zeros((7, 7)), np.zeros((7, 7)))  # exactly the window: allowed
+    # the Gaussian window of σ = 1.5 truncated at 3.5σ is 11×11; σ = 1 gives 2·4 + 1 = 9
+    with pytest.raises(ValueError, match=r"smaller than the 11x11 SSIM window$"):
+        ssim(np.zeros((10, 12)), np.zeros((10, 12)), gaussian_weights=True)
+    with pytest.raises(ValueError, match=r"smaller than the 9x9 SSIM window$"):
+        ssim(np.zeros((8, 12)), np.zeros((8, 12)), gaussian_weights=True, sigma=1.0)
+    ssim(np.zeros((9, 9)), np.zeros((9, 9)), gaussian_weights=True, sigma=1.0)
+
+
+def test_ssim_of_constant_images_by_hand():
+    # constant images a, b: variances 0, so SSIM = (2ab + c1) / (a² + b² + c1) everywhere
+    a, b = 0.2, 0.6
+    c1 = (0.01 * 1.0) ** 2
+    want = (2 * a * b + c1) / (a * a + b * b + c1)
+    assert ssim(np.full((8, 8), a), np.full((8, 8), b)) == pytest.approx(want, rel=1e-12)
+    c1 = (0.02 * 3.0) ** 2
+    want = (2 * a * b + c1) / (a * a + b * b + c1)
+    assert ssim(np.full((8, 8), a), np.full((8, 8), b), data_range=3.0, K1=0.02) == pytest.approx(want, rel=1e-12)
+
+
+# -- flows --------------------------------------------------------------------------------------
+def test_flow_errors_by_hand():
+    gt = np.zeros((2, 2, 2, 2))
+    gt[:, 0] = 1.0  # (1, 0) everywhere
+    est = gt.copy()
+    est[0, :, 0, 0] = (-1.0, 0.0)  # the negation: error 0 when symmetric, 2 otherwise
+    est[1, :, 1, 1] = (4.0, 4.0)  # ‖(3, 4)‖ = 5, ‖(5, 4)‖ = √41
+    np.testing.assert_allclose(flow_epe(est, gt, reduction="none"), [0.0, 5 / 4], atol=1e-12)
+    np.testing.assert_allclose(flow_epe(est, gt, symmetric=False, reduction="none"), [2 / 4, 5 / 4], atol=1e-12)
+    np.testing.assert_allclose(flow_mse(est, gt, reduction="none"), [0.0, 25 / 4 / 2], atol=1e-12)
+    np.testing.assert_allclose(flow_mse(est, gt, symmetric=False, reduction="none"), [4 / 8, 25 / 8], atol=1e-12)
+    assert flow_epe(est, gt) == pytest.approx(5 / 8) and flow_mse(est, gt) == pytest.approx(25 / 16)
+    assert flow_epe(torch.from_numpy(est[1]), torch.from_numpy(gt[1])) == pytest.approx(5 / 4)
+    with pytest.raises(ValueError, match=r"^est and gt must have the same shape, got \(2, 3, 3\) and \(2, 3, 4\)$"):
+        flow_epe(np.zeros((2, 3, 3)), np.zeros((2, 3, 4)))
+    with pytest.raises(ValueError, match=r"^flows must be \(2, H, W\) or \(N, 2, H, W\), got \(1, 3, 4, 4\)$"):
+        flow_mse(np.zeros((3, 4, 4)), np.zeros((3, 4, 4)))
+    with pytest.raises(ValueError, match=r"^flows must be \(2, H, W\) or \(N, 2, H, W\), got \(4, 4\)$"):
+        flow_epe(np.zeros((4, 4)), np.zeros((4, 4)))
+    with pytest.raises(ValueError, match=r"^reduction must be 'mean' or 'none'"):
+        flow_epe(gt, gt, reduction="max")
+
+
+# -- Köhler protocol ------------------------------------------------------------------------------
+def test_kohler_align_by_hand_and_messages():
+    rng = np.random.default_rng(3)
+    x = rng.random((9, 10))
+    ref = 0.5 * np.roll(x, (-1, 2), axis=(0, 1))  # ref[p] = 0.5 x[p + (1, -2)]
+    val, shift, alpha = kohler_align(x, ref, max_shift=2)
+    assert shift == (1, -2) and alpha == pytest.approx(0.5, abs=1e-12) and val == math.inf
+    noisy = ref + 0.01 * rng.standard_normal(ref.shape)
+    val, shift, alpha = kohler_align(x, noisy, max_shift=2)
+    g = noisy[2:-2, 2:-2]
+    xs = x[3:8, 0:6]
+    a = np.sum(xs * g) / np.sum(xs * xs)
+    assert shift == (1, -2) and alpha == pytest.approx(a, abs=1e-12)
+    assert val == pytest.approx(10 * np.log10(1 / np.mean((a * xs - g) ** 2)), abs=1e-9)
+    # max_shift = 0: plain least-squares-scaled PSNR
+    val0, shift0, alpha0 = kohler_align(x, 2 * x, max_shift=0)
+    assert shift0 == (0, 0) and alpha0 == pytest.approx(2.0) and val0 == math.inf
+    # a black image: no scale can help, alpha = 1
+    val, shift, alpha = kohler_align(np.zeros((6, 6)), np.full((6, 6), 0.1), max_shift=1)
+    assert alpha == 1.0 and shift == (-1, -1) and val == pytest.approx(20.0)
+    for bad in (-1, 1.5, "2"):
+        with pytest.raises(ValueError, match=r"^max_shift must be a non-negative int, got "):
+            kohler_align(x, ref, max_shift=bad)
+    with pytest.raises(ValueError, match=r"^max_shift=5 is too large for images of size \(9, 10\)$"):
+        kohler_align(x, ref, max_shift=5)
+    with pytest.raises(ValueError, match=r"^max_shift=4 is too large for images of size \(8, 10\)$"):
+        kohler_align(x[:8], ref[:8], max_shift=4)  # h = 2s: no interior left
+    with pytest.raises(ValueError, match=r"^max_shift=4 is too large for images of size \(9, 8\)$"):
+        kohler_align(x[:, :8], ref[:, :8], max_shift=4)
+    kohler_align(x, ref, max_shift=4)  # h = 2s + 1: one interior row
+    with pytest.raises(ValueError, match=r"^x and the sharp frames must have the same shape, got \(9, 10, 1\) and \(9, 9, 1\)$"):
+        kohler_align(x, ref[:, :9])
+    with pytest.raises(ValueError, match=r"^x must be one image \(H, W\), \(H, W, C\), \(C, H, W\) or \(1, C, H, W\), got shape \(2, 1, 9, 10\)$"):
+        kohler_align(np.stack([x, x])[:, None], ref)
+    # channel_axis is passed through: (C, H, W) numpy with channel_axis=0
+    xc = np.stack([x, x])
+    v1 = kohler_align(xc, np.stack([noisy, noisy]), max_shift=2, channel_axis=0)
+    v2 = kohler_align(x, noisy, max_shift=2)
+    assert v1[1] == v2[1] and v1[2] == pytest.approx(v2[2]) and v1[0] == pytest.approx(v2[0])
+
+
+def test_kohler_psnr_picks_the_best_frame():
+    rng = np.random.default_rng(4)
+    x = rng.random((10, 10))
+    frames = [rng.random((10, 10)), 0.9 * x + 0.02 * rng.random((10, 10)), 0.9 * x + 0.05 * rng.random((10, 10))]
+    vals = [kohler_align(x, f, max_shift=1)[0] for f in frames]
+    best, (idx, shift, alpha) = kohler_psnr(x, frames, max_shift=1, return_details=True)
+    assert idx == int(np.argmax(vals)) == 1 and best == vals[1]
+    assert (shift, alpha) == kohler_align(x, frames[1], max_shift=1)[1:]
+    assert kohler_psnr(x, frames, max_shift=1) == best
+    assert kohler_psnr(x, np.stack(frames), max_shift=1) == best  # an array with a frame axis
+    assert kohler_psnr(x, frames[:1], max_shift=1) == vals[0]  # one frame, however bad
+    # ties keep the first frame
+    _, (idx, _, _) = kohler_psnr(x, [frames[1], frames[1]], max_shift=1, return_details=True)
+    assert idx == 0
+    xc = np.stack([x, x])
+    assert kohler_psnr(xc, [np.stack([f, f]) for f in frames], max_shift=1, channel_axis=0) == pytest.approx(best)
+    with pytest.raises(ValueError, match=r"^sharp_frames must contain at least one image$"):
+        kohler_psnr(x, [])
