@@ -76,6 +76,7 @@ def test_iterates_match_textbook_cg_per_sample():
     for i, (xr, _, _) in enumerate(refs):
         np.testing.assert_allclose(x[i], xr, rtol=0, atol=1e-10)
     assert info.iterations_per_sample == [k for _, _, k in refs]
+    assert all(type(k) is int for k in info.iterations_per_sample + [info.iterations])
     assert info.iterations == max(k for _, _, k in refs)
     n = info.iterations + 1
     assert len(info.history) == n
@@ -443,3 +444,10 @@ def test_zero_tol_with_an_absolute_floor_is_allowed():
     np.testing.assert_allclose(x, 0.5, atol=1e-12)
     assert info.converged and info.iterations == 1
     assert re.fullmatch(r"converged in 1 iterations", info.message)
+
+
+def test_a_zero_preconditioner_is_a_preconditioner_breakdown():
+    # rᵀMr = 0 for r ≠ 0: M is not positive definite (blaming A would mislead)
+    x, info = cg(_spd(24, 4), np.ones((1, 4)), M=lambda r: r * 0)
+    assert info.message == "samples [0] broke down (rᵀMr ≤ 0: the preconditioner is not positive definite)"
+    assert info.iterations == 0 and not info.converged
