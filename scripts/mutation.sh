@@ -8,7 +8,8 @@
 #        MUTATION_BUDGET seconds (default 1200), MUTATION_JOBS (default 2), PY (the project venv),
 #        MUTATION_NUMBA_PYTHON=1 (mutate numba kernels: see below), MUTATION_TIMEOUT_MULTIPLIER
 #        (mutmut's timeout_multiplier, default 15), MUTATION_THREADS (torch/numba/BLAS threads per
-#        test process, default 1: see below)
+#        test process, default 1: see below), MUTATION_MUTANTS (space-separated mutant names or
+#        fnmatch patterns to run only those, e.g. 'pnpdeblur.operators._numba_kernels.x_forward*')
 #
 # mutmut lives in its own venv (never in the project's .venv): the first run creates it and
 # installs mutmut from PyPI; a .pth file lets it import the project venv's packages (torch,
@@ -100,7 +101,8 @@ export MPLBACKEND=Agg
 THREADS=${MUTATION_THREADS:-1}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS NUMBA_NUM_THREADS=$THREADS
 rc=0
-nice -n 19 timeout "$BUDGET" "$VENV/bin/mutmut" run --max-children "$JOBS" > mutmut-run.log 2>&1 || rc=$?
+read -r -a ONLY <<< "${MUTATION_MUTANTS:-}"
+nice -n 19 timeout "$BUDGET" "$VENV/bin/mutmut" run --max-children "$JOBS" "${ONLY[@]}" > mutmut-run.log 2>&1 || rc=$?
 tr '\r' '\n' < mutmut-run.log | grep -v '^\s*$' | tail -n 2  # the last progress line
 [ "$rc" = 124 ] && echo "stopped at the budget of ${BUDGET}s: the counts below are partial"
 "$VENV/bin/mutmut" results --all true > mutation-results.txt 2>&1 || true
