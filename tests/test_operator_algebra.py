@@ -198,3 +198,13 @@ def test_base_class_methods_must_be_implemented():
         op._forward(torch.zeros(1, 1, 2, 2))
     with pytest.raises(NotImplementedError):
         op._adjoint(torch.zeros(1, 1, 2, 2))
+
+
+def test_layout_errors_name_the_argument(mats):
+    A = Matrix(mats[0])
+    with pytest.raises(ValueError, match=r"^y must have shape \(N, C, H, W\), \(H, W\) or a 3-D image, got shape \(1, 1, 1, 3, 4\)$"):
+        A.adjoint(np.zeros((1, 1, 1, H, W)))
+    with pytest.raises(ValueError, match=r"^x must have shape \(N, C, H, W\), \(H, W\) or a 3-D image, got shape \(12,\)$"):
+        A(torch.zeros(H * W, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"^x must have shape \(N, C, H, W\), got shape \(3, 4\)$"):
+        A.check_image(torch.zeros(H, W))  # the default name
