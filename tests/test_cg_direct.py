@@ -451,3 +451,12 @@ def test_a_zero_preconditioner_is_a_preconditioner_breakdown():
     x, info = cg(_spd(24, 4), np.ones((1, 4)), M=lambda r: r * 0)
     assert info.message == "samples [0] broke down (rᵀMr ≤ 0: the preconditioner is not positive definite)"
     assert info.iterations == 0 and not info.converged
+
+
+def test_a_singular_direction_is_a_breakdown_not_a_division_by_zero():
+    # pᵀAp = 0 with p ≠ 0 (A only semi-definite): stop the sample and say why
+    A = np.diag([1.0, 0.0])
+    x, info = cg(A, np.array([[0.0, 1.0], [1.0, 0.0]]), tol=1e-12)
+    assert info.converged_per_sample == [False, True]
+    assert info.message == "samples [0] broke down (pᵀAp ≤ 0: A is not positive definite)"
+    np.testing.assert_array_equal(x, [[0.0, 0.0], [1.0, 0.0]])

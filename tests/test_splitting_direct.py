@@ -524,3 +524,47 @@ def test_splitting_rejects_bad_inputs():
         admm(y * 255, K, Ridge(), noise_level=0.01, n_iter=1, **TIGHT)
     assert re.match(r"^hqs$", hqs.__name__)
     assert math.isfinite(DEFAULT_LAMBDA)
+
+
+def test_converged_means_every_x_step_converged():
+    # the first x-step cannot converge in one CG step, the last one does (exact
+    # preconditioner for its β): the result must still say "not converged"
+    K, A, y = _problem(17)
+    exact = torch.from_numpy(np.linalg.inv(A.T @ A + 0.9 * np.eye(N_PIX)))
+
+    def P(r, beta):
+        return (r.flatten(1) @ exact.T).reshape(r.shape) if beta == 0.9 else r
+
+    res = hqs(y, K, Ridge(), betas=[0.5, 0.9], sigmas=[0.1, 0.1], cg_iters=1, cg_tol=1e-10,
+              preconditioner=P, progress=False)
+    assert [h["cg_converged"] for h in res.history] == [False, True]
+    assert res.converged is False
+
+
+@pytest.mark.parametrize("solver", [hqs, admm])
+def test_the_prior_runs_without_autograd_unless_differentiable(solver):
+    # a learned prior must not build a graph (memory) in a plain solve, even when the
+    # caller has autograd on; with differentiable=True it must
+    K, A, y = _problem(18)
+    seen = []
+
+    def prior(z, sigma):
+        seen.append(torch.is_grad_enabled())
+        return z / (1 + sigma)
+
+    solver(y, K, prior, noise_level=0.02, n_iter=2, **TIGHT)
+    solver(y, K, prior, noise_level=0.02, n_iter=2, differentiable=True, **TIGHT)
+    assert seen == [False, False, True, True]
+
+
+def test_progress_bar_names_the_solver_and_counts_iterations(capsys):
+    K, A, y = _problem(19)
+    hqs(y, K, Ridge(), betas=BETAS, sigmas=SIGMAS, cg_iters=50, cg_tol=1e-10, progress=True)
+    err = capsys.readouterr().err
+    assert "hqs: " in err and " 0/4 [" in err  # tqdm refreshes lazily: the first frame shows the total
+    admm(y, K, Ridge(), rhos=BETAS[:3], sigmas=SIGMAS[:3], cg_iters=50, cg_tol=1e-10, progress=True)
+    err = capsys.readouterr().err
+    assert "admm: " in err and " 0/3 [" in err
+    hqs(y, K, Ridge(), betas=BETAS, sigmas=SIGMAS, **TIGHT)  # progress=False: silent
+    hqs(y, K, Ridge(), betas=BETAS, sigmas=SIGMAS, cg_iters=50)  # None: only on a terminal
+    assert capsys.readouterr().err == ""
