@@ -88,6 +88,8 @@ def test_flow_labels_round_bound_and_canonicalise():
     np.testing.assert_array_equal(_motion(translation=(-3.0, -10.0), max_len=5).flow((1, 1))[:, 0, 0], [2.0, 5.0])
     zero = _motion(translation=(-0.2, -0.3), max_len=5).flow((1, 1))  # rounds to −0: no negative zeros
     assert not np.signbit(zero).any()
+    zero = _motion(translation=(-0.2, -0.3), max_len=5).flow((1, 1), canonical=False)
+    assert not zero.any() and not np.signbit(zero).any()  # also without canonicalisation
 
 
 def test_farthest_corner():
@@ -128,6 +130,7 @@ def _reference_motion(shape, max_len, seed, rotation_prob=0.5, zoom_prob=0.5, ac
     ((2, 3), 64, dict(rotation_prob=1.0, zoom_prob=1.0)),   # the rotation is capped at the diameter
     ((1, 1), 23, dict(rotation_prob=1.0, zoom_prob=1.0)),   # far = 0 → 1
     ((16, 16), 0, dict(rotation_prob=1.0, zoom_prob=1.0)),  # max_len 0: nothing moves
+    ((6, 7), 1, dict(rotation_prob=1.0, zoom_prob=1.0)),    # the smallest bound that moves
 ])
 def test_sampled_parameters_follow_the_documented_model(shape, max_len, kw):
     for seed in range(25):
@@ -237,6 +240,14 @@ def test_random_motion_flows_children_and_kwargs():
     assert got.dtype == torch.float64
     np.testing.assert_array_equal(got.numpy(), want)
     assert g.random() == ref.random()
+    # float64 all the way: real-valued labels are not rounded through float32
+    got = random_motion_flows(2, shape, "23", seed=7, dtype=torch.float64, integer=False)
+    want = np.stack([random_motion_flow(shape, "23", np.random.default_rng(c), dtype=np.float64, integer=False)
+                     for c in np.random.SeedSequence(7).spawn(2)])
+    np.testing.assert_array_equal(got.numpy(), want)
+    assert np.any(want != want.astype(np.float32))
+    # the device argument places the batch (meta: visible without a GPU)
+    assert random_motion_flows(2, shape, seed=0, device="meta").device.type == "meta"
     # no seed: fresh randomness each call
     assert not torch.equal(random_motion_flows(2, shape), random_motion_flows(2, shape))
 
@@ -257,9 +268,13 @@ def test_canonicalize_flow_batches_and_errors():
     want = torch.tensor([[[[1.0, 0.0]], [[-2.0, 3.0]]], [[[0.0, 4.0]], [[0.0, -1.0]]]])
     out = canonicalize_flow(f)
     assert torch.equal(out, want) and not torch.signbit(out[out == 0]).any()
-    for bad in (np.zeros((2, 4)), np.zeros((3, 2, 2)), [[[0.0]], [[0.0]]]):
-        with pytest.raises(ValueError, match=r"^flow must have shape \(\.\.\., 2, H, W\), got "):
+    for bad, got in ((np.zeros((2, 4)), r"\(2, 4\)"), (np.zeros((3, 2, 2)), r"\(3, 2, 2\)"),
+                     ([[[0.0]], [[0.0]]], r"<class 'list'>")):
+        with pytest.raises(ValueError, match=r"^flow must have shape \(\.\.\., 2, H, W\), got " + got + "$"):
             canonicalize_flow(bad)
+    half = np.array([[[0.0, 0.0, 0.0]], [[0.5, -0.5, 0.0]]])  # u = 0: the sign of v decides, 0 stays
+    np.testing.assert_array_equal(canonicalize_flow(half), [[[0.0, 0.0, 0.0]], [[0.5, 0.5, 0.0]]])
+    assert not np.signbit(canonicalize_flow(half)).any()
 
     class NotAnArray:
         ndim, shape = 3, (2, 1, 1)
