@@ -568,3 +568,52 @@ def test_progress_bar_names_the_solver_and_counts_iterations(capsys):
     hqs(y, K, Ridge(), betas=BETAS, sigmas=SIGMAS, **TIGHT)  # progress=False: silent
     hqs(y, K, Ridge(), betas=BETAS, sigmas=SIGMAS, cg_iters=50)  # None: only on a terminal
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("solver", [hqs, admm])
+def test_documented_defaults(solver):
+    K, A, y = _problem(20)
+    res = solver(y, K, Ridge(), noise_level=0.02, n_iter=3, progress=False)
+    s = res.settings
+    assert (s["cg_iters"], s["cg_tol"], s["x_step"], s["preconditioner"]) == (30, 1e-4, "cg", None)
+    assert res.iterations == 3 and len(s["sigmas"]) == 3
+
+
+def test_admm_x0_preconditioner_and_warm_start():
+    K, A, y = _problem(21)
+    z0 = np.full(y.shape, 0.3)
+    prior = Ridge(2.0)
+    calls = []
+
+    def P(r, beta):
+        calls.append(beta)
+        return r
+
+    res = admm(y, K, prior, rhos=[0.4, 0.8], sigmas=[0.2, 0.1], x0=z0, cg_iters=1, cg_tol=1e-12,
+               preconditioner=P, progress=False)
+    assert set(calls) == {0.4, 0.8} and res.settings["preconditioner"] == repr(P)
+    # reference: scaled ADMM whose x-step is ONE CG step warm-started at the previous x
+    # (x starts at z0), as the solver runs it with cg_iters=1
+    Aty = y.reshape(-1) @ A
+    z, u, x, prev = z0.reshape(-1).copy(), np.zeros(N_PIX), z0.reshape(-1).copy(), None
+    for rho, s in zip([0.4, 0.8], [0.2, 0.1]):
+        if prev is not None:
+            u = u * (prev / rho)
+        prev = rho
+        M = A.T @ A + rho * np.eye(N_PIX)
+        r = Aty + rho * (z - u) - M @ x
+        x = x + (r @ r) / (r @ M @ r) * r
+        z = _shrink(x + u, s, 2.0)
+        u = u + x - z
+    np.testing.assert_allclose(res.aux.reshape(-1), x, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(res.x.reshape(-1), z, atol=1e-12, rtol=0)
+
+
+def test_xstep_bind_checks_and_casts_the_preconditioner_output():
+    r = torch.ones(1, 1, 2, 2, dtype=torch.float64)
+    out = XStep._bind(lambda v, beta: (v * beta).float(), 0.5)(r)
+    assert out.dtype == torch.float64 and float(out.sum()) == 2.0
+    out = XStep._bind(lambda v, beta: v.numpy() * beta, 2.0)(r)
+    assert isinstance(out, torch.Tensor) and float(out.sum()) == 8.0
+    with pytest.raises(TypeError, match=r"^preconditioner\(r, beta\) must be an array"):
+        XStep._bind(lambda v, beta: [1.0], 0.5)(r)
