@@ -74,6 +74,15 @@ def test_skimage_denoiser_checks_and_repr():
     assert repr(SkimageDenoiser(_Recorder(), lambda s: {}, a=1)) == "SkimageDenoiser(recorder, {'a': 1})"
     assert repr(SkimageTV()) == "SkimageTV(denoise_tv_chambolle, {})"
 
+    class Nameless:  # a callable object without __name__ (e.g. functools.partial) shows its repr
+        def __call__(self, image):
+            return image
+
+        def __repr__(self):
+            return "<nameless>"
+
+    assert repr(SkimageDenoiser(Nameless(), lambda s: {})) == "SkimageDenoiser(<nameless>, {})"
+
 
 def test_wrappers_map_sigma_to_their_parameters():
     tv = SkimageTV(scale=2.5)

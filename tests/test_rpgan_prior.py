@@ -75,6 +75,9 @@ def test_constructor_defaults_and_checks():
     g2 = _Gen()
     assert RPGANPrior(g2, device="meta").device == torch.device("meta") and g2.w.device.type == "meta"
     assert repr(RPGANPrior(_Gen(), levels=2)) == "RPGANPrior(_Gen{'width': 1}, levels=2)"
+    bare = _Gen()
+    del bare.config
+    assert repr(RPGANPrior(bare)) == "RPGANPrior(_Gen{}, levels=3)"
 
 
 def test_generator_from_a_path_or_the_shipped_weights(tmp_path, monkeypatch):
