@@ -242,6 +242,9 @@ def test_context_items_and_callback_stop():
     assert [c[1]["beta"] for c in prior.calls] == [-1.0, -1.0]  # the caller's context wins
     zs, _, _ = _admm_ref(A, y, BETAS[:2], SIGMAS[:2], 3.0)
     np.testing.assert_allclose(res.x, zs[-1], atol=1e-11, rtol=0)
+    prior = Ridge()
+    hqs(y, K, prior, betas=BETAS[:2], sigmas=SIGMAS[:2], context={"extra": 8}, **TIGHT)
+    assert [c[1]["extra"] for c in prior.calls] == [8, 8]
 
 
 def test_unconverged_cg_is_reported():
