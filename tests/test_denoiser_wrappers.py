@@ -111,7 +111,8 @@ def test_wavelet_parameters_and_missing_pywavelets(monkeypatch):
     wv2 = Wavelet(method="VisuShrink", mode="hard", rescale_sigma=False)
     assert wv2.kwargs == {"method": "VisuShrink", "mode": "hard", "rescale_sigma": False}
     monkeypatch.setitem(sys.modules, "pywt", None)  # "import pywt" raises ImportError
-    with pytest.raises(ImportError, match=r"^the Wavelet prior needs PyWavelets .*pip install 'pnpdeblur\[wavelet\]'"):
+    with pytest.raises(ImportError, match=r"^the Wavelet prior needs PyWavelets \(scikit-image's optional dependency\): "
+                                          r"pip install 'pnpdeblur\[wavelet\]' \(or pip install PyWavelets\)$"):
         Wavelet()
 
 
@@ -130,11 +131,11 @@ def _fake_bm3d(monkeypatch):
     mod = types.ModuleType("bm3d")
 
     def bm3d(im, sigma_psd, **kw):
-        calls.append(("bm3d", im.shape, sigma_psd, kw))
+        calls.append(("bm3d", im.shape, im.dtype, sigma_psd, kw))
         return im + sigma_psd
 
     def bm3d_rgb(im, sigma, **kw):
-        calls.append(("bm3d_rgb", im.shape, sigma, kw))
+        calls.append(("bm3d_rgb", im.shape, im.dtype, sigma, kw))
         return im * 0.5 + np.arange(3)  # a per-channel offset shows the channel order
 
     mod.bm3d, mod.bm3d_rgb = bm3d, bm3d_rgb
@@ -146,7 +147,8 @@ def test_bm3d_colour_uses_bm3d_rgb_in_hwc(monkeypatch):
     calls = _fake_bm3d(monkeypatch)
     z = torch.rand(2, 3, 4, 5, dtype=torch.float32)
     out = BM3D(profile="np")(z, 0.1)
-    assert calls == [("bm3d_rgb", (4, 5, 3), 0.1, {"profile": "np"})] * 2
+    # the package gets float64 (H, W, C) images whatever the caller's dtype
+    assert calls == [("bm3d_rgb", (4, 5, 3), np.float64, 0.1, {"profile": "np"})] * 2
     want = z.double() * 0.5 + torch.arange(3, dtype=torch.float64)[:, None, None]
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, want.float(), rtol=0, atol=1e-6)
@@ -155,10 +157,11 @@ def test_bm3d_colour_uses_bm3d_rgb_in_hwc(monkeypatch):
 @pytest.mark.parametrize("c", [1, 2])
 def test_bm3d_other_channel_counts_go_channel_by_channel(monkeypatch, c):
     calls = _fake_bm3d(monkeypatch)
-    z = torch.rand(1, c, 4, 5, dtype=torch.float64)
-    out = BM3D()(z, 0.2)
-    assert calls == [("bm3d", (4, 5), 0.2, {})] * c
-    torch.testing.assert_close(out, z + 0.2, rtol=0, atol=1e-15)
+    z = torch.rand(1, c, 4, 5, dtype=torch.float32)
+    out = BM3D(stage_arg="all")(z, 0.2)
+    assert calls == [("bm3d", (4, 5), np.float64, 0.2, {"stage_arg": "all"})] * c
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, z + 0.2, rtol=0, atol=1e-6)
 
 
 def test_bm3d_missing_package_message(monkeypatch):
