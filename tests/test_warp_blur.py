@@ -110,3 +110,36 @@ def test_argument_errors_name_the_argument():
         WarpBlur(f, f, n=1, tau=1.5)
     with pytest.raises(ValueError, match=r"^flow_prev"):
         WarpBlur(f, np.zeros((1, 3, 3, 3)))
+
+
+def test_samples_on_the_last_row_or_column_take_the_inner_derivative():
+    # p + f = W-1 exactly: the lower corner is W-2 with weight 0, so d y / d u is the
+    # one-sided difference x[W-1] - x[W-2] (not 0), also for W = 2 (and likewise for v, H)
+    x = torch.tensor([[[[1.0, 4.0], [2.0, 9.0]]]], dtype=torch.float64)
+    zero = torch.zeros(1, 2, 2, 2, dtype=torch.float64)
+    fn = zero.clone()
+    fn[0, 0, 0, 0] = 1.0  # (row 0, col 0) samples col 1 = W-1
+    fn[0, 1, 0, 1] = 1.0  # (row 0, col 1) samples row 1 = H-1
+    fn.requires_grad_(True)
+    y = WarpBlur(fn, zero, n=1)._forward(x)
+    (y[0, 0, 0, 0] + y[0, 0, 0, 1]).backward()
+    assert float(fn.grad[0, 0, 0, 0]) == pytest.approx((4.0 - 1.0) / 3, abs=1e-15)
+    assert float(fn.grad[0, 1, 0, 1]) == pytest.approx((9.0 - 4.0) / 3, abs=1e-15)
+
+
+def test_no_warnings():
+    import warnings
+
+    f = np.random.default_rng(5).uniform(-2, 2, (1, 2, 4, 5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. torch.meshgrid without indexing= warns
+        K = WarpBlur(f, -f, n=2)
+        K.T(K(np.ones((1, 1, 4, 5))))
+
+
+def test_n_type_error_names_the_given_type():
+    f = np.zeros((1, 2, 3, 3))
+    with pytest.raises(TypeError, match=r"^n must be an int >= 1, got bool$"):
+        WarpBlur(f, f, n=True)
+    with pytest.raises(TypeError, match=r"^n must be an int >= 1, got float$"):
+        WarpBlur(f, f, n=2.0)
