@@ -13,7 +13,14 @@ Tables:
 2. **PSNR/SSIM** of the blurred input, ``pd.deblur`` after global iterations 1…K (same prior,
    estimated noise level), and non-blind HQS with the true flow (the upper bound);
 3. **time** (``--timing``): SEN forward and ``pd.deblur`` (``--iterations`` global iterations)
-   on a 1280×720 photo.
+   on a 1280×720 photo; ``--profile`` adds a cProfile breakdown (SEN, CG x-steps, prior);
+4. **safeguard calibration** (``--calibrate``): candidate no-reference blur signals on crops of a
+   *training* folder (default BSDS500 train), sharp / mild (``max_len`` 8) / ±23 / ±46, and the
+   detection rates of :func:`pnpdeblur.estimation.blur_detection.blur_score` over thresholds;
+   writes ``blind_calibration.json``;
+5. **safeguard comparison** (``--safeguard``): on the held-out photos (never used by
+   ``--calibrate``), sharp / mild / ±23 / ±46 inputs: the detector's decisions and the PSNR of
+   ``pd.deblur`` with and without the safeguard; writes ``blind_safeguard.json``.
 
 Usage::
 
@@ -21,11 +28,14 @@ Usage::
     python benchmarks/blind.py --quick                      # 2 photos, ±23 only
     python benchmarks/blind.py --corpus .data/bsds500/test --n-corpus 8
     python benchmarks/blind.py --timing --device cuda       # timings only
+    python benchmarks/blind.py --calibrate --n-train 60     # detector signals on BSDS500 train
+    python benchmarks/blind.py --safeguard --corpus .data/bsds500/test --n-corpus 8
 """
 from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +43,7 @@ import torch
 
 import pnpdeblur as pd
 from pnpdeblur.data import list_images, random_motion_flow, read_image, sample_image
+from pnpdeblur.estimation.blur_detection import DEFAULT_THRESHOLD, blur_score, reblur_score
 from pnpdeblur.estimation.classical import estimate_flow_classical
 from pnpdeblur.metrics import flow_mse, psnr, ssim
 from pnpdeblur.nets import SEN
@@ -120,15 +131,153 @@ def timing(args, model: SEN, device: str) -> list:
         if device == "cuda":
             torch.cuda.synchronize()
         t_sen = time.perf_counter() - t0
+        prof = None
+        if args.profile and rep == 0:
+            import cProfile
+
+            prof = cProfile.Profile()
+            prof.enable()
         t0 = time.perf_counter()
-        res = pd.deblur(x, iterations=args.iterations, flow_model=model)
+        # safeguard off: time the whole pipeline whatever the detector would decide
+        res = pd.deblur(x, iterations=args.iterations, flow_model=model, safeguard=False)
         if device == "cuda":
             torch.cuda.synchronize()
         t_all = time.perf_counter() - t0
-        rows.append(dict(size="1280x720x3", iterations=args.iterations, t_sen_forward=t_sen, t_deblur=t_all,
-                         per_iteration=[e["time"] for e in res.history], psnr=score(res.x, big)[0]))
+        row = dict(size="1280x720x3", iterations=args.iterations, t_sen_forward=t_sen, t_deblur=t_all,
+                   per_iteration=[e["time"] for e in res.history], psnr=score(res.x, big)[0],
+                   blur_score=blur_score(x, model))
+        if prof is not None:
+            prof.disable()
+            row["profile"] = profile_summary(prof, t_all)
+        rows.append(row)
         print(rows[-1], flush=True)
     return rows
+
+
+# (file suffix, function name) → the part of pd.deblur it stands for; cumulative times overlap
+# (the CG time includes the operator's), so each is reported as its own share of the total
+PROFILE_PARTS = {
+    "SEN forward (estimate_flow)": ("estimation/learned.py", "estimate_flow"),
+    "HQS total": ("solvers/hqs.py", "hqs"),
+    "CG x-steps (_cg_core)": ("solvers/cg.py", "_cg_core"),
+    "  of which K (MotionBlur._forward)": ("operators/motion.py", "_forward"),
+    "  of which Kᵀ (MotionBlur._adjoint)": ("operators/motion.py", "_adjoint"),
+    "prior z-steps (DnCNN _denoise)": ("priors/learned.py", "_denoise"),
+    "noise level estimate": ("pnpdeblur/pipeline.py", "estimate_noise_level"),
+}
+
+
+def profile_summary(prof, total: float) -> dict:
+    """Cumulative seconds of the parts of pd.deblur named in :data:`PROFILE_PARTS`."""
+    import pstats
+
+    stats = pstats.Stats(prof).stats  # (file, line, name) → (cc, nc, tt, ct, callers)
+    out = {}
+    for label, (suffix, fn) in PROFILE_PARTS.items():
+        ct = [v[3] for (f, _, name), v in stats.items() if name == fn and f.replace("\\", "/").endswith(suffix)]
+        out[label] = round(max(ct), 2) if ct else None  # max: a recursive/nested entry counts once
+    out["total (wall)"] = round(total, 2)
+    for label, v in out.items():
+        print(f"  {label:34s} {v if v is not None else '-':>8} s", flush=True)
+    return out
+
+
+CONDITIONS = ("sharp", "mild", "23", "46")  # mild: Gong flows with max_len 8 (mean length ~2-4 px)
+
+
+def degrade(sharp: np.ndarray, cond: str, rng: np.random.Generator, noise: float = 0.01):
+    """Blur ``sharp`` (H, W, 3) by a random flow of condition ``cond``, add noise → (y, flow)."""
+    shape = sharp.shape[:2]
+    if cond == "sharp":
+        flow = np.zeros((2,) + shape, np.float32)
+    elif cond == "mild":
+        flow = random_motion_flow(shape, "23", rng, max_len=8)
+    else:
+        flow = random_motion_flow(shape, cond, rng)
+    y = np.asarray(pd.MotionBlur(flow)(sharp), np.float32) if flow.any() else sharp.astype(np.float32)
+    y = np.clip(y + noise * rng.standard_normal(y.shape).astype(np.float32), 0, 1)
+    return y, flow
+
+
+def calibrate(args, model: SEN) -> str:
+    """Detector signals on *training* crops; the threshold is chosen here and nowhere else."""
+    from pnpdeblur.estimation.classical import _cepstrum_estimate
+
+    files = list_images(args.train_folder)[:: args.train_step][: args.n_train]
+    rows = []
+    for k, p in enumerate(files):
+        sharp = crop(read_image(p, 3), args.size)
+        for cond in CONDITIONS:
+            rng = np.random.default_rng(5000 + k)
+            y, flow = degrade(sharp, cond, rng)
+            grey = y @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+            row = dict(image=p.name, cond=cond, true_len=float(np.hypot(*flow).mean()),
+                       blur_score=blur_score(y, model), reblur_score=reblur_score(y),
+                       cepstrum_score=_cepstrum_estimate(grey.astype(np.float64), 64)[2])
+            rows.append(row)
+            print({k2: (round(v, 3) if isinstance(v, float) else v) for k2, v in row.items()}, flush=True)
+    sharp_scores = np.array([r["blur_score"] for r in rows if r["cond"] == "sharp"])
+    # the threshold: the args.keep_sharp quantile of the sharp training crops' scores, to 0.5 px
+    chosen = float(np.ceil(np.quantile(sharp_scores, args.keep_sharp) * 2) / 2)
+    table = {}
+    for name in ("blur_score", "reblur_score", "cepstrum_score"):
+        vals = {c: np.array([r[name] for r in rows if r["cond"] == c]) for c in CONDITIONS}
+        lo, hi = min(v.min() for v in vals.values()), max(v.max() for v in vals.values())
+        # best balanced accuracy sharp vs ±23/±46 over thresholds: how well each signal separates
+        best = max((0.5 * ((vals["sharp"] < t).mean() + (np.concatenate([vals["23"], vals["46"]]) >= t).mean()), t)
+                   for t in np.linspace(lo, hi, 200))
+        table[name] = dict(balanced_accuracy=float(best[0]), at=float(best[1]),
+                           quantiles={c: np.quantile(v, [0, 0.25, 0.5, 0.75, 1]).round(3).tolist()
+                                      for c, v in vals.items()})
+        print(name, table[name], flush=True)
+    rates = {}
+    for t in sorted({chosen, DEFAULT_THRESHOLD, 4.0, 5.0, 6.0, 7.0, 8.0}):
+        rates[str(t)] = {c: float(np.mean([r["blur_score"] >= t for r in rows if r["cond"] == c]))
+                         for c in CONDITIONS}
+        print(f"threshold {t}: processed fraction " + ", ".join(f"{c} {v:.2f}" for c, v in rates[str(t)].items()))
+    print(f"chosen threshold ({args.keep_sharp:.0%} of sharp crops below): {chosen}")
+    return write_rows("blind_calibration", "cpu", rows, signals=table, processed_fraction=rates,
+                      chosen_threshold=chosen, keep_sharp=args.keep_sharp, folder=args.train_folder,
+                      size=args.size)
+
+
+def safeguard_compare(args, model: SEN, device: str) -> str:
+    """Held-out photos: pd.deblur with vs without the safeguard, per input condition."""
+    from pnpdeblur.pipeline import default_prior
+
+    prior = default_prior()
+    rows = []
+    for k, (name, sharp) in enumerate(photos(args)):
+        for cond in CONDITIONS:
+            rng = np.random.default_rng(1000 + k)
+            y, flow = degrade(sharp, cond, rng)
+            x = torch.from_numpy(y.transpose(2, 0, 1).copy()).to(device)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                res = pd.deblur(x, iterations=args.iterations, prior=prior, flow_model=model, safeguard=True)
+                first = res.history[0]["safeguard"]
+                if args.iterations == 1 and first["processed"][0]:
+                    plain = res  # the same computation: the safeguard only decided
+                else:
+                    plain = pd.deblur(x, iterations=args.iterations, prior=prior, flow_model=model,
+                                      safeguard=False)
+            row = dict(image=name, cond=cond, true_len=float(np.hypot(*flow).mean()),
+                       blur_score=first["blur_score"][0], processed=bool(first["processed"][0]),
+                       iterations_run=sum(e["safeguard"]["processed"][0] for e in res.history),
+                       psnr_in=score(y, sharp)[0], psnr_guarded=score(res.x, sharp)[0],
+                       psnr_plain=score(plain.x, sharp)[0])
+            rows.append(row)
+            print({k2: (round(v, 3) if isinstance(v, float) else v) for k2, v in row.items()}, flush=True)
+    summary = {}
+    for cond in CONDITIONS:
+        sel = [r for r in rows if r["cond"] == cond]
+        summary[cond] = dict(n=len(sel), processed=float(np.mean([r["processed"] for r in sel])),
+                             **{k: float(np.mean([r[k] for r in sel])) for k in ("psnr_in", "psnr_guarded", "psnr_plain")},
+                             worse_guarded=int(sum(r["psnr_guarded"] < r["psnr_in"] - 0.01 for r in sel)),
+                             worse_plain=int(sum(r["psnr_plain"] < r["psnr_in"] - 0.01 for r in sel)))
+        print(cond, {k: (round(v, 3) if isinstance(v, float) else v) for k, v in summary[cond].items()}, flush=True)
+    return write_rows("blind_safeguard", device, rows, summary=summary, threshold=DEFAULT_THRESHOLD,
+                      iterations=args.iterations, corpus=args.corpus, size=args.size)
 
 
 def main(argv=None):
@@ -142,8 +291,19 @@ def main(argv=None):
     ap.add_argument("--n-corpus", type=int, default=8)
     ap.add_argument("--weights", default=None, help="SEN checkpoint (default: the shipped one)")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--calibrate", action="store_true", help="detector signals on a training folder")
+    ap.add_argument("--train-folder", default=".data/bsds500/train", help="--calibrate's sharp photos (training data)")
+    ap.add_argument("--n-train", type=int, default=24)
+    ap.add_argument("--train-step", type=int, default=3, help="use every k-th training photo")
+    ap.add_argument("--keep-sharp", type=float, default=0.95, help="fraction of sharp training crops to keep")
+    ap.add_argument("--safeguard", action="store_true", help="pd.deblur with vs without the safeguard (held out)")
+    ap.add_argument("--profile", action="store_true", help="with --timing: cProfile of one pd.deblur")
     args = ap.parse_args(argv)
     model = SEN.pretrained() if args.weights is None else SEN.from_checkpoint(args.weights)
+    if args.calibrate:
+        return calibrate(args, model)
+    if args.safeguard:
+        return safeguard_compare(args, model, args.device)
     if args.timing:
         rows = timing(args, model, args.device)
         return write_rows("blind_timing", args.device, rows)

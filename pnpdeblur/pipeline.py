@@ -10,6 +10,7 @@ estimate missed.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Union
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from ._images import as_image_batch
+from .estimation.blur_detection import DEFAULT_THRESHOLD, flow_blur_score
 from .estimation.learned import estimate_flow
 from .nets.sen import SEN
 from .priors.base import check_real
@@ -38,16 +40,27 @@ class DeblurResult:
         pixels, caller's array type).
     history : list of dict
         One entry per global iteration: ``iteration``, ``noise_level`` (per image),
-        ``mean_flow_length`` (px), ``hqs`` (the HQS history), ``time`` (s), and ``psnr``
-        when a reference was given.
+        ``mean_flow_length`` (px), ``hqs`` (the HQS history, None for an image left
+        unchanged), ``time`` (s), ``safeguard`` (see :func:`deblur`; None when it is off) and
+        ``psnr`` when a reference was given.
     noise_level : list of float
         The noise level used for each image at the first iteration (estimated when not given).
+    unchanged : list of bool
+        Per image: the safeguard returned it as given (never deblurred).
     """
 
     x: Any
     flow: List[Any] = field(default_factory=list)
     history: List[Dict[str, Any]] = field(default_factory=list)
     noise_level: List[float] = field(default_factory=list)
+    unchanged: List[bool] = field(default_factory=list)
+
+
+def _copy_input(image: Any) -> Any:
+    """A copy of the caller's array, same type, dtype, layout and device."""
+    if isinstance(image, torch.Tensor):
+        return image.detach().clone()
+    return image.copy()  # numpy and cupy
 
 
 def estimate_noise_level(x: torch.Tensor) -> List[float]:
@@ -82,6 +95,8 @@ def deblur(
     noise_level: Union[float, None] = None,
     flow_model: Optional[SEN] = None,
     *,
+    safeguard: bool = True,
+    blur_threshold: float = DEFAULT_THRESHOLD,
     noise_floor: float = 0.05,
     n_iter: int = 8,
     cg_iters: int = 10,
@@ -112,6 +127,21 @@ def deblur(
         re-estimate it on their input (the previous result is much less noisy).
     flow_model : SEN, optional
         Flow estimator (default: the shipped :meth:`pnpdeblur.nets.SEN.pretrained`).
+    safeguard : bool
+        Blur detector (default on): at every global iteration an image is deblurred only if
+        SEN's median flow length on it (:func:`pnpdeblur.estimation.blur_detection.blur_score`,
+        computed from the flow the iteration needs anyway) reaches ``blur_threshold``.
+        A sharp or mildly blurred photo is therefore returned unchanged — as given,
+        bit-identical, with a ``UserWarning`` — instead of being deconvolved with the few
+        pixels of phantom blur SEN reports on sharp photos (which cost ~10 dB); an image that a
+        global iteration has made look sharp is not processed again. What was measured and
+        decided is in ``history[k]["safeguard"]``: ``blur_score`` (px, per image),
+        ``threshold``, ``blurred`` and ``processed`` (per image). False deblurs every image at
+        every iteration (the behaviour before the safeguard).
+    blur_threshold : float
+        The detector's threshold in px (default
+        :data:`pnpdeblur.estimation.blur_detection.DEFAULT_THRESHOLD`, calibrated for the
+        shipped SEN on BSDS500 train crops, ``benchmarks/blind.py --calibrate``).
     noise_floor : float
         Lowest noise level HQS is run with. An estimated flow is never exact, and the
         deconvolution turns its errors into ringing; solving as if the noise were at least
@@ -137,7 +167,16 @@ def deblur(
     Returns
     -------
     DeblurResult
-        ``.x``, ``.flow`` (one per global iteration), ``.history``, ``.noise_level``.
+        ``.x``, ``.flow`` (one per global iteration), ``.history``, ``.noise_level``,
+        ``.unchanged``. When the safeguard leaves every image unchanged, ``.x`` is a copy of
+        ``image`` itself (same type, dtype, layout, values); otherwise unchanged images of a
+        batch come back as the input clipped to [0, 1] in the caller's type.
+
+    Warns
+    -----
+    UserWarning
+        When the safeguard returns an image unchanged (it names the images, their scores and
+        the threshold).
 
     Examples
     --------
@@ -150,6 +189,9 @@ def deblur(
 
     if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
         raise ValueError(f"iterations must be a positive int, got {iterations!r}")
+    if not isinstance(safeguard, (bool, np.bool_)):
+        raise TypeError(f"safeguard must be True or False, got {type(safeguard).__name__}")
+    blur_threshold = check_real(blur_threshold, "blur_threshold")
     noise_floor = check_real(noise_floor, "noise_floor")
     x, boundary = as_image_batch(image, "image")
     dev = torch.device(device) if device is not None else x.device
@@ -175,6 +217,9 @@ def deblur(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=iterations, desc="deblur", unit="it", leave=False)
+    n = obs.shape[0]
+    active = [True] * n  # images still being deblurred
+    result.unchanged = [True] * n
     current = obs
     try:
         for it in range(iterations):
@@ -182,18 +227,33 @@ def deblur(
             if it > 0:
                 levels = estimate_noise_level(current)
             flow = estimate_flow(current, flow_model, scale=flow_scale)
+            guard: Optional[Dict[str, Any]] = None
+            todo = list(active)
+            if safeguard:
+                scores = flow_blur_score(flow)
+                blurred = [s >= blur_threshold for s in scores]
+                todo = [a and b for a, b in zip(active, blurred)]
+                guard = {"measured": "median SEN flow length (px)", "blur_score": scores,
+                         "threshold": blur_threshold, "blurred": blurred, "processed": todo}
             outs, hist = [], []
-            for i in range(current.shape[0]):  # one operator (and schedule) per image
+            for i in range(n):  # one operator (and schedule) per image
+                if not todo[i]:
+                    outs.append(current[i:i + 1])
+                    hist.append(None)
+                    continue
                 res = hqs(current[i:i + 1], MotionBlur(flow[i:i + 1]), prior, noise_level=max(levels[i], noise_floor),
                           n_iter=n_iter, cg_iters=cg_iters, cg_tol=cg_tol, progress=False)
                 outs.append(res.x)
                 hist.append(res.history)
             current = torch.cat(outs).clamp_(0.0, 1.0)
+            active = todo
+            result.unchanged = [u and not t for u, t in zip(result.unchanged, todo)]
             entry: Dict[str, Any] = {
                 "iteration": it,
                 "noise_level": list(levels),
                 "mean_flow_length": [float(torch.linalg.vector_norm(f, dim=0).mean()) for f in flow],
                 "hqs": hist if len(hist) > 1 else hist[0],
+                "safeguard": guard,
                 "time": time.perf_counter() - t0,
             }
             if ref is not None:
@@ -205,8 +265,21 @@ def deblur(
                 bar.set_postfix(flow=f"{np.mean(entry['mean_flow_length']):.1f}px")
             if callback is not None and callback(entry, current):
                 break
+            if not any(active):  # every image looks sharp: nothing left to deblur
+                break
     finally:
         if bar is not None:
             bar.close()
-    result.x = boundary.image(current.to(x.device))
+    if any(result.unchanged):
+        first = result.history[0]["safeguard"]
+        which = [i for i, u in enumerate(result.unchanged) if u]
+        scores = ", ".join(f"{first['blur_score'][i]:.2f}" for i in which)
+        warnings.warn(f"pd.deblur returned image(s) {which} unchanged: SEN's median flow length ({scores} px) is "
+                      f"below blur_threshold={blur_threshold:g} px, so the photo looks sharp or only mildly blurred "
+                      "and deblurring with the estimated flow would likely make it worse; pass safeguard=False to "
+                      "deblur anyway", UserWarning, stacklevel=2)
+    if all(result.unchanged):
+        result.x = _copy_input(image)  # bit-identical, the caller's own dtype and layout
+    else:
+        result.x = boundary.image(current.to(x.device))
     return result

@@ -239,3 +239,160 @@ def test_blind_demo_example_runs(tmp_path):
     mod.main(["--out", str(tmp_path), "--size", "64"])
     for name in ("blurred.png", "deblurred.png", "flow_true.png", "flow_estimated.png", "comparison.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+# -- the safeguard (issue 10): blur detector inside pd.deblur -----------------------------------
+from pnpdeblur.estimation.blur_detection import (  # noqa: E402
+    DEFAULT_THRESHOLD, blur_score, flow_blur_score, is_blurred, reblur_score)
+
+
+def _line_blur(img, vector):
+    flow = np.zeros((2,) + img.shape[:2], np.float32)
+    flow[0], flow[1] = vector
+    return np.asarray(pd.MotionBlur(flow)(img), np.float32)
+
+
+def test_flow_blur_score_is_the_median_length():
+    # lengths 0, 5, 5, 13 (3-4-5 and 5-12-13 triangles): median 5, independent of sign
+    f = np.zeros((2, 2, 2), np.float32)
+    f[:, 0, 1], f[:, 1, 0], f[:, 1, 1] = (3, 4), (-4, 3), (5, -12)
+    assert flow_blur_score(f) == pytest.approx(5.0)
+    fb = torch.from_numpy(np.stack([f, 2 * f]))
+    assert flow_blur_score(fb) == pytest.approx([5.0, 10.0])
+    with pytest.raises(ValueError, match="flow"):
+        flow_blur_score(np.zeros((3, 4, 4), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        flow_blur_score(np.full((2, 4, 4), np.nan, np.float32))
+    with pytest.raises(TypeError, match="flow"):
+        flow_blur_score([[1.0]])
+
+
+def _centre_crop(name, size=256):
+    full = sample_image(name, channels=3).astype(np.float32)
+    r, c = (full.shape[0] - size) // 2, (full.shape[1] - size) // 2
+    return np.ascontiguousarray(full[r:r + size, c:c + size])
+
+
+def test_detector_separates_a_sharp_photo_from_the_same_photo_blurred():
+    """Shipped SEN on a held-out photo (not used to choose the threshold), 256² crop, a 17 px blur."""
+    img = _centre_crop("astronaut")
+    rng = np.random.default_rng(0)
+    noisy = lambda a: np.clip(a + 0.01 * rng.standard_normal(a.shape), 0, 1).astype(np.float32)  # noqa: E731
+    batch = torch.from_numpy(np.stack([noisy(_line_blur(img, (15.0, 8.0))), noisy(img)]).transpose(0, 3, 1, 2).copy())
+    flow = pd.estimate_flow(batch)  # one SEN pass for both images
+    s_blur, s_sharp = blur_score(batch, flow=flow)
+    assert s_sharp < DEFAULT_THRESHOLD < s_blur, (s_sharp, s_blur)
+    # SEN measures the 17 px blur's length (median within 20 %), the sharp photo far below it
+    assert s_blur == pytest.approx(np.hypot(15, 8), rel=0.2) and s_sharp < 0.3 * s_blur
+    assert is_blurred(batch, flow=flow) == [True, False]  # one decision per image, in order
+
+
+def test_is_blurred_compares_in_the_right_direction():
+    """Fails if the threshold test is inverted or made strict the wrong way."""
+    img = np.zeros((32, 32, 3), np.float32)
+    big, small = np.zeros((2, 32, 32), np.float32), np.zeros((2, 32, 32), np.float32)
+    big[0], small[1] = 9.0, 2.0
+    assert is_blurred(img, 4.0, flow=big) is True
+    assert is_blurred(img, 4.0, flow=small) is False
+    assert is_blurred(img, 9.0, flow=big) is True       # score == threshold counts as blurred
+    assert is_blurred(img, 9.5, flow=big) is False
+    assert blur_score(img, flow=big) == pytest.approx(9.0)
+    with pytest.raises(ValueError, match="does not match"):
+        blur_score(img, flow=big[:, :16])
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="threshold"):
+            is_blurred(img, bad, flow=big)
+    with pytest.raises(TypeError, match="threshold"):
+        is_blurred(img, "4", flow=big)
+
+
+def test_reblur_score_rises_with_blur_and_is_directional():
+    img = sample_image("camera", size=128)[..., 0].astype(np.float64)
+    s0 = reblur_score(img)
+    s1, s2 = reblur_score(_line_blur(img, (5.0, 0.0))), reblur_score(_line_blur(img, (15.0, 0.0)))
+    assert 0 < s0 < s1 < s2 < 1
+    # the score follows the blur's direction: a vertical blur scores as a horizontal one on the transpose
+    v = reblur_score(_line_blur(img, (0.0, 15.0)))
+    t = _line_blur(np.ascontiguousarray(img.T), (15.0, 0.0))
+    assert v == pytest.approx(reblur_score(np.ascontiguousarray(t.T)), abs=1e-9)
+    # the largest of four directions: a vertical blur is seen as well as a horizontal one
+    assert v > s1
+    assert reblur_score(np.full((64, 64), 0.5)) == 1.0  # nothing to lose: no detail to restore
+    with pytest.raises(ValueError, match="length"):
+        reblur_score(img, length=1)
+    with pytest.raises(ValueError, match="larger than"):
+        reblur_score(img[:30, :30])
+
+
+def test_safeguard_returns_a_sharp_input_unchanged_and_says_why():
+    """Shipped SEN on a sharp held-out photo (grey uint8): the caller's array comes back bit-identical."""
+    u8 = np.round(_centre_crop("camera")[..., 0] * 255).astype(np.uint8)
+    with pytest.warns(UserWarning, match=r"unchanged.*safeguard=False"):
+        res = pd.deblur(u8, prior=pd.priors.TV(), n_iter=2)
+    assert res.x.dtype == np.uint8 and np.array_equal(res.x, u8) and res.x is not u8
+    assert res.unchanged == [True] and len(res.history) == 1
+    g = res.history[0]["safeguard"]
+    assert g["blurred"] == [False] and g["processed"] == [False]
+    assert g["blur_score"][0] == pytest.approx(blur_score(u8)) and g["threshold"] == DEFAULT_THRESHOLD
+    assert g["blur_score"][0] < DEFAULT_THRESHOLD
+    assert res.history[0]["hqs"] is None and len(res.flow) == 1 and res.flow[0].shape == (2, 256, 256)
+    # float64 torch (C, H, W): the same object type, dtype and values
+    t = torch.from_numpy(sample_image("astronaut", size=48).transpose(2, 0, 1).astype(np.float64))
+    small = ConstantFlowSEN((1.0, 1.0))
+    with pytest.warns(UserWarning, match="unchanged"):
+        rt = pd.deblur(t, iterations=3, flow_model=small, prior=pd.priors.TV(), n_iter=2)
+    assert rt.x.dtype == torch.float64 and torch.equal(rt.x, t) and len(small.calls) == 1
+
+
+def test_safeguard_can_be_switched_off_and_decides_per_image():
+    img, y = _blurred(48, vector=(3.0, 0.0))
+    m = ConstantFlowSEN((3.0, 0.0))  # 3 px: below the threshold
+    off = pd.deblur(y, flow_model=m, prior=pd.priors.TV(), n_iter=2, safeguard=False)
+    assert off.history[0]["safeguard"] is None and off.unchanged == [False]
+    assert np.abs(off.x - y).max() > 0.01
+    # a batch: one image looks blurred (8 px), the other sharp (2 px); only the first is deblurred
+    both = torch.from_numpy(np.stack([y, y]).transpose(0, 3, 1, 2).copy())
+
+    def per_image(x, lengths=[]):  # estimate_flow runs the model one image at a time
+        lengths.append(8.0 if len(lengths) % 2 == 0 else 2.0)
+        f = torch.zeros(x.shape[0], 2, *x.shape[-2:])
+        f[:, 0] = lengths[-1]
+        return f
+
+    with pytest.warns(UserWarning, match=r"image\(s\) \[1\] unchanged"):
+        res = pd.deblur(both, flow_model=ConstantFlowSEN(fn=per_image), prior=pd.priors.TV(), n_iter=2)
+    g = res.history[0]["safeguard"]
+    assert g["blur_score"] == pytest.approx([8.0, 2.0]) and g["processed"] == [True, False]
+    assert res.unchanged == [False, True]
+    assert torch.equal(res.x[1], both[1]) and not torch.allclose(res.x[0], both[0], atol=1e-3)
+    assert isinstance(res.history[0]["hqs"], list) and res.history[0]["hqs"][1] is None
+    # a threshold above both scores leaves everything alone; one below both processes both
+    with pytest.warns(UserWarning):
+        assert pd.deblur(both, flow_model=ConstantFlowSEN(fn=per_image), prior=pd.priors.TV(), n_iter=2,
+                         blur_threshold=9.0).unchanged == [True, True]
+    assert pd.deblur(both, flow_model=ConstantFlowSEN(fn=per_image), prior=pd.priors.TV(), n_iter=2,
+                     blur_threshold=1.0).unchanged == [False, False]
+
+
+def test_safeguard_stops_global_iterations_once_the_image_looks_sharp():
+    _, y = _blurred(32)
+    lengths = iter([7.0, 1.0, 7.0])  # the first result looks sharp to the (fake) estimator
+
+    def fn(x):
+        f = torch.zeros(x.shape[0], 2, *x.shape[-2:])
+        f[:, 0] = next(lengths)
+        return f
+
+    res = pd.deblur(y, iterations=3, flow_model=ConstantFlowSEN(fn=fn), prior=pd.priors.TV(), n_iter=2)
+    assert [e["safeguard"]["processed"] for e in res.history] == [[True], [False]]
+    assert res.unchanged == [False] and len(res.flow) == 2
+
+
+def test_safeguard_rejects_bad_arguments():
+    _, y = _blurred(32)
+    m = ConstantFlowSEN()
+    with pytest.raises(TypeError, match="safeguard"):
+        pd.deblur(y, flow_model=m, safeguard="yes")
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="blur_threshold"):
+            pd.deblur(y, flow_model=m, blur_threshold=bad)

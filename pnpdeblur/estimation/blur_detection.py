@@ -1,0 +1,215 @@
+"""No-reference blur detection: is a photo blurred enough for :func:`pnpdeblur.deblur` to help?
+
+:func:`pnpdeblur.deblur` estimates a motion flow with SEN and deconvolves it. On a sharp
+photo the shipped SEN still reports about 3 px of blur, and deconvolving that phantom blur
+costs about 10 dB (``benchmarks/RESULTS.md``, issue 10). The safeguard of
+:func:`pnpdeblur.deblur` therefore asks first whether the photo is blurred at all.
+
+Measured (``benchmarks/blind.py --calibrate``, BSDS500 *train* crops, sharp vs Gong flows
+±23/±46 and mild blurs, σ = 0.01; figures in ``benchmarks/RESULTS.md``), the signal that
+separates sharp from blurred photos best is SEN's own estimate: the **median flow length**
+``median_p |f(p)|`` over the image (:func:`blur_score`). It costs nothing inside
+:func:`pnpdeblur.deblur`, which needs that flow anyway. The candidates it beat are kept here
+for measurement: the directional re-blur score of Crété-Roffet et al. (2007)
+(:func:`reblur_score`, sharp and blurred ranges overlap because it depends on the image's
+content) and, in the benchmark, the cepstrum's evidence score, gradient kurtosis and the growth
+of SEN's estimate under a known extra blur.
+
+A photo is *blurred* when its score reaches :data:`DEFAULT_THRESHOLD` (px). Blurs that SEN
+measures below it — sharp photos and mild blurs (mean length below about 4 px) — are left
+alone on purpose: at those lengths SEN's own error (about 3 px on sharp photos) is as large as
+the blur, and deconvolving with it lost PSNR on every calibration image tried.
+
+Limits (measured): the score depends on the image size SEN sees. The threshold was calibrated
+on 256² crops; on 128² crops sharp photos scored up to 8.9 px (SEN has less context), so small
+images are more often judged blurred. Photos of 256² and more (SEN works on tiles of up to
+768²) are the intended use. A different SEN needs its own threshold.
+"""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .._images import as_image_batch
+from ..nets.sen import SEN
+from ..priors.base import check_real
+
+__all__ = ["DEFAULT_THRESHOLD", "blur_score", "flow_blur_score", "is_blurred", "reblur_score"]
+
+#: Decision threshold on :func:`blur_score` (SEN's median flow length, px) for the shipped SEN.
+#: Chosen on BSDS500 *train* crops only (256², σ = 0.01): the 95th percentile of 41 sharp crops
+#: (4.9 px), rounded up to 0.5 px. There, 95 % of sharp crops, 83 % of mild blurs (Gong flows with
+#: ``max_len`` 8) and 0 % of ±46 blurs score below it (``benchmarks/RESULTS.md``).
+DEFAULT_THRESHOLD = 5.0
+
+# BT.709 luminance weights: the re-blur score is computed on the grey image
+_LUMA = (0.2126, 0.7152, 0.0722)
+# the four directions of the re-blur score (dx, dy): 0°, 45°, 90°, 135°
+_DIRECTIONS = ((1, 0), (1, 1), (0, 1), (-1, 1))
+
+
+def _per_image(values: List[Any], single: bool) -> Any:
+    return values[0] if single else values
+
+
+def flow_blur_score(flow: Any) -> Union[float, List[float]]:
+    """Median motion-flow length of each image of a flow field, in pixels.
+
+    Parameters
+    ----------
+    flow : array
+        ``(2, H, W)`` or ``(N, 2, H, W)`` numpy or torch flow (channel 0 u, channel 1 v, px),
+        finite.
+
+    Returns
+    -------
+    float or list of float
+        ``median_p sqrt(u² + v²)``: one float for a ``(2, H, W)`` flow, a list for a batch.
+    """
+    if isinstance(flow, np.ndarray):
+        f = torch.from_numpy(np.asarray(flow, dtype=np.float64))
+    elif isinstance(flow, torch.Tensor):
+        f = flow.detach().to("cpu", torch.float64)
+    else:
+        raise TypeError(f"flow must be a numpy array or torch tensor, got {type(flow).__name__}")
+    single = f.ndim == 3
+    if single:
+        f = f[None]
+    if f.ndim != 4 or f.shape[1] != 2 or f.shape[-1] == 0 or f.shape[-2] == 0:
+        raise ValueError(f"flow must be (2, H, W) or (N, 2, H, W) with H, W > 0, got shape {tuple(flow.shape)}")
+    if not torch.isfinite(f).all():
+        raise ValueError("flow contains NaN or Inf")
+    length = torch.linalg.vector_norm(f, dim=1).flatten(1)
+    return _per_image([float(v) for v in length.median(dim=1).values], single)
+
+
+def blur_score(
+    image: Any,
+    model: Optional[SEN] = None,
+    *,
+    flow: Any = None,
+) -> Union[float, List[float]]:
+    """How blurred a photo looks to SEN: its median estimated motion length in pixels.
+
+    Parameters
+    ----------
+    image : array
+        Photo in any layout :func:`pnpdeblur.estimate_flow` accepts (``(H, W)``,
+        ``(H, W, C)`` numpy, ``(C, H, W)`` torch, ``(N, C, H, W)``); uint8 or float in [0, 1].
+    model : SEN, optional
+        Flow network (default the shipped :meth:`pnpdeblur.nets.SEN.pretrained`).
+    flow : array, optional
+        SEN's flow of ``image`` if already computed (``(2, H, W)`` / ``(N, 2, H, W)``); skips
+        the network. Its batch size and size must match ``image``.
+
+    Returns
+    -------
+    float or list of float
+        The score (px, ≥ 0) of one image, or a list for an ``(N, C, H, W)`` batch. Sharp
+        photos score about 2.5–3.5 with the shipped SEN; compare with
+        :data:`DEFAULT_THRESHOLD`.
+    """
+    from .learned import estimate_flow
+
+    x, boundary = as_image_batch(image, "image")
+    if flow is None:
+        flow = estimate_flow(x, model)
+    scores = flow_blur_score(flow)
+    scores = [scores] if isinstance(scores, float) else scores
+    fshape = tuple(flow.shape[-2:])
+    if len(scores) != x.shape[0] or fshape != tuple(x.shape[-2:]):
+        raise ValueError(f"flow of shape {tuple(flow.shape)} does not match image {tuple(x.shape)} (as N, C, H, W)")
+    return _per_image(scores, boundary.single)
+
+
+def is_blurred(
+    image: Any,
+    threshold: float = DEFAULT_THRESHOLD,
+    model: Optional[SEN] = None,
+    *,
+    flow: Any = None,
+) -> Union[bool, List[bool]]:
+    """Whether :func:`pnpdeblur.deblur` should process a photo: ``blur_score >= threshold``.
+
+    Parameters
+    ----------
+    image : array
+        Photo, as for :func:`blur_score`.
+    threshold : float
+        Decision threshold in pixels of median flow length (default
+        :data:`DEFAULT_THRESHOLD`, calibrated for the shipped SEN; recalibrate for other
+        weights with ``benchmarks/blind.py --calibrate``).
+    model : SEN, optional
+        Flow network (default the shipped one).
+    flow : array, optional
+        SEN's flow of ``image`` if already computed.
+
+    Returns
+    -------
+    bool or list of bool
+        One bool, or a list for a batch.
+    """
+    threshold = check_real(threshold, "threshold")
+    scores = blur_score(image, model, flow=flow)
+    if isinstance(scores, float):
+        return scores >= threshold
+    return [s >= threshold for s in scores]
+
+
+def reblur_score(image: Any, length: int = 9) -> Union[float, List[float]]:
+    """Crété-Roffet et al.'s (2007) re-blur blur metric, taken along four directions.
+
+    The grey image is blurred further by a ``length``-px line kernel along 0°, 45°, 90° and
+    135°; in each direction ``d`` the score is ``1 − Σ max(0, |∇_d I| − |∇_d B|) / Σ |∇_d I|``
+    (gradients as differences of neighbours along ``d``, ``B`` the re-blurred image,
+    borders of ``length`` px left out): a sharp image loses much of its variation when
+    blurred (score near 0), a blurred one little (near 1). Motion blur is directional, so the
+    largest of the four is returned.
+
+    Parameters
+    ----------
+    image : array
+        Photo in any layout :func:`pnpdeblur.estimate_flow` accepts; uint8 or float in [0, 1];
+        colour is reduced to BT.709 luminance. Larger than ``4·length`` px on each side.
+    length : int
+        Length of the extra blur in pixels (odd or even, ≥ 2; default 9 as in the paper).
+
+    Returns
+    -------
+    float or list of float
+        In [0, 1]; one per image. Measured weaker than :func:`blur_score` (it depends on the
+        image's content: sharp and blurred ranges overlap; ``benchmarks/RESULTS.md``).
+    """
+    from ..operators import motion_kernel
+
+    if not isinstance(length, int) or isinstance(length, bool) or length < 2:
+        raise ValueError(f"length must be an int >= 2, got {length!r}")
+    x, boundary = as_image_batch(image, "image")
+    x = x.to(torch.float64)
+    if x.shape[-1] <= 4 * length or x.shape[-2] <= 4 * length:
+        raise ValueError(f"image must be larger than {4 * length} px on each side for length={length}, "
+                         f"got {tuple(x.shape[-2:])}")
+    g = x.mean(1, keepdim=True) if x.shape[1] != 3 else \
+        (x * torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    per_dir = []
+    for dx, dy in _DIRECTIONS:
+        m = np.array([dx, dy], np.float64) * (length / np.hypot(dx, dy))
+        k = torch.as_tensor(np.asarray(motion_kernel(m), np.float64), device=x.device)
+        r = k.shape[-1] // 2
+        b = F.conv2d(F.pad(g, (r, r, r, r), mode="replicate"), k[None, None])
+
+        def grad(a: torch.Tensor) -> torch.Tensor:
+            # |a(p) − a(p − d)|, away from the borders (rolled-in and replicated pixels)
+            d = (a - torch.roll(a, shifts=(dy, dx), dims=(-2, -1))).abs()
+            return d[..., 2 * r:-2 * r, 2 * r:-2 * r].flatten(1)
+
+        gi, gb = grad(g), grad(b)
+        lost = (gi - gb).clamp_min(0).sum(1)
+        total = gi.sum(1)
+        # a constant image has no variation to lose: call it maximally blurred (nothing to sharpen)
+        per_dir.append(torch.where(total > 0, 1 - lost / total.clamp_min(1e-300), torch.ones_like(total)))
+    score = torch.stack(per_dir, 1).amax(1)
+    return _per_image([float(s) for s in score.cpu()], boundary.single)
