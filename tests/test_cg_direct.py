@@ -460,3 +460,18 @@ def test_a_singular_direction_is_a_breakdown_not_a_division_by_zero():
     assert info.converged_per_sample == [False, True]
     assert info.message == "samples [0] broke down (pᵀAp ≤ 0: A is not positive definite)"
     np.testing.assert_array_equal(x, [[0.0, 0.0], [1.0, 0.0]])
+
+
+def test_a_residual_equal_to_the_threshold_stops():
+    # b = 0: threshold 0; 2I from x0 = 1 reaches r = 0 exactly in one step, which meets
+    # ‖r‖ ≤ 0 and must stop there (iterating on would divide 0 by 0 and report a breakdown)
+    x, info = cg(2.0 * np.eye(3), np.zeros((1, 3)), x0=np.ones((1, 3)), tol=1e-6)
+    assert info.converged and info.iterations == 1 and info.history[-1] == [0.0]
+    np.testing.assert_array_equal(x, 0.0)
+
+
+def test_a_preconditioner_returning_a_non_array_is_named():
+    A = np.eye(2)
+    for b in (np.ones(2), torch.ones(2, dtype=torch.float64)):
+        with pytest.raises(TypeError, match=r"^preconditioner\(r\) must be an array"):
+            cg(A, b, preconditioner=lambda r: [1.0, 1.0])
