@@ -620,3 +620,32 @@ def test_xstep_bind_checks_and_casts_the_preconditioner_output():
     assert isinstance(out, torch.Tensor) and float(out.sum()) == 8.0
     with pytest.raises(TypeError, match=r"^preconditioner\(r, beta\) must be an array"):
         XStep._bind(lambda v, beta: [1.0], 0.5)(r)
+
+
+@pytest.mark.parametrize("solver", [hqs, admm])
+def test_unit_warnings_point_at_the_callers_line(solver):
+    # stacklevel must skip check_* <- run_splitting <- hqs/admm (it pointed into hqs.py/admm.py)
+    K, A, y = _problem(22)
+    with pytest.warns(UserWarning) as rec:
+        solver(y, K, Ridge(), noise_level=1.5, n_iter=1, **TIGHT)
+        solver(y * 255, K, Ridge(), noise_level=0.01, n_iter=1, **TIGHT)
+    assert len(rec) == 2 and [w.filename for w in rec] == [__file__, __file__]
+    assert str(rec[0].message).startswith("noise_level=1.5 is larger than the whole [0, 1] image range")
+    assert str(rec[0].message).endswith("(for 8-bit grey levels divide by 255: 0.005882)")
+
+
+def test_observation_and_image_arguments_are_named():
+    K, A, y = _problem(23)
+    with pytest.raises(TypeError, match=r"^y must be an array"):
+        hqs(y.tolist(), K, Ridge(), noise_level=0.01, **TIGHT)
+    with pytest.raises(ValueError, match=r"^y must have shape \(N, C, H, W\), \(H, W\) or a 3-D image, got shape \(12,\)$"):
+        hqs(y.reshape(-1), K, Ridge(), noise_level=0.01, **TIGHT)
+    with pytest.raises(TypeError, match=r"^x0 must be an array"):
+        admm(y, K, Ridge(), noise_level=0.01, x0=y.tolist(), **TIGHT)
+    with pytest.raises(ValueError, match=r"^x0 must have shape \(N, C, H, W\), \(H, W\) or a 3-D image, got shape \(12,\)$"):
+        admm(y, K, Ridge(), noise_level=0.01, x0=y.reshape(-1), **TIGHT)
+    # a torch 3-D x0 is (C, H, W), a numpy one (H, W, C), whatever y's type
+    yt = torch.ones(1, 2, 3, 4, dtype=torch.float64)
+    v = torch.arange(24.0).reshape(2, 3, 4)
+    torch.testing.assert_close(prepare_like(v, yt, "x0"), v[None].double())
+    torch.testing.assert_close(prepare_like(v.permute(1, 2, 0).numpy(), yt, "x0"), v[None].double())

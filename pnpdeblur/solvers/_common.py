@@ -52,7 +52,7 @@ def check_noise_level(noise_level: Any) -> Optional[float]:
             f"noise_level={v:g} is larger than the whole [0, 1] image range: it is the noise std "
             f"of images in [0, 1] (for 8-bit grey levels divide by 255: {v / 255:.4g})",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,  # check_* <- run_splitting <- hqs/admm <- the caller
         )
     return v
 
@@ -69,7 +69,7 @@ def check_image_range(y: torch.Tensor, name: str = "y") -> None:
             f"{name} has values in [{lo:.3g}, {hi:.3g}]; the priors and schedules assume images "
             f"in [0, 1] (divide 8-bit images by 255), so results will be poor",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,  # check_* <- run_splitting <- hqs/admm <- the caller
         )
 
 
