@@ -71,6 +71,8 @@ def photos(args) -> list:
     if args.corpus:
         for p in list_images(args.corpus)[: args.n_corpus]:
             out.append((p.name, crop(read_image(p, 3), args.size)))
+    if getattr(args, "only", None):  # a subset, e.g. to split a run over processes (seeds stay per position)
+        out = [(n, img) if n in args.only else (n, None) for n, img in out]
     return out
 
 
@@ -248,6 +250,8 @@ def safeguard_compare(args, model: SEN, device: str) -> str:
     prior = default_prior()
     rows = []
     for k, (name, sharp) in enumerate(photos(args)):
+        if sharp is None:
+            continue
         for cond in CONDITIONS:
             rng = np.random.default_rng(1000 + k)
             y, flow = degrade(sharp, cond, rng)
@@ -276,7 +280,7 @@ def safeguard_compare(args, model: SEN, device: str) -> str:
                              worse_guarded=int(sum(r["psnr_guarded"] < r["psnr_in"] - 0.01 for r in sel)),
                              worse_plain=int(sum(r["psnr_plain"] < r["psnr_in"] - 0.01 for r in sel)))
         print(cond, {k: (round(v, 3) if isinstance(v, float) else v) for k, v in summary[cond].items()}, flush=True)
-    return write_rows("blind_safeguard", device, rows, summary=summary, threshold=DEFAULT_THRESHOLD,
+    return write_rows("blind_safeguard" + (f"_{args.tag}" if args.tag else ""), device, rows, summary=summary, threshold=DEFAULT_THRESHOLD,
                       iterations=args.iterations, corpus=args.corpus, size=args.size)
 
 
@@ -298,6 +302,8 @@ def main(argv=None):
     ap.add_argument("--keep-sharp", type=float, default=0.95, help="fraction of sharp training crops to keep")
     ap.add_argument("--safeguard", action="store_true", help="pd.deblur with vs without the safeguard (held out)")
     ap.add_argument("--profile", action="store_true", help="with --timing: cProfile of one pd.deblur")
+    ap.add_argument("--only", nargs="+", default=None, help="--safeguard: only these photos (names)")
+    ap.add_argument("--tag", default="", help="--safeguard: suffix of the output file")
     args = ap.parse_args(argv)
     model = SEN.pretrained() if args.weights is None else SEN.from_checkpoint(args.weights)
     if args.calibrate:
