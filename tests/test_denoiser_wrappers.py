@@ -88,6 +88,7 @@ def test_wrappers_map_sigma_to_their_parameters():
     tv = SkimageTV(scale=2.5)
     assert tv.func is denoise_tv_chambolle and tv.sigma_kwargs(0.1) == {"weight": pytest.approx(0.25)}
     assert SkimageTV().sigma_kwargs(0.1) == {"weight": pytest.approx(0.1)} and not SkimageTV().nonnegative
+    assert SkimageTV(eps=1e-3, max_num_iter=5).kwargs == {"eps": 1e-3, "max_num_iter": 5}
     nl = NLMeans()
     assert nl.func is denoise_nl_means
     assert nl.sigma_kwargs(0.1) == {"h": pytest.approx(0.08), "sigma": 0.1}

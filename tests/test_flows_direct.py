@@ -56,8 +56,8 @@ def test_acceleration_on_tiny_frames(shape, last):
     np.testing.assert_allclose(f[:, 0, 0], [2.0 * 0.65, 4.0 * 0.65], rtol=0, atol=1e-12)
 
 
-def test_rotation_about_a_centre_by_a_small_angle():
-    w = 0.3
+@pytest.mark.parametrize("w", [0.3, 1.0])
+def test_rotation_about_a_centre(w):
     m = _motion(angle=w, rot_center=(2.0, 1.5))
     f = m.continuous_flow((4, 6))
     y, x = np.mgrid[0:4, 0:6].astype(float)
@@ -217,6 +217,10 @@ def test_random_motion_flow_is_the_sampled_motion():
                     got = random_motion_flow((10, 12), "46", seed, integer=integer, canonical=canonical, dtype=dt, **kw)
                     assert got.dtype == dt
                     np.testing.assert_array_equal(got, m.flow((10, 12), integer, canonical).astype(dt))
+    # the documented defaults are those of sample_camera_motion (probabilities ½, acceleration 0.3)
+    for seed in range(3):
+        np.testing.assert_array_equal(random_motion_flow((10, 12), "46", seed),
+                                      sample_camera_motion((10, 12), 46, seed=seed).flow((10, 12)).astype(np.float32))
     with pytest.raises(TypeError, match=r"^dtype must be numpy.float32 or numpy.float64, got 'nonsense'$"):
         random_motion_flow((8, 8), dtype="nonsense")
     with pytest.raises(TypeError, match=r"^dtype must be numpy.float32 or numpy.float64, got int32$"):

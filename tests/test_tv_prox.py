@@ -142,8 +142,13 @@ def test_tv_prior_scales_sigma_by_the_weight():
     got = TV(weight=3.0, iters=4, tol=0.0)(z, 0.05)
     want = _fgp_reference(z[0].numpy(), 0.15, 4, True, 0.0)
     np.testing.assert_allclose(got[0].numpy(), want, rtol=0, atol=1e-12)
-    got = TV(iters=4, tol=0.0, coupled=False).prox(z, 0.15)
-    np.testing.assert_allclose(got[0].numpy(), _fgp_reference(z[0].numpy(), 0.15, 4, False, 0.0), rtol=0, atol=1e-12)
+    for coupled in (True, False):
+        got = TV(iters=4, tol=0.0, coupled=coupled).prox(z, 0.15)
+        want = _fgp_reference(z[0].numpy(), 0.15, 4, coupled, 0.0)
+        np.testing.assert_allclose(got[0].numpy(), want, rtol=0, atol=1e-12)
+    # prox uses the prior's tolerance: tol > 1 stops after the first iteration
+    got = TV(iters=50, tol=1.5).prox(z, 0.15)
+    np.testing.assert_allclose(got[0].numpy(), _fgp_reference(z[0].numpy(), 0.15, 1, True, 0.0), rtol=0, atol=1e-12)
 
 
 def test_tv_constructor_checks():
