@@ -184,11 +184,15 @@ def test_cache_is_used_only_where_it_is_valid():
     rng = np.random.default_rng(2)
     fnp = rng.uniform(-3, 3, (1, 2, 4, 4))
     x = torch.tensor(rng.random((1, 1, 4, 4)))
-    MotionBlur(fnp)(x)  # numpy flow: its in-place changes are invisible to torch
-    MotionBlur(torch.tensor(fnp), path="torch")(x)  # not the numba path
-    TwoSegmentBlur(torch.tensor(fnp), fnp)(x)  # one numpy flow
+    # the operators stay alive while the cache is inspected (an entry dies with its flow)
+    ops = [MotionBlur(fnp)]  # numpy flow: its in-place changes are invisible to torch
+    ops.append(MotionBlur(torch.tensor(fnp), path="torch"))  # not the numba path
+    ops.append(TwoSegmentBlur(torch.tensor(fnp), fnp))  # one numpy flow
     fg = torch.tensor(fnp, requires_grad=True)
-    MotionBlur(fg)(x)  # gradient w.r.t. the flow recorded
+    ops.append(MotionBlur(fg))  # gradient w.r.t. the flow recorded
+    for K in ops:
+        K(x)
+        K.T(x)
     assert len(FLOW_CACHE) == 0
     with torch.no_grad():
         MotionBlur(fg)(x)
