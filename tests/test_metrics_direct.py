@@ -217,3 +217,24 @@ def test_kohler_psnr_picks_the_best_frame():
     assert kohler_psnr(xc, [np.stack([f, f]) for f in frames], max_shift=1, channel_axis=0) == pytest.approx(best)
     with pytest.raises(ValueError, match=r"^sharp_frames must contain at least one image$"):
         kohler_psnr(x, [])
+
+
+def test_flow_arguments_are_named_and_the_symmetric_mse_squares():
+    gt = np.zeros((2, 3, 3))
+    with pytest.raises(TypeError, match=r"^est must be "):
+        flow_epe(gt.tolist(), gt)
+    with pytest.raises(TypeError, match=r"^gt must be "):
+        flow_mse(gt, gt.tolist())
+    # −m is closer: ‖e + g‖² = 0.25 (not its cube 0.125), averaged over the 2 components
+    e, g = np.zeros((2, 1, 1)), np.zeros((2, 1, 1))
+    e[0], g[0] = -0.5, 1.0
+    assert flow_mse(e, g) == pytest.approx(0.25 / 2, abs=1e-15)
+    assert flow_epe(e, g) == pytest.approx(0.5, abs=1e-15)
+
+
+def test_kohler_psnr_default_search_is_five_pixels():
+    rng = np.random.default_rng(6)
+    x = rng.random((11, 12))
+    ref = np.roll(x, (5, -5), axis=(0, 1))  # ref[p] = x[p − (5, −5)]: found with max_shift 5
+    val, (idx, shift, alpha) = kohler_psnr(x, [ref], return_details=True)
+    assert shift == (-5, 5) and idx == 0 and alpha == pytest.approx(1.0) and val == math.inf
