@@ -204,3 +204,71 @@ def test_cache_is_used_only_where_it_is_valid():
     K.T(x)
     assert (FLOW_CACHE.misses, FLOW_CACHE.hits) == (misses + 1, hits + 1)
     FLOW_CACHE.clear()
+
+
+def test_one_flow_blurs_every_image_of_a_batch_both_ways():
+    rng = np.random.default_rng(3)
+    f = rng.uniform(-3, 3, (1, 2, 4, 5))
+    x = rng.random((3, 2, 4, 5))
+    A = dense.motion_blur_matrix(f[0])
+    for flow in (f, torch.tensor(f)):  # numpy: converted per call; torch: through the cache
+        K = MotionBlur(flow)
+        np.testing.assert_allclose(np.asarray(K(x)), dense.apply_matrix(A, x), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(K.T(x)), dense.apply_matrix(A.T.tocsr(), x), rtol=0, atol=1e-12)
+    FLOW_CACHE.clear()
+
+
+def test_cached_adjoint_is_the_adjoint():
+    FLOW_CACHE.clear()
+    rng = np.random.default_rng(4)
+    f, g = torch.tensor(rng.uniform(-3, 3, (1, 2, 5, 4))), torch.tensor(rng.uniform(-3, 3, (1, 2, 5, 4)))
+    x = torch.tensor(rng.random((1, 2, 5, 4)))
+    K = TwoSegmentBlur(f, g, tau=0.7)
+    A = dense.two_segment_matrix(f[0].numpy(), g[0].numpy(), 0.7)
+    K(x)  # fills the cache
+    for _ in range(2):
+        np.testing.assert_allclose(K.T(x).numpy(), dense.apply_matrix(A.T.tocsr(), x.numpy()), rtol=0, atol=1e-12)
+    assert len(FLOW_CACHE) == 1
+    FLOW_CACHE.clear()
+
+
+def test_float32_flows_are_cast_to_the_images_dtype_first():
+    # LUT fractions and tau * flow are computed in the image's dtype (float64 here), so
+    # the result is the reference of the float32 flow's values to 1e-12
+    rng = np.random.default_rng(5)
+    f32 = rng.uniform(-3, 3, (1, 2, 5, 6)).astype(np.float32)
+    g32 = rng.uniform(-3, 3, (1, 2, 5, 6)).astype(np.float32)
+    x = rng.random((1, 1, 5, 6))
+    f64, g64 = f32[0].astype(np.float64), g32[0].astype(np.float64)
+    for path in ("numba", "torch"):
+        np.testing.assert_allclose(
+            MotionBlur.lut(f32, path=path)(x), dense.apply_matrix(dense.lut_blur_matrix(f64), x), rtol=0, atol=1e-12
+        )
+        np.testing.assert_allclose(
+            TwoSegmentBlur(f32, g32, tau=0.3, path=path)(x),
+            dense.apply_matrix(dense.two_segment_matrix(f64, g64, 0.3), x),
+            rtol=0,
+            atol=1e-12,
+        )
+
+
+def test_a_forced_path_is_the_path_taken(monkeypatch):
+    from pnpdeblur.operators import _segment
+
+    calls = []
+    real = _segment._torch_segment_blur
+
+    def spy(*args):
+        calls.append("torch")
+        return real(*args)
+
+    monkeypatch.setattr(_segment, "_torch_segment_blur", spy)
+    f = np.random.default_rng(6).uniform(-2, 2, (1, 2, 4, 4))
+    x = np.random.default_rng(7).random((1, 1, 4, 4))
+    MotionBlur(f, path="torch")(x)
+    TwoSegmentBlur(torch.tensor(f), torch.tensor(-f), path="torch").T(x)
+    assert calls == ["torch", "torch"]
+    MotionBlur(f)(x)
+    MotionBlur(torch.tensor(f), path="numba").T(x)
+    assert calls == ["torch", "torch"]
+    FLOW_CACHE.clear()
