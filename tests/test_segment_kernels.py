@@ -162,6 +162,7 @@ def test_taps_are_the_dense_kernels_support_and_weights(beta):
         got[8 + bufs[1][:n], 8 + bufs[0][:n]] = bufs[2][:n]
         np.testing.assert_allclose(got / got.sum(), K, rtol=0, atol=1e-14)
         assert len(set(zip(bufs[0][:n], bufs[1][:n]))) == n  # no tap listed twice
+        assert (bufs[2][:n] > 0).all()  # only the non-zero taps are listed
 
 
 def _reference_param_grads(x, g, vec, mass, beta, eps=1e-6, R=7):
