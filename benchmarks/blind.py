@@ -145,11 +145,12 @@ def timing(args, model: SEN, device: str) -> list:
         if device == "cuda":
             torch.cuda.synchronize()
         t_all = time.perf_counter() - t0
+        if prof is not None:
+            prof.disable()
         row = dict(size="1280x720x3", iterations=args.iterations, t_sen_forward=t_sen, t_deblur=t_all,
                    per_iteration=[e["time"] for e in res.history], psnr=score(res.x, big)[0],
                    blur_score=blur_score(x, model))
         if prof is not None:
-            prof.disable()
             row["profile"] = profile_summary(prof, t_all)
         rows.append(row)
         print(rows[-1], flush=True)
