@@ -475,3 +475,29 @@ def test_a_preconditioner_returning_a_non_array_is_named():
     for b in (np.ones(2), torch.ones(2, dtype=torch.float64)):
         with pytest.raises(TypeError, match=r"^preconditioner\(r\) must be an array"):
             cg(A, b, preconditioner=lambda r: [1.0, 1.0])
+
+
+def test_matrix_shape_rules_on_higher_dimensional_b():
+    # a matrix acts on the LAST axis of b, whatever b's rank; it must be square
+    A = _spd(25, 4)
+    b = np.random.default_rng(26).standard_normal((2, 3, 4))
+    x, info = cg(A, b, tol=1e-12)
+    np.testing.assert_allclose(x, np.linalg.solve(A, b.reshape(-1, 4).T).T.reshape(b.shape), atol=1e-10)
+    with pytest.raises(ValueError, match=r"^a matrix A must be square with size matching the last axis of b "
+                                         r"\(4\), got shape \(3, 3\)$"):
+        cg(np.eye(3), b)
+    with pytest.raises(ValueError, match=r"^a matrix A must be square .*\(2\), got shape \(3, 2\)$"):
+        cg(np.ones((3, 2)), np.ones(2))
+
+
+def test_a_callable_returning_a_non_array_is_named():
+    with pytest.raises(TypeError, match=r"^A\(x\) must be an array"):
+        cg(lambda v: v.tolist(), np.ones(2))
+
+
+def test_default_maxiter_is_100():
+    # 150 distinct, widely spread eigenvalues: CG needs more than 100 steps for 1e-14
+    A = np.diag(np.geomspace(1.0, 1e6, 150))
+    x, info = cg(A, np.ones(150), tol=1e-14)
+    assert info.iterations == 100 and not info.converged
+    assert "in maxiter=100 iterations" in info.message
