@@ -654,3 +654,51 @@ def test_observation_and_image_arguments_are_named():
     v = torch.arange(24.0).reshape(2, 3, 4)
     np.testing.assert_array_equal(prepare_like(v, yt, "x0"), v[None].double())
     np.testing.assert_array_equal(prepare_like(v.permute(1, 2, 0).numpy(), yt, "x0"), v[None].double())
+
+
+def test_a_prior_returning_a_non_array_is_named():
+    z = torch.ones(1, 1, 2, 2, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"^prior output must be an array"):
+        prior_caller(lambda v, s: v.tolist())(z, 0.1, {})
+
+
+def test_xstep_uniform_preconditioner_and_float32_fft():
+    from pnpdeblur.solvers.preconditioners import UniformPreconditioner
+
+    U = UniformBlur(np.full((3, 3), 1 / 9))
+    y32 = torch.rand(1, 1, 5, 6, dtype=torch.float32)
+    step = XStep(Convolution(np.full((3, 3), 1 / 9), "replicate"), y32, 10, 1e-6, "cg", preconditioner="uniform")
+    assert isinstance(step.precond, UniformPreconditioner) and step.precond.shape == (5, 6)
+    assert step.precond.power.dtype == torch.float32
+    x, _ = XStep(U, y32, 10, 1e-6, "fft")(y32, 0.3, y32)
+    assert x.dtype == torch.float32  # the transfer function and |R|² follow y's dtype
+    res = hqs(y32.numpy()[0, 0], U, Ridge(), betas=[0.3], sigmas=[0.1], progress=False)
+    assert res.x.dtype == np.float32 and res.aux.dtype == np.float32
+
+
+def test_xstep_builds_no_graph_unless_differentiable():
+    K, A, y = _problem(24)
+    yt = torch.from_numpy(y).requires_grad_(True)
+    x, _ = XStep(K, yt, 50, 1e-12, "cg")(torch.zeros_like(yt), 0.5, torch.zeros_like(yt))
+    assert x.grad_fn is None  # Kᵀy was computed without a graph
+
+
+def test_differentiable_xstep_uses_the_warm_start_and_the_preconditioner():
+    K, A, y = _problem(25)
+    yt = torch.from_numpy(y).requires_grad_(True)
+    M = A.T @ A + 0.5 * np.eye(N_PIX)
+    v = torch.full_like(yt, 0.2)
+    sol = torch.from_numpy(np.linalg.solve(M, A.T @ y.reshape(-1) + 0.5 * 0.2)).reshape(yt.shape)
+    step = XStep(K, yt, 50, 1e-10, "cg", differentiable=True)
+    x, info = step(v, 0.5, sol)
+    assert info.iterations == 0 and "ImplicitCG" in type(x.grad_fn).__name__
+    Minv = torch.from_numpy(np.linalg.inv(M))
+    calls = []
+
+    def P(r, beta):
+        calls.append(beta)
+        return (r.flatten(1) @ Minv.T).reshape(r.shape)
+
+    x, info = XStep(K, yt, 50, 1e-10, "cg", differentiable=True, preconditioner=P)(v, 0.5, v)
+    assert info.iterations == 1 and calls and set(calls) == {0.5}
+    np.testing.assert_allclose(x.detach().numpy(), sol.numpy(), atol=1e-12)
