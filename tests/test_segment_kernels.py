@@ -230,3 +230,40 @@ def test_adjoint_chunking_is_deterministic():
     ref = nk.adjoint(g, vec, mass, 0.0, _ntaps(vec), 1)
     for chunks in (2, 3, 5):
         np.testing.assert_allclose(nk.adjoint(g, vec, mass, 0.0, _ntaps(vec), chunks), ref, rtol=0, atol=1e-14)
+
+
+def test_two_segments_of_one_flow_for_a_batch_and_one_segment_per_image():
+    # Nf = 1 with S = 2 and N = 2 (and Nf = N = 2 with S = 1): Nf and S must not be mixed up
+    fn, fp = _flow(21, 2.0), _flow(22, 2.0)
+    vec = np.ascontiguousarray(np.stack([fn, fp], 1))  # (1, 2, 2, H, W)
+    mass = np.full((1, 2, H, W), 0.5)
+    x = np.random.default_rng(23).random((2, 3, H, W))
+    A = dense.two_segment_matrix(fn[0], fp[0], tau=1.0)
+    np.testing.assert_allclose(nk.forward(x, vec, mass, 0.5, _ntaps(vec)), _dense_apply(A, x), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(nk.adjoint(x, vec, mass, 0.5, _ntaps(vec), 2), _dense_apply(A, x, True), rtol=0, atol=1e-12)
+    f = _flow(24, n=2)
+    vec, mass = _line(f)
+    for b in range(2):
+        A = dense.motion_blur_matrix(f[b])
+        np.testing.assert_allclose(nk.forward(x, vec, mass, 0.0, _ntaps(vec))[b : b + 1], _dense_apply(A, x[b : b + 1]), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(
+            nk.adjoint(x, vec, mass, 0.0, _ntaps(vec), 2)[b : b + 1], _dense_apply(A, x[b : b + 1], True), rtol=0, atol=1e-12
+        )
+
+
+@pytest.mark.parametrize("a", [(20.0, 0.0), (0.0, -21.5), (14.5, 14.5)])
+def test_long_segments_fit_the_buffers_sized_by_max_taps(a):
+    # |m| = 20 along x: 21 major steps; the step buffers hold max_taps(20) // 3 = 27 (a
+    # buffer of max_taps // 4 = 20 would overflow, silently in numba)
+    h, w = 3, 4
+    f = np.zeros((2, h, w))
+    f[0], f[1] = a
+    f[:, 1, 1] = (a[1], -a[0])
+    x = np.random.default_rng(25).random((1, 1, h, w))
+    vec, mass = np.ascontiguousarray(f[None, None]), np.ones((1, 1, h, w))
+    A = dense.motion_blur_matrix(f)
+    for beta in (0.0, 0.5):
+        if beta:  # half segment p -> p + a: twice the two-segment matrix of (a, 0) minus the identity
+            A = 2 * dense.two_segment_matrix(f, np.zeros_like(f)) - dense.two_segment_matrix(0 * f, 0 * f)
+        np.testing.assert_allclose(nk.forward(x, vec, mass, beta, _ntaps(vec)), _dense_apply(A, x), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(nk.adjoint(x, vec, mass, beta, _ntaps(vec), 1), _dense_apply(A, x, True), rtol=0, atol=1e-12)
