@@ -6,6 +6,10 @@ SEN, builds the line-kernel operator :class:`pnpdeblur.MotionBlur` of that flow 
 (:func:`pnpdeblur.solvers.hqs`). As in Wu et al., the result is then treated as the new
 observation and sent through the system again, which removes the blur that the first flow
 estimate missed.
+
+A safeguard (on by default) deblurs an image only while SEN's median flow length on it reaches
+a calibrated threshold (:mod:`pnpdeblur.estimation.blur_detection`): a sharp or mildly blurred
+photo comes back unchanged instead of being deconvolved with the phantom blur SEN reports on it.
 """
 from __future__ import annotations
 
