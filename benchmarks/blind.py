@@ -276,12 +276,15 @@ def safeguard_compare(args, model: SEN, device: str) -> str:
     summary = {}
     for cond in CONDITIONS:
         sel = [r for r in rows if r["cond"] == cond]
-        summary[cond] = dict(n=len(sel), processed=float(np.mean([r["processed"] for r in sel])),
-                             **{k: float(np.mean([r[k] for r in sel])) for k in ("psnr_in", "psnr_guarded", "psnr_plain")},
+        if not sel:
+            continue
+        means = {k: float(np.mean([r[k] for r in sel])) for k in ("psnr_in", "psnr_guarded", "psnr_plain")}
+        summary[cond] = dict(n=len(sel), processed=float(np.mean([r["processed"] for r in sel])), **means,
                              worse_guarded=int(sum(r["psnr_guarded"] < r["psnr_in"] - 0.01 for r in sel)),
                              worse_plain=int(sum(r["psnr_plain"] < r["psnr_in"] - 0.01 for r in sel)))
         print(cond, {k: (round(v, 3) if isinstance(v, float) else v) for k, v in summary[cond].items()}, flush=True)
-    return write_rows("blind_safeguard" + (f"_{args.tag}" if args.tag else ""), device, rows, summary=summary, threshold=DEFAULT_THRESHOLD,
+    stem = "blind_safeguard" + (f"_{args.tag}" if args.tag else "")
+    return write_rows(stem, device, rows, summary=summary, threshold=DEFAULT_THRESHOLD,
                       iterations=args.iterations, corpus=args.corpus, size=args.size)
 
 
