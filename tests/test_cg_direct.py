@@ -501,3 +501,13 @@ def test_default_maxiter_is_100():
     x, info = cg(A, np.ones(150), tol=1e-14)
     assert info.iterations == 100 and not info.converged
     assert "in maxiter=100 iterations" in info.message
+
+
+def test_a_callable_of_another_dtype_keeps_x_in_bs_dtype():
+    # a torch callable returning float64 for a float32 b made x float64 (numpy ones were cast)
+    b = torch.ones(3)
+    x, info = cg(lambda v: v.double() * 2, b)
+    assert x.dtype == torch.float32 and info.converged
+    np.testing.assert_allclose(x.numpy(), 0.5, atol=1e-6)
+    x, _ = cg(lambda v: v.astype(np.float64) * 2, b.numpy())
+    assert x.dtype == np.float32

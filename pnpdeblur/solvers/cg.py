@@ -223,8 +223,8 @@ def _as_tensor_fn(A: Any, kind: str, like: torch.Tensor) -> TensorFn:
         raise TypeError(
             f"A must be a LinearOperator, a callable or a square matrix, got {type(A).__name__}"
         )
-    if kind == "torch":
-        return A
+    # every callable's output is cast to b's dtype (a torch callable returning float64 for a
+    # float32 b made x float64); for torch b the conversions are no-ops
     return lambda v: to_torch(A(from_torch(v, kind)), "A(x)").to(v.dtype)
 
 
