@@ -66,12 +66,13 @@ def test_rotation_about_a_centre(w):
     np.testing.assert_allclose(f[1], math.sin(w) * dx + math.cos(w) * dy - dy, rtol=0, atol=1e-12)
 
 
-def test_zoom_and_translation_add():
-    m = _motion(translation=(1.0, 2.0), zoom=-0.25, zoom_center=(1.0, 3.0))
+@pytest.mark.parametrize("s", [-0.25, 1.0])
+def test_zoom_and_translation_add(s):
+    m = _motion(translation=(1.0, 2.0), zoom=s, zoom_center=(1.0, 3.0))
     f = m.continuous_flow((5, 3))
     y, x = np.mgrid[0:5, 0:3]
-    np.testing.assert_allclose(f[0], 1.0 - 0.25 * (x - 1.0), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(f[1], 2.0 - 0.25 * (y - 3.0), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(f[0], 1.0 + s * (x - 1.0), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(f[1], 2.0 + s * (y - 3.0), rtol=0, atol=1e-12)
 
 
 def test_flow_labels_round_bound_and_canonicalise():
