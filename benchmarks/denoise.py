@@ -67,6 +67,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--bsds", type=int, default=6, help="BSDS500 val images to add (0: none)")
     ap.add_argument("--no-bm3d", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--sigmas", default=",".join(map(str, SIGMAS)), help="noise levels (/255), comma-separated")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("denoise.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -77,7 +78,7 @@ def main(argv=None) -> dict:
 
         priors["BM3D"] = BM3D()
     images = load_images(args.bsds, args.quick)
-    sigmas = (25,) if args.quick else SIGMAS
+    sigmas = (25,) if args.quick else tuple(int(s) for s in args.sigmas.split(",") if s.strip())
     rows: List[dict] = []
     t0 = time.time()
     for s in sigmas:

@@ -74,18 +74,21 @@ def methods(noise, keys=tuple(METHODS)):
     return out
 
 
-def motion_cases(quick, n_images=None):
-    settings = ([("23", 0.01)] if quick else
-                [("23", 0.01), ("46", 0.01), ("23", 0.03), ("46", 0.03), ("23", 0.0)])
+#: (flow preset, noise σ) of the full run.
+SETTINGS = [("23", 0.01), ("46", 0.01), ("23", 0.03), ("46", 0.03), ("23", 0.0)]
+
+
+def motion_cases(quick, n_images=None, settings=None):
+    settings = [("23", 0.01)] if quick else (settings or SETTINGS)
     names = IMAGES[:2] if quick else IMAGES[:n_images]
     for preset, noise in settings:
         for i, name in enumerate(names):
             yield name, i, preset, noise
 
 
-def run_motion(quick, keys=tuple(METHODS), n_images=None):
+def run_motion(quick, keys=tuple(METHODS), n_images=None, settings=None):
     rows = []
-    for name, i, preset, noise in motion_cases(quick, n_images):
+    for name, i, preset, noise in motion_cases(quick, n_images, settings):
         x = sample_image(name, size=256, dtype=np.float32)
         flow = random_motion_flow((256, 256), preset, seed=100 + i)
         K = MotionBlur(flow[None])
@@ -179,9 +182,17 @@ def main(argv=None):
     ap.add_argument("--methods", default=",".join(METHODS),
                     help="comma-separated subset of: " + ", ".join(METHODS))
     ap.add_argument("--images", type=int, default=None, help="use only the first N of the four photos")
+    ap.add_argument("--settings", default=None,
+                    help="comma-separated preset:sigma pairs (default: " + ",".join(f"{p}:{n}" for p, n in SETTINGS) + ")")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("nonblind.json"))
     args = ap.parse_args(argv)
     keys = [k.strip() for k in args.methods.split(",") if k.strip()]
+    settings = None
+    if args.settings:
+        try:
+            settings = [(p.split(":")[0], float(p.split(":")[1])) for p in args.settings.split(",") if p.strip()]
+        except (IndexError, ValueError):
+            ap.error(f"--settings: expected preset:sigma pairs such as 23:0.01, got {args.settings!r}")
     unknown = sorted(set(keys) - set(METHODS))
     if unknown:
         ap.error(f"--methods: unknown {unknown} (choose from {', '.join(METHODS)})")
@@ -193,7 +204,7 @@ def main(argv=None):
     result["quick"] = args.quick
     result["methods"], result["images"] = keys, args.images
     if args.part in ("all", "motion"):
-        rows = run_motion(args.quick, keys, args.images)
+        rows = run_motion(args.quick, keys, args.images, settings)
         result["per_image"], result["summary"] = rows, summarise(rows)
         args.out.write_text(json.dumps(result, indent=2))
     if "summary" in result:
