@@ -177,3 +177,14 @@ def test_recorder_bookkeeping():
     with_none = _Recorder(3, None, None, None, "x")
     assert with_none.bar.disable is True  # None: only on an interactive terminal (pytest has none)
     with_none.close()
+
+
+def test_default_iterations_and_zero_in_x0():
+    K, A, y = _problem(4)
+    res = richardson_lucy(y, K, progress=False)
+    assert res.iterations == 30 and res.settings["iters"] == 30
+    np.testing.assert_allclose(res.x.reshape(-1), _rl_ref(A, y, 30)[-1], rtol=1e-10)
+    x0 = np.full(y.shape, 0.5)
+    x0[0, 0, 0, 0] = 0.0  # non-negative: zero is allowed (and stays zero)
+    res = richardson_lucy(y, K, iters=2, x0=x0, progress=False)
+    assert res.x[0, 0, 0, 0] == 0.0
