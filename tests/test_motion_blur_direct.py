@@ -29,6 +29,9 @@ def test_kernel_sizes_follow_the_support():
     assert _segment_kernel((3, 4), 0.5).shape == (15, 15)
     assert motion_kernel((2, 0), radius=4).shape == (9, 9)
     np.testing.assert_array_equal(motion_kernel((0.0, 0.0), radius=1), [[0, 0, 0], [0, 1, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(motion_kernel((0.0, 0.0)), [[1.0]])  # L = 0 needs no radius
+    with pytest.raises(ValueError, match=r"^radius=1 is too small for a segment of length 0\.8; need 2$"):
+        motion_kernel((0.8, 0.0), radius=1)  # ceil(0.4 + 1.5): short segments are checked too
     with pytest.raises(ValueError, match=r"^radius=2 is too small for a segment of length 5; need 4$"):
         motion_kernel((3, 4), radius=2)
     assert motion_kernel((3, 4), radius=4).shape == (9, 9)

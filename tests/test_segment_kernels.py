@@ -27,7 +27,7 @@ H, W = 14, 14
 LONGEST = 3.0  # line kernel: radius ceil(3/2) + 4 = 6, so rows/columns 6 and 7 are interior
 
 
-def _flow(seed: int, scale: float = LONGEST, n: int = 1) -> np.ndarray:
+def _flow(seed: int, scale: float = LONGEST, n: int = 1, axis_aligned: bool = True) -> np.ndarray:
     """Random flows (n, 2, H, W), |f| <= scale, every direction, with exact special cases.
 
     The interior pixels (6..7, 6..7) get one horizontal-major, one vertical-major, one
@@ -45,6 +45,9 @@ def _flow(seed: int, scale: float = LONGEST, n: int = 1) -> np.ndarray:
     f[:, :, 7, 7] = (-s, -0.7)
     f[:, :, 0, 3] = 0.0
     f[:, :, 12, 1] = 0.0
+    if axis_aligned:  # exactly one zero component (not the identity); kinks for param_grad
+        f[:, :, 3, 5] = (0.7 * scale, 0.0)
+        f[:, :, 9, 2] = (0.0, -0.55 * scale)
     return f
 
 
@@ -110,6 +113,7 @@ def test_unequal_masses_and_zero_mass_segments_match_a_weighted_sum():
     m1 = rng.uniform(0.2, 1.0, (H, W))
     m2 = rng.uniform(0.0, 0.7, (H, W))
     m2[::3] = 0.0
+    m1[1::4] = 0.0  # a first segment of zero mass must not end the pixel's sum
     vec = np.ascontiguousarray(np.stack([f1, f2])[None])
     mass = np.stack([m1, m2])[None]
     A1, A2 = dense.motion_blur_matrix(f1), dense.motion_blur_matrix(f2)
@@ -202,7 +206,7 @@ def test_param_grad_matches_the_reference_formula(beta):
     # (not at exactly axis-aligned integer lengths: there taps sit on the kernel's kinks,
     # s = 1 or q = 0, where one-sided derivatives differ)
     rng = np.random.default_rng(15)
-    f = _flow(16, 2.5, 2)
+    f = _flow(16, 2.5, 2, axis_aligned=False)
     vec = np.ascontiguousarray(np.stack([f, 0.5 * f[:, ::-1]], 1))
     mass = rng.uniform(0.2, 1.0, (2, 2, H, W))
     x, g = rng.random((2, 2, H, W)), rng.random((2, 2, H, W))
