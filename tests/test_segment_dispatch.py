@@ -241,3 +241,34 @@ def test_flow_cache_limit_checks():
     t = torch.zeros(1)
     zero.get([t], (), lambda: _Entry(1, "z"))
     assert len(zero) == 0
+
+
+def test_available_paths_follow_numba_and_cupy(monkeypatch):
+    monkeypatch.setattr(seg, "_numba_ok", lambda: False)
+    monkeypatch.setattr(seg.backend, "cupy_available", lambda: False)
+    assert seg.available_paths() == ("torch",)
+    assert seg._default_path("cpu") == "torch"
+    monkeypatch.setattr(seg.backend, "cupy_available", lambda: True)
+    assert seg.available_paths() == ("torch", "cupy")
+    monkeypatch.setattr(seg, "_numba_ok", lambda: True)
+    assert seg.available_paths() == ("numba", "torch", "cupy")
+
+
+def test_flow_gradients_through_prepared_arrays():
+    # prepared= only replaces the conversion: gradients w.r.t. vec and mass are the same
+    vec, mass = _segments(15, scale=2.5)
+    vec[:, 0, :, 1, 2] = 0.4
+    rng = np.random.default_rng(16)
+    x, g = rng.random((1, 2, H, W)), rng.random((1, 2, H, W))
+    grads = []
+    for use_prep in (False, True):
+        vt = torch.tensor(vec, requires_grad=True)
+        mt = torch.tensor(mass, requires_grad=True)
+        prep = seg.prepare_numba(vt, mt) if use_prep else None
+        for transpose in (False, True):
+            out = seg.segment_blur(torch.from_numpy(x), vt, mt, 0.0, transpose, "numba", prepared=prep)
+            (out * torch.from_numpy(g)).sum().backward()
+        grads.append((vt.grad.clone(), mt.grad.clone()))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-14)
+    assert grads[0][0].abs().max() > 0 and grads[0][1].abs().max() > 0
