@@ -272,3 +272,22 @@ def test_flow_gradients_through_prepared_arrays():
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-14)
     assert grads[0][0].abs().max() > 0 and grads[0][1].abs().max() > 0
+
+
+def test_source_dying_after_its_entry_was_evicted_is_quiet(monkeypatch):
+    # the weakref callback of an evicted entry still fires when its source dies
+    import sys
+
+    raised = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: raised.append(u.exc_value))
+    cache = seg.FlowCache(10)
+    t = torch.zeros(3)
+    cache.get([t], (), lambda: _Entry(8, "t"))
+    u = torch.zeros(3)
+    cache.get([u], (), lambda: _Entry(8, "u"))  # evicts t's entry
+    assert len(cache) == 1
+    del t
+    gc.collect()
+    assert raised == [] and len(cache) == 1 and cache.nbytes == 8
+    cache._drop(("no such key",))  # a no-op
+    assert len(cache) == 1
