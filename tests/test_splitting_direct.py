@@ -700,3 +700,15 @@ def test_differentiable_xstep_uses_the_warm_start_and_the_preconditioner():
     x, info = XStep(K, yt, 50, 1e-10, "cg", differentiable=True, preconditioner=P)(v, 0.5, v)
     assert info.iterations == 1 and calls and set(calls) == {0.5}
     np.testing.assert_allclose(x.detach().numpy(), sol.numpy(), atol=1e-12)
+
+
+def test_hqs_passes_the_callers_context():
+    K, A, y = _problem(26)
+    prior = Ridge()
+    hqs(y, K, prior, betas=BETAS[:2], sigmas=SIGMAS[:2], context={"extra": 9}, **TIGHT)
+    assert [c[1]["extra"] for c in prior.calls] == [9, 9]
+
+
+def test_a_noise_level_between_1_and_2_warns():
+    with pytest.warns(UserWarning, match=r"^noise_level=1\.5 is larger than the whole \[0, 1\] image range"):
+        check_noise_level(1.5)
