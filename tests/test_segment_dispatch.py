@@ -291,3 +291,30 @@ def test_source_dying_after_its_entry_was_evicted_is_quiet(monkeypatch):
     assert raised == [] and len(cache) == 1 and cache.nbytes == 8
     cache._drop(("no such key",))  # a no-op
     assert len(cache) == 1
+
+
+def test_entry_of_exactly_the_limit_is_stored():
+    cache = seg.FlowCache(64)
+    t = torch.zeros(1)
+    cache.get([t], (), lambda: _Entry(64, "t"))
+    assert len(cache) == 1 and cache.nbytes == 64
+
+
+def test_two_threads_building_the_same_entry_count_it_once():
+    # both miss, both build; the second insert replaces the first and its bytes
+    import threading
+
+    cache = seg.FlowCache(1000)
+    t = torch.zeros(1)
+    barrier = threading.Barrier(2, timeout=10)
+
+    def build():
+        barrier.wait()  # neither has inserted yet when both are building
+        return _Entry(30, threading.get_ident())
+
+    threads = [threading.Thread(target=cache.get, args=([t], ("k",), build)) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(10)
+    assert cache.misses == 2 and len(cache) == 1 and cache.nbytes == 30
