@@ -44,9 +44,9 @@ def _centre_crop(img: np.ndarray, size: int) -> np.ndarray:
     return img[i : i + size, j : j + size]
 
 
-def load_images(bsds: int, quick: bool) -> Dict[str, np.ndarray]:
+def load_images(bsds: int, quick: bool, skimage: int = 4) -> Dict[str, np.ndarray]:
     """Name → float32 ``(256, 256, C)`` image in [0, 1] (C = 1 for camera, else 3)."""
-    images = {n: sample_image(n, size=256, dtype=np.float32) for n in SKIMAGE[: 2 if quick else 4]}
+    images = {n: sample_image(n, size=256, dtype=np.float32) for n in SKIMAGE[: 2 if quick else skimage]}
     if not quick and bsds > 0:
         if not BSDS_VAL.is_dir():
             print(f"(no {BSDS_VAL}: BSDS500 val images skipped)")
@@ -65,6 +65,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description="Denoising benchmark: DRUNet vs DnCNN vs BM3D (issue 15)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--bsds", type=int, default=6, help="BSDS500 val images to add (0: none)")
+    ap.add_argument("--skimage", type=int, default=4, help="how many of the four scikit-image photos")
     ap.add_argument("--no-bm3d", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sigmas", default=",".join(map(str, SIGMAS)), help="noise levels (/255), comma-separated")
@@ -77,7 +78,7 @@ def main(argv=None) -> dict:
         from pnpdeblur.priors.bm3d import BM3D
 
         priors["BM3D"] = BM3D()
-    images = load_images(args.bsds, args.quick)
+    images = load_images(args.bsds, args.quick, args.skimage)
     sigmas = (25,) if args.quick else tuple(int(s) for s in args.sigmas.split(",") if s.strip())
     rows: List[dict] = []
     t0 = time.time()

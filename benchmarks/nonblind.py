@@ -179,14 +179,20 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded 2-core VM)")
     ap.add_argument("--part", choices=["all", "motion", "uniform"], default="all",
                     help="run only one table (the other is kept from an existing JSON)")
-    ap.add_argument("--methods", default=",".join(METHODS),
-                    help="comma-separated subset of: " + ", ".join(METHODS))
+    ap.add_argument("--methods", default=None,
+                    help="comma-separated subset of: " + ", ".join(METHODS) + " (default: all; --quick and a "
+                    "missing 'bm3d' package leave hqs-bm3d out)")
     ap.add_argument("--images", type=int, default=None, help="use only the first N of the four photos")
     ap.add_argument("--settings", default=None,
                     help="comma-separated preset:sigma pairs (default: " + ",".join(f"{p}:{n}" for p, n in SETTINGS) + ")")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("nonblind.json"))
     args = ap.parse_args(argv)
-    keys = [k.strip() for k in args.methods.split(",") if k.strip()]
+    if args.methods is None:
+        from pnpdeblur.priors.bm3d import bm3d_available
+
+        keys = [k for k in METHODS if k != "hqs-bm3d" or (bm3d_available() and not args.quick)]
+    else:
+        keys = [k.strip() for k in args.methods.split(",") if k.strip()]
     settings = None
     if args.settings:
         try:

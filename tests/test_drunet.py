@@ -295,7 +295,7 @@ def test_tiny_overfit_run_drops_the_loss():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert np.mean(losses[-5:]) < np.mean(losses[:3]) / 4, (losses[:3], losses[-5:])
 
 
