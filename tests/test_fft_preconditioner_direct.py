@@ -264,3 +264,27 @@ def test_make_preconditioner_resolves_the_argument():
     assert str(err.value) == "preconditioner must be None, a callable P(r, beta) or one of ('uniform',), got int"
     with pytest.raises(TypeError, match=r"^preconditioner='uniform' needs a MotionBlur, UniformBlur or Convolution operator, got "):
         make_preconditioner("uniform", Identity(), y)
+
+
+def test_fitted_motion_vector_short_vectors_and_batches():
+    # vectors shorter than 1 px divide by their own length too: (0.3, 0.4) and (1, 0) give
+    # c = ((0.09 − 0.16)/0.5 + 1)/2 = 0.43, s = (0.24/0.5)/2 = 0.24, L = 0.75
+    f = torch.zeros(1, 2, 1, 2, dtype=torch.float64)
+    f[0, :, 0, 0] = torch.tensor([0.3, 0.4])
+    f[0, :, 0, 1] = torch.tensor([1.0, 0.0])
+    theta = 0.5 * math.atan2(0.24, 0.43)
+    np.testing.assert_allclose(fitted_motion_vector(f)[0], [0.75 * math.cos(theta), 0.75 * math.sin(theta)],
+                               atol=1e-12)
+    # a batch is fitted sample by sample
+    g = torch.zeros(1, 2, 1, 2, dtype=torch.float64)
+    g[0, 0] = 3.0
+    g[0, 1] = 4.0
+    both = fitted_motion_vector(torch.cat([f, g]))
+    np.testing.assert_allclose(both[0], fitted_motion_vector(f)[0], atol=1e-12)
+    np.testing.assert_allclose(both[1], [3.0, 4.0], atol=1e-12)
+
+
+def test_crop_to_an_even_width():
+    k = np.arange(1.0, 82.0).reshape(9, 9)
+    c = _crop_to(k, 9, 6)  # 6 columns -> 5 (odd, centred)
+    np.testing.assert_allclose(c, k[:, 2:7] / k[:, 2:7].sum())
