@@ -251,6 +251,17 @@ def test_prior_inside_hqs_improves_on_the_blurred_image(photo, kind):
     assert _psnr(out, x) > _psnr(y, x) + 1.0
 
 
+def test_prior_inside_admm_improves_on_the_blurred_image(photo):
+    from pnpdeblur.operators import UniformBlur
+    from pnpdeblur.solvers import admm
+
+    x = photo[:48, :48]
+    K = UniformBlur(np.ones((5, 5)) / 25)
+    y = (np.asarray(K(x)) + 0.01 * np.random.default_rng(2).standard_normal(x.shape)).astype(np.float32)
+    out = admm(y, K, prior=DRUNetPrior(), noise_level=0.01, n_iter=4, progress=False).x
+    assert out.shape == x.shape and _psnr(out, x) > _psnr(y, x) + 1.0
+
+
 # ---------------------------------------------------------------------------- training
 def test_crop_dataset_is_deterministic_and_augmented():
     from pnpdeblur.train.drunet import CleanCropDataset
