@@ -288,3 +288,17 @@ def test_crop_to_an_even_width():
     k = np.arange(1.0, 82.0).reshape(9, 9)
     c = _crop_to(k, 9, 6)  # 6 columns -> 5 (odd, centred)
     np.testing.assert_allclose(c, k[:, 2:7] / k[:, 2:7].sum())
+
+
+def test_fft_deconv_default_balance_and_argument_names():
+    K = UniformBlur(_kernel(9))
+    y = np.random.default_rng(10).random((6, 7))
+    np.testing.assert_array_equal(fft_deconv(y, K), fft_deconv(y, K, balance=0.01))
+    with pytest.raises(TypeError, match=r"^y must be an array"):
+        fft_deconv(y.tolist(), K)
+    with pytest.raises(ValueError, match=r"^y must have shape \(N, C, H, W\), \(H, W\) or a 3-D image, got shape \(42,\)$"):
+        fft_deconv(y.reshape(-1), K)
+    with pytest.raises(TypeError, match=r"^z must be an array"):
+        fft_deconv(y, K, z=y.tolist())
+    with pytest.raises(ValueError, match=r"^z must have shape \(N, C, H, W\), \(H, W\) or a 3-D image, got shape \(42,\)$"):
+        fft_deconv(y, K, z=y.reshape(-1))
