@@ -9,6 +9,10 @@ import torch
 from pnpdeblur.operators import dense
 from pnpdeblur.operators.warp import WarpBlur, _bilinear_taps
 
+# every test: a warning is an error (torch warns once per process, e.g. for torch.meshgrid
+# without indexing=, so only the first call in a process would show it to test_no_warnings)
+pytestmark = pytest.mark.filterwarnings("error")
+
 
 def _const_flow(u, v, h, w, n=1):
     f = np.zeros((n, 2, h, w))
