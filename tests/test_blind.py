@@ -372,6 +372,9 @@ def test_safeguard_can_be_switched_off_and_decides_per_image():
                          blur_threshold=9.0).unchanged == [True, True]
     assert pd.deblur(both, flow_model=ConstantFlowSEN(fn=per_image), prior=pd.priors.TV(), n_iter=2,
                      blur_threshold=1.0).unchanged == [False, False]
+    with pytest.warns(UserWarning):  # a score equal to the threshold counts as blurred
+        assert pd.deblur(both, flow_model=ConstantFlowSEN(fn=per_image), prior=pd.priors.TV(), n_iter=1,
+                         blur_threshold=8.0).unchanged == [False, True]
 
 
 def test_safeguard_stops_global_iterations_once_the_image_looks_sharp():
