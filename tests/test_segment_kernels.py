@@ -120,7 +120,7 @@ def test_unequal_masses_and_zero_mass_segments_match_a_weighted_sum():
     import scipy.sparse as sp
 
     A = sp.diags(m1.ravel()) @ A1 + sp.diags(m2.ravel()) @ A2
-    for C in (1, 3):
+    for C in (1, 2, 3):  # each channel path sums both segments
         x = rng.random((1, C, H, W))
         np.testing.assert_allclose(nk.forward(x, vec, mass, 0.0, _ntaps(vec)), _dense_apply(A, x), rtol=0, atol=1e-12)
         np.testing.assert_allclose(
