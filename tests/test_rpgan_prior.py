@@ -96,7 +96,10 @@ def test_generator_from_a_path_or_the_shipped_weights(tmp_path, monkeypatch):
 
     monkeypatch.setattr(RPGANGenerator, "pretrained", classmethod(missing))
     with pytest.raises(FileNotFoundError, match=r"^no RP-GAN weights ship with this install \(no file here\)\. "
-                                                r"Train a generator with `python scripts/train_rpgan.py"):
+                                                r"Train a generator with `python scripts/train_rpgan.py "
+                                                r"--corpus \.data/bsds500/train --out rpgan\.safetensors` "
+                                                r"\(see pnpdeblur\.train\.rpgan\) and use RPGANPrior\('rpgan\.safetensors'\), "
+                                                r"or pass an RPGANGenerator instance$"):
         RPGANPrior()
 
 
@@ -131,9 +134,9 @@ def test_dtype_goes_to_the_generator_and_back():
 
 def test_grey_image_through_an_rgb_generator_is_replicated_and_averaged():
     g = _Gen(dtype=torch.float64)
-    z, y = torch.rand(1, 1, 4, 5, dtype=torch.float64), torch.rand(1, 1, 4, 5, dtype=torch.float64)
+    z, y = torch.rand(2, 1, 4, 5, dtype=torch.float64), torch.rand(2, 1, 4, 5, dtype=torch.float64)
     out = RPGANPrior(g)(z, 0.1, context={"y": y})
-    assert g.seen[0][0].shape == (1, 3, 4, 5) and g.seen[0][1].shape == (1, 3, 4, 5)
+    assert g.seen[0][0].shape == (2, 3, 4, 5) and g.seen[0][1].shape == (2, 3, 4, 5)
     torch.testing.assert_close(out, 2 * z + y / 2, rtol=0, atol=1e-15)  # mean of (1, 2, 3)·z + y/2
     with pytest.raises(ValueError, match=r"^the generator takes 3 channels, the image has 2$"):
         RPGANPrior(g)(torch.rand(1, 2, 4, 4), 0.1, context={"y": torch.rand(1, 2, 4, 4)})
