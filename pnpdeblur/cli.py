@@ -26,6 +26,7 @@ import argparse
 import os
 import sys
 import textwrap
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -192,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write <stem>_flow.npy, the raw flow (2, H, W) float32 in pixels "
                         "(u right, v down); implies --save-flow")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d.add_argument("--no-safeguard", action="store_true",
+                   help="deblur every photo, even those that look sharp (by default a photo whose "
+                        "estimated blur is below --blur-threshold is written unchanged)")
+    d.add_argument("--blur-threshold", type=_nonneg_float, default=None, metavar="PX",
+                   help="median flow length (px) from which a photo counts as blurred (default: the "
+                        "calibrated value of the shipped SEN, 5 px; recalibrate for other --flow-weights)")
     adv = d.add_argument_group("advanced (speed / quality trade-offs)")
     adv.add_argument("--hqs-iters", type=_positive_int, default=8, metavar="N",
                      help="HQS iterations per global iteration (default: 8)")
@@ -598,6 +605,9 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
     from .train.distributed import rank, world_size
 
     progress = not args.no_progress
+    safeguard: Dict[str, Any] = {"safeguard": not args.no_safeguard}
+    if args.blur_threshold is not None:
+        safeguard["blur_threshold"] = args.blur_threshold
     failed: List[str] = []
     desc = "images" if world_size() == 1 else f"images (rank {rank()})"
     for pl in tqdm(plans, desc=desc, unit="img", disable=not progress, dynamic_ncols=True):
@@ -609,13 +619,20 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
             failed.append(str(pl.source))
             continue
         try:
-            res = deblur(img, iterations=args.iterations, prior=prior, noise_level=args.noise_level,
-                         flow_model=flow_model, n_iter=args.hqs_iters, cg_iters=args.cg_iters,
-                         flow_scale=args.flow_scale, device=device, progress=progress)
+            with warnings.catch_warnings():  # the CLI says it in its own words below
+                warnings.filterwarnings("ignore", message=r"pd\.deblur returned image\(s\) .* unchanged")
+                res = deblur(img, iterations=args.iterations, prior=prior, noise_level=args.noise_level,
+                             flow_model=flow_model, n_iter=args.hqs_iters, cg_iters=args.cg_iters,
+                             flow_scale=args.flow_scale, device=device, progress=progress, **safeguard)
         except Exception as e:  # one bad photo must not stop a batch; it is named and counted
             _err(f"pnpdeblur: failed on {pl.source}: {type(e).__name__}: {e}")
             failed.append(str(pl.source))
             continue
+        if res.unchanged and res.unchanged[0]:
+            score = res.history[0]["safeguard"]["blur_score"][0]
+            _err(f"pnpdeblur: {pl.source} looks sharp (estimated blur {score:.2f} px < "
+                 f"{res.history[0]['safeguard']['threshold']:g} px): written unchanged "
+                 "(--no-safeguard deblurs it anyway)")
         try:
             _imsave(pl.image, _to_storage(res.x, sixteen))
             if pl.flow_png is not None:

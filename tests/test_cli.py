@@ -45,7 +45,9 @@ def sen_ckpt(tmp_path_factory):
 @pytest.fixture
 def run(sen_ckpt):
     """``main(["deblur", *args] + fast options)``."""
-    def _run(*args, fast=("--iterations", "1", "--hqs-iters", "1", "--cg-iters", "3")):
+    # --blur-threshold 0: every photo is deblurred whatever the tiny SEN reports (the
+    # safeguard's own behaviour is tested below and in test_blind.py)
+    def _run(*args, fast=("--iterations", "1", "--hqs-iters", "1", "--cg-iters", "3", "--blur-threshold", "0")):
         return cli.main(["deblur", *map(str, args), *fast, "--flow-weights", sen_ckpt, "--no-progress"])
     return _run
 
@@ -69,6 +71,23 @@ def test_good_files_png_jpeg_grey_rgb(tmp_path, run):
         assert res.dtype == np.uint8
         assert res.shape == inp.shape == ((H, W) if "grey" in stem else (H, W, 3))  # grey stays grey
         assert _differs(res, inp), stem
+
+
+def test_safeguard_writes_sharp_looking_photos_unchanged(tmp_path, run, capsys):
+    src = _save(tmp_path / "in" / "a.png", _u8("astronaut", 3))
+    fast = ("--iterations", "1", "--hqs-iters", "1", "--cg-iters", "3")
+    # a threshold no estimate reaches: the photo counts as sharp and is written as read
+    assert run(src, "-o", tmp_path / "kept", "--blur-threshold", "1e6", fast=fast) == 0
+    assert np.array_equal(io.imread(str(tmp_path / "kept" / "a.png")), io.imread(str(src)))
+    err = capsys.readouterr().err
+    assert f"{src} looks sharp (estimated blur" in err and "< 1e+06 px): written unchanged" in err
+    assert "UserWarning" not in err  # said once, in the CLI's words
+    # --no-safeguard deblurs it anyway, whatever the threshold
+    assert run(src, "-o", tmp_path / "forced", "--blur-threshold", "1e6", "--no-safeguard", fast=fast) == 0
+    assert _differs(io.imread(str(tmp_path / "forced" / "a.png")), io.imread(str(src)))
+    assert "looks sharp" not in capsys.readouterr().err
+    assert cli.main(["deblur", str(src), "-o", str(tmp_path / "x"), "--blur-threshold", "-1"]) == 2
+    assert "--blur-threshold: expected a number >= 0, got '-1'" in capsys.readouterr().err
 
 
 def test_folder_input_and_recursive(tmp_path, run):
