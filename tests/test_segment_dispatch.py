@@ -318,3 +318,27 @@ def test_two_threads_building_the_same_entry_count_it_once():
     for th in threads:
         th.join(10)
     assert cache.misses == 2 and len(cache) == 1 and cache.nbytes == 30
+
+
+def test_default_path_without_numba_and_with_cupy(monkeypatch):
+    import sys
+
+    import pnpdeblur.operators as ops
+
+    # the import of the kernels fails: neither the package attribute nor the module is there
+    monkeypatch.delattr(ops, "_numba_kernels")
+    monkeypatch.setitem(sys.modules, "pnpdeblur.operators._numba_kernels", None)
+    assert seg._numba_ok() is False
+    assert seg._default_path("cpu") == "torch"
+    monkeypatch.undo()
+    assert seg._numba_ok() is True
+    monkeypatch.setattr(seg.backend, "cupy_available", lambda: True)
+    monkeypatch.setattr(seg.backend, "cupy_kernel_error", lambda: None)
+    assert seg._default_path("cuda") == "cupy"
+    assert seg._default_path("cpu") == "numba"
+    assert seg._default_path("meta") == "torch"
+    monkeypatch.setattr(seg.backend, "cupy_kernel_error", lambda: "NVRTC missing")
+    assert seg._default_path("cuda") == "torch"
+    monkeypatch.setattr(seg.backend, "cupy_available", lambda: False)
+    monkeypatch.setattr(seg.backend, "cupy_kernel_error", lambda: None)
+    assert seg._default_path("cuda") == "torch"
