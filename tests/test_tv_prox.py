@@ -195,3 +195,39 @@ def test_tikhonov_defaults_and_identity_closed_form():
         Tikhonov(operator="laplace")
     with pytest.raises(ValueError, match=r"^weight must be a finite positive number"):
         Tikhonov(0.0)
+
+
+def test_tv_prox_batch_is_per_image():
+    # the projection norm keeps its batch/channel axes: a batch of two colour images is two problems
+    z = torch.from_numpy(np.random.default_rng(6).random((2, 2, 4, 5)))
+    for coupled in (True, False):
+        got = tv_prox(z, 0.2, iters=4, coupled=coupled, tol=0.0)
+        for i in range(2):
+            want = _fgp_reference(z[i].numpy(), 0.2, 4, coupled, 0.0)
+            np.testing.assert_allclose(got[i].numpy(), want, rtol=0, atol=1e-12)
+
+
+def test_tv_prox_stopping_rule_with_a_small_dual():
+    # faint texture: the dual stays far below norm 1, so the relative change is not the absolute one
+    z = torch.from_numpy(0.5 + 0.002 * np.random.default_rng(7).random((1, 1, 5, 6)))
+    want = _fgp_reference(z[0].numpy(), 0.1, 300, True, tol=1e-2)
+    np.testing.assert_allclose(tv_prox(z, 0.1, iters=300, tol=1e-2)[0].numpy(), want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(TV(iters=300, tol=1e-2)(z, 0.1)[0].numpy(), want, rtol=0, atol=1e-12)
+    # TV passes its own tolerance: tol > 1 stops after one iteration
+    np.testing.assert_allclose(TV(iters=50, tol=1.5)(z, 0.1)[0].numpy(), _fgp_reference(z[0].numpy(), 0.1, 1, True, 0.0),
+                               rtol=0, atol=1e-12)
+
+
+def test_tv_prox_keeps_float32_under_a_float64_default_dtype():
+    z = _image().float()
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert tv_prox(z, 0.1, iters=3).dtype == torch.float32
+    finally:
+        torch.set_default_dtype(old)
+
+
+def test_weight_type_error_names_the_type():
+    with pytest.raises(TypeError, match=r"^weight must be a real number, got str$"):
+        TV(weight="1")
