@@ -188,3 +188,14 @@ def test_default_iterations_and_zero_in_x0():
     x0[0, 0, 0, 0] = 0.0  # non-negative: zero is allowed (and stays zero)
     res = richardson_lucy(y, K, iters=2, x0=x0, progress=False)
     assert res.x[0, 0, 0, 0] == 0.0
+
+
+def test_recorded_time_is_seconds_since_the_start():
+    import time
+
+    t_before = time.perf_counter()
+    rec = _Recorder(1, None, None, False, "x")
+    rec.record({"iteration": 0}, torch.zeros(1, 1, 1, 1))
+    elapsed = time.perf_counter() - t_before
+    assert 0 <= rec.history[0]["time"] <= elapsed
+    rec.close()
