@@ -13,9 +13,14 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 # One intra-op thread per pytest-xdist worker: `make test` runs 2 workers on 2 cores, and
-# oversubscribed threads make small convolutions many times slower.
+# oversubscribed threads make small convolutions many times slower. An explicit
+# OMP_NUM_THREADS wins (scripts/mutation.sh sets 1: a thread pool started before mutmut
+# forks its mutant processes hangs them).
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
+if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) >= 1:
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+else:
+    torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 
 
 @pytest.fixture
