@@ -9,7 +9,7 @@ Subcommands
     ``torchrun`` the files are split across the processes.
 ``pnpdeblur train <model> [args…]``
     Forwards ``args`` to the model's training recipe (:data:`TRAINERS`: ``sen``, ``rpgan``,
-    ``deepdeblur``, ``deblurnet``, ``dvd``, ``deblurgan``, ``flownets``).
+    ``deepdeblur``, ``deblurnet``, ``dvd``, ``deblurgan``, ``flownets``, ``drunet``).
 ``pnpdeblur finetune FRAMES_DIR --net NAME|PATH -o OUTDIR``
     Reblur2Deblur test-time fine-tuning (:func:`pnpdeblur.train.reblur.finetune_reblur`) of a
     deblurring network on the blurred video frames of a folder (temporal order = natural sort
@@ -90,8 +90,14 @@ def _prior_tv():
     return TV()
 
 
+def _prior_drunet():
+    from .priors import DRUNetPrior
+
+    return DRUNetPrior()
+
+
 #: ``--prior`` choices → factory of the HQS prior.
-PRIORS: Dict[str, Callable[[], Any]] = {"dncnn": _prior_dncnn, "tv": _prior_tv}
+PRIORS: Dict[str, Callable[[], Any]] = {"dncnn": _prior_dncnn, "tv": _prior_tv, "drunet": _prior_drunet}
 
 #: ``finetune --net NAME`` → the deblurring network class (a class, or ``"module:Class"``
 #: imported on use). ``--net PATH`` accepts a checkpoint of any of these classes.
@@ -178,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--iterations", type=_positive_int, default=1, metavar="N",
                    help="global iterations: flow re-estimated on the previous result (default: 1)")
     d.add_argument("--prior", choices=sorted(PRIORS), default="dncnn",
-                   help="HQS prior: the shipped DnCNN denoiser or total variation (default: dncnn)")
+                   help="HQS prior: the shipped DnCNN or DRUNet denoiser, or total variation (default: dncnn)")
     d.add_argument("--noise-level", type=_nonneg_float, default=None, metavar="S",
                    help="noise std of the photos on the [0, 1] scale (default: estimated per image)")
     d.add_argument("--flow-scale", type=_flow_scale, default=1.0, metavar="F",

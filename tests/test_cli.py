@@ -96,6 +96,8 @@ def test_folder_input_and_recursive(tmp_path, run):
     _save(d / "sub" / "deep.jpg", _u8("coffee", 3))
     (d / "notes.txt").write_text("not an image and not picked up from a folder")
     assert run(d, "-o", tmp_path / "flat", "--prior", "tv") == 0
+    assert run(d / "top.png", "-o", tmp_path / "drunet", "--prior", "drunet") == 0  # the shipped DRUNet
+    assert _differs(io.imread(str(tmp_path / "drunet" / "top.png")), io.imread(str(d / "top.png")))
     assert sorted(os.listdir(tmp_path / "flat")) == ["top.png"]
     assert run(d, "-o", tmp_path / "rec", "--recursive", "--prior", "tv") == 0
     assert sorted(os.listdir(tmp_path / "rec")) == ["deep.png", "top.png"]

@@ -6,6 +6,7 @@ constructor arguments in ``config`` and loads/saves pnpdeblur checkpoints
 deblurring nets also read their authors' published checkpoints (``from_official``).
 """
 from .dncnn import DnCNN
+from .drunet import DRUNet
 from .sen import SEN
 from .rpgan import ArtifactCritic, ConditionalDiscriminator, RPGANGenerator
 from .deepdeblur import DeepDeblur, DeepDeblurDiscriminator
@@ -16,6 +17,7 @@ from .flownets import FlowNetS
 
 __all__ = [
     "DnCNN",
+    "DRUNet",
     "SEN",
     "RPGANGenerator",
     "ConditionalDiscriminator",

@@ -1,12 +1,13 @@
 """Priors for the splitting solvers: ``prior(z, sigma, *, context=None) -> z'``.
 
 Classical (Tikhonov, TV), scikit-image denoisers, BM3D (optional extra) and learned
-denoisers (any torch module; the shipped small DnCNN) and Wu et al.'s recurrent RP-GAN prior
+denoisers (any torch module; the shipped small DnCNN and DRUNet) and Wu et al.'s recurrent RP-GAN prior
 (it reads the blurred observation from the solver's ``context``). Any of them can be passed as
 ``prior=`` to :func:`pnpdeblur.solvers.hqs` or :func:`pnpdeblur.solvers.admm`.
 """
 from .base import BasePrior, Prior, check_sigma
 from .bm3d import BM3D, bm3d_available
+from .drunet import DRUNetPrior
 from .classical import TV, Tikhonov, tv_norm, tv_prox
 from .learned import DenoiserPrior, DnCNNPrior
 from .rpgan import RPGANPrior, rpgan_schedule
@@ -29,6 +30,7 @@ __all__ = [
     "bm3d_available",
     "DenoiserPrior",
     "DnCNNPrior",
+    "DRUNetPrior",
     "RPGANPrior",
     "rpgan_schedule",
 ]
