@@ -342,3 +342,35 @@ def test_default_path_without_numba_and_with_cupy(monkeypatch):
     monkeypatch.setattr(seg.backend, "cupy_available", lambda: False)
     monkeypatch.setattr(seg.backend, "cupy_kernel_error", lambda: None)
     assert seg._default_path("cuda") == "torch"
+
+
+def test_long_segments_through_the_numba_path():
+    # the tap bound comes from the longest segment (|a| = 20 here), not a constant
+    vec = np.zeros((1, 1, 2, 3, 4))
+    vec[0, 0, 0] = 20.0
+    vec[0, 0, :, 1, 1] = (0.0, -21.0)
+    mass = np.ones((1, 1, 3, 4))
+    x = torch.from_numpy(np.random.default_rng(17).random((1, 1, 3, 4)))
+    vt, mt = torch.from_numpy(vec), torch.from_numpy(mass)
+    for transpose in (False, True):
+        torch.testing.assert_close(
+            seg.segment_blur(x, vt, mt, 0.0, transpose, "numba"),
+            seg.segment_blur(x, vt, mt, 0.0, transpose, "torch"),
+            rtol=0,
+            atol=1e-12,
+        )
+
+
+def test_cupy_path_messages(monkeypatch):
+    x = torch.zeros(1, 1, 2, 2)
+    monkeypatch.setattr(seg.backend, "cupy_available", lambda: False)
+    monkeypatch.setattr(seg.backend, "cupy_status", lambda: (False, "no CuPy here"))
+    with pytest.raises(
+        RuntimeError, match=r"^path='cupy' needs CuPy and a CUDA device: no CuPy here; use path=None \(automatic\) or path='torch'$"
+    ):
+        seg._resolve_path(x, "cupy")
+    monkeypatch.setattr(seg.backend, "cupy_available", lambda: True)
+    with pytest.raises(
+        ValueError, match=r"^path='cupy' needs CUDA tensors, got a tensor on cpu; move it with \.cuda\(\) or pass a cupy array$"
+    ):
+        seg._resolve_path(x, "cupy")
