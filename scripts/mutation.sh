@@ -2,7 +2,7 @@
 # Mutation testing of one module with mutmut, outside the working tree (`make mutation`).
 #
 #   scripts/mutation.sh [MODULE] [TESTS...]
-#   MODULE  file to mutate (default pnpdeblur/solvers/schedules.py)
+#   MODULE  file to mutate (default pnpdeblur/solvers/schedules.py); several: comma-separated
 #   TESTS   pytest selection that should kill its mutants (default: the schedule tests)
 #   env: MUTMUT_VENV (default /tmp/pnpdeblur-mutmut), MUTATION_DIR (default: a new temp dir),
 #        MUTATION_BUDGET seconds (default 1200), MUTATION_JOBS (default 2), PY (the project venv),
@@ -43,7 +43,10 @@ BUDGET=${MUTATION_BUDGET:-1200}
 JOBS=${MUTATION_JOBS:-2}
 MUTMUT_VERSION=3.8.1
 
-[ -f "$REPO/$MODULE" ] || { echo "MODULE $MODULE is not a file of the repository" >&2; exit 2; }
+MODULES=(${MODULE//,/ })
+for m in "${MODULES[@]}"; do
+    [ -f "$REPO/$m" ] || { echo "MODULE $m is not a file of the repository" >&2; exit 2; }
+done
 
 if [ ! -x "$VENV/bin/mutmut" ]; then
     # the same interpreter as the project venv, so the project's compiled packages import
@@ -63,8 +66,10 @@ done
 
 if [ "${MUTATION_NUMBA_PYTHON:-0}" = 1 ]; then
     # only the copy; the decorators must be one line each (checked: none may remain)
-    sed -i -E '/^[[:space:]]*@(nb|numba)\.(njit|jit)(\(.*\))?[[:space:]]*$/d' "$WORK/$MODULE"
-    if grep -qE '@(nb|numba)\.' "$WORK/$MODULE"; then
+    for m in "${MODULES[@]}"; do
+        sed -i -E '/^[[:space:]]*@(nb|numba)\.(njit|jit)(\(.*\))?[[:space:]]*$/d' "$WORK/$m"
+    done
+    if grep -qE '@(nb|numba)\.' "${MODULES[@]/#/$WORK/}"; then
         echo "MUTATION_NUMBA_PYTHON: a numba decorator of $MODULE spans several lines; not stripped" >&2
         exit 2
     fi
@@ -76,7 +81,8 @@ fi
     echo
     echo "[mutmut]"
     echo "source_paths = pnpdeblur/"
-    echo "only_mutate = $MODULE"
+    echo "only_mutate ="
+    for m in "${MODULES[@]}"; do echo "    $m"; done
     echo "also_copy ="
     echo "    setup.cfg"
     echo "    tests/"
