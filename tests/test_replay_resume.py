@@ -126,6 +126,7 @@ def test_buffer_without_producer_state_saves_its_samples():
         other.load_state_dict({"round": 1, "producer": {"round": 1}})
 
 
+@pytest.mark.filterwarnings("ignore:resuming .* with changed settings")  # steps 2 -> 3, on purpose
 def test_engine_warns_when_a_stateful_dataset_has_no_saved_state(tmp_path):
     calls = []
     buf = ReplayBuffer(_counting_producer(calls), capacity=4, proportions=(1.0,), refresh_every=1, fill_now=False)
