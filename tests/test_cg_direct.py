@@ -15,14 +15,7 @@ from pnpdeblur.operators.convolution import Convolution
 from pnpdeblur.solvers.cg import CGInfo, cg
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: torch's thread pool only adds wake-up latency (measured: a 5×6 irfft2
-    # took 50 ms with 2 threads on the busy 2-core machine, 20 µs with 1)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors (conftest)
 
 
 

@@ -12,13 +12,7 @@ from pnpdeblur.priors.drunet import DRUNetPrior
 TINY = dict(features=(4, 6, 8, 10), blocks=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny convolutions: on a loaded 2-core machine two OpenMP threads are ~20× slower than one
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors (conftest)
 
 
 def _tiny(channels=3, **kw):

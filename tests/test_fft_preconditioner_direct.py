@@ -24,13 +24,7 @@ from pnpdeblur.solvers.preconditioners import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny FFTs: torch's thread pool only adds wake-up latency on the busy 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors (conftest)
 
 
 def _dense(op, h, w):

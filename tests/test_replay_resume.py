@@ -50,21 +50,28 @@ def _trainer(model, cfg, loss_fn, pool):
     return Trainer(model, cfg, buf, loss_fn), buf
 
 
-def test_rpgan_resume_mid_round_equals_the_uninterrupted_run(tmp_path):
-    # buffer 4, batch 2: 2 steps an epoch, a new buffer (made by the frozen G of that moment)
-    # every epoch. last.pt at step 3 lies inside round 1, whose buffer was made by G after
-    # step 2; a resumed run must train on that buffer, not on one remade by G after step 3.
+def _uninterrupted_and_crashed(tmp_path):
+    """An uninterrupted 5-step run, and the same run crashed in step 5 with last.pt at step 3.
+
+    Buffer 4, batch 2: 2 steps an epoch, a new buffer (made by the frozen G of that moment)
+    every epoch. last.pt at step 3 lies inside round 1, whose buffer was made by G after
+    step 2; a resumed run must train on that buffer, not on one remade by G after step 3.
+    """
     pool = _pool()
     common = dict(steps=5, batch_size=2, lr=1e-2, betas=(0.5, 0.999), device="cpu", progress=False, log_every=0,
                   seed=3)
     full, _ = _trainer(_module(), TrainConfig(**common), make_loss_fn(), pool)
     full.fit()
-
     out = tmp_path / "run"
     cfg = TrainConfig(**common, ckpt_every=3, out_dir=str(out))
     with pytest.raises(Crash):
         _trainer(_module(), cfg, crashing(make_loss_fn(), 5), pool)[0].fit()
-    saved = torch.load(out / "last.pt", weights_only=True)
+    return full, cfg, out / "last.pt", pool
+
+
+def test_rpgan_resume_mid_round_equals_the_uninterrupted_run(tmp_path):
+    full, cfg, last, pool = _uninterrupted_and_crashed(tmp_path)
+    saved = torch.load(last, weights_only=True)
     assert saved["step"] == 3 and saved["data"]["round"] == 1
     assert saved["data"]["producer"]["round"] == 1 and "frozen" in saved["data"]["producer"]
 
@@ -78,18 +85,10 @@ def test_rpgan_resume_mid_round_equals_the_uninterrupted_run(tmp_path):
 def test_resume_without_the_producer_state_is_not_exact(tmp_path):
     # the control for the test above: remaking round 1's buffer from the resumed G (what
     # happened before the buffer's state was saved) changes the weights
-    pool = _pool()
-    common = dict(steps=5, batch_size=2, lr=1e-2, betas=(0.5, 0.999), device="cpu", progress=False, log_every=0,
-                  seed=3)
-    full, _ = _trainer(_module(), TrainConfig(**common), make_loss_fn(), pool)
-    full.fit()
-    out = tmp_path / "run"
-    cfg = TrainConfig(**common, ckpt_every=3, out_dir=str(out))
-    with pytest.raises(Crash):
-        _trainer(_module(), cfg, crashing(make_loss_fn(), 5), pool)[0].fit()
-    st = torch.load(out / "last.pt", weights_only=True)
+    full, cfg, last, pool = _uninterrupted_and_crashed(tmp_path)
+    st = torch.load(last, weights_only=True)
     st["data"]["producer"] = {"round": -1}  # a producer state that restores nothing
-    torch.save(st, out / "last.pt")
+    torch.save(st, last)
     resumed, _ = _trainer(_module(), cfg, make_loss_fn(), pool)
     resumed.fit()
     diff = [not torch.equal(a, b) for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values())]

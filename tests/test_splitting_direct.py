@@ -36,14 +36,7 @@ SHAPE = (1, 3, 4)  # (C, H, W)
 N_PIX = 12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: torch's thread pool only adds wake-up latency (measured: a 5×6 irfft2
-    # took 50 ms with 2 threads on the busy 2-core machine, 20 µs with 1)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors (conftest)
 
 
 
