@@ -199,3 +199,13 @@ def test_recorded_time_is_seconds_since_the_start():
     elapsed = time.perf_counter() - t_before
     assert 0 <= rec.history[0]["time"] <= elapsed
     rec.close()
+
+
+def test_progress_bar_names_the_solver_and_counts_iterations(capsys):
+    A = np.abs(np.random.default_rng(5).random((6, 6))) + np.eye(6)
+    y = np.random.default_rng(6).random((1, 1, 2, 3))
+    richardson_lucy(y, Dense(A), iters=4, progress=True)
+    err = capsys.readouterr().err
+    assert "richardson_lucy: " in err and " 0/4 [" in err  # tqdm's first frame shows the total
+    richardson_lucy(y, Dense(A), iters=4, progress=False)
+    assert capsys.readouterr().err == ""
