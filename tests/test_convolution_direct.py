@@ -48,11 +48,13 @@ def test_unpad_is_the_transpose_of_padding(boundary):
 @pytest.mark.parametrize("boundary", ["replicate", "reflect", "zero", "periodic"])
 @pytest.mark.parametrize("method", ["direct", "fft"])
 def test_wide_kernel_on_a_small_image_and_its_adjoint(boundary, method):
-    # kernel 3 x 7: horizontal half-size 3 < W = 4, vertical 1 < H = 2
+    # kernel 3 x 7: horizontal half-size 3 < W = 5, vertical 1 < H = 3; odd W (an FFT that
+    # forgets the output size returns an even width) and H != C (the grouped convolution
+    # must take its groups from the channel axis)
     rng = np.random.default_rng(1)
     k = rng.random((3, 7))
-    x = rng.random((1, 2, 2, 4))
-    g = rng.random((1, 2, 2, 4))
+    x = rng.random((1, 2, 3, 5))
+    g = rng.random((1, 2, 3, 5))
     K = Convolution(k, boundary, method=method)
     mode = {"replicate": "nearest", "reflect": "mirror", "zero": "constant", "periodic": "wrap"}[boundary]
     ref = np.stack([np.stack([ndi.convolve(c, k, mode=mode) for c in im]) for im in x])
@@ -69,8 +71,23 @@ def test_reflect_and_periodic_need_more_than_half_the_kernel():
             K(np.zeros((1, 1, 2, 2)))
         with pytest.raises(ValueError, match=rf"^boundary='{boundary}' needs"):
             K.T(np.zeros((1, 1, 3, 1)))
+        with pytest.raises(ValueError, match=rf"^boundary='{boundary}' needs an image larger than half the kernel \(3, 5\)"):
+            Convolution(k.T, boundary)(np.zeros((1, 1, 3, 2)))  # 5 // 2 = 2 >= W = 2
     for boundary in ("replicate", "zero"):
         assert Convolution(k, boundary)(np.ones((1, 1, 1, 1))).shape == (1, 1, 1, 1)
+
+
+def test_uniform_blur_is_circular_convolution_on_odd_sizes():
+    # a 5 x 7 kernel (centre offset 2 rows, 3 columns) on a 7 x 9 image: odd sizes in both axes
+    rng = np.random.default_rng(3)
+    k = rng.random((5, 7))
+    x = rng.random((1, 2, 7, 9))
+    g = rng.random((1, 2, 7, 9))
+    K = UniformBlur(k)
+    ref = np.stack([np.stack([ndi.convolve(c, k, mode="wrap") for c in im]) for im in x])
+    np.testing.assert_allclose(K(x), ref, rtol=0, atol=1e-12)
+    ref_t = np.stack([np.stack([ndi.correlate(c, k, mode="wrap") for c in im]) for im in g])
+    np.testing.assert_allclose(K.T(g), ref_t, rtol=0, atol=1e-12)
 
 
 def test_transfer_function_shape_dtype_and_cache():
