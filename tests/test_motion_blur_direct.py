@@ -11,6 +11,7 @@ import torch
 
 from pnpdeblur.operators import dense
 from pnpdeblur.operators._segment import FLOW_CACHE
+from pnpdeblur.operators.warp import WarpBlur
 from pnpdeblur.operators.motion import (
     LUT_RANGE,
     MotionBlur,
@@ -275,3 +276,30 @@ def test_a_forced_path_is_the_path_taken(monkeypatch):
     MotionBlur(torch.tensor(f), path="numba").T(x)
     assert calls == ["torch", "torch"]
     FLOW_CACHE.clear()
+
+
+def test_dense_defaults_are_the_operators_defaults_on_a_flow_where_tau_matters():
+    rng = np.random.default_rng(7)
+    fn = rng.uniform(-2, 2, (2, 6, 7))
+    fp = rng.uniform(-2, 2, (2, 6, 7))
+    x = rng.random((1, 1, 6, 7))
+    for A, A_half, op in (
+        (dense.warp_blur_matrix(fn, fp, 3), dense.warp_blur_matrix(fn, fp, 3, 0.5), WarpBlur(fn[None], fp[None], n=3)),
+        (dense.two_segment_matrix(fn, fp), dense.two_segment_matrix(fn, fp, 0.5), TwoSegmentBlur(fn[None], fp[None])),
+    ):
+        np.testing.assert_allclose(dense.apply_matrix(A, x), op(x), rtol=0, atol=1e-12)
+        assert np.abs((A - A_half).toarray()).max() > 1e-3  # tau changes this matrix
+
+
+def test_lut_matrix_clamps_flows_at_the_table_edge_like_the_operator():
+    # flows at the table's edge (±LUT_RANGE, the largest the operator accepts) and just inside
+    # it: the lower corner index is clamped to LUT_RANGE - 1, so u = LUT_RANGE blends corners
+    # 15 and 16 with fraction 1
+    f = np.zeros((2, 2, 3))
+    f[0] = [[LUT_RANGE, LUT_RANGE - 0.5, -LUT_RANGE], [LUT_RANGE - 0.75, -LUT_RANGE + 0.5, 3.25]]
+    f[1] = [[-LUT_RANGE, 0.5, LUT_RANGE - 0.25], [LUT_RANGE, 2.0, -LUT_RANGE]]
+    x = np.random.default_rng(8).random((1, 3, 2, 3))
+    ref = dense.apply_matrix(dense.lut_blur_matrix(f), x)
+    np.testing.assert_allclose(MotionBlur.lut(f[None])(x), ref, rtol=0, atol=1e-12)
+    A = dense.lut_blur_matrix(f).toarray()
+    np.testing.assert_allclose(A.sum(axis=1), 1.0, rtol=0, atol=1e-12)  # still a blur: rows sum to 1
