@@ -14,7 +14,16 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_header", "load_into", "build_from_checkpoint", "CheckpointError"]
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_header",
+    "load_into",
+    "build_from_checkpoint",
+    "half_state",
+    "halve_checkpoint",
+    "CheckpointError",
+]
 
 _KEY = "pnpdeblur"
 PathLike = Union[str, os.PathLike]
@@ -165,3 +174,30 @@ def build_from_checkpoint(cls: type, path: PathLike, architecture: Optional[str]
     model.eval()
     model.header = header
     return model
+
+
+def half_state(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """A float16 CPU copy of a state dict, for shipping small weights (loading casts back).
+
+    BatchNorm statistics (``running_mean``/``running_var``) and non-float tensors are kept as
+    they are: a running variance can exceed float16's range (65504). A tensor that is not
+    finite in float16 raises ``ValueError`` (export in float32 instead).
+    """
+    out = {}
+    for k, v in state.items():
+        keep = not v.is_floating_point() or k.endswith(("running_mean", "running_var"))
+        out[k] = v.detach().cpu() if keep else v.detach().cpu().half()
+        if out[k].is_floating_point() and not bool(torch.isfinite(out[k].float()).all()):
+            raise ValueError(f"{k} is not finite in float16; export with --float32")
+    return out
+
+
+def halve_checkpoint(src: PathLike, dst: PathLike, architecture: str, extra: Mapping[str, Any]) -> Path:
+    """Re-save the ``architecture`` checkpoint ``src`` as ``dst`` with :func:`half_state` weights.
+
+    The header is kept, with ``extra`` added to its metadata. Returns ``dst``.
+    """
+    state, header = load_checkpoint(src, architecture)
+    meta = {k: v for k, v in header.items() if k not in ("architecture", "config")}
+    meta.update(extra)
+    return save_checkpoint(dst, half_state(state), architecture, header["config"], meta)

@@ -174,3 +174,25 @@ def test_training_recipe_runs_and_exports_half_weights(tmp_path):
     assert dtypes["stacks.0.head.weight"] == torch.float16
     assert dtypes["stacks.0.front.0.1.running_var"] == torch.float32
     assert not (tmp_path / "sen.f32.safetensors").exists()
+
+
+def test_half_state_keeps_batchnorm_statistics_and_halve_checkpoint_keeps_the_header(tmp_path):
+    from pnpdeblur.checkpoints import half_state, halve_checkpoint, load_checkpoint
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    net[1].running_var.fill_(1e6)  # beyond float16's range (65504)
+    half = half_state(net.state_dict())
+    assert half["0.weight"].dtype == torch.float16 and half["1.weight"].dtype == torch.float16
+    assert half["1.running_var"].dtype == torch.float32 and float(half["1.running_var"][0]) == 1e6
+    assert half["1.num_batches_tracked"].dtype == torch.int64
+    torch.testing.assert_close(half["0.weight"].float(), net[0].weight.detach(), rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match=r"^0\.weight is not finite in float16"):
+        half_state({"0.weight": torch.tensor([1e6])})
+
+    sen = SEN(width=2, stacks=1, levels=1)
+    src = sen.save(tmp_path / "f32.safetensors", {"note": "kept"})
+    dst = halve_checkpoint(src, tmp_path / "f16.safetensors", "SEN", {"stored_dtype": "float16"})
+    state, header = load_checkpoint(dst, "SEN")
+    assert header["config"] == sen.config and header["note"] == "kept" and header["stored_dtype"] == "float16"
+    assert all(v.dtype == torch.float16 for k, v in state.items()
+               if v.is_floating_point() and not k.endswith(("running_mean", "running_var")))

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..checkpoints import halve_checkpoint
 from ..data import list_images, read_image, sample_image, sample_images
 from ..nets.drunet import DRUNET_PRETRAINED_PATH, PAPER_CONFIG, SMALL_CONFIG, DRUNet
 
@@ -220,21 +221,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def _half_copy(src: Path, dst: Path, extra: Dict[str, Any]) -> Path:
-    """Re-save a DRUNet checkpoint with float16 weights (halves the file; loading casts back)."""
-    from ..checkpoints import load_checkpoint, save_checkpoint
-
-    state, header = load_checkpoint(src, "DRUNet")
-    half = {}
-    for k, v in state.items():
-        half[k] = v.half() if v.is_floating_point() else v
-        if v.is_floating_point() and not bool(torch.isfinite(half[k].float()).all()):
-            raise ValueError(f"{k} is not finite in float16; export with --float32")
-    meta = {k: v for k, v in header.items() if k not in ("architecture", "config")}
-    meta.update(extra)
-    return save_checkpoint(dst, half, "DRUNet", header["config"], meta)
-
-
 def main(argv=None) -> Path:
     """Train DRUNet as ``argv`` says and export its weights; returns the weights' path."""
     from . import TrainConfig, Trainer
@@ -287,7 +273,7 @@ def main(argv=None) -> Path:
     else:
         tmp = out.with_name(out.stem + ".f32.safetensors")
         trainer.export(tmp, "DRUNet", model.config, meta)
-        _half_copy(tmp, out, {"stored_dtype": "float16"})
+        halve_checkpoint(tmp, out, "DRUNet", {"stored_dtype": "float16"})
         tmp.unlink()
         tmp.with_suffix(".json").unlink(missing_ok=True)
     print(json.dumps({"weights": str(out), "validation": trainer.last_validation}, default=str))

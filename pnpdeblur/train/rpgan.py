@@ -56,7 +56,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.data import Dataset
 
-from ..checkpoints import save_checkpoint
+from ..checkpoints import half_state, save_checkpoint
 from ..losses.rpgan import (
     DEFAULT_GAMMA,
     DEFAULT_GP_WEIGHT,
@@ -355,17 +355,6 @@ def make_val_fn(levels: int = 3, noise_level: float = 0.01, cg_iters: int = 10, 
     return val_fn
 
 
-def _half_copy(model: nn.Module) -> Dict[str, torch.Tensor]:
-    """float16 weights, float32 BatchNorm statistics (a running variance can exceed fp16's range)."""
-    out = {}
-    for k, v in model.state_dict().items():
-        keep = not v.is_floating_point() or k.endswith(("running_mean", "running_var"))
-        out[k] = v.detach().cpu() if keep else v.detach().cpu().half()
-        if out[k].is_floating_point() and not bool(torch.isfinite(out[k].float()).all()):
-            raise ValueError(f"{k} is not finite in float16; export with --float32")
-    return out
-
-
 def _floats(text: str, name: str) -> List[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
@@ -508,7 +497,7 @@ def main(argv=None) -> Path:
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
         },
     }
-    state = model.generator.state_dict() if args.float32 else _half_copy(model.generator)
+    state = model.generator.state_dict() if args.float32 else half_state(model.generator.state_dict())
     if not args.float32:
         meta["stored_dtype"] = "float16 weights, float32 BatchNorm statistics"
     save_checkpoint(out, state, "RPGANGenerator", model.generator.config, meta)

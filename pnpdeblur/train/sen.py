@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch.utils.data import ConcatDataset
 
-from ..checkpoints import load_checkpoint, save_checkpoint
+from ..checkpoints import halve_checkpoint
 from ..data import SyntheticBlurDataset, list_images, read_image, sample_images
 from ..losses import flow_l2_loss
 from ..nets.sen import SEN, SEN_PRETRAINED_PATH
@@ -118,23 +118,6 @@ def val_fn(model, batch) -> Dict[str, float]:
     return out
 
 
-def _half_copy(src: Path, dst: Path, extra: Dict[str, Any]) -> Path:
-    """Re-save a checkpoint with float16 weights (halves the shipped file; loading casts back).
-
-    BatchNorm statistics stay float32: a running variance can exceed float16's range (65504).
-    """
-    state, header = load_checkpoint(src, "SEN")
-    half = {}
-    for k, v in state.items():
-        keep = not v.is_floating_point() or k.endswith(("running_mean", "running_var"))
-        half[k] = v if keep else v.half()
-        if not bool(torch.isfinite(half[k].float()).all()):
-            raise ValueError(f"{k} is not finite in float16; export with --float32")
-    meta = {k: v for k, v in header.items() if k not in ("architecture", "config")}
-    meta.update(extra)
-    return save_checkpoint(dst, half, "SEN", header["config"], meta)
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="pnpdeblur train sen", description="Train SEN, the motion-flow estimator.")
     ap.add_argument("--corpus", default=None, help="folder of sharp photos (default: scikit-image photos only)")
@@ -210,7 +193,7 @@ def main(argv=None) -> Path:
     else:
         tmp = out.with_name(out.stem + ".f32.safetensors")
         trainer.export(tmp, "SEN", model.config, meta)
-        _half_copy(tmp, out, {"stored_dtype": "float16 weights, float32 BatchNorm statistics"})
+        halve_checkpoint(tmp, out, "SEN", {"stored_dtype": "float16 weights, float32 BatchNorm statistics"})
         tmp.unlink()
         tmp.with_suffix(".json").unlink(missing_ok=True)
     print(json.dumps({"weights": str(out), "validation": trainer.history[-1] if trainer.history else None},
