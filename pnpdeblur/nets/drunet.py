@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ._base import WEIGHTS_DIR, CheckpointMixin, crop_to, pad_to_multiple
+from ._e2e import check_input
 
 __all__ = ["DRUNet", "SMALL_CONFIG", "PAPER_CONFIG", "DRUNET_PRETRAINED_PATH", "noise_level_map"]
 
@@ -153,13 +154,7 @@ class DRUNet(CheckpointMixin, nn.Module):
             nn.init.zeros_(self.tail.weight)
 
     def forward(self, x: torch.Tensor, sigma: Union[float, torch.Tensor] = 0.0) -> torch.Tensor:
-        c = self.config["channels"]
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.ndim != 4 or x.shape[1] != c:
-            raise ValueError(f"x must have shape (N, {c}, H, W), got {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
+        check_input(x, self.config["channels"])
         smap = noise_level_map(sigma, x)
         inp, size = pad_to_multiple(torch.cat((x, smap), dim=1), 8)  # three 2× down-samplings
         x1 = self.head(inp)
