@@ -34,6 +34,7 @@ from .schedules import linear_decay_lambda, step_decay_lambda
 from .state import (
     derive_seed,
     get_rng_state,
+    has_state,
     load_training_state,
     save_training_state,
     seed_everything,
@@ -120,11 +121,6 @@ def _window_to_plain(win: Dict[str, Any]) -> Dict[str, Any]:
     f = lambda v: None if v is None else float(v)  # noqa: E731
     return {"n": int(win["n"]), "loss": float(win["loss"]), "extra": {k: f(v) for k, v in win["extra"].items()},
             "grad_norm": f(win["grad_norm"])}
-
-
-def _has_state(data: Any) -> bool:
-    """Whether a dataset keeps a training-dependent state (``state_dict``/``load_state_dict``)."""
-    return callable(getattr(data, "state_dict", None)) and callable(getattr(data, "load_state_dict", None))
 
 
 def _worker_init(seed: int, rank: int, epoch: int, worker_id: int) -> None:
@@ -552,7 +548,7 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "world_size": int(self.world_size),
             "rng": [get_rng_state(self.device)],
-            "data": self.train_data.state_dict() if _has_state(self.train_data) else None,
+            "data": self.train_data.state_dict() if has_state(self.train_data) else None,
         }
 
     def save_state(self, path: Union[str, Path]) -> Optional[Path]:
@@ -583,7 +579,7 @@ class Trainer:
         self.history = list(st.get("history", []))
         self.last_validation = dict(st.get("last_validation", {}))
         self._win = dict(st.get("log_window") or _empty_window())
-        if _has_state(self.train_data):
+        if has_state(self.train_data):
             if st.get("data") is None:
                 if self.is_main:
                     warnings.warn(f"resuming {path}: it holds no state of the training data "

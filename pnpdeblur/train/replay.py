@@ -19,6 +19,8 @@ from typing import Any, Callable, Dict, List, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from .state import has_state
+
 __all__ = ["ReplayBuffer", "level_counts", "PAPER_PROPORTIONS"]
 
 #: Wu et al.'s buffer: 50 % level-1, 30 % level-2, 20 % level-3 deconvolutions.
@@ -148,14 +150,10 @@ class ReplayBuffer(Dataset):
         if r != self.round:
             self.refill(r)
 
-    def _producer_has_state(self) -> bool:
-        return callable(getattr(self.producer, "state_dict", None)) and callable(
-            getattr(self.producer, "load_state_dict", None))
-
     def state_dict(self) -> Dict[str, Any]:
         """What a checkpoint needs to bring this buffer back: the round and the producer's
         state, or the samples when the producer keeps no state."""
-        if self._producer_has_state():
+        if has_state(self.producer):
             return {"round": int(self.round), "producer": self.producer.state_dict()}
         return {"round": int(self.round), "data": dict(self._data)}
 
@@ -165,7 +163,7 @@ class ReplayBuffer(Dataset):
             raise ValueError("state must be a dict from ReplayBuffer.state_dict() "
                              "(keys 'round' and 'producer' or 'data')")
         if "producer" in state:
-            if not self._producer_has_state():
+            if not has_state(self.producer):
                 raise ValueError("state holds a producer state but this buffer's producer has no load_state_dict")
             self.producer.load_state_dict(state["producer"])
             self._data, self.round = {}, -1  # remade by the next set_epoch, from the restored producer

@@ -15,7 +15,15 @@ from typing import Any, Dict, Optional, Union
 import numpy as np
 import torch
 
-__all__ = ["get_rng_state", "set_rng_state", "seed_everything", "derive_seed", "save_training_state", "load_training_state"]
+__all__ = [
+    "get_rng_state",
+    "set_rng_state",
+    "seed_everything",
+    "derive_seed",
+    "save_training_state",
+    "load_training_state",
+    "has_state",
+]
 
 FORMAT = "pnpdeblur-train-state"
 VERSION = 1
@@ -107,3 +115,8 @@ def load_training_state(path: PathLike) -> Dict[str, Any]:
     if state.get("version") != VERSION:
         raise ValueError(f"{path}: training-state version {state.get('version')} is not supported (want {VERSION})")
     return state
+
+
+def has_state(obj: Any) -> bool:
+    """Whether ``obj`` keeps a state a checkpoint must carry (``state_dict`` and ``load_state_dict``)."""
+    return callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))
