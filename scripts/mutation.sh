@@ -9,7 +9,8 @@
 #        MUTATION_NUMBA_PYTHON=1 (mutate numba kernels: see below), MUTATION_TIMEOUT_MULTIPLIER
 #        (mutmut's timeout_multiplier, default 15), MUTATION_THREADS (torch/numba/BLAS threads per
 #        test process, default 1: see below), MUTATION_MUTANTS (space-separated mutant names or
-#        fnmatch patterns to run only those, e.g. 'pnpdeblur.operators._numba_kernels.x_forward*')
+#        fnmatch patterns to run only those, e.g. 'pnpdeblur.operators._numba_kernels.x_forward*'),
+#        MUTATION_UNDECORATE=1 (mutate decorated functions too: see below)
 #
 # mutmut lives in its own venv (never in the project's .venv): the first run creates it and
 # installs mutmut from PyPI; a .pth file lets it import the project venv's packages (torch,
@@ -20,6 +21,9 @@
 # MUTATION_NUMBA_PYTHON=1 the copy of MODULE loses its one-line `@nb.njit(...)` decorators: the
 # kernels then run as plain Python (numba.prange is range outside numba), get trampolines and
 # mutants like any function. Pure Python is ~1000x slower: select tests on tiny images.
+# The other decorated functions (properties, @torch.no_grad() helpers, @once_differentiable
+# backward passes) get mutants with MUTATION_UNDECORATE=1: scripts/undecorate.py rewrites them in
+# the copy as a plain def followed by `name = decorator(name)`, which behaves the same.
 # Results: MUTATION_DIR/mutation-results.txt (one line per mutant) and the summary printed last.
 set -euo pipefail
 
@@ -74,6 +78,10 @@ if [ "${MUTATION_NUMBA_PYTHON:-0}" = 1 ]; then
         exit 2
     fi
     echo "MUTATION_NUMBA_PYTHON=1: numba decorators stripped from the copy of $MODULE (kernels run as Python)"
+fi
+
+if [ "${MUTATION_UNDECORATE:-0}" = 1 ]; then
+    (cd "$WORK" && "$PY" scripts/undecorate.py "${MODULES[@]}")
 fi
 
 # mutmut reads its settings from setup.cfg: only in the copy
