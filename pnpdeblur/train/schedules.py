@@ -3,9 +3,20 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Callable, Optional, Sequence
+import numbers
+from typing import Any, Callable, Optional, Sequence
 
 __all__ = ["linear_decay_lambda", "step_decay_lambda"]
+
+
+def _real(value: Any) -> bool:
+    """A real number (Python or numpy), not a bool, a string or None."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _integral(value: Any) -> bool:
+    """An int or an integral float (``6.0``); NaN and Inf are not (``int()`` would raise)."""
+    return _real(value) and math.isfinite(value) and int(value) == value
 
 
 def linear_decay_lambda(
@@ -51,16 +62,16 @@ def linear_decay_lambda(
     callable
         ``f(step: int) -> float``.
     """
-    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+    if not _integral(steps) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+    if not (_real(lr) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    if int(warmup_steps) != warmup_steps or not 0 <= warmup_steps <= steps:
+    if not _integral(warmup_steps) or not 0 <= warmup_steps <= steps:
         raise ValueError(f"warmup_steps must be an int in [0, steps={steps}], got {warmup_steps!r}")
-    if decay_start is not None and (int(decay_start) != decay_start or not 0 <= decay_start <= steps):
+    if decay_start is not None and (not _integral(decay_start) or not 0 <= decay_start <= steps):
         raise ValueError(f"decay_start must be None or an int in [0, steps={steps}], got {decay_start!r}")
-    end_ratio = 1.0 if lr_end is None else float(lr_end) / float(lr)
-    if not (math.isfinite(end_ratio) and end_ratio >= 0):
+    end_ratio = 1.0 if lr_end is None else float(lr_end) / float(lr) if _real(lr_end) else math.nan
+    if not (math.isfinite(end_ratio) and end_ratio >= 0):  # a string is refused, not parsed
         raise ValueError(f"lr_end must be a finite number >= 0, got {lr_end!r}")
     steps, warmup_steps = int(steps), int(warmup_steps)
     last = steps - 1
@@ -90,7 +101,7 @@ def step_decay_lambda(
     ``step_decay_lambda(linear_decay_lambda(450_000, 5e-5), (150_000,), 0.1)``.
     """
     ms = sorted(int(m) for m in milestones)
-    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma > 0):
+    if not (_real(gamma) and math.isfinite(gamma) and gamma > 0):
         raise ValueError(f"gamma must be a finite number > 0, got {gamma!r}")
     if not ms:
         return base
