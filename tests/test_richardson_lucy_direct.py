@@ -10,21 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from pnpdeblur.operators.base import LinearOperator
 from pnpdeblur.operators.convolution import Convolution
 from pnpdeblur.solvers.result import SolverResult, _Recorder, psnr_torch
 from pnpdeblur.solvers.richardson_lucy import richardson_lucy
 
-
-class Dense(LinearOperator):
-    def __init__(self, A):
-        self.A = torch.as_tensor(A, dtype=torch.float64)
-
-    def _forward(self, x):
-        return (x.flatten(1) @ self.A.T.to(x.dtype)).reshape(x.shape)
-
-    def _adjoint(self, y):
-        return (y.flatten(1) @ self.A.to(y.dtype)).reshape(y.shape)
+from _operators import Dense  # tests/_operators.py (tests/ is on sys.path under pytest)
 
 
 def _problem(seed=0):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from pnpdeblur.operators.base import Identity, LinearOperator
+from pnpdeblur.operators.base import Identity
 from pnpdeblur.operators.convolution import Convolution, UniformBlur
 from pnpdeblur.solvers._common import (
     XStep,
@@ -32,25 +32,13 @@ from pnpdeblur.solvers.admm import admm
 from pnpdeblur.solvers.hqs import hqs
 from pnpdeblur.solvers.schedules import DEFAULT_LAMBDA
 
+from _operators import Dense  # tests/_operators.py (tests/ is on sys.path under pytest)
+
 SHAPE = (1, 3, 4)  # (C, H, W)
 N_PIX = 12
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors (conftest)
-
-
-
-class Dense(LinearOperator):
-    """``K x`` = a dense matrix applied to each flattened sample."""
-
-    def __init__(self, A):
-        self.A = torch.as_tensor(A, dtype=torch.float64)
-
-    def _forward(self, x):
-        return (x.flatten(1) @ self.A.T.to(x.dtype)).reshape(x.shape)
-
-    def _adjoint(self, y):
-        return (y.flatten(1) @ self.A.to(y.dtype)).reshape(y.shape)
 
 
 def _problem(seed=0, n=1):
