@@ -48,7 +48,9 @@ def _is_torch(x) -> bool:
 
 
 def _shape(x) -> tuple:
-    return tuple(getattr(x, "shape", ()))
+    # array-likes with only __array__ (e.g. PIL images) have no .shape: report their array's
+    shape = getattr(x, "shape", None)
+    return tuple(shape) if shape is not None else np.shape(np.asarray(x))
 
 
 def _to_numpy(x, name: str) -> np.ndarray:

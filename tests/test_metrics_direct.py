@@ -4,6 +4,7 @@ Small images (≤ 16×16) so that the file runs in about a second; complements
 tests/test_metrics.py (which checks the defaults on random images and hypothesis cases).
 """
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -238,3 +239,134 @@ def test_kohler_psnr_default_search_is_five_pixels():
     ref = np.roll(x, (5, -5), axis=(0, 1))  # ref[p] = x[p − (5, −5)]: found with max_shift 5
     val, (idx, shift, alpha) = kohler_psnr(x, [ref], return_details=True)
     assert shift == (-5, 5) and idx == 0 and alpha == pytest.approx(1.0) and val == math.inf
+
+
+# -- what the mutation run of metrics.py showed (2026-11-26, sixth session) ----------------------
+class _ArrayLike:
+    """An object with ``__array__`` and no ``.shape`` (like a PIL image)."""
+
+    def __init__(self, a):
+        self._a = np.asarray(a)
+
+    def __array__(self, dtype=None, copy=None):
+        return self._a if dtype is None else self._a.astype(dtype)
+
+
+def test_shape_error_reports_the_shape_of_array_likes():
+    with pytest.raises(ValueError, match=r"^x and ref must have the same shape, got \(4, 5\) and \(4, 6\) "):
+        psnr(_ArrayLike(np.zeros((4, 5))), _ArrayLike(np.zeros((4, 6))))
+    with pytest.raises(ValueError, match=r"^x must be one image .*, got shape \(2, 1, 9, 10\)$"):
+        kohler_align(_ArrayLike(np.zeros((2, 1, 9, 10))), np.zeros((9, 10)))
+    # and they are read like the array they stand for
+    a, b = _pair(9, (8, 9, 3))
+    assert psnr(_ArrayLike(a), _ArrayLike(b)) == pytest.approx(sk_psnr(b, a, data_range=1), abs=1e-12)
+
+
+@pytest.mark.parametrize("fn", [psnr, ssim, lambda x, ref: kohler_align(x, ref, max_shift=1)])
+def test_bad_values_name_the_argument(fn):
+    good = np.full((8, 8), 0.5)
+    bad = good.copy()
+    bad[3, 4] = np.nan
+    with pytest.raises(ValueError, match=r"^x contains NaN or Inf$"):
+        fn(bad, good)
+    with pytest.raises(ValueError, match=r"^ref contains NaN or Inf$"):
+        fn(good, bad)
+    with pytest.raises(ValueError, match=r"^x is empty \(shape \(0, 8\)\)$"):
+        fn(good[:0], good)
+    with pytest.raises(ValueError, match=r"^ref is empty \(shape \(0, 8\)\)$"):
+        fn(good, good[:0])
+
+
+def test_channel_axis_is_checked_and_used_by_psnr_and_ssim():
+    a, b = _pair(10, (3, 9, 10))  # numpy (C, H, W): needs channel_axis=0
+    with pytest.raises(ValueError, match=r"^channel_axis=3 is out of range for x with shape \(3, 9, 10\)$"):
+        psnr(a, b, channel_axis=3)
+    with pytest.raises(ValueError, match=r"^channel_axis must be None for a 2-D \(grey\) x, got 0$"):
+        psnr(a[0], b[0], channel_axis=0)
+    with pytest.raises(TypeError, match=r"^channel_axis must be an int or None, got float$"):
+        ssim(a, b, channel_axis=0.0)
+    want = sk_ssim(b, a, data_range=1, channel_axis=0)
+    assert ssim(a, b, channel_axis=0) == pytest.approx(want, abs=1e-12)
+    assert ssim(torch.from_numpy(a), torch.from_numpy(b)) == pytest.approx(want, abs=1e-12)
+    # numpy (H, W, C) read with an explicit channel axis -1: the same planes
+    assert ssim(np.moveaxis(a, 0, -1), np.moveaxis(b, 0, -1), channel_axis=-1) == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16])
+def test_psnr_signed_integer_range_follows_skimage(dtype):
+    # scikit-image's PSNR: dtype max when the reference has no negative values, else max − min
+    rng = np.random.default_rng(11)
+    info = np.iinfo(dtype)
+    ref = rng.integers(0, 100, (9, 10)).astype(dtype)
+    x = (ref + rng.integers(-5, 6, ref.shape)).clip(0, 100).astype(dtype)
+    want = 10 * np.log10(float(info.max) ** 2 / np.mean((x.astype(float) - ref) ** 2))
+    assert psnr(x, ref) == pytest.approx(want, abs=1e-10)
+    assert psnr(x, ref) == pytest.approx(sk_psnr(ref, x), abs=1e-10)
+    neg = ref.copy()
+    neg[0, 0] = -3  # one negative value: the full span of the dtype
+    want = 10 * np.log10((float(info.max) - info.min) ** 2 / np.mean((x.astype(float) - neg) ** 2))
+    assert psnr(x, neg) == pytest.approx(want, abs=1e-10)
+    assert psnr(x, neg) == pytest.approx(sk_psnr(neg, x), abs=1e-10)
+
+
+def _kohler_brute(x, ref, s):
+    """Every shift in a Python loop: least-squares scale, mean squared residual (first minimum)."""
+    h, w = ref.shape
+    g = ref[s:h - s, s:w - s]
+    best = None
+    for dy in range(-s, s + 1):
+        for dx in range(-s, s + 1):
+            xs = x[s + dy:h - s + dy, s + dx:w - s + dx]
+            den = np.sum(xs * xs)
+            a = np.sum(xs * g) / den if den > 0 else 1.0
+            err = np.mean((a * xs - g) ** 2)
+            if best is None or err < best[0] - 1e-15:
+                best = (err, (dy, dx), a)
+    return best
+
+
+def test_kohler_align_scales_dark_images():
+    # x is a dark (×0.02) shifted copy of a bright ramp-with-texture: without the least-squares
+    # scale, the brighter side of the ramp would win ((2, 2) instead of (−1, 2)), and every
+    # shifted window has <x_d, x_d> < 1, so a scale guard of "> 1" would drop the scale too
+    rng = np.random.default_rng(7)
+    h, w, s = 12, 13, 2
+    base = 0.6 * np.arange(w)[None, :] / w + 0.3 * rng.random((h, w))
+    x = 0.02 * base
+    ref = np.roll(base, (1, -2), axis=(0, 1))  # ref[p] = base[p − (1, −2)]
+    err, shift, alpha = _kohler_brute(x, ref, s)
+    assert shift == (-1, 2) and alpha == pytest.approx(50.0, rel=1e-12)
+    val, got_shift, got_alpha = kohler_align(x, ref, max_shift=s)
+    assert got_shift == shift and got_alpha == pytest.approx(50.0, rel=1e-12) and val > 250
+    # noisy: the scale and the PSNR of the brute-force search
+    noisy = ref + 0.01 * rng.standard_normal(ref.shape)
+    err, shift, alpha = _kohler_brute(x, noisy, s)
+    val, got_shift, got_alpha = kohler_align(x, noisy, max_shift=s)
+    assert got_shift == shift == (-1, 2) and got_alpha == pytest.approx(alpha, rel=1e-12)
+    assert val == pytest.approx(10 * np.log10(1 / err), abs=1e-9)
+
+
+def test_kohler_align_black_regions_give_no_warning_and_no_nan():
+    # x is black except its last two rows and columns: for the shifts whose window is all black,
+    # <x_d, x_d> is exactly 0 while the FFT correlation is ±1e-16, and the reference has black
+    # pixels; this must neither warn (RuntimeWarnings are errors for pnpdeblur, setup.cfg) nor
+    # turn the errors into NaN (np.argmin would pick the first NaN shift)
+    rng = np.random.default_rng(0)
+    x = np.zeros((12, 12))
+    x[10:] = rng.random((2, 12))
+    x[:, 10:] = rng.random((12, 2))
+    ref = np.roll(x, (-1, -1), axis=(0, 1))  # ref[p] = x[p + (1, 1)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        val, shift, alpha = kohler_align(x, ref, max_shift=2)
+    assert shift == (1, 1) == _kohler_brute(x, ref, 2)[1] and alpha == pytest.approx(1.0) and val == math.inf
+
+
+def test_kohler_align_default_search_is_five_pixels():
+    # 11×11 leaves a 1×1 interior with 5 px; 6 px would be too large for this size
+    rng = np.random.default_rng(12)
+    x = rng.random((11, 11))
+    ref = 0.7 * np.roll(x, (-3, 4), axis=(0, 1))
+    assert kohler_align(x, ref) == kohler_align(x, ref, max_shift=5)
+    with pytest.raises(ValueError, match=r"^max_shift=6 is too large for images of size \(11, 11\)$"):
+        kohler_align(x, ref, max_shift=6)
