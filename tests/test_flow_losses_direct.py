@@ -321,3 +321,15 @@ def test_multiscale_mse_argument_checks():
     with pytest.raises(ValueError, match=r"^outputs\[1\] has shape \(1, 1, 2, 2\) but its target has "
                                          r"\(1, 1, 2, 3\)$"):
         multiscale_mse([o, o], (o, z(1, 1, 2, 3)))
+
+
+def test_multiscale_mse_pyramid_has_one_level_per_output():
+    # two outputs: the target's pyramid has two levels (not image_pyramid's default three)
+    g = torch.Generator().manual_seed(6)
+    sharp = torch.rand(1, 1, 4, 6, generator=g, dtype=D)
+    preds = [torch.rand(1, 1, 2, 3, generator=g, dtype=D), torch.rand(1, 1, 4, 6, generator=g, dtype=D)]
+    ref1 = _reference_downsample(sharp)
+    expect = (((preds[0].numpy() - ref1) ** 2).mean() + ((preds[1].numpy() - sharp.numpy()) ** 2).mean()) / 2
+    assert multiscale_mse(preds, sharp).item() == pytest.approx(expect, abs=1e-13)
+    assert multiscale_mse(preds[1:], sharp).item() == pytest.approx(((preds[1] - sharp) ** 2).mean().item(),
+                                                                    abs=1e-14)
