@@ -46,7 +46,8 @@ def vgg_state(upto, seed=0, dtype=torch.float32, zeros=False):
                 state[f"features.{i}.weight"] = torch.zeros(co, ci, 3, 3, dtype=dtype)
                 state[f"features.{i}.bias"] = torch.zeros(co, dtype=dtype)
             else:
-                state[f"features.{i}.weight"] = (torch.randn(co, ci, 3, 3, generator=g) * (2 / (9 * ci)) ** 0.5).to(dtype)
+                w = torch.randn(co, ci, 3, 3, generator=g) * (2 / (9 * ci)) ** 0.5
+                state[f"features.{i}.weight"] = w.to(dtype)
                 state[f"features.{i}.bias"] = (torch.randn(co, generator=g) * 0.1).to(dtype)
     return state
 
