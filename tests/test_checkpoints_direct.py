@@ -300,6 +300,20 @@ def test_build_from_checkpoint_is_strict(tmp_path):
         build_from_checkpoint(Tiny, p)
 
 
+@pytest.mark.parametrize("drop, add", [("bn.running_var", None), (None, "extra.weight")])
+def test_build_from_checkpoint_refuses_missing_and_unexpected_tensors(tmp_path, drop, add):
+    state = _tiny().state_dict()
+    if drop:
+        del state[drop]
+    if add:
+        state[add] = torch.zeros(2)
+    p = save_checkpoint(tmp_path / "w.safetensors", state, "Tiny", {"channels": 2})
+    what = "Missing key(s)" if drop else "Unexpected key(s)"
+    with pytest.raises(CheckpointError, match="^" + re.escape(
+            f"{p} does not fit Tiny{{'channels': 2}}: Error(s) in loading state_dict for Tiny:\n\t{what}")):
+        build_from_checkpoint(Tiny, p)
+
+
 # ---------------------------------------------------------------------------------- float16 export
 
 
