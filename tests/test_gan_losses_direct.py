@@ -288,3 +288,15 @@ def test_deblurgan_losses_passes_every_argument_on():
     g = deblurgan_generator_loss(critic, deblurred, sharp, "l1", 100.0)
     for k, v in list(c.items()) + list(g.items()):
         assert out[k].item() == pytest.approx(v.item(), abs=1e-12), k
+
+
+def test_artifact_critic_loss_small_positive_weights_still_compute_the_penalty():
+    deconv, blurred = rand(2, 1, 3, 3, seed=14), rand(2, 1, 3, 3, seed=15)
+    critic = QuadCritic((1, 1, 3, 3), seed=8)
+    for wt in (0.5, 1):
+        loss, parts = artifact_critic_loss(critic, deconv, blurred, gp_weight=wt,
+                                           generator=torch.Generator().manual_seed(3))
+        gp = gradient_penalty(critic, deconv, blurred, generator=torch.Generator().manual_seed(3))
+        assert gp.item() > 1e-3
+        assert parts["gp"].item() == pytest.approx(gp.item(), abs=1e-13)
+        assert loss.item() == pytest.approx(-parts["wasserstein"].item() + wt * gp.item(), abs=1e-13)
