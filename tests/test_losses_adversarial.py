@@ -123,7 +123,7 @@ def test_interpolates_mix_both_samples_in_the_input_dtype_and_pass_the_condition
     assert gp.item() == pytest.approx(((2 * mixed.abs() - 1) ** 2).mean().item(), rel=1e-12)
 
 
-@pytest.mark.parametrize("call, name", [
+_CALLS = [
     (lambda bad: gan_discriminator_loss(bad, torch.zeros(1)), "real_logits"),
     (lambda bad: gan_discriminator_loss(torch.zeros(1), bad), "fake_logits"),
     (lambda bad: gan_generator_loss(bad), "fake_logits"),
@@ -132,9 +132,46 @@ def test_interpolates_mix_both_samples_in_the_input_dtype_and_pass_the_condition
     (lambda bad: wgan_generator_loss(bad), "fake_scores"),
     (lambda bad: gradient_penalty(lambda x: x.sum(), bad, torch.zeros(1, 1, 1, 1)), "real"),
     (lambda bad: gradient_penalty(lambda x: x.sum(), torch.zeros(1, 1, 1, 1), bad), "fake"),
-])
+]
+
+
+@pytest.mark.parametrize("call, name", _CALLS)
 def test_errors_name_the_argument(call, name):
     with pytest.raises(TypeError, match=rf"^{name} must be a floating-point tensor"):
         call(torch.tensor([1]))
     with pytest.raises(ValueError, match=rf"^{name} must not be empty"):
         call(torch.empty(0))
+
+
+@pytest.mark.parametrize("call, name", _CALLS)
+def test_non_tensor_errors_name_the_type_given(call, name):
+    with pytest.raises(TypeError, match=rf"^{name} must be a torch\.Tensor, got list$"):
+        call([1.0])
+
+
+def test_interpolation_weights_are_drawn_where_the_generator_lives():
+    # The "meta" device (shapes only, no data) stands in for a GPU on this CPU-only machine:
+    # ε must be drawn on the inputs' device without a generator, on the generator's device
+    # with one (then moved to the inputs), and never from the default (CPU) random stream.
+    w = torch.ones(1, 2, 3, 3, device="meta")
+
+    def critic(x):
+        return (x * w).flatten(1).sum(1)
+
+    real = torch.empty(2, 2, 3, 3, device="meta", dtype=torch.float64)
+    fake = torch.empty_like(real)
+    torch.manual_seed(0)
+    want_next = torch.rand(3)
+    torch.manual_seed(0)
+    gp = gradient_penalty(critic, real, fake)
+    assert gp.device.type == "meta" and gp.shape == ()
+    assert torch.equal(torch.rand(3), want_next)  # the CPU stream was not used
+
+    gen = torch.Generator().manual_seed(7)
+    twin = torch.Generator().manual_seed(7)
+    torch.rand((2, 1, 1, 1), generator=twin, dtype=torch.float64)  # one CPU draw of ε
+    torch.manual_seed(0)
+    gp = gradient_penalty(critic, real, fake, generator=gen)
+    assert gp.device.type == "meta" and gp.shape == ()
+    assert torch.equal(gen.get_state(), twin.get_state())  # drawn from the CPU generator
+    assert torch.equal(torch.rand(3), want_next)
