@@ -173,3 +173,9 @@ def test_step_decay_gamma_must_be_finite_and_positive(gamma):
     with pytest.raises(ValueError, match=msg):  # also when there is nothing to decay
         step_decay_lambda(linear_decay_lambda(4, 1.0), (), gamma)
     assert math.isclose(step_decay_lambda(lambda s: 1.0, (0,), 1e-3)(0), 1e-3)
+
+
+def test_step_decay_default_gamma_is_a_tenth():
+    base = linear_decay_lambda(6, 1.0, decay_start=2, lr_end=0.5)
+    f = step_decay_lambda(base, (3,))
+    assert [f(s) for s in range(6)] == pytest.approx([base(s) * (0.1 if s >= 3 else 1.0) for s in range(6)])

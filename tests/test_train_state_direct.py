@@ -246,3 +246,41 @@ def test_has_state():
     for obj in (OnlySave(), OnlyLoad(), NotCallable(), LoadNotCallable(), [1], None, {"state_dict": 1}):
         assert has_state(obj) is False, obj
     assert has_state(Both()) is True
+
+
+def test_cuda_generator_is_saved_and_restored_only_for_a_cuda_device(monkeypatch):
+    # no GPU here: torch.cuda's generator functions are replaced by recorders, CUDA "in use"
+    calls = []
+    cuda_state = torch.arange(16, dtype=torch.uint8)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": calls.append(("get", device)) or cuda_state)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, device="cuda": calls.append(("set", s, device)))
+    dev = torch.device("cuda", 1)
+    state = get_rng_state(dev)
+    assert calls == [("get", dev)] and torch.equal(state["cuda"], cuda_state)
+    assert get_rng_state(torch.device("cpu"))["cuda"] is None and get_rng_state()["cuda"] is None
+    assert len(calls) == 1
+    set_rng_state(state, dev)
+    assert len(calls) == 2 and calls[1][0] == "set" and calls[1][2] == dev
+    assert torch.equal(calls[1][1], cuda_state)
+    set_rng_state(state, torch.device("cpu"))  # a CPU run ignores a saved CUDA state
+    set_rng_state(state, None)
+    set_rng_state({**state, "cuda": None}, dev)  # nothing saved: nothing restored
+    assert len(calls) == 2
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    assert get_rng_state(dev)["cuda"] is None and len(calls) == 2  # CUDA not in use: not touched
+
+
+def test_a_crashed_saves_temporary_is_replaced(tmp_path):
+    (tmp_path / "last.pt.tmp").write_bytes(b"half a file")  # what a crash during torch.save leaves
+    p = save_training_state(tmp_path / "last.pt", {"step": 5})
+    assert sorted(os.listdir(tmp_path)) == ["last.pt"] and load_training_state(p)["step"] == 5
+
+
+def test_loading_stays_safe_when_the_environment_allows_pickles(tmp_path, monkeypatch):
+    # torch honours TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD only where weights_only is not given explicitly
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    p = tmp_path / "last.pt"
+    torch.save({"format": FORMAT, "version": VERSION, "obj": Opaque()}, p)
+    with pytest.raises(ValueError, match="^" + re.escape(f"{p} is not a readable training state (corrupt?): ")):
+        load_training_state(p)
