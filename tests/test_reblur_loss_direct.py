@@ -171,3 +171,37 @@ def test_the_loss_is_differentiable_in_the_image_and_the_flows():
     reblur_loss(x, b, fn, fp).backward()
     for t in (x, fn, fp):
         assert t.grad is not None and bool(t.grad.abs().sum() > 0)
+
+
+def test_batch_rule_reads_the_batch_not_the_channels():
+    # N = 2 images of C = 3 channels: a flow batch of 2 is per image, 3 is refused
+    x = torch.rand(2, 3, H, W, generator=torch.Generator().manual_seed(26), dtype=D)
+    fn2, fp2 = torch.cat([flow(27), flow(28)]), torch.cat([flow(29), flow(30)])
+    got = reblur(x, fn2, fp2)
+    for i in range(2):
+        np.testing.assert_allclose(got[i:i + 1].numpy(), dense_reference(x[i:i + 1], fn2[i:i + 1], fp2[i:i + 1],
+                                                                          "two_segment"), rtol=0, atol=1e-12)
+    for name, args in (("flow_next", (torch.zeros(3, 2, H, W, dtype=D),)),
+                       ("flow_prev", (flow(31), torch.zeros(3, 2, H, W, dtype=D)))):
+        with pytest.raises(ValueError, match=rf"^{name} has batch size 3, expected 1 or 2 \(that of deblurred\)$"):
+            reblur(x, *args)
+
+
+def test_reblur_loss_passes_the_warp_sample_count_on():
+    x, b, fn, fp = image(seed=32), image(seed=33), flow(34), flow(35)
+    for n in (1, 3):
+        y = dense_reference(x, fn, fp, "warp", 0.5, n)
+        assert reblur_loss(x, b, fn, fp, "warp", 0.5, n).item() == pytest.approx(((y - b.numpy()) ** 2).mean(),
+                                                                                   abs=1e-13)
+    y = dense_reference(x, fn, fp, "warp", 1.0, 2)
+    assert reblur_loss(x, b, fn, fp, kernel="warp", n=2).item() == pytest.approx(((y - b.numpy()) ** 2).mean(),
+                                                                                 abs=1e-13)
+
+
+def test_reblur_loss_is_in_the_deblurred_frames_dtype():
+    x, fn = image(seed=36).float(), flow(37)
+    b = image(seed=38)  # float64 blurred frames are compared in float32
+    loss = reblur_loss(x, b, fn)
+    assert loss.dtype == torch.float32
+    y = reblur(x, fn)
+    assert loss.item() == pytest.approx(((y - b.float()) ** 2).mean().item(), rel=1e-6)
