@@ -47,6 +47,7 @@ from ..losses.adversarial import (
     wgan_generator_loss,
 )
 from ..losses.multiscale import multiscale_mse
+from ._cli import add_engine_arguments, engine_options
 from .sen import HELD_OUT_SAMPLES, TRAIN_SAMPLES, training_sources
 
 __all__ = ["NetSpec", "SPECS", "build_net", "build_datasets", "make_loss_fn", "make_val_fn", "main"]
@@ -275,18 +276,8 @@ def parse_args(name: str, argv: Optional[Sequence[str]] = None) -> argparse.Name
     ap.add_argument("--adv-weight", type=float, default=spec.adv_weight,
                     help="weight of the adversarial term (0: content loss only)" if spec.adversarial
                     else argparse.SUPPRESS)
-    ap.add_argument("--grad-clip", type=float, default=None)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--amp", action="store_true")
-    ap.add_argument("--workers", type=int, default=0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--val-items", type=int, default=16)
-    ap.add_argument("--log-every", type=int, default=50)
-    ap.add_argument("--val-every", type=int, default=1000)
-    ap.add_argument("--ckpt-every", type=int, default=1000)
-    ap.add_argument("--run-dir", default=f"runs/{name}")
-    ap.add_argument("--out", type=Path, default=Path(f"{name}.safetensors"), help="exported weights")
-    ap.add_argument("--no-progress", action="store_true")
+    add_engine_arguments(ap, run_dir=f"runs/{name}", out=Path(f"{name}.safetensors"), val_items=16,
+                         val_every=1000, ckpt_every=1000, float32=False)
     return ap.parse_args(argv)
 
 
@@ -321,9 +312,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         lr_gamma=spec.gamma,
         decay_start=None if spec.decay_from is None else int(steps * spec.decay_from),
         lr_end=None if spec.lr_end is None else spec.lr_end * args.lr / spec.lr,
-        grad_clip=args.grad_clip, amp=args.amp, seed=args.seed, num_workers=args.workers, device=args.device,
-        log_every=args.log_every, val_every=args.val_every, ckpt_every=args.ckpt_every, out_dir=args.run_dir,
-        progress=not args.no_progress,
+        **engine_options(args),
     )
     t0 = time.time()
     trainer = Trainer(model, cfg, train, make_loss_fn(spec, pair, adv_weight), val_data=val,

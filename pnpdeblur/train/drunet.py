@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..checkpoints import halve_checkpoint
 from ..data import list_images, read_image, sample_image, sample_images
 from ..nets.drunet import DRUNET_PRETRAINED_PATH, PAPER_CONFIG, SMALL_CONFIG, DRUNet
+from ._cli import add_engine_arguments, engine_options, export_weights
 
 __all__ = ["HELD_OUT_SAMPLES", "MAX_SIGMA", "VAL_SIGMAS", "CleanCropDataset", "NoisyValDataset",
            "training_photos", "make_loss_fn", "val_fn", "psnr_batch", "parse_args", "main"]
@@ -205,19 +205,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (paper: 1e-4)")
     ap.add_argument("--halve-at", default="0.5,0.75,0.875", help="fractions of the steps where lr halves")
     ap.add_argument("--val-images", type=int, default=8, help="last files of --data held out for validation")
-    ap.add_argument("--val-items", type=int, default=24)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    ap.add_argument("--workers", type=int, default=0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--log-every", type=int, default=25)
-    ap.add_argument("--val-every", type=int, default=250)
-    ap.add_argument("--ckpt-every", type=int, default=50)
-    ap.add_argument("--run-dir", default="runs/drunet", help="logs, last.pt (resumed if present), loss curve")
-    ap.add_argument("--out", type=Path, default=DRUNET_PRETRAINED_PATH, help="exported weights (safetensors)")
-    ap.add_argument("--float32", action="store_true", help="export float32 weights (default float16)")
-    ap.add_argument("--no-progress", action="store_true")
+    add_engine_arguments(ap, run_dir="runs/drunet", out=DRUNET_PRETRAINED_PATH, val_items=24, log_every=25,
+                         val_every=250, ckpt_every=50, grad_clip=False)
     return ap.parse_args(argv)
 
 
@@ -244,9 +234,8 @@ def main(argv=None) -> Path:
     milestones = tuple(sorted({int(args.steps * float(f)) for f in args.halve_at.split(",") if f.strip()} - {0}))
     cfg = TrainConfig(
         steps=args.steps, batch_size=args.batch, lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
-        lr_milestones=milestones, lr_gamma=0.5, amp=args.amp, seed=args.seed, num_workers=args.workers,
-        device=args.device, log_every=args.log_every, val_every=args.val_every if val is not None else 0,
-        ckpt_every=args.ckpt_every, out_dir=args.run_dir, progress=not args.no_progress,
+        lr_milestones=milestones, lr_gamma=0.5,
+        **{**engine_options(args), "val_every": args.val_every if val is not None else 0},
     )
     t0 = time.time()
     trainer = Trainer(model, cfg, train, make_loss_fn(args.max_sigma), val_data=val,
@@ -268,14 +257,7 @@ def main(argv=None) -> Path:
     }
     meta = {"data": provenance, "input": "noisy (N, C, H, W) in [0, 1] and sigma on the [0, 1] scale",
             "output": "clean image (N, C, H, W)"}
-    if args.float32:
-        trainer.export(out, "DRUNet", model.config, meta)
-    else:
-        tmp = out.with_name(out.stem + ".f32.safetensors")
-        trainer.export(tmp, "DRUNet", model.config, meta)
-        halve_checkpoint(tmp, out, "DRUNet", {"stored_dtype": "float16"})
-        tmp.unlink()
-        tmp.with_suffix(".json").unlink(missing_ok=True)
+    export_weights(trainer, out, "DRUNet", model.config, meta, float32=args.float32)
     print(json.dumps({"weights": str(out), "validation": trainer.last_validation}, default=str))
     return out
 

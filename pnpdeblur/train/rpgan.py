@@ -70,6 +70,7 @@ from ..losses.rpgan import (
 )
 from ..nets.rpgan import RPGAN_PRETRAINED_PATH, ArtifactCritic, ConditionalDiscriminator, RPGANGenerator
 from ..priors.rpgan import RPGANPrior, rpgan_schedule
+from ._cli import add_engine_arguments, engine_options
 from .replay import PAPER_PROPORTIONS, ReplayBuffer
 
 __all__ = ["RPGANTrainModule", "TensorItems", "build_pool", "DeconvolutionProducer", "make_loss_fn",
@@ -393,18 +394,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--lr-end", type=float, default=1e-6)
     ap.add_argument("--decay-from", type=float, default=110 / 190, help="fraction of steps at constant lr")
-    ap.add_argument("--grad-clip", type=float, default=None)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--workers", type=int, default=0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--val-items", type=int, default=8, help="held-out crops (scikit-image's held-out photos)")
-    ap.add_argument("--log-every", type=int, default=50)
-    ap.add_argument("--val-every", type=int, default=1000)
-    ap.add_argument("--ckpt-every", type=int, default=500)
-    ap.add_argument("--run-dir", default="runs/rpgan", help="logs, checkpoints, discriminators")
-    ap.add_argument("--out", type=Path, default=RPGAN_PRETRAINED_PATH, help="exported generator (safetensors)")
-    ap.add_argument("--float32", action="store_true", help="export float32 weights (default float16)")
-    ap.add_argument("--no-progress", action="store_true")
+    add_engine_arguments(ap, run_dir="runs/rpgan", out=RPGAN_PRETRAINED_PATH, val_items=8, val_every=1000,
+                         amp=False, run_dir_help="logs, checkpoints, discriminators",
+                         out_help="exported generator (safetensors)")
     args = ap.parse_args(argv)
     for name in ("steps", "batch", "crop", "pool", "buffer", "refresh_every", "cg_iters", "width", "n_res", "d_width"):
         if getattr(args, name) < 1:
@@ -452,9 +444,9 @@ def main(argv=None) -> Path:
     loss_fn = make_loss_fn(perceptual, args.gamma, args.lam, args.gp_weight)
     val_fn = make_val_fn(levels, args.noise, args.cg_iters) if val is not None else None
     producer = DeconvolutionProducer(model.generator, pool, levels, args.noise, args.cg_iters, seed=args.seed)
-    common = dict(batch_size=args.batch, lr=args.lr, betas=(0.5, 0.999), grad_clip=args.grad_clip, seed=args.seed,
-                  num_workers=args.workers, device=str(device), log_every=args.log_every,
-                  val_every=args.val_every, ckpt_every=args.ckpt_every, progress=not args.no_progress)
+    common = dict(batch_size=args.batch, lr=args.lr, betas=(0.5, 0.999),
+                  **{**engine_options(args), "device": str(device)})
+    common.pop("out_dir")  # one folder per phase below
     run = Path(args.run_dir)
     history: List[Dict[str, Any]] = []
     if args.pretrain_steps:

@@ -30,10 +30,10 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch.utils.data import ConcatDataset
 
-from ..checkpoints import halve_checkpoint
 from ..data import SyntheticBlurDataset, list_images, read_image, sample_images
 from ..losses import flow_l2_loss
 from ..nets.sen import SEN, SEN_PRETRAINED_PATH
+from ._cli import add_engine_arguments, engine_options, export_weights
 
 __all__ = ["TRAIN_SAMPLES", "HELD_OUT_SAMPLES", "training_sources", "build_datasets", "blur_batch",
            "make_loss_fn", "val_fn", "main"]
@@ -134,19 +134,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=1.25e-3)
     ap.add_argument("--lr-end", type=float, default=1.25e-5)
     ap.add_argument("--decay-from", type=float, default=50 / 90, help="fraction of steps at constant lr")
-    ap.add_argument("--grad-clip", type=float, default=None)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
-    ap.add_argument("--workers", type=int, default=0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--val-items", type=int, default=64)
-    ap.add_argument("--log-every", type=int, default=50)
-    ap.add_argument("--val-every", type=int, default=500)
-    ap.add_argument("--ckpt-every", type=int, default=500)
-    ap.add_argument("--run-dir", default="runs/sen", help="logs, checkpoints and loss curve")
-    ap.add_argument("--out", type=Path, default=SEN_PRETRAINED_PATH, help="exported weights (safetensors)")
-    ap.add_argument("--float32", action="store_true", help="export float32 weights (default float16)")
-    ap.add_argument("--no-progress", action="store_true")
+    add_engine_arguments(ap, run_dir="runs/sen", out=SEN_PRETRAINED_PATH, val_items=64)
     return ap.parse_args(argv)
 
 
@@ -163,10 +151,7 @@ def main(argv=None) -> Path:
                 flow_scale=float(max(int(p) for p in presets)) / 2)
     cfg = TrainConfig(
         steps=args.steps, batch_size=args.batch, lr=args.lr, betas=(0.9, 0.99), eps=1e-8,
-        decay_start=int(args.steps * args.decay_from), lr_end=args.lr_end, grad_clip=args.grad_clip,
-        amp=args.amp, seed=args.seed, num_workers=args.workers, device=args.device,
-        log_every=args.log_every, val_every=args.val_every, ckpt_every=args.ckpt_every, out_dir=args.run_dir,
-        progress=not args.no_progress,
+        decay_start=int(args.steps * args.decay_from), lr_end=args.lr_end, **engine_options(args),
     )
     t0 = time.time()
     trainer = Trainer(model, cfg, train, make_loss_fn(args.loss == "symmetric", args.max_noise),
@@ -188,14 +173,8 @@ def main(argv=None) -> Path:
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else "cpu",
     }
     meta = {"data": provenance, "output": "flow (N, 2, H, W) in pixels, u right, v down; canonical u >= 0"}
-    if args.float32:
-        trainer.export(out, "SEN", model.config, meta)
-    else:
-        tmp = out.with_name(out.stem + ".f32.safetensors")
-        trainer.export(tmp, "SEN", model.config, meta)
-        halve_checkpoint(tmp, out, "SEN", {"stored_dtype": "float16 weights, float32 BatchNorm statistics"})
-        tmp.unlink()
-        tmp.with_suffix(".json").unlink(missing_ok=True)
+    export_weights(trainer, out, "SEN", model.config, meta, float32=args.float32,
+                   stored_dtype="float16 weights, float32 BatchNorm statistics")
     print(json.dumps({"weights": str(out), "validation": trainer.history[-1] if trainer.history else None},
                      default=str))
     return out

@@ -1,0 +1,101 @@
+"""The command-line options and the weight export that every training recipe shares.
+
+``pnpdeblur train sen|drunet|rpgan|deepdeblur|...`` all run the same engine
+(:class:`~pnpdeblur.train.Trainer`), so they take the same engine options (device, seed,
+logging and checkpoint intervals, run folder ...) with the same names and meanings; only their
+defaults differ per recipe.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+__all__ = ["add_engine_arguments", "engine_options", "export_weights"]
+
+
+def add_engine_arguments(
+    ap: argparse.ArgumentParser,
+    *,
+    run_dir: str,
+    out: Path,
+    val_items: int,
+    log_every: int = 50,
+    val_every: int = 500,
+    ckpt_every: int = 500,
+    amp: bool = True,
+    grad_clip: bool = True,
+    float32: bool = True,
+    run_dir_help: str = "logs, checkpoints (last.pt is resumed if present) and loss curve",
+    out_help: str = "exported weights (safetensors)",
+) -> None:
+    """Add the engine's options to a recipe's parser.
+
+    Adds ``--device --workers --seed --val-items --log-every --val-every --ckpt-every
+    --run-dir --out --no-progress``, and ``--amp`` / ``--grad-clip`` / ``--float32`` where the
+    recipe supports them (``amp``, ``grad_clip``, ``float32`` flags). The keyword arguments are
+    the recipe's defaults.
+    """
+    if grad_clip:
+        ap.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm to this")
+    ap.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1' ...")
+    if amp:
+        ap.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    ap.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--val-items", type=int, default=val_items, help="validation items")
+    ap.add_argument("--log-every", type=int, default=log_every, help="steps between log rows")
+    ap.add_argument("--val-every", type=int, default=val_every, help="steps between validations")
+    ap.add_argument("--ckpt-every", type=int, default=ckpt_every, help="steps between checkpoints")
+    ap.add_argument("--run-dir", default=run_dir, help=run_dir_help)
+    ap.add_argument("--out", type=Path, default=out, help=out_help)
+    if float32:
+        ap.add_argument("--float32", action="store_true", help="export float32 weights (default float16)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def engine_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """The :class:`~pnpdeblur.train.TrainConfig` fields given by :func:`add_engine_arguments`.
+
+    ``amp`` and ``grad_clip`` are included only when the parser had those options.
+    """
+    opts: Dict[str, Any] = dict(
+        seed=args.seed, num_workers=args.workers, device=args.device, log_every=args.log_every,
+        val_every=args.val_every, ckpt_every=args.ckpt_every, out_dir=str(args.run_dir),
+        progress=not args.no_progress,
+    )
+    for name in ("amp", "grad_clip"):
+        if hasattr(args, name):
+            opts[name] = getattr(args, name)
+    return opts
+
+
+def export_weights(
+    trainer: Any,
+    out: Path,
+    arch: str,
+    config: Dict[str, Any],
+    meta: Dict[str, Any],
+    *,
+    float32: bool,
+    stored_dtype: str = "float16",
+    module: Optional[Any] = None,
+) -> Path:
+    """Export the trained weights to ``out``, as float16 unless ``float32``.
+
+    The float16 file is made from a float32 export by
+    :func:`~pnpdeblur.checkpoints.halve_checkpoint` (which keeps normalisation statistics in
+    float32); ``stored_dtype`` is recorded in its header.
+    """
+    from ..checkpoints import halve_checkpoint
+
+    out = Path(out)
+    if float32:
+        trainer.export(out, arch, config, meta, module=module)
+        return out
+    tmp = out.with_name(out.stem + ".f32.safetensors")
+    trainer.export(tmp, arch, config, meta, module=module)
+    halve_checkpoint(tmp, out, arch, {"stored_dtype": stored_dtype})
+    tmp.unlink()
+    tmp.with_suffix(".json").unlink(missing_ok=True)
+    return out
