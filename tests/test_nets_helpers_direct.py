@@ -313,3 +313,35 @@ def test_copy_mapped_refuses_non_finite(bad):
             "w.pth: tensor 'features.1.running_var' holds NaN or Inf") + "$"):
         copy_mapped(m, s, MAPPING, "w.pth")
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())  # nothing loaded
+
+
+def _save_as_if_on_cuda(obj, path, monkeypatch):
+    """``torch.save`` with every storage tagged ``cuda:0``, as a file written on a GPU is (no GPU here)."""
+    import torch.serialization as ts
+
+    with monkeypatch.context() as m:
+        m.setattr(ts, "_package_registry", [(0, lambda s: "cuda:0", lambda s, loc: None)] + list(ts._package_registry))
+        torch.save(obj, path)
+    with pytest.raises(RuntimeError, match="CUDA"):  # what torch.load does without a map_location
+        torch.load(path, weights_only=True)
+
+
+def test_checkpoints_written_on_a_gpu_load_on_the_cpu(tmp_path, monkeypatch):
+    p = tmp_path / "gpu.pth"
+    s = _official_state(4)
+    _save_as_if_on_cuda({"state_dict": s, "epoch": 2}, p, monkeypatch)
+    got = read_torch_state(p, "DeepDeblur")
+    assert got["epoch"] == 2 and torch.equal(got["state_dict"]["features.0.bias"], s["features.0.bias"])
+    state, meta = load_official(p)
+    assert meta == {"epoch": 2} and all(torch.equal(state[k], s[k]) and state[k].device.type == "cpu" for k in s)
+
+
+def test_loaders_stay_safe_when_the_environment_allows_pickles(tmp_path, monkeypatch):
+    # torch honours TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD only where weights_only is not given explicitly
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    p = tmp_path / "x.pt"
+    torch.save({"state_dict": {"a": torch.zeros(1)}, "cfg": Opaque()}, p)
+    with pytest.raises(CheckpointError, match="^" + re.escape(f"{p} is not a readable torch checkpoint (corrupt or")):
+        read_torch_state(p, "DVD")
+    with pytest.raises(CheckpointError, match="^" + re.escape(f"{p} is not a readable torch checkpoint: ")):
+        load_official(p)

@@ -284,3 +284,17 @@ def test_loading_stays_safe_when_the_environment_allows_pickles(tmp_path, monkey
     torch.save({"format": FORMAT, "version": VERSION, "obj": Opaque()}, p)
     with pytest.raises(ValueError, match="^" + re.escape(f"{p} is not a readable training state (corrupt?): ")):
         load_training_state(p)
+
+
+def test_a_state_written_on_a_gpu_resumes_on_the_cpu(tmp_path, monkeypatch):
+    # every storage tagged cuda:0, as torch.save writes it on a GPU (no GPU here)
+    import torch.serialization as ts
+
+    p = tmp_path / "last.pt"
+    with monkeypatch.context() as m:
+        m.setattr(ts, "_package_registry", [(0, lambda s: "cuda:0", lambda s, loc: None)] + list(ts._package_registry))
+        save_training_state(p, {"w": torch.arange(3.0)})
+    with pytest.raises(RuntimeError, match="CUDA"):  # what torch.load does without a map_location
+        torch.load(p, weights_only=True)
+    back = load_training_state(p)
+    assert back["w"].device.type == "cpu" and torch.equal(back["w"], torch.arange(3.0))
