@@ -141,9 +141,11 @@ def load_into(model: torch.nn.Module, path: PathLike, architecture: Optional[str
     """Load a checkpoint into ``model`` strictly; returns the header.
 
     ``architecture`` defaults to ``type(model).__name__``. Missing, unexpected or
-    mis-shaped tensors raise :class:`CheckpointError`.
+    mis-shaped tensors and NaN/Inf weights raise :class:`CheckpointError` (NaN/Inf before
+    anything is loaded).
     """
     state, header = load_checkpoint(path, architecture or type(model).__name__)
+    _check_finite(state, path)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -164,9 +166,7 @@ def build_from_checkpoint(cls: type, path: PathLike, architecture: Optional[str]
         model = cls(**header["config"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: config does not fit {arch}: {e}") from e
-    for k, v in state.items():
-        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
-            raise CheckpointError(f"{path}: tensor {k!r} holds NaN or Inf")
+    _check_finite(state, path)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -174,6 +174,13 @@ def build_from_checkpoint(cls: type, path: PathLike, architecture: Optional[str]
     model.eval()
     model.header = header
     return model
+
+
+def _check_finite(state: Mapping[str, torch.Tensor], path: PathLike) -> None:
+    """Raise :class:`CheckpointError` naming the first floating-point tensor with NaN or Inf."""
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{path}: tensor {k!r} holds NaN or Inf")
 
 
 def half_state(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

@@ -206,7 +206,8 @@ def test_load_checkpoint_checks_the_architecture_only_when_asked(tmp_path):
     for state, header in (load_checkpoint(p), load_checkpoint(str(p), "Tiny")):
         _same_state(state, m.state_dict())
         assert header == {"architecture": "Tiny", "config": {"channels": 2}, "k": 1}
-    with pytest.raises(CheckpointError, match="^" + re.escape(f"{p} holds a 'Tiny' checkpoint, expected 'DnCNN'") + "$"):
+    with pytest.raises(CheckpointError,
+                       match="^" + re.escape(f"{p} holds a 'Tiny' checkpoint, expected 'DnCNN'") + "$"):
         load_checkpoint(p, "DnCNN")
 
 
@@ -257,6 +258,19 @@ def test_load_into_is_strict(tmp_path, state):
     p = save_checkpoint(tmp_path / "w.safetensors", state, "Tiny", {"channels": 2})
     with pytest.raises(CheckpointError, match="^" + re.escape(f"{p} does not fit Tiny: ")):
         load_into(Tiny(), p)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_load_into_refuses_non_finite_weights(tmp_path, bad):
+    # it loaded them silently before (only build_from_checkpoint checked)
+    state = _tiny(0).state_dict()
+    state["conv.bias"][0] = bad
+    p = save_checkpoint(tmp_path / "w.safetensors", state, "Tiny", {"channels": 2})
+    dst = _tiny(1)
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.raises(CheckpointError, match="^" + re.escape(f"{p}: tensor 'conv.bias' holds NaN or Inf") + "$"):
+        load_into(dst, p)
+    _same_state(dst.state_dict(), before)  # nothing was loaded
 
 
 def test_build_from_checkpoint_builds_loads_and_evaluates(tmp_path):
