@@ -370,3 +370,27 @@ def test_kohler_align_default_search_is_five_pixels():
     assert kohler_align(x, ref) == kohler_align(x, ref, max_shift=5)
     with pytest.raises(ValueError, match=r"^max_shift=6 is too large for images of size \(11, 11\)$"):
         kohler_align(x, ref, max_shift=6)
+
+
+class _FakeCupy:
+    """Stands in for cupy.ndarray: ``.shape``, ``.get()``; implicit conversion raises."""
+
+    __module__ = "cupy._core.core"
+
+    def __init__(self, a):
+        self._a = np.asarray(a)
+        self.shape = self._a.shape
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use `.get()`")
+
+    def get(self):
+        return self._a.copy()
+
+
+def test_shape_error_of_device_arrays_uses_their_shape():
+    # cupy arrays refuse np.asarray: the message must read their .shape, not convert them
+    with pytest.raises(ValueError, match=r"^x and ref must have the same shape, got \(4, 5\) and \(4, 6\) "):
+        psnr(_FakeCupy(np.zeros((4, 5))), _FakeCupy(np.zeros((4, 6))))
+    with pytest.raises(ValueError, match=r"^x must be one image .*, got shape \(2, 1, 9, 10\)$"):
+        kohler_align(_FakeCupy(np.zeros((2, 1, 9, 10))), np.zeros((9, 10)))
