@@ -310,3 +310,10 @@ def test_laplacian_pyramid_loss_value_weights_and_checks():
     for bad in ((1.0,), (1.0, -1.0), (1.0, float("inf")), (float("nan"), 1.0)):
         with pytest.raises(ValueError, match=rf"^weights must be 2 finite non-negative numbers, got {re_repr(bad)}$"):
             LaplacianPyramidLoss(1, weights=bad)
+
+
+def test_layer_table_builder_by_itself():
+    # VGG16_LAYERS is built once at import; the builder itself must give torchvision's table too
+    from pnpdeblur.losses.perceptual import _layer_names
+
+    assert _layer_names() == hand_layer_table()
