@@ -28,6 +28,12 @@ the reference expressions, so every weight is bit-identical to :func:`_taps`'s;
 only the order of the float additions differs (~1e-16 relative in float64).
 :func:`param_grad` still uses the tap list of :func:`_taps` (gradients are rare in
 solves).
+
+:func:`normal` is ``KᵀK`` in one pass for the CG x-step: each pixel's weights are
+evaluated once and used for both its gather (``y_p``) and its scatter (``w_k y_p``);
+the gather and scatter are the same inline functions (:func:`_gather`,
+:func:`_scatter`) as :func:`forward` and :func:`adjoint` use, so its result is
+bitwise ``adjoint(forward(x))``.
 """
 from __future__ import annotations
 
@@ -43,7 +49,7 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     # installed, else numba's own workqueue (callers serialise calls from threads, see _segment).
     nb.config.THREADING_LAYER = "forksafe"
 
-__all__ = ["max_taps", "forward", "adjoint", "param_grad"]
+__all__ = ["max_taps", "forward", "adjoint", "normal", "param_grad"]
 
 
 def max_taps(max_len: float) -> int:
@@ -211,6 +217,151 @@ def _to_nhwc(x):
     return xh
 
 
+@nb.njit(cache=True, inline="always")
+def _gather(xb, acc, sacc, scale, i, j, H, W, C, R, major_x, lo, nk, w0b, w1b, w2b, rbuf):
+    """acc[c] += scale * sum of the taps of one segment at pixel (i, j) (channel-last ``xb``)."""
+    if R <= i < H - R and R <= j < W - R:
+        st_maj = C if major_x else W * C
+        st_min = W * C if major_x else C
+        p0 = (i * W + j) * C + lo * st_maj
+        if C == 3:
+            # three accumulators per channel: independent additions
+            a0 = a1 = a2 = b0 = b1 = b2 = c0 = c1 = c2 = 0.0
+            for k in range(nk):
+                o = p0 + k * st_maj + int(rbuf[k]) * st_min
+                w0 = w0b[k]
+                w1 = w1b[k]
+                w2 = w2b[k]
+                oa = o - st_min
+                ob = o + st_min
+                a0 += w0 * xb[oa]
+                b0 += w1 * xb[o]
+                c0 += w2 * xb[ob]
+                a1 += w0 * xb[oa + 1]
+                b1 += w1 * xb[o + 1]
+                c1 += w2 * xb[ob + 1]
+                a2 += w0 * xb[oa + 2]
+                b2 += w1 * xb[o + 2]
+                c2 += w2 * xb[ob + 2]
+            acc[0] += scale * (a0 + b0 + c0)
+            acc[1] += scale * (a1 + b1 + c1)
+            acc[2] += scale * (a2 + b2 + c2)
+        elif C == 1:
+            a0 = b0 = c0 = 0.0
+            for k in range(nk):
+                o = p0 + k * st_maj + int(rbuf[k]) * st_min
+                a0 += w0b[k] * xb[o - st_min]
+                b0 += w1b[k] * xb[o]
+                c0 += w2b[k] * xb[o + st_min]
+            acc[0] += scale * (a0 + b0 + c0)
+        else:
+            for c in range(C):
+                sacc[c] = 0.0
+            for k in range(nk):
+                o = p0 + k * st_maj + int(rbuf[k]) * st_min
+                for d in range(3):
+                    wt = w0b[k] if d == 0 else (w1b[k] if d == 1 else w2b[k])
+                    od = o + (d - 1) * st_min
+                    for c in range(C):
+                        sacc[c] += wt * xb[od + c]
+            for c in range(C):
+                acc[c] += scale * sacc[c]
+    else:  # near the border: clamp each tap's coordinates (replicated border)
+        for c in range(C):
+            sacc[c] = 0.0
+        for k in range(nk):
+            k_maj = lo + k
+            for d in range(3):
+                wt = w0b[k] if d == 0 else (w1b[k] if d == 1 else w2b[k])
+                if wt == 0.0:
+                    continue
+                k_min = int(rbuf[k]) + d - 1
+                if major_x:
+                    ii = min(max(i + k_min, 0), H - 1)
+                    jj = min(max(j + k_maj, 0), W - 1)
+                else:
+                    ii = min(max(i + k_maj, 0), H - 1)
+                    jj = min(max(j + k_min, 0), W - 1)
+                o = (ii * W + jj) * C
+                for c in range(C):
+                    sacc[c] += wt * xb[o + c]
+        for c in range(C):
+            acc[c] += scale * sacc[c]
+
+
+@nb.njit(cache=True, inline="always")
+def _scatter(out, gs, i, j, H, W, C, R, major_x, lo, nk, w0b, w1b, w2b, rbuf):
+    """out[p + k] += w_k * gs for the taps of one segment at pixel (i, j) (channel-last ``out``)."""
+    if R <= i < H - R and R <= j < W - R:
+        st_maj = C if major_x else W * C
+        st_min = W * C if major_x else C
+        p0 = (i * W + j) * C + lo * st_maj
+        if C == 3:
+            g0 = gs[0]
+            g1 = gs[1]
+            g2 = gs[2]
+            for k in range(nk):
+                o = p0 + k * st_maj + int(rbuf[k]) * st_min
+                w0 = w0b[k]
+                w1 = w1b[k]
+                w2 = w2b[k]
+                oa = o - st_min
+                ob = o + st_min
+                out[oa] += w0 * g0
+                out[oa + 1] += w0 * g1
+                out[oa + 2] += w0 * g2
+                out[o] += w1 * g0
+                out[o + 1] += w1 * g1
+                out[o + 2] += w1 * g2
+                out[ob] += w2 * g0
+                out[ob + 1] += w2 * g1
+                out[ob + 2] += w2 * g2
+        else:
+            for k in range(nk):
+                o = p0 + k * st_maj + int(rbuf[k]) * st_min
+                for d in range(3):
+                    wt = w0b[k] if d == 0 else (w1b[k] if d == 1 else w2b[k])
+                    od = o + (d - 1) * st_min
+                    for c in range(C):
+                        out[od + c] += wt * gs[c]
+    else:
+        for k in range(nk):
+            k_maj = lo + k
+            for d in range(3):
+                wt = w0b[k] if d == 0 else (w1b[k] if d == 1 else w2b[k])
+                if wt == 0.0:
+                    continue
+                k_min = int(rbuf[k]) + d - 1
+                if major_x:
+                    ii = min(max(i + k_min, 0), H - 1)
+                    jj = min(max(j + k_maj, 0), W - 1)
+                else:
+                    ii = min(max(i + k_maj, 0), H - 1)
+                    jj = min(max(j + k_min, 0), W - 1)
+                o = (ii * W + jj) * C
+                for c in range(C):
+                    out[o + c] += wt * gs[c]
+
+
+@nb.njit(parallel=True, cache=True)
+def _from_chunks(bufs, like):
+    """Sum the channel-last chunk buffers (fixed order: deterministic) into (N, C, H, W)."""
+    N, C, H, W = like.shape
+    nchunks = bufs.shape[0]
+    res = np.empty_like(like)
+    for row in nb.prange(N * H):
+        b = row // H
+        i = row % H
+        for j in range(W):
+            o = (i * W + j) * C
+            for c in range(C):
+                v = bufs[0, b, o + c]
+                for ch in range(1, nchunks):
+                    v += bufs[ch, b, o + c]
+                res[b, c, i, j] = v
+    return res
+
+
 @nb.njit(parallel=True, cache=True)
 def forward(x, vec, mass, beta, ntaps):
     """y = K x for x (N, C, H, W); vec (Nf, S, 2, H, W) float64; mass (Nf, S, H, W) float64.
@@ -254,74 +405,8 @@ def forward(x, vec, mass, beta, ntaps):
                 nk = hi - lo + 1
                 _step_weights(lo, nk, um, un, h, beta * L, c_maj, c_min, slope, w0b, w1b, w2b, rbuf)
                 scale = m / _sum3(w0b, w1b, w2b, nk)
-                R = _radius(L, beta)
-                if R <= i < H - R and R <= j < W - R:
-                    st_maj = C if major_x else W * C
-                    st_min = W * C if major_x else C
-                    p0 = (i * W + j) * C + lo * st_maj
-                    if C == 3:
-                        # three accumulators per channel: independent additions
-                        a0 = a1 = a2 = b0 = b1 = b2 = c0 = c1 = c2 = 0.0
-                        for k in range(nk):
-                            o = p0 + k * st_maj + int(rbuf[k]) * st_min
-                            w0 = w0b[k]
-                            w1 = w1b[k]
-                            w2 = w2b[k]
-                            oa = o - st_min
-                            ob = o + st_min
-                            a0 += w0 * xb[oa]
-                            b0 += w1 * xb[o]
-                            c0 += w2 * xb[ob]
-                            a1 += w0 * xb[oa + 1]
-                            b1 += w1 * xb[o + 1]
-                            c1 += w2 * xb[ob + 1]
-                            a2 += w0 * xb[oa + 2]
-                            b2 += w1 * xb[o + 2]
-                            c2 += w2 * xb[ob + 2]
-                        acc[0] += scale * (a0 + b0 + c0)
-                        acc[1] += scale * (a1 + b1 + c1)
-                        acc[2] += scale * (a2 + b2 + c2)
-                    elif C == 1:
-                        a0 = b0 = c0 = 0.0
-                        for k in range(nk):
-                            o = p0 + k * st_maj + int(rbuf[k]) * st_min
-                            a0 += w0b[k] * xb[o - st_min]
-                            b0 += w1b[k] * xb[o]
-                            c0 += w2b[k] * xb[o + st_min]
-                        acc[0] += scale * (a0 + b0 + c0)
-                    else:
-                        for c in range(C):
-                            sacc[c] = 0.0
-                        for k in range(nk):
-                            o = p0 + k * st_maj + int(rbuf[k]) * st_min
-                            for d in range(3):
-                                wt = w0b[k] if d == 0 else (w1b[k] if d == 1 else w2b[k])
-                                od = o + (d - 1) * st_min
-                                for c in range(C):
-                                    sacc[c] += wt * xb[od + c]
-                        for c in range(C):
-                            acc[c] += scale * sacc[c]
-                else:  # near the border: clamp each tap's coordinates (replicated border)
-                    for c in range(C):
-                        sacc[c] = 0.0
-                    for k in range(nk):
-                        k_maj = lo + k
-                        for d in range(3):
-                            wt = w0b[k] if d == 0 else (w1b[k] if d == 1 else w2b[k])
-                            if wt == 0.0:
-                                continue
-                            k_min = int(rbuf[k]) + d - 1
-                            if major_x:
-                                ii = min(max(i + k_min, 0), H - 1)
-                                jj = min(max(j + k_maj, 0), W - 1)
-                            else:
-                                ii = min(max(i + k_maj, 0), H - 1)
-                                jj = min(max(j + k_min, 0), W - 1)
-                            o = (ii * W + jj) * C
-                            for c in range(C):
-                                sacc[c] += wt * xb[o + c]
-                    for c in range(C):
-                        acc[c] += scale * sacc[c]
+                _gather(xb, acc, sacc, scale, i, j, H, W, C, _radius(L, beta), major_x, lo, nk,
+                        w0b, w1b, w2b, rbuf)
             for c in range(C):
                 y[b, c, i, j] = acc[c]
     return y
@@ -370,68 +455,94 @@ def adjoint(g, vec, mass, beta, ntaps, nchunks):
                     scale = m / _sum3(w0b, w1b, w2b, nk)
                     for c in range(C):
                         gs[c] = scale * g[b, c, i, j]
+                    _scatter(out, gs, i, j, H, W, C, _radius(L, beta), major_x, lo, nk, w0b, w1b, w2b, rbuf)
+    return _from_chunks(bufs, g)
+
+
+@nb.njit(parallel=True, cache=True)
+def normal(x, vec, mass, beta, ntaps, nchunks):
+    """z = Kᵀ K x in one pass (the normal operator of the CG x-step).
+
+    Per pixel p the weights of its segments are computed once, then used twice:
+    ``y_p = sum_k w_k x[p + k]`` (gathered exactly as :func:`forward` does, and rounded
+    to the image dtype as its output would be) and ``z[p + k] += w_k y_p`` (scattered
+    exactly as :func:`adjoint` does, into the same ``nchunks`` row blocks). So the
+    result is bitwise ``adjoint(forward(x))`` with the same ``nchunks``, for half the
+    weight evaluations and without the intermediate image ``y``.
+    """
+    N, C, H, W = x.shape
+    Nf, S = vec.shape[0], vec.shape[1]
+    xh = _to_nhwc(x)
+    bufs = np.zeros((nchunks, N, H * W * C), dtype=x.dtype)
+    rows = N * H
+    nsteps = ntaps // 3
+    for ch in nb.prange(nchunks):
+        # one set of step buffers per segment: the scatter reuses the gather's weights
+        w0b = np.empty((S, nsteps))
+        w1b = np.empty((S, nsteps))
+        w2b = np.empty((S, nsteps))
+        rbuf = np.empty((S, nsteps))
+        kind = np.empty(S, np.int64)  # 0: no mass, 1: zero-length (one tap), 2: taps in the buffers
+        s_scale = np.empty(S)
+        s_lo = np.empty(S, np.int64)
+        s_nk = np.empty(S, np.int64)
+        s_R = np.empty(S, np.int64)
+        s_maj = np.empty(S, np.bool_)
+        acc = np.empty(C)
+        sacc = np.empty(C)
+        yp = np.empty(C, x.dtype)  # y_p rounded to the image dtype, as forward() stores it
+        gs = np.empty(C)
+        for row in range(ch * rows // nchunks, (ch + 1) * rows // nchunks):
+            b = row // H
+            i = row % H
+            bf = b if Nf > 1 else 0
+            xb = xh[b]
+            out = bufs[ch, b]
+            for j in range(W):
+                for c in range(C):
+                    acc[c] = 0.0
+                for sgi in range(S):
+                    m = mass[bf, sgi, i, j]
+                    kind[sgi] = 0
+                    if m == 0.0:
+                        continue
+                    ax = vec[bf, sgi, 0, i, j]
+                    ay = vec[bf, sgi, 1, i, j]
+                    if ax == 0.0 and ay == 0.0:
+                        kind[sgi] = 1
+                        for c in range(C):
+                            acc[c] += m * x[b, c, i, j]
+                        continue
+                    L, major_x, um, un, h, c_maj, c_min, slope, lo, hi = _geometry(ax, ay, beta)
+                    nk = hi - lo + 1
+                    _step_weights(lo, nk, um, un, h, beta * L, c_maj, c_min, slope,
+                                  w0b[sgi], w1b[sgi], w2b[sgi], rbuf[sgi])
+                    scale = m / _sum3(w0b[sgi], w1b[sgi], w2b[sgi], nk)
                     R = _radius(L, beta)
-                    if R <= i < H - R and R <= j < W - R:
-                        st_maj = C if major_x else W * C
-                        st_min = W * C if major_x else C
-                        p0 = (i * W + j) * C + lo * st_maj
-                        if C == 3:
-                            g0 = gs[0]
-                            g1 = gs[1]
-                            g2 = gs[2]
-                            for k in range(nk):
-                                o = p0 + k * st_maj + int(rbuf[k]) * st_min
-                                w0 = w0b[k]
-                                w1 = w1b[k]
-                                w2 = w2b[k]
-                                oa = o - st_min
-                                ob = o + st_min
-                                out[oa] += w0 * g0
-                                out[oa + 1] += w0 * g1
-                                out[oa + 2] += w0 * g2
-                                out[o] += w1 * g0
-                                out[o + 1] += w1 * g1
-                                out[o + 2] += w1 * g2
-                                out[ob] += w2 * g0
-                                out[ob + 1] += w2 * g1
-                                out[ob + 2] += w2 * g2
-                        else:
-                            for k in range(nk):
-                                o = p0 + k * st_maj + int(rbuf[k]) * st_min
-                                for d in range(3):
-                                    wt = w0b[k] if d == 0 else (w1b[k] if d == 1 else w2b[k])
-                                    od = o + (d - 1) * st_min
-                                    for c in range(C):
-                                        out[od + c] += wt * gs[c]
-                    else:
-                        for k in range(nk):
-                            k_maj = lo + k
-                            for d in range(3):
-                                wt = w0b[k] if d == 0 else (w1b[k] if d == 1 else w2b[k])
-                                if wt == 0.0:
-                                    continue
-                                k_min = int(rbuf[k]) + d - 1
-                                if major_x:
-                                    ii = min(max(i + k_min, 0), H - 1)
-                                    jj = min(max(j + k_maj, 0), W - 1)
-                                else:
-                                    ii = min(max(i + k_maj, 0), H - 1)
-                                    jj = min(max(j + k_min, 0), W - 1)
-                                o = (ii * W + jj) * C
-                                for c in range(C):
-                                    out[o + c] += wt * gs[c]
-    res = np.empty_like(g)
-    for row in nb.prange(N * H):
-        b = row // H
-        i = row % H
-        for j in range(W):
-            o = (i * W + j) * C
-            for c in range(C):
-                v = bufs[0, b, o + c]
-                for ch in range(1, nchunks):
-                    v += bufs[ch, b, o + c]
-                res[b, c, i, j] = v
-    return res
+                    kind[sgi] = 2
+                    s_scale[sgi] = scale
+                    s_lo[sgi] = lo
+                    s_nk[sgi] = nk
+                    s_R[sgi] = R
+                    s_maj[sgi] = major_x
+                    _gather(xb, acc, sacc, scale, i, j, H, W, C, R, major_x, lo, nk,
+                            w0b[sgi], w1b[sgi], w2b[sgi], rbuf[sgi])
+                for c in range(C):
+                    yp[c] = acc[c]
+                for sgi in range(S):
+                    if kind[sgi] == 0:
+                        continue
+                    if kind[sgi] == 1:
+                        m = mass[bf, sgi, i, j]
+                        o = (i * W + j) * C
+                        for c in range(C):
+                            out[o + c] += m * yp[c]
+                        continue
+                    for c in range(C):
+                        gs[c] = s_scale[sgi] * yp[c]
+                    _scatter(out, gs, i, j, H, W, C, s_R[sgi], s_maj[sgi], s_lo[sgi], s_nk[sgi],
+                             w0b[sgi], w1b[sgi], w2b[sgi], rbuf[sgi])
+    return _from_chunks(bufs, x)
 
 
 @nb.njit(parallel=True, cache=True)

@@ -242,6 +242,19 @@ class NumbaPrepared:
     def param_grad(self, x, g, vec, mass, beta):
         return _param_grad(x, g, vec, mass, beta)
 
+    def normal(self, x: torch.Tensor, beta: float) -> torch.Tensor:
+        """``Kᵀ K x`` in one fused pass (no autograd: the caller checks no gradient is needed).
+
+        Bitwise equal to ``run(run(x, ..., False), ..., True)``: the kernel rounds ``K x``
+        to ``x``'s dtype per pixel and scatters in the adjoint's row chunks.
+        """
+        from . import _numba_kernels as nk
+
+        xn = x.detach().contiguous().numpy()
+        with _NUMBA_LOCK:
+            out = nk.normal(xn, self.vec, self.mass, float(beta), self.ntaps, _nchunks())
+        return torch.from_numpy(out)
+
 
 def prepare_numba(vec: torch.Tensor, mass: torch.Tensor) -> NumbaPrepared:
     """Convert segment tensors once for the numba kernels (float64, contiguous, tap bound)."""

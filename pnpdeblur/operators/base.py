@@ -58,6 +58,14 @@ class LinearOperator:
     def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def _normal(self, x: torch.Tensor) -> torch.Tensor:
+        """``KᵀK x`` on an ``(N, C, H, W)`` tensor (what CG's x-step applies).
+
+        Override where one fused pass is cheaper than ``_adjoint(_forward(x))``; an
+        override must give the same values and stay differentiable where that is.
+        """
+        return self._adjoint(self._forward(x))
+
     # -- public -----------------------------------------------------------------------
     def apply(self, x: Any) -> Any:
         """Return ``K x`` in the type and layout of ``x``."""
@@ -71,7 +79,7 @@ class LinearOperator:
 
     def normal(self, x: Any) -> Any:
         """Return ``KᵀK x``."""
-        return self._call(x, lambda t: self._adjoint(self._forward(t)), "x")
+        return self._call(x, self._normal, "x")
 
     @property
     def T(self) -> "LinearOperator":

@@ -159,6 +159,23 @@ class _SegmentOperator(LinearOperator):
     def _forward(self, x):
         return self._run(x, False)
 
+    def _normal(self, x: torch.Tensor) -> torch.Tensor:
+        """``Kᵀ K x``; on the numba path without autograd, one fused pass (see ``_numba_kernels.normal``).
+
+        The fused kernel evaluates each pixel's weights once for both the gather and the
+        scatter and gives bitwise the result of ``_adjoint(_forward(x))``. Where a
+        gradient must flow (w.r.t. ``x`` or a flow), or on the torch/CuPy paths, it is
+        exactly that composition.
+        """
+        self._check_batch(x.shape[0])
+        grad = torch.is_grad_enabled() and (x.requires_grad or any(t.requires_grad for t in self._sources()))
+        if grad or x.device.type != "cpu" or self.path not in (None, "numba") or not _numba_ok():
+            return self._adjoint(self._forward(x))
+        prep = self._cached_numba(x)
+        if prep is None:  # numpy flows (not cached): converted for this call, as _run does
+            prep = prepare_numba(*self._segments(x))
+        return prep.normal(x, self.beta)
+
     def _adjoint(self, y):
         return self._run(y, True)
 

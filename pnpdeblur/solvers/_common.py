@@ -144,7 +144,9 @@ class XStep:
         if self.use_fft:
             return _fft_solve(self.y, self.tf, beta, v, self.rp), None
         K = self.K
-        A = lambda t: K._adjoint(K._forward(t)) + beta * t  # noqa: E731
+        # KᵀK through _normal: one fused pass where the operator has one (motion blurs, numba)
+        normal = getattr(K, "_normal", None) or (lambda t: K._adjoint(K._forward(t)))
+        A = lambda t: normal(t) + beta * t  # noqa: E731
         b = self.Kty + beta * v
         M = None
         if self.precond is not None:
