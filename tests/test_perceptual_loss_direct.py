@@ -317,3 +317,31 @@ def test_layer_table_builder_by_itself():
     from pnpdeblur.losses.perceptual import _layer_names
 
     assert _layer_names() == hand_layer_table()
+
+
+class _NotAWeight:
+    """An arbitrary object in a pickle: weights-only loading must refuse it."""
+
+
+def test_pth_files_are_loaded_weights_only_and_safetensors_by_safetensors(tmp_path):
+    import pickle
+
+    state = vgg_state(1, seed=10)
+    torch.save({**state, "extra": _NotAWeight()}, tmp_path / "evil.pth")
+    with pytest.raises(pickle.UnpicklingError):
+        VGG16Features(tmp_path / "evil.pth", ("conv1_1",))
+    # a .safetensors name is read by safetensors: a torch pickle under that name is refused
+    torch.save(state, tmp_path / "pickle.safetensors")
+    with pytest.raises(Exception, match=r"^Error while deserializing header") as info:
+        VGG16Features(tmp_path / "pickle.safetensors", ("conv1_1",))
+    assert type(info.value).__name__ == "SafetensorError"
+
+
+def test_grey_images_are_replicated_without_normalisation_too():
+    state = vgg_state(2, seed=11)
+    feats = VGG16Features(state, ("relu1_1",), normalize=False)
+    g = torch.rand(2, 1, 3, 4, generator=torch.Generator().manual_seed(12))
+    ref = reference_features(state, g.expand(-1, 3, -1, -1), 2, normalize=False)[1]
+    torch.testing.assert_close(feats(g)[0], ref)
+    rgb = torch.rand(1, 3, 1, 4, generator=torch.Generator().manual_seed(13))  # one row: H = 1 is no grey image
+    torch.testing.assert_close(feats(rgb)[0], reference_features(state, rgb, 2, normalize=False)[1])
