@@ -345,3 +345,12 @@ def test_grey_images_are_replicated_without_normalisation_too():
     torch.testing.assert_close(feats(g)[0], ref)
     rgb = torch.rand(1, 3, 1, 4, generator=torch.Generator().manual_seed(13))  # one row: H = 1 is no grey image
     torch.testing.assert_close(feats(rgb)[0], reference_features(state, rgb, 2, normalize=False)[1])
+
+
+def test_state_dict_holds_only_torchvisions_conv_keys():
+    # ImageNet's mean/std are constants, not weights: a saved loss carries only the convolutions
+    state = vgg_state(3, seed=14)
+    feats = VGG16Features(state, ("relu1_2",))
+    assert sorted(feats.state_dict()) == sorted(state)
+    assert sorted(PerceptualLoss(state, ("relu1_2",)).state_dict()) == sorted(f"vgg.{k}" for k in state)
+    VGG16Features(state, ("relu1_2",)).load_state_dict(feats.state_dict())  # strict round trip
