@@ -316,6 +316,10 @@ def kohler_align(x, ref, max_shift: int = 5, channel_axis: int | None = None):
     best_alpha = float(np.sum(xs * g)) / den if den > 0 else 1.0
     best = (float(np.mean((best_alpha * xs - g) ** 2)), (iy - s, ix - s), best_alpha)
     err, shift, alpha = best
+    if not (np.isfinite(err) and np.isfinite(alpha)):
+        # finite inputs whose squares overflow float64 (|values| beyond ~1e150)
+        raise ValueError(f"kohler_align overflowed (squared error {err}, scale {alpha}): x and ref must be "
+                         "images on a [0, 1]-like scale")
     with np.errstate(divide="ignore"):
         val = float(10.0 * np.log10(1.0 / err)) if err > 0 else float("inf")
     return val, shift, alpha

@@ -394,3 +394,13 @@ def test_shape_error_of_device_arrays_uses_their_shape():
         psnr(_FakeCupy(np.zeros((4, 5))), _FakeCupy(np.zeros((4, 6))))
     with pytest.raises(ValueError, match=r"^x must be one image .*, got shape \(2, 1, 9, 10\)$"):
         kohler_align(_FakeCupy(np.zeros((2, 1, 9, 10))), np.zeros((9, 10)))
+
+
+def test_kohler_align_refuses_an_overflow_instead_of_returning_nan():
+    x = np.full((12, 12), 1e200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's overflow warnings on the way
+        with pytest.raises(ValueError, match=r"^kohler_align overflowed \(squared error"):
+            kohler_align(x, 3 * x, max_shift=1)
+    val, shift, alpha = kohler_align(x * 1e-200, 3e-200 * x, max_shift=1)  # the same images, scaled
+    assert shift == (-1, -1) and alpha == pytest.approx(3.0) and val == float("inf")
