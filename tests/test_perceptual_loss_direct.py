@@ -354,3 +354,9 @@ def test_state_dict_holds_only_torchvisions_conv_keys():
     assert sorted(feats.state_dict()) == sorted(state)
     assert sorted(PerceptualLoss(state, ("relu1_2",)).state_dict()) == sorted(f"vgg.{k}" for k in state)
     VGG16Features(state, ("relu1_2",)).load_state_dict(feats.state_dict())  # strict round trip
+
+
+def test_missing_weight_names_the_deepest_layer_not_the_last_in_spelling():
+    state = vgg_state(8)  # up to relu2_2: conv3_1 (index 10) lacks weights
+    with pytest.raises(ValueError, match=r"^VGG16 weights lack 'features\.10\.weight' \(needed for layer conv3_1\)$"):
+        VGG16Features(state, layers=("conv3_1", "relu2_2"))
