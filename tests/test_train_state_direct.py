@@ -169,7 +169,8 @@ def test_save_training_state_failure_keeps_the_old_file(tmp_path):
 
 
 def test_load_training_state_missing(tmp_path):
-    with pytest.raises(FileNotFoundError, match="^" + re.escape(f"training state not found: {tmp_path / 'x.pt'}") + "$"):
+    with pytest.raises(FileNotFoundError,
+                       match="^" + re.escape(f"training state not found: {tmp_path / 'x.pt'}") + "$"):
         load_training_state(tmp_path / "x.pt")
     with pytest.raises(FileNotFoundError, match="^training state not found: "):
         load_training_state(str(tmp_path))  # a folder
