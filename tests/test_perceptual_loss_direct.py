@@ -360,3 +360,12 @@ def test_missing_weight_names_the_deepest_layer_not_the_last_in_spelling():
     state = vgg_state(8)  # up to relu2_2: conv3_1 (index 10) lacks weights
     with pytest.raises(ValueError, match=r"^VGG16 weights lack 'features\.10\.weight' \(needed for layer conv3_1\)$"):
         VGG16Features(state, layers=("conv3_1", "relu2_2"))
+
+
+def test_laplacian_pyramid_checks_its_image():
+    with pytest.raises(TypeError, match=r"^x must be a torch\.Tensor, got list$"):
+        laplacian_pyramid([[0.0]], 1)
+    for bad, got in ((torch.rand(3, 8, 8), r"\(3, 8, 8\) torch\.float32"),
+                     (torch.zeros(1, 1, 8, 8, dtype=torch.int64), r"\(1, 1, 8, 8\) torch\.int64")):
+        with pytest.raises(ValueError, match=rf"^x must be a float \(N, C, H, W\) tensor, got {got}$"):
+            laplacian_pyramid(bad, 1)

@@ -190,12 +190,16 @@ class PerceptualLoss(nn.Module):
         return sum(w * F.mse_loss(a, b) for w, a, b in zip(self.layer_weights, fx, ft))
 
 
+def _check_image(t, name: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.ndim != 4 or not t.is_floating_point():
+        raise ValueError(f"{name} must be a float (N, C, H, W) tensor, got {tuple(t.shape)} {t.dtype}")
+
+
 def _check_pair(x, target) -> None:
-    for name, t in (("x", x), ("target", target)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.ndim != 4 or not t.is_floating_point():
-            raise ValueError(f"{name} must be a float (N, C, H, W) tensor, got {tuple(t.shape)} {t.dtype}")
+    _check_image(x, "x")
+    _check_image(target, "target")
     if x.shape != target.shape:
         raise ValueError(f"x and target must have the same shape, got {tuple(x.shape)} and {tuple(target.shape)}")
 
@@ -223,6 +227,7 @@ def laplacian_pyramid(x: torch.Tensor, levels: int) -> List[torch.Tensor]:
     bilinear (align_corners=False) back to ``G_k``'s size; the last element is ``G_levels``.
     Returns ``levels + 1`` tensors (``x`` itself for ``levels = 0``).
     """
+    _check_image(x, "x")  # without it, bad input failed deep inside torch with a message not naming x
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 0:
         raise ValueError(f"levels must be an int >= 0, got {levels!r}")
     out, g = [], x
