@@ -206,6 +206,20 @@ def test_prepared_arrays_are_the_ones_the_kernels_read(monkeypatch):
         assert args[1] is prep.vec and args[2] is prep.mass
 
 
+def test_prepared_normal_is_the_adjoint_of_the_forward():
+    # K^T K x in one pass, bitwise equal to the two passes, for both image dtypes
+    vec, mass = _flow_tensors(10, shape=(1, 2, 2, 4, 5))
+    prep = seg.prepare_numba(vec, mass)
+    x64 = torch.rand(2, 2, 4, 5, dtype=torch.float64)
+    for x in (x64, x64.float()):
+        for beta in (0.5, 0):  # an int beta too
+            ref = prep.run(prep.run(x, vec, mass, float(beta), False), vec, mass, float(beta), True)
+            got = prep.normal(x, beta)
+            assert got.dtype == x.dtype and got.shape == x.shape
+            torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    assert (prep.normal(x64, 0.5) - x64).abs().max() > 0.01  # not the identity
+
+
 @pytest.mark.parametrize(
     "shape",
     [(1, 1, 2, 1, 6), (2, 2, 2, 1, 4), (1, 2, 2, 3, 1), (2, 1, 2, 4, 5)],
