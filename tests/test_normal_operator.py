@@ -227,3 +227,51 @@ def test_hqs_answer_unchanged_by_the_fused_normal(monkeypatch):
     assert n_fused > 3 and len(calls) == n_fused  # the x-step used the fused kernel, the control did not
     assert torch.equal(fused.x, plain.x)
     assert float((fused.x - y).abs().max()) > 1e-3  # the solve did something
+
+
+# ---------------------------------------------------------------------------- float32 images
+@pytest.mark.parametrize("kind", ["line", "lut", "two_segment"])
+def test_float32_operators_agree_with_float64(kind):
+    f = _flow(17, 7.0).astype(np.float32)  # float32 flows: both dtypes see the same segment values
+    if kind == "line":
+        make = MotionBlur
+    elif kind == "lut":
+        make = MotionBlur.lut
+    else:
+        def make(t):
+            return TwoSegmentBlur(t, -0.6 * t, tau=0.5)
+    x = np.random.default_rng(18).random((2, 3, H, W)).astype(np.float32)
+    K32, K64 = make(torch.from_numpy(f)), make(torch.from_numpy(f).double())
+    x32, x64 = torch.from_numpy(x), torch.from_numpy(x).double()
+    for name in ("_forward", "_adjoint", "_normal"):
+        a, b = getattr(K32, name)(x32), getattr(K64, name)(x64)
+        assert a.dtype == torch.float32
+        rel = float((a.double() - b).abs().max() / b.abs().max())
+        assert rel < 1e-6, (name, rel)
+
+
+def test_float32_segment_arrays_give_the_float64_weights():
+    # the kernels read segment arrays as float64: float32 storage changes nothing
+    rng = np.random.default_rng(19)
+    vec = rng.uniform(-7, 7, (1, 2, 2, H, W)).astype(np.float32)
+    mass = rng.random((1, 2, H, W)).astype(np.float32)
+    ntaps = nk.max_taps(float(np.hypot(vec[:, :, 0], vec[:, :, 1]).max()))
+    for dt in (np.float32, np.float64):
+        x = rng.random((1, 3, H, W)).astype(dt)
+        v64, m64 = vec.astype(np.float64), mass.astype(np.float64)
+        assert np.array_equal(nk.forward(x, vec, mass, 0.5, ntaps), nk.forward(x, v64, m64, 0.5, ntaps))
+        assert np.array_equal(nk.adjoint(x, vec, mass, 0.5, ntaps, 2), nk.adjoint(x, v64, m64, 0.5, ntaps, 2))
+        assert np.array_equal(nk.normal(x, vec, mass, 0.5, ntaps, 2), nk.normal(x, v64, m64, 0.5, ntaps, 2))
+
+
+def test_cache_holds_float32_segments_for_float32_images():
+    f = torch.from_numpy(_flow(20).astype(np.float32))
+    x = torch.from_numpy(np.random.default_rng(21).random((1, 3, H, W)).astype(np.float32))
+    K = MotionBlur(f)
+    y = K._forward(x)
+    prep = K._cached_numba(x)
+    assert prep.vec.dtype == np.float32 and prep.mass.dtype == np.float32
+    assert prep.nbytes == 4 * 3 * H * W  # u, v and the mass of one segment per pixel
+    assert K._cached_numba(x.double()).vec.dtype == np.float64
+    FLOW_CACHE.max_bytes = 0  # uncached: converted to float64 on every call
+    assert torch.equal(MotionBlur(f)._forward(x), y)

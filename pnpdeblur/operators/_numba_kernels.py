@@ -15,7 +15,12 @@ Taps are enumerated along the segment's major axis: for each integer step along
 that axis only the three offsets nearest the segment across it can have s < 1
 (|across| < L/|a_major| <= sqrt(2)), so a kernel of length L costs about 3(L+3)
 taps instead of the (L+3)^2 of its bounding box. Weights are recomputed from
-the flow on the fly; geometry and sums are in float64 whatever the image dtype.
+the flow on the fly. Geometry (tap positions, weights, normaliser) is evaluated in
+float64 whatever the dtype of the image or of the segment arrays (float32 arrays are
+read as float64, so they give the same weights as their float64 copies). For a float32
+image the weights are then rounded to float32 and the tap sums accumulate in float32:
+the gather and scatter convert nothing per tap, and the result agrees with float64 to
+~1e-6 relative; float64 images are computed in float64 throughout.
 
 How :func:`forward` and :func:`adjoint` are fast (issue 14; ~2x the first version):
 the weights of all candidate taps of a segment are computed first, branch-free, into
@@ -186,10 +191,10 @@ def _step_weights(lo, nk, um, un, h, bL, c_maj, c_min, slope, w0b, w1b, w2b, rbu
 
 @nb.njit(cache=True, fastmath={"reassoc"})
 def _sum3(w0b, w1b, w2b, nk):
-    """Sum of the first ``nk`` entries of three buffers (reassociated: vectorised, fixed order)."""
+    """Sum of the first ``nk`` entries of three buffers, in float64 (reassociated: vectorised, fixed order)."""
     tot = 0.0
     for k in range(nk):
-        tot += w0b[k] + w1b[k] + w2b[k]
+        tot += np.float64(w0b[k]) + np.float64(w1b[k]) + np.float64(w2b[k])
     return tot
 
 
@@ -217,42 +222,52 @@ def _to_nhwc(x):
     return xh
 
 
+_U1 = np.uint64(1)
+_U2 = np.uint64(2)
+
+
 @nb.njit(cache=True, inline="always")
-def _gather(xb, acc, sacc, scale, i, j, H, W, C, R, major_x, lo, nk, w0b, w1b, w2b, rbuf):
-    """acc[c] += scale * sum of the taps of one segment at pixel (i, j) (channel-last ``xb``)."""
+def _gather(xb, acc, sacc, zero, scale, i, j, H, W, C, R, major_x, lo, nk, w0b, w1b, w2b, rbuf):
+    """acc[c] += scale * sum of the taps of one segment at pixel (i, j) (channel-last ``xb``).
+
+    The tap sums accumulate in the type of ``zero`` (the image dtype: no conversion per
+    tap for float32 images); interior offsets are unsigned, which spares numba's
+    negative-index wrap-around code on every load.
+    """
     if R <= i < H - R and R <= j < W - R:
         st_maj = C if major_x else W * C
         st_min = W * C if major_x else C
         p0 = (i * W + j) * C + lo * st_maj
         if C == 3:
             # three accumulators per channel: independent additions
-            a0 = a1 = a2 = b0 = b1 = b2 = c0 = c1 = c2 = 0.0
+            a0 = a1 = a2 = b0 = b1 = b2 = c0 = c1 = c2 = zero
             for k in range(nk):
                 o = p0 + k * st_maj + int(rbuf[k]) * st_min
                 w0 = w0b[k]
                 w1 = w1b[k]
                 w2 = w2b[k]
-                oa = o - st_min
-                ob = o + st_min
+                ou = np.uint64(o)
+                oa = np.uint64(o - st_min)
+                ob = np.uint64(o + st_min)
                 a0 += w0 * xb[oa]
-                b0 += w1 * xb[o]
+                b0 += w1 * xb[ou]
                 c0 += w2 * xb[ob]
-                a1 += w0 * xb[oa + 1]
-                b1 += w1 * xb[o + 1]
-                c1 += w2 * xb[ob + 1]
-                a2 += w0 * xb[oa + 2]
-                b2 += w1 * xb[o + 2]
-                c2 += w2 * xb[ob + 2]
+                a1 += w0 * xb[oa + _U1]
+                b1 += w1 * xb[ou + _U1]
+                c1 += w2 * xb[ob + _U1]
+                a2 += w0 * xb[oa + _U2]
+                b2 += w1 * xb[ou + _U2]
+                c2 += w2 * xb[ob + _U2]
             acc[0] += scale * (a0 + b0 + c0)
             acc[1] += scale * (a1 + b1 + c1)
             acc[2] += scale * (a2 + b2 + c2)
         elif C == 1:
-            a0 = b0 = c0 = 0.0
+            a0 = b0 = c0 = zero
             for k in range(nk):
                 o = p0 + k * st_maj + int(rbuf[k]) * st_min
-                a0 += w0b[k] * xb[o - st_min]
-                b0 += w1b[k] * xb[o]
-                c0 += w2b[k] * xb[o + st_min]
+                a0 += w0b[k] * xb[np.uint64(o - st_min)]
+                b0 += w1b[k] * xb[np.uint64(o)]
+                c0 += w2b[k] * xb[np.uint64(o + st_min)]
             acc[0] += scale * (a0 + b0 + c0)
         else:
             for c in range(C):
@@ -291,7 +306,10 @@ def _gather(xb, acc, sacc, scale, i, j, H, W, C, R, major_x, lo, nk, w0b, w1b, w
 
 @nb.njit(cache=True, inline="always")
 def _scatter(out, gs, i, j, H, W, C, R, major_x, lo, nk, w0b, w1b, w2b, rbuf):
-    """out[p + k] += w_k * gs for the taps of one segment at pixel (i, j) (channel-last ``out``)."""
+    """out[p + k] += w_k * gs for the taps of one segment at pixel (i, j) (channel-last ``out``).
+
+    ``gs`` and the weights have the image dtype, so a float32 scatter converts nothing.
+    """
     if R <= i < H - R and R <= j < W - R:
         st_maj = C if major_x else W * C
         st_min = W * C if major_x else C
@@ -305,17 +323,18 @@ def _scatter(out, gs, i, j, H, W, C, R, major_x, lo, nk, w0b, w1b, w2b, rbuf):
                 w0 = w0b[k]
                 w1 = w1b[k]
                 w2 = w2b[k]
-                oa = o - st_min
-                ob = o + st_min
+                ou = np.uint64(o)
+                oa = np.uint64(o - st_min)
+                ob = np.uint64(o + st_min)
                 out[oa] += w0 * g0
-                out[oa + 1] += w0 * g1
-                out[oa + 2] += w0 * g2
-                out[o] += w1 * g0
-                out[o + 1] += w1 * g1
-                out[o + 2] += w1 * g2
+                out[oa + _U1] += w0 * g1
+                out[oa + _U2] += w0 * g2
+                out[ou] += w1 * g0
+                out[ou + _U1] += w1 * g1
+                out[ou + _U2] += w1 * g2
                 out[ob] += w2 * g0
-                out[ob + 1] += w2 * g1
-                out[ob + 2] += w2 * g2
+                out[ob + _U1] += w2 * g1
+                out[ob + _U2] += w2 * g2
         else:
             for k in range(nk):
                 o = p0 + k * st_maj + int(rbuf[k]) * st_min
@@ -364,7 +383,7 @@ def _from_chunks(bufs, like):
 
 @nb.njit(parallel=True, cache=True)
 def forward(x, vec, mass, beta, ntaps):
-    """y = K x for x (N, C, H, W); vec (Nf, S, 2, H, W) float64; mass (Nf, S, H, W) float64.
+    """y = K x for x (N, C, H, W); vec (Nf, S, 2, H, W) and mass (Nf, S, H, W) float64 or float32.
 
     ``ntaps`` is :func:`max_taps` of the longest segment (it sizes the per-thread step
     buffers). The image is read channel-last (one copy), so a tap touches one cache
@@ -377,26 +396,28 @@ def forward(x, vec, mass, beta, ntaps):
     xh = _to_nhwc(x)
     y = np.empty_like(x)
     nsteps = ntaps // 3
+    zero = np.zeros(1, x.dtype)[0]
     for row in nb.prange(N * H):
         b = row // H
         i = row % H
         bf = b if Nf > 1 else 0
-        w0b = np.empty(nsteps)
-        w1b = np.empty(nsteps)
-        w2b = np.empty(nsteps)
+        # weights in the image dtype: float32 images gather without per-tap conversions
+        w0b = np.empty(nsteps, x.dtype)
+        w1b = np.empty(nsteps, x.dtype)
+        w2b = np.empty(nsteps, x.dtype)
         rbuf = np.empty(nsteps)
         acc = np.empty(C)
-        sacc = np.empty(C)
+        sacc = np.empty(C, x.dtype)
         xb = xh[b]
         for j in range(W):
             for c in range(C):
                 acc[c] = 0.0
             for sgi in range(S):
-                m = mass[bf, sgi, i, j]
+                m = np.float64(mass[bf, sgi, i, j])
                 if m == 0.0:
                     continue
-                ax = vec[bf, sgi, 0, i, j]
-                ay = vec[bf, sgi, 1, i, j]
+                ax = np.float64(vec[bf, sgi, 0, i, j])
+                ay = np.float64(vec[bf, sgi, 1, i, j])
                 if ax == 0.0 and ay == 0.0:
                     for c in range(C):
                         acc[c] += m * x[b, c, i, j]
@@ -405,7 +426,7 @@ def forward(x, vec, mass, beta, ntaps):
                 nk = hi - lo + 1
                 _step_weights(lo, nk, um, un, h, beta * L, c_maj, c_min, slope, w0b, w1b, w2b, rbuf)
                 scale = m / _sum3(w0b, w1b, w2b, nk)
-                _gather(xb, acc, sacc, scale, i, j, H, W, C, _radius(L, beta), major_x, lo, nk,
+                _gather(xb, acc, sacc, zero, scale, i, j, H, W, C, _radius(L, beta), major_x, lo, nk,
                         w0b, w1b, w2b, rbuf)
             for c in range(C):
                 y[b, c, i, j] = acc[c]
@@ -427,11 +448,11 @@ def adjoint(g, vec, mass, beta, ntaps, nchunks):
     rows = N * H
     nsteps = ntaps // 3
     for ch in nb.prange(nchunks):
-        w0b = np.empty(nsteps)
-        w1b = np.empty(nsteps)
-        w2b = np.empty(nsteps)
+        w0b = np.empty(nsteps, g.dtype)
+        w1b = np.empty(nsteps, g.dtype)
+        w2b = np.empty(nsteps, g.dtype)
         rbuf = np.empty(nsteps)
-        gs = np.empty(C)
+        gs = np.empty(C, g.dtype)
         for row in range(ch * rows // nchunks, (ch + 1) * rows // nchunks):
             b = row // H
             i = row % H
@@ -439,11 +460,11 @@ def adjoint(g, vec, mass, beta, ntaps, nchunks):
             out = bufs[ch, b]
             for j in range(W):
                 for sgi in range(S):
-                    m = mass[bf, sgi, i, j]
+                    m = np.float64(mass[bf, sgi, i, j])
                     if m == 0.0:
                         continue
-                    ax = vec[bf, sgi, 0, i, j]
-                    ay = vec[bf, sgi, 1, i, j]
+                    ax = np.float64(vec[bf, sgi, 0, i, j])
+                    ay = np.float64(vec[bf, sgi, 1, i, j])
                     if ax == 0.0 and ay == 0.0:
                         o = (i * W + j) * C
                         for c in range(C):
@@ -476,11 +497,12 @@ def normal(x, vec, mass, beta, ntaps, nchunks):
     bufs = np.zeros((nchunks, N, H * W * C), dtype=x.dtype)
     rows = N * H
     nsteps = ntaps // 3
+    zero = np.zeros(1, x.dtype)[0]
     for ch in nb.prange(nchunks):
         # one set of step buffers per segment: the scatter reuses the gather's weights
-        w0b = np.empty((S, nsteps))
-        w1b = np.empty((S, nsteps))
-        w2b = np.empty((S, nsteps))
+        w0b = np.empty((S, nsteps), x.dtype)
+        w1b = np.empty((S, nsteps), x.dtype)
+        w2b = np.empty((S, nsteps), x.dtype)
         rbuf = np.empty((S, nsteps))
         kind = np.empty(S, np.int64)  # 0: no mass, 1: zero-length (one tap), 2: taps in the buffers
         s_scale = np.empty(S)
@@ -489,9 +511,9 @@ def normal(x, vec, mass, beta, ntaps, nchunks):
         s_R = np.empty(S, np.int64)
         s_maj = np.empty(S, np.bool_)
         acc = np.empty(C)
-        sacc = np.empty(C)
+        sacc = np.empty(C, x.dtype)
         yp = np.empty(C, x.dtype)  # y_p rounded to the image dtype, as forward() stores it
-        gs = np.empty(C)
+        gs = np.empty(C, x.dtype)
         for row in range(ch * rows // nchunks, (ch + 1) * rows // nchunks):
             b = row // H
             i = row % H
@@ -502,12 +524,12 @@ def normal(x, vec, mass, beta, ntaps, nchunks):
                 for c in range(C):
                     acc[c] = 0.0
                 for sgi in range(S):
-                    m = mass[bf, sgi, i, j]
+                    m = np.float64(mass[bf, sgi, i, j])
                     kind[sgi] = 0
                     if m == 0.0:
                         continue
-                    ax = vec[bf, sgi, 0, i, j]
-                    ay = vec[bf, sgi, 1, i, j]
+                    ax = np.float64(vec[bf, sgi, 0, i, j])
+                    ay = np.float64(vec[bf, sgi, 1, i, j])
                     if ax == 0.0 and ay == 0.0:
                         kind[sgi] = 1
                         for c in range(C):
@@ -525,7 +547,7 @@ def normal(x, vec, mass, beta, ntaps, nchunks):
                     s_nk[sgi] = nk
                     s_R[sgi] = R
                     s_maj[sgi] = major_x
-                    _gather(xb, acc, sacc, scale, i, j, H, W, C, R, major_x, lo, nk,
+                    _gather(xb, acc, sacc, zero, scale, i, j, H, W, C, R, major_x, lo, nk,
                             w0b[sgi], w1b[sgi], w2b[sgi], rbuf[sgi])
                 for c in range(C):
                     yp[c] = acc[c]
@@ -533,7 +555,7 @@ def normal(x, vec, mass, beta, ntaps, nchunks):
                     if kind[sgi] == 0:
                         continue
                     if kind[sgi] == 1:
-                        m = mass[bf, sgi, i, j]
+                        m = np.float64(mass[bf, sgi, i, j])
                         o = (i * W + j) * C
                         for c in range(C):
                             out[o + c] += m * yp[c]

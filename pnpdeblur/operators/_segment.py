@@ -215,7 +215,7 @@ class _NumbaKernels:
 
 
 class NumbaPrepared:
-    """The numba kernels bound to one flow's float64 segment arrays (built once, reused).
+    """The numba kernels bound to one flow's segment arrays (built once, reused).
 
     Used as the ``kernels`` of :class:`SegmentBlurFn`: ``run`` and ``param_grad`` ignore
     the ``vec``/``mass`` tensors they are given and read the prepared arrays, which hold
@@ -256,14 +256,21 @@ class NumbaPrepared:
         return torch.from_numpy(out)
 
 
-def prepare_numba(vec: torch.Tensor, mass: torch.Tensor) -> NumbaPrepared:
-    """Convert segment tensors once for the numba kernels (float64, contiguous, tap bound)."""
+def prepare_numba(vec: torch.Tensor, mass: torch.Tensor, dtype: torch.dtype = torch.float64) -> NumbaPrepared:
+    """Convert segment tensors once for the numba kernels (contiguous copies, tap bound).
+
+    ``dtype`` (float64 or float32) is the arrays' storage type: the kernels read the
+    values as float64 either way, so float32 segments (those of a float32 image, already
+    rounded to float32) can be stored in half the memory with the same results.
+    """
     from . import _numba_kernels as nk
 
+    if dtype not in (torch.float64, torch.float32):
+        raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
     longest = float(torch.linalg.vector_norm(vec.detach(), dim=2).max()) if vec.numel() else 0.0
 
     def own(t):  # a copy even where the dtype already matches: a cache entry must not alias the flow
-        return t.detach().to(torch.float64, copy=True).contiguous().numpy()
+        return t.detach().to(dtype, copy=True).contiguous().numpy()
 
     return NumbaPrepared(own(vec), own(mass), nk.max_taps(longest))
 
@@ -283,8 +290,8 @@ class FlowCache:
     """A bounded, thread-safe LRU of per-flow precomputation.
 
     A solve applies the same operator hundreds of times; what depends on the flow
-    alone (for the numba path: the float64 segment arrays and the tap bound, 24 bytes
-    per pixel for a line kernel, 96 for the LUT variant) is built on the first call and
+    alone (for the numba path: the segment arrays and the tap bound, 24 bytes per pixel
+    for a line kernel, 96 for the LUT variant, half that for float32 images) is built on the first call and
     reused. An entry is valid while its source tensors are alive and unchanged: it
     holds weak references to them and their ``_version`` counters, which torch bumps
     on every in-place change, so ``flow.add_(1)`` or ``flow[...] = v`` invalidates it.
@@ -298,7 +305,7 @@ class FlowCache:
         Byte limit of all entries together. The library-wide instance
         :data:`FLOW_CACHE` reads it from the environment variable
         ``PNPDEBLUR_FLOW_CACHE_BYTES`` (default 256 MiB: a 1280×720 line kernel takes
-        22 MiB, its LUT form 88 MiB).
+        22 MiB in float64, 11 MiB in float32; its LUT form 88 / 44 MiB).
     """
 
     def __init__(self, max_bytes: int):

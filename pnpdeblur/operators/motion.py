@@ -107,6 +107,13 @@ def _lut_segments(flow: torch.Tensor):
     return vec, mass
 
 
+def _store_dtype(like: torch.Tensor) -> torch.dtype:
+    """Storage type of the prepared segments: float32 for float32 images (the segments are
+    cast to the image dtype first, so float32 storage loses nothing and halves the cache
+    entry), float64 otherwise."""
+    return torch.float32 if like.dtype == torch.float32 else torch.float64
+
+
 class _SegmentOperator(LinearOperator):
     """Shared plumbing: flows held as given, cast to the image's dtype/device per call."""
 
@@ -145,7 +152,9 @@ class _SegmentOperator(LinearOperator):
         sources = self._sources()
         if torch.is_grad_enabled() and any(t.requires_grad for t in sources):
             return None
-        return FLOW_CACHE.get(sources, self._cache_tag(like), lambda: prepare_numba(*self._segments(like)))
+        return FLOW_CACHE.get(
+            sources, self._cache_tag(like), lambda: prepare_numba(*self._segments(like), dtype=_store_dtype(like))
+        )
 
     def _run(self, x: torch.Tensor, transpose: bool) -> torch.Tensor:
         self._check_batch(x.shape[0])
@@ -173,7 +182,7 @@ class _SegmentOperator(LinearOperator):
             return self._adjoint(self._forward(x))
         prep = self._cached_numba(x)
         if prep is None:  # numpy flows (not cached): converted for this call, as _run does
-            prep = prepare_numba(*self._segments(x))
+            prep = prepare_numba(*self._segments(x), dtype=_store_dtype(x))
         return prep.normal(x, self.beta)
 
     def _adjoint(self, y):
