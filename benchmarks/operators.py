@@ -17,13 +17,17 @@ the library at git revision ``REV`` (checked out into a temporary ``git worktree
 checkout with the per-flow cache off) load the operators once and are then asked
 for one repeat each in turn, so load from other jobs hits all of them alike; each
 figure is the minimum over ``--repeats`` rounds. It covers the line kernel at
-1280×720 and 256² (float32 and float64), the LUT variant, ``TwoSegmentBlur`` and
-``WarpBlur``. Results go to ``operators_compare.json``.
+1280×720 and 256², the LUT variant and ``TwoSegmentBlur`` (each in float32 and float64),
+and ``WarpBlur``. Besides K and Kᵀ it times ``K._normal(x)`` (KᵀK as the CG x-step
+applies it: one fused pass on the numba path since the fused normal operator; on a
+revision without ``_normal``, the composition ``Kᵀ(K x)``). ``--cases`` restricts the
+run to the cases whose name contains one of the given strings. Results go to
+``operators_compare.json``.
 
 Usage::
 
     python benchmarks/operators.py [--device cpu|cuda] [--quick]
-    python benchmarks/operators.py --compare HEAD~3 [--repeats 5]
+    python benchmarks/operators.py --compare HEAD~3 [--repeats 5] [--cases "line 720p" LUT]
 """
 from __future__ import annotations
 
@@ -159,8 +163,11 @@ COMPARE_CASES = [
     ("line 720p f32", 720, 1280, 46.0, "float32", "line"),
     ("line 720p f64", 720, 1280, 46.0, "float64", "line"),
     ("line 256² f32", 256, 256, 46.0, "float32", "line"),
+    ("line 256² f64", 256, 256, 46.0, "float64", "line"),
     ("LUT 720p f32", 720, 1280, 16.0, "float32", "lut"),
+    ("LUT 720p f64", 720, 1280, 16.0, "float64", "lut"),
     ("two-segment 720p f32", 720, 1280, 23.0, "float32", "two_segment"),
+    ("two-segment 720p f64", 720, 1280, 23.0, "float64", "two_segment"),
     ("WarpBlur 256² f32", 256, 256, 23.0, "float32", "warp"),
 ]
 
@@ -189,6 +196,8 @@ def _compare_worker() -> None:
             else:
                 K = pd.WarpBlur(f, -f, n=8, tau=0.5)
             y = K._adjoint(K._forward(x))  # warm-up: numba compilation, caches
+            if hasattr(K, "_normal"):
+                K._normal(x)
             ops[name] = (K, x)
         K, x = ops[name]
         t0 = time.perf_counter()
@@ -196,7 +205,13 @@ def _compare_worker() -> None:
         t1 = time.perf_counter()
         xt = K._adjoint(y)
         t2 = time.perf_counter()
-        print(json.dumps({"forward_s": t1 - t0, "adjoint_s": t2 - t1, "checksum": float(xt.double().sum()),
+        # KᵀK as the CG x-step applies it (a revision without _normal: the composition)
+        normal = getattr(K, "_normal", None) or (lambda t: K._adjoint(K._forward(t)))
+        t3 = time.perf_counter()
+        z = normal(x)
+        t4 = time.perf_counter()
+        print(json.dumps({"forward_s": t1 - t0, "adjoint_s": t2 - t1, "normal_s": t4 - t3,
+                          "checksum": float(xt.double().sum()), "checksum_normal": float(z.double().sum()),
                           "module": os.path.dirname(pd.__file__)}), flush=True)
 
 
@@ -223,7 +238,7 @@ def compare(rev: str, repeats: int, cases=COMPARE_CASES) -> list:
             workers[label] = subprocess.Popen([sys.executable, __file__, "--compare-worker"], stdin=subprocess.PIPE,
                                               stdout=subprocess.PIPE, text=True, env=env, cwd=here)
         for case in cases:
-            times = {label: ([], []) for label in workers}
+            times = {label: ([], [], []) for label in workers}
             sums, modules = {}, {}
             for _ in range(repeats):
                 for label, proc in workers.items():  # interleaved: one repeat of each in turn
@@ -232,18 +247,23 @@ def compare(rev: str, repeats: int, cases=COMPARE_CASES) -> list:
                     r = json.loads(proc.stdout.readline())
                     times[label][0].append(r["forward_s"])
                     times[label][1].append(r["adjoint_s"])
-                    sums[label] = r["checksum"]
+                    times[label][2].append(r["normal_s"])
+                    sums[label] = (r["checksum"], r["checksum_normal"])
                     modules[label] = r["module"]
             base = None
-            for label, (tf, ta) in times.items():
+            for label, (tf, ta, tn) in times.items():
                 row = dict(case=case[0], version=label, forward_s=min(tf), adjoint_s=min(ta),
-                           pair_s=min(a + b for a, b in zip(tf, ta)), checksum=sums[label],
-                           module=modules[label])
+                           pair_s=min(a + b for a, b in zip(tf, ta)), normal_s=min(tn), checksum=sums[label][0],
+                           checksum_normal=sums[label][1], module=modules[label])
                 base = base or row
                 row["speedup_pair"] = base["pair_s"] / row["pair_s"]
+                # the x-step's KᵀK against the base revision's K+Kᵀ (what a CG iteration costs)
+                row["speedup_normal"] = base["pair_s"] / row["normal_s"]
                 rows.append(row)
                 print(f"{case[0]:22s} {label:32s} K {row['forward_s']:7.3f} s  Kᵀ {row['adjoint_s']:7.3f} s  "
-                      f"K+Kᵀ {row['pair_s']:7.3f} s  x{row['speedup_pair']:5.2f}  (Σ KᵀKx = {row['checksum']:.9g})",
+                      f"K+Kᵀ {row['pair_s']:7.3f} s  x{row['speedup_pair']:5.2f}  "
+                      f"KᵀK via _normal {row['normal_s']:7.3f} s  x{row['speedup_normal']:5.2f}  "
+                      f"(Σ KᵀKx = {row['checksum']:.9g} / {row['checksum_normal']:.9g})",
                       flush=True)
         for proc in workers.values():
             proc.stdin.close()
@@ -259,6 +279,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="only 256² and 1280×720 at 46 px")
     ap.add_argument("--compare", metavar="REV", help="time this checkout against git revision REV, interleaved")
     ap.add_argument("--repeats", type=int, default=5, help="rounds of --compare (minimum is reported)")
+    ap.add_argument("--cases", nargs="+", metavar="NAME",
+                    help="with --compare: only the cases whose name contains one of these strings")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--compare-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -269,7 +291,12 @@ def main() -> None:
         _compare_worker()
         return
     if args.compare:
-        rows = compare(args.compare, args.repeats)
+        cases = COMPARE_CASES
+        if args.cases:
+            cases = [c for c in COMPARE_CASES if any(k in c[0] for k in args.cases)]
+            if not cases:
+                ap.error(f"--cases {args.cases} matches none of: {', '.join(c[0] for c in COMPARE_CASES)}")
+        rows = compare(args.compare, args.repeats, cases)
         write_rows("operators_compare", "cpu", rows, baseline=args.compare)
         return
     sizes = [(256, 256), (512, 512), (720, 1280)]
