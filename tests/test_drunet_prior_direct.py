@@ -198,3 +198,22 @@ def test_zero_sigma_is_the_identity_without_calling_the_network():
     z = _z(n=1, c=1)
     torch.testing.assert_close(DRUNetPrior(net)(z, 0.0), z, atol=0, rtol=0)
     assert net.calls == []
+
+
+@pytest.mark.parametrize("c", [1, 3])
+def test_the_solver_context_reaches_the_denoiser_prior(monkeypatch, c):
+    # DenoiserPrior ignores it today; a prior that uses it (recurrent ones) must get it
+    # from both branches (grey replicated, colour as is).
+    from pnpdeblur.priors.learned import DenoiserPrior
+
+    seen = []
+    base = DenoiserPrior._denoise
+
+    def spy(self, z, sigma, context):
+        seen.append(context)
+        return base(self, z, sigma, context)
+
+    monkeypatch.setattr(DenoiserPrior, "_denoise", spy)
+    ctx = {"iteration": 3}
+    DRUNetPrior(_net())(_z(n=1, c=c), 0.1, context=ctx)
+    assert len(seen) == 1 and seen[0] is ctx
