@@ -17,7 +17,7 @@ import torch
 
 from pnpdeblur.operators import _numba_kernels as nk
 from pnpdeblur.operators import dense
-from pnpdeblur.operators._segment import FLOW_CACHE, NumbaPrepared
+from pnpdeblur.operators._segment import FLOW_CACHE, NumbaPrepared, prepare_numba
 from pnpdeblur.operators.base import Identity, LinearOperator
 from pnpdeblur.operators.motion import MotionBlur, TwoSegmentBlur
 from pnpdeblur.solvers.hqs import hqs
@@ -273,5 +273,7 @@ def test_cache_holds_float32_segments_for_float32_images():
     assert prep.vec.dtype == np.float32 and prep.mass.dtype == np.float32
     assert prep.nbytes == 4 * 3 * H * W  # u, v and the mass of one segment per pixel
     assert K._cached_numba(x.double()).vec.dtype == np.float64
+    with pytest.raises(ValueError, match="dtype"):
+        prepare_numba(f[None, None], torch.ones(1, 1, H, W), dtype=torch.float16)
     FLOW_CACHE.max_bytes = 0  # uncached: converted to float64 on every call
     assert torch.equal(MotionBlur(f)._forward(x), y)
