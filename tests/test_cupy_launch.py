@@ -123,7 +123,7 @@ class _Kernel:
         for ctype, pname in params:
             if ctype.endswith("*") and not ctype.startswith("const"):
                 a = named[pname]
-                a.copy_(torch.arange(a.numel(), dtype=a.dtype).reshape(a.shape) + 1)
+                a.copy_(torch.arange(a.numel(), dtype=a.dtype, device=a.device).reshape(a.shape) + 1)
         rec.launches.append(
             dict(name=self.name, grid=tuple(grid), block=tuple(block), args=named,
                  device=self.device, stream=rec.depth["stream"], on_device=rec.depth["device"])
@@ -575,3 +575,55 @@ def test_segment_blur_cupy_forward_adjoint_and_backward_launches(rec):
     yt = _cupy.segment_blur_cupy(x.detach(), vec.detach(), mass.detach(), 0.5, transpose=1)
     assert [L["name"] for L in rec.launches] == ["segment_adjoint_f64"] and yt.shape == x.shape
     assert _cupy._CupyKernels.run is _cupy.run and _cupy._CupyKernels.param_grad is _cupy.param_grad
+
+
+# ------------------------------------------------------------------ survivors of the first mutation run
+@pytest.mark.parametrize("w, h", [(64, 16), (31, 7), (32, 8), (33, 9), (1, 1)])
+def test_grid_is_one_thread_per_pixel_rounded_up_to_whole_blocks(rec, w, h):
+    bx, by, _ = _cupy.BLOCK
+    vec, mass = _geom(2, 1, 1, h, w)
+    _cupy.run(_img(2, 1, h, w), vec, mass, 0.0, False)
+    _cupy.param_grad(_img(2, 1, h, w), _img(2, 1, h, w), vec, mass, 0.0)
+    for L in rec.launches:
+        gx, gy, gz = L["grid"]
+        assert (gx - 1) * bx < w <= gx * bx and (gy - 1) * by < h <= gy * by and gz == 2, (w, h, L["grid"])
+
+
+def test_run_names_x_in_its_errors():
+    x = torch.zeros(1, 1, 4, 4)
+    v, m = torch.zeros(1, 1, 2, 4, 4), torch.ones(1, 1, 4, 4)
+    with pytest.raises(ValueError, match=r"^x must be a CUDA tensor for the cupy path, got device cpu$"):
+        _cupy.run(x, v, m, 0.0, False)
+    with pytest.raises(TypeError, match=r"^x must be a torch\.Tensor, got ndarray$"):
+        _cupy.run(x.numpy(), v, m, 0.0, True)
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_run_passes_the_segment_count(rec, transpose):
+    for s in (1, 3, 4):  # S = 2 would hide reading the vector axis (always 2)
+        vec, mass = _geom(2, 2, s, 5, 6)
+        _cupy.run(_img(2, 1, 5, 6), vec, mass, 0.0, transpose)
+        assert rec.launches[-1]["args"]["S"] == s and rec.launches[-1]["args"]["Nf"] == 2
+
+
+def test_outputs_are_allocated_on_xs_device_not_the_default_one(rec):
+    # With another default device, every buffer handed to the kernel must still be on x's.
+    x, g = _img(2, 1, 4, 5, seed=4), _img(2, 1, 4, 5, seed=5)
+    vec, mass = _geom(2, 1, 3, 4, 5)
+    with torch.device("meta"):
+        _cupy.run(x, vec, mass, 0.0, False)
+        _cupy.run(x, vec, mass, 0.0, True)
+        gv, gm = _cupy.param_grad(x, g, vec, mass, 0.0)
+    for L in rec.launches:
+        for name, a in L["args"].items():
+            if isinstance(a, torch.Tensor):
+                assert a.device == x.device, (L["name"], name, a.device)
+    assert gv.device == x.device and gm.device == x.device
+
+
+def test_segment_blur_cupy_passes_beta_as_a_float(rec):
+    vec, mass = _geom(1, 1, 1, 4, 5)
+    for beta in (0.5, 1, np.float32(0.25)):
+        _cupy.segment_blur_cupy(_img(1, 1, 4, 5), vec, mass, beta)
+        b = rec.launches[-1]["args"]["beta"]
+        assert type(b) is np.float64 and b == float(beta)
