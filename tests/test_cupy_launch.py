@@ -533,8 +533,8 @@ def test_load_with_a_broken_cupy_install(monkeypatch):
     monkeypatch.delitem(sys.modules, "cupy", raising=False)
     monkeypatch.setattr(sys, "meta_path", [_BrokenFinder()] + sys.meta_path)
     _cupy._kernels.clear()
-    with pytest.raises(_cupy.CupyUnavailableError,
-                       match=r"^CuPy is not importable \(OSError: libcudart\.so\.12: cannot open shared object file\)$"):
+    msg = r"^CuPy is not importable \(OSError: libcudart\.so\.12: cannot open shared object file\)$"
+    with pytest.raises(_cupy.CupyUnavailableError, match=msg):
         _cupy.load(0)
 
 
