@@ -233,3 +233,25 @@ def test_refresh_accepts_a_model_that_is_not_a_module():
     assert model.modes == ["eval", ("train", True)] and model.training
     fn = _pair_flow(clip[1:2], clip[2:3])
     torch.testing.assert_close(obj.flow_next, _clipped(fn), atol=1e-10, rtol=0)
+
+
+def test_refresh_counts_and_maps_each_centre_to_its_flow_row():
+    from pnpdeblur.losses.reblur import reblur_loss
+
+    clip = _clip(4, h=8, w=8)
+    obj = _objective(clip, [2, 1], 3, _FlowSpy())
+    net = _Affine(a=1.0, b=0.0)  # the identity: deblurred = blurred
+    obj.refresh(net)
+    obj.refresh(net)
+    assert obj.refreshes == 2
+    # reblur_term reads centre 2's flows from row 1 (centres are sorted), at the crop's window
+    ys, xs = torch.tensor([3]), torch.tensor([1])
+    got = obj.reblur_term(net, torch.tensor([2]), ys, xs)
+    win = (slice(None), slice(3, 7), slice(1, 5))
+    crop = clip[2][win][None]
+    want = reblur_loss(crop.float(), crop.float(), obj.flow_next[1][win][None].float(),
+                       obj.flow_prev[1][win][None].float(), kernel="two_segment", tau=0.5)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    other = reblur_loss(crop.float(), crop.float(), obj.flow_next[0][win][None].float(),
+                        obj.flow_prev[0][win][None].float(), kernel="two_segment", tau=0.5)
+    assert abs(float(other) - float(want)) > 1e-4  # row 0 (centre 1) would give another value
