@@ -317,3 +317,24 @@ def test_other_networks_keep_their_layout():
 
     out = DenoiserPrior(Flat(), takes_sigma=False)(torch.rand(1, 3, 5, 4), 0.1)
     assert out.shape == (1, 3, 5, 4)
+
+
+def test_following_the_input_off_the_cpu_restores_the_usual_layout():
+    # the meta device stands in for a GPU: the module moves there, shapes propagate
+    torch.manual_seed(0)
+    net = DnCNN(channels=1, depth=3, features=8, noise_map=True).eval()
+    prior = DenoiserPrior(net, channels=1)
+    prior(torch.rand(1, 1, 8, 8), 0.1)
+    assert net.body[0].weight.is_contiguous(memory_format=torch.channels_last)  # on the CPU
+    out = prior._denoise(torch.rand(1, 1, 8, 8, device="meta"), 0.1, None)  # no value checks on meta
+    w = net.body[0].weight
+    assert out.device.type == "meta" and w.device.type == "meta"
+    assert w.is_contiguous() and not w.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_following_keeps_the_layout_of_other_networks():
+    conv = torch.nn.Conv2d(2, 2, 3, padding=1).to(memory_format=torch.channels_last)
+    prior = DenoiserPrior(torch.nn.Sequential(conv), channels=2, takes_sigma=False)
+    out = prior._denoise(torch.rand(1, 2, 6, 6, device="meta"), 0.1, None)
+    assert out.device.type == "meta" and conv.weight.device.type == "meta"
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)  # as the user left it
