@@ -1,14 +1,16 @@
-"""Small operators shared by the direct solver tests (not a test module: no ``test_`` prefix).
+"""Small operators and reference matrices shared by the direct tests (not a test module).
 
-Imported as ``from _operators import Dense``: pytest's default import mode ("prepend", and
+Imported as ``from _operators import Dense, segment_matrix``: pytest's default import mode ("prepend", and
 tests/ has no ``__init__.py``) puts tests/ on ``sys.path`` before it imports a test file, so
 this works from any clone with ``make test`` or ``pytest tests/...``, with or without xdist.
 """
+import scipy.sparse as sp
 import torch
 
+from pnpdeblur.operators import dense
 from pnpdeblur.operators.base import LinearOperator
 
-__all__ = ["Dense"]
+__all__ = ["Dense", "segment_matrix"]
 
 
 class Dense(LinearOperator):
@@ -27,3 +29,20 @@ class Dense(LinearOperator):
 
     def _adjoint(self, y):
         return (y.flatten(1) @ self.A.to(y.dtype)).reshape(y.shape)
+
+
+def segment_matrix(vec, mass, beta: float) -> sp.csr_matrix:
+    """Sparse ``(H·W, H·W)`` matrix of ``Σ_s diag(mass_s) K_s`` for one image's segments.
+
+    ``vec`` ``(S, 2, H, W)`` and ``mass`` ``(S, H, W)`` as :func:`pnpdeblur.operators._segment.segment_blur`
+    takes them (one image of its ``Nf``), each pixel's kernel from ``pnpdeblur.operators.dense``.
+    """
+    H, W = vec.shape[-2:]
+    A = sp.csr_matrix((H * W, H * W))
+    for v, m in zip(vec, mass):
+        rows, cols, vals = [], [], []
+        for i in range(H):
+            for j in range(W):
+                dense._add_kernel(rows, cols, vals, H, W, i, j, dense._segment_kernel(v[:, i, j], beta), m[i, j])
+        A = A + dense._build(H, W, rows, cols, vals)
+    return sp.csr_matrix(A)

@@ -17,21 +17,7 @@ from pnpdeblur.metrics import kohler_align, psnr, ssim
 from pnpdeblur.operators.base import to_nchw
 from pnpdeblur.viz import to_hwc
 
-
-class _FakeCupy:
-    """Stands in for cupy.ndarray: implicit conversion raises, ``.get()`` copies to the host."""
-
-    __module__ = "cupy._core.core"
-
-    def __init__(self, a):
-        self._a = np.asarray(a)
-        self.shape = self._a.shape
-
-    def __array__(self, *args, **kwargs):
-        raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use `.get()`")
-
-    def get(self):
-        return self._a.copy()
+from _fakes import FakeCupyArray
 
 
 @pytest.fixture
@@ -49,7 +35,7 @@ def test_channel_axis_rule_by_kind():
 def test_host_image_batch_layouts(hwc):
     nchw = hwc.transpose(2, 0, 1)[None]  # the reference: an explicit transpose
     np.testing.assert_array_equal(host_image_batch(hwc), nchw)
-    np.testing.assert_array_equal(host_image_batch(_FakeCupy(hwc)), nchw)
+    np.testing.assert_array_equal(host_image_batch(FakeCupyArray(hwc)), nchw)
     np.testing.assert_array_equal(host_image_batch(torch.from_numpy(nchw[0].copy())), nchw)
     np.testing.assert_array_equal(host_image_batch(torch.from_numpy(nchw.copy())), nchw)
     np.testing.assert_array_equal(host_image_batch(nchw), nchw)
@@ -133,7 +119,7 @@ def test_metrics_read_each_input_by_its_own_type(hwc):
     chw = torch.from_numpy(noisy.transpose(2, 0, 1).copy())
     assert psnr(noisy, hwc) == pytest.approx(want, abs=1e-12)
     assert psnr(chw, hwc) == pytest.approx(want, abs=1e-12)  # torch (C, H, W) vs numpy (H, W, C)
-    assert psnr(_FakeCupy(noisy), torch.from_numpy(hwc.transpose(2, 0, 1).copy())) == pytest.approx(want, abs=1e-12)
+    assert psnr(FakeCupyArray(noisy), torch.from_numpy(hwc.transpose(2, 0, 1).copy())) == pytest.approx(want, abs=1e-12)
     s = ssim(noisy, hwc)
     assert ssim(chw, hwc) == pytest.approx(s, abs=1e-12)
     # the same raw shape in two types is two different layouts: refused, with the reason

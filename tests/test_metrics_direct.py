@@ -14,6 +14,8 @@ from skimage.metrics import structural_similarity as sk_ssim
 
 from pnpdeblur.metrics import _check_range, _int_limits, flow_epe, flow_mse, kohler_align, kohler_psnr, psnr, ssim
 
+from _fakes import FakeCupyArray
+
 
 def _pair(seed, shape, noise=0.1):
     rng = np.random.default_rng(seed)
@@ -372,28 +374,12 @@ def test_kohler_align_default_search_is_five_pixels():
         kohler_align(x, ref, max_shift=6)
 
 
-class _FakeCupy:
-    """Stands in for cupy.ndarray: ``.shape``, ``.get()``; implicit conversion raises."""
-
-    __module__ = "cupy._core.core"
-
-    def __init__(self, a):
-        self._a = np.asarray(a)
-        self.shape = self._a.shape
-
-    def __array__(self, *args, **kwargs):
-        raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use `.get()`")
-
-    def get(self):
-        return self._a.copy()
-
-
 def test_shape_error_of_device_arrays_uses_their_shape():
     # cupy arrays refuse np.asarray: the message must read their .shape, not convert them
     with pytest.raises(ValueError, match=r"^x and ref must have the same shape, got \(4, 5\) and \(4, 6\) "):
-        psnr(_FakeCupy(np.zeros((4, 5))), _FakeCupy(np.zeros((4, 6))))
+        psnr(FakeCupyArray(np.zeros((4, 5))), FakeCupyArray(np.zeros((4, 6))))
     with pytest.raises(ValueError, match=r"^x must be one image .*, got shape \(2, 1, 9, 10\)$"):
-        kohler_align(_FakeCupy(np.zeros((2, 1, 9, 10))), np.zeros((9, 10)))
+        kohler_align(FakeCupyArray(np.zeros((2, 1, 9, 10))), np.zeros((9, 10)))
 
 
 def test_kohler_align_refuses_an_overflow_instead_of_returning_nan():

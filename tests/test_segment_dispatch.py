@@ -8,12 +8,13 @@ import gc
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 
 from pnpdeblur.operators import _numba_kernels as nk
 from pnpdeblur.operators import _segment as seg
 from pnpdeblur.operators import dense
+
+from _operators import segment_matrix
 
 H, W = 6, 7
 
@@ -25,17 +26,6 @@ def _segments(seed, n=1, s=2, scale=3.0):
     mass = rng.uniform(0.1, 1.0, (n, s, H, W))
     return vec, mass
 
-
-def _matrix(vec, mass, beta):
-    """Dense matrix of sum_i diag(mass_i) K_i for one image's segments (S, 2, H, W)."""
-    A = 0
-    for v, m in zip(vec, mass):
-        rows, cols, vals = [], [], []
-        for i in range(H):
-            for j in range(W):
-                dense._add_kernel(rows, cols, vals, H, W, i, j, dense._segment_kernel(v[:, i, j], beta), m[i, j])
-        A = A + dense._build(H, W, rows, cols, vals)
-    return sp.csr_matrix(A)
 
 
 def test_paths_on_this_machine():
@@ -84,7 +74,7 @@ def test_segment_blur_matches_dense(path, beta):
     y = seg.segment_blur(xt, vt, mt, beta, path=path).numpy()
     yt = seg.segment_blur(xt, vt, mt, beta, transpose=True, path=path).numpy()
     for b in range(2):
-        A = _matrix(vec[b], mass[b], beta)
+        A = segment_matrix(vec[b], mass[b], beta)
         np.testing.assert_allclose(y[b : b + 1], dense.apply_matrix(A, x[b : b + 1]), rtol=0, atol=1e-12)
         np.testing.assert_allclose(yt[b : b + 1], dense.apply_matrix(A.T.tocsr(), x[b : b + 1]), rtol=0, atol=1e-12)
 
@@ -92,7 +82,7 @@ def test_segment_blur_matches_dense(path, beta):
 def test_default_path_and_float32(monkeypatch):
     vec, mass = _segments(6)
     x = np.random.default_rng(7).random((3, 2, H, W))
-    A = _matrix(vec[0], mass[0], 0.0)
+    A = segment_matrix(vec[0], mass[0], 0.0)
     vt, mt = torch.from_numpy(vec), torch.from_numpy(mass)
     y = seg.segment_blur(torch.from_numpy(x).float(), vt.float(), mt.float(), 0)  # numba, int beta
     assert y.dtype == torch.float32
@@ -107,7 +97,7 @@ def test_torch_path_in_small_chunks(monkeypatch, chunk):
     monkeypatch.setitem(seg._TORCH_CHUNK_ELEMENTS, "cpu", chunk)
     vec, mass = _segments(8, n=1, s=1)
     x = np.random.default_rng(9).random((2, 1, H, W))
-    A = _matrix(vec[0], mass[0], 0.5)
+    A = segment_matrix(vec[0], mass[0], 0.5)
     xt, vt, mt = (torch.from_numpy(a) for a in (x, vec, mass))
     np.testing.assert_allclose(seg._torch_segment_blur(xt, vt, mt, 0.5, False).numpy(), dense.apply_matrix(A, x), rtol=0, atol=1e-12)
     np.testing.assert_allclose(

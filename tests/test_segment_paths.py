@@ -25,24 +25,14 @@ import types
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 
 from pnpdeblur.operators import _numba_kernels as nk
 from pnpdeblur.operators import _segment as seg
 from pnpdeblur.operators import dense
 
+from _operators import segment_matrix
 
-def _matrix(vec, mass, beta, H, W):
-    """Sparse (H*W, H*W) matrix of sum_s diag(mass_s) K_s for one image's segments (S, 2, H, W)."""
-    A = sp.csr_matrix((H * W, H * W))
-    for v, m in zip(vec, mass):
-        rows, cols, vals = [], [], []
-        for i in range(H):
-            for j in range(W):
-                dense._add_kernel(rows, cols, vals, H, W, i, j, dense._segment_kernel(v[:, i, j], beta), m[i, j])
-        A = A + dense._build(H, W, rows, cols, vals)
-    return sp.csr_matrix(A)
 
 
 def _uniform(a, S, H, W, n=1):
@@ -62,7 +52,7 @@ def _check_paths_against_dense(vec, mass, beta, N=3, C=2, seed=0):
     Nf, S, _, H, W = vec.shape
     x = np.random.default_rng(seed).random((N, C, H, W))
     xt, vt, mt = (torch.from_numpy(a) for a in (x, vec, mass))
-    mats = [_matrix(vec[f], mass[f], beta, H, W) for f in range(Nf)]
+    mats = [segment_matrix(vec[f], mass[f], beta) for f in range(Nf)]
     for path in ("numba", "torch"):
         for transpose in (False, True):
             got = seg.segment_blur(xt, vt, mt, beta, transpose, path).numpy()
