@@ -227,6 +227,18 @@ _U2 = np.uint64(2)
 
 
 @nb.njit(cache=True, inline="always")
+def _border_offset(i, j, k_maj, k_min, major_x, H, W, C):
+    """Flat NHWC offset of tap (k_maj, k_min) of pixel (i, j), clamped to the image (replicated border)."""
+    if major_x:
+        ii = min(max(i + k_min, 0), H - 1)
+        jj = min(max(j + k_maj, 0), W - 1)
+    else:
+        ii = min(max(i + k_maj, 0), H - 1)
+        jj = min(max(j + k_min, 0), W - 1)
+    return (ii * W + jj) * C
+
+
+@nb.njit(cache=True, inline="always")
 def _gather(xb, acc, sacc, zero, scale, i, j, H, W, C, R, major_x, lo, nk, w0b, w1b, w2b, rbuf):
     """acc[c] += scale * sum of the taps of one segment at pixel (i, j) (channel-last ``xb``).
 
@@ -290,14 +302,7 @@ def _gather(xb, acc, sacc, zero, scale, i, j, H, W, C, R, major_x, lo, nk, w0b, 
                 wt = w0b[k] if d == 0 else (w1b[k] if d == 1 else w2b[k])
                 if wt == 0.0:
                     continue
-                k_min = int(rbuf[k]) + d - 1
-                if major_x:
-                    ii = min(max(i + k_min, 0), H - 1)
-                    jj = min(max(j + k_maj, 0), W - 1)
-                else:
-                    ii = min(max(i + k_maj, 0), H - 1)
-                    jj = min(max(j + k_min, 0), W - 1)
-                o = (ii * W + jj) * C
+                o = _border_offset(i, j, k_maj, int(rbuf[k]) + d - 1, major_x, H, W, C)
                 for c in range(C):
                     sacc[c] += wt * xb[o + c]
         for c in range(C):
@@ -350,14 +355,7 @@ def _scatter(out, gs, i, j, H, W, C, R, major_x, lo, nk, w0b, w1b, w2b, rbuf):
                 wt = w0b[k] if d == 0 else (w1b[k] if d == 1 else w2b[k])
                 if wt == 0.0:
                     continue
-                k_min = int(rbuf[k]) + d - 1
-                if major_x:
-                    ii = min(max(i + k_min, 0), H - 1)
-                    jj = min(max(j + k_maj, 0), W - 1)
-                else:
-                    ii = min(max(i + k_maj, 0), H - 1)
-                    jj = min(max(j + k_min, 0), W - 1)
-                o = (ii * W + jj) * C
+                o = _border_offset(i, j, k_maj, int(rbuf[k]) + d - 1, major_x, H, W, C)
                 for c in range(C):
                     out[o + c] += wt * gs[c]
 
