@@ -282,3 +282,27 @@ def test_cache_holds_float32_segments_for_float32_images():
         prepare_numba(f[None, None], torch.ones(1, 1, H, W), dtype=torch.float16)
     FLOW_CACHE.max_bytes = 0  # uncached: converted to float64 on every call
     assert torch.equal(MotionBlur(f)._forward(x), y)
+
+
+def test_scaled_and_composed_operators_pass_the_fused_normal_on(monkeypatch):
+    f = _flow(11)
+    K = MotionBlur(torch.from_numpy(f))
+    A = dense.motion_blur_matrix(f)
+    x = torch.from_numpy(np.random.default_rng(12).random((1, 2, H, W)))
+    calls = []
+    fused = type(K)._normal
+
+    def spy(self, t):
+        calls.append(self)
+        return fused(self, t)
+
+    monkeypatch.setattr(type(K), "_normal", spy)
+    S = -2.5 * K  # (aK)ᵀ(aK) = a² KᵀK
+    np.testing.assert_allclose(S._normal(x).numpy(), 6.25 * _dense_normal(A, x.numpy()), rtol=1e-13, atol=1e-12)
+    torch.testing.assert_close(S._normal(x), S._adjoint(S._forward(x)), rtol=1e-13, atol=1e-12)
+    C = K @ (0.5 * Identity())  # (K B)ᵀ(K B) = Bᵀ (KᵀK) B with B = I/2
+    np.testing.assert_allclose(C._normal(x).numpy(), 0.25 * _dense_normal(A, x.numpy()), rtol=1e-13, atol=1e-12)
+    torch.testing.assert_close(C._normal(x), C._adjoint(C._forward(x)), rtol=1e-13, atol=1e-12)
+    C2 = (0.5 * Identity()) @ K  # the outer factor has no fused normal: (B K)ᵀ(B K) = Kᵀ (BᵀB) K
+    np.testing.assert_allclose(C2._normal(x).numpy(), 0.25 * _dense_normal(A, x.numpy()), rtol=1e-13, atol=1e-12)
+    assert calls.count(K) == 4  # S twice, C twice (C2 composes: K is its inner factor)

@@ -62,7 +62,8 @@ class LinearOperator:
         """``KᵀK x`` on an ``(N, C, H, W)`` tensor (what CG's x-step applies).
 
         Override where one fused pass is cheaper than ``_adjoint(_forward(x))``; an
-        override must give the same values and stay differentiable where that is.
+        override must give the same values (to float rounding) and stay differentiable
+        where that is. Scaled and composed operators pass it on to their parts.
         """
         return self._adjoint(self._forward(x))
 
@@ -197,6 +198,10 @@ class _Composed(LinearOperator):
     def _adjoint(self, y):
         return self.b._adjoint(self.a._adjoint(y))
 
+    def _normal(self, x):
+        # (AB)ᵀ(AB) = Bᵀ (AᵀA) B: A's fused normal where it has one
+        return self.b._adjoint(self.a._normal(self.b._forward(x)))
+
     def __repr__(self):
         return f"({self.a!r} @ {self.b!r})"
 
@@ -226,6 +231,9 @@ class _Scaled(LinearOperator):
 
     def _adjoint(self, y):
         return self.a * self.op._adjoint(y)
+
+    def _normal(self, x):
+        return (self.a * self.a) * self.op._normal(x)
 
     def __repr__(self):
         return f"{self.a} * {self.op!r}"
