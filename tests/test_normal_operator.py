@@ -306,3 +306,11 @@ def test_scaled_and_composed_operators_pass_the_fused_normal_on(monkeypatch):
     C2 = (0.5 * Identity()) @ K  # the outer factor has no fused normal: (B K)ᵀ(B K) = Kᵀ (BᵀB) K
     np.testing.assert_allclose(C2._normal(x).numpy(), 0.25 * _dense_normal(A, x.numpy()), rtol=1e-13, atol=1e-12)
     assert calls.count(K) == 4  # S twice, C twice (C2 composes: K is its inner factor)
+
+
+def test_public_normal_names_its_argument_x():
+    K = MotionBlur(torch.zeros(1, 2, 4, 4, dtype=torch.float64))
+    with pytest.raises(TypeError, match=r"^x must be an array"):
+        K.normal("s")
+    with pytest.raises(ValueError, match=r"^x contains NaN or Inf"):
+        K.normal(torch.full((1, 1, 4, 4), float("nan"), dtype=torch.float64))
