@@ -26,7 +26,10 @@ def _segments(seed, n_flows=1, segments=1):
     vec[:, 0, :, 6, 6] = (s, 0.4)  # interior: x-major, y-major, diagonal tie
     vec[:, 0, :, 7, 6] = (-0.3, s)
     vec[:, 0, :, 6, 7] = (s / math.sqrt(2), -s / math.sqrt(2))
-    vec[:, 0, :, 0, 3] = 0.0  # a zero-length segment on the border
+    vec[:, 0, :, 7, 7] = (0.8 * LONGEST, 0.0)  # axis-aligned: one zero component, not zero-length
+    vec[:, 0, :, 3, 5] = (0.0, -0.6 * LONGEST)
+    vec[:, 0, :, 0, 3] = 0.0  # zero-length segments, on the border and in the interior,
+    vec[:, -1, :, 6, 6] = 0.0  # the latter in the last segment (after others have added up)
     mass = rng.uniform(0.2, 1.0, (n_flows, segments, H, W))
     mass[:, 0, 2, 2] = 0.0  # a zero-mass segment
     return np.ascontiguousarray(vec), np.ascontiguousarray(mass)
@@ -38,8 +41,9 @@ def _ntaps(vec):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("beta", [0.0, 0.5])
-def test_normal_is_bitwise_the_adjoint_of_the_forward(dtype, beta):
-    vec, mass = _segments(1, n_flows=2, segments=2)
+@pytest.mark.parametrize("n_flows, segments", [(2, 1), (1, 2), (2, 3)])  # Nf != S; one flow for a batch
+def test_normal_is_bitwise_the_adjoint_of_the_forward(dtype, beta, n_flows, segments):
+    vec, mass = _segments(1, n_flows=n_flows, segments=segments)
     x = np.random.default_rng(2).random((2, 3, H, W)).astype(dtype)
     nt = _ntaps(vec)
     for chunks in (1, 3):
