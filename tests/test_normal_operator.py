@@ -314,3 +314,19 @@ def test_public_normal_names_its_argument_x():
         K.normal("s")
     with pytest.raises(ValueError, match=r"^x contains NaN or Inf"):
         K.normal(torch.full((1, 1, 4, 4), float("nan"), dtype=torch.float64))
+
+
+@pytest.mark.parametrize("path", [None, "numba", "torch"])
+def test_normal_honours_the_path_and_uses_the_flow_cache(monkeypatch, path):
+    K = MotionBlur(torch.from_numpy(_flow(13)), path=path)
+    x = torch.from_numpy(np.random.default_rng(14).random((1, 2, H, W)))
+    ref = K._adjoint(K._forward(x))
+    used = []
+    fused = NumbaPrepared.normal
+    monkeypatch.setattr(NumbaPrepared, "normal", lambda self, *a: used.append(1) or fused(self, *a))
+    hits = FLOW_CACHE.hits
+    torch.testing.assert_close(K._normal(x), ref, rtol=0, atol=1e-12)
+    if path == "torch":  # the torch path composes its own K and Kᵀ, never the numba kernel
+        assert used == []
+    else:
+        assert used == [1] and FLOW_CACHE.hits == hits + 1  # the segments built for `ref` are reused
