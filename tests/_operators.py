@@ -4,13 +4,14 @@ Imported as ``from _operators import Dense, segment_matrix``: pytest's default i
 tests/ has no ``__init__.py``) puts tests/ on ``sys.path`` before it imports a test file, so
 this works from any clone with ``make test`` or ``pytest tests/...``, with or without xdist.
 """
+import numpy as np
 import scipy.sparse as sp
 import torch
 
 from pnpdeblur.operators import dense
 from pnpdeblur.operators.base import LinearOperator
 
-__all__ = ["Dense", "segment_matrix"]
+__all__ = ["Dense", "segment_matrix", "bilinear_resize"]
 
 
 class Dense(LinearOperator):
@@ -46,3 +47,22 @@ def segment_matrix(vec, mass, beta: float) -> sp.csr_matrix:
                 dense._add_kernel(rows, cols, vals, H, W, i, j, dense._segment_kernel(v[:, i, j], beta), m[i, j])
         A = A + dense._build(H, W, rows, cols, vals)
     return sp.csr_matrix(A)
+
+
+def _bilinear_weights(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_out, n_in)`` weights of PyTorch's bilinear resize along one axis, written out by hand
+    (``align_corners=False``, output size given, source coordinates clamped at the borders)."""
+    m = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        s = max((i + 0.5) * n_in / n_out - 0.5, 0.0)
+        i0 = min(int(np.floor(s)), n_in - 1)
+        i1 = min(i0 + 1, n_in - 1)
+        m[i, i0] += 1 - (s - i0)
+        m[i, i1] += s - i0
+    return m
+
+
+def bilinear_resize(a: np.ndarray, oh: int, ow: int) -> np.ndarray:
+    """``F.interpolate(a, (oh, ow), mode="bilinear", align_corners=False)`` on the last two axes, by hand."""
+    return np.einsum("ih,...hw,jw->...ij", _bilinear_weights(a.shape[-2], oh), a, _bilinear_weights(a.shape[-1], ow))
+

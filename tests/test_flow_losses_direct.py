@@ -16,6 +16,8 @@ from pnpdeblur.losses.flow import flow_l2_loss
 from pnpdeblur.losses.multiscale import (_symmetric_pad, gaussian_downsample, image_pyramid,
                                          multiscale_mse)
 
+from _operators import bilinear_resize
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 D = torch.float64
 
@@ -208,22 +210,6 @@ def test_flow_l2_loss_argument_checks():
 
 
 # ------------------------------------------------------------------------------- multiscale.py
-def _np_bilinear_down(a, oh, ow):
-    """PyTorch's bilinear resize (align_corners=False, borders clamped) on the last two axes, by hand."""
-    def axis_weights(n_in, n_out):
-        m = np.zeros((n_out, n_in))
-        for i in range(n_out):
-            s = max((i + 0.5) * n_in / n_out - 0.5, 0.0)
-            i0 = min(int(np.floor(s)), n_in - 1)
-            i1 = min(i0 + 1, n_in - 1)
-            f = s - i0
-            m[i, i0] += 1 - f
-            m[i, i1] += f
-        return m
-
-    my, mx = axis_weights(a.shape[-2], oh), axis_weights(a.shape[-1], ow)
-    return np.einsum("ih,...hw,jw->...ij", my, a, mx)
-
 
 def _reference_downsample(x):
     """scipy's Gaussian (sigma 2/3, 'reflect' = half-sample symmetric, truncate 4), then 2×."""
@@ -231,7 +217,7 @@ def _reference_downsample(x):
     b = gaussian_filter1d(gaussian_filter1d(a, 2 / 3, axis=-1, mode="reflect", truncate=4.0),
                           2 / 3, axis=-2, mode="reflect", truncate=4.0)
     h, w = a.shape[-2:]
-    return _np_bilinear_down(b, math.ceil(h / 2), math.ceil(w / 2))
+    return bilinear_resize(b, math.ceil(h / 2), math.ceil(w / 2))
 
 
 @pytest.mark.parametrize("h,w", [(8, 6), (7, 5), (6, 5), (5, 6), (2, 2), (3, 1)])

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from pnpdeblur.losses.perceptual import (VGG16_LAYERS, LaplacianPyramidLoss, PerceptualLoss, VGG16Features,
                                          laplacian_pyramid)
 
+from _operators import bilinear_resize
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 D = torch.float64
 
@@ -232,17 +234,6 @@ def test_pair_messages():
 
 
 # ------------------------------------------------------------------------- Laplacian pyramid
-def _np_resize_weights(n_in, n_out):
-    """PyTorch's bilinear weights along one axis (align_corners=False, size given), by hand."""
-    m = np.zeros((n_out, n_in))
-    for i in range(n_out):
-        s = max((i + 0.5) * n_in / n_out - 0.5, 0.0)
-        i0 = min(int(np.floor(s)), n_in - 1)
-        i1 = min(i0 + 1, n_in - 1)
-        m[i, i0] += 1 - (s - i0)
-        m[i, i1] += s - i0
-    return m
-
 
 def _np_blur(a):
     k = np.array([1, 4, 6, 4, 1]) / 16
@@ -257,8 +248,7 @@ def _np_pyramid(a, levels):
     out, g = [], a
     for _ in range(levels):
         low = _np_blur(g)[..., ::2, ::2]
-        up = np.einsum("ih,...hw,jw->...ij", _np_resize_weights(low.shape[-2], g.shape[-2]), low,
-                       _np_resize_weights(low.shape[-1], g.shape[-1]))
+        up = bilinear_resize(low, g.shape[-2], g.shape[-1])
         out.append(g - up)
         g = low
     return out + [g]
