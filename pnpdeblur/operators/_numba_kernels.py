@@ -227,6 +227,19 @@ _U2 = np.uint64(2)
 
 
 @nb.njit(cache=True, inline="always")
+def _segment_weights(ax, ay, beta, w0b, w1b, w2b, rbuf):
+    """Step weights of one non-zero segment into the buffers.
+
+    Returns ``(lo, nk, major_x, R, total)``: the first major-axis step and the number of
+    steps, the major axis, the radius of the interior test and the sum of the weights.
+    """
+    L, major_x, um, un, h, c_maj, c_min, slope, lo, hi = _geometry(ax, ay, beta)
+    nk = hi - lo + 1
+    _step_weights(lo, nk, um, un, h, beta * L, c_maj, c_min, slope, w0b, w1b, w2b, rbuf)
+    return lo, nk, major_x, _radius(L, beta), _sum3(w0b, w1b, w2b, nk)
+
+
+@nb.njit(cache=True, inline="always")
 def _border_offset(i, j, k_maj, k_min, major_x, H, W, C):
     """Flat NHWC offset of tap (k_maj, k_min) of pixel (i, j), clamped to the image (replicated border)."""
     if major_x:
@@ -420,12 +433,8 @@ def forward(x, vec, mass, beta, ntaps):
                     for c in range(C):
                         acc[c] += m * x[b, c, i, j]
                     continue
-                L, major_x, um, un, h, c_maj, c_min, slope, lo, hi = _geometry(ax, ay, beta)
-                nk = hi - lo + 1
-                _step_weights(lo, nk, um, un, h, beta * L, c_maj, c_min, slope, w0b, w1b, w2b, rbuf)
-                scale = m / _sum3(w0b, w1b, w2b, nk)
-                _gather(xb, acc, sacc, zero, scale, i, j, H, W, C, _radius(L, beta), major_x, lo, nk,
-                        w0b, w1b, w2b, rbuf)
+                lo, nk, major_x, R, total = _segment_weights(ax, ay, beta, w0b, w1b, w2b, rbuf)
+                _gather(xb, acc, sacc, zero, m / total, i, j, H, W, C, R, major_x, lo, nk, w0b, w1b, w2b, rbuf)
             for c in range(C):
                 y[b, c, i, j] = acc[c]
     return y
@@ -468,13 +477,11 @@ def adjoint(g, vec, mass, beta, ntaps, nchunks):
                         for c in range(C):
                             out[o + c] += m * g[b, c, i, j]
                         continue
-                    L, major_x, um, un, h, c_maj, c_min, slope, lo, hi = _geometry(ax, ay, beta)
-                    nk = hi - lo + 1
-                    _step_weights(lo, nk, um, un, h, beta * L, c_maj, c_min, slope, w0b, w1b, w2b, rbuf)
-                    scale = m / _sum3(w0b, w1b, w2b, nk)
+                    lo, nk, major_x, R, total = _segment_weights(ax, ay, beta, w0b, w1b, w2b, rbuf)
+                    scale = m / total
                     for c in range(C):
                         gs[c] = scale * g[b, c, i, j]
-                    _scatter(out, gs, i, j, H, W, C, _radius(L, beta), major_x, lo, nk, w0b, w1b, w2b, rbuf)
+                    _scatter(out, gs, i, j, H, W, C, R, major_x, lo, nk, w0b, w1b, w2b, rbuf)
     return _from_chunks(bufs, g)
 
 
@@ -533,12 +540,9 @@ def normal(x, vec, mass, beta, ntaps, nchunks):
                         for c in range(C):
                             acc[c] += m * x[b, c, i, j]
                         continue
-                    L, major_x, um, un, h, c_maj, c_min, slope, lo, hi = _geometry(ax, ay, beta)
-                    nk = hi - lo + 1
-                    _step_weights(lo, nk, um, un, h, beta * L, c_maj, c_min, slope,
-                                  w0b[sgi], w1b[sgi], w2b[sgi], rbuf[sgi])
-                    scale = m / _sum3(w0b[sgi], w1b[sgi], w2b[sgi], nk)
-                    R = _radius(L, beta)
+                    lo, nk, major_x, R, total = _segment_weights(ax, ay, beta, w0b[sgi], w1b[sgi], w2b[sgi],
+                                                                 rbuf[sgi])
+                    scale = m / total
                     kind[sgi] = 2
                     s_scale[sgi] = scale
                     s_lo[sgi] = lo
