@@ -267,6 +267,13 @@ def test_copy_mapped_mapping_must_cover_the_model():
         copy_mapped(m, _official_state(), {"features.0.weight": "conv.weight"}, "w.pth")  # 6 missing: 5 shown
 
 
+def test_copy_mapped_mapping_must_name_only_the_models_tensors():
+    wrong = dict(MAPPING, **{"features.2.weight": "head.weight", "features.2.bias": "head.bias"})
+    with pytest.raises(RuntimeError, match="^" + re.escape(
+            "key mapping for Small names tensors Small does not have: ['head.bias', 'head.weight']") + "$"):
+        copy_mapped(Small(), _official_state(), wrong, "w.pth")
+
+
 def test_copy_mapped_state_must_hold_exactly_the_mapped_keys():
     m = Small()
     s = _official_state()

@@ -166,6 +166,7 @@ def test_save_training_state_failure_keeps_the_old_file(tmp_path):
     with pytest.raises(Exception):
         save_training_state(p, {"step": 2, "bad": lambda: 0})  # cannot be pickled
     assert load_training_state(p)["step"] == 1
+    assert sorted(os.listdir(tmp_path)) == ["last.pt"]  # and no half-written temporary is left behind
 
 
 def test_load_training_state_missing(tmp_path):

@@ -53,6 +53,9 @@ def copy_mapped(model: nn.Module, state: Mapping[str, torch.Tensor], mapping: Ma
     uncovered = sorted(set(ours) - set(mapping.values()))
     if uncovered:  # a bug in the mapping, not in the file
         raise RuntimeError(f"key mapping for {name} misses {uncovered[:5]}")
+    unknown = sorted(set(mapping.values()) - set(ours))
+    if unknown:  # likewise: the mapping names tensors the model does not have
+        raise RuntimeError(f"key mapping for {name} names tensors {name} does not have: {unknown[:5]}")
     missing = sorted(k for k in mapping if k not in state)
     extra = sorted(k for k in state if k not in mapping)
     if missing or extra:
