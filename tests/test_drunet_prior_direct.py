@@ -140,14 +140,34 @@ def test_grey_input_of_a_grey_network_is_not_replicated():
 
 @pytest.mark.parametrize("c", [2, 4])
 def test_other_channel_counts_of_a_colour_network_are_refused(c):
-    with pytest.raises(ValueError, match=r"^z must have 3 channels \(or 1, replicated\) for this DRUNet, got %d$" % c):
+    with pytest.raises(ValueError, match=r"^z must have 3 channels \(or 1\) for this colour DRUNet, got %d$" % c):
         DRUNetPrior(_net())(_z(c=c), 0.1)
 
 
-def test_a_grey_network_refuses_colour_input():
-    # No per-channel fold for DRUNet: the colour network is the supported one.
-    with pytest.raises(ValueError, match=r"^z must have 1 channels \(or 1, replicated\) for this DRUNet, got 3$"):
-        DRUNetPrior(_net(1))(_z(c=3), 0.1)
+def test_a_grey_network_denoises_two_channels_one_by_one():
+    net = _recording(channels=1)
+    z = _z(n=2, c=2, seed=7)
+    out = DRUNetPrior(net)(z, 0.06)
+    assert net.calls == [((4, 1, 7, 9), 0.06)]  # the channels folded into the batch, sigma as given
+    with torch.no_grad():
+        ref = torch.cat([net(z[:, k:k + 1].float(), 0.06) for k in range(2)], dim=1).double()
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
+
+
+def test_a_grey_network_denoises_rgb_in_the_opponent_colour_space():
+    net = _net(1, seed=8)
+    z = _z(n=1, c=3, seed=9)
+    out = DRUNetPrior(net)(z, 0.08)
+    s3, s2, s6 = 3**-0.5, 2**-0.5, 6**-0.5  # luminance, red-blue, green-magenta (orthonormal)
+    M = torch.tensor([[s3, s3, s3], [s2, 0.0, -s2], [s6, -2 * s6, s6]], dtype=torch.float64)
+    M = M.float()  # the network runs in float32, and so does the transform around it
+    planes = torch.einsum("ij,njhw->nihw", M, z.float())
+    with torch.no_grad():
+        den = torch.cat([net(planes[:, k:k + 1], 0.08) for k in range(3)], dim=1)
+    ref = torch.einsum("ij,nihw->njhw", M, den).double()  # back with Mᵀ = M⁻¹
+    assert out.shape == z.shape
+    # the scrambled network's outputs reach ~10³: float32 rounding relative to that scale
+    torch.testing.assert_close(out, ref, atol=1e-6 * float(ref.abs().max()), rtol=0)
 
 
 def test_ensemble_averages_the_four_flips():

@@ -41,7 +41,9 @@ class DRUNetPrior(DenoiserPrior):
     independent channel noise of std σ in every direction; the larger map matches the
     luminance noise (measured on grey astronaut/camera 128² at σ = 0.05 / 0.1: +0.3–1.1 /
     +1.2–2.2 dB over feeding σ). The average removes the small chroma the network adds.
-    Other channel counts raise ``ValueError``.
+    A grey network denoises each channel of a colour image as a grey image (in the opponent
+    colour space for RGB, as :class:`~pnpdeblur.priors.DenoiserPrior` does). Other channel
+    counts with a colour network raise ``ValueError``.
     """
 
     def __init__(self, net: Any = None, ensemble: bool = False, clamp: bool = False, device: Any = "follow"):
@@ -60,10 +62,9 @@ class DRUNetPrior(DenoiserPrior):
         if self.channels == 3 and c == 1:
             out = super()._denoise(z.expand(-1, 3, -1, -1), sigma * math.sqrt(3.0), context)
             return out.mean(dim=1, keepdim=True)
-        if self.channels is not None and c != self.channels:
-            raise ValueError(
-                f"z must have {self.channels} channels (or 1, replicated) for this DRUNet, got {c}"
-            )
+        if self.channels == 3 and c != 3:
+            raise ValueError(f"z must have 3 channels (or 1) for this colour DRUNet, got {c}")
+        # a grey network denoises colour images plane by plane (DenoiserPrior folds them)
         return super()._denoise(z, sigma, context)
 
     def __repr__(self) -> str:
