@@ -1,0 +1,329 @@
+"""Direct tests of pd.deblur's wiring (pnpdeblur.pipeline) with stand-ins: a flow network that
+reports a known flow and a recording HQS, so each test checks exactly what reached the solver,
+what came back to the caller, the safeguard's decisions and the history; plus
+estimate_noise_level against closed forms."""
+import re
+import types
+
+import numpy as np
+import pytest
+import torch
+
+import pnpdeblur.solvers
+from _flow_standins import StandInSEN
+from pnpdeblur import pipeline
+from pnpdeblur.estimation import learned
+from pnpdeblur.metrics import psnr
+from pnpdeblur.operators import MotionBlur
+from pnpdeblur.pipeline import deblur, estimate_noise_level
+
+
+class RecordingHQS:
+    """Stands in for pnpdeblur.solvers.hqs: records its arguments, returns ``out(y)``."""
+
+    def __init__(self, out=lambda y: 0.5 * y + 0.1):
+        self.out, self.calls = out, []
+
+    def __call__(self, y, K, prior, **kwargs):
+        self.calls.append(dict(y=y.clone(), K=K, prior=prior, **kwargs))
+        return types.SimpleNamespace(x=self.out(y), history=[{"call": len(self.calls)}])
+
+
+@pytest.fixture
+def fake_hqs(monkeypatch):
+    rec = RecordingHQS()
+    monkeypatch.setattr(pnpdeblur.solvers, "hqs", rec)
+    return rec
+
+
+PRIOR = object()  # never called: the recording HQS only passes it on
+
+
+def _photo(h=16, w=24, c=3, seed=0):
+    return np.random.default_rng(seed).random((h, w, c)).astype(np.float32)
+
+
+def _lengths_net(*lengths):
+    """Stand-in whose k-th call (one image each) reports the horizontal flow ``lengths[k]``."""
+    it = iter(lengths)
+
+    def fn(x):
+        f = torch.zeros(x.shape[0], 2, *x.shape[-2:])
+        f[:, 0] = next(it)
+        return f
+
+    return StandInSEN(fn=fn)
+
+
+# -- what reaches HQS ------------------------------------------------------------------------------
+
+def test_hqs_gets_the_image_the_flow_operator_the_prior_and_the_settings(fake_hqs):
+    y = _photo()
+    m = StandInSEN((3.0, 4.0))  # length 5 = the default threshold: blurred
+    res = deblur(y, prior=PRIOR, noise_level=0.02, flow_model=m, noise_floor=0.01, n_iter=5, cg_iters=7,
+                 cg_tol=1e-3)
+    (call,) = fake_hqs.calls
+    assert torch.equal(call["y"], torch.from_numpy(y.transpose(2, 0, 1))[None])
+    assert isinstance(call["K"], MotionBlur)
+    assert torch.allclose(torch.as_tensor(call["K"].flow), torch.tensor([3.0, 4.0]).view(1, 2, 1, 1).expand(1, 2, 16, 24))
+    assert call["prior"] is PRIOR
+    assert call["noise_level"] == 0.02 and call["n_iter"] == 5 and call["cg_iters"] == 7 and call["cg_tol"] == 1e-3
+    assert call["progress"] is False
+    assert res.x.dtype == np.float32 and res.x.shape == y.shape
+    np.testing.assert_allclose(res.x, 0.5 * y + 0.1, atol=1e-6)
+    assert res.noise_level == [0.02] and res.unchanged == [False]
+    assert res.history[0]["hqs"] == [{"call": 1}]  # one image: its HQS history, not a list of one
+
+
+def test_the_noise_floor_is_a_lower_bound_on_the_noise_level(fake_hqs):
+    y = _photo()
+    deblur(y, prior=PRIOR, noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)), noise_floor=0.05)
+    deblur(y, prior=PRIOR, noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)), noise_floor=0.0)
+    deblur(y, prior=PRIOR, noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)))  # default floor 0.05
+    assert [c["noise_level"] for c in fake_hqs.calls] == [0.05, 0.02, 0.05]
+
+
+def test_defaults_sent_to_hqs(fake_hqs):
+    deblur(_photo(), prior=PRIOR, noise_level=0.1, flow_model=StandInSEN((6.0, 0.0)))
+    c = fake_hqs.calls[0]
+    assert (c["n_iter"], c["cg_iters"], c["cg_tol"]) == (8, 10, 1e-4)
+
+
+def test_default_prior_and_flow_model(fake_hqs, monkeypatch):
+    sentinel, m = object(), StandInSEN((6.0, 0.0))
+    monkeypatch.setattr(pipeline, "default_prior", lambda: sentinel)
+    monkeypatch.setattr(learned, "default_flow_model", lambda: m)
+    deblur(_photo(), noise_level=0.1)
+    assert fake_hqs.calls[0]["prior"] is sentinel and len(m.calls) == 1
+
+
+def test_default_prior_is_the_shipped_dncnn_without_flips():
+    from pnpdeblur.priors import DnCNNPrior
+
+    p = pipeline.default_prior()
+    assert isinstance(p, DnCNNPrior) and p.ensemble is False
+
+
+def test_flow_scale_and_device_reach_estimate_flow(fake_hqs):
+    m = StandInSEN((3.0, 0.0))
+    res = deblur(_photo(16, 24), prior=PRIOR, noise_level=0.1, flow_model=m, flow_scale=0.5, device="cpu")
+    assert m.calls[0][0] == (1, 3, 8, 12)
+    np.testing.assert_allclose(res.flow[0][0], 6.0, rtol=1e-5)  # 3 px on the half-size image
+    assert torch.allclose(torch.as_tensor(fake_hqs.calls[0]["K"].flow)[0, 0], torch.tensor(6.0))
+
+
+# -- what comes back ------------------------------------------------------------------------------
+
+def test_output_is_clipped_and_uint8_comes_back_as_uint8(monkeypatch):
+    rec = RecordingHQS(out=lambda y: 3 * y - 1)
+    monkeypatch.setattr(pnpdeblur.solvers, "hqs", rec)
+    u8 = np.arange(16 * 24, dtype=np.int64).reshape(16, 24) % 256
+    u8 = u8.astype(np.uint8)
+    res = deblur(u8, prior=PRIOR, noise_level=0.1, flow_model=StandInSEN((6.0, 0.0)))
+    want = np.round(np.clip(3 * (u8 / 255.0) - 1, 0, 1) * 255).astype(np.uint8)
+    assert res.x.dtype == np.uint8 and res.x.shape == (16, 24)
+    assert np.abs(res.x.astype(int) - want.astype(int)).max() <= 1 and (res.x == 0).any() and (res.x == 255).any()
+    # the grey image went to HQS as one channel
+    assert rec.calls[0]["y"].shape == (1, 1, 16, 24)
+    assert res.flow[0].dtype == np.float32 and res.flow[0].shape == (2, 16, 24)
+
+
+def test_torch_batches_come_back_as_torch(fake_hqs):
+    x = torch.from_numpy(np.stack([_photo(seed=1), _photo(seed=2)]).transpose(0, 3, 1, 2).copy()).double()
+    res = deblur(x, prior=PRIOR, noise_level=0.1, flow_model=StandInSEN((6.0, 0.0)))
+    assert isinstance(res.x, torch.Tensor) and res.x.dtype == torch.float64 and res.x.shape == x.shape
+    assert torch.allclose(res.x, 0.5 * x + 0.1)
+    assert len(fake_hqs.calls) == 2 and all(c["y"].shape == (1, 3, 16, 24) for c in fake_hqs.calls)
+    assert torch.equal(fake_hqs.calls[1]["y"], x[1:])
+    assert res.history[0]["hqs"] == [[{"call": 1}], [{"call": 2}]]
+    assert isinstance(res.flow[0], torch.Tensor) and res.flow[0].shape == (2, 2, 16, 24)
+
+
+# -- global iterations, history -----------------------------------------------------------------------
+
+def test_global_iterations_feed_the_result_back_and_reestimate_the_noise(fake_hqs):
+    rng = np.random.default_rng(0)
+    y = np.clip(0.5 + 0.05 * rng.standard_normal((32, 32, 3)), 0, 1).astype(np.float32)
+    m = StandInSEN((6.0, 0.0))
+    res = deblur(y, iterations=3, prior=PRIOR, flow_model=m, noise_floor=0.0)
+    assert len(fake_hqs.calls) == 3 and len(res.history) == 3 and len(res.flow) == 3 and len(m.calls) == 3
+    xs = [torch.from_numpy(y.transpose(2, 0, 1))[None]]
+    for _ in range(2):
+        xs.append((0.5 * xs[-1] + 0.1).clamp(0, 1))
+    for k in range(3):
+        # the k-th flow was estimated on the k-th image, which HQS then got
+        assert torch.allclose(m.inputs[k], xs[k], atol=1e-6)
+        assert torch.allclose(fake_hqs.calls[k]["y"], xs[k], atol=1e-6)
+        level = estimate_noise_level(xs[k])
+        assert fake_hqs.calls[k]["noise_level"] == pytest.approx(level[0], rel=1e-5)
+        assert res.history[k]["noise_level"] == pytest.approx(level, rel=1e-5)
+        assert res.history[k]["iteration"] == k
+    assert res.noise_level == pytest.approx(estimate_noise_level(xs[0]), rel=1e-5)  # the first one
+    assert res.noise_level[0] == pytest.approx(0.05, rel=0.15)
+    np.testing.assert_allclose(res.x, (0.5 * xs[2] + 0.1)[0].numpy().transpose(1, 2, 0), atol=1e-6)
+
+
+def test_history_entries(fake_hqs):
+    def ramp(x):  # u = column index: lengths 0 .. 23, mean 11.5, median 11 (lower middle)
+        f = torch.zeros(x.shape[0], 2, *x.shape[-2:])
+        f[:, 0] = torch.arange(x.shape[-1], dtype=torch.float32)
+        return f
+
+    y, ref = _photo(seed=1), _photo(seed=2)
+    res = deblur(y, prior=PRIOR, noise_level=0.1, flow_model=StandInSEN(fn=ramp), reference=ref)
+    (e,) = res.history
+    assert set(e) == {"iteration", "noise_level", "mean_flow_length", "hqs", "safeguard", "time", "psnr"}
+    assert e["mean_flow_length"] == pytest.approx([11.5])
+    assert e["noise_level"] == [0.1] and e["iteration"] == 0
+    assert isinstance(e["time"], float) and 0 <= e["time"] < 60
+    assert e["psnr"] == pytest.approx(psnr(np.clip(0.5 * y + 0.1, 0, 1), ref, channel_axis=-1), abs=1e-4)
+    g = e["safeguard"]
+    assert g == {"measured": "median SEN flow length (px)", "blur_score": pytest.approx([11.0]), "threshold": 5.0,
+                 "blurred": [True], "processed": [True]}
+    # without a reference there is no psnr; with the safeguard off its entry is None
+    res2 = deblur(y, prior=PRIOR, noise_level=0.1, flow_model=StandInSEN(fn=ramp), safeguard=False)
+    assert "psnr" not in res2.history[0] and res2.history[0]["safeguard"] is None
+
+
+def test_callback_sees_each_entry_and_can_stop(fake_hqs):
+    seen = []
+
+    def cb(entry, x):
+        seen.append((entry, x.clone()))
+        return None  # not True: go on
+
+    res = deblur(_photo(), iterations=3, prior=PRIOR, noise_level=0.1, flow_model=StandInSEN((6.0, 0.0)),
+                 callback=cb)
+    assert len(seen) == 3 and [s[0] for s in seen] == res.history
+    assert torch.allclose(seen[0][1], (0.5 * torch.from_numpy(_photo().transpose(2, 0, 1))[None] + 0.1))
+    stop = deblur(_photo(), iterations=3, prior=PRIOR, noise_level=0.1, flow_model=StandInSEN((6.0, 0.0)),
+                  callback=lambda e, x: e["iteration"] == 1)
+    assert len(stop.history) == 2
+
+
+def test_progress_bar_reports_the_flow_length(fake_hqs, capsys):
+    deblur(_photo(), iterations=2, prior=PRIOR, noise_level=0.1, flow_model=StandInSEN((6.0, 8.0)), progress=True)
+    err = capsys.readouterr().err
+    assert "deblur" in err and "flow=10.0px" in err and "2/2" in err
+
+
+# -- the safeguard ---------------------------------------------------------------------------------
+
+def test_safeguard_decides_per_image_and_never_revisits_a_sharp_one(fake_hqs):
+    x = torch.from_numpy(np.stack([_photo(seed=1), _photo(seed=2)]).transpose(0, 3, 1, 2).copy())
+    # iteration 0: image 0 blurred (8 px), image 1 sharp (2 px); iteration 1: both report 8 px
+    m = _lengths_net(8.0, 2.0, 8.0, 8.0)
+    with pytest.warns(UserWarning) as w:
+        res = deblur(x, iterations=2, prior=PRIOR, noise_level=0.1, flow_model=m)
+    msg = ("pd.deblur returned image(s) [1] unchanged: SEN's median flow length (2.00 px) is below "
+           "blur_threshold=5 px, so the photo looks sharp or only mildly blurred and deblurring with the estimated "
+           "flow would likely make it worse; pass safeguard=False to deblur anyway")
+    assert [str(r.message) for r in w] == [msg]
+    assert [e["safeguard"]["processed"] for e in res.history] == [[True, False], [True, False]]
+    assert [e["safeguard"]["blurred"] for e in res.history] == [[True, False], [True, True]]
+    # HQS ran on image 0 only: first the input, then its own first result
+    assert len(fake_hqs.calls) == 2 and torch.equal(fake_hqs.calls[0]["y"], x[:1])
+    assert torch.allclose(fake_hqs.calls[1]["y"], 0.5 * x[:1] + 0.1)
+    assert res.unchanged == [False, True]
+    assert torch.equal(res.x[1], x[1])
+    assert torch.allclose(res.x[0], 0.25 * x[0] + 0.15)  # deblurred twice
+    assert res.history[0]["hqs"] == [[{"call": 1}], None]
+
+
+def test_safeguard_stops_when_every_image_looks_sharp(fake_hqs):
+    res = deblur(_photo(), iterations=4, prior=PRIOR, noise_level=0.1, flow_model=_lengths_net(9.0, 1.0, 9.0, 9.0))
+    assert len(res.history) == 2 and len(fake_hqs.calls) == 1 and res.unchanged == [False]
+    # off: every iteration deblurs, whatever the flow's length
+    off = deblur(_photo(), iterations=3, prior=PRIOR, noise_level=0.1, flow_model=StandInSEN((1.0, 0.0)),
+                 safeguard=False)
+    assert len(off.history) == 3 and len(fake_hqs.calls) == 4 and off.unchanged == [False]
+
+
+def test_safeguard_threshold_is_inclusive_and_configurable(fake_hqs):
+    y = _photo()
+    assert deblur(y, prior=PRIOR, noise_level=0.1, flow_model=StandInSEN((7.0, 0.0)),
+                  blur_threshold=7.0).unchanged == [False]
+    with pytest.warns(UserWarning, match=r"\(7\.00 px\) is below blur_threshold=7\.5 px"):
+        assert deblur(y, prior=PRIOR, noise_level=0.1, flow_model=StandInSEN((7.0, 0.0)),
+                      blur_threshold=7.5).unchanged == [True]
+    assert deblur(y, prior=PRIOR, noise_level=0.1, flow_model=StandInSEN((7.0, 0.0)),
+                  blur_threshold=2).history[0]["safeguard"]["threshold"] == 2.0
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_an_image_left_unchanged_is_a_copy_of_the_callers_array(fake_hqs, kind):
+    y = np.round(_photo() * 255).astype(np.uint8)
+    if kind == "torch":
+        y = torch.from_numpy(y.transpose(2, 0, 1).copy())
+    with pytest.warns(UserWarning, match=r"image\(s\) \[0\] unchanged"):
+        res = deblur(y, iterations=2, prior=PRIOR, noise_level=0.1, flow_model=StandInSEN((2.0, 0.0)))
+    assert type(res.x) is type(y) and res.x is not y and res.x.dtype == y.dtype
+    assert (res.x == y).all() and res.unchanged == [True] and fake_hqs.calls == []
+    res.x[0, 0, 0] = 7 if res.x[0, 0, 0] != 7 else 8
+    assert not (res.x == y).all()  # a copy, not a view
+
+
+# -- argument checks ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [0, -1, 1.0, True, "2"])
+def test_rejects_bad_iterations(bad):
+    with pytest.raises(ValueError, match=r"^iterations must be a positive int, got " + re.escape(repr(bad)) + "$"):
+        deblur(_photo(), iterations=bad, flow_model=StandInSEN(), prior=PRIOR)
+
+
+def test_rejects_bad_safeguard_and_thresholds(fake_hqs):
+    with pytest.raises(TypeError, match=r"^safeguard must be True or False, got str$"):
+        deblur(_photo(), safeguard="yes", flow_model=StandInSEN(), prior=PRIOR)
+    with pytest.raises(TypeError, match=r"^safeguard must be True or False, got int$"):
+        deblur(_photo(), safeguard=1, flow_model=StandInSEN(), prior=PRIOR)
+    deblur(_photo(), safeguard=np.bool_(True), noise_level=0.1, flow_model=StandInSEN(), prior=PRIOR)
+    for name in ("blur_threshold", "noise_floor", "noise_level"):
+        with pytest.raises(ValueError, match=name):
+            deblur(_photo(), **{name: -1.0}, flow_model=StandInSEN(), prior=PRIOR)
+    with pytest.raises(ValueError, match=r"^reference has shape \(1, 3, 8, 24\) \(as N, C, H, W\), "
+                                         r"image \(1, 3, 16, 24\)$"):
+        deblur(_photo(), reference=_photo()[:8], flow_model=StandInSEN(), prior=PRIOR)
+    with pytest.raises(ValueError, match="reference"):
+        deblur(_photo(), reference=np.full((16, 24, 3), np.nan, np.float32), flow_model=StandInSEN(), prior=PRIOR)
+
+
+# -- estimate_noise_level -----------------------------------------------------------------------------
+
+def test_noise_level_is_the_median_of_the_diagonal_haar_band_over_0_6745():
+    # 2×2 blocks [[t, 0], [0, 0]] have the diagonal detail (t − 0 − 0 + 0)/2 = t/2
+    t = np.array([[1.0, -3.0, 5.0], [0.2, 7.0, -0.4]])  # |t|/2 = .5 1.5 2.5 .1 3.5 .2: torch's (lower) median .5
+    x = np.zeros((1, 2, 5, 7))  # odd H and W: the last row and column are left out
+    x[0, 0, 0:4:2, 0:6:2] = t
+    x[0, 1, 0:4:2, 0:6:2] = 2 * t  # channel 1: twice the noise
+    x[0, :, 4, :] = 100.0
+    x[0, :, :, 6] = -100.0
+    mad = 0.6744897501960817
+    est = estimate_noise_level(torch.from_numpy(x))
+    assert isinstance(est, list) and est == pytest.approx([(0.5 + 1.0) / 2 / mad], rel=1e-12)
+    # the other corners of the block enter with their signs: [[0, -t], [-t, t]] / 3 → |t|/2
+    y = np.zeros((1, 1, 4, 6))
+    y[0, 0, 0:4:2, 1:6:2] = -t / 3
+    y[0, 0, 1:4:2, 0:6:2] = -t / 3
+    y[0, 0, 1:4:2, 1:6:2] = t / 3
+    assert estimate_noise_level(torch.from_numpy(y)) == pytest.approx([0.5 / mad], rel=1e-12)
+    # per image of a batch; a smooth ramp has no diagonal detail at all
+    ramp = np.add.outer(np.arange(4.0), np.arange(6.0))[None, None] * 0.1
+    assert estimate_noise_level(torch.from_numpy(np.concatenate([y, ramp]))) == pytest.approx([0.5 / mad, 0.0],
+                                                                                                abs=1e-12)
+
+
+def test_noise_level_on_pure_gaussian_noise():
+    rng = np.random.default_rng(5)
+    x = 0.03 * rng.standard_normal((2, 1, 64, 64))
+    est = estimate_noise_level(torch.from_numpy(x).float())
+    assert est == pytest.approx([0.03, 0.03], rel=0.1)
+    x2 = x.copy()
+    x2[1] *= 3
+    assert estimate_noise_level(torch.from_numpy(x2)) == pytest.approx([est[0], 3 * est[1]], rel=1e-5)
+
+
+def test_noise_level_needs_two_by_two():
+    assert estimate_noise_level(torch.ones(1, 1, 2, 2)) == [0.0]
+    for shape in ((1, 1, 1, 5), (1, 1, 5, 1)):
+        with pytest.raises(ValueError, match=r"^image must be at least 2×2 to estimate its noise, got "):
+            estimate_noise_level(torch.zeros(shape))
