@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ._base import WEIGHTS_DIR, CheckpointMixin
+from ._e2e import check_int
 
 __all__ = ["DnCNN", "PRETRAINED_PATH"]
 
@@ -39,7 +40,8 @@ class DnCNN(CheckpointMixin, nn.Module):
     Shapes
     ------
     ``x``: ``(N, channels, H, W)`` float; ``sigma``: float, 0-d tensor or ``(N,)``
-    tensor (noise std on the [0, 1] scale); output: same as ``x``.
+    tensor (noise std on the [0, 1] scale; NaN, Inf or negative values raise ValueError);
+    output: same as ``x``.
     """
 
     #: Safe to run in channels-last memory format (no view of its input's strides); the
@@ -48,8 +50,12 @@ class DnCNN(CheckpointMixin, nn.Module):
 
     def __init__(self, channels: int = 1, features: int = 32, depth: int = 7, noise_map: bool = True):
         super().__init__()
-        if depth < 2:
-            raise ValueError(f"depth must be >= 2, got {depth}")
+        # zero widths built an empty network silently; bools and floats are not sizes
+        check_int("channels", channels)
+        check_int("features", features)
+        check_int("depth", depth, lo=2)
+        if not isinstance(noise_map, bool):
+            raise ValueError(f"noise_map must be a bool, got {noise_map!r}")
         self.config: Dict[str, Any] = dict(
             channels=int(channels), features=int(features), depth=int(depth), noise_map=bool(noise_map)
         )
@@ -72,6 +78,9 @@ class DnCNN(CheckpointMixin, nn.Module):
                 s = s.expand(x.shape[0])
             if s.shape != (x.shape[0],):
                 raise ValueError(f"sigma must be a scalar or shape (N,), got shape {tuple(s.shape)}")
+            # NaN would pass silently; meta tensors (shape propagation) hold no values to check
+            if s.device.type != "meta" and (not bool(torch.isfinite(s).all()) or bool((s < 0).any())):
+                raise ValueError("sigma must be finite and non-negative (noise std), got NaN, Inf or < 0")
             smap = s.reshape(-1, 1, 1, 1).expand(x.shape[0], 1, x.shape[2], x.shape[3])
             inp = torch.cat((x, smap), dim=1)
         return x - self.body(inp)
