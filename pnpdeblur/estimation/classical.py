@@ -147,7 +147,12 @@ def _cepstrum_estimate(g: np.ndarray, max_len: int) -> tuple[float, float, float
     cepstrum's noise floor, in robust standard deviations (0 = no evidence).
     """
     h, w = g.shape
-    x = (g - g.mean()) * np.outer(_tukey(h, _TAPER), _tukey(w, _TAPER))
+    centred = g - g.mean()
+    # A flat image keeps only the rounding residue of its mean (~1e-17, e.g. 0.3 everywhere);
+    # tapered, that residue is the window's own spectrum, whose zeros read as a 9-17 px blur.
+    if not np.abs(centred).max() > 1e-12 * max(1.0, float(np.abs(g).max())):
+        return 0.0, 0.0, 0.0
+    x = centred * np.outer(_tukey(h, _TAPER), _tukey(w, _TAPER))
     power = np.abs(np.fft.fft2(x)) ** 2
     floor = _LOG_FLOOR * float(np.median(power))
     if not floor > 0:  # constant image (or nearly): no evidence at all
