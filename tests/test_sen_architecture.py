@@ -16,9 +16,12 @@ plus the input, projected by a CBR 3 b when a ≠ b):
     tail       Res2 4w→2w, Res2 2w→w
     head       1×1 conv w→2 (with bias), bilinear up-sampling to the input size
 
-Deviations from the paper's listing (documented in the module): the paper's first encoder
-block keeps 256 channels and its last stack block is "Res2 2"; here the hourglass is
-symmetric (Newell et al.) and the head is linear (a flow is signed; a ReLU'd output is not).
+Deviations from the paper's listing, which the shipped weights are trained with (the head is
+the module docstring's; the rest is read off the code): the paper's first encoder block keeps
+256 (4w) channels, its decoder is four up-sampled Res2 blocks (512, 512, 256, 128) with no extra
+bottom block, and its last block is "Res2 2"; here the hourglass is symmetric (Newell et al.),
+with a bottom block, and the head is a linear 1×1 convolution (a flow is signed; a ReLU'd
+output could not be).
 """
 from __future__ import annotations
 
