@@ -1,0 +1,137 @@
+"""torch.distributed helpers (pnpdeblur.train.distributed) directly, in one process: the
+environment parsing, the arguments init_distributed passes on (recorded, not run), and the
+collectives on a real one-process gloo group."""
+import datetime
+import re
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from pnpdeblur.train import distributed as D
+
+
+def msg(text):
+    return "^" + re.escape(text) + "$"
+
+
+@pytest.fixture
+def env(monkeypatch):
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    return monkeypatch
+
+
+def test_env_world_size(env):
+    assert D.env_world_size() == 1
+    for text, ws in (("3", 3), ("1", 1), ("0", 1), ("-2", 1)):
+        env.setenv("WORLD_SIZE", text)
+        assert D.env_world_size() == ws
+    env.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match=msg("WORLD_SIZE environment variable is not an int: 'two'")):
+        D.env_world_size()
+
+
+def test_single_process_defaults(env):
+    assert not D.is_distributed()
+    assert D.world_size() == 1 and D.rank() == 0 and D.is_main_process()
+    assert D.local_rank() == 0
+    env.setenv("LOCAL_RANK", "3")
+    assert D.local_rank() == 3
+    D.barrier()  # no-op
+    t = torch.tensor([1.0, 2.0])
+    assert D.all_reduce_sum(t) is t and t.tolist() == [1.0, 2.0]
+    assert D.all_gather_objects({"a": 1}) == [{"a": 1}]
+    assert D.shard("abc") == ["a", "b", "c"] and D.shard(range(3)) == [0, 1, 2]
+    assert D.init_distributed() is False  # WORLD_SIZE absent: nothing to do
+    assert D.init_distributed(world_size=1) is False
+    assert not D.is_distributed()
+
+
+def test_shard_takes_every_world_size_th_item(monkeypatch):
+    monkeypatch.setattr(D, "rank", lambda: 1)
+    monkeypatch.setattr(D, "world_size", lambda: 3)
+    assert D.shard(list(range(8))) == [1, 4, 7]
+    assert not D.is_main_process()
+
+
+@pytest.fixture
+def recorded(env):
+    calls = []
+    env.setattr(dist, "init_process_group", lambda **kw: calls.append(kw))
+    env.setattr(D, "is_distributed", lambda: False)
+    return calls
+
+
+def test_init_distributed_arguments(env, recorded):
+    env.setenv("WORLD_SIZE", "4")
+    env.setenv("RANK", "2")
+    env.setenv("MASTER_PORT", "29999")
+    assert D.init_distributed(backend="gloo") is True
+    assert recorded == [dict(backend="gloo", rank=2, world_size=4, timeout=datetime.timedelta(seconds=1800.0))]
+    import os
+
+    assert os.environ["MASTER_ADDR"] == "127.0.0.1"  # a default address
+    env.setenv("MASTER_ADDR", "10.0.0.5")
+    assert D.init_distributed(backend="gloo", rank=1, world_size=3, timeout_s=60) is True
+    assert recorded[-1] == dict(backend="gloo", rank=1, world_size=3, timeout=datetime.timedelta(seconds=60))
+    assert os.environ["MASTER_ADDR"] == "10.0.0.5"  # kept
+    # the override world_size=1 wins over the environment's 4
+    assert D.init_distributed(world_size=1) is False and len(recorded) == 2
+    env.delenv("RANK")
+    D.init_distributed(backend="gloo")
+    assert recorded[-1]["rank"] == 0
+    if not torch.cuda.is_available():
+        D.init_distributed()  # default backend without CUDA
+        assert recorded[-1]["backend"] == "gloo"
+
+
+def test_init_distributed_nccl_binds_the_local_gpu(env, recorded):
+    bound = []
+    env.setattr(torch.cuda, "set_device", lambda i: bound.append(i))
+    env.setenv("LOCAL_RANK", "1")
+    env.setenv("MASTER_PORT", "1")
+    D.init_distributed(backend="nccl", world_size=2, rank=0)
+    assert bound == [1] and recorded[-1]["backend"] == "nccl"
+    if torch.cuda.is_available():  # pragma: no cover - GPU machines
+        D.init_distributed(world_size=2, rank=0)
+        assert recorded[-1]["backend"] == "nccl"
+
+
+def test_init_distributed_needs_a_master_port(env, recorded):
+    env.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match=msg("init_distributed: MASTER_PORT is not set (launch with torchrun)")):
+        D.init_distributed(backend="gloo")
+    assert recorded == []
+
+
+def test_init_distributed_without_torch_distributed(env):
+    env.setattr(dist, "is_available", lambda: False)
+    assert not D.is_distributed()
+    with pytest.raises(RuntimeError, match=msg("torch.distributed is not available in this build of PyTorch")):
+        D.init_distributed(world_size=2)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_helpers_inside_a_one_process_group(env):
+    env.setenv("MASTER_PORT", str(free_port()))
+    env.setenv("MASTER_ADDR", "127.0.0.1")
+    dist.init_process_group(backend="gloo", rank=0, world_size=1)
+    try:
+        assert D.is_distributed()
+        assert D.init_distributed() is True  # already initialised: nothing else done
+        assert D.world_size() == 1 and D.rank() == 0 and D.is_main_process()
+        D.barrier()
+        t = torch.tensor([1.5, -2.0])
+        assert D.all_reduce_sum(t) is t and t.tolist() == [1.5, -2.0]
+        assert D.all_gather_objects(("x", 3)) == [("x", 3)]
+        assert D.shard([5, 6]) == [5, 6]
+    finally:
+        dist.destroy_process_group()
+    assert not D.is_distributed()
