@@ -25,6 +25,7 @@ from typing import Callable, Dict, Optional
 import torch
 import torch.nn.functional as F
 
+from ._checks import check_finite
 from .adversarial import gradient_penalty, wgan_critic_loss, wgan_generator_loss
 
 __all__ = ["deblurgan_critic_loss", "deblurgan_generator_loss", "deblurgan_losses", "content_loss"]
@@ -36,8 +37,7 @@ def _check_pair(deblurred, sharp) -> None:
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
         if not x.is_floating_point() or x.ndim != 4:
             raise ValueError(f"{name} must be a float (N, C, H, W) tensor, got {x.dtype} {tuple(x.shape)}")
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} holds NaN or Inf")
+        check_finite(x, name)
     if deblurred.shape != sharp.shape:
         raise ValueError(f"deblurred and sharp must have the same shape, got {tuple(deblurred.shape)} "
                          f"and {tuple(sharp.shape)}")

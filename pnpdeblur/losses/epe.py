@@ -30,6 +30,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from ._checks import check_finite
+
 __all__ = ["endpoint_error", "multiscale_epe", "FLOWNET_WEIGHTS"]
 
 #: FlowNet's loss weights, coarse → fine (flow6 at 1/64 … flow2 at 1/4).
@@ -45,9 +47,7 @@ def _check_flow(x, name: str) -> torch.Tensor:
         raise ValueError(f"{name} must have shape (N, 2, H, W), got {tuple(x.shape)}")
     if x.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} holds NaN or Inf")
-    return x
+    return check_finite(x, name)
 
 
 def endpoint_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from ._checks import check_finite
+
 __all__ = ["flow_l2_loss"]
 
 
@@ -31,6 +33,8 @@ def flow_l2_loss(pred: torch.Tensor, target: torch.Tensor, symmetric: bool = Fal
         raise TypeError(f"pred and target must be torch tensors, got {type(pred).__name__}, {type(target).__name__}")
     if pred.shape != target.shape or pred.ndim != 4 or pred.shape[1] != 2:
         raise ValueError(f"pred and target must both be (N, 2, H, W), got {tuple(pred.shape)} and {tuple(target.shape)}")
+    check_finite(pred, "pred")
+    check_finite(target, "target")
     if not symmetric:
         return (pred - target).square().mean()
     minus = (pred - target).square().sum(1)

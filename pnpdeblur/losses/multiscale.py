@@ -19,6 +19,8 @@ from typing import List, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from ._checks import check_finite
+
 __all__ = ["gaussian_downsample", "image_pyramid", "multiscale_mse"]
 
 _SIGMA = 2.0 * 2.0 / 6.0  # skimage's default for downscale=2 (covers > 99 % of the mass)
@@ -49,6 +51,7 @@ def _check_image(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must have shape (N, C, H, W), got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    check_finite(x, name)
 
 
 def gaussian_downsample(x: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import check_finite
+
 __all__ = ["VGG16_LAYERS", "VGG16Features", "PerceptualLoss", "LaplacianPyramidLoss", "laplacian_pyramid"]
 
 # torchvision's vgg16().features, by index: 'C' conv 3×3 (out channels), 'R' ReLU, 'M' max-pool.
@@ -195,6 +197,7 @@ def _check_image(t, name: str) -> None:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.ndim != 4 or not t.is_floating_point():
         raise ValueError(f"{name} must be a float (N, C, H, W) tensor, got {tuple(t.shape)} {t.dtype}")
+    check_finite(t, name)
 
 
 def _check_pair(x, target) -> None:

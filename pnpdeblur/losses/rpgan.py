@@ -20,6 +20,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
+from ._checks import check_finite
 from .adversarial import gan_discriminator_loss, gan_generator_loss, gradient_penalty, wgan_critic_loss
 from .perceptual import LaplacianPyramidLoss
 
@@ -53,7 +54,7 @@ def _tensor(x, name: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.ndim < 1 or x.numel() == 0:
         raise ValueError(f"{name} must be a non-empty (N, ...) tensor, got shape {tuple(x.shape)}")
-    return x
+    return check_finite(x, name)
 
 
 def _weight(v, name: str) -> float:
