@@ -474,3 +474,15 @@ def test_checkpoints_round_trip_and_other_architectures_refused(tmp_path):
         ConditionalDiscriminator.from_checkpoint(tmp_path / "ArtifactCritic.safetensors")
     with pytest.raises(CheckpointError, match="ConditionalDiscriminator"):
         RPGANGenerator.from_checkpoint(tmp_path / "ConditionalDiscriminator.safetensors")
+
+
+def test_cbr_explicit_padding_wins_and_an_unnormalised_conv_has_a_bias():
+    """``padding`` overrides the "same" default; without a norm the convolution carries a bias."""
+    block = _cbr(2, 3, 3, padding=0)
+    assert block[0].padding == (0, 0) and block(torch.rand(1, 2, 6, 7)).shape == (1, 3, 4, 5)
+    assert _cbr(2, 3, 5, padding=3)[0].padding == (3, 3)
+    plain = _cbr(2, 3, 3, norm="none")
+    assert type(plain[0]) is torch.nn.Conv2d and plain[0].bias is not None and plain[0].bias.shape == (3,)
+    assert len(plain) == 2 and type(plain[1]) is torch.nn.ReLU
+    for norm in ("batch", "layer"):
+        assert _cbr(2, 3, 3, norm=norm)[0].bias is None
