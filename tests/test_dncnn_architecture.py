@@ -205,6 +205,26 @@ def test_meta_tensors_propagate_shapes_without_value_checks():
     assert out.device.type == "meta" and out.shape == (2, 1, 5, 6)
 
 
+def test_a_net_moved_to_another_device_builds_its_noise_map_there():
+    """A float σ becomes a map on x's device (meta stands in for a GPU here: a CPU map fails in cat)."""
+    m = DnCNN(channels=1, features=2, depth=2).to("meta")
+    out = m(torch.empty(2, 1, 5, 6, device="meta"), 0.1)
+    assert out.device.type == "meta" and out.shape == (2, 1, 5, 6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cpu_sigma_tensor_follows_x_to_the_gpu():
+    m = DnCNN(channels=1, features=2, depth=2).cuda()
+    x = torch.rand(2, 1, 5, 6, device="cuda")
+    assert m(x, torch.tensor([0.1, 0.2])).device == x.device
+
+
+def test_bad_sigma_message_in_full():
+    x = torch.rand(1, 1, 4, 4)
+    with pytest.raises(ValueError, match=r"^sigma must be finite and non-negative \(noise std\), got NaN, Inf or < 0$"):
+        DnCNN(features=2, depth=2)(x, float("nan"))
+
+
 def test_checkpoint_round_trip_and_another_architecture_refused(tmp_path):
     from pnpdeblur.nets.sen import SEN
 

@@ -291,6 +291,25 @@ def test_forward_input_is_checked():
         m(torch.rand(1, 2, 8, 8), -1)
 
 
+def test_defaults_are_the_paper_configuration():
+    with torch.device("meta"):
+        m = DRUNet()
+    assert m.config == dict(PAPER_CONFIG, features=list(PAPER_CONFIG["features"]))
+
+
+def test_a_zero_noise_level_tensor_is_valid():
+    x = torch.zeros(2, 3, 4, 5)
+    assert torch.equal(noise_level_map(torch.zeros(2), x), torch.zeros(2, 1, 4, 5))
+    assert torch.equal(noise_level_map(torch.tensor([0.0, 0.1]), x)[:, 0, 0, 0], torch.tensor([0.0, 0.1]))
+    assert torch.equal(noise_level_map(torch.zeros(1, 1, 4, 5), x), torch.zeros(2, 1, 4, 5))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cpu_sigma_tensor_follows_x_to_the_gpu():
+    x = torch.rand(2, 3, 4, 5, device="cuda")
+    assert noise_level_map(torch.tensor([0.1, 0.2]), x).device == x.device
+
+
 def test_checkpoint_round_trip_and_another_architecture_refused(tmp_path):
     from pnpdeblur.checkpoints import CheckpointError
     from pnpdeblur.nets.dncnn import DnCNN
