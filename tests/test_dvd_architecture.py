@@ -255,3 +255,39 @@ def test_from_official_statistics_errors(tmp_path):
     inf[-1] = float("-inf")
     with pytest.raises(CheckpointError, match=r"^the official DVD parameter vector holds NaN or Inf$"):
         DVD.from_official(inf, (means, variances))
+
+
+def test_t7_files_are_read_with_torchfile(tmp_path, monkeypatch):
+    """A stand-in ``torchfile`` module (the real one is not installed here) records what it reads."""
+    import sys
+    import types
+
+    flat, means, variances = release(seed=3)
+    param, bn = tmp_path / "param_epoch_400.t7", tmp_path / "bn_meanvar_epoch_400.t7"
+    param.write_bytes(b"t7")
+    bn.write_bytes(b"t7")
+    table = {1: {i + 1: m.numpy() for i, m in enumerate(means)}, 2: {i + 1: v.numpy() for i, v in enumerate(variances)}}
+    calls = []
+
+    def load(p):
+        calls.append(p)
+        if p == str(param):
+            return flat.numpy()
+        if p == str(bn):
+            return table
+        raise OSError("bad magic")
+
+    fake = types.ModuleType("torchfile")
+    fake.load = load
+    monkeypatch.setitem(sys.modules, "torchfile", fake)
+    net = DVD.from_official(param, bn)
+    assert calls == [str(param), str(bn)]
+    assert torch.equal(net.f0.conv.weight.flatten()[:10], flat[:10]) and torch.equal(net.u3.bn.running_var, variances[19])
+    other = tmp_path / "other.t7"
+    other.write_bytes(b"t7")
+    with pytest.raises(CheckpointError, match="^" + re.escape(f"{other} is not a readable Torch7 file: bad magic") + "$"):
+        DVD.from_official(other, bn)
+    monkeypatch.setitem(sys.modules, "torchfile", None)  # import fails
+    with pytest.raises(ImportError, match="^" + re.escape(f"reading {param} needs the 'torchfile' package (pip install "
+                                                          "torchfile), or convert it to .npy elsewhere first") + "$"):
+        DVD.from_official(param, bn)

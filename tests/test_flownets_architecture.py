@@ -272,3 +272,18 @@ def test_from_official_batch_norm_counters_and_errors(tmp_path):
     with pytest.raises(CheckpointError, match=re.escape(f"{tmp_path / 'c.pth'} holds a 'flownetc' checkpoint, "
                                                         "expected FlowNetS ('flownets')")):
         FlowNetS.from_official(tmp_path / "c.pth")
+
+
+def test_from_official_error_messages_name_the_file_and_keys(tmp_path):
+    foreign = {f"layer{i}.weight": torch.zeros(1) for i in range(6)}
+    torch.save(foreign, tmp_path / "foreign.pth")
+    keys = re.escape("keys start ['layer0.weight', 'layer1.weight', 'layer2.weight', 'layer3.weight'])")
+    with pytest.raises(CheckpointError, match="^" + re.escape(f"{tmp_path / 'foreign.pth'}: not a FlowNetS state dict "
+                                                              "(no 'conv1.0.weight' with an even number of input "
+                                                              "channels; ") + keys + "$"):
+        FlowNetS.from_official(tmp_path / "foreign.pth")
+    sd = official_state(randomise(FlowNetS(width=1)))
+    del sd["predict_flow4.weight"]
+    torch.save(sd, tmp_path / "missing.pth")
+    with pytest.raises(CheckpointError, match="^" + re.escape(f"{tmp_path / 'missing.pth'} does not fit FlowNetS")):
+        FlowNetS.from_official(tmp_path / "missing.pth")
