@@ -234,3 +234,11 @@ def test_load_state_errors():
     req = torch.zeros(4, 1, requires_grad=True)
     b.load_state_dict({"round": "3", "data": {"level": torch.tensor([1, 1, 2, 2]), "x": req}})
     assert b.round == 3 and not b._data["x"].requires_grad
+
+
+def test_a_level_without_samples_is_accepted():
+    # proportions (1, 0): counts [3, 0]; a producer making only level-1 samples is right
+    b = ReplayBuffer(Producer(), capacity=3, proportions=(1, 0))
+    assert b.counts == [3, 0] and b.level_of().tolist() == [1, 1, 1]
+    b = ReplayBuffer(Producer(), capacity=3, proportions=(1, 0, 0))
+    assert b.counts == [3, 0, 0] and b.refills == 1

@@ -146,3 +146,12 @@ def test_plot_history_metric_without_finite_points(tmp_path, figures):
     (fig,) = figures
     ax, ax2 = fig.axes
     assert lines(ax2) == [("val_b", [5], [2.0], "C2", "o", "--")]  # val_a keeps its colour slot
+
+
+def test_plot_history_size_ignores_rc_dpi_and_uses_the_whole_figure(tmp_path, figures):
+    with matplotlib.rc_context({"figure.dpi": 50, "savefig.dpi": "figure"}):
+        out = tlog.plot_history(HISTORY, tmp_path / "d.png")
+    assert png_size(out) == (700, 400)  # 100 dpi, whatever the user's matplotlibrc says
+    (fig,) = figures
+    box = fig.axes[0].get_position()
+    assert box.width > 0.6 and box.height > 0.6  # one subplot filling the figure
