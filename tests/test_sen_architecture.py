@@ -339,6 +339,12 @@ def test_estimate_pads_by_reflection_crops_and_canonicalises():
                                rtol=1e-9, atol=1e-9)
 
 
+def test_estimate_refuses_a_grey_image_for_an_rgb_net():
+    """Grey replication is estimate_flow's job; the net's estimate checks the channels."""
+    with pytest.raises(ValueError, match=r"^x must have shape \(N, 3, H, W\), got \(1, 1, 8, 8\)$"):
+        SEN(width=1, levels=1, stacks=1).estimate(torch.rand(1, 1, 8, 8))
+
+
 def test_estimate_runs_without_autograd_and_keeps_the_mode():
     m = SEN(width=1, levels=1, stacks=1)
     x = torch.rand(1, 3, 9, 9, requires_grad=True)

@@ -106,7 +106,8 @@ class SEN(CheckpointMixin, nn.Module):
     Parameters
     ----------
     in_channels : int
-        Image channels (3 for RGB; grey images are replicated by :meth:`estimate`).
+        Image channels (3 for RGB; :func:`pnpdeblur.estimation.learned.estimate_flow` replicates
+        grey images, :meth:`estimate` does not).
     width : int
         Width of the first layer; the paper's network is ``width=64`` (64/128/256/512
         channels). The shipped small model uses 16.
