@@ -430,3 +430,18 @@ def test_from_official_messages(tmp_path):
     nan = dict(sd, **{"body_models.1.body.0.bias": torch.tensor([0.0, float("inf")])})
     with pytest.raises(CheckpointError, match=r"^official tensor for 'nets\.1\.head\.bias' holds NaN or Inf$"):
         DeepDeblur.from_official(nan)
+
+
+def test_from_official_file_messages_name_the_format_and_missing_keys_are_refused(tmp_path):
+    with pytest.raises(CheckpointError, match=r"^DeepDeblur-PyTorch checkpoint not found: "):
+        DeepDeblur.from_official(tmp_path / "absent.pt")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match=r"is not a readable torch checkpoint \(corrupt or not a DeepDeblur-PyTorch file\?\)"):
+        DeepDeblur.from_official(tmp_path / "junk.pt")
+    seven = {f"k{i}": i for i in range(7)}
+    with pytest.raises(CheckpointError, match=r"first keys: \['k0', 'k1', 'k2', 'k3', 'k4'\]\)$"):
+        DeepDeblur.from_official(seven)
+    sd = official_state()
+    del sd["body_models.1.body.2.body.2.bias"]  # loading must be strict: a missing tensor is an error
+    with pytest.raises(CheckpointError, match=r"(?s)^the official state dict does not fit DeepDeblur.*Missing key"):
+        DeepDeblur.from_official(sd)
