@@ -867,3 +867,20 @@ def test_workers_validate_too():
                  val_fn=lambda m, b: seen.append(b["worker"].tolist()) or {"a": 1.0})
     tr.fit()
     assert seen == [[True, True]]
+
+
+def test_an_enabled_scaler_is_saved_and_restored(tmp_path):
+    # float16 AMP needs CUDA; a CPU GradScaler stands in for it (the engine only saves and loads it)
+    tr = Trainer(linear(), cfg(steps=2), Data(), Recorder())
+    tr.scaler = torch.amp.GradScaler("cpu", init_scale=8.0, growth_interval=3)
+    tr.save_state(tmp_path / "s.pt")
+    st = load_training_state(tmp_path / "s.pt")
+    assert st["scaler"]["scale"] == 8.0 and st["scaler"]["growth_interval"] == 3
+    other = Trainer(linear(), cfg(steps=2), Data(), Recorder())
+    other.scaler = torch.amp.GradScaler("cpu")
+    other.load_state(tmp_path / "s.pt")
+    assert other.scaler.get_scale() == 8.0 and other.scaler.get_growth_interval() == 3
+    # a disabled scaler (float32 / bfloat16 runs) ignores a saved one
+    plain = Trainer(linear(), cfg(steps=2), Data(), Recorder())
+    plain.load_state(tmp_path / "s.pt")
+    assert not plain.scaler.is_enabled()
