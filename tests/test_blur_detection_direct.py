@@ -190,3 +190,23 @@ def test_reblur_score_needs_more_than_four_lengths_per_side():
         with pytest.raises(ValueError, match=r"^image must be larger than 12 px on each side for length=3, got "
                                              + repr(shape).replace("(", r"\(").replace(")", r"\)") + "$"):
             reblur_score(np.zeros(shape), 3)
+
+
+def test_messages_name_the_image_and_the_threshold():
+    with pytest.raises(ValueError, match=r"^image contains NaN or Inf values$"):
+        blur_score(np.full((16, 24, 3), np.nan, np.float32), StandInSEN())
+    with pytest.raises(ValueError, match=r"^image must have 1, 3 or 4 channels"):
+        is_blurred(np.zeros((16, 24, 5), np.float32), flow=np.zeros((2, 16, 24), np.float32))
+    with pytest.raises(ValueError, match=r"^threshold must be"):
+        is_blurred(_img(), -1.0, flow=np.zeros((2, 16, 24), np.float32))
+    with pytest.raises(TypeError, match=r"^threshold must be"):
+        is_blurred(_img(), "4", flow=np.zeros((2, 16, 24), np.float32))
+
+
+def test_torch_flows_are_measured_in_float64():
+    big = torch.zeros(2, 1, 3, dtype=torch.float32)
+    big[0], big[1] = 3e20, 4e20  # u² + v² overflows float32
+    assert flow_blur_score(big) == pytest.approx(5e20, rel=1e-6)
+    half = torch.zeros(2, 1, 1, dtype=torch.float16)
+    half[0], half[1] = 300.0, 400.0  # 300² overflows float16
+    assert flow_blur_score(half) == pytest.approx(500.0, rel=1e-3)

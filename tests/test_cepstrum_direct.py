@@ -233,3 +233,32 @@ def test_flow_map_is_the_vector_everywhere_in_the_callers_type():
     assert torch.all(ft[1] == ft[1, :, :1, :1]) and float(ft[1].abs().max()) > 0
     f32 = estimate_flow_classical(torch.from_numpy(y).float(), max_len=5)  # blur longer than the search
     assert f32.dtype == torch.float32 and f32.shape == (2, 48, 64)
+
+
+def test_the_default_search_radius_is_64_px():
+    y = _circular_blur(_noise((136, 136)), (64.9, 0))
+    assert estimate_linear_motion(y) == (0.0, 0.0)  # beyond the default disc: nothing stands out
+    assert _err(estimate_linear_motion(y, max_len=65), (64.9, 0)) < 0.35
+    assert np.all(estimate_flow_classical(y) == 0)
+    assert _err(estimate_flow_classical(y, max_len=65)[:, 0, 0], (64.9, 0)) < 0.35
+
+
+def test_public_messages_name_the_image_argument():
+    for fn in (estimate_linear_motion, estimate_flow_classical):
+        with pytest.raises(ValueError, match=r"^image must be at least 16x16 pixels"):
+            fn(np.zeros((15, 16), np.float32))
+        with pytest.raises(TypeError, match=r"^image must be a float array"):
+            fn(np.zeros((16, 16), np.int16))
+
+
+def test_no_evidence_where_the_taper_leaves_nothing_or_the_level_is_large():
+    # variation only on the outermost pixels (zero-sum, so the interior is the mean): the Tukey
+    # window is 0 there, the tapered image is exactly 0 and its power spectrum has no floor
+    g = np.full((20, 20), 0.5)
+    border = np.zeros((20, 20), bool)
+    border[[0, -1], :] = border[:, [0, -1]] = True
+    g[border] = 0.5 + np.where(np.arange(border.sum()) % 2 == 0, 0.25, -0.25)
+    assert _cepstrum_estimate(g, 64) == (0.0, 0.0, 0.0)
+    assert estimate_linear_motion(g, min_score=0) == (0.0, 0.0)
+    # the flatness test is relative to the image's level: a flat 1000.3 has a residue of ~2e-13
+    assert _cepstrum_estimate(np.full((64, 64), 1000.3), 64) == (0.0, 0.0, 0.0)

@@ -263,3 +263,55 @@ def test_tile_must_be_a_stride_multiple_with_room_for_two_overlaps():
         with pytest.raises(ValueError, match=rf"^tile must be a multiple of 8 and >= 2·overlap \+ 8, "
                                              rf"got tile={tile}, overlap={overlap}$"):
             estimate_flow(img, m, tile=tile, overlap=overlap)
+
+
+def _blend_reference(size, tile, overlap, lengths):
+    """Horizontal lengths across a row: Σ_k w_k L_k / Σ_k w_k with the linear ramps written out."""
+    starts = _starts(size, tile, tile - overlap)
+    num, den = np.zeros(size), np.zeros(size)
+    for k, (s, length) in enumerate(zip(starts, lengths)):
+        c = np.arange(s, s + tile)
+        w = np.ones(tile)
+        if overlap and k > 0:
+            w = np.minimum(w, (c - s + 1) / (overlap + 1))
+        if overlap and k < len(starts) - 1:
+            w = np.minimum(w, (s + tile - c) / (overlap + 1))
+        num[c] += w * length
+        den[c] += w
+    return num / den
+
+
+@pytest.mark.parametrize("w, tile, overlap", [(36, 32, 8), (41, 32, 8), (70, 32, 8), (33, 24, 0)])
+def test_tile_blend_when_the_last_tiles_overlap_heavily(w, tile, overlap):
+    """Short images put the last tile almost on top of the previous one: the first tile's leading
+    and the last tile's trailing edges stay at full weight, the others ramp."""
+    starts = _starts(w, tile, tile - overlap)
+    lengths = [2.0 + 3 * k for k in range(len(starts))]
+
+    def by_tile(x):
+        f = torch.zeros(x.shape[0], 2, *x.shape[-2:])
+        f[:, 0] = lengths[starts.index(round(float(x[0, 0, 0, 0]) * 100))]  # the image holds its column / 100
+        return f
+
+    img = np.broadcast_to((np.arange(w) / 100.0)[None, :, None], (8, w, 3)).astype(np.float32)
+    f = estimate_flow(img, StandInSEN(fn=by_tile), tile=tile, overlap=overlap)
+    np.testing.assert_allclose(f[0], np.broadcast_to(_blend_reference(w, tile, overlap, lengths), (8, w)),
+                               atol=1e-5)
+
+
+def test_a_batch_is_tiled_image_by_image():
+    rng = np.random.default_rng(1)
+    batch = torch.from_numpy(rng.random((2, 3, 40, 56)).astype(np.float32))
+    m = _conv_net()
+    f = estimate_flow(batch, m, tile=32, overlap=8)
+    assert f.shape == (2, 2, 40, 56)
+    for i in range(2):
+        assert torch.allclose(f[i], estimate_flow(batch[i], m, tile=32, overlap=8), atol=1e-6)
+
+
+def test_an_image_exactly_one_tile_wide_is_one_pass():
+    torch.manual_seed(1)
+    raw = canonicalize_flow(torch.randn(1, 2, 24, 32) * 7)
+    m = StandInSEN(fn=lambda x: raw.clone())
+    f = estimate_flow(torch.zeros(3, 24, 32), m, tile=32, overlap=8)
+    assert len(m.calls) == 1 and torch.equal(f, raw[0])

@@ -197,3 +197,13 @@ def test_neighbour_flows_checks():
     for bad in (3, -1):
         with pytest.raises(ValueError, match=rf"^indices must lie in \[0, 3\), got {bad}$"):
             neighbour_flows(torch.zeros(3, 3, 8, 8), method=net, indices=[0, bad])
+
+
+def test_neighbour_flows_of_bfloat16_frames():
+    # numpy has no bfloat16: the luminance must be taken in float64 (and the flow comes back bfloat16)
+    frames = _frames(13, (2, 3, 16, 16))
+    fn, fp = neighbour_flows(frames.to(torch.bfloat16), num_iter=2, num_warp=1)
+    assert fn.dtype == torch.bfloat16
+    g = np.tensordot(LUMA, frames.to(torch.bfloat16).double().numpy(), axes=([0], [1]))
+    ref = _skimage_flow(g[0], g[1], num_iter=2, num_warp=1)
+    np.testing.assert_allclose(fn[0].double().numpy(), ref, atol=0.02 * np.abs(ref).max() + 1e-3)
