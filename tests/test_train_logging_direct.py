@@ -155,3 +155,10 @@ def test_plot_history_size_ignores_rc_dpi_and_uses_the_whole_figure(tmp_path, fi
     (fig,) = figures
     box = fig.axes[0].get_position()
     assert box.width > 0.6 and box.height > 0.6  # one subplot filling the figure
+
+
+def test_plot_history_makes_nested_folders_and_puts_the_legend_at_best(tmp_path, figures):
+    with matplotlib.rc_context({"legend.loc": "upper left"}):
+        out = tlog.plot_history(HISTORY, tmp_path / "a" / "b" / "loss.png")
+    assert out.is_file()
+    assert figures[0].axes[0].get_legend()._loc == 0  # "best", whatever the rc default
