@@ -15,6 +15,12 @@ The second and later stacks see the blurred image concatenated with the previous
 flow (divided by ``flow_scale``); every stack's output is supervised (intermediate
 supervision), and the last one is the estimate.
 
+Where it departs from appendix A's layer list (the shipped weights are trained on this
+layout): the encoder's first Res2 widens to 8w at once (the paper keeps 4w = 256 for one more
+level), a Res2 at the bottom of the hourglass joins the encoder to the decoder, and the last
+layer is a linear 1×1 convolution instead of "Res2 2" — a CBR block ends in a ReLU, which
+cannot output the negative v (or, before canonicalisation, u) of a flow.
+
 Conventions: input ``(N, C, H, W)`` float in [0, 1]; output ``(N, 2, H, W)`` float, channel 0
 u (+x), channel 1 v (+y), pixels of the input image; any ``H, W`` (reflection-padded to a
 multiple of :attr:`SEN.stride` and cropped back). Labels follow Gong et al.: ``m`` and ``-m``
@@ -90,7 +96,7 @@ class _Stack(nn.Module):
             _cbr(w, 2 * w, 5, 2, dilations[1]),
             _cbr(2 * w, 4 * w, 5, 2, dilations[2]),
         )
-        widths = [4 * w] + [min(8 * w, 4 * w * 2 ** min(i, 1)) for i in range(1, levels + 1)]
+        widths = [4 * w] + [8 * w] * levels  # the encoder widens once, then keeps 8w
         self.hourglass = _Hourglass(widths)
         self.tail = nn.Sequential(Res2(4 * w, 2 * w), Res2(2 * w, w))
         self.head = nn.Conv2d(w, 2, 1)
