@@ -884,3 +884,17 @@ def test_an_enabled_scaler_is_saved_and_restored(tmp_path):
     plain = Trainer(linear(), cfg(steps=2), Data(), Recorder())
     plain.load_state(tmp_path / "s.pt")
     assert not plain.scaler.is_enabled()
+
+
+def test_state_outside_fit_and_a_file_without_config(tmp_path):
+    tr = Trainer(linear(), cfg(steps=2), Data(), Recorder()).fit()
+    assert tr._t0 is None and tr.state_dict()["elapsed_s"] == tr._elapsed  # nothing running: no extra time
+    tr.save_state(tmp_path / "s.pt")
+    st = load_training_state(tmp_path / "s.pt")
+    del st["config"]  # nothing to compare with: no warning
+    save_training_state(tmp_path / "s.pt", st)
+    other = Trainer(linear(), cfg(steps=2, lr=0.5), Data(), Recorder())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        other.load_state(tmp_path / "s.pt")
+    assert other.step == 2
