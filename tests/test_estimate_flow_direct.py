@@ -315,3 +315,48 @@ def test_an_image_exactly_one_tile_wide_is_one_pass():
     m = StandInSEN(fn=lambda x: raw.clone())
     f = estimate_flow(torch.zeros(3, 24, 32), m, tile=32, overlap=8)
     assert len(m.calls) == 1 and torch.equal(f, raw[0])
+
+
+@pytest.mark.parametrize("h, tile, overlap", [(36, 32, 8), (41, 32, 8), (70, 32, 8)])
+def test_tile_blend_down_the_rows_when_the_last_tiles_overlap_heavily(h, tile, overlap):
+    starts = _starts(h, tile, tile - overlap)
+    lengths = [2.0 + 3 * k for k in range(len(starts))]
+
+    def by_tile(x):
+        f = torch.zeros(x.shape[0], 2, *x.shape[-2:])
+        f[:, 0] = lengths[starts.index(round(float(x[0, 0, 0, 0]) * 100))]  # the image holds its row / 100
+        return f
+
+    img = np.broadcast_to((np.arange(h) / 100.0)[:, None, None], (h, 8, 3)).astype(np.float32)
+    f = estimate_flow(img, StandInSEN(fn=by_tile), tile=tile, overlap=overlap)
+    np.testing.assert_allclose(f[0], np.broadcast_to(_blend_reference(h, tile, overlap, lengths)[:, None], (h, 8)),
+                               atol=1e-5)
+
+
+def test_default_tiles_are_768_px_overlapping_by_128():
+    w = 800  # starts 0 and 32
+    lengths = [3.0, 9.0]
+
+    def by_tile(x):
+        f = torch.zeros(x.shape[0], 2, *x.shape[-2:])
+        f[:, 0] = lengths[0 if float(x[0, 0, 0, 0]) == 0 else 1]
+        return f
+
+    img = np.zeros((8, w, 3), np.float32)
+    img[:, 32:] = 0.5
+    m = StandInSEN(fn=by_tile)
+    f = estimate_flow(img, m)
+    assert [c[0] for c in m.calls] == [(1, 3, 8, 768)] * 2
+    np.testing.assert_allclose(f[0], np.broadcast_to(_blend_reference(w, 768, 128, lengths), (8, w)), atol=1e-5)
+
+
+def test_grey_batches_and_messages_that_name_the_image():
+    grey = torch.rand(2, 1, 16, 24)
+    m = StandInSEN()
+    f = estimate_flow(grey, m)
+    assert f.shape == (2, 2, 16, 24) and [c[0] for c in m.calls] == [(1, 3, 16, 24)] * 2
+    assert torch.equal(m.inputs[1][0, 2], grey[1, 0])
+    with pytest.raises(ValueError, match=r"^image contains NaN or Inf values$"):
+        estimate_flow(np.full((16, 16, 3), np.nan, np.float32), m)
+    with pytest.raises(TypeError, match=r"^image must be"):
+        estimate_flow("photo.png", m)
