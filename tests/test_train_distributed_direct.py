@@ -135,3 +135,22 @@ def test_helpers_inside_a_one_process_group(env):
     finally:
         dist.destroy_process_group()
     assert not D.is_distributed()
+
+
+def test_rank_and_world_size_come_from_the_group(monkeypatch):
+    # a 3-process group seen from rank 2, without starting processes
+    monkeypatch.setattr(D, "is_distributed", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 3)
+    monkeypatch.setattr(dist, "get_rank", lambda: 2)
+    assert D.world_size() == 3 and D.rank() == 2 and not D.is_main_process()
+    assert D.shard(list(range(7))) == [2, 5]
+
+
+def test_default_backend_with_cuda_is_nccl(env, recorded):
+    bound = []
+    env.setattr(torch.cuda, "is_available", lambda: True)
+    env.setattr(torch.cuda, "set_device", lambda i: bound.append(i))
+    env.setenv("MASTER_PORT", "1")
+    env.setenv("LOCAL_RANK", "2")
+    D.init_distributed(world_size=4, rank=3)
+    assert recorded[-1]["backend"] == "nccl" and bound == [2]
