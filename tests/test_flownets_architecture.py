@@ -308,3 +308,10 @@ def test_stack_keeps_the_frames_dtype_and_exact_mean():
         assert torch.equal(got[:, ch], a[:, ch] - m) and torch.equal(got[:, 3 + ch], b[:, ch] - m)
     half = FlowNetS(width=1)._stack(a.bfloat16(), b.bfloat16())
     assert half.dtype == torch.bfloat16
+
+
+def test_stack_builds_the_mean_on_the_frames_device():
+    """The meta device stands in for a GPU: a mean left on the CPU cannot be subtracted there."""
+    a = torch.empty(2, 3, 8, 8, device="meta")
+    out = FlowNetS(width=1)._stack(a, a)
+    assert out.device.type == "meta" and out.shape == (2, 6, 8, 8)
