@@ -327,3 +327,29 @@ def test_noise_level_needs_two_by_two():
     for shape in ((1, 1, 1, 5), (1, 1, 5, 1)):
         with pytest.raises(ValueError, match=r"^image must be at least 2×2 to estimate its noise, got "):
             estimate_noise_level(torch.zeros(shape))
+
+
+def test_messages_name_each_argument(fake_hqs):
+    m = StandInSEN()
+    for name in ("blur_threshold", "noise_floor", "noise_level"):
+        with pytest.raises(ValueError, match=rf"^{name} must be"):
+            deblur(_photo(), **{name: float("nan")}, flow_model=m, prior=PRIOR)
+    with pytest.raises(ValueError, match=r"^image contains NaN or Inf values$"):
+        deblur(np.full((16, 24, 3), np.inf, np.float32), flow_model=m, prior=PRIOR)
+    with pytest.raises(ValueError, match=r"^reference contains NaN or Inf values$"):
+        deblur(_photo(), reference=np.full((16, 24, 3), np.nan, np.float32), flow_model=m, prior=PRIOR)
+    with pytest.raises(ValueError, match=re.escape("image must be at least 2×2 to estimate its noise, got (1, 5)")
+                       + "$"):
+        estimate_noise_level(torch.zeros(2, 3, 1, 5))
+
+
+def test_no_progress_bar_unless_asked(fake_hqs, capsys):
+    deblur(_photo(), iterations=2, prior=PRIOR, noise_level=0.1, flow_model=StandInSEN((6.0, 8.0)))
+    assert capsys.readouterr().err == ""
+
+
+def test_noise_level_is_computed_in_float64():
+    # float32 input: the estimate is the float64 closed form, not float32 arithmetic (~3e-8 off)
+    x = torch.zeros(1, 1, 4, 4, dtype=torch.float32)
+    x[0, 0, 0::2, 0::2] = torch.tensor([[1.0, 2.0], [3.0, 4.0]])  # |HH| = .5 1 1.5 2: lower median 1
+    assert estimate_noise_level(x) == pytest.approx([1.0 / 0.6744897501960817], rel=1e-13)
