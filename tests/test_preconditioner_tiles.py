@@ -93,7 +93,7 @@ def test_one_tile_is_the_uniform_preconditioner():
     h, w = 20, 17
     K = pd.MotionBlur(_flow(h, w, 6.0, seed=3))
     r = torch.from_numpy(np.random.default_rng(2).standard_normal((1, 2, h, w)))
-    T = TiledPreconditioner(K, (h, w), F64, "cpu", tile=1000)
+    T = TiledPreconditioner(K, (h, w), F64, "cpu", tile=1000, shift=0.0)
     U = UniformPreconditioner(K, (h, w), F64, "cpu")
     assert T.n_tiles == (1, 1)
     torch.testing.assert_close(T(r, 0.004), U(r, 0.004), atol=1e-11, rtol=1e-12)
@@ -208,7 +208,7 @@ def test_xstep_same_solution_with_preconditioner(spec):
     x = torch.from_numpy(rng.random((1, 1, n, n)))
     y = K._forward(x) + 0.01 * torch.from_numpy(rng.standard_normal(x.shape))
     # tile 16 on 32²: 4 × 4 overlapping tiles
-    P = {"tiles": TiledPreconditioner(K, (n, n), F64, "cpu", tile=16),
+    P = {"tiles": TiledPreconditioner(K, (n, n), F64, "cpu", tile=16, shift=0.0),
          "tiles_shifted": TiledPreconditioner(K, (n, n), F64, "cpu", tile=16, shift=0.05),
          "jacobi": "jacobi"}[spec]
     beta = 0.01
@@ -266,3 +266,22 @@ def test_bad_arguments_raise_named_errors():
         fitted_motion_vectors(K.flow, torch.ones(1, 15, dtype=F64), torch.ones(1, 16, dtype=F64))
     with pytest.raises(ValueError, match="preconditioner"):
         make_preconditioner("tile", K, torch.zeros(1, 1, 16, 16, dtype=F64))
+
+
+def test_shifted_tiles_need_fewer_iterations():
+    # measured: 38 plain vs 27 (tile 16, δ = 0.1) and 35 (δ = 0) CG iterations to 1e-4
+    from pnpdeblur.solvers.cg import _cg_core
+
+    n = 48
+    K = pd.MotionBlur(pd.data.random_motion_flow((n, n), preset="23", seed=0, max_len=12).astype(np.float64))
+    yy, xx = np.mgrid[0:n, 0:n] / n
+    x = torch.from_numpy(0.5 + 0.4 * np.sin(9 * xx) * np.cos(7 * yy))[None, None]
+    y = K._forward(x) + 0.01 * torch.from_numpy(np.random.default_rng(0).standard_normal(x.shape))
+    beta = 0.002
+    A = lambda t: K._normal(t) + beta * t  # noqa: E731
+    b = K._adjoint(y) + beta * y
+    P = TiledPreconditioner(K, (n, n), F64, "cpu", tile=16, shift=0.1)
+    _, plain = _cg_core(A, b, y, 1e-4, 0.0, 500, None)
+    _, pre = _cg_core(A, b, y, 1e-4, 0.0, 500, lambda r: P(r, beta))
+    assert plain.converged and pre.converged
+    assert pre.iterations < 0.8 * plain.iterations, (pre.iterations, plain.iterations)
