@@ -291,3 +291,36 @@ def test_t7_files_are_read_with_torchfile(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match="^" + re.escape(f"reading {param} needs the 'torchfile' package (pip install "
                                                           "torchfile), or convert it to .npy elsewhere first") + "$"):
         DVD.from_official(param, bn)
+
+
+def test_from_official_value_checks_after_float32():
+    flat, means, variances = release(seed=4)
+    big = flat.double()
+    big[3] = 1e300  # finite in float64, Inf in the net's float32
+    with pytest.raises(CheckpointError, match=r"^the official DVD parameter vector holds NaN or Inf$"):
+        DVD.from_official(big, (means, variances))
+    with pytest.raises(CheckpointError, match=r"^official DVD parameter vector is not numeric"):
+        DVD.from_official(np.array(["a", "b"]), (means, variances))
+    with pytest.raises(CheckpointError, match=r"^official DVD f1 variance is not numeric"):
+        DVD.from_official(flat, (means, variances[:2] + [["x"]] + variances[3:]))
+    # a zero variance (a dead channel) is valid; only negative ones are refused
+    zero = [v.clone() for v in variances]
+    zero[4][:] = 0.0
+    net = DVD.from_official(flat, (means, zero))
+    assert torch.equal(net.d2.bn.running_var, torch.zeros(256))
+
+
+def test_from_official_files_refuse_pickled_objects(tmp_path):
+    import datetime
+
+    flat, means, variances = release(seed=5)
+    obj = np.empty(1, dtype=object)
+    obj[0] = datetime.date(2017, 7, 21)
+    np.save(tmp_path / "p.npy", obj, allow_pickle=True)
+    with pytest.raises(CheckpointError, match="^" + re.escape(f"{tmp_path / 'p.npy'} is not a readable DVD parameter "
+                                                              "vector file")):
+        DVD.from_official(tmp_path / "p.npy", (means, variances))
+    torch.save(datetime.date(2017, 7, 21), tmp_path / "p.pt")
+    with pytest.raises(CheckpointError, match="^" + re.escape(f"{tmp_path / 'p.pt'} is not a readable DVD parameter "
+                                                              "vector file")):
+        DVD.from_official(tmp_path / "p.pt", (means, variances))
