@@ -101,19 +101,25 @@ def test_generator_parameter_count_and_keys_follow_the_layer_list(cfg):
 
 
 def test_paper_and_small_generator_sizes_by_hand():
-    """Paper: ≈ 8.8 M parameters; SMALL_GENERATOR ≈ 0.34 M (the docstrings' figures)."""
+    """Paper: ≈ 8.8 M parameters; SMALL_GENERATOR (the shipped rpgan_small) ≈ 0.26 M."""
     def cbr(k, a, b):
         return k * k * a * b + 2 * b
 
-    paper = (cbr(7, 6, 64) + cbr(3, 64, 128) + cbr(3, 128, 256) + 12 * cbr(3, 256, 256)
-             + cbr(3, 256, 256) + cbr(3, 256, 128) + cbr(7, 128, 64)
-             + cbr(3, 70, 32) + cbr(3, 32, 32) + (9 * 32 * 3 + 3) + (9 * 70 * 3 + 3))
+    def by_hand(w, n_res, f):  # appendix A at width w, n_res Res1 blocks, a final Res2 of width f
+        return (cbr(7, 6, w) + cbr(3, w, 2 * w) + cbr(3, 2 * w, 4 * w) + 2 * n_res * cbr(3, 4 * w, 4 * w)
+                + cbr(3, 4 * w, 4 * w) + cbr(3, 4 * w, 2 * w) + cbr(7, 2 * w, w)
+                + cbr(3, w + 6, f) + cbr(3, f, f) + (9 * f * 3 + 3) + (9 * (w + 6) * 3 + 3))
+
+    paper = by_hand(64, 6, 32)
     with torch.device("meta"):
         assert n_params(RPGANGenerator()) == paper
         small = n_params(RPGANGenerator(**SMALL_GENERATOR))
+    shipped = RPGANGenerator.pretrained()
+    assert shipped.config == {"channels": 3, **SMALL_GENERATOR}
+    shipped = n_params(shipped)
     assert 8.7e6 < paper < 8.9e6
-    assert SMALL_GENERATOR == {"width": 16, "n_res": 3, "final_width": 16, "residual": True}
-    assert 0.33e6 < small < 0.35e6
+    assert SMALL_GENERATOR == {"width": 16, "n_res": 2, "final_width": 8, "residual": True}
+    assert small == by_hand(16, 2, 8) == shipped and 0.25e6 < small < 0.27e6
 
 
 @pytest.mark.parametrize("width, expected", [(64, 32), (16, 8), (3, 1), (2, 1), (1, 1)])
@@ -486,3 +492,23 @@ def test_cbr_explicit_padding_wins_and_an_unnormalised_conv_has_a_bias():
     assert len(plain) == 2 and type(plain[1]) is torch.nn.ReLU
     for norm in ("batch", "layer"):
         assert _cbr(2, 3, 3, norm=norm)[0].bias is None
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_generator_and_critics_refuse_non_finite_and_empty_input(bad):
+    torch.manual_seed(0)
+    g, d, c = RPGANGenerator(**SMALL_GENERATOR).eval(), ConditionalDiscriminator(3, 4), ArtifactCritic(3, 4)
+    x, o = torch.rand(1, 3, 12, 12), torch.rand(1, 3, 12, 12)
+    x[0, 2, 11, 11] = bad  # the last value
+    with pytest.raises(ValueError, match=r"^deconv holds NaN or Inf$"):
+        g(x, o)
+    with pytest.raises(ValueError, match=r"^blurred holds NaN or Inf$"):
+        g(o, x)
+    with pytest.raises(ValueError, match=r"^x holds NaN or Inf$"):
+        d(x, o)
+    with pytest.raises(ValueError, match=r"^x holds NaN or Inf$"):
+        c(x)
+    with pytest.raises(ValueError, match=r"^deconv must not be empty, got shape \(0, 3, 12, 12\)$"):
+        g(torch.rand(0, 3, 12, 12), torch.rand(0, 3, 12, 12))
+    with pytest.raises(ValueError, match=r"^x must not be empty, got shape \(1, 3, 0, 12\)$"):
+        c(torch.rand(1, 3, 0, 12))

@@ -28,7 +28,7 @@ not residual by default: each scale outputs the image itself (the ResBlocks are 
 ``residual=True`` adds each scale's input level, see the class). Nothing
 is clamped; clamp for display.
 
-Small CPU configuration: ``DeepDeblur(features=16, blocks=3, residual=True)`` (≈ 0.1 M parameters).
+Small CPU configuration: ``DeepDeblur(features=16, blocks=3, residual=True)`` (≈ 0.13 M parameters).
 """
 from __future__ import annotations
 

@@ -50,8 +50,9 @@ __all__ = [
 RPGAN_PRETRAINED_PATH = WEIGHTS_DIR / "rpgan_small.safetensors"
 #: Critics' inputs are padded (replicated borders) up to this many pixels per side.
 MIN_CRITIC_SIZE = 48
-#: The CPU-sized generator: ``RPGANGenerator(**SMALL_GENERATOR)`` (≈ 0.34 M parameters).
-SMALL_GENERATOR: Dict[str, Any] = {"width": 16, "n_res": 3, "final_width": 16, "residual": True}
+#: The CPU-sized generator of the shipped ``rpgan_small``: ``RPGANGenerator(**SMALL_GENERATOR)``
+#: (≈ 0.26 M parameters).
+SMALL_GENERATOR: Dict[str, Any] = {"width": 16, "n_res": 2, "final_width": 8, "residual": True}
 
 
 def _check_int(value: Any, name: str, low: int) -> int:
@@ -67,6 +68,10 @@ def _check_input(x: Any, name: str, channels: int) -> torch.Tensor:
         raise ValueError(f"{name} must have shape (N, {channels}, H, W), got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.shape[0] == 0 or x.shape[-1] == 0 or x.shape[-2] == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+    if x.device.type != "meta" and not bool(torch.isfinite(x.detach()).all()):  # meta tensors hold no values
+        raise ValueError(f"{name} holds NaN or Inf")
     return x
 
 
@@ -145,7 +150,7 @@ class RPGANGenerator(CheckpointMixin, nn.Module):
     nominally in [0, 1] (``deconv`` may over- and undershoot: deconvolution artifacts);
     returns ``(N, channels, H, W)``. Any ``H, W``: reflection padding to a multiple of 4
     (:attr:`stride`), cropped back. The paper configuration has ≈ 8.8 M parameters; the small
-    one (``RPGANGenerator(**SMALL_GENERATOR)``) ≈ 0.34 M.
+    one (``RPGANGenerator(**SMALL_GENERATOR)``, the shipped ``rpgan_small``) ≈ 0.26 M.
     """
 
     stride = 4
