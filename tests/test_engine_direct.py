@@ -751,7 +751,7 @@ def test_worker_processes_reseed_every_item(tmp_path):
 
 # --------------------------------------------------------------------------- timing, files written on the way, odd setups
 def test_samples_per_second_and_elapsed_time(monkeypatch):
-    ticks = iter([0.0, 1.0, 3.0, 4.5,  # first fit: start, steps 1 and 2, end
+    ticks = iter([0.0, 1.0, 3.00049, 4.5,  # first fit: start, steps 1 and 2, end
                   10.0, 12.0, 15.25, 16.0])  # second fit: start, steps 3 and 4, end
     monkeypatch.setattr(E, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: next(ticks))}))
     tr = Trainer(linear(), cfg(steps=2, log_every=2), Data(), Recorder()).fit()
@@ -759,8 +759,8 @@ def test_samples_per_second_and_elapsed_time(monkeypatch):
     tr.cfg.steps = 4  # continue the same run in a second fit
     tr.fit()
     rows = [(r["step"], r["samples_per_s"], r["elapsed_s"]) for r in tr.history]
-    # 2 steps of 2 samples in 3 s; then steps 3-4 (2 steps) in 5.25 s, after 4.5 s of the first fit
-    assert rows == [(2, round(4 / 3, 3), 3.0), (4, round(4 / 5.25, 3), 9.75)]
+    # 2 steps of 2 samples in 3.00049 s; then steps 3-4 (2 steps) in 5.25 s, after 4.5 s of the first fit
+    assert rows == [(2, 1.333, 3.0), (4, 0.762, 9.75)]  # rounded to 3 decimals
     assert tr._elapsed == 4.5 + 6.0
 
 
@@ -898,3 +898,13 @@ def test_state_outside_fit_and_a_file_without_config(tmp_path):
         warnings.simplefilter("error")
         other.load_state(tmp_path / "s.pt")
     assert other.step == 2
+
+
+def test_a_second_fit_continues_the_random_stream():
+    rec = Recorder()
+    tr = Trainer(linear(), cfg(steps=2), Data(), rec).fit()
+    tr.cfg.steps = 4  # continue the same run
+    tr.fit()
+    seed_everything(derive_seed(3, 0))
+    assert rec.draws == [torch.rand(()).item() for _ in range(4)]  # seeded once, at the first fit
+    assert rec.batches == order(3, 4)
