@@ -201,7 +201,11 @@ def test_callback_sees_each_entry_and_can_stop(fake_hqs):
     assert len(stop.history) == 2
 
 
-def test_progress_bar_reports_the_flow_length(fake_hqs, capsys):
+def test_progress_bar_reports_the_flow_length(fake_hqs, capsys, monkeypatch):
+    import tqdm.std
+
+    # no monitor thread: one started before a fork (mutmut's per-mutant processes) deadlocks tqdm's lock
+    monkeypatch.setattr(tqdm.std.tqdm, "monitor_interval", 0)
     deblur(_photo(), iterations=2, prior=PRIOR, noise_level=0.1, flow_model=StandInSEN((6.0, 8.0)), progress=True)
     err = capsys.readouterr().err
     assert "deblur" in err and "flow=10.0px" in err and "2/2" in err
@@ -353,3 +357,51 @@ def test_noise_level_is_computed_in_float64():
     x = torch.zeros(1, 1, 4, 4, dtype=torch.float32)
     x[0, 0, 0::2, 0::2] = torch.tensor([[1.0, 2.0], [3.0, 4.0]])  # |HH| = .5 1 1.5 2: lower median 1
     assert estimate_noise_level(x) == pytest.approx([1.0 / 0.6744897501960817], rel=1e-13)
+
+
+def test_a_batch_gets_one_operator_per_image_even_after_a_sharp_one(fake_hqs):
+    x = torch.from_numpy(np.stack([_photo(seed=1), _photo(seed=2), _photo(seed=3)]).transpose(0, 3, 1, 2).copy())
+    # image 0 looks sharp (2 px), images 1 and 2 are blurred (8 and 11 px)
+    with pytest.warns(UserWarning, match=r"image\(s\) \[0\] unchanged"):
+        res = deblur(x, prior=PRIOR, noise_level=0.1, flow_model=_lengths_net(2.0, 8.0, 11.0))
+    assert len(fake_hqs.calls) == 2
+    for call, i, length in zip(fake_hqs.calls, (1, 2), (8.0, 11.0)):
+        assert torch.equal(call["y"], x[i:i + 1])
+        kf = torch.as_tensor(call["K"].flow)
+        assert kf.shape == (1, 2, 16, 24) and torch.all(kf[:, 0] == length) and torch.all(kf[:, 1] == 0)
+    assert res.x.shape == x.shape and torch.equal(res.x[0], x[0])
+    assert torch.allclose(res.x[1:], 0.5 * x[1:] + 0.1)
+    assert res.unchanged == [True, False, False] and res.history[0]["hqs"] == [None, [{"call": 1}], [{"call": 2}]]
+
+
+def test_each_global_iteration_starts_from_the_clipped_result(monkeypatch):
+    rec = RecordingHQS(out=lambda y: 3 * y - 1)  # leaves [0, 1] on both sides
+    monkeypatch.setattr(pnpdeblur.solvers, "hqs", rec)
+    seen = []
+    y = _photo()
+    deblur(y, iterations=2, prior=PRIOR, noise_level=0.1, flow_model=StandInSEN((6.0, 0.0)),
+           callback=lambda e, x: seen.append(x.clone()))
+    first = (3 * torch.from_numpy(y.transpose(2, 0, 1))[None] - 1).clamp(0, 1)
+    assert float(first.min()) == 0.0 and float(first.max()) == 1.0
+    assert torch.allclose(seen[0], first) and torch.allclose(rec.calls[1]["y"], first)
+
+
+def test_psnr_in_the_history_is_per_image_then_averaged(fake_hqs):
+    x = torch.from_numpy(np.stack([_photo(seed=1), _photo(seed=2)]).transpose(0, 3, 1, 2).copy())
+    ref = torch.stack([torch.from_numpy(_photo(seed=3).transpose(2, 0, 1).copy()), 0.5 * x[1] + 0.11])
+    res = deblur(x, prior=PRIOR, noise_level=0.1, flow_model=StandInSEN((6.0, 0.0)), reference=ref)
+    out = (0.5 * x + 0.1).double()
+    mse = ((out - ref.double()) ** 2).flatten(1).mean(1)
+    want = float((10 * torch.log10(1 / mse)).mean())
+    assert res.history[0]["psnr"] == pytest.approx(want, abs=1e-4)
+    assert abs(want - 10 * np.log10(1 / float(mse.mean()))) > 1e-3  # the pooled MSE would differ
+
+
+def test_progress_bar_layout(fake_hqs, capsys, monkeypatch):
+    import tqdm.std
+
+    monkeypatch.setattr(tqdm.std.tqdm, "monitor_interval", 0)
+    deblur(_photo(), iterations=2, prior=PRIOR, noise_level=0.1, flow_model=StandInSEN((6.0, 8.0)), progress=True)
+    err = capsys.readouterr().err
+    assert re.search(r"(^|\r)deblur: ", err) and "?it/s" in err
+    assert "\n" not in err  # leave=False: the bar is cleared, not left behind
