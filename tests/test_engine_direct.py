@@ -443,7 +443,15 @@ def test_log_rows_without_grad_norm_and_with_an_odd_window(capsys):
     assert re.fullmatch(r"step 3/4 loss \S+ lr 0\.1 \d+\.\d samples/s", out[0]), out
 
 
-def test_progress_bar(capsys):
+@pytest.fixture
+def no_bar_monitor(monkeypatch):
+    """tqdm's monitor thread: none (a thread alive when mutmut forks its test children can deadlock them)."""
+    from tqdm.auto import tqdm
+
+    monkeypatch.setattr(tqdm, "monitor_interval", 0)
+
+
+def test_progress_bar(capsys, no_bar_monitor):
     Trainer(linear(), cfg(progress=True, log_every=2), Data(), Recorder()).fit()
     cap = capsys.readouterr()
     assert cap.out == ""  # the bar replaces the printed lines
@@ -850,7 +858,7 @@ def test_save_state_returns_the_path_and_keys_missing_from_an_old_config(tmp_pat
         Trainer(linear(), cfg(steps=2), Data(), Recorder()).load_state(tmp_path / "s.pt")
 
 
-def test_progress_bar_shows_loss_lr_and_rate(capsys):
+def test_progress_bar_shows_loss_lr_and_rate(capsys, no_bar_monitor):
     Trainer(linear(), cfg(progress=True, steps=2), Data(), Recorder()).fit()
     err = capsys.readouterr().err
     assert "train:" in err and "2/2" in err and "step/s" in err
