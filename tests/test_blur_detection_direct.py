@@ -210,3 +210,14 @@ def test_torch_flows_are_measured_in_float64():
     half = torch.zeros(2, 1, 1, dtype=torch.float16)
     half[0], half[1] = 300.0, 400.0  # 300² overflows float16
     assert flow_blur_score(half) == pytest.approx(500.0, rel=1e-3)
+
+
+def test_reblur_score_of_faint_grey_batches():
+    # little variation (Σ|∇| well below 1) is scored like any other image: the ratio, not a default
+    rng = np.random.default_rng(3)
+    faint = 0.5 + 1e-4 * rng.random((2, 1, 15, 17))
+    s = reblur_score(torch.from_numpy(faint), 3)
+    assert s == pytest.approx([_reblur_reference(faint[0, 0], 3), _reblur_reference(faint[1, 0], 3)], abs=1e-9)
+    assert max(s) < 0.9
+    with pytest.raises(ValueError, match=r"^image contains NaN or Inf values$"):
+        reblur_score(np.full((20, 20), np.nan), 3)

@@ -405,3 +405,29 @@ def test_progress_bar_layout(fake_hqs, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert re.search(r"(^|\r)deblur: ", err) and "?it/s" in err
     assert "\n" not in err  # leave=False: the bar is cleared, not left behind
+
+
+def test_the_warning_lists_every_unchanged_image_and_points_at_the_caller(fake_hqs):
+    x = torch.from_numpy(np.stack([_photo(seed=1), _photo(seed=2)]).transpose(0, 3, 1, 2).copy())
+    with pytest.warns(UserWarning) as w:
+        deblur(x, prior=PRIOR, noise_level=0.1, flow_model=_lengths_net(2.0, 3.0))
+    assert len(w) == 1 and w[0].category is UserWarning
+    assert "image(s) [0, 1] unchanged: SEN's median flow length (2.00, 3.00 px) is below" in str(w[0].message)
+    assert w[0].filename == __file__  # stacklevel 2: the line that called deblur
+
+
+def test_progress_bar_counts_one_per_global_iteration(fake_hqs, capsys, monkeypatch):
+    import tqdm.std
+
+    monkeypatch.setattr(tqdm.std.tqdm, "monitor_interval", 0)
+    monkeypatch.setattr(tqdm.std.tqdm, "__init__", _eager_tqdm_init(tqdm.std.tqdm.__init__))
+    deblur(_photo(), iterations=3, prior=PRIOR, noise_level=0.1, flow_model=StandInSEN((6.0, 8.0)), progress=True)
+    counts = re.findall(r"\| (\d)/3 ", capsys.readouterr().err)
+    assert list(dict.fromkeys(counts)) == ["0", "1", "2", "3"]  # each count drawn, in order (redraws repeat it)
+
+
+def _eager_tqdm_init(init):
+    def eager(self, *args, **kwargs):  # redraw on every update (no rate limiting)
+        kwargs.update(mininterval=0, miniters=1)
+        init(self, *args, **kwargs)
+    return eager
