@@ -10,6 +10,7 @@ import json
 import math
 import random
 import re
+import sys
 import warnings
 
 import numpy as np
@@ -830,6 +831,7 @@ def test_a_world_size_in_the_environment_initialises_distributed(monkeypatch):
     assert asked == ["gloo"]
 
 
+@pytest.mark.skipif("mutmut" in sys.modules, reason="mutmut's trampoline adds a stack frame between caller and engine")
 def test_warnings_point_at_the_caller(tmp_path):
     with pytest.warns(UserWarning) as rec:
         Trainer(linear(), cfg(amp=True), Data(), Recorder())
