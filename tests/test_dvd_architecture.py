@@ -324,3 +324,17 @@ def test_from_official_files_refuse_pickled_objects(tmp_path):
     with pytest.raises(CheckpointError, match="^" + re.escape(f"{tmp_path / 'p.pt'} is not a readable DVD parameter "
                                                               "vector file")):
         DVD.from_official(tmp_path / "p.pt", (means, variances))
+
+
+def test_from_official_loads_gpu_saved_torch_files_on_the_cpu(tmp_path, monkeypatch):
+    """Files written from CUDA tensors (their storages tagged 'cuda:0') load on a CPU-only machine."""
+    import torch.serialization
+
+    flat, means, variances = release(seed=6)
+    with monkeypatch.context() as m:
+        m.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        torch.save(flat, tmp_path / "param.pt")
+        torch.save([means, variances], tmp_path / "bn.pt")
+    net = DVD.from_official(tmp_path / "param.pt", tmp_path / "bn.pt")
+    assert net.f0.conv.weight.device.type == "cpu"
+    assert torch.equal(net.f15.bn.bias, flat[-3:]) and torch.equal(net.f7.bn.running_mean, means[10])
