@@ -20,7 +20,12 @@ Tables:
    writes ``blind_calibration.json``;
 5. **safeguard comparison** (``--safeguard``): on the held-out photos (never used by
    ``--calibrate``), sharp / mild / ±23 / ±46 inputs: the detector's decisions and the PSNR of
-   ``pd.deblur`` with and without the safeguard; writes ``blind_safeguard.json``.
+   ``pd.deblur`` with and without the safeguard; writes ``blind_safeguard.json``;
+6. **solver budget** (``--budget``): one global iteration of ``pd.deblur`` (safeguard off) for
+   each pair of HQS iterations (``--n-iters``) and CG iterations per x-step (``--cg-iters``) on
+   crops of a *tuning* folder (default BSDS500 *val*, never a benchmark photo of table 2), ±23
+   and ±46; PSNR per pair and the number of fused KᵀK products (CG iterations), from which
+   ``pd.deblur``'s defaults are chosen; writes ``blind_budget.json``.
 
 Usage::
 
@@ -30,6 +35,7 @@ Usage::
     python benchmarks/blind.py --timing --device cuda       # timings only
     python benchmarks/blind.py --calibrate --n-train 60     # detector signals on BSDS500 train
     python benchmarks/blind.py --safeguard --corpus .data/bsds500/test --n-corpus 8
+    python benchmarks/blind.py --budget --tune-folder .data/bsds500/val --n-tune 8
 """
 from __future__ import annotations
 
@@ -288,6 +294,48 @@ def safeguard_compare(args, model: SEN, device: str) -> str:
                       iterations=args.iterations, corpus=args.corpus, size=args.size)
 
 
+def budget(args, model: SEN, device: str) -> str:
+    """PSNR of one global iteration per (HQS iterations, CG iterations) pair, on a tuning folder."""
+    from pnpdeblur.pipeline import default_prior
+
+    files = list_images(args.tune_folder)[: args.n_tune]
+    prior = default_prior()
+    rows = []
+    for preset in ("23", "46"):
+        for k, p in enumerate(files):
+            sharp = crop(read_image(p, 3), args.size)
+            rng = np.random.default_rng(7000 + k)
+            flow = random_motion_flow(sharp.shape[:2], preset, rng)
+            y = np.asarray(pd.MotionBlur(flow)(sharp), np.float32)
+            y = np.clip(y + 0.01 * rng.standard_normal(y.shape).astype(np.float32), 0, 1)
+            x = torch.from_numpy(y.transpose(2, 0, 1).copy()).to(device)
+            row = dict(image=p.name, preset=preset, mean_flow_length=float(np.hypot(*flow).mean()),
+                       psnr_blurred=score(y, sharp)[0])
+            for n_iter in args.n_iters:
+                for cg in args.cg_iters:
+                    t0 = time.perf_counter()
+                    res = pd.deblur(x, prior=prior, flow_model=model, safeguard=False, n_iter=n_iter, cg_iters=cg)
+                    t = time.perf_counter() - t0
+                    row[f"psnr_{n_iter}_{cg}"] = score(res.x, sharp)[0]
+                    row[f"cg_{n_iter}_{cg}"] = int(sum(h["cg_iterations"] for h in res.history[0]["hqs"]))
+                    row[f"t_{n_iter}_{cg}"] = t
+            rows.append(row)
+            print({k2: (round(v, 3) if isinstance(v, float) else v) for k2, v in row.items()}, flush=True)
+    summary = {}
+    for preset in ("23", "46"):
+        sel = [r for r in rows if r["preset"] == preset]
+        for n_iter in args.n_iters:
+            for cg in args.cg_iters:
+                key = f"{n_iter}_{cg}"
+                summary[f"{preset}/{key}"] = dict(
+                    gain=float(np.mean([r[f"psnr_{key}"] - r["psnr_blurred"] for r in sel])),
+                    cg_products=float(np.mean([r[f"cg_{key}"] for r in sel])),
+                    prior_calls=n_iter, time=float(np.mean([r[f"t_{key}"] for r in sel])))
+                print(f"±{preset} n_iter {n_iter} cg {cg}: " + ", ".join(
+                    f"{k2} {v:.3f}" for k2, v in summary[f"{preset}/{key}"].items()), flush=True)
+    return write_rows("blind_budget", device, rows, summary=summary, folder=args.tune_folder, size=args.size)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -308,12 +356,19 @@ def main(argv=None):
     ap.add_argument("--profile", action="store_true", help="with --timing: cProfile of one pd.deblur")
     ap.add_argument("--only", nargs="+", default=None, help="--safeguard: only these photos (names)")
     ap.add_argument("--tag", default="", help="--safeguard: suffix of the output file")
+    ap.add_argument("--budget", action="store_true", help="PSNR per (HQS, CG) iteration budget (tuning folder)")
+    ap.add_argument("--tune-folder", default=".data/bsds500/val", help="--budget's sharp photos (not benchmark photos)")
+    ap.add_argument("--n-tune", type=int, default=8)
+    ap.add_argument("--n-iters", type=int, nargs="+", default=[8, 6, 4], help="--budget: HQS iterations")
+    ap.add_argument("--cg-iters", type=int, nargs="+", default=[10, 5, 3], help="--budget: CG iterations per x-step")
     args = ap.parse_args(argv)
     model = SEN.pretrained() if args.weights is None else SEN.from_checkpoint(args.weights)
     if args.calibrate:
         return calibrate(args, model)
     if args.safeguard:
         return safeguard_compare(args, model, args.device)
+    if args.budget:
+        return budget(args, model, args.device)
     if args.timing:
         rows = timing(args, model, args.device)
         return write_rows("blind_timing", args.device, rows)
