@@ -918,3 +918,14 @@ def test_a_second_fit_continues_the_random_stream():
     seed_everything(derive_seed(3, 0))
     assert rec.draws == [torch.rand(()).item() for _ in range(4)]  # seeded once, at the first fit
     assert rec.batches == order(3, 4)
+
+
+def test_an_empty_saved_scaler_is_not_loaded(tmp_path):
+    # a float32/bfloat16 run saves a disabled scaler's empty state; an fp16 resume keeps its own scaler
+    tr = Trainer(linear(), cfg(steps=2), Data(), Recorder())
+    tr.save_state(tmp_path / "s.pt")
+    assert load_training_state(tmp_path / "s.pt")["scaler"] == {}
+    other = Trainer(linear(), cfg(steps=2), Data(), Recorder())
+    other.scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+    other.load_state(tmp_path / "s.pt")
+    assert other.scaler.get_scale() == 4.0
