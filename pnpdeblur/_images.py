@@ -73,6 +73,9 @@ def as_image_batch(image: Any, name: str = "image") -> tuple[torch.Tensor, Bound
     if x.shape[1] == 4:
         x = x[:, :3]
         inner = restore
-        restore = lambda r: inner(torch.cat((r, torch.ones_like(r[:, :1])), 1))  # noqa: E731 (opaque alpha)
+        # opaque alpha in the dtype restore sees: 255 for uint8 results (Boundary.image converts
+        # before restoring), 1.0 for float ones
+        restore = lambda r: inner(torch.cat(  # noqa: E731
+            (r, torch.full_like(r[:, :1], 255 if r.dtype == torch.uint8 else 1)), 1))
     out_dtype = t.dtype if t.dtype in (torch.uint8, torch.float32, torch.float64) else torch.float32
     return x.clamp(0.0, 1.0).contiguous(), Boundary(kind, out_dtype, restore, t.ndim < 4)
