@@ -51,6 +51,7 @@ def _loader(name: str) -> Callable[[], np.ndarray]:
 def _parse_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
     if size is None:
         return None
+    given = size  # the error shows what the caller passed, not the expanded pair
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
         size = (int(size), int(size))
     if (
@@ -59,7 +60,7 @@ def _parse_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
         or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in size)
         or min(size) < 1
     ):
-        raise ValueError(f"size must be None, a positive int or a pair (H, W) of positive ints, got {size!r}")
+        raise ValueError(f"size must be None, a positive int or a pair (H, W) of positive ints, got {given!r}")
     return int(size[0]), int(size[1])
 
 
