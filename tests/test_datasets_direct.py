@@ -1,0 +1,715 @@
+"""Training datasets and image files (``pnpdeblur.data.datasets``) checked directly.
+
+Tiny images are written to ``tmp_path`` or handed in as arrays; the decoder is swapped for
+hand-built arrays where a dtype or shape cannot be written to a file; the augmentations run
+with a scripted random generator so that every crop offset, flip, rotation, permutation and
+noise draw has a hand-computed expectation. Error messages are matched from their start.
+"""
+import os
+import re
+
+import numpy as np
+import pytest
+import torch
+from skimage import io
+
+from pnpdeblur.data import datasets as D
+from pnpdeblur.data.datasets import (
+    IMAGE_EXTENSIONS,
+    BlurredFolderDataset,
+    GoProDataset,
+    KohlerDataset,
+    PairAugment,
+    PairedFolderDataset,
+    SyntheticBlurDataset,
+    SyntheticVideoDataset,
+    _Base,
+    _check_pair,
+    _fit_sources,
+    _images_from,
+    list_images,
+    read_image,
+)
+
+
+def _save_u8(path, a):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    io.imsave(str(path), a, check_contrast=False)
+
+
+def _u8(h, w, c=3, seed=0):
+    a = np.random.default_rng(seed).integers(0, 256, size=(h, w, c) if c else (h, w), dtype=np.uint8)
+    return a
+
+
+def _fake_imread(monkeypatch, arr):
+    import skimage.io
+
+    monkeypatch.setattr(skimage.io, "imread", lambda path, *a, **k: arr)
+
+
+class ScriptRng:
+    """A stand-in ``numpy.random.Generator`` returning scripted values and recording calls."""
+
+    def __init__(self, integers=(), random=(), perm=None, uniform=None, normal=None, std=None):
+        self._int, self._rand = list(integers), list(random)
+        self._perm, self._uniform, self._normal, self._std = perm, uniform, normal, std
+        self.calls = []
+
+    def integers(self, lo, hi):
+        self.calls.append(("integers", lo, hi))
+        return self._int.pop(0)
+
+    def random(self):
+        self.calls.append(("random",))
+        return self._rand.pop(0)
+
+    def permutation(self, n):
+        self.calls.append(("permutation", n))
+        return np.array(self._perm)
+
+    def uniform(self, lo, hi):
+        self.calls.append(("uniform", lo, hi))
+        return self._uniform
+
+    def normal(self, mu, sigma):
+        self.calls.append(("normal", mu, sigma))
+        return self._normal
+
+    def standard_normal(self, shape):
+        self.calls.append(("standard_normal", shape))
+        return np.full(shape, self._std, np.float64)
+
+
+# -- read_image -------------------------------------------------------------------------
+
+
+def test_read_image_uint8_rgb_exact(tmp_path):
+    a = _u8(3, 5)
+    _save_u8(tmp_path / "a.png", a)
+    r = read_image(tmp_path / "a.png")
+    assert r.dtype == np.float32 and r.shape == (3, 5, 3) and r.flags.c_contiguous
+    np.testing.assert_array_equal(r, a.astype(np.float32) / np.float32(255.0))
+    assert read_image(str(tmp_path / "a.png"), channels=None).shape == (3, 5, 3)
+
+
+def test_read_image_16bit_grey(tmp_path):
+    a = np.array([[0, 65535, 257], [1000, 30000, 65534]], dtype=np.uint16)
+    _save_u8(tmp_path / "g.png", a)
+    r = read_image(tmp_path / "g.png", channels=None)
+    assert r.shape == (2, 3, 1) and r.dtype == np.float32
+    np.testing.assert_array_equal(r[:, :, 0], a.astype(np.float32) / np.float32(65535.0))
+    r3 = read_image(tmp_path / "g.png")  # default channels=3 replicates grey
+    assert r3.shape == (2, 3, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(r3[:, :, c], r[:, :, 0])
+    assert read_image(tmp_path / "g.png", channels=1).shape == (2, 3, 1)
+
+
+def test_read_image_luminance(monkeypatch, tmp_path):
+    (tmp_path / "x.png").write_bytes(b"")
+    _fake_imread(monkeypatch, np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]]], np.uint8))
+    r = read_image(tmp_path / "x.png", channels=1)
+    assert r.shape == (1, 4, 1) and r.dtype == np.float32
+    np.testing.assert_allclose(r[0, :, 0], [0.2125, 0.7154, 0.0721, 1.0], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("arr, want", [
+    (np.array([[True, False]]), [[1.0, 0.0]]),
+    (np.array([[-0.5, 0.25, 1.5]], np.float64), [[0.0, 0.25, 1.0]]),
+    (np.array([[0.5, 0.75]], np.float16), [[0.5, 0.75]]),
+    (np.array([[3, 7]], np.int8), [[3 / 127, 7 / 127]]),
+])
+def test_read_image_dtypes(monkeypatch, tmp_path, arr, want):
+    (tmp_path / "x.png").write_bytes(b"")
+    _fake_imread(monkeypatch, arr)
+    r = read_image(tmp_path / "x.png", channels=None)
+    assert r.dtype == np.float32 and r.shape == arr.shape + (1,)
+    np.testing.assert_allclose(r[:, :, 0], want, rtol=1e-7, atol=0)
+
+
+@pytest.mark.parametrize("c", [2, 4])
+def test_read_image_drops_alpha(monkeypatch, tmp_path, c):
+    (tmp_path / "x.png").write_bytes(b"")
+    a = _u8(2, 3, c)
+    _fake_imread(monkeypatch, a)
+    r = read_image(tmp_path / "x.png", channels=None)
+    assert r.shape == (2, 3, c - 1)
+    np.testing.assert_array_equal(r, a[:, :, :-1].astype(np.float32) / np.float32(255.0))
+
+
+def test_read_image_errors(monkeypatch, tmp_path):
+    p = tmp_path / "x.png"
+    with pytest.raises(FileNotFoundError, match=rf"^image file not found: {re.escape(str(p))}$"):
+        read_image(p)
+    with pytest.raises(FileNotFoundError, match=r"^image file not found: "):
+        read_image(tmp_path)  # a folder is not a file
+    p.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=rf"^cannot read image {re.escape(str(p))}: ."):
+        read_image(p)
+    bad = [
+        (np.array([[1 + 1j]]), r"unsupported dtype complex128$"),
+        (np.array([["a"]]), r"unsupported dtype <U1$"),
+        (np.zeros((2, 3, 5), np.uint8), r"unsupported shape \(2, 3, 5\)$"),
+        (np.zeros((1, 2, 3, 3), np.uint8), r"unsupported shape \(1, 2, 3, 3\)$"),
+        (np.zeros((4,), np.uint8), r"unsupported shape \(4,\)$"),
+        (np.zeros((2, 2, 0), np.uint8), r"unsupported shape \(2, 2, 0\)$"),
+    ]
+    for arr, msg in bad:
+        _fake_imread(monkeypatch, arr)
+        with pytest.raises(ValueError, match=rf"^cannot read image {re.escape(str(p))}: {msg}"):
+            read_image(p)
+    for v in (np.nan, np.inf):
+        _fake_imread(monkeypatch, np.array([[0.5, v]]))
+        with pytest.raises(ValueError, match=rf"^image {re.escape(str(p))} contains NaN or Inf$"):
+            read_image(p)
+    _fake_imread(monkeypatch, np.zeros((2, 2), np.uint8))
+    for ch in (2, 0, "3"):
+        with pytest.raises(ValueError, match=rf"^channels must be None, 1 or 3, got {re.escape(repr(ch))}$"):
+            read_image(p, channels=ch)
+    _fake_imread(monkeypatch, np.zeros((2, 2, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"^channels must be None, 1 or 3, got 2$"):
+        read_image(p, channels=2)
+
+
+def test_read_image_decoder_errors_are_chained(monkeypatch, tmp_path):
+    import skimage.io
+
+    p = tmp_path / "x.png"
+    p.write_bytes(b"")
+
+    def boom(path, *a, **k):
+        raise OSError("truncated")
+
+    monkeypatch.setattr(skimage.io, "imread", boom)
+    with pytest.raises(ValueError, match=rf"^cannot read image {re.escape(str(p))}: truncated$") as ei:
+        read_image(p)
+    assert isinstance(ei.value.__cause__, OSError)
+
+
+# -- list_images ------------------------------------------------------------------------
+
+
+def test_list_images(tmp_path):
+    for n in ("b.PNG", "a.jpg", "c.tiff", "d.webp", "e.jpeg", "f.bmp", "g.tif", "notes.txt", "png"):
+        (tmp_path / n).write_bytes(b"")
+    (tmp_path / "dir.png").mkdir()  # a folder named like an image is not one
+    (tmp_path / "dir.png" / "z.png").write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "0.png").write_bytes(b"")
+    flat = list_images(tmp_path)
+    assert [p.name for p in flat] == ["a.jpg", "b.PNG", "c.tiff", "d.webp", "e.jpeg", "f.bmp", "g.tif"]
+    deep = list_images(str(tmp_path), recursive=True)
+    assert [p.relative_to(tmp_path).as_posix() for p in deep] == [
+        "a.jpg", "b.PNG", "c.tiff", "d.webp", "dir.png/z.png", "e.jpeg", "f.bmp", "g.tif", "sub/0.png"]
+    assert IMAGE_EXTENSIONS == (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def test_list_images_errors(tmp_path):
+    missing = tmp_path / "nope"
+    with pytest.raises(FileNotFoundError, match=rf"^folder not found: {re.escape(str(missing))}$"):
+        list_images(missing)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"^no images \(\.png, \.jpg, \.jpeg, \.bmp, \.tif, \.tiff, \.webp\) in "
+                                         rf"{re.escape(str(tmp_path))}$"):
+        list_images(tmp_path)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.png").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"^no images"):
+        list_images(tmp_path)  # not recursive: the sub-folder's image does not count
+    assert len(list_images(tmp_path, recursive=True)) == 1
+
+
+# -- PairAugment ------------------------------------------------------------------------
+
+
+def test_pair_augment_arguments():
+    assert PairAugment(crop=5).crop == (5, 5)
+    assert PairAugment(crop=np.int64(4)).crop == (4, 4)
+    assert PairAugment(crop=[3, 7]).crop == (3, 7)
+    assert PairAugment(crop=(1, 1)).crop == (1, 1)
+    assert PairAugment().crop is None
+    for bad, shown in [(0, "(0, 0)"), ((3,), "(3,)"), ((1, 2, 3), "(1, 2, 3)"), ((0, 4), "(0, 4)"), ((4, -1), "(4, -1)")]:
+        with pytest.raises(ValueError, match=rf"^crop must be a positive int or \(H, W\), got {re.escape(shown)}$"):
+            PairAugment(crop=bad)
+    assert PairAugment(saturation=(0.0, 0.0)).saturation == (0.0, 0.0)
+    assert PairAugment(saturation=(0.5, 0.5)).saturation == (0.5, 0.5)
+    for bad in [(-0.1, 1.0), (2.0, 1.0), (0.5,), (0.1, 0.2, 0.3)]:
+        with pytest.raises(ValueError, match=r"^saturation must be a range \(lo, hi\) with 0 <= lo <= hi, got "
+                                             + re.escape(repr(bad)) + "$"):
+            PairAugment(saturation=bad)
+    assert PairAugment(noise_sigma=0).noise_sigma == 0
+    assert PairAugment(noise_sigma=0.5).noise_sigma == 0.5
+    for bad in (-0.01, "0.1", 1j):
+        with pytest.raises(ValueError, match=rf"^noise_sigma must be a non-negative float, got {re.escape(repr(bad))}$"):
+            PairAugment(noise_sigma=bad)
+
+
+def test_pair_augment_defaults_repr_and_nah():
+    a = PairAugment()
+    assert (a.crop, a.hflip, a.vflip, a.rot90, a.permute_channels, a.saturation, a.noise_sigma,
+            a.canonical_flow) == (None, True, False, False, False, None, None, True)
+    n = PairAugment.nah()
+    assert (n.crop, n.hflip, n.vflip, n.rot90, n.permute_channels, n.saturation, n.noise_sigma) == (
+        (256, 256), True, True, True, True, (0.5, 1.5), 2.0 / 255.0)
+    assert PairAugment.nah(crop=8).crop == (8, 8) and PairAugment.nah(crop=None).crop is None
+    assert repr(PairAugment(crop=4, vflip=True, saturation=(0.5, 1.5), noise_sigma=0.25)) == (
+        "PairAugment(crop=(4, 4), hflip=True, vflip=True, rot90=False, permute_channels=False, "
+        "saturation=(0.5, 1.5), noise_sigma=0.25)")
+
+
+def _img(h=4, w=6, c=3):
+    return np.arange(h * w * c, dtype=np.float32).reshape(h, w, c) / (h * w * c)
+
+
+def _flow(h=4, w=6):
+    u = np.arange(h * w, dtype=np.float32).reshape(h, w) + 1.0
+    return np.stack([u, -2.0 * u])
+
+
+def test_crop_offsets_and_bounds():
+    img, fl = _img(), _flow()
+    rng = ScriptRng(integers=[1, 2])
+    aug = PairAugment(crop=(2, 3), hflip=False, canonical_flow=False)
+    out, flows = aug({"sharp": img, "blurred": img * 2}, rng, {"flow": fl})
+    assert rng.calls == [("integers", 0, 3), ("integers", 0, 4)]  # h - ch + 1, w - cw + 1
+    np.testing.assert_array_equal(out["sharp"], img[1:3, 2:5])
+    np.testing.assert_array_equal(out["blurred"], img[1:3, 2:5] * 2)
+    np.testing.assert_array_equal(flows["flow"], fl[:, 1:3, 2:5])
+    for v in list(out.values()) + list(flows.values()):
+        assert v.dtype == np.float32 and v.flags.c_contiguous
+    # the whole image as crop: offsets drawn from [0, 1)
+    rng = ScriptRng(integers=[0, 0])
+    out, _ = PairAugment(crop=(4, 6), hflip=False)({"sharp": img}, rng)
+    assert rng.calls == [("integers", 0, 1), ("integers", 0, 1)]
+    np.testing.assert_array_equal(out["sharp"], img)
+
+
+def test_crop_errors():
+    img = _img()
+    with pytest.raises(ValueError, match=r"^crop \(5, 6\) is larger than the image size \(4, 6\)$"):
+        PairAugment(crop=(5, 6))({"sharp": img}, ScriptRng())
+    with pytest.raises(ValueError, match=r"^crop \(4, 7\) is larger than the image size \(4, 6\)$"):
+        PairAugment(crop=(4, 7))({"sharp": img}, ScriptRng())
+    with pytest.raises(ValueError, match=r"^images of one sample have different sizes: "
+                                         r"\{'sharp': \(4, 6\), 'blurred': \(4, 5\)\}$"):
+        PairAugment()({"sharp": img, "blurred": img[:, :5]}, ScriptRng())
+    with pytest.raises(ValueError, match=r"^images of one sample have different sizes: "
+                                         r"\{'sharp': \(4, 6\), 'flow': \(3, 6\)\}$"):
+        PairAugment()({"sharp": img}, ScriptRng(), {"flow": _flow()[:, :3]})
+
+
+def test_hflip_and_vflip():
+    img, fl = _img(), _flow()
+    aug = PairAugment(hflip=True, vflip=True, canonical_flow=False)
+    out, flows = aug({"sharp": img}, ScriptRng(random=[0.49, 0.7]), {"flow": fl})  # h yes, v no
+    np.testing.assert_array_equal(out["sharp"], img[:, ::-1])
+    np.testing.assert_array_equal(flows["flow"][0], -fl[0][:, ::-1])
+    np.testing.assert_array_equal(flows["flow"][1], fl[1][:, ::-1])
+    out, flows = aug({"sharp": img}, ScriptRng(random=[0.5, 0.0]), {"flow": fl})  # 0.5 is not < 0.5
+    np.testing.assert_array_equal(out["sharp"], img[::-1])
+    np.testing.assert_array_equal(flows["flow"][0], fl[0][::-1])
+    np.testing.assert_array_equal(flows["flow"][1], -fl[1][::-1])
+    # off: no draw at all
+    rng = ScriptRng()
+    out, flows = PairAugment(hflip=False, canonical_flow=False)({"sharp": img}, rng, {"flow": fl})
+    assert rng.calls == [] and np.array_equal(out["sharp"], img) and np.array_equal(flows["flow"], fl)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+def test_rot90_by_hand(k):
+    img, fl = _img(), _flow()
+    rng = ScriptRng(integers=[k])
+    out, flows = PairAugment(hflip=False, rot90=True, canonical_flow=False)({"sharp": img}, rng, {"flow": fl})
+    assert rng.calls == [("integers", 0, 4)]
+    # one step: pixel (x, y) -> (y, W-1-x), i.e. out[i, j] = in[j, W-1-i]; a vector (u, v) -> (v, -u)
+    ref_img, ref_u, ref_v = img, fl[0], fl[1]
+    for _ in range(k):
+        h, w = ref_img.shape[:2]
+        ni = np.empty((w, h, 3), np.float32)
+        nu = np.empty((w, h), np.float32)
+        nv = np.empty((w, h), np.float32)
+        for i in range(w):
+            for j in range(h):
+                ni[i, j] = ref_img[j, w - 1 - i]
+                nu[i, j] = ref_v[j, w - 1 - i]
+                nv[i, j] = -ref_u[j, w - 1 - i]
+        ref_img, ref_u, ref_v = ni, nu, nv
+    np.testing.assert_array_equal(out["sharp"], ref_img)
+    np.testing.assert_array_equal(flows["flow"], np.stack([ref_u, ref_v]))
+
+
+def test_rot90_of_a_frame_stack():
+    frames = np.stack([_img(), _img() + 1])  # (K, H, W, C)
+    out, _ = PairAugment(hflip=False, rot90=True)({"sharp": frames}, ScriptRng(integers=[1]))
+    assert out["sharp"].shape == (2, 6, 4, 3)
+    for f in range(2):
+        np.testing.assert_array_equal(out["sharp"][f], np.rot90(frames[f], 1, axes=(0, 1)))
+
+
+def test_permute_channels():
+    img = _img()
+    rng = ScriptRng(perm=[2, 0, 1])
+    out, _ = PairAugment(hflip=False, permute_channels=True)({"sharp": img, "blurred": img + 1}, rng)
+    assert rng.calls == [("permutation", 3)]
+    np.testing.assert_array_equal(out["sharp"], np.stack([img[..., 2], img[..., 0], img[..., 1]], -1))
+    np.testing.assert_array_equal(out["blurred"], np.stack([img[..., 2], img[..., 0], img[..., 1]], -1) + 1)
+
+
+def test_saturation():
+    img = np.array([[[0.8, 0.4, 0.2], [0.1, 0.5, 0.3]]], np.float32)
+    grey = np.array([[[0.3], [0.6]]], np.float32)
+    rng = ScriptRng(uniform=0.0)
+    out, _ = PairAugment(hflip=False, saturation=(0.0, 0.5))({"sharp": img, "g": grey}, rng)
+    assert rng.calls == [("uniform", 0.0, 0.5)]
+    # saturation 0: every channel becomes the value, max(r, g, b)
+    np.testing.assert_allclose(out["sharp"], [[[0.8] * 3, [0.5] * 3]], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(out["g"], grey)  # one channel: untouched
+    out, _ = PairAugment(hflip=False, saturation=(1.0, 1.0))({"sharp": img}, ScriptRng(uniform=1.0))
+    np.testing.assert_allclose(out["sharp"], img, rtol=0, atol=1e-6)
+    # factor 2 on s = (0.8 - 0.2) / 0.8 = 0.75 -> clipped to 1: the minimum goes to 0
+    out, _ = PairAugment(hflip=False, saturation=(2.0, 2.0))({"sharp": img[:, :1]}, ScriptRng(uniform=2.0))
+    h_ref = np.array([[[0.8, 0.8 * (0.4 - 0.2) / (0.8 - 0.2), 0.0]]])  # hue kept, s = 1
+    np.testing.assert_allclose(out["sharp"], h_ref, rtol=0, atol=1e-6)
+
+
+def test_noise_on_the_named_images_only():
+    img = np.full((2, 3, 3), 0.5, np.float32)
+    img[0, 0] = 0.95
+    rng = ScriptRng(normal=-0.1, std=1.0)
+    aug = PairAugment(hflip=False, noise_sigma=0.2)
+    out, _ = aug({"blurred": img, "sharp": img}, rng, noisy=("blurred", "missing"))
+    assert ("normal", 0.0, 0.2) in rng.calls
+    ref = np.clip(img + 0.1, 0, 1)  # |-0.1| * 1, clipped
+    np.testing.assert_allclose(out["blurred"], ref, rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(out["sharp"], img)
+    out, _ = aug({"blurred": img}, ScriptRng(normal=0.3, std=-1.0))
+    np.testing.assert_allclose(out["blurred"], np.clip(img - 0.3, 0, 1), rtol=0, atol=1e-7)
+    rng = ScriptRng()
+    PairAugment(hflip=False, noise_sigma=0.0)({"blurred": img}, rng)  # zero: no draw
+    assert rng.calls == []
+
+
+def test_flows_are_canonicalised_after_the_transform():
+    fl = np.zeros((2, 2, 2), np.float32)
+    fl[0] = [[-1.0, 2.0], [0.0, 0.0]]
+    fl[1] = [[3.0, 1.0], [-4.0, 5.0]]
+    _, flows = PairAugment(hflip=False)({"sharp": _img(2, 2)}, ScriptRng(), {"flow": fl})
+    np.testing.assert_array_equal(flows["flow"], [[[1.0, 2.0], [0.0, 0.0]], [[-3.0, 1.0], [4.0, 5.0]]])
+    _, flows = PairAugment(hflip=False, canonical_flow=False)({"sharp": _img(2, 2)}, ScriptRng(), {"flow": fl})
+    np.testing.assert_array_equal(flows["flow"], fl)
+
+
+def test_call_does_not_modify_the_callers_dicts():
+    images, flows = {"sharp": _img()}, {"flow": _flow()}
+    PairAugment(crop=2)(images, ScriptRng(integers=[0, 0], random=[0.0]), flows)
+    assert images["sharp"].shape == (4, 6, 3) and flows["flow"].shape == (2, 4, 6)
+
+
+# -- _Base, _check_pair, _fit_sources, _images_from --------------------------------------
+
+
+class _Tiny(_Base):
+    def __len__(self):
+        return 3
+
+
+def test_base_arguments():
+    with pytest.raises(TypeError, match=r"^transform must be a PairAugment or callable, got int$"):
+        _Tiny(3, None, False)
+    with pytest.raises(ValueError, match=r"^fixed=True needs an int seed$"):
+        _Tiny(None, None, True)
+    for bad, tname in [(True, "bool"), (1.0, "float"), ("1", "str")]:
+        with pytest.raises(TypeError, match=rf"^seed must be None or an int, got {tname}$"):
+            _Tiny(None, bad, False)
+    d = _Tiny(len, np.int64(4), True)
+    assert d.transform is len and d.seed == 4 and d.fixed is True
+
+
+def test_check_index():
+    d = _Tiny(None, None, False)
+    assert [d._check_index(i) for i in (0, 2, -1, -3, np.int64(1))] == [0, 2, 2, 0, 1]
+    assert type(d._check_index(np.int64(-1))) is int
+    for i in (3, -4):
+        with pytest.raises(IndexError, match=rf"^index {i} out of range for a dataset of 3 items$"):
+            d._check_index(i)
+    with pytest.raises(TypeError, match=r"^index must be an int, got float$"):
+        d._check_index(1.0)
+
+
+def test_item_rng_fixed_and_streams(monkeypatch):
+    d = _Tiny(None, 7, True)
+    assert d._item_rng(2).random() == np.random.default_rng([7, 2]).random()
+    assert d._item_rng(2).random() == np.random.default_rng([7, 2]).random()  # the same every time
+    s = _Tiny(None, 7, False)
+    g = s._item_rng(0)
+    assert g.random() == np.random.default_rng([7, 2**31]).random()
+    assert s._item_rng(1) is g  # one stream, continued
+    monkeypatch.setattr(os, "getpid", lambda: -5)  # another process (a DataLoader worker): a new stream
+    g2 = s._item_rng(0)
+    assert g2 is not g and g2.random() == np.random.default_rng([7, 2**31]).random()
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: SimpleNamespace(id=3))
+    g3 = s._item_rng(0)
+    assert g3 is not g2 and g3.random() == np.random.default_rng([7, 2**31 + 3]).random()
+    assert s._rng_owner == (-5, 3)
+    u = _Tiny(None, None, False)
+    assert isinstance(u._item_rng(0), np.random.Generator)
+
+
+def test_finish_layouts_and_transforms():
+    seen = {}
+
+    def transform(images, rng, flows):
+        seen["args"] = (set(images), rng, set(flows))
+        return {k: v + 1 for k, v in images.items()}, flows
+
+    d = _Tiny(transform, None, False)
+    img = _img(2, 3)
+    frames = np.stack([img, img * 0])
+    out = d._finish({"blurred": img, "clip": frames}, {"flow": _flow(2, 3).astype(np.float64)}, "R", "nm")
+    assert seen["args"] == ({"blurred", "clip"}, "R", {"flow"})
+    assert out["name"] == "nm"
+    assert out["blurred"].dtype == torch.float32 and out["blurred"].shape == (3, 2, 3)
+    np.testing.assert_array_equal(out["blurred"].numpy(), np.moveaxis(img + 1, -1, 0))
+    assert out["clip"].shape == (2, 3, 2, 3)  # (K, H, W, C) -> (K, C, H, W)
+    np.testing.assert_array_equal(out["clip"][0].numpy(), np.moveaxis(img + 1, -1, 0))
+    np.testing.assert_array_equal(out["clip"][1].numpy(), np.ones((3, 2, 3)))
+    assert out["flow"].dtype == torch.float32 and torch.equal(out["flow"], torch.from_numpy(_flow(2, 3)))
+    # PairAugment gets the noisy names; no transform: unchanged
+    aug = PairAugment(hflip=False, noise_sigma=0.1)
+    d = _Tiny(aug, None, False)
+    img = np.full((2, 2, 1), 0.5, np.float32)
+    out = d._finish({"blurred": img, "sharp": img}, {}, ScriptRng(normal=0.1, std=1.0), "n", noisy=("sharp",))
+    np.testing.assert_allclose(out["sharp"].numpy(), 0.6, rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(out["blurred"].numpy(), 0.5)
+    out = _Tiny(None, None, False)._finish({"sharp": img}, {}, None, "n")
+    assert set(out) == {"sharp", "name"} and torch.equal(out["sharp"], torch.full((1, 2, 2), 0.5))
+
+
+def test_check_pair():
+    _check_pair(np.zeros((2, 3, 1)), np.zeros((2, 3, 3)), "a", "b")
+    with pytest.raises(ValueError, match=r"^mismatched image sizes: a\.png is \(2, 3\), b\.png is \(3, 3\)$"):
+        _check_pair(np.zeros((2, 3, 3)), np.zeros((3, 3, 3)), "a.png", "b.png")
+    with pytest.raises(ValueError, match=r"^mismatched image sizes"):
+        _check_pair(np.zeros((2, 3, 3)), np.zeros((2, 4, 3)), "a", "b")
+
+
+def test_fit_sources(tmp_path):
+    big, tall, wide, p = np.zeros((4, 4, 3)), np.zeros((5, 3, 3)), np.zeros((3, 5, 3)), tmp_path / "x.png"
+    assert _fit_sources([big, p], (4, 4), False) == [big, p]  # exactly the size fits; paths are not checked
+    kept = _fit_sources([tall, big, wide], (4, 4), True)
+    assert len(kept) == 1 and kept[0] is big
+    with pytest.raises(ValueError, match=r"^images\[1\] of size \(5, 3\) is smaller than the required \(4, 4\)$"):
+        _fit_sources([big, tall], (4, 4), False)
+    with pytest.raises(ValueError, match=r"^images\[0\] of size \(3, 5\) is smaller than the required \(4, 4\)$"):
+        _fit_sources([wide], (4, 4), False)
+    with pytest.raises(ValueError, match=r"^no source image is at least \(4, 4\) pixels$"):
+        _fit_sources([tall, wide], (4, 4), True)
+
+
+def test_images_from(monkeypatch, tmp_path):
+    from pnpdeblur.data import samples
+
+    calls = []
+    monkeypatch.setattr(samples, "sample_image", lambda n, channels=None: calls.append((n, channels)) or n)
+    monkeypatch.setattr(samples, "sample_images", lambda: ["moon", "page"])
+    assert _images_from(None, 1) == ["moon", "page"] and calls == [("moon", 1), ("page", 1)]
+    a2 = np.ones((2, 3), np.float64)
+    out = _images_from(["page", str(tmp_path / "f.png"), tmp_path / "g.png", a2, np.ones((2, 3, 3))], 3)
+    assert out[0] == "page" and calls[-1] == ("page", 3)
+    assert out[1] == tmp_path / "f.png" and isinstance(out[1], type(tmp_path)) and out[2] == tmp_path / "g.png"
+    assert out[3].shape == (2, 3, 1) and out[3].dtype == np.float32 and out[4].shape == (2, 3, 3)
+    (tmp_path / "d" / "s").mkdir(parents=True)
+    (tmp_path / "d" / "s" / "a.png").write_bytes(b"")
+    assert _images_from(str(tmp_path / "d"), 3) == [tmp_path / "d" / "s" / "a.png"]  # recursive
+    assert _images_from(tmp_path / "d", 3) == [tmp_path / "d" / "s" / "a.png"]
+    with pytest.raises(FileNotFoundError, match=rf"^images folder not found: {re.escape(str(tmp_path / 'no'))}$"):
+        _images_from(str(tmp_path / "no"), 3)
+    with pytest.raises(FileNotFoundError, match=r"^images folder not found: "):
+        _images_from(tmp_path / "no", 3)
+    for bad, shape in [(np.array([[np.nan]]), r"\(1, 1\)"), (np.zeros((1, 2, 2, 3)), r"\(1, 2, 2, 3\)"),
+                       (np.zeros(3), r"\(3,\)"), (np.array([[0.0, np.inf]]), r"\(1, 2\)")]:
+        with pytest.raises(ValueError, match=rf"^images\[1\] must be a finite \(H, W\[, C\]\) array, got shape {shape}$"):
+            _images_from([a2, bad], 3)
+    with pytest.raises(TypeError, match=r"^images\[0\] must be a sample name, a path or a numpy array, got int$"):
+        _images_from([3], 3)
+    with pytest.raises(ValueError, match=r"^images must not be empty$"):
+        _images_from([], 3)
+
+
+# -- folder datasets --------------------------------------------------------------------
+
+
+def test_match_pairs():
+    m = PairedFolderDataset._match
+    from pathlib import Path
+
+    b = [Path(f"/b/{n}.png") for n in ("x1", "x2", "x3")]
+    s = [Path(f"/s/{n}.jpg") for n in ("x2", "x1", "y")]
+    with pytest.raises(ValueError, match=r"^unpaired images: 1 blurred without sharp \['x3'\], "
+                                         r"1 sharp without blurred \['y'\]$"):
+        m(b, s, True)
+    assert m(b, s, False) == [(b[0], s[1], "x1"), (b[1], s[0], "x2")]
+    many = [Path(f"/b/{i}.png") for i in range(8)]
+    with pytest.raises(ValueError, match=r"^unpaired images: 7 blurred without sharp \['1', '2', '3', '4', '5'\], "
+                                         r"0 sharp without blurred \[\]$"):
+        m(many, many[:1], True)
+    with pytest.raises(ValueError, match=r"^unpaired images: 0 blurred without sharp \[\], 1 sharp"):
+        m(b[:1], b[:1] + s[2:], True)
+    with pytest.raises(ValueError, match=r"^no \(blurred, sharp\) pairs with matching file names$"):
+        m(b[:1], s[2:], False)
+
+
+def test_paired_folder_items(tmp_path):
+    a, c = _u8(3, 4, seed=1), _u8(3, 4, 0, seed=2)
+    _save_u8(tmp_path / "b" / "k.png", a)
+    _save_u8(tmp_path / "s" / "k.png", c)
+    ds = PairedFolderDataset(tmp_path / "b", tmp_path / "s", channels=1)
+    assert len(ds) == 1 and ds.channels == 1
+    it = ds[-1]
+    assert it["name"] == "k" and it["blurred"].shape == (1, 3, 4) and it["sharp"].shape == (1, 3, 4)
+    np.testing.assert_allclose(it["sharp"][0].numpy(), c / 255.0, rtol=0, atol=1e-7)
+    ds = PairedFolderDataset(tmp_path / "b", tmp_path / "s", transform=PairAugment(crop=2), seed=0, fixed=True)
+    x, y = ds[0], ds[0]
+    assert x["blurred"].shape == (3, 2, 2) and torch.equal(x["blurred"], y["blurred"])
+    _save_u8(tmp_path / "s" / "k.png", _u8(4, 4, seed=3))
+    with pytest.raises(ValueError, match=r"^mismatched image sizes: .*k\.png is \(3, 4\), .*k\.png is \(4, 4\)$"):
+        PairedFolderDataset(tmp_path / "b", tmp_path / "s")[0]
+
+
+def test_gopro(tmp_path):
+    for seq in ("S2", "S1"):
+        for f in ("2", "1"):
+            _save_u8(tmp_path / "test" / seq / "sharp" / f"{f}.png", _u8(2, 3))
+            _save_u8(tmp_path / "test" / seq / "blur_gamma" / f"{f}.png", _u8(2, 3, seed=1))
+    (tmp_path / "test" / "notes").mkdir()  # no blur/ or sharp/: not a sequence
+    (tmp_path / "test" / "readme.txt").write_text("x")
+    ds = GoProDataset(tmp_path, split="test", blur_dir="blur_gamma", channels=1)
+    assert [p[2] for p in ds.pairs] == ["S1/1", "S1/2", "S2/1", "S2/2"]
+    assert ds.channels == 1 and ds[0]["blurred"].shape == (1, 2, 3)
+    np.testing.assert_allclose(ds[0]["blurred"].numpy(), read_image(ds.pairs[0][0], 1).transpose(2, 0, 1))
+    assert len(GoProDataset(tmp_path / "test", blur_dir="blur_gamma", sequences=("S2",))) == 2
+    base = re.escape(str(tmp_path / "test"))
+    with pytest.raises(FileNotFoundError, match=rf"^GOPRO folder not found: {re.escape(str(tmp_path / 'train'))}$"):
+        GoProDataset(tmp_path, split="train")
+    with pytest.raises(FileNotFoundError, match=rf"^sequences not found under {base}: \['S3', 'S4'\]$"):
+        GoProDataset(tmp_path, split="test", blur_dir="blur_gamma", sequences=["S4", "S1", "S3"])
+    with pytest.raises(FileNotFoundError, match=rf"^no sequence folders with 'blur/' and 'sharp/' under "
+                                                rf"{re.escape(str(tmp_path))}$"):
+        GoProDataset(tmp_path)
+    with pytest.raises(FileNotFoundError, match=rf"^sequence {re.escape(str(tmp_path / 'test' / 'S1'))} has no "
+                                                r"'blur/' folder$"):
+        GoProDataset(tmp_path, split="test")  # sharp/ but no blur/
+    (tmp_path / "test" / "S3" / "blur_gamma").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"^sequence .*S3 has no 'sharp/' folder$"):
+        GoProDataset(tmp_path, split="test", blur_dir="blur_gamma")
+
+
+def test_kohler(tmp_path):
+    frames = {}
+    for k in (2, 1, 11, 3, 5):
+        frames[k] = _u8(2, 3, seed=k)
+        _save_u8(tmp_path / "gt" / f"groundtruth1_1_{k}.png", frames[k])
+    _save_u8(tmp_path / "BLURRY1_1.png", _u8(2, 3, seed=20))
+    _save_u8(tmp_path / "other.png", _u8(2, 3, seed=21))
+    ds = KohlerDataset(tmp_path)
+    assert len(ds) == 1 and ds.max_frames is None
+    it = ds[0]
+    assert it["name"] == "Blurry1_1" and it["sharp_frames"].shape == (5, 3, 2, 3)
+    order = [1, 2, 3, 5, 11]  # numeric order
+    for i, k in enumerate(order):
+        np.testing.assert_allclose(it["sharp_frames"][i].numpy(), frames[k].transpose(2, 0, 1) / 255.0, atol=1e-7)
+    assert torch.equal(it["sharp"], it["sharp_frames"][2])
+    np.testing.assert_allclose(it["blurred"].numpy(), _u8(2, 3, seed=20).transpose(2, 0, 1) / 255.0, atol=1e-7)
+    it = KohlerDataset(tmp_path, channels=1, max_frames=3)[0]
+    assert it["sharp_frames"].shape == (3, 1, 2, 3)  # frames 0, 2, 4 of 5: k = 1, 3, 11
+    for i, k in enumerate((1, 3, 11)):
+        np.testing.assert_allclose(it["sharp_frames"][i].numpy(), read_image(tmp_path / "gt" / f"groundtruth1_1_{k}.png",
+                                                                             1).transpose(2, 0, 1))
+    assert KohlerDataset(tmp_path, max_frames=5)[0]["sharp_frames"].shape[0] == 5
+    it = KohlerDataset(tmp_path, max_frames=4)[0]  # round(linspace(0, 4, 4)) = 0, 1, 3, 4
+    np.testing.assert_allclose(it["sharp_frames"][2].numpy(), frames[5].transpose(2, 0, 1) / 255.0, atol=1e-7)
+    assert torch.equal(it["sharp"], it["sharp_frames"][2])  # len 4: frame 4 // 2
+    for bad in (0, 1.0, True and 0):
+        with pytest.raises(ValueError, match=rf"^max_frames must be a positive int, got {re.escape(repr(bad))}$"):
+            KohlerDataset(tmp_path, max_frames=bad)
+    _save_u8(tmp_path / "Blurry2_7.png", _u8(2, 3))
+    with pytest.raises(ValueError, match=r"^blurred images without GroundTruth<i>_<j>_<k> frames: \['Blurry2_7'\]$"):
+        KohlerDataset(tmp_path)
+    (tmp_path / "gt" / "GroundTruth2_7_1.png").write_bytes((tmp_path / "gt" / "groundtruth1_1_1.png").read_bytes())
+    assert len(KohlerDataset(tmp_path)) == 2
+    _save_u8(tmp_path / "gt" / "GroundTruth2_7_2.png", _u8(3, 3))
+    with pytest.raises(ValueError, match=r"^mismatched image sizes"):
+        KohlerDataset(tmp_path)[1]
+    empty = tmp_path / "e"
+    _save_u8(empty / "x.png", _u8(2, 2))
+    with pytest.raises(ValueError, match=rf"^no Blurry<i>_<j> images under {re.escape(str(empty))}$"):
+        KohlerDataset(empty)
+
+
+def test_blurred_folder(tmp_path):
+    _save_u8(tmp_path / "b.png", _u8(3, 4))
+    _save_u8(tmp_path / "sub" / "a.png", _u8(3, 4, 0))
+    ds = BlurredFolderDataset(tmp_path)
+    assert len(ds) == 1 and ds[0]["name"] == "b" and ds[0]["blurred"].shape == (3, 3, 4)
+    ds = BlurredFolderDataset(tmp_path, recursive=True, channels=1, transform=PairAugment(crop=2), seed=1, fixed=True)
+    assert len(ds) == 2 and ds.channels == 1
+    assert ds[0]["name"] == "b"  # sorted by path: tmp/b.png before tmp/sub/a.png
+    it = ds[1]
+    assert it["name"] == "a" and it["blurred"].shape == (1, 2, 2) and torch.equal(it["blurred"], ds[1]["blurred"])
+    assert set(it) == {"blurred", "name"}
+
+
+# -- synthetic datasets -----------------------------------------------------------------
+
+
+def test_synthetic_blur_arguments(tmp_path):
+    src = np.random.default_rng(0).random((12, 10, 3)).astype(np.float32)
+    for bad in (0, -1, 2.0):
+        with pytest.raises(ValueError, match=rf"^length must be a positive int, got {re.escape(repr(bad))}$"):
+            SyntheticBlurDataset(images=[src], length=bad, crop=8)
+    ds = SyntheticBlurDataset(images=[src], length=np.int64(3), crop=(8, 6), preset="46", noise_sigma=0.0,
+                              seed=1, channels=3, blur=0)
+    assert len(ds) == 3 and type(ds.length) is int and ds.crop == (8, 6) and ds.blur is False
+    assert ds.preset == "46" and ds.flow_kwargs == {} and ds.channels == 3
+    assert ds._cropper.crop == (8, 6) and ds._cropper.hflip and ds._cropper.vflip
+    with pytest.raises(ValueError, match=r"^images\[0\] of size \(12, 10\) is smaller than the required \(8, 11\)$"):
+        SyntheticBlurDataset(images=[src], crop=(8, 11))
+
+
+def test_synthetic_blur_items(tmp_path):
+    src = np.random.default_rng(0).random((12, 10, 3)).astype(np.float32)
+    _save_u8(tmp_path / "f" / "p.png", (src * 255).astype(np.uint8))
+    ds = SyntheticBlurDataset(images=[src], length=4, crop=8, noise_sigma=0.0, seed=2, fixed=True, blur=False)
+    it = ds[3]
+    assert set(it) == {"sharp", "flow", "name"} and it["name"] == "image0#3"
+    assert it["sharp"].shape == (3, 8, 8) and it["flow"].shape == (2, 8, 8)
+    assert it["flow"].dtype == torch.float32 and (it["flow"][0] >= 0).all()
+    assert torch.equal(ds[-1]["flow"], it["flow"])  # -1 is item 3, fixed: the same draw
+    ds = SyntheticBlurDataset(images=tmp_path / "f", length=2, crop=8, noise_sigma=0.0, seed=2, fixed=True)
+    it = ds[1]
+    assert set(it) == {"blurred", "sharp", "flow", "name"} and it["name"] == "p.png#1"
+    from pnpdeblur.operators import MotionBlur
+
+    re_ = MotionBlur(it["flow"][None])(it["sharp"][None])[0]
+    torch.testing.assert_close(re_, it["blurred"], atol=1e-5, rtol=0)
+
+
+def test_synthetic_video_arguments():
+    src = np.random.default_rng(0).random((30, 30, 3)).astype(np.float32)
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match=rf"^n_blurred must be a positive int, got {re.escape(repr(bad))}$"):
+            SyntheticVideoDataset(images=[src], n_blurred=bad)
+        with pytest.raises(ValueError, match=rf"^length must be a positive int, got {re.escape(repr(bad))}$"):
+            SyntheticVideoDataset(images=[src], length=bad)
+    ds = SyntheticVideoDataset(images=[src], length=2, crop=(8, 6), max_blur=3, n_blurred=1)
+    # margin m = ceil(max_blur * (n_blurred + 1) / 2) = 3 on each side
+    assert ds.crop == (8, 6) and ds._src_crop.crop == (14, 12) and ds.noise is None
+    assert ds.max_blur == 3.0 and type(ds.max_blur) is float and ds.n_blurred == 1 and len(ds) == 2
+    ds = SyntheticVideoDataset(images=[src], crop=8, max_blur=3, n_blurred=2, noise_sigma=0.1)
+    assert ds._src_crop.crop == (8 + 2 * 5, 8 + 2 * 5)  # ceil(4.5) = 5
+    assert ds.noise.noise_sigma == 0.1 and ds.noise.hflip is False and ds.noise.canonical_flow is False
+    with pytest.raises(ValueError, match=r"^images\[0\] of size \(30, 30\) is smaller than the required \(32, 32\)$"):
+        SyntheticVideoDataset(images=[src], crop=20, max_blur=6)
