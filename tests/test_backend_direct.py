@@ -447,3 +447,45 @@ def test_info_after_a_kernel_build_failure(monkeypatch):
     # a kernel error with no CuPy keeps CuPy's own reason
     monkeypatch.setattr(backend, "cupy_status", lambda: (False, "CuPy is not installed"))
     assert info()["cupy_reason"] == "CuPy is not installed"
+
+
+# -- what the first mutation run of this module showed ----------------------------------
+
+
+def test_to_torch_copies_a_read_only_c_contiguous_array():
+    # np.array(..., copy=None) would return the read-only array itself (torch warns, shares it)
+    a = np.arange(6.0).reshape(2, 3)
+    a.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = to_torch(a)
+    assert not np.shares_memory(t.numpy(), a)
+    np.testing.assert_array_equal(t.numpy(), a)
+
+
+@pytest.mark.parametrize("dt", [">f4", ">u2", ">i8"])
+def test_to_torch_byte_order_keeps_the_dtype(dt):
+    dt = np.dtype(dt)
+    if sys.byteorder == "big":
+        dt = dt.newbyteorder("<")
+    a = np.array([[1, 2, 300]]).astype(dt)
+    t = to_torch(a)
+    native = dt.newbyteorder("=")
+    assert t.numpy().dtype == native  # same kind and width, native byte order
+    np.testing.assert_array_equal(t.numpy(), [[1, 2, 300]])
+
+
+def test_host_image_batch_names_the_argument_in_value_errors():
+    with pytest.raises(ValueError, match=r"^img is empty \(shape \(0, 4\)\)$"):
+        host_image_batch(np.zeros((0, 4)), "img")
+    with pytest.raises(ValueError, match=r"^img contains NaN or Inf$"):
+        host_image_batch(np.array([[np.nan, 0.0]]), "img")
+    with pytest.raises(TypeError, match=r"^img must have a real numeric dtype, got complex128$"):
+        host_image_batch(np.zeros((2, 2), complex), "img")
+
+
+def test_cupy_status_asks_for_cupy_by_name(monkeypatch, fresh_status):
+    # only the name "cupy" is "not installed"; any other name would find a module and go on
+    monkeypatch.delitem(sys.modules, "cupy", raising=False)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "cupy" else object())
+    assert cupy_status() == (False, "CuPy is not installed")

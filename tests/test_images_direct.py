@@ -212,3 +212,27 @@ def test_rejects_nan_and_inf(bad, dt):
     a[1, 0] = bad
     with pytest.raises(ValueError, match=r"^photo contains NaN or Inf values$"):
         as_image_batch(a, "photo")
+
+
+# -- what the first mutation run of this module showed ----------------------------------
+
+
+def test_float_results_come_back_in_the_callers_float_dtype():
+    # a solver may compute in float32: a float64 caller still gets float64 back
+    _, b = as_image_batch(np.zeros((2, 2), np.float64))
+    out = b.image(torch.full((1, 1, 2, 2), 0.25, dtype=torch.float32))
+    assert out.dtype == np.float64 and np.all(out == 0.25)
+    _, b = as_image_batch(torch.zeros(3, 2, 2, dtype=torch.float32))
+    out = b.image(torch.full((1, 3, 2, 2), 0.5, dtype=torch.float64))
+    assert out.dtype == torch.float32
+
+
+def test_uint8_is_read_as_float32_whatever_the_default_dtype():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        x, b = as_image_batch(np.array([[0, 51, 255]], np.uint8))
+    finally:
+        torch.set_default_dtype(old)
+    assert x.dtype == torch.float32
+    np.testing.assert_allclose(x[0, 0].numpy(), [[0.0, 0.2, 1.0]], rtol=0, atol=1e-7)

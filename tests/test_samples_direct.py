@@ -175,3 +175,9 @@ def test_argument_errors(monkeypatch):
         sample_image("camera", size=0)
     assert sample_image("camera", dtype=np.float16).dtype == np.float16
     assert sample_image("camera").dtype == np.float32  # the default
+
+
+def test_default_photo_is_the_astronaut():
+    out = sample_image()
+    assert out.shape == (512, 512, 3) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, (skimage.data.astronaut() / 255.0).astype(np.float32))
