@@ -929,3 +929,9 @@ def test_an_empty_saved_scaler_is_not_loaded(tmp_path):
     other.scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
     other.load_state(tmp_path / "s.pt")
     assert other.scaler.get_scale() == 4.0
+
+
+def test_three_epochs():
+    data, rec = Data(), Recorder()
+    tr = Trainer(linear(), cfg(steps=7, lr_milestones=()), data, rec).fit()
+    assert data.epochs == [0, 1, 2] and rec.batches == order(3, 7) and (tr.epoch, tr.batch_in_epoch) == (2, 1)
