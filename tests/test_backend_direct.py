@@ -489,3 +489,14 @@ def test_cupy_status_asks_for_cupy_by_name(monkeypatch, fresh_status):
     monkeypatch.delitem(sys.modules, "cupy", raising=False)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "cupy" else object())
     assert cupy_status() == (False, "CuPy is not installed")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_tensors_come_to_the_host():
+    # on a CPU-only machine `.to("cpu")` → `.to(None)` cannot be told apart; on a GPU it can
+    t = torch.tensor([[1.0, 2.0]], device="cuda")
+    a = to_host_numpy(t)
+    assert isinstance(a, np.ndarray) and a.dtype == np.float64 and a.tolist() == [[1.0, 2.0]]
+    b = from_torch(t, "numpy")
+    assert isinstance(b, np.ndarray) and b.tolist() == [[1.0, 2.0]]
+    assert from_torch(t, "torch").device.type == "cuda"
