@@ -713,3 +713,111 @@ def test_synthetic_video_arguments():
     assert ds.noise.noise_sigma == 0.1 and ds.noise.hflip is False and ds.noise.canonical_flow is False
     with pytest.raises(ValueError, match=r"^images\[0\] of size \(30, 30\) is smaller than the required \(32, 32\)$"):
         SyntheticVideoDataset(images=[src], crop=20, max_blur=6)
+
+
+# -- SyntheticVideoDataset items, with the renderer replaced by a recorder -----------------
+
+
+class _Recorder:
+    """Stands in for ``synthesize_video_blur`` / ``synthesize_video_sequence``: records the call."""
+
+    def __init__(self, clip=0):
+        self.clip, self.calls = clip, []
+
+    def __call__(self, image, *args, **kw):
+        from types import SimpleNamespace
+
+        self.calls.append((image, args, kw))
+        h, w = kw["shape"]
+        c = image.shape[-1]
+        lead = (self.clip,) if self.clip else ()
+        blurred = np.full(lead + (h, w, c), 0.25, np.float32) + np.arange(w, dtype=np.float32)[:, None] / 100
+        sharp = np.full(lead + (h, w, c), 0.75, np.float32)
+        flows = [np.full(lead + (2, h, w), v, np.float32) for v in (1.0, -2.0, 3.0)]
+        if self.clip:
+            return SimpleNamespace(blurred=blurred, sharp=sharp, flows_next=flows[0], flows_prev=flows[1],
+                                   exposure_flows=flows[2], n_frames=9)
+        return SimpleNamespace(blurred=blurred, sharp=sharp, flow_next=flows[0], flow_prev=flows[1],
+                               exposure_flow=flows[2], n_frames=7)
+
+
+def _sources():
+    # two constant photos of exactly the source-crop size (crop 4 + 2 * ceil(3 * 2 / 2) = 10)
+    return [np.full((10, 10, 3), 0.1, np.float32), np.full((10, 10, 3), 0.9, np.float32)]
+
+
+def test_synthetic_video_item_passes_its_settings(monkeypatch):
+    from pnpdeblur.data import video
+
+    rec = _Recorder()
+    monkeypatch.setattr(video, "synthesize_video_blur", rec)
+    ds = SyntheticVideoDataset(images=_sources(), length=5, crop=4, motion="shake", max_blur=3, gamma=None,
+                               foreground=True, n_frames=7, seed=11, fixed=True)
+    it = ds[-2]  # item 3
+    i = int(np.random.default_rng([11, 3]).integers(0, 2))  # the item's first draw picks the photo
+    image, args, kw = rec.calls[0]
+    assert args == () and image.shape == (10, 10, 3) and np.all(image == _sources()[i][0, 0, 0])
+    seed = kw.pop("seed")
+    assert isinstance(seed, np.random.Generator)
+    assert kw == dict(shape=(4, 4), n_frames=7, motion="shake", max_blur=3.0, min_blur=2.0, gamma=None,
+                      foreground=True)
+    assert it["name"] == f"video{i}#3" and it["n_frames"] == 7
+    assert set(it) == {"blurred", "sharp", "flow_next", "flow_prev", "exposure_flow", "n_frames", "name"}
+    want_b = np.moveaxis(np.full((4, 4, 3), 0.25, np.float32) + np.arange(4, dtype=np.float32)[:, None] / 100, -1, 0)
+    assert it["blurred"].dtype == torch.float32 and it["blurred"].shape == (3, 4, 4)
+    np.testing.assert_array_equal(it["blurred"].numpy(), want_b)
+    np.testing.assert_array_equal(it["sharp"].numpy(), 0.75)
+    for k, v in (("flow_next", 1.0), ("flow_prev", -2.0), ("exposure_flow", 3.0)):
+        assert it[k].shape == (2, 4, 4) and torch.all(it[k] == v)  # blur labels not re-canonicalised here
+    # a small max_blur is also the minimum
+    SyntheticVideoDataset(images=_sources(), length=1, crop=4, max_blur=1.5, seed=0, fixed=True)[0]
+    assert rec.calls[-1][2]["min_blur"] == 1.5 and rec.calls[-1][2]["max_blur"] == 1.5
+
+
+def test_synthetic_video_item_reads_path_sources_and_adds_noise(monkeypatch, tmp_path):
+    from pnpdeblur.data import video
+
+    rec = _Recorder()
+    monkeypatch.setattr(video, "synthesize_video_blur", rec)
+    _save_u8(tmp_path / "p.png", np.full((10, 10), 51, np.uint8))
+    ds = SyntheticVideoDataset(images=[tmp_path / "p.png"], length=2, crop=4, max_blur=3, seed=0, fixed=True,
+                               channels=1, noise_sigma=0.05)
+    it = ds[1]
+    image = rec.calls[0][0]
+    assert image.shape == (10, 10, 1) and np.allclose(image, 0.2)  # read with channels=1
+    assert it["name"] == "video0#1" and it["blurred"].shape == (1, 4, 4)
+    np.testing.assert_array_equal(it["sharp"].numpy(), 0.75)  # noise on the blurred image only
+    want_b = 0.25 + np.arange(4, dtype=np.float32)[:, None] / 100
+    assert not np.allclose(it["blurred"][0].numpy(), want_b)
+    assert np.abs(it["blurred"][0].numpy() - want_b).max() < 0.5
+
+
+@pytest.mark.parametrize("noise", [None, 0.05])
+def test_synthetic_video_clip_item(monkeypatch, noise):
+    from pnpdeblur.data import video
+
+    rec = _Recorder(clip=2)
+    monkeypatch.setattr(video, "synthesize_video_sequence", rec)
+    monkeypatch.setattr(video, "synthesize_video_blur", None)  # the single-frame path must not run
+    ds = SyntheticVideoDataset(images=_sources(), length=3, crop=(4, 2), motion="pan", max_blur=2, gamma=1.8,
+                               n_frames=9, seed=5, fixed=True, n_blurred=2, noise_sigma=noise)
+    it = ds[2]
+    i = int(np.random.default_rng([5, 2]).integers(0, 2))
+    image, args, kw = rec.calls[0]
+    # margin ceil(2 * 3 / 2) = 3: the source crop is (10, 8)
+    assert image.shape == (10, 8, 3) and np.all(image == _sources()[i][0, 0, 0])
+    assert args == (2,) and isinstance(kw.pop("seed"), np.random.Generator)
+    assert kw == dict(shape=(4, 2), n_frames=9, motion="pan", max_blur=2.0, min_blur=2.0, gamma=1.8,
+                      foreground=False)
+    assert it["name"] == f"video{i}#2" and it["n_frames"] == 9
+    assert set(it) == {"blurred", "sharp", "flow_next", "flow_prev", "exposure_flow", "n_frames", "name"}
+    assert it["blurred"].shape == (2, 3, 4, 2) and it["sharp"].shape == (2, 3, 4, 2)
+    np.testing.assert_array_equal(it["sharp"].numpy(), 0.75)
+    want_b = np.moveaxis(np.full((2, 4, 2, 3), 0.25, np.float32) + np.arange(2, dtype=np.float32)[:, None] / 100,
+                         -1, 1)
+    if noise is None:
+        np.testing.assert_array_equal(it["blurred"].numpy(), want_b)
+    else:
+        assert not np.allclose(it["blurred"].numpy(), want_b) and np.abs(it["blurred"].numpy() - want_b).max() < 0.5
+    for k, v in (("flow_next", 1.0), ("flow_prev", -2.0), ("exposure_flow", 3.0)):
+        assert it[k].shape == (2, 2, 4, 2) and torch.all(it[k] == v)
