@@ -821,3 +821,38 @@ def test_synthetic_video_clip_item(monkeypatch, noise):
         assert not np.allclose(it["blurred"].numpy(), want_b) and np.abs(it["blurred"].numpy() - want_b).max() < 0.5
     for k, v in (("flow_next", 1.0), ("flow_prev", -2.0), ("exposure_flow", 3.0)):
         assert it[k].shape == (2, 2, 4, 2) and torch.all(it[k] == v)
+
+
+# -- what the first mutation run of this module showed ----------------------------------
+
+
+def test_synthetic_video_defaults_and_stored_settings():
+    src = np.zeros((160, 160, 3), np.float32)  # the default crop 128 plus 2 * ceil(16 * 2 / 2)
+    ds = SyntheticVideoDataset(images=[src])
+    assert (len(ds), ds.crop, ds.motion, ds.max_blur, ds.gamma, ds.foreground, ds.n_frames, ds.channels,
+            ds.noise, ds.n_blurred, ds.seed, ds.fixed) == (200, (128, 128), "mixed", 16.0, 2.2, False, None, 3,
+                                                           None, 1, None, False)
+    assert ds._src_crop.crop == (160, 160) and ds._src_crop.hflip is True
+    ds = SyntheticVideoDataset(images=[src], length=1, crop=4, seed=9, fixed=True)
+    assert len(ds) == 1 and ds.seed == 9 and ds.fixed is True
+
+
+def test_synthetic_video_sources(monkeypatch):
+    from pnpdeblur.data import samples
+
+    calls = []
+    photos = {"small": np.zeros((8, 8, 1), np.float32), "big": np.zeros((12, 12, 1), np.float32)}
+    monkeypatch.setattr(samples, "sample_images", lambda: ["big", "small"])
+    monkeypatch.setattr(samples, "sample_image", lambda n, channels=None: calls.append((n, channels)) or photos[n])
+    # the default sample set drops photos smaller than the source crop (4 + 2 * 3 = 10) ...
+    ds = SyntheticVideoDataset(crop=4, max_blur=3, channels=1)
+    assert calls == [("big", 1), ("small", 1)] and len(ds.sources) == 1 and ds.sources[0] is photos["big"]
+    # ... named photos are the user's choice: a small one is an error
+    with pytest.raises(ValueError, match=r"^images\[1\] of size \(8, 8\) is smaller than the required \(10, 10\)$"):
+        SyntheticVideoDataset(images=["big", "small"], crop=4, max_blur=3, channels=1)
+
+
+def test_folder_datasets_store_fixed_as_given(tmp_path):
+    _save_u8(tmp_path / "b.png", _u8(3, 4))
+    assert BlurredFolderDataset(tmp_path).fixed is False
+    assert BlurredFolderDataset(tmp_path, seed=1, fixed=True).fixed is True
