@@ -935,3 +935,16 @@ def test_three_epochs():
     data, rec = Data(), Recorder()
     tr = Trainer(linear(), cfg(steps=7, lr_milestones=()), data, rec).fit()
     assert data.epochs == [0, 1, 2] and rec.batches == order(3, 7) and (tr.epoch, tr.batch_in_epoch) == (2, 1)
+
+
+def test_samples_per_second_under_one_second(monkeypatch):
+    ticks = iter([0.0, 0.25, 0.5, 1.0])
+    monkeypatch.setattr(E, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: next(ticks))}))
+    tr = Trainer(linear(), cfg(steps=2, log_every=2), Data(), Recorder()).fit()
+    assert [(r["samples_per_s"], r["elapsed_s"]) for r in tr.history] == [(8.0, 0.5)]  # 4 samples in 0.5 s
+
+
+def test_progress_bar_values(capsys, no_bar_monitor):
+    Trainer(linear(), cfg(progress=True, steps=2), Data(), Recorder()).fit()
+    err = capsys.readouterr().err
+    assert re.search(r"loss=\d", err) and re.search(r"lr=0\.1", err) and re.search(r"samples_s=\d+\.\d", err)
