@@ -856,3 +856,56 @@ def test_folder_datasets_store_fixed_as_given(tmp_path):
     _save_u8(tmp_path / "b.png", _u8(3, 4))
     assert BlurredFolderDataset(tmp_path).fixed is False
     assert BlurredFolderDataset(tmp_path, seed=1, fixed=True).fixed is True
+
+
+def test_gopro_sequences_select_and_frames_must_pair(tmp_path):
+    for seq in ("S1", "S2"):
+        for f in ("1", "2"):
+            _save_u8(tmp_path / seq / "sharp" / f"{f}.png", _u8(2, 3))
+            _save_u8(tmp_path / seq / "blur" / f"{f}.png", _u8(2, 3))
+    assert [p[2] for p in GoProDataset(tmp_path, sequences=["S2"]).pairs] == ["S2/1", "S2/2"]
+    assert [p[2] for p in GoProDataset(tmp_path, sequences=["S1"]).pairs] == ["S1/1", "S1/2"]
+    assert GoProDataset(tmp_path).fixed is False
+    _save_u8(tmp_path / "S2" / "blur" / "3.png", _u8(2, 3))  # a blurred frame without its sharp one
+    with pytest.raises(ValueError, match=r"^unpaired images: 1 blurred without sharp \['3'\], 0 sharp without"):
+        GoProDataset(tmp_path)
+
+
+def test_paired_folder_reads_both_images_with_the_channels(tmp_path):
+    _save_u8(tmp_path / "b" / "k.png", _u8(3, 4))
+    _save_u8(tmp_path / "s" / "k.png", _u8(3, 4, seed=5))
+    it = PairedFolderDataset(tmp_path / "b", tmp_path / "s", channels=1)[0]
+    assert it["blurred"].shape == (1, 3, 4) and it["sharp"].shape == (1, 3, 4)
+    np.testing.assert_allclose(it["sharp"].numpy(), read_image(tmp_path / "s" / "k.png", 1).transpose(2, 0, 1))
+
+
+def test_match_lists_at_most_five_of_each():
+    from pathlib import Path
+
+    b = [Path("/b/x.png")]
+    s = [Path(f"/s/{i}.png") for i in range(7)] + [Path("/s/x.png")]
+    with pytest.raises(ValueError, match=r"^unpaired images: 0 blurred without sharp \[\], "
+                                         r"7 sharp without blurred \['0', '1', '2', '3', '4'\]$"):
+        PairedFolderDataset._match(b, s, True)
+
+
+def test_kohler_channels_names_and_frame_limits(tmp_path):
+    for k in (1, 2, 3):
+        _save_u8(tmp_path / f"GroundTruth1_1_{k}.png", _u8(2, 3, seed=k))
+    _save_u8(tmp_path / "Blurry1_1.png", _u8(2, 3, seed=9))
+    ds = KohlerDataset(tmp_path, channels=1, max_frames=1)
+    assert ds.fixed is False and ds.max_frames == 1
+    it = ds[0]
+    assert it["blurred"].shape == (1, 2, 3) and it["sharp_frames"].shape == (1, 1, 2, 3)
+    np.testing.assert_allclose(it["sharp_frames"][0].numpy(),
+                               read_image(tmp_path / "GroundTruth1_1_1.png", 1).transpose(2, 0, 1))
+    assert KohlerDataset(tmp_path, max_frames=3)[0]["sharp_frames"].shape[0] == 3
+    _save_u8(tmp_path / "GroundTruth1_1_2.png", _u8(3, 3))
+    b, g = re.escape(str(tmp_path / "Blurry1_1.png")), re.escape(str(tmp_path / "GroundTruth1_1_2.png"))
+    with pytest.raises(ValueError, match=rf"^mismatched image sizes: {b} is \(2, 3\), {g} is \(3, 3\)$"):
+        KohlerDataset(tmp_path)[0]  # all frames (max_frames=1 would read frame 1 only)
+    for j in range(2, 9):
+        _save_u8(tmp_path / f"Blurry1_{j}.png", _u8(2, 3))
+    with pytest.raises(ValueError, match=r"^blurred images without GroundTruth<i>_<j>_<k> frames: "
+                                         r"\['Blurry1_2', 'Blurry1_3', 'Blurry1_4', 'Blurry1_5', 'Blurry1_6'\]$"):
+        KohlerDataset(tmp_path)
