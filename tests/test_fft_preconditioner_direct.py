@@ -249,13 +249,17 @@ def test_make_preconditioner_resolves_the_argument():
     assert isinstance(P, UniformPreconditioner) and P.shape == (4, 5) and P.power.dtype == torch.float32
     f = lambda r, b: r  # noqa: E731
     assert make_preconditioner(f, K, y) is f
-    assert PRECONDITIONERS == ("uniform",)
+    assert PRECONDITIONERS == ("uniform", "tiles", "jacobi")
     with pytest.raises(ValueError) as err:
-        make_preconditioner("jacobi", K, y)
-    assert str(err.value) == "preconditioner must be None, a callable P(r, beta) or one of ('uniform',), got 'jacobi'"
+        make_preconditioner("nope", K, y)
+    assert str(err.value) == (
+        "preconditioner must be None, a callable P(r, beta) or one of ('uniform', 'tiles', 'jacobi'), got 'nope'"
+    )
     with pytest.raises(TypeError) as err:
         make_preconditioner(3, K, y)
-    assert str(err.value) == "preconditioner must be None, a callable P(r, beta) or one of ('uniform',), got int"
+    assert str(err.value) == (
+        "preconditioner must be None, a callable P(r, beta) or one of ('uniform', 'tiles', 'jacobi'), got int"
+    )
     with pytest.raises(TypeError, match=r"^preconditioner='uniform' needs a MotionBlur, UniformBlur or Convolution operator, got "):
         make_preconditioner("uniform", Identity(), y)
 

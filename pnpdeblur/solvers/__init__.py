@@ -12,6 +12,7 @@ from .admm import admm
 from .cg import CGInfo, cg
 from .fft import fft_deconv
 from .hqs import hqs
+from .preconditioners import JacobiPreconditioner, TiledPreconditioner, UniformPreconditioner
 from .result import SolverResult
 from .richardson_lucy import richardson_lucy
 from .schedules import dpir_schedule, geometric_betas
@@ -27,4 +28,7 @@ __all__ = [
     "schedules",
     "geometric_betas",
     "dpir_schedule",
+    "UniformPreconditioner",
+    "TiledPreconditioner",
+    "JacobiPreconditioner",
 ]

@@ -49,7 +49,7 @@ def admm(
     penalties) in place of ``betas``; the default schedule is the same DPIR-style one
     derived from ``noise_level``. ``differentiable=True`` keeps the autograd graph (CG
     x-steps differentiated implicitly), as for HQS, and ``preconditioner`` (None,
-    ``'uniform'`` or a callable ``P(r, beta)``) preconditions the CG x-step as for HQS.
+    ``'uniform'``, ``'tiles'``, ``'jacobi'`` or a callable ``P(r, beta)``) preconditions the CG x-step as for HQS.
 
     Returns
     -------

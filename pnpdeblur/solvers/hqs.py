@@ -98,12 +98,16 @@ def hqs(
         parameters and tensors of ``K`` that require grad (e.g. a flow). Each CG x-step
         is differentiated implicitly (one adjoint CG solve in backward); the FFT x-step
         and the prior are differentiated by autograd. Default False: no graph.
-    preconditioner : None, 'uniform' or callable
+    preconditioner : None, 'uniform', 'tiles', 'jacobi' or callable
         Preconditioner of the CG x-step ``(KᵀK + β I) x = b``; it changes the number of
         CG iterations, never the system solved. ``'uniform'``: ``(|H|² + β)⁻¹`` by FFT, H
         the transfer function of the line kernel of the flow's mean motion (m ≡ −m) for
-        a ``MotionBlur``, or of the kernel itself for ``UniformBlur``/``Convolution``
-        (see :mod:`pnpdeblur.solvers.preconditioners`). A callable ``P(r, beta)`` gets
+        a ``MotionBlur``, or of the kernel itself for ``UniformBlur``/``Convolution``;
+        ``'tiles'``: per-tile fitted kernels blended by a smooth partition of unity, damped
+        (:class:`~pnpdeblur.solvers.preconditioners.TiledPreconditioner`); ``'jacobi'``:
+        ``(diag(KᵀK) + β)⁻¹`` with the exact diagonal (see
+        :mod:`pnpdeblur.solvers.preconditioners` and ``benchmarks/RESULTS.md`` for when
+        each helps; none is a default). A callable ``P(r, beta)`` gets
         torch ``(N, C, H, W)`` residuals and returns an SPD approximation of
         ``(KᵀK + β I)⁻¹ r``. Default None: plain CG (unused by the FFT x-step).
 
