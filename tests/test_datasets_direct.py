@@ -909,3 +909,93 @@ def test_kohler_channels_names_and_frame_limits(tmp_path):
     with pytest.raises(ValueError, match=r"^blurred images without GroundTruth<i>_<j>_<k> frames: "
                                          r"\['Blurry1_2', 'Blurry1_3', 'Blurry1_4', 'Blurry1_5', 'Blurry1_6'\]$"):
         KohlerDataset(tmp_path)
+
+
+class _BlurRecorder:
+    """Stands in for ``synthesize_flow_blur`` / ``random_motion_flow``: records the call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def blur(self, image, *args, **kw):
+        from types import SimpleNamespace
+
+        self.calls.append(("blur", image, args, kw))
+        h, w = image.shape[:2]
+        return SimpleNamespace(blurred=np.full_like(image, 0.5), sharp=image,
+                               flow=np.full((2, h, w), 2.0, np.float32))
+
+    def flow(self, shape, *args, **kw):
+        self.calls.append(("flow", shape, args, kw))
+        return np.full((2,) + tuple(shape), 3.0, np.float32)
+
+
+def test_synthetic_blur_item_passes_its_settings(monkeypatch, tmp_path):
+    from pnpdeblur.data import flows as F, synthetic as S
+
+    rec = _BlurRecorder()
+    monkeypatch.setattr(S, "synthesize_flow_blur", rec.blur)
+    monkeypatch.setattr(F, "random_motion_flow", rec.flow)
+    src = [np.full((6, 6, 3), 0.2, np.float32), np.full((6, 6, 3), 0.7, np.float32)]
+    ds = SyntheticBlurDataset(images=src, length=4, crop=(4, 3), preset="46", noise_sigma=(0.01, 0.02), seed=3,
+                              fixed=True, flow_kwargs={"smooth": 2})
+    it = ds[2]
+    i = int(np.random.default_rng([3, 2]).integers(0, 2))
+    kind, image, args, kw = rec.calls[-1]
+    assert kind == "blur" and image.shape == (4, 3, 3) and np.all(image == src[i][0, 0, 0])
+    assert args == ("46", (0.01, 0.02)) and isinstance(kw.pop("seed"), np.random.Generator)
+    assert kw == {"smooth": 2}
+    assert it["name"] == f"image{i}#2" and set(it) == {"blurred", "sharp", "flow", "name"}
+    assert torch.all(it["blurred"] == 0.5) and torch.all(it["flow"] == 2.0) and it["sharp"].shape == (3, 4, 3)
+    # blur=False: the flow is drawn here, with the same settings, and no "blurred"
+    ds = SyntheticBlurDataset(images=src, length=4, crop=(4, 3), preset="46", seed=3, fixed=True,
+                              flow_kwargs={"smooth": 2}, blur=False)
+    it = ds[1]
+    kind, shape, args, kw = rec.calls[-1]
+    assert kind == "flow" and tuple(shape) == (4, 3) and args[0] == "46" and isinstance(args[1], np.random.Generator)
+    assert kw == {"smooth": 2} and set(it) == {"sharp", "flow", "name"} and torch.all(it["flow"] == 3.0)
+    # a path source is read with the dataset's channels
+    _save_u8(tmp_path / "p.png", _u8(6, 6))
+    ds = SyntheticBlurDataset(images=[tmp_path / "p.png"], length=1, crop=4, channels=1, seed=0, fixed=True)
+    it = ds[0]
+    assert rec.calls[-1][1].shape == (4, 4, 1) and it["sharp"].shape == (1, 4, 4) and it["name"] == "p.png#0"
+
+
+def test_synthetic_blur_transform_gets_the_item_rng_and_adds_no_noise(monkeypatch):
+    from pnpdeblur.data import synthetic as S
+
+    rec = _BlurRecorder()
+    monkeypatch.setattr(S, "synthesize_flow_blur", rec.blur)
+    src = [np.full((8, 8, 3), 0.2, np.float32)]
+    # the transform crops (needs the item's rng) and would add noise to "blurred" if asked to
+    aug = PairAugment(crop=2, hflip=False, noise_sigma=0.5)
+    ds = SyntheticBlurDataset(images=src, length=2, crop=4, seed=1, fixed=True, transform=aug)
+    it = ds[0]
+    assert it["blurred"].shape == (3, 2, 2) and torch.all(it["blurred"] == 0.5)  # noise-free: noisy=()
+    ds = SyntheticBlurDataset(images=src, length=2, crop=4, seed=1, fixed=True, transform=aug, blur=False)
+    assert ds[1]["sharp"].shape == (3, 2, 2)
+
+
+def test_synthetic_blur_defaults_and_sources(monkeypatch):
+    from pnpdeblur.data import samples
+
+    src = np.zeros((128, 128, 3), np.float32)
+    ds = SyntheticBlurDataset(images=[src])
+    assert (len(ds), ds.crop, ds.preset, ds.noise_sigma, ds.channels, ds.blur, ds.seed, ds.fixed, ds.transform) == (
+        1000, (128, 128), "23", 0.01, 3, True, None, False, None)
+    assert len(SyntheticBlurDataset(images=[src], length=1)) == 1
+    calls = []
+    photos = {"small": np.zeros((3, 8, 1), np.float32), "big": np.zeros((4, 8, 1), np.float32)}
+    monkeypatch.setattr(samples, "sample_images", lambda: ["big", "small"])
+    monkeypatch.setattr(samples, "sample_image", lambda n, channels=None: calls.append((n, channels)) or photos[n])
+    ds = SyntheticBlurDataset(crop=(4, 8), channels=1)
+    assert calls == [("big", 1), ("small", 1)] and len(ds.sources) == 1 and ds.sources[0] is photos["big"]
+
+
+def test_fit_sources_compares_height_and_width_separately():
+    tall_need = (6, 3)
+    assert _fit_sources([np.zeros((6, 3, 1))], tall_need, False)[0].shape == (6, 3, 1)
+    with pytest.raises(ValueError, match=r"^images\[0\] of size \(5, 4\) is smaller than the required \(6, 3\)$"):
+        _fit_sources([np.zeros((5, 4, 1))], tall_need, False)
+    with pytest.raises(ValueError, match=r"^images\[0\] of size \(7, 2\) is smaller than the required \(6, 3\)$"):
+        _fit_sources([np.zeros((7, 2, 1))], tall_need, False)
