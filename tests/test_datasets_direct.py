@@ -999,3 +999,50 @@ def test_fit_sources_compares_height_and_width_separately():
         _fit_sources([np.zeros((5, 4, 1))], tall_need, False)
     with pytest.raises(ValueError, match=r"^images\[0\] of size \(7, 2\) is smaller than the required \(6, 3\)$"):
         _fit_sources([np.zeros((7, 2, 1))], tall_need, False)
+
+
+def test_synthetic_video_passes_gamma_and_the_clip_min_blur(monkeypatch, tmp_path):
+    from pnpdeblur.data import video
+
+    rec, clip = _Recorder(), _Recorder(clip=2)
+    monkeypatch.setattr(video, "synthesize_video_blur", rec)
+    monkeypatch.setattr(video, "synthesize_video_sequence", clip)
+    src = [np.zeros((16, 16, 3), np.float32)]
+    SyntheticVideoDataset(images=src, length=1, crop=4, max_blur=4, gamma=2.4, seed=0, fixed=True)[0]
+    assert rec.calls[-1][2]["gamma"] == 2.4 and rec.calls[-1][2]["min_blur"] == 2.0
+    SyntheticVideoDataset(images=src, length=1, crop=4, max_blur=3, gamma=2.4, seed=0, fixed=True, n_blurred=2)[0]
+    assert clip.calls[-1][2]["gamma"] == 2.4 and clip.calls[-1][2]["min_blur"] == 2.0  # min(2, max_blur)
+    _save_u8(tmp_path / "p.png", _u8(16, 16))  # a colour file read as grey
+    SyntheticVideoDataset(images=[tmp_path / "p.png"], length=1, crop=4, max_blur=3, channels=1, seed=0,
+                          fixed=True)[0]
+    assert rec.calls[-1][0].shape[-1] == 1
+
+
+def test_paired_folder_is_strict_by_default(tmp_path):
+    for n in ("a", "b"):
+        _save_u8(tmp_path / "b" / f"{n}.png", _u8(2, 2))
+    _save_u8(tmp_path / "s" / "a.png", _u8(2, 2))
+    with pytest.raises(ValueError, match=r"^unpaired images: 1 blurred without sharp \['b'\]"):
+        PairedFolderDataset(tmp_path / "b", tmp_path / "s")
+    with pytest.raises(ValueError, match=r"^unpaired images"):
+        PairedFolderDataset(tmp_path / "b", tmp_path / "s", strict=True)
+    assert [p[2] for p in PairedFolderDataset(tmp_path / "b", tmp_path / "s", strict=False).pairs] == ["a"]
+
+
+def test_gopro_defaults_and_stored_settings(tmp_path):
+    _save_u8(tmp_path / "S1" / "sharp" / "1.png", _u8(4, 4))
+    _save_u8(tmp_path / "S1" / "blur" / "1.png", _u8(4, 4, 0))
+    ds = GoProDataset(tmp_path)
+    assert ds.channels == 3 and ds.transform is None and ds.seed is None and ds.fixed is False
+    assert ds[0]["blurred"].shape == (3, 4, 4) and ds[0]["sharp"].shape == (3, 4, 4)
+    aug = PairAugment(crop=2)
+    ds = GoProDataset(tmp_path, transform=aug, seed=4, fixed=True)
+    assert ds.transform is aug and ds.seed == 4 and ds.fixed is True
+    assert ds[0]["blurred"].shape == (3, 2, 2) and torch.equal(ds[0]["sharp"], ds[0]["sharp"])
+
+
+def test_blurred_folder_reads_with_the_channels(tmp_path):
+    _save_u8(tmp_path / "c.png", _u8(3, 4))
+    it = BlurredFolderDataset(tmp_path, channels=1)[0]
+    assert it["blurred"].shape == (1, 3, 4)
+    np.testing.assert_allclose(it["blurred"].numpy(), read_image(tmp_path / "c.png", 1).transpose(2, 0, 1))
