@@ -1046,3 +1046,17 @@ def test_blurred_folder_reads_with_the_channels(tmp_path):
     it = BlurredFolderDataset(tmp_path, channels=1)[0]
     assert it["blurred"].shape == (1, 3, 4)
     np.testing.assert_allclose(it["blurred"].numpy(), read_image(tmp_path / "c.png", 1).transpose(2, 0, 1))
+
+
+def test_crop_of_flows_at_other_offsets_and_the_vflip_boundary():
+    img, fl = _img(5, 7), _flow(5, 7)
+    aug = PairAugment(crop=(2, 3), hflip=False, canonical_flow=False)
+    for y0, x0 in [(0, 1), (3, 4), (2, 0)]:
+        out, flows = aug({"sharp": img}, ScriptRng(integers=[y0, x0]), {"flow": fl})
+        np.testing.assert_array_equal(out["sharp"], img[y0:y0 + 2, x0:x0 + 3])
+        np.testing.assert_array_equal(flows["flow"], fl[:, y0:y0 + 2, x0:x0 + 3])
+    # 0.5 is not < 0.5: no vertical flip
+    out, flows = PairAugment(hflip=False, vflip=True, canonical_flow=False)({"sharp": img}, ScriptRng(random=[0.5]),
+                                                                           {"flow": fl})
+    np.testing.assert_array_equal(out["sharp"], img)
+    np.testing.assert_array_equal(flows["flow"], fl)
