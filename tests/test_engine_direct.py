@@ -948,3 +948,15 @@ def test_progress_bar_values(capsys, no_bar_monitor):
     Trainer(linear(), cfg(progress=True, steps=2), Data(), Recorder()).fit()
     err = capsys.readouterr().err
     assert re.search(r"loss=\d", err) and re.search(r"lr=0\.1", err) and re.search(r"samples_s=\d+\.\d", err)
+
+
+def test_a_resumed_runs_progress_bar_starts_at_the_resumed_step(tmp_path, capsys, no_bar_monitor):
+    c = dict(ckpt_every=2, out_dir=tmp_path, log_every=0)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(linear(), cfg(**c), Data(), Recorder(fail_at=4)).fit()  # last.pt holds step 2
+    capsys.readouterr()
+    tr = Trainer(linear(), cfg(progress=True, **c), Data(), Recorder())
+    tr.fit()
+    assert tr.step == 5
+    frames = [f for f in re.split(r"[\r\n]", capsys.readouterr().err) if "train:" in f]
+    assert re.search(r"\b2/5\b", frames[0]) and not any(re.search(r"\b[01]/5\b", f) for f in frames), frames
