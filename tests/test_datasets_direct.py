@@ -1060,3 +1060,60 @@ def test_crop_of_flows_at_other_offsets_and_the_vflip_boundary():
                                                                            {"flow": fl})
     np.testing.assert_array_equal(out["sharp"], img)
     np.testing.assert_array_equal(flows["flow"], fl)
+
+
+def test_items_are_float32_whatever_the_transform_returns():
+    def to64(images, rng, flows):
+        return {k: v.astype(np.float64) for k, v in images.items()}, flows
+
+    d = _Tiny(to64, None, False)
+    img = _img(2, 3)
+    out = d._finish({"blurred": img, "clip": np.stack([img, img])}, {}, None, "n")
+    assert out["blurred"].dtype == torch.float32 and out["clip"].dtype == torch.float32
+    np.testing.assert_array_equal(out["blurred"].numpy(), np.moveaxis(img, -1, 0))
+
+
+def test_pair_augment_returns_float32_for_float64_inputs():
+    img, fl = _img().astype(np.float64), _flow().astype(np.float64)
+    out, flows = PairAugment(hflip=False, canonical_flow=False)({"sharp": img}, ScriptRng(), {"flow": fl})
+    assert out["sharp"].dtype == np.float32 and flows["flow"].dtype == np.float32
+    np.testing.assert_array_equal(out["sharp"], img.astype(np.float32))
+
+
+def test_finish_hands_the_flows_to_a_pair_augment():
+    d = _Tiny(PairAugment(crop=2, hflip=False, canonical_flow=False), None, False)
+    out = d._finish({"sharp": _img()}, {"flow": _flow()}, ScriptRng(integers=[1, 3]), "n")
+    assert torch.equal(out["flow"], torch.from_numpy(_flow()[:, 1:3, 3:5]))
+    np.testing.assert_array_equal(out["sharp"].numpy(), np.moveaxis(_img()[1:3, 3:5], -1, 0))
+
+
+def test_noise_is_scaled_and_clipped_at_both_ends():
+    img = np.array([[[0.05], [0.5], [0.97]]], np.float32)
+    aug = PairAugment(hflip=False, noise_sigma=0.2)
+    out, _ = aug({"blurred": img}, ScriptRng(normal=0.1, std=2.0))  # + 0.2
+    np.testing.assert_allclose(out["blurred"][0, :, 0], [0.25, 0.7, 1.0], rtol=0, atol=1e-6)
+    out, _ = aug({"blurred": img}, ScriptRng(normal=0.1, std=-2.0))  # - 0.2
+    np.testing.assert_allclose(out["blurred"][0, :, 0], [0.0, 0.3, 0.77], rtol=0, atol=1e-6)
+
+
+def test_read_image_hides_only_deprecation_warnings(monkeypatch, tmp_path):
+    import warnings
+
+    import skimage.io
+
+    p = tmp_path / "x.png"
+    p.write_bytes(b"")
+
+    def noisy(category):
+        def imread(path, *a, **k):
+            warnings.warn("decoder says", category)
+            return np.zeros((2, 2), np.uint8)
+        return imread
+
+    monkeypatch.setattr(skimage.io, "imread", noisy(DeprecationWarning))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(p).shape == (2, 2, 3)
+    monkeypatch.setattr(skimage.io, "imread", noisy(UserWarning))
+    with pytest.warns(UserWarning, match="decoder says"):
+        read_image(p)
