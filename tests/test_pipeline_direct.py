@@ -86,7 +86,7 @@ def test_the_noise_floor_is_a_lower_bound_on_the_noise_level(fake_hqs):
 def test_defaults_sent_to_hqs(fake_hqs):
     deblur(_photo(), prior=PRIOR, noise_level=0.1, flow_model=StandInSEN((6.0, 0.0)))
     c = fake_hqs.calls[0]
-    assert (c["n_iter"], c["cg_iters"], c["cg_tol"]) == (8, 10, 1e-4)
+    assert (c["n_iter"], c["cg_iters"], c["cg_tol"]) == (4, 5, 1e-4)
 
 
 def test_default_prior_and_flow_model(fake_hqs, monkeypatch):
