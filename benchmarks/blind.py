@@ -131,7 +131,11 @@ def timing(args, model: SEN, device: str) -> list:
     x = torch.from_numpy(blurred.transpose(2, 0, 1).copy()).to(device)
     rows = []
     pd.estimate_flow(x[:, :256, :256], model)  # warm-up (kernel compilation, cuDNN autotune)
-    for rep in range(args.repeats):
+    # (HQS iterations, CG iterations per x-step) to time; None: pd.deblur's defaults. Several are
+    # interleaved per repeat, so that their ratio comes from one run on one machine state.
+    budgets = [None] if not args.timing_budgets else [tuple(int(v) for v in b.split(",")) for b in args.timing_budgets]
+    for rep, budget in ((r, b) for r in range(args.repeats) for b in budgets):
+        kw = {} if budget is None else dict(n_iter=budget[0], cg_iters=budget[1])
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -146,14 +150,15 @@ def timing(args, model: SEN, device: str) -> list:
             prof = cProfile.Profile()
             prof.enable()
         t0 = time.perf_counter()
-        # safeguard off: time the whole pipeline whatever the detector would decide
-        res = pd.deblur(x, iterations=args.iterations, flow_model=model, safeguard=False)
+        # safeguard off unless asked: time the whole pipeline whatever the detector would decide
+        res = pd.deblur(x, iterations=args.iterations, flow_model=model, safeguard=args.timing_safeguard, **kw)
         if device == "cuda":
             torch.cuda.synchronize()
         t_all = time.perf_counter() - t0
         if prof is not None:
             prof.disable()
-        row = dict(size="1280x720x3", iterations=args.iterations, t_sen_forward=t_sen, t_deblur=t_all,
+        row = dict(size="1280x720x3", iterations=args.iterations, budget=budget, safeguard=args.timing_safeguard,
+                   iterations_run=len(res.history), t_sen_forward=t_sen, t_deblur=t_all,
                    per_iteration=[e["time"] for e in res.history], psnr=score(res.x, big)[0],
                    blur_score=blur_score(x, model))
         if prof is not None:
@@ -354,6 +359,10 @@ def main(argv=None):
     ap.add_argument("--keep-sharp", type=float, default=0.95, help="fraction of sharp training crops to keep")
     ap.add_argument("--safeguard", action="store_true", help="pd.deblur with vs without the safeguard (held out)")
     ap.add_argument("--profile", action="store_true", help="with --timing: cProfile of one pd.deblur")
+    ap.add_argument("--timing-budgets", nargs="+", default=None, metavar="N_ITER,CG_ITERS",
+                    help="with --timing: time these (HQS, CG) budgets, interleaved (default: pd.deblur's)")
+    ap.add_argument("--timing-safeguard", action="store_true",
+                    help="with --timing: keep the safeguard on (it may stop later global iterations)")
     ap.add_argument("--only", nargs="+", default=None, help="--safeguard: only these photos (names)")
     ap.add_argument("--tag", default="", help="--safeguard: suffix of the output file")
     ap.add_argument("--budget", action="store_true", help="PSNR per (HQS, CG) iteration budget (tuning folder)")
