@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from pnpdeblur.checkpoints import CheckpointError
 from pnpdeblur.losses.multiscale import image_pyramid
 from pnpdeblur.nets.deblurnet import DeblurNet
+from _nets import randomise_state as _randomise, transposed_conv2x as _transposed
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -113,16 +114,6 @@ def _cbr(x, sd, p, stride=1):
     return _bn(F.conv2d(x, w, None, stride, w.shape[-1] // 2), sd, f"{p}.1").clamp_min(0)
 
 
-def _transposed(x, w, b):
-    n, c, h, wd = x.shape
-    k = w.shape[-1]
-    z = x.new_zeros(n, c, 2 * h - 1, 2 * wd - 1)
-    z[..., ::2, ::2] = x
-    lo = k - 1 - k // 2
-    z = F.pad(z, (lo, lo + 1, lo, lo + 1))
-    return F.conv2d(z, w.transpose(0, 1).flip(-1, -2), b)
-
-
 def _up(x, sd, net, depth):
     for i in range(depth):
         x = _cbr(x, sd, f"{net}.{i}")
@@ -138,23 +129,6 @@ def functional_deblurnet(x, sd, depth):
     l2 = g2 + _up(l1, sd, "n2", depth)
     l3 = g1 + _up(l2, sd, "n3", depth)
     return [l1, l2, l3]
-
-
-def _randomise(m, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in m.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            if name.endswith("running_var"):
-                t.copy_(0.5 + torch.rand(t.shape, generator=g, dtype=t.dtype))
-            elif t.ndim == 4:
-                t.copy_(torch.randn(t.shape, generator=g, dtype=t.dtype) / t[0].numel() ** 0.5)
-            elif name.endswith("1.weight"):
-                t.copy_(0.5 + torch.rand(t.shape, generator=g, dtype=t.dtype))
-            else:
-                t.copy_(0.3 * torch.randn(t.shape, generator=g, dtype=t.dtype))
-    return m
 
 
 @pytest.mark.parametrize("cfg, size", [(dict(n1_channels=(2, 3, 2, 3, 2, 3), width=2, depth=2, kernel_size=3), (12, 16)),

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from pnpdeblur.checkpoints import CheckpointError
 from pnpdeblur.losses.multiscale import image_pyramid
 from pnpdeblur.nets.deepdeblur import DeepDeblur, DeepDeblurDiscriminator, ResBlock
+from _nets import transposed_conv2x as _transposed
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -130,17 +131,6 @@ def _pixel_shuffle(y):
     n, c4, h, w = y.shape
     c = c4 // 4
     return y.reshape(n, c, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(n, c, 2 * h, 2 * w)
-
-
-def _transposed(x, w, b):
-    """Stride-2 transposed convolution, padding k//2, output padding 1, by zero insertion."""
-    n, c, h, wd = x.shape
-    k = w.shape[-1]
-    z = x.new_zeros(n, c, 2 * h - 1, 2 * wd - 1)
-    z[..., ::2, ::2] = x
-    lo = k - 1 - k // 2
-    z = F.pad(z, (lo, lo + 1, lo, lo + 1))
-    return F.conv2d(z, w.transpose(0, 1).flip(-1, -2), b)
 
 
 def functional_deepdeblur(x, sd, cfg):

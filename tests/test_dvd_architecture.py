@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from pnpdeblur.checkpoints import CheckpointError
 from pnpdeblur.nets.dvd import DVD
+from _nets import randomise_state as randomise
 
 # (name, kind, in, out, kernel, stride) with the widths w0..w3 and T·C as symbols
 LAYERS = [("f0", "c", "tc", 0, 5, 1), ("d1", "c", 0, 0, 3, 2), ("f1", "c", 0, 1, 3, 1), ("f2", "c", 1, 1, 3, 1),
@@ -28,23 +29,6 @@ def dims(widths, c, t):
     def d(v):
         return {"tc": t * c, "c": c}.get(v, None) if isinstance(v, str) else widths[v]
     return [(name, kind, d(i), d(o), k, s) for name, kind, i, o, k, s in LAYERS]
-
-
-def randomise(net, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in net.state_dict().items():
-            if name.endswith("num_batches_tracked"):
-                continue
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=gen, dtype=t.dtype) + 0.5)
-            elif name.endswith("bn.weight"):
-                t.copy_(torch.rand(t.shape, generator=gen, dtype=t.dtype) + 0.5)
-            elif t.ndim == 4:
-                t.copy_(torch.randn(t.shape, generator=gen, dtype=t.dtype) / np.sqrt(t[0].numel()))
-            else:
-                t.copy_(torch.randn(t.shape, generator=gen, dtype=t.dtype) * 0.3)
-    return net
 
 
 def reference(net, x, training=False):

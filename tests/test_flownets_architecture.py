@@ -14,27 +14,17 @@ import torch.nn.functional as F
 
 from pnpdeblur.checkpoints import CheckpointError
 from pnpdeblur.nets.flownets import PINARD_MEAN, FlowNetS
+from _nets import randomise_state
+
+
+def randomise(net, seed=0):
+    return randomise_state(net, seed, scale=0.2)
+
 
 # (name, cin multiple (None: 2·C), cout multiple, kernel, stride) from the paper's figure
 ENCODER = [("conv1", None, 1, 7, 2), ("conv2", 1, 2, 5, 2), ("conv3", 2, 4, 5, 2), ("conv3_1", 4, 4, 3, 1),
            ("conv4", 4, 8, 3, 2), ("conv4_1", 8, 8, 3, 1), ("conv5", 8, 8, 3, 2), ("conv5_1", 8, 8, 3, 1),
            ("conv6", 8, 16, 3, 2), ("conv6_1", 16, 16, 3, 1)]
-
-
-def randomise(net, seed=0):
-    """Random weights, biases and batch-norm statistics (positive variances), scaled per fan-in."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in net.state_dict().items():
-            if name.endswith("num_batches_tracked"):
-                continue
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=gen, dtype=t.dtype) + 0.5)
-            elif t.ndim == 4:
-                t.copy_(torch.randn(t.shape, generator=gen, dtype=t.dtype) / math.sqrt(t[0].numel()))
-            else:
-                t.copy_(torch.randn(t.shape, generator=gen, dtype=t.dtype) * 0.2)
-    return net
 
 
 def reference_internal(net, x):

@@ -39,6 +39,7 @@ from pnpdeblur.nets.rpgan import (
     RPGANGenerator,
     _cbr,
 )
+from _nets import randomise_state as _randomise
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -243,24 +244,6 @@ def functional_critic(x, sd, norm, slope):
         h = _bn(h, sd, f"net.body.{i}.1") if norm == "batch" else _layer_norm(h, sd, f"net.body.{i}.1")
         h = torch.where(h > 0, h, slope * h)
     return F.conv2d(h, sd["net.out.weight"], sd["net.out.bias"], 1, 1)
-
-
-def _randomise(m, seed):
-    """Random weights everywhere, BN statistics included (the defaults make BN the identity)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in m.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            if name.endswith("running_var"):
-                t.copy_(0.5 + torch.rand(t.shape, generator=g, dtype=t.dtype))
-            elif name.endswith("weight") and t.ndim == 1:
-                t.copy_(0.5 + torch.rand(t.shape, generator=g, dtype=t.dtype))
-            elif t.ndim == 4:
-                t.copy_(torch.randn(t.shape, generator=g, dtype=t.dtype) / (t[0].numel() ** 0.5))
-            else:
-                t.copy_(0.3 * torch.randn(t.shape, generator=g, dtype=t.dtype))
-    return m
 
 
 def _sd(m):
