@@ -105,6 +105,9 @@ def quality(args, model: SEN, device: str) -> list:
                             callback=lambda e, cur: e.update(zip(("psnr", "ssim"), score(cur, sharp))))
             for e in res.history:
                 row[f"psnr_it{e['iteration'] + 1}"], row[f"ssim_it{e['iteration'] + 1}"] = e["psnr"], e["ssim"]
+            row["iterations_run"] = len(res.history)
+            for k in range(len(res.history), args.iterations):  # the safeguard stopped: the image stays
+                row[f"psnr_it{k + 1}"], row[f"ssim_it{k + 1}"] = row[f"psnr_it{k}"], row[f"ssim_it{k}"]
             row["t_deblur"] = sum(e["time"] for e in res.history)
             true = hqs(x[None], pd.MotionBlur(torch.from_numpy(flow)[None].to(device)), prior,
                        noise_level=0.01, progress=False).x
