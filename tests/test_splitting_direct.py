@@ -445,6 +445,8 @@ def test_xstep_preconditioner_binding():
     with pytest.raises(ValueError, match=r"^preconditioner\(r, beta\) returned shape \(1, 1, 3, 2\), expected r's shape \(1, 1, 3, 4\)$"):
         bad(yt, 0.7, yt)
     with pytest.raises(ValueError, match=r"^preconditioner must be None"):
+        XStep(K, yt, 50, 1e-12, "cg", preconditioner="ilu")
+    with pytest.raises(TypeError, match=r"^preconditioner='jacobi' needs a MotionBlur"):  # a known name, wrong operator
         XStep(K, yt, 50, 1e-12, "cg", preconditioner="jacobi")
 
 
