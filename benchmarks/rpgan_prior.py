@@ -5,7 +5,7 @@ Held-out photos (BSDS500 *val* by default: never used for training), centre-crop
 noise σ = 0.01. SEN (shipped) estimates each flow once; every prior then deblurs with that
 flow:
 
-* ``tv`` / ``dncnn``: HQS as ``pd.deblur`` runs it (8 iterations, DPIR schedule at
+* ``tv`` / ``dncnn``: HQS as ``pd.deblur`` ran it before its 4 × 5 budget (8 iterations, DPIR schedule at
   ``max(σ, 0.05)``, 10 CG iterations);
 * ``rpgan``: the generator of ``--weights`` in HQS with its own schedule
   (:func:`pnpdeblur.priors.rpgan.rpgan_schedule`, 3 levels), PSNR after every level;
