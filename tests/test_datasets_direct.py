@@ -229,7 +229,8 @@ def test_pair_augment_arguments():
     assert PairAugment(crop=[3, 7]).crop == (3, 7)
     assert PairAugment(crop=(1, 1)).crop == (1, 1)
     assert PairAugment().crop is None
-    for bad, shown in [(0, "(0, 0)"), ((3,), "(3,)"), ((1, 2, 3), "(1, 2, 3)"), ((0, 4), "(0, 4)"), ((4, -1), "(4, -1)")]:
+    for bad, shown in [(0, "0"), ((3,), "(3,)"), ((1, 2, 3), "(1, 2, 3)"), ((0, 4), "(0, 4)"), ((4, -1), "(4, -1)"),
+                       (True, "True"), ((2.0, 3), "(2.0, 3)"), ("ab", "'ab'"), (1.5, "1.5")]:
         with pytest.raises(ValueError, match=rf"^crop must be a positive int or \(H, W\), got {re.escape(shown)}$"):
             PairAugment(crop=bad)
     assert PairAugment(saturation=(0.0, 0.0)).saturation == (0.0, 0.0)

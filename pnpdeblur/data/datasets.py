@@ -161,10 +161,16 @@ class PairAugment:
                  saturation: tuple[float, float] | None = None, noise_sigma: float | None = None,
                  canonical_flow: bool = True):
         if crop is not None:
-            if isinstance(crop, numbers.Integral):
-                crop = (int(crop), int(crop))
-            if len(crop) != 2 or min(crop) < 1:
-                raise ValueError(f"crop must be a positive int or (H, W), got {crop!r}")
+            given = crop  # the message shows what the caller passed, not the expanded pair
+            if isinstance(crop, numbers.Integral) and not isinstance(crop, bool):
+                crop = (crop, crop)
+            try:
+                crop = tuple(crop)
+            except TypeError:
+                crop = ()
+            if len(crop) != 2 or not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in crop) \
+                    or min(crop) < 1:
+                raise ValueError(f"crop must be a positive int or (H, W), got {given!r}")
             crop = (int(crop[0]), int(crop[1]))
         if saturation is not None and (len(saturation) != 2 or not 0 <= saturation[0] <= saturation[1]):
             raise ValueError(f"saturation must be a range (lo, hi) with 0 <= lo <= hi, got {saturation!r}")
