@@ -81,14 +81,17 @@ def fitted_motion_vector(flow: torch.Tensor) -> np.ndarray:
     numpy.ndarray, float64, shape (N, 2)
         ``(u, v)`` of length mean ``|m|`` along the mean doubled-angle direction.
     """
-    f = flow.detach().to(device="cpu", dtype=torch.float64)
-    u, v = f[:, 0].flatten(1), f[:, 1].flatten(1)
+    c, s, L = (t.flatten(1) for t in _doubled_angle(flow.detach().to(device="cpu", dtype=torch.float64)))
+    return _vector(c.mean(1), s.mean(1), L.mean(1)).numpy()
+
+
+def _doubled_angle(f: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per pixel ``L·(cos 2θ, sin 2θ)`` and ``L = |m|`` of flows ``f`` (N, 2, H, W) → three (N, H, W)."""
+    u, v = f[:, 0], f[:, 1]
     L = torch.hypot(u, v)
     safe = torch.where(L > 0, L, torch.ones_like(L))
     # L·(cos 2θ, sin 2θ) = ((u² − v²)/L, 2uv/L): invariant under m -> −m
-    c = ((u * u - v * v) / safe).mean(1)
-    s = (2 * u * v / safe).mean(1)
-    return _vector(c, s, L.mean(1)).numpy()
+    return (u * u - v * v) / safe, 2 * u * v / safe, L
 
 
 def _vector(c: torch.Tensor, s: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
@@ -126,17 +129,24 @@ def fitted_motion_vectors(flow: torch.Tensor, wy: torch.Tensor, wx: torch.Tensor
             f"wy and wx must have shapes (A, {f.shape[2]}) and (B, {f.shape[3]}), "
             f"got {tuple(wy.shape)} and {tuple(wx.shape)}"
         )
-    u, v = f[:, 0], f[:, 1]
-    L = torch.hypot(u, v)
-    safe = torch.where(L > 0, L, torch.ones_like(L))
+    c, s, L = _doubled_angle(f)
 
     def wmean(g: torch.Tensor) -> torch.Tensor:
         # Σ_yx wy[a,y] wx[b,x] g[n,y,x] / Σ w: separable, never an (A, B, H, W) tensor
         return torch.einsum("ay,nyx,bx->nab", wy, g, wx) / torch.outer(wy.sum(1), wx.sum(1))
 
-    c = wmean((u * u - v * v) / safe)
-    s = wmean(2 * u * v / safe)
-    return _vector(c, s, wmean(L)).numpy()
+    return _vector(wmean(c), wmean(s), wmean(L)).numpy()
+
+
+def _kernel_of(K: Union[UniformBlur, Convolution]) -> np.ndarray:
+    """The 2-D kernel of a spatially invariant blur, float64 numpy."""
+    return K.kernel.detach().cpu().to(torch.float64).numpy()
+
+
+def _check_residual(r: torch.Tensor, shape: Tuple[int, int]) -> None:
+    """A preconditioner applies only to residuals of the image size it was built for."""
+    if tuple(r.shape[-2:]) != tuple(shape):
+        raise ValueError(f"r has spatial shape {tuple(r.shape[-2:])}, the preconditioner was built for {tuple(shape)}")
 
 
 def _fitted_kernels(K: LinearOperator) -> list:
@@ -144,7 +154,7 @@ def _fitted_kernels(K: LinearOperator) -> list:
     if isinstance(K, MotionBlur):
         return [motion_kernel(m) for m in fitted_motion_vector(K.flow)]
     if isinstance(K, (UniformBlur, Convolution)):
-        return [K.kernel.detach().cpu().to(torch.float64).numpy()]
+        return [_kernel_of(K)]
     raise TypeError(
         f"preconditioner='uniform' needs a MotionBlur, UniformBlur or Convolution operator, got {K!r}"
     )
@@ -194,8 +204,7 @@ class UniformPreconditioner:
     def __call__(self, r: torch.Tensor, beta: float) -> torch.Tensor:
         """Apply ``Cᵀ (|H|² + β)⁻¹ C`` to ``r`` of shape (N, C, H, W) (C: zero-padding)."""
         p, (h, w) = self.pad, self.shape
-        if tuple(r.shape[-2:]) != (h, w):
-            raise ValueError(f"r has spatial shape {tuple(r.shape[-2:])}, the preconditioner was built for {(h, w)}")
+        _check_residual(r, self.shape)
         rp = torch.nn.functional.pad(r, (p, p, p, p))
         z = torch.fft.irfft2(torch.fft.rfft2(rp) / (self.power + beta), s=rp.shape[-2:])
         return z[..., p:p + h, p:p + w]
@@ -331,8 +340,7 @@ class TiledPreconditioner:
     def __call__(self, r: torch.Tensor, beta: float) -> torch.Tensor:
         """Apply ``M⁻¹`` to ``r`` of shape (N, C, H, W); ``beta > 0``."""
         (h, w), (bh, bw), p = self.shape, self.box, self.pad
-        if tuple(r.shape[-2:]) != (h, w):
-            raise ValueError(f"r has spatial shape {tuple(r.shape[-2:])}, the preconditioner was built for {(h, w)}")
+        _check_residual(r, self.shape)
         n, c = r.shape[:2]
         a, b = self.n_tiles
         t = r.reshape(n, c, h * w)[:, :, self.index].reshape(n, c, a, bh, b, bw) * self.root
@@ -363,8 +371,7 @@ def _tile_kernels(K: LinearOperator, wy: torch.Tensor, wx: torch.Tensor) -> List
         vecs = fitted_motion_vectors(K.flow, wy, wx)
         return [[[motion_kernel(vecs[n, i, j]) for j in range(b)] for i in range(a)] for n in range(len(vecs))]
     if isinstance(K, (UniformBlur, Convolution)):
-        k = K.kernel.detach().cpu().to(torch.float64).numpy()
-        return [[[k] * b for _ in range(a)]]
+        return [[[_kernel_of(K)] * b for _ in range(a)]]
     raise TypeError(
         f"preconditioner='tiles' needs a MotionBlur, UniformBlur or Convolution operator, got {K!r}"
     )
@@ -520,8 +527,7 @@ class JacobiPreconditioner:
 
     def __call__(self, r: torch.Tensor, beta: float) -> torch.Tensor:
         """Apply ``(diag(KᵀK) + β)⁻¹`` to ``r`` of shape (N, C, H, W)."""
-        if tuple(r.shape[-2:]) != self.shape:
-            raise ValueError(f"r has spatial shape {tuple(r.shape[-2:])}, the preconditioner was built for {self.shape}")
+        _check_residual(r, self.shape)
         return r / (self.diag + beta)
 
 
