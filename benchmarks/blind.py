@@ -312,10 +312,7 @@ def budget(args, model: SEN, device: str) -> str:
     for preset in ("23", "46"):
         for k, p in enumerate(files):
             sharp = crop(read_image(p, 3), args.size)
-            rng = np.random.default_rng(7000 + k)
-            flow = random_motion_flow(sharp.shape[:2], preset, rng)
-            y = np.asarray(pd.MotionBlur(flow)(sharp), np.float32)
-            y = np.clip(y + 0.01 * rng.standard_normal(y.shape).astype(np.float32), 0, 1)
+            y, flow = degrade(sharp, preset, np.random.default_rng(7000 + k))
             x = torch.from_numpy(y.transpose(2, 0, 1).copy()).to(device)
             row = dict(image=p.name, preset=preset, mean_flow_length=float(np.hypot(*flow).mean()),
                        psnr_blurred=score(y, sharp)[0])
