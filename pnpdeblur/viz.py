@@ -135,6 +135,8 @@ def flow_legend(size: int = 128, symmetric: bool = False, dtype: str = "uint8") 
     of radius ``size/2`` is the ``max_norm`` circle, outside it is white."""
     if not isinstance(size, numbers.Integral) or size < 3:
         raise ValueError(f"size must be an int >= 3, got {size!r}")
+    if dtype not in ("uint8", "float"):  # checked here: flow_to_color is always asked for floats
+        raise ValueError(f"dtype must be 'uint8' or 'float', got {dtype!r}")
     c = (size - 1) / 2.0
     y, x = np.mgrid[0:size, 0:size].astype(np.float64)
     flow = np.stack([x - c, y - c])
