@@ -285,10 +285,15 @@ def render_frames(photo, shape: tuple[int, int], path: CameraPath, times, origin
 def average_frames(frames, gamma: float | None = 2.2) -> np.ndarray:
     """GOPRO averaging of gamma-encoded frames ``Ŝ[i]`` ``(N, H, W, C)``: ``g(mean g⁻¹(Ŝ))``.
 
-    ``gamma=None`` (or 1) averages the values directly."""
+    ``gamma=None`` (or 1) averages the values directly. Frames must be finite (NaN/Inf raise
+    ``ValueError``) and at least one; values outside [0, 1] are clipped under the gamma curve."""
     fr = np.asarray(frames, dtype=np.float64)
     if fr.ndim != 4:
         raise ValueError(f"frames must be (N, H, W, C), got shape {fr.shape}")
+    if fr.shape[0] < 1:
+        raise ValueError(f"frames must hold at least one frame, got shape {fr.shape}")
+    if not np.all(np.isfinite(fr)):  # np.clip would keep a NaN, and an Inf gives a NaN mean
+        raise ValueError("frames contain NaN or Inf")
     if gamma is None or gamma == 1:
         return fr.mean(0)
     g = _check_positive("gamma", gamma, allow_zero=False)
