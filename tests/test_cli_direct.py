@@ -1,0 +1,1334 @@
+"""``pnpdeblur.cli`` function by function, in-process and fast.
+
+The end-to-end runs (a real SEN, a real HQS) live in ``tests/test_cli.py`` and
+``tests/test_cli_finetune.py``. Here the heavy work is replaced by recording stand-ins
+(``pd.deblur``, the model loaders, ``finetune_reblur`` / ``deblur_frames``, the training
+recipes), so each test checks what the command line itself does: which arguments reach the
+library, which files are written under which names with which values, what is reported on
+stderr for which input, and the exit status. Images are 12×16 PNGs.
+"""
+import argparse
+import os
+import re
+import sys
+import warnings
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from skimage import io
+from torch import nn
+
+import pnpdeblur
+from pnpdeblur import cli
+from pnpdeblur.checkpoints import read_header, save_checkpoint
+from pnpdeblur.pipeline import DeblurResult
+from pnpdeblur.viz import flow_to_color
+
+H, W = 12, 16
+
+
+@pytest.fixture(autouse=True)
+def _no_tqdm_monitor(monkeypatch):
+    import tqdm.std
+
+    # a monitor thread started before mutmut's fork deadlocks the forked children
+    monkeypatch.setattr(tqdm.std.tqdm, "monitor_interval", 0)
+
+
+def _u8(seed, channels=3, h=H, w=W):
+    a = np.random.default_rng(seed).integers(0, 256, (h, w, channels) if channels == 3 else (h, w))
+    return a.astype(np.uint8)
+
+
+def _save(path, arr):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    io.imsave(str(path), arr, check_contrast=False)
+    return path
+
+
+def _storage8(x):
+    """What an image in [0, 1] becomes on disk as 8 bits (independent of cli._to_storage)."""
+    return np.floor(np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+# -- argument types -----------------------------------------------------------------------------
+@pytest.mark.parametrize("s, v", [("1", 1), ("7", 7), (" 3 ", 3)])
+def test_positive_int_accepts(s, v):
+    assert cli._positive_int(s) == v and type(cli._positive_int(s)) is int
+
+
+@pytest.mark.parametrize("s", ["0", "-1", "x", "1.5", ""])
+def test_positive_int_refuses_with_the_value(s):
+    with pytest.raises(argparse.ArgumentTypeError, match=rf"^expected a positive integer, got {s!r}$"):
+        cli._positive_int(s)
+
+
+def test_float_types_bounds_and_messages():
+    assert cli._finite_float("-2.5") == -2.5
+    for bad in ("nan", "inf", "-inf"):
+        with pytest.raises(argparse.ArgumentTypeError, match=rf"^expected a finite number, got '{bad}'$"):
+            cli._finite_float(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^expected a number, got 'abc'$"):
+        cli._finite_float("abc")
+    assert cli._nonneg_float("0") == 0.0 and cli._nonneg_float("0.25") == 0.25
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^expected a number >= 0, got '-1e-9'$"):
+        cli._nonneg_float("-1e-9")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^expected a finite number, got 'nan'$"):
+        cli._nonneg_float("nan")  # the finiteness check comes first
+    assert cli._positive_float("1e-9") == 1e-9
+    for bad in ("0", "-3"):
+        with pytest.raises(argparse.ArgumentTypeError, match=rf"^expected a number > 0, got '{bad}'$"):
+            cli._positive_float(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^expected a finite number, got 'inf'$"):
+        cli._positive_float("inf")
+    for f in (cli._unit_float, cli._flow_scale):
+        assert f("1") == 1.0 and f("0.5") == 0.5 and f("1e-6") == 1e-6
+        for bad in ("0", "1.0001", "-0.5", "2"):
+            with pytest.raises(argparse.ArgumentTypeError, match=rf"^expected a number in \(0, 1\], got '{bad}'$"):
+                f(bad)
+        with pytest.raises(argparse.ArgumentTypeError, match=r"^expected a finite number, got 'inf'$"):
+            f("inf")
+
+
+def test_image_extensions_are_the_datasets():
+    from pnpdeblur.data.datasets import IMAGE_EXTENSIONS
+
+    assert cli._image_extensions() == IMAGE_EXTENSIONS
+
+
+# -- the parser and --help ----------------------------------------------------------------------
+def _sub(name):
+    ap = cli.build_parser()
+    action = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
+    return ap, action.choices[name]
+
+
+def test_deblur_defaults_and_types():
+    _, d = _sub("deblur")
+    a = d.parse_args(["x.png", "-o", "out"])
+    assert a.inputs == [Path("x.png")] and a.output == Path("out")
+    assert (a.recursive, a.iterations, a.prior, a.noise_level, a.flow_scale, a.device) == \
+        (False, 1, "dncnn", None, 1.0, None)
+    assert (a.save_flow, a.flow_npy, a.no_progress, a.no_safeguard, a.blur_threshold) == \
+        (False, False, False, False, None)
+    assert (a.hqs_iters, a.cg_iters, a.flow_weights) == (8, 10, None)
+    assert a.handler is cli._run_deblur and a.sub_parser is d
+    a = d.parse_args(["x.png", "y", "--output", "o", "-r", "--iterations", "3", "--prior", "tv", "--noise-level",
+                      "0.02", "--flow-scale", "0.5", "--device", "cpu", "--save-flow", "--flow-npy", "--no-progress",
+                      "--no-safeguard", "--blur-threshold", "2.5", "--hqs-iters", "2", "--cg-iters", "4",
+                      "--flow-weights", "w.safetensors"])
+    assert a.inputs == [Path("x.png"), Path("y")] and a.output == Path("o") and a.recursive
+    assert (a.iterations, a.prior, a.noise_level, a.flow_scale, a.device) == (3, "tv", 0.02, 0.5, "cpu")
+    assert a.save_flow and a.flow_npy and a.no_progress and a.no_safeguard
+    assert (a.blur_threshold, a.hqs_iters, a.cg_iters, a.flow_weights) == (2.5, 2, 4, Path("w.safetensors"))
+    assert sorted(next(x for x in d._actions if x.dest == "prior").choices) == ["dncnn", "drunet", "tv"]
+
+
+def test_finetune_defaults_and_types():
+    _, f = _sub("finetune")
+    a = f.parse_args(["clip", "--net", "deepdeblur", "-o", "out"])
+    assert (a.frames_dir, a.net, a.output) == (Path("clip"), "deepdeblur", Path("out"))
+    assert (a.frames, a.kernel, a.tau, a.steps, a.lr, a.alpha) == (3, "two_segment", 1.0, 200, 1e-4, 0.1)
+    assert (a.reblur_only, a.pairs, a.single, a.flow, a.flow_every, a.crop, a.batch, a.seed) == \
+        (False, None, False, "tvl1", 20, 128, 8, 0)
+    assert (a.device, a.save_net, a.no_progress) == (None, None, False)
+    assert a.handler is cli._run_finetune and a.sub_parser is f
+    a = f.parse_args(["clip", "--net", "n", "--output", "o", "--frames", "2", "--kernel", "warp", "--tau", "0.5",
+                      "--steps", "3", "--lr", "0.01", "--alpha", "0", "--pairs", "b", "s", "--single", "--flow", "f",
+                      "--flow-every", "2", "--crop", "16", "--batch", "4", "--seed", "7", "--device", "cpu",
+                      "--save-net", "t.safetensors", "--no-progress"])
+    assert (a.frames, a.kernel, a.tau, a.steps, a.lr, a.alpha) == (2, "warp", 0.5, 3, 0.01, 0.0)
+    assert a.pairs == [Path("b"), Path("s")] and a.single and (a.flow, a.flow_every, a.crop, a.batch) == ("f", 2, 16, 4)
+    assert (a.seed, a.device, a.save_net, a.no_progress) == (7, "cpu", Path("t.safetensors"), True)
+    assert f.parse_args(["c", "--net", "n", "-o", "o", "--reblur-only"]).reblur_only
+    kernel = next(x for x in f._actions if x.dest == "kernel")
+    assert kernel.choices == ("two_segment", "lut", "warp")
+    assert next(x for x in f._actions if x.dest == "frames").choices == (2, 3)
+
+
+def test_finetune_reblur_only_and_pairs_exclude_each_other(capsys):
+    assert cli.main(["finetune", "c", "--net", "n", "-o", "o", "--reblur-only", "--pairs", "b", "s"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_train_parser():
+    _, t = _sub("train")
+    a = t.parse_args([])
+    assert a.model is None and a.handler is cli._run_train and a.sub_parser is t
+    assert t.parse_args(["sen"]).model == "sen"
+    assert not t.add_help  # '-h' after the model belongs to the recipe
+    assert t.format_usage().strip() == "usage: pnpdeblur train {%s} [args…]" % ",".join(cli.TRAINERS)
+
+
+def _help_of(parser):
+    return parser.format_help()
+
+
+def test_every_help_states_its_defaults_as_the_parser_has_them():
+    """``(default: X)`` in an option's help must be the value the parser really uses."""
+    checked = 0
+    for name in ("deblur", "finetune"):
+        _, p = _sub(name)
+        for act in p._actions:
+            m = re.search(r"\(default: ([^)]*)\)", act.help or "")
+            if m is None or act.default is None:
+                continue
+            said = m.group(1).split(",")[0].strip()
+            checked += 1
+            if isinstance(act.default, (int, float)):
+                assert float(said) == act.default, (name, act.dest, said, act.default)
+            else:
+                assert said == str(act.default), (name, act.dest, said, act.default)
+    assert checked == 15
+
+
+def test_help_texts(capsys):
+    ap, d = _sub("deblur")
+    top = _help_of(ap)
+    assert top.startswith("usage: pnpdeblur [-h] [--version] COMMAND ...\n\nPlug-and-play motion deblurring: blind")
+    for cmd, line in (("deblur", "deblur photos (files or folders) into an output folder"),
+                      ("finetune", "Reblur2Deblur: fine-tune a deblurring net"),
+                      ("train", "train a network: 'pnpdeblur train <model> [args…]'")):
+        assert re.search(rf"^\s+{cmd}\s+{re.escape(line)}", top, re.M), cmd
+    assert "\nexamples:\n  pnpdeblur deblur blurred.jpg -o out/\n" in top
+    text = _help_of(d)
+    assert text.startswith("usage: pnpdeblur deblur [-h] -o OUTDIR")
+    assert "\nBlind motion deblurring of photos: estimate the per-pixel motion flow with SEN," in text
+    ext = " ".join(cli._image_extensions())
+    assert f"image files or folders of images ({ext})" in " ".join(text.split())
+    assert "\nadvanced (speed / quality trade-offs):\n" in text
+    _, f = _sub("finetune")
+    text = " ".join(_help_of(f).split())
+    assert text.startswith("usage: pnpdeblur finetune [-h] --net NAME|PATH -o OUTDIR")
+    assert "Self-supervised test-time fine-tuning (Chen et al., Reblur2Deblur)" in text
+    assert "shipped network (%s) or a pnpdeblur checkpoint of one" % ", ".join(cli.FINETUNE_NETS) in text
+    _, t = _sub("train")
+    text = " ".join(_help_of(t).split())
+    assert "one of: " + ", ".join(cli.TRAINERS) in text
+    assert "Train a network; the arguments after the model name go to its training recipe" in text
+    assert "example: pnpdeblur train sen --corpus photos/" in text
+
+
+def test_every_option_has_help():
+    ap = cli.build_parser()
+    for name in ("deblur", "finetune"):
+        _, p = _sub(name)
+        for act in p._actions:
+            if act.dest in ("help",):
+                continue
+            assert act.help and len(act.help) > 10 or act.dest == "seed", (name, act.dest)
+
+
+def test_help_examples_parse():
+    """Every ``pnpdeblur …`` example line of the three epilogs is a valid command line."""
+    ap = cli.build_parser()
+    n = 0
+    for epilog in (cli._TOP_EPILOG, cli._DEBLUR_EPILOG, cli._FINETUNE_EPILOG):
+        for line in epilog.splitlines():
+            line = line.split("#")[0].split()
+            if line[:1] == ["torchrun"]:
+                line = ["pnpdeblur", *line[line.index("pnpdeblur") + 1:]]
+            if line[:1] != ["pnpdeblur"]:
+                continue
+            a, extra = ap.parse_known_args(line[1:])
+            assert a.command in ("deblur", "finetune", "train"), line
+            if a.command == "deblur":
+                a.sub_parser.parse_intermixed_args(line[2:])
+            elif a.command == "finetune":
+                a.sub_parser.parse_args(line[2:])
+            n += 1
+    assert n >= 13
+
+
+def test_help_and_version_return_zero(capsys):
+    for cmd in (["--help"], ["deblur", "--help"], ["finetune", "-h"]):
+        assert cli.main(cmd) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("usage: pnpdeblur")
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"pnpdeblur {pnpdeblur.__version__}\n"
+
+
+def test_wrap_fills_at_88_columns():
+    text = "word " * 60
+    out = cli._wrap(text)
+    assert max(map(len, out.splitlines())) <= 88 and max(map(len, out.splitlines())) > 80
+    assert out.split() == text.split()
+
+
+# -- inputs and outputs -------------------------------------------------------------------------
+def test_collect_inputs_files_folders_order_and_duplicates(tmp_path):
+    d = tmp_path / "in"
+    b = _save(d / "b.png", _u8(0))
+    a = _save(d / "a.JPG", _u8(1))
+    deep = _save(d / "sub" / "c.png", _u8(2))
+    (d / "notes.txt").write_text("x")
+    odd = tmp_path / "odd.dat"
+    odd.write_bytes(b"x")  # a named file is taken whatever its extension
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    missing = tmp_path / "missing.png"
+    files, problems = cli.collect_inputs([odd, d, b, missing, d / "sub" / ".." / "a.JPG", empty])
+    assert files == [odd, a, b]  # folder sorted, each file once (also spelled differently)
+    assert problems[0] == (missing, "no such file or folder")
+    assert problems[1][0] == empty and problems[1][1].startswith("no images (") and problems[1][1].endswith(str(empty))
+    assert len(problems) == 2
+    files, problems = cli.collect_inputs([d], recursive=True)
+    assert files == [a, b, deep] and problems == []
+    files, _ = cli.collect_inputs([d])  # default: not recursive
+    assert files == [a, b]
+
+
+def test_collect_inputs_reports_an_unlistable_folder(tmp_path, monkeypatch):
+    import pnpdeblur.data.datasets as ds
+
+    d = tmp_path / "locked"
+    d.mkdir()
+
+    def refuse(folder, recursive=False):
+        raise PermissionError(f"denied: {folder}")
+
+    monkeypatch.setattr(ds, "list_images", refuse)
+    files, problems = cli.collect_inputs([d, tmp_path / "gone"])
+    assert files == [] and problems == [(d, f"denied: {d}"), (tmp_path / "gone", "no such file or folder")]
+
+
+def test_plan_outputs_names(tmp_path):
+    out = tmp_path / "o"
+    files = [Path("a/x.png"), Path("b/x.jpg"), Path("X.tif"), Path("y.png")]
+    plans = cli.plan_outputs(files, out)
+    assert [(p.source, p.image, p.flow_png, p.flow_npy, p.renamed) for p in plans] == [
+        (files[0], out / "x.png", None, None, False),
+        (files[1], out / "x_1.png", None, None, True),
+        (files[2], out / "X_2.png", None, None, True),
+        (files[3], out / "y.png", None, None, False)]
+    plans = cli.plan_outputs([Path("x.png"), Path("x_flow.png")], out, flow_npy=True)  # npy implies the picture
+    assert [(p.image.name, p.flow_png.name, p.flow_npy.name, p.renamed) for p in plans] == [
+        ("x.png", "x_flow.png", "x_flow.npy", False), ("x_flow_1.png", "x_flow_1_flow.png", "x_flow_1_flow.npy", True)]
+    plans = cli.plan_outputs([Path("x.png"), Path("x_flow.png")], out, save_flow=True)
+    assert [(p.image.name, p.flow_png.name, p.flow_npy) for p in plans] == [
+        ("x.png", "x_flow.png", None), ("x_flow_1.png", "x_flow_1_flow.png", None)]
+    # without flow outputs, x_flow.png's own name is free
+    assert [p.image.name for p in cli.plan_outputs([Path("x.png"), Path("x_flow.png")], out)] == \
+        ["x.png", "x_flow.png"]
+    assert cli.plan_outputs([], out) == []
+
+
+def test_overwrite_conflicts(tmp_path):
+    d = tmp_path / "d"
+    a = _save(d / "a.png", _u8(0))
+    f = _save(d / "f_flow.png", _u8(1))
+    n = d / "g_flow.npy"
+    n.write_bytes(b"npy")
+    g = _save(tmp_path / "e" / "g.png", _u8(2))
+    plans = cli.plan_outputs([a, g], d / "sub" / "..", flow_npy=True)
+    assert cli._overwrite_conflicts(plans, [a, g, n]) == [(d / "sub" / ".." / "a.png", a),
+                                                         (d / "sub" / ".." / "g_flow.npy", n)]
+    plans = cli.plan_outputs([f, g], d, save_flow=True)  # f_flow.png into its own folder: itself
+    assert cli._overwrite_conflicts(plans, [f, g]) == [(d / "f_flow.png", f)]
+    plans = cli.plan_outputs([f, g], tmp_path / "elsewhere", save_flow=True)
+    assert cli._overwrite_conflicts(plans, [f, g]) == []
+    plans = cli.plan_outputs([Path(tmp_path / "z" / "f.png")], d, save_flow=True)
+    assert cli._overwrite_conflicts(plans, [tmp_path / "z" / "f.png", f]) == [(d / "f_flow.png", f)]
+    # a hard link: another path text, the same file
+    link = tmp_path / "out" / "a.png"
+    link.parent.mkdir()
+    os.link(a, link)
+    plans = cli.plan_outputs([a], link.parent)
+    assert cli._overwrite_conflicts(plans, [a]) == [(link, a)]
+    assert cli._overwrite_conflicts(cli.plan_outputs([a], tmp_path / "new"), [a]) == []
+
+
+def test_same_file(tmp_path, monkeypatch):
+    a = tmp_path / "a"
+    a.write_bytes(b"1")
+    b = tmp_path / "b"
+    b.write_bytes(b"1")
+    os.link(a, tmp_path / "h")
+    assert cli._same_file(a, tmp_path / "x" / ".." / "a")
+    assert cli._same_file(a, tmp_path / "h") and cli._same_file(tmp_path / "h", a)
+    assert not cli._same_file(a, b)
+    assert not cli._same_file(a, tmp_path / "nope") and not cli._same_file(tmp_path / "nope", a)
+
+    def broken(x, y):
+        raise OSError("stat failed")
+
+    monkeypatch.setattr(os.path, "samefile", broken)
+    assert cli._same_file(a, a)  # the same text needs no stat
+    assert not cli._same_file(a, tmp_path / "h")
+
+
+# -- image I/O ----------------------------------------------------------------------------------
+def test_is_16bit_png(tmp_path):
+    p16 = _save(tmp_path / "g16.png", np.arange(H * W, dtype=np.uint16).reshape(H, W) * 300)
+    p8 = _save(tmp_path / "g8.png", _u8(0, 1))
+    assert cli._is_16bit_png(p16) and not cli._is_16bit_png(p8)
+    head = bytearray(p16.read_bytes())
+    assert head[24] == 16
+    for name, data in (("short.png", bytes(head[:24])), ("exact.png", bytes(head[:25])),
+                       ("sig.png", b"\x89PNG\r\n\x1a\x0b" + bytes(head[8:])),
+                       ("tag.png", bytes(head[:12]) + b"IHDX" + bytes(head[16:]))):
+        (tmp_path / name).write_bytes(data)
+    assert cli._is_16bit_png(tmp_path / "exact.png")  # 25 bytes hold the bit depth
+    for name in ("short.png", "sig.png", "tag.png", "missing.png"):
+        assert not cli._is_16bit_png(tmp_path / name), name
+    d = tmp_path / "dir.png"
+    d.mkdir()
+    assert not cli._is_16bit_png(d)  # open() fails: not 16-bit, no error
+
+
+def test_read_keeps_grey_and_reports_16_bit(tmp_path):
+    g = _u8(3, 1)
+    img, sixteen = cli._read(_save(tmp_path / "g.png", g))
+    assert img.shape == (H, W, 1) and img.dtype == np.float32 and not sixteen
+    assert np.array_equal(img[..., 0], g / np.float32(255))
+    rgba = np.dstack([_u8(4), np.full((H, W), 255, np.uint8)])
+    img, _ = cli._read(_save(tmp_path / "rgba.png", rgba))
+    assert img.shape == (H, W, 3)
+    g16 = (np.arange(H * W).reshape(H, W) * 311).astype(np.uint16)
+    img, sixteen = cli._read(_save(tmp_path / "g16.png", g16))
+    assert sixteen and np.allclose(img[..., 0], g16 / 65535.0, atol=1e-7)
+    with pytest.raises(FileNotFoundError):
+        cli._read(tmp_path / "missing.png")
+
+
+def test_to_storage():
+    x = np.array([[[-0.5], [0.0], [0.5 / 255], [0.49 / 255], [1.0], [2.0], [0.5]]], np.float32)
+    s = cli._to_storage(x, False)
+    assert s.dtype == np.uint8 and s.shape == (1, 7)  # grey (H, W, 1) → (H, W)
+    assert s.tolist() == [[0, 0, 1, 0, 255, 255, 128]]  # 127.5 rounds half to even in float64 … 128
+    s = cli._to_storage(x, True)
+    assert s.dtype == np.uint16 and s.tolist() == [[0, 0, 129, 126, 65535, 65535, 32768]]
+    rgb = np.random.default_rng(0).random((3, 4, 3))
+    s = cli._to_storage(rgb, False)
+    assert s.shape == (3, 4, 3) and np.array_equal(s, _storage8(rgb))
+    s2 = cli._to_storage(rgb[..., :2], False)
+    assert s2.shape == (3, 4, 2)  # only one channel is squeezed
+    assert cli._to_storage(np.full((2, 2), 0.6), False).shape == (2, 2)
+    # float64 arithmetic: a float32 0.5 + 1 ulp below stays 0.5·255 = 127.5 → rounds to even
+    assert cli._to_storage(np.float32([[1 / 255 * 0.5000001]]), False).tolist() == [[1]]
+
+
+def test_atomic_save_replaces_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "x.png"
+    target.write_bytes(b"old")
+    seen = []
+
+    def write(p):
+        seen.append(p)
+        p.write_bytes(b"new")
+
+    cli._atomic_save(target, write)
+    assert target.read_bytes() == b"new"
+    assert seen == [tmp_path / f".x.part{os.getpid()}.png"]
+    assert sorted(os.listdir(tmp_path)) == ["x.png"]
+
+    def fail(p):
+        p.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="^disk full$"):
+        cli._atomic_save(target, fail)
+    assert target.read_bytes() == b"new" and sorted(os.listdir(tmp_path)) == ["x.png"]
+
+    def nothing(p):
+        raise ValueError("refused")
+
+    with pytest.raises(ValueError, match="^refused$"):
+        cli._atomic_save(tmp_path / "y.png", nothing)
+    assert sorted(os.listdir(tmp_path)) == ["x.png"]
+
+
+def _decode_png(data):
+    """A minimal PNG reader (filter type 0 only): header fields and samples, CRCs checked."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks = 8, []
+    while pos < len(data):
+        n = int.from_bytes(data[pos:pos + 4], "big")
+        tag, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]
+        assert int.from_bytes(data[pos + 8 + n:pos + 12 + n], "big") == zlib.crc32(tag + body)
+        chunks.append((tag, body))
+        pos += 12 + n
+    assert [t for t, _ in chunks] == [b"IHDR", b"IDAT", b"IEND"] and chunks[2][1] == b""
+    ihdr = chunks[0][1]
+    w, h = int.from_bytes(ihdr[:4], "big"), int.from_bytes(ihdr[4:8], "big")
+    depth, colour, comp, filt, inter = ihdr[8:13]
+    raw = np.frombuffer(zlib.decompress(chunks[1][1]), np.uint8).reshape(h, -1)
+    assert (raw[:, 0] == 0).all()
+    c = {0: 1, 2: 3}[colour]
+    samples = raw[:, 1:].copy().view(">u2").reshape(h, w, c)
+    return (w, h, depth, colour, comp, filt, inter), samples
+
+
+def test_png16_bytes_grey_and_rgb():
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 65536, (3, 5, 3)).astype(np.uint16)
+    head, samples = _decode_png(cli._png16_bytes(rgb))
+    assert head == (5, 3, 16, 2, 0, 0, 0) and np.array_equal(samples, rgb)
+    grey = rng.integers(0, 65536, (4, 7)).astype(np.uint16)
+    data = cli._png16_bytes(grey)
+    head, samples = _decode_png(data)
+    assert head == (7, 4, 16, 0, 0, 0, 0) and np.array_equal(samples[..., 0], grey)
+    # the stream is compressed at level 6, as written
+    n = int.from_bytes(data[33:37], "big")
+    raw = np.concatenate([np.zeros((4, 1), np.uint8), grey.astype(">u2").view(np.uint8).reshape(4, -1)], 1)
+    assert data[41:41 + n] == zlib.compress(raw.tobytes(), 6)
+
+
+def test_imsave_8_and_16_bit(tmp_path):
+    rgb = _u8(7)
+    cli._imsave(tmp_path / "a.png", rgb)
+    assert np.array_equal(io.imread(str(tmp_path / "a.png")), rgb)
+    g16 = (np.arange(H * W).reshape(H, W) * 313).astype(np.uint16)
+    cli._imsave(tmp_path / "b.png", g16)
+    assert (tmp_path / "b.png").read_bytes() == cli._png16_bytes(g16)
+    assert sorted(os.listdir(tmp_path)) == ["a.png", "b.png"]
+
+
+def test_err_writes_a_line_to_stderr(capsys):
+    cli._err("hello there")
+    cap = capsys.readouterr()
+    assert cap.err == "hello there\n" and cap.out == ""
+
+
+# -- devices ------------------------------------------------------------------------------------
+def test_resolve_device(monkeypatch):
+    assert cli._resolve_device(None, False) is None and cli._resolve_device(None, True) is None
+    assert cli._resolve_device("cpu", False) == "cpu" and cli._resolve_device("cpu", True) == "cpu"
+    with pytest.raises(ValueError, match=r"^--device 'gpu0' is not a torch device \(.+\)$"):
+        cli._resolve_device("gpu0", False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"^--device 'cuda:1': CUDA is not available$"):
+        cli._resolve_device("cuda:1", False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert cli._resolve_device("cuda", True) == "cuda:3"  # one GPU per torchrun process
+    assert cli._resolve_device("cuda", False) == "cuda"
+    assert cli._resolve_device("cuda:1", True) == "cuda:1"  # an explicit index is kept
+
+
+# -- deblur: the command with a recording pd.deblur ---------------------------------------------
+class FakeDeblur:
+    """Stands in for ``pd.deblur``: x = 1.5·img − 0.25 (clipped on disk), a known flow."""
+
+    def __init__(self, fail_on=(), sharp=(), warn=False):
+        self.calls = []
+        self.fail_on, self.sharp, self.warn = fail_on, sharp, warn
+
+    @staticmethod
+    def flow_of(img):
+        h, w = img.shape[:2]
+        yy, xx = np.mgrid[0:h, 0:w]
+        return np.stack([xx * 0.5 - 3.0 + img.mean(), yy * 0.25 - 1.0]).astype(np.float64)
+
+    def __call__(self, image, **kw):
+        self.calls.append((image, kw))
+        key = round(float(image.mean()), 6)
+        if key in self.fail_on:
+            raise RuntimeError("solver diverged")
+        if self.warn:
+            warnings.warn("pd.deblur returned image(s) [0] unchanged: because", UserWarning)
+            warnings.warn("another warning", UserWarning)
+        unchanged = key in self.sharp
+        hist = [{"safeguard": {"blur_score": [1.2345], "threshold": 2.5}}]
+        x = image.copy() if unchanged else 1.5 * image - 0.25
+        return DeblurResult(x=x, flow=[self.flow_of(image) * 9, self.flow_of(image)], history=hist,
+                            unchanged=[unchanged])
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    import pnpdeblur.estimation.learned as learned
+    import pnpdeblur.pipeline as pipeline
+
+    f = FakeDeblur()
+    monkeypatch.setattr(pipeline, "deblur", f)
+    f.prior, f.flow_model = object(), object()
+    monkeypatch.setitem(cli.PRIORS, "dncnn", lambda: f.prior)
+    monkeypatch.setattr(learned, "default_flow_model", lambda: f.flow_model)
+    return f
+
+
+def _key(img):
+    return round(float((np.asarray(img, np.float64) / 255).mean()), 6)
+
+
+def test_deblur_writes_each_result_with_the_arguments_passed_through(tmp_path, fake, capsys):
+    rgb, grey = _u8(10), _u8(11, 1)
+    a = _save(tmp_path / "in" / "a.png", rgb)
+    b = _save(tmp_path / "in" / "b.jpg", grey)  # jpeg: values change on disk, compare with what is read
+    out = tmp_path / "new" / "out"
+    rc = cli.main(["deblur", str(a), "-o", str(out), str(b), "--iterations", "3", "--noise-level", "0.03",
+                   "--hqs-iters", "2", "--cg-iters", "7", "--flow-scale", "0.5", "--device", "cpu", "--no-progress"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert cap.err == "" and cap.out == ""
+    assert sorted(os.listdir(out)) == ["a.png", "b.png"]
+    assert len(fake.calls) == 2
+    for (image, kw), src in zip(fake.calls, (a, b)):
+        want = io.imread(str(src)).astype(np.float32) / 255
+        assert np.array_equal(image, want if want.ndim == 3 else want[..., None])  # grey stays (H, W, 1)
+        assert kw == dict(iterations=3, prior=fake.prior, noise_level=0.03, flow_model=fake.flow_model, n_iter=2,
+                          cg_iters=7, flow_scale=0.5, device="cpu", progress=False, safeguard=True)
+        res = io.imread(str(out / (src.stem + ".png")))
+        assert res.dtype == np.uint8 and np.array_equal(res, _storage8(1.5 * image.astype(np.float64) - 0.25)
+                                                        .squeeze())
+    assert io.imread(str(out / "b.png")).shape == (H, W)
+
+
+def test_deblur_defaults_reach_pd_deblur(tmp_path, fake, capsys):
+    a = _save(tmp_path / "a.png", _u8(12))
+    assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--no-progress"]) == 0
+    (_, kw), = fake.calls
+    assert kw == dict(iterations=1, prior=fake.prior, noise_level=None, flow_model=fake.flow_model, n_iter=8,
+                      cg_iters=10, flow_scale=1.0, device=None, progress=False, safeguard=True)
+    fake.calls.clear()
+    assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--no-progress", "--no-safeguard",
+                     "--blur-threshold", "0"]) == 0
+    (_, kw), = fake.calls
+    assert kw["safeguard"] is False and kw["blur_threshold"] == 0.0
+
+
+def test_deblur_priors_and_flow_weights_reach_pd_deblur(tmp_path, fake, monkeypatch):
+    from pnpdeblur.nets.sen import SEN
+
+    loaded = []
+    sen = object()
+    monkeypatch.setattr(SEN, "from_checkpoint", classmethod(lambda cls, p: loaded.append(p) or sen))
+    tv = object()
+    monkeypatch.setitem(cli.PRIORS, "tv", lambda: tv)
+    a = _save(tmp_path / "a.png", _u8(13))
+    w = tmp_path / "w.safetensors"
+    assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--prior", "tv", "--flow-weights", str(w),
+                     "--no-progress"]) == 0
+    assert loaded == [w]
+    (_, kw), = fake.calls
+    assert kw["prior"] is tv and kw["flow_model"] is sen
+
+
+def test_prior_factories(monkeypatch):
+    import pnpdeblur.pipeline as pipeline
+    import pnpdeblur.priors as priors
+
+    made = object()
+    monkeypatch.setattr(pipeline, "default_prior", lambda: made)
+    assert cli._prior_dncnn() is made
+    assert type(cli._prior_tv()) is priors.TV
+
+    class Stand:
+        pass
+
+    monkeypatch.setattr(priors, "DRUNetPrior", Stand)
+    assert type(cli._prior_drunet()) is Stand
+    assert cli.PRIORS["tv"] is cli._prior_tv and cli.PRIORS["drunet"] is cli._prior_drunet
+
+
+def test_load_models_default_flow_model(monkeypatch):
+    import pnpdeblur.estimation.learned as learned
+
+    p, m = object(), object()
+    monkeypatch.setitem(cli.PRIORS, "tv", lambda: p)
+    monkeypatch.setattr(learned, "default_flow_model", lambda: m)
+    assert cli._load_models(SimpleNamespace(prior="tv", flow_weights=None)) == (p, m)
+
+
+def test_deblur_save_flow_and_npy(tmp_path, fake):
+    a = _save(tmp_path / "a.png", _u8(14))
+    out = tmp_path / "o"
+    assert cli.main(["deblur", str(a), "-o", str(out), "--save-flow", "--no-progress"]) == 0
+    assert sorted(os.listdir(out)) == ["a.png", "a_flow.png"]
+    img = io.imread(str(a)).astype(np.float32) / 255
+    last = FakeDeblur.flow_of(img).astype(np.float32)  # the LAST global iteration's flow
+    assert np.array_equal(io.imread(str(out / "a_flow.png")), flow_to_color(last, symmetric=True))
+    assert cli.main(["deblur", str(a), "-o", str(out), "--flow-npy", "--no-progress"]) == 0
+    assert sorted(os.listdir(out)) == ["a.png", "a_flow.npy", "a_flow.png"]
+    npy = np.load(out / "a_flow.npy")
+    assert npy.dtype == np.float32 and np.array_equal(npy, last)
+
+
+def test_deblur_16_bit_in_16_bit_out(tmp_path, fake):
+    g16 = (np.arange(H * W).reshape(H, W) * 313).astype(np.uint16)
+    a = _save(tmp_path / "g.png", g16)
+    assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--no-progress"]) == 0
+    res = io.imread(str(tmp_path / "o" / "g.png"))
+    want = np.floor(np.clip(1.5 * (g16 / np.float32(65535)).astype(np.float32) - 0.25, 0, 1) * 65535 + 0.5)
+    assert res.dtype == np.uint16 and np.abs(res.astype(np.int64) - want).max() <= 1
+
+
+def test_deblur_bad_files_are_named_skipped_and_fail_the_run(tmp_path, fake, capsys):
+    d = tmp_path / "in"
+    good1 = _save(d / "good1.png", _u8(20))
+    good2 = _save(d / "good2.png", _u8(21))
+    boom = _save(d / "boom.png", _u8(22))
+    corrupt = d / "corrupt.png"
+    corrupt.write_bytes(good1.read_bytes()[:60])
+    text = d / "text.png"
+    text.write_text("hello\nsecond line\n")
+    missing = d / "missing.png"
+    fake.fail_on = (_key(io.imread(str(boom))),)
+    out = tmp_path / "out"
+    rc = cli.main(["deblur", str(good1), str(corrupt), str(text), str(missing), str(boom), str(good2),
+                   "-o", str(out), "--no-progress"])
+    err = capsys.readouterr().err.splitlines()
+    assert rc == 1
+    assert sorted(os.listdir(out)) == ["good1.png", "good2.png"]
+    assert err[0] == f"pnpdeblur: skipped {missing}: no such file or folder"  # argument problems first
+    assert err[1].startswith(f"pnpdeblur: skipped {corrupt}: not a readable image (cannot read image {corrupt}")
+    assert err[2].startswith(f"pnpdeblur: skipped {text}: not a readable image (cannot read image {text}")
+    assert err[3] == f"pnpdeblur: failed on {boom}: RuntimeError: solver diverged"
+    assert err[4] == f"pnpdeblur: 4 input(s) failed: {missing}, {corrupt}, {text}, {boom}"
+    assert len(err) == 5
+    assert [c[0].shape for c in fake.calls] == [(H, W, 3)] * 3  # good1, boom, good2
+
+
+def test_deblur_a_read_error_without_message_is_named_by_its_type(tmp_path, fake, capsys, monkeypatch):
+    a = _save(tmp_path / "a.png", _u8(23))
+
+    def bad_read(path):
+        raise OSError()
+
+    monkeypatch.setattr(cli, "_read", bad_read)
+    assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--no-progress"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"pnpdeblur: skipped {a}: not a readable image (OSError)"
+
+
+def test_deblur_a_write_error_is_reported_and_the_rest_written(tmp_path, fake, capsys):
+    a = _save(tmp_path / "in" / "a.png", _u8(24))
+    b = _save(tmp_path / "in" / "b.png", _u8(25))
+    out = tmp_path / "o"
+    (out / "a.png").mkdir(parents=True)  # os.replace onto a folder fails
+    assert cli.main(["deblur", str(a), str(b), "-o", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"pnpdeblur: cannot write the result of {a}: ")
+    assert err[-1] == f"pnpdeblur: 1 input(s) failed: {a}"
+    assert (out / "b.png").is_file() and sorted(os.listdir(out)) == ["a.png", "b.png"]
+    # the flow picture's failure counts too (the image itself is written)
+    (out / "c_flow.png").mkdir()
+    c = _save(tmp_path / "in" / "c.png", _u8(26))
+    assert cli.main(["deblur", str(c), "-o", str(out), "--save-flow", "--no-progress"]) == 1
+    assert (out / "c.png").is_file()
+    assert capsys.readouterr().err.splitlines()[0].startswith(f"pnpdeblur: cannot write the result of {c}: ")
+
+
+def test_deblur_a_sharp_photo_is_said_once_in_the_clis_words(tmp_path, fake, capsys):
+    a = _save(tmp_path / "a.png", _u8(27))
+    img = io.imread(str(a))
+    fake.sharp, fake.warn = (_key(img),), True
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert [str(w.message) for w in caught] == ["another warning"]  # pd.deblur's own sentence is hidden
+    err = capsys.readouterr().err
+    assert err == (f"pnpdeblur: {a} looks sharp (estimated blur 1.23 px < 2.5 px): written unchanged "
+                   "(--no-safeguard deblurs it anyway)\n")
+    assert np.array_equal(io.imread(str(tmp_path / "o" / "a.png")), img)
+
+
+def test_deblur_renamed_outputs_are_announced(tmp_path, fake, capsys):
+    a = _save(tmp_path / "one" / "a.png", _u8(28))
+    b = _save(tmp_path / "two" / "a.png", _u8(29))
+    assert cli.main(["deblur", str(a), str(b), "-o", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert capsys.readouterr().err == f"pnpdeblur: note: {b} → a_1.png (its name is taken by another input)\n"
+    assert sorted(os.listdir(tmp_path / "o")) == ["a.png", "a_1.png"]
+
+
+def test_deblur_refuses_to_overwrite_an_input(tmp_path, fake, capsys):
+    d = tmp_path / "photos"
+    a = _save(d / "a.png", _u8(30))
+    before = a.read_bytes()
+    assert cli.main(["deblur", str(d), "-o", str(d), "--no-progress"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"pnpdeblur deblur: error: output {d / 'a.png'} would overwrite the input {a}",
+                   "pnpdeblur deblur: error: refusing to write; choose another output folder (-o)"]
+    assert a.read_bytes() == before and fake.calls == []
+
+
+def test_deblur_output_that_is_a_file(tmp_path, fake, capsys):
+    a = _save(tmp_path / "a.png", _u8(31))
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert cli.main(["deblur", str(a), "-o", str(f)]) == 2
+    assert capsys.readouterr().err == f"pnpdeblur deblur: error: output {f} exists and is not a folder\n"
+    assert fake.calls == []
+
+
+def test_deblur_bad_device_is_a_usage_error(tmp_path, fake, capsys):
+    a = _save(tmp_path / "a.png", _u8(32))
+    assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--device", "gpu0"]) == 2
+    assert capsys.readouterr().err.startswith("pnpdeblur deblur: error: --device 'gpu0' is not a torch device (")
+    assert fake.calls == [] and not (tmp_path / "o").exists()
+
+
+def test_deblur_models_that_cannot_load_fail_every_file(tmp_path, fake, capsys, monkeypatch):
+    def broken():
+        raise RuntimeError("weights corrupt")
+
+    monkeypatch.setitem(cli.PRIORS, "dncnn", broken)
+    a = _save(tmp_path / "a.png", _u8(33))
+    b = _save(tmp_path / "b.png", _u8(34))
+    assert cli.main(["deblur", str(a), str(b), "-o", str(tmp_path / "o"), "--no-progress"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "pnpdeblur deblur: error: cannot load the models: weights corrupt",
+        f"pnpdeblur: 2 input(s) failed: {a}, {b}"]
+    assert (tmp_path / "o").is_dir() and fake.calls == []
+
+
+def test_deblur_nothing_to_do_creates_no_folder(tmp_path, fake, capsys):
+    assert cli.main(["deblur", str(tmp_path / "nope.png"), "-o", str(tmp_path / "o")]) == 1
+    assert not (tmp_path / "o").exists()
+    assert capsys.readouterr().err.splitlines()[-1] == f"pnpdeblur: 1 input(s) failed: {tmp_path / 'nope.png'}"
+
+
+def test_deblur_progress_bars(tmp_path, fake, capsys):
+    a = _save(tmp_path / "a.png", _u8(35))
+    assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o")]) == 0
+    (_, kw), = fake.calls
+    assert kw["progress"] is True
+    err = capsys.readouterr().err
+    assert "images: 100%" in err and "1/1" in err and "img/s" in err
+
+
+class _Dist:
+    """A fake torchrun rank: ``world`` processes, this one is ``rank``."""
+
+    def __init__(self, monkeypatch, rank, world, others_failed=(), initialised=False):
+        from pnpdeblur.train import distributed as dist
+
+        self.destroyed = 0
+        self.gathered = []
+        monkeypatch.setattr(dist, "env_world_size", lambda: world)
+        monkeypatch.setattr(dist, "init_distributed", lambda: True)
+        monkeypatch.setattr(dist, "is_distributed", lambda: initialised)
+        monkeypatch.setattr(dist, "rank", lambda: rank)
+        monkeypatch.setattr(dist, "world_size", lambda: world)
+        monkeypatch.setattr(dist, "is_main_process", lambda: rank == 0)
+
+        def gather(obj):
+            self.gathered.append(list(obj))
+            return [list(others_failed), obj] if rank == 1 else [obj, list(others_failed)]
+
+        monkeypatch.setattr(dist, "all_gather_objects", gather)
+        monkeypatch.setattr(torch.distributed, "destroy_process_group", self._destroy)
+
+    def _destroy(self):
+        self.destroyed += 1
+
+
+def test_deblur_torchrun_rank_1_does_its_share_and_stays_quiet(tmp_path, fake, capsys, monkeypatch):
+    files = [_save(tmp_path / "in" / f"f{i}.png", _u8(40 + i)) for i in range(4)]
+    dup = _save(tmp_path / "other" / "f0.png", _u8(50))
+    d = _Dist(monkeypatch, rank=1, world=2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    rc = cli.main(["deblur", str(tmp_path / "in"), str(dup), str(tmp_path / "missing.png"), "-o",
+                   str(tmp_path / "o"), "--device", "cuda"])
+    # rank 1 of 2: plans 1 and 3 of [f0, f1, f2, f3, f0_1]; argument problems and notes are rank 0's
+    assert sorted(os.listdir(tmp_path / "o")) == ["f1.png", "f3.png"]
+    assert [kw["device"] for _, kw in fake.calls] == ["cuda:1", "cuda:1"]
+    err = capsys.readouterr().err
+    assert "pnpdeblur:" not in err and "images (rank 1)" in err  # only its progress bar
+    assert d.gathered == [[]] and d.destroyed == 1 and rc == 0
+    assert files[0].exists()
+
+
+def test_deblur_torchrun_rank_0_reports_every_ranks_failures(tmp_path, fake, capsys, monkeypatch):
+    _save(tmp_path / "in" / "f0.png", _u8(60))
+    _save(tmp_path / "in" / "f1.png", _u8(61))
+    d = _Dist(monkeypatch, rank=0, world=2, others_failed=["x/f9.png"], initialised=True)
+    missing = tmp_path / "missing.png"
+    rc = cli.main(["deblur", str(tmp_path / "in"), str(missing), "-o", str(tmp_path / "o"), "--no-progress"])
+    assert rc == 1 and sorted(os.listdir(tmp_path / "o")) == ["f0.png"]
+    assert capsys.readouterr().err.splitlines() == [
+        f"pnpdeblur: skipped {missing}: no such file or folder",
+        f"pnpdeblur: 2 input(s) failed: {missing}, x/f9.png"]
+    assert d.gathered == [[str(missing)]] and d.destroyed == 0  # the group was the caller's
+
+
+def test_deblur_torchrun_failures_of_another_rank_fail_this_one(tmp_path, fake, capsys, monkeypatch):
+    _save(tmp_path / "in" / "f0.png", _u8(62))
+    _Dist(monkeypatch, rank=1, world=2, others_failed=["x/f9.png"])
+    assert cli.main(["deblur", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--no-progress"]) == 1
+    assert capsys.readouterr().err == ""  # rank 1 has no share and says nothing
+    assert not (tmp_path / "o").exists()
+
+
+def test_deblur_single_process_does_not_gather(tmp_path, fake, monkeypatch):
+    from pnpdeblur.train import distributed as dist
+
+    monkeypatch.setattr(dist, "env_world_size", lambda: 1)
+    monkeypatch.setattr(dist, "init_distributed", lambda: pytest.fail("no group for one process"))
+    monkeypatch.setattr(dist, "all_gather_objects", lambda obj: pytest.fail("nothing to gather"))
+    a = _save(tmp_path / "a.png", _u8(63))
+    assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--no-progress"]) == 0
+
+
+def test_deblur_intermixed_inputs(tmp_path, fake):
+    a = _save(tmp_path / "a.png", _u8(64))
+    b = _save(tmp_path / "b.png", _u8(65))
+    assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), str(b), "--no-progress"]) == 0
+    assert sorted(os.listdir(tmp_path / "o")) == ["a.png", "b.png"]
+
+
+# -- finetune ------------------------------------------------------------------------------------
+class TinyNet(nn.Module):
+    config = {"width": 1}
+
+    def __init__(self, tag="pre"):
+        super().__init__()
+        self.tag = tag
+        self.scale = nn.Parameter(torch.ones(()))
+        self.moved = []
+
+    def to(self, *a, **k):
+        self.moved.append(a)
+        return self
+
+    @classmethod
+    def pretrained(cls):
+        return cls("shipped")
+
+    @classmethod
+    def from_checkpoint(cls, path):
+        return cls(f"ckpt:{Path(path).name}")
+
+
+class NoWeights(TinyNet):
+    @classmethod
+    def pretrained(cls):
+        raise FileNotFoundError("weights/none.safetensors")
+
+
+class FakeReblur:
+    """``finetune_reblur`` → a net tagged with its target; ``deblur_frames`` → a constant image."""
+
+    def __init__(self, fail=False):
+        self.tune_calls, self.deblur_calls, self.fail = [], [], fail
+
+    def finetune(self, net, clip, **kw):
+        self.tune_calls.append((net, clip.clone(), kw))
+        if self.fail:
+            raise RuntimeError("loss is NaN")
+        t = TinyNet(f"tuned:{kw.get('target')}")
+        t.target = kw.get("target")
+        t.reblur_settings = {"frames": kw["frames"], "kernel": kw["kernel"], "tau": kw["tau"], "obj": object,
+                             "milestones": [1, 2]}
+        return t
+
+    def deblur(self, net, frames):
+        self.deblur_calls.append((net.tag, frames.clone()))
+        # group: 0.5·frame + 0.25 (with values below 0 and above 1 for the clamp); single: (t + 1) / 8
+        if net.target is None:
+            return 1.5 * frames - 0.25
+        return torch.full_like(frames, (net.target + 1) / 8)
+
+
+@pytest.fixture
+def ft(monkeypatch):
+    import pnpdeblur.train.reblur as reblur
+
+    f = FakeReblur()
+    monkeypatch.setattr(reblur, "finetune_reblur", f.finetune)
+    monkeypatch.setattr(reblur, "deblur_frames", f.deblur)
+    monkeypatch.setitem(cli.FINETUNE_NETS, "tiny", TinyNet)
+    monkeypatch.setitem(cli.FINETUNE_NETS, "noweights", NoWeights)
+    return f
+
+
+def _clip(tmp_path, n=4, grey=False, names=None, sixteen=False):
+    d = tmp_path / "clip"
+    names = names or [f"f{k}" for k in (9, 10, 11, 12, 13)[:n]]
+    for k, name in enumerate(names):
+        if sixteen:
+            arr = ((np.arange(H * W).reshape(H, W) * (k + 3) * 37) % 65536).astype(np.uint16)
+        else:
+            arr = _u8(100 + k, 1 if grey else 3)
+        _save(d / f"{name}.png", arr)
+    return d, [d / f"{name}.png" for name in names]
+
+
+def _frames(paths):
+    out = []
+    for p in paths:
+        a = io.imread(str(p))
+        a = a.astype(np.float32) / np.float32(np.iinfo(a.dtype).max)
+        out.append(np.repeat(a[..., None], 3, 2) if a.ndim == 2 else a)
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
+
+
+def test_finetune_group_passes_options_and_writes_the_tuned_nets_frames(tmp_path, ft, capsys):
+    d, paths = _clip(tmp_path, 3)
+    out = tmp_path / "out"
+    rc = cli.main(["finetune", str(d), "--net", "tiny", "-o", str(out), "--frames", "2", "--kernel", "lut",
+                   "--tau", "0.5", "--steps", "5", "--lr", "0.002", "--alpha", "0.3", "--flow-every", "4",
+                   "--crop", "8", "--batch", "2", "--seed", "9", "--no-progress", "--reblur-only", "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    (net, clip, kw), = ft.tune_calls
+    assert net.tag == "shipped" and net.moved == [("cpu",)]
+    assert clip.dtype == torch.float32 and torch.equal(clip, _frames(paths))
+    assert kw == dict(frames=2, kernel="lut", tau=0.5, steps=5, lr=0.002, alpha=0.3, supervised=False, flow="tvl1",
+                      flow_every=4, crop=8, batch_size=2, seed=9, progress=False, group=True)
+    (tag, frames), = ft.deblur_calls
+    assert tag == "tuned:None" and torch.equal(frames, clip)
+    assert sorted(os.listdir(out)) == ["f10.png", "f11.png", "f9.png"]
+    for k, p in enumerate(paths):
+        want = _storage8((1.5 * clip[k] - 0.25).permute(1, 2, 0).numpy().astype(np.float64))
+        assert np.array_equal(io.imread(str(out / p.name)), want)
+
+
+def test_finetune_defaults(tmp_path, ft, capsys):
+    d, paths = _clip(tmp_path, 3)
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(tmp_path / "o")]) == 0
+    (net, _, kw), = ft.tune_calls
+    assert net.moved == []  # no --device: the network stays where it is
+    assert kw == dict(frames=3, kernel="two_segment", tau=1.0, steps=200, lr=1e-4, alpha=0.1, supervised=None,
+                      flow="tvl1", flow_every=20, crop=128, batch_size=8, seed=0, progress=True, group=True)
+
+
+def test_finetune_single_three_frames_end_frames_take_the_nearest_net(tmp_path, ft):
+    d, paths = _clip(tmp_path, 5)
+    out = tmp_path / "o"
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(out), "--single", "--no-progress"]) == 0
+    assert [(kw["group"], kw["target"]) for _, _, kw in ft.tune_calls] == [(False, 1), (False, 2), (False, 3)]
+    clip = _frames(paths)
+    # frame 0 by the net tuned for 1, frame 4 by the net tuned for 3
+    assert [t for t, _ in ft.deblur_calls] == ["tuned:1", "tuned:1", "tuned:2", "tuned:3", "tuned:3"]
+    order = [1, 0, 2, 3, 4]
+    for (_, frames), u in zip(ft.deblur_calls, order):
+        assert torch.equal(frames, clip[u:u + 1])
+    for u, t in enumerate([1, 1, 2, 3, 3]):
+        assert (io.imread(str(out / paths[u].name)) == _storage8(np.float64((t + 1) / 8))).all(), u
+
+
+def test_finetune_single_two_frames_tunes_every_frame(tmp_path, ft, capsys):
+    d, paths = _clip(tmp_path, 3)
+    out = tmp_path / "o"
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(out), "--single", "--frames", "2",
+                     "--no-progress", "--save-net", str(tmp_path / "t.safetensors")]) == 0
+    assert [kw["target"] for _, _, kw in ft.tune_calls] == [0, 1, 2]
+    assert [t for t, _ in ft.deblur_calls] == ["tuned:0", "tuned:1", "tuned:2"]
+    for u in range(3):
+        assert (io.imread(str(out / paths[u].name)) == _storage8(np.float64((u + 1) / 8))).all()
+    assert capsys.readouterr().err == \
+        "pnpdeblur finetune: note: --save-net is ignored with --single (one network per frame)\n"
+    assert not (tmp_path / "t.safetensors").exists()
+
+
+def test_finetune_grey_and_16_bit_frames(tmp_path, ft):
+    d, paths = _clip(tmp_path, 3, sixteen=True)
+    out = tmp_path / "o"
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(out), "--no-progress"]) == 0
+    clip = _frames(paths)
+    (_, c, _), = ft.tune_calls
+    assert c.shape == (3, 3, H, W) and torch.equal(c, clip)  # grey repeated to RGB for the net
+    for k, p in enumerate(paths):
+        res = io.imread(str(out / p.name))
+        want = np.clip(1.5 * clip[k, 0].double().numpy() - 0.25, 0, 1) * 65535
+        assert res.dtype == np.uint16 and res.shape == (H, W)
+        assert np.abs(res - want).max() <= 0.5 + 1e-3
+
+
+def test_finetune_grey_output_is_the_channel_mean(tmp_path, ft, monkeypatch):
+    d, paths = _clip(tmp_path, 3, grey=True)
+    import pnpdeblur.train.reblur as reblur
+
+    weights = torch.tensor([0.2, 0.5, 0.8]).view(1, 3, 1, 1)
+    monkeypatch.setattr(reblur, "deblur_frames", lambda net, f: f * weights)
+    out = tmp_path / "o"
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(out), "--no-progress"]) == 0
+    for k, p in enumerate(paths):
+        g = io.imread(str(p)).astype(np.float64) / 255
+        res = io.imread(str(out / p.name))
+        assert res.shape == (H, W) and np.abs(res - g * 0.5 * 255).max() <= 0.5 + 1e-3
+
+
+def test_finetune_save_net_writes_the_tuned_net_with_its_settings(tmp_path, ft):
+    d, paths = _clip(tmp_path, 3)
+    saved = tmp_path / "nets" / "t.safetensors"
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(tmp_path / "o"), "--no-progress",
+                     "--save-net", str(saved)]) == 0
+    h = read_header(saved)
+    assert h["architecture"] == "TinyNet" and h["config"] == {"width": 1}
+    assert h["frames"] == ["f9.png", "f10.png", "f11.png"]
+    assert h["finetune"] == {"frames": 3, "kernel": "two_segment", "tau": 1.0, "obj": str(object),
+                             "milestones": [1, 2]}
+
+
+def test_finetune_pairs_and_flow_checkpoint(tmp_path, ft, monkeypatch):
+    import pnpdeblur.data as data
+    from pnpdeblur.nets.flownets import FlowNetS
+
+    made = {}
+
+    class Aug:
+        def __init__(self, crop):
+            made["crop"] = crop
+
+    class Pairs:
+        def __init__(self, b, s, transform, seed):
+            made.update(b=b, s=s, transform=transform, seed=seed)
+
+    monkeypatch.setattr(data, "PairAugment", Aug)
+    monkeypatch.setattr(data, "PairedFolderDataset", Pairs)
+    flows = []
+    monkeypatch.setattr(FlowNetS, "from_checkpoint", classmethod(lambda cls, p: flows.append(p) or "flownet"))
+    d, _ = _clip(tmp_path, 3)
+    ck = tmp_path / "flow.safetensors"
+    ck.write_bytes(b"x")
+    for crop, want in (("100", min(H, W)), ("5", 5)):
+        ft.tune_calls.clear()
+        assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(tmp_path / "o"), "--no-progress",
+                         "--pairs", "pb", "ps", "--crop", crop, "--seed", "4", "--flow", str(ck)]) == 0
+        (_, _, kw), = ft.tune_calls
+        assert isinstance(kw["supervised"], Pairs) and kw["flow"] == "flownet"
+        assert made["crop"] == want and made["b"] == Path("pb") and made["s"] == Path("ps") and made["seed"] == 4
+        assert isinstance(made["transform"], Aug)
+    assert flows == [ck, ck]
+
+
+def test_finetune_wide_frames_crop_by_the_smaller_side(tmp_path, ft, monkeypatch):
+    import pnpdeblur.data as data
+
+    got = []
+    monkeypatch.setattr(data, "PairAugment", lambda crop: got.append(crop))
+    monkeypatch.setattr(data, "PairedFolderDataset", lambda *a, **k: "pairs")
+    d = tmp_path / "tall"
+    for k in range(3):
+        _save(d / f"{k}.png", _u8(k, 3, h=W, w=H))  # 16 high, 12 wide
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(tmp_path / "o"), "--no-progress",
+                     "--pairs", "b", "s"]) == 0
+    assert got == [H]
+
+
+def test_finetune_errors_load_and_tuning(tmp_path, ft, capsys):
+    d, _ = _clip(tmp_path, 3)
+    o = tmp_path / "o"
+    assert cli.main(["finetune", str(d), "--net", "noweights", "-o", str(o)]) == 1
+    assert capsys.readouterr().err == ("pnpdeblur finetune: error: cannot load the network or the data: no shipped "
+                                       "weights for NoWeights (weights/none.safetensors); pass a checkpoint with "
+                                       "--net PATH\n")
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(o), "--flow", "nope.safetensors"]) == 1
+    assert capsys.readouterr().err == ("pnpdeblur finetune: error: cannot load the network or the data: --flow "
+                                       "'nope.safetensors' is neither 'tvl1' nor a checkpoint file\n")
+    ft.fail = True
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(o), "--no-progress"]) == 1
+    assert capsys.readouterr().err == "pnpdeblur finetune: error: fine-tuning failed: RuntimeError: loss is NaN\n"
+    assert not o.exists()  # nothing written, no folder
+
+
+def test_finetune_single_failure_is_reported(tmp_path, ft, capsys):
+    d, _ = _clip(tmp_path, 3)
+    ft.fail = True
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(tmp_path / "o"), "--single"]) == 1
+    assert capsys.readouterr().err == "pnpdeblur finetune: error: fine-tuning failed: RuntimeError: loss is NaN\n"
+
+
+def test_finetune_write_error(tmp_path, ft, capsys):
+    d, _ = _clip(tmp_path, 3)
+    o = tmp_path / "o"
+    (o / "f10.png").mkdir(parents=True)
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(o), "--no-progress"]) == 1
+    assert capsys.readouterr().err.startswith("pnpdeblur finetune: error: cannot write the results: ")
+    # a --save-net that cannot be written is a write error too
+    o2 = tmp_path / "o2"
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(o2), "--no-progress", "--save-net",
+                     str(tmp_path / "t.json")]) == 1
+    assert capsys.readouterr().err.startswith("pnpdeblur finetune: error: cannot write the results: path must not")
+    assert len(os.listdir(o2)) == 3  # the frames came first
+
+
+def test_finetune_usage_errors(tmp_path, ft, capsys):
+    prog = "pnpdeblur finetune: error: "
+    o = tmp_path / "o"
+    assert cli.main(["finetune", str(tmp_path / "none"), "--net", "tiny", "-o", str(o)]) == 2
+    assert capsys.readouterr().err == f"{prog}folder not found: {tmp_path / 'none'}\n"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["finetune", str(empty), "--net", "tiny", "-o", str(o)]) == 2
+    assert capsys.readouterr().err.startswith(f"{prog}no images (")
+    d, paths = _clip(tmp_path, 2)
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(o)]) == 2
+    assert capsys.readouterr().err == f"{prog}--frames 3 needs at least 3 frames in {d}, found 2\n"
+    (d / "f10.png").unlink()
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(o), "--frames", "2"]) == 2
+    assert capsys.readouterr().err == f"{prog}--frames 2 needs at least 2 frames in {d}, found 1\n"
+    _save(d / "f10.png", _u8(5, 3, h=H, w=W + 1))
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(o), "--frames", "2"]) == 2
+    assert capsys.readouterr().err == f"{prog}the frames must all have the same size, found [({H}, {W}), ({H}, {W + 1})]\n"
+    (d / "f10.png").write_text("not a picture")
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(o), "--frames", "2"]) == 2
+    assert capsys.readouterr().err.startswith(f"{prog}cannot read image {d / 'f10.png'}")
+    _save(d / "f10.png", _u8(6))
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(o), "--frames", "2", "--device", "gpu0"]) == 2
+    assert capsys.readouterr().err.startswith(f"{prog}--device 'gpu0' is not a torch device (")
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(d)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{prog}output {d / p} would overwrite the input {d / p}" for p in ("f9.png", "f10.png")]
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(f), "--frames", "2"]) == 2
+    assert capsys.readouterr().err == f"{prog}output {f} exists and is not a folder\n"
+    assert ft.tune_calls == [] and not o.exists()
+
+
+def test_finetune_two_frames_are_enough_for_the_two_frame_model(tmp_path, ft):
+    d, _ = _clip(tmp_path, 2)
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(tmp_path / "o"), "--frames", "2",
+                     "--no-progress"]) == 0
+    assert len(ft.tune_calls) == 1
+
+
+def test_net_class_and_load_deblur_net(tmp_path, monkeypatch):
+    assert cli._net_class(TinyNet) is TinyNet
+    from pnpdeblur.nets.deepdeblur import DeepDeblur
+
+    assert cli._net_class("pnpdeblur.nets.deepdeblur:DeepDeblur") is DeepDeblur
+    with pytest.raises(FileNotFoundError, match=r"^Nope is not available in this installation of pnpdeblur \("):
+        cli._net_class("pnpdeblur.nets.deepdeblur:Nope")
+    with pytest.raises(FileNotFoundError, match=r"^X is not available in this installation of pnpdeblur \("):
+        cli._net_class("pnpdeblur.no_such_module:X")
+    monkeypatch.setitem(cli.FINETUNE_NETS, "tiny", TinyNet)
+    net = cli.load_deblur_net("TINY")  # names are case-insensitive
+    assert type(net) is TinyNet and net.tag == "shipped"
+    # a checkpoint naming one of the classes, by class name (a class entry or a "module:Class" string)
+    ck = tmp_path / "t.safetensors"
+    save_checkpoint(ck, {"w": torch.zeros(1)}, "TinyNet", {})
+    net = cli.load_deblur_net(str(ck))
+    assert type(net) is TinyNet and net.tag == "ckpt:t.safetensors"
+    monkeypatch.setitem(cli.FINETUNE_NETS, "tiny", "tests.test_cli_direct:TinyNet")
+    monkeypatch.setattr(cli, "_net_class", lambda spec: TinyNet if spec == "tests.test_cli_direct:TinyNet"
+                        else pytest.fail(f"imported {spec}"))
+    assert cli.load_deblur_net(str(ck)).tag == "ckpt:t.safetensors"
+
+
+def test_load_deblur_net_errors(tmp_path, monkeypatch):
+    monkeypatch.setitem(cli.FINETUNE_NETS, "tiny", TinyNet)
+    names = ", ".join(cli.FINETUNE_NETS)
+    with pytest.raises(FileNotFoundError, match=rf"^--net 'nothing' is neither a known network \({names}\) "
+                                                r"nor a checkpoint file$"):
+        cli.load_deblur_net("nothing")
+    with pytest.raises(FileNotFoundError, match=r"is neither a known network"):
+        cli.load_deblur_net(str(tmp_path))  # a folder is no checkpoint
+    ck = tmp_path / "sen.safetensors"
+    save_checkpoint(ck, {"w": torch.zeros(1)}, "SEN", {})
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(ck))} holds a 'SEN' checkpoint, not a deblurring "
+                                         r"network that can be fine-tuned \(DeepDeblur, DeblurGANGenerator, "
+                                         r"DeblurNet, TinyNet\)$"):
+        cli.load_deblur_net(str(ck))
+    monkeypatch.setitem(cli.FINETUNE_NETS, "noweights", NoWeights)
+    with pytest.raises(FileNotFoundError, match=r"^no shipped weights for NoWeights \(weights/none.safetensors\); "
+                                                r"pass a checkpoint with --net PATH$"):
+        cli.load_deblur_net("noweights")
+
+
+def test_load_flow(tmp_path, monkeypatch):
+    from pnpdeblur.nets.flownets import FlowNetS
+
+    assert cli._load_flow("tvl1") == "tvl1"
+    with pytest.raises(FileNotFoundError, match=r"^--flow 'TVL1' is neither 'tvl1' nor a checkpoint file$"):
+        cli._load_flow("TVL1")
+    monkeypatch.setattr(FlowNetS, "from_checkpoint", classmethod(lambda cls, p: ("loaded", p)))
+    ck = tmp_path / "f.safetensors"
+    ck.write_bytes(b"x")
+    assert cli._load_flow(str(ck)) == ("loaded", ck)
+    with pytest.raises(FileNotFoundError):
+        cli._load_flow(str(tmp_path))
+
+
+def test_natural_order(tmp_path):
+    for name in ("f10.png", "F9.png", "f9b.png", "g1.png", "f100.png", "a.txt", "1.png", "f09a.png"):
+        (tmp_path / name).write_bytes(b"")
+    got = [p.name for p in cli.sorted_frames(tmp_path)]
+    assert got == ["1.png", "F9.png", "f09a.png", "f9b.png", "f10.png", "f100.png", "g1.png"]
+    assert cli._natural_key(Path("x/Ab12c.png")) == ((1, 0, "ab"), (0, 12, ""), (1, 0, "c.png"))
+
+
+# -- train ---------------------------------------------------------------------------------------
+def test_train_forwards_to_each_recipe(monkeypatch):
+    import pnpdeblur.train.deblurnets as deblurnets
+    import pnpdeblur.train.drunet as drunet
+    import pnpdeblur.train.rpgan as rpgan
+    import pnpdeblur.train.sen as sen
+
+    got = []
+    for mod, tag in ((sen, "sen"), (rpgan, "rpgan"), (drunet, "drunet"), (deblurnets, "nets")):
+        monkeypatch.setattr(mod, "main", lambda argv, tag=tag: got.append((tag, argv)) or f"{tag}-result")
+    assert sorted(cli.TRAINERS) == ["deblurgan", "deblurnet", "deepdeblur", "drunet", "dvd", "flownets", "rpgan", "sen"]
+    for name in cli.TRAINERS:
+        got.clear()
+        assert cli.main(["train", name, "--steps", "2", "-h"]) == 0
+        want = ("nets", [name, "--steps", "2", "-h"]) if name not in ("sen", "rpgan", "drunet") else \
+            (name, ["--steps", "2", "-h"])
+        assert got == [want]
+        assert type(got[0][1]) is list
+    assert cli._train_sen(("a",)) == "sen-result" and cli._train_rpgan(("a",)) == "rpgan-result"
+    assert cli._train_drunet(("a",)) == "drunet-result"
+    assert cli._deblurnet_trainer("dvd")(("x",)) == "nets-result" and got[-1] == ("nets", ["dvd", "x"])
+
+
+def test_train_without_a_model_prints_help(capsys):
+    assert cli.main(["train"]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and cap.err.startswith("usage: pnpdeblur train {")
+    for flag in ("-h", "--help"):
+        assert cli.main(["train", flag]) == 0
+        cap = capsys.readouterr()
+        assert cap.err == "" and cap.out.startswith("usage: pnpdeblur train {")
+
+
+def test_train_unknown_model(capsys):
+    assert cli.main(["train", "nosuch", "--x"]) == 2
+    assert capsys.readouterr().err == ("pnpdeblur train: error: unknown model 'nosuch' (choose from "
+                                       + ", ".join(cli.TRAINERS) + ")\n")
+
+
+def test_train_recipe_exit_codes(monkeypatch, capsys):
+    def exits(code):
+        def run(argv):
+            raise SystemExit(code)
+        return run
+
+    for code, rc in ((None, 0), (0, 0), (3, 3), ("bad corpus", 1)):
+        monkeypatch.setitem(cli.TRAINERS, "sen", exits(code))
+        assert cli.main(["train", "sen"]) == rc
+    assert capsys.readouterr().err == "bad corpus\n"
+
+
+def test_exit_code():
+    assert cli._exit_code(None) == 0 and cli._exit_code(0) == 0 and cli._exit_code(2) == 2
+    assert cli._exit_code("msg") == 1
+
+
+# -- main ----------------------------------------------------------------------------------------
+def test_main_without_a_command_prints_help(capsys):
+    assert cli.main([]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and cap.err.startswith("usage: pnpdeblur [-h] [--version] COMMAND")
+
+
+def test_main_reads_sys_argv(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["pnpdeblur", "--version"])
+    assert cli.main() == 0
+    assert capsys.readouterr().out == f"pnpdeblur {pnpdeblur.__version__}\n"
+
+
+def test_main_interrupted(monkeypatch, capsys):
+    def stop(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.TRAINERS, "sen", stop)
+    assert cli.main(["train", "sen"]) == 130
+    assert capsys.readouterr().err == "pnpdeblur: interrupted\n"
+
+
+def test_main_unknown_options_are_usage_errors(tmp_path, capsys, ft):
+    assert cli.main(["deblur", "x.png", "-o", str(tmp_path), "--bogus"]) == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    d, _ = _clip(tmp_path, 3)
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(tmp_path / "o"), "--bogus"]) == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    assert ft.tune_calls == []
