@@ -110,8 +110,9 @@ SPECS: Dict[str, NetSpec] = {
               "adversarial weight 1e-4"),
     "deblurnet": NetSpec(
         "pnpdeblur.nets.deblurnet", "DeblurNet", "image", small=dict(n1_channels=[16, 32, 32, 32, 32, 32], width=32),
-        lr=1e-4, steps=100_000, batch=16, crop=256, decay_from=0.5, lr_end=1e-6,
-        paper="Noroozi et al.: multi-scale L2, Adam; schedule not in the paper (linear decay here)"),
+        lr=1e-3, steps=100_000, batch=10, crop=256, milestones=tuple(k / 10 for k in range(1, 10)), gamma=0.75,
+        paper="Noroozi et al.: multi-scale L2, Adam (0.9, 0.999) 1e-3 times 0.75 every 10 % of the iterations, "
+              "batch 10 (iterations and crop not in the paper)"),
     "dvd": NetSpec(
         "pnpdeblur.nets.dvd", "DVD", "video", small=dict(widths=[8, 16, 32, 64]),
         lr=1e-4, steps=80_000, batch=16, crop=128, decay_from=0.5, lr_end=1e-6,
