@@ -1,0 +1,469 @@
+"""The DRUNet training recipe (``pnpdeblur.train.drunet``) called directly: photos, crops, noise, loss, options, main.
+
+The paper's numbers are written here from Zhang et al. (DPIR, "Plug-and-play image restoration
+with deep denoiser prior"): 128² patches, batch 16, noise σ ∈ [0, 50] grey levels, L1 loss, Adam
+with learning rate 1e-4 halved every 100k iterations; validation at σ = 15, 25, 50.
+``main`` runs with a stand-in Trainer (the real one, its ``fit`` replaced by a record), so the
+wiring costs no training.
+"""
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+import pnpdeblur.train as train_pkg
+from pnpdeblur.checkpoints import load_checkpoint
+from pnpdeblur.data import read_image, sample_image, sample_images
+from pnpdeblur.nets.drunet import PAPER_CONFIG, SMALL_CONFIG, DRUNet
+from pnpdeblur.train import drunet as R
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread):
+    yield
+
+
+_PHOTOS = {}
+
+
+@pytest.fixture(autouse=True)
+def _decode_each_photo_once(monkeypatch):
+    """The recipe decodes every scikit-image photo; decode each once per process."""
+    real = R.sample_image
+
+    def cached(name="astronaut", size=None, channels=None, dtype=np.float32):
+        key = (name, size, channels, np.dtype(dtype).str)
+        if key not in _PHOTOS:
+            _PHOTOS[key] = real(name, size, channels, dtype)
+        return _PHOTOS[key].copy()
+
+    monkeypatch.setattr(R, "sample_image", cached)
+
+
+def _folder(tmp_path, n=3, shape=(12, 14), name="photos"):
+    """``n`` PNGs; the second is grey and sits in a sub-folder (recursive listing)."""
+    d = tmp_path / name
+    (d / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        grey = i == 1
+        p = (d / "sub" if grey else d) / f"p{i}.png"
+        iio.imwrite(p, (rng.random(shape if grey else (*shape, 3)) * 255).astype(np.uint8))
+        paths.append(p)
+    return d, sorted(paths)
+
+
+# ------------------------------------------------------------------ constants
+def test_paper_noise_levels_and_held_out_photos():
+    assert R.MAX_SIGMA == 50 / 255
+    assert R.VAL_SIGMAS == (15 / 255, 25 / 255, 50 / 255)
+    assert set(R.HELD_OUT_SAMPLES) == {"astronaut", "camera", "coffee", "chelsea"}
+
+
+# ------------------------------------------------------------------ photos
+def test_as_uint8_rounds_and_clips():
+    img = np.array([-0.1, 0.0, 0.4 / 255, 0.6 / 255, 100.3 / 255, 100.7 / 255, 1.0, 1.3], np.float32)
+    got = R._as_uint8(img)
+    assert got.dtype == np.uint8 and got.tolist() == [0, 0, 0, 1, 100, 101, 255, 255]
+
+
+def test_photos_of_a_folder_hold_out_its_last_files(tmp_path):
+    d, paths = _folder(tmp_path, n=3)
+    train, val = R.training_photos(str(d), val_images=1, skimage=False)
+    assert [n for n, _ in train] == [p.name for p in paths[:2]] and [n for n, _ in val] == [paths[2].name]
+    for (name, arr), p in zip(train + val, paths):
+        assert arr.dtype == np.uint8 and arr.shape == (12, 14, 3)
+        assert np.array_equal(arr, R._as_uint8(read_image(p, 3)))  # grey → 3 channels
+    train0, val0 = R.training_photos(str(d), skimage=False)
+    assert [n for n, _ in train0] == [p.name for p in paths] and val0 == []  # val_images defaults to 0
+
+
+def test_scikit_image_photos_except_the_held_out_four_come_after_the_folder(tmp_path):
+    d, paths = _folder(tmp_path, n=2)
+    train, val = R.training_photos(str(d), val_images=1)
+    names = [n for n, _ in train]
+    expected = [n for n in sample_images() if n not in R.HELD_OUT_SAMPLES]
+    assert names == [paths[0].name] + expected and [n for n, _ in val] == [paths[1].name]
+    k = names.index("rocket")
+    assert np.array_equal(train[k][1], R._as_uint8(sample_image("rocket", channels=3)))
+    only, none = R.training_photos(None)
+    assert [n for n, _ in only] == expected and none == []
+    assert all(a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3 for _, a in only)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.0, True, "1"])
+def test_val_images_must_be_a_non_negative_int(tmp_path, bad):
+    with pytest.raises(ValueError, match=rf"^val_images must be an int >= 0, got {bad!r}$".replace("(", r"\(")):
+        R.training_photos(None, val_images=bad)
+
+
+def test_val_images_must_leave_training_files(tmp_path):
+    d, _ = _folder(tmp_path, n=3)
+    with pytest.raises(ValueError, match=rf"^val_images \(3\) must be smaller than the 3 images of {d}$"):
+        R.training_photos(str(d), val_images=3)
+    train, val = R.training_photos(str(d), val_images=2, skimage=False)  # one left: allowed
+    assert len(train) == 1 and len(val) == 2
+
+
+def test_no_photos_at_all_is_refused():
+    with pytest.raises(ValueError, match=r"^no training photos: give --data or keep the scikit-image photos$"):
+        R.training_photos(None, skimage=False)
+
+
+# ------------------------------------------------------------------ crops
+def _numbered(h, w):
+    return (np.arange(h * w * 3) % 256).astype(np.uint8).reshape(h, w, 3)
+
+
+def test_crop_positions_cover_every_offset_with_the_given_rng():
+    img = _numbered(7, 9)
+    seen_i, seen_j = set(), set()
+    for s in range(200):
+        got = R._crop(img, 4, np.random.default_rng(s))
+        r = np.random.default_rng(s)
+        i, j = int(r.integers(0, 4)), int(r.integers(0, 6))  # rows first, then columns
+        assert np.array_equal(got, img[i:i + 4, j:j + 4])
+        seen_i.add(i)
+        seen_j.add(j)
+    assert seen_i == set(range(4)) and seen_j == set(range(6))  # the last offsets too
+
+
+def test_crop_equal_to_the_photo_is_the_photo():
+    img = _numbered(6, 6)
+    assert np.array_equal(R._crop(img, 6, np.random.default_rng(1)), img)
+
+
+def test_small_photos_are_reflect_padded_up_to_the_crop():
+    img = _numbered(5, 6)
+    got = R._crop(img, 8, np.random.default_rng(0))
+    assert np.array_equal(got, np.pad(img, ((0, 3), (0, 2), (0, 0)), mode="reflect"))
+    tall = _numbered(10, 5)  # only the width is short: rows keep a random offset
+    for s in range(20):
+        r = np.random.default_rng(s)
+        i = int(r.integers(0, 3))
+        padded = np.pad(tall, ((0, 0), (0, 3), (0, 0)), mode="reflect")
+        assert np.array_equal(R._crop(tall, 8, np.random.default_rng(s)), padded[i:i + 8, :8])
+
+
+def test_to_chw_is_float32_channels_first_on_01():
+    img = _numbered(3, 4)
+    t = R._to_chw(img)
+    assert t.dtype == torch.float32 and t.shape == (3, 3, 4) and t.is_contiguous()
+    torch.testing.assert_close(t, torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1), rtol=0, atol=0)
+    t2 = R._to_chw(np.rot90(img))  # a strided view is fine
+    assert t2.shape == (3, 4, 3)
+
+
+# ------------------------------------------------------------------ training crops
+def _dihedral(img):
+    out = []
+    for k in range(4):
+        r = np.rot90(img, k)
+        out += [(k, False, r), (k, True, r[:, ::-1])]
+    return out
+
+
+def test_clean_crops_reproduce_the_documented_draws():
+    a, b = _numbered(20, 24), 255 - _numbered(16, 16)
+    ds = R.CleanCropDataset([("a", a), b], length=40, crop=8, seed=3)  # (name, array) or arrays
+    assert len(ds) == 40 and ds.crop == 8 and ds.seed == 3
+    for i in (0, 7, 39):
+        rng = np.random.default_rng([3, i])
+        img = [a, b][int(rng.integers(2))]
+        patch = R._crop(img, 8, rng)
+        patch = np.rot90(patch, int(rng.integers(4)))
+        if rng.random() < 0.5:
+            patch = patch[:, ::-1]
+        item = ds[i]
+        assert set(item) == {"clean"}
+        torch.testing.assert_close(item["clean"], R._to_chw(patch), rtol=0, atol=0)
+
+
+def test_clean_crops_use_every_photo_rotation_and_flip():
+    a = _numbered(12, 12)
+    b = (_numbered(12, 12).astype(int) + 128).astype(np.uint8)
+    ds = R.CleanCropDataset([a, b], length=120, crop=12, seed=0)  # whole photos: only the symmetry varies
+    found = set()
+    for i in range(120):
+        x = (ds[i]["clean"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        hits = [(p, k, f) for p, img in enumerate((a, b)) for k, f, t in _dihedral(img) if np.array_equal(t, x)]
+        assert len(hits) == 1, i
+        found.add(hits[0])
+    assert found == {(p, k, f) for p in (0, 1) for k in range(4) for f in (False, True)}
+
+
+def test_clean_crops_depend_on_seed_and_index_only():
+    img = _numbered(30, 30)
+    ds, again, other = (R.CleanCropDataset([img], 5, 8, seed=s) for s in (1, 1, 2))
+    assert all(torch.equal(ds[i]["clean"], again[i]["clean"]) for i in (4, 0, 2))  # any access order
+    assert not all(torch.equal(ds[i]["clean"], other[i]["clean"]) for i in range(5))
+    assert R.CleanCropDataset([img], 5, 8).seed == 0
+    with pytest.raises(IndexError):
+        ds[5]
+    with pytest.raises(IndexError):
+        ds[-1]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(photos=[]), r"^photos must not be empty$"),
+    (dict(length=0), r"^length must be a positive int, got 0$"),
+    (dict(length=True), r"^length must be a positive int, got True$"),
+    (dict(length=2.0), r"^length must be a positive int, got 2\.0$"),
+    (dict(crop=7), r"^crop must be an int >= 8, got 7$"),
+    (dict(crop=True), r"^crop must be an int >= 8, got True$"),
+    (dict(crop=8.0), r"^crop must be an int >= 8, got 8\.0$"),
+])
+def test_clean_crop_arguments_are_checked(kwargs, match):
+    args = dict(photos=[_numbered(10, 10)], length=1, crop=8)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        R.CleanCropDataset(**args)
+    R.CleanCropDataset([_numbered(10, 10)], length=1, crop=8)  # the smallest accepted values
+
+
+# ------------------------------------------------------------------ validation crops
+def test_validation_crops_cycle_photos_and_noise_levels_with_seeded_noise():
+    a, b = _numbered(20, 20), 255 - _numbered(12, 14)
+    ds = R.NoisyValDataset([("a", a), b], items=5, crop=8, seed=7)
+    assert len(ds) == 5 and ds.seed == 7 and ds.crop == 8
+    for i in range(5):
+        item = ds[i]
+        rng = np.random.default_rng([7, i])
+        clean = R._to_chw(R._crop([a, b][i % 2], 8, rng))
+        sigma = (15 / 255, 25 / 255, 50 / 255)[i % 3]
+        noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(7 * 1000 + i))
+        assert set(item) == {"clean", "noisy", "sigma"}
+        torch.testing.assert_close(item["clean"], clean, rtol=0, atol=0)
+        torch.testing.assert_close(item["noisy"], clean + sigma * noise, rtol=0, atol=0)
+        assert item["sigma"].dtype == torch.float32 and item["sigma"].ndim == 0
+        assert float(item["sigma"]) == pytest.approx(sigma, rel=1e-6)
+    assert R.NoisyValDataset([a], 1, 8).seed == 10_000
+    with pytest.raises(ValueError, match=r"^photos must not be empty$"):
+        R.NoisyValDataset([], 1, 8)
+
+
+# ------------------------------------------------------------------ PSNR and loss
+def test_psnr_batch_is_per_image_with_the_output_clipped():
+    ref = torch.full((3, 1, 4, 4), 0.5, dtype=torch.float64)
+    x = ref.clone()
+    x[0] += 0.1  # MSE 0.01: 20 dB
+    x[1, :, :2] = 2.0  # clipped to 1: half the pixels off by 0.5, MSE 0.125
+    got = R.psnr_batch(x, ref)
+    assert got.shape == (3,)
+    torch.testing.assert_close(got[:2], torch.tensor([20.0, -10 * np.log10(0.125)], dtype=torch.float64))
+    assert float(got[2]) == pytest.approx(120.0)  # identical: the 1e-12 floor
+
+
+class _Spy(torch.nn.Module):
+    """``a · noisy``; records ``(noisy, sigma)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor(0.9, dtype=torch.float64))
+        self.seen = []
+
+    def forward(self, x, sigma):
+        self.seen.append((x, sigma))
+        return self.a * x
+
+
+@pytest.mark.parametrize("max_sigma", [R.MAX_SIGMA, 0.3, 1.0])
+def test_loss_is_l1_at_a_uniform_noise_level_per_sample(max_sigma):
+    clean = torch.rand(3, 2, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    model = _Spy()
+    torch.manual_seed(4)
+    loss, extra = (R.make_loss_fn(max_sigma) if max_sigma != R.MAX_SIGMA else R.make_loss_fn())(model, {"clean": clean})
+    torch.manual_seed(4)
+    sigma = torch.rand(3, dtype=torch.float64) * max_sigma
+    noisy = clean + sigma.view(-1, 1, 1, 1) * torch.randn(clean.shape, dtype=torch.float64)
+    (x, s), = model.seen
+    torch.testing.assert_close(s, sigma, rtol=0, atol=0)
+    torch.testing.assert_close(x, noisy, rtol=0, atol=0)
+    out = 0.9 * noisy
+    assert float(loss.detach()) == pytest.approx(float((out.float() - clean.float()).abs().mean()), rel=1e-6)
+    assert set(extra) == {"psnr"} and isinstance(extra["psnr"], float)
+    mse = ((out.clamp(0, 1) - clean) ** 2).flatten(1).mean(1)
+    assert extra["psnr"] == pytest.approx(float((-10 * torch.log10(mse)).mean()), rel=1e-5)
+    loss.backward()
+    assert model.a.grad is not None and float(model.a.grad) != 0
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])
+def test_max_sigma_must_be_in_zero_one(bad):
+    with pytest.raises(ValueError, match=rf"^max_sigma must be in \(0, 1\], got {bad}$"):
+        R.make_loss_fn(bad)
+
+
+# ------------------------------------------------------------------ options
+def test_defaults_are_the_papers_where_it_gives_numbers():
+    a = R.parse_args([])
+    assert a.batch == 16 and a.crop == 128 and a.lr == 1e-4 and a.max_sigma == 50 / 255
+    assert [float(f) for f in a.halve_at.split(",")] == [0.5, 0.75, 0.875]  # halvings, compressed
+    assert a.steps == 2000 and a.val_images == 8 and a.data is None and not a.no_skimage and not a.small
+    assert a.features is None and a.blocks is None and a.residual is None and a.threads is None
+    assert (a.val_items, a.log_every, a.val_every, a.ckpt_every) == (24, 25, 250, 50)
+    assert not hasattr(a, "grad_clip") and not a.float32 and not a.amp
+    assert str(a.out).endswith(".safetensors") and a.run_dir == "runs/drunet"
+
+
+def test_every_option_is_read():
+    a = R.parse_args(["--data", "d", "--no-skimage", "--small", "--features", "1,2,3,4", "--blocks", "2",
+                      "--residual", "no", "--steps", "7", "--batch", "3", "--crop", "48", "--max-sigma", "0.5",
+                      "--lr", "0.25", "--halve-at", "0.5", "--val-images", "2", "--threads", "1"])
+    assert (a.data, a.no_skimage, a.small, a.features, a.blocks, a.residual, a.steps, a.batch, a.crop,
+            a.max_sigma, a.lr, a.halve_at, a.val_images, a.threads) == (
+        "d", True, True, "1,2,3,4", 2, "no", 7, 3, 48, 0.5, 0.25, "0.5", 2, 1)
+    with pytest.raises(SystemExit):
+        R.parse_args(["--residual", "maybe"])
+
+
+# ------------------------------------------------------------------ main, with a stand-in trainer
+class _Record(train_pkg.Trainer):
+    """The real Trainer, except ``fit`` only records the call (no training)."""
+
+    made = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.args, self.kwargs, self.fitted = args, kwargs, 0
+        _Record.made.append(self)
+
+    def fit(self, resume=True):
+        self.fitted += 1
+        self.step = self.cfg.steps
+        self.last_validation = {"psnr": 30.5}
+        return self
+
+
+@pytest.fixture
+def record(monkeypatch):
+    _Record.made = []
+    monkeypatch.setattr(train_pkg, "Trainer", _Record)
+    return _Record.made
+
+
+def _argv(tmp_path, *extra):
+    return ["--features", "4,4,4,4", "--blocks", "1", "--steps", "16", "--batch", "2", "--crop", "8",
+            "--val-items", "2", "--device", "cpu", "--no-progress", "--run-dir", str(tmp_path / "run"),
+            "--out", str(tmp_path / "w.safetensors"), *extra]
+
+
+def test_main_wires_photos_data_schedule_loss_and_validation(tmp_path, record, capsys):
+    d, paths = _folder(tmp_path, n=4)
+    argv = _argv(tmp_path, "--data", str(d), "--no-skimage", "--val-images", "2", "--seed", "3", "--lr", "0.002",
+                 "--halve-at", "0.25, 0.5,,0.01", "--max-sigma", "0.3", "--log-every", "3", "--val-every", "5",
+                 "--ckpt-every", "7")
+    out = R.main(argv)
+    assert out == tmp_path / "w.safetensors" and out.is_file()
+    (t,) = record
+    assert t.fitted == 1
+    model, cfg, train, loss_fn = t.args
+    assert isinstance(model, DRUNet)
+    assert model.config == DRUNet(**{**PAPER_CONFIG, "features": (4, 4, 4, 4), "blocks": 1}).config
+    assert (cfg.steps, cfg.batch_size, cfg.lr, tuple(cfg.betas), cfg.eps) == (16, 2, 0.002, (0.9, 0.999), 1e-8)
+    assert tuple(cfg.lr_milestones) == (4, 8) and cfg.lr_gamma == 0.5  # int(16 · 0.01) = 0 is dropped
+    assert (cfg.seed, cfg.device, cfg.log_every, cfg.val_every, cfg.ckpt_every, cfg.out_dir, cfg.progress) == (
+        3, "cpu", 3, 5, 7, str(tmp_path / "run"), False)
+    assert isinstance(train, R.CleanCropDataset) and len(train) == 32 and train.crop == 8 and train.seed == 3
+    assert len(train.photos) == 2
+    assert np.array_equal(train.photos[0], R._as_uint8(read_image(paths[0], 3)))
+    val = t.kwargs["val_data"]
+    assert isinstance(val, R.NoisyValDataset) and len(val) == 2 and val.crop == 8 and val.seed == 10_000
+    assert [p.shape for p in val.photos] == [(12, 14, 3)] * 2
+    assert np.array_equal(val.photos[1], R._as_uint8(read_image(paths[3], 3)))
+    assert t.kwargs["val_fn"] is R.val_fn
+    # --max-sigma reaches the loss: compare with make_loss_fn(0.3) under the same seed
+    spy = _Spy()
+    batch = {"clean": torch.rand(2, 3, 4, 4, dtype=torch.float64)}
+    torch.manual_seed(0)
+    got = loss_fn(spy, batch)
+    torch.manual_seed(0)
+    ref = R.make_loss_fn(0.3)(spy, batch)
+    torch.testing.assert_close(spy.seen[0][1], spy.seen[1][1], rtol=0, atol=0)
+    assert float(got[0].detach()) == float(ref[0].detach()) and float(spy.seen[0][1].max()) <= 0.3
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == {"weights": str(out), "validation": {"psnr": 30.5}}
+
+
+def test_exported_header_and_float16_weights(tmp_path, record):
+    d, paths = _folder(tmp_path, n=3)
+    argv = _argv(tmp_path, "--data", str(d), "--val-images", "1", "--max-sigma", "0.1", "--crop", "12")
+    out = R.main(argv)
+    state, header = load_checkpoint(out, "DRUNet")
+    (t,) = record
+    assert header["architecture"] == "DRUNet" and header["config"] == json.loads(json.dumps(t.args[0].config))
+    assert header["steps"] == 16 and header["validation"] == {"psnr": 30.5}
+    assert header["input"] == "noisy (N, C, H, W) in [0, 1] and sigma on the [0, 1] scale"
+    assert header["output"] == "clean image (N, C, H, W)" and header["stored_dtype"] == "float16"
+    data = header["data"]
+    assert data["recipe"] == "pnpdeblur.train.drunet" and data["argv"] == argv and data["data"] == str(d)
+    expected = [n for n in sample_images() if n not in R.HELD_OUT_SAMPLES]
+    assert data["train_files"] == [paths[0].name, paths[1].name] + expected
+    assert data["val_files"] == [paths[2].name] and data["held_out"] == list(R.HELD_OUT_SAMPLES)
+    assert data["max_sigma"] == 0.1 and data["loss"] == "L1" and data["crop"] == 12
+    assert data["device"] == "cpu" and data["torch"] == torch.__version__
+    assert isinstance(data["seconds"], float) and 0 <= data["seconds"] < 60
+    w = [k for k, v in state.items() if v.is_floating_point()]
+    assert w and all(state[k].dtype == torch.float16 for k in w)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".safetensors") == ["w.safetensors"]
+
+
+def test_without_data_there_is_no_validation(tmp_path, record, monkeypatch):
+    monkeypatch.setattr(R, "training_photos", _spy_photos(R.training_photos, calls := []))
+    out = R.main(_argv(tmp_path, "--val-images", "3", "--float32", "--val-every", "9"))
+    (t,) = record
+    assert calls == [((None, 0), {"skimage": True})]  # --val-images is ignored without --data
+    assert t.kwargs["val_data"] is None and t.kwargs["val_fn"] is None and t.args[1].val_every == 0
+    assert len(t.args[2].photos) == len(sample_images()) - 4
+    state, header = load_checkpoint(out, "DRUNet")
+    assert header["data"]["val_files"] == [] and header["data"]["data"] is None and "stored_dtype" not in header
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+    assert tuple(t.args[1].lr_milestones) == (8, 12, 14) and t.args[1].lr == 1e-4  # the defaults
+
+
+def _spy_photos(real, calls):
+    def spy(*args, **kwargs):
+        calls.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    return spy
+
+
+def test_no_skimage_and_the_small_and_explicit_configs(tmp_path, record, monkeypatch):
+    d, _ = _folder(tmp_path, n=2)
+    R.main(["--small", "--data", str(d), "--no-skimage", "--val-images", "1", *_argv(tmp_path)[4:]])
+    assert record[0].args[0].config == DRUNet(**SMALL_CONFIG).config
+    assert len(record[0].args[2].photos) == 1
+    R.main(_argv(tmp_path, "--small", "--residual", "no", "--data", str(d), "--val-images", "1"))
+    cfg = record[1].args[0].config
+    assert cfg["residual"] is False and list(cfg["features"]) == [4, 4, 4, 4] and cfg["blocks"] == 1
+    R.main(_argv(tmp_path, "--residual", "yes", "--blocks", "2"))
+    cfg = record[2].args[0].config
+    assert cfg["residual"] is True and cfg["blocks"] == 2 and cfg["bias"] is False
+
+
+def test_threads_are_set_only_when_asked(tmp_path, record, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
+    R.main(_argv(tmp_path))
+    assert calls == []
+    R.main(_argv(tmp_path, "--threads", "1"))
+    assert calls == [1]
+
+
+def test_main_reads_sys_argv_and_other_ranks_do_not_export(tmp_path, record, monkeypatch, capsys):
+    import sys
+
+    import pnpdeblur.train.distributed as D
+
+    monkeypatch.setattr(sys, "argv", ["drunet", *_argv(tmp_path, "--steps", "4")])
+    out = R.main()
+    assert load_checkpoint(out, "DRUNet")[1]["data"]["argv"] is None
+    out.unlink()
+    capsys.readouterr()
+    monkeypatch.setattr(D, "is_main_process", lambda: False)
+    assert R.main(_argv(tmp_path)) == out and not out.exists() and capsys.readouterr().out == ""
+    assert record[-1].fitted == 1
