@@ -641,3 +641,22 @@ def test_the_discriminator_takes_the_nets_channels(tmp_path, record):
     R.main(argv)
     disc_cls = R._net_class(R.SPECS["deepdeblur"], "DeepDeblurDiscriminator")
     assert record[0].args[0].discriminator.config == disc_cls(in_channels=3).config
+
+
+def test_help_explains_each_recipe_option(capsys):
+    with pytest.raises(SystemExit):
+        R.parse_args("dvd", ["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert text.startswith("usage: pnpdeblur train dvd ")
+    assert f"Train DVD ({R.SPECS['dvd'].paper})." in text
+    for line in ("--data {video,flow,gopro} --corpus CORPUS folder of sharp photos (default: scikit-image photos only)",
+                 "--preload decode the corpus into memory once",
+                 "--root ROOT GOPRO folder for --data gopro",
+                 "--preset PRESET flow preset for --data flow (23 or 46)",
+                 "--max-blur MAX_BLUR largest blur length (px) for --data video",
+                 "--frames FRAMES frames per clip (DVD)",
+                 "--noise NOISE noise std (range [0, this] for --data flow)",
+                 "--small the CPU configuration {'widths': [8, 16, 32, 64]}",
+                 "--config CONFIG JSON of constructor arguments (override --small)",
+                 "--steps STEPS --batch BATCH --crop CROP --lr LR --grad-clip"):
+        assert line in text, line

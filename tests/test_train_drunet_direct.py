@@ -467,3 +467,26 @@ def test_main_reads_sys_argv_and_other_ranks_do_not_export(tmp_path, record, mon
     monkeypatch.setattr(D, "is_main_process", lambda: False)
     assert R.main(_argv(tmp_path)) == out and not out.exists() and capsys.readouterr().out == ""
     assert record[-1].fitted == 1
+
+
+def test_help_explains_each_recipe_option(capsys):
+    with pytest.raises(SystemExit):
+        R.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert text.startswith("usage: pnpdeblur train drunet ")
+    assert "Train DRUNet, the noise-level-aware denoiser prior (DPIR)." in text
+    for line in ("--data DATA folder of sharp colour photos, e.g. .data/bsds500/train (default: scikit-image photos "
+                 "only)",
+                 "--no-skimage do not add scikit-image's photos",
+                 "--small the small CPU configuration (features 16-128, 1 block, global residual)",
+                 "--features FEATURES four comma-separated widths (overrides --small)",
+                 "--blocks BLOCKS residual blocks per level",
+                 "--residual {yes,no} global residual (output = x + net)",
+                 "--steps STEPS --batch BATCH batch size (paper: 16)",
+                 "--crop CROP training crop (paper: 128)",
+                 "--max-sigma MAX_SIGMA σ drawn in [0, this] (paper: 50/255)",
+                 "--lr LR Adam learning rate (paper: 1e-4)",
+                 "--halve-at HALVE_AT fractions of the steps where lr halves",
+                 "--val-images VAL_IMAGES last files of --data held out for validation",
+                 "--threads THREADS torch CPU threads --device"):
+        assert line in text, line

@@ -98,8 +98,10 @@ def test_preloaded_corpus_is_decoded_once_as_float32_colour(tmp_path):
 def test_a_corpus_without_images_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images")
-    with pytest.raises(ValueError, match=r"images"):
+    with pytest.raises(ValueError, match=r"^no images \(.*\) in .*empty$"):
         R.training_sources(str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match=r"^folder not found: "):
+        R.training_sources(str(tmp_path / "missing"))
 
 
 # ------------------------------------------------------------------ datasets
@@ -430,3 +432,33 @@ def test_an_empty_history_prints_no_validation(tmp_path, record, monkeypatch, ca
     out = R.main(_argv(tmp_path, "--float32"))
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed == {"weights": str(out), "validation": None}
+
+
+def _help(parse):
+    with pytest.raises(SystemExit):
+        parse(["--help"])
+
+
+def test_help_explains_each_recipe_option(capsys):
+    _help(R.parse_args)
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert text.startswith("usage: pnpdeblur train sen ") and "Train SEN, the motion-flow estimator." in text
+    for line in ("--corpus CORPUS folder of sharp photos (default: scikit-image photos only)",
+                 "--preload decode the corpus into memory once",
+                 "--batch BATCH global batch size (paper: 16)",
+                 "--crop CROP training crop size (paper: 256)",
+                 "--presets PRESETS flow presets mixed in equal parts",
+                 "--max-noise MAX_NOISE noise std drawn in [0, this]",
+                 "--width WIDTH first-layer width (paper: 64)",
+                 "--loss {symmetric,canonical} --lr LR --lr-end LR_END --decay-from DECAY_FROM fraction of steps "
+                 "at constant lr --grad-clip"):
+        assert line in text, line
+
+
+def test_auto_device_on_a_cpu_machine_is_recorded_as_cpu(tmp_path, record):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine names its GPU")
+    argv = _argv(tmp_path, "--float32")
+    argv[argv.index("--device") + 1] = "auto"
+    out = R.main(argv)
+    assert load_checkpoint(out, "SEN")[1]["data"]["device"] == "cpu"

@@ -53,9 +53,7 @@ def training_sources(corpus: Optional[str], preload: bool = False) -> List[Any]:
     """
     sources: List[Any] = []
     if corpus is not None:
-        paths = list_images(corpus, recursive=True)
-        if not paths:
-            raise ValueError(f"corpus folder {corpus} holds no images")
+        paths = list_images(corpus, recursive=True)  # raises ValueError if the folder holds no image
         sources += [read_image(p, 3) for p in paths] if preload else [str(p) for p in paths]
     return sources + [n for n in TRAIN_SAMPLES if n in sample_images()]
 
