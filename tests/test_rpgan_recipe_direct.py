@@ -197,7 +197,7 @@ def test_loss_uses_the_given_perceptual_content_loss():
 
     total, extra = make_loss_fn(perceptual)(m, batch)
     out = m.generator(batch["deconv"], batch["blurred"])
-    assert extra["content"] == pytest.approx(float(perceptual(out, batch["sharp"])), rel=1e-6)
+    assert extra["content"] == pytest.approx(perceptual(out, batch["sharp"]).item(), rel=1e-6)
     assert total.item() == pytest.approx(extra["content"], rel=1e-6)
 
 
