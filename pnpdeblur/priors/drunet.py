@@ -27,6 +27,10 @@ class DRUNetPrior(DenoiserPrior):
         Clip the output to [0, 1].
     device : 'follow', str or torch.device
         As for :class:`DenoiserPrior` (default: the network runs on each input's device).
+    tile, tile_overlap : int, optional
+        Denoise large images in overlapping tiles to bound memory (:class:`DenoiserPrior`;
+        default: whole images). The U-Net sees far beyond any practical overlap, so tiles
+        change the result slightly; use a tile of 512 or more and an overlap of 64 or more.
 
     Notes
     -----
@@ -46,7 +50,8 @@ class DRUNetPrior(DenoiserPrior):
     counts with a colour network raise ``ValueError``.
     """
 
-    def __init__(self, net: Any = None, ensemble: bool = False, clamp: bool = False, device: Any = "follow"):
+    def __init__(self, net: Any = None, ensemble: bool = False, clamp: bool = False, device: Any = "follow",
+                 tile: Optional[int] = None, tile_overlap: int = 64):
         from ..nets.drunet import DRUNet
 
         if net is None:
@@ -55,7 +60,7 @@ class DRUNetPrior(DenoiserPrior):
             net = DRUNet.from_checkpoint(net)
         elif not isinstance(net, DRUNet):
             raise TypeError(f"net must be a DRUNet, a checkpoint path or None, got {type(net).__name__}")
-        super().__init__(net, clamp=clamp, ensemble=ensemble, device=device)
+        super().__init__(net, clamp=clamp, ensemble=ensemble, device=device, tile=tile, tile_overlap=tile_overlap)
 
     def _denoise(self, z: torch.Tensor, sigma: float, context: Optional[Dict[str, Any]]) -> torch.Tensor:
         c = z.shape[1]

@@ -6,6 +6,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
+from .._tiling import apply_in_tiles
 from .base import BasePrior
 
 __all__ = ["DenoiserPrior", "DnCNNPrior", "resolve_device"]
@@ -65,6 +66,15 @@ class DenoiserPrior(BasePrior):
         Parameter objects, so an optimiser holding them still works) when an input
         arrives on a new device, so a solve on the GPU denoises on the GPU. A device
         pins the network there (moved once, now); inputs go to it and back.
+    tile : int, optional
+        Denoise images larger than ``tile`` pixels on a side in ``tile``² pieces, so the
+        network's memory stays that of one piece (a 12-megapixel photo needs ~10 GB through
+        the shipped DnCNN whole, ~1 GB in 1024² tiles). Default: whole images.
+    tile_overlap : int
+        Margin (px) each piece discards at its cuts (:func:`pnpdeblur._tiling.apply_in_tiles`).
+        When it is at least the network's receptive-field radius (a DnCNN of depth d: d), the
+        tiled result equals the whole-image one up to float rounding; for a U-Net (DRUNet) it
+        is an approximation.
 
     Notes
     -----
@@ -86,6 +96,8 @@ class DenoiserPrior(BasePrior):
         color: str = "auto",
         ensemble: bool = False,
         device: Any = "follow",
+        tile: Optional[int] = None,
+        tile_overlap: int = 32,
     ):
         if not isinstance(net, nn.Module) and not callable(net):
             raise TypeError(f"net must be a torch.nn.Module or callable, got {type(net).__name__}")
@@ -103,6 +115,15 @@ class DenoiserPrior(BasePrior):
             raise ValueError(f"color must be 'auto', 'rgb' or 'opponent', got {color!r}")
         self.color = color
         self.ensemble = bool(ensemble)
+        for name, v in (("tile", tile), ("tile_overlap", tile_overlap)):
+            if (v is not None or name == "tile_overlap") and (isinstance(v, bool) or not isinstance(v, int)):
+                raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+        if tile_overlap < 0:
+            raise ValueError(f"tile_overlap must be >= 0, got {tile_overlap}")
+        if tile is not None and tile <= 2 * tile_overlap:
+            raise ValueError(f"tile must be > 2·tile_overlap = {2 * tile_overlap}, got {tile}")
+        self.tile = tile
+        self.tile_overlap = tile_overlap
 
     def _param(self) -> Optional[torch.Tensor]:
         if isinstance(self.net, nn.Module):
@@ -136,6 +157,7 @@ class DenoiserPrior(BasePrior):
             t = torch.einsum("ij,njhw->nihw", M, t)
         if fold:
             t = t.reshape(n * c, 1, h, w)
+        fmt = torch.contiguous_format
         if getattr(self.net, "channels_last_safe", False):
             # channels-last on the CPU, where oneDNN's convolutions are 1.5-2x faster in it (same
             # values to float rounding), the usual layout elsewhere; the Parameters are kept
@@ -143,7 +165,11 @@ class DenoiserPrior(BasePrior):
             self.net.to(memory_format=fmt)
             t = t.contiguous(memory_format=fmt)
         with torch.set_grad_enabled(torch.is_grad_enabled() and z.requires_grad):
-            out = self._run(t, sigma)
+            if self.tile is None:
+                out = self._run(t, sigma)
+            else:
+                out = apply_in_tiles(lambda piece: self._run(piece.contiguous(memory_format=fmt), sigma), t,
+                                     self.tile, self.tile_overlap)
         out = out.contiguous()
         if fold:
             out = out.reshape(n, c, h, w)
@@ -170,12 +196,19 @@ class DnCNNPrior(DenoiserPrior):
     color, clamp, device
         As for :class:`DenoiserPrior` (colour images go through the opponent space; by
         default the network runs on the device of its input).
+    tile : int or None
+        Images larger than this on a side are denoised in tiles (default 1024; None: whole).
+        The tiles overlap by the network's receptive-field radius (its depth: every layer is
+        a 3×3 convolution), so the result is the whole-image one up to float rounding, and
+        the memory is that of a 1024² piece whatever the photo's size.
     """
 
     def __init__(
-        self, path: Any = None, ensemble: bool = True, color: str = "auto", clamp: bool = False, device: Any = "follow"
+        self, path: Any = None, ensemble: bool = True, color: str = "auto", clamp: bool = False, device: Any = "follow",
+        tile: Optional[int] = 1024,
     ):
         from ..nets.dncnn import DnCNN
 
         net = DnCNN.pretrained() if path is None else DnCNN.from_checkpoint(path)
-        super().__init__(net, clamp=clamp, color=color, ensemble=ensemble, device=device)
+        super().__init__(net, clamp=clamp, color=color, ensemble=ensemble, device=device, tile=tile,
+                         tile_overlap=int(net.config["depth"]))

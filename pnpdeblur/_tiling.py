@@ -1,0 +1,82 @@
+"""Apply an image-to-image function in overlapping tiles, so memory does not grow with the photo.
+
+:func:`apply_in_tiles` cuts ``(N, C, H, W)`` images into ``tile``² pieces that overlap by
+``2 * overlap`` pixels, runs the function on each piece and keeps, of each output piece, only
+what lies at least ``overlap`` pixels inside the cuts (a piece's edges on the image's own
+borders are kept whole). For a function whose output pixel depends only on inputs within
+``overlap`` pixels of it (a fully convolutional network with that receptive-field radius, e.g.
+a depth-d DnCNN of 3×3 convolutions has radius d) and that pads the image's own borders the same
+way whatever its size, the result equals the function applied to the whole image (up to float
+rounding). For a wider receptive field (U-Nets) it is an approximation whose error falls with
+``overlap``.
+"""
+from __future__ import annotations
+
+from typing import Callable, List
+
+import torch
+
+__all__ = ["tile_starts", "apply_in_tiles"]
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> List[int]:
+    """First indices of the tiles along one axis of length ``size``.
+
+    Consecutive tiles start ``tile - 2 * overlap`` apart and the last one ends at ``size``, so
+    the kept parts (see the module docstring) cover the axis without a gap.
+    """
+    if size <= tile:
+        return [0]
+    step = tile - 2 * overlap
+    return list(range(0, size - tile, step)) + [size - tile]
+
+
+def _kept(start: int, tile: int, size: int, overlap: int):
+    """The part of a tile that is kept: image indices [lo, hi)."""
+    end = min(start + tile, size)
+    lo = start + overlap if start > 0 else 0
+    hi = end - overlap if end < size else size
+    return lo, hi
+
+
+def apply_in_tiles(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int,
+                   overlap: int) -> torch.Tensor:
+    """``fn(x)`` computed tile by tile (see the module docstring).
+
+    Parameters
+    ----------
+    fn : callable
+        Maps an ``(N, C, h, w)`` tensor to an ``(N, C', h, w)`` tensor (same spatial size).
+    x : torch.Tensor
+        ``(N, C, H, W)``.
+    tile : int
+        Side of the pieces ``fn`` sees, > ``2 * overlap``. An image no larger than ``tile`` on
+        either side is passed to ``fn`` whole.
+    overlap : int
+        Margin (px) discarded at each cut, >= 0.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, C', H, W)``, in ``fn``'s output dtype and device.
+    """
+    if isinstance(tile, bool) or not isinstance(tile, int) or isinstance(overlap, bool) or not isinstance(overlap, int):
+        raise TypeError(f"tile and overlap must be ints, got {type(tile).__name__} and {type(overlap).__name__}")
+    if overlap < 0 or tile <= 2 * overlap:
+        raise ValueError(f"tile must be > 2·overlap and overlap >= 0, got tile={tile}, overlap={overlap}")
+    h, w = x.shape[-2:]
+    if h <= tile and w <= tile:
+        return fn(x)
+    out = None
+    for y0 in tile_starts(h, tile, overlap):
+        ky0, ky1 = _kept(y0, tile, h, overlap)
+        for x0 in tile_starts(w, tile, overlap):
+            kx0, kx1 = _kept(x0, tile, w, overlap)
+            piece = fn(x[..., y0:y0 + tile, x0:x0 + tile])
+            if piece.shape[-2:] != x[..., y0:y0 + tile, x0:x0 + tile].shape[-2:]:
+                raise ValueError(f"fn must keep the spatial size, got {tuple(piece.shape[-2:])} for a "
+                                 f"{tuple(x[..., y0:y0 + tile, x0:x0 + tile].shape[-2:])} piece")
+            if out is None:
+                out = piece.new_empty(piece.shape[:-2] + (h, w))
+            out[..., ky0:ky1, kx0:kx1] = piece[..., ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]
+    return out
