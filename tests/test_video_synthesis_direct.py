@@ -887,3 +887,166 @@ def test_flow_blur_errors(kwargs, exc, msg):
     args.update(kwargs)
     with pytest.raises(exc, match=msg):
         synthesize_flow_blur(**args)
+
+
+# --------------------------------------------------------------------------- the foreground layer
+
+
+def _make_fg(photo, shape, n=3, max_blur=6.0, seed=0):
+    from pnpdeblur.data.video import _make_foreground
+
+    return _make_foreground(photo, shape, n, max_blur, np.random.default_rng(seed), 3)
+
+
+def _find_patch(photo, tex):
+    """(y0, x0, perm) such that tex = photo[y0:y0+fh, x0:x0+fw][::-1, ::-1][..., perm], or None."""
+    from itertools import permutations
+
+    fh, fw = tex.shape[:2]
+    for y0 in range(photo.shape[0] - fh + 1):
+        for x0 in range(photo.shape[1] - fw + 1):
+            patch = photo[y0:y0 + fh, x0:x0 + fw][::-1, ::-1]
+            for perm in permutations(range(photo.shape[2])):
+                if np.array_equal(patch[..., list(perm)], tex):
+                    return y0, x0, perm
+    return None
+
+
+def test_foreground_size_range():
+    photo = _photo(40, 40)
+    # (33, 34): heights in [33 // 5, 33 // 2) = [6, 16), widths in [34 // 5, 34 // 2) = [6, 17)
+    fhs, fws = set(), set()
+    for seed in range(300):
+        fg = _make_fg(photo, (33, 34), seed=seed)
+        fhs.add(fg.texture.shape[0])
+        fws.add(fg.texture.shape[1])
+        assert fg.alpha.shape == fg.texture.shape[:2]
+    assert fhs == set(range(6, 16)) and fws == set(range(6, 17))
+    # a 10 x 10 frame: at least 4 px, below max(5, 10 // 2) = 5
+    for seed in range(20):
+        assert _make_fg(photo, (10, 10), seed=seed).texture.shape == (4, 4, 3)
+
+
+def test_foreground_texture_is_a_flipped_colour_permuted_patch():
+    photo = _photo(12, 14, seed=5)  # distinct values: the patch is found at one place only
+    perms, starts = set(), set()
+    for seed in range(40):
+        fg = _make_fg(photo, (10, 10), seed=seed)
+        assert fg.texture.shape == (4, 4, 3) and fg.texture.flags.c_contiguous
+        found = _find_patch(photo, fg.texture)
+        assert found is not None, seed
+        y0, x0, perm = found
+        assert 0 <= y0 < 12 - 4 and 0 <= x0 < 14 - 4
+        perms.add(perm)
+        starts.add((y0, x0))
+    assert len(perms) > 3 and (0, 0) in {(y, 0) for y, _ in starts} | {(0, x) for _, x in starts}
+    assert min(y for y, _ in starts) == 0 and min(x for _, x in starts) == 0
+    assert max(y for y, _ in starts) >= 6 and max(x for _, x in starts) >= 8
+
+
+def test_foreground_texture_of_a_small_photo():
+    # a photo 1 px larger than the patch: the only start is (0, 0)
+    photo = _photo(5, 5, seed=2)
+    for seed in range(10):
+        fg = _make_fg(photo, (10, 10), seed=seed)
+        assert _find_patch(photo, fg.texture)[:2] == (0, 0)
+    # a photo smaller than the patch: the flipped photo is tiled (np.resize) to the patch size
+    photo = _photo(3, 3, seed=3)
+    from itertools import permutations
+
+    for seed in range(5):
+        fg = _make_fg(photo, (10, 10), seed=seed)
+        assert fg.texture.shape == (4, 4, 3)
+        tiled = np.resize(photo[::-1, ::-1], (4, 4, 3))
+        assert any(np.array_equal(tiled[..., list(p)], fg.texture) for p in permutations(range(3)))
+
+
+def test_foreground_alpha_is_a_soft_ellipse():
+    photo = _photo(40, 40)
+    # 4 x 4: normalised radius² at the corners is 2 (3/4)² = 1.125 -> 0, elsewhere <= 0.625 -> 1
+    want = np.ones((4, 4))
+    want[[0, 0, -1, -1], [0, -1, 0, -1]] = 0.0
+    np.testing.assert_array_equal(_make_fg(photo, (10, 10)).alpha, want)
+    soft = 0
+    for seed in range(30):
+        a = _make_fg(photo, (33, 34), seed=seed).alpha
+        fh, fw = a.shape
+        u = (2 * np.arange(fh)[:, None] - (fh - 1)) / fh  # -> ±1 at the outer pixel edges
+        v = (2 * np.arange(fw)[None, :] - (fw - 1)) / fw
+        np.testing.assert_allclose(a, np.clip(8 * (1 - u ** 2 - v ** 2), 0, 1), rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(a, a[::-1, ::-1])
+        assert a.min() == 0.0 and a.max() == 1.0
+        soft += a[(a > 0) & (a < 1)].size
+    assert soft > 0  # a soft edge
+
+
+def test_foreground_position_and_velocity():
+    photo = _photo(40, 40)
+    n, max_blur = 5, 6.0
+    xs, ys, signs = [], [], set()
+    for seed in range(200):
+        fg = _make_fg(photo, (10, 12), n=n, max_blur=max_blur, seed=seed)
+        fh, fw = fg.texture.shape[:2]
+        x, y = fg.position
+        assert 0 <= x <= 12 - fw and 0 <= y <= 10 - fh
+        xs.append(x / (12 - fw))
+        ys.append(y / (10 - fh))
+        speed = math.hypot(*fg.velocity)
+        assert 0.3 * max_blur / n - 1e-12 <= speed <= max_blur / n + 1e-12
+        signs.add((np.sign(fg.velocity[0]), np.sign(fg.velocity[1])))
+        assert all(type(v) is float for v in (*fg.position, *fg.velocity))
+    assert min(xs) < 0.1 and max(xs) > 0.9 and min(ys) < 0.1 and max(ys) > 0.9  # uniform over the frame
+    assert len(signs) == 4  # every direction
+    speeds = [math.hypot(*_make_fg(photo, (10, 12), n, max_blur, s).velocity) * n / max_blur for s in range(100)]
+    assert min(speeds) < 0.4 and max(speeds) > 0.9
+    a, b = _make_fg(photo, (10, 12), seed=7), _make_fg(photo, (10, 12), seed=7)
+    assert a.position == b.position and a.velocity == b.velocity and np.array_equal(a.texture, b.texture)
+
+
+def test_foreground_layer_vertical_motion_order_2_and_alpha_interpolation():
+    tex = _photo(4, 4, seed=4)
+    alpha = np.array([[0.0, 1.0, 0.5, 1.0]] * 4)
+    fg = _Foreground(tex, alpha, (1.0, 1.0), (0.0, 1.0))
+    # moving down 1 px/frame: at tau = 2 the layer starts at row 3
+    col, a = fg.layer((8, 6), 2.0, 1)
+    np.testing.assert_allclose(col[3:7, 1:5], tex, atol=1e-12)
+    np.testing.assert_allclose(a[3:7, 1:5], alpha, atol=1e-12)
+    # order 2 splines are prefiltered too: integer positions give the texture exactly
+    col2, _ = fg.layer((8, 6), 2.0, 2)
+    np.testing.assert_allclose(col2[3:7, 1:5], tex, atol=1e-9)
+    # alpha is always linearly interpolated (whatever the colour order): half a pixel right
+    half = _Foreground(tex, alpha, (1.5, 1.0), (0.0, 0.0))
+    for order in (1, 3):
+        _, ah = half.layer((6, 6), 0.0, order)
+        np.testing.assert_allclose(ah[1:5, 2:5], 0.5 * (alpha[:, :3] + alpha[:, 1:]), atol=1e-12)
+    # alpha outside [0, 1] is clipped from below too
+    neg = _Foreground(tex, np.full((4, 4), -0.5), (1.0, 1.0), (0.0, 0.0))
+    assert neg.layer((6, 6), 0.0, 1)[1].min() == 0.0
+
+
+def test_average_frames_reads_float32_arrays_as_float64():
+    fr = np.random.default_rng(2).random((3, 2, 2, 1)).astype(np.float32)
+    for gamma in (GAMMA, None):
+        out = average_frames(fr, gamma=gamma)
+        assert out.dtype == np.float64
+        want = _gopro(list(fr.astype(np.float64)), gamma)
+        np.testing.assert_allclose(out, want, rtol=1e-12)
+
+
+def test_video_sequence_passes_its_settings():
+    photo = _photo(20, 20)
+    # default min_blur 2: with max_blur 2 the blur is exactly 2 px
+    seq = synthesize_video_sequence(photo, 1, shape=(6, 6), n_frames=3, motion="translation", max_blur=2,
+                                    seed=0, order=0)
+    np.testing.assert_allclose(math.hypot(*seq.path.velocity) * 3, 2.0, rtol=1e-12)
+    for seed in range(4):
+        seq = synthesize_video_sequence(photo, 1, shape=(6, 6), n_frames=5, motion="translation", max_blur=4,
+                                        min_blur=4, acceleration=0.5, seed=seed, order=0)
+        speed, am = math.hypot(*seq.path.velocity), math.hypot(*seq.path.acceleration)
+        assert 0.25 * speed / 2.5 - 1e-12 <= am <= 0.5 * speed / 2.5 + 1e-12 and am > 0
+    # the default spline order is 3
+    path = CameraPath(velocity=(0.5, 0.25))
+    d = synthesize_video_sequence(photo, 2, shape=(6, 6), n_frames=3, path=path)
+    for order, same in ((3, True), (4, False), (1, False)):
+        o = synthesize_video_sequence(photo, 2, shape=(6, 6), n_frames=3, path=path, order=order)
+        assert np.array_equal(d.blurred, o.blurred) == same, order

@@ -2,8 +2,8 @@ r"""Video synthesis by frame averaging (GOPRO / WILD construction) with known mo
 
 A photo is filmed by a virtual high-frame-rate camera that moves along a smooth random
 path; optionally a textured foreground layer moves on its own. A blurred frame is the
-average of ``N`` consecutive sharp frames (``N`` odd, 7–13 as in Nah et al.'s GOPRO and
-Noroozi et al.'s WILD data) taken in *linear* intensity under a gamma camera response
+average of ``N`` consecutive sharp frames (``N`` odd: 7–13 in Nah et al.'s GOPRO data, the
+default here; 7–23 in Noroozi et al.'s WILD data) taken in *linear* intensity under a gamma camera response
 ``g(x) = x^(1/γ)``, γ = 2.2 (Nah et al. eq. 2–3)::
 
     B = g( (1/N) Σ_i g⁻¹(Ŝ[i]) ),     sharp target = Ŝ[(N−1)/2] (the middle frame)
