@@ -255,9 +255,7 @@ def kernel_field_figure(image, flow, step: int = 16, path=None, mode: str = "lin
             kh, kw = k.shape
             y0, x0 = int(round(cy)) - kh // 2, int(round(cx)) - kw // 2
             ya, xa = max(y0, 0), max(x0, 0)
-            yb, xb = min(y0 + kh, h), min(x0 + kw, w)
-            if ya >= yb or xa >= xb:
-                continue
+            yb, xb = min(y0 + kh, h), min(x0 + kw, w)  # never empty: the centre is a grid pixel
             sub = k[ya - y0:yb - y0, xa - x0:xb - x0]
             a = np.maximum(overlay[ya:yb, xa:xb, 3], sub)
             overlay[ya:yb, xa:xb, :3] = rgb
