@@ -338,3 +338,17 @@ def test_make_preconditioner_builds_the_named_ones_with_the_defaults():
     assert T.power.dtype == torch.float32 and T.n_tiles == (1, 1)
     J = make_preconditioner("jacobi", K, y)
     assert isinstance(J, JacobiPreconditioner) and J.shape == (h, w) and J.diag.dtype == torch.float32
+
+
+def test_normal_diagonal_reaches_the_far_taps_of_an_off_centre_segment():
+    # a TwoSegmentBlur segment runs from p to p + a (its centre a/2 is off the pixel grid);
+    # for a = (3.975, 3.425) a non-zero tap lies 4 pixels along x from floor(a_x / 2), right at
+    # the edge of the support's projection, so the enumeration must reach that far
+    h, w = 9, 11
+    rng = np.random.default_rng(11)
+    f_next = rng.uniform(-0.6, 0.6, (2, h, w))
+    f_next[:, 4, 5] = (3.9747525420507843, 3.424865904486325)
+    f_prev = rng.uniform(-0.6, 0.6, (2, h, w))
+    two = pd.TwoSegmentBlur(f_next, f_prev)
+    d = normal_diagonal(two, (h, w))
+    torch.testing.assert_close(d[0, 0], _diag_at(two, h, w, list(range(h * w))).reshape(h, w), rtol=1e-13, atol=1e-14)
