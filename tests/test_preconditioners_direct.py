@@ -352,3 +352,25 @@ def test_normal_diagonal_reaches_the_far_taps_of_an_off_centre_segment():
     two = pd.TwoSegmentBlur(f_next, f_prev)
     d = normal_diagonal(two, (h, w))
     torch.testing.assert_close(d[0, 0], _diag_at(two, h, w, list(range(h * w))).reshape(h, w), rtol=1e-13, atol=1e-14)
+
+
+def test_normal_diagonal_bounds_the_size_of_its_tap_tensors(monkeypatch):
+    # the taps are enumerated a band of rows at a time so that the (taps × pixels) tensors
+    # stay at a few MB whatever the image size: at most 2²¹ elements (16 MB in float64)
+    import pnpdeblur.solvers.preconditioners as pre
+
+    h, w = 64, 128
+    flow = np.random.default_rng(12).uniform(-2.5, 2.5, (2, h, w))
+    flow[:, 30, 60] = (64.0, 64.0)
+    sizes, rows = [], []
+    real = pre._segment_taps
+
+    def spy(a, beta):
+        out = real(a, beta)
+        sizes.append(out[0].numel())
+        rows.append(a.shape[1])
+        return out
+
+    monkeypatch.setattr(pre, "_segment_taps", spy)
+    normal_diagonal(pd.MotionBlur(flow), (h, w))
+    assert max(sizes) <= 2**21 and sum(rows) == h and len(rows) > 1
