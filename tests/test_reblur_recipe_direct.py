@@ -608,3 +608,33 @@ def test_objective_call_refreshes_weighs_and_reports():
     assert (obj.calls, obj.refreshes) == (3, 1)
     obj(net, batch)
     assert (obj.calls, obj.refreshes) == (4, 2)
+
+
+# ------------------------------------------------------- checks added after the mutation run
+def test_a_too_small_supervised_item_is_named_in_the_error():
+    data = HybridBatches(1, [0], (8, 8), 6, n_u=1, n_s=1, supervised=_Pairs(n=1, size=(4, 5)))
+    with pytest.raises(ValueError, match=r"^supervised\[0\] is 4×5, smaller than crop=6$"):
+        data[0]
+
+
+def test_default_supervised_set_default_seed_and_single_blurred_frame():
+    ds = default_supervised_set(12)
+    assert (ds.seed, ds.fixed, ds.n_blurred, ds.length, ds.max_blur, ds.crop) == (0, True, 1, 256, 16.0, (12, 12))
+
+
+def test_as_clip_array_errors_name_the_argument():
+    bad = torch.rand(3, 3, 4, 4)
+    bad[1, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"^blurred_frames contains NaN or Inf"):
+        as_clip(bad)
+    with pytest.raises(ValueError, match=r"^v contains NaN or Inf"):
+        as_clip(bad, "v")
+
+
+def test_objective_has_no_flows_before_its_first_refresh():
+    clip = _clip(3, 8, 8)
+    obj = ReblurObjective(clip, [0, 1], 2, kernel="two_segment", tau=1.0, alpha=0.1, crop=8, flow=_flow,
+                          flow_every=1)
+    assert obj.flow_next is None and obj.flow_prev is None and (obj.calls, obj.refreshes) == (0, 0)
+    obj.refresh(_Scale())
+    assert obj.flow_next.shape == (2, 2, 8, 8) and obj.flow_prev is None  # 2-frame: F₋ = −F₊, nothing stored
