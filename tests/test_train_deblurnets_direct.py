@@ -660,3 +660,23 @@ def test_help_explains_each_recipe_option(capsys):
                  "--config CONFIG JSON of constructor arguments (override --small)",
                  "--steps STEPS --batch BATCH --crop CROP --lr LR --grad-clip"):
         assert line in text, line
+
+
+def test_main_usage_error_shows_only_the_first_argument():
+    with pytest.raises(SystemExit) as e:
+        R.main(["unet", "--small", "--steps", "2"])
+    assert str(e.value).endswith("[options]; got ['unet']")
+    with pytest.raises(SystemExit) as e:
+        R.main([])
+    assert str(e.value).endswith("[options]; got []")
+
+
+def test_main_reads_a_gopro_folder(tmp_path, record):
+    root = _gopro(tmp_path, n=2)
+    out = R.main(_argv(tmp_path, "deblurnet", "--data", "gopro", "--root", str(root), "--crop", "8"))
+    (t,) = record
+    train = t.args[2]
+    assert len(train) == 2 and all("train" in str(p[0]) for p in train.pairs) and train.transform.crop == (8, 8)
+    assert list(t.kwargs["val_data"].indices) == [0]
+    d = load_checkpoint(out, "DeblurNet")[1]["data"]
+    assert d["data"] == "gopro" and d["preset"] is None and d["max_blur"] is None

@@ -490,3 +490,33 @@ def test_help_explains_each_recipe_option(capsys):
                  "--val-images VAL_IMAGES last files of --data held out for validation",
                  "--threads THREADS torch CPU threads --device"):
         assert line in text, line
+
+
+def test_a_short_wide_photo_is_padded_in_height_only():
+    wide = _numbered(5, 10)
+    padded = np.pad(wide, ((0, 3), (0, 0), (0, 0)), mode="reflect")  # 8 × 10: three column offsets
+    seen = set()
+    for s in range(40):
+        r = np.random.default_rng(s)
+        assert int(r.integers(0, 1)) == 0
+        j = int(r.integers(0, 3))
+        seen.add(j)
+        assert np.array_equal(R._crop(wide, 8, np.random.default_rng(s)), padded[:8, j:j + 8])
+    assert seen == {0, 1, 2}
+
+
+def test_an_index_past_the_end_names_the_index():
+    ds = R.CleanCropDataset([_numbered(10, 10)], length=3, crop=8)
+    with pytest.raises(IndexError, match=r"^3$"):
+        ds[3]
+
+
+def test_validation_sigma_is_float32_whatever_the_default_dtype():
+    ds = R.NoisyValDataset([_numbered(10, 10)], items=1, crop=8)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        item = ds[0]
+    finally:
+        torch.set_default_dtype(before)
+    assert item["sigma"].dtype == torch.float32

@@ -462,3 +462,8 @@ def test_auto_device_on_a_cpu_machine_is_recorded_as_cpu(tmp_path, record):
     argv[argv.index("--device") + 1] = "auto"
     out = R.main(argv)
     assert load_checkpoint(out, "SEN")[1]["data"]["device"] == "cpu"
+
+
+def test_stacks_option_reaches_the_model(tmp_path, record):
+    R.main(_argv(tmp_path, "--stacks", "1", "--float32"))
+    assert record[0].model.config["stacks"] == 1 and len(record[0].model.stacks) == 1
