@@ -1050,3 +1050,115 @@ def test_video_sequence_passes_its_settings():
     for order, same in ((3, True), (4, False), (1, False)):
         o = synthesize_video_sequence(photo, 2, shape=(6, 6), n_frames=3, path=path, order=order)
         assert np.array_equal(d.blurred, o.blurred) == same, order
+
+
+def test_documented_defaults_of_the_path_and_the_video():
+    for seed in range(3):
+        assert random_camera_path((9, 10), 5, seed=seed) == random_camera_path((9, 10), 5, "mixed", 20.0, 2.0,
+                                                                                None, seed)
+    photo = _photo(50, 50)
+    path = CameraPath(velocity=(0.5, 0.25))
+    d = synthesize_video_blur(photo, shape=(6, 6), n_frames=3, path=path)
+    for order, same in ((3, True), (4, False)):
+        o = synthesize_video_blur(photo, shape=(6, 6), n_frames=3, path=path, order=order)
+        assert np.array_equal(d.blurred, o.blurred) == same, order
+    a = synthesize_video_blur(photo, n_frames=3, seed=4, order=0)
+    b = synthesize_video_blur(photo, n_frames=3, seed=4, order=0, motion="mixed", max_blur=20.0, min_blur=2.0)
+    assert a.path == b.path and a.sharp.shape == (10, 10, 3)
+
+
+@pytest.mark.parametrize("gamma", [GAMMA, None])
+def test_video_blur_half_pixel_motion_at_order_1(gamma):
+    # 0.5 px/frame: the outer frames are linear interpolations of two crops (order 1 honoured)
+    photo = _photo(10, 14)
+    h, w, ox, oy = 4, 6, 4, 3
+    s = synthesize_video_blur(photo, shape=(h, w), n_frames=3, path=CameraPath(velocity=(0.5, 0.0)), gamma=gamma,
+                              order=1)
+    lin = (lambda z: z ** gamma) if gamma else (lambda z: z)  # noqa: E731  linear intensity
+    c = {k: lin(_crop(photo, ox + k, oy, h, w)) for k in (-1, 0, 1)}
+    frames = [0.5 * (c[-1] + c[0]), c[0], 0.5 * (c[0] + c[1])]  # interpolated in linear intensity
+    want = sum(frames) / 3
+    want = want ** (1 / gamma) if gamma else want
+    np.testing.assert_allclose(s.blurred, want, atol=2e-6)
+    seq = synthesize_video_sequence(photo, 1, shape=(h, w), n_frames=3, path=CameraPath(velocity=(0.5, 0.0)),
+                                    gamma=gamma, order=1)
+    np.testing.assert_allclose(seq.blurred[0], want, atol=2e-6)
+
+
+def test_video_sequence_middle_frame_of_five():
+    photo = _photo(10, 40)
+    h, w, n, spacing = 4, 6, 5, 5
+    ox, oy = (40 - w) // 2, (10 - h) // 2
+    seq = synthesize_video_sequence(photo, 2, shape=(h, w), n_frames=n, path=CameraPath(velocity=(1.0, 0.0)),
+                                    gamma=GAMMA, order=1)
+    for k, tk in enumerate((-2.5, 2.5)):
+        # frames at tk + (-2 .. 2): the middle one (tk) is at a half pixel
+        j0 = math.floor(tk - 2)  # the first frame, tk - 2, lies between shifts j0 and j0 + 1
+        crops = [_crop(photo, ox + j, oy, h, w) ** GAMMA for j in range(j0, j0 + 6)]
+        frames = [0.5 * (crops[i] + crops[i + 1]) for i in range(5)]
+        np.testing.assert_allclose(seq.sharp[k], frames[2] ** (1 / GAMMA), atol=2e-6)
+        np.testing.assert_allclose(seq.blurred[k], (sum(frames) / 5) ** (1 / GAMMA), atol=2e-6)
+    assert seq.spacing == spacing
+
+
+def _spy_foreground(monkeypatch):
+    """Record the foreground layers the synthesisers draw."""
+    import pnpdeblur.data.video as V
+
+    made, real = [], V._make_foreground
+
+    def spy(*args):
+        made.append(real(*args))
+        return made[-1]
+
+    monkeypatch.setattr(V, "_make_foreground", spy)
+    return made
+
+
+def test_foreground_flows_are_the_layer_motion(monkeypatch):
+    made = _spy_foreground(monkeypatch)
+    photo = _photo(44, 44)
+    checked = 0
+    for seed in range(6):
+        seq = synthesize_video_sequence(photo, 2, shape=(36, 36), n_frames=3, spacing=2, max_blur=4, min_blur=1,
+                                        motion="rotation", foreground=True, seed=seed, order=1)
+        fg = made[-1]
+        vel = np.array(fg.velocity)
+        for k, tk in enumerate((-1.0, 1.0)):
+            _, a = fg.layer((36, 36), tk, 1)
+            np.testing.assert_allclose(seq.foreground_masks[k], a, atol=1e-7)  # the layer at time tk
+            sel, out = a > 0.5, a <= 0.5
+            cam_n = seq.path.flow_between((36, 36), tk, tk + 2)
+            cam_p = seq.path.flow_between((36, 36), tk, tk - 2)
+            cam_e = seq.path.flow_between((36, 36), tk, tk + 1.5) - seq.path.flow_between((36, 36), tk, tk - 1.5)
+            for c in (0, 1):
+                # inside: the layer's own velocity times 2 (spacing), -2, 3 (exposure) frames
+                np.testing.assert_allclose(seq.flows_next[k, c][sel], vel[c] * 2, rtol=1e-6, atol=1e-6)
+                np.testing.assert_allclose(seq.flows_prev[k, c][sel], -vel[c] * 2, rtol=1e-6, atol=1e-6)
+                np.testing.assert_allclose(seq.exposure_flows[k, c][sel], vel[c] * 3, rtol=1e-6, atol=1e-6)
+                # outside: the camera's (rotation) flows
+                np.testing.assert_allclose(seq.flows_next[k, c][out], cam_n[c][out], atol=1e-5)
+                np.testing.assert_allclose(seq.flows_prev[k, c][out], cam_p[c][out], atol=1e-5)
+                np.testing.assert_allclose(seq.exposure_flows[k, c][out], cam_e[c][out], atol=1e-5)
+            checked += bool(sel.any())
+        # the layer is drawn into the frames
+        sel, out = seq.foreground_masks[0] > 0.5, seq.foreground_masks[0] == 0
+        bg = synthesize_video_sequence(photo, 2, shape=(36, 36), n_frames=3, spacing=2, path=seq.path, order=1)
+        if sel.any():
+            assert np.abs(seq.sharp[0][sel] - bg.sharp[0][sel]).max() > 1e-3
+        np.testing.assert_allclose(seq.sharp[0][out], bg.sharp[0][out], atol=1e-6)
+        # the single-frame synthesis: the same rules at tau = 0
+        s = synthesize_video_blur(photo, shape=(36, 36), n_frames=3, spacing=2, max_blur=4, min_blur=1,
+                                  motion="rotation", foreground=True, seed=seed, order=1)
+        fg = made[-1]
+        vel = np.array(fg.velocity)
+        _, a = fg.layer((36, 36), 0.0, 1)
+        np.testing.assert_allclose(s.foreground_mask, a, atol=1e-7)
+        sel, out = a > 0.5, a <= 0.5
+        for c in (0, 1):
+            np.testing.assert_allclose(s.flow_next[c][sel], vel[c] * 2, rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(s.flow_prev[c][sel], -vel[c] * 2, rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(s.exposure_flow[c][sel], vel[c] * 3, rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(s.flow_next[c][out], s.path.flow((36, 36), 2.0)[c][out], atol=1e-5)
+        checked += bool(sel.any())
+    assert checked >= 12
