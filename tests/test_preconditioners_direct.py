@@ -401,3 +401,16 @@ def test_normal_diagonal_bounds_the_size_of_its_tap_tensors(monkeypatch):
     monkeypatch.setattr(pre, "_segment_taps", spy)
     normal_diagonal(pd.MotionBlur(flow), (h, w))
     assert max(sizes) <= 2**21 and sum(rows) == h and len(rows) > 1
+
+
+def test_fitted_motion_vectors_takes_weights_of_any_float_dtype():
+    # partitions built in float32 (or on the caller's side in any float dtype) give the same fit
+    h, w = 5, 6
+    flow = torch.from_numpy(np.random.default_rng(13).uniform(-4, 4, (1, 2, h, w)))
+    wy, _, _ = tile_partition(h, 4)
+    wx, _, _ = tile_partition(w, 4)
+    want = fitted_motion_vectors(flow, wy, wx)
+    for ty, tx in ((torch.float32, torch.float64), (torch.float64, torch.float32), (torch.float32, torch.float32)):
+        got = fitted_motion_vectors(flow.float(), wy.to(ty), wx.to(tx))
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
