@@ -638,3 +638,42 @@ def test_objective_has_no_flows_before_its_first_refresh():
     assert obj.flow_next is None and obj.flow_prev is None and (obj.calls, obj.refreshes) == (0, 0)
     obj.refresh(_Scale())
     assert obj.flow_next.shape == (2, 2, 8, 8) and obj.flow_prev is None  # 2-frame: F₋ = −F₊, nothing stored
+
+
+def test_default_call_uses_the_papers_settings(capsys, monkeypatch):
+    # mutmut-style trampolines keep the original signature, so the defaults are checked by behaviour
+    import tqdm
+
+    monkeypatch.setattr(tqdm.tqdm, "monitor_interval", 0)
+    big = _clip(3, 129, 129)
+    tuned = finetune_reblur(_Scale(), big, supervised=False, flow=_flow, steps=1)
+    s = tuned.reblur_settings
+    assert (s["crop"], s["n_reblur"], s["seed"], s["frames"], s["kernel"], s["tau"]) == (128, 8, 0, 3, "two_segment", 1.0)
+    assert (s["lr"], s["alpha"], s["group"], s["centres"]) == (1e-4, 0.1, True, [1])
+    assert "step 1/1" not in capsys.readouterr().out  # a progress bar by default, no log lines
+    # 200 steps, TV-L1 flows re-estimated every 20 steps, lr halved at epochs 30, 50 and 100
+    # (one centre, one reblur crop a step: an epoch is one step)
+    tuned = finetune_reblur(_Scale(), _clip(3, 8, 8), supervised=False, batch_size=1, crop=8, progress=False)
+    s = tuned.reblur_settings
+    assert (s["steps"], s["flow"], s["flow_every"], s["flow_refreshes"]) == (200, "tvl1", 20, 10)
+    assert s["milestone_steps"] == [30, 50, 100]
+    assert tuned.reblur_history[-1]["step"] == 200
+    assert tuned.reblur_history[-1]["lr"] == pytest.approx(1e-4 * 0.5 ** 3, rel=1e-9)
+    assert [r["lr"] for r in tuned.reblur_history if r["step"] in (30, 40, 50)] == \
+        pytest.approx([1e-4, 5e-5, 5e-5], rel=1e-9)  # row s logs step s − 1 (0-based): 29 < 30 ≤ 39
+
+
+def test_flow_every_default_is_twenty_steps():
+    tuned = finetune_reblur(_Scale(), _clip(3, 8, 8), supervised=False, batch_size=1, crop=8, flow=_flow, steps=21,
+                            progress=False)
+    assert tuned.reblur_settings["flow_refreshes"] == 2  # calls 0 and 20
+
+
+def test_hybrid_batches_default_seed_is_zero():
+    a = HybridBatches(1, [0, 1, 2, 3], (16, 16), 4, n_u=3, n_s=0)
+    b = HybridBatches(1, [0, 1, 2, 3], (16, 16), 4, n_u=3, n_s=0, seed=0)
+    c = HybridBatches(1, [0, 1, 2, 3], (16, 16), 4, n_u=3, n_s=0, seed=1)
+    assert a.seed == 0
+    for k in ("frames", "ys", "xs"):
+        assert torch.equal(a[0][k], b[0][k])
+    assert any(not torch.equal(a[0][k], c[0][k]) for k in ("frames", "ys", "xs"))
