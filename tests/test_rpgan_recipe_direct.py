@@ -680,3 +680,16 @@ def test_main_writes_nothing_on_other_ranks(tmp_path, monkeypatch):
             "--no-cgan", "--run-dir", str(run), "--out", str(out), "--no-progress", "--device", "cpu"]
     assert R.main(argv) == out
     assert not out.exists() and not (run / "history.json").exists()
+
+
+# ------------------------------------------------------- checks added after the mutation run
+def test_producer_defaults_by_behaviour():
+    # a mutant's trampoline keeps the original signature: the defaults are checked on the object
+    pool = _pool(4)
+    prod = DeconvolutionProducer(_Mix(), pool)
+    assert (prod.levels, prod.noise_level, prod.cg_iters, prod.cg_tol, prod.chunk, prod.seed) == \
+        (3, 0.01, 10, 1e-4, 16, 0)
+    assert prod.betas == rpgan_schedule(0.01, 3)
+    out = prod([2], round=0)
+    idx = torch.randperm(4, generator=torch.Generator().manual_seed(0 * 1_000_003 + 0 * 101 + 1))[:2]
+    assert torch.equal(out["sharp"], pool["sharp"][idx])
