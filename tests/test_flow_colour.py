@@ -244,3 +244,22 @@ def test_legend_smallest_size():
 def test_legend_dtype_is_checked():
     with pytest.raises(ValueError, match=r"^dtype must be"):
         flow_legend(5, dtype="uint16")
+
+
+def test_the_documented_defaults():
+    rng = np.random.default_rng(5)
+    f = rng.normal(size=(2, 4, 5))
+    longest = float(np.hypot(f[0], f[1]).max())
+    np.testing.assert_array_equal(flow_to_color(f), flow_to_color(f, max_norm=longest, symmetric=False, dtype="uint8"))
+    leg = flow_legend()
+    assert leg.shape == (128, 128, 3) and leg.dtype == np.uint8
+    np.testing.assert_array_equal(leg, flow_legend(128, symmetric=False, dtype="uint8"))
+
+
+@pytest.mark.parametrize("flow, message", [
+    (np.zeros((2, 3, 3), complex), r"^flow must have a real numeric dtype"),
+    (np.zeros((2, 0, 3)), r"^flow is empty"),
+])
+def test_unusable_arrays_are_refused_as_flow(flow, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        flow_to_color(flow)

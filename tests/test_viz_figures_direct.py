@@ -471,3 +471,57 @@ def test_written_figures_use_the_figures_dpi_and_a_tight_box(tmp_path):
     full_w, full_h = fig.get_size_inches() * fig.dpi  # 100 x 140 px
     # the figure's own dpi (not the 300 of the settings), cropped to the drawn image (no margins)
     assert w <= full_w and h < full_h - 30
+
+
+def test_each_x_axis_name_alone_is_the_x_axis():
+    for name in ("iteration", "iter", "it", "k", "step"):
+        fig = convergence_figure({name: [3, 4], "y": [1.0, 2.0]})
+        assert fig.axes[0].get_xlabel() == name and _series(fig) == {"y": ([3, 4], [1.0, 2.0])}, name
+
+
+def test_a_non_iterable_entry_does_not_hide_the_series_after_it():
+    assert set(_series(convergence_figure({"n": 3, "loss": [1.0, 2.0], "m": None, "acc": [0.5, 0.6]}))) == {
+        "loss", "acc"}
+
+
+def test_non_numeric_arrays_are_refused_by_argument_name():
+    z = np.zeros((6, 8), complex)
+    ok = np.zeros((6, 8))
+    cases = [
+        (lambda: to_hwc(z, "pic"), r"^pic must have a real numeric dtype"),
+        (lambda: to_hwc(z), r"^image must have a real numeric dtype"),
+        (lambda: kernel_segments(np.zeros((2, 6, 8), complex)), r"^flow must have a real numeric dtype"),
+        (lambda: kernel_field_figure(ok, np.zeros((2, 6, 8), complex)), r"^flow must have a real numeric dtype"),
+        (lambda: kernel_field_figure(z, np.zeros((2, 6, 8))), r"^image must have a real numeric dtype"),
+        (lambda: comparison_figure([ok, z]), r"^images\[1\] must have a real numeric dtype"),
+        (lambda: comparison_figure([ok], reference=z), r"^reference must have a real numeric dtype"),
+    ]
+    for call, message in cases:
+        with pytest.raises(TypeError, match=message):
+            call()
+
+
+def test_the_documented_defaults_of_the_figures():
+    rng = np.random.default_rng(4)
+    img = rng.random((32, 48, 3))
+    flow = rng.normal(scale=3, size=(2, 32, 48))
+    fig = kernel_field_figure(img, flow)  # lines, step 16, red, width 1.5, 6 inches, no flow panel
+    assert len(fig.axes) == 1 and len(fig.axes[0].images) == 1
+    np.testing.assert_allclose(fig.get_size_inches(), [6.0, 6.0 * 32 / 48 + 0.4])
+    lc = fig.axes[0].collections[0]
+    np.testing.assert_allclose(np.array(lc.get_segments()), kernel_segments(flow, step=16))
+    np.testing.assert_array_equal(kernel_segments(flow), kernel_segments(flow, step=16))
+    np.testing.assert_allclose(lc.get_colors()[0], to_rgba("red"))
+    np.testing.assert_allclose(lc.get_linewidths(), [1.5])
+    sharp = img
+    noisy = np.clip(img + 0.1, 0, 1)
+    fig = comparison_figure([noisy, sharp], reference=1)  # 3.5 inches per image, PSNR only, range 1
+    np.testing.assert_allclose(fig.get_size_inches(), [7.0, 3.5 * 32 / 48 + 0.6])
+    psnr_ref = 10 * math.log10(1.0 / np.mean((noisy - sharp) ** 2))
+    assert fig.axes[0].get_title() == f"image 0\nPSNR {psnr_ref:.2f} dB"
+
+
+def test_figures_are_drawn_at_100_dpi():
+    fig = comparison_figure([np.zeros((4, 8))], width_per_image=2.0)
+    assert fig.dpi == 100
+    assert fig.canvas.get_width_height() == (200, int(round((2.0 * 4 / 8 + 0.6) * 100)))
