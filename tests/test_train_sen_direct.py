@@ -467,3 +467,25 @@ def test_auto_device_on_a_cpu_machine_is_recorded_as_cpu(tmp_path, record):
 def test_stacks_option_reaches_the_model(tmp_path, record):
     R.main(_argv(tmp_path, "--stacks", "1", "--float32"))
     assert record[0].model.config["stacks"] == 1 and len(record[0].model.stacks) == 1
+
+
+def test_seconds_are_recorded_to_a_tenth(tmp_path, record, monkeypatch):
+    readings = []
+
+    def clock():  # t0 = 100, every later reading 101.2345
+        readings.append(None)
+        return 100.0 if len(readings) == 1 else 101.2345
+
+    monkeypatch.setattr(R.time, "time", clock)
+    out = R.main(_argv(tmp_path, "--float32"))
+    assert load_checkpoint(out, "SEN")[1]["data"]["seconds"] == 1.2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_header_names_the_gpu_only_when_training_on_it(tmp_path, record):  # pragma: no cover - GPU only
+    out = R.main(_argv(tmp_path, "--float32"))  # --device cpu on a GPU machine
+    assert load_checkpoint(out, "SEN")[1]["data"]["device"] == "cpu"
+    argv = _argv(tmp_path, "--float32")
+    argv[argv.index("--device") + 1] = "cuda"
+    out = R.main(argv)
+    assert load_checkpoint(out, "SEN")[1]["data"]["device"] == torch.cuda.get_device_name()
