@@ -693,3 +693,8 @@ def test_producer_defaults_by_behaviour():
     out = prod([2], round=0)
     idx = torch.randperm(4, generator=torch.Generator().manual_seed(0 * 1_000_003 + 0 * 101 + 1))[:2]
     assert torch.equal(out["sharp"], pool["sharp"][idx])
+
+
+def test_main_names_a_bad_proportions_option():
+    with pytest.raises(ValueError, match=r"^--proportions must be comma-separated numbers, got '0\.5,x'$"):
+        R.main(["--proportions", "0.5,x"])
