@@ -352,3 +352,17 @@ def test_loaders_stay_safe_when_the_environment_allows_pickles(tmp_path, monkeyp
         read_torch_state(p, "DVD")
     with pytest.raises(CheckpointError, match="^" + re.escape(f"{p} is not a readable torch checkpoint: ")):
         load_official(p)
+
+
+def test_check_input_accepts_meta_and_grad_tensors_and_names_nan():
+    """Meta tensors (shape propagation) hold no values to check; a tensor that requires grad is checked too."""
+    from pnpdeblur.nets._e2e import check_input
+
+    meta = torch.empty(1, 3, 4, 4, device="meta")
+    assert check_input(meta, 3) is meta
+    x = torch.rand(1, 3, 4, 4, requires_grad=True)
+    assert check_input(x, 3, "deconv") is x
+    bad = x.detach().clone()
+    bad[0, 1, 2, 3] = float("inf")
+    with pytest.raises(ValueError, match=r"^deconv holds NaN or Inf values$"):
+        check_input(bad.requires_grad_(), 3, "deconv")

@@ -422,9 +422,9 @@ def test_generator_inputs_are_checked():
         g(torch.rand(1, 3, 8, 8), x)
     with pytest.raises(ValueError, match=r"^blurred must have shape \(N, 2, H, W\), got \(1, 2, 8\)$"):
         g(x, torch.rand(1, 2, 8))
-    with pytest.raises(TypeError, match=r"^deconv must be a torch.Tensor \(N, C, H, W\), got ndarray$"):
+    with pytest.raises(TypeError, match=r"^deconv must be a torch.Tensor of shape \(N, 2, H, W\), got ndarray$"):
         g(x.numpy(), x)
-    with pytest.raises(TypeError, match=r"^blurred must be a floating-point tensor, got dtype torch.int64$"):
+    with pytest.raises(TypeError, match=r"^blurred must be a floating-point tensor with values in \[0, 1\], got dtype torch.int64$"):
         g(x, torch.ones(1, 2, 8, 8, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"^deconv and blurred must have the same shape, got \(1, 2, 8, 8\) "
                                          r"and \(1, 2, 8, 9\)$"):
@@ -442,9 +442,9 @@ def test_critic_inputs_are_checked():
         d(torch.rand(2, 3, 9, 9), x)
     with pytest.raises(ValueError, match=r"^x must have shape \(N, 1, H, W\), got \(1, 9, 9\)$"):
         c(torch.rand(1, 9, 9))
-    with pytest.raises(TypeError, match=r"^x must be a floating-point tensor, got dtype torch.uint8$"):
+    with pytest.raises(TypeError, match=r"^x must be a floating-point tensor with values in \[0, 1\], got dtype torch.uint8$"):
         c(torch.ones(1, 1, 9, 9, dtype=torch.uint8))
-    with pytest.raises(TypeError, match=r"^x must be a torch.Tensor \(N, C, H, W\), got list$"):
+    with pytest.raises(TypeError, match=r"^x must be a torch.Tensor of shape \(N, 1, H, W\), got list$"):
         c([[1.0]])
 
 
@@ -483,13 +483,13 @@ def test_generator_and_critics_refuse_non_finite_and_empty_input(bad):
     g, d, c = RPGANGenerator(**SMALL_GENERATOR).eval(), ConditionalDiscriminator(3, 4), ArtifactCritic(3, 4)
     x, o = torch.rand(1, 3, 12, 12), torch.rand(1, 3, 12, 12)
     x[0, 2, 11, 11] = bad  # the last value
-    with pytest.raises(ValueError, match=r"^deconv holds NaN or Inf$"):
+    with pytest.raises(ValueError, match=r"^deconv holds NaN or Inf values$"):
         g(x, o)
-    with pytest.raises(ValueError, match=r"^blurred holds NaN or Inf$"):
+    with pytest.raises(ValueError, match=r"^blurred holds NaN or Inf values$"):
         g(o, x)
-    with pytest.raises(ValueError, match=r"^x holds NaN or Inf$"):
+    with pytest.raises(ValueError, match=r"^x holds NaN or Inf values$"):
         d(x, o)
-    with pytest.raises(ValueError, match=r"^x holds NaN or Inf$"):
+    with pytest.raises(ValueError, match=r"^x holds NaN or Inf values$"):
         c(x)
     with pytest.raises(ValueError, match=r"^deconv must not be empty, got shape \(0, 3, 12, 12\)$"):
         g(torch.rand(0, 3, 12, 12), torch.rand(0, 3, 12, 12))

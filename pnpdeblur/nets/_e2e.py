@@ -1,6 +1,7 @@
 """Input checks and the official-checkpoint reader shared by the end-to-end deblurring nets.
 
-Private helpers of the end-to-end nets (DeepDeblur, DeblurNet, DVD, DeblurGAN, FlowNetS).
+Private helpers of the end-to-end nets (DeepDeblur, DeblurNet, DVD, DeblurGAN, FlowNetS) and of
+the RP-GAN networks.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def check_input(x: Any, channels: int, name: str = "x") -> torch.Tensor:
         raise ValueError(f"{name} must have shape (N, {channels}, H, W), got {tuple(x.shape)}")
     if x.shape[0] == 0 or x.shape[-1] == 0 or x.shape[-2] == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
+    if x.device.type != "meta" and not bool(torch.isfinite(x.detach()).all()):  # meta tensors hold no values
         raise ValueError(f"{name} holds NaN or Inf values")
     return x
 

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._base import WEIGHTS_DIR, CheckpointMixin, crop_to, pad_to_multiple
+from ._e2e import check_input
 
 __all__ = [
     "RPGANGenerator",
@@ -59,20 +60,6 @@ def _check_int(value: Any, name: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     return value
-
-
-def _check_input(x: Any, name: str, channels: int) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor (N, C, H, W), got {type(x).__name__}")
-    if x.ndim != 4 or x.shape[1] != channels:
-        raise ValueError(f"{name} must have shape (N, {channels}, H, W), got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if x.shape[0] == 0 or x.shape[-1] == 0 or x.shape[-2] == 0:
-        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
-    if x.device.type != "meta" and not bool(torch.isfinite(x.detach()).all()):  # meta tensors hold no values
-        raise ValueError(f"{name} holds NaN or Inf")
-    return x
 
 
 def _cbr(cin: int, cout: int, k: int, stride: int = 1, norm: str = "batch", transpose: bool = False,
@@ -191,8 +178,8 @@ class RPGANGenerator(CheckpointMixin, nn.Module):
 
     def forward(self, deconv: torch.Tensor, blurred: torch.Tensor) -> torch.Tensor:
         """Restore ``deconv`` (I*) given the observation ``blurred`` (O); see the class notes."""
-        _check_input(deconv, "deconv", self.channels)
-        _check_input(blurred, "blurred", self.channels)
+        check_input(deconv, self.channels, "deconv")
+        check_input(blurred, self.channels, "blurred")
         if deconv.shape != blurred.shape:
             raise ValueError(f"deconv and blurred must have the same shape, got {tuple(deconv.shape)} "
                              f"and {tuple(blurred.shape)}")
@@ -260,8 +247,8 @@ class ConditionalDiscriminator(CheckpointMixin, nn.Module):
         _init_critic(self, channels, width, relu_slope, inputs=2, norm="batch")
 
     def forward(self, x: torch.Tensor, blurred: torch.Tensor) -> torch.Tensor:
-        _check_input(x, "x", self.channels)
-        _check_input(blurred, "blurred", self.channels)
+        check_input(x, self.channels, "x")
+        check_input(blurred, self.channels, "blurred")
         if x.shape != blurred.shape:
             raise ValueError(f"x and blurred must have the same shape, got {tuple(x.shape)} and {tuple(blurred.shape)}")
         return self.net(torch.cat((x, blurred), 1))
@@ -305,7 +292,7 @@ class ArtifactCritic(CheckpointMixin, nn.Module):
         _init_critic(self, channels, width, relu_slope, inputs=1, norm="layer")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x, "x", self.channels)
+        check_input(x, self.channels, "x")
         return self.net(x)
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
