@@ -141,3 +141,15 @@ def test_drunet_prior_in_tiles_is_close_to_whole_and_tiles_only_when_asked():
     tiled = pd.priors.DRUNetPrior(net, tile=48, tile_overlap=16)(x, 0.05)
     assert tiled.shape == whole.shape
     assert 0 < (tiled - whole).abs().max() < 0.05
+
+
+def test_gradients_through_a_tiled_prior_equal_the_whole_images():
+    torch.manual_seed(1)
+    net = DnCNN(channels=1, features=4, depth=3).double()
+    x0 = torch.rand(1, 1, 30, 41, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    grads = []
+    for tile in (None, 16):
+        x = x0.clone().requires_grad_(True)
+        DenoiserPrior(net, tile=tile, tile_overlap=3)(x, 0.1).square().sum().backward()
+        grads.append(x.grad)
+    assert torch.allclose(grads[1], grads[0], rtol=0, atol=1e-12)
