@@ -32,10 +32,19 @@ H, W = 12, 16
 
 
 @pytest.fixture(autouse=True)
-def _no_tqdm_monitor(monkeypatch):
+def _fork_safe_tqdm(monkeypatch):
+    import threading
+
+    import tqdm.auto
     import tqdm.std
 
-    # a monitor thread started before mutmut's fork deadlocks the forked children
+    # Forked test processes (mutmut runs one per mutant) share tqdm's default lock, a
+    # multiprocessing RLock: one that exits holding it (an exception inside a bar's
+    # refresh) deadlocks every later one. A fresh thread lock per test is private to the
+    # process. A monitor thread started before a fork deadlocks the children too.
+    lock = threading.RLock()
+    for cls in (tqdm.std.tqdm, tqdm.auto.tqdm):
+        monkeypatch.setattr(cls, "_lock", lock, raising=False)
     monkeypatch.setattr(tqdm.std.tqdm, "monitor_interval", 0)
 
 
@@ -1332,3 +1341,192 @@ def test_main_unknown_options_are_usage_errors(tmp_path, capsys, ft):
     assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(tmp_path / "o"), "--bogus"]) == 2
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
     assert ft.tune_calls == []
+
+
+# -- checks added after the first mutation run ---------------------------------------------------
+def test_finetune_device_is_taken_as_given_not_per_torchrun_rank(tmp_path, ft, monkeypatch):
+    # finetune is one process: 'cuda' stays 'cuda' even where torchrun's LOCAL_RANK is set
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    d, _ = _clip(tmp_path, 3)
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(tmp_path / "o"), "--device", "cuda",
+                     "--no-progress"]) == 0
+    (net, _, _), = ft.tune_calls
+    assert net.moved == [("cuda",)]
+
+
+def test_finetune_single_tunes_the_loaded_network_each_time(tmp_path, ft):
+    d, _ = _clip(tmp_path, 4)
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(tmp_path / "o"), "--single",
+                     "--no-progress"]) == 0
+    assert [(type(n), n.tag) for n, _, _ in ft.tune_calls] == [(TinyNet, "shipped")] * 2
+    assert ft.tune_calls[0][0] is ft.tune_calls[1][0]  # each frame starts from the same loaded weights
+
+
+def test_finetune_creates_nested_output_folders(tmp_path, ft):
+    d, paths = _clip(tmp_path, 3)
+    out = tmp_path / "a" / "b" / "c"
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(out), "--no-progress"]) == 0
+    assert sorted(os.listdir(out)) == sorted(p.name for p in paths)
+
+
+def test_finetune_grey_mean_is_taken_after_the_clamp(tmp_path, ft, monkeypatch):
+    # an RGB result outside [0, 1] for a grey frame: each channel is clamped before the mean
+    import pnpdeblur.train.reblur as reblur
+
+    shift = torch.tensor([-0.7, 0.0, 0.7]).view(1, 3, 1, 1)
+    monkeypatch.setattr(reblur, "deblur_frames", lambda net, f: f + shift)
+    d, paths = _clip(tmp_path, 3, grey=True)
+    out = tmp_path / "o"
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(out), "--no-progress"]) == 0
+    for p in paths:
+        g = io.imread(str(p)).astype(np.float64) / 255
+        want = (np.clip(g - 0.7, 0, 1) + g + np.clip(g + 0.7, 0, 1)) / 3
+        res = io.imread(str(out / p.name))
+        assert res.shape == (H, W) and np.abs(res - want * 255).max() <= 0.5 + 1e-3
+
+
+def test_finetune_save_net_of_a_network_without_config(tmp_path, ft, monkeypatch):
+    class Bare(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(2))
+            self.reblur_settings = {"steps": 3}
+
+    import pnpdeblur.train.reblur as reblur
+
+    monkeypatch.setattr(reblur, "finetune_reblur", lambda net, clip, **kw: Bare())
+    monkeypatch.setattr(reblur, "deblur_frames", lambda net, f: f)
+    d, _ = _clip(tmp_path, 3)
+    saved = tmp_path / "bare.safetensors"
+    assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(tmp_path / "o"), "--no-progress",
+                     "--save-net", str(saved)]) == 0
+    h = read_header(saved)
+    assert h["architecture"] == "Bare" and h["config"] == {} and h["finetune"] == {"steps": 3}
+
+
+# The options' names, metavars and what their help says first: the synopsis users read in
+# ``--help`` (a changed metavar or a help line that no longer says what the option is).
+_OPTIONS = {
+    "deblur": [
+        (["inputs"], "IN", "image files or folders of images ("),
+        (["-o", "--output"], "OUTDIR", "output folder (created if needed)"),
+        (["-r", "--recursive"], None, "search folders recursively"),
+        (["--iterations"], "N", "global iterations: flow re-estimated on the previous result"),
+        (["--prior"], None, "HQS prior: the shipped DnCNN or DRUNet denoiser, or total variation"),
+        (["--noise-level"], "S", "noise std of the photos on the [0, 1] scale"),
+        (["--flow-scale"], "F", "estimate the flow at this scale (<= 1) for blur beyond SEN's range"),
+        (["--device"], None, "torch device, e.g. 'cuda' or 'cuda:1' (default: cpu); under torchrun"),
+        (["--save-flow"], None, "also write <stem>_flow.png, the colour-coded flow of the last iteration"),
+        (["--flow-npy"], None, "also write <stem>_flow.npy, the raw flow (2, H, W) float32 in pixels"),
+        (["--no-progress"], None, "no progress bars"),
+        (["--no-safeguard"], None, "deblur every photo, even those that look sharp"),
+        (["--blur-threshold"], "PX", "median flow length (px) from which a photo counts as blurred"),
+        (["--hqs-iters"], "N", "HQS iterations per global iteration"),
+        (["--cg-iters"], "N", "conjugate-gradient budget of each HQS x-step"),
+        (["--flow-weights"], "PATH", "SEN checkpoint to use instead of the shipped one"),
+    ],
+    "finetune": [
+        (["frames_dir"], "FRAMES_DIR", "folder of consecutive blurred frames"),
+        (["--net"], "NAME|PATH", "shipped network ("),
+        (["-o", "--output"], "OUTDIR", "output folder (created if needed)"),
+        (["--frames"], None, "blur model from 2 frames (F- = -F+) or 3 (both neighbours)"),
+        (["--kernel"], None, "reblur model: per-pixel two-segment kernel, its look-up table, or warping"),
+        (["--tau"], None, "exposure cycle in (0, 1]"),
+        (["--steps"], None, "fine-tuning steps"),
+        (["--lr"], None, "Adam learning rate"),
+        (["--alpha"], None, "weight of the reblur loss"),
+        (["--reblur-only"], None, "no supervised term (the paper found this to degenerate)"),
+        (["--pairs"], ("BLUR_DIR", "SHARP_DIR"), "supervised (blurred, sharp) pairs matched by file name"),
+        (["--single"], None, "fine-tune one copy per frame (Chen's 'individual')"),
+        (["--flow"], "tvl1|PATH", "optical flow: scikit-image TV-L1 or a FlowNetS checkpoint"),
+        (["--flow-every"], "K", "re-estimate the flows every K steps"),
+        (["--crop"], None, "training crop size"),
+        (["--batch"], None, "images per step, half reblur crops and half supervised pairs"),
+        (["--seed"], None, None),
+        (["--device"], None, "torch device, e.g. 'cuda' (default: cpu)"),
+        (["--save-net"], "PATH", "also save the fine-tuned network as a checkpoint (group mode)"),
+        (["--no-progress"], None, "no progress bars"),
+    ],
+}
+
+
+@pytest.mark.parametrize("command", sorted(_OPTIONS))
+def test_options_their_metavars_and_what_their_help_says(command):
+    _, p = _sub(command)
+    got = [(a.option_strings or [a.dest], a.metavar, a.help) for a in p._actions if a.dest != "help"]
+    assert [g[:2] for g in got] == [w[:2] for w in _OPTIONS[command]]
+    for (names, _, text), (_, _, start) in zip(got, _OPTIONS[command]):
+        assert (text is None) if start is None else text.startswith(start), (names, text)
+        if text is not None:
+            assert not text.endswith(" "), names
+    # the helps written in two pieces: the second piece too
+    ends = {"--flow-scale": "range of about 46 px (default: 1)", "--device": "under torchrun 'cuda' means cuda:LOCAL_RANK",
+            "--flow-npy": "in pixels (u right, v down); implies --save-flow",
+            "--no-safeguard": "whose estimated blur is below --blur-threshold is written unchanged)",
+            "--blur-threshold": "the calibrated value of the shipped SEN, 5 px; recalibrate for other --flow-weights)",
+            "--flow-weights": "(e.g. written by 'pnpdeblur train sen --out PATH')",
+            "--kernel": "or warping (default: two_segment)",
+            "--pairs": "(default: the library's synthetic pairs)"}
+    n = 0
+    for names, _, text in got:
+        if names[-1] in ends and not (command == "finetune" and names[-1] == "--device"):
+            assert text.endswith(ends[names[-1]]), (names, text)
+            n += 1
+    assert n == {"deblur": 6, "finetune": 2}[command]
+
+
+def test_subcommand_descriptions_and_usage_lines():
+    ap, d = _sub("deblur")
+    _, f = _sub("finetune")
+    _, t = _sub("train")
+    assert ap.prog == "pnpdeblur" and d.prog == "pnpdeblur deblur" and f.prog == "pnpdeblur finetune"
+    assert " ".join(ap.description.split()) == ("Plug-and-play motion deblurring: blind deblurring of photos with a "
+                                                "learned motion-flow estimator (SEN) and HQS/CG deconvolution with a "
+                                                "denoising prior.")
+    for p in (ap, d, f, t):
+        assert max(map(len, p.description.splitlines())) <= 88  # wrapped (the formatter keeps lines as they are)
+    def text(p):
+        return " ".join(p.description.split())
+
+    assert text(d) == ("Blind motion deblurring of photos: estimate the per-pixel motion flow with SEN, deconvolve "
+                       "by HQS/CG with a prior, and repeat on the result (global iterations, Wu et al.).")
+    assert text(f) == ("Self-supervised test-time fine-tuning (Chen et al., Reblur2Deblur): deblur consecutive frames "
+                       "with a network, estimate the optical flow between the deblurred frames, reblur them with the "
+                       "per-pixel kernel of the flows and fine-tune the network so that the reblurred frames match "
+                       "the input (plus a supervised term on synthetic or given pairs); then write the frames "
+                       "deblurred by the fine-tuned network.")
+    assert text(t) == ("Train a network; the arguments after the model name go to its training recipe ('pnpdeblur "
+                       "train <model> --help' lists them).")
+    assert (ap.epilog, d.epilog, f.epilog) == (cli._TOP_EPILOG, cli._DEBLUR_EPILOG, cli._FINETUNE_EPILOG)
+    assert t.epilog == "example:\n  pnpdeblur train sen --corpus photos/ --steps 6000 --device cuda --amp"
+    for p in (ap, d, f, t):
+        assert p.formatter_class is argparse.RawDescriptionHelpFormatter  # the epilogs keep their lines
+    sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
+    assert sub.dest == "command" and sub.metavar == "COMMAND" and list(sub.choices) == ["deblur", "finetune", "train"]
+    helps = {c.dest: c.help for c in sub._choices_actions}
+    assert helps == {"deblur": "deblur photos (files or folders) into an output folder",
+                     "finetune": "Reblur2Deblur: fine-tune a deblurring net on a video's blurred frames and deblur them",
+                     "train": "train a network: 'pnpdeblur train <model> [args…]' (see 'pnpdeblur train -h')"}
+    model = next(a for a in t._actions if a.dest == "model")
+    assert (model.nargs, model.metavar) == ("?", "MODEL")
+
+
+def test_required_arguments(capsys):
+    for argv, missing in ((["deblur", "x.png"], "-o/--output"), (["deblur", "-o", "out"], "IN"),
+                          (["finetune", "clip", "-o", "out"], "--net"), (["finetune", "clip", "--net", "n"], "-o/--output"),
+                          (["finetune", "--net", "n", "-o", "out"], "FRAMES_DIR")):
+        assert cli.main(argv) == 2
+        assert capsys.readouterr().err.strip().endswith(f"error: the following arguments are required: {missing}")
+
+
+def test_deblur_progress_bar_follows_the_terminal_width(tmp_path, fake, capsys, monkeypatch):
+    import tqdm.std
+
+    widths = iter([50] + [70] * 100)  # the terminal is widened after the bar starts
+    monkeypatch.setattr(tqdm.std, "_screen_shape_wrapper", lambda: (lambda fp: (next(widths), 20)))
+    a = _save(tmp_path / "a.png", _u8(70))
+    b = _save(tmp_path / "b.png", _u8(71))
+    assert cli.main(["deblur", str(a), str(b), "-o", str(tmp_path / "o")]) == 0
+    lines = [s for s in capsys.readouterr().err.replace("\n", "\r").split("\r") if s.startswith("images")]
+    assert lines and len(lines[-1]) == 70 and lines[-1].startswith("images: 100%")
