@@ -677,3 +677,18 @@ def test_hybrid_batches_default_seed_is_zero():
     for k in ("frames", "ys", "xs"):
         assert torch.equal(a[0][k], b[0][k])
     assert any(not torch.equal(a[0][k], c[0][k]) for k in ("frames", "ys", "xs"))
+
+
+def test_target_error_names_the_first_and_last_usable_frames():
+    with pytest.raises(ValueError, match=r"^target must be one of the frames 1\.\.4 \(frames=3 needs its "
+                                         r"neighbours\), got 5$"):
+        finetune_reblur(_Scale(), _clip(6, 8, 8), group=False, target=5, flow=_flow)
+    with pytest.raises(ValueError, match=r"^target must be one of the frames 0\.\.5 \(frames=2 needs its "
+                                         r"neighbours\), got 6$"):
+        finetune_reblur(_Scale(), _clip(6, 8, 8), frames=2, group=False, target=6, flow=_flow)
+
+
+def test_a_network_without_parameters_is_refused_by_the_engine():
+    with pytest.raises(ValueError, match=r"^model has no trainable parameters"):
+        finetune_reblur(nn.Identity(), _clip(3, 8, 8), supervised=False, batch_size=1, crop=8, flow=_flow,
+                        progress=False)
