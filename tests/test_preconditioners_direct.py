@@ -414,3 +414,26 @@ def test_fitted_motion_vectors_takes_weights_of_any_float_dtype():
         got = fitted_motion_vectors(flow.float(), wy.to(ty), wx.to(tx))
         assert got.dtype == np.float64
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("h,w", [(1, 7), (6, 1)])
+def test_one_row_and_one_column_images(h, w):
+    flow = np.random.default_rng(14).uniform(-3, 3, (2, h, w))
+    K = pd.MotionBlur(flow)
+    d = normal_diagonal(K, (h, w))
+    torch.testing.assert_close(d[0, 0], _diag_at(K, h, w, list(range(h * w))).reshape(h, w), rtol=1e-13, atol=1e-14)
+    J = JacobiPreconditioner(K, (h, w), F64, "cpu")
+    assert J.shape == (h, w)
+    P = TiledPreconditioner(K, (h, w), F64, "cpu", tile=4, shift=0.02)
+    ref, _ = _tiled_reference(lambda wt: motion_kernel(_fit(flow, wt)), h, w, 4, 0.02, 0.1)
+    np.testing.assert_allclose(_matrix_of(P, h, w, 0.1), ref, rtol=0, atol=1e-12)
+
+
+def test_tile_partition_is_zero_at_exactly_one_spacing():
+    # n = 9, tile = 6: spacing 3, centres 1, 4, 7; pixels exactly one spacing from a centre
+    # (x = 4 for window 0, x = 1 and 7 for window 1, x = 4 for window 2) get weight 0, so the
+    # boxes are as small as the windows: 5 pixels
+    w, starts, size = tile_partition(9, 6)
+    assert w[0, 4].item() == 0.0 and w[1, 1].item() == 0.0 and w[1, 7].item() == 0.0 and w[2, 4].item() == 0.0
+    assert w[1, 2].item() == pytest.approx(0.25, abs=1e-15)  # cos²(π/3)
+    assert starts.tolist() == [0, 2, 4] and size == 5
