@@ -698,3 +698,11 @@ def test_producer_defaults_by_behaviour():
 def test_main_names_a_bad_proportions_option():
     with pytest.raises(ValueError, match=r"^--proportions must be comma-separated numbers, got '0\.5,x'$"):
         R.main(["--proportions", "0.5,x"])
+
+
+def test_cli_flows_accepts_exactly_sen_and_true(capsys):
+    assert parse_args(["--flows", "sen"]).flows == "sen" and parse_args(["--flows", "true"]).flows == "true"
+    with pytest.raises(SystemExit):
+        parse_args(["--flows", "SEN"])
+    assert "invalid choice: 'SEN' (choose from sen, true)" in capsys.readouterr().err.replace("'sen'", "sen") \
+        .replace("'true'", "true")
