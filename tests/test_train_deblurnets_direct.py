@@ -648,7 +648,7 @@ def test_help_explains_each_recipe_option(capsys):
         R.parse_args("dvd", ["--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert text.startswith("usage: pnpdeblur train dvd ")
-    assert f"Train DVD ({R.SPECS['dvd'].paper})." in text
+    assert f"[--no-progress] Train DVD ({R.SPECS['dvd'].paper}). options: -h, --help" in text
     for line in ("--data {video,flow,gopro} --corpus CORPUS folder of sharp photos (default: scikit-image photos only)",
                  "--preload decode the corpus into memory once",
                  "--root ROOT GOPRO folder for --data gopro",

@@ -474,7 +474,7 @@ def test_help_explains_each_recipe_option(capsys):
         R.parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert text.startswith("usage: pnpdeblur train drunet ")
-    assert "Train DRUNet, the noise-level-aware denoiser prior (DPIR)." in text
+    assert "[--no-progress] Train DRUNet, the noise-level-aware denoiser prior (DPIR). options: -h, --help" in text
     for line in ("--data DATA folder of sharp colour photos, e.g. .data/bsds500/train (default: scikit-image photos "
                  "only)",
                  "--no-skimage do not add scikit-image's photos",

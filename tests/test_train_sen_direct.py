@@ -442,7 +442,8 @@ def _help(parse):
 def test_help_explains_each_recipe_option(capsys):
     _help(R.parse_args)
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    assert text.startswith("usage: pnpdeblur train sen ") and "Train SEN, the motion-flow estimator." in text
+    assert text.startswith("usage: pnpdeblur train sen ")
+    assert "[--no-progress] Train SEN, the motion-flow estimator. options: -h, --help" in text
     for line in ("--corpus CORPUS folder of sharp photos (default: scikit-image photos only)",
                  "--preload decode the corpus into memory once",
                  "--batch BATCH global batch size (paper: 16)",
