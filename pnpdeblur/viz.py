@@ -26,7 +26,8 @@ __all__ = [
 
 
 def _to_numpy(x, name: str) -> np.ndarray:
-    """Host numpy array (checks in :func:`pnpdeblur.backend.to_host_numpy`; integers kept)."""
+    """Host numpy array (checks in :func:`pnpdeblur.backend.to_host_numpy`: real numeric, not
+    empty, no NaN/Inf; integers kept)."""
     return to_host_numpy(x, name)
 
 
@@ -99,8 +100,6 @@ def flow_to_color(flow, max_norm: float | None = None, symmetric: bool = False,
     f = _to_numpy(flow, "flow").astype(np.float64)
     if f.ndim not in (3, 4) or f.shape[-3] != 2:
         raise ValueError(f"flow must be (2, H, W) or (N, 2, H, W), got shape {f.shape}")
-    if not np.all(np.isfinite(f)):
-        raise ValueError("flow contains NaN or Inf")
     if dtype not in ("uint8", "float"):
         raise ValueError(f"dtype must be 'uint8' or 'float', got {dtype!r}")
     u, v = f[..., 0, :, :], f[..., 1, :, :]
@@ -174,8 +173,6 @@ def _single_flow(flow, shape) -> np.ndarray:
         raise ValueError(f"flow must be (2, H, W) or (1, 2, H, W), got shape {f.shape}")
     if f.shape[1:] != tuple(shape):
         raise ValueError(f"flow size {f.shape[1:]} does not match the image size {tuple(shape)}")
-    if not np.all(np.isfinite(f)):
-        raise ValueError("flow contains NaN or Inf")
     return f
 
 

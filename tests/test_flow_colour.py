@@ -263,3 +263,9 @@ def test_the_documented_defaults():
 def test_unusable_arrays_are_refused_as_flow(flow, message):
     with pytest.raises((TypeError, ValueError), match=message):
         flow_to_color(flow)
+
+
+def test_an_all_zero_flow_in_floats_is_float64_white():
+    got = flow_to_color(np.zeros((2, 2, 3)), dtype="float")
+    assert got.dtype == np.float64 and got.shape == (2, 3, 3)
+    np.testing.assert_array_equal(got, np.ones((2, 3, 3)))
