@@ -1162,3 +1162,87 @@ def test_foreground_flows_are_the_layer_motion(monkeypatch):
             np.testing.assert_allclose(s.flow_next[c][out], s.path.flow((36, 36), 2.0)[c][out], atol=1e-5)
         checked += bool(sel.any())
     assert checked >= 12
+
+
+def _angle(vx, vy):
+    return math.atan2(vy, vx) % (2 * math.pi)
+
+
+def test_random_camera_path_distributions():
+    # seeded draws, so these checks are deterministic; the bounds are several standard errors wide
+    n, b, h, w = 5, 4.0, 9, 12
+    parts, ang, acc_ang, acc_frac = [], [], [], []
+    for seed in range(400):
+        p = random_camera_path((h, w), n, "mixed", b, b, seed=seed)
+        far = _far(p.center, h, w)
+        parts.append((math.hypot(*p.velocity) * n / b, abs(p.omega) * far * n / b, abs(p.zeta) * far * n / b))
+        ang.append(_angle(*p.velocity))
+        acc_ang.append(_angle(*p.acceleration))
+        speed = math.hypot(*p.velocity)
+        acc_frac.append(math.hypot(*p.acceleration) / (0.2 * speed / (n / 2)))
+    # budget split ~ Dirichlet(2, 1, 1): mean (1/2, 1/4, 1/4)
+    np.testing.assert_allclose(np.mean(parts, axis=0), [0.5, 0.25, 0.25], atol=0.04)
+    for a in (np.array(ang), np.array(acc_ang)):  # directions uniform on [0, 2 pi)
+        assert a.min() < 0.1 and a.max() > 2 * math.pi - 0.1
+        assert abs(np.mean(a < math.pi) - 0.5) < 0.08
+        assert abs(np.mean((a > math.pi / 2) & (a < 3 * math.pi / 2)) - 0.5) < 0.08
+    acc_frac = np.array(acc_frac)  # the acceleration's magnitude ~ U(0.5, 1) of its bound
+    assert 0.5 - 1e-9 <= acc_frac.min() < 0.55 and 0.95 < acc_frac.max() <= 1 + 1e-9
+    # zoom centres fill the central half of a small frame
+    cx = [random_camera_path((5, 5), 3, "zoom", 2, 2, seed=s).center for s in range(100)]
+    cx = np.array(cx)
+    assert cx.max(axis=0).min() > 0.7 * 4 and cx.min(axis=0).max() < 0.3 * 4
+
+
+def test_random_n_frames_are_the_gopro_odd_counts():
+    photo = _photo(8, 8)
+    ns = [synthesize_video_blur(photo, shape=(2, 2), path=CameraPath(), seed=s, order=0).n_frames
+          for s in range(40)]
+    assert set(ns) == {7, 9, 11, 13}
+    ns = [synthesize_video_sequence(photo, 1, shape=(2, 2), path=CameraPath(), seed=s, order=0).n_frames
+          for s in range(40)]
+    assert set(ns) == {7, 9, 11, 13}
+
+
+def test_every_spline_order_is_accepted_and_render_default_is_cubic():
+    photo = _photo(10, 10)
+    path = CameraPath(velocity=(0.5, 0.25))
+    outs = []
+    for order in range(6):
+        s = synthesize_video_blur(photo, shape=(6, 6), n_frames=3, path=path, order=order)
+        q = synthesize_video_sequence(photo, 1, shape=(6, 6), n_frames=3, path=path, order=order)
+        np.testing.assert_allclose(q.blurred[0], s.blurred, atol=1e-6)
+        outs.append(s.blurred)
+    assert all(np.abs(outs[i] - outs[j]).max() > 1e-6 for i in range(6) for j in range(i))
+    d = render_frames(photo, (6, 6), path, [1.0])
+    np.testing.assert_array_equal(d, render_frames(photo, (6, 6), path, [1.0], order=3))
+    assert np.abs(d - render_frames(photo, (6, 6), path, [1.0], order=4)).max() > 1e-6
+
+
+def test_odd_margins_give_an_integer_origin():
+    photo = _photo(13, 20)
+    s = synthesize_video_blur(photo, shape=(6, 9), n_frames=1, path=CameraPath(), order=3)
+    assert s.meta["origin"] == (5, 3) and all(type(v) is int for v in s.meta["origin"])
+    np.testing.assert_allclose(s.sharp, photo[3:9, 5:14], atol=2e-6)
+    q = synthesize_video_sequence(photo, 1, shape=(6, 9), n_frames=1, path=CameraPath(), order=3)
+    np.testing.assert_allclose(q.sharp[0], photo[3:9, 5:14], atol=2e-6)
+
+
+def test_too_small_message_names_two_blurred_frames():
+    with pytest.raises(ValueError, match=r"^photo of shape \(20, 20\) is too small for max_blur=5 and n_blurred=2$"):
+        synthesize_video_sequence(_photo(20, 20), 2, max_blur=5, seed=0)  # margin ceil(7.5) = 8: 4 rows left
+
+
+def test_flow_blur_default_preset_and_rng_use():
+    from pnpdeblur.data.flows import random_motion_flow
+
+    x = _photo(10, 10, c=1).astype(np.float32)
+    s = synthesize_flow_blur(x, seed=5)
+    np.testing.assert_array_equal(s.flow, random_motion_flow((10, 10), "23", np.random.default_rng(5)))
+    # with a given flow and no noise nothing is drawn from the caller's Generator
+    g = np.random.default_rng(0)
+    synthesize_flow_blur(x, flow=np.zeros((2, 10, 10)), seed=g)
+    assert g.random() == np.random.default_rng(0).random()
+    # noise keeps float32
+    n = synthesize_flow_blur(x, noise_sigma=0.05, flow=np.zeros((2, 10, 10)), clip=False, seed=1)
+    assert n.blurred.dtype == np.float32 and n.blurred.shape == (10, 10, 1)
