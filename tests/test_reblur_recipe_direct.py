@@ -692,3 +692,30 @@ def test_a_network_without_parameters_is_refused_by_the_engine():
     with pytest.raises(ValueError, match=r"^model has no trainable parameters"):
         finetune_reblur(nn.Identity(), _clip(3, 8, 8), supervised=False, batch_size=1, crop=8, flow=_flow,
                         progress=False)
+
+
+def test_seed_orders_the_engines_batches():
+    # The engine draws the batch order from TrainConfig.seed (DistributedSampler: randperm seeded by
+    # seed + epoch). With lr ~ 0 every step's loss is its batch's L_U under the identity network, so
+    # the first log row (step 10) is the mean over the first 10 batches of that permutation.
+    clip = _clip(4, 12, 12, seed=4)
+    seed, steps = 5, 11
+    tuned = _ft(_Scale(), clip, frames=2, supervised=False, batch_size=2, crop=8, steps=steps, lr=1e-12,
+                flow_every=100, seed=seed)
+    data = HybridBatches(steps, [0, 1, 2, 3], (12, 12), 8, n_u=2, n_s=0, seed=seed)
+    fn = torch.cat([_flow(clip[t:t + 1], clip[t + 1:t + 2]) if t < 3 else -_flow(clip[t:t + 1], clip[t - 1:t])
+                    for t in range(4)])
+
+    def item_loss(j):
+        it = data[j]
+        cut = list(zip(it["frames"].tolist(), it["ys"].tolist(), it["xs"].tolist()))
+        b = torch.stack([clip[t, :, y:y + 8, x:x + 8] for t, y, x in cut])
+        f = torch.stack([fn[t, :, y:y + 8, x:x + 8] for t, y, x in cut])
+        return float(reblur_loss(b, b, f, None))
+
+    perm = torch.randperm(steps, generator=torch.Generator().manual_seed(seed)).tolist()
+    want = float(np.mean([item_loss(j) for j in perm[:10]]))
+    row = tuned.reblur_history[0]
+    assert row["step"] == 10 and row["reblur"] == pytest.approx(want, rel=1e-5)
+    other = torch.randperm(steps, generator=torch.Generator().manual_seed(0)).tolist()
+    assert float(np.mean([item_loss(j) for j in other[:10]])) != pytest.approx(want, rel=1e-5)
