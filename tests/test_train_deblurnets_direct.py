@@ -680,3 +680,15 @@ def test_main_reads_a_gopro_folder(tmp_path, record):
     assert list(t.kwargs["val_data"].indices) == [0]
     d = load_checkpoint(out, "DeblurNet")[1]["data"]
     assert d["data"] == "gopro" and d["preset"] is None and d["max_blur"] is None
+
+
+def test_seconds_are_recorded_to_a_tenth(tmp_path, record, monkeypatch):
+    readings = []
+
+    def clock():  # t0 = 100, every later reading 101.2345
+        readings.append(None)
+        return 100.0 if len(readings) == 1 else 101.2345
+
+    monkeypatch.setattr(R.time, "time", clock)
+    out = R.main(_argv(tmp_path, "flownets"))
+    assert load_checkpoint(out, "FlowNetS")[1]["data"]["seconds"] == 1.2

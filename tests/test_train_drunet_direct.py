@@ -520,3 +520,15 @@ def test_validation_sigma_is_float32_whatever_the_default_dtype():
     finally:
         torch.set_default_dtype(before)
     assert item["sigma"].dtype == torch.float32
+
+
+def test_seconds_are_recorded_to_a_tenth(tmp_path, record, monkeypatch):
+    readings = []
+
+    def clock():  # t0 = 100, every later reading 101.2345
+        readings.append(None)
+        return 100.0 if len(readings) == 1 else 101.2345
+
+    monkeypatch.setattr(R.time, "time", clock)
+    out = R.main(_argv(tmp_path, "--float32"))
+    assert load_checkpoint(out, "DRUNet")[1]["data"]["seconds"] == 1.2
