@@ -525,3 +525,27 @@ def test_figures_are_drawn_at_100_dpi():
     fig = comparison_figure([np.zeros((4, 8))], width_per_image=2.0)
     assert fig.dpi == 100
     assert fig.canvas.get_width_height() == (200, int(round((2.0 * 4 / 8 + 0.6) * 100)))
+
+
+def test_comparison_ssim_uses_the_data_range():
+    from pnpdeblur.metrics import ssim
+
+    rng = np.random.default_rng(6)
+    sharp = rng.random((16, 16))
+    noisy = np.clip(sharp + 0.2 * rng.standard_normal(sharp.shape), 0, 1)
+    fig = comparison_figure([noisy], reference=sharp, data_range=2.0, show_ssim=True, width_per_image=1.0)
+    expected = ssim(noisy, sharp, data_range=2.0)
+    assert abs(expected - ssim(noisy, sharp, data_range=1.0)) > 1e-3  # the range matters here
+    assert fig.axes[0].get_title().endswith(f", SSIM {expected:.4f}")
+
+
+def test_comparison_reference_counted_from_the_end_down_to_the_first_image():
+    a, b = np.zeros((4, 4)), np.full((4, 4), 0.5)
+    titles = [ax.get_title() for ax in comparison_figure([a, b], reference=-2, width_per_image=1.0).axes]
+    assert titles == ["image 0", f"image 1\nPSNR {10 * math.log10(1 / 0.25):.2f} dB"]
+
+
+def test_comparison_titles_are_10_points_whatever_the_settings():
+    with matplotlib.rc_context({"font.size": 7}):
+        fig = comparison_figure([np.zeros((4, 4))], width_per_image=1.0)
+    assert fig.axes[0].title.get_fontsize() == 10
