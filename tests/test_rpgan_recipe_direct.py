@@ -706,3 +706,36 @@ def test_cli_flows_accepts_exactly_sen_and_true(capsys):
         parse_args(["--flows", "SEN"])
     assert "invalid choice: 'SEN' (choose from sen, true)" in capsys.readouterr().err.replace("'sen'", "sen") \
         .replace("'true'", "true")
+
+
+def _hard_pool():
+    """One 16² image blurred by a 3 px flow: CG needs more than 10 iterations at tol 1e-4 here."""
+    sharp = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    flow = torch.zeros(1, 2, 16, 16)
+    flow[:, 0], flow[:, 1] = 3.0, -1.5
+    return {"blurred": MotionBlur(flow)(sharp), "sharp": sharp, "flow": flow}
+
+
+def test_val_fn_default_cg_budget_is_ten_iterations():
+    pool, m = _hard_pool(), RPGANTrainModule(_Mix())
+    got = make_val_fn()(m, pool)
+    assert got == make_val_fn(3, 0.01, 10, 1e-4)(m, pool)
+    assert got["psnr_level3"] != make_val_fn(3, 0.01, 11, 1e-4)(m, pool)["psnr_level3"]  # the budget matters here
+
+
+def test_val_fn_first_deconvolution_uses_the_cg_budget_and_stays_quiet(monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    fake = Terminal()
+    monkeypatch.setattr(sys, "stderr", fake)
+    pool = _hard_pool()
+    got = make_val_fn(2, 0.01, 3, 1e-8)(RPGANTrainModule(_Mix()), pool)
+    res = hqs(pool["blurred"], MotionBlur(pool["flow"]), lambda z, s: z, betas=rpgan_schedule(0.01, 2)[:1],
+              cg_iters=3, cg_tol=1e-8, progress=False)
+    assert got["psnr_deconv1"] == pytest.approx(_psnr_ref(res.aux, pool["sharp"]), rel=1e-6)
+    assert fake.getvalue() == ""  # no progress bars inside the training loop, even on a terminal
