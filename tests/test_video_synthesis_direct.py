@@ -1246,3 +1246,11 @@ def test_flow_blur_default_preset_and_rng_use():
     # noise keeps float32
     n = synthesize_flow_blur(x, noise_sigma=0.05, flow=np.zeros((2, 10, 10)), clip=False, seed=1)
     assert n.blurred.dtype == np.float32 and n.blurred.shape == (10, 10, 1)
+
+
+def test_foreground_direction_is_uniform():
+    photo = _photo(20, 20)
+    a = np.array([_angle(*_make_fg(photo, (10, 10), seed=s).velocity) for s in range(300)])
+    assert a.min() < 0.1 and a.max() > 2 * math.pi - 0.1
+    assert abs(np.mean(a < math.pi) - 0.5) < 0.08
+    assert abs(np.mean((a > math.pi / 2) & (a < 3 * math.pi / 2)) - 0.5) < 0.08
