@@ -1254,3 +1254,11 @@ def test_foreground_direction_is_uniform():
     assert a.min() < 0.1 and a.max() > 2 * math.pi - 0.1
     assert abs(np.mean(a < math.pi) - 0.5) < 0.08
     assert abs(np.mean((a > math.pi / 2) & (a < 3 * math.pi / 2)) - 0.5) < 0.08
+
+
+@pytest.mark.parametrize("bad", [float("inf"), True, (0.0, float("inf")), (float("nan"), 0.1), (0.0, "0.1"),
+                                 (False, 0.1)])
+def test_flow_blur_refuses_infinite_and_bool_noise(bad):
+    # inf noise used to give +-inf pixels (clip=False) and a bool was read as sigma = 1
+    with pytest.raises(ValueError, match=r"^noise_sigma (range )?must be"):
+        synthesize_flow_blur(np.full((4, 4), 0.5), noise_sigma=bad, flow=np.zeros((2, 4, 4)), clip=False, seed=0)

@@ -1,6 +1,7 @@
 """Blurred images from a sharp image and a Gong-style motion flow: ``y = K(flow) x + n``."""
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass
 
@@ -45,7 +46,8 @@ def synthesize_flow_blur(sharp, preset: str | int = "23", noise_sigma: float | t
     preset : {"23", "46"}
         Flow label range (see :func:`pnpdeblur.data.random_motion_flow`).
     noise_sigma : float or (float, float)
-        Gaussian noise standard deviation, or a range it is drawn from uniformly.
+        Gaussian noise standard deviation, or a range it is drawn from uniformly (finite,
+        non-negative; NaN, Inf and bools raise ``ValueError``).
     flow : array, optional
         ``(2, H, W)`` flow to use instead of a random one.
     clip : bool
@@ -66,11 +68,15 @@ def synthesize_flow_blur(sharp, preset: str | int = "23", noise_sigma: float | t
         raise ValueError(f"sharp must be (H, W) or (H, W, C), got shape {np.shape(sharp)}")
     if not np.all(np.isfinite(x)):
         raise ValueError("sharp contains NaN or Inf")
+
+    def finite(v) -> bool:  # a real number, not a bool, not NaN/Inf (inf noise would pass silently)
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
     if isinstance(noise_sigma, (tuple, list)):
-        if len(noise_sigma) != 2 or not 0 <= noise_sigma[0] <= noise_sigma[1]:
+        if len(noise_sigma) != 2 or not all(map(finite, noise_sigma)) or not 0 <= noise_sigma[0] <= noise_sigma[1]:
             raise ValueError(f"noise_sigma range must be (lo, hi) with 0 <= lo <= hi, got {noise_sigma!r}")
         sigma = float(rng.uniform(noise_sigma[0], noise_sigma[1]))
-    elif isinstance(noise_sigma, numbers.Real) and noise_sigma >= 0:
+    elif finite(noise_sigma) and noise_sigma >= 0:
         sigma = float(noise_sigma)
     else:
         raise ValueError(f"noise_sigma must be a non-negative float or a (lo, hi) range, got {noise_sigma!r}")
