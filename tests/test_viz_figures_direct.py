@@ -549,3 +549,11 @@ def test_comparison_titles_are_10_points_whatever_the_settings():
     with matplotlib.rc_context({"font.size": 7}):
         fig = comparison_figure([np.zeros((4, 4))], width_per_image=1.0)
     assert fig.axes[0].title.get_fontsize() == 10
+
+
+def test_kernel_field_panels_fill_a_one_row_grid():
+    img, flow = np.zeros((8, 8)), np.zeros((2, 8, 8))
+    fig = kernel_field_figure(img, flow, step=4, width=1.0)
+    assert [ax.get_subplotspec().get_geometry() for ax in fig.axes] == [(1, 1, 0, 0)]
+    fig = kernel_field_figure(img, flow, step=4, width=1.0, show_flow=True)
+    assert [ax.get_subplotspec().get_geometry() for ax in fig.axes] == [(1, 2, 0, 0), (1, 2, 1, 1)]
