@@ -5,9 +5,10 @@ tiled preconditioner is assembled as ``Σ_t S_t E_tᵀ (HᵀH + (β+δ) I)⁻¹ 
 matrices (H the periodic blur of the tile's kernel on the zero-padded box, built tap by tap
 with index arithmetic; E_t the box embedding; S_t = diag(√w_t)), the tile kernels come from
 a numpy doubled-angle fit, and ``diag(KᵀK)`` from ``‖K e_j‖²`` with K applied to unit
-images. Images are at most 64×96 (the multi-band Jacobi case), most 12×10.
+images. Images are at most 64×128 (the multi-band diagonal), most 12×10.
 """
 import math
+import re
 
 import numpy as np
 import pytest
@@ -204,8 +205,7 @@ def test_tiled_argument_messages():
 
 
 def re_escape(v):
-    import re
-
+    """repr(v) as a literal regular expression (for messages that quote the argument)."""
     return re.escape(repr(v))
 
 
