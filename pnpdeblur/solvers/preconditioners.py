@@ -380,14 +380,10 @@ def _tile_kernels(K: LinearOperator, wy: torch.Tensor, wx: torch.Tensor) -> List
 def _power_spectra(kernels: List[List[List[np.ndarray]]], he: int, we: int) -> torch.Tensor:
     """``|H|²`` of every kernel on an (he, we) grid: float64 (Nf, 1, A, B, he, we//2+1)."""
     flat = [_crop_to(k, he, we) for row in kernels for r in row for k in r]
-    kh = max(k.shape[0] for k in flat)
-    kw = max(k.shape[1] for k in flat)
     stack = torch.zeros(len(flat), he, we, dtype=torch.float64)
     for i, k in enumerate(flat):
-        # centred odd kernels, all centred at (kh//2, kw//2) in the corner block
-        oy, ox = (kh - k.shape[0]) // 2, (kw - k.shape[1]) // 2
-        stack[i, oy:oy + k.shape[0], ox:ox + k.shape[1]] = torch.from_numpy(k)
-    stack = torch.roll(stack, shifts=(-(kh // 2), -(kw // 2)), dims=(1, 2))
+        # |H|² does not change when a kernel is shifted circularly: no need to centre it at 0
+        stack[i, :k.shape[0], :k.shape[1]] = torch.from_numpy(k)
     tf = torch.fft.rfft2(stack)
     pw = tf.real**2 + tf.imag**2
     nf, a, b = len(kernels), len(kernels[0]), len(kernels[0][0])
