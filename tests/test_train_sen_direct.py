@@ -490,3 +490,9 @@ def test_the_header_names_the_gpu_only_when_training_on_it(tmp_path, record):  #
     argv[argv.index("--device") + 1] = "cuda"
     out = R.main(argv)
     assert load_checkpoint(out, "SEN")[1]["data"]["device"] == torch.cuda.get_device_name()
+
+
+def test_run_folder_and_validation_size_defaults():
+    a = R.parse_args([])
+    assert a.run_dir == "runs/sen" and a.val_items == 64
+    assert (a.log_every, a.val_every, a.ckpt_every) == (50, 500, 500)
