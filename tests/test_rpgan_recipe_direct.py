@@ -673,13 +673,19 @@ def test_main_ablations_corpus_and_float32(tmp_path, monkeypatch):
 def test_main_writes_nothing_on_other_ranks(tmp_path, monkeypatch):
     import pnpdeblur.train.distributed as D
 
+    from pnpdeblur.nets.sen import SEN
+
     monkeypatch.setattr(D, "is_main_process", lambda: False)
+    calls = _spy_main(monkeypatch)
+    sen_path = SEN(width=2, stacks=1, levels=1).save(tmp_path / "sen.safetensors")  # unused with --flows true
     out, run = tmp_path / "g.safetensors", tmp_path / "run"
-    argv = ["--steps", "1", "--pretrain-steps", "0", "--batch", "1", "--crop", "16", "--pool", "1", "--buffer", "1",
+    argv = ["--sen", str(sen_path), "--steps", "1", "--pretrain-steps", "0", "--batch", "1", "--crop", "16", "--pool", "1", "--buffer", "1",
             "--val-items", "0", "--flows", "true", "--cg-iters", "1", "--width", "2", "--n-res", "1", "--no-dp",
             "--no-cgan", "--run-dir", str(run), "--out", str(out), "--no-progress", "--device", "cpu"]
     assert R.main(argv) == out
     assert not out.exists() and not (run / "history.json").exists()
+    (pa, _), = calls["pool"]
+    assert pa[6] == "true" and pa[7] is None  # --sen only matters with --flows sen
 
 
 # ------------------------------------------------------- checks added after the mutation run
