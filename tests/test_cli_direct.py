@@ -48,6 +48,25 @@ def _fork_safe_tqdm(monkeypatch):
     monkeypatch.setattr(tqdm.std.tqdm, "monitor_interval", 0)
 
 
+@pytest.fixture(autouse=True)
+def _cpu_guard():
+    """Fail a test that spins (an endless loop) after 30 CPU seconds; each takes well under 1 s.
+
+    CPU time, not wall time: a loaded machine does not trip it. Without it, an endless loop
+    (say a name-clash search that never advances) would run until mutmut's own limit.
+    """
+    import signal
+
+    def spin(signum, frame):
+        raise RuntimeError("test used more than 30 CPU seconds: an endless loop?")
+
+    old = signal.signal(signal.SIGVTALRM, spin)
+    signal.setitimer(signal.ITIMER_VIRTUAL, 30.0)
+    yield
+    signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+    signal.signal(signal.SIGVTALRM, old)
+
+
 def _u8(seed, channels=3, h=H, w=W):
     a = np.random.default_rng(seed).integers(0, 256, (h, w, channels) if channels == 3 else (h, w))
     return a.astype(np.uint8)
@@ -1530,3 +1549,58 @@ def test_deblur_progress_bar_follows_the_terminal_width(tmp_path, fake, capsys, 
     assert cli.main(["deblur", str(a), str(b), "-o", str(tmp_path / "o")]) == 0
     lines = [s for s in capsys.readouterr().err.replace("\n", "\r").split("\r") if s.startswith("images")]
     assert lines and len(lines[-1]) == 70 and lines[-1].startswith("images: 100%")
+
+
+def test_deblur_recursive_reaches_the_folder_search(tmp_path, fake):
+    d = tmp_path / "in"
+    _save(d / "top.png", _u8(80))
+    _save(d / "sub" / "deep.png", _u8(81))
+    assert cli.main(["deblur", str(d), "-o", str(tmp_path / "flat"), "--no-progress"]) == 0
+    assert sorted(os.listdir(tmp_path / "flat")) == ["top.png"]
+    assert cli.main(["deblur", str(d), "-o", str(tmp_path / "rec"), "--no-progress", "--recursive"]) == 0
+    assert sorted(os.listdir(tmp_path / "rec")) == ["deep.png", "top.png"]
+
+
+def test_deblur_model_failure_keeps_the_argument_problems(tmp_path, fake, capsys, monkeypatch):
+    def broken():
+        raise RuntimeError("no weights")
+
+    monkeypatch.setitem(cli.PRIORS, "dncnn", broken)
+    a = _save(tmp_path / "a.png", _u8(82))
+    missing = tmp_path / "missing.png"
+    assert cli.main(["deblur", str(missing), str(a), "-o", str(tmp_path / "o"), "--no-progress"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == f"pnpdeblur: 2 input(s) failed: {missing}, {a}"
+
+
+def test_deblur_saves_the_last_of_three_flows(tmp_path, fake, monkeypatch):
+    import pnpdeblur.pipeline as pipeline
+
+    def three(image, **kw):
+        res = fake(image, **kw)
+        res.flow = [res.flow[-1] * 5, res.flow[-1] * 3, res.flow[-1]]
+        return res
+
+    monkeypatch.setattr(pipeline, "deblur", three)
+    a = _save(tmp_path / "a.png", _u8(83))
+    out = tmp_path / "o"
+    assert cli.main(["deblur", str(a), "-o", str(out), "--flow-npy", "--iterations", "3", "--no-progress"]) == 0
+    img = io.imread(str(a)).astype(np.float32) / 255
+    assert np.array_equal(np.load(out / "a_flow.npy"), FakeDeblur.flow_of(img).astype(np.float32))
+
+
+def test_imsave_of_a_flat_image_does_not_warn(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # skimage's "is a low contrast image" would be noise on stderr
+        cli._imsave(tmp_path / "flat.png", np.full((4, 5), 7, np.uint8))
+    assert np.array_equal(io.imread(str(tmp_path / "flat.png")), np.full((4, 5), 7, np.uint8))
+
+
+def test_overwrite_conflict_names_the_input_by_its_own_path(tmp_path):
+    a = _save(tmp_path / "in" / "a.png", _u8(84))
+    h = tmp_path / "other" / "h.png"
+    h.parent.mkdir()
+    os.link(a, h)  # two inputs, one file
+    plans = cli.plan_outputs([h], a.parent)  # writes in/h.png: not an input
+    assert cli._overwrite_conflicts(plans, [h, a]) == []
+    plans = cli.plan_outputs([a], a.parent)
+    assert cli._overwrite_conflicts(plans, [h, a]) == [(a, a)]  # a itself, not its alias h
