@@ -557,3 +557,18 @@ def test_kernel_field_panels_fill_a_one_row_grid():
     assert [ax.get_subplotspec().get_geometry() for ax in fig.axes] == [(1, 1, 0, 0)]
     fig = kernel_field_figure(img, flow, step=4, width=1.0, show_flow=True)
     assert [ax.get_subplotspec().get_geometry() for ax in fig.axes] == [(1, 2, 0, 0), (1, 2, 1, 1)]
+
+
+def test_kernel_field_view_is_the_image_even_when_segments_stick_out():
+    flow = np.full((2, 8, 8), 12.0)  # 12-px kernels at 4-px spacing: past every edge
+    flow[1] = -12.0
+    for mode in ("lines", "kernels"):
+        ax = kernel_field_figure(np.zeros((8, 8)), flow, step=4, mode=mode, width=1.0).axes[0]
+        assert ax.get_xlim() == (-0.5, 7.5) and ax.get_ylim() == (7.5, -0.5), mode
+    ax = kernel_field_figure(np.zeros((8, 8)), -flow, step=4, width=1.0).axes[0]
+    assert ax.get_xlim() == (-0.5, 7.5) and ax.get_ylim() == (7.5, -0.5)
+
+
+def test_kernel_field_overlay_is_drawn_without_smoothing():
+    fig = kernel_field_figure(np.zeros((6, 6)), np.ones((2, 6, 6)), step=3, mode="kernels", width=1.0)
+    assert fig.axes[0].images[1].get_interpolation() == "nearest"
