@@ -572,3 +572,8 @@ def test_kernel_field_view_is_the_image_even_when_segments_stick_out():
 def test_kernel_field_overlay_is_drawn_without_smoothing():
     fig = kernel_field_figure(np.zeros((6, 6)), np.ones((2, 6, 6)), step=3, mode="kernels", width=1.0)
     assert fig.axes[0].images[1].get_interpolation() == "nearest"
+
+
+def test_grey_panels_are_clipped_below_too():
+    fig = comparison_figure([np.array([[-0.5, 0.25], [1.5, 1.0]])], width_per_image=1.0)
+    np.testing.assert_array_equal(np.asarray(fig.axes[0].images[0].get_array()), [[0.0, 0.25], [1.0, 1.0]])
