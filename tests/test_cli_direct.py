@@ -1604,3 +1604,28 @@ def test_overwrite_conflict_names_the_input_by_its_own_path(tmp_path):
     assert cli._overwrite_conflicts(plans, [h, a]) == []
     plans = cli.plan_outputs([a], a.parent)
     assert cli._overwrite_conflicts(plans, [h, a]) == [(a, a)]  # a itself, not its alias h
+
+
+@pytest.mark.parametrize("command, option, value, says", [
+    ("deblur", "--iterations", "0", "expected a positive integer, got '0'"),
+    ("deblur", "--noise-level", "-1", "expected a number >= 0, got '-1'"),
+    ("deblur", "--flow-scale", "2", r"expected a number in (0, 1], got '2'"),
+    ("deblur", "--blur-threshold", "nan", "expected a finite number, got 'nan'"),
+    ("deblur", "--hqs-iters", "x", "expected a positive integer, got 'x'"),
+    ("deblur", "--cg-iters", "-2", "expected a positive integer, got '-2'"),
+    ("deblur", "--prior", "bm4d", "invalid choice: 'bm4d'"),
+    ("finetune", "--tau", "0", r"expected a number in (0, 1], got '0'"),
+    ("finetune", "--steps", "0", "expected a positive integer, got '0'"),
+    ("finetune", "--lr", "0", "expected a number > 0, got '0'"),
+    ("finetune", "--alpha", "-1", "expected a number >= 0, got '-1'"),
+    ("finetune", "--flow-every", "0", "expected a positive integer, got '0'"),
+    ("finetune", "--crop", "0", "expected a positive integer, got '0'"),
+    ("finetune", "--batch", "0", "expected a positive integer, got '0'"),
+    ("finetune", "--frames", "4", "invalid choice: 4"),
+    ("finetune", "--kernel", "box", "invalid choice: 'box'"),
+])
+def test_bad_option_values_name_the_option(command, option, value, says, capsys):
+    base = ["deblur", "x.png", "-o", "out"] if command == "deblur" else ["finetune", "clip", "--net", "n", "-o", "out"]
+    assert cli.main([*base, option, value]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"pnpdeblur {command}: error: argument {option}") and says in last, last
