@@ -532,3 +532,10 @@ def test_seconds_are_recorded_to_a_tenth(tmp_path, record, monkeypatch):
     monkeypatch.setattr(R.time, "time", clock)
     out = R.main(_argv(tmp_path, "--float32"))
     assert load_checkpoint(out, "DRUNet")[1]["data"]["seconds"] == 1.2
+
+
+def test_grey_training_photos_become_colour(tmp_path):
+    d, paths = _folder(tmp_path, n=2)  # the grey one sorts last (sub-folder)
+    train, val = R.training_photos(str(d), skimage=False)
+    assert [a.shape for _, a in train] == [(12, 14, 3)] * 2 and val == []
+    assert np.array_equal(train[1][1][..., 0], train[1][1][..., 2])
