@@ -577,3 +577,8 @@ def test_kernel_field_overlay_is_drawn_without_smoothing():
 def test_grey_panels_are_clipped_below_too():
     fig = comparison_figure([np.array([[-0.5, 0.25], [1.5, 1.0]])], width_per_image=1.0)
     np.testing.assert_array_equal(np.asarray(fig.axes[0].images[0].get_array()), [[0.0, 0.25], [1.0, 1.0]])
+
+
+def test_to_hwc_channel_error_explains_the_layouts():
+    with pytest.raises(ValueError, match=r"\(numpy/cupy colour images are \(H, W, C\), torch ones \(C, H, W\)\)$"):
+        to_hwc(np.zeros((4, 5, 2)))
