@@ -745,3 +745,25 @@ def test_val_fn_first_deconvolution_uses_the_cg_budget_and_stays_quiet(monkeypat
               cg_iters=3, cg_tol=1e-8, progress=False)
     assert got["psnr_deconv1"] == pytest.approx(_psnr_ref(res.aux, pool["sharp"]), rel=1e-6)
     assert fake.getvalue() == ""  # no progress bars inside the training loop, even on a terminal
+
+
+def test_main_vgg_file_gives_the_perceptual_content_loss(tmp_path, monkeypatch):
+    from pnpdeblur.losses.perceptual import PerceptualLoss
+
+    g = torch.Generator().manual_seed(0)
+    state, cin = {}, 3
+    for idx, v in ((0, 64), (2, 64), (5, 128), (7, 128)):  # VGG16's convolutions up to relu2_2
+        state[f"features.{idx}.weight"] = torch.randn(v, cin, 3, 3, generator=g) * (2 / (9 * cin)) ** 0.5
+        state[f"features.{idx}.bias"] = torch.zeros(v)
+        cin = v
+    torch.save(state, tmp_path / "vgg.pth")
+    calls = _spy_main(monkeypatch)
+    out = tmp_path / "g.safetensors"
+    argv = ["--vgg", str(tmp_path / "vgg.pth"), "--steps", "1", "--pretrain-steps", "0", "--batch", "1", "--crop",
+            "16", "--pool", "1", "--buffer", "1", "--val-items", "0", "--flows", "true", "--cg-iters", "1",
+            "--width", "2", "--n-res", "1", "--no-dp", "--no-cgan", "--run-dir", str(tmp_path / "run"), "--out",
+            str(out), "--no-progress", "--device", "cpu"]
+    R.main(argv)
+    (la, _), = calls["loss"]
+    assert isinstance(la[0], PerceptualLoss)
+    assert read_header(out)["data"]["losses"]["content"] == "vgg16 " + str(tmp_path / "vgg.pth")
