@@ -434,7 +434,7 @@ def test_help_names_the_net_and_paper_and_hides_adv_weight_for_plain_nets(capsys
         R.parse_args("deepdeblur", ["--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert "pnpdeblur train deepdeblur" in text and "Train DeepDeblur (Nah et al." in text
-    assert "--adv-weight" in text and "weight of the adversarial term" in text
+    assert "--adv-weight ADV_WEIGHT weight of the adversarial term (0: content loss only) --grad-clip" in text
     assert "{'features': 16, 'blocks': 3, 'residual': True}" in text  # --small's configuration
     with pytest.raises(SystemExit):
         R.parse_args("flownets", ["--help"])
