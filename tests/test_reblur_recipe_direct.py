@@ -271,7 +271,7 @@ def test_flow_network_is_moved_and_put_in_eval_mode():
     fnet = FlowNet().train()
     tuned = _ft(_Scale(), _clip(3), supervised=False, batch_size=1, crop=8, flow=fnet, device="cpu")
     assert not fnet.training and fnet.modes == [False, False]  # 3-frame, one centre: two flows
-    assert float(fnet.w) == 0.5  # not trained
+    assert float(fnet.w.detach()) == 0.5  # not trained
     assert tuned.reblur_settings["flow"] == "FlowNet"
 
 
