@@ -336,6 +336,7 @@ def test_default_supervised_set_is_frame_averaged_training_photos():
 @pytest.mark.parametrize("kw, exc, msg", [
     (dict(frames=4), ValueError, r"^frames must be 2 or 3, got 4$"),
     (dict(frames=True), ValueError, r"^frames must be 2 or 3, got True$"),
+    (dict(frames=2.0), ValueError, r"^frames must be 2 or 3, got 2\.0$"),
     (dict(kernel="box"), ValueError, r"^kernel must be one of \('two_segment', 'lut', 'warp'\), got 'box'$"),
     (dict(flow="farneback"), ValueError, r"^method must be one of"),
     (dict(tau=0.0), ValueError, r"^tau must be a number in \(0\.0, 1\.0\], got 0\.0$"),

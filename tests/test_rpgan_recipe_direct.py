@@ -767,3 +767,19 @@ def test_main_vgg_file_gives_the_perceptual_content_loss(tmp_path, monkeypatch):
     (la, _), = calls["loss"]
     assert isinstance(la[0], PerceptualLoss)
     assert read_header(out)["data"]["losses"]["content"] == "vgg16 " + str(tmp_path / "vgg.pth")
+
+
+def test_adam_betas_option_reaches_both_phases(tmp_path, monkeypatch):
+    """``--adam-betas 0.9 0.99`` (Wu et al.: SEN's solver) is what both training phases use."""
+    from pnpdeblur.nets.sen import SEN
+
+    calls = _spy_main(monkeypatch)
+    torch.manual_seed(0)
+    sen_path = SEN(width=2, stacks=1, levels=1).save(tmp_path / "sen.safetensors")
+    argv = ["--steps", "2", "--pretrain-steps", "1", "--batch", "1", "--crop", "16", "--pool", "2", "--buffer", "2",
+            "--sen", str(sen_path), "--cg-iters", "2", "--width", "2", "--n-res", "1", "--d-width", "2",
+            "--val-items", "1", "--val-every", "0", "--run-dir", str(tmp_path / "run"),
+            "--out", str(tmp_path / "g.safetensors"), "--no-progress", "--device", "cpu", "--adam-betas", "0.9", "0.99"]
+    R.main(argv)
+    t1, t2 = calls["trainer"]
+    assert tuple(t1["cfg"].betas) == tuple(t2["cfg"].betas) == (0.9, 0.99)

@@ -416,9 +416,9 @@ def finetune_reblur(
         Training window size (clipped to the frame size; paper's timing: 128).
     batch_size : int
         Images per mini-batch, reblur crops plus supervised pairs.
-    supervised_share : float in [0, 1)
-        Fraction of ``batch_size`` that are supervised pairs in the hybrid loss (rounded,
-        at least 1 pair and 1 reblur crop).
+    supervised_share : float in [0, 1]
+        Fraction of ``batch_size`` that are supervised pairs in the hybrid loss (rounded, then
+        kept between 1 pair and ``batch_size - 1``: every batch has a reblur crop).
     milestones : sequence of int
         Epochs (passes over the usable centre frames) at which the lr is multiplied by
         ``lr_decay`` (paper: 30, 50, 100 and 0.5).
@@ -447,7 +447,7 @@ def finetune_reblur(
 
     if not isinstance(net, nn.Module):
         raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
-    if frames not in (2, 3) or isinstance(frames, bool):
+    if isinstance(frames, bool) or not isinstance(frames, numbers.Integral) or frames not in (2, 3):
         raise ValueError(f"frames must be 2 or 3, got {frames!r}")
     if kernel not in REBLUR_KERNELS:
         raise ValueError(f"kernel must be one of {REBLUR_KERNELS}, got {kernel!r}")

@@ -17,7 +17,9 @@ Procedure. (1) Pre-train on level 1 (``--pretrain-steps``; level-1 inputs do not
 G). (2) Experience replay: a :class:`pnpdeblur.train.replay.ReplayBuffer` of ``--buffer``
 deconvolutions (paper 1000: 50 % level 1, 30 % level 2, 20 % level 3) made by a frozen
 copy of G, trained on for ``--refresh-every`` epochs (paper 3), then remade, until
-``--steps``. Adam (β = 0.5, 0.999; the paper gives none), lr 1e-4 for G and both
+``--steps``. Adam with β = (0.5, 0.999) by default (``--adam-betas``; the shipped weights were
+trained so, the usual choice for GANs; Wu et al. use "the same solver as SEN", β = (0.9, 0.99):
+pass ``--adam-betas 0.9 0.99`` for the paper's), lr 1e-4 for G and both
 discriminators, constant for 110/190 of the steps then linear to 1e-6 (the paper's 110 +
 80 epochs compressed to ``--steps``), batch 16.
 
@@ -392,6 +394,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-cgan", action="store_true", help="ablation: no cGAN discriminator")
     ap.add_argument("--vgg", default=None, help="VGG16 weights file: the paper's relu2_2 perceptual content loss")
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--adam-betas", type=float, nargs=2, default=(0.5, 0.999), metavar=("B1", "B2"),
+                    help="Adam's betas (default 0.5 0.999, as the shipped weights; the paper: SEN's 0.9 0.99)")
     ap.add_argument("--lr-end", type=float, default=1e-6)
     ap.add_argument("--decay-from", type=float, default=110 / 190, help="fraction of steps at constant lr")
     add_engine_arguments(ap, run_dir="runs/rpgan", out=RPGAN_PRETRAINED_PATH, val_items=8, val_every=1000,
@@ -444,7 +448,7 @@ def main(argv=None) -> Path:
     loss_fn = make_loss_fn(perceptual, args.gamma, args.lam, args.gp_weight)
     val_fn = make_val_fn(levels, args.noise, args.cg_iters) if val is not None else None
     producer = DeconvolutionProducer(model.generator, pool, levels, args.noise, args.cg_iters, seed=args.seed)
-    common = dict(batch_size=args.batch, lr=args.lr, betas=(0.5, 0.999),
+    common = dict(batch_size=args.batch, lr=args.lr, betas=tuple(args.adam_betas),
                   **{**engine_options(args), "device": str(device)})
     common.pop("out_dir")  # one folder per phase below
     run = Path(args.run_dir)
