@@ -895,7 +895,7 @@ def test_flow_blur_errors(kwargs, exc, msg):
 def _make_fg(photo, shape, n=3, max_blur=6.0, seed=0):
     from pnpdeblur.data.video import _make_foreground
 
-    return _make_foreground(photo, shape, n, max_blur, np.random.default_rng(seed), 3)
+    return _make_foreground(photo, shape, n, max_blur, np.random.default_rng(seed))
 
 
 def _find_patch(photo, tex):

@@ -338,7 +338,7 @@ class VideoBlurSample:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _make_foreground(photo_lin, shape, n, max_blur, rng, order) -> _Foreground:
+def _make_foreground(photo_lin, shape, n, max_blur, rng) -> _Foreground:
     h, w = shape
     fh = int(rng.integers(max(4, h // 5), max(5, h // 2)))
     fw = int(rng.integers(max(4, w // 5), max(5, w // 2)))
@@ -406,7 +406,7 @@ class _Scene(NamedTuple):
             path = random_camera_path((h, w), n, motion, max_blur, min_blur, acceleration, rng)
         elif not isinstance(path, CameraPath):
             raise TypeError(f"path must be a CameraPath, got {type(path).__name__}")
-        fg = _make_foreground(photo_lin, (h, w), n, max_blur, rng, order) if foreground else None
+        fg = _make_foreground(photo_lin, (h, w), n, max_blur, rng) if foreground else None
         origin = ((photo.shape[1] - w) // 2, (photo.shape[0] - h) // 2)
         return cls(h, w, lin_gamma, photo_lin, path, fg, origin)
 
