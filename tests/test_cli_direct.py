@@ -1486,13 +1486,14 @@ def test_options_their_metavars_and_what_their_help_says(command):
             "--blur-threshold": "the calibrated value of the shipped SEN, 5 px; recalibrate for other --flow-weights)",
             "--flow-weights": "(e.g. written by 'pnpdeblur train sen --out PATH')",
             "--kernel": "or warping (default: two_segment)",
-            "--pairs": "(default: the library's synthetic pairs)"}
+            "--pairs": "(default: the library's synthetic pairs)",
+            "--tau": "(default: 1, as Chen et al.; 0.5 for exposures without gap)"}
     n = 0
     for names, _, text in got:
         if names[-1] in ends and not (command == "finetune" and names[-1] == "--device"):
             assert text.endswith(ends[names[-1]]), (names, text)
             n += 1
-    assert n == {"deblur": 6, "finetune": 2}[command]
+    assert n == {"deblur": 6, "finetune": 3}[command]
 
 
 def test_subcommand_descriptions_and_usage_lines():
