@@ -343,8 +343,8 @@ def test_wgan_gp_loss_adds_the_critic_loss_and_ten_times_the_gradient_penalty():
     gp = gradient_penalty(disc, batch["sharp"], outs[-1])
     l_d = wgan_critic_loss(disc(batch["sharp"]), disc(outs[-1])) + 10.0 * gp
     assert float(gp.detach()) > 1e-3  # the penalty is not negligible here
-    assert parts["adv_g"] == pytest.approx(float(l_g), rel=1e-6)
-    assert parts["adv_d"] == pytest.approx(float(l_d), rel=1e-5)
+    assert parts["adv_g"] == pytest.approx(float(l_g.detach()), rel=1e-6)
+    assert parts["adv_d"] == pytest.approx(float(l_d.detach()), rel=1e-5)
     assert float(total.detach()) == pytest.approx(float((content + 0.01 * l_g + l_d).detach()), rel=1e-5)
     for a, b in zip(_grads(gen, total), _grads(gen, content + 0.01 * l_g)):
         torch.testing.assert_close(a, b)
@@ -510,7 +510,7 @@ def test_main_deepdeblur_trains_a_pair_and_exports_the_generator(tmp_path, recor
     total, parts = loss_fn(model, {k: v[:, :, :16, :16] for k, v in batch.items()})
     assert set(parts) == {"content", "adv_g", "adv_d"}
     outs = net.forward_multiscale(batch["blurred"])
-    l_g = float(gan_generator_loss(model.discriminator(outs[-1])))
+    l_g = float(gan_generator_loss(model.discriminator(outs[-1])).detach())
     assert float(total.detach()) == pytest.approx(parts["content"] + 1e-4 * l_g + parts["adv_d"], rel=1e-4)
     assert set(t.kwargs["val_fn"](model, batch)) == {"psnr", "ssim"}
     # export: the generator alone, its architecture and config, the provenance

@@ -343,7 +343,7 @@ def test_main_builds_the_model_data_and_schedule_from_the_options(tmp_path, reco
     got = loss_fn(net, batch)
     torch.manual_seed(0)
     ref = R.make_loss_fn(True, 0.2)(net, batch)
-    assert float(got[0]) == float(ref[0]) and got[1] == ref[1]
+    assert float(got[0].detach()) == float(ref[0].detach()) and got[1] == ref[1]
     torch.testing.assert_close(net.seen[0], net.seen[1], rtol=0, atol=0)  # same noise: max_noise 0.2 reached it
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed == {"weights": str(out), "validation": {"phase": "val", "val_flow_mse": 1.5}}
@@ -358,7 +358,7 @@ def test_main_canonical_loss_and_the_decay_default(tmp_path, record):
     batch = _flow_batch(seed=6)
     out = -batch["flow"]
     loss, extra = loss_fn(_Spy([out]), batch)
-    assert float(loss) == pytest.approx(_mse(out, batch["flow"]), rel=1e-5)  # canonical: -flow is wrong
+    assert float(loss.detach()) == pytest.approx(_mse(out, batch["flow"]), rel=1e-5)  # canonical: -flow is wrong
     assert extra["flow_mse"] == pytest.approx(0.0, abs=1e-12)
 
 
