@@ -12,9 +12,7 @@ the first 3e5, batch 8.
 ``main`` runs with a stand-in Trainer (the real one, its ``fit`` replaced by a record), so the
 wiring — net, data, schedule, losses, exported header — costs no training.
 """
-import argparse
 import json
-import math
 
 import numpy as np
 import pytest

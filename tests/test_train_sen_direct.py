@@ -19,7 +19,6 @@ from torch.utils.data import ConcatDataset
 import pnpdeblur.train as train_pkg
 from pnpdeblur.checkpoints import load_checkpoint
 from pnpdeblur.data import SyntheticBlurDataset, sample_images
-from pnpdeblur.losses import flow_l2_loss
 from pnpdeblur.nets.sen import SEN
 from pnpdeblur.operators import MotionBlur
 from pnpdeblur.train import sen as R
