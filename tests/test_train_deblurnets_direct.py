@@ -35,6 +35,7 @@ from pnpdeblur.metrics import psnr, ssim
 from pnpdeblur.train import AdversarialPair
 from pnpdeblur.train import deblurnets as R
 from pnpdeblur.train.sen import HELD_OUT_SAMPLES, TRAIN_SAMPLES
+from _photos import memoise_sample_image
 
 
 @pytest.fixture(autouse=True)
@@ -42,23 +43,12 @@ def _one_thread(one_torch_thread):
     yield
 
 
-_PHOTOS = {}
-
-
 @pytest.fixture(autouse=True)
 def _decode_each_photo_once(monkeypatch):
     """Every dataset here loads scikit-image photos; decode each once per process."""
     import pnpdeblur.data.samples as S
 
-    real = S.sample_image
-
-    def cached(name="astronaut", size=None, channels=None, dtype=np.float32):
-        key = (name, size, channels, np.dtype(dtype).str)
-        if key not in _PHOTOS:
-            _PHOTOS[key] = real(name, size, channels, dtype)
-        return _PHOTOS[key].copy()
-
-    monkeypatch.setattr(S, "sample_image", cached)
+    memoise_sample_image(monkeypatch, S)
 
 
 # ------------------------------------------------------------------ the papers' settings

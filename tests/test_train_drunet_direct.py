@@ -18,6 +18,7 @@ from pnpdeblur.checkpoints import load_checkpoint
 from pnpdeblur.data import read_image, sample_image, sample_images
 from pnpdeblur.nets.drunet import PAPER_CONFIG, SMALL_CONFIG, DRUNet
 from pnpdeblur.train import drunet as R
+from _photos import memoise_sample_image
 
 
 @pytest.fixture(autouse=True)
@@ -25,21 +26,10 @@ def _one_thread(one_torch_thread):
     yield
 
 
-_PHOTOS = {}
-
-
 @pytest.fixture(autouse=True)
 def _decode_each_photo_once(monkeypatch):
     """The recipe decodes every scikit-image photo; decode each once per process."""
-    real = R.sample_image
-
-    def cached(name="astronaut", size=None, channels=None, dtype=np.float32):
-        key = (name, size, channels, np.dtype(dtype).str)
-        if key not in _PHOTOS:
-            _PHOTOS[key] = real(name, size, channels, dtype)
-        return _PHOTOS[key].copy()
-
-    monkeypatch.setattr(R, "sample_image", cached)
+    memoise_sample_image(monkeypatch, R)
 
 
 def _folder(tmp_path, n=3, shape=(12, 14), name="photos"):

@@ -22,6 +22,7 @@ from pnpdeblur.data import SyntheticBlurDataset, sample_images
 from pnpdeblur.nets.sen import SEN
 from pnpdeblur.operators import MotionBlur
 from pnpdeblur.train import sen as R
+from _photos import memoise_sample_image
 
 
 @pytest.fixture(autouse=True)
@@ -29,23 +30,12 @@ def _one_thread(one_torch_thread):
     yield
 
 
-_PHOTOS = {}
-
-
 @pytest.fixture(autouse=True)
 def _decode_each_photo_once(monkeypatch):
     """Every dataset here loads the 13 scikit-image photos; decode each once per process."""
     import pnpdeblur.data.samples as S
 
-    real = S.sample_image
-
-    def cached(name="astronaut", size=None, channels=None, dtype=np.float32):
-        key = (name, size, channels, np.dtype(dtype).str)
-        if key not in _PHOTOS:
-            _PHOTOS[key] = real(name, size, channels, dtype)
-        return _PHOTOS[key].copy()
-
-    monkeypatch.setattr(S, "sample_image", cached)
+    memoise_sample_image(monkeypatch, S)
 
 
 def _corpus(tmp_path, n=2, size=(40, 44), grey_last=True):
