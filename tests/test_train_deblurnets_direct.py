@@ -19,7 +19,6 @@ import pytest
 import torch
 from torch import nn
 
-import pnpdeblur.train as train_pkg
 from pnpdeblur.checkpoints import load_checkpoint
 from pnpdeblur.data import SyntheticBlurDataset, SyntheticVideoDataset
 from pnpdeblur.losses.adversarial import (
@@ -36,6 +35,7 @@ from pnpdeblur.train import AdversarialPair
 from pnpdeblur.train import deblurnets as R
 from pnpdeblur.train.sen import HELD_OUT_SAMPLES, TRAIN_SAMPLES
 from _photos import memoise_sample_image
+from _recording_trainer import record_trainers
 
 
 @pytest.fixture(autouse=True)
@@ -431,28 +431,9 @@ def test_help_names_the_net_and_paper_and_hides_adv_weight_for_plain_nets(capsys
 
 
 # ------------------------------------------------------------------ main, with a stand-in trainer
-class _Record(train_pkg.Trainer):
-    """The real Trainer, except ``fit`` only records the call (no training)."""
-
-    made = []
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.args, self.kwargs, self.fitted = args, kwargs, 0
-        _Record.made.append(self)
-
-    def fit(self, resume=True):
-        self.fitted += 1
-        self.step = self.cfg.steps
-        self.last_validation = {"psnr": 20.5}
-        return self
-
-
 @pytest.fixture
 def record(monkeypatch):
-    _Record.made = []
-    monkeypatch.setattr(train_pkg, "Trainer", _Record)
-    return _Record.made
+    return record_trainers(monkeypatch, {"psnr": 20.5})
 
 
 def _argv(tmp_path, name, *extra):

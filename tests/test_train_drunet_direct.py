@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-import pnpdeblur.train as train_pkg
 from pnpdeblur.checkpoints import load_checkpoint
 from pnpdeblur.data import read_image, sample_image, sample_images
 from pnpdeblur.nets.drunet import PAPER_CONFIG, SMALL_CONFIG, DRUNet
 from pnpdeblur.train import drunet as R
 from _photos import memoise_sample_image
+from _recording_trainer import record_trainers
 
 
 @pytest.fixture(autouse=True)
@@ -311,28 +311,9 @@ def test_every_option_is_read():
 
 
 # ------------------------------------------------------------------ main, with a stand-in trainer
-class _Record(train_pkg.Trainer):
-    """The real Trainer, except ``fit`` only records the call (no training)."""
-
-    made = []
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.args, self.kwargs, self.fitted = args, kwargs, 0
-        _Record.made.append(self)
-
-    def fit(self, resume=True):
-        self.fitted += 1
-        self.step = self.cfg.steps
-        self.last_validation = {"psnr": 30.5}
-        return self
-
-
 @pytest.fixture
 def record(monkeypatch):
-    _Record.made = []
-    monkeypatch.setattr(train_pkg, "Trainer", _Record)
-    return _Record.made
+    return record_trainers(monkeypatch, {"psnr": 30.5})
 
 
 def _argv(tmp_path, *extra):

@@ -23,6 +23,7 @@ from pnpdeblur.nets.sen import SEN
 from pnpdeblur.operators import MotionBlur
 from pnpdeblur.train import sen as R
 from _photos import memoise_sample_image
+from _recording_trainer import record_trainers
 
 
 @pytest.fixture(autouse=True)
@@ -271,29 +272,9 @@ def test_every_option_is_read():
 
 
 # ------------------------------------------------------------------ main, with a stand-in trainer
-class _Record(train_pkg.Trainer):
-    """The real Trainer, except ``fit`` only records the call (no training)."""
-
-    made = []
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.args, self.kwargs, self.fitted = args, kwargs, 0
-        _Record.made.append(self)
-
-    def fit(self, resume=True):
-        self.fitted += 1
-        self.step = self.cfg.steps  # what a finished run reports
-        self.last_validation = {"flow_mse": 1.5}
-        self.history = [{"phase": "val", "val_flow_mse": 1.5}]
-        return self
-
-
 @pytest.fixture
 def record(monkeypatch):
-    _Record.made = []
-    monkeypatch.setattr(train_pkg, "Trainer", _Record)
-    return _Record.made
+    return record_trainers(monkeypatch, {"flow_mse": 1.5}, [{"phase": "val", "val_flow_mse": 1.5}])
 
 
 def _argv(tmp_path, *extra):
@@ -417,7 +398,7 @@ def test_other_ranks_train_but_do_not_export(tmp_path, record, monkeypatch, caps
 
 
 def test_an_empty_history_prints_no_validation(tmp_path, record, monkeypatch, capsys):
-    monkeypatch.setattr(_Record, "fit", lambda self, resume=True: self)
+    monkeypatch.setattr(train_pkg.Trainer, "fit", lambda self, resume=True: self)
     out = R.main(_argv(tmp_path, "--float32"))
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed == {"weights": str(out), "validation": None}
