@@ -661,3 +661,29 @@ def test_seconds_are_recorded_to_a_tenth(tmp_path, record, monkeypatch):
     monkeypatch.setattr(R.time, "time", clock)
     out = R.main(_argv(tmp_path, "flownets"))
     assert load_checkpoint(out, "FlowNetS")[1]["data"]["seconds"] == 1.2
+
+
+def test_the_adversarial_terms_judge_the_full_size_output_of_three_scales():
+    """With DeepDeblur's three scales the discriminator sees the last (full-size) output, not a coarser one."""
+
+    class Gen3(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Parameter(torch.tensor(0.8))
+
+        def forward(self, x):
+            return [self.a * nn.functional.avg_pool2d(x, 4), self.a * nn.functional.avg_pool2d(x, 2), self.a * x]
+
+    seen = []
+
+    class Judge(_Critic):
+        def forward(self, x):
+            seen.append(tuple(x.shape[-2:]))
+            return super().forward(x)
+
+    gen = Gen3()
+    pair = AdversarialPair(gen, Judge())
+    batch = _image_batch(1)
+    R.make_loss_fn(R.SPECS["deepdeblur"], pair, 0.3)(pair, batch)
+    full = tuple(batch["sharp"].shape[-2:])
+    assert seen and all(s == full for s in seen)
