@@ -582,3 +582,19 @@ def test_grey_panels_are_clipped_below_too():
 def test_to_hwc_channel_error_explains_the_layouts():
     with pytest.raises(ValueError, match=r"\(numpy/cupy colour images are \(H, W, C\), torch ones \(C, H, W\)\)$"):
         to_hwc(np.zeros((4, 5, 2)))
+
+
+def test_figures_keep_100_dpi_whatever_the_users_matplotlibrc_says():
+    import matplotlib
+
+    with matplotlib.rc_context({"figure.dpi": 72}):
+        fig = comparison_figure([np.zeros((4, 8))], width_per_image=2.0)
+    assert fig.dpi == 100 and fig.canvas.get_width_height()[0] == 200
+
+
+def test_convergence_log_rule_is_the_ratio_of_the_extremes():
+    def scale(y):
+        return convergence_figure({"y": y}).axes[0].get_yscale()
+
+    assert scale([2.0, 150.0]) == "linear"   # ratio 75 (a product would be 300)
+    assert scale([0.5, 60.0]) == "log"       # ratio 120 (a product would be 30)
