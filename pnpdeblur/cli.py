@@ -553,8 +553,8 @@ def _run_deblur(args: argparse.Namespace, extra: Sequence[str]) -> int:
         return EXIT_USAGE
 
     owns_group = not dist.is_distributed()
-    distributed = dist.env_world_size() > 1 and dist.init_distributed()
-    try:
+    try:  # a malformed WORLD_SIZE (torchrun's environment) or --device is a usage error
+        distributed = dist.env_world_size() > 1 and dist.init_distributed()
         device = _resolve_device(args.device, distributed)
     except ValueError as e:
         print(f"pnpdeblur deblur: error: {e}", file=sys.stderr)

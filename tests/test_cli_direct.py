@@ -792,6 +792,15 @@ def test_deblur_bad_device_is_a_usage_error(tmp_path, fake, capsys):
     assert fake.calls == [] and not (tmp_path / "o").exists()
 
 
+def test_deblur_malformed_world_size_is_a_usage_error(tmp_path, fake, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    a = _save(tmp_path / "a.png", _u8(31))
+    assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == ("pnpdeblur deblur: error: WORLD_SIZE environment variable is not an int: "
+                                       "'two'\n")
+    assert fake.calls == [] and not (tmp_path / "o").exists()
+
+
 def test_deblur_models_that_cannot_load_fail_every_file(tmp_path, fake, capsys, monkeypatch):
     def broken():
         raise RuntimeError("weights corrupt")
