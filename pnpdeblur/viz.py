@@ -106,7 +106,8 @@ def flow_to_color(flow, max_norm: float | None = None, symmetric: bool = False,
     rad = np.hypot(u, v)
     if max_norm is None:
         max_norm = float(rad.max())
-    elif not (isinstance(max_norm, numbers.Real) and max_norm > 0 and math.isfinite(max_norm)):
+    elif (isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real)
+          or not (max_norm > 0 and math.isfinite(max_norm))):
         raise ValueError(f"max_norm must be a positive finite number, got {max_norm!r}")
     rad = rad / max_norm if max_norm > 0 else np.zeros_like(rad)
     ang = np.arctan2(-v + 0.0, -u + 0.0) / np.pi  # in [-1, 1]; "+ 0.0" drops negative zeros
@@ -186,7 +187,7 @@ def kernel_segments(flow, step: int = 16) -> np.ndarray:
         f = f[0]
     if f.ndim != 3 or f.shape[0] != 2:
         raise ValueError(f"flow must be (2, H, W), got shape {f.shape}")
-    if not isinstance(step, numbers.Integral) or step < 1:
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 1:
         raise ValueError(f"step must be a positive int, got {step!r}")
     h, w = f.shape[1:]
     ys = np.arange(step // 2, h, step)

@@ -269,3 +269,13 @@ def test_an_all_zero_flow_in_floats_is_float64_white():
     got = flow_to_color(np.zeros((2, 2, 3)), dtype="float")
     assert got.dtype == np.float64 and got.shape == (2, 3, 3)
     np.testing.assert_array_equal(got, np.ones((2, 3, 3)))
+
+
+def test_bools_are_not_numbers_for_the_pictures():
+    from pnpdeblur.viz import kernel_segments
+
+    flow = np.zeros((2, 8, 8))
+    with pytest.raises(ValueError, match=r"^max_norm must be a positive finite number, got True$"):
+        flow_to_color(flow, max_norm=True)
+    with pytest.raises(ValueError, match=r"^step must be a positive int, got True$"):
+        kernel_segments(flow, step=True)
