@@ -1262,3 +1262,13 @@ def test_flow_blur_refuses_infinite_and_bool_noise(bad):
     # inf noise used to give +-inf pixels (clip=False) and a bool was read as sigma = 1
     with pytest.raises(ValueError, match=r"^noise_sigma (range )?must be"):
         synthesize_flow_blur(np.full((4, 4), 0.5), noise_sigma=bad, flow=np.zeros((2, 4, 4)), clip=False, seed=0)
+
+
+def test_gamma_true_is_refused_not_read_as_linear():
+    from pnpdeblur.data.video import average_frames
+
+    frames = np.full((2, 3, 3, 1), 0.25)
+    with pytest.raises(ValueError, match=r"^gamma must be a positive finite number, got True$"):
+        average_frames(frames, gamma=True)
+    assert np.allclose(average_frames(frames, gamma=1), 0.25) and np.allclose(average_frames(frames, gamma=None), 0.25)
+    assert np.allclose(average_frames(np.stack([np.zeros((1, 1, 1)), np.ones((1, 1, 1))]), gamma=2.0), 0.5 ** 0.5)

@@ -139,6 +139,14 @@ def _check_positive(name: str, value, allow_zero: bool = True) -> float:
     return float(value)
 
 
+def _crf_gamma(gamma) -> float | None:
+    """The camera-response exponent, or None for linear averaging (``None`` or 1; bools refused)."""
+    if gamma is None:
+        return None
+    g = _check_positive("gamma", gamma, allow_zero=False)
+    return None if g == 1 else g
+
+
 def random_camera_path(
     shape: tuple[int, int],
     n_frames: int,
@@ -294,9 +302,9 @@ def average_frames(frames, gamma: float | None = 2.2) -> np.ndarray:
         raise ValueError(f"frames must hold at least one frame, got shape {fr.shape}")
     if not np.all(np.isfinite(fr)):  # np.clip would keep a NaN, and an Inf gives a NaN mean
         raise ValueError("frames contain NaN or Inf")
-    if gamma is None or gamma == 1:
+    g = _crf_gamma(gamma)
+    if g is None:
         return fr.mean(0)
-    g = _check_positive("gamma", gamma, allow_zero=False)
     return (np.clip(fr, 0, 1) ** g).mean(0) ** (1.0 / g)
 
 
@@ -400,7 +408,7 @@ class _Scene(NamedTuple):
         h, w = check_shape2(shape)
         if h > photo.shape[0] or w > photo.shape[1]:
             raise ValueError(f"shape {shape} is larger than the photo {photo.shape[:2]}")
-        lin_gamma = None if gamma is None or gamma == 1 else _check_positive("gamma", gamma, allow_zero=False)
+        lin_gamma = _crf_gamma(gamma)
         photo_lin = photo ** lin_gamma if lin_gamma else photo
         if path is None:
             path = random_camera_path((h, w), n, motion, max_blur, min_blur, acceleration, rng)
