@@ -466,3 +466,24 @@ def test_run_folder_and_validation_size_defaults():
     a = R.parse_args([])
     assert a.run_dir == "runs/sen" and a.val_items == 64
     assert (a.log_every, a.val_every, a.ckpt_every) == (50, 500, 500)
+
+
+def test_the_header_names_the_device_the_trainer_resolved(tmp_path, record, monkeypatch):
+    """'auto' on a machine without CUDA trains, and is recorded, on the CPU; a named card is that card's name."""
+    argv = _argv(tmp_path, "--float32")
+    argv[argv.index("--device") + 1] = "auto"
+    out = R.main(argv)
+    assert torch.cuda.is_available() or load_checkpoint(out, "SEN")[1]["data"]["device"] == "cpu"
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: asked.append(d) or "Card")
+    import pnpdeblur.train as train_pkg
+
+    real_init = train_pkg.Trainer.__init__
+
+    def on_card(self, *a, **k):  # as if the trainer had resolved --device cuda:1
+        real_init(self, *a, **k)
+        self.device = torch.device("cuda", 1)
+
+    monkeypatch.setattr(train_pkg.Trainer, "__init__", on_card)
+    out = R.main(_argv(tmp_path, "--float32"))
+    assert asked == [torch.device("cuda", 1)] and load_checkpoint(out, "SEN")[1]["data"]["device"] == "Card"

@@ -168,7 +168,8 @@ def main(argv=None) -> Path:
         "held_out": HELD_OUT_SAMPLES,
         "flow_presets": presets, "max_noise": args.max_noise, "loss": args.loss,
         "seconds": round(time.time() - t0, 1), "torch": torch.__version__,
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else "cpu",
+        # the device the trainer resolved (``auto`` → cuda or cpu; cuda:1 names that card)
+        "device": torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else trainer.device.type,
     }
     meta = {"data": provenance, "output": "flow (N, 2, H, W) in pixels, u right, v down; canonical u >= 0"}
     export_weights(trainer, out, "SEN", model.config, meta, float32=args.float32,
