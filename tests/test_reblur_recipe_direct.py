@@ -599,11 +599,11 @@ def test_objective_call_refreshes_weighs_and_reports():
     loss, extra = obj(net, batch)
     l_u = _reblur_ref(clip, [1], 2)
     assert set(extra) == {"reblur"} and extra["reblur"] == pytest.approx(l_u, rel=1e-5)
-    assert float(loss) == pytest.approx(0.4 * l_u, rel=1e-5) and loss.requires_grad
+    assert float(loss.detach()) == pytest.approx(0.4 * l_u, rel=1e-5) and loss.requires_grad
     sup = {"sup_blurred": torch.full((2, 3, 8, 8), 0.2), "sup_sharp": torch.full((2, 3, 8, 8), 0.5)}
     loss, extra = obj(net, {**batch, **sup})
     assert set(extra) == {"reblur", "supervised"} and extra["supervised"] == pytest.approx(0.09, rel=1e-5)
-    assert float(loss) == pytest.approx(0.09 + 0.4 * l_u, rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(0.09 + 0.4 * l_u, rel=1e-5)
     assert (obj.calls, obj.refreshes) == (2, 1)
     obj(net, batch)
     assert (obj.calls, obj.refreshes) == (3, 1)
