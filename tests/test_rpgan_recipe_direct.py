@@ -14,6 +14,7 @@ against HQS runs of each length, and that ``main`` hands every option to the par
 import copy
 import inspect
 import json
+import time
 import math
 import re
 
@@ -527,6 +528,7 @@ def _spy_main(monkeypatch):
         def __init__(self, model, cfg, data, loss_fn, **k):
             calls["trainer"].append({"model": model, "cfg": cfg, "data": data, "loss_fn": loss_fn, **k})
             super().__init__(model, cfg, data, loss_fn, **k)
+            calls["trainer"][-1]["self"] = self
 
     monkeypatch.setattr(R, "build_pool", pool)
     monkeypatch.setattr(R, "make_loss_fn", loss)
@@ -783,3 +785,32 @@ def test_adam_betas_option_reaches_both_phases(tmp_path, monkeypatch):
     R.main(argv)
     t1, t2 = calls["trainer"]
     assert tuple(t1["cfg"].betas) == tuple(t2["cfg"].betas) == (0.9, 0.99)
+
+
+def test_main_writes_the_history_and_prints_the_result(tmp_path, monkeypatch, capsys):
+    """The run folder's history.json holds both phases' rows in order; the last line printed names the weights."""
+    import sys
+
+    from pnpdeblur.nets.sen import SEN
+
+    calls = _spy_main(monkeypatch)
+    torch.manual_seed(0)
+    sen_path = SEN(width=2, stacks=1, levels=1).save(tmp_path / "sen.safetensors")
+    run, out = tmp_path / "deep" / "run", tmp_path / "g.safetensors"
+    argv = ["--steps", "2", "--pretrain-steps", "1", "--batch", "1", "--crop", "16", "--pool", "2", "--buffer", "2",
+            "--sen", str(sen_path), "--cg-iters", "2", "--width", "2", "--n-res", "1", "--d-width", "2",
+            "--val-items", "1", "--val-every", "1", "--log-every", "1", "--run-dir", str(run), "--out", str(out),
+            "--no-progress", "--device", "cpu", "--float32"]
+    t0 = time.time()
+    monkeypatch.setattr(sys, "argv", ["pnpdeblur-train-rpgan", *argv])
+    assert R.main() == out  # argv from the command line
+    elapsed = time.time() - t0
+    t1, t2 = calls["trainer"]
+    rows = json.loads((run / "history.json").read_text())
+    assert [r["phase_name"] for r in rows] == ["level1"] * len(t1["self"].history) + ["recurrent"] * len(t2["self"].history)
+    assert len(rows) >= 2 and all(set(r) - {"phase_name"} for r in rows)
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == {"weights": str(out), "validation": json.loads(json.dumps(t2["self"].last_validation, default=str))}
+    data = read_header(out)["data"]
+    assert data["argv"] is None and data["device"] == "cpu" and data["torch"] == torch.__version__
+    assert 0 <= data["seconds"] <= elapsed + 0.1 and data["seconds"] == round(data["seconds"], 1)
