@@ -31,3 +31,14 @@ def record_trainers(monkeypatch, validation: Dict[str, float],
 
     monkeypatch.setattr(train_pkg, "Trainer", Recording)
     return made
+
+
+def fake_clock(monkeypatch, module, start: float = 100.0, later: float = 101.2345) -> None:
+    """``module.time.time()`` reads ``start`` the first time (a recipe's t0), ``later`` ever after."""
+    readings = []
+
+    def clock():
+        readings.append(None)
+        return start if len(readings) == 1 else later
+
+    monkeypatch.setattr(module.time, "time", clock)

@@ -814,3 +814,20 @@ def test_main_writes_the_history_and_prints_the_result(tmp_path, monkeypatch, ca
     data = read_header(out)["data"]
     assert data["argv"] is None and data["device"] == "cpu" and data["torch"] == torch.__version__
     assert 0 <= data["seconds"] <= elapsed + 0.1 and data["seconds"] == round(data["seconds"], 1)
+
+
+def test_main_records_the_seconds_to_a_tenth(tmp_path, monkeypatch):
+    from _recording_trainer import fake_clock
+
+    from pnpdeblur.nets.sen import SEN
+
+    _spy_main(monkeypatch)
+    torch.manual_seed(0)
+    sen_path = SEN(width=2, stacks=1, levels=1).save(tmp_path / "sen.safetensors")
+    argv = ["--steps", "2", "--pretrain-steps", "1", "--batch", "1", "--crop", "16", "--pool", "2", "--buffer", "2",
+            "--sen", str(sen_path), "--cg-iters", "2", "--width", "2", "--n-res", "1", "--d-width", "2",
+            "--val-items", "1", "--val-every", "0", "--run-dir", str(tmp_path / "run"),
+            "--out", str(tmp_path / "g.safetensors"), "--no-progress", "--device", "cpu", "--float32"]
+    fake_clock(monkeypatch, R)  # t0 = 100, every later reading 101.2345
+    out = R.main(argv)
+    assert read_header(out)["data"]["seconds"] == 1.2

@@ -18,7 +18,7 @@ from pnpdeblur.data import read_image, sample_image, sample_images
 from pnpdeblur.nets.drunet import PAPER_CONFIG, SMALL_CONFIG, DRUNet
 from pnpdeblur.train import drunet as R
 from _photos import memoise_sample_image
-from _recording_trainer import record_trainers
+from _recording_trainer import fake_clock, record_trainers
 
 
 @pytest.fixture(autouse=True)
@@ -494,13 +494,7 @@ def test_validation_sigma_is_float32_whatever_the_default_dtype():
 
 
 def test_seconds_are_recorded_to_a_tenth(tmp_path, record, monkeypatch):
-    readings = []
-
-    def clock():  # t0 = 100, every later reading 101.2345
-        readings.append(None)
-        return 100.0 if len(readings) == 1 else 101.2345
-
-    monkeypatch.setattr(R.time, "time", clock)
+    fake_clock(monkeypatch, R)  # t0 = 100, every later reading 101.2345
     out = R.main(_argv(tmp_path, "--float32"))
     assert load_checkpoint(out, "DRUNet")[1]["data"]["seconds"] == 1.2
 

@@ -23,7 +23,7 @@ from pnpdeblur.nets.sen import SEN
 from pnpdeblur.operators import MotionBlur
 from pnpdeblur.train import sen as R
 from _photos import memoise_sample_image
-from _recording_trainer import record_trainers
+from _recording_trainer import fake_clock, record_trainers
 
 
 @pytest.fixture(autouse=True)
@@ -441,13 +441,7 @@ def test_stacks_option_reaches_the_model(tmp_path, record):
 
 
 def test_seconds_are_recorded_to_a_tenth(tmp_path, record, monkeypatch):
-    readings = []
-
-    def clock():  # t0 = 100, every later reading 101.2345
-        readings.append(None)
-        return 100.0 if len(readings) == 1 else 101.2345
-
-    monkeypatch.setattr(R.time, "time", clock)
+    fake_clock(monkeypatch, R)  # t0 = 100, every later reading 101.2345
     out = R.main(_argv(tmp_path, "--float32"))
     assert load_checkpoint(out, "SEN")[1]["data"]["seconds"] == 1.2
 
