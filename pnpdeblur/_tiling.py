@@ -16,7 +16,15 @@ from typing import Callable, List
 
 import torch
 
-__all__ = ["tile_starts", "apply_in_tiles"]
+__all__ = ["window_starts", "tile_starts", "apply_in_tiles"]
+
+
+def window_starts(size: int, tile: int, step: int) -> List[int]:
+    """First indices of ``tile``-long windows ``step`` apart along an axis of ``size``, the last
+    one ending at ``size`` (one window at 0 when ``size <= tile``)."""
+    if size <= tile:
+        return [0]
+    return list(range(0, size - tile, step)) + [size - tile]
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> List[int]:
@@ -25,10 +33,7 @@ def tile_starts(size: int, tile: int, overlap: int) -> List[int]:
     Consecutive tiles start ``tile - 2 * overlap`` apart and the last one ends at ``size``, so
     the kept parts (see the module docstring) cover the axis without a gap.
     """
-    if size <= tile:
-        return [0]
-    step = tile - 2 * overlap
-    return list(range(0, size - tile, step)) + [size - tile]
+    return window_starts(size, tile, tile - 2 * overlap)
 
 
 def _kept(start: int, tile: int, size: int, overlap: int):

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .._images import as_image_batch
+from .._tiling import window_starts as _starts
 from ..nets.sen import SEN
 
 __all__ = ["estimate_flow", "default_flow_model"]
@@ -49,13 +50,6 @@ def _ramp(n: int, overlap: int, first: bool, last: bool, device) -> torch.Tensor
     if overlap and not last:
         w[-overlap:] = r.flip(0)
     return w
-
-
-def _starts(size: int, tile: int, step: int) -> list:
-    if size <= tile:
-        return [0]
-    starts = list(range(0, size - tile, step)) + [size - tile]
-    return sorted(set(starts))
 
 
 def _estimate_tiled(model: SEN, x: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:

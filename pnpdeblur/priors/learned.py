@@ -116,7 +116,9 @@ class DenoiserPrior(BasePrior):
         self.color = color
         self.ensemble = bool(ensemble)
         for name, v in (("tile", tile), ("tile_overlap", tile_overlap)):
-            if (v is not None or name == "tile_overlap") and (isinstance(v, bool) or not isinstance(v, int)):
+            if name == "tile" and v is None:
+                continue  # whole images
+            if isinstance(v, bool) or not isinstance(v, int):
                 raise TypeError(f"{name} must be an int, got {type(v).__name__}")
         if tile_overlap < 0:
             raise ValueError(f"tile_overlap must be >= 0, got {tile_overlap}")

@@ -11,7 +11,9 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-__all__ = ["add_engine_arguments", "engine_options", "export_weights"]
+import torch
+
+__all__ = ["add_engine_arguments", "engine_options", "export_weights", "device_name"]
 
 
 def add_engine_arguments(
@@ -99,3 +101,8 @@ def export_weights(
     tmp.unlink()
     tmp.with_suffix(".json").unlink(missing_ok=True)
     return out
+
+
+def device_name(device: torch.device) -> str:
+    """What a weights header records as the training device: the card's name on CUDA, else the type."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type

@@ -72,7 +72,7 @@ from ..losses.rpgan import (
 )
 from ..nets.rpgan import RPGAN_PRETRAINED_PATH, ArtifactCritic, ConditionalDiscriminator, RPGANGenerator
 from ..priors.rpgan import RPGANPrior, rpgan_schedule
-from ._cli import add_engine_arguments, engine_options
+from ._cli import add_engine_arguments, device_name, engine_options
 from .replay import PAPER_PROPORTIONS, ReplayBuffer
 
 __all__ = ["RPGANTrainModule", "TensorItems", "build_pool", "DeconvolutionProducer", "make_loss_fn",
@@ -490,7 +490,7 @@ def main(argv=None) -> Path:
                        "gamma": args.gamma, "lam": args.lam, "gp_weight": args.gp_weight,
                        "d_cgan": not args.no_cgan, "d_p": not args.no_dp},
             "seconds": round(time.time() - t0, 1), "torch": torch.__version__,
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+            "device": device_name(device),
         },
     }
     state = model.generator.state_dict() if args.float32 else half_state(model.generator.state_dict())

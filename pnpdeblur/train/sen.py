@@ -33,7 +33,7 @@ from torch.utils.data import ConcatDataset
 from ..data import SyntheticBlurDataset, list_images, read_image, sample_images
 from ..losses import flow_l2_loss
 from ..nets.sen import SEN, SEN_PRETRAINED_PATH
-from ._cli import add_engine_arguments, engine_options, export_weights
+from ._cli import add_engine_arguments, device_name, engine_options, export_weights
 
 __all__ = ["TRAIN_SAMPLES", "HELD_OUT_SAMPLES", "training_sources", "build_datasets", "blur_batch",
            "make_loss_fn", "val_fn", "main"]
@@ -169,7 +169,7 @@ def main(argv=None) -> Path:
         "flow_presets": presets, "max_noise": args.max_noise, "loss": args.loss,
         "seconds": round(time.time() - t0, 1), "torch": torch.__version__,
         # the device the trainer resolved (``auto`` → cuda or cpu; cuda:1 names that card)
-        "device": torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else trainer.device.type,
+        "device": device_name(trainer.device),
     }
     meta = {"data": provenance, "output": "flow (N, 2, H, W) in pixels, u right, v down; canonical u >= 0"}
     export_weights(trainer, out, "SEN", model.config, meta, float32=args.float32,
