@@ -36,6 +36,10 @@ Usage::
     python benchmarks/blind.py --calibrate --n-train 60     # detector signals on BSDS500 train
     python benchmarks/blind.py --safeguard --corpus .data/bsds500/test --n-corpus 8
     python benchmarks/blind.py --budget --tune-folder .data/bsds500/val --n-tune 8
+    python benchmarks/blind.py --budget --prior drunet --noise-floor 0.03 --n-iters 4 --cg-iters 5 --tag drunet_003
+
+``--prior`` swaps the prior (``dncnn``, ``dncnn-ensemble``, ``drunet``, ``tv``, ``default``: what
+``pd.deblur`` uses when given none) and ``--noise-floor`` pd.deblur's ``noise_floor``.
 """
 from __future__ import annotations
 
@@ -53,7 +57,8 @@ from pnpdeblur.estimation.blur_detection import DEFAULT_THRESHOLD, blur_score, r
 from pnpdeblur.estimation.classical import estimate_flow_classical
 from pnpdeblur.metrics import flow_mse, psnr, ssim
 from pnpdeblur.nets import SEN
-from pnpdeblur.priors import DnCNNPrior
+from pnpdeblur.pipeline import default_prior
+from pnpdeblur.priors import TV, DnCNNPrior, DRUNetPrior
 from pnpdeblur.solvers import hqs
 
 try:
@@ -82,9 +87,25 @@ def photos(args) -> list:
     return out
 
 
+PRIORS = {
+    # the first tables of RESULTS.md ran DnCNN with its flip ensemble (DnCNNPrior's default)
+    "dncnn-ensemble": lambda: DnCNNPrior(),
+    "default": lambda: default_prior(),  # what pd.deblur uses when no prior is given
+    "dncnn": lambda: DnCNNPrior(ensemble=False),
+    "drunet": lambda: DRUNetPrior(),
+    "drunet-ensemble": lambda: DRUNetPrior(ensemble=True),
+    "tv": lambda: TV(),
+}
+
+
+def floor_kw(args) -> dict:
+    """``noise_floor=`` for pd.deblur when ``--noise-floor`` is given (else its default)."""
+    return {} if args.noise_floor is None else {"noise_floor": args.noise_floor}
+
+
 def quality(args, model: SEN, device: str) -> list:
     rows = []
-    prior = DnCNNPrior()
+    prior = PRIORS[args.prior or "dncnn-ensemble"]()
     presets = ["23"] if args.quick else ["23", "46"]
     for preset in presets:
         for k, (name, sharp) in enumerate(photos(args)):
@@ -101,7 +122,7 @@ def quality(args, model: SEN, device: str) -> list:
                        mse_sen=float(flow_mse(f_sen, flow)), mse_cepstrum=float(flow_mse(f_cls, flow)),
                        mse_zero=float(flow_mse(np.zeros_like(flow), flow)), t_sen=t_sen)
             row["psnr_blurred"], row["ssim_blurred"] = score(blurred, sharp)
-            res = pd.deblur(x, iterations=args.iterations, prior=prior, flow_model=model,
+            res = pd.deblur(x, iterations=args.iterations, prior=prior, flow_model=model, **floor_kw(args),
                             callback=lambda e, cur: e.update(zip(("psnr", "ssim"), score(cur, sharp))))
             for e in res.history:
                 row[f"psnr_it{e['iteration'] + 1}"], row[f"ssim_it{e['iteration'] + 1}"] = e["psnr"], e["ssim"]
@@ -133,6 +154,7 @@ def timing(args, model: SEN, device: str) -> list:
     blurred = np.clip(np.asarray(pd.MotionBlur(flow)(big), np.float32), 0, 1)
     x = torch.from_numpy(blurred.transpose(2, 0, 1).copy()).to(device)
     rows = []
+    prior = PRIORS[args.prior or "default"]()
     pd.estimate_flow(x[:, :256, :256], model)  # warm-up (kernel compilation, cuDNN autotune)
     # (HQS iterations, CG iterations per x-step) to time; None: pd.deblur's defaults. Several are
     # interleaved per repeat, so that their ratio comes from one run on one machine state.
@@ -154,7 +176,8 @@ def timing(args, model: SEN, device: str) -> list:
             prof.enable()
         t0 = time.perf_counter()
         # safeguard off unless asked: time the whole pipeline whatever the detector would decide
-        res = pd.deblur(x, iterations=args.iterations, flow_model=model, safeguard=args.timing_safeguard, **kw)
+        res = pd.deblur(x, iterations=args.iterations, prior=prior, flow_model=model,
+                        safeguard=args.timing_safeguard, **kw)
         if device == "cuda":
             torch.cuda.synchronize()
         t_all = time.perf_counter() - t0
@@ -260,9 +283,8 @@ def calibrate(args, model: SEN) -> str:
 
 def safeguard_compare(args, model: SEN, device: str) -> str:
     """Held-out photos: pd.deblur with vs without the safeguard, per input condition."""
-    from pnpdeblur.pipeline import default_prior
 
-    prior = default_prior()
+    prior = PRIORS[args.prior or "default"]()
     rows = []
     for k, (name, sharp) in enumerate(photos(args)):
         if sharp is None:
@@ -304,10 +326,9 @@ def safeguard_compare(args, model: SEN, device: str) -> str:
 
 def budget(args, model: SEN, device: str) -> str:
     """PSNR of one global iteration per (HQS iterations, CG iterations) pair, on a tuning folder."""
-    from pnpdeblur.pipeline import default_prior
 
     files = list_images(args.tune_folder)[: args.n_tune]
-    prior = default_prior()
+    prior = PRIORS[args.prior or "default"]()
     rows = []
     for preset in ("23", "46"):
         for k, p in enumerate(files):
@@ -319,7 +340,8 @@ def budget(args, model: SEN, device: str) -> str:
             for n_iter in args.n_iters:
                 for cg in args.cg_iters:
                     t0 = time.perf_counter()
-                    res = pd.deblur(x, prior=prior, flow_model=model, safeguard=False, n_iter=n_iter, cg_iters=cg)
+                    res = pd.deblur(x, prior=prior, flow_model=model, safeguard=False, n_iter=n_iter, cg_iters=cg,
+                                    **floor_kw(args))
                     t = time.perf_counter() - t0
                     row[f"psnr_{n_iter}_{cg}"] = score(res.x, sharp)[0]
                     row[f"cg_{n_iter}_{cg}"] = int(sum(h["cg_iterations"] for h in res.history[0]["hqs"]))
@@ -338,7 +360,9 @@ def budget(args, model: SEN, device: str) -> str:
                     prior_calls=n_iter, time=float(np.mean([r[f"t_{key}"] for r in sel])))
                 print(f"±{preset} n_iter {n_iter} cg {cg}: " + ", ".join(
                     f"{k2} {v:.3f}" for k2, v in summary[f"{preset}/{key}"].items()), flush=True)
-    return write_rows("blind_budget", device, rows, summary=summary, folder=args.tune_folder, size=args.size)
+    return write_rows("blind_budget" + (f"_{args.tag}" if args.tag else ""), device, rows, summary=summary,
+                      folder=args.tune_folder, size=args.size, prior=args.prior or "default",
+                      noise_floor=args.noise_floor)
 
 
 def main(argv=None):
@@ -351,6 +375,11 @@ def main(argv=None):
     ap.add_argument("--corpus", default=None, help="held-out folder of sharp photos (e.g. BSDS500 test)")
     ap.add_argument("--n-corpus", type=int, default=8)
     ap.add_argument("--weights", default=None, help="SEN checkpoint (default: the shipped one)")
+    ap.add_argument("--prior", default=None, choices=sorted(PRIORS),
+                    help="prior of pd.deblur (and of the true-flow HQS in the quality table); default: "
+                         "dncnn-ensemble for the quality table (as in RESULTS.md), pd.deblur's own elsewhere")
+    ap.add_argument("--noise-floor", type=float, default=None,
+                    help="pd.deblur's noise_floor in the quality table and --budget (default: pd.deblur's)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--calibrate", action="store_true", help="detector signals on a training folder")
     ap.add_argument("--train-folder", default=".data/bsds500/train", help="--calibrate's sharp photos (training data)")
@@ -364,7 +393,7 @@ def main(argv=None):
     ap.add_argument("--timing-safeguard", action="store_true",
                     help="with --timing: keep the safeguard on (it may stop later global iterations)")
     ap.add_argument("--only", nargs="+", default=None, help="--safeguard: only these photos (names)")
-    ap.add_argument("--tag", default="", help="--safeguard: suffix of the output file")
+    ap.add_argument("--tag", default="", help="suffix of the output file (--safeguard, --budget, the quality table)")
     ap.add_argument("--budget", action="store_true", help="PSNR per (HQS, CG) iteration budget (tuning folder)")
     ap.add_argument("--tune-folder", default=".data/bsds500/val", help="--budget's sharp photos (not benchmark photos)")
     ap.add_argument("--n-tune", type=int, default=8)
@@ -388,8 +417,8 @@ def main(argv=None):
         keys = [k for k in sel[0] if k.startswith(("mse_", "psnr_", "ssim_", "t_"))]
         summary[preset] = {k: float(np.mean([r[k] for r in sel])) for k in keys}
         print(f"\n±{preset}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary[preset].items()))
-    return write_rows("blind", args.device, rows, summary=summary,
-                      weights=str(args.weights or "shipped"), corpus=args.corpus)
+    return write_rows("blind" + (f"_{args.tag}" if args.tag else ""), args.device, rows, summary=summary,
+                      weights=str(args.weights or "shipped"), corpus=args.corpus, prior=args.prior)
 
 
 if __name__ == "__main__":

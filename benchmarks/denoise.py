@@ -69,11 +69,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-bm3d", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sigmas", default=",".join(map(str, SIGMAS)), help="noise levels (/255), comma-separated")
+    ap.add_argument("--drunet-weights", type=Path, action="append", default=[],
+                    help="also run DRUNetPrior with these weights (a checkpoint or exported safetensors; repeatable)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("denoise.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     priors = {"DnCNN (shipped, ensemble)": DnCNNPrior(), "DRUNet small (shipped)": DRUNetPrior(),
               "DRUNet small (shipped, ensemble)": DRUNetPrior(ensemble=True)}
+    for path in args.drunet_weights:  # candidates, e.g. a new training run before it ships
+        priors[f"DRUNet {path}"] = DRUNetPrior(path)
     if not args.no_bm3d:
         from pnpdeblur.priors.bm3d import BM3D
 

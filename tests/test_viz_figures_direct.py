@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.colors import to_rgba
-from matplotlib.ticker import MaxNLocator
 
 from pnpdeblur.operators import motion_kernel
 from pnpdeblur.viz import (
@@ -356,11 +355,11 @@ def test_convergence_grid_and_figure_size():
     fig = convergence_figure(hist)
     assert [ax.get_subplotspec().get_geometry()[:2] for ax in fig.axes] == [(2, 3)] * 4
     np.testing.assert_allclose(fig.get_size_inches(), [12.0, 6.0])
-    assert fig._suptitle is None
+    assert fig.get_suptitle() == ""
     fig = convergence_figure({"a": [1.0, 2.0], "b": [2.0, 1.0]}, title="run 3")
     assert [ax.get_subplotspec().get_geometry() for ax in fig.axes] == [(1, 2, 0, 0), (1, 2, 1, 1)]
     np.testing.assert_allclose(fig.get_size_inches(), [8.0, 3.4])
-    assert fig._suptitle.get_text() == "run 3"
+    assert fig.get_suptitle() == "run 3"
     a, b = (ax.get_position() for ax in fig.axes)
     assert a.x1 <= b.x0
     assert all(gl.get_visible() and gl.get_alpha() == 0.3 for gl in fig.axes[0].get_xgridlines())
@@ -383,8 +382,9 @@ def test_convergence_log_scale_rule():
 
 def test_convergence_integer_ticks_only_for_integer_x():
     def integer_locator(fig):
-        loc = fig.axes[0].xaxis.get_major_locator()
-        return isinstance(loc, MaxNLocator) and loc._integer
+        # observable: over a short range an integer locator still puts ticks on integers only
+        ticks = fig.axes[0].xaxis.get_major_locator().tick_values(0.0, 1.5)
+        return len(ticks) > 1 and np.all(ticks == np.round(ticks))
 
     assert integer_locator(convergence_figure({"y": [1.0, 2.0, 3.0]}))
     assert integer_locator(convergence_figure({"iteration": [1.0, 2.0], "y": [1.0, 2.0]}))
