@@ -447,3 +447,47 @@ def test_drunet_prior_tiles_grey_images_at_sigma_sqrt3():
         a, b, c = net(r[..., 0:16, :], s), net(r[..., 12:28, :], s), net(r[..., 14:30, :], s)
     want = torch.cat((a[..., 0:14, :], b[..., 2:4, :], c[..., 2:16, :]), -2).mean(1, keepdim=True)
     torch.testing.assert_close(out, want, rtol=0, atol=1e-12)
+
+
+# ------------------------------------------------------- devices, dtypes (survivors of the run)
+class _Recorder(torch.nn.Module):
+    """A float64 network that records its input's dtype and device and returns zeros on the CPU
+    (so nothing has to come back from the meta device, which stands in for a GPU here)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+        self.seen = []
+
+    def forward(self, x, sigma):
+        self.seen.append((x.dtype, x.device.type))
+        return torch.zeros(x.shape, dtype=x.dtype)
+
+
+def test_following_an_input_to_a_new_device_still_casts_it_to_the_networks_dtype():
+    net = _Recorder()
+    DenoiserPrior(net)._denoise(torch.rand(1, 1, 8, 8, device="meta"), 0.1, None)  # float32 input
+    assert net.w.device.type == "meta"  # followed the input
+    assert net.seen == [(torch.float64, "meta")]
+
+
+def test_a_pinned_device_gets_the_input():
+    net = _Recorder()
+    prior = DenoiserPrior(net, device="meta")
+    out = prior._denoise(torch.rand(1, 1, 8, 8), 0.1, None)
+    assert net.seen == [(torch.float64, "meta")]  # moved to the pinned device (and the net's dtype)
+    assert out.device.type == "cpu" and out.dtype == torch.float32  # back to the input's
+
+
+def test_the_doubled_angle_map_keeps_sub_pixel_lengths():
+    # (u, v) = L (cos θ, sin θ) ↦ L (cos 2θ, sin 2θ) = ((u² − v²) / L, 2uv / L): closed form at
+    # L = 0.5 and 0.05 (a floor on L meant only to avoid 0/0 must not touch them), and 0 ↦ 0
+    from pnpdeblur.estimation.learned import _from_doubled, _to_doubled
+
+    f = torch.tensor([[0.3, 0.4], [0.03, -0.04], [0.0, 0.0]], dtype=torch.float64).T.reshape(1, 2, 3, 1)
+    want = torch.tensor([[-0.14, 0.48], [-0.014, -0.048], [0.0, 0.0]], dtype=torch.float64).T.reshape(1, 2, 3, 1)
+    d = _to_doubled(f)
+    torch.testing.assert_close(d, want, rtol=0, atol=1e-15)
+    back = _from_doubled(d)
+    torch.testing.assert_close(back[:, :, :2], f[:, :, :2], rtol=0, atol=1e-15)  # u ≥ 0 already
+    assert torch.equal(back[:, :, 2], torch.zeros(1, 2, 1))
