@@ -150,7 +150,9 @@ def deblur(
         Lowest noise level HQS is run with. An estimated flow is never exact, and the
         deconvolution turns its errors into ringing; solving as if the noise were at least
         ``noise_floor`` keeps the prior strong enough to suppress it (chosen from
-        ``benchmarks/blind.py``; 0 solves with the noise level alone).
+        ``benchmarks/blind.py``; 0 solves with the noise level alone). With the DnCNN, 0.03
+        gains 0.1 dB on average over 0.05 but makes more photos worse than their blurred
+        input; with the DRUNet prior 0.02–0.03 is best (benchmarks/RESULTS.md, "DRUNet prior").
     n_iter, cg_iters, cg_tol : int, int, float
         HQS iterations per global iteration and the CG budget of each x-step (warm-started).
         The defaults (4 and 5) were chosen by ``benchmarks/blind.py --budget`` on BSDS500
