@@ -201,6 +201,35 @@ def test_level_counting():
     p(z, 0.1, context={"y": y2})
     assert p.levels_run == [1, 2]
     p.reset()
-    assert (p.level, p.levels_run, p._y_id) == (0, [], None)
+    assert (p.level, p.levels_run, p._y_ref) == (0, [], None)
     p(z, 0.1, context={"y": y2})  # after a reset the same observation starts again at level 1
+    assert p.levels_run == [1]
+
+
+def test_a_new_observation_at_a_freed_ones_address_still_restarts_the_count():
+    # CPython reuses a freed object's address (and so its id()) for the next object of the same
+    # size; each new observation must still start at level 1 (a CI run caught the id-based check)
+    p = RPGANPrior(_Gen())
+    z = torch.rand(1, 3, 8, 8)
+    for _ in range(20):
+        y = torch.rand(1, 3, 8, 8)
+        p(z, 0.1, context={"y": y})
+        p(z, 0.1, context={"y": y})
+        assert p.levels_run == [1, 2] and p.level == 2
+        del y
+
+
+def test_an_observation_without_weak_references_is_held_and_compared_by_identity():
+    class Observation(list):  # a list subclass without __weakref__ slots
+        __slots__ = ()
+
+    p = RPGANPrior(_Gen())
+    z = torch.rand(1, 3, 4, 4)
+    o = Observation()
+    with pytest.raises(TypeError):
+        __import__("weakref").ref(o)
+    p._track_level(o, {})
+    p._track_level(o, {})
+    assert p.levels_run == [1, 2]
+    p._track_level(Observation(), {})
     assert p.levels_run == [1]

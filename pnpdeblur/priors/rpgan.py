@@ -16,7 +16,8 @@ Usage::
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Union
+import weakref
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
 from torch import nn
@@ -109,7 +110,7 @@ class RPGANPrior(BasePrior):
         self.channels = getattr(generator, "channels", None)
         self.level = 0
         self.levels_run: List[int] = []
-        self._y_id: Optional[int] = None
+        self._y_ref: Optional[Callable[[], Any]] = None  # the current O, weakly held
 
     def schedule(self, noise_level: float, **kwargs: Any) -> List[float]:
         """β for ``hqs(..., betas=prior.schedule(σ))``: :func:`rpgan_schedule` with ``levels`` steps."""
@@ -117,7 +118,7 @@ class RPGANPrior(BasePrior):
 
     def reset(self) -> None:
         """Forget the level count (the next call is level 1 unless the solver says otherwise)."""
-        self.level, self.levels_run, self._y_id = 0, [], None
+        self.level, self.levels_run, self._y_ref = 0, [], None
 
     def _observation(self, z: torch.Tensor, context: Optional[Dict[str, Any]]) -> torch.Tensor:
         if not context or "y" not in context:
@@ -137,8 +138,14 @@ class RPGANPrior(BasePrior):
         return y
 
     def _track_level(self, y: Any, context: Dict[str, Any]) -> None:
-        if id(y) != self._y_id:  # a new observation: a new recurrence
-            self._y_id, self.levels_run, self.level = id(y), [], 0
+        # A new observation starts a new recurrence. Compared by identity through a weak
+        # reference: an id() alone can be reused by a new array once the old one is freed.
+        if self._y_ref is None or self._y_ref() is not y:
+            try:
+                self._y_ref = weakref.ref(y)
+            except TypeError:  # no weak references to this type: hold the object itself
+                self._y_ref = lambda obj=y: obj
+            self.levels_run, self.level = [], 0
         it = context.get("iteration")
         known = isinstance(it, int) and not isinstance(it, bool) and it >= 0
         self.level = it + 1 if known else self.level + 1
