@@ -151,7 +151,7 @@ def deblur(
         deconvolution turns its errors into ringing; solving as if the noise were at least
         ``noise_floor`` keeps the prior strong enough to suppress it (chosen from
         ``benchmarks/blind.py``; 0 solves with the noise level alone). With the DnCNN, 0.03
-        gains 0.1 dB on average over 0.05 but makes more photos worse than their blurred
+        gains 0.05–0.1 dB on average over 0.05 but makes more photos worse than their blurred
         input; with the DRUNet prior 0.02–0.03 is best (benchmarks/RESULTS.md, "DRUNet prior").
     n_iter, cg_iters, cg_tol : int, int, float
         HQS iterations per global iteration and the CG budget of each x-step (warm-started).
