@@ -22,6 +22,8 @@ __all__ = ["window_starts", "tile_starts", "apply_in_tiles"]
 def window_starts(size: int, tile: int, step: int) -> List[int]:
     """First indices of ``tile``-long windows ``step`` apart along an axis of ``size``, the last
     one ending at ``size`` (one window at 0 when ``size <= tile``)."""
+    if step < 1:  # range() would raise on 0 and return nothing for a negative step: a gap
+        raise ValueError(f"step must be >= 1, got {step}")
     if size <= tile:
         return [0]
     return list(range(0, size - tile, step)) + [size - tile]

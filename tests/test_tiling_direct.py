@@ -491,3 +491,11 @@ def test_the_doubled_angle_map_keeps_sub_pixel_lengths():
     back = _from_doubled(d)
     torch.testing.assert_close(back[:, :, :2], f[:, :, :2], rtol=0, atol=1e-15)  # u ≥ 0 already
     assert torch.equal(back[:, :, 2], torch.zeros(1, 2, 1))
+
+
+@pytest.mark.parametrize("step", [0, -1, -5])
+def test_window_starts_refuses_a_step_below_one(step):
+    # a negative step made range() empty: the windows would leave the axis uncovered
+    with pytest.raises(ValueError, match=rf"^step must be >= 1, got {step}$"):
+        window_starts(20, 8, step)
+    assert window_starts(20, 8, 1)[:3] == [0, 1, 2]
