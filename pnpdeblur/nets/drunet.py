@@ -17,7 +17,7 @@ paper (default)
     ``features=(64, 128, 256, 512), blocks=4`` — 32,640,960 parameters for colour.
 small (:data:`SMALL_CONFIG`, the shipped weights)
     ``features=(16, 32, 64, 128), blocks=1, residual=True`` — 575,472 parameters;
-    trained for 18 000 steps on a 2-core CPU in 75 minutes (see
+    trained for 18 000 steps on a 2-core CPU in 78 minutes (see
     ``docs/model_cards/drunet_small.md``). ``residual=True`` (output = input + network)
     is a deviation from the paper: on a CPU budget, starting from the identity converges
     much faster than learning the image from scratch; the network stays bias-free
