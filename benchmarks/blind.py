@@ -89,12 +89,12 @@ def photos(args) -> list:
 
 PRIORS = {
     # the first tables of RESULTS.md ran DnCNN with its flip ensemble (DnCNNPrior's default)
-    "dncnn-ensemble": lambda: DnCNNPrior(),
-    "default": lambda: default_prior(),  # what pd.deblur uses when no prior is given
+    "dncnn-ensemble": DnCNNPrior,
+    "default": default_prior,  # what pd.deblur uses when no prior is given
     "dncnn": lambda: DnCNNPrior(ensemble=False),
-    "drunet": lambda: DRUNetPrior(),
+    "drunet": DRUNetPrior,
     "drunet-ensemble": lambda: DRUNetPrior(ensemble=True),
-    "tv": lambda: TV(),
+    "tv": TV,
 }
 
 

@@ -38,8 +38,8 @@ def child(h: int, w: int, tile: int, threads: int, out: str, prior_name: str = "
     sec = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     np.save(out, y.numpy())
-    print(json.dumps({"prior": prior_name, "size": f"{h}x{w}", "tile": tile, "seconds": round(sec, 2), "peak_mb": round(peak),
-                      "added_mb": round(peak - base)}))
+    print(json.dumps({"prior": prior_name, "size": f"{h}x{w}", "tile": tile, "seconds": round(sec, 2),
+                      "peak_mb": round(peak), "added_mb": round(peak - base)}))
 
 
 def main(argv=None) -> list:

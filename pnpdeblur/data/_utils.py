@@ -1,11 +1,17 @@
 """Small shared helpers of :mod:`pnpdeblur.data` (seeds, argument checks)."""
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
 
-__all__ = ["as_generator", "check_shape2"]
+__all__ = ["as_generator", "check_shape2", "is_finite_real"]
+
+
+def is_finite_real(value) -> bool:
+    """A real number that is neither a bool nor NaN/Inf (an Inf noise level would pass silently)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def as_generator(seed: int | np.random.Generator | None, name: str = "seed") -> np.random.Generator:

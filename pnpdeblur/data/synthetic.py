@@ -1,13 +1,11 @@
 """Blurred images from a sharp image and a Gong-style motion flow: ``y = K(flow) x + n``."""
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._utils import as_generator
+from ._utils import as_generator, is_finite_real
 from .flows import random_motion_flow
 
 __all__ = ["FlowBlurSample", "synthesize_flow_blur"]
@@ -69,14 +67,11 @@ def synthesize_flow_blur(sharp, preset: str | int = "23", noise_sigma: float | t
     if not np.all(np.isfinite(x)):
         raise ValueError("sharp contains NaN or Inf")
 
-    def finite(v) -> bool:  # a real number, not a bool, not NaN/Inf (inf noise would pass silently)
-        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-
     if isinstance(noise_sigma, (tuple, list)):
-        if len(noise_sigma) != 2 or not all(map(finite, noise_sigma)) or not 0 <= noise_sigma[0] <= noise_sigma[1]:
+        if len(noise_sigma) != 2 or not all(map(is_finite_real, noise_sigma)) or not 0 <= noise_sigma[0] <= noise_sigma[1]:
             raise ValueError(f"noise_sigma range must be (lo, hi) with 0 <= lo <= hi, got {noise_sigma!r}")
         sigma = float(rng.uniform(noise_sigma[0], noise_sigma[1]))
-    elif finite(noise_sigma) and noise_sigma >= 0:
+    elif is_finite_real(noise_sigma) and noise_sigma >= 0:
         sigma = float(noise_sigma)
     else:
         raise ValueError(f"noise_sigma must be a non-negative float or a (lo, hi) range, got {noise_sigma!r}")

@@ -42,7 +42,7 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 from scipy import ndimage
 
-from ._utils import as_generator, check_shape2
+from ._utils import as_generator, check_shape2, is_finite_real
 
 __all__ = [
     "CameraPath",
@@ -133,8 +133,7 @@ class CameraPath:
 
 
 def _check_positive(name: str, value, allow_zero: bool = True) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or (
-            value < 0 or (value == 0 and not allow_zero)):
+    if not is_finite_real(value) or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} finite number, got {value!r}")
     return float(value)
 
