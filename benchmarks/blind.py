@@ -39,7 +39,8 @@ Usage::
     python benchmarks/blind.py --budget --prior drunet --noise-floor 0.03 --n-iters 4 --cg-iters 5 --tag drunet_003
 
 ``--prior`` swaps the prior (``dncnn``, ``dncnn-ensemble``, ``drunet``, ``tv``, ``default``: what
-``pd.deblur`` uses when given none) and ``--noise-floor`` pd.deblur's ``noise_floor``.
+``pd.deblur`` uses when given none), ``--noise-floor`` pd.deblur's ``noise_floor`` and
+``--no-flow-ensemble`` runs SEN once per estimate (``flow_ensemble=False``) everywhere.
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ import torch
 
 import pnpdeblur as pd
 from pnpdeblur.data import list_images, random_motion_flow, read_image, sample_image
-from pnpdeblur.estimation.blur_detection import DEFAULT_THRESHOLD, blur_score, reblur_score
+from pnpdeblur.estimation.blur_detection import blur_score, default_threshold, reblur_score
 from pnpdeblur.estimation.classical import estimate_flow_classical
 from pnpdeblur.metrics import flow_mse, psnr, ssim
 from pnpdeblur.nets import SEN
@@ -98,9 +99,12 @@ PRIORS = {
 }
 
 
-def floor_kw(args) -> dict:
-    """``noise_floor=`` for pd.deblur when ``--noise-floor`` is given (else its default)."""
-    return {} if args.noise_floor is None else {"noise_floor": args.noise_floor}
+def deblur_kw(args) -> dict:
+    """pd.deblur's ``flow_ensemble=`` and, when ``--noise-floor`` is given, ``noise_floor=``."""
+    kw = {"flow_ensemble": args.flow_ensemble}
+    if args.noise_floor is not None:
+        kw["noise_floor"] = args.noise_floor
+    return kw
 
 
 def quality(args, model: SEN, device: str) -> list:
@@ -115,14 +119,14 @@ def quality(args, model: SEN, device: str) -> list:
             blurred = np.clip(blurred + 0.01 * rng.standard_normal(blurred.shape).astype(np.float32), 0, 1)
             x = torch.from_numpy(blurred.transpose(2, 0, 1).copy()).to(device)
             t0 = time.perf_counter()
-            f_sen = pd.estimate_flow(x, model).cpu().numpy()
+            f_sen = pd.estimate_flow(x, model, ensemble=args.flow_ensemble).cpu().numpy()
             t_sen = time.perf_counter() - t0
             f_cls = estimate_flow_classical(blurred)
             row = dict(image=name, preset=preset, mean_flow_length=float(np.hypot(*flow).mean()),
                        mse_sen=float(flow_mse(f_sen, flow)), mse_cepstrum=float(flow_mse(f_cls, flow)),
                        mse_zero=float(flow_mse(np.zeros_like(flow), flow)), t_sen=t_sen)
             row["psnr_blurred"], row["ssim_blurred"] = score(blurred, sharp)
-            res = pd.deblur(x, iterations=args.iterations, prior=prior, flow_model=model, **floor_kw(args),
+            res = pd.deblur(x, iterations=args.iterations, prior=prior, flow_model=model, **deblur_kw(args),
                             callback=lambda e, cur: e.update(zip(("psnr", "ssim"), score(cur, sharp))))
             for e in res.history:
                 row[f"psnr_it{e['iteration'] + 1}"], row[f"ssim_it{e['iteration'] + 1}"] = e["psnr"], e["ssim"]
@@ -164,7 +168,7 @@ def timing(args, model: SEN, device: str) -> list:
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        pd.estimate_flow(x, model)
+        pd.estimate_flow(x, model, ensemble=args.flow_ensemble)
         if device == "cuda":
             torch.cuda.synchronize()
         t_sen = time.perf_counter() - t0
@@ -177,7 +181,7 @@ def timing(args, model: SEN, device: str) -> list:
         t0 = time.perf_counter()
         # safeguard off unless asked: time the whole pipeline whatever the detector would decide
         res = pd.deblur(x, iterations=args.iterations, prior=prior, flow_model=model,
-                        safeguard=args.timing_safeguard, **kw)
+                        safeguard=args.timing_safeguard, flow_ensemble=args.flow_ensemble, **kw)
         if device == "cuda":
             torch.cuda.synchronize()
         t_all = time.perf_counter() - t0
@@ -186,7 +190,7 @@ def timing(args, model: SEN, device: str) -> list:
         row = dict(size="1280x720x3", iterations=args.iterations, budget=budget, safeguard=args.timing_safeguard,
                    iterations_run=len(res.history), t_sen_forward=t_sen, t_deblur=t_all,
                    per_iteration=[e["time"] for e in res.history], psnr=score(res.x, big)[0],
-                   blur_score=blur_score(x, model))
+                   blur_score=blur_score(x, model, ensemble=args.flow_ensemble))
         if prof is not None:
             row["profile"] = profile_summary(prof, t_all)
         rows.append(row)
@@ -252,7 +256,7 @@ def calibrate(args, model: SEN) -> str:
             y, flow = degrade(sharp, cond, rng)
             grey = y @ np.array([0.2126, 0.7152, 0.0722], np.float32)
             row = dict(image=p.name, cond=cond, true_len=float(np.hypot(*flow).mean()),
-                       blur_score=blur_score(y, model), reblur_score=reblur_score(y),
+                       blur_score=blur_score(y, model, ensemble=args.flow_ensemble), reblur_score=reblur_score(y),
                        cepstrum_score=_cepstrum_estimate(grey.astype(np.float64), 64)[2])
             rows.append(row)
             print({k2: (round(v, 3) if isinstance(v, float) else v) for k2, v in row.items()}, flush=True)
@@ -271,7 +275,7 @@ def calibrate(args, model: SEN) -> str:
                                       for c, v in vals.items()})
         print(name, table[name], flush=True)
     rates = {}
-    for t in sorted({chosen, DEFAULT_THRESHOLD, 4.0, 5.0, 6.0, 7.0, 8.0}):
+    for t in sorted({chosen, default_threshold(args.flow_ensemble), 4.0, 4.5, 5.0, 6.0, 7.0, 8.0}):
         rates[str(t)] = {c: float(np.mean([r["blur_score"] >= t for r in rows if r["cond"] == c]))
                          for c in CONDITIONS}
         print(f"threshold {t}: processed fraction " + ", ".join(f"{c} {v:.2f}" for c, v in rates[str(t)].items()))
@@ -295,13 +299,14 @@ def safeguard_compare(args, model: SEN, device: str) -> str:
             x = torch.from_numpy(y.transpose(2, 0, 1).copy()).to(device)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                res = pd.deblur(x, iterations=args.iterations, prior=prior, flow_model=model, safeguard=True)
+                res = pd.deblur(x, iterations=args.iterations, prior=prior, flow_model=model, safeguard=True,
+                                **deblur_kw(args))
                 first = res.history[0]["safeguard"]
                 if args.iterations == 1 and first["processed"][0]:
                     plain = res  # the same computation: the safeguard only decided
                 else:
                     plain = pd.deblur(x, iterations=args.iterations, prior=prior, flow_model=model,
-                                      safeguard=False)
+                                      safeguard=False, **deblur_kw(args))
             row = dict(image=name, cond=cond, true_len=float(np.hypot(*flow).mean()),
                        blur_score=first["blur_score"][0], processed=bool(first["processed"][0]),
                        iterations_run=sum(e["safeguard"]["processed"][0] for e in res.history),
@@ -320,7 +325,7 @@ def safeguard_compare(args, model: SEN, device: str) -> str:
                              worse_plain=int(sum(r["psnr_plain"] < r["psnr_in"] - 0.01 for r in sel)))
         print(cond, {k: (round(v, 3) if isinstance(v, float) else v) for k, v in summary[cond].items()}, flush=True)
     stem = "blind_safeguard" + (f"_{args.tag}" if args.tag else "")
-    return write_rows(stem, device, rows, summary=summary, threshold=DEFAULT_THRESHOLD,
+    return write_rows(stem, device, rows, summary=summary, threshold=default_threshold(args.flow_ensemble),
                       iterations=args.iterations, corpus=args.corpus, size=args.size)
 
 
@@ -341,7 +346,7 @@ def budget(args, model: SEN, device: str) -> str:
                 for cg in args.cg_iters:
                     t0 = time.perf_counter()
                     res = pd.deblur(x, prior=prior, flow_model=model, safeguard=False, n_iter=n_iter, cg_iters=cg,
-                                    **floor_kw(args))
+                                    **deblur_kw(args))
                     t = time.perf_counter() - t0
                     row[f"psnr_{n_iter}_{cg}"] = score(res.x, sharp)[0]
                     row[f"cg_{n_iter}_{cg}"] = int(sum(h["cg_iterations"] for h in res.history[0]["hqs"]))
@@ -380,6 +385,9 @@ def main(argv=None):
                          "dncnn-ensemble for the quality table (as in RESULTS.md), pd.deblur's own elsewhere")
     ap.add_argument("--noise-floor", type=float, default=None,
                     help="pd.deblur's noise_floor in the quality table and --budget (default: pd.deblur's)")
+    ap.add_argument("--no-flow-ensemble", dest="flow_ensemble", action="store_false",
+                    help="SEN once per flow estimate (pd.deblur's flow_ensemble=False) instead of "
+                         "its 8-symmetry ensemble")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--calibrate", action="store_true", help="detector signals on a training folder")
     ap.add_argument("--train-folder", default=".data/bsds500/train", help="--calibrate's sharp photos (training data)")

@@ -12,7 +12,11 @@ from pnpdeblur.pipeline import estimate_noise_level
 
 
 class ConstantFlowSEN(SEN):
-    """A SEN whose estimate is a fixed motion vector (or a callable of the input), for wiring tests."""
+    """A SEN whose estimate is a fixed motion vector (or a callable of the input), for wiring tests.
+
+    Its answer does not turn with the image, so the tests run it once per estimate
+    (``ensemble=False`` / ``flow_ensemble=False``); the ensemble has its own tests.
+    """
 
     def __init__(self, vector=(6.0, 0.0), fn=None):
         super().__init__(width=2, levels=1, stacks=1)
@@ -25,6 +29,11 @@ class ConstantFlowSEN(SEN):
             return self.fn(x)
         f = torch.tensor(self.vector, dtype=x.dtype, device=x.device).view(1, 2, 1, 1)
         return f.expand(x.shape[0], 2, *x.shape[-2:]).clone()
+
+
+def _deblur(*args, **kwargs):
+    """pd.deblur with one SEN pass per flow estimate, for the stand-in networks (see ConstantFlowSEN)."""
+    return pd.deblur(*args, flow_ensemble=False, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +107,7 @@ def test_tiles_cover_the_image_and_blend_opposite_representatives():
     img = np.zeros((64, 200, 3), np.float32)
     img[:, 100:] = 1.0  # tiles starting in the right half see 1.0 at their corner
     m = ConstantFlowSEN(fn=vertical)
-    f = pd.estimate_flow(img, m, tile=96, overlap=32)
+    f = pd.estimate_flow(img, m, ensemble=False, tile=96, overlap=32)
     assert len(m.calls) >= 3 and all(c[-1] <= 96 for c in m.calls)
     assert np.allclose(np.hypot(f[0], f[1]), 8.0, atol=1e-4)
     # plain averaging of (u, v) would have given 0 where the tiles overlap
@@ -107,14 +116,14 @@ def test_tiles_cover_the_image_and_blend_opposite_representatives():
 def test_tiled_equals_untiled_for_a_constant_field():
     m = ConstantFlowSEN((5.0, -3.0))
     img = np.random.default_rng(0).random((150, 260, 3)).astype(np.float32)
-    f = pd.estimate_flow(img, m, tile=64, overlap=16)
+    f = pd.estimate_flow(img, m, ensemble=False, tile=64, overlap=16)
     assert np.allclose(f[0], 5.0, atol=1e-4) and np.allclose(f[1], -3.0, atol=1e-4)
 
 
 def test_scale_estimates_on_a_smaller_image_and_rescales_the_lengths():
     m = ConstantFlowSEN((4.0, 2.0))
     img = np.random.default_rng(0).random((80, 120, 3)).astype(np.float32)
-    f = pd.estimate_flow(img, m, scale=0.5)
+    f = pd.estimate_flow(img, m, ensemble=False, scale=0.5)
     assert m.calls[-1][-2:] == (40, 60)
     assert f.shape == (2, 80, 120)
     assert np.allclose(f[0], 8.0, atol=1e-3) and np.allclose(f[1], 4.0, atol=1e-3)
@@ -165,8 +174,8 @@ def _blurred(size=64, vector=(7.0, 0.0), noise=0.005):
 def test_deblur_with_the_right_flow_sharpens_and_with_the_wrong_one_does_not():
     """Wiring: the flow the model reports is the one deconvolved (direction and length matter)."""
     img, y = _blurred()
-    right = pd.deblur(y, flow_model=ConstantFlowSEN((7.0, 0.0)), prior=pd.priors.TV(), noise_floor=0.0)
-    wrong = pd.deblur(y, flow_model=ConstantFlowSEN((0.0, 7.0)), prior=pd.priors.TV(), noise_floor=0.0)
+    right = _deblur(y, flow_model=ConstantFlowSEN((7.0, 0.0)), prior=pd.priors.TV(), noise_floor=0.0)
+    wrong = _deblur(y, flow_model=ConstantFlowSEN((0.0, 7.0)), prior=pd.priors.TV(), noise_floor=0.0)
     p0 = psnr(y, img, channel_axis=-1)
     assert psnr(right.x, img, channel_axis=-1) > p0 + 3
     assert psnr(wrong.x, img, channel_axis=-1) < p0
@@ -178,17 +187,17 @@ def test_deblur_with_the_right_flow_sharpens_and_with_the_wrong_one_does_not():
 def test_deblur_global_iterations_uint8_grey_and_torch():
     img, y = _blurred(48)
     m = ConstantFlowSEN((7.0, 0.0))
-    res = pd.deblur(np.round(y * 255).astype(np.uint8), iterations=2, flow_model=m, prior=pd.priors.TV(),
+    res = _deblur(np.round(y * 255).astype(np.uint8), iterations=2, flow_model=m, prior=pd.priors.TV(),
                     n_iter=3, reference=np.round(img * 255).astype(np.uint8))
     assert res.x.dtype == np.uint8 and res.x.shape == y.shape
     assert [e["iteration"] for e in res.history] == [0, 1] and len(res.flow) == 2
     assert all("psnr" in e and "hqs" in e and e["noise_level"][0] >= 0 for e in res.history)
     # the second iteration estimates the flow on the first result, not on the input
     assert len(m.calls) == 2
-    grey = pd.deblur(y.mean(2), flow_model=m, prior=pd.priors.TV(), n_iter=3)
+    grey = _deblur(y.mean(2), flow_model=m, prior=pd.priors.TV(), n_iter=3)
     assert grey.x.shape == (48, 48)
     t = torch.from_numpy(y.transpose(2, 0, 1).copy())
-    tr = pd.deblur(t, flow_model=m, prior=pd.priors.TV(), n_iter=3)
+    tr = _deblur(t, flow_model=m, prior=pd.priors.TV(), n_iter=3)
     assert isinstance(tr.x, torch.Tensor) and tr.x.shape == t.shape
     assert float(tr.x.min()) >= 0 and float(tr.x.max()) <= 1
     assert isinstance(tr.flow[0], torch.Tensor) and tr.flow[0].shape == (2, 48, 48)
@@ -196,7 +205,7 @@ def test_deblur_global_iterations_uint8_grey_and_torch():
 
 def test_deblur_callback_can_stop_early():
     _, y = _blurred(32)
-    res = pd.deblur(y, iterations=3, flow_model=ConstantFlowSEN(), prior=pd.priors.TV(), n_iter=2,
+    res = _deblur(y, iterations=3, flow_model=ConstantFlowSEN(), prior=pd.priors.TV(), n_iter=2,
                     callback=lambda entry, x: True)
     assert len(res.history) == 1
 
@@ -205,17 +214,17 @@ def test_deblur_rejects_bad_arguments():
     _, y = _blurred(32)
     m = ConstantFlowSEN()
     with pytest.raises(ValueError, match="iterations"):
-        pd.deblur(y, iterations=0, flow_model=m)
+        _deblur(y, iterations=0, flow_model=m)
     with pytest.raises(ValueError, match="noise_level"):
-        pd.deblur(y, noise_level=-0.1, flow_model=m)
+        _deblur(y, noise_level=-0.1, flow_model=m)
     with pytest.raises(TypeError, match="noise_level"):
-        pd.deblur(y, noise_level="0.01", flow_model=m)
+        _deblur(y, noise_level="0.01", flow_model=m)
     with pytest.raises(ValueError, match="noise_floor"):
-        pd.deblur(y, noise_floor=float("nan"), flow_model=m)
+        _deblur(y, noise_floor=float("nan"), flow_model=m)
     with pytest.raises(ValueError, match="image"):
-        pd.deblur(np.full_like(y, np.nan), flow_model=m)
+        _deblur(np.full_like(y, np.nan), flow_model=m)
     with pytest.raises(ValueError, match="reference"):
-        pd.deblur(y, flow_model=m, reference=y[:10])
+        _deblur(y, flow_model=m, reference=y[:10])
 
 
 def test_deblur_default_models_run_end_to_end():
@@ -340,14 +349,14 @@ def test_safeguard_returns_a_sharp_input_unchanged_and_says_why():
     t = torch.from_numpy(sample_image("astronaut", size=48).transpose(2, 0, 1).astype(np.float64))
     small = ConstantFlowSEN((1.0, 1.0))
     with pytest.warns(UserWarning, match="unchanged"):
-        rt = pd.deblur(t, iterations=3, flow_model=small, prior=pd.priors.TV(), n_iter=2)
+        rt = _deblur(t, iterations=3, flow_model=small, prior=pd.priors.TV(), n_iter=2)
     assert rt.x.dtype == torch.float64 and torch.equal(rt.x, t) and len(small.calls) == 1
 
 
 def test_safeguard_can_be_switched_off_and_decides_per_image():
     img, y = _blurred(48, vector=(3.0, 0.0))
     m = ConstantFlowSEN((3.0, 0.0))  # 3 px: below the threshold
-    off = pd.deblur(y, flow_model=m, prior=pd.priors.TV(), n_iter=2, safeguard=False)
+    off = _deblur(y, flow_model=m, prior=pd.priors.TV(), n_iter=2, safeguard=False)
     assert off.history[0]["safeguard"] is None and off.unchanged == [False]
     assert np.abs(off.x - y).max() > 0.01
     # a batch: one image looks blurred (8 px), the other sharp (2 px); only the first is deblurred
@@ -360,7 +369,7 @@ def test_safeguard_can_be_switched_off_and_decides_per_image():
         return f
 
     with pytest.warns(UserWarning, match=r"image\(s\) \[1\] unchanged"):
-        res = pd.deblur(both, flow_model=ConstantFlowSEN(fn=per_image), prior=pd.priors.TV(), n_iter=2)
+        res = _deblur(both, flow_model=ConstantFlowSEN(fn=per_image), prior=pd.priors.TV(), n_iter=2)
     g = res.history[0]["safeguard"]
     assert g["blur_score"] == pytest.approx([8.0, 2.0]) and g["processed"] == [True, False]
     assert res.unchanged == [False, True]
@@ -368,12 +377,12 @@ def test_safeguard_can_be_switched_off_and_decides_per_image():
     assert isinstance(res.history[0]["hqs"], list) and res.history[0]["hqs"][1] is None
     # a threshold above both scores leaves everything alone; one below both processes both
     with pytest.warns(UserWarning):
-        assert pd.deblur(both, flow_model=ConstantFlowSEN(fn=per_image), prior=pd.priors.TV(), n_iter=2,
+        assert _deblur(both, flow_model=ConstantFlowSEN(fn=per_image), prior=pd.priors.TV(), n_iter=2,
                          blur_threshold=9.0).unchanged == [True, True]
-    assert pd.deblur(both, flow_model=ConstantFlowSEN(fn=per_image), prior=pd.priors.TV(), n_iter=2,
+    assert _deblur(both, flow_model=ConstantFlowSEN(fn=per_image), prior=pd.priors.TV(), n_iter=2,
                      blur_threshold=1.0).unchanged == [False, False]
     with pytest.warns(UserWarning):  # a score equal to the threshold counts as blurred
-        assert pd.deblur(both, flow_model=ConstantFlowSEN(fn=per_image), prior=pd.priors.TV(), n_iter=1,
+        assert _deblur(both, flow_model=ConstantFlowSEN(fn=per_image), prior=pd.priors.TV(), n_iter=1,
                          blur_threshold=8.0).unchanged == [False, True]
 
 
@@ -386,7 +395,7 @@ def test_safeguard_stops_global_iterations_once_the_image_looks_sharp():
         f[:, 0] = next(lengths)
         return f
 
-    res = pd.deblur(y, iterations=3, flow_model=ConstantFlowSEN(fn=fn), prior=pd.priors.TV(), n_iter=2)
+    res = _deblur(y, iterations=3, flow_model=ConstantFlowSEN(fn=fn), prior=pd.priors.TV(), n_iter=2)
     assert [e["safeguard"]["processed"] for e in res.history] == [[True], [False]]
     assert res.unchanged == [False] and len(res.flow) == 2
 
@@ -395,7 +404,7 @@ def test_safeguard_rejects_bad_arguments():
     _, y = _blurred(32)
     m = ConstantFlowSEN()
     with pytest.raises(TypeError, match="safeguard"):
-        pd.deblur(y, flow_model=m, safeguard="yes")
+        _deblur(y, flow_model=m, safeguard="yes")
     for bad in (-1.0, float("nan")):
         with pytest.raises(ValueError, match="blur_threshold"):
-            pd.deblur(y, flow_model=m, blur_threshold=bad)
+            _deblur(y, flow_model=m, blur_threshold=bad)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from _flow_standins import StandInSEN
-from pnpdeblur.estimation.blur_detection import (DEFAULT_THRESHOLD, blur_score, flow_blur_score, is_blurred,
-                                                 reblur_score)
+from pnpdeblur.estimation.blur_detection import (DEFAULT_THRESHOLD, SINGLE_PASS_THRESHOLD, blur_score,
+                                                 default_threshold, flow_blur_score, is_blurred, reblur_score)
 from pnpdeblur.operators import motion_kernel
 
 
@@ -79,11 +79,15 @@ def _img(h=16, w=24, n=None):
 
 def test_blur_score_runs_the_given_model_when_no_flow_is_given():
     m = StandInSEN((6.0, 8.0))  # length 10 everywhere
-    assert blur_score(_img(), m) == pytest.approx(10.0, abs=1e-5)
+    assert blur_score(_img(), m, ensemble=False) == pytest.approx(10.0, abs=1e-5)
     assert len(m.calls) == 1 and m.calls[0][0] == (1, 3, 16, 24)
+    # by default the flow is the 8-symmetry ensemble's: a fixed vector that does not turn with the
+    # image averages out (tests/test_flow_ensemble.py), so the score is 0, from 8 passes
+    m8 = StandInSEN((6.0, 8.0))
+    assert blur_score(_img(), m8) == pytest.approx(0.0, abs=1e-5) and len(m8.calls) == 8
     # a batch: one score per image, from one estimate per image
     m2 = StandInSEN(fn=lambda x: torch.full((x.shape[0], 2) + tuple(x.shape[-2:]), float(len(m2.calls))))
-    s = blur_score(_img(n=2), m2)
+    s = blur_score(_img(n=2), m2, ensemble=False)
     assert s == pytest.approx([np.sqrt(2.0), 2 * np.sqrt(2.0)], abs=1e-5)
     # a given flow skips the network
     m3 = StandInSEN()
@@ -93,15 +97,21 @@ def test_blur_score_runs_the_given_model_when_no_flow_is_given():
 
 
 def test_is_blurred_passes_the_model_and_decides_per_image():
-    m = StandInSEN((3.0, 4.0))  # score 5
-    assert is_blurred(_img(), 5.0, m) is True
-    assert is_blurred(_img(), 5.0001, m) is False
-    assert is_blurred(_img(), threshold=4.0, model=m) is True
+    m = StandInSEN((3.0, 4.0))  # score 5 from one pass (the stand-in does not turn with the image)
+    assert is_blurred(_img(), 5.0, m, ensemble=False) is True
+    assert is_blurred(_img(), 5.0001, m, ensemble=False) is False
+    assert is_blurred(_img(), threshold=4.0, model=m, ensemble=False) is True
+    assert is_blurred(_img(), threshold=4.0, model=m) is False  # the ensemble's flow: score 0
     flow = np.zeros((2, 2, 16, 24), np.float32)
     flow[0, 0], flow[1, 1] = 6.0, 4.0
     assert is_blurred(_img(n=2), 5.0, flow=flow) == [True, False]
-    assert is_blurred(_img(n=2), flow=flow) == [True, False]  # default threshold 5 px
-    assert DEFAULT_THRESHOLD == 5.0
+    assert is_blurred(_img(n=2), flow=flow, ensemble=False) == [True, False]  # default threshold 5 px
+    assert (DEFAULT_THRESHOLD, SINGLE_PASS_THRESHOLD) == (4.5, 5.0)
+    assert (default_threshold(), default_threshold(True), default_threshold(False)) == (4.5, 4.5, 5.0)
+    # the ensemble's threshold (4.5 px) by default, the single pass's (5 px) with ensemble=False
+    f47 = np.zeros((2, 16, 24), np.float32)
+    f47[0] = 4.7
+    assert is_blurred(_img(), flow=f47) is True and is_blurred(_img(), flow=f47, ensemble=False) is False
     # an integer threshold is a number too
     assert is_blurred(_img(n=2), 6, flow=flow) == [True, False]
 

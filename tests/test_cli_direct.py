@@ -8,6 +8,7 @@ library, which files are written under which names with which values, what is re
 stderr for which input, and the exit status. Images are 12×16 PNGs.
 """
 import argparse
+import inspect
 import os
 import re
 import sys
@@ -23,10 +24,12 @@ from skimage import io
 from torch import nn
 
 import pnpdeblur
-from pnpdeblur import cli
+from pnpdeblur import cli, pipeline
 from pnpdeblur.checkpoints import read_header, save_checkpoint
 from pnpdeblur.pipeline import DeblurResult
 from pnpdeblur.viz import flow_to_color
+
+_PD_DEBLUR = pipeline.deblur  # the real one (the `fake` fixture replaces it)
 
 H, W = 12, 16
 
@@ -143,12 +146,13 @@ def test_deblur_defaults_and_types():
         (False, 1, "dncnn", None, 1.0, None)
     assert (a.save_flow, a.flow_npy, a.no_progress, a.no_safeguard, a.blur_threshold) == \
         (False, False, False, False, None)
-    assert (a.hqs_iters, a.cg_iters, a.flow_weights) == (8, 10, None)
+    assert (a.hqs_iters, a.cg_iters, a.flow_weights, a.no_flow_ensemble) == (4, 5, None, False)
     assert a.handler is cli._run_deblur and a.sub_parser is d
     a = d.parse_args(["x.png", "y", "--output", "o", "-r", "--iterations", "3", "--prior", "tv", "--noise-level",
                       "0.02", "--flow-scale", "0.5", "--device", "cpu", "--save-flow", "--flow-npy", "--no-progress",
                       "--no-safeguard", "--blur-threshold", "2.5", "--hqs-iters", "2", "--cg-iters", "4",
-                      "--flow-weights", "w.safetensors"])
+                      "--flow-weights", "w.safetensors", "--no-flow-ensemble"])
+    assert a.no_flow_ensemble is True
     assert a.inputs == [Path("x.png"), Path("y")] and a.output == Path("o") and a.recursive
     assert (a.iterations, a.prior, a.noise_level, a.flow_scale, a.device) == (3, "tv", 0.02, 0.5, "cpu")
     assert a.save_flow and a.flow_npy and a.no_progress and a.no_safeguard
@@ -601,7 +605,8 @@ def test_deblur_writes_each_result_with_the_arguments_passed_through(tmp_path, f
         want = io.imread(str(src)).astype(np.float32) / 255
         assert np.array_equal(image, want if want.ndim == 3 else want[..., None])  # grey stays (H, W, 1)
         assert kw == dict(iterations=3, prior=fake.prior, noise_level=0.03, flow_model=fake.flow_model, n_iter=2,
-                          cg_iters=7, flow_scale=0.5, device="cpu", progress=False, safeguard=True)
+                          cg_iters=7, flow_scale=0.5, flow_ensemble=True, device="cpu", progress=False,
+                          safeguard=True)
         res = io.imread(str(out / (src.stem + ".png")))
         assert res.dtype == np.uint8 and np.array_equal(res, _storage8(1.5 * image.astype(np.float64) - 0.25)
                                                         .squeeze())
@@ -612,8 +617,15 @@ def test_deblur_defaults_reach_pd_deblur(tmp_path, fake, capsys):
     a = _save(tmp_path / "a.png", _u8(12))
     assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--no-progress"]) == 0
     (_, kw), = fake.calls
-    assert kw == dict(iterations=1, prior=fake.prior, noise_level=None, flow_model=fake.flow_model, n_iter=8,
-                      cg_iters=10, flow_scale=1.0, device=None, progress=False, safeguard=True)
+    # the solver budget and the flow ensemble are pd.deblur's own defaults
+    sig = inspect.signature(_PD_DEBLUR).parameters
+    assert (sig["n_iter"].default, sig["cg_iters"].default, sig["flow_ensemble"].default) == (4, 5, True)
+    assert kw == dict(iterations=1, prior=fake.prior, noise_level=None, flow_model=fake.flow_model, n_iter=4,
+                      cg_iters=5, flow_scale=1.0, flow_ensemble=True, device=None, progress=False, safeguard=True)
+    fake.calls.clear()
+    assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--no-progress", "--no-flow-ensemble"]) == 0
+    (_, kw), = fake.calls
+    assert kw["flow_ensemble"] is False
     fake.calls.clear()
     assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--no-progress", "--no-safeguard",
                      "--blur-threshold", "0"]) == 0
@@ -1452,6 +1464,7 @@ _OPTIONS = {
         (["--blur-threshold"], "PX", "median flow length (px) from which a photo counts as blurred"),
         (["--hqs-iters"], "N", "HQS iterations per global iteration"),
         (["--cg-iters"], "N", "conjugate-gradient budget of each HQS x-step"),
+        (["--no-flow-ensemble"], None, "run SEN once per flow estimate instead of averaging it over the 8 flips"),
         (["--flow-weights"], "PATH", "SEN checkpoint to use instead of the shipped one"),
     ],
     "finetune": [
@@ -1492,7 +1505,8 @@ def test_options_their_metavars_and_what_their_help_says(command):
     ends = {"--flow-scale": "range of about 46 px (default: 1)", "--device": "under torchrun 'cuda' means cuda:LOCAL_RANK",
             "--flow-npy": "in pixels (u right, v down); implies --save-flow",
             "--no-safeguard": "whose estimated blur is below --blur-threshold is written unchanged)",
-            "--blur-threshold": "the calibrated value of the shipped SEN, 5 px; recalibrate for other --flow-weights)",
+            "--blur-threshold": ("the calibrated value of the shipped SEN, 4.5 px, or 5 px with --no-flow-ensemble; "
+                                 "recalibrate for other --flow-weights)"),
             "--flow-weights": "(e.g. written by 'pnpdeblur train sen --out PATH')",
             "--kernel": "or warping (default: two_segment)",
             "--pairs": "(default: the library's synthetic pairs)",

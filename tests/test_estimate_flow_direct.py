@@ -9,7 +9,13 @@ import torch.nn.functional as F
 from _flow_standins import StandInSEN
 from pnpdeblur.data import canonicalize_flow
 from pnpdeblur.estimation import learned
-from pnpdeblur.estimation.learned import _from_doubled, _ramp, _starts, _to_doubled, estimate_flow
+from pnpdeblur.estimation.learned import _from_doubled, _ramp, _starts, _to_doubled
+
+
+def estimate_flow(*args, **kwargs):
+    """The function under test with one network pass per tile (the ensemble: test_flow_ensemble.py)."""
+    kwargs.setdefault("ensemble", False)
+    return learned.estimate_flow(*args, **kwargs)
 
 
 # -- the helpers, by hand --------------------------------------------------------------------------

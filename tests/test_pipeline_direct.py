@@ -15,7 +15,14 @@ from pnpdeblur import pipeline
 from pnpdeblur.estimation import learned
 from pnpdeblur.metrics import psnr
 from pnpdeblur.operators import MotionBlur
-from pnpdeblur.pipeline import deblur, estimate_noise_level
+from pnpdeblur.pipeline import estimate_noise_level
+
+
+def deblur(*args, **kwargs):
+    """pd.deblur with one SEN pass per flow estimate: the stand-in networks' flows do not turn with
+    the image (the ensemble and its default: test_flow_ensemble.py)."""
+    kwargs.setdefault("flow_ensemble", False)
+    return pipeline.deblur(*args, **kwargs)
 
 
 class RecordingHQS:

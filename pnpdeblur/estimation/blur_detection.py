@@ -15,7 +15,8 @@ for measurement: the directional re-blur score of Crété-Roffet et al. (2007)
 content) and, in the benchmark, the cepstrum's evidence score, gradient kurtosis and the growth
 of SEN's estimate under a known extra blur.
 
-A photo is *blurred* when its score reaches :data:`DEFAULT_THRESHOLD` (px). Blurs that SEN
+A photo is *blurred* when its score reaches :data:`DEFAULT_THRESHOLD` (px; :data:`SINGLE_PASS_THRESHOLD`
+for flows from one SEN pass). Blurs that SEN
 measures below it — sharp photos and mild blurs (mean length below about 4 px) — are left
 alone on purpose: at those lengths SEN's own error (about 3 px on sharp photos) is as large as
 the blur, and deconvolving with it lost PSNR on every calibration image tried.
@@ -37,13 +38,25 @@ from .._images import as_image_batch
 from ..nets.sen import SEN
 from ..priors.base import check_real
 
-__all__ = ["DEFAULT_THRESHOLD", "blur_score", "flow_blur_score", "is_blurred", "reblur_score"]
+__all__ = ["DEFAULT_THRESHOLD", "SINGLE_PASS_THRESHOLD", "default_threshold", "blur_score", "flow_blur_score",
+           "is_blurred", "reblur_score"]
 
-#: Decision threshold on :func:`blur_score` (SEN's median flow length, px) for the shipped SEN.
-#: Chosen on BSDS500 *train* crops only (256², σ = 0.01): the 95th percentile of 41 sharp crops
-#: (4.9 px), rounded up to 0.5 px. There, 95 % of sharp crops, 83 % of mild blurs (Gong flows with
-#: ``max_len`` 8) and 0 % of ±46 blurs score below it (``benchmarks/RESULTS.md``).
-DEFAULT_THRESHOLD = 5.0
+#: Decision threshold on :func:`blur_score` (SEN's median flow length, px) for the shipped SEN with
+#: its 8-symmetry ensemble (``ensemble=True``, the default of :func:`pnpdeblur.estimate_flow` and
+#: :func:`pnpdeblur.deblur`). Chosen on BSDS500 *train* crops only (48 photos, 256², σ = 0.01): the
+#: 95th percentile of the sharp crops' scores, rounded up to 0.5 px. There, 96 % of sharp crops,
+#: 75 % of mild blurs (Gong flows with ``max_len`` 8), 17 % of ±23 and 6 % of ±46 blurs score below
+#: it (``benchmarks/RESULTS.md``). The ensemble's phantom blur on sharp photos is smaller (median
+#: 2.1 px against 3.0 px), hence a lower threshold than :data:`SINGLE_PASS_THRESHOLD`.
+DEFAULT_THRESHOLD = 4.5
+
+#: The same choice for flows from one SEN pass (``ensemble=False``), on the same crops.
+SINGLE_PASS_THRESHOLD = 5.0
+
+
+def default_threshold(ensemble: bool = True) -> float:
+    """The calibrated threshold for flows estimated with (default) or without the ensemble."""
+    return DEFAULT_THRESHOLD if ensemble else SINGLE_PASS_THRESHOLD
 
 # BT.709 luminance weights: the re-blur score is computed on the grey image
 _LUMA = (0.2126, 0.7152, 0.0722)
@@ -91,6 +104,7 @@ def blur_score(
     model: Optional[SEN] = None,
     *,
     flow: Any = None,
+    ensemble: bool = True,
 ) -> Union[float, List[float]]:
     """How blurred a photo looks to SEN: its median estimated motion length in pixels.
 
@@ -104,19 +118,22 @@ def blur_score(
     flow : array, optional
         SEN's flow of ``image`` if already computed (``(2, H, W)`` / ``(N, 2, H, W)``); skips
         the network. Its batch size and size must match ``image``.
+    ensemble : bool
+        Estimate the flow with the 8-symmetry ensemble (:func:`pnpdeblur.estimate_flow`'s
+        ``ensemble``; default True, as :func:`pnpdeblur.deblur` does).
 
     Returns
     -------
     float or list of float
         The score (px, ≥ 0) of one image, or a list for an ``(N, C, H, W)`` batch. Sharp
-        photos score about 2.5–3.5 with the shipped SEN; compare with
-        :data:`DEFAULT_THRESHOLD`.
+        photos score about 1.5–3 with the shipped SEN and its ensemble (2.5–3.5 without);
+        compare with :func:`default_threshold`.
     """
     from .learned import estimate_flow
 
     x, boundary = as_image_batch(image, "image")
     if flow is None:
-        flow = estimate_flow(x, model)
+        flow = estimate_flow(x, model, ensemble=ensemble)
     scores = flow_blur_score(flow)
     scores = [scores] if isinstance(scores, float) else scores
     fshape = tuple(flow.shape[-2:])
@@ -127,10 +144,11 @@ def blur_score(
 
 def is_blurred(
     image: Any,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: Optional[float] = None,
     model: Optional[SEN] = None,
     *,
     flow: Any = None,
+    ensemble: bool = True,
 ) -> Union[bool, List[bool]]:
     """Whether :func:`pnpdeblur.deblur` should process a photo: ``blur_score >= threshold``.
 
@@ -138,22 +156,25 @@ def is_blurred(
     ----------
     image : array
         Photo, as for :func:`blur_score`.
-    threshold : float
-        Decision threshold in pixels of median flow length (default
-        :data:`DEFAULT_THRESHOLD`, calibrated for the shipped SEN; recalibrate for other
-        weights with ``benchmarks/blind.py --calibrate``).
+    threshold : float, optional
+        Decision threshold in pixels of median flow length. Default: the value calibrated for
+        the shipped SEN, :func:`default_threshold` of ``ensemble`` (4.5 px with the ensemble,
+        5 px without); recalibrate for other weights with ``benchmarks/blind.py --calibrate``.
     model : SEN, optional
         Flow network (default the shipped one).
     flow : array, optional
         SEN's flow of ``image`` if already computed.
+    ensemble : bool
+        Whether the flow is (or was) estimated with the 8-symmetry ensemble (default True); it
+        picks the default threshold.
 
     Returns
     -------
     bool or list of bool
         One bool, or a list for a batch.
     """
-    threshold = check_real(threshold, "threshold")
-    scores = blur_score(image, model, flow=flow)
+    threshold = default_threshold(ensemble) if threshold is None else check_real(threshold, "threshold")
+    scores = blur_score(image, model, flow=flow, ensemble=ensemble)
     if isinstance(scores, float):
         return scores >= threshold
     return [s >= threshold for s in scores]
