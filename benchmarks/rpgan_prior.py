@@ -51,6 +51,9 @@ def main(argv=None):
     ap.add_argument("--preset", default="23")
     ap.add_argument("--cg-iters", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--flow-ensemble", action="store_true",
+                    help="estimate the flows with SEN's 8-symmetry ensemble (pd.deblur's default); by default one "
+                         "SEN pass, as the RESULTS.md tables were measured")
     ap.add_argument("--json", default=None, help="write the rows here")
     ap.add_argument("--compare", nargs="*", default=[], metavar="NAME=PATH",
                     help="further RPGANGenerator checkpoints, run as --weights is")
@@ -78,7 +81,7 @@ def main(argv=None):
         flow = random_motion_flow((s, s), args.preset, rng)
         blurred = np.clip(pd.MotionBlur(flow)(sharp) + args.noise * rng.standard_normal(sharp.shape), 0, 1)
         blurred = blurred.astype(np.float32)
-        est = pd.estimate_flow(blurred)
+        est = pd.estimate_flow(blurred, ensemble=args.flow_ensemble)
         K = pd.MotionBlur(est)
         row = {"photo": path.name, "blurred": float(psnr(blurred, sharp))}
         for name, prior in (("tv", pd.priors.TV()), ("dncnn", default_prior())):

@@ -87,8 +87,13 @@ def test_pool_sen_flows_are_the_given_models_estimates_per_image():
     src = _sources()
     pool = build_pool(src, 3, 16, flow_model=sen, chunk=2)  # flows='sen' is the default
     assert pool["flow"].shape == (3, 2, 16, 16) and pool["flow"].dtype == torch.float32
-    ref = torch.cat([estimate_flow(pool["blurred"][i:i + 1], model=sen) for i in range(3)])
+    ref = torch.cat([estimate_flow(pool["blurred"][i:i + 1], model=sen, ensemble=False) for i in range(3)])
     torch.testing.assert_close(pool["flow"], ref, atol=1e-6, rtol=1e-5)
+    # 'sen-ensemble': the 8-symmetry ensemble's flows (what pd.deblur deconvolves with by default)
+    ens = build_pool(src, 3, 16, flows="sen-ensemble", flow_model=sen, chunk=2)
+    ref_ens = torch.cat([estimate_flow(ens["blurred"][i:i + 1], model=sen) for i in range(3)])
+    torch.testing.assert_close(ens["flow"], ref_ens, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(ens["flow"], pool["flow"], atol=1e-3)
     assert not torch.allclose(pool["flow"], pool["true_flow"], atol=1.0)
     # the true flow is kept next to the estimate
     assert torch.equal(pool["true_flow"], _dataset_rows(src, 3, 16, "23", 0.01, 0, [0, 1, 2])["flow"])
@@ -102,9 +107,9 @@ def test_pool_lives_on_the_requested_device():
 
 
 def test_pool_bad_flows():
-    with pytest.raises(ValueError, match=r"^flows must be 'sen' or 'true', got 'TRUE'"):
+    with pytest.raises(ValueError, match=r"^flows must be 'sen', 'sen-ensemble' or 'true', got 'TRUE'"):
         build_pool(_sources(), 2, 8, flows="TRUE")
-    with pytest.raises(ValueError, match=r"^flows must be 'sen' or 'true', got 'estimated'"):
+    with pytest.raises(ValueError, match=r"^flows must be 'sen', 'sen-ensemble' or 'true', got 'estimated'"):
         build_pool(_sources(), 2, 8, flows="estimated")
 
 

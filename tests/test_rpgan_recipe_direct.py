@@ -421,7 +421,8 @@ _HELP = {
     "--refresh-every": "epochs on one buffer filling (paper: 3)",
     "--preset": "flow preset of the pool ('23' or '46')",
     "--noise": "noise std of the blurred images and of the schedule",
-    "--flows": "flows of the deconvolutions (paper: sen)",
+    "--flows": ("flows of the deconvolutions (paper: sen, one SEN pass; sen-ensemble: SEN's 8-symmetry ensemble, "
+                "as pd.deblur uses by default)"),
     "--sen": "SEN checkpoint for --flows sen (default: the shipped SEN)",
     "--cg-iters": "CG iterations per x-step",
     "--width": "generator width (paper: 64)",
@@ -688,6 +689,12 @@ def test_main_writes_nothing_on_other_ranks(tmp_path, monkeypatch):
     assert not out.exists() and not (run / "history.json").exists()
     (pa, _), = calls["pool"]
     assert pa[6] == "true" and pa[7] is None  # --sen only matters with --flows sen
+    # with --flows sen-ensemble the given SEN is loaded too, and the pool asked for the ensemble's flows
+    calls["pool"].clear()
+    i = argv.index("true")
+    assert R.main(argv[:i] + ["sen-ensemble"] + argv[i + 1:]) == out
+    (pa, _), = calls["pool"]
+    assert pa[6] == "sen-ensemble" and isinstance(pa[7], SEN)
 
 
 # ------------------------------------------------------- checks added after the mutation run
@@ -708,12 +715,13 @@ def test_main_names_a_bad_proportions_option():
         R.main(["--proportions", "0.5,x"])
 
 
-def test_cli_flows_accepts_exactly_sen_and_true(capsys):
+def test_cli_flows_accepts_exactly_sen_sen_ensemble_and_true(capsys):
     assert parse_args(["--flows", "sen"]).flows == "sen" and parse_args(["--flows", "true"]).flows == "true"
+    assert parse_args(["--flows", "sen-ensemble"]).flows == "sen-ensemble"
     with pytest.raises(SystemExit):
         parse_args(["--flows", "SEN"])
-    assert "invalid choice: 'SEN' (choose from sen, true)" in capsys.readouterr().err.replace("'sen'", "sen") \
-        .replace("'true'", "true")
+    assert "invalid choice: 'SEN' (choose from sen, sen-ensemble, true)" in capsys.readouterr().err \
+        .replace("'sen'", "sen").replace("'sen-ensemble'", "sen-ensemble").replace("'true'", "true")
 
 
 def _hard_pool():

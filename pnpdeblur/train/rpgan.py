@@ -156,8 +156,10 @@ def build_pool(
         Flow preset ('23' or '46') and noise std of the blurred images.
     seed : int
         Every crop, flow and noise draw is a function of ``(seed, index)``.
-    flows : {'sen', 'true'}
-        The flow stored as ``"flow"``: SEN's estimate (paper) or the true one.
+    flows : {'sen', 'sen-ensemble', 'true'}
+        The flow stored as ``"flow"``: SEN's estimate from one pass (paper; the shipped
+        weights), SEN's 8-symmetry ensemble (:func:`pnpdeblur.estimate_flow`'s ``ensemble``,
+        the flows :func:`pnpdeblur.deblur` deconvolves with by default) or the true one.
     flow_model : SEN, optional
         Estimator for ``flows='sen'`` (default the shipped SEN).
     device : str or torch.device
@@ -172,8 +174,8 @@ def build_pool(
     from ..data import SyntheticBlurDataset
     from ..estimation.learned import estimate_flow
 
-    if flows not in ("sen", "true"):
-        raise ValueError(f"flows must be 'sen' or 'true', got {flows!r}")
+    if flows not in ("sen", "sen-ensemble", "true"):
+        raise ValueError(f"flows must be 'sen', 'sen-ensemble' or 'true', got {flows!r}")
     ds = SyntheticBlurDataset(list(sources), length=length, crop=crop, preset=preset, noise_sigma=noise_sigma,
                               seed=seed, fixed=True)
     items = [ds[i] for i in range(length)]
@@ -183,7 +185,8 @@ def build_pool(
     if flows == "true":
         out["flow"] = out["true_flow"].clone()
     else:
-        est = [estimate_flow(out["blurred"][i:i + chunk], model=flow_model, device=dev)
+        est = [estimate_flow(out["blurred"][i:i + chunk], model=flow_model, device=dev,
+                             ensemble=flows == "sen-ensemble")
                for i in range(0, length, chunk)]
         out["flow"] = torch.cat(est).to(dev, torch.float32)
     return out
@@ -380,7 +383,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--refresh-every", type=int, default=3, help="epochs on one buffer filling (paper: 3)")
     ap.add_argument("--preset", default="23", help="flow preset of the pool ('23' or '46')")
     ap.add_argument("--noise", type=float, default=0.01, help="noise std of the blurred images and of the schedule")
-    ap.add_argument("--flows", choices=("sen", "true"), default="sen", help="flows of the deconvolutions (paper: sen)")
+    ap.add_argument("--flows", choices=("sen", "sen-ensemble", "true"), default="sen",
+                    help="flows of the deconvolutions (paper: sen, one SEN pass; sen-ensemble: SEN's 8-symmetry "
+                         "ensemble, as pd.deblur uses by default)")
     ap.add_argument("--sen", default=None, help="SEN checkpoint for --flows sen (default: the shipped SEN)")
     ap.add_argument("--cg-iters", type=int, default=10, help="CG iterations per x-step")
     ap.add_argument("--width", type=int, default=16, help="generator width (paper: 64)")
@@ -428,7 +433,7 @@ def main(argv=None) -> Path:
     device = Trainer._resolve_device(args.device)
     sources = training_sources(args.corpus, args.preload)
     sen = None
-    if args.flows == "sen" and args.sen is not None:
+    if args.flows != "true" and args.sen is not None:
         from ..nets.sen import SEN
 
         sen = SEN.from_checkpoint(args.sen)
