@@ -29,6 +29,10 @@ from .priors.base import check_real
 
 __all__ = ["deblur", "DeblurResult", "estimate_noise_level", "default_prior"]
 
+#: pd.deblur's lowest noise level for HQS with the ensemble's flows, and with one SEN pass
+#: (chosen with ``benchmarks/blind.py --budget`` on BSDS500 val crops; benchmarks/RESULTS.md)
+DEFAULT_NOISE_FLOOR, SINGLE_PASS_NOISE_FLOOR = 0.02, 0.05
+
 
 @dataclass
 class DeblurResult:
@@ -101,7 +105,7 @@ def deblur(
     *,
     safeguard: bool = True,
     blur_threshold: Optional[float] = None,
-    noise_floor: float = 0.05,
+    noise_floor: Optional[float] = None,
     n_iter: int = 4,
     cg_iters: int = 5,
     cg_tol: float = 1e-4,
@@ -148,13 +152,14 @@ def deblur(
         BSDS500 train crops (``benchmarks/blind.py --calibrate``) for the flows it is given,
         :func:`pnpdeblur.estimation.blur_detection.default_threshold` of ``flow_ensemble``
         (4.5 px with the ensemble, 5 px without).
-    noise_floor : float
+    noise_floor : float, optional
         Lowest noise level HQS is run with. An estimated flow is never exact, and the
         deconvolution turns its errors into ringing; solving as if the noise were at least
-        ``noise_floor`` keeps the prior strong enough to suppress it (chosen from
-        ``benchmarks/blind.py``; 0 solves with the noise level alone). With the DnCNN, 0.03
-        gains 0.05–0.1 dB on average over 0.05 but makes more photos worse than their blurred
-        input; with the DRUNet prior 0.02–0.03 is best (benchmarks/RESULTS.md, "DRUNet prior").
+        ``noise_floor`` keeps the prior strong enough to suppress it (chosen with
+        ``benchmarks/blind.py --budget`` on BSDS500 *val* crops; 0 solves with the noise level
+        alone). Default: 0.02 with the ensemble's flows (there 0.02 gained 0.3 dB over 0.05 and
+        made no tuning photo worse), 0.05 with one SEN pass per estimate (``flow_ensemble=False``:
+        lower floors made more photos worse than their blurred input); benchmarks/RESULTS.md.
     n_iter, cg_iters, cg_tol : int, int, float
         HQS iterations per global iteration and the CG budget of each x-step (warm-started).
         The defaults (4 and 5) were chosen by ``benchmarks/blind.py --budget`` on BSDS500
@@ -212,6 +217,8 @@ def deblur(
         raise TypeError(f"flow_ensemble must be True or False, got {type(flow_ensemble).__name__}")
     blur_threshold = (default_threshold(flow_ensemble) if blur_threshold is None
                       else check_real(blur_threshold, "blur_threshold"))
+    if noise_floor is None:
+        noise_floor = DEFAULT_NOISE_FLOOR if flow_ensemble else SINGLE_PASS_NOISE_FLOOR
     noise_floor = check_real(noise_floor, "noise_floor")
     x, boundary = as_image_batch(image, "image")
     dev = torch.device(device) if device is not None else x.device

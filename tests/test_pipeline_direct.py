@@ -86,8 +86,12 @@ def test_the_noise_floor_is_a_lower_bound_on_the_noise_level(fake_hqs):
     y = _photo()
     deblur(y, prior=PRIOR, noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)), noise_floor=0.05)
     deblur(y, prior=PRIOR, noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)), noise_floor=0.0)
-    deblur(y, prior=PRIOR, noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)))  # default floor 0.05
-    assert [c["noise_level"] for c in fake_hqs.calls] == [0.05, 0.02, 0.05]
+    deblur(y, prior=PRIOR, noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)))  # one SEN pass: floor 0.05
+    # with the flow ensemble (pd.deblur's default) the default floor is 0.02
+    pipeline.deblur(y, prior=PRIOR, noise_level=0.01, flow_model=StandInSEN((6.0, 0.0)), safeguard=False)
+    pipeline.deblur(y, prior=PRIOR, noise_level=0.03, flow_model=StandInSEN((6.0, 0.0)), safeguard=False)
+    assert [c["noise_level"] for c in fake_hqs.calls] == [0.05, 0.02, 0.05, 0.02, 0.03]
+    assert (pipeline.DEFAULT_NOISE_FLOOR, pipeline.SINGLE_PASS_NOISE_FLOOR) == (0.02, 0.05)
 
 
 def test_defaults_sent_to_hqs(fake_hqs):
