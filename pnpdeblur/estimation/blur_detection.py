@@ -1,8 +1,8 @@
 """No-reference blur detection: is a photo blurred enough for :func:`pnpdeblur.deblur` to help?
 
 :func:`pnpdeblur.deblur` estimates a motion flow with SEN and deconvolves it. On a sharp
-photo the shipped SEN still reports about 3 px of blur (2 px with its 8-symmetry ensemble), and deconvolving that phantom blur
-costs about 10 dB (``benchmarks/RESULTS.md``, issue 10). The safeguard of
+photo the shipped SEN still reports about 3 px of blur (2 px with its 8-symmetry ensemble),
+and deconvolving that phantom blur costs about 10 dB (``benchmarks/RESULTS.md``, issue 10). The safeguard of
 :func:`pnpdeblur.deblur` therefore asks first whether the photo is blurred at all.
 
 Measured (``benchmarks/blind.py --calibrate``, BSDS500 *train* crops, sharp vs Gong flows
