@@ -1,6 +1,8 @@
 """The 8-symmetry test-time ensemble of pd.estimate_flow (and pd.deblur's flow_ensemble), with
 stand-in networks whose answers are known: an orientation-equivariant flow must come back as it
 is, an orientation-blind one cancels, and the network must see exactly the 8 flips/transposes."""
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -142,6 +144,48 @@ def test_deblur_safeguard_scores_the_ensemble_flow():
     assert res.unchanged == [True] and res.history[0]["safeguard"]["blur_score"][0] < 1e-4
     res = pipeline.deblur(y, prior=TV(), noise_level=0.05, flow_model=StandInSEN((6.0, 0.0)), flow_ensemble=False)
     assert res.unchanged == [False] and res.history[0]["safeguard"]["blur_score"][0] == pytest.approx(6.0)
+
+
+def _unit_gradient_field(length):
+    """``length`` × the unit gradient direction of channel 0: equivariant, every vector ``length`` px long."""
+    def fn(x):
+        g = _gradient_field(x)
+        return length * g / torch.linalg.vector_norm(g, dim=1, keepdim=True).clamp_min(1e-12)
+    return fn
+
+
+def test_deblur_threshold_and_noise_floor_follow_the_flow_mode(monkeypatch):
+    """A 4.7 px blur score is above the ensemble's threshold (4.5) and below the single pass's (5)."""
+    import pnpdeblur.solvers
+
+    calls = []  # the noise level each HQS solve is given
+
+    def fake_hqs(y, K, prior, noise_level, **kwargs):
+        calls.append(noise_level)
+        return types.SimpleNamespace(x=y.clone(), history=[])
+
+    monkeypatch.setattr(pnpdeblur.solvers, "hqs", fake_hqs)
+    y = _image(24, 32, seed=8).permute(1, 2, 0).numpy()
+    res = pipeline.deblur(y, prior=TV(), noise_level=0.01, flow_model=StandInSEN(fn=_unit_gradient_field(4.7)))
+    g = res.history[0]["safeguard"]
+    assert g["threshold"] == 4.5 and g["blur_score"][0] == pytest.approx(4.7, abs=1e-3) and g["processed"] == [True]
+    assert calls == [0.02]  # the ensemble's noise floor
+    with pytest.warns(UserWarning, match="blur_threshold=5 px"):
+        res = pipeline.deblur(y, prior=TV(), noise_level=0.01, flow_model=StandInSEN(fn=_unit_gradient_field(4.7)),
+                              flow_ensemble=False)
+    g = res.history[0]["safeguard"]
+    assert g["threshold"] == 5.0 and g["processed"] == [False] and res.unchanged == [True]
+    pipeline.deblur(y, prior=TV(), noise_level=0.01, flow_model=StandInSEN(fn=_unit_gradient_field(5.5)),
+                    flow_ensemble=False)
+    assert calls == [0.02, 0.05]  # one pass: the old floor
+    # an explicit threshold or floor wins in either mode
+    with pytest.warns(UserWarning, match="blur_threshold=4.8 px"):
+        res = pipeline.deblur(y, prior=TV(), noise_level=0.01, flow_model=StandInSEN(fn=_unit_gradient_field(4.7)),
+                              blur_threshold=4.8)
+    assert res.history[0]["safeguard"]["threshold"] == 4.8 and res.unchanged == [True]
+    pipeline.deblur(y, prior=TV(), noise_level=0.01, flow_model=StandInSEN(fn=_unit_gradient_field(5.5)),
+                    noise_floor=0.03, flow_ensemble=False)
+    assert calls == [0.02, 0.05, 0.03]
 
 
 def test_deblur_flow_ensemble_must_be_a_bool():
