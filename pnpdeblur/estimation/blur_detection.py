@@ -2,8 +2,9 @@
 
 :func:`pnpdeblur.deblur` estimates a motion flow with SEN and deconvolves it. On a sharp
 photo the shipped SEN still reports about 3 px of blur (2 px with its 8-symmetry ensemble),
-and deconvolving that phantom blur costs about 10 dB (``benchmarks/RESULTS.md``, issue 10). The safeguard of
-:func:`pnpdeblur.deblur` therefore asks first whether the photo is blurred at all.
+and deconvolving that phantom blur costs about 10 dB (``benchmarks/RESULTS.md``, issue 10).
+The safeguard of :func:`pnpdeblur.deblur` therefore asks first whether the photo is blurred at
+all.
 
 Measured (``benchmarks/blind.py --calibrate``, BSDS500 *train* crops, sharp vs Gong flows
 ±23/±46 and mild blurs, σ = 0.01; figures in ``benchmarks/RESULTS.md``), the signal that
@@ -15,8 +16,8 @@ for measurement: the directional re-blur score of Crété-Roffet et al. (2007)
 content) and, in the benchmark, the cepstrum's evidence score, gradient kurtosis and the growth
 of SEN's estimate under a known extra blur.
 
-A photo is *blurred* when its score reaches :data:`DEFAULT_THRESHOLD` (px; :data:`SINGLE_PASS_THRESHOLD`
-for flows from one SEN pass). Blurs that SEN
+A photo is *blurred* when its score reaches :data:`DEFAULT_THRESHOLD` (px;
+:data:`SINGLE_PASS_THRESHOLD` for flows from one SEN pass). Blurs that SEN
 measures below it — sharp photos and mild blurs (mean length below about 4 px) — are left
 alone on purpose: at those lengths SEN's own error (about 3 px on sharp photos) is as large as
 the blur, and deconvolving with it lost PSNR on every calibration image tried.
