@@ -256,7 +256,7 @@ def test_defaults_follow_the_paper_where_it_gives_numbers():
     # this recipe's documented choices: both flow presets, noise up to 0.02, the small width
     assert a.presets == "23,46" and a.max_noise == pytest.approx(0.02) and a.loss == "symmetric"
     assert a.width == 16 and a.levels == 4 and a.steps == 6000
-    assert a.corpus is None and not a.preload and not a.float32 and not a.amp and a.grad_clip is None
+    assert a.corpus is None and a.init is None and not a.preload and not a.float32 and not a.amp and a.grad_clip is None
     assert str(a.out).endswith("sen_small.safetensors")
 
 
@@ -422,7 +422,8 @@ def test_help_explains_each_recipe_option(capsys):
                  "--max-noise MAX_NOISE noise std drawn in [0, this]",
                  "--width WIDTH first-layer width (paper: 64)",
                  "--loss {symmetric,canonical} --lr LR --lr-end LR_END --decay-from DECAY_FROM fraction of steps "
-                 "at constant lr --grad-clip"):
+                 "at constant lr --init INIT start from these SEN weights (safetensors; same "
+                 "width/stacks/levels/presets) instead of a random initialisation --grad-clip"):
         assert line in text, line
 
 
@@ -481,3 +482,66 @@ def test_the_header_names_the_device_the_trainer_resolved(tmp_path, record, monk
     monkeypatch.setattr(train_pkg.Trainer, "__init__", on_card)
     out = R.main(_argv(tmp_path, "--float32"))
     assert asked == [torch.device("cuda", 1)] and load_checkpoint(out, "SEN")[1]["data"]["device"] == "Card"
+
+
+# ------------------------------------------------------------------ --init: a warm start
+def test_init_starts_from_the_given_weights_and_the_header_records_them(tmp_path, record):
+    import hashlib
+
+    first = R.main(_argv(tmp_path, "--out", str(tmp_path / "first.safetensors"), "--seed", "1"))
+    record.clear()
+    argv = _argv(tmp_path, "--init", str(first), "--seed", "2")
+    out = R.main(argv)
+    (t,) = record
+    ref = SEN.from_checkpoint(first)
+    got = t.model.state_dict()
+    for name, value in ref.state_dict().items():  # every tensor, float16 weights widened
+        torch.testing.assert_close(got[name], value.to(got[name].dtype), rtol=0, atol=0, msg=name)
+    _, header = load_checkpoint(out, "SEN")
+    init = header["data"]["init"]
+    assert init == {"file": "first.safetensors", "sha256": hashlib.sha256(first.read_bytes()).hexdigest(),
+                    "steps": 10}
+    assert header["data"]["argv"] == argv
+
+
+def test_without_init_the_model_is_freshly_initialised_and_the_header_says_so(tmp_path, record):
+    first = R.main(_argv(tmp_path, "--out", str(tmp_path / "first.safetensors"), "--seed", "1"))
+    record.clear()
+    torch.manual_seed(123)
+    out = R.main(_argv(tmp_path))
+    (t,) = record
+    ref = SEN.from_checkpoint(first)
+    assert not torch.equal(t.model.stacks[0].head.weight.detach(), ref.stacks[0].head.weight.float())
+    assert load_checkpoint(out, "SEN")[1]["data"]["init"] is None
+
+
+@pytest.mark.parametrize("other", [["--width", "3"], ["--presets", "23"], ["--levels", "2"]])
+def test_init_with_weights_of_another_config_is_refused_by_name(tmp_path, record, other):
+    first = R.main(_argv(tmp_path, "--out", str(tmp_path / "first.safetensors")))
+    record.clear()
+    with pytest.raises(ValueError, match=r"init: .*first\.safetensors.*holds SEN"):
+        R.main(_argv(tmp_path, "--init", str(first), *other))
+    assert record == []
+
+
+def test_init_from_another_architecture_or_a_corrupt_file_is_a_checkpoint_error(tmp_path):
+    from pnpdeblur.checkpoints import CheckpointError
+    from pnpdeblur.nets import DnCNN
+
+    model = SEN(in_channels=3, width=2, stacks=1, levels=1, flow_scale=23.0)
+    dn = DnCNN(channels=3, features=4, depth=3).save(tmp_path / "dncnn.safetensors")
+    with pytest.raises(CheckpointError, match="expected 'SEN'"):
+        R.initialise_from(model, dn)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError):
+        R.initialise_from(model, bad)
+    nan = tmp_path / "nan.safetensors"
+    poisoned = SEN(in_channels=3, width=2, stacks=1, levels=1, flow_scale=23.0)
+    with torch.no_grad():
+        poisoned.stacks[0].head.weight[0, 0, 0, 0] = float("nan")
+    poisoned.save(nan)
+    before = model.stacks[0].head.weight.detach().clone()
+    with pytest.raises(CheckpointError, match="NaN|Inf|finite"):
+        R.initialise_from(model, nan)
+    torch.testing.assert_close(model.stacks[0].head.weight.detach(), before, rtol=0, atol=0)  # untouched

@@ -36,7 +36,7 @@ from ..nets.sen import SEN, SEN_PRETRAINED_PATH
 from ._cli import add_engine_arguments, device_name, engine_options, export_weights
 
 __all__ = ["TRAIN_SAMPLES", "HELD_OUT_SAMPLES", "training_sources", "build_datasets", "blur_batch",
-           "make_loss_fn", "val_fn", "main"]
+           "make_loss_fn", "val_fn", "initialise_from", "main"]
 
 #: scikit-image photos used for training (colour and grey, ≥ 256 px on each side).
 TRAIN_SAMPLES = ["rocket", "coins", "moon", "grass", "gravel", "brick", "immunohistochemistry",
@@ -116,6 +116,26 @@ def val_fn(model, batch) -> Dict[str, float]:
     return out
 
 
+def initialise_from(model: SEN, path: Path) -> Dict[str, Any]:
+    """Load the SEN weights at ``path`` into ``model`` (a warm start); returns their provenance.
+
+    The checkpoint's config must equal ``model.config`` (``flow_scale`` included: it scales the
+    output, so weights trained for other presets would be off by a factor); a mismatch raises
+    ``ValueError``, a corrupt or foreign checkpoint :class:`pnpdeblur.checkpoints.CheckpointError`.
+    Returns the file name, its SHA-256 and the step count its header records.
+    """
+    import hashlib
+
+    from ..checkpoints import load_into, read_header
+
+    header = read_header(path)
+    if header["architecture"] == "SEN" and header["config"] != dict(model.config):
+        raise ValueError(f"init: {path} holds SEN{header['config']}, but the options build SEN{dict(model.config)}")
+    load_into(model, path, "SEN")
+    return {"file": Path(path).name, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+            "steps": header.get("steps")}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="pnpdeblur train sen", description="Train SEN, the motion-flow estimator.")
     ap.add_argument("--corpus", default=None, help="folder of sharp photos (default: scikit-image photos only)")
@@ -132,6 +152,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=1.25e-3)
     ap.add_argument("--lr-end", type=float, default=1.25e-5)
     ap.add_argument("--decay-from", type=float, default=50 / 90, help="fraction of steps at constant lr")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from these SEN weights (safetensors; same width/stacks/levels/presets) "
+                         "instead of a random initialisation")
     add_engine_arguments(ap, run_dir="runs/sen", out=SEN_PRETRAINED_PATH, val_items=64)
     return ap.parse_args(argv)
 
@@ -147,6 +170,7 @@ def main(argv=None) -> Path:
                                 args.val_items, args.preload)
     model = SEN(in_channels=3, width=args.width, stacks=args.stacks, levels=args.levels,
                 flow_scale=float(max(int(p) for p in presets)) / 2)
+    init = None if args.init is None else initialise_from(model, args.init)
     cfg = TrainConfig(
         steps=args.steps, batch_size=args.batch, lr=args.lr, betas=(0.9, 0.99), eps=1e-8,
         decay_start=int(args.steps * args.decay_from), lr_end=args.lr_end, **engine_options(args),
@@ -166,6 +190,7 @@ def main(argv=None) -> Path:
         "corpus_files": corpus_files,
         "skimage_photos": TRAIN_SAMPLES,
         "held_out": HELD_OUT_SAMPLES,
+        "init": init,
         "flow_presets": presets, "max_noise": args.max_noise, "loss": args.loss,
         "seconds": round(time.time() - t0, 1), "torch": torch.__version__,
         # the device the trainer resolved (``auto`` → cuda or cpu; cuda:1 names that card)
