@@ -422,8 +422,9 @@ def test_help_explains_each_recipe_option(capsys):
                  "--max-noise MAX_NOISE noise std drawn in [0, this]",
                  "--width WIDTH first-layer width (paper: 64)",
                  "--loss {symmetric,canonical} --lr LR --lr-end LR_END --decay-from DECAY_FROM fraction of steps "
-                 "at constant lr --init INIT start from these SEN weights (safetensors; same "
-                 "width/stacks/levels/presets) instead of a random initialisation --grad-clip"):
+                 "at constant lr --init INIT start from these SEN weights instead of a random initialisation: "
+                 "a safetensors path, or 'shipped' for the library's own (same width/stacks/levels/presets) "
+                 "--grad-clip"):
         assert line in text, line
 
 
@@ -545,3 +546,33 @@ def test_init_from_another_architecture_or_a_corrupt_file_is_a_checkpoint_error(
     with pytest.raises(CheckpointError, match="NaN|Inf|finite"):
         R.initialise_from(model, nan)
     torch.testing.assert_close(model.stacks[0].head.weight.detach(), before, rtol=0, atol=0)  # untouched
+
+
+def test_init_shipped_starts_from_the_library_weights(tmp_path, record):
+    from pnpdeblur.nets.sen import SEN_PRETRAINED_PATH
+
+    out = R.main(["--steps", "2", "--batch", "1", "--crop", "64", "--val-items", "2", "--device", "cpu",
+                  "--no-progress", "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "mine.safetensors"),
+                  "--init", "shipped"])
+    (t,) = record
+    ref = SEN.pretrained().state_dict()
+    got = t.model.state_dict()
+    assert all(torch.equal(got[k], v.to(got[k].dtype)) for k, v in ref.items())
+    init = load_checkpoint(out, "SEN")[1]["data"]["init"]
+    assert init["file"] == SEN_PRETRAINED_PATH.name and init["steps"] == SEN.pretrained().header["steps"]
+
+
+def test_init_refuses_to_overwrite_its_own_weights(tmp_path, record, monkeypatch):
+    w = R.main(_argv(tmp_path, "--out", str(tmp_path / "w.safetensors")))
+    record.clear()
+    before = w.read_bytes()
+    with pytest.raises(ValueError, match=r"--out .*w\.safetensors would overwrite the --init weights"):
+        R.main(_argv(tmp_path, "--init", str(tmp_path / "run" / ".." / "w.safetensors"), "--out", str(w)))
+    assert w.read_bytes() == before
+    # 'shipped' with the default --out (both the package's file; a stand-in path here, so that a
+    # regression cannot overwrite the real weights)
+    shipped = tmp_path / "package" / "sen_small.safetensors"
+    monkeypatch.setattr(R, "SEN_PRETRAINED_PATH", shipped)
+    with pytest.raises(ValueError, match="would overwrite the --init weights"):
+        R.main(["--init", "shipped", "--steps", "1", "--device", "cpu", "--run-dir", str(tmp_path / "r2")])
+    assert record == [] and not shipped.exists()

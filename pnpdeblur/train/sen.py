@@ -17,6 +17,9 @@ Usage::
 
     python scripts/train_sen.py --corpus .data/bsds500/train --steps 6000 --device cuda --amp
     python scripts/train_sen.py --steps 20 --batch 4 --crop 64 --width 4 --levels 2   # CPU smoke run
+    # fine-tune the shipped weights on your own photos (a lower, decaying learning rate)
+    python scripts/train_sen.py --corpus my_photos/ --init shipped --lr 2e-4 --lr-end 2e-6 --decay-from 0 \
+        --steps 1500 --device cuda --amp --out my_sen.safetensors
     pnpdeblur train sen --help
 """
 from __future__ import annotations
@@ -152,9 +155,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=1.25e-3)
     ap.add_argument("--lr-end", type=float, default=1.25e-5)
     ap.add_argument("--decay-from", type=float, default=50 / 90, help="fraction of steps at constant lr")
-    ap.add_argument("--init", type=Path, default=None,
-                    help="start from these SEN weights (safetensors; same width/stacks/levels/presets) "
-                         "instead of a random initialisation")
+    ap.add_argument("--init", default=None,
+                    help="start from these SEN weights instead of a random initialisation: a safetensors "
+                         "path, or 'shipped' for the library's own (same width/stacks/levels/presets)")
     add_engine_arguments(ap, run_dir="runs/sen", out=SEN_PRETRAINED_PATH, val_items=64)
     return ap.parse_args(argv)
 
@@ -170,7 +173,12 @@ def main(argv=None) -> Path:
                                 args.val_items, args.preload)
     model = SEN(in_channels=3, width=args.width, stacks=args.stacks, levels=args.levels,
                 flow_scale=float(max(int(p) for p in presets)) / 2)
-    init = None if args.init is None else initialise_from(model, args.init)
+    init = None
+    if args.init is not None:
+        init_path = Path(SEN_PRETRAINED_PATH if args.init == "shipped" else args.init)
+        if init_path.resolve() == Path(args.out).resolve():
+            raise ValueError(f"--out {args.out} would overwrite the --init weights; pass another --out")
+        init = initialise_from(model, init_path)
     cfg = TrainConfig(
         steps=args.steps, batch_size=args.batch, lr=args.lr, betas=(0.9, 0.99), eps=1e-8,
         decay_start=int(args.steps * args.decay_from), lr_end=args.lr_end, **engine_options(args),
