@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "estimated blur is below --blur-threshold is written unchanged)")
     d.add_argument("--blur-threshold", type=_nonneg_float, default=None, metavar="PX",
                    help="median flow length (px) from which a photo counts as blurred (default: the "
-                        "calibrated value of the shipped SEN, 4.5 px, or 5 px with --no-flow-ensemble; "
+                        "calibrated value of the shipped SEN, 6 px, or 4.5 px with --no-flow-ensemble; "
                         "recalibrate for other --flow-weights)")
     adv = d.add_argument_group("advanced (speed / quality trade-offs)")
     adv.add_argument("--hqs-iters", type=_positive_int, default=DEBLUR_HQS_ITERS, metavar="N",

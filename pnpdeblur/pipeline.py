@@ -31,7 +31,7 @@ __all__ = ["deblur", "DeblurResult", "estimate_noise_level", "default_prior"]
 
 #: pd.deblur's lowest noise level for HQS with the ensemble's flows, and with one SEN pass
 #: (chosen with ``benchmarks/blind.py --budget`` on BSDS500 val crops; benchmarks/RESULTS.md)
-DEFAULT_NOISE_FLOOR, SINGLE_PASS_NOISE_FLOOR = 0.02, 0.05
+DEFAULT_NOISE_FLOOR, SINGLE_PASS_NOISE_FLOOR = 0.02, 0.03
 
 
 @dataclass
@@ -151,15 +151,17 @@ def deblur(
         The detector's threshold in px. Default: the value calibrated for the shipped SEN on
         BSDS500 train crops (``benchmarks/blind.py --calibrate``) for the flows it is given,
         :func:`pnpdeblur.estimation.blur_detection.default_threshold` of ``flow_ensemble``
-        (4.5 px with the ensemble, 5 px without).
+        (6 px with the ensemble, 4.5 px without).
     noise_floor : float, optional
         Lowest noise level HQS is run with. An estimated flow is never exact, and the
         deconvolution turns its errors into ringing; solving as if the noise were at least
         ``noise_floor`` keeps the prior strong enough to suppress it (chosen with
         ``benchmarks/blind.py --budget`` on BSDS500 *val* crops; 0 solves with the noise level
-        alone). Default: 0.02 with the ensemble's flows (there 0.02 gained 0.3 dB over 0.05 and
-        made no tuning photo worse), 0.05 with one SEN pass per estimate (``flow_ensemble=False``:
-        lower floors made more photos worse than their blurred input); benchmarks/RESULTS.md.
+        alone). Default: 0.02 with the ensemble's flows, 0.03 with one SEN pass per estimate
+        (``flow_ensemble=False``), whose flows are worse: in each mode the highest floor within
+        about 0.1 dB of the best on the tuning photos, so that flows worse than these synthetic
+        ones still have a margin; lower floors started to make tuning photos worse than their
+        blurred input (benchmarks/RESULTS.md).
     n_iter, cg_iters, cg_tol : int, int, float
         HQS iterations per global iteration and the CG budget of each x-step (warm-started).
         The defaults (4 and 5) were chosen by ``benchmarks/blind.py --budget`` on BSDS500

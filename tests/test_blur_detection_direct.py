@@ -103,15 +103,15 @@ def test_is_blurred_passes_the_model_and_decides_per_image():
     assert is_blurred(_img(), threshold=4.0, model=m, ensemble=False) is True
     assert is_blurred(_img(), threshold=4.0, model=m) is False  # the ensemble's flow: score 0
     flow = np.zeros((2, 2, 16, 24), np.float32)
-    flow[0, 0], flow[1, 1] = 6.0, 4.0
+    flow[0, 0], flow[1, 1] = 6.0, 4.4
     assert is_blurred(_img(n=2), 5.0, flow=flow) == [True, False]
-    assert is_blurred(_img(n=2), flow=flow, ensemble=False) == [True, False]  # default threshold 5 px
-    assert (DEFAULT_THRESHOLD, SINGLE_PASS_THRESHOLD) == (4.5, 5.0)
-    assert (default_threshold(), default_threshold(True), default_threshold(False)) == (4.5, 4.5, 5.0)
-    # the ensemble's threshold (4.5 px) by default, the single pass's (5 px) with ensemble=False
-    f47 = np.zeros((2, 16, 24), np.float32)
-    f47[0] = 4.7
-    assert is_blurred(_img(), flow=f47) is True and is_blurred(_img(), flow=f47, ensemble=False) is False
+    assert is_blurred(_img(n=2), flow=flow, ensemble=False) == [True, False]  # default threshold 4.5 px
+    assert (DEFAULT_THRESHOLD, SINGLE_PASS_THRESHOLD) == (6.0, 4.5)
+    assert (default_threshold(), default_threshold(True), default_threshold(False)) == (6.0, 6.0, 4.5)
+    # the ensemble's threshold (6 px) by default, the single pass's (4.5 px) with ensemble=False
+    f42 = np.zeros((2, 16, 24), np.float32)
+    f42[0] = 5.0
+    assert is_blurred(_img(), flow=f42) is False and is_blurred(_img(), flow=f42, ensemble=False) is True
     # an integer threshold is a number too
     assert is_blurred(_img(n=2), 6, flow=flow) == [True, False]
 

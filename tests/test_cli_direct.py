@@ -1505,7 +1505,7 @@ def test_options_their_metavars_and_what_their_help_says(command):
     ends = {"--flow-scale": "range of about 46 px (default: 1)", "--device": "under torchrun 'cuda' means cuda:LOCAL_RANK",
             "--flow-npy": "in pixels (u right, v down); implies --save-flow",
             "--no-safeguard": "whose estimated blur is below --blur-threshold is written unchanged)",
-            "--blur-threshold": ("the calibrated value of the shipped SEN, 4.5 px, or 5 px with --no-flow-ensemble; "
+            "--blur-threshold": ("the calibrated value of the shipped SEN, 6 px, or 4.5 px with --no-flow-ensemble; "
                                  "recalibrate for other --flow-weights)"),
             "--flow-weights": "(e.g. written by 'pnpdeblur train sen --out PATH')",
             "--kernel": "or warping (default: two_segment)",

@@ -156,7 +156,7 @@ def _unit_gradient_field(length):
 
 
 def test_deblur_threshold_and_noise_floor_follow_the_flow_mode(monkeypatch):
-    """A 4.7 px blur score is above the ensemble's threshold (4.5) and below the single pass's (5)."""
+    """A 5 px blur score is below the ensemble's threshold (6) and above the single pass's (4.5)."""
     import pnpdeblur.solvers
 
     calls = []  # the noise level each HQS solve is given
@@ -167,26 +167,26 @@ def test_deblur_threshold_and_noise_floor_follow_the_flow_mode(monkeypatch):
 
     monkeypatch.setattr(pnpdeblur.solvers, "hqs", fake_hqs)
     y = _image(24, 32, seed=8).permute(1, 2, 0).numpy()
-    res = pipeline.deblur(y, prior=TV(), noise_level=0.01, flow_model=StandInSEN(fn=_unit_gradient_field(4.7)))
+    with pytest.warns(UserWarning, match="blur_threshold=6 px"):
+        res = pipeline.deblur(y, prior=TV(), noise_level=0.01, flow_model=StandInSEN(fn=_unit_gradient_field(5.0)))
     g = res.history[0]["safeguard"]
-    assert g["threshold"] == 4.5 and g["blur_score"][0] == pytest.approx(4.7, abs=1e-3) and g["processed"] == [True]
-    assert calls == [0.02]  # the ensemble's noise floor
-    with pytest.warns(UserWarning, match="blur_threshold=5 px"):
-        res = pipeline.deblur(y, prior=TV(), noise_level=0.01, flow_model=StandInSEN(fn=_unit_gradient_field(4.7)),
-                              flow_ensemble=False)
+    assert g["threshold"] == 6.0 and g["blur_score"][0] == pytest.approx(5.0, abs=1e-3)
+    assert g["processed"] == [False] and res.unchanged == [True] and calls == []
+    res = pipeline.deblur(y, prior=TV(), noise_level=0.01, flow_model=StandInSEN(fn=_unit_gradient_field(5.0)),
+                          flow_ensemble=False)
     g = res.history[0]["safeguard"]
-    assert g["threshold"] == 5.0 and g["processed"] == [False] and res.unchanged == [True]
-    pipeline.deblur(y, prior=TV(), noise_level=0.01, flow_model=StandInSEN(fn=_unit_gradient_field(5.5)),
-                    flow_ensemble=False)
-    assert calls == [0.02, 0.05]  # one pass: the old floor
+    assert g["threshold"] == 4.5 and g["processed"] == [True] and res.unchanged == [False]
+    assert calls == [0.03]  # one pass: its own floor
+    pipeline.deblur(y, prior=TV(), noise_level=0.01, flow_model=StandInSEN(fn=_unit_gradient_field(6.5)))
+    assert calls == [0.03, 0.02]  # the ensemble's floor
     # an explicit threshold or floor wins in either mode
     with pytest.warns(UserWarning, match="blur_threshold=4.8 px"):
         res = pipeline.deblur(y, prior=TV(), noise_level=0.01, flow_model=StandInSEN(fn=_unit_gradient_field(4.7)),
                               blur_threshold=4.8)
     assert res.history[0]["safeguard"]["threshold"] == 4.8 and res.unchanged == [True]
     pipeline.deblur(y, prior=TV(), noise_level=0.01, flow_model=StandInSEN(fn=_unit_gradient_field(5.5)),
-                    noise_floor=0.03, flow_ensemble=False)
-    assert calls == [0.02, 0.05, 0.03]
+                    noise_floor=0.05, flow_ensemble=False)
+    assert calls == [0.03, 0.02, 0.05]
 
 
 def test_deblur_flow_ensemble_must_be_a_bool():

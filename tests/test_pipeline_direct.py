@@ -66,7 +66,7 @@ def _lengths_net(*lengths):
 
 def test_hqs_gets_the_image_the_flow_operator_the_prior_and_the_settings(fake_hqs):
     y = _photo()
-    m = StandInSEN((3.0, 4.0))  # length 5 = the default threshold: blurred
+    m = StandInSEN((3.0, 4.0))  # length 5, above the default threshold (4.5): blurred
     res = deblur(y, prior=PRIOR, noise_level=0.02, flow_model=m, noise_floor=0.01, n_iter=5, cg_iters=7,
                  cg_tol=1e-3)
     (call,) = fake_hqs.calls
@@ -86,12 +86,12 @@ def test_the_noise_floor_is_a_lower_bound_on_the_noise_level(fake_hqs):
     y = _photo()
     deblur(y, prior=PRIOR, noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)), noise_floor=0.05)
     deblur(y, prior=PRIOR, noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)), noise_floor=0.0)
-    deblur(y, prior=PRIOR, noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)))  # one SEN pass: floor 0.05
+    deblur(y, prior=PRIOR, noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)))  # one SEN pass: floor 0.03
     # with the flow ensemble (pd.deblur's default) the default floor is 0.02
     pipeline.deblur(y, prior=PRIOR, noise_level=0.01, flow_model=StandInSEN((6.0, 0.0)), safeguard=False)
     pipeline.deblur(y, prior=PRIOR, noise_level=0.03, flow_model=StandInSEN((6.0, 0.0)), safeguard=False)
-    assert [c["noise_level"] for c in fake_hqs.calls] == [0.05, 0.02, 0.05, 0.02, 0.03]
-    assert (pipeline.DEFAULT_NOISE_FLOOR, pipeline.SINGLE_PASS_NOISE_FLOOR) == (0.02, 0.05)
+    assert [c["noise_level"] for c in fake_hqs.calls] == [0.05, 0.02, 0.03, 0.02, 0.03]
+    assert (pipeline.DEFAULT_NOISE_FLOOR, pipeline.SINGLE_PASS_NOISE_FLOOR) == (0.02, 0.03)
 
 
 def test_defaults_sent_to_hqs(fake_hqs):
@@ -189,7 +189,7 @@ def test_history_entries(fake_hqs):
     assert isinstance(e["time"], float) and 0 <= e["time"] < 60
     assert e["psnr"] == pytest.approx(psnr(np.clip(0.5 * y + 0.1, 0, 1), ref, channel_axis=-1), abs=1e-4)
     g = e["safeguard"]
-    assert g == {"measured": "median SEN flow length (px)", "blur_score": pytest.approx([11.0]), "threshold": 5.0,
+    assert g == {"measured": "median SEN flow length (px)", "blur_score": pytest.approx([11.0]), "threshold": 4.5,
                  "blurred": [True], "processed": [True]}
     # without a reference there is no psnr; with the safeguard off its entry is None
     res2 = deblur(y, prior=PRIOR, noise_level=0.1, flow_model=StandInSEN(fn=ramp), safeguard=False)
@@ -231,7 +231,7 @@ def test_safeguard_decides_per_image_and_never_revisits_a_sharp_one(fake_hqs):
     with pytest.warns(UserWarning) as w:
         res = deblur(x, iterations=2, prior=PRIOR, noise_level=0.1, flow_model=m)
     msg = ("pd.deblur returned image(s) [1] unchanged: SEN's median flow length (2.00 px) is below "
-           "blur_threshold=5 px, so the photo looks sharp or only mildly blurred and deblurring with the estimated "
+           "blur_threshold=4.5 px, so the photo looks sharp or only mildly blurred and deblurring with the estimated "
            "flow would likely make it worse; pass safeguard=False to deblur anyway")
     assert [str(r.message) for r in w] == [msg]
     assert [e["safeguard"]["processed"] for e in res.history] == [[True, False], [True, False]]
