@@ -18,9 +18,10 @@ of SEN's estimate under a known extra blur.
 
 A photo is *blurred* when its score reaches :data:`DEFAULT_THRESHOLD` (px;
 :data:`SINGLE_PASS_THRESHOLD` for flows from one SEN pass). Blurs that SEN
-measures below it — sharp photos and mild blurs (mean length below about 4 px) — are left
+measures below it — sharp photos and mild blurs (mean length below about 4–6 px) — are left
 alone on purpose: at those lengths SEN's own error (its phantom blur on sharp photos: a median of
-1.4 px with the ensemble, 2.2 px in one pass, and tails beyond 4 px) is as large as the blur, and deconvolving with it lost PSNR on every calibration image tried.
+1.4 px with the ensemble, 2.2 px in one pass, and tails beyond 4 px) is as large as the blur, and
+deconvolving with it lost PSNR on every calibration image tried.
 
 Limits (measured): the score depends on the image size SEN sees. The threshold was calibrated
 on 256² crops; on 128² crops sharp photos scored up to 8.9 px (SEN has less context), so small
