@@ -16,7 +16,7 @@ from typing import Callable, List
 
 import torch
 
-__all__ = ["window_starts", "tile_starts", "apply_in_tiles"]
+__all__ = ["window_starts", "tile_starts", "balanced_tile", "apply_in_tiles"]
 
 
 def window_starts(size: int, tile: int, step: int) -> List[int]:
@@ -38,6 +38,19 @@ def tile_starts(size: int, tile: int, overlap: int) -> List[int]:
     return window_starts(size, tile, tile - 2 * overlap)
 
 
+def balanced_tile(size: int, tile: int, overlap: int) -> int:
+    """The shortest piece length that covers an axis of ``size`` in as many pieces as ``tile``.
+
+    ``n = len(tile_starts(size, tile, overlap))`` pieces of length ``p`` cover the axis when
+    ``n·(p - 2·overlap) + 2·overlap >= size``, so ``p = 2·overlap + ceil((size - 2·overlap) / n)``,
+    which is at most ``tile``. ``size`` itself when it is no longer than ``tile`` (one piece).
+    """
+    if size <= tile:
+        return size
+    n = len(tile_starts(size, tile, overlap))
+    return 2 * overlap + -(-(size - 2 * overlap) // n)
+
+
 def _kept(start: int, tile: int, size: int, overlap: int):
     """The part of a tile that is kept: image indices [lo, hi)."""
     end = min(start + tile, size)
@@ -57,8 +70,9 @@ def apply_in_tiles(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, 
     x : torch.Tensor
         ``(N, C, H, W)``.
     tile : int
-        Side of the pieces ``fn`` sees, > ``2 * overlap``. An image no larger than ``tile`` on
-        either side is passed to ``fn`` whole.
+        Longest side of the pieces ``fn`` sees, > ``2 * overlap``; along each axis the pieces
+        have the length :func:`balanced_tile` gives. An image no larger than ``tile`` on either
+        side is passed to ``fn`` whole.
     overlap : int
         Margin (px) discarded at each cut, >= 0.
 
@@ -75,14 +89,15 @@ def apply_in_tiles(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, 
     if h <= tile and w <= tile:
         return fn(x)
     out = None
-    for y0 in tile_starts(h, tile, overlap):
-        ky0, ky1 = _kept(y0, tile, h, overlap)
-        for x0 in tile_starts(w, tile, overlap):
-            kx0, kx1 = _kept(x0, tile, w, overlap)
-            piece = fn(x[..., y0:y0 + tile, x0:x0 + tile])
-            if piece.shape[-2:] != x[..., y0:y0 + tile, x0:x0 + tile].shape[-2:]:
+    th, tw = balanced_tile(h, tile, overlap), balanced_tile(w, tile, overlap)
+    for y0 in tile_starts(h, th, overlap):
+        ky0, ky1 = _kept(y0, th, h, overlap)
+        for x0 in tile_starts(w, tw, overlap):
+            kx0, kx1 = _kept(x0, tw, w, overlap)
+            piece = fn(x[..., y0:y0 + th, x0:x0 + tw])
+            if piece.shape[-2:] != (th, tw):
                 raise ValueError(f"fn must keep the spatial size, got {tuple(piece.shape[-2:])} for a "
-                                 f"{tuple(x[..., y0:y0 + tile, x0:x0 + tile].shape[-2:])} piece")
+                                 f"{(th, tw)} piece")
             if out is None:
                 out = piece.new_empty(piece.shape[:-2] + (h, w))
             out[..., ky0:ky1, kx0:kx1] = piece[..., ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]

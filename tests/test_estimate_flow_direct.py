@@ -209,6 +209,55 @@ def test_the_network_runs_in_eval_mode_and_its_mode_is_restored():
     assert bad.training is True  # restored on error too
 
 
+def _conv_weight(m):
+    return next(p for p in m.parameters() if p.ndim == 4)
+
+
+def _is_channels_last(w):
+    return w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+
+
+def test_the_network_runs_channels_last_on_the_cpu_and_its_layout_is_restored():
+    seen = []
+
+    def record(x):
+        seen.append(_is_channels_last(_conv_weight(m)))
+        return torch.zeros(x.shape[0], 2, *x.shape[-2:])
+
+    m = StandInSEN(fn=record)
+    assert not _is_channels_last(_conv_weight(m))
+    estimate_flow(np.zeros((16, 16, 3), np.float32), m)
+    assert seen == [True]  # channels-last while it ran
+    assert _conv_weight(m).is_contiguous()  # the usual layout again afterwards
+    # a model the caller keeps channels-last stays so
+    m.to(memory_format=torch.channels_last)
+    estimate_flow(np.zeros((16, 16, 3), np.float32), m)
+    assert seen == [True, True] and _is_channels_last(_conv_weight(m))
+
+    def boom(x):
+        raise RuntimeError("boom")
+
+    bad = StandInSEN(fn=boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        estimate_flow(np.zeros((16, 16, 3), np.float32), bad)
+    assert _conv_weight(bad).is_contiguous()  # restored on error too
+
+
+def test_channels_last_gives_the_flow_of_the_usual_layout():
+    # a real (small, random) SEN: the flow estimate_flow returns on the CPU equals the network's
+    # own NCHW pass to float rounding, and comes back contiguous
+    from pnpdeblur.nets import SEN
+
+    torch.manual_seed(0)
+    net = SEN(width=8, levels=2, stacks=2).eval()
+    x = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(1))
+    want = net.estimate(x)
+    got = estimate_flow(x[0], net)
+    assert got.is_contiguous() and got.shape == (2, 40, 56)
+    torch.testing.assert_close(got, want[0], rtol=1e-4, atol=1e-4)
+    assert float(want.abs().max()) > 1e-3  # not a trivially zero flow
+
+
 def test_the_network_gets_float32_and_the_caller_gets_its_type_and_device():
     m = StandInSEN((3.0, 1.0))
     x64 = torch.rand(2, 3, 16, 16, dtype=torch.float64)

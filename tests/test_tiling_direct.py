@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pnpdeblur._tiling import _kept, apply_in_tiles, tile_starts, window_starts
+from pnpdeblur._tiling import _kept, apply_in_tiles, balanced_tile, tile_starts, window_starts
 from pnpdeblur.nets.dncnn import DnCNN
 from pnpdeblur.nets.drunet import DRUNet
 from pnpdeblur.priors.drunet import DRUNetPrior
@@ -51,14 +51,15 @@ def piece_mean(p):
     return p.mean((-2, -1), keepdim=True).expand_as(p).clone()
 
 
-def stitched_means(x, starts_y, owner_y, starts_x, owner_x, tile):
-    """The tiled ``piece_mean`` written out: pixel (i, j) holds the mean of the tile
-    (starts_y[owner_y[i]], starts_x[owner_x[j]])."""
+def stitched_means(x, starts_y, owner_y, starts_x, owner_x, piece):
+    """The tiled ``piece_mean`` written out: pixel (i, j) holds the mean of the
+    ``piece = (height, width)`` tile at (starts_y[owner_y[i]], starts_x[owner_x[j]])."""
     out = torch.empty_like(x)
+    ph, pw = piece
     for i, oy in enumerate(owner_y):
         for j, ox in enumerate(owner_x):
             y0, x0 = starts_y[oy], starts_x[ox]
-            out[..., i, j] = x[..., y0:y0 + tile, x0:x0 + tile].mean((-2, -1))
+            out[..., i, j] = x[..., y0:y0 + ph, x0:x0 + pw].mean((-2, -1))
     return out
 
 
@@ -133,6 +134,39 @@ def test_tile_starts_closed_form_and_overlaps():
                 assert all(covered), (size, tile, overlap)
 
 
+# ------------------------------------------------------------------------- balanced_tile
+@pytest.mark.parametrize("size,tile,overlap,want", [
+    (1280, 1024, 7, 647),  # a 720p row for the DnCNN prior: 2 pieces of 647, not 2 of 1024
+    (40, 16, 3, 15),       # 4 pieces either way: 4·(15 - 6) + 6 = 42 >= 40, 4·(14 - 6) + 6 = 38 < 40
+    (29, 12, 2, 11),
+    (17, 16, 2, 11),       # one pixel more than the tile: 2 pieces of 11, not 16
+    (23, 7, 0, 6),
+    (31, 7, 0, 7),         # 5 pieces are needed; 5·6 = 30 < 31, so 7 stays
+    (20, 10, 2, 10),       # already balanced
+    (13, 5, 2, 5),         # the smallest tile for the overlap
+    (16, 16, 4, 16),       # no longer than the tile: one piece, the whole axis
+    (9, 12, 3, 9),
+])
+def test_balanced_tile_by_hand(size, tile, overlap, want):
+    assert balanced_tile(size, tile, overlap) == want
+
+
+def test_balanced_tile_is_the_shortest_piece_with_as_few_pieces_as_the_tile():
+    for size in range(1, 60):
+        for tile in range(1, 16):
+            for overlap in range(0, (tile + 1) // 2):  # tile > 2·overlap
+                p = balanced_tile(size, tile, overlap)
+                if size <= tile:
+                    assert p == size
+                    continue
+                n = len(tile_starts(size, tile, overlap))
+                assert 2 * overlap < p <= tile
+                assert len(tile_starts(size, p, overlap)) == n
+                # one pixel shorter needs more pieces (or cannot cover the axis at all)
+                if p - 1 > 2 * overlap:
+                    assert len(tile_starts(size, p - 1, overlap)) > n
+
+
 @pytest.mark.parametrize("start,tile,size,overlap,want", [
     (0, 10, 20, 2, (0, 8)),     # first: its own left border is kept
     (6, 10, 20, 2, (8, 14)),    # inner: margins dropped at both cuts
@@ -146,16 +180,16 @@ def test_kept_part_by_hand(start, tile, size, overlap, want):
 
 
 # ----------------------------------------------------------------------- apply_in_tiles
-@pytest.mark.parametrize("shape,tile,overlap,radius", [
-    ((1, 1, 40, 40), 16, 3, 3),
-    ((2, 3, 33, 29), 12, 2, 2),
-    ((1, 1, 17, 17), 16, 2, 2),    # one pixel more than the tile: the second start is 1
-    ((1, 2, 9, 40), 12, 3, 2),     # shorter than the tile, wider: tiles along x only
-    ((1, 1, 40, 12), 12, 3, 3),    # exactly one tile wide, taller: tiles along y only
-    ((1, 1, 23, 31), 7, 0, 0),     # no overlap, a pointwise function
-    ((1, 1, 13, 13), 5, 2, 2),     # the smallest tile for the overlap: kept parts 1 px
+@pytest.mark.parametrize("shape,tile,overlap,radius,piece,n", [
+    ((1, 1, 40, 40), 16, 3, 3, (15, 15), 16),
+    ((2, 3, 33, 29), 12, 2, 2, (12, 11), 16),
+    ((1, 1, 17, 17), 16, 2, 2, (11, 11), 4),     # one pixel more than the tile: 2 × 11, not 2 × 16
+    ((1, 2, 9, 40), 12, 3, 2, (9, 12), 6),       # shorter than the tile, wider: tiles along x only
+    ((1, 1, 40, 12), 12, 3, 3, (12, 12), 6),     # exactly one tile wide, taller: tiles along y only
+    ((1, 1, 23, 31), 7, 0, 0, (6, 7), 20),       # no overlap, a pointwise function
+    ((1, 1, 13, 13), 5, 2, 2, (5, 5), 81),       # the smallest tile for the overlap: kept parts 1 px
 ])
-def test_a_local_function_in_tiles_is_bit_identical_to_it_whole(shape, tile, overlap, radius):
+def test_a_local_function_in_tiles_is_bit_identical_to_it_whole(shape, tile, overlap, radius, piece, n):
     x = _x(*shape)
     fn = box(radius) if radius else (lambda p: p * p + 1)
     calls = []
@@ -166,9 +200,10 @@ def test_a_local_function_in_tiles_is_bit_identical_to_it_whole(shape, tile, ove
 
     out = apply_in_tiles(rec, x, tile, overlap)
     assert torch.equal(out, fn(x))
+    # as many pieces as tile-long ones would need, all of the balanced size
     h, w = shape[-2:]
-    assert len(calls) == len(tile_starts(h, tile, overlap)) * len(tile_starts(w, tile, overlap)) > 1
-    assert calls == [(min(h, tile), min(w, tile))] * len(calls)
+    assert len(tile_starts(h, tile, overlap)) * len(tile_starts(w, tile, overlap)) == n
+    assert calls == [piece] * n
 
 
 def test_an_overlap_below_the_radius_breaks_exactness_at_the_cuts_only():
@@ -182,19 +217,22 @@ def test_an_overlap_below_the_radius_breaks_exactness_at_the_cuts_only():
     assert diff.max() > 1e-6
 
 
-@pytest.mark.parametrize("shape,tile,overlap,starts_y,owner_y,starts_x,owner_x", [
-    # 20 px, tile 10, overlap 2: starts 0, 6, 10; kept [0, 8) [8, 14) [12, 20), the last wins
-    ((1, 1, 20, 20), 10, 2, [0, 6, 10], [0] * 8 + [1] * 4 + [2] * 8, [0, 6, 10], [0] * 8 + [1] * 4 + [2] * 8),
-    # 11 px: starts 0, 1; kept [0, 8) [3, 11). 23 px: starts 0, 6, 12, 13; kept [0, 8) [8, 14) [14, 20) [15, 23)
-    ((2, 3, 11, 23), 10, 2, [0, 1], [0] * 3 + [1] * 8, [0, 6, 12, 13], [0] * 8 + [1] * 6 + [2] + [3] * 8),
-    # no margins: 16 px, tile 5: starts 0, 5, 10, 11; kept [0, 5) [5, 10) [10, 15) [11, 16)
-    ((1, 1, 16, 5), 5, 0, [0, 5, 10, 11], [0] * 5 + [1] * 5 + [2] + [3] * 5, [0], [0] * 5),
+@pytest.mark.parametrize("shape,tile,overlap,piece,starts_y,owner_y,starts_x,owner_x", [
+    # 20 px, tile 10, overlap 2: pieces of 10 at 0, 6, 10; kept [0, 8) [8, 14) [12, 20), the last wins
+    ((1, 1, 20, 20), 10, 2, (10, 10), [0, 6, 10], [0] * 8 + [1] * 4 + [2] * 8, [0, 6, 10],
+     [0] * 8 + [1] * 4 + [2] * 8),
+    # 11 px: 2 pieces of 8 at 0, 3; kept [0, 6) [5, 11). 23 px: 4 pieces of 9 at 0, 5, 10, 14;
+    # kept [0, 7) [7, 12) [12, 17) [16, 23)
+    ((2, 3, 11, 23), 10, 2, (8, 9), [0, 3], [0] * 5 + [1] * 6, [0, 5, 10, 14],
+     [0] * 7 + [1] * 5 + [2] * 4 + [3] * 7),
+    # no margins: 16 px, tile 5: 4 pieces of 4 at 0, 4, 8, 12, each kept whole
+    ((1, 1, 16, 5), 5, 0, (4, 5), [0, 4, 8, 12], [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4, [0], [0] * 5),
 ])
-def test_a_non_local_function_shows_each_tiles_own_result(shape, tile, overlap, starts_y, owner_y, starts_x,
-                                                          owner_x):
+def test_a_non_local_function_shows_each_tiles_own_result(shape, tile, overlap, piece, starts_y, owner_y,
+                                                          starts_x, owner_x):
     x = _x(*shape, seed=2)
     out = apply_in_tiles(piece_mean, x, tile, overlap)
-    want = stitched_means(x, starts_y, owner_y, starts_x, owner_x, tile)
+    want = stitched_means(x, starts_y, owner_y, starts_x, owner_x, piece)
     assert torch.equal(out, want)
     assert not torch.allclose(out, piece_mean(x))  # really tiled: the seams show
 
@@ -212,7 +250,8 @@ def test_pieces_are_cut_at_the_starts_in_row_major_order():
 
     out = apply_in_tiles(fn, x, 10, 2)
     assert torch.equal(out, x)
-    assert seen == [(y0, x0, (1, 2, 10, 10)) for y0 in (0, 6, 10) for x0 in (0, 6, 12, 13)]
+    # rows: 3 pieces of 10 at 0, 6, 10; columns: 4 pieces of 9 at 0, 5, 10, 14
+    assert seen == [(y0, x0, (1, 2, 10, 9)) for y0 in (0, 6, 10) for x0 in (0, 5, 10, 14)]
 
 
 @pytest.mark.parametrize("h,w", [(16, 16), (5, 16), (16, 3), (1, 1)])
@@ -277,7 +316,8 @@ def _mean_net(z, sigma):
 def test_denoiser_prior_tiles_pieces_with_the_overlap_and_sigma():
     x = _x(1, 2, 20, 11, seed=3)
     out = DenoiserPrior(_mean_net, tile=10, tile_overlap=2)(x, 0.5)
-    want = 0.5 * stitched_means(x, [0, 6, 10], [0] * 8 + [1] * 4 + [2] * 8, [0, 1], [0] * 3 + [1] * 8, 10)
+    # rows: 3 pieces of 10 at [0, 6, 10]; columns: 2 pieces of 8 at [0, 3], kept [0, 6) [5, 11)
+    want = 0.5 * stitched_means(x, [0, 6, 10], [0] * 8 + [1] * 4 + [2] * 8, [0, 3], [0] * 5 + [1] * 6, (10, 8))
     torch.testing.assert_close(out, want, rtol=0, atol=1e-15)
     whole = DenoiserPrior(_mean_net)(x, 0.5)  # default: whole images
     torch.testing.assert_close(whole, _mean_net(x, 0.5), rtol=0, atol=1e-15)
@@ -339,9 +379,9 @@ def test_tiles_reach_a_channels_last_network_in_its_layout():
     net = _LayoutSpy()
     x = _x(1, 2, 20, 20, seed=4)
     out = DenoiserPrior(net, tile=10, tile_overlap=1)(x, 0.5)
-    # pieces at [0, 8, 10] × [0, 8, 10], each made channels-last (a slice of a channels-last
-    # image is not)
-    assert net.calls == [((1, 2, 10, 10), True)] * 9
+    # 8-px pieces (3 cover 20 px with overlap 1, as 10-px ones would) at [0, 6, 12] × [0, 6, 12],
+    # each made channels-last (a slice of a channels-last image is not)
+    assert net.calls == [((1, 2, 8, 8), True)] * 9
     assert out.is_contiguous()
     whole = F.conv2d(x, net.w.detach(), padding=1, groups=2) * 0.5
     torch.testing.assert_close(out, whole, rtol=0, atol=1e-14)
@@ -393,8 +433,8 @@ def test_dncnn_prior_in_tiles_equals_it_whole_and_really_tiles(tmp_path):
     with torch.no_grad():
         want = net(x, 0.1)
     torch.testing.assert_close(out, want, rtol=0, atol=1e-6)
-    # starts (step 12 - 2·3 = 6): rows [0, 6, 12, 18], columns [0, 6, 12, 14]
-    assert calls == [(1, 1, 12, 12)] * 16
+    # rows: 4 pieces of 12 at [0, 6, 12, 18]; columns: 4 pieces of 11 at [0, 5, 10, 15]
+    assert calls == [(1, 1, 12, 11)] * 16
     calls.clear()
     q = DnCNNPrior(path, ensemble=False)  # 1024: whole
     q.net.register_forward_pre_hook(lambda m, args: calls.append(tuple(args[0].shape)))
@@ -442,10 +482,11 @@ def test_drunet_prior_tiles_grey_images_at_sigma_sqrt3():
     out = DRUNetPrior(net, tile=16, tile_overlap=2)(x, 0.1)
     s = 0.1 * math.sqrt(3.0)
     with torch.no_grad():
-        # rows: step 12, starts [0, 12, 14]; kept [0, 14), [14, 26), [16, 30) (the last wins)
+        # rows: 3 pieces (as 16-px ones would need) of 13 at [0, 9, 17]; kept [0, 11), [11, 20),
+        # [19, 30) (the last wins)
         r = x.expand(-1, 3, -1, -1)
-        a, b, c = net(r[..., 0:16, :], s), net(r[..., 12:28, :], s), net(r[..., 14:30, :], s)
-    want = torch.cat((a[..., 0:14, :], b[..., 2:4, :], c[..., 2:16, :]), -2).mean(1, keepdim=True)
+        a, b, c = net(r[..., 0:13, :], s), net(r[..., 9:22, :], s), net(r[..., 17:30, :], s)
+    want = torch.cat((a[..., 0:11, :], b[..., 2:10, :], c[..., 2:13, :]), -2).mean(1, keepdim=True)
     torch.testing.assert_close(out, want, rtol=0, atol=1e-12)
 
 
