@@ -169,6 +169,9 @@ COMPARE_CASES = [
     ("two-segment 720p f32", 720, 1280, 23.0, "float32", "two_segment"),
     ("two-segment 720p f64", 720, 1280, 23.0, "float64", "two_segment"),
     ("WarpBlur 256² f32", 256, 256, 23.0, "float32", "warp"),
+    # grey images (one channel; an optional 7th field, default 3)
+    ("grey line 720p f32", 720, 1280, 46.0, "float32", "line", 1),
+    ("grey line 720p f64", 720, 1280, 46.0, "float64", "line", 1),
 ]
 
 
@@ -181,11 +184,12 @@ def _compare_worker() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     ops = {}
     for line in sys.stdin:
-        name, h, w, length, dtype, kind = json.loads(line)
+        name, h, w, length, dtype, kind, *rest = json.loads(line)
+        channels = rest[0] if rest else 3
         if name not in ops:
             dt = getattr(torch, dtype)
             rng = np.random.default_rng(0)
-            x = torch.from_numpy(rng.random((1, 3, h, w))).to(dt)
+            x = torch.from_numpy(rng.random((1, channels, h, w))).to(dt)
             f = torch.from_numpy(flow_field(h, w, length)).to(dt)
             if kind == "line":
                 K = pd.MotionBlur(f)
