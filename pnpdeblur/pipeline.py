@@ -215,9 +215,9 @@ def deblur(
     if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
         raise ValueError(f"iterations must be a positive int, got {iterations!r}")
     if not isinstance(safeguard, (bool, np.bool_)):
-        raise TypeError(f"safeguard must be True or False, got {type(safeguard).__name__}")
+        raise TypeError(f"safeguard must be True or False, got {safeguard!r}")
     if not isinstance(flow_ensemble, bool):
-        raise TypeError(f"flow_ensemble must be True or False, got {type(flow_ensemble).__name__}")
+        raise TypeError(f"flow_ensemble must be True or False, got {flow_ensemble!r}")
     blur_threshold = (default_threshold(flow_ensemble) if blur_threshold is None
                       else check_real(blur_threshold, "blur_threshold"))
     if noise_floor is None:

@@ -191,5 +191,7 @@ def test_deblur_threshold_and_noise_floor_follow_the_flow_mode(monkeypatch):
 
 def test_deblur_flow_ensemble_must_be_a_bool():
     y = _image(16, 16).permute(1, 2, 0).numpy()
-    with pytest.raises(TypeError, match="flow_ensemble"):
-        pipeline.deblur(y, prior=TV(), flow_model=StandInSEN(), flow_ensemble="no")
+    for bad in ("no", 0, None, np.bool_(False)):
+        with pytest.raises(TypeError, match="^" + re.escape(f"flow_ensemble must be True or False, got {bad!r}")
+                           + "$"):
+            pipeline.deblur(y, prior=TV(), flow_model=StandInSEN(), flow_ensemble=bad)
