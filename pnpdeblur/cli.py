@@ -120,7 +120,7 @@ examples:
   pnpdeblur deblur noisy.png -o out/ --noise-level 0.02 --prior tv
   torchrun --nproc_per_node 4 -m pnpdeblur deblur shots/ -o out/ --device cuda
 
-outputs: OUTDIR/<stem>.png per input (8-bit; 16-bit PNG inputs give 16-bit PNGs; grey
+outputs: OUTDIR/<stem>.png per input (8-bit; 16-bit PNG or TIFF inputs give 16-bit PNGs; grey
 stays grey, an alpha channel is dropped). Inputs that share a stem get <stem>_1.png, ...
 (a note on stderr says which). Existing files in OUTDIR are replaced, but an output that
 would be one of the inputs is refused (exit status 2).
@@ -138,7 +138,7 @@ examples:
 
 frames: the images of FRAMES_DIR in natural order of their names (frame2 before frame10),
 consecutive frames of one video, all the same size. outputs: OUTDIR/<stem>.png per frame
-(8-bit; 16-bit PNG inputs give 16-bit PNGs; grey stays grey).
+(8-bit; 16-bit PNG or TIFF inputs give 16-bit PNGs; grey stays grey).
 
 exit status: 0 written; 1 the network could not be loaded, fine-tuning or writing failed;
 2 usage error (bad frames folder, frames of different sizes, output over an input).
@@ -468,12 +468,24 @@ def _is_16bit_png(path: Path) -> bool:
     return len(head) >= 25 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and head[24] == 16
 
 
+def _is_16bit_tiff(path: Path) -> bool:
+    """True for a TIFF whose first page holds 16-bit unsigned samples (header only)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tif.pages[0].dtype == np.uint16
+    except Exception:  # not a TIFF, or unreadable: read_image reports it
+        return False
+
+
 def _read(path: Path) -> Tuple[np.ndarray, bool]:
-    """Image as float32 ``(H, W, C)`` (C = 1 or 3, as stored) and whether it is a 16-bit PNG."""
+    """Image as float32 ``(H, W, C)`` (C = 1 or 3, as stored) and whether it has 16-bit samples
+    (a PNG or a TIFF), so that its output is written with 16 bits too."""
     from .data.datasets import read_image
 
     img = read_image(path, channels=None)  # keeps grey grey, drops alpha; raises for bad files
-    return img, _is_16bit_png(path)
+    return img, _is_16bit_png(path) or _is_16bit_tiff(path)
 
 
 def _to_storage(x: np.ndarray, sixteen: bool) -> np.ndarray:

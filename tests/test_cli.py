@@ -189,6 +189,28 @@ def test_16bit_png_gives_16bit_png(tmp_path, run):
     assert run(jpg, "-o", out, "--prior", "tv") == 0 and not cli._is_16bit_png(out / "e8.png")
 
 
+def test_16bit_colour_png_and_tiff_keep_all_16_bits(tmp_path, run):
+    # a threshold no flow reaches: the photo "looks sharp" and is written unchanged, so the
+    # output must be the input to the last bit (Pillow alone would have cut it to 8 bits)
+    import tifffile
+
+    rng = np.random.default_rng(5)
+    rgb = (sample_image("coffee", (H, W)) * 65535).round().astype(np.uint16) ^ rng.integers(0, 256, (H, W, 3)).astype(np.uint16)
+    cli._imsave(tmp_path / "c16.png", rgb)
+    tifffile.imwrite(tmp_path / "t16.tif", rgb)
+    out = tmp_path / "out"
+    fast = ("--iterations", "1", "--hqs-iters", "1", "--cg-iters", "3", "--blur-threshold", "1e9")
+    assert run(tmp_path / "c16.png", tmp_path / "t16.tif", "-o", out, "--prior", "tv", fast=fast) == 0
+    from pnpdeblur.data._png import read_png16
+
+    for name in ("c16.png", "t16.png"):
+        got = read_png16(out / name)
+        assert got is not None and np.array_equal(got, rgb), name
+    assert cli._is_16bit_tiff(tmp_path / "t16.tif") and not cli._is_16bit_tiff(tmp_path / "c16.png")
+    tifffile.imwrite(tmp_path / "t8.tif", (rgb >> 8).astype(np.uint8))
+    assert not cli._is_16bit_tiff(tmp_path / "t8.tif")
+
+
 def test_png16_writer_round_trip(tmp_path):
     import zlib
 

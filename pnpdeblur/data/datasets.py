@@ -5,7 +5,8 @@ Every item is a dict of ``torch.float32`` tensors in ``(C, H, W)`` layout with v
 ``DataLoader`` collation stacks them into ``(N, C, H, W)`` batches when the images share a
 size (use ``crop``).
 
-Images are read with :func:`skimage.io.imread`; 8/16-bit integers are scaled to [0, 1],
+Images are read with :func:`skimage.io.imread` (16-bit PNGs by :mod:`pnpdeblur.data._png`, at
+full precision); 8/16-bit integers are scaled to [0, 1],
 alpha channels dropped, grey images replicated to ``channels`` (default 3).
 
 Randomness: a dataset with ``seed=None`` draws fresh augmentations on every access; with
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ._png import read_png16
 from .flows import canonicalize_flow
 
 __all__ = [
@@ -68,9 +70,12 @@ def read_image(path, channels: int | None = 3) -> np.ndarray:
     if not p.is_file():
         raise FileNotFoundError(f"image file not found: {p}")
     try:
-        with warnings.catch_warnings():  # imageio's plugin probing warns on undecodable files
-            warnings.simplefilter("ignore", DeprecationWarning)
-            img = np.asarray(io.imread(str(p)))
+        # 16-bit PNGs are decoded here: Pillow would cut colour ones to 8 bits per sample
+        img = read_png16(p)
+        if img is None:
+            with warnings.catch_warnings():  # imageio's plugin probing warns on undecodable files
+                warnings.simplefilter("ignore", DeprecationWarning)
+                img = np.asarray(io.imread(str(p)))
     except Exception as exc:  # decoders raise many types
         raise ValueError(f"cannot read image {p}: {exc}") from exc
     if img.dtype == bool:
