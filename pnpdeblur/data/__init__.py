@@ -21,6 +21,7 @@ from .datasets import (
     SyntheticBlurDataset,
     SyntheticVideoDataset,
     list_images,
+    exif_orientation,
     read_image,
 )
 from .samples import sample_image, sample_images
@@ -58,6 +59,7 @@ __all__ = [
     "FlowBlurSample",
     "synthesize_flow_blur",
     "IMAGE_EXTENSIONS",
+    "exif_orientation",
     "read_image",
     "list_images",
     "PairAugment",

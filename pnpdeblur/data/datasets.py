@@ -33,6 +33,7 @@ from .flows import canonicalize_flow
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "exif_orientation",
     "read_image",
     "list_images",
     "PairAugment",
@@ -47,8 +48,42 @@ __all__ = [
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
+def exif_orientation(path) -> int:
+    """The EXIF orientation tag (1-8) of an image file; 1 (as stored) when there is none.
+
+    Cameras and phones store a portrait photo as landscape pixels plus this tag, and viewers
+    turn it upright; :func:`read_image` does the same, so results are written upright.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            value = int(im.getexif().get(0x0112, 1))
+    except Exception:  # not readable by Pillow, or a malformed EXIF block: as stored
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def _orient(img: np.ndarray, orientation: int) -> np.ndarray:
+    """``img`` (H, W, ...) turned upright for EXIF ``orientation`` (1-8; as Pillow's
+    ``ImageOps.exif_transpose``)."""
+    if orientation in (5, 6, 7, 8):  # the stored rows are the photo's columns
+        img = np.swapaxes(img, 0, 1)
+    # after the transpose what is left is a flip: rows (v), columns (h), both, or none
+    flip_v = orientation in (3, 4, 7, 8)
+    flip_h = orientation in (2, 3, 6, 7)
+    if flip_v:
+        img = img[::-1]
+    if flip_h:
+        img = img[:, ::-1]
+    return np.ascontiguousarray(img)
+
+
 def read_image(path, channels: int | None = 3) -> np.ndarray:
-    """Read an image file as float32 ``(H, W, C)`` in [0, 1].
+    """Read an image file as float32 ``(H, W, C)`` in [0, 1], upright.
+
+    A photo with an EXIF orientation tag is turned as viewers show it (see
+    :func:`exif_orientation`).
 
     Parameters
     ----------
@@ -78,6 +113,7 @@ def read_image(path, channels: int | None = 3) -> np.ndarray:
                 img = np.asarray(io.imread(str(p)))
     except Exception as exc:  # decoders raise many types
         raise ValueError(f"cannot read image {p}: {exc}") from exc
+    img = _orient(img, exif_orientation(p))
     if img.dtype == bool:
         img = img.astype(np.float32)
     elif np.issubdtype(img.dtype, np.integer):
