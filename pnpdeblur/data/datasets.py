@@ -64,6 +64,21 @@ def exif_orientation(path) -> int:
     return value if 1 <= value <= 8 else 1
 
 
+def _read_cmyk(path) -> np.ndarray | None:
+    """A CMYK photo (print-ready JPEG or TIFF) as uint8 RGB by Pillow's conversion, or ``None``
+    for any other file. The general reader would return the four ink channels, and the alpha
+    rule of :func:`read_image` would then take C, M, Y for R, G, B: a wrong image, silently."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.mode != "CMYK":
+                return None
+            return np.asarray(im.convert("RGB"))
+    except Exception:  # not for Pillow: the general reader reports what is wrong
+        return None
+
+
 def _orient(img: np.ndarray, orientation: int) -> np.ndarray:
     """``img`` (H, W, ...) turned upright for EXIF ``orientation`` (1-8; as Pillow's
     ``ImageOps.exif_transpose``)."""
@@ -107,6 +122,8 @@ def read_image(path, channels: int | None = 3) -> np.ndarray:
     try:
         # 16-bit PNGs are decoded here: Pillow would cut colour ones to 8 bits per sample
         img = read_png16(p)
+        if img is None:
+            img = _read_cmyk(p)
         if img is None:
             with warnings.catch_warnings():  # imageio's plugin probing warns on undecodable files
                 warnings.simplefilter("ignore", DeprecationWarning)

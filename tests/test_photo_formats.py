@@ -1,8 +1,8 @@
-"""read_image turns photos upright by their EXIF orientation, as Pillow's ImageOps.exif_transpose
-(the independent reference) and every photo viewer do."""
+"""Photos as cameras and print workflows store them: read_image turns them upright by their EXIF
+orientation, as Pillow's ImageOps.exif_transpose (the independent reference) and every photo
+viewer do, and reads CMYK JPEGs and TIFFs as RGB (Pillow's conversion the reference)."""
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 
@@ -85,3 +85,29 @@ def test_the_cli_writes_an_oriented_photo_upright(tmp_path):
                      "--no-flow-ensemble", "--no-progress", "--prior", "tv"]) == 0
     got = np.asarray(Image.open(out / "p.png"))
     assert np.array_equal(got, np.rot90(BASE, -1))
+
+
+@pytest.mark.parametrize("fmt,suffix", [("JPEG", "jpg"), ("TIFF", "tif")])
+def test_cmyk_photos_are_read_as_rgb(fmt, suffix, tmp_path):
+    path = tmp_path / f"c.{suffix}"
+    Image.fromarray(BASE).convert("CMYK").save(path, format=fmt)
+    with Image.open(path) as im:
+        assert im.mode == "CMYK"
+        want = np.asarray(im.convert("RGB"))
+    got = read_image(path)
+    assert got.shape == BASE.shape
+    assert np.array_equal(np.round(got * 255).astype(np.uint8), want)
+    # and close to the photo itself (the ink channels read as R, G, B are off by up to 1)
+    assert np.abs(got - BASE / 255.0).mean() < 0.05
+    grey = read_image(path, channels=1)
+    assert grey.shape == BASE.shape[:2] + (1,)
+
+
+def test_a_cmyk_photo_with_an_orientation_tag_turns_too(tmp_path):
+    path = tmp_path / "c.jpg"
+    Image.fromarray(BASE).convert("CMYK").save(path, format="JPEG", exif=_exif(6))
+    with Image.open(path) as im:
+        want = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    got = read_image(path)
+    assert got.shape == want.shape == (BASE.shape[1], BASE.shape[0], 3)
+    assert np.array_equal(np.round(got * 255).astype(np.uint8), want)
