@@ -48,8 +48,9 @@ def as_image_batch(image: Any, name: str = "image") -> tuple[torch.Tensor, Bound
     Accepts ``(H, W)``, ``(H, W, C)`` numpy/cupy, ``(H, W)``, ``(C, H, W)`` torch and
     ``(N, C, H, W)`` of any kind; C is 1, 3 or 4 (an alpha channel is dropped and comes back
     opaque); dtype uint8 (÷255) or float32/float64 (float16 is promoted to float32; values
-    outside [0, 1] are clipped). Raises TypeError for a non-array or another dtype, ValueError
-    for an empty array, a wrong shape or NaN/Inf.
+    a little outside [0, 1], as noise leaves them, are clipped). Raises TypeError for a
+    non-array or another dtype, ValueError for an empty array, a wrong shape, NaN/Inf or
+    float values beyond [-0.5, 1.5] (a 0-255 photo given as floats).
     """
     kind = array_kind(image, name)
     t = to_torch(image, name)
@@ -70,6 +71,12 @@ def as_image_batch(image: Any, name: str = "image") -> tuple[torch.Tensor, Bound
         x = x.to(torch.float32)
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or Inf values")
+    lo, hi = float(x.min()), float(x.max())
+    if hi > 1.5 or lo < -0.5:
+        # clipping would silently turn a 0-255 float photo into a white one; a little
+        # overshoot (noise) is clipped, as documented
+        raise ValueError(f"{name} has values in [{lo:.4g}, {hi:.4g}]; float images must lie in [0, 1] "
+                         "(divide 8-bit data by 255 and 16-bit data by 65535, or pass uint8)")
     if x.shape[1] == 4:
         x = x[:, :3]
         inner = restore

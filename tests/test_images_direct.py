@@ -5,6 +5,7 @@
 refuse bad input with a message that names the argument, and its ``Boundary`` must give results
 back in the caller's type, layout and dtype. References are hand-built transposes and values.
 """
+import re
 import sys
 import types
 
@@ -74,6 +75,18 @@ def test_values_outside_the_unit_range_are_clipped():
     out = b.image(torch.tensor([[[[-2.0, 0.25, 3.0]]]]))
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, [[0.0, 0.25, 1.0]])
+
+
+@pytest.mark.parametrize("lo,hi", [(0.0, 237.0), (0.0, 1.5001), (-0.5001, 1.0), (-3.0, 2.0)])
+def test_float_values_far_outside_the_unit_range_are_an_error(lo, hi):
+    # a 0-255 photo given as floats would be clipped to a white image; say so instead
+    a = np.array([[lo, 0.5, hi]], dtype=np.float64)
+    with pytest.raises(ValueError, match=r"^photo has values in \[" + re.escape(f"{lo:.4g}, {hi:.4g}") + r"\]; "
+                       r"float images must lie in \[0, 1\] \(divide 8-bit data by 255 and 16-bit data by "
+                       r"65535, or pass uint8\)$"):
+        as_image_batch(a, "photo")
+    with pytest.raises(ValueError, match="^photo has values in"):
+        as_image_batch(torch.from_numpy(a[None]), "photo")
 
 
 def test_uint8_results_are_rounded_not_truncated():
