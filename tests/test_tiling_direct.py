@@ -115,23 +115,28 @@ def test_tile_starts_by_hand(size, tile, overlap, want):
     assert tile_starts(size, tile, overlap) == want
 
 
-def test_tile_starts_closed_form_and_overlaps():
-    for size in range(1, 50):
+def axis_cases(max_size: int):
+    """Every (size, tile, overlap) with size < max_size, tile < 16 and tile > 2·overlap."""
+    for size in range(1, max_size):
         for tile in range(1, 16):
-            for overlap in range(0, (tile + 1) // 2):  # tile > 2·overlap
-                s = tile_starts(size, tile, overlap)
-                assert s == window_starts(size, tile, tile - 2 * overlap)
-                assert s[0] == 0 and s[-1] == max(size - tile, 0)
-                # neighbours share at least 2·overlap pixels: each cut's margins are inside both
-                assert all(a + tile - b >= 2 * overlap for a, b in zip(s, s[1:]))
-                # the kept parts (margins of `overlap` dropped at cuts, never at the borders)
-                # cover the axis
-                covered = [False] * size
-                for a in s:
-                    end = min(a + tile, size)
-                    for i in range(a + overlap if a else 0, end - overlap if end < size else size):
-                        covered[i] = True
-                assert all(covered), (size, tile, overlap)
+            for overlap in range(0, (tile + 1) // 2):
+                yield size, tile, overlap
+
+
+def test_tile_starts_closed_form_and_overlaps():
+    for size, tile, overlap in axis_cases(50):
+        s = tile_starts(size, tile, overlap)
+        assert s == window_starts(size, tile, tile - 2 * overlap)
+        assert s[0] == 0 and s[-1] == max(size - tile, 0)
+        # neighbours share at least 2·overlap pixels: each cut's margins are inside both
+        assert all(a + tile - b >= 2 * overlap for a, b in zip(s, s[1:]))
+        # the kept parts (margins of `overlap` dropped at cuts, never at the borders) cover the axis
+        covered = [False] * size
+        for a in s:
+            end = min(a + tile, size)
+            for i in range(a + overlap if a else 0, end - overlap if end < size else size):
+                covered[i] = True
+        assert all(covered), (size, tile, overlap)
 
 
 # ------------------------------------------------------------------------- balanced_tile
@@ -152,19 +157,17 @@ def test_balanced_tile_by_hand(size, tile, overlap, want):
 
 
 def test_balanced_tile_is_the_shortest_piece_with_as_few_pieces_as_the_tile():
-    for size in range(1, 60):
-        for tile in range(1, 16):
-            for overlap in range(0, (tile + 1) // 2):  # tile > 2·overlap
-                p = balanced_tile(size, tile, overlap)
-                if size <= tile:
-                    assert p == size
-                    continue
-                n = len(tile_starts(size, tile, overlap))
-                assert 2 * overlap < p <= tile
-                assert len(tile_starts(size, p, overlap)) == n
-                # one pixel shorter needs more pieces (or cannot cover the axis at all)
-                if p - 1 > 2 * overlap:
-                    assert len(tile_starts(size, p - 1, overlap)) > n
+    for size, tile, overlap in axis_cases(60):
+        p = balanced_tile(size, tile, overlap)
+        if size <= tile:
+            assert p == size
+            continue
+        n = len(tile_starts(size, tile, overlap))
+        assert 2 * overlap < p <= tile
+        assert len(tile_starts(size, p, overlap)) == n
+        # one pixel shorter needs more pieces (or cannot cover the axis at all)
+        if p - 1 > 2 * overlap:
+            assert len(tile_starts(size, p - 1, overlap)) > n
 
 
 @pytest.mark.parametrize("start,tile,size,overlap,want", [
