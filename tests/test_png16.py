@@ -173,3 +173,54 @@ def test_unknown_filters_and_short_data_are_errors():
         decode_png(b"GIF89a" + good[6:], "x.png")
     with pytest.raises(ValueError, match=r"^x\.png is truncated \(no IEND chunk\)$"):
         decode_png(good[:good.index(b"IEND") - 4], "x.png")
+
+
+# -- cases found by mutation testing (docs/mutation.md, twelfth session) ----------------------
+def _chunk(tag, body):
+    return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+
+
+def test_png_header_needs_the_signature_the_ihdr_and_33_bytes(tmp_path):
+    good = encode(_samples(2, 2, 3, 16), 16, 2, (0,))
+    (tmp_path / "sig.bin").write_bytes(b"NOTAPNG!" + good[8:])  # IHDR in place, signature wrong
+    assert png_header(tmp_path / "sig.bin") is None
+    (tmp_path / "short.png").write_bytes(good[:20])  # the signature and "IHDR", then cut
+    assert png_header(tmp_path / "short.png") is None
+    (tmp_path / "noihdr.png").write_bytes(good[:12] + b"IDAT" + good[16:])
+    assert png_header(tmp_path / "noihdr.png") is None
+
+
+def test_a_file_cut_inside_a_chunks_crc_is_truncated():
+    good = encode(_samples(2, 2, 3, 16), 16, 2, (0,))
+    end_of_idat_body = good.index(b"IEND") - 8
+    with pytest.raises(ValueError, match=r"^PNG is truncated in its b'IDAT' chunk$"):
+        decode_png(good[:end_of_idat_body + 2])  # the body whole, 2 of the CRC's 4 bytes
+
+
+def test_a_png_without_ihdr_and_a_broken_zlib_stream_are_errors():
+    ihdr = struct.pack(">IIBBBBB", 2, 2, 16, 2, 0, 0, 0)
+    sig = b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match=r"^y\.png has no IHDR chunk$"):
+        decode_png(sig + _chunk(b"IDAT", zlib.compress(b"\0" * 26)) + _chunk(b"IEND", b""), "y.png")
+    with pytest.raises(ValueError, match=r"^y\.png is corrupt: Error -3 while decompressing data"):
+        decode_png(sig + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", b"not zlib") + _chunk(b"IEND", b""), "y.png")
+
+
+def test_palette_and_low_bit_depth_pngs_are_left_to_pillow():
+    pal = io.BytesIO()
+    Image.fromarray(_samples(4, 4, 3, 8)).convert("P").save(pal, format="PNG")
+    assert decode_png(pal.getvalue()) is None  # colour type 3
+    one_bit = io.BytesIO()
+    Image.fromarray(_samples(4, 8, 1, 8)[..., 0] > 127).save(one_bit, format="PNG")
+    assert decode_png(one_bit.getvalue()) is None  # bit depth 1
+
+
+def test_an_unknown_filter_in_a_one_row_image_is_an_error():
+    good = encode(_samples(1, 3, 1, 16), 16, 0, (0,))
+    i, j = good.index(b"IDAT") + 4, good.index(b"IEND") - 8
+    raw = bytearray(zlib.decompress(good[i:j]))
+    raw[0] = 7
+    body = zlib.compress(bytes(raw))
+    bad = good[:i - 8] + _chunk(b"IDAT", body) + good[j + 4:]
+    with pytest.raises(ValueError, match=r"^PNG is corrupt: a row has an unknown filter type$"):
+        decode_png(bad)
