@@ -31,10 +31,31 @@ def _paeth(a, b, c):
     return b if pb <= pc else c
 
 
+ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
 def encode(arr: np.ndarray, depth: int, colour: int, filters, interlace: int = 0) -> bytes:
-    """PNG bytes of ``arr`` (H, W, C) with row r filtered by ``filters[r % len(filters)]``."""
+    """PNG bytes of ``arr`` (H, W, C) with row r (of each Adam7 pass when ``interlace``) filtered
+    by ``filters[r % len(filters)]``."""
     h, w, c = arr.shape
     assert c == CHANNELS[colour]
+    if interlace:  # each pass is an image of its own (empty ones contribute nothing)
+        raw = b"".join(_filtered(arr[y0::dy, x0::dx], depth, filters) for x0, y0, dx, dy in ADAM7
+                       if arr[y0::dy, x0::dx].size)
+    else:
+        raw = _filtered(arr, depth, filters)
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, interlace)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
+def _filtered(arr: np.ndarray, depth: int, filters) -> bytes:
+    """The filtered scanlines of ``arr`` (H, W, C), each led by its filter type byte."""
+    h, c = arr.shape[0], arr.shape[2]
     rows = np.ascontiguousarray(arr, dtype=">u2" if depth == 16 else np.uint8).reshape(h, -1).view(np.uint8)
     bpp = c * depth // 8
     raw = bytearray()
@@ -51,13 +72,7 @@ def encode(arr: np.ndarray, depth: int, colour: int, filters, interlace: int = 0
             out.append((cur[i] - pred) % 256)
         raw += bytes([f]) + bytes(out)
         prev = cur
-
-    def chunk(tag, data):
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, interlace)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(raw)))
-            + chunk(b"IEND", b""))
+    return bytes(raw)
 
 
 def _samples(h, w, c, depth, seed=0):
@@ -120,9 +135,6 @@ def test_the_cli_writer_and_the_reader_agree(tmp_path):
 
 
 def test_files_the_reader_leaves_to_the_general_reader(tmp_path):
-    arr = _samples(4, 4, 3, 16)
-    (tmp_path / "i.png").write_bytes(encode(arr, 16, 2, (0,), interlace=1))
-    assert read_png16(tmp_path / "i.png") is None  # Adam7
     (tmp_path / "e.png").write_bytes(encode(_samples(4, 4, 3, 8), 8, 2, (0,)))
     assert read_png16(tmp_path / "e.png") is None  # 8-bit: Pillow reads it whole
     (tmp_path / "t.txt").write_text("not an image")
@@ -223,4 +235,35 @@ def test_an_unknown_filter_in_a_one_row_image_is_an_error():
     body = zlib.compress(bytes(raw))
     bad = good[:i - 8] + _chunk(b"IDAT", body) + good[j + 4:]
     with pytest.raises(ValueError, match=r"^PNG is corrupt: a row has an unknown filter type$"):
+        decode_png(bad)
+
+
+# -- Adam7 interlacing ------------------------------------------------------------------------
+@pytest.mark.parametrize("h,w", [(1, 1), (3, 2), (9, 11), (16, 5)])  # passes empty and not
+@pytest.mark.parametrize("filters", [(0,), (1, 2, 3, 4)])
+def test_interlaced_pngs_decode_as_pillow_decodes_them(h, w, filters):
+    for depth, colour in ((8, 2), (8, 6), (16, 0)):  # the kinds Pillow reads at full precision
+        arr = _samples(h, w, CHANNELS[colour], depth, seed=h * w)
+        data = encode(arr, depth, colour, filters, interlace=1)
+        pil = np.asarray(Image.open(io.BytesIO(data))).astype(np.int64)
+        assert np.array_equal(pil.reshape(arr.shape), arr)  # the encoder follows the spec
+        got = decode_png(data)
+        assert np.array_equal(got, arr), (depth, colour)
+
+
+def test_an_interlaced_16bit_colour_png_keeps_every_bit(tmp_path):
+    arr = _samples(13, 10, 3, 16, seed=4)
+    (tmp_path / "i.png").write_bytes(encode(arr, 16, 2, (4, 3, 1), interlace=1))
+    got = read_png16(tmp_path / "i.png")
+    assert got.dtype == np.uint16 and np.array_equal(got, arr)
+
+
+def test_interlaced_data_of_the_wrong_length_is_an_error():
+    good = encode(_samples(3, 3, 1, 16), 16, 0, (0,), interlace=1)
+    i, j = good.index(b"IDAT") + 4, good.index(b"IEND") - 8
+    raw = zlib.decompress(good[i:j])
+    body = zlib.compress(raw + b"\0")
+    bad = good[:i - 8] + _chunk(b"IDAT", body) + good[j + 4:]
+    # passes of a 3×3 image: 1×1, 1×1 (pass 4), 1×2 (5), 2×1 (6), 1×3 (7): 3 + 3 + 5 + 6 + 7 = 24 bytes
+    with pytest.raises(ValueError, match=rf"^PNG is corrupt: {len(raw) + 1} bytes of image data, expected 24$"):
         decode_png(bad)

@@ -3,9 +3,9 @@
 Pillow (behind :func:`skimage.io.imread`) decodes 16-bit colour PNGs (RGB, RGBA, grey+alpha)
 to 8 bits per sample, so a camera's 16-bit export would lose 8 bits before deblurring
 starts. This module decodes them itself (PNG specification, ISO/IEC 15948): the IHDR
-header, the zlib stream of the IDAT chunks and the five per-row filters. Non-interlaced
-images only; :func:`read_png16` returns ``None`` for anything it does not handle (another
-bit depth, a palette, Adam7 interlacing), and the caller falls back to the general reader.
+header, the zlib stream of the IDAT chunks, the five per-row filters and Adam7 interlacing.
+:func:`read_png16` returns ``None`` for anything it does not handle (another bit depth, a
+palette), and the caller falls back to the general reader.
 
 Samples come back as stored: ``uint16`` ``(H, W, C)`` with C = 1 (grey), 2 (grey+alpha),
 3 (RGB) or 4 (RGBA). 8-bit files of the same colour types decode too (``uint8``), which is
@@ -27,6 +27,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 #: samples per pixel of the colour types this reader decodes (3, palette, is not one)
 _CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
+
+#: Adam7's seven passes: (first column, first row, column step, row step)
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
 def png_header(path) -> Optional[dict]:
@@ -81,7 +84,7 @@ def _unfilter(raw, height, stride, bpp):
 
 
 def decode_png(data: bytes, name: str = "PNG") -> Optional[np.ndarray]:
-    """Samples of a non-interlaced 8- or 16-bit grey/RGB/grey+alpha/RGBA PNG held in ``data``.
+    """Samples of an 8- or 16-bit grey/RGB/grey+alpha/RGBA PNG held in ``data``.
 
     Returns ``uint8``/``uint16`` ``(H, W, C)``, or ``None`` for a PNG this reader does not
     handle. Raises ``ValueError`` naming ``name`` for a corrupt file (bad chunk CRC, truncated
@@ -110,7 +113,7 @@ def decode_png(data: bytes, name: str = "PNG") -> Optional[np.ndarray]:
     if header is None:
         raise ValueError(f"{name} has no IHDR chunk")
     width, height, depth, colour, _, _, interlace = header
-    if depth not in (8, 16) or colour not in _CHANNELS or interlace != 0:
+    if depth not in (8, 16) or colour not in _CHANNELS or interlace not in (0, 1):
         return None
     channels = _CHANNELS[colour]
     bpp = channels * depth // 8  # bytes per pixel: the filters' "left" distance
@@ -119,16 +122,30 @@ def decode_png(data: bytes, name: str = "PNG") -> Optional[np.ndarray]:
         raw = zlib.decompress(b"".join(idat))
     except zlib.error as exc:
         raise ValueError(f"{name} is corrupt: {exc}") from exc
-    if len(raw) != height * (stride + 1):
-        raise ValueError(f"{name} is corrupt: {len(raw)} bytes of image data, expected {height * (stride + 1)}")
-    rows = _unfilter(np.frombuffer(raw, np.uint8), height, stride, bpp)
-    if rows.shape[0] != height:
-        raise ValueError(f"{name} is corrupt: a row has an unknown filter type")
-    if depth == 16:
-        samples = rows.reshape(-1).view(">u2").astype(np.uint16)  # PNG samples are big-endian
-    else:
-        samples = rows.reshape(-1)
-    return samples.reshape(height, width, channels)
+    # (first column, first row, column step, row step) of each pass; one pass of all pixels
+    # when not interlaced. Each pass is a small image of its own, filtered row by row.
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    sizes = [(-(-(height - y0) // dy), -(-(width - x0) // dx)) for x0, y0, dx, dy in passes]
+    expected = sum(ph * (pw * bpp + 1) for ph, pw in sizes if ph and pw)  # empty passes hold no bytes
+    if len(raw) != expected:
+        raise ValueError(f"{name} is corrupt: {len(raw)} bytes of image data, expected {expected}")
+    buf = np.frombuffer(raw, np.uint8)
+    out = np.empty((height, width, channels), np.uint16 if depth == 16 else np.uint8)
+    start = 0
+    for (x0, y0, dx, dy), (ph, pw) in zip(passes, sizes):
+        if not (ph and pw):
+            continue
+        n = ph * (pw * bpp + 1)
+        rows = _unfilter(buf[start:start + n], ph, pw * bpp, bpp)
+        start += n
+        if rows.shape[0] != ph:
+            raise ValueError(f"{name} is corrupt: a row has an unknown filter type")
+        if depth == 16:
+            samples = rows.reshape(-1).view(">u2").astype(np.uint16)  # PNG samples are big-endian
+        else:
+            samples = rows.reshape(-1)
+        out[y0::dy, x0::dx] = samples.reshape(ph, pw, channels)
+    return out
 
 
 def read_png16(path) -> Optional[np.ndarray]:
