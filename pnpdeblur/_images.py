@@ -71,7 +71,7 @@ def as_image_batch(image: Any, name: str = "image") -> tuple[torch.Tensor, Bound
         x = x.to(torch.float32)
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or Inf values")
-    lo, hi = float(x.min()), float(x.max())
+    lo, hi = (float(v) for v in torch.aminmax(x))
     if hi > 1.5 or lo < -0.5:
         # clipping would silently turn a 0-255 float photo into a white one; a little
         # overshoot (noise) is clipped, as documented

@@ -3,6 +3,7 @@ orientation, as Pillow's ImageOps.exif_transpose (the independent reference) and
 viewer do, and reads CMYK JPEGs and TIFFs as RGB (Pillow's conversion the reference)."""
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
@@ -12,7 +13,7 @@ from PIL import Image, ImageOps
 from skimage import data
 
 from pnpdeblur.data import read_image
-from pnpdeblur.data.datasets import exif_orientation
+from pnpdeblur.data.datasets import _pillow_peek, exif_orientation
 
 BASE = data.astronaut()[:30, :44]  # not square, so a transpose changes the shape
 
@@ -111,3 +112,16 @@ def test_a_cmyk_photo_with_an_orientation_tag_turns_too(tmp_path):
     got = read_image(path)
     assert got.shape == want.shape == (BASE.shape[1], BASE.shape[0], 3)
     assert np.array_equal(np.round(got * 255).astype(np.uint8), want)
+
+
+def test_a_malformed_exif_block_means_as_stored(tmp_path):
+    # Pillow cannot parse this eXIf chunk (getexif raises): orientation 1, as stored
+    buf = io.BytesIO()
+    Image.fromarray(BASE).save(buf, format="PNG")
+    data = buf.getvalue()
+    junk = b"garbage!!"
+    chunk = struct.pack(">I", len(junk)) + b"eXIf" + junk + struct.pack(">I", zlib.crc32(b"eXIf" + junk) & 0xFFFFFFFF)
+    i = data.index(b"IDAT") - 4
+    (tmp_path / "m.png").write_bytes(data[:i] + chunk + data[i:])
+    assert exif_orientation(tmp_path / "m.png") == 1
+    assert _pillow_peek(tmp_path / "m.png") == ("RGB", 1)  # the mode is still known (a CMYK test needs it)

@@ -23,6 +23,11 @@ from pnpdeblur.data._png import decode_png, png_header, read_png16
 CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
 
 
+def _chunk(tag, body):
+    """One PNG chunk: length, tag, body, CRC."""
+    return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+
+
 def _paeth(a, b, c):
     p = a + b - c
     pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
@@ -44,13 +49,9 @@ def encode(arr: np.ndarray, depth: int, colour: int, filters, interlace: int = 0
                        if arr[y0::dy, x0::dx].size)
     else:
         raw = _filtered(arr, depth, filters)
-
-    def chunk(tag, data):
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
     ihdr = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, interlace)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
-            + chunk(b"IEND", b""))
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw))
+            + _chunk(b"IEND", b""))
 
 
 def _filtered(arr: np.ndarray, depth: int, filters) -> bytes:
@@ -171,11 +172,9 @@ def test_unknown_filters_and_short_data_are_errors():
     raw[0] = 5  # filter types are 0-4
 
     def rebuild(payload):
-        body = zlib.compress(bytes(payload))
         i = good.index(b"IDAT") - 4
         j = good.index(b"IEND") - 4
-        chunk = struct.pack(">I", len(body)) + b"IDAT" + body + struct.pack(">I", zlib.crc32(b"IDAT" + body) & 0xFFFFFFFF)
-        return good[:i] + chunk + good[j:]
+        return good[:i] + _chunk(b"IDAT", zlib.compress(bytes(payload))) + good[j:]
 
     with pytest.raises(ValueError, match=r"^x\.png is corrupt: a row has an unknown filter type$"):
         decode_png(rebuild(raw), "x.png")
@@ -188,9 +187,6 @@ def test_unknown_filters_and_short_data_are_errors():
 
 
 # -- cases found by mutation testing (docs/mutation.md, twelfth session) ----------------------
-def _chunk(tag, body):
-    return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
-
 
 def test_png_header_needs_the_signature_the_ihdr_and_33_bytes(tmp_path):
     good = encode(_samples(2, 2, 3, 16), 16, 2, (0,))

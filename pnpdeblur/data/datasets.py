@@ -48,35 +48,40 @@ __all__ = [
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
+def _pillow_peek(path) -> tuple[str | None, int]:
+    """Pillow's mode and the EXIF orientation (1-8) of an image file, from its header only;
+    ``(None, 1)`` when Pillow cannot open it, orientation 1 (as stored) without a valid tag."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            try:
+                value = int(im.getexif().get(0x0112, 1))
+            except Exception:  # a malformed EXIF block: as stored
+                value = 1
+    except Exception:  # not for Pillow: the general reader reports what is wrong
+        return None, 1
+    return mode, (value if 1 <= value <= 8 else 1)
+
+
 def exif_orientation(path) -> int:
     """The EXIF orientation tag (1-8) of an image file; 1 (as stored) when there is none.
 
     Cameras and phones store a portrait photo as landscape pixels plus this tag, and viewers
     turn it upright; :func:`read_image` does the same, so results are written upright.
     """
+    return _pillow_peek(path)[1]
+
+
+def _read_cmyk(path) -> np.ndarray:
+    """A CMYK photo (print-ready JPEG or TIFF) as uint8 RGB by Pillow's conversion. The general
+    reader would return the four ink channels, and the alpha rule of :func:`read_image` would
+    then take C, M, Y for R, G, B: a wrong image, silently."""
     from PIL import Image
 
-    try:
-        with Image.open(path) as im:
-            value = int(im.getexif().get(0x0112, 1))
-    except Exception:  # not readable by Pillow, or a malformed EXIF block: as stored
-        return 1
-    return value if 1 <= value <= 8 else 1
-
-
-def _read_cmyk(path) -> np.ndarray | None:
-    """A CMYK photo (print-ready JPEG or TIFF) as uint8 RGB by Pillow's conversion, or ``None``
-    for any other file. The general reader would return the four ink channels, and the alpha
-    rule of :func:`read_image` would then take C, M, Y for R, G, B: a wrong image, silently."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            if im.mode != "CMYK":
-                return None
-            return np.asarray(im.convert("RGB"))
-    except Exception:  # not for Pillow: the general reader reports what is wrong
-        return None
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
 
 
 def _orient(img: np.ndarray, orientation: int) -> np.ndarray:
@@ -120,9 +125,10 @@ def read_image(path, channels: int | None = 3) -> np.ndarray:
     if not p.is_file():
         raise FileNotFoundError(f"image file not found: {p}")
     try:
+        mode, orientation = _pillow_peek(p)  # one header read for both
         # 16-bit PNGs are decoded here: Pillow would cut colour ones to 8 bits per sample
         img = read_png16(p)
-        if img is None:
+        if img is None and mode == "CMYK":
             img = _read_cmyk(p)
         if img is None:
             with warnings.catch_warnings():  # imageio's plugin probing warns on undecodable files
@@ -130,7 +136,7 @@ def read_image(path, channels: int | None = 3) -> np.ndarray:
                 img = np.asarray(io.imread(str(p)))
     except Exception as exc:  # decoders raise many types
         raise ValueError(f"cannot read image {p}: {exc}") from exc
-    img = _orient(img, exif_orientation(p))
+    img = _orient(img, orientation)
     if img.dtype == bool:
         img = img.astype(np.float32)
     elif np.issubdtype(img.dtype, np.integer):
