@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ._images import as_image_batch
+from ._vectors import vector_length
 from .estimation.blur_detection import default_threshold, flow_blur_score
 from .estimation.learned import estimate_flow
 from .nets.sen import SEN
@@ -281,7 +282,7 @@ def deblur(
             entry: Dict[str, Any] = {
                 "iteration": it,
                 "noise_level": list(levels),
-                "mean_flow_length": [float(torch.linalg.vector_norm(f, dim=0).mean()) for f in flow],
+                "mean_flow_length": [float(vector_length(f, dim=0).mean()) for f in flow],
                 "hqs": hist if len(hist) > 1 else hist[0],
                 "safeguard": guard,
                 "time": time.perf_counter() - t0,

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from .._images import as_image_batch
+from .._vectors import vector_length
 from ..nets.sen import SEN
 from ..priors.base import check_real
 
@@ -101,7 +102,7 @@ def flow_blur_score(flow: Any) -> Union[float, List[float]]:
         raise ValueError(f"flow must be (2, H, W) or (N, 2, H, W) with H, W > 0, got shape {tuple(flow.shape)}")
     if not torch.isfinite(f).all():
         raise ValueError("flow contains NaN or Inf")
-    length = torch.linalg.vector_norm(f, dim=1).flatten(1)
+    length = vector_length(f, dim=1).flatten(1)
     return _per_image([float(v) for v in length.median(dim=1).values], single)
 
 

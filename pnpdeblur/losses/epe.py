@@ -30,6 +30,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from .._vectors import vector_length
 from ._checks import check_finite
 
 __all__ = ["endpoint_error", "multiscale_epe", "FLOWNET_WEIGHTS"]
@@ -68,8 +69,8 @@ def endpoint_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if pred.shape != target.shape:
         raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and "
                          f"{tuple(target.shape)}")
-    # vector_norm has a zero (not NaN) gradient where the error is exactly 0
-    return torch.linalg.vector_norm(pred - target, dim=1).mean()
+    # vector_length has a zero (not NaN) gradient where the error is exactly 0
+    return vector_length(pred - target, dim=1).mean()
 
 
 def multiscale_epe(preds: Sequence[torch.Tensor], target: torch.Tensor,
@@ -126,5 +127,5 @@ def multiscale_epe(preds: Sequence[torch.Tensor], target: torch.Tensor,
         diff = p - t
         if units == "full":
             diff = diff / ratio
-        total = total + w * torch.linalg.vector_norm(diff, dim=1).mean()
+        total = total + w * vector_length(diff, dim=1).mean()
     return total

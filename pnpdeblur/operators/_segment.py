@@ -28,6 +28,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from .. import backend
+from .._vectors import longest_vector
 
 __all__ = ["segment_blur", "available_paths", "PATHS", "FlowCache", "FLOW_CACHE", "prepare_numba", "NumbaPrepared"]
 
@@ -156,7 +157,7 @@ def _run_numba(x: torch.Tensor, vec: torch.Tensor, mass: torch.Tensor, beta: flo
 
     v = _np64(vec)
     m = _np64(mass)
-    ntaps = nk.max_taps(float(torch.linalg.vector_norm(vec.detach(), dim=2).max()) if vec.numel() else 0.0)
+    ntaps = nk.max_taps(longest_vector(vec, dim=2))
     xn = x.detach().contiguous().numpy()
     with _NUMBA_LOCK:
         if transpose:
@@ -169,7 +170,7 @@ def _run_numba(x: torch.Tensor, vec: torch.Tensor, mass: torch.Tensor, beta: flo
 def _param_grad(x: torch.Tensor, g: torch.Tensor, vec: torch.Tensor, mass: torch.Tensor, beta: float):
     from . import _numba_kernels as nk
 
-    ntaps = nk.max_taps(float(torch.linalg.vector_norm(vec.detach(), dim=2).max()))
+    ntaps = nk.max_taps(longest_vector(vec, dim=2))
     with _NUMBA_LOCK:
         gv, gm = nk.param_grad(
             x.detach().contiguous().numpy(), g.detach().contiguous().numpy(), _np64(vec), _np64(mass), beta, ntaps
@@ -267,7 +268,7 @@ def prepare_numba(vec: torch.Tensor, mass: torch.Tensor, dtype: torch.dtype = to
 
     if dtype not in (torch.float64, torch.float32):
         raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
-    longest = float(torch.linalg.vector_norm(vec.detach(), dim=2).max()) if vec.numel() else 0.0
+    longest = longest_vector(vec, dim=2)
 
     def own(t):  # a copy even where the dtype already matches: a cache entry must not alias the flow
         return t.detach().to(dtype, copy=True).contiguous().numpy()

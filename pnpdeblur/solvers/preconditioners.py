@@ -34,6 +34,7 @@ from typing import Any, Callable, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from .._vectors import longest_vector
 from ..operators.base import LinearOperator
 from ..operators.convolution import Convolution, UniformBlur
 from ..operators.motion import MotionBlur, TwoSegmentBlur, motion_kernel
@@ -471,7 +472,7 @@ def _diag_one(vec: torch.Tensor, mass: torch.Tensor, beta: float, h: int, w: int
     hw = h * w
     diag = torch.zeros(hw, dtype=torch.float64)
     # a band of rows at a time keeps the (taps × pixels) tensors to a few MB
-    L = float(torch.linalg.vector_norm(vec, dim=1).max()) if vec.numel() else 0.0
+    L = longest_vector(vec, dim=1)
     taps = vec.shape[0] * 3 * (2 * (int(L) + 4) + 1)
     rows = max(1, min(h, 2**21 // max(1, taps * w)))
     yy = torch.arange(h).view(h, 1)
