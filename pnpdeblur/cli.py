@@ -259,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="optical flow: scikit-image TV-L1 or a FlowNetS checkpoint (default: tvl1)")
     ft.add_argument("--flow-every", type=_positive_int, default=20, metavar="K",
                     help="re-estimate the flows every K steps (default: 20)")
+    ft.add_argument("--train-flow", action="store_true",
+                    help="fine-tune the --flow FlowNetS together with the deblurring net (Chen's footnote; "
+                         "flows are then estimated on every step's crops and --flow-every does not apply)")
     ft.add_argument("--crop", type=_positive_int, default=128, help="training crop size (default: 128)")
     ft.add_argument("--batch", type=_positive_int, default=8,
                     help="images per step, half reblur crops and half supervised pairs (default: 8)")
@@ -778,6 +781,10 @@ def _run_finetune(args: argparse.Namespace, extra: Sequence[str]) -> int:
         for o, i in conflicts:
             print(f"{prog}: error: output {o} would overwrite the input {i}", file=sys.stderr)
         return EXIT_USAGE
+    if args.train_flow and args.flow == "tvl1":
+        print(f"{prog}: error: --train-flow needs --flow PATH (a FlowNetS checkpoint); TV-L1 has nothing to train",
+              file=sys.stderr)
+        return EXIT_USAGE
     need = 3 if args.frames == 3 else 2
     if len(files) < need:
         print(f"{prog}: error: --frames {args.frames} needs at least {need} frames in {args.frames_dir}, "
@@ -815,7 +822,8 @@ def _run_finetune(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if device is not None:
         net = net.to(device)
     opts = dict(frames=args.frames, kernel=args.kernel, tau=args.tau, steps=args.steps, lr=args.lr,
-                alpha=args.alpha, supervised=supervised, flow=flow, flow_every=args.flow_every, crop=args.crop,
+                alpha=args.alpha, supervised=supervised, flow=flow, flow_every=args.flow_every,
+                train_flow=args.train_flow, crop=args.crop,
                 batch_size=args.batch, seed=args.seed, progress=not args.no_progress)
     usable = list(range(1, len(files) - 1)) if args.frames == 3 else list(range(len(files)))
     try:

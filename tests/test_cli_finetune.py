@@ -129,3 +129,33 @@ def test_usage_errors(tmp_path, clip_dir, tiny_ckpt, registry, capsys):
     assert cli.main(["finetune", str(tmp_path / "none"), "-o", str(tmp_path / "o"), *base]) == 2
     assert cli.main(["finetune", str(clip_dir), "-o", str(tmp_path / "o"), "--tau", "2", *base]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_train_flow_fine_tunes_the_flownets_checkpoint_jointly(tmp_path, clip_dir, tiny_ckpt, registry,
+                                                             monkeypatch, capsys):
+    from pnpdeblur.nets.flownets import FlowNetS
+    from pnpdeblur.train import reblur
+
+    fpath = tmp_path / "flownets.safetensors"
+    FlowNetS(width=4).save(fpath)
+    seen = {}
+    real = reblur.finetune_reblur
+
+    def spy(net, clip, **kw):
+        tuned = real(net, clip, **kw)
+        seen.update(kw, flow_net=getattr(tuned, "reblur_flow_net", None))
+        return tuned
+
+    monkeypatch.setattr(reblur, "finetune_reblur", spy)
+    out = tmp_path / "out"
+    args = ["finetune", str(clip_dir), "-o", str(out), "--net", str(tiny_ckpt), *FAST, "--lr", "1e-2"]
+    assert cli.main(args + ["--flow", str(fpath), "--train-flow"]) == 0
+    assert seen["train_flow"] is True and isinstance(seen["flow"], FlowNetS)
+    before = FlowNetS.from_checkpoint(fpath).state_dict()
+    after = seen["flow_net"].state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the flow net was trained
+    assert len(list(out.glob("*.png"))) == 3
+    # without a flow network there is nothing to train: a usage error before any work
+    assert cli.main(args + ["--train-flow", "-o", str(tmp_path / "o2")]) == 2
+    assert "--train-flow needs --flow PATH" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()

@@ -26,6 +26,7 @@ from pnpdeblur.losses.reblur import reblur_loss
 from pnpdeblur.train.reblur import (
     PAPER_MILESTONES,
     HybridBatches,
+    JointNets,
     ReblurObjective,
     _crop_pair,
     _int,
@@ -188,8 +189,8 @@ def test_settings_record_every_choice():
                 flow_every=2, crop=40, batch_size=3, supervised_share=0.3, milestones=(2, 9), lr_decay=0.5, seed=4)
     assert tuned.reblur_settings == {
         "frames": 2, "kernel": "lut", "tau": 0.5, "steps": 5, "lr": 2e-3, "alpha": 0.25, "hybrid": True,
-        "n_reblur": 2, "n_supervised": 1, "flow": "function", "flow_every": 2, "flow_refreshes": 3, "group": True,
-        "centres": [0, 1, 2, 3, 4, 5], "crop": 12, "milestone_steps": [], "seed": 4,
+        "n_reblur": 2, "n_supervised": 1, "flow": "function", "flow_every": 2, "flow_refreshes": 3,
+        "train_flow": False, "group": True, "centres": [0, 1, 2, 3, 4, 5], "crop": 12, "milestone_steps": [], "seed": 4,
     }
     # epoch = ceil(6 centres / 2 reblur crops) = 3 steps: milestone epoch 2 is step 6 > 5 steps
     assert [r["step"] for r in tuned.reblur_history] == [5]
@@ -720,3 +721,126 @@ def test_seed_orders_the_engines_batches():
     assert row["step"] == 10 and row["reblur"] == pytest.approx(want, rel=1e-5)
     other = torch.randperm(steps, generator=torch.Generator().manual_seed(0)).tolist()
     assert float(np.mean([item_loss(j) for j in other[:10]])) != pytest.approx(want, rel=1e-5)
+
+
+# ------------------------------------------- train_flow: the flow network fine-tuned jointly
+class _ScaledFlow(nn.Module):
+    """``w·F(a, b)`` with F the stand-in :func:`_flow` and a scalar parameter w; records its inputs."""
+
+    def __init__(self, w=0.5):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(float(w)))
+        self.inputs = []
+
+    def forward(self, a, b):
+        self.inputs.append((a.detach().clone(), b.detach().clone()))
+        return self.w * _flow(a, b)
+
+
+def _joint_ref(net_a, flow_w, clip, cut, crop, frames, kernel="two_segment", tau=1.0):
+    """L_U of ``a·x`` and ``w·F`` on hand-cut windows, every flow written out."""
+    t_len = clip.shape[0]
+    a = torch.tensor(net_a, dtype=torch.float64, requires_grad=True)
+    w = torch.tensor(flow_w, dtype=torch.float64, requires_grad=True)
+    c64 = clip.double()
+
+    def win(t, y, x):
+        return c64[t:t + 1, :, y:y + crop, x:x + crop]
+
+    outs, blurred, fn, fp = [], [], [], []
+    for t, y, x in cut:
+        b = win(t, y, x)
+        d = (a * b).clamp(0, 1)
+        outs.append(a * b)
+        blurred.append(b)
+        if frames == 3:
+            fn.append(w * _flow(d, (a * win(t + 1, y, x)).clamp(0, 1)))
+            fp.append(w * _flow(d, (a * win(t - 1, y, x)).clamp(0, 1)))
+        elif t + 1 < t_len:
+            fn.append(w * _flow(d, (a * win(t + 1, y, x)).clamp(0, 1)))
+        else:
+            fn.append(-w * _flow(d, (a * win(t - 1, y, x)).clamp(0, 1)))
+    loss = reblur_loss(torch.cat(outs), torch.cat(blurred), torch.cat(fn), torch.cat(fp) if fp else None,
+                       kernel=kernel, tau=tau)
+    loss.backward()
+    return float(loss.detach()), float(a.grad), float(w.grad)
+
+
+@pytest.mark.parametrize("frames, cut", [(3, [(2, 3, 1), (1, 0, 6)]), (2, [(3, 2, 0), (0, 4, 5), (1, 1, 1)])])
+def test_joint_reblur_term_and_its_gradients_match_a_hand_computation(frames, cut):
+    clip = _clip(4, 9, 11, seed=5)
+    obj = ReblurObjective(clip, [0, 1, 2, 3], frames, kernel="lut", tau=0.6, alpha=0.2, crop=5, flow=None,
+                          flow_every=1, joint=True)
+    model = JointNets(_Scale(1.2), _ScaledFlow(0.7))  # 1.2: the clipping to [0, 1] matters
+    f, ys, xs = (torch.tensor(v) for v in zip(*cut))
+    got = obj.joint_reblur_term(model, f, ys, xs)
+    got.backward()
+    want, da, dw = _joint_ref(1.2, 0.7, clip, cut, 5, frames, kernel="lut", tau=0.6)
+    assert float(got.detach()) == pytest.approx(want, rel=1e-5)
+    # the gradient reaches the deblurring net (directly and through the flows) and the flow net
+    assert float(model.deblur.a.grad) == pytest.approx(da, rel=1e-4)
+    assert float(model.flow.w.grad) == pytest.approx(dw, rel=1e-4)
+    assert dw != 0.0
+    # the flow net saw the deblurred crops, clipped to [0, 1], and the same windows of their
+    # neighbours: the next frame (the previous one for a 2-frame clip's last frame), then for
+    # 3 frames the previous frame
+    calls = model.flow.inputs
+    assert len(calls) == (2 if frames == 3 else 1)
+    for i, (t, y, x) in enumerate(cut):
+        nb = t + 1 if (frames == 3 or t + 1 < clip.shape[0]) else t - 1
+        torch.testing.assert_close(calls[0][0][i], (1.2 * clip[t, :, y:y + 5, x:x + 5]).clamp(0, 1))
+        torch.testing.assert_close(calls[0][1][i], (1.2 * clip[nb, :, y:y + 5, x:x + 5]).clamp(0, 1))
+        if frames == 3:
+            torch.testing.assert_close(calls[1][1][i], (1.2 * clip[t - 1, :, y:y + 5, x:x + 5]).clamp(0, 1))
+    assert obj.refreshes == 0 and obj.flow_next is None  # no whole-frame flows in joint mode
+
+
+def test_train_flow_fine_tunes_a_copy_of_both_networks():
+    clip = _clip(4, 10, 10, seed=6)
+    fnet = _ScaledFlow(0.5)
+    net = _Scale(1.0)
+    tuned = _ft(net, clip, frames=3, supervised=False, batch_size=2, crop=8, steps=3, lr=0.05, flow=fnet,
+                train_flow=True, device="cpu")
+    assert isinstance(tuned, _Scale) and not tuned.training
+    tf = tuned.reblur_flow_net
+    assert isinstance(tf, _ScaledFlow) and tf is not fnet and not tf.training
+    assert float(tf.w.detach()) != 0.5 and float(tuned.a.detach()) != 1.0  # both learned
+    assert float(fnet.w.detach()) == 0.5 and float(net.a.detach()) == 1.0  # the caller's are untouched
+    assert fnet.inputs == [] and fnet.training  # the caller's flow net was never run nor switched to eval
+    assert tuned.reblur_settings["train_flow"] is True and tuned.reblur_settings["flow_refreshes"] == 0
+    assert not hasattr(_ft(_Scale(), clip, supervised=False, batch_size=1, crop=8), "reblur_flow_net")
+
+
+def test_train_flow_learns_from_the_reblur_term_alone():
+    """With α = 0 the flow network gets no gradient and stays as it was (Adam moves nothing)."""
+    clip = _clip(4, 10, 10, seed=7)
+    pairs = _Pairs(size=(10, 10))
+    tuned = _ft(_Scale(1.0), clip, supervised=pairs, alpha=0.0, batch_size=2, crop=8, steps=2, lr=0.05,
+                flow=_ScaledFlow(0.5), train_flow=True)
+    assert float(tuned.reblur_flow_net.w.detach()) == 0.5
+    assert float(tuned.a.detach()) != 1.0  # the supervised term still trains the deblurring net
+    tuned = _ft(_Scale(1.0), clip, supervised=pairs, alpha=0.1, batch_size=2, crop=8, steps=2, lr=0.05,
+                flow=_ScaledFlow(0.5), train_flow=True)
+    assert float(tuned.reblur_flow_net.w.detach()) != 0.5
+
+
+def test_joint_first_step_loss_is_the_hand_computed_value():
+    clip = _clip(3, 8, 8, seed=8)  # 3 frames, crop = frame: the one reblur crop is frame 1
+    tuned = _ft(_Scale(1.0), clip, frames=3, supervised=False, batch_size=1, crop=8, alpha=0.5,
+                flow=_ScaledFlow(0.7), train_flow=True)
+    want, _, _ = _joint_ref(1.0, 0.7, clip, [(1, 0, 0)], 8, 3)
+    assert tuned.reblur_history[0]["reblur"] == pytest.approx(want, rel=1e-5)
+    assert tuned.reblur_history[0]["loss"] == pytest.approx(0.5 * want, rel=1e-5)
+
+
+@pytest.mark.parametrize("flow, msg", [("tvl1", "got 'tvl1'"), (_flow, "got function"),
+                                       (nn.Identity(), "got Identity")])
+def test_train_flow_needs_a_trainable_flow_network(flow, msg):
+    with pytest.raises(ValueError, match=r"train_flow=True needs flow to be a torch.nn.Module with trainable "
+                                         r"parameters \(e.g. pnpdeblur.nets.FlowNetS\), " + msg):
+        _ft(_Scale(), _clip(3), flow=flow, train_flow=True)
+    frozen = _ScaledFlow().requires_grad_(False)
+    with pytest.raises(ValueError, match="got _ScaledFlow"):
+        _ft(_Scale(), _clip(3), flow=frozen, train_flow=True)
+    with pytest.raises(TypeError, match="train_flow must be a bool, got int"):
+        _ft(_Scale(), _clip(3), train_flow=1)

@@ -13,7 +13,15 @@ a learned network), computed on whole frames without gradient and re-estimated e
 ``flow_every`` steps (default 20: the network changes little in 20 steps at lr 1e-4, and a
 TV-L1 pass over the clip costs about as much as a few training steps). They are then held
 fixed, so the gradient reaches the deblurring network through the reblurred centre frame
-only (the paper's footnote — fine-tuning the flow network jointly — is not done here).
+only.
+
+``train_flow=True`` (with a learned flow network) is the paper's end-to-end system and its
+footnote ("we can also simultaneously fine-tune the optical flow network Θ_f together with
+Θ_d"): every step deblurs the reblur crops *and* the same windows of their neighbour frames,
+runs the flow network on those deblurred crops with gradient, and minimises the same hybrid
+loss over both networks' parameters (one Adam). The gradient of L_U then reaches the
+deblurring network through the flows as well, and the flow network learns from the reblur
+error alone. Flows are estimated per step on the crops, so ``flow_every`` does not apply.
 
 When no supervised set is given, the supervised half is synthesised by the library:
 GOPRO-style frame averaging (:class:`pnpdeblur.data.SyntheticVideoDataset`) of the
@@ -56,6 +64,7 @@ __all__ = [
     "HybridBatches",
     "first_item",
     "ReblurObjective",
+    "JointNets",
     "default_supervised_set",
     "finetune_reblur",
 ]
@@ -242,12 +251,29 @@ def _windows(x: torch.Tensor, frames: torch.Tensor, ys: torch.Tensor, xs: torch.
                         for t, y, x0 in zip(frames, ys, xs)])
 
 
+class JointNets(nn.Module):
+    """The deblurring and flow networks trained together (``finetune_reblur(train_flow=True)``).
+
+    ``forward(x)`` is the deblurring network's, so the supervised term and every caller see
+    the deblurring network; :class:`ReblurObjective` reaches the flow network as ``.flow``.
+    """
+
+    def __init__(self, deblur: nn.Module, flow: nn.Module):
+        super().__init__()
+        self.deblur, self.flow = deblur, flow
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.deblur(x)
+
+
 # ---------------------------------------------------------------------------- objective
 class ReblurObjective:
     """``loss_fn(model, batch)`` of the hybrid loss for :class:`pnpdeblur.train.Trainer`.
 
     Holds the blurred clip and the flows of its current deblurred frames (re-estimated from
-    the model every ``flow_every`` calls, on whole frames, without gradient).
+    the model every ``flow_every`` calls, on whole frames, without gradient). With
+    ``joint=True`` the model is a :class:`JointNets` and the flows are instead estimated on
+    every call, on the crops, by ``model.flow`` with gradient (:meth:`joint_reblur_term`).
 
     Returns ``(L_S + α·L_U, {"reblur": L_U, "supervised": L_S})`` (``L = α·L_U`` without
     supervised pairs).
@@ -265,13 +291,15 @@ class ReblurObjective:
     crop : int
     flow : "tvl1" or callable
     flow_every : int
+    joint : bool
+        Flows from the model's own flow network, per call, with gradient (see above).
     """
 
     def __init__(self, clip: torch.Tensor, centres: Sequence[int], frames: int, kernel: str, tau: float,
-                 alpha: float, crop: int, flow: Union[str, Callable], flow_every: int):
+                 alpha: float, crop: int, flow: Union[str, Callable], flow_every: int, joint: bool = False):
         self.clip, self.centres = clip, sorted(set(int(c) for c in centres))
         self.frames, self.kernel, self.tau, self.alpha = frames, kernel, tau, alpha
-        self.crop, self.flow, self.flow_every = crop, flow, flow_every
+        self.crop, self.flow, self.flow_every, self.joint = crop, flow, flow_every, joint
         self.calls = 0
         self.refreshes = 0
         self.flow_next: Optional[torch.Tensor] = None
@@ -319,11 +347,44 @@ class ReblurObjective:
         return reblur_loss(out.float(), blurred.float(), fn.float(), None if fp is None else fp.float(),
                            kernel=self.kernel, tau=self.tau)
 
+    def joint_reblur_term(self, model: JointNets, frames: torch.Tensor, ys: torch.Tensor,
+                          xs: torch.Tensor) -> torch.Tensor:
+        """L_U on the crops ``(frames, ys, xs)`` with flows from ``model.flow``, all with gradient.
+
+        The crops and the same windows of their neighbour frames are deblurred in one batch;
+        F₊ = flow(d(B_t), d(B_t+1)) and, for 3 frames, F₋ = flow(d(B_t), d(B_t-1)) (2 frames:
+        F₋ = −F₊, and the last frame takes −flow(d(B_t), d(B_t-1)) as F₊, as :meth:`refresh` does).
+        The deblurred crops go to the flow network clipped to [0, 1], and the flows are clipped
+        to the operators' range.
+        """
+        c, t_len, n = self.crop, self.clip.shape[0], len(frames)
+        dev = next((p.device for p in model.parameters()), self.clip.device)
+        if self.frames == 3:
+            nxt, sign, prv = frames + 1, torch.ones(n), frames - 1
+        else:  # a frame without a next one uses its previous one, negated (as refresh() does; the
+            # 2-frame kernels are symmetric in the flow's sign, so this is the convention only)
+            last = frames + 1 >= t_len
+            nxt, sign, prv = torch.where(last, frames - 1, frames + 1), torch.where(last, -1.0, 1.0), None
+        cut = [frames, nxt] + ([prv] if prv is not None else [])
+        blurred_all = torch.cat([_windows(self.clip, f, ys, xs, c) for f in cut]).to(dev)
+        deb = run_net(model, blurred_all)
+        out, d_next = deb[:n], deb[n:2 * n]
+        d0 = out.clamp(0.0, 1.0)
+        lim = float(MAX_FLOW)
+        fn = _flow_tensors(d0, d_next.clamp(0.0, 1.0), model.flow) * sign.to(dev, deb.dtype).view(n, 1, 1, 1)
+        fp = None if prv is None else _flow_tensors(d0, deb[2 * n:].clamp(0.0, 1.0), model.flow).clamp(-lim, lim)
+        blurred = blurred_all[:n]
+        return reblur_loss(out.float(), blurred.float(), fn.clamp(-lim, lim).float(),
+                           None if fp is None else fp.float(), kernel=self.kernel, tau=self.tau)
+
     def __call__(self, model: Callable, batch: Dict[str, torch.Tensor]):
-        if self.calls % self.flow_every == 0:
-            self.refresh(model)
         self.calls += 1
-        l_u = self.reblur_term(model, batch["frames"], batch["ys"], batch["xs"])
+        if self.joint:
+            l_u = self.joint_reblur_term(model, batch["frames"], batch["ys"], batch["xs"])
+        else:
+            if (self.calls - 1) % self.flow_every == 0:
+                self.refresh(model)
+            l_u = self.reblur_term(model, batch["frames"], batch["ys"], batch["xs"])
         extra = {"reblur": float(l_u.detach())}
         if "sup_blurred" in batch:
             out = run_net(model, batch["sup_blurred"])
@@ -362,6 +423,7 @@ def finetune_reblur(
     supervised: Union[None, bool, Dataset] = None,
     flow: Union[str, Callable] = "tvl1",
     flow_every: int = 20,
+    train_flow: bool = False,
     group: bool = True,
     target: Optional[int] = None,
     crop: int = 128,
@@ -403,10 +465,17 @@ def finetune_reblur(
         loss with those; ``False``: reblur-only (all ``batch_size`` crops are reblur crops).
     flow : "tvl1" or callable
         Optical flow between deblurred frames (:func:`pnpdeblur.estimation.optical_flow.optical_flow`),
-        e.g. a ``pnpdeblur.nets.FlowNetS`` module; it is not trained here (a module is moved
-        to ``device`` in place and put in eval mode).
+        e.g. a ``pnpdeblur.nets.FlowNetS`` module. Unless ``train_flow`` is set it is not
+        trained (a module is moved to ``device`` in place and put in eval mode).
     flow_every : int
-        Re-estimate the flows from the current network every this many steps (default 20).
+        Re-estimate the flows from the current network every this many steps (default 20;
+        not used with ``train_flow``).
+    train_flow : bool
+        Fine-tune a copy of the flow network together with the deblurring network (Chen et
+        al.'s footnote; needs ``flow`` to be an ``nn.Module`` with parameters): flows are then
+        estimated on every step's crops with gradient, and both networks minimise the hybrid
+        loss with one Adam (see the module docstring). The caller's flow network is not
+        modified; the fine-tuned copy is returned as ``tuned.reblur_flow_net``.
     group : bool
         True: fine-tune on crops of every usable frame of the clip (Chen's "group"); False:
         only on frame ``target`` (with its neighbours for the flows), Chen's per-image mode.
@@ -434,7 +503,8 @@ def finetune_reblur(
     -------
     torch.nn.Module
         The fine-tuned copy, in eval mode, with ``reblur_history`` (the engine's log rows:
-        ``loss``, ``reblur``, ``supervised``, ``lr``) and ``reblur_settings`` attributes.
+        ``loss``, ``reblur``, ``supervised``, ``lr``) and ``reblur_settings`` attributes, and with
+        ``train_flow`` also ``reblur_flow_net`` (the fine-tuned flow network, in eval mode).
 
     Raises
     ------
@@ -465,6 +535,12 @@ def finetune_reblur(
     ms = [_int(m, "milestones", 1) for m in milestones]
     if not isinstance(group, bool):
         raise TypeError(f"group must be a bool, got {type(group).__name__}")
+    if not isinstance(train_flow, bool):
+        raise TypeError(f"train_flow must be a bool, got {type(train_flow).__name__}")
+    if train_flow and not (isinstance(flow, nn.Module) and any(p.requires_grad for p in flow.parameters())):
+        got = repr(flow) if isinstance(flow, str) else type(flow).__name__
+        raise ValueError(f"train_flow=True needs flow to be a torch.nn.Module with trainable parameters "
+                         f"(e.g. pnpdeblur.nets.FlowNetS), got {got}")
     if not (supervised is None or supervised is False or isinstance(supervised, Dataset)):
         raise TypeError(f"supervised must be None, False or a torch Dataset of {{'blurred', 'sharp'}} items, "
                         f"got {type(supervised).__name__}")
@@ -496,12 +572,15 @@ def finetune_reblur(
 
     if device is None:
         device = str(next((p.device for p in net.parameters()), torch.device("cpu")))
-    if isinstance(flow, nn.Module):
-        flow.to(device).eval()  # moved in place (as estimate_flow does); it is not trained here
-    tuned = copy.deepcopy(net)
+    if train_flow:  # both networks in one module: the engine's one Adam trains them together
+        tuned = JointNets(copy.deepcopy(net), copy.deepcopy(flow).to(device))
+    else:
+        if isinstance(flow, nn.Module):
+            flow.to(device).eval()  # moved in place (as estimate_flow does); it is not trained here
+        tuned = copy.deepcopy(net)
     epoch_len = math.ceil(len(centres) / n_u)
     data = HybridBatches(steps, centres, (h, w), crop, n_u, n_s, sup_set, seed=seed)
-    objective = ReblurObjective(clip, centres, frames, kernel, tau, alpha, crop, flow, flow_every)
+    objective = ReblurObjective(clip, centres, frames, kernel, tau, alpha, crop, flow, flow_every, joint=train_flow)
     # Chen's epochs → the engine's step milestones (those past the last step never apply).
     milestone_steps = tuple(sorted({m * epoch_len for m in ms if m * epoch_len <= steps}))
     cfg = TrainConfig(steps=steps, batch_size=1, lr=lr, seed=seed, device=device, progress=progress,
@@ -513,12 +592,18 @@ def finetune_reblur(
     finally:
         set_rng_state(saved_rng, torch.device(device))  # the caller's random streams are untouched
     tuned = trainer.model
+    flow_net = None
+    if train_flow:
+        tuned, flow_net = tuned.deblur, tuned.flow.eval()
     tuned.eval()
     tuned.reblur_history = list(trainer.history)
     tuned.reblur_settings = {
         "frames": frames, "kernel": kernel, "tau": tau, "steps": steps, "lr": lr, "alpha": alpha,
         "hybrid": hybrid, "n_reblur": n_u, "n_supervised": n_s, "flow": flow if isinstance(flow, str) else
-        type(flow).__name__, "flow_every": flow_every, "flow_refreshes": objective.refreshes, "group": group,
-        "centres": centres, "crop": crop, "milestone_steps": list(milestone_steps), "seed": seed,
+        type(flow).__name__, "flow_every": flow_every, "flow_refreshes": objective.refreshes,
+        "train_flow": train_flow, "group": group, "centres": centres, "crop": crop,
+        "milestone_steps": list(milestone_steps), "seed": seed,
     }
+    if flow_net is not None:
+        tuned.reblur_flow_net = flow_net
     return tuned
