@@ -475,7 +475,9 @@ def finetune_reblur(
         al.'s footnote; needs ``flow`` to be an ``nn.Module`` with parameters): flows are then
         estimated on every step's crops with gradient, and both networks minimise the hybrid
         loss with one Adam (see the module docstring). The caller's flow network is not
-        modified; the fine-tuned copy is returned as ``tuned.reblur_flow_net``.
+        modified; the fine-tuned copy is returned as ``tuned.reblur_flow_net``. Start from a
+        *trained* flow network: an untrained one learns whatever flows make the reblurred crops
+        match, not the motion (benchmarks/RESULTS.md).
     group : bool
         True: fine-tune on crops of every usable frame of the clip (Chen's "group"); False:
         only on frame ``target`` (with its neighbours for the flows), Chen's per-image mode.
