@@ -1020,7 +1020,7 @@ def test_finetune_group_passes_options_and_writes_the_tuned_nets_frames(tmp_path
     assert net.tag == "shipped" and net.moved == [("cpu",)]
     assert clip.dtype == torch.float32 and torch.equal(clip, _frames(paths))
     assert kw == dict(frames=2, kernel="lut", tau=0.5, steps=5, lr=0.002, alpha=0.3, supervised=False, flow="tvl1",
-                      flow_every=4, crop=8, batch_size=2, seed=9, progress=False, group=True)
+                      flow_every=4, train_flow=False, crop=8, batch_size=2, seed=9, progress=False, group=True)
     (tag, frames), = ft.deblur_calls
     assert tag == "tuned:None" and torch.equal(frames, clip)
     assert sorted(os.listdir(out)) == ["f10.png", "f11.png", "f9.png"]
@@ -1035,7 +1035,8 @@ def test_finetune_defaults(tmp_path, ft, capsys):
     (net, _, kw), = ft.tune_calls
     assert net.moved == []  # no --device: the network stays where it is
     assert kw == dict(frames=3, kernel="two_segment", tau=1.0, steps=200, lr=1e-4, alpha=0.1, supervised=None,
-                      flow="tvl1", flow_every=20, crop=128, batch_size=8, seed=0, progress=True, group=True)
+                      flow="tvl1", flow_every=20, train_flow=False, crop=128, batch_size=8, seed=0, progress=True,
+                      group=True)
 
 
 def test_finetune_single_three_frames_end_frames_take_the_nearest_net(tmp_path, ft):
@@ -1482,6 +1483,7 @@ _OPTIONS = {
         (["--single"], None, "fine-tune one copy per frame (Chen's 'individual')"),
         (["--flow"], "tvl1|PATH", "optical flow: scikit-image TV-L1 or a FlowNetS checkpoint"),
         (["--flow-every"], "K", "re-estimate the flows every K steps"),
+        (["--train-flow"], None, "fine-tune the --flow FlowNetS together with the deblurring net"),
         (["--crop"], None, "training crop size"),
         (["--batch"], None, "images per step, half reblur crops and half supervised pairs"),
         (["--seed"], None, None),
