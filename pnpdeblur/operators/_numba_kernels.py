@@ -34,6 +34,15 @@ only the order of the float additions differs (~1e-16 relative in float64).
 :func:`param_grad` still uses the tap list of :func:`_taps` (gradients are rare in
 solves).
 
+**Weight tables.** A solve applies the same flow's operator hundreds of times, and the
+weights are ~30 % of K's time. :func:`table_steps` and :func:`fill_table` store each
+segment's step weights (image dtype), rounded minor offsets (int16), first step, axis,
+interior radius and scale once; :func:`forward`, :func:`adjoint` and :func:`normal` given
+that ``table`` read it instead of recomputing the weights. The stored values are the ones the
+kernels compute, gathered and scattered by the same inline functions in the same order, so the
+results are bitwise those without the table. (The caller bounds the table's memory:
+``_segment.WEIGHT_TABLES``.)
+
 :func:`normal` is ``KᵀK`` in one pass for the CG x-step: each pixel's weights are
 evaluated once and used for both its gather (``y_p``) and its scatter (``w_k y_p``);
 the gather and scatter are the same inline functions (:func:`_gather`,
@@ -54,7 +63,7 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     # installed, else numba's own workqueue (callers serialise calls from threads, see _segment).
     nb.config.THREADING_LAYER = "forksafe"
 
-__all__ = ["max_taps", "forward", "adjoint", "normal", "param_grad"]
+__all__ = ["max_taps", "forward", "adjoint", "normal", "param_grad", "table_steps", "fill_table"]
 
 
 def max_taps(max_len: float) -> int:
@@ -383,6 +392,109 @@ def _scatter(out, gs, i, j, H, W, C, R, major_x, lo, nk, w0b, w1b, w2b, rbuf):
 
 
 @nb.njit(parallel=True, cache=True)
+def table_steps(vec, mass, beta):
+    """Steps of each segment's tap walk, (Nf, S, H, W) int64: 0 where the segment has no mass or no length."""
+    Nf, S, H, W = vec.shape[0], vec.shape[1], vec.shape[3], vec.shape[4]
+    steps = np.zeros((Nf, S, H, W), np.int64)
+    for row in nb.prange(Nf * H):
+        b = row // H
+        i = row % H
+        for j in range(W):
+            for sgi in range(S):
+                ax = np.float64(vec[b, sgi, 0, i, j])
+                ay = np.float64(vec[b, sgi, 1, i, j])
+                if np.float64(mass[b, sgi, i, j]) == 0.0 or (ax == 0.0 and ay == 0.0):
+                    continue
+                geo = _geometry(ax, ay, beta)
+                steps[b, sgi, i, j] = geo[9] - geo[8] + 1
+    return steps
+
+
+@nb.njit(parallel=True, cache=True)
+def fill_table(vec, mass, beta, ntaps, start, kind, scale, lo, radius, major, w, r):
+    """Fill a weight table (see the module docstring) from the segments.
+
+    The table is the tuple ``(start, steps, kind, scale, lo, radius, major, w, r)``. ``steps``
+    (Nf, S, H, W) is :func:`table_steps`, ``start`` its exclusive prefix sum: each segment's
+    first entry in ``w`` (3, total; image dtype) and ``r`` (total,) int16. Per segment:
+    ``kind`` (0 no mass, 1 zero length, 2 taps), ``scale`` (``mass/Σw``; the mass itself for
+    kind 1), first step ``lo``, interior ``radius`` and ``major`` axis (x: True).
+    """
+    Nf, S, H, W = vec.shape[0], vec.shape[1], vec.shape[3], vec.shape[4]
+    nsteps = ntaps // 3
+    for row in nb.prange(Nf * H):
+        b = row // H
+        i = row % H
+        w0b = np.empty(nsteps, w.dtype)
+        w1b = np.empty(nsteps, w.dtype)
+        w2b = np.empty(nsteps, w.dtype)
+        rbuf = np.empty(nsteps)
+        for j in range(W):
+            for sgi in range(S):
+                m = np.float64(mass[b, sgi, i, j])
+                ax = np.float64(vec[b, sgi, 0, i, j])
+                ay = np.float64(vec[b, sgi, 1, i, j])
+                kind[b, sgi, i, j] = 0
+                if m == 0.0:
+                    continue
+                if ax == 0.0 and ay == 0.0:
+                    kind[b, sgi, i, j] = 1
+                    scale[b, sgi, i, j] = m
+                    continue
+                first, n, major_x, R, total = _segment_weights(ax, ay, beta, w0b, w1b, w2b, rbuf)
+                st = start[b, sgi, i, j]
+                for k in range(n):
+                    w[0, st + k] = w0b[k]
+                    w[1, st + k] = w1b[k]
+                    w[2, st + k] = w2b[k]
+                    r[st + k] = np.int16(rbuf[k])
+                kind[b, sgi, i, j] = 2
+                scale[b, sgi, i, j] = m / total
+                lo[b, sgi, i, j] = first
+                radius[b, sgi, i, j] = R
+                major[b, sgi, i, j] = major_x
+
+
+@nb.njit(cache=True, inline="always")
+def _table_gather(table, x, xb, acc, sacc, zero, b, bf, sgi, i, j, H, W, C):
+    """:func:`forward`'s work for one segment, read from a weight table."""
+    start, steps, kind, scale, lo, radius, major, w, r = table
+    kd = kind[bf, sgi, i, j]
+    if kd == 0:
+        return
+    m = scale[bf, sgi, i, j]
+    if kd == 1:
+        for c in range(C):
+            acc[c] += m * x[b, c, i, j]
+        return
+    st = start[bf, sgi, i, j]
+    n = steps[bf, sgi, i, j]
+    _gather(xb, acc, sacc, zero, m, i, j, H, W, C, radius[bf, sgi, i, j], major[bf, sgi, i, j], lo[bf, sgi, i, j],
+            n, w[0, st:st + n], w[1, st:st + n], w[2, st:st + n], r[st:st + n])
+
+
+@nb.njit(cache=True, inline="always")
+def _table_scatter(table, out, gs, yp, b, bf, sgi, i, j, H, W, C):
+    """:func:`adjoint`'s work for one segment (``gs`` scratch, ``yp`` the value scattered), from a table."""
+    start, steps, kind, scale, lo, radius, major, w, r = table
+    kd = kind[bf, sgi, i, j]
+    if kd == 0:
+        return
+    m = scale[bf, sgi, i, j]
+    if kd == 1:
+        o = (i * W + j) * C
+        for c in range(C):
+            out[o + c] += m * yp[c]
+        return
+    for c in range(C):
+        gs[c] = m * yp[c]
+    st = start[bf, sgi, i, j]
+    n = steps[bf, sgi, i, j]
+    _scatter(out, gs, i, j, H, W, C, radius[bf, sgi, i, j], major[bf, sgi, i, j], lo[bf, sgi, i, j],
+             n, w[0, st:st + n], w[1, st:st + n], w[2, st:st + n], r[st:st + n])
+
+
+@nb.njit(parallel=True, cache=True)
 def _from_chunks(bufs, like):
     """Sum the channel-last chunk buffers (fixed order: deterministic) into (N, C, H, W)."""
     N, C, H, W = like.shape
@@ -402,11 +514,12 @@ def _from_chunks(bufs, like):
 
 
 @nb.njit(parallel=True, cache=True)
-def forward(x, vec, mass, beta, ntaps):
+def forward(x, vec, mass, beta, ntaps, table=None):
     """y = K x for x (N, C, H, W); vec (Nf, S, 2, H, W) and mass (Nf, S, H, W) float64 or float32.
 
     ``ntaps`` is :func:`max_taps` of the longest segment (it sizes the per-thread step
-    buffers). The image is read channel-last (one copy), so a tap touches one cache
+    buffers). ``table``: the segments' weight table in ``x``'s dtype (:func:`fill_table`), or
+    None to compute the weights on the fly (the same result, bitwise). The image is read channel-last (one copy), so a tap touches one cache
     line for all channels; interior pixels use flat offsets without clamping; each
     segment's weights are summed while they are computed and applied at the end
     (no second pass to normalise).
@@ -433,6 +546,9 @@ def forward(x, vec, mass, beta, ntaps):
             for c in range(C):
                 acc[c] = 0.0
             for sgi in range(S):
+                if table is not None:
+                    _table_gather(table, x, xb, acc, sacc, zero, b, bf, sgi, i, j, H, W, C)
+                    continue
                 m = np.float64(mass[bf, sgi, i, j])
                 if m == 0.0:
                     continue
@@ -450,8 +566,8 @@ def forward(x, vec, mass, beta, ntaps):
 
 
 @nb.njit(parallel=True, cache=True)
-def adjoint(g, vec, mass, beta, ntaps, nchunks):
-    """x = Kᵀ g, the exact transpose of :func:`forward` (a scatter).
+def adjoint(g, vec, mass, beta, ntaps, nchunks, table=None):
+    """x = Kᵀ g, the exact transpose of :func:`forward` (a scatter); ``table`` as there.
 
     Rows are split into ``nchunks`` contiguous blocks, each scattering into its own
     channel-last buffer (one cache line per tap for all channels); the buffers are
@@ -469,13 +585,20 @@ def adjoint(g, vec, mass, beta, ntaps, nchunks):
         w2b = np.empty(nsteps, g.dtype)
         rbuf = np.empty(nsteps)
         gs = np.empty(C, g.dtype)
+        gp = np.empty(C, g.dtype)
         for row in range(ch * rows // nchunks, (ch + 1) * rows // nchunks):
             b = row // H
             i = row % H
             bf = b if Nf > 1 else 0
             out = bufs[ch, b]
             for j in range(W):
+                if table is not None:
+                    for c in range(C):
+                        gp[c] = g[b, c, i, j]
                 for sgi in range(S):
+                    if table is not None:
+                        _table_scatter(table, out, gs, gp, b, bf, sgi, i, j, H, W, C)
+                        continue
                     m = np.float64(mass[bf, sgi, i, j])
                     if m == 0.0:
                         continue
@@ -495,8 +618,8 @@ def adjoint(g, vec, mass, beta, ntaps, nchunks):
 
 
 @nb.njit(parallel=True, cache=True)
-def normal(x, vec, mass, beta, ntaps, nchunks):
-    """z = Kᵀ K x in one pass (the normal operator of the CG x-step).
+def normal(x, vec, mass, beta, ntaps, nchunks, table=None):
+    """z = Kᵀ K x in one pass (the normal operator of the CG x-step); ``table`` as in :func:`forward`.
 
     Per pixel p the weights of its segments are computed once, then used twice:
     ``y_p = sum_k w_k x[p + k]`` (gathered exactly as :func:`forward` does, and rounded
@@ -537,6 +660,14 @@ def normal(x, vec, mass, beta, ntaps, nchunks):
             for j in range(W):
                 for c in range(C):
                     acc[c] = 0.0
+                if table is not None:  # the weights are in the table: gather, round, scatter
+                    for sgi in range(S):
+                        _table_gather(table, x, xb, acc, sacc, zero, b, bf, sgi, i, j, H, W, C)
+                    for c in range(C):
+                        yp[c] = acc[c]
+                    for sgi in range(S):
+                        _table_scatter(table, out, gs, yp, b, bf, sgi, i, j, H, W, C)
+                    continue
                 for sgi in range(S):
                     m = np.float64(mass[bf, sgi, i, j])
                     kind[sgi] = 0

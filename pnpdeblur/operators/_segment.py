@@ -25,12 +25,14 @@ import weakref
 from collections import OrderedDict
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 import torch
 
 from .. import backend
 from .._vectors import longest_vector
 
-__all__ = ["segment_blur", "available_paths", "PATHS", "FlowCache", "FLOW_CACHE", "prepare_numba", "NumbaPrepared"]
+__all__ = ["segment_blur", "available_paths", "PATHS", "FlowCache", "FLOW_CACHE", "prepare_numba", "NumbaPrepared",
+           "WeightTable", "build_weight_table", "WEIGHT_TABLES"]
 
 #: Every implementation name ``path=`` accepts.
 PATHS = ("numba", "torch", "cupy")
@@ -221,23 +223,47 @@ class NumbaPrepared:
     Used as the ``kernels`` of :class:`SegmentBlurFn`: ``run`` and ``param_grad`` ignore
     the ``vec``/``mass`` tensors they are given and read the prepared arrays, which hold
     the same values (``vec``/``mass`` as :func:`segment_blur` would convert them).
+
+    From the second application with a given ``beta`` and image dtype on, the kernels read
+    the segments' weights from a :class:`WeightTable` held in :data:`WEIGHT_TABLES` (where
+    it fits that cache's byte limit) instead of recomputing them: the same results, bitwise.
+    A single application never pays for building one.
     """
 
-    __slots__ = ("vec", "mass", "ntaps", "nbytes")
+    __slots__ = ("vec", "mass", "ntaps", "nbytes", "uses", "_anchor", "__weakref__")
 
     def __init__(self, vec, mass, ntaps: int):
         self.vec, self.mass, self.ntaps = vec, mass, int(ntaps)
         self.nbytes = int(vec.nbytes + mass.nbytes)
+        self.uses: dict = {}  # applications per (beta, dtype): a table is built from the second on
+        # the weight tables' cache key: a tensor that lives exactly as long as this object
+        self._anchor = torch.from_numpy(vec)
+
+    def table(self, beta: float, dtype) -> Optional["WeightTable"]:
+        """The weight table for ``beta`` and image ``dtype`` (numpy), or None (first use, or too large).
+
+        Call with ``_NUMBA_LOCK`` held (building one runs the parallel kernels).
+        """
+        key = (float(beta), np.dtype(dtype).str)
+        self.uses[key] = self.uses.get(key, 0) + 1
+        if self.uses[key] < 2:
+            return None
+        table = WEIGHT_TABLES.get((self._anchor,), ("weights",) + key,
+                                  lambda: build_weight_table(self.vec, self.mass, beta, self.ntaps, dtype,
+                                                             WEIGHT_TABLES.max_bytes))
+        return table if table.arrays is not None else None
 
     def run(self, x: torch.Tensor, vec, mass, beta: float, transpose: bool) -> torch.Tensor:
         from . import _numba_kernels as nk
 
         xn = x.detach().contiguous().numpy()
         with _NUMBA_LOCK:
+            table = self.table(beta, xn.dtype)
+            arrays = None if table is None else table.arrays
             if transpose:
-                out = nk.adjoint(xn, self.vec, self.mass, beta, self.ntaps, _nchunks())
+                out = nk.adjoint(xn, self.vec, self.mass, beta, self.ntaps, _nchunks(), arrays)
             else:
-                out = nk.forward(xn, self.vec, self.mass, beta, self.ntaps)
+                out = nk.forward(xn, self.vec, self.mass, beta, self.ntaps, arrays)
         return torch.from_numpy(out)
 
     def param_grad(self, x, g, vec, mass, beta):
@@ -253,7 +279,9 @@ class NumbaPrepared:
 
         xn = x.detach().contiguous().numpy()
         with _NUMBA_LOCK:
-            out = nk.normal(xn, self.vec, self.mass, float(beta), self.ntaps, _nchunks())
+            table = self.table(beta, xn.dtype)
+            out = nk.normal(xn, self.vec, self.mass, float(beta), self.ntaps, _nchunks(),
+                            None if table is None else table.arrays)
         return torch.from_numpy(out)
 
 
@@ -276,15 +304,73 @@ def prepare_numba(vec: torch.Tensor, mass: torch.Tensor, dtype: torch.dtype = to
     return NumbaPrepared(own(vec), own(mass), nk.max_taps(longest))
 
 
-def _default_cache_bytes() -> int:
-    raw = os.environ.get("PNPDEBLUR_FLOW_CACHE_BYTES", str(256 * 2**20))
+def _env_bytes(name: str, default: int) -> int:
+    """A byte count from environment variable ``name`` (an integer >= 0), else ``default``."""
+    raw = os.environ.get(name, str(default))
     try:
         value = int(raw)
     except ValueError:
-        raise ValueError(f"PNPDEBLUR_FLOW_CACHE_BYTES must be an integer number of bytes, got {raw!r}") from None
+        raise ValueError(f"{name} must be an integer number of bytes, got {raw!r}") from None
     if value < 0:
-        raise ValueError(f"PNPDEBLUR_FLOW_CACHE_BYTES must be >= 0, got {value}")
+        raise ValueError(f"{name} must be >= 0, got {value}")
     return value
+
+
+def _default_cache_bytes() -> int:
+    return _env_bytes("PNPDEBLUR_FLOW_CACHE_BYTES", 256 * 2**20)
+
+
+def _default_table_bytes() -> int:
+    return _env_bytes("PNPDEBLUR_WEIGHT_TABLE_BYTES", 768 * 2**20)
+
+
+# Bytes of a weight table: per step, 3 weights (image dtype) and an int16 minor offset; per
+# segment, start and steps (int64), kind (int8), scale (float64), lo and radius (int32), major (bool).
+_TABLE_STEP_EXTRA = 2
+_TABLE_SEGMENT_BYTES = 8 + 8 + 1 + 8 + 4 + 4 + 1
+
+
+class WeightTable:
+    """One flow's per-segment step weights for one ``beta`` and image dtype (see
+    :mod:`pnpdeblur.operators._numba_kernels`, "Weight tables").
+
+    ``arrays`` is the tuple the kernels take as ``table=`` (None for a table too large to
+    build, recorded with ``nbytes = 0`` so that the size is not counted again); ``nbytes`` is
+    what it holds.
+    """
+
+    __slots__ = ("arrays", "nbytes")
+
+    def __init__(self, arrays: Optional[tuple], nbytes: int):
+        self.arrays, self.nbytes = arrays, int(nbytes)
+
+
+def build_weight_table(vec, mass, beta: float, ntaps: int, dtype, max_bytes: Optional[int] = None) -> WeightTable:
+    """The :class:`WeightTable` of segment arrays ``vec`` (Nf, S, 2, H, W), ``mass`` (Nf, S, H, W).
+
+    ``dtype`` is the image dtype the table serves (numpy float32 or float64). With
+    ``max_bytes``, a table that would be larger is not built: the result has
+    ``arrays = None`` (its size comes from one cheap pass over the flow's geometry).
+    """
+    from . import _numba_kernels as nk
+
+    dtype = np.dtype(dtype)
+    steps = nk.table_steps(vec, mass, float(beta))
+    total = int(steps.sum())
+    nbytes = total * (3 * dtype.itemsize + _TABLE_STEP_EXTRA) + steps.size * _TABLE_SEGMENT_BYTES
+    if max_bytes is not None and nbytes > max_bytes:
+        return WeightTable(None, 0)
+    start = np.cumsum(steps.ravel()).reshape(steps.shape) - steps
+    shape = steps.shape
+    kind = np.empty(shape, np.int8)
+    scale = np.empty(shape, np.float64)
+    lo = np.zeros(shape, np.int32)
+    radius = np.zeros(shape, np.int32)
+    major = np.zeros(shape, np.bool_)
+    w = np.empty((3, total), dtype)
+    r = np.empty(total, np.int16)
+    nk.fill_table(vec, mass, float(beta), int(ntaps), start, kind, scale, lo, radius, major, w, r)
+    return WeightTable((start, steps, kind, scale, lo, radius, major, w, r), nbytes)
 
 
 class FlowCache:
@@ -395,6 +481,13 @@ class FlowCache:
 
 #: The library-wide cache used by the per-pixel operators (see :class:`FlowCache`).
 FLOW_CACHE = FlowCache(_default_cache_bytes())
+
+#: The weight tables of the prepared flows in :data:`FLOW_CACHE` (a :class:`FlowCache` of
+#: :class:`WeightTable`; an entry goes with its prepared flow). Its byte limit comes from
+#: ``PNPDEBLUR_WEIGHT_TABLE_BYTES`` (default 768 MiB; 0 turns the tables off). A 1280×720
+#: line kernel whose every pixel moves 46 px takes 560 MiB for float32 images and 1015 MiB
+#: for float64 ones (then over the default: weights are recomputed per call, as without).
+WEIGHT_TABLES = FlowCache(_default_table_bytes())
 
 
 # ---------------------------------------------------------------------------- torch path
