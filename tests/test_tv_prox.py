@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from pnpdeblur.priors import classical
 from pnpdeblur.priors.classical import TV, Tikhonov, _grad, _grad_t, tv_norm, tv_prox
 
 
@@ -62,14 +63,46 @@ def _image(c=2, h=5, w=6, seed=0):
     return torch.from_numpy(np.random.default_rng(seed).random((1, c, h, w)))
 
 
+@pytest.mark.parametrize("impl", ["numba", "torch"])
 @pytest.mark.parametrize("coupled", [True, False])
 @pytest.mark.parametrize("iters", [1, 2, 3, 7])
-def test_tv_prox_iterates_match_the_dense_fgp(coupled, iters):
+def test_tv_prox_iterates_match_the_dense_fgp(coupled, iters, impl):
     z = _image()
     tau = 0.15  # large enough that the projection is active from the first step
-    got = tv_prox(z, tau, iters=iters, coupled=coupled, tol=0.0)
+    fn = classical._tv_prox_numba if impl == "numba" else classical._tv_prox_torch
+    got = fn(z, tau, iters, coupled, 0.0)
     want = _fgp_reference(z[0].numpy(), tau, iters, coupled, tol=0.0)
     np.testing.assert_allclose(got[0].numpy(), want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("coupled", [True, False])
+@pytest.mark.parametrize("shape", [(2, 3, 9, 11), (1, 1, 1, 7), (3, 2, 6, 1)])
+def test_tv_prox_numba_and_torch_agree_on_batches_and_thin_images(coupled, shape):
+    z = torch.from_numpy(np.random.default_rng(sum(shape)).random(shape))
+    for tol in (0.0, 1e-3):
+        a = classical._tv_prox_numba(z, 0.2, 25, coupled, tol)
+        b = classical._tv_prox_torch(z, 0.2, 25, coupled, tol)
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    z32 = z.float()
+    a32 = classical._tv_prox_numba(z32, 0.2, 25, coupled, 0.0)
+    assert a32.dtype == torch.float32
+    torch.testing.assert_close(a32, classical._tv_prox_torch(z32, 0.2, 25, coupled, 0.0), rtol=0, atol=1e-5)
+
+
+def test_tv_prox_picks_numba_on_the_cpu_and_torch_for_autograd(monkeypatch):
+    calls = []
+    real_numba, real_torch = classical._tv_prox_numba, classical._tv_prox_torch
+    monkeypatch.setattr(classical, "_tv_prox_numba", lambda *a: calls.append("numba") or real_numba(*a))
+    monkeypatch.setattr(classical, "_tv_prox_torch", lambda *a: calls.append("torch") or real_torch(*a))
+    z = _image()
+    tv_prox(z, 0.1, iters=3)
+    zg = z.clone().requires_grad_()
+    out = tv_prox(zg, 0.1, iters=3)
+    out.sum().backward()  # the torch path keeps the graph
+    assert zg.grad is not None and calls == ["numba", "torch"]
+    with torch.no_grad():
+        tv_prox(zg, 0.1, iters=3)
+    assert calls[-1] == "numba"
 
 
 def test_tv_prox_projection_is_joint_only_when_coupled():

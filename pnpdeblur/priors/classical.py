@@ -9,6 +9,7 @@ import math
 import numbers
 from typing import Any, Dict, Optional
 
+import numpy as np
 import torch
 
 from .base import BasePrior
@@ -58,7 +59,9 @@ def tv_prox(
     """Proximal map of isotropic TV: ``argmin_x ½‖x − z‖² + τ TV(x)``.
 
     Fast gradient projection on the dual (Beck & Teboulle), vectorised over the
-    whole batch; Neumann boundary.
+    whole batch; Neumann boundary. CPU tensors that need no gradient run the iterations
+    in fused numba passes (:mod:`pnpdeblur.priors._tv_numba`); others (CUDA, autograd)
+    in torch ops. Both compute the same iterates, to rounding.
 
     Parameters
     ----------
@@ -80,6 +83,14 @@ def tv_prox(
     """
     if tau <= 0:
         return z.clone()
+    if z.device.type == "cpu" and not (torch.is_grad_enabled() and z.requires_grad) and \
+            z.dtype in (torch.float32, torch.float64) and z.ndim == 4:
+        return _tv_prox_numba(z, float(tau), iters, coupled, tol)
+    return _tv_prox_torch(z, tau, iters, coupled, tol)
+
+
+def _tv_prox_torch(z: torch.Tensor, tau: float, iters: int, coupled: bool, tol: float) -> torch.Tensor:
+    """:func:`tv_prox` in torch ops: any device, differentiable through the iterations."""
     step = 1.0 / (8.0 * tau)
     p = torch.zeros((z.shape[0], 2) + tuple(z.shape[1:]), dtype=z.dtype, device=z.device)
     q = p
@@ -100,6 +111,32 @@ def tv_prox(
         if delta < tol:
             break
     return z - tau * _grad_t(p)
+
+
+def _tv_prox_numba(z: torch.Tensor, tau: float, iters: int, coupled: bool, tol: float) -> torch.Tensor:
+    """:func:`tv_prox` on the CPU without autograd: the same iterations in two fused passes each
+    (:mod:`pnpdeblur.priors._tv_numba`), 2–4× faster than the torch loop at photo size."""
+    from . import _tv_numba
+
+    zn = z.detach().contiguous().numpy()
+    scalar = zn.dtype.type  # scalars in the image dtype, as torch applies them
+    n, c, h, w = zn.shape
+    # p, q: the dual and its extrapolation; pn, qn: their next values (buffers swapped each step)
+    p, q, pn, qn = (np.zeros((n, 2, c, h, w), zn.dtype) for _ in range(4))
+    x = np.empty_like(zn)
+    dsq, nsq = np.empty(n * h), np.empty(n * h)
+    step = scalar(1.0 / (8.0 * tau))
+    t = 1.0
+    for _ in range(iters):
+        _tv_numba.primal(zn, q, scalar(tau), x)
+        tn = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
+        _tv_numba.dual_step(x, p, q, step, scalar((t - 1.0) / tn), bool(coupled), pn, qn, dsq, nsq)
+        delta = math.sqrt(float(dsq.sum())) / max(math.sqrt(float(nsq.sum())), 1e-12)
+        p, pn, q, qn, t = pn, p, qn, q, tn
+        if delta < tol:
+            break
+    _tv_numba.primal(zn, p, scalar(tau), x)
+    return torch.from_numpy(x)
 
 
 class TV(BasePrior):
