@@ -120,6 +120,8 @@ def test_nbytes_is_what_the_arrays_hold_and_the_budget_is_kept(dtype):
     assert seg.build_weight_table(vec, mass, 0.0, nt, dtype, max_bytes=table.nbytes).arrays is not None
     too_big = seg.build_weight_table(vec, mass, 0.0, nt, dtype, max_bytes=table.nbytes - 1)
     assert too_big.arrays is None and too_big.nbytes == 0
+    with pytest.raises(ValueError, match="segments too long for a weight table"):
+        seg.build_weight_table(vec, mass, 0.0, 3 * 32768, dtype)
 
 
 @pytest.fixture

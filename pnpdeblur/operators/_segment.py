@@ -355,6 +355,8 @@ def build_weight_table(vec, mass, beta: float, ntaps: int, dtype, max_bytes: Opt
     from . import _numba_kernels as nk
 
     dtype = np.dtype(dtype)
+    if ntaps // 3 > np.iinfo(np.int16).max:  # minor offsets are stored as int16 (|r| <= steps)
+        raise ValueError(f"segments too long for a weight table (ntaps={ntaps}); the operators allow |flow| <= 64 px")
     steps = nk.table_steps(vec, mass, float(beta))
     total = int(steps.sum())
     nbytes = total * (3 * dtype.itemsize + _TABLE_STEP_EXTRA) + steps.size * _TABLE_SEGMENT_BYTES
