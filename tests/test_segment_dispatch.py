@@ -155,17 +155,21 @@ def test_gradient_only_for_what_requires_it_and_in_the_flows_dtype():
     torch.testing.assert_close(x.grad, seg.segment_blur(ones, vt.detach().double(), mt.double(), 0.0, True, "numba"), rtol=0, atol=1e-6)
 
 
-def test_default_cache_bytes_from_the_environment(monkeypatch):
-    monkeypatch.delenv("PNPDEBLUR_FLOW_CACHE_BYTES", raising=False)
-    assert seg._default_cache_bytes() == 256 * 2**20
-    monkeypatch.setenv("PNPDEBLUR_FLOW_CACHE_BYTES", "0")
-    assert seg._default_cache_bytes() == 0
-    monkeypatch.setenv("PNPDEBLUR_FLOW_CACHE_BYTES", "12.5")
-    with pytest.raises(ValueError, match=r"^PNPDEBLUR_FLOW_CACHE_BYTES must be an integer number of bytes, got '12.5'$"):
-        seg._default_cache_bytes()
-    monkeypatch.setenv("PNPDEBLUR_FLOW_CACHE_BYTES", "-1")
-    with pytest.raises(ValueError, match=r"^PNPDEBLUR_FLOW_CACHE_BYTES must be >= 0, got -1$"):
-        seg._default_cache_bytes()
+@pytest.mark.parametrize("name, default, read", [
+    ("PNPDEBLUR_FLOW_CACHE_BYTES", 256 * 2**20, seg._default_cache_bytes),
+    ("PNPDEBLUR_WEIGHT_TABLE_BYTES", 768 * 2**20, seg._default_table_bytes),  # the weight tables' limit
+])
+def test_default_cache_bytes_from_the_environment(monkeypatch, name, default, read):
+    monkeypatch.delenv(name, raising=False)
+    assert read() == default
+    monkeypatch.setenv(name, "0")
+    assert read() == 0
+    monkeypatch.setenv(name, "12.5")
+    with pytest.raises(ValueError, match=rf"^{name} must be an integer number of bytes, got '12.5'$"):
+        read()
+    monkeypatch.setenv(name, "-1")
+    with pytest.raises(ValueError, match=rf"^{name} must be >= 0, got -1$"):
+        read()
 
 
 class _Entry:

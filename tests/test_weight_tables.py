@@ -193,16 +193,3 @@ def test_operator_answers_are_unchanged_and_follow_in_place_flow_changes(tables)
     A = sp.csr_matrix(segment_matrix(flow[0, None].numpy(), np.ones((1, 20, 24)), 0.0))
     np.testing.assert_allclose(K._forward(x)[0, 1].numpy().ravel(), A @ x[0, 1].numpy().ravel(), atol=1e-12)
 
-
-def test_default_table_bytes_from_the_environment(monkeypatch):
-    monkeypatch.delenv("PNPDEBLUR_WEIGHT_TABLE_BYTES", raising=False)
-    assert seg._default_table_bytes() == 768 * 2**20
-    monkeypatch.setenv("PNPDEBLUR_WEIGHT_TABLE_BYTES", "0")
-    assert seg._default_table_bytes() == 0
-    monkeypatch.setenv("PNPDEBLUR_WEIGHT_TABLE_BYTES", "1e9")
-    with pytest.raises(ValueError, match=r"^PNPDEBLUR_WEIGHT_TABLE_BYTES must be an integer number of bytes, "
-                                         r"got '1e9'$"):
-        seg._default_table_bytes()
-    monkeypatch.setenv("PNPDEBLUR_WEIGHT_TABLE_BYTES", "-5")
-    with pytest.raises(ValueError, match=r"^PNPDEBLUR_WEIGHT_TABLE_BYTES must be >= 0, got -5$"):
-        seg._default_table_bytes()

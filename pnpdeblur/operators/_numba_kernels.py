@@ -456,42 +456,39 @@ def fill_table(vec, mass, beta, ntaps, start, kind, scale, lo, radius, major, w,
 
 
 @nb.njit(cache=True, inline="always")
+def _table_entry(table, bf, sgi, i, j):
+    """One segment of a weight table: kind, scale, radius, axis, first step, then its step
+    weights and minor offsets as slices (empty for kinds 0 and 1, which have no steps)."""
+    start, steps, kind, scale, lo, radius, major, w, r = table
+    st = start[bf, sgi, i, j]
+    e = st + steps[bf, sgi, i, j]
+    return (kind[bf, sgi, i, j], scale[bf, sgi, i, j], radius[bf, sgi, i, j], major[bf, sgi, i, j],
+            lo[bf, sgi, i, j], w[0, st:e], w[1, st:e], w[2, st:e], r[st:e])
+
+
+@nb.njit(cache=True, inline="always")
 def _table_gather(table, x, xb, acc, sacc, zero, b, bf, sgi, i, j, H, W, C):
     """:func:`forward`'s work for one segment, read from a weight table."""
-    start, steps, kind, scale, lo, radius, major, w, r = table
-    kd = kind[bf, sgi, i, j]
-    if kd == 0:
-        return
-    m = scale[bf, sgi, i, j]
+    kd, m, R, major_x, lo, w0, w1, w2, r = _table_entry(table, bf, sgi, i, j)
     if kd == 1:
         for c in range(C):
             acc[c] += m * x[b, c, i, j]
-        return
-    st = start[bf, sgi, i, j]
-    n = steps[bf, sgi, i, j]
-    _gather(xb, acc, sacc, zero, m, i, j, H, W, C, radius[bf, sgi, i, j], major[bf, sgi, i, j], lo[bf, sgi, i, j],
-            n, w[0, st:st + n], w[1, st:st + n], w[2, st:st + n], r[st:st + n])
+    elif kd == 2:
+        _gather(xb, acc, sacc, zero, m, i, j, H, W, C, R, major_x, lo, len(r), w0, w1, w2, r)
 
 
 @nb.njit(cache=True, inline="always")
 def _table_scatter(table, out, gs, yp, b, bf, sgi, i, j, H, W, C):
     """:func:`adjoint`'s work for one segment (``gs`` scratch, ``yp`` the value scattered), from a table."""
-    start, steps, kind, scale, lo, radius, major, w, r = table
-    kd = kind[bf, sgi, i, j]
-    if kd == 0:
-        return
-    m = scale[bf, sgi, i, j]
+    kd, m, R, major_x, lo, w0, w1, w2, r = _table_entry(table, bf, sgi, i, j)
     if kd == 1:
         o = (i * W + j) * C
         for c in range(C):
             out[o + c] += m * yp[c]
-        return
-    for c in range(C):
-        gs[c] = m * yp[c]
-    st = start[bf, sgi, i, j]
-    n = steps[bf, sgi, i, j]
-    _scatter(out, gs, i, j, H, W, C, radius[bf, sgi, i, j], major[bf, sgi, i, j], lo[bf, sgi, i, j],
-             n, w[0, st:st + n], w[1, st:st + n], w[2, st:st + n], r[st:st + n])
+    elif kd == 2:
+        for c in range(C):
+            gs[c] = m * yp[c]
+        _scatter(out, gs, i, j, H, W, C, R, major_x, lo, len(r), w0, w1, w2, r)
 
 
 @nb.njit(parallel=True, cache=True)
