@@ -72,3 +72,10 @@ def test_numba_paths_size_their_buffers_from_longest_vector(monkeypatch):
     prep = _segment.prepare_numba(vec, mass)
     assert seen == [5.0, 5.0, 5.0]
     assert prep.ntaps == nk.max_taps(5.0)
+
+
+def test_default_axis_is_one_the_flow_channels():
+    f = torch.zeros(2, 2, 3, 4, dtype=torch.float64)  # (N, 2, H, W)
+    f[1, 0, 2, 3], f[1, 1, 2, 3] = 6.0, 8.0
+    assert vector_length(f).shape == (2, 3, 4) and float(vector_length(f)[1, 2, 3]) == 10.0
+    assert longest_vector(f) == 10.0
