@@ -405,8 +405,8 @@ def table_steps(vec, mass, beta):
                 ay = np.float64(vec[b, sgi, 1, i, j])
                 if np.float64(mass[b, sgi, i, j]) == 0.0 or (ax == 0.0 and ay == 0.0):
                     continue
-                geo = _geometry(ax, ay, beta)
-                steps[b, sgi, i, j] = geo[9] - geo[8] + 1
+                lo, hi = _geometry(ax, ay, beta)[8:]
+                steps[b, sgi, i, j] = hi - lo + 1
     return steps
 
 
@@ -516,7 +516,8 @@ def forward(x, vec, mass, beta, ntaps, table=None):
 
     ``ntaps`` is :func:`max_taps` of the longest segment (it sizes the per-thread step
     buffers). ``table``: the segments' weight table in ``x``'s dtype (:func:`fill_table`), or
-    None to compute the weights on the fly (the same result, bitwise). The image is read channel-last (one copy), so a tap touches one cache
+    None to compute the weights on the fly (the same result, bitwise). The image is read
+    channel-last (one copy), so a tap touches one cache
     line for all channels; interior pixels use flat offsets without clamping; each
     segment's weights are summed while they are computed and applied at the end
     (no second pass to normalise).

@@ -159,7 +159,7 @@ def _run_numba(x: torch.Tensor, vec: torch.Tensor, mass: torch.Tensor, beta: flo
 
     v = _np64(vec)
     m = _np64(mass)
-    ntaps = nk.max_taps(longest_vector(vec, dim=2))
+    ntaps = nk.max_taps(longest_vector(torch.from_numpy(v), dim=2))  # the float64 copy just made
     xn = x.detach().contiguous().numpy()
     with _NUMBA_LOCK:
         if transpose:
@@ -172,10 +172,11 @@ def _run_numba(x: torch.Tensor, vec: torch.Tensor, mass: torch.Tensor, beta: flo
 def _param_grad(x: torch.Tensor, g: torch.Tensor, vec: torch.Tensor, mass: torch.Tensor, beta: float):
     from . import _numba_kernels as nk
 
-    ntaps = nk.max_taps(longest_vector(vec, dim=2))
+    v = _np64(vec)
+    ntaps = nk.max_taps(longest_vector(torch.from_numpy(v), dim=2))  # the float64 copy just made
     with _NUMBA_LOCK:
         gv, gm = nk.param_grad(
-            x.detach().contiguous().numpy(), g.detach().contiguous().numpy(), _np64(vec), _np64(mass), beta, ntaps
+            x.detach().contiguous().numpy(), g.detach().contiguous().numpy(), v, _np64(mass), beta, ntaps
         )
     gv, gm = torch.from_numpy(gv), torch.from_numpy(gm)
     if vec.shape[0] == 1 and gv.shape[0] > 1:
