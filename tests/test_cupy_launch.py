@@ -13,6 +13,7 @@ tests can see which buffers come back and how they are reduced.
 """
 from __future__ import annotations
 
+import ctypes
 import importlib.abc
 import math
 import re
@@ -92,41 +93,70 @@ class _Recorder:
         self.events = []  # ("enter"/"exit", what) and ("module", ...), ("launch", ...)
         self.launches = []
         self.modules = []
-        self.depth = {"device": None, "in_device": False, "stream": None}
+        self.depth = {"device": None, "in_device": False}
+        self.external = []  # what each Stream.from_external / ExternalStream call was given
+        # Read the pointer arguments back as tensors (off for launches on stand-in buffers
+        # smaller than the sizes the launch names: the grid-limit and stream tests).
+        self.views = True
+
+
+def _layout(pname: str, s: dict) -> tuple:
+    """The header's C-contiguous layout of each pointer parameter, from the launch's ints."""
+    img = (s["N"], s["C"], s["H"], s["W"])
+    return {"x": img, "g": img, "y": img, "out": img,
+            "vec": (s["Nf"], s["S"], 2, s["H"], s["W"]), "mass": (s["Nf"], s["S"], s["H"], s["W"]),
+            "gvec": (s["N"], s["S"], 2, s["H"], s["W"]), "gmass": (s["N"], s["S"], s["H"], s["W"])}[pname]
+
+
+def _view(ptr: int, dtype: torch.dtype, shape: tuple) -> torch.Tensor:
+    """The memory at a raw (host) pointer as a tensor of ``shape``: writes reach the caller's buffer."""
+    n = math.prod(shape)
+    if n == 0:
+        return torch.empty(shape, dtype=dtype, device="cpu")
+    ctype = ctypes.c_float if dtype == torch.float32 else ctypes.c_double
+    buf = (ctype * n).from_address(int(ptr))
+    return torch.from_numpy(np.ctypeslib.as_array(buf).reshape(shape))  # CPU whatever the default device
 
 
 class _Kernel:
     def __init__(self, rec: _Recorder, name: str, device):
         self.rec, self.name, self.device = rec, name, device
 
-    def __call__(self, grid, block, args):
+    def __call__(self, grid, block, args, stream=None):
         rec = self.rec
-        assert rec.depth["in_device"] and rec.depth["stream"] is not None, "launch outside the contexts"
+        assert rec.depth["in_device"], "launch outside the device context"
+        assert stream is not None, "launch without an explicit stream (CuPy's current one, not torch's)"
         params = KERNELS[self.name]
         assert isinstance(args, tuple) and len(args) == len(params), (self.name, len(args))
-        named = {}
+        ints = {}
         for (ctype, pname), a in zip(params, args):
             if ctype.endswith("*"):
-                assert isinstance(a, torch.Tensor), (pname, type(a))
-                assert a.dtype == T_DTYPES[ctype.replace("const ", "").rstrip("*")], (self.name, pname, a.dtype)
-                assert a.is_contiguous(), pname  # the header: all C-contiguous
+                assert type(a) is np.uint64, (pname, type(a))  # a raw device pointer, 8 bytes
             elif ctype == "int":
                 assert type(a) is np.int32, (pname, type(a))
+                ints[pname] = int(a)
             elif ctype == "double":
                 assert type(a) is np.float64, (pname, type(a))
             else:  # pragma: no cover - a new parameter type in the source
                 raise AssertionError(ctype)
+        named = {}
+        for (ctype, pname), a in zip(params, args):
+            if ctype.endswith("*") and rec.views:
+                a = _view(a, T_DTYPES[ctype.replace("const ", "").rstrip("*")], _layout(pname, ints))
+                if ctype.startswith("const"):  # the values at launch (a temporary may be freed after)
+                    a = a.clone()
             named[pname] = a
-        if "adjoint" in self.name:  # the header: "The output must be zeroed by the caller"
-            assert torch.all(named["out"] == 0)
-        # every output parameter gets a recognisable pattern (no maths emulated)
-        for ctype, pname in params:
-            if ctype.endswith("*") and not ctype.startswith("const"):
-                a = named[pname]
-                a.copy_(torch.arange(a.numel(), dtype=a.dtype, device=a.device).reshape(a.shape) + 1)
+        if rec.views:
+            if "adjoint" in self.name:  # the header: "The output must be zeroed by the caller"
+                assert torch.all(named["out"] == 0)
+            # every output parameter gets a recognisable pattern (no maths emulated)
+            for ctype, pname in params:
+                if ctype.endswith("*") and not ctype.startswith("const"):
+                    a = named[pname]
+                    a.copy_(torch.arange(a.numel(), dtype=a.dtype, device="cpu").reshape(a.shape) + 1)
         rec.launches.append(
             dict(name=self.name, grid=tuple(grid), block=tuple(block), args=named,
-                 device=self.device, stream=rec.depth["stream"], on_device=rec.depth["device"])
+                 device=self.device, stream=stream.what, on_device=rec.depth["device"])
         )
 
 
@@ -150,14 +180,7 @@ def _make_cupy(rec: _Recorder, *, from_external=True, fail=None):
     class _Stream:
         def __init__(self, what):
             self.what = what
-
-        def __enter__(self):
-            rec.depth["stream"] = self.what
-            return self
-
-        def __exit__(self, *exc):
-            rec.depth["stream"] = None
-            return False
+            rec.external.append(what)
 
     class _Module:
         def __init__(self, code=None, options=None):
@@ -172,13 +195,13 @@ def _make_cupy(rec: _Recorder, *, from_external=True, fail=None):
                 raise KeyError(name)
             return _Kernel(rec, name, self.device)
 
+    rec.external.clear()
     stream_ns = types.SimpleNamespace(null=_Stream(("null",)))
     if from_external:
-        stream_ns.from_external = lambda s: _Stream(("from_external", s))
+        stream_ns.from_external = lambda s: _Stream(("from_external", s.__cuda_stream__()))
     fake = types.ModuleType("cupy")
     fake.__version__ = "0.0-recording"
     fake.RawModule = _Module
-    fake.from_dlpack = lambda t: torch.from_dlpack(t)  # a zero-copy view; refuses requires_grad
     fake.cuda = types.SimpleNamespace(
         Device=_Device,
         Stream=stream_ns,
@@ -201,8 +224,10 @@ def rec(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "current_stream", current_stream)
     _cupy._kernels.clear()
+    _cupy._streams.clear()
     yield r
     _cupy._kernels.clear()
+    _cupy._streams.clear()
 
 
 def _geom(n=2, nf=1, s=2, h=5, w=6, seed=0, dtype=torch.float64):
@@ -247,7 +272,7 @@ def test_run_launches_the_right_kernel_with_the_sources_argument_order(rec, dtyp
     assert out.data_ptr() == a[img_out].data_ptr()
     # CPU tensors have no index: device 0; torch's current stream of that device
     assert L["device"] == 0 and set(_cupy._kernels) == {0}
-    assert rec.stream_calls == [x.device]
+    assert rec.stream_calls == [0]
 
 
 def test_run_makes_inputs_contiguous_and_detached(rec):
@@ -256,7 +281,7 @@ def test_run_makes_inputs_contiguous_and_detached(rec):
     assert not x.is_contiguous()
     vec, mass = _geom(n, n, 1, h, w)
     vec = vec.clone().requires_grad_(True)
-    out = _cupy.run(x, vec, mass, 0.0, False)  # the stand-in's from_dlpack refuses grad
+    out = _cupy.run(x, vec, mass, 0.0, False)
     a = rec.launches[0]["args"]
     torch.testing.assert_close(a["x"], x.detach(), atol=0, rtol=0)
     assert a["Nf"] == n and not out.requires_grad
@@ -414,13 +439,13 @@ def test_geometry_is_contiguous_detached_float64_on_xs_device(nf):
 
 # ------------------------------------------------------------------ _launch: grid limits, device, stream
 class _Arr:
-    """An array on a chosen CUDA device: ``_launch`` only reads ``.device`` and ``detach()``."""
+    """An array on a chosen CUDA device: ``_launch`` only reads ``.device`` and ``data_ptr()``."""
 
     def __init__(self, t, device):
         self.t, self.device = t, device
 
-    def detach(self):
-        return self.t
+    def data_ptr(self):
+        return self.t.data_ptr()
 
 
 def _fake_arrays(index, dtype=torch.float64, n=1, c=1, h=2, w=3):
@@ -431,6 +456,7 @@ def _fake_arrays(index, dtype=torch.float64, n=1, c=1, h=2, w=3):
 
 
 def test_launch_grid_limits(rec):
+    rec.views = False  # the stand-in buffers are smaller than the launches name
     by = _cupy.BLOCK[1]
     arrays = _fake_arrays(0)
     ok = [(65535, 1), (1, 65535 * by)]
@@ -446,6 +472,7 @@ def test_launch_grid_limits(rec):
 
 
 def test_launch_on_a_second_device_uses_its_kernels_stream_and_context(rec, monkeypatch):
+    rec.views = False
     calls = []
 
     def current_stream(device=None):
@@ -458,51 +485,76 @@ def test_launch_on_a_second_device_uses_its_kernels_stream_and_context(rec, monk
     L = rec.launches[0]
     assert L["device"] == 1 and L["on_device"] == 1 and L["stream"] == ("null",)
     assert set(_cupy._kernels) == {1} and rec.modules[0]["device"] == 1
-    assert calls == [torch.device("cuda", 1)]
+    assert calls == [1]
 
 
-class _TorchStream:
-    """torch.cuda.Stream-like: a raw handle, and the CUDA stream protocol (torch >= 2.5)."""
+def test_launch_refuses_buffers_on_another_device(rec):
+    rec.views = False
+    arrays = _fake_arrays(0)
+    arrays[2] = _Arr(arrays[2].t, torch.device("cuda", 1))
+    with pytest.raises(ValueError, match=r"^every buffer of segment_forward_f64 must be on cuda:0, got one on cuda:1$"):
+        _cupy._launch("segment_forward_f64", arrays, 1, 1, 2, 3, 1, 1, 0.0)
+    assert rec.launches == []
 
-    def __init__(self, handle):
-        self.cuda_stream = handle
 
-    def __cuda_stream__(self):
-        return (0, self.cuda_stream)
-
-
-class _OldTorchStream:
-    def __init__(self, handle):
-        self.cuda_stream = handle
+def test_launch_passes_each_buffers_own_pointer(rec):
+    rec.views = False
+    arrays = _fake_arrays(0)
+    _cupy._launch("segment_forward_f64", arrays, 1, 1, 2, 3, 1, 1, 0.0)
+    a = rec.launches[0]["args"]
+    assert [int(a[k]) for k in ("x", "vec", "mass", "y")] == [t.data_ptr() for t in arrays]
+    assert len({int(a[k]) for k in ("x", "vec", "mass", "y")}) == 4
 
 
 @pytest.mark.parametrize("from_external", [True, False])
-@pytest.mark.parametrize("protocol", [True, False])
-def test_launch_runs_on_torchs_current_stream(monkeypatch, from_external, protocol):
+def test_launch_runs_on_torchs_current_stream(monkeypatch, from_external):
     r = _Recorder()
+    r.views = False
     monkeypatch.setitem(sys.modules, "cupy", _make_cupy(r, from_external=from_external))
-    stream = (_TorchStream if protocol else _OldTorchStream)(1234)
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: stream)
+    calls = []
+
+    def current_stream(device=None):
+        calls.append(device)
+        return types.SimpleNamespace(cuda_stream=1234)
+
+    monkeypatch.setattr(torch.cuda, "current_stream", current_stream)
     _cupy._kernels.clear()
+    _cupy._streams.clear()
     try:
-        _cupy._launch("segment_forward_f32", _fake_arrays(2, torch.float32), 1, 1, 2, 3, 1, 1, 0.0)
+        for _ in range(3):
+            _cupy._launch("segment_forward_f32", _fake_arrays(2, torch.float32), 1, 1, 2, 3, 1, 1, 0.0)
+        cached = dict(_cupy._streams)
     finally:
         _cupy._kernels.clear()
-    got = r.launches[0]["stream"]
-    if from_external and protocol:  # CuPy >= 14 wraps torch's stream object
-        assert got == ("from_external", stream)
-    else:  # older CuPy or torch: the raw handle on the tensor's device
-        assert got == ("external", 1234, 2)
-    assert r.launches[0]["on_device"] == 2
+        _cupy._streams.clear()
+    got = [L["stream"] for L in r.launches]
+    if from_external:  # CuPy >= 14 wraps the handle through the CUDA stream protocol
+        want = ("from_external", (0, 1234))
+    else:  # older CuPy: the raw handle on the tensor's device
+        want = ("external", 1234, 2)
+    assert got == [want] * 3 and r.launches[0]["on_device"] == 2
+    # the stream object is made once per (device, handle), not once per launch
+    assert r.external == [("null",), want] and list(cached) == [(2, 1234)]
+    assert calls == [2, 2, 2]
 
 
 def test_a_non_default_stream_handle_is_not_the_null_stream(rec, monkeypatch):
-    for handle, expect in ((0, ("null",)), (1, None), (7, None)):
-        s = _TorchStream(handle)
-        monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: s)
+    rec.views = False
+    for handle, expect in ((0, ("null",)), (1, ("from_external", (0, 1))), (7, ("from_external", (0, 7))),
+                           (0, ("null",)), (1, ("from_external", (0, 1)))):
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=handle))
         _cupy._launch("segment_forward_f64", _fake_arrays(0), 1, 1, 2, 3, 1, 1, 0.0)
-        got = rec.launches[-1]["stream"]
-        assert got == (expect or ("from_external", s))
+        assert rec.launches[-1]["stream"] == expect
+    assert rec.external.count(("from_external", (0, 1))) == 1  # cached
+
+
+def test_stream_cache_is_bounded(rec, monkeypatch):
+    rec.views = False
+    for handle in range(1, _cupy._MAX_STREAMS + 6):
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=handle))
+        _cupy._launch("segment_forward_f64", _fake_arrays(0), 1, 1, 2, 3, 1, 1, 0.0)
+        assert rec.launches[-1]["stream"] == ("from_external", (0, handle))
+        assert 0 < len(_cupy._streams) <= _cupy._MAX_STREAMS
 
 
 # ------------------------------------------------------------------ load errors

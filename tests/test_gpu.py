@@ -207,7 +207,9 @@ def emulated(tmp_path_factory):
     return ctypes.CDLL(str(lib))
 
 
-def _ptr(a: np.ndarray):
+def _ptr(a):
+    if isinstance(a, ctypes.c_void_p):  # already a raw pointer (the launcher's arguments)
+        return a
     assert a.flags.c_contiguous
     return a.ctypes.data_as(ctypes.c_void_p)
 
@@ -294,10 +296,12 @@ def host_cupy(emulated, monkeypatch):
         def __init__(self, name):
             self.name = name
 
-        def __call__(self, grid, block, args):
+        def __call__(self, grid, block, args, stream=None):
+            assert stream is not None  # torch's stream, never CuPy's current one
             n_arrays = 6 if "param_grad" in self.name else 4
             arrays, scalars = args[:n_arrays], args[n_arrays:]
-            assert all(isinstance(a, np.ndarray) for a in arrays)
+            assert all(type(a) is np.uint64 for a in arrays)  # raw pointers into torch's buffers
+            arrays = [ctypes.c_void_p(int(a)) for a in arrays]
             assert [type(v) for v in scalars] == [np.int32] * 6 + [np.float64]
             N, C, H, W, Nf, S, beta = (v.item() for v in scalars)
             assert tuple(block) == _cupy.BLOCK
@@ -317,7 +321,6 @@ def host_cupy(emulated, monkeypatch):
     fake = types.ModuleType("cupy")
     fake.__version__ = "0.0-host"
     fake.RawModule = _Module
-    fake.from_dlpack = lambda t: t.numpy()
     fake.cuda = types.SimpleNamespace(
         Device=_Ctx,
         ExternalStream=_Ctx,
@@ -328,8 +331,10 @@ def host_cupy(emulated, monkeypatch):
     monkeypatch.setattr(_cupy, "_DEVICE_TYPES", ("cuda", "cpu"))
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=0))
     _cupy._kernels.clear()
+    _cupy._streams.clear()
     yield launches
     _cupy._kernels.clear()
+    _cupy._streams.clear()
 
 
 @pytest.mark.parametrize("kind", ["line", "lut", "two"])

@@ -5,10 +5,10 @@ the thread layout and why the adjoint is an atomic scatter). This module
 
 * compiles that source lazily with :class:`cupy.RawModule` (NVRTC) on first use,
   once per CUDA device, and caches the kernels;
-* launches them on **torch** CUDA tensors without copies: every tensor is handed to
-  CuPy through DLPack (:func:`cupy.from_dlpack`), outputs are allocated by torch
-  (so they live in torch's caching allocator) and filled in place, and kernels run
-  on torch's current stream for the tensor's device;
+* launches them on **torch** CUDA tensors without copies: every tensor is passed to
+  the kernel as its raw device pointer (no DLPack view per call), outputs are
+  allocated by torch (so they live in torch's caching allocator) and filled in
+  place, and kernels run on torch's current stream for the tensor's device;
 * wires forward, adjoint and the gradients w.r.t. the image, the segment vectors
   and the masses into torch autograd through the Function the numba path uses
   (:class:`pnpdeblur.operators._segment.SegmentBlurFn`).
@@ -141,30 +141,74 @@ def _geometry(x: torch.Tensor, vec: torch.Tensor, mass: torch.Tensor):
     return v, m
 
 
+class _StreamHandle:
+    """A raw CUDA stream handle in the CUDA stream protocol (what ``Stream.from_external`` reads)."""
+
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: int):
+        self.handle = handle
+
+    def __cuda_stream__(self):
+        return (0, self.handle)
+
+
+_streams: Dict[Tuple[int, int], Any] = {}  # (device index, raw handle) -> CuPy stream object
+_MAX_STREAMS = 64
+
+
+def _raw_stream(index: int) -> int:
+    """torch's current stream on CUDA device ``index``, as the raw ``cudaStream_t`` handle."""
+    get = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # no Stream object per call
+    if get is not None:
+        return int(get(index))
+    return int(torch.cuda.current_stream(index).cuda_stream)
+
+
+def _cupy_stream(cupy, handle: int, index: int):
+    """The CuPy stream object for a raw handle, made once per (device, handle) and kept."""
+    if handle == 0:  # torch's default stream is the legacy null stream: CuPy's Stream.null
+        return cupy.cuda.Stream.null
+    key = (index, handle)
+    s = _streams.get(key)
+    if s is None:
+        if len(_streams) >= _MAX_STREAMS:
+            _streams.clear()
+        if hasattr(cupy.cuda.Stream, "from_external"):
+            s = cupy.cuda.Stream.from_external(_StreamHandle(handle))  # CuPy >= 14
+        else:
+            s = cupy.cuda.ExternalStream(handle, index)
+        _streams[key] = s
+    return s
+
+
 def _launch(name: str, arrays, N: int, C: int, H: int, W: int, Nf: int, S: int, beta: float) -> None:
-    """Launch one kernel on torch's current stream, tensors shared with CuPy via DLPack."""
+    """Launch one kernel on torch's current stream of the tensors' device.
+
+    The tensors are passed as raw device pointers (``data_ptr()``, 8-byte values where the
+    kernel takes ``T*``): no DLPack views are made per call, which was most of a small
+    image's call time. The caller guarantees that every tensor is C-contiguous, on one
+    device, of the kernel's element type, and alive until the launch is queued; torch's
+    caching allocator then keeps the memory until work queued later on the same stream.
+    """
     import numpy as np
 
     if N > 65535 or (H + BLOCK[1] - 1) // BLOCK[1] > 65535:
         raise ValueError(f"x of shape {(N, C, H, W)} exceeds the CUDA grid (N <= 65535, H <= {65535 * BLOCK[1]})")
     dev = arrays[0].device
-    kernel = load(dev.index if dev.index is not None else 0)[name]
+    for a in arrays[1:]:
+        if a.device != dev:  # a pointer into another device's memory would be read as garbage
+            raise ValueError(f"every buffer of {name} must be on {dev}, got one on {a.device}")
+    index = dev.index if dev.index is not None else 0
+    kernels = _kernels.get(index)
+    kernel = (kernels if kernels is not None else load(index))[name]
     cupy = _cupy()
-    stream = torch.cuda.current_stream(dev)
     grid = ((W + BLOCK[0] - 1) // BLOCK[0], (H + BLOCK[1] - 1) // BLOCK[1], N)
-    # torch's default stream is the legacy null stream (handle 0): CuPy's Stream.null.
-    if stream.cuda_stream == 0:
-        cstream = cupy.cuda.Stream.null
-    elif hasattr(cupy.cuda.Stream, "from_external") and hasattr(stream, "__cuda_stream__"):
-        cstream = cupy.cuda.Stream.from_external(stream)  # CuPy >= 14 (ExternalStream is deprecated)
-    else:
-        cstream = cupy.cuda.ExternalStream(stream.cuda_stream, dev.index)
-    with cupy.cuda.Device(dev.index), cstream:
-        # Inside the context CuPy's current stream *is* torch's, so the DLPack exchange
-        # needs no synchronisation, and the kernel is ordered after torch's pending work.
-        views = [cupy.from_dlpack(a.detach()) for a in arrays]
-        scalars = [np.int32(v) for v in (N, C, H, W, Nf, S)] + [np.float64(beta)]
-        kernel(grid, BLOCK, tuple(views) + tuple(scalars))
+    args = tuple(np.uint64(a.data_ptr()) for a in arrays) + tuple(np.int32(v) for v in (N, C, H, W, Nf, S)) \
+        + (np.float64(beta),)
+    with cupy.cuda.Device(index):
+        # Queued on torch's current stream: ordered after torch's pending work on these tensors.
+        kernel(grid, BLOCK, args, stream=_cupy_stream(cupy, _raw_stream(index), index))
 
 
 def run(x: torch.Tensor, vec: torch.Tensor, mass: torch.Tensor, beta: float, transpose: bool) -> torch.Tensor:
