@@ -765,8 +765,9 @@ def test_gpu_hqs_dncnn_on_cupy_arrays():
 
 @pytest.mark.gpu
 @requires_gpu
-def test_gpu_dlpack_exchange_is_zero_copy(monkeypatch):
-    """The kernels read and write torch's own buffers, and cupy inputs become torch views."""
+def test_gpu_kernels_take_torchs_buffers_without_views(monkeypatch):
+    """The kernels read and write torch's own buffers through raw pointers (no DLPack view
+    per call), and cupy inputs become torch views."""
     import cupy
 
     seen = []
@@ -780,10 +781,39 @@ def test_gpu_dlpack_exchange_is_zero_copy(monkeypatch):
     monkeypatch.setattr(cupy, "from_dlpack", spy)
     x = torch.rand(1, 3, 32, 40, device="cuda")
     f = torch.rand(1, 2, 32, 40, device="cuda", dtype=torch.float64) * 20
-    pd.MotionBlur(f, path="cupy")(x)
-    assert len(seen) == 4 and all(a == b for a, b in seen)
+    y = pd.MotionBlur(f, path="cupy")(x)
+    assert seen == []
+    torch.testing.assert_close(y.cpu(), pd.MotionBlur(f.cpu(), path="numba")(x.cpu()), atol=1e-5, rtol=0)
     arr = cupy.random.random((2, 32, 40))
     assert backend.to_torch(arr, "x").data_ptr() == arr.data.ptr
+
+
+@pytest.mark.gpu
+@requires_gpu
+@pytest.mark.parametrize("where", ["cuda", "cpu"])
+def test_gpu_flow_geometry_is_cached_and_invalidated(where):
+    """A solve's repeated calls reuse the flow's float64 segments on the device; an in-place
+    change of the flow rebuilds them; the results are bitwise those of the uncached path."""
+    rng = np.random.default_rng(23)
+    f = torch.tensor(rng.uniform(-30, 30, (1, 2, 40, 52)), dtype=torch.float32, device=where)
+    x = torch.rand(2, 3, 40, 52, device="cuda")
+    K = pd.MotionBlur(f)
+    _segment.FLOW_CACHE.clear()
+    h0, m0 = _segment.FLOW_CACHE.hits, _segment.FLOW_CACHE.misses
+    y1, y2, yt = K(x), K(x), K.T(x)
+    assert _segment.FLOW_CACHE.misses - m0 == 1 and _segment.FLOW_CACHE.hits - h0 == 2
+    assert len(_segment.FLOW_CACHE) == 1
+    entry = next(iter(_segment.FLOW_CACHE._entries.values()))[3]
+    assert isinstance(entry, _segment.CupyGeometry) and entry.vec.is_cuda and entry.vec.dtype == torch.float64
+    # uncached: a flow that needs a gradient takes the autograd Function and converts per call
+    fg = f.clone().requires_grad_(True)
+    Kg = pd.MotionBlur(fg)
+    torch.testing.assert_close(y1, Kg(x).detach(), atol=0, rtol=0)
+    torch.testing.assert_close(yt, Kg.T(x).detach(), atol=0, rtol=0)
+    torch.testing.assert_close(y2, y1, atol=0, rtol=0)
+    f.mul_(0.5)  # in place: the cached segments are stale
+    torch.testing.assert_close(K(x), pd.MotionBlur(f.clone())(x), atol=0, rtol=0)
+    assert not torch.equal(K(x), y1)
 
 
 @pytest.mark.gpu

@@ -388,18 +388,32 @@ def test_cupy_dispatch_hands_its_arguments_to_the_cupy_kernels(monkeypatch):
     loads, calls = [], []
     monkeypatch.setattr(_cupy, "load", lambda device_index: loads.append(device_index) or {})
 
-    def segment_blur_cupy(x, vec, mass, beta, transpose):
-        calls.append((x, vec, mass, beta, transpose))
-        return x
+    def recorder(kind):
+        def fn(x, vec, mass, beta, transpose):
+            calls.append((kind, x, vec, mass, beta, transpose))
+            return x
+        return fn
 
-    monkeypatch.setattr(_cupy, "segment_blur_cupy", segment_blur_cupy)
+    monkeypatch.setattr(_cupy, "segment_blur_cupy", recorder("autograd"))
+    monkeypatch.setattr(_cupy, "run", recorder("run"))
     x, vec, mass = _x_vec_mass()
     assert seg.segment_blur(x, vec, mass, 1, transpose=True) is x
     assert seg.segment_blur(x, vec, mass, 0.5) is x
     assert loads == [0, 0]
-    (x1, v1, m1, b1, t1), (_, _, _, b2, t2) = calls
+    (k1, x1, v1, m1, b1, t1), (k2, _, _, _, b2, t2) = calls
     assert x1 is x and v1 is vec and m1 is mass
     assert (type(b1), b1, t1) == (float, 1.0, True) and (b2, t2) == (0.5, False)
+    # no gradient to record: the kernels directly; a gradient w.r.t. any input: the autograd Function
+    assert (k1, k2) == ("run", "run")
+    for i in range(3):
+        args = [x, vec, mass]
+        args[i] = args[i].clone().requires_grad_(True)
+        calls.clear()
+        seg.segment_blur(*args, 0.0)
+        assert calls[0][0] == "autograd", i
+        with torch.no_grad():
+            seg.segment_blur(*args, 0.0)
+        assert calls[1][0] == "run", i
 
 
 def test_cupy_path_accepts_cuda_tensors(monkeypatch):

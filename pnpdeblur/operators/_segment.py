@@ -32,7 +32,7 @@ from .. import backend
 from .._vectors import longest_vector
 
 __all__ = ["segment_blur", "available_paths", "PATHS", "FlowCache", "FLOW_CACHE", "prepare_numba", "NumbaPrepared",
-           "WeightTable", "build_weight_table", "WEIGHT_TABLES"]
+           "prepare_cupy", "CupyGeometry", "WeightTable", "build_weight_table", "WEIGHT_TABLES"]
 
 #: Every implementation name ``path=`` accepts.
 PATHS = ("numba", "torch", "cupy")
@@ -128,8 +128,13 @@ def segment_blur(
         once per flow, not once per call).
     """
     chosen = _resolve_path(x, path)
+    # Without a gradient to record, the kernels run directly: the autograd Function's
+    # bookkeeping is a sizeable part of a small image's call on the GPU.
+    grad = torch.is_grad_enabled() and (x.requires_grad or vec.requires_grad or mass.requires_grad)
     if chosen == "numba":
         kernels = prepared if prepared is not None else _NumbaKernels
+        if not grad:
+            return kernels.run(x, vec, mass, float(beta), bool(transpose))
         return SegmentBlurFn.apply(x, vec, mass, float(beta), bool(transpose), kernels)
     if chosen == "cupy":
         from . import _cupy
@@ -145,6 +150,8 @@ def segment_blur(
                 f"pnpdeblur: CuPy kernels unavailable, using the torch path ({exc})", UserWarning, stacklevel=2
             )
             return _torch_segment_blur(x, vec, mass, float(beta), bool(transpose))
+        if not grad:
+            return _cupy.run(x, vec, mass, float(beta), bool(transpose))
         return _cupy.segment_blur_cupy(x, vec, mass, float(beta), bool(transpose))
     return _torch_segment_blur(x, vec, mass, float(beta), bool(transpose))
 
@@ -305,6 +312,29 @@ def prepare_numba(vec: torch.Tensor, mass: torch.Tensor, dtype: torch.dtype = to
     return NumbaPrepared(own(vec), own(mass), nk.max_taps(longest))
 
 
+class CupyGeometry:
+    """One flow's segments as the CUDA kernels read them: float64, C-contiguous, on the
+    image's device, owned (never a view of the flow). Built by :func:`prepare_cupy` and
+    held in :data:`FLOW_CACHE` (its ``nbytes`` is device memory)."""
+
+    __slots__ = ("vec", "mass", "nbytes", "__weakref__")
+
+    def __init__(self, vec: torch.Tensor, mass: torch.Tensor):
+        self.vec, self.mass = vec, mass
+        self.nbytes = int(vec.numel() * vec.element_size() + mass.numel() * mass.element_size())
+
+
+def prepare_cupy(vec: torch.Tensor, mass: torch.Tensor) -> CupyGeometry:
+    """Convert segment tensors once for the CUDA kernels (see :class:`CupyGeometry`)."""
+
+    def own(t):  # a copy even where nothing needs converting: a cache entry must not alias the flow
+        t = t.detach()
+        out = t.to(torch.float64).contiguous()
+        return out.clone() if out.data_ptr() == t.data_ptr() else out
+
+    return CupyGeometry(own(vec), own(mass))
+
+
 def _env_bytes(name: str, default: int) -> int:
     """A byte count from environment variable ``name`` (an integer >= 0), else ``default``."""
     raw = os.environ.get(name, str(default))
@@ -395,7 +425,9 @@ class FlowCache:
         Byte limit of all entries together. The library-wide instance
         :data:`FLOW_CACHE` reads it from the environment variable
         ``PNPDEBLUR_FLOW_CACHE_BYTES`` (default 256 MiB: a 1280×720 line kernel takes
-        22 MiB in float64, 11 MiB in float32; its LUT form 88 / 44 MiB).
+        22 MiB in float64, 11 MiB in float32; its LUT form 88 / 44 MiB). On the CuPy path
+        the entries are the float64 segments in device memory (:class:`CupyGeometry`),
+        counted against the same limit.
     """
 
     def __init__(self, max_bytes: int):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ._flow import MAX_FLOW, as_flow, as_flow_pair, check_tau
-from ._segment import FLOW_CACHE, _numba_ok, prepare_numba, segment_blur
+from ._segment import FLOW_CACHE, _numba_ok, _resolve_path, prepare_numba, prepare_cupy, segment_blur
 from .base import LinearOperator
 
 __all__ = [
@@ -156,12 +156,40 @@ class _SegmentOperator(LinearOperator):
             sources, self._cache_tag(like), lambda: prepare_numba(*self._segments(like), dtype=_store_dtype(like))
         )
 
+    def _cached_cupy(self, like: torch.Tensor):
+        """The flow's segments as the CUDA kernels read them (float64, contiguous, on ``like``'s
+        device) from :data:`FLOW_CACHE`, or None where not applicable.
+
+        Applicable where the CuPy path will run, under the same conditions as
+        :meth:`_cached_numba`: a solve's hundreds of calls then skip casting the flow,
+        building the segments and converting them to float64 (a few kernels and
+        allocations per call, and a host-to-device copy for a flow held on the CPU).
+        """
+        if not getattr(self, "_flows_are_torch", False) or like.device.type != "cuda":
+            return None
+        if self.path not in (None, "cupy") or _resolve_path(like, self.path) != "cupy":
+            return None
+        sources = self._sources()
+        if torch.is_grad_enabled() and any(t.requires_grad for t in sources):
+            return None
+        from . import _cupy
+
+        try:
+            _cupy.load(like.device.index or 0)
+        except _cupy.CupyUnavailableError:
+            return None  # segment_blur reports it once and takes the torch path
+        return FLOW_CACHE.get(sources, self._cache_tag(like) + (str(like.device),),
+                              lambda: prepare_cupy(*self._segments(like)))
+
     def _run(self, x: torch.Tensor, transpose: bool) -> torch.Tensor:
         self._check_batch(x.shape[0])
         prep = self._cached_numba(x)
         if prep is not None:
             vec, mass = torch.from_numpy(prep.vec), torch.from_numpy(prep.mass)
             return segment_blur(x, vec, mass, self.beta, transpose, "numba", prepared=prep)
+        geometry = self._cached_cupy(x)
+        if geometry is not None:
+            return segment_blur(x, geometry.vec, geometry.mass, self.beta, transpose, self.path)
         vec, mass = self._segments(x)
         return segment_blur(x, vec, mass, self.beta, transpose, self.path)
 
