@@ -113,33 +113,38 @@ def _cg_core(
     active = active & ~mbad
     p = z.clone()
     k = 0
-    while k < maxiter and bool(active.any()):
+    any_active = bool(active.any())
+    while k < maxiter and any_active:
         k += 1
         Ap = A(p)
         pAp = _dot(p, Ap)
+        # Everything the host needs from this iteration comes back in one transfer below: on a
+        # GPU each device-to-host read waits for the queued kernels (one wait per iteration).
         bad = active & ~(pAp > 0)
-        if bool(bad.any()):
-            if not bool(torch.isfinite(pAp).all()):
-                raise ValueError("A produced NaN or Inf values during conjugate gradients")
-            breakdown |= bad
-            active = active & ~bad
+        breakdown |= bad
+        active = active & ~bad
         safe = torch.where(active, pAp, torch.ones_like(pAp))
         alpha = torch.where(active, rz / safe, torch.zeros_like(rz))
         a = _bcast(alpha, x)
         x = x + a * p
         r = r - a * Ap
         rnorm = torch.linalg.vector_norm(r.flatten(1), dim=1)
-        if not bool(torch.isfinite(rnorm).all()):
+        rel = rnorm / scale
+        flags = torch.stack([bad, torch.isfinite(pAp), torch.isfinite(rnorm), active, rnorm > thresh])
+        host = torch.cat([flags.to(rel.dtype).flatten(), rel]).tolist()  # 0/1 flags are exact
+        bad_h, pfinite_h, rfinite_h, active_h, above_h, rel_h = (host[i * n:(i + 1) * n] for i in range(6))
+        if (any(bad_h) and not all(pfinite_h)) or not all(rfinite_h):
             raise ValueError("A produced NaN or Inf values during conjugate gradients")
-        history.append((rnorm / scale).tolist())
-        iters += active.cpu().long()
+        history.append(rel_h)
+        iters += torch.tensor(active_h, dtype=torch.long)
         active = active & (rnorm > thresh)
-        if not bool(active.any()):
+        if not any(a_ and b_ for a_, b_ in zip(active_h, above_h)):
             break
         z, rz_new, mbad = _precondition(M, r, active)
         pbreak |= mbad
         breakdown |= mbad
         active = active & ~mbad
+        any_active = True if M is None else bool(active.any())
         beta = torch.where(active, rz_new / torch.where(rz != 0, rz, torch.ones_like(rz)),
                            torch.zeros_like(rz))
         p = z + _bcast(beta, p) * p
