@@ -223,6 +223,7 @@ def rec(monkeypatch):
         return types.SimpleNamespace(cuda_stream=0)
 
     monkeypatch.setattr(torch.cuda, "current_stream", current_stream)
+    monkeypatch.delattr(torch._C, "_cuda_getCurrentRawStream", raising=False)  # read the stand-in
     _cupy._kernels.clear()
     _cupy._streams.clear()
     yield r
@@ -480,6 +481,7 @@ def test_launch_on_a_second_device_uses_its_kernels_stream_and_context(rec, monk
         return types.SimpleNamespace(cuda_stream=0)
 
     monkeypatch.setattr(torch.cuda, "current_stream", current_stream)
+    monkeypatch.delattr(torch._C, "_cuda_getCurrentRawStream", raising=False)  # read the stand-in
     arrays = _fake_arrays(1)
     _cupy._launch("segment_adjoint_f64", arrays, 1, 1, 2, 3, 1, 1, 0.0)
     L = rec.launches[0]
@@ -518,6 +520,7 @@ def test_launch_runs_on_torchs_current_stream(monkeypatch, from_external):
         return types.SimpleNamespace(cuda_stream=1234)
 
     monkeypatch.setattr(torch.cuda, "current_stream", current_stream)
+    monkeypatch.delattr(torch._C, "_cuda_getCurrentRawStream", raising=False)  # read the stand-in
     _cupy._kernels.clear()
     _cupy._streams.clear()
     try:
@@ -543,6 +546,7 @@ def test_a_non_default_stream_handle_is_not_the_null_stream(rec, monkeypatch):
     for handle, expect in ((0, ("null",)), (1, ("from_external", (0, 1))), (7, ("from_external", (0, 7))),
                            (0, ("null",)), (1, ("from_external", (0, 1)))):
         monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=handle))
+        monkeypatch.delattr(torch._C, "_cuda_getCurrentRawStream", raising=False)  # read the stand-in
         _cupy._launch("segment_forward_f64", _fake_arrays(0), 1, 1, 2, 3, 1, 1, 0.0)
         assert rec.launches[-1]["stream"] == expect
     assert rec.external.count(("from_external", (0, 1))) == 1  # cached
@@ -552,6 +556,7 @@ def test_stream_cache_is_bounded(rec, monkeypatch):
     rec.views = False
     for handle in range(1, _cupy._MAX_STREAMS + 6):
         monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=handle))
+        monkeypatch.delattr(torch._C, "_cuda_getCurrentRawStream", raising=False)  # read the stand-in
         _cupy._launch("segment_forward_f64", _fake_arrays(0), 1, 1, 2, 3, 1, 1, 0.0)
         assert rec.launches[-1]["stream"] == ("from_external", (0, handle))
         assert 0 < len(_cupy._streams) <= _cupy._MAX_STREAMS

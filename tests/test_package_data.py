@@ -161,7 +161,8 @@ def probe(installed):
 def test_wheel_lists_the_package_data(installed):
     src = installed["src"]
     names = set(zipfile.ZipFile(installed["wheel"]).namelist())
-    expected = sorted(p.relative_to(src).as_posix() for p in (src / "pnpdeblur").glob("operators/_cuda/*.cu"))
+    expected = sorted(p.relative_to(src).as_posix() for p in (src / "pnpdeblur").glob("*/_cuda/*.cu"))
+    assert {"pnpdeblur/operators/_cuda/segment_blur.cu", "pnpdeblur/priors/_cuda/tv_prox.cu"} <= set(expected)
     expected += sorted(p.relative_to(src).as_posix() for p in (src / "pnpdeblur" / "weights").glob("*"))
     assert any(e.endswith(".cu") for e in expected) and any(e.endswith(".safetensors") for e in expected)
     missing = [e for e in expected if e not in names]

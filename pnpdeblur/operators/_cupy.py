@@ -36,6 +36,7 @@ __all__ = [
     "run",
     "param_grad",
     "segment_blur_cupy",
+    "launch_on_torch_stream",
 ]
 
 #: The CUDA source compiled at first use.
@@ -202,13 +203,22 @@ def _launch(name: str, arrays, N: int, C: int, H: int, W: int, Nf: int, S: int, 
     index = dev.index if dev.index is not None else 0
     kernels = _kernels.get(index)
     kernel = (kernels if kernels is not None else load(index))[name]
-    cupy = _cupy()
     grid = ((W + BLOCK[0] - 1) // BLOCK[0], (H + BLOCK[1] - 1) // BLOCK[1], N)
     args = tuple(np.uint64(a.data_ptr()) for a in arrays) + tuple(np.int32(v) for v in (N, C, H, W, Nf, S)) \
         + (np.float64(beta),)
+    launch_on_torch_stream(kernel, index, grid, BLOCK, args)
+
+
+def launch_on_torch_stream(kernel, index: int, grid: tuple, block: tuple, args: tuple) -> None:
+    """Launch a CuPy kernel on device ``index``, on torch's current stream of that device.
+
+    ``args`` hold raw pointers (``numpy.uint64(t.data_ptr())``) and numpy scalars. Queued on
+    torch's stream, the kernel runs after torch's pending work on those tensors, and
+    torch's caching allocator keeps their memory until work queued after it.
+    """
+    cupy = _cupy()
     with cupy.cuda.Device(index):
-        # Queued on torch's current stream: ordered after torch's pending work on these tensors.
-        kernel(grid, BLOCK, args, stream=_cupy_stream(cupy, _raw_stream(index), index))
+        kernel(grid, block, args, stream=_cupy_stream(cupy, _raw_stream(index), index))
 
 
 def run(x: torch.Tensor, vec: torch.Tensor, mass: torch.Tensor, beta: float, transpose: bool) -> torch.Tensor:

@@ -59,9 +59,10 @@ def tv_prox(
     """Proximal map of isotropic TV: ``argmin_x ½‖x − z‖² + τ TV(x)``.
 
     Fast gradient projection on the dual (Beck & Teboulle), vectorised over the
-    whole batch; Neumann boundary. CPU tensors that need no gradient run the iterations
-    in fused numba passes (:mod:`pnpdeblur.priors._tv_numba`); others (CUDA, autograd)
-    in torch ops. Both compute the same iterates, to rounding.
+    whole batch; Neumann boundary. Tensors that need no gradient run the iterations in
+    two fused passes each: numba on the CPU (:mod:`pnpdeblur.priors._tv_numba`), CUDA
+    kernels through CuPy on a GPU (:mod:`pnpdeblur.priors._tv_cuda`); others (autograd,
+    or a GPU without CuPy) in torch ops. All compute the same iterates, to rounding.
 
     Parameters
     ----------
@@ -83,10 +84,25 @@ def tv_prox(
     """
     if tau <= 0:
         return z.clone()
-    if z.device.type == "cpu" and not (torch.is_grad_enabled() and z.requires_grad) and \
-            z.dtype in (torch.float32, torch.float64) and z.ndim == 4:
+    fused = not (torch.is_grad_enabled() and z.requires_grad) and z.dtype in (torch.float32, torch.float64) \
+        and z.ndim == 4
+    if fused and z.device.type == "cpu":
         return _tv_prox_numba(z, float(tau), iters, coupled, tol)
+    if fused and z.device.type == "cuda" and _cuda_kernels_usable():
+        from ..operators._cupy import CupyUnavailableError
+        from . import _tv_cuda
+
+        try:
+            return _tv_cuda.tv_prox_cuda(z, float(tau), iters, coupled, tol)
+        except CupyUnavailableError:  # NVRTC missing, say: the torch loop computes the same
+            pass
     return _tv_prox_torch(z, tau, iters, coupled, tol)
+
+
+def _cuda_kernels_usable() -> bool:
+    from .. import backend
+
+    return backend.cupy_available() and backend.cupy_kernel_error() is None
 
 
 def _tv_prox_torch(z: torch.Tensor, tau: float, iters: int, coupled: bool, tol: float) -> torch.Tensor:
