@@ -552,6 +552,19 @@ def test_a_non_default_stream_handle_is_not_the_null_stream(rec, monkeypatch):
     assert rec.external.count(("from_external", (0, 1))) == 1  # cached
 
 
+def test_a_cupy_that_refuses_the_handle_object_gets_the_raw_handle(rec, monkeypatch):
+    rec.views = False
+
+    def refuse(obj):
+        raise TypeError("expected a cupy-compatible stream")
+
+    monkeypatch.setattr(sys.modules["cupy"].cuda.Stream, "from_external", refuse)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=99))
+    monkeypatch.delattr(torch._C, "_cuda_getCurrentRawStream", raising=False)  # read the stand-in
+    _cupy._launch("segment_forward_f64", _fake_arrays(3), 1, 1, 2, 3, 1, 1, 0.0)
+    assert rec.launches[-1]["stream"] == ("external", 99, 3)
+
+
 def test_stream_cache_is_bounded(rec, monkeypatch):
     rec.views = False
     for handle in range(1, _cupy._MAX_STREAMS + 6):

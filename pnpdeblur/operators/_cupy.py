@@ -175,9 +175,13 @@ def _cupy_stream(cupy, handle: int, index: int):
     if s is None:
         if len(_streams) >= _MAX_STREAMS:
             _streams.clear()
-        if hasattr(cupy.cuda.Stream, "from_external"):
-            s = cupy.cuda.Stream.from_external(_StreamHandle(handle))  # CuPy >= 14
-        else:
+        s = None
+        if hasattr(cupy.cuda.Stream, "from_external"):  # CuPy >= 14 (ExternalStream is deprecated)
+            try:
+                s = cupy.cuda.Stream.from_external(_StreamHandle(handle))
+            except (TypeError, AttributeError, ValueError):  # a CuPy that wants a richer object
+                s = None
+        if s is None:
             s = cupy.cuda.ExternalStream(handle, index)
         _streams[key] = s
     return s
