@@ -810,7 +810,8 @@ def test_gpu_flow_geometry_is_cached_and_invalidated(where):
     fg = f.clone().requires_grad_(True)
     Kg = pd.MotionBlur(fg)
     torch.testing.assert_close(y1, Kg(x).detach(), atol=0, rtol=0)
-    torch.testing.assert_close(yt, Kg.T(x).detach(), atol=0, rtol=0)
+    # the adjoint's atomic scatter orders its float32 additions differently from run to run
+    torch.testing.assert_close(yt, Kg.T(x).detach(), atol=2e-6, rtol=0)
     torch.testing.assert_close(y2, y1, atol=0, rtol=0)
     f.mul_(0.5)  # in place: the cached segments are stale
     torch.testing.assert_close(K(x), pd.MotionBlur(f.clone())(x), atol=0, rtol=0)
