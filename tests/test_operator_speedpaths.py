@@ -217,6 +217,24 @@ def test_cache_never_exceeds_its_limit_and_evicts_lru():
         cache.max_bytes = 1.5
 
 
+def test_cache_discard_drops_one_entry():
+    cache = FlowCache(10**6)
+    a, b = torch.zeros(2), torch.zeros(2)
+    cache.get((a,), ("x",), lambda: _Blob(100))
+    cache.get((a,), ("y",), lambda: _Blob(200))
+    cache.get((b,), ("x",), lambda: _Blob(300))
+    cache.discard((a,), ("x",))
+    assert len(cache) == 2 and cache.nbytes == 500
+    cache.discard((a,), ("x",))  # absent: nothing happens
+    cache.discard((b,), ("y",))
+    assert len(cache) == 2 and cache.nbytes == 500
+    built = []
+    cache.get((a,), ("x",), lambda: built.append(1) or _Blob(100))
+    cache.get((a,), ("y",), lambda: pytest.fail("(a, y) should still be cached"))
+    cache.get((b,), ("x",), lambda: pytest.fail("(b, x) should still be cached"))
+    assert built == [1] and cache.nbytes == 600
+
+
 def test_cache_entry_dies_with_its_flow():
     cache = FlowCache(10**6)
     t = torch.zeros(4)

@@ -171,6 +171,15 @@ def test_a_table_over_the_budget_is_not_built_and_not_recounted(tables, monkeypa
     assert all(torch.equal(o, outs[0]) for o in outs)
     assert calls == [1]  # sized once; the "too large" record is kept (0 bytes)
     assert tables.nbytes == 0 and prep.table(0.0, np.float64) is None
+    # the limit raised above the table's size: the "too large" record is retried, once
+    need = seg.build_weight_table(vec, mass, 0.0, prep.ntaps, np.float64).nbytes
+    assert need > 100 and calls == [1, 1]
+    tables.max_bytes = need - 1
+    assert prep.table(0.0, np.float64) is None and calls == [1, 1]  # still too large: not sized again
+    tables.max_bytes = need
+    assert prep.table(0.0, np.float64) is not None and tables.nbytes == need and calls == [1, 1, 1]
+    assert torch.equal(prep.run(x, None, None, 0.0, False), outs[0])
+    assert prep.table(0.0, np.float64) is not None and len(calls) == 3  # kept, not rebuilt
     tables.max_bytes = 0  # 0 turns the tables off
     fresh = seg.prepare_numba(torch.from_numpy(vec), torch.from_numpy(mass))
     assert fresh.table(0.0, np.float64) is None and fresh.table(0.0, np.float64) is None

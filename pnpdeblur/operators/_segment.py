@@ -256,9 +256,16 @@ class NumbaPrepared:
         self.uses[key] = self.uses.get(key, 0) + 1
         if self.uses[key] < 2:
             return None
-        table = WEIGHT_TABLES.get((self._anchor,), ("weights",) + key,
-                                  lambda: build_weight_table(self.vec, self.mass, beta, self.ntaps, dtype,
-                                                             WEIGHT_TABLES.max_bytes))
+        sources, tag = (self._anchor,), ("weights",) + key
+
+        def build():
+            return build_weight_table(self.vec, self.mass, beta, self.ntaps, dtype, WEIGHT_TABLES.max_bytes)
+
+        table = WEIGHT_TABLES.get(sources, tag, build)
+        if table.arrays is None and 0 < table.needed <= WEIGHT_TABLES.max_bytes:
+            # recorded as too large under a lower limit, which has been raised since
+            WEIGHT_TABLES.discard(sources, tag)
+            table = WEIGHT_TABLES.get(sources, tag, build)
         return table if table.arrays is not None else None
 
     def run(self, x: torch.Tensor, vec, mass, beta: float, transpose: bool) -> torch.Tensor:
@@ -367,13 +374,15 @@ class WeightTable:
 
     ``arrays`` is the tuple the kernels take as ``table=`` (None for a table too large to
     build, recorded with ``nbytes = 0`` so that the size is not counted again); ``nbytes`` is
-    what it holds.
+    what it holds; ``needed`` the bytes the table takes (or would take), so that a record of
+    "too large" can be retried once the limit has been raised.
     """
 
-    __slots__ = ("arrays", "nbytes")
+    __slots__ = ("arrays", "nbytes", "needed")
 
-    def __init__(self, arrays: Optional[tuple], nbytes: int):
+    def __init__(self, arrays: Optional[tuple], nbytes: int, needed: Optional[int] = None):
         self.arrays, self.nbytes = arrays, int(nbytes)
+        self.needed = int(nbytes if needed is None else needed)
 
 
 def build_weight_table(vec, mass, beta: float, ntaps: int, dtype, max_bytes: Optional[int] = None) -> WeightTable:
@@ -392,7 +401,7 @@ def build_weight_table(vec, mass, beta: float, ntaps: int, dtype, max_bytes: Opt
     total = int(steps.sum())
     nbytes = total * (3 * dtype.itemsize + _TABLE_STEP_EXTRA) + steps.size * _TABLE_SEGMENT_BYTES
     if max_bytes is not None and nbytes > max_bytes:
-        return WeightTable(None, 0)
+        return WeightTable(None, 0, needed=nbytes)
     start = np.cumsum(steps.ravel()).reshape(steps.shape) - steps
     shape = steps.shape
     kind = np.empty(shape, np.int8)
@@ -466,6 +475,10 @@ class FlowCache:
         while self._entries and self.nbytes + incoming > self._max_bytes:
             _, entry = self._entries.popitem(last=False)
             self.nbytes -= entry[2]
+
+    def discard(self, sources: Sequence[torch.Tensor], tag: tuple) -> None:
+        """Drop the entry for these source tensors and ``tag``, if there is one."""
+        self._drop((tag,) + tuple(id(t) for t in sources))
 
     def _drop(self, key: tuple) -> None:
         with self._lock:
