@@ -268,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--device", default=None, help="torch device, e.g. 'cuda' (default: cpu)")
     ft.add_argument("--save-net", type=Path, default=None, metavar="PATH",
-                    help="also save the fine-tuned network as a checkpoint (group mode)")
+                    help="also save the fine-tuned network as a checkpoint (group mode); with --train-flow the "
+                         "fine-tuned FlowNetS goes beside it as STEM_flownets.SUFFIX")
     ft.add_argument("--no-progress", action="store_true", help="no progress bars")
     ft.set_defaults(handler=_run_finetune, sub_parser=ft)
 
@@ -861,6 +862,11 @@ def _run_finetune(args: argparse.Namespace, extra: Sequence[str]) -> int:
                                      for k, v in tuned.reblur_settings.items()},
                         "frames": [f.name for f in files]}
                 save_checkpoint(args.save_net, tuned, type(tuned).__name__, getattr(tuned, "config", {}), meta)
+                flow_net = getattr(tuned, "reblur_flow_net", None)
+                if flow_net is not None:  # --train-flow: the jointly tuned FlowNetS goes beside it
+                    flow_path = args.save_net.with_name(f"{args.save_net.stem}_flownets{args.save_net.suffix}")
+                    flow_net.save(flow_path, meta)
+                    _err(f"{prog}: saved the fine-tuned flow network to {flow_path}")
     except (OSError, ValueError, TypeError) as e:
         _err(f"{prog}: error: cannot write the results: {e}")
         return EXIT_FAILED

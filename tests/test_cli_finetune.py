@@ -149,11 +149,18 @@ def test_train_flow_fine_tunes_the_flownets_checkpoint_jointly(tmp_path, clip_di
     monkeypatch.setattr(reblur, "finetune_reblur", spy)
     out = tmp_path / "out"
     args = ["finetune", str(clip_dir), "-o", str(out), "--net", str(tiny_ckpt), *FAST, "--lr", "1e-2"]
-    assert cli.main(args + ["--flow", str(fpath), "--train-flow"]) == 0
+    saved = tmp_path / "tuned.safetensors"
+    assert cli.main(args + ["--flow", str(fpath), "--train-flow", "--save-net", str(saved)]) == 0
     assert seen["train_flow"] is True and isinstance(seen["flow"], FlowNetS)
     before = FlowNetS.from_checkpoint(fpath).state_dict()
     after = seen["flow_net"].state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the flow net was trained
+    # --save-net keeps both networks: the tuned flow net beside the deblurring one
+    flow_saved = tmp_path / "tuned_flownets.safetensors"
+    assert saved.is_file() and flow_saved.is_file()
+    reloaded = FlowNetS.from_checkpoint(flow_saved).state_dict()
+    assert all(torch.equal(reloaded[k], after[k]) for k in after)
+    assert f"saved the fine-tuned flow network to {flow_saved}" in capsys.readouterr().err
     assert len(list(out.glob("*.png"))) == 3
     # without a flow network there is nothing to train: a usage error before any work
     assert cli.main(args + ["--train-flow", "-o", str(tmp_path / "o2")]) == 2

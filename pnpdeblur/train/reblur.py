@@ -497,7 +497,8 @@ def finetune_reblur(
         Crop positions, supervised draws and the engine's RNGs (the caller's global RNG
         states are restored afterwards).
     progress : bool
-        tqdm bar.
+        A tqdm bar (True) or, as the training engine does without one, a plain log line every
+        few steps (False).
     device : str, optional
         Training device (default: that of ``net``'s parameters).
 
