@@ -194,9 +194,11 @@ def deblur(
     -------
     DeblurResult
         ``.x``, ``.flow`` (one per global iteration), ``.history``, ``.noise_level``,
-        ``.unchanged``. When the safeguard leaves every image unchanged, ``.x`` is a copy of
-        ``image`` itself (same type, dtype, layout, values); otherwise unchanged images of a
-        batch come back as the input clipped to [0, 1] in the caller's type.
+        ``.unchanged``. ``.x`` has the caller's array type, layout and dtype (uint8 in, uint8
+        out, rounded), except float16, which comes back as float32 (the solve runs in float32).
+        When the safeguard leaves every image unchanged, ``.x`` is a copy of ``image`` itself
+        (same type, dtype, layout, values); otherwise unchanged images of a batch come back as
+        the input clipped to [0, 1] in the caller's type.
 
     Warns
     -----

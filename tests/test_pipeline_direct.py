@@ -139,6 +139,17 @@ def test_output_is_clipped_and_uint8_comes_back_as_uint8(monkeypatch):
     assert res.flow[0].dtype == np.float32 and res.flow[0].shape == (2, 16, 24)
 
 
+def test_float16_comes_back_as_float32_in_the_callers_type_and_layout(fake_hqs):
+    img = _photo().astype(np.float16)  # (H, W, C)
+    res = deblur(img, prior=PRIOR, noise_level=0.1, flow_model=StandInSEN((6.0, 0.0)))
+    assert isinstance(res.x, np.ndarray) and res.x.dtype == np.float32 and res.x.shape == img.shape
+    t = torch.from_numpy(img.transpose(2, 0, 1).copy())  # (C, H, W)
+    res = deblur(t, prior=PRIOR, noise_level=0.1, flow_model=StandInSEN((6.0, 0.0)))
+    assert isinstance(res.x, torch.Tensor) and res.x.dtype == torch.float32 and res.x.shape == t.shape
+    assert np.array_equal(res.x.permute(1, 2, 0).numpy(), deblur(img, prior=PRIOR, noise_level=0.1,
+                                                                  flow_model=StandInSEN((6.0, 0.0))).x)
+
+
 def test_torch_batches_come_back_as_torch(fake_hqs):
     x = torch.from_numpy(np.stack([_photo(seed=1), _photo(seed=2)]).transpose(0, 3, 1, 2).copy()).double()
     res = deblur(x, prior=PRIOR, noise_level=0.1, flow_model=StandInSEN((6.0, 0.0)))
