@@ -39,7 +39,6 @@ __all__ = ["main", "build_parser", "TRAINERS", "PRIORS", "FINETUNE_NETS", "Outpu
 # Exit statuses: 1 = some inputs failed (the others were written), 2 = usage error / refused.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # pd.deblur's defaults of n_iter and cg_iters, written out so that `--help` needs no torch import
 # (tests/test_cli_direct.py keeps them equal to pipeline.deblur's signature)
@@ -463,13 +462,10 @@ def _overwrite_conflicts(plans: Sequence[OutputPlan], inputs: Sequence[Path]) ->
 # -- image I/O -------------------------------------------------------------------------------
 def _is_16bit_png(path: Path) -> bool:
     """True for a PNG whose IHDR says 16 bits per sample (read from the header only)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(26)
-    except OSError:
-        return False
-    # signature (8) + chunk length (4) + b"IHDR" (4) + width (4) + height (4) + bit depth (1)
-    return len(head) >= 25 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and head[24] == 16
+    from .data._png import png_header
+
+    header = png_header(path)
+    return header is not None and header["bit_depth"] == 16
 
 
 def _is_16bit_tiff(path: Path) -> bool:
@@ -527,7 +523,9 @@ def _png16_bytes(arr: np.ndarray) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
-    return _PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+    from .data._png import PNG_SIGNATURE
+
+    return PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
 
 
 def _imsave(path: Path, arr: np.ndarray) -> None:

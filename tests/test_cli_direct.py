@@ -401,11 +401,11 @@ def test_is_16bit_png(tmp_path):
     assert cli._is_16bit_png(p16) and not cli._is_16bit_png(p8)
     head = bytearray(p16.read_bytes())
     assert head[24] == 16
-    for name, data in (("short.png", bytes(head[:24])), ("exact.png", bytes(head[:25])),
+    for name, data in (("short.png", bytes(head[:32])), ("exact.png", bytes(head[:33])),
                        ("sig.png", b"\x89PNG\r\n\x1a\x0b" + bytes(head[8:])),
                        ("tag.png", bytes(head[:12]) + b"IHDX" + bytes(head[16:]))):
         (tmp_path / name).write_bytes(data)
-    assert cli._is_16bit_png(tmp_path / "exact.png")  # 25 bytes hold the bit depth
+    assert cli._is_16bit_png(tmp_path / "exact.png")  # signature, IHDR chunk and its CRC: 33 bytes
     for name in ("short.png", "sig.png", "tag.png", "missing.png"):
         assert not cli._is_16bit_png(tmp_path / name), name
     d = tmp_path / "dir.png"
