@@ -9,6 +9,7 @@ On a machine with a GPU the same comparisons run on the device (marked ``gpu``).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -119,19 +120,9 @@ def host_cupy(emulated, monkeypatch):
         def get_function(self, name):
             return _Kernel(name)
 
-    class _Ctx:
-        def __init__(self, *a, **k):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
     fake = types.ModuleType("cupy")
     fake.RawModule = _Module
-    fake.cuda = types.SimpleNamespace(Device=_Ctx, Stream=types.SimpleNamespace(null=_Ctx()))
+    fake.cuda = types.SimpleNamespace(Device=contextlib.nullcontext, Stream=types.SimpleNamespace(null=object()))
     monkeypatch.setitem(sys.modules, "cupy", fake)
     monkeypatch.setattr(_cupy, "_DEVICE_TYPES", ("cuda", "cpu"))
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=0))
@@ -208,19 +199,9 @@ def test_kernel_build_failure_is_reported_and_not_cached(monkeypatch):
         def __init__(self, *a, **k):
             raise RuntimeError("nvrtc: error: invalid option")
 
-    class _Ctx:
-        def __init__(self, *a):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
     fake = types.ModuleType("cupy")
     fake.RawModule = _Broken
-    fake.cuda = types.SimpleNamespace(Device=_Ctx)
+    fake.cuda = types.SimpleNamespace(Device=contextlib.nullcontext)
     monkeypatch.setitem(sys.modules, "cupy", fake)
     _tv_cuda._kernels.clear()
     with pytest.raises(_cupy.CupyUnavailableError, match=r"^could not build the CUDA kernels of tv_prox\.cu on device 2 "
