@@ -490,13 +490,26 @@ def test_launch_on_a_second_device_uses_its_kernels_stream_and_context(rec, monk
     assert calls == [1]
 
 
-def test_launch_refuses_buffers_on_another_device(rec):
+@pytest.mark.parametrize("odd", [0, 1, 2, 3])
+def test_launch_refuses_buffers_on_another_device(rec, odd):
     rec.views = False
     arrays = _fake_arrays(0)
-    arrays[2] = _Arr(arrays[2].t, torch.device("cuda", 1))
-    with pytest.raises(ValueError, match=r"^every buffer of segment_forward_f64 must be on cuda:0, got one on cuda:1$"):
+    arrays[odd] = _Arr(arrays[odd].t, torch.device("cuda", 1))
+    first, other = ("cuda:1", "cuda:0") if odd == 0 else ("cuda:0", "cuda:1")
+    with pytest.raises(ValueError, match=rf"^every buffer of segment_forward_f64 must be on {first}, got one on {other}$"):
         _cupy._launch("segment_forward_f64", arrays, 1, 1, 2, 3, 1, 1, 0.0)
     assert rec.launches == []
+
+
+def test_raw_stream_reads_torchs_handle_without_a_stream_object(monkeypatch):
+    asked = []
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda i: asked.append(i) or 4321, raising=False)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: pytest.fail("made a Stream object"))
+    assert _cupy._raw_stream(2) == 4321 and asked == [2]
+    monkeypatch.delattr(torch._C, "_cuda_getCurrentRawStream")
+    monkeypatch.setattr(torch.cuda, "current_stream",
+                        lambda device=None: asked.append(("stream", device)) or types.SimpleNamespace(cuda_stream=77))
+    assert _cupy._raw_stream(1) == 77 and asked[-1] == ("stream", 1)  # torch builds without the raw getter
 
 
 def test_launch_passes_each_buffers_own_pointer(rec):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -172,7 +173,7 @@ def test_emulated_kernels_agree_with_the_torch_loop(host_cupy, coupled, shape):
 
 
 def test_launch_geometry_and_argument_types(host_cupy):
-    n, c, h, w = 2, 3, 17, 70
+    n, c, h, w = 2, 3, 15, 63  # one past whole blocks would show as (h + 9) // 8, (w + 33) // 32
     _tv_cuda.tv_prox_cuda(_image((n, c, h, w)).float(), 0.1, 1, True, 0.0)
     (p_name, p_grid, p_types), (d_name, d_grid, d_types), _ = host_cupy
     bx, by, _ = _tv_cuda.BLOCK
@@ -188,10 +189,50 @@ def test_empty_input_launches_nothing(host_cupy):
     assert out.shape == (0, 3, 4, 5) and host_cupy == []
 
 
-def test_tv_prox_cuda_refuses_what_it_cannot_run():
+def test_tv_prox_cuda_refuses_what_it_cannot_run(monkeypatch):
     with pytest.raises(ValueError, match=r"^z must be a float32/float64 \(N, C, H, W\) CUDA tensor, got "
                                          r"torch\.float64 \(1, 2, 3, 4\) on cpu$"):
         _tv_cuda.tv_prox_cuda(torch.zeros(1, 2, 3, 4, dtype=torch.float64), 0.1, 3, True, 0.0)
+    monkeypatch.setattr(_cupy, "_DEVICE_TYPES", ("cuda", "cpu"))
+    for bad in (torch.zeros(1, 2, 3, 4, dtype=torch.float16), torch.zeros(2, 3, 4), torch.zeros(1, 1, 2, 3, 4)):
+        with pytest.raises(ValueError, match=r"^z must be a float32/float64 \(N, C, H, W\) CUDA tensor, got "):
+            _tv_cuda.tv_prox_cuda(bad, 0.1, 3, True, 0.0)
+
+
+def test_tv_prox_cuda_refuses_images_beyond_the_cuda_grid(host_cupy):
+    msg = r"^z of shape %s exceeds the CUDA grid \(N·C <= 65535, H <= %d\)$"
+    rows = 65535 * _tv_cuda.BLOCK[1]
+    for shape in ((1, 65536, 1, 1), (65536, 1, 1, 1), (1, 1, rows + 1, 1)):
+        with pytest.raises(ValueError, match=msg % (re.escape(str(shape)), rows)):
+            _tv_cuda.tv_prox_cuda(torch.zeros(shape), 0.1, 1, True, 0.0)
+    assert host_cupy == []
+    _tv_cuda.tv_prox_cuda(torch.zeros(1, 1, rows, 1), 0.1, 1, True, 0.0)  # the largest height fits
+    assert [g for _, g, _ in host_cupy][0] == (1, 65535, 1)
+
+
+class _OnDevice3(torch.Tensor):
+    """CPU memory that reports CUDA device 3 (the launcher reads ``.device`` for the index)."""
+
+    @property
+    def device(self):
+        return torch.device("cuda", 3)
+
+
+def test_kernels_are_built_and_launched_for_the_tensors_device(host_cupy, monkeypatch):
+    seen = []
+
+    class _Device(contextlib.nullcontext):
+        def __init__(self, index):
+            seen.append(index)
+            super().__init__()
+
+    monkeypatch.setattr(sys.modules["cupy"].cuda, "Device", _Device)
+    z = torch.Tensor._make_subclass(_OnDevice3, _image((1, 2, 5, 6)))
+    out = _tv_cuda.tv_prox_cuda(z, 0.15, 2, True, 0.0)
+    assert list(_tv_cuda._kernels) == [3]  # compiled for device 3
+    assert seen and set(seen) == {3}  # compiled and launched inside device 3's context
+    want = _fgp_reference(_image((1, 2, 5, 6))[0].numpy(), 0.15, 2, True, tol=0.0)
+    np.testing.assert_allclose(out.as_subclass(torch.Tensor)[0].numpy(), want, rtol=0, atol=1e-12)
 
 
 def test_kernel_build_failure_is_reported_and_not_cached(monkeypatch):
@@ -199,15 +240,16 @@ def test_kernel_build_failure_is_reported_and_not_cached(monkeypatch):
         def __init__(self, *a, **k):
             raise RuntimeError("nvrtc: error: invalid option")
 
+    devices = []
     fake = types.ModuleType("cupy")
     fake.RawModule = _Broken
-    fake.cuda = types.SimpleNamespace(Device=contextlib.nullcontext)
+    fake.cuda = types.SimpleNamespace(Device=lambda i: devices.append(i) or contextlib.nullcontext())
     monkeypatch.setitem(sys.modules, "cupy", fake)
     _tv_cuda._kernels.clear()
     with pytest.raises(_cupy.CupyUnavailableError, match=r"^could not build the CUDA kernels of tv_prox\.cu on device 2 "
                                                          r"\(RuntimeError: nvrtc: error: invalid option\)$"):
         _tv_cuda.load(2)
-    assert _tv_cuda._kernels == {}
+    assert _tv_cuda._kernels == {} and devices == [2]  # tried on that device
 
 
 class _OnCuda(torch.Tensor):

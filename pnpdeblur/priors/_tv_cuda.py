@@ -89,14 +89,15 @@ def tv_prox_cuda(z: torch.Tensor, tau: float, iters: int, coupled: bool, tol: fl
     suf = "f32" if z.dtype == torch.float32 else "f64"
     primal, dual = kernels[f"tv_primal_{suf}"], kernels[f"tv_dual_step_{suf}"]
     scalar = np.float32 if z.dtype == torch.float32 else np.float64  # scalars in the image dtype
-    if n * c > 65535 or n > 65535 or (h + BLOCK[1] - 1) // BLOCK[1] > 65535:
+    if n * c > 65535 or (h + BLOCK[1] - 1) // BLOCK[1] > 65535:  # n <= n·c: both grids fit
         raise ValueError(f"z of shape {(n, c, h, w)} exceeds the CUDA grid (N·C <= 65535, H <= {65535 * BLOCK[1]})")
     gx, gy = (w + BLOCK[0] - 1) // BLOCK[0], (h + BLOCK[1] - 1) // BLOCK[1]
     dims = tuple(np.int32(v) for v in (n, c, h, w))
     # p, q: the dual and its extrapolation; pn, qn: their next values (buffers swapped each step)
-    p, q, pn, qn = (torch.zeros((n, 2, c, h, w), dtype=z.dtype, device=z.device) for _ in range(4))
+    # every buffer on z's device (new_*/empty_like follow z, whatever the default device)
+    p, q, pn, qn = (z.new_zeros((n, 2, c, h, w)) for _ in range(4))
     x = torch.empty_like(z)
-    dsq = torch.empty((n, h, w), dtype=torch.float64, device=z.device)
+    dsq = z.new_empty((n, h, w), dtype=torch.float64)
     nsq = torch.empty_like(dsq)
     step = scalar(1.0 / (8.0 * tau))
     t = 1.0
