@@ -148,6 +148,7 @@ def test_emulated_kernels_match_the_dense_fgp(host_cupy, coupled, iters):
     np.testing.assert_allclose(got[0].numpy(), want, rtol=0, atol=1e-12)
     # two launches per iteration and one last primal step
     assert [name for name, _, _ in host_cupy] == ["tv_primal_f64", "tv_dual_step_f64"] * iters + ["tv_primal_f64"]
+    assert list(_tv_cuda._kernels) == [0]  # a tensor without a device index: device 0
 
 
 @pytest.mark.parametrize("coupled", [True, False])
@@ -208,6 +209,9 @@ def test_tv_prox_cuda_refuses_images_beyond_the_cuda_grid(host_cupy):
     assert host_cupy == []
     _tv_cuda.tv_prox_cuda(torch.zeros(1, 1, rows, 1), 0.1, 1, True, 0.0)  # the largest height fits
     assert [g for _, g, _ in host_cupy][0] == (1, 65535, 1)
+    host_cupy.clear()
+    _tv_cuda.tv_prox_cuda(torch.zeros(1, 65535, 1, 1), 0.1, 1, True, 0.0)  # and the most planes
+    assert [g for _, g, _ in host_cupy][0] == (1, 1, 65535)
 
 
 class _OnDevice3(torch.Tensor):
