@@ -82,6 +82,21 @@ def test_iterates_match_textbook_cg_per_sample():
     assert isinstance(info, CGInfo) and info["iterations"] == info.iterations
 
 
+def test_a_sample_that_has_converged_is_frozen_while_the_others_iterate():
+    # A diagonal operator acts on each sample's elements exactly, so a batch must give each
+    # sample bitwise what it gives alone: a converged sample takes no more steps.
+    d = torch.tensor([1.0, 2.0, 5.0, 11.0, 23.0, 60.0], dtype=torch.float64)
+    b = torch.tensor([[0.3, 0.0, 0.0, 1.7, 0.0, 0.0],  # two eigen-directions: done in 2 steps
+                      [1.0, -2.0, 0.5, 3.0, 0.25, -1.0]], dtype=torch.float64)
+    x, info = cg(lambda v: v * d, b, tol=1e-9, maxiter=20)
+    assert info.iterations_per_sample[0] < info.iterations_per_sample[1]
+    for i in range(2):
+        xi, infoi = cg(lambda v: v * d, b[i:i + 1], tol=1e-9, maxiter=20)
+        assert torch.equal(x[i], xi[0]), i
+        assert info.iterations_per_sample[i] == infoi.iterations
+        assert [h[i] for h in info.history[:infoi.iterations + 1]] == [h[0] for h in infoi.history]
+
+
 def test_preconditioned_iterates_match_textbook_pcg():
     A = _spd(2, 8, cond=100.0)
     Minv = np.diag(1.0 / np.diag(A)) + 0.01 * _spd(3, 8, cond=2.0)  # SPD, not A⁻¹
