@@ -175,7 +175,6 @@ def _cupy_stream(cupy, handle: int, index: int):
     if s is None:
         if len(_streams) >= _MAX_STREAMS:
             _streams.clear()
-        s = None
         if hasattr(cupy.cuda.Stream, "from_external"):  # CuPy >= 14 (ExternalStream is deprecated)
             try:
                 s = cupy.cuda.Stream.from_external(_StreamHandle(handle))
