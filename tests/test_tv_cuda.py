@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -128,6 +129,7 @@ def host_cupy(emulated, monkeypatch):
     monkeypatch.setattr(_cupy, "_DEVICE_TYPES", ("cuda", "cpu"))
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=0))
     monkeypatch.delattr(torch._C, "_cuda_getCurrentRawStream", raising=False)
+    monkeypatch.setattr(_tv_cuda, "_failed", {})
     _tv_cuda._kernels.clear()
     _cupy._streams.clear()
     yield launches
@@ -250,10 +252,18 @@ def test_kernel_build_failure_is_reported_and_not_cached(monkeypatch):
     fake.cuda = types.SimpleNamespace(Device=lambda i: devices.append(i) or contextlib.nullcontext())
     monkeypatch.setitem(sys.modules, "cupy", fake)
     _tv_cuda._kernels.clear()
-    with pytest.raises(_cupy.CupyUnavailableError, match=r"^could not build the CUDA kernels of tv_prox\.cu on device 2 "
-                                                         r"\(RuntimeError: nvrtc: error: invalid option\)$"):
+    msg = r"^could not build the CUDA kernels of tv_prox\.cu on device 2 \(RuntimeError: nvrtc: error: invalid option\)$"
+    monkeypatch.setattr(_tv_cuda, "_failed", {})
+    with pytest.raises(_cupy.CupyUnavailableError, match=msg):
         _tv_cuda.load(2)
     assert _tv_cuda._kernels == {} and devices == [2]  # tried on that device
+    with pytest.raises(_cupy.CupyUnavailableError, match=msg):
+        _tv_cuda.load(2)
+    assert devices == [2]  # remembered: not compiled again on every prox
+    monkeypatch.setitem(sys.modules, "cupy", None)  # CuPy gone: another device reports that, once
+    with pytest.raises(_cupy.CupyUnavailableError, match=r"^CuPy is not importable"):
+        _tv_cuda.load(5)
+    assert 5 in _tv_cuda._failed
 
 
 class _OnCuda(torch.Tensor):
@@ -283,8 +293,15 @@ def test_tv_prox_takes_the_cuda_kernels_for_cuda_tensors_without_grad(monkeypatc
         raise _cupy.CupyUnavailableError("NVRTC missing")
 
     monkeypatch.setattr(_tv_cuda, "tv_prox_cuda", broken)
-    classical.tv_prox(z, 0.25, iters=7)
+    monkeypatch.setattr(classical, "_WARNED", set())
+    with pytest.warns(UserWarning, match=r"^pnpdeblur: the CUDA kernels of the TV prox are unavailable, "
+                                         r"using the torch loop \(NVRTC missing\)$"):
+        classical.tv_prox(z, 0.25, iters=7)
     assert calls[-1] == ("torch", 0.25, 7, True, 1e-4) and len(calls) == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once
+        classical.tv_prox(z, 0.25, iters=7)
+    assert len(calls) == 4
 
 
 def test_cuda_kernels_usable_follows_the_backend(monkeypatch):

@@ -43,10 +43,14 @@ BLOCK = (32, 8, 1)
 
 _lock = threading.Lock()
 _kernels: Dict[int, Dict[str, Any]] = {}  # device index -> kernel name -> kernel
+_failed: Dict[int, str] = {}  # device index -> why the kernels could not be built there
 
 
 def load(device_index: int) -> Dict[str, Any]:
     """Compile (first call) and return the TV kernels for one CUDA device.
+
+    A failed build is remembered for the device (its reason is raised again without a new
+    attempt: a prox runs hundreds of times per solve, and each attempt would recompile).
 
     Raises
     ------
@@ -56,16 +60,20 @@ def load(device_index: int) -> Dict[str, Any]:
     with _lock:
         if device_index in _kernels:
             return _kernels[device_index]
-        cupy = _cupy._cupy()
+        if device_index in _failed:
+            raise _cupy.CupyUnavailableError(_failed[device_index])
         try:
+            cupy = _cupy._cupy()
             with cupy.cuda.Device(device_index):
                 module = cupy.RawModule(code=SOURCE_PATH.read_text(), options=NVRTC_OPTIONS)
                 kernels = {name: module.get_function(name) for name in KERNEL_NAMES.values()}
+        except _cupy.CupyUnavailableError as exc:  # CuPy does not import
+            _failed[device_index] = str(exc)
+            raise
         except Exception as exc:  # no device/driver, NVRTC missing, compile error
-            raise _cupy.CupyUnavailableError(
-                f"could not build the CUDA kernels of {SOURCE_PATH.name} on device {device_index} "
-                f"({type(exc).__name__}: {exc})"
-            ) from exc
+            _failed[device_index] = (f"could not build the CUDA kernels of {SOURCE_PATH.name} on device "
+                                     f"{device_index} ({type(exc).__name__}: {exc})")
+            raise _cupy.CupyUnavailableError(_failed[device_index]) from exc
         _kernels[device_index] = kernels
         return kernels
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -94,9 +95,18 @@ def tv_prox(
 
         try:
             return _tv_cuda.tv_prox_cuda(z, float(tau), iters, coupled, tol)
-        except CupyUnavailableError:  # NVRTC missing, say: the torch loop computes the same
-            pass
+        except CupyUnavailableError as exc:  # NVRTC missing, say: the torch loop computes the same
+            _warn_once(f"pnpdeblur: the CUDA kernels of the TV prox are unavailable, using the torch loop ({exc})")
     return _tv_prox_torch(z, tau, iters, coupled, tol)
+
+
+_WARNED: set = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
 
 
 def _cuda_kernels_usable() -> bool:
