@@ -4,9 +4,10 @@ Four measurements, all on the default (CuPy) path for CUDA tensors, float32 RGB,
 constant length |m| (as in ``operators.py``):
 
 ``calls``
-    Time per ``K(x)``, ``Kᵀ(y)`` and ``KᵀK(x)`` call through the public operator, as the
-    mean over ``--calls`` back-to-back calls with one synchronisation at the end (what a
-    CG loop sees), against the kernels alone: the same launches through the bare launcher
+    Time per ``K(x)``, ``Kᵀ(y)`` and ``KᵀK(x)`` call through the public operator (which
+    checks its input for NaN/Inf: one device read per call) and through the internal
+    ``K._forward``/``_adjoint``/``_normal`` that the solvers call, as the mean over
+    ``--calls`` back-to-back calls with one synchronisation at the end, against the kernels alone: the same launches through the bare launcher
     (``pnpdeblur.operators._cupy.run``, no checks) queued behind a sleeping kernel and
     timed with one pair of CUDA events around them. Overhead = call − kernel.
 ``batch``
@@ -95,13 +96,17 @@ def part_calls(args, dev) -> list:
         raw = {"K": lambda t: _cupy.run(t, vec, mass, 0.0, False),
                "Kt": lambda t: _cupy.run(t, vec, mass, 0.0, True)}
         raw["KtK"] = lambda t: raw["Kt"](raw["K"](t))
-        for op, fn in (("K", K.apply), ("Kt", K.adjoint), ("KtK", K.normal)):
+        ops = (("K", K.apply), ("Kt", K.adjoint), ("KtK", K.normal),
+               # what the solvers call: no array conversion, no NaN/Inf check (no device read)
+               ("K internal", K._forward), ("Kt internal", K._adjoint), ("KtK internal", K._normal))
+        raw.update({op + " internal": raw[op] for op in ("K", "Kt", "KtK")})
+        for op, fn in ops:
             calls = args.calls if h == 256 else max(20, args.calls // 4)
             call = _per_call(fn, x, calls)
             kern = _kernel_time(raw[op], x, calls)
             rows.append(dict(part="calls", size=f"{w}x{h}", op=op, call_ms=1e3 * call, gpu_ms=1e3 * kern,
                              overhead_ms=1e3 * max(call - kern, 0.0)))
-            print(f"{w}x{h} {op:4s} per call {1e3 * call:7.3f} ms   GPU {1e3 * kern:7.3f} ms", flush=True)
+            print(f"{w}x{h} {op:12s} per call {1e3 * call:7.3f} ms   GPU {1e3 * kern:7.3f} ms", flush=True)
     return rows
 
 
