@@ -187,6 +187,14 @@ def test_launch_geometry_and_argument_types(host_cupy):
     assert d_types == (u, u, u, f, f, i, u, u, u, u, i, i, i, i)
 
 
+def test_zero_iterations_is_the_input(host_cupy):
+    z = _image((1, 3, 6, 7))
+    out = _tv_cuda.tv_prox_cuda(z, 0.2, 0, True, 0.0)
+    assert torch.equal(out, z) and out.data_ptr() != z.data_ptr()
+    torch.testing.assert_close(out, classical._tv_prox_torch(z, 0.2, 0, True, 0.0), rtol=0, atol=0)
+    assert [name for name, _, _ in host_cupy] == ["tv_primal_f64"]
+
+
 def test_empty_input_launches_nothing(host_cupy):
     out = _tv_cuda.tv_prox_cuda(torch.zeros(0, 3, 4, 5), 0.1, 5, True, 0.0)
     assert out.shape == (0, 3, 4, 5) and host_cupy == []
