@@ -17,6 +17,10 @@ Three parts:
     Chen's table 3: time of one fine-tuning step of the reblur model, forward + backward,
     for a mini-batch of 10 RGB 128² images (gradient to the images; "+flow" also to the
     flows, as with a trainable flow network), per kernel, median of ``--repeats`` runs.
+``flow``
+    The optical flow the reblur needs: end-point error of the zero flow, scikit-image's TV-L1
+    (the default) and, with ``--flownets PATH``, a FlowNetS checkpoint, on the held-out clips of
+    the FlowNetS training recipe (consecutive sharp frames and their true flow).
 ``finetune`` (needs ``--net PATH``, a checkpoint of a shipped deblurring net)
     The paper's experiment in miniature: held-out clips with larger motion than the nets'
     training data; PSNR/SSIM of the centre frames against the true sharp frames before and
@@ -200,6 +204,37 @@ def finetune_experiment(net, args) -> list:
     return rows
 
 
+# ----------------------------------------------------------------------------------- flow
+def part_flow(args) -> list:
+    """EPE of the optical-flow options on the FlowNetS recipe's held-out clips (128², the pair of
+    consecutive sharp frames and the true flow between them): the zero flow, scikit-image's
+    TV-L1 (the default of ``finetune_reblur``) and, with ``--flownets PATH``, a FlowNetS."""
+    from pnpdeblur.estimation.optical_flow import optical_flow
+    from pnpdeblur.losses.epe import endpoint_error
+    from pnpdeblur.train.deblurnets import build_datasets
+
+    _, val = build_datasets("flow", "video", HELD_OUT_SAMPLES, 1, args.size, 0, args.flow_items, max_blur=16.0)
+    methods = {"zero": lambda a, b: torch.zeros(2, *a.shape[-2:]), "tvl1": lambda a, b: optical_flow(a, b)}
+    if args.flownets:
+        from pnpdeblur.nets.flownets import FlowNetS
+
+        net = FlowNetS.from_checkpoint(args.flownets).to(args.device)
+        methods["flownets"] = lambda a, b: optical_flow(a.to(args.device), b.to(args.device), method=net).cpu()
+    epe = {m: [] for m in methods}
+    with torch.no_grad():
+        for i in range(len(val)):
+            item = val[i]
+            for m, fn in methods.items():
+                est = torch.as_tensor(fn(item["frame1"], item["frame2"])).float()  # torch in, torch out
+                epe[m].append(float(endpoint_error(est[None], item["flow"][None])))
+    rows = [{"part": "flow", "method": m, "epe_px": round(float(np.mean(v)), 4), "items": len(v), "size": args.size}
+            for m, v in epe.items()]
+    print(f"\nflow EPE on {len(val)} held-out clips ({args.size}², sharp frame pairs, true flow):")
+    for r in rows:
+        print(f"  {r['method']:9s} {r['epe_px']:.3f} px")
+    return rows
+
+
 def part_finetune(args) -> list:
     if args.net is None:
         print("\nfinetune: skipped (needs --net PATH, a checkpoint of a deblurring net)")
@@ -211,7 +246,7 @@ def part_finetune(args) -> list:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--parts", default="model,timing", help="comma-separated: model, timing, finetune")
+    ap.add_argument("--parts", default="model,timing", help="comma-separated: model, timing, flow, finetune")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--clips", type=int, default=4, help="clips per setting (held-out photos)")
     ap.add_argument("--max-blur", type=float, default=12.0, help="blur per exposure of the model part, px")
@@ -227,12 +262,14 @@ def main(argv=None):
                     help="blur of the synthetic supervised pairs (match the net's training data)")
     ap.add_argument("--ft-settings", default="all", help="'all' or comma-separated indices into the settings")
     ap.add_argument("--tau", type=float, default=0.5, help="tau of the fine-tuning reblur (0.5: no exposure gap)")
+    ap.add_argument("--flow-items", type=int, default=32, help="held-out clips of the flow part")
+    ap.add_argument("--flownets", default=None, help="FlowNetS checkpoint to add to the flow part")
     args = ap.parse_args(argv)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     rows = []
     t0 = time.perf_counter()
     for p in parts:
-        rows += {"model": part_model, "timing": part_timing, "finetune": part_finetune}[p](args)
+        rows += {"model": part_model, "timing": part_timing, "flow": part_flow, "finetune": part_finetune}[p](args)
     write_rows("reblur", args.device.split(":")[0], rows, parts=parts, size=args.size, clips=args.clips,
                max_blur=args.max_blur, torch=torch.__version__, threads=torch.get_num_threads(),
                seconds=round(time.perf_counter() - t0, 1))
