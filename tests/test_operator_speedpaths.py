@@ -217,6 +217,26 @@ def test_cache_never_exceeds_its_limit_and_evicts_lru():
         cache.max_bytes = 1.5
 
 
+def test_prepare_cupy_makes_owned_contiguous_float64_copies():
+    from pnpdeblur.operators._segment import CupyGeometry, prepare_cupy
+
+    base = torch.rand(1, 1, 2, 7, 9, dtype=torch.float64)
+    for vec, mass in ((base, torch.ones(1, 1, 7, 9, dtype=torch.float64)),  # nothing to convert: still copies
+                      (base.float().transpose(3, 4).contiguous().transpose(3, 4).requires_grad_(True),
+                       torch.rand(1, 1, 9, 7).transpose(2, 3))):  # float32, not contiguous, with grad
+        g = prepare_cupy(vec, mass)
+        assert isinstance(g, CupyGeometry)
+        for got, src in ((g.vec, vec), (g.mass, mass)):
+            assert got.dtype == torch.float64 and got.is_contiguous() and not got.requires_grad
+            assert got.shape == src.shape and got.data_ptr() != src.data_ptr()
+            torch.testing.assert_close(got, src.detach().double(), rtol=0, atol=0)
+        assert g.nbytes == 8 * (vec.numel() + mass.numel())
+    g0 = prepare_cupy(base, torch.ones(1, 1, 7, 9, dtype=torch.float64))
+    before = base.clone()
+    base.add_(1.0)  # the flow changes in place: the prepared copy (a cache entry) does not
+    assert torch.equal(g0.vec, before) and not torch.equal(g0.vec, base)
+
+
 def test_cache_discard_drops_one_entry():
     cache = FlowCache(10**6)
     a, b = torch.zeros(2), torch.zeros(2)

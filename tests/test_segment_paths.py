@@ -409,8 +409,11 @@ def test_cupy_dispatch_hands_its_arguments_to_the_cupy_kernels(monkeypatch):
         args = [x, vec, mass]
         args[i] = args[i].clone().requires_grad_(True)
         calls.clear()
-        seg.segment_blur(*args, 0.0)
-        assert calls[0][0] == "autograd", i
+        seg.segment_blur(*args, 1, transpose=1)
+        kind, *got = calls[0]
+        assert kind == "autograd", i
+        assert all(g is a for g, a in zip(got[:3], args)) and got[3:] == [1.0, True]
+        assert type(got[3]) is float and type(got[4]) is bool
         with torch.no_grad():
             seg.segment_blur(*args, 0.0)
         assert calls[1][0] == "run", i

@@ -119,9 +119,18 @@ def test_nbytes_is_what_the_arrays_hold_and_the_budget_is_kept(dtype):
     assert table.arrays[7].dtype == dtype and table.arrays[8].dtype == np.int16
     assert seg.build_weight_table(vec, mass, 0.0, nt, dtype, max_bytes=table.nbytes).arrays is not None
     too_big = seg.build_weight_table(vec, mass, 0.0, nt, dtype, max_bytes=table.nbytes - 1)
-    assert too_big.arrays is None and too_big.nbytes == 0
+    assert too_big.arrays is None and too_big.nbytes == 0 and too_big.needed == table.nbytes
+    assert table.needed == table.nbytes
+    # the layout: segment after segment, each starting where the previous one's steps end
+    start, steps, w, r = table.arrays[0], table.arrays[1], table.arrays[7], table.arrays[8]
+    flat_start, flat_steps = start.ravel(), steps.ravel()
+    assert flat_start[0] == 0 and np.array_equal(flat_start[1:], np.cumsum(flat_steps)[:-1])
+    assert w.shape == (3, int(flat_steps.sum())) and r.shape == (w.shape[1],)
+    assert int((flat_start + flat_steps).max()) == w.shape[1]
     with pytest.raises(ValueError, match="segments too long for a weight table"):
         seg.build_weight_table(vec, mass, 0.0, 3 * 32768, dtype)
+    # int16 minor offsets hold up to 32767 steps: the largest bound still builds
+    assert seg.build_weight_table(vec, mass, 0.0, 3 * 32767 + 2, dtype).arrays is not None
 
 
 @pytest.fixture
