@@ -135,6 +135,54 @@ def test_cached_results_equal_uncached_bitwise(fresh_cache):
     assert torch.equal(y32, MotionBlur(f)._forward(x.float()))
 
 
+class _CudaLike(torch.Tensor):
+    """CPU memory that reports CUDA device 1 (``_cached_cupy`` reads ``.device`` only)."""
+
+    @property
+    def device(self):
+        return torch.device("cuda", 1)
+
+
+def test_cupy_geometry_is_cached_only_where_the_cupy_path_runs(fresh_cache, monkeypatch):
+    """When ``_cached_cupy`` serves the CuPy path the flow's float64 segments (on the CPU here:
+    the gating is what is checked; tests/test_gpu.py runs it on a device)."""
+    from pnpdeblur.operators import _cupy, motion
+
+    loads = []
+    monkeypatch.setattr(_cupy, "load", lambda i: loads.append(i) or {})
+    monkeypatch.setattr(motion, "_resolve_path", lambda x, path: "cupy" if path in (None, "cupy") else path)
+    rng = np.random.default_rng(4)
+    f = torch.tensor(rng.uniform(-5, 5, (1, 2, 6, 7)), dtype=torch.float32)
+    x = torch.Tensor._make_subclass(_CudaLike, torch.rand(1, 3, 6, 7))
+    K = MotionBlur(f)
+    monkeypatch.setattr(K, "_segments", lambda like: (f[:, None].double(), torch.ones(1, 1, 6, 7, dtype=torch.float64)))
+    g = K._cached_cupy(x)
+    assert g is not None and loads == [1] and len(fresh_cache) == 1
+    torch.testing.assert_close(g.vec, f[:, None].double(), rtol=0, atol=0)
+    assert K._cached_cupy(x) is g and fresh_cache.hits == 1  # reused
+    tag = next(iter(fresh_cache._entries))[0]
+    assert "cuda:1" in tag and torch.float32 in tag  # per device and image dtype
+    # not applicable: a CPU image, a forced torch path, a flow that needs a gradient, numpy
+    # flows (their in-place changes are invisible), and kernels that cannot be built
+    assert K._cached_cupy(torch.rand(1, 3, 6, 7)) is None
+    assert MotionBlur(f, path="torch")._cached_cupy(x) is None
+    assert MotionBlur(f, path="numba")._cached_cupy(x) is None
+    Kg = MotionBlur(f.clone().requires_grad_(True))
+    assert Kg._cached_cupy(x) is None
+    with torch.no_grad():  # no gradient recorded: cached again
+        monkeypatch.setattr(Kg, "_segments", K._segments)
+        assert Kg._cached_cupy(x) is not None
+    assert MotionBlur(f.numpy())._cached_cupy(x) is None
+
+    def unavailable(i):
+        raise _cupy.CupyUnavailableError("NVRTC missing")
+
+    monkeypatch.setattr(_cupy, "load", unavailable)
+    K2 = MotionBlur(f.clone())
+    monkeypatch.setattr(K2, "_segments", K._segments)
+    assert K2._cached_cupy(x) is None
+
+
 def test_cache_invalidated_by_in_place_flow_change(fresh_cache):
     f = torch.from_numpy(_flow(14))
     x = torch.from_numpy(np.random.default_rng(8).random((1, 3, H, W)))
