@@ -156,10 +156,11 @@ def test_cupy_geometry_is_cached_only_where_the_cupy_path_runs(fresh_cache, monk
     x = torch.Tensor._make_subclass(_CudaLike, torch.rand(1, 3, 6, 7))
     K = MotionBlur(f)
     monkeypatch.setattr(K, "_segments", lambda like: (f[:, None].double(), torch.ones(1, 1, 6, 7, dtype=torch.float64)))
+    hits = fresh_cache.hits  # the counters run over the process's tests
     g = K._cached_cupy(x)
     assert g is not None and loads == [1] and len(fresh_cache) == 1
     torch.testing.assert_close(g.vec, f[:, None].double(), rtol=0, atol=0)
-    assert K._cached_cupy(x) is g and fresh_cache.hits == 1  # reused
+    assert K._cached_cupy(x) is g and fresh_cache.hits == hits + 1  # reused
     tag = next(iter(fresh_cache._entries))[0]
     assert "cuda:1" in tag and torch.float32 in tag  # per device and image dtype
     # not applicable: a CPU image, a forced torch path, a flow that needs a gradient, numpy
