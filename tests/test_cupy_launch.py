@@ -448,6 +448,13 @@ class _Arr:
     def data_ptr(self):
         return self.t.data_ptr()
 
+    @property
+    def dtype(self):
+        return self.t.dtype
+
+    def is_contiguous(self):
+        return self.t.is_contiguous()
+
 
 def _fake_arrays(index, dtype=torch.float64, n=1, c=1, h=2, w=3):
     dev = torch.device("cuda", index)
@@ -499,6 +506,30 @@ def test_launch_refuses_buffers_on_another_device(rec, odd):
     with pytest.raises(ValueError, match=rf"^every buffer of segment_forward_f64 must be on {first}, got one on {other}$"):
         _cupy._launch("segment_forward_f64", arrays, 1, 1, 2, 3, 1, 1, 0.0)
     assert rec.launches == []
+
+
+@pytest.mark.parametrize("name, dtypes", [
+    ("segment_forward_f32", [torch.float32, torch.float64, torch.float64, torch.float32]),
+    ("segment_adjoint_f64", [torch.float64] * 4),
+    ("segment_param_grad_f32", [torch.float32, torch.float32] + [torch.float64] * 4),
+])
+def test_launch_checks_each_buffers_dtype_and_layout(rec, name, dtypes):
+    rec.views = False
+    dev = torch.device("cuda", 0)
+    good = [_Arr(torch.zeros(2, 3, dtype=dt), dev) for dt in dtypes]
+    _cupy._launch(name, good, 1, 1, 2, 3, 1, 1, 0.0)  # the right types: launched
+    assert len(rec.launches) == 1
+    for k, dt in enumerate(dtypes):
+        other = torch.float64 if dt == torch.float32 else torch.float32
+        bad = list(good)
+        bad[k] = _Arr(torch.zeros(2, 3, dtype=other), dev)
+        with pytest.raises(ValueError, match=rf"^buffer {k} of {name} must be a contiguous {dt} tensor, got {other}$"):
+            _cupy._launch(name, bad, 1, 1, 2, 3, 1, 1, 0.0)
+        bad[k] = _Arr(torch.zeros(3, 2, dtype=dt).t(), dev)
+        with pytest.raises(ValueError, match=rf"^buffer {k} of {name} must be a contiguous {dt} tensor, got {dt}, "
+                                             r"not contiguous$"):
+            _cupy._launch(name, bad, 1, 1, 2, 3, 1, 1, 0.0)
+    assert len(rec.launches) == 1
 
 
 def test_raw_stream_reads_torchs_handle_without_a_stream_object(monkeypatch):

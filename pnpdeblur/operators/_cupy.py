@@ -203,6 +203,16 @@ def _launch(name: str, arrays, N: int, C: int, H: int, W: int, Nf: int, S: int, 
     for a in arrays[1:]:
         if a.device != dev:  # a pointer into another device's memory would be read as garbage
             raise ValueError(f"every buffer of {name} must be on {dev}, got one on {a.device}")
+    # A raw pointer carries no type or layout: check them here, or a wrong buffer is read or
+    # written past its end without an error.
+    image = torch.float32 if name.endswith("_f32") else torch.float64
+    n_images = 2 if "param_grad" in name else 1  # then x, g; else the input (the output is last)
+    want = [image] * n_images + [torch.float64] * (len(arrays) - n_images - 1) + \
+        [torch.float64 if "param_grad" in name else image]
+    for k, (a, dt) in enumerate(zip(arrays, want)):
+        if a.dtype != dt or not a.is_contiguous():
+            raise ValueError(f"buffer {k} of {name} must be a contiguous {dt} tensor, got {a.dtype}"
+                             f"{'' if a.is_contiguous() else ', not contiguous'}")
     index = dev.index if dev.index is not None else 0
     kernels = _kernels.get(index)
     kernel = (kernels if kernels is not None else load(index))[name]
