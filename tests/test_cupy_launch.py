@@ -118,6 +118,13 @@ def _view(ptr: int, dtype: torch.dtype, shape: tuple) -> torch.Tensor:
     return torch.from_numpy(np.ctypeslib.as_array(buf).reshape(shape))  # CPU whatever the default device
 
 
+def _stand_in_stream(monkeypatch, current_stream) -> None:
+    """torch's current stream comes from ``current_stream(device)`` (the raw-handle getter of
+    CUDA builds of torch is hidden, so that the launcher reads the stand-in)."""
+    monkeypatch.setattr(torch.cuda, "current_stream", current_stream)
+    monkeypatch.delattr(torch._C, "_cuda_getCurrentRawStream", raising=False)
+
+
 class _Kernel:
     def __init__(self, rec: _Recorder, name: str, device):
         self.rec, self.name, self.device = rec, name, device
@@ -222,8 +229,7 @@ def rec(monkeypatch):
         r.stream_calls.append(device)
         return types.SimpleNamespace(cuda_stream=0)
 
-    monkeypatch.setattr(torch.cuda, "current_stream", current_stream)
-    monkeypatch.delattr(torch._C, "_cuda_getCurrentRawStream", raising=False)  # read the stand-in
+    _stand_in_stream(monkeypatch, current_stream)
     _cupy._kernels.clear()
     _cupy._streams.clear()
     yield r
@@ -487,8 +493,7 @@ def test_launch_on_a_second_device_uses_its_kernels_stream_and_context(rec, monk
         calls.append(device)
         return types.SimpleNamespace(cuda_stream=0)
 
-    monkeypatch.setattr(torch.cuda, "current_stream", current_stream)
-    monkeypatch.delattr(torch._C, "_cuda_getCurrentRawStream", raising=False)  # read the stand-in
+    _stand_in_stream(monkeypatch, current_stream)
     arrays = _fake_arrays(1)
     _cupy._launch("segment_adjoint_f64", arrays, 1, 1, 2, 3, 1, 1, 0.0)
     L = rec.launches[0]
@@ -563,8 +568,7 @@ def test_launch_runs_on_torchs_current_stream(monkeypatch, from_external):
         calls.append(device)
         return types.SimpleNamespace(cuda_stream=1234)
 
-    monkeypatch.setattr(torch.cuda, "current_stream", current_stream)
-    monkeypatch.delattr(torch._C, "_cuda_getCurrentRawStream", raising=False)  # read the stand-in
+    _stand_in_stream(monkeypatch, current_stream)
     _cupy._kernels.clear()
     _cupy._streams.clear()
     try:
@@ -589,8 +593,7 @@ def test_a_non_default_stream_handle_is_not_the_null_stream(rec, monkeypatch):
     rec.views = False
     for handle, expect in ((0, ("null",)), (1, ("from_external", (0, 1))), (7, ("from_external", (0, 7))),
                            (0, ("null",)), (1, ("from_external", (0, 1)))):
-        monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=handle))
-        monkeypatch.delattr(torch._C, "_cuda_getCurrentRawStream", raising=False)  # read the stand-in
+        _stand_in_stream(monkeypatch, lambda device=None: types.SimpleNamespace(cuda_stream=handle))
         _cupy._launch("segment_forward_f64", _fake_arrays(0), 1, 1, 2, 3, 1, 1, 0.0)
         assert rec.launches[-1]["stream"] == expect
     assert rec.external.count(("from_external", (0, 1))) == 1  # cached
@@ -603,8 +606,7 @@ def test_a_cupy_that_refuses_the_handle_object_gets_the_raw_handle(rec, monkeypa
         raise TypeError("expected a cupy-compatible stream")
 
     monkeypatch.setattr(sys.modules["cupy"].cuda.Stream, "from_external", refuse)
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=99))
-    monkeypatch.delattr(torch._C, "_cuda_getCurrentRawStream", raising=False)  # read the stand-in
+    _stand_in_stream(monkeypatch, lambda device=None: types.SimpleNamespace(cuda_stream=99))
     _cupy._launch("segment_forward_f64", _fake_arrays(3), 1, 1, 2, 3, 1, 1, 0.0)
     assert rec.launches[-1]["stream"] == ("external", 99, 3)
 
@@ -612,8 +614,7 @@ def test_a_cupy_that_refuses_the_handle_object_gets_the_raw_handle(rec, monkeypa
 def test_stream_cache_is_bounded(rec, monkeypatch):
     rec.views = False
     for handle in range(1, _cupy._MAX_STREAMS + 6):
-        monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=handle))
-        monkeypatch.delattr(torch._C, "_cuda_getCurrentRawStream", raising=False)  # read the stand-in
+        _stand_in_stream(monkeypatch, lambda device=None: types.SimpleNamespace(cuda_stream=handle))
         _cupy._launch("segment_forward_f64", _fake_arrays(0), 1, 1, 2, 3, 1, 1, 0.0)
         assert rec.launches[-1]["stream"] == ("from_external", (0, handle))
         assert 0 < len(_cupy._streams) <= _cupy._MAX_STREAMS

@@ -37,6 +37,7 @@ __all__ = [
     "param_grad",
     "segment_blur_cupy",
     "launch_on_torch_stream",
+    "build_kernels",
 ]
 
 #: The CUDA source compiled at first use.
@@ -50,6 +51,13 @@ KERNEL_NAMES: Dict[Tuple[str, torch.dtype], str] = {
     (op, dt): f"segment_{op}_{suf}"
     for op in ("forward", "adjoint", "param_grad")
     for dt, suf in ((torch.float32, "f32"), (torch.float64, "f64"))
+}
+
+#: The dtype of each pointer argument of each kernel, in order (the source's signatures):
+#: forward/adjoint (x, vec, mass, y), param_grad (x, g, vec, mass, gvec, gmass).
+_BUFFER_DTYPES: Dict[str, Tuple[torch.dtype, ...]] = {
+    name: ((dt, torch.float64, torch.float64, dt) if op != "param_grad" else (dt, dt) + (torch.float64,) * 4)
+    for (op, dt), name in KERNEL_NAMES.items()
 }
 
 #: Thread block (x over W, y over H); the grid's z axis runs over the batch.
@@ -100,21 +108,32 @@ def load(device_index: int) -> Dict[str, Any]:
     """
     if isinstance(device_index, bool) or not isinstance(device_index, int):
         raise TypeError(f"device_index must be an int, got {type(device_index).__name__}")
-    with _lock:
-        if device_index in _kernels:
-            return _kernels[device_index]
-        cupy = _cupy()
-        try:
-            with cupy.cuda.Device(device_index):
-                module = cupy.RawModule(code=source(), options=NVRTC_OPTIONS)
-                kernels = {name: module.get_function(name) for name in KERNEL_NAMES.values()}
-        except Exception as exc:  # no device/driver, NVRTC missing, compile error
-            raise CupyUnavailableError(
-                f"could not build the CUDA kernels of {SOURCE_PATH.name} on device {device_index} "
-                f"({type(exc).__name__}: {exc})"
-            ) from exc
-        _kernels[device_index] = kernels
+    kernels = _kernels.get(device_index)  # built: no lock (a solve launches thousands of times)
+    if kernels is not None:
         return kernels
+    with _lock:
+        if device_index not in _kernels:
+            _kernels[device_index] = build_kernels(SOURCE_PATH, NVRTC_OPTIONS, KERNEL_NAMES.values(), device_index)
+        return _kernels[device_index]
+
+
+def build_kernels(path: Path, options: Tuple[str, ...], names, device_index: int) -> Dict[str, Any]:
+    """Compile the CUDA source at ``path`` with NVRTC on one device; kernel name -> kernel.
+
+    Raises
+    ------
+    CupyUnavailableError
+        CuPy does not import, has no device, or NVRTC cannot compile the source.
+    """
+    cupy = _cupy()
+    try:
+        with cupy.cuda.Device(device_index):
+            module = cupy.RawModule(code=path.read_text(), options=options)
+            return {name: module.get_function(name) for name in names}
+    except Exception as exc:  # no device/driver, NVRTC missing, compile error
+        raise CupyUnavailableError(
+            f"could not build the CUDA kernels of {path.name} on device {device_index} ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _check(x: torch.Tensor, name: str) -> None:
@@ -205,17 +224,12 @@ def _launch(name: str, arrays, N: int, C: int, H: int, W: int, Nf: int, S: int, 
             raise ValueError(f"every buffer of {name} must be on {dev}, got one on {a.device}")
     # A raw pointer carries no type or layout: check them here, or a wrong buffer is read or
     # written past its end without an error.
-    image = torch.float32 if name.endswith("_f32") else torch.float64
-    n_images = 2 if "param_grad" in name else 1  # then x, g; else the input (the output is last)
-    want = [image] * n_images + [torch.float64] * (len(arrays) - n_images - 1) + \
-        [torch.float64 if "param_grad" in name else image]
-    for k, (a, dt) in enumerate(zip(arrays, want)):
+    for k, (a, dt) in enumerate(zip(arrays, _BUFFER_DTYPES[name])):
         if a.dtype != dt or not a.is_contiguous():
             raise ValueError(f"buffer {k} of {name} must be a contiguous {dt} tensor, got {a.dtype}"
                              f"{'' if a.is_contiguous() else ', not contiguous'}")
     index = dev.index if dev.index is not None else 0
-    kernels = _kernels.get(index)
-    kernel = (kernels if kernels is not None else load(index))[name]
+    kernel = load(index)[name]
     grid = ((W + BLOCK[0] - 1) // BLOCK[0], (H + BLOCK[1] - 1) // BLOCK[1], N)
     args = tuple(np.uint64(a.data_ptr()) for a in arrays) + tuple(np.int32(v) for v in (N, C, H, W, Nf, S)) \
         + (np.float64(beta),)

@@ -335,9 +335,7 @@ def prepare_cupy(vec: torch.Tensor, mass: torch.Tensor) -> CupyGeometry:
     """Convert segment tensors once for the CUDA kernels (see :class:`CupyGeometry`)."""
 
     def own(t):  # a copy even where nothing needs converting: a cache entry must not alias the flow
-        t = t.detach()
-        out = t.to(torch.float64).contiguous()
-        return out.clone() if out.data_ptr() == t.data_ptr() else out
+        return t.detach().to(torch.float64, copy=True, memory_format=torch.contiguous_format)
 
     return CupyGeometry(own(vec), own(mass))
 

@@ -13,7 +13,6 @@ torch loop.
 """
 from __future__ import annotations
 
-import math
 import threading
 from pathlib import Path
 from typing import Any, Dict, Tuple
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from ..operators import _cupy
+from .classical import fgp_iterations
 
 __all__ = ["SOURCE_PATH", "NVRTC_OPTIONS", "KERNEL_NAMES", "BLOCK", "load", "tv_prox_cuda"]
 
@@ -57,25 +57,20 @@ def load(device_index: int) -> Dict[str, Any]:
     CupyUnavailableError
         CuPy does not import, has no device, or NVRTC cannot compile the source.
     """
-    with _lock:
-        if device_index in _kernels:
-            return _kernels[device_index]
-        if device_index in _failed:
-            raise _cupy.CupyUnavailableError(_failed[device_index])
-        try:
-            cupy = _cupy._cupy()
-            with cupy.cuda.Device(device_index):
-                module = cupy.RawModule(code=SOURCE_PATH.read_text(), options=NVRTC_OPTIONS)
-                kernels = {name: module.get_function(name) for name in KERNEL_NAMES.values()}
-        except _cupy.CupyUnavailableError as exc:  # CuPy does not import
-            _failed[device_index] = str(exc)
-            raise
-        except Exception as exc:  # no device/driver, NVRTC missing, compile error
-            _failed[device_index] = (f"could not build the CUDA kernels of {SOURCE_PATH.name} on device "
-                                     f"{device_index} ({type(exc).__name__}: {exc})")
-            raise _cupy.CupyUnavailableError(_failed[device_index]) from exc
-        _kernels[device_index] = kernels
+    kernels = _kernels.get(device_index)  # built: no lock (two launches per dual iteration)
+    if kernels is not None:
         return kernels
+    with _lock:
+        if device_index not in _kernels:
+            if device_index in _failed:
+                raise _cupy.CupyUnavailableError(_failed[device_index])
+            try:
+                _kernels[device_index] = _cupy.build_kernels(SOURCE_PATH, NVRTC_OPTIONS, KERNEL_NAMES.values(),
+                                                             device_index)
+            except _cupy.CupyUnavailableError as exc:
+                _failed[device_index] = str(exc)
+                raise
+        return _kernels[device_index]
 
 
 def _ptr(t: torch.Tensor) -> np.uint64:
@@ -93,7 +88,7 @@ def tv_prox_cuda(z: torch.Tensor, tau: float, iters: int, coupled: bool, tol: fl
     if z.numel() == 0:
         return torch.empty_like(z)
     index = z.device.index if z.device.index is not None else 0
-    kernels = _kernels.get(index) or load(index)
+    kernels = load(index)
     suf = "f32" if z.dtype == torch.float32 else "f64"
     primal, dual = kernels[f"tv_primal_{suf}"], kernels[f"tv_dual_step_{suf}"]
     scalar = np.float32 if z.dtype == torch.float32 else np.float64  # scalars in the image dtype
@@ -101,30 +96,23 @@ def tv_prox_cuda(z: torch.Tensor, tau: float, iters: int, coupled: bool, tol: fl
         raise ValueError(f"z of shape {(n, c, h, w)} exceeds the CUDA grid (N·C <= 65535, H <= {65535 * BLOCK[1]})")
     gx, gy = (w + BLOCK[0] - 1) // BLOCK[0], (h + BLOCK[1] - 1) // BLOCK[1]
     dims = tuple(np.int32(v) for v in (n, c, h, w))
-    # p, q: the dual and its extrapolation; pn, qn: their next values (buffers swapped each step)
     # every buffer on z's device (new_*/empty_like follow z, whatever the default device)
-    p, q, pn, qn = (z.new_zeros((n, 2, c, h, w)) for _ in range(4))
+    duals = tuple(z.new_zeros((n, 2, c, h, w)) for _ in range(4))
     x = torch.empty_like(z)
     dsq = z.new_empty((n, h, w), dtype=torch.float64)
     nsq = torch.empty_like(dsq)
     step = scalar(1.0 / (8.0 * tau))
-    t = 1.0
 
-    def run_primal(dual_var):
+    def run_primal(q):
         _cupy.launch_on_torch_stream(primal, index, (gx, gy, n * c), BLOCK,
-                                     (_ptr(z), _ptr(dual_var), scalar(tau), _ptr(x)) + dims)
+                                     (_ptr(z), _ptr(q), scalar(tau), _ptr(x)) + dims)
 
-    for _ in range(iters):
-        run_primal(q)
-        tn = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
+    def run_dual(p, q, mom, pn, qn):
         _cupy.launch_on_torch_stream(
             dual, index, (gx, gy, n), BLOCK,
-            (_ptr(x), _ptr(p), _ptr(q), step, scalar((t - 1.0) / tn), np.int32(bool(coupled)),
+            (_ptr(x), _ptr(p), _ptr(q), step, scalar(mom), np.int32(bool(coupled)),
              _ptr(pn), _ptr(qn), _ptr(dsq), _ptr(nsq)) + dims)
-        sd, sn = torch.stack([dsq.sum(), nsq.sum()]).tolist()  # one read per iteration
-        delta = math.sqrt(sd) / max(math.sqrt(sn), 1e-12)
-        p, pn, q, qn, t = pn, p, qn, q, tn
-        if delta < tol:
-            break
-    run_primal(p)
+        return torch.stack([dsq.sum(), nsq.sum()]).tolist()  # one read per iteration
+
+    fgp_iterations(run_primal, run_dual, duals, iters, tol)
     return x

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
@@ -147,22 +147,39 @@ def _tv_prox_numba(z: torch.Tensor, tau: float, iters: int, coupled: bool, tol: 
     zn = z.detach().contiguous().numpy()
     scalar = zn.dtype.type  # scalars in the image dtype, as torch applies them
     n, c, h, w = zn.shape
-    # p, q: the dual and its extrapolation; pn, qn: their next values (buffers swapped each step)
-    p, q, pn, qn = (np.zeros((n, 2, c, h, w), zn.dtype) for _ in range(4))
+    duals = tuple(np.zeros((n, 2, c, h, w), zn.dtype) for _ in range(4))
     x = np.empty_like(zn)
     dsq, nsq = np.empty(n * h), np.empty(n * h)
     step = scalar(1.0 / (8.0 * tau))
+
+    def dual_step(p, q, mom, pn, qn):
+        _tv_numba.dual_step(x, p, q, step, scalar(mom), bool(coupled), pn, qn, dsq, nsq)
+        return float(dsq.sum()), float(nsq.sum())
+
+    fgp_iterations(lambda q: _tv_numba.primal(zn, q, scalar(tau), x), dual_step, duals, iters, tol)
+    return torch.from_numpy(x)
+
+
+def fgp_iterations(primal: Callable, dual_step: Callable, duals: tuple, iters: int, tol: float) -> None:
+    """The dual iterations of :func:`tv_prox` for the fused backends (numba, CUDA), which own the buffers.
+
+    ``primal(q)`` writes ``x = z − τ ∇ᵀq`` into the backend's primal buffer;
+    ``dual_step(p, q, mom, pn, qn)`` writes the projected gradient step into ``pn`` and its
+    extrapolation ``pn + mom (pn − p)`` into ``qn`` and returns ``(Σ (pn − p)², Σ pn²)``.
+    ``duals = (p, q, pn, qn)``, zero on entry, are swapped after each step; the last call is
+    ``primal(p)``, so the primal buffer holds the result.
+    """
+    p, q, pn, qn = duals
     t = 1.0
     for _ in range(iters):
-        _tv_numba.primal(zn, q, scalar(tau), x)
+        primal(q)
         tn = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
-        _tv_numba.dual_step(x, p, q, step, scalar((t - 1.0) / tn), bool(coupled), pn, qn, dsq, nsq)
-        delta = math.sqrt(float(dsq.sum())) / max(math.sqrt(float(nsq.sum())), 1e-12)
+        sd, sn = dual_step(p, q, (t - 1.0) / tn, pn, qn)
+        delta = math.sqrt(sd) / max(math.sqrt(sn), 1e-12)
         p, pn, q, qn, t = pn, p, qn, q, tn
         if delta < tol:
             break
-    _tv_numba.primal(zn, p, scalar(tau), x)
-    return torch.from_numpy(x)
+    primal(p)
 
 
 class TV(BasePrior):
