@@ -132,7 +132,7 @@ def test_hqs_every_iterate_history_and_settings():
     assert res.converged is True
     assert res.settings == {
         "noise_level": 0.02, "betas": BETAS, "sigmas": SIGMAS, "cg_iters": 100, "cg_tol": 1e-13,
-        "lam": DEFAULT_LAMBDA, "x_step": "cg", "prior": "Ridge(3.0)", "preconditioner": None,
+        "lam": DEFAULT_LAMBDA, "x_step": "cg", "prior": "Ridge(3.0)", "preconditioner": None, "weighted": False,
     }
     # the prior saw x_{k+1} (the x-step solution) at σ_k, with the context of iteration k
     assert [s for s, _ in prior.calls] == SIGMAS

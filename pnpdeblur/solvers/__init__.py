@@ -16,6 +16,7 @@ from .preconditioners import JacobiPreconditioner, TiledPreconditioner, UniformP
 from .result import SolverResult
 from .richardson_lucy import richardson_lucy
 from .schedules import dpir_schedule, geometric_betas
+from .weights import DEFAULT_SATURATION, saturation_weights
 
 __all__ = [
     "cg",
@@ -31,4 +32,6 @@ __all__ = [
     "UniformPreconditioner",
     "TiledPreconditioner",
     "JacobiPreconditioner",
+    "saturation_weights",
+    "DEFAULT_SATURATION",
 ]

@@ -40,6 +40,38 @@ def prepare_like(v: Any, yt: torch.Tensor, name: str, detach: bool = True) -> Op
     return t.to(dtype=yt.dtype, device=yt.device)
 
 
+def prepare_weights(weights: Any, yt: torch.Tensor) -> Optional[torch.Tensor]:
+    """Check and convert the data-term weights of a splitting solver (None stays None).
+
+    ``weights`` has y's shape in y's layout, or one channel (``(H, W)``, ``(N, 1, H, W)``)
+    shared by every channel of y; bool (a mask) or float, finite and ≥ 0, not all zero.
+    Returns an ``(N, C', H, W)`` tensor in y's dtype and device (C' = 1 or C), or None when
+    every weight is 1 (the unweighted problem, solved exactly as without weights).
+    """
+    if weights is None:
+        return None
+    kind = array_kind(weights, "weights")
+    t, _ = to_nchw(to_torch(weights, "weights"), kind, "weights")
+    if t.dtype == torch.bool:
+        t = t.to(yt.dtype)
+    n, c, h, w = yt.shape
+    if t.shape[2:] != (h, w) or t.shape[0] not in (1, n) or t.shape[1] not in (1, c):
+        raise ValueError(
+            f"weights has shape {tuple(t.shape)} (as N, C, H, W); expected y's shape {tuple(yt.shape)} "
+            f"or one channel ({n}, 1, {h}, {w})"
+        )
+    check_float(t, "weights")
+    check_finite(t, "weights")
+    t = t.detach().to(dtype=yt.dtype, device=yt.device)
+    if bool((t < 0).any()):
+        raise ValueError(f"weights must be >= 0, got a minimum of {float(t.min()):g}")
+    if not bool((t > 0).flatten(1).any(dim=1).all()):
+        raise ValueError("weights are all zero for an image: no observation would be left to deblur it")
+    if bool((t == 1).all()):
+        return None
+    return t
+
+
 def check_noise_level(noise_level: Any) -> Optional[float]:
     """``noise_level`` as a float (None stays None); warns when it looks like grey levels."""
     if noise_level is None:
@@ -101,7 +133,12 @@ def prior_caller(prior: Any) -> Callable[[torch.Tensor, float, Dict[str, Any]], 
 
 
 class XStep:
-    """Solver for ``(KᵀK + β I) x = Kᵀ y + β v``: exact FFT for periodic uniform blurs, else CG."""
+    """Solver for ``(KᵀWK + β I) x = KᵀW y + β v``: exact FFT for periodic uniform blurs, else CG.
+
+    ``W`` is the diagonal of data-term weights (``weights``, None: the identity). The
+    preconditioner, when given, is fitted to ``KᵀK + β I``; for weights in [0, 1] it remains
+    an SPD approximation, which is all CG needs.
+    """
 
     def __init__(
         self,
@@ -112,6 +149,7 @@ class XStep:
         method: str,
         differentiable: bool = False,
         preconditioner: Any = None,
+        weights: Optional[torch.Tensor] = None,
     ):
         if method not in ("auto", "cg", "fft"):
             raise ValueError(f"x_step must be 'auto', 'cg' or 'fft', got {method!r}")
@@ -119,10 +157,13 @@ class XStep:
             raise ValueError(f"cg_iters must be a positive int, got {cg_iters!r}")
         if not (cg_tol > 0):
             raise ValueError(f"cg_tol must be positive, got {cg_tol!r}")
-        use_fft = supports_fft(K) if method == "auto" else method == "fft"
+        use_fft = supports_fft(K) and weights is None if method == "auto" else method == "fft"
         if use_fft and not supports_fft(K):
             raise ValueError(f"x_step='fft' needs a periodic uniform blur, got {K!r}")
-        self.K, self.y = K, y
+        if use_fft and weights is not None:
+            raise ValueError("x_step='fft' cannot solve a weighted data term (KᵀWK is not diagonal in "
+                             "Fourier); use x_step='cg' or 'auto'")
+        self.K, self.y, self.weights = K, y, weights
         self.use_fft = use_fft
         self.cg_iters, self.cg_tol = cg_iters, cg_tol
         self.differentiable = differentiable
@@ -134,7 +175,7 @@ class XStep:
             self.rp = _reg_power("identity", y.shape[-2:], y.dtype, y.device)
         else:
             with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
-                self.Kty = K._adjoint(y)
+                self.Kty = K._adjoint(y if weights is None else weights * y)
 
     @property
     def method(self) -> str:
@@ -143,9 +184,12 @@ class XStep:
     def __call__(self, v: torch.Tensor, beta: float, x_warm: torch.Tensor) -> Tuple[torch.Tensor, Optional[CGInfo]]:
         if self.use_fft:
             return _fft_solve(self.y, self.tf, beta, v, self.rp), None
-        K = self.K
-        # KᵀK through _normal: one fused pass where the operator has one (motion blurs, numba)
-        normal = getattr(K, "_normal", None) or (lambda t: K._adjoint(K._forward(t)))
+        K, w = self.K, self.weights
+        if w is None:
+            # KᵀK through _normal: one fused pass where the operator has one (motion blurs, numba)
+            normal = getattr(K, "_normal", None) or (lambda t: K._adjoint(K._forward(t)))
+        else:
+            normal = lambda t: K._adjoint(w * K._forward(t))  # noqa: E731  KᵀWK
         A = lambda t: normal(t) + beta * t  # noqa: E731
         b = self.Kty + beta * v
         M = None
@@ -191,14 +235,20 @@ def operator_tensors(K: Any, _seen: Optional[set] = None) -> list:
 
 @torch.no_grad()
 def relative_residual(
-    K: LinearOperator, x: torch.Tensor, y: torch.Tensor, Kx: Optional[torch.Tensor] = None
+    K: LinearOperator, x: torch.Tensor, y: torch.Tensor, Kx: Optional[torch.Tensor] = None,
+    weights: Optional[torch.Tensor] = None,
 ) -> float:
     """``‖K x − y‖ / ‖y‖`` (absolute where y = 0), without building a graph.
 
-    Pass ``Kx`` when the caller has already computed ``K x`` (saves an operator call).
+    Pass ``Kx`` when the caller has already computed ``K x`` (saves an operator call). With
+    ``weights`` W both norms are weighted, ``‖W^½ (K x − y)‖ / ‖W^½ y‖``.
     """
     if Kx is None:
         Kx = K._forward(x)
-    num = torch.linalg.vector_norm(Kx - y)
-    den = torch.linalg.vector_norm(y)
+    r, yw = Kx - y, y
+    if weights is not None:
+        root = weights.sqrt()
+        r, yw = r * root, y * root
+    num = torch.linalg.vector_norm(r)
+    den = torch.linalg.vector_norm(yw)
     return float(num / den) if float(den) > 0 else float(num)

@@ -20,6 +20,7 @@ from ._common import (
     check_noise_level,
     prepare_like,
     prepare_observation,
+    prepare_weights,
     prior_caller,
     relative_residual,
 )
@@ -72,6 +73,7 @@ def run_splitting(
     context: Optional[Dict[str, Any]],
     differentiable: bool,
     preconditioner: Any,
+    weights: Any = None,
 ) -> SolverResult:
     """Run a splitting solver (the arguments are those of :func:`~pnpdeblur.solvers.hqs`).
 
@@ -105,7 +107,8 @@ def run_splitting(
     z = prepare_like(x0, yt, "x0", detach=not differentiable)
     z = yt.clone() if z is None else z
     update = make_update(z)
-    solve = XStep(K, yt, cg_iters, cg_tol, x_step, differentiable, preconditioner)
+    w = prepare_weights(weights, yt)
+    solve = XStep(K, yt, cg_iters, cg_tol, x_step, differentiable, preconditioner, w)
     rec = _Recorder(len(pens), ref, callback, progress, name)
     x = z
     all_conv = True
@@ -125,7 +128,7 @@ def run_splitting(
                     "iteration": k,
                     penalty_name: rho,
                     "sigma": sigma,
-                    "residual": relative_residual(K, z, yt),
+                    "residual": relative_residual(K, z, yt, weights=w),
                     **extra,
                 }
                 if info is not None:
@@ -141,6 +144,7 @@ def run_splitting(
         "cg_tol": cg_tol, "lam": lam, "x_step": solve.method, "prior": repr(prior),
         "preconditioner": preconditioner if preconditioner is None or isinstance(preconditioner, str)
         else repr(preconditioner),
+        "weighted": w is not None,
     }
     return SolverResult(
         x=from_torch(restore(z), kind),

@@ -42,6 +42,7 @@ def admm(
     context: Optional[Dict[str, Any]] = None,
     differentiable: bool = False,
     preconditioner: Any = None,
+    weights: Any = None,
 ) -> SolverResult:
     """Deblur ``y = K x + n`` by plug-and-play ADMM.
 
@@ -50,6 +51,8 @@ def admm(
     derived from ``noise_level``. ``differentiable=True`` keeps the autograd graph (CG
     x-steps differentiated implicitly), as for HQS, and ``preconditioner`` (None,
     ``'uniform'``, ``'tiles'``, ``'jacobi'`` or a callable ``P(r, beta)``) preconditions the CG x-step as for HQS.
+    ``weights`` (per-pixel weights of the data term, e.g. 0 for clipped pixels) are those of
+    :func:`~pnpdeblur.solvers.hqs`.
 
     Returns
     -------
@@ -59,7 +62,7 @@ def admm(
     """
     return run_splitting(
         "admm", "rho", _ADMMUpdate, y, K, prior, noise_level, rhos, sigmas, n_iter, lam, sigma_start,
-        cg_iters, cg_tol, x_step, x0, reference, callback, progress, context, differentiable, preconditioner,
+        cg_iters, cg_tol, x_step, x0, reference, callback, progress, context, differentiable, preconditioner, weights,
     )
 
 

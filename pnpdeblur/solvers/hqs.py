@@ -44,6 +44,7 @@ def hqs(
     context: Optional[Dict[str, Any]] = None,
     differentiable: bool = False,
     preconditioner: Any = None,
+    weights: Any = None,
 ) -> SolverResult:
     """Deblur ``y = K x + n`` by half-quadratic splitting with a plug-in prior.
 
@@ -110,13 +111,22 @@ def hqs(
         each helps; none is a default). A callable ``P(r, beta)`` gets
         torch ``(N, C, H, W)`` residuals and returns an SPD approximation of
         ``(KᵀK + β I)⁻¹ r``. Default None: plain CG (unused by the FFT x-step).
+    weights : array, optional
+        Per-pixel weights ``w ≥ 0`` of the data term, which becomes ``½ Σ w (K x − y)²``:
+        y's shape and layout, or one channel shared by all; bool (a mask) or float. 0 leaves
+        an observation out, e.g. a pixel the sensor clipped, which the linear model
+        ``y = K x + n`` does not describe (:func:`~pnpdeblur.solvers.saturation_weights`); the
+        prior then fills in what only those pixels saw. The x-step solves
+        ``(KᵀWK + β I) x = KᵀW y + β z`` by CG (never by FFT). Default None: ``w ≡ 1`` (an
+        all-ones array is the same problem and gives the same answer).
 
     Returns
     -------
     SolverResult
         ``x`` (the last prior output), ``aux`` (the last x-step solution), ``history``
         (``residual``, ``beta``, ``sigma``, ``cg_iterations``, ``cg_converged``,
-        ``time``, ``psnr``), ``settings`` and ``converged`` (every CG solve reached
+        ``time``, ``psnr``; with ``weights`` the residual is weighted likewise), ``settings``
+        and ``converged`` (every CG solve reached
         ``cg_tol``).
 
     Examples
@@ -127,7 +137,7 @@ def hqs(
     return run_splitting(
         "hqs", "beta", lambda z0: _HQSUpdate(), y, K, prior, noise_level, betas, sigmas, n_iter, lam,
         sigma_start, cg_iters, cg_tol, x_step, x0, reference, callback, progress, context, differentiable,
-        preconditioner,
+        preconditioner, weights,
     )
 
 
