@@ -43,6 +43,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # pd.deblur's defaults of n_iter and cg_iters, written out so that `--help` needs no torch import
 # (tests/test_cli_direct.py keeps them equal to pipeline.deblur's signature)
 DEBLUR_HQS_ITERS, DEBLUR_CG_ITERS = 4, 5
+DEBLUR_SATURATION = 0.98  # pd.solvers.DEFAULT_SATURATION (a literal: --help loads no torch)
 
 
 def _train_sen(argv: Sequence[str]) -> Any:
@@ -209,6 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="median flow length (px) from which a photo counts as blurred (default: the "
                         "calibrated value of the shipped SEN, 6 px, or 4.5 px with --no-flow-ensemble; "
                         "recalibrate for other --flow-weights)")
+    sat = d.add_mutually_exclusive_group()
+    sat.add_argument("--saturation", type=_unit_float, default=DEBLUR_SATURATION, metavar="S",
+                     help=f"channel values at or above S (0-1 scale; default {DEBLUR_SATURATION:g}, i.e. "
+                          "250-255 in 8 bits) count as "
+                          "clipped by the sensor and are left out of the deconvolution, so that blurred "
+                          "lights and highlights do not ring")
+    sat.add_argument("--no-saturation", action="store_true",
+                     help="fit every pixel, clipped or not")
     adv = d.add_argument_group("advanced (speed / quality trade-offs)")
     adv.add_argument("--hqs-iters", type=_positive_int, default=DEBLUR_HQS_ITERS, metavar="N",
                      help=f"HQS iterations per global iteration (default: {DEBLUR_HQS_ITERS})")
@@ -652,6 +661,7 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
                 res = deblur(img, iterations=args.iterations, prior=prior, noise_level=args.noise_level,
                              flow_model=flow_model, n_iter=args.hqs_iters, cg_iters=args.cg_iters,
                              flow_scale=args.flow_scale, flow_ensemble=not args.no_flow_ensemble, device=device,
+                             saturation=None if args.no_saturation else args.saturation,
                              progress=progress, **safeguard)
         except Exception as e:  # one bad photo must not stop a batch; it is named and counted
             _err(f"pnpdeblur: failed on {pl.source}: {type(e).__name__}: {e}")

@@ -27,12 +27,17 @@ from .estimation.blur_detection import default_threshold, flow_blur_score
 from .estimation.learned import estimate_flow
 from .nets.sen import SEN
 from .priors.base import check_real
+from .solvers.weights import DEFAULT_SATURATION
 
 __all__ = ["deblur", "DeblurResult", "estimate_noise_level", "default_prior"]
 
 #: pd.deblur's lowest noise level for HQS with the ensemble's flows, and with one SEN pass
 #: (chosen with ``benchmarks/blind.py --budget`` on BSDS500 val crops; benchmarks/RESULTS.md)
 DEFAULT_NOISE_FLOOR, SINGLE_PASS_NOISE_FLOOR = 0.02, 0.03
+
+#: Fewest unclipped 2×2 blocks a channel needs for :func:`estimate_noise_level` to leave its
+#: clipped blocks out (fewer: all blocks are used, as without ``saturation``).
+MIN_NOISE_BLOCKS = 64
 
 
 @dataclass
@@ -49,8 +54,9 @@ class DeblurResult:
         pixels, caller's array type).
     history : list of dict
         One entry per global iteration: ``iteration``, ``noise_level`` (per image),
-        ``mean_flow_length`` (px), ``hqs`` (the HQS history, None for an image left
-        unchanged), ``time`` (s), ``safeguard`` (see :func:`deblur`; None when it is off) and
+        ``mean_flow_length`` (px), ``clipped_fraction`` (per image: the share of pixel values
+        left out of the data term as clipped, None for an image left unchanged), ``hqs`` (the
+        HQS history, None for an image left unchanged), ``time`` (s), ``safeguard`` (see :func:`deblur`; None when it is off) and
         ``psnr`` when a reference was given.
     noise_level : list of float
         The noise level used for each image at the first iteration (estimated when not given).
@@ -72,20 +78,34 @@ def _copy_input(image: Any) -> Any:
     return image.copy()  # numpy and cupy
 
 
-def estimate_noise_level(x: torch.Tensor) -> List[float]:
+def estimate_noise_level(x: torch.Tensor, saturation: Optional[float] = None) -> List[float]:
     """Gaussian noise std of each image of ``x`` ``(N, C, H, W)`` (Donoho's wavelet MAD rule).
 
     The finest diagonal Haar detail band ``(a − b − c + d) / 2`` of each 2×2 block holds almost
     no image content and keeps white noise at its std σ, so ``σ ≈ median(|HH|) / 0.6745``
     (the median absolute deviation of a normal variable). Channels are averaged. Needs no
     PyWavelets (scikit-image's ``estimate_sigma`` does).
+
+    With ``saturation``, blocks holding a value at or above it are left out of their
+    channel's median: clipped regions are flat, their detail is zero and would pull the
+    estimate down (a channel with fewer than :data:`MIN_NOISE_BLOCKS` unclipped blocks keeps
+    all of them). Without clipped blocks the result is that of ``saturation=None``.
     """
     h, w = (x.shape[-2] // 2) * 2, (x.shape[-1] // 2) * 2
     if h == 0 or w == 0:
         raise ValueError(f"image must be at least 2×2 to estimate its noise, got {tuple(x.shape[-2:])}")
     t = x[..., :h, :w].detach().to(torch.float64)
-    hh = (t[..., 0::2, 0::2] - t[..., 0::2, 1::2] - t[..., 1::2, 0::2] + t[..., 1::2, 1::2]) / 2
-    sigma = hh.flatten(2).abs().median(dim=2).values / 0.6744897501960817
+    blocks = (t[..., 0::2, 0::2], t[..., 0::2, 1::2], t[..., 1::2, 0::2], t[..., 1::2, 1::2])
+    hh = ((blocks[0] - blocks[1] - blocks[2] + blocks[3]) / 2).flatten(2).abs()
+    sigma = hh.median(dim=2).values
+    if saturation is not None:
+        kept = (torch.stack(blocks).amax(dim=0) < saturation).flatten(2)
+        for i in range(hh.shape[0]):
+            for c in range(hh.shape[1]):
+                k = kept[i, c]
+                if not bool(k.all()) and int(k.sum()) >= MIN_NOISE_BLOCKS:
+                    sigma[i, c] = hh[i, c][k].median()
+    sigma = sigma / 0.6744897501960817
     return [float(s) for s in sigma.mean(dim=1).cpu()]
 
 
@@ -112,6 +132,7 @@ def deblur(
     cg_tol: float = 1e-4,
     flow_scale: float = 1.0,
     flow_ensemble: bool = True,
+    saturation: Optional[float] = DEFAULT_SATURATION,
     device: Union[str, torch.device, None] = None,
     reference: Any = None,
     progress: bool = False,
@@ -179,6 +200,14 @@ def deblur(
         and, with its noise floor, raised the mean gain on blurred held-out photos by about
         0.4 dB (``benchmarks/RESULTS.md``); False runs SEN once per global iteration (8× less
         flow-estimation time).
+    saturation : float or None
+        Pixels whose observed value reaches it in a channel (default
+        :data:`~pnpdeblur.solvers.DEFAULT_SATURATION`, 0.98: 250–255 in 8 bits) count as clipped
+        by the sensor and are left out of the deconvolution's data term
+        (:func:`~pnpdeblur.solvers.saturation_weights`): lights and highlights blurred past
+        white do not follow the blur model, and fitting them rings across the photo. The noise
+        estimate also leaves them out. A photo with no such pixel is deblurred exactly as with
+        ``saturation=None`` (off). Measured in ``benchmarks/RESULTS.md`` ("Saturated pixels").
     device : str or torch.device, optional
         Where to compute (e.g. ``"cuda"``); default the image's device. The result comes
         back on the caller's device.
@@ -226,11 +255,15 @@ def deblur(
     if noise_floor is None:
         noise_floor = DEFAULT_NOISE_FLOOR if flow_ensemble else SINGLE_PASS_NOISE_FLOOR
     noise_floor = check_real(noise_floor, "noise_floor")
+    if saturation is not None:
+        saturation = check_real(saturation, "saturation")
+        if not 0 < saturation <= 1:
+            raise ValueError(f"saturation must be in (0, 1] or None, got {saturation!r}")
     x, boundary = as_image_batch(image, "image")
     dev = torch.device(device) if device is not None else x.device
     obs = x.to(dev)
     if noise_level is None:
-        levels = estimate_noise_level(obs)
+        levels = estimate_noise_level(obs, saturation=saturation)
     else:
         levels = [check_real(noise_level, "noise_level")] * obs.shape[0]
     ref = None
@@ -258,7 +291,7 @@ def deblur(
         for it in range(iterations):
             t0 = time.perf_counter()
             if it > 0:
-                levels = estimate_noise_level(current)
+                levels = estimate_noise_level(current, saturation=saturation)
             flow = estimate_flow(current, flow_model, scale=flow_scale, ensemble=flow_ensemble)
             guard: Optional[Dict[str, Any]] = None
             todo = list(active)
@@ -269,13 +302,18 @@ def deblur(
                 guard = {"measured": "median SEN flow length (px)", "blur_score": scores,
                          "threshold": blur_threshold, "blurred": blurred, "processed": todo}
             outs, hist = [], []
+            clipped: List[Optional[float]] = [None] * n
             for i in range(n):  # one operator (and schedule) per image
                 if not todo[i]:
                     outs.append(current[i:i + 1])
                     hist.append(None)
                     continue
-                res = hqs(current[i:i + 1], MotionBlur(flow[i:i + 1]), prior, noise_level=max(levels[i], noise_floor),
-                          n_iter=n_iter, cg_iters=cg_iters, cg_tol=cg_tol, progress=False)
+                obs_i = current[i:i + 1]
+                # clipped pixels leave the data term (None when there are none: the plain solve)
+                weights = None if saturation is None else (obs_i < saturation).to(obs_i.dtype)
+                clipped[i] = 0.0 if weights is None else 1.0 - float(weights.mean())
+                res = hqs(obs_i, MotionBlur(flow[i:i + 1]), prior, noise_level=max(levels[i], noise_floor),
+                          n_iter=n_iter, cg_iters=cg_iters, cg_tol=cg_tol, progress=False, weights=weights)
                 outs.append(res.x)
                 hist.append(res.history)
             current = torch.cat(outs).clamp_(0.0, 1.0)
@@ -285,6 +323,7 @@ def deblur(
                 "iteration": it,
                 "noise_level": list(levels),
                 "mean_flow_length": [float(vector_length(f, dim=0).mean()) for f in flow],
+                "clipped_fraction": clipped,
                 "hqs": hist if len(hist) > 1 else hist[0],
                 "safeguard": guard,
                 "time": time.perf_counter() - t0,

@@ -147,6 +147,11 @@ def test_deblur_defaults_and_types():
     assert (a.save_flow, a.flow_npy, a.no_progress, a.no_safeguard, a.blur_threshold) == \
         (False, False, False, False, None)
     assert (a.hqs_iters, a.cg_iters, a.flow_weights, a.no_flow_ensemble) == (4, 5, None, False)
+    assert (a.saturation, a.no_saturation) == (0.98, False)
+    for bad in (["--saturation", "0"], ["--saturation", "1.2"], ["--saturation", "nan"],
+                ["--saturation", "0.9", "--no-saturation"]):
+        with pytest.raises(SystemExit):
+            d.parse_args(["x.png", "-o", "out"] + bad)
     assert a.handler is cli._run_deblur and a.sub_parser is d
     a = d.parse_args(["x.png", "y", "--output", "o", "-r", "--iterations", "3", "--prior", "tv", "--noise-level",
                       "0.02", "--flow-scale", "0.5", "--device", "cpu", "--save-flow", "--flow-npy", "--no-progress",
@@ -605,8 +610,8 @@ def test_deblur_writes_each_result_with_the_arguments_passed_through(tmp_path, f
         want = io.imread(str(src)).astype(np.float32) / 255
         assert np.array_equal(image, want if want.ndim == 3 else want[..., None])  # grey stays (H, W, 1)
         assert kw == dict(iterations=3, prior=fake.prior, noise_level=0.03, flow_model=fake.flow_model, n_iter=2,
-                          cg_iters=7, flow_scale=0.5, flow_ensemble=True, device="cpu", progress=False,
-                          safeguard=True)
+                          cg_iters=7, flow_scale=0.5, flow_ensemble=True, device="cpu", saturation=0.98,
+                          progress=False, safeguard=True)
         res = io.imread(str(out / (src.stem + ".png")))
         assert res.dtype == np.uint8 and np.array_equal(res, _storage8(1.5 * image.astype(np.float64) - 0.25)
                                                         .squeeze())
@@ -620,8 +625,18 @@ def test_deblur_defaults_reach_pd_deblur(tmp_path, fake, capsys):
     # the solver budget and the flow ensemble are pd.deblur's own defaults
     sig = inspect.signature(_PD_DEBLUR).parameters
     assert (sig["n_iter"].default, sig["cg_iters"].default, sig["flow_ensemble"].default) == (4, 5, True)
+    assert sig["saturation"].default == cli.DEBLUR_SATURATION == 0.98
     assert kw == dict(iterations=1, prior=fake.prior, noise_level=None, flow_model=fake.flow_model, n_iter=4,
-                      cg_iters=5, flow_scale=1.0, flow_ensemble=True, device=None, progress=False, safeguard=True)
+                      cg_iters=5, flow_scale=1.0, flow_ensemble=True, device=None, saturation=0.98, progress=False,
+                      safeguard=True)
+    fake.calls.clear()
+    assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--no-progress", "--saturation", "0.9"]) == 0
+    (_, kw), = fake.calls
+    assert kw["saturation"] == 0.9
+    fake.calls.clear()
+    assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--no-progress", "--no-saturation"]) == 0
+    (_, kw), = fake.calls
+    assert kw["saturation"] is None
     fake.calls.clear()
     assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--no-progress", "--no-flow-ensemble"]) == 0
     (_, kw), = fake.calls
@@ -1463,6 +1478,8 @@ _OPTIONS = {
         (["--no-progress"], None, "no progress bars"),
         (["--no-safeguard"], None, "deblur every photo, even those that look sharp"),
         (["--blur-threshold"], "PX", "median flow length (px) from which a photo counts as blurred"),
+        (["--saturation"], "S", "channel values at or above S"),
+        (["--no-saturation"], None, "fit every pixel, clipped or not"),
         (["--hqs-iters"], "N", "HQS iterations per global iteration"),
         (["--cg-iters"], "N", "conjugate-gradient budget of each HQS x-step"),
         (["--no-flow-ensemble"], None, "run SEN once per flow estimate instead of averaging it over the 8 flips"),

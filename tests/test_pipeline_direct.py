@@ -194,7 +194,8 @@ def test_history_entries(fake_hqs):
     y, ref = _photo(seed=1), _photo(seed=2)
     res = deblur(y, prior=PRIOR, noise_level=0.1, flow_model=StandInSEN(fn=ramp), reference=ref)
     (e,) = res.history
-    assert set(e) == {"iteration", "noise_level", "mean_flow_length", "hqs", "safeguard", "time", "psnr"}
+    assert set(e) == {"iteration", "noise_level", "mean_flow_length", "clipped_fraction", "hqs", "safeguard", "time",
+                      "psnr"}
     assert e["mean_flow_length"] == pytest.approx([11.5])
     assert e["noise_level"] == [0.1] and e["iteration"] == 0
     assert isinstance(e["time"], float) and 0 <= e["time"] < 60
@@ -452,3 +453,69 @@ def _eager_tqdm_init(init):
         kwargs.update(mininterval=0, miniters=1)
         init(self, *args, **kwargs)
     return eager
+
+
+# -- clipped (saturated) pixels --------------------------------------------------------------------
+
+def test_clipped_pixels_reach_hqs_as_zero_weights(fake_hqs):
+    y = _photo(seed=4)  # uniform in [0, 1): about 2 % of the values are >= 0.98
+    y[2:5, 3:9, 0] = 1.0
+    clipped = torch.from_numpy((y >= 0.98).transpose(2, 0, 1).copy())[None]
+    res = deblur(y, iterations=2, prior=PRIOR, noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)))
+    first, second = fake_hqs.calls
+    assert first["weights"].dtype == torch.float32
+    assert torch.equal(first["weights"], (~clipped).float())
+    assert res.history[0]["clipped_fraction"] == pytest.approx([float(clipped.float().mean())], abs=1e-7)
+    # the second global iteration judges its own input, the first result 0.5 y + 0.1 (clipped to [0, 1])
+    again = (0.5 * torch.from_numpy(y.transpose(2, 0, 1).copy())[None] + 0.1).clamp(0, 1) >= 0.98
+    assert torch.equal(second["weights"], (~again).float())
+    # a threshold of the caller's, and off
+    fake_hqs.calls.clear()
+    deblur(y, prior=PRIOR, noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)), saturation=0.5)
+    assert torch.equal(fake_hqs.calls[0]["weights"], torch.from_numpy((y < 0.5).transpose(2, 0, 1).copy())[None].float())
+    fake_hqs.calls.clear()
+    res = deblur(y, prior=PRIOR, noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)), saturation=None)
+    assert fake_hqs.calls[0]["weights"] is None and res.history[0]["clipped_fraction"] == [0.0]
+
+
+def test_uint8_photos_clip_at_250(fake_hqs):
+    y = (_photo(seed=5) * 240).astype(np.uint8)
+    y[0, 0, 1], y[1, 1, 2], y[2, 2, 0] = 250, 255, 249
+    deblur(y, prior=PRIOR, noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)))
+    w = fake_hqs.calls[0]["weights"]
+    assert float(w.sum()) == w.numel() - 2 and w[0, 1, 0, 0] == 0 and w[0, 2, 1, 1] == 0 and w[0, 0, 2, 2] == 1
+
+
+def test_saturation_argument_is_checked(fake_hqs):
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"^saturation must be"):
+            deblur(_photo(), prior=PRIOR, flow_model=StandInSEN((6.0, 0.0)), saturation=bad)
+    with pytest.raises(TypeError, match=r"^saturation must be"):
+        deblur(_photo(), prior=PRIOR, flow_model=StandInSEN((6.0, 0.0)), saturation="high")
+
+
+def test_noise_level_leaves_clipped_blocks_out():
+    rng = np.random.default_rng(6)
+    x = 0.5 + 0.02 * rng.standard_normal((1, 2, 64, 64))
+    x[:, :, :, :40] = 1.0  # most of the photo clipped flat: zero detail there
+    t = torch.from_numpy(x)
+    plain = estimate_noise_level(t)
+    aware = estimate_noise_level(t, saturation=0.98)
+    assert plain[0] < 0.002  # the flat majority drags the plain median to zero
+    assert aware == pytest.approx([0.02], rel=0.15)
+    # by hand: the lower median of |HH| over the blocks with every value below the threshold
+    blocks = [x[0, :, i::2, j::2][:, :32, :32] for i in (0, 1) for j in (0, 1)]
+    hh = np.abs(blocks[0] - blocks[1] - blocks[2] + blocks[3]) / 2
+    kept = np.max(blocks, axis=0) < 0.98
+    per = [np.sort(hh[c][kept[c]])[(kept[c].sum() - 1) // 2] for c in range(2)]
+    assert aware == pytest.approx([np.mean(per) / 0.6744897501960817], rel=1e-12)
+
+
+def test_noise_level_with_saturation_is_unchanged_without_clipped_blocks_or_with_too_few_left():
+    rng = np.random.default_rng(7)
+    x = torch.from_numpy(np.clip(0.4 + 0.03 * rng.standard_normal((2, 3, 32, 30)), 0, 0.9))
+    assert estimate_noise_level(x, saturation=0.98) == estimate_noise_level(x)
+    y = x.clone()
+    y[:, :, :, :-2] = 1.0  # 16 unclipped blocks per channel: fewer than MIN_NOISE_BLOCKS, all are used
+    assert pipeline.MIN_NOISE_BLOCKS > 16
+    assert estimate_noise_level(y, saturation=0.98) == estimate_noise_level(y)

@@ -1,0 +1,115 @@
+"""Deblurring photos with clipped highlights: clipped pixels left out of the data term, or fitted.
+
+A sharp photo is brightened by ``gain`` (1.0, 1.3, 1.6) so that its highlights exceed the
+sensor's range, blurred with a Gong flow (|m| ≤ 23), given Gaussian noise (σ = 0.01) and then
+clipped to [0, 1] as a sensor does: ``y = clip(K(gain·x) + n)``. It is stored as a float, as
+an 8-bit PNG or as an 8-bit JPEG (quality 90, as cameras and phones write), and deblurred
+
+* non-blind, by HQS + the shipped DRUNet with the true flow, and
+* blind, by ``pd.deblur`` (SEN flow, HQS + the shipped DnCNN; its defaults),
+
+with ``saturation`` off (every pixel fitted), at 1.0 (only values at the top of the range
+left out) and at the default 0.98. PSNR against ``clip(gain·x)``, the photo a sensor of the
+same range would have taken without the blur. Gain 1.0 is the control: a photo with (almost)
+no clipped pixel should not lose anything.
+
+Usage::
+
+    python benchmarks/saturation.py [--images 4] [--threads 2] [--parts nonblind,blind]
+
+Writes ``saturation.json`` beside this file.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from skimage.metrics import peak_signal_noise_ratio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pnpdeblur as pd  # noqa: E402
+from pnpdeblur.data import random_motion_flow, sample_image  # noqa: E402
+from pnpdeblur.priors import DRUNetPrior  # noqa: E402
+from pnpdeblur.solvers import hqs, saturation_weights  # noqa: E402
+
+from _results import write_rows  # noqa: E402
+
+IMAGES = ["astronaut", "camera", "coffee", "chelsea"]
+GAINS = (1.0, 1.3, 1.6)
+FORMATS = ("float", "png8", "jpeg90")
+SATURATIONS = {"off": None, "1.0": 1.0, "0.98 (default)": 0.98}
+
+
+def stored(y: np.ndarray, fmt: str) -> np.ndarray:
+    """``y`` in [0, 1] as read back from the given storage, float32."""
+    if fmt == "float":
+        return y.astype(np.float32)
+    y8 = np.round(np.clip(y, 0, 1) * 255).astype(np.uint8)
+    if fmt == "jpeg90":
+        import imageio.v3 as iio
+
+        y8 = iio.imread(iio.imwrite("<bytes>", y8, extension=".jpg", quality=90))
+    return y8.astype(np.float32) / 255
+
+
+def psnr(x: np.ndarray, ref: np.ndarray) -> float:
+    return float(peak_signal_noise_ratio(ref, np.clip(np.asarray(x, np.float64), 0, 1), data_range=1.0))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=len(IMAGES), help="use the first N of the four photos")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--parts", default="nonblind,blind")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    parts = args.parts.split(",")
+    drunet = DRUNetPrior()
+    rows = []
+    for gain in GAINS:
+        for i, name in enumerate(IMAGES[:args.images]):
+            sharp = sample_image(name, size=256, dtype=np.float64)
+            flow = random_motion_flow((256, 256), "23", seed=100 + i)
+            K = pd.MotionBlur(flow[None])
+            noise = 0.01 * np.random.default_rng(i).standard_normal(sharp.shape)
+            y_lin = np.clip(np.asarray(K(gain * sharp)) + noise, 0, 1)
+            ref = np.clip(gain * sharp, 0, 1)
+            for fmt in FORMATS:
+                y = stored(y_lin, fmt)
+                row = dict(image=name, gain=gain, format=fmt, clipped=float((y >= 0.98).mean()),
+                           blurred=psnr(y, ref), results={})
+                for label, sat in SATURATIONS.items():
+                    if "nonblind" in parts:
+                        w = None if sat is None else saturation_weights(y, sat)
+                        t = time.perf_counter()
+                        out = hqs(y, K, drunet, noise_level=0.01, progress=False, weights=w).x
+                        row["results"][f"nonblind {label}"] = dict(psnr=psnr(out, ref), time=time.perf_counter() - t)
+                    if "blind" in parts:
+                        t = time.perf_counter()
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")
+                            out = pd.deblur(y, saturation=sat).x
+                        row["results"][f"blind {label}"] = dict(psnr=psnr(out, ref), time=time.perf_counter() - t)
+                rows.append(row)
+                res = "  ".join(f"{k} {v['psnr']:.2f}" for k, v in row["results"].items())
+                print(f"gain {gain} {name:9s} {fmt:6s} clipped {row['clipped']:.3f} blurred {row['blurred']:.2f}  "
+                      f"{res}", flush=True)
+    print("\nmean PSNR (dB) over the photos")
+    keys = list(rows[0]["results"])
+    for gain in GAINS:
+        for fmt in FORMATS:
+            sel = [r for r in rows if r["gain"] == gain and r["format"] == fmt]
+            means = "  ".join(f"{k} {np.mean([r['results'][k]['psnr'] for r in sel]):.2f}" for k in keys)
+            print(f"gain {gain} {fmt:6s} clipped {np.mean([r['clipped'] for r in sel]):.3f} blurred "
+                  f"{np.mean([r['blurred'] for r in sel]):.2f}  {means}")
+    write_rows("saturation", "cpu", rows, threads=args.threads, noise=0.01, preset="23")
+
+
+if __name__ == "__main__":
+    main()
