@@ -213,6 +213,65 @@ def test_ensemble_averages_the_four_flips():
     torch.testing.assert_close(net.inputs[3], z.flip((-2, -1)), rtol=0, atol=0)
 
 
+def _turned(t, k):
+    """Written out: rotate by k·90° (counter-clockwise, torch.rot90's sense) then, for k ≥ 4, mirror."""
+    a = t.numpy()
+    a = np.rot90(a, k % 4, axes=(-2, -1))
+    return torch.from_numpy(np.ascontiguousarray(a[..., ::-1] if k >= 4 else a))
+
+
+@pytest.mark.parametrize("k", range(10))
+def test_cycle_turns_the_image_by_the_iteration_and_back(k):
+    net = _Net(dtype=torch.float64)
+    z = torch.rand(1, 1, 4, 5, dtype=torch.float64)  # not square: a quarter turn swaps H and W
+    prior = DenoiserPrior(net, cycle=True)
+    out = prior(z, 0.5, context={"iteration": k})
+    seen = _turned(z, k % 8)
+    torch.testing.assert_close(net.inputs[-1], seen, rtol=0, atol=0)
+    # the output is the network's output on the turned image, turned back (mirror first, then rotate back)
+    a = _f(seen, 0.5).numpy()
+    a = a[..., ::-1] if k % 8 >= 4 else a
+    a = np.rot90(a, -(k % 4), axes=(-2, -1))
+    torch.testing.assert_close(out, torch.from_numpy(np.ascontiguousarray(a)), rtol=0, atol=1e-12)
+    assert out.shape == z.shape
+    if k % 8:
+        assert (out - _f(z, 0.5)).abs().max() > 1e-3  # the ramp network tells the turns apart
+
+
+def test_cycle_without_an_iteration_does_not_turn():
+    net = _Net(dtype=torch.float64)
+    z = torch.rand(1, 1, 4, 5, dtype=torch.float64)
+    prior = DenoiserPrior(net, cycle=True)
+    for ctx in (None, {}, {"iteration": None}, {"iteration": True}, {"y": z}):
+        torch.testing.assert_close(prior(z, 0.5, context=ctx), _f(z, 0.5), rtol=0, atol=1e-12)
+    off = DenoiserPrior(net)
+    assert off.cycle is False
+    torch.testing.assert_close(off(z, 0.5, context={"iteration": 3}), _f(z, 0.5), rtol=0, atol=1e-12)
+
+
+def test_cycle_checks():
+    with pytest.raises(ValueError, match="cycle and ensemble are exclusive"):
+        DenoiserPrior(_Net(), cycle=True, ensemble=True)
+    with pytest.raises(TypeError, match="cycle must be True or False"):
+        DenoiserPrior(_Net(), cycle="yes")
+
+
+def test_cycle_with_a_grey_net_on_a_colour_image_and_in_hqs():
+    """The turn commutes with the opponent transform; in HQS each iteration gets its own turn."""
+    from pnpdeblur.operators.base import Identity
+    from pnpdeblur.solvers import hqs
+
+    net = _Net(dtype=torch.float64)
+    z = torch.rand(1, 3, 4, 6, dtype=torch.float64)
+    plain = DenoiserPrior(net)
+    cyc = DenoiserPrior(net, cycle=True)
+    want = torch.rot90(plain(torch.rot90(z, 3, dims=(-2, -1)), 0.2), -3, dims=(-2, -1))
+    torch.testing.assert_close(cyc(z, 0.2, context={"iteration": 3}), want, rtol=0, atol=1e-12)
+    net.inputs.clear()
+    hqs(z, Identity(), cyc, noise_level=0.02, n_iter=3, progress=False)
+    assert [tuple(t.shape) for t in net.inputs] == [(3, 1, 4, 6), (3, 1, 6, 4), (3, 1, 4, 6)]
+
+
 def test_takes_sigma_false_calls_the_net_with_the_image_only():
     seen = []
 
@@ -262,8 +321,9 @@ def test_constructor_checks_and_repr():
         DenoiserPrior(5)
     with pytest.raises(ValueError, match=r"^color must be 'auto', 'rgb' or 'opponent', got 'lab'$"):
         DenoiserPrior(_Net(), color="lab")
-    assert repr(DenoiserPrior(_Net())) == "DenoiserPrior(_Net, channels=1, device='follow')"
-    assert repr(DenoiserPrior(_Net(), device="cpu")) == "DenoiserPrior(_Net, channels=1, device='cpu')"
+    assert repr(DenoiserPrior(_Net())) == "DenoiserPrior(_Net, channels=1, cycle=False, device='follow')"
+    assert repr(DenoiserPrior(_Net(), device="cpu", cycle=True)) == \
+        "DenoiserPrior(_Net, channels=1, cycle=True, device='cpu')"
     # a pinned device moves the module at construction (meta: visible without a GPU)
     net = _Net()
     prior = DenoiserPrior(net, device="meta")

@@ -92,12 +92,16 @@ def test_flags_reach_the_denoiser_prior():
     net = _net()
     prior = DRUNetPrior(net, ensemble=True, clamp=True, device="cpu")
     assert prior.ensemble is True and prior.clamp is True and prior.device == torch.device("cpu")
+    assert prior.cycle is False  # the ensemble turns cycling off
+    assert DRUNetPrior(net).cycle is True and DRUNetPrior(net, cycle=False).cycle is False
+    with pytest.raises(TypeError, match="cycle must be True or False"):
+        DRUNetPrior(net, cycle=1)
 
 
 def test_repr():
-    assert repr(DRUNetPrior(_net())) == "DRUNetPrior(channels=3, ensemble=False, device='follow')"
+    assert repr(DRUNetPrior(_net())) == "DRUNetPrior(channels=3, ensemble=False, cycle=True, device='follow')"
     assert repr(DRUNetPrior(_net(1), ensemble=True, device="cpu")) == (
-        "DRUNetPrior(channels=1, ensemble=True, device='cpu')"
+        "DRUNetPrior(channels=1, ensemble=True, cycle=False, device='cpu')"
     )
 
 

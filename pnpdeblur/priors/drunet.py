@@ -21,8 +21,13 @@ class DRUNetPrior(DenoiserPrior):
         A network, the path of a DRUNet checkpoint, or ``None`` for the shipped weights
         (:meth:`DRUNet.pretrained`, see ``docs/model_cards/drunet_small.md``).
     ensemble : bool
-        Average over the four flips (default off: DRUNet is strong without it; on costs
-        4× the time for a small gain).
+        Average over the four flips at every call (default off: on costs 4× the time, and
+        ``cycle`` gains as much inside a solver for nothing).
+    cycle : bool
+        Geometric cycling inside a solver (default on): iteration ``k`` denoises the image
+        turned by the ``k mod 8``-th rotation/flip (:class:`DenoiserPrior`). In HQS with the
+        true flow it gained what the 4× flip ensemble gains, at no cost
+        (``benchmarks/RESULTS.md``, "DRUNet prior"). Turned off when ``ensemble`` is on.
     clamp : bool
         Clip the output to [0, 1].
     device : 'follow', str or torch.device
@@ -51,7 +56,7 @@ class DRUNetPrior(DenoiserPrior):
     """
 
     def __init__(self, net: Any = None, ensemble: bool = False, clamp: bool = False, device: Any = "follow",
-                 tile: Optional[int] = None, tile_overlap: int = 64):
+                 tile: Optional[int] = None, tile_overlap: int = 64, cycle: bool = True):
         from ..nets.drunet import DRUNet
 
         if net is None:
@@ -60,7 +65,10 @@ class DRUNetPrior(DenoiserPrior):
             net = DRUNet.from_checkpoint(net)
         elif not isinstance(net, DRUNet):
             raise TypeError(f"net must be a DRUNet, a checkpoint path or None, got {type(net).__name__}")
-        super().__init__(net, clamp=clamp, ensemble=ensemble, device=device, tile=tile, tile_overlap=tile_overlap)
+        if not isinstance(cycle, bool):
+            raise TypeError(f"cycle must be True or False, got {cycle!r}")
+        super().__init__(net, clamp=clamp, ensemble=ensemble, device=device, tile=tile, tile_overlap=tile_overlap,
+                         cycle=cycle and not ensemble)
 
     def _denoise(self, z: torch.Tensor, sigma: float, context: Optional[Dict[str, Any]]) -> torch.Tensor:
         c = z.shape[1]
@@ -74,4 +82,5 @@ class DRUNetPrior(DenoiserPrior):
 
     def __repr__(self) -> str:
         where = "follow" if self.device is None else str(self.device)
-        return f"DRUNetPrior(channels={self.channels}, ensemble={self.ensemble}, device={where!r})"
+        return (f"DRUNetPrior(channels={self.channels}, ensemble={self.ensemble}, cycle={self.cycle}, "
+                f"device={where!r})")
