@@ -95,6 +95,8 @@ PRIORS = {
     "dncnn": lambda: DnCNNPrior(ensemble=False),
     "drunet": DRUNetPrior,
     "drunet-ensemble": lambda: DRUNetPrior(ensemble=True),
+    "drunet-nocycle": lambda: DRUNetPrior(cycle=False),  # DRUNetPrior before geometric cycling
+    "dncnn-cycle": lambda: DnCNNPrior(ensemble=False, cycle=True),
     "tv": TV,
 }
 

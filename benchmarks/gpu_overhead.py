@@ -5,14 +5,16 @@ constant length |m| (as in ``operators.py``):
 
 ``calls``
     Time per ``K(x)``, ``Kᵀ(y)`` and ``KᵀK(x)`` call through the public operator (which
-    checks its input for NaN/Inf: one device read per call) and through the internal
+    checks its input for NaN/Inf: one device read per call), through the public operator with
+    ``check_finite=False`` (no scan, no read) and through the internal
     ``K._forward``/``_adjoint``/``_normal`` that the solvers call, as the mean over
     ``--calls`` back-to-back calls with one synchronisation at the end, against the kernels alone: the same launches through the bare launcher
     (``pnpdeblur.operators._cupy.run``, no checks) queued behind a sleeping kernel and
     timed with one pair of CUDA events around them. Overhead = call − kernel.
 ``batch``
     K + Kᵀ of 16 images of 256² in one call (N = 16, one flow per image) against 16 calls
-    of one image each: images per second of both and their ratio.
+    of one image each: images per second of both and their ratio, with the public calls'
+    NaN/Inf scan on and off (``check_finite``).
 ``solve``
     A whole ``hqs`` solve with TV of a 1280×720 photo (as ``solver_speed.py``), timed
     after a warm-up.
@@ -97,9 +99,13 @@ def part_calls(args, dev) -> list:
                "Kt": lambda t: _cupy.run(t, vec, mass, 0.0, True)}
         raw["KtK"] = lambda t: raw["Kt"](raw["K"](t))
         ops = (("K", K.apply), ("Kt", K.adjoint), ("KtK", K.normal),
+               # public calls without the NaN/Inf scan (no device read, no wait for the GPU)
+               ("K unchecked", lambda t: K.apply(t, check_finite=False)),
+               ("Kt unchecked", lambda t: K.adjoint(t, check_finite=False)),
+               ("KtK unchecked", lambda t: K.normal(t, check_finite=False)),
                # what the solvers call: no array conversion, no NaN/Inf check (no device read)
                ("K internal", K._forward), ("Kt internal", K._adjoint), ("KtK internal", K._normal))
-        raw.update({op + " internal": raw[op] for op in ("K", "Kt", "KtK")})
+        raw.update({op + suffix: raw[op] for op in ("K", "Kt", "KtK") for suffix in (" internal", " unchecked")})
         for op, fn in ops:
             calls = args.calls if h == 256 else max(20, args.calls // 4)
             call = _per_call(fn, x, calls)
@@ -117,19 +123,24 @@ def part_batch(args, dev) -> list:
     Kb = pd.MotionBlur(f)
     singles = [pd.MotionBlur(f[i:i + 1].contiguous()) for i in range(n)]
 
-    def batched(_):
-        Kb.adjoint(Kb.apply(x))
+    rows = []
+    for check in (True, False):  # public calls with and without the NaN/Inf scan
 
-    def separate(_):
-        for i, K in enumerate(singles):
-            K.adjoint(K.apply(x[i:i + 1]))
+        def batched(_):
+            Kb.adjoint(Kb.apply(x, check_finite=check), check_finite=check)
 
-    reps = max(10, args.calls // 10)
-    tb = _per_call(batched, None, reps)
-    ts = _per_call(separate, None, reps)
-    print(f"batch of {n} {s}²: one call {1e3 * tb:.3f} ms, {n} calls {1e3 * ts:.3f} ms, ratio {ts / tb:.2f}×",
-          flush=True)
-    return [dict(part="batch", n=n, size=s, one_call_ms=1e3 * tb, separate_calls_ms=1e3 * ts, ratio=ts / tb)]
+        def separate(_):
+            for i, K in enumerate(singles):
+                K.adjoint(K.apply(x[i:i + 1], check_finite=check), check_finite=check)
+
+        reps = max(10, args.calls // 10)
+        tb = _per_call(batched, None, reps)
+        ts = _per_call(separate, None, reps)
+        print(f"batch of {n} {s}², check_finite={check}: one call {1e3 * tb:.3f} ms, {n} calls {1e3 * ts:.3f} ms, "
+              f"ratio {ts / tb:.2f}×", flush=True)
+        rows.append(dict(part="batch", n=n, size=s, check_finite=check, one_call_ms=1e3 * tb,
+                         separate_calls_ms=1e3 * ts, ratio=ts / tb))
+    return rows
 
 
 def _solve_problem(dev):

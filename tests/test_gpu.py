@@ -749,6 +749,25 @@ def test_gpu_cg_and_hqs_tv_match_cpu():
 
 @pytest.mark.gpu
 @requires_gpu
+def test_gpu_unchecked_calls_and_weighted_hqs_match_cpu():
+    x, f, y = _gpu_problem()
+    K, Kg = pd.MotionBlur(f), pd.MotionBlur(f.cuda())
+    xg = x.cuda()
+    torch.testing.assert_close(Kg(xg, check_finite=False), Kg(xg), atol=0, rtol=0)
+    torch.testing.assert_close(Kg.normal(xg, check_finite=False).cpu(), K.normal(x), atol=1e-8, rtol=0)
+    bad = xg.clone()
+    bad[..., 3, 4] = float("nan")
+    assert torch.isnan(Kg.adjoint(bad, check_finite=False)).any()
+    w = pd.solvers.saturation_weights(y, 0.6)
+    assert float(w.mean()) < 1
+    res = pd.solvers.hqs(y, K, prior=pd.priors.TV(), noise_level=0.01, n_iter=3, weights=w)
+    resg = pd.solvers.hqs(y.cuda(), Kg, prior=pd.priors.TV(), noise_level=0.01, n_iter=3, weights=w.cuda())
+    assert resg.x.is_cuda and resg.settings["weighted"]
+    torch.testing.assert_close(resg.x.cpu(), res.x, atol=1e-6, rtol=0)
+
+
+@pytest.mark.gpu
+@requires_gpu
 def test_gpu_hqs_dncnn_on_cupy_arrays():
     import cupy
 

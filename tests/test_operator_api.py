@@ -185,3 +185,35 @@ def test_identity_returns_a_copy_and_numpy_scalars_are_accepted():
     K = pd.WarpBlur(f, f, n=np.int64(2), tau=np.float32(0.5))
     assert K.n == 2 and K.tau == 0.5
     assert pd.TwoSegmentBlur(f, f, tau=np.float64(0.25)).tau == 0.25
+
+
+@pytest.mark.parametrize("method", ["apply", "adjoint", "normal", "__call__"])
+def test_check_finite_false_skips_only_the_nan_scan(method, monkeypatch):
+    rng = np.random.default_rng(3)
+    flow = rng.uniform(-4, 4, (1, 2, 9, 11))
+    K = pd.MotionBlur(flow)
+    x = rng.random((9, 11, 3))
+    call = getattr(K, method)
+    checked = call(x)
+    fast = call(x, check_finite=False)
+    np.testing.assert_array_equal(fast, checked)  # same values, same layout
+    # the NaN scan is what is skipped: a NaN pixel goes through and spreads along its kernels
+    bad = x.copy()
+    bad[4, 5, 1] = np.nan
+    with pytest.raises(ValueError, match="contains NaN or Inf"):
+        call(bad)
+    out = call(bad, check_finite=False)
+    assert np.isnan(out[..., 1]).any() and not np.isnan(out[..., 0]).any()
+    # ...and nothing else: shapes are still checked, and the scan is not run at all
+    import pnpdeblur.operators.base as base
+
+    scans = []
+    monkeypatch.setattr(base, "_check_finite", lambda t, name: scans.append(name))
+    call(x, check_finite=False)
+    assert scans == []
+    call(x)
+    assert len(scans) == 1
+    with pytest.raises(ValueError, match="spatial size"):
+        call(rng.random((8, 11, 3)), check_finite=False)
+    with pytest.raises(TypeError, match="check_finite must be True or False"):
+        call(x, check_finite=0)

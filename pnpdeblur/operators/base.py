@@ -16,7 +16,8 @@ from typing import Any, Callable, Optional, Tuple
 
 import torch
 
-from ..backend import array_kind, check_finite, check_float, from_torch, to_torch
+from ..backend import array_kind, check_float, from_torch, to_torch
+from ..backend import check_finite as _check_finite
 
 __all__ = ["LinearOperator", "Identity", "to_nchw"]
 
@@ -68,19 +69,28 @@ class LinearOperator:
         return self._adjoint(self._forward(x))
 
     # -- public -----------------------------------------------------------------------
-    def apply(self, x: Any) -> Any:
-        """Return ``K x`` in the type and layout of ``x``."""
-        return self._call(x, self._forward, "x")
+    # ``check_finite`` follows scipy.linalg: the NaN/Inf scan of the input is on by default;
+    # off, a call skips it (and, on a GPU, the device-to-host read that makes every checked
+    # call wait for the GPU), and non-finite input gives non-finite output without an error.
+    def apply(self, x: Any, *, check_finite: bool = True) -> Any:
+        """Return ``K x`` in the type and layout of ``x``.
+
+        ``check_finite=False`` skips the NaN/Inf check of ``x`` (shape and dtype are still
+        checked): for tight loops on a GPU, where the check makes each call wait for the
+        device; NaN or Inf in ``x`` then propagate to the result silently.
+        """
+        return self._call(x, self._forward, "x", check_finite)
 
     __call__ = apply
 
-    def adjoint(self, y: Any) -> Any:
-        """Return ``Kᵀ y`` (the exact transpose) in the type and layout of ``y``."""
-        return self._call(y, self._adjoint, "y")
+    def adjoint(self, y: Any, *, check_finite: bool = True) -> Any:
+        """Return ``Kᵀ y`` (the exact transpose) in the type and layout of ``y``
+        (``check_finite`` as for :meth:`apply`)."""
+        return self._call(y, self._adjoint, "y", check_finite)
 
-    def normal(self, x: Any) -> Any:
-        """Return ``KᵀK x``."""
-        return self._call(x, self._normal, "x")
+    def normal(self, x: Any, *, check_finite: bool = True) -> Any:
+        """Return ``KᵀK x`` (``check_finite`` as for :meth:`apply`)."""
+        return self._call(x, self._normal, "x", check_finite)
 
     @property
     def T(self) -> "LinearOperator":
@@ -89,8 +99,9 @@ class LinearOperator:
 
     H = T  # for users coming from PyLops/deepinv
 
-    def check_image(self, x: torch.Tensor, name: str = "x") -> None:
-        """Raise unless ``x`` is a finite float ``(N, C, H, W)`` tensor this operator accepts."""
+    def check_image(self, x: torch.Tensor, name: str = "x", check_finite: bool = True) -> None:
+        """Raise unless ``x`` is a finite float ``(N, C, H, W)`` tensor this operator accepts
+        (``check_finite=False``: finite or not)."""
         if x.ndim != 4:
             raise ValueError(f"{name} must have shape (N, C, H, W), got shape {tuple(x.shape)}")
         check_float(x, name)
@@ -105,12 +116,15 @@ class LinearOperator:
                 f"{name} has batch size {x.shape[0]}, but {type(self).__name__} was built "
                 f"for N = {n} (or use a batch of one operator for all images)"
             )
-        check_finite(x, name)
+        if check_finite:
+            _check_finite(x, name)
 
-    def _call(self, x: Any, fn: Callable[[torch.Tensor], torch.Tensor], name: str) -> Any:
+    def _call(self, x: Any, fn: Callable[[torch.Tensor], torch.Tensor], name: str, check_finite: bool = True) -> Any:
+        if not isinstance(check_finite, bool):
+            raise TypeError(f"check_finite must be True or False, got {check_finite!r}")
         kind = array_kind(x, name)
         t, restore = to_nchw(to_torch(x, name), kind, name)
-        self.check_image(t, name)
+        self.check_image(t, name, check_finite)
         return from_torch(restore(fn(t)), kind)
 
     # -- algebra ----------------------------------------------------------------------
