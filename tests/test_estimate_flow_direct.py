@@ -1,6 +1,8 @@
 """Direct tests of pd.estimate_flow (pnpdeblur.estimation.learned) with stand-in networks:
 tiles against the untiled answer, the blend's closed form, the doubled-angle maps, scale,
 channels, modes and argument checks."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -82,9 +84,10 @@ def test_tiles_agree_with_the_untiled_flow_away_from_the_seams(shape):
     # answer, so compare where every tile covering the pixel sees its 3×3 neighbourhood
     h, w = shape
     ok = np.ones(shape, bool)
-    for starts, size, axis in ((_starts(h, 32, 24), h, 0), (_starts(w, 32, 24), w, 1)):
-        for s in starts:
-            for edge in (s, s + min(32, size) - 1):
+    for size, axis in ((h, 0), (w, 1)):
+        p = _piece(size, 32, 8)
+        for s in _starts(size, p, p - 8):
+            for edge in (s, s + p - 1):
                 if 0 < edge < size - 1:
                     idx = [slice(None), slice(None)]
                     idx[axis] = edge
@@ -120,8 +123,8 @@ def test_tiles_are_the_given_size_and_cover_a_non_square_image():
     m = StandInSEN((4.0, 3.0))
     f = estimate_flow(np.zeros((50, 90, 3), np.float32), m, tile=40, overlap=8)
     shapes = [c[0] for c in m.calls]
-    # rows: starts 0, 10 (50 = 40 + 10); columns: 0, 32, 50
-    assert shapes == [(1, 3, 40, 40)] * 6
+    # rows: 2 pieces of 40 would be needed, 2 of 32 do (starts 0, 18); columns: 3 pieces of 40 (0, 32, 50)
+    assert shapes == [(1, 3, 32, 40)] * 6
     np.testing.assert_allclose(f, np.broadcast_to(np.array([4.0, 3.0])[:, None, None], (2, 50, 90)), atol=1e-5)
     # one side smaller than the tile: that side is one piece of its full length
     m2 = StandInSEN((4.0, 3.0))
@@ -320,8 +323,26 @@ def test_tile_must_be_a_stride_multiple_with_room_for_two_overlaps():
             estimate_flow(img, m, tile=tile, overlap=overlap)
 
 
+def _piece(size, tile, overlap, stride=8):
+    """The piece length the docstring promises along an axis (StandInSEN's stride is 8): as many
+    pieces as ``tile``-long ones need, each the shortest stride multiple that covers the axis."""
+    if size <= tile:
+        return size
+    n = len(_starts(size, tile, tile - overlap))
+    p = max(overlap + math.ceil((size - overlap) / n), 2 * overlap + stride)
+    return min(tile, math.ceil(p / stride) * stride)
+
+
+def test_piece_lengths_written_out():
+    # 1280 px in 768-px pieces overlapping by 128 take 2 pieces: 2 × 704 px cover it (SEN's stride 16)
+    assert _piece(1280, 768, 128, 16) == 704 and _piece(720, 768, 128, 16) == 720
+    assert [_piece(s, 32, 8) for s in (36, 41, 70, 800)] == [24, 32, 32, 32]
+    assert _piece(800, 768, 128) == 464
+
+
 def _blend_reference(size, tile, overlap, lengths):
     """Horizontal lengths across a row: Σ_k w_k L_k / Σ_k w_k with the linear ramps written out."""
+    tile = _piece(size, tile, overlap)
     starts = _starts(size, tile, tile - overlap)
     num, den = np.zeros(size), np.zeros(size)
     for k, (s, length) in enumerate(zip(starts, lengths)):
@@ -340,7 +361,8 @@ def _blend_reference(size, tile, overlap, lengths):
 def test_tile_blend_when_the_last_tiles_overlap_heavily(w, tile, overlap):
     """Short images put the last tile almost on top of the previous one: the first tile's leading
     and the last tile's trailing edges stay at full weight, the others ramp."""
-    starts = _starts(w, tile, tile - overlap)
+    piece = _piece(w, tile, overlap)
+    starts = _starts(w, piece, piece - overlap)
     lengths = [2.0 + 3 * k for k in range(len(starts))]
 
     def by_tile(x):
@@ -374,7 +396,8 @@ def test_an_image_exactly_one_tile_wide_is_one_pass():
 
 @pytest.mark.parametrize("h, tile, overlap", [(36, 32, 8), (41, 32, 8), (70, 32, 8)])
 def test_tile_blend_down_the_rows_when_the_last_tiles_overlap_heavily(h, tile, overlap):
-    starts = _starts(h, tile, tile - overlap)
+    piece = _piece(h, tile, overlap)
+    starts = _starts(h, piece, piece - overlap)
     lengths = [2.0 + 3 * k for k in range(len(starts))]
 
     def by_tile(x):
@@ -389,7 +412,7 @@ def test_tile_blend_down_the_rows_when_the_last_tiles_overlap_heavily(h, tile, o
 
 
 def test_default_tiles_are_768_px_overlapping_by_128():
-    w = 800  # starts 0 and 32
+    w = 800  # 2 pieces: 464 px each (not 768) cover it, starting at 0 and 336
     lengths = [3.0, 9.0]
 
     def by_tile(x):
@@ -398,10 +421,10 @@ def test_default_tiles_are_768_px_overlapping_by_128():
         return f
 
     img = np.zeros((8, w, 3), np.float32)
-    img[:, 32:] = 0.5
+    img[:, 336:] = 0.5
     m = StandInSEN(fn=by_tile)
     f = estimate_flow(img, m)
-    assert [c[0] for c in m.calls] == [(1, 3, 8, 768)] * 2
+    assert [c[0] for c in m.calls] == [(1, 3, 8, 464)] * 2
     np.testing.assert_allclose(f[0], np.broadcast_to(_blend_reference(w, 768, 128, lengths), (8, w)), atol=1e-5)
 
 
