@@ -54,7 +54,9 @@ def stored(y: np.ndarray, fmt: str) -> np.ndarray:
     if fmt == "jpeg90":
         import imageio.v3 as iio
 
-        y8 = iio.imread(iio.imwrite("<bytes>", y8, extension=".jpg", quality=90))
+        grey = y8.ndim == 3 and y8.shape[-1] == 1  # a grey JPEG is written (H, W)
+        y8 = iio.imread(iio.imwrite("<bytes>", y8[..., 0] if grey else y8, extension=".jpg", quality=90))
+        y8 = y8[..., None] if grey else y8
     return y8.astype(np.float32) / 255
 
 
