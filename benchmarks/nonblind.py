@@ -48,6 +48,8 @@ def metrics(x, ref):
 #: ``--methods`` keys → table names.
 METHODS = {"hqs-tv": "HQS + TV", "hqs-dncnn": "HQS + DnCNN", "hqs-drunet": "HQS + DRUNet",
            "hqs-bm3d": "HQS + BM3D", "admm-tv": "ADMM + TV", "rl": "Richardson–Lucy (30 it)"}
+#: Variants run only when named in ``--methods`` (DRUNetPrior's geometric cycling off / the 4-flip ensemble).
+EXTRA_METHODS = {"hqs-drunet-nocycle": "HQS + DRUNet, no cycling", "hqs-drunet-ensemble": "HQS + DRUNet, 4-flip ensemble"}
 
 
 def methods(noise, keys=tuple(METHODS)):
@@ -58,6 +60,10 @@ def methods(noise, keys=tuple(METHODS)):
             return DnCNNPrior()
         if key == "hqs-drunet":
             return DRUNetPrior()
+        if key == "hqs-drunet-nocycle":
+            return DRUNetPrior(cycle=False)
+        if key == "hqs-drunet-ensemble":
+            return DRUNetPrior(ensemble=True)
         from pnpdeblur.priors.bm3d import BM3D
 
         return BM3D()
@@ -65,8 +71,8 @@ def methods(noise, keys=tuple(METHODS)):
     out = {}
     for key in keys:
         if key.startswith("hqs-"):
-            out[METHODS[key]] = (lambda p: lambda y, K: hqs(y, K, prior=p, noise_level=noise, progress=False).x)(
-                prior(key))
+            out[{**METHODS, **EXTRA_METHODS}[key]] = (
+                lambda p: lambda y, K: hqs(y, K, prior=p, noise_level=noise, progress=False).x)(prior(key))
         elif key == "admm-tv":
             out[METHODS[key]] = lambda y, K: admm(y, K, prior=TV(), noise_level=noise, progress=False).x
         elif key == "rl":
@@ -180,8 +186,8 @@ def main(argv=None):
     ap.add_argument("--part", choices=["all", "motion", "uniform"], default="all",
                     help="run only one table (the other is kept from an existing JSON)")
     ap.add_argument("--methods", default=None,
-                    help="comma-separated subset of: " + ", ".join(METHODS) + " (default: all; --quick and a "
-                    "missing 'bm3d' package leave hqs-bm3d out)")
+                    help="comma-separated subset of: " + ", ".join({**METHODS, **EXTRA_METHODS}) + " (default: all "
+                    "but " + ", ".join(EXTRA_METHODS) + "; --quick and a missing 'bm3d' package leave hqs-bm3d out)")
     ap.add_argument("--images", type=int, default=None, help="use only the first N of the four photos")
     ap.add_argument("--settings", default=None,
                     help="comma-separated preset:sigma pairs (default: " + ",".join(f"{p}:{n}" for p, n in SETTINGS) + ")")
@@ -199,9 +205,9 @@ def main(argv=None):
             settings = [(p.split(":")[0], float(p.split(":")[1])) for p in args.settings.split(",") if p.strip()]
         except (IndexError, ValueError):
             ap.error(f"--settings: expected preset:sigma pairs such as 23:0.01, got {args.settings!r}")
-    unknown = sorted(set(keys) - set(METHODS))
+    unknown = sorted(set(keys) - set(METHODS) - set(EXTRA_METHODS))
     if unknown:
-        ap.error(f"--methods: unknown {unknown} (choose from {', '.join(METHODS)})")
+        ap.error(f"--methods: unknown {unknown} (choose from {', '.join({**METHODS, **EXTRA_METHODS})})")
     torch.set_num_threads(args.threads)
     t0 = time.time()
     result = json.loads(args.out.read_text()) if args.part != "all" and args.out.is_file() else {}
