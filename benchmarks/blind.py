@@ -102,8 +102,11 @@ PRIORS = {
 
 
 def deblur_kw(args) -> dict:
-    """pd.deblur's ``flow_ensemble=`` and, when ``--noise-floor`` is given, ``noise_floor=``."""
+    """pd.deblur's ``flow_ensemble=``, ``saturation=None`` with ``--no-saturation`` and, when
+    ``--noise-floor`` is given, ``noise_floor=``."""
     kw = {"flow_ensemble": args.flow_ensemble}
+    if not args.saturation:
+        kw["saturation"] = None
     if args.noise_floor is not None:
         kw["noise_floor"] = args.noise_floor
     return kw
@@ -390,6 +393,8 @@ def main(argv=None):
     ap.add_argument("--no-flow-ensemble", dest="flow_ensemble", action="store_false",
                     help="SEN once per flow estimate (pd.deblur's flow_ensemble=False) instead of "
                          "its 8-symmetry ensemble")
+    ap.add_argument("--no-saturation", dest="saturation", action="store_false",
+                    help="pd.deblur's saturation=None: clipped pixels stay in the data term")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--calibrate", action="store_true", help="detector signals on a training folder")
     ap.add_argument("--train-folder", default=".data/bsds500/train", help="--calibrate's sharp photos (training data)")
