@@ -27,7 +27,7 @@ from .estimation.blur_detection import default_threshold, flow_blur_score
 from .estimation.learned import estimate_flow
 from .nets.sen import SEN
 from .priors.base import check_real
-from .solvers.weights import DEFAULT_SATURATION
+from .solvers.weights import DEFAULT_SATURATION, saturation_weights
 
 __all__ = ["deblur", "DeblurResult", "estimate_noise_level", "default_prior"]
 
@@ -56,8 +56,8 @@ class DeblurResult:
         One entry per global iteration: ``iteration``, ``noise_level`` (per image),
         ``mean_flow_length`` (px), ``clipped_fraction`` (per image: the share of pixel values
         left out of the data term as clipped, None for an image left unchanged), ``hqs`` (the
-        HQS history, None for an image left unchanged), ``time`` (s), ``safeguard`` (see :func:`deblur`; None when it is off) and
-        ``psnr`` when a reference was given.
+        HQS history, None for an image left unchanged), ``time`` (s), ``safeguard`` (see
+        :func:`deblur`; None when it is off) and ``psnr`` when a reference was given.
     noise_level : list of float
         The noise level used for each image at the first iteration (estimated when not given).
     unchanged : list of bool
@@ -310,7 +310,7 @@ def deblur(
                     continue
                 obs_i = current[i:i + 1]
                 # clipped pixels leave the data term (None when there are none: the plain solve)
-                weights = None if saturation is None else (obs_i < saturation).to(obs_i.dtype)
+                weights = None if saturation is None else saturation_weights(obs_i, saturation)
                 clipped[i] = 0.0 if weights is None else 1.0 - float(weights.mean())
                 res = hqs(obs_i, MotionBlur(flow[i:i + 1]), prior, noise_level=max(levels[i], noise_floor),
                           n_iter=n_iter, cg_iters=cg_iters, cg_tol=cg_tol, progress=False, weights=weights)
