@@ -4,6 +4,8 @@ The solvers' x-step with weights ``W`` solves ``(KᵀWK + β I) x = KᵀW y + β
 here are written from that formula with ``numpy.linalg.solve`` on a dense matrix (and on the
 exact sparse matrix of a ``MotionBlur``), independently of the library's operators.
 """
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -159,7 +161,8 @@ def test_weights_take_cg_where_the_fft_x_step_would_be_used():
     w[0, 0, 2:5, 2:5] = 0
     res = hqs(y, K, Ridge(), noise_level=0.02, n_iter=2, progress=False, weights=w)
     assert res.settings["x_step"] == "cg"
-    with pytest.raises(ValueError, match="x_step='fft' cannot solve a weighted"):
+    with pytest.raises(ValueError, match=re.escape("x_step='fft' cannot solve a weighted data term (KᵀWK is not "
+                                                   "diagonal in Fourier); use x_step='cg' or 'auto'") + "$"):
         hqs(y, K, Ridge(), noise_level=0.02, n_iter=2, progress=False, weights=w, x_step="fft")
 
 
@@ -203,8 +206,33 @@ def test_weights_all_zero_for_one_image_of_a_batch_are_refused():
     y = torch.rand(2, 1, 3, 4, dtype=torch.float64)
     w = torch.ones(2, 1, 3, 4, dtype=torch.float64)
     w[1] = 0
-    with pytest.raises(ValueError, match="all zero for an image"):
+    with pytest.raises(ValueError, match="^weights are all zero for an image: no observation would be left to "
+                                         "deblur it$"):
         prepare_weights(w, y)
+
+
+def test_weights_messages_name_the_argument():
+    y = torch.rand(1, 2, 3, 4, dtype=torch.float32)
+    with pytest.raises(ValueError, match="^weights contains NaN or Inf values$"):
+        prepare_weights(np.full((1, 2, 3, 4), np.inf), y)
+    with pytest.raises(TypeError, match="^weights must be float32 or float64"):
+        prepare_weights(np.ones((1, 2, 3, 4), dtype=np.int16), y)
+    with pytest.raises(ValueError, match="^weights must have shape"):
+        prepare_weights(np.ones((1, 1, 2, 3, 4)), y)
+    with pytest.raises(TypeError, match="^weights must be"):
+        prepare_weights([[1.0]], y)
+
+
+def test_one_weight_map_for_a_whole_batch_and_dtype_of_y():
+    K, A, y, w = _problem(13)
+    y2 = np.concatenate([y, y[:, ::-1].copy()])
+    res = hqs(y2, K, Ridge(), noise_level=0.02, betas=BETAS, sigmas=SIGMAS, weights=w, **TIGHT)
+    for i in range(2):
+        np.testing.assert_allclose(res.x[i:i + 1], _hqs_ref(A, y2[i:i + 1], w, BETAS, SIGMAS)[0], atol=1e-10, rtol=0)
+    t = prepare_weights(np.full((1, 1, 3, 4), 0.5), torch.rand(2, 1, 3, 4, dtype=torch.float32))
+    assert t.dtype == torch.float32 and t.shape == (1, 1, 3, 4)
+    with pytest.raises(ValueError, match="expected y's shape"):  # 3 weight maps for a batch of 2
+        prepare_weights(np.ones((3, 1, 3, 4)), torch.rand(2, 1, 3, 4))
 
 
 def test_prepare_weights_layouts_and_dtypes():
@@ -274,8 +302,20 @@ def test_saturation_weights_refuses_bad_arguments(kw, err, match):
         saturation_weights(np.zeros((4, 4)), **kw)
 
 
+def test_saturation_weights_threshold_is_inclusive_and_may_be_one():
+    y = np.array([[0.5, 0.49999, 1.0], [0.999, 0.2, 0.7]], dtype=np.float32)
+    np.testing.assert_array_equal(saturation_weights(y, 0.5), [[0, 1, 0], [0, 1, 0]])
+    np.testing.assert_array_equal(saturation_weights(y, 1.0), [[1, 1, 0], [1, 1, 1]])
+
+
 def test_saturation_weights_refuses_nan_and_integer_images():
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="^y contains NaN or Inf values$"):
         saturation_weights(np.full((4, 4), np.nan))
+    with pytest.raises(TypeError, match="^y must be an array"):
+        saturation_weights([[0.5]])
+    with pytest.raises(ValueError, match="^y must have shape"):
+        saturation_weights(np.zeros((1, 1, 1, 4, 4)))
+    with pytest.raises(TypeError, match="^threshold must be a number, got bool$"):
+        saturation_weights(np.zeros((4, 4)), True)
     with pytest.raises(TypeError, match="uint8 or float"):
         saturation_weights(np.zeros((4, 4), dtype=np.int32))
