@@ -519,3 +519,52 @@ def test_noise_level_with_saturation_is_unchanged_without_clipped_blocks_or_with
     y[:, :, :, :-2] = 1.0  # 16 unclipped blocks per channel: fewer than MIN_NOISE_BLOCKS, all are used
     assert pipeline.MIN_NOISE_BLOCKS > 16
     assert estimate_noise_level(y, saturation=0.98) == estimate_noise_level(y)
+
+
+def test_noise_level_leaves_out_a_block_with_one_clipped_pixel_at_the_threshold():
+    """A block counts as clipped when any one of its four pixels reaches the threshold (equality
+    included); judged per image and channel of a batch."""
+    rng = np.random.default_rng(8)
+    x = 0.4 + 0.05 * rng.standard_normal((2, 2, 20, 20))
+    x = np.clip(x, 0, 0.9)
+    x[0, 1, 1::2, 1::2][:, :6] = 0.98  # image 0, channel 1: one corner of 60 blocks at exactly 0.98
+    t = torch.from_numpy(x)
+    blocks = [x[:, :, i::2, j::2] for i in (0, 1) for j in (0, 1)]
+    hh = np.abs(blocks[0] - blocks[1] - blocks[2] + blocks[3]) / 2
+    kept = np.max(blocks, axis=0) < 0.98
+    assert kept[0, 1].sum() == 40 and kept[1].all() and kept[0, 0].all()
+    with monkeypatch_min_blocks(40):
+        got = estimate_noise_level(t, saturation=0.98)
+    lower = [[np.sort(hh[i, c][kept[i, c]])[(kept[i, c].sum() - 1) // 2] for c in range(2)] for i in range(2)]
+    assert got == pytest.approx([np.mean(v) / 0.6744897501960817 for v in lower], rel=1e-12)
+    assert got[0] != pytest.approx(estimate_noise_level(t)[0], rel=1e-6)
+    assert got[1] == estimate_noise_level(t)[1]  # image 1 has no clipped block
+    # MIN_NOISE_BLOCKS unclipped blocks are enough; one fewer falls back to all blocks
+    with monkeypatch_min_blocks(41):
+        assert estimate_noise_level(t, saturation=0.98) == estimate_noise_level(t)
+
+
+class monkeypatch_min_blocks:
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        self.old, pipeline.MIN_NOISE_BLOCKS = pipeline.MIN_NOISE_BLOCKS, self.n
+
+    def __exit__(self, *exc):
+        pipeline.MIN_NOISE_BLOCKS = self.old
+
+
+def test_deblur_estimates_the_noise_without_the_clipped_blocks(fake_hqs):
+    rng = np.random.default_rng(9)
+    y = np.clip(0.5 + 0.03 * rng.standard_normal((64, 64, 3)), 0, 1).astype(np.float32)
+    y[:, :40] = 1.0  # most of the photo clipped flat
+    t = torch.from_numpy(y.transpose(2, 0, 1).copy())[None]
+    aware, plain = estimate_noise_level(t, saturation=0.98)[0], estimate_noise_level(t)[0]
+    assert aware > 0.02 > plain
+    deblur(y, prior=PRIOR, flow_model=StandInSEN((6.0, 0.0)), noise_floor=0.0)
+    deblur(y, prior=PRIOR, flow_model=StandInSEN((6.0, 0.0)), noise_floor=0.0, saturation=None)
+    assert [c["noise_level"] for c in fake_hqs.calls] == [pytest.approx(aware), pytest.approx(plain)]
+    fake_hqs.calls.clear()
+    deblur(y, prior=PRIOR, flow_model=StandInSEN((6.0, 0.0)), noise_floor=0.0, saturation=1.0)  # 1 is allowed
+    assert float(fake_hqs.calls[0]["weights"].mean()) == pytest.approx(24 / 64)
