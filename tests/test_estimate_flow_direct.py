@@ -338,6 +338,11 @@ def test_piece_lengths_written_out():
     assert _piece(1280, 768, 128, 16) == 704 and _piece(720, 768, 128, 16) == 720
     assert [_piece(s, 32, 8) for s in (36, 41, 70, 800)] == [24, 32, 32, 32]
     assert _piece(800, 768, 128) == 464
+    # a piece must hold both ramps and a stride: 33 px, overlap 12 → 32, not the 24 that covering alone needs
+    assert _piece(33, 32, 12) == 32
+    m = StandInSEN((4.0, 3.0))
+    estimate_flow(np.zeros((8, 33, 3), np.float32), m, tile=32, overlap=12)
+    assert [c[0] for c in m.calls] == [(1, 3, 8, 32)] * 2
 
 
 def _blend_reference(size, tile, overlap, lengths):

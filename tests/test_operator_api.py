@@ -217,3 +217,15 @@ def test_check_finite_false_skips_only_the_nan_scan(method, monkeypatch):
         call(rng.random((8, 11, 3)), check_finite=False)
     with pytest.raises(TypeError, match="check_finite must be True or False"):
         call(x, check_finite=0)
+
+
+def test_check_image_scans_for_nan_by_default():
+    """The solvers check y through K.check_image(y, "y"): the scan must be its default."""
+    K = pd.MotionBlur(np.zeros((1, 2, 5, 6)))
+    bad = torch.zeros(1, 1, 5, 6)
+    bad[0, 0, 2, 3] = float("inf")
+    with pytest.raises(ValueError, match="^y contains NaN or Inf values$"):
+        K.check_image(bad, "y")
+    K.check_image(bad, "y", check_finite=False)  # shape and dtype are fine: no error
+    with pytest.raises(ValueError, match="y contains NaN or Inf"):
+        pd.solvers.hqs(bad, K, prior=pd.priors.TV(), noise_level=0.01, progress=False)

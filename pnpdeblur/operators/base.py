@@ -119,7 +119,7 @@ class LinearOperator:
         if check_finite:
             _check_finite(x, name)
 
-    def _call(self, x: Any, fn: Callable[[torch.Tensor], torch.Tensor], name: str, check_finite: bool = True) -> Any:
+    def _call(self, x: Any, fn: Callable[[torch.Tensor], torch.Tensor], name: str, check_finite: bool) -> Any:
         if not isinstance(check_finite, bool):
             raise TypeError(f"check_finite must be True or False, got {check_finite!r}")
         kind = array_kind(x, name)
