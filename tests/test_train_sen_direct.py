@@ -246,6 +246,39 @@ def test_the_network_sees_noise_drawn_up_to_max_noise():
     torch.testing.assert_close(model.seen[0], expected, rtol=0, atol=1e-6)
 
 
+def test_highlights_brighten_some_samples_by_a_gain_before_the_clip():
+    batch = _flow_batch(n=16, seed=5)
+    batch["sharp"] = 0.3 + 0.6 * batch["sharp"]  # bright enough for gains up to 2 to clip
+    model = _Spy([batch["flow"]])
+    torch.manual_seed(12)
+    R.make_loss_fn(True, 0.0, 2.0, 0.5)(model, batch)
+    seen = model.seen[0]
+    blurred = MotionBlur(batch["flow"])(batch["sharp"])
+    gains = []
+    for i in range(16):
+        ok = seen[i] < 0.999  # unclipped pixels hold g · K x exactly
+        g = seen[i][ok] / blurred[i][ok]
+        assert float(g.max() - g.min()) < 1e-5  # one gain per sample
+        gains.append(float(g.mean()))
+        # the clipped ones are those g · K x pushed to 1 or beyond
+        torch.testing.assert_close(seen[i], (gains[-1] * blurred[i]).clamp(0, 1), rtol=0, atol=1e-5)
+    bright = [g for g in gains if g > 1 + 1e-6]
+    assert all(1 - 1e-6 <= g <= 2 for g in gains)
+    assert 2 <= len(bright) <= 14  # about half of the samples (probability 0.5)
+    assert float((seen == 1).float().mean()) > 0.01  # the gains did saturate highlights
+
+
+@pytest.mark.parametrize("max_gain, prob", [(1.0, 0.5), (2.0, 0.0)])
+def test_highlights_off_draw_no_extra_random_numbers(max_gain, prob):
+    batch = _flow_batch(n=3, seed=4)
+    a, b = _Spy([batch["flow"]]), _Spy([batch["flow"]])
+    torch.manual_seed(11)
+    R.make_loss_fn(True, 0.3)(a, batch)
+    torch.manual_seed(11)
+    R.make_loss_fn(True, 0.3, max_gain, prob)(b, batch)
+    torch.testing.assert_close(a.seen[0], b.seen[0], rtol=0, atol=0)
+
+
 # ------------------------------------------------------------------ options
 def test_defaults_follow_the_paper_where_it_gives_numbers():
     a = R.parse_args([])
@@ -359,6 +392,7 @@ def test_exported_header_records_the_architecture_config_steps_and_provenance(tm
     assert data["corpus_files"] == sorted(p.name for p in paths)  # recursive: the sub-folder's image too
     assert data["skimage_photos"] == R.TRAIN_SAMPLES and data["held_out"] == R.HELD_OUT_SAMPLES
     assert data["flow_presets"] == ["23", "46"] and data["max_noise"] == 0.05 and data["loss"] == "canonical"
+    assert data["max_gain"] == 1.0 and data["highlight_prob"] == 0.0
     assert data["device"] == "cpu" and data["torch"] == torch.__version__
     assert isinstance(data["seconds"], float) and 0 <= data["seconds"] < 60
     # float16 weights, float32 BatchNorm statistics, no float32 temporary left
@@ -576,3 +610,18 @@ def test_init_refuses_to_overwrite_its_own_weights(tmp_path, record, monkeypatch
     with pytest.raises(ValueError, match="would overwrite the --init weights"):
         R.main(["--init", "shipped", "--steps", "1", "--device", "cpu", "--run-dir", str(tmp_path / "r2")])
     assert record == [] and not shipped.exists()
+
+
+def test_highlight_options_reach_the_loss_and_the_header_and_are_checked(tmp_path, record, monkeypatch):
+    seen = []
+    real = R.make_loss_fn
+    monkeypatch.setattr(R, "make_loss_fn", lambda *a: seen.append(a) or real(*a))
+    out = R.main(_argv(tmp_path, "--max-gain", "1.6", "--highlight-prob", "0.3"))
+    assert seen == [(True, 0.02, 1.6, 0.3)]
+    _, header = load_checkpoint(out, "SEN")
+    assert header["data"]["max_gain"] == 1.6 and header["data"]["highlight_prob"] == 0.3
+    for bad, match in ((["--max-gain", "0.9"], "--max-gain must be a number >= 1"),
+                       (["--max-gain", "inf"], "--max-gain must be a number >= 1"),
+                       (["--highlight-prob", "1.5"], r"--highlight-prob must be in \[0, 1\]")):
+        with pytest.raises(ValueError, match=match):
+            R.main(_argv(tmp_path, *bad))

@@ -4,8 +4,11 @@ Data: random 256² crops of sharp colour photos (a corpus folder, e.g. BSDS500's
 split, plus scikit-image's photos except the benchmark's), Gong-style flows of the "23" and
 "46" presets in equal parts (:func:`pnpdeblur.data.random_motion_flow`), blurred **on the
 training device** by :class:`pnpdeblur.MotionBlur` (the CUDA kernels on a GPU) with Gaussian
-noise of a random σ ∈ [0, ``max_noise``]. Every item is a pure function of (seed, index), so a
-resumed run sees the same data.
+noise of a random σ ∈ [0, ``max_noise``], then clipped to [0, 1]. With ``--max-gain G
+--highlight-prob P`` a fraction P of the crops is brightened by a gain in [1, G] before the blur,
+so that the clip saturates highlights as in real photos: the shipped SEN never saw clipping and
+its flows on such photos are poor (``benchmarks/RESULTS.md``, "Saturated pixels"). Off by
+default. Every item is a pure function of (seed, index), so a resumed run sees the same data.
 
 Loss: every stack's output is supervised (intermediate supervision) with
 :func:`pnpdeblur.losses.flow_l2_loss`; ``--loss canonical`` is the paper's eq. 1 on ``u >= 0``
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -79,24 +83,35 @@ def build_datasets(corpus: Optional[str], length: int, crop: int, presets: Seque
 
 
 @torch.no_grad()
-def blur_batch(sharp: torch.Tensor, flow: torch.Tensor, max_noise: float) -> torch.Tensor:
+def blur_batch(sharp: torch.Tensor, flow: torch.Tensor, max_noise: float, max_gain: float = 1.0,
+               highlight_prob: float = 0.0) -> torch.Tensor:
     """Blur ``sharp`` ``(N, C, H, W)`` by ``flow`` ``(N, 2, H, W)`` on their device, add noise, clip.
 
     The noise std of each sample is uniform in ``[0, max_noise]`` (torch's RNG of the device).
+    With ``max_gain > 1``, a sample is brightened first with probability ``highlight_prob``, by
+    a gain uniform in ``[1, max_gain]``, so that the final clip saturates its highlights as a
+    sensor does (``K(g x) = g K x``; the flow label is unchanged). With ``max_gain = 1`` no extra
+    random numbers are drawn: the batches are those of a run without the option.
     """
     from ..operators import MotionBlur
 
     blurred = MotionBlur(flow)(sharp)
+    if max_gain > 1 and highlight_prob > 0:
+        n = sharp.shape[0]
+        pick = torch.rand(n, 1, 1, 1, device=sharp.device, dtype=sharp.dtype) < highlight_prob
+        gain = 1 + (max_gain - 1) * torch.rand(n, 1, 1, 1, device=sharp.device, dtype=sharp.dtype)
+        blurred = blurred * torch.where(pick, gain, torch.ones_like(gain))
     sigma = torch.rand(sharp.shape[0], 1, 1, 1, device=sharp.device, dtype=sharp.dtype) * max_noise
     return (blurred + sigma * torch.randn_like(blurred)).clamp_(0.0, 1.0)
 
 
-def make_loss_fn(symmetric: bool, max_noise: float):
-    """``loss_fn(model, batch)`` for :class:`pnpdeblur.train.Trainer`: mean over stacks of the flow loss."""
+def make_loss_fn(symmetric: bool, max_noise: float, max_gain: float = 1.0, highlight_prob: float = 0.0):
+    """``loss_fn(model, batch)`` for :class:`pnpdeblur.train.Trainer`: mean over stacks of the flow loss
+    (the blurred input made by :func:`blur_batch` with these settings)."""
 
     def loss_fn(model, batch):
         flow = batch["flow"]
-        blurred = blur_batch(batch["sharp"], flow, max_noise)
+        blurred = blur_batch(batch["sharp"], flow, max_noise, max_gain, highlight_prob)
         outs = model(blurred)
         losses = [flow_l2_loss(o.float(), flow, symmetric=symmetric) for o in outs]
         if symmetric:  # the last stack's loss is already the logged metric
@@ -148,6 +163,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--crop", type=int, default=256, help="training crop size (paper: 256)")
     ap.add_argument("--presets", default="23,46", help="flow presets mixed in equal parts")
     ap.add_argument("--max-noise", type=float, default=0.02, help="noise std drawn in [0, this]")
+    ap.add_argument("--max-gain", type=float, default=1.0,
+                    help="brighten some crops by a gain in [1, this] before the blur, so that the clip "
+                         "saturates their highlights as in real photos (default 1: off)")
+    ap.add_argument("--highlight-prob", type=float, default=0.0,
+                    help="fraction of crops brightened (with --max-gain > 1)")
     ap.add_argument("--width", type=int, default=16, help="first-layer width (paper: 64)")
     ap.add_argument("--stacks", type=int, default=2)
     ap.add_argument("--levels", type=int, default=4)
@@ -168,6 +188,10 @@ def main(argv=None) -> Path:
     from .distributed import is_main_process
 
     args = parse_args(argv)
+    if not (math.isfinite(args.max_gain) and args.max_gain >= 1):
+        raise ValueError(f"--max-gain must be a number >= 1, got {args.max_gain}")
+    if not 0 <= args.highlight_prob <= 1:
+        raise ValueError(f"--highlight-prob must be in [0, 1], got {args.highlight_prob}")
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     train, val = build_datasets(args.corpus, args.steps * args.batch, args.crop, presets, args.seed,
                                 args.val_items, args.preload)
@@ -184,7 +208,8 @@ def main(argv=None) -> Path:
         decay_start=int(args.steps * args.decay_from), lr_end=args.lr_end, **engine_options(args),
     )
     t0 = time.time()
-    trainer = Trainer(model, cfg, train, make_loss_fn(args.loss == "symmetric", args.max_noise),
+    trainer = Trainer(model, cfg, train, make_loss_fn(args.loss == "symmetric", args.max_noise, args.max_gain,
+                                                         args.highlight_prob),
                       val_data=val, val_fn=val_fn)
     trainer.fit()
     out = Path(args.out)
@@ -200,6 +225,7 @@ def main(argv=None) -> Path:
         "held_out": HELD_OUT_SAMPLES,
         "init": init,
         "flow_presets": presets, "max_noise": args.max_noise, "loss": args.loss,
+        "max_gain": args.max_gain, "highlight_prob": args.highlight_prob,
         "seconds": round(time.time() - t0, 1), "torch": torch.__version__,
         # the device the trainer resolved (``auto`` → cuda or cpu; cuda:1 names that card)
         "device": device_name(trainer.device),
