@@ -218,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "lights and highlights do not ring")
     sat.add_argument("--no-saturation", action="store_true",
                      help="fit every pixel, clipped or not")
+    d.add_argument("--boundary", choices=("unknown", "replicate"), default="unknown",
+                   help="what lies beyond the photo's edges: 'unknown' (a crop of a larger scene: solve on a "
+                        "grid larger by the blur's reach and leave the margin out of the data term) or "
+                        "'replicate' (the border pixels repeated; exact only for images blurred that way) "
+                        "(default: unknown)")
     adv = d.add_argument_group("advanced (speed / quality trade-offs)")
     adv.add_argument("--hqs-iters", type=_positive_int, default=DEBLUR_HQS_ITERS, metavar="N",
                      help=f"HQS iterations per global iteration (default: {DEBLUR_HQS_ITERS})")
@@ -662,7 +667,7 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
                              flow_model=flow_model, n_iter=args.hqs_iters, cg_iters=args.cg_iters,
                              flow_scale=args.flow_scale, flow_ensemble=not args.no_flow_ensemble, device=device,
                              saturation=None if args.no_saturation else args.saturation,
-                             progress=progress, **safeguard)
+                             boundary=args.boundary, progress=progress, **safeguard)
         except Exception as e:  # one bad photo must not stop a batch; it is named and counted
             _err(f"pnpdeblur: failed on {pl.source}: {type(e).__name__}: {e}")
             failed.append(str(pl.source))

@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ._images import as_image_batch
 from ._vectors import vector_length
@@ -27,7 +28,7 @@ from .estimation.blur_detection import default_threshold, flow_blur_score
 from .estimation.learned import estimate_flow
 from .nets.sen import SEN
 from .priors.base import check_real
-from .solvers.weights import DEFAULT_SATURATION, saturation_weights
+from .solvers.weights import DEFAULT_SATURATION, motion_blur_width, saturation_weights
 
 __all__ = ["deblur", "DeblurResult", "estimate_noise_level", "default_prior"]
 
@@ -133,6 +134,7 @@ def deblur(
     flow_scale: float = 1.0,
     flow_ensemble: bool = True,
     saturation: Optional[float] = DEFAULT_SATURATION,
+    boundary: str = "unknown",
     device: Union[str, torch.device, None] = None,
     reference: Any = None,
     progress: bool = False,
@@ -208,6 +210,15 @@ def deblur(
         white do not follow the blur model, and fitting them rings across the photo. The noise
         estimate also leaves them out. A photo with no such pixel is deblurred exactly as with
         ``saturation=None`` (off). Measured in ``benchmarks/RESULTS.md`` ("Saturated pixels").
+    boundary : {"unknown", "replicate"}
+        What lies beyond the photo's edges. ``"unknown"`` (default): the photo is a crop of a
+        larger scene, whose blur brought light from outside the frame into the border pixels;
+        the sharp image is solved on a grid larger by the flow's reach
+        (:func:`~pnpdeblur.solvers.motion_blur_width`) on each side, with the padding left
+        out of the data term (:func:`~pnpdeblur.solvers.pad_boundary`), and cropped back.
+        ``"replicate"``: the operator's own rule (border pixels repeated), which is exact only
+        for images blurred with that rule, and rings inward from the edges of real photos
+        (``benchmarks/RESULTS.md``, "Unknown boundaries").
     device : str or torch.device, optional
         Where to compute (e.g. ``"cuda"``); default the image's device. The result comes
         back on the caller's device.
@@ -259,7 +270,9 @@ def deblur(
         saturation = check_real(saturation, "saturation")
         if not 0 < saturation <= 1:
             raise ValueError(f"saturation must be in (0, 1] or None, got {saturation!r}")
-    x, boundary = as_image_batch(image, "image")
+    if boundary not in ("unknown", "replicate"):
+        raise ValueError(f"boundary must be 'unknown' or 'replicate', got {boundary!r}")
+    x, layout = as_image_batch(image, "image")
     dev = torch.device(device) if device is not None else x.device
     obs = x.to(dev)
     if noise_level is None:
@@ -312,9 +325,17 @@ def deblur(
                 # clipped pixels leave the data term (None when there are none: the plain solve)
                 weights = None if saturation is None else saturation_weights(obs_i, saturation)
                 clipped[i] = 0.0 if weights is None else 1.0 - float(weights.mean())
-                res = hqs(obs_i, MotionBlur(flow[i:i + 1]), prior, noise_level=max(levels[i], noise_floor),
+                flow_i = flow[i:i + 1]
+                pad = motion_blur_width(flow_i) if boundary == "unknown" else 0
+                if pad:  # solve on a larger grid; the padding is not observed (weight 0)
+                    sides = (pad,) * 4
+                    obs_i = F.pad(obs_i, sides, mode="replicate")
+                    flow_i = F.pad(flow_i, sides, mode="replicate")
+                    weights = F.pad(torch.ones_like(obs_i[:, :1, pad:-pad, pad:-pad]) if weights is None else weights,
+                                    sides)
+                res = hqs(obs_i, MotionBlur(flow_i), prior, noise_level=max(levels[i], noise_floor),
                           n_iter=n_iter, cg_iters=cg_iters, cg_tol=cg_tol, progress=False, weights=weights)
-                outs.append(res.x)
+                outs.append(res.x[..., pad:-pad, pad:-pad] if pad else res.x)
                 hist.append(res.history)
             current = torch.cat(outs).clamp_(0.0, 1.0)
             active = todo
@@ -331,7 +352,7 @@ def deblur(
             if ref is not None:
                 entry["psnr"] = float(psnr(current.cpu(), ref, channel_axis=1))
             result.history.append(entry)
-            result.flow.append(boundary.flow(flow.to(x.device)))
+            result.flow.append(layout.flow(flow.to(x.device)))
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(flow=f"{np.mean(entry['mean_flow_length']):.1f}px")
@@ -353,5 +374,5 @@ def deblur(
     if all(result.unchanged):
         result.x = _copy_input(image)  # bit-identical, the caller's own dtype and layout
     else:
-        result.x = boundary.image(current.to(x.device))
+        result.x = layout.image(current.to(x.device))
     return result

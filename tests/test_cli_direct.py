@@ -148,8 +148,9 @@ def test_deblur_defaults_and_types():
         (False, False, False, False, None)
     assert (a.hqs_iters, a.cg_iters, a.flow_weights, a.no_flow_ensemble) == (4, 5, None, False)
     assert (a.saturation, a.no_saturation) == (0.98, False)
+    assert a.boundary == "unknown"
     for bad in (["--saturation", "0"], ["--saturation", "1.2"], ["--saturation", "nan"],
-                ["--saturation", "0.9", "--no-saturation"]):
+                ["--saturation", "0.9", "--no-saturation"], ["--boundary", "zero"]):
         with pytest.raises(SystemExit):
             d.parse_args(["x.png", "-o", "out"] + bad)
     assert a.handler is cli._run_deblur and a.sub_parser is d
@@ -220,7 +221,7 @@ def test_every_help_states_its_defaults_as_the_parser_has_them():
                 assert float(said) == act.default, (name, act.dest, said, act.default)
             else:
                 assert said == str(act.default), (name, act.dest, said, act.default)
-    assert checked == 15
+    assert checked == 16
 
 
 def test_help_texts(capsys):
@@ -611,7 +612,7 @@ def test_deblur_writes_each_result_with_the_arguments_passed_through(tmp_path, f
         assert np.array_equal(image, want if want.ndim == 3 else want[..., None])  # grey stays (H, W, 1)
         assert kw == dict(iterations=3, prior=fake.prior, noise_level=0.03, flow_model=fake.flow_model, n_iter=2,
                           cg_iters=7, flow_scale=0.5, flow_ensemble=True, device="cpu", saturation=0.98,
-                          progress=False, safeguard=True)
+                          boundary="unknown", progress=False, safeguard=True)
         res = io.imread(str(out / (src.stem + ".png")))
         assert res.dtype == np.uint8 and np.array_equal(res, _storage8(1.5 * image.astype(np.float64) - 0.25)
                                                         .squeeze())
@@ -626,9 +627,14 @@ def test_deblur_defaults_reach_pd_deblur(tmp_path, fake, capsys):
     sig = inspect.signature(_PD_DEBLUR).parameters
     assert (sig["n_iter"].default, sig["cg_iters"].default, sig["flow_ensemble"].default) == (4, 5, True)
     assert sig["saturation"].default == cli.DEBLUR_SATURATION == 0.98
+    assert sig["boundary"].default == "unknown"
     assert kw == dict(iterations=1, prior=fake.prior, noise_level=None, flow_model=fake.flow_model, n_iter=4,
-                      cg_iters=5, flow_scale=1.0, flow_ensemble=True, device=None, saturation=0.98, progress=False,
-                      safeguard=True)
+                      cg_iters=5, flow_scale=1.0, flow_ensemble=True, device=None, saturation=0.98,
+                      boundary="unknown", progress=False, safeguard=True)
+    fake.calls.clear()
+    assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--no-progress", "--boundary", "replicate"]) == 0
+    (_, kw), = fake.calls
+    assert kw["boundary"] == "replicate"
     fake.calls.clear()
     assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--no-progress", "--saturation", "0.9"]) == 0
     (_, kw), = fake.calls
@@ -1480,6 +1486,7 @@ _OPTIONS = {
         (["--blur-threshold"], "PX", "median flow length (px) from which a photo counts as blurred"),
         (["--saturation"], "S", "channel values at or above S"),
         (["--no-saturation"], None, "fit every pixel, clipped or not"),
+        (["--boundary"], None, "what lies beyond the photo's edges: 'unknown' (a crop of a larger scene"),
         (["--hqs-iters"], "N", "HQS iterations per global iteration"),
         (["--cg-iters"], "N", "conjugate-gradient budget of each HQS x-step"),
         (["--no-flow-ensemble"], None, "run SEN once per flow estimate instead of averaging it over the 8 flips"),

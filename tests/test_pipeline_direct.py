@@ -20,8 +20,11 @@ from pnpdeblur.pipeline import estimate_noise_level
 
 def deblur(*args, **kwargs):
     """pd.deblur with one SEN pass per flow estimate: the stand-in networks' flows do not turn with
-    the image (the ensemble and its default: test_flow_ensemble.py)."""
+    the image (the ensemble and its default: test_flow_ensemble.py); and on the photo's own grid
+    (``boundary="replicate"``), so that these tests see the photo itself reach HQS (the default
+    unknown boundary pads it: test_boundary.py)."""
     kwargs.setdefault("flow_ensemble", False)
+    kwargs.setdefault("boundary", "replicate")
     return pipeline.deblur(*args, **kwargs)
 
 

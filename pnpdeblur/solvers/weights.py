@@ -7,18 +7,30 @@ over everything the blur links it to. Weighting such pixels by 0 removes them fr
 data term (the outlier handling of Cho et al. 2011 and Whyte et al. 2014, in its simplest,
 hard form); the pixels that were recorded unclipped still constrain the sharp image,
 including the bright pixels near a clipped region, and the prior fills in the rest.
+
+The same weights express an **unknown boundary**. A photo is a crop of a larger scene, and
+the blur carried light from outside the frame into its border pixels; an operator that
+replicates (or reflects, or wraps) the border instead explains those pixels wrongly, and the
+deconvolution rings inward from every side. Solving for a sharp image ``width`` px larger on
+each side, with the blurred image padded by the same amount and weight 0 on the padding,
+fits exactly the pixels that were observed, each through its whole kernel (the
+masked data term of Reeves 2005 and Almeida & Figueiredo 2013): :func:`pad_boundary` builds
+the padded observation and weights, :func:`crop_boundary` cuts the result back.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._vectors import longest_vector
 from ..backend import array_kind, check_finite, from_torch, to_torch
 from ..operators.base import to_nchw
 
-__all__ = ["saturation_weights", "DEFAULT_SATURATION"]
+__all__ = ["saturation_weights", "DEFAULT_SATURATION", "pad_boundary", "crop_boundary", "motion_blur_width"]
 
 #: Observed values at or above this (images in [0, 1]) count as clipped: 8-bit 250–255.
 #: Below 1 because JPEG coding and demosaicing spread a clipped region's edge a few levels
@@ -73,3 +85,129 @@ def saturation_weights(y: Any, threshold: float = DEFAULT_SATURATION, margin: in
         k = 2 * margin + 1
         clipped = F.max_pool2d(clipped.to(torch.float32), k, stride=1, padding=margin) > 0
     return from_torch(restore((~clipped).to(t4.dtype)), kind)
+
+
+def _check_width(width: Any) -> int:
+    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 0:
+        raise ValueError(f"width must be an int >= 0 (pixels added on each side), got {width!r}")
+    return int(width)
+
+
+def motion_blur_width(flow: Any) -> int:
+    """How far a :class:`~pnpdeblur.MotionBlur` of ``flow`` reaches: the padding it needs.
+
+    A line kernel of length L has taps up to ``ceil(L/2 + 3/2)`` px from its pixel (half the
+    segment, the half-pixel anti-aliased end and the one-pixel width across it), so a sharp
+    image larger by this on each side holds every pixel that any observed pixel averages.
+
+    Parameters
+    ----------
+    flow : array
+        Motion flow, ``(2, H, W)`` or ``(N, 2, H, W)``, numpy/cupy/torch, in pixels.
+
+    Returns
+    -------
+    int
+        ``ceil(L_max/2 + 3/2)`` for the longest vector ``L_max`` of the flow; 0 for a zero flow.
+    """
+    t = to_torch(flow, "flow")
+    if t.ndim not in (3, 4) or t.shape[-3] != 2:
+        raise ValueError(f"flow must have shape (2, H, W) or (N, 2, H, W), got {tuple(t.shape)}")
+    if not t.is_floating_point():
+        t = t.to(torch.float64)
+    check_finite(t, "flow")
+    longest = longest_vector(t, dim=t.ndim - 3)
+    return int(math.ceil(longest / 2 + 1.5)) if longest > 0 else 0
+
+
+def pad_boundary(y: Any, width: int, weights: Any = None) -> tuple:
+    """Pad an observed image for a solve with an unknown boundary; the weights that go with it.
+
+    Parameters
+    ----------
+    y : array
+        The observed (blurred) image: ``(H, W)``, ``(H, W, C)`` numpy/cupy, ``(C, H, W)``
+        torch or ``(N, C, H, W)``; float.
+    width : int
+        Pixels added on each side: at least the operator's reach (for a
+        :class:`~pnpdeblur.MotionBlur`, :func:`motion_blur_width` of its flow).
+    weights : array, optional
+        Data-term weights of ``y`` (e.g. :func:`saturation_weights`), ``y``'s shape or one
+        channel, as the solvers take them; default all ones.
+
+    Returns
+    -------
+    y_padded : array
+        ``y`` with its border replicated ``width`` px outwards (the values there carry no
+        weight; they only start the solver), ``y``'s type, layout, dtype and device.
+    weights_padded : array
+        The weights (or ones) padded with zeros, the shape of ``y_padded`` (one channel when
+        ``weights`` is None or has one channel), float in ``y``'s dtype.
+
+    Notes
+    -----
+    The operator must act on the padded grid (for a flow, pad it the same way, e.g.
+    ``numpy.pad(flow, ((0, 0), (w, w), (w, w)), mode="edge")``); the sharp image is then
+    ``crop_boundary(result, width)``.
+
+    Examples
+    --------
+    >>> w = pd.solvers.motion_blur_width(flow)                    # doctest: +SKIP
+    >>> y_pad, weights = pd.solvers.pad_boundary(y, w)
+    >>> K = pd.MotionBlur(np.pad(flow, ((0, 0), (w, w), (w, w)), mode="edge"))
+    >>> x = pd.solvers.crop_boundary(pd.solvers.hqs(y_pad, K, prior, weights=weights).x, w)
+    """
+    width = _check_width(width)
+    kind = array_kind(y, "y")
+    t4, restore = to_nchw(to_torch(y, "y"), kind, "y")
+    if not t4.is_floating_point():
+        raise TypeError(f"y must be a float image (convert uint8 with / 255), got dtype {t4.dtype}")
+    check_finite(t4, "y")
+    if weights is None:
+        w4 = torch.ones_like(t4[:, :1])
+        restore_w = restore
+    else:
+        wkind = array_kind(weights, "weights")
+        w4, restore_w = to_nchw(to_torch(weights, "weights"), wkind, "weights")
+        if w4.shape[2:] != t4.shape[2:] or w4.shape[0] not in (1, t4.shape[0]) or w4.shape[1] not in (1, t4.shape[1]):
+            raise ValueError(f"weights has shape {tuple(w4.shape)} (as N, C, H, W); expected y's shape "
+                             f"{tuple(t4.shape)} or one channel")
+        w4 = w4.to(device=t4.device, dtype=t4.dtype)
+    if width == 0:
+        return from_torch(restore(t4.clone()), kind), from_torch(restore_w(w4.clone()), kind)
+    pad = (width,) * 4
+    # replicate needs at least one pixel; the solver only starts from these values
+    y_pad = F.pad(t4, pad, mode="replicate")
+    w_pad = F.pad(w4, pad)  # zeros: the padding is not observed
+    return from_torch(restore(y_pad), kind), from_torch(restore_w(w_pad), kind)
+
+
+def crop_boundary(x: Any, width: int) -> Any:
+    """Cut ``width`` px off each side of ``x`` (the inverse of :func:`pad_boundary`'s padding).
+
+    Parameters
+    ----------
+    x : array
+        ``(H, W)``, ``(H, W, C)`` numpy/cupy, ``(C, H, W)`` torch or ``(N, C, H, W)``.
+    width : int
+        Pixels removed on each side.
+
+    Returns
+    -------
+    array
+        A view of ``x`` (same type, layout, dtype and device), ``2 * width`` smaller in height
+        and width.
+    """
+    width = _check_width(width)
+    if not hasattr(x, "ndim") or x.ndim not in (2, 3, 4):
+        raise ValueError(f"x must be an (H, W), (H, W, C), (C, H, W) or (N, C, H, W) image, got "
+                         f"{type(x).__name__} with shape {getattr(x, 'shape', None)}")
+    channels_last = x.ndim == 3 and not isinstance(x, torch.Tensor)
+    h, w = (x.shape[0], x.shape[1]) if x.ndim == 2 or channels_last else (x.shape[-2], x.shape[-1])
+    if 2 * width >= min(h, w):
+        raise ValueError(f"width={width} leaves nothing of an image of {h}x{w} pixels")
+    if width == 0:
+        return x
+    if channels_last:
+        return x[width:-width, width:-width]
+    return x[..., width:-width, width:-width]
