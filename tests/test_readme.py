@@ -57,6 +57,14 @@ def test_readme_python_blocks_run_and_keep_their_promises():
             gain = psnr(r.x, sharp) - base
             assert gain > 3.0, f"HQS with {name} gains {gain:.2f} dB over the blurred input"
 
+    # the unknown boundary: a padded solve cropped back to the photo, as good as a solve should be
+    r = ns["r"]
+    assert r == int(np.ceil(np.hypot(*ns["flow"]).max() / 2 + 1.5))
+    assert ns["y_pad"].shape == (noisy.shape[0] + 2 * r, noisy.shape[1] + 2 * r, 3)
+    sharper = ns["sharper"]
+    assert isinstance(sharper, np.ndarray) and sharper.shape == noisy.shape and np.isfinite(sharper).all()
+    assert psnr(np.clip(sharper, 0, 1), sharp) - base > 3.0
+
     # "Blind deblurring": an image of the input's shape and dtype, one flow per iteration
     photo = ns["photo"]
     assert ns["estimated"].shape == (2,) + photo.shape[:2]
