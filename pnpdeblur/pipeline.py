@@ -327,12 +327,11 @@ def deblur(
                 clipped[i] = 0.0 if weights is None else 1.0 - float(weights.mean())
                 flow_i = flow[i:i + 1]
                 pad = motion_blur_width(flow_i) if boundary == "unknown" else 0
-                if pad:  # solve on a larger grid; the padding is not observed (weight 0)
+                if pad:  # solve on a grid larger by the kernels' reach; the margin is not observed
                     sides = (pad,) * 4
-                    obs_i = F.pad(obs_i, sides, mode="replicate")
+                    weights = F.pad(torch.ones_like(obs_i[:, :1]) if weights is None else weights, sides)
+                    obs_i = F.pad(obs_i, sides, mode="replicate")  # only where HQS starts
                     flow_i = F.pad(flow_i, sides, mode="replicate")
-                    weights = F.pad(torch.ones_like(obs_i[:, :1, pad:-pad, pad:-pad]) if weights is None else weights,
-                                    sides)
                 res = hqs(obs_i, MotionBlur(flow_i), prior, noise_level=max(levels[i], noise_floor),
                           n_iter=n_iter, cg_iters=cg_iters, cg_tol=cg_tol, progress=False, weights=weights)
                 outs.append(res.x[..., pad:-pad, pad:-pad] if pad else res.x)

@@ -226,6 +226,24 @@ def test_deblur_solves_on_the_padded_grid_and_crops_back(fake_hqs, vector, width
     assert res.x.shape == y.shape and res.flow[0].shape == (2, 10, 13)
 
 
+def test_deblur_pads_a_varying_flow_by_repeating_its_border_vectors(fake_hqs):
+    def ramp(x):
+        h, w = x.shape[-2:]
+        f = torch.zeros(x.shape[0], 2, h, w)
+        f[:, 0] = 5.0 + 0.5 * torch.arange(w, dtype=torch.float32)  # u > 0: already canonical
+        f[:, 1] = 0.25 * torch.arange(h, dtype=torch.float32)[:, None]
+        return f
+
+    y = 0.9 * np.random.default_rng(1).random((9, 11, 3)).astype(np.float32)
+    pipeline.deblur(y, prior=object(), noise_level=0.02, flow_model=StandInSEN(fn=ramp), flow_ensemble=False,
+                    safeguard=False)
+    (call,) = fake_hqs.calls
+    f = ramp(torch.zeros(1, 3, 9, 11))[0].numpy()
+    width = int(np.ceil(np.hypot(f[0], f[1]).max() / 2 + 1.5))
+    np.testing.assert_array_equal(np.asarray(call["K"].flow)[0], np.pad(f, ((0, 0), (width, width), (width, width)),
+                                                                        mode="edge"))
+
+
 def test_deblur_pads_the_saturation_weights_and_reports_the_photos_clipped_share(fake_hqs):
     y = np.full((8, 9), 0.5, np.float32)
     y[2:4, 3:6] = 1.0
