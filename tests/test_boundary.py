@@ -50,9 +50,10 @@ def test_width_of_a_zero_flow_is_zero_and_layouts_agree():
 
 
 @pytest.mark.parametrize("bad, err, msg", [
-    (np.zeros((3, 4, 4)), ValueError, "(2, H, W) or (N, 2, H, W)"),
+    (np.zeros((3, 4, 4)), ValueError, "flow must have shape (2, H, W) or (N, 2, H, W), got (3, 4, 4)"),
     (np.zeros((4, 4)), ValueError, "(2, H, W) or (N, 2, H, W)"),
-    (np.full((2, 3, 3), np.nan), ValueError, "flow"),
+    (np.full((2, 3, 3), np.nan), ValueError, "flow contains NaN or Inf"),
+    ("flow.npy", TypeError, "flow must be an array"),
 ])
 def test_width_rejects_bad_flows(bad, err, msg):
     with pytest.raises(err, match=re.escape(msg)):
@@ -145,14 +146,42 @@ def test_width_zero_changes_nothing_and_copies():
     (lambda: pad_boundary(np.zeros((4, 4)), 1.5), ValueError, "width must be an int >= 0"),
     (lambda: pad_boundary(np.zeros((4, 4)), True), ValueError, "width must be an int >= 0"),
     (lambda: pad_boundary(np.zeros((4, 4), np.uint8), 1), TypeError, "y must be a float image"),
-    (lambda: pad_boundary(np.full((4, 4), np.inf), 1), ValueError, "y"),
+    (lambda: pad_boundary(np.full((4, 4), np.inf), 1), ValueError, "y contains NaN or Inf"),
+    (lambda: pad_boundary([[0.5, 0.5]], 1), TypeError, "y must be an array"),
+    (lambda: pad_boundary(np.zeros((1, 1, 1, 4, 4)), 1), ValueError, "y must have shape (N, C, H, W)"),
+    (lambda: pad_boundary(np.zeros((4, 4)), 1, weights=[[1.0]]), TypeError, "weights must be an array"),
+    (lambda: pad_boundary(np.zeros((4, 4)), 1, weights=np.ones((1, 1, 1, 4, 4))), ValueError,
+     "weights must have shape (N, C, H, W)"),
     (lambda: pad_boundary(np.zeros((4, 4, 3)), 1, weights=np.ones((4, 5, 3))), ValueError, "weights has shape"),
+    (lambda: pad_boundary(np.zeros((2, 3, 4, 4)), 1, weights=np.ones((3, 3, 4, 4))), ValueError,
+     "weights has shape (3, 3, 4, 4) (as N, C, H, W); expected y's shape (2, 3, 4, 4) or one channel"),
+    (lambda: pad_boundary(np.zeros((2, 3, 4, 4)), 1, weights=np.ones((2, 2, 4, 4))), ValueError, "weights has shape"),
     (lambda: crop_boundary(np.zeros((6, 8)), 3), ValueError, "width=3 leaves nothing of an image of 6x8"),
-    (lambda: crop_boundary(np.zeros(6), 1), ValueError, "x must be an (H, W)"),
+    (lambda: crop_boundary(torch.zeros(3, 6, 20), 3), ValueError, "of an image of 6x20"),
+    (lambda: crop_boundary(torch.zeros(3, 20, 6), 3), ValueError, "of an image of 20x6"),
+    (lambda: crop_boundary(np.zeros(6), 1), ValueError, "x must be an (H, W), (H, W, C), (C, H, W) or (N, C, H, W) "
+                                                         "image, got ndarray with shape (6,)"),
+    (lambda: crop_boundary([[0.0]], 1), ValueError, "image, got list with shape None"),
 ])
 def test_bad_arguments_are_named(call, err, msg):
     with pytest.raises(err, match=re.escape(msg)):
         call()
+
+
+def test_width_one_pads_and_weights_of_another_dtype_take_ys():
+    y = np.random.default_rng(3).random((2, 3, 4, 5)).astype(np.float32)
+    mask = np.ones((2, 1, 4, 5), bool)
+    mask[0, 0, 1, 2] = False
+    y_pad, w_pad = pad_boundary(y, 1, weights=mask)
+    assert y_pad.shape == (2, 3, 6, 7) and w_pad.shape == (2, 1, 6, 7) and w_pad.dtype == np.float32
+    np.testing.assert_array_equal(w_pad, np.pad(mask, ((0, 0), (0, 0), (1, 1), (1, 1))).astype(np.float32))
+    _, w64 = pad_boundary(y, 2, weights=np.ones((2, 3, 4, 5)))  # float64 weights, float32 image
+    assert w64.dtype == np.float32
+
+
+def test_crop_keeps_the_smallest_possible_interior():
+    assert crop_boundary(np.zeros((8, 9)), 3).shape == (2, 3)  # 2 * width < 8: allowed
+    assert crop_boundary(torch.zeros(2, 7, 12), 3).shape == (2, 1, 6)
 
 
 # -- the masked solve is the least-squares problem of the crop -----------------------------------

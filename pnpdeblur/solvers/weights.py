@@ -113,10 +113,8 @@ def motion_blur_width(flow: Any) -> int:
     t = to_torch(flow, "flow")
     if t.ndim not in (3, 4) or t.shape[-3] != 2:
         raise ValueError(f"flow must have shape (2, H, W) or (N, 2, H, W), got {tuple(t.shape)}")
-    if not t.is_floating_point():
-        t = t.to(torch.float64)
     check_finite(t, "flow")
-    longest = longest_vector(t, dim=t.ndim - 3)
+    longest = longest_vector(t, dim=t.ndim - 3)  # in float64, whatever the flow's dtype
     return int(math.ceil(longest / 2 + 1.5)) if longest > 0 else 0
 
 
