@@ -177,6 +177,9 @@ def test_width_one_pads_and_weights_of_another_dtype_take_ys():
     np.testing.assert_array_equal(w_pad, np.pad(mask, ((0, 0), (0, 0), (1, 1), (1, 1))).astype(np.float32))
     _, w64 = pad_boundary(y, 2, weights=np.ones((2, 3, 4, 5)))  # float64 weights, float32 image
     assert w64.dtype == np.float32
+    _, shared = pad_boundary(y, 1, weights=mask[:1])  # one mask for the whole batch, as the solvers take it
+    assert shared.shape == (1, 1, 6, 7)
+    np.testing.assert_array_equal(shared, w_pad[:1])
 
 
 def test_crop_keeps_the_smallest_possible_interior():
