@@ -27,6 +27,7 @@ from ._vectors import vector_length
 from .estimation.blur_detection import default_threshold, flow_blur_score
 from .estimation.learned import estimate_flow
 from .nets.sen import SEN
+from .operators._flow import MAX_FLOW
 from .priors.base import check_real
 from .solvers.weights import DEFAULT_SATURATION, motion_blur_width, saturation_weights
 
@@ -108,6 +109,24 @@ def estimate_noise_level(x: torch.Tensor, saturation: Optional[float] = None) ->
                     sigma[i, c] = hh[i, c][k].median()
     sigma = sigma / 0.6744897501960817
     return [float(s) for s in sigma.mean(dim=1).cpu()]
+
+
+def _fit_operator_range(flow: torch.Tensor) -> torch.Tensor:
+    """Shorten the vectors of an estimated flow that the operators cannot take, with a warning.
+
+    :class:`~pnpdeblur.MotionBlur` takes components up to :data:`~pnpdeblur.operators.MAX_FLOW`
+    (64 px). A flow estimated at a reduced ``scale`` (its lengths divided by the scale) can
+    exceed that on a photo with very large blur; each such vector is scaled down, keeping its
+    direction, until its larger component is 64 px, so the photo is deblurred (under-corrected
+    there) instead of failing. ``flow`` is ``(N, 2, H, W)``; returned as is when it fits.
+    """
+    biggest = flow.detach().abs().amax(dim=1, keepdim=True)  # per pixel, the larger of |u|, |v|
+    if not bool((biggest > MAX_FLOW).any()):
+        return flow
+    warnings.warn(f"the estimated flow reaches {float(biggest.max()):.1f} px, beyond the {MAX_FLOW:g} px the blur "
+                  f"operator takes: those vectors were shortened to {MAX_FLOW:g} px (keeping their direction), so "
+                  "that blur is only partly removed", UserWarning, stacklevel=3)
+    return flow * (MAX_FLOW / biggest.clamp(min=MAX_FLOW))
 
 
 def default_prior():
@@ -195,7 +214,8 @@ def deblur(
         and a third of the CG iterations. With exact (or much better) flows, raise both.
     flow_scale : float
         Passed to :func:`pnpdeblur.estimate_flow` as ``scale`` (≤ 1 for blur beyond the
-        network's range).
+        network's range). Vectors longer than the operator takes (a component over
+        :data:`~pnpdeblur.operators.MAX_FLOW`, 64 px) are shortened to it, with a warning.
     flow_ensemble : bool
         Passed to :func:`pnpdeblur.estimate_flow` as ``ensemble``: SEN's flow averaged over the
         8 flips and transposes of the image (default True). It lowered the flow MSE by 17–39 %
@@ -305,7 +325,7 @@ def deblur(
             t0 = time.perf_counter()
             if it > 0:
                 levels = estimate_noise_level(current, saturation=saturation)
-            flow = estimate_flow(current, flow_model, scale=flow_scale, ensemble=flow_ensemble)
+            flow = _fit_operator_range(estimate_flow(current, flow_model, scale=flow_scale, ensemble=flow_ensemble))
             guard: Optional[Dict[str, Any]] = None
             todo = list(active)
             if safeguard:

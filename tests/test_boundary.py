@@ -7,6 +7,7 @@ dense rectangular least-squares problem ``A = C K_ext`` (``C`` the crop) with
 ``numpy.linalg.solve``, and the padding from ``numpy.pad``.
 """
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -335,3 +336,37 @@ def test_unknown_boundary_recovers_a_crop_of_a_blurred_scene_better():
     assert err(out["unknown"], band) < 0.7 * err(out["replicate"], band)
     assert err(out["unknown"], ~band) <= 1.05 * err(out["replicate"], ~band)
     assert psnr(out["unknown"], sharp, channel_axis=-1) > psnr(out["replicate"], sharp, channel_axis=-1) + 1.0
+
+
+# -- flows beyond the operator's range -----------------------------------------------------------
+def test_flows_beyond_the_operator_range_are_shortened_keeping_their_direction(fake_hqs):
+    """SEN at flow_scale=0.5 can report more than 64 px: pd.deblur shortens those vectors to the
+    operator's limit (larger component = 64 px, same direction) with a warning, instead of failing."""
+    def big(x):
+        h, w = x.shape[-2:]
+        f = torch.zeros(x.shape[0], 2, h, w)
+        f[:, 0], f[:, 1] = 20.0, 5.0
+        f[:, 0, :, w // 2:] = 96.0  # right half: (96, -24) -> (64, -16)
+        f[:, 1, :, w // 2:] = -24.0
+        return f
+
+    y = 0.9 * np.random.default_rng(0).random((8, 10, 3)).astype(np.float32)
+    with pytest.warns(UserWarning, match=r"the estimated flow reaches 96\.0 px, beyond the 64 px the blur operator "
+                                         r"takes: those vectors were shortened to 64 px"):
+        res = pipeline.deblur(y, prior=object(), noise_level=0.02, flow_model=StandInSEN(fn=big),
+                              flow_ensemble=False, safeguard=False, boundary="replicate")
+    (call,) = fake_hqs.calls
+    used = np.asarray(call["K"].flow)[0]
+    np.testing.assert_allclose(used[:, :, :5], np.broadcast_to(np.array([20.0, 5.0]).reshape(2, 1, 1), (2, 8, 5)))
+    np.testing.assert_allclose(used[:, :, 5:], np.broadcast_to(np.array([64.0, -16.0]).reshape(2, 1, 1), (2, 8, 5)),
+                               rtol=1e-6)
+    np.testing.assert_allclose(res.flow[0], used, rtol=0, atol=0)  # the flow reported is the one used
+
+
+def test_flows_within_range_pass_unchanged_and_silently():
+    f = torch.zeros(1, 2, 3, 4)
+    f[0, 0] = 64.0
+    f[0, 1] = -64.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert pipeline._fit_operator_range(f) is f
