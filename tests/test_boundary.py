@@ -6,6 +6,7 @@ kernel from its dense form (``motion_kernel`` with a generous radius), the maske
 dense rectangular least-squares problem ``A = C K_ext`` (``C`` the crop) with
 ``numpy.linalg.solve``, and the padding from ``numpy.pad``.
 """
+import os
 import re
 import warnings
 
@@ -290,6 +291,16 @@ def test_deblur_pads_the_saturation_weights_and_reports_the_photos_clipped_share
     assert res.history[0]["clipped_fraction"] == [pytest.approx(6 / 72)]
 
 
+def test_without_saturation_the_margin_gets_a_one_channel_mask(fake_hqs):
+    y = np.random.default_rng(0).random((7, 9, 3)).astype(np.float32)  # values near 1 count: no saturation
+    pipeline.deblur(y, prior=object(), noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)), flow_ensemble=False,
+                    safeguard=False, saturation=None)
+    (call,) = fake_hqs.calls
+    expect = np.pad(np.ones((1, 1, 7, 9), np.float32), ((0, 0), (0, 0), (5, 5), (5, 5)))
+    assert call["weights"].dtype == torch.float32
+    np.testing.assert_array_equal(call["weights"].numpy(), expect)
+
+
 def test_replicate_boundary_solves_on_the_photos_grid(fake_hqs):
     y = 0.9 * np.random.default_rng(0).random((10, 13, 3)).astype(np.float32)
     pipeline.deblur(y, prior=object(), noise_level=0.02, flow_model=StandInSEN((12.0, 0.0)), flow_ensemble=False,
@@ -351,10 +362,15 @@ def test_flows_beyond_the_operator_range_are_shortened_keeping_their_direction(f
         return f
 
     y = 0.9 * np.random.default_rng(0).random((8, 10, 3)).astype(np.float32)
-    with pytest.warns(UserWarning, match=r"the estimated flow reaches 96\.0 px, beyond the 64 px the blur operator "
-                                         r"takes: those vectors were shortened to 64 px"):
+    with pytest.warns(UserWarning) as record:
         res = pipeline.deblur(y, prior=object(), noise_level=0.02, flow_model=StandInSEN(fn=big),
                               flow_ensemble=False, safeguard=False, boundary="replicate")
+    (w,) = record
+    assert str(w.message) == ("the estimated flow reaches 96.0 px, beyond the 64 px the blur operator takes: those "
+                              "vectors were shortened to 64 px (keeping their direction), so that blur is only partly "
+                              "removed")
+    # reported outside the library, at pd.deblur's caller (this file; mutmut's trampoline adds a frame)
+    assert not w.filename.startswith(os.path.dirname(pipeline.__file__))
     (call,) = fake_hqs.calls
     used = np.asarray(call["K"].flow)[0]
     np.testing.assert_allclose(used[:, :, :5], np.broadcast_to(np.array([20.0, 5.0]).reshape(2, 1, 1), (2, 8, 5)))
@@ -370,3 +386,17 @@ def test_flows_within_range_pass_unchanged_and_silently():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert pipeline._fit_operator_range(f) is f
+
+
+def test_each_image_of_a_batch_is_shortened_by_its_own_vectors():
+    f = torch.zeros(2, 2, 2, 3, dtype=torch.float64)
+    f[0, 0] = 128.0  # image 0: (128, 32) everywhere -> (64, 16)
+    f[0, 1] = 32.0
+    f[1, 0, 0] = 10.0  # image 1: row 0 (10, 0) stays, row 1 (0, -80) -> (0, -64)
+    f[1, 1, 1] = -80.0
+    with pytest.warns(UserWarning, match="reaches 128.0 px"):
+        out = pipeline._fit_operator_range(f)
+    expect = f.clone()
+    expect[0, 0], expect[0, 1] = 64.0, 16.0
+    expect[1, 1, 1] = -64.0
+    assert torch.equal(out, expect)
