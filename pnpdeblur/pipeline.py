@@ -20,7 +20,6 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ._images import as_image_batch
 from ._vectors import vector_length
@@ -29,7 +28,7 @@ from .estimation.learned import estimate_flow
 from .nets.sen import SEN
 from .operators._flow import MAX_FLOW
 from .priors.base import check_real
-from .solvers.weights import DEFAULT_SATURATION, motion_blur_width, saturation_weights
+from .solvers.weights import DEFAULT_SATURATION, pad_problem, saturation_weights
 
 __all__ = ["deblur", "DeblurResult", "estimate_noise_level", "default_prior"]
 
@@ -234,8 +233,8 @@ def deblur(
         What lies beyond the photo's edges. ``"unknown"`` (default): the photo is a crop of a
         larger scene, whose blur brought light from outside the frame into the border pixels;
         the sharp image is solved on a grid larger by the flow's reach
-        (:func:`~pnpdeblur.solvers.motion_blur_width`) on each side, with the padding left
-        out of the data term (:func:`~pnpdeblur.solvers.pad_boundary`), and cropped back.
+        (:meth:`pnpdeblur.MotionBlur.reach`) on each side, with the padding left out of the
+        data term (:func:`~pnpdeblur.solvers.pad_problem`), and cropped back.
         ``"replicate"``: the operator's own rule (border pixels repeated), which is exact only
         for images blurred with that rule, and rings inward from the edges of real photos
         (``benchmarks/RESULTS.md``, "Unknown boundaries").
@@ -345,14 +344,11 @@ def deblur(
                 # clipped pixels leave the data term (None when there are none: the plain solve)
                 weights = None if saturation is None else saturation_weights(obs_i, saturation)
                 clipped[i] = 0.0 if weights is None else 1.0 - float(weights.mean())
-                flow_i = flow[i:i + 1]
-                pad = motion_blur_width(flow_i) if boundary == "unknown" else 0
-                if pad:  # solve on a grid larger by the kernels' reach; the margin is not observed
-                    sides = (pad,) * 4
-                    weights = F.pad(torch.ones_like(obs_i[:, :1]) if weights is None else weights, sides)
-                    obs_i = F.pad(obs_i, sides, mode="replicate")  # only where HQS starts
-                    flow_i = F.pad(flow_i, sides, mode="replicate")
-                res = hqs(obs_i, MotionBlur(flow_i), prior, noise_level=max(levels[i], noise_floor),
+                K = MotionBlur(flow[i:i + 1])
+                pad = 0
+                if boundary == "unknown":  # solve on a grid larger by the kernels' reach, the margin unobserved
+                    obs_i, K, weights, pad = pad_problem(obs_i, K, weights)
+                res = hqs(obs_i, K, prior, noise_level=max(levels[i], noise_floor),
                           n_iter=n_iter, cg_iters=cg_iters, cg_tol=cg_tol, progress=False, weights=weights)
                 outs.append(res.x[..., pad:-pad, pad:-pad] if pad else res.x)
                 hist.append(res.history)

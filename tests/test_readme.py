@@ -59,8 +59,9 @@ def test_readme_python_blocks_run_and_keep_their_promises():
 
     # the unknown boundary: a padded solve cropped back to the photo, as good as a solve should be
     r = ns["r"]
-    assert r == int(np.ceil(np.hypot(*ns["flow"]).max() / 2 + 1.5))
+    assert r == int(np.ceil(np.hypot(*ns["flow"]).max() / 2 + 1.5)) == ns["K"].reach()
     assert ns["y_pad"].shape == (noisy.shape[0] + 2 * r, noisy.shape[1] + 2 * r, 3)
+    assert tuple(ns["K_pad"].flow.shape) == (1, 2) + ns["y_pad"].shape[:2]
     sharper = ns["sharper"]
     assert isinstance(sharper, np.ndarray) and sharper.shape == noisy.shape and np.isfinite(sharper).all()
     assert psnr(np.clip(sharper, 0, 1), sharp) - base > 3.0

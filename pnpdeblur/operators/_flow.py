@@ -8,7 +8,7 @@ import torch
 
 from ..backend import array_kind, check_finite, check_float, to_torch
 
-__all__ = ["MAX_FLOW", "as_flow", "as_flow_pair", "check_tau"]
+__all__ = ["MAX_FLOW", "as_flow", "as_flow_pair", "check_tau", "pad_flow"]
 
 #: Largest |u| or |v| (pixels) the per-pixel operators accept. Kernels longer than
 #: this are outside what the papers use (±46 px) and would make every tap loop slow.
@@ -61,3 +61,11 @@ def check_tau(tau: Any) -> float:
     if not (0.0 < float(tau) <= 1.0):
         raise ValueError(f"tau must be in (0, 1], got {tau}")
     return float(tau)
+
+
+def pad_flow(flow: torch.Tensor, width: int) -> torch.Tensor:
+    """An ``(N, 2, H, W)`` flow on the grid enlarged by ``width`` px per side, its border
+    vectors repeated (the operators' :meth:`~pnpdeblur.operators.LinearOperator.padded`)."""
+    if width == 0:
+        return flow
+    return torch.nn.functional.pad(flow, (width,) * 4, mode="replicate")

@@ -37,6 +37,13 @@ def to_nchw(x: torch.Tensor, kind: str, name: str = "x") -> Tuple[torch.Tensor, 
     )
 
 
+def check_width(width: Any) -> int:
+    """``width`` (pixels added on each side of a grid) as an int >= 0, else ValueError."""
+    if isinstance(width, bool) or not isinstance(width, numbers.Integral) or width < 0:
+        raise ValueError(f"width must be an int >= 0 (pixels added on each side), got {width!r}")
+    return int(width)
+
+
 class LinearOperator:
     """A linear map on ``(N, C, H, W)`` images with an exact adjoint.
 
@@ -67,6 +74,29 @@ class LinearOperator:
         where that is. Scaled and composed operators pass it on to their parts.
         """
         return self._adjoint(self._forward(x))
+
+    # -- unknown boundaries -----------------------------------------------------------
+    def reach(self) -> int:
+        """How far an output pixel reads the input: the largest ``|k|`` along either axis of
+        any tap, in px (0 for a pointwise operator).
+
+        An output pixel depends only on input pixels within this distance (per axis), so on a
+        grid padded by it every observed pixel sees its whole kernel and never the border
+        rule (:meth:`padded`, :func:`pnpdeblur.solvers.pad_problem`). Operators that cannot
+        state it raise ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not state its reach")
+
+    def padded(self, width: int) -> "LinearOperator":
+        """This operator on the image grid enlarged by ``width`` px on each side.
+
+        Per-pixel flows are extended by repeating their border vectors; a size-free operator
+        (one PSF) is returned as it is. On the padded grid, the outputs within ``width -
+        reach()`` px of the centre region are exactly those of the operator applied to the
+        larger scene they were cropped from. Operators that cannot be extended raise
+        ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot be extended to a larger grid")
 
     # -- public -----------------------------------------------------------------------
     # ``check_finite`` follows scipy.linalg: the NaN/Inf scan of the input is on by default;
@@ -181,6 +211,13 @@ class Identity(LinearOperator):
 
     _adjoint = _forward
 
+    def reach(self) -> int:
+        return 0
+
+    def padded(self, width: int) -> "LinearOperator":
+        check_width(width)
+        return self
+
 
 class _Adjoint(LinearOperator):
     def __init__(self, op: LinearOperator):
@@ -231,6 +268,12 @@ class _Sum(LinearOperator):
     def _adjoint(self, y):
         return self.a._adjoint(y) + self.b._adjoint(y)
 
+    def reach(self) -> int:
+        return max(self.a.reach(), self.b.reach())
+
+    def padded(self, width: int) -> "LinearOperator":
+        return _Sum(self.a.padded(width), self.b.padded(width))
+
     def __repr__(self):
         return f"({self.a!r} + {self.b!r})"
 
@@ -248,6 +291,12 @@ class _Scaled(LinearOperator):
 
     def _normal(self, x):
         return (self.a * self.a) * self.op._normal(x)
+
+    def reach(self) -> int:
+        return self.op.reach()
+
+    def padded(self, width: int) -> "LinearOperator":
+        return _Scaled(self.op.padded(width), self.a)
 
     def __repr__(self):
         return f"{self.a} * {self.op!r}"

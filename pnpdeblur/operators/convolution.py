@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..backend import array_kind, to_torch
-from .base import LinearOperator
+from .base import LinearOperator, check_width
 
 __all__ = ["UniformBlur", "Convolution", "as_kernel"]
 
@@ -84,6 +84,15 @@ class _KernelOperator(LinearOperator):
     def kernel_size(self) -> Tuple[int, int]:
         """``(kh, kw)``."""
         return tuple(self.kernel.shape)
+
+    def reach(self) -> int:
+        """Half the kernel's larger side: ``max(kh, kw) // 2``."""
+        return max(self.kernel_size) // 2
+
+    def padded(self, width: int) -> "_KernelOperator":
+        """The operator itself: one PSF applies to any image size."""
+        check_width(width)
+        return self
 
     def _kernel_as(self, x: torch.Tensor) -> torch.Tensor:
         key = (x.dtype, x.device)

@@ -13,9 +13,10 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ._flow import MAX_FLOW, as_flow, as_flow_pair, check_tau
+from ._flow import MAX_FLOW, as_flow, as_flow_pair, check_tau, pad_flow
 from ._segment import FLOW_CACHE, _numba_ok, _resolve_path, prepare_numba, prepare_cupy, segment_blur
-from .base import LinearOperator
+from .._vectors import longest_vector
+from .base import LinearOperator, check_width
 
 __all__ = [
     "MAX_FLOW",
@@ -51,6 +52,13 @@ def _segment_kernel(a, beta: float, radius: Optional[int] = None) -> np.ndarray:
         s = np.abs(kx * uy - ky * ux)
         w = np.maximum(0.0, 1.0 - s) * np.clip(0.5 * L + 0.5 - np.abs(t - beta * L), 0.0, 1.0)
     return w / w.sum()
+
+
+def line_kernel_reach(length: float) -> int:
+    """How far (px, per axis) the line kernel of a motion vector of this length reaches:
+    ``ceil(L/2 + 3/2)`` (half the segment, its anti-aliased end, one pixel across); 0 for L = 0.
+    The same bound as the dense reference's radius (:func:`motion_kernel`)."""
+    return int(math.ceil(length / 2 + 1.5)) if length > 0 else 0
 
 
 def motion_kernel(m, radius: Optional[int] = None) -> np.ndarray:
@@ -272,6 +280,18 @@ class MotionBlur(_SegmentOperator):
     def _sources(self):
         return (self.flow,)
 
+    def reach(self) -> int:
+        """``ceil(L/2 + 3/2)`` for the longest vector L (half the segment, its anti-aliased end
+        and one pixel across); with the look-up table, for the longest of the integer flows it
+        interpolates between (each component rounded away from zero, plus one)."""
+        f = self.flow.detach().to(torch.float64)
+        if self.lut_mode:
+            f = f.abs().floor() + 1.0
+        return line_kernel_reach(longest_vector(f))
+
+    def padded(self, width: int) -> "MotionBlur":
+        return MotionBlur(pad_flow(self.flow, check_width(width)), self.path, _lut=self.lut_mode)
+
     def _cache_tag(self, like):
         return super()._cache_tag(like) + (self.lut_mode,)
 
@@ -319,6 +339,16 @@ class TwoSegmentBlur(_SegmentOperator):
 
     def _sources(self):
         return (self.flow_next, self.flow_prev)
+
+    def reach(self) -> int:
+        """``ceil(τ·L + 3/2)`` for the longest vector L of either flow (a half reaches from p
+        to p + τ·f, plus its anti-aliased end and one pixel across)."""
+        longest = max(longest_vector(self.flow_next), longest_vector(self.flow_prev))
+        return int(math.ceil(self.tau * longest + 1.5)) if longest > 0 else 0
+
+    def padded(self, width: int) -> "TwoSegmentBlur":
+        width = check_width(width)
+        return TwoSegmentBlur(pad_flow(self.flow_next, width), pad_flow(self.flow_prev, width), self.tau, self.path)
 
     def _cache_tag(self, like):
         return super()._cache_tag(like) + (self.tau,)

@@ -1,13 +1,14 @@
 """Warp-based reblur (Reblur2Deblur's faster alternative to the per-pixel kernel)."""
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
 import torch
 
-from ._flow import as_flow_pair, check_tau
-from .base import LinearOperator
+from ._flow import as_flow_pair, check_tau, pad_flow
+from .base import LinearOperator, check_width
 
 __all__ = ["WarpBlur"]
 
@@ -73,6 +74,16 @@ class WarpBlur(LinearOperator):
         self.n, self.tau = int(n), check_tau(tau)
         nb, _, h, w = self.flow_next.shape
         self.image_shape = (nb, h, w)
+
+    def reach(self) -> int:
+        """``ceil(τ·max(|u|, |v|)) + 1`` over both flows: the farthest sample, plus the
+        bilinear neighbour."""
+        biggest = max(float(self.flow_next.detach().abs().max()), float(self.flow_prev.detach().abs().max()))
+        return int(math.ceil(self.tau * biggest)) + 1 if biggest > 0 else 0
+
+    def padded(self, width: int) -> "WarpBlur":
+        width = check_width(width)
+        return WarpBlur(pad_flow(self.flow_next, width), pad_flow(self.flow_prev, width), self.n, self.tau)
 
     def _taps(self, like: torch.Tensor):
         """Bilinear taps of the 2n warps, one (index, weight) pair per sample position."""

@@ -16,7 +16,7 @@ from .preconditioners import JacobiPreconditioner, TiledPreconditioner, UniformP
 from .result import SolverResult
 from .richardson_lucy import richardson_lucy
 from .schedules import dpir_schedule, geometric_betas
-from .weights import DEFAULT_SATURATION, crop_boundary, motion_blur_width, pad_boundary, saturation_weights
+from .weights import DEFAULT_SATURATION, crop_boundary, motion_blur_width, pad_boundary, pad_problem, saturation_weights
 
 __all__ = [
     "cg",
@@ -34,6 +34,7 @@ __all__ = [
     "JacobiPreconditioner",
     "saturation_weights",
     "DEFAULT_SATURATION",
+    "pad_problem",
     "pad_boundary",
     "crop_boundary",
     "motion_blur_width",

@@ -19,18 +19,18 @@ the padded observation and weights, :func:`crop_boundary` cuts the result back.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .._vectors import longest_vector
 from ..backend import array_kind, check_finite, from_torch, to_torch
-from ..operators.base import to_nchw
+from ..operators.base import LinearOperator, check_width, to_nchw
+from ..operators.motion import line_kernel_reach
 
-__all__ = ["saturation_weights", "DEFAULT_SATURATION", "pad_boundary", "crop_boundary", "motion_blur_width"]
+__all__ = ["saturation_weights", "DEFAULT_SATURATION", "pad_problem", "pad_boundary", "crop_boundary",
+           "motion_blur_width"]
 
 #: Observed values at or above this (images in [0, 1]) count as clipped: 8-bit 250–255.
 #: Below 1 because JPEG coding and demosaicing spread a clipped region's edge a few levels
@@ -87,12 +87,6 @@ def saturation_weights(y: Any, threshold: float = DEFAULT_SATURATION, margin: in
     return from_torch(restore((~clipped).to(t4.dtype)), kind)
 
 
-def _check_width(width: Any) -> int:
-    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 0:
-        raise ValueError(f"width must be an int >= 0 (pixels added on each side), got {width!r}")
-    return int(width)
-
-
 def motion_blur_width(flow: Any) -> int:
     """How far a :class:`~pnpdeblur.MotionBlur` of ``flow`` reaches: the padding it needs.
 
@@ -114,8 +108,7 @@ def motion_blur_width(flow: Any) -> int:
     if t.ndim not in (3, 4) or t.shape[-3] != 2:
         raise ValueError(f"flow must have shape (2, H, W) or (N, 2, H, W), got {tuple(t.shape)}")
     check_finite(t, "flow")
-    longest = longest_vector(t, dim=t.ndim - 3)  # in float64, whatever the flow's dtype
-    return int(math.ceil(longest / 2 + 1.5)) if longest > 0 else 0
+    return line_kernel_reach(longest_vector(t, dim=t.ndim - 3))  # in float64, whatever the flow's dtype
 
 
 def pad_boundary(y: Any, width: int, weights: Any = None) -> tuple:
@@ -155,7 +148,7 @@ def pad_boundary(y: Any, width: int, weights: Any = None) -> tuple:
     >>> K = pd.MotionBlur(np.pad(flow, ((0, 0), (w, w), (w, w)), mode="edge"))
     >>> x = pd.solvers.crop_boundary(pd.solvers.hqs(y_pad, K, prior, weights=weights).x, w)
     """
-    width = _check_width(width)
+    width = check_width(width)
     kind = array_kind(y, "y")
     t4, restore = to_nchw(to_torch(y, "y"), kind, "y")
     if not t4.is_floating_point():
@@ -196,7 +189,7 @@ def crop_boundary(x: Any, width: int) -> Any:
         A view of ``x`` (same type, layout, dtype and device), ``2 * width`` smaller in height
         and width.
     """
-    width = _check_width(width)
+    width = check_width(width)
     if not hasattr(x, "ndim") or x.ndim not in (2, 3, 4):
         raise ValueError(f"x must be an (H, W), (H, W, C), (C, H, W) or (N, C, H, W) image, got "
                          f"{type(x).__name__} with shape {getattr(x, 'shape', None)}")
@@ -209,3 +202,47 @@ def crop_boundary(x: Any, width: int) -> Any:
     if channels_last:
         return x[width:-width, width:-width]
     return x[..., width:-width, width:-width]
+
+
+def pad_problem(y: Any, K: LinearOperator, weights: Any = None, width: Any = None) -> tuple:
+    """A deblurring problem ``y ≈ K x`` set up for an unknown boundary, for any solver with weights.
+
+    Parameters
+    ----------
+    y : array
+        The observed image (layouts as :func:`pad_boundary`).
+    K : LinearOperator
+        The blur on ``y``'s grid; it must state its :meth:`~pnpdeblur.operators.LinearOperator.reach`
+        and build its :meth:`~pnpdeblur.operators.LinearOperator.padded` version (every blur of
+        the library does, and sums and multiples of them).
+    weights : array, optional
+        Data-term weights of ``y`` (e.g. :func:`saturation_weights`); kept inside.
+    width : int, optional
+        Pixels added on each side; default (and minimum) ``K.reach()``.
+
+    Returns
+    -------
+    y_padded, K_padded, weights_padded, width
+        Pass the first three to :func:`~pnpdeblur.solvers.hqs` / :func:`~pnpdeblur.solvers.admm`
+        (``hqs(y_padded, K_padded, prior, weights=weights_padded)``) and cut the result back
+        with ``crop_boundary(res.x, width)``.
+
+    Examples
+    --------
+    >>> y_pad, K_pad, w, r = pd.solvers.pad_problem(y, pd.Convolution(psf))   # doctest: +SKIP
+    >>> x = pd.solvers.crop_boundary(pd.solvers.hqs(y_pad, K_pad, prior, weights=w).x, r)
+    """
+    if not isinstance(K, LinearOperator):
+        raise TypeError(f"K must be a pnpdeblur LinearOperator, got {type(K).__name__}")
+    try:
+        reach = K.reach()
+        width = reach if width is None else check_width(width)
+        if width < reach:
+            raise ValueError(f"width={width} is less than the operator's reach ({reach} px): observed pixels would "
+                             "see the padded grid's border rule")
+        K_pad = K.padded(width)
+    except NotImplementedError as e:
+        raise TypeError(f"K ({type(K).__name__}) cannot be solved with an unknown boundary: {e}; pad by hand with "
+                        "pad_boundary and an operator built on the padded grid") from None
+    y_pad, w_pad = pad_boundary(y, width, weights)
+    return y_pad, K_pad, w_pad, width
