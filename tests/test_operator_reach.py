@@ -43,6 +43,7 @@ def _cases():
         "TwoSegmentBlur": lambda s: TwoSegmentBlur(s(f1), s(f2), tau=0.8),
         "WarpBlur": lambda s: WarpBlur(s(f1), s(f2), n=3, tau=0.7),
         "Convolution": lambda s: Convolution(k),
+        "UniformBlur": lambda s: UniformBlur(k),  # periodic: the wrap stays within the reach of the scene's edge
         "sum and multiple": lambda s: 0.5 * MotionBlur(s(f1)) + 2.0 * TwoSegmentBlur(s(f2), s(-f2)),
         "Identity": lambda s: Identity(),
     }
