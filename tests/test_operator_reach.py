@@ -98,6 +98,11 @@ def test_reach_formulas_against_the_dense_line_kernel():
     assert Convolution(np.ones((3, 7)) / 21).reach() == 3 and UniformBlur(np.ones((5, 5)) / 25).reach() == 2
     # the table interpolates between integer flows: (2.5, 0) reads (2, 0) and (3, 0) -> bound from (3, 1)
     assert MotionBlur.lut(np.full((2, 3, 3), [[[2.5]], [[0.0]]])).reach() == int(np.ceil(np.hypot(3, 1) / 2 + 1.5))
+    assert MotionBlur.lut(np.full((2, 3, 3), [[[5.2]], [[-5.2]]])).reach() == 6  # from (6, 6): ceil(4.24 + 1.5)
+    zero, half = np.zeros((2, 3, 3)), np.full((2, 3, 3), [[[0.5]], [[0.0]]])
+    assert TwoSegmentBlur(zero, zero).reach() == 0 and WarpBlur(zero, zero).reach() == 0
+    assert TwoSegmentBlur(half, -half, tau=0.5).reach() == 2  # ceil(0.25 + 1.5)
+    assert WarpBlur(half, -half, tau=0.5).reach() == 2  # ceil(0.25) + 1
 
 
 def test_padded_flow_operators_repeat_the_border_vectors():
@@ -110,6 +115,8 @@ def test_padded_flow_operators_repeat_the_border_vectors():
     np.testing.assert_array_equal(T.flow_prev[0].numpy(), np.pad(-0.5 * f, ((0, 0), (2, 2), (2, 2)), mode="edge"))
     Wb = WarpBlur(f, f, n=5, tau=0.9).padded(1)
     assert (Wb.n, Wb.tau, tuple(Wb.flow_next.shape)) == (5, 0.9, (1, 2, 7, 9))
+    assert MotionBlur(f, path="torch").padded(2).path == "torch"
+    assert TwoSegmentBlur(f, f, path="torch").padded(2).path == "torch"
     C = Convolution(np.ones((3, 3)) / 9)
     assert C.padded(4) is C
     assert MotionBlur(f).padded(0).flow.shape == (1, 2, 5, 7)

@@ -284,7 +284,7 @@ class MotionBlur(_SegmentOperator):
         """``ceil(L/2 + 3/2)`` for the longest vector L (half the segment, its anti-aliased end
         and one pixel across); with the look-up table, for the longest of the integer flows it
         interpolates between (each component rounded away from zero, plus one)."""
-        f = self.flow.detach().to(torch.float64)
+        f = self.flow.detach()
         if self.lut_mode:
             f = f.abs().floor() + 1.0
         return line_kernel_reach(longest_vector(f))
