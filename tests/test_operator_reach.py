@@ -94,7 +94,7 @@ def test_reach_formulas_against_the_dense_line_kernel():
         taps = max(np.abs(rows - 30).max(), np.abs(cols - 30).max())
         flow = np.broadcast_to(np.array(m).reshape(2, 1, 1), (2, 3, 3)).copy()
         assert taps <= MotionBlur(flow).reach() == int(np.ceil(np.hypot(*m) / 2 + 1.5))
-    assert MotionBlur(np.zeros((2, 3, 3))).reach() == 0
+    assert MotionBlur(np.zeros((2, 3, 3))).reach() == 0 and Identity().reach() == 0
     assert Convolution(np.ones((3, 7)) / 21).reach() == 3 and UniformBlur(np.ones((5, 5)) / 25).reach() == 2
     # the table interpolates between integer flows: (2.5, 0) reads (2, 0) and (3, 0) -> bound from (3, 1)
     assert MotionBlur.lut(np.full((2, 3, 3), [[[2.5]], [[0.0]]])).reach() == int(np.ceil(np.hypot(3, 1) / 2 + 1.5))
@@ -159,9 +159,10 @@ def test_pad_problem_pads_by_the_reach_and_keeps_the_weights():
 @pytest.mark.parametrize("call, err, msg", [
     (lambda: pad_problem(np.zeros((6, 8)), np.eye(3)), TypeError, "K must be a pnpdeblur LinearOperator, got ndarray"),
     (lambda: pad_problem(np.zeros((2, 2)), Dense(np.eye(4))), TypeError,
-     "K (Dense) cannot be solved with an unknown boundary: Dense does not state its reach"),
+     "K (Dense) cannot be solved with an unknown boundary: Dense does not state its reach; pad by hand with "
+     "pad_boundary and an operator built on the padded grid"),
     (lambda: pad_problem(np.zeros((6, 8)), Convolution(np.ones((5, 5)) / 25), width=1), ValueError,
-     "width=1 is less than the operator's reach (2 px)"),
+     "width=1 is less than the operator's reach (2 px): observed pixels would see the padded grid's border rule"),
     (lambda: pad_problem(np.zeros((6, 8)), Convolution(np.ones((5, 5)) / 25), width=-2), ValueError,
      "width must be an int >= 0"),
 ])
