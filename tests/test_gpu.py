@@ -768,6 +768,21 @@ def test_gpu_unchecked_calls_and_weighted_hqs_match_cpu():
 
 @pytest.mark.gpu
 @requires_gpu
+def test_gpu_unknown_boundary_solve_matches_cpu():
+    x, f, y = _gpu_problem()
+    K, Kg = pd.MotionBlur(f), pd.MotionBlur(f.cuda())
+    yp, Kp, w, r = pd.solvers.pad_problem(y, K)
+    ypg, Kpg, wg, rg = pd.solvers.pad_problem(y.cuda(), Kg)
+    assert rg == r > 0 and ypg.is_cuda and wg.is_cuda and Kpg.flow.is_cuda
+    res = pd.solvers.hqs(yp, Kp, prior=pd.priors.TV(), noise_level=0.01, n_iter=3, weights=w)
+    resg = pd.solvers.hqs(ypg, Kpg, prior=pd.priors.TV(), noise_level=0.01, n_iter=3, weights=wg)
+    out = pd.solvers.crop_boundary(resg.x, r)
+    assert out.is_cuda and out.shape == y.shape
+    torch.testing.assert_close(out.cpu(), pd.solvers.crop_boundary(res.x, r), atol=1e-6, rtol=0)
+
+
+@pytest.mark.gpu
+@requires_gpu
 def test_gpu_hqs_dncnn_on_cupy_arrays():
     import cupy
 
