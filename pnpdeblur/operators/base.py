@@ -91,10 +91,11 @@ class LinearOperator:
         """This operator on the image grid enlarged by ``width`` px on each side.
 
         Per-pixel flows are extended by repeating their border vectors; a size-free operator
-        (one PSF) is returned as it is. On the padded grid, the outputs within ``width -
-        reach()`` px of the centre region are exactly those of the operator applied to the
-        larger scene they were cropped from. Operators that cannot be extended raise
-        ``NotImplementedError``.
+        (one PSF) is returned as it is. With ``width >= reach()``, applied to a larger scene
+        cut to the padded grid, its outputs on the original grid are exactly those of the
+        operator applied to the whole scene (they never read the padded grid's border).
+        Operators that cannot be extended raise ``NotImplementedError``: compositions and
+        adjoints, whose inner operator would read its flow in the margin.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot be extended to a larger grid")
 
