@@ -223,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "grid larger by the blur's reach and leave the margin out of the data term) or "
                         "'replicate' (the border pixels repeated; exact only for images blurred that way) "
                         "(default: unknown)")
+    d.add_argument("--gamma", type=_gamma, default=None, metavar="G",
+                   help="the photos' tone curve as a power law (e.g. 2.2 for sRGB-like camera output): "
+                        "deconvolve in linear light, where blur adds up, and re-encode (default: none, "
+                        "the blur is taken to hold in the stored values)")
     adv = d.add_argument_group("advanced (speed / quality trade-offs)")
     adv.add_argument("--hqs-iters", type=_positive_int, default=DEBLUR_HQS_ITERS, metavar="N",
                      help=f"HQS iterations per global iteration (default: {DEBLUR_HQS_ITERS})")
@@ -338,6 +342,13 @@ def _unit_float(s: str) -> float:
     v = _finite_float(s)
     if not 0 < v <= 1:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {s!r}")
+    return v
+
+
+def _gamma(s: str) -> float:
+    v = _finite_float(s)
+    if not 1 <= v <= 4:
+        raise argparse.ArgumentTypeError(f"expected a number in [1, 4] (2.2 for a typical camera curve), got {s!r}")
     return v
 
 
@@ -667,7 +678,7 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
                              flow_model=flow_model, n_iter=args.hqs_iters, cg_iters=args.cg_iters,
                              flow_scale=args.flow_scale, flow_ensemble=not args.no_flow_ensemble, device=device,
                              saturation=None if args.no_saturation else args.saturation,
-                             boundary=args.boundary, progress=progress, **safeguard)
+                             boundary=args.boundary, gamma=args.gamma, progress=progress, **safeguard)
         except Exception as e:  # one bad photo must not stop a batch; it is named and counted
             _err(f"pnpdeblur: failed on {pl.source}: {type(e).__name__}: {e}")
             failed.append(str(pl.source))

@@ -30,7 +30,7 @@ from .operators._flow import MAX_FLOW
 from .priors.base import check_real
 from .solvers.weights import DEFAULT_SATURATION, pad_problem, saturation_weights
 
-__all__ = ["deblur", "DeblurResult", "estimate_noise_level", "default_prior"]
+__all__ = ["deblur", "DeblurResult", "estimate_noise_level", "default_prior", "linearize"]
 
 #: pd.deblur's lowest noise level for HQS with the ensemble's flows, and with one SEN pass
 #: (chosen with ``benchmarks/blind.py --budget`` on BSDS500 val crops; benchmarks/RESULTS.md)
@@ -128,6 +128,18 @@ def _fit_operator_range(flow: torch.Tensor) -> torch.Tensor:
     return flow * (MAX_FLOW / biggest.clamp(min=MAX_FLOW))
 
 
+def linearize(y: torch.Tensor, gamma: float, noise_level: float) -> tuple:
+    """``(y ** gamma, noise_level · mean slope)``: a photo in linear light, and its noise level there.
+
+    The noise of the recorded values passes through the curve ``v ↦ v^gamma`` scaled by its
+    slope ``gamma · v^(gamma-1)``; HQS takes one noise level, so the slope is averaged over the
+    photo (values below 1e-3 count as 1e-3, where a slope below 1 would vanish).
+    """
+    y = y.clamp(min=0.0)
+    slope = float((gamma * y.clamp(min=1e-3) ** (gamma - 1.0)).mean())
+    return y ** gamma, noise_level * slope
+
+
 def default_prior():
     """The prior :func:`deblur` uses when none is given: the shipped DnCNN."""
     from .priors import DnCNNPrior
@@ -153,6 +165,7 @@ def deblur(
     flow_ensemble: bool = True,
     saturation: Optional[float] = DEFAULT_SATURATION,
     boundary: str = "unknown",
+    gamma: Optional[float] = None,
     device: Union[str, torch.device, None] = None,
     reference: Any = None,
     progress: bool = False,
@@ -238,6 +251,15 @@ def deblur(
         ``"replicate"``: the operator's own rule (border pixels repeated), which is exact only
         for images blurred with that rule, and rings inward from the edges of real photos
         (``benchmarks/RESULTS.md``, "Unknown boundaries").
+    gamma : float, optional
+        The photo's tone curve as a power law: the camera recorded ``(linear light)^(1/gamma)``
+        (2.2 approximates sRGB and is the curve of the GOPRO data of Nah et al.). Blur adds
+        light, so with it the photo is linearised (``y ** gamma``) before the deconvolution and
+        the result re-encoded; the flow is still estimated on the photo as given (SEN's
+        training data). The noise level is carried over by the curve's mean slope
+        (:func:`linearize`). Default None: the blur model holds in the given values, as for
+        images blurred by :class:`~pnpdeblur.MotionBlur` itself. Measured in
+        ``benchmarks/RESULTS.md`` ("Linear light").
     device : str or torch.device, optional
         Where to compute (e.g. ``"cuda"``); default the image's device. The result comes
         back on the caller's device.
@@ -291,6 +313,10 @@ def deblur(
             raise ValueError(f"saturation must be in (0, 1] or None, got {saturation!r}")
     if boundary not in ("unknown", "replicate"):
         raise ValueError(f"boundary must be 'unknown' or 'replicate', got {boundary!r}")
+    if gamma is not None:
+        gamma = check_real(gamma, "gamma")
+        if not 1 <= gamma <= 4:
+            raise ValueError(f"gamma must be in [1, 4] (2.2 for a typical camera curve) or None, got {gamma!r}")
     x, layout = as_image_batch(image, "image")
     dev = torch.device(device) if device is not None else x.device
     obs = x.to(dev)
@@ -344,13 +370,17 @@ def deblur(
                 # clipped pixels leave the data term (None when there are none: the plain solve)
                 weights = None if saturation is None else saturation_weights(obs_i, saturation)
                 clipped[i] = 0.0 if weights is None else 1.0 - float(weights.mean())
+                level = max(levels[i], noise_floor)
+                if gamma is not None:  # blur adds light: deconvolve the linearised photo
+                    obs_i, level = linearize(obs_i, gamma, level)
                 K = MotionBlur(flow[i:i + 1])
                 pad = 0
                 if boundary == "unknown":  # solve on a grid larger by the kernels' reach, the margin unobserved
                     obs_i, K, weights, pad = pad_problem(obs_i, K, weights)
-                res = hqs(obs_i, K, prior, noise_level=max(levels[i], noise_floor),
+                res = hqs(obs_i, K, prior, noise_level=level,
                           n_iter=n_iter, cg_iters=cg_iters, cg_tol=cg_tol, progress=False, weights=weights)
-                outs.append(res.x[..., pad:-pad, pad:-pad] if pad else res.x)
+                out = res.x[..., pad:-pad, pad:-pad] if pad else res.x
+                outs.append(out if gamma is None else out.clamp(0.0, 1.0) ** (1.0 / gamma))
                 hist.append(res.history)
             current = torch.cat(outs).clamp_(0.0, 1.0)
             active = todo

@@ -148,9 +148,10 @@ def test_deblur_defaults_and_types():
         (False, False, False, False, None)
     assert (a.hqs_iters, a.cg_iters, a.flow_weights, a.no_flow_ensemble) == (4, 5, None, False)
     assert (a.saturation, a.no_saturation) == (0.98, False)
-    assert a.boundary == "unknown"
+    assert a.boundary == "unknown" and a.gamma is None
     for bad in (["--saturation", "0"], ["--saturation", "1.2"], ["--saturation", "nan"],
-                ["--saturation", "0.9", "--no-saturation"], ["--boundary", "zero"]):
+                ["--saturation", "0.9", "--no-saturation"], ["--boundary", "zero"], ["--gamma", "0.5"],
+                ["--gamma", "4.5"], ["--gamma", "nan"]):
         with pytest.raises(SystemExit):
             d.parse_args(["x.png", "-o", "out"] + bad)
     assert a.handler is cli._run_deblur and a.sub_parser is d
@@ -612,7 +613,7 @@ def test_deblur_writes_each_result_with_the_arguments_passed_through(tmp_path, f
         assert np.array_equal(image, want if want.ndim == 3 else want[..., None])  # grey stays (H, W, 1)
         assert kw == dict(iterations=3, prior=fake.prior, noise_level=0.03, flow_model=fake.flow_model, n_iter=2,
                           cg_iters=7, flow_scale=0.5, flow_ensemble=True, device="cpu", saturation=0.98,
-                          boundary="unknown", progress=False, safeguard=True)
+                          boundary="unknown", gamma=None, progress=False, safeguard=True)
         res = io.imread(str(out / (src.stem + ".png")))
         assert res.dtype == np.uint8 and np.array_equal(res, _storage8(1.5 * image.astype(np.float64) - 0.25)
                                                         .squeeze())
@@ -630,7 +631,12 @@ def test_deblur_defaults_reach_pd_deblur(tmp_path, fake, capsys):
     assert sig["boundary"].default == "unknown"
     assert kw == dict(iterations=1, prior=fake.prior, noise_level=None, flow_model=fake.flow_model, n_iter=4,
                       cg_iters=5, flow_scale=1.0, flow_ensemble=True, device=None, saturation=0.98,
-                      boundary="unknown", progress=False, safeguard=True)
+                      boundary="unknown", gamma=None, progress=False, safeguard=True)
+    assert sig["gamma"].default is None
+    fake.calls.clear()
+    assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--no-progress", "--gamma", "2.2"]) == 0
+    (_, kw), = fake.calls
+    assert kw["gamma"] == 2.2
     fake.calls.clear()
     assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--no-progress", "--boundary", "replicate"]) == 0
     (_, kw), = fake.calls
@@ -1487,6 +1493,7 @@ _OPTIONS = {
         (["--saturation"], "S", "channel values at or above S"),
         (["--no-saturation"], None, "fit every pixel, clipped or not"),
         (["--boundary"], None, "what lies beyond the photo's edges: 'unknown' (a crop of a larger scene"),
+        (["--gamma"], "G", "the photos' tone curve as a power law"),
         (["--hqs-iters"], "N", "HQS iterations per global iteration"),
         (["--cg-iters"], "N", "conjugate-gradient budget of each HQS x-step"),
         (["--no-flow-ensemble"], None, "run SEN once per flow estimate instead of averaging it over the 8 flips"),
