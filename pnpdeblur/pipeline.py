@@ -380,7 +380,7 @@ def deblur(
                 res = hqs(obs_i, K, prior, noise_level=level,
                           n_iter=n_iter, cg_iters=cg_iters, cg_tol=cg_tol, progress=False, weights=weights)
                 out = res.x[..., pad:-pad, pad:-pad] if pad else res.x
-                outs.append(out if gamma is None else out.clamp(0.0, 1.0) ** (1.0 / gamma))
+                outs.append(out if gamma is None else out.clamp(min=0.0) ** (1.0 / gamma))  # clipped to 1 below
                 hist.append(res.history)
             current = torch.cat(outs).clamp_(0.0, 1.0)
             active = todo

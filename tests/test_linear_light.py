@@ -68,8 +68,27 @@ def test_without_gamma_nothing_is_linearised(fake_hqs):
 @pytest.mark.parametrize("bad, err", [(0.5, ValueError), (4.5, ValueError), (float("nan"), ValueError),
                                       ("2.2", TypeError)])
 def test_gamma_is_checked(bad, err):
-    with pytest.raises(err, match="gamma"):
+    with pytest.raises(err, match="^gamma "):
         pipeline.deblur(np.zeros((8, 8, 3), np.float32), gamma=bad, flow_model=StandInSEN())
+
+
+@pytest.mark.parametrize("gamma", [1.0, 1.5, 4.0])
+def test_gamma_range_is_inclusive(fake_hqs, gamma):
+    y = 0.9 * np.random.default_rng(2).random((8, 8, 3)).astype(np.float32)
+    pipeline.deblur(y, prior=object(), noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)), flow_ensemble=False,
+                    safeguard=False, gamma=gamma)
+    (call,) = fake_hqs.calls
+    assert call["noise_level"] == pytest.approx(linearize(torch.from_numpy(y.transpose(2, 0, 1))[None], gamma,
+                                                          0.03)[1], rel=1e-6)
+
+
+def test_negative_solver_output_is_not_a_nan(monkeypatch):
+    monkeypatch.setattr(pnpdeblur.solvers, "hqs", lambda y, K, prior, **kw: type("R", (), dict(x=y - 0.5, history=[]))())
+    y = 0.9 * np.random.default_rng(3).random((8, 8, 3)).astype(np.float32)
+    x = pipeline.deblur(y, prior=object(), noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)), flow_ensemble=False,
+                        safeguard=False, boundary="replicate", gamma=2.2).x
+    expect = np.clip(y.astype(np.float64) ** 2.2 - 0.5, 0, None) ** (1 / 2.2)
+    np.testing.assert_allclose(x, expect, atol=1e-5)
 
 
 def test_gamma_range_message():
