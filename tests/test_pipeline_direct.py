@@ -571,3 +571,21 @@ def test_deblur_estimates_the_noise_without_the_clipped_blocks(fake_hqs):
     fake_hqs.calls.clear()
     deblur(y, prior=PRIOR, flow_model=StandInSEN((6.0, 0.0)), noise_floor=0.0, saturation=1.0)  # 1 is allowed
     assert float(fake_hqs.calls[0]["weights"].mean()) == pytest.approx(24 / 64)
+
+
+def test_later_iterations_reestimate_the_noise_without_clipped_blocks(monkeypatch):
+    """The noise estimate of global iteration 2 is taken on iteration 1's result, leaving its
+    clipped blocks out as the first one does (``saturation``)."""
+    def half_white(y):
+        out = y.clone()
+        out[..., :, : y.shape[-1] // 2] = 1.0  # a clipped half: constant blocks, no noise
+        return out
+
+    rec = RecordingHQS(out=half_white)
+    monkeypatch.setattr(pnpdeblur.solvers, "hqs", rec)
+    y = 0.9 * _photo(32, 40)
+    deblur(y, iterations=2, prior=PRIOR, flow_model=StandInSEN((6.0, 0.0)), noise_floor=0.0, safeguard=False)
+    first = half_white(torch.from_numpy(y.transpose(2, 0, 1))[None]).clamp(0, 1)
+    with_mask = estimate_noise_level(first, saturation=0.98)[0]
+    assert with_mask != pytest.approx(estimate_noise_level(first)[0], rel=0.05)
+    assert rec.calls[1]["noise_level"] == pytest.approx(with_mask, rel=1e-12)
