@@ -28,7 +28,7 @@ from .estimation.learned import estimate_flow
 from .nets.sen import SEN
 from .operators._flow import MAX_FLOW
 from .priors.base import check_real
-from .solvers.weights import DEFAULT_SATURATION, pad_problem, saturation_weights
+from .solvers.weights import DEFAULT_SATURATION, crop_boundary, pad_problem, saturation_weights
 
 __all__ = ["deblur", "DeblurResult", "estimate_noise_level", "default_prior", "linearize"]
 
@@ -379,7 +379,7 @@ def deblur(
                     obs_i, K, weights, pad = pad_problem(obs_i, K, weights)
                 res = hqs(obs_i, K, prior, noise_level=level,
                           n_iter=n_iter, cg_iters=cg_iters, cg_tol=cg_tol, progress=False, weights=weights)
-                out = res.x[..., pad:-pad, pad:-pad] if pad else res.x
+                out = crop_boundary(res.x, pad)
                 outs.append(out if gamma is None else out.clamp(min=0.0) ** (1.0 / gamma))  # clipped to 1 below
                 hist.append(res.history)
             current = torch.cat(outs).clamp_(0.0, 1.0)

@@ -732,6 +732,11 @@ def _gpu_problem(dtype=torch.float64):
     return x, f, y
 
 
+def _hqs_tv(y, K, **kw):
+    """Three HQS + TV iterations at noise level 0.01 (the GPU tests' CPU-vs-GPU solve)."""
+    return pd.solvers.hqs(y, K, prior=pd.priors.TV(), noise_level=0.01, n_iter=3, **kw)
+
+
 @pytest.mark.gpu
 @requires_gpu
 def test_gpu_cg_and_hqs_tv_match_cpu():
@@ -741,8 +746,7 @@ def test_gpu_cg_and_hqs_tv_match_cpu():
     solg, infog = pd.solvers.cg(Kg.normal, Kg.T(y.cuda()), maxiter=20, tol=1e-10)
     assert solg.is_cuda and infog.iterations == info.iterations
     torch.testing.assert_close(solg.cpu(), sol, atol=1e-8, rtol=0)
-    res = pd.solvers.hqs(y, K, prior=pd.priors.TV(), noise_level=0.01, n_iter=3)
-    resg = pd.solvers.hqs(y.cuda(), Kg, prior=pd.priors.TV(), noise_level=0.01, n_iter=3)
+    res, resg = _hqs_tv(y, K), _hqs_tv(y.cuda(), Kg)
     assert resg.x.is_cuda and resg.x.dtype == torch.float64
     torch.testing.assert_close(resg.x.cpu(), res.x, atol=1e-6, rtol=0)
 
@@ -760,8 +764,7 @@ def test_gpu_unchecked_calls_and_weighted_hqs_match_cpu():
     assert torch.isnan(Kg.adjoint(bad, check_finite=False)).any()
     w = pd.solvers.saturation_weights(y, 0.6)
     assert float(w.mean()) < 1
-    res = pd.solvers.hqs(y, K, prior=pd.priors.TV(), noise_level=0.01, n_iter=3, weights=w)
-    resg = pd.solvers.hqs(y.cuda(), Kg, prior=pd.priors.TV(), noise_level=0.01, n_iter=3, weights=w.cuda())
+    res, resg = _hqs_tv(y, K, weights=w), _hqs_tv(y.cuda(), Kg, weights=w.cuda())
     assert resg.x.is_cuda and resg.settings["weighted"]
     torch.testing.assert_close(resg.x.cpu(), res.x, atol=1e-6, rtol=0)
 
@@ -774,8 +777,7 @@ def test_gpu_unknown_boundary_solve_matches_cpu():
     yp, Kp, w, r = pd.solvers.pad_problem(y, K)
     ypg, Kpg, wg, rg = pd.solvers.pad_problem(y.cuda(), Kg)
     assert rg == r > 0 and ypg.is_cuda and wg.is_cuda and Kpg.flow.is_cuda
-    res = pd.solvers.hqs(yp, Kp, prior=pd.priors.TV(), noise_level=0.01, n_iter=3, weights=w)
-    resg = pd.solvers.hqs(ypg, Kpg, prior=pd.priors.TV(), noise_level=0.01, n_iter=3, weights=wg)
+    res, resg = _hqs_tv(yp, Kp, weights=w), _hqs_tv(ypg, Kpg, weights=wg)
     out = pd.solvers.crop_boundary(resg.x, r)
     assert out.is_cuda and out.shape == y.shape
     torch.testing.assert_close(out.cpu(), pd.solvers.crop_boundary(res.x, r), atol=1e-6, rtol=0)

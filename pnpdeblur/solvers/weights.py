@@ -164,11 +164,8 @@ def pad_boundary(y: Any, width: int, weights: Any = None) -> tuple:
             raise ValueError(f"weights has shape {tuple(w4.shape)} (as N, C, H, W); expected y's shape "
                              f"{tuple(t4.shape)} or one channel")
         w4 = w4.to(device=t4.device, dtype=t4.dtype)
-    if width == 0:
-        return from_torch(restore(t4.clone()), kind), from_torch(restore_w(w4.clone()), kind)
-    pad = (width,) * 4
-    # replicate needs at least one pixel; the solver only starts from these values
-    y_pad = F.pad(t4, pad, mode="replicate")
+    pad = (width,) * 4  # F.pad copies, also for width 0
+    y_pad = F.pad(t4, pad, mode="replicate")  # the solver only starts from these values
     w_pad = F.pad(w4, pad)  # zeros: the padding is not observed
     return from_torch(restore(y_pad), kind), from_torch(restore_w(w_pad), kind)
 
