@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 _SUBMODULES = ("operators", "solvers", "priors", "nets", "losses", "estimation", "data", "metrics", "viz", "train")
 # Blind deblurring entry points, imported on first use (they pull in the networks).
 _LAZY_FUNCTIONS = {"estimate_flow": "estimation", "blur_score": "estimation", "is_blurred": "estimation",
-                   "deblur": "pipeline"}
+                   "deblur": "pipeline", "deblur_shake": "camera_shake", "estimate_kernel": "estimation"}
 
 __all__ = [
     "backend",

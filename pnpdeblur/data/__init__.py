@@ -25,6 +25,7 @@ from .datasets import (
     read_image,
 )
 from .samples import sample_image, sample_images
+from .shake import random_shake_kernel
 from .synthetic import FlowBlurSample, synthesize_flow_blur
 from .video import (
     MOTION_KINDS,
@@ -45,6 +46,7 @@ __all__ = [
     "random_motion_flow",
     "random_motion_flows",
     "sample_camera_motion",
+    "random_shake_kernel",
     "sample_image",
     "sample_images",
     "MOTION_KINDS",

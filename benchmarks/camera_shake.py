@@ -1,0 +1,201 @@
+"""Camera shake: ``pd.deblur_shake`` (one estimated kernel) against ``pd.deblur`` (SEN's flow) and
+the true kernel.
+
+1. ``--part levin``: Levin et al.'s 32 camera-shake images (4 photos × 8 recorded kernels, 255×255
+   grey; SelfDeblur's public copy, ``--levin DIR``), scored as in ``boundary.py --part levin``
+   (PSNR up to a shift, ``kohler_align`` ±10 px). Held out: nothing of the estimator was tuned
+   on them. Methods: the blurred input, non-blind HQS (shipped DnCNN, noise level 0.01, unknown
+   boundary) with the recorded kernel, ``pd.deblur`` (SEN, safeguard off) and ``pd.deblur_shake``
+   (kernel support ``--kernel-size``).
+2. ``--part synthetic``: photos of ``--corpus`` (default BSDS500 *test*, held out), each blurred
+   as a whole by a random shake kernel (:func:`pnpdeblur.data.random_shake_kernel`, sizes 13, 19,
+   23, 27 in turn, seeded) and its central ``--size``² cropped, noise σ (``--sigma``); the same
+   methods, plus ``deblur_shake`` without the pre-denoising and, with ``--sharp``, unblurred crops
+   (what ``deblur_shake``, which has no safeguard, does to a sharp photo). ``--corpus
+   .data/bsds500/train --start 0 --n-corpus 12`` is the tuning set the estimator's constants
+   were chosen on.
+3. ``--part timing``: ``deblur_shake`` on a 1280×720 RGB photo (the astronaut tiled, a 23 px
+   shake kernel, σ = 0.01), kernel estimate and solve timed apart, best of ``--repeats``.
+4. ``--part real --figure PATH``: the real blurred photos of ``--real DIR`` (no reference),
+   ``pd.deblur`` beside ``pd.deblur_shake``, as a picture.
+
+Usage::
+
+    python benchmarks/camera_shake.py --part levin
+    python benchmarks/camera_shake.py --part synthetic --n-corpus 12 --sharp
+    python benchmarks/camera_shake.py --part timing
+    python benchmarks/camera_shake.py --part real --figure docs/images/camera_shake_real.png
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.ndimage import convolve
+
+import pnpdeblur as pd
+from pnpdeblur.data import list_images, random_shake_kernel, read_image, sample_image
+from pnpdeblur.metrics import kohler_align
+from pnpdeblur.priors import DnCNNPrior
+from pnpdeblur.solvers import crop_boundary, hqs, pad_problem
+
+try:
+    from _results import write_rows
+except ImportError:  # run from the repository root as a module
+    from benchmarks._results import write_rows
+
+SIZES = (13, 19, 23, 27)
+
+
+def true_kernel(y: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Non-blind HQS + the shipped DnCNN, noise level 0.01, unknown boundary."""
+    yp, K, w, r = pad_problem(y, pd.Convolution(k))
+    return np.asarray(crop_boundary(hqs(yp, K, DnCNNPrior(ensemble=False), noise_level=0.01, weights=w).x, r))
+
+
+def score(x, sharp) -> float:
+    return float(kohler_align(np.clip(np.asarray(x, np.float64), 0, 1), sharp, max_shift=10)[0])
+
+
+def methods(y: np.ndarray, sharp: np.ndarray, k, args, extra: bool) -> dict:
+    row = dict(psnr_blurred=score(y, sharp))
+    if k is not None:
+        row["psnr_true"] = score(true_kernel(y, k), sharp)
+    t0 = time.perf_counter()
+    res = pd.deblur_shake(y, args.kernel_size)
+    row["t_shake"] = time.perf_counter() - t0
+    row["psnr_shake"] = score(res.x, sharp)
+    if extra:
+        from pnpdeblur.estimation import estimate_kernel
+
+        kn = estimate_kernel(y, args.kernel_size, denoise=False)
+        row["psnr_shake_nodenoise"] = score(pd.deblur_shake(y, kernel=kn).x, sharp)
+    if not args.no_sen:
+        t0 = time.perf_counter()
+        row["psnr_deblur"] = score(pd.deblur(y, safeguard=False).x, sharp)
+        row["t_deblur"] = time.perf_counter() - t0
+    return row
+
+
+def summarise(rows, group) -> dict:
+    keys = [c for c in rows[0] if c.startswith(("psnr_", "t_"))]
+    summary = {}
+    for g in sorted({r[group] for r in rows}, key=str) + ["all"]:
+        sel = [r for r in rows if g == "all" or r[group] == g]
+        summary[str(g)] = {c: float(np.mean([r[c] for r in sel if c in r])) for c in keys if any(c in r for r in sel)}
+        print(group, g, {c: round(v, 2) for c, v in summary[str(g)].items()}, flush=True)
+    return summary
+
+
+def levin(args) -> str:
+    root = Path(args.levin)
+    load = lambda p: np.asarray(read_image(p, channels=1), np.float64)[..., 0]  # noqa: E731
+    rows = []
+    for j in range(1, 9):
+        k = load(root / "gt" / f"kernel{j}.png")
+        k /= k.sum()
+        for i in range(1, 5):
+            sharp, y = load(root / "gt" / f"im{i}.png"), load(root / f"im{i}_kernel{j}_img.png")
+            # the stored kernel or its 180° turn, whichever reproduces the blurred image (boundary.py)
+            fits = [score(pd.Convolution(kk)(sharp), y) for kk in (k, k[::-1, ::-1])]
+            kk = k if fits[0] >= fits[1] else k[::-1, ::-1].copy()
+            row = dict(image=f"im{i}_kernel{j}", kernel=j, kernel_size=k.shape[0], **methods(y, sharp, kk, args, False))
+            rows.append(row)
+            print({a: (round(v, 2) if isinstance(v, float) else v) for a, v in row.items()}, flush=True)
+    return write_rows("camera_shake_levin", "cpu", rows, summary=summarise(rows, "kernel"), folder=str(root),
+                      kernel_size=args.kernel_size)
+
+
+def synthetic(args) -> str:
+    files = list_images(args.corpus)[args.start:args.start + args.n_corpus]
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    for n, p in enumerate(files):
+        photo = np.asarray(read_image(p, channels=1), np.float64)[..., 0]
+        s = SIZES[n % len(SIZES)]
+        k = random_shake_kernel(s, seed=args.seed + 100 + n)
+        h, w = photo.shape
+        sl = np.s_[(h - args.size) // 2:(h - args.size) // 2 + args.size,
+                   (w - args.size) // 2:(w - args.size) // 2 + args.size]
+        noise = rng.normal(0.0, args.sigma, (args.size, args.size))
+        sharp = photo[sl]
+        y = np.clip(convolve(photo, k, mode="nearest")[sl] + noise, 0, 1)
+        row = dict(image=p.name, kernel_size=s, case="shake", **methods(y, sharp, k, args, True))
+        rows.append(row)
+        print({a: (round(v, 2) if isinstance(v, float) else v) for a, v in row.items()}, flush=True)
+        if args.sharp:
+            ys = np.clip(sharp + noise, 0, 1)
+            row = dict(image=p.name, kernel_size=1, case="sharp", psnr_blurred=score(ys, sharp))
+            row["psnr_shake"] = score(pd.deblur_shake(ys, args.kernel_size).x, sharp)
+            rows.append(row)
+            print(row, flush=True)
+    return write_rows(f"camera_shake_synthetic{args.tag}", "cpu", rows, summary=summarise(rows, "case"),
+                      corpus=args.corpus, start=args.start, size=args.size, sigma=args.sigma, seed=args.seed,
+                      kernel_size=args.kernel_size)
+
+
+def timing(args) -> str:
+    photo = sample_image("astronaut", channels=3)
+    big = np.ascontiguousarray(np.tile(photo, (2, 3, 1))[:720, :1280]).astype(np.float32)
+    k = random_shake_kernel(23, seed=1)
+    rng = np.random.default_rng(0)
+    y = np.stack([convolve(big[..., c], k.astype(np.float32), mode="nearest") for c in range(3)], axis=-1)
+    y = np.clip(y + 0.01 * rng.standard_normal(y.shape).astype(np.float32), 0, 1)
+    rows = []
+    for rep in range(args.repeats):
+        t0 = time.perf_counter()
+        res = pd.deblur_shake(y, args.kernel_size)
+        rows.append(dict(repeat=rep, time=time.perf_counter() - t0, time_kernel=res.history[0]["time_kernel"],
+                         time_solve=res.history[0]["time_solve"], psnr_blurred=score(y.mean(-1), big.mean(-1)),
+                         psnr=score(np.asarray(res.x).mean(-1), big.mean(-1))))
+        print(rows[-1], flush=True)
+    return write_rows("camera_shake_timing", "cpu", rows, kernel_size=args.kernel_size)
+
+
+def real(args) -> str:
+    from pnpdeblur.viz import comparison_figure
+
+    images, titles = [], []
+    for p in list_images(args.real):
+        y = np.asarray(read_image(p, channels=3), np.float32)
+        h, w = y.shape[:2]
+        c = min(h, w, args.size)  # whole photos are deblurred; the panels show their centres
+        sl = np.s_[(h - c) // 2:(h - c) // 2 + c, (w - c) // 2:(w - c) // 2 + c]
+        t0 = time.perf_counter()
+        shake = pd.deblur_shake(y, args.kernel_size)
+        t1 = time.perf_counter()
+        sen = pd.deblur(y, safeguard=False)
+        print(p.name, (h, w), f"deblur_shake {t1 - t0:.1f} s, deblur {time.perf_counter() - t1:.1f} s", flush=True)
+        images += [y[sl], np.asarray(sen.x)[sl], np.asarray(shake.x)[sl]]
+        titles += [f"{p.name}: blurred", "pd.deblur (SEN)", "pd.deblur_shake"]
+    comparison_figure(images, titles=titles, ncols=3, path=args.figure)
+    return args.figure
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=("levin", "synthetic", "timing", "real"), required=True)
+    ap.add_argument("--levin", default=".data/selfdeblur/datasets/levin")
+    ap.add_argument("--real", default=".data/selfdeblur/datasets/real")
+    ap.add_argument("--figure", default="docs/images/camera_shake_real.png")
+    ap.add_argument("--corpus", default=".data/bsds500/test")
+    ap.add_argument("--start", type=int, default=0)
+    ap.add_argument("--n-corpus", type=int, default=12)
+    ap.add_argument("--size", type=int, default=255)
+    ap.add_argument("--sigma", type=float, default=0.01)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sharp", action="store_true", help="--part synthetic: also unblurred crops")
+    ap.add_argument("--no-sen", action="store_true", help="leave pd.deblur out")
+    ap.add_argument("--kernel-size", type=int, default=31)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    print({"levin": levin, "synthetic": synthetic, "timing": timing, "real": real}[args.part](args))
+
+
+if __name__ == "__main__":
+    main()

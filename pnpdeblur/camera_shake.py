@@ -1,0 +1,193 @@
+"""Blind deblurring of camera shake: one kernel for the whole photo, estimated, then deconvolved.
+
+:func:`pnpdeblur.deblur` (Wu et al.) models the blur at every pixel as a straight segment, which
+fits moving objects and smooth camera motion. A hand-held camera that shakes during the exposure
+blurs a distant scene with one *curved* kernel instead, the image of the camera's path (Levin et
+al. 2009 recorded such kernels), and straight segments cannot represent it. :func:`deblur_shake`
+estimates that kernel with the classical sparse-gradient method of
+:func:`pnpdeblur.estimation.estimate_kernel` and deconvolves the photo with it by HQS and the
+same plug-in prior as :func:`pnpdeblur.deblur`, with the same care for real photos: the unknown
+boundary, clipped highlights left out of the data term, linear light on request, uint8 in and out.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Union
+
+import numpy as np
+import torch
+
+from ._images import as_image_batch
+from .estimation.kernel import estimate_kernel
+from .pipeline import DEFAULT_NOISE_FLOOR, default_prior, estimate_noise_level, linearize
+from .priors.base import check_real
+from .solvers.weights import DEFAULT_SATURATION, crop_boundary, pad_problem, saturation_weights
+
+__all__ = ["deblur_shake", "ShakeDeblurResult", "DEFAULT_KERNEL_SIZE"]
+
+#: Default kernel support (px): Levin et al.'s recorded camera-shake kernels are 13–27 px.
+DEFAULT_KERNEL_SIZE = 31
+
+
+@dataclass
+class ShakeDeblurResult:
+    """What :func:`deblur_shake` returns.
+
+    Attributes
+    ----------
+    x : array
+        The deblurred image in the caller's type, layout, device and dtype (uint8 in → uint8
+        out), clipped to [0, 1].
+    kernel : numpy.ndarray
+        The estimated kernel, ``(kernel_size, kernel_size)`` float64 (``(N, s, s)`` for a batch),
+        convolution convention, sum 1.
+    noise_level : list of float
+        The noise level of each image (estimated when not given).
+    history : list of dict
+        One entry per image: ``noise_level`` (what HQS ran with), ``clipped_fraction``, ``hqs``
+        (the HQS history), ``time_kernel`` and ``time_solve`` (s), and ``psnr`` when a reference
+        was given.
+    """
+
+    x: Any
+    kernel: Any = None
+    noise_level: List[float] = field(default_factory=list)
+    history: List[Dict[str, Any]] = field(default_factory=list)
+
+
+def deblur_shake(
+    image: Any,
+    kernel_size: int = DEFAULT_KERNEL_SIZE,
+    prior: Optional[Callable] = None,
+    noise_level: Union[float, None] = None,
+    *,
+    kernel: Any = None,
+    noise_floor: float = DEFAULT_NOISE_FLOOR,
+    saturation: Optional[float] = DEFAULT_SATURATION,
+    boundary: str = "unknown",
+    gamma: Optional[float] = None,
+    device: Union[str, torch.device, None] = None,
+    reference: Any = None,
+    progress: bool = False,
+) -> ShakeDeblurResult:
+    """Blind deblurring of a photo blurred by camera shake (one kernel for the whole photo).
+
+    Parameters
+    ----------
+    image : array
+        Blurred photo: ``(H, W)`` / ``(H, W, C)`` numpy or cupy, ``(H, W)`` / ``(C, H, W)`` torch
+        or an ``(N, C, H, W)`` batch (one kernel per image); uint8 or float in [0, 1]; grey, RGB
+        or RGBA. At least ``kernel_size`` pixels on each side.
+    kernel_size : int
+        Odd bound on the blur's extent in pixels (default 31). Too small cuts the kernel; too
+        large costs time and some accuracy.
+    prior : callable, optional
+        Prior of the HQS z-step (:mod:`pnpdeblur.priors`); default the shipped DnCNN, as
+        :func:`pnpdeblur.deblur`.
+    noise_level : float, optional
+        Noise std on the [0, 1] scale; estimated per image when not given.
+    kernel : array, optional
+        Skip the estimate and deconvolve with this kernel (``(s, s)``, or ``(N, s, s)`` for a
+        batch; e.g. one estimated on another frame of the same shot).
+    noise_floor : float
+        Lowest noise level HQS runs with (default 0.02, as :func:`pnpdeblur.deblur`): an
+        estimated kernel is never exact, and a stronger prior keeps its errors from ringing.
+    saturation, boundary, gamma, device, reference, progress
+        As in :func:`pnpdeblur.deblur`: clipped pixels out of the data term, the unknown
+        boundary (solved on a grid larger by half the kernel), linear light, where to compute,
+        a sharp reference for ``psnr`` in the history, and a tqdm bar over images.
+
+    Returns
+    -------
+    ShakeDeblurResult
+        ``.x`` (caller's type), ``.kernel``, ``.noise_level``, ``.history``.
+
+    Notes
+    -----
+    Unlike :func:`pnpdeblur.deblur` there is no safeguard: every image is deconvolved with the
+    kernel found on it. Measured in ``benchmarks/RESULTS.md`` ("Camera shake"), against
+    :func:`pnpdeblur.deblur` and the true kernels.
+
+    Examples
+    --------
+    >>> res = pd.deblur_shake(photo)                  # doctest: +SKIP
+    >>> res.x, res.kernel
+    """
+    from .metrics import psnr
+    from .operators import Convolution
+    from .solvers import hqs
+
+    noise_floor = check_real(noise_floor, "noise_floor")
+    if saturation is not None:
+        saturation = check_real(saturation, "saturation")
+        if not 0 < saturation <= 1:
+            raise ValueError(f"saturation must be in (0, 1] or None, got {saturation!r}")
+    if boundary not in ("unknown", "replicate"):
+        raise ValueError(f"boundary must be 'unknown' or 'replicate', got {boundary!r}")
+    if gamma is not None:
+        gamma = check_real(gamma, "gamma")
+        if not 1 <= gamma <= 4:
+            raise ValueError(f"gamma must be in [1, 4] (2.2 for a typical camera curve) or None, got {gamma!r}")
+    x, layout = as_image_batch(image, "image")
+    n = x.shape[0]
+    kernels = None if kernel is None else _check_kernels(kernel, n)
+    dev = torch.device(device) if device is not None else x.device
+    obs = x.to(dev)
+    if noise_level is None:
+        levels = estimate_noise_level(obs, saturation=saturation)
+    else:
+        levels = [check_real(noise_level, "noise_level")] * n
+    ref = None
+    if reference is not None:
+        ref, _ = as_image_batch(reference, "reference")
+        if ref.shape != x.shape:
+            raise ValueError(f"reference has shape {tuple(ref.shape)} (as N, C, H, W), image {tuple(x.shape)}")
+    if prior is None:
+        prior = default_prior()
+    result = ShakeDeblurResult(x=None, noise_level=list(levels))
+    found, outs = [], []
+    steps = range(n)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc="deblur_shake", unit="image", leave=False)
+    for i in steps:
+        t0 = time.perf_counter()
+        obs_i = obs[i:i + 1]
+        k = kernels[i] if kernels is not None else estimate_kernel(obs_i.cpu(), kernel_size)[0]
+        t1 = time.perf_counter()
+        weights = None if saturation is None else saturation_weights(obs_i, saturation)
+        clipped = 0.0 if weights is None else 1.0 - float(weights.mean())
+        level = max(levels[i], noise_floor)
+        if gamma is not None:  # blur adds light: deconvolve the linearised photo
+            obs_i, level = linearize(obs_i, gamma, level)
+        K = Convolution(k)
+        pad = 0
+        if boundary == "unknown":
+            obs_i, K, weights, pad = pad_problem(obs_i, K, weights)
+        res = hqs(obs_i, K, prior, noise_level=level, progress=False, weights=weights)
+        out = crop_boundary(res.x, pad)
+        out = out if gamma is None else out.clamp(min=0.0) ** (1.0 / gamma)
+        outs.append(out.clamp(0.0, 1.0))
+        found.append(k)
+        entry: Dict[str, Any] = {"noise_level": level, "hqs": res.history, "clipped_fraction": clipped,
+                                 "time_kernel": t1 - t0, "time_solve": time.perf_counter() - t1}
+        if ref is not None:
+            entry["psnr"] = float(psnr(outs[-1].cpu(), ref[i:i + 1], channel_axis=1))
+        result.history.append(entry)
+    result.kernel = found[0] if layout.single else np.stack(found)
+    result.x = layout.image(torch.cat(outs).to(x.device))
+    return result
+
+
+def _check_kernels(kernel: Any, n: int) -> List[np.ndarray]:
+    """``kernel`` as a list of ``n`` float64 kernels, checked."""
+    from .operators.convolution import as_kernel
+
+    k = np.asarray(kernel.detach().cpu() if isinstance(kernel, torch.Tensor) else kernel, dtype=np.float64)
+    if k.ndim == 2:
+        k = np.broadcast_to(k, (n,) + k.shape)
+    if k.ndim != 3 or k.shape[0] != n:
+        raise ValueError(f"kernel must have shape (s, s) or (N, s, s) with N = {n}, got {k.shape}")
+    return [as_kernel(ki, "kernel").numpy() for ki in k]

@@ -1,0 +1,367 @@
+"""Classical blind estimate of one camera-shake kernel (uniform blur) from a blurred photo.
+
+SEN (:func:`pnpdeblur.estimation.estimate_flow`) models the blur at each pixel as one straight
+segment. A hand-held camera's shake during the exposure blurs a distant scene with one kernel
+that follows the camera's curved path instead (Levin et al. 2009's recorded kernels), which no
+straight segment fits. This module estimates such a kernel by the alternating scheme of
+sparse-gradient blind deconvolution (Xu et al. 2013, "Unnatural L0 sparse representation";
+Pan et al. 2014's L0 gradient prior), coarse to fine:
+
+- **latent step**: ``x = argmin ||k ⊛ x − y||² + λ ||∇x||₀`` by half-quadratic splitting
+  (the gradients hard-thresholded at ``sqrt(λ/β)``, then an FFT solve, for β doubling
+  from 2λ to 1e5). The L0 prior keeps only salient edges, which is what makes the kernel
+  step well posed (a sharp step edge reveals the kernel's projection);
+- **kernel step**: ``k = argmin Σ_d ||M ⊙ (k ⊛ ∂_d x − ∂_d y)||² + γ ||k||²`` over the
+  ``s``×``s`` support by conjugate gradients, then small values cut (below 5 % of the
+  largest), the rest normalised to sum 1 and re-centred on their centroid. ``M`` masks the
+  observed pixels: the FFT works on the photo extended periodically by a smooth blend of
+  its opposite edges, and that extension, which no kernel produced, is kept out of the fit;
+- λ shrinks by 1.1 per alternation; each scale starts from the previous scale's kernel
+  upsampled (the coarsest from a two-pixel segment, not the identity, which is a fixed point).
+
+The estimate is the kernel up to a shift (every blind method's ambiguity; it is re-centred) and
+is meant for a non-blind solve with a real prior afterwards (:func:`deblur_uniform`), not for
+its own latent image, which is a cartoon of salient edges.
+
+Conventions: ``(s, s)`` float64 numpy, non-negative, sum 1, the convolution convention of
+:class:`pnpdeblur.operators.Convolution` (``y = x ⊛ k``).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Optional
+
+import numpy as np
+from scipy import fft, ndimage
+from skimage.transform import resize
+
+from .classical import _grey_batch
+
+__all__ = ["estimate_kernel"]
+
+# L0 weight of the latent step at the start of each scale, and its floor (Pan et al.'s values
+# for natural images on a [0, 1] scale; 1e-3, 2e-3 and 8e-3 did worse on the tuning set).
+_LAMBDA = 4e-3
+_LAMBDA_MIN = 1e-4
+_LAMBDA_DECAY = 1.1
+# Half-quadratic splitting: β from 2λ, doubled up to this.
+_BETA_MAX = 1e5
+# Kernel values below this fraction of the largest are set to zero after each kernel step.
+_CUT = 0.05
+# ... and 8-connected pieces with less than this fraction of the mass.
+_MIN_PIECE = 0.1
+# Kernel step: conjugate-gradient iterations, warm-started from the previous kernel. Stopping
+# early regularises: 10 beat 5, 15 and 25 on the tuning set (BSDS500 train, benchmarks/RESULTS.md).
+_CG_ITERS = 10
+# Gradient selection: at least this many times sqrt(P_I·P_K) pixels per orientation (Cho & Lee).
+_SELECT_R = 2.0
+# Lowest noise level the pre-denoising runs at (the estimate of a clean photo can be ~0).
+_MIN_DENOISE_LEVEL = 1e-3
+# Scale factor between pyramid levels.
+_SCALE_STEP = 1.0 / math.sqrt(2.0)
+# The coarsest level's kernel side (pixels).
+_COARSEST = 5
+
+
+def _check_kernel_size(kernel_size) -> int:
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, numbers.Integral) \
+            or kernel_size < 3 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be an odd int >= 3 (pixels), got {kernel_size!r}")
+    return int(kernel_size)
+
+
+def _check_positive(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _check_count(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _smooth_periodic(g: np.ndarray, margin: int) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """``g`` grown by at least ``margin`` px on each side, to a size the FFT handles fast, so that
+    the result tiles the plane without a jump: the new rows (then columns) blend the last row
+    into the first with a raised cosine. Also returns where ``g`` lies in the result."""
+    out = g
+    where = []
+    for axis in (0, 1):
+        n = g.shape[axis]
+        extra = fft.next_fast_len(n + 2 * margin, real=True) - n
+        before = extra // 2
+        first = np.take(out, [0], axis=axis)
+        last = np.take(out, [-1], axis=axis)
+        t = (np.arange(1, extra + 1) / (extra + 1)).reshape((-1, 1) if axis == 0 else (1, -1))
+        blend = 0.5 - 0.5 * np.cos(np.pi * t)  # 0 → 1 from the last row to the first
+        ext = (1.0 - blend) * last + blend * first
+        head, tail = np.split(ext, [extra - before], axis=axis)
+        out = np.concatenate([tail, out, head], axis=axis)
+        where.append(slice(before, before + n))
+    return out, (where[0], where[1])
+
+
+def _rfft(a: np.ndarray) -> np.ndarray:
+    return fft.rfft2(a, workers=-1)
+
+
+def _irfft(a: np.ndarray, shape) -> np.ndarray:
+    return fft.irfft2(a, s=shape, workers=-1)
+
+
+def _kernel_otf(k: np.ndarray, shape) -> np.ndarray:
+    """FFT of ``k`` zero-padded to ``shape`` with its centre moved to the origin."""
+    s0, s1 = k.shape
+    kp = np.zeros(shape)
+    kp[:s0, :s1] = k
+    kp = np.roll(kp, (-(s0 // 2), -(s1 // 2)), axis=(0, 1))
+    return _rfft(kp)
+
+
+def _gradients(x: np.ndarray):
+    """Forward differences with periodic wrap (the FFT's model), x then y."""
+    return np.roll(x, -1, axis=1) - x, np.roll(x, -1, axis=0) - x
+
+
+def _difference_otfs(shape):
+    dx = np.zeros(shape)
+    dx[0, 0], dx[0, -1] = -1.0, 1.0  # (x[j+1] - x[j]) as a convolution
+    dy = np.zeros(shape)
+    dy[0, 0], dy[-1, 0] = -1.0, 1.0
+    return _rfft(dx), _rfft(dy)
+
+
+def _latent_l0(y: np.ndarray, k: np.ndarray, lam: float) -> np.ndarray:
+    """``argmin_x ||k ⊛ x − y||² + lam ||∇x||₀`` by half-quadratic splitting (periodic model)."""
+    Kf = _kernel_otf(k, y.shape)
+    Dx, Dy = _difference_otfs(y.shape)
+    num_data = np.conj(Kf) * _rfft(y)
+    den_data = np.abs(Kf) ** 2
+    den_grad = np.abs(Dx) ** 2 + np.abs(Dy) ** 2
+    x = y.copy()
+    beta = 2.0 * lam
+    while beta < _BETA_MAX:
+        gx, gy = _gradients(x)
+        small = gx ** 2 + gy ** 2 < lam / beta
+        gx[small] = 0.0
+        gy[small] = 0.0
+        num = num_data + beta * (np.conj(Dx) * _rfft(gx) + np.conj(Dy) * _rfft(gy))
+        x = _irfft(num / (den_data + beta * den_grad), y.shape)
+        beta *= 2.0
+    return x
+
+
+def _salient_gradients(x: np.ndarray, mask: np.ndarray, kernel_pixels: int):
+    """The gradients of ``x`` kept for the kernel step: the strongest ones, enough of each
+    orientation (Cho & Lee 2009's rule: at least ``r·sqrt(P_I·P_K)`` pixels, r = 2, in each of
+    4 orientation bins, P_I the observed pixels, P_K the kernel's); the rest set to zero."""
+    gx, gy = _gradients(x)
+    mag = np.hypot(gx, gy)
+    angle = np.mod(np.arctan2(gy, gx), np.pi)
+    bins = np.floor(angle / (np.pi / 4) + 0.5).astype(int) % 4
+    n_keep = int(math.ceil(_SELECT_R * math.sqrt(float(mask.sum()) * kernel_pixels)))
+    threshold = np.inf
+    for b in range(4):
+        m = mag[(bins == b) & mask]
+        m = m[m > 0]
+        if m.size:
+            threshold = min(threshold, float(np.sort(m)[max(0, m.size - n_keep)]))
+    keep = mag >= threshold
+    return np.where(keep, gx, 0.0), np.where(keep, gy, 0.0)
+
+
+def _kernel_step(x: np.ndarray, y: np.ndarray, mask: np.ndarray, k0: np.ndarray, reg: float) -> np.ndarray:
+    """``argmin_k Σ_d ||mask ⊙ (k ⊛ ∂_d x − ∂_d y)||² + reg·E·||k||²`` on ``k0``'s support, by CG
+    from ``k0`` (E: the masked gradient energy of x, so that ``reg`` does not depend on the image's
+    size or contrast)."""
+    s0, s1 = k0.shape
+    shape = x.shape
+    selected = _salient_gradients(x, mask, s0 * s1)
+    gxs = [_rfft(g) for g in selected]
+    gys = _gradients(y)
+    # the y-gradient is observed where both its pixels are
+    masks = [mask & np.roll(mask, -1, axis=1), mask & np.roll(mask, -1, axis=0)]
+
+    def crop(a):  # the s0×s1 window centred on the origin of a periodic array
+        a = np.roll(a, (s0 // 2, s1 // 2), axis=(0, 1))
+        return a[:s0, :s1]
+
+    energy = sum(float(np.sum(g ** 2 * m)) for g, m in zip(selected, masks))
+    lam = reg * max(energy, 1e-12)
+
+    def normal(k):
+        Kf = _kernel_otf(k, shape)
+        out = lam * k
+        for G, m in zip(gxs, masks):
+            r = _irfft(Kf * G, shape) * m
+            out = out + crop(_irfft(_rfft(r) * np.conj(G), shape))
+        return out
+
+    b = sum(crop(_irfft(_rfft(gy * m) * np.conj(G), shape)) for G, gy, m in zip(gxs, gys, masks))
+    k = k0.copy()
+    r = b - normal(k)
+    p = r.copy()
+    rr = float(np.sum(r * r))
+    for _ in range(_CG_ITERS):
+        if rr <= 1e-30:
+            break
+        Ap = normal(p)
+        alpha = rr / float(np.sum(p * Ap))
+        k = k + alpha * p
+        r = r - alpha * Ap
+        rr_new = float(np.sum(r * r))
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return _clean(k)
+
+
+def _clean(k: np.ndarray) -> np.ndarray:
+    """Non-negative, small values cut, sum 1, centroid moved to the central pixel."""
+    k = np.where(k > _CUT * max(float(k.max()), 0.0), k, 0.0)
+    # isolated specks (noise fitted by the kernel step): 8-connected pieces holding less than
+    # _MIN_PIECE of the mass go
+    labels, n = ndimage.label(k > 0, structure=np.ones((3, 3)))
+    if n > 1:
+        mass = ndimage.sum(k, labels, index=np.arange(1, n + 1))
+        small = np.flatnonzero(mass < _MIN_PIECE * float(mass.sum())) + 1
+        k = np.where(np.isin(labels, small), 0.0, k)
+    total = float(k.sum())
+    if not total > 0:  # nothing left: fall back to the identity
+        k = np.zeros_like(k)
+        k[k.shape[0] // 2, k.shape[1] // 2] = 1.0
+        return k
+    k = k / total
+    iy, ix = np.indices(k.shape)
+    sy = int(round(float((k * iy).sum()) - k.shape[0] // 2))
+    sx = int(round(float((k * ix).sum()) - k.shape[1] // 2))
+    if sy or sx:
+        shifted = np.zeros_like(k)
+        h, w = k.shape
+        shifted[max(0, -sy):h - max(0, sy), max(0, -sx):w - max(0, sx)] = \
+            k[max(0, sy):h - max(0, -sy), max(0, sx):w - max(0, -sx)]
+        k = shifted / shifted.sum()
+    return k
+
+
+def _odd(n: float) -> int:
+    n = max(3, int(round(n)))
+    return n if n % 2 else n + 1
+
+
+def _estimate_one(g: np.ndarray, size: int, iterations: int, reg: float, max_side: int) -> np.ndarray:
+    h, w = g.shape
+    if max(h, w) > max_side:  # one kernel for the whole photo: its centre is enough to find it
+        ch, cw = min(h, max_side), min(w, max_side)
+        top, left = (h - ch) // 2, (w - cw) // 2
+        g = g[top:top + ch, left:left + cw]
+    n_scales = 1 + max(0, int(math.floor(math.log(_COARSEST / size) / math.log(_SCALE_STEP))))
+    k = None
+    for level in range(n_scales - 1, -1, -1):
+        factor = _SCALE_STEP ** level
+        ks = size if level == 0 else _odd(size * factor)
+        ys = g if level == 0 else resize(g, (max(8, round(g.shape[0] * factor)), max(8, round(g.shape[1] * factor))),
+                                         order=1, anti_aliasing=True, mode="edge")
+        if k is None:
+            k = np.zeros((ks, ks))
+            k[ks // 2, ks // 2 - 1:ks // 2 + 1] = 0.5
+        else:
+            k = _clean(np.clip(resize(k, (ks, ks), order=1, mode="constant"), 0.0, None))
+        yp, inside = _smooth_periodic(ys, ks)
+        mask = np.zeros(yp.shape, dtype=bool)
+        mask[inside] = True
+        lam = _LAMBDA
+        for _ in range(iterations):
+            x = _latent_l0(yp, k, lam)
+            k = _kernel_step(x, yp, mask, k, reg)
+            lam = max(lam / _LAMBDA_DECAY, _LAMBDA_MIN)
+    return k
+
+
+def estimate_kernel(
+    image: Any,
+    kernel_size: int,
+    *,
+    iterations: int = 10,
+    kernel_reg: float = 1e-3,
+    denoise: bool = True,
+    max_side: int = 512,
+) -> np.ndarray:
+    """Estimate one blur kernel (camera shake, uniform over the photo) from a blurred photo.
+
+    Parameters
+    ----------
+    image : array
+        Blurred photo: ``(H, W)`` / ``(H, W, C)`` numpy or cupy, ``(H, W)`` / ``(C, H, W)`` torch,
+        or an ``(N, C, H, W)`` batch (one kernel per image); uint8 or float in [0, 1]; RGB is
+        reduced to its luminance. At least 16×16 pixels and at least ``kernel_size``.
+    kernel_size : int
+        Odd side of the kernel's support, pixels: a bound on the blur's extent (too small cuts
+        the kernel; too large costs time and some accuracy).
+    iterations : int
+        Latent/kernel alternations per pyramid level (default 10).
+    kernel_reg : float
+        Weight of ``||k||²`` in the kernel step, relative to the selected gradients' energy.
+    denoise : bool
+        Denoise the photo first with the shipped DnCNN at its estimated noise level
+        (:func:`pnpdeblur.pipeline.estimate_noise_level`; default True). The blur survives
+        denoising, while noise would be fitted by the kernel step as specks: on the tuning set
+        (σ = 0.01) this step doubled the gain of the final deblur.
+    max_side : int
+        Photos larger than this are estimated on their central ``max_side``-pixel crop (one
+        kernel for the whole photo: its centre is enough, and the cost grows with the area).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(kernel_size, kernel_size)`` float64 (``(N, kernel_size, kernel_size)`` for a batch):
+        non-negative, sum 1, centred on its mass; convolution convention, ready for
+        :class:`pnpdeblur.operators.Convolution`.
+
+    Raises
+    ------
+    ValueError
+        Bad ``kernel_size``/``iterations``/``kernel_reg``/``max_side``, an image smaller than
+        16×16 or than the kernel, NaN/Inf values.
+    TypeError
+        ``image`` not an array, or of a non-float, non-uint8 dtype; ``denoise`` not a bool.
+
+    Notes
+    -----
+    Measured in ``benchmarks/RESULTS.md`` ("Camera shake"): on Levin et al.'s recorded
+    camera-shake images, and on synthetic shake (:func:`pnpdeblur.data.random_shake_kernel`).
+    Spatially varying blur (moving objects, rotation, depth) is SEN's domain
+    (:func:`pnpdeblur.deblur`).
+    """
+    size = _check_kernel_size(kernel_size)
+    iterations = _check_count(iterations, "iterations")
+    reg = _check_positive(kernel_reg, "kernel_reg")
+    max_side = _check_count(max_side, "max_side")
+    if not isinstance(denoise, (bool, np.bool_)):
+        raise TypeError(f"denoise must be True or False, got {denoise!r}")
+    g, _, batch = _grey_batch(image, "image")
+    if min(g.shape[1:]) < size or max_side < size:
+        raise ValueError(
+            f"kernel_size {size} must not exceed the image's smaller side {min(g.shape[1:])} "
+            f"(nor max_side {max_side})"
+        )
+    if denoise:
+        g = _denoised(g)
+    kernels = np.stack([_estimate_one(gi, size, iterations, reg, max_side) for gi in g])
+    return kernels if batch is not None else kernels[0]
+
+
+def _denoised(g: np.ndarray) -> np.ndarray:
+    """Each grey image of ``g`` (N, H, W) denoised by the shipped DnCNN at its estimated level."""
+    import torch
+
+    from ..pipeline import default_prior, estimate_noise_level
+
+    t = torch.from_numpy(g[:, None])
+    levels = estimate_noise_level(t)
+    prior = default_prior()
+    out = [prior(t[i:i + 1], max(float(levels[i]), _MIN_DENOISE_LEVEL)) for i in range(len(g))]
+    return torch.cat(out)[:, 0].to(torch.float64).numpy()

@@ -1,0 +1,300 @@
+"""Camera shake: synthetic shake kernels, the classical kernel estimate, and pd.deblur_shake."""
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import convolve
+
+import pnpdeblur as pd
+from pnpdeblur.data import random_shake_kernel, sample_image
+from pnpdeblur.estimation import estimate_kernel
+from pnpdeblur.estimation import kernel as km
+from pnpdeblur.metrics import psnr
+
+# An asymmetric "L" path: its 180° turn is another L, so a flipped convention cannot pass.
+L_KERNEL = np.zeros((9, 9))
+L_KERNEL[1:7, 2] = 1.0
+L_KERNEL[6, 2:8] = 1.0
+L_KERNEL /= L_KERNEL.sum()
+
+
+def _centred(k):
+    return km._clean(k)  # centroid on the central pixel, as every estimate is
+
+
+def _error_up_to_shift(a, b, max_shift=3):
+    """L1 distance of two kernels of one size, minimised over integer shifts."""
+    pa = np.pad(a, max_shift)
+    best = np.inf
+    for dy in range(-max_shift, max_shift + 1):
+        for dx in range(-max_shift, max_shift + 1):
+            shifted = np.roll(pa, (dy, dx), axis=(0, 1))[max_shift:max_shift + a.shape[0],
+                                                          max_shift:max_shift + a.shape[1]]
+            best = min(best, float(np.abs(shifted - b).sum()))
+    return best
+
+
+def _scene_crop(kernel, size=160, seed=0, sigma=0.0):
+    """A crop of a blurred scene: the whole photo blurred, then its centre cut out."""
+    photo = sample_image("camera", size=None).astype(np.float64)
+    if photo.ndim == 3:
+        photo = photo[..., 0]
+    blurred = convolve(photo, kernel, mode="nearest")
+    h, w = photo.shape
+    sl = np.s_[(h - size) // 2:(h - size) // 2 + size, (w - size) // 2:(w - size) // 2 + size]
+    noise = np.random.default_rng(seed).normal(0.0, sigma, (size, size)) if sigma else 0.0
+    return blurred[sl] + noise, photo[sl]
+
+
+# ---------------------------------------------------------------- random_shake_kernel
+
+@pytest.mark.parametrize("size", [3, 9, 23])
+@pytest.mark.parametrize("seed", range(6))
+def test_shake_kernel_is_a_centred_psf(size, seed):
+    k = random_shake_kernel(size, seed=seed)
+    assert k.shape == (size, size) and k.dtype == np.float64
+    assert k.min() >= 0 and k.sum() == pytest.approx(1.0, abs=1e-12)
+    iy, ix = np.indices(k.shape)
+    c = (size - 1) / 2
+    assert (k * iy).sum() == pytest.approx(c, abs=1e-9)
+    assert (k * ix).sum() == pytest.approx(c, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_shake_kernel_extent_sets_the_paths_box(seed):
+    k = random_shake_kernel(31, extent=12.0, seed=seed)
+    rows, cols = np.nonzero(k)
+    side = max(rows.max() - rows.min(), cols.max() - cols.min())
+    # bilinear splatting widens the path's box by at most one pixel on each side; a lopsided
+    # path may be drawn smaller to fit, never larger
+    assert side <= 12 + 2
+    # a curved path, not a point: most kernels fill their box (a very lopsided one may be shrunk)
+    assert (k > 0).sum() > 12
+
+
+def test_shake_kernel_zero_extent_is_the_identity_and_seeds_repeat():
+    k = random_shake_kernel(7, extent=0, seed=3)
+    expected = np.zeros((7, 7))
+    expected[3, 3] = 1.0
+    np.testing.assert_array_equal(k, expected)
+    np.testing.assert_array_equal(random_shake_kernel(15, seed=4), random_shake_kernel(15, seed=4))
+    assert not np.array_equal(random_shake_kernel(15, seed=4), random_shake_kernel(15, seed=5))
+    rng = np.random.default_rng(9)
+    assert random_shake_kernel(15, seed=rng).shape == (15, 15)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(size=8), "odd int"), (dict(size=1), "odd int"), (dict(size=True), "odd int"),
+    (dict(size=9, extent=7), r"\[0, size - 3\]"), (dict(size=9, extent=-1), r"\[0, size - 3\]"),
+    (dict(size=9, extent=float("nan")), r"\[0, size - 3\]"),
+])
+def test_shake_kernel_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        random_shake_kernel(**kwargs)
+
+
+# ---------------------------------------------------------------- the estimator's pieces
+
+def test_smooth_periodic_extension_holds_the_image_and_wraps_without_a_jump():
+    g = np.random.default_rng(0).random((37, 50))
+    out, inside = km._smooth_periodic(g, 5)
+    np.testing.assert_array_equal(out[inside], g)
+    assert out.shape[0] >= 37 + 10 and out.shape[1] >= 50 + 10
+    from scipy import fft
+    assert all(fft.next_fast_len(n, real=True) == n for n in out.shape)
+    # across the wrap, neighbours differ by no more than the blend's steps
+    step = max(np.abs(np.diff(out, axis=0)).max(), np.abs(np.diff(out, axis=1)).max())
+    assert np.abs(out[0] - out[-1]).max() <= step + 1e-12
+    assert np.abs(out[:, 0] - out[:, -1]).max() <= step + 1e-12
+    outside = np.ones(out.shape, bool)
+    outside[inside] = False
+    rows = out[outside.any(axis=1)]
+    # the blend is smooth: inside the extension, consecutive rows differ by at most
+    # |last - first| * pi / (2 (extra + 1)) per column
+    assert np.abs(np.diff(out[:inside[0].start], axis=0)).max() <= np.pi / 2 / 5 + 1e-12
+    assert rows.size
+
+
+def test_kernel_otf_is_convolution_as_scipy_computes_it():
+    x = np.random.default_rng(1).random((24, 30))
+    y = np.real(np.fft.ifft2(np.fft.fft2(x) * np.fft.fft2(_otf_spatial(L_KERNEL, x.shape))))
+    np.testing.assert_allclose(y, convolve(x, L_KERNEL, mode="wrap"), atol=1e-12)
+    via_module = km._irfft(km._rfft(x) * km._kernel_otf(L_KERNEL, x.shape), x.shape)
+    np.testing.assert_allclose(via_module, y, atol=1e-12)
+
+
+def _otf_spatial(k, shape):
+    kp = np.zeros(shape)
+    kp[:k.shape[0], :k.shape[1]] = k
+    return np.roll(kp, (-(k.shape[0] // 2), -(k.shape[1] // 2)), axis=(0, 1))
+
+
+def test_kernel_step_recovers_the_kernel_from_the_true_sharp_image():
+    """With the sharp image itself as the latent image, the kernel step is a least-squares fit
+    that must return the kernel that blurred it (the periodic model, every pixel observed)."""
+    x = sample_image("camera", size=96).astype(np.float64)
+    x = x[..., 0] if x.ndim == 3 else x
+    y = convolve(x, L_KERNEL, mode="wrap")
+    start = np.zeros((9, 9))
+    start[4, 3:5] = 0.5
+    k = start
+    for _ in range(20):  # warm-started CG steps, as the estimator runs them
+        k = km._kernel_step(x, y, np.ones(x.shape, bool), k, 1e-6)
+    assert _error_up_to_shift(k, _centred(L_KERNEL), 0) < 0.15
+    assert _error_up_to_shift(k, _centred(L_KERNEL[::-1, ::-1]), 0) > 0.8
+
+
+def test_latent_step_with_a_tiny_weight_inverts_the_blur():
+    x = sample_image("camera", size=64).astype(np.float64)
+    x = x[..., 0] if x.ndim == 3 else x
+    y = convolve(x, L_KERNEL, mode="wrap")
+    latent = km._latent_l0(y, L_KERNEL, 1e-9)
+    assert psnr(latent, x) > 40
+    # a strong weight leaves a cartoon: few non-zero gradients
+    cartoon = km._latent_l0(y, L_KERNEL, 1e-2)
+    assert np.mean(np.hypot(*km._gradients(cartoon)) > 1e-2) < 0.5 * np.mean(np.hypot(*km._gradients(x)) > 1e-2)
+
+
+def test_clean_cuts_specks_and_centres():
+    k = np.zeros((11, 11))
+    k[2, 2:6] = 1.0          # the path, off centre
+    k[9, 9] = 0.2            # an isolated speck: < 10 % of the mass
+    k[0, 10] = 0.01          # below 5 % of the largest value
+    out = km._clean(k)
+    assert out.sum() == pytest.approx(1.0)
+    assert out[out > 0].size == 4
+    iy, ix = np.indices(out.shape)
+    assert abs((out * iy).sum() - 5) <= 0.5 and abs((out * ix).sum() - 5) <= 0.5
+    identity = km._clean(-np.ones((5, 5)))
+    assert identity[2, 2] == 1.0 and identity.sum() == 1.0
+
+
+# ---------------------------------------------------------------- estimate_kernel
+
+def test_estimate_kernel_finds_an_asymmetric_kernel_in_a_scene_crop():
+    y, _ = _scene_crop(L_KERNEL, size=200)
+    k = estimate_kernel(y, 13, denoise=False)
+    truth = np.pad(L_KERNEL, 2)
+    assert k.shape == (13, 13) and k.min() >= 0 and k.sum() == pytest.approx(1.0)
+    # the estimate is the L drawn about 2 px thick (measured L1 error 0.58; flipped 1.09)
+    err = _error_up_to_shift(k, truth)
+    assert err < 0.7, err
+    assert err < 0.65 * _error_up_to_shift(k, truth[::-1, ::-1])
+    assert err < 0.65 * _error_up_to_shift(k, truth.T)
+    delta = np.zeros((13, 13))
+    delta[6, 6] = 1.0
+    assert err < 0.65 * _error_up_to_shift(k, delta)
+
+
+def test_estimate_kernel_layouts_agree():
+    y, _ = _scene_crop(L_KERNEL, size=96)
+    y = np.clip(y, 0, 1)
+    k = estimate_kernel(y, 11, iterations=2, denoise=False)
+    rgb = np.repeat(y[..., None], 3, axis=2)
+    np.testing.assert_allclose(estimate_kernel(rgb, 11, iterations=2, denoise=False), k, atol=1e-9)
+    t = torch.from_numpy(rgb).permute(2, 0, 1)
+    np.testing.assert_allclose(estimate_kernel(t, 11, iterations=2, denoise=False), k, atol=1e-9)
+    batch = torch.stack([t, t.flip(-1)])
+    kb = estimate_kernel(batch, 11, iterations=2, denoise=False)
+    assert kb.shape == (2, 11, 11)
+    np.testing.assert_allclose(kb[0], k, atol=1e-9)
+    u8 = np.round(y * 255).astype(np.uint8)
+    assert estimate_kernel(u8, 11, iterations=2, denoise=False).shape == (11, 11)
+
+
+def test_estimate_kernel_crops_large_photos_to_max_side():
+    y, _ = _scene_crop(L_KERNEL, size=120)
+    big = estimate_kernel(y, 11, iterations=2, denoise=False, max_side=64)
+    centre = estimate_kernel(y[28:92, 28:92], 11, iterations=2, denoise=False)
+    np.testing.assert_allclose(big, centre, atol=1e-12)
+
+
+def test_estimate_kernel_denoises_with_the_default_prior_at_the_estimated_level():
+    y, _ = _scene_crop(L_KERNEL, size=64, sigma=0.02, seed=1)
+    from pnpdeblur.pipeline import default_prior, estimate_noise_level
+    t = torch.from_numpy(y)[None, None]
+    level = estimate_noise_level(t)[0]
+    assert level == pytest.approx(0.02, rel=0.25)
+    denoised = default_prior()(t, level)[0, 0].double().numpy()
+    np.testing.assert_allclose(estimate_kernel(y, 9, iterations=2),
+                               estimate_kernel(denoised, 9, iterations=2, denoise=False), atol=1e-12)
+    assert not np.allclose(estimate_kernel(y, 9, iterations=2), estimate_kernel(y, 9, iterations=2, denoise=False))
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(kernel_size=10), ValueError, "odd int"),
+    (dict(kernel_size=1), ValueError, "odd int"),
+    (dict(kernel_size=41), ValueError, "must not exceed"),
+    (dict(kernel_size=9, max_side=7), ValueError, "must not exceed"),
+    (dict(kernel_size=9, iterations=0), ValueError, "iterations"),
+    (dict(kernel_size=9, kernel_reg=0.0), ValueError, "kernel_reg"),
+    (dict(kernel_size=9, kernel_reg=float("inf")), ValueError, "kernel_reg"),
+    (dict(kernel_size=9, denoise="yes"), TypeError, "denoise"),
+])
+def test_estimate_kernel_bad_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        estimate_kernel(np.zeros((40, 40)), **kwargs)
+
+
+def test_estimate_kernel_bad_images():
+    bad = np.zeros((40, 40))
+    bad[3, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        estimate_kernel(bad, 9)
+    with pytest.raises(TypeError):
+        estimate_kernel([[0.0] * 40] * 40, 9)
+    with pytest.raises(ValueError, match="at least"):
+        estimate_kernel(np.zeros((10, 40)), 9)
+
+
+# ---------------------------------------------------------------- pd.deblur_shake
+
+def test_deblur_shake_improves_a_shaken_photo_and_keeps_the_callers_type():
+    y, sharp = _scene_crop(L_KERNEL, size=160, sigma=0.005, seed=2)
+    y8 = np.round(np.clip(y, 0, 1) * 255).astype(np.uint8)
+    res = pd.deblur_shake(y8, 13, reference=sharp)
+    assert res.x.dtype == np.uint8 and res.x.shape == y8.shape
+    assert res.kernel.shape == (13, 13) and res.kernel.sum() == pytest.approx(1.0)
+    gain = psnr(res.x / 255.0, sharp) - psnr(y8 / 255.0, sharp)
+    assert gain > 1.5, gain  # measured 2.6 dB (the true kernel: 4.3 dB)
+    assert res.history[0]["psnr"] == pytest.approx(psnr(res.x / 255.0, sharp), abs=0.05)
+    assert res.history[0]["noise_level"] >= 0.02
+
+
+def test_deblur_shake_with_a_given_kernel_is_hqs_on_the_padded_problem():
+    """kernel= skips the estimate; the solve is exactly pad_problem + hqs + crop_boundary."""
+    y, _ = _scene_crop(L_KERNEL, size=64)
+    y = np.clip(y, 0, 1)
+    prior = pd.priors.TV()
+    res = pd.deblur_shake(y, prior=prior, kernel=L_KERNEL, noise_level=0.03, saturation=None)
+    yp, Kp, wp, r = pd.solvers.pad_problem(y, pd.Convolution(L_KERNEL))
+    ref = pd.solvers.crop_boundary(pd.solvers.hqs(yp, Kp, prior, noise_level=0.03, weights=wp).x, r)
+    np.testing.assert_allclose(res.x, np.clip(ref, 0, 1), atol=1e-6)
+    np.testing.assert_array_equal(res.kernel, L_KERNEL)
+    rep = pd.deblur_shake(y, prior=prior, kernel=L_KERNEL, noise_level=0.03, saturation=None, boundary="replicate")
+    plain = pd.solvers.hqs(y, pd.Convolution(L_KERNEL), prior, noise_level=0.03).x
+    np.testing.assert_allclose(rep.x, np.clip(plain, 0, 1), atol=1e-6)
+
+
+def test_deblur_shake_batch_and_torch():
+    y, _ = _scene_crop(L_KERNEL, size=64)
+    t = torch.from_numpy(np.clip(y, 0, 1)).float()[None].repeat(3, 1, 1)
+    batch = torch.stack([t, t])
+    res = pd.deblur_shake(batch, kernel=L_KERNEL, prior=pd.priors.TV(), noise_level=0.02)
+    assert isinstance(res.x, torch.Tensor) and res.x.shape == batch.shape and res.x.dtype == torch.float32
+    assert res.kernel.shape == (2, 9, 9)
+    torch.testing.assert_close(res.x[0], res.x[1])
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(kernel=np.ones((4, 4))), ValueError, "odd"),
+    (dict(kernel=np.ones((2, 5, 5))), ValueError, r"\(N, s, s\)"),
+    (dict(kernel=np.full((5, 5), np.nan)), ValueError, "NaN"),
+    (dict(boundary="zero"), ValueError, "boundary"),
+    (dict(gamma=0.5), ValueError, "gamma"),
+    (dict(saturation=1.5), ValueError, "saturation"),
+    (dict(noise_floor=-1.0), ValueError, "noise_floor"),
+    (dict(reference=np.zeros((10, 10))), ValueError, "reference"),
+])
+def test_deblur_shake_bad_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        pd.deblur_shake(np.full((40, 40), 0.5), 9, **kwargs)
