@@ -137,6 +137,34 @@ def synthetic(args) -> str:
                       kernel_size=args.kernel_size)
 
 
+def calibrate(args) -> str:
+    """kernel_length of the estimates on sharp and on shaken crops of ``--corpus`` (use *train*)."""
+    from pnpdeblur.estimation import estimate_kernel, kernel_length
+
+    files = list_images(args.corpus)[args.start:args.start + args.n_corpus]
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    for n, p in enumerate(files):
+        photo = np.asarray(read_image(p, channels=1), np.float64)[..., 0]
+        h, w = photo.shape
+        sl = np.s_[(h - args.size) // 2:(h - args.size) // 2 + args.size,
+                   (w - args.size) // 2:(w - args.size) // 2 + args.size]
+        noise = rng.normal(0.0, args.sigma, (args.size, args.size))
+        for case, s in (("sharp", 1), ("mild", 7), ("shake", SIZES[n % len(SIZES)])):
+            k = np.ones((1, 1)) if s == 1 else random_shake_kernel(s, seed=args.seed + 500 + n)
+            y = np.clip(convolve(photo, k, mode="nearest")[sl] + noise, 0, 1)
+            est = estimate_kernel(y, args.kernel_size)
+            rows.append(dict(image=p.name, case=case, kernel_size=s, true_length=kernel_length(k),
+                             length=kernel_length(est)))
+            print(rows[-1], flush=True)
+    for case in ("sharp", "mild", "shake"):
+        v = np.array([r["length"] for r in rows if r["case"] == case])
+        print(case, "median %.2f  99th pct %.2f  max %.2f  min %.2f" % (np.median(v), np.percentile(v, 99), v.max(),
+                                                                          v.min()), flush=True)
+    return write_rows(f"camera_shake_calibrate{args.tag}", "cpu", rows, corpus=args.corpus, start=args.start,
+                      size=args.size, sigma=args.sigma, kernel_size=args.kernel_size)
+
+
 def timing(args) -> str:
     photo = sample_image("astronaut", channels=3)
     big = np.ascontiguousarray(np.tile(photo, (2, 3, 1))[:720, :1280]).astype(np.float32)
@@ -177,7 +205,7 @@ def real(args) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("levin", "synthetic", "timing", "real"), required=True)
+    ap.add_argument("--part", choices=("levin", "synthetic", "calibrate", "timing", "real"), required=True)
     ap.add_argument("--levin", default=".data/selfdeblur/datasets/levin")
     ap.add_argument("--real", default=".data/selfdeblur/datasets/real")
     ap.add_argument("--figure", default="docs/images/camera_shake_real.png")
@@ -194,7 +222,8 @@ def main(argv=None):
     ap.add_argument("--tag", default="")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
-    print({"levin": levin, "synthetic": synthetic, "timing": timing, "real": real}[args.part](args))
+    parts = {"levin": levin, "synthetic": synthetic, "calibrate": calibrate, "timing": timing, "real": real}
+    print(parts[args.part](args))
 
 
 if __name__ == "__main__":

@@ -118,6 +118,7 @@ examples:
   pnpdeblur deblur shots/ -o out/ --recursive --device cuda
   pnpdeblur deblur a.png b.jpg -o out/ --iterations 2 --save-flow --flow-npy
   pnpdeblur deblur noisy.png -o out/ --noise-level 0.02 --prior tv
+  pnpdeblur deblur shaky.jpg -o out/ --shake --kernel-size 41   # hand-held camera shake
   torchrun --nproc_per_node 4 -m pnpdeblur deblur shots/ -o out/ --device cuda
 
 outputs: OUTDIR/<stem>.png per input (8-bit; 16-bit PNG or TIFF inputs give 16-bit PNGs; grey
@@ -207,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="deblur every photo, even those that look sharp (by default a photo whose "
                         "estimated blur is below --blur-threshold is written unchanged)")
     d.add_argument("--blur-threshold", type=_nonneg_float, default=None, metavar="PX",
-                   help="median flow length (px) from which a photo counts as blurred (default: the "
+                   help="median flow length (px; with --shake, the estimated kernel's length, 7 px by "
+                        "default) from which a photo counts as blurred (default: the "
                         "calibrated value of the shipped SEN, 6 px, or 4.5 px with --no-flow-ensemble; "
                         "recalibrate for other --flow-weights)")
     sat = d.add_mutually_exclusive_group()
@@ -227,6 +229,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the photos' tone curve as a power law (e.g. 2.2 for sRGB-like camera output): "
                         "deconvolve in linear light, where blur adds up, and re-encode (default: none, "
                         "the blur is taken to hold in the stored values)")
+    shk = d.add_argument_group("camera shake (one kernel for the whole photo)")
+    shk.add_argument("--shake", action="store_true",
+                     help="estimate one curved camera-shake kernel for the whole photo (classical, "
+                          "pd.deblur_shake) instead of SEN's per-pixel straight motion: for a hand-held "
+                          "photo of a static, distant scene. Not with the flow options (--iterations, "
+                          "--flow-scale, --flow-weights, --save-flow, --flow-npy, --hqs-iters, --cg-iters, "
+                          "--no-flow-ensemble); the safeguard then measures the kernel's length (default "
+                          "threshold 7 px)")
+    shk.add_argument("--kernel-size", type=_odd_int, default=None, metavar="PX",
+                     help="with --shake: odd bound on the blur's extent in pixels (default: 31)")
     adv = d.add_argument_group("advanced (speed / quality trade-offs)")
     adv.add_argument("--hqs-iters", type=_positive_int, default=DEBLUR_HQS_ITERS, metavar="N",
                      help=f"HQS iterations per global iteration (default: {DEBLUR_HQS_ITERS})")
@@ -311,6 +323,13 @@ def _positive_int(s: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def _odd_int(s: str) -> int:
+    v = _positive_int(s)
+    if v < 3 or v % 2 == 0:
+        raise argparse.ArgumentTypeError(f"expected an odd integer >= 3, got {s!r}")
     return v
 
 
@@ -582,9 +601,27 @@ def _resolve_device(spec: Optional[str], distributed: bool) -> Optional[str]:
     return str(dev)
 
 
+# flow-model options that --shake cannot honour, with their defaults
+_FLOW_ONLY = {"iterations": 1, "flow_scale": 1.0, "save_flow": False, "flow_npy": False,
+              "hqs_iters": DEBLUR_HQS_ITERS, "cg_iters": DEBLUR_CG_ITERS, "no_flow_ensemble": False,
+              "flow_weights": None}
+
+
+def _shake_conflicts(args: argparse.Namespace) -> List[str]:
+    """The command-line options given that do not go with --shake (or --kernel-size without it)."""
+    if not args.shake:
+        return ["--kernel-size"] if args.kernel_size is not None else []
+    return ["--" + k.replace("_", "-") for k, default in _FLOW_ONLY.items() if getattr(args, k) != default]
+
+
 def _run_deblur(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .train import distributed as dist
 
+    conflicts = _shake_conflicts(args)
+    if conflicts:
+        need = "needs --shake" if not args.shake else "cannot be used with --shake (it has no flow)"
+        print(f"pnpdeblur deblur: error: {', '.join(conflicts)} {need}", file=sys.stderr)
+        return EXIT_USAGE
     files, problems = collect_inputs(args.inputs, args.recursive)
     save_flow = args.save_flow or args.flow_npy
     outdir: Path = args.output
@@ -638,6 +675,8 @@ def _run_deblur(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 def _load_models(args: argparse.Namespace) -> Tuple[Any, Any]:
     prior = PRIORS[args.prior]()
+    if args.shake:  # the kernel is estimated without a network
+        return prior, None
     if args.flow_weights is not None:
         from .nets.sen import SEN
 
@@ -654,6 +693,7 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
     """Deblur and write each planned file; returns the names of those that failed."""
     from tqdm.auto import tqdm
 
+    from .camera_shake import DEFAULT_KERNEL_SIZE, deblur_shake
     from .pipeline import deblur
     from .train.distributed import rank, world_size
 
@@ -673,21 +713,26 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
             continue
         try:
             with warnings.catch_warnings():  # the CLI says it in its own words below
-                warnings.filterwarnings("ignore", message=r"pd\.deblur returned image\(s\) .* unchanged")
-                res = deblur(img, iterations=args.iterations, prior=prior, noise_level=args.noise_level,
-                             flow_model=flow_model, n_iter=args.hqs_iters, cg_iters=args.cg_iters,
-                             flow_scale=args.flow_scale, flow_ensemble=not args.no_flow_ensemble, device=device,
-                             saturation=None if args.no_saturation else args.saturation,
-                             boundary=args.boundary, gamma=args.gamma, progress=progress, **safeguard)
+                warnings.filterwarnings("ignore", message=r"pd\.deblur(_shake)? returned image\(s\) .* unchanged")
+                common = dict(prior=prior, noise_level=args.noise_level, device=device, boundary=args.boundary,
+                              saturation=None if args.no_saturation else args.saturation, gamma=args.gamma)
+                if args.shake:
+                    res = deblur_shake(img, args.kernel_size or DEFAULT_KERNEL_SIZE, **common, **safeguard)
+                else:
+                    res = deblur(img, iterations=args.iterations, flow_model=flow_model, n_iter=args.hqs_iters,
+                                 cg_iters=args.cg_iters, flow_scale=args.flow_scale,
+                                 flow_ensemble=not args.no_flow_ensemble, progress=progress, **common, **safeguard)
         except Exception as e:  # one bad photo must not stop a batch; it is named and counted
             _err(f"pnpdeblur: failed on {pl.source}: {type(e).__name__}: {e}")
             failed.append(str(pl.source))
             continue
         if res.unchanged and res.unchanged[0]:
-            score = res.history[0]["safeguard"]["blur_score"][0]
-            _err(f"pnpdeblur: {pl.source} looks sharp (estimated blur {score:.2f} px < "
-                 f"{res.history[0]['safeguard']['threshold']:g} px): written unchanged "
-                 "(--no-safeguard deblurs it anyway)")
+            if args.shake:
+                score, threshold = res.history[0]["kernel_length"], res.history[0]["threshold"]
+            else:
+                score, threshold = res.history[0]["safeguard"]["blur_score"][0], res.history[0]["safeguard"]["threshold"]
+            _err(f"pnpdeblur: {pl.source} looks sharp (estimated blur {score:.2f} px < {threshold:g} px): written "
+                 "unchanged (--no-safeguard deblurs it anyway)")
         try:
             _imsave(pl.image, _to_storage(res.x, sixteen))
             if pl.flow_png is not None:

@@ -298,3 +298,76 @@ def test_deblur_shake_batch_and_torch():
 def test_deblur_shake_bad_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         pd.deblur_shake(np.full((40, 40), 0.5), 9, **kwargs)
+
+
+# ---------------------------------------------------------------- kernel_length and the safeguard
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8])
+def test_kernel_length_of_uniform_segments(n):
+    from pnpdeblur.estimation import kernel_length
+
+    k = np.zeros((9, 9))
+    k[4, :n] = 1.0
+    # n taps one pixel apart: second moment (n² − 1)/12, so length sqrt(n² − 1) (0 for one tap)
+    assert kernel_length(k) == pytest.approx(np.sqrt(n * n - 1), abs=1e-12)
+    assert kernel_length(k.T) == pytest.approx(kernel_length(k), abs=1e-12)
+    assert kernel_length(7.0 * k) == pytest.approx(kernel_length(k), abs=1e-12)
+
+
+def test_kernel_length_of_a_square_and_bad_kernels():
+    from pnpdeblur.estimation import kernel_length
+
+    # 3×3 box: each axis has variance 2/3, so sqrt(12 · 4/3) = 4
+    assert kernel_length(np.ones((3, 3))) == pytest.approx(4.0)
+    for bad in (np.ones(5), np.zeros((3, 3)), -np.ones((3, 3)), np.full((3, 3), np.nan), np.zeros((0, 3))):
+        with pytest.raises(ValueError, match="kernel"):
+            kernel_length(bad)
+
+
+def _fixed_kernel(monkeypatch, k):
+    import pnpdeblur.camera_shake as cs
+
+    calls = []
+    monkeypatch.setattr(cs, "estimate_kernel", lambda image, size: calls.append(size) or k[None])
+    return calls
+
+
+def test_deblur_shake_leaves_a_sharp_looking_photo_unchanged(monkeypatch):
+    from pnpdeblur.camera_shake import SHAKE_THRESHOLD
+
+    small = np.zeros((5, 5))
+    small[2, 2:4] = 0.5  # two taps: length sqrt(3) px, below the threshold
+    assert np.sqrt(3) < SHAKE_THRESHOLD
+    calls = _fixed_kernel(monkeypatch, small)
+    y = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+    with pytest.warns(UserWarning, match="unchanged"):
+        res = pd.deblur_shake(y, 9, prior=pd.priors.TV())
+    assert calls == [9]
+    assert res.unchanged == [True] and res.x is not y and np.array_equal(res.x, y) and res.x.dtype == y.dtype
+    assert res.history[0]["kernel_length"] == pytest.approx(np.sqrt(3)) and res.history[0]["hqs"] is None
+    assert res.history[0]["threshold"] == SHAKE_THRESHOLD
+    # off, or a lower threshold: deblurred
+    for kw in (dict(safeguard=False), dict(blur_threshold=1.5)):
+        res = pd.deblur_shake(y, 9, prior=pd.priors.TV(), **kw)
+        assert res.unchanged == [False] and res.history[0]["hqs"] is not None
+        assert not np.array_equal(res.x, y)
+    # a given kernel is used as given
+    res = pd.deblur_shake(y, prior=pd.priors.TV(), kernel=small)
+    assert res.unchanged == [False] and res.history[0]["threshold"] is None
+
+
+def test_deblur_shake_safeguard_per_image_of_a_batch(monkeypatch):
+    import pnpdeblur.camera_shake as cs
+
+    small, long = np.zeros((9, 9)), np.zeros((9, 9))
+    small[4, 4] = 1.0
+    long[4, :] = 1.0 / 9  # length sqrt(80) ≈ 8.9 px
+    kernels = iter([small, long])
+    monkeypatch.setattr(cs, "estimate_kernel", lambda image, size: next(kernels)[None])
+    y = torch.rand(2, 1, 32, 32)
+    with pytest.warns(UserWarning, match=r"image\(s\) \[0\]"):
+        res = pd.deblur_shake(y, 9, prior=pd.priors.TV())
+    assert res.unchanged == [True, False]
+    torch.testing.assert_close(res.x[0], y[0])
+    assert not torch.allclose(res.x[1], y[1])
+    assert res.kernel.shape == (2, 9, 9)

@@ -149,6 +149,7 @@ def test_deblur_defaults_and_types():
     assert (a.hqs_iters, a.cg_iters, a.flow_weights, a.no_flow_ensemble) == (4, 5, None, False)
     assert (a.saturation, a.no_saturation) == (0.98, False)
     assert a.boundary == "unknown" and a.gamma is None
+    assert a.shake is False and a.kernel_size is None
     for bad in (["--saturation", "0"], ["--saturation", "1.2"], ["--saturation", "nan"],
                 ["--saturation", "0.9", "--no-saturation"], ["--boundary", "zero"], ["--gamma", "0.5"],
                 ["--gamma", "4.5"], ["--gamma", "nan"]):
@@ -700,7 +701,88 @@ def test_load_models_default_flow_model(monkeypatch):
     p, m = object(), object()
     monkeypatch.setitem(cli.PRIORS, "tv", lambda: p)
     monkeypatch.setattr(learned, "default_flow_model", lambda: m)
-    assert cli._load_models(SimpleNamespace(prior="tv", flow_weights=None)) == (p, m)
+    assert cli._load_models(SimpleNamespace(prior="tv", flow_weights=None, shake=False)) == (p, m)
+    # --shake needs no flow network: none is loaded
+    monkeypatch.setattr(learned, "default_flow_model", lambda: pytest.fail("SEN loaded for --shake"))
+    assert cli._load_models(SimpleNamespace(prior="tv", flow_weights=None, shake=True)) == (p, None)
+
+
+class FakeShake:
+    """Stands in for pd.deblur_shake: records its arguments, returns a known transform."""
+
+    def __init__(self, sharp=False):
+        self.calls, self.sharp = [], sharp
+
+    def __call__(self, image, kernel_size, **kw):
+        self.calls.append((image, kernel_size, kw))
+        hist = [{"kernel_length": 2.5, "threshold": 7.0}]
+        if self.sharp:
+            return SimpleNamespace(x=image.copy(), kernel=np.ones((3, 3)) / 9, unchanged=[True], history=hist)
+        return SimpleNamespace(x=0.5 * image + 0.25, kernel=np.ones((3, 3)) / 9, unchanged=[False], history=hist)
+
+
+def test_deblur_shake_option_calls_pd_deblur_shake(tmp_path, fake, monkeypatch, capsys):
+    import pnpdeblur.camera_shake as camera_shake
+
+    shake = FakeShake()
+    monkeypatch.setattr(camera_shake, "deblur_shake", shake)
+    a = _save(tmp_path / "a.png", _u8(21))
+    out = tmp_path / "o"
+    assert cli.main(["deblur", str(a), "-o", str(out), "--shake", "--no-progress"]) == 0
+    assert fake.calls == []
+    (image, size, kw), = shake.calls
+    assert size == 31 == camera_shake.DEFAULT_KERNEL_SIZE
+    assert kw == dict(prior=fake.prior, noise_level=None, device=None, boundary="unknown", saturation=0.98,
+                      gamma=None, safeguard=True)
+    want = io.imread(str(a)).astype(np.float32) / 255
+    assert np.array_equal(image, want)
+    assert np.array_equal(io.imread(str(out / "a.png")), _storage8(0.5 * want.astype(np.float64) + 0.25))
+    shake.calls.clear()
+    assert cli.main(["deblur", str(a), "-o", str(out), "--shake", "--kernel-size", "41", "--noise-level", "0.02",
+                     "--boundary", "replicate", "--no-saturation", "--gamma", "2.2", "--no-progress",
+                     "--no-safeguard", "--blur-threshold", "9"]) == 0
+    (_, size, kw), = shake.calls
+    assert size == 41
+    assert kw == dict(prior=fake.prior, noise_level=0.02, device=None, boundary="replicate", saturation=None,
+                      gamma=2.2, safeguard=False, blur_threshold=9.0)
+
+
+def test_deblur_shake_option_reports_a_sharp_photo(tmp_path, fake, monkeypatch, capsys):
+    import pnpdeblur.camera_shake as camera_shake
+
+    monkeypatch.setattr(camera_shake, "deblur_shake", FakeShake(sharp=True))
+    a = _save(tmp_path / "a.png", _u8(24))
+    out = tmp_path / "o"
+    assert cli.main(["deblur", str(a), "-o", str(out), "--shake", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"{a} looks sharp (estimated blur 2.50 px < 7 px): written unchanged" in err
+    assert np.array_equal(io.imread(str(out / "a.png")), io.imread(str(a)))
+
+
+@pytest.mark.parametrize("extra, named", [
+    (["--iterations", "2"], "--iterations"), (["--flow-scale", "0.5"], "--flow-scale"),
+    (["--save-flow"], "--save-flow"), (["--flow-npy"], "--flow-npy"), (["--hqs-iters", "2"], "--hqs-iters"),
+    (["--cg-iters", "2"], "--cg-iters"), (["--no-flow-ensemble"], "--no-flow-ensemble"),
+    (["--flow-weights", "w.safetensors"], "--flow-weights"),
+])
+def test_deblur_shake_refuses_the_flow_options(tmp_path, fake, capsys, extra, named):
+    a = _save(tmp_path / "a.png", _u8(22))
+    out = tmp_path / "o"
+    assert cli.main(["deblur", str(a), "-o", str(out), "--shake", "--no-progress"] + extra) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert named in err and "cannot be used with --shake" in err
+    assert not out.exists() and fake.calls == []
+
+
+def test_deblur_kernel_size_needs_shake_and_is_odd(tmp_path, fake, capsys):
+    a = _save(tmp_path / "a.png", _u8(23))
+    assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--kernel-size", "21"]) == cli.EXIT_USAGE
+    assert "--kernel-size needs --shake" in capsys.readouterr().err
+    _, d = _sub("deblur")
+    for bad in ("20", "1", "0", "x"):
+        with pytest.raises(SystemExit):
+            d.parse_args(["x.png", "-o", "out", "--shake", "--kernel-size", bad])
+    assert d.parse_args(["x.png", "-o", "out", "--shake", "--kernel-size", "3"]).kernel_size == 3
 
 
 def test_deblur_save_flow_and_npy(tmp_path, fake):
@@ -1489,11 +1571,13 @@ _OPTIONS = {
         (["--flow-npy"], None, "also write <stem>_flow.npy, the raw flow (2, H, W) float32 in pixels"),
         (["--no-progress"], None, "no progress bars"),
         (["--no-safeguard"], None, "deblur every photo, even those that look sharp"),
-        (["--blur-threshold"], "PX", "median flow length (px) from which a photo counts as blurred"),
+        (["--blur-threshold"], "PX", "median flow length (px; with --shake, the estimated kernel's length"),
         (["--saturation"], "S", "channel values at or above S"),
         (["--no-saturation"], None, "fit every pixel, clipped or not"),
         (["--boundary"], None, "what lies beyond the photo's edges: 'unknown' (a crop of a larger scene"),
         (["--gamma"], "G", "the photos' tone curve as a power law"),
+        (["--shake"], None, "estimate one curved camera-shake kernel for the whole photo"),
+        (["--kernel-size"], "PX", "with --shake: odd bound on the blur's extent in pixels"),
         (["--hqs-iters"], "N", "HQS iterations per global iteration"),
         (["--cg-iters"], "N", "conjugate-gradient budget of each HQS x-step"),
         (["--no-flow-ensemble"], None, "run SEN once per flow estimate instead of averaging it over the 8 flips"),

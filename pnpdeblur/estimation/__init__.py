@@ -5,7 +5,7 @@ detector (is a photo blurred at all?)."""
 from .blur_detection import (DEFAULT_THRESHOLD, SINGLE_PASS_THRESHOLD, blur_score, default_threshold, flow_blur_score,
                              is_blurred, reblur_score)
 from .classical import estimate_flow_classical, estimate_linear_motion
-from .kernel import estimate_kernel
+from .kernel import estimate_kernel, kernel_length
 from .learned import default_flow_model, estimate_flow
 from .optical_flow import neighbour_flows, optical_flow
 
@@ -15,6 +15,7 @@ __all__ = [
     "estimate_flow_classical",
     "estimate_linear_motion",
     "estimate_kernel",
+    "kernel_length",
     "optical_flow",
     "neighbour_flows",
     "blur_score",

@@ -38,7 +38,7 @@ from skimage.transform import resize
 
 from .classical import _grey_batch
 
-__all__ = ["estimate_kernel"]
+__all__ = ["estimate_kernel", "kernel_length"]
 
 # L0 weight of the latent step at the start of each scale, and its floor (Pan et al.'s values
 # for natural images on a [0, 1] scale; 1e-3, 2e-3 and 8e-3 did worse on the tuning set).
@@ -352,6 +352,33 @@ def estimate_kernel(
         g = _denoised(g)
     kernels = np.stack([_estimate_one(gi, size, iterations, reg, max_side) for gi in g])
     return kernels if batch is not None else kernels[0]
+
+
+def kernel_length(kernel: Any) -> float:
+    """How far a kernel spreads, as the length of a straight line kernel of the same spread.
+
+    ``sqrt(12 · Σ k(p) |p − c|²)`` with ``c`` the kernel's centroid: a uniform segment of length
+    ``L`` has second moment ``L²/12`` about its centre, so it scores ``L``; the identity scores 0.
+
+    Parameters
+    ----------
+    kernel : array of shape (kh, kw)
+        Non-negative PSF (normalised here).
+
+    Returns
+    -------
+    float
+        Pixels.
+    """
+    k = np.asarray(kernel, dtype=np.float64)
+    if k.ndim != 2 or k.size == 0:
+        raise ValueError(f"kernel must be a non-empty 2-D array, got shape {k.shape}")
+    if not np.all(np.isfinite(k)) or k.min() < 0 or not k.sum() > 0:
+        raise ValueError("kernel must be finite and non-negative with a positive sum")
+    k = k / k.sum()
+    iy, ix = np.indices(k.shape)
+    cy, cx = float((k * iy).sum()), float((k * ix).sum())
+    return float(np.sqrt(12.0 * (k * ((iy - cy) ** 2 + (ix - cx) ** 2)).sum()))
 
 
 def _denoised(g: np.ndarray) -> np.ndarray:
