@@ -70,7 +70,15 @@ def test_readme_python_blocks_run_and_keep_their_promises():
     photo = ns["photo"]
     assert ns["estimated"].shape == (2,) + photo.shape[:2]
     blind = [(src, r) for sec, src, r in results if sec.startswith("Blind deblurring")]
-    assert len(blind) == 2
+    shake = [(src, r) for src, r in blind if "deblur_shake" in src]
+    blind = [(src, r) for src, r in blind if "deblur_shake" not in src]
+    assert len(blind) == 2 and len(shake) == 2
+    # camera shake: one kernel per photo, the given one reused as given
+    assert shake[0][1].kernel.shape == (31, 31) and ns["k"].shape == (41, 41)
+    np.testing.assert_array_equal(shake[1][1].kernel, ns["k"])
+    for src, r in shake:
+        assert isinstance(r.x, np.ndarray) and r.x.shape == photo.shape and r.x.dtype == photo.dtype, src
+        assert np.isfinite(r.x).all() and abs(r.kernel.sum() - 1) < 1e-9, src
     for src, r in blind:
         assert isinstance(r.x, np.ndarray) and r.x.shape == photo.shape and r.x.dtype == photo.dtype, src
         assert np.isfinite(r.x).all(), src
