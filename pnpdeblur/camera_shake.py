@@ -21,7 +21,8 @@ import torch
 
 from ._images import as_image_batch
 from .estimation.kernel import estimate_kernel, kernel_length
-from .pipeline import DEFAULT_NOISE_FLOOR, _copy_input, default_prior, estimate_noise_level, linearize
+from .pipeline import (DEFAULT_NOISE_FLOOR, _copy_input, check_photo_options, default_prior, linearize, noise_levels,
+                       reference_batch)
 from .priors.base import check_real
 from .solvers.weights import DEFAULT_SATURATION, crop_boundary, pad_problem, saturation_weights
 
@@ -143,30 +144,14 @@ def deblur_shake(
         raise TypeError(f"safeguard must be True or False, got {safeguard!r}")
     threshold = SHAKE_THRESHOLD if blur_threshold is None else check_real(blur_threshold, "blur_threshold")
     noise_floor = check_real(noise_floor, "noise_floor")
-    if saturation is not None:
-        saturation = check_real(saturation, "saturation")
-        if not 0 < saturation <= 1:
-            raise ValueError(f"saturation must be in (0, 1] or None, got {saturation!r}")
-    if boundary not in ("unknown", "replicate"):
-        raise ValueError(f"boundary must be 'unknown' or 'replicate', got {boundary!r}")
-    if gamma is not None:
-        gamma = check_real(gamma, "gamma")
-        if not 1 <= gamma <= 4:
-            raise ValueError(f"gamma must be in [1, 4] (2.2 for a typical camera curve) or None, got {gamma!r}")
+    saturation, gamma = check_photo_options(saturation, boundary, gamma)
     x, layout = as_image_batch(image, "image")
     n = x.shape[0]
     kernels = None if kernel is None else _check_kernels(kernel, n)
     dev = torch.device(device) if device is not None else x.device
     obs = x.to(dev)
-    if noise_level is None:
-        levels = estimate_noise_level(obs, saturation=saturation)
-    else:
-        levels = [check_real(noise_level, "noise_level")] * n
-    ref = None
-    if reference is not None:
-        ref, _ = as_image_batch(reference, "reference")
-        if ref.shape != x.shape:
-            raise ValueError(f"reference has shape {tuple(ref.shape)} (as N, C, H, W), image {tuple(x.shape)}")
+    levels = noise_levels(obs, noise_level, saturation)
+    ref = None if reference is None else reference_batch(reference, x.shape)
     if prior is None:
         prior = default_prior()
     result = ShakeDeblurResult(x=None, noise_level=list(levels))
@@ -222,12 +207,13 @@ def deblur_shake(
 
 
 def _check_kernels(kernel: Any, n: int) -> List[np.ndarray]:
-    """``kernel`` as a list of ``n`` float64 kernels, checked."""
+    """``kernel`` (numpy, torch or cupy) as a list of ``n`` float64 kernels, checked."""
+    from .backend import to_torch
     from .operators.convolution import as_kernel
 
-    k = np.asarray(kernel.detach().cpu() if isinstance(kernel, torch.Tensor) else kernel, dtype=np.float64)
-    if k.ndim == 2:
-        k = np.broadcast_to(k, (n,) + k.shape)
-    if k.ndim != 3 or k.shape[0] != n:
-        raise ValueError(f"kernel must have shape (s, s) or (N, s, s) with N = {n}, got {k.shape}")
-    return [as_kernel(ki, "kernel").numpy() for ki in k]
+    t = to_torch(kernel, "kernel")
+    if t.ndim == 2:
+        t = t.expand(n, *t.shape)
+    if t.ndim != 3 or t.shape[0] != n:
+        raise ValueError(f"kernel must have shape (s, s) or (N, s, s) with N = {n}, got {tuple(t.shape)}")
+    return [as_kernel(ki, "kernel").numpy() for ki in t]

@@ -140,6 +140,37 @@ def linearize(y: torch.Tensor, gamma: float, noise_level: float) -> tuple:
     return y ** gamma, noise_level * slope
 
 
+def check_photo_options(saturation: Optional[float], boundary: str, gamma: Optional[float]) -> tuple:
+    """``(saturation, gamma)`` checked as :func:`deblur` and :func:`pnpdeblur.deblur_shake` take them
+    (``boundary`` is only checked)."""
+    if saturation is not None:
+        saturation = check_real(saturation, "saturation")
+        if not 0 < saturation <= 1:
+            raise ValueError(f"saturation must be in (0, 1] or None, got {saturation!r}")
+    if boundary not in ("unknown", "replicate"):
+        raise ValueError(f"boundary must be 'unknown' or 'replicate', got {boundary!r}")
+    if gamma is not None:
+        gamma = check_real(gamma, "gamma")
+        if not 1 <= gamma <= 4:
+            raise ValueError(f"gamma must be in [1, 4] (2.2 for a typical camera curve) or None, got {gamma!r}")
+    return saturation, gamma
+
+
+def noise_levels(obs: torch.Tensor, noise_level: Optional[float], saturation: Optional[float]) -> List[float]:
+    """One noise level per image of ``obs`` ``(N, C, H, W)``: the given one, or estimated."""
+    if noise_level is None:
+        return estimate_noise_level(obs, saturation=saturation)
+    return [check_real(noise_level, "noise_level")] * obs.shape[0]
+
+
+def reference_batch(reference: Any, shape: torch.Size) -> torch.Tensor:
+    """A sharp reference as ``(N, C, H, W)``, checked against the image batch's ``shape``."""
+    ref, _ = as_image_batch(reference, "reference")
+    if ref.shape != shape:
+        raise ValueError(f"reference has shape {tuple(ref.shape)} (as N, C, H, W), image {tuple(shape)}")
+    return ref
+
+
 def default_prior():
     """The prior :func:`deblur` uses when none is given: the shipped DnCNN."""
     from .priors import DnCNNPrior
@@ -307,28 +338,12 @@ def deblur(
     if noise_floor is None:
         noise_floor = DEFAULT_NOISE_FLOOR if flow_ensemble else SINGLE_PASS_NOISE_FLOOR
     noise_floor = check_real(noise_floor, "noise_floor")
-    if saturation is not None:
-        saturation = check_real(saturation, "saturation")
-        if not 0 < saturation <= 1:
-            raise ValueError(f"saturation must be in (0, 1] or None, got {saturation!r}")
-    if boundary not in ("unknown", "replicate"):
-        raise ValueError(f"boundary must be 'unknown' or 'replicate', got {boundary!r}")
-    if gamma is not None:
-        gamma = check_real(gamma, "gamma")
-        if not 1 <= gamma <= 4:
-            raise ValueError(f"gamma must be in [1, 4] (2.2 for a typical camera curve) or None, got {gamma!r}")
+    saturation, gamma = check_photo_options(saturation, boundary, gamma)
     x, layout = as_image_batch(image, "image")
     dev = torch.device(device) if device is not None else x.device
     obs = x.to(dev)
-    if noise_level is None:
-        levels = estimate_noise_level(obs, saturation=saturation)
-    else:
-        levels = [check_real(noise_level, "noise_level")] * obs.shape[0]
-    ref = None
-    if reference is not None:
-        ref, _ = as_image_batch(reference, "reference")
-        if ref.shape != x.shape:
-            raise ValueError(f"reference has shape {tuple(ref.shape)} (as N, C, H, W), image {tuple(x.shape)}")
+    levels = noise_levels(obs, noise_level, saturation)
+    ref = None if reference is None else reference_batch(reference, x.shape)
     if prior is None:
         prior = default_prior()
     if flow_model is None:

@@ -371,3 +371,24 @@ def test_deblur_shake_safeguard_per_image_of_a_batch(monkeypatch):
     torch.testing.assert_close(res.x[0], y[0])
     assert not torch.allclose(res.x[1], y[1])
     assert res.kernel.shape == (2, 9, 9)
+
+
+def test_a_flat_photo_has_no_blur_to_find():
+    y = np.full((48, 48), 0.4)
+    k = estimate_kernel(y, 9, denoise=False)
+    expected = np.zeros((9, 9))
+    expected[4, 4] = 1.0
+    np.testing.assert_array_equal(k, expected)
+    with pytest.warns(UserWarning, match="unchanged"):
+        res = pd.deblur_shake(y, 9)
+    assert res.unchanged == [True] and np.array_equal(res.x, y)
+
+
+def test_deblur_shake_takes_a_torch_kernel():
+    y = np.full((32, 32), 0.5)
+    res = pd.deblur_shake(y, kernel=torch.from_numpy(L_KERNEL), prior=pd.priors.TV(), noise_level=0.01)
+    np.testing.assert_array_equal(res.kernel, L_KERNEL)
+    with pytest.raises(TypeError, match="kernel"):
+        pd.deblur_shake(y, kernel=np.ones((5, 5), dtype=np.int64))
+    with pytest.raises(TypeError, match="kernel"):
+        pd.deblur_shake(y, kernel="box")

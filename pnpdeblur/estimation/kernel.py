@@ -58,6 +58,9 @@ _CG_ITERS = 10
 _SELECT_R = 2.0
 # Lowest noise level the pre-denoising runs at (the estimate of a clean photo can be ~0).
 _MIN_DENOISE_LEVEL = 1e-3
+# Gradients weaker than this (a quarter of an 8-bit level) are no edge: a flat photo, or the
+# denoiser's residue on one, gives no evidence of blur.
+_MIN_EDGE = 1e-3
 # Scale factor between pyramid levels.
 _SCALE_STEP = 1.0 / math.sqrt(2.0)
 # The coarsest level's kernel side (pixels).
@@ -158,7 +161,8 @@ def _latent_l0(y: np.ndarray, k: np.ndarray, lam: float) -> np.ndarray:
 def _salient_gradients(x: np.ndarray, mask: np.ndarray, kernel_pixels: int):
     """The gradients of ``x`` kept for the kernel step: the strongest ones, enough of each
     orientation (Cho & Lee 2009's rule: at least ``r·sqrt(P_I·P_K)`` pixels, r = 2, in each of
-    4 orientation bins, P_I the observed pixels, P_K the kernel's); the rest set to zero."""
+    4 orientation bins, P_I the observed pixels, P_K the kernel's), and none below ``_MIN_EDGE``;
+    the rest set to zero."""
     gx, gy = _gradients(x)
     mag = np.hypot(gx, gy)
     angle = np.mod(np.arctan2(gy, gx), np.pi)
@@ -167,10 +171,10 @@ def _salient_gradients(x: np.ndarray, mask: np.ndarray, kernel_pixels: int):
     threshold = np.inf
     for b in range(4):
         m = mag[(bins == b) & mask]
-        m = m[m > 0]
+        m = m[m > _MIN_EDGE]
         if m.size:
             threshold = min(threshold, float(np.sort(m)[max(0, m.size - n_keep)]))
-    keep = mag >= threshold
+    keep = (mag >= threshold) & (mag > _MIN_EDGE)
     return np.where(keep, gx, 0.0), np.where(keep, gy, 0.0)
 
 
@@ -191,7 +195,9 @@ def _kernel_step(x: np.ndarray, y: np.ndarray, mask: np.ndarray, k0: np.ndarray,
         return a[:s0, :s1]
 
     energy = sum(float(np.sum(g ** 2 * m)) for g, m in zip(selected, masks))
-    lam = reg * max(energy, 1e-12)
+    if not energy > 0:  # a flat image: no edge, so no evidence of any blur
+        return _clean(np.zeros_like(k0))
+    lam = reg * energy
 
     def normal(k):
         Kf = _kernel_otf(k, shape)
