@@ -48,8 +48,10 @@ from pnpdeblur.solvers import crop_boundary, hqs, pad_problem
 
 try:
     from _results import write_rows
+    from boundary import kernel_orientation
 except ImportError:  # run from the repository root as a module
     from benchmarks._results import write_rows
+    from benchmarks.boundary import kernel_orientation
 
 SIZES = (13, 19, 23, 27)
 
@@ -103,9 +105,7 @@ def levin(args) -> str:
         k /= k.sum()
         for i in range(1, 5):
             sharp, y = load(root / "gt" / f"im{i}.png"), load(root / f"im{i}_kernel{j}_img.png")
-            # the stored kernel or its 180° turn, whichever reproduces the blurred image (boundary.py)
-            fits = [score(pd.Convolution(kk)(sharp), y) for kk in (k, k[::-1, ::-1])]
-            kk = k if fits[0] >= fits[1] else k[::-1, ::-1].copy()
+            kk = kernel_orientation(sharp, y, k)[0]  # the file's orientation, as in boundary.py
             row = dict(image=f"im{i}_kernel{j}", kernel=j, kernel_size=k.shape[0], **methods(y, sharp, kk, args, False))
             rows.append(row)
             print({a: (round(v, 2) if isinstance(v, float) else v) for a, v in row.items()}, flush=True)
@@ -113,26 +113,31 @@ def levin(args) -> str:
                       kernel_size=args.kernel_size)
 
 
-def synthetic(args) -> str:
-    files = list_images(args.corpus)[args.start:args.start + args.n_corpus]
+def scene_crops(args):
+    """``(n, name, photo, crop, noise)`` for each grey photo of ``--corpus`` from ``--start``: the
+    central ``--size``² slice and its seeded noise (σ = ``--sigma``), drawn in order."""
     rng = np.random.default_rng(args.seed)
-    rows = []
-    for n, p in enumerate(files):
+    for n, p in enumerate(list_images(args.corpus)[args.start:args.start + args.n_corpus]):
         photo = np.asarray(read_image(p, channels=1), np.float64)[..., 0]
-        s = SIZES[n % len(SIZES)]
-        k = random_shake_kernel(s, seed=args.seed + 100 + n)
         h, w = photo.shape
         sl = np.s_[(h - args.size) // 2:(h - args.size) // 2 + args.size,
                    (w - args.size) // 2:(w - args.size) // 2 + args.size]
-        noise = rng.normal(0.0, args.sigma, (args.size, args.size))
+        yield n, p.name, photo, sl, rng.normal(0.0, args.sigma, (args.size, args.size))
+
+
+def synthetic(args) -> str:
+    rows = []
+    for n, name, photo, sl, noise in scene_crops(args):
+        s = SIZES[n % len(SIZES)]
+        k = random_shake_kernel(s, seed=args.seed + 100 + n)
         sharp = photo[sl]
         y = np.clip(convolve(photo, k, mode="nearest")[sl] + noise, 0, 1)
-        row = dict(image=p.name, kernel_size=s, case="shake", **methods(y, sharp, k, args, True))
+        row = dict(image=name, kernel_size=s, case="shake", **methods(y, sharp, k, args, True))
         rows.append(row)
         print({a: (round(v, 2) if isinstance(v, float) else v) for a, v in row.items()}, flush=True)
         if args.sharp:
             ys = np.clip(sharp + noise, 0, 1)
-            row = dict(image=p.name, kernel_size=1, case="sharp", psnr_blurred=score(ys, sharp))
+            row = dict(image=name, kernel_size=1, case="sharp", psnr_blurred=score(ys, sharp))
             row["psnr_shake"] = score(pd.deblur_shake(ys, args.kernel_size).x, sharp)
             rows.append(row)
             print(row, flush=True)
@@ -145,20 +150,13 @@ def calibrate(args) -> str:
     """kernel_length of the estimates on sharp and on shaken crops of ``--corpus`` (use *train*)."""
     from pnpdeblur.estimation import estimate_kernel, kernel_length
 
-    files = list_images(args.corpus)[args.start:args.start + args.n_corpus]
-    rng = np.random.default_rng(args.seed)
     rows = []
-    for n, p in enumerate(files):
-        photo = np.asarray(read_image(p, channels=1), np.float64)[..., 0]
-        h, w = photo.shape
-        sl = np.s_[(h - args.size) // 2:(h - args.size) // 2 + args.size,
-                   (w - args.size) // 2:(w - args.size) // 2 + args.size]
-        noise = rng.normal(0.0, args.sigma, (args.size, args.size))
+    for n, name, photo, sl, noise in scene_crops(args):
         for case, s in (("sharp", 1), ("mild", 7), ("shake", SIZES[n % len(SIZES)])):
             k = np.ones((1, 1)) if s == 1 else random_shake_kernel(s, seed=args.seed + 500 + n)
             y = np.clip(convolve(photo, k, mode="nearest")[sl] + noise, 0, 1)
             est = estimate_kernel(y, args.kernel_size)
-            rows.append(dict(image=p.name, case=case, kernel_size=s, true_length=kernel_length(k),
+            rows.append(dict(image=name, case=case, kernel_size=s, true_length=kernel_length(k),
                              length=kernel_length(est)))
             print(rows[-1], flush=True)
     for case in ("sharp", "mild", "shake"):
