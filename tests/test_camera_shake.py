@@ -82,8 +82,22 @@ def test_shake_kernel_zero_extent_is_the_identity_and_seeds_repeat():
     assert random_shake_kernel(15, seed=rng).shape == (15, 15)
 
 
+def test_shake_kernel_default_extents_and_shapes():
+    """Default extents are drawn from [(size − 3)/2, size − 3]; paths are curves in 2-D, not
+    lines along a diagonal (a path with x = y would give k = kᵀ)."""
+    sides = []
+    for seed in range(40):
+        k = random_shake_kernel(31, seed=seed)
+        rows, cols = np.nonzero(k)
+        sides.append(max(np.ptp(rows), np.ptp(cols)))
+        assert not np.allclose(k, k.T)
+    assert min(sides) >= 14 and max(sides) <= 28 + 2
+    assert np.std(sides) > 2  # drawn, not one fixed size
+
+
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(size=8), "odd int"), (dict(size=1), "odd int"), (dict(size=True), "odd int"),
+    (dict(size=8), "odd int"), (dict(size=1), "odd int"), (dict(size=True), "odd int"), (dict(size=9.0), "odd int"),
+    (dict(size=9, extent="3"), r"\[0, size - 3\] = \[0, 6\]"), (dict(size=9, extent=True), r"\[0, size - 3\]"),
     (dict(size=9, extent=7), r"\[0, size - 3\]"), (dict(size=9, extent=-1), r"\[0, size - 3\]"),
     (dict(size=9, extent=float("nan")), r"\[0, size - 3\]"),
 ])
@@ -154,6 +168,20 @@ def test_latent_step_with_a_tiny_weight_inverts_the_blur():
     assert np.mean(np.hypot(*km._gradients(cartoon)) > 1e-2) < 0.5 * np.mean(np.hypot(*km._gradients(x)) > 1e-2)
 
 
+@pytest.mark.parametrize("value, odd", [(1, 3), (2.4, 3), (3, 3), (4, 5), (4.4, 5), (6.6, 7), (21.9, 23), (31, 31)])
+def test_odd_rounds_to_an_odd_side_of_at_least_three(value, odd):
+    assert km._odd(value) == odd
+
+
+@pytest.mark.parametrize("size", [3, 5, 7, 9, 13, 31, 61])
+def test_pyramid_stops_at_the_last_level_whose_kernel_is_five_pixels(size):
+    n = km._n_levels(size)
+    coarsest = size * km._SCALE_STEP ** (n - 1)
+    assert coarsest >= km._COARSEST or n == 1
+    assert size * km._SCALE_STEP ** n < km._COARSEST
+    assert km._n_levels(31) == 6  # 31 → 5.5 px after five steps of 1/√2
+
+
 def test_clean_cuts_specks_and_centres():
     k = np.zeros((11, 11))
     k[2, 2:6] = 1.0          # the path, off centre
@@ -199,6 +227,11 @@ def test_estimate_kernel_layouts_agree():
     np.testing.assert_allclose(kb[0], k, atol=1e-9)
     u8 = np.round(y * 255).astype(np.uint8)
     assert estimate_kernel(u8, 11, iterations=2, denoise=False).shape == (11, 11)
+    # the pre-denoising, image by image
+    kd = estimate_kernel(batch, 11, iterations=1)
+    assert kd.shape == (2, 11, 11)
+    np.testing.assert_allclose(kd[0], estimate_kernel(t, 11, iterations=1), atol=1e-6)  # the net rounds in float32
+    np.testing.assert_allclose(kd[1], estimate_kernel(t.flip(-1), 11, iterations=1), atol=1e-6)
 
 
 def test_estimate_kernel_crops_large_photos_to_max_side():

@@ -258,15 +258,21 @@ def _odd(n: float) -> int:
     return n if n % 2 else n + 1
 
 
+def _n_levels(size: int) -> int:
+    """Pyramid levels for a kernel of side ``size``: the coarsest is the last whose kernel,
+    ``size · _SCALE_STEP ** level``, is still at least ``_COARSEST`` pixels (one level if
+    ``size`` itself is smaller)."""
+    return 1 + max(0, int(math.floor(math.log(_COARSEST / size) / math.log(_SCALE_STEP))))
+
+
 def _estimate_one(g: np.ndarray, size: int, iterations: int, reg: float, max_side: int) -> np.ndarray:
     h, w = g.shape
     if max(h, w) > max_side:  # one kernel for the whole photo: its centre is enough to find it
         ch, cw = min(h, max_side), min(w, max_side)
         top, left = (h - ch) // 2, (w - cw) // 2
         g = g[top:top + ch, left:left + cw]
-    n_scales = 1 + max(0, int(math.floor(math.log(_COARSEST / size) / math.log(_SCALE_STEP))))
     k = None
-    for level in range(n_scales - 1, -1, -1):
+    for level in range(_n_levels(size) - 1, -1, -1):
         factor = _SCALE_STEP ** level
         ks = size if level == 0 else _odd(size * factor)
         ys = g if level == 0 else resize(g, (max(8, round(g.shape[0] * factor)), max(8, round(g.shape[1] * factor))),
