@@ -425,3 +425,26 @@ def test_deblur_shake_takes_a_torch_kernel():
         pd.deblur_shake(y, kernel=np.ones((5, 5), dtype=np.int64))
     with pytest.raises(TypeError, match="kernel"):
         pd.deblur_shake(y, kernel="box")
+
+
+def test_deblur_shake_photo_options_reach_the_solve():
+    """gamma linearises (the same as solving y**gamma by hand), saturation leaves clipped pixels
+    out (reported in the history), device and progress run the same solve."""
+    y, _ = _scene_crop(L_KERNEL, size=48)
+    y = np.clip(y, 0, 1)
+    y[:6, :6] = 1.0  # a clipped highlight
+    prior = pd.priors.TV()
+    base = pd.deblur_shake(y, prior=prior, kernel=L_KERNEL, noise_level=0.03, saturation=None, boundary="replicate")
+    assert base.history[0]["clipped_fraction"] == 0.0
+    sat = pd.deblur_shake(y, prior=prior, kernel=L_KERNEL, noise_level=0.03, boundary="replicate")
+    assert sat.history[0]["clipped_fraction"] == pytest.approx(36 / 48 ** 2)
+    assert not np.allclose(sat.x, base.x)
+    lin = pd.deblur_shake(y, prior=prior, kernel=L_KERNEL, noise_level=0.03, saturation=None, boundary="replicate",
+                          gamma=2.2)
+    from pnpdeblur.pipeline import linearize
+    yl, level = linearize(torch.from_numpy(y)[None, None], 2.2, 0.03)
+    by_hand = pd.solvers.hqs(yl, pd.Convolution(L_KERNEL), prior, noise_level=level).x.clamp(min=0) ** (1 / 2.2)
+    np.testing.assert_allclose(lin.x, by_hand.clamp(0, 1)[0, 0].numpy(), atol=1e-6)
+    again = pd.deblur_shake(y, prior=prior, kernel=L_KERNEL, noise_level=0.03, saturation=None, boundary="replicate",
+                            device="cpu", progress=True)
+    np.testing.assert_array_equal(again.x, base.x)
