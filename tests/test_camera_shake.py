@@ -128,6 +128,29 @@ def test_smooth_periodic_extension_holds_the_image_and_wraps_without_a_jump():
     assert rows.size
 
 
+@pytest.mark.parametrize("axis", [0, 1])
+def test_smooth_periodic_extension_is_the_raised_cosine_blend(axis):
+    """Closed form along one axis (the image constant along the other): the ``extra`` new samples
+    go from the last line to the first as ``last + (first − last)(1 − cos(π j/(extra+1)))/2``,
+    j = 1..extra, split so that at least ``margin`` lie on each side, on a fast FFT size."""
+    from scipy import fft
+
+    n, margin = 37, 6
+    profile = np.linspace(0.2, 0.9, n) ** 2
+    g = np.tile(profile[:, None], (1, 20)) if axis == 0 else np.tile(profile[None, :], (20, 1))
+    out, inside = km._smooth_periodic(g, margin)
+    size = fft.next_fast_len(n + 2 * margin, real=True)
+    assert out.shape[axis] == size and out.shape[1 - axis] == fft.next_fast_len(20 + 2 * margin, real=True)
+    extra = size - n
+    before = inside[axis].start
+    assert before >= margin and size - inside[axis].stop >= margin and before == extra // 2
+    line = out[:, 0] if axis == 0 else out[0, :]
+    j = np.arange(1, extra + 1)
+    ext = profile[-1] + (profile[0] - profile[-1]) * (0.5 - 0.5 * np.cos(np.pi * j / (extra + 1)))
+    np.testing.assert_allclose(np.roll(line, -inside[axis].stop)[:extra], ext, atol=1e-12)
+    np.testing.assert_array_equal(line[inside[axis]], profile)
+
+
 def test_kernel_otf_is_convolution_as_scipy_computes_it():
     x = np.random.default_rng(1).random((24, 30))
     y = np.real(np.fft.ifft2(np.fft.fft2(x) * np.fft.fft2(_otf_spatial(L_KERNEL, x.shape))))
@@ -254,13 +277,18 @@ def test_estimate_kernel_denoises_with_the_default_prior_at_the_estimated_level(
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [
-    (dict(kernel_size=10), ValueError, "odd int"),
-    (dict(kernel_size=1), ValueError, "odd int"),
-    (dict(kernel_size=41), ValueError, "must not exceed"),
-    (dict(kernel_size=9, max_side=7), ValueError, "must not exceed"),
-    (dict(kernel_size=9, iterations=0), ValueError, "iterations"),
-    (dict(kernel_size=9, kernel_reg=0.0), ValueError, "kernel_reg"),
-    (dict(kernel_size=9, kernel_reg=float("inf")), ValueError, "kernel_reg"),
+    (dict(kernel_size=10), ValueError, "^kernel_size must be an odd int"),
+    (dict(kernel_size=1), ValueError, "^kernel_size must be an odd int"),
+    (dict(kernel_size=9.0), ValueError, "^kernel_size must be an odd int"),
+    (dict(kernel_size=True), ValueError, "^kernel_size must be an odd int"),
+    (dict(kernel_size=41), ValueError, r"^kernel_size 41 must not exceed the image's smaller side 40"),
+    (dict(kernel_size=9, max_side=7), ValueError, r"\(nor max_side 7\)"),
+    (dict(kernel_size=9, iterations=0), ValueError, "^iterations must be a positive int"),
+    (dict(kernel_size=9, iterations=2.0), ValueError, "^iterations must be a positive int"),
+    (dict(kernel_size=9, max_side=0), ValueError, "^max_side must be a positive int"),
+    (dict(kernel_size=9, kernel_reg=0.0), ValueError, "^kernel_reg must be a finite number"),
+    (dict(kernel_size=9, kernel_reg=float("inf")), ValueError, "^kernel_reg must be a finite number"),
+    (dict(kernel_size=9, kernel_reg="1"), ValueError, "^kernel_reg must be a finite number"),
     (dict(kernel_size=9, denoise="yes"), TypeError, "denoise"),
 ])
 def test_estimate_kernel_bad_arguments(kwargs, exc, match):
@@ -268,10 +296,23 @@ def test_estimate_kernel_bad_arguments(kwargs, exc, match):
         estimate_kernel(np.zeros((40, 40)), **kwargs)
 
 
+def test_estimate_kernel_limits_are_inclusive_and_defaults_documented():
+    import inspect
+
+    y, _ = _scene_crop(L_KERNEL, size=41)
+    assert estimate_kernel(y, 41, iterations=1, denoise=False, max_side=41).shape == (41, 41)
+    assert estimate_kernel(y, 3, iterations=1, denoise=False).shape == (3, 3)
+    with pytest.raises(ValueError, match=r"smaller side 20"):
+        estimate_kernel(np.zeros((20, 60)), 31)
+    defaults = {k: v.default for k, v in inspect.signature(estimate_kernel).parameters.items()}
+    assert (defaults["iterations"], defaults["kernel_reg"], defaults["denoise"], defaults["max_side"]) == \
+        (10, 1e-3, True, 512)
+
+
 def test_estimate_kernel_bad_images():
     bad = np.zeros((40, 40))
     bad[3, 3] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="^image contains NaN"):
         estimate_kernel(bad, 9)
     with pytest.raises(TypeError):
         estimate_kernel([[0.0] * 40] * 40, 9)
