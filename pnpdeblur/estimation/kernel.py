@@ -19,9 +19,11 @@ Pan et al. 2014's L0 gradient prior), coarse to fine:
 - λ shrinks by 1.1 per alternation; each scale starts from the previous scale's kernel
   upsampled (the coarsest from a two-pixel segment, not the identity, which is a fixed point).
 
-The estimate is the kernel up to a shift (every blind method's ambiguity; it is re-centred) and
-is meant for a non-blind solve with a real prior afterwards (:func:`deblur_uniform`), not for
-its own latent image, which is a cartoon of salient edges.
+The photo is first denoised by the shipped DnCNN (``denoise=True``): the kernel step would fit
+noise as specks. The estimate is the kernel up to a shift (every blind method's ambiguity; it is
+re-centred) and is meant for a non-blind solve with a real prior afterwards
+(:func:`pnpdeblur.deblur_shake`), not for its own latent image, which is a cartoon of salient
+edges.
 
 Conventions: ``(s, s)`` float64 numpy, non-negative, sum 1, the convolution convention of
 :class:`pnpdeblur.operators.Convolution` (``y = x ⊛ k``).
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from scipy import fft, ndimage
