@@ -730,7 +730,8 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
             if args.shake:
                 score, threshold = res.history[0]["kernel_length"], res.history[0]["threshold"]
             else:
-                score, threshold = res.history[0]["safeguard"]["blur_score"][0], res.history[0]["safeguard"]["threshold"]
+                guard = res.history[0]["safeguard"]
+                score, threshold = guard["blur_score"][0], guard["threshold"]
             _err(f"pnpdeblur: {pl.source} looks sharp (estimated blur {score:.2f} px < {threshold:g} px): written "
                  "unchanged (--no-safeguard deblurs it anyway)")
         try:

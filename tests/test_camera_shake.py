@@ -489,3 +489,21 @@ def test_deblur_shake_photo_options_reach_the_solve():
     again = pd.deblur_shake(y, prior=prior, kernel=L_KERNEL, noise_level=0.03, saturation=None, boundary="replicate",
                             device="cpu", progress=True)
     np.testing.assert_array_equal(again.x, base.x)
+
+
+def test_deblur_shake_defaults_are_pd_deblurs():
+    import inspect
+
+    from pnpdeblur.camera_shake import DEFAULT_KERNEL_SIZE, SHAKE_THRESHOLD
+    from pnpdeblur.solvers import DEFAULT_SATURATION
+
+    shake = {k: v.default for k, v in inspect.signature(pd.deblur_shake).parameters.items()}
+    flow = {k: v.default for k, v in inspect.signature(pd.deblur).parameters.items()}
+    assert shake["kernel_size"] == DEFAULT_KERNEL_SIZE == 31 and SHAKE_THRESHOLD == 7.0
+    assert (shake["safeguard"], shake["blur_threshold"], shake["kernel"], shake["prior"], shake["noise_level"]) == \
+        (True, None, None, None, None)
+    assert shake["noise_floor"] == 0.02 == pd.pipeline.DEFAULT_NOISE_FLOOR
+    for name in ("saturation", "boundary", "gamma", "device", "reference", "progress"):
+        assert shake[name] == flow[name], name
+    assert (shake["saturation"], shake["boundary"], shake["gamma"], shake["progress"]) == \
+        (DEFAULT_SATURATION, "unknown", None, False)
