@@ -368,10 +368,19 @@ def test_deblur_shake_batch_and_torch():
     (dict(saturation=1.5), ValueError, "saturation"),
     (dict(noise_floor=-1.0), ValueError, "noise_floor"),
     (dict(reference=np.zeros((10, 10))), ValueError, "reference"),
+    (dict(safeguard="yes"), TypeError, "^safeguard must be True or False"),
+    (dict(blur_threshold=float("nan")), ValueError, "blur_threshold"),
 ])
 def test_deblur_shake_bad_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         pd.deblur_shake(np.full((40, 40), 0.5), 9, **kwargs)
+
+
+def test_deblur_shake_bad_kernel_size_and_image():
+    with pytest.raises(ValueError, match="^kernel_size must be an odd int"):
+        pd.deblur_shake(np.full((40, 40), 0.5), 8)
+    with pytest.raises(ValueError, match="^image contains NaN"):
+        pd.deblur_shake(np.full((40, 40), np.nan), 9)
 
 
 # ---------------------------------------------------------------- kernel_length and the safeguard
