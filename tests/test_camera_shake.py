@@ -332,6 +332,14 @@ def test_deblur_shake_improves_a_shaken_photo_and_keeps_the_callers_type():
     assert gain > 1.5, gain  # measured 2.6 dB (the true kernel: 4.3 dB)
     assert res.history[0]["psnr"] == pytest.approx(psnr(res.x / 255.0, sharp), abs=0.05)
     assert res.history[0]["noise_level"] >= 0.02
+    from pnpdeblur.pipeline import estimate_noise_level
+    t = torch.from_numpy(y8 / 255.0)[None, None]
+    assert res.noise_level == pytest.approx(estimate_noise_level(t, saturation=0.98))
+    entry = res.history[0]
+    assert set(entry) == {"kernel_length", "threshold", "noise_level", "clipped_fraction", "hqs", "time_kernel",
+                          "time_solve", "psnr"}
+    assert entry["time_kernel"] > 0 and entry["time_solve"] > 0 and entry["kernel_length"] >= 7.0
+    assert res.unchanged == [False] and entry["threshold"] == 7.0
 
 
 def test_deblur_shake_with_a_given_kernel_is_hqs_on_the_padded_problem():
