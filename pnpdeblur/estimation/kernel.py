@@ -322,8 +322,9 @@ def estimate_kernel(
     denoise : bool
         Denoise the photo first with the shipped DnCNN at its estimated noise level
         (:func:`pnpdeblur.pipeline.estimate_noise_level`; default True). The blur survives
-        denoising, while noise would be fitted by the kernel step as specks: on the tuning set
-        (σ = 0.01) this step doubled the gain of the final deblur.
+        denoising, while noise would be fitted by the kernel step as specks: on 12 held-out
+        shaken crops at σ = 0.01 it raised ``deblur_shake``'s mean gain from +3.4 to +4.4 dB, and
+        none fell below its input (without it two lost 4.5 and 8.2 dB).
     max_side : int
         Photos larger than this are estimated on their central ``max_side``-pixel crop (one
         kernel for the whole photo: its centre is enough, and the cost grows with the area).
