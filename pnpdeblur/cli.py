@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "threshold 7 px)")
     shk.add_argument("--kernel-size", type=_odd_int, default=None, metavar="PX",
                      help="with --shake: odd bound on the blur's extent in pixels (default: 31)")
+    shk.add_argument("--save-kernel", action="store_true",
+                     help="with --shake: also write <stem>_kernel.png, the estimated kernel scaled to its "
+                          "largest value (white)")
     adv = d.add_argument_group("advanced (speed / quality trade-offs)")
     adv.add_argument("--hqs-iters", type=_positive_int, default=DEBLUR_HQS_ITERS, metavar="N",
                      help=f"HQS iterations per global iteration (default: {DEBLUR_HQS_ITERS})")
@@ -444,11 +447,13 @@ class OutputPlan:
     flow_png: Optional[Path]     #: colour-coded flow (``--save-flow``)
     flow_npy: Optional[Path]     #: raw flow (``--flow-npy``)
     renamed: bool = False        #: the stem clashed with an earlier input's outputs
+    kernel_png: Optional[Path] = None  #: the estimated camera-shake kernel (``--save-kernel``)
 
 
 def plan_outputs(files: Sequence[Path], outdir: Path, save_flow: bool = False,
-                 flow_npy: bool = False) -> List[OutputPlan]:
-    """Output paths for ``files``: ``<stem>.png`` (+ ``<stem>_flow.png`` / ``.npy``), no clashes.
+                 flow_npy: bool = False, save_kernel: bool = False) -> List[OutputPlan]:
+    """Output paths for ``files``: ``<stem>.png`` (+ ``<stem>_flow.png`` / ``.npy``, or
+    ``<stem>_kernel.png``), no clashes.
 
     A file whose names are already taken by an earlier file (same stem, or ``x_flow.png``
     next to ``x.png`` with ``--save-flow``) gets ``<stem>_1``, ``<stem>_2``, … Names are
@@ -466,15 +471,16 @@ def plan_outputs(files: Sequence[Path], outdir: Path, save_flow: bool = False,
                 names.append(base + "_flow.png")
             if flow_npy:
                 names.append(base + "_flow.npy")
+            if save_kernel:
+                names.append(base + "_kernel.png")
             if not any(n.casefold() in taken for n in names):
                 break
             k += 1
         taken.update(n.casefold() for n in names)
+        named = {n[len(base):]: outdir / n for n in names[1:]}  # by suffix
         plans.append(OutputPlan(
-            f, outdir / names[0],
-            outdir / names[1] if len(names) > 1 else None,
-            outdir / names[2] if len(names) > 2 else None,
-            renamed=k > 0))
+            f, outdir / names[0], named.get("_flow.png"), named.get("_flow.npy"),
+            renamed=k > 0, kernel_png=named.get("_kernel.png")))
     return plans
 
 
@@ -492,7 +498,7 @@ def _overwrite_conflicts(plans: Sequence[OutputPlan], inputs: Sequence[Path]) ->
     by_key = {os.path.normcase(str(p.resolve())): p for p in inputs}
     out = []
     for pl in plans:
-        for o in (pl.image, pl.flow_png, pl.flow_npy):
+        for o in (pl.image, pl.flow_png, pl.flow_npy, pl.kernel_png):
             if o is None:
                 continue
             hit = by_key.get(os.path.normcase(str(o.resolve())))
@@ -610,7 +616,8 @@ _FLOW_ONLY = {"iterations": 1, "flow_scale": 1.0, "save_flow": False, "flow_npy"
 def _shake_conflicts(args: argparse.Namespace) -> List[str]:
     """The command-line options given that do not go with --shake (or --kernel-size without it)."""
     if not args.shake:
-        return ["--kernel-size"] if args.kernel_size is not None else []
+        return (["--kernel-size"] if args.kernel_size is not None else []) + \
+            (["--save-kernel"] if args.save_kernel else [])
     return ["--" + k.replace("_", "-") for k, default in _FLOW_ONLY.items() if getattr(args, k) != default]
 
 
@@ -628,7 +635,7 @@ def _run_deblur(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if outdir.exists() and not outdir.is_dir():
         print(f"pnpdeblur deblur: error: output {outdir} exists and is not a folder", file=sys.stderr)
         return EXIT_USAGE
-    plans = plan_outputs(files, outdir, save_flow, args.flow_npy)
+    plans = plan_outputs(files, outdir, save_flow, args.flow_npy, save_kernel=args.save_kernel)
     conflicts = _overwrite_conflicts(plans, files)
     if conflicts:
         for o, i in conflicts:
@@ -743,6 +750,9 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
                 _imsave(pl.flow_png, flow_to_color(flow, symmetric=True))  # blur: m ≡ −m
                 if pl.flow_npy is not None:
                     _atomic_save(pl.flow_npy, lambda p: np.save(p, flow))
+            if pl.kernel_png is not None:
+                k = np.asarray(res.kernel, dtype=np.float64)
+                _imsave(pl.kernel_png, np.round(255.0 * k / k.max()).astype(np.uint8))
         except (OSError, ValueError, TypeError) as e:  # disk full, permissions, encoder refusals
             _err(f"pnpdeblur: cannot write the result of {pl.source}: {e}")
             failed.append(str(pl.source))

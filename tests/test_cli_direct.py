@@ -149,7 +149,7 @@ def test_deblur_defaults_and_types():
     assert (a.hqs_iters, a.cg_iters, a.flow_weights, a.no_flow_ensemble) == (4, 5, None, False)
     assert (a.saturation, a.no_saturation) == (0.98, False)
     assert a.boundary == "unknown" and a.gamma is None
-    assert a.shake is False and a.kernel_size is None
+    assert a.shake is False and a.kernel_size is None and a.save_kernel is False
     for bad in (["--saturation", "0"], ["--saturation", "1.2"], ["--saturation", "nan"],
                 ["--saturation", "0.9", "--no-saturation"], ["--boundary", "zero"], ["--gamma", "0.5"],
                 ["--gamma", "4.5"], ["--gamma", "nan"]):
@@ -356,6 +356,10 @@ def test_plan_outputs_names(tmp_path):
     assert [p.image.name for p in cli.plan_outputs([Path("x.png"), Path("x_flow.png")], out)] == \
         ["x.png", "x_flow.png"]
     assert cli.plan_outputs([], out) == []
+    plans = cli.plan_outputs([Path("x.png"), Path("x_kernel.png")], out, save_kernel=True)
+    assert [(p.image.name, p.flow_png, p.flow_npy, p.kernel_png.name, p.renamed) for p in plans] == [
+        ("x.png", None, None, "x_kernel.png", False), ("x_kernel_1.png", None, None, "x_kernel_1_kernel.png", True)]
+    assert all(p.kernel_png is None for p in cli.plan_outputs([Path("x.png")], out, save_flow=True))
 
 
 def test_overwrite_conflicts(tmp_path):
@@ -372,6 +376,11 @@ def test_overwrite_conflicts(tmp_path):
     assert cli._overwrite_conflicts(plans, [f, g]) == [(d / "f_flow.png", f)]
     plans = cli.plan_outputs([f, g], tmp_path / "elsewhere", save_flow=True)
     assert cli._overwrite_conflicts(plans, [f, g]) == []
+    k = _save(d / "a_kernel.png", _u8(3))
+    plans = cli.plan_outputs([a], tmp_path / "elsewhere2", save_kernel=True)
+    assert cli._overwrite_conflicts(plans, [a, k]) == []
+    plans = cli.plan_outputs([Path(tmp_path / "z" / "a.png")], d, save_kernel=True)
+    assert cli._overwrite_conflicts(plans, [tmp_path / "z" / "a.png", k]) == [(d / "a_kernel.png", k)]
     plans = cli.plan_outputs([Path(tmp_path / "z" / "f.png")], d, save_flow=True)
     assert cli._overwrite_conflicts(plans, [tmp_path / "z" / "f.png", f]) == [(d / "f_flow.png", f)]
     # a hard link: another path text, the same file
@@ -710,6 +719,8 @@ def test_load_models_default_flow_model(monkeypatch):
 class FakeShake:
     """Stands in for pd.deblur_shake: records its arguments, returns a known transform."""
 
+    kernel = np.array([[0.0, 0.1, 0.0], [0.05, 0.5, 0.2], [0.0, 0.15, 0.0]])
+
     def __init__(self, sharp=False):
         self.calls, self.sharp = [], sharp
 
@@ -717,8 +728,8 @@ class FakeShake:
         self.calls.append((image, kernel_size, kw))
         hist = [{"kernel_length": 2.5, "threshold": 7.0}]
         if self.sharp:
-            return SimpleNamespace(x=image.copy(), kernel=np.ones((3, 3)) / 9, unchanged=[True], history=hist)
-        return SimpleNamespace(x=0.5 * image + 0.25, kernel=np.ones((3, 3)) / 9, unchanged=[False], history=hist)
+            return SimpleNamespace(x=image.copy(), kernel=self.kernel, unchanged=[True], history=hist)
+        return SimpleNamespace(x=0.5 * image + 0.25, kernel=self.kernel, unchanged=[False], history=hist)
 
 
 def test_deblur_shake_option_calls_pd_deblur_shake(tmp_path, fake, monkeypatch, capsys):
@@ -737,6 +748,13 @@ def test_deblur_shake_option_calls_pd_deblur_shake(tmp_path, fake, monkeypatch, 
     want = io.imread(str(a)).astype(np.float32) / 255
     assert np.array_equal(image, want)
     assert np.array_equal(io.imread(str(out / "a.png")), _storage8(0.5 * want.astype(np.float64) + 0.25))
+    assert sorted(os.listdir(out)) == ["a.png"]
+    shake.calls.clear()
+    assert cli.main(["deblur", str(a), "-o", str(out), "--shake", "--save-kernel", "--no-progress"]) == 0
+    assert sorted(os.listdir(out)) == ["a.png", "a_kernel.png"]
+    written = io.imread(str(out / "a_kernel.png"))
+    assert written.dtype == np.uint8 and written.shape == (3, 3)
+    np.testing.assert_array_equal(written, np.round(255 * shake.kernel / shake.kernel.max()).astype(np.uint8))
     shake.calls.clear()
     assert cli.main(["deblur", str(a), "-o", str(out), "--shake", "--kernel-size", "41", "--noise-level", "0.02",
                      "--boundary", "replicate", "--no-saturation", "--gamma", "2.2", "--no-progress",
@@ -778,6 +796,12 @@ def test_deblur_kernel_size_needs_shake_and_is_odd(tmp_path, fake, capsys):
     a = _save(tmp_path / "a.png", _u8(23))
     assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--kernel-size", "21"]) == cli.EXIT_USAGE
     assert "--kernel-size needs --shake" in capsys.readouterr().err
+    assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--save-kernel"]) == cli.EXIT_USAGE
+    assert "--save-kernel needs --shake" in capsys.readouterr().err
+    assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--save-kernel", "--kernel-size", "5"]) == \
+        cli.EXIT_USAGE
+    assert "--kernel-size, --save-kernel needs --shake" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and fake.calls == []
     _, d = _sub("deblur")
     for bad in ("20", "1", "0", "x"):
         with pytest.raises(SystemExit):
@@ -1578,6 +1602,7 @@ _OPTIONS = {
         (["--gamma"], "G", "the photos' tone curve as a power law"),
         (["--shake"], None, "estimate one curved camera-shake kernel for the whole photo"),
         (["--kernel-size"], "PX", "with --shake: odd bound on the blur's extent in pixels"),
+        (["--save-kernel"], None, "with --shake: also write <stem>_kernel.png"),
         (["--hqs-iters"], "N", "HQS iterations per global iteration"),
         (["--cg-iters"], "N", "conjugate-gradient budget of each HQS x-step"),
         (["--no-flow-ensemble"], None, "run SEN once per flow estimate instead of averaging it over the 8 flips"),
