@@ -607,18 +607,17 @@ def _resolve_device(spec: Optional[str], distributed: bool) -> Optional[str]:
     return str(dev)
 
 
-# flow-model options that --shake cannot honour, with their defaults
-_FLOW_ONLY = {"iterations": 1, "flow_scale": 1.0, "save_flow": False, "flow_npy": False,
-              "hqs_iters": DEBLUR_HQS_ITERS, "cg_iters": DEBLUR_CG_ITERS, "no_flow_ensemble": False,
-              "flow_weights": None}
+# flow-model options that --shake cannot honour, and --shake's own options
+_FLOW_ONLY = ("iterations", "flow_scale", "save_flow", "flow_npy", "hqs_iters", "cg_iters", "no_flow_ensemble",
+              "flow_weights")
+_SHAKE_ONLY = ("kernel_size", "save_kernel")
 
 
 def _shake_conflicts(args: argparse.Namespace) -> List[str]:
-    """The command-line options given that do not go with --shake (or --kernel-size without it)."""
-    if not args.shake:
-        return (["--kernel-size"] if args.kernel_size is not None else []) + \
-            (["--save-kernel"] if args.save_kernel else [])
-    return ["--" + k.replace("_", "-") for k, default in _FLOW_ONLY.items() if getattr(args, k) != default]
+    """The options given (away from the parser's defaults) that do not go with --shake, or that
+    need it."""
+    other = _FLOW_ONLY if args.shake else _SHAKE_ONLY
+    return ["--" + k.replace("_", "-") for k in other if getattr(args, k) != args.sub_parser.get_default(k)]
 
 
 def _run_deblur(args: argparse.Namespace, extra: Sequence[str]) -> int:
