@@ -457,9 +457,12 @@ def test_help_explains_each_recipe_option(capsys):
                  "--crop CROP training crop (paper: 128)",
                  "--max-sigma MAX_SIGMA σ drawn in [0, this] (paper: 50/255)",
                  "--lr LR Adam learning rate (paper: 1e-4)",
+                 "--warmup WARMUP linear lr warm-up: a number of steps, or a fraction of the steps if < 1",
                  "--halve-at HALVE_AT fractions of the steps where lr halves",
                  "--val-images VAL_IMAGES last files of --data held out for validation",
-                 "--threads THREADS torch CPU threads --device"):
+                 "--threads THREADS torch CPU threads --time-budget SECONDS train for about this long: a short "
+                 "probe measures the step rate and sets --steps to fill 90% of it; training stops at this time "
+                 "regardless --device"):
         assert line in text, line
 
 

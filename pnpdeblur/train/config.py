@@ -65,6 +65,13 @@ class TrainConfig:
         Folder for ``log.csv``, ``log.json``, ``loss.png`` and ``last.pt``.
     progress : bool
         Show a tqdm bar (rank 0 only).
+    time_limit_s : float or None
+        Stop once this many seconds of training (summed over resumed runs) have passed, as
+        if that step were the last: it is logged, validated and checkpointed, and
+        :attr:`Trainer.stopped_by_time` is set. The learning-rate schedule stays defined over
+        ``steps``, so a run cut short never reaches its last decay: size ``steps`` to the
+        time (see :func:`pnpdeblur.train.budget.steps_for_budget`) and keep this as the
+        safety net. ``None``: no limit.
     """
 
     steps: int = 1000
@@ -90,6 +97,7 @@ class TrainConfig:
     out_dir: Optional[str] = None
     progress: bool = True
     amp_dtype: Optional[str] = None
+    time_limit_s: Optional[float] = None
 
     def __post_init__(self) -> None:
         # JSON turns tuples into lists and paths are often Path objects: normalise first.
@@ -155,6 +163,8 @@ class TrainConfig:
         real("lr_gamma", self.lr_gamma, True)
         if self.grad_clip is not None:
             real("grad_clip", self.grad_clip, True)
+        if self.time_limit_s is not None:
+            real("time_limit_s", self.time_limit_s, True)
         for name in ("amp", "compile", "progress"):
             flag(name)
         if self.amp_dtype not in _AMP_DTYPES:

@@ -17,6 +17,7 @@ Usage::
 
     pnpdeblur train drunet --data .data/bsds500/train --small --steps 2000 --threads 2
     pnpdeblur train drunet --data photos/ --steps 800000 --batch 16 --crop 128 --device cuda --amp  # paper
+    pnpdeblur train drunet --data photos/ --features 32,64,128,256 --blocks 2 --time-budget 600 --amp  # 10 min
     pnpdeblur train drunet --help
 """
 from __future__ import annotations
@@ -34,6 +35,7 @@ from torch.utils.data import Dataset
 from ..data import list_images, read_image, sample_image, sample_images
 from ..nets.drunet import DRUNET_PRETRAINED_PATH, PAPER_CONFIG, SMALL_CONFIG, DRUNet
 from ._cli import add_engine_arguments, engine_options, export_weights
+from .budget import measure_step_rate, steps_for_budget
 
 __all__ = ["HELD_OUT_SAMPLES", "MAX_SIGMA", "VAL_SIGMAS", "CleanCropDataset", "NoisyValDataset",
            "training_photos", "make_loss_fn", "val_fn", "psnr_batch", "parse_args", "main"]
@@ -203,9 +205,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--crop", type=int, default=128, help="training crop (paper: 128)")
     ap.add_argument("--max-sigma", type=float, default=MAX_SIGMA, help="σ drawn in [0, this] (paper: 50/255)")
     ap.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (paper: 1e-4)")
+    ap.add_argument("--warmup", type=float, default=0.0,
+                    help="linear lr warm-up: a number of steps, or a fraction of the steps if < 1 (default none)")
     ap.add_argument("--halve-at", default="0.5,0.75,0.875", help="fractions of the steps where lr halves")
     ap.add_argument("--val-images", type=int, default=8, help="last files of --data held out for validation")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                    help="train for about this long: a short probe measures the step rate and sets --steps "
+                    "to fill 90%% of it; training stops at this time regardless")
     add_engine_arguments(ap, run_dir="runs/drunet", out=DRUNET_PRETRAINED_PATH, val_items=24, log_every=25,
                          val_every=250, ckpt_every=50, grad_clip=False)
     return ap.parse_args(argv)
@@ -229,16 +236,31 @@ def main(argv=None) -> Path:
     model = DRUNet(**config)
     train_photos, val_photos = training_photos(args.data, args.val_images if args.data else 0,
                                                skimage=not args.no_skimage)
-    train = CleanCropDataset(train_photos, args.steps * args.batch, args.crop, seed=args.seed)
+    loss_fn = make_loss_fn(args.max_sigma)
+    steps, rate = args.steps, None
+    if args.time_budget is not None:
+        if not args.time_budget > 0:
+            raise ValueError(f"--time-budget must be > 0 seconds, got {args.time_budget}")
+        if torch.cuda.is_available() and args.device != "cpu":
+            torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its kernels
+        probe = CleanCropDataset(train_photos, args.batch, args.crop, seed=args.seed + 1)
+        batch = {"clean": torch.stack([probe[i]["clean"] for i in range(args.batch)])}
+        rate = measure_step_rate(model, loss_fn, batch, device=args.device, amp=args.amp, lr=args.lr)
+        steps = steps_for_budget(args.time_budget, rate)
+        print(json.dumps({"probe_steps_per_s": round(rate, 2), "steps": steps}), flush=True)
+    train = CleanCropDataset(train_photos, steps * args.batch, args.crop, seed=args.seed)
     val = NoisyValDataset(val_photos, args.val_items, args.crop) if val_photos else None
-    milestones = tuple(sorted({int(args.steps * float(f)) for f in args.halve_at.split(",") if f.strip()} - {0}))
+    if not args.warmup >= 0:
+        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+    warmup = min(steps, int(round(args.warmup * steps)) if args.warmup < 1 else int(args.warmup))
+    milestones = tuple(sorted({int(steps * float(f)) for f in args.halve_at.split(",") if f.strip()} - {0}))
     cfg = TrainConfig(
-        steps=args.steps, batch_size=args.batch, lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
-        lr_milestones=milestones, lr_gamma=0.5,
+        steps=steps, batch_size=args.batch, lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
+        lr_milestones=milestones, lr_gamma=0.5, time_limit_s=args.time_budget, warmup_steps=warmup,
         **{**engine_options(args), "val_every": args.val_every if val is not None else 0},
     )
     t0 = time.time()
-    trainer = Trainer(model, cfg, train, make_loss_fn(args.max_sigma), val_data=val,
+    trainer = Trainer(model, cfg, train, loss_fn, val_data=val,
                       val_fn=val_fn if val is not None else None)
     trainer.fit()
     out = Path(args.out)
@@ -254,6 +276,7 @@ def main(argv=None) -> Path:
         "max_sigma": args.max_sigma, "loss": "L1", "crop": args.crop,
         "seconds": round(time.time() - t0, 1), "torch": torch.__version__,
         "device": str(trainer.device),
+        "time_budget_s": args.time_budget, "probe_steps_per_s": rate, "stopped_by_time": trainer.stopped_by_time,
     }
     meta = {"data": provenance, "input": "noisy (N, C, H, W) in [0, 1] and sigma on the [0, 1] scale",
             "output": "clean image (N, C, H, W)"}

@@ -281,6 +281,8 @@ class Trainer:
         self._started = False  # RNGs seeded or restored
         self._t0: Optional[float] = None  # start of the running fit()
         self._win: Dict[str, Any] = _empty_window()
+        #: True once a fit() stopped at ``cfg.time_limit_s`` before ``cfg.steps``.
+        self.stopped_by_time = False
 
     # ----------------------------------------------------------------- setup
     @staticmethod
@@ -332,7 +334,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ train
     def fit(self, resume: bool = True) -> "Trainer":
-        """Train until ``cfg.steps`` optimiser steps are done.
+        """Train until ``cfg.steps`` optimiser steps are done (or ``cfg.time_limit_s`` is spent).
 
         Parameters
         ----------
@@ -352,7 +354,11 @@ class Trainer:
         if not self._started:
             seed_everything(derive_seed(cfg.seed, self.rank))
             self._started = True
+        self.stopped_by_time = False
         if self.step >= cfg.steps:
+            return self
+        if cfg.time_limit_s is not None and self._elapsed >= cfg.time_limit_s:
+            self.stopped_by_time = True  # a resumed run whose time was already spent
             return self
 
         bar = None
@@ -365,7 +371,7 @@ class Trainer:
         step0 = self.step
         win = self._win  # log-window sums; saved with the state so logs resume exactly too
         try:
-            while self.step < cfg.steps:
+            while self.step < cfg.steps and not self.stopped_by_time:
                 if self.batch_in_epoch >= self.batches_per_epoch:
                     self.epoch += 1
                     self.batch_in_epoch = 0
@@ -384,7 +390,7 @@ class Trainer:
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.3g}", samples_s=f"{sps:.1f}", refresh=False)
-                    last = self.step >= cfg.steps
+                    last = self.step >= cfg.steps or self._out_of_time(elapsed)
                     if cfg.log_every and (self.step % cfg.log_every == 0 or last):
                         self._log_train(win, lr, sps, self._elapsed + elapsed)
                         win = self._win = _empty_window()
@@ -400,6 +406,20 @@ class Trainer:
             if bar is not None:
                 bar.close()
         return self
+
+    def _out_of_time(self, elapsed: float) -> bool:
+        """Whether ``cfg.time_limit_s`` is spent (all ranks agree: rank 0's clock decides)."""
+        limit = self.cfg.time_limit_s
+        if limit is None:
+            return False
+        spent = self._elapsed + elapsed >= limit
+        if self.distributed:
+            # Ranks' clocks differ: rank 0's verdict, summed to every rank, so that no rank
+            # leaves the loop while another waits in a collective.
+            flag = torch.tensor([float(spent and self.is_main)], device=self.device)
+            spent = D.all_reduce_sum(flag).item() > 0
+        self.stopped_by_time = bool(spent)
+        return self.stopped_by_time
 
     def _train_step(self, batch: Any) -> Tuple[float, Dict[str, Any], Optional[torch.Tensor], float]:
         cfg = self.cfg
@@ -586,7 +606,7 @@ class Trainer:
                                   f"({type(self.train_data).__name__}); the run is no longer exact", stacklevel=2)
             else:
                 self.train_data.load_state_dict(st["data"])
-        ignore = {"progress", "out_dir", "log_every", "val_every", "ckpt_every", "num_workers"}
+        ignore = {"progress", "out_dir", "log_every", "val_every", "ckpt_every", "num_workers", "time_limit_s"}
         old = st.get("config", {})
         changed = sorted(k for k, v in self.cfg.to_dict().items() if k not in ignore and old.get(k, v) != v)
         if changed and self.is_main:

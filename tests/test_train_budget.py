@@ -1,0 +1,265 @@
+"""Training to a time budget: TrainConfig.time_limit_s, measure_step_rate, steps_for_budget, --time-budget.
+
+Time is faked: the loss functions advance a clock that replaces ``time.perf_counter`` in the
+module under test, so every expected step count below is exact.
+"""
+import types
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pnpdeblur.checkpoints import read_header
+from pnpdeblur.train import budget as Bu
+from pnpdeblur.train import engine as E
+from pnpdeblur.train.budget import measure_step_rate, steps_for_budget
+from pnpdeblur.train.config import TrainConfig
+from pnpdeblur.train.engine import Trainer
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def perf_counter(self):
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    c = Clock()
+    monkeypatch.setattr(E, "time", types.SimpleNamespace(perf_counter=c.perf_counter))
+    monkeypatch.setattr(Bu, "time", types.SimpleNamespace(perf_counter=c.perf_counter))
+    monkeypatch.setattr(E, "plot_history", lambda *a, **k: None)
+    return c
+
+
+class Data(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return {"x": torch.tensor([float(i), 1.0], dtype=torch.float64), "y": torch.tensor(float(i % 3))}
+
+
+def linear():
+    m = nn.Linear(2, 1, bias=False).double()
+    with torch.no_grad():
+        m.weight.fill_(0.1)
+    return m
+
+
+def timed_loss(clock, seconds):
+    """MSE loss that takes ``seconds`` of the fake clock per call."""
+
+    def loss_fn(model, batch):
+        clock.now += seconds
+        return ((model(batch["x"]).reshape(-1) - batch["y"]) ** 2).mean()
+
+    return loss_fn
+
+
+def val_fn(model, batch):
+    return {"mse": float(((model(batch["x"]).reshape(-1) - batch["y"]) ** 2).mean())}
+
+
+def config(tmp_path, **kw):
+    base = dict(steps=10, batch_size=2, lr=0.01, lr_milestones=(5,), lr_gamma=0.5, device="cpu", progress=False,
+                log_every=3, val_every=0, ckpt_every=0, out_dir=str(tmp_path / "run"))
+    return TrainConfig(**{**base, **kw})
+
+
+# --------------------------------------------------------------------------- time_limit_s
+def test_time_limit_stops_after_the_step_that_spends_it(tmp_path, clock):
+    t = Trainer(linear(), config(tmp_path, time_limit_s=3.5), Data(), timed_loss(clock, 1.0),
+                val_data=Data(), val_fn=val_fn)
+    t.fit()
+    # elapsed after step k is k seconds: step 4 is the first at or past 3.5 s.
+    assert t.step == 4 and t.stopped_by_time
+    rows = t.history
+    assert [r["step"] for r in rows if r["phase"] == "train"] == [3, 4]  # the stop is logged
+    assert [r["step"] for r in rows if r["phase"] == "val"] == [4]  # and validated
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert state["step"] == 4 and state["elapsed_s"] == pytest.approx(4.0)
+    # The schedule is still the one over 10 steps: the milestone at 5 was not reached.
+    assert t.scheduler.get_last_lr()[0] == pytest.approx(0.01)
+
+
+def test_no_limit_runs_every_step(tmp_path, clock):
+    t = Trainer(linear(), config(tmp_path), Data(), timed_loss(clock, 1.0))
+    t.fit()
+    assert t.step == 10 and not t.stopped_by_time
+    assert t.scheduler.get_last_lr()[0] == pytest.approx(0.005)
+
+
+def test_limit_counts_resumed_time(tmp_path, clock):
+    Trainer(linear(), config(tmp_path, time_limit_s=3.5), Data(), timed_loss(clock, 1.0)).fit()
+    # Same limit: already spent, no step is taken.
+    again = Trainer(linear(), config(tmp_path, time_limit_s=3.5), Data(), timed_loss(clock, 1.0))
+    again.fit()
+    assert again.step == 4 and again.stopped_by_time
+    # A larger limit on resume continues without a "changed settings" warning, to 4 + 3 = 7 s.
+    more = Trainer(linear(), config(tmp_path, time_limit_s=6.5), Data(), timed_loss(clock, 1.0))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        more.fit()
+    assert more.step == 7 and more.stopped_by_time
+
+
+def test_a_limit_above_the_run_does_not_stop_it(tmp_path, clock):
+    t = Trainer(linear(), config(tmp_path, time_limit_s=50.0), Data(), timed_loss(clock, 1.0))
+    t.fit()
+    assert t.step == 10 and not t.stopped_by_time
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), True, "10"])
+def test_time_limit_must_be_a_positive_number(bad):
+    with pytest.raises(ValueError, match="TrainConfig.time_limit_s"):
+        TrainConfig(time_limit_s=bad)
+
+
+def test_time_limit_round_trips():
+    c = TrainConfig(time_limit_s=12.5)
+    assert TrainConfig.from_dict(c.to_dict()).time_limit_s == 12.5
+
+
+# --------------------------------------------------------------------------- measure_step_rate
+def test_step_rate_is_timed_steps_over_their_time_and_leaves_the_model(clock):
+    calls = []
+
+    def loss_fn(model, batch):
+        calls.append(model.training)
+        clock.now += 0.25
+        return ((model(batch["x"]).reshape(-1) - batch["y"]) ** 2).mean()
+
+    model = linear()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batch = {"x": torch.tensor([[1.0, 2.0], [3.0, 1.0]], dtype=torch.float64), "y": torch.tensor([1.0, 0.0])}
+    rate = measure_step_rate(model, loss_fn, batch, device="cpu", steps=8, warmup=3)
+    assert rate == pytest.approx(4.0)  # 8 steps in 8 × 0.25 s
+    assert len(calls) == 11 and all(calls)  # warm-up + timed steps, in training mode
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])  # the probe trains a copy
+
+
+def test_step_rate_probe_really_trains_its_copy(clock):
+    seen = []
+
+    def loss_fn(model, batch):
+        seen.append(float(model.weight.detach()[0, 0]))
+        clock.now += 1.0
+        return ((model(batch["x"]).reshape(-1) - batch["y"]) ** 2).mean()
+
+    batch = {"x": torch.tensor([[1.0, 2.0]], dtype=torch.float64), "y": torch.tensor([5.0])}
+    measure_step_rate(linear(), loss_fn, batch, device="cpu", steps=3, warmup=1, lr=0.1)
+    assert len(set(seen)) == 4  # Adam moved the weight at every step
+
+
+def test_step_rate_accepts_a_loss_with_extras(clock):
+    def loss_fn(model, batch):
+        clock.now += 0.5
+        return (model(batch["x"]) ** 2).mean(), {"psnr": 1.0}
+
+    assert measure_step_rate(linear(), loss_fn, {"x": torch.ones(2, 2, dtype=torch.float64)},
+                             device="cpu", steps=2, warmup=0) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("kw,match", [({"steps": 0}, "steps must be an int >= 1"),
+                                      ({"warmup": -1}, "warmup must be an int >= 0"),
+                                      ({"steps": 2.0}, "steps must be an int"),
+                                      ({"warmup": True}, "warmup must be an int")])
+def test_step_rate_checks_its_counts(kw, match):
+    with pytest.raises(ValueError, match=match):
+        measure_step_rate(linear(), lambda m, b: m(b).sum(), torch.ones(1, 2, dtype=torch.float64), **kw)
+
+
+def test_step_rate_checks_model_and_loss():
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        measure_step_rate(lambda x: x, lambda m, b: b, torch.ones(1))
+    with pytest.raises(TypeError, match="loss_fn must be callable"):
+        measure_step_rate(linear(), None, torch.ones(1))
+    frozen = linear().requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        measure_step_rate(frozen, lambda m, b: m(b).sum(), torch.ones(1, 2, dtype=torch.float64), device="cpu")
+
+
+# --------------------------------------------------------------------------- steps_for_budget
+@pytest.mark.parametrize("seconds,rate,fill,expect", [(100, 3.0, 0.9, 270), (10, 0.35, 1.0, 3), (1, 2.5, 0.5, 1),
+                                                      (600, 41.7, 0.9, 22518)])
+def test_steps_for_budget_closed_form(seconds, rate, fill, expect):
+    assert steps_for_budget(seconds, rate, fill=fill) == expect == int(np.floor(seconds * rate * fill))
+
+
+def test_steps_for_budget_minimum():
+    assert steps_for_budget(1.0, 0.01) == 1
+    assert steps_for_budget(1.0, 0.01, minimum=5) == 5
+
+
+@pytest.mark.parametrize("kw,match", [({"seconds": 0}, "seconds must be"), ({"rate": float("nan")}, "rate must be"),
+                                      ({"rate": -2.0}, "rate must be"), ({"fill": 1.5}, "fill must be"),
+                                      ({"fill": 0}, "fill must be"), ({"minimum": 0}, "minimum must be"),
+                                      ({"seconds": True}, "seconds must be")])
+def test_steps_for_budget_checks(kw, match):
+    args = {"seconds": 10.0, "rate": 2.0, **kw}
+    with pytest.raises(ValueError, match=match):
+        steps_for_budget(args.pop("seconds"), args.pop("rate"), **args)
+
+
+# --------------------------------------------------------------------------- the DRUNet recipe
+def test_drunet_time_budget_sizes_the_run(tmp_path, monkeypatch):
+    import imageio.v3 as iio
+
+    from pnpdeblur.train import drunet as R
+
+    data = tmp_path / "photos"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        iio.imwrite(data / f"im{i}.png", (rng.random((24, 30, 3)) * 255).astype(np.uint8))
+    probes = []
+
+    def fake_rate(model, loss_fn, batch, **kw):
+        probes.append((tuple(batch["clean"].shape), kw))
+        return 5.0
+
+    monkeypatch.setattr(R, "measure_step_rate", fake_rate)
+    out = tmp_path / "w.safetensors"
+    R.main(["--data", str(data), "--no-skimage", "--val-images", "1", "--val-items", "2", "--features", "4,4,4,4",
+            "--blocks", "1", "--time-budget", "2", "--warmup", "0.25", "--batch", "2", "--crop", "16", "--lr", "1e-3",
+            "--device", "cpu", "--ckpt-every", "0", "--run-dir", str(tmp_path / "run"), "--out", str(out),
+            "--no-progress"])
+    assert probes == [((2, 3, 16, 16), {"device": "cpu", "amp": False, "lr": 1e-3})]
+    header = read_header(out)
+    # floor(2 s × 5 steps/s × 0.9) = 9 steps; lr halved at 1/2, 3/4, 7/8 of them.
+    assert header["steps"] == 9
+    training = header["metadata"]["training"] if "metadata" in header else header["training"]
+    assert training["steps"] == 9 and training["lr_milestones"] == [4, 6, 7]
+    assert training["time_limit_s"] == 2.0
+    assert training["warmup_steps"] == 2  # round(0.25 × 9): a fraction of the sized run
+    prov = header["data"] if "data" in header else header["metadata"]["data"]
+    assert prov["time_budget_s"] == 2.0 and prov["probe_steps_per_s"] == 5.0
+
+
+def test_drunet_time_budget_must_be_positive(tmp_path):
+    from pnpdeblur.train import drunet as R
+
+    with pytest.raises(ValueError, match="--time-budget must be > 0"):
+        R.main(["--features", "4,4,4,4", "--blocks", "1", "--time-budget", "0", "--device", "cpu",
+                "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "w.safetensors"), "--no-progress"])
+
+
+def test_drunet_warmup_counts_steps_and_is_checked(tmp_path):
+    from pnpdeblur.train import drunet as R
+
+    base = ["--features", "4,4,4,4", "--blocks", "1", "--steps", "3", "--batch", "2", "--crop", "16",
+            "--device", "cpu", "--ckpt-every", "0", "--run-dir", str(tmp_path / "run"), "--no-progress"]
+    out = tmp_path / "w.safetensors"
+    R.main(base + ["--warmup", "2", "--out", str(out)])
+    header = read_header(out)
+    training = header["metadata"]["training"] if "metadata" in header else header["training"]
+    assert training["warmup_steps"] == 2
+    with pytest.raises(ValueError, match="--warmup must be >= 0"):
+        R.main(base + ["--warmup", "-1", "--out", str(tmp_path / "x.safetensors")])
