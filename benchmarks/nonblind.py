@@ -49,10 +49,11 @@ def metrics(x, ref):
 METHODS = {"hqs-tv": "HQS + TV", "hqs-dncnn": "HQS + DnCNN", "hqs-drunet": "HQS + DRUNet",
            "hqs-bm3d": "HQS + BM3D", "admm-tv": "ADMM + TV", "rl": "Richardson–Lucy (30 it)"}
 #: Variants run only when named in ``--methods`` (DRUNetPrior's geometric cycling off / the 4-flip ensemble).
-EXTRA_METHODS = {"hqs-drunet-nocycle": "HQS + DRUNet, no cycling", "hqs-drunet-ensemble": "HQS + DRUNet, 4-flip ensemble"}
+EXTRA_METHODS = {"hqs-drunet-nocycle": "HQS + DRUNet, no cycling", "hqs-drunet-ensemble": "HQS + DRUNet, 4-flip ensemble",
+                 "hqs-drunet-weights": "HQS + DRUNet, --drunet-weights"}
 
 
-def methods(noise, keys=tuple(METHODS)):
+def methods(noise, keys=tuple(METHODS), drunet_weights=None):
     def prior(key):
         if key == "hqs-tv":
             return TV()
@@ -64,6 +65,10 @@ def methods(noise, keys=tuple(METHODS)):
             return DRUNetPrior(cycle=False)
         if key == "hqs-drunet-ensemble":
             return DRUNetPrior(ensemble=True)
+        if key == "hqs-drunet-weights":
+            if drunet_weights is None:
+                raise SystemExit("--methods hqs-drunet-weights needs --drunet-weights PATH")
+            return DRUNetPrior(str(drunet_weights))
         from pnpdeblur.priors.bm3d import BM3D
 
         return BM3D()
@@ -92,7 +97,7 @@ def motion_cases(quick, n_images=None, settings=None):
             yield name, i, preset, noise
 
 
-def run_motion(quick, keys=tuple(METHODS), n_images=None, settings=None):
+def run_motion(quick, keys=tuple(METHODS), n_images=None, settings=None, drunet_weights=None):
     rows = []
     for name, i, preset, noise in motion_cases(quick, n_images, settings):
         x = sample_image(name, size=256, dtype=np.float32)
@@ -103,7 +108,7 @@ def run_motion(quick, keys=tuple(METHODS), n_images=None, settings=None):
         bp, bs = metrics(y, x)
         row = dict(image=name, preset=preset, max_m=float(np.hypot(flow[0], flow[1]).max()), noise=noise,
                    channels=int(x.shape[2]), blurred_psnr=bp, blurred_ssim=bs, results={})
-        for mname, fn in methods(noise, keys).items():
+        for mname, fn in methods(noise, keys, drunet_weights).items():
             t = time.perf_counter()
             out = fn(y, K)
             dt = time.perf_counter() - t
@@ -191,6 +196,8 @@ def main(argv=None):
     ap.add_argument("--images", type=int, default=None, help="use only the first N of the four photos")
     ap.add_argument("--settings", default=None,
                     help="comma-separated preset:sigma pairs (default: " + ",".join(f"{p}:{n}" for p, n in SETTINGS) + ")")
+    ap.add_argument("--drunet-weights", type=Path, default=None,
+                    help="a DRUNet checkpoint for the method hqs-drunet-weights (e.g. a candidate before shipping)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("nonblind.json"))
     args = ap.parse_args(argv)
     if args.methods is None:
@@ -216,7 +223,7 @@ def main(argv=None):
     result["quick"] = args.quick
     result["methods"], result["images"] = keys, args.images
     if args.part in ("all", "motion"):
-        rows = run_motion(args.quick, keys, args.images, settings)
+        rows = run_motion(args.quick, keys, args.images, settings, args.drunet_weights)
         result["per_image"], result["summary"] = rows, summarise(rows)
         args.out.write_text(json.dumps(result, indent=2))
     if "summary" in result:

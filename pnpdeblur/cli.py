@@ -100,8 +100,15 @@ def _prior_drunet():
     return DRUNetPrior()
 
 
+def _prior_drunet_medium():
+    from .priors import DRUNetPrior
+
+    return DRUNetPrior(variant="medium")
+
+
 #: ``--prior`` choices → factory of the HQS prior.
-PRIORS: Dict[str, Callable[[], Any]] = {"dncnn": _prior_dncnn, "tv": _prior_tv, "drunet": _prior_drunet}
+PRIORS: Dict[str, Callable[[], Any]] = {"dncnn": _prior_dncnn, "tv": _prior_tv, "drunet": _prior_drunet,
+                                        "drunet-medium": _prior_drunet_medium}
 
 #: ``finetune --net NAME`` → the deblurring network class (a class, or ``"module:Class"``
 #: imported on use). ``--net PATH`` accepts a checkpoint of any of these classes.

@@ -165,7 +165,7 @@ def test_deblur_defaults_and_types():
     assert (a.iterations, a.prior, a.noise_level, a.flow_scale, a.device) == (3, "tv", 0.02, 0.5, "cpu")
     assert a.save_flow and a.flow_npy and a.no_progress and a.no_safeguard
     assert (a.blur_threshold, a.hqs_iters, a.cg_iters, a.flow_weights) == (2.5, 2, 4, Path("w.safetensors"))
-    assert sorted(next(x for x in d._actions if x.dest == "prior").choices) == ["dncnn", "drunet", "tv"]
+    assert sorted(next(x for x in d._actions if x.dest == "prior").choices) == ["dncnn", "drunet", "drunet-medium", "tv"]
 
 
 def test_finetune_defaults_and_types():
@@ -697,11 +697,14 @@ def test_prior_factories(monkeypatch):
     assert type(cli._prior_tv()) is priors.TV
 
     class Stand:
-        pass
+        def __init__(self, **kw):
+            self.kw = kw
 
     monkeypatch.setattr(priors, "DRUNetPrior", Stand)
-    assert type(cli._prior_drunet()) is Stand
+    assert type(cli._prior_drunet()) is Stand and cli._prior_drunet().kw == {}
+    assert cli._prior_drunet_medium().kw == {"variant": "medium"}
     assert cli.PRIORS["tv"] is cli._prior_tv and cli.PRIORS["drunet"] is cli._prior_drunet
+    assert cli.PRIORS["drunet-medium"] is cli._prior_drunet_medium
 
 
 def test_load_models_default_flow_model(monkeypatch):
