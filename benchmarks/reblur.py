@@ -193,10 +193,10 @@ def finetune_experiment(net, args) -> list:
             t0 = time.perf_counter()
             st = dict(st, supervised=sup if st["supervised"] is None else st["supervised"])
             tuned = finetune_reblur(net, _nchw(q.blurred).float(), steps=args.ft_steps, crop=crop, tau=args.tau,
-                                    seed=0, progress=False, device=device, **st)
+                                    margin=args.ft_margin, seed=0, progress=False, device=device, **st)
             p1, s1 = _score(tuned, q, centres, device)
             label = {k: (v if isinstance(v, (bool, int, str)) else "synthetic") for k, v in st.items()}
-            rows.append({"part": "finetune", "photo": name, **label,
+            rows.append({"part": "finetune", "photo": name, **label, "margin": args.ft_margin,
                          "psnr_before": round(p0, 3), "psnr_after": round(p1, 3), "gain_db": round(p1 - p0, 3),
                          "ssim_before": round(s0, 4), "ssim_after": round(s1, 4),
                          "seconds": round(time.perf_counter() - t0, 1)})
@@ -262,6 +262,8 @@ def main(argv=None):
                     help="blur of the synthetic supervised pairs (match the net's training data)")
     ap.add_argument("--ft-settings", default="all", help="'all' or comma-separated indices into the settings")
     ap.add_argument("--tau", type=float, default=0.5, help="tau of the fine-tuning reblur (0.5: no exposure gap)")
+    ap.add_argument("--ft-margin", type=lambda v: v if v == "reach" else int(v), default=0,
+                    help="border of each crop left out of the reblur loss: px or 'reach' (finetune_reblur's margin)")
     ap.add_argument("--flow-items", type=int, default=32, help="held-out clips of the flow part")
     ap.add_argument("--flownets", default=None, help="FlowNetS checkpoint to add to the flow part")
     args = ap.parse_args(argv)

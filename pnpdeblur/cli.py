@@ -283,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: two_segment)")
     ft.add_argument("--tau", type=_unit_float, default=1.0,
                     help="exposure cycle in (0, 1] (default: 1, as Chen et al.; 0.5 for exposures without gap)")
+    ft.add_argument("--margin", type=_margin, default=0, metavar="PX|reach",
+                    help="border of each crop left out of the reblur loss: pixels, or 'reach' for the blur's "
+                         "own reach (default: 0, as Chen et al.)")
     ft.add_argument("--steps", type=_positive_int, default=200, help="fine-tuning steps (default: 200)")
     ft.add_argument("--lr", type=_positive_float, default=1e-4, help="Adam learning rate (default: 1e-4)")
     ft.add_argument("--alpha", type=_nonneg_float, default=0.1, help="weight of the reblur loss (default: 0.1)")
@@ -333,6 +336,19 @@ def _positive_int(s: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def _margin(s: str):
+    """``--margin``: ``reach`` or an integer >= 0."""
+    if s == "reach":
+        return s
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 or 'reach', got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 or 'reach', got {s!r}")
     return v
 
 
@@ -908,7 +924,7 @@ def _run_finetune(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
     if device is not None:
         net = net.to(device)
-    opts = dict(frames=args.frames, kernel=args.kernel, tau=args.tau, steps=args.steps, lr=args.lr,
+    opts = dict(frames=args.frames, kernel=args.kernel, tau=args.tau, margin=args.margin, steps=args.steps, lr=args.lr,
                 alpha=args.alpha, supervised=supervised, flow=flow, flow_every=args.flow_every,
                 train_flow=args.train_flow, crop=args.crop,
                 batch_size=args.batch, seed=args.seed, progress=not args.no_progress)

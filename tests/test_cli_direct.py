@@ -180,8 +180,9 @@ def test_finetune_defaults_and_types():
     a = f.parse_args(["clip", "--net", "n", "--output", "o", "--frames", "2", "--kernel", "warp", "--tau", "0.5",
                       "--steps", "3", "--lr", "0.01", "--alpha", "0", "--pairs", "b", "s", "--single", "--flow", "f",
                       "--flow-every", "2", "--crop", "16", "--batch", "4", "--seed", "7", "--device", "cpu",
-                      "--save-net", "t.safetensors", "--no-progress"])
+                      "--save-net", "t.safetensors", "--no-progress", "--margin", "5"])
     assert (a.frames, a.kernel, a.tau, a.steps, a.lr, a.alpha) == (2, "warp", 0.5, 3, 0.01, 0.0)
+    assert a.margin == 5 and f.parse_args(["c", "--net", "n", "-o", "o"]).margin == 0
     assert a.pairs == [Path("b"), Path("s")] and a.single and (a.flow, a.flow_every, a.crop, a.batch) == ("f", 2, 16, 4)
     assert (a.seed, a.device, a.save_net, a.no_progress) == (7, "cpu", Path("t.safetensors"), True)
     assert f.parse_args(["c", "--net", "n", "-o", "o", "--reblur-only"]).reblur_only
@@ -223,7 +224,7 @@ def test_every_help_states_its_defaults_as_the_parser_has_them():
                 assert float(said) == act.default, (name, act.dest, said, act.default)
             else:
                 assert said == str(act.default), (name, act.dest, said, act.default)
-    assert checked == 16
+    assert checked == 17
 
 
 def test_help_texts(capsys):
@@ -1150,12 +1151,13 @@ def test_finetune_group_passes_options_and_writes_the_tuned_nets_frames(tmp_path
     out = tmp_path / "out"
     rc = cli.main(["finetune", str(d), "--net", "tiny", "-o", str(out), "--frames", "2", "--kernel", "lut",
                    "--tau", "0.5", "--steps", "5", "--lr", "0.002", "--alpha", "0.3", "--flow-every", "4",
-                   "--crop", "8", "--batch", "2", "--seed", "9", "--no-progress", "--reblur-only", "--device", "cpu"])
+                   "--crop", "8", "--batch", "2", "--seed", "9", "--no-progress", "--reblur-only", "--device", "cpu",
+                   "--margin", "reach"])
     assert rc == 0, capsys.readouterr().err
     (net, clip, kw), = ft.tune_calls
     assert net.tag == "shipped" and net.moved == [("cpu",)]
     assert clip.dtype == torch.float32 and torch.equal(clip, _frames(paths))
-    assert kw == dict(frames=2, kernel="lut", tau=0.5, steps=5, lr=0.002, alpha=0.3, supervised=False, flow="tvl1",
+    assert kw == dict(frames=2, kernel="lut", tau=0.5, margin="reach", steps=5, lr=0.002, alpha=0.3, supervised=False, flow="tvl1",
                       flow_every=4, train_flow=False, crop=8, batch_size=2, seed=9, progress=False, group=True)
     (tag, frames), = ft.deblur_calls
     assert tag == "tuned:None" and torch.equal(frames, clip)
@@ -1170,7 +1172,7 @@ def test_finetune_defaults(tmp_path, ft, capsys):
     assert cli.main(["finetune", str(d), "--net", "tiny", "-o", str(tmp_path / "o")]) == 0
     (net, _, kw), = ft.tune_calls
     assert net.moved == []  # no --device: the network stays where it is
-    assert kw == dict(frames=3, kernel="two_segment", tau=1.0, steps=200, lr=1e-4, alpha=0.1, supervised=None,
+    assert kw == dict(frames=3, kernel="two_segment", tau=1.0, margin=0, steps=200, lr=1e-4, alpha=0.1, supervised=None,
                       flow="tvl1", flow_every=20, train_flow=False, crop=128, batch_size=8, seed=0, progress=True,
                       group=True)
 
@@ -1618,6 +1620,7 @@ _OPTIONS = {
         (["--frames"], None, "blur model from 2 frames (F- = -F+) or 3 (both neighbours)"),
         (["--kernel"], None, "reblur model: per-pixel two-segment kernel, its look-up table, or warping"),
         (["--tau"], None, "exposure cycle in (0, 1]"),
+        (["--margin"], "PX|reach", "border of each crop left out of the reblur loss: pixels, or 'reach'"),
         (["--steps"], None, "fine-tuning steps"),
         (["--lr"], None, "Adam learning rate"),
         (["--alpha"], None, "weight of the reblur loss"),
@@ -1655,13 +1658,14 @@ def test_options_their_metavars_and_what_their_help_says(command):
             "--flow-weights": "(e.g. written by 'pnpdeblur train sen --out PATH')",
             "--kernel": "or warping (default: two_segment)",
             "--pairs": "(default: the library's synthetic pairs)",
-            "--tau": "(default: 1, as Chen et al.; 0.5 for exposures without gap)"}
+            "--tau": "(default: 1, as Chen et al.; 0.5 for exposures without gap)",
+            "--margin": "own reach (default: 0, as Chen et al.)"}
     n = 0
     for names, _, text in got:
         if names[-1] in ends and not (command == "finetune" and names[-1] == "--device"):
             assert text.endswith(ends[names[-1]]), (names, text)
             n += 1
-    assert n == {"deblur": 6, "finetune": 3}[command]
+    assert n == {"deblur": 6, "finetune": 4}[command]
 
 
 def test_subcommand_descriptions_and_usage_lines():
@@ -1784,6 +1788,8 @@ def test_overwrite_conflict_names_the_input_by_its_own_path(tmp_path):
     ("deblur", "--cg-iters", "-2", "expected a positive integer, got '-2'"),
     ("deblur", "--prior", "bm4d", "invalid choice: 'bm4d'"),
     ("finetune", "--tau", "0", r"expected a number in (0, 1], got '0'"),
+    ("finetune", "--margin", "-2", "expected an integer >= 0 or 'reach', got '-2'"),
+    ("finetune", "--margin", "auto", "expected an integer >= 0 or 'reach', got 'auto'"),
     ("finetune", "--steps", "0", "expected a positive integer, got '0'"),
     ("finetune", "--lr", "0", "expected a number > 0, got '0'"),
     ("finetune", "--alpha", "-1", "expected a number >= 0, got '-1'"),

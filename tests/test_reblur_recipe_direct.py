@@ -186,9 +186,10 @@ def test_reblur_only_uses_the_whole_batch_for_reblur_crops():
 def test_settings_record_every_choice():
     clip = _clip(6, 16, 12)
     tuned = _ft(_Scale(), clip, frames=2, kernel="lut", tau=0.5, steps=5, lr=2e-3, alpha=0.25, supervised=_Pairs(),
-                flow_every=2, crop=40, batch_size=3, supervised_share=0.3, milestones=(2, 9), lr_decay=0.5, seed=4)
+                flow_every=2, crop=40, batch_size=3, supervised_share=0.3, milestones=(2, 9), lr_decay=0.5, seed=4,
+                margin=2)
     assert tuned.reblur_settings == {
-        "frames": 2, "kernel": "lut", "tau": 0.5, "steps": 5, "lr": 2e-3, "alpha": 0.25, "hybrid": True,
+        "frames": 2, "kernel": "lut", "tau": 0.5, "margin": 2, "steps": 5, "lr": 2e-3, "alpha": 0.25, "hybrid": True,
         "n_reblur": 2, "n_supervised": 1, "flow": "function", "flow_every": 2, "flow_refreshes": 3,
         "train_flow": False, "group": True, "centres": [0, 1, 2, 3, 4, 5], "crop": 12, "milestone_steps": [], "seed": 4,
     }

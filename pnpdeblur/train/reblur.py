@@ -53,7 +53,7 @@ from torch.utils.data import Dataset
 
 from .._images import as_image_batch
 from ..estimation.optical_flow import _check_method, _flow_tensors
-from ..losses.reblur import REBLUR_KERNELS, reblur_loss
+from ..losses.reblur import REBLUR_KERNELS, reblur_loss, reblur_operator
 from ..operators._flow import MAX_FLOW
 
 __all__ = [
@@ -293,12 +293,17 @@ class ReblurObjective:
     flow_every : int
     joint : bool
         Flows from the model's own flow network, per call, with gradient (see above).
+    margin : int or "reach"
+        Border left out of L_U on each crop (:func:`~pnpdeblur.losses.reblur.reblur_loss`);
+        ``"reach"`` is the blur's reach for the crop's flows, capped at a quarter of the crop so
+        that at least its central half is always compared.
     """
 
     def __init__(self, clip: torch.Tensor, centres: Sequence[int], frames: int, kernel: str, tau: float,
-                 alpha: float, crop: int, flow: Union[str, Callable], flow_every: int, joint: bool = False):
+                 alpha: float, crop: int, flow: Union[str, Callable], flow_every: int, joint: bool = False,
+                 margin: Union[int, str] = 0):
         self.clip, self.centres = clip, sorted(set(int(c) for c in centres))
-        self.frames, self.kernel, self.tau, self.alpha = frames, kernel, tau, alpha
+        self.frames, self.kernel, self.tau, self.alpha, self.margin = frames, kernel, tau, alpha, margin
         self.crop, self.flow, self.flow_every, self.joint = crop, flow, flow_every, joint
         self.calls = 0
         self.refreshes = 0
@@ -344,8 +349,16 @@ class ReblurObjective:
         fn = _windows(self.flow_next, slots, ys, xs, c)
         fp = None if self.flow_prev is None else _windows(self.flow_prev, slots, ys, xs, c)
         out = run_net(model, blurred)
-        return reblur_loss(out.float(), blurred.float(), fn.float(), None if fp is None else fp.float(),
-                           kernel=self.kernel, tau=self.tau)
+        return self._loss(out.float(), blurred.float(), fn.float(), None if fp is None else fp.float())
+
+    def _loss(self, out: torch.Tensor, blurred: torch.Tensor, fn: torch.Tensor,
+              fp: Optional[torch.Tensor]) -> torch.Tensor:
+        """L_U with this objective's kernel, τ and margin (``"reach"`` capped at crop / 4)."""
+        margin = self.margin
+        if margin == "reach":
+            op = reblur_operator(out, fn, fp, kernel=self.kernel, tau=self.tau)[0]
+            margin = min(op.reach(), min(out.shape[-2:]) // 4)
+        return reblur_loss(out, blurred, fn, fp, kernel=self.kernel, tau=self.tau, margin=margin)
 
     def joint_reblur_term(self, model: JointNets, frames: torch.Tensor, ys: torch.Tensor,
                           xs: torch.Tensor) -> torch.Tensor:
@@ -374,8 +387,7 @@ class ReblurObjective:
         fn = _flow_tensors(d0, d_next.clamp(0.0, 1.0), model.flow) * sign.to(dev, deb.dtype).view(n, 1, 1, 1)
         fp = None if prv is None else _flow_tensors(d0, deb[2 * n:].clamp(0.0, 1.0), model.flow).clamp(-lim, lim)
         blurred = blurred_all[:n]
-        return reblur_loss(out.float(), blurred.float(), fn.clamp(-lim, lim).float(),
-                           None if fp is None else fp.float(), kernel=self.kernel, tau=self.tau)
+        return self._loss(out.float(), blurred.float(), fn.clamp(-lim, lim).float(), None if fp is None else fp.float())
 
     def __call__(self, model: Callable, batch: Dict[str, torch.Tensor]):
         self.calls += 1
@@ -417,6 +429,7 @@ def finetune_reblur(
     frames: int = 3,
     kernel: str = "two_segment",
     tau: float = 1.0,
+    margin: Union[int, str] = 0,
     steps: int = 200,
     lr: float = 1e-4,
     alpha: float = 0.1,
@@ -452,6 +465,11 @@ def finetune_reblur(
         Blur formation model (:func:`pnpdeblur.losses.reblur.reblur_loss`).
     tau : float in (0, 1]
         Exposure cycle (Chen: 1).
+    margin : int >= 0 or "reach"
+        Border left out of the reblur loss on each crop (default 0: all pixels, as Chen et
+        al.). ``"reach"``: the blur's reach for the crop's flows (capped at a quarter of the
+        crop), where the reblurred crop would read past the crop's edge; see
+        :func:`pnpdeblur.losses.reblur.reblur_loss`.
     steps : int
         Optimiser steps (paper: 200 self-supervised iterations).
     lr : float
@@ -526,6 +544,10 @@ def finetune_reblur(
         raise ValueError(f"kernel must be one of {REBLUR_KERNELS}, got {kernel!r}")
     _check_method(flow)
     tau = _real(tau, "tau", 0.0, 1.0, low_open=True)
+    if margin != "reach":
+        if isinstance(margin, bool) or not isinstance(margin, numbers.Integral) or margin < 0:
+            raise ValueError(f"margin must be an int >= 0 or 'reach', got {margin!r}")
+        margin = int(margin)
     steps = _int(steps, "steps", 1)
     lr = _real(lr, "lr", 0.0, low_open=True)
     alpha = _real(alpha, "alpha", 0.0)
@@ -562,6 +584,8 @@ def finetune_reblur(
                              f"needs its neighbours), got {target!r}")
         centres = [int(t)]
     crop = min(crop, h, w)
+    if margin != "reach" and 2 * margin >= crop:
+        raise ValueError(f"margin={margin} leaves no pixel of the {crop}² crops (margin < crop / 2 needed)")
 
     hybrid = supervised is not False
     if hybrid:
@@ -583,7 +607,8 @@ def finetune_reblur(
         tuned = copy.deepcopy(net)
     epoch_len = math.ceil(len(centres) / n_u)
     data = HybridBatches(steps, centres, (h, w), crop, n_u, n_s, sup_set, seed=seed)
-    objective = ReblurObjective(clip, centres, frames, kernel, tau, alpha, crop, flow, flow_every, joint=train_flow)
+    objective = ReblurObjective(clip, centres, frames, kernel, tau, alpha, crop, flow, flow_every, joint=train_flow,
+                                margin=margin)
     # Chen's epochs → the engine's step milestones (those past the last step never apply).
     milestone_steps = tuple(sorted({m * epoch_len for m in ms if m * epoch_len <= steps}))
     cfg = TrainConfig(steps=steps, batch_size=1, lr=lr, seed=seed, device=device, progress=progress,
@@ -601,7 +626,7 @@ def finetune_reblur(
     tuned.eval()
     tuned.reblur_history = list(trainer.history)
     tuned.reblur_settings = {
-        "frames": frames, "kernel": kernel, "tau": tau, "steps": steps, "lr": lr, "alpha": alpha,
+        "frames": frames, "kernel": kernel, "tau": tau, "margin": margin, "steps": steps, "lr": lr, "alpha": alpha,
         "hybrid": hybrid, "n_reblur": n_u, "n_supervised": n_s, "flow": flow if isinstance(flow, str) else
         type(flow).__name__, "flow_every": flow_every, "flow_refreshes": objective.refreshes,
         "train_flow": train_flow, "group": group, "centres": centres, "crop": crop,
