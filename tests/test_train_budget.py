@@ -263,3 +263,54 @@ def test_drunet_warmup_counts_steps_and_is_checked(tmp_path):
     assert training["warmup_steps"] == 2
     with pytest.raises(ValueError, match="--warmup must be >= 0"):
         R.main(base + ["--warmup", "-1", "--out", str(tmp_path / "x.safetensors")])
+
+
+# --------------------------------------------------------------------------- DDP (gloo)
+DDP_LIMIT_SCRIPT = """
+import sys, types, torch
+sys.path.insert(0, {tests!r})
+from test_train_budget import Data, linear
+from pnpdeblur.train import Trainer, TrainConfig, distributed
+from pnpdeblur.train import engine as E
+torch.set_num_threads(1)
+rank = int(__import__("os").environ["RANK"])
+now = [0.0]
+def tick():  # rank 0's clock runs 1 s a reading, rank 1's a thousand times slower
+    now[0] += 1.0 if rank == 0 else 0.001
+    return now[0]
+E.time = types.SimpleNamespace(perf_counter=tick)
+def loss_fn(model, batch):
+    return ((model(batch["x"]).reshape(-1) - batch["y"]) ** 2).mean()
+cfg = TrainConfig(steps=10, batch_size=2, lr=0.01, progress=False, device="cpu", log_every=0, time_limit_s=2.5)
+tr = Trainer(linear(), cfg, Data(), loss_fn)
+assert distributed.world_size() == 2
+tr.fit()
+open({out!r} + "/rank%d.txt" % rank, "w").write("%d %d" % (tr.step, tr.stopped_by_time))
+"""
+
+
+def test_ranks_stop_together_on_rank_zeros_clock(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    script = tmp_path / "ddp_limit.py"
+    script.write_text(DDP_LIMIT_SCRIPT.format(tests=str(repo / "tests"), out=str(tmp_path)))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", CUDA_VISIBLE_DEVICES="",
+               OMP_NUM_THREADS="1", PYTHONPATH=str(repo))
+    procs = [subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True,
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(2)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(outs)
+    got = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
+    # rank 0 reads its clock once at the start and once a step: 2.5 s are spent at step 3;
+    # rank 1 (0.003 s by then) stops with it instead of waiting in a collective.
+    assert got == ["3 1", "3 1"], got

@@ -357,8 +357,7 @@ class Trainer:
         self.stopped_by_time = False
         if self.step >= cfg.steps:
             return self
-        if cfg.time_limit_s is not None and self._elapsed >= cfg.time_limit_s:
-            self.stopped_by_time = True  # a resumed run whose time was already spent
+        if self._out_of_time(0.0):  # a resumed run whose time was already spent (ranks agree)
             return self
 
         bar = None
