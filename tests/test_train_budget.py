@@ -145,6 +145,21 @@ def test_step_rate_is_timed_steps_over_their_time_and_leaves_the_model(clock):
         assert torch.equal(v, before[k])  # the probe trains a copy
 
 
+def test_step_rate_defaults_and_a_sub_second_probe(clock):
+    seen = []
+
+    def loss_fn(model, batch):
+        seen.append(model.weight.detach().clone())
+        clock.now += 0.01
+        return ((model(batch["x"]).reshape(-1) - batch["y"]) ** 2).mean()
+
+    batch = {"x": torch.tensor([[1.0, 2.0]], dtype=torch.float64), "y": torch.tensor([5.0])}
+    rate = measure_step_rate(linear(), loss_fn, batch)  # device "auto" (the CPU here), 5 + 20 steps
+    assert len(seen) == 25 and rate == pytest.approx(100.0)  # 20 steps in 0.2 s
+    # Adam's first step moves each weight by its learning rate: the probe's default 1e-4
+    assert torch.allclose((seen[1] - seen[0]).abs(), torch.full((1, 2), 1e-4, dtype=torch.float64), rtol=1e-6)
+
+
 def test_step_rate_probe_really_trains_its_copy(clock):
     seen = []
 
@@ -156,6 +171,7 @@ def test_step_rate_probe_really_trains_its_copy(clock):
     batch = {"x": torch.tensor([[1.0, 2.0]], dtype=torch.float64), "y": torch.tensor([5.0])}
     measure_step_rate(linear(), loss_fn, batch, device="cpu", steps=3, warmup=1, lr=0.1)
     assert len(set(seen)) == 4  # Adam moved the weight at every step
+    assert seen[1] - seen[0] == pytest.approx(0.1, rel=1e-6)  # by the lr given: Adam's first step
 
 
 def test_step_rate_accepts_a_loss_with_extras(clock):
@@ -177,12 +193,12 @@ def test_step_rate_checks_its_counts(kw, match):
 
 
 def test_step_rate_checks_model_and_loss():
-    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match="^model must be a torch.nn.Module, got function$"):
         measure_step_rate(lambda x: x, lambda m, b: b, torch.ones(1))
-    with pytest.raises(TypeError, match="loss_fn must be callable"):
+    with pytest.raises(TypeError, match=r"^loss_fn must be callable: loss_fn\(model, batch\) -> loss$"):
         measure_step_rate(linear(), None, torch.ones(1))
     frozen = linear().requires_grad_(False)
-    with pytest.raises(ValueError, match="no trainable parameters"):
+    with pytest.raises(ValueError, match="^model has no trainable parameters$"):
         measure_step_rate(frozen, lambda m, b: m(b).sum(), torch.ones(1, 2, dtype=torch.float64), device="cpu")
 
 
@@ -201,7 +217,8 @@ def test_steps_for_budget_minimum():
 @pytest.mark.parametrize("kw,match", [({"seconds": 0}, "seconds must be"), ({"rate": float("nan")}, "rate must be"),
                                       ({"rate": -2.0}, "rate must be"), ({"fill": 1.5}, "fill must be"),
                                       ({"fill": 0}, "fill must be"), ({"minimum": 0}, "minimum must be"),
-                                      ({"seconds": True}, "seconds must be")])
+                                      ({"seconds": True}, "seconds must be"), ({"fill": True}, "fill must be"),
+                                      ({"minimum": True}, "minimum must be"), ({"minimum": 2.0}, "minimum must be")])
 def test_steps_for_budget_checks(kw, match):
     args = {"seconds": 10.0, "rate": 2.0, **kw}
     with pytest.raises(ValueError, match=match):
