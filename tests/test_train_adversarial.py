@@ -140,26 +140,11 @@ if distributed.is_main_process():
 
 
 def test_pair_under_ddp_matches_one_process(tmp_path):
-    import os
-    import socket
-    import subprocess
-    import sys
-    from pathlib import Path
+    from _ddp import REPO, run_ranks
 
-    repo = Path(__file__).resolve().parent.parent
     script = tmp_path / "ddp_pair.py"
-    script.write_text(DDP_PAIR_SCRIPT.format(tests=str(repo / "tests"), out=str(tmp_path)))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
-    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", CUDA_VISIBLE_DEVICES="",
-               OMP_NUM_THREADS="1", PYTHONPATH=str(repo))
-    procs = [subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True,
-                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(2)]
-    outs = [p.communicate(timeout=120)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(outs)
+    script.write_text(DDP_PAIR_SCRIPT.format(tests=str(REPO / "tests"), out=str(tmp_path)))
+    run_ranks(script, tmp_path)
     ddp = torch.load(tmp_path / "pair.pt", weights_only=True)
     single = make_pair()
     Trainer(single, pair_cfg(tmp_path / "single"), PairData(), pair_loss).fit()

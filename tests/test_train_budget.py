@@ -307,26 +307,11 @@ open({out!r} + "/rank%d.txt" % rank, "w").write("%d %d" % (tr.step, tr.stopped_b
 
 
 def test_ranks_stop_together_on_rank_zeros_clock(tmp_path):
-    import os
-    import socket
-    import subprocess
-    import sys
-    from pathlib import Path
+    from _ddp import REPO, run_ranks
 
-    repo = Path(__file__).resolve().parent.parent
     script = tmp_path / "ddp_limit.py"
-    script.write_text(DDP_LIMIT_SCRIPT.format(tests=str(repo / "tests"), out=str(tmp_path)))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
-    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", CUDA_VISIBLE_DEVICES="",
-               OMP_NUM_THREADS="1", PYTHONPATH=str(repo))
-    procs = [subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True,
-                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(2)]
-    outs = [p.communicate(timeout=120)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(outs)
+    script.write_text(DDP_LIMIT_SCRIPT.format(tests=str(REPO / "tests"), out=str(tmp_path)))
+    run_ranks(script, tmp_path)
     got = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
     # rank 0 reads its clock once at the start and once a step: 2.5 s are spent at step 3;
     # rank 1 (0.003 s by then) stops with it instead of waiting in a collective.

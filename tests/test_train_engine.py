@@ -1,11 +1,7 @@
 """The training engine (pnpdeblur.train): schedule, config, exact resume, DDP, logs, export."""
 import json
 import math
-import os
 import random
-import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -235,22 +231,12 @@ DDP_SCRIPT = textwrap.dedent(
 )
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_two_processes_match_one_process(tmp_path):
+    from _ddp import run_ranks
+
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT.format(tests=str(REPO / "tests"), out=str(tmp_path)))
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
-    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE="2",
-               CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    procs = [subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
-    outs = [p.communicate(timeout=120)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(outs)
+    run_ranks(script, tmp_path)
 
     single = Trainer(make_model(), cfg(steps=2, batch_size=4, log_every=1, lr=0.05), Regression(16), mse_loss,
                      val_data=Regression(5), val_fn=val_mse).fit()

@@ -140,18 +140,10 @@ def reblur(
 
     Parameters
     ----------
-    deblurred : torch.Tensor, (N, C, H, W) or (C, H, W), float32/float64
-        Deblurred frames t.
-    flow_next : torch.Tensor, (N, 2, H, W) or (2, H, W), float
-        F₊: flow from frame t to frame t+1 on frame t's grid (u right, v down), pixels.
-        An N of 1 applies to every image of the batch.
-    flow_prev : torch.Tensor or None
-        F₋: flow from frame t to frame t−1; ``None`` uses −F₊ (the 2-frame variant).
-    kernel : {"two_segment", "lut", "warp"}
-    tau : float in (0, 1]
-        Chen's exposure cycle (1 in the paper; 0.5 for exposures without a gap).
-    n : int
-        Samples along each flow for ``kernel="warp"``.
+    deblurred, flow_next, flow_prev, kernel, tau, n
+        As for :func:`reblur_operator`: the frames ``(N, C, H, W)`` or ``(C, H, W)``, F₊ and
+        F₋ (``None``: −F₊) on their grid, the blur model, Chen's exposure cycle and the warp
+        samples.
 
     Returns
     -------

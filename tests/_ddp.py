@@ -1,0 +1,30 @@
+"""Launch a script as a torchrun-style gloo group of processes on the CPU (the DDP tests)."""
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ranks(script: Path, cwd: Path, world: int = 2, timeout: float = 120) -> List[str]:
+    """Run ``script`` as ranks 0..world-1 (env RANK/LOCAL_RANK/WORLD_SIZE/MASTER_*, one thread each,
+    no GPU, the repository on PYTHONPATH); assert that every rank exits 0; return their outputs."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(world),
+               CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    procs = [subprocess.Popen([sys.executable, str(script)], cwd=cwd, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True,
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(world)]
+    outs = [p.communicate(timeout=timeout)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * world, "\n".join(outs)
+    return outs
