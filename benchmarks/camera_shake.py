@@ -22,6 +22,16 @@ the true kernel.
    ``pd.deblur`` beside ``pd.deblur_shake``, as a picture for your own eyes (third-party photos:
    not committed).
 
+6. ``--part choose``: what ``pd.deblur_auto`` decides from. Per photo, ``pd.deblur`` (1
+   iteration) and ``pd.deblur_shake`` (safeguards off), their PSNR (plain, no shift search) and
+   the reblur residual of each result under its own blur model (``pnpdeblur.auto
+   .reblur_residual``). Cases (``--cases``): ``shake`` (a random shake kernel as in
+   ``synthetic``) and Gong-style per-pixel flows ``23`` / ``46``
+   (:func:`pnpdeblur.data.random_motion_flow`), each made on the whole photo and then its
+   central ``--size``² cropped, σ = ``--sigma``; ``levin`` runs Levin's 32 images instead. The
+   rule is then scored for a range of ratios. ``AUTO_RATIO`` was chosen with ``--corpus
+   .data/bsds500/train --n-corpus 24``.
+
 Usage::
 
     python benchmarks/camera_shake.py --part levin
@@ -29,6 +39,8 @@ Usage::
     python benchmarks/camera_shake.py --part timing
     python benchmarks/camera_shake.py --part figure --figure docs/images/camera_shake.png
     python benchmarks/camera_shake.py --part real --figure /tmp/camera_shake_real.png
+    python benchmarks/camera_shake.py --part choose --corpus .data/bsds500/train --n-corpus 24 --size 256
+    python benchmarks/camera_shake.py --part choose --cases levin
 """
 from __future__ import annotations
 
@@ -228,9 +240,78 @@ def real(args) -> str:
     return args.figure
 
 
+def choice_row(sharp: np.ndarray, y: np.ndarray, **info) -> dict:
+    """Both pipelines on ``y``, their PSNR against ``sharp`` and their reblur residuals."""
+    from pnpdeblur.auto import reblur_residual
+
+    y = np.clip(y, 0, 1).astype(np.float32)
+    t0 = time.perf_counter()
+    rf = pd.deblur(y, safeguard=False)
+    tf = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rs = pd.deblur_shake(y, safeguard=False)
+    ts = time.perf_counter() - t0
+    flow = torch.from_numpy(np.asarray(rf.flow[-1], np.float64))[None]
+    kf, ks = pd.MotionBlur(flow), pd.Convolution(np.asarray(rs.kernel, np.float64))
+    as_t = lambda a: torch.from_numpy(np.clip(np.asarray(a, np.float64), 0, 1))[None, None]  # noqa: E731
+    keep = dict(margin=max(kf.reach(), ks.reach()))
+    psnr = lambda x: float(pd.metrics.psnr(np.clip(np.asarray(x, np.float64), 0, 1), sharp))  # noqa: E731
+    row = dict(info, psnr_blurred=psnr(y), psnr_flow=psnr(rf.x), psnr_shake=psnr(rs.x),
+               residual_flow=reblur_residual(as_t(y), as_t(rf.x), kf, **keep),
+               residual_shake=reblur_residual(as_t(y), as_t(rs.x), ks, **keep),
+               kernel_length=float(pd.estimation.kernel_length(rs.kernel)), t_flow=tf, t_shake=ts)
+    print({a: (round(v, 6) if isinstance(v, float) else v) for a, v in row.items()}, flush=True)
+    return row
+
+
+def choose_summary(rows, ratios=(0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.5)) -> dict:
+    """Mean gain over the blurred input per case: always flow, always kernel, the oracle, and the
+    residual rule at each ratio (with how many photos it sent to the kernel and the worst gain)."""
+    out = {}
+    for case in sorted({r["case"] for r in rows}):
+        rs = [r for r in rows if r["case"] == case]
+        gain = lambda pick: [(r["psnr_shake"] if pick(r) else r["psnr_flow"]) - r["psnr_blurred"] for r in rs]  # noqa: E731
+        rules = {"flow": lambda r: False, "shake": lambda r: True,
+                 "oracle": lambda r: r["psnr_shake"] > r["psnr_flow"]}
+        rules.update({f"ratio {q:g}": (lambda r, q=q: r["residual_shake"] < q * r["residual_flow"]) for q in ratios})
+        out[case] = {name: dict(gain=float(np.mean(gain(rule))), worst=float(np.min(gain(rule))),
+                                kernel=int(sum(rule(r) for r in rs)), n=len(rs)) for name, rule in rules.items()}
+        for name, v in out[case].items():
+            print(f"{case:6s} {name:10s} gain {v['gain']:+.2f} dB  worst {v['worst']:+.2f}  kernel {v['kernel']}/{v['n']}")
+    return out
+
+
+def choose(args) -> str:
+    rows = []
+    cases = args.cases.split(",")
+    if cases == ["levin"]:
+        root = Path(args.levin)
+        load = lambda p: np.asarray(read_image(p, channels=1), np.float64)[..., 0]  # noqa: E731
+        for j in range(1, 9):
+            for i in range(1, 5):
+                sharp, y = load(root / "gt" / f"im{i}.png"), load(root / f"im{i}_kernel{j}_img.png")
+                rows.append(choice_row(sharp, y, image=f"im{i}_kernel{j}", case="levin"))
+    else:
+        for n, name, photo, sl, noise in scene_crops(args):
+            h, w = photo.shape
+            for case in cases:
+                if case == "shake":
+                    k = random_shake_kernel((13, 19, 23, 31)[n % 4], seed=args.seed + 300 + args.start + n)
+                    y = convolve(photo, k, mode="nearest")[sl]
+                else:
+                    flow = pd.data.random_motion_flow((h, w), case, np.random.default_rng(args.seed + 2000 + args.start + n))
+                    y = np.asarray(pd.MotionBlur(flow)(photo))[sl]
+                rows.append(choice_row(photo[sl], y + noise, image=name, case=case))
+    return write_rows(f"camera_shake_choose{args.tag}", "cpu", rows, summary=choose_summary(rows),
+                      corpus=args.corpus if cases != ["levin"] else args.levin, start=args.start,
+                      size=args.size, sigma=args.sigma, seed=args.seed)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("levin", "synthetic", "calibrate", "timing", "figure", "real"), required=True)
+    ap.add_argument("--part", choices=("levin", "synthetic", "calibrate", "timing", "figure", "real", "choose"),
+                    required=True)
+    ap.add_argument("--cases", default="shake,23,46", help="--part choose: shake, 23, 46 (comma-separated) or levin")
     ap.add_argument("--levin", default=".data/selfdeblur/datasets/levin")
     ap.add_argument("--real", default=".data/selfdeblur/datasets/real")
     ap.add_argument("--figure", default="docs/images/camera_shake.png")
@@ -248,7 +329,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     parts = {"levin": levin, "synthetic": synthetic, "calibrate": calibrate, "timing": timing, "figure": figure,
-             "real": real}
+             "real": real, "choose": choose}
     print(parts[args.part](args))
 
 

@@ -5,7 +5,8 @@ solvers; learned components plug in as operators, priors or losses.
 
 Subpackages (imported on first use): ``operators``, ``solvers``, ``priors``, ``nets``,
 ``losses``, ``estimation``, ``data``, ``metrics``, ``viz``; blind deblurring:
-:func:`estimate_flow` and :func:`deblur`.
+:func:`estimate_flow` and :func:`deblur`; camera shake: :func:`deblur_shake`; either, chosen per
+photo: :func:`deblur_auto`.
 """
 import importlib as _importlib
 
@@ -24,7 +25,8 @@ __version__ = "0.1.0"
 _SUBMODULES = ("operators", "solvers", "priors", "nets", "losses", "estimation", "data", "metrics", "viz", "train")
 # Blind deblurring entry points, imported on first use (they pull in the networks).
 _LAZY_FUNCTIONS = {"estimate_flow": "estimation", "blur_score": "estimation", "is_blurred": "estimation",
-                   "deblur": "pipeline", "deblur_shake": "camera_shake", "estimate_kernel": "estimation"}
+                   "deblur": "pipeline", "deblur_shake": "camera_shake", "estimate_kernel": "estimation",
+                   "deblur_auto": "auto"}
 
 __all__ = [
     "backend",
