@@ -126,6 +126,7 @@ examples:
   pnpdeblur deblur a.png b.jpg -o out/ --iterations 2 --save-flow --flow-npy
   pnpdeblur deblur noisy.png -o out/ --noise-level 0.02 --prior tv
   pnpdeblur deblur shaky.jpg -o out/ --shake --kernel-size 41   # hand-held camera shake
+  pnpdeblur deblur unknown.jpg -o out/ --auto      # shake or per-pixel motion, chosen per photo
   torchrun --nproc_per_node 4 -m pnpdeblur deblur shots/ -o out/ --device cuda
 
 outputs: OUTDIR/<stem>.png per input (8-bit; 16-bit PNG or TIFF inputs give 16-bit PNGs; grey
@@ -237,18 +238,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "deconvolve in linear light, where blur adds up, and re-encode (default: none, "
                         "the blur is taken to hold in the stored values)")
     shk = d.add_argument_group("camera shake (one kernel for the whole photo)")
-    shk.add_argument("--shake", action="store_true",
+    model = shk.add_mutually_exclusive_group()
+    model.add_argument("--shake", action="store_true",
                      help="estimate one curved camera-shake kernel for the whole photo (classical, "
                           "pd.deblur_shake) instead of SEN's per-pixel straight motion: for a hand-held "
                           "photo of a static, distant scene. Not with the flow options (--iterations, "
                           "--flow-scale, --flow-weights, --save-flow, --flow-npy, --hqs-iters, --cg-iters, "
                           "--no-flow-ensemble); the safeguard then measures the kernel's length (default "
                           "threshold 7 px)")
+    model.add_argument("--auto", action="store_true",
+                       help="run both blur models, SEN's per-pixel flow and one camera-shake kernel "
+                            "(pd.deblur_auto), and keep for each photo the result whose blur explains the "
+                            "photo better: for photos whose kind of blur you do not know. Twice the time; "
+                            "the flow options apply to the flow half; not with --blur-threshold")
     shk.add_argument("--kernel-size", type=_odd_int, default=None, metavar="PX",
-                     help="with --shake: odd bound on the blur's extent in pixels (default: 31)")
+                     help="with --shake or --auto: odd bound on the blur's extent in pixels (default: 31)")
     shk.add_argument("--save-kernel", action="store_true",
-                     help="with --shake: also write <stem>_kernel.png, the estimated kernel scaled to its "
-                          "largest value (white)")
+                     help="with --shake or --auto: also write <stem>_kernel.png, the estimated kernel scaled "
+                          "to its largest value (white)")
     adv = d.add_argument_group("advanced (speed / quality trade-offs)")
     adv.add_argument("--hqs-iters", type=_positive_int, default=DEBLUR_HQS_ITERS, metavar="N",
                      help=f"HQS iterations per global iteration (default: {DEBLUR_HQS_ITERS})")
@@ -637,9 +644,9 @@ _SHAKE_ONLY = ("kernel_size", "save_kernel")
 
 
 def _shake_conflicts(args: argparse.Namespace) -> List[str]:
-    """The options given (away from the parser's defaults) that do not go with --shake, or that
-    need it."""
-    other = _FLOW_ONLY if args.shake else _SHAKE_ONLY
+    """The options given (away from the parser's defaults) that do not go with --shake / --auto,
+    or that need one of them."""
+    other = _FLOW_ONLY if args.shake else ("blur_threshold",) if args.auto else _SHAKE_ONLY
     return ["--" + k.replace("_", "-") for k in other if getattr(args, k) != args.sub_parser.get_default(k)]
 
 
@@ -648,7 +655,9 @@ def _run_deblur(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
     conflicts = _shake_conflicts(args)
     if conflicts:
-        need = "needs --shake" if not args.shake else "cannot be used with --shake (it has no flow)"
+        need = ("cannot be used with --shake (it has no flow)" if args.shake else
+                "cannot be used with --auto (its two models measure blur in different ways)" if args.auto else
+                "needs --shake or --auto")
         print(f"pnpdeblur deblur: error: {', '.join(conflicts)} {need}", file=sys.stderr)
         return EXIT_USAGE
     files, problems = collect_inputs(args.inputs, args.recursive)
@@ -722,6 +731,7 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
     """Deblur and write each planned file; returns the names of those that failed."""
     from tqdm.auto import tqdm
 
+    from .auto import deblur_auto
     from .camera_shake import DEFAULT_KERNEL_SIZE, deblur_shake
     from .pipeline import deblur
     from .train.distributed import rank, world_size
@@ -745,17 +755,29 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
                 warnings.filterwarnings("ignore", message=r"pd\.deblur(_shake)? returned image\(s\) .* unchanged")
                 common = dict(prior=prior, noise_level=args.noise_level, device=device, boundary=args.boundary,
                               saturation=None if args.no_saturation else args.saturation, gamma=args.gamma)
+                flow_opts = dict(iterations=args.iterations, n_iter=args.hqs_iters, cg_iters=args.cg_iters,
+                                 flow_scale=args.flow_scale, flow_ensemble=not args.no_flow_ensemble)
                 if args.shake:
                     res = deblur_shake(img, args.kernel_size or DEFAULT_KERNEL_SIZE, **common, **safeguard)
+                elif args.auto:
+                    res = deblur_auto(img, kernel_size=args.kernel_size or DEFAULT_KERNEL_SIZE, flow_model=flow_model,
+                                      progress=progress, flow_options=flow_opts, **common, **safeguard)
                 else:
-                    res = deblur(img, iterations=args.iterations, flow_model=flow_model, n_iter=args.hqs_iters,
-                                 cg_iters=args.cg_iters, flow_scale=args.flow_scale,
-                                 flow_ensemble=not args.no_flow_ensemble, progress=progress, **common, **safeguard)
+                    res = deblur(img, flow_model=flow_model, progress=progress, **flow_opts, **common, **safeguard)
         except Exception as e:  # one bad photo must not stop a batch; it is named and counted
             _err(f"pnpdeblur: failed on {pl.source}: {type(e).__name__}: {e}")
             failed.append(str(pl.source))
             continue
-        if res.unchanged and res.unchanged[0]:
+        if args.auto:
+            model = res.model[0]
+            if model == "none":
+                _err(f"pnpdeblur: {pl.source} looks sharp to both blur models: written unchanged (--no-safeguard "
+                     "deblurs it anyway)")
+            else:
+                said = "one camera-shake kernel" if model == "shake" else "SEN's per-pixel flow"
+                _err(f"pnpdeblur: note: {pl.source}: {said} explains the photo better (reblur residual "
+                     f"{res.residual_shake[0]:.3g} with the kernel, {res.residual_flow[0]:.3g} with the flow)")
+        elif res.unchanged and res.unchanged[0]:
             if args.shake:
                 score, threshold = res.history[0]["kernel_length"], res.history[0]["threshold"]
             else:
@@ -768,12 +790,12 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
             if pl.flow_png is not None:
                 from .viz import flow_to_color
 
-                flow = np.asarray(res.flow[-1], dtype=np.float32)
+                flow = np.asarray((res.flow_result if args.auto else res).flow[-1], dtype=np.float32)
                 _imsave(pl.flow_png, flow_to_color(flow, symmetric=True))  # blur: m ≡ −m
                 if pl.flow_npy is not None:
                     _atomic_save(pl.flow_npy, lambda p: np.save(p, flow))
             if pl.kernel_png is not None:
-                k = np.asarray(res.kernel, dtype=np.float64)
+                k = np.asarray((res.shake_result if args.auto else res).kernel, dtype=np.float64)
                 _imsave(pl.kernel_png, np.round(255.0 * k / k.max()).astype(np.uint8))
         except (OSError, ValueError, TypeError) as e:  # disk full, permissions, encoder refusals
             _err(f"pnpdeblur: cannot write the result of {pl.source}: {e}")

@@ -214,3 +214,25 @@ def test_pipeline_specific_options_go_to_their_pipeline(monkeypatch):
 def test_pipeline_options_are_checked(kw, err, match):
     with pytest.raises(err, match=match):
         pd.deblur_auto(np.zeros((16, 16)), **kw)
+
+
+def test_cli_auto_end_to_end(tmp_path, capsys):
+    from skimage import io
+
+    from pnpdeblur import cli
+    from pnpdeblur.data import random_shake_kernel, sample_image
+
+    x = sample_image("camera", size=128)[..., 0].astype(np.float64)
+    y = np.clip(convolve(x, random_shake_kernel(19, seed=3), mode="nearest")
+                + 0.01 * np.random.default_rng(0).standard_normal(x.shape), 0, 1)
+    src = tmp_path / "shaken.png"
+    io.imsave(str(src), np.round(y * 255).astype(np.uint8), check_contrast=False)
+    out = tmp_path / "out"
+    assert cli.main(["deblur", str(src), "-o", str(out), "--auto", "--save-kernel", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"pnpdeblur: note: {src}: one camera-shake kernel explains the photo better" in err
+    res = io.imread(str(out / "shaken.png"))
+    assert res.shape == (128, 128) and res.dtype == np.uint8
+    psnr = lambda a: float(pd.metrics.psnr(a.astype(np.float64) / 255, x))  # noqa: E731
+    assert psnr(res) > psnr(io.imread(str(src))) + 3  # measured +6.4 dB
+    assert io.imread(str(out / "shaken_kernel.png")).shape == (31, 31)

@@ -149,7 +149,7 @@ def test_deblur_defaults_and_types():
     assert (a.hqs_iters, a.cg_iters, a.flow_weights, a.no_flow_ensemble) == (4, 5, None, False)
     assert (a.saturation, a.no_saturation) == (0.98, False)
     assert a.boundary == "unknown" and a.gamma is None
-    assert a.shake is False and a.kernel_size is None and a.save_kernel is False
+    assert a.shake is False and a.auto is False and a.kernel_size is None and a.save_kernel is False
     for bad in (["--saturation", "0"], ["--saturation", "1.2"], ["--saturation", "nan"],
                 ["--saturation", "0.9", "--no-saturation"], ["--boundary", "zero"], ["--gamma", "0.5"],
                 ["--gamma", "4.5"], ["--gamma", "nan"]):
@@ -796,10 +796,86 @@ def test_deblur_shake_refuses_the_flow_options(tmp_path, fake, capsys, extra, na
     assert not out.exists() and fake.calls == []
 
 
+class FakeAuto:
+    """Stands in for pd.deblur_auto: records its arguments, returns a known transform and choice."""
+
+    kernel = FakeShake.kernel
+
+    def __init__(self, model="shake"):
+        self.calls, self.model = [], model
+
+    def __call__(self, image, **kw):
+        self.calls.append((image, kw))
+        x = image.copy() if self.model == "none" else 0.5 * image + 0.25
+        nan = float("nan")
+        return SimpleNamespace(x=x, model=[self.model], residual_flow=[nan if self.model == "none" else 2e-4],
+                               residual_shake=[nan if self.model == "none" else 1e-4],
+                               flow_result=SimpleNamespace(flow=[np.zeros((2,) + image.shape[:2], np.float32)]),
+                               shake_result=SimpleNamespace(kernel=self.kernel))
+
+
+def test_deblur_auto_option_calls_pd_deblur_auto(tmp_path, fake, monkeypatch, capsys):
+    import pnpdeblur.auto as auto
+
+    runs = FakeAuto()
+    monkeypatch.setattr(auto, "deblur_auto", runs)
+    a = _save(tmp_path / "a.png", _u8(25))
+    out = tmp_path / "o"
+    assert cli.main(["deblur", str(a), "-o", str(out), "--auto", "--no-progress", "--save-kernel", "--save-flow"]) == 0
+    assert fake.calls == []
+    (image, kw), = runs.calls
+    assert kw == dict(kernel_size=31, flow_model=fake.flow_model, progress=False, prior=fake.prior, noise_level=None,
+                      device=None, boundary="unknown", saturation=0.98, gamma=None, safeguard=True,
+                      flow_options=dict(iterations=1, n_iter=4, cg_iters=5, flow_scale=1.0, flow_ensemble=True))
+    want = io.imread(str(a)).astype(np.float32) / 255
+    assert np.array_equal(image, want)
+    assert np.array_equal(io.imread(str(out / "a.png")), _storage8(0.5 * want.astype(np.float64) + 0.25))
+    assert sorted(os.listdir(out)) == ["a.png", "a_flow.png", "a_kernel.png"]
+    np.testing.assert_array_equal(io.imread(str(out / "a_kernel.png")),
+                                  np.round(255 * runs.kernel / runs.kernel.max()).astype(np.uint8))
+    err = capsys.readouterr().err
+    assert (f"pnpdeblur: note: {a}: one camera-shake kernel explains the photo better (reblur residual 0.0001 with "
+            "the kernel, 0.0002 with the flow)") in err
+    runs.calls.clear()
+    assert cli.main(["deblur", str(a), "-o", str(out), "--auto", "--no-progress", "--iterations", "2", "--cg-iters",
+                     "3", "--kernel-size", "21", "--no-safeguard", "--no-flow-ensemble"]) == 0
+    (_, kw), = runs.calls
+    assert kw["kernel_size"] == 21 and kw["safeguard"] is False
+    assert kw["flow_options"] == dict(iterations=2, n_iter=4, cg_iters=3, flow_scale=1.0, flow_ensemble=False)
+
+
+def test_deblur_auto_names_the_flow_choice_and_a_sharp_photo(tmp_path, fake, monkeypatch, capsys):
+    import pnpdeblur.auto as auto
+
+    a = _save(tmp_path / "a.png", _u8(26))
+    out = tmp_path / "o"
+    monkeypatch.setattr(auto, "deblur_auto", FakeAuto("flow"))
+    assert cli.main(["deblur", str(a), "-o", str(out), "--auto", "--no-progress"]) == 0
+    assert f"pnpdeblur: note: {a}: SEN's per-pixel flow explains the photo better" in capsys.readouterr().err
+    monkeypatch.setattr(auto, "deblur_auto", FakeAuto("none"))
+    assert cli.main(["deblur", str(a), "-o", str(out), "--auto", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"pnpdeblur: {a} looks sharp to both blur models: written unchanged (--no-safeguard deblurs it anyway)" in err
+    assert np.array_equal(io.imread(str(out / "a.png")), io.imread(str(a)))
+
+
+def test_deblur_auto_refuses_a_blur_threshold_and_shake(tmp_path, fake, capsys):
+    a = _save(tmp_path / "a.png", _u8(27))
+    out = tmp_path / "o"
+    assert cli.main(["deblur", str(a), "-o", str(out), "--auto", "--blur-threshold", "5"]) == cli.EXIT_USAGE
+    assert ("--blur-threshold cannot be used with --auto (its two models measure blur in different ways)"
+            in capsys.readouterr().err)
+    _, d = _sub("deblur")
+    with pytest.raises(SystemExit):
+        d.parse_args(["x.png", "-o", "out", "--auto", "--shake"])
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert not out.exists() and fake.calls == []
+
+
 def test_deblur_kernel_size_needs_shake_and_is_odd(tmp_path, fake, capsys):
     a = _save(tmp_path / "a.png", _u8(23))
     assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--kernel-size", "21"]) == cli.EXIT_USAGE
-    assert "--kernel-size needs --shake" in capsys.readouterr().err
+    assert "--kernel-size needs --shake or --auto" in capsys.readouterr().err
     assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--save-kernel"]) == cli.EXIT_USAGE
     assert "--save-kernel needs --shake" in capsys.readouterr().err
     assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--save-kernel", "--kernel-size", "5"]) == \
@@ -1606,8 +1682,9 @@ _OPTIONS = {
         (["--boundary"], None, "what lies beyond the photo's edges: 'unknown' (a crop of a larger scene"),
         (["--gamma"], "G", "the photos' tone curve as a power law"),
         (["--shake"], None, "estimate one curved camera-shake kernel for the whole photo"),
-        (["--kernel-size"], "PX", "with --shake: odd bound on the blur's extent in pixels"),
-        (["--save-kernel"], None, "with --shake: also write <stem>_kernel.png"),
+        (["--auto"], None, "run both blur models, SEN's per-pixel flow and one camera-shake kernel"),
+        (["--kernel-size"], "PX", "with --shake or --auto: odd bound on the blur's extent in pixels"),
+        (["--save-kernel"], None, "with --shake or --auto: also write <stem>_kernel.png"),
         (["--hqs-iters"], "N", "HQS iterations per global iteration"),
         (["--cg-iters"], "N", "conjugate-gradient budget of each HQS x-step"),
         (["--no-flow-ensemble"], None, "run SEN once per flow estimate instead of averaging it over the 8 flips"),
