@@ -46,6 +46,16 @@ def test_reblur_residual_checks_the_margin(margin, match):
     y = torch.zeros(1, 1, 12, 14)
     with pytest.raises(ValueError, match=match):
         A.reblur_residual(y, y, pd.Convolution(BOX), margin=margin)
+    assert A.reblur_residual(y, y + 0.5, pd.Convolution(BOX), margin=5) == pytest.approx(0.25)  # 2 rows left
+
+
+def test_reblur_residual_with_one_trusted_pixel():
+    g = torch.Generator().manual_seed(1)
+    y, x = torch.rand(1, 1, 8, 8, generator=g), torch.rand(1, 1, 8, 8, generator=g)
+    w = torch.zeros(1, 1, 8, 8)
+    w[0, 0, 4, 3] = 1.0
+    d = pd.Convolution(BOX)(x.double()) - y.double()
+    assert A.reblur_residual(y, x, pd.Convolution(BOX), weights=w) == pytest.approx(float(d[0, 0, 4, 3] ** 2))
 
 
 # --------------------------------------------------------------------------- the choice
@@ -53,15 +63,18 @@ class Pipelines:
     """Stand-ins for deblur / deblur_shake: fixed results, flows, kernels and safeguard verdicts."""
 
     def __init__(self, monkeypatch, xf, flow, xs, kernel, flow_unchanged=None, shake_unchanged=None):
-        self.calls = []
+        self.calls, self.images, self.flow_models = [], [], []
         n = xf.shape[0] if xf.ndim == 4 else 1
 
         def fake_deblur(image, flow_model=None, **kw):
             self.calls.append(("flow", kw))
+            self.images.append(image)
+            self.flow_models.append(flow_model)
             return DeblurResult(x=xf, flow=[flow], unchanged=list(flow_unchanged or [False] * n))
 
         def fake_shake(image, kernel_size, **kw):
             self.calls.append(("shake", kernel_size, kw))
+            self.images.append(image)
             return ShakeDeblurResult(x=xs, kernel=kernel, unchanged=list(shake_unchanged or [False] * n))
 
         monkeypatch.setattr(A, "deblur", fake_deblur)
@@ -98,6 +111,7 @@ def test_a_tie_keeps_the_flow_result(monkeypatch):
     assert res.residual_flow[0] == pytest.approx(res.residual_shake[0]) and res.residual_flow[0] > 1e-4
     assert res.model == ["flow"]
     assert np.array_equal(res.x, sharp)
+    assert pd.deblur_auto(y, saturation=None, ratio=1.0).model == ["flow"]  # strictly below: a tie is not
 
 
 @pytest.mark.parametrize("ratio,model", [(0.5, "flow"), (0.8, "flow"), (1.0, "shake"), (2.0, "shake")])
@@ -137,10 +151,20 @@ def test_a_batch_is_chosen_photo_by_photo_and_keeps_its_type(monkeypatch):
     xf = torch.from_numpy(np.stack([ya * 0.9, b])[:, None]).float()
     xs = torch.from_numpy(np.stack([a, b * 0.5])[:, None]).float()
     Pipelines(monkeypatch, xf=xf, flow=torch.zeros(2, 2, 32, 32), xs=xs, kernel=np.stack([BOX, BOX]))
-    res = pd.deblur_auto(y, saturation=None)
+    res = pd.deblur_auto(y, saturation=0.9)
     assert res.model == ["shake", "flow"]
     assert isinstance(res.x, torch.Tensor) and res.x.dtype == torch.float32 and res.x.shape == (2, 1, 32, 32)
     assert torch.equal(res.x[0], xs[0]) and torch.equal(res.x[1], xf[1])
+    # each photo's residuals are its own: photo, result and clipped pixels of that photo alone
+    m = pd.Convolution(BOX).reach()
+    for n in range(2):
+        w = (y[n:n + 1] < 0.9).float()
+        want_f = A.reblur_residual(y[n:n + 1], xf[n:n + 1], pd.MotionBlur(torch.zeros(1, 2, 32, 32, dtype=torch.float64)),
+                                   margin=m, weights=w)
+        want_s = A.reblur_residual(y[n:n + 1], xs[n:n + 1], pd.Convolution(BOX), margin=m, weights=w)
+        assert res.residual_flow[n] == pytest.approx(want_f, rel=1e-9, abs=1e-15)
+        assert res.residual_shake[n] == pytest.approx(want_s, rel=1e-9, abs=1e-15)
+    assert float((y >= 0.9).sum()) > 0  # the weights matter here
 
 
 def test_uint8_in_uint8_out_and_clipped_pixels_left_out(monkeypatch):
@@ -181,6 +205,19 @@ def test_options_reach_both_pipelines(monkeypatch):
     want = dict(prior=prior, noise_level=0.02, safeguard=False, saturation=0.9, boundary="periodic", gamma=2.2,
                 device="cpu", progress=False)
     assert flow_kw == want and shake_kw == want and p.calls[1][1] == 15
+    assert p.images[0] is y and p.images[1] is y  # the caller's photo itself goes to both
+
+
+def test_defaults_reach_both_pipelines(monkeypatch):
+    sharp = _sharp(9)
+    y = _shaken(sharp)
+    p = Pipelines(monkeypatch, xf=y, flow=np.zeros((2, 32, 32)), xs=sharp, kernel=BOX)
+    sen = object()
+    pd.deblur_auto(y, flow_model=sen)
+    want = dict(prior=None, noise_level=None, safeguard=True, saturation=0.98, boundary="unknown", gamma=None,
+                device=None, progress=False)
+    assert p.calls[0][1] == want and p.calls[1][2] == want and p.calls[1][1] == 31
+    assert p.flow_models == [sen]
 
 
 # --------------------------------------------------------------------------- end to end
@@ -209,6 +246,7 @@ def test_pipeline_specific_options_go_to_their_pipeline(monkeypatch):
     ({"flow_options": {"prior": None}}, ValueError, r"flow_options repeats arguments of deblur_auto itself: \['prior'\]"),
     ({"shake_options": {"kernel_size": 9}}, ValueError, "shake_options repeats arguments"),
     ({"flow_options": {"flow_model": None}}, ValueError, "flow_options repeats arguments"),
+    ({"shake_options": {"image": None}}, ValueError, r"shake_options repeats arguments of deblur_auto itself: \['image'\]"),
     ({"flow_options": [("iterations", 2)]}, TypeError, "flow_options must be a mapping of keyword arguments, got list"),
 ])
 def test_pipeline_options_are_checked(kw, err, match):
@@ -236,3 +274,16 @@ def test_cli_auto_end_to_end(tmp_path, capsys):
     psnr = lambda a: float(pd.metrics.psnr(a.astype(np.float64) / 255, x))  # noqa: E731
     assert psnr(res) > psnr(io.imread(str(src))) + 3  # measured +6.4 dB
     assert io.imread(str(out / "shaken_kernel.png")).shape == (31, 31)
+
+
+def test_margin_is_capped_for_a_small_photo_and_gamma_reaches_the_residuals(monkeypatch):
+    sharp = _sharp(10, size=10)
+    big = np.full((15, 15), 1 / 225)  # reach 7: more than a 10-px photo allows (4)
+    Pipelines(monkeypatch, xf=sharp, flow=np.zeros((2, 10, 10)), xs=sharp, kernel=big)
+    seen = []
+    monkeypatch.setattr(A, "reblur_residual", lambda y, x, op, **kw: seen.append(kw) or 1.0)
+    pd.deblur_auto(sharp, saturation=0.5, gamma=2.2)
+    assert [kw["margin"] for kw in seen] == [4, 4] and all(kw["gamma"] == 2.2 for kw in seen)
+    # the weights are the photo's own at the given saturation: 0 at and above 0.5
+    want = (torch.from_numpy(sharp) < 0.5).float()[None, None]
+    assert all(torch.equal(kw["weights"].float(), want) for kw in seen)
