@@ -24,9 +24,9 @@ small (:data:`SMALL_CONFIG`, the shipped weights)
     (scale-equivariant).
 medium (:data:`MEDIUM_CONFIG`, shipped as ``DRUNet.pretrained("medium")``)
     ``features=(32, 64, 128, 256), blocks=2`` — 4,253,664 parameters (half the paper's
-    widths, half its blocks, the paper's direct prediction of the clean image); trained for 7 minutes on an H200 (see
-    ``docs/model_cards/drunet_medium.md``). 0.2–0.3 dB better than the small one, about
-    5× its time.
+    widths, half its blocks, the paper's direct prediction of the clean image); trained
+    for 7 minutes on an H200 (see ``docs/model_cards/drunet_medium.md``). As a denoiser
+    0.2–0.3 dB better than the small one, at about 5× its time.
 """
 from __future__ import annotations
 

@@ -237,6 +237,8 @@ def main(argv=None) -> Path:
     train_photos, val_photos = training_photos(args.data, args.val_images if args.data else 0,
                                                skimage=not args.no_skimage)
     loss_fn = make_loss_fn(args.max_sigma)
+    if not args.warmup >= 0:
+        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
     steps, rate = args.steps, None
     if args.time_budget is not None:
         if not args.time_budget > 0:
@@ -250,8 +252,6 @@ def main(argv=None) -> Path:
         print(json.dumps({"probe_steps_per_s": round(rate, 2), "steps": steps}), flush=True)
     train = CleanCropDataset(train_photos, steps * args.batch, args.crop, seed=args.seed)
     val = NoisyValDataset(val_photos, args.val_items, args.crop) if val_photos else None
-    if not args.warmup >= 0:
-        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
     warmup = min(steps, int(round(args.warmup * steps)) if args.warmup < 1 else int(args.warmup))
     milestones = tuple(sorted({int(steps * float(f)) for f in args.halve_at.split(",") if f.strip()} - {0}))
     cfg = TrainConfig(
