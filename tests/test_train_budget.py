@@ -242,7 +242,7 @@ def test_drunet_time_budget_sizes_the_run(tmp_path, monkeypatch):
         probes.append((tuple(batch["clean"].shape), kw))
         return 5.0
 
-    monkeypatch.setattr(R, "measure_step_rate", fake_rate)
+    monkeypatch.setattr(Bu, "measure_step_rate", fake_rate)
     out = tmp_path / "w.safetensors"
     R.main(["--data", str(data), "--no-skimage", "--val-images", "1", "--val-items", "2", "--features", "4,4,4,4",
             "--blocks", "1", "--time-budget", "2", "--warmup", "0.25", "--batch", "2", "--crop", "16", "--lr", "1e-3",
@@ -263,7 +263,7 @@ def test_drunet_time_budget_sizes_the_run(tmp_path, monkeypatch):
 def test_drunet_time_budget_must_be_positive(tmp_path):
     from pnpdeblur.train import drunet as R
 
-    with pytest.raises(ValueError, match="--time-budget must be > 0"):
+    with pytest.raises(ValueError, match="--time-budget must be a finite number of seconds > 0, got 0.0"):
         R.main(["--features", "4,4,4,4", "--blocks", "1", "--time-budget", "0", "--device", "cpu",
                 "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "w.safetensors"), "--no-progress"])
 
@@ -316,3 +316,29 @@ def test_ranks_stop_together_on_rank_zeros_clock(tmp_path):
     # rank 0 reads its clock once at the start and once a step: 2.5 s are spent at step 3;
     # rank 1 (0.003 s by then) stops with it instead of waiting in a collective.
     assert got == ["3 1", "3 1"], got
+
+
+def test_sen_time_budget_sizes_the_run(tmp_path, monkeypatch):
+    from pnpdeblur.train import sen as S
+
+    probes = []
+
+    def fake_rate(model, loss_fn, batch, **kw):
+        probes.append(({k: tuple(v.shape) for k, v in batch.items() if hasattr(v, "shape")}, kw))
+        return 5.0
+
+    monkeypatch.setattr(Bu, "measure_step_rate", fake_rate)
+    out = tmp_path / "sen.safetensors"
+    S.main(["--batch", "2", "--crop", "32", "--width", "2", "--levels", "1", "--val-items", "2", "--device", "cpu",
+            "--no-progress", "--run-dir", str(tmp_path / "run"), "--out", str(out), "--time-budget", "2",
+            "--lr", "0.002"])
+    (shapes, kw), = probes
+    assert shapes["sharp"] == (2, 3, 32, 32) and shapes["flow"] == (2, 2, 32, 32)  # one training batch
+    assert kw == {"device": "cpu", "amp": False, "lr": 0.002}
+    header = read_header(out)
+    training = header["metadata"]["training"] if "metadata" in header else header["training"]
+    # floor(2 s × 5 steps/s × 0.9) = 9 steps; the lr decays from 50/90 of them, step 5
+    assert header["steps"] == 9 and training["steps"] == 9 and training["decay_start"] == 5
+    assert training["time_limit_s"] == 2.0
+    prov = header["data"] if "data" in header else header["metadata"]["data"]
+    assert prov["time_budget_s"] == 2.0 and prov["probe_steps_per_s"] == 5.0 and prov["stopped_by_time"] is False

@@ -458,7 +458,8 @@ def test_help_explains_each_recipe_option(capsys):
                  "--loss {symmetric,canonical} --lr LR --lr-end LR_END --decay-from DECAY_FROM fraction of steps "
                  "at constant lr --init INIT start from these SEN weights instead of a random initialisation: "
                  "a safetensors path, or 'shipped' for the library's own (same width/stacks/levels/presets) "
-                 "--grad-clip"):
+                 "--time-budget SECONDS train for about this long: a short probe measures the step rate and sets "
+                 "--steps to fill 90% of it; training stops at this time regardless --grad-clip"):
         assert line in text, line
 
 

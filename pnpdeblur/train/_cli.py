@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
-__all__ = ["add_engine_arguments", "engine_options", "export_weights", "device_name"]
+__all__ = ["add_engine_arguments", "add_time_budget_argument", "budgeted_steps", "engine_options", "export_weights",
+           "device_name"]
 
 
 def add_engine_arguments(
@@ -54,6 +55,43 @@ def add_engine_arguments(
     if float32:
         ap.add_argument("--float32", action="store_true", help="export float32 weights (default float16)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_time_budget_argument(ap: argparse.ArgumentParser) -> None:
+    """Add ``--time-budget SECONDS`` (see :func:`budgeted_steps`)."""
+    ap.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                    help="train for about this long: a short probe measures the step rate and sets --steps "
+                    "to fill 90%% of it; training stops at this time regardless")
+
+
+def budgeted_steps(args: argparse.Namespace, model: torch.nn.Module, loss_fn: Any,
+                   probe_batch: Callable[[], Any]) -> Tuple[int, Optional[float]]:
+    """``(steps, probe rate)``: ``args.steps``, or the steps that fit ``args.time_budget``.
+
+    With a budget, ``probe_batch()`` gives one collated training batch and
+    :func:`~pnpdeblur.train.budget.measure_step_rate` times ``model`` on it (on ``args.device``,
+    with ``args.amp`` where the recipe has it, at ``args.lr``); the steps then fill 90 % of the
+    budget (:func:`~pnpdeblur.train.budget.steps_for_budget`). Pass ``args.time_budget`` as
+    ``TrainConfig.time_limit_s`` too, as the safety net. cuDNN's autotuner is turned on for
+    CUDA runs (fixed crop sizes).
+    """
+    import json
+    import math
+
+    from .budget import measure_step_rate, steps_for_budget
+
+    budget = args.time_budget
+    if budget is None:
+        return args.steps, None
+    if not (math.isfinite(budget) and budget > 0):
+        raise ValueError(f"--time-budget must be a finite number of seconds > 0, got {budget}")
+    if torch.cuda.is_available() and args.device != "cpu":
+        torch.backends.cudnn.benchmark = True
+    rate = measure_step_rate(model, loss_fn, probe_batch(), device=args.device, amp=bool(getattr(args, "amp", False)),
+                             lr=args.lr)
+    steps = steps_for_budget(budget, rate)
+    print(json.dumps({"probe_steps_per_s": round(rate, 2), "steps": steps}), flush=True)
+    return steps, rate
 
 
 def engine_options(args: argparse.Namespace) -> Dict[str, Any]:

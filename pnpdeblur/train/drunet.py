@@ -30,12 +30,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from ..data import list_images, read_image, sample_image, sample_images
 from ..nets.drunet import DRUNET_PRETRAINED_PATH, PAPER_CONFIG, SMALL_CONFIG, DRUNet
-from ._cli import add_engine_arguments, engine_options, export_weights
-from .budget import measure_step_rate, steps_for_budget
+from ._cli import add_engine_arguments, add_time_budget_argument, budgeted_steps, engine_options, export_weights
 
 __all__ = ["HELD_OUT_SAMPLES", "MAX_SIGMA", "VAL_SIGMAS", "CleanCropDataset", "NoisyValDataset",
            "training_photos", "make_loss_fn", "val_fn", "psnr_batch", "parse_args", "main"]
@@ -210,9 +209,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--halve-at", default="0.5,0.75,0.875", help="fractions of the steps where lr halves")
     ap.add_argument("--val-images", type=int, default=8, help="last files of --data held out for validation")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    ap.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                    help="train for about this long: a short probe measures the step rate and sets --steps "
-                    "to fill 90%% of it; training stops at this time regardless")
+    add_time_budget_argument(ap)
     add_engine_arguments(ap, run_dir="runs/drunet", out=DRUNET_PRETRAINED_PATH, val_items=24, log_every=25,
                          val_every=250, ckpt_every=50, grad_clip=False)
     return ap.parse_args(argv)
@@ -239,17 +236,8 @@ def main(argv=None) -> Path:
     loss_fn = make_loss_fn(args.max_sigma)
     if not args.warmup >= 0:
         raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
-    steps, rate = args.steps, None
-    if args.time_budget is not None:
-        if not args.time_budget > 0:
-            raise ValueError(f"--time-budget must be > 0 seconds, got {args.time_budget}")
-        if torch.cuda.is_available() and args.device != "cpu":
-            torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its kernels
-        probe = CleanCropDataset(train_photos, args.batch, args.crop, seed=args.seed + 1)
-        batch = {"clean": torch.stack([probe[i]["clean"] for i in range(args.batch)])}
-        rate = measure_step_rate(model, loss_fn, batch, device=args.device, amp=args.amp, lr=args.lr)
-        steps = steps_for_budget(args.time_budget, rate)
-        print(json.dumps({"probe_steps_per_s": round(rate, 2), "steps": steps}), flush=True)
+    probe = CleanCropDataset(train_photos, args.batch, args.crop, seed=args.seed + 1)
+    steps, rate = budgeted_steps(args, model, loss_fn, lambda: default_collate([probe[i] for i in range(args.batch)]))
     train = CleanCropDataset(train_photos, steps * args.batch, args.crop, seed=args.seed)
     val = NoisyValDataset(val_photos, args.val_items, args.crop) if val_photos else None
     warmup = min(steps, int(round(args.warmup * steps)) if args.warmup < 1 else int(args.warmup))

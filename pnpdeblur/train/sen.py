@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
-from torch.utils.data import ConcatDataset
+from torch.utils.data import ConcatDataset, default_collate
 
 from ..data import SyntheticBlurDataset, list_images, read_image, sample_images
 from ..losses import flow_l2_loss
 from ..nets.sen import SEN, SEN_PRETRAINED_PATH
-from ._cli import add_engine_arguments, device_name, engine_options, export_weights
+from ._cli import add_engine_arguments, add_time_budget_argument, budgeted_steps, device_name, engine_options, export_weights
 
 __all__ = ["TRAIN_SAMPLES", "HELD_OUT_SAMPLES", "training_sources", "build_datasets", "blur_batch",
            "make_loss_fn", "val_fn", "initialise_from", "main"]
@@ -66,9 +66,14 @@ def training_sources(corpus: Optional[str], preload: bool = False) -> List[Any]:
 
 
 def build_datasets(corpus: Optional[str], length: int, crop: int, presets: Sequence[str], seed: int,
-                   val_items: int, preload: bool = False):
-    """Training set (sharp + flow, blurred later on the device) and a fixed validation set."""
-    sources = training_sources(corpus, preload)
+                   val_items: int, preload: bool = False, sources: Optional[Sequence[Any]] = None):
+    """Training set (sharp + flow, blurred later on the device) and a fixed validation set.
+
+    ``sources``: the training photos already listed (or decoded) by :func:`training_sources`;
+    default: list them from ``corpus`` here.
+    """
+    if sources is None:
+        sources = training_sources(corpus, preload)
     per = -(-length // len(presets))
     train = ConcatDataset([
         SyntheticBlurDataset(sources, length=per, crop=crop, preset=p, seed=seed + 7919 * k, fixed=True, blur=False)
@@ -178,6 +183,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--init", default=None,
                     help="start from these SEN weights instead of a random initialisation: a safetensors "
                          "path, or 'shipped' for the library's own (same width/stacks/levels/presets)")
+    add_time_budget_argument(ap)
     add_engine_arguments(ap, run_dir="runs/sen", out=SEN_PRETRAINED_PATH, val_items=64)
     return ap.parse_args(argv)
 
@@ -193,8 +199,6 @@ def main(argv=None) -> Path:
     if not 0 <= args.highlight_prob <= 1:
         raise ValueError(f"--highlight-prob must be in [0, 1], got {args.highlight_prob}")
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
-    train, val = build_datasets(args.corpus, args.steps * args.batch, args.crop, presets, args.seed,
-                                args.val_items, args.preload)
     model = SEN(in_channels=3, width=args.width, stacks=args.stacks, levels=args.levels,
                 flow_scale=float(max(int(p) for p in presets)) / 2)
     init = None
@@ -203,14 +207,20 @@ def main(argv=None) -> Path:
         if init_path.resolve() == Path(args.out).resolve():
             raise ValueError(f"--out {args.out} would overwrite the --init weights; pass another --out")
         init = initialise_from(model, init_path)
+    loss_fn = make_loss_fn(args.loss == "symmetric", args.max_noise, args.max_gain, args.highlight_prob)
+    sources = training_sources(args.corpus, args.preload)
+    probe = SyntheticBlurDataset(sources, length=args.batch, crop=args.crop, preset=presets[0], seed=args.seed + 1,
+                                 fixed=True, blur=False)
+    steps, rate = budgeted_steps(args, model, loss_fn, lambda: default_collate([probe[i] for i in range(args.batch)]))
+    train, val = build_datasets(args.corpus, steps * args.batch, args.crop, presets, args.seed, args.val_items,
+                                sources=sources)
     cfg = TrainConfig(
-        steps=args.steps, batch_size=args.batch, lr=args.lr, betas=(0.9, 0.99), eps=1e-8,
-        decay_start=int(args.steps * args.decay_from), lr_end=args.lr_end, **engine_options(args),
+        steps=steps, batch_size=args.batch, lr=args.lr, betas=(0.9, 0.99), eps=1e-8,
+        decay_start=int(steps * args.decay_from), lr_end=args.lr_end, time_limit_s=args.time_budget,
+        **engine_options(args),
     )
     t0 = time.time()
-    trainer = Trainer(model, cfg, train, make_loss_fn(args.loss == "symmetric", args.max_noise, args.max_gain,
-                                                         args.highlight_prob),
-                      val_data=val, val_fn=val_fn)
+    trainer = Trainer(model, cfg, train, loss_fn, val_data=val, val_fn=val_fn)
     trainer.fit()
     out = Path(args.out)
     if not is_main_process():
@@ -226,6 +236,7 @@ def main(argv=None) -> Path:
         "init": init,
         "flow_presets": presets, "max_noise": args.max_noise, "loss": args.loss,
         "max_gain": args.max_gain, "highlight_prob": args.highlight_prob,
+        "time_budget_s": args.time_budget, "probe_steps_per_s": rate, "stopped_by_time": trainer.stopped_by_time,
         "seconds": round(time.time() - t0, 1), "torch": torch.__version__,
         # the device the trainer resolved (``auto`` → cuda or cpu; cuda:1 names that card)
         "device": device_name(trainer.device),
