@@ -775,8 +775,10 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
                      "deblurs it anyway)")
             else:
                 said = "one camera-shake kernel" if model == "shake" else "SEN's per-pixel flow"
+                # a nan residual: that model's safeguard found no blur and left the photo as it was
+                fmt = lambda r: f"{r:.3g}" if r == r else "none (no blur found)"  # noqa: E731
                 _err(f"pnpdeblur: note: {pl.source}: {said} explains the photo better (reblur residual "
-                     f"{res.residual_shake[0]:.3g} with the kernel, {res.residual_flow[0]:.3g} with the flow)")
+                     f"{fmt(res.residual_shake[0])} with the kernel, {fmt(res.residual_flow[0])} with the flow)")
         elif res.unchanged and res.unchanged[0]:
             if args.shake:
                 score, threshold = res.history[0]["kernel_length"], res.history[0]["threshold"]

@@ -852,6 +852,18 @@ def test_deblur_auto_names_the_flow_choice_and_a_sharp_photo(tmp_path, fake, mon
     monkeypatch.setattr(auto, "deblur_auto", FakeAuto("flow"))
     assert cli.main(["deblur", str(a), "-o", str(out), "--auto", "--no-progress"]) == 0
     assert f"pnpdeblur: note: {a}: SEN's per-pixel flow explains the photo better" in capsys.readouterr().err
+    only_kernel = FakeAuto("shake")
+    only_kernel_call = only_kernel.__call__
+
+    def flow_found_nothing(image, **kw):
+        res = only_kernel_call(image, **kw)
+        res.residual_flow = [float("nan")]
+        return res
+
+    monkeypatch.setattr(auto, "deblur_auto", flow_found_nothing)
+    assert cli.main(["deblur", str(a), "-o", str(out), "--auto", "--no-progress"]) == 0
+    assert ("one camera-shake kernel explains the photo better (reblur residual 0.0001 with the kernel, "
+            "none (no blur found) with the flow)") in capsys.readouterr().err
     monkeypatch.setattr(auto, "deblur_auto", FakeAuto("none"))
     assert cli.main(["deblur", str(a), "-o", str(out), "--auto", "--no-progress"]) == 0
     err = capsys.readouterr().err
