@@ -422,7 +422,9 @@ def test_help_names_the_net_and_paper_and_hides_adv_weight_for_plain_nets(capsys
         R.parse_args("deepdeblur", ["--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert "pnpdeblur train deepdeblur" in text and "Train DeepDeblur (Nah et al." in text
-    assert "--adv-weight ADV_WEIGHT weight of the adversarial term (0: content loss only) --grad-clip" in text
+    assert ("--adv-weight ADV_WEIGHT weight of the adversarial term (0: content loss only) --time-budget SECONDS "
+            "train for about this long") in text
+    assert "training stops at this time regardless --grad-clip" in text
     assert "{'features': 16, 'blocks': 3, 'residual': True}" in text  # --small's configuration
     with pytest.raises(SystemExit):
         R.parse_args("flownets", ["--help"])
@@ -627,7 +629,9 @@ def test_help_explains_each_recipe_option(capsys):
                  "--noise NOISE noise std (range [0, this] for --data flow)",
                  "--small the CPU configuration {'widths': [8, 16, 32, 64]}",
                  "--config CONFIG JSON of constructor arguments (override --small)",
-                 "--steps STEPS --batch BATCH --crop CROP --lr LR --grad-clip"):
+                 "--steps STEPS --batch BATCH --crop CROP --lr LR --time-budget SECONDS train for about this "
+                 "long: a short probe measures the step rate and sets --steps to fill 90% of it; training stops "
+                 "at this time regardless --grad-clip"):
         assert line in text, line
 
 
@@ -687,3 +691,24 @@ def test_the_adversarial_terms_judge_the_full_size_output_of_three_scales():
     R.make_loss_fn(R.SPECS["deepdeblur"], pair, 0.3)(pair, batch)
     full = tuple(batch["sharp"].shape[-2:])
     assert seen and all(s == full for s in seen)
+
+
+def test_main_time_budget_sizes_the_run_from_a_probe_of_one_batch(tmp_path, record, monkeypatch):
+    from pnpdeblur.train import budget
+
+    probes = []
+
+    def fake_rate(model, loss_fn, batch, **kw):
+        probes.append((model, {k: tuple(v.shape) for k, v in batch.items() if hasattr(v, "shape")}, kw))
+        return 5.0
+
+    monkeypatch.setattr(budget, "measure_step_rate", fake_rate)
+    argv = _argv(tmp_path, "deepdeblur", "--data", "flow", "--time-budget", "2", "--lr", "1e-4")
+    R.main(argv)
+    (t,) = record
+    model, cfg, train, loss_fn = t.args
+    (probed, shapes, kw), = probes
+    assert probed is model and kw == {"device": "cpu", "amp": False, "lr": 1e-4}  # the pair, as trained
+    assert shapes["blurred"] == (2, 3, 16, 16) and shapes["sharp"] == (2, 3, 16, 16)
+    # floor(2 s × 5 steps/s × 0.9) = 9 steps of 2 images; the paper's ÷10 at a third of them
+    assert cfg.steps == 9 and len(train) == 18 and tuple(cfg.lr_milestones) == (3,) and cfg.time_limit_s == 2.0

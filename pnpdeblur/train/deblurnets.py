@@ -37,7 +37,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from ..losses.adversarial import (
     gan_discriminator_loss,
@@ -47,7 +47,7 @@ from ..losses.adversarial import (
     wgan_generator_loss,
 )
 from ..losses.multiscale import multiscale_mse
-from ._cli import add_engine_arguments, engine_options
+from ._cli import add_engine_arguments, add_time_budget_argument, budgeted_steps, engine_options
 from .sen import HELD_OUT_SAMPLES, TRAIN_SAMPLES, training_sources
 
 __all__ = ["NetSpec", "SPECS", "build_net", "build_datasets", "make_loss_fn", "make_val_fn", "main"]
@@ -277,6 +277,7 @@ def parse_args(name: str, argv: Optional[Sequence[str]] = None) -> argparse.Name
     ap.add_argument("--adv-weight", type=float, default=spec.adv_weight,
                     help="weight of the adversarial term (0: content loss only)" if spec.adversarial
                     else argparse.SUPPRESS)
+    add_time_budget_argument(ap)
     add_engine_arguments(ap, run_dir=f"runs/{name}", out=Path(f"{name}.safetensors"), val_items=16,
                          val_every=1000, ckpt_every=1000, float32=False)
     return ap.parse_args(argv)
@@ -296,9 +297,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     config = json.loads(args.config)
     net = build_net(name, small=args.small, **config)
     sources = training_sources(args.corpus, args.preload)
-    train, val = build_datasets(spec.kind, args.data, sources, args.steps * args.batch, args.crop, args.seed,
-                                args.val_items, preset=args.preset, max_blur=args.max_blur, frames=args.frames,
-                                root=args.root, noise=args.noise)
     adv_weight = getattr(args, "adv_weight", 0.0)
     pair = None
     model: nn.Module = _Multiscale(net)
@@ -306,18 +304,26 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         disc_kwargs = {"in_channels": net.config.get("in_channels", 3), **(spec.disc_small if args.small else {})}
         pair = AdversarialPair(model, _net_class(spec, spec.discriminator)(**disc_kwargs))
         model = pair
-    steps = args.steps
+    loss_fn = make_loss_fn(spec, pair, adv_weight)
+    data_kw = dict(preset=args.preset, max_blur=args.max_blur, frames=args.frames, root=args.root, noise=args.noise)
+
+    def probe_batch():
+        probe, _ = build_datasets(spec.kind, args.data, sources, args.batch, args.crop, args.seed + 1, 1, **data_kw)
+        return default_collate([probe[i] for i in range(args.batch)])
+
+    steps, rate = budgeted_steps(args, model, loss_fn, probe_batch)
+    train, val = build_datasets(spec.kind, args.data, sources, steps * args.batch, args.crop, args.seed,
+                                args.val_items, **data_kw)
     cfg = TrainConfig(
         steps=steps, batch_size=args.batch, lr=args.lr, betas=spec.betas,
         lr_milestones=tuple(sorted({max(1, min(steps, round(f * steps))) for f in spec.milestones})),
         lr_gamma=spec.gamma,
         decay_start=None if spec.decay_from is None else int(steps * spec.decay_from),
-        lr_end=None if spec.lr_end is None else spec.lr_end * args.lr / spec.lr,
+        lr_end=None if spec.lr_end is None else spec.lr_end * args.lr / spec.lr, time_limit_s=args.time_budget,
         **engine_options(args),
     )
     t0 = time.time()
-    trainer = Trainer(model, cfg, train, make_loss_fn(spec, pair, adv_weight), val_data=val,
-                      val_fn=make_val_fn(spec.kind))
+    trainer = Trainer(model, cfg, train, loss_fn, val_data=val, val_fn=make_val_fn(spec.kind))
     trainer.fit()
     out = Path(args.out)
     if not is_main_process():
@@ -329,6 +335,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         "preset": args.preset if args.data == "flow" else None,
         "max_blur": args.max_blur if args.data == "video" else None,
         "adversarial": spec.adversarial if pair is not None else None, "adv_weight": adv_weight,
+        "time_budget_s": args.time_budget, "probe_steps_per_s": rate, "stopped_by_time": trainer.stopped_by_time,
         "seconds": round(time.time() - t0, 1), "torch": torch.__version__,
         "device": str(trainer.device),
     }
