@@ -108,20 +108,25 @@ def summarise(rows, group) -> dict:
     return summary
 
 
-def levin(args) -> str:
-    root = Path(args.levin)
+def levin_images(root: Path):
+    """``(name, j, sharp, blurred, kernel j)`` for Levin et al.'s 32 images, grey float64; the
+    recorded kernel normalised to sum 1, in the file's orientation."""
     load = lambda p: np.asarray(read_image(p, channels=1), np.float64)[..., 0]  # noqa: E731
-    rows = []
     for j in range(1, 9):
         k = load(root / "gt" / f"kernel{j}.png")
         k /= k.sum()
         for i in range(1, 5):
-            sharp, y = load(root / "gt" / f"im{i}.png"), load(root / f"im{i}_kernel{j}_img.png")
-            kk = kernel_orientation(sharp, y, k)[0]  # the file's orientation, as in boundary.py
-            row = dict(image=f"im{i}_kernel{j}", kernel=j, kernel_size=k.shape[0], **methods(y, sharp, kk, args, False))
-            rows.append(row)
-            print({a: (round(v, 2) if isinstance(v, float) else v) for a, v in row.items()}, flush=True)
-    return write_rows("camera_shake_levin", "cpu", rows, summary=summarise(rows, "kernel"), folder=str(root),
+            yield f"im{i}_kernel{j}", j, load(root / "gt" / f"im{i}.png"), load(root / f"im{i}_kernel{j}_img.png"), k
+
+
+def levin(args) -> str:
+    rows = []
+    for name, j, sharp, y, k in levin_images(Path(args.levin)):
+        kk = kernel_orientation(sharp, y, k)[0]  # the file's orientation, as in boundary.py
+        row = dict(image=name, kernel=j, kernel_size=k.shape[0], **methods(y, sharp, kk, args, False))
+        rows.append(row)
+        print({a: (round(v, 2) if isinstance(v, float) else v) for a, v in row.items()}, flush=True)
+    return write_rows("camera_shake_levin", "cpu", rows, summary=summarise(rows, "kernel"), folder=args.levin,
                       kernel_size=args.kernel_size)
 
 
@@ -241,25 +246,17 @@ def real(args) -> str:
 
 
 def choice_row(sharp: np.ndarray, y: np.ndarray, **info) -> dict:
-    """Both pipelines on ``y``, their PSNR against ``sharp`` and their reblur residuals."""
-    from pnpdeblur.auto import reblur_residual
-
+    """``pd.deblur_auto`` on ``y`` (safeguards off): both results' PSNR against ``sharp``, and the
+    reblur residuals it decides from."""
     y = np.clip(y, 0, 1).astype(np.float32)
-    t0 = time.perf_counter()
-    rf = pd.deblur(y, safeguard=False)
-    tf = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    rs = pd.deblur_shake(y, safeguard=False)
-    ts = time.perf_counter() - t0
-    flow = torch.from_numpy(np.asarray(rf.flow[-1], np.float64))[None]
-    kf, ks = pd.MotionBlur(flow), pd.Convolution(np.asarray(rs.kernel, np.float64))
-    as_t = lambda a: torch.from_numpy(np.clip(np.asarray(a, np.float64), 0, 1))[None, None]  # noqa: E731
-    keep = dict(margin=max(kf.reach(), ks.reach()))
+    res = pd.deblur_auto(y, safeguard=False)
+    rf, rs = res.flow_result, res.shake_result
     psnr = lambda x: float(pd.metrics.psnr(np.clip(np.asarray(x, np.float64), 0, 1), sharp))  # noqa: E731
     row = dict(info, psnr_blurred=psnr(y), psnr_flow=psnr(rf.x), psnr_shake=psnr(rs.x),
-               residual_flow=reblur_residual(as_t(y), as_t(rf.x), kf, **keep),
-               residual_shake=reblur_residual(as_t(y), as_t(rs.x), ks, **keep),
-               kernel_length=float(pd.estimation.kernel_length(rs.kernel)), t_flow=tf, t_shake=ts)
+               residual_flow=res.residual_flow[0], residual_shake=res.residual_shake[0], model=res.model[0],
+               kernel_length=float(pd.estimation.kernel_length(rs.kernel)),
+               t_flow=sum(e["time"] for e in rf.history),
+               t_shake=rs.history[0]["time_kernel"] + rs.history[0]["time_solve"])
     print({a: (round(v, 6) if isinstance(v, float) else v) for a, v in row.items()}, flush=True)
     return row
 
@@ -285,12 +282,8 @@ def choose(args) -> str:
     rows = []
     cases = args.cases.split(",")
     if cases == ["levin"]:
-        root = Path(args.levin)
-        load = lambda p: np.asarray(read_image(p, channels=1), np.float64)[..., 0]  # noqa: E731
-        for j in range(1, 9):
-            for i in range(1, 5):
-                sharp, y = load(root / "gt" / f"im{i}.png"), load(root / f"im{i}_kernel{j}_img.png")
-                rows.append(choice_row(sharp, y, image=f"im{i}_kernel{j}", case="levin"))
+        for name, _, sharp, y, _ in levin_images(Path(args.levin)):
+            rows.append(choice_row(sharp, y, image=name, case="levin"))
     else:
         for n, name, photo, sl, noise in scene_crops(args):
             h, w = photo.shape

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ._images import as_image_batch
+from .backend import to_torch
 from .camera_shake import DEFAULT_KERNEL_SIZE, ShakeDeblurResult, deblur_shake
 from .operators.convolution import Convolution
 from .operators.motion import MotionBlur
@@ -191,8 +192,8 @@ def deblur_auto(
 
     xf = as_image_batch(rf.x, "the flow result")[0].to(y.device)
     xs = as_image_batch(rs.x, "the kernel result")[0].to(y.device)
-    flows = torch.as_tensor(np.asarray(_to_numpy(rf.flow[-1])), dtype=torch.float64)
-    flows = flows.reshape(-1, 2, *flows.shape[-2:]).to(y.device)
+    flows = to_torch(rf.flow[-1], "the flow").to(device=y.device, dtype=torch.float64)
+    flows = flows.reshape(-1, 2, *flows.shape[-2:])
     kernels = np.asarray(rs.kernel, np.float64).reshape(-1, *np.shape(rs.kernel)[-2:])
     weights = None if saturation is None else saturation_weights(y, saturation)
 
@@ -219,11 +220,3 @@ def deblur_auto(
         res_s.append(r_s)
     return AutoDeblurResult(x=out.image(chosen), model=models, residual_flow=res_f, residual_shake=res_s,
                             flow_result=rf, shake_result=rs)
-
-
-def _to_numpy(a: Any) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        return a.detach().cpu().numpy()
-    if hasattr(a, "get"):  # cupy
-        return a.get()
-    return np.asarray(a)

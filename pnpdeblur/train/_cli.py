@@ -8,6 +8,8 @@ defaults differ per recipe.
 from __future__ import annotations
 
 import argparse
+import json
+import math
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -75,10 +77,7 @@ def budgeted_steps(args: argparse.Namespace, model: torch.nn.Module, loss_fn: An
     ``TrainConfig.time_limit_s`` too, as the safety net. cuDNN's autotuner is turned on for
     CUDA runs (fixed crop sizes).
     """
-    import json
-    import math
-
-    from .budget import measure_step_rate, steps_for_budget
+    from .budget import measure_step_rate, steps_for_budget  # looked up per call: tests stand in for the probe
 
     budget = args.time_budget
     if budget is None:

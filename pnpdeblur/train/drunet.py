@@ -236,8 +236,11 @@ def main(argv=None) -> Path:
     loss_fn = make_loss_fn(args.max_sigma)
     if not args.warmup >= 0:
         raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
-    probe = CleanCropDataset(train_photos, args.batch, args.crop, seed=args.seed + 1)
-    steps, rate = budgeted_steps(args, model, loss_fn, lambda: default_collate([probe[i] for i in range(args.batch)]))
+    def probe_batch():
+        probe = CleanCropDataset(train_photos, args.batch, args.crop, seed=args.seed + 1)
+        return default_collate([probe[i] for i in range(args.batch)])
+
+    steps, rate = budgeted_steps(args, model, loss_fn, probe_batch)
     train = CleanCropDataset(train_photos, steps * args.batch, args.crop, seed=args.seed)
     val = NoisyValDataset(val_photos, args.val_items, args.crop) if val_photos else None
     warmup = min(steps, int(round(args.warmup * steps)) if args.warmup < 1 else int(args.warmup))

@@ -209,9 +209,12 @@ def main(argv=None) -> Path:
         init = initialise_from(model, init_path)
     loss_fn = make_loss_fn(args.loss == "symmetric", args.max_noise, args.max_gain, args.highlight_prob)
     sources = training_sources(args.corpus, args.preload)
-    probe = SyntheticBlurDataset(sources, length=args.batch, crop=args.crop, preset=presets[0], seed=args.seed + 1,
-                                 fixed=True, blur=False)
-    steps, rate = budgeted_steps(args, model, loss_fn, lambda: default_collate([probe[i] for i in range(args.batch)]))
+    def probe_batch():
+        probe = SyntheticBlurDataset(sources, length=args.batch, crop=args.crop, preset=presets[0],
+                                     seed=args.seed + 1, fixed=True, blur=False)
+        return default_collate([probe[i] for i in range(args.batch)])
+
+    steps, rate = budgeted_steps(args, model, loss_fn, probe_batch)
     train, val = build_datasets(args.corpus, steps * args.batch, args.crop, presets, args.seed, args.val_items,
                                 sources=sources)
     cfg = TrainConfig(
