@@ -13,7 +13,7 @@ from torch import nn
 from pnpdeblur.checkpoints import read_header
 from pnpdeblur.train import budget as Bu
 from pnpdeblur.train import engine as E
-from pnpdeblur.train.budget import measure_step_rate, steps_for_budget
+from pnpdeblur.train.budget import measure_step_rate, steps_for_budget, steps_with_refills
 from pnpdeblur.train.config import TrainConfig
 from pnpdeblur.train.engine import Trainer
 
@@ -225,6 +225,109 @@ def test_steps_for_budget_checks(kw, match):
         steps_for_budget(args.pop("seconds"), args.pop("rate"), **args)
 
 
+# --------------------------------------------------------------------------- steps_with_refills
+def _most_steps_by_search(seconds, rate, refill, per_refill, fill):
+    """The reference: the largest n whose time n/rate + refill·(ceil(n/per_refill) − 1) fits, by trying every n."""
+    best, n = 0, 1
+    while n / rate <= seconds * fill:
+        if n / rate + refill * (-(-n // per_refill) - 1) <= seconds * fill:
+            best = n
+        n += 1
+    return max(1, best)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_steps_with_refills_is_the_largest_count_that_fits(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(60):
+        seconds, rate = float(rng.uniform(0.5, 40)), float(rng.uniform(0.2, 12))
+        refill = float(rng.choice([0.0, rng.uniform(0, 8)]))
+        per_refill, fill = int(rng.integers(1, 30)), float(rng.uniform(0.2, 1.0))
+        assert steps_with_refills(seconds, rate, refill, per_refill, fill=fill) == \
+            _most_steps_by_search(seconds, rate, refill, per_refill, fill)
+
+
+def test_steps_with_refills_by_hand():
+    # 16.65 s planned at 0.5 steps/s, a 4 s refill every 2 steps: 4 steps take 8 s + one refill = 12 s;
+    # 5 steps would take 10 s + two refills = 18 s
+    assert steps_with_refills(18.5, 0.5, 4.0, 2) == 4
+    # free refills: steps_for_budget's count; refills too dear for a second block: one block
+    assert steps_with_refills(100, 3.0, 0.0, 7) == steps_for_budget(100, 3.0) == 270
+    assert steps_with_refills(10, 10.0, 1000.0, 5) == 5
+    assert steps_with_refills(1.0, 0.01, 0.0, 3) == 1 and steps_with_refills(1.0, 0.01, 0.0, 3, minimum=4) == 4
+
+
+@pytest.mark.parametrize("kw,match", [({"refill_seconds": -1.0}, "refill_seconds must be"),
+                                      ({"refill_seconds": float("inf")}, "refill_seconds must be"),
+                                      ({"refill_seconds": True}, "refill_seconds must be"),
+                                      ({"steps_per_refill": 0}, "steps_per_refill must be"),
+                                      ({"steps_per_refill": 2.0}, "steps_per_refill must be"),
+                                      ({"steps_per_refill": True}, "steps_per_refill must be"),
+                                      ({"seconds": -1.0}, "seconds must be"), ({"fill": 2.0}, "fill must be")])
+def test_steps_with_refills_checks(kw, match):
+    args = {"seconds": 10.0, "rate": 2.0, "refill_seconds": 1.0, "steps_per_refill": 4, **kw}
+    with pytest.raises(ValueError, match=match):
+        steps_with_refills(args.pop("seconds"), args.pop("rate"), args.pop("refill_seconds"),
+                           args.pop("steps_per_refill"), **args)
+
+
+# --------------------------------------------------------------------------- the RP-GAN recipe
+def test_rpgan_time_budget_sizes_both_phases(tmp_path, monkeypatch, clock):
+    """The fake clock runs 10 s for the pool and 4 s for each buffer filling, the probe says 0.5 steps/s."""
+    import time as real_time
+
+    from pnpdeblur.train import replay
+    from pnpdeblur.train import rpgan as R
+
+    monkeypatch.setattr(R, "time", types.SimpleNamespace(perf_counter=clock.perf_counter, time=real_time.time))
+    build_pool, refill = R.build_pool, replay.ReplayBuffer.refill
+
+    def slow_pool(*a, **k):
+        clock.now += 10.0
+        return build_pool(*a, **k)
+
+    def slow_refill(self, round):
+        clock.now += 4.0
+        return refill(self, round)
+
+    monkeypatch.setattr(R, "build_pool", slow_pool)
+    monkeypatch.setattr(replay.ReplayBuffer, "refill", slow_refill)
+    probes = []
+
+    def fake_rate(model, loss_fn, batch, **kw):
+        probes.append(({k: tuple(v.shape) for k, v in batch.items()}, kw))
+        return 0.5
+
+    monkeypatch.setattr(Bu, "measure_step_rate", fake_rate)
+    out = tmp_path / "g.safetensors"
+    base = ["--pretrain-steps", "1000", "--steps", "3000", "--batch", "2", "--crop", "16", "--pool", "3",
+            "--buffer", "4", "--refresh-every", "1", "--val-items", "0", "--width", "4", "--n-res", "1",
+            "--d-width", "4", "--cg-iters", "2", "--flows", "true", "--run-dir", str(tmp_path / "run"),
+            "--no-progress", "--log-every", "0", "--ckpt-every", "0", "--device", "cpu", "--lr", "3e-4"]
+    R.main(base + ["--out", str(out), "--time-budget", "100"])
+    # one probe, on a batch of the first (level-1) buffer
+    (shapes, kw), = probes
+    assert shapes["deconv"] == (2, 3, 16, 16) and shapes["level"] == (2,) and kw == {"device": "cpu", "lr": 3e-4}
+    header = read_header(out)
+    # the pool ends at 110 s; level 1 gets 1/4 of the 90 s left, to 132.5 s, of which its first filling
+    # takes 4: 18.5 s → 4 steps (8 s + one 4 s refill within 0.9 × 18.5 s). Its training refills once
+    # (118 s at its end); the recurrent buffer is filled by 122 s: 78 s → 18 steps (36 s + 8 refills
+    # = 68 s; 19 steps would take 74 s > 0.9 × 78 s).
+    assert header["steps"] == {"level1": 4, "recurrent": 18}
+    assert header["training"]["steps"] == 18 and header["training"]["time_limit_s"] == pytest.approx(78.0)
+    assert header["training"]["decay_start"] == int(18 * 110 / 190)
+    data = header["data"]
+    assert data["time_budget_s"] == 100.0 and data["probe_steps_per_s"] == 0.5 and data["refill_s"] == [4.0, 4.0]
+    assert data["stopped_by_time"] is False
+    with pytest.raises(ValueError, match=r"--time-budget 5 s leaves no time for this phase's training \(1\d\.\d s spent"):
+        R.main(base + ["--out", str(tmp_path / "h.safetensors"), "--time-budget", "5",
+                       "--run-dir", str(tmp_path / "run2")])
+    with pytest.raises(SystemExit):
+        R.parse_args(["--time-budget", "0"])
+    with pytest.raises(SystemExit):
+        R.parse_args(["--time-budget", "nan"])
+
+
 # --------------------------------------------------------------------------- the DRUNet recipe
 def test_drunet_time_budget_sizes_the_run(tmp_path, monkeypatch):
     import imageio.v3 as iio
@@ -342,3 +445,38 @@ def test_sen_time_budget_sizes_the_run(tmp_path, monkeypatch):
     assert training["time_limit_s"] == 2.0
     prov = header["data"] if "data" in header else header["metadata"]["data"]
     assert prov["time_budget_s"] == 2.0 and prov["probe_steps_per_s"] == 5.0 and prov["stopped_by_time"] is False
+
+
+DDP_BUDGET_SCRIPT = """
+import argparse, os, sys, torch
+sys.path.insert(0, {tests!r})
+from test_train_budget import linear
+from pnpdeblur.train import budget as Bu, distributed
+from pnpdeblur.train._cli import budgeted_steps
+torch.set_num_threads(1)
+rank = int(os.environ["RANK"])
+Bu.measure_step_rate = lambda *a, **k: 5.0 if rank == 0 else 50.0  # rank 1 probes ten times faster
+args = argparse.Namespace(time_budget=2.0, steps=1000, device="cpu", lr=1e-3)
+steps, rate = budgeted_steps(args, linear(), None, lambda: None)
+assert distributed.world_size() == 2
+open({out!r} + "/rank%d.txt" % rank, "w").write("%d %g" % (steps, rate))
+"""
+
+
+def test_ranks_train_rank_zeros_step_count(tmp_path):
+    from _ddp import REPO, run_ranks
+
+    script = tmp_path / "ddp_budget.py"
+    script.write_text(DDP_BUDGET_SCRIPT.format(tests=str(REPO / "tests"), out=str(tmp_path)))
+    run_ranks(script, tmp_path)
+    got = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
+    # floor(2 s × 5 steps/s × 0.9) = 9 on both ranks (rank 1's own probe would give 90)
+    assert got == ["9 5", "9 5"], got
+
+
+def test_rank0_value_in_one_process_is_the_value():
+    from pnpdeblur.train import distributed
+
+    obj = {"steps": 3}
+    assert distributed.rank0_value(obj) is obj
+    assert distributed.init_for_device(torch.device("cpu")) is False

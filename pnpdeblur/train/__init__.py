@@ -16,7 +16,7 @@ fine-tuning); recipes: :mod:`.sen`, :mod:`.rpgan`, :mod:`.deblurnets`.
 from . import distributed
 from .config import TrainConfig
 from .engine import Trainer, unwrap_model
-from .budget import measure_step_rate, steps_for_budget
+from .budget import measure_step_rate, steps_for_budget, steps_with_refills
 from .adversarial import AdversarialPair
 from .replay import ReplayBuffer, level_counts
 from .schedules import linear_decay_lambda, step_decay_lambda
@@ -24,4 +24,5 @@ from .schedules import linear_decay_lambda, step_decay_lambda
 from .reblur import finetune_reblur  # after the engine: it builds on it
 
 __all__ = ["TrainConfig", "Trainer", "AdversarialPair", "ReplayBuffer", "level_counts", "linear_decay_lambda",
-           "step_decay_lambda", "unwrap_model", "distributed", "finetune_reblur", "measure_step_rate", "steps_for_budget"]
+           "step_decay_lambda", "unwrap_model", "distributed", "finetune_reblur", "measure_step_rate", "steps_for_budget",
+           "steps_with_refills"]

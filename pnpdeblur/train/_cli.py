@@ -59,10 +59,11 @@ def add_engine_arguments(
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def add_time_budget_argument(ap: argparse.ArgumentParser) -> None:
-    """Add ``--time-budget SECONDS`` (see :func:`budgeted_steps`)."""
+def add_time_budget_argument(ap: argparse.ArgumentParser, help: Optional[str] = None) -> None:
+    """Add ``--time-budget SECONDS`` (see :func:`budgeted_steps`); ``help`` replaces the
+    default help text where a recipe sizes its run differently."""
     ap.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                    help="train for about this long: a short probe measures the step rate and sets --steps "
+                    help=help or "train for about this long: a short probe measures the step rate and sets --steps "
                     "to fill 90%% of it; training stops at this time regardless")
 
 
@@ -86,9 +87,15 @@ def budgeted_steps(args: argparse.Namespace, model: torch.nn.Module, loss_fn: An
         raise ValueError(f"--time-budget must be a finite number of seconds > 0, got {budget}")
     if torch.cuda.is_available() and args.device != "cpu":
         torch.backends.cudnn.benchmark = True
+    from . import distributed as D
+    from .engine import Trainer
+
+    # Under torchrun every rank probes, and rank 0's count is used by all: ranks that
+    # trained different numbers of steps would leave one waiting in a collective.
+    D.init_for_device(Trainer._resolve_device(args.device))
     rate = measure_step_rate(model, loss_fn, probe_batch(), device=args.device, amp=bool(getattr(args, "amp", False)),
                              lr=args.lr)
-    steps = steps_for_budget(budget, rate)
+    steps, rate = D.rank0_value((steps_for_budget(budget, rate), rate))
     print(json.dumps({"probe_steps_per_s": round(rate, 2), "steps": steps}), flush=True)
     return steps, rate
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from .engine import _to_device
 
-__all__ = ["measure_step_rate", "steps_for_budget"]
+__all__ = ["measure_step_rate", "steps_for_budget", "steps_with_refills"]
 
 
 def _sync(device: torch.device) -> None:
@@ -138,3 +138,60 @@ def steps_for_budget(seconds: float, rate: float, *, fill: float = 0.9, minimum:
     if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 1:
         raise ValueError(f"minimum must be an int >= 1, got {minimum!r}")
     return max(minimum, int(math.floor(seconds * rate * fill)))
+
+
+def steps_with_refills(
+    seconds: float,
+    rate: float,
+    refill_seconds: float,
+    steps_per_refill: int,
+    *,
+    fill: float = 0.9,
+    minimum: int = 1,
+) -> int:
+    """Steps that fit ``fill`` of ``seconds`` when the data are remade every ``steps_per_refill`` steps.
+
+    For a dataset that is refilled as training goes, such as RP-GAN's replay buffer
+    (:class:`pnpdeblur.train.ReplayBuffer`): the first filling is already made, and each
+    later block of ``steps_per_refill`` steps starts with a refill of ``refill_seconds``.
+    ``n`` steps then take ``n / rate + refill_seconds * (ceil(n / steps_per_refill) - 1)``
+    seconds; the largest ``n`` within ``fill * seconds`` is returned.
+
+    Parameters
+    ----------
+    seconds : float
+        Training time available (> 0), the first filling excluded.
+    rate : float
+        Optimiser steps per second (> 0), e.g. from :func:`measure_step_rate`.
+    refill_seconds : float
+        Time of one refill (>= 0), e.g. the time the first filling took.
+    steps_per_refill : int
+        Steps trained on one filling (>= 1): ``refresh_every`` epochs of the buffer.
+    fill : float
+        Fraction of ``seconds`` to plan for, in (0, 1] (as in :func:`steps_for_budget`).
+    minimum : int
+        Fewest steps returned (>= 1).
+
+    Returns
+    -------
+    int
+        The step count; :func:`steps_for_budget`'s when ``refill_seconds == 0``.
+    """
+    steps_for_budget(seconds, rate, fill=fill, minimum=minimum)  # the shared argument checks
+    if (isinstance(refill_seconds, bool) or not isinstance(refill_seconds, (int, float))
+            or not math.isfinite(refill_seconds) or refill_seconds < 0):
+        raise ValueError(f"refill_seconds must be a finite number >= 0, got {refill_seconds!r}")
+    if isinstance(steps_per_refill, bool) or not isinstance(steps_per_refill, int) or steps_per_refill < 1:
+        raise ValueError(f"steps_per_refill must be an int >= 1, got {steps_per_refill!r}")
+    total = seconds * rate * fill  # the budget in steps, as steps_for_budget counts it
+    per_refill = refill_seconds * rate  # a refill's cost in steps
+
+    def best_with(blocks: int) -> int:
+        # ``blocks`` fillings: at most blocks·steps_per_refill steps, and blocks − 1 refills paid
+        return min(blocks * steps_per_refill, int(math.floor(total - (blocks - 1) * per_refill)))
+
+    # best_with rises with ``blocks`` (the first bound) until the refills' cost (the second)
+    # takes over: the optimum is next to where the two bounds cross.
+    cross = (total + per_refill) / (steps_per_refill + per_refill)
+    candidates = {1, max(1, int(math.floor(cross))), max(1, int(math.floor(cross)) + 1)}
+    return max(minimum, max(best_with(b) for b in candidates))

@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 __all__ = [
     "init_distributed",
+    "init_for_device",
     "is_distributed",
     "is_main_process",
     "world_size",
@@ -25,6 +26,7 @@ __all__ = [
     "shard",
     "all_reduce_sum",
     "all_gather_objects",
+    "rank0_value",
     "env_world_size",
 ]
 
@@ -87,6 +89,15 @@ def init_distributed(
     return True
 
 
+def init_for_device(device: torch.device) -> bool:
+    """:func:`init_distributed` with the backend for ``device`` (NCCL on CUDA, else gloo),
+    when this process is one of several (torchrun's ``WORLD_SIZE > 1``); returns
+    :func:`is_distributed`."""
+    if is_distributed() or env_world_size() > 1:
+        return init_distributed(backend="nccl" if torch.device(device).type == "cuda" else "gloo")
+    return False
+
+
 def world_size() -> int:
     """Number of processes (1 without a process group)."""
     return dist.get_world_size() if is_distributed() else 1
@@ -136,3 +147,13 @@ def all_gather_objects(obj: Any) -> List[Any]:
     out: List[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def rank0_value(obj: Any) -> Any:
+    """Rank 0's picklable ``obj`` on every rank (``obj`` itself in a single process).
+
+    For what every rank must agree on but measures on its own, such as a step count sized
+    from a timed probe: ranks that trained different numbers of steps would leave one of
+    them waiting in a collective.
+    """
+    return all_gather_objects(obj)[0]

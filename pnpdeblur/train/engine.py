@@ -207,9 +207,7 @@ class Trainer:
 
         # --- processes and device
         self.device = self._resolve_device(cfg.device)
-        if D.is_distributed() or D.env_world_size() > 1:
-            D.init_distributed(backend="nccl" if self.device.type == "cuda" else "gloo")
-        self.distributed = D.is_distributed()
+        self.distributed = D.init_for_device(self.device)
         self.world_size = D.world_size()
         self.rank = D.rank()
         self.is_main = self.rank == 0

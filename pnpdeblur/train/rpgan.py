@@ -51,7 +51,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -72,7 +72,7 @@ from ..losses.rpgan import (
 )
 from ..nets.rpgan import RPGAN_PRETRAINED_PATH, ArtifactCritic, ConditionalDiscriminator, RPGANGenerator
 from ..priors.rpgan import RPGANPrior, rpgan_schedule
-from ._cli import add_engine_arguments, device_name, engine_options
+from ._cli import add_engine_arguments, add_time_budget_argument, device_name, engine_options
 from .replay import PAPER_PROPORTIONS, ReplayBuffer
 
 __all__ = ["RPGANTrainModule", "TensorItems", "build_pool", "DeconvolutionProducer", "make_loss_fn",
@@ -361,6 +361,62 @@ def make_val_fn(levels: int = 3, noise_level: float = 0.01, cg_iters: int = 10, 
     return val_fn
 
 
+class _PhaseBudget:
+    """Sizes the two phases of a ``--time-budget`` run from measured times.
+
+    The budget counts from the start of :func:`main` (building the pool is part of the run).
+    Each phase's buffer is filled when the phase begins, and that filling is timed: it is the
+    cost of every later refill (:func:`pnpdeblur.train.budget.steps_with_refills`). The step
+    rate is measured once, on a batch of the first buffer (both phases train the same
+    networks on the same batch shapes). The level-1 phase gets the share
+    ``pretrain_steps / (pretrain_steps + steps)`` of what is left when it begins; the
+    recurrent phase gets the rest, up to the deadline.
+    """
+
+    def __init__(self, args: argparse.Namespace, model: nn.Module, loss_fn: Callable, start: float):
+        self.args, self.model, self.loss_fn = args, model, loss_fn
+        self.deadline = start + float(args.time_budget)
+        self.rate: Optional[float] = None
+        self.refill_s: List[float] = []
+        self._phase_start = 0.0
+
+    def buffer(self, producer: Callable, proportions: Sequence[float]) -> ReplayBuffer:
+        """A buffer filled now (its engine epoch 0 then needs no refill), the filling timed."""
+        self._phase_start = time.perf_counter()
+        buf = ReplayBuffer(producer, self.args.buffer, proportions, self.args.refresh_every, fill_now=True)
+        self.refill_s.append(time.perf_counter() - self._phase_start)
+        return buf
+
+    def steps(self, buf: ReplayBuffer, share: float) -> Tuple[int, float]:
+        """``(steps, seconds)`` for the phase that trains on ``buf``: ``share`` of the time
+        left at its start, less its first filling and the probe; ``seconds`` is its time limit."""
+        from torch.utils.data import default_collate
+
+        from . import budget as B  # looked up per call: tests stand in for the probe
+        from . import distributed as D
+
+        a = self.args
+        if self.rate is None:
+            batch = default_collate([buf[i] for i in range(a.batch)])
+            self.rate = B.measure_step_rate(self.model, self.loss_fn, batch, device=str(next(
+                self.model.parameters()).device), lr=a.lr)
+        end = self._phase_start + (self.deadline - self._phase_start) * share
+        seconds = end - time.perf_counter()
+        per_refill = a.refresh_every * max(1, a.buffer // a.batch)
+        steps = B.steps_with_refills(seconds, self.rate, self.refill_s[-1], per_refill) if seconds > 0 else 0
+        # every rank must train as many steps as the others: rank 0's plan is everyone's
+        D.init_for_device(next(self.model.parameters()).device)
+        steps, seconds = D.rank0_value((steps, seconds))
+        if not seconds > 0:
+            spent = time.perf_counter() - (self.deadline - float(a.time_budget))
+            raise ValueError(f"--time-budget {a.time_budget:g} s leaves no time for this phase's training "
+                             f"({spent:.1f} s spent on the pool, the buffers and the probe): give a larger "
+                             "--time-budget or a smaller --pool/--buffer")
+        print(json.dumps({"probe_steps_per_s": round(self.rate, 2), "refill_s": round(self.refill_s[-1], 2),
+                          "phase_seconds": round(seconds, 1), "steps": steps}), flush=True)
+        return steps, seconds
+
+
 def _floats(text: str, name: str) -> List[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
@@ -403,10 +459,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="Adam's betas (default 0.5 0.999, as the shipped weights; the paper: SEN's 0.9 0.99)")
     ap.add_argument("--lr-end", type=float, default=1e-6)
     ap.add_argument("--decay-from", type=float, default=110 / 190, help="fraction of steps at constant lr")
+    add_time_budget_argument(ap, help="train for about this long, the pool included: the level-1 and recurrent "
+                             "phases share it as --pretrain-steps : --steps do, and each phase's steps are set from "
+                             "a probe of the step rate and the time of its first buffer filling (refills cost as "
+                             "much); training stops at this time regardless")
     add_engine_arguments(ap, run_dir="runs/rpgan", out=RPGAN_PRETRAINED_PATH, val_items=8, val_every=1000,
                          amp=False, run_dir_help="logs, checkpoints, discriminators",
                          out_help="exported generator (safetensors)")
     args = ap.parse_args(argv)
+    if args.time_budget is not None and not (math.isfinite(args.time_budget) and args.time_budget > 0):
+        ap.error(f"--time-budget must be a finite number of seconds > 0, got {args.time_budget}")
     for name in ("steps", "batch", "crop", "pool", "buffer", "refresh_every", "cg_iters", "width", "n_res", "d_width"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -430,6 +492,7 @@ def main(argv=None) -> Path:
     proportions = _floats(args.proportions, "--proportions")
     levels = len(proportions)
     t0 = time.time()
+    clock_start = time.perf_counter()  # --time-budget counts from here: the pool is part of the run
     device = Trainer._resolve_device(args.device)
     sources = training_sources(args.corpus, args.preload)
     sen = None
@@ -458,19 +521,32 @@ def main(argv=None) -> Path:
     common.pop("out_dir")  # one folder per phase below
     run = Path(args.run_dir)
     history: List[Dict[str, Any]] = []
+    budget = _PhaseBudget(args, model, loss_fn, clock_start) if args.time_budget is not None else None
+    steps = {"level1": args.pretrain_steps, "recurrent": args.steps}
+    stopped_by_time = False
     if args.pretrain_steps:
         # (1) level 1 only: its inputs do not depend on G, one filling per refresh still varies the crops
-        buf1 = ReplayBuffer(producer, args.buffer, (1.0,), args.refresh_every, fill_now=False)
-        cfg1 = TrainConfig(steps=args.pretrain_steps, out_dir=str(run / "level1"), **common)
+        buf1 = budget.buffer(producer, (1.0,)) if budget else ReplayBuffer(producer, args.buffer, (1.0,),
+                                                                           args.refresh_every, fill_now=False)
+        limit = None
+        if budget:
+            steps["level1"], limit = budget.steps(buf1, args.pretrain_steps / (args.pretrain_steps + args.steps))
+        cfg1 = TrainConfig(steps=steps["level1"], out_dir=str(run / "level1"), time_limit_s=limit, **common)
         t1 = Trainer(model, cfg1, buf1, loss_fn, val_data=val, val_fn=val_fn)
         t1.fit()
+        stopped_by_time = t1.stopped_by_time
         history += [{"phase_name": "level1", **row} for row in t1.history]
     # (2) experience replay over the levels
-    buf = ReplayBuffer(producer, args.buffer, proportions, args.refresh_every, fill_now=False)
-    cfg2 = TrainConfig(steps=args.steps, decay_start=int(args.steps * args.decay_from), lr_end=args.lr_end,
-                       out_dir=str(run / "recurrent"), **common)
+    buf = budget.buffer(producer, proportions) if budget else ReplayBuffer(producer, args.buffer, proportions,
+                                                                           args.refresh_every, fill_now=False)
+    limit = None
+    if budget:
+        steps["recurrent"], limit = budget.steps(buf, 1.0)
+    cfg2 = TrainConfig(steps=steps["recurrent"], decay_start=int(steps["recurrent"] * args.decay_from),
+                       lr_end=args.lr_end, out_dir=str(run / "recurrent"), time_limit_s=limit, **common)
     trainer = Trainer(model, cfg2, buf, loss_fn, val_data=val, val_fn=val_fn)
     trainer.fit()
+    stopped_by_time = stopped_by_time or trainer.stopped_by_time
     history += [{"phase_name": "recurrent", **row} for row in trainer.history]
 
     out = Path(args.out)
@@ -481,7 +557,7 @@ def main(argv=None) -> Path:
     corpus_files = [] if args.corpus is None else sorted(p.name for p in list_images(args.corpus, recursive=True))
     meta = {
         "training": cfg2.to_dict(),
-        "steps": {"level1": args.pretrain_steps, "recurrent": args.steps},
+        "steps": steps,
         "validation": dict(trainer.last_validation),
         "schedule": {"levels": levels, "noise_level": args.noise, "betas": producer.betas,
                      "cg_iters": args.cg_iters, "rule": "pnpdeblur.priors.rpgan.rpgan_schedule"},
@@ -498,6 +574,9 @@ def main(argv=None) -> Path:
             "device": device_name(device),
         },
     }
+    if budget:
+        meta["data"].update(time_budget_s=args.time_budget, probe_steps_per_s=budget.rate,
+                            refill_s=[round(v, 3) for v in budget.refill_s], stopped_by_time=stopped_by_time)
     state = model.generator.state_dict() if args.float32 else half_state(model.generator.state_dict())
     if not args.float32:
         meta["stored_dtype"] = "float16 weights, float32 BatchNorm statistics"
