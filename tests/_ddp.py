@@ -16,15 +16,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_ranks(script: Path, cwd: Path, world: int = 2, timeout: float = 120) -> List[str]:
+def run_ranks(script: Path, cwd: Path, world: int = 2, timeout: float = 120, tries: int = 3) -> List[str]:
     """Run ``script`` as ranks 0..world-1 (env RANK/LOCAL_RANK/WORLD_SIZE/MASTER_*, one thread each,
-    no GPU, the repository on PYTHONPATH); assert that every rank exits 0; return their outputs."""
+    no GPU, the repository on PYTHONPATH); assert that every rank exits 0; return their outputs.
+
+    The port is free when chosen but may be taken before rank 0 binds it (other tests run
+    beside this one): a run that failed only because the address was in use is retried on
+    a new port, up to ``tries`` runs.
+    """
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
-    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(world),
+    env.update(MASTER_ADDR="127.0.0.1", WORLD_SIZE=str(world),
                CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    procs = [subprocess.Popen([sys.executable, str(script)], cwd=cwd, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True,
-                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(world)]
-    outs = [p.communicate(timeout=timeout)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0] * world, "\n".join(outs)
+    for attempt in range(tries):
+        env["MASTER_PORT"] = str(free_port())
+        procs = [subprocess.Popen([sys.executable, str(script)], cwd=cwd, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True,
+                                  env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(world)]
+        outs = [p.communicate(timeout=timeout)[0] for p in procs]
+        ok = [p.returncode for p in procs] == [0] * world
+        if ok or attempt == tries - 1 or not any("address already in use" in o.lower() for o in outs):
+            break
+    assert ok, "\n".join(outs)
     return outs

@@ -17,6 +17,7 @@ import json
 import time
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,7 +36,7 @@ from pnpdeblur.losses.rpgan import (
     content_loss,
     rpgan_generator_loss,
 )
-from pnpdeblur.nets.rpgan import RPGAN_PRETRAINED_PATH, ArtifactCritic, ConditionalDiscriminator, RPGANGenerator
+from pnpdeblur.nets.rpgan import ArtifactCritic, ConditionalDiscriminator, RPGANGenerator
 from pnpdeblur.operators import MotionBlur
 from pnpdeblur.priors.rpgan import RPGANPrior, rpgan_schedule
 from pnpdeblur.solvers import hqs
@@ -402,7 +403,8 @@ def test_cli_defaults_are_the_papers_settings():
     assert (a.width, a.n_res, a.d_width, a.no_residual) == (16, 3, 16, False)
     assert (a.gamma, a.lam, a.gp_weight) == (DEFAULT_GAMMA, DEFAULT_LAMBDA_P, DEFAULT_GP_WEIGHT)
     assert (a.no_dp, a.no_cgan, a.vgg, a.corpus, a.preload) == (False, False, None, None, False)
-    assert (a.run_dir, a.out, a.val_items, a.val_every) == ("runs/rpgan", RPGAN_PRETRAINED_PATH, 8, 1000)
+    assert (a.run_dir, a.val_items, a.val_every) == ("runs/rpgan", 8, 1000)
+    assert a.out == Path("runs/rpgan/rpgan_generator.safetensors")  # not the shipped file
     assert not hasattr(a, "amp") and a.float32 is False and a.no_progress is False
     a = parse_args(["--no-residual", "--no-dp", "--no-cgan", "--preload", "--flows", "true", "--lr-end", "2e-6"])
     assert (a.no_residual, a.no_dp, a.no_cgan, a.preload, a.flows, a.lr_end) == (True, True, True, True, "true", 2e-6)
@@ -436,7 +438,11 @@ _HELP = {
     "--vgg": "VGG16 weights file: the paper's relu2_2 perceptual content loss",
     "--decay-from": "fraction of steps at constant lr",
     "--run-dir": "logs, checkpoints, discriminators",
-    "--out": "exported generator (safetensors)",
+    "--time-budget": "train for about this long, the pool included: the level-1 and recurrent phases share it as "
+                     "--pretrain-steps : --steps do, and each phase's steps are set from a probe of the step rate and "
+                     "the time of its first buffer filling (refills cost as much); training stops at this time "
+                     "regardless",
+    "--out": "exported generator (safetensors); default RUN_DIR/rpgan_generator.safetensors",
 }
 
 

@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from pnpdeblur.checkpoints import load_checkpoint, save_checkpoint
-from pnpdeblur.train._cli import add_engine_arguments, engine_options, export_weights
+from pnpdeblur.train._cli import add_engine_arguments, engine_options, export_weights, parse_engine_args
 
 
 def _parser(**kw):
     ap = argparse.ArgumentParser(prog="recipe")
-    add_engine_arguments(ap, **{"run_dir": "runs/r", "out": Path("r.safetensors"), "val_items": 5, **kw})
+    add_engine_arguments(ap, **{"run_dir": "runs/r", "out_name": "r.safetensors", "val_items": 5, **kw})
     return ap
 
 
@@ -21,20 +21,23 @@ def test_every_option_from_a_known_argv():
     argv = ["--grad-clip", "2.5", "--device", "cuda:1", "--amp", "--workers", "3", "--seed", "-4",
             "--val-items", "9", "--log-every", "6", "--val-every", "7", "--ckpt-every", "8",
             "--run-dir", "elsewhere", "--out", "w/x.safetensors", "--float32", "--no-progress"]
-    args = _parser().parse_args(argv)
+    args = parse_engine_args(_parser(), argv)
     assert vars(args) == dict(grad_clip=2.5, device="cuda:1", amp=True, workers=3, seed=-4, val_items=9,
                               log_every=6, val_every=7, ckpt_every=8, run_dir="elsewhere",
-                              out=Path("w/x.safetensors"), float32=True, no_progress=True)
+                              out=Path("w/x.safetensors"), out_name="r.safetensors", float32=True, no_progress=True)
     assert isinstance(args.out, Path) and isinstance(args.grad_clip, float)
     assert engine_options(args) == dict(seed=-4, num_workers=3, device="cuda:1", log_every=6, val_every=7,
                                         ckpt_every=8, out_dir="elsewhere", progress=False, amp=True, grad_clip=2.5)
 
 
 def test_the_recipes_defaults_are_the_keyword_arguments():
-    args = _parser(run_dir="runs/q", out=Path("q.st"), val_items=11, log_every=1, val_every=2, ckpt_every=3,
-                   amp=False, grad_clip=False, float32=False).parse_args([])
+    args = parse_engine_args(_parser(run_dir="runs/q", out_name="q.st", val_items=11, log_every=1, val_every=2,
+                                     ckpt_every=3, amp=False, grad_clip=False, float32=False), [])
+    # --out defaults to a file in the run folder, never the package's shipped weights
     assert vars(args) == dict(device="auto", workers=0, seed=0, val_items=11, log_every=1, val_every=2,
-                              ckpt_every=3, run_dir="runs/q", out=Path("q.st"), no_progress=False)
+                              ckpt_every=3, run_dir="runs/q", out=Path("runs/q/q.st"), out_name="q.st",
+                              no_progress=False)
+    assert parse_engine_args(_parser(out_name="q.st"), ["--run-dir", "a/b"]).out == Path("a/b/q.st")
     # the documented defaults of the keyword arguments
     args = _parser().parse_args([])
     assert (args.log_every, args.val_every, args.ckpt_every) == (50, 500, 500)

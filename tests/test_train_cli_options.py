@@ -17,7 +17,7 @@ from pnpdeblur.train.sen import parse_args as sen_args
 
 def _parser(**kw):
     ap = argparse.ArgumentParser()
-    add_engine_arguments(ap, run_dir="runs/x", out=Path("x.safetensors"), val_items=7, **kw)
+    add_engine_arguments(ap, run_dir="runs/x", out_name="x.safetensors", val_items=7, **kw)
     return ap
 
 
@@ -26,7 +26,7 @@ def test_defaults_and_the_config_fields_they_give():
     opts = engine_options(args)
     assert opts == dict(seed=0, num_workers=0, device="auto", log_every=3, val_every=4, ckpt_every=5,
                         out_dir="runs/x", progress=True, amp=False, grad_clip=None)
-    assert (args.val_items, args.out, args.float32) == (7, Path("x.safetensors"), False)
+    assert (args.val_items, args.out, args.out_name, args.float32) == (7, None, "x.safetensors", False)
     TrainConfig(steps=1, batch_size=1, lr=1e-3, **opts)  # every field is one TrainConfig knows
 
 

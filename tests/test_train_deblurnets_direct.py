@@ -15,6 +15,8 @@ wiring — net, data, schedule, losses, exported header — costs no training.
 import json
 
 import numpy as np
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -399,7 +401,7 @@ def test_option_defaults_are_the_specs(name):
     assert (a.steps, a.batch, a.crop, a.lr, a.adv_weight) == (s.steps, s.batch, s.crop, s.lr, s.adv_weight)
     assert a.data == "video" and a.corpus is None and not a.preload and a.root is None and a.preset == "23"
     assert a.max_blur == 16.0 and a.frames == 5 and a.noise == 0.01 and not a.small and a.config == "{}"
-    assert a.run_dir == f"runs/{name}" and str(a.out) == f"{name}.safetensors"
+    assert a.run_dir == f"runs/{name}" and a.out == Path(f"runs/{name}/{name}.safetensors")
     assert (a.val_items, a.val_every, a.ckpt_every, a.log_every) == (16, 1000, 1000, 50)
     assert not hasattr(a, "float32")
 

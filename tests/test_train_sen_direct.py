@@ -9,6 +9,7 @@ for 50 epochs then linearly to 1.25e-5 over the next 40, Adam β1 0.9, β2 0.99,
 import json
 import math
 import sys
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -290,7 +291,7 @@ def test_defaults_follow_the_paper_where_it_gives_numbers():
     assert a.presets == "23,46" and a.max_noise == pytest.approx(0.02) and a.loss == "symmetric"
     assert a.width == 16 and a.levels == 4 and a.steps == 6000
     assert a.corpus is None and a.init is None and not a.preload and not a.float32 and not a.amp and a.grad_clip is None
-    assert str(a.out).endswith("sen_small.safetensors")
+    assert a.out == Path("runs/sen/sen.safetensors")  # not the shipped file
 
 
 def test_every_option_is_read():
@@ -604,12 +605,13 @@ def test_init_refuses_to_overwrite_its_own_weights(tmp_path, record, monkeypatch
     with pytest.raises(ValueError, match=r"--out .*w\.safetensors would overwrite the --init weights"):
         R.main(_argv(tmp_path, "--init", str(tmp_path / "run" / ".." / "w.safetensors"), "--out", str(w)))
     assert w.read_bytes() == before
-    # 'shipped' with the default --out (both the package's file; a stand-in path here, so that a
-    # regression cannot overwrite the real weights)
+    # 'shipped' with --out naming the package's file (a stand-in path here, so that a regression
+    # cannot overwrite the real weights)
     shipped = tmp_path / "package" / "sen_small.safetensors"
     monkeypatch.setattr(R, "SEN_PRETRAINED_PATH", shipped)
     with pytest.raises(ValueError, match="would overwrite the --init weights"):
-        R.main(["--init", "shipped", "--steps", "1", "--device", "cpu", "--run-dir", str(tmp_path / "r2")])
+        R.main(["--init", "shipped", "--steps", "1", "--device", "cpu", "--run-dir", str(tmp_path / "r2"),
+                "--out", str(shipped)])
     assert record == [] and not shipped.exists()
 
 

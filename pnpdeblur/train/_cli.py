@@ -16,14 +16,14 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 
 __all__ = ["add_engine_arguments", "add_time_budget_argument", "budgeted_steps", "engine_options", "export_weights",
-           "device_name"]
+           "device_name", "parse_engine_args"]
 
 
 def add_engine_arguments(
     ap: argparse.ArgumentParser,
     *,
     run_dir: str,
-    out: Path,
+    out_name: str,
     val_items: int,
     log_every: int = 50,
     val_every: int = 500,
@@ -39,7 +39,9 @@ def add_engine_arguments(
     Adds ``--device --workers --seed --val-items --log-every --val-every --ckpt-every
     --run-dir --out --no-progress``, and ``--amp`` / ``--grad-clip`` / ``--float32`` where the
     recipe supports them (``amp``, ``grad_clip``, ``float32`` flags). The keyword arguments are
-    the recipe's defaults.
+    the recipe's defaults. ``--out`` defaults to ``RUN_DIR/out_name`` (resolved by
+    :func:`parse_engine_args`): a training run never replaces the weights shipped with the
+    package unless ``--out`` names them.
     """
     if grad_clip:
         ap.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm to this")
@@ -53,10 +55,20 @@ def add_engine_arguments(
     ap.add_argument("--val-every", type=int, default=val_every, help="steps between validations")
     ap.add_argument("--ckpt-every", type=int, default=ckpt_every, help="steps between checkpoints")
     ap.add_argument("--run-dir", default=run_dir, help=run_dir_help)
-    ap.add_argument("--out", type=Path, default=out, help=out_help)
+    ap.add_argument("--out", type=Path, default=None, help=f"{out_help}; default RUN_DIR/{out_name}")
+    ap.set_defaults(out_name=out_name)
     if float32:
         ap.add_argument("--float32", action="store_true", help="export float32 weights (default float16)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def parse_engine_args(ap: argparse.ArgumentParser, argv: Optional[Any] = None) -> argparse.Namespace:
+    """``ap.parse_args(argv)`` with ``--out`` resolved: ``RUN_DIR/<the recipe's file name>``
+    when not given (see :func:`add_engine_arguments`)."""
+    args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = Path(args.run_dir) / args.out_name
+    return args
 
 
 def add_time_budget_argument(ap: argparse.ArgumentParser, help: Optional[str] = None) -> None:

@@ -47,7 +47,7 @@ from ..losses.adversarial import (
     wgan_generator_loss,
 )
 from ..losses.multiscale import multiscale_mse
-from ._cli import add_engine_arguments, add_time_budget_argument, budgeted_steps, engine_options
+from ._cli import add_engine_arguments, add_time_budget_argument, budgeted_steps, engine_options, parse_engine_args
 from .sen import HELD_OUT_SAMPLES, TRAIN_SAMPLES, training_sources
 
 __all__ = ["NetSpec", "SPECS", "build_net", "build_datasets", "make_loss_fn", "make_val_fn", "main"]
@@ -278,9 +278,9 @@ def parse_args(name: str, argv: Optional[Sequence[str]] = None) -> argparse.Name
                     help="weight of the adversarial term (0: content loss only)" if spec.adversarial
                     else argparse.SUPPRESS)
     add_time_budget_argument(ap)
-    add_engine_arguments(ap, run_dir=f"runs/{name}", out=Path(f"{name}.safetensors"), val_items=16,
+    add_engine_arguments(ap, run_dir=f"runs/{name}", out_name=f"{name}.safetensors", val_items=16,
                          val_every=1000, ckpt_every=1000, float32=False)
-    return ap.parse_args(argv)
+    return parse_engine_args(ap, argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:

@@ -33,8 +33,9 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from ..data import list_images, read_image, sample_image, sample_images
-from ..nets.drunet import DRUNET_PRETRAINED_PATH, PAPER_CONFIG, SMALL_CONFIG, DRUNet
-from ._cli import add_engine_arguments, add_time_budget_argument, budgeted_steps, engine_options, export_weights
+from ..nets.drunet import PAPER_CONFIG, SMALL_CONFIG, DRUNet
+from ._cli import (add_engine_arguments, add_time_budget_argument, budgeted_steps, engine_options, export_weights,
+                   parse_engine_args)
 
 __all__ = ["HELD_OUT_SAMPLES", "MAX_SIGMA", "VAL_SIGMAS", "CleanCropDataset", "NoisyValDataset",
            "training_photos", "make_loss_fn", "val_fn", "psnr_batch", "parse_args", "main"]
@@ -210,9 +211,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--val-images", type=int, default=8, help="last files of --data held out for validation")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     add_time_budget_argument(ap)
-    add_engine_arguments(ap, run_dir="runs/drunet", out=DRUNET_PRETRAINED_PATH, val_items=24, log_every=25,
+    add_engine_arguments(ap, run_dir="runs/drunet", out_name="drunet.safetensors", val_items=24, log_every=25,
                          val_every=250, ckpt_every=50, grad_clip=False)
-    return ap.parse_args(argv)
+    return parse_engine_args(ap, argv)
 
 
 def main(argv=None) -> Path:

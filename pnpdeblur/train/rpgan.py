@@ -70,9 +70,9 @@ from ..losses.rpgan import (
     content_loss,
     rpgan_generator_loss,
 )
-from ..nets.rpgan import RPGAN_PRETRAINED_PATH, ArtifactCritic, ConditionalDiscriminator, RPGANGenerator
+from ..nets.rpgan import ArtifactCritic, ConditionalDiscriminator, RPGANGenerator
 from ..priors.rpgan import RPGANPrior, rpgan_schedule
-from ._cli import add_engine_arguments, add_time_budget_argument, device_name, engine_options
+from ._cli import add_engine_arguments, add_time_budget_argument, device_name, engine_options, parse_engine_args
 from .replay import PAPER_PROPORTIONS, ReplayBuffer
 
 __all__ = ["RPGANTrainModule", "TensorItems", "build_pool", "DeconvolutionProducer", "make_loss_fn",
@@ -463,10 +463,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "phases share it as --pretrain-steps : --steps do, and each phase's steps are set from "
                              "a probe of the step rate and the time of its first buffer filling (refills cost as "
                              "much); training stops at this time regardless")
-    add_engine_arguments(ap, run_dir="runs/rpgan", out=RPGAN_PRETRAINED_PATH, val_items=8, val_every=1000,
+    add_engine_arguments(ap, run_dir="runs/rpgan", out_name="rpgan_generator.safetensors", val_items=8, val_every=1000,
                          amp=False, run_dir_help="logs, checkpoints, discriminators",
                          out_help="exported generator (safetensors)")
-    args = ap.parse_args(argv)
+    args = parse_engine_args(ap, argv)
     if args.time_budget is not None and not (math.isfinite(args.time_budget) and args.time_budget > 0):
         ap.error(f"--time-budget must be a finite number of seconds > 0, got {args.time_budget}")
     for name in ("steps", "batch", "crop", "pool", "buffer", "refresh_every", "cg_iters", "width", "n_res", "d_width"):

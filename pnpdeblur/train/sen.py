@@ -40,7 +40,8 @@ from torch.utils.data import ConcatDataset, default_collate
 from ..data import SyntheticBlurDataset, list_images, read_image, sample_images
 from ..losses import flow_l2_loss
 from ..nets.sen import SEN, SEN_PRETRAINED_PATH
-from ._cli import add_engine_arguments, add_time_budget_argument, budgeted_steps, device_name, engine_options, export_weights
+from ._cli import (add_engine_arguments, add_time_budget_argument, budgeted_steps, device_name, engine_options,
+                   export_weights, parse_engine_args)
 
 __all__ = ["TRAIN_SAMPLES", "HELD_OUT_SAMPLES", "training_sources", "build_datasets", "blur_batch",
            "make_loss_fn", "val_fn", "initialise_from", "main"]
@@ -184,8 +185,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="start from these SEN weights instead of a random initialisation: a safetensors "
                          "path, or 'shipped' for the library's own (same width/stacks/levels/presets)")
     add_time_budget_argument(ap)
-    add_engine_arguments(ap, run_dir="runs/sen", out=SEN_PRETRAINED_PATH, val_items=64)
-    return ap.parse_args(argv)
+    add_engine_arguments(ap, run_dir="runs/sen", out_name="sen.safetensors", val_items=64)
+    return parse_engine_args(ap, argv)
 
 
 def main(argv=None) -> Path:
