@@ -16,6 +16,9 @@ Subcommands
     of the file names), then writes the deblurred frames. ``--net NAME`` loads the shipped
     weights of :data:`FINETUNE_NETS`; ``--net PATH`` any pnpdeblur checkpoint of one of those
     architectures (named in its header).
+``pnpdeblur warmup``
+    Compiles the CPU kernels now, several at a time (:func:`pnpdeblur.warmup.warm_kernels`),
+    into numba's on-disk cache, so that the first solve does not compile them one by one.
 
 :func:`main` takes an argument list and returns the exit status, so the command line can be
 driven in-process (tests, notebooks); the console script passes it to ``sys.exit``.
@@ -26,6 +29,7 @@ import argparse
 import os
 import sys
 import textwrap
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +163,7 @@ examples:
   pnpdeblur finetune video_frames/ --net deepdeblur -o out/
   pnpdeblur deblur photos/ -o out/ --recursive --device cuda --save-flow
   pnpdeblur train sen --help
+  pnpdeblur warmup
   torchrun --nproc_per_node 2 -m pnpdeblur deblur photos/ -o out/ --device cuda
 
 run 'pnpdeblur <command> --help' for a command's options.
@@ -171,7 +176,7 @@ def _wrap(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``pnpdeblur`` (subcommands ``deblur`` and ``train``)."""
+    """The argument parser of ``pnpdeblur`` (subcommands ``deblur``, ``finetune``, ``train``, ``warmup``)."""
     from . import __version__
 
     fmt = argparse.RawDescriptionHelpFormatter
@@ -332,6 +337,23 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt)
     t.add_argument("model", nargs="?", metavar="MODEL", help="one of: " + ", ".join(TRAINERS))
     t.set_defaults(handler=_run_train, sub_parser=t)
+
+    from .warmup import WARM_DTYPES, WARM_TASKS
+
+    w = sub.add_parser(
+        "warmup", help="compile the CPU kernels now, several at a time (numba caches them on disk)",
+        description=_wrap("Compile the CPU kernels ahead of their first use: each is compiled in its own "
+                          "process, side by side, into numba's on-disk cache, so that the first deblur "
+                          "does not spend its first minute compiling them one after the other. Run it "
+                          "once after installing, or when building a container image."),
+        formatter_class=fmt)
+    w.add_argument("--tasks", nargs="+", choices=WARM_TASKS, default=list(WARM_TASKS), metavar="TASK",
+                   help="what to compile: %s (default: all)" % ", ".join(WARM_TASKS))
+    w.add_argument("--dtypes", nargs="+", choices=WARM_DTYPES, default=list(WARM_DTYPES), metavar="DTYPE",
+                   help="image dtypes: %s (default: both)" % ", ".join(WARM_DTYPES))
+    w.add_argument("--processes", type=_positive_int, default=None, metavar="N",
+                   help="worker processes (default: one per job, at most the number of CPUs)")
+    w.set_defaults(handler=_run_warmup, sub_parser=w)
     return ap
 
 
@@ -1008,6 +1030,19 @@ def _run_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     TRAINERS[args.model](list(extra))
+    return EXIT_OK
+
+
+def _run_warmup(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    if extra:
+        args.sub_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from .warmup import warm_kernels
+
+    t0 = time.perf_counter()
+    times = warm_kernels(args.tasks, args.dtypes, args.processes)
+    for (task, dtype, flow_dtype), (seconds, _) in times.items():
+        print(f"{task:<9} image {dtype:<8} flow {flow_dtype:<8} {seconds:7.1f} s")
+    print(f"compiled {len(times)} kernel sets in {time.perf_counter() - t0:.1f} s")
     return EXIT_OK
 
 

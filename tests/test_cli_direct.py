@@ -276,7 +276,7 @@ def test_help_examples_parse():
             if line[:1] != ["pnpdeblur"]:
                 continue
             a, extra = ap.parse_known_args(line[1:])
-            assert a.command in ("deblur", "finetune", "train"), line
+            assert a.command in ("deblur", "finetune", "train", "warmup"), line
             if a.command == "deblur":
                 a.sub_parser.parse_intermixed_args(line[2:])
             elif a.command == "finetune":
@@ -1781,14 +1781,22 @@ def test_subcommand_descriptions_and_usage_lines():
                        "train <model> --help' lists them).")
     assert (ap.epilog, d.epilog, f.epilog) == (cli._TOP_EPILOG, cli._DEBLUR_EPILOG, cli._FINETUNE_EPILOG)
     assert t.epilog == "example:\n  pnpdeblur train sen --corpus photos/ --steps 6000 --device cuda --amp"
+    _, w = _sub("warmup")
+    assert w.prog == "pnpdeblur warmup" and max(map(len, w.description.splitlines())) <= 88
+    assert text(w) == ("Compile the CPU kernels ahead of their first use: each is compiled in its own process, side "
+                       "by side, into numba's on-disk cache, so that the first deblur does not spend its first minute "
+                       "compiling them one after the other. Run it once after installing, or when building a "
+                       "container image.")
     for p in (ap, d, f, t):
         assert p.formatter_class is argparse.RawDescriptionHelpFormatter  # the epilogs keep their lines
     sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
-    assert sub.dest == "command" and sub.metavar == "COMMAND" and list(sub.choices) == ["deblur", "finetune", "train"]
+    assert sub.dest == "command" and sub.metavar == "COMMAND" and list(sub.choices) == ["deblur", "finetune", "train",
+                                                                                                     "warmup"]
     helps = {c.dest: c.help for c in sub._choices_actions}
     assert helps == {"deblur": "deblur photos (files or folders) into an output folder",
                      "finetune": "Reblur2Deblur: fine-tune a deblurring net on a video's blurred frames and deblur them",
-                     "train": "train a network: 'pnpdeblur train <model> [args…]' (see 'pnpdeblur train -h')"}
+                     "train": "train a network: 'pnpdeblur train <model> [args…]' (see 'pnpdeblur train -h')",
+                     "warmup": "compile the CPU kernels now, several at a time (numba caches them on disk)"}
     model = next(a for a in t._actions if a.dest == "model")
     assert (model.nargs, model.metavar) == ("?", "MODEL")
 
