@@ -120,6 +120,7 @@ FINETUNE_NETS: Dict[str, Any] = {
     "deepdeblur": "pnpdeblur.nets.deepdeblur:DeepDeblur",
     "deblurgan": "pnpdeblur.nets.deblurgan:DeblurGANGenerator",
     "deblurnet": "pnpdeblur.nets.deblurnet:DeblurNet",
+    "dvd": "pnpdeblur.nets.dvd:DVD",  # no shipped weights: --net PATH of a DVD checkpoint
 }
 
 
@@ -285,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_FINETUNE_EPILOG, formatter_class=fmt)
     ft.add_argument("frames_dir", type=Path, metavar="FRAMES_DIR", help="folder of consecutive blurred frames")
     ft.add_argument("--net", required=True, metavar="NAME|PATH",
-                    help="shipped network (%s) or a pnpdeblur checkpoint of one" % ", ".join(FINETUNE_NETS))
+                    help="network (%s; dvd has no shipped weights) or a pnpdeblur checkpoint of one" %
+                         ", ".join(FINETUNE_NETS))
     ft.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR",
                     help="output folder (created if needed)")
     ft.add_argument("--frames", type=int, choices=(2, 3), default=3,

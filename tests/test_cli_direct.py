@@ -246,7 +246,8 @@ def test_help_texts(capsys):
     text = " ".join(_help_of(f).split())
     assert text.startswith("usage: pnpdeblur finetune [-h] --net NAME|PATH -o OUTDIR")
     assert "Self-supervised test-time fine-tuning (Chen et al., Reblur2Deblur)" in text
-    assert "shipped network (%s) or a pnpdeblur checkpoint of one" % ", ".join(cli.FINETUNE_NETS) in text
+    assert ("network (%s; dvd has no shipped weights) or a pnpdeblur checkpoint of one"
+            % ", ".join(cli.FINETUNE_NETS)) in " ".join(text.split())
     _, t = _sub("train")
     text = " ".join(_help_of(t).split())
     assert "one of: " + ", ".join(cli.TRAINERS) in text
@@ -1493,7 +1494,7 @@ def test_load_deblur_net_errors(tmp_path, monkeypatch):
     save_checkpoint(ck, {"w": torch.zeros(1)}, "SEN", {})
     with pytest.raises(ValueError, match=rf"^{re.escape(str(ck))} holds a 'SEN' checkpoint, not a deblurring "
                                          r"network that can be fine-tuned \(DeepDeblur, DeblurGANGenerator, "
-                                         r"DeblurNet, TinyNet\)$"):
+                                         r"DeblurNet, DVD, TinyNet\)$"):
         cli.load_deblur_net(str(ck))
     monkeypatch.setitem(cli.FINETUNE_NETS, "noweights", NoWeights)
     with pytest.raises(FileNotFoundError, match=r"^no shipped weights for NoWeights \(weights/none.safetensors\); "
@@ -1704,7 +1705,7 @@ _OPTIONS = {
     ],
     "finetune": [
         (["frames_dir"], "FRAMES_DIR", "folder of consecutive blurred frames"),
-        (["--net"], "NAME|PATH", "shipped network ("),
+        (["--net"], "NAME|PATH", "network (deepdeblur, deblurgan, deblurnet, dvd; dvd has no shipped weights)"),
         (["-o", "--output"], "OUTDIR", "output folder (created if needed)"),
         (["--frames"], None, "blur model from 2 frames (F- = -F+) or 3 (both neighbours)"),
         (["--kernel"], None, "reblur model: per-pixel two-segment kernel, its look-up table, or warping"),

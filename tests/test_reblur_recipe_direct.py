@@ -442,7 +442,7 @@ def test_run_net_takes_the_last_full_size_output():
     assert torch.equal(run_net(lambda v: [v[..., :2, :2], v + 1, v + 2, v[..., :2]], x), x + 2)
     assert torch.equal(run_net(lambda v: (v + 3, v[..., :2, :2]), x), x + 3)
     assert torch.equal(run_net(lambda v: v * 2, x), x * 2)
-    with pytest.raises(ValueError, match=r"^the network returned 2 outputs, none of the input's shape "
+    with pytest.raises(ValueError, match=r"^the network returned 2 outputs, none of the shape "
                                          r"\(1, 3, 4, 4\)$"):
         run_net(lambda v: [v[..., :2, :2], "no"], x)
     with pytest.raises(ValueError, match=r"^the network must map \(N, C, H, W\) images to the same shape "
@@ -498,12 +498,21 @@ def test_crop_pair_window_and_errors():
         _crop_pair({"blurred": b}, 4, rng, "it")
     with pytest.raises(ValueError, match=r"^it must be a dict with 'blurred' and 'sharp'"):
         _crop_pair({"sharp": b}, 4, rng, "it")
-    with pytest.raises(ValueError, match=r"^it: 'blurred' and 'sharp' must be \(C, H, W\) of the same shape, got "
-                                         r"\(3, 7, 9\) and \(3, 7, 8\)$"):
+    same = (r"^it: 'blurred' and 'sharp' must be \(C, H, W\) of the same shape \(or 'blurred' a stack of frames "
+            r"\(T·C, H, W\) for a multi-frame network\), got ")
+    with pytest.raises(ValueError, match=same + r"\(3, 7, 9\) and \(3, 7, 8\)$"):
         _crop_pair({"blurred": b, "sharp": b[..., :8]}, 4, rng, "it")
-    with pytest.raises(ValueError, match=r"^it: 'blurred' and 'sharp' must be \(C, H, W\) of the same shape, got "
-                                         r"\(7, 9\) and \(7, 9\)$"):
+    with pytest.raises(ValueError, match=same + r"\(7, 9\) and \(7, 9\)$"):
         _crop_pair({"blurred": b[0], "sharp": b[0]}, 4, rng, "it")
+    with pytest.raises(ValueError, match=same + r"\(3, 7, 9\) and \(7, 9\)$"):
+        _crop_pair({"blurred": b, "sharp": b[0]}, 4, rng, "it")
+    with pytest.raises(ValueError, match=same + r"\(8, 7, 9\) and \(3, 7, 9\)$"):  # not a whole number of frames
+        _crop_pair({"blurred": np.zeros((8, 7, 9)), "sharp": b}, 4, rng, "it")
+    # a stack of three frames and its centre frame's sharp image: the same window of both
+    stack = np.concatenate([b, b + 100, b + 200])
+    got_b, got_s = _crop_pair({"blurred": stack, "sharp": b}, 4, rng, "it")
+    assert got_b.shape == (9, 4, 4) and got_s.shape == (3, 4, 4)
+    assert torch.equal(got_b[:3], got_s) and torch.equal(got_b[3:6], got_s + 100)
     with pytest.raises(ValueError, match=r"^it is 7×9, smaller than crop=8$"):
         _crop_pair(item, 8, rng, "it")
     with pytest.raises(ValueError, match=r"^it is 7×9, smaller than crop=10$"):

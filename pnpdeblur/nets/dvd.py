@@ -120,6 +120,11 @@ class DVD(CheckpointMixin, nn.Module):
         return 8
 
     @property
+    def frames(self) -> int:
+        """Frames in the input stack, ``T`` (how many neighbouring frames restore one)."""
+        return self.config["frames"]
+
+    @property
     def in_channels(self) -> int:
         """Channels of the input stack, ``T·C``."""
         return self.config["frames"] * self.config["in_channels"]

@@ -59,6 +59,8 @@ from ..operators._flow import MAX_FLOW
 __all__ = [
     "PAPER_MILESTONES",
     "as_clip",
+    "net_frames",
+    "frame_stack",
     "deblur_frames",
     "run_net",
     "HybridBatches",
@@ -105,21 +107,46 @@ def as_clip(blurred_frames: Any, name: str = "blurred_frames") -> torch.Tensor:
                     f"{type(blurred_frames).__name__}{'' if shape is None else ' of shape ' + str(tuple(shape))}")
 
 
-def run_net(net: Callable, x: torch.Tensor) -> torch.Tensor:
+def net_frames(net: Any) -> int:
+    """Frames a deblurring network reads for one output: its ``frames`` (``T`` of a multi-frame
+    network such as :class:`pnpdeblur.nets.DVD`, whose input stacks ``T`` neighbouring frames
+    along the channels), else 1. A :class:`JointNets` answers for its deblurring network."""
+    net = getattr(net, "deblur", net) if isinstance(net, JointNets) else net
+    t = getattr(net, "frames", 1)
+    return int(t) if isinstance(t, numbers.Integral) and not isinstance(t, bool) and t >= 1 else 1
+
+
+def frame_stack(clip: torch.Tensor, t: int, frames: int) -> torch.Tensor:
+    """The input of a ``frames``-frame network for frame ``t`` of a ``(T, C, H, W)`` clip.
+
+    ``(1, frames·C, H, W)``: frames ``t - frames // 2 … t + frames // 2`` in temporal order
+    along the channels, indices clamped to the clip (its first and last frames are repeated
+    at its ends); ``clip[t:t + 1]`` for ``frames == 1``.
+    """
+    last, half = clip.shape[0] - 1, frames // 2
+    return torch.cat([clip[min(max(t + k, 0), last)] for k in range(-half, frames - half)])[None]
+
+
+def run_net(net: Callable, x: torch.Tensor, frames: int = 1) -> torch.Tensor:
     """``net(x)`` for a deblurring network, reduced to one ``(N, C, H, W)`` image batch.
 
-    Multi-scale networks that return a list/tuple of outputs (coarse → fine) give the last
-    output of the input's size. Raises ValueError if no output has the input's shape.
+    ``x`` is ``(N, frames·C, H, W)`` (a stack of ``frames`` frames for a multi-frame
+    network, :func:`frame_stack`); the output must be ``(N, C, H, W)``. Multi-scale networks
+    that return a list/tuple of outputs (coarse → fine) give the last output of that size.
+    Raises ValueError if no output has that shape.
     """
+    want = (x.shape[0], x.shape[1] // frames, *x.shape[2:])
     out = net(x)
     if isinstance(out, (list, tuple)):
-        same = [o for o in out if isinstance(o, torch.Tensor) and o.shape == x.shape]
+        same = [o for o in out if isinstance(o, torch.Tensor) and tuple(o.shape) == want]
         if not same:
-            raise ValueError(f"the network returned {len(out)} outputs, none of the input's shape {tuple(x.shape)}")
+            raise ValueError(f"the network returned {len(out)} outputs, none of the shape {want}")
         out = same[-1]
-    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"the network must map (N, C, H, W) images to the same shape {tuple(x.shape)}, got {got}")
+        what = "(N, C, H, W) images to the same shape" if frames == 1 else \
+            f"stacks of {frames} frames (N, {frames}·C, H, W) to the centre frame's shape"
+        raise ValueError(f"the network must map {what} {want}, got {got}")
     return out
 
 
@@ -127,10 +154,14 @@ def run_net(net: Callable, x: torch.Tensor) -> torch.Tensor:
 def deblur_frames(net: nn.Module, frames: torch.Tensor, chunk: int = 1) -> torch.Tensor:
     """Run ``net`` on each frame of a ``(T, C, H, W)`` clip (no gradient), ``chunk`` frames at a time.
 
-    The frames are moved to the device of the network's parameters; the result (on that
+    A multi-frame network (:func:`net_frames` > 1) gets each frame's :func:`frame_stack`, one
+    frame at a time. The frames are moved to the device of the network's parameters; the result (on that
     device, unclipped) has the clip's shape.
     """
     dev = next((p.device for p in net.parameters()), frames.device)
+    k = net_frames(net)
+    if k > 1:  # a multi-frame network reads each frame's neighbourhood (clamped at the ends)
+        return torch.cat([run_net(net, frame_stack(frames, t, k).to(dev), k) for t in range(frames.shape[0])])
     outs = [run_net(net, frames[i:i + chunk].to(dev)) for i in range(0, frames.shape[0], chunk)]
     return torch.cat(outs)
 
@@ -158,9 +189,10 @@ def _crop_pair(item: Dict[str, Any], crop: int, rng: np.random.Generator,
     if not isinstance(item, dict) or "blurred" not in item or "sharp" not in item:
         raise ValueError(f"{where} must be a dict with 'blurred' and 'sharp' images (C, H, W)")
     b, s = (torch.as_tensor(item[k]) for k in ("blurred", "sharp"))
-    if b.ndim != 3 or b.shape != s.shape:
-        raise ValueError(f"{where}: 'blurred' and 'sharp' must be (C, H, W) of the same shape, got "
-                         f"{tuple(b.shape)} and {tuple(s.shape)}")
+    if b.ndim != 3 or s.ndim != 3 or b.shape[1:] != s.shape[1:] or b.shape[0] % max(s.shape[0], 1):
+        raise ValueError(f"{where}: 'blurred' and 'sharp' must be (C, H, W) of the same shape (or 'blurred' a "
+                         f"stack of frames (T·C, H, W) for a multi-frame network), got {tuple(b.shape)} and "
+                         f"{tuple(s.shape)}")
     h, w = b.shape[1:]
     if h < crop or w < crop:
         raise ValueError(f"{where} is {h}×{w}, smaller than crop={crop}")
@@ -246,7 +278,13 @@ def first_item(items: List[Any]) -> Any:
     return items[0]
 
 
-def _windows(x: torch.Tensor, frames: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, crop: int) -> torch.Tensor:
+def _windows(x: torch.Tensor, frames: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, crop: int,
+             stack: int = 1) -> torch.Tensor:
+    """``crop``² windows of frames ``frames`` of ``x``; with ``stack > 1`` each window is the
+    :func:`frame_stack` of its frame (the same window of its neighbours, along the channels)."""
+    if stack > 1:
+        return torch.cat([frame_stack(x[..., int(y):int(y) + crop, int(x0):int(x0) + crop], int(t), stack)
+                          for t, y, x0 in zip(frames, ys, xs)])
     return torch.stack([x[int(t), :, int(y):int(y) + crop, int(x0):int(x0) + crop]
                         for t, y, x0 in zip(frames, ys, xs)])
 
@@ -321,7 +359,8 @@ class ReblurObjective:
         was_training = model.training
         model.eval()  # no batch statistics of single frames, no running-stat updates
         try:
-            deb = {t: run_net(model, clip[t:t + 1].to(dev)).clamp(0.0, 1.0) for t in sorted(need)}
+            k = net_frames(model)
+            deb = {t: run_net(model, frame_stack(clip, t, k).to(dev), k).clamp(0.0, 1.0) for t in sorted(need)}
         finally:
             model.train(was_training)
         fn, fp = [], []
@@ -348,7 +387,8 @@ class ReblurObjective:
         blurred = _windows(self.clip, frames, ys, xs, c).to(dev)
         fn = _windows(self.flow_next, slots, ys, xs, c)
         fp = None if self.flow_prev is None else _windows(self.flow_prev, slots, ys, xs, c)
-        out = run_net(model, blurred)
+        k = net_frames(model)
+        out = run_net(model, blurred if k == 1 else _windows(self.clip, frames, ys, xs, c, k).to(dev), k)
         return self._loss(out.float(), blurred.float(), fn.float(), None if fp is None else fp.float())
 
     def _loss(self, out: torch.Tensor, blurred: torch.Tensor, fn: torch.Tensor,
@@ -379,14 +419,15 @@ class ReblurObjective:
             last = frames + 1 >= t_len
             nxt, sign, prv = torch.where(last, frames - 1, frames + 1), torch.where(last, -1.0, 1.0), None
         cut = [frames, nxt] + ([prv] if prv is not None else [])
-        blurred_all = torch.cat([_windows(self.clip, f, ys, xs, c) for f in cut]).to(dev)
-        deb = run_net(model, blurred_all)
+        k = net_frames(model)
+        inputs = torch.cat([_windows(self.clip, f, ys, xs, c, k) for f in cut]).to(dev)
+        deb = run_net(model, inputs, k)
         out, d_next = deb[:n], deb[n:2 * n]
         d0 = out.clamp(0.0, 1.0)
         lim = float(MAX_FLOW)
         fn = _flow_tensors(d0, d_next.clamp(0.0, 1.0), model.flow) * sign.to(dev, deb.dtype).view(n, 1, 1, 1)
         fp = None if prv is None else _flow_tensors(d0, deb[2 * n:].clamp(0.0, 1.0), model.flow).clamp(-lim, lim)
-        blurred = blurred_all[:n]
+        blurred = inputs[:n] if k == 1 else _windows(self.clip, frames, ys, xs, c).to(dev)
         return self._loss(out.float(), blurred.float(), fn.clamp(-lim, lim).float(), None if fp is None else fp.float())
 
     def __call__(self, model: Callable, batch: Dict[str, torch.Tensor]):
@@ -399,7 +440,7 @@ class ReblurObjective:
             l_u = self.reblur_term(model, batch["frames"], batch["ys"], batch["xs"])
         extra = {"reblur": float(l_u.detach())}
         if "sup_blurred" in batch:
-            out = run_net(model, batch["sup_blurred"])
+            out = run_net(model, batch["sup_blurred"], net_frames(model))
             l_s = torch.nn.functional.mse_loss(out.float(), batch["sup_sharp"].float())
             extra["supervised"] = float(l_s.detach())
             return l_s + self.alpha * l_u, extra
@@ -407,19 +448,27 @@ class ReblurObjective:
 
 
 # ---------------------------------------------------------------------------- the recipe
-def default_supervised_set(crop: int, seed: int = 0, length: int = 256, max_blur: float = 16.0) -> Dataset:
+def default_supervised_set(crop: int, seed: int = 0, length: int = 256, max_blur: float = 16.0,
+                           frames: int = 1) -> Dataset:
     """The library's own supervised pairs: frame-averaged blur of the training sample photos.
 
     :class:`pnpdeblur.data.SyntheticVideoDataset` (GOPRO-style, mixed camera motion up to
     ``max_blur`` px per exposure, γ = 2.2) on :data:`pnpdeblur.train.sen.TRAIN_SAMPLES` (the
     benchmarks' photos stay out), ``crop``² items, a fixed function of ``(seed, index)``.
+    ``frames > 1`` (a multi-frame network): ``"blurred"`` is a stack of that many consecutive
+    blurred frames ``(frames·C, crop, crop)`` and ``"sharp"`` the centre frame's sharp image.
     """
     from ..data import SyntheticVideoDataset, sample_images
     from .sen import TRAIN_SAMPLES
 
     names = [n for n in TRAIN_SAMPLES if n in sample_images()]
-    return SyntheticVideoDataset(names, length=length, crop=crop, max_blur=max_blur, seed=seed, fixed=True,
-                                 n_blurred=1)
+    clips = SyntheticVideoDataset(names, length=length, crop=crop, max_blur=max_blur, seed=seed, fixed=True,
+                                  n_blurred=frames)
+    if frames == 1:
+        return clips
+    from .deblurnets import _VideoItems
+
+    return _VideoItems(clips, "video")
 
 
 def finetune_reblur(
@@ -454,7 +503,10 @@ def finetune_reblur(
     ----------
     net : torch.nn.Module
         Deblurring network ``net(x) -> x'`` on ``(N, C, H, W)`` images in [0, 1] (a list of
-        multi-scale outputs is reduced to the full-size one). It is not modified.
+        multi-scale outputs is reduced to the full-size one). It is not modified. A multi-frame
+        network such as :class:`pnpdeblur.nets.DVD` (Chen et al.'s first network; its ``frames``
+        attribute, :func:`net_frames`) gets each frame's neighbourhood stacked along the
+        channels (:func:`frame_stack`), and its default supervised pairs are stacks too.
     blurred_frames : (T, C, H, W) array or sequence of images
         The blurred clip in temporal order: ``(H, W)``/``(H, W, C)`` numpy or ``(C, H, W)`` torch
         images, uint8 or float in [0, 1], all the same size; T >= 2 (>= 3 for ``frames=3``).
@@ -592,7 +644,17 @@ def finetune_reblur(
         if batch_size < 2:
             raise ValueError("the hybrid loss needs batch_size >= 2 (one reblur crop and one supervised pair)")
         n_s = min(max(1, int(round(batch_size * share))), batch_size - 1)
-        sup_set = default_supervised_set(crop, seed) if supervised is None else supervised
+        k = net_frames(net)
+        sup_set = default_supervised_set(crop, seed, frames=k) if supervised is None else supervised
+        if supervised is not None and k > 1 and len(sup_set):
+            first = sup_set[0]
+            b = torch.as_tensor(first["blurred"]) if isinstance(first, dict) and "blurred" in first else None
+            c = torch.as_tensor(first["sharp"]).shape[0] if isinstance(first, dict) and "sharp" in first else 0
+            if b is None or b.ndim != 3 or b.shape[0] != k * c:
+                got = "no 'blurred' image" if b is None else f"'blurred' of shape {tuple(b.shape)}"
+                raise ValueError(f"net reads stacks of {k} frames: its supervised items need 'blurred' stacks "
+                                 f"({k}·C, H, W) of consecutive blurred frames and the centre frame's 'sharp' "
+                                 f"(C, H, W); supervised[0] has {got}")
     else:
         n_s, sup_set = 0, None
     n_u = batch_size - n_s
