@@ -329,7 +329,8 @@ def test_rpgan_time_budget_sizes_both_phases(tmp_path, monkeypatch, clock):
 
 
 # --------------------------------------------------------------------------- the DRUNet recipe
-def test_drunet_time_budget_sizes_the_run(tmp_path, monkeypatch):
+def test_drunet_time_budget_sizes_the_run(tmp_path, monkeypatch, clock):
+    # the fake clock stands still: the 2 s limit never stops this run, however slow the machine
     import imageio.v3 as iio
 
     from pnpdeblur.train import drunet as R
@@ -421,7 +422,8 @@ def test_ranks_stop_together_on_rank_zeros_clock(tmp_path):
     assert got == ["3 1", "3 1"], got
 
 
-def test_sen_time_budget_sizes_the_run(tmp_path, monkeypatch):
+def test_sen_time_budget_sizes_the_run(tmp_path, monkeypatch, clock):
+    # the fake clock stands still: the 2 s limit never stops this run, however slow the machine
     from pnpdeblur.train import sen as S
 
     probes = []
