@@ -410,13 +410,18 @@ open({out!r} + "/rank%d.txt" % rank, "w").write("%d %d" % (tr.step, tr.stopped_b
 """
 
 
-def test_ranks_stop_together_on_rank_zeros_clock(tmp_path):
+def _two_ranks(tmp_path, template: str):
+    """Run ``template`` (formatted with the tests folder and ``tmp_path``) as 2 gloo ranks; each rank's file."""
     from _ddp import REPO, run_ranks
 
-    script = tmp_path / "ddp_limit.py"
-    script.write_text(DDP_LIMIT_SCRIPT.format(tests=str(REPO / "tests"), out=str(tmp_path)))
+    script = tmp_path / "ddp_script.py"
+    script.write_text(template.format(tests=str(REPO / "tests"), out=str(tmp_path)))
     run_ranks(script, tmp_path)
-    got = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
+    return [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
+
+
+def test_ranks_stop_together_on_rank_zeros_clock(tmp_path):
+    got = _two_ranks(tmp_path, DDP_LIMIT_SCRIPT)
     # rank 0 reads its clock once at the start and once a step: 2.5 s are spent at step 3;
     # rank 1 (0.003 s by then) stops with it instead of waiting in a collective.
     assert got == ["3 1", "3 1"], got
@@ -466,12 +471,7 @@ open({out!r} + "/rank%d.txt" % rank, "w").write("%d %g" % (steps, rate))
 
 
 def test_ranks_train_rank_zeros_step_count(tmp_path):
-    from _ddp import REPO, run_ranks
-
-    script = tmp_path / "ddp_budget.py"
-    script.write_text(DDP_BUDGET_SCRIPT.format(tests=str(REPO / "tests"), out=str(tmp_path)))
-    run_ranks(script, tmp_path)
-    got = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
+    got = _two_ranks(tmp_path, DDP_BUDGET_SCRIPT)
     # floor(2 s × 5 steps/s × 0.9) = 9 on both ranks (rank 1's own probe would give 90)
     assert got == ["9 5", "9 5"], got
 
