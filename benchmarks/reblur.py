@@ -175,13 +175,14 @@ def finetune_experiment(net, args) -> list:
         dict(frames=3, group=True, supervised=None, kernel="warp"),
         dict(frames=3, group=True, supervised=None, kernel="lut"),
     ]
-    from pnpdeblur.train.reblur import default_supervised_set
+    from pnpdeblur.train.reblur import default_supervised_set, net_frames
 
     device = args.device
     net = net.to(device).eval()
     crop = min(128, args.size)
-    # The supervised half: like the net's own training data (blur up to --ft-sup-max-blur).
-    sup = default_supervised_set(crop, seed=0, max_blur=args.ft_sup_max_blur)
+    # The supervised half: like the net's own training data (blur up to --ft-sup-max-blur);
+    # stacks of frames for a multi-frame net (DVD).
+    sup = default_supervised_set(crop, seed=0, max_blur=args.ft_sup_max_blur, frames=net_frames(net))
     if args.ft_settings != "all":
         settings = [settings[int(i)] for i in args.ft_settings.split(",")]
     rows = []
