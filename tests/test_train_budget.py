@@ -482,3 +482,66 @@ def test_rank0_value_in_one_process_is_the_value():
     obj = {"steps": 3}
     assert distributed.rank0_value(obj) is obj
     assert distributed.init_for_device(torch.device("cpu")) is False
+
+
+# --------------------------------------------------------------------------- the shared CLI pieces
+def test_time_budget_option_default_metavar_and_help(capsys, monkeypatch):
+    import argparse
+
+    from pnpdeblur.train._cli import add_time_budget_argument
+
+    monkeypatch.setenv("COLUMNS", "300")
+    ap = argparse.ArgumentParser(prog="r")
+    add_time_budget_argument(ap)
+    assert ap.parse_args([]).time_budget is None and ap.parse_args(["--time-budget", "2.5"]).time_budget == 2.5
+    text = " ".join(ap.format_help().split())
+    assert ("--time-budget SECONDS train for about this long: a short probe measures the step rate and sets "
+            "--steps to fill 90% of it; training stops at this time regardless") in text
+    own = argparse.ArgumentParser(prog="r")
+    add_time_budget_argument(own, help="a recipe's own words")
+    assert "--time-budget SECONDS a recipe's own words" in " ".join(own.format_help().split())
+
+
+def test_budgeted_steps_probes_the_model_and_reports_the_plan(monkeypatch, capsys):
+    import argparse
+
+    from pnpdeblur.train._cli import budgeted_steps
+
+    seen = []
+    monkeypatch.setattr(Bu, "measure_step_rate", lambda model, loss_fn, batch, **kw: seen.append(
+        (model, loss_fn, batch, kw)) or 5.0)
+    model, loss, batch = linear(), (lambda m, b: b), {"x": torch.ones(1)}
+    args = argparse.Namespace(time_budget=0.5, steps=1000, device="cpu", lr=3e-3, amp=True)
+    assert budgeted_steps(args, model, loss, lambda: batch) == (2, 5.0)  # floor(0.5 s × 5 /s × 0.9): sub-second works
+    (m, lf, b, kw), = seen
+    assert m is model and lf is loss and b is batch and kw == {"device": "cpu", "amp": True, "lr": 3e-3}
+    assert capsys.readouterr().out == '{"probe_steps_per_s": 5.0, "steps": 2}\n'
+    del args.amp  # a recipe without --amp probes without it
+    budgeted_steps(args, model, loss, lambda: batch)
+    assert seen[-1][3]["amp"] is False
+    args.time_budget = None  # no budget: the given steps, no probe
+    assert budgeted_steps(args, model, loss, lambda: batch) == (1000, None) and len(seen) == 2
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        args.time_budget = bad
+        with pytest.raises(ValueError, match="--time-budget must be a finite number of seconds > 0"):
+            budgeted_steps(args, model, loss, lambda: batch)
+
+
+def test_init_for_device_picks_the_backend_only_for_several_processes(monkeypatch):
+    from pnpdeblur.train import distributed as D
+
+    calls = []
+    monkeypatch.setattr(D, "init_distributed", lambda backend=None: calls.append(backend) or True)
+    monkeypatch.setattr(D, "env_world_size", lambda: 1)
+    assert D.init_for_device(torch.device("cpu")) is False and calls == []  # one process: nothing to join
+    monkeypatch.setattr(D, "env_world_size", lambda: 2)
+    assert D.init_for_device(torch.device("cpu")) is True and calls == ["gloo"]
+    assert D.init_for_device("cuda:1") is True and calls == ["gloo", "nccl"]
+    monkeypatch.setattr(D, "env_world_size", lambda: 1)
+    monkeypatch.setattr(D, "is_distributed", lambda: True)  # already in a group: init_distributed says so
+    assert D.init_for_device(torch.device("cpu")) is True and calls == ["gloo", "nccl", "gloo"]
+
+
+def test_steps_with_refills_checks_minimum_like_steps_for_budget():
+    with pytest.raises(ValueError, match="minimum must be"):
+        steps_with_refills(10.0, 2.0, 1.0, 4, minimum=0)

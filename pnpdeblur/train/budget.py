@@ -191,7 +191,6 @@ def steps_with_refills(
         return min(blocks * steps_per_refill, int(math.floor(total - (blocks - 1) * per_refill)))
 
     # best_with rises with ``blocks`` (the first bound) until the refills' cost (the second)
-    # takes over: the optimum is next to where the two bounds cross.
-    cross = (total + per_refill) / (steps_per_refill + per_refill)
-    candidates = {1, max(1, int(math.floor(cross))), max(1, int(math.floor(cross)) + 1)}
-    return max(minimum, max(best_with(b) for b in candidates))
+    # takes over: the optimum is at one of the two whole block counts around where they cross.
+    below = max(1, int(math.floor((total + per_refill) / (steps_per_refill + per_refill))))
+    return max(minimum, best_with(below), best_with(below + 1))
