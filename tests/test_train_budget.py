@@ -509,13 +509,14 @@ def test_budgeted_steps_probes_the_model_and_reports_the_plan(monkeypatch, capsy
 
     seen = []
     monkeypatch.setattr(Bu, "measure_step_rate", lambda model, loss_fn, batch, **kw: seen.append(
-        (model, loss_fn, batch, kw)) or 5.0)
+        (model, loss_fn, batch, kw)) or 4.567)
     model, loss, batch = linear(), (lambda m, b: b), {"x": torch.ones(1)}
     args = argparse.Namespace(time_budget=0.5, steps=1000, device="cpu", lr=3e-3, amp=True)
-    assert budgeted_steps(args, model, loss, lambda: batch) == (2, 5.0)  # floor(0.5 s × 5 /s × 0.9): sub-second works
+    # floor(0.5 s × 4.567 /s × 0.9) = 2: a sub-second budget works
+    assert budgeted_steps(args, model, loss, lambda: batch) == (2, 4.567)
     (m, lf, b, kw), = seen
     assert m is model and lf is loss and b is batch and kw == {"device": "cpu", "amp": True, "lr": 3e-3}
-    assert capsys.readouterr().out == '{"probe_steps_per_s": 5.0, "steps": 2}\n'
+    assert capsys.readouterr().out == '{"probe_steps_per_s": 4.57, "steps": 2}\n'
     del args.amp  # a recipe without --amp probes without it
     budgeted_steps(args, model, loss, lambda: batch)
     assert seen[-1][3]["amp"] is False
