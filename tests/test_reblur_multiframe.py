@@ -40,9 +40,10 @@ def test_net_frames_reads_the_networks_stack_length():
     assert net_frames(pd.nets.DVD(frames=3, widths=(4, 4, 4, 4))) == 3
     assert net_frames(pd.nets.DeepDeblur(features=4, blocks=1)) == 1
     assert net_frames(JointNets(CentreOf(7), nn.Identity())) == 7
-    odd = nn.Identity()
-    odd.frames = True  # not a count
-    assert net_frames(odd) == 1
+    for not_a_count in (True, "3", 2.5, 0, -3, None):
+        odd = nn.Identity()
+        odd.frames = not_a_count
+        assert net_frames(odd) == 1, not_a_count
 
 
 def test_frame_stack_is_the_neighbourhood_in_order_clamped_at_the_ends():
@@ -59,6 +60,9 @@ def test_frame_stack_is_the_neighbourhood_in_order_clamped_at_the_ends():
     assert got.shape == (2, 9, 4, 4)
     assert torch.equal(got[0], frame_stack(clip[..., 1:5, 3:7], 0, 3)[0])
     assert torch.equal(got[1], frame_stack(clip[..., 2:6, 0:4], 3, 3)[0])
+    # an even stack holds the frame and the one before (half = 1): still a stack
+    two = _windows(clip, torch.tensor([0, 3]), torch.tensor([0, 0]), torch.tensor([0, 0]), 4, stack=2)
+    assert two.shape == (2, 6, 4, 4) and order(two[1:]) == [2, 3] and order(two[:1]) == [0, 0]
 
 
 def test_run_net_maps_a_stack_to_its_centre_frame_shape():

@@ -37,8 +37,25 @@ def test_a_job_compiles_its_kernel_with_and_without_the_weight_table(task, kerne
 
 
 def test_the_gradient_job_compiles_the_flow_gradient():
-    _run_task("gradient", "float64", "float64")
-    assert any(s[0].dtype == numba.float64 for s in NK.param_grad.signatures)
+    _run_task("gradient", "float32", "float32")
+    assert any(s[0].dtype == numba.float32 for s in NK.param_grad.signatures)
+
+
+def test_the_tv_job_compiles_the_tv_prox_for_its_dtype_and_reports_its_own_time():
+    import time
+
+    from pnpdeblur.priors import _tv_numba as TVK
+
+    t0 = time.perf_counter()
+    seconds, _ = _run_task("tv", "float32", "float32")
+    assert 0 < seconds <= time.perf_counter() - t0
+    assert any(s[0].dtype == numba.float32 for s in TVK.primal.signatures)
+    assert any(s[0].dtype == numba.float32 for s in TVK.dual_step.signatures)
+
+
+def test_an_operator_job_uses_the_flow_dtype_it_is_given():
+    _run_task("forward", "float32", "float64")  # float32 image, float64 flow
+    assert any(s[0].dtype == numba.float32 and s[1].dtype == numba.float64 for s in NK.forward.signatures)
 
 
 def test_warm_kernels_runs_each_job_in_a_worker_process():

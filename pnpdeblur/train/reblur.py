@@ -189,7 +189,7 @@ def _crop_pair(item: Dict[str, Any], crop: int, rng: np.random.Generator,
     if not isinstance(item, dict) or "blurred" not in item or "sharp" not in item:
         raise ValueError(f"{where} must be a dict with 'blurred' and 'sharp' images (C, H, W)")
     b, s = (torch.as_tensor(item[k]) for k in ("blurred", "sharp"))
-    if b.ndim != 3 or s.ndim != 3 or b.shape[1:] != s.shape[1:] or b.shape[0] % max(s.shape[0], 1):
+    if b.ndim != 3 or b.shape[1:] != s.shape[1:] or b.shape[0] % max(s.shape[0], 1):  # (so s is 3-D too)
         raise ValueError(f"{where}: 'blurred' and 'sharp' must be (C, H, W) of the same shape (or 'blurred' a "
                          f"stack of frames (T·C, H, W) for a multi-frame network), got {tuple(b.shape)} and "
                          f"{tuple(s.shape)}")
