@@ -140,3 +140,25 @@ def test_cli_margin_option():
     for bad in ("-1", "x", "2.5"):
         with pytest.raises(Exception, match="expected an integer >= 0 or 'reach'"):
             cli._margin(bad)
+
+
+@pytest.mark.parametrize("kernel,tau", [("two_segment", 0.5), ("lut", 1.0), ("warp", 0.5)])
+def test_objective_reach_margin_is_the_reach_of_both_flows_with_its_kernel_and_tau(kernel, tau):
+    """F₋ reaches much further than F₊: the margin must come from the 3-frame operator itself."""
+    from pnpdeblur.losses.reblur import reblur_loss, reblur_operator
+    from pnpdeblur.train.reblur import ReblurObjective
+
+    torch.manual_seed(0)
+    crop = 64
+    out, blurred = torch.rand(2, 3, crop, crop), torch.rand(2, 3, crop, crop)
+    fn = torch.full((2, 2, crop, crop), 0.5)
+    fp = torch.zeros(2, 2, crop, crop)
+    fp[:, 0] = -9.0
+    obj = ReblurObjective(torch.rand(3, 3, crop, crop), [1], 3, kernel=kernel, tau=tau, alpha=0.1, crop=crop,
+                          flow="tvl1", flow_every=1, margin="reach")
+    op = reblur_operator(out, fn, fp, kernel=kernel, tau=tau)[0]
+    margin = min(op.reach(), crop // 4)
+    assert margin > reblur_operator(out, fn, None, kernel=kernel, tau=tau)[0].reach()  # F₋ matters here
+    want = reblur_loss(out, blurred, fn, fp, kernel=kernel, tau=tau, margin=margin)
+    assert torch.equal(obj._loss(out, blurred, fn, fp), want)
+    assert not torch.equal(want, reblur_loss(out, blurred, fn, fp, kernel=kernel, tau=tau, margin=0))
