@@ -272,7 +272,7 @@ def test_steps_with_refills_checks(kw, match):
 
 
 # --------------------------------------------------------------------------- the RP-GAN recipe
-def test_rpgan_time_budget_sizes_both_phases(tmp_path, monkeypatch, clock):
+def test_rpgan_time_budget_sizes_both_phases(tmp_path, monkeypatch, clock, capsys):
     """The fake clock runs 10 s for the pool and 4 s for each buffer filling, the probe says 0.5 steps/s."""
     import time as real_time
 
@@ -295,6 +295,7 @@ def test_rpgan_time_budget_sizes_both_phases(tmp_path, monkeypatch, clock):
     probes = []
 
     def fake_rate(model, loss_fn, batch, **kw):
+        assert isinstance(model, R.RPGANTrainModule) and callable(loss_fn)  # the networks as trained
         probes.append(({k: tuple(v.shape) for k, v in batch.items()}, kw))
         return 0.5
 
@@ -319,7 +320,16 @@ def test_rpgan_time_budget_sizes_both_phases(tmp_path, monkeypatch, clock):
     data = header["data"]
     assert data["time_budget_s"] == 100.0 and data["probe_steps_per_s"] == 0.5 and data["refill_s"] == [4.0, 4.0]
     assert data["stopped_by_time"] is False
-    with pytest.raises(ValueError, match=r"--time-budget 5 s leaves no time for this phase's training \(1\d\.\d s spent"):
+    plans = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith('{"probe_steps_per_s"')]
+    assert plans == ['{"probe_steps_per_s": 0.5, "refill_s": 4.0, "phase_seconds": 18.5, "steps": 4}',
+                     '{"probe_steps_per_s": 0.5, "refill_s": 4.0, "phase_seconds": 78.0, "steps": 18}']
+    # a level-1 phase with under a second still trains: 28 s leave it 0.5 s (1 step); the recurrent
+    # phase then has 10 s: 2 steps
+    R.main(base + ["--out", str(tmp_path / "s.safetensors"), "--time-budget", "28", "--run-dir", str(tmp_path / "r3")])
+    assert read_header(tmp_path / "s.safetensors")["steps"] == {"level1": 1, "recurrent": 2}
+    with pytest.raises(ValueError, match=r"^--time-budget 5 s leaves no time for this phase's training \(14\.0 s "
+                                         r"spent on the pool, the buffers and the probe\): give a larger "
+                                         r"--time-budget or a smaller --pool/--buffer$"):
         R.main(base + ["--out", str(tmp_path / "h.safetensors"), "--time-budget", "5",
                        "--run-dir", str(tmp_path / "run2")])
     with pytest.raises(SystemExit):

@@ -402,7 +402,7 @@ class _PhaseBudget:
                 self.model.parameters()).device), lr=a.lr)
         end = self._phase_start + (self.deadline - self._phase_start) * share
         seconds = end - time.perf_counter()
-        per_refill = a.refresh_every * max(1, a.buffer // a.batch)
+        per_refill = a.refresh_every * (a.buffer // a.batch)  # parse_args: buffer >= batch
         steps = B.steps_with_refills(seconds, self.rate, self.refill_s[-1], per_refill) if seconds > 0 else 0
         # every rank must train as many steps as the others: rank 0's plan is everyone's
         D.init_for_device(next(self.model.parameters()).device)
