@@ -404,7 +404,7 @@ def test_cli_defaults_are_the_papers_settings():
     assert (a.gamma, a.lam, a.gp_weight) == (DEFAULT_GAMMA, DEFAULT_LAMBDA_P, DEFAULT_GP_WEIGHT)
     assert (a.no_dp, a.no_cgan, a.vgg, a.corpus, a.preload) == (False, False, None, None, False)
     assert (a.run_dir, a.val_items, a.val_every) == ("runs/rpgan", 8, 1000)
-    assert a.out == Path("runs/rpgan/rpgan_generator.safetensors")  # not the shipped file
+    assert a.out == Path("runs/rpgan/rpgan.safetensors")  # not the shipped file
     assert not hasattr(a, "amp") and a.float32 is False and a.no_progress is False
     a = parse_args(["--no-residual", "--no-dp", "--no-cgan", "--preload", "--flows", "true", "--lr-end", "2e-6"])
     assert (a.no_residual, a.no_dp, a.no_cgan, a.preload, a.flows, a.lr_end) == (True, True, True, True, "true", 2e-6)
@@ -442,7 +442,7 @@ _HELP = {
                      "--pretrain-steps : --steps do, and each phase's steps are set from a probe of the step rate and "
                      "the time of its first buffer filling (refills cost as much); training stops at this time "
                      "regardless",
-    "--out": "exported generator (safetensors); default RUN_DIR/rpgan_generator.safetensors",
+    "--out": "exported generator (safetensors); default RUN_DIR/rpgan.safetensors",
 }
 
 

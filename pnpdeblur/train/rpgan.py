@@ -463,7 +463,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "phases share it as --pretrain-steps : --steps do, and each phase's steps are set from "
                              "a probe of the step rate and the time of its first buffer filling (refills cost as "
                              "much); training stops at this time regardless")
-    add_engine_arguments(ap, run_dir="runs/rpgan", out_name="rpgan_generator.safetensors", val_items=8, val_every=1000,
+    add_engine_arguments(ap, run_dir="runs/rpgan", out_name="rpgan.safetensors", val_items=8, val_every=1000,
                          amp=False, run_dir_help="logs, checkpoints, discriminators",
                          out_help="exported generator (safetensors)")
     args = parse_engine_args(ap, argv)
