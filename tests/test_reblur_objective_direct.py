@@ -255,3 +255,55 @@ def test_refresh_counts_and_maps_each_centre_to_its_flow_row():
     other = reblur_loss(crop.float(), crop.float(), obj.flow_next[0][win][None].float(),
                         obj.flow_prev[0][win][None].float(), kernel="two_segment", tau=0.5)
     assert abs(float(other) - float(want)) > 1e-4  # row 0 (centre 1) would give another value
+
+
+def test_joint_two_frame_term_pairs_each_crop_with_its_next_frame_clamped_by_hand():
+    """2 frames, a clip of 4 frames (T ≠ C): the last frame's crop pairs with the previous frame,
+    negated; the deblurred crops reach the flow network clipped to [0, 1], and its flows are
+    clipped to the operators' range before the reblur loss."""
+    import pnpdeblur.train.reblur as RB
+    from pnpdeblur.losses.reblur import reblur_loss
+    from pnpdeblur.operators._flow import MAX_FLOW
+
+    class Shift(nn.Module):  # a 'deblurring' net whose outputs leave [0, 1]
+        def __init__(self):
+            super().__init__()
+            self.b = nn.Parameter(torch.tensor(-0.3))
+
+        def forward(self, x):
+            return 1.6 * x + self.b
+
+    class Huge(nn.Module):  # a 'flow network' far beyond the operators' range, recording its inputs
+        def __init__(self):
+            super().__init__()
+            self.g = nn.Parameter(torch.tensor(1.0))
+            self.seen = []
+
+        def forward(self, a, b):
+            self.seen.append((a.detach().clone(), b.detach().clone()))
+            f = torch.zeros(a.shape[0], 2, *a.shape[-2:])
+            f[:, 0] = 10 * MAX_FLOW * self.g * (b - a).mean(dim=(1, 2, 3)).sign().view(-1, 1, 1)
+            f[:, 1] = 0.3 * self.g
+            return f
+
+    torch.manual_seed(3)
+    clip = torch.rand(4, 3, 12, 12)
+    model = RB.JointNets(Shift(), Huge())
+    obj = RB.ReblurObjective(clip, [0, 1, 2, 3], frames=2, kernel="two_segment", tau=1.0, alpha=1.0, crop=8,
+                             flow="tvl1", flow_every=1, joint=True)
+    frames, ys, xs = torch.tensor([2, 3]), torch.tensor([1, 4]), torch.tensor([3, 0])
+    got = obj.joint_reblur_term(model, frames, ys, xs)
+
+    crop = lambda t, y, x: clip[t, :, y:y + 8, x:x + 8]  # noqa: E731
+    with torch.no_grad():
+        out = torch.stack([model.deblur(crop(2, 1, 3)), model.deblur(crop(3, 4, 0))])
+        nxt = torch.stack([model.deblur(crop(3, 1, 3)), model.deblur(crop(2, 4, 0))])  # frame 3 is last: frame 2
+    a, b = model.flow.seen[-1]
+    assert torch.equal(a, out.clamp(0, 1)) and torch.equal(b, nxt.clamp(0, 1))
+    assert float(out.min()) < 0 < 1 < float(out.max())  # the clipping mattered
+    with torch.no_grad():
+        f = model.flow.forward(out.clamp(0, 1), nxt.clamp(0, 1)) * torch.tensor([1.0, -1.0]).view(2, 1, 1, 1)
+        want = reblur_loss(out, torch.stack([crop(2, 1, 3), crop(3, 4, 0)]), f.clamp(-MAX_FLOW, MAX_FLOW), None,
+                           kernel="two_segment", tau=1.0)
+    assert float(f.abs().max()) > MAX_FLOW  # the flows' clipping mattered
+    torch.testing.assert_close(got.detach(), want, rtol=1e-5, atol=1e-7)
