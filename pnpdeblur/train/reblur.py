@@ -127,6 +127,12 @@ def frame_stack(clip: torch.Tensor, t: int, frames: int) -> torch.Tensor:
     return torch.cat([clip[min(max(t + k, 0), last)] for k in range(-half, frames - half)])[None]
 
 
+def _centre_frame(stack: torch.Tensor, frames: int) -> torch.Tensor:
+    """The centre frame ``(N, C, H, W)`` of :func:`frame_stack` inputs ``(N, frames·C, H, W)``."""
+    c = stack.shape[1] // frames
+    return stack[:, (frames // 2) * c:(frames // 2 + 1) * c]
+
+
 def run_net(net: Callable, x: torch.Tensor, frames: int = 1) -> torch.Tensor:
     """``net(x)`` for a deblurring network, reduced to one ``(N, C, H, W)`` image batch.
 
@@ -384,11 +390,12 @@ class ReblurObjective:
         c = self.crop
         dev = self.flow_next.device
         slots = torch.tensor([self._slot[int(t)] for t in frames])
-        blurred = _windows(self.clip, frames, ys, xs, c).to(dev)
+        k = net_frames(model)
+        inputs = _windows(self.clip, frames, ys, xs, c, k).to(dev)
+        blurred = _centre_frame(inputs, k)
         fn = _windows(self.flow_next, slots, ys, xs, c)
         fp = None if self.flow_prev is None else _windows(self.flow_prev, slots, ys, xs, c)
-        k = net_frames(model)
-        out = run_net(model, blurred if k == 1 else _windows(self.clip, frames, ys, xs, c, k).to(dev), k)
+        out = run_net(model, inputs, k)
         return self._loss(out.float(), blurred.float(), fn.float(), None if fp is None else fp.float())
 
     def _loss(self, out: torch.Tensor, blurred: torch.Tensor, fn: torch.Tensor,
@@ -427,7 +434,7 @@ class ReblurObjective:
         lim = float(MAX_FLOW)
         fn = _flow_tensors(d0, d_next.clamp(0.0, 1.0), model.flow) * sign.to(dev, deb.dtype).view(n, 1, 1, 1)
         fp = None if prv is None else _flow_tensors(d0, deb[2 * n:].clamp(0.0, 1.0), model.flow).clamp(-lim, lim)
-        blurred = inputs[:n] if k == 1 else _windows(self.clip, frames, ys, xs, c).to(dev)
+        blurred = _centre_frame(inputs[:n], k)
         return self._loss(out.float(), blurred.float(), fn.clamp(-lim, lim).float(), None if fp is None else fp.float())
 
     def __call__(self, model: Callable, batch: Dict[str, torch.Tensor]):

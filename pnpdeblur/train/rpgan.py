@@ -522,12 +522,18 @@ def main(argv=None) -> Path:
     run = Path(args.run_dir)
     history: List[Dict[str, Any]] = []
     budget = _PhaseBudget(args, model, loss_fn, clock_start) if args.time_budget is not None else None
+
+    def phase_buffer(shares: Sequence[float]) -> ReplayBuffer:
+        # with a budget, filled now and timed; else at the engine's first epoch
+        if budget:
+            return budget.buffer(producer, shares)
+        return ReplayBuffer(producer, args.buffer, shares, args.refresh_every, fill_now=False)
+
     steps = {"level1": args.pretrain_steps, "recurrent": args.steps}
     stopped_by_time = False
     if args.pretrain_steps:
         # (1) level 1 only: its inputs do not depend on G, one filling per refresh still varies the crops
-        buf1 = budget.buffer(producer, (1.0,)) if budget else ReplayBuffer(producer, args.buffer, (1.0,),
-                                                                           args.refresh_every, fill_now=False)
+        buf1 = phase_buffer((1.0,))
         limit = None
         if budget:
             steps["level1"], limit = budget.steps(buf1, args.pretrain_steps / (args.pretrain_steps + args.steps))
@@ -537,8 +543,7 @@ def main(argv=None) -> Path:
         stopped_by_time = t1.stopped_by_time
         history += [{"phase_name": "level1", **row} for row in t1.history]
     # (2) experience replay over the levels
-    buf = budget.buffer(producer, proportions) if budget else ReplayBuffer(producer, args.buffer, proportions,
-                                                                           args.refresh_every, fill_now=False)
+    buf = phase_buffer(proportions)
     limit = None
     if budget:
         steps["recurrent"], limit = budget.steps(buf, 1.0)
