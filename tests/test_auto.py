@@ -276,14 +276,15 @@ def test_cli_auto_end_to_end(tmp_path, capsys):
     assert io.imread(str(out / "shaken_kernel.png")).shape == (31, 31)
 
 
-def test_margin_is_capped_for_a_small_photo_and_gamma_reaches_the_residuals(monkeypatch):
-    sharp = _sharp(10, size=10)
-    big = np.full((15, 15), 1 / 225)  # reach 7: more than a 10-px photo allows (4)
-    Pipelines(monkeypatch, xf=sharp, flow=np.zeros((2, 10, 10)), xs=sharp, kernel=big)
+@pytest.mark.parametrize("size,cap", [(10, 4), (11, 5)])  # the largest margin that leaves a pixel
+def test_margin_is_capped_for_a_small_photo_and_gamma_reaches_the_residuals(monkeypatch, size, cap):
+    sharp = _sharp(10, size=size)
+    big = np.full((15, 15), 1 / 225)  # reach 7: more than a 10- or 11-px photo allows
+    Pipelines(monkeypatch, xf=sharp, flow=np.zeros((2, size, size)), xs=sharp, kernel=big)
     seen = []
     monkeypatch.setattr(A, "reblur_residual", lambda y, x, op, **kw: seen.append(kw) or 1.0)
     pd.deblur_auto(sharp, saturation=0.5, gamma=2.2)
-    assert [kw["margin"] for kw in seen] == [4, 4] and all(kw["gamma"] == 2.2 for kw in seen)
+    assert [kw["margin"] for kw in seen] == [cap, cap] and all(kw["gamma"] == 2.2 for kw in seen)
     # the weights are the photo's own at the given saturation: 0 at and above 0.5
     want = (torch.from_numpy(sharp) < 0.5).float()[None, None]
     assert all(torch.equal(kw["weights"].float(), want) for kw in seen)
