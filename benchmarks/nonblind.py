@@ -50,10 +50,10 @@ METHODS = {"hqs-tv": "HQS + TV", "hqs-dncnn": "HQS + DnCNN", "hqs-drunet": "HQS 
            "hqs-bm3d": "HQS + BM3D", "admm-tv": "ADMM + TV", "rl": "Richardson–Lucy (30 it)"}
 #: Variants run only when named in ``--methods`` (DRUNetPrior's geometric cycling off / the 4-flip ensemble).
 EXTRA_METHODS = {"hqs-drunet-nocycle": "HQS + DRUNet, no cycling", "hqs-drunet-ensemble": "HQS + DRUNet, 4-flip ensemble",
-                 "hqs-drunet-weights": "HQS + DRUNet, --drunet-weights"}
+                 "hqs-drunet-weights": "HQS + DRUNet, --drunet-weights", "hqs-drunet-medium": "HQS + DRUNet medium"}
 
 
-def methods(noise, keys=tuple(METHODS), drunet_weights=None):
+def methods(noise, keys=tuple(METHODS), drunet_weights=None, lam=None):
     def prior(key):
         if key == "hqs-tv":
             return TV()
@@ -65,6 +65,8 @@ def methods(noise, keys=tuple(METHODS), drunet_weights=None):
             return DRUNetPrior(cycle=False)
         if key == "hqs-drunet-ensemble":
             return DRUNetPrior(ensemble=True)
+        if key == "hqs-drunet-medium":
+            return DRUNetPrior(variant="medium")
         if key == "hqs-drunet-weights":
             if drunet_weights is None:
                 raise SystemExit("--methods hqs-drunet-weights needs --drunet-weights PATH")
@@ -74,10 +76,11 @@ def methods(noise, keys=tuple(METHODS), drunet_weights=None):
         return BM3D()
 
     out = {}
+    schedule = {} if lam is None else {"lam": lam}
     for key in keys:
         if key.startswith("hqs-"):
             out[{**METHODS, **EXTRA_METHODS}[key]] = (
-                lambda p: lambda y, K: hqs(y, K, prior=p, noise_level=noise, progress=False).x)(prior(key))
+                lambda p: lambda y, K: hqs(y, K, prior=p, noise_level=noise, progress=False, **schedule).x)(prior(key))
         elif key == "admm-tv":
             out[METHODS[key]] = lambda y, K: admm(y, K, prior=TV(), noise_level=noise, progress=False).x
         elif key == "rl":
@@ -97,7 +100,7 @@ def motion_cases(quick, n_images=None, settings=None):
             yield name, i, preset, noise
 
 
-def run_motion(quick, keys=tuple(METHODS), n_images=None, settings=None, drunet_weights=None):
+def run_motion(quick, keys=tuple(METHODS), n_images=None, settings=None, drunet_weights=None, lam=None):
     rows = []
     for name, i, preset, noise in motion_cases(quick, n_images, settings):
         x = sample_image(name, size=256, dtype=np.float32)
@@ -108,7 +111,7 @@ def run_motion(quick, keys=tuple(METHODS), n_images=None, settings=None, drunet_
         bp, bs = metrics(y, x)
         row = dict(image=name, preset=preset, max_m=float(np.hypot(flow[0], flow[1]).max()), noise=noise,
                    channels=int(x.shape[2]), blurred_psnr=bp, blurred_ssim=bs, results={})
-        for mname, fn in methods(noise, keys, drunet_weights).items():
+        for mname, fn in methods(noise, keys, drunet_weights, lam).items():
             t = time.perf_counter()
             out = fn(y, K)
             dt = time.perf_counter() - t
@@ -198,8 +201,12 @@ def main(argv=None):
                     help="comma-separated preset:sigma pairs (default: " + ",".join(f"{p}:{n}" for p, n in SETTINGS) + ")")
     ap.add_argument("--drunet-weights", type=Path, default=None,
                     help="a DRUNet checkpoint for the method hqs-drunet-weights (e.g. a candidate before shipping)")
+    ap.add_argument("--lam", type=float, default=None,
+                    help="the HQS methods' λ (β = λ·σ²/σ_k²; default: the prior's hqs_lam, else DEFAULT_LAMBDA)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("nonblind.json"))
     args = ap.parse_args(argv)
+    if args.lam is not None and not args.lam > 0:
+        ap.error(f"--lam must be > 0, got {args.lam}")
     if args.methods is None:
         from pnpdeblur.priors.bm3d import bm3d_available
 
@@ -221,9 +228,9 @@ def main(argv=None):
     result["machine"] = dict(platform=platform.platform(), processor=platform.processor(), torch=torch.__version__,
                              threads=args.threads, cpus=__import__("os").cpu_count())
     result["quick"] = args.quick
-    result["methods"], result["images"] = keys, args.images
+    result["methods"], result["images"], result["lam"] = keys, args.images, args.lam
     if args.part in ("all", "motion"):
-        rows = run_motion(args.quick, keys, args.images, settings, args.drunet_weights)
+        rows = run_motion(args.quick, keys, args.images, settings, args.drunet_weights, args.lam)
         result["per_image"], result["summary"] = rows, summarise(rows)
         args.out.write_text(json.dumps(result, indent=2))
     if "summary" in result:

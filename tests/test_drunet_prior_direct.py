@@ -99,9 +99,9 @@ def test_flags_reach_the_denoiser_prior():
 
 
 def test_repr():
-    assert repr(DRUNetPrior(_net())) == "DRUNetPrior(channels=3, ensemble=False, cycle=True, device='follow')"
-    assert repr(DRUNetPrior(_net(1), ensemble=True, device="cpu")) == (
-        "DRUNetPrior(channels=1, ensemble=True, cycle=False, device='cpu')"
+    assert repr(DRUNetPrior(_net())) == "DRUNetPrior(channels=3, ensemble=False, cycle=True, hqs_lam=None, device='follow')"
+    assert repr(DRUNetPrior(_net(1), ensemble=True, device="cpu", hqs_lam=0.3)) == (
+        "DRUNetPrior(channels=1, ensemble=True, cycle=False, hqs_lam=0.3, device='cpu')"
     )
 
 
@@ -241,3 +241,20 @@ def test_the_solver_context_reaches_the_denoiser_prior(monkeypatch, c):
     ctx = {"iteration": 3}
     DRUNetPrior(_net())(_z(n=1, c=c), 0.1, context=ctx)
     assert len(seen) == 1 and seen[0] is ctx
+
+
+def test_hqs_lam_is_the_tuned_value_for_shipped_weights_only():
+    from pnpdeblur.priors.drunet import SHIPPED_HQS_LAMBDA
+    from pnpdeblur.solvers.schedules import prior_lambda
+
+    assert SHIPPED_HQS_LAMBDA == 0.18
+    assert DRUNetPrior().hqs_lam == SHIPPED_HQS_LAMBDA
+    assert DRUNetPrior(variant="medium").hqs_lam == SHIPPED_HQS_LAMBDA
+    assert prior_lambda(DRUNetPrior()) == 0.18
+    # a network of the user's: DPIR's λ (None), unless given
+    assert DRUNetPrior(_net()).hqs_lam is None and prior_lambda(DRUNetPrior(_net())) == 0.23
+    assert DRUNetPrior(_net(), hqs_lam=0.3).hqs_lam == 0.3
+    assert DRUNetPrior(hqs_lam=np.float64(0.25)).hqs_lam == 0.25
+    for bad, exc in ((0.0, ValueError), (-1.0, ValueError), (float("inf"), ValueError), ("0.2", TypeError)):
+        with pytest.raises(exc, match=r"^hqs_lam must be a"):
+            DRUNetPrior(_net(), hqs_lam=bad)

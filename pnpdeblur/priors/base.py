@@ -61,7 +61,16 @@ class BasePrior:
     Subclasses implement :meth:`_denoise` on torch tensors; it is only called with
     ``sigma > 0``. Layouts accepted at the boundary are those of the operators:
     ``(N, C, H, W)``, ``(H, W)``, numpy/cupy ``(H, W, C)``, torch ``(C, H, W)``.
+
+    Attributes
+    ----------
+    hqs_lam : float or None
+        The λ that :func:`~pnpdeblur.solvers.hqs` uses with this prior when it is given none;
+        ``None`` (the default) leaves DPIR's 0.23 (see
+        :func:`~pnpdeblur.solvers.schedules.prior_lambda`).
     """
+
+    hqs_lam: Optional[float] = None
 
     def _denoise(self, z: torch.Tensor, sigma: float, context: Optional[Dict[str, Any]]) -> torch.Tensor:
         raise NotImplementedError

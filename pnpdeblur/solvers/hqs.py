@@ -18,7 +18,7 @@ import torch
 from ..operators.base import LinearOperator
 from ._splitting import SplittingUpdate, run_splitting
 from .result import SolverResult
-from .schedules import DEFAULT_LAMBDA, DEFAULT_SIGMA_START, resolve_schedule
+from .schedules import DEFAULT_SIGMA_START, prior_lambda, resolve_schedule
 
 __all__ = ["hqs", "resolve_schedule"]  # resolve_schedule lives in schedules (shared with ADMM)
 
@@ -34,7 +34,7 @@ def hqs(
     *,
     sigmas: Optional[Sequence[float]] = None,
     n_iter: Optional[int] = None,
-    lam: float = DEFAULT_LAMBDA,
+    lam: Optional[float] = None,
     sigma_start: float = DEFAULT_SIGMA_START,
     cg_tol: float = 1e-4,
     x_step: str = "auto",
@@ -76,8 +76,11 @@ def hqs(
         determines ``betas``).
     n_iter : int, optional
         Number of iterations of the default schedule.
-    lam : float
-        λ of the schedule.
+    lam : float, optional
+        λ of the schedule (``β_k = λσ²/σ_k²``). Default: the prior's ``hqs_lam`` when it has
+        one (the shipped DRUNets: 0.18, tuned on BSDS500 *val*), else DPIR's
+        :data:`~pnpdeblur.solvers.schedules.DEFAULT_LAMBDA` (0.23); see
+        :func:`~pnpdeblur.solvers.schedules.prior_lambda`.
     sigma_start : float
         First prior strength of the default schedule.
     cg_tol : float
@@ -134,6 +137,8 @@ def hqs(
     >>> res = hqs(y, K, prior=TV(), noise_level=0.01)   # doctest: +SKIP
     >>> x = res.x
     """
+    if lam is None:
+        lam = prior_lambda(prior)
     return run_splitting(
         "hqs", "beta", lambda z0: _HQSUpdate(), y, K, prior, noise_level, betas, sigmas, n_iter, lam,
         sigma_start, cg_iters, cg_tol, x_step, x0, reference, callback, progress, context, differentiable,

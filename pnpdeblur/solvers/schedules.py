@@ -20,6 +20,7 @@ __all__ = [
     "sigma_from_beta",
     "beta_from_sigma",
     "resolve_schedule",
+    "prior_lambda",
     "DEFAULT_LAMBDA",
     "DEFAULT_SIGMA_START",
     "MIN_NOISE_LEVEL",
@@ -114,6 +115,22 @@ def _as_list(name: str, v: Sequence[float]) -> List[float]:
     if not out:
         raise ValueError(f"{name} must not be empty")
     return out
+
+
+def prior_lambda(prior: object) -> float:
+    """λ of HQS's default schedule with ``prior``: its ``hqs_lam``, else :data:`DEFAULT_LAMBDA`.
+
+    A prior may carry the λ it was tuned for as an attribute ``hqs_lam`` (a float > 0, or
+    ``None`` for DPIR's 0.23): the shipped DRUNets prefer a smaller λ than DPIR's own
+    network (``benchmarks/RESULTS.md``, "DRUNet prior"). Plain callables have none.
+
+    Raises
+    ------
+    ValueError, TypeError
+        ``hqs_lam`` is set but not a finite number > 0.
+    """
+    lam = getattr(prior, "hqs_lam", None)
+    return DEFAULT_LAMBDA if lam is None else _check_positive("the prior's hqs_lam", lam)
 
 
 def resolve_schedule(
