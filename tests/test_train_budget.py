@@ -465,7 +465,10 @@ def test_sen_time_budget_sizes_the_run(tmp_path, monkeypatch, clock):
 
 
 DDP_BUDGET_SCRIPT = """
-import argparse, os, sys, torch
+import argparse, atexit, os, sys, torch
+import torch.distributed as dist
+# registered before the group exists, so it runs after the library's own exit hook (LIFO)
+atexit.register(lambda: open({out!r} + "/exit%s.txt" % os.environ["RANK"], "w").write(str(dist.is_initialized())))
 sys.path.insert(0, {tests!r})
 from test_train_budget import linear
 from pnpdeblur.train import budget as Bu, distributed
@@ -484,6 +487,8 @@ def test_ranks_train_rank_zeros_step_count(tmp_path):
     got = _two_ranks(tmp_path, DDP_BUDGET_SCRIPT)
     # floor(2 s × 5 steps/s × 0.9) = 9 on both ranks (rank 1's own probe would give 90)
     assert got == ["9 5", "9 5"], got
+    # the group the library made was destroyed before the interpreter ended (an abort otherwise)
+    assert [(tmp_path / f"exit{r}.txt").read_text() for r in range(2)] == ["False", "False"]
 
 
 def test_rank0_value_in_one_process_is_the_value():

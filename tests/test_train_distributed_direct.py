@@ -87,6 +87,28 @@ def test_init_distributed_arguments(env, recorded):
         assert recorded[-1]["backend"] == "gloo"
 
 
+def test_init_distributed_destroys_its_group_at_exit_once(env, recorded):
+    hooks = []
+    env.setattr(D.atexit, "register", lambda f: hooks.append(f))
+    env.setattr(D, "_EXIT_HOOK", False)
+    env.setenv("MASTER_PORT", "29999")
+    assert D.init_distributed(backend="gloo", world_size=2, rank=0) is True
+    assert D.init_distributed(backend="gloo", world_size=2, rank=1) is True
+    assert hooks == [D._destroy_at_exit] and len(recorded) == 2
+    assert D.init_distributed(world_size=1) is False and hooks == [D._destroy_at_exit]
+
+
+def test_destroy_at_exit_takes_down_a_live_group_only(env):
+    D._destroy_at_exit()  # no group: nothing to do
+    assert not D.is_distributed()
+    env.setenv("MASTER_PORT", str(free_port()))
+    env.setenv("MASTER_ADDR", "127.0.0.1")
+    dist.init_process_group(backend="gloo", rank=0, world_size=1)
+    assert D.is_distributed()
+    D._destroy_at_exit()
+    assert not D.is_distributed()
+
+
 def test_init_distributed_nccl_binds_the_local_gpu(env, recorded):
     bound = []
     env.setattr(torch.cuda, "set_device", lambda i: bound.append(i))
