@@ -1,15 +1,18 @@
-"""λ of HQS's DPIR schedule, per prior, on BSDS500 *val* crops (issue 15).
+"""HQS's DPIR schedule (λ, first strength σ_1), per prior, on BSDS500 *val* crops (issue 15).
 
 DPIR (Zhang et al.) ties the x-step's weight to the denoiser's strength, ``β_k = λσ²/σ_k²``,
-with λ = 0.23 tuned for its own network. A different denoiser may prefer another λ. This
-script runs HQS with the *true* flow on centre crops (256²) of the first ``--crops`` images of
-BSDS500's *val* split — never trained on, and not the held-out photos that
-``benchmarks/nonblind.py`` reports on — for every (λ, iterations) pair of ``--grid`` and prints
-the mean PSNR per setting. ``pd.priors.drunet.SHIPPED_HQS_LAMBDA`` comes from this run.
+σ_k falling geometrically from σ_1 = 49/255 to the noise level σ, with λ = 0.23: values tuned for
+its own network. A different denoiser may prefer others. This script runs HQS with the *true*
+flow on centre crops (256²) of the first ``--crops`` images of BSDS500's *val* split — never
+trained on, and not the held-out photos that ``benchmarks/nonblind.py`` reports on — for every
+(λ, iterations) pair of ``--grid`` and every σ_1 of ``--sigma-start``, and prints the mean PSNR
+per setting. ``pd.priors.drunet.SHIPPED_HQS_LAMBDA`` and ``SHIPPED_HQS_SIGMA_START`` come from
+these runs.
 
 Usage::
 
     python benchmarks/hqs_lambda.py --prior drunet-medium --grid 0.15x8,0.18x8,0.23x8,0.3x8
+    python benchmarks/hqs_lambda.py --prior drunet-medium --grid 0.18x8 --sigma-start 49,64,100,128
     python benchmarks/hqs_lambda.py --prior bm3d --crops 3 --grid 0.18x8,0.23x8
 
 Rows go to ``benchmarks/hqs_lambda.json`` (``--out`` to change).
@@ -17,6 +20,7 @@ Rows go to ``benchmarks/hqs_lambda.json`` (``--out`` to change).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from collections import defaultdict
@@ -74,6 +78,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="HQS's λ per prior on BSDS500 val crops, true flow")
     ap.add_argument("--prior", default="drunet-medium")
     ap.add_argument("--grid", default="0.15x8,0.18x8,0.23x8,0.3x8", help="λxN pairs: λ and HQS iterations")
+    ap.add_argument("--sigma-start", default="49", help="σ_1 values, grey levels of 255, comma-separated")
     ap.add_argument("--settings", default="23:0.01,46:0.03", help="flow preset:noise σ pairs")
     ap.add_argument("--crops", type=int, default=6, help="the first N val images (sorted by name)")
     ap.add_argument("--size", type=int, default=256)
@@ -81,6 +86,12 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("hqs_lambda.json"))
     args = ap.parse_args(argv)
     grid = parse_grid(args.grid)
+    try:
+        starts = [float(v) for v in args.sigma_start.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(f"--sigma-start: expected numbers such as 49,100, got {args.sigma_start!r}") from None
+    if not starts or any(v <= 0 for v in starts):
+        raise SystemExit(f"--sigma-start: values must be > 0, got {args.sigma_start!r}")
     settings = [(p.split(":")[0], float(p.split(":")[1])) for p in args.settings.split(",") if p.strip()]
     if not BSDS_VAL.is_dir():
         raise SystemExit(f"no {BSDS_VAL}: fetch BSDS500 first (docs/model_cards/drunet_small.md says how)")
@@ -95,20 +106,23 @@ def main(argv=None):
             K = MotionBlur(flow[None])
             rng = np.random.default_rng(50 + i)
             y = (np.asarray(K(x)) + noise * rng.standard_normal(x.shape)).astype(np.float32)
-            for lam, n_iter in grid:
+            for (lam, n_iter), start in itertools.product(grid, starts):
                 t = time.perf_counter()
-                out = hqs(y, K, prior=prior, noise_level=noise, lam=lam, n_iter=n_iter, progress=False).x
+                out = hqs(y, K, prior=prior, noise_level=noise, lam=lam, n_iter=n_iter, sigma_start=start / 255.0,
+                          progress=False).x
                 dt = time.perf_counter() - t
                 p = float(psnr(np.clip(out, 0, 1), x, channel_axis=-1))
-                rows.append(dict(preset=preset, noise=noise, image=path.stem, lam=lam, n_iter=n_iter, psnr=p, time=dt))
-                print(f"  |m|≤{preset} σ={noise} {path.stem} λ={lam} N={n_iter}: {p:.3f} dB ({dt:.1f} s)", flush=True)
+                rows.append(dict(preset=preset, noise=noise, image=path.stem, lam=lam, n_iter=n_iter,
+                                 sigma_start=start, psnr=p, time=dt))
+                print(f"  |m|≤{preset} σ={noise} {path.stem} λ={lam} N={n_iter} σ_1={start:g}/255: {p:.3f} dB "
+                      f"({dt:.1f} s)", flush=True)
     means = defaultdict(list)
     for r in rows:
-        means[(r["preset"], r["noise"], r["lam"], r["n_iter"])].append(r["psnr"])
+        means[(r["preset"], r["noise"], r["lam"], r["n_iter"], r["sigma_start"])].append(r["psnr"])
     print(f"\n{args.prior}, {len(paths)} BSDS500 val crops of {args.size}²: mean PSNR (dB)")
-    print("| max |m| | σ | λ | iterations | PSNR |\n|---|---|---|---|---|")
-    for (preset, noise, lam, n_iter), v in sorted(means.items()):
-        print(f"| {preset} | {noise} | {lam} | {n_iter} | {np.mean(v):.3f} |")
+    print("| max |m| | σ | λ | iterations | σ_1 (/255) | PSNR |\n|---|---|---|---|---|---|")
+    for (preset, noise, lam, n_iter, start), v in sorted(means.items()):
+        print(f"| {preset} | {noise} | {lam} | {n_iter} | {start:g} | {np.mean(v):.3f} |")
     args.out.write_text(json.dumps(dict(prior=args.prior, crops=len(paths), rows=rows), indent=1))
     print(f"wrote {args.out}")
 

@@ -53,7 +53,7 @@ EXTRA_METHODS = {"hqs-drunet-nocycle": "HQS + DRUNet, no cycling", "hqs-drunet-e
                  "hqs-drunet-weights": "HQS + DRUNet, --drunet-weights", "hqs-drunet-medium": "HQS + DRUNet medium"}
 
 
-def methods(noise, keys=tuple(METHODS), drunet_weights=None, lam=None):
+def methods(noise, keys=tuple(METHODS), drunet_weights=None, lam=None, sigma_start=None):
     def prior(key):
         if key == "hqs-tv":
             return TV()
@@ -76,7 +76,7 @@ def methods(noise, keys=tuple(METHODS), drunet_weights=None, lam=None):
         return BM3D()
 
     out = {}
-    schedule = {} if lam is None else {"lam": lam}
+    schedule = {k: v for k, v in (("lam", lam), ("sigma_start", sigma_start)) if v is not None}
     for key in keys:
         if key.startswith("hqs-"):
             out[{**METHODS, **EXTRA_METHODS}[key]] = (
@@ -100,7 +100,8 @@ def motion_cases(quick, n_images=None, settings=None):
             yield name, i, preset, noise
 
 
-def run_motion(quick, keys=tuple(METHODS), n_images=None, settings=None, drunet_weights=None, lam=None):
+def run_motion(quick, keys=tuple(METHODS), n_images=None, settings=None, drunet_weights=None, lam=None,
+               sigma_start=None):
     rows = []
     for name, i, preset, noise in motion_cases(quick, n_images, settings):
         x = sample_image(name, size=256, dtype=np.float32)
@@ -111,7 +112,7 @@ def run_motion(quick, keys=tuple(METHODS), n_images=None, settings=None, drunet_
         bp, bs = metrics(y, x)
         row = dict(image=name, preset=preset, max_m=float(np.hypot(flow[0], flow[1]).max()), noise=noise,
                    channels=int(x.shape[2]), blurred_psnr=bp, blurred_ssim=bs, results={})
-        for mname, fn in methods(noise, keys, drunet_weights, lam).items():
+        for mname, fn in methods(noise, keys, drunet_weights, lam, sigma_start).items():
             t = time.perf_counter()
             out = fn(y, K)
             dt = time.perf_counter() - t
@@ -204,9 +205,15 @@ def main(argv=None):
     ap.add_argument("--lam", type=float, default=None,
                     help="the HQS methods' λ (β = λ·σ²/σ_k²; default: the prior's hqs_lam, else DEFAULT_LAMBDA)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("nonblind.json"))
+    ap.add_argument("--sigma-start", type=float, default=None,
+                    help="the HQS methods' first σ_k, in grey levels of 255 (default: the prior's hqs_sigma_start, "
+                    "else 49)")
     args = ap.parse_args(argv)
     if args.lam is not None and not args.lam > 0:
         ap.error(f"--lam must be > 0, got {args.lam}")
+    if args.sigma_start is not None and not args.sigma_start > 0:
+        ap.error(f"--sigma-start must be > 0, got {args.sigma_start}")
+    sigma_start = None if args.sigma_start is None else args.sigma_start / 255.0
     if args.methods is None:
         from pnpdeblur.priors.bm3d import bm3d_available
 
@@ -228,9 +235,9 @@ def main(argv=None):
     result["machine"] = dict(platform=platform.platform(), processor=platform.processor(), torch=torch.__version__,
                              threads=args.threads, cpus=__import__("os").cpu_count())
     result["quick"] = args.quick
-    result["methods"], result["images"], result["lam"] = keys, args.images, args.lam
+    result["methods"], result["images"], result["lam"], result["sigma_start"] = keys, args.images, args.lam, sigma_start
     if args.part in ("all", "motion"):
-        rows = run_motion(args.quick, keys, args.images, settings, args.drunet_weights, args.lam)
+        rows = run_motion(args.quick, keys, args.images, settings, args.drunet_weights, args.lam, sigma_start)
         result["per_image"], result["summary"] = rows, summarise(rows)
         args.out.write_text(json.dumps(result, indent=2))
     if "summary" in result:

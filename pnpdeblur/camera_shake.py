@@ -24,7 +24,7 @@ from .estimation.kernel import estimate_kernel, kernel_length
 from .pipeline import (DEFAULT_NOISE_FLOOR, _copy_input, check_photo_options, default_prior, linearize, noise_levels,
                        reference_batch)
 from .priors.base import check_real
-from .solvers.schedules import DEFAULT_LAMBDA
+from .solvers.schedules import DEFAULT_LAMBDA, DEFAULT_SIGMA_START
 from .solvers.weights import DEFAULT_SATURATION, crop_boundary, pad_problem, saturation_weights
 
 __all__ = ["deblur_shake", "ShakeDeblurResult", "DEFAULT_KERNEL_SIZE", "SHAKE_THRESHOLD"]
@@ -185,8 +185,9 @@ def deblur_shake(
             pad = 0
             if boundary == "unknown":
                 obs_i, K, weights, pad = pad_problem(obs_i, K, weights)
-            # DPIR's λ whatever the prior, as in deblur: the noise floors were tuned with it
-            res = hqs(obs_i, K, prior, noise_level=level, lam=DEFAULT_LAMBDA, progress=False, weights=weights)
+            # DPIR's schedule whatever the prior, as in deblur: the noise floors were tuned with it
+            res = hqs(obs_i, K, prior, noise_level=level, lam=DEFAULT_LAMBDA, sigma_start=DEFAULT_SIGMA_START,
+                      progress=False, weights=weights)
             out = crop_boundary(res.x, pad)
             outs.append((out if gamma is None else out.clamp(min=0.0) ** (1.0 / gamma)).clamp(0.0, 1.0))
             entry.update(noise_level=level, hqs=res.history)

@@ -28,7 +28,7 @@ from .estimation.learned import estimate_flow
 from .nets.sen import SEN
 from .operators._flow import MAX_FLOW
 from .priors.base import check_real
-from .solvers.schedules import DEFAULT_LAMBDA
+from .solvers.schedules import DEFAULT_LAMBDA, DEFAULT_SIGMA_START
 from .solvers.weights import DEFAULT_SATURATION, crop_boundary, pad_problem, saturation_weights
 
 __all__ = ["deblur", "DeblurResult", "estimate_noise_level", "default_prior", "linearize"]
@@ -393,8 +393,8 @@ def deblur(
                 pad = 0
                 if boundary == "unknown":  # solve on a grid larger by the kernels' reach, the margin unobserved
                     obs_i, K, weights, pad = pad_problem(obs_i, K, weights)
-                # DPIR's λ whatever the prior: the noise floors were tuned with it
-                res = hqs(obs_i, K, prior, noise_level=level, lam=DEFAULT_LAMBDA,
+                # DPIR's schedule whatever the prior: the noise floors were tuned with it
+                res = hqs(obs_i, K, prior, noise_level=level, lam=DEFAULT_LAMBDA, sigma_start=DEFAULT_SIGMA_START,
                           n_iter=n_iter, cg_iters=cg_iters, cg_tol=cg_tol, progress=False, weights=weights)
                 out = crop_boundary(res.x, pad)
                 outs.append(out if gamma is None else out.clamp(min=0.0) ** (1.0 / gamma))  # clipped to 1 below

@@ -355,11 +355,14 @@ def test_deblur_shake_with_a_given_kernel_is_hqs_on_the_padded_problem():
     rep = pd.deblur_shake(y, prior=prior, kernel=L_KERNEL, noise_level=0.03, saturation=None, boundary="replicate")
     plain = pd.solvers.hqs(y, pd.Convolution(L_KERNEL), prior, noise_level=0.03).x
     np.testing.assert_allclose(rep.x, np.clip(plain, 0, 1), atol=1e-6)
-    # a prior's own hqs_lam does not reach the blind solve: DPIR's λ, as in pd.deblur
-    prior.hqs_lam = 0.5
-    again = pd.deblur_shake(y, prior=prior, kernel=L_KERNEL, noise_level=0.03, saturation=None, boundary="replicate")
-    np.testing.assert_array_equal(again.x, rep.x)
-    assert not np.allclose(pd.solvers.hqs(y, pd.Convolution(L_KERNEL), prior, noise_level=0.03).x, plain, atol=1e-3)
+    # a prior's own schedule does not reach the blind solve: DPIR's, as in pd.deblur
+    for name, value in (("hqs_lam", 0.5), ("hqs_sigma_start", 0.6)):
+        setattr(prior, name, value)
+        again = pd.deblur_shake(y, prior=prior, kernel=L_KERNEL, noise_level=0.03, saturation=None,
+                                boundary="replicate")
+        np.testing.assert_array_equal(again.x, rep.x)
+        assert not np.allclose(pd.solvers.hqs(y, pd.Convolution(L_KERNEL), prior, noise_level=0.03).x, plain, atol=1e-3)
+        setattr(prior, name, None)
 
 
 def test_deblur_shake_batch_and_torch():

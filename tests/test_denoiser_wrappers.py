@@ -175,3 +175,15 @@ def test_bm3d_missing_package_message(monkeypatch):
     _fake_bm3d(monkeypatch)
     assert bm3d_available() is True
     assert BM3D(a=1).kwargs == {"a": 1}
+
+
+def test_bm3d_carries_its_hqs_schedule(monkeypatch):
+    """HQS with BM3D starts from σ_1 = 100/255 (tuned on BSDS500 val) and keeps DPIR's λ."""
+    from pnpdeblur.solvers.schedules import prior_schedule
+
+    _fake_bm3d(monkeypatch)
+    prior = BM3D()
+    assert prior_schedule(prior) == (0.23, 100 / 255)
+    prior.hqs_sigma_start = None  # DPIR's schedule, on request
+    assert prior_schedule(prior) == (0.23, 49 / 255)
+    assert BM3D().hqs_sigma_start == 100 / 255  # the instance's choice is its own

@@ -99,9 +99,10 @@ def test_flags_reach_the_denoiser_prior():
 
 
 def test_repr():
-    assert repr(DRUNetPrior(_net())) == "DRUNetPrior(channels=3, ensemble=False, cycle=True, hqs_lam=None, device='follow')"
-    assert repr(DRUNetPrior(_net(1), ensemble=True, device="cpu", hqs_lam=0.3)) == (
-        "DRUNetPrior(channels=1, ensemble=True, cycle=False, hqs_lam=0.3, device='cpu')"
+    assert repr(DRUNetPrior(_net())) == (
+        "DRUNetPrior(channels=3, ensemble=False, cycle=True, hqs_lam=None, hqs_sigma_start=None, device='follow')")
+    assert repr(DRUNetPrior(_net(1), ensemble=True, device="cpu", hqs_lam=0.3, hqs_sigma_start=0.4)) == (
+        "DRUNetPrior(channels=1, ensemble=True, cycle=False, hqs_lam=0.3, hqs_sigma_start=0.4, device='cpu')"
     )
 
 
@@ -243,18 +244,21 @@ def test_the_solver_context_reaches_the_denoiser_prior(monkeypatch, c):
     assert len(seen) == 1 and seen[0] is ctx
 
 
-def test_hqs_lam_is_the_tuned_value_for_shipped_weights_only():
-    from pnpdeblur.priors.drunet import SHIPPED_HQS_LAMBDA
-    from pnpdeblur.solvers.schedules import prior_lambda
+def test_the_tuned_schedule_goes_with_the_shipped_weights_only():
+    from pnpdeblur.priors.drunet import SHIPPED_HQS_LAMBDA, SHIPPED_HQS_SIGMA_START
+    from pnpdeblur.solvers.schedules import prior_schedule
 
-    assert SHIPPED_HQS_LAMBDA == 0.18
-    assert DRUNetPrior().hqs_lam == SHIPPED_HQS_LAMBDA
-    assert DRUNetPrior(variant="medium").hqs_lam == SHIPPED_HQS_LAMBDA
-    assert prior_lambda(DRUNetPrior()) == 0.18
-    # a network of the user's: DPIR's λ (None), unless given
-    assert DRUNetPrior(_net()).hqs_lam is None and prior_lambda(DRUNetPrior(_net())) == 0.23
-    assert DRUNetPrior(_net(), hqs_lam=0.3).hqs_lam == 0.3
-    assert DRUNetPrior(hqs_lam=np.float64(0.25)).hqs_lam == 0.25
-    for bad, exc in ((0.0, ValueError), (-1.0, ValueError), (float("inf"), ValueError), ("0.2", TypeError)):
-        with pytest.raises(exc, match=r"^hqs_lam must be a"):
-            DRUNetPrior(_net(), hqs_lam=bad)
+    assert (SHIPPED_HQS_LAMBDA, SHIPPED_HQS_SIGMA_START) == (0.18, 100 / 255)
+    for prior in (DRUNetPrior(), DRUNetPrior(variant="medium")):
+        assert (prior.hqs_lam, prior.hqs_sigma_start) == (0.18, 100 / 255)
+        assert prior_schedule(prior) == (0.18, 100 / 255)
+    # a network of the user's: DPIR's schedule (None), unless given
+    mine = DRUNetPrior(_net())
+    assert (mine.hqs_lam, mine.hqs_sigma_start) == (None, None) and prior_schedule(mine) == (0.23, 49 / 255)
+    mine = DRUNetPrior(_net(), hqs_lam=0.3, hqs_sigma_start=np.float64(0.5))
+    assert (mine.hqs_lam, mine.hqs_sigma_start) == (0.3, 0.5)
+    assert (DRUNetPrior(hqs_lam=0.25).hqs_lam, DRUNetPrior(hqs_lam=0.25).hqs_sigma_start) == (0.25, 100 / 255)
+    for name in ("hqs_lam", "hqs_sigma_start"):
+        for bad, exc in ((0.0, ValueError), (-1.0, ValueError), (float("inf"), ValueError), ("0.2", TypeError)):
+            with pytest.raises(exc, match=rf"^{name} must be a"):
+                DRUNetPrior(_net(), **{name: bad})

@@ -101,14 +101,15 @@ def test_defaults_sent_to_hqs(fake_hqs):
     deblur(_photo(), prior=PRIOR, noise_level=0.1, flow_model=StandInSEN((6.0, 0.0)))
     c = fake_hqs.calls[0]
     assert (c["n_iter"], c["cg_iters"], c["cg_tol"]) == (4, 5, 1e-4)
-    assert c["lam"] == 0.23
+    assert (c["lam"], c["sigma_start"]) == (0.23, 49 / 255)
 
 
-def test_dpirs_lambda_whatever_the_priors_own(fake_hqs):
-    """The noise floors were tuned with DPIR's λ: a prior's hqs_lam does not change the blind solve."""
-    prior = types.SimpleNamespace(hqs_lam=0.5)
+def test_dpirs_schedule_whatever_the_priors_own(fake_hqs):
+    """The noise floors were tuned with DPIR's schedule: a prior's own does not change the blind solve."""
+    prior = types.SimpleNamespace(hqs_lam=0.5, hqs_sigma_start=0.6)
     deblur(_photo(), prior=prior, noise_level=0.1, flow_model=StandInSEN((6.0, 0.0)))
-    assert fake_hqs.calls[0]["prior"] is prior and fake_hqs.calls[0]["lam"] == 0.23
+    c = fake_hqs.calls[0]
+    assert c["prior"] is prior and (c["lam"], c["sigma_start"]) == (0.23, 49 / 255)
 
 
 def test_default_prior_and_flow_model(fake_hqs, monkeypatch):

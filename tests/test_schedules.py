@@ -18,7 +18,7 @@ from pnpdeblur.solvers.schedules import (
     beta_from_sigma,
     dpir_schedule,
     geometric_betas,
-    prior_lambda,
+    prior_schedule,
     resolve_schedule,
     sigma_from_beta,
 )
@@ -171,47 +171,54 @@ def test_resolve_schedule_checks_lam_and_sigma_start_by_name(lam, sigma_start, p
         resolve_schedule(0.01, [0.1], None, None, lam, sigma_start)
 
 
-# --------------------------------------------------------------------------- a prior's own λ
-class _LamPrior:
-    def __init__(self, lam):
-        self.hqs_lam = lam
+# --------------------------------------------------------------------------- a prior's own schedule
+class _OwnSchedule:
+    """A prior that carries the schedule it was tuned for (or None: DPIR's)."""
+
+    def __init__(self, lam=None, start=None):
+        self.hqs_lam, self.hqs_sigma_start = lam, start
 
     def __call__(self, z, sigma, context=None):
         return z
 
 
-def test_prior_lambda_is_the_priors_own_else_dpirs():
-    assert prior_lambda(lambda z, s: z) == DEFAULT_LAMBDA == 0.23  # a plain callable has none
-    assert prior_lambda(_LamPrior(None)) == DEFAULT_LAMBDA
-    assert prior_lambda(_LamPrior(0.37)) == 0.37
-    assert prior_lambda(_LamPrior(np.float32(0.5))) == 0.5
+def test_prior_schedule_is_the_priors_own_else_dpirs():
+    assert prior_schedule(lambda z, s: z) == (DEFAULT_LAMBDA, DEFAULT_SIGMA_START) == (0.23, 49 / 255)
+    assert prior_schedule(_OwnSchedule()) == (DEFAULT_LAMBDA, DEFAULT_SIGMA_START)
+    assert prior_schedule(_OwnSchedule(0.37)) == (0.37, DEFAULT_SIGMA_START)
+    assert prior_schedule(_OwnSchedule(None, 0.4)) == (DEFAULT_LAMBDA, 0.4)
+    assert prior_schedule(_OwnSchedule(np.float32(0.5), np.float64(0.25))) == (0.5, 0.25)
 
 
-@pytest.mark.parametrize("lam, exc", [(0.0, ValueError), (-0.1, ValueError), (float("nan"), ValueError),
-                                      ("0.2", TypeError), (True, TypeError)])
-def test_prior_lambda_rejects_a_bad_hqs_lam_by_name(lam, exc):
-    with pytest.raises(exc, match=r"^the prior's hqs_lam must be"):
-        prior_lambda(_LamPrior(lam))
+@pytest.mark.parametrize("value, exc", [(0.0, ValueError), (-0.1, ValueError), (float("nan"), ValueError),
+                                        ("0.2", TypeError), (True, TypeError)])
+@pytest.mark.parametrize("which", ["hqs_lam", "hqs_sigma_start"])
+def test_prior_schedule_rejects_a_bad_attribute_by_name(which, value, exc):
+    prior = _OwnSchedule()
+    setattr(prior, which, value)
+    with pytest.raises(exc, match=rf"^the prior's {which} must be"):
+        prior_schedule(prior)
 
 
-def test_hqs_takes_the_priors_lambda_unless_given_one():
-    """The default schedule is DPIR's with the prior's λ: β_k = λσ²/σ_k² (closed form)."""
+def test_hqs_takes_the_priors_schedule_unless_given_one():
+    """The default schedule is DPIR's with the prior's λ and σ_1: σ_k geometric from σ_1 to σ,
+    β_k = λσ²/σ_k² (closed form); explicit arguments win, each on its own."""
     from pnpdeblur.operators import UniformBlur
     from pnpdeblur.solvers import hqs
 
     y = np.random.default_rng(0).random((12, 12)) * 0.5 + 0.25
     K = UniformBlur(np.full((3, 3), 1 / 9))
 
-    def betas(res):
-        return [h["beta"] for h in res.history]
+    def check(res, lam, start):
+        sig = _geometric(start, 0.02, 8)
+        np.testing.assert_allclose([h["sigma"] for h in res.history], sig, rtol=1e-12)
+        np.testing.assert_allclose([h["beta"] for h in res.history], [lam * 0.02**2 / s**2 for s in sig], rtol=1e-12)
+        assert res.settings["lam"] == lam
 
-    sig = _geometric(DEFAULT_SIGMA_START, 0.02, 8)
-    own = hqs(y, K, _LamPrior(0.4), noise_level=0.02, progress=False)
-    np.testing.assert_allclose(betas(own), [0.4 * 0.02**2 / s**2 for s in sig], rtol=1e-12)
-    assert own.settings["lam"] == 0.4
-    given = hqs(y, K, _LamPrior(0.4), noise_level=0.02, lam=0.1, progress=False)
-    np.testing.assert_allclose(betas(given), [0.1 * 0.02**2 / s**2 for s in sig], rtol=1e-12)
-    plain = hqs(y, K, _LamPrior(None), noise_level=0.02, progress=False)
-    np.testing.assert_allclose(betas(plain), [DEFAULT_LAMBDA * 0.02**2 / s**2 for s in sig], rtol=1e-12)
+    own = _OwnSchedule(0.4, 0.5)
+    check(hqs(y, K, own, noise_level=0.02, progress=False), 0.4, 0.5)
+    check(hqs(y, K, own, noise_level=0.02, lam=0.1, progress=False), 0.1, 0.5)
+    check(hqs(y, K, own, noise_level=0.02, sigma_start=0.3, progress=False), 0.4, 0.3)
+    check(hqs(y, K, _OwnSchedule(), noise_level=0.02, progress=False), DEFAULT_LAMBDA, DEFAULT_SIGMA_START)
     with pytest.raises(ValueError, match="hqs_lam"):
-        hqs(y, K, _LamPrior(-1.0), noise_level=0.02, progress=False)
+        hqs(y, K, _OwnSchedule(-1.0), noise_level=0.02, progress=False)

@@ -64,13 +64,14 @@ class BasePrior:
 
     Attributes
     ----------
-    hqs_lam : float or None
-        The λ that :func:`~pnpdeblur.solvers.hqs` uses with this prior when it is given none;
-        ``None`` (the default) leaves DPIR's 0.23 (see
-        :func:`~pnpdeblur.solvers.schedules.prior_lambda`).
+    hqs_lam, hqs_sigma_start : float or None
+        The λ and first strength σ_1 of the schedule that :func:`~pnpdeblur.solvers.hqs` uses
+        with this prior when it is given none; ``None`` (the default) leaves DPIR's 0.23 and
+        49/255 (see :func:`~pnpdeblur.solvers.schedules.prior_schedule`).
     """
 
     hqs_lam: Optional[float] = None
+    hqs_sigma_start: Optional[float] = None
 
     def _denoise(self, z: torch.Tensor, sigma: float, context: Optional[Dict[str, Any]]) -> torch.Tensor:
         raise NotImplementedError

@@ -10,13 +10,16 @@ from torch import nn
 from .base import check_real
 from .learned import DenoiserPrior
 
-__all__ = ["DRUNetPrior", "SHIPPED_HQS_LAMBDA"]
+__all__ = ["DRUNetPrior", "SHIPPED_HQS_LAMBDA", "SHIPPED_HQS_SIGMA_START"]
 
-#: HQS's λ with the shipped DRUNet weights (small and medium). On six BSDS500 *val* crops with
-#: the true flow (|m| ≤ 23, σ = 0.01 and |m| ≤ 46, σ = 0.03) λ = 0.18 beat DPIR's 0.23 by
-#: 0.10–0.24 dB for both sizes; 0.15 was level with 0.18 at 8 iterations and worse at 16, 0.12
-#: lost up to 1.5 dB (``benchmarks/RESULTS.md``, "DRUNet prior": "λ for the shipped DRUNets").
+# HQS's schedule with the shipped DRUNet weights (small and medium), tuned on six BSDS500 *val*
+# crops with the true flow (|m| ≤ 23, σ = 0.01 and |m| ≤ 46, σ = 0.03; benchmarks/hqs_lambda.py,
+# benchmarks/RESULTS.md "HQS's schedule per prior"). DPIR's λ = 0.23 and σ_1 = 49/255 were
+# tuned for DPIR's much larger network.
+#: λ: 0.18 beat 0.23 by 0.10–0.24 dB for both sizes; 0.15 was no better and 0.12 lost up to 1.5 dB.
 SHIPPED_HQS_LAMBDA = 0.18
+#: σ_1: from 49/255, a larger first strength gained up to 100/255 and was flat beyond (to 160/255).
+SHIPPED_HQS_SIGMA_START = 100.0 / 255.0
 
 
 class DRUNetPrior(DenoiserPrior):
@@ -47,11 +50,13 @@ class DRUNetPrior(DenoiserPrior):
         Denoise large images in overlapping tiles to bound memory (:class:`DenoiserPrior`;
         default: whole images). The U-Net sees far beyond any practical overlap, so tiles
         change the result slightly; use a tile of 512 or more and an overlap of 64 or more.
-    hqs_lam : float, optional
-        The λ that :func:`~pnpdeblur.solvers.hqs` uses with this prior when it is given none
-        (``β_k = λσ²/σ_k²``; :func:`~pnpdeblur.solvers.schedules.prior_lambda`). Default:
-        :data:`SHIPPED_HQS_LAMBDA` (0.18) for the shipped weights, ``None`` (DPIR's 0.23) for
-        a network or checkpoint of yours. Stored as the attribute ``hqs_lam``.
+    hqs_lam, hqs_sigma_start : float, optional
+        The λ and first strength σ_1 of the schedule that :func:`~pnpdeblur.solvers.hqs` uses with
+        this prior when it is given none (``β_k = λσ²/σ_k²``, σ_k falling from σ_1 to the noise
+        level; :func:`~pnpdeblur.solvers.schedules.prior_schedule`). Default: for the shipped
+        weights :data:`SHIPPED_HQS_LAMBDA` (0.18) and :data:`SHIPPED_HQS_SIGMA_START` (100/255),
+        tuned on BSDS500 *val*; for a network or checkpoint of yours ``None`` (DPIR's 0.23 and
+        49/255). Stored as attributes of the same names.
 
     Notes
     -----
@@ -73,17 +78,19 @@ class DRUNetPrior(DenoiserPrior):
 
     def __init__(self, net: Any = None, ensemble: bool = False, clamp: bool = False, device: Any = "follow",
                  tile: Optional[int] = None, tile_overlap: int = 64, cycle: bool = True, variant: str = "small",
-                 hqs_lam: Optional[float] = None):
+                 hqs_lam: Optional[float] = None, hqs_sigma_start: Optional[float] = None):
         from ..nets.drunet import PRETRAINED_VARIANTS, DRUNet
 
         if variant not in PRETRAINED_VARIANTS:
             raise ValueError(f"variant must be one of {sorted(PRETRAINED_VARIANTS)}, got {variant!r}")
         if net is not None and variant != "small":
             raise ValueError(f"variant={variant!r} picks shipped weights: give it with net=None, not with net")
-        if hqs_lam is not None:
-            hqs_lam = check_real(hqs_lam, "hqs_lam", allow_zero=False)
-        elif net is None:
-            hqs_lam = SHIPPED_HQS_LAMBDA
+        schedule = {}
+        for name, value, shipped in (("hqs_lam", hqs_lam, SHIPPED_HQS_LAMBDA),
+                                     ("hqs_sigma_start", hqs_sigma_start, SHIPPED_HQS_SIGMA_START)):
+            # the tuned values belong to the shipped weights; a user's net starts from DPIR's
+            schedule[name] = (check_real(value, name, allow_zero=False) if value is not None
+                              else shipped if net is None else None)
         if net is None:
             net = DRUNet.pretrained(variant)
         elif not isinstance(net, nn.Module):
@@ -94,7 +101,7 @@ class DRUNetPrior(DenoiserPrior):
             raise TypeError(f"cycle must be True or False, got {cycle!r}")
         super().__init__(net, clamp=clamp, ensemble=ensemble, device=device, tile=tile, tile_overlap=tile_overlap,
                          cycle=cycle and not ensemble)
-        self.hqs_lam = hqs_lam
+        self.hqs_lam, self.hqs_sigma_start = schedule["hqs_lam"], schedule["hqs_sigma_start"]
 
     def _denoise(self, z: torch.Tensor, sigma: float, context: Optional[Dict[str, Any]]) -> torch.Tensor:
         c = z.shape[1]
@@ -109,4 +116,4 @@ class DRUNetPrior(DenoiserPrior):
     def __repr__(self) -> str:
         where = "follow" if self.device is None else str(self.device)
         return (f"DRUNetPrior(channels={self.channels}, ensemble={self.ensemble}, cycle={self.cycle}, "
-                f"hqs_lam={self.hqs_lam!r}, device={where!r})")
+                f"hqs_lam={self.hqs_lam!r}, hqs_sigma_start={self.hqs_sigma_start!r}, device={where!r})")

@@ -18,7 +18,7 @@ import torch
 from ..operators.base import LinearOperator
 from ._splitting import SplittingUpdate, run_splitting
 from .result import SolverResult
-from .schedules import DEFAULT_SIGMA_START, prior_lambda, resolve_schedule
+from .schedules import prior_schedule, resolve_schedule
 
 __all__ = ["hqs", "resolve_schedule"]  # resolve_schedule lives in schedules (shared with ADMM)
 
@@ -35,7 +35,7 @@ def hqs(
     sigmas: Optional[Sequence[float]] = None,
     n_iter: Optional[int] = None,
     lam: Optional[float] = None,
-    sigma_start: float = DEFAULT_SIGMA_START,
+    sigma_start: Optional[float] = None,
     cg_tol: float = 1e-4,
     x_step: str = "auto",
     reference: Any = None,
@@ -80,9 +80,11 @@ def hqs(
         λ of the schedule (``β_k = λσ²/σ_k²``). Default: the prior's ``hqs_lam`` when it has
         one (the shipped DRUNets: 0.18, tuned on BSDS500 *val*), else DPIR's
         :data:`~pnpdeblur.solvers.schedules.DEFAULT_LAMBDA` (0.23); see
-        :func:`~pnpdeblur.solvers.schedules.prior_lambda`.
-    sigma_start : float
-        First prior strength of the default schedule.
+        :func:`~pnpdeblur.solvers.schedules.prior_schedule`.
+    sigma_start : float, optional
+        First prior strength of the default schedule. Default: the prior's
+        ``hqs_sigma_start`` when it has one (the shipped DRUNets and BM3D: 100/255), else DPIR's
+        :data:`~pnpdeblur.solvers.schedules.DEFAULT_SIGMA_START` (49/255).
     cg_tol : float
         Relative tolerance of each CG solve.
     x_step : {'auto', 'cg', 'fft'}
@@ -137,8 +139,9 @@ def hqs(
     >>> res = hqs(y, K, prior=TV(), noise_level=0.01)   # doctest: +SKIP
     >>> x = res.x
     """
-    if lam is None:
-        lam = prior_lambda(prior)
+    own_lam, own_start = prior_schedule(prior)
+    lam = own_lam if lam is None else lam
+    sigma_start = own_start if sigma_start is None else sigma_start
     return run_splitting(
         "hqs", "beta", lambda z0: _HQSUpdate(), y, K, prior, noise_level, betas, sigmas, n_iter, lam,
         sigma_start, cg_iters, cg_tol, x_step, x0, reference, callback, progress, context, differentiable,

@@ -20,7 +20,7 @@ __all__ = [
     "sigma_from_beta",
     "beta_from_sigma",
     "resolve_schedule",
-    "prior_lambda",
+    "prior_schedule",
     "DEFAULT_LAMBDA",
     "DEFAULT_SIGMA_START",
     "MIN_NOISE_LEVEL",
@@ -117,20 +117,24 @@ def _as_list(name: str, v: Sequence[float]) -> List[float]:
     return out
 
 
-def prior_lambda(prior: object) -> float:
-    """λ of HQS's default schedule with ``prior``: its ``hqs_lam``, else :data:`DEFAULT_LAMBDA`.
+def prior_schedule(prior: object) -> Tuple[float, float]:
+    """``(λ, σ_start)`` of HQS's default schedule with ``prior``.
 
-    A prior may carry the λ it was tuned for as an attribute ``hqs_lam`` (a float > 0, or
-    ``None`` for DPIR's 0.23): the shipped DRUNets prefer a smaller λ than DPIR's own
-    network (``benchmarks/RESULTS.md``, "DRUNet prior"). Plain callables have none.
+    A prior may carry the schedule it was tuned for as attributes ``hqs_lam`` and
+    ``hqs_sigma_start`` (floats > 0, or ``None``): on BSDS500 *val* the shipped DRUNets did best
+    with a smaller λ and a larger first strength than DPIR's, BM3D with the larger first
+    strength (``benchmarks/RESULTS.md``, "DRUNet prior"). What a prior does not set (and every
+    plain callable) gets :data:`DEFAULT_LAMBDA` / :data:`DEFAULT_SIGMA_START`, DPIR's values.
 
     Raises
     ------
     ValueError, TypeError
-        ``hqs_lam`` is set but not a finite number > 0.
+        An attribute is set but not a finite number > 0 (the message names it).
     """
     lam = getattr(prior, "hqs_lam", None)
-    return DEFAULT_LAMBDA if lam is None else _check_positive("the prior's hqs_lam", lam)
+    start = getattr(prior, "hqs_sigma_start", None)
+    return (DEFAULT_LAMBDA if lam is None else _check_positive("the prior's hqs_lam", lam),
+            DEFAULT_SIGMA_START if start is None else _check_positive("the prior's hqs_sigma_start", start))
 
 
 def resolve_schedule(
