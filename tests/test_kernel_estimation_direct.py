@@ -146,21 +146,27 @@ def _kernel_step_reference(x, y, mask, shape_k, reg):
     return np.linalg.solve(lhs, rhs).reshape(shape_k)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_kernel_step_is_the_masked_least_squares_kernel(seed, monkeypatch):
+@pytest.mark.parametrize("seed, contrast", [(0, 1.0), (1, 1.0), (2, 0.01)])
+def test_kernel_step_is_the_masked_least_squares_kernel(seed, contrast, monkeypatch):
     """With the clean-up turned off, 10 CG iterations on a 3×3 support (9 unknowns) reach the
-    dense least-squares kernel."""
+    dense least-squares kernel, for an odd width, a mask that reaches the right edge (the
+    y-gradient there pairs with the same row's first pixel, not the next row's) and an image of
+    low contrast (the regularisation scales with its gradient energy, far below 1 here)."""
     monkeypatch.setattr(km, "_clean", lambda k: k)
     rng = np.random.default_rng(seed)
-    x = ndimage.gaussian_filter(rng.random((14, 12)), 0.8)
+    x = contrast * ndimage.gaussian_filter(rng.random((14, 13)), 0.8)
     k_true = np.array([[0.0, 0.1, 0.0], [0.2, 0.4, 0.1], [0.0, 0.2, 0.0]])
-    y = ndimage.convolve(x, k_true, mode="wrap") + 0.01 * rng.standard_normal(x.shape)
+    y = ndimage.convolve(x, k_true, mode="wrap") + 0.01 * contrast * rng.standard_normal(x.shape)
     mask = np.zeros(x.shape, bool)
-    mask[2:-3, 1:-2] = True
-    mask[5, 4] = False  # a hole: both gradients that touch it leave the data term
+    mask[2:-3, 3:] = True      # to the right edge
+    mask[4:9, 0] = True        # and the left edge, except in the row after a right-edge pixel:
+    mask[6, 0] = False         # a flattened roll would pair (5, 12) with (6, 0)
+    mask[5, 6] = False         # a hole: both gradients that touch it leave the data term
     k0 = rng.random((3, 3))
-    got = km._kernel_step(x, y, mask, k0, 1e-3)
-    np.testing.assert_allclose(got, _kernel_step_reference(x, y, mask, (3, 3), 1e-3), rtol=1e-6, atol=1e-9)
+    want = _kernel_step_reference(x, y, mask, (3, 3), 1e-3)
+    np.testing.assert_allclose(km._kernel_step(x, y, mask, k0, 1e-3), want, rtol=1e-6, atol=1e-9)
+    # started at the solution, CG stops at once and returns it
+    np.testing.assert_allclose(km._kernel_step(x, y, mask, want, 1e-3), want, rtol=1e-9, atol=1e-12)
 
 
 def test_kernel_step_of_a_flat_image_is_the_identity():
@@ -254,6 +260,20 @@ def test_estimate_one_runs_the_pyramid_from_a_two_tap_start(monkeypatch):
     # the next level starts from the coarse kernel resized (linear) to 9×9 and cleaned
     nxt = km._clean(np.clip(resize(first, (9, 9), order=1, mode="constant"), 0.0, None))
     np.testing.assert_allclose(latents[2][2], nxt, atol=1e-15)
+
+
+def test_estimate_one_keeps_coarse_images_at_least_eight_pixels(monkeypatch):
+    seen = []
+    monkeypatch.setattr(km, "_latent_l0", lambda y, k, lam: seen.append(y.copy()) or y)
+    monkeypatch.setattr(km, "_kernel_step", lambda x, y, mask, k0, reg: k0)
+    g = np.random.default_rng(0).random((10, 11))
+    km._estimate_one(g, 9, 1, 1e-3, 512)
+    # the coarse level would be 7 × 8 (10/√2, 11/√2): 8 × 8, then made periodic with a 7 px margin
+    from skimage.transform import resize
+
+    coarse = resize(g, (8, 8), order=1, anti_aliasing=True, mode="edge")
+    np.testing.assert_allclose(seen[0], km._smooth_periodic(coarse, 7)[0], atol=1e-15)
+    np.testing.assert_allclose(seen[1], km._smooth_periodic(g, 9)[0], atol=1e-15)
 
 
 def test_estimate_one_crops_only_photos_larger_than_max_side(monkeypatch):
