@@ -38,8 +38,11 @@ SKIMAGE = ("astronaut", "camera", "coffee", "chelsea")
 BSDS_VAL = Path(__file__).resolve().parent.parent / ".data" / "bsds500" / "val"
 
 
-def _centre_crop(img: np.ndarray, size: int) -> np.ndarray:
+def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size × size`` window of an ``(H, W[, C])`` image (also used by hqs_lambda.py)."""
     h, w = img.shape[:2]
+    if min(h, w) < size:
+        raise SystemExit(f"an image of {h}×{w} is smaller than the crop {size}")
     i, j = (h - size) // 2, (w - size) // 2
     return img[i : i + size, j : j + size]
 
@@ -52,7 +55,7 @@ def load_images(bsds: int, quick: bool, skimage: int = 4) -> Dict[str, np.ndarra
             print(f"(no {BSDS_VAL}: BSDS500 val images skipped)")
         else:
             for p in list_images(BSDS_VAL)[:bsds]:
-                images[f"bsds_val/{p.stem}"] = _centre_crop(read_image(p, 3), 256)
+                images[f"bsds_val/{p.stem}"] = centre_crop(read_image(p, 3), 256)
     return images
 
 

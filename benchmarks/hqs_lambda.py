@@ -34,7 +34,8 @@ from pnpdeblur.metrics import psnr
 from pnpdeblur.operators import MotionBlur
 from pnpdeblur.solvers import hqs
 
-BSDS_VAL = Path(__file__).resolve().parent.parent / ".data" / "bsds500" / "val"
+from denoise import BSDS_VAL, centre_crop  # the same val images and crops as the denoising benchmark
+
 
 
 def make_prior(name: str):
@@ -53,14 +54,6 @@ def make_prior(name: str):
 
         return BM3D()
     raise SystemExit(f"--prior: unknown {name!r} (drunet, drunet-medium, dncnn, bm3d)")
-
-
-def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
-    h, w = img.shape[:2]
-    if min(h, w) < size:
-        raise SystemExit(f"a val image of {h}×{w} is smaller than the crop {size}")
-    i, j = (h - size) // 2, (w - size) // 2
-    return img[i:i + size, j:j + size]
 
 
 def parse_grid(text: str):
