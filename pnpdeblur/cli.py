@@ -114,6 +114,22 @@ def _prior_drunet_medium():
 PRIORS: Dict[str, Callable[[], Any]] = {"dncnn": _prior_dncnn, "tv": _prior_tv, "drunet": _prior_drunet,
                                         "drunet-medium": _prior_drunet_medium}
 
+
+def _prior_dncnn_weights(path: Path):
+    from .priors import DnCNNPrior
+
+    return DnCNNPrior(path, ensemble=False)  # set up as pd.deblur's default DnCNN
+
+
+def _prior_drunet_weights(path: Path):
+    from .priors import DRUNetPrior
+
+    return DRUNetPrior(path)
+
+
+#: ``--prior NAME --prior-weights PATH`` → factory of the prior with those weights.
+PRIOR_WEIGHTS: Dict[str, Callable[[Path], Any]] = {"dncnn": _prior_dncnn_weights, "drunet": _prior_drunet_weights}
+
 #: ``finetune --net NAME`` → the deblurring network class (a class, or ``"module:Class"``
 #: imported on use). ``--net PATH`` accepts a checkpoint of any of these classes.
 FINETUNE_NETS: Dict[str, Any] = {
@@ -273,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     adv.add_argument("--flow-weights", type=Path, default=None, metavar="PATH",
                      help="SEN checkpoint to use instead of the shipped one (e.g. written by "
                           "'pnpdeblur train sen --out PATH')")
+    adv.add_argument("--prior-weights", type=Path, default=None, metavar="PATH",
+                     help="weights for --prior dncnn or drunet instead of the shipped ones: a pnpdeblur "
+                          "checkpoint (.safetensors) or, under any other name, the authors' file (KAIR's "
+                          "dncnn_25.pth, dncnn_color_blind.pth; DPIR's drunet_color.pth)")
     d.set_defaults(handler=_run_deblur, sub_parser=d)
 
     ft = sub.add_parser(
@@ -684,6 +704,10 @@ def _run_deblur(args: argparse.Namespace, extra: Sequence[str]) -> int:
                 "needs --shake or --auto")
         print(f"pnpdeblur deblur: error: {', '.join(conflicts)} {need}", file=sys.stderr)
         return EXIT_USAGE
+    if args.prior_weights is not None and args.prior not in PRIOR_WEIGHTS:
+        print(f"pnpdeblur deblur: error: --prior-weights needs --prior {' or '.join(sorted(PRIOR_WEIGHTS))}, "
+              f"got --prior {args.prior}", file=sys.stderr)
+        return EXIT_USAGE
     files, problems = collect_inputs(args.inputs, args.recursive)
     save_flow = args.save_flow or args.flow_npy
     outdir: Path = args.output
@@ -719,7 +743,7 @@ def _run_deblur(args: argparse.Namespace, extra: Sequence[str]) -> int:
         outdir.mkdir(parents=True, exist_ok=True)
         try:
             prior, flow_model = _load_models(args)
-        except Exception as e:  # bad --flow-weights, missing or corrupt shipped weights
+        except Exception as e:  # bad --flow-weights / --prior-weights, missing or corrupt shipped weights
             _err(f"pnpdeblur deblur: error: cannot load the models: {e}")
             failed += [str(pl.source) for pl in mine]  # no early return: other ranks wait below
         else:
@@ -736,7 +760,8 @@ def _run_deblur(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def _load_models(args: argparse.Namespace) -> Tuple[Any, Any]:
-    prior = PRIORS[args.prior]()
+    prior = (PRIORS[args.prior]() if args.prior_weights is None
+             else PRIOR_WEIGHTS[args.prior](args.prior_weights))
     if args.shake:  # the kernel is estimated without a network
         return prior, None
     if args.flow_weights is not None:

@@ -689,6 +689,54 @@ def test_deblur_priors_and_flow_weights_reach_pd_deblur(tmp_path, fake, monkeypa
     assert kw["prior"] is tv and kw["flow_model"] is sen
 
 
+def test_deblur_prior_weights_load_official_and_pnpdeblur_files(tmp_path, fake):
+    import torch
+
+    from pnpdeblur.nets import DnCNN, DRUNet
+    from pnpdeblur.nets.drunet import official_keys
+    from pnpdeblur.priors import DnCNNPrior, DRUNetPrior
+
+    a = _save(tmp_path / "a.png", _u8(14))
+    drunet = DRUNet(3, (4, 4, 4, 4), 1)
+    torch.save({theirs: drunet.state_dict()[ours] for theirs, ours in official_keys(1).items()},
+               tmp_path / "drunet_color.pth")
+    dncnn = DnCNN(1, 4, 3, noise_map=False)
+    torch.save({k.replace("body.", "model."): v for k, v in dncnn.state_dict().items()}, tmp_path / "dncnn_25.pth")
+    dncnn.save(tmp_path / "mine.safetensors")
+    for prior, path, kind, want in (("drunet", "drunet_color.pth", DRUNetPrior, drunet),
+                                    ("dncnn", "dncnn_25.pth", DnCNNPrior, dncnn),
+                                    ("dncnn", "mine.safetensors", DnCNNPrior, dncnn)):
+        fake.calls.clear()
+        assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--prior", prior, "--prior-weights",
+                         str(tmp_path / path), "--no-progress"]) == 0
+        (_, kw), = fake.calls
+        got = kw["prior"]
+        assert type(got) is kind and got.net.config == want.config
+        for k, v in want.state_dict().items():
+            assert torch.equal(got.net.state_dict()[k], v), (path, k)
+    assert fake.calls[0][1]["prior"].ensemble is False  # the DnCNN set up as pd.deblur's default
+
+
+@pytest.mark.parametrize("prior", ["tv", "drunet-medium"])
+def test_deblur_prior_weights_need_a_learned_prior(tmp_path, fake, capsys, prior):
+    a = _save(tmp_path / "a.png", _u8(15))
+    out = tmp_path / "o"
+    assert cli.main(["deblur", str(a), "-o", str(out), "--prior", prior, "--prior-weights", "w.pth",
+                     "--no-progress"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--prior-weights needs --prior dncnn or drunet" in err and f"got --prior {prior}" in err
+    assert not out.exists() and fake.calls == []
+
+
+def test_deblur_prior_weights_that_do_not_load_fail_the_inputs(tmp_path, fake, capsys):
+    a = _save(tmp_path / "a.png", _u8(16))
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--prior", "drunet", "--prior-weights",
+                     str(tmp_path / "bad.pth"), "--no-progress"]) == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "cannot load the models" in err and "bad.pth" in err and fake.calls == []
+
+
 def test_prior_factories(monkeypatch):
     import pnpdeblur.pipeline as pipeline
     import pnpdeblur.priors as priors
@@ -715,10 +763,10 @@ def test_load_models_default_flow_model(monkeypatch):
     p, m = object(), object()
     monkeypatch.setitem(cli.PRIORS, "tv", lambda: p)
     monkeypatch.setattr(learned, "default_flow_model", lambda: m)
-    assert cli._load_models(SimpleNamespace(prior="tv", flow_weights=None, shake=False)) == (p, m)
+    assert cli._load_models(SimpleNamespace(prior="tv", flow_weights=None, shake=False, prior_weights=None)) == (p, m)
     # --shake needs no flow network: none is loaded
     monkeypatch.setattr(learned, "default_flow_model", lambda: pytest.fail("SEN loaded for --shake"))
-    assert cli._load_models(SimpleNamespace(prior="tv", flow_weights=None, shake=True)) == (p, None)
+    assert cli._load_models(SimpleNamespace(prior="tv", flow_weights=None, shake=True, prior_weights=None)) == (p, None)
 
 
 class FakeShake:
@@ -1702,6 +1750,7 @@ _OPTIONS = {
         (["--cg-iters"], "N", "conjugate-gradient budget of each HQS x-step"),
         (["--no-flow-ensemble"], None, "run SEN once per flow estimate instead of averaging it over the 8 flips"),
         (["--flow-weights"], "PATH", "SEN checkpoint to use instead of the shipped one"),
+        (["--prior-weights"], "PATH", "weights for --prior dncnn or drunet instead of the shipped ones"),
     ],
     "finetune": [
         (["frames_dir"], "FRAMES_DIR", "folder of consecutive blurred frames"),

@@ -31,16 +31,19 @@ medium (:data:`MEDIUM_CONFIG`, shipped as ``DRUNet.pretrained("medium")``)
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Dict, Sequence, Union
 
 import torch
 from torch import nn
 
+from ..checkpoints import CheckpointError
 from ._base import WEIGHTS_DIR, CheckpointMixin, crop_to, pad_to_multiple
 from ._e2e import check_input
+from ._official import copy_mapped, load_official
 
 __all__ = ["DRUNet", "SMALL_CONFIG", "MEDIUM_CONFIG", "PAPER_CONFIG", "DRUNET_PRETRAINED_PATH",
-           "DRUNET_MEDIUM_PATH", "PRETRAINED_VARIANTS", "noise_level_map"]
+           "DRUNET_MEDIUM_PATH", "PRETRAINED_VARIANTS", "noise_level_map", "official_keys"]
 
 #: The shipped small weights (trained by ``pnpdeblur train drunet --small``).
 DRUNET_PRETRAINED_PATH = WEIGHTS_DIR / "drunet_small.safetensors"
@@ -191,6 +194,66 @@ class DRUNet(CheckpointMixin, nn.Module):
         """An untrained network of the shipped small configuration (:data:`SMALL_CONFIG`)."""
         return cls(**SMALL_CONFIG)
 
+    # -- the authors' checkpoints (DPIR / KAIR) ------------------------------------------
+    @classmethod
+    def from_official(cls, path: Union[str, os.PathLike]) -> "DRUNet":
+        """Load a DRUNet saved by Zhang et al.'s DPIR / KAIR code (``UNetRes``), e.g. ``drunet_color.pth``.
+
+        Their layout (``models/network_unet.py`` of KAIR): ``m_head``; ``m_down{1,2,3}`` holding
+        ``blocks`` residual blocks (``{i}.res.0`` and ``{i}.res.2``, the convolutions around the
+        ReLU) and then the 2×2 stride-2 convolution ``{blocks}``; ``m_body`` (``blocks`` residual
+        blocks); ``m_up{3,2,1}`` holding the 2×2 transposed convolution ``0`` and then the residual
+        blocks ``1 … blocks``; ``m_tail``. The noise-level map is their last input channel, as
+        here, on the same [0, 1] scale (they feed ``σ/255`` for grey levels σ). Channels, widths,
+        blocks and biases are read from the keys and shapes (their released weights: colour or
+        grey, widths 64–512, 4 blocks, no biases, ``residual=False``). A ``module.`` prefix is
+        stripped. The schedule that :func:`~pnpdeblur.solvers.hqs` uses with it is DPIR's (the
+        values were tuned for these weights): ``DRUNetPrior(DRUNet.from_official(path))``.
+
+        Parameters
+        ----------
+        path : str or PathLike
+            A ``torch.save`` file (read with ``weights_only=True``: no code is run), holding the
+            state dict or a dict with it under ``'state_dict'``.
+
+        Returns
+        -------
+        DRUNet
+            In eval mode; it takes and returns [0, 1] images like every pnpdeblur net.
+
+        Raises
+        ------
+        pnpdeblur.checkpoints.CheckpointError
+            Missing or unreadable file, or a state dict that is not a ``UNetRes`` one (foreign,
+            missing, unexpected or mis-shaped tensors, NaN or Inf).
+        """
+        state, _ = load_official(path)
+        head, tail = state.get("m_head.weight"), state.get("m_tail.weight")
+        if not isinstance(head, torch.Tensor) or head.ndim != 4 or not isinstance(tail, torch.Tensor) or tail.ndim != 4:
+            raise CheckpointError(f"{path}: not a DPIR/KAIR UNetRes (DRUNet) state dict "
+                                  f"(no 4-d 'm_head.weight' and 'm_tail.weight'; keys start {list(state)[:4]})")
+        channels = int(tail.shape[0])
+        if int(head.shape[1]) != channels + 1:
+            raise CheckpointError(f"{path}: m_head takes {int(head.shape[1])} channels and m_tail gives {channels}; "
+                                  "a DRUNet takes the image plus one noise-level map (in = out + 1)")
+        blocks = 0
+        while f"m_body.{blocks}.res.0.weight" in state:
+            blocks += 1
+        features = [int(head.shape[0])]
+        for level in (1, 2, 3):
+            down = state.get(f"m_down{level}.{blocks}.weight")
+            if not isinstance(down, torch.Tensor) or down.ndim != 4:
+                raise CheckpointError(f"{path}: no stride-2 convolution 'm_down{level}.{blocks}.weight' after "
+                                      f"{blocks} residual blocks: not a UNetRes with strided down-sampling")
+            features.append(int(down.shape[0]))
+        bias = "m_head.bias" in state
+        try:
+            model = cls(channels=channels, features=features, blocks=blocks, bias=bias, residual=False)
+        except ValueError as e:
+            raise CheckpointError(f"{path}: the state dict implies an invalid DRUNet: {e}") from e
+        copy_mapped(model, state, official_keys(blocks, bias), path)
+        return model.eval()
+
     # -- checkpoints (save / from_checkpoint come from CheckpointMixin) ----
     pretrained_file = DRUNET_PRETRAINED_PATH.name
     training_command = "pnpdeblur train drunet --small --data .data/bsds500/train"
@@ -214,3 +277,18 @@ class DRUNet(CheckpointMixin, nn.Module):
         if not path.is_file():
             raise FileNotFoundError(f"shipped weights not found at {path}; see docs/model_cards/drunet_{variant}.md")
         return cls.from_checkpoint(path)
+
+
+def official_keys(blocks: int = 4, bias: bool = False) -> Dict[str, str]:
+    """``{DPIR/KAIR UNetRes key: DRUNet key}`` for ``blocks`` residual blocks a level."""
+    params = ("weight", "bias") if bias else ("weight",)
+    pairs = [("m_head", "head"), ("m_tail", "tail")]
+    for level in (1, 2, 3):
+        pairs.append((f"m_down{level}.{blocks}", f"down{level}.1"))  # the stride-2 convolution
+        pairs.append((f"m_up{level}.0", f"up{level}.0"))  # the transposed convolution
+        for i in range(blocks):
+            pairs += [(f"m_down{level}.{i}.res.{j}", f"down{level}.0.{i}.conv{n}") for j, n in ((0, 1), (2, 2))]
+            pairs += [(f"m_up{level}.{i + 1}.res.{j}", f"up{level}.1.{i}.conv{n}") for j, n in ((0, 1), (2, 2))]
+    for i in range(blocks):
+        pairs += [(f"m_body.{i}.res.{j}", f"body.{i}.conv{n}") for j, n in ((0, 1), (2, 2))]
+    return {f"{theirs}.{p}": f"{ours}.{p}" for theirs, ours in pairs for p in params}

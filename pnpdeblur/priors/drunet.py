@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Dict, Optional
 
 import torch
-from torch import nn
 
 from .base import check_real
-from .learned import DenoiserPrior
+from .learned import DenoiserPrior, load_denoiser
 
 __all__ = ["DRUNetPrior", "SHIPPED_HQS_LAMBDA", "SHIPPED_HQS_SIGMA_START"]
 
@@ -28,7 +28,9 @@ class DRUNetPrior(DenoiserPrior):
     Parameters
     ----------
     net : DRUNet, str or PathLike, optional
-        A network, the path of a DRUNet checkpoint, or ``None`` for the shipped weights
+        A network; a file: a pnpdeblur DRUNet checkpoint (``.safetensors``) or, under any other
+        name, a DRUNet saved by the authors' DPIR / KAIR code (``drunet_color.pth``, read by
+        :meth:`DRUNet.from_official`); or ``None`` for the shipped weights
         (:meth:`DRUNet.pretrained`, see ``docs/model_cards/drunet_small.md``).
     variant : {"small", "medium"}
         Which shipped weights ``net=None`` loads: ``"small"`` (default, fastest) or
@@ -93,8 +95,8 @@ class DRUNetPrior(DenoiserPrior):
                               else shipped if net is None else None)
         if net is None:
             net = DRUNet.pretrained(variant)
-        elif not isinstance(net, nn.Module):
-            net = DRUNet.from_checkpoint(net)
+        elif isinstance(net, (str, os.PathLike)):
+            net = load_denoiser(DRUNet, net, "net")
         elif not isinstance(net, DRUNet):
             raise TypeError(f"net must be a DRUNet, a checkpoint path or None, got {type(net).__name__}")
         if not isinstance(cycle, bool):

@@ -1,6 +1,7 @@
 """Learned priors: any torch denoiser ``net(noisy, sigma) -> clean`` as a Prior."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
@@ -33,6 +34,17 @@ def resolve_device(device: Any) -> Optional[torch.device]:
         return torch.device(device)
     except (TypeError, RuntimeError) as err:
         raise ValueError(f"device must be 'follow', a device name or a torch.device, got {device!r}") from err
+
+
+def load_denoiser(cls: Any, path: Any, name: str = "path") -> nn.Module:
+    """``cls`` (``DnCNN``, ``DRUNet``) from a file: a pnpdeblur checkpoint when the name ends in
+    ``.safetensors`` (``cls.from_checkpoint``), else the authors' ``torch.save`` file
+    (``cls.from_official``, e.g. KAIR's ``dncnn_25.pth`` or DPIR's ``drunet_color.pth``)."""
+    if not isinstance(path, (str, Path)) and not hasattr(path, "__fspath__"):
+        raise TypeError(f"{name} must be a str or PathLike, got {type(path).__name__}")
+    if Path(path).suffix.lower() == ".safetensors":
+        return cls.from_checkpoint(path)
+    return cls.from_official(path)
 
 
 def _cycle_index(context: Optional[Dict[str, Any]]) -> int:
@@ -229,7 +241,11 @@ class DnCNNPrior(DenoiserPrior):
     Parameters
     ----------
     path : str or PathLike, optional
-        Another checkpoint written by ``scripts/train_dncnn.py`` (default: the shipped one).
+        Other weights (default: the shipped ones): a pnpdeblur checkpoint (``.safetensors``,
+        e.g. written by ``scripts/train_dncnn.py``) or, under any other name, a DnCNN saved by
+        the authors' KAIR code (``dncnn_25.pth``, ``dncnn_color_blind.pth`` …; read by
+        :meth:`pnpdeblur.nets.DnCNN.from_official`; those take no noise level, so ``sigma`` is
+        ignored).
     ensemble : bool
         Flip self-ensemble (default on: better HQS results, 4× the denoiser cost).
     cycle : bool
@@ -251,6 +267,6 @@ class DnCNNPrior(DenoiserPrior):
     ):
         from ..nets.dncnn import DnCNN
 
-        net = DnCNN.pretrained() if path is None else DnCNN.from_checkpoint(path)
+        net = DnCNN.pretrained() if path is None else load_denoiser(DnCNN, path)
         super().__init__(net, clamp=clamp, color=color, ensemble=ensemble, device=device, tile=tile,
                          tile_overlap=int(net.config["depth"]), cycle=cycle)

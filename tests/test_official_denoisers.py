@@ -1,0 +1,277 @@
+"""``DRUNet.from_official`` and ``DnCNN.from_official``: the authors' (DPIR / KAIR) checkpoints.
+
+No weights are downloaded. Each test builds, from ``torch.nn`` parts, a network with the authors'
+module tree — the reference, written here from their published layout, independent of
+pnpdeblur's classes and of the key mapping — gives it random weights (and batch-norm
+statistics), saves its state dict with ``torch.save`` and checks that the loaded pnpdeblur net
+computes the reference's forward. Then the ways a file can be wrong.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from pnpdeblur.checkpoints import CheckpointError
+from pnpdeblur.nets import DnCNN, DRUNet
+from pnpdeblur.nets.drunet import official_keys
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+# -- reference: KAIR's UNetRes module tree ------------------------------------------------------
+class _KairRes(nn.Module):
+    def __init__(self, c, bias):
+        super().__init__()
+        self.res = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=bias), nn.ReLU(),
+                                 nn.Conv2d(c, c, 3, padding=1, bias=bias))
+
+    def forward(self, x):
+        return x + self.res(x)
+
+
+class _KairUNetRes(nn.Module):
+    """in_nc = channels + 1 (the noise map last), additive skips, 2×2 strided (transposed) convs."""
+
+    def __init__(self, channels, nc, nb, bias):
+        super().__init__()
+        self.m_head = nn.Conv2d(channels + 1, nc[0], 3, padding=1, bias=bias)
+        for level, (a, b) in enumerate(zip(nc[:-1], nc[1:]), start=1):
+            setattr(self, f"m_down{level}", nn.Sequential(*[_KairRes(a, bias) for _ in range(nb)],
+                                                          nn.Conv2d(a, b, 2, stride=2, bias=bias)))
+            setattr(self, f"m_up{level}", nn.Sequential(nn.ConvTranspose2d(b, a, 2, stride=2, bias=bias),
+                                                        *[_KairRes(a, bias) for _ in range(nb)]))
+        self.m_body = nn.Sequential(*[_KairRes(nc[3], bias) for _ in range(nb)])
+        self.m_tail = nn.Conv2d(nc[0], channels, 3, padding=1, bias=bias)
+
+    def forward(self, x, sigma):
+        x0 = torch.cat((x, torch.full_like(x[:, :1], sigma)), dim=1)
+        x1 = self.m_head(x0)
+        x2 = self.m_down1(x1)
+        x3 = self.m_down2(x2)
+        x4 = self.m_down3(x3)
+        y = self.m_body(x4)
+        y = self.m_up3(y + x4)
+        y = self.m_up2(y + x3)
+        y = self.m_up1(y + x2)
+        return self.m_tail(y + x1)
+
+
+def _randomised(module, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.2)
+    return module.double().eval()
+
+
+@pytest.mark.parametrize("channels, nc, nb, bias", [(3, (8, 12, 16, 20), 2, False), (1, (4, 6, 8, 10), 1, True),
+                                                    (3, (4, 4, 4, 4), 3, False)])
+def test_drunet_from_official_computes_the_reference_forward(tmp_path, channels, nc, nb, bias):
+    ref = _randomised(_KairUNetRes(channels, nc, nb, bias))
+    torch.save(ref.state_dict(), tmp_path / "drunet.pth")
+    net = DRUNet.from_official(tmp_path / "drunet.pth").double()
+    assert net.config == dict(channels=channels, features=list(nc), blocks=nb, bias=bias, residual=False)
+    assert not net.training
+    x = torch.rand(2, channels, 16, 24, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    for sigma in (0.0, 25 / 255, 0.3):
+        with torch.no_grad():
+            torch.testing.assert_close(net(x, sigma), ref(x, sigma), rtol=1e-12, atol=1e-12)
+
+
+def test_drunet_from_official_reads_the_paper_configuration(tmp_path):
+    # DPIR's released drunet_color: widths 64-512, 4 blocks, no biases (built on the meta device: no memory)
+    with torch.device("meta"):
+        ref = _KairUNetRes(3, (64, 128, 256, 512), 4, False)
+    state = {k: torch.zeros(v.shape) for k, v in ref.state_dict().items()}
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "drunet_color.pth")
+    net = DRUNet.from_official(tmp_path / "drunet_color.pth")
+    assert net.config == dict(channels=3, features=[64, 128, 256, 512], blocks=4, bias=False, residual=False)
+    assert sum(p.numel() for p in net.parameters()) == 32_640_960  # the paper's colour DRUNet
+
+
+def test_official_keys_cover_every_tensor_once():
+    for blocks, bias in ((1, False), (4, False), (2, True)):
+        mapping = official_keys(blocks, bias)
+        ours = DRUNet(3, (4, 4, 4, 4), blocks, bias=bias).state_dict()
+        assert sorted(mapping.values()) == sorted(ours)
+        theirs = _KairUNetRes(3, (4, 4, 4, 4), blocks, bias).state_dict()
+        assert sorted(mapping) == sorted(theirs)
+
+
+def _kair_state():
+    ref = _randomised(_KairUNetRes(3, (4, 6, 8, 10), 2, False)).float()
+    return dict(ref.state_dict())
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.pop("m_body.1.res.2.weight"), "missing"),
+    (lambda s: s.__setitem__("m_extra.weight", torch.zeros(1)), "unexpected"),
+    (lambda s: s.__setitem__("m_head.weight", torch.zeros(4, 3, 3, 3)), "in = out"),
+    (lambda s: s.__setitem__("m_up2.1.res.0.weight", torch.zeros(6, 6, 5, 5)), "shape"),
+    (lambda s: s["m_down2.0.res.0.weight"].view(-1).__setitem__(0, float("nan")), "NaN"),
+    (lambda s: s.pop("m_down3.2.weight"), "m_down3.2.weight"),
+    (lambda s: [s.pop(k) for k in list(s) if k.startswith("m_tail")], "m_tail"),
+])
+def test_drunet_from_official_rejects_a_wrong_file(tmp_path, edit, message):
+    state = _kair_state()
+    edit(state)
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match=message):
+        DRUNet.from_official(tmp_path / "bad.pth")
+
+
+def test_drunet_from_official_rejects_missing_corrupt_and_foreign_files(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        DRUNet.from_official(tmp_path / "absent.pth")
+    (tmp_path / "corrupt.pth").write_bytes(b"\x80\x02not a checkpoint")
+    with pytest.raises(CheckpointError, match="readable"):
+        DRUNet.from_official(tmp_path / "corrupt.pth")
+    torch.save(DnCNN(1, 4, 3).state_dict(), tmp_path / "dncnn.pth")
+    with pytest.raises(CheckpointError, match="UNetRes"):
+        DRUNet.from_official(tmp_path / "dncnn.pth")
+
+
+def test_drunet_from_official_works_as_a_prior_with_dpirs_schedule(tmp_path):
+    from pnpdeblur.priors import DRUNetPrior
+    from pnpdeblur.solvers.schedules import DEFAULT_LAMBDA, DEFAULT_SIGMA_START, prior_schedule
+
+    torch.save(_kair_state(), tmp_path / "drunet.pth")
+    prior = DRUNetPrior(DRUNet.from_official(tmp_path / "drunet.pth"), cycle=False)
+    assert prior_schedule(prior) == (DEFAULT_LAMBDA, DEFAULT_SIGMA_START)
+    z = torch.rand(1, 3, 16, 16)
+    out = prior(z, 0.1)
+    assert out.shape == z.shape and bool(torch.isfinite(out).all())
+
+
+# -- reference: KAIR's DnCNN (an nn.Sequential called ``model``) --------------------------------
+class _KairDnCNN(nn.Module):
+    def __init__(self, channels, nc, nb, batch_norm):
+        super().__init__()
+        layers = [nn.Conv2d(channels, nc, 3, padding=1), nn.ReLU()]
+        for _ in range(nb - 2):
+            layers.append(nn.Conv2d(nc, nc, 3, padding=1))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(nc, eps=1e-4))
+            layers.append(nn.ReLU())
+        layers.append(nn.Conv2d(nc, channels, 3, padding=1))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return x - self.model(x)
+
+
+def _kair_dncnn(channels, nc, nb, batch_norm, seed=0):
+    ref = _KairDnCNN(channels, nc, nb, batch_norm)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in ref.modules():
+            if isinstance(m, nn.BatchNorm2d):  # statistics and affine parameters far from the identity
+                m.running_mean.copy_(torch.randn(nc, generator=g) * 0.3)
+                m.running_var.copy_(torch.rand(nc, generator=g) * 2 + 0.1)
+                m.weight.copy_(torch.randn(nc, generator=g))
+                m.bias.copy_(torch.randn(nc, generator=g) * 0.3)
+            elif isinstance(m, nn.Conv2d):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 0.2)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    return ref.eval()
+
+
+@pytest.mark.parametrize("channels, nc, nb, batch_norm", [(1, 8, 5, False), (3, 6, 4, True), (1, 4, 2, False),
+                                                          (3, 5, 3, True)])
+def test_dncnn_from_official_computes_the_reference_forward(tmp_path, channels, nc, nb, batch_norm):
+    ref = _kair_dncnn(channels, nc, nb, batch_norm)
+    torch.save(ref.state_dict(), tmp_path / "dncnn.pth")
+    net = DnCNN.from_official(tmp_path / "dncnn.pth")
+    assert net.config == dict(channels=channels, features=nc, depth=nb, noise_map=False)
+    assert not net.training
+    x = torch.rand(2, channels, 13, 11, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = ref(x)
+        torch.testing.assert_close(net(x), want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(net(x, 0.3), want, rtol=1e-5, atol=1e-5)  # no noise-level input
+
+
+def test_dncnn_from_official_uses_the_given_batch_norm_eps(tmp_path):
+    ref = _kair_dncnn(1, 4, 4, True)
+    for m in ref.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eps = 0.5
+            m.running_var.fill_(0.01)  # so that ε matters
+    torch.save(ref.state_dict(), tmp_path / "dncnn.pth")
+    x = torch.rand(1, 1, 9, 9, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(DnCNN.from_official(tmp_path / "dncnn.pth", bn_eps=0.5)(x), ref(x),
+                                   rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(DnCNN.from_official(tmp_path / "dncnn.pth")(x), ref(x), atol=1e-3)
+    for bad in (-1e-3, 1.0, float("nan"), True, "1e-4"):
+        with pytest.raises(ValueError, match="bn_eps"):
+            DnCNN.from_official(tmp_path / "dncnn.pth", bn_eps=bad)
+
+
+def test_dncnn_from_official_round_trips_through_a_pnpdeblur_checkpoint(tmp_path):
+    torch.save({"state_dict": {f"module.{k}": v for k, v in _kair_dncnn(3, 4, 3, False).state_dict().items()}},
+               tmp_path / "dncnn_color_blind.pth")
+    net = DnCNN.from_official(tmp_path / "dncnn_color_blind.pth")
+    net.save(tmp_path / "mine.safetensors")
+    again = DnCNN.from_checkpoint(tmp_path / "mine.safetensors")
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), net(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.pop("model.2.bias"), "no bias"),
+    (lambda s: s.__setitem__("model.7.weight", torch.zeros(4, 4, 3, 3)), "layout"),
+    (lambda s: s.__setitem__("head.weight", torch.zeros(1)), "unexpected key"),
+    (lambda s: s.__setitem__("model.4.weight", torch.zeros(4, 5, 3, 3)), "shape"),
+    (lambda s: s["model.0.weight"].view(-1).__setitem__(0, float("inf")), "NaN or Inf"),
+    (lambda s: [s.pop(k) for k in list(s) if k.startswith("model.0.")], "model.0.weight"),
+])
+def test_dncnn_from_official_rejects_a_wrong_file(tmp_path, edit, message):
+    state = dict(_kair_dncnn(1, 4, 4, False).state_dict())
+    edit(state)
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match=message):
+        DnCNN.from_official(tmp_path / "bad.pth")
+
+
+def test_dncnn_from_official_rejects_a_batch_norm_without_its_statistics(tmp_path):
+    state = dict(_kair_dncnn(1, 4, 4, True).state_dict())
+    state.pop("model.3.running_mean")
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match="model.3"):
+        DnCNN.from_official(tmp_path / "bad.pth")
+
+
+# -- the priors take either kind of file -------------------------------------------------------
+def test_priors_read_official_files_and_pnpdeblur_checkpoints_by_name(tmp_path):
+    from pnpdeblur.priors import DnCNNPrior, DRUNetPrior
+
+    ref = _randomised(_KairUNetRes(3, (4, 6, 8, 10), 1, False)).float()
+    torch.save(ref.state_dict(), tmp_path / "drunet_color.pth")
+    prior = DRUNetPrior(tmp_path / "drunet_color.pth", cycle=False)
+    z = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(prior(z, 0.1), ref(z, 0.1), rtol=1e-4, atol=1e-5)
+    prior.net.save(tmp_path / "mine.safetensors")
+    again = DRUNetPrior(str(tmp_path / "mine.safetensors"), cycle=False)
+    torch.testing.assert_close(again(z, 0.1), prior(z, 0.1), rtol=0, atol=0)
+    with pytest.raises(CheckpointError):  # an official file under the checkpoint suffix is not guessed at
+        DRUNetPrior(_copy(tmp_path / "drunet_color.pth", tmp_path / "official.safetensors"))
+    with pytest.raises(TypeError, match="net must be"):
+        DRUNetPrior(5)
+
+    dn = _kair_dncnn(3, 4, 3, True)
+    torch.save(dn.state_dict(), tmp_path / "dncnn_color_blind.pth")
+    dprior = DnCNNPrior(tmp_path / "dncnn_color_blind.pth", ensemble=False)
+    assert dprior.net.config == dict(channels=3, features=4, depth=3, noise_map=False)
+    with torch.no_grad():
+        torch.testing.assert_close(dprior(z, 0.1), dn(z), rtol=1e-4, atol=1e-5)
+    with pytest.raises(TypeError, match="path must be"):
+        DnCNNPrior(3.5)
+
+
+def _copy(src, dst):
+    dst.write_bytes(src.read_bytes())
+    return dst
