@@ -73,7 +73,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sigmas", default=",".join(map(str, SIGMAS)), help="noise levels (/255), comma-separated")
     ap.add_argument("--drunet-weights", type=Path, action="append", default=[],
-                    help="also run DRUNetPrior with these weights (a checkpoint or exported safetensors; repeatable)")
+                    help="also run DRUNetPrior with these weights (a .safetensors checkpoint, or the authors' drunet_color.pth; repeatable)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("denoise.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -201,7 +201,8 @@ def main(argv=None):
     ap.add_argument("--settings", default=None,
                     help="comma-separated preset:sigma pairs (default: " + ",".join(f"{p}:{n}" for p, n in SETTINGS) + ")")
     ap.add_argument("--drunet-weights", type=Path, default=None,
-                    help="a DRUNet checkpoint for the method hqs-drunet-weights (e.g. a candidate before shipping)")
+                    help="a DRUNet checkpoint for the method hqs-drunet-weights (a candidate before shipping, "
+                         "or DPIR's drunet_color.pth)")
     ap.add_argument("--lam", type=float, default=None,
                     help="the HQS methods' λ (β = λ·σ²/σ_k²; default: the prior's hqs_lam, else DEFAULT_LAMBDA)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("nonblind.json"))

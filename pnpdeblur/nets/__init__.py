@@ -3,7 +3,8 @@
 Every network accepts any image size (padded to its stride, cropped back), keeps its
 constructor arguments in ``config`` and loads/saves pnpdeblur checkpoints
 (``save``, ``from_checkpoint``, ``pretrained`` where weights ship); the end-to-end
-deblurring nets also read their authors' published checkpoints (``from_official``).
+deblurring nets and the denoisers (DnCNN, DRUNet) also read their authors' published
+checkpoints (``from_official``).
 """
 from .dncnn import DnCNN
 from .drunet import DRUNet
