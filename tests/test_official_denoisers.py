@@ -90,6 +90,11 @@ def test_drunet_from_official_reads_the_paper_configuration(tmp_path):
     assert sum(p.numel() for p in net.parameters()) == 32_640_960  # the paper's colour DRUNet
 
 
+def test_official_keys_default_to_the_papers_network():
+    with torch.device("meta"):
+        assert sorted(official_keys()) == sorted(_KairUNetRes(3, (8, 8, 8, 8), 4, False).state_dict())
+
+
 def test_official_keys_cover_every_tensor_once():
     for blocks, bias in ((1, False), (4, False), (2, True)):
         mapping = official_keys(blocks, bias)
@@ -107,7 +112,9 @@ def _kair_state():
 @pytest.mark.parametrize("edit, message", [
     (lambda s: s.pop("m_body.1.res.2.weight"), "missing"),
     (lambda s: s.__setitem__("m_extra.weight", torch.zeros(1)), "unexpected"),
-    (lambda s: s.__setitem__("m_head.weight", torch.zeros(4, 3, 3, 3)), "in = out"),
+    (lambda s: s.__setitem__("m_head.weight", torch.zeros(4, 3, 5, 5)),
+     "m_head takes 3 channels and m_tail gives 3; a DRUNet takes the image plus one noise-level map"),
+    (lambda s: s.__setitem__("m_head.weight", torch.zeros(0, 4, 3, 3)), "invalid DRUNet: features"),
     (lambda s: s.__setitem__("m_up2.1.res.0.weight", torch.zeros(6, 6, 5, 5)), "shape"),
     (lambda s: s["m_down2.0.res.0.weight"].view(-1).__setitem__(0, float("nan")), "NaN"),
     (lambda s: s.pop("m_down3.2.weight"), "m_down3.2.weight"),
@@ -117,8 +124,9 @@ def test_drunet_from_official_rejects_a_wrong_file(tmp_path, edit, message):
     state = _kair_state()
     edit(state)
     torch.save(state, tmp_path / "bad.pth")
-    with pytest.raises(CheckpointError, match=message):
+    with pytest.raises(CheckpointError, match=message) as err:
         DRUNet.from_official(tmp_path / "bad.pth")
+    assert str(tmp_path / "bad.pth") in str(err.value)  # the message names the file
 
 
 def test_drunet_from_official_rejects_missing_corrupt_and_foreign_files(tmp_path):
@@ -204,6 +212,14 @@ def test_dncnn_from_official_uses_the_given_batch_norm_eps(tmp_path):
         torch.testing.assert_close(DnCNN.from_official(tmp_path / "dncnn.pth", bn_eps=0.5)(x), ref(x),
                                    rtol=1e-5, atol=1e-5)
         assert not torch.allclose(DnCNN.from_official(tmp_path / "dncnn.pth")(x), ref(x), atol=1e-3)
+    ref_zero = _kair_dncnn(1, 4, 4, True)  # ε = 0 is allowed: the variances here are positive
+    for m in ref_zero.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eps = 0.0
+    torch.save(ref_zero.state_dict(), tmp_path / "dncnn0.pth")
+    with torch.no_grad():
+        torch.testing.assert_close(DnCNN.from_official(tmp_path / "dncnn0.pth", bn_eps=0)(x), ref_zero(x),
+                                   rtol=1e-5, atol=1e-5)
     for bad in (-1e-3, 1.0, float("nan"), True, "1e-4"):
         with pytest.raises(ValueError, match="bn_eps"):
             DnCNN.from_official(tmp_path / "dncnn.pth", bn_eps=bad)
@@ -223,6 +239,8 @@ def test_dncnn_from_official_round_trips_through_a_pnpdeblur_checkpoint(tmp_path
 @pytest.mark.parametrize("edit, message", [
     (lambda s: s.pop("model.2.bias"), "no bias"),
     (lambda s: s.__setitem__("model.7.weight", torch.zeros(4, 4, 3, 3)), "layout"),
+    (lambda s: s.__setitem__("model.1.weight", torch.zeros(4)), "layout"),  # a PReLU: not this network
+    (lambda s: s.__setitem__("model.0.weight", torch.zeros(0, 1, 3, 3)), "invalid DnCNN"),
     (lambda s: s.__setitem__("head.weight", torch.zeros(1)), "unexpected key"),
     (lambda s: s.__setitem__("model.4.weight", torch.zeros(4, 5, 3, 3)), "shape"),
     (lambda s: s["model.0.weight"].view(-1).__setitem__(0, float("inf")), "NaN or Inf"),
@@ -232,8 +250,9 @@ def test_dncnn_from_official_rejects_a_wrong_file(tmp_path, edit, message):
     state = dict(_kair_dncnn(1, 4, 4, False).state_dict())
     edit(state)
     torch.save(state, tmp_path / "bad.pth")
-    with pytest.raises(CheckpointError, match=message):
+    with pytest.raises(CheckpointError, match=message) as err:
         DnCNN.from_official(tmp_path / "bad.pth")
+    assert str(tmp_path / "bad.pth") in str(err.value)
 
 
 def test_dncnn_from_official_rejects_a_batch_norm_without_its_statistics(tmp_path):
@@ -268,8 +287,14 @@ def test_priors_read_official_files_and_pnpdeblur_checkpoints_by_name(tmp_path):
     assert dprior.net.config == dict(channels=3, features=4, depth=3, noise_map=False)
     with torch.no_grad():
         torch.testing.assert_close(dprior(z, 0.1), dn(z), rtol=1e-4, atol=1e-5)
-    with pytest.raises(TypeError, match="path must be"):
+    with pytest.raises(TypeError, match="path must be a str or PathLike, got float"):
         DnCNNPrior(3.5)
+
+    class Where:  # any os.PathLike, not only pathlib's
+        def __fspath__(self):
+            return str(tmp_path / "dncnn_color_blind.pth")
+
+    assert DnCNNPrior(Where(), ensemble=False).net.config == dprior.net.config
 
 
 def _copy(src, dst):
