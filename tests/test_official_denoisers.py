@@ -300,3 +300,104 @@ def test_priors_read_official_files_and_pnpdeblur_checkpoints_by_name(tmp_path):
 def _copy(src, dst):
     dst.write_bytes(src.read_bytes())
     return dst
+
+
+# -- reference: KAIR's FFDNet (pixel unshuffle, the σ map, a conv stack, pixel shuffle) ----------
+class _KairFFDNet(nn.Module):
+    def __init__(self, channels, nc, nb, batch_norm=False):
+        super().__init__()
+        layers = [nn.Conv2d(4 * channels + 1, nc, 3, padding=1), nn.ReLU()]
+        for _ in range(nb - 2):
+            layers.append(nn.Conv2d(nc, nc, 3, padding=1))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(nc, eps=1e-4))
+            layers.append(nn.ReLU())
+        layers.append(nn.Conv2d(nc, 4 * channels, 3, padding=1))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x, sigma):
+        h, w = x.shape[-2:]
+        x = nn.ReplicationPad2d((0, w % 2, 0, h % 2))(x)
+        n, c, hh, ww = x.shape
+        # 2×2 blocks → channels c·4 + 2·row + col, written out with a reshape
+        sub = x.reshape(n, c, hh // 2, 2, ww // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(n, 4 * c, hh // 2, ww // 2)
+        out = self.model(torch.cat((sub, torch.full_like(sub[:, :1], sigma)), dim=1))
+        out = out.reshape(n, c, 2, 2, hh // 2, ww // 2).permute(0, 1, 4, 2, 5, 3).reshape(n, c, hh, ww)
+        return out[..., :h, :w]
+
+
+@pytest.mark.parametrize("channels, nc, nb, batch_norm, size", [(1, 8, 5, False, (16, 12)), (3, 6, 4, False, (13, 9)),
+                                                                 (3, 5, 3, True, (7, 10))])
+def test_ffdnet_from_official_computes_the_reference_forward(tmp_path, channels, nc, nb, batch_norm, size):
+    from pnpdeblur.nets import FFDNet
+
+    ref = _KairFFDNet(channels, nc, nb, batch_norm)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for name, t in ref.state_dict().items():
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=g) + 0.2)
+            elif not name.endswith("num_batches_tracked"):
+                t.copy_(torch.randn(t.shape, generator=g) * 0.2)
+    ref.eval()
+    torch.save(ref.state_dict(), tmp_path / "ffdnet.pth")
+    net = FFDNet.from_official(tmp_path / "ffdnet.pth")
+    assert net.config == dict(channels=channels, features=nc, depth=nb) and not net.training
+    x = torch.rand(2, channels, *size, generator=g)
+    with torch.no_grad():
+        for sigma in (0.0, 15 / 255, 0.2):
+            torch.testing.assert_close(net(x, sigma), ref(x, sigma), rtol=1e-5, atol=1e-5)
+        # a per-image σ and a constant map give the per-image result
+        both = net(x, torch.tensor([0.05, 0.2]))
+        torch.testing.assert_close(both[1:], ref(x[1:], 0.2), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(net(x, torch.full((2, 1) + size, 0.05)), ref(x, 0.05), rtol=1e-5, atol=1e-5)
+
+
+def test_ffdnet_from_official_reads_the_released_configurations(tmp_path):
+    from pnpdeblur.nets import FFDNet
+
+    for channels, nc, nb in ((1, 64, 15), (3, 96, 12)):  # ffdnet_gray.pth, ffdnet_color.pth
+        state = {k: torch.zeros(v.shape) for k, v in _KairFFDNet(channels, nc, nb).state_dict().items()}
+        torch.save(state, tmp_path / "f.pth")
+        assert FFDNet.from_official(tmp_path / "f.pth").config == dict(channels=channels, features=nc, depth=nb)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.__setitem__("model.0.weight", torch.zeros(6, 4, 3, 3)), "takes 4 channels and the last gives 12"),
+    (lambda s: s.__setitem__("model.6.weight", torch.zeros(5, 6, 3, 3)), "4·C \\+ 1"),
+    (lambda s: s.__setitem__("model.7.weight", torch.zeros(1)), "layout"),
+])
+def test_ffdnet_from_official_rejects_a_wrong_file(tmp_path, edit, message):
+    from pnpdeblur.nets import FFDNet
+
+    state = {k: v.clone() for k, v in _KairFFDNet(3, 6, 4).state_dict().items()}
+    edit(state)
+    if "model.6.weight" in state and state["model.6.weight"].shape[0] == 5:
+        state["model.6.bias"] = torch.zeros(5)
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match=message) as err:
+        FFDNet.from_official(tmp_path / "bad.pth")
+    assert str(tmp_path / "bad.pth") in str(err.value)
+
+
+def test_ffdnet_shapes_errors_and_prior(tmp_path):
+    from pnpdeblur.nets import FFDNet
+    from pnpdeblur.priors import DenoiserPrior
+
+    net = FFDNet(3, 4, 3)
+    assert sum(p.numel() for p in net.parameters()) == (13 * 4 * 9 + 4) + (4 * 4 * 9 + 4) + (4 * 12 * 9 + 12)
+    for bad in (dict(channels=0), dict(features=True), dict(depth=1)):
+        with pytest.raises(ValueError):
+            FFDNet(**bad)
+    with pytest.raises(ValueError, match="sigma"):
+        net(torch.rand(1, 3, 5, 5), float("nan"))
+    with pytest.raises(ValueError):
+        net(torch.rand(1, 1, 5, 5))
+    assert net(torch.rand(1, 3, 1, 1), 0.1).shape == (1, 3, 1, 1)
+    net.save(tmp_path / "f.safetensors")
+    again = FFDNet.from_checkpoint(tmp_path / "f.safetensors")
+    z = torch.rand(1, 3, 9, 11)
+    with torch.no_grad():
+        torch.testing.assert_close(again(z, 0.1), net(z, 0.1), rtol=0, atol=0)
+        out = DenoiserPrior(net)(z, 0.1)
+    assert out.shape == z.shape and bool(torch.isfinite(out).all())

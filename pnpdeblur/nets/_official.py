@@ -7,6 +7,8 @@ strict name, shape and finiteness checks. Every failure is a
 """
 from __future__ import annotations
 
+import math
+import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, Mapping, Tuple, Union
@@ -16,7 +18,7 @@ from torch import nn
 
 from ..checkpoints import CheckpointError
 
-__all__ = ["load_official", "copy_mapped"]
+__all__ = ["load_official", "copy_mapped", "kair_conv_stack"]
 
 
 def load_official(path: Union[str, Path]) -> Tuple["OrderedDict[str, torch.Tensor]", Dict[str, Any]]:
@@ -71,3 +73,54 @@ def copy_mapped(model: nn.Module, state: Mapping[str, torch.Tensor], mapping: Ma
             raise CheckpointError(f"{path}: tensor {off!r} holds NaN or Inf")
         new[mine] = t.to(ours[mine].dtype)
     model.load_state_dict(new, strict=True)
+
+
+_KAIR_LAYER = re.compile(r"^model\.(\d+)\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
+
+
+def kair_conv_stack(state: Mapping[str, torch.Tensor], path, bn_eps: float, name: str
+                    ) -> "OrderedDict[str, torch.Tensor]":
+    """The convolutions of a KAIR plain conv–ReLU stack (DnCNN, FFDNet) as ``body.{2k}.weight/bias``.
+
+    KAIR stores it as an ``nn.Sequential`` called ``model``: a head conv–ReLU, conv–ReLU pairs, a
+    tail conv, every conv with a bias (released files: indices 0, 2, 4, …); files from their
+    training keep the batch norms (``act_mode='BR'``: conv at ``3k − 1``, its batch norm at ``3k``),
+    merged here with the stored statistics and ``bn_eps``: ``w·γ/√(var+ε)``,
+    ``(b − mean)·γ/√(var+ε) + β``. Anything else is a :class:`CheckpointError` naming ``path``.
+    """
+    if isinstance(bn_eps, bool) or not isinstance(bn_eps, (int, float)) or not 0 <= bn_eps < 1 \
+            or not math.isfinite(bn_eps):
+        raise ValueError(f"bn_eps must be a number in [0, 1), got {bn_eps!r}")
+    layers: Dict[int, Dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        m = _KAIR_LAYER.match(key)
+        if m is None:
+            raise CheckpointError(f"{path}: unexpected key {key!r} for a KAIR {name} (an nn.Sequential 'model')")
+        layers.setdefault(int(m.group(1)), {})[m.group(2)] = value
+    convs = sorted(i for i, d in layers.items() if isinstance(d.get("weight"), torch.Tensor) and d["weight"].ndim == 4)
+    norms = {i for i, d in layers.items() if "running_var" in d}
+    if len(convs) < 2 or convs[0] != 0:
+        raise CheckpointError(f"{path}: not a KAIR {name} state dict (no 'model.0.weight' convolution; "
+                              f"keys start {list(state)[:4]})")
+    # head conv–ReLU, then conv–BN–ReLU triples (conv–ReLU pairs once merged), then the tail conv
+    expected = [0] + [3 * k - 1 for k in range(1, len(convs))] if norms else [2 * k for k in range(len(convs))]
+    expected_norms = {c + 1 for c in expected[1:-1]} if norms else set()
+    if convs != expected or norms != expected_norms or set(layers) != set(convs) | norms:
+        raise CheckpointError(f"{path}: layer indices {sorted(layers)} do not follow KAIR's {name} layout "
+                              f"(convolutions at {expected}, batch norms at {sorted(expected_norms)})")
+    merged: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    for k, i in enumerate(convs):
+        w, b = layers[i]["weight"], layers[i].get("bias")
+        if not isinstance(b, torch.Tensor):
+            raise CheckpointError(f"{path}: convolution 'model.{i}' has no bias (KAIR's {name} convolutions have)")
+        if i + 1 in norms:
+            bn = layers[i + 1]
+            try:
+                scale = bn["weight"].double() / torch.sqrt(bn["running_var"].double() + bn_eps)
+                w = w.double() * scale.reshape(-1, 1, 1, 1)
+                b = (b.double() - bn["running_mean"].double()) * scale + bn["bias"].double()
+            except (KeyError, RuntimeError) as e:
+                raise CheckpointError(f"{path}: batch norm 'model.{i + 1}' does not fit convolution "
+                                      f"'model.{i}': {e}") from e
+        merged[f"body.{2 * k}.weight"], merged[f"body.{2 * k}.bias"] = w.float(), b.float()
+    return merged

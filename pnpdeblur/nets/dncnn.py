@@ -8,10 +8,7 @@ scikit-image photographs; :meth:`DnCNN.pretrained` loads the shipped weights.
 """
 from __future__ import annotations
 
-import math
 import os
-import re
-from collections import OrderedDict
 from typing import Any, Dict, Union
 
 import torch
@@ -20,7 +17,7 @@ from torch import nn
 from ..checkpoints import CheckpointError
 from ._base import WEIGHTS_DIR, CheckpointMixin
 from ._e2e import check_int
-from ._official import copy_mapped, load_official
+from ._official import copy_mapped, kair_conv_stack, load_official
 
 __all__ = ["DnCNN", "PRETRAINED_PATH"]
 
@@ -125,46 +122,11 @@ class DnCNN(CheckpointMixin, nn.Module):
         pnpdeblur.checkpoints.CheckpointError
             Missing or unreadable file, or a state dict that is not a KAIR ``DnCNN`` one.
         """
-        if isinstance(bn_eps, bool) or not isinstance(bn_eps, (int, float)) or not 0 <= bn_eps < 1 \
-                or not math.isfinite(bn_eps):
-            raise ValueError(f"bn_eps must be a number in [0, 1), got {bn_eps!r}")
-        state, _ = load_official(path)
-        pattern = re.compile(r"^model\.(\d+)\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
-        layers: Dict[int, Dict[str, torch.Tensor]] = {}
-        for key, value in state.items():
-            m = pattern.match(key)
-            if m is None:
-                raise CheckpointError(f"{path}: unexpected key {key!r} for a KAIR DnCNN (an nn.Sequential 'model')")
-            layers.setdefault(int(m.group(1)), {})[m.group(2)] = value
-        convs = sorted(i for i, d in layers.items() if isinstance(d.get("weight"), torch.Tensor) and d["weight"].ndim == 4)
-        norms = {i for i, d in layers.items() if "running_var" in d}
-        if len(convs) < 2 or convs[0] != 0:
-            raise CheckpointError(f"{path}: not a KAIR DnCNN state dict (no 'model.0.weight' convolution; "
-                                  f"keys start {list(state)[:4]})")
-        # head conv–ReLU, then conv–BN–ReLU triples (conv–ReLU pairs once merged), then the tail conv
-        expected = [0] + [3 * k - 1 for k in range(1, len(convs))] if norms else [2 * k for k in range(len(convs))]
-        expected_norms = {c + 1 for c in expected[1:-1]} if norms else set()
-        if convs != expected or norms != expected_norms or set(layers) != set(convs) | norms:
-            raise CheckpointError(f"{path}: layer indices {sorted(layers)} do not follow KAIR's DnCNN layout "
-                                  f"(convolutions at {expected}, batch norms at {sorted(expected_norms)})")
-        merged: "OrderedDict[str, torch.Tensor]" = OrderedDict()
-        for k, i in enumerate(convs):
-            w, b = layers[i]["weight"], layers[i].get("bias")
-            if not isinstance(b, torch.Tensor):
-                raise CheckpointError(f"{path}: convolution 'model.{i}' has no bias (KAIR's DnCNN convolutions have)")
-            if i + 1 in norms:
-                bn = layers[i + 1]
-                try:
-                    scale = bn["weight"].double() / torch.sqrt(bn["running_var"].double() + bn_eps)
-                    w = w.double() * scale.reshape(-1, 1, 1, 1)
-                    b = (b.double() - bn["running_mean"].double()) * scale + bn["bias"].double()
-                except (KeyError, RuntimeError) as e:
-                    raise CheckpointError(f"{path}: batch norm 'model.{i + 1}' does not fit convolution "
-                                          f"'model.{i}': {e}") from e
-            merged[f"body.{2 * k}.weight"], merged[f"body.{2 * k}.bias"] = w.float(), b.float()
-        first, last = merged["body.0.weight"], merged[f"body.{2 * (len(convs) - 1)}.weight"]
+        merged = kair_conv_stack(load_official(path)[0], path, bn_eps, "DnCNN")
+        n = len(merged) // 2
+        first, last = merged["body.0.weight"], merged[f"body.{2 * (n - 1)}.weight"]
         try:
-            model = cls(channels=int(last.shape[0]), features=int(first.shape[0]), depth=len(convs), noise_map=False)
+            model = cls(channels=int(last.shape[0]), features=int(first.shape[0]), depth=n, noise_map=False)
         except ValueError as e:
             raise CheckpointError(f"{path}: the state dict implies an invalid DnCNN: {e}") from e
         copy_mapped(model, merged, {k: k for k in merged}, path)
