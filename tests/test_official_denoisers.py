@@ -8,6 +8,8 @@ computes the reference's forward. Then the ways a file can be wrong.
 """
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -401,3 +403,89 @@ def test_ffdnet_shapes_errors_and_prior(tmp_path):
         torch.testing.assert_close(again(z, 0.1), net(z, 0.1), rtol=0, atol=0)
         out = DenoiserPrior(net)(z, 0.1)
     assert out.shape == z.shape and bool(torch.isfinite(out).all())
+
+
+# -- reference: KAIR's IRCNN bank (25 dilated 7-layer nets) --------------------------------------
+def _kair_ircnn(channels, nc, seed):
+    g = torch.Generator().manual_seed(seed)
+    layers = []
+    for i, (d, cin, cout) in enumerate(zip((1, 2, 3, 4, 3, 2, 1), [channels] + [nc] * 6, [nc] * 6 + [channels])):
+        conv = nn.Conv2d(cin, cout, 3, padding=d, dilation=d)
+        with torch.no_grad():
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 0.2)
+            conv.bias.copy_(torch.randn(conv.bias.shape, generator=g) * 0.1)
+        layers += [conv, nn.ReLU()] if i < 6 else [conv]
+    model = nn.Sequential(*layers)
+    return model, (lambda x: x - model(x))
+
+
+def _kair_bank(tmp_path, channels=3, nc=5, n=25):
+    refs = [_kair_ircnn(channels, nc, seed) for seed in range(n)]
+    # KAIR's IRCNN holds the stack as `self.model`: keys model.0.weight …
+    torch.save({str(i): {f"model.{k}": v for k, v in m.state_dict().items()} for i, (m, _) in enumerate(refs)},
+               tmp_path / "ircnn.pth")
+    return [f for _, f in refs]
+
+
+def test_ircnn_bank_from_official_calls_the_authors_denoiser_for_each_sigma(tmp_path):
+    from pnpdeblur.nets import IRCNNBank
+
+    refs = _kair_bank(tmp_path)
+    bank = IRCNNBank.from_official(tmp_path / "ircnn.pth")
+    assert bank.config["channels"] == 3 and bank.config["features"] == 5 and len(bank.nets) == 25
+    assert not bank.training
+    x = torch.rand(2, 3, 12, 9, generator=torch.Generator().manual_seed(5))
+    # the authors' choice: index ceil(σ·255/2) − 1, clipped to the bank
+    for grey in (0.0, 1.0, 2.0, 2.5, 3.999, 4.0, 4.01, 25.0, 49.0, 50.0, 80.0):
+        want = min(max(math.ceil(grey / 2) - 1, 0), 24)
+        assert bank.index(grey / 255) == want, grey
+        with torch.no_grad():
+            torch.testing.assert_close(bank(x, grey / 255), refs[want](x), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(bank(x, torch.tensor([grey / 255] * 2)), refs[want](x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="one value for the whole batch"):
+        bank(x, torch.tensor([0.01, 0.02]))
+    for bad in (-0.1, float("nan"), True):
+        with pytest.raises(ValueError, match="sigma"):
+            bank.index(bad)
+
+
+def test_ircnn_bank_round_trips_and_works_as_a_prior(tmp_path):
+    from pnpdeblur.nets import IRCNNBank
+    from pnpdeblur.priors import DenoiserPrior
+
+    refs = _kair_bank(tmp_path, channels=1, nc=4, n=3)
+    levels = (5 / 255, 15 / 255, 30 / 255)
+    bank = IRCNNBank.from_official(tmp_path / "ircnn.pth", levels=levels)
+    bank.save(tmp_path / "bank.safetensors")
+    again = IRCNNBank.from_checkpoint(tmp_path / "bank.safetensors")
+    assert again.config == bank.config
+    z = torch.rand(1, 1, 10, 10)
+    prior = DenoiserPrior(again)
+    with torch.no_grad():
+        torch.testing.assert_close(prior(z, 10 / 255), refs[1](z), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(prior(z, 31 / 255), refs[2](z), rtol=1e-5, atol=1e-5)
+
+
+def test_ircnn_bank_rejects_a_wrong_file(tmp_path):
+    from pnpdeblur.nets import IRCNNBank
+
+    _kair_bank(tmp_path, n=3)
+    with pytest.raises(CheckpointError, match="bank of 25"):
+        IRCNNBank.from_official(tmp_path / "ircnn.pth")  # 3 entries for the 25 default levels
+    levels = (0.01, 0.02, 0.03)
+    bank = torch.load(tmp_path / "ircnn.pth")
+    bank["1"]["model.4.weight"] = torch.zeros(5, 5, 5, 5)
+    with pytest.raises(CheckpointError, match="entry '1'.*shape"):
+        IRCNNBank.from_official(bank, levels=levels)
+    bank = torch.load(tmp_path / "ircnn.pth")
+    bank["2"].pop("model.12.bias")
+    torch.save(bank, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match="bad.pth \\(entry '2'\\).*missing"):
+        IRCNNBank.from_official(tmp_path / "bad.pth", levels=levels)
+    with pytest.raises(CheckpointError, match="entry '0' is not an IRCNN"):
+        IRCNNBank.from_official({"0": {"x": torch.zeros(1)}, "1": {}, "2": {}}, levels=levels)
+    with pytest.raises(CheckpointError, match="not found"):
+        IRCNNBank.from_official(tmp_path / "absent.pth")
+    for bad in ((), (0.02, 0.01), (0.0, 0.1), (float("inf"),)):
+        with pytest.raises(ValueError, match="levels"):
+            IRCNNBank(levels=bad)
