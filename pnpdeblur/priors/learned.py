@@ -10,7 +10,7 @@ from torch import nn
 from .._tiling import apply_in_tiles
 from .base import BasePrior
 
-__all__ = ["DenoiserPrior", "DnCNNPrior", "resolve_device"]
+__all__ = ["DenoiserPrior", "DnCNNPrior", "resolve_device", "load_denoiser"]
 
 # Orthonormal opponent colour transform (rows: luminance, red-blue, green-magenta).
 _OPPONENT = torch.tensor(
