@@ -318,12 +318,14 @@ class _KairFFDNet(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x, sigma):
+        """``sigma``: a number, or a map already at the half size ``(N, 1, ⌈H/2⌉, ⌈W/2⌉)``."""
         h, w = x.shape[-2:]
         x = nn.ReplicationPad2d((0, w % 2, 0, h % 2))(x)
         n, c, hh, ww = x.shape
         # 2×2 blocks → channels c·4 + 2·row + col, written out with a reshape
         sub = x.reshape(n, c, hh // 2, 2, ww // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(n, 4 * c, hh // 2, ww // 2)
-        out = self.model(torch.cat((sub, torch.full_like(sub[:, :1], sigma)), dim=1))
+        smap = sigma if isinstance(sigma, torch.Tensor) else torch.full_like(sub[:, :1], sigma)
+        out = self.model(torch.cat((sub, smap), dim=1))
         out = out.reshape(n, c, 2, 2, hh // 2, ww // 2).permute(0, 1, 4, 2, 5, 3).reshape(n, c, hh, ww)
         return out[..., :h, :w]
 
@@ -366,8 +368,11 @@ def test_ffdnet_from_official_reads_the_released_configurations(tmp_path):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda s: s.__setitem__("model.0.weight", torch.zeros(6, 4, 3, 3)), "takes 4 channels and the last gives 12"),
-    (lambda s: s.__setitem__("model.6.weight", torch.zeros(5, 6, 3, 3)), "4·C \\+ 1"),
-    (lambda s: s.__setitem__("model.7.weight", torch.zeros(1)), "layout"),
+    (lambda s: s.__setitem__("model.6.weight", torch.zeros(5, 6, 3, 3)),
+     "gives 5; an FFDNet takes 4·C \\+ 1 \\(the unshuffled image and the noise map\\) and gives 4·C$"),
+    (lambda s: s.__setitem__("model.7.weight", torch.zeros(1)), "do not follow KAIR's FFDNet layout"),
+    (lambda s: s.__setitem__("model.0.weight", torch.zeros(0, 13, 3, 3)), "invalid FFDNet"),
+    (lambda s: s.__setitem__("model.2.weight", torch.zeros(6, 6, 5, 5)), "shape"),
 ])
 def test_ffdnet_from_official_rejects_a_wrong_file(tmp_path, edit, message):
     from pnpdeblur.nets import FFDNet
@@ -382,15 +387,35 @@ def test_ffdnet_from_official_rejects_a_wrong_file(tmp_path, edit, message):
     assert str(tmp_path / "bad.pth") in str(err.value)
 
 
+def test_ffdnet_averages_a_noise_map_over_blocks_of_the_replicated_image(tmp_path):
+    from pnpdeblur.nets import FFDNet
+
+    ref = _KairFFDNet(1, 4, 3).eval()
+    torch.save(ref.state_dict(), tmp_path / "f.pth")
+    net = FFDNet.from_official(tmp_path / "f.pth")
+    x = torch.rand(1, 1, 5, 4, generator=torch.Generator().manual_seed(6))
+    smap = torch.full((1, 1, 5, 4), 0.1)
+    smap[..., 4, :] = 0.3  # the last row, alone in its block once replicated
+    smap[..., 0, 0] = 0.5
+    half = torch.tensor([[[[0.2, 0.1], [0.1, 0.1], [0.3, 0.3]]]])  # 2×2 means, (0.5+0.1+0.1+0.1)/4 = 0.2
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, smap), ref(x, half), rtol=1e-5, atol=1e-6)
+
+
 def test_ffdnet_shapes_errors_and_prior(tmp_path):
     from pnpdeblur.nets import FFDNet
     from pnpdeblur.priors import DenoiserPrior
 
+    assert FFDNet().config == dict(channels=1, features=64, depth=15)  # the authors' grey FFDNet
+    assert FFDNet(depth=2).config["depth"] == 2
     net = FFDNet(3, 4, 3)
     assert sum(p.numel() for p in net.parameters()) == (13 * 4 * 9 + 4) + (4 * 4 * 9 + 4) + (4 * 12 * 9 + 12)
-    for bad in (dict(channels=0), dict(features=True), dict(depth=1)):
-        with pytest.raises(ValueError):
+    for bad, name in ((dict(channels=0), "channels"), (dict(features=True), "features"), (dict(depth=1), "depth")):
+        with pytest.raises(ValueError, match=f"^{name} must be an int"):
             FFDNet(**bad)
+    z0 = torch.rand(1, 3, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(net(z0), net(z0, 0.0), rtol=0, atol=0)  # σ defaults to 0
     with pytest.raises(ValueError, match="sigma"):
         net(torch.rand(1, 3, 5, 5), float("nan"))
     with pytest.raises(ValueError):
@@ -489,3 +514,56 @@ def test_ircnn_bank_rejects_a_wrong_file(tmp_path):
     for bad in ((), (0.02, 0.01), (0.0, 0.1), (float("inf"),)):
         with pytest.raises(ValueError, match="levels"):
             IRCNNBank(levels=bad)
+
+
+def test_ircnn_defaults_and_argument_checks():
+    from pnpdeblur.nets import IRCNNBank
+    from pnpdeblur.nets.ircnn import IRCNN, OFFICIAL_LEVELS
+
+    assert IRCNN().config == dict(channels=1, features=64)
+    assert IRCNN(2, 5).config == dict(channels=2, features=5)
+    bank = IRCNNBank()
+    assert bank.config == dict(channels=1, features=64, levels=list(OFFICIAL_LEVELS)) and len(bank.nets) == 25
+    assert OFFICIAL_LEVELS[0] == 2 / 255 and OFFICIAL_LEVELS[-1] == 50 / 255
+    for bad, name in ((dict(channels=0), "channels"), (dict(features=1.5), "features")):
+        with pytest.raises(ValueError, match=f"^{name} must be an int"):
+            IRCNN(**bad)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        IRCNNBank(levels=(0.01, 0.01))
+    small = IRCNNBank(1, 2, levels=(0.1, 0.2))
+    x = torch.rand(1, 1, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x, torch.tensor(0.15)), small.nets[1](x))  # a 0-d tensor
+        torch.testing.assert_close(small(x), small.nets[0](x))  # σ defaults to 0: the first level
+    with pytest.raises(ValueError, match="^sigma must hold one value for the whole batch: each IRCNN serves one "
+                                         "noise level$"):
+        small(x, torch.tensor([]))
+
+
+def test_ircnn_bank_file_errors_name_the_problem(tmp_path):
+    from pnpdeblur.nets import IRCNNBank
+
+    levels = (0.01, 0.02, 0.03)
+    refs = _kair_bank(tmp_path, channels=1, nc=3, n=3)
+    good = torch.load(tmp_path / "ircnn.pth")
+    ints = IRCNNBank.from_official({i: good[str(i)] for i in range(3)}, levels=levels)  # integer keys
+    x = torch.rand(1, 1, 7, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(ints(x, 0.02), refs[1](x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(CheckpointError, match="IRCNN checkpoint not found"):
+        IRCNNBank.from_official(tmp_path / "absent.pth", levels=levels)
+    with pytest.raises(CheckpointError, match=r"the given bank: not an IRCNN bank of 3 denoisers "
+                                              r"\(a dict '0' … '2' of state dicts\); got \['0', '1'\]"):
+        IRCNNBank.from_official({"0": good["0"], "1": good["1"]}, levels=levels)
+    torch.save(torch.zeros(3), tmp_path / "tensor.pth")
+    with pytest.raises(CheckpointError, match="tensor.pth: not an IRCNN bank.*got Tensor"):
+        IRCNNBank.from_official(tmp_path / "tensor.pth", levels=levels)
+    with pytest.raises(CheckpointError, match="the given bank: entry '0' is not an IRCNN state dict"):
+        IRCNNBank.from_official({"0": torch.zeros(1), "1": good["1"], "2": good["2"]}, levels=levels)
+    bad = dict(good)
+    bad["0"] = {**good["0"], "model.0.weight": torch.zeros(0, 1, 3, 3)}
+    torch.save(bad, tmp_path / "zero.pth")
+    with pytest.raises(CheckpointError, match="zero.pth: the bank implies an invalid IRCNNBank"):
+        IRCNNBank.from_official(tmp_path / "zero.pth", levels=levels)
+    with pytest.raises(CheckpointError, match="the given bank: entry '1' is not a state dict of tensors"):
+        IRCNNBank.from_official({"0": good["0"], "1": {"model.0.weight": "w"}, "2": good["2"]}, levels=levels)
