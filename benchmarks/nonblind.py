@@ -31,7 +31,7 @@ import torch
 from pnpdeblur.data import random_motion_flow, sample_image
 from pnpdeblur.metrics import psnr, ssim
 from pnpdeblur.operators import Convolution, MotionBlur, UniformBlur
-from pnpdeblur.priors import TV, DnCNNPrior
+from pnpdeblur.priors import TV, WEIGHT_KINDS, DnCNNPrior, prior_from_weights
 from pnpdeblur.priors.drunet import DRUNetPrior
 from pnpdeblur.solvers import admm, fft_deconv, hqs, richardson_lucy
 
@@ -53,7 +53,7 @@ EXTRA_METHODS = {"hqs-drunet-nocycle": "HQS + DRUNet, no cycling", "hqs-drunet-e
                  "hqs-drunet-weights": "HQS + DRUNet, --drunet-weights", "hqs-drunet-medium": "HQS + DRUNet medium"}
 
 
-def methods(noise, keys=tuple(METHODS), drunet_weights=None, lam=None, sigma_start=None):
+def methods(noise, keys=tuple(METHODS), drunet_weights=None, lam=None, sigma_start=None, prior_files=()):
     def prior(key):
         if key == "hqs-tv":
             return TV()
@@ -85,6 +85,10 @@ def methods(noise, keys=tuple(METHODS), drunet_weights=None, lam=None, sigma_sta
             out[METHODS[key]] = lambda y, K: admm(y, K, prior=TV(), noise_level=noise, progress=False).x
         elif key == "rl":
             out[METHODS[key]] = lambda y, K: richardson_lucy(y, K, iters=30, progress=False).x
+    for kind, path in prior_files:  # e.g. the authors' weights: --prior-file drunet:drunet_color.pth
+        out[f"HQS + {kind} ({Path(path).name})"] = (
+            lambda p: lambda y, K: hqs(y, K, prior=p, noise_level=noise, progress=False, **schedule).x
+        )(prior_from_weights(kind, path))
     return out
 
 
@@ -101,7 +105,7 @@ def motion_cases(quick, n_images=None, settings=None):
 
 
 def run_motion(quick, keys=tuple(METHODS), n_images=None, settings=None, drunet_weights=None, lam=None,
-               sigma_start=None):
+               sigma_start=None, prior_files=()):
     rows = []
     for name, i, preset, noise in motion_cases(quick, n_images, settings):
         x = sample_image(name, size=256, dtype=np.float32)
@@ -112,7 +116,7 @@ def run_motion(quick, keys=tuple(METHODS), n_images=None, settings=None, drunet_
         bp, bs = metrics(y, x)
         row = dict(image=name, preset=preset, max_m=float(np.hypot(flow[0], flow[1]).max()), noise=noise,
                    channels=int(x.shape[2]), blurred_psnr=bp, blurred_ssim=bs, results={})
-        for mname, fn in methods(noise, keys, drunet_weights, lam, sigma_start).items():
+        for mname, fn in methods(noise, keys, drunet_weights, lam, sigma_start, prior_files).items():
             t = time.perf_counter()
             out = fn(y, K)
             dt = time.perf_counter() - t
@@ -203,6 +207,9 @@ def main(argv=None):
     ap.add_argument("--drunet-weights", type=Path, default=None,
                     help="a DRUNet checkpoint for the method hqs-drunet-weights (a candidate before shipping, "
                          "or DPIR's drunet_color.pth)")
+    ap.add_argument("--prior-file", action="append", default=[], metavar="KIND:PATH",
+                    help="also run HQS with this prior: KIND one of " + ", ".join(WEIGHT_KINDS) + ", PATH a "
+                         "checkpoint or the authors' file (e.g. drunet:drunet_color.pth; repeatable)")
     ap.add_argument("--lam", type=float, default=None,
                     help="the HQS methods' λ (β = λ·σ²/σ_k²; default: the prior's hqs_lam, else DEFAULT_LAMBDA)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("nonblind.json"))
@@ -227,6 +234,12 @@ def main(argv=None):
             settings = [(p.split(":")[0], float(p.split(":")[1])) for p in args.settings.split(",") if p.strip()]
         except (IndexError, ValueError):
             ap.error(f"--settings: expected preset:sigma pairs such as 23:0.01, got {args.settings!r}")
+    prior_files = []
+    for spec in args.prior_file:
+        kind, _, path = spec.partition(":")
+        if kind not in WEIGHT_KINDS or not path:
+            ap.error(f"--prior-file: expected KIND:PATH with KIND one of {', '.join(WEIGHT_KINDS)}, got {spec!r}")
+        prior_files.append((kind, Path(path)))
     unknown = sorted(set(keys) - set(METHODS) - set(EXTRA_METHODS))
     if unknown:
         ap.error(f"--methods: unknown {unknown} (choose from {', '.join({**METHODS, **EXTRA_METHODS})})")
@@ -238,7 +251,8 @@ def main(argv=None):
     result["quick"] = args.quick
     result["methods"], result["images"], result["lam"], result["sigma_start"] = keys, args.images, args.lam, sigma_start
     if args.part in ("all", "motion"):
-        rows = run_motion(args.quick, keys, args.images, settings, args.drunet_weights, args.lam, sigma_start)
+        rows = run_motion(args.quick, keys, args.images, settings, args.drunet_weights, args.lam, sigma_start,
+                          prior_files)
         result["per_image"], result["summary"] = rows, summarise(rows)
         args.out.write_text(json.dumps(result, indent=2))
     if "summary" in result:

@@ -115,20 +115,20 @@ PRIORS: Dict[str, Callable[[], Any]] = {"dncnn": _prior_dncnn, "tv": _prior_tv, 
                                         "drunet-medium": _prior_drunet_medium}
 
 
-def _prior_dncnn_weights(path: Path):
-    from .priors import DnCNNPrior
+def _prior_with_weights(kind: str) -> Callable[[Path], Any]:
+    def make(path: Path):
+        from .priors import prior_from_weights
 
-    return DnCNNPrior(path, ensemble=False)  # set up as pd.deblur's default DnCNN
+        # the DnCNN set up as pd.deblur's default (no flip ensemble)
+        return prior_from_weights(kind, path, **({"ensemble": False} if kind == "dncnn" else {}))
 
-
-def _prior_drunet_weights(path: Path):
-    from .priors import DRUNetPrior
-
-    return DRUNetPrior(path)
+    return make
 
 
-#: ``--prior NAME --prior-weights PATH`` → factory of the prior with those weights.
-PRIOR_WEIGHTS: Dict[str, Callable[[Path], Any]] = {"dncnn": _prior_dncnn_weights, "drunet": _prior_drunet_weights}
+#: ``--prior NAME --prior-weights PATH`` → factory of the prior with those weights (``ffdnet`` and
+#: ``ircnn`` ship none: they need the authors' file).
+PRIOR_WEIGHTS: Dict[str, Callable[[Path], Any]] = {k: _prior_with_weights(k) for k in ("dncnn", "drunet", "ffdnet",
+                                                                                       "ircnn")}
 
 #: ``finetune --net NAME`` → the deblurring network class (a class, or ``"module:Class"``
 #: imported on use). ``--net PATH`` accepts a checkpoint of any of these classes.
@@ -218,8 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-r", "--recursive", action="store_true", help="search folders recursively")
     d.add_argument("--iterations", type=_positive_int, default=1, metavar="N",
                    help="global iterations: flow re-estimated on the previous result (default: 1)")
-    d.add_argument("--prior", choices=sorted(PRIORS), default="dncnn",
-                   help="HQS prior: the shipped DnCNN or DRUNet denoiser, or total variation (default: dncnn)")
+    d.add_argument("--prior", choices=sorted(set(PRIORS) | set(PRIOR_WEIGHTS)), default="dncnn",
+                   help="HQS prior: the shipped DnCNN or DRUNet denoiser, or total variation; ffdnet and ircnn "
+                        "need --prior-weights (default: dncnn)")
     d.add_argument("--noise-level", type=_nonneg_float, default=None, metavar="S",
                    help="noise std of the photos on the [0, 1] scale (default: estimated per image)")
     d.add_argument("--flow-scale", type=_flow_scale, default=1.0, metavar="F",
@@ -290,9 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="SEN checkpoint to use instead of the shipped one (e.g. written by "
                           "'pnpdeblur train sen --out PATH')")
     adv.add_argument("--prior-weights", type=Path, default=None, metavar="PATH",
-                     help="weights for --prior dncnn or drunet instead of the shipped ones: a pnpdeblur "
-                          "checkpoint (.safetensors) or, under any other name, the authors' file (KAIR's "
-                          "dncnn_25.pth, dncnn_color_blind.pth; DPIR's drunet_color.pth)")
+                     help="weights for --prior dncnn, drunet, ffdnet or ircnn: a pnpdeblur checkpoint "
+                          "(.safetensors) or, under any other name, the authors' file (KAIR's dncnn_25.pth, "
+                          "dncnn_color_blind.pth, ffdnet_color.pth, ircnn_color.pth; DPIR's drunet_color.pth)")
     d.set_defaults(handler=_run_deblur, sub_parser=d)
 
     ft = sub.add_parser(
@@ -705,8 +706,12 @@ def _run_deblur(args: argparse.Namespace, extra: Sequence[str]) -> int:
         print(f"pnpdeblur deblur: error: {', '.join(conflicts)} {need}", file=sys.stderr)
         return EXIT_USAGE
     if args.prior_weights is not None and args.prior not in PRIOR_WEIGHTS:
-        print(f"pnpdeblur deblur: error: --prior-weights needs --prior {' or '.join(sorted(PRIOR_WEIGHTS))}, "
+        print(f"pnpdeblur deblur: error: --prior-weights needs --prior {', '.join(sorted(PRIOR_WEIGHTS))}, "
               f"got --prior {args.prior}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.prior_weights is None and args.prior not in PRIORS:
+        print(f"pnpdeblur deblur: error: --prior {args.prior} needs --prior-weights PATH (no weights ship for it)",
+              file=sys.stderr)
         return EXIT_USAGE
     files, problems = collect_inputs(args.inputs, args.recursive)
     save_flow = args.save_flow or args.flow_npy

@@ -165,7 +165,8 @@ def test_deblur_defaults_and_types():
     assert (a.iterations, a.prior, a.noise_level, a.flow_scale, a.device) == (3, "tv", 0.02, 0.5, "cpu")
     assert a.save_flow and a.flow_npy and a.no_progress and a.no_safeguard
     assert (a.blur_threshold, a.hqs_iters, a.cg_iters, a.flow_weights) == (2.5, 2, 4, Path("w.safetensors"))
-    assert sorted(next(x for x in d._actions if x.dest == "prior").choices) == ["dncnn", "drunet", "drunet-medium", "tv"]
+    assert sorted(next(x for x in d._actions if x.dest == "prior").choices) == [
+        "dncnn", "drunet", "drunet-medium", "ffdnet", "ircnn", "tv"]
 
 
 def test_finetune_defaults_and_types():
@@ -724,8 +725,41 @@ def test_deblur_prior_weights_need_a_learned_prior(tmp_path, fake, capsys, prior
     assert cli.main(["deblur", str(a), "-o", str(out), "--prior", prior, "--prior-weights", "w.pth",
                      "--no-progress"]) == cli.EXIT_USAGE
     err = capsys.readouterr().err
-    assert "--prior-weights needs --prior dncnn or drunet" in err and f"got --prior {prior}" in err
+    assert "--prior-weights needs --prior dncnn, drunet, ffdnet, ircnn" in err and f"got --prior {prior}" in err
     assert not out.exists() and fake.calls == []
+
+
+@pytest.mark.parametrize("prior", ["ffdnet", "ircnn"])
+def test_deblur_priors_without_shipped_weights_need_a_file(tmp_path, fake, capsys, prior):
+    a = _save(tmp_path / "a.png", _u8(17))
+    out = tmp_path / "o"
+    assert cli.main(["deblur", str(a), "-o", str(out), "--prior", prior, "--no-progress"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"--prior {prior} needs --prior-weights PATH (no weights ship for it)" in err
+    assert not out.exists() and fake.calls == []
+
+
+def test_deblur_ffdnet_and_ircnn_weights_reach_pd_deblur(tmp_path, fake):
+    import torch
+
+    from pnpdeblur.nets import FFDNet, IRCNNBank
+    from pnpdeblur.priors import DenoiserPrior
+
+    a = _save(tmp_path / "a.png", _u8(18))
+    ffdnet = FFDNet(3, 4, 3)
+    torch.save({k.replace("body.", "model."): v for k, v in ffdnet.state_dict().items()}, tmp_path / "ffdnet.pth")
+    bank = IRCNNBank(3, 4)
+    torch.save({str(i): {k.replace("body.", "model."): v for k, v in net.state_dict().items()}
+                for i, net in enumerate(bank.nets)}, tmp_path / "ircnn.pth")
+    for prior, path, want in (("ffdnet", "ffdnet.pth", ffdnet), ("ircnn", "ircnn.pth", bank)):
+        fake.calls.clear()
+        assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--prior", prior, "--prior-weights",
+                         str(tmp_path / path), "--no-progress"]) == 0
+        (_, kw), = fake.calls
+        got = kw["prior"]
+        assert type(got) is DenoiserPrior and type(got.net) is type(want) and got.net.config == want.config
+        for k, v in want.state_dict().items():
+            assert torch.equal(got.net.state_dict()[k], v), (path, k)
 
 
 def test_deblur_prior_weights_that_do_not_load_fail_the_inputs(tmp_path, fake, capsys):
@@ -1750,7 +1784,7 @@ _OPTIONS = {
         (["--cg-iters"], "N", "conjugate-gradient budget of each HQS x-step"),
         (["--no-flow-ensemble"], None, "run SEN once per flow estimate instead of averaging it over the 8 flips"),
         (["--flow-weights"], "PATH", "SEN checkpoint to use instead of the shipped one"),
-        (["--prior-weights"], "PATH", "weights for --prior dncnn or drunet instead of the shipped ones"),
+        (["--prior-weights"], "PATH", "weights for --prior dncnn, drunet, ffdnet or ircnn"),
     ],
     "finetune": [
         (["frames_dir"], "FRAMES_DIR", "folder of consecutive blurred frames"),

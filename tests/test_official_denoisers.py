@@ -567,3 +567,26 @@ def test_ircnn_bank_file_errors_name_the_problem(tmp_path):
         IRCNNBank.from_official(tmp_path / "zero.pth", levels=levels)
     with pytest.raises(CheckpointError, match="the given bank: entry '1' is not a state dict of tensors"):
         IRCNNBank.from_official({"0": good["0"], "1": {"model.0.weight": "w"}, "2": good["2"]}, levels=levels)
+
+
+def test_prior_from_weights_builds_each_kind(tmp_path):
+    from pnpdeblur.nets import FFDNet, IRCNNBank
+    from pnpdeblur.priors import WEIGHT_KINDS, DenoiserPrior, DnCNNPrior, DRUNetPrior, prior_from_weights
+
+    assert sorted(WEIGHT_KINDS) == ["dncnn", "drunet", "ffdnet", "ircnn"]
+    torch.save(_kair_state(), tmp_path / "drunet.pth")
+    torch.save(_kair_dncnn(3, 4, 3, False).state_dict(), tmp_path / "dncnn.pth")
+    torch.save(_KairFFDNet(3, 4, 3).state_dict(), tmp_path / "ffdnet.pth")
+    _kair_bank(tmp_path, channels=3, nc=4)
+    cases = {"dncnn": ("dncnn.pth", DnCNNPrior, None), "drunet": ("drunet.pth", DRUNetPrior, None),
+             "ffdnet": ("ffdnet.pth", DenoiserPrior, FFDNet), "ircnn": ("ircnn.pth", DenoiserPrior, IRCNNBank)}
+    for kind, (name, prior_type, net_type) in cases.items():
+        prior = prior_from_weights(kind, tmp_path / name, clamp=True)  # options reach the prior
+        assert type(prior) is prior_type and prior.clamp is True, kind
+        if net_type is not None:
+            assert type(prior.net) is net_type
+        assert prior(torch.rand(1, 3, 8, 8), 0.05).shape == (1, 3, 8, 8)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        prior_from_weights("bm3d", tmp_path / "dncnn.pth")
+    with pytest.raises(CheckpointError):
+        prior_from_weights("ffdnet", tmp_path / "drunet.pth")
