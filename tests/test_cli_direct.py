@@ -729,6 +729,24 @@ def test_deblur_prior_weights_need_a_learned_prior(tmp_path, fake, capsys, prior
     assert not out.exists() and fake.calls == []
 
 
+def test_prior_with_weights_factories(tmp_path):
+    import torch
+
+    from pnpdeblur.nets import DnCNN, FFDNet
+    from pnpdeblur.priors import DenoiserPrior, DnCNNPrior
+
+    assert sorted(cli.PRIOR_WEIGHTS) == ["dncnn", "drunet", "ffdnet", "ircnn"]
+    dncnn = DnCNN(3, 4, 3, noise_map=False)
+    torch.save({k.replace("body.", "model."): v for k, v in dncnn.state_dict().items()}, tmp_path / "dncnn.pth")
+    made = cli._prior_with_weights("dncnn")(tmp_path / "dncnn.pth")
+    assert type(made) is DnCNNPrior and made.ensemble is False and made.net.config == dncnn.config
+    ffdnet = FFDNet(3, 4, 3)
+    torch.save({k.replace("body.", "model."): v for k, v in ffdnet.state_dict().items()}, tmp_path / "ffdnet.pth")
+    made = cli._prior_with_weights("ffdnet")(tmp_path / "ffdnet.pth")
+    assert type(made) is DenoiserPrior and type(made.net) is FFDNet and made.ensemble is False
+    assert torch.equal(made.net.body[0].weight, ffdnet.body[0].weight)
+
+
 @pytest.mark.parametrize("prior", ["ffdnet", "ircnn"])
 def test_deblur_priors_without_shipped_weights_need_a_file(tmp_path, fake, capsys, prior):
     a = _save(tmp_path / "a.png", _u8(17))
