@@ -6,8 +6,7 @@ convolutions with biases and ReLUs (``depth`` of them) predicts the four sub-ima
 clean image, and a pixel shuffle puts them back: the network sees twice the context of a
 DnCNN of the same depth at a quarter of its cost. No weights ship: the class exists to run the
 authors' KAIR weights (``ffdnet_gray.pth``: 64 features, 15 layers; ``ffdnet_color.pth``: 96
-features, 12 layers) as a plug-and-play prior, ``DenoiserPrior(FFDNet.from_official(path))``,
-and to train one with the library's engine.
+features, 12 layers) as a plug-and-play prior, ``DenoiserPrior(FFDNet.from_official(path))``.
 """
 from __future__ import annotations
 

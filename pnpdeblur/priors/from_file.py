@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .learned import DenoiserPrior, load_denoiser
+from .drunet import DRUNetPrior
+from .learned import DenoiserPrior, DnCNNPrior, load_denoiser
 
 __all__ = ["prior_from_weights", "WEIGHT_KINDS"]
 
@@ -48,12 +49,8 @@ def prior_from_weights(kind: str, path: Any, **options: Any) -> DenoiserPrior:
         A file that is missing, unreadable or of another network.
     """
     if kind == "dncnn":
-        from .learned import DnCNNPrior
-
         return DnCNNPrior(path, **options)
     if kind == "drunet":
-        from .drunet import DRUNetPrior
-
         return DRUNetPrior(path, **options)
     if kind == "ffdnet":
         from ..nets.ffdnet import FFDNet
