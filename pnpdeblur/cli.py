@@ -148,6 +148,7 @@ examples:
   pnpdeblur deblur noisy.png -o out/ --noise-level 0.02 --prior tv
   pnpdeblur deblur shaky.jpg -o out/ --shake --kernel-size 41   # hand-held camera shake
   pnpdeblur deblur unknown.jpg -o out/ --auto      # shake or per-pixel motion, chosen per photo
+  pnpdeblur deblur photo.jpg -o out/ --prior drunet --prior-weights drunet_color.pth   # DPIR's DRUNet
   torchrun --nproc_per_node 4 -m pnpdeblur deblur shots/ -o out/ --device cuda
 
 outputs: OUTDIR/<stem>.png per input (8-bit; 16-bit PNG or TIFF inputs give 16-bit PNGs; grey
