@@ -131,6 +131,19 @@ def test_drunet_from_official_rejects_a_wrong_file(tmp_path, edit, message):
     assert str(tmp_path / "bad.pth") in str(err.value)  # the message names the file
 
 
+class Opaque:
+    """Pickled by reference: loading it needs this module's code."""
+
+
+def test_a_file_that_needs_code_to_load_is_refused_in_one_line(tmp_path):
+    torch.save({"m_head.weight": torch.zeros(1), "cfg": Opaque()}, tmp_path / "code.pth")
+    with pytest.raises(CheckpointError) as err:
+        DRUNet.from_official(tmp_path / "code.pth")
+    msg = str(err.value)
+    assert "\n" not in msg and "refused it (" in msg and "Opaque" in msg and "never runs code" in msg
+    assert "set to `False`" not in msg
+
+
 def test_drunet_from_official_rejects_missing_corrupt_and_foreign_files(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         DRUNet.from_official(tmp_path / "absent.pth")
@@ -289,6 +302,15 @@ def test_priors_read_official_files_and_pnpdeblur_checkpoints_by_name(tmp_path):
     assert dprior.net.config == dict(channels=3, features=4, depth=3, noise_map=False)
     with torch.no_grad():
         torch.testing.assert_close(dprior(z, 0.1), dn(z), rtol=1e-4, atol=1e-5)
+    dprior.net.save(tmp_path / "mine.safetensors")  # a pnpdeblur checkpoint without its suffix
+    _copy(tmp_path / "mine.safetensors", tmp_path / "mine.ckpt")
+    with pytest.raises(CheckpointError, match=r"mine.ckpt is not a readable torch checkpoint: torch's safe reader "
+                                              r"\(weights_only=True\) refused it \([^\n]+\); pnpdeblur never runs "
+                                              r"code from a checkpoint \(read as the authors' DnCNN file because its "
+                                              r"name does not end in \.safetensors; a pnpdeblur checkpoint needs that "
+                                              r"suffix\)$") as err:
+        DnCNNPrior(tmp_path / "mine.ckpt")
+    assert "weights_only` set to `False`" not in str(err.value)  # torch's advice would run the file's code
     with pytest.raises(TypeError, match="path must be a str or PathLike, got float"):
         DnCNNPrior(3.5)
 

@@ -33,7 +33,7 @@ def load_official(path: Union[str, Path]) -> Tuple["OrderedDict[str, torch.Tenso
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle/zip errors of many kinds
-        raise CheckpointError(f"{path} is not a readable torch checkpoint: {e}") from e
+        raise CheckpointError(f"{path} is not a readable torch checkpoint: {_load_error(e)}") from e
     meta: Dict[str, Any] = {}
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         meta = {k: v for k, v in obj.items() if k != "state_dict"}
@@ -42,6 +42,17 @@ def load_official(path: Union[str, Path]) -> Tuple["OrderedDict[str, torch.Tenso
         raise CheckpointError(f"{path} does not hold a state dict of tensors")
     state = OrderedDict((k[7:] if k.startswith("module.") else k, v) for k, v in obj.items())
     return state, meta
+
+
+def _load_error(e: Exception) -> str:
+    """``torch.load``'s error in a line. Its safe reader's refusal goes on to advise
+    ``weights_only=False``, which would run the file's code: keep only what it refused."""
+    text = str(e).strip()
+    if "Weights only load failed" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[-1].strip().split("\n\n")[0].split(". ")[0].strip()
+        return (f"torch's safe reader (weights_only=True) refused it ({' '.join(detail.split())}); "
+                "pnpdeblur never runs code from a checkpoint")
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def copy_mapped(model: nn.Module, state: Mapping[str, torch.Tensor], mapping: Mapping[str, str], path) -> None:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .._tiling import apply_in_tiles
+from ..checkpoints import CheckpointError
 from .base import BasePrior
 
 __all__ = ["DenoiserPrior", "DnCNNPrior", "resolve_device", "load_denoiser"]
@@ -37,14 +38,19 @@ def resolve_device(device: Any) -> Optional[torch.device]:
 
 
 def load_denoiser(cls: Any, path: Any, name: str = "path") -> nn.Module:
-    """``cls`` (``DnCNN``, ``DRUNet``) from a file: a pnpdeblur checkpoint when the name ends in
-    ``.safetensors`` (``cls.from_checkpoint``), else the authors' ``torch.save`` file
-    (``cls.from_official``, e.g. KAIR's ``dncnn_25.pth`` or DPIR's ``drunet_color.pth``)."""
+    """``cls`` (``DnCNN``, ``DRUNet``, ``FFDNet``, ``IRCNNBank``) from a file: a pnpdeblur
+    checkpoint when the name ends in ``.safetensors`` (``cls.from_checkpoint``), else the authors'
+    ``torch.save`` file (``cls.from_official``, e.g. KAIR's ``dncnn_25.pth`` or DPIR's
+    ``drunet_color.pth``). A file that fails the second way says which way it was read."""
     if not isinstance(path, (str, Path)) and not hasattr(path, "__fspath__"):
         raise TypeError(f"{name} must be a str or PathLike, got {type(path).__name__}")
     if Path(path).suffix.lower() == ".safetensors":
         return cls.from_checkpoint(path)
-    return cls.from_official(path)
+    try:
+        return cls.from_official(path)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e} (read as the authors' {cls.__name__} file because its name does not end in "
+                              ".safetensors; a pnpdeblur checkpoint needs that suffix)") from e
 
 
 def _cycle_index(context: Optional[Dict[str, Any]]) -> int:
