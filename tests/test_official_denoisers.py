@@ -137,11 +137,14 @@ class Opaque:
 
 def test_a_file_that_needs_code_to_load_is_refused_in_one_line(tmp_path):
     torch.save({"m_head.weight": torch.zeros(1), "cfg": Opaque()}, tmp_path / "code.pth")
-    with pytest.raises(CheckpointError) as err:
-        DRUNet.from_official(tmp_path / "code.pth")
-    msg = str(err.value)
-    assert "\n" not in msg and "refused it (" in msg and "Opaque" in msg and "never runs code" in msg
-    assert "set to `False`" not in msg
+    from pnpdeblur.nets import IRCNNBank
+
+    for load in (DRUNet.from_official, IRCNNBank.from_official):  # load_official, read_torch_state
+        with pytest.raises(CheckpointError) as err:
+            load(tmp_path / "code.pth")
+        msg = str(err.value)
+        assert "\n" not in msg and "refused it (Unsupported global" in msg and "Opaque" in msg, msg
+        assert "never runs code" in msg and "set to `False`" not in msg and "add_safe_globals" not in msg
 
 
 def test_drunet_from_official_rejects_missing_corrupt_and_foreign_files(tmp_path):

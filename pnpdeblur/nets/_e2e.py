@@ -12,6 +12,7 @@ from typing import Any, Dict, Mapping, Union
 import torch
 
 from ..checkpoints import CheckpointError
+from ._official import describe_load_error
 
 __all__ = ["check_input", "check_multiple", "check_int", "read_torch_state", "strip_prefix"]
 
@@ -54,7 +55,8 @@ def read_torch_state(path: Union[str, os.PathLike], what: str) -> Mapping[str, A
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle and zip errors come in many types
-        raise CheckpointError(f"{path} is not a readable torch checkpoint (corrupt or not a {what} file?): {e}") from e
+        raise CheckpointError(f"{path} is not a readable torch checkpoint (corrupt or not a {what} file?): "
+                              f"{describe_load_error(e)}") from e
     return obj
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..checkpoints import CheckpointError
 
-__all__ = ["load_official", "copy_mapped", "kair_conv_stack"]
+__all__ = ["load_official", "copy_mapped", "kair_conv_stack", "describe_load_error"]
 
 
 def load_official(path: Union[str, Path]) -> Tuple["OrderedDict[str, torch.Tensor]", Dict[str, Any]]:
@@ -33,7 +33,7 @@ def load_official(path: Union[str, Path]) -> Tuple["OrderedDict[str, torch.Tenso
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle/zip errors of many kinds
-        raise CheckpointError(f"{path} is not a readable torch checkpoint: {_load_error(e)}") from e
+        raise CheckpointError(f"{path} is not a readable torch checkpoint: {describe_load_error(e)}") from e
     meta: Dict[str, Any] = {}
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         meta = {k: v for k, v in obj.items() if k != "state_dict"}
@@ -44,7 +44,7 @@ def load_official(path: Union[str, Path]) -> Tuple["OrderedDict[str, torch.Tenso
     return state, meta
 
 
-def _load_error(e: Exception) -> str:
+def describe_load_error(e: Exception) -> str:
     """``torch.load``'s error in a line. Its safe reader's refusal goes on to advise
     ``weights_only=False``, which would run the file's code: keep only what it refused."""
     text = str(e).strip()
