@@ -13,6 +13,7 @@ Usage::
     python benchmarks/denoise.py               # full run, writes benchmarks/denoise.json
     python benchmarks/denoise.py --quick       # 2 images, σ = 25 only
     python benchmarks/denoise.py --no-bm3d     # skip BM3D
+    python benchmarks/denoise.py --prior-file drunet:drunet_color.pth --prior-file ffdnet:ffdnet_color.pth
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from pnpdeblur.data import list_images, read_image, sample_image
 from pnpdeblur.metrics import psnr
 from pnpdeblur.priors.learned import DnCNNPrior
 from pnpdeblur.priors.drunet import DRUNetPrior
+from pnpdeblur.priors.from_file import WEIGHT_KINDS, prior_from_weights
 
 __all__ = ["SIGMAS", "SKIMAGE", "load_images", "main"]
 
@@ -74,13 +76,24 @@ def main(argv=None) -> dict:
     ap.add_argument("--sigmas", default=",".join(map(str, SIGMAS)), help="noise levels (/255), comma-separated")
     ap.add_argument("--drunet-weights", type=Path, action="append", default=[],
                     help="also run DRUNetPrior with these weights (a .safetensors checkpoint, or the authors' drunet_color.pth; repeatable)")
+    ap.add_argument("--prior-file", action="append", default=[], metavar="KIND:PATH",
+                    help="also run this denoiser: KIND one of " + ", ".join(WEIGHT_KINDS) + ", PATH a checkpoint "
+                         "or the authors' file (e.g. ffdnet:ffdnet_color.pth; repeatable)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("denoise.json"))
     args = ap.parse_args(argv)
+    extra = []
+    for spec in args.prior_file:
+        kind, _, path = spec.partition(":")
+        if kind not in WEIGHT_KINDS or not path:
+            ap.error(f"--prior-file: expected KIND:PATH with KIND one of {', '.join(WEIGHT_KINDS)}, got {spec!r}")
+        extra.append((kind, Path(path)))
     torch.set_num_threads(args.threads)
     priors = {"DnCNN (shipped, ensemble)": DnCNNPrior(), "DRUNet small (shipped)": DRUNetPrior(),
               "DRUNet small (shipped, ensemble)": DRUNetPrior(ensemble=True)}
     for path in args.drunet_weights:  # candidates, e.g. a new training run before it ships
         priors[f"DRUNet {path}"] = DRUNetPrior(path)
+    for kind, path in extra:  # e.g. the authors' weights
+        priors[f"{kind} ({path.name})"] = prior_from_weights(kind, path)
     if not args.no_bm3d:
         from pnpdeblur.priors.bm3d import BM3D
 

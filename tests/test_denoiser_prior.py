@@ -180,8 +180,13 @@ def test_colour_net_gets_the_colour_image_and_channel_count_is_checked():
     assert prior.channels == 3
     torch.testing.assert_close(prior(z, 0.1), _f(z, 0.1), rtol=0, atol=1e-12)
     torch.testing.assert_close(net.inputs[0], z, rtol=0, atol=0)
-    with pytest.raises(ValueError, match=r"^the network takes 3 channels, the image has 1$"):
-        prior(z[:, :1], 0.1)
+    with pytest.raises(ValueError, match=r"^the network takes 3 channels, the image has 2$"):
+        prior(z[:, :2], 0.1)
+    # a grey image goes through the colour network replicated, with σ√3, and comes back averaged
+    g = z[:, :1]
+    want = _f(g.expand(-1, 3, -1, -1), 0.1 * np.sqrt(3)).mean(dim=1, keepdim=True)
+    torch.testing.assert_close(prior(g, 0.1), want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(net.inputs[-1], g.expand(-1, 3, -1, -1), rtol=0, atol=0)
     # channels given explicitly win over the config; a 1-channel image is not folded
     assert DenoiserPrior(net, channels=1).channels == 1
     grey = torch.rand(1, 1, 4, 5, dtype=torch.float64)

@@ -107,12 +107,10 @@ class DRUNetPrior(DenoiserPrior):
 
     def _denoise(self, z: torch.Tensor, sigma: float, context: Optional[Dict[str, Any]]) -> torch.Tensor:
         c = z.shape[1]
-        if self.channels == 3 and c == 1:
-            out = super()._denoise(z.expand(-1, 3, -1, -1), sigma * math.sqrt(3.0), context)
-            return out.mean(dim=1, keepdim=True)
-        if self.channels == 3 and c != 3:
+        if self.channels == 3 and c not in (1, 3):
             raise ValueError(f"z must have 3 channels (or 1) for this colour DRUNet, got {c}")
-        # a grey network denoises colour images plane by plane (DenoiserPrior folds them)
+        # a grey image goes through the colour network replicated, with σ√3 (DenoiserPrior); a grey
+        # network denoises colour images plane by plane (DenoiserPrior folds them)
         return super()._denoise(z, sigma, context)
 
     def __repr__(self) -> str:

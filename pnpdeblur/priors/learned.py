@@ -1,6 +1,7 @@
 """Learned priors: any torch denoiser ``net(noisy, sigma) -> clean`` as a Prior."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -80,8 +81,11 @@ class DenoiserPrior(BasePrior):
         ``(N, C', H, W)`` tensors in the network's dtype and device.
     channels : int, optional
         Channels the network takes. If it is 1 and the image has more, channels are
-        denoised one by one (folded into the batch). Default: ``net.config['channels']``
-        when present, else the image's channel count.
+        denoised one by one (folded into the batch). If it is 3 and the image is grey, the
+        image is replicated to three channels and denoised with ``σ√3`` (its noise, the same
+        in every channel, is all luminance: √3 σ there and none in the chroma directions),
+        and the three outputs are averaged. Default: ``net.config['channels']`` when
+        present, else the image's channel count.
     takes_sigma : bool
         Pass the noise level to the network.
     clamp : bool
@@ -193,6 +197,9 @@ class DenoiserPrior(BasePrior):
         return out / 4
 
     def _denoise(self, z: torch.Tensor, sigma: float, context: Optional[Dict[str, Any]]) -> torch.Tensor:
+        grey = self.channels == 3 and z.shape[1] == 1
+        if grey:  # through the colour network replicated; its noise is all luminance, √3 σ
+            z, sigma = z.expand(-1, 3, -1, -1), sigma * math.sqrt(3.0)
         p = self._param()
         if p is not None and self.device is None and p.device != z.device:
             self.net.to(z.device)  # 'follow': the network runs where the data is
@@ -231,6 +238,8 @@ class DenoiserPrior(BasePrior):
             out = out.reshape(n, c, h, w)
         if opponent:
             out = torch.einsum("ji,njhw->nihw", M, out)
+        if grey:
+            out = out.mean(dim=1, keepdim=True)
         if self.clamp:
             out = out.clamp(0, 1)
         return out.to(dtype=z.dtype, device=z.device)
