@@ -31,7 +31,7 @@ from pnpdeblur.data import list_images, read_image, sample_image
 from pnpdeblur.metrics import psnr
 from pnpdeblur.priors.learned import DnCNNPrior
 from pnpdeblur.priors.drunet import DRUNetPrior
-from pnpdeblur.priors.from_file import WEIGHT_KINDS, prior_from_weights
+from pnpdeblur.priors.from_file import WEIGHT_KINDS, parse_weights_spec, prior_from_weights
 
 __all__ = ["SIGMAS", "SKIMAGE", "load_images", "main"]
 
@@ -81,12 +81,10 @@ def main(argv=None) -> dict:
                          "or the authors' file (e.g. ffdnet:ffdnet_color.pth; repeatable)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("denoise.json"))
     args = ap.parse_args(argv)
-    extra = []
-    for spec in args.prior_file:
-        kind, _, path = spec.partition(":")
-        if kind not in WEIGHT_KINDS or not path:
-            ap.error(f"--prior-file: expected KIND:PATH with KIND one of {', '.join(WEIGHT_KINDS)}, got {spec!r}")
-        extra.append((kind, Path(path)))
+    try:
+        extra = [parse_weights_spec(spec) for spec in args.prior_file]
+    except ValueError as e:
+        ap.error(f"--prior-file: {e}")
     torch.set_num_threads(args.threads)
     priors = {"DnCNN (shipped, ensemble)": DnCNNPrior(), "DRUNet small (shipped)": DRUNetPrior(),
               "DRUNet small (shipped, ensemble)": DRUNetPrior(ensemble=True)}

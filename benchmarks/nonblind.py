@@ -32,6 +32,7 @@ from pnpdeblur.data import random_motion_flow, sample_image
 from pnpdeblur.metrics import psnr, ssim
 from pnpdeblur.operators import Convolution, MotionBlur, UniformBlur
 from pnpdeblur.priors import TV, WEIGHT_KINDS, DnCNNPrior, prior_from_weights
+from pnpdeblur.priors.from_file import parse_weights_spec
 from pnpdeblur.priors.drunet import DRUNetPrior
 from pnpdeblur.solvers import admm, fft_deconv, hqs, richardson_lucy
 
@@ -234,12 +235,10 @@ def main(argv=None):
             settings = [(p.split(":")[0], float(p.split(":")[1])) for p in args.settings.split(",") if p.strip()]
         except (IndexError, ValueError):
             ap.error(f"--settings: expected preset:sigma pairs such as 23:0.01, got {args.settings!r}")
-    prior_files = []
-    for spec in args.prior_file:
-        kind, _, path = spec.partition(":")
-        if kind not in WEIGHT_KINDS or not path:
-            ap.error(f"--prior-file: expected KIND:PATH with KIND one of {', '.join(WEIGHT_KINDS)}, got {spec!r}")
-        prior_files.append((kind, Path(path)))
+    try:
+        prior_files = [parse_weights_spec(spec) for spec in args.prior_file]
+    except ValueError as e:
+        ap.error(f"--prior-file: {e}")
     unknown = sorted(set(keys) - set(METHODS) - set(EXTRA_METHODS))
     if unknown:
         ap.error(f"--methods: unknown {unknown} (choose from {', '.join({**METHODS, **EXTRA_METHODS})})")

@@ -615,3 +615,15 @@ def test_prior_from_weights_builds_each_kind(tmp_path):
         prior_from_weights("bm3d", tmp_path / "dncnn.pth")
     with pytest.raises(CheckpointError):
         prior_from_weights("ffdnet", tmp_path / "drunet.pth")
+
+
+def test_parse_weights_spec():
+    from pathlib import Path
+
+    from pnpdeblur.priors.from_file import parse_weights_spec
+
+    assert parse_weights_spec("drunet:drunet_color.pth") == ("drunet", Path("drunet_color.pth"))
+    assert parse_weights_spec("ircnn:C:/w/ircnn.pth") == ("ircnn", Path("C:/w/ircnn.pth"))  # the first colon splits
+    for bad in ("drunet", "drunet:", "bm3d:x.pth", ":x.pth"):
+        with pytest.raises(ValueError, match=r"^expected KIND:PATH with KIND one of dncnn, drunet, ffdnet, ircnn, "):
+            parse_weights_spec(bad)

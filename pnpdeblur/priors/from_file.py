@@ -5,12 +5,13 @@ command line (``--prior KIND --prior-weights PATH``) and for benchmark scripts c
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from pathlib import Path
+from typing import Any, Dict, Tuple
 
 from .drunet import DRUNetPrior
 from .learned import DenoiserPrior, DnCNNPrior, load_denoiser
 
-__all__ = ["prior_from_weights", "WEIGHT_KINDS"]
+__all__ = ["prior_from_weights", "parse_weights_spec", "WEIGHT_KINDS"]
 
 #: Kinds :func:`prior_from_weights` reads, with the authors' files each takes.
 WEIGHT_KINDS: Dict[str, str] = {
@@ -61,3 +62,12 @@ def prior_from_weights(kind: str, path: Any, **options: Any) -> DenoiserPrior:
 
         return DenoiserPrior(load_denoiser(IRCNNBank, path), **options)
     raise ValueError(f"kind must be one of {sorted(WEIGHT_KINDS)}, got {kind!r}")
+
+
+def parse_weights_spec(spec: str) -> Tuple[str, Path]:
+    """``"KIND:PATH"`` (e.g. ``"drunet:drunet_color.pth"``) → ``(kind, Path(path))``; the form of
+    the benchmark scripts' ``--prior-file``. ValueError names the kinds when it is not that."""
+    kind, _, path = str(spec).partition(":")
+    if kind not in WEIGHT_KINDS or not path:
+        raise ValueError(f"expected KIND:PATH with KIND one of {', '.join(WEIGHT_KINDS)}, got {spec!r}")
+    return kind, Path(path)
