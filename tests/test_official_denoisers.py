@@ -627,3 +627,20 @@ def test_parse_weights_spec():
     for bad in ("drunet", "drunet:", "bm3d:x.pth", ":x.pth"):
         with pytest.raises(ValueError, match=r"^expected KIND:PATH with KIND one of dncnn, drunet, ffdnet, ircnn, "):
             parse_weights_spec(bad)
+
+
+def test_describe_load_error_keeps_one_line():
+    from pnpdeblur.nets._official import describe_load_error
+
+    assert describe_load_error(RuntimeError("PytorchStreamReader failed\nsecond line")) == "PytorchStreamReader failed"
+    assert describe_load_error(EOFError("")) == "EOFError"
+    refusal = ("Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` will likely "
+               "succeed.\nPlease file an issue: WeightsUnpickler error: Unsupported global: GLOBAL a.B was not "
+               "allowed. Please use `add_safe_globals`.\n\nCheck the documentation")
+    assert describe_load_error(RuntimeError(refusal)) == (
+        "torch's safe reader (weights_only=True) refused it (Unsupported global: GLOBAL a.B was not allowed); "
+        "pnpdeblur never runs code from a checkpoint")
+    operand = ("Weights only load failed. In PyTorch 2.6 …\nPlease file an issue with the following: "
+               "WeightsUnpickler error: \n\nUnsupported operand 80\n\nCheck the documentation of torch.load to learn "
+               "more. https://…")
+    assert "(Unsupported operand 80);" in describe_load_error(RuntimeError(operand))
