@@ -18,7 +18,7 @@ from torch import nn
 
 from ..checkpoints import CheckpointError
 
-__all__ = ["load_official", "copy_mapped", "kair_conv_stack", "describe_load_error"]
+__all__ = ["load_official", "copy_mapped", "build_mapped", "kair_conv_stack", "describe_load_error"]
 
 
 def load_official(path: Union[str, Path]) -> Tuple["OrderedDict[str, torch.Tensor]", Dict[str, Any]]:
@@ -84,6 +84,17 @@ def copy_mapped(model: nn.Module, state: Mapping[str, torch.Tensor], mapping: Ma
             raise CheckpointError(f"{path}: tensor {off!r} holds NaN or Inf")
         new[mine] = t.to(ours[mine].dtype)
     model.load_state_dict(new, strict=True)
+
+
+def build_mapped(cls: Any, state: Mapping[str, torch.Tensor], mapping: Mapping[str, str], path, **config: Any):
+    """``cls(**config)`` loaded with ``state`` under ``mapping`` (:func:`copy_mapped`), in eval mode;
+    a configuration the constructor refuses is a :class:`CheckpointError` naming ``path``."""
+    try:
+        model = cls(**config)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: the state dict implies an invalid {cls.__name__}: {e}") from e
+    copy_mapped(model, state, mapping, path)
+    return model.eval()
 
 
 _KAIR_LAYER = re.compile(r"^model\.(\d+)\.(weight|bias|running_mean|running_var|num_batches_tracked)$")

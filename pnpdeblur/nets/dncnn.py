@@ -14,10 +14,9 @@ from typing import Any, Dict, Union
 import torch
 from torch import nn
 
-from ..checkpoints import CheckpointError
 from ._base import WEIGHTS_DIR, CheckpointMixin
 from ._e2e import check_int
-from ._official import copy_mapped, kair_conv_stack, load_official
+from ._official import build_mapped, kair_conv_stack, load_official
 
 __all__ = ["DnCNN", "PRETRAINED_PATH"]
 
@@ -125,12 +124,8 @@ class DnCNN(CheckpointMixin, nn.Module):
         merged = kair_conv_stack(load_official(path)[0], path, bn_eps, "DnCNN")
         n = len(merged) // 2
         first, last = merged["body.0.weight"], merged[f"body.{2 * (n - 1)}.weight"]
-        try:
-            model = cls(channels=int(last.shape[0]), features=int(first.shape[0]), depth=n, noise_map=False)
-        except ValueError as e:
-            raise CheckpointError(f"{path}: the state dict implies an invalid DnCNN: {e}") from e
-        copy_mapped(model, merged, {k: k for k in merged}, path)
-        return model.eval()
+        return build_mapped(cls, merged, {k: k for k in merged}, path, channels=int(last.shape[0]),
+                            features=int(first.shape[0]), depth=n, noise_map=False)
 
     # -- checkpoints (save / from_checkpoint / pretrained come from CheckpointMixin) ----
     pretrained_file = PRETRAINED_PATH.name

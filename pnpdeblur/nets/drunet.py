@@ -40,7 +40,7 @@ from torch import nn
 from ..checkpoints import CheckpointError
 from ._base import WEIGHTS_DIR, CheckpointMixin, crop_to, pad_to_multiple
 from ._e2e import check_input
-from ._official import copy_mapped, load_official
+from ._official import build_mapped, load_official
 
 __all__ = ["DRUNet", "SMALL_CONFIG", "MEDIUM_CONFIG", "PAPER_CONFIG", "DRUNET_PRETRAINED_PATH",
            "DRUNET_MEDIUM_PATH", "PRETRAINED_VARIANTS", "noise_level_map", "official_keys"]
@@ -247,12 +247,8 @@ class DRUNet(CheckpointMixin, nn.Module):
                                       f"{blocks} residual blocks: not a UNetRes with strided down-sampling")
             features.append(int(down.shape[0]))
         bias = "m_head.bias" in state
-        try:
-            model = cls(channels=channels, features=features, blocks=blocks, bias=bias, residual=False)
-        except ValueError as e:
-            raise CheckpointError(f"{path}: the state dict implies an invalid DRUNet: {e}") from e
-        copy_mapped(model, state, official_keys(blocks, bias), path)
-        return model.eval()
+        return build_mapped(cls, state, official_keys(blocks, bias), path, channels=channels, features=features,
+                            blocks=blocks, bias=bias, residual=False)
 
     # -- checkpoints (save / from_checkpoint come from CheckpointMixin) ----
     pretrained_file = DRUNET_PRETRAINED_PATH.name

@@ -20,7 +20,7 @@ from torch import nn
 from ..checkpoints import CheckpointError
 from ._base import CheckpointMixin, crop_to, pad_to_multiple
 from ._e2e import check_input, check_int
-from ._official import copy_mapped, kair_conv_stack, load_official
+from ._official import build_mapped, kair_conv_stack, load_official
 from .drunet import noise_level_map
 
 __all__ = ["FFDNet"]
@@ -95,9 +95,5 @@ class FFDNet(CheckpointMixin, nn.Module):
         if cout % 4 or cin != cout + 1:
             raise CheckpointError(f"{path}: the first convolution takes {cin} channels and the last gives {cout}; "
                                   "an FFDNet takes 4·C + 1 (the unshuffled image and the noise map) and gives 4·C")
-        try:
-            model = cls(channels=cout // 4, features=int(first.shape[0]), depth=n)
-        except ValueError as e:
-            raise CheckpointError(f"{path}: the state dict implies an invalid FFDNet: {e}") from e
-        copy_mapped(model, merged, {k: k for k in merged}, path)
-        return model.eval()
+        return build_mapped(cls, merged, {k: k for k in merged}, path, channels=cout // 4,
+                            features=int(first.shape[0]), depth=n)

@@ -143,11 +143,13 @@ class IRCNNBank(CheckpointMixin, nn.Module):
         bank = read_torch_state(path, "IRCNN") if not isinstance(path, Mapping) else path
         where = "the given bank" if isinstance(path, Mapping) else str(path)
         levels = list(levels)
-        if not isinstance(bank, Mapping) or sorted(map(str, bank)) != sorted(str(i) for i in range(len(levels))):
-            keys = sorted(map(str, bank))[:5] if isinstance(bank, Mapping) else type(bank).__name__
+        if isinstance(bank, Mapping):
+            bank = {str(k): v for k, v in bank.items()}  # their files use "0" …; integer keys read the same
+        if not isinstance(bank, Mapping) or sorted(bank) != sorted(str(i) for i in range(len(levels))):
+            keys = sorted(bank)[:5] if isinstance(bank, Mapping) else type(bank).__name__
             raise CheckpointError(f"{where}: not an IRCNN bank of {len(levels)} denoisers (a dict '0' … "
                                   f"'{len(levels) - 1}' of state dicts); got {keys}")
-        first = bank["0"] if "0" in bank else bank[0]
+        first = bank["0"]
         w0 = first.get("model.0.weight") if isinstance(first, Mapping) else None
         if not isinstance(w0, torch.Tensor) or w0.ndim != 4:
             raise CheckpointError(f"{where}: entry '0' is not an IRCNN state dict (no 4-d 'model.0.weight')")
@@ -157,7 +159,7 @@ class IRCNNBank(CheckpointMixin, nn.Module):
             raise CheckpointError(f"{where}: the bank implies an invalid IRCNNBank: {e}") from e
         mapping = {f"model.{2 * j}.{p}": f"body.{2 * j}.{p}" for j in range(len(DILATIONS)) for p in ("weight", "bias")}
         for i, net in enumerate(model.nets):
-            entry = bank[str(i)] if str(i) in bank else bank[i]
+            entry = bank[str(i)]
             if not isinstance(entry, Mapping) or not all(isinstance(v, torch.Tensor) for v in entry.values()):
                 raise CheckpointError(f"{where}: entry '{i}' is not a state dict of tensors")
             copy_mapped(net, strip_prefix(dict(entry)), mapping, f"{where} (entry '{i}')")
