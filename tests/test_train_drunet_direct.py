@@ -302,10 +302,11 @@ def test_defaults_are_the_papers_where_it_gives_numbers():
 def test_every_option_is_read():
     a = R.parse_args(["--data", "d", "--no-skimage", "--small", "--features", "1,2,3,4", "--blocks", "2",
                       "--residual", "no", "--steps", "7", "--batch", "3", "--crop", "48", "--max-sigma", "0.5",
-                      "--lr", "0.25", "--halve-at", "0.5", "--val-images", "2", "--threads", "1"])
+                      "--lr", "0.25", "--halve-at", "0.5", "--val-images", "2", "--threads", "1", "--init", "w.st"])
     assert (a.data, a.no_skimage, a.small, a.features, a.blocks, a.residual, a.steps, a.batch, a.crop,
-            a.max_sigma, a.lr, a.halve_at, a.val_images, a.threads) == (
-        "d", True, True, "1,2,3,4", 2, "no", 7, 3, 48, 0.5, 0.25, "0.5", 2, 1)
+            a.max_sigma, a.lr, a.halve_at, a.val_images, a.threads, a.init) == (
+        "d", True, True, "1,2,3,4", 2, "no", 7, 3, 48, 0.5, 0.25, "0.5", 2, 1, "w.st")
+    assert R.parse_args([]).init is None
     with pytest.raises(SystemExit):
         R.parse_args(["--residual", "maybe"])
 
@@ -460,7 +461,10 @@ def test_help_explains_each_recipe_option(capsys):
                  "--warmup WARMUP linear lr warm-up: a number of steps, or a fraction of the steps if < 1",
                  "--halve-at HALVE_AT fractions of the steps where lr halves",
                  "--val-images VAL_IMAGES last files of --data held out for validation",
-                 "--threads THREADS torch CPU threads --time-budget SECONDS train for about this long: a short "
+                 "--threads THREADS torch CPU threads --init INIT start from these DRUNet weights instead of a random "
+                 "initialisation: a safetensors path, or 'shipped' for the library's own of the same configuration "
+                 "(--small, or the medium one's --features 32,64,128,256 --blocks 2 --residual no) "
+                 "--time-budget SECONDS train for about this long: a short "
                  "probe measures the step rate and sets --steps to fill 90% of it; training stops at this time "
                  "regardless --device"):
         assert line in text, line
@@ -507,3 +511,89 @@ def test_grey_training_photos_become_colour(tmp_path):
     train, val = R.training_photos(str(d), skimage=False)
     assert [a.shape for _, a in train] == [(12, 14, 3)] * 2 and val == []
     assert np.array_equal(train[1][1][..., 0], train[1][1][..., 2])
+
+
+# ------------------------------------------------------------------ --init: a warm start
+def _same_weights(model, ref):
+    got = model.state_dict()
+    return all(torch.equal(got[k], v.to(got[k].dtype)) for k, v in ref.state_dict().items())
+
+
+def test_init_starts_from_the_given_weights_and_the_header_records_them(tmp_path, record):
+    import hashlib
+
+    first = R.main(_argv(tmp_path, "--out", str(tmp_path / "first.safetensors"), "--seed", "1"))
+    record.clear()
+    argv = _argv(tmp_path, "--init", str(first), "--seed", "2")
+    out = R.main(argv)
+    (t,) = record
+    assert _same_weights(t.args[0], DRUNet.from_checkpoint(first))  # every tensor, float16 weights widened
+    init = load_checkpoint(out, "DRUNet")[1]["data"]["init"]
+    assert init == {"file": "first.safetensors", "sha256": hashlib.sha256(first.read_bytes()).hexdigest(),
+                    "steps": 16}
+
+
+def test_without_init_the_model_is_fresh_and_the_header_says_so(tmp_path, record):
+    first = R.main(_argv(tmp_path, "--out", str(tmp_path / "first.safetensors"), "--seed", "1"))
+    record.clear()
+    torch.manual_seed(123)
+    out = R.main(_argv(tmp_path))
+    (t,) = record
+    assert not _same_weights(t.args[0], DRUNet.from_checkpoint(first))
+    assert load_checkpoint(out, "DRUNet")[1]["data"]["init"] is None
+
+
+@pytest.mark.parametrize("other", [["--features", "4,4,4,8"], ["--blocks", "2"], ["--residual", "yes"]])
+def test_init_with_weights_of_another_config_is_refused_by_name(tmp_path, record, other):
+    first = R.main(_argv(tmp_path, "--out", str(tmp_path / "first.safetensors")))
+    record.clear()
+    with pytest.raises(ValueError, match=r"init: .*first\.safetensors holds DRUNet\{.*but the options build DRUNet\{"):
+        R.main(_argv(tmp_path, "--init", str(first), *other))
+    assert record == []
+
+
+def test_init_from_another_architecture_a_corrupt_or_a_nan_file_is_a_checkpoint_error(tmp_path, record):
+    from pnpdeblur.checkpoints import CheckpointError
+    from pnpdeblur.nets import DnCNN
+
+    dn = DnCNN(channels=3, features=4, depth=3).save(tmp_path / "dncnn.safetensors")
+    with pytest.raises(CheckpointError, match="expected 'DRUNet'"):
+        R.main(_argv(tmp_path, "--init", str(dn)))
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="bad.safetensors"):
+        R.main(_argv(tmp_path, "--init", str(bad)))
+    poisoned = DRUNet(**{**PAPER_CONFIG, "features": (4, 4, 4, 4), "blocks": 1})
+    with torch.no_grad():
+        poisoned.head.weight[0, 0, 0, 0] = float("nan")
+    nan = poisoned.save(tmp_path / "nan.safetensors")
+    with pytest.raises(CheckpointError, match="NaN|Inf|finite"):
+        R.main(_argv(tmp_path, "--init", str(nan)))
+    assert record == []
+
+
+def test_init_shipped_picks_the_shipped_weights_of_the_same_config(tmp_path, record):
+    from pnpdeblur.nets.drunet import DRUNET_MEDIUM_PATH, DRUNET_PRETRAINED_PATH
+
+    engine = ["--steps", "2", "--batch", "1", "--crop", "8", "--val-items", "2", "--device", "cpu", "--no-progress",
+              "--run-dir", str(tmp_path / "run"), "--init", "shipped"]
+    for options, variant, path in ((["--small"], "small", DRUNET_PRETRAINED_PATH),
+                                   (["--features", "32,64,128,256", "--blocks", "2", "--residual", "no"], "medium",
+                                    DRUNET_MEDIUM_PATH)):
+        out = R.main([*options, *engine, "--out", str(tmp_path / f"{variant}.safetensors")])
+        assert _same_weights(record[-1].args[0], DRUNet.pretrained(variant))
+        init = load_checkpoint(out, "DRUNet")[1]["data"]["init"]
+        assert init["file"] == path.name and init["steps"] == DRUNet.pretrained(variant).header["steps"]
+    assert R.shipped_weights_for(DRUNet(**SMALL_CONFIG).config) == DRUNET_PRETRAINED_PATH
+    with pytest.raises(ValueError, match=r"--init shipped: no shipped DRUNet has the options' config .*'features': "
+                                         r"\[4, 4, 4, 4\].*; shipped: small: \{.*\}; medium: \{.*\}"):
+        R.main(_argv(tmp_path, "--init", "shipped"))
+
+
+def test_init_refuses_to_overwrite_its_own_weights(tmp_path, record):
+    w = R.main(_argv(tmp_path, "--out", str(tmp_path / "w.safetensors")))
+    record.clear()
+    before = w.read_bytes()
+    with pytest.raises(ValueError, match=r"--out .*w\.safetensors would overwrite the --init weights"):
+        R.main(_argv(tmp_path, "--init", str(tmp_path / "run" / ".." / "w.safetensors"), "--out", str(w)))
+    assert w.read_bytes() == before and record == []

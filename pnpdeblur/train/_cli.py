@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 
 __all__ = ["add_engine_arguments", "add_time_budget_argument", "budgeted_steps", "engine_options", "export_weights",
-           "device_name", "parse_engine_args"]
+           "device_name", "parse_engine_args", "initialise_from", "check_init_out"]
 
 
 def add_engine_arguments(
@@ -162,3 +162,31 @@ def export_weights(
 def device_name(device: torch.device) -> str:
     """What a weights header records as the training device: the card's name on CUDA, else the type."""
     return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
+def initialise_from(model: torch.nn.Module, path: Path, architecture: str) -> Dict[str, Any]:
+    """Load the ``architecture`` weights at ``path`` into ``model`` (a warm start); returns their provenance.
+
+    The checkpoint's config must equal ``model.config`` (the options must build the same network);
+    a mismatch raises ``ValueError`` naming both, a corrupt or foreign checkpoint (or one holding
+    NaN/Inf) :class:`pnpdeblur.checkpoints.CheckpointError`, and ``model`` is then left as it was.
+    Returns the file name, its SHA-256 and the step count its header records, for the new
+    weights' header.
+    """
+    import hashlib
+
+    from ..checkpoints import load_into, read_header
+
+    header = read_header(path)
+    if header["architecture"] == architecture and header["config"] != dict(model.config):
+        raise ValueError(f"init: {path} holds {architecture}{header['config']}, "
+                         f"but the options build {architecture}{dict(model.config)}")
+    load_into(model, path, architecture)
+    return {"file": Path(path).name, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+            "steps": header.get("steps")}
+
+
+def check_init_out(init: Path, out: Path) -> None:
+    """Refuse an ``--out`` that is the ``--init`` file: the run would overwrite what it starts from."""
+    if Path(init).resolve() == Path(out).resolve():
+        raise ValueError(f"--out {out} would overwrite the --init weights; pass another --out")

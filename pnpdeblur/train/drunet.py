@@ -18,6 +18,8 @@ Usage::
     pnpdeblur train drunet --data .data/bsds500/train --small --steps 2000 --threads 2
     pnpdeblur train drunet --data photos/ --steps 800000 --batch 16 --crop 128 --device cuda --amp  # paper
     pnpdeblur train drunet --data photos/ --features 32,64,128,256 --blocks 2 --time-budget 600 --amp  # 10 min
+    pnpdeblur train drunet --data photos/ --features 32,64,128,256 --blocks 2 --residual no \
+        --init shipped --lr 1e-4 --time-budget 600 --amp   # go on from the shipped medium weights
     pnpdeblur train drunet --help
 """
 from __future__ import annotations
@@ -33,12 +35,12 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from ..data import list_images, read_image, sample_image, sample_images
-from ..nets.drunet import PAPER_CONFIG, SMALL_CONFIG, DRUNet
-from ._cli import (add_engine_arguments, add_time_budget_argument, budgeted_steps, engine_options, export_weights,
-                   parse_engine_args)
+from ..nets.drunet import PAPER_CONFIG, PRETRAINED_VARIANTS, SMALL_CONFIG, DRUNet
+from ._cli import (add_engine_arguments, add_time_budget_argument, budgeted_steps, check_init_out, engine_options,
+                   export_weights, initialise_from, parse_engine_args)
 
 __all__ = ["HELD_OUT_SAMPLES", "MAX_SIGMA", "VAL_SIGMAS", "CleanCropDataset", "NoisyValDataset",
-           "training_photos", "make_loss_fn", "val_fn", "psnr_batch", "parse_args", "main"]
+           "training_photos", "make_loss_fn", "val_fn", "psnr_batch", "shipped_weights_for", "parse_args", "main"]
 
 #: scikit-image photos kept for the benchmarks (never trained on).
 HELD_OUT_SAMPLES = ("astronaut", "camera", "coffee", "chelsea")
@@ -189,6 +191,22 @@ def val_fn(model, batch) -> Dict[str, float]:
             "psnr_noisy": float(psnr_batch(batch["noisy"], batch["clean"]).mean())}
 
 
+def shipped_weights_for(config: Dict[str, Any]) -> Path:
+    """The shipped DRUNet weights (small or medium) whose network ``config`` builds.
+
+    Raises ``ValueError`` naming the shipped variants' configs when none matches.
+    """
+    from ..checkpoints import read_header
+
+    found = {}
+    for variant, path in PRETRAINED_VARIANTS.items():
+        found[variant] = read_header(path)["config"]
+        if found[variant] == dict(config):
+            return Path(path)
+    raise ValueError(f"--init shipped: no shipped DRUNet has the options' config {dict(config)}; shipped: "
+                     + "; ".join(f"{v}: {c}" for v, c in found.items()))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="pnpdeblur train drunet",
                                  description="Train DRUNet, the noise-level-aware denoiser prior (DPIR).")
@@ -210,6 +228,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--halve-at", default="0.5,0.75,0.875", help="fractions of the steps where lr halves")
     ap.add_argument("--val-images", type=int, default=8, help="last files of --data held out for validation")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--init", default=None,
+                    help="start from these DRUNet weights instead of a random initialisation: a safetensors path, "
+                         "or 'shipped' for the library's own of the same configuration (--small, or the medium "
+                         "one's --features 32,64,128,256 --blocks 2 --residual no)")
     add_time_budget_argument(ap)
     add_engine_arguments(ap, run_dir="runs/drunet", out_name="drunet.safetensors", val_items=24, log_every=25,
                          val_every=250, ckpt_every=50, grad_clip=False)
@@ -232,6 +254,11 @@ def main(argv=None) -> Path:
     if args.residual is not None:
         config["residual"] = args.residual == "yes"
     model = DRUNet(**config)
+    init = None
+    if args.init is not None:
+        init_path = shipped_weights_for(model.config) if args.init == "shipped" else Path(args.init)
+        check_init_out(init_path, args.out)
+        init = initialise_from(model, init_path, "DRUNet")
     train_photos, val_photos = training_photos(args.data, args.val_images if args.data else 0,
                                                skimage=not args.no_skimage)
     loss_fn = make_loss_fn(args.max_sigma)
@@ -265,6 +292,7 @@ def main(argv=None) -> Path:
         "train_files": [n for n, _ in train_photos],
         "val_files": [n for n, _ in val_photos],
         "held_out": list(HELD_OUT_SAMPLES),
+        "init": init,
         "max_sigma": args.max_sigma, "loss": "L1", "crop": args.crop,
         "seconds": round(time.time() - t0, 1), "torch": torch.__version__,
         "device": str(trainer.device),

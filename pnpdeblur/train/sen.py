@@ -40,8 +40,9 @@ from torch.utils.data import ConcatDataset, default_collate
 from ..data import SyntheticBlurDataset, list_images, read_image, sample_images
 from ..losses import flow_l2_loss
 from ..nets.sen import SEN, SEN_PRETRAINED_PATH
-from ._cli import (add_engine_arguments, add_time_budget_argument, budgeted_steps, device_name, engine_options,
-                   export_weights, parse_engine_args)
+from ._cli import (add_engine_arguments, add_time_budget_argument, budgeted_steps, check_init_out, device_name,
+                   engine_options, export_weights, parse_engine_args)
+from ._cli import initialise_from as _initialise_from
 
 __all__ = ["TRAIN_SAMPLES", "HELD_OUT_SAMPLES", "training_sources", "build_datasets", "blur_batch",
            "make_loss_fn", "val_fn", "initialise_from", "main"]
@@ -144,20 +145,10 @@ def initialise_from(model: SEN, path: Path) -> Dict[str, Any]:
     """Load the SEN weights at ``path`` into ``model`` (a warm start); returns their provenance.
 
     The checkpoint's config must equal ``model.config`` (``flow_scale`` included: it scales the
-    output, so weights trained for other presets would be off by a factor); a mismatch raises
-    ``ValueError``, a corrupt or foreign checkpoint :class:`pnpdeblur.checkpoints.CheckpointError`.
-    Returns the file name, its SHA-256 and the step count its header records.
+    output, so weights trained for other presets would be off by a factor); see
+    :func:`pnpdeblur.train._cli.initialise_from`.
     """
-    import hashlib
-
-    from ..checkpoints import load_into, read_header
-
-    header = read_header(path)
-    if header["architecture"] == "SEN" and header["config"] != dict(model.config):
-        raise ValueError(f"init: {path} holds SEN{header['config']}, but the options build SEN{dict(model.config)}")
-    load_into(model, path, "SEN")
-    return {"file": Path(path).name, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
-            "steps": header.get("steps")}
+    return _initialise_from(model, path, "SEN")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -205,8 +196,7 @@ def main(argv=None) -> Path:
     init = None
     if args.init is not None:
         init_path = Path(SEN_PRETRAINED_PATH if args.init == "shipped" else args.init)
-        if init_path.resolve() == Path(args.out).resolve():
-            raise ValueError(f"--out {args.out} would overwrite the --init weights; pass another --out")
+        check_init_out(init_path, args.out)
         init = initialise_from(model, init_path)
     loss_fn = make_loss_fn(args.loss == "symmetric", args.max_noise, args.max_gain, args.highlight_prob)
     sources = training_sources(args.corpus, args.preload)
