@@ -165,6 +165,82 @@ def test_grey_net_on_colour_image_per_rgb_channel():
     torch.testing.assert_close(out, _f(z, 0.2), rtol=0, atol=1e-12)
 
 
+class _BlindColourNet(_Net):
+    """A colour 'denoiser' that takes no σ: records its input, returns x + x²/4."""
+
+    def forward(self, x):
+        self.inputs.append(x.detach().clone())
+        return self.w * (x + x**2 / 4)
+
+
+def _blind_colour_dncnn():
+    return DnCNN(channels=3, features=4, depth=3, noise_map=False).double()
+
+
+@pytest.mark.parametrize("how", ["takes_sigma=False", "blind DnCNN"])
+def test_grey_image_through_a_blind_colour_net_gets_white_chroma_noise_of_std_sqrt3_sigma(how):
+    sigma, (n, h, w) = 0.1, (2, 96, 80)
+    z = torch.rand(n, 1, h, w, dtype=torch.float64)
+    if how == "takes_sigma=False":
+        net = _BlindColourNet(channels=3, dtype=torch.float64)
+        prior = DenoiserPrior(net, takes_sigma=False)
+        seen = lambda: net.inputs[-1]  # noqa: E731
+    else:  # the σ a DnCNNPrior is called with never reaches a blind DnCNN; the noise does
+        net = _blind_colour_dncnn()
+        inputs = []
+        net.register_forward_hook(lambda m, args, out: inputs.append(args[0].detach().clone()))
+        prior = DnCNNPrior.__new__(DnCNNPrior)
+        DenoiserPrior.__init__(prior, net)
+        seen = lambda: inputs[-1]  # noqa: E731
+    out = prior(z, sigma)
+    t = seen()
+    assert t.shape == (n, 3, h, w)
+    # the channel mean is the image itself: the added noise has no luminance
+    torch.testing.assert_close(t.mean(1, keepdim=True), z, rtol=0, atol=1e-12)
+    opp = torch.einsum("ij,njhw->nihw", _OPPONENT, t)
+    torch.testing.assert_close(opp[:, :1], math.sqrt(3) * z, rtol=0, atol=1e-12)
+    chroma = opp[:, 1:]
+    # white Gaussian noise of std √3·σ in each chroma direction, independent of each other and of the image
+    std = math.sqrt(3) * sigma
+    for c in range(2):  # zero mean within 4 standard errors; the std within 3 %
+        assert abs(chroma[:, c].mean().item()) < 4 * std / math.sqrt(n * h * w)
+        assert chroma[:, c].std().item() == pytest.approx(std, rel=0.03)
+    a, b = chroma[:, 0].flatten(), chroma[:, 1].flatten()
+    assert abs(float(((a - a.mean()) * (b - b.mean())).mean()) / (a.std() * b.std()).item()) < 0.03
+    shifted = chroma[..., 1:].flatten(), chroma[..., :-1].flatten()  # neighbours: white, not smooth
+    assert abs(float(np.corrcoef(shifted[0].numpy(), shifted[1].numpy())[0, 1])) < 0.03
+    # the output is the channel mean of the network's output on that input
+    ref = (t + t**2 / 4) if how == "takes_sigma=False" else net(t)
+    torch.testing.assert_close(out, ref.detach().mean(1, keepdim=True), rtol=0, atol=1e-12)
+    # the same draw on every call (a solver's iterations see a fixed prior), so the prior is deterministic
+    prior(z, sigma)
+    torch.testing.assert_close(seen(), t, rtol=0, atol=0)
+
+
+def test_a_colour_net_told_sigma_gets_the_plain_replica_and_sqrt3_sigma():
+    z = torch.rand(1, 1, 8, 9, dtype=torch.float64)
+    told = _Net(channels=3, dtype=torch.float64)  # a non-blind colour net is told √3·σ instead
+    out = DenoiserPrior(told)(z, 0.1)
+    torch.testing.assert_close(told.inputs[-1], z.expand(-1, 3, -1, -1), rtol=0, atol=0)
+    torch.testing.assert_close(out, _f(z.expand(-1, 3, -1, -1), 0.1 * math.sqrt(3)).mean(1, keepdim=True),
+                               rtol=0, atol=1e-12)
+    # a noise-map DnCNN is told σ too
+    nm = DnCNN(channels=3, features=4, depth=3, noise_map=True).double()
+    calls = []
+    real = nm.forward
+    nm.forward = lambda x, s=0.0: calls.append((x.detach().clone(), s)) or real(x, s)
+    DenoiserPrior(nm)(z, 0.1)
+    torch.testing.assert_close(calls[-1][0], z.expand(-1, 3, -1, -1), rtol=0, atol=0)
+    assert calls[-1][1] == pytest.approx(0.1 * math.sqrt(3), rel=1e-15)
+
+
+def test_dncnn_prior_tells_sigma_only_to_a_noise_map_dncnn(tmp_path):
+    blind = _blind_colour_dncnn().float().save(tmp_path / "blind.safetensors")
+    told = DnCNN(channels=3, features=4, depth=3, noise_map=True).save(tmp_path / "told.safetensors")
+    assert DnCNNPrior(blind).takes_sigma is False and DnCNNPrior(told).takes_sigma is True
+    assert DnCNNPrior().takes_sigma is True  # the shipped one has a noise map
+
+
 def test_grey_net_on_two_channels_folds_without_colour_transform():
     net = _Net(dtype=torch.float64)
     z = torch.rand(1, 2, 4, 5, dtype=torch.float64)

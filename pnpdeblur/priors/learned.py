@@ -60,6 +60,16 @@ def _cycle_index(context: Optional[Dict[str, Any]]) -> int:
     return k % 8 if isinstance(k, int) and not isinstance(k, bool) else 0
 
 
+def _chroma_noise(z: torch.Tensor, std: float) -> torch.Tensor:
+    """Gaussian noise of ``std`` along the two chroma rows of :data:`_OPPONENT` for an
+    ``(N, 3, H, W)`` ``z``: zero mean over the channels, the same draw for the same shape (seed 0)."""
+    n, _, h, w = z.shape
+    g = torch.Generator().manual_seed(0)
+    ab = torch.randn(n, 2, h, w, generator=g, dtype=torch.float64)
+    chroma = _OPPONENT[1:].T  # (3, 2): each column a unit chroma direction
+    return (std * torch.einsum("cj,njhw->nchw", chroma, ab)).to(dtype=z.dtype, device=z.device)
+
+
 def _dihedral(t: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
     """``t`` (…, H, W) rotated by ``(k mod 4)·90°`` and, for k ≥ 4, mirrored left-right; or
     the inverse of that."""
@@ -84,8 +94,13 @@ class DenoiserPrior(BasePrior):
         denoised one by one (folded into the batch). If it is 3 and the image is grey, the
         image is replicated to three channels and denoised with ``σ√3`` (its noise, the same
         in every channel, is all luminance: √3 σ there and none in the chroma directions),
-        and the three outputs are averaged. Default: ``net.config['channels']`` when
-        present, else the image's channel count.
+        and the three outputs are averaged. A network that takes no σ (``takes_sigma=False``,
+        or a DnCNN without a noise-map input, such as the authors' blind colour one) cannot be
+        told; it would take the correlated noise for structure and leave it. Its replica also
+        gets independent Gaussian noise of std √3 σ in the two chroma directions (a fixed
+        seed per call; the channel mean is unchanged): the input is then the white colour
+        noise of std √3 σ the network was trained on. Default: ``net.config['channels']``
+        when present, else the image's channel count.
     takes_sigma : bool
         Pass the noise level to the network.
     clamp : bool
@@ -158,6 +173,9 @@ class DenoiserPrior(BasePrior):
             channels = config.get("channels") if isinstance(config, dict) else None
         self.channels = channels
         self.takes_sigma = takes_sigma
+        # a network that ignores σ: not given it, or a DnCNN without its noise-map input
+        config = getattr(net, "config", None)
+        self._blind = not takes_sigma or (isinstance(config, dict) and config.get("noise_map") is False)
         self.clamp = clamp
         if color not in ("auto", "rgb", "opponent"):
             raise ValueError(f"color must be 'auto', 'rgb' or 'opponent', got {color!r}")
@@ -200,6 +218,8 @@ class DenoiserPrior(BasePrior):
         grey = self.channels == 3 and z.shape[1] == 1
         if grey:  # through the colour network replicated; its noise is all luminance, √3 σ
             z, sigma = z.expand(-1, 3, -1, -1), sigma * math.sqrt(3.0)
+            if self._blind:  # (σ > 0 here: BasePrior returns σ = 0 calls unchanged)
+                z = z + _chroma_noise(z, sigma)
         p = self._param()
         if p is not None and self.device is None and p.device != z.device:
             self.net.to(z.device)  # 'follow': the network runs where the data is
@@ -283,5 +303,7 @@ class DnCNNPrior(DenoiserPrior):
         from ..nets.dncnn import DnCNN
 
         net = DnCNN.pretrained() if path is None else load_denoiser(DnCNN, path)
-        super().__init__(net, clamp=clamp, color=color, ensemble=ensemble, device=device, tile=tile,
-                         tile_overlap=int(net.config["depth"]), cycle=cycle)
+        # a blind DnCNN (no noise-map input, as the authors') is told no σ
+        super().__init__(net, takes_sigma=bool(net.config["noise_map"]), clamp=clamp, color=color,
+                         ensemble=ensemble, device=device, tile=tile, tile_overlap=int(net.config["depth"]),
+                         cycle=cycle)
