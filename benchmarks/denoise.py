@@ -8,12 +8,19 @@ anyway; BM3D grey). Noise: σ = 15, 25, 50 (/255), seeded per image and σ, not 
 Reported: PSNR (dB, output clipped to [0, 1]) of the noisy input and of each denoiser, and
 its wall time per image (torch threads: ``--threads``).
 
+``--folder DIR`` replaces those images with every image in ``DIR``, whole (no crop): the
+published protocol on a standard test set such as CBSD68 or BSD68 (evaluation sets: never train
+on them). ``--grey`` converts them to luminance (BSD68's protocol for grey denoisers).
+``--shipped`` picks which of the library's own denoisers run beside ``--prior-file``'s (those run
+one pass each, without the flip ensemble, as their papers report them).
+
 Usage::
 
     python benchmarks/denoise.py               # full run, writes benchmarks/denoise.json
     python benchmarks/denoise.py --quick       # 2 images, σ = 25 only
     python benchmarks/denoise.py --no-bm3d     # skip BM3D
     python benchmarks/denoise.py --prior-file drunet:drunet_color.pth --prior-file ffdnet:ffdnet_color.pth
+    python benchmarks/denoise.py --folder testsets/CBSD68 --shipped drunet-medium --prior-file dncnn:dncnn_color_blind.pth
 """
 from __future__ import annotations
 
@@ -61,6 +68,24 @@ def load_images(bsds: int, quick: bool, skimage: int = 4) -> Dict[str, np.ndarra
     return images
 
 
+def load_folder(folder: Path, grey: bool) -> Dict[str, np.ndarray]:
+    """Name → every image of ``folder`` (sorted by name), whole, float32 ``(H, W, C)`` in [0, 1]."""
+    files = list_images(folder)
+    if not files:
+        raise SystemExit(f"--folder {folder}: no images found")
+    return {f"{folder.name}/{p.stem}": read_image(p, 1 if grey else 3) for p in files}
+
+
+#: The library's own denoisers by ``--shipped`` name.
+SHIPPED = {
+    "dncnn-ensemble": ("DnCNN (shipped, ensemble)", DnCNNPrior),
+    "dncnn": ("DnCNN (shipped)", lambda: DnCNNPrior(ensemble=False)),
+    "drunet": ("DRUNet small (shipped)", DRUNetPrior),
+    "drunet-ensemble": ("DRUNet small (shipped, ensemble)", lambda: DRUNetPrior(ensemble=True)),
+    "drunet-medium": ("DRUNet medium (shipped)", lambda: DRUNetPrior(variant="medium")),
+}
+
+
 def _psnr(x: np.ndarray, ref: np.ndarray) -> float:
     x = np.clip(np.asarray(x, dtype=np.float64), 0, 1)
     return float(psnr(x, np.asarray(ref, dtype=np.float64), channel_axis=-1))
@@ -79,24 +104,38 @@ def main(argv=None) -> dict:
     ap.add_argument("--prior-file", action="append", default=[], metavar="KIND:PATH",
                     help="also run this denoiser: KIND one of " + ", ".join(WEIGHT_KINDS) + ", PATH a checkpoint "
                          "or the authors' file (e.g. ffdnet:ffdnet_color.pth; repeatable)")
+    ap.add_argument("--folder", type=Path, default=None,
+                    help="denoise every image of this folder, whole, instead of the default photos (e.g. CBSD68)")
+    ap.add_argument("--grey", action="store_true", help="with --folder: convert every image to luminance (e.g. BSD68)")
+    ap.add_argument("--shipped", default="dncnn-ensemble,drunet,drunet-ensemble",
+                    help="the library's denoisers to run, comma-separated, from " + ", ".join(SHIPPED)
+                         + " (empty: none)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("denoise.json"))
     args = ap.parse_args(argv)
     try:
         extra = [parse_weights_spec(spec) for spec in args.prior_file]
     except ValueError as e:
         ap.error(f"--prior-file: {e}")
+    shipped = [k.strip() for k in args.shipped.split(",") if k.strip()]
+    unknown = sorted(set(shipped) - set(SHIPPED))
+    if unknown:
+        ap.error(f"--shipped: unknown {', '.join(unknown)}; choose from {', '.join(SHIPPED)}")
     torch.set_num_threads(args.threads)
-    priors = {"DnCNN (shipped, ensemble)": DnCNNPrior(), "DRUNet small (shipped)": DRUNetPrior(),
-              "DRUNet small (shipped, ensemble)": DRUNetPrior(ensemble=True)}
+    priors = {SHIPPED[k][0]: SHIPPED[k][1]() for k in shipped}
     for path in args.drunet_weights:  # candidates, e.g. a new training run before it ships
         priors[f"DRUNet {path}"] = DRUNetPrior(path)
-    for kind, path in extra:  # e.g. the authors' weights
-        priors[f"{kind} ({path.name})"] = prior_from_weights(kind, path)
+    for kind, path in extra:  # e.g. the authors' weights, one pass each as their papers report
+        priors[f"{kind} ({path.name})"] = prior_from_weights(kind, path, ensemble=False)
     if not args.no_bm3d:
         from pnpdeblur.priors.bm3d import BM3D
 
         priors["BM3D"] = BM3D()
-    images = load_images(args.bsds, args.quick, args.skimage)
+    if args.folder is not None:
+        images = load_folder(args.folder, args.grey)
+    else:
+        if args.grey:
+            ap.error("--grey goes with --folder")
+        images = load_images(args.bsds, args.quick, args.skimage)
     sigmas = (25,) if args.quick else tuple(int(s) for s in args.sigmas.split(",") if s.strip())
     rows: List[dict] = []
     t0 = time.time()
@@ -123,7 +162,8 @@ def main(argv=None) -> dict:
                                 time=float(np.mean([r["results"][pname]["time"] for r in sel]))))
     result = dict(machine=dict(platform=platform.platform(), torch=torch.__version__, threads=args.threads,
                                cpus=__import__("os").cpu_count()),
-                  quick=args.quick, images=list(images), per_image=rows, summary=summary,
+                  quick=args.quick, folder=None if args.folder is None else str(args.folder), grey=args.grey,
+                  images=list(images), per_image=rows, summary=summary,
                   seconds=round(time.time() - t0, 1))
     args.out.write_text(json.dumps(result, indent=2))
     print("\n| σ (/255) | method | images | noisy PSNR | PSNR | time / image (s) |")

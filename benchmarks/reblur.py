@@ -16,7 +16,9 @@ Three parts:
 ``timing``
     Chen's table 3: time of one fine-tuning step of the reblur model, forward + backward,
     for a mini-batch of 10 RGB 128² images (gradient to the images; "+flow" also to the
-    flows, as with a trainable flow network), per kernel, median of ``--repeats`` runs.
+    flows, as with a trainable flow network), per kernel, median of ``--repeats`` runs. With
+    ``--net`` (a single-frame net), also the whole step Chen timed: the net deblurs the 10
+    images, the reblur loss with fixed flows, backward through the net, one Adam update.
 ``flow``
     The optical flow the reblur needs: end-point error of the zero flow, scikit-image's TV-L1
     (the default) and, with ``--flownets PATH``, a FlowNetS checkpoint, on the held-out clips of
@@ -141,6 +143,8 @@ def part_timing(args) -> list:
                 rows.append({"part": "timing", "kernel": KERNEL_LABEL[kernel], "frames": frames,
                              "grad": "image+flow" if flow_grad else "image", "batch": n, "size": s,
                              "seconds": round(statistics.median(times), 4), "repeats": args.repeats})
+    if args.net is not None:
+        rows += _net_step_times(args, b, fn0, fp0, dev)
     base = {(r["frames"], r["grad"]): r["seconds"] for r in rows if r["kernel"] == "two-segment"}
     for r in rows:
         r["vs_two_segment"] = round(r["seconds"] / base[(r["frames"], r["grad"])], 3)
@@ -149,6 +153,37 @@ def part_timing(args) -> list:
     print(f"{'kernel':>12} {'frames':>6} {'grad':>11} {'seconds':>8} {'ratio':>6}")
     for r in rows:
         print(f"{r['kernel']:>12} {r['frames']:>6} {r['grad']:>11} {r['seconds']:>8.3f} {r['vs_two_segment']:>6.2f}")
+    return rows
+
+
+def _net_step_times(args, b, fn0, fp0, dev) -> list:
+    """Median time of a whole fine-tuning step per kernel: ``--net`` deblurs ``b``, the reblur loss
+    with the fixed flows ``fn0``/``fp0``, backward through the net, one Adam update."""
+    from pnpdeblur.cli import load_deblur_net
+    from pnpdeblur.train.reblur import net_frames
+
+    net = load_deblur_net(args.net).to(dev).train()
+    if net_frames(net) != 1:
+        raise SystemExit(f"--net {args.net}: the timing part takes a single-frame net")
+    opt = torch.optim.Adam(net.parameters(), lr=1e-6)  # tiny: the steps leave the net almost as it was
+    rows = []
+    for kernel in REBLUR_KERNELS:
+        times = []
+        for r in range(args.repeats + 1):  # the first run compiles / warms up, not counted
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss = reblur_loss(net(b), b, fn0, fp0, kernel=kernel)
+            loss.backward()
+            opt.step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            if r:
+                times.append(time.perf_counter() - t0)
+        rows.append({"part": "timing", "kernel": KERNEL_LABEL[kernel], "frames": 3, "grad": f"net step ({args.net})",
+                     "batch": b.shape[0], "size": b.shape[-1], "seconds": round(statistics.median(times), 4),
+                     "repeats": args.repeats})
     return rows
 
 
@@ -255,7 +290,9 @@ def main(argv=None):
     ap.add_argument("--flow-amp", type=float, default=6.0, help="flow magnitude of the timing part, px")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--net", default=None, help="deblurring net for the finetune part (name or checkpoint)")
+    ap.add_argument("--net", default=None,
+                    help="deblurring net (name or checkpoint) for the finetune part, and timed in the timing part")
+    ap.add_argument("--tag", default="", help="suffix of the output file")
     ap.add_argument("--ft-steps", type=int, default=200)
     ap.add_argument("--ft-frames", type=int, default=5, help="blurred frames per fine-tuning clip")
     ap.add_argument("--ft-max-blur", type=float, default=30.0, help="blur per exposure of the fine-tuning clips")
@@ -273,7 +310,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     for p in parts:
         rows += {"model": part_model, "timing": part_timing, "flow": part_flow, "finetune": part_finetune}[p](args)
-    write_rows("reblur", args.device.split(":")[0], rows, parts=parts, size=args.size, clips=args.clips,
+    write_rows("reblur" + (f"_{args.tag}" if args.tag else ""), args.device.split(":")[0], rows, parts=parts, size=args.size, clips=args.clips,
                max_blur=args.max_blur, torch=torch.__version__, threads=torch.get_num_threads(),
                seconds=round(time.perf_counter() - t0, 1))
 
