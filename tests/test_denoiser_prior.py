@@ -185,12 +185,11 @@ def test_grey_image_through_a_blind_colour_net_gets_white_chroma_noise_of_std_sq
         net = _BlindColourNet(channels=3, dtype=torch.float64)
         prior = DenoiserPrior(net, takes_sigma=False)
         seen = lambda: net.inputs[-1]  # noqa: E731
-    else:  # the σ a DnCNNPrior is called with never reaches a blind DnCNN; the noise does
+    else:  # told σ (the default), but a DnCNN without a noise map ignores it: blind from its config
         net = _blind_colour_dncnn()
         inputs = []
         net.register_forward_hook(lambda m, args, out: inputs.append(args[0].detach().clone()))
-        prior = DnCNNPrior.__new__(DnCNNPrior)
-        DenoiserPrior.__init__(prior, net)
+        prior = DenoiserPrior(net)
         seen = lambda: inputs[-1]  # noqa: E731
     out = prior(z, sigma)
     t = seen()
