@@ -114,6 +114,23 @@ def part_model(args) -> list:
 
 
 # --------------------------------------------------------------------------------- timing
+def _median_time(step, prepare, repeats: int, dev: torch.device) -> float:
+    """Median seconds of ``step(*prepare())`` over ``repeats`` runs after one warm-up run (compiles,
+    caches), ``prepare`` untimed; the GPU is synchronised around each timed run."""
+    times = []
+    for r in range(repeats + 1):
+        inputs = prepare()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        step(*inputs)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        if r:
+            times.append(time.perf_counter() - t0)
+    return round(statistics.median(times), 4)
+
+
 def part_timing(args) -> list:
     dev = torch.device(args.device)
     g = torch.Generator().manual_seed(0)
@@ -126,23 +143,16 @@ def part_timing(args) -> list:
     for kernel in REBLUR_KERNELS:
         for frames in (3,):  # the 2-frame model runs the same operator (F₋ = −F₊)
             for flow_grad in (False, True):
-                times = []
-                for r in range(args.repeats + 1):  # the first run compiles / warms up, not counted
-                    d = b.clone().requires_grad_(True)
-                    fn = fn0.clone().requires_grad_(flow_grad)
+                def prepare():
                     fp = fp0.clone().requires_grad_(flow_grad) if frames == 3 else None
-                    if dev.type == "cuda":
-                        torch.cuda.synchronize()
-                    t0 = time.perf_counter()
-                    loss = reblur_loss(d, b, fn, fp, kernel=kernel)
-                    loss.backward()
-                    if dev.type == "cuda":
-                        torch.cuda.synchronize()
-                    if r:
-                        times.append(time.perf_counter() - t0)
+                    return b.clone().requires_grad_(True), fn0.clone().requires_grad_(flow_grad), fp
+
+                def step(d, fn, fp):
+                    reblur_loss(d, b, fn, fp, kernel=kernel).backward()
+
                 rows.append({"part": "timing", "kernel": KERNEL_LABEL[kernel], "frames": frames,
                              "grad": "image+flow" if flow_grad else "image", "batch": n, "size": s,
-                             "seconds": round(statistics.median(times), 4), "repeats": args.repeats})
+                             "seconds": _median_time(step, prepare, args.repeats, dev), "repeats": args.repeats})
     if args.net is not None:
         rows += _net_step_times(args, b, fn0, fp0, dev)
     base = {(r["frames"], r["grad"]): r["seconds"] for r in rows if r["kernel"] == "two-segment"}
@@ -168,22 +178,14 @@ def _net_step_times(args, b, fn0, fp0, dev) -> list:
     opt = torch.optim.Adam(net.parameters(), lr=1e-6)  # tiny: the steps leave the net almost as it was
     rows = []
     for kernel in REBLUR_KERNELS:
-        times = []
-        for r in range(args.repeats + 1):  # the first run compiles / warms up, not counted
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
+        def step():
             opt.zero_grad(set_to_none=True)
-            loss = reblur_loss(net(b), b, fn0, fp0, kernel=kernel)
-            loss.backward()
+            reblur_loss(net(b), b, fn0, fp0, kernel=kernel).backward()
             opt.step()
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            if r:
-                times.append(time.perf_counter() - t0)
+
         rows.append({"part": "timing", "kernel": KERNEL_LABEL[kernel], "frames": 3, "grad": f"net step ({args.net})",
-                     "batch": b.shape[0], "size": b.shape[-1], "seconds": round(statistics.median(times), 4),
-                     "repeats": args.repeats})
+                     "batch": b.shape[0], "size": b.shape[-1],
+                     "seconds": _median_time(step, lambda: (), args.repeats, dev), "repeats": args.repeats})
     return rows
 
 
