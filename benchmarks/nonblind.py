@@ -16,6 +16,11 @@ Usage::
     python benchmarks/nonblind.py            # full run, writes benchmarks/nonblind.json
     python benchmarks/nonblind.py --quick    # 2 images, σ = 0.01, |m| ≤ 23 only
     python benchmarks/nonblind.py --part motion --methods hqs-dncnn,hqs-drunet,hqs-bm3d --images 2
+    python benchmarks/nonblind.py --part motion --folder testsets/CBSD68 --images 8 --out cbsd.json
+
+``--folder DIR`` replaces the four photos with the first ``--images`` images of ``DIR`` (sorted by
+name), each centre-cropped to 256² without resizing (a standard test set, e.g. CBSD68, whose
+images are 481×321); flows and noise are seeded by position as for the photos.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pnpdeblur.data import random_motion_flow, sample_image
+from pnpdeblur.data import list_images, random_motion_flow, read_image, sample_image
 from pnpdeblur.metrics import psnr, ssim
 from pnpdeblur.operators import Convolution, MotionBlur, UniformBlur
 from pnpdeblur.priors import TV, WEIGHT_KINDS, DnCNNPrior, prior_from_weights
@@ -97,19 +102,38 @@ def methods(noise, keys=tuple(METHODS), drunet_weights=None, lam=None, sigma_sta
 SETTINGS = [("23", 0.01), ("46", 0.01), ("23", 0.03), ("46", 0.03), ("23", 0.0)]
 
 
-def motion_cases(quick, n_images=None, settings=None):
+def centre_crop(x: np.ndarray, size: int = 256) -> np.ndarray:
+    """The central ``size``² of an ``(H, W, C)`` image (no resizing); error if it is smaller."""
+    h, w = x.shape[:2]
+    if h < size or w < size:
+        raise SystemExit(f"image of {h}×{w} is smaller than the {size}² crop")
+    top, left = (h - size) // 2, (w - size) // 2
+    return np.ascontiguousarray(x[top:top + size, left:left + size])
+
+
+def load_photos(quick, n_images=None, folder=None):
+    """Name → sharp 256² float32 image: the four photos, or the first ``n_images`` of ``folder``."""
+    if folder is None:
+        names = IMAGES[:2] if quick else IMAGES[:n_images]
+        return {name: sample_image(name, size=256, dtype=np.float32) for name in names}
+    files = list_images(folder)[:2 if quick else n_images]
+    if not files:
+        raise SystemExit(f"--folder {folder}: no images found")
+    return {p.stem: centre_crop(read_image(p, 3)).astype(np.float32) for p in files}
+
+
+def motion_cases(quick, n_images=None, settings=None, folder=None):
     settings = [("23", 0.01)] if quick else (settings or SETTINGS)
-    names = IMAGES[:2] if quick else IMAGES[:n_images]
+    photos = load_photos(quick, n_images, folder)
     for preset, noise in settings:
-        for i, name in enumerate(names):
-            yield name, i, preset, noise
+        for i, (name, x) in enumerate(photos.items()):
+            yield name, x, i, preset, noise
 
 
 def run_motion(quick, keys=tuple(METHODS), n_images=None, settings=None, drunet_weights=None, lam=None,
-               sigma_start=None, prior_files=()):
+               sigma_start=None, prior_files=(), folder=None):
     rows = []
-    for name, i, preset, noise in motion_cases(quick, n_images, settings):
-        x = sample_image(name, size=256, dtype=np.float32)
+    for name, x, i, preset, noise in motion_cases(quick, n_images, settings, folder):
         flow = random_motion_flow((256, 256), preset, seed=100 + i)
         K = MotionBlur(flow[None])
         rng = np.random.default_rng(i)
@@ -202,7 +226,9 @@ def main(argv=None):
     ap.add_argument("--methods", default=None,
                     help="comma-separated subset of: " + ", ".join({**METHODS, **EXTRA_METHODS}) + " (default: all "
                     "but " + ", ".join(EXTRA_METHODS) + "; --quick and a missing 'bm3d' package leave hqs-bm3d out)")
-    ap.add_argument("--images", type=int, default=None, help="use only the first N of the four photos")
+    ap.add_argument("--images", type=int, default=None, help="use only the first N of the four photos (or of --folder)")
+    ap.add_argument("--folder", type=Path, default=None,
+                    help="photos from this folder (sorted; 256² centre crops) instead of the four scikit-image ones")
     ap.add_argument("--settings", default=None,
                     help="comma-separated preset:sigma pairs (default: " + ",".join(f"{p}:{n}" for p, n in SETTINGS) + ")")
     ap.add_argument("--drunet-weights", type=Path, default=None,
@@ -249,9 +275,10 @@ def main(argv=None):
                              threads=args.threads, cpus=__import__("os").cpu_count())
     result["quick"] = args.quick
     result["methods"], result["images"], result["lam"], result["sigma_start"] = keys, args.images, args.lam, sigma_start
+    result["folder"] = None if args.folder is None else str(args.folder)
     if args.part in ("all", "motion"):
         rows = run_motion(args.quick, keys, args.images, settings, args.drunet_weights, args.lam, sigma_start,
-                          prior_files)
+                          prior_files, args.folder)
         result["per_image"], result["summary"] = rows, summarise(rows)
         args.out.write_text(json.dumps(result, indent=2))
     if "summary" in result:
