@@ -595,7 +595,7 @@ def test_ircnn_bank_file_errors_name_the_problem(tmp_path):
 
 
 def test_prior_from_weights_builds_each_kind(tmp_path):
-    from pnpdeblur.nets import FFDNet, IRCNNBank
+    from pnpdeblur.nets import DRUNet, DnCNN, FFDNet, IRCNNBank
     from pnpdeblur.priors import WEIGHT_KINDS, DenoiserPrior, DnCNNPrior, DRUNetPrior, prior_from_weights
 
     assert sorted(WEIGHT_KINDS) == ["dncnn", "drunet", "ffdnet", "ircnn"]
@@ -610,6 +610,11 @@ def test_prior_from_weights_builds_each_kind(tmp_path):
         assert type(prior) is prior_type and prior.clamp is True, kind
         if net_type is not None:
             assert type(prior.net) is net_type
+        # The file's weights, not the shipped ones: the same tensors as the class's own loader reads.
+        direct = {"dncnn": DnCNN, "drunet": DRUNet, "ffdnet": FFDNet, "ircnn": IRCNNBank}[kind].from_official(
+            tmp_path / name)
+        want, got = direct.state_dict(), prior.net.state_dict()
+        assert want.keys() == got.keys() and all(torch.equal(want[k], got[k].to(want[k].dtype)) for k in want), kind
         assert prior(torch.rand(1, 3, 8, 8), 0.05).shape == (1, 3, 8, 8)
     with pytest.raises(ValueError, match="kind must be one of"):
         prior_from_weights("bm3d", tmp_path / "dncnn.pth")
