@@ -166,6 +166,12 @@ def test_read_torch_state_unreadable_or_unsafe(tmp_path, content):
             f"{p} is not a readable torch checkpoint (corrupt or not a DeblurNet file?): ")) as e:
         read_torch_state(p, "DeblurNet")
     assert e.value.__cause__ is not None
+    # the message ends with the reader's own reason, as describe_load_error words it
+    from pnpdeblur.nets._official import describe_load_error
+
+    assert str(e.value).endswith(": " + describe_load_error(e.value.__cause__))
+    if content == "pickle":
+        assert "never runs code from a checkpoint" in str(e.value)
 
 
 def test_strip_prefix():
