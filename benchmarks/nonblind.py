@@ -19,8 +19,9 @@ Usage::
     python benchmarks/nonblind.py --part motion --folder testsets/CBSD68 --images 8 --out cbsd.json
 
 ``--folder DIR`` replaces the four photos with the first ``--images`` images of ``DIR`` (sorted by
-name), each centre-cropped to 256² without resizing (a standard test set, e.g. CBSD68, whose
-images are 481×321); flows and noise are seeded by position as for the photos.
+name; ``--skip K`` starts at the (K+1)-th), each centre-cropped to 256² without resizing (a
+standard test set, e.g. CBSD68, whose images are 481×321); flows and noise are seeded by the
+image's position in the folder, so ``--skip 10 --images 6`` continues ``--images 10``.
 """
 from __future__ import annotations
 
@@ -111,29 +112,31 @@ def centre_crop(x: np.ndarray, size: int = 256) -> np.ndarray:
     return np.ascontiguousarray(x[top:top + size, left:left + size])
 
 
-def load_photos(quick, n_images=None, folder=None):
-    """Name → sharp 256² float32 image: the four photos, or the first ``n_images`` of ``folder``."""
+def load_photos(quick, n_images=None, folder=None, skip=0):
+    """``[(position, name, sharp 256² float32 image)]``: the four photos, or ``n_images`` of
+    ``folder`` from its (``skip`` + 1)-th image on."""
     if folder is None:
         names = IMAGES[:2] if quick else IMAGES[:n_images]
-        return {name: sample_image(name, size=256, dtype=np.float32) for name in names}
-    files = list_images(folder)[:2 if quick else n_images]
+        return [(i, name, sample_image(name, size=256, dtype=np.float32)) for i, name in enumerate(names)]
+    files = list_images(folder)
+    files = files[skip:skip + (2 if quick else n_images or len(files))]
     if not files:
-        raise SystemExit(f"--folder {folder}: no images found")
-    return {p.stem: centre_crop(read_image(p, 3)).astype(np.float32) for p in files}
+        raise SystemExit(f"--folder {folder}: no images found (after skipping {skip})")
+    return [(skip + i, p.stem, centre_crop(read_image(p, 3)).astype(np.float32)) for i, p in enumerate(files)]
 
 
-def motion_cases(quick, n_images=None, settings=None, folder=None):
+def motion_cases(quick, n_images=None, settings=None, folder=None, skip=0):
     settings = [("23", 0.01)] if quick else (settings or SETTINGS)
-    photos = load_photos(quick, n_images, folder)
+    photos = load_photos(quick, n_images, folder, skip)
     for preset, noise in settings:
-        for i, (name, x) in enumerate(photos.items()):
+        for i, name, x in photos:
             yield name, x, i, preset, noise
 
 
 def run_motion(quick, keys=tuple(METHODS), n_images=None, settings=None, drunet_weights=None, lam=None,
-               sigma_start=None, prior_files=(), folder=None):
+               sigma_start=None, prior_files=(), folder=None, skip=0):
     rows = []
-    for name, x, i, preset, noise in motion_cases(quick, n_images, settings, folder):
+    for name, x, i, preset, noise in motion_cases(quick, n_images, settings, folder, skip):
         flow = random_motion_flow((256, 256), preset, seed=100 + i)
         K = MotionBlur(flow[None])
         rng = np.random.default_rng(i)
@@ -229,6 +232,7 @@ def main(argv=None):
     ap.add_argument("--images", type=int, default=None, help="use only the first N of the four photos (or of --folder)")
     ap.add_argument("--folder", type=Path, default=None,
                     help="photos from this folder (sorted; 256² centre crops) instead of the four scikit-image ones")
+    ap.add_argument("--skip", type=int, default=0, help="with --folder: leave out its first K images")
     ap.add_argument("--settings", default=None,
                     help="comma-separated preset:sigma pairs (default: " + ",".join(f"{p}:{n}" for p, n in SETTINGS) + ")")
     ap.add_argument("--drunet-weights", type=Path, default=None,
@@ -244,6 +248,8 @@ def main(argv=None):
                     help="the HQS methods' first σ_k, in grey levels of 255 (default: the prior's hqs_sigma_start, "
                     "else 49)")
     args = ap.parse_args(argv)
+    if args.skip < 0 or (args.skip and args.folder is None):
+        ap.error(f"--skip must be >= 0 and needs --folder, got {args.skip}")
     if args.lam is not None and not args.lam > 0:
         ap.error(f"--lam must be > 0, got {args.lam}")
     if args.sigma_start is not None and not args.sigma_start > 0:
@@ -275,10 +281,10 @@ def main(argv=None):
                              threads=args.threads, cpus=__import__("os").cpu_count())
     result["quick"] = args.quick
     result["methods"], result["images"], result["lam"], result["sigma_start"] = keys, args.images, args.lam, sigma_start
-    result["folder"] = None if args.folder is None else str(args.folder)
+    result["folder"], result["skip"] = (None if args.folder is None else str(args.folder)), args.skip
     if args.part in ("all", "motion"):
         rows = run_motion(args.quick, keys, args.images, settings, args.drunet_weights, args.lam, sigma_start,
-                          prior_files, args.folder)
+                          prior_files, args.folder, args.skip)
         result["per_image"], result["summary"] = rows, summarise(rows)
         args.out.write_text(json.dumps(result, indent=2))
     if "summary" in result:
