@@ -7,7 +7,9 @@ flow on centre crops (256²) of the first ``--crops`` images of BSDS500's *val* 
 trained on, and not the held-out photos that ``benchmarks/nonblind.py`` reports on — for every
 (λ, iterations) pair of ``--grid`` and every σ_1 of ``--sigma-start``, and prints the mean PSNR
 per setting. ``pd.priors.drunet.SHIPPED_HQS_LAMBDA`` and ``SHIPPED_HQS_SIGMA_START`` come from
-these runs.
+these runs. Note that CBSD68 is part of BSDS500 *val*: the first six val images by name are also
+CBSD68's first six, so ``nonblind.py --folder CBSD68`` should leave them out (``--skip 6``) when it
+reports on images that no tuning saw.
 
 Usage::
 
