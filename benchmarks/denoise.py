@@ -48,7 +48,7 @@ BSDS_VAL = Path(__file__).resolve().parent.parent / ".data" / "bsds500" / "val"
 
 
 def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
-    """The central ``size × size`` window of an ``(H, W[, C])`` image (also used by hqs_lambda.py)."""
+    """The central ``size × size`` window of an ``(H, W[, C])`` image (also used by hqs_lambda.py and nonblind.py)."""
     h, w = img.shape[:2]
     if min(h, w) < size:
         raise SystemExit(f"an image of {h}×{w} is smaller than the crop {size}")

@@ -42,6 +42,8 @@ from pnpdeblur.priors.from_file import parse_weights_spec
 from pnpdeblur.priors.drunet import DRUNetPrior
 from pnpdeblur.solvers import admm, fft_deconv, hqs, richardson_lucy
 
+from denoise import centre_crop  # the crops of the denoising and schedule benchmarks
+
 IMAGES = ["astronaut", "camera", "coffee", "chelsea"]
 
 
@@ -103,15 +105,6 @@ def methods(noise, keys=tuple(METHODS), drunet_weights=None, lam=None, sigma_sta
 SETTINGS = [("23", 0.01), ("46", 0.01), ("23", 0.03), ("46", 0.03), ("23", 0.0)]
 
 
-def centre_crop(x: np.ndarray, size: int = 256) -> np.ndarray:
-    """The central ``size``² of an ``(H, W, C)`` image (no resizing); error if it is smaller."""
-    h, w = x.shape[:2]
-    if h < size or w < size:
-        raise SystemExit(f"image of {h}×{w} is smaller than the {size}² crop")
-    top, left = (h - size) // 2, (w - size) // 2
-    return np.ascontiguousarray(x[top:top + size, left:left + size])
-
-
 def load_photos(quick, n_images=None, folder=None, skip=0):
     """``[(position, name, sharp 256² float32 image)]``: the four photos, or ``n_images`` of
     ``folder`` from its (``skip`` + 1)-th image on."""
@@ -122,7 +115,7 @@ def load_photos(quick, n_images=None, folder=None, skip=0):
     files = files[skip:skip + (2 if quick else n_images or len(files))]
     if not files:
         raise SystemExit(f"--folder {folder}: no images found (after skipping {skip})")
-    return [(skip + i, p.stem, centre_crop(read_image(p, 3)).astype(np.float32)) for i, p in enumerate(files)]
+    return [(skip + i, p.stem, centre_crop(read_image(p, 3), 256).astype(np.float32)) for i, p in enumerate(files)]
 
 
 def motion_cases(quick, n_images=None, settings=None, folder=None, skip=0):
