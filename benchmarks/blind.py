@@ -39,7 +39,9 @@ Usage::
     python benchmarks/blind.py --budget --prior drunet --noise-floor 0.03 --n-iters 4 --cg-iters 5 --tag drunet_003
 
 ``--prior`` swaps the prior (``dncnn``, ``dncnn-ensemble``, ``drunet``, ``tv``, ``default``: what
-``pd.deblur`` uses when given none), ``--noise-floor`` pd.deblur's ``noise_floor`` and
+``pd.deblur`` uses when given none; ``rpgan``: the generator of ``--rpgan-weights``, default the
+shipped one, with ``--rpgan-levels`` levels and its own β schedule, ``rpgan-untrained`` the same
+architecture untrained), ``--noise-floor`` pd.deblur's ``noise_floor`` and
 ``--no-flow-ensemble`` runs SEN once per estimate (``flow_ensemble=False``) everywhere.
 """
 from __future__ import annotations
@@ -98,7 +100,31 @@ PRIORS = {
     "drunet-nocycle": lambda: DRUNetPrior(cycle=False),  # DRUNetPrior before geometric cycling
     "dncnn-cycle": lambda: DnCNNPrior(ensemble=False, cycle=True),
     "tv": TV,
+    # RP-GAN (issue 11): --rpgan-weights (default the shipped generator), --rpgan-levels
+    "rpgan": None,
+    "rpgan-untrained": None,  # the same architecture untrained: the identity z-step, i.e. no prior
 }
+
+
+def make_prior(args, default: str):
+    """``--prior`` (else ``default``) built; RP-GAN from ``--rpgan-weights`` with ``--rpgan-levels``."""
+    name = args.prior or default
+    if not name.startswith("rpgan"):
+        return PRIORS[name]()
+    from pnpdeblur.nets.rpgan import RPGANGenerator
+    from pnpdeblur.priors.rpgan import RPGANPrior
+
+    g = RPGANGenerator.pretrained() if args.rpgan_weights is None else RPGANGenerator.from_checkpoint(args.rpgan_weights)
+    if name == "rpgan-untrained":
+        torch.manual_seed(0)
+        g = RPGANGenerator(**g.config)
+    return RPGANPrior(g, levels=args.rpgan_levels)
+
+
+def true_flow_schedule(prior, noise_level: float) -> dict:
+    """hqs's keywords for the true-flow upper bound: a prior's own schedule (RP-GAN) if it has one."""
+    own = getattr(prior, "schedule", None)
+    return {"betas": own(noise_level)} if callable(own) else {"noise_level": noise_level}
 
 
 def deblur_kw(args) -> dict:
@@ -114,7 +140,7 @@ def deblur_kw(args) -> dict:
 
 def quality(args, model: SEN, device: str) -> list:
     rows = []
-    prior = PRIORS[args.prior or "dncnn-ensemble"]()
+    prior = make_prior(args, "dncnn-ensemble")
     presets = ["23"] if args.quick else ["23", "46"]
     for preset in presets:
         for k, (name, sharp) in enumerate(photos(args)):
@@ -140,7 +166,7 @@ def quality(args, model: SEN, device: str) -> list:
                 row[f"psnr_it{k + 1}"], row[f"ssim_it{k + 1}"] = row[f"psnr_it{k}"], row[f"ssim_it{k}"]
             row["t_deblur"] = sum(e["time"] for e in res.history)
             true = hqs(x[None], pd.MotionBlur(torch.from_numpy(flow)[None].to(device)), prior,
-                       noise_level=0.01, progress=False).x
+                       progress=False, **true_flow_schedule(prior, 0.01)).x
             row["psnr_true_flow"], row["ssim_true_flow"] = score(true, sharp)
             rows.append(row)
             print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
@@ -163,7 +189,7 @@ def timing(args, model: SEN, device: str) -> list:
     blurred = np.clip(np.asarray(pd.MotionBlur(flow)(big), np.float32), 0, 1)
     x = torch.from_numpy(blurred.transpose(2, 0, 1).copy()).to(device)
     rows = []
-    prior = PRIORS[args.prior or "default"]()
+    prior = make_prior(args, "default")
     pd.estimate_flow(x[:, :256, :256], model)  # warm-up (kernel compilation, cuDNN autotune)
     # (HQS iterations, CG iterations per x-step) to time; None: pd.deblur's defaults. Several are
     # interleaved per repeat, so that their ratio comes from one run on one machine state.
@@ -293,7 +319,7 @@ def calibrate(args, model: SEN) -> str:
 def safeguard_compare(args, model: SEN, device: str) -> str:
     """Held-out photos: pd.deblur with vs without the safeguard, per input condition."""
 
-    prior = PRIORS[args.prior or "default"]()
+    prior = make_prior(args, "default")
     rows = []
     for k, (name, sharp) in enumerate(photos(args)):
         if sharp is None:
@@ -338,7 +364,7 @@ def budget(args, model: SEN, device: str) -> str:
     """PSNR of one global iteration per (HQS iterations, CG iterations) pair, on a tuning folder."""
 
     files = list_images(args.tune_folder)[: args.n_tune]
-    prior = PRIORS[args.prior or "default"]()
+    prior = make_prior(args, "default")
     rows = []
     for preset in ("23", "46"):
         for k, p in enumerate(files):
@@ -372,7 +398,7 @@ def budget(args, model: SEN, device: str) -> str:
                     f"{k2} {v:.3f}" for k2, v in summary[f"{preset}/{key}"].items()), flush=True)
     return write_rows("blind_budget" + (f"_{args.tag}" if args.tag else ""), device, rows, summary=summary,
                       folder=args.tune_folder, size=args.size, prior=args.prior or "default",
-                      noise_floor=args.noise_floor)
+                      noise_floor=args.noise_floor, rpgan_weights=args.rpgan_weights, rpgan_levels=args.rpgan_levels)
 
 
 def main(argv=None):
@@ -388,6 +414,9 @@ def main(argv=None):
     ap.add_argument("--prior", default=None, choices=sorted(PRIORS),
                     help="prior of pd.deblur (and of the true-flow HQS in the quality table); default: "
                          "dncnn-ensemble for the quality table (as in RESULTS.md), pd.deblur's own elsewhere")
+    ap.add_argument("--rpgan-weights", default=None,
+                    help="RPGANGenerator checkpoint for --prior rpgan / rpgan-untrained (default: the shipped one)")
+    ap.add_argument("--rpgan-levels", type=int, default=3, help="recurrent levels of --prior rpgan (paper: 3)")
     ap.add_argument("--noise-floor", type=float, default=None,
                     help="pd.deblur's noise_floor in the quality table and --budget (default: pd.deblur's)")
     ap.add_argument("--no-flow-ensemble", dest="flow_ensemble", action="store_false",
@@ -434,7 +463,8 @@ def main(argv=None):
         summary[preset] = {k: float(np.mean([r[k] for r in sel])) for k in keys}
         print(f"\n±{preset}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary[preset].items()))
     return write_rows("blind" + (f"_{args.tag}" if args.tag else ""), args.device, rows, summary=summary,
-                      weights=str(args.weights or "shipped"), corpus=args.corpus, prior=args.prior)
+                      weights=str(args.weights or "shipped"), corpus=args.corpus, prior=args.prior,
+                      rpgan_weights=args.rpgan_weights, rpgan_levels=args.rpgan_levels)
 
 
 if __name__ == "__main__":

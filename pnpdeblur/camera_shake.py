@@ -22,9 +22,8 @@ import torch
 from ._images import as_image_batch
 from .estimation.kernel import estimate_kernel, kernel_length
 from .pipeline import (DEFAULT_NOISE_FLOOR, _copy_input, check_photo_options, default_prior, linearize, noise_levels,
-                       reference_batch)
+                       reference_batch, schedule_for)
 from .priors.base import check_real
-from .solvers.schedules import DEFAULT_LAMBDA, DEFAULT_SIGMA_START
 from .solvers.weights import DEFAULT_SATURATION, crop_boundary, pad_problem, saturation_weights
 
 __all__ = ["deblur_shake", "ShakeDeblurResult", "DEFAULT_KERNEL_SIZE", "SHAKE_THRESHOLD"]
@@ -185,9 +184,8 @@ def deblur_shake(
             pad = 0
             if boundary == "unknown":
                 obs_i, K, weights, pad = pad_problem(obs_i, K, weights)
-            # DPIR's schedule whatever the prior, as in deblur: the noise floors were tuned with it
-            res = hqs(obs_i, K, prior, noise_level=level, lam=DEFAULT_LAMBDA, sigma_start=DEFAULT_SIGMA_START,
-                      progress=False, weights=weights)
+            # the schedule deblur gives this prior (DPIR's with hqs's default length, unless the prior has its own)
+            res = hqs(obs_i, K, prior, progress=False, weights=weights, **schedule_for(prior, level, None))
             out = crop_boundary(res.x, pad)
             outs.append((out if gamma is None else out.clamp(min=0.0) ** (1.0 / gamma)).clamp(0.0, 1.0))
             entry.update(noise_level=level, hqs=res.history)

@@ -172,6 +172,22 @@ def reference_batch(reference: Any, shape: torch.Size) -> torch.Tensor:
     return ref
 
 
+def schedule_for(prior: Callable, noise_level: float, n_iter: Optional[int]) -> Dict[str, Any]:
+    """The β schedule keywords of :func:`~pnpdeblur.solvers.hqs` for ``prior`` at ``noise_level``.
+
+    A prior with a ``schedule(noise_level)`` method (:class:`pnpdeblur.priors.RPGANPrior`) gets
+    the β it returns: a learned z-step was trained on the deconvolutions of exactly that
+    schedule, whose length (its levels) replaces ``n_iter``. Every other prior gets DPIR's
+    schedule of ``n_iter`` steps (None: :func:`~pnpdeblur.solvers.hqs`'s default length) with
+    λ and σ_1 of :mod:`pnpdeblur.solvers.schedules`, with which the blind pipelines' noise
+    floors were tuned.
+    """
+    own = getattr(prior, "schedule", None)
+    if callable(own):
+        return {"betas": list(own(noise_level))}
+    return {"noise_level": noise_level, "lam": DEFAULT_LAMBDA, "sigma_start": DEFAULT_SIGMA_START, "n_iter": n_iter}
+
+
 def default_prior():
     """The prior :func:`deblur` uses when none is given: the shipped DnCNN."""
     from .priors import DnCNNPrior
@@ -217,7 +233,11 @@ def deblur(
         deconvolution artifacts from growing from one level to the next.
     prior : callable, optional
         Prior for the HQS z-step (:mod:`pnpdeblur.priors`); default the shipped DnCNN
-        (:class:`pnpdeblur.priors.DnCNNPrior` without the flip ensemble).
+        (:class:`pnpdeblur.priors.DnCNNPrior` without the flip ensemble). A prior with a
+        ``schedule(noise_level)`` method, such as :class:`pnpdeblur.priors.RPGANPrior`, is run
+        with the β schedule it returns for the image's noise level (with its floor): a learned
+        z-step is trained on the deconvolutions of exactly that schedule, so its length (the
+        prior's levels) replaces ``n_iter``.
     noise_level : float, optional
         Noise std of the photo on the [0, 1] scale; estimated per image (:func:`estimate_noise_level`) when not given. Later global iterations
         re-estimate it on their input (the previous result is much less noisy).
@@ -250,7 +270,8 @@ def deblur(
         ones still have a margin; lower floors started to make tuning photos worse than their
         blurred input (benchmarks/RESULTS.md).
     n_iter, cg_iters, cg_tol : int, int, float
-        HQS iterations per global iteration and the CG budget of each x-step (warm-started).
+        HQS iterations per global iteration (a prior with its own schedule sets the count) and the
+        CG budget of each x-step (warm-started).
         The defaults (4 and 5) were chosen by ``benchmarks/blind.py --budget`` on BSDS500
         *val* crops and confirmed on the held-out *test* crops: with the shipped SEN's flows a
         shorter solve is also a better one (+0.4 dB at ±23, +0.2 dB at ±46 over 8 and 10) —
@@ -393,9 +414,8 @@ def deblur(
                 pad = 0
                 if boundary == "unknown":  # solve on a grid larger by the kernels' reach, the margin unobserved
                     obs_i, K, weights, pad = pad_problem(obs_i, K, weights)
-                # DPIR's schedule whatever the prior: the noise floors were tuned with it
-                res = hqs(obs_i, K, prior, noise_level=level, lam=DEFAULT_LAMBDA, sigma_start=DEFAULT_SIGMA_START,
-                          n_iter=n_iter, cg_iters=cg_iters, cg_tol=cg_tol, progress=False, weights=weights)
+                res = hqs(obs_i, K, prior, cg_iters=cg_iters, cg_tol=cg_tol, progress=False, weights=weights,
+                          **schedule_for(prior, level, n_iter))
                 out = crop_boundary(res.x, pad)
                 outs.append(out if gamma is None else out.clamp(min=0.0) ** (1.0 / gamma))  # clipped to 1 below
                 hist.append(res.history)

@@ -365,6 +365,22 @@ def test_deblur_shake_with_a_given_kernel_is_hqs_on_the_padded_problem():
         setattr(prior, name, None)
 
 
+def test_deblur_shake_runs_a_prior_with_its_own_schedule_on_it():
+    """As in pd.deblur: a prior with schedule(σ) (RP-GAN) is solved with exactly those β."""
+
+    class TVWithSchedule(pd.priors.TV):
+        def schedule(self, noise_level):
+            return [0.01, 0.1, 1.0 + noise_level]
+
+    y, _ = _scene_crop(L_KERNEL, size=64)
+    y = np.clip(y, 0, 1)
+    prior = TVWithSchedule()
+    res = pd.deblur_shake(y, prior=prior, kernel=L_KERNEL, noise_level=0.03, saturation=None, boundary="replicate")
+    ref = pd.solvers.hqs(y, pd.Convolution(L_KERNEL), prior, betas=[0.01, 0.1, 1.03]).x
+    np.testing.assert_allclose(res.x, np.clip(ref, 0, 1), atol=1e-6)
+    assert [h["beta"] for h in res.history[0]["hqs"]] == pytest.approx([0.01, 0.1, 1.03])
+
+
 def test_deblur_shake_batch_and_torch():
     y, _ = _scene_crop(L_KERNEL, size=64)
     t = torch.from_numpy(np.clip(y, 0, 1)).float()[None].repeat(3, 1, 1)

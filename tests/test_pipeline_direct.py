@@ -112,6 +112,54 @@ def test_dpirs_schedule_whatever_the_priors_own(fake_hqs):
     assert c["prior"] is prior and (c["lam"], c["sigma_start"]) == (0.23, 49 / 255)
 
 
+class ScheduledPrior:
+    """A prior with its own β schedule (as RPGANPrior has): records the noise levels asked for."""
+
+    def __init__(self, betas=(1e-3, 2e-2, 0.3)):
+        self.betas, self.asked = list(betas), []
+
+    def schedule(self, noise_level):
+        self.asked.append(noise_level)
+        return [b * (1 + noise_level) for b in self.betas]  # depends on σ, so the test sees which σ
+
+
+def test_a_prior_with_its_own_schedule_gets_exactly_that_schedule(fake_hqs):
+    """No DPIR keywords beside it (they would override or clash with the β the prior was trained on);
+    the schedule is asked for at the noise level after the floor."""
+    prior = ScheduledPrior()
+    deblur(_photo(), prior=prior, noise_level=0.01, flow_model=StandInSEN((6.0, 0.0)), noise_floor=0.04, n_iter=7)
+    deblur(_photo(), prior=prior, noise_level=0.05, flow_model=StandInSEN((6.0, 0.0)), noise_floor=0.04)
+    assert prior.asked == [0.04, 0.05]
+    for c, s in zip(fake_hqs.calls, (0.04, 0.05)):
+        assert c["betas"] == pytest.approx([b * (1 + s) for b in prior.betas])
+        assert not {"noise_level", "n_iter", "lam", "sigma_start"} & set(c)
+        assert c["prior"] is prior and c["cg_iters"] == 5
+
+
+def test_schedule_for_dpir_and_own():
+    assert pipeline.schedule_for(PRIOR, 0.03, 6) == {"noise_level": 0.03, "lam": 0.23, "sigma_start": 49 / 255,
+                                                      "n_iter": 6}
+    assert pipeline.schedule_for(types.SimpleNamespace(schedule=None), 0.03, None)["n_iter"] is None
+    assert pipeline.schedule_for(ScheduledPrior((1.0, 2.0)), 0.5, 6) == {"betas": [1.5, 3.0]}
+
+
+def test_rpgan_prior_runs_its_levels_inside_deblur():
+    """End to end with the real HQS: an RP-GAN prior of L levels makes L z-steps per global iteration
+    (not pd.deblur's n_iter), at the β of its schedule for the floored noise level."""
+    from pnpdeblur.nets.rpgan import RPGANGenerator
+    from pnpdeblur.priors.rpgan import RPGANPrior, rpgan_schedule
+
+    torch.manual_seed(0)
+    prior = RPGANPrior(RPGANGenerator(3, width=4, n_res=1), levels=2)
+    res = deblur(_photo(16, 20), prior=prior, noise_level=0.01, flow_model=StandInSEN((5.0, 2.0)), noise_floor=0.03,
+                 n_iter=6, cg_iters=2, iterations=2, safeguard=False)
+    assert res.history[0]["noise_level"] == [0.01]
+    for entry in res.history:  # the second global iteration re-estimates the noise on the first's result
+        level = max(entry["noise_level"][0], 0.03)
+        assert [h["beta"] for h in entry["hqs"]] == pytest.approx(rpgan_schedule(level, 2))
+    assert prior.levels_run == [1, 2]  # the second global iteration is a new observation: levels restart
+
+
 def test_default_prior_and_flow_model(fake_hqs, monkeypatch):
     sentinel, m = object(), StandInSEN((6.0, 0.0))
     monkeypatch.setattr(pipeline, "default_prior", lambda: sentinel)

@@ -99,6 +99,36 @@ def test_pool_sen_flows_are_the_given_models_estimates_per_image():
     assert torch.equal(pool["true_flow"], _dataset_rows(src, 3, 16, "23", 0.01, 0, [0, 1, 2])["flow"])
 
 
+def test_pool_context_blurs_and_estimates_the_large_crop_and_keeps_its_centre():
+    """context=C: every tensor is the centre crop² of the pool of C² crops — the flow estimated on
+    the C² image (not on the centre alone), the blurred centre holding light from outside it."""
+    torch.manual_seed(0)
+    sen = SEN(width=2, stacks=1, levels=1)
+    src = _sources()
+    pool = build_pool(src, 3, 8, flow_model=sen, chunk=2, context=16)
+    big = build_pool(src, 3, 16, flow_model=sen, chunk=2)
+    for k in ("blurred", "sharp", "flow", "true_flow"):
+        assert pool[k].shape == (3, big[k].shape[1], 8, 8) and pool[k].is_contiguous()
+        assert torch.equal(pool[k], big[k][..., 4:12, 4:12]), k
+    own = torch.cat([estimate_flow(pool["blurred"][i:i + 1], model=sen, ensemble=False) for i in range(3)])
+    assert not torch.allclose(pool["flow"], own, atol=1e-3)  # not the centre's own estimate
+    # the centre's blur is the large image's (light from outside it), not K(flow) of the centre alone
+    r = pool["blurred"].double() - MotionBlur(pool["true_flow"].double())(pool["sharp"].double())
+    r_big = big["blurred"].double() - MotionBlur(big["true_flow"].double())(big["sharp"].double())
+    assert float(r_big.std()) < 0.012 and float(r.abs().max()) > 0.1
+    # odd margins round down; context == crop is the default
+    odd = build_pool(src, 2, 7, flows="true", context=12)
+    assert torch.equal(odd["sharp"], build_pool(src, 2, 12, flows="true")["sharp"][..., 2:9, 2:9])
+    assert torch.equal(build_pool(src, 2, 8, flows="true", context=8)["blurred"],
+                       build_pool(src, 2, 8, flows="true")["blurred"])
+
+
+@pytest.mark.parametrize("context", [7, 8.0, True, "16"])
+def test_pool_bad_context(context):
+    with pytest.raises(ValueError, match=r"^context must be an int >= crop \(8\)"):
+        build_pool(_sources(), 2, 8, flows="true", context=context)
+
+
 def test_pool_lives_on_the_requested_device():
     # 'meta' stands in for a GPU on this machine: the tensors must be moved to the device asked for
     pool = build_pool(_sources(), 2, 8, flows="true", device="meta")

@@ -484,6 +484,7 @@ def test_cli_counts_must_be_positive(name, capsys):
     (["--noise", "nan"], "--noise must be a finite number >= 0, got nan"),
     (["--noise", "inf"], "--noise must be a finite number >= 0, got inf"),
     (["--flows", "estimated"], "argument --flows: invalid choice: 'estimated'"),
+    (["--crop", "96", "--flow-context", "95"], "--flow-context (95) must be at least --crop (96)"),
 ])
 def test_cli_bad_values(argv, msg, capsys):
     with pytest.raises(SystemExit):
@@ -494,6 +495,7 @@ def test_cli_bad_values(argv, msg, capsys):
 def test_cli_boundaries_are_accepted():
     a = parse_args(["--pretrain-steps", "0", "--val-items", "0", "--buffer", "4", "--batch", "4", "--noise", "0"])
     assert (a.pretrain_steps, a.val_items, a.buffer, a.batch, a.noise) == (0, 0, 4, 4, 0.0)
+    assert a.flow_context is None and parse_args(["--crop", "96", "--flow-context", "96"]).flow_context == 96
 
 
 # ----------------------------------------------------------------------------------------- main
@@ -558,14 +560,14 @@ def test_main_hands_every_option_to_its_part_and_records_it(tmp_path, monkeypatc
     argv = ["--steps", "2", "--pretrain-steps", "1", "--batch", "1", "--crop", "16", "--pool", "2", "--buffer", "2",
             "--proportions", "0.5,0.5", "--refresh-every", "2", "--preset", "46", "--noise", "0.02",
             "--sen", str(sen_path), "--cg-iters", "2", "--width", "2", "--n-res", "1", "--d-width", "2",
-            "--gamma", "0.2", "--lam", "0.3", "--gp-weight", "4", "--lr", "2e-4", "--lr-end", "1e-5",
+            "--flow-context", "24", "--gamma", "0.2", "--lam", "0.3", "--gp-weight", "4", "--lr", "2e-4", "--lr-end", "1e-5",
             "--decay-from", "0.5", "--seed", "3", "--val-items", "1", "--val-every", "0", "--log-every", "1",
             "--run-dir", str(run), "--out", str(out), "--no-progress", "--device", "cpu"]
     assert R.main(argv) == out
     # data: the pool and the held-out validation pool, both from the given SEN
     assert calls["sources"] == [((None, False), {})]
     (pa, pk), (va, vk) = calls["pool"]
-    assert pk == {} and vk == {}
+    assert pk == {"context": 24} and vk == {"context": 24}
     assert pa[1:6] == (2, 16, "46", 0.02, 3) and pa[6] == "sen" and pa[8] == torch.device("cpu")
     assert list(pa[0]) == _sources_now()
     assert isinstance(pa[7], SEN) and pa[7].config == SEN(width=2, stacks=1, levels=1).config
@@ -612,6 +614,7 @@ def test_main_hands_every_option_to_its_part_and_records_it(tmp_path, monkeypatc
     assert d["script"] == "scripts/train_rpgan.py (pnpdeblur.train.rpgan)" and d["argv"] == argv
     assert (d["corpus"], d["corpus_files"], d["pool"], d["crop"], d["preset"], d["noise"], d["flows"]) == \
         (None, [], 2, 16, "46", 0.02, "sen")
+    assert d["flow_context"] == 24
     assert (d["sen"], d["buffer"], d["proportions"], d["refresh_every"], d["held_out"]) == \
         (str(sen_path), 2, [0.5, 0.5], 2, list(HELD_OUT_SAMPLES))
     assert d["losses"] == {"content": "LaplacianPyramidLoss(3)", "gamma": 0.2, "lam": 0.3, "gp_weight": 4.0,

@@ -143,6 +143,7 @@ def build_pool(
     flow_model: Optional[nn.Module] = None,
     device: Any = "cpu",
     chunk: int = 16,
+    context: Optional[int] = None,
 ) -> Dict[str, torch.Tensor]:
     """The fixed pool of blurred crops with the flows the deconvolutions will use.
 
@@ -164,6 +165,16 @@ def build_pool(
         Estimator for ``flows='sen'`` (default the shipped SEN).
     device : str or torch.device
         Where SEN runs and the pool lives.
+    chunk : int
+        Images per SEN call.
+    context : int, optional
+        Blur and estimate the flow on ``context``² crops, then keep their centre ``crop``²
+        (default ``crop``: no margin). SEN needs context: the shipped SEN's ensemble flow has
+        an MSE of about 30 px² on 96² crops at ±23 and 7 px² on 192² crops, where whole
+        photos give 6.5 (``benchmarks/RESULTS.md``, "RP-GAN prior"). A generator trained on
+        the deconvolutions of the small crops' flows learns to distrust every deconvolution.
+        The kept crops are cut from a larger blurred scene, so their borders hold light from
+        outside them, as a photo's do.
 
     Returns
     -------
@@ -176,7 +187,11 @@ def build_pool(
 
     if flows not in ("sen", "sen-ensemble", "true"):
         raise ValueError(f"flows must be 'sen', 'sen-ensemble' or 'true', got {flows!r}")
-    ds = SyntheticBlurDataset(list(sources), length=length, crop=crop, preset=preset, noise_sigma=noise_sigma,
+    if context is None:
+        context = crop
+    if isinstance(context, bool) or not isinstance(context, int) or context < crop:
+        raise ValueError(f"context must be an int >= crop ({crop}), got {context!r}")
+    ds = SyntheticBlurDataset(list(sources), length=length, crop=context, preset=preset, noise_sigma=noise_sigma,
                               seed=seed, fixed=True)
     items = [ds[i] for i in range(length)]
     dev = torch.device(device)
@@ -189,6 +204,9 @@ def build_pool(
                              ensemble=flows == "sen-ensemble")
                for i in range(0, length, chunk)]
         out["flow"] = torch.cat(est).to(dev, torch.float32)
+    if context > crop:  # the centres, cut after blurring and estimating on the whole context
+        r = (context - crop) // 2
+        out = {k: v[..., r:r + crop, r:r + crop].contiguous() for k, v in out.items()}
     return out
 
 
@@ -432,6 +450,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--pretrain-steps", type=int, default=4000, help="level-1 pre-training steps (paper: 40 epochs)")
     ap.add_argument("--batch", type=int, default=16, help="batch size (paper: 16)")
     ap.add_argument("--crop", type=int, default=128, help="crop size of the pool images")
+    ap.add_argument("--flow-context", type=int, default=None,
+                    help="blur and estimate the flow on crops of this size, keep their centre --crop² "
+                         "(default --crop; SEN's flows need about 192² of context)")
     ap.add_argument("--pool", type=int, default=1000, help="blurred images in the pool (paper: 1000)")
     ap.add_argument("--buffer", type=int, default=1000, help="replay buffer size (paper: 1000)")
     ap.add_argument("--proportions", default=",".join(map(str, PAPER_PROPORTIONS)),
@@ -474,6 +495,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.pretrain_steps < 0 or args.val_items < 0:
         ap.error("--pretrain-steps and --val-items must be >= 0")
+    if args.flow_context is not None and args.flow_context < args.crop:
+        ap.error(f"--flow-context ({args.flow_context}) must be at least --crop ({args.crop})")
     if args.buffer < args.batch:
         ap.error(f"--buffer ({args.buffer}) must hold at least one batch ({args.batch})")
     if not (args.noise >= 0 and math.isfinite(args.noise)):
@@ -500,11 +523,12 @@ def main(argv=None) -> Path:
         from ..nets.sen import SEN
 
         sen = SEN.from_checkpoint(args.sen)
-    pool = build_pool(sources, args.pool, args.crop, args.preset, args.noise, args.seed, args.flows, sen, device)
+    pool = build_pool(sources, args.pool, args.crop, args.preset, args.noise, args.seed, args.flows, sen, device,
+                      context=args.flow_context)
     val = None
     if args.val_items:
         vpool = build_pool(HELD_OUT_SAMPLES, args.val_items, args.crop, args.preset, args.noise, 10_000, args.flows,
-                           sen, device)
+                           sen, device, context=args.flow_context)
         val = TensorItems({k: vpool[k] for k in ("blurred", "sharp", "flow")})
     gen = RPGANGenerator(3, args.width, args.n_res, residual=not args.no_residual)
     model = RPGANTrainModule(
@@ -570,6 +594,7 @@ def main(argv=None) -> Path:
             "script": "scripts/train_rpgan.py (pnpdeblur.train.rpgan)",
             "argv": list(argv) if argv is not None else None,
             "corpus": args.corpus, "corpus_files": corpus_files, "pool": args.pool, "crop": args.crop,
+            "flow_context": args.flow_context or args.crop,
             "preset": args.preset, "noise": args.noise, "flows": args.flows, "sen": args.sen or "shipped", "buffer": args.buffer,
             "proportions": proportions, "refresh_every": args.refresh_every, "held_out": HELD_OUT_SAMPLES,
             "losses": {"content": "vgg16 " + str(args.vgg) if args.vgg else "LaplacianPyramidLoss(3)",
