@@ -13,6 +13,10 @@
 #                               SEN trained on from the shipped sen_small (issue 10)
 #   drunet_medium.safetensors, drunet_medium.json, drunet.log
 #                               DRUNet medium trained on from the shipped weights (issue 15)
+#   rpgan.safetensors, rpgan.log
+#                               with TRAIN="rpgan" (not in the default: 8 files at most): RP-GAN from
+#                               scratch (issue 11); measure with `benchmarks/blind.py --prior rpgan
+#                               --rpgan-weights ...`
 # Weights come back as candidates: measure them here before shipping (the SEN with
 # `python benchmarks/blind.py --budget --weights ...` on BSDS500 val, the DRUNet with
 # `python benchmarks/hqs_lambda.py` and `benchmarks/nonblind.py --drunet-weights ...`), then copy
@@ -20,7 +24,7 @@
 #
 # Environment (all optional):
 #   BUDGET  seconds of training per run (default 360; the runs share the GPU)
-#   TRAIN   recipes to train side by side, from "sen drunet" (default both; "" for none)
+#   TRAIN   recipes to train side by side, from "sen drunet rpgan" (default "sen drunet"; "" for none)
 #   TESTS   1 runs the GPU tests beside the training, 0 skips them (default 1)
 #   DEVICE  cuda (default), or cpu for a dry run of the wiring here:
 #           OUT=/tmp/gpu DEVICE=cpu BUDGET=20 TESTS=0 bash scripts/gpu_session.sh
@@ -67,8 +71,16 @@ for recipe in $TRAIN; do
                 --run-dir /tmp/run_drunet --out "$OUT/drunet_medium.safetensors" --no-progress \
                 > "$OUT/drunet.log" 2>&1 &
             ;;
+        rpgan)
+            # RP-GAN (issue 11) at the paper's crop with SEN flows estimated on 256² of context (small
+            # crops give SEN flows so poor that the generator learns to distrust every deconvolution)
+            $PY -m pnpdeblur train rpgan --corpus "$CORPUS" --preload --device "$DEVICE" --flows sen-ensemble \
+                --crop 128 --flow-context 256 --pool 1000 --buffer 1000 --gamma 0.001 --lr 2e-4 --val-items 16 \
+                --val-every 500 --ckpt-every 0 --time-budget "$BUDGET" --run-dir /tmp/run_rpgan \
+                --out "$OUT/rpgan.safetensors" --no-progress > "$OUT/rpgan.log" 2>&1 &
+            ;;
         *)
-            echo "TRAIN: unknown recipe '$recipe' (choose from: sen drunet)" >&2
+            echo "TRAIN: unknown recipe '$recipe' (choose from: sen drunet rpgan)" >&2
             exit 2
             ;;
     esac
