@@ -60,7 +60,7 @@ from pnpdeblur.estimation.blur_detection import blur_score, default_threshold, r
 from pnpdeblur.estimation.classical import estimate_flow_classical
 from pnpdeblur.metrics import flow_mse, psnr, ssim
 from pnpdeblur.nets import SEN
-from pnpdeblur.pipeline import default_prior
+from pnpdeblur.pipeline import default_prior, schedule_for
 from pnpdeblur.priors import TV, DnCNNPrior, DRUNetPrior
 from pnpdeblur.solvers import hqs
 
@@ -100,16 +100,17 @@ PRIORS = {
     "drunet-nocycle": lambda: DRUNetPrior(cycle=False),  # DRUNetPrior before geometric cycling
     "dncnn-cycle": lambda: DnCNNPrior(ensemble=False, cycle=True),
     "tv": TV,
-    # RP-GAN (issue 11): --rpgan-weights (default the shipped generator), --rpgan-levels
-    "rpgan": None,
-    "rpgan-untrained": None,  # the same architecture untrained: the identity z-step, i.e. no prior
 }
+
+# RP-GAN (issue 11), built from --rpgan-weights (default the shipped generator) and --rpgan-levels;
+# "rpgan-untrained": the same architecture untrained, the identity z-step, i.e. no prior
+RPGAN_PRIORS = ("rpgan", "rpgan-untrained")
 
 
 def make_prior(args, default: str):
     """``--prior`` (else ``default``) built; RP-GAN from ``--rpgan-weights`` with ``--rpgan-levels``."""
     name = args.prior or default
-    if not name.startswith("rpgan"):
+    if name not in RPGAN_PRIORS:
         return PRIORS[name]()
     from pnpdeblur.nets.rpgan import RPGANGenerator
     from pnpdeblur.priors.rpgan import RPGANPrior
@@ -122,9 +123,10 @@ def make_prior(args, default: str):
 
 
 def true_flow_schedule(prior, noise_level: float) -> dict:
-    """hqs's keywords for the true-flow upper bound: a prior's own schedule (RP-GAN) if it has one."""
-    own = getattr(prior, "schedule", None)
-    return {"betas": own(noise_level)} if callable(own) else {"noise_level": noise_level}
+    """hqs's keywords for the true-flow upper bound: a prior's own schedule (RP-GAN) as pd.deblur
+    gives it, else hqs's defaults for the prior at ``noise_level`` (not pd.deblur's DPIR λ)."""
+    kw = schedule_for(prior, noise_level, None)
+    return kw if "betas" in kw else {"noise_level": noise_level}
 
 
 def deblur_kw(args) -> dict:
@@ -411,7 +413,7 @@ def main(argv=None):
     ap.add_argument("--corpus", default=None, help="held-out folder of sharp photos (e.g. BSDS500 test)")
     ap.add_argument("--n-corpus", type=int, default=8)
     ap.add_argument("--weights", default=None, help="SEN checkpoint (default: the shipped one)")
-    ap.add_argument("--prior", default=None, choices=sorted(PRIORS),
+    ap.add_argument("--prior", default=None, choices=sorted([*PRIORS, *RPGAN_PRIORS]),
                     help="prior of pd.deblur (and of the true-flow HQS in the quality table); default: "
                          "dncnn-ensemble for the quality table (as in RESULTS.md), pd.deblur's own elsewhere")
     ap.add_argument("--rpgan-weights", default=None,
