@@ -467,8 +467,10 @@ def test_sen_time_budget_sizes_the_run(tmp_path, monkeypatch, clock):
 DDP_BUDGET_SCRIPT = """
 import argparse, atexit, os, sys, torch
 import torch.distributed as dist
-# registered before the group exists, so it runs after the library's own exit hook (LIFO)
-atexit.register(lambda: open({out!r} + "/exit%s.txt" % os.environ["RANK"], "w").write(str(dist.is_initialized())))
+# registered before the group exists, so it runs after the library's own exit hook (LIFO):
+# whether the group is gone, and whether rank 1 (late, below) had reached its end by then
+atexit.register(lambda: open({out!r} + "/exit%s.txt" % os.environ["RANK"], "w").write(
+    "%s %s" % (dist.is_initialized(), os.path.exists({out!r} + "/late.txt"))))
 sys.path.insert(0, {tests!r})
 from test_train_budget import linear
 from pnpdeblur.train import budget as Bu, distributed
@@ -480,6 +482,9 @@ args = argparse.Namespace(time_budget=2.0, steps=1000, device="cpu", lr=1e-3)
 steps, rate = budgeted_steps(args, linear(), None, lambda: None)
 assert distributed.world_size() == 2
 open({out!r} + "/rank%d.txt" % rank, "w").write("%d %g" % (steps, rate))
+if rank == 1:
+    __import__("time").sleep(2.0)
+    open({out!r} + "/late.txt", "w").write("")
 """
 
 
@@ -487,8 +492,9 @@ def test_ranks_train_rank_zeros_step_count(tmp_path):
     got = _two_ranks(tmp_path, DDP_BUDGET_SCRIPT)
     # floor(2 s × 5 steps/s × 0.9) = 9 on both ranks (rank 1's own probe would give 90)
     assert got == ["9 5", "9 5"], got
-    # the group the library made was destroyed before the interpreter ended (an abort otherwise)
-    assert [(tmp_path / f"exit{r}.txt").read_text() for r in range(2)] == ["False", "False"]
+    # the group the library made was destroyed before the interpreter ended (an abort otherwise),
+    # and rank 0 waited for the late rank 1 to reach its exit before tearing its side down
+    assert [(tmp_path / f"exit{r}.txt").read_text() for r in range(2)] == ["False True", "False True"]
 
 
 def test_rank0_value_in_one_process_is_the_value():

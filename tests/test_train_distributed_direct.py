@@ -109,6 +109,34 @@ def test_destroy_at_exit_takes_down_a_live_group_only(env):
     assert not D.is_distributed()
 
 
+def test_destroy_at_exit_waits_for_the_ranks_then_destroys_even_if_that_fails(env):
+    env.setenv("MASTER_PORT", str(free_port()))
+    env.setenv("MASTER_ADDR", "127.0.0.1")
+    calls = []
+
+    def failing_barrier(**kw):
+        calls.append(kw)
+        raise RuntimeError("peer gone")
+
+    env.setattr(dist, "monitored_barrier", failing_barrier)
+    dist.init_process_group(backend="gloo", rank=0, world_size=1)
+    D._destroy_at_exit()
+    assert calls == [dict(timeout=datetime.timedelta(seconds=D.EXIT_BARRIER_TIMEOUT_S), wait_all_ranks=True)]
+    assert not D.is_distributed()
+
+
+def test_the_ddp_harness_retries_only_runtime_aborts_and_busy_ports():
+    from _ddp import _transient
+
+    abort = "terminate called without an active exception\n"
+    assert _transient([0, -6], ["", abort])
+    assert _transient([1, 1], ["RuntimeError: Address already in use", ""])
+    assert not _transient([0, 1], ["", "Traceback (most recent call last):\nAssertionError"])
+    assert not _transient([0, -6], ["", "Traceback (most recent call last):\n" + abort])  # a Python error first
+    assert not _transient([0, -11], ["", abort])  # a segfault is not the teardown abort
+    assert not _transient([0, 0], ["", ""])
+
+
 def test_init_distributed_nccl_binds_the_local_gpu(env, recorded):
     bound = []
     env.setattr(torch.cuda, "set_device", lambda i: bound.append(i))

@@ -102,10 +102,27 @@ def init_distributed(
 _EXIT_HOOK = False
 
 
+#: How long the exit hook waits for the other ranks before tearing its group down anyway.
+EXIT_BARRIER_TIMEOUT_S = 60.0
+
+
 def _destroy_at_exit() -> None:
-    """Destroy the default process group if it is still there (registered by :func:`init_distributed`)."""
-    if is_distributed():
-        dist.destroy_process_group()
+    """Destroy the default process group if it is still there (registered by :func:`init_distributed`).
+
+    Every rank first waits (at most :data:`EXIT_BARRIER_TIMEOUT_S`) for the others to reach
+    their exit too: a rank that tears its connections down while a peer still finishes its
+    last collective can make that peer abort. A peer that is gone or late is not waited for.
+    """
+    if not is_distributed():
+        return
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=EXIT_BARRIER_TIMEOUT_S), wait_all_ranks=True)
+        else:
+            dist.barrier()
+    except Exception:  # a crashed or hung peer: exit anyway, the run's own error says why
+        pass
+    dist.destroy_process_group()
 
 
 def init_for_device(device: torch.device) -> bool:
