@@ -173,16 +173,23 @@ def test_boundary_is_a_plain_record():
 # -- errors ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dt", [torch.int16, torch.int32, torch.bool, torch.complex64])
-def test_rejects_other_dtypes(dt):
-    if dt == torch.complex64:
-        # complex is neither uint8 nor floating
-        t = torch.zeros(2, 2, dtype=dt)
-    else:
-        t = torch.zeros(2, 2, dtype=dt)
+@pytest.mark.parametrize("dt", [torch.int16, torch.int32])
+def test_rejects_integer_dtypes_with_a_hint(dt):
     with pytest.raises(TypeError, match=rf"^photo must be uint8 or float, got dtype {dt} "
                                         r"\(divide 16-bit images by 65535 first\)$"):
-        as_image_batch(t, "photo")
+        as_image_batch(torch.zeros(2, 2, dtype=dt), "photo")
+
+
+@pytest.mark.parametrize("dt", [torch.bool, torch.complex64])
+def test_rejects_bool_and_complex_without_the_integer_hint(dt):
+    with pytest.raises(TypeError, match=rf"^photo must be uint8 or float, got dtype {dt}$"):
+        as_image_batch(torch.zeros(2, 2, dtype=dt), "photo")
+
+
+@pytest.mark.parametrize("dt", [np.uint16, np.bool_, np.complex128])
+def test_names_a_numpy_callers_own_dtype(dt):
+    with pytest.raises(TypeError, match=rf"got dtype {np.dtype(dt)}\b"):
+        as_image_batch(np.zeros((2, 2), dtype=dt), "photo")
 
 
 def test_rejects_non_arrays_naming_the_argument():
