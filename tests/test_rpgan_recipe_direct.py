@@ -495,7 +495,17 @@ def test_cli_bad_values(argv, msg, capsys):
 def test_cli_boundaries_are_accepted():
     a = parse_args(["--pretrain-steps", "0", "--val-items", "0", "--buffer", "4", "--batch", "4", "--noise", "0"])
     assert (a.pretrain_steps, a.val_items, a.buffer, a.batch, a.noise) == (0, 0, 4, 4, 0.0)
-    assert a.flow_context is None and parse_args(["--crop", "96", "--flow-context", "96"]).flow_context == 96
+    assert parse_args(["--crop", "96", "--flow-context", "96"]).flow_context == 96
+
+
+@pytest.mark.parametrize("argv, context", [
+    ([], 192), (["--crop", "96"], 192), (["--crop", "191"], 192), (["--crop", "193"], 193),
+    (["--crop", "256", "--flows", "sen-ensemble"], 256), (["--crop", "96", "--flows", "sen-ensemble"], 192),
+    (["--crop", "96", "--flows", "true"], 96), (["--crop", "96", "--flow-context", "100"], 100),
+])
+def test_flow_context_default_gives_sen_192_pixels_and_true_flows_none(argv, context):
+    assert R.SEN_CONTEXT == 192
+    assert parse_args(argv).flow_context == context
 
 
 # ----------------------------------------------------------------------------------------- main
@@ -696,14 +706,16 @@ def test_main_writes_nothing_on_other_ranks(tmp_path, monkeypatch):
             "--no-cgan", "--run-dir", str(run), "--out", str(out), "--no-progress", "--device", "cpu"]
     assert R.main(argv) == out
     assert not out.exists() and not (run / "history.json").exists()
-    (pa, _), = calls["pool"]
+    (pa, kw), = calls["pool"]
     assert pa[6] == "true" and pa[7] is None  # --sen only matters with --flows sen
+    assert kw["context"] == 16  # true flows need no context for SEN
     # with --flows sen-ensemble the given SEN is loaded too, and the pool asked for the ensemble's flows
     calls["pool"].clear()
     i = argv.index("true")
     assert R.main(argv[:i] + ["sen-ensemble"] + argv[i + 1:]) == out
-    (pa, _), = calls["pool"]
+    (pa, kw), = calls["pool"]
     assert pa[6] == "sen-ensemble" and isinstance(pa[7], SEN)
+    assert kw["context"] == R.SEN_CONTEXT  # SEN estimates on 192² around each 16² crop
 
 
 # ------------------------------------------------------- checks added after the mutation run

@@ -75,7 +75,12 @@ from ..priors.rpgan import RPGANPrior, rpgan_schedule
 from ._cli import add_engine_arguments, add_time_budget_argument, device_name, engine_options, parse_engine_args
 from .replay import PAPER_PROPORTIONS, ReplayBuffer
 
-__all__ = ["RPGANTrainModule", "TensorItems", "build_pool", "DeconvolutionProducer", "make_loss_fn",
+#: Side of the crops the pool's SEN flows are estimated on by default (``--flow-context``): the
+#: shipped SEN's ensemble flow MSE at ±23 is 29.7 px² on 96² crops, 35.6 on 128², 7.4 on 192²
+#: and 6.5 on 256² photos (benchmarks/RESULTS.md, "RP-GAN inside pd.deblur").
+SEN_CONTEXT = 192
+
+__all__ = ["SEN_CONTEXT", "RPGANTrainModule", "TensorItems", "build_pool", "DeconvolutionProducer", "make_loss_fn",
            "make_val_fn", "parse_args", "main"]
 
 
@@ -452,7 +457,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--crop", type=int, default=128, help="crop size of the pool images")
     ap.add_argument("--flow-context", type=int, default=None,
                     help="blur and estimate the flow on crops of this size, keep their centre --crop² "
-                         "(default --crop; SEN's flows need about 192² of context)")
+                         f"(default: max(--crop, {SEN_CONTEXT}) with SEN flows, where smaller crops give "
+                         "SEN too little context; --crop with --flows true)")
     ap.add_argument("--pool", type=int, default=1000, help="blurred images in the pool (paper: 1000)")
     ap.add_argument("--buffer", type=int, default=1000, help="replay buffer size (paper: 1000)")
     ap.add_argument("--proportions", default=",".join(map(str, PAPER_PROPORTIONS)),
@@ -497,6 +503,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error("--pretrain-steps and --val-items must be >= 0")
     if args.flow_context is not None and args.flow_context < args.crop:
         ap.error(f"--flow-context ({args.flow_context}) must be at least --crop ({args.crop})")
+    if args.flow_context is None:
+        args.flow_context = args.crop if args.flows == "true" else max(args.crop, SEN_CONTEXT)
     if args.buffer < args.batch:
         ap.error(f"--buffer ({args.buffer}) must hold at least one batch ({args.batch})")
     if not (args.noise >= 0 and math.isfinite(args.noise)):
@@ -594,7 +602,7 @@ def main(argv=None) -> Path:
             "script": "scripts/train_rpgan.py (pnpdeblur.train.rpgan)",
             "argv": list(argv) if argv is not None else None,
             "corpus": args.corpus, "corpus_files": corpus_files, "pool": args.pool, "crop": args.crop,
-            "flow_context": args.flow_context or args.crop,
+            "flow_context": args.flow_context,
             "preset": args.preset, "noise": args.noise, "flows": args.flows, "sen": args.sen or "shipped", "buffer": args.buffer,
             "proportions": proportions, "refresh_every": args.refresh_every, "held_out": HELD_OUT_SAMPLES,
             "losses": {"content": "vgg16 " + str(args.vgg) if args.vgg else "LaplacianPyramidLoss(3)",
