@@ -25,8 +25,8 @@ def run_ranks(script: Path, cwd: Path, world: int = 2, timeout: float = 120, tri
     beside this one): a run that failed only because the address was in use is retried on
     a new port, up to ``tries`` runs. So is a run where a rank was aborted by the C++ runtime
     with no Python error ("terminate called without an active exception", SIGABRT): gloo's
-    teardown can do that on a loaded machine (seen once in ~100 CI runs, after the library's
-    exit barrier); a wrong result or a Python error is never retried.
+    teardown can do that on a loaded machine (seen in CI before the library's exit hook
+    waited for every rank); a wrong result or a Python error is never retried.
     """
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
     env.update(MASTER_ADDR="127.0.0.1", WORLD_SIZE=str(world),
@@ -50,5 +50,5 @@ def _transient(codes: List[int], outs: List[str]) -> bool:
     if any("address already in use" in o.lower() for o in outs):
         return True
     failed = [(c, o) for c, o in zip(codes, outs) if c != 0]
-    return bool(failed) and all(c == -signal.SIGABRT and "terminate called without an active exception" in o
-               and "Traceback" not in o for c, o in failed)
+    aborted = "terminate called without an active exception"
+    return bool(failed) and all(c == -signal.SIGABRT and aborted in o and "Traceback" not in o for c, o in failed)
