@@ -4,9 +4,15 @@ A pnpdeblur checkpoint is a ``.safetensors`` file whose metadata holds one entry
 ``"pnpdeblur"``, a JSON object with at least ``"architecture"`` (a class name) and
 ``"config"`` (the constructor arguments). Loading checks both the architecture and the
 tensor names/shapes; a wrong architecture, a foreign or corrupt file is an error.
+
+Files written by :func:`save_checkpoint` also carry a SHA-256 of their tensors (names, dtypes,
+shapes and bytes) in a second metadata entry, ``"pnpdeblur_sha256"``; loading recomputes it,
+so damaged tensor data (a flipped bit that still decodes as a finite number) is an error too.
+Files without the entry (written before it existed) load unchecked.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -18,6 +24,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "read_header",
+    "tensors_digest",
     "load_into",
     "build_from_checkpoint",
     "half_state",
@@ -26,6 +33,7 @@ __all__ = [
 ]
 
 _KEY = "pnpdeblur"
+_DIGEST_KEY = "pnpdeblur_sha256"
 PathLike = Union[str, os.PathLike]
 
 
@@ -77,24 +85,47 @@ def save_checkpoint(
     if sidecar and path.suffix == ".json":
         raise ValueError(f"path must not end in .json when sidecar=True (the header goes there), got {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={"format": "pt", _KEY: text})
+    save_file(tensors, str(path), metadata={"format": "pt", _KEY: text, _DIGEST_KEY: tensors_digest(tensors)})
     if sidecar:
         path.with_suffix(".json").write_text(json.dumps(header, indent=2, sort_keys=True) + "\n")
     return path
 
 
-def read_header(path: PathLike) -> Dict[str, Any]:
-    """Return the pnpdeblur JSON header of a checkpoint (raises :class:`CheckpointError`)."""
+def tensors_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) of a state dict: every tensor's name, dtype, shape and bytes, in name order.
+
+    The digest :func:`save_checkpoint` stores and :func:`load_checkpoint` checks; it depends on
+    the values only (not on the device or the memory layout).
+    """
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(json.dumps([k, str(t.dtype), list(t.shape)]).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _read_metadata(path: Path) -> Dict[str, str]:
+    """The safetensors metadata of ``path`` (raises :class:`CheckpointError`)."""
     from safetensors import safe_open
 
-    path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+            return dict(f.metadata() or {})
     except Exception as e:  # safetensors raises its own error types for damaged files
         raise CheckpointError(f"{path} is not a readable safetensors file (corrupt?): {e}") from e
+
+
+def read_header(path: PathLike) -> Dict[str, Any]:
+    """Return the pnpdeblur JSON header of a checkpoint (raises :class:`CheckpointError`)."""
+    path = Path(path)
+    return _parse_header(_read_metadata(path), path)
+
+
+def _parse_header(meta: Mapping[str, str], path: Path) -> Dict[str, Any]:
+    """The checked pnpdeblur header in a file's metadata ``meta``."""
     if _KEY not in meta:
         raise CheckpointError(f"{path} has no '{_KEY}' header: not a pnpdeblur checkpoint")
     try:
@@ -122,10 +153,18 @@ def load_checkpoint(
     state_dict : dict of str to Tensor
     header : dict
         ``architecture``, ``config`` and any extra metadata.
+
+    Raises
+    ------
+    CheckpointError
+        A missing, foreign or unreadable file, another architecture, or tensors that do not
+        match the checksum saved with them.
     """
     from safetensors.torch import load_file
 
-    header = read_header(path)
+    path = Path(path)
+    meta = _read_metadata(path)
+    header = _parse_header(meta, path)
     if architecture is not None and header["architecture"] != architecture:
         raise CheckpointError(
             f"{path} holds a {header['architecture']!r} checkpoint, expected {architecture!r}"
@@ -134,6 +173,10 @@ def load_checkpoint(
         state = load_file(str(path))
     except Exception as e:
         raise CheckpointError(f"{path}: could not read the tensors (corrupt?): {e}") from e
+    expected = meta.get(_DIGEST_KEY)
+    if expected is not None and tensors_digest(state) != expected:
+        raise CheckpointError(f"{path}: the tensors do not match the checksum saved with them "
+                              "(the file is damaged; re-copy or re-export it)")
     return state, header
 
 

@@ -83,7 +83,7 @@ def test_save_writes_tensors_header_sidecar_and_returns_the_path(tmp_path):
     assert isinstance(out, Path) and out == p
     _same_state(load_file(str(p)), m.state_dict())
     meta = _raw_header(p)
-    assert set(meta) == {"format", "pnpdeblur"}
+    assert set(meta) == {"format", "pnpdeblur", "pnpdeblur_sha256"}
     assert meta["format"] == "pt"  # what other safetensors readers (transformers) expect
     header = {"architecture": "Tiny", "config": {"channels": 2, "bias": True}, "epochs": 3}
     assert json.loads(meta["pnpdeblur"]) == header
@@ -511,3 +511,77 @@ def test_crop_to_keeps_the_top_left_corner():
     x = torch.arange(2 * 3 * 4 * 5.0).reshape(2, 3, 4, 5)
     assert torch.equal(crop_to(x, (2, 3)), x[:, :, :2, :3])
     assert torch.equal(crop_to(x[0], (3, 1)), x[0, :, :3, :1])
+
+
+# -- the tensors' checksum ----------------------------------------------------------------
+
+
+def _by_hand_digest(state):
+    """SHA-256 over (name, dtype, shape) JSON and the raw little-endian bytes, names sorted."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(state):
+        a = state[k].detach().contiguous()
+        h.update(json.dumps([k, str(a.dtype), list(a.shape)]).encode())
+        h.update(a.numpy().tobytes() if a.dtype != torch.bfloat16 else a.view(torch.int16).numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_digest_is_the_sha256_of_names_dtypes_shapes_and_bytes():
+    from pnpdeblur.checkpoints import tensors_digest
+
+    state = {"b": torch.arange(6.0).reshape(2, 3).t(), "a": torch.tensor(3, dtype=torch.int64),
+             "c": torch.ones(2, dtype=torch.bfloat16), "d": torch.zeros(0, 4), "e": torch.tensor([True, False])}
+    assert tensors_digest(state) == _by_hand_digest(state)
+    # any change of a value, a name, a dtype or a shape changes it
+    for other in ({**state, "a": torch.tensor(4)}, {**{k: v for k, v in state.items() if k != "a"}, "z": state["a"]},
+                  {**state, "d": torch.zeros(0, 4, dtype=torch.float64)}, {**state, "d": torch.zeros(4, 0)}):
+        assert tensors_digest(other) != tensors_digest(state)
+
+
+def test_save_stores_the_digest_and_load_checks_it(tmp_path):
+    from pnpdeblur.checkpoints import tensors_digest
+
+    m = _tiny()
+    p = save_checkpoint(tmp_path / "w.safetensors", m, "Tiny", {"channels": 2, "bias": True})
+    assert _raw_header(p)["pnpdeblur_sha256"] == tensors_digest(m.state_dict()) == _by_hand_digest(m.state_dict())
+    state, _ = load_checkpoint(p, "Tiny")
+    _same_state(state, m.state_dict())
+
+
+def _flip_one_tensor_byte(path, name):
+    """Change one byte inside tensor ``name``'s data, leaving a readable file."""
+    import struct
+
+    raw = bytearray(path.read_bytes())
+    n = struct.unpack("<Q", raw[:8])[0]
+    begin = 8 + n + json.loads(raw[8:8 + n])[name]["data_offsets"][0]
+    raw[begin] ^= 0x01  # the lowest mantissa bit of a float32: still a finite number
+    path.write_bytes(bytes(raw))
+
+
+def test_a_damaged_tensor_is_an_error_not_garbage(tmp_path):
+    m = _tiny()
+    p = save_checkpoint(tmp_path / "w.safetensors", m, "Tiny", {"channels": 2, "bias": True})
+    name = sorted(m.state_dict())[0]
+    _flip_one_tensor_byte(p, name)
+    damaged = load_file(str(p))[name]
+    assert torch.isfinite(damaged).all() and not torch.equal(damaged, m.state_dict()[name])  # it decodes
+    with pytest.raises(CheckpointError, match=r"do not match the checksum saved with them"):
+        load_checkpoint(p, "Tiny")
+    with pytest.raises(CheckpointError, match=r"checksum"):
+        load_into(_tiny(), p, "Tiny")
+
+
+def test_files_without_a_digest_still_load(tmp_path):
+    from safetensors.torch import save_file
+
+    m = _tiny()
+    p = tmp_path / "old.safetensors"
+    header = {"architecture": "Tiny", "config": {"channels": 2, "bias": True}}
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(p),
+              metadata={"format": "pt", "pnpdeblur": json.dumps(header)})
+    state, got = load_checkpoint(p, "Tiny")
+    assert got == header
+    _same_state(state, m.state_dict())
