@@ -55,8 +55,7 @@ def as_image_batch(image: Any, name: str = "image") -> tuple[torch.Tensor, Bound
     kind = array_kind(image, name)
     t = to_torch(image, name)
     if t.dtype != torch.uint8 and not t.is_floating_point():
-        hint = "" if t.dtype in (torch.bool, torch.complex64, torch.complex128) else \
-            " (divide 16-bit images by 65535 first)"
+        hint = "" if t.dtype == torch.bool or t.is_complex() else " (divide 16-bit images by 65535 first)"
         raise TypeError(f"{name} must be uint8 or float, got dtype {getattr(image, 'dtype', t.dtype)}{hint}")
     if t.ndim not in (2, 3, 4):
         raise ValueError(f"{name} must be (H, W), (H, W, C) / (C, H, W) or (N, C, H, W), got shape {tuple(t.shape)}")
