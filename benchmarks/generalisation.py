@@ -10,6 +10,8 @@ synthesis as ``benchmarks/blind.py``:
 * ``blurred``: the input;
 * each end-to-end net given by ``--net NAME=PATH`` (a pnpdeblur checkpoint) or shipped;
 * ``pnp``: ``pd.deblur`` (SEN flow → HQS/CG with the DnCNN prior, one global iteration);
+* ``pnp_NAME``: the same with the SEN checkpoint given by ``--sen NAME=PATH`` — for the
+  controlled experiment, a SEN trained on ±23 only (``pnpdeblur train sen --presets 23``);
 * ``true_flow``: non-blind HQS with the true flow (the upper bound of the pipeline).
 
 PSNR/SSIM per method and preset, time per image, and a picture grid (``--figure``).
@@ -18,6 +20,7 @@ Usage::
 
     python benchmarks/generalisation.py --net deepdeblur=runs/deepdeblur.safetensors
     python benchmarks/generalisation.py --quick                   # 2 photos, shipped nets only
+    python benchmarks/generalisation.py --sen sen23=runs/sen23/sen.safetensors
     python benchmarks/generalisation.py --corpus .data/bsds500/test --n-corpus 6 --figure docs/images/generalisation.png
 """
 from __future__ import annotations
@@ -32,6 +35,8 @@ import torch
 import pnpdeblur as pd
 from pnpdeblur.checkpoints import read_header
 from pnpdeblur.data import random_motion_flow
+from pnpdeblur.metrics import flow_mse
+from pnpdeblur.nets import SEN
 from pnpdeblur.pipeline import default_prior
 from pnpdeblur.solvers import hqs
 
@@ -65,6 +70,17 @@ def load_nets(specs: List[str]) -> Dict[str, torch.nn.Module]:
     return nets
 
 
+def load_sens(specs: List[str]) -> Dict[str, SEN]:
+    """``NAME=PATH`` items → SEN checkpoints, run by ``pd.deblur`` under the label ``pnp_NAME``."""
+    sens = {}
+    for item in specs:
+        name, _, path = item.partition("=")
+        if not name or not path:
+            raise ValueError(f"--sen expects NAME=PATH, got {item!r}")
+        sens[f"pnp_{name}"] = SEN.from_checkpoint(path).eval()
+    return sens
+
+
 @torch.no_grad()
 def run_net(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return net(x[None])[0].clamp(0, 1)
@@ -72,6 +88,7 @@ def run_net(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def evaluate(args) -> tuple:
     nets = load_nets(args.net)
+    flow_models = {"pnp": None, **load_sens(args.sen)}  # None: the shipped SEN
     prior = default_prior()
     rows, gallery = [], {}
     for preset in (["23"] if args.quick else ["23", "46"]):
@@ -85,13 +102,18 @@ def evaluate(args) -> tuple:
             for label, net in nets.items():
                 t0 = time.perf_counter()
                 outs[label] = (run_net(net, x), time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            outs["pnp"] = (pd.deblur(x, iterations=1, prior=prior).x, time.perf_counter() - t0)
+            row = dict(image=name, preset=preset, mean_flow_length=float(np.hypot(*flow).mean()))
+            for label, sen in flow_models.items():
+                t0 = time.perf_counter()
+                res = pd.deblur(x, iterations=1, prior=prior, flow_model=sen)
+                outs[label] = (res.x, time.perf_counter() - t0)
+                # the safeguard may return the photo untouched: say so beside the score
+                row[f"processed_{label}"] = bool(res.history[0]["safeguard"]["processed"][0])
+                row[f"flow_mse_{label}"] = float(flow_mse(res.flow[0], flow))
             t0 = time.perf_counter()
             true = hqs(x[None], pd.MotionBlur(torch.from_numpy(flow)[None]), prior, noise_level=0.01,
                        progress=False).x[0]
             outs["true_flow"] = (true, time.perf_counter() - t0)
-            row = dict(image=name, preset=preset, mean_flow_length=float(np.hypot(*flow).mean()))
             for label, (img, secs) in outs.items():
                 row[f"psnr_{label}"], row[f"ssim_{label}"] = score(img, sharp)
                 row[f"t_{label}"] = secs
@@ -120,6 +142,8 @@ def figure(gallery: dict, path: str) -> None:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--net", action="append", default=[], help="NAME=PATH of an end-to-end net checkpoint")
+    ap.add_argument("--sen", action="append", default=[],
+                    help="NAME=PATH of a SEN checkpoint: pd.deblur with it is scored as pnp_NAME")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--corpus", default=None, help="held-out folder of sharp photos (e.g. BSDS500 test)")
@@ -135,7 +159,7 @@ def main(argv=None):
         print(f"\n±{preset}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary[preset].items()))
     if args.figure:
         figure(gallery, args.figure)
-    return write_rows("generalisation", "cpu", rows, summary=summary, nets=args.net or "shipped", corpus=args.corpus)
+    return write_rows("generalisation", "cpu", rows, summary=summary, nets=args.net or "shipped", sens=args.sen, corpus=args.corpus)
 
 
 if __name__ == "__main__":
