@@ -12,6 +12,9 @@ synthesis as ``benchmarks/blind.py``:
 * ``pnp``: ``pd.deblur`` (SEN flow → HQS/CG with the DnCNN prior, one global iteration);
 * ``pnp_NAME``: the same with the SEN checkpoint given by ``--sen NAME=PATH`` — for the
   controlled experiment, a SEN trained on ±23 only (``pnpdeblur train sen --presets 23``);
+  with ``--sen-scale S`` also ``pnp_NAME_xS``: that SEN run on the photo scaled by ``S``
+  (``pd.deblur(flow_scale=S)``; the deconvolution stays at full size) — what a user who knows
+  the blur is larger than the network's range can do, and an end-to-end net cannot;
 * ``true_flow``: non-blind HQS with the true flow (the upper bound of the pipeline).
 
 PSNR/SSIM per method and preset, time per image, and a picture grid (``--figure``).
@@ -88,7 +91,11 @@ def run_net(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def evaluate(args) -> tuple:
     nets = load_nets(args.net)
-    flow_models = {"pnp": None, **load_sens(args.sen)}  # None: the shipped SEN
+    sens = load_sens(args.sen)
+    # label -> (SEN, flow_scale); None: the shipped SEN
+    flow_models = {"pnp": (None, 1.0), **{lbl: (sen, 1.0) for lbl, sen in sens.items()}}
+    for scale in args.sen_scale:
+        flow_models.update({f"{lbl}_x{scale:g}": (sen, scale) for lbl, sen in sens.items()})
     prior = default_prior()
     rows, gallery = [], {}
     for preset in (["23"] if args.quick else ["23", "46"]):
@@ -103,9 +110,9 @@ def evaluate(args) -> tuple:
                 t0 = time.perf_counter()
                 outs[label] = (run_net(net, x), time.perf_counter() - t0)
             row = dict(image=name, preset=preset, mean_flow_length=float(np.hypot(*flow).mean()))
-            for label, sen in flow_models.items():
+            for label, (sen, scale) in flow_models.items():
                 t0 = time.perf_counter()
-                res = pd.deblur(x, iterations=1, prior=prior, flow_model=sen)
+                res = pd.deblur(x, iterations=1, prior=prior, flow_model=sen, flow_scale=scale)
                 outs[label] = (res.x, time.perf_counter() - t0)
                 # the safeguard may return the photo untouched: say so beside the score
                 row[f"processed_{label}"] = bool(res.history[0]["safeguard"]["processed"][0])
@@ -144,6 +151,8 @@ def main(argv=None):
     ap.add_argument("--net", action="append", default=[], help="NAME=PATH of an end-to-end net checkpoint")
     ap.add_argument("--sen", action="append", default=[],
                     help="NAME=PATH of a SEN checkpoint: pd.deblur with it is scored as pnp_NAME")
+    ap.add_argument("--sen-scale", type=float, action="append", default=[],
+                    help="also score each --sen SEN with pd.deblur(flow_scale=this) (repeatable)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--corpus", default=None, help="held-out folder of sharp photos (e.g. BSDS500 test)")
