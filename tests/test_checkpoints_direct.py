@@ -200,6 +200,13 @@ def test_read_header_must_name_architecture_and_config(tmp_path, header):
         read_header(p)
 
 
+def test_load_checkpoint_names_the_file_of_a_bad_header(tmp_path):
+    p = tmp_path / "w.safetensors"
+    save_file({"w": torch.zeros(2)}, str(p), metadata={"pnpdeblur": json.dumps({"config": {}})})
+    with pytest.raises(CheckpointError, match="^" + re.escape(f"{p}: header must name 'architecture'")):
+        load_checkpoint(p)
+
+
 def test_load_checkpoint_checks_the_architecture_only_when_asked(tmp_path):
     m = _tiny()
     p = save_checkpoint(tmp_path / "w.safetensors", m, "Tiny", {"channels": 2}, {"k": 1})
@@ -568,7 +575,9 @@ def test_a_damaged_tensor_is_an_error_not_garbage(tmp_path):
     _flip_one_tensor_byte(p, name)
     damaged = load_file(str(p))[name]
     assert torch.isfinite(damaged).all() and not torch.equal(damaged, m.state_dict()[name])  # it decodes
-    with pytest.raises(CheckpointError, match=r"do not match the checksum saved with them"):
+    message = (f"{p}: the tensors do not match the checksum saved with them "
+               "(the file is damaged; re-copy or re-export it)")
+    with pytest.raises(CheckpointError, match="^" + re.escape(message) + "$"):
         load_checkpoint(p, "Tiny")
     with pytest.raises(CheckpointError, match=r"checksum"):
         load_into(_tiny(), p, "Tiny")
