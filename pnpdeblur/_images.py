@@ -55,8 +55,10 @@ def as_image_batch(image: Any, name: str = "image") -> tuple[torch.Tensor, Bound
     kind = array_kind(image, name)
     t = to_torch(image, name)
     if t.dtype != torch.uint8 and not t.is_floating_point():
-        hint = "" if t.dtype == torch.bool or t.is_complex() else " (divide 16-bit images by 65535 first)"
-        raise TypeError(f"{name} must be uint8 or float, got dtype {getattr(image, 'dtype', t.dtype)}{hint}")
+        # the hint fits integer photos of more than 8 bits (16-bit PNGs are read as int32 by PIL)
+        wide_int = not (t.dtype == torch.bool or t.is_complex()) and t.element_size() > 1
+        hint = " (divide 16-bit images by 65535 first)" if wide_int else ""
+        raise TypeError(f"{name} must be uint8 or float, got dtype {image.dtype}{hint}")
     if t.ndim not in (2, 3, 4):
         raise ValueError(f"{name} must be (H, W), (H, W, C) / (C, H, W) or (N, C, H, W), got shape {tuple(t.shape)}")
     if t.numel() == 0:

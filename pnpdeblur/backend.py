@@ -61,12 +61,17 @@ def to_torch(x: Any, name: str = "x") -> torch.Tensor:
 
     Read-only numpy arrays are copied (torch has no read-only tensors), as are
     non-contiguous and non-native byte-order ones. Python scalars and lists are not
-    accepted: the library never guesses a dtype.
+    accepted: the library never guesses a dtype; nor are numpy arrays of strings, objects
+    or dates (TypeError naming ``name``).
     """
     kind = array_kind(x, name)
     if kind == "torch":
         return x
     if kind == "numpy":
+        if x.dtype.kind not in "biufc":
+            # strings, objects (e.g. a ragged list of photos), dates: torch's own error names
+            # neither the argument nor what was expected
+            raise TypeError(f"{name} must be a numeric array, got numpy dtype {x.dtype}")
         if not x.flags.writeable:
             # torch cannot mark a tensor read-only and warns on every from_numpy of one;
             # ascontiguousarray would return a contiguous read-only array unchanged

@@ -6,6 +6,7 @@ from its start (so that an error names the right argument), and the CuPy probes 
 stand-in modules (no CuPy or GPU here).
 """
 import importlib.util
+import re
 import sys
 import types
 import warnings
@@ -160,6 +161,21 @@ def test_to_torch_copies_read_only_numpy_to_a_contiguous_writeable_tensor():
     np.testing.assert_array_equal(t.numpy(), a)
     t[0, 0] = 5.0  # writeable
     assert a[0, 0] == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.uint16, np.complex64])
+def test_to_torch_keeps_every_numeric_numpy_dtype(dtype):
+    a = np.ones((2, 3), dtype=dtype)
+    t = to_torch(a)
+    assert t.numpy().dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(t.numpy(), a)
+
+
+@pytest.mark.parametrize("dtype", ["U1", object, "datetime64[s]", "timedelta64[s]", "V4", "S2"])
+def test_to_torch_refuses_non_numeric_numpy_naming_the_argument(dtype):
+    a = np.zeros((2, 3), dtype=dtype)
+    with pytest.raises(TypeError, match="^" + re.escape(f"img must be a numeric array, got numpy dtype {a.dtype}") + "$"):
+        to_torch(a, "img")
 
 
 def test_to_torch_copies_non_contiguous_numpy():

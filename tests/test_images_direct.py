@@ -180,8 +180,8 @@ def test_rejects_integer_dtypes_with_a_hint(dt):
         as_image_batch(torch.zeros(2, 2, dtype=dt), "photo")
 
 
-@pytest.mark.parametrize("dt", [torch.bool, torch.complex64])
-def test_rejects_bool_and_complex_without_the_integer_hint(dt):
+@pytest.mark.parametrize("dt", [torch.bool, torch.complex64, torch.int8])
+def test_rejects_bool_complex_and_8_bit_integers_without_the_16_bit_hint(dt):
     with pytest.raises(TypeError, match=rf"^photo must be uint8 or float, got dtype {dt}$"):
         as_image_batch(torch.zeros(2, 2, dtype=dt), "photo")
 
@@ -190,6 +190,14 @@ def test_rejects_bool_and_complex_without_the_integer_hint(dt):
 def test_names_a_numpy_callers_own_dtype(dt):
     with pytest.raises(TypeError, match=rf"got dtype {np.dtype(dt)}\b"):
         as_image_batch(np.zeros((2, 2), dtype=dt), "photo")
+
+
+@pytest.mark.parametrize("a", [np.full((2, 2), "a"), np.empty((2, 2), object), np.zeros((2, 2), "datetime64[s]")],
+                         ids=["str", "object", "datetime"])
+def test_rejects_numpy_arrays_that_are_not_numbers_naming_the_argument(a):
+    # torch's own error for these names neither the argument nor what was expected
+    with pytest.raises(TypeError, match="^" + re.escape(f"photo must be a numeric array, got numpy dtype {a.dtype}") + "$"):
+        as_image_batch(a, "photo")
 
 
 def test_rejects_non_arrays_naming_the_argument():
