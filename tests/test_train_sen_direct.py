@@ -456,7 +456,10 @@ def test_help_explains_each_recipe_option(capsys):
                  "--presets PRESETS flow presets mixed in equal parts",
                  "--max-noise MAX_NOISE noise std drawn in [0, this]",
                  "--width WIDTH first-layer width (paper: 64)",
-                 "--loss {symmetric,canonical} --lr LR --lr-end LR_END --decay-from DECAY_FROM fraction of steps "
+                 "--lr LR peak learning rate (paper: 1.25e-3). If the loss stays flat near the zero-flow error "
+                 "for ~1000 steps (SEN returns one flow for every input), lower it: on a CPU in float32, 3e-4 "
+                 "left that plateau in 300 steps where 1.25e-3 stayed on it for 2000 (benchmarks/RESULTS.md) "
+                 "--lr-end LR_END --decay-from DECAY_FROM fraction of steps "
                  "at constant lr --init INIT start from these SEN weights instead of a random initialisation: "
                  "a safetensors path, or 'shipped' for the library's own (same width/stacks/levels/presets) "
                  "--time-budget SECONDS train for about this long: a short probe measures the step rate and sets "

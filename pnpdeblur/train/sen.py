@@ -169,7 +169,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--stacks", type=int, default=2)
     ap.add_argument("--levels", type=int, default=4)
     ap.add_argument("--loss", choices=("symmetric", "canonical"), default="symmetric")
-    ap.add_argument("--lr", type=float, default=1.25e-3)
+    ap.add_argument("--lr", type=float, default=1.25e-3,
+                    help="peak learning rate (paper: 1.25e-3). If the loss stays flat near the "
+                         "zero-flow error for ~1000 steps (SEN returns one flow for every input), "
+                         "lower it: on a CPU in float32, 3e-4 left that plateau in 300 steps where "
+                         "1.25e-3 stayed on it for 2000 (benchmarks/RESULTS.md)")
     ap.add_argument("--lr-end", type=float, default=1.25e-5)
     ap.add_argument("--decay-from", type=float, default=50 / 90, help="fraction of steps at constant lr")
     ap.add_argument("--init", default=None,
