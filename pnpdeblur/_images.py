@@ -55,8 +55,9 @@ def as_image_batch(image: Any, name: str = "image") -> tuple[torch.Tensor, Bound
     kind = array_kind(image, name)
     t = to_torch(image, name)
     if t.dtype != torch.uint8 and not t.is_floating_point():
-        # the hint fits integer photos of more than 8 bits (16-bit PNGs are read as int32 by PIL)
-        wide_int = not (t.dtype == torch.bool or t.is_complex()) and t.element_size() > 1
+        # the hint fits integer photos of more than 8 bits (16-bit PNGs are read as int32 by PIL);
+        # bool is one byte, so only complex needs excluding
+        wide_int = not t.is_complex() and t.element_size() > 1
         hint = " (divide 16-bit images by 65535 first)" if wide_int else ""
         raise TypeError(f"{name} must be uint8 or float, got dtype {image.dtype}{hint}")
     if t.ndim not in (2, 3, 4):
