@@ -25,6 +25,7 @@ from pnpdeblur.checkpoints import (
     load_into,
     read_header,
     save_checkpoint,
+    tensors_digest,
 )
 from pnpdeblur.nets import _base
 from pnpdeblur.nets._base import WEIGHTS_DIR, CheckpointMixin, crop_to, pad_to_multiple
@@ -536,8 +537,6 @@ def _by_hand_digest(state):
 
 
 def test_digest_is_the_sha256_of_names_dtypes_shapes_and_bytes():
-    from pnpdeblur.checkpoints import tensors_digest
-
     state = {"b": torch.arange(6.0).reshape(2, 3).t(), "a": torch.tensor(3, dtype=torch.int64),
              "c": torch.ones(2, dtype=torch.bfloat16), "d": torch.zeros(0, 4), "e": torch.tensor([True, False])}
     assert tensors_digest(state) == _by_hand_digest(state)
@@ -548,8 +547,6 @@ def test_digest_is_the_sha256_of_names_dtypes_shapes_and_bytes():
 
 
 def test_save_stores_the_digest_and_load_checks_it(tmp_path):
-    from pnpdeblur.checkpoints import tensors_digest
-
     m = _tiny()
     p = save_checkpoint(tmp_path / "w.safetensors", m, "Tiny", {"channels": 2, "bias": True})
     assert _raw_header(p)["pnpdeblur_sha256"] == tensors_digest(m.state_dict()) == _by_hand_digest(m.state_dict())
@@ -559,8 +556,6 @@ def test_save_stores_the_digest_and_load_checks_it(tmp_path):
 
 def _flip_one_tensor_byte(path, name):
     """Change one byte inside tensor ``name``'s data, leaving a readable file."""
-    import struct
-
     raw = bytearray(path.read_bytes())
     n = struct.unpack("<Q", raw[:8])[0]
     begin = 8 + n + json.loads(raw[8:8 + n])[name]["data_offsets"][0]
@@ -584,8 +579,6 @@ def test_a_damaged_tensor_is_an_error_not_garbage(tmp_path):
 
 
 def test_files_without_a_digest_still_load(tmp_path):
-    from safetensors.torch import save_file
-
     m = _tiny()
     p = tmp_path / "old.safetensors"
     header = {"architecture": "Tiny", "config": {"channels": 2, "bias": True}}
