@@ -50,16 +50,23 @@ SATURATIONS = {"off": None, "1.0": 1.0, f"{DEFAULT_SATURATION:g} (default)": DEF
 
 
 def stored(y: np.ndarray, fmt: str) -> np.ndarray:
-    """``y`` in [0, 1] as read back from the given storage, float32."""
+    """``y`` (H, W, C) in [0, 1] as read back from the given storage, float32.
+
+    ``fmt``: ``"float"``, ``"png8"`` (8-bit, lossless) or ``"jpegQ"`` (8-bit JPEG of quality Q,
+    Pillow's encoder with its default 4:2:0 chroma subsampling, as cameras and phones write).
+    """
     if fmt == "float":
         return y.astype(np.float32)
     y8 = np.round(np.clip(y, 0, 1) * 255).astype(np.uint8)
-    if fmt == "jpeg90":
+    if fmt.startswith("jpeg"):
         import imageio.v3 as iio
 
         grey = y8.ndim == 3 and y8.shape[-1] == 1  # a grey JPEG is written (H, W)
-        y8 = iio.imread(iio.imwrite("<bytes>", y8[..., 0] if grey else y8, extension=".jpg", quality=90))
+        y8 = iio.imread(iio.imwrite("<bytes>", y8[..., 0] if grey else y8, extension=".jpg",
+                                    quality=int(fmt[len("jpeg"):])))
         y8 = y8[..., None] if grey else y8
+    elif fmt != "png8":
+        raise ValueError(f"fmt must be 'float', 'png8' or 'jpegQ' (Q the quality), got {fmt!r}")
     return y8.astype(np.float32) / 255
 
 

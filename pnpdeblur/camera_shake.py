@@ -101,7 +101,8 @@ def deblur_shake(
         Prior of the HQS z-step (:mod:`pnpdeblur.priors`); default the shipped DnCNN, as
         :func:`pnpdeblur.deblur`.
     noise_level : float, optional
-        Noise std on the [0, 1] scale; estimated per image when not given.
+        Noise std on the [0, 1] scale; estimated per image when not given, as :func:`pnpdeblur.deblur`
+        estimates it (robust to JPEG coding).
     kernel : array, optional
         Skip the estimate and deconvolve with this kernel (``(s, s)``, or ``(N, s, s)`` for a
         batch; e.g. one estimated on another frame of the same shot). The safeguard does not

@@ -41,6 +41,15 @@ DEFAULT_NOISE_FLOOR, SINGLE_PASS_NOISE_FLOOR = 0.02, 0.03
 #: clipped blocks out (fewer: all blocks are used, as without ``saturation``).
 MIN_NOISE_BLOCKS = 64
 
+#: ITU-R BT.601 luma weights: the channel JPEG codes at full resolution, where
+#: :func:`estimate_noise_level` looks for the noise that lossy coding keeps
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+#: :func:`estimate_noise_level` with ``compression=True``: the weight of the coarser band's
+#: estimate, below 1 because that band also holds some image content (chosen on BSDS500 val
+#: crops, ``benchmarks/compression.py --weights``; benchmarks/RESULTS.md, "Compressed photos")
+COARSE_BAND_WEIGHT = 0.9
+
 
 @dataclass
 class DeblurResult:
@@ -80,7 +89,8 @@ def _copy_input(image: Any) -> Any:
     return image.copy()  # numpy and cupy
 
 
-def estimate_noise_level(x: torch.Tensor, saturation: Optional[float] = None) -> List[float]:
+def estimate_noise_level(x: torch.Tensor, saturation: Optional[float] = None, *,
+                         compression: bool = False) -> List[float]:
     """Gaussian noise std of each image of ``x`` ``(N, C, H, W)`` (Donoho's wavelet MAD rule).
 
     The finest diagonal Haar detail band ``(a − b − c + d) / 2`` of each 2×2 block holds almost
@@ -92,23 +102,63 @@ def estimate_noise_level(x: torch.Tensor, saturation: Optional[float] = None) ->
     channel's median: clipped regions are flat, their detail is zero and would pull the
     estimate down (a channel with fewer than :data:`MIN_NOISE_BLOCKS` unclipped blocks keeps
     all of them). Without clipped blocks the result is that of ``saturation=None``.
+
+    With ``compression``, the estimate also holds for photos stored lossily (JPEG), whose coding
+    quantises away most of the noise in the finest band but keeps it an octave lower: the
+    result is the larger of the estimate above and :data:`COARSE_BAND_WEIGHT` times the same
+    rule applied one octave coarser (the diagonal band of the 2×2 block means, whose noise is
+    σ/2) on the luma, the channel JPEG codes at full resolution (:data:`LUMA_WEIGHTS`; noise is
+    taken as independent across channels, so the luma's std is 0.668 σ; other than 3 channels,
+    their mean). The coarser band holds more image content, so it reads a little high, hence
+    the weight below 1; on uncompressed photos the finest band usually wins. Images smaller
+    than 4×4 get the fine estimate alone. On JPEG photos of noise std 0.04 the fine band reads
+    0.009 (quality 75) and 0.028 (quality 90); this rule gives 0.039 and 0.043, close to the
+    level that deblurs them best (``benchmarks/compression.py``, ``benchmarks/RESULTS.md``).
     """
     h, w = (x.shape[-2] // 2) * 2, (x.shape[-1] // 2) * 2
     if h == 0 or w == 0:
         raise ValueError(f"image must be at least 2×2 to estimate its noise, got {tuple(x.shape[-2:])}")
+    if not isinstance(compression, bool):
+        raise TypeError(f"compression must be True or False, got {compression!r}")
     t = x[..., :h, :w].detach().to(torch.float64)
+    sigma = _diagonal_band_sigma(t, saturation).mean(dim=1)
+    h4, w4 = (h // 4) * 4, (w // 4) * 4
+    if compression and h4 > 0 and w4 > 0:
+        t4 = t[..., :h4, :w4]
+        means = torch.nn.functional.avg_pool2d(t4, 2)
+        if t.shape[1] == 3:
+            weights = torch.tensor(LUMA_WEIGHTS, dtype=t.dtype, device=t.device)
+            luma = (means * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+            gain = float(weights.norm())
+        else:
+            luma, gain = means.mean(dim=1, keepdim=True), t.shape[1] ** -0.5
+        # the largest value of each 4×4 block, over all channels: a clipped one leaves the median
+        block_max = torch.nn.functional.max_pool2d(t4, 4).amax(dim=1, keepdim=True)
+        coarse = _diagonal_band_sigma(luma, saturation, block_max)[:, 0] * 2 / gain
+        sigma = torch.maximum(sigma, COARSE_BAND_WEIGHT * coarse)
+    return [float(s) for s in sigma.cpu()]
+
+
+def _diagonal_band_sigma(t: torch.Tensor, saturation: Optional[float],
+                         block_max: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """σ of each channel of ``t`` ``(N, C, 2h, 2w)`` (float64) from its finest diagonal band, ``(N, C)``.
+
+    ``block_max`` ``(N, C or 1, h, w)``: the largest value behind each 2×2 block, for
+    ``saturation`` (default: the block's own four values).
+    """
     blocks = (t[..., 0::2, 0::2], t[..., 0::2, 1::2], t[..., 1::2, 0::2], t[..., 1::2, 1::2])
     hh = ((blocks[0] - blocks[1] - blocks[2] + blocks[3]) / 2).flatten(2).abs()
     sigma = hh.median(dim=2).values
     if saturation is not None:
-        kept = (torch.stack(blocks).amax(dim=0) < saturation).flatten(2)
+        if block_max is None:
+            block_max = torch.stack(blocks).amax(dim=0)
+        kept = (block_max < saturation).expand_as(blocks[0]).flatten(2)
         for i in range(hh.shape[0]):
             for c in range(hh.shape[1]):
                 k = kept[i, c]
                 if not bool(k.all()) and int(k.sum()) >= MIN_NOISE_BLOCKS:
                     sigma[i, c] = hh[i, c][k].median()
-    sigma = sigma / 0.6744897501960817
-    return [float(s) for s in sigma.mean(dim=1).cpu()]
+    return sigma / 0.6744897501960817
 
 
 def _fit_operator_range(flow: torch.Tensor) -> torch.Tensor:
@@ -158,9 +208,13 @@ def check_photo_options(saturation: Optional[float], boundary: str, gamma: Optio
 
 
 def noise_levels(obs: torch.Tensor, noise_level: Optional[float], saturation: Optional[float]) -> List[float]:
-    """One noise level per image of ``obs`` ``(N, C, H, W)``: the given one, or estimated."""
+    """One noise level per image of ``obs`` ``(N, C, H, W)``: the given one, or estimated.
+
+    The estimate is :func:`estimate_noise_level`'s with ``compression=True``: photos are mostly
+    JPEGs, whose finest band has lost most of its noise.
+    """
     if noise_level is None:
-        return estimate_noise_level(obs, saturation=saturation)
+        return estimate_noise_level(obs, saturation=saturation, compression=True)
     return [check_real(noise_level, "noise_level")] * obs.shape[0]
 
 
@@ -239,8 +293,10 @@ def deblur(
         z-step is trained on the deconvolutions of exactly that schedule, so its length (the
         prior's levels) replaces ``n_iter``.
     noise_level : float, optional
-        Noise std of the photo on the [0, 1] scale; estimated per image (:func:`estimate_noise_level`) when not given. Later global iterations
-        re-estimate it on their input (the previous result is much less noisy).
+        Noise std of the photo on the [0, 1] scale; estimated per image when not given
+        (:func:`estimate_noise_level` with ``compression=True``, which also reads the noise that
+        JPEG coding leaves an octave below the finest band). Later global iterations re-estimate
+        it on their input (the previous result is much less noisy; fine band only).
     flow_model : SEN, optional
         Flow estimator (default: the shipped :meth:`pnpdeblur.nets.SEN.pretrained`).
     safeguard : bool
