@@ -41,9 +41,15 @@ DEFAULT_NOISE_FLOOR, SINGLE_PASS_NOISE_FLOOR = 0.02, 0.03
 #: clipped blocks out (fewer: all blocks are used, as without ``saturation``).
 MIN_NOISE_BLOCKS = 64
 
-#: ITU-R BT.601 luma weights: the channel JPEG codes at full resolution, where
-#: :func:`estimate_noise_level` looks for the noise that lossy coding keeps
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+#: ITU-R BT.601 luma and chroma (Cb, Cr) rows of the RGB → YCbCr transform that JPEG codes in:
+#: the luma at full resolution, the chroma usually at half (4:2:0)
+YCBCR_WEIGHTS = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+
+#: :func:`estimate_noise_level` with ``compression=True`` reads a colour photo as JPEG-coded when
+#: the noise of its chroma's finest band is below this fraction of the luma's (4:2:0 coding leaves
+#: almost none: at most 0.18 of it on BSDS500 train and val crops stored at quality 75–95, against
+#: 0.7–1.0 for the same crops with noise as 8-bit PNG; benchmarks/RESULTS.md, "Compressed photos")
+CHROMA_NOISE_RATIO = 0.25
 
 #: :func:`estimate_noise_level` with ``compression=True``: the weight of the coarser band's
 #: estimate, below 1 because that band also holds some image content (chosen on BSDS500 val
@@ -103,16 +109,19 @@ def estimate_noise_level(x: torch.Tensor, saturation: Optional[float] = None, *,
     estimate down (a channel with fewer than :data:`MIN_NOISE_BLOCKS` unclipped blocks keeps
     all of them). Without clipped blocks the result is that of ``saturation=None``.
 
-    With ``compression``, the estimate also holds for photos stored lossily (JPEG), whose coding
-    quantises away most of the noise in the finest band but keeps it an octave lower: the
-    result is the larger of the estimate above and :data:`COARSE_BAND_WEIGHT` times the same
-    rule applied one octave coarser (the diagonal band of the 2×2 block means, whose noise is
-    σ/2) on the luma, the channel JPEG codes at full resolution (:data:`LUMA_WEIGHTS`; noise is
-    taken as independent across channels, so the luma's std is 0.668 σ; other than 3 channels,
-    their mean). The coarser band holds more image content, so it reads a little high, hence
-    the weight below 1; on uncompressed photos the finest band usually wins. Images smaller
-    than 4×4 get the fine estimate alone. On JPEG photos of noise std 0.04 the fine band reads
-    0.009 (quality 75) and 0.028 (quality 90); this rule gives 0.039 and 0.043, close to the
+    With ``compression``, the estimate also holds for colour photos stored as JPEG, whose coding
+    quantises away most of the noise in the finest band but keeps it an octave lower. Such a
+    photo is recognised by its chroma: 4:2:0 coding (what cameras, phones and Pillow write)
+    leaves the chroma's finest band almost without noise, so a photo whose Cb/Cr fine-band
+    noise is below :data:`CHROMA_NOISE_RATIO` times its luma's (:data:`YCBCR_WEIGHTS`, each
+    normalised to the std it gives white noise) is read as JPEG-coded. For those the result is
+    the larger of the estimate above and :data:`COARSE_BAND_WEIGHT` times the same rule applied
+    one octave coarser (the diagonal band of the 2×2 block means, whose noise is σ/2) on the luma
+    (noise taken as independent across channels, so the luma's std is 0.668 σ). The coarser band
+    holds more image content, hence the weight below 1, and is not consulted for other photos,
+    where it would read texture as noise. Grey images, images without 3 channels and images
+    smaller than 4×4 get the estimate above. On JPEG photos of noise std 0.04 the fine band reads
+    0.009 (quality 75) and 0.029 (quality 90); this rule gives 0.038 and 0.044, close to the
     level that deblurs them best (``benchmarks/compression.py``, ``benchmarks/RESULTS.md``).
     """
     h, w = (x.shape[-2] // 2) * 2, (x.shape[-1] // 2) * 2
@@ -122,21 +131,40 @@ def estimate_noise_level(x: torch.Tensor, saturation: Optional[float] = None, *,
         raise TypeError(f"compression must be True or False, got {compression!r}")
     t = x[..., :h, :w].detach().to(torch.float64)
     sigma = _diagonal_band_sigma(t, saturation).mean(dim=1)
-    h4, w4 = (h // 4) * 4, (w // 4) * 4
-    if compression and h4 > 0 and w4 > 0:
-        t4 = t[..., :h4, :w4]
-        means = torch.nn.functional.avg_pool2d(t4, 2)
-        if t.shape[1] == 3:
-            weights = torch.tensor(LUMA_WEIGHTS, dtype=t.dtype, device=t.device)
-            luma = (means * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
-            gain = float(weights.norm())
-        else:
-            luma, gain = means.mean(dim=1, keepdim=True), t.shape[1] ** -0.5
-        # the largest value of each 4×4 block, over all channels: a clipped one leaves the median
-        block_max = torch.nn.functional.max_pool2d(t4, 4).amax(dim=1, keepdim=True)
-        coarse = _diagonal_band_sigma(luma, saturation, block_max)[:, 0] * 2 / gain
-        sigma = torch.maximum(sigma, COARSE_BAND_WEIGHT * coarse)
+    if compression and t.shape[1] == 3 and h >= 4 and w >= 4:
+        coded = _looks_chroma_subsampled(t, saturation)
+        if bool(coded.any()):
+            sigma = torch.where(coded, torch.maximum(sigma, COARSE_BAND_WEIGHT * _coarse_luma_sigma(t, saturation)),
+                                sigma)
     return [float(s) for s in sigma.cpu()]
+
+
+def _ycbcr(t: torch.Tensor) -> tuple:
+    """``(Y, Cb, Cr)`` of RGB ``t`` ``(N, 3, H, W)`` as ``(N, 3, H, W)``, and the std each plane
+    gets from unit white noise in every channel, ``(3,)``."""
+    m = torch.tensor(YCBCR_WEIGHTS, dtype=t.dtype, device=t.device)
+    return torch.einsum("kc,nchw->nkhw", m, t), m.norm(dim=1)
+
+
+def _looks_chroma_subsampled(t: torch.Tensor, saturation: Optional[float]) -> torch.Tensor:
+    """Per image of RGB ``t`` ``(N, 3, 2h, 2w)``: is its chroma's fine-band noise below
+    :data:`CHROMA_NOISE_RATIO` times its luma's? ``(N,)`` bool."""
+    ycc, gains = _ycbcr(t)
+    blocks = (t[..., 0::2, 0::2], t[..., 0::2, 1::2], t[..., 1::2, 0::2], t[..., 1::2, 1::2])
+    block_max = torch.stack(blocks).amax(dim=0).amax(dim=1, keepdim=True)  # over the block and the channels
+    fine = _diagonal_band_sigma(ycc, saturation, block_max) / gains
+    return fine[:, 1:].mean(dim=1) < CHROMA_NOISE_RATIO * fine[:, 0]
+
+
+def _coarse_luma_sigma(t: torch.Tensor, saturation: Optional[float]) -> torch.Tensor:
+    """Noise std of RGB ``t`` ``(N, 3, H, W)`` (H, W ≥ 4) read one octave below the finest band, on
+    the luma, ``(N,)``: white noise of std σ per channel reads σ."""
+    t4 = t[..., : t.shape[-2] // 4 * 4, : t.shape[-1] // 4 * 4]
+    ycc, gains = _ycbcr(torch.nn.functional.avg_pool2d(t4, 2))
+    # the largest value of each 4×4 block, over all channels: a clipped one leaves the median
+    block_max = torch.nn.functional.max_pool2d(t4, 4).amax(dim=1, keepdim=True)
+    # a 2×2 block mean carries σ/2 of white noise
+    return _diagonal_band_sigma(ycc[:, :1], saturation, block_max)[:, 0] * 2 / gains[0]
 
 
 def _diagonal_band_sigma(t: torch.Tensor, saturation: Optional[float],
