@@ -2,8 +2,9 @@
 
 JPEG quantises away most of the noise in the finest frequencies, where the wavelet (MAD) rule
 of :func:`pnpdeblur.pipeline.estimate_noise_level` measures it, so the fine-band estimate of a
-noisy JPEG is far too low and HQS under-regularises. ``compression=True`` (what ``pd.deblur``
-uses) also measures the noise an octave coarser, on the luma, where the coding keeps it.
+noisy JPEG is far too low and HQS under-regularises. With ``compression=True`` (what
+``pd.deblur`` uses) a colour photo whose chroma has lost its fine-band noise (4:2:0 coding) is
+measured an octave coarser, on the luma, where the coding keeps the noise.
 
 Each sharp photo of ``--folder`` (its centre ``--size``²) is blurred by a Gong flow of each
 preset, given Gaussian noise of each σ and stored as 8-bit PNG or JPEG of each quality
@@ -12,7 +13,7 @@ that every input is deconvolved) then runs with the noise level given by
 
 * ``fine``: the finest band alone (``estimate_noise_level(..., compression=False)``),
 * ``compression``: the rule ``pd.deblur`` uses (``compression=True``), with each weight of
-  ``--weights`` for its coarser band (``COARSE_BAND_WEIGHT`` is the default weight),
+  ``--weights`` for its coarser band (``COARSE_BAND_WEIGHT`` is the library's),
 * ``true``: the σ of the noise added before storage (an oracle),
 
 each floored at ``pd.deblur``'s noise floor as ``pd.deblur`` floors its own estimate; runs
@@ -46,15 +47,8 @@ from pnpdeblur.data import list_images, random_motion_flow, read_image  # noqa: 
 from pnpdeblur.metrics import psnr  # noqa: E402
 
 from _results import write_rows  # noqa: E402
+from blind import crop  # noqa: E402
 from saturation import stored  # noqa: E402
-
-
-def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
-    h, w = img.shape[:2]
-    if min(h, w) < size:
-        raise ValueError(f"image smaller than {size}² ({h}×{w})")
-    r, c = (h - size) // 2, (w - size) // 2
-    return np.ascontiguousarray(img[r:r + size, c:c + size])
 
 
 def estimate(y: np.ndarray, weight: float | None) -> float:
@@ -69,6 +63,16 @@ def estimate(y: np.ndarray, weight: float | None) -> float:
         return pipeline.estimate_noise_level(t, saturation=pd.solvers.DEFAULT_SATURATION, compression=True)[0]
     finally:
         pipeline.COARSE_BAND_WEIGHT = default
+
+
+def chroma_ratio(y: np.ndarray) -> float:
+    """The JPEG test's statistic for (H, W, 3) ``y``: the chroma's fine-band noise over the luma's
+    (each normalised as in ``estimate_noise_level``; coded below ``CHROMA_NOISE_RATIO``)."""
+    t = torch.from_numpy(y.transpose(2, 0, 1).astype(np.float64))[None]
+    t = t[..., : t.shape[-2] // 2 * 2, : t.shape[-1] // 2 * 2]
+    ycc, gains = pipeline._ycbcr(t)
+    fine = pipeline._diagonal_band_sigma(ycc, None)[0] / gains
+    return float(fine[1:].mean() / fine[0]) if fine[0] > 0 else float("nan")
 
 
 def main(argv=None) -> str:
@@ -95,7 +99,7 @@ def main(argv=None) -> str:
     for preset in args.presets.split(","):
         for sigma in (float(s) for s in args.sigmas.split(",")):
             for k, path in enumerate(list_images(args.folder)[: args.n]):
-                sharp = centre_crop(read_image(path, 3), args.size)
+                sharp = crop(read_image(path, 3), args.size)
                 rng = np.random.default_rng(args.seed + k)
                 flow = random_motion_flow(sharp.shape[:2], preset, rng)
                 y = np.asarray(pd.MotionBlur(flow)(sharp), np.float32)
@@ -106,7 +110,7 @@ def main(argv=None) -> str:
                     levels.update({f"compression_{w:g}": estimate(yq, w) for w in weights})
                     levels.update({f"fixed_{g:g}": g for g in grid})
                     row = dict(image=path.name, preset=preset, sigma=sigma, format=fmt,
-                               psnr_blurred=float(psnr(yq, sharp, channel_axis=-1)))
+                               psnr_blurred=float(psnr(yq, sharp, channel_axis=-1)), chroma_ratio=chroma_ratio(yq))
                     done: dict = {}
                     for name, level in levels.items():
                         key = round(max(level, floor), 6)
@@ -128,8 +132,13 @@ def main(argv=None) -> str:
                 key = f"±{preset} σ={sigma:g} {fmt}"
                 summary[key] = {n: dict(gain=float(np.mean([r[f"psnr_{n}"] - r["psnr_blurred"] for r in sel])),
                                         level=float(np.mean([r[f"level_{n}"] for r in sel]))) for n in names}
+                ratios = [r["chroma_ratio"] for r in sel]
+                summary[key]["chroma_ratio"] = dict(min=float(np.nanmin(ratios)), max=float(np.nanmax(ratios)),
+                                                    coded=int(sum(v < pipeline.CHROMA_NOISE_RATIO for v in ratios)))
                 print(key + ": " + ", ".join(f"{n} {v['gain']:+.2f} dB (σ̂ {v['level']:.4f})"
-                                             for n, v in summary[key].items()), flush=True)
+                                             for n, v in summary[key].items() if n != "chroma_ratio")
+                      + f"; chroma ratio {np.nanmin(ratios):.2f}–{np.nanmax(ratios):.2f}, read as coded: "
+                      f"{summary[key]['chroma_ratio']['coded']} of {len(sel)}", flush=True)
     return write_rows("compression" + (f"_{args.tag}" if args.tag else ""), "cpu", rows, summary=summary,
                       folder=args.folder, n=args.n, size=args.size, seed=args.seed, noise_floor=floor,
                       default_weight=pipeline.COARSE_BAND_WEIGHT)
