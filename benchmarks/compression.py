@@ -26,7 +26,8 @@ Usage::
         --grid 0.02,0.03,0.04,0.05,0.06,0.08 --tag val        # tuning: the weight
     python benchmarks/compression.py --folder .data/bsds500/test --n 10 --seed 1000 --tag test
 
-Writes ``compression[_TAG].json`` beside this file.
+Writes ``compression[_TAG].json`` beside this file; ``python benchmarks/compression.py --summarise
+FILE`` recomputes a written file's summary from its rows.
 """
 from __future__ import annotations
 
@@ -123,26 +124,41 @@ def main(argv=None) -> str:
                         row[f"psnr_{name}"] = done[key][0]
                     rows.append(row)
                     print({a: (round(b, 4) if isinstance(b, float) else b) for a, b in row.items()}, flush=True)
-    summary = {}
-    names = [c[len("psnr_"):] for c in rows[0] if c.startswith("psnr_") and c != "psnr_blurred"]
-    for preset in args.presets.split(","):
-        for sigma in (float(s) for s in args.sigmas.split(",")):
-            for fmt in args.formats.split(","):
-                sel = [r for r in rows if r["preset"] == preset and r["sigma"] == sigma and r["format"] == fmt]
-                key = f"±{preset} σ={sigma:g} {fmt}"
-                summary[key] = {n: dict(gain=float(np.mean([r[f"psnr_{n}"] - r["psnr_blurred"] for r in sel])),
-                                        level=float(np.mean([r[f"level_{n}"] for r in sel]))) for n in names}
-                ratios = [r["chroma_ratio"] for r in sel]
-                summary[key]["chroma_ratio"] = dict(min=float(np.nanmin(ratios)), max=float(np.nanmax(ratios)),
-                                                    coded=int(sum(v < pipeline.CHROMA_NOISE_RATIO for v in ratios)))
-                print(key + ": " + ", ".join(f"{n} {v['gain']:+.2f} dB (σ̂ {v['level']:.4f})"
-                                             for n, v in summary[key].items() if n != "chroma_ratio")
-                      + f"; chroma ratio {np.nanmin(ratios):.2f}–{np.nanmax(ratios):.2f}, read as coded: "
-                      f"{summary[key]['chroma_ratio']['coded']} of {len(sel)}", flush=True)
-    return write_rows("compression" + (f"_{args.tag}" if args.tag else ""), "cpu", rows, summary=summary,
+    return write_rows("compression" + (f"_{args.tag}" if args.tag else ""), "cpu", rows, summary=summarise(rows),
                       folder=args.folder, n=args.n, size=args.size, seed=args.seed, noise_floor=floor,
                       default_weight=pipeline.COARSE_BAND_WEIGHT)
 
 
+def summarise(rows: list) -> dict:
+    """Mean gain over the blurred input and mean level per rule, for each (preset, σ, format), and
+    the chroma test's range and count. An input identical to its sharp photo (a zero flow drawn
+    and no noise: infinite PSNR) has no gain and is left out; ``n`` counts the rest."""
+    summary = {}
+    names = [c[len("psnr_"):] for c in rows[0] if c.startswith("psnr_") and c != "psnr_blurred"]
+    for key in dict.fromkeys((r["preset"], r["sigma"], r["format"]) for r in rows):
+        sel = [r for r in rows if (r["preset"], r["sigma"], r["format"]) == key and np.isfinite(r["psnr_blurred"])]
+        label = f"±{key[0]} σ={key[1]:g} {key[2]}"
+        entry = {n: dict(gain=float(np.mean([r[f"psnr_{n}"] - r["psnr_blurred"] for r in sel])),
+                         level=float(np.mean([r[f"level_{n}"] for r in sel]))) for n in names}
+        ratios = [r["chroma_ratio"] for r in sel]
+        entry["chroma_ratio"] = dict(min=float(np.nanmin(ratios)), max=float(np.nanmax(ratios)),
+                                     coded=int(sum(v < pipeline.CHROMA_NOISE_RATIO for v in ratios)))
+        entry["n"] = len(sel)
+        summary[label] = entry
+        print(label + ": " + ", ".join(f"{n} {entry[n]['gain']:+.2f} dB (σ̂ {entry[n]['level']:.4f})" for n in names)
+              + f"; chroma ratio {entry['chroma_ratio']['min']:.2f}–{entry['chroma_ratio']['max']:.2f}, read as "
+              f"coded: {entry['chroma_ratio']['coded']} of {len(sel)}", flush=True)
+    return summary
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--summarise":  # re-summarise a written file's rows
+        import json
+
+        with open(sys.argv[2]) as fh:
+            data = json.load(fh)
+        data["meta"]["summary"] = summarise(data["rows"])
+        with open(sys.argv[2], "w") as fh:
+            json.dump(data, fh, indent=1)
+    else:
+        main()
