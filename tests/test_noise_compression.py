@@ -59,7 +59,7 @@ def test_the_transform_is_bt601s():
 
 def test_a_coded_looking_photo_gets_the_larger_of_the_fine_and_the_weighted_coarse_estimate():
     rng = np.random.default_rng(0)
-    x = _coded_like(rng.random((3, 10, 12)))
+    x = _coded_like(rng.random((3, 11, 15)))  # 22 × 30: the coarse band reads the first 20 × 28
     t = torch.from_numpy(x[None])
     fine = _fine(x)
     assert fine == pytest.approx(2 * FINE / MAD, rel=1e-9)
@@ -169,6 +169,34 @@ def test_the_chroma_test_leaves_out_blocks_clipped_in_any_channel():
     with monkeypatch_min_blocks(64):
         fine = estimate_noise_level(t, saturation=0.98)[0]
         assert estimate_noise_level(t, saturation=0.98, compression=True)[0] > 5 * fine  # 0.070 against 0.008
+
+
+@pytest.mark.parametrize("corner", [(0, 0), (0, 1), (1, 0), (1, 1)])
+def test_one_clipped_value_takes_its_two_by_two_block_out_of_the_chroma_test(corner):
+    """Green clipped at one corner of each 2×2 block of three quarters of the photo makes their
+    chroma detail large; with ``saturation`` those blocks leave the test, whichever corner it is."""
+    rng = np.random.default_rng(12)
+    x = _coded_like(0.3 + 0.2 * rng.random((3, 20, 20)))
+    x[1, corner[0]::2, corner[1]:30:2] = 1.0
+    t = torch.from_numpy(x[None])
+    assert estimate_noise_level(t, compression=True) == estimate_noise_level(t)  # not coded
+    with monkeypatch_min_blocks(64):
+        assert estimate_noise_level(t, saturation=0.98, compression=True)[0] > 5 * estimate_noise_level(
+            t, saturation=0.98)[0]
+
+
+def test_a_batch_with_saturation_is_judged_image_by_image():
+    rng = np.random.default_rng(13)
+    a = _coded_like(0.3 + 0.4 * rng.random((3, 20, 20)))
+    a[:, :4, :] = 1.0  # a clipped band: left out of both tests
+    b = a + 0.02 * rng.standard_normal(a.shape)  # noisy chroma: not coded
+    t = torch.from_numpy(np.clip(np.stack([a, b]), 0, 1))
+    with monkeypatch_min_blocks(64):
+        got = estimate_noise_level(t, saturation=0.98, compression=True)
+        alone = [estimate_noise_level(t[i:i + 1], saturation=0.98, compression=True)[0] for i in range(2)]
+        assert got == alone
+        assert got[0] > 5 * estimate_noise_level(t[:1], saturation=0.98)[0]
+        assert got[1] == estimate_noise_level(t[1:], saturation=0.98)[0]
 
 
 def test_no_fine_band_detail_at_all_is_no_sign_of_coding():
