@@ -884,3 +884,21 @@ def test_gpu_learned_prior_follows_the_data():
     out = pinned(z.cuda(), 0.05)
     assert out.is_cuda and not next(pinned.net.parameters()).is_cuda
     torch.testing.assert_close(out.cpu(), ref, atol=0, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_noise_estimate_matches_the_cpu():
+    """pd.deblur's noise estimate on CUDA tensors (the YCbCr matrix and the pooling follow the data),
+    for a photo read as JPEG-coded (the same fine checker in every channel) and one that is not."""
+    from pnpdeblur.pipeline import estimate_noise_level
+
+    rng = np.random.default_rng(0)
+    means = np.repeat(np.repeat(rng.random((1, 3, 12, 16)), 2, axis=-2), 2, axis=-1)
+    checker = 1e-4 * np.where(np.add.outer(np.arange(24), np.arange(32)) % 2 == 0, 1.0, -1.0)
+    coded = torch.from_numpy(means + checker)
+    noisy = coded + 0.02 * torch.from_numpy(rng.standard_normal(coded.shape))
+    x = torch.cat([coded, noisy]).clamp(0, 1)
+    cpu = estimate_noise_level(x, saturation=0.98, compression=True)
+    assert cpu[0] > 10 * estimate_noise_level(x[:1])[0]  # the coded photo took the coarse band
+    assert estimate_noise_level(x.cuda(), saturation=0.98, compression=True) == pytest.approx(cpu, rel=1e-9)
