@@ -22,9 +22,11 @@ best. PSNR against the sharp photo. Seeds: ``--seed`` + the photo's position.
 
 Usage::
 
-    python benchmarks/compression.py --folder .data/bsds500/val --n 6 --weights 0.8,0.9,1.0 \\
-        --grid 0.02,0.03,0.04,0.05,0.06,0.08 --tag val        # tuning: the weight
-    python benchmarks/compression.py --folder .data/bsds500/test --n 10 --seed 1000 --tag test
+    # tuning (the weight), then held out; the runs of benchmarks/RESULTS.md, "Compressed photos"
+    python benchmarks/compression.py --folder .data/bsds500/val --n 6 --sigmas 0,0.01,0.04,0.06 \\
+        --weights 0.8,0.9,1.0 --tag val
+    python benchmarks/compression.py --folder .data/bsds500/test --n 10 --seed 1000 --sigmas 0,0.01,0.04 --tag test
+    python benchmarks/compression.py --grid 0.02,0.03,0.04,0.05,0.06,0.08 --tag grid   # fixed levels too
 
 Writes ``compression[_TAG].json`` beside this file; ``python benchmarks/compression.py --summarise
 FILE`` recomputes a written file's summary from its rows.

@@ -121,7 +121,7 @@ def estimate_noise_level(x: torch.Tensor, saturation: Optional[float] = None, *,
     holds more image content, hence the weight below 1, and is not consulted for other photos,
     where it would read texture as noise. Grey images, images without 3 channels and images
     smaller than 4×4 get the estimate above. On JPEG photos of noise std 0.04 the fine band reads
-    0.009 (quality 75) and 0.029 (quality 90); this rule gives 0.038 and 0.044, close to the
+    0.009 (quality 75) and 0.029 (quality 90); this rule gives 0.040 and 0.044, close to the
     level that deblurs them best (``benchmarks/compression.py``, ``benchmarks/RESULTS.md``).
     """
     h, w = (x.shape[-2] // 2) * 2, (x.shape[-1] // 2) * 2
