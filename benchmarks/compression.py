@@ -69,12 +69,11 @@ def estimate(y: np.ndarray, weight: float | None) -> float:
 
 
 def chroma_ratio(y: np.ndarray) -> float:
-    """The JPEG test's statistic for (H, W, 3) ``y``: the chroma's fine-band noise over the luma's
-    (each normalised as in ``estimate_noise_level``; coded below ``CHROMA_NOISE_RATIO``)."""
+    """The JPEG test's statistic for (H, W, 3) ``y`` as ``pd.deblur`` computes it: the chroma's
+    fine-band noise over the luma's (read as coded below ``CHROMA_NOISE_RATIO``)."""
     t = torch.from_numpy(y.transpose(2, 0, 1).astype(np.float64))[None]
     t = t[..., : t.shape[-2] // 2 * 2, : t.shape[-1] // 2 * 2]
-    ycc, gains = pipeline._ycbcr(t)
-    fine = pipeline._diagonal_band_sigma(ycc, None)[0] / gains
+    fine = pipeline._fine_ycbcr_sigma(t, pd.solvers.DEFAULT_SATURATION)[0]
     return float(fine[1:].mean() / fine[0]) if fine[0] > 0 else float("nan")
 
 

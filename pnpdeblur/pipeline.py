@@ -139,20 +139,27 @@ def estimate_noise_level(x: torch.Tensor, saturation: Optional[float] = None, *,
     return [float(s) for s in sigma.cpu()]
 
 
-def _ycbcr(t: torch.Tensor) -> tuple:
-    """``(Y, Cb, Cr)`` of RGB ``t`` ``(N, 3, H, W)`` as ``(N, 3, H, W)``, and the std each plane
-    gets from unit white noise in every channel, ``(3,)``."""
-    m = torch.tensor(YCBCR_WEIGHTS, dtype=t.dtype, device=t.device)
+def _ycbcr(t: torch.Tensor, planes: int = 3) -> tuple:
+    """The first ``planes`` of ``(Y, Cb, Cr)`` of RGB ``t`` ``(N, 3, H, W)`` as ``(N, planes, H, W)``,
+    and the std each gets from unit white noise in every channel, ``(planes,)``."""
+    m = torch.tensor(YCBCR_WEIGHTS[:planes], dtype=t.dtype, device=t.device)
     return torch.einsum("kc,nchw->nkhw", m, t), m.norm(dim=1)
+
+
+def _fine_ycbcr_sigma(t: torch.Tensor, saturation: Optional[float]) -> torch.Tensor:
+    """Fine-band noise std of the Y, Cb and Cr planes of RGB ``t`` ``(N, 3, 2h, 2w)``, each over
+    the std white noise gives it, ``(N, 3)``: a 2×2 block with a value at or above ``saturation``
+    in any channel is left out."""
+    ycc, gains = _ycbcr(t)
+    blocks = (t[..., 0::2, 0::2], t[..., 0::2, 1::2], t[..., 1::2, 0::2], t[..., 1::2, 1::2])
+    block_max = torch.stack(blocks).amax(dim=0).amax(dim=1, keepdim=True)  # over the block and the channels
+    return _diagonal_band_sigma(ycc, saturation, block_max) / gains
 
 
 def _looks_chroma_subsampled(t: torch.Tensor, saturation: Optional[float]) -> torch.Tensor:
     """Per image of RGB ``t`` ``(N, 3, 2h, 2w)``: is its chroma's fine-band noise below
     :data:`CHROMA_NOISE_RATIO` times its luma's? ``(N,)`` bool."""
-    ycc, gains = _ycbcr(t)
-    blocks = (t[..., 0::2, 0::2], t[..., 0::2, 1::2], t[..., 1::2, 0::2], t[..., 1::2, 1::2])
-    block_max = torch.stack(blocks).amax(dim=0).amax(dim=1, keepdim=True)  # over the block and the channels
-    fine = _diagonal_band_sigma(ycc, saturation, block_max) / gains
+    fine = _fine_ycbcr_sigma(t, saturation)
     return fine[:, 1:].mean(dim=1) < CHROMA_NOISE_RATIO * fine[:, 0]
 
 
@@ -160,11 +167,11 @@ def _coarse_luma_sigma(t: torch.Tensor, saturation: Optional[float]) -> torch.Te
     """Noise std of RGB ``t`` ``(N, 3, H, W)`` (H, W ≥ 4) read one octave below the finest band, on
     the luma, ``(N,)``: white noise of std σ per channel reads σ."""
     t4 = t[..., : t.shape[-2] // 4 * 4, : t.shape[-1] // 4 * 4]
-    ycc, gains = _ycbcr(torch.nn.functional.avg_pool2d(t4, 2))
+    luma, gain = _ycbcr(torch.nn.functional.avg_pool2d(t4, 2), planes=1)
     # the largest value of each 4×4 block, over all channels: a clipped one leaves the median
     block_max = torch.nn.functional.max_pool2d(t4, 4).amax(dim=1, keepdim=True)
     # a 2×2 block mean carries σ/2 of white noise
-    return _diagonal_band_sigma(ycc[:, :1], saturation, block_max)[:, 0] * 2 / gains[0]
+    return _diagonal_band_sigma(luma, saturation, block_max)[:, 0] * 2 / gain[0]
 
 
 def _diagonal_band_sigma(t: torch.Tensor, saturation: Optional[float],
