@@ -215,7 +215,7 @@ def _jpeg(y: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(buf).convert("RGB"), np.float64) / 255
 
 
-def _smooth_photo(seed: int) -> np.ndarray:
+def _smooth_photo() -> np.ndarray:
     yy, xx = np.mgrid[0:128, 0:128] / 128.0
     return np.stack([0.5 + 0.2 * np.sin(3 * xx + c) * np.cos(2 * yy) for c in range(3)], axis=-1)
 
@@ -225,7 +225,7 @@ def test_a_noisy_jpeg_is_read_near_the_noise_added_before_coding(quality):
     """A smooth (blurred-looking) photo with σ = 0.04 of noise, then JPEG (Pillow, 4:2:0): the
     finest band has lost much of the noise, the coarser band little."""
     rng = np.random.default_rng(quality)
-    y = _jpeg(_smooth_photo(quality) + 0.04 * rng.standard_normal((128, 128, 3)), quality)
+    y = _jpeg(_smooth_photo() + 0.04 * rng.standard_normal((128, 128, 3)), quality)
     t = torch.from_numpy(y.transpose(2, 0, 1).copy())[None]
     fine, aware = estimate_noise_level(t)[0], estimate_noise_level(t, compression=True)[0]
     assert fine < 0.75 * 0.04  # measured 0.22 σ (quality 75), 0.73 σ (90)
@@ -234,7 +234,7 @@ def test_a_noisy_jpeg_is_read_near_the_noise_added_before_coding(quality):
 
 def test_the_same_photo_as_png_keeps_its_fine_estimate():
     rng = np.random.default_rng(8)
-    y = np.round(np.clip(_smooth_photo(8) + 0.04 * rng.standard_normal((128, 128, 3)), 0, 1) * 255) / 255
+    y = np.round(np.clip(_smooth_photo() + 0.04 * rng.standard_normal((128, 128, 3)), 0, 1) * 255) / 255
     t = torch.from_numpy(y.transpose(2, 0, 1).copy())[None]
     assert estimate_noise_level(t, compression=True) == estimate_noise_level(t)
     assert estimate_noise_level(t)[0] == pytest.approx(0.04, rel=0.1)
