@@ -424,8 +424,8 @@ def test_help_names_the_net_and_paper_and_hides_adv_weight_for_plain_nets(capsys
         R.parse_args("deepdeblur", ["--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert "pnpdeblur train deepdeblur" in text and "Train DeepDeblur (Nah et al." in text
-    assert ("--adv-weight ADV_WEIGHT weight of the adversarial term (0: content loss only) --time-budget SECONDS "
-            "train for about this long") in text
+    assert ("--adv-weight ADV_WEIGHT weight of the adversarial term (0: content loss only) --init INIT start from "
+            "these DeepDeblur weights") in text
     assert "training stops at this time regardless --grad-clip" in text
     assert "{'features': 16, 'blocks': 3, 'residual': True}" in text  # --small's configuration
     with pytest.raises(SystemExit):
@@ -631,9 +631,11 @@ def test_help_explains_each_recipe_option(capsys):
                  "--noise NOISE noise std (range [0, this] for --data flow)",
                  "--small the CPU configuration {'widths': [8, 16, 32, 64]}",
                  "--config CONFIG JSON of constructor arguments (override --small)",
-                 "--steps STEPS --batch BATCH --crop CROP --lr LR --time-budget SECONDS train for about this "
-                 "long: a short probe measures the step rate and sets --steps to fill 90% of it; training stops "
-                 "at this time regardless --grad-clip"):
+                 "--steps STEPS --batch BATCH --crop CROP --lr LR --init INIT start from these DVD weights "
+                 "instead of a random initialisation (fine-tuning): a safetensors path, or 'shipped' for the "
+                 "library's own (built by --small); the options must build the same network --time-budget "
+                 "SECONDS train for about this long: a short probe measures the step rate and sets --steps to fill "
+                 "90% of it; training stops at this time regardless --grad-clip"):
         assert line in text, line
 
 
@@ -714,3 +716,110 @@ def test_main_time_budget_sizes_the_run_from_a_probe_of_one_batch(tmp_path, reco
     assert shapes["blurred"] == (2, 3, 16, 16) and shapes["sharp"] == (2, 3, 16, 16)
     # floor(2 s × 5 steps/s × 0.9) = 9 steps of 2 images; the paper's ÷10 at a third of them
     assert cfg.steps == 9 and len(train) == 18 and tuple(cfg.lr_milestones) == (3,) and cfg.time_limit_s == 2.0
+
+
+# ------------------------------------------------------------------ --init: fine-tuning from weights
+def _same_weights(net, ref):
+    got = net.state_dict()
+    return set(got) == set(ref.state_dict()) and all(
+        torch.equal(got[k], v.to(got[k].dtype)) for k, v in ref.state_dict().items())
+
+
+def test_init_starts_from_the_given_weights_and_the_header_records_them(tmp_path, record):
+    import hashlib
+
+    from pnpdeblur.nets import DeepDeblur
+
+    torch.manual_seed(1)
+    first = R.main(_argv(tmp_path, "deepdeblur", "--out", str(tmp_path / "first.safetensors")))
+    record.clear()
+    torch.manual_seed(2)  # a fresh net would differ from the first
+    out = R.main(_argv(tmp_path, "deepdeblur", "--init", str(first), "--adv-weight", "0"))
+    (t,) = record
+    net = R._inner(t.args[0])
+    assert _same_weights(net, DeepDeblur.from_checkpoint(first))
+    init = load_checkpoint(out, "DeepDeblur")[1]["data"]["init"]
+    assert init == {"file": "first.safetensors", "sha256": hashlib.sha256(first.read_bytes()).hexdigest(),
+                    "steps": 12}
+
+
+def test_init_reaches_the_generator_of_an_adversarial_pair(tmp_path, record):
+    from pnpdeblur.nets import DeblurGANGenerator
+
+    torch.manual_seed(3)
+    first = R.main(_argv(tmp_path, "deblurgan", "--out", str(tmp_path / "first.safetensors"), "--adv-weight", "0"))
+    record.clear()
+    torch.manual_seed(4)
+    R.main(_argv(tmp_path, "deblurgan", "--init", str(first)))  # the paper's WGAN-GP pair
+    (t,) = record
+    assert isinstance(t.args[0], AdversarialPair)
+    assert _same_weights(t.args[0].generator.net, DeblurGANGenerator.from_checkpoint(first))
+
+
+def test_without_init_the_net_is_fresh_and_the_header_says_so(tmp_path, record):
+    from pnpdeblur.nets import DeepDeblur
+
+    torch.manual_seed(1)
+    first = R.main(_argv(tmp_path, "deepdeblur", "--out", str(tmp_path / "first.safetensors")))
+    record.clear()
+    torch.manual_seed(2)
+    out = R.main(_argv(tmp_path, "deepdeblur"))
+    (t,) = record
+    assert not _same_weights(R._inner(t.args[0]), DeepDeblur.from_checkpoint(first))
+    assert load_checkpoint(out, "DeepDeblur")[1]["data"]["init"] is None
+    assert R.parse_args("deepdeblur", []).init is None
+    assert R.parse_args("dvd", ["--init", "w.safetensors"]).init == "w.safetensors"
+
+
+def test_init_with_weights_of_another_config_is_refused_by_name(tmp_path, record):
+    first = R.main(_argv(tmp_path, "deepdeblur", "--out", str(tmp_path / "first.safetensors")))
+    record.clear()
+    with pytest.raises(ValueError, match=r"init: .*first\.safetensors holds DeepDeblur\{.*'blocks': 3.*but the "
+                                         r"options build DeepDeblur\{.*'blocks': 1"):
+        R.main(_argv(tmp_path, "deepdeblur", "--init", str(first), "--config", '{"blocks": 1}'))
+    assert record == []
+
+
+def test_init_from_another_architecture_or_a_corrupt_file_is_a_checkpoint_error(tmp_path, record):
+    from pnpdeblur.checkpoints import CheckpointError
+
+    other = R.main(_argv(tmp_path, "deblurgan", "--out", str(tmp_path / "gan.safetensors")))
+    record.clear()
+    with pytest.raises(CheckpointError, match="expected 'DeepDeblur'"):
+        R.main(_argv(tmp_path, "deepdeblur", "--init", str(other)))
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="bad.safetensors"):
+        R.main(_argv(tmp_path, "deblurnet", "--init", str(bad)))
+    assert record == []
+
+
+@pytest.mark.parametrize("name", ["deepdeblur", "deblurgan"])
+def test_init_shipped_starts_from_the_librarys_weights(tmp_path, record, name):
+    cls = R._net_class(R.SPECS[name])
+    out = R.main(_argv(tmp_path, name, "--init", "shipped", "--adv-weight", "0"))
+    (t,) = record
+    assert _same_weights(R._inner(t.args[0]), cls.pretrained())
+    assert R.shipped_weights_for(name) == cls.pretrained_path()
+    init = load_checkpoint(out, cls.__name__)[1]["data"]["init"]
+    assert init["file"] == cls.pretrained_file and init["steps"] == cls.pretrained().header["steps"]
+
+
+@pytest.mark.parametrize("name", ["deblurnet", "dvd", "flownets"])
+def test_init_shipped_without_shipped_weights_names_the_nets_that_have_them(tmp_path, record, name):
+    with pytest.raises(ValueError, match=r"--init shipped: no \w+ weights ship with pnpdeblur; they ship for "
+                                         r"\['deblurgan', 'deepdeblur'\]"):
+        R.main(_argv(tmp_path, name, "--init", "shipped"))
+    assert record == []
+    with pytest.raises(ValueError, match="unknown net 'unet'"):
+        R.shipped_weights_for("unet")
+
+
+def test_init_refuses_to_overwrite_its_own_weights(tmp_path, record):
+    w = R.main(_argv(tmp_path, "deepdeblur", "--out", str(tmp_path / "w.safetensors")))
+    record.clear()
+    before = w.read_bytes()
+    with pytest.raises(ValueError, match=r"--out .*w\.safetensors would overwrite the --init weights"):
+        R.main(_argv(tmp_path, "deepdeblur", "--init", str(tmp_path / "run" / ".." / "w.safetensors"),
+                     "--out", str(w)))
+    assert w.read_bytes() == before and record == []

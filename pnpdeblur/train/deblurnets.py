@@ -47,10 +47,19 @@ from ..losses.adversarial import (
     wgan_generator_loss,
 )
 from ..losses.multiscale import multiscale_mse
-from ._cli import add_engine_arguments, add_time_budget_argument, budgeted_steps, engine_options, parse_engine_args
+from ._cli import (
+    add_engine_arguments,
+    add_time_budget_argument,
+    budgeted_steps,
+    check_init_out,
+    engine_options,
+    initialise_from,
+    parse_engine_args,
+)
 from .sen import HELD_OUT_SAMPLES, TRAIN_SAMPLES, training_sources
 
-__all__ = ["NetSpec", "SPECS", "build_net", "build_datasets", "make_loss_fn", "make_val_fn", "main"]
+__all__ = ["NetSpec", "SPECS", "build_net", "build_datasets", "make_loss_fn", "make_val_fn", "shipped_weights_for",
+           "main"]
 
 
 @dataclass(frozen=True)
@@ -134,6 +143,21 @@ _GP_WEIGHT = 10.0  # Gulrajani et al., DeblurGAN
 
 def _net_class(spec: NetSpec, name: Optional[str] = None) -> type:
     return getattr(importlib.import_module(spec.module), name or spec.cls)
+
+
+def shipped_weights_for(name: str) -> Path:
+    """The library's own weights of net ``name`` (``--init shipped``).
+
+    Raises ``ValueError`` when none ship for it (the nets with weights are named).
+    """
+    if name not in SPECS:
+        raise ValueError(f"unknown net {name!r}; expected one of {sorted(SPECS)}")
+    cls = _net_class(SPECS[name])
+    if cls.pretrained_file is None:
+        shipped = sorted(n for n, spec in SPECS.items() if _net_class(spec).pretrained_file is not None)
+        raise ValueError(f"--init shipped: no {cls.__name__} weights ship with pnpdeblur; they ship for {shipped}. "
+                         "Pass a safetensors path instead")
+    return cls.pretrained_path()
 
 
 def build_net(name: str, small: bool = False, **config: Any) -> nn.Module:
@@ -277,6 +301,10 @@ def parse_args(name: str, argv: Optional[Sequence[str]] = None) -> argparse.Name
     ap.add_argument("--adv-weight", type=float, default=spec.adv_weight,
                     help="weight of the adversarial term (0: content loss only)" if spec.adversarial
                     else argparse.SUPPRESS)
+    ap.add_argument("--init", default=None,
+                    help=f"start from these {spec.cls} weights instead of a random initialisation (fine-tuning): a "
+                         "safetensors path, or 'shipped' for the library's own (built by --small); the options must "
+                         "build the same network")
     add_time_budget_argument(ap)
     add_engine_arguments(ap, run_dir=f"runs/{name}", out_name=f"{name}.safetensors", val_items=16,
                          val_every=1000, ckpt_every=1000, float32=False)
@@ -296,6 +324,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     args = parse_args(name, argv[1:])
     config = json.loads(args.config)
     net = build_net(name, small=args.small, **config)
+    init = None
+    if args.init is not None:
+        init_path = shipped_weights_for(name) if args.init == "shipped" else Path(args.init)
+        check_init_out(init_path, args.out)
+        init = initialise_from(net, init_path, spec.cls)
     sources = training_sources(args.corpus, args.preload)
     adv_weight = getattr(args, "adv_weight", 0.0)
     pair = None
@@ -334,7 +367,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         "data": args.data, "corpus": args.corpus, "skimage_photos": TRAIN_SAMPLES, "held_out": HELD_OUT_SAMPLES,
         "preset": args.preset if args.data == "flow" else None,
         "max_blur": args.max_blur if args.data == "video" else None,
-        "adversarial": spec.adversarial if pair is not None else None, "adv_weight": adv_weight,
+        "adversarial": spec.adversarial if pair is not None else None, "adv_weight": adv_weight, "init": init,
         "time_budget_s": args.time_budget, "probe_steps_per_s": rate, "stopped_by_time": trainer.stopped_by_time,
         "seconds": round(time.time() - t0, 1), "torch": torch.__version__,
         "device": str(trainer.device),
