@@ -22,11 +22,13 @@ import numpy as np
 import torch
 
 from ._images import as_image_batch
+from .backend import array_kind, check_finite, to_torch
 from ._vectors import vector_length
 from .estimation.blur_detection import default_threshold, flow_blur_score
 from .estimation.learned import estimate_flow
 from .nets.sen import SEN
 from .operators._flow import MAX_FLOW
+from .operators.base import to_nchw
 from .priors.base import check_real
 from .solvers.schedules import DEFAULT_LAMBDA, DEFAULT_SIGMA_START
 from .solvers.weights import DEFAULT_SATURATION, crop_boundary, pad_problem, saturation_weights
@@ -95,9 +97,15 @@ def _copy_input(image: Any) -> Any:
     return image.copy()  # numpy and cupy
 
 
-def estimate_noise_level(x: torch.Tensor, saturation: Optional[float] = None, *,
+def estimate_noise_level(x: Any, saturation: Optional[float] = None, *,
                          compression: bool = False) -> List[float]:
-    """Gaussian noise std of each image of ``x`` ``(N, C, H, W)`` (Donoho's wavelet MAD rule).
+    """Gaussian noise std of each image of ``x`` (Donoho's wavelet MAD rule), on the [0, 1] scale.
+
+    ``x`` is an image or a batch as :func:`deblur` takes it: ``(H, W)`` / ``(H, W, C)`` numpy or
+    cupy, ``(H, W)`` / ``(C, H, W)`` torch, or ``(N, C, H, W)`` of any kind; uint8 (÷255) or
+    float, whose values are read as they are (noise below 0 or above 1 is not clipped: clipping
+    would bias the estimate). Returns one float per image (a list of one for a single image).
+    TypeError for another dtype, ValueError for another number of dimensions or NaN/Inf.
 
     The finest diagonal Haar detail band ``(a − b − c + d) / 2`` of each 2×2 block holds almost
     no image content and keeps white noise at its std σ, so ``σ ≈ median(|HH|) / 0.6745``
@@ -124,6 +132,7 @@ def estimate_noise_level(x: torch.Tensor, saturation: Optional[float] = None, *,
     0.009 (quality 75) and 0.029 (quality 90); this rule gives 0.040 and 0.044, close to the
     level that deblurs them best (``benchmarks/compression.py``, ``benchmarks/RESULTS.md``).
     """
+    x = _noise_input(x)
     h, w = (x.shape[-2] // 2) * 2, (x.shape[-1] // 2) * 2
     if h == 0 or w == 0:
         raise ValueError(f"image must be at least 2×2 to estimate its noise, got {tuple(x.shape[-2:])}")
@@ -137,6 +146,21 @@ def estimate_noise_level(x: torch.Tensor, saturation: Optional[float] = None, *,
             sigma = torch.where(coded, torch.maximum(sigma, COARSE_BAND_WEIGHT * _coarse_luma_sigma(t, saturation)),
                                 sigma)
     return [float(s) for s in sigma.cpu()]
+
+
+def _noise_input(x: Any) -> torch.Tensor:
+    """``x`` of :func:`estimate_noise_level` as ``(N, C, H, W)`` float, checked (no range check, no clipping)."""
+    kind = array_kind(x, "x")
+    t = to_torch(x, "x")
+    if t.dtype == torch.uint8:
+        t = t.to(torch.float64) / 255.0
+    elif not t.is_floating_point():
+        raise TypeError(f"x must be uint8 or float, got dtype {x.dtype}")
+    if t.ndim not in (2, 3, 4):
+        raise ValueError(f"x must be (H, W), (H, W, C) / (C, H, W) or (N, C, H, W), got shape {tuple(t.shape)}")
+    t, _ = to_nchw(t, kind, "x")
+    check_finite(t, "x")
+    return t
 
 
 def _ycbcr(t: torch.Tensor, planes: int = 3) -> tuple:

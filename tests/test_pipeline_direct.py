@@ -416,6 +416,40 @@ def test_noise_level_needs_two_by_two():
             estimate_noise_level(torch.zeros(shape))
 
 
+def test_noise_level_takes_every_image_layout_deblur_takes():
+    rng = np.random.default_rng(8)
+    hwc = np.clip(0.5 + 0.03 * rng.standard_normal((20, 26, 3)), 0, 1)
+    want = estimate_noise_level(torch.from_numpy(hwc).permute(2, 0, 1)[None])
+    assert want[0] == pytest.approx(0.03, rel=0.25)
+    assert estimate_noise_level(hwc) == want  # numpy (H, W, C)
+    assert estimate_noise_level(torch.from_numpy(hwc).permute(2, 0, 1)) == want  # torch (C, H, W)
+    grey = hwc[..., 1]
+    assert estimate_noise_level(grey) == estimate_noise_level(torch.from_numpy(grey)[None, None])
+    assert estimate_noise_level(torch.from_numpy(grey)) == estimate_noise_level(grey)
+    # uint8 is read on the [0, 1] scale, as deblur reads it
+    u8 = np.round(hwc * 255).astype(np.uint8)
+    assert estimate_noise_level(u8) == pytest.approx(estimate_noise_level(u8 / 255.0), rel=1e-12)
+    assert estimate_noise_level(u8)[0] == pytest.approx(want[0], rel=0.05)
+    # values beyond [0, 1] are read as they are, not clipped (pure noise about 0)
+    noise = 0.02 * rng.standard_normal((32, 32))
+    assert estimate_noise_level(noise) == estimate_noise_level(torch.from_numpy(noise)[None, None])
+    assert estimate_noise_level(noise) != estimate_noise_level(np.clip(noise, 0, 1))
+
+
+@pytest.mark.parametrize("bad, exc, pattern", [
+    (np.full((8, 8), np.nan), ValueError, r"^x contains NaN or Inf values$"),
+    (torch.full((1, 3, 8, 8), float("inf")), ValueError, r"^x contains NaN or Inf values$"),
+    (np.zeros((8, 8), np.int32), TypeError, r"^x must be uint8 or float, got dtype int32$"),
+    (np.zeros((2, 2, 2, 2, 2)), ValueError, r"^x must be \(H, W\), \(H, W, C\) / \(C, H, W\) or \(N, C, H, W\), "
+                                            r"got shape \(2, 2, 2, 2, 2\)$"),
+    (np.zeros(8), ValueError, r"^x must be \(H, W\)"),
+    ([[0.1, 0.2], [0.3, 0.4]], TypeError, r"^x must be an array"),
+])
+def test_noise_level_refuses_what_is_not_an_image(bad, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        estimate_noise_level(bad)
+
+
 def test_messages_name_each_argument(fake_hqs):
     m = StandInSEN()
     for name in ("blur_threshold", "noise_floor", "noise_level"):

@@ -142,7 +142,8 @@ def test_resolve_schedule_default_and_n_iter():
 
 @pytest.mark.parametrize("args, exc, pattern", [
     ((None, None, None, None), ValueError,
-     r"^give noise_level \(the std of the noise in y, e\.g\. 0\.01\) or an explicit betas/sigmas schedule$"),
+     r"^give noise_level \(the std of the noise in y, e\.g\. 0\.01; pnpdeblur\.pipeline\.estimate_noise_level\(y\) "
+     r"estimates it from y\) or an explicit betas/sigmas schedule$"),
     ((0.01, [0.1, 1.0], ["a", 0.1], None), TypeError, r"^sigmas\[0\] must be a real number"),
     ((0.01, [0.1, 1.0], None, 2.0), ValueError, r"^n_iter must be a positive int, got 2\.0$"),
     ((0.01, [], None, None), ValueError, r"^betas must not be empty$"),

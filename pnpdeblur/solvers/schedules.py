@@ -164,7 +164,8 @@ def resolve_schedule(
     if betas is None and sigmas is None:
         if noise_level is None:
             raise ValueError(
-                "give noise_level (the std of the noise in y, e.g. 0.01) or an explicit "
+                "give noise_level (the std of the noise in y, e.g. 0.01; "
+                "pnpdeblur.pipeline.estimate_noise_level(y) estimates it from y) or an explicit "
                 "betas/sigmas schedule"
             )
         sig, bet = dpir_schedule(noise_level, 8 if n_iter is None else n_iter, sigma_start, lam)
