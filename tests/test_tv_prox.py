@@ -264,3 +264,55 @@ def test_tv_prox_keeps_float32_under_a_float64_default_dtype():
 def test_weight_type_error_names_the_type():
     with pytest.raises(TypeError, match=r"^weight must be a real number, got str$"):
         TV(weight="1")
+
+
+# ------------------------------------------------------------------ bad input is refused by name
+@pytest.mark.parametrize("z, exc, pattern", [
+    (np.zeros((1, 3, 4, 4)), TypeError, r"^z must be a torch\.Tensor of shape \(N, C, H, W\), got ndarray "
+                                        r"\(pnpdeblur\.priors\.TV\(\)\(image, sigma\) takes numpy"),
+    (torch.zeros(3, 4, 4), ValueError, r"^z must have shape \(N, C, H, W\), got shape \(3, 4, 4\)$"),
+    (torch.zeros(1, 1, 1, 4, 4), ValueError, r"^z must have shape \(N, C, H, W\), got shape \(1, 1, 1, 4, 4\)$"),
+    (torch.zeros(1, 1, 4, 4, dtype=torch.int64), TypeError, r"^z must be a float tensor, got dtype torch\.int64$"),
+    (torch.full((1, 1, 4, 4), float("nan")), ValueError, r"^z contains NaN or Inf values$"),
+    (torch.full((1, 1, 4, 4), float("inf")), ValueError, r"^z contains NaN or Inf values$"),
+])
+def test_tv_prox_refuses_what_is_not_a_float_batch(z, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        tv_prox(z, 0.1, iters=3)
+
+
+def test_tv_prox_refuses_a_nan_image_even_at_weight_zero():
+    with pytest.raises(ValueError, match="^z contains NaN"):
+        tv_prox(torch.full((1, 1, 4, 4), float("nan")), 0.0)
+
+
+@pytest.mark.parametrize("kwargs, exc, pattern", [
+    (dict(tau=-0.1), ValueError, r"^tau must be a finite non-negative number, got -0\.1$"),
+    (dict(tau=float("nan")), ValueError, r"^tau must be a finite non-negative number, got nan$"),
+    (dict(tau=float("inf")), ValueError, r"^tau must be a finite non-negative number, got inf$"),
+    (dict(tau="0.1"), TypeError, r"^tau must be a real number, got str$"),
+    (dict(tau=0.1, tol=-1e-3), ValueError, r"^tol must be a finite non-negative number, got -0\.001$"),
+    (dict(tau=0.1, iters=0), ValueError, r"^iters must be a positive int, got 0$"),
+    (dict(tau=0.1, iters=2.0), ValueError, r"^iters must be a positive int, got 2\.0$"),
+    (dict(tau=0.1, iters=True), ValueError, r"^iters must be a positive int, got True$"),
+    (dict(tau=0.1, coupled="yes"), TypeError, r"^coupled must be True or False, got 'yes'$"),
+])
+def test_tv_prox_refuses_bad_parameters_by_name(kwargs, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        tv_prox(torch.zeros(1, 1, 4, 4), **kwargs)
+
+
+def test_tv_prox_takes_numpy_integer_iters_and_a_one_element_tensor_weight():
+    z = _image()
+    want = tv_prox(z, 0.2, iters=4, tol=0.0)
+    torch.testing.assert_close(tv_prox(z, torch.tensor(0.2, dtype=torch.float64), iters=np.int64(4), tol=0.0), want, rtol=0, atol=0)
+
+
+def test_tv_norm_refuses_a_colour_image_without_its_batch_axis():
+    # (C, H, W) read as C grey images would silently be channel-by-channel TV
+    with pytest.raises(ValueError, match=r"^x must have shape \(N, C, H, W\), got shape \(3, 4, 5\)$"):
+        tv_norm(torch.zeros(3, 4, 5))
+    with pytest.raises(TypeError, match=r"^x must be a torch\.Tensor"):
+        tv_norm(np.zeros((1, 3, 4, 5)))
+    with pytest.raises(TypeError, match=r"^coupled must be True or False, got 1$"):
+        tv_norm(torch.zeros(1, 3, 4, 5), coupled=1)

@@ -13,7 +13,8 @@ from typing import Any, Callable, Dict, Optional
 import numpy as np
 import torch
 
-from .base import BasePrior
+from ..backend import check_finite
+from .base import BasePrior, check_real
 
 __all__ = ["Tikhonov", "TV", "tv_prox", "tv_norm"]
 
@@ -46,8 +47,30 @@ def _grad_t(p: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _check_tv_args(x: Any, name: str, coupled: Any) -> None:
+    """TypeError/ValueError naming the argument unless ``x`` is a float ``(N, C, H, W)`` tensor and ``coupled`` a bool.
+
+    A 3-D ``(C, H, W)`` tensor is refused rather than read as a batch of C grey images: that would
+    silently turn colour (coupled) TV into channel-by-channel TV.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__} "
+                        "(pnpdeblur.priors.TV()(image, sigma) takes numpy/cupy images in any layout)")
+    if x.ndim != 4:
+        raise ValueError(f"{name} must have shape (N, C, H, W), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a float tensor, got dtype {x.dtype}")
+    if not isinstance(coupled, bool):
+        raise TypeError(f"coupled must be True or False, got {coupled!r}")
+
+
 def tv_norm(x: torch.Tensor, coupled: bool = True) -> torch.Tensor:
-    """Isotropic total variation per sample of an ``(N, C, H, W)`` tensor -> shape (N,)."""
+    """Isotropic total variation per sample of an ``(N, C, H, W)`` float tensor -> shape (N,).
+
+    ``coupled``: the gradient magnitude is taken jointly over the channels (colour TV) when
+    True, per channel (and summed) when False. TypeError/ValueError for another input.
+    """
+    _check_tv_args(x, "x", coupled)
     g = _grad(x)
     if coupled:
         return torch.sqrt((g**2).sum(dim=(1, 2))).flatten(1).sum(1)
@@ -82,8 +105,20 @@ def tv_prox(
     -------
     torch.Tensor
         Same shape and dtype as ``z``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the argument: ``z`` not a float ``(N, C, H, W)`` tensor or holding NaN/Inf,
+        ``tau`` or ``tol`` negative or not finite, ``iters`` not a positive int.
     """
-    if tau <= 0:
+    _check_tv_args(z, "z", coupled)
+    tau = check_real(tau, "tau")
+    tol = check_real(tol, "tol")
+    if isinstance(iters, bool) or not isinstance(iters, numbers.Integral) or iters < 1:
+        raise ValueError(f"iters must be a positive int, got {iters!r}")
+    check_finite(z, "z")
+    if tau == 0:
         return z.clone()
     fused = not (torch.is_grad_enabled() and z.requires_grad) and z.dtype in (torch.float32, torch.float64) \
         and z.ndim == 4
