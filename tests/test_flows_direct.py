@@ -275,9 +275,18 @@ def test_canonicalize_flow_batches_and_errors():
     out = canonicalize_flow(f)
     assert torch.equal(out, want) and not torch.signbit(out[out == 0]).any()
     for bad, got in ((np.zeros((2, 4)), r"\(2, 4\)"), (np.zeros((3, 2, 2)), r"\(3, 2, 2\)"),
-                     ([[[0.0]], [[0.0]]], r"<class 'list'>")):
+                     (torch.zeros(1, 3, 2, 2), r"\(1, 3, 2, 2\)")):
         with pytest.raises(ValueError, match=r"^flow must have shape \(\.\.\., 2, H, W\), got " + got + "$"):
             canonicalize_flow(bad)
+    with pytest.raises(TypeError, match=r"^flow must be a numpy array or torch tensor, got list$"):
+        canonicalize_flow([[[0.0]], [[0.0]]])
+    for value in (float("nan"), float("inf"), -float("inf")):
+        for bad in (np.full((2, 1, 3), value), torch.full((1, 2, 1, 3), value)):
+            with pytest.raises(ValueError, match=r"^flow contains NaN or Inf values$"):
+                canonicalize_flow(bad)
+    ints = np.array([[[-2, 0]], [[1, -3]]])  # integer flows (Gong's labels) keep their dtype
+    out = canonicalize_flow(ints)
+    assert out.dtype == ints.dtype and out.tolist() == [[[2, 0]], [[-1, 3]]]
     half = np.array([[[0.0, 0.0, 0.0]], [[0.5, -0.5, 0.0]]])  # u = 0: the sign of v decides, 0 stays
     np.testing.assert_array_equal(canonicalize_flow(half), [[[0.0, 0.0, 0.0]], [[0.5, 0.5, 0.0]]])
     assert not np.signbit(canonicalize_flow(half)).any()

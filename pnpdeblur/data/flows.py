@@ -304,18 +304,28 @@ def canonicalize_flow(flow):
     Returns
     -------
     Same type, shape and dtype as ``flow``.
+
+    Raises
+    ------
+    TypeError
+        ``flow`` is neither a numpy array nor a torch tensor.
+    ValueError
+        Another shape, or NaN/Inf (whose sign cannot be chosen).
     """
-    if getattr(flow, "ndim", 0) < 3 or flow.shape[-3] != 2:
-        raise ValueError(f"flow must have shape (..., 2, H, W), got {getattr(flow, 'shape', type(flow))}")
+    import torch
+
+    if not isinstance(flow, (np.ndarray, torch.Tensor)):
+        raise TypeError(f"flow must be a numpy array or torch tensor, got {type(flow).__name__}")
+    if flow.ndim < 3 or flow.shape[-3] != 2:
+        raise ValueError(f"flow must have shape (..., 2, H, W), got {tuple(flow.shape)}")
+    finite = np.isfinite(flow).all() if isinstance(flow, np.ndarray) else torch.isfinite(flow).all()
+    if not bool(finite):
+        raise ValueError("flow contains NaN or Inf values")
     u, v = flow[..., 0, :, :], flow[..., 1, :, :]
     flip = (u < 0) | ((u == 0) & (v < 0))
     # "+ 0" drops the negative zeros of float flows without promoting integer ones
     if isinstance(flow, np.ndarray):
         sign = np.where(flip, -1, 1).astype(flow.dtype)
         return flow * sign[..., None, :, :] + flow.dtype.type(0)
-    import torch
-
-    if isinstance(flow, torch.Tensor):
-        sign = torch.where(flip, -1, 1).to(flow.dtype)
-        return flow * sign.unsqueeze(-3) + 0
-    raise TypeError(f"flow must be a numpy array or torch tensor, got {type(flow).__name__}")
+    sign = torch.where(flip, -1, 1).to(flow.dtype)
+    return flow * sign.unsqueeze(-3) + 0
