@@ -6,6 +6,8 @@ and the layout, size and batch checks are exercised directly with their messages
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -117,6 +119,19 @@ def test_to_nchw_shapes_and_restore():
         to_nchw(torch.zeros(5), "torch", "img")
     with pytest.raises(ValueError, match=r"^x must have shape"):
         to_nchw(torch.zeros(1, 1, 1, 1, 1), "torch")
+
+
+def test_size_messages_name_the_operator_expression_not_private_classes(mats):
+    A, B = Matrix(mats[0], image_shape=(2, H, W)), Matrix(mats[1], image_shape=(2, H, W))
+    wrong = np.zeros((2, 1, H, W + 1))
+    for op, label in ((A.T, "Matrix.T"), (A @ B, "(Matrix @ Matrix)"), (A + B, "(Matrix + Matrix)"),
+                      (A - B.T, "(Matrix + -1.0 * Matrix.T)"), (2.5 * A, "2.5 * Matrix"),
+                      (A.T @ A + 0.5 * B, "((Matrix.T @ Matrix) + 0.5 * Matrix)")):
+        with pytest.raises(ValueError, match=r"^x has spatial size \(3, 5\), but " + re.escape(label)
+                           + r" was built for \(H, W\) = \(3, 4\)$"):
+            op(wrong)
+        with pytest.raises(ValueError, match=r"^x has batch size 3, but " + re.escape(label) + " was built for N = 2"):
+            op(np.zeros((3, 1, H, W)))
 
 
 def test_check_image_size_batch_and_names(mats):

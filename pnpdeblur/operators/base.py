@@ -130,6 +130,10 @@ class LinearOperator:
 
     H = T  # for users coming from PyLops/deepinv
 
+    def _label(self) -> str:
+        """Short name of the operator for messages: its class, or the expression built from them."""
+        return type(self).__name__
+
     def check_image(self, x: torch.Tensor, name: str = "x", check_finite: bool = True) -> None:
         """Raise unless ``x`` is a finite float ``(N, C, H, W)`` tensor this operator accepts
         (``check_finite=False``: finite or not)."""
@@ -139,12 +143,12 @@ class LinearOperator:
         n, h, w = self.image_shape
         if (h is not None and x.shape[2] != h) or (w is not None and x.shape[3] != w):
             raise ValueError(
-                f"{name} has spatial size {tuple(x.shape[2:])}, but {type(self).__name__} "
+                f"{name} has spatial size {tuple(x.shape[2:])}, but {self._label()} "
                 f"was built for (H, W) = ({h}, {w})"
             )
         if n is not None and n != 1 and x.shape[0] != n:
             raise ValueError(
-                f"{name} has batch size {x.shape[0]}, but {type(self).__name__} was built "
+                f"{name} has batch size {x.shape[0]}, but {self._label()} was built "
                 f"for N = {n} (or use a batch of one operator for all images)"
             )
         if check_finite:
@@ -235,6 +239,9 @@ class _Adjoint(LinearOperator):
     def T(self):
         return self.op
 
+    def _label(self):
+        return f"{self.op._label()}.T"
+
     def __repr__(self):
         return f"{self.op!r}.T"
 
@@ -253,6 +260,9 @@ class _Composed(LinearOperator):
     def _normal(self, x):
         # (AB)ᵀ(AB) = Bᵀ (AᵀA) B: A's fused normal where it has one
         return self.b._adjoint(self.a._normal(self.b._forward(x)))
+
+    def _label(self):
+        return f"({self.a._label()} @ {self.b._label()})"
 
     def __repr__(self):
         return f"({self.a!r} @ {self.b!r})"
@@ -274,6 +284,9 @@ class _Sum(LinearOperator):
 
     def padded(self, width: int) -> "LinearOperator":
         return _Sum(self.a.padded(width), self.b.padded(width))
+
+    def _label(self):
+        return f"({self.a._label()} + {self.b._label()})"
 
     def __repr__(self):
         return f"({self.a!r} + {self.b!r})"
@@ -298,6 +311,9 @@ class _Scaled(LinearOperator):
 
     def padded(self, width: int) -> "LinearOperator":
         return _Scaled(self.op.padded(width), self.a)
+
+    def _label(self):
+        return f"{self.a} * {self.op._label()}"
 
     def __repr__(self):
         return f"{self.a} * {self.op!r}"
