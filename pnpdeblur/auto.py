@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ._images import as_image_batch
-from .backend import to_torch
+from .backend import resolve_device, to_torch
 from .camera_shake import DEFAULT_KERNEL_SIZE, ShakeDeblurResult, deblur_shake
 from .operators.convolution import Convolution
 from .operators.motion import MotionBlur
@@ -175,6 +175,7 @@ def deblur_auto(
     """
     if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not np.isfinite(ratio) or ratio <= 0:
         raise ValueError(f"ratio must be a finite number > 0, got {ratio!r}")
+    resolve_device(device)  # a bad device fails here, before either pipeline runs
     common = dict(prior=prior, noise_level=noise_level, safeguard=safeguard, saturation=saturation,
                   boundary=boundary, gamma=gamma, device=device, progress=progress)
     extra = {}

@@ -21,6 +21,7 @@ __all__ = [
     "array_kind",
     "check_finite",
     "check_float",
+    "resolve_device",
     "cupy_available",
     "cupy_status",
     "cupy_kernel_error",
@@ -48,6 +49,33 @@ def check_float(x: torch.Tensor, name: str) -> None:
     """Raise TypeError unless ``x`` is a float32 or float64 tensor."""
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"{name} must be float32 or float64, got dtype {x.dtype}")
+
+
+def resolve_device(device: Any, name: str = "device") -> Optional[torch.device]:
+    """``device`` (a ``str`` such as ``"cuda:1"``, a :class:`torch.device` or None) as a usable device.
+
+    None stays None (compute where the input lies). Raises ``TypeError`` for another type and
+    ``ValueError`` naming ``name`` for a string torch does not parse, a CUDA device when torch
+    sees none or an index beyond the visible ones, and MPS where it is unavailable — before any
+    work is done, instead of torch's assertion deep inside the first transfer.
+    """
+    if device is None:
+        return None
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"{name} must be a str such as 'cpu' or 'cuda', a torch.device or None, "
+                        f"got {type(device).__name__}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"{name}={device!r} is not a torch device ({e})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}={device!r}: CUDA is not available to this torch ({torch.__version__})")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{name}={device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"{name}={device!r}: MPS is not available")
+    return dev
 
 
 def check_finite(x: torch.Tensor, name: str) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ._images import as_image_batch
+from .backend import resolve_device
 from .estimation.kernel import estimate_kernel, kernel_length
 from .pipeline import (DEFAULT_NOISE_FLOOR, _copy_input, check_photo_options, default_prior, linearize, noise_levels,
                        reference_batch, schedule_for)
@@ -149,7 +150,8 @@ def deblur_shake(
     x, layout = as_image_batch(image, "image")
     n = x.shape[0]
     kernels = None if kernel is None else _check_kernels(kernel, n)
-    dev = torch.device(device) if device is not None else x.device
+    requested = resolve_device(device)
+    dev = requested if requested is not None else x.device
     obs = x.to(dev)
     levels = noise_levels(obs, noise_level, saturation)
     ref = None if reference is None else reference_batch(reference, x.shape)

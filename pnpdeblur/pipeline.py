@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ._images import as_image_batch
-from .backend import array_kind, check_finite, to_torch
+from .backend import array_kind, check_finite, resolve_device, to_torch
 from ._vectors import vector_length
 from .estimation.blur_detection import default_threshold, flow_blur_score
 from .estimation.learned import estimate_flow
@@ -476,8 +476,15 @@ def deblur(
         noise_floor = DEFAULT_NOISE_FLOOR if flow_ensemble else SINGLE_PASS_NOISE_FLOOR
     noise_floor = check_real(noise_floor, "noise_floor")
     saturation, gamma = check_photo_options(saturation, boundary, gamma)
+    if not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress must be True or False, got {progress!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable as callback(entry, x) or None, got {type(callback).__name__}")
+    if isinstance(flow_scale, bool) or not (isinstance(flow_scale, (int, float)) and 0 < flow_scale <= 1):
+        raise ValueError(f"flow_scale must be a number in (0, 1], got {flow_scale!r}")
+    requested = resolve_device(device)
     x, layout = as_image_batch(image, "image")
-    dev = torch.device(device) if device is not None else x.device
+    dev = requested if requested is not None else x.device
     obs = x.to(dev)
     levels = noise_levels(obs, noise_level, saturation)
     ref = None if reference is None else reference_batch(reference, x.shape)

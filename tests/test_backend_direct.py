@@ -516,3 +516,43 @@ def test_cuda_tensors_come_to_the_host():
     b = from_torch(t, "numpy")
     assert isinstance(b, np.ndarray) and b.tolist() == [[1.0, 2.0]]
     assert from_torch(t, "torch").device.type == "cuda"
+
+
+# -- resolve_device ------------------------------------------------------------------------
+def test_resolve_device_keeps_none_and_parses_names():
+    assert backend.resolve_device(None) is None
+    assert backend.resolve_device("cpu") == torch.device("cpu")
+    assert backend.resolve_device(torch.device("meta")) == torch.device("meta")
+
+
+@pytest.mark.parametrize("device, exc, pattern", [
+    ("gpu", ValueError, r"^device='gpu' is not a torch device \("),
+    (5, TypeError, r"^device must be a str such as 'cpu' or 'cuda', a torch\.device or None, got int$"),
+    (["cpu"], TypeError, r"^device must be a str .* got list$"),
+])
+def test_resolve_device_refuses_what_is_not_a_device(device, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        backend.resolve_device(device)
+
+
+def test_resolve_device_refuses_cuda_without_cuda_and_an_index_beyond_the_visible(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for spec in ("cuda", "cuda:0", torch.device("cuda", 1)):
+        with pytest.raises(ValueError, match=r"CUDA is not available to this torch \(" + re.escape(torch.__version__)):
+            backend.resolve_device(spec, "where")
+    with pytest.raises(ValueError, match=r"^where='cuda': "):
+        backend.resolve_device("cuda", "where")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert backend.resolve_device("cuda") == torch.device("cuda")
+    assert backend.resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match=r"^device='cuda:2': only 2 CUDA device\(s\) are visible$"):
+        backend.resolve_device("cuda:2")
+
+
+def test_resolve_device_refuses_mps_where_it_is_unavailable(monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"^device='mps': MPS is not available$"):
+        backend.resolve_device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert backend.resolve_device("mps") == torch.device("mps")

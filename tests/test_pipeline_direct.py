@@ -450,6 +450,42 @@ def test_noise_level_refuses_what_is_not_an_image(bad, exc, pattern):
         estimate_noise_level(bad)
 
 
+def test_a_device_that_is_not_there_fails_before_any_work(fake_hqs, monkeypatch):
+    import pnpdeblur as pd
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    m = StandInSEN()
+    for run in (lambda d: deblur(_photo(), flow_model=m, prior=PRIOR, device=d),
+                lambda d: pd.estimate_flow(_photo(), m, device=d),
+                lambda d: pd.deblur_shake(_photo(32, 32), prior=PRIOR, device=d),
+                lambda d: pd.deblur_auto(_photo(32, 32), flow_model=m, prior=PRIOR, device=d)):
+        with pytest.raises(ValueError, match=r"^device='cuda': CUDA is not available to this torch"):
+            run("cuda")
+        with pytest.raises(ValueError, match=r"^device='gpu' is not a torch device"):
+            run("gpu")
+        with pytest.raises(TypeError, match=r"^device must be a str such as 'cpu' or 'cuda', a torch\.device or None"):
+            run(0)
+    assert m.calls == [] and fake_hqs.calls == []
+    with pytest.raises(ValueError, match=r"^device='cuda': CUDA is not available"):
+        pd.priors.DnCNNPrior(device="cuda")
+
+
+def test_deblur_checks_progress_callback_and_flow_scale_by_name(fake_hqs):
+    m = StandInSEN()
+    for kwargs, exc, pattern in ((dict(progress="yes"), TypeError, r"^progress must be True or False, got 'yes'$"),
+                                 (dict(callback=5), TypeError,
+                                  r"^callback must be callable as callback\(entry, x\) or None, got int$"),
+                                 (dict(flow_scale=0), ValueError, r"^flow_scale must be a number in \(0, 1\], got 0$"),
+                                 (dict(flow_scale=1.5), ValueError, r"^flow_scale must be a number in \(0, 1\], got 1\.5$"),
+                                 (dict(flow_scale=float("nan")), ValueError, r"^flow_scale must be a number in \(0, 1\]"),
+                                 (dict(flow_scale=True), ValueError, r"^flow_scale must be a number in \(0, 1\], got True$")):
+        with pytest.raises(exc, match=pattern):
+            deblur(_photo(), flow_model=m, prior=PRIOR, **kwargs)
+    assert m.calls == [] and fake_hqs.calls == []
+    deblur(_photo(), flow_model=m, prior=PRIOR, noise_level=0.1, progress=np.bool_(False), flow_scale=1)
+    assert len(m.calls) > 0
+
+
 def test_messages_name_each_argument(fake_hqs):
     m = StandInSEN()
     for name in ("blur_threshold", "noise_floor", "noise_level"):

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .._images import as_image_batch
+from ..backend import resolve_device
 from .._tiling import window_starts as _starts
 from ..nets.sen import SEN
 
@@ -189,7 +190,8 @@ def estimate_flow(
     if tile < 2 * overlap + model.stride or tile % model.stride:
         raise ValueError(f"tile must be a multiple of {model.stride} and >= 2·overlap + {model.stride}, "
                          f"got tile={tile}, overlap={overlap}")
-    dev = torch.device(device) if device is not None else x.device
+    requested = resolve_device(device)
+    dev = requested if requested is not None else x.device
     h, w = x.shape[-2:]
     xin = x.to(device=dev, dtype=torch.float32)
     cin = model.config["in_channels"]

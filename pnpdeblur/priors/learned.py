@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .._tiling import apply_in_tiles
+from ..backend import resolve_device as usable_device
 from ..checkpoints import CheckpointError
 from .base import BasePrior
 
@@ -28,14 +29,18 @@ _OPPONENT = torch.tensor(
 def resolve_device(device: Any) -> Optional[torch.device]:
     """A learned prior's ``device`` argument: ``None`` for ``"follow"`` (run on each input's device).
 
-    Anything else must name a torch device (ValueError otherwise).
+    Anything else must name a torch device that is usable here (ValueError otherwise: a CUDA
+    device without CUDA fails when the prior is made, not at its first call).
     """
     if isinstance(device, str) and device == "follow":
         return None
+    if not isinstance(device, (str, torch.device)):
+        raise ValueError(f"device must be 'follow', a device name or a torch.device, got {device!r}")
     try:
-        return torch.device(device)
+        torch.device(device)
     except (TypeError, RuntimeError) as err:
         raise ValueError(f"device must be 'follow', a device name or a torch.device, got {device!r}") from err
+    return usable_device(device)
 
 
 def load_denoiser(cls: Any, path: Any, name: str = "path") -> nn.Module:
