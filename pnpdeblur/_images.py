@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from .backend import array_kind, from_torch, to_torch
+from .backend import array_kind, check_finite, from_torch, to_torch
 from .operators.base import to_nchw
 
 __all__ = ["Boundary", "as_image_batch"]
@@ -40,6 +40,26 @@ class Boundary:
         """
         f = f[0] if self.single else f
         return from_torch(f.to(self.dtype if self.dtype.is_floating_point else torch.float32), self.kind)
+
+
+def as_float_batch(image: Any, name: str, uint8_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, Callable, str]:
+    """``image`` as a finite float ``(N, C, H, W)`` tensor with its values as given.
+
+    For functions that measure an image rather than restore it (noise estimates, clipping
+    masks): any layout of :func:`as_image_batch`, uint8 divided by 255 (in ``uint8_dtype``),
+    float kept as it is — no range check and no clipping, which would bias a measurement.
+    Returns the tensor, the function that restores the caller's layout, and the array kind.
+    TypeError for a non-array or another dtype, ValueError for another shape or NaN/Inf.
+    """
+    kind = array_kind(image, name)
+    t = to_torch(image, name)
+    if t.dtype == torch.uint8:
+        t = t.to(uint8_dtype) / 255.0
+    elif not t.is_floating_point():
+        raise TypeError(f"{name} must be uint8 or float, got dtype {t.dtype}")
+    t4, restore = to_nchw(t, kind, name)
+    check_finite(t4, name)
+    return t4, restore, kind
 
 
 def as_image_batch(image: Any, name: str = "image") -> tuple[torch.Tensor, Boundary]:

@@ -21,14 +21,13 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import numpy as np
 import torch
 
-from ._images import as_image_batch
-from .backend import array_kind, check_finite, resolve_device, to_torch
+from ._images import as_float_batch, as_image_batch
+from .backend import resolve_device
 from ._vectors import vector_length
 from .estimation.blur_detection import default_threshold, flow_blur_score
 from .estimation.learned import estimate_flow
 from .nets.sen import SEN
 from .operators._flow import MAX_FLOW
-from .operators.base import to_nchw
 from .priors.base import check_real
 from .solvers.schedules import DEFAULT_LAMBDA, DEFAULT_SIGMA_START
 from .solvers.weights import DEFAULT_SATURATION, crop_boundary, pad_problem, saturation_weights
@@ -132,7 +131,7 @@ def estimate_noise_level(x: Any, saturation: Optional[float] = None, *,
     0.009 (quality 75) and 0.029 (quality 90); this rule gives 0.040 and 0.044, close to the
     level that deblurs them best (``benchmarks/compression.py``, ``benchmarks/RESULTS.md``).
     """
-    x = _noise_input(x)
+    x = as_float_batch(x, "x", torch.float64)[0]
     h, w = (x.shape[-2] // 2) * 2, (x.shape[-1] // 2) * 2
     if h == 0 or w == 0:
         raise ValueError(f"image must be at least 2×2 to estimate its noise, got {tuple(x.shape[-2:])}")
@@ -146,21 +145,6 @@ def estimate_noise_level(x: Any, saturation: Optional[float] = None, *,
             sigma = torch.where(coded, torch.maximum(sigma, COARSE_BAND_WEIGHT * _coarse_luma_sigma(t, saturation)),
                                 sigma)
     return [float(s) for s in sigma.cpu()]
-
-
-def _noise_input(x: Any) -> torch.Tensor:
-    """``x`` of :func:`estimate_noise_level` as ``(N, C, H, W)`` float, checked (no range check, no clipping)."""
-    kind = array_kind(x, "x")
-    t = to_torch(x, "x")
-    if t.dtype == torch.uint8:
-        t = t.to(torch.float64) / 255.0
-    elif not t.is_floating_point():
-        raise TypeError(f"x must be uint8 or float, got dtype {x.dtype}")
-    if t.ndim not in (2, 3, 4):
-        raise ValueError(f"x must be (H, W), (H, W, C) / (C, H, W) or (N, C, H, W), got shape {tuple(t.shape)}")
-    t, _ = to_nchw(t, kind, "x")
-    check_finite(t, "x")
-    return t
 
 
 def _ycbcr(t: torch.Tensor, planes: int = 3) -> tuple:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from .._vectors import longest_vector
 from ..backend import array_kind, check_finite, from_torch, to_torch
+from .._images import as_float_batch
 from ..operators.base import LinearOperator, check_width, to_nchw
 from ..operators.motion import line_kernel_reach
 
@@ -72,14 +73,7 @@ def saturation_weights(y: Any, threshold: float = DEFAULT_SATURATION, margin: in
         raise ValueError(f"threshold must be in (0, 1] (images in [0, 1]), got {threshold!r}")
     if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
         raise ValueError(f"margin must be an int >= 0, got {margin!r}")
-    kind = array_kind(y, "y")
-    t = to_torch(y, "y")
-    if t.dtype == torch.uint8:
-        t = t.to(torch.float32) / 255.0
-    elif not t.is_floating_point():
-        raise TypeError(f"y must be uint8 or float, got dtype {t.dtype}")
-    t4, restore = to_nchw(t, kind, "y")
-    check_finite(t4, "y")
+    t4, restore, kind = as_float_batch(y, "y")
     clipped = t4 >= threshold
     if margin > 0 and bool(clipped.any()):
         k = 2 * margin + 1
