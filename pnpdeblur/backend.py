@@ -73,7 +73,7 @@ def resolve_device(device: Any, name: str = "device") -> Optional[torch.device]:
             raise ValueError(f"{name}={device!r}: CUDA is not available to this torch ({torch.__version__})")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"{name}={device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
-    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"{name}={device!r}: MPS is not available")
     return dev
 
