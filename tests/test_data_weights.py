@@ -319,3 +319,5 @@ def test_saturation_weights_refuses_nan_and_integer_images():
         saturation_weights(np.zeros((4, 4)), True)
     with pytest.raises(TypeError, match="uint8 or float"):
         saturation_weights(np.zeros((4, 4), dtype=np.int32))
+    with pytest.raises(TypeError, match=r"^y must be a numeric array, got numpy dtype <U1$"):
+        saturation_weights(np.array([["a", "b"], ["c", "d"]]))

@@ -444,6 +444,7 @@ def test_noise_level_takes_every_image_layout_deblur_takes():
                                             r"got shape \(2, 2, 2, 2, 2\)$"),
     (np.zeros(8), ValueError, r"^x must have shape \(N, C, H, W\), \(H, W\) or a 3-D image, got shape \(8,\)$"),
     ([[0.1, 0.2], [0.3, 0.4]], TypeError, r"^x must be an array"),
+    (np.array([["a", "b"], ["c", "d"]]), TypeError, r"^x must be a numeric array, got numpy dtype <U1$"),
 ])
 def test_noise_level_refuses_what_is_not_an_image(bad, exc, pattern):
     with pytest.raises(exc, match=pattern):
