@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from ._images import as_float_batch, as_image_batch
-from .backend import resolve_device
 from ._vectors import vector_length
+from .backend import resolve_device
 from .estimation.blur_detection import default_threshold, flow_blur_score
 from .estimation.learned import estimate_flow
 from .nets.sen import SEN

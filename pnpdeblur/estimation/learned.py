@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from .._images import as_image_batch
-from ..backend import resolve_device
 from .._tiling import window_starts as _starts
+from ..backend import resolve_device
 from ..nets.sen import SEN
 
 __all__ = ["estimate_flow", "default_flow_model"]

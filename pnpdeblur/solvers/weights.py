@@ -24,9 +24,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .._images import as_float_batch
 from .._vectors import longest_vector
 from ..backend import array_kind, check_finite, from_torch, to_torch
-from .._images import as_float_batch
 from ..operators.base import LinearOperator, check_width, to_nchw
 from ..operators.motion import line_kernel_reach
 
