@@ -150,8 +150,7 @@ def deblur_shake(
     x, layout = as_image_batch(image, "image")
     n = x.shape[0]
     kernels = None if kernel is None else _check_kernels(kernel, n)
-    requested = resolve_device(device)
-    dev = requested if requested is not None else x.device
+    dev = resolve_device(device) or x.device
     obs = x.to(dev)
     levels = noise_levels(obs, noise_level, saturation)
     ref = None if reference is None else reference_batch(reference, x.shape)

@@ -147,6 +147,11 @@ def estimate_noise_level(x: Any, saturation: Optional[float] = None, *,
     return [float(s) for s in sigma.cpu()]
 
 
+def _quad_blocks(t: torch.Tensor) -> tuple:
+    """The four pixels of each 2×2 block of ``t`` (…, 2h, 2w): top-left, top-right, bottom-left, bottom-right."""
+    return t[..., 0::2, 0::2], t[..., 0::2, 1::2], t[..., 1::2, 0::2], t[..., 1::2, 1::2]
+
+
 def _ycbcr(t: torch.Tensor, planes: int = 3) -> tuple:
     """The first ``planes`` of ``(Y, Cb, Cr)`` of RGB ``t`` ``(N, 3, H, W)`` as ``(N, planes, H, W)``,
     and the std each gets from unit white noise in every channel, ``(planes,)``."""
@@ -159,7 +164,7 @@ def _fine_ycbcr_sigma(t: torch.Tensor, saturation: Optional[float]) -> torch.Ten
     the std white noise gives it, ``(N, 3)``: a 2×2 block with a value at or above ``saturation``
     in any channel is left out."""
     ycc, gains = _ycbcr(t)
-    blocks = (t[..., 0::2, 0::2], t[..., 0::2, 1::2], t[..., 1::2, 0::2], t[..., 1::2, 1::2])
+    blocks = _quad_blocks(t)
     block_max = torch.stack(blocks).amax(dim=0).amax(dim=1, keepdim=True)  # over the block and the channels
     return _diagonal_band_sigma(ycc, saturation, block_max) / gains
 
@@ -189,7 +194,7 @@ def _diagonal_band_sigma(t: torch.Tensor, saturation: Optional[float],
     ``block_max`` ``(N, C or 1, h, w)``: the largest value behind each 2×2 block, for
     ``saturation`` (default: the block's own four values).
     """
-    blocks = (t[..., 0::2, 0::2], t[..., 0::2, 1::2], t[..., 1::2, 0::2], t[..., 1::2, 1::2])
+    blocks = _quad_blocks(t)
     hh = ((blocks[0] - blocks[1] - blocks[2] + blocks[3]) / 2).flatten(2).abs()
     sigma = hh.median(dim=2).values
     if saturation is not None:
@@ -468,7 +473,7 @@ def deblur(
         raise ValueError(f"flow_scale must be a number in (0, 1], got {flow_scale!r}")
     requested = resolve_device(device)
     x, layout = as_image_batch(image, "image")
-    dev = requested if requested is not None else x.device
+    dev = requested or x.device
     obs = x.to(dev)
     levels = noise_levels(obs, noise_level, saturation)
     ref = None if reference is None else reference_batch(reference, x.shape)

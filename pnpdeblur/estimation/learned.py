@@ -190,8 +190,7 @@ def estimate_flow(
     if tile < 2 * overlap + model.stride or tile % model.stride:
         raise ValueError(f"tile must be a multiple of {model.stride} and >= 2·overlap + {model.stride}, "
                          f"got tile={tile}, overlap={overlap}")
-    requested = resolve_device(device)
-    dev = requested if requested is not None else x.device
+    dev = resolve_device(device) or x.device
     h, w = x.shape[-2:]
     xin = x.to(device=dev, dtype=torch.float32)
     cin = model.config["in_channels"]

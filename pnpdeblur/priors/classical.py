@@ -120,8 +120,7 @@ def tv_prox(
     check_finite(z, "z")
     if tau == 0:
         return z.clone()
-    fused = not (torch.is_grad_enabled() and z.requires_grad) and z.dtype in (torch.float32, torch.float64) \
-        and z.ndim == 4
+    fused = not (torch.is_grad_enabled() and z.requires_grad) and z.dtype in (torch.float32, torch.float64)
     if fused and z.device.type == "cpu":
         return _tv_prox_numba(z, float(tau), iters, coupled, tol)
     if fused and z.device.type == "cuda" and _cuda_kernels_usable():
