@@ -338,11 +338,16 @@ def kohler_psnr(x, sharp_frames: Sequence, max_shift: int = 5, channel_axis: int
     ----------
     x : one image (numpy ``(H, W[, C])``, torch ``(C, H, W)``, or ``(1, C, H, W)``).
     sharp_frames : sequence of images like ``x``, or an array with a leading frame axis.
+        An array with as many axes as a 2-D or 3-D ``x`` is one frame (the sharp image).
     max_shift : int
         Largest shift searched, in pixels (default 5).
     return_details : bool
         Also return ``(frame_index, (dy, dx), alpha)`` of the best match.
     """
+    if (hasattr(sharp_frames, "shape") and hasattr(x, "shape")
+            and len(sharp_frames.shape) == len(x.shape) in (2, 3)):
+        # One image, not a stack: iterating it would compare x with its rows.
+        sharp_frames = [sharp_frames]
     frames = list(sharp_frames)
     if not frames:
         raise ValueError("sharp_frames must contain at least one image")

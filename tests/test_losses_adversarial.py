@@ -143,6 +143,15 @@ def test_errors_name_the_argument(call, name):
         call(torch.empty(0))
 
 
+@pytest.mark.parametrize("call, name", _CALLS[:6])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_scores_raise_naming_the_argument(call, name, value):
+    bad = torch.zeros(3)
+    bad[1] = value
+    with pytest.raises(ValueError, match=rf"^{name} holds NaN or Inf$"):
+        call(bad)
+
+
 @pytest.mark.parametrize("call, name", _CALLS)
 def test_non_tensor_errors_name_the_type_given(call, name):
     with pytest.raises(TypeError, match=rf"^{name} must be a torch\.Tensor, got list$"):

@@ -222,6 +222,22 @@ def test_kohler_psnr_picks_the_best_frame():
         kohler_psnr(x, [])
 
 
+def test_kohler_psnr_reads_one_image_as_one_frame():
+    # Iterating an (H, W[, C]) array would compare x with its rows.
+    rng = np.random.default_rng(5)
+    for shape in [(12, 11), (12, 11, 3)]:
+        x = rng.random(shape)
+        ref = np.clip(x + 0.03 * rng.standard_normal(shape), 0, 1)
+        want = kohler_align(x, ref, max_shift=2)[0]
+        assert kohler_psnr(x, ref, max_shift=2) == want
+        assert kohler_psnr(x, ref[None], max_shift=2) == want  # a stack of one frame
+    xt = torch.from_numpy(np.moveaxis(x, -1, 0).copy())
+    rt = torch.from_numpy(np.moveaxis(ref, -1, 0).copy())
+    assert kohler_psnr(xt, rt, max_shift=2) == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError, match=r"same shape, got \(12, 11, 3\) and \(13, 11, 3\)$"):
+        kohler_psnr(x, rng.random((13, 11, 3)), max_shift=2)
+
+
 def test_flow_arguments_are_named_and_the_symmetric_mse_squares():
     gt = np.zeros((2, 3, 3))
     with pytest.raises(TypeError, match=r"^est must be "):

@@ -21,6 +21,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from ._checks import check_finite
+
 __all__ = [
     "gan_discriminator_loss",
     "gan_generator_loss",
@@ -30,14 +32,17 @@ __all__ = [
 ]
 
 
-def _check_scores(x: torch.Tensor, name: str) -> torch.Tensor:
+def _check_scores(x: torch.Tensor, name: str, finite: bool = True) -> torch.Tensor:
+    # ``finite=False`` for the gradient penalty's samples: they are images, not scores, and a
+    # NaN in them reaches the critic's scores, which the critic's loss checks.
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
-    return x
+    # A NaN score would make the loss NaN and spread through the weights by the gradient.
+    return check_finite(x, name) if finite else x
 
 
 def gan_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -112,8 +117,8 @@ def gradient_penalty(
     Tensor
         Scalar.
     """
-    real = _check_scores(real, "real")
-    fake = _check_scores(fake, "fake")
+    real = _check_scores(real, "real", finite=False)
+    fake = _check_scores(fake, "fake", finite=False)
     if real.shape != fake.shape:
         raise ValueError(f"real and fake must have the same shape, got {tuple(real.shape)} and {tuple(fake.shape)}")
     shape = (real.shape[0],) + (1,) * (real.ndim - 1)
