@@ -38,6 +38,32 @@ def test_kernel_sizes_follow_the_support():
     assert motion_kernel((3, 4), radius=4).shape == (9, 9)
 
 
+def test_motion_kernel_takes_any_two_number_vector_and_refuses_the_rest():
+    want = motion_kernel((3, -4))
+    for m in ([3, -4], np.array([3.0, -4.0]), torch.tensor([3.0, -4.0]), (np.float32(3), np.int64(-4))):
+        np.testing.assert_array_equal(motion_kernel(m), want)
+    np.testing.assert_array_equal(motion_kernel((3, -4), radius=np.int64(6)), motion_kernel((3, -4), 6))
+    for bad in (5.0, "ab", None):
+        with pytest.raises(TypeError, match=r"^m must be a motion vector \(u, v\) of 2 real numbers, got "):
+            motion_kernel(bad)
+    for bad in ((1, 2, 3), (1,), np.zeros((2, 1))):
+        with pytest.raises(ValueError, match=r"^m must be a motion vector \(u, v\) of 2 real numbers, got shape "):
+            motion_kernel(bad)
+    for bad in ((math.nan, 0), (0, math.inf), (-math.inf, 1)):
+        with pytest.raises(ValueError, match=r"^m must be finite, got "):
+            motion_kernel(bad)
+    with pytest.raises(TypeError, match=r"^radius must be an int or None, got 2\.5$"):
+        motion_kernel((1, 0), radius=2.5)
+    with pytest.raises(TypeError, match=r"^radius must be an int or None, got True$"):
+        motion_kernel((1, 0), radius=True)
+    with pytest.raises(ValueError, match=r"^radius must be >= 0, got -1$"):
+        motion_kernel((0, 0), radius=-1)
+    with pytest.raises(ValueError, match=r"^radius must be >= 0, got -1$"):
+        motion_kernel_table(-1)
+    with pytest.raises(TypeError, match=r"^radius must be an int, got None$"):
+        motion_kernel_table(None)
+
+
 def test_oblique_kernel_weights_by_hand():
     # m = (3, 4), L = 5, u = (0.6, 0.8): w(k) = (1 - |k x u|) clip(3 - |k . u|, 0, 1)
     K = motion_kernel((3, 4))

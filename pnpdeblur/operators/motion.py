@@ -8,7 +8,8 @@ borders; the adjoint is the exact transpose (a scatter).
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+import numbers
+from typing import Any, Optional, Tuple
 
 import numpy as np
 import torch
@@ -82,7 +83,36 @@ def motion_kernel(m, radius: Optional[int] = None) -> np.ndarray:
     >>> motion_kernel((6, 0))[1] * 6
     array([0. , 0.5, 1. , 1. , 1. , 1. , 1. , 0.5, 0. ])
     """
-    return _segment_kernel(m, 0.0, radius)
+    return _segment_kernel(_motion_vector(m), 0.0, _kernel_radius(radius))
+
+
+def _motion_vector(m: Any) -> Tuple[float, float]:
+    """``m`` as two finite floats; a clear error for anything else (a scalar, 3 numbers, NaN)."""
+    if hasattr(m, "get") and type(m).__module__.split(".")[0] == "cupy":
+        m = m.get()
+    if isinstance(m, torch.Tensor):
+        m = m.detach().cpu().numpy()
+    try:
+        a = np.asarray(m, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"m must be a motion vector (u, v) of 2 real numbers, got {m!r}") from None
+    if a.ndim == 0:
+        raise TypeError(f"m must be a motion vector (u, v) of 2 real numbers, got {m!r}")
+    if a.shape != (2,):
+        raise ValueError(f"m must be a motion vector (u, v) of 2 real numbers, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"m must be finite, got ({a[0]}, {a[1]})")
+    return float(a[0]), float(a[1])
+
+
+def _kernel_radius(radius: Any) -> Optional[int]:
+    if radius is None:
+        return None
+    if isinstance(radius, bool) or not isinstance(radius, numbers.Integral):
+        raise TypeError(f"radius must be an int or None, got {radius!r}")
+    if radius < 0:
+        raise ValueError(f"radius must be >= 0, got {radius}")
+    return int(radius)
 
 
 def motion_kernel_table(radius: int = 13) -> np.ndarray:
@@ -93,6 +123,9 @@ def motion_kernel_table(radius: int = 13) -> np.ndarray:
     ndarray, float64, shape (33, 33, 2*radius+1, 2*radius+1)
         ``table[v + 16, u + 16]`` is ``motion_kernel((u, v), radius)``.
     """
+    radius = _kernel_radius(radius)
+    if radius is None:
+        raise TypeError("radius must be an int, got None")
     n = 2 * LUT_RANGE + 1
     table = np.empty((n, n, 2 * radius + 1, 2 * radius + 1))
     for iv in range(n):
