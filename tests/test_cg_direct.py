@@ -445,6 +445,13 @@ def test_bad_operators_are_refused():
         cg(torch.ones(4), torch.ones(4))
     with pytest.raises(TypeError, match=r"^A must be a LinearOperator, a callable or a square matrix, got str$"):
         cg("eye", np.ones(2))
+    # a callable whose output is not x's shape: broadcasting would have hidden a (1,)-shaped result
+    with pytest.raises(ValueError, match=r"^A\(x\) returned shape \(2,\), expected x's shape \(4,\)$"):
+        cg(lambda v: v[:2], np.ones(4))
+    with pytest.raises(ValueError, match=r"^A\(x\) returned shape \(1,\), expected x's shape \(4,\)$"):
+        cg(lambda v: v.sum(keepdims=True), np.ones(4))
+    with pytest.raises(ValueError, match=r"^A\(x\) returned shape \(1, 3, 4\), expected x's shape \(3, 4\)$"):
+        cg(lambda v: v[None], torch.ones(3, 4))
 
 
 def test_zero_tol_with_an_absolute_floor_is_allowed():

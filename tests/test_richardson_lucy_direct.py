@@ -83,6 +83,13 @@ def test_reference_callback_stop_and_errors():
     with pytest.raises(ValueError, match=r"^iters must be a positive int, got 2\.0$"):
         richardson_lucy(y, K, iters=2.0)
     assert richardson_lucy(y, K, iters=1, progress=False).iterations == 1
+    with pytest.raises(ValueError, match=r"^iters must be a positive int, got True$"):
+        richardson_lucy(y, K, iters=True)
+    for bad in (0.0, -1e-3, math.nan, math.inf):
+        with pytest.raises(ValueError, match=r"^eps must be a finite positive number, got "):
+            richardson_lucy(y, K, iters=1, eps=bad)
+    with pytest.raises(TypeError, match=r"^eps must be a real number, got str$"):
+        richardson_lucy(y, K, iters=1, eps="1e-12")
     with pytest.raises(ValueError, match=r"^richardson_lucy needs a non-negative blur; K's kernel has negative entries$"):
         richardson_lucy(y[0, 0], Convolution(np.array([[0.0, 1.2, -0.2]]), "zero"), iters=1)
     richardson_lucy(y[0, 0], Convolution(np.array([[0.0, 1.0, 0.0]]), "zero"), iters=1, progress=False)

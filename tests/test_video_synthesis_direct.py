@@ -484,6 +484,28 @@ def test_average_frames_refuses_nan_and_no_frames(gamma):
         average_frames(np.zeros((0, 2, 2, 1)), gamma=gamma)
 
 
+@pytest.mark.parametrize("gamma", [2.2, None])
+def test_average_frames_reads_unsigned_frames_on_their_full_range(gamma):
+    # decoded video is uint8 (or uint16); clipping 0..255 to [0, 1] made every frame white
+    rng = np.random.default_rng(2)
+    fr8 = rng.integers(0, 256, (3, 4, 5, 3), dtype=np.uint8)
+    np.testing.assert_allclose(average_frames(fr8, gamma=gamma), average_frames(fr8 / 255.0, gamma=gamma),
+                               rtol=1e-12)
+    fr16 = rng.integers(0, 65536, (2, 3, 3, 1), dtype=np.uint16)
+    np.testing.assert_allclose(average_frames(list(fr16), gamma=gamma),
+                               average_frames(fr16 / 65535.0, gamma=gamma), rtol=1e-12)
+    for bad in (fr8.astype(np.int64), fr8 > 0, np.full((1, 2, 2, 1), "a")):
+        with pytest.raises(TypeError, match=r"^frames must be float \(on the \[0, 1\] scale\) or unsigned "
+                                            r"integers, got dtype "):
+            average_frames(bad, gamma=gamma)
+
+
+def test_average_frames_names_frames_of_different_sizes():
+    with pytest.raises(ValueError, match=r"^frames must all have one shape \(H, W, C\), got shapes "
+                                         r"\[\(2, 2, 3\), \(2, 3, 3\)\]$"):
+        average_frames([np.zeros((2, 2, 3)), np.zeros((2, 3, 3))])
+
+
 # --------------------------------------------------------------------------- synthesize_video_blur
 
 

@@ -293,8 +293,22 @@ def average_frames(frames, gamma: float | None = 2.2) -> np.ndarray:
     """GOPRO averaging of gamma-encoded frames ``Ŝ[i]`` ``(N, H, W, C)``: ``g(mean g⁻¹(Ŝ))``.
 
     ``gamma=None`` (or 1) averages the values directly. Frames must be finite (NaN/Inf raise
-    ``ValueError``) and at least one; values outside [0, 1] are clipped under the gamma curve."""
-    fr = np.asarray(frames, dtype=np.float64)
+    ``ValueError``) and at least one; values outside [0, 1] are clipped under the gamma curve.
+    Unsigned integer frames (``uint8``/``uint16``, as video decoders give them) are read on
+    their full range (``value / 255``, ``value / 65535``); other integer types raise
+    ``TypeError``. The result is float64 on the [0, 1] scale."""
+    try:
+        fr = np.asarray(frames)
+    except ValueError:  # numpy's "inhomogeneous shape" message names neither frames nor sizes
+        shapes = sorted({tuple(np.shape(f)) for f in frames})
+        raise ValueError(f"frames must all have one shape (H, W, C), got shapes {shapes}") from None
+    if fr.dtype.kind == "u":
+        # clipping 0..255 to [0, 1] would have turned every frame white
+        fr = fr / float(np.iinfo(fr.dtype).max)
+    elif fr.dtype.kind != "f":  # signed ints: 0..1 or 0..255? bools, strings: not images
+        raise TypeError(f"frames must be float (on the [0, 1] scale) or unsigned integers, "
+                        f"got dtype {fr.dtype}")
+    fr = fr.astype(np.float64, copy=False)
     if fr.ndim != 4:
         raise ValueError(f"frames must be (N, H, W, C), got shape {fr.shape}")
     if fr.shape[0] < 1:

@@ -230,7 +230,13 @@ def _as_tensor_fn(A: Any, kind: str, like: torch.Tensor) -> TensorFn:
         )
     # every callable's output is cast to b's dtype (a torch callable returning float64 for a
     # float32 b made x float64); for torch b the conversions are no-ops
-    return lambda v: to_torch(A(from_torch(v, kind)), "A(x)").to(v.dtype)
+    def apply(v: torch.Tensor) -> torch.Tensor:
+        out = to_torch(A(from_torch(v, kind)), "A(x)")
+        if out.shape != v.shape:  # else torch broadcasts or fails without naming A
+            raise ValueError(f"A(x) returned shape {tuple(out.shape)}, expected x's shape {tuple(v.shape)}")
+        return out.to(v.dtype)
+
+    return apply
 
 
 def _as_preconditioner(M: Any, preconditioner: Any, kind: str) -> Optional[TensorFn]:

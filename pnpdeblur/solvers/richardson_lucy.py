@@ -45,7 +45,7 @@ def richardson_lucy(
         ``normalize=False``, ``x0`` = 0.5 and ``Convolution(psf, 'zero')`` this is
         exactly ``skimage.restoration.richardson_lucy``.
     eps : float
-        Added to ``K x`` before dividing.
+        Added to ``K x`` before dividing; finite and > 0.
     clip : bool
         Clip the result to [0, 1].
     reference, callback, progress
@@ -57,8 +57,12 @@ def richardson_lucy(
         ``x`` and a per-iteration ``history`` (``residual``, ``time``, ``psnr``).
     """
     yt, kind, restore = prepare_observation(y, K)
-    if not isinstance(iters, int) or iters < 1:
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
         raise ValueError(f"iters must be a positive int, got {iters!r}")
+    from ..priors.base import check_real  # the one scalar check of priors and solvers
+
+    # eps ≤ 0 divides by zero where K x vanishes (dark regions): NaN or Inf in x
+    eps = check_real(eps, "eps", allow_zero=False)
     kern = getattr(K, "kernel", None)
     if isinstance(kern, torch.Tensor) and bool((kern < 0).any()):
         raise ValueError("richardson_lucy needs a non-negative blur; K's kernel has negative entries")
