@@ -521,7 +521,28 @@ def test_images_from(monkeypatch, tmp_path):
     out = _images_from(["page", str(tmp_path / "f.png"), tmp_path / "g.png", a2, np.ones((2, 3, 3))], 3)
     assert out[0] == "page" and calls[-1] == ("page", 3)
     assert out[1] == tmp_path / "f.png" and isinstance(out[1], type(tmp_path)) and out[2] == tmp_path / "g.png"
-    assert out[3].shape == (2, 3, 1) and out[3].dtype == np.float32 and out[4].shape == (2, 3, 3)
+    # a grey array is replicated to the channels asked for, as read_image does for a grey file
+    assert out[3].shape == (2, 3, 3) and out[3].dtype == np.float32 and out[4].shape == (2, 3, 3)
+    assert _images_from([a2], None)[0].shape == (2, 3, 1)
+    # arrays are read as files are: integers over their range, alpha dropped, luminance for grey
+    rng = np.random.default_rng(0)
+    u8 = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(_images_from([u8], 3)[0], u8.astype(np.float32) / 255)
+    u16 = rng.integers(0, 65536, (4, 5), dtype=np.uint16)
+    np.testing.assert_array_equal(_images_from([u16], 1)[0][..., 0], u16.astype(np.float32) / 65535)
+    rgba = rng.random((4, 5, 4))
+    np.testing.assert_array_equal(_images_from([rgba], 3)[0], rgba[..., :3].astype(np.float32))
+    lum = (rgba[..., :3].astype(np.float32) @ np.array([0.2125, 0.7154, 0.0721], np.float32))[..., None]
+    np.testing.assert_allclose(_images_from([rgba], 1)[0], lum, rtol=1e-6)
+    png = tmp_path / "u8.png"
+    from PIL import Image
+    Image.fromarray(u8).save(png)
+    np.testing.assert_allclose(_images_from([u8], 1)[0], read_image(png, 1), rtol=1e-6)
+    with pytest.raises(TypeError, match=r"^images\[0\] must be a float, integer or bool array, got dtype <U1$"):
+        _images_from([np.full((4, 4), "a")], 3)
+    for bad in (2, 0, 4, True, "3"):
+        with pytest.raises(ValueError, match=rf"^channels must be None, 1 or 3, got {re.escape(repr(bad))}$"):
+            _images_from([a2], bad)
     (tmp_path / "d" / "s").mkdir(parents=True)
     (tmp_path / "d" / "s" / "a.png").write_bytes(b"")
     assert _images_from(str(tmp_path / "d"), 3) == [tmp_path / "d" / "s" / "a.png"]  # recursive
@@ -531,8 +552,10 @@ def test_images_from(monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"^images folder not found: "):
         _images_from(tmp_path / "no", 3)
     for bad, shape in [(np.array([[np.nan]]), r"\(1, 1\)"), (np.zeros((1, 2, 2, 3)), r"\(1, 2, 2, 3\)"),
-                       (np.zeros(3), r"\(3,\)"), (np.array([[0.0, np.inf]]), r"\(1, 2\)")]:
-        with pytest.raises(ValueError, match=rf"^images\[1\] must be a finite \(H, W\[, C\]\) array, got shape {shape}$"):
+                       (np.zeros(3), r"\(3,\)"), (np.array([[0.0, np.inf]]), r"\(1, 2\)"),
+                       (np.zeros((2, 2, 5)), r"\(2, 2, 5\)")]:
+        with pytest.raises(ValueError, match=rf"^images\[1\] must be a finite \(H, W\[, C\]\) array with C in "
+                                             rf"1\.\.4, got shape {shape}$"):
             _images_from([a2, bad], 3)
     with pytest.raises(TypeError, match=r"^images\[0\] must be a sample name, a path or a numpy array, got int$"):
         _images_from([3], 3)
@@ -1118,3 +1141,38 @@ def test_read_image_hides_only_deprecation_warnings(monkeypatch, tmp_path):
     monkeypatch.setattr(skimage.io, "imread", noisy(UserWarning))
     with pytest.warns(UserWarning, match="decoder says"):
         read_image(p)
+
+
+def test_an_8_bit_photo_gives_sharp_and_blurred_crops_on_one_scale():
+    # images=[skimage.data.astronaut()] is uint8: its sharp crops were 0..255 beside blurred ones in [0, 1]
+    photo = _u8(40, 40, seed=3)
+    a = SyntheticBlurDataset(images=[photo], length=2, crop=24, seed=1, fixed=True, noise_sigma=0.0)[1]
+    b = SyntheticBlurDataset(images=[photo / 255.0], length=2, crop=24, seed=1, fixed=True, noise_sigma=0.0)[1]
+    for key in ("sharp", "blurred", "flow"):
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    assert float(a["sharp"].max()) <= 1.0 and float(a["sharp"].max()) > 0.9
+    video = SyntheticVideoDataset(images=[photo], length=1, crop=24, seed=1, fixed=True, max_blur=4.0)[0]
+    assert float(video["sharp"].max()) <= 1.0
+
+
+def test_datasets_check_channels_and_preset_when_built(tmp_path):
+    # not at the first item, where a DataLoader worker would report it
+    _save_u8(tmp_path / "b" / "a.png", _u8(8, 8))
+    _save_u8(tmp_path / "gopro" / "train" / "s" / "blur" / "a.png", _u8(8, 8))
+    _save_u8(tmp_path / "gopro" / "train" / "s" / "sharp" / "a.png", _u8(8, 8))
+    src = np.zeros((16, 16, 3))
+    builders = [
+        lambda c: BlurredFolderDataset(tmp_path / "b", channels=c),
+        lambda c: PairedFolderDataset(tmp_path / "b", tmp_path / "b", channels=c),
+        lambda c: GoProDataset(tmp_path / "gopro", split="train", channels=c),
+        lambda c: KohlerDataset(tmp_path / "b", channels=c),
+        lambda c: SyntheticBlurDataset(images=[src], crop=8, channels=c),
+        lambda c: SyntheticVideoDataset(images=[src], crop=8, channels=c),
+    ]
+    for build in builders:
+        for bad in (2, 4, 0):
+            with pytest.raises(ValueError, match=rf"^channels must be None, 1 or 3, got {bad}$"):
+                build(bad)
+    with pytest.raises(ValueError, match=r"^preset must be one of \['23', '46'\] \(or pass max_len\), got '99'$"):
+        SyntheticBlurDataset(images=[src], crop=8, preset="99")
+    assert len(SyntheticBlurDataset(images=[src], crop=8, preset="99", flow_kwargs={"max_len": 5}, length=2)) == 2

@@ -137,29 +137,48 @@ def read_image(path, channels: int | None = 3) -> np.ndarray:
     except Exception as exc:  # decoders raise many types
         raise ValueError(f"cannot read image {p}: {exc}") from exc
     img = _orient(img, orientation)
-    if img.dtype == bool:
-        img = img.astype(np.float32)
-    elif np.issubdtype(img.dtype, np.integer):
-        img = img.astype(np.float32) / float(np.iinfo(img.dtype).max)
-    elif img.dtype.kind == "f":
-        img = img.astype(np.float32)
-    else:
-        raise ValueError(f"cannot read image {p}: unsupported dtype {img.dtype}")
+    raw, img = img, _unit_float(img)
+    if img is None:
+        raise ValueError(f"cannot read image {p}: unsupported dtype {raw.dtype}")
     if img.ndim == 2:
         img = img[:, :, None]
     if img.ndim != 3 or img.shape[2] not in (1, 2, 3, 4):
         raise ValueError(f"cannot read image {p}: unsupported shape {img.shape}")
-    if img.shape[2] in (2, 4):  # grey+alpha or RGBA
-        img = img[:, :, :-1]
     if not np.all(np.isfinite(img)):
         raise ValueError(f"image {p} contains NaN or Inf")
+    return np.ascontiguousarray(np.clip(_match_channels(img, channels), 0.0, 1.0))
+
+
+def _unit_float(img: np.ndarray) -> np.ndarray | None:
+    """float32 on the [0, 1] scale: integers over their type's range (uint8 / 255), bools as
+    0/1, floats as they are; None for any other dtype."""
+    if img.dtype == bool:
+        return img.astype(np.float32)
+    if np.issubdtype(img.dtype, np.integer):
+        return img.astype(np.float32) / float(np.iinfo(img.dtype).max)
+    if img.dtype.kind == "f":
+        return img.astype(np.float32, copy=False)  # a preloaded corpus is not copied again
+    return None
+
+
+def _check_channels(channels) -> int | None:
+    """``channels`` if it is None, 1 or 3, else ``ValueError`` naming it."""
+    if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
+        raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
+    return channels
+
+
+def _match_channels(img: np.ndarray, channels) -> np.ndarray:
+    """``(H, W, C)`` with C in 1..4 → alpha dropped, then grey replicated (``channels=3``) or
+    colour turned to luminance (``channels=1``); ``None`` keeps the stored channels."""
+    _check_channels(channels)
+    if img.shape[2] in (2, 4):  # grey+alpha or RGBA
+        img = img[:, :, :-1]
     if channels == 3 and img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
     elif channels == 1 and img.shape[2] == 3:
         img = (img @ np.array([0.2125, 0.7154, 0.0721], np.float32))[:, :, None]
-    elif channels not in (None, 1, 3):
-        raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
-    return np.ascontiguousarray(np.clip(img, 0.0, 1.0))
+    return img
 
 
 def list_images(folder, recursive: bool = False) -> list[Path]:
@@ -378,6 +397,7 @@ def _fit_sources(sources: list, need: tuple[int, int], default: bool) -> list:
 def _images_from(source, channels) -> list[np.ndarray] | list[Path]:
     from .samples import sample_image, sample_images
 
+    _check_channels(channels)
     if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
         return list_images(source, recursive=True)
     if isinstance(source, (str, os.PathLike)):
@@ -391,12 +411,17 @@ def _images_from(source, channels) -> list[np.ndarray] | list[Path]:
         elif isinstance(s, (str, os.PathLike)):
             out.append(Path(s))
         elif isinstance(s, np.ndarray):
-            a = s.astype(np.float32)
+            # as read_image reads a file: uint8 on 0..255 became 0..255 floats here, so the sharp
+            # crops of skimage.data's photos were 255 times too bright beside their blurred ones
+            a = _unit_float(s)
+            if a is None:
+                raise TypeError(f"images[{i}] must be a float, integer or bool array, got dtype {s.dtype}")
             if a.ndim == 2:
                 a = a[:, :, None]
-            if a.ndim != 3 or not np.all(np.isfinite(a)):
-                raise ValueError(f"images[{i}] must be a finite (H, W[, C]) array, got shape {s.shape}")
-            out.append(a)
+            if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4) or not np.all(np.isfinite(a)):
+                raise ValueError(f"images[{i}] must be a finite (H, W[, C]) array with C in 1..4, "
+                                 f"got shape {s.shape}")
+            out.append(np.ascontiguousarray(_match_channels(a, channels)))
         else:
             raise TypeError(f"images[{i}] must be a sample name, a path or a numpy array, got {type(s).__name__}")
     if not out:
@@ -448,6 +473,10 @@ class SyntheticBlurDataset(_Base):
         self.crop = PairAugment(crop=crop, hflip=True, vflip=True).crop
         self.preset, self.noise_sigma, self.channels = preset, noise_sigma, channels
         self.flow_kwargs = dict(flow_kwargs or {})
+        from .flows import _resolve_max_len
+
+        # a bad preset would otherwise surface at the first item, inside a DataLoader worker
+        _resolve_max_len(preset, self.flow_kwargs.get("max_len"))
         self.sources = _fit_sources(self.sources, self.crop, images is None)
         self._cropper = PairAugment(crop=self.crop, hflip=True, vflip=True)
 
@@ -568,7 +597,7 @@ class PairedFolderDataset(_Base):
     def __init__(self, blurred_dir, sharp_dir, transform: PairAugment | None = None, channels: int = 3,
                  strict: bool = True, seed: int | None = None, fixed: bool = False):
         super().__init__(transform, seed, fixed)
-        self.channels = channels
+        self.channels = _check_channels(channels)
         self.pairs = self._match(list_images(blurred_dir), list_images(sharp_dir), strict)
 
     @staticmethod
@@ -617,7 +646,7 @@ class GoProDataset(PairedFolderDataset):
                  channels: int = 3, sequences: Sequence[str] | None = None, seed: int | None = None,
                  fixed: bool = False):
         _Base.__init__(self, transform, seed, fixed)
-        self.channels = channels
+        self.channels = _check_channels(channels)
         base = Path(root) / split if split else Path(root)
         if not base.is_dir():
             raise FileNotFoundError(f"GOPRO folder not found: {base}")
@@ -655,7 +684,7 @@ class KohlerDataset(_Base):
 
     def __init__(self, root, channels: int = 3, max_frames: int | None = None):
         super().__init__(None, None, False)
-        self.channels = channels
+        self.channels = _check_channels(channels)
         if max_frames is not None and (not isinstance(max_frames, numbers.Integral) or max_frames < 1):
             raise ValueError(f"max_frames must be a positive int, got {max_frames!r}")
         self.max_frames = max_frames
@@ -708,7 +737,7 @@ class BlurredFolderDataset(_Base):
     def __init__(self, folder, transform: PairAugment | None = None, channels: int = 3,
                  recursive: bool = False, seed: int | None = None, fixed: bool = False):
         super().__init__(transform, seed, fixed)
-        self.channels = channels
+        self.channels = _check_channels(channels)
         self.files = list_images(folder, recursive=recursive)
 
     def __len__(self) -> int:
