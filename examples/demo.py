@@ -26,7 +26,7 @@ def _png(path: str, img: np.ndarray) -> None:
     imsave(path, (np.clip(img, 0, 1) * 255).round().astype(np.uint8), check_contrast=False)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="out")
     ap.add_argument("--image", default="astronaut")
@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--preset", default="23", choices=["23", "46"])
     ap.add_argument("--noise", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=3)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     rng = np.random.default_rng(args.seed)
 

@@ -13,6 +13,11 @@
 #                               SEN trained on from the shipped sen_small (issue 10)
 #   drunet_medium.safetensors, drunet_medium.json, drunet.log
 #                               DRUNet medium trained on from the shipped weights (issue 15)
+#   sen23.safetensors, sen23.log
+#                               with TRAIN containing "sen23": a SEN trained from scratch on ±23 px
+#                               flows only, like the end-to-end nets (issue 12's controlled
+#                               experiment); measure with `benchmarks/generalisation.py --sen
+#                               sen23=PATH --sen-scale 0.5 --corpus .data/bsds500/test --n-corpus 6`
 #   rpgan.safetensors, rpgan.log
 #                               with TRAIN="rpgan" (not in the default: 8 files at most): RP-GAN from
 #                               scratch (issue 11); measure with `benchmarks/blind.py --prior rpgan
@@ -24,7 +29,8 @@
 #
 # Environment (all optional):
 #   BUDGET  seconds of training per run (default 360; the runs share the GPU)
-#   TRAIN   recipes to train side by side, from "sen drunet rpgan" (default "sen drunet"; "" for none)
+#   TRAIN   recipes to train side by side, from "sen sen23 drunet rpgan" (default "sen drunet"; "" for
+#           none)
 #   TESTS   1 runs the GPU tests beside the training, 0 skips them (default 1)
 #   DEVICE  cuda (default), or cpu for a dry run of the wiring here:
 #           OUT=/tmp/gpu DEVICE=cpu BUDGET=20 TESTS=0 bash scripts/gpu_session.sh
@@ -63,6 +69,14 @@ for recipe in $TRAIN; do
                 --ckpt-every 0 --time-budget "$BUDGET" --run-dir /tmp/run_sen --float32 \
                 --out "$OUT/sen.safetensors" --no-progress > "$OUT/sen.log" 2>&1 &
             ;;
+        sen23)
+            # sen_small's architecture and data, ±23 px flows only, from scratch at the paper's rate
+            # (it left the constant-flow plateau in bf16 on a GPU; on the CPU in float32 use 3e-4)
+            $PY -m pnpdeblur train sen --corpus "$CORPUS" --preload --device "$DEVICE" "${amp[@]}" --workers 5 \
+                --presets 23 --val-items 64 --val-every 0 --ckpt-every 0 --time-budget "$BUDGET" \
+                --run-dir /tmp/run_sen23 --float32 --out "$OUT/sen23.safetensors" --no-progress \
+                > "$OUT/sen23.log" 2>&1 &
+            ;;
         drunet)
             # the recipe of docs/model_cards/drunet_medium.md, from its weights at a lower rate
             $PY -m pnpdeblur train drunet --data "$CORPUS" --features 32,64,128,256 --blocks 2 --residual no \
@@ -80,7 +94,7 @@ for recipe in $TRAIN; do
                 --out "$OUT/rpgan.safetensors" --no-progress > "$OUT/rpgan.log" 2>&1 &
             ;;
         *)
-            echo "TRAIN: unknown recipe '$recipe' (choose from: sen drunet rpgan)" >&2
+            echo "TRAIN: unknown recipe '$recipe' (choose from: sen sen23 drunet rpgan)" >&2
             exit 2
             ;;
     esac
@@ -98,7 +112,7 @@ fi
 for pid in "${pids[@]}"; do
     wait "$pid" || status=$?
 done
-for log in "$OUT"/sen.log "$OUT"/drunet.log; do
+for log in "$OUT"/sen.log "$OUT"/sen23.log "$OUT"/drunet.log; do
     if [ -f "$log" ]; then echo "== $log"; tail -2 "$log"; fi
 done
 ls -l "$OUT"

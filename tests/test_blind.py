@@ -250,6 +250,27 @@ def test_blind_demo_example_runs(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
+def test_make_demo_example_runs_and_deblurs(tmp_path):
+    # `make demo` is one of the README's two commands: it must work, and its deblur must help
+    import importlib.util
+    import pathlib
+
+    from skimage.io import imread
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "demo.py"
+    spec = importlib.util.spec_from_file_location("demo", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(["--out", str(tmp_path), "--size", "64"])
+    names = ("sharp.png", "blurred.png", "flow.png", "flow_legend.png", "kernels.png", "deblurred.png",
+             "comparison.png")
+    for name in names:
+        assert (tmp_path / name).stat().st_size > 0
+    sharp, blurred, deblurred = (imread(tmp_path / n) / 255.0 for n in names[:2] + names[5:6])
+    assert sharp.shape == blurred.shape == deblurred.shape == (64, 64, 3)
+    assert pd.metrics.psnr(deblurred, sharp) > pd.metrics.psnr(blurred, sharp) + 1.0
+
+
 # -- the safeguard (issue 10): blur detector inside pd.deblur -----------------------------------
 from pnpdeblur.estimation.blur_detection import (  # noqa: E402
     DEFAULT_THRESHOLD, blur_score, flow_blur_score, is_blurred, reblur_score)
