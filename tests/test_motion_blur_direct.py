@@ -58,6 +58,7 @@ def test_motion_kernel_takes_any_two_number_vector_and_refuses_the_rest():
         motion_kernel((1, 0), radius=True)
     with pytest.raises(ValueError, match=r"^radius must be >= 0, got -1$"):
         motion_kernel((0, 0), radius=-1)
+    np.testing.assert_array_equal(motion_kernel((0, 0), radius=0), [[1.0]])  # 0 is a radius
     with pytest.raises(ValueError, match=r"^radius must be >= 0, got -1$"):
         motion_kernel_table(-1)
     with pytest.raises(TypeError, match=r"^radius must be an int, got None$"):
