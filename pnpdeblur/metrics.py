@@ -344,8 +344,8 @@ def kohler_psnr(x, sharp_frames: Sequence, max_shift: int = 5, channel_axis: int
     return_details : bool
         Also return ``(frame_index, (dy, dx), alpha)`` of the best match.
     """
-    if (hasattr(sharp_frames, "shape") and hasattr(x, "shape")
-            and len(sharp_frames.shape) == len(x.shape) in (2, 3)):
+    if (hasattr(sharp_frames, "shape") and hasattr(x, "shape") and len(x.shape) in (2, 3)
+            and len(sharp_frames.shape) == len(x.shape)):
         # One image, not a stack: iterating it would compare x with its rows.
         sharp_frames = [sharp_frames]
     frames = list(sharp_frames)

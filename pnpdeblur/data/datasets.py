@@ -439,7 +439,9 @@ class SyntheticBlurDataset(_Base):
     Parameters
     ----------
     images : sequence of sample names / paths / arrays, or a folder; default all
-        :func:`pnpdeblur.data.sample_images`.
+        :func:`pnpdeblur.data.sample_images`. Arrays ``(H, W[, C])`` are read as
+        :func:`read_image` reads files: integer ones over their type's range (a uint8 photo
+        ÷ 255), alpha dropped, converted to ``channels``.
     length : int
         Items per epoch.
     crop : int or (int, int)

@@ -68,7 +68,8 @@ def motion_kernel(m, radius: Optional[int] = None) -> np.ndarray:
     Parameters
     ----------
     m : sequence of 2 floats
-        Motion vector (u right, v down) in pixels.
+        Motion vector (u right, v down) in pixels: a tuple, list, numpy array or one-axis
+        tensor of two finite numbers.
     radius : int, optional
         Half-size of the returned ``(2r+1, 2r+1)`` array; default: just large enough.
 
@@ -77,6 +78,14 @@ def motion_kernel(m, radius: Optional[int] = None) -> np.ndarray:
     ndarray, float64, shape (2r+1, 2r+1)
         ``K[r + ky, r + kx]`` is the weight of offset ``(kx, ky)``; the kernel is
         point-symmetric, so it is the same in correlation and convolution form.
+
+    Raises
+    ------
+    TypeError
+        ``m`` is not a vector of numbers (a scalar, a string), ``radius`` is not an int.
+    ValueError
+        ``m`` does not hold exactly 2 numbers or holds NaN/Inf; ``radius`` is negative or
+        smaller than the kernel needs.
 
     Examples
     --------
