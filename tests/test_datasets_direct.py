@@ -1104,6 +1104,14 @@ def test_pair_augment_returns_float32_for_float64_inputs():
     np.testing.assert_array_equal(out["sharp"], img.astype(np.float32))
 
 
+def test_pair_augment_refuses_integer_images_by_key():
+    # it casts to float32 without scaling: a uint8 crop would have come out on 0..255
+    img = (_img() * 255).astype(np.uint8)
+    with pytest.raises(TypeError, match=r"^images\['blurred'\] must be a float array on the \[0, 1\] scale, "
+                                        r"got dtype uint8 \(read files with read_image\)$"):
+        PairAugment(hflip=False)({"sharp": _img(), "blurred": img}, ScriptRng())
+
+
 def test_finish_hands_the_flows_to_a_pair_augment():
     d = _Tiny(PairAugment(crop=2, hflip=False, canonical_flow=False), None, False)
     out = d._finish({"sharp": _img()}, {"flow": _flow()}, ScriptRng(integers=[1, 3]), "n")

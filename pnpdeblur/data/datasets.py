@@ -280,6 +280,11 @@ class PairAugment:
         (name -> ``(2, H, W)``) in place of copies; returns ``(images, flows)``."""
         flows = dict(flows or {})
         images = dict(images)
+        for k, v in images.items():
+            # the result is cast to float32 unscaled: a uint8 image would come out on 0..255
+            if np.asarray(v).dtype.kind != "f":
+                raise TypeError(f"images[{k!r}] must be a float array on the [0, 1] scale, got dtype "
+                                f"{np.asarray(v).dtype} (read files with read_image)")
         shapes = {k: v.shape[-3:-1] for k, v in images.items()}
         shapes.update({k: v.shape[-2:] for k, v in flows.items()})
         if len(set(shapes.values())) > 1:
