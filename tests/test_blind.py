@@ -237,31 +237,29 @@ def test_deblur_default_models_run_end_to_end():
     assert 0 < res.noise_level[0] < 0.05
 
 
-def test_blind_demo_example_runs(tmp_path):
+def _load_example(name: str):
+    """The module ``examples/<name>.py``, imported from its file."""
     import importlib.util
     import pathlib
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "blind_demo.py"
-    spec = importlib.util.spec_from_file_location("blind_demo", path)
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    mod.main(["--out", str(tmp_path), "--size", "64"])
+    return mod
+
+
+def test_blind_demo_example_runs(tmp_path):
+    _load_example("blind_demo").main(["--out", str(tmp_path), "--size", "64"])
     for name in ("blurred.png", "deblurred.png", "flow_true.png", "flow_estimated.png", "comparison.png"):
         assert (tmp_path / name).stat().st_size > 0
 
 
 def test_make_demo_example_runs_and_deblurs(tmp_path):
     # `make demo` is one of the README's two commands: it must work, and its deblur must help
-    import importlib.util
-    import pathlib
-
     from skimage.io import imread
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "demo.py"
-    spec = importlib.util.spec_from_file_location("demo", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    mod.main(["--out", str(tmp_path), "--size", "64"])
+    _load_example("demo").main(["--out", str(tmp_path), "--size", "64"])
     names = ("sharp.png", "blurred.png", "flow.png", "flow_legend.png", "kernels.png", "deblurred.png",
              "comparison.png")
     for name in names:
