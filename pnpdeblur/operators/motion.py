@@ -17,6 +17,7 @@ import torch
 from ._flow import MAX_FLOW, as_flow, as_flow_pair, check_tau, pad_flow
 from ._segment import FLOW_CACHE, _numba_ok, _resolve_path, prepare_numba, prepare_cupy, segment_blur
 from .._vectors import longest_vector
+from ..backend import to_host_numpy
 from .base import LinearOperator, check_width
 
 __all__ = [
@@ -97,10 +98,8 @@ def motion_kernel(m, radius: Optional[int] = None) -> np.ndarray:
 
 def _motion_vector(m: Any) -> Tuple[float, float]:
     """``m`` as two finite floats; a clear error for anything else (a scalar, 3 numbers, NaN)."""
-    if hasattr(m, "get") and type(m).__module__.split(".")[0] == "cupy":
-        m = m.get()
-    if isinstance(m, torch.Tensor):
-        m = m.detach().cpu().numpy()
+    if isinstance(m, (torch.Tensor, np.ndarray)) or type(m).__module__.split(".")[0] == "cupy":
+        m = to_host_numpy(m, "m")  # tensors and cupy arrays to the host, checked
     try:
         a = np.asarray(m, dtype=np.float64)
     except (TypeError, ValueError):
