@@ -443,3 +443,46 @@ def test_grey_batches_and_messages_that_name_the_image():
         estimate_flow(np.full((16, 16, 3), np.nan, np.float32), m)
     with pytest.raises(TypeError, match=r"^image must be"):
         estimate_flow("photo.png", m)
+
+
+# -- a warning where the network sees too little of the scene -----------------------------------
+
+@pytest.mark.parametrize("shape, scale, seen", [((191, 400), 1.0, "191×400 px"),
+                                                ((400, 96), 1.0, "400×96 px"),
+                                                ((384, 400), 0.49, "188×196 px (at scale=0.49)")])
+def test_warns_when_the_network_sees_less_than_the_reliable_size(shape, scale, seen):
+    img = np.zeros(shape + (3,), np.float32)
+    with pytest.warns(UserWarning) as record:
+        estimate_flow(img, StandInSEN(), scale=scale)
+    (w,) = record
+    assert str(w.message).startswith(f"estimate_flow sees {seen}: below 192 px on the short side SEN has "
+                                     "too little context")
+    assert w.filename == __file__  # reported at the caller
+
+
+@pytest.mark.parametrize("shape, scale", [((192, 192), 1.0), ((192, 500), 1.0), ((400, 384), 0.5)])
+def test_no_warning_from_the_reliable_size_up(shape, scale):
+    import warnings
+
+    img = np.zeros(shape + (3,), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        estimate_flow(img, StandInSEN(), scale=scale)
+    assert learned.MIN_RELIABLE_SIZE == 192
+
+
+def test_the_warning_points_at_the_users_line_however_deep_the_call():
+    import inspect
+
+    import pnpdeblur as pd
+
+    img = np.random.default_rng(0).random((40, 48, 3)).astype(np.float32)
+    with pytest.warns(UserWarning) as record:
+        line = inspect.currentframe().f_lineno + 1
+        pd.deblur(img, flow_model=StandInSEN(vector=(0.0, 0.0)), noise_level=0.01)  # sharp: safeguard
+    (w,) = [r for r in record if str(r.message).startswith("estimate_flow sees 40×48 px")]
+    assert (w.filename, w.lineno) == (__file__, line)
+    with pytest.warns(UserWarning, match="estimate_flow sees 40×48 px") as record:
+        line = inspect.currentframe().f_lineno + 1
+        pd.is_blurred(img, model=StandInSEN(), ensemble=False)
+    assert (record[0].filename, record[0].lineno) == (__file__, line)

@@ -4,6 +4,7 @@ what came back to the caller, the safeguard's decisions and the history; plus
 estimate_noise_level against closed forms."""
 import re
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -301,6 +302,7 @@ def test_safeguard_decides_per_image_and_never_revisits_a_sharp_one(fake_hqs):
     # iteration 0: image 0 blurred (8 px), image 1 sharp (2 px); iteration 1: both report 8 px
     m = _lengths_net(8.0, 2.0, 8.0, 8.0)
     with pytest.warns(UserWarning) as w:
+        warnings.filterwarnings("ignore", message="estimate_flow sees")  # small test image
         res = deblur(x, iterations=2, prior=PRIOR, noise_level=0.1, flow_model=m)
     msg = ("pd.deblur returned image(s) [1] unchanged: SEN's median flow length (2.00 px) is below "
            "blur_threshold=4.5 px, so the photo looks sharp or only mildly blurred and deblurring with the estimated "
@@ -564,6 +566,7 @@ def test_progress_bar_layout(fake_hqs, capsys, monkeypatch):
 def test_the_warning_lists_every_unchanged_image(fake_hqs):
     x = torch.from_numpy(np.stack([_photo(seed=1), _photo(seed=2)]).transpose(0, 3, 1, 2).copy())
     with pytest.warns(UserWarning) as w:
+        warnings.filterwarnings("ignore", message="estimate_flow sees")  # small test image
         deblur(x, prior=PRIOR, noise_level=0.1, flow_model=_lengths_net(2.0, 3.0))
     assert len(w) == 1 and w[0].category is UserWarning
     assert "image(s) [0, 1] unchanged: SEN's median flow length (2.00, 3.00 px) is below" in str(w[0].message)

@@ -25,10 +25,18 @@ import torch.nn.functional as F
 
 from .._images import as_image_batch
 from .._tiling import window_starts as _starts
+from .._warn import warn_at_caller
 from ..backend import resolve_device
 from ..nets.sen import SEN
 
-__all__ = ["estimate_flow", "default_flow_model"]
+__all__ = ["estimate_flow", "default_flow_model", "MIN_RELIABLE_SIZE"]
+
+#: Below this many pixels on the short side (after ``scale``) SEN sees too little of the scene
+#: to tell blur from texture, and :func:`estimate_flow` warns. Measured on held-out BSDS500 crops
+#: at ±23 px with the shipped SEN's ensemble (benchmarks/RESULTS.md, RP-GAN, twenty-fourth
+#: session): flow MSE 29.7 px² on 96² crops and 35.6 on 128², against 7.4 on 192² and 6.5 on
+#: the 256² benchmark photos (the zero flow: 58).
+MIN_RELIABLE_SIZE = 192
 
 
 @functools.lru_cache(maxsize=1)
@@ -174,6 +182,12 @@ def estimate_flow(
         image; channel 0 u (+x, right), channel 1 v (+y, down); canonical (``u >= 0``, the
         sign of a line blur is undefined). The caller's array type and device; float32 (or
         the image's float dtype).
+
+    Warns
+    -----
+    UserWarning
+        When the image SEN sees (after ``scale``) is under :data:`MIN_RELIABLE_SIZE` pixels on
+        its short side: the flow is returned, but it is unreliable.
     """
     x, boundary = as_image_batch(image, "image")
     if model is None:
@@ -201,6 +215,12 @@ def estimate_flow(
     if scale != 1:
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
         xin = F.interpolate(xin, size=size, mode="area")
+    if min(xin.shape[-2:]) < MIN_RELIABLE_SIZE:
+        seen = f"{xin.shape[-2]}×{xin.shape[-1]} px" + (f" (at scale={scale:g})" if scale != 1 else "")
+        warn_at_caller(f"estimate_flow sees {seen}: below {MIN_RELIABLE_SIZE} px on the short side SEN has "
+                       "too little context to tell blur from texture, and its flow is unreliable (on 128² "
+                       "crops its error was about 5× that on 192² ones); estimate on a larger view of the "
+                       "scene where you have one")
     was_training = model.training
     layout = _memory_format(model)
     model.eval()
