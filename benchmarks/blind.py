@@ -403,6 +403,37 @@ def budget(args, model: SEN, device: str) -> str:
                       noise_floor=args.noise_floor, rpgan_weights=args.rpgan_weights, rpgan_levels=args.rpgan_levels)
 
 
+def flow_accuracy(args) -> str:
+    """SEN's flow MSE, one pass and ensemble, for each of ``--flow-weights`` on the tuning folder.
+
+    The inputs are those of ``--budget`` (seeds 7000 + k, σ = 0.01), so that weights are chosen on
+    photos that no benchmark table uses; every model sees the same inputs in one run.
+    """
+    names = args.flow_weights or ["shipped"]
+    models = {n: SEN.pretrained() if n == "shipped" else SEN.from_checkpoint(n) for n in names}
+    rows = []
+    for preset in ("23", "46"):
+        for k, p in enumerate(list_images(args.tune_folder)[: args.n_tune]):
+            sharp = crop(read_image(p, 3), args.size)
+            y, flow = degrade(sharp, preset, np.random.default_rng(7000 + k))
+            row = dict(image=p.name, preset=preset, mean_flow_length=float(np.hypot(*flow).mean()))
+            for n, model in models.items():
+                for ens in (False, True):
+                    f = pd.estimate_flow(y, model, ensemble=ens)
+                    row[f"mse_{'ensemble' if ens else 'one_pass'}:{n}"] = float(flow_mse(f, flow))
+            rows.append(row)
+            print({k2: (round(v, 3) if isinstance(v, float) else v) for k2, v in row.items()}, flush=True)
+    summary = {}
+    for preset in ("23", "46"):
+        sel = [r for r in rows if r["preset"] == preset]
+        for key in (k2 for k2 in sel[0] if k2.startswith("mse_")):
+            v = [r[key] for r in sel]
+            summary[f"{preset}/{key}"] = dict(mean=float(np.mean(v)), median=float(np.median(v)))
+            print(f"±{preset} {key}: mean {np.mean(v):.3f}, median {np.median(v):.3f} px²", flush=True)
+    return write_rows("blind_flow" + (f"_{args.tag}" if args.tag else ""), "cpu", rows, summary=summary,
+                      folder=args.tune_folder, size=args.size, weights=names)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -446,7 +477,13 @@ def main(argv=None):
     ap.add_argument("--n-tune", type=int, default=8)
     ap.add_argument("--n-iters", type=int, nargs="+", default=[8, 6, 4], help="--budget: HQS iterations")
     ap.add_argument("--cg-iters", type=int, nargs="+", default=[10, 5, 3], help="--budget: CG iterations per x-step")
+    ap.add_argument("--flow-only", action="store_true",
+                    help="SEN's flow MSE on the tuning folder (one pass and ensemble) for each --flow-weights")
+    ap.add_argument("--flow-weights", nargs="+", default=None, metavar="PATH",
+                    help="--flow-only: SEN checkpoints to compare in one run ('shipped' for the library's)")
     args = ap.parse_args(argv)
+    if args.flow_only:
+        return flow_accuracy(args)
     model = SEN.pretrained() if args.weights is None else SEN.from_checkpoint(args.weights)
     if args.calibrate:
         return calibrate(args, model)
