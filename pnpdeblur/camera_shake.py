@@ -12,7 +12,6 @@ boundary, clipped highlights left out of the data term, linear light on request,
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Union
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from ._images import as_image_batch
+from ._warn import warn_at_caller
 from .backend import resolve_device
 from .estimation.kernel import estimate_kernel, kernel_length
 from .pipeline import (DEFAULT_NOISE_FLOOR, _copy_input, check_photo_options, default_prior, linearize, noise_levels,
@@ -199,9 +199,9 @@ def deblur_shake(
     if any(result.unchanged):
         which = [i for i, u in enumerate(result.unchanged) if u]
         lengths = ", ".join(f"{result.history[i]['kernel_length']:.2f}" for i in which)
-        warnings.warn(f"pd.deblur_shake returned image(s) {which} unchanged: the estimated kernel's length ({lengths} "
-                      f"px) is below blur_threshold={threshold:g} px, so the photo looks sharp and deconvolving it "
-                      "would likely make it worse; pass safeguard=False to deblur anyway", UserWarning, stacklevel=2)
+        warn_at_caller(f"pd.deblur_shake returned image(s) {which} unchanged: the estimated kernel's length ({lengths} "
+                       f"px) is below blur_threshold={threshold:g} px, so the photo looks sharp and deconvolving it "
+                       "would likely make it worse; pass safeguard=False to deblur anyway")
     if all(result.unchanged):
         result.x = _copy_input(image)  # bit-identical, the caller's own dtype and layout
     else:

@@ -14,7 +14,6 @@ photo comes back unchanged instead of being deconvolved with the phantom blur SE
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Union
 
@@ -23,6 +22,7 @@ import torch
 
 from ._images import as_float_batch, as_image_batch
 from ._vectors import vector_length
+from ._warn import warn_at_caller
 from .backend import resolve_device
 from .estimation.blur_detection import default_threshold, flow_blur_score
 from .estimation.learned import estimate_flow
@@ -221,9 +221,9 @@ def _fit_operator_range(flow: torch.Tensor) -> torch.Tensor:
     biggest = flow.detach().abs().amax(dim=1, keepdim=True)  # per pixel, the larger of |u|, |v|
     if not bool((biggest > MAX_FLOW).any()):
         return flow
-    warnings.warn(f"the estimated flow reaches {float(biggest.max()):.1f} px, beyond the {MAX_FLOW:g} px the blur "
-                  f"operator takes: those vectors were shortened to {MAX_FLOW:g} px (keeping their direction), so "
-                  "that blur is only partly removed", UserWarning, stacklevel=3)
+    warn_at_caller(f"the estimated flow reaches {float(biggest.max()):.1f} px, beyond the {MAX_FLOW:g} px the blur "
+                   f"operator takes: those vectors were shortened to {MAX_FLOW:g} px (keeping their direction), so "
+                   "that blur is only partly removed")
     return flow * (MAX_FLOW / biggest.clamp(min=MAX_FLOW))
 
 
@@ -560,10 +560,10 @@ def deblur(
         first = result.history[0]["safeguard"]
         which = [i for i, u in enumerate(result.unchanged) if u]
         scores = ", ".join(f"{first['blur_score'][i]:.2f}" for i in which)
-        warnings.warn(f"pd.deblur returned image(s) {which} unchanged: SEN's median flow length ({scores} px) is "
-                      f"below blur_threshold={blur_threshold:g} px, so the photo looks sharp or only mildly blurred "
-                      "and deblurring with the estimated flow would likely make it worse; pass safeguard=False to "
-                      "deblur anyway", UserWarning, stacklevel=2)
+        warn_at_caller(f"pd.deblur returned image(s) {which} unchanged: SEN's median flow length ({scores} px) is "
+                       f"below blur_threshold={blur_threshold:g} px, so the photo looks sharp or only mildly blurred "
+                       "and deblurring with the estimated flow would likely make it worse; pass safeguard=False to "
+                       "deblur anyway")
     if all(result.unchanged):
         result.x = _copy_input(image)  # bit-identical, the caller's own dtype and layout
     else:

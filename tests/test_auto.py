@@ -288,3 +288,20 @@ def test_margin_is_capped_for_a_small_photo_and_gamma_reaches_the_residuals(monk
     # the weights are the photo's own at the given saturation: 0 at and above 0.5
     want = (torch.from_numpy(sharp) < 0.5).float()[None, None]
     assert all(torch.equal(kw["weights"].float(), want) for kw in seen)
+
+
+def test_the_pipelines_warnings_point_at_the_users_line():
+    # deblur_auto calls deblur, which calls estimate_flow: each warning lands on this file's line
+    import inspect
+    import warnings
+
+    from _flow_standins import StandInSEN
+
+    img = _sharp(size=64)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        line = inspect.currentframe().f_lineno + 1
+        pd.deblur_auto(img, flow_model=StandInSEN(vector=(0.0, 0.0)), noise_level=0.01)
+    said = {str(w.message).split(":")[0]: (w.filename, w.lineno) for w in record}
+    assert said["estimate_flow sees 64×64 px"] == (__file__, line)
+    assert said["pd.deblur returned image(s) [0] unchanged"] == (__file__, line)

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
 
+from .._warn import warn_at_caller
 from ..backend import check_finite
 from .base import BasePrior, check_real
 
@@ -140,7 +140,7 @@ _WARNED: set = set()
 def _warn_once(message: str) -> None:
     if message not in _WARNED:
         _WARNED.add(message)
-        warnings.warn(message, UserWarning, stacklevel=3)
+        warn_at_caller(message)
 
 
 def _cuda_kernels_usable() -> bool:

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import inspect
-import warnings
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
+from .._warn import warn_at_caller
 from ..backend import array_kind, check_finite, check_float, to_torch
 from ..operators.base import LinearOperator, to_nchw
 from .cg import CGInfo, _cg_core, _ImplicitCG
@@ -80,11 +80,9 @@ def check_noise_level(noise_level: Any) -> Optional[float]:
 
     v = check_real(noise_level, "noise_level", what=" (noise std for images in [0, 1])")
     if v > 1:
-        warnings.warn(
+        warn_at_caller(
             f"noise_level={v:g} is larger than the whole [0, 1] image range: it is the noise std "
             f"of images in [0, 1] (for 8-bit grey levels divide by 255: {v / 255:.4g})",
-            UserWarning,
-            stacklevel=4,  # check_* <- run_splitting <- hqs/admm <- the caller
         )
     return v
 
@@ -97,11 +95,9 @@ def check_image_range(y: torch.Tensor, name: str = "y") -> None:
     """
     lo, hi = float(y.detach().min()), float(y.detach().max())
     if hi > 1.5 or lo < -0.5:
-        warnings.warn(
+        warn_at_caller(
             f"{name} has values in [{lo:.3g}, {hi:.3g}]; the priors and schedules assume images "
             f"in [0, 1] (divide 8-bit images by 255), so results will be poor",
-            UserWarning,
-            stacklevel=4,  # check_* <- run_splitting <- hqs/admm <- the caller
         )
 
 
