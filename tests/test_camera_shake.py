@@ -1,4 +1,6 @@
 """Camera shake: synthetic shake kernels, the classical kernel estimate, and pd.deblur_shake."""
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -455,8 +457,10 @@ def test_deblur_shake_leaves_a_sharp_looking_photo_unchanged(monkeypatch):
     assert np.sqrt(3) < SHAKE_THRESHOLD
     calls = _fixed_kernel(monkeypatch, small)
     y = np.random.default_rng(0).random((40, 40)).astype(np.float32)
-    with pytest.warns(UserWarning, match="unchanged"):
+    with pytest.warns(UserWarning, match="unchanged") as record:
+        line = inspect.currentframe().f_lineno + 1
         res = pd.deblur_shake(y, 9, prior=pd.priors.TV())
+    assert (record[0].filename, record[0].lineno) == (__file__, line)  # at the caller's line
     assert calls == [9]
     assert res.unchanged == [True] and res.x is not y and np.array_equal(res.x, y) and res.x.dtype == y.dtype
     assert res.history[0]["kernel_length"] == pytest.approx(np.sqrt(3)) and res.history[0]["hqs"] is None

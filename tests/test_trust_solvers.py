@@ -6,6 +6,7 @@ prior gets at which iteration, and the ADMM updates. The references are written 
 the formulas in the docstrings (dense linear algebra on a tiny problem with a prior
 whose proximal map is known in closed form), never from the solvers' own output.
 """
+import inspect
 import math
 import warnings
 
@@ -254,10 +255,14 @@ def test_scalar_arguments_accept_numpy_and_tensor_scalars():
 def test_grey_level_units_warn(solver):
     # images in 0-255 or a noise_level in grey levels made HQS 5-12 dB worse, silently
     K, _, y = _problem()
-    with pytest.warns(UserWarning, match="noise_level=5 is larger than"):
+    with pytest.warns(UserWarning, match="noise_level=5 is larger than") as record:
+        line = inspect.currentframe().f_lineno + 1
         solver(y, K, Tikhonov(), noise_level=5.0, n_iter=2, progress=False)
-    with pytest.warns(UserWarning, match=r"y has values in \[.*\]; .* \[0, 1\]"):
+    assert (record[0].filename, record[0].lineno) == (__file__, line)  # at the caller's line
+    with pytest.warns(UserWarning, match=r"y has values in \[.*\]; .* \[0, 1\]") as record:
+        line = inspect.currentframe().f_lineno + 1
         solver(y * 255.0, K, Tikhonov(), noise_level=0.01, n_iter=2, progress=False)
+    assert (record[0].filename, record[0].lineno) == (__file__, line)
     # a noisy image in [0, 1] (values slightly outside) does not warn
     noisy = y + 0.2 * np.random.default_rng(0).standard_normal(y.shape)
     with warnings.catch_warnings():
