@@ -362,30 +362,39 @@ def safeguard_compare(args, model: SEN, device: str) -> str:
                       iterations=args.iterations, corpus=args.corpus, size=args.size)
 
 
+def tuning_inputs(args):
+    """``(preset, name, sharp, blurred, flow)`` for ``--budget`` and ``--flow-only``.
+
+    Each of the first ``--n-tune`` photos of ``--tune-folder`` (read and cropped once), blurred at
+    ±23 and then ±46 by :func:`degrade` with seed 7000 + its position, σ = 0.01.
+    """
+    photos = [(p.name, crop(read_image(p, 3), args.size)) for p in list_images(args.tune_folder)[: args.n_tune]]
+    for preset in ("23", "46"):
+        for k, (name, sharp) in enumerate(photos):
+            y, flow = degrade(sharp, preset, np.random.default_rng(7000 + k))
+            yield preset, name, sharp, y, flow
+
+
 def budget(args, model: SEN, device: str) -> str:
     """PSNR of one global iteration per (HQS iterations, CG iterations) pair, on a tuning folder."""
 
-    files = list_images(args.tune_folder)[: args.n_tune]
     prior = make_prior(args, "default")
     rows = []
-    for preset in ("23", "46"):
-        for k, p in enumerate(files):
-            sharp = crop(read_image(p, 3), args.size)
-            y, flow = degrade(sharp, preset, np.random.default_rng(7000 + k))
-            x = torch.from_numpy(y.transpose(2, 0, 1).copy()).to(device)
-            row = dict(image=p.name, preset=preset, mean_flow_length=float(np.hypot(*flow).mean()),
-                       psnr_blurred=score(y, sharp)[0])
-            for n_iter in args.n_iters:
-                for cg in args.cg_iters:
-                    t0 = time.perf_counter()
-                    res = pd.deblur(x, prior=prior, flow_model=model, safeguard=False, n_iter=n_iter, cg_iters=cg,
-                                    **deblur_kw(args))
-                    t = time.perf_counter() - t0
-                    row[f"psnr_{n_iter}_{cg}"] = score(res.x, sharp)[0]
-                    row[f"cg_{n_iter}_{cg}"] = int(sum(h["cg_iterations"] for h in res.history[0]["hqs"]))
-                    row[f"t_{n_iter}_{cg}"] = t
-            rows.append(row)
-            print({k2: (round(v, 3) if isinstance(v, float) else v) for k2, v in row.items()}, flush=True)
+    for preset, name, sharp, y, flow in tuning_inputs(args):
+        x = torch.from_numpy(y.transpose(2, 0, 1).copy()).to(device)
+        row = dict(image=name, preset=preset, mean_flow_length=float(np.hypot(*flow).mean()),
+                   psnr_blurred=score(y, sharp)[0])
+        for n_iter in args.n_iters:
+            for cg in args.cg_iters:
+                t0 = time.perf_counter()
+                res = pd.deblur(x, prior=prior, flow_model=model, safeguard=False, n_iter=n_iter, cg_iters=cg,
+                                **deblur_kw(args))
+                t = time.perf_counter() - t0
+                row[f"psnr_{n_iter}_{cg}"] = score(res.x, sharp)[0]
+                row[f"cg_{n_iter}_{cg}"] = int(sum(h["cg_iterations"] for h in res.history[0]["hqs"]))
+                row[f"t_{n_iter}_{cg}"] = t
+        rows.append(row)
+        print({k2: (round(v, 3) if isinstance(v, float) else v) for k2, v in row.items()}, flush=True)
     summary = {}
     for preset in ("23", "46"):
         sel = [r for r in rows if r["preset"] == preset]
@@ -412,17 +421,14 @@ def flow_accuracy(args) -> str:
     names = args.flow_weights or ["shipped"]
     models = {n: SEN.pretrained() if n == "shipped" else SEN.from_checkpoint(n) for n in names}
     rows = []
-    for preset in ("23", "46"):
-        for k, p in enumerate(list_images(args.tune_folder)[: args.n_tune]):
-            sharp = crop(read_image(p, 3), args.size)
-            y, flow = degrade(sharp, preset, np.random.default_rng(7000 + k))
-            row = dict(image=p.name, preset=preset, mean_flow_length=float(np.hypot(*flow).mean()))
-            for n, model in models.items():
-                for ens in (False, True):
-                    f = pd.estimate_flow(y, model, ensemble=ens)
-                    row[f"mse_{'ensemble' if ens else 'one_pass'}:{n}"] = float(flow_mse(f, flow))
-            rows.append(row)
-            print({k2: (round(v, 3) if isinstance(v, float) else v) for k2, v in row.items()}, flush=True)
+    for preset, name, _, y, flow in tuning_inputs(args):
+        row = dict(image=name, preset=preset, mean_flow_length=float(np.hypot(*flow).mean()))
+        for n, model in models.items():
+            for ens in (False, True):
+                f = pd.estimate_flow(y, model, ensemble=ens)
+                row[f"mse_{'ensemble' if ens else 'one_pass'}:{n}"] = float(flow_mse(f, flow))
+        rows.append(row)
+        print({k2: (round(v, 3) if isinstance(v, float) else v) for k2, v in row.items()}, flush=True)
     summary = {}
     for preset in ("23", "46"):
         sel = [r for r in rows if r["preset"] == preset]
