@@ -269,7 +269,7 @@ def test_estimate_kernel_crops_large_photos_to_max_side():
 def test_estimate_kernel_denoises_with_the_default_prior_at_the_estimated_level():
     y, _ = _scene_crop(L_KERNEL, size=64, sigma=0.02, seed=1)
     from pnpdeblur.pipeline import default_prior, estimate_noise_level
-    t = torch.from_numpy(y)[None, None]
+    t = torch.from_numpy(np.clip(y, 0.0, 1.0))[None, None]  # photos are read clipped to [0, 1]
     level = estimate_noise_level(t)[0]
     assert level == pytest.approx(0.02, rel=0.25)
     denoised = default_prior()(t, level)[0, 0].double().numpy()

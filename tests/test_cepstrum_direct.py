@@ -160,10 +160,12 @@ def test_grey_batch_layouts_luminance_and_batch_flag():
     g_t, kind_t, batch_t = _grey_batch(t)
     assert kind_t == "torch" and batch_t is None
     np.testing.assert_allclose(g_t[0], luma, atol=1e-12)
-    two = torch.from_numpy(rng.random((3, 2, 16, 20)))  # 2 channels: their mean, a batch of 3
-    g2, _, batch2 = _grey_batch(two)
+    grey = torch.from_numpy(rng.random((3, 1, 16, 20)))  # a batch of 3 grey images
+    g2, _, batch2 = _grey_batch(grey)
     assert batch2 == 3 and g2.shape == (3, 16, 20)
-    np.testing.assert_allclose(g2, two.numpy().mean(1), atol=1e-12)
+    np.testing.assert_array_equal(g2, grey.numpy()[:, 0])
+    over = np.full((16, 16), 1.2)  # noise's overshoot is clipped, as every photo entry point does
+    np.testing.assert_array_equal(_grey_batch(over)[0], 1.0)
     u8 = np.full((16, 16), 51, np.uint8)
     np.testing.assert_allclose(_grey_batch(u8)[0], 0.2, atol=1e-12)
     for dt in (torch.float16, torch.bfloat16):
@@ -171,13 +173,20 @@ def test_grey_batch_layouts_luminance_and_batch_flag():
 
 
 def test_grey_batch_messages():
-    with pytest.raises(TypeError, match=r"^image must be a float array in \[0, 1\] or uint8, got dtype torch.int32$"):
+    with pytest.raises(TypeError, match=r"^image must be uint8 or float, got dtype int32 \(divide 16-bit"):
         _grey_batch(np.zeros((16, 16), np.int32))
-    with pytest.raises(ValueError, match=r"^image must have shape \(H, W\), \(H, W, C\) \[numpy\] / \(C, H, W\) "
-                                         r"\[torch\] or \(N, C, H, W\), got shape \(16,\)$"):
+    with pytest.raises(ValueError, match=r"^image must be \(H, W\), \(H, W, C\) / \(C, H, W\) or \(N, C, H, W\), "
+                                         r"got shape \(16,\)$"):
         _grey_batch(np.zeros(16, np.float32))
-    with pytest.raises(ValueError, match=r"^image must have shape .* got shape \(1, 1, 1, 16, 16\)$"):
+    with pytest.raises(ValueError, match=r"^image must be .* got shape \(1, 1, 1, 16, 16\)$"):
         _grey_batch(np.zeros((1, 1, 1, 16, 16), np.float32))
+    # the rule of pd.estimate_flow and every photo entry point: grey + alpha, or 5 bands, are
+    # not averaged into a luminance (alpha would darken it)
+    for shape in ((16, 16, 2), (16, 16, 5), (2, 2, 16, 16)):
+        with pytest.raises(ValueError, match=r"^image must have 1, 3 or 4 channels, got (2|5) "):
+            _grey_batch(np.zeros(shape, np.float32))
+    with pytest.raises(ValueError, match=r"^image has values in \[255, 255\]; float images must lie in \[0, 1\]"):
+        _grey_batch(np.full((16, 16), 255.0))
     with pytest.raises(ValueError, match=r"^image is empty \(shape \(0, 16, 3\)\)$"):
         _grey_batch(np.zeros((0, 16, 3), np.float32))
     with pytest.raises(ValueError, match=r"^image must be at least 16x16 pixels, got \(H, W\) = \(15, 16\) "
@@ -247,7 +256,7 @@ def test_public_messages_name_the_image_argument():
     for fn in (estimate_linear_motion, estimate_flow_classical):
         with pytest.raises(ValueError, match=r"^image must be at least 16x16 pixels"):
             fn(np.zeros((15, 16), np.float32))
-        with pytest.raises(TypeError, match=r"^image must be a float array"):
+        with pytest.raises(TypeError, match=r"^image must be uint8 or float, got dtype int16"):
             fn(np.zeros((16, 16), np.int16))
 
 

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..backend import array_kind, from_torch, to_torch
+from .._images import as_image_batch
+from ..backend import from_torch, to_torch
 
 __all__ = ["estimate_linear_motion", "estimate_flow_classical", "METHODS", "DEFAULT_MIN_SCORE"]
 
@@ -72,45 +73,22 @@ def _tukey(n: int, alpha: float) -> np.ndarray:
 def _grey_batch(image: Any, name: str = "image") -> tuple[np.ndarray, str, Any]:
     """Validate ``image`` and return its grey luminance as float64 ``(N, H, W)``.
 
-    Also returns the array kind and the layout flag needed to shape the flow: ``None``
-    for a single image, else the batch size.
+    Reads ``image`` by the rule of every photo entry point (:func:`as_image_batch`: 1, 3 or 4
+    channels, uint8 or float in [0, 1], alpha dropped), so that an estimator and
+    ``pd.estimate_flow`` accept and refuse the same arrays. Also returns the array kind and the
+    layout flag needed to shape the flow: ``None`` for a single image, else the batch size.
     """
-    kind = array_kind(image, name)  # TypeError for non-arrays
-    t = to_torch(image, name)
-    if t.dtype == torch.uint8:
-        scale = 1.0 / 255.0
-    elif t.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        scale = 1.0
-    else:
-        raise TypeError(f"{name} must be a float array in [0, 1] or uint8, got dtype {t.dtype}")
-    if t.ndim == 2:
-        x = t[None, None]
-    elif t.ndim == 3:
-        # library rule: 3-D numpy/cupy is (H, W, C), 3-D torch is (C, H, W)
-        x = t[None] if kind == "torch" else t.permute(2, 0, 1)[None]
-    elif t.ndim == 4:
-        x = t
-    else:
-        raise ValueError(
-            f"{name} must have shape (H, W), (H, W, C) [numpy] / (C, H, W) [torch] or "
-            f"(N, C, H, W), got shape {tuple(t.shape)}"
-        )
-    if x.numel() == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(t.shape)})")
+    x, boundary = as_image_batch(image, name)
     n, c, h, w = x.shape
     if min(h, w) < _MIN_SIZE:
         raise ValueError(
             f"{name} must be at least {_MIN_SIZE}x{_MIN_SIZE} pixels, got (H, W) = ({h}, {w}) "
-            f"from shape {tuple(t.shape)}"
+            f"from shape {tuple(image.shape)}"
         )
-    a = x.detach().to("cpu", torch.float64).numpy() * scale
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or Inf values")
-    if c in (3, 4):  # RGB(A): luminance, alpha ignored
-        g = np.tensordot(_LUMA, a[:, :3], axes=([0], [1]))
-    else:
-        g = a.mean(axis=1)
-    return g, kind, (None if t.ndim < 4 else n)
+    a = x.detach().to("cpu", torch.float64).numpy()
+    # c is 1 or 3 here (alpha was dropped)
+    g = np.tensordot(_LUMA, a, axes=([0], [1])) if c == 3 else a[:, 0]
+    return g, boundary.kind, (None if boundary.single else n)
 
 
 def _check_max_len(max_len: Any) -> int:
@@ -223,8 +201,9 @@ def estimate_linear_motion(
     ----------
     image : numpy.ndarray, torch.Tensor or cupy.ndarray
         One image: ``(H, W)`` grey, ``(H, W, C)`` numpy/cupy or ``(C, H, W)`` torch, or a
-        batch of one ``(1, C, H, W)``; float in [0, 1] (float16/32/64) or uint8. Colour
-        images are reduced to BT.709 luminance. At least 16×16 pixels.
+        batch of one ``(1, C, H, W)``, C = 1, 3 or 4 (alpha ignored); float in [0, 1]
+        (float16/32/64; noise's overshoot is clipped) or uint8. Colour images are reduced to
+        BT.709 luminance. At least 16×16 pixels.
     max_len : int, default 64
         Search radius in pixels: the longest blur ``|m|`` that can be found (capped at
         ``min(H, W)/2 - 1``, the cepstrum's Nyquist limit).
@@ -282,7 +261,7 @@ def estimate_flow_classical(
     ----------
     image : numpy.ndarray, torch.Tensor or cupy.ndarray
         ``(H, W)``, ``(H, W, C)`` numpy/cupy, ``(C, H, W)`` torch or a batch
-        ``(N, C, H, W)``; float in [0, 1] or uint8.
+        ``(N, C, H, W)``, C = 1, 3 or 4; float in [0, 1] or uint8.
     max_len, method, min_score
         As for :func:`estimate_linear_motion`.
 
