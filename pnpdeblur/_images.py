@@ -15,7 +15,13 @@ import torch
 from .backend import array_kind, check_finite, from_torch, to_torch
 from .operators.base import to_nchw
 
-__all__ = ["Boundary", "as_image_batch"]
+__all__ = ["Boundary", "as_image_batch", "check_unit_scale"]
+
+#: Float photos must lie in [0, 1]; values up to this far outside are noise's overshoot (clipped),
+#: beyond it the data are on another scale (a 0-255 or 0-65535 photo stored as floats).
+UNIT_SCALE_MARGIN = 0.5
+
+_SCALE_HINT = "divide 8-bit data by 255 and 16-bit data by 65535, or pass uint8"
 
 
 @dataclass
@@ -94,12 +100,7 @@ def as_image_batch(image: Any, name: str = "image") -> tuple[torch.Tensor, Bound
         x = x.to(torch.float32)
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or Inf values")
-    lo, hi = (float(v) for v in torch.aminmax(x))
-    if hi > 1.5 or lo < -0.5:
-        # clipping would silently turn a 0-255 float photo into a white one; a little
-        # overshoot (noise) is clipped, as documented
-        raise ValueError(f"{name} has values in [{lo:.4g}, {hi:.4g}]; float images must lie in [0, 1] "
-                         "(divide 8-bit data by 255 and 16-bit data by 65535, or pass uint8)")
+    check_unit_scale(*(float(v) for v in torch.aminmax(x)), name)
     if x.shape[1] == 4:
         x = x[:, :3]
         inner = restore
@@ -109,3 +110,13 @@ def as_image_batch(image: Any, name: str = "image") -> tuple[torch.Tensor, Bound
             (r, torch.full_like(r[:, :1], 255 if r.dtype == torch.uint8 else 1)), 1))
     out_dtype = t.dtype if t.dtype in (torch.uint8, torch.float32, torch.float64) else torch.float32
     return x.clamp(0.0, 1.0).contiguous(), Boundary(kind, out_dtype, restore, t.ndim < 4)
+
+
+def check_unit_scale(lo: float, hi: float, name: str, hint: str = _SCALE_HINT) -> None:
+    """Raise ``ValueError`` naming ``name`` unless float values in ``[lo, hi]`` are on the [0, 1] scale.
+
+    Clipping would silently turn a 0-255 float photo into a white one; a little overshoot
+    (noise, up to :data:`UNIT_SCALE_MARGIN`) is the caller's to clip. ``hint`` says how to fix it.
+    """
+    if hi > 1.0 + UNIT_SCALE_MARGIN or lo < -UNIT_SCALE_MARGIN:
+        raise ValueError(f"{name} has values in [{lo:.4g}, {hi:.4g}]; float images must lie in [0, 1] ({hint})")

@@ -553,10 +553,18 @@ def test_images_from(monkeypatch, tmp_path):
         _images_from(tmp_path / "no", 3)
     for bad, shape in [(np.array([[np.nan]]), r"\(1, 1\)"), (np.zeros((1, 2, 2, 3)), r"\(1, 2, 2, 3\)"),
                        (np.zeros(3), r"\(3,\)"), (np.array([[0.0, np.inf]]), r"\(1, 2\)"),
-                       (np.zeros((2, 2, 5)), r"\(2, 2, 5\)")]:
-        with pytest.raises(ValueError, match=rf"^images\[1\] must be a finite \(H, W\[, C\]\) array with C in "
-                                             rf"1\.\.4, got shape {shape}$"):
+                       (np.zeros((2, 2, 5)), r"\(2, 2, 5\)"), (np.zeros((0, 4, 3)), r"\(0, 4, 3\)")]:
+        with pytest.raises(ValueError, match=rf"^images\[1\] must be a finite, non-empty \(H, W\[, C\]\) array "
+                                             rf"with C in 1\.\.4, got shape {shape}$"):
             _images_from([a2, bad], 3)
+    # floats on another scale are refused, not clipped into white crops; noise's overshoot passes
+    with pytest.raises(ValueError, match=r"^images\[1\] has values in \[0, 255\]; float images must lie in \[0, 1\] "
+                                         r"\(divide 8-bit data by 255"):
+        _images_from([a2, np.linspace(0.0, 255.0, 16).reshape(4, 4)], 3)
+    with pytest.raises(ValueError, match=r"^images\[0\] has values in \[-0\.6, 1\]"):
+        _images_from([np.linspace(-0.6, 1.0, 16).reshape(4, 4)], 3)
+    edge = np.linspace(-0.5, 1.5, 16).reshape(4, 4)
+    np.testing.assert_array_equal(_images_from([edge], None)[0][..., 0], edge.astype(np.float32))
     with pytest.raises(TypeError, match=r"^images\[0\] must be a sample name, a path or a numpy array, got int$"):
         _images_from([3], 3)
     with pytest.raises(ValueError, match=r"^images must not be empty$"):

@@ -125,3 +125,22 @@ def test_a_malformed_exif_block_means_as_stored(tmp_path):
     (tmp_path / "m.png").write_bytes(data[:i] + chunk + data[i:])
     assert exif_orientation(tmp_path / "m.png") == 1
     assert _pillow_peek(tmp_path / "m.png") == ("RGB", 1)  # the mode is still known (a CMYK test needs it)
+
+
+def test_float_tiffs_on_the_unit_scale_are_read_as_stored_and_others_refused(tmp_path):
+    grey = BASE.mean(2)
+    unit = tmp_path / "unit.tif"
+    Image.fromarray((grey / 255.0).astype(np.float32), mode="F").save(unit)
+    got = read_image(unit, channels=None)
+    np.testing.assert_array_equal(got[..., 0], (grey / 255.0).astype(np.float32))
+    # a 0-255 float TIFF used to be clipped into a white photo, silently
+    wide = tmp_path / "wide.tif"
+    Image.fromarray(grey.astype(np.float32), mode="F").save(wide)
+    with pytest.raises(ValueError, match=rf"^image {wide} has values in \[\d+(\.\d+)?, 2\d\d(\.\d+)?\]; float images "
+                                         r"must lie in \[0, 1\] \(store 8- or 16-bit integers, or scale the floats "
+                                         r"to \[0, 1\]\)$"):
+        read_image(wide)
+    # noise's overshoot is clipped, as before
+    over = tmp_path / "over.tif"
+    Image.fromarray(np.full((8, 8), 1.4, np.float32), mode="F").save(over)
+    assert np.all(read_image(over) == 1.0)

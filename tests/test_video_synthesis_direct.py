@@ -452,13 +452,19 @@ def test_average_frames_closed_form():
 
 
 def test_average_frames_clips_under_the_gamma_curve():
-    fr = np.stack([np.full((1, 1, 1), -0.5), np.full((1, 1, 1), 1.0), np.full((1, 1, 1), 2.0)])
+    # overshoot up to 0.5 beyond [0, 1] (noise) is clipped under the curve
+    fr = np.stack([np.full((1, 1, 1), -0.5), np.full((1, 1, 1), 1.0), np.full((1, 1, 1), 1.5)])
     np.testing.assert_allclose(average_frames(fr, gamma=GAMMA), (2 / 3) ** (1 / GAMMA), rtol=1e-12)
     fr2 = np.stack([np.full((1, 1, 1), 0.0), np.full((1, 1, 1), 1.0)])
     np.testing.assert_allclose(average_frames(fr2, gamma=GAMMA), 0.5 ** (1 / GAMMA), rtol=1e-12)
 
 
 @pytest.mark.parametrize("frames,gamma,exc,msg", [
+    # 0-255 floats would be clipped white under the curve (and averaged on the wrong scale without it)
+    (np.full((2, 2, 2, 1), 255.0), 2.2, ValueError, r"^frames has values in \[255, 255\]; float images must lie in "
+                                                    r"\[0, 1\] \(divide 8-bit data by 255"),
+    (np.full((2, 2, 2, 1), 2.0), None, ValueError, r"^frames has values in \[2, 2\]"),
+    (np.full((2, 2, 2, 1), -0.75), 2.2, ValueError, r"^frames has values in \[-0\.75, -0\.75\]"),
     (np.zeros((2, 2, 2)), 2.2, ValueError, r"^frames must be \(N, H, W, C\), got shape \(2, 2, 2\)$"),
     (np.zeros((1, 2, 2, 2, 1)), 2.2, ValueError, r"^frames must be \(N, H, W, C\), got shape \(1, 2, 2, 2, 1\)$"),
     (np.zeros((2, 2, 2, 1)), 0.0, ValueError, r"^gamma must be a positive finite number, got 0.0$"),

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._images import check_unit_scale
 from ._png import read_png16
 from .flows import canonicalize_flow
 
@@ -117,7 +118,9 @@ def read_image(path, channels: int | None = 3) -> np.ndarray:
     FileNotFoundError
         The file does not exist.
     ValueError
-        The file cannot be decoded as an image, or has an unsupported shape.
+        The file cannot be decoded as an image, has an unsupported shape, holds NaN/Inf, or
+        holds floats beyond [-0.5, 1.5] (a photo on another scale; integers are read over their
+        type's range, floats as they are and clipped to [0, 1]).
     """
     from skimage import io
 
@@ -146,6 +149,9 @@ def read_image(path, channels: int | None = 3) -> np.ndarray:
         raise ValueError(f"cannot read image {p}: unsupported shape {img.shape}")
     if not np.all(np.isfinite(img)):
         raise ValueError(f"image {p} contains NaN or Inf")
+    if raw.dtype.kind == "f":  # a float TIFF on 0-255 would be clipped to a white photo
+        check_unit_scale(float(img.min()), float(img.max()), f"image {p}",
+                         "store 8- or 16-bit integers, or scale the floats to [0, 1]")
     return np.ascontiguousarray(np.clip(_match_channels(img, channels), 0.0, 1.0))
 
 
@@ -423,9 +429,11 @@ def _images_from(source, channels) -> list[np.ndarray] | list[Path]:
                 raise TypeError(f"images[{i}] must be a float, integer or bool array, got dtype {s.dtype}")
             if a.ndim == 2:
                 a = a[:, :, None]
-            if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4) or not np.all(np.isfinite(a)):
-                raise ValueError(f"images[{i}] must be a finite (H, W[, C]) array with C in 1..4, "
+            if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4) or not np.all(np.isfinite(a)) or a.size == 0:
+                raise ValueError(f"images[{i}] must be a finite, non-empty (H, W[, C]) array with C in 1..4, "
                                  f"got shape {s.shape}")
+            if s.dtype.kind == "f":  # 0-255 floats would give sharp crops 255 times their blurred ones
+                check_unit_scale(float(a.min()), float(a.max()), f"images[{i}]")
             out.append(np.ascontiguousarray(_match_channels(a, channels)))
         else:
             raise TypeError(f"images[{i}] must be a sample name, a path or a numpy array, got {type(s).__name__}")

@@ -42,6 +42,7 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 from scipy import ndimage
 
+from .._images import check_unit_scale
 from ._utils import as_generator, check_shape2, is_finite_real
 
 __all__ = [
@@ -293,7 +294,9 @@ def average_frames(frames, gamma: float | None = 2.2) -> np.ndarray:
     """GOPRO averaging of gamma-encoded frames ``Ŝ[i]`` ``(N, H, W, C)``: ``g(mean g⁻¹(Ŝ))``.
 
     ``gamma=None`` (or 1) averages the values directly. Frames must be finite (NaN/Inf raise
-    ``ValueError``) and at least one; values outside [0, 1] are clipped under the gamma curve.
+    ``ValueError``) and at least one; float frames must be on the [0, 1] scale (values beyond
+    [-0.5, 1.5], e.g. 0-255 floats, raise ``ValueError``); the overshoot noise leaves is clipped
+    under the gamma curve.
     Unsigned integer frames (``uint8``/``uint16``, as video decoders give them) are read on
     their full range (``value / 255``, ``value / 65535``); other integer types raise
     ``TypeError``. The result is float64 on the [0, 1] scale."""
@@ -315,6 +318,8 @@ def average_frames(frames, gamma: float | None = 2.2) -> np.ndarray:
         raise ValueError(f"frames must hold at least one frame, got shape {fr.shape}")
     if not np.all(np.isfinite(fr)):  # np.clip would keep a NaN, and an Inf gives a NaN mean
         raise ValueError("frames contain NaN or Inf")
+    if fr.size:  # float frames on 0-255 would be clipped white under the camera curve
+        check_unit_scale(float(fr.min()), float(fr.max()), "frames")
     g = _crf_gamma(gamma)
     if g is None:
         return fr.mean(0)
