@@ -107,7 +107,7 @@ def test_read_image_16bit_grey(tmp_path):
 
 
 def test_read_image_luminance(monkeypatch, tmp_path):
-    (tmp_path / "x.png").write_bytes(b"")
+    (tmp_path / "x.png").write_bytes(b"stand-in")
     _fake_imread(monkeypatch, np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]]], np.uint8))
     r = read_image(tmp_path / "x.png", channels=1)
     assert r.shape == (1, 4, 1) and r.dtype == np.float32
@@ -121,7 +121,7 @@ def test_read_image_luminance(monkeypatch, tmp_path):
     (np.array([[3, 7]], np.int8), [[3 / 127, 7 / 127]]),
 ])
 def test_read_image_dtypes(monkeypatch, tmp_path, arr, want):
-    (tmp_path / "x.png").write_bytes(b"")
+    (tmp_path / "x.png").write_bytes(b"stand-in")
     _fake_imread(monkeypatch, arr)
     r = read_image(tmp_path / "x.png", channels=None)
     assert r.dtype == np.float32 and r.shape == arr.shape + (1,)
@@ -130,7 +130,7 @@ def test_read_image_dtypes(monkeypatch, tmp_path, arr, want):
 
 @pytest.mark.parametrize("c", [2, 4])
 def test_read_image_drops_alpha(monkeypatch, tmp_path, c):
-    (tmp_path / "x.png").write_bytes(b"")
+    (tmp_path / "x.png").write_bytes(b"stand-in")
     a = _u8(2, 3, c)
     _fake_imread(monkeypatch, a)
     r = read_image(tmp_path / "x.png", channels=None)
@@ -147,6 +147,10 @@ def test_read_image_errors(monkeypatch, tmp_path):
     p.write_bytes(b"not an image")
     with pytest.raises(ValueError, match=rf"^cannot read image {re.escape(str(p))}: ."):
         read_image(p)
+    p.write_bytes(b"")  # an interrupted copy: said as such, not as a missing imageio plugin
+    with pytest.raises(ValueError, match=rf"^cannot read image {re.escape(str(p))}: the file is empty \(0 bytes\)$"):
+        read_image(p)
+    p.write_bytes(b"not an image")
     bad = [
         (np.array([[1 + 1j]]), r"unsupported dtype complex128$"),
         (np.array([["a"]]), r"unsupported dtype <U1$"),
@@ -176,7 +180,7 @@ def test_read_image_decoder_errors_are_chained(monkeypatch, tmp_path):
     import skimage.io
 
     p = tmp_path / "x.png"
-    p.write_bytes(b"")
+    p.write_bytes(b"\x89PNG")
 
     def boom(path, *a, **k):
         raise OSError("truncated")
@@ -1142,7 +1146,7 @@ def test_read_image_hides_only_deprecation_warnings(monkeypatch, tmp_path):
     import skimage.io
 
     p = tmp_path / "x.png"
-    p.write_bytes(b"")
+    p.write_bytes(b"stand-in")
 
     def noisy(category):
         def imread(path, *a, **k):

@@ -127,6 +127,8 @@ def read_image(path, channels: int | None = 3) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"image file not found: {p}")
+    if p.stat().st_size == 0:  # imageio would answer with advice to install video plugins
+        raise ValueError(f"cannot read image {p}: the file is empty (0 bytes)")
     try:
         mode, orientation = _pillow_peek(p)  # one header read for both
         # 16-bit PNGs are decoded here: Pillow would cut colour ones to 8 bits per sample
