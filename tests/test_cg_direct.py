@@ -526,3 +526,37 @@ def test_a_callable_of_another_dtype_keeps_x_in_bs_dtype():
     np.testing.assert_allclose(x.numpy(), 0.5, atol=1e-6)
     x, _ = cg(lambda v: v.astype(np.float64) * 2, b.numpy())
     assert x.dtype == np.float32
+
+
+def test_an_operator_takes_b_in_the_layouts_of_its_own_calls():
+    # (H, W), (H, W, C) numpy and (C, H, W) torch reached the unchecked _forward as they were:
+    # a numba typing error or a wrong solve, instead of the solve of each channel
+    from pnpdeblur.operators import Identity
+
+    rng = np.random.default_rng(30)
+    K = Convolution(rng.random((3, 3)), "replicate")
+    A_op = K.T @ K + 0.5 * Identity()
+    n = 20
+    eye = torch.eye(n, dtype=torch.float64).reshape(n, 1, 1, 4, 5)
+    A = np.stack([A_op._forward(e)[0].reshape(-1).numpy() for e in eye], 1)  # dense, per channel
+    hwc = rng.standard_normal((4, 5, 3))
+    ref = np.stack([np.linalg.solve(A, hwc[..., c].reshape(-1)).reshape(4, 5) for c in range(3)], 2)
+    x, info = cg(A_op, hwc, tol=1e-12)
+    assert isinstance(x, np.ndarray) and x.shape == (4, 5, 3) and info.converged
+    np.testing.assert_allclose(x, ref, atol=1e-9)
+    x_t, _ = cg(A_op, torch.from_numpy(hwc.transpose(2, 0, 1).copy()), tol=1e-12)
+    assert x_t.shape == (3, 4, 5)
+    np.testing.assert_allclose(x_t.numpy().transpose(1, 2, 0), ref, atol=1e-9)
+    x_g, _ = cg(A_op, hwc[..., 0], tol=1e-12)
+    assert x_g.shape == (4, 5)
+    np.testing.assert_allclose(x_g, ref[..., 0], atol=1e-9)
+    # a warm start in the same layout is used: started at the answer, nothing to do
+    _, info0 = cg(A_op, hwc, x0=ref, tol=1e-8)
+    assert info0.iterations == 0
+    from pnpdeblur.operators import MotionBlur
+
+    M = MotionBlur(np.full((2, 4, 5), 1.5))
+    with pytest.raises(ValueError, match=r"^b has spatial size \(5, 4\), but .* was built for \(H, W\) = \(4, 5\)$"):
+        cg(M.T @ M + 0.5 * Identity(), rng.standard_normal((5, 4)))
+    with pytest.raises(ValueError, match=r"^b must have shape \(N, C, H, W\), \(H, W\) or a 3-D image, got shape \(20,\)$"):
+        cg(A_op, rng.standard_normal(20))

@@ -13,7 +13,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import torch
 
 from ..backend import array_kind, check_finite, check_float, from_torch, to_torch
-from ..operators.base import LinearOperator
+from ..operators.base import LinearOperator, to_nchw
 
 __all__ = ["cg", "CGInfo"]
 
@@ -302,7 +302,10 @@ def cg(
     b : array, shape (N, ...)
         Right-hand side (numpy, torch or cupy; float32 or float64). Typically an
         ``(N, C, H, W)`` image batch; ``(N, n)`` vectors work with a matrix ``A``.
-        A 1-D ``b`` is a single sample.
+        A 1-D ``b`` is a single sample. With a ``LinearOperator`` ``A``, ``b`` may also be
+        one image in the layouts the operator's own calls take (``(H, W)``, ``(H, W, C)``
+        numpy/cupy, ``(C, H, W)`` torch; ``x`` comes back in it) and must fit the operator's
+        size (``ValueError`` otherwise).
     x0 : array, optional
         Initial guess, same shape as ``b`` (zeros if omitted).
     tol : float
@@ -315,7 +318,8 @@ def cg(
     preconditioner : callable, optional
         ``preconditioner(r) -> z`` with ``z ≈ A⁻¹ r``: a symmetric positive-definite
         approximation of ``A⁻¹``, applied to residuals of ``b``'s type and shape
-        ``(N, ...)`` (a torch callable is called on torch tensors). It changes how many
+        ``(N, ...)`` (a torch callable is called on torch tensors; with a ``LinearOperator``
+        ``A``, of shape ``(N, C, H, W)`` whatever ``b``'s layout). It changes how many
         iterations CG needs, never the solution: the stopping test is on the true residual
         ``‖b − A x‖``. Default None: plain CG. A preconditioner that is not positive
         definite (``rᵀ M r ≤ 0``) stops the affected samples with ``converged=False``.
@@ -349,6 +353,12 @@ def cg(
     check_finite(bt, "b")
     if bt.ndim == 0:
         raise ValueError("b must have at least one axis, got a scalar")
+    restore_layout = None
+    if isinstance(A, LinearOperator):
+        # an operator takes the image layouts of its own calls ((H, W), (H, W, C) numpy, (C, H, W)
+        # torch); its _forward, which the iterations call unchecked, needs a (N, C, H, W) it accepts
+        bt, restore_layout = to_nchw(bt, kind, "b")
+        A.check_image(bt, "b", check_finite=False)
     single = bt.ndim == 1
     if single:
         bt = bt[None]
@@ -359,6 +369,8 @@ def cg(
     x0t = None
     if x0 is not None:
         x0t = to_torch(x0, "x0")
+        if restore_layout is not None and x0t.ndim in (2, 3):
+            x0t = to_nchw(x0t, array_kind(x0, "x0"), "x0")[0]
         if single:
             x0t = x0t[None]
         if x0t.shape != bt.shape:
@@ -389,4 +401,6 @@ def cg(
         x, info = _cg_core(fn, bt, x0t, float(tol), float(atol), maxiter, M)
     if single:
         x = x[0]
+    if restore_layout is not None:
+        x = restore_layout(x)
     return from_torch(x, kind), info
