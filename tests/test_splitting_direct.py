@@ -370,6 +370,11 @@ def test_prior_caller_signatures_outputs_and_errors():
     z = torch.ones(1, 1, 2, 2, dtype=torch.float64)
     with pytest.raises(TypeError, match=r"^prior must be callable as prior\(z, sigma, context=\.\.\.\), got int$"):
         prior_caller(3)
+    from pnpdeblur.priors import TV
+
+    # the class for an instance: calling it built TV(weight=z), and the error spoke of a weight
+    with pytest.raises(TypeError, match=r"^prior must be a prior instance, got the class TV; pass TV\(\) instead$"):
+        prior_caller(TV)
     got = []
     prior_caller(lambda v, s, context=None: got.append(("ctx", context)) or v)(z, 0.1, {"a": 1})
     prior_caller(lambda v, s, **kw: got.append(("kw", kw)) or v)(z, 0.1, {"b": 2})

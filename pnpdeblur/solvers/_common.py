@@ -105,6 +105,9 @@ def prior_caller(prior: Any) -> Callable[[torch.Tensor, float, Dict[str, Any]], 
     """Wrap a prior (Prior protocol or plain ``f(z, sigma)``) into ``f(z, sigma, context)``."""
     if not callable(prior):
         raise TypeError(f"prior must be callable as prior(z, sigma, context=...), got {type(prior).__name__}")
+    if isinstance(prior, type):  # TV for TV(): calling it would build a prior with z as its weight
+        raise TypeError(f"prior must be a prior instance, got the class {prior.__name__}; "
+                        f"pass {prior.__name__}() instead")
     takes_context = True
     try:
         sig = inspect.signature(prior)
