@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 import sys
 from typing import Any, Optional, Tuple
 
@@ -38,10 +39,17 @@ def array_kind(x: Any, name: str = "x") -> str:
         return "torch"
     if isinstance(x, np.ndarray):
         return "numpy"
-    if type(x).__module__.split(".")[0] == "cupy":
+    module = type(x).__module__.split(".")[0]
+    if module == "cupy":
         return "cupy"
+    # the two things a user most often hands over for a photo, and the way to an array
+    hint = ""
+    if isinstance(x, (str, os.PathLike)):
+        hint = "; to use an image file, read it with pnpdeblur.data.read_image(path)"
+    elif module == "PIL":
+        hint = "; convert a PIL image with numpy.asarray(img)"
     raise TypeError(
-        f"{name} must be an array (numpy.ndarray, torch.Tensor or cupy.ndarray), got {type(x).__name__}"
+        f"{name} must be an array (numpy.ndarray, torch.Tensor or cupy.ndarray), got {type(x).__name__}{hint}"
     )
 
 

@@ -556,3 +556,18 @@ def test_resolve_device_refuses_mps_where_it_is_unavailable(monkeypatch):
         backend.resolve_device("mps")
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
     assert backend.resolve_device("mps") == torch.device("mps")
+
+
+def test_a_path_or_a_pil_image_is_refused_with_the_way_to_an_array():
+    from pathlib import Path
+
+    from PIL import Image
+
+    for path in ("photo.png", Path("photo.png")):
+        with pytest.raises(TypeError, match=r"^image must be an array \(numpy\.ndarray, torch\.Tensor or cupy\.ndarray\), "
+                                            r"got \w+; to use an image file, read it with "
+                                            r"pnpdeblur\.data\.read_image\(path\)$"):
+            array_kind(path, "image")
+    with pytest.raises(TypeError, match=r"^image must be an array .*, got Image; convert a PIL image with "
+                                        r"numpy\.asarray\(img\)$"):
+        array_kind(Image.new("RGB", (4, 4)), "image")
