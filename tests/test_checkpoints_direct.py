@@ -587,3 +587,20 @@ def test_files_without_a_digest_still_load(tmp_path):
     state, got = load_checkpoint(p, "Tiny")
     assert got == header
     _same_state(state, m.state_dict())
+
+
+@pytest.mark.parametrize("path", sorted(WEIGHTS_DIR.glob("*.safetensors")), ids=lambda p: p.name)
+def test_every_shipped_file_carries_the_checksum_of_its_tensors(path, tmp_path):
+    # without it a flipped bit that still decodes as a finite weight loads silently
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+    assert meta["pnpdeblur_sha256"] == tensors_digest(load_file(str(path)))
+    state, _ = load_checkpoint(path)
+    name = sorted(state)[len(state) // 2]
+    damaged = dict(state)
+    damaged[name] = state[name].clone()
+    damaged[name].view(-1)[0] = -damaged[name].view(-1)[0] if damaged[name].view(-1)[0] != 0 else 1.0
+    copy = tmp_path / path.name
+    save_file(damaged, str(copy), metadata=meta)
+    with pytest.raises(CheckpointError, match=r"the tensors do not match the checksum saved with them"):
+        load_checkpoint(copy)
