@@ -145,7 +145,8 @@ def test_read_image_errors(monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"^image file not found: "):
         read_image(tmp_path)  # a folder is not a file
     p.write_bytes(b"not an image")
-    with pytest.raises(ValueError, match=rf"^cannot read image {re.escape(str(p))}: ."):
+    with pytest.raises(ValueError, match=rf"^cannot read image {re.escape(str(p))}: not an image file Pillow or "
+                                         r"imageio can decode \(damaged, or another kind of file\)$"):
         read_image(p)
     p.write_bytes(b"")  # an interrupted copy: said as such, not as a missing imageio plugin
     with pytest.raises(ValueError, match=rf"^cannot read image {re.escape(str(p))}: the file is empty \(0 bytes\)$"):
@@ -503,7 +504,8 @@ def test_check_pair():
 
 def test_fit_sources(tmp_path):
     big, tall, wide, p = np.zeros((4, 4, 3)), np.zeros((5, 3, 3)), np.zeros((3, 5, 3)), tmp_path / "x.png"
-    assert _fit_sources([big, p], (4, 4), False) == [big, p]  # exactly the size fits; paths are not checked
+    _png(p, 4, 4)
+    assert _fit_sources([big, p], (4, 4), False) == [big, p]  # exactly the size fits; files by their header
     kept = _fit_sources([tall, big, wide], (4, 4), True)
     assert len(kept) == 1 and kept[0] is big
     with pytest.raises(ValueError, match=r"^images\[1\] of size \(5, 3\) is smaller than the required \(4, 4\)$"):
@@ -1196,3 +1198,49 @@ def test_datasets_check_channels_and_preset_when_built(tmp_path):
     with pytest.raises(ValueError, match=r"^preset must be one of \['23', '46'\] \(or pass max_len\), got '99'$"):
         SyntheticBlurDataset(images=[src], crop=8, preset="99")
     assert len(SyntheticBlurDataset(images=[src], crop=8, preset="99", flow_kwargs={"max_len": 5}, length=2)) == 2
+
+
+# -- training folders are checked when the data set is built --------------------------------
+
+
+def _png(path, h, w, orientation=None):
+    from PIL import Image
+
+    img = Image.fromarray(np.random.default_rng(h * w).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    if orientation is None:
+        img.save(path)
+    else:
+        ex = Image.Exif()
+        ex[0x0112] = orientation
+        img.save(path, format="JPEG", exif=ex.tobytes())
+
+
+def test_small_or_unreadable_files_in_a_training_folder_are_refused_up_front(tmp_path):
+    # they stopped a run at the random step that first drew them, without naming the small file
+    d = tmp_path / "corpus"
+    d.mkdir()
+    _png(d / "a.png", 40, 40)
+    _png(d / "b.png", 20, 30)
+    with pytest.raises(ValueError, match=rf"^1 image file\(s\) are smaller than the required \(32, 32\) \(H, W\): "
+                                         rf"{re.escape(str(d / 'b.png'))} \(20, 30\); remove them or lower the crop$"):
+        SyntheticBlurDataset(images=d, crop=32)
+    assert SyntheticBlurDataset(images=d, crop=20).sources == [d / "a.png", d / "b.png"]
+    for k in range(6):
+        _png(d / f"s{k}.png", 8, 40)
+    with pytest.raises(ValueError, match=r"^7 image file\(s\) .*s3\.png \(8, 40\) and 2 more; remove them"):
+        SyntheticBlurDataset(images=d, crop=32)
+    with pytest.raises(ValueError, match=r"^\d image file\(s\) are smaller than the required \(\d+, \d+\)"):
+        SyntheticVideoDataset(images=d, crop=24)
+    (d / "z.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=rf"^cannot read image {re.escape(str(d / 'z.png'))}: not an image file"):
+        SyntheticBlurDataset(images=d, crop=4)
+
+
+def test_training_files_are_sized_upright_as_read_image_reads_them(tmp_path):
+    d = tmp_path / "corpus"
+    d.mkdir()
+    _png(d / "portrait.jpg", 20, 40, orientation=6)  # stored 20 x 40, shown (and read) 40 x 20
+    assert read_image(d / "portrait.jpg").shape[:2] == (40, 20)
+    assert SyntheticBlurDataset(images=d, crop=(32, 16)).sources == [d / "portrait.jpg"]
+    with pytest.raises(ValueError, match=r"portrait\.jpg \(40, 20\); remove them"):
+        SyntheticBlurDataset(images=d, crop=(16, 32))

@@ -140,7 +140,11 @@ def read_image(path, channels: int | None = 3) -> np.ndarray:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 img = np.asarray(io.imread(str(p)))
     except Exception as exc:  # decoders raise many types
-        raise ValueError(f"cannot read image {p}: {exc}") from exc
+        reason = str(exc)
+        if "Could not find a backend" in reason:
+            # imageio's answer for bytes no plugin knows, which ends in advice to install video plugins
+            reason = "not an image file Pillow or imageio can decode (damaged, or another kind of file)"
+        raise ValueError(f"cannot read image {p}: {reason}") from exc
     img = _orient(img, orientation)
     raw, img = img, _unit_float(img)
     if img is None:
@@ -393,15 +397,40 @@ def _check_pair(a: np.ndarray, b: np.ndarray, pa, pb):
         raise ValueError(f"mismatched image sizes: {pa} is {a.shape[:2]}, {pb} is {b.shape[:2]}")
 
 
+def _upright_size(path: Path) -> tuple[int, int]:
+    """``(H, W)`` of an image file as :func:`read_image` returns it (EXIF turns applied), from the
+    header where Pillow reads it, else by decoding; ``ValueError`` for a file that cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception:  # not for Pillow: decode as read_image does (it names the file when it fails)
+        return read_image(path, None).shape[:2]
+    return (w, h) if exif_orientation(path) in (5, 6, 7, 8) else (h, w)
+
+
 def _fit_sources(sources: list, need: tuple[int, int], default: bool) -> list:
-    """Drop (default sample set) or reject (user images) in-memory images smaller than ``need``."""
-    out = []
+    """Drop (default sample set) or reject (user images) images smaller than ``need``.
+
+    Image files are checked too, from their headers: an unreadable or too small file in a training
+    folder would otherwise stop a run at the random step that first draws it, hours in.
+    """
+    out, small = [], []
     for i, s in enumerate(sources):
-        if isinstance(s, np.ndarray) and (s.shape[0] < need[0] or s.shape[1] < need[1]):
+        size = s.shape[:2] if isinstance(s, np.ndarray) else _upright_size(s)
+        if size[0] < need[0] or size[1] < need[1]:
             if default:
                 continue
-            raise ValueError(f"images[{i}] of size {s.shape[:2]} is smaller than the required {need}")
+            if isinstance(s, np.ndarray):
+                raise ValueError(f"images[{i}] of size {size} is smaller than the required {need}")
+            small.append(f"{s} {tuple(size)}")
+            continue
         out.append(s)
+    if small:
+        listed = ", ".join(small[:5]) + (f" and {len(small) - 5} more" if len(small) > 5 else "")
+        raise ValueError(f"{len(small)} image file(s) are smaller than the required {need} (H, W): {listed}; "
+                         "remove them or lower the crop")
     if not out:
         raise ValueError(f"no source image is at least {need} pixels")
     return out
@@ -456,7 +485,9 @@ class SyntheticBlurDataset(_Base):
     images : sequence of sample names / paths / arrays, or a folder; default all
         :func:`pnpdeblur.data.sample_images`. Arrays ``(H, W[, C])`` are read as
         :func:`read_image` reads files: integer ones over their type's range (a uint8 photo
-        ÷ 255), alpha dropped, converted to ``channels``.
+        ÷ 255), alpha dropped, converted to ``channels``. Every image must hold a ``crop``
+        patch; files are checked from their headers when the data set is built (``ValueError``
+        listing the small ones, or naming an unreadable file), not at the step that draws them.
     length : int
         Items per epoch.
     crop : int or (int, int)
