@@ -1244,3 +1244,31 @@ def test_training_files_are_sized_upright_as_read_image_reads_them(tmp_path):
     assert SyntheticBlurDataset(images=d, crop=(32, 16)).sources == [d / "portrait.jpg"]
     with pytest.raises(ValueError, match=r"portrait\.jpg \(40, 20\); remove them"):
         SyntheticBlurDataset(images=d, crop=(16, 32))
+
+
+def test_paired_folders_are_checked_from_their_headers_when_built(tmp_path):
+    b, s = tmp_path / "b", tmp_path / "s"
+    b.mkdir()
+    s.mkdir()
+    for stem, (h, w) in {"big": (40, 40), "small": (20, 40)}.items():
+        _png(b / f"{stem}.png", h, w)
+        _png(s / f"{stem}.png", h, w)
+    assert len(PairedFolderDataset(b, s, transform=PairAugment(crop=20))) == 2
+    with pytest.raises(ValueError, match=rf"^1 image file\(s\) are smaller than the required \(32, 32\) \(H, W\): "
+                                         rf"{re.escape(str(b / 'small.png'))} \(20, 40\); remove them"):
+        PairedFolderDataset(b, s, transform=PairAugment(crop=32))
+    assert len(PairedFolderDataset(b, s, transform=lambda items, rng: (items, {}))) == 2  # no crop to know
+    _png(s / "small.png", 20, 41)
+    with pytest.raises(ValueError, match=r"^mismatched image sizes: .*b/small\.png is \(20, 40\), .*s/small\.png is "
+                                         r"\(20, 41\)$"):
+        PairedFolderDataset(b, s)  # at once, not at the item that reads them
+    (s / "small.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"^cannot read image .*s/small\.png: not an image file"):
+        PairedFolderDataset(b, s)
+    root = tmp_path / "gopro" / "train" / "seq"
+    for sub in ("blur", "sharp"):
+        (root / sub).mkdir(parents=True)
+        _png(root / sub / "000.png", 16, 24)
+    assert len(GoProDataset(tmp_path / "gopro", "train", transform=PairAugment(crop=16))) == 1
+    with pytest.raises(ValueError, match=r"^1 image file\(s\) are smaller than the required \(20, 20\)"):
+        GoProDataset(tmp_path / "gopro", "train", transform=PairAugment(crop=20))

@@ -428,12 +428,31 @@ def _fit_sources(sources: list, need: tuple[int, int], default: bool) -> list:
             continue
         out.append(s)
     if small:
-        listed = ", ".join(small[:5]) + (f" and {len(small) - 5} more" if len(small) > 5 else "")
-        raise ValueError(f"{len(small)} image file(s) are smaller than the required {need} (H, W): {listed}; "
-                         "remove them or lower the crop")
+        _refuse_small_files(small, need)
     if not out:
         raise ValueError(f"no source image is at least {need} pixels")
     return out
+
+
+def _refuse_small_files(small: list[str], need: tuple[int, int]) -> None:
+    listed = ", ".join(small[:5]) + (f" and {len(small) - 5} more" if len(small) > 5 else "")
+    raise ValueError(f"{len(small)} image file(s) are smaller than the required {need} (H, W): {listed}; "
+                     "remove them or lower the crop")
+
+
+def _check_pair_files(pairs: list[tuple[Path, Path, str]], transform) -> None:
+    """Every (blurred, sharp) file pair, from the headers: one size, and at least the crop of a
+    :class:`PairAugment` ``transform``; a bad pair would stop training at the step that draws it."""
+    need = transform.crop if isinstance(transform, PairAugment) else None
+    small = []
+    for pb, ps, _ in pairs:
+        sb, ss = _upright_size(pb), _upright_size(ps)
+        if sb != ss:
+            raise ValueError(f"mismatched image sizes: {pb} is {sb}, {ps} is {ss}")
+        if need is not None and (sb[0] < need[0] or sb[1] < need[1]):
+            small.append(f"{pb} {sb}")
+    if small:
+        _refuse_small_files(small, need)
 
 
 def _images_from(source, channels) -> list[np.ndarray] | list[Path]:
@@ -638,8 +657,9 @@ class PairedFolderDataset(_Base):
         Raise ``ValueError`` if a file of one folder has no partner in the other (default);
         otherwise keep only the common stems.
 
-    Items: ``{"blurred": (C,H,W), "sharp": (C,H,W), "name": stem}``; images of different
-    sizes raise ``ValueError`` naming both files.
+    Items: ``{"blurred": (C,H,W), "sharp": (C,H,W), "name": stem}``. Pairs of different sizes,
+    pairs smaller than a :class:`PairAugment` ``transform``'s crop and unreadable files raise
+    ``ValueError`` naming the files when the data set is built (from the headers).
     """
 
     def __init__(self, blurred_dir, sharp_dir, transform: PairAugment | None = None, channels: int = 3,
@@ -647,6 +667,7 @@ class PairedFolderDataset(_Base):
         super().__init__(transform, seed, fixed)
         self.channels = _check_channels(channels)
         self.pairs = self._match(list_images(blurred_dir), list_images(sharp_dir), strict)
+        _check_pair_files(self.pairs, transform)
 
     @staticmethod
     def _match(blurred: list[Path], sharp: list[Path], strict: bool) -> list[tuple[Path, Path, str]]:
@@ -714,6 +735,7 @@ class GoProDataset(PairedFolderDataset):
                     raise FileNotFoundError(f"sequence {d} has no '{sub}/' folder")
             pairs = self._match(list_images(d / blur_dir), list_images(d / "sharp"), strict=True)
             self.pairs += [(pb, ps, f"{d.name}/{k}") for pb, ps, k in pairs]
+        _check_pair_files(self.pairs, transform)
 
 
 class KohlerDataset(_Base):
