@@ -569,8 +569,8 @@ def test_images_from(monkeypatch, tmp_path):
         _images_from([a2, np.linspace(0.0, 255.0, 16).reshape(4, 4)], 3)
     with pytest.raises(ValueError, match=r"^images\[0\] has values in \[-0\.6, 1\]"):
         _images_from([np.linspace(-0.6, 1.0, 16).reshape(4, 4)], 3)
-    edge = np.linspace(-0.5, 1.5, 16).reshape(4, 4)
-    np.testing.assert_array_equal(_images_from([edge], None)[0][..., 0], edge.astype(np.float32))
+    edge = np.linspace(-0.5, 1.5, 16).reshape(4, 4)  # accepted, and clipped as read_image clips a file's
+    np.testing.assert_array_equal(_images_from([edge], None)[0][..., 0], np.clip(edge, 0, 1).astype(np.float32))
     with pytest.raises(TypeError, match=r"^images\[0\] must be a sample name, a path or a numpy array, got int$"):
         _images_from([3], 3)
     with pytest.raises(ValueError, match=r"^images must not be empty$"):

@@ -484,7 +484,7 @@ def _images_from(source, channels) -> list[np.ndarray] | list[Path]:
                                  f"got shape {s.shape}")
             if s.dtype.kind == "f":  # 0-255 floats would give sharp crops 255 times their blurred ones
                 check_unit_scale(float(a.min()), float(a.max()), f"images[{i}]")
-            out.append(np.ascontiguousarray(_match_channels(a, channels)))
+            out.append(np.ascontiguousarray(np.clip(_match_channels(a, channels), 0.0, 1.0)))  # as read_image
         else:
             raise TypeError(f"images[{i}] must be a sample name, a path or a numpy array, got {type(s).__name__}")
     if not out:
