@@ -311,7 +311,8 @@ def estimate_kernel(
     image : array
         Blurred photo: ``(H, W)`` / ``(H, W, C)`` numpy or cupy, ``(H, W)`` / ``(C, H, W)`` torch,
         or an ``(N, C, H, W)`` batch (one kernel per image), C = 1, 3 or 4; uint8 or float in
-        [0, 1]; RGB is reduced to its luminance, alpha ignored. At least 16×16 pixels and at least ``kernel_size``.
+        [0, 1]; RGB is reduced to its luminance, alpha ignored. At least 16×16 pixels and at
+        least ``kernel_size``.
     kernel_size : int
         Odd side of the kernel's support, pixels: a bound on the blur's extent (too small cuts
         the kernel; too large costs time and some accuracy).
