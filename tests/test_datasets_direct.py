@@ -1225,8 +1225,14 @@ def test_small_or_unreadable_files_in_a_training_folder_are_refused_up_front(tmp
                                          rf"{re.escape(str(d / 'b.png'))} \(20, 30\); remove them or lower the crop$"):
         SyntheticBlurDataset(images=d, crop=32)
     assert SyntheticBlurDataset(images=d, crop=20).sources == [d / "a.png", d / "b.png"]
-    for k in range(6):
+    for k in range(4):
         _png(d / f"s{k}.png", 8, 40)
+    with pytest.raises(ValueError, match=r"^5 image file\(s\) .*b\.png \(20, 30\), .*s3\.png \(8, 40\); remove them"):
+        SyntheticBlurDataset(images=d, crop=32)  # five are all listed
+    _png(d / "s4.png", 8, 40)
+    with pytest.raises(ValueError, match=r"^6 image file\(s\) .*s3\.png \(8, 40\) and 1 more; remove them"):
+        SyntheticBlurDataset(images=d, crop=32)
+    _png(d / "s5.png", 8, 40)
     with pytest.raises(ValueError, match=r"^7 image file\(s\) .*s3\.png \(8, 40\) and 2 more; remove them"):
         SyntheticBlurDataset(images=d, crop=32)
     with pytest.raises(ValueError, match=r"^\d image file\(s\) are smaller than the required \(\d+, \d+\)"):
