@@ -25,7 +25,7 @@ from typing import Any, Callable, List, Mapping, Optional, Union
 import numpy as np
 import torch
 
-from ._images import as_image_batch
+from ._images import as_image_batch, describe_array, short_floats
 from .backend import resolve_device, to_torch
 from .camera_shake import DEFAULT_KERNEL_SIZE, ShakeDeblurResult, deblur_shake
 from .operators.convolution import Convolution
@@ -69,6 +69,11 @@ class AutoDeblurResult:
     residual_shake: List[float] = field(default_factory=list)
     flow_result: Optional[DeblurResult] = None
     shake_result: Optional[ShakeDeblurResult] = None
+
+    def __repr__(self) -> str:
+        return (f"AutoDeblurResult(x={describe_array(self.x)}, model={list(self.model)}, "
+                f"residual_flow={short_floats(self.residual_flow)}, "
+                f"residual_shake={short_floats(self.residual_shake)})")
 
 
 def reblur_residual(blurred: torch.Tensor, sharp: torch.Tensor, op: Any, *, margin: int = 0,

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import numpy as np
 import torch
 
-from ._images import as_image_batch
+from ._images import as_image_batch, describe_array, short_floats
 from ._warn import warn_at_caller
 from .backend import resolve_device
 from .estimation.kernel import estimate_kernel, kernel_length
@@ -68,6 +68,12 @@ class ShakeDeblurResult:
     noise_level: List[float] = field(default_factory=list)
     history: List[Dict[str, Any]] = field(default_factory=list)
     unchanged: List[bool] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        lengths = short_floats(h["kernel_length"] for h in self.history if "kernel_length" in h)
+        return (f"ShakeDeblurResult(x={describe_array(self.x)}, kernel={describe_array(self.kernel)}, "
+                f"kernel_length={lengths} px, noise_level={short_floats(self.noise_level)}, "
+                f"unchanged={list(self.unchanged)})")
 
 
 def deblur_shake(

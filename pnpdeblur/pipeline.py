@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import numpy as np
 import torch
 
-from ._images import as_float_batch, as_image_batch
+from ._images import as_float_batch, as_image_batch, describe_array, short_floats
 from ._vectors import vector_length
 from ._warn import warn_at_caller
 from .backend import resolve_device
@@ -87,6 +87,12 @@ class DeblurResult:
     history: List[Dict[str, Any]] = field(default_factory=list)
     noise_level: List[float] = field(default_factory=list)
     unchanged: List[bool] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        last = self.history[-1].get("mean_flow_length", []) if self.history else []  # per image
+        return (f"DeblurResult(x={describe_array(self.x)}, iterations={len(self.history)}, "
+                f"mean_flow_length={short_floats(last)} px (last iteration), "
+                f"noise_level={short_floats(self.noise_level)}, unchanged={list(self.unchanged)})")
 
 
 def _copy_input(image: Any) -> Any:

@@ -720,3 +720,27 @@ def test_later_iterations_reestimate_the_noise_without_clipped_blocks(monkeypatc
     with_mask = estimate_noise_level(first, saturation=0.98)[0]
     assert with_mask != pytest.approx(estimate_noise_level(first)[0], rel=0.05)
     assert rec.calls[1]["noise_level"] == pytest.approx(with_mask, rel=1e-12)
+
+
+def test_result_reprs_summarise_without_printing_the_image():
+    # the dataclass default printed every pixel of x (and of each flow) in a notebook cell
+    from pnpdeblur.auto import AutoDeblurResult
+    from pnpdeblur.camera_shake import ShakeDeblurResult
+    from pnpdeblur.pipeline import DeblurResult
+
+    x = np.zeros((4, 5, 3), np.float32)
+    r = DeblurResult(x=x, flow=[np.zeros((2, 4, 5))] * 2, noise_level=[0.0123456], unchanged=[False],
+                     history=[{"mean_flow_length": [1.0]}, {"mean_flow_length": [2.34567]}])
+    assert repr(r) == ("DeblurResult(x=ndarray (4, 5, 3) float32, iterations=2, mean_flow_length=[2.346] px "
+                       "(last iteration), noise_level=[0.01235], unchanged=[False])")
+    t = torch.zeros(2, 3, 4, 5, dtype=torch.float64)
+    assert repr(DeblurResult(x=t)) == ("DeblurResult(x=Tensor (2, 3, 4, 5) float64, iterations=0, "
+                                       "mean_flow_length=[] px (last iteration), noise_level=[], unchanged=[])")
+    s = ShakeDeblurResult(x=t, kernel=np.zeros((2, 7, 7)), noise_level=[0.01, 0.02],
+                          history=[{"kernel_length": 3.0}, {"kernel_length": 12.3456}], unchanged=[True, False])
+    assert repr(s) == ("ShakeDeblurResult(x=Tensor (2, 3, 4, 5) float64, kernel=ndarray (2, 7, 7) float64, "
+                       "kernel_length=[3, 12.35] px, noise_level=[0.01, 0.02], unchanged=[True, False])")
+    a = AutoDeblurResult(x=x, model=["shake"], residual_flow=[1.5e-4], residual_shake=[float("nan")])
+    assert repr(a) == ("AutoDeblurResult(x=ndarray (4, 5, 3) float32, model=['shake'], residual_flow=[0.00015], "
+                       "residual_shake=[nan])")
+    assert "[[" not in repr(r) + repr(s) + repr(a)
