@@ -15,7 +15,7 @@ import torch
 from .backend import array_kind, check_finite, from_torch, to_torch
 from .operators.base import to_nchw
 
-__all__ = ["Boundary", "as_image_batch", "check_unit_scale", "describe_array", "short_floats"]
+__all__ = ["Boundary", "as_image_batch", "check_unit_scale"]
 
 #: Float photos must lie in [0, 1]; values up to this far outside are noise's overshoot (clipped),
 #: beyond it the data are on another scale (a 0-255 or 0-65535 photo stored as floats).
@@ -121,17 +121,3 @@ def check_unit_scale(lo: float, hi: float, name: str, hint: str = _SCALE_HINT) -
     if hi > 1.0 + UNIT_SCALE_MARGIN or lo < -UNIT_SCALE_MARGIN:
         raise ValueError(f"{name} has values in [{lo:.4g}, {hi:.4g}]; float images must lie in [0, 1] ({hint})")
 
-
-def describe_array(a: Any) -> str:
-    """``"ndarray (H, W, 3) float32"`` / ``"Tensor (3, H, W) float32 cuda:0"``: an array in a repr,
-    without its values (a result's repr would otherwise print the whole image)."""
-    if a is None:
-        return "None"
-    dtype = str(a.dtype).replace("torch.", "")
-    device = f" {a.device}" if isinstance(a, torch.Tensor) and a.device.type != "cpu" else ""
-    return f"{type(a).__name__} {tuple(a.shape)} {dtype}{device}"
-
-
-def short_floats(values: Any) -> str:
-    """A list of floats at 4 significant digits, for reprs."""
-    return "[" + ", ".join(f"{float(v):.4g}" for v in values) + "]"

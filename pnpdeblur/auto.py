@@ -25,7 +25,8 @@ from typing import Any, Callable, List, Mapping, Optional, Union
 import numpy as np
 import torch
 
-from ._images import as_image_batch, describe_array, short_floats
+from ._images import as_image_batch
+from ._repr import describe_array, short_floats
 from .backend import resolve_device, to_torch
 from .camera_shake import DEFAULT_KERNEL_SIZE, ShakeDeblurResult, deblur_shake
 from .operators.convolution import Convolution

@@ -18,7 +18,8 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import numpy as np
 import torch
 
-from ._images import as_image_batch, describe_array, short_floats
+from ._images import as_image_batch
+from ._repr import describe_array, short_floats
 from ._warn import warn_at_caller
 from .backend import resolve_device
 from .estimation.kernel import estimate_kernel, kernel_length

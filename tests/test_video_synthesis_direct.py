@@ -1300,3 +1300,23 @@ def test_gamma_true_is_refused_not_read_as_linear():
         average_frames(frames, gamma=True)
     assert np.allclose(average_frames(frames, gamma=1), 0.25) and np.allclose(average_frames(frames, gamma=None), 0.25)
     assert np.allclose(average_frames(np.stack([np.zeros((1, 1, 1)), np.ones((1, 1, 1))]), gamma=2.0), 0.5 ** 0.5)
+
+
+def test_samples_and_paths_print_shapes_and_plain_numbers():
+    # the default dataclass repr printed every pixel of each array, and the path's velocity read
+    # as (np.float64(...), ...)
+    from pnpdeblur.data import sample_image
+
+    img = sample_image("coffee", size=64)
+    path = random_camera_path((64, 64), 7, "mixed", seed=0)
+    assert all(type(v) is float for v in (*path.velocity, *path.acceleration, path.omega, path.zeta, *path.center))
+    assert "np.float64" not in repr(path)
+    s = synthesize_flow_blur(img, noise_sigma=0.01, seed=0)
+    assert repr(s) == ("FlowBlurSample(blurred=ndarray (64, 64, 3) float32, sharp=ndarray (64, 64, 3) float32, "
+                       "flow=ndarray (2, 64, 64) float32, noise_sigma=0.01)")
+    v = synthesize_video_blur(img, seed=0)
+    assert repr(v).startswith(f"VideoBlurSample(blurred=ndarray {v.blurred.shape} float32, sharp=ndarray ")
+    assert "[[" not in repr(v) and f"path={v.path!r}" in repr(v)
+    q = synthesize_video_sequence(img, 2, seed=0)
+    assert repr(q).startswith(f"VideoSequenceSample(blurred=ndarray {q.blurred.shape} float32, ")
+    assert "[[" not in repr(q)

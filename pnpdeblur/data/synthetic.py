@@ -5,14 +5,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._repr import ArrayFieldsRepr
 from ._utils import as_generator, is_finite_real
 from .flows import random_motion_flow
 
 __all__ = ["FlowBlurSample", "synthesize_flow_blur"]
 
 
-@dataclass
-class FlowBlurSample:
+@dataclass(repr=False)
+class FlowBlurSample(ArrayFieldsRepr):
     """A synthetic (blurred, sharp, flow) triple.
 
     Attributes

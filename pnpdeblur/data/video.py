@@ -43,6 +43,7 @@ import numpy as np
 from scipy import ndimage
 
 from .._images import check_unit_scale
+from .._repr import ArrayFieldsRepr
 from ._utils import as_generator, check_shape2, is_finite_real
 
 __all__ = [
@@ -207,7 +208,9 @@ def random_camera_path(
     far = max(far, 1.0)
     omega = weights[1] * blur / far / n * (1 if rng.random() < 0.5 else -1)
     zeta = weights[2] * blur / far / n * (1 if rng.random() < 0.5 else -1)
-    return CameraPath(velocity=v, acceleration=a, omega=float(omega), zeta=float(zeta),
+    # plain floats: the Dirichlet weights are numpy scalars, which read as np.float64(...) in a repr
+    return CameraPath(velocity=(float(v[0]), float(v[1])), acceleration=(float(a[0]), float(a[1])),
+                      omega=float(omega), zeta=float(zeta),
                       center=(float(center[0]), float(center[1])))
 
 
@@ -326,8 +329,8 @@ def average_frames(frames, gamma: float | None = 2.2) -> np.ndarray:
     return (np.clip(fr, 0, 1) ** g).mean(0) ** (1.0 / g)
 
 
-@dataclass
-class VideoBlurSample:
+@dataclass(repr=False)
+class VideoBlurSample(ArrayFieldsRepr):
     """One synthesised (blurred, sharp) pair with its true motion.
 
     Attributes
@@ -534,8 +537,8 @@ def synthesize_video_blur(
     )
 
 
-@dataclass
-class VideoSequenceSample:
+@dataclass(repr=False)
+class VideoSequenceSample(ArrayFieldsRepr):
     """``K`` consecutive synthesised blurred frames of one clip (for Reblur2Deblur-style training).
 
     Attributes

@@ -1,0 +1,38 @@
+"""Short reprs for results that hold images: shapes and dtypes instead of every pixel.
+
+A dataclass's default repr prints its arrays in full, so a result shown in a notebook cell (or
+a log line) fills the screen with numbers.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+__all__ = ["describe_array", "short_floats", "ArrayFieldsRepr"]
+
+
+def describe_array(a: Any) -> str:
+    """``"ndarray (H, W, 3) float32"`` / ``"Tensor (3, H, W) float32 cuda:0"``: an array without its
+    values; anything else by its own repr."""
+    if isinstance(a, (np.ndarray, torch.Tensor)) or type(a).__module__.split(".")[0] == "cupy":
+        dtype = str(a.dtype).replace("torch.", "")
+        device = f" {a.device}" if isinstance(a, torch.Tensor) and a.device.type != "cpu" else ""
+        return f"{type(a).__name__} {tuple(a.shape)} {dtype}{device}"
+    return repr(a)
+
+
+def short_floats(values: Iterable[Any]) -> str:
+    """A list of floats at 4 significant digits."""
+    return "[" + ", ".join(f"{float(v):.4g}" for v in values) + "]"
+
+
+class ArrayFieldsRepr:
+    """Mixin for dataclasses: the repr lists every field, arrays by type, shape and dtype."""
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f.name}={describe_array(getattr(self, f.name))}"
+                           for f in dataclasses.fields(self) if f.repr)
+        return f"{type(self).__name__}({fields})"
