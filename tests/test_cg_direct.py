@@ -560,3 +560,10 @@ def test_an_operator_takes_b_in_the_layouts_of_its_own_calls():
         cg(M.T @ M + 0.5 * Identity(), rng.standard_normal((5, 4)))
     with pytest.raises(ValueError, match=r"^b must have shape \(N, C, H, W\), \(H, W\) or a 3-D image, got shape \(20,\)$"):
         cg(A_op, rng.standard_normal(20))
+
+
+def test_the_report_prints_in_one_line_without_the_history():
+    info = CGInfo(converged=False, iterations=100, residual=[1.23456e-3, 2e-7], history=[[1.0, 1.0]] * 101,
+                  converged_per_sample=[False, True], iterations_per_sample=[100, 40], message="1 of 2 did not")
+    assert repr(info) == ("CGInfo(converged=False, iterations=100, residual=[0.001235, 2e-07], "
+                          "message='1 of 2 did not')")

@@ -12,6 +12,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 
+from .._repr import short_floats
 from ..backend import array_kind, check_finite, check_float, from_torch, to_torch
 from ..operators.base import LinearOperator, to_nchw
 
@@ -47,6 +48,11 @@ class CGInfo:
     converged_per_sample: List[bool] = field(default_factory=list)
     iterations_per_sample: List[int] = field(default_factory=list)
     message: str = ""
+
+    def __repr__(self) -> str:
+        # the history (iterations × samples) is left out: a long solve's would fill the screen
+        return (f"CGInfo(converged={self.converged}, iterations={self.iterations}, "
+                f"residual={short_floats(self.residual)}, message={self.message!r})")
 
     def __getitem__(self, key: str) -> Any:  # dict-style access: info["converged"]
         return getattr(self, key)
