@@ -595,12 +595,14 @@ def _is_16bit_png(path: Path) -> bool:
 
 
 def _is_16bit_tiff(path: Path) -> bool:
-    """True for a TIFF whose first page holds 16-bit unsigned samples (header only)."""
+    """True for a TIFF whose first page holds 16-bit unsigned samples, or 32-bit integers (how
+    Pillow stores 16-bit images; ``read_image`` reads them as 16-bit data) (header only)."""
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
-            return tif.pages[0].dtype == np.uint16
+            dtype = np.dtype(tif.pages[0].dtype)
+            return dtype == np.uint16 or (dtype.kind in "iu" and dtype.itemsize == 4)
     except Exception:  # not a TIFF, or unreadable: read_image reports it
         return False
 

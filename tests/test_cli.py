@@ -209,6 +209,10 @@ def test_16bit_colour_png_and_tiff_keep_all_16_bits(tmp_path, run):
     assert cli._is_16bit_tiff(tmp_path / "t16.tif") and not cli._is_16bit_tiff(tmp_path / "c16.png")
     tifffile.imwrite(tmp_path / "t8.tif", (rgb >> 8).astype(np.uint8))
     assert not cli._is_16bit_tiff(tmp_path / "t8.tif")
+    tifffile.imwrite(tmp_path / "i32.tif", rgb[..., 0].astype(np.int32))  # Pillow's mode "I": 16-bit data
+    assert cli._is_16bit_tiff(tmp_path / "i32.tif")
+    tifffile.imwrite(tmp_path / "f32.tif", rgb[..., 0].astype(np.float32) / 65535)
+    assert not cli._is_16bit_tiff(tmp_path / "f32.tif")
 
 
 def test_png16_writer_round_trip(tmp_path):

@@ -546,6 +546,10 @@ def test_images_from(monkeypatch, tmp_path):
     np.testing.assert_allclose(_images_from([u8], 1)[0], read_image(png, 1), rtol=1e-6)
     with pytest.raises(TypeError, match=r"^images\[0\] must be a float, integer or bool array, got dtype <U1$"):
         _images_from([np.full((4, 4), "a")], 3)
+    for wide in (np.int64, np.int32, np.uint32):  # np.array of Python ints is int64: 0..255 read black
+        with pytest.raises(TypeError, match=rf"^images\[1\] has dtype {np.dtype(wide)}, which has no white level: "
+                                            r"give uint8 or uint16 integers, or floats in \[0, 1\]$"):
+            _images_from([a2, np.full((4, 4), 128, wide)], 3)
     for bad in (2, 0, 4, True, "3"):
         with pytest.raises(ValueError, match=rf"^channels must be None, 1 or 3, got {re.escape(repr(bad))}$"):
             _images_from([a2], bad)

@@ -144,3 +144,22 @@ def test_float_tiffs_on_the_unit_scale_are_read_as_stored_and_others_refused(tmp
     over = tmp_path / "over.tif"
     Image.fromarray(np.full((8, 8), 1.4, np.float32), mode="F").save(over)
     assert np.all(read_image(over) == 1.0)
+
+
+def test_32bit_integer_tiffs_are_read_as_16bit_data_or_refused(tmp_path):
+    # Pillow keeps 16-bit images as 32-bit ints (mode "I"); over the int32 range they read black
+    a = np.arange(20 * 30, dtype=np.int64).reshape(20, 30) * 109 % 65536
+    Image.fromarray(a.astype(np.uint16)).save(tmp_path / "u16.tif")
+    Image.fromarray(a.astype(np.int32)).save(tmp_path / "i32.tif")
+    with Image.open(tmp_path / "i32.tif") as im:
+        assert im.mode == "I"
+    got = read_image(tmp_path / "i32.tif", channels=None)
+    np.testing.assert_array_equal(got, read_image(tmp_path / "u16.tif", channels=None))
+    np.testing.assert_allclose(got[..., 0], a / 65535.0, rtol=1e-6)
+    for bad, shown in ((70000, r"\[0, 70000\]"), (-1, r"\[-1, \d+\]")):
+        b = a.astype(np.int32)
+        b[3, 4] = bad
+        Image.fromarray(b).save(tmp_path / "bad.tif")
+        with pytest.raises(ValueError, match=rf"^cannot read image .*bad\.tif: int32 values in {shown} have no known "
+                                             r"white level \(store 8- or 16-bit integers, or floats in \[0, 1\]\)$"):
+            read_image(tmp_path / "bad.tif")

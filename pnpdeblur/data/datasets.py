@@ -118,9 +118,10 @@ def read_image(path, channels: int | None = 3) -> np.ndarray:
     FileNotFoundError
         The file does not exist.
     ValueError
-        The file cannot be decoded as an image, has an unsupported shape, holds NaN/Inf, or
-        holds floats beyond [-0.5, 1.5] (a photo on another scale; integers are read over their
-        type's range, floats as they are and clipped to [0, 1]).
+        The file cannot be decoded as an image, has an unsupported shape, holds NaN/Inf, holds
+        floats beyond [-0.5, 1.5] (a photo on another scale), or holds 32-bit integers outside
+        0..65535. Integers are read over their type's range (8 and 16 bits; 32-bit ones, as
+        Pillow stores 16-bit images, as 16-bit data), floats as they are, clipped to [0, 1].
     """
     from skimage import io
 
@@ -146,6 +147,15 @@ def read_image(path, channels: int | None = 3) -> np.ndarray:
             reason = "not an image file Pillow or imageio can decode (damaged, or another kind of file)"
         raise ValueError(f"cannot read image {p}: {reason}") from exc
     img = _orient(img, orientation)
+    if img.dtype.kind in "iu" and img.dtype.itemsize > 2:
+        # 32- and 64-bit integers have no white level of their own (over the int32 range a photo
+        # reads black); Pillow keeps 16-bit images as 32-bit ints (mode "I"), so values within
+        # 0..65535 are read as 16-bit data
+        lo, hi = (int(img.min()), int(img.max())) if img.size else (0, 0)
+        if lo < 0 or hi > 65535:
+            raise ValueError(f"cannot read image {p}: {img.dtype} values in [{lo}, {hi}] have no known white "
+                             "level (store 8- or 16-bit integers, or floats in [0, 1])")
+        img = img.astype(np.uint16)
     raw, img = img, _unit_float(img)
     if img is None:
         raise ValueError(f"cannot read image {p}: unsupported dtype {raw.dtype}")
@@ -472,6 +482,9 @@ def _images_from(source, channels) -> list[np.ndarray] | list[Path]:
         elif isinstance(s, (str, os.PathLike)):
             out.append(Path(s))
         elif isinstance(s, np.ndarray):
+            if s.dtype.kind in "iu" and s.dtype.itemsize > 2:  # e.g. numpy's default int64
+                raise TypeError(f"images[{i}] has dtype {s.dtype}, which has no white level: give uint8 or "
+                                "uint16 integers, or floats in [0, 1]")
             # as read_image reads a file: uint8 on 0..255 became 0..255 floats here, so the sharp
             # crops of skimage.data's photos were 255 times too bright beside their blurred ones
             a = _unit_float(s)
