@@ -156,7 +156,11 @@ def test_32bit_integer_tiffs_are_read_as_16bit_data_or_refused(tmp_path):
     got = read_image(tmp_path / "i32.tif", channels=None)
     np.testing.assert_array_equal(got, read_image(tmp_path / "u16.tif", channels=None))
     np.testing.assert_allclose(got[..., 0], a / 65535.0, rtol=1e-6)
-    for bad, shown in ((70000, r"\[0, 70000\]"), (-1, r"\[-1, \d+\]")):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "u32.tif", a.astype(np.uint32))  # unsigned 32-bit: the same rule
+    np.testing.assert_array_equal(read_image(tmp_path / "u32.tif", channels=None), got)
+    for bad, shown in ((65536, r"\[0, 65536\]"), (-1, r"\[-1, \d+\]")):
         b = a.astype(np.int32)
         b[3, 4] = bad
         Image.fromarray(b).save(tmp_path / "bad.tif")
