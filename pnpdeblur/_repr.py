@@ -25,8 +25,15 @@ def describe_array(a: Any) -> str:
 
 
 def short_floats(values: Iterable[Any]) -> str:
-    """A list of floats at 4 significant digits."""
-    return "[" + ", ".join(f"{float(v):.4g}" for v in values) + "]"
+    """A list of numbers at 4 significant digits (anything else, e.g. None, by its repr: a repr
+    must not raise)."""
+    def one(v: Any) -> str:
+        try:
+            return f"{float(v):.4g}"
+        except (TypeError, ValueError):
+            return repr(v)
+
+    return "[" + ", ".join(one(v) for v in values) + "]"
 
 
 class ArrayFieldsRepr:

@@ -744,3 +744,7 @@ def test_result_reprs_summarise_without_printing_the_image():
     assert repr(a) == ("AutoDeblurResult(x=ndarray (4, 5, 3) float32, model=['shake'], residual_flow=[0.00015], "
                        "residual_shake=[nan])")
     assert "[[" not in repr(r) + repr(s) + repr(a)
+    # a repr never raises, whatever a history holds
+    odd = DeblurResult(x=None, history=[{"mean_flow_length": [None, "n/a"]}], noise_level=[np.float32(0.5)])
+    assert repr(odd) == ("DeblurResult(x=None, iterations=1, mean_flow_length=[None, 'n/a'] px (last iteration), "
+                         "noise_level=[0.5], unchanged=[])")
