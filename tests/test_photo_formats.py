@@ -137,9 +137,9 @@ def test_float_tiffs_on_the_unit_scale_are_read_as_stored_and_others_refused(tmp
     # a 0-255 float TIFF used to be clipped into a white photo, silently
     wide = tmp_path / "wide.tif"
     Image.fromarray(grey.astype(np.float32), mode="F").save(wide)
-    with pytest.raises(ValueError, match=rf"^image {re.escape(str(wide))} has values in \[\d+(\.\d+)?, 2\d\d(\.\d+)?\]; float images "
-                                         r"must lie in \[0, 1\] \(store 8- or 16-bit integers, or scale the floats "
-                                         r"to \[0, 1\]\)$"):
+    with pytest.raises(ValueError, match=rf"^image {re.escape(str(wide))} has values in "
+                                         r"\[\d+(\.\d+)?, 2\d\d(\.\d+)?\]; float images must lie in \[0, 1\] "
+                                         r"\(store 8- or 16-bit integers, or scale the floats to \[0, 1\]\)$"):
         read_image(wide)
     # noise's overshoot is clipped, as before
     over = tmp_path / "over.tif"
