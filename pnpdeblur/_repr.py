@@ -8,8 +8,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable
 
-import numpy as np
 import torch
+
+from .backend import array_kind
 
 __all__ = ["describe_array", "short_floats", "ArrayFieldsRepr"]
 
@@ -17,11 +18,13 @@ __all__ = ["describe_array", "short_floats", "ArrayFieldsRepr"]
 def describe_array(a: Any) -> str:
     """``"ndarray (H, W, 3) float32"`` / ``"Tensor (3, H, W) float32 cuda:0"``: an array without its
     values; anything else by its own repr."""
-    if isinstance(a, (np.ndarray, torch.Tensor)) or type(a).__module__.split(".")[0] == "cupy":
-        dtype = str(a.dtype).replace("torch.", "")
-        device = f" {a.device}" if isinstance(a, torch.Tensor) and a.device.type != "cpu" else ""
-        return f"{type(a).__name__} {tuple(a.shape)} {dtype}{device}"
-    return repr(a)
+    try:
+        array_kind(a)
+    except TypeError:
+        return repr(a)
+    dtype = str(a.dtype).replace("torch.", "")
+    device = f" {a.device}" if isinstance(a, torch.Tensor) and a.device.type != "cpu" else ""
+    return f"{type(a).__name__} {tuple(a.shape)} {dtype}{device}"
 
 
 def short_floats(values: Iterable[Any]) -> str:

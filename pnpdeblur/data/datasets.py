@@ -56,14 +56,18 @@ def _pillow_peek(path) -> tuple[str | None, int]:
 
     try:
         with Image.open(path) as im:
-            mode = im.mode
-            try:
-                value = int(im.getexif().get(0x0112, 1))
-            except Exception:  # a malformed EXIF block: as stored
-                value = 1
+            return im.mode, _orientation(im)
     except Exception:  # not for Pillow: the general reader reports what is wrong
         return None, 1
-    return mode, (value if 1 <= value <= 8 else 1)
+
+
+def _orientation(im) -> int:
+    """The EXIF orientation (1-8) of an open Pillow image; 1 without a valid tag."""
+    try:
+        value = int(im.getexif().get(0x0112, 1))
+    except Exception:  # a malformed EXIF block: as stored
+        return 1
+    return value if 1 <= value <= 8 else 1
 
 
 def exif_orientation(path) -> int:
@@ -413,11 +417,11 @@ def _upright_size(path: Path) -> tuple[int, int]:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            w, h = im.size
+        with Image.open(path) as im:  # one header read for the size and the orientation
+            (w, h), turned = im.size, _orientation(im) in (5, 6, 7, 8)
     except Exception:  # not for Pillow: decode as read_image does (it names the file when it fails)
         return read_image(path, None).shape[:2]
-    return (w, h) if exif_orientation(path) in (5, 6, 7, 8) else (h, w)
+    return (w, h) if turned else (h, w)
 
 
 def _fit_sources(sources: list, need: tuple[int, int], default: bool) -> list:

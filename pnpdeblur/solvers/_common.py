@@ -6,6 +6,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
+from .._images import UNIT_SCALE_MARGIN
 from .._warn import warn_at_caller
 from ..backend import array_kind, check_finite, check_float, to_torch
 from ..operators.base import LinearOperator, to_nchw
@@ -94,7 +95,7 @@ def check_image_range(y: torch.Tensor, name: str = "y") -> None:
     little outside, so only values beyond [-0.5, 1.5] count.
     """
     lo, hi = float(y.detach().min()), float(y.detach().max())
-    if hi > 1.5 or lo < -0.5:
+    if hi > 1.0 + UNIT_SCALE_MARGIN or lo < -UNIT_SCALE_MARGIN:  # the photo entry points' rule, as a warning
         warn_at_caller(
             f"{name} has values in [{lo:.3g}, {hi:.3g}]; the priors and schedules assume images "
             f"in [0, 1] (divide 8-bit images by 255), so results will be poor",
