@@ -29,6 +29,7 @@ from ._images import as_image_batch
 from ._repr import describe_array, short_floats
 from .backend import resolve_device, to_torch
 from .camera_shake import DEFAULT_KERNEL_SIZE, ShakeDeblurResult, deblur_shake
+from .estimation.kernel import _check_kernel_size, check_kernel_fits
 from .operators.convolution import Convolution
 from .operators.motion import MotionBlur
 from .pipeline import DeblurResult, deblur
@@ -194,6 +195,9 @@ def deblur_auto(
             raise ValueError(f"{name} repeats arguments of deblur_auto itself: {again}")
         extra[name] = dict(opts or {})
     y, out = as_image_batch(image)
+    # the shake pipeline needs the kernel to fit: say so before the flow pipeline's seconds
+    check_kernel_fits(_check_kernel_size(kernel_size), y.shape[-2:],
+                      note=" (the default)" if kernel_size == DEFAULT_KERNEL_SIZE else "")
     rf = deblur(image, flow_model=flow_model, **common, **extra["flow_options"])
     rs = deblur_shake(image, kernel_size, **common, **extra["shake_options"])
 

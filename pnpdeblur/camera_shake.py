@@ -22,7 +22,7 @@ from ._images import as_image_batch
 from ._repr import describe_array, short_floats
 from ._warn import warn_at_caller
 from .backend import resolve_device
-from .estimation.kernel import estimate_kernel, kernel_length
+from .estimation.kernel import _check_kernel_size, check_kernel_fits, estimate_kernel, kernel_length
 from .pipeline import (DEFAULT_NOISE_FLOOR, _copy_input, check_photo_options, default_prior, linearize, noise_levels,
                        reference_batch, schedule_for)
 from .priors.base import check_real
@@ -157,6 +157,9 @@ def deblur_shake(
     x, layout = as_image_batch(image, "image")
     n = x.shape[0]
     kernels = None if kernel is None else _check_kernels(kernel, n)
+    if kernels is None:  # before the noise estimates: say at once that the kernel cannot fit
+        check_kernel_fits(_check_kernel_size(kernel_size), x.shape[-2:],
+                          note=" (the default)" if kernel_size == DEFAULT_KERNEL_SIZE else "")
     dev = resolve_device(device) or x.device
     obs = x.to(dev)
     levels = noise_levels(obs, noise_level, saturation)

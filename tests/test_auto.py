@@ -276,14 +276,30 @@ def test_cli_auto_end_to_end(tmp_path, capsys):
     assert io.imread(str(out / "shaken_kernel.png")).shape == (31, 31)
 
 
-@pytest.mark.parametrize("size,cap", [(10, 4), (11, 5)])  # the largest margin that leaves a pixel
+@pytest.mark.parametrize("shape, kwargs, match", [
+    ((20, 30), {}, r"^kernel_size 31 \(the default\) must not exceed the image's smaller side 20 .*<= 19$"),
+    ((40, 30, 3), {"kernel_size": 33}, r"^kernel_size 33 must not exceed the image's smaller side 30 .*<= 29$"),
+    ((12, 12), {"kernel_size": 5}, r"smaller side 12 is too small for a kernel estimate"),
+    ((40, 40), {"kernel_size": 4}, r"^kernel_size must be an odd int"),
+])
+def test_a_kernel_that_cannot_fit_is_refused_before_either_pipeline_runs(monkeypatch, shape, kwargs, match):
+    def never(*args, **kw):
+        raise AssertionError("a pipeline ran")
+
+    monkeypatch.setattr(A, "deblur", never)
+    monkeypatch.setattr(A, "deblur_shake", never)
+    with pytest.raises(ValueError, match=match):
+        pd.deblur_auto(np.random.default_rng(0).random(shape), **kwargs)
+
+
+@pytest.mark.parametrize("size,cap", [(20, 9), (21, 10)])  # the largest margin that leaves a pixel
 def test_margin_is_capped_for_a_small_photo_and_gamma_reaches_the_residuals(monkeypatch, size, cap):
     sharp = _sharp(10, size=size)
-    big = np.full((15, 15), 1 / 225)  # reach 7: more than a 10- or 11-px photo allows
+    big = np.full((25, 25), 1 / 625)  # reach 12: more than a 20- or 21-px photo allows
     Pipelines(monkeypatch, xf=sharp, flow=np.zeros((2, size, size)), xs=sharp, kernel=big)
     seen = []
     monkeypatch.setattr(A, "reblur_residual", lambda y, x, op, **kw: seen.append(kw) or 1.0)
-    pd.deblur_auto(sharp, saturation=0.5, gamma=2.2)
+    pd.deblur_auto(sharp, kernel_size=19, saturation=0.5, gamma=2.2)
     assert [kw["margin"] for kw in seen] == [cap, cap] and all(kw["gamma"] == 2.2 for kw in seen)
     # the weights are the photo's own at the given saturation: 0 at and above 0.5
     want = (torch.from_numpy(sharp) < 0.5).float()[None, None]

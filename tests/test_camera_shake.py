@@ -283,8 +283,10 @@ def test_estimate_kernel_denoises_with_the_default_prior_at_the_estimated_level(
     (dict(kernel_size=1), ValueError, "^kernel_size must be an odd int"),
     (dict(kernel_size=9.0), ValueError, "^kernel_size must be an odd int"),
     (dict(kernel_size=True), ValueError, "^kernel_size must be an odd int"),
-    (dict(kernel_size=41), ValueError, r"^kernel_size 41 must not exceed the image's smaller side 40"),
-    (dict(kernel_size=9, max_side=7), ValueError, r"\(nor max_side 7\)"),
+    (dict(kernel_size=41), ValueError, r"^kernel_size 41 must not exceed the image's smaller side 40 .*"
+                                       r": pass an odd kernel_size <= 39$"),
+    (dict(kernel_size=9, max_side=7), ValueError, r"\(nor max_side 7\): pass an odd kernel_size <= 7$"),
+    (dict(kernel_size=9, max_side=2), ValueError, r"\(nor max_side 2\): max_side leaves no room for a kernel$"),
     (dict(kernel_size=9, iterations=0), ValueError, "^iterations must be a positive int"),
     (dict(kernel_size=9, iterations=2.0), ValueError, "^iterations must be a positive int"),
     (dict(kernel_size=9, max_side=0), ValueError, "^max_side must be a positive int"),
@@ -296,6 +298,29 @@ def test_estimate_kernel_denoises_with_the_default_prior_at_the_estimated_level(
 def test_estimate_kernel_bad_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         estimate_kernel(np.zeros((40, 40)), **kwargs)
+
+
+@pytest.mark.parametrize("shape, size, largest", [((41, 50), 43, 41), ((50, 20), 21, 19), ((16, 16), 17, 15)])
+def test_estimate_kernel_names_the_largest_size_that_fits(shape, size, largest):
+    with pytest.raises(ValueError, match=f"kernel_size {size} must not exceed the image's smaller side "
+                                         f"{min(shape)} .*: pass an odd kernel_size <= {largest}$"):
+        estimate_kernel(np.zeros(shape), size)
+    assert estimate_kernel(np.random.default_rng(0).random(shape), largest, iterations=1).shape == (largest, largest)
+
+
+def test_deblur_shake_says_the_default_kernel_does_not_fit_before_any_work(monkeypatch):
+    import pnpdeblur.camera_shake as cs
+
+    monkeypatch.setattr(cs, "noise_levels", lambda *a, **k: pytest.fail("noise was estimated"))
+    with pytest.raises(ValueError, match=r"^kernel_size 31 \(the default\) must not exceed .* side 24 .*<= 23$"):
+        pd.deblur_shake(np.zeros((24, 30)))
+    with pytest.raises(ValueError, match=r"^kernel_size 25 must not exceed .* side 24 .*<= 23$"):
+        pd.deblur_shake(np.zeros((30, 24, 3)), kernel_size=25)
+
+
+def test_estimate_kernel_refuses_a_photo_below_16_pixels_whatever_the_size():
+    with pytest.raises(ValueError, match=r"at least 16x16 pixels"):
+        estimate_kernel(np.zeros((15, 40)), 3)
 
 
 def test_estimate_kernel_limits_are_inclusive_and_defaults_documented():

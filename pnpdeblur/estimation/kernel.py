@@ -38,7 +38,7 @@ import numpy as np
 from scipy import fft, ndimage
 from skimage.transform import resize
 
-from .classical import _grey_batch
+from .classical import _MIN_SIZE, _grey_batch
 
 __all__ = ["estimate_kernel", "kernel_length"]
 
@@ -74,6 +74,23 @@ def _check_kernel_size(kernel_size) -> int:
             or kernel_size < 3 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be an odd int >= 3 (pixels), got {kernel_size!r}")
     return int(kernel_size)
+
+
+def check_kernel_fits(kernel_size: int, shape: tuple[int, int], max_side: int = 512, note: str = "") -> None:
+    """``ValueError`` unless a ``kernel_size`` kernel can be estimated on an image of ``shape``
+    ``(H, W)`` with ``max_side``; the message gives the largest odd size that fits (``note`` is
+    appended to the size, e.g. ``" (the default)"``)."""
+    side = min(int(shape[0]), int(shape[1]))
+    if side < _MIN_SIZE:
+        raise ValueError(f"the image's smaller side {side} is too small for a kernel estimate "
+                         f"(at least {_MIN_SIZE}x{_MIN_SIZE} pixels)")
+    if side >= kernel_size and max_side >= kernel_size:
+        return
+    bound = min(side, max_side)
+    bound -= 1 - bound % 2  # the largest odd size that fits
+    fix = f"pass an odd kernel_size <= {bound}" if bound >= 3 else "max_side leaves no room for a kernel"
+    raise ValueError(f"kernel_size {kernel_size}{note} must not exceed the image's smaller side {side} "
+                     f"(nor max_side {max_side}): {fix}")
 
 
 def _check_positive(value, name: str) -> float:
@@ -359,11 +376,7 @@ def estimate_kernel(
     if not isinstance(denoise, (bool, np.bool_)):
         raise TypeError(f"denoise must be True or False, got {denoise!r}")
     g, _, batch = _grey_batch(image, "image")
-    if min(g.shape[1:]) < size or max_side < size:
-        raise ValueError(
-            f"kernel_size {size} must not exceed the image's smaller side {min(g.shape[1:])} "
-            f"(nor max_side {max_side})"
-        )
+    check_kernel_fits(size, g.shape[1:], max_side)
     if denoise:
         g = _denoised(g)
     kernels = np.stack([_estimate_one(gi, size, iterations, reg, max_side) for gi in g])
