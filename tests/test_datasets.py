@@ -187,6 +187,18 @@ def test_synthesize_flow_blur_noise():
         synthesize_flow_blur(img, flow=np.zeros((2, 8, 8), np.float32))
 
 
+def test_synthesize_flow_blur_refuses_another_scale_only_when_it_clips():
+    img = np.random.default_rng(3).random((24, 24, 3)).astype(np.float32)
+    unit = synthesize_flow_blur(img, flow=np.full((2, 24, 24), 3.0, np.float32), clip=False).blurred
+    with pytest.raises(ValueError, match=r"^sharp has values in \[.*, 2\d\d\.?\d*\]; .*pass clip=False"):
+        synthesize_flow_blur(img * 255, seed=0)  # clipped, the blurred copy would be white
+    with pytest.raises(ValueError, match=r"^sharp has values in \[-0\.5\d+, "):
+        synthesize_flow_blur(img - 0.6, seed=0)
+    np.testing.assert_allclose(synthesize_flow_blur(img * 1.5 - 0.25, seed=0).sharp, img * 1.5 - 0.25)  # overshoot
+    scaled = synthesize_flow_blur(img * 255, flow=np.full((2, 24, 24), 3.0, np.float32), clip=False)
+    np.testing.assert_allclose(scaled.blurred, 255 * unit, rtol=1e-5)  # linear: any scale without the clip
+
+
 def test_synthetic_video_dataset():
     ds = SyntheticVideoDataset(images=["astronaut"], length=3, crop=40, max_blur=8, seed=1, fixed=True)
     it = ds[0]

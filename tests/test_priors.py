@@ -101,6 +101,24 @@ def test_prior_rejects_bad_sigma_and_nan(prior, rng):
         prior(np.ones((8, 8), dtype=np.uint8), 0.1)
 
 
+def test_prior_refuses_an_empty_image(prior):
+    for z in (np.zeros((0, 8)), np.zeros((8, 0, 3)), torch.zeros(1, 3, 8, 0)):
+        with pytest.raises(ValueError, match=r"^z must not be empty"):
+            prior(z, 0.1)
+
+
+def test_a_direct_call_warns_on_a_0_255_image_and_a_solver_call_does_not(prior, rng, recwarn):
+    z = rng.random((8, 8))
+    for ok in (z, z * 1.49, z * 1.9 - 0.49):  # within [-0.5, 1.5]: noise and ringing, not another scale
+        prior(ok, 0.1)
+    assert not [w for w in recwarn if "[0, 1]" in str(w.message)]
+    for far, where in ((z * 255, r"\[0\.\d+, 2\d\d\]"), (z * 1.6 + 0.1, ""), (z - 0.6, r"\[-0\.\d+, ")):
+        with pytest.warns(UserWarning, match=r"^z has values in " + where + r".*assume images in \[0, 1\]"):
+            prior(far, 0.1)
+        prior(far, 0.1, context={"iteration": 0})  # inside a solver: the solver checked its data once
+    assert len([w for w in recwarn if "[0, 1]" in str(w.message)]) == 0
+
+
 @pytest.mark.parametrize(
     "name, gain",
     [("tv", 3.0), ("tikhonov_gradient", 1.0), ("skimage_tv", 3.0), ("nl_means", 2.0), ("bilateral", 1.0)],

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._images import check_unit_scale
 from .._repr import ArrayFieldsRepr
 from ._utils import as_generator, is_finite_real
 from .flows import random_motion_flow
@@ -50,7 +51,9 @@ def synthesize_flow_blur(sharp, preset: str | int = "23", noise_sigma: float | t
     flow : array, optional
         ``(2, H, W)`` flow to use instead of a random one.
     clip : bool
-        Clip the noisy blurred image to [0, 1].
+        Clip the noisy blurred image to [0, 1] (default). Then ``sharp`` must lie on that scale
+        (up to the overshoot of noise, [-0.5, 1.5]; ``ValueError`` otherwise); with ``False``
+        any scale is blurred as given.
     seed : int, numpy.random.Generator or None
     **flow_kwargs
         Passed to :func:`random_motion_flow` (``max_len``, ``rotation_prob``, ...).
@@ -67,6 +70,9 @@ def synthesize_flow_blur(sharp, preset: str | int = "23", noise_sigma: float | t
         raise ValueError(f"sharp must be (H, W) or (H, W, C), got shape {np.shape(sharp)}")
     if not np.all(np.isfinite(x)):
         raise ValueError("sharp contains NaN or Inf")
+    if clip and x.size:  # the clip would turn a 0-255 float photo's blurred copy white
+        check_unit_scale(float(x.min()), float(x.max()), "sharp",
+                         "divide 8-bit images by 255, or pass clip=False for other scales")
 
     if isinstance(noise_sigma, (tuple, list)):
         if len(noise_sigma) != 2 or not all(map(is_finite_real, noise_sigma)) or not 0 <= noise_sigma[0] <= noise_sigma[1]:

@@ -100,6 +100,12 @@ class BasePrior:
             raise ValueError(f"z must be an image, got shape {tuple(t.shape)}")
         check_float(t, "z")
         check_finite(t, "z")
+        if t.numel() == 0:
+            raise ValueError(f"z must not be empty, got shape {tuple(t.shape)}")
+        if context is None:  # a direct call: the solvers check their data once, and their iterates may ring
+            from ..solvers._common import check_image_range
+
+            check_image_range(t, "z")
         if s == 0:
             return from_torch(restore(t.clone()), kind)
         out = self._denoise(t, s, context)
