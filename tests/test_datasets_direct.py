@@ -142,8 +142,11 @@ def test_read_image_errors(monkeypatch, tmp_path):
     p = tmp_path / "x.png"
     with pytest.raises(FileNotFoundError, match=rf"^image file not found: {re.escape(str(p))}$"):
         read_image(p)
-    with pytest.raises(FileNotFoundError, match=r"^image file not found: "):
+    with pytest.raises(IsADirectoryError, match=rf"^{re.escape(str(tmp_path))} is a folder, not an image file "
+                                                rf"\(list_images\('{re.escape(str(tmp_path))}'\) lists its images\)$"):
         read_image(tmp_path)  # a folder is not a file
+    with pytest.raises(IsADirectoryError, match=r" is a folder"):
+        read_image(str(tmp_path))
     p.write_bytes(b"not an image")
     with pytest.raises(ValueError, match=rf"^cannot read image {re.escape(str(p))}: not an image file Pillow or "
                                          r"imageio can decode \(damaged, or another kind of file\)$"):

@@ -130,6 +130,8 @@ def read_image(path, channels: int | None = 3) -> np.ndarray:
     from skimage import io
 
     p = Path(path)
+    if p.is_dir():  # one photo per call; a folder is list_images' (or the data sets')
+        raise IsADirectoryError(f"{p} is a folder, not an image file (list_images({str(p)!r}) lists its images)")
     if not p.is_file():
         raise FileNotFoundError(f"image file not found: {p}")
     if p.stat().st_size == 0:  # imageio would answer with advice to install video plugins
