@@ -796,7 +796,7 @@ def test_synthetic_video_item_passes_its_settings(monkeypatch):
 
     rec = _Recorder()
     monkeypatch.setattr(video, "synthesize_video_blur", rec)
-    ds = SyntheticVideoDataset(images=_sources(), length=5, crop=4, motion="shake", max_blur=3, gamma=None,
+    ds = SyntheticVideoDataset(images=_sources(), length=5, crop=4, motion="rotation", max_blur=3, gamma=None,
                                foreground=True, n_frames=7, seed=11, fixed=True)
     it = ds[-2]  # item 3
     i = int(np.random.default_rng([11, 3]).integers(0, 2))  # the item's first draw picks the photo
@@ -804,7 +804,7 @@ def test_synthetic_video_item_passes_its_settings(monkeypatch):
     assert args == () and image.shape == (10, 10, 3) and np.all(image == _sources()[i][0, 0, 0])
     seed = kw.pop("seed")
     assert isinstance(seed, np.random.Generator)
-    assert kw == dict(shape=(4, 4), n_frames=7, motion="shake", max_blur=3.0, min_blur=2.0, gamma=None,
+    assert kw == dict(shape=(4, 4), n_frames=7, motion="rotation", max_blur=3.0, min_blur=2.0, gamma=None,
                       foreground=True)
     assert it["name"] == f"video{i}#3" and it["n_frames"] == 7
     assert set(it) == {"blurred", "sharp", "flow_next", "flow_prev", "exposure_flow", "n_frames", "name"}
@@ -844,7 +844,7 @@ def test_synthetic_video_clip_item(monkeypatch, noise):
     rec = _Recorder(clip=2)
     monkeypatch.setattr(video, "synthesize_video_sequence", rec)
     monkeypatch.setattr(video, "synthesize_video_blur", None)  # the single-frame path must not run
-    ds = SyntheticVideoDataset(images=_sources(), length=3, crop=(4, 2), motion="pan", max_blur=2, gamma=1.8,
+    ds = SyntheticVideoDataset(images=_sources(), length=3, crop=(4, 2), motion="zoom", max_blur=2, gamma=1.8,
                                n_frames=9, seed=5, fixed=True, n_blurred=2, noise_sigma=noise)
     it = ds[2]
     i = int(np.random.default_rng([5, 2]).integers(0, 2))
@@ -852,7 +852,7 @@ def test_synthetic_video_clip_item(monkeypatch, noise):
     # margin ceil(2 * 3 / 2) = 3: the source crop is (10, 8)
     assert image.shape == (10, 8, 3) and np.all(image == _sources()[i][0, 0, 0])
     assert args == (2,) and isinstance(kw.pop("seed"), np.random.Generator)
-    assert kw == dict(shape=(4, 2), n_frames=9, motion="pan", max_blur=2.0, min_blur=2.0, gamma=1.8,
+    assert kw == dict(shape=(4, 2), n_frames=9, motion="zoom", max_blur=2.0, min_blur=2.0, gamma=1.8,
                       foreground=False)
     assert it["name"] == f"video{i}#2" and it["n_frames"] == 9
     assert set(it) == {"blurred", "sharp", "flow_next", "flow_prev", "exposure_flow", "n_frames", "name"}
@@ -1205,6 +1205,52 @@ def test_datasets_check_channels_and_preset_when_built(tmp_path):
     with pytest.raises(ValueError, match=r"^preset must be one of \['23', '46'\] \(or pass max_len\), got '99'$"):
         SyntheticBlurDataset(images=[src], crop=8, preset="99")
     assert len(SyntheticBlurDataset(images=[src], crop=8, preset="99", flow_kwargs={"max_len": 5}, length=2)) == 2
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(noise_sigma=-0.01), ValueError, r"^noise_sigma must be a non-negative float or a \(lo, hi\) range"),
+    (dict(noise_sigma=float("nan")), ValueError, r"^noise_sigma must be a non-negative float"),
+    (dict(noise_sigma=(0.02, 0.01)), ValueError, r"^noise_sigma range must be \(lo, hi\) with 0 <= lo <= hi"),
+    (dict(flow_kwargs={"rotation_prob": 2}), ValueError, r"^rotation_prob must be a probability in \[0, 1\]"),
+    (dict(flow_kwargs={"acceleration": -1}), ValueError, r"^acceleration must be a float in \[0, 2\)"),
+    (dict(flow_kwargs={"rotaton_prob": 0.5}), TypeError, r"unexpected keyword argument 'rotaton_prob'"),
+])
+def test_synthetic_blur_dataset_checks_its_noise_and_flow_options_when_built(kwargs, exc, match):
+    src = np.zeros((16, 16, 3))
+    with pytest.raises(exc, match=match):
+        SyntheticBlurDataset(images=[src], crop=8, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(motion="shake"), ValueError, r"^motion must be one of \('translation', 'rotation', 'zoom', 'mixed'\)"),
+    (dict(max_blur=-1.0), ValueError, r"^max_blur must be a non-negative finite number, got -1\.0$"),
+    (dict(max_blur=float("inf")), ValueError, r"^max_blur must be a non-negative finite number, got inf$"),
+    (dict(gamma=0), ValueError, r"^gamma must be a positive finite number, got 0$"),
+    (dict(gamma=True), ValueError, r"^gamma must be a positive finite number, got True$"),
+    (dict(n_frames=8), ValueError, r"^n_frames must be a positive odd int \(7-13 in GOPRO\) or None, got 8$"),
+    (dict(n_frames=7.0), ValueError, r"^n_frames must be a positive odd int"),
+    (dict(n_frames=True), ValueError, r"^n_frames must be a positive odd int"),
+    (dict(foreground="no"), TypeError, r"^foreground must be True or False, got 'no'$"),
+])
+def test_synthetic_video_dataset_checks_its_clip_options_when_built(kwargs, exc, match):
+    src = np.zeros((16, 16, 3))
+    with pytest.raises(exc, match=match):
+        SyntheticVideoDataset(images=[src], crop=8, max_blur=kwargs.pop("max_blur", 2.0), **kwargs)
+
+
+def test_synthetic_video_dataset_accepts_the_documented_clip_options():
+    src = np.random.default_rng(0).random((32, 32, 3))
+    for kwargs in (dict(n_frames=1), dict(n_frames=7), dict(gamma=None), dict(gamma=1), dict(foreground=np.True_),
+                   dict(max_blur=0.0), dict(motion="zoom")):
+        ds = SyntheticVideoDataset(images=[src], crop=8, length=1, seed=0, **{"max_blur": 2.0, **kwargs})
+        assert ds[0]["blurred"].shape == (3, 8, 8)
+
+
+def test_synthesize_video_blur_refuses_a_string_foreground():
+    from pnpdeblur.data import synthesize_video_blur
+
+    with pytest.raises(TypeError, match=r"^foreground must be True or False, got 'no'$"):
+        synthesize_video_blur(np.zeros((48, 48, 3)), max_blur=4.0, foreground="no", seed=0)
 
 
 # -- training folders are checked when the data set is built --------------------------------

@@ -559,10 +559,13 @@ class SyntheticBlurDataset(_Base):
         self.crop = PairAugment(crop=crop, hflip=True, vflip=True).crop
         self.preset, self.noise_sigma, self.channels = preset, noise_sigma, channels
         self.flow_kwargs = dict(flow_kwargs or {})
-        from .flows import _resolve_max_len
+        from .flows import random_motion_flow
+        from .synthetic import check_noise_sigma
 
-        # a bad preset would otherwise surface at the first item, inside a DataLoader worker
-        _resolve_max_len(preset, self.flow_kwargs.get("max_len"))
+        # a bad preset, flow option or noise level would otherwise surface at the first item, inside
+        # a DataLoader worker: one tiny flow drawn here checks them all as the items will use them
+        random_motion_flow((2, 2), preset, 0, **self.flow_kwargs)
+        check_noise_sigma(noise_sigma)
         self.sources = _fit_sources(self.sources, self.crop, images is None)
         self._cropper = PairAugment(crop=self.crop, hflip=True, vflip=True)
 
@@ -616,6 +619,9 @@ class SyntheticVideoDataset(_Base):
         self.n_blurred = int(n_blurred)
         if not isinstance(length, numbers.Integral) or length < 1:
             raise ValueError(f"length must be a positive int, got {length!r}")
+        from .video import check_clip_options
+
+        check_clip_options(motion, max_blur, gamma, n_frames, foreground)
         self.sources = _images_from(images, channels)
         self.length = int(length)
         self.crop = PairAugment(crop=crop).crop

@@ -34,6 +34,15 @@ class FlowBlurSample(ArrayFieldsRepr):
     noise_sigma: float
 
 
+def check_noise_sigma(noise_sigma) -> None:
+    """``ValueError`` unless ``noise_sigma`` is a finite std ``>= 0`` or a ``(lo, hi)`` range of them."""
+    if isinstance(noise_sigma, (tuple, list)):
+        if len(noise_sigma) != 2 or not all(map(is_finite_real, noise_sigma)) or not 0 <= noise_sigma[0] <= noise_sigma[1]:
+            raise ValueError(f"noise_sigma range must be (lo, hi) with 0 <= lo <= hi, got {noise_sigma!r}")
+    elif not (is_finite_real(noise_sigma) and noise_sigma >= 0):
+        raise ValueError(f"noise_sigma must be a non-negative float or a (lo, hi) range, got {noise_sigma!r}")
+
+
 def synthesize_flow_blur(sharp, preset: str | int = "23", noise_sigma: float | tuple[float, float] = 0.0,
                          flow=None, clip: bool = True, seed: int | np.random.Generator | None = None,
                          **flow_kwargs) -> FlowBlurSample:
@@ -74,14 +83,9 @@ def synthesize_flow_blur(sharp, preset: str | int = "23", noise_sigma: float | t
         check_unit_scale(float(x.min()), float(x.max()), "sharp",
                          "divide 8-bit images by 255, or pass clip=False for other scales")
 
-    if isinstance(noise_sigma, (tuple, list)):
-        if len(noise_sigma) != 2 or not all(map(is_finite_real, noise_sigma)) or not 0 <= noise_sigma[0] <= noise_sigma[1]:
-            raise ValueError(f"noise_sigma range must be (lo, hi) with 0 <= lo <= hi, got {noise_sigma!r}")
-        sigma = float(rng.uniform(noise_sigma[0], noise_sigma[1]))
-    elif is_finite_real(noise_sigma) and noise_sigma >= 0:
-        sigma = float(noise_sigma)
-    else:
-        raise ValueError(f"noise_sigma must be a non-negative float or a (lo, hi) range, got {noise_sigma!r}")
+    check_noise_sigma(noise_sigma)
+    sigma = (float(rng.uniform(noise_sigma[0], noise_sigma[1])) if isinstance(noise_sigma, (tuple, list))
+             else float(noise_sigma))
     h, w = x.shape[:2]
     if flow is None:
         flow = random_motion_flow((h, w), preset, rng, **flow_kwargs)

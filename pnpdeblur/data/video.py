@@ -388,6 +388,24 @@ def _make_foreground(photo_lin, shape, n, max_blur, rng) -> _Foreground:
     return _Foreground(np.ascontiguousarray(tex), alpha, pos, (speed * math.cos(ang), speed * math.sin(ang)))
 
 
+def check_clip_options(motion: str, max_blur, gamma, n_frames, foreground) -> None:
+    """The clip settings a data set passes to every synthesis call, checked once when it is built
+    (a bad one would otherwise stop training at the first item, inside a DataLoader worker)."""
+    if motion not in MOTION_KINDS:
+        raise ValueError(f"motion must be one of {MOTION_KINDS}, got {motion!r}")
+    _check_positive("max_blur", max_blur)
+    _crf_gamma(gamma)
+    if n_frames is not None and (not isinstance(n_frames, numbers.Integral) or isinstance(n_frames, bool)
+                                 or n_frames < 1 or n_frames % 2 == 0):
+        raise ValueError(f"n_frames must be a positive odd int (7-13 in GOPRO) or None, got {n_frames!r}")
+    _check_flag(foreground, "foreground")
+
+
+def _check_flag(value, name: str) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
 def _check_clip(image, n_frames, spacing, order, rng):
     """Validate the clip settings shared by the video synthesisers; draw N if not given."""
     photo = _as_photo(image)
@@ -419,6 +437,7 @@ class _Scene(NamedTuple):
     def build(cls, photo, shape, max_blur, n_blurred, n, motion, min_blur, acceleration, gamma,
               path, foreground, order, rng) -> "_Scene":
         _check_positive("max_blur", max_blur)
+        _check_flag(foreground, "foreground")  # a string such as "no" would add a foreground
         if shape is None:
             # leave a margin for the motion of n_blurred exposures so little border enters
             m = int(math.ceil(max_blur * (n_blurred + 1) / 2.0))
