@@ -151,6 +151,20 @@ def test_read_image_errors(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match=rf"^cannot read image {re.escape(str(p))}: not an image file Pillow or "
                                          r"imageio can decode \(damaged, or another kind of file\)$"):
         read_image(p)
+    for name, head in (("y.png", b"xx"), ("y.jpg", b"\x00"), ("y.bmp", b"BM\x00"), ("y.tif", bytes(range(40)))):
+        q = tmp_path / name  # a few bytes: Pillow's BMP probe raised a struct error through imageio
+        q.write_bytes(head)
+        with pytest.raises(ValueError, match=rf"^cannot read image {re.escape(str(q))}: not an image file Pillow "
+                                             r"or imageio can decode \(damaged, or another kind of file\)$"):
+            read_image(q)
+    from PIL import Image
+
+    full = tmp_path / "full.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(full)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(full.read_bytes()[:full.stat().st_size // 2])
+    with pytest.raises(ValueError, match=rf"^cannot read image {re.escape(str(cut))}: image file is truncated"):
+        read_image(cut)  # a photo Pillow knows keeps the decoder's own reason
     p.write_bytes(b"")  # an interrupted copy: said as such, not as a missing imageio plugin
     with pytest.raises(ValueError, match=rf"^cannot read image {re.escape(str(p))}: the file is empty \(0 bytes\)$"):
         read_image(p)

@@ -136,8 +136,8 @@ def read_image(path, channels: int | None = 3) -> np.ndarray:
         raise FileNotFoundError(f"image file not found: {p}")
     if p.stat().st_size == 0:  # imageio would answer with advice to install video plugins
         raise ValueError(f"cannot read image {p}: the file is empty (0 bytes)")
+    mode, orientation = _pillow_peek(p)  # one header read for both
     try:
-        mode, orientation = _pillow_peek(p)  # one header read for both
         # 16-bit PNGs are decoded here: Pillow would cut colour ones to 8 bits per sample
         img = read_png16(p)
         if img is None and mode == "CMYK":
@@ -148,8 +148,9 @@ def read_image(path, channels: int | None = 3) -> np.ndarray:
                 img = np.asarray(io.imread(str(p)))
     except Exception as exc:  # decoders raise many types
         reason = str(exc)
-        if "Could not find a backend" in reason:
-            # imageio's answer for bytes no plugin knows, which ends in advice to install video plugins
+        if mode is None or "Could not find a backend" in reason:
+            # bytes that Pillow cannot identify: imageio's plugin probing then answers with advice to
+            # install video plugins, or with a decoder's internals (a struct error on a 2-byte file)
             reason = "not an image file Pillow or imageio can decode (damaged, or another kind of file)"
         raise ValueError(f"cannot read image {p}: {reason}") from exc
     img = _orient(img, orientation)
