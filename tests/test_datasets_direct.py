@@ -197,8 +197,10 @@ def test_read_image_errors(monkeypatch, tmp_path):
 def test_read_image_decoder_errors_are_chained(monkeypatch, tmp_path):
     import skimage.io
 
+    from PIL import Image
+
     p = tmp_path / "x.png"
-    p.write_bytes(b"\x89PNG")
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(p)  # a PNG Pillow identifies: its decoder's reason stands
 
     def boom(path, *a, **k):
         raise OSError("truncated")
@@ -207,6 +209,11 @@ def test_read_image_decoder_errors_are_chained(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match=rf"^cannot read image {re.escape(str(p))}: truncated$") as ei:
         read_image(p)
     assert isinstance(ei.value.__cause__, OSError)
+    q = tmp_path / "y.png"
+    q.write_bytes(b"\x89PNG")  # bytes Pillow cannot identify: the decoder's reason is chained, not shown
+    with pytest.raises(ValueError, match=rf"^cannot read image {re.escape(str(q))}: not an image file") as ei:
+        read_image(q)
+    assert isinstance(ei.value.__cause__, OSError) and str(ei.value.__cause__) == "truncated"
 
 
 # -- list_images ------------------------------------------------------------------------
