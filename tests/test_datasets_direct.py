@@ -526,18 +526,37 @@ def test_check_pair():
         _check_pair(np.zeros((2, 3, 3)), np.zeros((2, 4, 3)), "a", "b")
 
 
+def _sources_of(source, channels):
+    return _images_from(source, channels)[0]
+
+
+def _fit(sources, need, default):
+    return _fit_sources(sources, [f"images[{i}]" for i in range(len(sources))], need, default)
+
+
 def test_fit_sources(tmp_path):
     big, tall, wide, p = np.zeros((4, 4, 3)), np.zeros((5, 3, 3)), np.zeros((3, 5, 3)), tmp_path / "x.png"
     _png(p, 4, 4)
-    assert _fit_sources([big, p], (4, 4), False) == [big, p]  # exactly the size fits; files by their header
-    kept = _fit_sources([tall, big, wide], (4, 4), True)
+    assert _fit([big, p], (4, 4), False) == [big, p]  # exactly the size fits; files by their header
+    kept = _fit([tall, big, wide], (4, 4), True)
     assert len(kept) == 1 and kept[0] is big
     with pytest.raises(ValueError, match=r"^images\[1\] of size \(5, 3\) is smaller than the required \(4, 4\)$"):
-        _fit_sources([big, tall], (4, 4), False)
+        _fit([big, tall], (4, 4), False)
     with pytest.raises(ValueError, match=r"^images\[0\] of size \(3, 5\) is smaller than the required \(4, 4\)$"):
-        _fit_sources([wide], (4, 4), False)
+        _fit([wide], (4, 4), False)
     with pytest.raises(ValueError, match=r"^no source image is at least \(4, 4\) pixels$"):
-        _fit_sources([tall, wide], (4, 4), True)
+        _fit([tall, wide], (4, 4), True)
+
+
+def test_images_from_labels_sources_for_the_messages(tmp_path):
+    (tmp_path / "d").mkdir()
+    _png(tmp_path / "d" / "a.png", 4, 4)
+    assert _images_from(tmp_path / "d", 3)[1] == [str(tmp_path / "d" / "a.png")]
+    arrays, labels = _images_from([np.zeros((4, 4, 3)), "coins", str(tmp_path / "d" / "a.png")], 3)
+    assert labels == ["images[0]", "images[1] (sample 'coins')", f"images[2]"] and arrays[1].shape == (303, 384, 3)
+    with pytest.raises(ValueError, match=r"^images\[1\] \(sample 'coins'\) of size \(303, 384\) is smaller than the "
+                                         r"required \(320, 320\)$"):
+        SyntheticBlurDataset(images=["moon", "coins"], crop=320)
 
 
 def test_images_from(monkeypatch, tmp_path):
@@ -546,63 +565,63 @@ def test_images_from(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(samples, "sample_image", lambda n, channels=None: calls.append((n, channels)) or n)
     monkeypatch.setattr(samples, "sample_images", lambda: ["moon", "page"])
-    assert _images_from(None, 1) == ["moon", "page"] and calls == [("moon", 1), ("page", 1)]
+    assert _sources_of(None, 1) == ["moon", "page"] and calls == [("moon", 1), ("page", 1)]
     a2 = np.ones((2, 3), np.float64)
-    out = _images_from(["page", str(tmp_path / "f.png"), tmp_path / "g.png", a2, np.ones((2, 3, 3))], 3)
+    out = _sources_of(["page", str(tmp_path / "f.png"), tmp_path / "g.png", a2, np.ones((2, 3, 3))], 3)
     assert out[0] == "page" and calls[-1] == ("page", 3)
     assert out[1] == tmp_path / "f.png" and isinstance(out[1], type(tmp_path)) and out[2] == tmp_path / "g.png"
     # a grey array is replicated to the channels asked for, as read_image does for a grey file
     assert out[3].shape == (2, 3, 3) and out[3].dtype == np.float32 and out[4].shape == (2, 3, 3)
-    assert _images_from([a2], None)[0].shape == (2, 3, 1)
+    assert _sources_of([a2], None)[0].shape == (2, 3, 1)
     # arrays are read as files are: integers over their range, alpha dropped, luminance for grey
     rng = np.random.default_rng(0)
     u8 = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(_images_from([u8], 3)[0], u8.astype(np.float32) / 255)
+    np.testing.assert_array_equal(_sources_of([u8], 3)[0], u8.astype(np.float32) / 255)
     u16 = rng.integers(0, 65536, (4, 5), dtype=np.uint16)
-    np.testing.assert_array_equal(_images_from([u16], 1)[0][..., 0], u16.astype(np.float32) / 65535)
+    np.testing.assert_array_equal(_sources_of([u16], 1)[0][..., 0], u16.astype(np.float32) / 65535)
     rgba = rng.random((4, 5, 4))
-    np.testing.assert_array_equal(_images_from([rgba], 3)[0], rgba[..., :3].astype(np.float32))
+    np.testing.assert_array_equal(_sources_of([rgba], 3)[0], rgba[..., :3].astype(np.float32))
     lum = (rgba[..., :3].astype(np.float32) @ np.array([0.2125, 0.7154, 0.0721], np.float32))[..., None]
-    np.testing.assert_allclose(_images_from([rgba], 1)[0], lum, rtol=1e-6)
+    np.testing.assert_allclose(_sources_of([rgba], 1)[0], lum, rtol=1e-6)
     png = tmp_path / "u8.png"
     from PIL import Image
     Image.fromarray(u8).save(png)
-    np.testing.assert_allclose(_images_from([u8], 1)[0], read_image(png, 1), rtol=1e-6)
+    np.testing.assert_allclose(_sources_of([u8], 1)[0], read_image(png, 1), rtol=1e-6)
     with pytest.raises(TypeError, match=r"^images\[0\] must be a float, integer or bool array, got dtype <U1$"):
-        _images_from([np.full((4, 4), "a")], 3)
+        _sources_of([np.full((4, 4), "a")], 3)
     for wide in (np.int64, np.int32, np.uint32):  # np.array of Python ints is int64: 0..255 read black
         with pytest.raises(TypeError, match=rf"^images\[1\] has dtype {np.dtype(wide)}, which has no white level: "
                                             r"give uint8 or uint16 integers, or floats in \[0, 1\]$"):
-            _images_from([a2, np.full((4, 4), 128, wide)], 3)
+            _sources_of([a2, np.full((4, 4), 128, wide)], 3)
     for bad in (2, 0, 4, True, "3"):
         with pytest.raises(ValueError, match=rf"^channels must be None, 1 or 3, got {re.escape(repr(bad))}$"):
-            _images_from([a2], bad)
+            _sources_of([a2], bad)
     (tmp_path / "d" / "s").mkdir(parents=True)
     (tmp_path / "d" / "s" / "a.png").write_bytes(b"")
-    assert _images_from(str(tmp_path / "d"), 3) == [tmp_path / "d" / "s" / "a.png"]  # recursive
-    assert _images_from(tmp_path / "d", 3) == [tmp_path / "d" / "s" / "a.png"]
+    assert _sources_of(str(tmp_path / "d"), 3) == [tmp_path / "d" / "s" / "a.png"]  # recursive
+    assert _sources_of(tmp_path / "d", 3) == [tmp_path / "d" / "s" / "a.png"]
     with pytest.raises(FileNotFoundError, match=rf"^images folder not found: {re.escape(str(tmp_path / 'no'))}$"):
-        _images_from(str(tmp_path / "no"), 3)
+        _sources_of(str(tmp_path / "no"), 3)
     with pytest.raises(FileNotFoundError, match=r"^images folder not found: "):
-        _images_from(tmp_path / "no", 3)
+        _sources_of(tmp_path / "no", 3)
     for bad, shape in [(np.array([[np.nan]]), r"\(1, 1\)"), (np.zeros((1, 2, 2, 3)), r"\(1, 2, 2, 3\)"),
                        (np.zeros(3), r"\(3,\)"), (np.array([[0.0, np.inf]]), r"\(1, 2\)"),
                        (np.zeros((2, 2, 5)), r"\(2, 2, 5\)"), (np.zeros((0, 4, 3)), r"\(0, 4, 3\)")]:
         with pytest.raises(ValueError, match=rf"^images\[1\] must be a finite, non-empty \(H, W\[, C\]\) array "
                                              rf"with C in 1\.\.4, got shape {shape}$"):
-            _images_from([a2, bad], 3)
+            _sources_of([a2, bad], 3)
     # floats on another scale are refused, not clipped into white crops; noise's overshoot passes
     with pytest.raises(ValueError, match=r"^images\[1\] has values in \[0, 255\]; float images must lie in \[0, 1\] "
                                          r"\(divide 8-bit data by 255"):
-        _images_from([a2, np.linspace(0.0, 255.0, 16).reshape(4, 4)], 3)
+        _sources_of([a2, np.linspace(0.0, 255.0, 16).reshape(4, 4)], 3)
     with pytest.raises(ValueError, match=r"^images\[0\] has values in \[-0\.6, 1\]"):
-        _images_from([np.linspace(-0.6, 1.0, 16).reshape(4, 4)], 3)
+        _sources_of([np.linspace(-0.6, 1.0, 16).reshape(4, 4)], 3)
     edge = np.linspace(-0.5, 1.5, 16).reshape(4, 4)  # accepted, and clipped as read_image clips a file's
-    np.testing.assert_array_equal(_images_from([edge], None)[0][..., 0], np.clip(edge, 0, 1).astype(np.float32))
+    np.testing.assert_array_equal(_sources_of([edge], None)[0][..., 0], np.clip(edge, 0, 1).astype(np.float32))
     with pytest.raises(TypeError, match=r"^images\[0\] must be a sample name, a path or a numpy array, got int$"):
-        _images_from([3], 3)
+        _sources_of([3], 3)
     with pytest.raises(ValueError, match=r"^images must not be empty$"):
-        _images_from([], 3)
+        _sources_of([], 3)
 
 
 # -- folder datasets --------------------------------------------------------------------
@@ -914,7 +933,7 @@ def test_synthetic_video_sources(monkeypatch):
     ds = SyntheticVideoDataset(crop=4, max_blur=3, channels=1)
     assert calls == [("big", 1), ("small", 1)] and len(ds.sources) == 1 and ds.sources[0] is photos["big"]
     # ... named photos are the user's choice: a small one is an error
-    with pytest.raises(ValueError, match=r"^images\[1\] of size \(8, 8\) is smaller than the required \(10, 10\)$"):
+    with pytest.raises(ValueError, match=r"^images\[1\] \(sample 'small'\) of size \(8, 8\) is smaller than the required \(10, 10\)$"):
         SyntheticVideoDataset(images=["big", "small"], crop=4, max_blur=3, channels=1)
 
 
@@ -1060,11 +1079,11 @@ def test_synthetic_blur_defaults_and_sources(monkeypatch):
 
 def test_fit_sources_compares_height_and_width_separately():
     tall_need = (6, 3)
-    assert _fit_sources([np.zeros((6, 3, 1))], tall_need, False)[0].shape == (6, 3, 1)
+    assert _fit([np.zeros((6, 3, 1))], tall_need, False)[0].shape == (6, 3, 1)
     with pytest.raises(ValueError, match=r"^images\[0\] of size \(5, 4\) is smaller than the required \(6, 3\)$"):
-        _fit_sources([np.zeros((5, 4, 1))], tall_need, False)
+        _fit([np.zeros((5, 4, 1))], tall_need, False)
     with pytest.raises(ValueError, match=r"^images\[0\] of size \(7, 2\) is smaller than the required \(6, 3\)$"):
-        _fit_sources([np.zeros((7, 2, 1))], tall_need, False)
+        _fit([np.zeros((7, 2, 1))], tall_need, False)
 
 
 def test_synthetic_video_passes_gamma_and_the_clip_min_blur(monkeypatch, tmp_path):

@@ -575,7 +575,7 @@ def test_main_hands_every_option_to_its_part_and_records_it(tmp_path, monkeypatc
             "--run-dir", str(run), "--out", str(out), "--no-progress", "--device", "cpu"]
     assert R.main(argv) == out
     # data: the pool and the held-out validation pool, both from the given SEN
-    assert calls["sources"] == [((None, False), {})]
+    assert calls["sources"] == [((None, False), {"min_size": 24})]  # the flow context
     (pa, pk), (va, vk) = calls["pool"]
     assert pk == {"context": 24} and vk == {"context": 24}
     assert pa[1:6] == (2, 16, "46", 0.02, 3) and pa[6] == "sen" and pa[8] == torch.device("cpu")
@@ -669,7 +669,7 @@ def test_main_ablations_corpus_and_float32(tmp_path, monkeypatch):
             "--n-res", "1", "--no-residual", "--no-dp", "--no-cgan", "--float32", "--run-dir", str(run),
             "--out", str(out), "--no-progress", "--device", "cpu"]
     assert R.main(argv) == out
-    assert calls["sources"] == [((str(corpus), False), {})]
+    assert calls["sources"] == [((str(corpus), False), {"min_size": 16})]
     (pa, _), = calls["pool"]  # no validation pool
     assert pa[6] == "true" and pa[7] is None and len(pa[0]) == 2 + len(_sources_now())
     assert calls["val"] == [] and len(calls["buffer"]) == 1

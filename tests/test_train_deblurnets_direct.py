@@ -166,6 +166,29 @@ def test_flow_items_are_two_consecutive_sharp_frames_and_the_forward_flow():
     assert torch.equal(it["flow"], clip["flow_next"][0])
 
 
+@pytest.mark.parametrize("kind, data, frames, want", [
+    ("image", "gopro", 5, None),
+    ("image", "flow", 5, (48, 48)),
+    ("image", "video", 5, (48 + 2 * 10, 48 + 2 * 10)),  # one exposure: margin ceil(10 · 2 / 2)
+    ("flow", "video", 5, (48 + 2 * 15, 48 + 2 * 15)),  # two frames: ceil(10 · 3 / 2)
+    ("video", "video", 5, (48 + 2 * 30, 48 + 2 * 30)),  # five frames: ceil(10 · 6 / 2)
+    ("video", "video", 3, (48 + 2 * 20, 48 + 2 * 20)),
+])
+def test_source_size_is_what_the_data_sets_crop_from(kind, data, frames, want):
+    assert R.source_size(kind, data, 48, 10.0, frames) == want
+    if data == "video":
+        n = {"image": 1, "flow": 2, "video": frames}[kind]
+        ds = SyntheticVideoDataset(images=[np.zeros((want[0], want[1], 3))], crop=48, max_blur=10.0, n_blurred=n)
+        assert ds._src_crop.crop == want  # the data set's own margin
+        with pytest.raises(ValueError, match=r"smaller than the required"):
+            SyntheticVideoDataset(images=[np.zeros((want[0] - 1, want[1], 3))], crop=48, max_blur=10.0, n_blurred=n)
+
+
+def test_source_size_rounds_the_margin_up():
+    assert SyntheticVideoDataset.source_size(16, 2.5, 1) == (16 + 2 * 3, 16 + 2 * 3)  # ceil(2.5)
+    assert SyntheticVideoDataset.source_size((16, 20), 0.0, 4) == (16, 20)
+
+
 def test_build_datasets_refuses_unknown_data_and_non_video_data_for_clip_nets():
     with pytest.raises(ValueError, match=r"^data must be 'video', 'flow' or 'gopro', got 'kodak'$"):
         R.build_datasets("image", "kodak", ["rocket"], 4, 32, 0, 2)

@@ -8,6 +8,7 @@ for 50 epochs then linearly to 1.25e-5 over the next 40, Adam β1 0.9, β2 0.99,
 """
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -93,6 +94,38 @@ def test_a_corpus_without_images_is_refused(tmp_path):
         R.training_sources(str(tmp_path / "empty"))
     with pytest.raises(FileNotFoundError, match=r"^folder not found: "):
         R.training_sources(str(tmp_path / "missing"))
+
+
+def test_samples_at_least_keeps_the_photos_that_hold_the_crop():
+    # coins is (303, 384), colorwheel (370, 371): both sides count, and the crop may fill the photo
+    assert R.samples_at_least(["coins", "colorwheel"], None) == ["coins", "colorwheel"]
+    assert R.samples_at_least(["coins", "colorwheel"], 303) == ["coins", "colorwheel"]
+    assert R.samples_at_least(["coins", "colorwheel"], 304) == ["colorwheel"]
+    assert R.samples_at_least(["coins", "colorwheel"], (303, 384)) == ["coins"]
+    assert R.samples_at_least(["coins", "colorwheel"], (300, 385)) == []
+    assert R.samples_at_least(["coins", "not-a-sample"], 8) == ["coins"]
+
+
+def test_a_large_crop_leaves_out_the_librarys_own_small_photos():
+    # train sen --crop 320 stopped at "images[1] of size (303, 384) is smaller than the required (320, 320)"
+    assert R.training_sources(None, min_size=320) == [n for n in R.TRAIN_SAMPLES if n != "coins"]
+    assert R.held_out_samples(320) == ["astronaut", "camera", "coffee"]  # chelsea is (300, 451)
+    train, val = R.build_datasets(None, 2, 320, ["23"], 0, 2)
+    assert train[1]["sharp"].shape == (3, 320, 320) and val[0]["blurred"].shape == (3, 320, 320)
+    with pytest.raises(ValueError, match=r"^no held-out sample photo \(astronaut, camera, coffee, chelsea; at most "
+                                         r"512 px\) holds a 513 validation crop: lower the crop$"):
+        R.held_out_samples(513)
+    with pytest.raises(ValueError, match=r"^no training photo holds a 1001 crop"):
+        R.training_sources(None, min_size=1001)
+
+
+def test_a_preloaded_corpus_names_a_small_file_before_decoding_anything(tmp_path, monkeypatch):
+    d, paths = _corpus(tmp_path, n=2)  # 40 × 44 photos
+    monkeypatch.setattr(R, "read_image", lambda *a, **k: pytest.fail("decoded before the size check"))
+    with pytest.raises(ValueError, match=r"^2 image file\(s\) are smaller than the required \(41, 41\) .*"
+                                         + re.escape(str(sorted(paths)[0])) + r" \(40, 44\)"):
+        R.training_sources(str(d), preload=True, min_size=41)
+    assert R.training_sources(str(d), min_size=41)[:2] == sorted(str(p) for p in paths)  # listed, checked later
 
 
 # ------------------------------------------------------------------ datasets
@@ -374,6 +407,16 @@ def test_main_passes_the_corpus_and_preload(tmp_path, record):
     sources = train.datasets[0].sources
     assert [type(s) for s in sources[:2]] == [np.ndarray, np.ndarray] and len(sources) == 2 + len(R.TRAIN_SAMPLES)
     assert t.args[0].config["flow_scale"] == 11.5
+
+
+def test_a_crop_larger_than_a_sample_photo_trains_without_it_and_says_so(tmp_path, record):
+    out = R.main(_argv(tmp_path, "--crop", "320"))  # coins (303 × 384) and chelsea (300 × 451) cannot hold it
+    (t,) = record
+    train, val = t.args[2], t.kwargs["val_data"]
+    assert len(train.datasets[0].sources) == len(R.TRAIN_SAMPLES) - 1
+    assert len(val.datasets[0].sources) == len(R.HELD_OUT_SAMPLES) - 1
+    data = load_checkpoint(out, "SEN")[1]["data"]
+    assert data["skimage_photos"] == [n for n in R.TRAIN_SAMPLES if n != "coins"]
 
 
 def test_exported_header_records_the_architecture_config_steps_and_provenance(tmp_path, record):

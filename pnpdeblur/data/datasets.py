@@ -427,20 +427,20 @@ def _upright_size(path: Path) -> tuple[int, int]:
     return (w, h) if turned else (h, w)
 
 
-def _fit_sources(sources: list, need: tuple[int, int], default: bool) -> list:
+def _fit_sources(sources: list, labels: list[str], need: tuple[int, int], default: bool) -> list:
     """Drop (default sample set) or reject (user images) images smaller than ``need``.
 
     Image files are checked too, from their headers: an unreadable or too small file in a training
     folder would otherwise stop a run at the random step that first draws it, hours in.
     """
     out, small = [], []
-    for i, s in enumerate(sources):
+    for s, label in zip(sources, labels):
         size = s.shape[:2] if isinstance(s, np.ndarray) else _upright_size(s)
         if size[0] < need[0] or size[1] < need[1]:
             if default:
                 continue
             if isinstance(s, np.ndarray):
-                raise ValueError(f"images[{i}] of size {size} is smaller than the required {need}")
+                raise ValueError(f"{label} of size {size} is smaller than the required {need}")
             small.append(f"{s} {tuple(size)}")
             continue
         out.append(s)
@@ -472,20 +472,25 @@ def _check_pair_files(pairs: list[tuple[Path, Path, str]], transform) -> None:
         _refuse_small_files(small, need)
 
 
-def _images_from(source, channels) -> list[np.ndarray] | list[Path]:
+def _images_from(source, channels) -> tuple[list[np.ndarray | Path], list[str]]:
+    """The sources as arrays (decoded sample names, checked arrays) and paths, and a label for each
+    that error messages use (``images[i]``, with the sample's name for a sample)."""
     from .samples import sample_image, sample_images
 
     _check_channels(channels)
     if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
-        return list_images(source, recursive=True)
+        paths = list_images(source, recursive=True)
+        return paths, [str(p) for p in paths]
     if isinstance(source, (str, os.PathLike)):
         raise FileNotFoundError(f"images folder not found: {source}")
     if source is None:
         source = sample_images()
-    out = []
+    out, labels = [], []
     for i, s in enumerate(source):
+        labels.append(f"images[{i}]")
         if isinstance(s, str) and s in sample_images():
             out.append(sample_image(s, channels=channels))
+            labels[-1] += f" (sample {s!r})"
         elif isinstance(s, (str, os.PathLike)):
             out.append(Path(s))
         elif isinstance(s, np.ndarray):
@@ -509,7 +514,7 @@ def _images_from(source, channels) -> list[np.ndarray] | list[Path]:
             raise TypeError(f"images[{i}] must be a sample name, a path or a numpy array, got {type(s).__name__}")
     if not out:
         raise ValueError("images must not be empty")
-    return out
+    return out, labels
 
 
 class SyntheticBlurDataset(_Base):
@@ -555,7 +560,7 @@ class SyntheticBlurDataset(_Base):
         self.blur = bool(blur)
         if not isinstance(length, numbers.Integral) or length < 1:
             raise ValueError(f"length must be a positive int, got {length!r}")
-        self.sources = _images_from(images, channels)
+        self.sources, labels = _images_from(images, channels)
         self.length = int(length)
         self.crop = PairAugment(crop=crop, hflip=True, vflip=True).crop
         self.preset, self.noise_sigma, self.channels = preset, noise_sigma, channels
@@ -567,7 +572,7 @@ class SyntheticBlurDataset(_Base):
         # a DataLoader worker: one tiny flow drawn here checks them all as the items will use them
         random_motion_flow((2, 2), preset, 0, **self.flow_kwargs)
         check_noise_sigma(noise_sigma)
-        self.sources = _fit_sources(self.sources, self.crop, images is None)
+        self.sources = _fit_sources(self.sources, labels, self.crop, images is None)
         self._cropper = PairAugment(crop=self.crop, hflip=True, vflip=True)
 
     def __len__(self) -> int:
@@ -623,15 +628,23 @@ class SyntheticVideoDataset(_Base):
         from .video import check_clip_options
 
         check_clip_options(motion, max_blur, gamma, n_frames, foreground)
-        self.sources = _images_from(images, channels)
+        self.sources, labels = _images_from(images, channels)
         self.length = int(length)
         self.crop = PairAugment(crop=crop).crop
         self.motion, self.max_blur, self.gamma = motion, float(max_blur), gamma
         self.foreground, self.n_frames, self.channels = foreground, n_frames, channels
         self.noise = PairAugment(hflip=False, noise_sigma=noise_sigma, canonical_flow=False) if noise_sigma else None
-        m = int(math.ceil(self.max_blur * (self.n_blurred + 1) / 2.0))
-        self._src_crop = PairAugment(crop=(self.crop[0] + 2 * m, self.crop[1] + 2 * m), hflip=True)
-        self.sources = _fit_sources(self.sources, self._src_crop.crop, images is None)
+        self._src_crop = PairAugment(crop=self.source_size(self.crop, self.max_blur, self.n_blurred), hflip=True)
+        self.sources = _fit_sources(self.sources, labels, self._src_crop.crop, images is None)
+
+    @staticmethod
+    def source_size(crop: int | tuple[int, int], max_blur: float, n_blurred: int = 1) -> tuple[int, int]:
+        """``(H, W)`` a source photo needs for ``crop``-sized frames: the crop plus a margin for the
+        camera's motion over ``n_blurred`` exposures of up to ``max_blur`` px, so that little border
+        enters the frames."""
+        h, w = PairAugment(crop=crop).crop
+        m = int(math.ceil(float(max_blur) * (n_blurred + 1) / 2.0))
+        return h + 2 * m, w + 2 * m
 
     def __len__(self) -> int:
         return self.length

@@ -56,7 +56,7 @@ from ._cli import (
     initialise_from,
     parse_engine_args,
 )
-from .sen import HELD_OUT_SAMPLES, TRAIN_SAMPLES, training_sources
+from .sen import HELD_OUT_SAMPLES, TRAIN_SAMPLES, held_out_samples, training_sources
 
 __all__ = ["NetSpec", "SPECS", "build_net", "build_datasets", "make_loss_fn", "make_val_fn", "shipped_weights_for",
            "main"]
@@ -198,6 +198,22 @@ class _VideoItems(Dataset):
         return {"frame1": c["sharp"][0], "frame2": c["sharp"][1], "flow": c["flow_next"][0]}
 
 
+def _clip_length(kind: str, frames: int) -> int:
+    """Blurred frames per item of a video-trained net of ``kind``."""
+    return frames if kind == "video" else (2 if kind == "flow" else 1)
+
+
+def source_size(kind: str, data: str, crop: int, max_blur: float, frames: int) -> Optional[Tuple[int, int]]:
+    """``(H, W)`` a training photo needs for :func:`build_datasets`' data (None for GOPRO's own pairs)."""
+    if data == "gopro":
+        return None
+    if data == "flow":
+        return (crop, crop)
+    from ..data import SyntheticVideoDataset
+
+    return SyntheticVideoDataset.source_size(crop, max_blur, _clip_length(kind, frames))
+
+
 def build_datasets(kind: str, data: str, sources: Sequence[Any], length: int, crop: int, seed: int,
                    val_items: int, *, preset: str = "23", max_blur: float = 16.0, frames: int = 5,
                    root: Optional[str] = None, noise: float = 0.01) -> Tuple[Dataset, Dataset]:
@@ -221,12 +237,13 @@ def build_datasets(kind: str, data: str, sources: Sequence[Any], length: int, cr
     if data == "flow":
         common = dict(crop=crop, preset=preset, noise_sigma=(0.0, noise))
         return (SyntheticBlurDataset(list(sources), length=length, seed=seed, **common),
-                SyntheticBlurDataset(HELD_OUT_SAMPLES, length=val_items, seed=10_000, fixed=True,
+                SyntheticBlurDataset(held_out_samples(crop), length=val_items, seed=10_000, fixed=True,
                                      **{**common, "noise_sigma": noise / 2}))
-    n = frames if kind == "video" else (2 if kind == "flow" else 1)
+    n = _clip_length(kind, frames)
     common = dict(crop=crop, max_blur=max_blur, n_blurred=n, noise_sigma=noise if kind != "flow" else None)
     train = SyntheticVideoDataset(list(sources), length=length, seed=seed, **common)
-    val = SyntheticVideoDataset(HELD_OUT_SAMPLES, length=val_items, seed=10_000, fixed=True, **common)
+    val = SyntheticVideoDataset(held_out_samples(SyntheticVideoDataset.source_size(crop, max_blur, n)),
+                                length=val_items, seed=10_000, fixed=True, **common)
     if kind == "image":
         return train, val
     return _VideoItems(train, kind), _VideoItems(val, kind)
@@ -329,7 +346,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         init_path = shipped_weights_for(name) if args.init == "shipped" else Path(args.init)
         check_init_out(init_path, args.out)
         init = initialise_from(net, init_path, spec.cls)
-    sources = training_sources(args.corpus, args.preload)
+    sources = training_sources(args.corpus, args.preload, min_size=source_size(spec.kind, args.data, args.crop,
+                                                                               args.max_blur, args.frames))
     adv_weight = getattr(args, "adv_weight", 0.0)
     pair = None
     model: nn.Module = _Multiscale(net)
@@ -364,7 +382,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     provenance = {
         "script": f"pnpdeblur train {name} (pnpdeblur.train.deblurnets)",
         "argv": list(argv),
-        "data": args.data, "corpus": args.corpus, "skimage_photos": TRAIN_SAMPLES, "held_out": HELD_OUT_SAMPLES,
+        "data": args.data, "corpus": args.corpus, "held_out": HELD_OUT_SAMPLES,
+        "skimage_photos": [s for s in sources if isinstance(s, str) and s in TRAIN_SAMPLES],  # those the crop fits
         "preset": args.preset if args.data == "flow" else None,
         "max_blur": args.max_blur if args.data == "video" else None,
         "adversarial": spec.adversarial if pair is not None else None, "adv_weight": adv_weight, "init": init,

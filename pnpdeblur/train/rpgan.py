@@ -517,7 +517,7 @@ def main(argv=None) -> Path:
     from ..data import list_images
     from ..losses.perceptual import PerceptualLoss
     from . import TrainConfig, Trainer
-    from .sen import HELD_OUT_SAMPLES, training_sources
+    from .sen import HELD_OUT_SAMPLES, held_out_samples, training_sources
 
     args = parse_args(argv)
     proportions = _floats(args.proportions, "--proportions")
@@ -525,7 +525,7 @@ def main(argv=None) -> Path:
     t0 = time.time()
     clock_start = time.perf_counter()  # --time-budget counts from here: the pool is part of the run
     device = Trainer._resolve_device(args.device)
-    sources = training_sources(args.corpus, args.preload)
+    sources = training_sources(args.corpus, args.preload, min_size=args.flow_context)
     sen = None
     if args.flows != "true" and args.sen is not None:
         from ..nets.sen import SEN
@@ -535,7 +535,7 @@ def main(argv=None) -> Path:
                       context=args.flow_context)
     val = None
     if args.val_items:
-        vpool = build_pool(HELD_OUT_SAMPLES, args.val_items, args.crop, args.preset, args.noise, 10_000, args.flows,
+        vpool = build_pool(held_out_samples(args.flow_context), args.val_items, args.crop, args.preset, args.noise, 10_000, args.flows,
                            sen, device, context=args.flow_context)
         val = TensorItems({k: vpool[k] for k in ("blurred", "sharp", "flow")})
     gen = RPGANGenerator(3, args.width, args.n_res, residual=not args.no_residual)

@@ -32,19 +32,20 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch.utils.data import ConcatDataset, default_collate
 
-from ..data import SyntheticBlurDataset, list_images, read_image, sample_images
+from ..data import SyntheticBlurDataset, list_images, read_image, sample_image, sample_images
 from ..losses import flow_l2_loss
 from ..nets.sen import SEN, SEN_PRETRAINED_PATH
 from ._cli import (add_engine_arguments, add_time_budget_argument, budgeted_steps, check_init_out, device_name,
                    engine_options, export_weights, parse_engine_args)
 from ._cli import initialise_from as _initialise_from
 
-__all__ = ["TRAIN_SAMPLES", "HELD_OUT_SAMPLES", "training_sources", "build_datasets", "blur_batch",
+__all__ = ["TRAIN_SAMPLES", "HELD_OUT_SAMPLES", "samples_at_least", "training_sources", "held_out_samples",
+           "build_datasets", "blur_batch",
            "make_loss_fn", "val_fn", "initialise_from", "main"]
 
 #: scikit-image photos used for training (colour and grey, ≥ 256 px on each side).
@@ -54,17 +55,51 @@ TRAIN_SAMPLES = ["rocket", "coins", "moon", "grass", "gravel", "brick", "immunoh
 HELD_OUT_SAMPLES = ["astronaut", "camera", "coffee", "chelsea"]
 
 
-def training_sources(corpus: Optional[str], preload: bool = False) -> List[Any]:
+def samples_at_least(names: Sequence[str], size: Union[int, Tuple[int, int], None]) -> List[str]:
+    """The scikit-image sample photos of ``names`` that hold a ``size`` crop (all of them for None)."""
+    names = [n for n in names if n in sample_images()]
+    if size is None:
+        return names
+    h, w = (size, size) if isinstance(size, int) else size
+    shapes = {n: sample_image(n, channels=3).shape for n in names}
+    return [n for n in names if shapes[n][0] >= h and shapes[n][1] >= w]
+
+
+def training_sources(corpus: Optional[str], preload: bool = False,
+                     min_size: Union[int, Tuple[int, int], None] = None) -> List[Any]:
     """Images of ``corpus`` (recursively) plus the :data:`TRAIN_SAMPLES` names.
 
     With ``preload`` the corpus is decoded once into float32 ``(H, W, 3)`` arrays (DataLoader
     workers share them after the fork), else it is listed as paths and read per item.
+
+    ``min_size``: the ``(H, W)`` (or side) each photo must hold. The library's own sample photos
+    smaller than it are left out; a corpus file smaller than it is the user's to remove, and with
+    ``preload`` it is named here, from the headers, before anything is decoded (the data sets name
+    files they read themselves).
     """
+    from ..data.datasets import _fit_sources
+
     sources: List[Any] = []
     if corpus is not None:
         paths = list_images(corpus, recursive=True)  # raises ValueError if the folder holds no image
+        if preload and min_size is not None:
+            need = (min_size, min_size) if isinstance(min_size, int) else tuple(min_size)
+            _fit_sources(paths, [str(p) for p in paths], need, default=False)
         sources += [read_image(p, 3) for p in paths] if preload else [str(p) for p in paths]
-    return sources + [n for n in TRAIN_SAMPLES if n in sample_images()]
+    sources += samples_at_least(TRAIN_SAMPLES, min_size)
+    if not sources:
+        raise ValueError(f"no training photo holds a {min_size} crop (the largest scikit-image sample is "
+                         "872 × 1000 px): give a corpus of larger photos or lower the crop")
+    return sources
+
+
+def held_out_samples(size: Union[int, Tuple[int, int]]) -> List[str]:
+    """The :data:`HELD_OUT_SAMPLES` that hold a ``size`` crop, for validation; ``ValueError`` if none."""
+    names = samples_at_least(HELD_OUT_SAMPLES, size)
+    if not names:
+        raise ValueError(f"no held-out sample photo ({', '.join(HELD_OUT_SAMPLES)}; at most 512 px) holds a "
+                         f"{size} validation crop: lower the crop")
+    return names
 
 
 def build_datasets(corpus: Optional[str], length: int, crop: int, presets: Sequence[str], seed: int,
@@ -75,14 +110,14 @@ def build_datasets(corpus: Optional[str], length: int, crop: int, presets: Seque
     default: list them from ``corpus`` here.
     """
     if sources is None:
-        sources = training_sources(corpus, preload)
+        sources = training_sources(corpus, preload, min_size=crop)
     per = -(-length // len(presets))
     train = ConcatDataset([
         SyntheticBlurDataset(sources, length=per, crop=crop, preset=p, seed=seed + 7919 * k, fixed=True, blur=False)
         for k, p in enumerate(presets)
     ])
     val = ConcatDataset([
-        SyntheticBlurDataset(HELD_OUT_SAMPLES, length=max(1, val_items // len(presets)), crop=crop, preset=p,
+        SyntheticBlurDataset(held_out_samples(crop), length=max(1, val_items // len(presets)), crop=crop, preset=p,
                              noise_sigma=0.01, seed=10_000 + k, fixed=True)
         for k, p in enumerate(presets)
     ])
@@ -203,7 +238,8 @@ def main(argv=None) -> Path:
         check_init_out(init_path, args.out)
         init = initialise_from(model, init_path)
     loss_fn = make_loss_fn(args.loss == "symmetric", args.max_noise, args.max_gain, args.highlight_prob)
-    sources = training_sources(args.corpus, args.preload)
+    sources = training_sources(args.corpus, args.preload, min_size=args.crop)
+
     def probe_batch():
         probe = SyntheticBlurDataset(sources, length=args.batch, crop=args.crop, preset=presets[0],
                                      seed=args.seed + 1, fixed=True, blur=False)
@@ -229,7 +265,7 @@ def main(argv=None) -> Path:
         "argv": list(argv) if argv is not None else None,
         "corpus": args.corpus,
         "corpus_files": corpus_files,
-        "skimage_photos": TRAIN_SAMPLES,
+        "skimage_photos": [s for s in sources if isinstance(s, str) and s in TRAIN_SAMPLES],  # those the crop fits
         "held_out": HELD_OUT_SAMPLES,
         "init": init,
         "flow_presets": presets, "max_noise": args.max_noise, "loss": args.loss,
