@@ -933,7 +933,8 @@ def test_synthetic_video_sources(monkeypatch):
     ds = SyntheticVideoDataset(crop=4, max_blur=3, channels=1)
     assert calls == [("big", 1), ("small", 1)] and len(ds.sources) == 1 and ds.sources[0] is photos["big"]
     # ... named photos are the user's choice: a small one is an error
-    with pytest.raises(ValueError, match=r"^images\[1\] \(sample 'small'\) of size \(8, 8\) is smaller than the required \(10, 10\)$"):
+    with pytest.raises(ValueError, match=r"^images\[1\] \(sample 'small'\) of size \(8, 8\) is smaller than the "
+                                         r"required \(10, 10\)$"):
         SyntheticVideoDataset(images=["big", "small"], crop=4, max_blur=3, channels=1)
 
 
