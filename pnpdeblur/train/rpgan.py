@@ -536,8 +536,7 @@ def main(argv=None) -> Path:
     val = None
     if args.val_items:
         vpool = build_pool(held_out_samples(args.flow_context), args.val_items, args.crop, args.preset, args.noise,
-                           10_000, args.flows,
-                           sen, device, context=args.flow_context)
+                           10_000, args.flows, sen, device, context=args.flow_context)
         val = TensorItems({k: vpool[k] for k in ("blurred", "sharp", "flow")})
     gen = RPGANGenerator(3, args.width, args.n_res, residual=not args.no_residual)
     model = RPGANTrainModule(
