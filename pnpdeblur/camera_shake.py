@@ -225,8 +225,16 @@ def _check_kernels(kernel: Any, n: int) -> List[np.ndarray]:
     from .operators.convolution import as_kernel
 
     t = to_torch(kernel, "kernel")
-    if t.ndim == 2:
+    one = t.ndim == 2
+    if one:
         t = t.expand(n, *t.shape)
     if t.ndim != 3 or t.shape[0] != n:
         raise ValueError(f"kernel must have shape (s, s) or (N, s, s) with N = {n}, got {tuple(t.shape)}")
-    return [as_kernel(ki, "kernel").numpy() for ki in t]
+    out = [as_kernel(ki, "kernel").numpy() for ki in t]
+    for i, k in enumerate(out):
+        total = float(k.sum())
+        if abs(total - 1.0) > 1e-3:  # e.g. a kernel read from an 8-bit PNG: the result would be 1/sum as bright
+            where = "" if one else f"[{i}]"
+            raise ValueError(f"kernel{where} must sum to 1 (a blur keeps the brightness), got sum {total:.6g}: "
+                             "divide it by its sum")
+    return out

@@ -442,6 +442,20 @@ def test_deblur_shake_bad_kernel_size_and_image():
         pd.deblur_shake(np.full((40, 40), np.nan), 9)
 
 
+def test_deblur_shake_refuses_a_given_kernel_that_does_not_sum_to_one():
+    img = np.random.default_rng(0).random((40, 40))
+    box = np.ones((5, 5))  # e.g. read from an 8-bit PNG and not divided by its sum: a 1/25 as bright result
+    with pytest.raises(ValueError, match=r"^kernel must sum to 1 \(a blur keeps the brightness\), got sum 25: "
+                                         r"divide it by its sum$"):
+        pd.deblur_shake(img, kernel=box)
+    with pytest.raises(ValueError, match=r"^kernel\[1\] must sum to 1 .*got sum 1\.002"):
+        pd.deblur_shake(np.stack([img, img])[:, None], kernel=np.stack([box / 25, box / 25 * 1.002]))
+    with pytest.raises(ValueError, match=r"^kernel must sum to 1 .*got sum 0\.998"):
+        pd.deblur_shake(np.stack([img, img])[:, None], kernel=box / 25 * 0.998)  # one kernel for the batch
+    ok = pd.deblur_shake(img, kernel=box / 25 * 1.0009, noise_level=0.01)  # float rounding of a saved kernel
+    assert ok.x.shape == img.shape and abs(ok.x.mean() - img.mean()) < 0.02
+
+
 # ---------------------------------------------------------------- kernel_length and the safeguard
 
 @pytest.mark.parametrize("n", [1, 2, 5, 8])

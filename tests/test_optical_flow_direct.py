@@ -197,6 +197,21 @@ def test_neighbour_flows_checks():
     for bad in (3, -1):
         with pytest.raises(ValueError, match=rf"^indices must lie in \[0, 3\), got {bad}$"):
             neighbour_flows(torch.zeros(3, 3, 8, 8), method=net, indices=[0, bad])
+    nan = torch.zeros(3, 3, 8, 8)
+    nan[2, 0, 1, 1] = float("nan")  # the result marks missing neighbours with NaN: NaN frames must not pass
+    for frames in (nan, nan.double(), nan.to(torch.bfloat16)):
+        with pytest.raises(ValueError, match=r"^frames contains NaN or Inf"):
+            neighbour_flows(frames, method=net)
+    with pytest.raises(TypeError, match=r"^frames must be a float tensor \(values in \[0, 1\]\), got dtype "
+                                        r"torch.uint8$"):
+        neighbour_flows(torch.zeros(3, 3, 8, 8, dtype=torch.uint8), method=net)
+    for h, w in ((1, 8), (8, 1)):
+        with pytest.raises(ValueError, match=rf"^frames must be at least 2×2 pixels for an optical flow, got "
+                                             rf"\(H, W\) = \({h}, {w}\)$"):
+            neighbour_flows(torch.zeros(3, 3, h, w), method=net)
+        with pytest.raises(ValueError, match=r"^frame_a must be at least 2×2 pixels"):
+            optical_flow(np.zeros((h, w)), np.zeros((h, w)))
+    assert optical_flow(np.zeros((2, 2)), np.zeros((2, 2))).shape == (2, 2, 2)
 
 
 def test_neighbour_flows_of_bfloat16_frames():

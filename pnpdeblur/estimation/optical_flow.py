@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .._images import as_image_batch
+from ..backend import check_finite
 
 __all__ = ["FLOW_METHODS", "optical_flow", "neighbour_flows"]
 
@@ -60,6 +61,12 @@ def _check_method(method: Union[str, Callable]) -> None:
     elif not callable(method):
         raise TypeError(f"method must be 'tvl1' or a callable net(frame_a, frame_b) -> (N, 2, H, W), "
                         f"got {type(method).__name__}")
+
+
+def _check_size(t: torch.Tensor, name: str) -> None:
+    """Flows need a gradient along both axes: at least 2 × 2 pixels (numpy's error named neither)."""
+    if min(t.shape[-2:]) < 2:
+        raise ValueError(f"{name} must be at least 2×2 pixels for an optical flow, got (H, W) = {tuple(t.shape[-2:])}")
 
 
 def _flow_tensors(a: torch.Tensor, b: torch.Tensor, method: Union[str, Callable], **kwargs: Any) -> torch.Tensor:
@@ -110,6 +117,7 @@ def optical_flow(frame_a: Any, frame_b: Any, method: Union[str, Callable] = "tvl
     b, _ = as_image_batch(frame_b, "frame_b")
     if a.shape != b.shape:
         raise ValueError(f"frame_a and frame_b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    _check_size(a, "frame_a")
     return bound.flow(_flow_tensors(a, b.to(device=a.device, dtype=a.dtype), method, **kwargs))
 
 
@@ -144,6 +152,10 @@ def neighbour_flows(
     t_len = frames.shape[0]
     if t_len < 2:
         raise ValueError(f"frames must hold at least 2 frames, got {t_len}")
+    if not frames.is_floating_point():
+        raise TypeError(f"frames must be a float tensor (values in [0, 1]), got dtype {frames.dtype}")
+    check_finite(frames, "frames")  # the result marks missing neighbours with NaN: NaN frames would pass as flows
+    _check_size(frames, "frames")
     wanted = range(t_len) if indices is None else sorted(set(int(i) for i in indices))
     fn = torch.full((t_len, 2) + tuple(frames.shape[2:]), float("nan"), dtype=frames.dtype, device=frames.device)
     fp = fn.clone()
