@@ -34,6 +34,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from ._images import check_unit_scale
 from .backend import host_image_batch, to_host_numpy
 
 __all__ = ["psnr", "ssim", "flow_epe", "flow_mse", "kohler_psnr", "kohler_align"]
@@ -127,6 +128,18 @@ def _check_range(data_range, x=None, ref=None, signed_full_range: bool = True) -
     return float(data_range)
 
 
+def _check_unit_floats(data_range, x, a: np.ndarray, b: np.ndarray) -> None:
+    """Without ``data_range``, float images are on the [0, 1] scale (the photo rule of
+    :func:`pnpdeblur._images.check_unit_scale`): a 0-255 float image would otherwise score
+    against a peak of 1 (a PSNR of −40 dB where scikit-image raises)."""
+    if data_range is not None or _int_limits(x) is not None:
+        return
+    for arr, name in ((a, "x"), (b, "ref")):
+        if arr.size:
+            check_unit_scale(float(arr.min()), float(arr.max()), name,
+                             "pass data_range for another scale, e.g. 255")
+
+
 def psnr(x, ref, data_range: float | None = None, reduction: str = "mean", channel_axis: int | None = None):
     """Peak signal-to-noise ratio ``10 log10(data_range² / MSE)`` in dB.
 
@@ -135,7 +148,8 @@ def psnr(x, ref, data_range: float | None = None, reduction: str = "mean", chann
     x, ref : numpy.ndarray or torch.Tensor
         Same shape; see the module docstring for layouts.
     data_range : float, optional
-        Peak value. Default: 1 for float images (values in [0, 1]); for integer images
+        Peak value. Default: 1 for float images (values in [0, 1]; floats beyond [−0.5, 1.5]
+        without a ``data_range`` raise ``ValueError``, as scikit-image does); for integer images
         the range of the dtype, as scikit-image (255 for uint8).
     reduction : {"mean", "none"}
         Mean over a batch (float) or per-image values (numpy ``(N,)``).
@@ -147,6 +161,7 @@ def psnr(x, ref, data_range: float | None = None, reduction: str = "mean", chann
     """
     a, b = _batch(x, ref, channel_axis)
     dr = _check_range(data_range, x, ref, signed_full_range=False)
+    _check_unit_floats(data_range, x, a, b)
     mse = np.mean((a - b) ** 2, axis=(1, 2, 3))
     with np.errstate(divide="ignore"):
         vals = 10.0 * np.log10(dr**2 / mse)
@@ -192,7 +207,8 @@ def ssim(x, ref, data_range: float | None = None, *, gaussian_weights: bool = Fa
     x, ref : numpy.ndarray or torch.Tensor
         Same shape; see the module docstring for layouts.
     data_range : float, optional
-        Peak value. Default: 1 for float images (values in [0, 1]); for integer images
+        Peak value. Default: 1 for float images (values in [0, 1]; floats beyond [−0.5, 1.5]
+        without a ``data_range`` raise ``ValueError``, as scikit-image does); for integer images
         max − min of the dtype, as scikit-image (255 for uint8).
     gaussian_weights : bool
         False (default): scikit-image's default 7x7 uniform window with sample covariance.
@@ -213,6 +229,7 @@ def ssim(x, ref, data_range: float | None = None, *, gaussian_weights: bool = Fa
     sample_cov = (not gaussian_weights) if use_sample_covariance is None else bool(use_sample_covariance)
     a, b = _batch(x, ref, channel_axis)
     dr = _check_range(data_range, x, ref)
+    _check_unit_floats(data_range, x, a, b)
     vals = np.array([
         np.mean([_ssim_plane(a[i, c], b[i, c], dr, int(win_size), gaussian_weights, float(sigma),
                              sample_cov, K1, K2) for c in range(a.shape[1])])

@@ -227,7 +227,10 @@ def kernel_field_figure(image, flow, step: int = 16, path=None, mode: str = "lin
 
     if mode not in ("lines", "kernels"):
         raise ValueError(f"mode must be 'lines' or 'kernels', got {mode!r}")
+    from ._images import check_unit_scale
+
     img = to_hwc(image)
+    check_unit_scale(float(img.min()), float(img.max()), "image", "divide 8-bit images by 255")  # else white
     h, w = img.shape[:2]
     f = _single_flow(flow, (h, w))
     ncol = 2 if show_flow else 1
@@ -288,16 +291,28 @@ def comparison_figure(images: Sequence, titles: Sequence[str] | None = None, ref
         an int picks one of ``images`` (its own panel then gets no score).
     path : str or path-like, optional
         Write the figure there as PNG.
+    data_range : float
+        Peak value of float images (default 1: values in [0, 1]); the panels show ``[0,
+        data_range]`` and the scores use it. Integer images are first scaled by their dtype's
+        maximum (:func:`to_hwc`), so leave it at 1 for them. Float images beyond
+        ``[−0.5, 1.5] · data_range`` raise ``ValueError`` (a 0-255 float photo would show white).
 
     Returns
     -------
     matplotlib.figure.Figure
     """
+    from ._images import check_unit_scale
     from .metrics import psnr, ssim
 
+    if (isinstance(data_range, bool) or not isinstance(data_range, numbers.Real) or not math.isfinite(data_range)
+            or data_range <= 0):
+        raise ValueError(f"data_range must be a positive finite number, got {data_range!r}")
     imgs = [to_hwc(im, f"images[{i}]") for i, im in enumerate(images)]
     if not imgs:
         raise ValueError("images must contain at least one image")
+    for i, im in enumerate(imgs):
+        check_unit_scale(float(im.min()) / data_range, float(im.max()) / data_range, f"images[{i}] / data_range",
+                         "divide 8-bit images by 255, or pass data_range=255 for 0-255 floats")
     if titles is None:
         titles = [f"image {i}" for i in range(len(imgs))]
     titles = list(titles)
@@ -313,6 +328,8 @@ def comparison_figure(images: Sequence, titles: Sequence[str] | None = None, ref
             ref = imgs[ref_idx]
         else:
             ref = to_hwc(reference, "reference")
+            check_unit_scale(float(ref.min()) / data_range, float(ref.max()) / data_range, "reference / data_range",
+                             "divide 8-bit images by 255, or pass data_range=255 for 0-255 floats")
     n = len(imgs)
     ncols = n if ncols is None else int(ncols)
     nrows = int(math.ceil(n / ncols))
@@ -320,7 +337,7 @@ def comparison_figure(images: Sequence, titles: Sequence[str] | None = None, ref
     fig = _new_figure(width_per_image * ncols, width_per_image * h / w * nrows + 0.6 * nrows)
     for i, (im, t) in enumerate(zip(imgs, titles)):
         ax = fig.add_subplot(nrows, ncols, i + 1)
-        d = _display(im)
+        d = _display(im / data_range)
         ax.imshow(d, cmap="gray" if d.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
         label = str(t)
         if ref is not None and i != ref_idx:

@@ -406,3 +406,20 @@ def test_kohler_align_refuses_an_overflow_instead_of_returning_nan():
             kohler_align(x, 3 * x, max_shift=1)
     val, shift, alpha = kohler_align(x * 1e-200, 3e-200 * x, max_shift=1)  # the same images, scaled
     assert shift == (-1, -1) and alpha == pytest.approx(3.0) and val == float("inf")
+
+
+@pytest.mark.parametrize("metric", [psnr, ssim])
+def test_float_images_on_another_scale_need_their_data_range(metric):
+    rng = np.random.default_rng(4)
+    ref = rng.random((16, 16))
+    x = np.clip(ref + 0.05 * rng.standard_normal(ref.shape), 0, 1)
+    with pytest.raises(ValueError, match=r"^x has values in \[.*\]; float images must lie in \[0, 1\] "
+                                         r"\(pass data_range for another scale, e.g\. 255\)$"):
+        metric(255 * x, ref)  # psnr gave about -40 dB against a peak of 1; scikit-image raises
+    with pytest.raises(ValueError, match=r"^ref has values in \[-0\.5\d+, "):
+        metric(x, ref - 0.6)
+    assert metric(255 * x, 255 * ref, data_range=255) == pytest.approx(metric(x, ref), rel=1e-9)
+    assert np.isfinite(metric(1.4 * x, ref))  # overshoot of a solver's output stays scored
+    u8 = (255 * ref).astype(np.uint8)
+    assert np.isfinite(metric(u8, u8.copy()) if metric is ssim else metric(u8, np.clip(u8.astype(int) + 1, 0, 255)
+                                                                              .astype(np.uint8)))

@@ -276,7 +276,7 @@ def test_comparison_titles_and_scores():
 
 
 def test_comparison_grey_panels_use_a_grey_map():
-    fig = comparison_figure([np.full((4, 4), 0.5), np.full((4, 4, 1), 2.0)], width_per_image=1.0)
+    fig = comparison_figure([np.full((4, 4), 0.5), np.full((4, 4, 1), 1.4)], width_per_image=1.0)  # overshoot: clipped
     for ax, v in zip(fig.axes, (0.5, 1.0)):
         im = ax.images[0]
         assert im.get_cmap().name == "gray" and im.get_clim() == (0, 1) and im.get_interpolation() == "nearest"
@@ -298,6 +298,30 @@ def test_comparison_errors_name_the_argument():
         comparison_figure([a, np.zeros((2, 3, 4, 6))])
     with pytest.raises(ValueError, match=r"^reference must have 1, 3 or 4 channels"):
         comparison_figure([a], reference=np.zeros((4, 6, 2)))
+    for bad in (0, -1.0, float("nan"), True, "1"):
+        with pytest.raises(ValueError, match=r"^data_range must be a positive finite number"):
+            comparison_figure([a], data_range=bad)
+
+
+def test_comparison_of_0_255_floats_needs_their_data_range():
+    rng = np.random.default_rng(3)
+    sharp = rng.random((6, 6, 3))
+    noisy = np.clip(sharp + 0.1 * rng.standard_normal(sharp.shape), 0, 1)
+    with pytest.raises(ValueError, match=r"^images\[1\] / data_range has values in \[.*\]; .*data_range=255"):
+        comparison_figure([noisy, 255 * sharp])  # would show white and score against a peak of 1
+    with pytest.raises(ValueError, match=r"^reference / data_range has values in "):
+        comparison_figure([noisy], reference=255 * sharp)
+    with pytest.raises(ValueError, match=r"^images\[0\] / data_range has values in \[-0\.6"):
+        comparison_figure([noisy - 0.6])
+    fig = comparison_figure([255 * noisy, 255 * sharp], reference=1, data_range=255, width_per_image=1.0)
+    np.testing.assert_allclose(np.asarray(fig.axes[0].images[0].get_array()), noisy, atol=1e-12)  # shown on [0, 1]
+    plain = comparison_figure([noisy, sharp], reference=1, width_per_image=1.0)
+    assert fig.axes[0].get_title() == plain.axes[0].get_title()  # the same PSNR on either scale
+
+
+def test_kernel_field_refuses_a_0_255_float_image():
+    with pytest.raises(ValueError, match=r"^image has values in \[0, 200\]; .*divide 8-bit images by 255"):
+        kernel_field_figure(np.linspace(0, 200, 36).reshape(6, 6), np.zeros((2, 6, 6)))
 
 
 # ------------------------------------------------------------------------ convergence_figure
