@@ -280,6 +280,7 @@ def test_cli_auto_end_to_end(tmp_path, capsys):
     ((20, 30), {}, r"^kernel_size 31 \(the default\) must not exceed the image's smaller side 20 .*<= 19$"),
     ((40, 30, 3), {"kernel_size": 33}, r"^kernel_size 33 must not exceed the image's smaller side 30 .*<= 29$"),
     ((12, 12), {"kernel_size": 5}, r"smaller side 12 is too small for a kernel estimate"),
+    ((15, 40), {"kernel_size": 5}, r"^the image's smaller side 15 is too small for a kernel estimate \(at least 16x16"),
     ((40, 40), {"kernel_size": 4}, r"^kernel_size must be an odd int"),
 ])
 def test_a_kernel_that_cannot_fit_is_refused_before_either_pipeline_runs(monkeypatch, shape, kwargs, match):
