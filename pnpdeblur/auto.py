@@ -196,8 +196,9 @@ def deblur_auto(
         extra[name] = dict(opts or {})
     y, out = as_image_batch(image)
     # the shake pipeline needs the kernel to fit: say so before the flow pipeline's seconds
-    check_kernel_fits(_check_kernel_size(kernel_size), y.shape[-2:],
-                      note=" (the default)" if kernel_size == DEFAULT_KERNEL_SIZE else "")
+    if extra["shake_options"].get("kernel") is None:  # a given kernel is not estimated: any size fits
+        check_kernel_fits(_check_kernel_size(kernel_size), y.shape[-2:],
+                          note=" (the default)" if kernel_size == DEFAULT_KERNEL_SIZE else "")
     rf = deblur(image, flow_model=flow_model, **common, **extra["flow_options"])
     rs = deblur_shake(image, kernel_size, **common, **extra["shake_options"])
 

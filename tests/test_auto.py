@@ -293,6 +293,18 @@ def test_a_kernel_that_cannot_fit_is_refused_before_either_pipeline_runs(monkeyp
         pd.deblur_auto(np.random.default_rng(0).random(shape), **kwargs)
 
 
+def test_a_given_kernel_is_not_held_to_the_estimate_size(monkeypatch):
+    class Reached(Exception):
+        pass
+
+    def flow_pipeline(*a, **k):
+        raise Reached
+
+    monkeypatch.setattr(A, "deblur", flow_pipeline)
+    with pytest.raises(Reached):  # past the size check: 20 px would refuse the default 31-px estimate
+        pd.deblur_auto(np.random.default_rng(0).random((20, 20)), shake_options={"kernel": np.ones((3, 3)) / 9})
+
+
 @pytest.mark.parametrize("size,cap", [(20, 9), (21, 10)])  # the largest margin that leaves a pixel
 def test_margin_is_capped_for_a_small_photo_and_gamma_reaches_the_residuals(monkeypatch, size, cap):
     sharp = _sharp(10, size=size)
