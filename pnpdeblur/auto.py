@@ -28,8 +28,7 @@ import torch
 from ._images import as_image_batch
 from ._repr import describe_array, short_floats
 from .backend import resolve_device, to_torch
-from .camera_shake import DEFAULT_KERNEL_SIZE, ShakeDeblurResult, deblur_shake
-from .estimation.kernel import _check_kernel_size, check_kernel_fits
+from .camera_shake import DEFAULT_KERNEL_SIZE, ShakeDeblurResult, check_shake_kernel_size, deblur_shake
 from .operators.convolution import Convolution
 from .operators.motion import MotionBlur
 from .pipeline import DeblurResult, deblur
@@ -197,8 +196,7 @@ def deblur_auto(
     y, out = as_image_batch(image)
     # the shake pipeline needs the kernel to fit: say so before the flow pipeline's seconds
     if extra["shake_options"].get("kernel") is None:  # a given kernel is not estimated: any size fits
-        check_kernel_fits(_check_kernel_size(kernel_size), y.shape[-2:],
-                          note=" (the default)" if kernel_size == DEFAULT_KERNEL_SIZE else "")
+        check_shake_kernel_size(kernel_size, y.shape)
     rf = deblur(image, flow_model=flow_model, **common, **extra["flow_options"])
     rs = deblur_shake(image, kernel_size, **common, **extra["shake_options"])
 

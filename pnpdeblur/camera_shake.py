@@ -158,8 +158,7 @@ def deblur_shake(
     n = x.shape[0]
     kernels = None if kernel is None else _check_kernels(kernel, n)
     if kernels is None:  # before the noise estimates: say at once that the kernel cannot fit
-        check_kernel_fits(_check_kernel_size(kernel_size), x.shape[-2:],
-                          note=" (the default)" if kernel_size == DEFAULT_KERNEL_SIZE else "")
+        check_shake_kernel_size(kernel_size, x.shape[-2:])
     dev = resolve_device(device) or x.device
     obs = x.to(dev)
     levels = noise_levels(obs, noise_level, saturation)
@@ -217,6 +216,13 @@ def deblur_shake(
     else:
         result.x = layout.image(torch.cat(outs).to(x.device))
     return result
+
+
+def check_shake_kernel_size(kernel_size: Any, shape: tuple) -> None:
+    """``kernel_size`` checked, and that a kernel of that size can be estimated on an image of
+    ``shape`` ``(..., H, W)`` (the message says when it is the default)."""
+    check_kernel_fits(_check_kernel_size(kernel_size), tuple(shape[-2:]),
+                      note=" (the default)" if kernel_size == DEFAULT_KERNEL_SIZE else "")
 
 
 def _check_kernels(kernel: Any, n: int) -> List[np.ndarray]:

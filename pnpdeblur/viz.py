@@ -310,9 +310,12 @@ def comparison_figure(images: Sequence, titles: Sequence[str] | None = None, ref
     imgs = [to_hwc(im, f"images[{i}]") for i, im in enumerate(images)]
     if not imgs:
         raise ValueError("images must contain at least one image")
-    for i, im in enumerate(imgs):
-        check_unit_scale(float(im.min()) / data_range, float(im.max()) / data_range, f"images[{i}] / data_range",
+    def check_scale(im: np.ndarray, name: str) -> None:  # else a 0-255 float photo shows white
+        check_unit_scale(float(im.min()) / data_range, float(im.max()) / data_range, f"{name} / data_range",
                          "divide 8-bit images by 255, or pass data_range=255 for 0-255 floats")
+
+    for i, im in enumerate(imgs):
+        check_scale(im, f"images[{i}]")
     if titles is None:
         titles = [f"image {i}" for i in range(len(imgs))]
     titles = list(titles)
@@ -328,8 +331,7 @@ def comparison_figure(images: Sequence, titles: Sequence[str] | None = None, ref
             ref = imgs[ref_idx]
         else:
             ref = to_hwc(reference, "reference")
-            check_unit_scale(float(ref.min()) / data_range, float(ref.max()) / data_range, "reference / data_range",
-                             "divide 8-bit images by 255, or pass data_range=255 for 0-255 floats")
+            check_scale(ref, "reference")
     n = len(imgs)
     ncols = n if ncols is None else int(ncols)
     nrows = int(math.ceil(n / ncols))
