@@ -218,11 +218,12 @@ def deblur_shake(
     return result
 
 
-def check_shake_kernel_size(kernel_size: Any, shape: tuple) -> None:
+def check_shake_kernel_size(kernel_size: Any, shape: tuple, name: str = "kernel_size") -> None:
     """``kernel_size`` checked, and that a kernel of that size can be estimated on an image of
-    ``shape`` ``(..., H, W)`` (the message says when it is the default)."""
+    ``shape`` ``(..., H, W)`` (the message says when it is the default, and calls the size
+    ``name``)."""
     check_kernel_fits(_check_kernel_size(kernel_size), tuple(shape[-2:]),
-                      note=" (the default)" if kernel_size == DEFAULT_KERNEL_SIZE else "")
+                      note=" (the default)" if kernel_size == DEFAULT_KERNEL_SIZE else "", name=name)
 
 
 def _check_kernels(kernel: Any, n: int) -> List[np.ndarray]:

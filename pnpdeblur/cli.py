@@ -789,7 +789,7 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
     from tqdm.auto import tqdm
 
     from .auto import deblur_auto
-    from .camera_shake import DEFAULT_KERNEL_SIZE, deblur_shake
+    from .camera_shake import DEFAULT_KERNEL_SIZE, check_shake_kernel_size, deblur_shake
     from .pipeline import deblur
     from .train.distributed import rank, world_size
 
@@ -814,6 +814,8 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
                               saturation=None if args.no_saturation else args.saturation, gamma=args.gamma)
                 flow_opts = dict(iterations=args.iterations, n_iter=args.hqs_iters, cg_iters=args.cg_iters,
                                  flow_scale=args.flow_scale, flow_ensemble=not args.no_flow_ensemble)
+                if args.shake or args.auto:  # checked here to name the flag, not the library's argument
+                    check_shake_kernel_size(args.kernel_size or DEFAULT_KERNEL_SIZE, img.shape[:2], "--kernel-size")
                 if args.shake:
                     res = deblur_shake(img, args.kernel_size or DEFAULT_KERNEL_SIZE, **common, **safeguard)
                 elif args.auto:

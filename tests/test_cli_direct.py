@@ -821,6 +821,9 @@ def test_load_models_default_flow_model(monkeypatch):
     assert cli._load_models(SimpleNamespace(prior="tv", flow_weights=None, shake=True, prior_weights=None)) == (p, None)
 
 
+SHAKE_H, SHAKE_W = 44, 52  # the CLI checks that --kernel-size (up to 41 below) fits before deblurring
+
+
 class FakeShake:
     """Stands in for pd.deblur_shake: records its arguments, returns a known transform."""
 
@@ -842,7 +845,7 @@ def test_deblur_shake_option_calls_pd_deblur_shake(tmp_path, fake, monkeypatch, 
 
     shake = FakeShake()
     monkeypatch.setattr(camera_shake, "deblur_shake", shake)
-    a = _save(tmp_path / "a.png", _u8(21))
+    a = _save(tmp_path / "a.png", _u8(21, h=SHAKE_H, w=SHAKE_W))
     out = tmp_path / "o"
     assert cli.main(["deblur", str(a), "-o", str(out), "--shake", "--no-progress"]) == 0
     assert fake.calls == []
@@ -874,7 +877,7 @@ def test_deblur_shake_option_reports_a_sharp_photo(tmp_path, fake, monkeypatch, 
     import pnpdeblur.camera_shake as camera_shake
 
     monkeypatch.setattr(camera_shake, "deblur_shake", FakeShake(sharp=True))
-    a = _save(tmp_path / "a.png", _u8(24))
+    a = _save(tmp_path / "a.png", _u8(24, h=SHAKE_H, w=SHAKE_W))
     out = tmp_path / "o"
     assert cli.main(["deblur", str(a), "-o", str(out), "--shake", "--no-progress"]) == 0
     err = capsys.readouterr().err
@@ -920,7 +923,7 @@ def test_deblur_auto_option_calls_pd_deblur_auto(tmp_path, fake, monkeypatch, ca
 
     runs = FakeAuto()
     monkeypatch.setattr(auto, "deblur_auto", runs)
-    a = _save(tmp_path / "a.png", _u8(25))
+    a = _save(tmp_path / "a.png", _u8(25, h=SHAKE_H, w=SHAKE_W))
     out = tmp_path / "o"
     assert cli.main(["deblur", str(a), "-o", str(out), "--auto", "--no-progress", "--save-kernel", "--save-flow"]) == 0
     assert fake.calls == []
@@ -948,7 +951,7 @@ def test_deblur_auto_option_calls_pd_deblur_auto(tmp_path, fake, monkeypatch, ca
 def test_deblur_auto_names_the_flow_choice_and_a_sharp_photo(tmp_path, fake, monkeypatch, capsys):
     import pnpdeblur.auto as auto
 
-    a = _save(tmp_path / "a.png", _u8(26))
+    a = _save(tmp_path / "a.png", _u8(26, h=SHAKE_H, w=SHAKE_W))
     out = tmp_path / "o"
     monkeypatch.setattr(auto, "deblur_auto", FakeAuto("flow"))
     assert cli.main(["deblur", str(a), "-o", str(out), "--auto", "--no-progress"]) == 0
@@ -2003,3 +2006,25 @@ def test_bad_option_values_name_the_option(command, option, value, says, capsys)
     assert cli.main([*base, option, value]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith(f"pnpdeblur {command}: error: argument {option}") and says in last, last
+
+
+@pytest.mark.parametrize("mode", ["--shake", "--auto"])
+@pytest.mark.parametrize("size, extra, says", [
+    (24, [], r"--kernel-size 31 \(the default\) must not exceed the image's smaller side 24 .*: pass an odd "
+             r"--kernel-size <= 23"),
+    (40, ["--kernel-size", "41"], r"--kernel-size 41 must not exceed the image's smaller side 40 .*: pass an odd "
+                                  r"--kernel-size <= 39"),
+])
+def test_deblur_shake_and_auto_name_the_kernel_size_flag_on_a_small_photo(tmp_path, fake, monkeypatch, capsys,
+                                                                          mode, size, extra, says):
+    import pnpdeblur.auto as auto
+    import pnpdeblur.camera_shake as camera_shake
+
+    monkeypatch.setattr(camera_shake, "deblur_shake", lambda *a, **k: pytest.fail("deblurred a photo too small"))
+    monkeypatch.setattr(auto, "deblur_auto", lambda *a, **k: pytest.fail("deblurred a photo too small"))
+    small = _save(tmp_path / "small.png", _u8(27, h=size, w=size + 8))
+    out = tmp_path / "o"
+    assert cli.main(["deblur", str(small), "-o", str(out), mode, "--no-progress"] + extra) == 1
+    err = capsys.readouterr().err
+    assert re.search(f"pnpdeblur: failed on {re.escape(str(small))}: ValueError: {says}$", err, re.M), err
+    assert "kernel_size" not in err and fake.calls == []

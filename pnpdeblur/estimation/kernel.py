@@ -76,10 +76,12 @@ def _check_kernel_size(kernel_size) -> int:
     return int(kernel_size)
 
 
-def check_kernel_fits(kernel_size: int, shape: tuple[int, int], max_side: int = 512, note: str = "") -> None:
+def check_kernel_fits(kernel_size: int, shape: tuple[int, int], max_side: int = 512, note: str = "",
+                      name: str = "kernel_size") -> None:
     """``ValueError`` unless a ``kernel_size`` kernel can be estimated on an image of ``shape``
     ``(H, W)`` with ``max_side``; the message gives the largest odd size that fits (``note`` is
-    appended to the size, e.g. ``" (the default)"``)."""
+    appended to the size, e.g. ``" (the default)"``; ``name`` is what the caller calls the size,
+    e.g. ``"--kernel-size"`` on the command line)."""
     side = min(int(shape[0]), int(shape[1]))
     if side < _MIN_SIZE:
         raise ValueError(f"the image's smaller side {side} is too small for a kernel estimate "
@@ -88,8 +90,8 @@ def check_kernel_fits(kernel_size: int, shape: tuple[int, int], max_side: int = 
         return
     bound = min(side, max_side)
     bound -= 1 - bound % 2  # the largest odd size that fits
-    fix = f"pass an odd kernel_size <= {bound}" if bound >= 3 else "max_side leaves no room for a kernel"
-    raise ValueError(f"kernel_size {kernel_size}{note} must not exceed the image's smaller side {side} "
+    fix = f"pass an odd {name} <= {bound}" if bound >= 3 else "max_side leaves no room for a kernel"
+    raise ValueError(f"{name} {kernel_size}{note} must not exceed the image's smaller side {side} "
                      f"(nor max_side {max_side}): {fix}")
 
 
