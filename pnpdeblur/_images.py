@@ -62,7 +62,7 @@ def as_float_batch(image: Any, name: str, uint8_dtype: torch.dtype = torch.float
     if t.dtype == torch.uint8:
         t = t.to(uint8_dtype) / 255.0
     elif not t.is_floating_point():
-        raise TypeError(f"{name} must be uint8 or float, got dtype {t.dtype}")
+        raise TypeError(f"{name} must be uint8 or float, got dtype {image.dtype}")
     t4, restore = to_nchw(t, kind, name)
     check_finite(t4, name)
     return t4, restore, kind

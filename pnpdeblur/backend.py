@@ -54,9 +54,19 @@ def array_kind(x: Any, name: str = "x") -> str:
 
 
 def check_float(x: torch.Tensor, name: str) -> None:
-    """Raise TypeError unless ``x`` is a float32 or float64 tensor."""
+    """Raise TypeError unless ``x`` is a float32 or float64 tensor.
+
+    The message names the dtype as numpy, torch and cupy all spell it (``uint8``, not
+    ``torch.uint8``: the caller may have passed a numpy array) and says how to convert the
+    dtypes users most often hand over (8-bit photos, half precision).
+    """
     if x.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"{name} must be float32 or float64, got dtype {x.dtype}")
+        hint = ""
+        if x.dtype in (torch.float16, torch.bfloat16):
+            hint = " (convert half precision to float32 first)"
+        elif not x.dtype.is_floating_point and not x.dtype.is_complex:
+            hint = " (convert integer images to floats in [0, 1] first, e.g. divide 8-bit ones by 255)"
+        raise TypeError(f"{name} must be float32 or float64, got dtype {str(x.dtype).removeprefix('torch.')}{hint}")
 
 
 def resolve_device(device: Any, name: str = "device") -> Optional[torch.device]:

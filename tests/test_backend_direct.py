@@ -120,9 +120,24 @@ def test_host_kind_accepts_array_likes_as_numpy():
 def test_check_float_accepts_float32_and_float64_only():
     check_float(torch.zeros(1, dtype=torch.float32), "w")
     check_float(torch.zeros(1, dtype=torch.float64), "w")
-    for dt in (torch.float16, torch.bfloat16, torch.int64, torch.uint8):
-        with pytest.raises(TypeError, match=rf"^w must be float32 or float64, got dtype {dt}$"):
+    half = " (convert half precision to float32 first)"
+    integer = " (convert integer images to floats in [0, 1] first, e.g. divide 8-bit ones by 255)"
+    for dt, name, hint in ((torch.float16, "float16", half), (torch.bfloat16, "bfloat16", half),
+                           (torch.int64, "int64", integer), (torch.uint8, "uint8", integer),
+                           (torch.bool, "bool", integer), (torch.complex64, "complex64", "")):
+        with pytest.raises(TypeError, match=f"^w must be float32 or float64, got dtype {re.escape(name + hint)}$"):
             check_float(torch.zeros(1, dtype=dt), "w")
+
+
+def test_solvers_and_operators_name_a_numpy_dtype_as_numpy_spells_it():
+    import pnpdeblur as pd
+    from pnpdeblur import priors, solvers
+
+    K = pd.MotionBlur(np.zeros((2, 6, 7), np.float32))
+    photo = np.zeros((6, 7, 3), np.uint8)
+    for call, name in ((lambda: K(photo), "x"), (lambda: solvers.hqs(photo, K, priors.TV(), 0.01), "y")):
+        with pytest.raises(TypeError, match=rf"^{name} must be float32 or float64, got dtype uint8 \(convert integer"):
+            call()
 
 
 def test_check_finite():

@@ -567,3 +567,57 @@ def test_the_report_prints_in_one_line_without_the_history():
                   converged_per_sample=[False, True], iterations_per_sample=[100, 40], message="1 of 2 did not")
     assert repr(info) == ("CGInfo(converged=False, iterations=100, residual=[0.001235, 2e-07], "
                           "message='1 of 2 did not')")
+
+
+def test_a_callable_that_mixes_the_batch_is_refused_and_batched_false_solves_one_system():
+    # lambda z: Kᵀ K z + βz on one (H, W, C) numpy image: the first axis is a row of pixels, and
+    # a per-row CG (each row its own step sizes) returned a wrong answer without a word
+    rng = np.random.default_rng(31)
+    K = Convolution(rng.random((3, 3)), "replicate")
+    hwc = rng.standard_normal((4, 5, 3))
+    mix = lambda z: K.T(K(z)) + 0.5 * z  # noqa: E731
+    calls = []
+
+    def counted(z):
+        calls.append(z.shape)
+        return mix(z)
+
+    with pytest.raises(ValueError, match=r"^A mixes the samples along b's first axis \(b has shape \(4, 5, 3\)\): "
+                                         r"cg treats .* Pass batched=False to solve b as one system"):
+        cg(counted, hwc)
+    assert calls == [(4, 5, 3)]  # one probe, no iteration
+    # batched=False: the dense solve of the whole image (K acts on each channel of (H, W, C))
+    n = 20
+    eye = np.eye(n).reshape(n, 4, 5)
+    dense = np.stack([np.asarray(mix(e[..., None]))[..., 0].reshape(-1) for e in eye], 1)
+    ref = np.stack([np.linalg.solve(dense, hwc[..., c].reshape(-1)).reshape(4, 5) for c in range(3)], 2)
+    x, info = cg(mix, hwc, tol=1e-12, batched=False)
+    assert isinstance(x, np.ndarray) and x.shape == (4, 5, 3) and info.converged and len(info.residual) == 1
+    np.testing.assert_allclose(x, ref, atol=1e-9)
+    # and the same through torch, with a warm start in b's own shape
+    xt, info_t = cg(lambda z: torch.from_numpy(mix(z.numpy())), torch.from_numpy(hwc), x0=torch.from_numpy(ref),
+                    tol=1e-8, batched=False)
+    assert xt.shape == (4, 5, 3) and info_t.iterations == 0
+    with pytest.raises(TypeError, match=r"^batched must be True or False, got 1$"):
+        cg(mix, hwc, batched=1)
+
+
+def test_a_callable_acting_per_sample_passes_the_probe_and_solves_each_sample():
+    # block-diagonal A (a different SPD matrix per sample, applied by a callable): the batched
+    # CG is each sample's own CG; float32 round-off in the probe is not taken for mixing
+    mats = np.stack([_spd(s, n=6) for s in (40, 41, 42)])
+    b = np.random.default_rng(43).standard_normal((3, 6))
+    per_sample = lambda v: np.einsum("nij,nj->ni", mats.astype(v.dtype), v)  # noqa: E731
+    x, info = cg(per_sample, b, tol=1e-12)
+    assert info.converged and len(info.residual) == 3
+    for i in range(3):
+        np.testing.assert_allclose(x[i], np.linalg.solve(mats[i], b[i]), atol=1e-9)
+    x32, info32 = cg(per_sample, b.astype(np.float32), tol=1e-5)
+    assert x32.dtype == np.float32 and info32.converged
+    # a callable mixing only a little beyond round-off is still caught
+    leak = lambda v: per_sample(v) + 1e-3 * v.sum(0, keepdims=True)  # noqa: E731
+    with pytest.raises(ValueError, match=r"^A mixes the samples"):
+        cg(leak, b)
+    # NaN from A is named by the iterations, not taken for mixing
+    with pytest.raises(ValueError, match=r"NaN or Inf"):
+        cg(lambda v: np.full_like(v, np.nan), b)

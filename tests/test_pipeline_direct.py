@@ -441,7 +441,7 @@ def test_noise_level_takes_every_image_layout_deblur_takes():
 @pytest.mark.parametrize("bad, exc, pattern", [
     (np.full((8, 8), np.nan), ValueError, r"^x contains NaN or Inf values$"),
     (torch.full((1, 3, 8, 8), float("inf")), ValueError, r"^x contains NaN or Inf values$"),
-    (np.zeros((8, 8), np.int32), TypeError, r"^x must be uint8 or float, got dtype torch\.int32$"),
+    (np.zeros((8, 8), np.int32), TypeError, r"^x must be uint8 or float, got dtype int32$"),
     (np.zeros((2, 2, 2, 2, 2)), ValueError, r"^x must have shape \(N, C, H, W\), \(H, W\) or a 3-D image, "
                                             r"got shape \(2, 2, 2, 2, 2\)$"),
     (np.zeros(8), ValueError, r"^x must have shape \(N, C, H, W\), \(H, W\) or a 3-D image, got shape \(8,\)$"),

@@ -7,6 +7,7 @@ stopping test, so a batch of images solves exactly as each image would alone.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -245,6 +246,31 @@ def _as_tensor_fn(A: Any, kind: str, like: torch.Tensor) -> TensorFn:
     return apply
 
 
+def _check_acts_per_sample(fn: TensorFn, b: torch.Tensor) -> None:
+    """``ValueError`` when ``fn`` carries a probe in sample 0 of ``b``'s batch into another sample.
+
+    A batched CG takes its step sizes per sample, which solves the system only when ``A`` is
+    block-diagonal over the batch axis; one call on a pseudo-random probe (fixed seed) that is
+    zero outside sample 0 checks that for sample 0 (round-off allowed). NaN/Inf are left to the
+    iterations, which name them.
+    """
+    if b.shape[0] < 2:
+        return
+    gen = torch.Generator().manual_seed(0)
+    probe = torch.zeros_like(b)
+    probe[0] = torch.randn(b.shape[1:], generator=gen, dtype=torch.float64).to(b.dtype).to(b.device)
+    with torch.no_grad():
+        out = fn(probe)
+    inside = float(torch.linalg.vector_norm(out[0]))
+    leak = float(torch.linalg.vector_norm(out[1:]))
+    if math.isfinite(leak + inside) and leak > 1e-5 * max(inside, float(torch.linalg.vector_norm(probe))):
+        raise ValueError(
+            f"A mixes the samples along b's first axis (b has shape {tuple(b.shape)}): cg treats that axis as "
+            "a batch of independent systems, so its answer would be wrong. Pass batched=False to solve b as "
+            "one system (e.g. one (H, W, C) numpy image), or give A as a LinearOperator, which takes images "
+            "in their own layouts")
+
+
 def _as_preconditioner(M: Any, preconditioner: Any, kind: str) -> Optional[TensorFn]:
     """Check ``M``/``preconditioner`` and return a torch-tensor function (or None)."""
     if M is not None and preconditioner is not None:
@@ -295,6 +321,7 @@ def cg(
     atol: float = 0.0,
     params: Optional[Sequence[torch.Tensor]] = None,
     implicit_grad: Optional[bool] = None,
+    batched: bool = True,
 ) -> Tuple[Any, CGInfo]:
     """Solve ``A x = b`` by conjugate gradients, batched over the first axis of ``b``.
 
@@ -338,6 +365,13 @@ def cg(
         Differentiate through the solve implicitly (one adjoint CG solve in backward
         instead of backpropagating through every iteration). Default: on whenever
         autograd is enabled and ``b`` or a tensor in ``params`` requires grad.
+    batched : bool
+        True (default): the first axis of ``b`` holds independent systems, each with its own
+        step sizes and stopping test, so a callable ``A`` must act on each sample alone. A
+        callable that mixes them (e.g. ``lambda z: K.T(K(z)) + z`` on one ``(H, W, C)``
+        numpy image, whose first axis is a row of pixels) would get a wrong answer, so one
+        extra call of ``A`` on a probe checks it and raises ``ValueError``. False: ``b`` is
+        one system of any shape (``info`` then has one sample).
 
     Returns
     -------
@@ -365,7 +399,9 @@ def cg(
         # torch); its _forward, which the iterations call unchecked, needs a (N, C, H, W) it accepts
         bt, restore_layout = to_nchw(bt, kind, "b")
         A.check_image(bt, "b", check_finite=False)
-    single = bt.ndim == 1
+    if not isinstance(batched, bool):
+        raise TypeError(f"batched must be True or False, got {batched!r}")
+    single = bt.ndim == 1 or not batched
     if single:
         bt = bt[None]
     if not (isinstance(tol, (int, float)) and tol >= 0) or not (tol > 0 or atol > 0):
@@ -386,6 +422,8 @@ def cg(
         x0t = x0t.to(dtype=bt.dtype, device=bt.device).detach()
     fn = _as_tensor_fn(A, kind, bt)
     M = _as_preconditioner(M, preconditioner, kind)
+    if not single and not isinstance(A, LinearOperator) and callable(A) and not _is_array(A):
+        _check_acts_per_sample(fn, bt)
     if single:
         inner = fn
         fn = lambda v: inner(v[0])[None]  # noqa: E731
