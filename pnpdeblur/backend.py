@@ -65,7 +65,7 @@ def check_float(x: torch.Tensor, name: str) -> None:
         if x.dtype in (torch.float16, torch.bfloat16):
             hint = " (convert half precision to float32 first)"
         elif not x.dtype.is_floating_point and not x.dtype.is_complex:
-            hint = " (convert integer images to floats in [0, 1] first, e.g. divide 8-bit ones by 255)"
+            hint = " (convert it to float32 first; an 8-bit image also needs dividing by 255)"
         raise TypeError(f"{name} must be float32 or float64, got dtype {str(x.dtype).removeprefix('torch.')}{hint}")
 
 

@@ -121,7 +121,7 @@ def test_check_float_accepts_float32_and_float64_only():
     check_float(torch.zeros(1, dtype=torch.float32), "w")
     check_float(torch.zeros(1, dtype=torch.float64), "w")
     half = " (convert half precision to float32 first)"
-    integer = " (convert integer images to floats in [0, 1] first, e.g. divide 8-bit ones by 255)"
+    integer = " (convert it to float32 first; an 8-bit image also needs dividing by 255)"
     for dt, name, hint in ((torch.float16, "float16", half), (torch.bfloat16, "bfloat16", half),
                            (torch.int64, "int64", integer), (torch.uint8, "uint8", integer),
                            (torch.bool, "bool", integer), (torch.complex64, "complex64", "")):
@@ -136,8 +136,11 @@ def test_solvers_and_operators_name_a_numpy_dtype_as_numpy_spells_it():
     K = pd.MotionBlur(np.zeros((2, 6, 7), np.float32))
     photo = np.zeros((6, 7, 3), np.uint8)
     for call, name in ((lambda: K(photo), "x"), (lambda: solvers.hqs(photo, K, priors.TV(), 0.01), "y")):
-        with pytest.raises(TypeError, match=rf"^{name} must be float32 or float64, got dtype uint8 \(convert integer"):
+        with pytest.raises(TypeError, match=rf"^{name} must be float32 or float64, got dtype uint8 \(convert it to "
+                                            r"float32 first; an 8-bit image also needs dividing by 255\)$"):
             call()
+    with pytest.raises(TypeError, match=r"^flow must be float32 or float64, got dtype int64 \(convert it"):
+        pd.MotionBlur(np.zeros((2, 6, 7), np.int64))
 
 
 def test_check_finite():
