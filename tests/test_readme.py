@@ -43,7 +43,7 @@ def test_readme_python_blocks_run_and_keep_their_promises():
     # (measured at 128²: +8.3 dB TV, +9.3 dB DnCNN, +8.5 dB NLMeans; the margin leaves room
     # for thread-count rounding, not for a broken prior)
     nonblind = [(src, r) for sec, src, r in results if sec.startswith("Compose a solver")]
-    priors = {"TV()": None, "DnCNNPrior()": None, "NLMeans()": None, "lambda z, sigma: z": None}
+    priors = {"TV()": None, "DnCNNPrior()": None, "NLMeans()": None, "lambda z, sigma: z": None, "tv_skimage": None}
     for src, r in nonblind:
         for name in priors:
             if name in src:
