@@ -618,6 +618,12 @@ def test_a_callable_acting_per_sample_passes_the_probe_and_solves_each_sample():
     leak = lambda v: per_sample(v) + 1e-3 * v.sum(0, keepdims=True)  # noqa: E731
     with pytest.raises(ValueError, match=r"^A mixes the samples"):
         cg(leak, b)
+    # at any scale of A
+    with pytest.raises(ValueError, match=r"^A mixes the samples"):
+        cg(lambda v: 1e-9 * leak(v), b)
+    # two samples are a batch too
+    with pytest.raises(ValueError, match=r"^A mixes the samples"):
+        cg(lambda v: v + 1e-3 * v.sum(0, keepdims=True), b[:2])
     # NaN from A is named by the iterations, not taken for mixing
     with pytest.raises(ValueError, match=r"NaN or Inf"):
         cg(lambda v: np.full_like(v, np.nan), b)

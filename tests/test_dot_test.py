@@ -92,6 +92,19 @@ def test_a_wrong_fused_normal_is_measured_and_can_be_left_out():
         dot_test(K, (1, 1, 3, 4), tol=0.01)
 
 
+def test_an_operator_returning_nan_fails_any_tolerance():
+    class Broken(LinearOperator):
+        def _forward(self, x):
+            return x * float("nan")
+
+        def _adjoint(self, y):
+            return y
+
+    assert np.isnan(dot_test(Broken(), (1, 1, 3, 3), normal=False))
+    with pytest.raises(AssertionError, match=r"^Broken fails the dot test: <K x, y> = nan .* relative mismatch nan > tol 1"):
+        dot_test(Broken(), (1, 1, 3, 3), tol=1.0)
+
+
 def test_an_operator_returning_another_shape_is_named():
     class Shrinks(LinearOperator):
         def _forward(self, x):
@@ -111,8 +124,13 @@ def test_random_images_are_seeded_and_the_worst_trial_is_returned():
     one = [dot_test(K, (1, 3, 2, 2), trials=1, seed=s, normal=False) for s in range(4)]
     assert len(set(one)) == 4  # other seeds, other images
     assert dot_test(K, (1, 3, 2, 2), trials=1, seed=2, normal=False) == one[2]
-    # trial i of seed s: the first pair of seed s is trial 0, so the worst of 3 trials is >= it
-    assert dot_test(K, (1, 3, 2, 2), trials=3, seed=1, normal=False) >= one[1]
+    # the worst of the trials: the pairs are drawn (x, y), (x, y), ... from one generator of the seed
+    gen = torch.Generator().manual_seed(1)
+    pairs = [[torch.randn((1, 3, 2, 2), generator=gen, dtype=torch.float64) for _ in range(2)] for _ in range(3)]
+    each = [dot_test(K, x=x, y=y, normal=False) for x, y in pairs]
+    assert each[0] == one[1] and len(set(each)) == 3
+    assert dot_test(K, (1, 3, 2, 2), trials=3, seed=1, normal=False) == max(each)
+    assert dot_test(K, (1, 3, 2, 2), trials=2, seed=1, normal=False) == max(each[:2]) != each[1]  # not the last
     # the zero operator has nothing to mismatch
     assert dot_test(0.0 * pd.MotionBlur(np.zeros((2, 4, 5))), tol=0.0) == 0.0
 
@@ -131,6 +149,7 @@ def test_random_images_are_seeded_and_the_worst_trial_is_returned():
     (dict(shape=(1, 3, 6, 6)), ValueError, r"^x has spatial size \(6, 6\), but MotionBlur was built for "
                                            r"\(H, W\) = \(5, 6\)$"),
     (dict(x=torch.zeros(1, 3, 5, 6)), ValueError, r"^give both x and y, or neither$"),
+    (dict(y=torch.zeros(1, 3, 5, 6)), ValueError, r"^give both x and y, or neither$"),
     (dict(x=np.zeros((1, 3, 5, 6)), y=np.zeros((1, 3, 5, 6))), TypeError, r"^x must be a torch \(N, C, H, W\) "
                                                                           r"tensor, got ndarray$"),
     (dict(x=torch.zeros(1, 3, 5, 6), y=torch.zeros(1, 3, 5, 7)), ValueError, r"^x and y must have one shape"),

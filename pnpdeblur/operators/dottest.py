@@ -93,7 +93,8 @@ def dot_test(
     Returns
     -------
     float
-        The largest mismatch over the trials (and the normal-operator check).
+        The largest mismatch over the trials (and the normal-operator check); NaN when the
+        operator returned NaN or Inf.
 
     Raises
     ------
@@ -145,10 +146,10 @@ def dot_test(
             lhs = float((kx.to(torch.float64) * yi.to(torch.float64)).sum())
             rhs = float((xi.to(torch.float64) * kty.to(torch.float64)).sum())
             scale = max(_norm(kx) * _norm(yi), _norm(xi) * _norm(kty))
-            err = abs(lhs - rhs) / scale if scale > 0 else 0.0
+            err = abs(lhs - rhs) / scale if scale != 0 else 0.0  # NaN stays NaN
             _fail_if(tol, err, f"{K._label()} fails the dot test: <K x, y> = {lhs:.17g} but <x, K.T y> = {rhs:.17g}",
                      i, xi)
-            worst = max(worst, err)
+            worst = _worse(worst, err)
             if normal:
                 ktkx = _check_output(K.adjoint(kx), xi, f"the adjoint of {K._label()}")
                 nx = _check_output(K.normal(xi), xi, f"{K._label()}.normal")
@@ -157,8 +158,13 @@ def dot_test(
                 err_n = diff / ref if ref > 0 else diff
                 _fail_if(tol, err_n, f"{K._label()}.normal(x) differs from K.T(K x) by {diff:.3g} "
                          f"(|K.T K x| = {ref:.3g})", i, xi)
-                worst = max(worst, err_n)
+                worst = _worse(worst, err_n)
     return worst
+
+
+def _worse(a: float, b: float) -> float:
+    """The larger mismatch, NaN if either is (``max`` would keep a number over a NaN)."""
+    return math.nan if math.isnan(a) or math.isnan(b) else max(a, b)
 
 
 def _fail_if(tol: Optional[float], err: float, what: str, trial: int, x: torch.Tensor) -> None:

@@ -7,7 +7,6 @@ stopping test, so a batch of images solves exactly as each image would alone.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -251,8 +250,9 @@ def _check_acts_per_sample(fn: TensorFn, b: torch.Tensor) -> None:
 
     A batched CG takes its step sizes per sample, which solves the system only when ``A`` is
     block-diagonal over the batch axis; one call on a pseudo-random probe (fixed seed) that is
-    zero outside sample 0 checks that for sample 0 (round-off allowed). NaN/Inf are left to the
-    iterations, which name them.
+    zero outside sample 0 checks that for sample 0: what reaches the other samples must stay below
+    1e-5 of what stays in sample 0 (a per-sample ``A`` leaves them exactly 0). NaN/Inf are left
+    to the iterations, which name them.
     """
     if b.shape[0] < 2:
         return
@@ -263,7 +263,7 @@ def _check_acts_per_sample(fn: TensorFn, b: torch.Tensor) -> None:
         out = fn(probe)
     inside = float(torch.linalg.vector_norm(out[0]))
     leak = float(torch.linalg.vector_norm(out[1:]))
-    if math.isfinite(leak + inside) and leak > 1e-5 * max(inside, float(torch.linalg.vector_norm(probe))):
+    if leak > 1e-5 * inside:  # relative to A's own scale; False for NaN
         raise ValueError(
             f"A mixes the samples along b's first axis (b has shape {tuple(b.shape)}): cg treats that axis as "
             "a batch of independent systems, so its answer would be wrong. Pass batched=False to solve b as "
