@@ -2,6 +2,7 @@
 from .base import Identity, LinearOperator
 from .convolution import Convolution, UniformBlur
 from .dottest import dot_test
+from .interop import to_scipy
 from .motion import MAX_FLOW, MotionBlur, TwoSegmentBlur, motion_kernel, motion_kernel_table
 from .warp import WarpBlur
 from ._segment import FLOW_CACHE, FlowCache
@@ -20,4 +21,5 @@ __all__ = [
     "FlowCache",
     "FLOW_CACHE",
     "dot_test",
+    "to_scipy",
 ]
