@@ -1,6 +1,7 @@
 """Photos as cameras and print workflows store them: read_image turns them upright by their EXIF
 orientation, as Pillow's ImageOps.exif_transpose (the independent reference) and every photo
-viewer do, and reads CMYK JPEGs and TIFFs as RGB (Pillow's conversion the reference)."""
+viewer do, and reads CMYK JPEGs and TIFFs, Lab and YCbCr TIFFs as RGB (Pillow's conversion the
+reference); a one-frame GIF is an image, an animation or a multi-page file is refused by name."""
 from __future__ import annotations
 
 import io
@@ -103,6 +104,38 @@ def test_cmyk_photos_are_read_as_rgb(fmt, suffix, tmp_path):
     assert np.abs(got - BASE / 255.0).mean() < 0.05
     grey = read_image(path, channels=1)
     assert grey.shape == BASE.shape[:2] + (1,)
+
+
+@pytest.mark.parametrize("mode", ["LAB", "YCbCr"])
+def test_lab_and_ycbcr_tiffs_are_read_as_rgb(mode, tmp_path):
+    # their channels as stored (L, a, b or Y, Cb, Cr) were read as R, G, B: 60-75 grey levels off
+    path = tmp_path / "c.tif"
+    Image.fromarray(BASE).convert(mode).save(path, format="TIFF")
+    with Image.open(path) as im:
+        assert im.mode == mode
+        want = np.asarray(im.convert("RGB"))
+    got = read_image(path)
+    assert got.shape == BASE.shape
+    assert np.array_equal(np.round(got * 255).astype(np.uint8), want)
+    assert np.abs(got - BASE / 255.0).mean() < 0.01  # the photo itself, to the conversions' rounding
+
+
+def test_a_one_frame_gif_is_read_and_an_animation_is_refused_by_name(tmp_path):
+    still = Image.fromarray(BASE).convert("P")
+    still.save(tmp_path / "s.gif")
+    got = read_image(tmp_path / "s.gif")
+    with Image.open(tmp_path / "s.gif") as im:
+        want = np.asarray(im.convert("RGB"))
+    assert got.shape == BASE.shape and np.array_equal(np.round(got * 255).astype(np.uint8), want)
+    frames = [Image.fromarray(np.roll(BASE, k, axis=1)).convert("P") for k in range(3)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(ValueError, match=r"^cannot read image .*a\.gif: it holds 3 frames \(an animation or a "
+                                         r"multi-page file\); save the frame to deblur as an image of its own$"):
+        read_image(tmp_path / "a.gif")
+    pages = [Image.fromarray(BASE), Image.fromarray(BASE[::-1].copy())]
+    pages[0].save(tmp_path / "m.tif", save_all=True, append_images=pages[1:])
+    with pytest.raises(ValueError, match=r"^cannot read image .*m\.tif: it holds 2 frames"):
+        read_image(tmp_path / "m.tif")
 
 
 def test_a_cmyk_photo_with_an_orientation_tag_turns_too(tmp_path):

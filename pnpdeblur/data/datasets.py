@@ -79,10 +79,15 @@ def exif_orientation(path) -> int:
     return _pillow_peek(path)[1]
 
 
-def _read_cmyk(path) -> np.ndarray:
-    """A CMYK photo (print-ready JPEG or TIFF) as uint8 RGB by Pillow's conversion. The general
-    reader would return the four ink channels, and the alpha rule of :func:`read_image` would
-    then take C, M, Y for R, G, B: a wrong image, silently."""
+# Pillow modes of photos stored in another colour space than RGB: the general reader returns their
+# channels as stored (C, M, Y, K inks; L, a, b; Y, Cb, Cr), which would be read as R, G, B (and a
+# fourth ink as alpha): a wrong image, silently
+_OTHER_COLOUR_SPACES = ("CMYK", "LAB", "YCbCr", "HSV")
+
+
+def _read_as_rgb(path) -> np.ndarray:
+    """A photo stored in another colour space (a print-ready CMYK JPEG or TIFF, a Lab or YCbCr
+    TIFF) as uint8 RGB by Pillow's conversion."""
     from PIL import Image
 
     with Image.open(path) as im:
@@ -108,7 +113,8 @@ def read_image(path, channels: int | None = 3) -> np.ndarray:
     """Read an image file as float32 ``(H, W, C)`` in [0, 1], upright.
 
     A photo with an EXIF orientation tag is turned as viewers show it (see
-    :func:`exif_orientation`).
+    :func:`exif_orientation`); one stored in another colour space (CMYK, Lab, YCbCr) is
+    converted to RGB by Pillow; a GIF of one frame is an image.
 
     Parameters
     ----------
@@ -122,7 +128,8 @@ def read_image(path, channels: int | None = 3) -> np.ndarray:
     FileNotFoundError
         The file does not exist.
     ValueError
-        The file cannot be decoded as an image, has an unsupported shape, holds NaN/Inf, holds
+        The file cannot be decoded as an image, holds several frames (an animation, a multi-page
+        TIFF), has an unsupported shape, holds NaN/Inf, holds
         floats beyond [-0.5, 1.5] (a photo on another scale), or holds 32-bit integers outside
         0..65535. Integers are read over their type's range (8 and 16 bits; 32-bit ones, as
         Pillow stores 16-bit images, as 16-bit data), floats as they are, clipped to [0, 1].
@@ -140,8 +147,8 @@ def read_image(path, channels: int | None = 3) -> np.ndarray:
     try:
         # 16-bit PNGs are decoded here: Pillow would cut colour ones to 8 bits per sample
         img = read_png16(p)
-        if img is None and mode == "CMYK":
-            img = _read_cmyk(p)
+        if img is None and mode in _OTHER_COLOUR_SPACES:
+            img = _read_as_rgb(p)
         if img is None:
             with warnings.catch_warnings():  # imageio's plugin probing warns on undecodable files
                 warnings.simplefilter("ignore", DeprecationWarning)
@@ -153,6 +160,11 @@ def read_image(path, channels: int | None = 3) -> np.ndarray:
             # install video plugins, or with a decoder's internals (a struct error on a 2-byte file)
             reason = "not an image file Pillow or imageio can decode (damaged, or another kind of file)"
         raise ValueError(f"cannot read image {p}: {reason}") from exc
+    if img.ndim == 4:  # imageio reads GIFs and multi-page files as (frames, H, W, C)
+        if img.shape[0] != 1:
+            raise ValueError(f"cannot read image {p}: it holds {img.shape[0]} frames (an animation or a multi-page "
+                             "file); save the frame to deblur as an image of its own")
+        img = img[0]
     img = _orient(img, orientation)
     if img.dtype.kind in "iu" and img.dtype.itemsize > 2:
         # 32- and 64-bit integers have no white level of their own (over the int32 range a photo
