@@ -173,7 +173,8 @@ def test_read_image_errors(monkeypatch, tmp_path):
         (np.array([[1 + 1j]]), r"unsupported dtype complex128$"),
         (np.array([["a"]]), r"unsupported dtype <U1$"),
         (np.zeros((2, 3, 5), np.uint8), r"unsupported shape \(2, 3, 5\)$"),
-        (np.zeros((1, 2, 3, 3), np.uint8), r"unsupported shape \(1, 2, 3, 3\)$"),
+        (np.zeros((1, 1, 2, 3, 3), np.uint8), r"unsupported shape \(1, 1, 2, 3, 3\)$"),
+        (np.zeros((2, 2, 3, 3), np.uint8), r"it holds 2 frames \(an animation or a multi-page file\)"),
         (np.zeros((4,), np.uint8), r"unsupported shape \(4,\)$"),
         (np.zeros((2, 2, 0), np.uint8), r"unsupported shape \(2, 2, 0\)$"),
     ]
@@ -185,6 +186,10 @@ def test_read_image_errors(monkeypatch, tmp_path):
         _fake_imread(monkeypatch, np.array([[0.5, v]]))
         with pytest.raises(ValueError, match=rf"^image {re.escape(str(p))} contains NaN or Inf$"):
             read_image(p)
+    # one frame of a (frames, H, W, C) file is the image
+    one = np.random.default_rng(1).integers(0, 256, (1, 2, 3, 3), dtype=np.uint8)
+    _fake_imread(monkeypatch, one)
+    np.testing.assert_array_equal(read_image(p), one[0] / np.float32(255))
     _fake_imread(monkeypatch, np.zeros((2, 2), np.uint8))
     for ch in (2, 0, "3"):
         with pytest.raises(ValueError, match=rf"^channels must be None, 1 or 3, got {re.escape(repr(ch))}$"):
