@@ -39,6 +39,14 @@ def test_readme_python_blocks_run_and_keep_their_promises():
     assert ns["blurred"].shape == sharp.shape and ns["back"].shape == sharp.shape
     assert ns["flow_t"].grad is not None and float(ns["flow_t"].grad.abs().sum()) > 0
 
+    # your own operator: the dot test passes it, and the scipy operator measures ‖K‖²: K's rows
+    # sum to 1 (K1 = 1, so ‖K‖² >= ‖K1‖²/‖1‖² = 1) and ‖K‖² <= ‖K‖₁‖K‖∞ = max column sum (Kᵀ1),
+    # which the replicated border makes > 1 for a long blur
+    assert ns["gap"] < 1e-12 and ns["gap_blur"] < 1e-12
+    assert ns["A"].shape == (3 * 128 * 128,) * 2
+    col_sums = np.asarray(ns["K"].T(np.ones((128, 128), np.float32)), dtype=np.float64)
+    assert 1.0 - 1e-6 <= float(ns["top"][0]) <= col_sums.max() + 1e-6 and col_sums.max() > 1.2
+
     # "swap the prior": every prior restores a sharper image than the blurred, noisy input
     # (measured at 128²: +8.3 dB TV, +9.3 dB DnCNN, +8.5 dB NLMeans; the margin leaves room
     # for thread-count rounding, not for a broken prior)
