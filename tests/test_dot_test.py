@@ -77,6 +77,12 @@ def test_a_wrong_adjoint_is_measured_as_the_closed_form_says():
                         r"mismatch (\S+) > tol 1e-10 \(trial 0, images of shape \(1, 2, 3, 4\), float64\)", str(err.value))
     assert said, str(err.value)
     assert [float(v) for v in said.groups()] == pytest.approx([lhs, rhs, want], rel=1e-3)
+    # an adjoint too small by half: now |Kx||y| is the larger of the two products
+    half = WrongAdjoint(A, 0.5 * A.T)
+    want_half = abs(lhs - 0.5 * lhs) / max(np.linalg.norm(A @ x) * np.linalg.norm(y),
+                                           0.5 * np.linalg.norm(x) * np.linalg.norm(A.T @ y))
+    assert np.linalg.norm(A @ x) * np.linalg.norm(y) > 0.5 * np.linalg.norm(x) * np.linalg.norm(A.T @ y)
+    assert dot_test(half, x=xt, y=yt, normal=False) == pytest.approx(want_half, rel=1e-12)
     # random images find it too, and the exact adjoint of the same forward passes
     assert dot_test(K, (1, 2, 3, 4)) > 1e-3
     assert dot_test(WrongAdjoint(A, A.T), (1, 2, 3, 4), tol=1e-13) < 1e-13
@@ -87,6 +93,8 @@ def test_a_wrong_fused_normal_is_measured_and_can_be_left_out():
     K = ScaledNormal(A, 1.5)
     assert dot_test(K, (1, 1, 3, 4), normal=False, tol=1e-13) < 1e-13  # the adjoint itself is exact
     assert dot_test(K, (1, 1, 3, 4)) == pytest.approx(0.5, rel=1e-12)  # |1.5 v - v| / |v|
+    tiny = 1e-4 * torch.randn(1, 1, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    assert dot_test(K, x=tiny, y=tiny) == pytest.approx(0.5, rel=1e-12)  # relative at any scale
     with pytest.raises(AssertionError, match=r"^ScaledNormal\.normal\(x\) differs from K\.T\(K x\) by .* "
                                              r"relative mismatch 0\.5 > tol 0\.01 \(trial 0,"):
         dot_test(K, (1, 1, 3, 4), tol=0.01)
@@ -118,6 +126,70 @@ def test_an_operator_returning_another_shape_is_named():
         dot_test(Shrinks(), (1, 3, 5, 6))
 
 
+def test_each_call_whose_output_has_another_shape_or_type_is_named():
+    class Bad(LinearOperator):
+        def __init__(self, where, what):
+            self.where, self.what = where, what
+
+        def _out(self, x, name):
+            if name != self.where:
+                return x
+            return x.numpy() if self.what == "numpy" else x[..., 1:]
+
+        def _forward(self, x):
+            return self._out(x, "forward")
+
+        def _adjoint(self, y):
+            return self._out(y, "adjoint")
+
+        def _normal(self, x):
+            return self._out(x, "normal")
+
+    for where, said in (("adjoint", r"the adjoint of Bad"), ("normal", r"Bad\.normal")):
+        with pytest.raises(AssertionError, match=rf"^{said} returned \(1, 2, 3, 3\), expected a tensor of the "
+                                                 r"input's shape \(1, 2, 3, 4\)$"):
+            dot_test(Bad(where, "crop"), (1, 2, 3, 4))
+    with pytest.raises(AssertionError, match=r"^Bad applied to x returned ndarray, expected a tensor"):
+        dot_test(Bad("forward", "numpy"), (1, 2, 3, 4))
+
+
+class Recording(LinearOperator):
+    """The identity on images of any batch, recording what it is given."""
+
+    def __init__(self, image_shape=(None, 4, 5)):
+        self.image_shape, self.seen = image_shape, []
+
+    def _forward(self, x):
+        self.seen.append((tuple(x.shape), x.dtype, x.device.type))
+        return x.clone()
+
+    _adjoint = _forward
+
+
+def test_the_default_images_and_their_dtype_and_device():
+    op = Recording()
+    assert dot_test(op, trials=1, normal=False) == 0.0
+    assert op.seen == [((1, 3, 4, 5), torch.float64, "cpu")] * 2  # N = 1 where the operator takes any batch
+    op = Recording()
+    dot_test(op, trials=1, normal=False, dtype=torch.float32, device="cpu")
+    assert op.seen == [((1, 3, 4, 5), torch.float32, "cpu")] * 2
+    with pytest.raises(ValueError, match=r"^Recording works on images of any size: pass shape"):
+        dot_test(Recording((None, 4, None)))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"cuda"):
+            dot_test(Recording(), device="cuda")
+
+
+def test_the_default_trials_and_seed():
+    A = np.random.default_rng(24).standard_normal((12, 12))
+    K = WrongAdjoint(A, A.T + 0.05 * np.random.default_rng(33).standard_normal((12, 12)))
+    gen = torch.Generator().manual_seed(0)
+    pairs = [[torch.randn((1, 3, 2, 2), generator=gen, dtype=torch.float64) for _ in range(2)] for _ in range(4)]
+    each = [dot_test(K, x=x, y=y, normal=False) for x, y in pairs]
+    assert each[3] > max(each[:3])  # a fourth trial would change the answer
+    assert dot_test(K, (1, 3, 2, 2), normal=False) == max(each[:3])
+
+
 def test_random_images_are_seeded_and_the_worst_trial_is_returned():
     A = np.random.default_rng(22).standard_normal((12, 12))
     K = WrongAdjoint(A, A.T + 0.05 * np.eye(12))
@@ -143,6 +215,13 @@ def test_random_images_are_seeded_and_the_worst_trial_is_returned():
     (dict(seed=1.5), TypeError, r"^seed must be an int, got float$"),
     (dict(tol=-1.0), ValueError, r"^tol must be a finite number >= 0 or None, got -1\.0$"),
     (dict(tol=float("nan")), ValueError, r"^tol must be a finite number >= 0 or None, got nan$"),
+    (dict(tol=True), ValueError, r"^tol must be a finite number >= 0 or None, got True$"),
+    (dict(shape=(1, True, 5, 6)), ValueError, r"^shape must be \(N, C, H, W\), four positive ints"),
+    (dict(shape=b"\x01\x03\x05\x06"), ValueError, r"^shape must be \(N, C, H, W\), four positive ints"),
+    (dict(x=torch.zeros(5, 6), y=torch.zeros(5, 6)), TypeError, r"^x must be a torch \(N, C, H, W\) tensor, got "
+                                                                r"\(5, 6\)$"),
+    (dict(x=torch.zeros(1, 3, 5, 6), y=torch.zeros(1, 3, 5, 6), shape=(1, 1, 5, 6)), ValueError,
+     r"^x has shape \(1, 3, 5, 6\), but shape=\(1, 1, 5, 6\) was given$"),
     (dict(normal=1), TypeError, r"^normal must be True or False, got 1$"),
     (dict(shape=(1, 3, 5)), ValueError, r"^shape must be \(N, C, H, W\), four positive ints, got \(1, 3, 5\)$"),
     (dict(shape=(1, 3, 0, 6)), ValueError, r"^shape must be \(N, C, H, W\), four positive ints"),

@@ -580,6 +580,9 @@ def test_ircnn_bank_file_errors_name_the_problem(tmp_path):
     with pytest.raises(CheckpointError, match=r"the given bank: not an IRCNN bank of 3 denoisers "
                                               r"\(a dict '0' … '2' of state dicts\); got \['0', '1'\]"):
         IRCNNBank.from_official({"0": good["0"], "1": good["1"]}, levels=levels)
+    with pytest.raises(CheckpointError, match=r"not an IRCNN bank of 3 denoisers .*; got \['0', '1', '2', '3', "
+                                              r"'4'\]$"):  # the first five keys of a longer bank
+        IRCNNBank.from_official({str(i): good["0"] for i in range(7)}, levels=levels)
     torch.save(torch.zeros(3), tmp_path / "tensor.pth")
     with pytest.raises(CheckpointError, match="tensor.pth: not an IRCNN bank.*got Tensor"):
         IRCNNBank.from_official(tmp_path / "tensor.pth", levels=levels)

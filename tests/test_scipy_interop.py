@@ -57,6 +57,7 @@ def test_float32_and_the_default_shape():
     v = np.random.default_rng(5).standard_normal(A32.shape[1]).astype(np.float32)
     out = A32 @ v
     assert out.dtype == np.float32
+    assert A32.matvec(v.astype(np.float64)).dtype == np.float32  # computed in the operator's dtype
     x = torch.from_numpy(v.reshape(1, 3, 6, 8))
     np.testing.assert_allclose(out, pd.MotionBlur(flow)(x).numpy().ravel(), rtol=1e-6)
 
