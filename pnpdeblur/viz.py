@@ -397,19 +397,35 @@ def _history_series(result: Any) -> dict[str, list[float]]:
     return series
 
 
+def _runs(result: Any) -> dict[str | None, dict[str, list[float]]]:
+    """One or several solver runs as ``{label: series}`` (label None for a single run)."""
+    def is_run(v):
+        return hasattr(v, "history") and not isinstance(v, (Mapping, str, bytes))
+
+    if isinstance(result, Mapping) and result and all(is_run(v) for v in result.values()):
+        return {str(k): _history_series(v) for k, v in result.items()}
+    if (isinstance(result, Sequence) and not isinstance(result, (str, bytes)) and result
+            and all(is_run(v) for v in result)):
+        return {f"run {i}": _history_series(v) for i, v in enumerate(result)}
+    return {None: _history_series(result)}
+
+
 def convergence_figure(result, path=None, keys: Sequence[str] | None = None,
                        x_key: str | None = None, logy: bool | None = None, title: str | None = None):
-    """Plot the per-iteration history of a solver result.
+    """Plot the per-iteration history of a solver result, or of several to compare them.
 
     Parameters
     ----------
-    result : object with ``.history`` (e.g. ``SolverResult``), or the history itself:
-        a dict of lists (``{"residual": [...], "psnr": [...]}``) or a list of dicts (one per
-        iteration). Non-numeric entries are skipped; missing values are gaps.
+    result : object with ``.history`` (e.g. ``SolverResult``), the history itself, or several runs
+        The history is a dict of lists (``{"residual": [...], "psnr": [...]}``) or a list of dicts
+        (one per iteration); non-numeric entries are skipped, missing values are gaps. Several
+        runs overlay their curves: a dict ``{label: result}`` (e.g. one solve per prior) or a list
+        of results (labelled ``run 0``, ``run 1`` ...).
     path : str or path-like, optional
         Write the figure there as PNG.
     keys : sequence of str, optional
-        Which series to plot (default all numeric ones except ``x_key`` and ``"time"``).
+        Which series to plot (default all numeric ones except ``x_key`` and ``"time"``; with
+        several runs, those of any run).
     x_key : str, optional
         Series used as the x axis (default: ``"iteration"``/``"iter"``/``"k"`` when present,
         else the index).
@@ -420,17 +436,20 @@ def convergence_figure(result, path=None, keys: Sequence[str] | None = None,
     -------
     matplotlib.figure.Figure
     """
-    series = _history_series(result)
+    runs = _runs(result)
+    present: list[str] = []  # the numeric series of any run, in their first order
+    for series in runs.values():
+        present += [k for k in series if k not in present]
     if x_key is None:
-        x_key = next((k for k in ("iteration", "iter", "it", "k", "step") if k in series), None)
-    elif x_key not in series:
-        raise ValueError(f"x_key {x_key!r} is not in the history (keys: {sorted(series)})")
+        x_key = next((k for k in ("iteration", "iter", "it", "k", "step") if k in present), None)
+    elif x_key not in present:
+        raise ValueError(f"x_key {x_key!r} is not in the history (keys: {sorted(present)})")
     if keys is None:
-        keys = [k for k in series if k not in (x_key, "time")]
+        keys = [k for k in present if k not in (x_key, "time")]
     else:
-        missing = [k for k in keys if k not in series]
+        missing = [k for k in keys if k not in present]
         if missing:
-            raise ValueError(f"keys {missing} are not numeric series of the history (have {sorted(series)})")
+            raise ValueError(f"keys {missing} are not numeric series of the history (have {sorted(present)})")
     if not keys:
         raise ValueError("the history has no numeric series to plot")
     n = len(keys)
@@ -439,24 +458,33 @@ def convergence_figure(result, path=None, keys: Sequence[str] | None = None,
     fig = _new_figure(4.0 * ncols, 3.0 * nrows + (0.4 if title else 0))
     for i, k in enumerate(keys):
         ax = fig.add_subplot(nrows, ncols, i + 1)
-        y = np.asarray(series[k], float)
-        x = np.asarray(series[x_key], float) if x_key else np.arange(len(y))
-        if len(x) != len(y):
-            x = np.arange(len(y))
-        ax.plot(x, y, ".-", markersize=3)
-        finite = y[np.isfinite(y)]
+        values = []
+        integer_x = True
+        for label, series in runs.items():
+            if k not in series:
+                continue
+            y = np.asarray(series[k], float)
+            x = np.asarray(series[x_key], float) if x_key in series else np.arange(len(y))
+            if len(x) != len(y):
+                x = np.arange(len(y))
+            ax.plot(x, y, ".-", markersize=3, label=label)
+            values.append(y[np.isfinite(y)])
+            integer_x = integer_x and bool(np.all(x == np.round(x)))
+        finite = np.concatenate(values)
         use_log = logy
         if use_log is None:
             use_log = bool(finite.size and finite.min() > 0 and finite.max() / finite.min() > 100)
         if use_log and finite.size and finite.min() > 0:
             ax.set_yscale("log")
-        if x_key is None or np.all(x == np.round(x)):
+        if x_key is None or integer_x:
             from matplotlib.ticker import MaxNLocator
 
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(x_key or "iteration")
         ax.set_title(k)
         ax.grid(True, alpha=0.3)
+        if None not in runs:
+            ax.legend(fontsize="small")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -128,6 +128,35 @@ def test_convergence_figure_tolerant(tmp_path, history):
         convergence_figure(_Result(3))
 
 
+def test_convergence_figure_overlays_several_runs(tmp_path):
+    # a list of results used to fail with "no numeric series": the runs of a prior comparison
+    tv = _Result({"iteration": [1, 2, 3], "residual": [1.0, 0.1, 0.01], "psnr": [20.0, 22.0, 23.0]})
+    dn = _Result([{"iteration": 1, "residual": 2.0, "psnr": 21.0}, {"iteration": 2, "residual": 0.5}])
+    fig = convergence_figure({"TV": tv, "DRUNet": dn}, path=tmp_path / "two.png")
+    assert (tmp_path / "two.png").exists()
+    axes = {ax.get_title(): ax for ax in fig.axes}
+    assert sorted(axes) == ["psnr", "residual"]  # "iteration" is the x axis
+    res = axes["residual"]
+    assert [ln.get_label() for ln in res.lines] == ["TV", "DRUNet"]
+    assert [t.get_text() for t in res.get_legend().get_texts()] == ["TV", "DRUNet"]
+    np.testing.assert_allclose(res.lines[0].get_xdata(), [1, 2, 3])
+    np.testing.assert_allclose(res.lines[1].get_ydata(), [2.0, 0.5])
+    assert res.get_yscale() == "log"  # 2.0 … 0.01 over both runs spans two decades
+    np.testing.assert_allclose(axes["psnr"].lines[1].get_ydata(), [21.0, np.nan])  # a gap, not a drop
+    assert res.get_xlabel() == "iteration"
+    # a list: labelled by position; a series only one run has is drawn for that run alone
+    only = _Result({"residual": [3.0, 1.0], "cg_iters": [5, 4]})
+    fig = convergence_figure([tv, only])
+    axes = {ax.get_title(): ax for ax in fig.axes}
+    assert [ln.get_label() for ln in axes["residual"].lines] == ["run 0", "run 1"]
+    assert [ln.get_label() for ln in axes["cg_iters"].lines] == ["run 1"]
+    np.testing.assert_allclose(axes["residual"].lines[1].get_xdata(), [0, 1])  # run 1 has no "iteration"
+    # one run keeps its single unlabelled curve
+    assert convergence_figure(tv).axes[0].get_legend() is None
+    with pytest.raises(ValueError, match=r"^keys \['ssim'\] are not numeric series"):
+        convergence_figure({"TV": tv, "DRUNet": dn}, keys=["ssim"])
+
+
 def test_to_hwc_layouts():
     x = np.random.default_rng(0).random((3, 10, 12))
     assert to_hwc(torch.tensor(x)).shape == (10, 12, 3)
