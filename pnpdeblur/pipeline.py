@@ -13,6 +13,7 @@ photo comes back unchanged instead of being deconvolved with the phantom blur SE
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Union
@@ -250,16 +251,24 @@ def check_photo_options(saturation: Optional[float], boundary: str, gamma: Optio
     """``(saturation, gamma)`` checked as :func:`deblur` and :func:`pnpdeblur.deblur_shake` take them
     (``boundary`` is only checked)."""
     if saturation is not None:
-        saturation = check_real(saturation, "saturation")
-        if not 0 < saturation <= 1:
-            raise ValueError(f"saturation must be in (0, 1] or None, got {saturation!r}")
+        saturation = _in_range(saturation, "saturation", lambda v: 0 < v <= 1, "in (0, 1] or None")
     if boundary not in ("unknown", "replicate"):
         raise ValueError(f"boundary must be 'unknown' or 'replicate', got {boundary!r}")
     if gamma is not None:
-        gamma = check_real(gamma, "gamma")
-        if not 1 <= gamma <= 4:
-            raise ValueError(f"gamma must be in [1, 4] (2.2 for a typical camera curve) or None, got {gamma!r}")
+        gamma = _in_range(gamma, "gamma", lambda v: 1 <= v <= 4, "in [1, 4] (2.2 for a typical camera curve) or None")
     return saturation, gamma
+
+
+def _in_range(value: Any, name: str, ok: Callable[[float], bool], wanted: str) -> float:
+    """``value`` as a float when it is a real number that passes ``ok``; otherwise a ``ValueError``
+    saying the range ``wanted`` (for a negative, NaN or Inf too), or a ``TypeError`` for a non-number."""
+    try:
+        v = check_real(value, name)
+    except ValueError:  # negative, NaN, Inf: the range says what is wanted
+        v = math.nan
+    if not ok(v):
+        raise ValueError(f"{name} must be {wanted}, got {value!r}")
+    return v
 
 
 def noise_levels(obs: torch.Tensor, noise_level: Optional[float], saturation: Optional[float]) -> List[float]:

@@ -91,10 +91,14 @@ def test_negative_solver_output_is_not_a_nan(monkeypatch):
     np.testing.assert_allclose(x, expect, atol=1e-5)
 
 
-def test_gamma_range_message():
+@pytest.mark.parametrize("gamma", [0.5, 0, -2.2, float("nan"), float("inf"), 4.5])
+def test_gamma_range_message(gamma):
+    # a negative, NaN or infinite gamma says the range too (it said "a finite non-negative number")
     with pytest.raises(ValueError, match=re.escape("gamma must be in [1, 4] (2.2 for a typical camera curve) or "
-                                                   "None, got 0.5")):
-        pipeline.deblur(np.zeros((8, 8, 3), np.float32), gamma=0.5, flow_model=StandInSEN())
+                                                   f"None, got {gamma!r}") + "$"):
+        pipeline.deblur(np.zeros((8, 8, 3), np.float32), gamma=gamma, flow_model=StandInSEN())
+    with pytest.raises(TypeError, match=r"^gamma must be a real number, got str$"):
+        pipeline.deblur(np.zeros((8, 8, 3), np.float32), gamma="2.2", flow_model=StandInSEN())
 
 
 def test_a_photo_blurred_in_linear_light_is_recovered_better_linearised():

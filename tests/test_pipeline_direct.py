@@ -621,8 +621,8 @@ def test_uint8_photos_clip_at_250(fake_hqs):
 
 
 def test_saturation_argument_is_checked(fake_hqs):
-    for bad in (0.0, 1.5, float("nan")):
-        with pytest.raises(ValueError, match=r"^saturation must be"):
+    for bad in (0.0, 1.5, float("nan"), -0.5, float("-inf")):
+        with pytest.raises(ValueError, match=rf"^saturation must be in \(0, 1\] or None, got {re.escape(repr(bad))}$"):
             deblur(_photo(), prior=PRIOR, flow_model=StandInSEN((6.0, 0.0)), saturation=bad)
     with pytest.raises(TypeError, match=r"^saturation must be"):
         deblur(_photo(), prior=PRIOR, flow_model=StandInSEN((6.0, 0.0)), saturation="high")
