@@ -334,7 +334,8 @@ def cg(
         acts on the last axis of ``b``.
     b : array, shape (N, ...)
         Right-hand side (numpy, torch or cupy; float32 or float64). Typically an
-        ``(N, C, H, W)`` image batch; ``(N, n)`` vectors work with a matrix ``A``.
+        ``(N, C, H, W)`` image batch; ``(N, n)`` vectors work with a matrix ``A``; any shape
+        with ``batched=False``.
         A 1-D ``b`` is a single sample. With a ``LinearOperator`` ``A``, ``b`` may also be
         one image in the layouts the operator's own calls take (``(H, W)``, ``(H, W, C)``
         numpy/cupy, ``(C, H, W)`` torch; ``x`` comes back in it) and must fit the operator's
