@@ -54,7 +54,7 @@ from scipy.ndimage import convolve
 
 import pnpdeblur as pd
 from pnpdeblur.data import list_images, random_shake_kernel, read_image, sample_image
-from pnpdeblur.metrics import kohler_align
+from pnpdeblur.metrics import kohler_align, psnr
 from pnpdeblur.priors import DnCNNPrior
 from pnpdeblur.solvers import crop_boundary, hqs, pad_problem
 
@@ -86,6 +86,7 @@ def methods(y: np.ndarray, sharp: np.ndarray, k, args, extra: bool) -> dict:
     res = pd.deblur_shake(y, args.kernel_size)
     row["t_shake"] = time.perf_counter() - t0
     row["psnr_shake"] = score(res.x, sharp)
+    row["psnr_shake_unaligned"] = float(psnr(np.clip(np.asarray(res.x, np.float64), 0, 1), sharp, data_range=1.0))
     if extra:
         from pnpdeblur.estimation import estimate_kernel
 

@@ -28,7 +28,7 @@ import torch
 from ._images import as_image_batch
 from ._repr import describe_array, short_floats
 from .backend import resolve_device, to_torch
-from .camera_shake import DEFAULT_KERNEL_SIZE, ShakeDeblurResult, check_shake_kernel_size, deblur_shake
+from .camera_shake import DEFAULT_KERNEL_SIZE, ShakeDeblurResult, check_shake_kernel_size, deblur_shake, shift_image
 from .operators.convolution import Convolution
 from .operators.motion import MotionBlur
 from .pipeline import DeblurResult, deblur
@@ -216,7 +216,12 @@ def deblur_auto(
         keep = dict(margin=margin, weights=w, gamma=gamma)
         flow_done, shake_done = not rf.unchanged[n], not rs.unchanged[n]
         r_f = reblur_residual(y[n:n + 1], xf[n:n + 1], kf, **keep) if flow_done else float("nan")
-        r_s = reblur_residual(y[n:n + 1], xs[n:n + 1], ks, **keep) if shake_done else float("nan")
+        r_s = float("nan")
+        if shake_done:
+            # the kernel's result was registered on the kernel's centroid: reblur it where the kernel put it
+            reg = rs.history[n].get("registration") if n < len(rs.history) else None
+            xs_n = xs[n:n + 1] if reg is None else shift_image(xs[n:n + 1], -reg[0], -reg[1])
+            r_s = reblur_residual(y[n:n + 1], xs_n, ks, **keep)
         if not (flow_done or shake_done):
             model = "none"
         elif shake_done and (not flow_done or r_s < ratio * r_f):

@@ -85,6 +85,33 @@ def _shaken(sharp):
     return np.clip(convolve(sharp, BOX[::-1, ::-1], mode="nearest"), 0, 1)
 
 
+def test_a_registered_kernel_result_is_reblurred_where_the_kernel_put_it(monkeypatch):
+    # deblur_shake moved its result by the kernel's centroid fraction; the residual moves it back
+    # first (here a whole pixel, so exactly), else a perfect result would count as a wrong one
+    from pnpdeblur.camera_shake import shift_image
+
+    sharp = _sharp(3)
+    sharp[:, -1] = sharp[:, -2]  # the column the move back replicates: nothing is lost
+    y = _shaken(sharp)
+    moved = shift_image(torch.from_numpy(sharp)[None, None], 0.0, 1.0)[0, 0].numpy()
+    p = Pipelines(monkeypatch, xf=y * 0.9, flow=np.zeros((2, 32, 32)), xs=moved, kernel=BOX)
+    real_shake = A.deblur_shake
+
+    def registered(image, kernel_size, **kw):
+        res = real_shake(image, kernel_size, **kw)
+        res.history = [{"registration": (0.0, 1.0)}]
+        return res
+
+    monkeypatch.setattr(A, "deblur_shake", registered)
+    res = pd.deblur_auto(y, kernel_size=9, saturation=None)
+    assert res.model == ["shake"] and np.array_equal(res.x, moved)
+    assert res.residual_shake[0] < 1e-20  # the margin leaves out the replicated column
+    # without the registration in the history the same image is a pixel off and scores badly
+    monkeypatch.setattr(A, "deblur_shake", real_shake)
+    assert pd.deblur_auto(y, kernel_size=9, saturation=None).residual_shake[0] > 1e-3
+    assert len(p.calls) == 4
+
+
 def test_the_kernel_that_reproduces_the_photo_wins(monkeypatch):
     sharp = _sharp()
     y = _shaken(sharp)

@@ -363,8 +363,10 @@ def test_deblur_shake_improves_a_shaken_photo_and_keeps_the_callers_type():
     t = torch.from_numpy(y8 / 255.0)[None, None]
     assert res.noise_level == pytest.approx(estimate_noise_level(t, saturation=0.98, compression=True))
     entry = res.history[0]
-    assert set(entry) == {"kernel_length", "threshold", "noise_level", "clipped_fraction", "hqs", "time_kernel",
-                          "time_solve", "psnr"}
+    assert set(entry) == {"kernel_length", "threshold", "noise_level", "clipped_fraction", "hqs", "registration",
+                          "time_kernel", "time_solve", "psnr"}
+    from pnpdeblur.camera_shake import centroid_offset
+    assert entry["registration"] == centroid_offset(res.kernel) and max(map(abs, entry["registration"])) <= 0.5
     assert entry["time_kernel"] > 0 and entry["time_solve"] > 0 and entry["kernel_length"] >= 7.0
     assert res.unchanged == [False] and entry["threshold"] == 7.0
 
@@ -591,3 +593,96 @@ def test_deblur_shake_defaults_are_pd_deblurs():
         assert shake[name] == flow[name], name
     assert (shake["saturation"], shake["boundary"], shake["gamma"], shake["progress"]) == \
         (DEFAULT_SATURATION, "unknown", None, False)
+
+
+# -- registration of the result on the estimated kernel's centroid -------------------------------
+
+
+def test_centroid_offset_is_the_centre_of_mass_from_the_central_pixel():
+    from pnpdeblur.camera_shake import centroid_offset
+
+    k = np.zeros((5, 7))
+    k[2, 3] = 1.0
+    assert centroid_offset(k) == (0.0, 0.0)
+    k[1, 5] = 3.0  # mass 1 at (2, 3) and 3 at (1, 5): centroid (1.25, 4.5), centre (2, 3)
+    assert centroid_offset(k) == pytest.approx((-0.75, 1.5))
+    assert centroid_offset(2.0 * k) == pytest.approx((-0.75, 1.5))  # not only sum-1 kernels
+
+
+def test_shift_image_moves_content_by_whole_pixels_exactly_and_reproduces_a_ramp_between_them():
+    from pnpdeblur.camera_shake import shift_image
+
+    x = torch.rand(2, 3, 9, 11, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = shift_image(x, 1.0, -2.0)  # what was at (i, j) is at (i + 1, j - 2)
+    torch.testing.assert_close(y[..., 1:, :-2], x[..., :-1, 2:], rtol=0, atol=1e-12)
+    torch.testing.assert_close(y[..., 0, :-2], x[..., 0, 2:], rtol=0, atol=1e-12)  # the border replicated
+    assert shift_image(x, 0.0, 0.0) is x
+    # bicubic interpolation reproduces a linear ramp: a sub-pixel move of a ramp is exact inside
+    ii, jj = torch.meshgrid(torch.arange(12.0, dtype=torch.float64), torch.arange(10.0, dtype=torch.float64),
+                            indexing="ij")
+    ramp = (0.3 * ii - 0.2 * jj)[None, None]
+    moved = shift_image(ramp, 0.25, -0.4)
+    torch.testing.assert_close(moved[..., 2:-2, 2:-2], (0.3 * (ii - 0.25) - 0.2 * (jj + 0.4))[None, None][..., 2:-2, 2:-2],
+                               rtol=0, atol=1e-12)
+    assert shift_image(ramp.float(), 0.5, 0.5).dtype == torch.float32
+
+
+def _blurred_scene(k, size=48, seed=0):
+    """A smooth scene (no clipping) blurred by ``k``: (sharp, blurred), float64 (H, W)."""
+    rng = np.random.default_rng(seed)
+    from scipy.ndimage import gaussian_filter
+
+    sharp = 0.5 + 0.15 * gaussian_filter(rng.standard_normal((size, size)), 1.5) / 0.2
+    sharp = np.clip(sharp, 0.2, 0.8)
+    return sharp, convolve(sharp, k, mode="nearest")
+
+
+def test_an_estimate_off_its_centroid_deblurs_to_the_image_the_centred_kernel_gives(monkeypatch):
+    # the true blur is centred on its centroid; an "estimate" holding it one pixel to the right
+    # deconvolves to the sharp image moved one pixel left: the registration moves it back, so the
+    # result is the true kernel's (a whole-pixel move is exact)
+    true = np.zeros((7, 7))
+    true[3, 2:5] = (0.25, 0.5, 0.25)
+    moved = np.roll(true, 1, axis=1)
+    sharp, y = _blurred_scene(true)
+    prior = pd.priors.TV()
+    opts = dict(prior=prior, noise_level=0.01, saturation=None, boundary="replicate", safeguard=False)
+    _fixed_kernel(monkeypatch, moved)
+    res = pd.deblur_shake(y, 7, **opts)
+    assert res.history[0]["registration"] == pytest.approx((0.0, 1.0))
+    given = pd.deblur_shake(y, kernel=true, **opts)
+    unregistered = pd.deblur_shake(y, kernel=moved, **opts)  # a given kernel is used as given
+    assert given.history[0]["registration"] is None and unregistered.history[0]["registration"] is None
+    # the same solve, moved right by exactly one pixel (column 0 replicates the border)
+    np.testing.assert_allclose(res.x[:, 1:], unregistered.x[:, :-1], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(res.x[:, 0], unregistered.x[:, 0])
+    # and, away from the borders (which the replicate rule ties to the kernel's placement), the
+    # true kernel's result
+    inner = np.s_[8:-8, 8:-8]
+    np.testing.assert_allclose(res.x[inner], given.x[inner], atol=2e-3)
+    assert psnr(res.x[inner], sharp[inner]) > psnr(unregistered.x[inner], sharp[inner]) + 5
+
+
+def test_a_half_pixel_off_estimate_is_registered_on_the_unknown_boundarys_grid(monkeypatch):
+    # two taps: centroid half a pixel right of the centre; the move happens before the crop
+    from pnpdeblur.camera_shake import shift_image
+
+    half = np.zeros((5, 5))
+    half[2, 2:4] = 0.5
+    sharp, y = _blurred_scene(half, seed=1)
+    prior = pd.priors.TV()
+    _fixed_kernel(monkeypatch, half)
+    res = pd.deblur_shake(y, 5, prior=prior, noise_level=0.03, saturation=None, safeguard=False)  # above the floor
+    assert res.history[0]["registration"] == pytest.approx((0.0, 0.5))
+    yp, Kp, wp, r = pd.solvers.pad_problem(y, pd.Convolution(half))
+    solved = pd.solvers.hqs(yp, Kp, prior, noise_level=0.03, weights=wp).x
+    moved = shift_image(torch.from_numpy(np.asarray(solved))[None, None], 0.0, 0.5)[0, 0].numpy()
+    np.testing.assert_allclose(res.x, np.clip(pd.solvers.crop_boundary(moved, r), 0, 1), atol=1e-6)
+    # the kernel blurs the scene about a point half a pixel right: the registered result is that
+    # scene on the blur's centre of mass (the sharp image moved by +0.5), the unregistered one the
+    # sharp image as it was before the blur moved it
+    centred = shift_image(torch.from_numpy(sharp)[None, None], 0.0, 0.5)[0, 0].numpy()
+    plain = np.clip(pd.solvers.crop_boundary(solved, r), 0, 1)
+    inner = np.s_[4:-4, 4:-4]
+    assert psnr(res.x[inner], centred[inner]) > psnr(res.x[inner], sharp[inner]) + 1.5
+    assert psnr(plain[inner], sharp[inner]) > psnr(plain[inner], centred[inner]) + 1.5
