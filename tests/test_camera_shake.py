@@ -653,6 +653,12 @@ def test_an_estimate_off_its_centroid_deblurs_to_the_image_the_centred_kernel_gi
     given = pd.deblur_shake(y, kernel=true, **opts)
     unregistered = pd.deblur_shake(y, kernel=moved, **opts)  # a given kernel is used as given
     assert given.history[0]["registration"] is None and unregistered.history[0]["registration"] is None
+    # register=False keeps the result the kernel reblurs to the photo: the given kernel's
+    kept = pd.deblur_shake(y, 7, register=False, **opts)
+    assert kept.history[0]["registration"] is None
+    np.testing.assert_array_equal(kept.x, unregistered.x)
+    with pytest.raises(TypeError, match=r"^register must be True or False, got 'yes'$"):
+        pd.deblur_shake(y, 7, register="yes", **opts)
     # the same solve, moved right by exactly one pixel (column 0 replicates the border)
     np.testing.assert_allclose(res.x[:, 1:], unregistered.x[:, :-1], rtol=0, atol=1e-12)
     np.testing.assert_array_equal(res.x[:, 0], unregistered.x[:, 0])
