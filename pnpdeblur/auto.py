@@ -28,7 +28,8 @@ import torch
 from ._images import as_image_batch
 from ._repr import describe_array, short_floats
 from .backend import resolve_device, to_torch
-from .camera_shake import DEFAULT_KERNEL_SIZE, ShakeDeblurResult, check_shake_kernel_size, deblur_shake, shift_image
+from .camera_shake import (DEFAULT_KERNEL_SIZE, ShakeDeblurResult, centroid_offset, check_shake_kernel_size,
+                           deblur_shake, shift_image)
 from .operators.convolution import Convolution
 from .operators.motion import MotionBlur
 from .pipeline import DeblurResult, deblur
@@ -197,8 +198,13 @@ def deblur_auto(
     # the shake pipeline needs the kernel to fit: say so before the flow pipeline's seconds
     if extra["shake_options"].get("kernel") is None:  # a given kernel is not estimated: any size fits
         check_shake_kernel_size(kernel_size, y.shape)
+    # the kernel's result is scored as deconvolved, then registered (deblur_shake's `register`): its
+    # reblur residual must not carry the interpolation of a move and its move back
+    register = extra["shake_options"].pop("register", True)
+    if not isinstance(register, (bool, np.bool_)):
+        raise TypeError(f"register must be True or False, got {register!r}")
     rf = deblur(image, flow_model=flow_model, **common, **extra["flow_options"])
-    rs = deblur_shake(image, kernel_size, **common, **extra["shake_options"])
+    rs = deblur_shake(image, kernel_size, **common, register=False, **extra["shake_options"])
 
     xf = as_image_batch(rf.x, "the flow result")[0].to(y.device)
     xs = as_image_batch(rs.x, "the kernel result")[0].to(y.device)
@@ -207,6 +213,14 @@ def deblur_auto(
     kernels = np.asarray(rs.kernel, np.float64).reshape(-1, *np.shape(rs.kernel)[-2:])
     weights = None if saturation is None else saturation_weights(y, saturation)
 
+    registered = xs
+    deblurred = [n for n in range(y.shape[0]) if not rs.unchanged[n]]
+    if register and extra["shake_options"].get("kernel") is None and deblurred:
+        registered = xs.clone()
+        for n in deblurred:
+            rs.history[n]["registration"] = centroid_offset(kernels[n])
+            registered[n:n + 1] = shift_image(xs[n:n + 1], *rs.history[n]["registration"]).clamp(0.0, 1.0)
+        rs.x = out.image(registered)
     chosen, models, res_f, res_s = xf.clone(), [], [], []
     for n in range(y.shape[0]):
         kf = MotionBlur(flows[n:n + 1])
@@ -216,12 +230,7 @@ def deblur_auto(
         keep = dict(margin=margin, weights=w, gamma=gamma)
         flow_done, shake_done = not rf.unchanged[n], not rs.unchanged[n]
         r_f = reblur_residual(y[n:n + 1], xf[n:n + 1], kf, **keep) if flow_done else float("nan")
-        r_s = float("nan")
-        if shake_done:
-            # the kernel's result was registered on the kernel's centroid: reblur it where the kernel put it
-            reg = rs.history[n].get("registration") if n < len(rs.history) else None
-            xs_n = xs[n:n + 1] if reg is None else shift_image(xs[n:n + 1], -reg[0], -reg[1])
-            r_s = reblur_residual(y[n:n + 1], xs_n, ks, **keep)
+        r_s = reblur_residual(y[n:n + 1], xs[n:n + 1], ks, **keep) if shake_done else float("nan")
         if not (flow_done or shake_done):
             model = "none"
         elif shake_done and (not flow_done or r_s < ratio * r_f):
@@ -229,7 +238,7 @@ def deblur_auto(
         else:
             model = "flow"
         if model == "shake":
-            chosen[n] = xs[n]
+            chosen[n] = registered[n]
         models.append(model)
         res_f.append(r_f)
         res_s.append(r_s)

@@ -75,7 +75,8 @@ class Pipelines:
         def fake_shake(image, kernel_size, **kw):
             self.calls.append(("shake", kernel_size, kw))
             self.images.append(image)
-            return ShakeDeblurResult(x=xs, kernel=kernel, unchanged=list(shake_unchanged or [False] * n))
+            return ShakeDeblurResult(x=xs, kernel=kernel, unchanged=list(shake_unchanged or [False] * n),
+                                     history=[{"registration": None} for _ in range(n)])
 
         monkeypatch.setattr(A, "deblur", fake_deblur)
         monkeypatch.setattr(A, "deblur_shake", fake_shake)
@@ -85,31 +86,33 @@ def _shaken(sharp):
     return np.clip(convolve(sharp, BOX[::-1, ::-1], mode="nearest"), 0, 1)
 
 
-def test_a_registered_kernel_result_is_reblurred_where_the_kernel_put_it(monkeypatch):
-    # deblur_shake moved its result by the kernel's centroid fraction; the residual moves it back
-    # first (here a whole pixel, so exactly), else a perfect result would count as a wrong one
-    from pnpdeblur.camera_shake import shift_image
+def test_the_kernel_result_is_scored_as_deconvolved_and_returned_registered(monkeypatch):
+    # deblur_shake runs with register=False: the residual is that of the deconvolution itself (a
+    # move and a move back would add interpolation to it); the result returned is then moved by the
+    # kernel's centroid fraction, as deblur_shake's own default does
+    from pnpdeblur.camera_shake import centroid_offset, shift_image
 
+    half = np.zeros((1, 5))
+    half[0, 2:4] = 0.5  # centroid half a pixel right of the centre
     sharp = _sharp(3)
-    sharp[:, -1] = sharp[:, -2]  # the column the move back replicates: nothing is lost
-    y = _shaken(sharp)
-    moved = shift_image(torch.from_numpy(sharp)[None, None], 0.0, 1.0)[0, 0].numpy()
-    p = Pipelines(monkeypatch, xf=y * 0.9, flow=np.zeros((2, 32, 32)), xs=moved, kernel=BOX)
-    real_shake = A.deblur_shake
-
-    def registered(image, kernel_size, **kw):
-        res = real_shake(image, kernel_size, **kw)
-        res.history = [{"registration": (0.0, 1.0)}]
-        return res
-
-    monkeypatch.setattr(A, "deblur_shake", registered)
+    y = np.clip(convolve(sharp, half, mode="nearest"), 0, 1)  # scipy's convolve is Convolution's convention
+    p = Pipelines(monkeypatch, xf=y * 0.9, flow=np.zeros((2, 32, 32)), xs=sharp, kernel=half)
     res = pd.deblur_auto(y, kernel_size=9, saturation=None)
-    assert res.model == ["shake"] and np.array_equal(res.x, moved)
-    assert res.residual_shake[0] < 1e-20  # the margin leaves out the replicated column
-    # without the registration in the history the same image is a pixel off and scores badly
-    monkeypatch.setattr(A, "deblur_shake", real_shake)
-    assert pd.deblur_auto(y, kernel_size=9, saturation=None).residual_shake[0] > 1e-3
-    assert len(p.calls) == 4
+    assert p.calls[1][2]["register"] is False
+    assert res.model == ["shake"] and res.residual_shake[0] < 1e-20  # the deconvolution explains y exactly
+    assert centroid_offset(half) == (0.0, 0.5) and res.shake_result.history[0]["registration"] == (0.0, 0.5)
+    want = shift_image(torch.from_numpy(sharp)[None, None], 0.0, 0.5)[0, 0].clamp(0, 1).numpy()
+    np.testing.assert_allclose(res.x, want, atol=1e-12)
+    np.testing.assert_array_equal(res.shake_result.x, res.x)
+    # register=False in shake_options: the deconvolution as it is
+    kept = pd.deblur_auto(y, kernel_size=9, saturation=None, shake_options={"register": False})
+    np.testing.assert_array_equal(kept.x, sharp)
+    assert kept.shake_result.history[0]["registration"] is None
+    with pytest.raises(TypeError, match=r"^register must be True or False, got 1$"):
+        pd.deblur_auto(y, kernel_size=9, shake_options={"register": 1})
+    # a kernel given through shake_options is used as given: nothing is moved
+    given = pd.deblur_auto(y, saturation=None, shake_options={"kernel": half})
+    np.testing.assert_array_equal(given.x, sharp)
 
 
 def test_the_kernel_that_reproduces_the_photo_wins(monkeypatch):
@@ -231,7 +234,7 @@ def test_options_reach_both_pipelines(monkeypatch):
     flow_kw, shake_kw = p.calls[0][1], p.calls[1][2]
     want = dict(prior=prior, noise_level=0.02, safeguard=False, saturation=0.9, boundary="periodic", gamma=2.2,
                 device="cpu", progress=False)
-    assert flow_kw == want and shake_kw == want and p.calls[1][1] == 15
+    assert flow_kw == want and shake_kw == {**want, "register": False} and p.calls[1][1] == 15  # registered here
     assert p.images[0] is y and p.images[1] is y  # the caller's photo itself goes to both
 
 
@@ -243,7 +246,7 @@ def test_defaults_reach_both_pipelines(monkeypatch):
     pd.deblur_auto(y, flow_model=sen)
     want = dict(prior=None, noise_level=None, safeguard=True, saturation=0.98, boundary="unknown", gamma=None,
                 device=None, progress=False)
-    assert p.calls[0][1] == want and p.calls[1][2] == want and p.calls[1][1] == 31
+    assert p.calls[0][1] == want and p.calls[1][2] == {**want, "register": False} and p.calls[1][1] == 31
     assert p.flow_models == [sen]
 
 
