@@ -167,7 +167,9 @@ def deblur_auto(
     flow_options, shake_options : mapping, optional
         More keyword arguments of :func:`pnpdeblur.deblur` (e.g. ``iterations``, ``n_iter``,
         ``cg_iters``, ``blur_threshold``) and of :func:`pnpdeblur.deblur_shake` (e.g.
-        ``blur_threshold``, ``noise_floor``); the ones above cannot be given again here.
+        ``blur_threshold``, ``noise_floor``, ``register``); the ones above cannot be given again
+        here. The kernel's result is scored as deconvolved and registered afterwards (as
+        :func:`pnpdeblur.deblur_shake`'s ``register`` does, unless it is False).
 
     Returns
     -------
