@@ -197,8 +197,9 @@ def deblur_auto(
             raise ValueError(f"{name} repeats arguments of deblur_auto itself: {again}")
         extra[name] = dict(opts or {})
     y, out = as_image_batch(image)
+    estimated = extra["shake_options"].get("kernel") is None  # a given kernel is used as given
     # the shake pipeline needs the kernel to fit: say so before the flow pipeline's seconds
-    if extra["shake_options"].get("kernel") is None:  # a given kernel is not estimated: any size fits
+    if estimated:  # a given kernel is not estimated: any size fits
         check_shake_kernel_size(kernel_size, y.shape)
     # the kernel's result is scored as deconvolved, then registered (deblur_shake's `register`): its
     # reblur residual must not carry the interpolation of a move and its move back
@@ -217,7 +218,7 @@ def deblur_auto(
 
     registered = xs
     deblurred = [n for n in range(y.shape[0]) if not rs.unchanged[n]]
-    if register and extra["shake_options"].get("kernel") is None and deblurred:
+    if register and estimated and deblurred:
         registered = xs.clone()
         for n in deblurred:
             rs.history[n]["registration"] = centroid_offset(kernels[n])

@@ -23,7 +23,7 @@ from ._images import as_image_batch
 from ._repr import describe_array, short_floats
 from ._warn import warn_at_caller
 from .backend import resolve_device
-from .estimation.kernel import _check_kernel_size, check_kernel_fits, estimate_kernel, kernel_length
+from .estimation.kernel import _check_kernel_size, centroid_offset, check_kernel_fits, estimate_kernel, kernel_length
 from .pipeline import (DEFAULT_NOISE_FLOOR, _copy_input, check_photo_options, default_prior, linearize, noise_levels,
                        reference_batch, schedule_for)
 from .priors.base import check_real
@@ -241,14 +241,6 @@ def deblur_shake(
     else:
         result.x = layout.image(torch.cat(outs).to(x.device))
     return result
-
-
-def centroid_offset(kernel: np.ndarray) -> tuple:
-    """``(dy, dx)``: where a kernel's centroid lies relative to its central pixel, in px."""
-    k = np.asarray(kernel, dtype=np.float64)
-    iy, ix = np.indices(k.shape)
-    total = float(k.sum())
-    return (float((k * iy).sum() / total - k.shape[0] // 2), float((k * ix).sum() / total - k.shape[1] // 2))
 
 
 def shift_image(x: torch.Tensor, dy: float, dx: float) -> torch.Tensor:

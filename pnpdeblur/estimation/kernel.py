@@ -246,6 +246,14 @@ def _kernel_step(x: np.ndarray, y: np.ndarray, mask: np.ndarray, k0: np.ndarray,
     return _clean(k)
 
 
+def centroid_offset(kernel: np.ndarray) -> tuple:
+    """``(dy, dx)``: where a kernel's centroid lies relative to its central pixel, in px."""
+    k = np.asarray(kernel, dtype=np.float64)
+    iy, ix = np.indices(k.shape)
+    total = float(k.sum())
+    return (float((k * iy).sum() / total - k.shape[0] // 2), float((k * ix).sum() / total - k.shape[1] // 2))
+
+
 def _clean(k: np.ndarray) -> np.ndarray:
     """Non-negative, small values cut, sum 1, centroid moved to the central pixel."""
     k = np.where(k > _CUT * max(float(k.max()), 0.0), k, 0.0)
@@ -262,9 +270,7 @@ def _clean(k: np.ndarray) -> np.ndarray:
         k[k.shape[0] // 2, k.shape[1] // 2] = 1.0
         return k
     k = k / total
-    iy, ix = np.indices(k.shape)
-    sy = int(round(float((k * iy).sum()) - k.shape[0] // 2))
-    sx = int(round(float((k * ix).sum()) - k.shape[1] // 2))
+    sy, sx = (int(round(d)) for d in centroid_offset(k))
     if sy or sx:
         shifted = np.zeros_like(k)
         h, w = k.shape
