@@ -24,8 +24,8 @@ from ._repr import describe_array, short_floats
 from ._warn import warn_at_caller
 from .backend import resolve_device
 from .estimation.kernel import _check_kernel_size, centroid_offset, check_kernel_fits, estimate_kernel, kernel_length
-from .pipeline import (DEFAULT_NOISE_FLOOR, _copy_input, check_photo_options, default_prior, linearize, noise_levels,
-                       reference_batch, schedule_for)
+from .pipeline import (DEFAULT_NOISE_FLOOR, GIVEN_BLUR_NOISE_FLOOR, _copy_input, check_photo_options, default_prior,
+                       linearize, noise_levels, reference_batch, schedule_for)
 from .priors.base import check_real
 from .solvers.weights import DEFAULT_SATURATION, crop_boundary, pad_problem, saturation_weights
 
@@ -90,7 +90,7 @@ def deblur_shake(
     safeguard: bool = True,
     blur_threshold: Optional[float] = None,
     register: bool = True,
-    noise_floor: float = DEFAULT_NOISE_FLOOR,
+    noise_floor: Optional[float] = None,
     saturation: Optional[float] = DEFAULT_SATURATION,
     boundary: str = "unknown",
     gamma: Optional[float] = None,
@@ -130,9 +130,12 @@ def deblur_shake(
         that it is registered on the blur's centre of mass. ``False`` keeps the result that the
         returned ``kernel`` reblurs to the photo exactly (what a reblur check needs). No effect
         with a given ``kernel``.
-    noise_floor : float
-        Lowest noise level HQS runs with (default 0.02, as :func:`pnpdeblur.deblur`): an
-        estimated kernel is never exact, and a stronger prior keeps its errors from ringing.
+    noise_floor : float, optional
+        Lowest noise level HQS runs with. Default 0.02 for an estimated kernel, as
+        :func:`pnpdeblur.deblur`: an estimate is never exact, and a stronger prior keeps its
+        errors from ringing. A given ``kernel`` is taken as exact: no floor (0), and the solve
+        is :func:`~pnpdeblur.solvers.hqs`'s with the prior's own schedule, as
+        :func:`pnpdeblur.deblur` does with a given ``flow``.
     saturation, boundary, gamma, device, reference, progress
         As in :func:`pnpdeblur.deblur`: clipped pixels out of the data term, the unknown
         boundary (solved on a grid larger by half the kernel), linear light, where to compute,
@@ -172,6 +175,8 @@ def deblur_shake(
     if not isinstance(register, (bool, np.bool_)):
         raise TypeError(f"register must be True or False, got {register!r}")
     threshold = SHAKE_THRESHOLD if blur_threshold is None else check_real(blur_threshold, "blur_threshold")
+    if noise_floor is None:
+        noise_floor = DEFAULT_NOISE_FLOOR if kernel is None else GIVEN_BLUR_NOISE_FLOOR
     noise_floor = check_real(noise_floor, "noise_floor")
     saturation, gamma = check_photo_options(saturation, boundary, gamma)
     x, layout = as_image_batch(image, "image")
@@ -216,8 +221,10 @@ def deblur_shake(
             pad = 0
             if boundary == "unknown":
                 obs_i, K, weights, pad = pad_problem(obs_i, K, weights)
-            # the schedule deblur gives this prior (DPIR's with hqs's default length, unless the prior has its own)
-            res = hqs(obs_i, K, prior, progress=False, weights=weights, **schedule_for(prior, level, None))
+            # the schedule deblur gives this prior with hqs's default length: DPIR's for an estimated kernel,
+            # the prior's own for a given one (unless the prior has a schedule of its own)
+            res = hqs(obs_i, K, prior, progress=False, weights=weights,
+                      **schedule_for(prior, level, None, blind=kernels is None))
             out = res.x
             if register and kernels is None:  # the estimate's centroid is centred to a whole pixel only
                 entry["registration"] = centroid_offset(k)

@@ -44,9 +44,11 @@ __all__ = ["main", "build_parser", "TRAINERS", "PRIORS", "FINETUNE_NETS", "Outpu
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-# pd.deblur's defaults of n_iter and cg_iters, written out so that `--help` needs no torch import
-# (tests/test_cli_direct.py keeps them equal to pipeline.deblur's signature)
+# pd.deblur's n_iter and cg_iters with an estimated flow and with a given one (None: hqs's default
+# length, 8), written out so that `--help` needs no torch import (tests/test_cli_direct.py keeps
+# them equal to pipeline.ESTIMATED_FLOW_SOLVE and GIVEN_FLOW_SOLVE)
 DEBLUR_HQS_ITERS, DEBLUR_CG_ITERS = 4, 5
+GIVEN_FLOW_HQS_ITERS, GIVEN_FLOW_CG_ITERS = 8, 30
 DEBLUR_SATURATION = 0.98  # pd.solvers.DEFAULT_SATURATION (a literal: --help loads no torch)
 
 
@@ -149,6 +151,8 @@ examples:
   pnpdeblur deblur shaky.jpg -o out/ --shake --kernel-size 41   # hand-held camera shake
   pnpdeblur deblur unknown.jpg -o out/ --auto      # shake or per-pixel motion, chosen per photo
   pnpdeblur deblur photo.jpg -o out/ --prior drunet --prior-weights drunet_color.pth   # DPIR's DRUNet
+  pnpdeblur deblur frame2.png -o out/ --kernel out/frame1_kernel.png   # a known kernel (non-blind)
+  pnpdeblur deblur photo.png -o out/ --flow photo_flow.npy --prior drunet   # a known per-pixel flow
   torchrun --nproc_per_node 4 -m pnpdeblur deblur shots/ -o out/ --device cuda
 
 outputs: OUTDIR/<stem>.png per input (8-bit; 16-bit PNG or TIFF inputs give 16-bit PNGs; grey
@@ -280,11 +284,26 @@ def build_parser() -> argparse.ArgumentParser:
     shk.add_argument("--save-kernel", action="store_true",
                      help="with --shake or --auto: also write <stem>_kernel.png, the estimated kernel scaled "
                           "to its largest value (white)")
+    known = d.add_argument_group("known blur (non-blind: nothing is estimated)")
+    given = known.add_mutually_exclusive_group()
+    given.add_argument("--flow", type=Path, default=None, metavar="FILE.npy",
+                       help="deblur every input with this per-pixel motion flow instead of SEN's: a .npy "
+                            "array (2, H, W) in pixels, channel 0 u (right), channel 1 v (down), the line "
+                            "kernel of motion vector (u, v) at each pixel (what --flow-npy writes); every input "
+                            "must be H x W. Not with --shake, --auto or the flow-estimation options "
+                            "(--iterations, --flow-scale, --flow-weights, --no-flow-ensemble, --blur-threshold)")
+    given.add_argument("--kernel", type=Path, default=None, metavar="FILE",
+                       help="deblur every input with this blur kernel (PSF) instead of estimating one: an "
+                            "image (e.g. a --save-kernel PNG; grey, white = largest weight) or a .npy 2-D "
+                            "array, scaled to sum 1; an even size is padded by a zero row/column. Implies "
+                            "--shake; not with --auto or --kernel-size")
     adv = d.add_argument_group("advanced (speed / quality trade-offs)")
-    adv.add_argument("--hqs-iters", type=_positive_int, default=DEBLUR_HQS_ITERS, metavar="N",
-                     help=f"HQS iterations per global iteration (default: {DEBLUR_HQS_ITERS})")
-    adv.add_argument("--cg-iters", type=_positive_int, default=DEBLUR_CG_ITERS, metavar="N",
-                     help=f"conjugate-gradient budget of each HQS x-step (default: {DEBLUR_CG_ITERS})")
+    adv.add_argument("--hqs-iters", type=_positive_int, default=None, metavar="N",
+                     help=f"HQS iterations per global iteration (default: {DEBLUR_HQS_ITERS}; "
+                          f"{GIVEN_FLOW_HQS_ITERS} with --flow)")
+    adv.add_argument("--cg-iters", type=_positive_int, default=None, metavar="N",
+                     help=f"conjugate-gradient budget of each HQS x-step (default: {DEBLUR_CG_ITERS}; "
+                          f"{GIVEN_FLOW_CG_ITERS} with --flow)")
     adv.add_argument("--no-flow-ensemble", action="store_true",
                      help="run SEN once per flow estimate instead of averaging it over the 8 flips and "
                           "transposes of the photo (8x faster flow estimation, a less accurate flow)")
@@ -691,22 +710,65 @@ _FLOW_ONLY = ("iterations", "flow_scale", "save_flow", "flow_npy", "hqs_iters", 
 _SHAKE_ONLY = ("kernel_size", "save_kernel")
 
 
+# what a given flow (--flow) or kernel (--kernel) leaves nothing to do for: options of the estimates
+_GIVEN_FLOW_EXCLUDES = ("shake", "auto", "iterations", "flow_scale", "flow_weights", "no_flow_ensemble",
+                        "blur_threshold") + _SHAKE_ONLY
+_GIVEN_KERNEL_EXCLUDES = ("auto", "kernel_size", "blur_threshold")
+
+
+def _given(args: argparse.Namespace, names: Sequence[str]) -> List[str]:
+    """The options among ``names`` given away from the parser's defaults, as flags."""
+    return ["--" + k.replace("_", "-") for k in names if getattr(args, k) != args.sub_parser.get_default(k)]
+
+
 def _shake_conflicts(args: argparse.Namespace) -> List[str]:
     """The options given (away from the parser's defaults) that do not go with --shake / --auto,
     or that need one of them."""
-    other = _FLOW_ONLY if args.shake else ("blur_threshold",) if args.auto else _SHAKE_ONLY
-    return ["--" + k.replace("_", "-") for k in other if getattr(args, k) != args.sub_parser.get_default(k)]
+    return _given(args, _FLOW_ONLY if args.shake else ("blur_threshold",) if args.auto else _SHAKE_ONLY)
+
+
+def _model_conflicts(args: argparse.Namespace) -> Optional[str]:
+    """What is wrong with the blur-model options together, in words; None when they fit. A
+    ``--kernel`` turns ``--shake`` on."""
+    if args.flow is not None:
+        clash = _given(args, _GIVEN_FLOW_EXCLUDES)
+        return f"{', '.join(clash)} cannot be used with --flow (the flow is given, not estimated)" if clash else None
+    if args.kernel is not None:
+        clash = _given(args, _GIVEN_KERNEL_EXCLUDES)
+        if clash:
+            return f"{', '.join(clash)} cannot be used with --kernel (the kernel is given, not estimated)"
+        args.shake = True
+    conflicts = _shake_conflicts(args)
+    if not conflicts:
+        return None
+    mode = "--kernel" if args.kernel is not None else "--shake"
+    return ", ".join(conflicts) + (f" cannot be used with {mode} (it has no flow)" if args.shake else
+                                   " cannot be used with --auto (its two models measure blur in different ways)"
+                                   if args.auto else " needs --shake or --auto")
+
+
+def _read_given_blur(args: argparse.Namespace) -> Optional[str]:
+    """Read ``--flow`` / ``--kernel`` into ``args.given_flow`` / ``args.given_kernel``; the error in
+    words, or None."""
+    from .data.blur_files import read_flow, read_kernel
+
+    args.given_flow = args.given_kernel = None
+    try:
+        if args.flow is not None:
+            args.given_flow = read_flow(args.flow)
+        if args.kernel is not None:
+            args.given_kernel = read_kernel(args.kernel)
+    except (OSError, ValueError) as e:
+        return f"--{'flow' if args.flow is not None else 'kernel'}: {e}"
+    return None
 
 
 def _run_deblur(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .train import distributed as dist
 
-    conflicts = _shake_conflicts(args)
-    if conflicts:
-        need = ("cannot be used with --shake (it has no flow)" if args.shake else
-                "cannot be used with --auto (its two models measure blur in different ways)" if args.auto else
-                "needs --shake or --auto")
-        print(f"pnpdeblur deblur: error: {', '.join(conflicts)} {need}", file=sys.stderr)
+    problem = _model_conflicts(args) or _read_given_blur(args)
+    if problem:
+        print(f"pnpdeblur deblur: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     if args.prior_weights is not None and args.prior not in PRIOR_WEIGHTS:
         print(f"pnpdeblur deblur: error: --prior-weights needs --prior {', '.join(sorted(PRIOR_WEIGHTS))}, "
@@ -770,7 +832,7 @@ def _run_deblur(args: argparse.Namespace, extra: Sequence[str]) -> int:
 def _load_models(args: argparse.Namespace) -> Tuple[Any, Any]:
     prior = (PRIORS[args.prior]() if args.prior_weights is None
              else PRIOR_WEIGHTS[args.prior](args.prior_weights))
-    if args.shake:  # the kernel is estimated without a network
+    if args.shake or args.flow is not None:  # a kernel is estimated without a network; a given flow needs none
         return prior, None
     if args.flow_weights is not None:
         from .nets.sen import SEN
@@ -794,6 +856,7 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
     from .train.distributed import rank, world_size
 
     progress = not args.no_progress
+    given_flow, given_kernel = getattr(args, "given_flow", None), getattr(args, "given_kernel", None)
     safeguard: Dict[str, Any] = {"safeguard": not args.no_safeguard}
     if args.blur_threshold is not None:
         safeguard["blur_threshold"] = args.blur_threshold
@@ -814,9 +877,17 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
                               saturation=None if args.no_saturation else args.saturation, gamma=args.gamma)
                 flow_opts = dict(iterations=args.iterations, n_iter=args.hqs_iters, cg_iters=args.cg_iters,
                                  flow_scale=args.flow_scale, flow_ensemble=not args.no_flow_ensemble)
-                if args.shake or args.auto:  # checked here to name the flag, not the library's argument
+                if (args.shake or args.auto) and given_kernel is None:  # checked here to name the flag
                     check_shake_kernel_size(args.kernel_size or DEFAULT_KERNEL_SIZE, img.shape[:2], "--kernel-size")
-                if args.shake:
+                if given_flow is not None:
+                    if given_flow.shape[1:] != img.shape[:2]:
+                        raise ValueError(f"the photo is {img.shape[0]}x{img.shape[1]} px (H x W) and --flow "
+                                         f"{args.flow} is {given_flow.shape[1]}x{given_flow.shape[2]}")
+                    res = deblur(img, flow=given_flow, progress=progress, n_iter=args.hqs_iters,
+                                 cg_iters=args.cg_iters, **common)
+                elif given_kernel is not None:
+                    res = deblur_shake(img, kernel=given_kernel, **common)
+                elif args.shake:
                     res = deblur_shake(img, args.kernel_size or DEFAULT_KERNEL_SIZE, **common, **safeguard)
                 elif args.auto:
                     res = deblur_auto(img, kernel_size=args.kernel_size or DEFAULT_KERNEL_SIZE, flow_model=flow_model,

@@ -40,6 +40,14 @@ __all__ = ["deblur", "DeblurResult", "estimate_noise_level", "default_prior", "l
 #: (chosen with ``benchmarks/blind.py --budget`` on BSDS500 val crops; benchmarks/RESULTS.md)
 DEFAULT_NOISE_FLOOR, SINGLE_PASS_NOISE_FLOOR = 0.02, 0.03
 
+#: pd.deblur's solve with an estimated flow: HQS iterations per global iteration and the CG
+#: budget of each x-step (short: it stops before the flow's errors ring; benchmarks/RESULTS.md)
+ESTIMATED_FLOW_SOLVE = (4, 5)
+#: the same with a flow given by the caller, taken as exact: hqs's own default length and CG budget
+GIVEN_FLOW_SOLVE = (None, 30)
+#: the noise floor of a flow or kernel given by the caller (pd.deblur, pd.deblur_shake): none
+GIVEN_BLUR_NOISE_FLOOR = 0.0
+
 #: Fewest unclipped 2×2 blocks a channel needs for :func:`estimate_noise_level` to leave its
 #: clipped blocks out (fewer: all blocks are used, as without ``saturation``).
 MIN_NOISE_BLOCKS = 64
@@ -235,6 +243,21 @@ def _fit_operator_range(flow: torch.Tensor) -> torch.Tensor:
     return flow * (MAX_FLOW / biggest.clamp(min=MAX_FLOW))
 
 
+def given_flow(flow: Any, shape: torch.Size) -> torch.Tensor:
+    """A caller's flow for an image batch of ``shape`` ``(N, C, H, W)`` as float32 ``(N, 2, H, W)``:
+    ``(2, H, W)`` serves every image, ``(N, 2, H, W)`` one each; checked (finite, within
+    :data:`~pnpdeblur.operators.MAX_FLOW`, on the image's grid)."""
+    from .operators._flow import as_flow
+
+    f = as_flow(flow, "flow")
+    n, _, h, w = shape
+    if tuple(f.shape[2:]) != (h, w):
+        raise ValueError(f"flow must be on the image's grid (2, {h}, {w}), got shape {tuple(f.shape)}")
+    if f.shape[0] not in (1, n):
+        raise ValueError(f"flow must have shape (2, H, W) or (N, 2, H, W) with N = {n} images, got {tuple(f.shape)}")
+    return f.detach().to(torch.float32).expand(n, -1, -1, -1).contiguous()
+
+
 def linearize(y: torch.Tensor, gamma: float, noise_level: float) -> tuple:
     """``(y ** gamma, noise_level · mean slope)``: a photo in linear light, and its noise level there.
 
@@ -290,19 +313,23 @@ def reference_batch(reference: Any, shape: torch.Size) -> torch.Tensor:
     return ref
 
 
-def schedule_for(prior: Callable, noise_level: float, n_iter: Optional[int]) -> Dict[str, Any]:
+def schedule_for(prior: Callable, noise_level: float, n_iter: Optional[int], blind: bool = True) -> Dict[str, Any]:
     """The β schedule keywords of :func:`~pnpdeblur.solvers.hqs` for ``prior`` at ``noise_level``.
 
     A prior with a ``schedule(noise_level)`` method (:class:`pnpdeblur.priors.RPGANPrior`) gets
     the β it returns: a learned z-step was trained on the deconvolutions of exactly that
     schedule, whose length (its levels) replaces ``n_iter``. Every other prior gets DPIR's
-    schedule of ``n_iter`` steps (None: :func:`~pnpdeblur.solvers.hqs`'s default length) with
-    λ and σ_1 of :mod:`pnpdeblur.solvers.schedules`, with which the blind pipelines' noise
-    floors were tuned.
+    schedule of ``n_iter`` steps (None: :func:`~pnpdeblur.solvers.hqs`'s default length), with
+    λ and σ_1 of :mod:`pnpdeblur.solvers.schedules` for an estimated blur (``blind``: the blind
+    pipelines' noise floors were tuned with them), and with the prior's own, which
+    :func:`~pnpdeblur.solvers.hqs` chooses (:func:`~pnpdeblur.solvers.schedules.prior_schedule`),
+    for a blur the caller gives.
     """
     own = getattr(prior, "schedule", None)
     if callable(own):
         return {"betas": list(own(noise_level))}
+    if not blind:
+        return {"noise_level": noise_level, "n_iter": n_iter}
     return {"noise_level": noise_level, "lam": DEFAULT_LAMBDA, "sigma_start": DEFAULT_SIGMA_START, "n_iter": n_iter}
 
 
@@ -324,8 +351,8 @@ def deblur(
     safeguard: bool = True,
     blur_threshold: Optional[float] = None,
     noise_floor: Optional[float] = None,
-    n_iter: int = 4,
-    cg_iters: int = 5,
+    n_iter: Optional[int] = None,
+    cg_iters: Optional[int] = None,
     cg_tol: float = 1e-4,
     flow_scale: float = 1.0,
     flow_ensemble: bool = True,
@@ -336,8 +363,12 @@ def deblur(
     reference: Any = None,
     progress: bool = False,
     callback: Optional[Callable[[Dict[str, Any], torch.Tensor], Any]] = None,
+    flow: Any = None,
 ) -> DeblurResult:
     """Blind motion deblurring of a photo: SEN flow → HQS/CG with a prior, ``iterations`` times.
+
+    With a known ``flow`` the same photo handling (uint8, noise estimate, clipped pixels, the
+    unknown boundary, linear light) serves non-blind deblurring: the flow is used as given.
 
     Parameters
     ----------
@@ -388,11 +419,12 @@ def deblur(
         (``flow_ensemble=False``), whose flows are worse: in each mode the highest floor within
         about 0.1 dB of the best on the tuning photos, so that flows worse than these synthetic
         ones still have a margin; lower floors started to make tuning photos worse than their
-        blurred input (benchmarks/RESULTS.md).
+        blurred input (benchmarks/RESULTS.md). With a given ``flow``: 0, the noise level alone.
     n_iter, cg_iters, cg_tol : int, int, float
         HQS iterations per global iteration (a prior with its own schedule sets the count) and the
         CG budget of each x-step (warm-started).
-        The defaults (4 and 5) were chosen by ``benchmarks/blind.py --budget`` on BSDS500
+        With a given ``flow`` the defaults are :func:`~pnpdeblur.solvers.hqs`'s (8 and 30).
+        With SEN's flows the defaults (4 and 5) were chosen by ``benchmarks/blind.py --budget`` on BSDS500
         *val* crops and confirmed on the held-out *test* crops: with the shipped SEN's flows a
         shorter solve is also a better one (+0.4 dB at ±23, +0.2 dB at ±46 over 8 and 10) —
         it stops before the flow's errors are deconvolved into ringing — at half the prior calls
@@ -443,6 +475,18 @@ def deblur(
     callback : callable, optional
         ``callback(entry, x)`` after each global iteration (``x``: torch ``(N, C, H, W)``);
         returning True stops.
+    flow : array, optional
+        A known motion flow to deconvolve with instead of SEN's estimate (non-blind deblurring):
+        ``(2, H, W)`` for every image of the batch or ``(N, 2, H, W)`` one per image, numpy,
+        torch or cupy floats on the image's grid, channel 0 u (+x, right), channel 1 v (+y,
+        down), in pixels, each pixel blurred by the line kernel of its vector
+        (:class:`pnpdeblur.MotionBlur`); :func:`pnpdeblur.data.read_flow` reads one saved with
+        ``numpy.save``. A given flow is not re-estimated, so ``iterations`` must be 1 and
+        ``flow_model`` must not be given; ``flow_scale``, ``flow_ensemble``, ``safeguard`` and
+        ``blur_threshold`` do not apply. It is taken as exact: the solve is
+        :func:`~pnpdeblur.solvers.hqs`'s full one with the prior's own schedule and no noise
+        floor (+0.8 dB over the blind solve's settings on BSDS500 *val* crops with the true flow,
+        ``benchmarks/RESULTS.md``, "A known flow"). ``.flow[0]`` of the result is this flow.
 
     Returns
     -------
@@ -471,6 +515,17 @@ def deblur(
 
     if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
         raise ValueError(f"iterations must be a positive int, got {iterations!r}")
+    estimated = flow is None
+    if not estimated:
+        if iterations != 1:
+            raise ValueError(f"iterations must be 1 with a given flow (a given flow is not re-estimated), "
+                             f"got {iterations!r}")
+        if flow_model is not None:
+            raise ValueError("flow_model and flow cannot both be given: the flow model estimates the flow that "
+                             "flow gives")
+    default_n_iter, default_cg_iters = ESTIMATED_FLOW_SOLVE if estimated else GIVEN_FLOW_SOLVE
+    n_iter = default_n_iter if n_iter is None else n_iter
+    cg_iters = default_cg_iters if cg_iters is None else cg_iters
     if not isinstance(safeguard, (bool, np.bool_)):
         raise TypeError(f"safeguard must be True or False, got {safeguard!r}")
     if not isinstance(flow_ensemble, bool):
@@ -478,7 +533,8 @@ def deblur(
     blur_threshold = (default_threshold(flow_ensemble) if blur_threshold is None
                       else check_real(blur_threshold, "blur_threshold"))
     if noise_floor is None:
-        noise_floor = DEFAULT_NOISE_FLOOR if flow_ensemble else SINGLE_PASS_NOISE_FLOOR
+        noise_floor = (GIVEN_BLUR_NOISE_FLOOR if not estimated else
+                       DEFAULT_NOISE_FLOOR if flow_ensemble else SINGLE_PASS_NOISE_FLOOR)
     noise_floor = check_real(noise_floor, "noise_floor")
     saturation, gamma = check_photo_options(saturation, boundary, gamma)
     if not isinstance(progress, (bool, np.bool_)):
@@ -493,9 +549,10 @@ def deblur(
     obs = x.to(dev)
     levels = noise_levels(obs, noise_level, saturation)
     ref = None if reference is None else reference_batch(reference, x.shape)
+    given = None if estimated else given_flow(flow, x.shape).to(dev)
     if prior is None:
         prior = default_prior()
-    if flow_model is None:
+    if flow_model is None and estimated:
         from .estimation.learned import default_flow_model
 
         flow_model = default_flow_model()
@@ -514,10 +571,14 @@ def deblur(
             t0 = time.perf_counter()
             if it > 0:
                 levels = estimate_noise_level(current, saturation=saturation)
-            flow = _fit_operator_range(estimate_flow(current, flow_model, scale=flow_scale, ensemble=flow_ensemble))
+            if estimated:
+                flow = _fit_operator_range(estimate_flow(current, flow_model, scale=flow_scale,
+                                                         ensemble=flow_ensemble))
+            else:
+                flow = given
             guard: Optional[Dict[str, Any]] = None
             todo = list(active)
-            if safeguard:
+            if safeguard and estimated:  # a given flow is the caller's word that the photo is blurred
                 scores = flow_blur_score(flow)
                 blurred = [s >= blur_threshold for s in scores]
                 todo = [a and b for a, b in zip(active, blurred)]
@@ -542,7 +603,7 @@ def deblur(
                 if boundary == "unknown":  # solve on a grid larger by the kernels' reach, the margin unobserved
                     obs_i, K, weights, pad = pad_problem(obs_i, K, weights)
                 res = hqs(obs_i, K, prior, cg_iters=cg_iters, cg_tol=cg_tol, progress=False, weights=weights,
-                          **schedule_for(prior, level, n_iter))
+                          **schedule_for(prior, level, n_iter, blind=estimated))
                 out = crop_boundary(res.x, pad)
                 outs.append(out if gamma is None else out.clamp(min=0.0) ** (1.0 / gamma))  # clipped to 1 below
                 hist.append(res.history)

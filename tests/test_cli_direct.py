@@ -146,7 +146,9 @@ def test_deblur_defaults_and_types():
         (False, 1, "dncnn", None, 1.0, None)
     assert (a.save_flow, a.flow_npy, a.no_progress, a.no_safeguard, a.blur_threshold) == \
         (False, False, False, False, None)
-    assert (a.hqs_iters, a.cg_iters, a.flow_weights, a.no_flow_ensemble) == (4, 5, None, False)
+    # None: pd.deblur's own budget, (4, 5) for SEN's flows or hqs's (8, 30) for a --flow
+    assert (a.hqs_iters, a.cg_iters, a.flow_weights, a.no_flow_ensemble) == (None, None, None, False)
+    assert a.flow is None and a.kernel is None
     assert (a.saturation, a.no_saturation) == (0.98, False)
     assert a.boundary == "unknown" and a.gamma is None
     assert a.shake is False and a.auto is False and a.kernel_size is None and a.save_kernel is False
@@ -225,7 +227,13 @@ def test_every_help_states_its_defaults_as_the_parser_has_them():
                 assert float(said) == act.default, (name, act.dest, said, act.default)
             else:
                 assert said == str(act.default), (name, act.dest, said, act.default)
-    assert checked == 17
+    assert checked == 15
+    # the solve budget's default is pd.deblur's, which depends on whether the flow is given
+    _, d = _sub("deblur")
+    budget = {act.dest: act.help for act in d._actions if act.dest in ("hqs_iters", "cg_iters")}
+    assert "(default: 4; 8 with --flow)" in budget["hqs_iters"]
+    assert "(default: 5; 30 with --flow)" in budget["cg_iters"]
+    assert (pipeline.ESTIMATED_FLOW_SOLVE, pipeline.GIVEN_FLOW_SOLVE) == ((4, 5), (None, 30))
 
 
 def test_help_texts(capsys):
@@ -639,11 +647,18 @@ def test_deblur_defaults_reach_pd_deblur(tmp_path, fake, capsys):
     (_, kw), = fake.calls
     # the solver budget and the flow ensemble are pd.deblur's own defaults
     sig = inspect.signature(_PD_DEBLUR).parameters
-    assert (sig["n_iter"].default, sig["cg_iters"].default, sig["flow_ensemble"].default) == (4, 5, True)
+    assert (sig["n_iter"].default, sig["cg_iters"].default, sig["flow_ensemble"].default) == (None, None, True)
+    # what --help says the defaults are is what pd.deblur chooses
+    assert pipeline.ESTIMATED_FLOW_SOLVE == (cli.DEBLUR_HQS_ITERS, cli.DEBLUR_CG_ITERS) == (4, 5)
+    assert pipeline.GIVEN_FLOW_SOLVE == (None, cli.GIVEN_FLOW_CG_ITERS) == (None, 30)
+    hqs_defaults = inspect.signature(pnpdeblur.solvers.hqs).parameters
+    assert hqs_defaults["cg_iters"].default == cli.GIVEN_FLOW_CG_ITERS and hqs_defaults["n_iter"].default is None
+    betas, _ = pnpdeblur.solvers.schedules.resolve_schedule(0.01, None, None, None, 0.23, 0.2)
+    assert len(betas) == cli.GIVEN_FLOW_HQS_ITERS == 8
     assert sig["saturation"].default == cli.DEBLUR_SATURATION == 0.98
     assert sig["boundary"].default == "unknown"
-    assert kw == dict(iterations=1, prior=fake.prior, noise_level=None, flow_model=fake.flow_model, n_iter=4,
-                      cg_iters=5, flow_scale=1.0, flow_ensemble=True, device=None, saturation=0.98,
+    assert kw == dict(iterations=1, prior=fake.prior, noise_level=None, flow_model=fake.flow_model, n_iter=None,
+                      cg_iters=None, flow_scale=1.0, flow_ensemble=True, device=None, saturation=0.98,
                       boundary="unknown", gamma=None, progress=False, safeguard=True)
     assert sig["gamma"].default is None
     fake.calls.clear()
@@ -815,10 +830,12 @@ def test_load_models_default_flow_model(monkeypatch):
     p, m = object(), object()
     monkeypatch.setitem(cli.PRIORS, "tv", lambda: p)
     monkeypatch.setattr(learned, "default_flow_model", lambda: m)
-    assert cli._load_models(SimpleNamespace(prior="tv", flow_weights=None, shake=False, prior_weights=None)) == (p, m)
-    # --shake needs no flow network: none is loaded
-    monkeypatch.setattr(learned, "default_flow_model", lambda: pytest.fail("SEN loaded for --shake"))
-    assert cli._load_models(SimpleNamespace(prior="tv", flow_weights=None, shake=True, prior_weights=None)) == (p, None)
+    args = dict(prior="tv", flow_weights=None, prior_weights=None, flow=None)
+    assert cli._load_models(SimpleNamespace(shake=False, **args)) == (p, m)
+    # --shake and --flow need no flow network: none is loaded
+    monkeypatch.setattr(learned, "default_flow_model", lambda: pytest.fail("SEN loaded for --shake or --flow"))
+    assert cli._load_models(SimpleNamespace(shake=True, **args)) == (p, None)
+    assert cli._load_models(SimpleNamespace(shake=False, **{**args, "flow": Path("f.npy")})) == (p, None)
 
 
 SHAKE_H, SHAKE_W = 44, 52  # the CLI checks that --kernel-size (up to 41 below) fits before deblurring
@@ -930,7 +947,7 @@ def test_deblur_auto_option_calls_pd_deblur_auto(tmp_path, fake, monkeypatch, ca
     (image, kw), = runs.calls
     assert kw == dict(kernel_size=31, flow_model=fake.flow_model, progress=False, prior=fake.prior, noise_level=None,
                       device=None, boundary="unknown", saturation=0.98, gamma=None, safeguard=True,
-                      flow_options=dict(iterations=1, n_iter=4, cg_iters=5, flow_scale=1.0, flow_ensemble=True))
+                      flow_options=dict(iterations=1, n_iter=None, cg_iters=None, flow_scale=1.0, flow_ensemble=True))
     want = io.imread(str(a)).astype(np.float32) / 255
     assert np.array_equal(image, want)
     assert np.array_equal(io.imread(str(out / "a.png")), _storage8(0.5 * want.astype(np.float64) + 0.25))
@@ -945,7 +962,7 @@ def test_deblur_auto_option_calls_pd_deblur_auto(tmp_path, fake, monkeypatch, ca
                      "3", "--kernel-size", "21", "--no-safeguard", "--no-flow-ensemble"]) == 0
     (_, kw), = runs.calls
     assert kw["kernel_size"] == 21 and kw["safeguard"] is False
-    assert kw["flow_options"] == dict(iterations=2, n_iter=4, cg_iters=3, flow_scale=1.0, flow_ensemble=False)
+    assert kw["flow_options"] == dict(iterations=2, n_iter=None, cg_iters=3, flow_scale=1.0, flow_ensemble=False)
 
 
 def test_deblur_auto_names_the_flow_choice_and_a_sharp_photo(tmp_path, fake, monkeypatch, capsys):
@@ -1801,6 +1818,8 @@ _OPTIONS = {
         (["--auto"], None, "run both blur models, SEN's per-pixel flow and one camera-shake kernel"),
         (["--kernel-size"], "PX", "with --shake or --auto: odd bound on the blur's extent in pixels"),
         (["--save-kernel"], None, "with --shake or --auto: also write <stem>_kernel.png"),
+        (["--flow"], "FILE.npy", "deblur every input with this per-pixel motion flow instead of SEN's"),
+        (["--kernel"], "FILE", "deblur every input with this blur kernel (PSF) instead of estimating one"),
         (["--hqs-iters"], "N", "HQS iterations per global iteration"),
         (["--cg-iters"], "N", "conjugate-gradient budget of each HQS x-step"),
         (["--no-flow-ensemble"], None, "run SEN once per flow estimate instead of averaging it over the 8 flips"),
@@ -1856,7 +1875,8 @@ def test_options_their_metavars_and_what_their_help_says(command):
             "--margin": "own reach (default: 0, as Chen et al.)"}
     n = 0
     for names, _, text in got:
-        if names[-1] in ends and not (command == "finetune" and names[-1] == "--device"):
+        skip = (command == "finetune" and names[-1] == "--device") or (command == "deblur" and names[-1] == "--kernel")
+        if names[-1] in ends and not skip:
             assert text.endswith(ends[names[-1]]), (names, text)
             n += 1
     assert n == {"deblur": 6, "finetune": 4}[command]

@@ -24,6 +24,7 @@ from .datasets import (
     exif_orientation,
     read_image,
 )
+from .blur_files import read_flow, read_kernel
 from .samples import sample_image, sample_images
 from .shake import random_shake_kernel
 from .synthetic import FlowBlurSample, synthesize_flow_blur
@@ -63,6 +64,8 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "exif_orientation",
     "read_image",
+    "read_kernel",
+    "read_flow",
     "list_images",
     "PairAugment",
     "SyntheticBlurDataset",
