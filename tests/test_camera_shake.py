@@ -384,14 +384,38 @@ def test_deblur_shake_with_a_given_kernel_is_hqs_on_the_padded_problem():
     rep = pd.deblur_shake(y, prior=prior, kernel=L_KERNEL, noise_level=0.03, saturation=None, boundary="replicate")
     plain = pd.solvers.hqs(y, pd.Convolution(L_KERNEL), prior, noise_level=0.03).x
     np.testing.assert_allclose(rep.x, np.clip(plain, 0, 1), atol=1e-6)
-    # a prior's own schedule does not reach the blind solve: DPIR's, as in pd.deblur
+    # a given kernel is taken as exact: the prior's own schedule (as hqs chooses it) and no noise floor
     for name, value in (("hqs_lam", 0.5), ("hqs_sigma_start", 0.6)):
         setattr(prior, name, value)
         again = pd.deblur_shake(y, prior=prior, kernel=L_KERNEL, noise_level=0.03, saturation=None,
                                 boundary="replicate")
-        np.testing.assert_array_equal(again.x, rep.x)
-        assert not np.allclose(pd.solvers.hqs(y, pd.Convolution(L_KERNEL), prior, noise_level=0.03).x, plain, atol=1e-3)
+        own = pd.solvers.hqs(y, pd.Convolution(L_KERNEL), prior, noise_level=0.03).x
+        assert not np.allclose(own, plain, atol=1e-3)
+        np.testing.assert_allclose(again.x, np.clip(own, 0, 1), atol=1e-6)
         setattr(prior, name, None)
+    low = pd.deblur_shake(y, prior=prior, kernel=L_KERNEL, noise_level=0.005, saturation=None, boundary="replicate")
+    assert low.history[0]["noise_level"] == 0.005
+    np.testing.assert_allclose(low.x, np.clip(pd.solvers.hqs(y, pd.Convolution(L_KERNEL), prior,
+                                                             noise_level=0.005).x, 0, 1), atol=1e-6)
+    floored = pd.deblur_shake(y, prior=prior, kernel=L_KERNEL, noise_level=0.005, saturation=None,
+                              boundary="replicate", noise_floor=0.02)
+    assert floored.history[0]["noise_level"] == 0.02
+
+
+def test_an_estimated_kernel_keeps_dpirs_schedule_and_the_floor(monkeypatch):
+    """The blind solve is not changed by a prior's own schedule, and never runs below 0.02."""
+    import pnpdeblur.camera_shake as camera_shake
+
+    y, _ = _scene_crop(L_KERNEL, size=64)
+    y = np.clip(y, 0, 1)
+    monkeypatch.setattr(camera_shake, "estimate_kernel", lambda img, size: np.asarray(L_KERNEL)[None])
+    prior = pd.priors.TV()
+    prior.hqs_lam, prior.hqs_sigma_start = 0.5, 0.6
+    res = pd.deblur_shake(y, prior=prior, noise_level=0.005, saturation=None, boundary="replicate", register=False,
+                          safeguard=False)
+    assert res.history[0]["noise_level"] == 0.02
+    dpir = pd.solvers.hqs(y, pd.Convolution(L_KERNEL), prior, noise_level=0.02, lam=0.23, sigma_start=49 / 255).x
+    np.testing.assert_allclose(res.x, np.clip(dpir, 0, 1), atol=1e-6)
 
 
 def test_deblur_shake_runs_a_prior_with_its_own_schedule_on_it():
@@ -588,7 +612,9 @@ def test_deblur_shake_defaults_are_pd_deblurs():
     assert shake["kernel_size"] == DEFAULT_KERNEL_SIZE == 31 and SHAKE_THRESHOLD == 7.0
     assert (shake["safeguard"], shake["blur_threshold"], shake["kernel"], shake["prior"], shake["noise_level"]) == \
         (True, None, None, None, None)
-    assert shake["noise_floor"] == 0.02 == pd.pipeline.DEFAULT_NOISE_FLOOR
+    # None: 0.02 (pd.deblur's) for an estimated kernel, 0 for a given one (as pd.deblur's given flow)
+    assert shake["noise_floor"] is None and flow["noise_floor"] is None
+    assert (pd.pipeline.DEFAULT_NOISE_FLOOR, pd.pipeline.GIVEN_BLUR_NOISE_FLOOR) == (0.02, 0.0)
     for name in ("saturation", "boundary", "gamma", "device", "reference", "progress"):
         assert shake[name] == flow[name], name
     assert (shake["saturation"], shake["boundary"], shake["gamma"], shake["progress"]) == \
