@@ -151,7 +151,7 @@ examples:
   pnpdeblur deblur shaky.jpg -o out/ --shake --kernel-size 41   # hand-held camera shake
   pnpdeblur deblur unknown.jpg -o out/ --auto      # shake or per-pixel motion, chosen per photo
   pnpdeblur deblur photo.jpg -o out/ --prior drunet --prior-weights drunet_color.pth   # DPIR's DRUNet
-  pnpdeblur deblur frame2.png -o out/ --kernel out/frame1_kernel.png   # a known kernel (non-blind)
+  pnpdeblur deblur frame2.png -o out/ --kernel out/frame1_kernel.npy   # a known kernel (non-blind)
   pnpdeblur deblur photo.png -o out/ --flow photo_flow.npy --prior drunet   # a known per-pixel flow
   torchrun --nproc_per_node 4 -m pnpdeblur deblur shots/ -o out/ --device cuda
 
@@ -284,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     shk.add_argument("--save-kernel", action="store_true",
                      help="with --shake or --auto: also write <stem>_kernel.png, the estimated kernel scaled "
                           "to its largest value (white)")
+    shk.add_argument("--kernel-npy", action="store_true",
+                     help="with --shake or --auto: also write <stem>_kernel.npy, the kernel's weights (float64, "
+                          "sum 1) for --kernel to read back exactly; implies --save-kernel")
     known = d.add_argument_group("known blur (non-blind: nothing is estimated)")
     given = known.add_mutually_exclusive_group()
     given.add_argument("--flow", type=Path, default=None, metavar="FILE.npy",
@@ -543,12 +546,13 @@ class OutputPlan:
     flow_npy: Optional[Path]     #: raw flow (``--flow-npy``)
     renamed: bool = False        #: the stem clashed with an earlier input's outputs
     kernel_png: Optional[Path] = None  #: the estimated camera-shake kernel (``--save-kernel``)
+    kernel_npy: Optional[Path] = None  #: the same kernel's weights (``--kernel-npy``)
 
 
 def plan_outputs(files: Sequence[Path], outdir: Path, save_flow: bool = False,
-                 flow_npy: bool = False, save_kernel: bool = False) -> List[OutputPlan]:
+                 flow_npy: bool = False, save_kernel: bool = False, kernel_npy: bool = False) -> List[OutputPlan]:
     """Output paths for ``files``: ``<stem>.png`` (+ ``<stem>_flow.png`` / ``.npy``, or
-    ``<stem>_kernel.png``), no clashes.
+    ``<stem>_kernel.png`` / ``.npy``), no clashes.
 
     A file whose names are already taken by an earlier file (same stem, or ``x_flow.png``
     next to ``x.png`` with ``--save-flow``) gets ``<stem>_1``, ``<stem>_2``, … Names are
@@ -566,8 +570,10 @@ def plan_outputs(files: Sequence[Path], outdir: Path, save_flow: bool = False,
                 names.append(base + "_flow.png")
             if flow_npy:
                 names.append(base + "_flow.npy")
-            if save_kernel:
+            if save_kernel or kernel_npy:
                 names.append(base + "_kernel.png")
+            if kernel_npy:
+                names.append(base + "_kernel.npy")
             if not any(n.casefold() in taken for n in names):
                 break
             k += 1
@@ -575,7 +581,7 @@ def plan_outputs(files: Sequence[Path], outdir: Path, save_flow: bool = False,
         named = {n[len(base):]: outdir / n for n in names[1:]}  # by suffix
         plans.append(OutputPlan(
             f, outdir / names[0], named.get("_flow.png"), named.get("_flow.npy"),
-            renamed=k > 0, kernel_png=named.get("_kernel.png")))
+            renamed=k > 0, kernel_png=named.get("_kernel.png"), kernel_npy=named.get("_kernel.npy")))
     return plans
 
 
@@ -593,7 +599,7 @@ def _overwrite_conflicts(plans: Sequence[OutputPlan], inputs: Sequence[Path]) ->
     by_key = {os.path.normcase(str(p.resolve())): p for p in inputs}
     out = []
     for pl in plans:
-        for o in (pl.image, pl.flow_png, pl.flow_npy, pl.kernel_png):
+        for o in (pl.image, pl.flow_png, pl.flow_npy, pl.kernel_png, pl.kernel_npy):
             if o is None:
                 continue
             hit = by_key.get(os.path.normcase(str(o.resolve())))
@@ -707,7 +713,7 @@ def _resolve_device(spec: Optional[str], distributed: bool) -> Optional[str]:
 # flow-model options that --shake cannot honour, and --shake's own options
 _FLOW_ONLY = ("iterations", "flow_scale", "save_flow", "flow_npy", "hqs_iters", "cg_iters", "no_flow_ensemble",
               "flow_weights")
-_SHAKE_ONLY = ("kernel_size", "save_kernel")
+_SHAKE_ONLY = ("kernel_size", "save_kernel", "kernel_npy")
 
 
 # what a given flow (--flow) or kernel (--kernel) leaves nothing to do for: options of the estimates
@@ -784,7 +790,8 @@ def _run_deblur(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if outdir.exists() and not outdir.is_dir():
         print(f"pnpdeblur deblur: error: output {outdir} exists and is not a folder", file=sys.stderr)
         return EXIT_USAGE
-    plans = plan_outputs(files, outdir, save_flow, args.flow_npy, save_kernel=args.save_kernel)
+    plans = plan_outputs(files, outdir, save_flow, args.flow_npy, save_kernel=args.save_kernel,
+                         kernel_npy=args.kernel_npy)
     conflicts = _overwrite_conflicts(plans, files)
     if conflicts:
         for o, i in conflicts:
@@ -929,6 +936,8 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
             if pl.kernel_png is not None:
                 k = np.asarray((res.shake_result if args.auto else res).kernel, dtype=np.float64)
                 _imsave(pl.kernel_png, np.round(255.0 * k / k.max()).astype(np.uint8))
+                if pl.kernel_npy is not None:  # every weight, for --kernel to read back exactly
+                    _atomic_save(pl.kernel_npy, lambda p: np.save(p, k))
         except (OSError, ValueError, TypeError) as e:  # disk full, permissions, encoder refusals
             _err(f"pnpdeblur: cannot write the result of {pl.source}: {e}")
             failed.append(str(pl.source))

@@ -1818,6 +1818,7 @@ _OPTIONS = {
         (["--auto"], None, "run both blur models, SEN's per-pixel flow and one camera-shake kernel"),
         (["--kernel-size"], "PX", "with --shake or --auto: odd bound on the blur's extent in pixels"),
         (["--save-kernel"], None, "with --shake or --auto: also write <stem>_kernel.png"),
+        (["--kernel-npy"], None, "with --shake or --auto: also write <stem>_kernel.npy, the kernel's weights"),
         (["--flow"], "FILE.npy", "deblur every input with this per-pixel motion flow instead of SEN's"),
         (["--kernel"], "FILE", "deblur every input with this blur kernel (PSF) instead of estimating one"),
         (["--hqs-iters"], "N", "HQS iterations per global iteration"),

@@ -379,3 +379,40 @@ def test_cli_refuses_an_unreadable_known_blur_before_any_work(tmp_path, stand_in
     assert cli.main(["deblur", str(a), "-o", str(out), "--flow", "f.npy", "--kernel", "k.png"]) == cli.EXIT_USAGE
     assert "argument --kernel: not allowed with argument --flow" in capsys.readouterr().err  # one at a time
     assert not out.exists() and stand_ins.deblur.calls == [] and stand_ins.shake.calls == []
+
+
+def test_cli_kernel_npy_writes_every_weight_for_kernel_to_read_back(tmp_path, stand_ins):
+    a = _save_png(tmp_path / "a.png", _u8(6))
+    k = np.random.default_rng(0).random((5, 7))
+    k[0, 0] = 1e-7  # below what an 8-bit picture keeps
+    np.save(tmp_path / "k.npy", k)
+    out = tmp_path / "o"
+    assert cli.main(["deblur", str(a), "-o", str(out), "--kernel", str(tmp_path / "k.npy"), "--kernel-npy",
+                     "--no-progress"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_kernel.npy", "a_kernel.png"]  # implies the picture
+    saved = np.load(out / "a_kernel.npy")
+    assert saved.dtype == np.float64 and np.array_equal(saved, read_kernel(tmp_path / "k.npy"))
+    assert saved[0, 0] > 0  # kept, and read back to rounding (its sum is 1 to the last bits)
+    np.testing.assert_allclose(read_kernel(out / "a_kernel.npy"), saved, rtol=1e-14, atol=0)
+    assert io.imread(str(out / "a_kernel.png"))[0, 0] == 0
+
+
+def test_plan_outputs_names_the_kernel_weights_and_avoids_clashes(tmp_path):
+    files = [tmp_path / "x.png", tmp_path / "sub" / "x.jpg"]
+    plans = cli.plan_outputs(files, tmp_path / "o", kernel_npy=True)
+    assert [(p.image.name, p.kernel_png.name, p.kernel_npy.name, p.renamed) for p in plans] == [
+        ("x.png", "x_kernel.png", "x_kernel.npy", False), ("x_1.png", "x_1_kernel.png", "x_1_kernel.npy", True)]
+    assert cli.plan_outputs(files[:1], tmp_path / "o", save_kernel=True)[0].kernel_npy is None
+    # an input named like another's kernel weights is renamed, not overwritten
+    clash = cli.plan_outputs([tmp_path / "x.png", tmp_path / "x_kernel.npy.png"], tmp_path / "o", kernel_npy=True)
+    assert len({p.kernel_npy for p in clash} | {p.image for p in clash}) == 4
+
+
+def test_cli_kernel_npy_needs_a_kernel_model(tmp_path, stand_ins, capsys):
+    a = _save_png(tmp_path / "a.png", _u8(7))
+    np.save(tmp_path / "f.npy", _flow())
+    assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--kernel-npy"]) == cli.EXIT_USAGE
+    assert "--kernel-npy needs --shake or --auto" in capsys.readouterr().err
+    assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--flow", str(tmp_path / "f.npy"),
+                     "--kernel-npy"]) == cli.EXIT_USAGE
+    assert "--kernel-npy cannot be used with --flow" in capsys.readouterr().err

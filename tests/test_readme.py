@@ -78,9 +78,19 @@ def test_readme_python_blocks_run_and_keep_their_promises():
     photo = ns["photo"]
     assert ns["estimated"].shape == (2,) + photo.shape[:2]
     blind = [(src, r) for sec, src, r in results if sec.startswith("Blind deblurring")]
+    known = [(src, r) for src, r in blind if "flow=flow" in src or "kernel=k)" in src]
+    blind = [(src, r) for src, r in blind if (src, r) not in known]
     shake = [(src, r) for src, r in blind if "deblur_shake" in src]
     blind = [(src, r) for src, r in blind if "deblur_shake" not in src]
-    assert len(blind) == 2 and len(shake) == 2
+    assert len(blind) == 2 and len(shake) == 2 and len(known) == 2
+    # a known blur: the true flow of the README's photo deblurs it well; the estimated kernel given back is
+    # used as given (no estimate, no registration)
+    (_, with_flow), (_, with_kernel) = known
+    assert with_flow.x.dtype == photo.dtype and with_flow.history[0]["safeguard"] is None
+    np.testing.assert_array_equal(with_flow.flow[0], ns["flow"])
+    assert psnr(np.clip(with_flow.x, 0, 1), sharp) - base > 3.0
+    np.testing.assert_array_equal(with_kernel.kernel, ns["k"])
+    assert with_kernel.history[0]["registration"] is None and with_kernel.x.shape == photo.shape
     # camera shake: one kernel per photo, the given one reused as given
     assert shake[0][1].kernel.shape == (31, 31) and ns["k"].shape == (41, 41)
     np.testing.assert_array_equal(shake[1][1].kernel, ns["k"])
