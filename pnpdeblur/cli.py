@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
         "deblur", help="deblur photos (files or folders) into an output folder",
         description=_wrap("Blind motion deblurring of photos: estimate the per-pixel motion flow with "
                           "SEN, deconvolve by HQS/CG with a prior, and repeat on the result "
-                          "(global iterations, Wu et al.)."),
+                          "(global iterations, Wu et al.). With --flow or --kernel, non-blind "
+                          "deblurring with a known blur."),
         epilog=_DEBLUR_EPILOG, formatter_class=fmt)
     d.add_argument("inputs", nargs="+", metavar="IN", type=Path,
                    help="image files or folders of images (%s)" % " ".join(_image_extensions()))

@@ -1897,7 +1897,8 @@ def test_subcommand_descriptions_and_usage_lines():
         return " ".join(p.description.split())
 
     assert text(d) == ("Blind motion deblurring of photos: estimate the per-pixel motion flow with SEN, deconvolve "
-                       "by HQS/CG with a prior, and repeat on the result (global iterations, Wu et al.).")
+                       "by HQS/CG with a prior, and repeat on the result (global iterations, Wu et al.). With --flow "
+                       "or --kernel, non-blind deblurring with a known blur.")
     assert text(f) == ("Self-supervised test-time fine-tuning (Chen et al., Reblur2Deblur): deblur consecutive frames "
                        "with a network, estimate the optical flow between the deblurred frames, reblur them with the "
                        "per-pixel kernel of the flows and fine-tune the network so that the reblurred frames match "
