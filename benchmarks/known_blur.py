@@ -17,9 +17,11 @@ solve) against the blind pipelines' settings, on the same photos, blurs and nois
    settings before given kernels were taken as exact). Scored up to a shift (``kohler_align``
    ±10 px), as ``camera_shake.py``.
 
-Every run uses the shipped DnCNN prior as ``pd.deblur`` does, noise level given (the true σ).
-The defaults were chosen on BSDS500 *val* (``--folder .data/bsds500/val``) and confirmed on
-*test*.
+Every run uses ``--prior`` (``dncnn``: the shipped DnCNN, the blind pipelines' default;
+``drunet``: the shipped small DRUNet; ``default``: what the functions choose for a given blur
+when no prior is passed), noise level given (the true σ). The defaults were chosen on BSDS500
+*val* (``--folder .data/bsds500/val``) and confirmed on *test*; ``--no-estimate`` leaves out the
+estimated kernel (the slow part).
 
 Usage::
 
@@ -39,6 +41,7 @@ from pnpdeblur.estimation import estimate_kernel
 from pnpdeblur.metrics import kohler_align, psnr
 from pnpdeblur.operators import Convolution, MotionBlur
 from pnpdeblur.pipeline import default_prior
+from pnpdeblur.priors import DRUNetPrior
 from pnpdeblur.solvers import hqs
 
 try:
@@ -79,19 +82,25 @@ def flow_rows(sharp: np.ndarray, k: int, prior) -> list:
         for name, kw in {"given": {}, "floor.02": dict(noise_floor=0.02),
                          "solve4x5": dict(n_iter=4, cg_iters=5)}.items():
             row[name] = plain_psnr(pd.deblur(y, flow=flow, noise_level=sigma, prior=prior, **kw).x, sharp)
-        row["hqs_replicate"] = plain_psnr(hqs(y, MotionBlur(flow), prior, noise_level=sigma, progress=False).x, sharp)
+        solver_prior = prior if prior is not None else pd.pipeline.given_blur_prior()
+        row["hqs_replicate"] = plain_psnr(hqs(y, MotionBlur(flow), solver_prior, noise_level=sigma,
+                                              progress=False).x, sharp)
         rows.append(row)
     return rows
 
 
-def kernel_rows(sharp: np.ndarray, k: int, prior) -> list:
+PRIORS = {"dncnn": default_prior, "drunet": DRUNetPrior, "default": lambda: None}
+
+
+def kernel_rows(sharp: np.ndarray, k: int, prior, estimate: bool = True) -> list:
     rows = []
     for size, sigma in KERNEL_SETTINGS:
         rng = np.random.default_rng(700 + k)
         kernel = random_shake_kernel(size, seed=rng)
         y = noisy(Convolution(kernel)(sharp), sigma, rng)
         row = dict(setting=f"{size} px kernel, sigma {sigma}", blurred=aligned_psnr(y, sharp))
-        for name, kern in (("true", kernel), ("estimated", estimate_kernel(y, 31))):
+        kernels = [("true", kernel)] + ([("estimated", estimate_kernel(y, 31))] if estimate else [])
+        for name, kern in kernels:
             for suffix, kw in (("", {}), ("_floor.02", dict(noise_floor=0.02))):
                 res = pd.deblur_shake(y, kernel=kern, noise_level=sigma, prior=prior, **kw)
                 row[name + suffix] = aligned_psnr(res.x, sharp)
@@ -105,10 +114,16 @@ def main(argv=None) -> None:
     ap.add_argument("--folder", default=".data/bsds500/test")
     ap.add_argument("--images", type=int, default=6)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--prior", choices=sorted(PRIORS), default="default")
+    ap.add_argument("--no-estimate", action="store_true", help="kernel part: the true kernel only")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    prior = default_prior()
-    make = flow_rows if args.part == "flow" else kernel_rows
+    prior = PRIORS[args.prior]()
+    if args.part == "flow":
+        make = flow_rows
+    else:
+        def make(sharp, k, prior):
+            return kernel_rows(sharp, k, prior, estimate=not args.no_estimate)
     rows = []
     for k, path in enumerate(list_images(args.folder)[: args.images]):
         for row in make(crop(read_image(path, 3)), k, prior):
@@ -119,7 +134,8 @@ def main(argv=None) -> None:
     for setting in dict.fromkeys(r["setting"] for r in rows):
         sel = [r for r in rows if r["setting"] == setting]
         print(f"| {setting} | " + " | ".join(f"{np.mean([r[c] for r in sel]):.2f}" for c in columns) + " |")
-    write_rows(f"known_blur_{args.part}", "cpu", rows, folder=args.folder, images=args.images)
+    write_rows(f"known_blur_{args.part}_{args.prior}", "cpu", rows, folder=args.folder, images=args.images,
+               prior=args.prior)
 
 
 if __name__ == "__main__":

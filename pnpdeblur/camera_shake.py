@@ -25,7 +25,7 @@ from ._warn import warn_at_caller
 from .backend import resolve_device
 from .estimation.kernel import _check_kernel_size, centroid_offset, check_kernel_fits, estimate_kernel, kernel_length
 from .pipeline import (DEFAULT_NOISE_FLOOR, GIVEN_BLUR_NOISE_FLOOR, _copy_input, check_photo_options, default_prior,
-                       linearize, noise_levels, reference_batch, schedule_for)
+                       given_blur_prior, linearize, noise_levels, reference_batch, schedule_for)
 from .priors.base import check_real
 from .solvers.weights import DEFAULT_SATURATION, crop_boundary, pad_problem, saturation_weights
 
@@ -111,7 +111,8 @@ def deblur_shake(
         large costs time and some accuracy.
     prior : callable, optional
         Prior of the HQS z-step (:mod:`pnpdeblur.priors`); default the shipped DnCNN, as
-        :func:`pnpdeblur.deblur`.
+        :func:`pnpdeblur.deblur`, or with a given ``kernel`` the shipped DRUNet
+        (:func:`pnpdeblur.pipeline.given_blur_prior`).
     noise_level : float, optional
         Noise std on the [0, 1] scale; estimated per image when not given, as :func:`pnpdeblur.deblur`
         estimates it (robust to JPEG coding).
@@ -191,7 +192,7 @@ def deblur_shake(
     levels = noise_levels(obs, noise_level, saturation)
     ref = None if reference is None else reference_batch(reference, x.shape)
     if prior is None:
-        prior = default_prior()
+        prior = default_prior() if kernels is None else given_blur_prior()
     result = ShakeDeblurResult(x=None, noise_level=list(levels))
     found, outs = [], []
     steps = range(n)

@@ -224,9 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-r", "--recursive", action="store_true", help="search folders recursively")
     d.add_argument("--iterations", type=_positive_int, default=1, metavar="N",
                    help="global iterations: flow re-estimated on the previous result (default: 1)")
-    d.add_argument("--prior", choices=sorted(set(PRIORS) | set(PRIOR_WEIGHTS)), default="dncnn",
+    d.add_argument("--prior", choices=sorted(set(PRIORS) | set(PRIOR_WEIGHTS)), default=None,
                    help="HQS prior: the shipped DnCNN or DRUNet denoiser, or total variation; ffdnet and ircnn "
-                        "need --prior-weights (default: dncnn)")
+                        "need --prior-weights (default: dncnn; drunet with --flow or --kernel)")
     d.add_argument("--noise-level", type=_nonneg_float, default=None, metavar="S",
                    help="noise std of the photos on the [0, 1] scale (default: estimated per image)")
     d.add_argument("--flow-scale", type=_flow_scale, default=1.0, metavar="F",
@@ -777,6 +777,8 @@ def _run_deblur(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if problem:
         print(f"pnpdeblur deblur: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    if args.prior is None:  # the library's choice: the DRUNet for a given blur, the DnCNN for estimated ones
+        args.prior = "drunet" if args.flow is not None or args.kernel is not None else "dncnn"
     if args.prior_weights is not None and args.prior not in PRIOR_WEIGHTS:
         print(f"pnpdeblur deblur: error: --prior-weights needs --prior {', '.join(sorted(PRIOR_WEIGHTS))}, "
               f"got --prior {args.prior}", file=sys.stderr)

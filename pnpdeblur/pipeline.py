@@ -34,7 +34,7 @@ from .priors.base import check_real
 from .solvers.schedules import DEFAULT_LAMBDA, DEFAULT_SIGMA_START
 from .solvers.weights import DEFAULT_SATURATION, crop_boundary, pad_problem, saturation_weights
 
-__all__ = ["deblur", "DeblurResult", "estimate_noise_level", "default_prior", "linearize"]
+__all__ = ["deblur", "DeblurResult", "estimate_noise_level", "default_prior", "given_blur_prior", "linearize"]
 
 #: pd.deblur's lowest noise level for HQS with the ensemble's flows, and with one SEN pass
 #: (chosen with ``benchmarks/blind.py --budget`` on BSDS500 val crops; benchmarks/RESULTS.md)
@@ -341,6 +341,16 @@ def default_prior():
     return DnCNNPrior(ensemble=False)
 
 
+def given_blur_prior():
+    """The prior :func:`deblur` and :func:`~pnpdeblur.deblur_shake` use with a flow or kernel the
+    caller gives: the shipped small DRUNet (:class:`pnpdeblur.priors.DRUNetPrior`), the better
+    denoiser when the blur is exact; with estimated blurs it is level with the DnCNN
+    (benchmarks/RESULTS.md, "A known flow or kernel" and "DRUNet prior")."""
+    from .priors import DRUNetPrior
+
+    return DRUNetPrior()
+
+
 def deblur(
     image: Any,
     iterations: int = 1,
@@ -382,7 +392,8 @@ def deblur(
         deconvolution artifacts from growing from one level to the next.
     prior : callable, optional
         Prior for the HQS z-step (:mod:`pnpdeblur.priors`); default the shipped DnCNN
-        (:class:`pnpdeblur.priors.DnCNNPrior` without the flip ensemble). A prior with a
+        (:class:`pnpdeblur.priors.DnCNNPrior` without the flip ensemble), or with a given
+        ``flow`` the shipped DRUNet (:func:`given_blur_prior`). A prior with a
         ``schedule(noise_level)`` method, such as :class:`pnpdeblur.priors.RPGANPrior`, is run
         with the β schedule it returns for the image's noise level (with its floor): a learned
         z-step is trained on the deconvolutions of exactly that schedule, so its length (the
@@ -553,7 +564,7 @@ def deblur(
     ref = None if reference is None else reference_batch(reference, x.shape)
     given = None if estimated else given_flow(flow, x.shape).to(dev)
     if prior is None:
-        prior = default_prior()
+        prior = default_prior() if estimated else given_blur_prior()
     if flow_model is None and estimated:
         from .estimation.learned import default_flow_model
 

@@ -142,8 +142,9 @@ def test_deblur_defaults_and_types():
     _, d = _sub("deblur")
     a = d.parse_args(["x.png", "-o", "out"])
     assert a.inputs == [Path("x.png")] and a.output == Path("out")
+    # prior None: chosen by the blur model (test_known_blur.py), dncnn for the estimated flow
     assert (a.recursive, a.iterations, a.prior, a.noise_level, a.flow_scale, a.device) == \
-        (False, 1, "dncnn", None, 1.0, None)
+        (False, 1, None, None, 1.0, None)
     assert (a.save_flow, a.flow_npy, a.no_progress, a.no_safeguard, a.blur_threshold) == \
         (False, False, False, False, None)
     # None: pd.deblur's own budget, (4, 5) for SEN's flows or hqs's (8, 30) for a --flow
@@ -227,7 +228,7 @@ def test_every_help_states_its_defaults_as_the_parser_has_them():
                 assert float(said) == act.default, (name, act.dest, said, act.default)
             else:
                 assert said == str(act.default), (name, act.dest, said, act.default)
-    assert checked == 15
+    assert checked == 14
     # the solve budget's default is pd.deblur's, which depends on whether the flow is given
     _, d = _sub("deblur")
     budget = {act.dest: act.help for act in d._actions if act.dest in ("hqs_iters", "cg_iters")}

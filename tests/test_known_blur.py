@@ -287,10 +287,11 @@ def stand_ins(monkeypatch):
                                                            history=[{"kernel_length": 3.0, "threshold": None}]))
     monkeypatch.setattr(pipeline, "deblur", deblur)
     monkeypatch.setattr(camera_shake, "deblur_shake", shake)
-    prior = object()
-    monkeypatch.setitem(cli.PRIORS, "dncnn", lambda: prior)
+    prior, dncnn = object(), object()
+    monkeypatch.setitem(cli.PRIORS, "drunet", lambda: prior)  # the default prior with a given blur
+    monkeypatch.setitem(cli.PRIORS, "dncnn", lambda: dncnn)
     monkeypatch.setattr(learned, "default_flow_model", lambda: pytest.fail("no flow model is needed"))
-    return types.SimpleNamespace(deblur=deblur, shake=shake, prior=prior)
+    return types.SimpleNamespace(deblur=deblur, shake=shake, prior=prior, dncnn=dncnn)
 
 
 def test_cli_flow_reaches_pd_deblur_with_the_solve_options(tmp_path, stand_ins):
@@ -312,6 +313,11 @@ def test_cli_flow_reaches_pd_deblur_with_the_solve_options(tmp_path, stand_ins):
                      "--hqs-iters", "3", "--cg-iters", "9"]) == 0
     (_, _, kw), = stand_ins.deblur.calls
     assert (kw["n_iter"], kw["cg_iters"]) == (3, 9)
+    stand_ins.deblur.calls.clear()
+    assert cli.main(["deblur", str(a), "-o", str(out), "--flow", str(tmp_path / "f.npy"), "--no-progress",
+                     "--prior", "dncnn"]) == 0
+    (_, _, kw), = stand_ins.deblur.calls
+    assert kw["prior"] is stand_ins.dncnn
 
 
 def test_cli_flow_of_another_size_fails_that_photo_only(tmp_path, stand_ins, capsys):
@@ -416,3 +422,43 @@ def test_cli_kernel_npy_needs_a_kernel_model(tmp_path, stand_ins, capsys):
     assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--flow", str(tmp_path / "f.npy"),
                      "--kernel-npy"]) == cli.EXIT_USAGE
     assert "--kernel-npy cannot be used with --flow" in capsys.readouterr().err
+
+
+# -- the default prior -----------------------------------------------------------------------------
+def test_a_given_blur_gets_the_shipped_drunet_and_an_estimated_one_the_dncnn(fake_hqs, monkeypatch):
+    given, blind = object(), object()
+    monkeypatch.setattr(pipeline, "given_blur_prior", lambda: given)
+    monkeypatch.setattr(pipeline, "default_prior", lambda: blind)
+    pd.deblur(_photo(), flow=_flow(), noise_level=0.01)
+    assert fake_hqs.calls[-1]["prior"] is given
+    monkeypatch.setattr(pipeline, "estimate_flow", lambda x, *a, **k: torch.full((x.shape[0], 2, H, W), 6.0))
+    pd.deblur(_photo(), noise_level=0.01, flow_model=object(), flow_ensemble=False)
+    assert fake_hqs.calls[-1]["prior"] is blind
+
+
+def test_deblur_shake_gets_the_drunet_for_a_given_kernel(monkeypatch):
+    import pnpdeblur.camera_shake as camera_shake
+
+    calls = []
+
+    def record(y, K, prior, **kw):
+        calls.append(prior)
+        return types.SimpleNamespace(x=y, history=[])
+
+    monkeypatch.setattr(pnpdeblur.solvers, "hqs", record)
+    given, blind = object(), object()
+    monkeypatch.setattr(camera_shake, "given_blur_prior", lambda: given)
+    monkeypatch.setattr(camera_shake, "default_prior", lambda: blind)
+    monkeypatch.setattr(camera_shake, "estimate_kernel", lambda img, size: motion_kernel((8.0, 0.0), radius=7)[None])
+    img = _photo(40, 40)
+    pd.deblur_shake(img, kernel=motion_kernel((3.0, 1.0)), noise_level=0.01)
+    pd.deblur_shake(img, 15, noise_level=0.01, safeguard=False)
+    assert calls == [given, blind]
+
+
+def test_given_blur_prior_is_the_shipped_drunet():
+    p = pipeline.given_blur_prior()
+    assert isinstance(p, pd.priors.DRUNetPrior) and p.cycle is True
+    ref = pd.priors.DRUNetPrior()
+    x = torch.rand(1, 3, 24, 24)
+    assert torch.equal(p(x, 0.05), ref(x, 0.05))
