@@ -136,9 +136,9 @@ def deblur_shake(
         :func:`pnpdeblur.deblur`: an estimate is never exact, and a stronger prior keeps its
         errors from ringing. A given ``kernel`` is taken as exact: no floor (0), and the solve
         is :func:`~pnpdeblur.solvers.hqs`'s with the prior's own schedule, as
-        :func:`pnpdeblur.deblur` does with a given ``flow`` (+1.0 dB with the true kernel at
-        σ = 0.01; for an estimate given back, pass 0.02: ``benchmarks/RESULTS.md``, "A known flow
-        or kernel").
+        :func:`pnpdeblur.deblur` does with a given ``flow`` (+1.0 to +1.3 dB with the true kernel
+        at σ = 0.01; for an estimate given back, pass 0.02: ``benchmarks/RESULTS.md``, "A known
+        flow or kernel").
     saturation, boundary, gamma, device, reference, progress
         As in :func:`pnpdeblur.deblur`: clipped pixels out of the data term, the unknown
         boundary (solved on a grid larger by half the kernel), linear light, where to compute,

@@ -496,9 +496,10 @@ def deblur(
         ``flow_model`` must not be given; ``flow_scale``, ``flow_ensemble``, ``safeguard`` and
         ``blur_threshold`` do not apply. It is taken as exact: the solve is
         :func:`~pnpdeblur.solvers.hqs`'s full one with the prior's own schedule and no noise
-        floor: with the true flow on held-out BSDS500 crops at σ = 0.01, 1.0 dB above the blind
-        floor and 1.1 dB above the blind solve's 4 × 5 iterations (``benchmarks/RESULTS.md``,
-        "A known flow or kernel"); for an estimate given back, pass ``noise_floor=0.02``.
+        floor, each worth 1–2 dB at σ = 0.01 with the true flow on held-out BSDS500 crops, and
+        the DRUNet as the default prior, +1.2 to +2.4 dB over the DnCNN there
+        (``benchmarks/RESULTS.md``, "A known flow or kernel"); for an estimate given back, pass
+        ``noise_floor=0.02``.
         ``.flow[0]`` of the result is this flow.
 
     Returns
