@@ -67,6 +67,9 @@ except ImportError:  # run from the repository root as a module
 
 SIZES = (13, 19, 23, 27)
 
+# --prior: deblur_shake's prior (None: its default, the shipped DnCNN)
+SHAKE_PRIORS = {"default": lambda: None, "drunet": lambda: pd.priors.DRUNetPrior()}
+
 
 def true_kernel(y: np.ndarray, k: np.ndarray) -> np.ndarray:
     """Non-blind HQS + the shipped DnCNN, noise level 0.01, unknown boundary."""
@@ -83,7 +86,7 @@ def methods(y: np.ndarray, sharp: np.ndarray, k, args, extra: bool) -> dict:
     if k is not None:
         row["psnr_true"] = score(true_kernel(y, k), sharp)
     t0 = time.perf_counter()
-    res = pd.deblur_shake(y, args.kernel_size)
+    res = pd.deblur_shake(y, args.kernel_size, prior=SHAKE_PRIORS[args.prior]())
     row["t_shake"] = time.perf_counter() - t0
     row["psnr_shake"] = score(res.x, sharp)
     row["psnr_shake_unaligned"] = float(psnr(np.clip(np.asarray(res.x, np.float64), 0, 1), sharp, data_range=1.0))
@@ -127,7 +130,7 @@ def levin(args) -> str:
         row = dict(image=name, kernel=j, kernel_size=k.shape[0], **methods(y, sharp, kk, args, False))
         rows.append(row)
         print({a: (round(v, 2) if isinstance(v, float) else v) for a, v in row.items()}, flush=True)
-    return write_rows("camera_shake_levin", "cpu", rows, summary=summarise(rows, "kernel"), folder=args.levin,
+    return write_rows(f"camera_shake_levin{args.tag}", "cpu", rows, summary=summarise(rows, "kernel"), folder=args.levin,
                       kernel_size=args.kernel_size)
 
 
@@ -320,6 +323,8 @@ def main(argv=None):
     ap.add_argument("--kernel-size", type=int, default=31)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--tag", default="")
+    ap.add_argument("--prior", choices=sorted(SHAKE_PRIORS), default="default",
+                    help="--part levin / synthetic: pd.deblur_shake's prior")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     parts = {"levin": levin, "synthetic": synthetic, "calibrate": calibrate, "timing": timing, "figure": figure,
