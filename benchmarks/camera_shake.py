@@ -94,7 +94,9 @@ def methods(y: np.ndarray, sharp: np.ndarray, k, args, extra: bool) -> dict:
         from pnpdeblur.estimation import estimate_kernel
 
         kn = estimate_kernel(y, args.kernel_size, denoise=False)
-        row["psnr_shake_nodenoise"] = score(pd.deblur_shake(y, kernel=kn).x, sharp)
+        # the blind solve's prior and floor: a given kernel gets the DRUNet and no floor by default
+        row["psnr_shake_nodenoise"] = score(pd.deblur_shake(y, kernel=kn, prior=DnCNNPrior(ensemble=False),
+                                                            noise_floor=0.02).x, sharp)
     if not args.no_sen:
         t0 = time.perf_counter()
         row["psnr_deblur"] = score(pd.deblur(y, safeguard=False).x, sharp)

@@ -229,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "need --prior-weights (default: dncnn; drunet with --flow or --kernel)")
     d.add_argument("--noise-level", type=_nonneg_float, default=None, metavar="S",
                    help="noise std of the photos on the [0, 1] scale (default: estimated per image)")
+    d.add_argument("--noise-floor", type=_nonneg_float, default=None, metavar="S",
+                   help="lowest noise level HQS solves with, so that an estimated blur's errors do not ring "
+                        "(default: 0.02 for an estimated flow or kernel, 0.03 with --no-flow-ensemble; 0 for "
+                        "--flow or --kernel, which are taken as exact: give 0.02 when they are estimates "
+                        "themselves)")
     d.add_argument("--flow-scale", type=_flow_scale, default=1.0, metavar="F",
                    help="estimate the flow at this scale (<= 1) for blur beyond SEN's range "
                         "of about 46 px (default: 1)")
@@ -299,8 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     given.add_argument("--kernel", type=Path, default=None, metavar="FILE",
                        help="deblur every input with this blur kernel (PSF) instead of estimating one: an "
                             "image (e.g. a --save-kernel PNG; grey, white = largest weight) or a .npy 2-D "
-                            "array, scaled to sum 1; an even size is padded by a zero row/column. Implies "
-                            "--shake; not with --auto or --kernel-size")
+                            "array, in the convolution convention (MATLAB's conv2; turn a correlation PSF "
+                            "by 180 degrees), scaled to sum 1; an even size is padded by a zero row/column. "
+                            "Implies --shake; not with --auto or --kernel-size")
     adv = d.add_argument_group("advanced (speed / quality trade-offs)")
     adv.add_argument("--hqs-iters", type=_positive_int, default=None, metavar="N",
                      help=f"HQS iterations per global iteration (default: {DEBLUR_HQS_ITERS}; "
@@ -887,6 +893,7 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
                               saturation=None if args.no_saturation else args.saturation, gamma=args.gamma)
                 flow_opts = dict(iterations=args.iterations, n_iter=args.hqs_iters, cg_iters=args.cg_iters,
                                  flow_scale=args.flow_scale, flow_ensemble=not args.no_flow_ensemble)
+                floor = {} if args.noise_floor is None else {"noise_floor": args.noise_floor}  # else the library's
                 if (args.shake or args.auto) and given_kernel is None:  # checked here to name the flag
                     check_shake_kernel_size(args.kernel_size or DEFAULT_KERNEL_SIZE, img.shape[:2], "--kernel-size")
                 if given_flow is not None:
@@ -894,16 +901,18 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
                         raise ValueError(f"the photo is {img.shape[0]}x{img.shape[1]} px (H x W) and --flow "
                                          f"{args.flow} is {given_flow.shape[1]}x{given_flow.shape[2]}")
                     res = deblur(img, flow=given_flow, progress=progress, n_iter=args.hqs_iters,
-                                 cg_iters=args.cg_iters, **common)
+                                 cg_iters=args.cg_iters, **common, **floor)
                 elif given_kernel is not None:
-                    res = deblur_shake(img, kernel=given_kernel, **common)
+                    res = deblur_shake(img, kernel=given_kernel, **common, **floor)
                 elif args.shake:
-                    res = deblur_shake(img, args.kernel_size or DEFAULT_KERNEL_SIZE, **common, **safeguard)
+                    res = deblur_shake(img, args.kernel_size or DEFAULT_KERNEL_SIZE, **common, **safeguard, **floor)
                 elif args.auto:
                     res = deblur_auto(img, kernel_size=args.kernel_size or DEFAULT_KERNEL_SIZE, flow_model=flow_model,
-                                      progress=progress, flow_options=flow_opts, **common, **safeguard)
+                                      progress=progress, flow_options={**flow_opts, **floor},
+                                      **({"shake_options": floor} if floor else {}), **common, **safeguard)
                 else:
-                    res = deblur(img, flow_model=flow_model, progress=progress, **flow_opts, **common, **safeguard)
+                    res = deblur(img, flow_model=flow_model, progress=progress, **flow_opts, **common, **safeguard,
+                                 **floor)
         except Exception as e:  # one bad photo must not stop a batch; it is named and counted
             _err(f"pnpdeblur: failed on {pl.source}: {type(e).__name__}: {e}")
             failed.append(str(pl.source))

@@ -1804,6 +1804,7 @@ _OPTIONS = {
         (["--iterations"], "N", "global iterations: flow re-estimated on the previous result"),
         (["--prior"], None, "HQS prior: the shipped DnCNN or DRUNet denoiser, or total variation"),
         (["--noise-level"], "S", "noise std of the photos on the [0, 1] scale"),
+        (["--noise-floor"], "S", "lowest noise level HQS solves with"),
         (["--flow-scale"], "F", "estimate the flow at this scale (<= 1) for blur beyond SEN's range"),
         (["--device"], None, "torch device, e.g. 'cuda' or 'cuda:1' (default: cpu); under torchrun"),
         (["--save-flow"], None, "also write <stem>_flow.png, the colour-coded flow of the last iteration"),

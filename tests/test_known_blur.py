@@ -462,3 +462,38 @@ def test_given_blur_prior_is_the_shipped_drunet():
     ref = pd.priors.DRUNetPrior()
     x = torch.rand(1, 3, 24, 24)
     assert torch.equal(p(x, 0.05), ref(x, 0.05))
+
+
+def test_cli_noise_floor_reaches_every_model_only_when_given(tmp_path, stand_ins, monkeypatch):
+    import pnpdeblur.auto as auto
+
+    a = _save_png(tmp_path / "a.png", _u8(8, h=44, w=52))
+    np.save(tmp_path / "f.npy", _flow(44, 52))
+    np.save(tmp_path / "k.npy", np.ones((3, 3)))
+    out = str(tmp_path / "o")
+    base = ["deblur", str(a), "-o", out, "--no-progress"]
+    assert cli.main(base + ["--flow", str(tmp_path / "f.npy")]) == 0
+    assert "noise_floor" not in stand_ins.deblur.calls[-1][2]  # the library's own default
+    assert cli.main(base + ["--flow", str(tmp_path / "f.npy"), "--noise-floor", "0.02"]) == 0
+    assert stand_ins.deblur.calls[-1][2]["noise_floor"] == 0.02
+    assert cli.main(base + ["--kernel", str(tmp_path / "k.npy"), "--noise-floor", "0.015"]) == 0
+    assert stand_ins.shake.calls[-1][2]["noise_floor"] == 0.015
+    stand_ins.shake.result = lambda img, kw: types.SimpleNamespace(x=img, kernel=np.ones((1, 1)), unchanged=[False],
+                                                                   history=[{"kernel_length": 9.0, "threshold": 7}])
+    assert cli.main(base + ["--shake", "--noise-floor", "0"]) == 0
+    assert stand_ins.shake.calls[-1][2]["noise_floor"] == 0.0
+    seen = {}
+
+    def fake_auto(img, **kw):
+        seen.update(kw)
+        return types.SimpleNamespace(x=img, model=["flow"], residual_shake=[1.0], residual_flow=[0.5])
+
+    monkeypatch.setattr(auto, "deblur_auto", fake_auto)
+    monkeypatch.setattr(learned, "default_flow_model", lambda: object())
+    assert cli.main(base + ["--auto", "--noise-floor", "0.04"]) == 0
+    assert seen["flow_options"]["noise_floor"] == 0.04 and seen["shake_options"] == {"noise_floor": 0.04}
+    stand_ins.deblur.result = lambda img, kw: types.SimpleNamespace(
+        x=img, flow=[np.zeros((2,) + img.shape[:2])], unchanged=[False], history=[{"safeguard": None}])
+    assert cli.main(base + ["--noise-floor", "0.01"]) == 0  # the blind flow path
+    assert stand_ins.deblur.calls[-1][2]["noise_floor"] == 0.01 and "flow" not in stand_ins.deblur.calls[-1][2]
+    assert cli.main(base + ["--noise-floor", "-1"]) == cli.EXIT_USAGE

@@ -44,11 +44,14 @@ def read_kernel(path) -> np.ndarray:
     Returns
     -------
     ndarray, float64, shape (kh, kw)
-        ``k[r + dy, c + dx]`` is the weight of offset ``(dx, dy)`` from the centre ``(r, c) =
-        (kh // 2, kw // 2)``, the convention of :class:`pnpdeblur.Convolution`. The weights are
-        divided by their sum (a blur keeps the brightness). An even size, which has no centre
-        pixel, is padded by a zero row at the bottom and/or a zero column at the right, which
-        moves the deblurred image by half a pixel.
+        The kernel as stored, centred on ``(kh // 2, kw // 2)``, for the convolution of
+        :class:`pnpdeblur.Convolution` (``scipy.ndimage.convolve``, MATLAB's ``conv2``:
+        ``y(p) = Σ_d k[centre + d] x(p − d)``), the convention of blind-deblurring codes and of
+        ``--save-kernel``. A PSF stored for correlation (``imfilter``'s default, a gather
+        ``Σ_d k[centre + d] x(p + d)``) is the same kernel turned by 180°: ``k[::-1, ::-1]``.
+        The weights are divided by their sum (a blur keeps the brightness). An even size, which
+        has no centre pixel, is padded by a zero row at the bottom and/or a zero column at the
+        right, which moves the deblurred image by half a pixel.
 
     Raises
     ------
