@@ -185,6 +185,11 @@ def test_read_kernel_from_npy_and_colour_png(tmp_path):
     grey = np.round(255 * k / 4).astype(np.uint8)
     io.imsave(str(tmp_path / "rgb.png"), np.repeat(grey[:, :, None], 3, axis=2), check_contrast=False)
     np.testing.assert_allclose(read_kernel(tmp_path / "rgb.png"), grey / grey.sum(), rtol=1e-6)
+    # a colour picture (a PSF drawn in a colour map's greys, or tinted): its luminance (Rec. 709)
+    rgb = np.stack([grey, grey // 2, grey // 4], axis=2)
+    io.imsave(str(tmp_path / "tinted.png"), rgb, check_contrast=False)
+    lum = rgb.astype(np.float64) @ np.array([0.2125, 0.7154, 0.0721])
+    np.testing.assert_allclose(read_kernel(tmp_path / "tinted.png"), lum / lum.sum(), rtol=1e-5)
 
 
 def test_read_kernel_pads_an_even_size_at_the_bottom_right(tmp_path):
@@ -239,7 +244,8 @@ def test_read_flow_round_trips_what_numpy_saved(tmp_path):
     got = read_flow(tmp_path / "f.npy")
     assert got.dtype == np.float32 and np.array_equal(got, f)
     np.save(tmp_path / "f64.npy", f.astype(np.float64)[None])
-    assert np.array_equal(read_flow(tmp_path / "f64.npy"), f)
+    got = read_flow(tmp_path / "f64.npy")
+    assert got.dtype == np.float32 and got.shape == f.shape and np.array_equal(got, f)
 
 
 @pytest.mark.parametrize("arr, name, pattern", [
