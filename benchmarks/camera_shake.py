@@ -132,8 +132,8 @@ def levin(args) -> str:
         row = dict(image=name, kernel=j, kernel_size=k.shape[0], **methods(y, sharp, kk, args, False))
         rows.append(row)
         print({a: (round(v, 2) if isinstance(v, float) else v) for a, v in row.items()}, flush=True)
-    return write_rows(f"camera_shake_levin{args.tag}", "cpu", rows, summary=summarise(rows, "kernel"), folder=args.levin,
-                      kernel_size=args.kernel_size)
+    return write_rows(f"camera_shake_levin{args.tag}", "cpu", rows, summary=summarise(rows, "kernel"),
+                      folder=args.levin, kernel_size=args.kernel_size)
 
 
 def scene_crops(args):
