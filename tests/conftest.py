@@ -1,8 +1,21 @@
 """Test-wide settings: caches in a temp folder, headless plotting, fixed seeds."""
+import atexit
 import os
+import shutil
 import tempfile
 
 _CACHE = tempfile.mkdtemp(prefix="pnpdeblur-test-cache-")
+_OWNER = os.getpid()
+
+
+def _remove_cache() -> None:
+    # only in the process that made it: a forked child (mutmut's mutant runs) that exits normally
+    # runs the same handler, and must not delete the folder its parent still uses
+    if os.getpid() == _OWNER:
+        shutil.rmtree(_CACHE, ignore_errors=True)
+
+
+atexit.register(_remove_cache)  # one folder per test process, not one left behind per run
 os.environ["MPLCONFIGDIR"] = os.path.join(_CACHE, "mpl")
 os.environ["TORCH_HOME"] = os.path.join(_CACHE, "torch")
 os.environ["XDG_CACHE_HOME"] = os.path.join(_CACHE, "xdg")
