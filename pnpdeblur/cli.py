@@ -152,7 +152,7 @@ examples:
   pnpdeblur deblur unknown.jpg -o out/ --auto      # shake or per-pixel motion, chosen per photo
   pnpdeblur deblur photo.jpg -o out/ --prior drunet --prior-weights drunet_color.pth   # DPIR's DRUNet
   pnpdeblur deblur frame2.png -o out/ --kernel out/frame1_kernel.npy   # a known kernel (non-blind)
-  pnpdeblur deblur photo.png -o out/ --flow photo_flow.npy --prior drunet   # a known per-pixel flow
+  pnpdeblur deblur photo.png -o out/ --flow photo_flow.npy   # a known per-pixel flow
   torchrun --nproc_per_node 4 -m pnpdeblur deblur shots/ -o out/ --device cuda
 
 outputs: OUTDIR/<stem>.png per input (8-bit; 16-bit PNG or TIFF inputs give 16-bit PNGs; grey
