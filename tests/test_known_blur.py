@@ -246,6 +246,9 @@ def test_read_flow_round_trips_what_numpy_saved(tmp_path):
     np.save(tmp_path / "f64.npy", f.astype(np.float64)[None])
     got = read_flow(tmp_path / "f64.npy")
     assert got.dtype == np.float32 and got.shape == f.shape and np.array_equal(got, f)
+    np.save(tmp_path / "f16.npy", f.astype(np.float16))
+    got = read_flow(tmp_path / "f16.npy")
+    assert got.dtype == np.float32 and np.array_equal(got, f.astype(np.float16).astype(np.float32))
 
 
 @pytest.mark.parametrize("arr, name, pattern", [

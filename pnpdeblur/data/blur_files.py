@@ -94,10 +94,10 @@ def read_flow(path) -> np.ndarray:
     Parameters
     ----------
     path : str or path-like
-        A ``.npy`` array ``(2, H, W)`` (or ``(1, 2, H, W)``) of floats: channel 0 is u (+x, to
-        the right), channel 1 is v (+y, down), and the blur at each pixel is the line kernel of
-        the motion vector (u, v) (``docs/conventions.md``), as ``pnpdeblur deblur --flow-npy``
-        writes it.
+        A ``.npy`` array ``(2, H, W)`` (or ``(1, 2, H, W)``) of 16-, 32- or 64-bit floats:
+        channel 0 is u (+x, to the right), channel 1 is v (+y, down), and the blur at each pixel
+        is the line kernel of the motion vector (u, v) (``docs/conventions.md``), as ``pnpdeblur
+        deblur --flow-npy`` writes it.
 
     Raises
     ------
@@ -117,6 +117,8 @@ def read_flow(path) -> np.ndarray:
         raise ValueError(f"flow {p} must hold floats (pixels), got dtype {f.dtype}")
     if f.ndim == 4 and f.shape[0] != 1:
         raise ValueError(f"flow {p} must hold one flow (2, H, W), got shape {f.shape}")
+    if f.dtype == np.float16:  # a flow stored small: its values are read as they are
+        f = f.astype(np.float32)
     try:
         t = as_flow(np.ascontiguousarray(f), "flow")
     except (TypeError, ValueError) as exc:
