@@ -1,7 +1,9 @@
 """Stand-ins shared by the tests (not a test module: imported as ``from _fakes import FakeCupyArray``)."""
+import types
+
 import numpy as np
 
-__all__ = ["FakeCupyArray"]
+__all__ = ["FakeCupyArray", "RecordingHQS"]
 
 
 class FakeCupyArray:
@@ -18,3 +20,15 @@ class FakeCupyArray:
 
     def get(self):
         return self._a.copy()
+
+
+class RecordingHQS:
+    """Stands in for ``pnpdeblur.solvers.hqs``: records its arguments (``y`` copied), returns ``out(y)``
+    (default ``0.5·y + 0.1``) with a history naming the call."""
+
+    def __init__(self, out=lambda y: 0.5 * y + 0.1):
+        self.out, self.calls = out, []
+
+    def __call__(self, y, K, prior, **kwargs):
+        self.calls.append(dict(y=y.clone(), K=K, prior=prior, **kwargs))
+        return types.SimpleNamespace(x=self.out(y), history=[{"call": len(self.calls)}])

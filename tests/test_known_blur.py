@@ -19,6 +19,7 @@ from pnpdeblur.metrics import psnr
 from pnpdeblur.operators import Convolution, MotionBlur, motion_kernel
 from pnpdeblur.priors import TV
 from pnpdeblur.solvers import hqs
+from _fakes import RecordingHQS
 
 H, W = 16, 20
 
@@ -34,17 +35,6 @@ def _flow(h=H, w=W, seed=0):
 
 def _photo(h=H, w=W, seed=0):
     return np.random.default_rng(seed).random((h, w, 3)).astype(np.float32)
-
-
-class RecordingHQS:
-    """Stands in for pnpdeblur.solvers.hqs: records its arguments, returns 0.5·y + 0.1."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, y, K, prior, **kwargs):
-        self.calls.append(dict(y=y.clone(), K=K, prior=prior, **kwargs))
-        return types.SimpleNamespace(x=0.5 * y + 0.1, history=[{"call": len(self.calls)}])
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import pnpdeblur.solvers
+from _fakes import RecordingHQS
 from _flow_standins import StandInSEN
 from pnpdeblur import pipeline
 from pnpdeblur.estimation import learned
@@ -27,17 +28,6 @@ def deblur(*args, **kwargs):
     kwargs.setdefault("flow_ensemble", False)
     kwargs.setdefault("boundary", "replicate")
     return pipeline.deblur(*args, **kwargs)
-
-
-class RecordingHQS:
-    """Stands in for pnpdeblur.solvers.hqs: records its arguments, returns ``out(y)``."""
-
-    def __init__(self, out=lambda y: 0.5 * y + 0.1):
-        self.out, self.calls = out, []
-
-    def __call__(self, y, K, prior, **kwargs):
-        self.calls.append(dict(y=y.clone(), K=K, prior=prior, **kwargs))
-        return types.SimpleNamespace(x=self.out(y), history=[{"call": len(self.calls)}])
 
 
 @pytest.fixture
