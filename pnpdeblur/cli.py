@@ -9,7 +9,7 @@ Subcommands
     ``torchrun`` the files are split across the processes.
 ``pnpdeblur train <model> [args…]``
     Forwards ``args`` to the model's training recipe (:data:`TRAINERS`: ``sen``, ``rpgan``,
-    ``deepdeblur``, ``deblurnet``, ``dvd``, ``deblurgan``, ``flownets``, ``drunet``).
+    ``deepdeblur``, ``deblurnet``, ``dvd``, ``deblurgan``, ``flownets``, ``drunet``, ``dncnn``).
 ``pnpdeblur finetune FRAMES_DIR --net NAME|PATH -o OUTDIR``
     Reblur2Deblur test-time fine-tuning (:func:`pnpdeblur.train.reblur.finetune_reblur`) of a
     deblurring network on the blurred video frames of a folder (temporal order = natural sort
@@ -70,6 +70,12 @@ def _train_drunet(argv: Sequence[str]) -> Any:
     return drunet_main(list(argv))
 
 
+def _train_dncnn(argv: Sequence[str]) -> Any:
+    from .train.dncnn import main as dncnn_main
+
+    return dncnn_main(list(argv))
+
+
 def _deblurnet_trainer(name: str) -> Callable[[Sequence[str]], Any]:
     def train(argv: Sequence[str]) -> Any:
         from .train.deblurnets import main as deblurnets_main
@@ -84,6 +90,7 @@ TRAINERS: Dict[str, Callable[[Sequence[str]], Any]] = {
     "sen": _train_sen,
     "rpgan": _train_rpgan,
     "drunet": _train_drunet,
+    "dncnn": _train_dncnn,
     **{name: _deblurnet_trainer(name) for name in ("deepdeblur", "deblurnet", "dvd", "deblurgan", "flownets")},
 }
 

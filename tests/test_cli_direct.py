@@ -1648,23 +1648,25 @@ def test_natural_order(tmp_path):
 # -- train ---------------------------------------------------------------------------------------
 def test_train_forwards_to_each_recipe(monkeypatch):
     import pnpdeblur.train.deblurnets as deblurnets
+    import pnpdeblur.train.dncnn as dncnn
     import pnpdeblur.train.drunet as drunet
     import pnpdeblur.train.rpgan as rpgan
     import pnpdeblur.train.sen as sen
 
     got = []
-    for mod, tag in ((sen, "sen"), (rpgan, "rpgan"), (drunet, "drunet"), (deblurnets, "nets")):
+    for mod, tag in ((sen, "sen"), (rpgan, "rpgan"), (drunet, "drunet"), (dncnn, "dncnn"), (deblurnets, "nets")):
         monkeypatch.setattr(mod, "main", lambda argv, tag=tag: got.append((tag, argv)) or f"{tag}-result")
-    assert sorted(cli.TRAINERS) == ["deblurgan", "deblurnet", "deepdeblur", "drunet", "dvd", "flownets", "rpgan", "sen"]
+    assert sorted(cli.TRAINERS) == ["deblurgan", "deblurnet", "deepdeblur", "dncnn", "drunet", "dvd", "flownets", "rpgan",
+                                    "sen"]
     for name in cli.TRAINERS:
         got.clear()
         assert cli.main(["train", name, "--steps", "2", "-h"]) == 0
-        want = ("nets", [name, "--steps", "2", "-h"]) if name not in ("sen", "rpgan", "drunet") else \
+        want = ("nets", [name, "--steps", "2", "-h"]) if name not in ("sen", "rpgan", "drunet", "dncnn") else \
             (name, ["--steps", "2", "-h"])
         assert got == [want]
         assert type(got[0][1]) is list
     assert cli._train_sen(("a",)) == "sen-result" and cli._train_rpgan(("a",)) == "rpgan-result"
-    assert cli._train_drunet(("a",)) == "drunet-result"
+    assert cli._train_drunet(("a",)) == "drunet-result" and cli._train_dncnn(("a",)) == "dncnn-result"
     assert cli._deblurnet_trainer("dvd")(("x",)) == "nets-result" and got[-1] == ("nets", ["dvd", "x"])
 
 

@@ -1,0 +1,190 @@
+"""Training recipe for the noise-level-conditioned grey DnCNN (the prior of ``pd.deblur``) on the shared engine.
+
+The network is grey: :class:`pnpdeblur.priors.DenoiserPrior` denoises a colour image with
+it one plane of the orthonormal opponent colour space at a time (luminance, red-blue,
+green-magenta). This recipe trains it on exactly those planes: every colour crop of the
+photos gives its three opponent planes, each a training sample of its own. An orthonormal
+transform keeps white noise white with the same σ, so a plane gets ``σ · N(0, 1)`` like the
+image would. The luminance plane lies in [0, √3] and the chroma planes around 0, which
+grey photos in [0, 1] (the first ``dncnn_small``'s data) never show the network.
+
+Data: the photos of the DRUNet recipe (:func:`pnpdeblur.train.drunet.training_photos`: a
+folder such as BSDS500's *train* split, never its *val*/*test* splits, plus scikit-image's
+photos except the benchmark's four) as random crops with flips and 90° rotations; every item
+is a pure function of (seed, index). Noise: σ ~ U[0, ``--max-sigma``] per plane (default
+60/255, the range the HQS schedules ask of it). Loss: mean squared error, as Zhang et al.'s
+DnCNN (residual learning). Optimiser: Adam, lr constant then halved at the ``--halve-at``
+fractions of the steps. Validation: colour crops at σ = 15, 25, 50 (/255) denoised through
+the opponent planes, as the prior does.
+
+Usage::
+
+    pnpdeblur train dncnn --data .data/bsds500/train --time-budget 3600 --threads 2   # the shipped weights
+    pnpdeblur train dncnn --steps 20 --crop 32 --batch 4                               # a smoke test
+    pnpdeblur train dncnn --help
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+from torch.utils.data import default_collate
+
+from ..nets.dncnn import PRETRAINED_PATH, DnCNN
+from ..priors.learned import _OPPONENT
+from ._cli import (add_engine_arguments, add_time_budget_argument, budgeted_steps, check_init_out, engine_options,
+                   export_weights, initialise_from, parse_engine_args)
+from .drunet import HELD_OUT_SAMPLES, CleanCropDataset, NoisyValDataset, psnr_batch, training_photos
+
+__all__ = ["MAX_SIGMA", "opponent_planes", "colour_from_planes", "make_loss_fn", "val_fn", "parse_args", "main"]
+
+#: Largest training noise std: the shipped DnCNN's range (60/255).
+MAX_SIGMA = 60.0 / 255.0
+
+
+def opponent_planes(rgb: torch.Tensor) -> torch.Tensor:
+    """The opponent-colour planes of ``rgb`` ``(N, 3, H, W)`` as grey images ``(3N, 1, H, W)``.
+
+    Plane ``3n + k`` is row ``k`` of the orthonormal opponent transform applied to image ``n``
+    (k = 0 luminance (R+G+B)/√3, 1 (R−B)/√2, 2 (R−2G+B)/√6): the planes
+    :class:`~pnpdeblur.priors.DenoiserPrior` gives a grey network for a colour image.
+    """
+    if rgb.ndim != 4 or rgb.shape[1] != 3:
+        raise ValueError(f"rgb must have shape (N, 3, H, W), got {tuple(rgb.shape)}")
+    n, _, h, w = rgb.shape
+    m = _OPPONENT.to(dtype=rgb.dtype, device=rgb.device)
+    return torch.einsum("ij,njhw->nihw", m, rgb).reshape(n * 3, 1, h, w)
+
+
+def colour_from_planes(planes: torch.Tensor) -> torch.Tensor:
+    """Invert :func:`opponent_planes`: ``(3N, 1, H, W)`` opponent planes → ``(N, 3, H, W)`` RGB."""
+    if planes.ndim != 4 or planes.shape[1] != 1 or planes.shape[0] % 3:
+        raise ValueError(f"planes must have shape (3N, 1, H, W), got {tuple(planes.shape)}")
+    h, w = planes.shape[-2:]
+    m = _OPPONENT.to(dtype=planes.dtype, device=planes.device)
+    return torch.einsum("ji,njhw->nihw", m, planes.reshape(-1, 3, h, w))
+
+
+def make_loss_fn(max_sigma: float = MAX_SIGMA):
+    """``loss_fn(model, batch)`` for :class:`pnpdeblur.train.Trainer`: MSE on noisy opponent planes.
+
+    ``batch["clean"]`` holds colour crops ``(N, 3, H, W)``; each of their ``3N`` opponent planes
+    gets its own σ ~ U[0, ``max_sigma``]. The logged ``psnr`` is that of the planes (peak 1).
+    """
+    if not 0 < max_sigma <= 1:
+        raise ValueError(f"max_sigma must be in (0, 1], got {max_sigma!r}")
+
+    def loss_fn(model, batch):
+        clean = opponent_planes(batch["clean"])
+        sigma = torch.rand(clean.shape[0], device=clean.device, dtype=clean.dtype) * max_sigma
+        noisy = clean + sigma.view(-1, 1, 1, 1) * torch.randn_like(clean)
+        out = model(noisy, sigma)
+        mse = (out.float() - clean.float()).pow(2).mean()
+        return mse, {"psnr": float(-10.0 * torch.log10(mse.detach().clamp_min(1e-12)))}
+
+    return loss_fn
+
+
+@torch.no_grad()
+def val_fn(model, batch) -> Dict[str, float]:
+    """Mean PSNR (dB) of the validation crops denoised through their opponent planes, and of the noisy input."""
+    noisy, sigma = batch["noisy"], batch["sigma"]
+    out = colour_from_planes(model(opponent_planes(noisy), sigma.repeat_interleave(3)))
+    return {"psnr": float(psnr_batch(out, batch["clean"]).mean()),
+            "psnr_noisy": float(psnr_batch(noisy, batch["clean"]).mean())}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="pnpdeblur train dncnn",
+                                 description="Train the grey noise-level-conditioned DnCNN (pd.deblur's prior) "
+                                             "on the opponent-colour planes of colour photos.")
+    ap.add_argument("--data", default=None, help="folder of sharp colour photos, e.g. .data/bsds500/train "
+                    "(default: scikit-image photos only)")
+    ap.add_argument("--no-skimage", action="store_true", help="do not add scikit-image's photos")
+    ap.add_argument("--features", type=int, default=32, help="channels of the hidden layers (shipped: 32)")
+    ap.add_argument("--depth", type=int, default=7, help="convolution layers (shipped: 7)")
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=32, help="colour crops per batch (3 planes each)")
+    ap.add_argument("--crop", type=int, default=48, help="training crop")
+    ap.add_argument("--max-sigma", type=float, default=MAX_SIGMA, help="σ drawn in [0, this] (default 60/255)")
+    ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    ap.add_argument("--halve-at", default="0.5,0.75,0.875", help="fractions of the steps where lr halves")
+    ap.add_argument("--val-images", type=int, default=8, help="last files of --data held out for validation")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--init", default=None,
+                    help="start from these DnCNN weights: a safetensors path, or 'shipped' for the library's own")
+    add_time_budget_argument(ap)
+    add_engine_arguments(ap, run_dir="runs/dncnn", out_name="dncnn.safetensors", val_items=24, log_every=50,
+                         val_every=500, ckpt_every=200, grad_clip=False)
+    return parse_engine_args(ap, argv)
+
+
+def main(argv=None) -> Path:
+    """Train the DnCNN as ``argv`` says and export its weights; returns the weights' path."""
+    from . import TrainConfig, Trainer
+    from .distributed import is_main_process
+
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    for name in ("features", "depth"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    model = DnCNN(channels=1, features=args.features, depth=args.depth, noise_map=True)
+    init = None
+    if args.init is not None:
+        init_path = PRETRAINED_PATH if args.init == "shipped" else Path(args.init)
+        check_init_out(init_path, args.out)
+        init = initialise_from(model, init_path, "DnCNN")
+    train_photos, val_photos = training_photos(args.data, args.val_images if args.data else 0,
+                                               skimage=not args.no_skimage)
+    loss_fn = make_loss_fn(args.max_sigma)
+
+    def probe_batch():
+        probe = CleanCropDataset(train_photos, args.batch, args.crop, seed=args.seed + 1)
+        return default_collate([probe[i] for i in range(args.batch)])
+
+    steps, rate = budgeted_steps(args, model, loss_fn, probe_batch)
+    train = CleanCropDataset(train_photos, steps * args.batch, args.crop, seed=args.seed)
+    val = NoisyValDataset(val_photos, args.val_items, args.crop) if val_photos else None
+    milestones = tuple(sorted({int(steps * float(f)) for f in args.halve_at.split(",") if f.strip()} - {0}))
+    cfg = TrainConfig(
+        steps=steps, batch_size=args.batch, lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
+        lr_milestones=milestones, lr_gamma=0.5, time_limit_s=args.time_budget,
+        **{**engine_options(args), "val_every": args.val_every if val is not None else 0},
+    )
+    t0 = time.time()
+    trainer = Trainer(model, cfg, train, loss_fn, val_data=val, val_fn=val_fn if val is not None else None)
+    trainer.fit()
+    out = Path(args.out)
+    if not is_main_process():
+        return out
+    provenance: Dict[str, Any] = {
+        "recipe": "pnpdeblur.train.dncnn",
+        "argv": list(argv) if argv is not None else None,
+        "data": args.data,
+        "train_files": [n for n, _ in train_photos],
+        "val_files": [n for n, _ in val_photos],
+        "held_out": list(HELD_OUT_SAMPLES),
+        "init": init,
+        "planes": "orthonormal opponent colour planes of RGB crops",
+        "max_sigma": args.max_sigma, "loss": "MSE", "crop": args.crop,
+        "seconds": round(time.time() - t0, 1), "torch": torch.__version__,
+        "device": str(trainer.device),
+        "time_budget_s": args.time_budget, "probe_steps_per_s": rate, "stopped_by_time": trainer.stopped_by_time,
+    }
+    meta = {"data": provenance,
+            "input": "grey (N, 1, H, W) (an opponent-colour plane of a [0, 1] RGB image, or a grey image) "
+                     "plus sigma (noise std on the [0, 1] scale)",
+            "output": "clean plane (N, 1, H, W)"}
+    export_weights(trainer, out, "DnCNN", model.config, meta, float32=args.float32)
+    print(json.dumps({"weights": str(out), "validation": trainer.last_validation}, default=str))
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
