@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import time
 from pathlib import Path
@@ -91,6 +92,14 @@ def _psnr(x: np.ndarray, ref: np.ndarray) -> float:
     return float(psnr(x, np.asarray(ref, dtype=np.float64), channel_axis=-1))
 
 
+def _sigma(text: str):
+    """A noise level of ``--sigmas`` (/255): an int when whole (the earlier tables' seeds), else a float."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise SystemExit(f"--sigmas: noise levels must be > 0, got {text!r}")
+    return int(value) if value.is_integer() else value
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description="Denoising benchmark: DRUNet vs DnCNN vs BM3D (issue 15)")
     ap.add_argument("--quick", action="store_true")
@@ -136,12 +145,13 @@ def main(argv=None) -> dict:
         if args.grey:
             ap.error("--grey goes with --folder")
         images = load_images(args.bsds, args.quick, args.skimage)
-    sigmas = (25,) if args.quick else tuple(int(s) for s in args.sigmas.split(",") if s.strip())
+    sigmas = (25,) if args.quick else tuple(_sigma(s) for s in args.sigmas.split(",") if s.strip())
     rows: List[dict] = []
     t0 = time.time()
     for s in sigmas:
         for k, (name, x) in enumerate(images.items()):
-            rng = np.random.default_rng([s, k])
+            # whole levels keep the seeds of the earlier tables; a fractional one gets its own
+            rng = np.random.default_rng([s, k] if isinstance(s, int) else [int(round(s * 1000)), k, 1])
             y = (x + s / 255.0 * rng.standard_normal(x.shape)).astype(np.float32)
             row = dict(image=name, sigma=s, noisy=_psnr(y, x), results={})
             for pname, prior in priors.items():
@@ -150,7 +160,7 @@ def main(argv=None) -> dict:
                 dt = time.perf_counter() - t
                 row["results"][pname] = dict(psnr=_psnr(out, x), time=dt)
             rows.append(row)
-            print(f"σ={s:2d} {name:18s} noisy {row['noisy']:5.2f} "
+            print(f"σ={s:>4g} {name:18s} noisy {row['noisy']:5.2f} "
                   + " ".join(f"| {p} {v['psnr']:5.2f} ({v['time']:.2f} s)" for p, v in row["results"].items()),
                   flush=True)
     summary = []

@@ -236,4 +236,5 @@ def test_checkpoint_round_trip_and_another_architecture_refused(tmp_path):
     assert torch.equal(back(x), m(x))
     with pytest.raises(CheckpointError, match="SEN"):
         DnCNN.from_checkpoint(SEN(width=1, levels=1, stacks=1).save(tmp_path / "s.safetensors"))
-    assert DnCNN.training_command == "python scripts/train_dncnn.py" and DnCNN.channels_last_safe is True
+    assert DnCNN.training_command == "pnpdeblur train dncnn --data .data/bsds500/train --time-budget 3600 --float32"
+    assert DnCNN.channels_last_safe is True

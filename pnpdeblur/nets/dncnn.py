@@ -1,10 +1,12 @@
 """A small DnCNN-style Gaussian denoiser conditioned on the noise level.
 
 Zhang et al.'s DnCNN predicts the noise residual with a plain stack of 3×3
-convolutions and ReLUs. This variant is sized for CPU training in minutes and takes a
+convolutions and ReLUs. This variant is sized for CPU training in an hour and takes a
 noise-level map as an extra input channel (as FFDNet does), so one network serves every
-``sigma`` that HQS asks for. It is trained by ``scripts/train_dncnn.py`` on the bundled
-scikit-image photographs; :meth:`DnCNN.pretrained` loads the shipped weights.
+``sigma`` that HQS asks for. ``pnpdeblur train dncnn`` (:mod:`pnpdeblur.train.dncnn`) trains
+the grey network on the opponent-colour planes of colour photos, the planes
+:class:`~pnpdeblur.priors.DenoiserPrior` feeds it; :meth:`DnCNN.pretrained` loads the shipped
+weights (``docs/model_cards/dncnn_small.md``).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from ._official import build_mapped, kair_conv_stack, load_official
 
 __all__ = ["DnCNN", "PRETRAINED_PATH"]
 
-#: The shipped weights (trained by ``scripts/train_dncnn.py``).
+#: The shipped weights (trained by ``pnpdeblur train dncnn``).
 PRETRAINED_PATH = WEIGHTS_DIR / "dncnn_small.safetensors"
 
 
@@ -129,4 +131,4 @@ class DnCNN(CheckpointMixin, nn.Module):
 
     # -- checkpoints (save / from_checkpoint / pretrained come from CheckpointMixin) ----
     pretrained_file = PRETRAINED_PATH.name
-    training_command = "python scripts/train_dncnn.py"
+    training_command = "pnpdeblur train dncnn --data .data/bsds500/train --time-budget 3600 --float32"

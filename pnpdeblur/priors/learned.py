@@ -282,7 +282,7 @@ class DnCNNPrior(DenoiserPrior):
     ----------
     path : str or PathLike, optional
         Other weights (default: the shipped ones): a pnpdeblur checkpoint (``.safetensors``,
-        e.g. written by ``scripts/train_dncnn.py``) or, under any other name, a DnCNN saved by
+        e.g. written by ``pnpdeblur train dncnn``) or, under any other name, a DnCNN saved by
         the authors' KAIR code (``dncnn_25.pth``, ``dncnn_color_blind.pth`` …; read by
         :meth:`pnpdeblur.nets.DnCNN.from_official`; those take no noise level, so ``sigma`` is
         ignored).

@@ -11,7 +11,7 @@ Modules: :mod:`.config` (TrainConfig), :mod:`.schedules` (learning-rate schedule
 :mod:`.logging` (CSV/JSON logs and the loss picture), :mod:`.engine` (Trainer), :mod:`.budget` (a run
 sized to a time budget), :mod:`.adversarial` (GAN training in one
 optimiser step), :mod:`.replay` (RP-GAN's experience replay), :mod:`.reblur` (Reblur2Deblur
-fine-tuning); recipes: :mod:`.sen`, :mod:`.rpgan`, :mod:`.deblurnets`.
+fine-tuning); recipes: :mod:`.sen`, :mod:`.rpgan`, :mod:`.drunet`, :mod:`.dncnn`, :mod:`.deblurnets`.
 """
 from . import distributed
 from .config import TrainConfig
