@@ -32,13 +32,11 @@ from pathlib import Path
 from typing import Any, Dict
 
 import torch
-from torch.utils.data import default_collate
-
 from ..nets.dncnn import PRETRAINED_PATH, DnCNN
 from ..priors.learned import _OPPONENT
-from ._cli import (add_engine_arguments, add_time_budget_argument, budgeted_steps, check_init_out, engine_options,
-                   export_weights, initialise_from, parse_engine_args)
-from .drunet import HELD_OUT_SAMPLES, CleanCropDataset, NoisyValDataset, psnr_batch, training_photos
+from ._cli import (add_engine_arguments, add_time_budget_argument, check_init_out, export_weights, initialise_from,
+                   parse_engine_args)
+from .drunet import HELD_OUT_SAMPLES, fit_on_crops, psnr_batch, training_photos
 
 __all__ = ["MAX_SIGMA", "opponent_planes", "colour_from_planes", "make_loss_fn", "val_fn", "parse_args", "main"]
 
@@ -125,7 +123,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> Path:
     """Train the DnCNN as ``argv`` says and export its weights; returns the weights' path."""
-    from . import TrainConfig, Trainer
     from .distributed import is_main_process
 
     args = parse_args(argv)
@@ -142,24 +139,8 @@ def main(argv=None) -> Path:
         init = initialise_from(model, init_path, "DnCNN")
     train_photos, val_photos = training_photos(args.data, args.val_images if args.data else 0,
                                                skimage=not args.no_skimage)
-    loss_fn = make_loss_fn(args.max_sigma)
-
-    def probe_batch():
-        probe = CleanCropDataset(train_photos, args.batch, args.crop, seed=args.seed + 1)
-        return default_collate([probe[i] for i in range(args.batch)])
-
-    steps, rate = budgeted_steps(args, model, loss_fn, probe_batch)
-    train = CleanCropDataset(train_photos, steps * args.batch, args.crop, seed=args.seed)
-    val = NoisyValDataset(val_photos, args.val_items, args.crop) if val_photos else None
-    milestones = tuple(sorted({int(steps * float(f)) for f in args.halve_at.split(",") if f.strip()} - {0}))
-    cfg = TrainConfig(
-        steps=steps, batch_size=args.batch, lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
-        lr_milestones=milestones, lr_gamma=0.5, time_limit_s=args.time_budget,
-        **{**engine_options(args), "val_every": args.val_every if val is not None else 0},
-    )
     t0 = time.time()
-    trainer = Trainer(model, cfg, train, loss_fn, val_data=val, val_fn=val_fn if val is not None else None)
-    trainer.fit()
+    trainer, rate = fit_on_crops(args, model, make_loss_fn(args.max_sigma), val_fn, train_photos, val_photos)
     out = Path(args.out)
     if not is_main_process():
         return out

@@ -40,7 +40,8 @@ from ._cli import (add_engine_arguments, add_time_budget_argument, budgeted_step
                    export_weights, initialise_from, parse_engine_args)
 
 __all__ = ["HELD_OUT_SAMPLES", "MAX_SIGMA", "VAL_SIGMAS", "CleanCropDataset", "NoisyValDataset",
-           "training_photos", "make_loss_fn", "val_fn", "psnr_batch", "shipped_weights_for", "parse_args", "main"]
+           "training_photos", "fit_on_crops", "make_loss_fn", "val_fn", "psnr_batch", "shipped_weights_for",
+           "parse_args", "main"]
 
 #: scikit-image photos kept for the benchmarks (never trained on).
 HELD_OUT_SAMPLES = ("astronaut", "camera", "coffee", "chelsea")
@@ -238,9 +239,40 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parse_engine_args(ap, argv)
 
 
+def fit_on_crops(args: argparse.Namespace, model: torch.nn.Module, loss_fn: Any, val_fn: Any,
+                 train_photos: Sequence[Any], val_photos: Sequence[Any], warmup: float = 0.0):
+    """Train a denoiser on random crops of ``train_photos`` with the shared engine; returns ``(trainer, rate)``.
+
+    The part the denoiser recipes (this one and :mod:`pnpdeblur.train.dncnn`) share: the step
+    count (``args.steps``, or what fits ``args.time_budget``; ``rate`` is the probe's steps/s or
+    None), :class:`CleanCropDataset` of ``args.crop``² crops, :class:`NoisyValDataset` of
+    ``args.val_items`` crops of ``val_photos`` (none when there are none), Adam (0.9, 0.999) at
+    ``args.lr`` halved at the ``args.halve_at`` fractions of the steps, a linear warm-up of
+    ``warmup`` steps (a fraction of the steps if < 1), and the engine options of ``args``.
+    """
+    from . import TrainConfig, Trainer
+
+    def probe_batch():
+        probe = CleanCropDataset(train_photos, args.batch, args.crop, seed=args.seed + 1)
+        return default_collate([probe[i] for i in range(args.batch)])
+
+    steps, rate = budgeted_steps(args, model, loss_fn, probe_batch)
+    train = CleanCropDataset(train_photos, steps * args.batch, args.crop, seed=args.seed)
+    val = NoisyValDataset(val_photos, args.val_items, args.crop) if val_photos else None
+    warmup_steps = min(steps, int(round(warmup * steps)) if warmup < 1 else int(warmup))
+    milestones = tuple(sorted({int(steps * float(f)) for f in args.halve_at.split(",") if f.strip()} - {0}))
+    cfg = TrainConfig(
+        steps=steps, batch_size=args.batch, lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
+        lr_milestones=milestones, lr_gamma=0.5, time_limit_s=args.time_budget, warmup_steps=warmup_steps,
+        **{**engine_options(args), "val_every": args.val_every if val is not None else 0},
+    )
+    trainer = Trainer(model, cfg, train, loss_fn, val_data=val, val_fn=val_fn if val is not None else None)
+    trainer.fit()
+    return trainer, rate
+
+
 def main(argv=None) -> Path:
     """Train DRUNet as ``argv`` says and export its weights; returns the weights' path."""
-    from . import TrainConfig, Trainer
     from .distributed import is_main_process
 
     args = parse_args(argv)
@@ -264,24 +296,8 @@ def main(argv=None) -> Path:
     loss_fn = make_loss_fn(args.max_sigma)
     if not args.warmup >= 0:
         raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
-    def probe_batch():
-        probe = CleanCropDataset(train_photos, args.batch, args.crop, seed=args.seed + 1)
-        return default_collate([probe[i] for i in range(args.batch)])
-
-    steps, rate = budgeted_steps(args, model, loss_fn, probe_batch)
-    train = CleanCropDataset(train_photos, steps * args.batch, args.crop, seed=args.seed)
-    val = NoisyValDataset(val_photos, args.val_items, args.crop) if val_photos else None
-    warmup = min(steps, int(round(args.warmup * steps)) if args.warmup < 1 else int(args.warmup))
-    milestones = tuple(sorted({int(steps * float(f)) for f in args.halve_at.split(",") if f.strip()} - {0}))
-    cfg = TrainConfig(
-        steps=steps, batch_size=args.batch, lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
-        lr_milestones=milestones, lr_gamma=0.5, time_limit_s=args.time_budget, warmup_steps=warmup,
-        **{**engine_options(args), "val_every": args.val_every if val is not None else 0},
-    )
     t0 = time.time()
-    trainer = Trainer(model, cfg, train, loss_fn, val_data=val,
-                      val_fn=val_fn if val is not None else None)
-    trainer.fit()
+    trainer, rate = fit_on_crops(args, model, loss_fn, val_fn, train_photos, val_photos, warmup=args.warmup)
     out = Path(args.out)
     if not is_main_process():
         return out
