@@ -597,3 +597,10 @@ def test_init_refuses_to_overwrite_its_own_weights(tmp_path, record):
     with pytest.raises(ValueError, match=r"--out .*w\.safetensors would overwrite the --init weights"):
         R.main(_argv(tmp_path, "--init", str(tmp_path / "run" / ".." / "w.safetensors"), "--out", str(w)))
     assert w.read_bytes() == before and record == []
+
+
+@pytest.mark.parametrize("warmup, steps", [("0", 0), ("1", 1), ("3", 3), ("0.5", 8), ("0.99", 16), ("100", 16)])
+def test_warmup_is_a_step_count_from_one_and_a_fraction_below_it(tmp_path, record, warmup, steps):
+    # 1 means one step, not the whole run; a count is capped by the run's 16 steps
+    R.main(_argv(tmp_path, "--warmup", warmup))
+    assert record[0].args[1].warmup_steps == steps
