@@ -19,8 +19,8 @@ the opponent planes, as the prior does.
 
 Usage::
 
-    pnpdeblur train dncnn --data .data/bsds500/train --time-budget 3600 --threads 2   # the shipped weights
-    pnpdeblur train dncnn --steps 20 --crop 32 --batch 4                               # a smoke test
+    pnpdeblur train dncnn --data .data/bsds500/train --time-budget 3600 --threads 2 --float32   # the shipped weights
+    pnpdeblur train dncnn --steps 20 --crop 32 --batch 4                                         # a smoke test
     pnpdeblur train dncnn --help
 """
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 import torch
+
 from ..nets.dncnn import PRETRAINED_PATH, DnCNN
 from ..priors.learned import _OPPONENT
 from ._cli import (add_engine_arguments, add_time_budget_argument, check_init_out, export_weights, initialise_from,
