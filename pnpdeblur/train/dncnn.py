@@ -29,7 +29,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Dict
 
 import torch
 
@@ -37,7 +37,7 @@ from ..nets.dncnn import PRETRAINED_PATH, DnCNN
 from ..priors.learned import _OPPONENT
 from ._cli import (add_engine_arguments, add_time_budget_argument, check_init_out, export_weights, initialise_from,
                    parse_engine_args)
-from .drunet import HELD_OUT_SAMPLES, fit_on_crops, psnr_batch, training_photos
+from .drunet import crop_run_provenance, fit_on_crops, psnr_batch, training_photos
 
 __all__ = ["MAX_SIGMA", "opponent_planes", "colour_from_planes", "make_loss_fn", "val_fn", "parse_args", "main"]
 
@@ -145,20 +145,9 @@ def main(argv=None) -> Path:
     out = Path(args.out)
     if not is_main_process():
         return out
-    provenance: Dict[str, Any] = {
-        "recipe": "pnpdeblur.train.dncnn",
-        "argv": list(argv) if argv is not None else None,
-        "data": args.data,
-        "train_files": [n for n, _ in train_photos],
-        "val_files": [n for n, _ in val_photos],
-        "held_out": list(HELD_OUT_SAMPLES),
-        "init": init,
-        "planes": "orthonormal opponent colour planes of RGB crops",
-        "max_sigma": args.max_sigma, "loss": "MSE", "crop": args.crop,
-        "seconds": round(time.time() - t0, 1), "torch": torch.__version__,
-        "device": str(trainer.device),
-        "time_budget_s": args.time_budget, "probe_steps_per_s": rate, "stopped_by_time": trainer.stopped_by_time,
-    }
+    provenance = crop_run_provenance("pnpdeblur.train.dncnn", args, argv, train_photos, val_photos, init, trainer,
+                                     rate, time.time() - t0, loss="MSE",
+                                     planes="orthonormal opponent colour planes of RGB crops")
     meta = {"data": provenance,
             "input": "grey (N, 1, H, W) (an opponent-colour plane of a [0, 1] RGB image, or a grey image) "
                      "plus sigma (noise std on the [0, 1] scale)",

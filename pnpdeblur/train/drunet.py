@@ -40,8 +40,8 @@ from ._cli import (add_engine_arguments, add_time_budget_argument, budgeted_step
                    export_weights, initialise_from, parse_engine_args)
 
 __all__ = ["HELD_OUT_SAMPLES", "MAX_SIGMA", "VAL_SIGMAS", "CleanCropDataset", "NoisyValDataset",
-           "training_photos", "fit_on_crops", "make_loss_fn", "val_fn", "psnr_batch", "shipped_weights_for",
-           "parse_args", "main"]
+           "training_photos", "fit_on_crops", "crop_run_provenance", "make_loss_fn", "val_fn", "psnr_batch",
+           "shipped_weights_for", "parse_args", "main"]
 
 #: scikit-image photos kept for the benchmarks (never trained on).
 HELD_OUT_SAMPLES = ("astronaut", "camera", "coffee", "chelsea")
@@ -271,6 +271,31 @@ def fit_on_crops(args: argparse.Namespace, model: torch.nn.Module, loss_fn: Any,
     return trainer, rate
 
 
+def crop_run_provenance(recipe: str, args: argparse.Namespace, argv: Optional[Sequence[str]],
+                        train_photos: Sequence[Any], val_photos: Sequence[Any], init: Optional[Dict[str, Any]],
+                        trainer: Any, rate: Optional[float], seconds: float, **extra: Any) -> Dict[str, Any]:
+    """The ``data`` entry of a denoiser recipe's weights header after :func:`fit_on_crops`.
+
+    The recipe, its ``argv`` (None when read from ``sys.argv``), the photos trained and validated
+    on, the held-out samples, the warm start, ``extra`` (the recipe's own: its loss, …), the noise
+    range and crop, the run's ``seconds``, torch version and device, and the time budget's figures.
+    """
+    return {
+        "recipe": recipe,
+        "argv": list(argv) if argv is not None else None,
+        "data": args.data,
+        "train_files": [n for n, _ in train_photos],
+        "val_files": [n for n, _ in val_photos],
+        "held_out": list(HELD_OUT_SAMPLES),
+        "init": init,
+        **extra,
+        "max_sigma": args.max_sigma, "crop": args.crop,
+        "seconds": round(seconds, 1), "torch": torch.__version__,
+        "device": str(trainer.device),
+        "time_budget_s": args.time_budget, "probe_steps_per_s": rate, "stopped_by_time": trainer.stopped_by_time,
+    }
+
+
 def main(argv=None) -> Path:
     """Train DRUNet as ``argv`` says and export its weights; returns the weights' path."""
     from .distributed import is_main_process
@@ -301,19 +326,8 @@ def main(argv=None) -> Path:
     out = Path(args.out)
     if not is_main_process():
         return out
-    provenance = {
-        "recipe": "pnpdeblur.train.drunet",
-        "argv": list(argv) if argv is not None else None,
-        "data": args.data,
-        "train_files": [n for n, _ in train_photos],
-        "val_files": [n for n, _ in val_photos],
-        "held_out": list(HELD_OUT_SAMPLES),
-        "init": init,
-        "max_sigma": args.max_sigma, "loss": "L1", "crop": args.crop,
-        "seconds": round(time.time() - t0, 1), "torch": torch.__version__,
-        "device": str(trainer.device),
-        "time_budget_s": args.time_budget, "probe_steps_per_s": rate, "stopped_by_time": trainer.stopped_by_time,
-    }
+    provenance = crop_run_provenance("pnpdeblur.train.drunet", args, argv, train_photos, val_photos, init, trainer,
+                                     rate, time.time() - t0, loss="L1")
     meta = {"data": provenance, "input": "noisy (N, C, H, W) in [0, 1] and sigma on the [0, 1] scale",
             "output": "clean image (N, C, H, W)"}
     export_weights(trainer, out, "DRUNet", model.config, meta, float32=args.float32)
