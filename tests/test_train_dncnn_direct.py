@@ -13,6 +13,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from skimage.color import rgb2gray
 
 from pnpdeblur.checkpoints import CheckpointError, load_checkpoint
 from pnpdeblur.data import read_image, sample_images
@@ -132,12 +133,67 @@ def test_validation_denoises_colour_crops_through_their_planes():
     sigma = torch.tensor([0.1, 0.2])
     model = _Scale(0.8).float()
     got = R.val_fn(model, {"clean": clean, "noisy": noisy, "sigma": sigma})
-    (x, s), = model.seen
+    (x, s), (xg, sg) = model.seen
     torch.testing.assert_close(x, _by_hand(noisy), rtol=0, atol=1e-6)
     assert s.tolist() == pytest.approx([0.1, 0.1, 0.1, 0.2, 0.2, 0.2])  # each image's σ for its three planes
     ref = drunet_recipe.psnr_batch(0.8 * noisy, clean).mean()
     assert got["psnr"] == pytest.approx(float(ref), rel=1e-5)
     assert got["psnr_noisy"] == pytest.approx(float(drunet_recipe.psnr_batch(noisy, clean).mean()), rel=1e-6)
+    # the grey crops: rgb2gray of the clean crop plus the red channel's noise (std σ), at each crop's σ
+    grey = torch.from_numpy(rgb2gray(clean.permute(0, 2, 3, 1).numpy()))[:, None].float()
+    torch.testing.assert_close(xg, grey + (noisy - clean)[:, :1], rtol=0, atol=1e-6)
+    assert sg.tolist() == pytest.approx([0.1, 0.2])
+    ref_grey = drunet_recipe.psnr_batch(0.8 * (grey + (noisy - clean)[:, :1]), grey).mean()
+    assert got["psnr_grey"] == pytest.approx(float(ref_grey), rel=1e-5)
+
+
+def test_grey_planes_are_scikit_images_rgb2gray():
+    rgb = torch.rand(2, 3, 5, 4, dtype=torch.float64)
+    ref = rgb2gray(rgb.permute(0, 2, 3, 1).numpy())
+    got = R.grey_planes(rgb)
+    assert got.shape == (2, 1, 5, 4) and got.dtype == torch.float64
+    np.testing.assert_allclose(got[:, 0].numpy(), ref, rtol=0, atol=1e-15)
+    with pytest.raises(ValueError, match=r"rgb must have shape \(N, 3, H, W\), got \(2, 1, 5, 4\)"):
+        R.grey_planes(got)
+
+
+def test_training_planes_give_colour_crops_as_opponent_planes_then_grey_crops_as_one_plane():
+    rgb = torch.rand(4, 3, 5, 6, dtype=torch.float64)
+    grey = torch.tensor([False, True, False, True])
+    got = R.training_planes(rgb, grey)
+    assert got.shape == (3 * 2 + 2, 1, 5, 6)
+    torch.testing.assert_close(got[:6], _by_hand(rgb[[0, 2]]), rtol=0, atol=1e-15)
+    torch.testing.assert_close(got[6:], R.grey_planes(rgb[[1, 3]]), rtol=0, atol=0)
+    torch.testing.assert_close(R.training_planes(rgb, torch.zeros(4, dtype=torch.bool)), _by_hand(rgb),
+                               rtol=0, atol=1e-15)
+    for bad in (torch.zeros(3, dtype=torch.bool), torch.zeros(4)):
+        with pytest.raises(ValueError, match=r"grey must be a bool tensor of shape \(4,\)"):
+            R.training_planes(rgb, bad)
+
+
+@pytest.mark.parametrize("share", [0.5, 1.0])
+def test_a_grey_share_of_the_crops_is_trained_as_grey_images(share):
+    clean = torch.rand(6, 3, 4, 5, dtype=torch.float64)
+    model = _Scale()
+    torch.manual_seed(11)
+    loss, _ = R.make_loss_fn(0.2, share)(model, {"clean": clean})
+    torch.manual_seed(11)
+    grey = torch.rand(6) < share
+    assert 0 < int(grey.sum()) < 6 or share == 1.0  # the seed mixes both kinds at 0.5
+    planes = R.training_planes(clean, grey)
+    sigma = torch.rand(planes.shape[0], dtype=torch.float64) * 0.2
+    noisy = planes + sigma.view(-1, 1, 1, 1) * torch.randn(planes.shape, dtype=torch.float64)
+    (x, s), = model.seen
+    assert x.shape[0] == 3 * int((~grey).sum()) + int(grey.sum())
+    torch.testing.assert_close(s, sigma, rtol=0, atol=0)
+    torch.testing.assert_close(x, noisy, rtol=0, atol=1e-15)
+    assert float(loss.detach()) == pytest.approx(float(((0.9 * noisy - planes) ** 2).mean()), rel=1e-6)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
+def test_grey_share_must_be_a_probability(bad):
+    with pytest.raises(ValueError, match=r"grey_share must be in \[0, 1\]"):
+        R.make_loss_fn(R.MAX_SIGMA, bad)
 
 
 def _folder(tmp_path, n=3):
@@ -158,7 +214,8 @@ def _argv(tmp_path, *extra):
 def test_main_wires_photos_data_schedule_loss_and_validation(tmp_path, record, capsys):
     d, paths = _folder(tmp_path, n=4)
     out = R.main(_argv(tmp_path, "--data", str(d), "--no-skimage", "--val-images", "2", "--seed", "3", "--lr",
-                       "0.002", "--halve-at", "0.25,0.5,,0.01", "--max-sigma", "0.3", "--log-every", "3",
+                       "0.002", "--halve-at", "0.25,0.5,,0.01", "--max-sigma", "0.3", "--grey-share", "1",
+                       "--log-every", "3",
                        "--val-every", "5", "--ckpt-every", "7"))
     assert out == tmp_path / "w.safetensors" and out.is_file()
     (t,) = record
@@ -178,14 +235,14 @@ def test_main_wires_photos_data_schedule_loss_and_validation(tmp_path, record, c
     spy = _Scale()
     torch.manual_seed(0)
     loss_fn(spy, {"clean": torch.ones(1, 3, 2, 2, dtype=torch.float64)})
-    assert float(spy.seen[0][1].max()) <= 0.3 and spy.seen[0][0].shape == (3, 1, 2, 2)
+    assert float(spy.seen[0][1].max()) <= 0.3 and spy.seen[0][0].shape == (1, 1, 2, 2)  # --grey-share 1: one plane
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {
         "weights": str(out), "validation": {"psnr": 31.5}}
 
 
 def test_the_header_records_the_recipe_and_the_weights_load_as_a_prior(tmp_path, record):
     d, paths = _folder(tmp_path, n=3)
-    argv = _argv(tmp_path, "--data", str(d), "--val-images", "1", "--float32")
+    argv = _argv(tmp_path, "--data", str(d), "--val-images", "1", "--float32", "--grey-share", "0.25")
     out = R.main(argv)
     state, header = load_checkpoint(out, "DnCNN")
     assert header["config"] == {"channels": 1, "features": 4, "depth": 3, "noise_map": True}
@@ -196,6 +253,7 @@ def test_the_header_records_the_recipe_and_the_weights_load_as_a_prior(tmp_path,
         n for n in sample_images() if n not in drunet_recipe.HELD_OUT_SAMPLES]
     assert data["val_files"] == [paths[2].name] and data["max_sigma"] == pytest.approx(60 / 255)
     assert data["init"] is None and "opponent" in data["planes"]
+    assert data["grey_share"] == 0.25 and data["grey_weights"] == pytest.approx([0.2125, 0.7154, 0.0721])
     assert all(v.dtype == torch.float32 for v in state.values())
     prior = DnCNNPrior(out, ensemble=False)
     z = np.random.default_rng(1).random((9, 10, 3))

@@ -6,7 +6,11 @@ green-magenta). This recipe trains it on exactly those planes: every colour crop
 photos gives its three opponent planes, each a training sample of its own. An orthonormal
 transform keeps white noise white with the same σ, so a plane gets ``σ · N(0, 1)`` like the
 image would. The luminance plane lies in [0, √3] and the chroma planes around 0, which
-grey photos in [0, 1] (the first ``dncnn_small``'s data) never show the network.
+grey photos in [0, 1] (the first ``dncnn_small``'s data) never show the network. Grey images
+reach the network as they are (a grey photo, and the grey copy that
+:func:`pnpdeblur.estimate_kernel` denoises before it estimates a kernel), so a share of the
+crops (``--grey-share``) is given as its grey luminance instead: one plane in [0, 1] with
+scikit-image's ``rgb2gray`` weights.
 
 Data: the photos of the DRUNet recipe (:func:`pnpdeblur.train.drunet.training_photos`: a
 folder such as BSDS500's *train* split, never its *val*/*test* splits, plus scikit-image's
@@ -39,10 +43,15 @@ from ._cli import (add_engine_arguments, add_time_budget_argument, check_init_ou
                    parse_engine_args)
 from .drunet import crop_run_provenance, fit_on_crops, psnr_batch, training_photos
 
-__all__ = ["MAX_SIGMA", "opponent_planes", "colour_from_planes", "make_loss_fn", "val_fn", "parse_args", "main"]
+__all__ = ["MAX_SIGMA", "GREY_WEIGHTS", "opponent_planes", "colour_from_planes", "grey_planes", "training_planes",
+           "make_loss_fn", "val_fn", "parse_args", "main"]
 
 #: Largest training noise std: the shipped DnCNN's range (60/255).
 MAX_SIGMA = 60.0 / 255.0
+
+#: RGB weights of a crop's grey luminance: scikit-image's ``rgb2gray``, as the library's own
+#: grey conversions (:func:`pnpdeblur.estimate_kernel`, the optical flow) use.
+GREY_WEIGHTS = (0.2125, 0.7154, 0.0721)
 
 
 def opponent_planes(rgb: torch.Tensor) -> torch.Tensor:
@@ -68,17 +77,45 @@ def colour_from_planes(planes: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ji,njhw->nihw", m, planes.reshape(-1, 3, h, w))
 
 
-def make_loss_fn(max_sigma: float = MAX_SIGMA):
-    """``loss_fn(model, batch)`` for :class:`pnpdeblur.train.Trainer`: MSE on noisy opponent planes.
+def grey_planes(rgb: torch.Tensor) -> torch.Tensor:
+    """The grey luminance of ``rgb`` ``(N, 3, H, W)`` (:data:`GREY_WEIGHTS`) as ``(N, 1, H, W)``, in [0, 1]."""
+    if rgb.ndim != 4 or rgb.shape[1] != 3:
+        raise ValueError(f"rgb must have shape (N, 3, H, W), got {tuple(rgb.shape)}")
+    w = torch.tensor(GREY_WEIGHTS, dtype=rgb.dtype, device=rgb.device)
+    return torch.einsum("c,nchw->nhw", w, rgb)[:, None]
 
-    ``batch["clean"]`` holds colour crops ``(N, 3, H, W)``; each of their ``3N`` opponent planes
-    gets its own σ ~ U[0, ``max_sigma``]. The logged ``psnr`` is that of the planes (peak 1).
+
+def training_planes(rgb: torch.Tensor, grey: torch.Tensor) -> torch.Tensor:
+    """The grey training samples of colour crops ``rgb`` ``(N, 3, H, W)``: ``(3(N − G) + G, 1, H, W)``.
+
+    Crops where the boolean ``grey`` ``(N,)`` is False give their three opponent planes
+    (:func:`opponent_planes`), in order; the ``G`` crops where it is True follow, each as one
+    grey plane (:func:`grey_planes`).
+    """
+    if grey.shape != rgb.shape[:1] or grey.dtype != torch.bool:
+        raise ValueError(f"grey must be a bool tensor of shape ({rgb.shape[0]},), got {grey.dtype} {tuple(grey.shape)}")
+    return torch.cat([opponent_planes(rgb[~grey]), grey_planes(rgb[grey])])
+
+
+def make_loss_fn(max_sigma: float = MAX_SIGMA, grey_share: float = 0.0):
+    """``loss_fn(model, batch)`` for :class:`pnpdeblur.train.Trainer`: MSE on noisy grey planes.
+
+    ``batch["clean"]`` holds colour crops ``(N, 3, H, W)``; each crop is, with probability
+    ``grey_share``, one grey plane, and otherwise its three opponent planes
+    (:func:`training_planes`). Each plane gets its own σ ~ U[0, ``max_sigma``]. The logged
+    ``psnr`` is that of the planes (peak 1).
     """
     if not 0 < max_sigma <= 1:
         raise ValueError(f"max_sigma must be in (0, 1], got {max_sigma!r}")
+    if not 0 <= grey_share <= 1:
+        raise ValueError(f"grey_share must be in [0, 1], got {grey_share!r}")
 
     def loss_fn(model, batch):
-        clean = opponent_planes(batch["clean"])
+        rgb = batch["clean"]
+        # drawn on the CPU generator only when used: grey_share = 0 keeps the colour-only run's random stream
+        grey = (torch.rand(rgb.shape[0]) < grey_share if grey_share > 0
+                else torch.zeros(rgb.shape[0], dtype=torch.bool)).to(rgb.device)
+        clean = training_planes(rgb, grey)
         sigma = torch.rand(clean.shape[0], device=clean.device, dtype=clean.dtype) * max_sigma
         noisy = clean + sigma.view(-1, 1, 1, 1) * torch.randn_like(clean)
         out = model(noisy, sigma)
@@ -90,11 +127,18 @@ def make_loss_fn(max_sigma: float = MAX_SIGMA):
 
 @torch.no_grad()
 def val_fn(model, batch) -> Dict[str, float]:
-    """Mean PSNR (dB) of the validation crops denoised through their opponent planes, and of the noisy input."""
-    noisy, sigma = batch["noisy"], batch["sigma"]
+    """Mean PSNR (dB) of the validation crops denoised through their opponent planes (``psnr``), of the
+    noisy input, and of their grey luminance denoised as a grey image (``psnr_grey``).
+
+    The grey crop's noise is the red channel's draw, so its std is the crop's σ.
+    """
+    clean, noisy, sigma = batch["clean"], batch["noisy"], batch["sigma"]
     out = colour_from_planes(model(opponent_planes(noisy), sigma.repeat_interleave(3)))
-    return {"psnr": float(psnr_batch(out, batch["clean"]).mean()),
-            "psnr_noisy": float(psnr_batch(noisy, batch["clean"]).mean())}
+    grey = grey_planes(clean)
+    grey_out = model(grey + (noisy - clean)[:, :1], sigma)
+    return {"psnr": float(psnr_batch(out, clean).mean()),
+            "psnr_noisy": float(psnr_batch(noisy, clean).mean()),
+            "psnr_grey": float(psnr_batch(grey_out, grey).mean())}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -110,6 +154,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=32, help="colour crops per batch (3 planes each)")
     ap.add_argument("--crop", type=int, default=48, help="training crop")
     ap.add_argument("--max-sigma", type=float, default=MAX_SIGMA, help="σ drawn in [0, this] (default 60/255)")
+    ap.add_argument("--grey-share", type=float, default=0.0,
+                    help="probability that a crop is given as its grey luminance (one plane in [0, 1]) instead of "
+                         "its three opponent planes (default 0)")
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     ap.add_argument("--halve-at", default="0.5,0.75,0.875", help="fractions of the steps where lr halves")
     ap.add_argument("--val-images", type=int, default=8, help="last files of --data held out for validation")
@@ -141,13 +188,15 @@ def main(argv=None) -> Path:
     train_photos, val_photos = training_photos(args.data, args.val_images if args.data else 0,
                                                skimage=not args.no_skimage)
     t0 = time.time()
-    trainer, rate = fit_on_crops(args, model, make_loss_fn(args.max_sigma), val_fn, train_photos, val_photos)
+    loss_fn = make_loss_fn(args.max_sigma, args.grey_share)
+    trainer, rate = fit_on_crops(args, model, loss_fn, val_fn, train_photos, val_photos)
     out = Path(args.out)
     if not is_main_process():
         return out
     provenance = crop_run_provenance("pnpdeblur.train.dncnn", args, argv, train_photos, val_photos, init, trainer,
                                      rate, time.time() - t0, loss="MSE",
-                                     planes="orthonormal opponent colour planes of RGB crops")
+                                     planes="orthonormal opponent colour planes of RGB crops",
+                                     grey_share=args.grey_share, grey_weights=list(GREY_WEIGHTS))
     meta = {"data": provenance,
             "input": "grey (N, 1, H, W) (an opponent-colour plane of a [0, 1] RGB image, or a grey image) "
                      "plus sigma (noise std on the [0, 1] scale)",
