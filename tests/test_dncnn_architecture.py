@@ -13,6 +13,8 @@ References here: parameter counts and state keys from that list, a functional fo
 from __future__ import annotations
 
 import re
+import shlex
+from pathlib import Path
 
 import pytest
 import torch
@@ -236,5 +238,13 @@ def test_checkpoint_round_trip_and_another_architecture_refused(tmp_path):
     assert torch.equal(back(x), m(x))
     with pytest.raises(CheckpointError, match="SEN"):
         DnCNN.from_checkpoint(SEN(width=1, levels=1, stacks=1).save(tmp_path / "s.safetensors"))
-    assert DnCNN.training_command == "pnpdeblur train dncnn --data .data/bsds500/train --time-budget 3600 --float32"
+    # the training command is two runs of the recipe, the second fine-tuning the first's output with grey crops
+    from pnpdeblur.train import dncnn as recipe
+
+    first, second = (shlex.split(part) for part in DnCNN.training_command.split("&&"))
+    assert first[:3] == second[:3] == ["pnpdeblur", "train", "dncnn"]
+    a, b = recipe.parse_args(first[3:]), recipe.parse_args(second[3:])
+    assert a.init is None and a.grey_share == 0 and a.data == b.data == ".data/bsds500/train"
+    assert Path(b.init) == a.out and b.grey_share == 0.5 and b.lr == 5e-4 and b.run_dir != a.run_dir
+    assert (a.features, a.depth) == (b.features, b.depth) == (32, 7)  # the shipped architecture
     assert DnCNN.channels_last_safe is True

@@ -131,4 +131,8 @@ class DnCNN(CheckpointMixin, nn.Module):
 
     # -- checkpoints (save / from_checkpoint / pretrained come from CheckpointMixin) ----
     pretrained_file = PRETRAINED_PATH.name
-    training_command = "pnpdeblur train dncnn --data .data/bsds500/train --time-budget 3600 --float32"
+    # two runs: the colour-plane recipe, then a fine-tune with grey crops (docs/model_cards/dncnn_small.md)
+    training_command = ("pnpdeblur train dncnn --data .data/bsds500/train --time-budget 3600 --float32 "
+                        "--run-dir runs/dncnn --out runs/dncnn/colour.safetensors && "
+                        "pnpdeblur train dncnn --data .data/bsds500/train --init runs/dncnn/colour.safetensors "
+                        "--grey-share 0.5 --lr 5e-4 --time-budget 2400 --float32 --run-dir runs/dncnn_grey")
