@@ -23,8 +23,12 @@ the opponent planes, as the prior does.
 
 Usage::
 
-    pnpdeblur train dncnn --data .data/bsds500/train --time-budget 3600 --threads 2 --float32   # the shipped weights
-    pnpdeblur train dncnn --steps 20 --crop 32 --batch 4                                         # a smoke test
+    # the shipped weights: colour planes, then a fine-tune with half the crops grey (DnCNN.training_command)
+    pnpdeblur train dncnn --data .data/bsds500/train --time-budget 3600 --threads 2 --float32 \
+        --run-dir runs/dncnn --out runs/dncnn/colour.safetensors
+    pnpdeblur train dncnn --data .data/bsds500/train --init runs/dncnn/colour.safetensors --grey-share 0.5 \
+        --lr 5e-4 --time-budget 2400 --threads 2 --float32 --run-dir runs/dncnn_grey
+    pnpdeblur train dncnn --steps 20 --crop 32 --batch 4    # a smoke test
     pnpdeblur train dncnn --help
 """
 from __future__ import annotations
