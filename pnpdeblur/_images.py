@@ -21,6 +21,10 @@ __all__ = ["Boundary", "as_image_batch", "check_unit_scale"]
 #: beyond it the data are on another scale (a 0-255 or 0-65535 photo stored as floats).
 UNIT_SCALE_MARGIN = 0.5
 
+#: RGB weights of the library's grey conversion (ITU-R BT.709 luminance as rounded by
+#: :func:`skimage.color.rgb2gray`): one copy for every function that turns a photo grey.
+GREY_WEIGHTS = (0.2125, 0.7154, 0.0721)
+
 _SCALE_HINT = "divide 8-bit data by 255 and 16-bit data by 65535, or pass uint8"
 
 

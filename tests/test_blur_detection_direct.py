@@ -3,6 +3,7 @@ medians, a stand-in flow network, and a plain numpy re-blur score as the referen
 import numpy as np
 import pytest
 import torch
+from skimage.color import rgb2gray
 
 from _flow_standins import StandInSEN
 from pnpdeblur.estimation.blur_detection import (DEFAULT_THRESHOLD, SINGLE_PASS_THRESHOLD, blur_score,
@@ -130,12 +131,9 @@ def test_blur_score_rejects_a_flow_of_another_batch_or_size():
 
 # -- reblur_score against a plain numpy reference -------------------------------------------------
 
-_LUMA = (0.2126, 0.7152, 0.0722)
-
-
 def _reblur_reference(img, length):
     """Crété-Roffet re-blur score, four directions, written independently with numpy loops."""
-    g = np.tensordot(img, _LUMA, axes=([-1], [0])) if img.ndim == 3 else img
+    g = rgb2gray(img) if img.ndim == 3 else img
     g = g.astype(np.float64)
     h, w = g.shape
     best = -1.0

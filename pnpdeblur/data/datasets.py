@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .._images import check_unit_scale
+from .._images import GREY_WEIGHTS, check_unit_scale
 from ._png import read_png16
 from .flows import canonicalize_flow
 
@@ -218,7 +218,7 @@ def _match_channels(img: np.ndarray, channels) -> np.ndarray:
     if channels == 3 and img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
     elif channels == 1 and img.shape[2] == 3:
-        img = (img @ np.array([0.2125, 0.7154, 0.0721], np.float32))[:, :, None]
+        img = (img @ np.array(GREY_WEIGHTS, np.float32))[:, :, None]
     return img
 
 

@@ -9,6 +9,8 @@ from typing import Callable
 
 import numpy as np
 
+from .._images import GREY_WEIGHTS
+
 __all__ = ["sample_image", "sample_images"]
 
 # Entries of skimage.data that are bundled with the wheel (no pooch download).
@@ -120,7 +122,7 @@ def sample_image(
     if channels == 3 and img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
     elif channels == 1 and img.shape[2] == 3:
-        img = (img @ np.array([0.2125, 0.7154, 0.0721]))[:, :, None]
+        img = (img @ np.array(GREY_WEIGHTS))[:, :, None]
 
     if target is not None:
         from skimage.transform import resize

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._images import as_image_batch
+from .._images import GREY_WEIGHTS, as_image_batch
 from .._vectors import vector_length
 from ..nets.sen import SEN
 from ..priors.base import check_real
@@ -65,8 +65,7 @@ def default_threshold(ensemble: bool = True) -> float:
     """The calibrated threshold for flows estimated with (default) or without the ensemble."""
     return DEFAULT_THRESHOLD if ensemble else SINGLE_PASS_THRESHOLD
 
-# BT.709 luminance weights: the re-blur score is computed on the grey image
-_LUMA = (0.2126, 0.7152, 0.0722)
+
 # the four directions of the re-blur score (dx, dy): 0°, 45°, 90°, 135°
 _DIRECTIONS = ((1, 0), (1, 1), (0, 1), (-1, 1))
 
@@ -221,7 +220,7 @@ def reblur_score(image: Any, length: int = 9) -> Union[float, List[float]]:
         raise ValueError(f"image must be larger than {4 * length} px on each side for length={length}, "
                          f"got {tuple(x.shape[-2:])}")
     g = x.mean(1, keepdim=True) if x.shape[1] != 3 else \
-        (x * torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        (x * torch.tensor(GREY_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
     per_dir = []
     for dx, dy in _DIRECTIONS:
         m = np.array([dx, dy], np.float64) * (length / np.hypot(dx, dy))

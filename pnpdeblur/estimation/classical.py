@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._images import as_image_batch
+from .._images import GREY_WEIGHTS, as_image_batch
 from ..backend import from_torch, to_torch
 
 __all__ = ["estimate_linear_motion", "estimate_flow_classical", "METHODS", "DEFAULT_MIN_SCORE"]
@@ -36,8 +36,7 @@ __all__ = ["estimate_linear_motion", "estimate_flow_classical", "METHODS", "DEFA
 #: Names accepted by ``method``.
 METHODS = ("cepstrum",)
 
-# ITU-R BT.709 luminance, as skimage.color.rgb2gray and pnpdeblur.data.sample_image.
-_LUMA = np.array([0.2125, 0.7154, 0.0721])
+_LUMA = np.array(GREY_WEIGHTS)
 
 # Quefrencies closer than this to the origin hold the smooth spectral envelope of any
 # natural image, not blur: blurs shorter than ~3 px are not detected.

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .._images import as_image_batch
+from .._images import GREY_WEIGHTS, as_image_batch
 from ..backend import check_finite
 
 __all__ = ["FLOW_METHODS", "optical_flow", "neighbour_flows"]
@@ -32,14 +32,11 @@ __all__ = ["FLOW_METHODS", "optical_flow", "neighbour_flows"]
 #: Names accepted by ``method=`` (besides a callable).
 FLOW_METHODS = ("tvl1",)
 
-_LUMA = (0.2125, 0.7154, 0.0721)  # skimage.color.rgb2gray's weights
-
-
 def _grey(x: torch.Tensor) -> np.ndarray:
     """``(C, H, W)`` tensor → float64 ``(H, W)`` luminance (mean for other channel counts)."""
     a = x.detach().to("cpu", torch.float64).numpy()
     if a.shape[0] == 3:
-        return np.tensordot(np.asarray(_LUMA), a, axes=1)
+        return np.tensordot(np.asarray(GREY_WEIGHTS), a, axes=1)
     return a.mean(0)
 
 

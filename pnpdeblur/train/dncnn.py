@@ -41,7 +41,8 @@ from typing import Dict
 
 import torch
 
-from ..estimation.classical import _LUMA as _KERNEL_GREY_WEIGHTS
+# the library's grey conversion (rgb2gray's weights): estimate_kernel denoises such a grey copy with this net
+from .._images import GREY_WEIGHTS
 from ..nets.dncnn import PRETRAINED_PATH, DnCNN
 from ..priors.learned import _OPPONENT
 from ._cli import (add_engine_arguments, add_time_budget_argument, check_init_out, export_weights, initialise_from,
@@ -53,10 +54,6 @@ __all__ = ["MAX_SIGMA", "GREY_WEIGHTS", "opponent_planes", "colour_from_planes",
 
 #: Largest training noise std: the shipped DnCNN's range (60/255).
 MAX_SIGMA = 60.0 / 255.0
-
-#: RGB weights of a crop's grey luminance: scikit-image's ``rgb2gray``, taken from the grey copy
-#: :func:`pnpdeblur.estimate_kernel` makes (and denoises with this network), so the two cannot drift.
-GREY_WEIGHTS = tuple(float(w) for w in _KERNEL_GREY_WEIGHTS)
 
 
 def opponent_planes(rgb: torch.Tensor) -> torch.Tensor:
