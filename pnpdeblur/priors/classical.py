@@ -68,9 +68,11 @@ def tv_norm(x: torch.Tensor, coupled: bool = True) -> torch.Tensor:
     """Isotropic total variation per sample of an ``(N, C, H, W)`` float tensor -> shape (N,).
 
     ``coupled``: the gradient magnitude is taken jointly over the channels (colour TV) when
-    True, per channel (and summed) when False. TypeError/ValueError for another input.
+    True, per channel (and summed) when False. TypeError/ValueError for another input, and
+    ValueError for NaN/Inf in ``x``.
     """
     _check_tv_args(x, "x", coupled)
+    check_finite(x, "x")
     g = _grad(x)
     if coupled:
         return torch.sqrt((g**2).sum(dim=(1, 2))).flatten(1).sum(1)
@@ -237,12 +239,14 @@ class TV(BasePrior):
 
     def __init__(self, weight: float = 1.0, iters: int = 40, coupled: bool = True, tol: float = 1e-4):
         _check_weight(weight)
-        if not isinstance(iters, int) or iters < 1:
+        if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
             raise ValueError(f"iters must be a positive int, got {iters!r}")
+        if not isinstance(coupled, bool):
+            raise TypeError(f"coupled must be True or False, got {coupled!r}")
         self.weight = float(weight)
         self.iters = iters
         self.coupled = coupled
-        self.tol = float(tol)
+        self.tol = check_real(tol, "tol")
 
     def _denoise(self, z, sigma, context):
         return tv_prox(z, self.weight * sigma, self.iters, self.coupled, self.tol)

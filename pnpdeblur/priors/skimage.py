@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, Optional
 import numpy as np
 import torch
 
-from .base import BasePrior
+from .base import BasePrior, check_real
 
 __all__ = ["SkimageDenoiser", "SkimageTV", "Wavelet", "NLMeans", "Bilateral"]
 
@@ -77,7 +77,7 @@ class SkimageTV(SkimageDenoiser):
     def __init__(self, scale: float = 1.0, **kwargs: Any):
         from skimage.restoration import denoise_tv_chambolle
 
-        self.scale = float(scale)
+        self.scale = check_real(scale, "scale")
         super().__init__(denoise_tv_chambolle, lambda s: {"weight": self.scale * s}, **kwargs)
 
 
@@ -104,7 +104,7 @@ class NLMeans(SkimageDenoiser):
     def __init__(self, h_scale: float = 0.8, patch_size: int = 5, patch_distance: int = 6, **kwargs: Any):
         from skimage.restoration import denoise_nl_means
 
-        self.h_scale = float(h_scale)
+        self.h_scale = check_real(h_scale, "h_scale")
         kwargs.setdefault("fast_mode", True)
         super().__init__(
             denoise_nl_means,
@@ -121,7 +121,8 @@ class Bilateral(SkimageDenoiser):
     def __init__(self, color_scale: float = 1.0, sigma_spatial: float = 1.5, **kwargs: Any):
         from skimage.restoration import denoise_bilateral
 
-        self.color_scale = float(color_scale)
+        self.color_scale = check_real(color_scale, "color_scale")
+        sigma_spatial = check_real(sigma_spatial, "sigma_spatial", allow_zero=False)
         super().__init__(
             denoise_bilateral,
             lambda s: {"sigma_color": self.color_scale * s},
