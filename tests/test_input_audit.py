@@ -47,3 +47,72 @@ def test_tv_norm_refuses_nonfinite(bad):
     x[0, 0, 2, 2] = bad
     with pytest.raises(ValueError, match="x contains NaN or Inf"):
         priors.tv_norm(x)
+
+
+# -- solvers ---------------------------------------------------------------------------------
+from pnpdeblur import operators, solvers  # noqa: E402
+
+
+def _flow(h=16, w=16):
+    return np.full((2, h, w), 1.5, np.float32)
+
+
+@pytest.mark.parametrize("value, error", [(float("nan"), ValueError), (float("inf"), ValueError),
+                                          (-1.0, ValueError), ("0.1", TypeError), ([0.1], TypeError)])
+def test_cg_atol_is_checked(value, error):
+    b = np.ones((1, 4), np.float64)
+    with pytest.raises(error, match="atol"):
+        solvers.cg(lambda x: x, b, atol=value)
+
+
+def test_cg_maxiter_refuses_bool():
+    with pytest.raises(ValueError, match="maxiter"):
+        solvers.cg(lambda x: x, np.ones((1, 4)), maxiter=True)
+
+
+@pytest.mark.parametrize("rhos", [[float("nan"), 1.0], [-1.0], [], [0.0]])
+def test_admm_schedule_errors_name_rhos(rhos):
+    y = np.full((16, 16), 0.5, np.float32)
+    with pytest.raises(ValueError, match="rhos"):
+        solvers.admm(y, operators.MotionBlur(_flow()), lambda z, s: z, 0.01, rhos=rhos, cg_iters=2)
+
+
+@pytest.mark.parametrize("shape", [(16,), (0, 16), (-1, 16), (16.5, 16), (True, 16), "ab", (8, 8)])
+def test_uniform_preconditioner_shape_is_checked(shape):
+    with pytest.raises(ValueError, match="shape"):
+        solvers.UniformPreconditioner(operators.MotionBlur(_flow()), shape, torch.float64, "cpu")
+
+
+@pytest.mark.parametrize("cls", [solvers.TiledPreconditioner, solvers.JacobiPreconditioner])
+def test_preconditioner_shape_refuses_fractions(cls):
+    with pytest.raises(ValueError, match="shape"):
+        cls(operators.MotionBlur(_flow()), (16.5, 16), torch.float64, "cpu")
+
+
+@pytest.mark.parametrize("cls", [solvers.UniformPreconditioner, solvers.TiledPreconditioner,
+                                 solvers.JacobiPreconditioner])
+def test_preconditioner_dtype_and_device_are_checked(cls):
+    K = operators.MotionBlur(_flow())
+    with pytest.raises(TypeError, match="dtype"):
+        cls(K, (16, 16), torch.int64, "cpu")
+    with pytest.raises(ValueError, match="device"):
+        cls(K, (16, 16), torch.float64, "bogus")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0])
+def test_pad_boundary_checks_weights(bad):
+    y = np.full((16, 16), 0.5, np.float32)
+    w = np.ones((16, 16), np.float32)
+    w[3, 3] = bad
+    with pytest.raises(ValueError, match="weights"):
+        solvers.pad_boundary(y, 2, weights=w)
+    with pytest.raises(ValueError, match="weights"):
+        solvers.pad_problem(y, operators.MotionBlur(_flow()), weights=w)
+
+
+def test_pad_boundary_weights_dtype_and_empty_y():
+    y = np.full((16, 16), 0.5, np.float32)
+    with pytest.raises(TypeError, match="weights"):
+        solvers.pad_boundary(y, 2, weights=np.ones((16, 16), np.int64))
+    with pytest.raises(ValueError, match="y is empty"):
+        solvers.pad_boundary(np.zeros((0, 16), np.float32), 2)

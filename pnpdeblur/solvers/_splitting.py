@@ -101,7 +101,7 @@ def run_splitting(
     yt, kind, restore = prepare_observation(y, K)
     check_image_range(yt)
     noise_level = check_noise_level(noise_level)
-    pens, sig = resolve_schedule(noise_level, penalties, sigmas, n_iter, lam, sigma_start)
+    pens, sig = resolve_schedule(noise_level, penalties, sigmas, n_iter, lam, sigma_start, penalty_name + "s")
     call_prior = prior_caller(prior)
     ref = prepare_like(reference, yt, "reference")
     z = prepare_like(x0, yt, "x0", detach=not differentiable)

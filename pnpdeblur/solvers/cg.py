@@ -386,7 +386,7 @@ def cg(
     ------
     TypeError, ValueError
         For non-float or mismatched inputs, NaN/Inf in ``b`` or ``x0``, non-positive
-        ``tol``/``maxiter``, or when ``A`` produces NaN/Inf.
+        ``tol``/``maxiter``, a negative or non-finite ``atol``, or when ``A`` produces NaN/Inf.
     """
     kind = array_kind(b, "b")
     bt = to_torch(b, "b")
@@ -405,9 +405,12 @@ def cg(
     single = bt.ndim == 1 or not batched
     if single:
         bt = bt[None]
-    if not (isinstance(tol, (int, float)) and tol >= 0) or not (tol > 0 or atol > 0):
+    from ..priors.base import check_real  # imported on use, as _common.check_noise_level does
+
+    atol = check_real(atol, "atol")
+    if isinstance(tol, bool) or not (isinstance(tol, (int, float)) and tol >= 0) or not (tol > 0 or atol > 0):
         raise ValueError(f"tol must be a non-negative number (with tol or atol > 0), got {tol!r}")
-    if not isinstance(maxiter, int) or maxiter < 1:
+    if isinstance(maxiter, bool) or not isinstance(maxiter, int) or maxiter < 1:
         raise ValueError(f"maxiter must be a positive int, got {maxiter!r}")
     x0t = None
     if x0 is not None:

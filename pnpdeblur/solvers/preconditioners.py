@@ -29,12 +29,14 @@ Named preconditioners (``preconditioner=`` of :func:`~pnpdeblur.solvers.hqs` /
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from .._vectors import longest_vector
+from ..backend import resolve_device
 from ..operators.base import LinearOperator
 from ..operators.convolution import Convolution, UniformBlur
 from ..operators.motion import MotionBlur, TwoSegmentBlur, motion_kernel
@@ -185,7 +187,7 @@ class UniformPreconditioner:
     """
 
     def __init__(self, K: LinearOperator, shape: Tuple[int, int], dtype: torch.dtype, device: Any):
-        h, w = int(shape[0]), int(shape[1])
+        (h, w), device = _check_setup(K, shape, dtype, device)
         kernels = _fitted_kernels(K)
         # The operators clamp at the border while the FFT wraps around; inverting on a
         # domain zero-padded by the kernel radius keeps the wrap-around away from the image
@@ -319,7 +321,7 @@ class TiledPreconditioner:
         if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not (0 <= shift < math.inf):
             raise ValueError(f"shift must be a finite number >= 0, got {shift!r}")
         self.shift = float(shift)
-        h, w = _check_shape(shape)
+        (h, w), device = _check_setup(K, shape, dtype, device)
         wy, sy, bh = tile_partition(h, int(tile))
         wx, sx, bw = tile_partition(w, int(tile))
         kernels = _tile_kernels(K, wy, wx)  # (Nf, A, B) nested lists of 2-D arrays
@@ -357,12 +359,27 @@ class TiledPreconditioner:
 
 def _check_shape(shape: Any) -> Tuple[int, int]:
     try:
-        h, w = (int(v) for v in shape)
+        h, w = shape
     except (TypeError, ValueError):
-        raise ValueError(f"shape must be (H, W), got {shape!r}") from None
+        h = w = None
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in (h, w)):
+        raise ValueError(f"shape must be (H, W), got {shape!r}")
     if h < 1 or w < 1:
         raise ValueError(f"shape must be two positive ints (H, W), got {tuple(shape)!r}")
-    return h, w
+    return int(h), int(w)
+
+
+def _check_setup(K: Any, shape: Any, dtype: Any, device: Any) -> Tuple[Tuple[int, int], Optional[torch.device]]:
+    """A preconditioner's ``shape``, ``dtype`` and ``device`` checked (ValueError/TypeError naming
+    them, and ValueError for a ``shape`` the operator was not built for): ``((H, W), device)``."""
+    h, w = _check_shape(shape)
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"dtype must be torch.float32 or torch.float64 (the residuals' dtype), got {dtype!r}")
+    device = resolve_device(device, "device")
+    kh, kw = getattr(K, "image_shape", (None, None, None))[1:]
+    if (kh is not None and kh != h) or (kw is not None and kw != w):
+        raise ValueError(f"shape {(h, w)} does not match the operator's image size {(kh, kw)}")
+    return (h, w), device
 
 
 def _tile_kernels(K: LinearOperator, wy: torch.Tensor, wx: torch.Tensor) -> List[List[List[np.ndarray]]]:
@@ -519,7 +536,7 @@ class JacobiPreconditioner:
     """
 
     def __init__(self, K: LinearOperator, shape: Tuple[int, int], dtype: torch.dtype, device: Any):
-        self.shape = _check_shape(shape)
+        self.shape, device = _check_setup(K, shape, dtype, device)
         self.diag = normal_diagonal(K, self.shape).to(dtype=dtype, device=device)
 
     def __call__(self, r: torch.Tensor, beta: float) -> torch.Tensor:

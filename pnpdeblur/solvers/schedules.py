@@ -144,13 +144,15 @@ def resolve_schedule(
     n_iter: Optional[int],
     lam: float,
     sigma_start: float,
+    penalties_name: str = "betas",
 ) -> Tuple[list, list]:
     """Turn the (optional) schedule arguments of HQS/ADMM into explicit β and σ lists.
 
     The one place where a solver's schedule is resolved: with neither ``betas`` nor
     ``sigmas`` the DPIR schedule of ``noise_level``; otherwise the missing list follows
     from the given one through :func:`sigma_from_beta` / :func:`beta_from_sigma` at
-    ``max(noise_level, MIN_NOISE_LEVEL)``.
+    ``max(noise_level, MIN_NOISE_LEVEL)``. ``penalties_name`` is what the caller calls
+    ``betas`` (ADMM's ``'rhos'``), for the error messages.
 
     Returns
     -------
@@ -172,9 +174,9 @@ def resolve_schedule(
         return bet, sig
     nl = MIN_NOISE_LEVEL if noise_level is None else max(noise_level, MIN_NOISE_LEVEL)
     if betas is not None:
-        bet = _as_list("betas", betas)
+        bet = _as_list(penalties_name, betas)
         if any(b <= 0 for b in bet):
-            raise ValueError(f"betas must be positive, got {bet}")
+            raise ValueError(f"{penalties_name} must be positive, got {bet}")
         if sigmas is None:
             sig = [sigma_from_beta(b, nl, lam) for b in bet]
         else:
@@ -185,7 +187,7 @@ def resolve_schedule(
             raise ValueError(f"sigmas must be positive when betas are derived from them, got {sig}")
         bet = [beta_from_sigma(s, nl, lam) for s in sig]
     if len(sig) != len(bet):
-        raise ValueError(f"betas and sigmas must have the same length, got {len(bet)} and {len(sig)}")
+        raise ValueError(f"{penalties_name} and sigmas must have the same length, got {len(bet)} and {len(sig)}")
     if n_iter is not None and n_iter != len(bet):
         raise ValueError(f"n_iter={n_iter} disagrees with the schedule length {len(bet)}")
     return bet, sig

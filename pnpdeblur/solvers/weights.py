@@ -28,6 +28,7 @@ from .._images import as_float_batch
 from .._vectors import longest_vector
 from ..backend import array_kind, check_finite, from_torch, to_torch
 from ..operators.base import LinearOperator, check_width, to_nchw
+from ._common import prepare_weights
 from ..operators.motion import line_kernel_reach
 
 __all__ = ["saturation_weights", "DEFAULT_SATURATION", "pad_problem", "pad_boundary", "crop_boundary",
@@ -118,7 +119,8 @@ def pad_boundary(y: Any, width: int, weights: Any = None) -> tuple:
         :class:`~pnpdeblur.MotionBlur`, :func:`motion_blur_width` of its flow).
     weights : array, optional
         Data-term weights of ``y`` (e.g. :func:`saturation_weights`), ``y``'s shape or one
-        channel, as the solvers take them; default all ones.
+        channel, as the solvers take them (bool, or finite float ≥ 0 and not all zero);
+        default all ones.
 
     Returns
     -------
@@ -147,16 +149,16 @@ def pad_boundary(y: Any, width: int, weights: Any = None) -> tuple:
     t4, restore = to_nchw(to_torch(y, "y"), kind, "y")
     if not t4.is_floating_point():
         raise TypeError(f"y must be a float image (convert uint8 with / 255), got dtype {t4.dtype}")
+    if t4.numel() == 0:
+        raise ValueError(f"y is empty (shape {tuple(getattr(y, 'shape', ()))})")
     check_finite(t4, "y")
     if weights is None:
         w4 = torch.ones_like(t4[:, :1])
         restore_w = restore
     else:
+        prepare_weights(weights, t4)  # the solvers' checks: shape, bool or finite float >= 0, not all zero
         wkind = array_kind(weights, "weights")
         w4, restore_w = to_nchw(to_torch(weights, "weights"), wkind, "weights")
-        if w4.shape[2:] != t4.shape[2:] or w4.shape[0] not in (1, t4.shape[0]) or w4.shape[1] not in (1, t4.shape[1]):
-            raise ValueError(f"weights has shape {tuple(w4.shape)} (as N, C, H, W); expected y's shape "
-                             f"{tuple(t4.shape)} or one channel")
         w4 = w4.to(device=t4.device, dtype=t4.dtype)
     pad = (width,) * 4  # F.pad copies, also for width 0
     y_pad = F.pad(t4, pad, mode="replicate")  # the solver only starts from these values
