@@ -224,8 +224,11 @@ def ssim(x, ref, data_range: float | None = None, *, gaussian_weights: bool = Fa
     """
     if not isinstance(win_size, numbers.Integral) or win_size < 3 or win_size % 2 == 0:
         raise ValueError(f"win_size must be an odd int >= 3, got {win_size!r}")
-    if not (isinstance(sigma, numbers.Real) and sigma > 0):
+    if isinstance(sigma, bool) or not (isinstance(sigma, numbers.Real) and 0 < sigma < np.inf):
         raise ValueError(f"sigma must be positive, got {sigma!r}")
+    for name, k in (("K1", K1), ("K2", K2)):
+        if isinstance(k, bool) or not (isinstance(k, numbers.Real) and 0 <= k < np.inf):
+            raise ValueError(f"{name} must be a finite number >= 0, got {k!r}")
     sample_cov = (not gaussian_weights) if use_sample_covariance is None else bool(use_sample_covariance)
     a, b = _batch(x, ref, channel_axis)
     dr = _check_range(data_range, x, ref)

@@ -333,6 +333,8 @@ def comparison_figure(images: Sequence, titles: Sequence[str] | None = None, ref
             ref = to_hwc(reference, "reference")
             check_scale(ref, "reference")
     n = len(imgs)
+    if ncols is not None and (isinstance(ncols, bool) or not isinstance(ncols, numbers.Integral) or ncols < 1):
+        raise ValueError(f"ncols must be a positive int or None, got {ncols!r}")
     ncols = n if ncols is None else int(ncols)
     nrows = int(math.ceil(n / ncols))
     h, w = imgs[0].shape[:2]

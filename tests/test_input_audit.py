@@ -116,3 +116,29 @@ def test_pad_boundary_weights_dtype_and_empty_y():
         solvers.pad_boundary(y, 2, weights=np.ones((16, 16), np.int64))
     with pytest.raises(ValueError, match="y is empty"):
         solvers.pad_boundary(np.zeros((0, 16), np.float32), 2)
+
+
+# -- metrics and figures ---------------------------------------------------------------------
+from pnpdeblur import metrics, viz  # noqa: E402
+
+
+@pytest.mark.parametrize("arg", ["K1", "K2"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -0.01, True, "0.01"])
+def test_ssim_constants_are_checked(arg, value):
+    x = np.random.default_rng(0).random((16, 16))
+    with pytest.raises(ValueError, match=arg):
+        metrics.ssim(x, x * 0.9, **{arg: value})
+
+
+@pytest.mark.parametrize("value", [float("inf"), True])
+def test_ssim_sigma_is_checked(value):
+    x = np.random.default_rng(0).random((32, 32))
+    with pytest.raises(ValueError, match="sigma"):
+        metrics.ssim(x, x, gaussian_weights=True, sigma=value)
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "2"])
+def test_comparison_figure_ncols_is_checked(value):
+    x = np.zeros((8, 8))
+    with pytest.raises(ValueError, match="ncols"):
+        viz.comparison_figure([x, x], ncols=value)
