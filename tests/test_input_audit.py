@@ -142,3 +142,37 @@ def test_comparison_figure_ncols_is_checked(value):
     x = np.zeros((8, 8))
     with pytest.raises(ValueError, match="ncols"):
         viz.comparison_figure([x, x], ncols=value)
+
+
+# -- losses ----------------------------------------------------------------------------------
+from pnpdeblur import losses  # noqa: E402
+
+
+@pytest.mark.parametrize("weights, error", [([float("nan")], ValueError), ([float("inf")], ValueError),
+                                            ([-1.0], ValueError), (["a"], TypeError)])
+def test_multiscale_epe_weights_are_checked(weights, error):
+    p = torch.zeros(1, 2, 8, 8)
+    with pytest.raises(error, match=r"weights\[0\]"):
+        losses.multiscale_epe([p], p, weights=weights)
+
+
+def test_multiscale_epe_units_named_before_weights():
+    p = torch.zeros(1, 2, 8, 8)
+    with pytest.raises(ValueError, match="units"):
+        losses.multiscale_epe([p], p, units="bogus")  # the default weights have 5 entries, not 1
+
+
+def test_perceptual_loss_refuses_a_corrupt_weights_file(tmp_path):
+    from pnpdeblur.checkpoints import CheckpointError
+
+    for name in ("vgg.pth", "vgg.safetensors"):
+        bad = tmp_path / name
+        bad.write_bytes(b"not a weights file" * 8)
+        with pytest.raises(CheckpointError, match="VGG16 weights"):
+            losses.PerceptualLoss(bad)
+
+
+@pytest.mark.parametrize("value", [3, None])
+def test_perceptual_loss_weights_type(value):
+    with pytest.raises(TypeError, match="weights"):
+        losses.PerceptualLoss(value)

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pnpdeblur.checkpoints import CheckpointError
 from pnpdeblur.losses.perceptual import (VGG16_LAYERS, LaplacianPyramidLoss, PerceptualLoss, VGG16Features,
                                          laplacian_pyramid)
 
@@ -318,13 +319,15 @@ def test_pth_files_are_loaded_weights_only_and_safetensors_by_safetensors(tmp_pa
 
     state = vgg_state(1, seed=10)
     torch.save({**state, "extra": _NotAWeight()}, tmp_path / "evil.pth")
-    with pytest.raises(pickle.UnpicklingError):
+    # refused by torch's safe reader, reported as a CheckpointError (a ValueError) naming the file
+    with pytest.raises(CheckpointError, match=r"evil\.pth .*safe reader \(weights_only=True\)") as info:
         VGG16Features(tmp_path / "evil.pth", ("conv1_1",))
+    assert isinstance(info.value.__cause__, pickle.UnpicklingError)
     # a .safetensors name is read by safetensors: a torch pickle under that name is refused
     torch.save(state, tmp_path / "pickle.safetensors")
-    with pytest.raises(Exception, match=r"^Error while deserializing header") as info:
+    with pytest.raises(CheckpointError, match=r"Error while deserializing header") as info:
         VGG16Features(tmp_path / "pickle.safetensors", ("conv1_1",))
-    assert type(info.value).__name__ == "SafetensorError"
+    assert type(info.value.__cause__).__name__ == "SafetensorError"
 
 
 def test_grey_images_are_replicated_without_normalisation_too():

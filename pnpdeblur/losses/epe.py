@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .._vectors import vector_length
+from ..priors.base import check_real
 from ._checks import check_finite
 
 __all__ = ["endpoint_error", "multiscale_epe", "FLOWNET_WEIGHTS"]
@@ -85,8 +86,8 @@ def multiscale_epe(preds: Sequence[torch.Tensor], target: torch.Tensor,
     target : Tensor
         Ground truth ``(N, 2, H, W)`` in pixels of the full-resolution grid.
     weights : sequence of float, optional
-        One per prediction (default FlowNet's ``0.32, 0.08, 0.02, 0.01, 0.005``); None
-        gives every scale weight 1.
+        One finite number >= 0 per prediction (default FlowNet's ``0.32, 0.08, 0.02, 0.01,
+        0.005``); None gives every scale weight 1.
     units : {"full", "scale"}
         Pixels in which each scale's error is measured (see the module docstring):
         the full-resolution grid (FlowNet's balance, default) or the scale's own grid.
@@ -108,13 +109,13 @@ def multiscale_epe(preds: Sequence[torch.Tensor], target: torch.Tensor,
     if not preds:
         raise ValueError("preds must hold at least one prediction")
     _check_flow(target, "target")
-    if weights is None:
-        weights = [1.0] * len(preds)
-    weights = [float(w) for w in weights]
-    if len(weights) != len(preds):
-        raise ValueError(f"weights must have one entry per prediction ({len(preds)}), got {len(weights)}")
     if units not in ("full", "scale"):
         raise ValueError(f"units must be 'full' or 'scale', got {units!r}")
+    if weights is None:
+        weights = [1.0] * len(preds)
+    weights = [check_real(w, f"weights[{i}]") for i, w in enumerate(weights)]
+    if len(weights) != len(preds):
+        raise ValueError(f"weights must have one entry per prediction ({len(preds)}), got {len(weights)}")
     n, _, H, W = target.shape
     total = target.new_zeros(())
     for k, (p, w) in enumerate(zip(preds, weights)):

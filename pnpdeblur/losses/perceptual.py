@@ -63,15 +63,24 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _read_state(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
+    """The state dict in a weights file; a corrupt or foreign file is a ``CheckpointError`` (a ValueError)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"weights must be a file path (str or PathLike) or a state dict, got {type(path).__name__}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"VGG16 weights file not found: {path} (see pnpdeblur.losses.perceptual "
                                 "for how to convert torchvision's vgg16 state dict)")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and safetensors errors of many kinds
+        from ..checkpoints import CheckpointError
+        from ..nets._official import describe_load_error
+
+        raise CheckpointError(f"VGG16 weights {path} are not a readable weights file: {describe_load_error(e)}") from e
     if not isinstance(state, Mapping):
         raise ValueError(f"{path} does not hold a state dict (got {type(state).__name__})")
     return dict(state)
@@ -95,7 +104,8 @@ class VGG16Features(nn.Module):
     ``forward(x)``, ``x`` ``(N, 3, H, W)`` (or ``(N, 1, H, W)``, replicated to RGB), returns a
     list of the requested feature maps in the order of ``layers``. The parameters never
     require grad; the module stays in eval mode. Keys are checked: a missing or mis-shaped
-    convolution raises ``ValueError`` naming it.
+    convolution raises ``ValueError`` naming it; a file that cannot be read, a
+    :class:`~pnpdeblur.checkpoints.CheckpointError` (a ``ValueError``).
     """
 
     def __init__(self, weights, layers: Sequence[str] = ("relu2_2",), normalize: bool = True):
