@@ -278,7 +278,8 @@ def crop_run_provenance(recipe: str, args: argparse.Namespace, argv: Optional[Se
 
     The recipe, its ``argv`` (None when read from ``sys.argv``), the photos trained and validated
     on, the held-out samples, the warm start, ``extra`` (the recipe's own: its loss, …), the noise
-    range and crop, the run's ``seconds``, torch version and device, and the time budget's figures.
+    range and crop, the run's ``seconds`` (wall time from the time-budget probe on, so a little
+    more than the budget), torch version and device, and the time budget's figures.
     """
     return {
         "recipe": recipe,
