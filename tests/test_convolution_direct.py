@@ -157,3 +157,13 @@ def test_reprs_and_kernel_size():
     assert repr(UniformBlur(np.ones((3, 5)))) == "UniformBlur(kernel_size=(3, 5))"
     assert repr(Convolution(np.ones((3, 5)), "zero")) == "Convolution(kernel_size=(3, 5), boundary='zero', method='direct')"
     assert UniformBlur(np.ones((3, 5))).kernel_size == (3, 5)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_an_empty_batch_gives_an_empty_result_as_for_the_other_operators(channels):
+    """UniformBlur, like Convolution, maps an (0, C, H, W) batch to an empty one of the same shape
+    (torch's MKL FFT refuses an empty input)."""
+    k = np.ones((3, 3)) / 9.0
+    x = torch.zeros(0, channels, 16, 16, dtype=torch.float64)
+    for op in (UniformBlur(k), Convolution(k)):
+        assert op.apply(x).shape == x.shape and op.adjoint(x).shape == x.shape

@@ -162,6 +162,8 @@ class UniformBlur(_KernelOperator):
         tf = self.transfer_function(x.shape[-2:], x.dtype, x.device)
         if conj:
             tf = tf.conj()
+        if x.numel() == 0:  # an empty batch, as the other operators return it (MKL's FFT refuses one)
+            return x.clone()
         return torch.fft.irfft2(torch.fft.rfft2(x) * tf, s=x.shape[-2:])
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
