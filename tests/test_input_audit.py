@@ -176,3 +176,16 @@ def test_perceptual_loss_refuses_a_corrupt_weights_file(tmp_path):
 def test_perceptual_loss_weights_type(value):
     with pytest.raises(TypeError, match="weights"):
         losses.PerceptualLoss(value)
+
+
+# -- solvers: the x-step's CG budget (reached from pd.deblur's cg_iters / cg_tol) ---------------
+def test_hqs_cg_budget_is_checked():
+    y = np.full((16, 16), 0.5, np.float32)
+    K = operators.MotionBlur(_flow())
+    with pytest.raises(ValueError, match="cg_iters"):
+        solvers.hqs(y, K, priors.TV(), 0.01, cg_iters=True, n_iter=1)
+    with pytest.raises(TypeError, match="cg_tol"):
+        solvers.hqs(y, K, priors.TV(), 0.01, cg_tol="1e-4", n_iter=1)
+    with pytest.raises(ValueError, match="cg_tol"):
+        solvers.hqs(y, K, priors.TV(), 0.01, cg_tol=float("inf"), n_iter=1)
+

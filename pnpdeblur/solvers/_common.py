@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
@@ -153,10 +155,14 @@ class XStep:
     ):
         if method not in ("auto", "cg", "fft"):
             raise ValueError(f"x_step must be 'auto', 'cg' or 'fft', got {method!r}")
-        if not isinstance(cg_iters, int) or cg_iters < 1:
+        if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 1:
             raise ValueError(f"cg_iters must be a positive int, got {cg_iters!r}")
+        if isinstance(cg_tol, bool) or not isinstance(cg_tol, (numbers.Real, torch.Tensor)):
+            raise TypeError(f"cg_tol must be a real number, got {type(cg_tol).__name__}")
         if not (cg_tol > 0):
             raise ValueError(f"cg_tol must be positive, got {cg_tol!r}")
+        if not math.isfinite(cg_tol):  # an infinite tolerance would stop CG before its first step
+            raise ValueError(f"cg_tol must be finite, got {cg_tol!r}")
         use_fft = supports_fft(K) and weights is None if method == "auto" else method == "fft"
         if use_fft and not supports_fft(K):
             raise ValueError(f"x_step='fft' needs a periodic uniform blur, got {K!r}")
