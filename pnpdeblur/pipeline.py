@@ -14,6 +14,7 @@ photo comes back unchanged instead of being deconvolved with the phantom blur SE
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Union
@@ -31,6 +32,7 @@ from .estimation.learned import estimate_flow
 from .nets.sen import SEN
 from .operators._flow import MAX_FLOW
 from .priors.base import check_real
+from .solvers._common import prior_caller
 from .solvers.schedules import DEFAULT_LAMBDA, DEFAULT_SIGMA_START
 from .solvers.weights import DEFAULT_SATURATION, crop_boundary, pad_problem, saturation_weights
 
@@ -294,6 +296,21 @@ def _in_range(value: Any, name: str, ok: Callable[[float], bool], wanted: str) -
     return v
 
 
+def check_prior(prior: Any) -> None:
+    """``TypeError`` unless ``prior`` is None or a prior :func:`~pnpdeblur.solvers.hqs` can call: checked
+    before any work, as the safeguard may leave every image unchanged and never call it."""
+    if prior is not None:
+        prior_caller(prior)
+
+
+def check_flow_model(flow_model: Any) -> None:
+    """``TypeError`` naming ``flow_model`` unless it is None or a :class:`~pnpdeblur.nets.SEN`."""
+    if flow_model is not None and not isinstance(flow_model, SEN):
+        hint = ("; load weights with pnpdeblur.nets.SEN.from_checkpoint(path)"
+                if isinstance(flow_model, (str, os.PathLike)) else "")
+        raise TypeError(f"flow_model must be a pnpdeblur.nets.SEN or None, got {type(flow_model).__name__}{hint}")
+
+
 def noise_levels(obs: torch.Tensor, noise_level: Optional[float], saturation: Optional[float]) -> List[float]:
     """One noise level per image of ``obs`` ``(N, C, H, W)``: the given one, or estimated.
 
@@ -404,7 +421,8 @@ def deblur(
         JPEG coding leaves an octave below the finest band). Later global iterations re-estimate
         it on their input (the previous result is much less noisy; fine band only).
     flow_model : SEN, optional
-        Flow estimator (default: the shipped :meth:`pnpdeblur.nets.SEN.pretrained`).
+        Flow estimator (default: the shipped :meth:`pnpdeblur.nets.SEN.pretrained`); anything else
+        (e.g. a path: load it with :meth:`pnpdeblur.nets.SEN.from_checkpoint`) is a ``TypeError``.
     safeguard : bool
         Blur detector (default on): at every global iteration an image is deblurred only if
         SEN's median flow length on it (:func:`pnpdeblur.estimation.blur_detection.blur_score`,
@@ -537,6 +555,8 @@ def deblur(
         if flow_model is not None:
             raise ValueError("flow_model and flow cannot both be given: the flow model estimates the flow that "
                              "flow gives")
+    check_flow_model(flow_model)
+    check_prior(prior)
     default_n_iter, default_cg_iters = ESTIMATED_FLOW_SOLVE if estimated else GIVEN_FLOW_SOLVE
     n_iter = default_n_iter if n_iter is None else n_iter
     cg_iters = default_cg_iters if cg_iters is None else cg_iters

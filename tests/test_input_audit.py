@@ -189,3 +189,73 @@ def test_hqs_cg_budget_is_checked():
     with pytest.raises(ValueError, match="cg_tol"):
         solvers.hqs(y, K, priors.TV(), 0.01, cg_tol=float("inf"), n_iter=1)
 
+
+# -- blind entry points ----------------------------------------------------------------------
+import pnpdeblur as pd  # noqa: E402
+from pnpdeblur import estimation  # noqa: E402
+
+
+def _photo(h=32, w=32):
+    return np.random.default_rng(0).random((h, w)).astype(np.float32)
+
+
+@pytest.mark.parametrize("value", ["sen.safetensors", 3, torch.nn.Conv2d(3, 2, 3)])
+def test_deblur_flow_model_is_named(value):
+    with pytest.raises(TypeError, match="flow_model"):
+        pd.deblur(_photo(), flow_model=value)
+    with pytest.raises(TypeError, match="flow_model"):
+        pd.deblur_auto(_photo(), flow_model=value, kernel_size=5)
+
+
+def test_deblur_shake_checks_prior_and_progress_before_the_safeguard(monkeypatch):
+    import pnpdeblur.camera_shake as cs
+
+    def fail(*a, **k):
+        raise AssertionError("no kernel should be estimated for a bad argument")
+
+    monkeypatch.setattr(cs, "estimate_kernel", fail)
+    with pytest.raises(TypeError, match="prior"):
+        pd.deblur_shake(_photo(), 5, prior="tv")
+    with pytest.raises(TypeError, match="prior"):
+        pd.deblur_shake(_photo(), 5, prior=3)
+    with pytest.raises(TypeError, match="progress"):
+        pd.deblur_shake(_photo(), 5, progress=1)
+
+
+def test_deblur_checks_prior_before_any_flow(monkeypatch):
+    import pnpdeblur.pipeline as pl
+
+    def fail(*a, **k):
+        raise AssertionError("no flow should be estimated for a bad argument")
+
+    monkeypatch.setattr(pl, "estimate_flow", fail)
+    with pytest.raises(TypeError, match="prior"):
+        pd.deblur(_photo(), prior="tv", flow_model=pd.nets.SEN(width=4, levels=2))
+
+
+def test_estimate_flow_scale_refuses_bool():
+    with pytest.raises(ValueError, match="scale"):
+        pd.estimate_flow(_photo(), pd.nets.SEN(width=4, levels=2), scale=True)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.complex64, np.bool_])
+def test_blur_score_flow_must_be_float(dtype):
+    flow = np.full((2, 32, 32), 2, dtype)
+    with pytest.raises(TypeError, match="flow"):
+        pd.blur_score(_photo(), flow=flow)
+    with pytest.raises(TypeError, match="flow"):
+        pd.is_blurred(_photo(), flow=torch.from_numpy(flow))
+
+
+@pytest.mark.parametrize("indices, error", [([1.5], TypeError), ([], ValueError), ([True], TypeError),
+                                            ("a", TypeError), (3, TypeError), ([None], TypeError)])
+def test_neighbour_flows_indices_are_checked(indices, error):
+    frames = torch.rand(3, 1, 16, 16)
+    with pytest.raises(error, match="indices"):
+        estimation.neighbour_flows(frames, indices=indices)
+
+
+def test_neighbour_flows_refuses_a_0_255_clip():
+    with pytest.raises(ValueError, match="frames"):
+        estimation.neighbour_flows(torch.rand(3, 1, 16, 16) * 255, indices=[1])
+

@@ -37,7 +37,8 @@ def fake_hqs(monkeypatch):
     return rec
 
 
-PRIOR = object()  # never called: the recording HQS only passes it on
+def PRIOR(z, sigma):  # never called: the recording HQS only passes it on (callable: deblur checks that)
+    raise AssertionError("the recording HQS does not call the prior")
 
 
 def _photo(h=16, w=24, c=3, seed=0):
@@ -95,9 +96,16 @@ def test_defaults_sent_to_hqs(fake_hqs):
     assert (c["lam"], c["sigma_start"]) == (0.23, 49 / 255)
 
 
+class CallableNamespace(types.SimpleNamespace):
+    """A stand-in prior with attributes: callable, as deblur checks a prior is."""
+
+    def __call__(self, z, sigma):
+        return z
+
+
 def test_dpirs_schedule_whatever_the_priors_own(fake_hqs):
     """The noise floors were tuned with DPIR's schedule: a prior's own does not change the blind solve."""
-    prior = types.SimpleNamespace(hqs_lam=0.5, hqs_sigma_start=0.6)
+    prior = CallableNamespace(hqs_lam=0.5, hqs_sigma_start=0.6)
     deblur(_photo(), prior=prior, noise_level=0.1, flow_model=StandInSEN((6.0, 0.0)))
     c = fake_hqs.calls[0]
     assert c["prior"] is prior and (c["lam"], c["sigma_start"]) == (0.23, 49 / 255)
@@ -112,6 +120,9 @@ class ScheduledPrior:
     def schedule(self, noise_level):
         self.asked.append(noise_level)
         return [b * (1 + noise_level) for b in self.betas]  # depends on σ, so the test sees which σ
+
+    def __call__(self, z, sigma):  # a prior is callable (deblur checks); the recording HQS does not call it
+        return z
 
 
 def test_a_prior_with_its_own_schedule_gets_exactly_that_schedule(fake_hqs):

@@ -81,19 +81,22 @@ def flow_blur_score(flow: Any) -> Union[float, List[float]]:
     ----------
     flow : array
         ``(2, H, W)`` or ``(N, 2, H, W)`` numpy or torch flow (channel 0 u, channel 1 v, px),
-        finite.
+        float, finite (``TypeError`` for another dtype, ``ValueError`` for NaN/Inf).
 
     Returns
     -------
     float or list of float
         ``median_p sqrt(u² + v²)``: one float for a ``(2, H, W)`` flow, a list for a batch.
     """
+    if not isinstance(flow, (np.ndarray, torch.Tensor)):
+        raise TypeError(f"flow must be a numpy array or torch tensor, got {type(flow).__name__}")
+    if (flow.dtype.kind != "f") if isinstance(flow, np.ndarray) else not flow.is_floating_point():
+        # an integer flow is not SEN's; a complex one would lose its imaginary part
+        raise TypeError(f"flow must be a float array (pixels), got dtype {flow.dtype}")
     if isinstance(flow, np.ndarray):
         f = torch.from_numpy(np.asarray(flow, dtype=np.float64))
-    elif isinstance(flow, torch.Tensor):
-        f = flow.detach().to("cpu", torch.float64)
     else:
-        raise TypeError(f"flow must be a numpy array or torch tensor, got {type(flow).__name__}")
+        f = flow.detach().to("cpu", torch.float64)
     single = f.ndim == 3
     if single:
         f = f[None]

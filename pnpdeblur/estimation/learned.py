@@ -196,7 +196,7 @@ def estimate_flow(
         raise TypeError(f"model must be a pnpdeblur.nets.SEN, got {type(model).__name__}")
     if not isinstance(ensemble, bool):
         raise TypeError(f"ensemble must be True or False, got {ensemble!r}")
-    if not (isinstance(scale, (int, float)) and 0 < scale <= 1):
+    if isinstance(scale, bool) or not (isinstance(scale, (int, float)) and 0 < scale <= 1):
         raise ValueError(f"scale must be a number in (0, 1], got {scale!r}")
     for name, v in (("tile", tile), ("overlap", overlap)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:

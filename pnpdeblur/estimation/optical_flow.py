@@ -19,12 +19,13 @@ a callable
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from .._images import GREY_WEIGHTS, as_image_batch
+from .._images import GREY_WEIGHTS, as_image_batch, check_unit_scale
 from ..backend import check_finite
 
 __all__ = ["FLOW_METHODS", "optical_flow", "neighbour_flows"]
@@ -118,6 +119,23 @@ def optical_flow(frame_a: Any, frame_b: Any, method: Union[str, Callable] = "tvl
     return bound.flow(_flow_tensors(a, b.to(device=a.device, dtype=a.dtype), method, **kwargs))
 
 
+def _check_indices(indices: Any, t_len: int) -> list:
+    """``indices`` as a sorted list of distinct ints in ``[0, t_len)``: a non-empty sequence of integers, not
+    bools (an empty one, or a fraction rounded down, would silently give flows of all NaN or of another frame)."""
+    if isinstance(indices, (str, bytes)) or not isinstance(indices, (Sequence, np.ndarray, torch.Tensor)):
+        raise TypeError(f"indices must be a sequence of ints or None, got {type(indices).__name__}")
+    out = []
+    for i in (indices.tolist() if isinstance(indices, (np.ndarray, torch.Tensor)) else indices):
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, numbers.Integral):
+            raise TypeError(f"indices must hold ints, got {i!r} ({type(i).__name__})")
+        if not 0 <= i < t_len:
+            raise ValueError(f"indices must lie in [0, {t_len}), got {i}")
+        out.append(int(i))
+    if not out:
+        raise ValueError("indices is empty: pass None for all frames")
+    return sorted(set(out))
+
+
 def neighbour_flows(
     frames: torch.Tensor,
     method: Union[str, Callable] = "tvl1",
@@ -133,7 +151,7 @@ def neighbour_flows(
     method : "tvl1" or callable
         As for :func:`optical_flow`.
     indices : sequence of int, optional
-        Frames whose flows are needed (default: all).
+        Frames whose flows are needed (default: all); not empty.
 
     Returns
     -------
@@ -141,6 +159,12 @@ def neighbour_flows(
         ``flow_next[t]`` = flow from frame t to t+1, ``flow_prev[t]`` = from t to t−1, on frame
         t's grid. Where a neighbour does not exist (the ends of the clip) or the frame was not
         asked for, the entry is NaN, so it cannot be used by mistake.
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``frames`` not a float ``(T, C, H, W)`` tensor of T >= 2 finite frames in [0, 1] (a
+        0-255 clip), an unknown ``method``, ``indices`` empty, out of range or not ints.
     """
     _check_method(method)
     if not isinstance(frames, torch.Tensor) or frames.ndim != 4:
@@ -153,12 +177,13 @@ def neighbour_flows(
         raise TypeError(f"frames must be a float tensor (values in [0, 1]), got dtype {frames.dtype}")
     check_finite(frames, "frames")  # the result marks missing neighbours with NaN: NaN frames would pass as flows
     _check_size(frames, "frames")
-    wanted = range(t_len) if indices is None else sorted(set(int(i) for i in indices))
+    if frames.numel() == 0:
+        raise ValueError(f"frames is empty (shape {tuple(frames.shape)})")
+    check_unit_scale(*(float(v) for v in torch.aminmax(frames.detach())), "frames")
+    wanted = range(t_len) if indices is None else _check_indices(indices, t_len)
     fn = torch.full((t_len, 2) + tuple(frames.shape[2:]), float("nan"), dtype=frames.dtype, device=frames.device)
     fp = fn.clone()
     for t in wanted:
-        if not 0 <= t < t_len:
-            raise ValueError(f"indices must lie in [0, {t_len}), got {t}")
         if t + 1 < t_len:
             fn[t] = _flow_tensors(frames[t:t + 1], frames[t + 1:t + 2], method, **kwargs)[0]
         if t >= 1:
