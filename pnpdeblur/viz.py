@@ -147,6 +147,14 @@ def flow_legend(size: int = 128, symmetric: bool = False, dtype: str = "uint8") 
     return np.clip(np.floor(255.0 * img + 0.5), 0, 255).astype(np.uint8)
 
 
+def _check_width(value: Any, name: str) -> float:
+    """A figure width in inches: a finite number > 0 (``TypeError``/``ValueError`` naming ``name``;
+    matplotlib's own error names neither, and accepts 0 and True)."""
+    from .priors.base import check_real
+
+    return check_real(value, name, allow_zero=False, what=" (inches)")
+
+
 def _new_figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -218,6 +226,8 @@ def kernel_field_figure(image, flow, step: int = 16, path=None, mode: str = "lin
         point (brightness = weight).
     show_flow : bool
         Add a second panel with :func:`flow_to_color` of the flow (symmetric colouring).
+    width : float
+        Width of each panel in inches (> 0).
 
     Returns
     -------
@@ -227,6 +237,7 @@ def kernel_field_figure(image, flow, step: int = 16, path=None, mode: str = "lin
 
     if mode not in ("lines", "kernels"):
         raise ValueError(f"mode must be 'lines' or 'kernels', got {mode!r}")
+    width = _check_width(width, "width")
     from ._images import check_unit_scale
 
     img = to_hwc(image)
@@ -296,6 +307,8 @@ def comparison_figure(images: Sequence, titles: Sequence[str] | None = None, ref
         data_range]`` and the scores use it. Integer images are first scaled by their dtype's
         maximum (:func:`to_hwc`), so leave it at 1 for them. Float images beyond
         ``[−0.5, 1.5] · data_range`` raise ``ValueError`` (a 0-255 float photo would show white).
+    width_per_image : float
+        Width of each panel in inches (> 0).
 
     Returns
     -------
@@ -307,6 +320,7 @@ def comparison_figure(images: Sequence, titles: Sequence[str] | None = None, ref
     if (isinstance(data_range, bool) or not isinstance(data_range, numbers.Real) or not math.isfinite(data_range)
             or data_range <= 0):
         raise ValueError(f"data_range must be a positive finite number, got {data_range!r}")
+    width_per_image = _check_width(width_per_image, "width_per_image")
     imgs = [to_hwc(im, f"images[{i}]") for i, im in enumerate(images)]
     if not imgs:
         raise ValueError("images must contain at least one image")

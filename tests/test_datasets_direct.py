@@ -270,13 +270,14 @@ def test_pair_augment_arguments():
     assert PairAugment(saturation=(0.0, 0.0)).saturation == (0.0, 0.0)
     assert PairAugment(saturation=(0.5, 0.5)).saturation == (0.5, 0.5)
     for bad in [(-0.1, 1.0), (2.0, 1.0), (0.5,), (0.1, 0.2, 0.3)]:
-        with pytest.raises(ValueError, match=r"^saturation must be a range \(lo, hi\) with 0 <= lo <= hi, got "
+        with pytest.raises(ValueError, match=r"^saturation must be a finite range \(lo, hi\) with 0 <= lo <= hi, got "
                                              + re.escape(repr(bad)) + "$"):
             PairAugment(saturation=bad)
     assert PairAugment(noise_sigma=0).noise_sigma == 0
     assert PairAugment(noise_sigma=0.5).noise_sigma == 0.5
     for bad in (-0.01, "0.1", 1j):
-        with pytest.raises(ValueError, match=rf"^noise_sigma must be a non-negative float, got {re.escape(repr(bad))}$"):
+        with pytest.raises(ValueError,
+                           match=rf"^noise_sigma must be a finite non-negative float, got {re.escape(repr(bad))}$"):
             PairAugment(noise_sigma=bad)
 
 

@@ -259,3 +259,48 @@ def test_neighbour_flows_refuses_a_0_255_clip():
     with pytest.raises(ValueError, match="frames"):
         estimation.neighbour_flows(torch.rand(3, 1, 16, 16) * 255, indices=[1])
 
+
+# -- leftovers of the first audit ------------------------------------------------------------
+from pnpdeblur import data  # noqa: E402
+
+
+@pytest.mark.parametrize("value", [float("inf"), True])
+def test_pair_augment_noise_sigma_is_finite(value):
+    with pytest.raises(ValueError, match="noise_sigma"):
+        data.PairAugment(noise_sigma=value)
+
+
+def test_pair_augment_saturation_is_finite():
+    with pytest.raises(ValueError, match="saturation"):
+        data.PairAugment(saturation=(0.5, float("inf")))
+
+
+@pytest.mark.parametrize("arg", ["content", "cgan", "penalty"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_rpgan_generator_loss_refuses_nonfinite_terms(arg, bad):
+    terms = {"content": torch.tensor(1.0), "cgan": torch.tensor(1.0), "penalty": torch.tensor(1.0)}
+    terms[arg] = torch.tensor(bad)
+    with pytest.raises(ValueError, match=arg):
+        losses.rpgan_generator_loss(**terms)
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int64])
+def test_flow_l2_loss_refuses_non_float(dtype):
+    f = torch.ones(1, 2, 4, 4)
+    with pytest.raises(TypeError, match="pred"):
+        losses.flow_l2_loss(f.to(dtype), f)
+    with pytest.raises(TypeError, match="target"):
+        losses.flow_l2_loss(f, f.to(dtype))
+    with pytest.raises(TypeError, match="symmetric"):
+        losses.flow_l2_loss(f, f, symmetric=1)
+
+
+@pytest.mark.parametrize("value, error", [(0, ValueError), (-1.0, ValueError), (float("nan"), ValueError),
+                                          (float("inf"), ValueError), ("6", TypeError), (True, TypeError),
+                                          (None, TypeError)])
+def test_figure_widths_are_checked(value, error):
+    x = np.zeros((16, 16))
+    with pytest.raises(error, match="width"):
+        viz.kernel_field_figure(x, np.ones((2, 16, 16)), width=value)
+    with pytest.raises(error, match="width_per_image"):
+        viz.comparison_figure([x, x], width_per_image=value)

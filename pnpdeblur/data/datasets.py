@@ -296,10 +296,11 @@ class PairAugment:
                     or min(crop) < 1:
                 raise ValueError(f"crop must be a positive int or (H, W), got {given!r}")
             crop = (int(crop[0]), int(crop[1]))
-        if saturation is not None and (len(saturation) != 2 or not 0 <= saturation[0] <= saturation[1]):
-            raise ValueError(f"saturation must be a range (lo, hi) with 0 <= lo <= hi, got {saturation!r}")
-        if noise_sigma is not None and not (isinstance(noise_sigma, numbers.Real) and noise_sigma >= 0):
-            raise ValueError(f"noise_sigma must be a non-negative float, got {noise_sigma!r}")
+        if saturation is not None and (len(saturation) != 2 or not 0 <= saturation[0] <= saturation[1] < math.inf):
+            raise ValueError(f"saturation must be a finite range (lo, hi) with 0 <= lo <= hi, got {saturation!r}")
+        if noise_sigma is not None and (isinstance(noise_sigma, bool) or not (
+                isinstance(noise_sigma, numbers.Real) and 0 <= noise_sigma < math.inf)):
+            raise ValueError(f"noise_sigma must be a finite non-negative float, got {noise_sigma!r}")
         self.crop, self.hflip, self.vflip, self.rot90 = crop, hflip, vflip, rot90
         self.permute_channels, self.saturation, self.noise_sigma = permute_channels, saturation, noise_sigma
         self.canonical_flow = canonical_flow

@@ -1,6 +1,7 @@
 """Regression losses for motion-flow estimation (Wu et al., eq. 1)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ._checks import check_finite
@@ -28,9 +29,21 @@ def flow_l2_loss(pred: torch.Tensor, target: torch.Tensor, symmetric: bool = Fal
     -------
     torch.Tensor
         0-d tensor, in px² per flow component (the unit of Wu et al.'s table 1).
+
+    Raises
+    ------
+    TypeError
+        ``pred``/``target`` not float tensors, ``symmetric`` not a bool.
+    ValueError
+        Shapes other than the same ``(N, 2, H, W)``, NaN or Inf.
     """
     if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
         raise TypeError(f"pred and target must be torch tensors, got {type(pred).__name__}, {type(target).__name__}")
+    for name, t in (("pred", pred), ("target", target)):
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a float tensor (pixels), got dtype {t.dtype}")
+    if not isinstance(symmetric, (bool, np.bool_)):
+        raise TypeError(f"symmetric must be True or False, got {symmetric!r}")
     if pred.shape != target.shape or pred.ndim != 4 or pred.shape[1] != 2:
         raise ValueError(f"pred and target must both be (N, 2, H, W), got {tuple(pred.shape)} and {tuple(target.shape)}")
     check_finite(pred, "pred")

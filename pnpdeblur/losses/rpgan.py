@@ -189,6 +189,14 @@ def rpgan_generator_loss(
         ``L_p`` (:func:`artifact_penalty`); None leaves it out (the "without D_p" ablation).
     gamma, lam : float
         γ and λ (≥ 0).
+
+    Raises
+    ------
+    TypeError
+        A term that is not a one-element float tensor.
+    ValueError
+        A term holding NaN or Inf (its gradient would spread NaN through the networks), or a bad
+        ``gamma``/``lam``.
     """
     gamma, lam = _weight(gamma, "gamma"), _weight(lam, "lam")
     total = _scalar(content, "content")
@@ -203,4 +211,4 @@ def _scalar(x, name: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() != 1:
         raise TypeError(f"{name} must be a scalar float tensor, got "
                         f"{type(x).__name__}{tuple(x.shape) if isinstance(x, torch.Tensor) else ''}")
-    return x.reshape(())
+    return check_finite(x, name).reshape(())
