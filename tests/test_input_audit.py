@@ -304,3 +304,9 @@ def test_figure_widths_are_checked(value, error):
         viz.kernel_field_figure(x, np.ones((2, 16, 16)), width=value)
     with pytest.raises(error, match="width_per_image"):
         viz.comparison_figure([x, x], width_per_image=value)
+
+
+@pytest.mark.parametrize("kind", ["dncnn", "drunet"])
+def test_prior_from_weights_refuses_no_path(kind):
+    with pytest.raises(TypeError, match="path"):
+        priors.prior_from_weights(kind, None)

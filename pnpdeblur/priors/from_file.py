@@ -46,9 +46,15 @@ def prior_from_weights(kind: str, path: Any, **options: Any) -> DenoiserPrior:
     ------
     ValueError
         Unknown ``kind``.
+    TypeError
+        ``path`` not a str or PathLike (None too: it would give the shipped weights of the prior,
+        not those of a file).
     pnpdeblur.checkpoints.CheckpointError
         A file that is missing, unreadable or of another network.
     """
+    if path is None:
+        raise TypeError("path must be a str or PathLike, got None (for the shipped weights use the prior itself, "
+                        "e.g. DnCNNPrior() or DRUNetPrior())")
     if kind == "dncnn":
         return DnCNNPrior(path, **options)
     if kind == "drunet":
