@@ -1165,7 +1165,13 @@ def _run_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
         print(f"pnpdeblur train: error: unknown model {args.model!r} (choose from {', '.join(TRAINERS)})",
               file=sys.stderr)
         return EXIT_USAGE
-    TRAINERS[args.model](list(extra))
+    try:
+        TRAINERS[args.model](list(extra))
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        # a recipe's refusal of an option (--steps -1, --lr nan, a missing --corpus or --init checkpoint) is
+        # one line, as argparse's own errors are, not a traceback
+        print(f"pnpdeblur train {args.model}: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

@@ -310,3 +310,70 @@ def test_figure_widths_are_checked(value, error):
 def test_prior_from_weights_refuses_no_path(kind):
     with pytest.raises(TypeError, match="path"):
         priors.prior_from_weights(kind, None)
+
+
+# -- training command line -------------------------------------------------------------------
+def test_train_recipe_errors_are_one_line(capsys):
+    from pnpdeblur import cli
+
+    assert cli.main(["train", "sen", "--max-gain", "0"]) == 1  # was a ValueError traceback
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pnpdeblur train sen: error: --max-gain" in err
+
+
+@pytest.mark.parametrize("option, value", [("--max-noise", "nan"), ("--max-noise", "-1"), ("--decay-from", "nan"),
+                                           ("--decay-from", "2"), ("--presets", "x"), ("--presets", ",")])
+def test_train_sen_checks_its_options(monkeypatch, option, value):
+    from pnpdeblur.train import sen
+
+    def reached(*args, **kwargs):  # past the checks: the run would have started
+        raise AssertionError("trained with a bad option")
+
+    monkeypatch.setattr(sen, "training_sources", reached)
+    with pytest.raises(ValueError, match=option):
+        sen.main([option, value])
+
+
+# -- networks --------------------------------------------------------------------------------
+def _tiny_dncnn():
+    from pnpdeblur.nets import DnCNN
+    return DnCNN(channels=1, features=4, depth=3)
+
+
+def _tiny_sen():
+    from pnpdeblur.nets import SEN
+    return SEN(width=4, stacks=1, levels=2)
+
+
+@pytest.mark.parametrize("make", [_tiny_dncnn, _tiny_sen])
+@pytest.mark.parametrize("bad, error, match", [("nan", ValueError, "x contains NaN or Inf"),
+                                               ("uint8", TypeError, "x must be a floating-point")])
+def test_dncnn_and_sen_check_their_input(make, bad, error, match):
+    net = make().eval()
+    x = torch.rand(1, 1 if net.__class__.__name__ == "DnCNN" else 3, 16, 16)
+    x = x.mul(255).to(torch.uint8) if bad == "uint8" else x.index_fill(2, torch.tensor([3]), float("nan"))
+    with pytest.raises(error, match=match):  # NaN gave NaN silently; uint8 failed in the first convolution
+        net(x)
+
+
+@pytest.mark.parametrize("sigma", [True, "0.1"])
+def test_dncnn_sigma_type_is_checked(sigma):
+    with pytest.raises(TypeError, match="sigma"):
+        _tiny_dncnn()(torch.rand(1, 1, 8, 8), sigma)
+
+
+# -- data ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", [-1, 1.5, float("nan"), True, "8", None, 1000])
+def test_sample_camera_motion_max_len_is_checked(value):
+    from pnpdeblur.data import sample_camera_motion
+
+    with pytest.raises(ValueError, match="max_len"):  # -1 gave a motion, NaN failed converting to int
+        sample_camera_motion((16, 16), value)
+
+
+@pytest.mark.parametrize("arg", ["rotation_prob", "zoom_prob", "acceleration"])
+def test_sample_camera_motion_refuses_bool_probabilities(arg):
+    from pnpdeblur.data import sample_camera_motion
+
+    with pytest.raises(ValueError, match=arg):
+        sample_camera_motion((16, 16), 8, **{arg: True})

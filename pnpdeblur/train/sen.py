@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch.utils.data import ConcatDataset, default_collate
 
-from ..data import SyntheticBlurDataset, list_images, read_image, sample_image, sample_images
+from ..data import FLOW_PRESETS, SyntheticBlurDataset, list_images, read_image, sample_image, sample_images
 from ..losses import flow_l2_loss
 from ..nets.sen import SEN, SEN_PRETRAINED_PATH
 from ._cli import (add_engine_arguments, add_time_budget_argument, budgeted_steps, check_init_out, device_name,
@@ -229,7 +229,13 @@ def main(argv=None) -> Path:
         raise ValueError(f"--max-gain must be a number >= 1, got {args.max_gain}")
     if not 0 <= args.highlight_prob <= 1:
         raise ValueError(f"--highlight-prob must be in [0, 1], got {args.highlight_prob}")
+    if not (math.isfinite(args.max_noise) and args.max_noise >= 0):  # NaN noise trained on NaN images
+        raise ValueError(f"--max-noise must be a finite noise std >= 0, got {args.max_noise}")
+    if not 0 <= args.decay_from <= 1:
+        raise ValueError(f"--decay-from must be a fraction of the steps in [0, 1], got {args.decay_from}")
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    if not presets or any(p not in FLOW_PRESETS for p in presets):
+        raise ValueError(f"--presets must be a comma-separated list of {sorted(FLOW_PRESETS)}, got {args.presets!r}")
     model = SEN(in_channels=3, width=args.width, stacks=args.stacks, levels=args.levels,
                 flow_scale=float(max(int(p) for p in presets)) / 2)
     init = None
