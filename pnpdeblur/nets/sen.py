@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..backend import check_finite
 from ._base import WEIGHTS_DIR, CheckpointMixin, crop_to, pad_to_multiple
 
 __all__ = ["SEN", "SEN_PRETRAINED_PATH"]
@@ -128,9 +129,9 @@ class SEN(CheckpointMixin, nn.Module):
 
     Shapes
     ------
-    ``forward(x)``: ``x`` ``(N, in_channels, H, W)`` float, ``H`` and ``W`` multiples of
-    :attr:`stride`; returns a list of ``stacks`` flows ``(N, 2, H, W)`` in pixels (the last one
-    is the estimate). :meth:`estimate` takes any size and returns the canonical last flow.
+    ``forward(x)``: ``x`` ``(N, in_channels, H, W)`` float (TypeError otherwise; NaN/Inf raise
+    ValueError), ``H`` and ``W`` multiples of :attr:`stride`; returns a list of ``stacks`` flows
+    ``(N, 2, H, W)`` in pixels (the last one is the estimate). :meth:`estimate` takes any size and returns the canonical last flow.
     """
 
     def __init__(self, in_channels: int = 3, width: int = 64, stacks: int = 2, levels: int = 4,
@@ -158,8 +159,14 @@ class SEN(CheckpointMixin, nn.Module):
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         c = self.config["in_channels"]
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor of shape (N, {c}, H, W), got {type(x).__name__}")
+        if not x.is_floating_point():  # an integer image failed inside the first convolution
+            raise TypeError(f"x must be a floating-point tensor with values in [0, 1], got dtype {x.dtype}")
         if x.ndim != 4 or x.shape[1] != c:
             raise ValueError(f"x must have shape (N, {c}, H, W), got {tuple(x.shape)}")
+        if x.device.type != "meta":  # NaN/Inf gave NaN flows silently; meta tensors hold no values
+            check_finite(x.detach(), "x")
         if x.shape[-2] % self.stride or x.shape[-1] % self.stride:
             raise ValueError(f"x's H and W must be multiples of {self.stride}, got {tuple(x.shape[-2:])}; "
                              "use SEN.estimate for any size")
