@@ -169,12 +169,22 @@ def sample_camera_motion(
         Probability that the rotation / zoom component is present.
     acceleration : float >= 0
         Bound of the relative linear change of the translation across the frame.
+
+    Raises
+    ------
+    ValueError
+        A bad ``shape``; ``max_len`` not an int in ``[0, MAX_FLOW]``; a probability outside
+        [0, 1] or ``acceleration`` outside [0, 2) (NaN and bools included).
     """
     h, w = check_shape2(shape)
+    if max_len is None:
+        raise ValueError("max_len must be a non-negative int, got None")
+    max_len = _resolve_max_len(None, max_len)  # a negative, fractional or NaN bound gave a garbage motion
     for nm, val in (("rotation_prob", rotation_prob), ("zoom_prob", zoom_prob)):
-        if not (isinstance(val, numbers.Real) and 0.0 <= float(val) <= 1.0):
+        if isinstance(val, bool) or not (isinstance(val, numbers.Real) and 0.0 <= float(val) <= 1.0):
             raise ValueError(f"{nm} must be a probability in [0, 1], got {val!r}")
-    if not (isinstance(acceleration, numbers.Real) and 0.0 <= float(acceleration) < 2.0):
+    if isinstance(acceleration, bool) or not (isinstance(acceleration, numbers.Real)
+                                              and 0.0 <= float(acceleration) < 2.0):
         raise ValueError(f"acceleration must be a float in [0, 2), got {acceleration!r}")
     rng = as_generator(seed)
     # fixed number of draws per call, so the stream is the same whatever the probabilities
