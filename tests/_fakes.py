@@ -3,7 +3,7 @@ import types
 
 import numpy as np
 
-__all__ = ["FakeCupyArray", "RecordingHQS"]
+__all__ = ["FakeCupyArray", "RecordingHQS", "unused_prior"]
 
 
 class FakeCupyArray:
@@ -32,3 +32,8 @@ class RecordingHQS:
     def __call__(self, y, K, prior, **kwargs):
         self.calls.append(dict(y=y.clone(), K=K, prior=prior, **kwargs))
         return types.SimpleNamespace(x=self.out(y), history=[{"call": len(self.calls)}])
+
+
+def unused_prior(z, sigma, context=None):
+    """A prior for a solve that a stand-in HQS records but never runs (callable, as pd.deblur checks)."""
+    raise AssertionError("the stand-in HQS does not call the prior")

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import pnpdeblur.solvers
+from _fakes import unused_prior
 from _flow_standins import StandInSEN
 from pnpdeblur import MotionBlur, pipeline
 from pnpdeblur.data import random_motion_flow, sample_image
@@ -240,7 +241,7 @@ def fake_hqs(monkeypatch):
 @pytest.mark.parametrize("vector, width", [((3.0, 4.0), 4), ((12.0, 0.0), 8), ((0.0, 9.0), 6)])
 def test_deblur_solves_on_the_padded_grid_and_crops_back(fake_hqs, vector, width):
     y = 0.9 * np.random.default_rng(0).random((10, 13, 3)).astype(np.float32)  # nothing clipped
-    res = pipeline.deblur(y, prior=object(), noise_level=0.02, flow_model=StandInSEN(vector), flow_ensemble=False,
+    res = pipeline.deblur(y, prior=unused_prior, noise_level=0.02, flow_model=StandInSEN(vector), flow_ensemble=False,
                           safeguard=False)
     (call,) = fake_hqs.calls
     assert width == motion_blur_width(np.array(vector, float).reshape(2, 1, 1))
@@ -269,7 +270,7 @@ def test_deblur_pads_a_varying_flow_by_repeating_its_border_vectors(fake_hqs):
         return f
 
     y = 0.9 * np.random.default_rng(1).random((9, 11, 3)).astype(np.float32)
-    pipeline.deblur(y, prior=object(), noise_level=0.02, flow_model=StandInSEN(fn=ramp), flow_ensemble=False,
+    pipeline.deblur(y, prior=unused_prior, noise_level=0.02, flow_model=StandInSEN(fn=ramp), flow_ensemble=False,
                     safeguard=False)
     (call,) = fake_hqs.calls
     f = ramp(torch.zeros(1, 3, 9, 11))[0].numpy()
@@ -281,7 +282,7 @@ def test_deblur_pads_a_varying_flow_by_repeating_its_border_vectors(fake_hqs):
 def test_deblur_pads_the_saturation_weights_and_reports_the_photos_clipped_share(fake_hqs):
     y = np.full((8, 9), 0.5, np.float32)
     y[2:4, 3:6] = 1.0
-    res = pipeline.deblur(y, prior=object(), noise_level=0.02, flow_model=StandInSEN((6.0, 0.0), in_channels=1),
+    res = pipeline.deblur(y, prior=unused_prior, noise_level=0.02, flow_model=StandInSEN((6.0, 0.0), in_channels=1),
                           flow_ensemble=False, safeguard=False)
     (call,) = fake_hqs.calls
     width = 5  # ceil(6/2 + 1.5)
@@ -293,7 +294,7 @@ def test_deblur_pads_the_saturation_weights_and_reports_the_photos_clipped_share
 
 def test_without_saturation_the_margin_gets_a_one_channel_mask(fake_hqs):
     y = np.random.default_rng(0).random((7, 9, 3)).astype(np.float32)  # values near 1 count: no saturation
-    pipeline.deblur(y, prior=object(), noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)), flow_ensemble=False,
+    pipeline.deblur(y, prior=unused_prior, noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)), flow_ensemble=False,
                     safeguard=False, saturation=None)
     (call,) = fake_hqs.calls
     expect = np.pad(np.ones((1, 1, 7, 9), np.float32), ((0, 0), (0, 0), (5, 5), (5, 5)))
@@ -303,7 +304,7 @@ def test_without_saturation_the_margin_gets_a_one_channel_mask(fake_hqs):
 
 def test_replicate_boundary_solves_on_the_photos_grid(fake_hqs):
     y = 0.9 * np.random.default_rng(0).random((10, 13, 3)).astype(np.float32)
-    pipeline.deblur(y, prior=object(), noise_level=0.02, flow_model=StandInSEN((12.0, 0.0)), flow_ensemble=False,
+    pipeline.deblur(y, prior=unused_prior, noise_level=0.02, flow_model=StandInSEN((12.0, 0.0)), flow_ensemble=False,
                     safeguard=False, boundary="replicate")
     (call,) = fake_hqs.calls
     np.testing.assert_array_equal(call["y"].numpy(), y.transpose(2, 0, 1)[None])
@@ -312,7 +313,7 @@ def test_replicate_boundary_solves_on_the_photos_grid(fake_hqs):
 
 def test_a_zero_flow_needs_no_padding(fake_hqs):
     y = 0.9 * np.random.default_rng(0).random((10, 13, 3)).astype(np.float32)
-    pipeline.deblur(y, prior=object(), noise_level=0.02, flow_model=StandInSEN((0.0, 0.0)), flow_ensemble=False,
+    pipeline.deblur(y, prior=unused_prior, noise_level=0.02, flow_model=StandInSEN((0.0, 0.0)), flow_ensemble=False,
                     safeguard=False)
     (call,) = fake_hqs.calls
     assert call["y"].shape == (1, 3, 10, 13) and bool((call["weights"] == 1).all())
@@ -364,7 +365,7 @@ def test_flows_beyond_the_operator_range_are_shortened_keeping_their_direction(f
     y = 0.9 * np.random.default_rng(0).random((8, 10, 3)).astype(np.float32)
     with pytest.warns(UserWarning) as record:
         warnings.filterwarnings("ignore", message="estimate_flow sees")  # small test image
-        res = pipeline.deblur(y, prior=object(), noise_level=0.02, flow_model=StandInSEN(fn=big),
+        res = pipeline.deblur(y, prior=unused_prior, noise_level=0.02, flow_model=StandInSEN(fn=big),
                               flow_ensemble=False, safeguard=False, boundary="replicate")
     (w,) = record
     assert str(w.message) == ("the estimated flow reaches 96.0 px, beyond the 64 px the blur operator takes: those "

@@ -19,7 +19,8 @@ from pnpdeblur.metrics import psnr
 from pnpdeblur.operators import Convolution, MotionBlur, motion_kernel
 from pnpdeblur.priors import TV
 from pnpdeblur.solvers import hqs
-from _fakes import RecordingHQS
+from _fakes import RecordingHQS, unused_prior
+from _flow_standins import StandInSEN
 
 H, W = 16, 20
 
@@ -50,7 +51,7 @@ def fake_hqs(monkeypatch):
     return rec
 
 
-PRIOR = object()  # never called: the recording HQS only passes it on
+PRIOR = unused_prior  # never called: the recording HQS only passes it on
 
 
 # -- pd.deblur(flow=) ------------------------------------------------------------------------------
@@ -82,7 +83,7 @@ def test_the_callers_budget_and_floor_are_kept_with_a_given_flow(fake_hqs):
 def test_the_estimated_flow_keeps_the_blind_budget_and_floor(fake_hqs, monkeypatch):
     """The given-flow defaults do not leak into the blind path."""
     monkeypatch.setattr(pipeline, "estimate_flow", lambda x, *a, **k: torch.full((x.shape[0], 2, H, W), 6.0))
-    pd.deblur(_photo(), prior=PRIOR, noise_level=0.004, flow_model=object(), boundary="replicate")
+    pd.deblur(_photo(), prior=PRIOR, noise_level=0.004, flow_model=StandInSEN(), boundary="replicate")
     (call,) = fake_hqs.calls
     assert (call["noise_level"], call["n_iter"], call["cg_iters"]) == (0.02, 4, 5)
     assert (call["lam"], call["sigma_start"]) == (0.23, 49 / 255)
@@ -431,7 +432,7 @@ def test_a_given_blur_gets_the_shipped_drunet_and_an_estimated_one_the_dncnn(fak
     pd.deblur(_photo(), flow=_flow(), noise_level=0.01)
     assert fake_hqs.calls[-1]["prior"] is given
     monkeypatch.setattr(pipeline, "estimate_flow", lambda x, *a, **k: torch.full((x.shape[0], 2, H, W), 6.0))
-    pd.deblur(_photo(), noise_level=0.01, flow_model=object(), flow_ensemble=False)
+    pd.deblur(_photo(), noise_level=0.01, flow_model=StandInSEN(), flow_ensemble=False)
     assert fake_hqs.calls[-1]["prior"] is blind
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import pnpdeblur.solvers
+from _fakes import unused_prior
 from _flow_standins import StandInSEN
 from pnpdeblur import MotionBlur, pipeline
 from pnpdeblur.data import sample_image
@@ -46,7 +47,7 @@ def fake_hqs(monkeypatch):
 
 def test_deblur_solves_the_linearised_photo_and_reencodes_the_result(fake_hqs):
     y = 0.9 * np.random.default_rng(0).random((9, 11, 3)).astype(np.float32)
-    res = pipeline.deblur(y, prior=object(), noise_level=0.01, noise_floor=0.02, flow_model=StandInSEN((6.0, 0.0)),
+    res = pipeline.deblur(y, prior=unused_prior, noise_level=0.01, noise_floor=0.02, flow_model=StandInSEN((6.0, 0.0)),
                           flow_ensemble=False, safeguard=False, boundary="replicate", gamma=2.2)
     (call,) = fake_hqs.calls
     t = torch.from_numpy(y.transpose(2, 0, 1))[None]
@@ -58,7 +59,7 @@ def test_deblur_solves_the_linearised_photo_and_reencodes_the_result(fake_hqs):
 
 def test_without_gamma_nothing_is_linearised(fake_hqs):
     y = 0.9 * np.random.default_rng(1).random((9, 11, 3)).astype(np.float32)
-    res = pipeline.deblur(y, prior=object(), noise_level=0.03, flow_model=StandInSEN((6.0, 0.0)),
+    res = pipeline.deblur(y, prior=unused_prior, noise_level=0.03, flow_model=StandInSEN((6.0, 0.0)),
                           flow_ensemble=False, safeguard=False, boundary="replicate")
     (call,) = fake_hqs.calls
     assert torch.equal(call["y"], torch.from_numpy(y.transpose(2, 0, 1))[None]) and call["noise_level"] == 0.03
@@ -75,7 +76,7 @@ def test_gamma_is_checked(bad, err):
 @pytest.mark.parametrize("gamma", [1.0, 1.5, 4.0])
 def test_gamma_range_is_inclusive(fake_hqs, gamma):
     y = 0.9 * np.random.default_rng(2).random((8, 8, 3)).astype(np.float32)
-    pipeline.deblur(y, prior=object(), noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)), flow_ensemble=False,
+    pipeline.deblur(y, prior=unused_prior, noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)), flow_ensemble=False,
                     safeguard=False, gamma=gamma)
     (call,) = fake_hqs.calls
     assert call["noise_level"] == pytest.approx(linearize(torch.from_numpy(y.transpose(2, 0, 1))[None], gamma,
@@ -85,7 +86,7 @@ def test_gamma_range_is_inclusive(fake_hqs, gamma):
 def test_negative_solver_output_is_not_a_nan(monkeypatch):
     monkeypatch.setattr(pnpdeblur.solvers, "hqs", lambda y, K, prior, **kw: type("R", (), dict(x=y - 0.5, history=[]))())
     y = 0.9 * np.random.default_rng(3).random((8, 8, 3)).astype(np.float32)
-    x = pipeline.deblur(y, prior=object(), noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)), flow_ensemble=False,
+    x = pipeline.deblur(y, prior=unused_prior, noise_level=0.02, flow_model=StandInSEN((6.0, 0.0)), flow_ensemble=False,
                         safeguard=False, boundary="replicate", gamma=2.2).x
     expect = np.clip(y.astype(np.float64) ** 2.2 - 0.5, 0, None) ** (1 / 2.2)
     np.testing.assert_allclose(x, expect, atol=1e-5)
