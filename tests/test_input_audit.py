@@ -334,6 +334,35 @@ def test_train_sen_checks_its_options(monkeypatch, option, value):
         sen.main([option, value])
 
 
+@pytest.mark.parametrize("value", ["nan,1", "-1,1", "0,0", ","])
+def test_train_rpgan_checks_proportions_before_any_work(monkeypatch, value):
+    """The buffer is first built after the level-1 phase: a bad share must be refused at once."""
+    from pnpdeblur.train import sen
+
+    def reached(*args, **kwargs):  # past the checks: the run would have started
+        raise AssertionError("started with bad --proportions")
+
+    monkeypatch.setattr(sen, "training_sources", reached)
+    from pnpdeblur.train import rpgan
+
+    with pytest.raises(ValueError, match="--proportions"):
+        rpgan.main([f"--proportions={value}"])
+
+
+@pytest.mark.parametrize("option", ["--workers", "--val-items", "--log-every", "--val-every", "--ckpt-every"])
+def test_engine_counts_must_not_be_negative(capsys, option):
+    import argparse
+
+    from pnpdeblur.train._cli import add_engine_arguments, parse_engine_args
+
+    ap = argparse.ArgumentParser(prog="recipe")
+    add_engine_arguments(ap, run_dir="runs/x", out_name="x.safetensors", val_items=4)
+    assert parse_engine_args(ap, [f"{option}=0"]).out.name == "x.safetensors"
+    with pytest.raises(SystemExit) as exit_info:
+        parse_engine_args(ap, [f"{option}=-1"])
+    assert exit_info.value.code == 2 and f"{option} must be >= 0, got -1" in capsys.readouterr().err
+
+
 # -- networks --------------------------------------------------------------------------------
 def _tiny_dncnn():
     from pnpdeblur.nets import DnCNN

@@ -478,7 +478,7 @@ def test_cli_counts_must_be_positive(name, capsys):
 
 @pytest.mark.parametrize("argv, msg", [
     (["--pretrain-steps", "-1"], "--pretrain-steps and --val-items must be >= 0"),
-    (["--val-items", "-1"], "--pretrain-steps and --val-items must be >= 0"),
+    (["--val-items", "-1"], "--val-items must be >= 0, got -1"),  # the engine options' shared check
     (["--buffer", "3", "--batch", "4"], "--buffer (3) must hold at least one batch (4)"),
     (["--noise", "-0.01"], "--noise must be a finite number >= 0, got -0.01"),
     (["--noise", "nan"], "--noise must be a finite number >= 0, got nan"),

@@ -64,8 +64,12 @@ def add_engine_arguments(
 
 def parse_engine_args(ap: argparse.ArgumentParser, argv: Optional[Any] = None) -> argparse.Namespace:
     """``ap.parse_args(argv)`` with ``--out`` resolved: ``RUN_DIR/<the recipe's file name>``
-    when not given (see :func:`add_engine_arguments`)."""
+    when not given (see :func:`add_engine_arguments`); a negative ``--workers``, ``--val-items``
+    or ``--*-every`` is argparse's usage error (exit 2) naming the option."""
     args = ap.parse_args(argv)
+    for option in ("workers", "val_items", "log_every", "val_every", "ckpt_every"):
+        if getattr(args, option) < 0:  # a negative count would run with no validation or fail deep in the engine
+            ap.error(f"--{option.replace('_', '-')} must be >= 0, got {getattr(args, option)}")
     if args.out is None:
         args.out = Path(args.run_dir) / args.out_name
     return args

@@ -73,7 +73,7 @@ from ..losses.rpgan import (
 from ..nets.rpgan import ArtifactCritic, ConditionalDiscriminator, RPGANGenerator
 from ..priors.rpgan import RPGANPrior, rpgan_schedule
 from ._cli import add_engine_arguments, add_time_budget_argument, device_name, engine_options, parse_engine_args
-from .replay import PAPER_PROPORTIONS, ReplayBuffer
+from .replay import PAPER_PROPORTIONS, ReplayBuffer, level_counts
 
 #: Side of the crops the pool's SEN flows are estimated on by default (``--flow-context``): the
 #: shipped SEN's ensemble flow MSE at ±23 is 29.7 px² on 96² crops, 35.6 on 128², 7.4 on 192²
@@ -521,6 +521,10 @@ def main(argv=None) -> Path:
 
     args = parse_args(argv)
     proportions = _floats(args.proportions, "--proportions")
+    try:  # checked now: the buffer is first built after the level-1 phase, perhaps hours in
+        level_counts(args.buffer, proportions)
+    except ValueError as e:
+        raise ValueError(f"--proportions {args.proportions!r} / --buffer {args.buffer}: {e}") from None
     levels = len(proportions)
     t0 = time.time()
     clock_start = time.perf_counter()  # --time-budget counts from here: the pool is part of the run
