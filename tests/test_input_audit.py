@@ -406,3 +406,34 @@ def test_sample_camera_motion_refuses_bool_probabilities(arg):
 
     with pytest.raises(ValueError, match=arg):
         sample_camera_motion((16, 16), 8, **{arg: True})
+
+
+@pytest.mark.parametrize("flow", [np.zeros((2, 4, 4), bool), np.zeros((2, 4, 4), complex),
+                                  torch.zeros(2, 4, 4, dtype=torch.bool), torch.zeros(2, 4, 4, dtype=torch.complex64)])
+def test_canonicalize_flow_refuses_bool_and_complex(flow):
+    with pytest.raises(TypeError, match="^flow must hold real numbers"):
+        data.canonicalize_flow(flow)
+    assert data.canonicalize_flow(np.zeros((2, 4, 4), np.int32)).dtype == np.int32  # integers stay allowed
+
+
+@pytest.mark.parametrize("seed, exc", [(-1, ValueError), (True, TypeError), (1.5, TypeError), ("0", TypeError)])
+def test_random_shake_kernel_checks_its_seed(seed, exc):
+    with pytest.raises(exc, match="^seed must be"):
+        data.random_shake_kernel(9, seed=seed)
+
+
+@pytest.mark.parametrize("channels", [True, 1.0, 3.0, 2])
+def test_sample_image_channels_are_ints(channels):
+    with pytest.raises(ValueError, match="^channels must be None, 1 or 3"):
+        data.sample_image("camera", channels=channels)
+
+
+@pytest.mark.parametrize("dtype", [None, "foo", np.int64])
+def test_sample_image_dtype_is_named(dtype):
+    with pytest.raises(TypeError, match="^dtype must be a floating dtype, got"):
+        data.sample_image("camera", dtype=dtype)
+
+
+def test_random_motion_flows_checks_device_before_drawing():
+    with pytest.raises(ValueError, match="^device='xyz' is not a torch device"):
+        data.random_motion_flows(1, (8, 8), device="xyz")

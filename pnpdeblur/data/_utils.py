@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["as_generator", "check_shape2", "is_finite_real"]
+__all__ = ["as_generator", "check_channels", "check_shape2", "is_finite_real"]
 
 
 def is_finite_real(value) -> bool:
@@ -39,3 +39,11 @@ def check_shape2(shape, name: str = "shape") -> tuple[int, int]:
     if not ok:
         raise ValueError(f"{name} must be a pair (H, W) of positive ints, got {shape!r}")
     return int(h), int(w)
+
+
+def check_channels(channels) -> int | None:
+    """``channels`` if it is None, 1 or 3 (an int, not True or 1.0), else ``ValueError`` naming it."""
+    if channels is not None and (isinstance(channels, bool) or not isinstance(channels, numbers.Integral)
+                                 or channels not in (1, 3)):
+        raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
+    return None if channels is None else int(channels)

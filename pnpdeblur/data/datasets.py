@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from .._images import GREY_WEIGHTS, check_unit_scale
 from ._png import read_png16
+from ._utils import check_channels
 from .flows import canonicalize_flow
 
 __all__ = [
@@ -202,17 +203,10 @@ def _unit_float(img: np.ndarray) -> np.ndarray | None:
     return None
 
 
-def _check_channels(channels) -> int | None:
-    """``channels`` if it is None, 1 or 3, else ``ValueError`` naming it."""
-    if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
-        raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
-    return channels
-
-
 def _match_channels(img: np.ndarray, channels) -> np.ndarray:
     """``(H, W, C)`` with C in 1..4 → alpha dropped, then grey replicated (``channels=3``) or
     colour turned to luminance (``channels=1``); ``None`` keeps the stored channels."""
-    _check_channels(channels)
+    check_channels(channels)
     if img.shape[2] in (2, 4):  # grey+alpha or RGBA
         img = img[:, :, :-1]
     if channels == 3 and img.shape[2] == 1:
@@ -490,7 +484,7 @@ def _images_from(source, channels) -> tuple[list[np.ndarray | Path], list[str]]:
     that error messages use (``images[i]``, with the sample's name for a sample)."""
     from .samples import sample_image, sample_images
 
-    _check_channels(channels)
+    check_channels(channels)
     if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
         paths = list_images(source, recursive=True)
         return paths, [str(p) for p in paths]
@@ -717,7 +711,7 @@ class PairedFolderDataset(_Base):
     def __init__(self, blurred_dir, sharp_dir, transform: PairAugment | None = None, channels: int = 3,
                  strict: bool = True, seed: int | None = None, fixed: bool = False):
         super().__init__(transform, seed, fixed)
-        self.channels = _check_channels(channels)
+        self.channels = check_channels(channels)
         self.pairs = self._match(list_images(blurred_dir), list_images(sharp_dir), strict)
         _check_pair_files(self.pairs, transform)
 
@@ -767,7 +761,7 @@ class GoProDataset(PairedFolderDataset):
                  channels: int = 3, sequences: Sequence[str] | None = None, seed: int | None = None,
                  fixed: bool = False):
         _Base.__init__(self, transform, seed, fixed)
-        self.channels = _check_channels(channels)
+        self.channels = check_channels(channels)
         base = Path(root) / split if split else Path(root)
         if not base.is_dir():
             raise FileNotFoundError(f"GOPRO folder not found: {base}")
@@ -806,7 +800,7 @@ class KohlerDataset(_Base):
 
     def __init__(self, root, channels: int = 3, max_frames: int | None = None):
         super().__init__(None, None, False)
-        self.channels = _check_channels(channels)
+        self.channels = check_channels(channels)
         if max_frames is not None and (not isinstance(max_frames, numbers.Integral) or max_frames < 1):
             raise ValueError(f"max_frames must be a positive int, got {max_frames!r}")
         self.max_frames = max_frames
@@ -859,7 +853,7 @@ class BlurredFolderDataset(_Base):
     def __init__(self, folder, transform: PairAugment | None = None, channels: int = 3,
                  recursive: bool = False, seed: int | None = None, fixed: bool = False):
         super().__init__(transform, seed, fixed)
-        self.channels = _check_channels(channels)
+        self.channels = check_channels(channels)
         self.files = list_images(folder, recursive=recursive)
 
     def __len__(self) -> int:

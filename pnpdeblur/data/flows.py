@@ -287,10 +287,13 @@ def random_motion_flows(
     """
     import torch
 
+    from ..backend import resolve_device
+
     if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     if dtype is not None and dtype not in (torch.float32, torch.float64):
         raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+    device = resolve_device(device, "device")  # before the flows are drawn, not at the transfer
     rng = as_generator(seed)
     children = rng.bit_generator.seed_seq.spawn(int(n)) if seed is not None and not isinstance(
         seed, np.random.Generator) else [rng.integers(0, 2**63 - 1) for _ in range(int(n))]
@@ -318,7 +321,7 @@ def canonicalize_flow(flow):
     Raises
     ------
     TypeError
-        ``flow`` is neither a numpy array nor a torch tensor.
+        ``flow`` is neither a numpy array nor a torch tensor, or of a bool or complex dtype.
     ValueError
         Another shape, or NaN/Inf (whose sign cannot be chosen).
     """
@@ -326,6 +329,10 @@ def canonicalize_flow(flow):
 
     if not isinstance(flow, (np.ndarray, torch.Tensor)):
         raise TypeError(f"flow must be a numpy array or torch tensor, got {type(flow).__name__}")
+    real = flow.dtype.kind in "iuf" if isinstance(flow, np.ndarray) else \
+        flow.dtype != torch.bool and not flow.is_complex()
+    if not real:  # a bool flow is no displacement; a complex one has no sign to choose
+        raise TypeError(f"flow must hold real numbers (pixels), got dtype {flow.dtype}")
     if flow.ndim < 3 or flow.shape[-3] != 2:
         raise ValueError(f"flow must have shape (..., 2, H, W), got {tuple(flow.shape)}")
     finite = np.isfinite(flow).all() if isinstance(flow, np.ndarray) else torch.isfinite(flow).all()

@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 
 from .._images import GREY_WEIGHTS
+from ._utils import check_channels
 
 __all__ = ["sample_image", "sample_images"]
 
@@ -100,11 +101,14 @@ def sample_image(
     """
     if not isinstance(name, str) or name not in _SAMPLES:
         raise ValueError(f"name must be one of {sample_images()}, got {name!r}")
-    if channels not in (None, 1, 3):
-        raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
-    dtype = np.dtype(dtype)
-    if dtype.kind != "f":
-        raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+    channels = check_channels(channels)
+    try:
+        as_dtype = None if dtype is None else np.dtype(dtype)  # np.dtype(None) would be float64
+    except TypeError:
+        as_dtype = None
+    if as_dtype is None or as_dtype.kind != "f":
+        raise TypeError(f"dtype must be a floating dtype, got {as_dtype if as_dtype is not None else repr(dtype)}")
+    dtype = as_dtype
     target = _parse_size(size)
 
     img = np.asarray(_loader(name)())

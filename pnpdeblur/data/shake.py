@@ -20,6 +20,8 @@ from typing import Optional, Union
 
 import numpy as np
 
+from ._utils import as_generator
+
 __all__ = ["random_shake_kernel"]
 
 # Steps of the path: enough that neighbouring samples are < 0.1 px apart at any size used.
@@ -58,7 +60,7 @@ def random_shake_kernel(
         ``(size, size)`` float64, non-negative, sum 1, centred.
     """
     size = _check_size(size)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = as_generator(seed)  # checked as every generator of pnpdeblur.data checks it
     if extent is None:
         extent = rng.uniform((size - 3) / 2.0, size - 3.0)
     if isinstance(extent, bool) or not isinstance(extent, numbers.Real) or not 0 <= extent <= size - 3:
