@@ -375,7 +375,7 @@ def _tiny_sen():
 
 
 @pytest.mark.parametrize("make", [_tiny_dncnn, _tiny_sen])
-@pytest.mark.parametrize("bad, error, match", [("nan", ValueError, "x contains NaN or Inf"),
+@pytest.mark.parametrize("bad, error, match", [("nan", ValueError, "x holds NaN or Inf"),
                                                ("uint8", TypeError, "x must be a floating-point")])
 def test_dncnn_and_sen_check_their_input(make, bad, error, match):
     net = make().eval()

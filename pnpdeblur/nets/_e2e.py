@@ -24,15 +24,16 @@ def check_int(name: str, value: Any, lo: int = 1) -> int:
     return value
 
 
-def check_input(x: Any, channels: int, name: str = "x") -> torch.Tensor:
-    """``x`` unchanged if it is a finite float ``(N, channels, H, W)`` tensor, else TypeError/ValueError."""
+def check_input(x: Any, channels: int, name: str = "x", allow_empty: bool = False) -> torch.Tensor:
+    """``x`` unchanged if it is a finite float ``(N, channels, H, W)`` tensor, else TypeError/ValueError
+    (an empty one too unless ``allow_empty``)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, {channels}, H, W), got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor with values in [0, 1], got dtype {x.dtype}")
     if x.ndim != 4 or x.shape[1] != channels:
         raise ValueError(f"{name} must have shape (N, {channels}, H, W), got {tuple(x.shape)}")
-    if x.shape[0] == 0 or x.shape[-1] == 0 or x.shape[-2] == 0:
+    if not allow_empty and (x.shape[0] == 0 or x.shape[-1] == 0 or x.shape[-2] == 0):
         raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
     if x.device.type != "meta" and not bool(torch.isfinite(x.detach()).all()):  # meta tensors hold no values
         raise ValueError(f"{name} holds NaN or Inf values")

@@ -16,9 +16,8 @@ from typing import Any, Dict, Union
 import torch
 from torch import nn
 
-from ..backend import check_finite
 from ._base import WEIGHTS_DIR, CheckpointMixin
-from ._e2e import check_int
+from ._e2e import check_input, check_int
 from ._official import build_mapped, kair_conv_stack, load_official
 
 __all__ = ["DnCNN", "PRETRAINED_PATH"]
@@ -73,17 +72,7 @@ class DnCNN(CheckpointMixin, nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, sigma: Union[float, torch.Tensor] = 0.0) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor of shape (N, {self.config['channels']}, H, W), "
-                            f"got {type(x).__name__}")
-        if not x.is_floating_point():  # an integer image failed inside the first convolution
-            raise TypeError(f"x must be a floating-point tensor with values in [0, 1], got dtype {x.dtype}")
-        if x.ndim != 4 or x.shape[1] != self.config["channels"]:
-            raise ValueError(
-                f"x must have shape (N, {self.config['channels']}, H, W), got {tuple(x.shape)}"
-            )
-        if x.device.type != "meta":  # NaN/Inf gave a NaN image silently; meta tensors hold no values
-            check_finite(x.detach(), "x")
+        check_input(x, self.config["channels"], allow_empty=True)  # NaN would give a NaN image silently
         if isinstance(sigma, (bool, str, bytes)):  # True read as σ = 1
             raise TypeError(f"sigma must be a float or a tensor, got {type(sigma).__name__}")
         inp = x

@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backend import check_finite
 from ._base import WEIGHTS_DIR, CheckpointMixin, crop_to, pad_to_multiple
+from ._e2e import check_input
 
 __all__ = ["SEN", "SEN_PRETRAINED_PATH"]
 
@@ -159,14 +159,7 @@ class SEN(CheckpointMixin, nn.Module):
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         c = self.config["in_channels"]
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor of shape (N, {c}, H, W), got {type(x).__name__}")
-        if not x.is_floating_point():  # an integer image failed inside the first convolution
-            raise TypeError(f"x must be a floating-point tensor with values in [0, 1], got dtype {x.dtype}")
-        if x.ndim != 4 or x.shape[1] != c:
-            raise ValueError(f"x must have shape (N, {c}, H, W), got {tuple(x.shape)}")
-        if x.device.type != "meta":  # NaN/Inf gave NaN flows silently; meta tensors hold no values
-            check_finite(x.detach(), "x")
+        check_input(x, c, allow_empty=True)  # NaN would give NaN flows silently
         if x.shape[-2] % self.stride or x.shape[-1] % self.stride:
             raise ValueError(f"x's H and W must be multiples of {self.stride}, got {tuple(x.shape[-2:])}; "
                              "use SEN.estimate for any size")
