@@ -437,3 +437,30 @@ def test_sample_image_dtype_is_named(dtype):
 def test_random_motion_flows_checks_device_before_drawing():
     with pytest.raises(ValueError, match="^device='xyz' is not a torch device"):
         data.random_motion_flows(1, (8, 8), device="xyz")
+
+
+# -- network constructors ------------------------------------------------------------------------
+@pytest.mark.parametrize("make, exc, match", [
+    (lambda: pd.nets.SEN(dilations=(1, 2, 1.5)), ValueError, "^dilations must be three ints"),
+    (lambda: pd.nets.SEN(dilations=(1, True, 3)), ValueError, "^dilations must be three ints"),
+    (lambda: pd.nets.SEN(dilations=3), ValueError, "^dilations must be three ints"),
+    (lambda: pd.nets.SEN(flow_scale=float("inf")), ValueError, "^flow_scale must be a finite positive"),
+    (lambda: pd.nets.SEN(flow_scale=True), TypeError, "^flow_scale must be a real number"),
+    (lambda: pd.nets.SEN(flow_scale="0.5"), TypeError, "^flow_scale must be a real number"),
+    (lambda: pd.nets.ConditionalDiscriminator(relu_slope=float("nan")), ValueError, "^relu_slope must be"),
+    (lambda: pd.nets.ArtifactCritic(relu_slope="0.2"), TypeError, "^relu_slope must be"),
+    (lambda: pd.nets.FlowNetS(input_mean=(float("nan"),) * 3), ValueError, "^input_mean must be finite"),
+    (lambda: pd.nets.FlowNetS(input_mean=(0.5, "a", 0.5)), ValueError, "^input_mean must be a sequence"),
+    (lambda: pd.nets.DRUNet(features=8), ValueError, "^features must be 4 positive ints"),
+    (lambda: pd.nets.IRCNNBank(levels=8), ValueError, "^levels must be a sequence of noise levels"),
+])
+def test_network_constructors_name_bad_arguments(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+def test_valid_network_arguments_still_build():
+    assert pd.nets.SEN(width=4, stacks=1, levels=2, dilations=[1, 2, 3], flow_scale=46).config["flow_scale"] == 46.0
+    assert pd.nets.ArtifactCritic(width=4, relu_slope=0.2).config["relu_slope"] == 0.2
+    assert pd.nets.FlowNetS(width=1, input_mean=(0.4, 0.4, 0.4)).config["input_mean"] == [0.4, 0.4, 0.4]
+    assert list(pd.nets.DRUNet(features=[4, 8, 16, 32], blocks=1).config["features"]) == [4, 8, 16, 32]

@@ -391,7 +391,7 @@ def test_dilations_are_checked(bad):
 
 @pytest.mark.parametrize("bad", [0, -1.0, float("nan")])
 def test_flow_scale_is_checked(bad):
-    with pytest.raises(ValueError, match=rf"^flow_scale must be positive, got {re.escape(repr(bad))}$"):
+    with pytest.raises(ValueError, match=rf"^flow_scale must be a finite positive number, got {re.escape(repr(bad))}$"):
         SEN(width=1, levels=1, stacks=1, flow_scale=bad)
 
 

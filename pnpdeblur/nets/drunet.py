@@ -140,7 +140,10 @@ class DRUNet(CheckpointMixin, nn.Module):
         super().__init__()
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
             raise ValueError(f"channels must be a positive int, got {channels!r}")
-        features = tuple(features)
+        try:
+            features = tuple(features)
+        except TypeError:  # one number: not iterable
+            features = (features,)
         if len(features) != 4 or any(isinstance(f, bool) or not isinstance(f, int) or f < 1 for f in features):
             raise ValueError(f"features must be 4 positive ints, got {features!r}")
         if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:

@@ -43,6 +43,7 @@ Configurations: paper ``FlowNetS()`` (``width=64``); small CPU configuration
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -113,7 +114,13 @@ class FlowNetS(CheckpointMixin, nn.Module):
         elif input_mean is None:
             mean = None
         else:
-            mean = [float(m) for m in input_mean]
+            try:
+                mean = [float(m) for m in input_mean]
+            except (TypeError, ValueError):
+                raise ValueError(f"input_mean must be a sequence of {in_channels} floats, 'pair' or None, "
+                                 f"got {input_mean!r}") from None
+            if not all(math.isfinite(m) for m in mean):  # NaN would make every flow NaN
+                raise ValueError(f"input_mean must be finite, got {mean!r}")
             if len(mean) != in_channels:
                 raise ValueError(f"input_mean must have {in_channels} entries (one per channel), got {mean!r}")
         self.config: Dict[str, Any] = dict(in_channels=in_channels, width=width, batch_norm=bool(batch_norm),

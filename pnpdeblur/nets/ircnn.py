@@ -87,7 +87,10 @@ class IRCNNBank(CheckpointMixin, nn.Module):
 
     def __init__(self, channels: int = 1, features: int = 64, levels: Sequence[float] = OFFICIAL_LEVELS):
         super().__init__()
-        levels = [float(v) for v in levels]
+        try:
+            levels = [float(v) for v in levels]
+        except (TypeError, ValueError):
+            raise ValueError(f"levels must be a sequence of noise levels, got {levels!r}") from None
         if not levels or any(not math.isfinite(v) or v <= 0 for v in levels) or \
                 any(b <= a for a, b in zip(levels, levels[1:])):
             raise ValueError(f"levels must be finite, positive and strictly increasing, got {levels!r}")

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..priors.base import check_real
 from ._base import WEIGHTS_DIR, CheckpointMixin, crop_to, pad_to_multiple
 from ._e2e import check_input
 
@@ -217,7 +218,7 @@ def _init_critic(module: nn.Module, channels: int, width: int, relu_slope: float
     """Shared constructor body of the two discriminators: checks, ``config`` and the PatchGAN."""
     _check_int(channels, "channels", 1)
     _check_int(width, "width", 1)
-    relu_slope = float(relu_slope)
+    relu_slope = check_real(relu_slope, "relu_slope")  # LeakyReLU's slope: finite, >= 0
     module.config = {"channels": channels, "width": width, "relu_slope": relu_slope}
     module.channels = channels
     module.net = _PatchCritic(inputs * channels, width, norm, relu_slope)

@@ -29,14 +29,16 @@ canonicalises its output.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any, Dict, List, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..priors.base import check_real
 from ._base import WEIGHTS_DIR, CheckpointMixin, crop_to, pad_to_multiple
-from ._e2e import check_input
+from ._e2e import check_input, check_int
 
 __all__ = ["SEN", "SEN_PRETRAINED_PATH"]
 
@@ -137,15 +139,17 @@ class SEN(CheckpointMixin, nn.Module):
     def __init__(self, in_channels: int = 3, width: int = 64, stacks: int = 2, levels: int = 4,
                  dilations: Sequence[int] = (1, 2, 3), flow_scale: float = 23.0):
         super().__init__()
-        for name, v, lo in (("in_channels", in_channels, 1), ("width", width, 1), ("stacks", stacks, 1),
-                            ("levels", levels, 1)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
-        dilations = tuple(int(d) for d in dilations)
-        if len(dilations) != 3 or min(dilations) < 1:
+        for name, v in (("in_channels", in_channels), ("width", width), ("stacks", stacks), ("levels", levels)):
+            check_int(name, v)
+        try:  # a fraction would be cut to an int, a bool read as 1
+            ok = len(dilations) == 3 and all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1
+                                             for d in dilations)
+        except TypeError:
+            ok = False
+        if not ok:
             raise ValueError(f"dilations must be three ints >= 1, got {dilations!r}")
-        if not flow_scale > 0:
-            raise ValueError(f"flow_scale must be positive, got {flow_scale!r}")
+        dilations = tuple(int(d) for d in dilations)
+        flow_scale = check_real(flow_scale, "flow_scale", allow_zero=False)
         self.config: Dict[str, Any] = dict(in_channels=in_channels, width=width, stacks=stacks, levels=levels,
                                            dilations=list(dilations), flow_scale=float(flow_scale))
         self.stacks = nn.ModuleList(
