@@ -464,3 +464,43 @@ def test_valid_network_arguments_still_build():
     assert pd.nets.ArtifactCritic(width=4, relu_slope=0.2).config["relu_slope"] == 0.2
     assert pd.nets.FlowNetS(width=1, input_mean=(0.4, 0.4, 0.4)).config["input_mean"] == [0.4, 0.4, 0.4]
     assert list(pd.nets.DRUNet(features=[4, 8, 16, 32], blocks=1).config["features"]) == [4, 8, 16, 32]
+
+
+# -- video synthesis -------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(omega=float("nan")), r"^CameraPath\.omega must be a finite number"),
+    (dict(zeta=True), r"^CameraPath\.zeta must be a finite number"),
+    (dict(velocity=(1.0,)), r"^CameraPath\.velocity must be a pair of finite numbers"),
+    (dict(acceleration=(0.0, float("inf"))), r"^CameraPath\.acceleration must be a pair of finite numbers"),
+    (dict(center="ab"), r"^CameraPath\.center must be a pair of finite numbers"),
+])
+def test_camera_path_fields_are_finite(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        data.CameraPath(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(path="pan"), TypeError, "^path must be a CameraPath"),
+    (dict(times=[0.0, float("nan")]), ValueError, "^times must be finite numbers"),
+    (dict(times=0.5), TypeError, "^times must be a sequence"),
+    (dict(origin=(1.5, 2)), ValueError, "^origin must be None or a pair"),
+    (dict(origin=(1,)), ValueError, "^origin must be None or a pair"),
+    (dict(foreground="car"), TypeError, "^foreground must be None or a foreground layer"),
+    (dict(order=True), ValueError, "^order must be an int in 0..5"),
+    (dict(order=6), ValueError, "^order must be an int in 0..5"),
+])
+def test_render_frames_checks_its_arguments(kwargs, exc, match):
+    args = dict(path=data.CameraPath(velocity=(1.0, 0.0)), times=[0.0, 1.0], origin=None, order=1)
+    args.update(kwargs)
+    photo = np.random.default_rng(0).random((24, 24, 3))
+    with pytest.raises(exc, match=match):
+        data.render_frames(photo, (16, 16), args["path"], args["times"], origin=args["origin"],
+                           foreground=args.get("foreground"), order=args["order"])
+    assert data.render_frames(photo, (16, 16), data.CameraPath(), np.array([0.0]), origin=(np.int64(2), 3),
+                              order=1).shape == (1, 16, 16, 3)
+
+
+@pytest.mark.parametrize("order", [True, 2.0])
+def test_video_synthesis_order_is_an_int(order):
+    with pytest.raises(ValueError, match="^order must be an int in 0..5"):
+        data.synthesize_video_blur(np.random.default_rng(0).random((64, 64, 3)), (32, 32), order=order, seed=0)

@@ -86,6 +86,17 @@ class CameraPath:
     zeta: float = 0.0
     center: tuple[float, float] = (0.0, 0.0)
 
+    def __post_init__(self):
+        # a NaN or Inf field would give NaN frames and flows silently
+        for name in ("velocity", "acceleration", "center"):
+            pair = getattr(self, name)
+            if isinstance(pair, (str, bytes)) or not hasattr(pair, "__len__") or len(pair) != 2 \
+                    or not all(is_finite_real(v) for v in pair):
+                raise ValueError(f"CameraPath.{name} must be a pair of finite numbers, got {pair!r}")
+        for name in ("omega", "zeta"):
+            if not is_finite_real(getattr(self, name)):
+                raise ValueError(f"CameraPath.{name} must be a finite number, got {getattr(self, name)!r}")
+
     def source_coords(self, shape: tuple[int, int], tau: float) -> np.ndarray:
         """``q(p, τ) − o``: photo coordinates (relative to the crop origin), ``(2, H, W)`` (x, y)."""
         h, w = shape
@@ -278,11 +289,25 @@ def render_frames(photo, shape: tuple[int, int], path: CameraPath, times, origin
     """Render sharp frames in linear intensity: ``(len(times), H, W, C)`` float64.
 
     ``photo`` is ``(H0, W0, C)`` in [0, 1] (already linear), ``origin`` the integer crop origin
-    ``(x0, y0)`` (default: centred)."""
+    ``(x0, y0)`` (default: centred), ``times`` finite (frames from the middle one), ``order`` the
+    spline order 0..5; other values raise ``TypeError``/``ValueError`` naming the argument."""
     photo = _as_photo(photo)
     h, w = check_shape2(shape)
+    if not isinstance(path, CameraPath):
+        raise TypeError(f"path must be a CameraPath, got {type(path).__name__}")
+    if isinstance(times, (str, bytes)) or not hasattr(times, "__iter__"):
+        raise TypeError(f"times must be a sequence of numbers (frames from the middle one), got {type(times).__name__}")
+    times = list(times)
+    if not all(is_finite_real(t) for t in times):  # a NaN time gives a NaN frame silently
+        raise ValueError(f"times must be finite numbers, got {times!r}")
     if origin is None:
         origin = ((photo.shape[1] - w) // 2, (photo.shape[0] - h) // 2)
+    elif isinstance(origin, (str, bytes)) or not hasattr(origin, "__len__") or len(origin) != 2 or not all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in origin):
+        raise ValueError(f"origin must be None or a pair (x0, y0) of ints, got {origin!r}")
+    if foreground is not None and not isinstance(foreground, _Foreground):
+        raise TypeError(f"foreground must be None or a foreground layer, got {type(foreground).__name__}")
+    _check_order(order)
     frames = []
     for tau in times:
         f = _warp(photo, path.source_coords((h, w), float(tau)), origin, order)
@@ -417,9 +442,14 @@ def _check_clip(image, n_frames, spacing, order, rng):
     spacing = n if spacing is None else spacing
     if not isinstance(spacing, numbers.Integral) or isinstance(spacing, bool) or spacing < 1:
         raise ValueError(f"spacing must be a positive int, got {spacing!r}")
-    if order not in (0, 1, 2, 3, 4, 5):
-        raise ValueError(f"order must be an int in 0..5, got {order!r}")
+    _check_order(order)
     return photo, n, int(spacing)
+
+
+def _check_order(order) -> None:
+    """The spline order of the resampling: an int in 0..5 (True would read as 1)."""
+    if isinstance(order, bool) or not isinstance(order, numbers.Integral) or not 0 <= order <= 5:
+        raise ValueError(f"order must be an int in 0..5, got {order!r}")
 
 
 class _Scene(NamedTuple):
