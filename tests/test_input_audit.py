@@ -504,3 +504,12 @@ def test_render_frames_checks_its_arguments(kwargs, exc, match):
 def test_video_synthesis_order_is_an_int(order):
     with pytest.raises(ValueError, match="^order must be an int in 0..5"):
         data.synthesize_video_blur(np.random.default_rng(0).random((64, 64, 3)), (32, 32), order=order, seed=0)
+
+
+@pytest.mark.parametrize("bad", [3, 1.5, b"runs"])
+def test_train_config_out_dir_is_a_path(bad, tmp_path):
+    from pnpdeblur.train import TrainConfig
+
+    with pytest.raises(ValueError, match="^TrainConfig.out_dir must be a str or None"):
+        TrainConfig(steps=1, out_dir=bad)  # 3 became a folder named "3"
+    assert TrainConfig(steps=1, out_dir=tmp_path).out_dir == str(tmp_path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import os
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -62,7 +63,8 @@ class TrainConfig:
         Period in steps of a log row, a validation pass, a ``last.pt`` checkpoint
         (0: never; validation and checkpoint also happen at the end).
     out_dir : str or None
-        Folder for ``log.csv``, ``log.json``, ``loss.png`` and ``last.pt``.
+        Folder for ``log.csv``, ``log.json``, ``loss.png`` and ``last.pt`` (a ``PathLike`` is
+        stored as its str; anything else is a ``ValueError``).
     progress : bool
         Show a tqdm bar (rank 0 only).
     time_limit_s : float or None
@@ -105,8 +107,8 @@ class TrainConfig:
             self.betas = tuple(self.betas)
         if isinstance(self.lr_milestones, list):
             self.lr_milestones = tuple(self.lr_milestones)
-        if self.out_dir is not None and not isinstance(self.out_dir, str):
-            self.out_dir = str(self.out_dir)
+        if isinstance(self.out_dir, os.PathLike):  # a Path is kept as its str (the config is saved as JSON)
+            self.out_dir = os.fspath(self.out_dir)
         self.validate()
 
     # ------------------------------------------------------------------ checks
