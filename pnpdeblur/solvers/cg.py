@@ -7,6 +7,7 @@ stopping test, so a batch of images solves exactly as each image would alone.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -408,8 +409,10 @@ def cg(
     from ..priors.base import check_real  # imported on use, as _common.check_noise_level does
 
     atol = check_real(atol, "atol")
-    if isinstance(tol, bool) or not (isinstance(tol, (int, float)) and tol >= 0) or not (tol > 0 or atol > 0):
-        raise ValueError(f"tol must be a non-negative number (with tol or atol > 0), got {tol!r}")
+    # an infinite tol would stop CG before its first step and return x0 as the solution
+    if isinstance(tol, bool) or not (isinstance(tol, (int, float)) and 0 <= tol < math.inf) \
+            or not (tol > 0 or atol > 0):
+        raise ValueError(f"tol must be a finite non-negative number (with tol or atol > 0), got {tol!r}")
     if isinstance(maxiter, bool) or not isinstance(maxiter, int) or maxiter < 1:
         raise ValueError(f"maxiter must be a positive int, got {maxiter!r}")
     x0t = None
