@@ -513,3 +513,23 @@ def test_train_config_out_dir_is_a_path(bad, tmp_path):
     with pytest.raises(ValueError, match="^TrainConfig.out_dir must be a str or None"):
         TrainConfig(steps=1, out_dir=bad)  # 3 became a folder named "3"
     assert TrainConfig(steps=1, out_dir=tmp_path).out_dir == str(tmp_path)
+
+
+# -- datasets ----------------------------------------------------------------------------------------
+def test_dataset_sources_and_lengths_are_named(tmp_path):
+    photo = [np.zeros((160, 160, 3))]
+    with pytest.raises(ValueError, match="^length must be a positive int, got True"):
+        data.SyntheticBlurDataset(photo, length=True)  # read as one item before
+    with pytest.raises(ValueError, match="^length must be a positive int, got True"):
+        data.SyntheticVideoDataset(photo, length=True)
+    with pytest.raises(TypeError, match="^images must be a folder, or a sequence"):
+        data.SyntheticBlurDataset(3, length=2)
+    with pytest.raises(TypeError, match="^images must be a folder, or a sequence"):
+        data.SyntheticBlurDataset(np.zeros((160, 160, 3)), length=2)  # one photo, not a list of them
+    with pytest.raises(TypeError, match="^root must be a path"):
+        data.GoProDataset(3)
+    for call in (lambda: data.list_images(None), lambda: data.BlurredFolderDataset(None)):
+        with pytest.raises(TypeError, match="^folder must be a path"):
+            call()
+    assert len(data.SyntheticBlurDataset(photo, length=2, crop=64)) == 2
+    assert len(data.SyntheticBlurDataset(np.zeros((2, 160, 160, 3)), length=2, crop=64).sources) == 2  # a stack

@@ -221,6 +221,8 @@ def list_images(folder, recursive: bool = False) -> list[Path]:
 
     Raises ``FileNotFoundError`` if the folder does not exist and ``ValueError`` if it holds
     no image."""
+    if not isinstance(folder, (str, os.PathLike)):
+        raise TypeError(f"folder must be a path (str or PathLike), got {type(folder).__name__}")
     d = Path(folder)
     if not d.is_dir():
         raise FileNotFoundError(f"folder not found: {d}")
@@ -492,6 +494,11 @@ def _images_from(source, channels) -> tuple[list[np.ndarray | Path], list[str]]:
         raise FileNotFoundError(f"images folder not found: {source}")
     if source is None:
         source = sample_images()
+    # one photo would be iterated row by row, as many one-row images: it must come in a list
+    if (isinstance(source, np.ndarray) and source.ndim < 4) or not hasattr(source, "__iter__"):
+        what = f"an array of shape {source.shape} (one photo: pass [photo])" if isinstance(source, np.ndarray) \
+            else type(source).__name__
+        raise TypeError(f"images must be a folder, or a sequence of sample names, paths and arrays, got {what}")
     out, labels = [], []
     for i, s in enumerate(source):
         labels.append(f"images[{i}]")
@@ -565,7 +572,7 @@ class SyntheticBlurDataset(_Base):
                  flow_kwargs: dict | None = None, transform: PairAugment | None = None, blur: bool = True):
         super().__init__(transform, seed, fixed)
         self.blur = bool(blur)
-        if not isinstance(length, numbers.Integral) or length < 1:
+        if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 1:
             raise ValueError(f"length must be a positive int, got {length!r}")
         self.sources, labels = _images_from(images, channels)
         self.length = int(length)
@@ -630,7 +637,7 @@ class SyntheticVideoDataset(_Base):
         if not isinstance(n_blurred, numbers.Integral) or n_blurred < 1:
             raise ValueError(f"n_blurred must be a positive int, got {n_blurred!r}")
         self.n_blurred = int(n_blurred)
-        if not isinstance(length, numbers.Integral) or length < 1:
+        if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 1:
             raise ValueError(f"length must be a positive int, got {length!r}")
         from .video import check_clip_options
 
@@ -762,6 +769,8 @@ class GoProDataset(PairedFolderDataset):
                  fixed: bool = False):
         _Base.__init__(self, transform, seed, fixed)
         self.channels = check_channels(channels)
+        if not isinstance(root, (str, os.PathLike)):
+            raise TypeError(f"root must be a path (str or PathLike), got {type(root).__name__}")
         base = Path(root) / split if split else Path(root)
         if not base.is_dir():
             raise FileNotFoundError(f"GOPRO folder not found: {base}")
