@@ -33,6 +33,7 @@ __all__ = ["FLOW_METHODS", "optical_flow", "neighbour_flows"]
 #: Names accepted by ``method=`` (besides a callable).
 FLOW_METHODS = ("tvl1",)
 
+
 def _grey(x: torch.Tensor) -> np.ndarray:
     """``(C, H, W)`` tensor → float64 ``(H, W)`` luminance (mean for other channel counts)."""
     a = x.detach().to("cpu", torch.float64).numpy()

@@ -133,7 +133,8 @@ class SEN(CheckpointMixin, nn.Module):
     ------
     ``forward(x)``: ``x`` ``(N, in_channels, H, W)`` float (TypeError otherwise; NaN/Inf raise
     ValueError), ``H`` and ``W`` multiples of :attr:`stride`; returns a list of ``stacks`` flows
-    ``(N, 2, H, W)`` in pixels (the last one is the estimate). :meth:`estimate` takes any size and returns the canonical last flow.
+    ``(N, 2, H, W)`` in pixels (the last one is the estimate). :meth:`estimate` takes any size
+    and returns the canonical last flow.
     """
 
     def __init__(self, in_channels: int = 3, width: int = 64, stacks: int = 2, levels: int = 4,
