@@ -10,6 +10,9 @@ Subcommands
 ``pnpdeblur train <model> [args…]``
     Forwards ``args`` to the model's training recipe (:data:`TRAINERS`: ``sen``, ``rpgan``,
     ``deepdeblur``, ``deblurnet``, ``dvd``, ``deblurgan``, ``flownets``, ``drunet``, ``dncnn``).
+    A recipe's refusal (a bad option, a missing folder, a ``ValueError`` deep in a run) is one
+    line and exit status 1; with the environment variable ``PNPDEBLUR_DEBUG`` set (to anything
+    but ``0``) the exception is raised instead, with its traceback.
 ``pnpdeblur finetune FRAMES_DIR --net NAME|PATH -o OUTDIR``
     Reblur2Deblur test-time fine-tuning (:func:`pnpdeblur.train.reblur.finetune_reblur`) of a
     deblurring network on the blurred video frames of a folder (temporal order = natural sort
@@ -1157,6 +1160,11 @@ def _run_finetune(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return EXIT_OK
 
 
+def _debug() -> bool:
+    """Whether ``PNPDEBLUR_DEBUG`` asks for tracebacks (set, and neither empty nor ``0``)."""
+    return os.environ.get("PNPDEBLUR_DEBUG", "") not in ("", "0")
+
+
 def _run_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if args.model is None:
         args.sub_parser.print_help(sys.stdout if {"-h", "--help"} & set(extra) else sys.stderr)
@@ -1169,8 +1177,11 @@ def _run_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
         TRAINERS[args.model](list(extra))
     except (ValueError, TypeError, FileNotFoundError) as e:
         # a recipe's refusal of an option (--steps -1, --lr nan, a missing --corpus or --init checkpoint) is
-        # one line, as argparse's own errors are, not a traceback
-        print(f"pnpdeblur train {args.model}: error: {e}", file=sys.stderr)
+        # one line, as argparse's own errors are, not a traceback; PNPDEBLUR_DEBUG keeps the traceback of
+        # an error raised deep inside a long run
+        if _debug():
+            raise
+        print(f"pnpdeblur train {args.model}: error: {e} (PNPDEBLUR_DEBUG=1 shows the traceback)", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 

@@ -11,12 +11,35 @@ import argparse
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 
 __all__ = ["add_engine_arguments", "add_time_budget_argument", "budgeted_steps", "engine_options", "export_weights",
-           "device_name", "parse_engine_args", "initialise_from", "check_init_out"]
+           "device_name", "parse_engine_args", "initialise_from", "check_init_out", "check_options", "photo_files",
+           "parse_fractions", "at_least", "POSITIVE_INT", "COUNT", "POSITIVE", "NONNEGATIVE", "FRACTION", "UNIT",
+           "SHARED_RULES"]
+
+#: A rule of :func:`check_options`: ``(test of the parsed value, what the option must be)``.
+Rule = Tuple[Callable[[Any], bool], str]
+
+
+def at_least(low: int) -> Rule:
+    """The rule of an int option that must be ``>= low``."""
+    return (lambda v: v >= low), f">= {low}"
+
+
+POSITIVE_INT, COUNT = at_least(1), at_least(0)
+POSITIVE: Rule = (lambda v: math.isfinite(v) and v > 0), "> 0 and finite"
+NONNEGATIVE: Rule = (lambda v: math.isfinite(v) and v >= 0), ">= 0 and finite"
+FRACTION: Rule = (lambda v: 0 <= v <= 1), "in [0, 1]"
+UNIT: Rule = (lambda v: 0 < v <= 1), "in (0, 1]"
+#: The rules of the options every recipe has (an option a recipe lacks, or left at None, is skipped): the
+#: engine's (:func:`add_engine_arguments`), ``--time-budget``, ``--steps``, ``--batch`` and ``--lr``.
+SHARED_RULES: Dict[str, Rule] = dict(
+    seed=COUNT, grad_clip=POSITIVE, steps=POSITIVE_INT, batch=POSITIVE_INT, lr=POSITIVE,
+    time_budget=((lambda v: math.isfinite(v) and v > 0), "a finite number of seconds > 0"),
+)
 
 
 def add_engine_arguments(
@@ -72,6 +95,99 @@ def parse_engine_args(ap: argparse.ArgumentParser, argv: Optional[Any] = None) -
             ap.error(f"--{option.replace('_', '-')} must be >= 0, got {getattr(args, option)}")
     if args.out is None:
         args.out = Path(args.run_dir) / args.out_name
+    return args
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def photo_files(option: str, folder: Any) -> List[Path]:
+    """The images in ``folder`` (searched recursively, as the recipes read it), for ``option``.
+
+    Raises ``ValueError`` naming ``option`` when ``folder`` is missing, a file, or holds no image.
+    """
+    from ..data import list_images
+
+    if Path(folder).is_file():
+        raise ValueError(f"{option} {folder} is a file; expected a folder of photos")
+    try:
+        return list_images(folder, recursive=True)
+    except (FileNotFoundError, ValueError) as e:
+        raise ValueError(f"{option} {folder}: {e}") from None
+
+
+def parse_fractions(option: str, text: str) -> List[float]:
+    """The comma-separated numbers of ``text``, each in [0, 1]; ``ValueError`` naming ``option`` otherwise."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = [math.nan]
+    if any(not 0 <= v <= 1 for v in values):
+        raise ValueError(f"{option} must be comma-separated fractions in [0, 1], got {text!r}")
+    return values
+
+
+def check_options(args: argparse.Namespace, *, files: Iterable[str] = (), photo_folders: Iterable[str] = (),
+                  **rules: Rule) -> argparse.Namespace:
+    """Refuse bad option values before any work, naming the option as the user typed it.
+
+    A recipe's options become :class:`~pnpdeblur.train.TrainConfig` fields and data-set
+    arguments whose own errors name those (``length must be a positive int`` for ``--steps 0``);
+    each recipe's ``main`` calls this right after parsing, so that the error says ``--steps must
+    be >= 1, got 0`` before a net is built or a photo read.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options.
+    files : iterable of str
+        Options (``dest`` names) that must name an existing file when given (``--init shipped``
+        is the shipped weights).
+    photo_folders : iterable of str
+        Options that must name a folder holding an image when given (:func:`photo_files`).
+    **rules : Rule
+        ``dest=(test, expected)``, added to :data:`SHARED_RULES`; an option the parser lacks,
+        or left at None, is skipped.
+
+    Returns
+    -------
+    argparse.Namespace
+        ``args``.
+
+    Raises
+    ------
+    ValueError
+        ``"--option must be <expected>, got <value>"`` for the first bad option; also for a
+        ``--device`` that is no torch device (or CUDA where there is none), a ``--run-dir`` that is a
+        file and an ``--out`` that is a folder (found only when exporting, after the training).
+    """
+    for dest, (ok, expected) in {**SHARED_RULES, **rules}.items():
+        value = getattr(args, dest, None)
+        if value is not None and not ok(value):
+            raise ValueError(f"{_flag(dest)} must be {expected}, got {value}")
+    if getattr(args, "init", None) not in (None, "shipped") and getattr(args, "out", None) is not None:
+        check_init_out(args.init, args.out)
+    for dest in files:
+        value = getattr(args, dest, None)
+        if value is not None and not (dest == "init" and value == "shipped") and not Path(value).is_file():
+            what = "a folder" if Path(value).is_dir() else "not found"
+            raise ValueError(f"{_flag(dest)} {value}: {what}; expected a weights file")
+    for dest in photo_folders:
+        if getattr(args, dest, None) is not None:
+            photo_files(_flag(dest), getattr(args, dest))
+    device = getattr(args, "device", "auto")
+    if device != "auto":
+        try:
+            kind = torch.device(device).type
+        except (RuntimeError, ValueError) as e:
+            raise ValueError(f"--device {device!r} is not a torch device ({e})") from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {device!r}: CUDA is not available")
+    if getattr(args, "run_dir", None) is not None and Path(args.run_dir).is_file():
+        raise ValueError(f"--run-dir {args.run_dir} is a file; expected a folder for the run")
+    if getattr(args, "out", None) is not None and Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a folder; expected the weights file to write")
     return args
 
 

@@ -48,10 +48,13 @@ from ..losses.adversarial import (
 )
 from ..losses.multiscale import multiscale_mse
 from ._cli import (
+    NONNEGATIVE,
+    POSITIVE_INT,
     add_engine_arguments,
     add_time_budget_argument,
     budgeted_steps,
     check_init_out,
+    check_options,
     engine_options,
     initialise_from,
     parse_engine_args,
@@ -59,7 +62,7 @@ from ._cli import (
 from .sen import HELD_OUT_SAMPLES, TRAIN_SAMPLES, held_out_samples, training_sources
 
 __all__ = ["NetSpec", "SPECS", "build_net", "build_datasets", "make_loss_fn", "make_val_fn", "shipped_weights_for",
-           "main"]
+           "check_args", "main"]
 
 
 @dataclass(frozen=True)
@@ -305,7 +308,8 @@ def parse_args(name: str, argv: Optional[Sequence[str]] = None) -> argparse.Name
     ap.add_argument("--corpus", default=None, help="folder of sharp photos (default: scikit-image photos only)")
     ap.add_argument("--preload", action="store_true", help="decode the corpus into memory once")
     ap.add_argument("--root", default=None, help="GOPRO folder for --data gopro")
-    ap.add_argument("--preset", default="23", help="flow preset for --data flow (23 or 46)")
+    ap.add_argument("--preset", choices=("23", "46"), default="23", metavar="PRESET",
+                    help="flow preset for --data flow (23 or 46)")
     ap.add_argument("--max-blur", type=float, default=16.0, help="largest blur length (px) for --data video")
     ap.add_argument("--frames", type=int, default=5, help="frames per clip (DVD)")
     ap.add_argument("--noise", type=float, default=0.01, help="noise std (range [0, this] for --data flow)")
@@ -328,6 +332,43 @@ def parse_args(name: str, argv: Optional[Sequence[str]] = None) -> argparse.Name
     return parse_engine_args(ap, argv)
 
 
+def check_args(name: str, args: argparse.Namespace) -> Dict[str, Any]:
+    """Refuse bad options of :func:`parse_args` by the names the user typed, before any work.
+
+    ``ValueError`` naming the option (:func:`~pnpdeblur.train._cli.check_options`, and the
+    recipe's own: ``--config``, ``--frames``, ``--data``, ``--root``). Returns the net's
+    constructor arguments of ``--config`` (with DVD's ``frames`` from ``--frames``).
+    """
+    kind = SPECS[name].kind
+    check_options(args, files=("init",), photo_folders=("corpus",), crop=POSITIVE_INT, frames=POSITIVE_INT,
+                  val_items=POSITIVE_INT, adv_weight=NONNEGATIVE, max_blur=NONNEGATIVE, noise=NONNEGATIVE)
+    try:
+        config = json.loads(args.config)
+    except ValueError as e:
+        raise ValueError(f"--config must be a JSON object of constructor arguments, got {args.config!r} "
+                         f"({e})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"--config must be a JSON object of constructor arguments, got {args.config!r}")
+    if kind == "video":  # the clips and the net take --frames frames
+        if args.frames % 2 == 0:
+            raise ValueError(f"--frames must be odd (the centre frame is restored), got {args.frames}")
+        if config.setdefault("frames", args.frames) != args.frames:
+            raise ValueError(f"--config frames={config['frames']!r} and --frames {args.frames} differ")
+    if kind != "image" and args.data != "video":
+        raise ValueError(f"--data {args.data}: {SPECS[name].cls} trains on --data video (clips with true flow)")
+    if args.data == "gopro":
+        from ..data import GoProDataset
+
+        if args.root is None:
+            raise ValueError("--data gopro needs --root (the GOPRO folder)")
+        try:
+            for split in ("train", "test"):
+                GoProDataset(args.root, split=split)
+        except (FileNotFoundError, ValueError) as e:
+            raise ValueError(f"--root {args.root}: {e}") from None
+    return config
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Path:
     """``argv = [name, options…]``: train net ``name`` and export its weights; returns their path."""
     from . import TrainConfig, Trainer
@@ -339,8 +380,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         raise SystemExit(f"usage: pnpdeblur train {{{','.join(SPECS)}}} [options]; got {argv[:1]}")
     name, spec = argv[0], SPECS[argv[0]]
     args = parse_args(name, argv[1:])
-    config = json.loads(args.config)
-    net = build_net(name, small=args.small, **config)
+    config = check_args(name, args)
+    try:
+        net = build_net(name, small=args.small, **config)
+    except (TypeError, ValueError) as e:  # an unknown or bad constructor argument
+        raise ValueError(f"--config {args.config}: {e}") from None
     init = None
     if args.init is not None:
         init_path = shipped_weights_for(name) if args.init == "shipped" else Path(args.init)

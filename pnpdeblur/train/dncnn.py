@@ -45,9 +45,9 @@ import torch
 from .._images import GREY_WEIGHTS
 from ..nets.dncnn import PRETRAINED_PATH, DnCNN
 from ..priors.learned import _OPPONENT
-from ._cli import (add_engine_arguments, add_time_budget_argument, check_init_out, export_weights, initialise_from,
-                   parse_engine_args)
-from .drunet import crop_run_provenance, fit_on_crops, psnr_batch, training_photos
+from ._cli import (FRACTION, POSITIVE_INT, add_engine_arguments, add_time_budget_argument, check_init_out,
+                   export_weights, initialise_from, parse_engine_args)
+from .drunet import check_crop_options, crop_run_provenance, fit_on_crops, psnr_batch, training_photos
 
 __all__ = ["MAX_SIGMA", "GREY_WEIGHTS", "opponent_planes", "colour_from_planes", "grey_planes", "training_planes",
            "make_loss_fn", "val_fn", "parse_args", "main"]
@@ -176,11 +176,11 @@ def main(argv=None) -> Path:
     from .distributed import is_main_process
 
     args = parse_args(argv)
+    check_crop_options(args, features=POSITIVE_INT, depth=POSITIVE_INT, grey_share=FRACTION)
+    if args.depth < 2:
+        raise ValueError(f"--depth must be >= 2 (a first and a last convolution), got {args.depth}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    for name in ("features", "depth"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
     model = DnCNN(channels=1, features=args.features, depth=args.depth, noise_map=True)
     init = None
     if args.init is not None:

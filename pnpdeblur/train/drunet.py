@@ -36,12 +36,13 @@ from torch.utils.data import Dataset, default_collate
 
 from ..data import list_images, read_image, sample_image, sample_images
 from ..nets.drunet import PAPER_CONFIG, PRETRAINED_VARIANTS, SMALL_CONFIG, DRUNet
-from ._cli import (add_engine_arguments, add_time_budget_argument, budgeted_steps, check_init_out, engine_options,
-                   export_weights, initialise_from, parse_engine_args)
+from ._cli import (COUNT, NONNEGATIVE, POSITIVE_INT, UNIT, Rule, add_engine_arguments, add_time_budget_argument,
+                   at_least, budgeted_steps, check_init_out, check_options, engine_options, export_weights,
+                   initialise_from, parse_engine_args, parse_fractions, photo_files)
 
 __all__ = ["HELD_OUT_SAMPLES", "MAX_SIGMA", "VAL_SIGMAS", "CleanCropDataset", "NoisyValDataset",
            "training_photos", "fit_on_crops", "crop_run_provenance", "make_loss_fn", "val_fn", "psnr_batch",
-           "shipped_weights_for", "parse_args", "main"]
+           "shipped_weights_for", "parse_args", "check_crop_options", "main"]
 
 #: scikit-image photos kept for the benchmarks (never trained on).
 HELD_OUT_SAMPLES = ("astronaut", "camera", "coffee", "chelsea")
@@ -239,6 +240,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parse_engine_args(ap, argv)
 
 
+def check_crop_options(args: argparse.Namespace, **rules: Rule) -> None:
+    """Refuse the bad options of a denoiser recipe (this one or :mod:`pnpdeblur.train.dncnn`) by name, before any work.
+
+    The options both have (``--crop --max-sigma --threads --val-images --halve-at --data --init``
+    and the shared ones, :func:`~pnpdeblur.train._cli.check_options`) plus the recipe's ``rules``;
+    ``--val-images`` must leave ``--data`` a photo to train on. Raises ``ValueError`` naming the option.
+    """
+    check_options(args, files=("init",), crop=at_least(8), max_sigma=UNIT, threads=POSITIVE_INT, val_images=COUNT,
+                  **rules)
+    parse_fractions("--halve-at", args.halve_at)
+    if args.data is not None:
+        n = len(photo_files("--data", args.data))
+        if args.val_images >= n:
+            raise ValueError(f"--val-images ({args.val_images}) must be smaller than the {n} photos of --data "
+                             f"{args.data}")
+
+
 def fit_on_crops(args: argparse.Namespace, model: torch.nn.Module, loss_fn: Any, val_fn: Any,
                  train_photos: Sequence[Any], val_photos: Sequence[Any], warmup: float = 0.0):
     """Train a denoiser on random crops of ``train_photos`` with the shared engine; returns ``(trainer, rate)``.
@@ -302,11 +320,19 @@ def main(argv=None) -> Path:
     from .distributed import is_main_process
 
     args = parse_args(argv)
+    check_crop_options(args, blocks=POSITIVE_INT, warmup=NONNEGATIVE)
+    if args.features is not None:
+        try:
+            features = tuple(int(f) for f in args.features.split(","))
+        except ValueError:
+            features = ()
+        if len(features) != 4 or min(features) < 1:
+            raise ValueError(f"--features must be 4 comma-separated ints >= 1, got {args.features!r}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     config = dict(SMALL_CONFIG if args.small else PAPER_CONFIG)
     if args.features is not None:
-        config["features"] = tuple(int(f) for f in args.features.split(","))
+        config["features"] = features
     if args.blocks is not None:
         config["blocks"] = args.blocks
     if args.residual is not None:
@@ -320,8 +346,6 @@ def main(argv=None) -> Path:
     train_photos, val_photos = training_photos(args.data, args.val_images if args.data else 0,
                                                skimage=not args.no_skimage)
     loss_fn = make_loss_fn(args.max_sigma)
-    if not args.warmup >= 0:
-        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
     t0 = time.time()
     trainer, rate = fit_on_crops(args, model, loss_fn, val_fn, train_photos, val_photos, warmup=args.warmup)
     out = Path(args.out)

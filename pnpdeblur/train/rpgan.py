@@ -72,7 +72,8 @@ from ..losses.rpgan import (
 )
 from ..nets.rpgan import ArtifactCritic, ConditionalDiscriminator, RPGANGenerator
 from ..priors.rpgan import RPGANPrior, rpgan_schedule
-from ._cli import add_engine_arguments, add_time_budget_argument, device_name, engine_options, parse_engine_args
+from ._cli import (FRACTION, NONNEGATIVE, add_engine_arguments, add_time_budget_argument, check_options, device_name,
+                   engine_options, parse_engine_args)
 from .replay import PAPER_PROPORTIONS, ReplayBuffer, level_counts
 
 #: Side of the crops the pool's SEN flows are estimated on by default (``--flow-context``): the
@@ -464,7 +465,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--proportions", default=",".join(map(str, PAPER_PROPORTIONS)),
                     help="share of each level in the buffer (paper: 0.5,0.3,0.2)")
     ap.add_argument("--refresh-every", type=int, default=3, help="epochs on one buffer filling (paper: 3)")
-    ap.add_argument("--preset", default="23", help="flow preset of the pool ('23' or '46')")
+    ap.add_argument("--preset", choices=("23", "46"), default="23", metavar="PRESET",
+                    help="flow preset of the pool ('23' or '46')")
     ap.add_argument("--noise", type=float, default=0.01, help="noise std of the blurred images and of the schedule")
     ap.add_argument("--flows", choices=("sen", "sen-ensemble", "true"), default="sen",
                     help="flows of the deconvolutions (paper: sen, one SEN pass; sen-ensemble: SEN's 8-symmetry "
@@ -520,6 +522,9 @@ def main(argv=None) -> Path:
     from .sen import HELD_OUT_SAMPLES, held_out_samples, training_sources
 
     args = parse_args(argv)
+    check_options(args, files=("sen", "vgg"), photo_folders=("corpus",), lr_end=NONNEGATIVE, decay_from=FRACTION,
+                  gamma=NONNEGATIVE, lam=NONNEGATIVE, gp_weight=NONNEGATIVE,
+                  adam_betas=((lambda v: all(0 <= b < 1 for b in v)), "two numbers in [0, 1)"))
     proportions = _floats(args.proportions, "--proportions")
     try:  # checked now: the buffer is first built after the level-1 phase, perhaps hours in
         level_counts(args.buffer, proportions)

@@ -40,8 +40,8 @@ from torch.utils.data import ConcatDataset, default_collate
 from ..data import FLOW_PRESETS, SyntheticBlurDataset, list_images, read_image, sample_image, sample_images
 from ..losses import flow_l2_loss
 from ..nets.sen import SEN, SEN_PRETRAINED_PATH
-from ._cli import (add_engine_arguments, add_time_budget_argument, budgeted_steps, check_init_out, device_name,
-                   engine_options, export_weights, parse_engine_args)
+from ._cli import (NONNEGATIVE, POSITIVE_INT, add_engine_arguments, add_time_budget_argument, budgeted_steps,
+                   check_init_out, check_options, device_name, engine_options, export_weights, parse_engine_args)
 from ._cli import initialise_from as _initialise_from
 
 __all__ = ["TRAIN_SAMPLES", "HELD_OUT_SAMPLES", "samples_at_least", "training_sources", "held_out_samples",
@@ -225,6 +225,8 @@ def main(argv=None) -> Path:
     from .distributed import is_main_process
 
     args = parse_args(argv)
+    check_options(args, files=("init",), photo_folders=("corpus",), crop=POSITIVE_INT, width=POSITIVE_INT,
+                  stacks=POSITIVE_INT, levels=POSITIVE_INT, lr_end=NONNEGATIVE)
     if not (math.isfinite(args.max_gain) and args.max_gain >= 1):
         raise ValueError(f"--max-gain must be a number >= 1, got {args.max_gain}")
     if not 0 <= args.highlight_prob <= 1:
