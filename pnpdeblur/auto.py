@@ -25,6 +25,7 @@ from typing import Any, Callable, List, Mapping, Optional, Union
 import numpy as np
 import torch
 
+from ._checks import check_flag
 from ._images import as_image_batch
 from ._repr import describe_array, short_floats
 from .backend import resolve_device, to_torch
@@ -204,8 +205,7 @@ def deblur_auto(
     # the kernel's result is scored as deconvolved, then registered (deblur_shake's `register`): its
     # reblur residual must not carry the interpolation of a move and its move back
     register = extra["shake_options"].pop("register", True)
-    if not isinstance(register, (bool, np.bool_)):
-        raise TypeError(f"register must be True or False, got {register!r}")
+    register = check_flag(register, "register")
     rf = deblur(image, flow_model=flow_model, **common, **extra["flow_options"])
     rs = deblur_shake(image, kernel_size, **common, register=False, **extra["shake_options"])
 

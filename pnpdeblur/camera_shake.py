@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import numpy as np
 import torch
 
+from ._checks import check_flag, check_real
 from ._images import as_image_batch
 from ._repr import describe_array, short_floats
 from ._warn import warn_at_caller
@@ -26,7 +27,6 @@ from .backend import resolve_device
 from .estimation.kernel import _check_kernel_size, centroid_offset, check_kernel_fits, estimate_kernel, kernel_length
 from .pipeline import (DEFAULT_NOISE_FLOOR, GIVEN_BLUR_NOISE_FLOOR, _copy_input, check_photo_options, check_prior,
                        default_prior, given_blur_prior, linearize, noise_levels, reference_batch, schedule_for)
-from .priors.base import check_real
 from .solvers.weights import DEFAULT_SATURATION, crop_boundary, pad_problem, saturation_weights
 
 __all__ = ["deblur_shake", "ShakeDeblurResult", "DEFAULT_KERNEL_SIZE", "SHAKE_THRESHOLD"]
@@ -173,12 +173,9 @@ def deblur_shake(
     from .operators import Convolution
     from .solvers import hqs
 
-    if not isinstance(safeguard, (bool, np.bool_)):
-        raise TypeError(f"safeguard must be True or False, got {safeguard!r}")
-    if not isinstance(register, (bool, np.bool_)):
-        raise TypeError(f"register must be True or False, got {register!r}")
-    if not isinstance(progress, (bool, np.bool_)):
-        raise TypeError(f"progress must be True or False, got {progress!r}")
+    safeguard = check_flag(safeguard, "safeguard")
+    register = check_flag(register, "register")
+    progress = check_flag(progress, "progress")
     check_prior(prior)
     threshold = SHAKE_THRESHOLD if blur_threshold is None else check_real(blur_threshold, "blur_threshold")
     if noise_floor is None:

@@ -20,6 +20,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
+from ._checks import check_flag
+
 __all__ = [
     "save_checkpoint",
     "load_checkpoint",
@@ -82,6 +84,7 @@ def save_checkpoint(
     header = {"architecture": str(architecture), "config": dict(config), **metadata}
     text = json.dumps(header, sort_keys=True)
     path = Path(path)
+    sidecar = check_flag(sidecar, "sidecar")
     if sidecar and path.suffix == ".json":
         raise ValueError(f"path must not end in .json when sidecar=True (the header goes there), got {path}")
     path.parent.mkdir(parents=True, exist_ok=True)

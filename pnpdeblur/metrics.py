@@ -34,6 +34,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from ._checks import check_flag
 from ._images import check_unit_scale
 from .backend import host_image_batch, to_host_numpy
 
@@ -229,7 +230,9 @@ def ssim(x, ref, data_range: float | None = None, *, gaussian_weights: bool = Fa
     for name, k in (("K1", K1), ("K2", K2)):
         if isinstance(k, bool) or not (isinstance(k, numbers.Real) and 0 <= k < np.inf):
             raise ValueError(f"{name} must be a finite number >= 0, got {k!r}")
-    sample_cov = (not gaussian_weights) if use_sample_covariance is None else bool(use_sample_covariance)
+    gaussian_weights = check_flag(gaussian_weights, "gaussian_weights")
+    sample_cov = (not gaussian_weights) if use_sample_covariance is None else check_flag(
+        use_sample_covariance, "use_sample_covariance")
     a, b = _batch(x, ref, channel_axis)
     dr = _check_range(data_range, x, ref)
     _check_unit_floats(data_range, x, a, b)
@@ -263,6 +266,7 @@ def flow_epe(est, gt, symmetric: bool = True, reduction: str = "mean"):
     ----------
     est, gt : ``(2, H, W)`` or ``(N, 2, H, W)`` numpy arrays or torch tensors.
     """
+    symmetric = check_flag(symmetric, "symmetric")
     e, g = _flows(est, gt)
     d = np.sqrt(((e - g) ** 2).sum(axis=1))
     if symmetric:
@@ -276,6 +280,7 @@ def flow_mse(est, gt, symmetric: bool = True, reduction: str = "mean"):
     This is the "MSE on motion flow estimation" of Wu et al. / Gong et al. With
     ``symmetric=True`` each pixel uses ``min(‖est − gt‖², ‖est + gt‖²)`` (``m ≡ −m``).
     """
+    symmetric = check_flag(symmetric, "symmetric")
     e, g = _flows(est, gt)
     d = ((e - g) ** 2).sum(axis=1)
     if symmetric:
@@ -368,6 +373,7 @@ def kohler_psnr(x, sharp_frames: Sequence, max_shift: int = 5, channel_axis: int
             and len(sharp_frames.shape) == len(x.shape)):
         # One image, not a stack: iterating it would compare x with its rows.
         sharp_frames = [sharp_frames]
+    return_details = check_flag(return_details, "return_details")
     frames = list(sharp_frames)
     if not frames:
         raise ValueError("sharp_frames must contain at least one image")

@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import numpy as np
 import torch
 
+from ._checks import check_flag, check_real
 from ._images import as_float_batch, as_image_batch
 from ._repr import describe_array, short_floats
 from ._vectors import vector_length
@@ -31,7 +32,6 @@ from .estimation.blur_detection import default_threshold, flow_blur_score
 from .estimation.learned import estimate_flow
 from .nets.sen import SEN
 from .operators._flow import MAX_FLOW
-from .priors.base import check_real
 from .solvers._common import prior_caller
 from .solvers.schedules import DEFAULT_LAMBDA, DEFAULT_SIGMA_START
 from .solvers.weights import DEFAULT_SATURATION, crop_boundary, pad_problem, saturation_weights
@@ -153,8 +153,7 @@ def estimate_noise_level(x: Any, saturation: Optional[float] = None, *,
     h, w = (x.shape[-2] // 2) * 2, (x.shape[-1] // 2) * 2
     if h == 0 or w == 0:
         raise ValueError(f"image must be at least 2×2 to estimate its noise, got {tuple(x.shape[-2:])}")
-    if not isinstance(compression, bool):
-        raise TypeError(f"compression must be True or False, got {compression!r}")
+    compression = check_flag(compression, "compression")
     t = x[..., :h, :w].detach().to(torch.float64)
     sigma = _diagonal_band_sigma(t, saturation).mean(dim=1)
     if compression and t.shape[1] == 3 and h >= 4 and w >= 4:
@@ -560,10 +559,8 @@ def deblur(
     default_n_iter, default_cg_iters = ESTIMATED_FLOW_SOLVE if estimated else GIVEN_FLOW_SOLVE
     n_iter = default_n_iter if n_iter is None else n_iter
     cg_iters = default_cg_iters if cg_iters is None else cg_iters
-    if not isinstance(safeguard, (bool, np.bool_)):
-        raise TypeError(f"safeguard must be True or False, got {safeguard!r}")
-    if not isinstance(flow_ensemble, bool):
-        raise TypeError(f"flow_ensemble must be True or False, got {flow_ensemble!r}")
+    safeguard = check_flag(safeguard, "safeguard")
+    flow_ensemble = check_flag(flow_ensemble, "flow_ensemble")
     blur_threshold = (default_threshold(flow_ensemble) if blur_threshold is None
                       else check_real(blur_threshold, "blur_threshold"))
     if noise_floor is None:
@@ -571,8 +568,7 @@ def deblur(
                        DEFAULT_NOISE_FLOOR if flow_ensemble else SINGLE_PASS_NOISE_FLOOR)
     noise_floor = check_real(noise_floor, "noise_floor")
     saturation, gamma = check_photo_options(saturation, boundary, gamma)
-    if not isinstance(progress, (bool, np.bool_)):
-        raise TypeError(f"progress must be True or False, got {progress!r}")
+    progress = check_flag(progress, "progress")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(entry, x) or None, got {type(callback).__name__}")
     if isinstance(flow_scale, bool) or not (isinstance(flow_scale, (int, float)) and 0 < flow_scale <= 1):

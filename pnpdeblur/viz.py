@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ._checks import check_flag, check_real
 from .backend import host_image_batch, to_host_numpy
 
 __all__ = [
@@ -102,6 +103,7 @@ def flow_to_color(flow, max_norm: float | None = None, symmetric: bool = False,
         raise ValueError(f"flow must be (2, H, W) or (N, 2, H, W), got shape {f.shape}")
     if dtype not in ("uint8", "float"):
         raise ValueError(f"dtype must be 'uint8' or 'float', got {dtype!r}")
+    symmetric = check_flag(symmetric, "symmetric")
     u, v = f[..., 0, :, :], f[..., 1, :, :]
     rad = np.hypot(u, v)
     if max_norm is None:
@@ -150,7 +152,6 @@ def flow_legend(size: int = 128, symmetric: bool = False, dtype: str = "uint8") 
 def _check_width(value: Any, name: str) -> float:
     """A figure width in inches: a finite number > 0 (``TypeError``/``ValueError`` naming ``name``;
     matplotlib's own error names neither, and accepts 0 and True)."""
-    from .priors.base import check_real
 
     return check_real(value, name, allow_zero=False, what=" (inches)")
 
@@ -238,6 +239,7 @@ def kernel_field_figure(image, flow, step: int = 16, path=None, mode: str = "lin
     if mode not in ("lines", "kernels"):
         raise ValueError(f"mode must be 'lines' or 'kernels', got {mode!r}")
     width = _check_width(width, "width")
+    show_flow = check_flag(show_flow, "show_flow")
     from ._images import check_unit_scale
 
     img = to_hwc(image)
@@ -321,6 +323,7 @@ def comparison_figure(images: Sequence, titles: Sequence[str] | None = None, ref
             or data_range <= 0):
         raise ValueError(f"data_range must be a positive finite number, got {data_range!r}")
     width_per_image = _check_width(width_per_image, "width_per_image")
+    show_ssim = check_flag(show_ssim, "show_ssim")
     imgs = [to_hwc(im, f"images[{i}]") for i, im in enumerate(images)]
     if not imgs:
         raise ValueError("images must contain at least one image")

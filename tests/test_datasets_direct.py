@@ -762,7 +762,7 @@ def test_synthetic_blur_arguments(tmp_path):
         with pytest.raises(ValueError, match=rf"^length must be a positive int, got {re.escape(repr(bad))}$"):
             SyntheticBlurDataset(images=[src], length=bad, crop=8)
     ds = SyntheticBlurDataset(images=[src], length=np.int64(3), crop=(8, 6), preset="46", noise_sigma=0.0,
-                              seed=1, channels=3, blur=0)
+                              seed=1, channels=3, blur=np.False_)
     assert len(ds) == 3 and type(ds.length) is int and ds.crop == (8, 6) and ds.blur is False
     assert ds.preset == "46" and ds.flow_kwargs == {} and ds.channels == 3
     assert ds._cropper.crop == (8, 6) and ds._cropper.hflip and ds._cropper.vflip

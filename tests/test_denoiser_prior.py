@@ -283,7 +283,7 @@ def test_net_without_config_takes_any_channel_count():
 def test_ensemble_averages_the_four_flips():
     net = _Net(dtype=torch.float64)
     z = torch.rand(1, 1, 4, 5, dtype=torch.float64)
-    prior = DenoiserPrior(net, ensemble=1)
+    prior = DenoiserPrior(net, ensemble=np.True_)
     assert prior.ensemble is True
     out = prior(z, 0.5)
     want = sum(_f(z.flip(d), 0.5).flip(d) if d else _f(z, 0.5) for d in ((), (-1,), (-2,), (-2, -1))) / 4

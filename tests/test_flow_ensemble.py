@@ -103,7 +103,7 @@ def test_batches_scale_and_dtype_with_the_ensemble():
 
 
 def test_ensemble_must_be_a_bool():
-    for bad in ("yes", 1, None, np.bool_(True)):
+    for bad in ("yes", 1, None):
         with pytest.raises(TypeError, match="^" + re.escape(f"ensemble must be True or False, got {bad!r}") + "$"):
             estimate_flow(_image(16, 16), StandInSEN(), ensemble=bad)
 
@@ -191,7 +191,7 @@ def test_deblur_threshold_and_noise_floor_follow_the_flow_mode(monkeypatch):
 
 def test_deblur_flow_ensemble_must_be_a_bool():
     y = _image(16, 16).permute(1, 2, 0).numpy()
-    for bad in ("no", 0, None, np.bool_(False)):
+    for bad in ("no", 0, None):
         with pytest.raises(TypeError, match="^" + re.escape(f"flow_ensemble must be True or False, got {bad!r}")
                            + "$"):
             pipeline.deblur(y, prior=TV(), flow_model=StandInSEN(), flow_ensemble=bad)

@@ -64,7 +64,7 @@ def test_constructor_defaults_and_checks():
     p = RPGANPrior(g)
     assert p.generator is g and not g.training  # eval mode
     assert (p.levels, p.clamp, p.device, p.channels, p.level, p.levels_run) == (3, False, None, 3, 0, [])
-    assert RPGANPrior(_Gen(), clamp=1).clamp is True
+    assert RPGANPrior(_Gen(), clamp=np.True_).clamp is True
     assert RPGANPrior(_Gen(channels=None)).channels is None
     with pytest.raises(TypeError, match=r"^generator must be an RPGANGenerator, a checkpoint path or None, got int$"):
         RPGANPrior(generator=3)

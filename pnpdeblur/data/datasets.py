@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._checks import check_flag
 from .._images import GREY_WEIGHTS, check_unit_scale
 from ._png import read_png16
 from ._utils import check_channels
@@ -226,7 +227,7 @@ def list_images(folder, recursive: bool = False) -> list[Path]:
     d = Path(folder)
     if not d.is_dir():
         raise FileNotFoundError(f"folder not found: {d}")
-    it = d.rglob("*") if recursive else d.iterdir()
+    it = d.rglob("*") if check_flag(recursive, "recursive") else d.iterdir()
     files = sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {d}")
@@ -297,9 +298,11 @@ class PairAugment:
         if noise_sigma is not None and (isinstance(noise_sigma, bool) or not (
                 isinstance(noise_sigma, numbers.Real) and 0 <= noise_sigma < math.inf)):
             raise ValueError(f"noise_sigma must be a finite non-negative float, got {noise_sigma!r}")
+        hflip, vflip, rot90 = check_flag(hflip, "hflip"), check_flag(vflip, "vflip"), check_flag(rot90, "rot90")
+        permute_channels = check_flag(permute_channels, "permute_channels")
         self.crop, self.hflip, self.vflip, self.rot90 = crop, hflip, vflip, rot90
         self.permute_channels, self.saturation, self.noise_sigma = permute_channels, saturation, noise_sigma
-        self.canonical_flow = canonical_flow
+        self.canonical_flow = check_flag(canonical_flow, "canonical_flow")
 
     @classmethod
     def nah(cls, crop: int | tuple[int, int] | None = 256) -> "PairAugment":
@@ -371,6 +374,7 @@ class _Base(Dataset):
     def __init__(self, transform: PairAugment | Callable | None, seed, fixed: bool):
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be a PairAugment or callable, got {type(transform).__name__}")
+        fixed = check_flag(fixed, "fixed")
         if fixed and seed is None:
             raise ValueError("fixed=True needs an int seed")
         if seed is not None and not (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
@@ -571,7 +575,7 @@ class SyntheticBlurDataset(_Base):
                  seed: int | None = None, fixed: bool = False, channels: int = 3,
                  flow_kwargs: dict | None = None, transform: PairAugment | None = None, blur: bool = True):
         super().__init__(transform, seed, fixed)
-        self.blur = bool(blur)
+        self.blur = check_flag(blur, "blur")
         if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 1:
             raise ValueError(f"length must be a positive int, got {length!r}")
         self.sources, labels = _images_from(images, channels)
@@ -719,7 +723,7 @@ class PairedFolderDataset(_Base):
                  strict: bool = True, seed: int | None = None, fixed: bool = False):
         super().__init__(transform, seed, fixed)
         self.channels = check_channels(channels)
-        self.pairs = self._match(list_images(blurred_dir), list_images(sharp_dir), strict)
+        self.pairs = self._match(list_images(blurred_dir), list_images(sharp_dir), check_flag(strict, "strict"))
         _check_pair_files(self.pairs, transform)
 
     @staticmethod

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._checks import check_flag
 from ..operators._flow import MAX_FLOW
 from ._utils import as_generator, check_shape2
 
@@ -130,6 +131,7 @@ class CameraMotion:
         numpy.ndarray
             ``(2, H, W)`` float64; channel 0 is u (right), channel 1 is v (down).
         """
+        integer, canonical = check_flag(integer, "integer"), check_flag(canonical, "canonical")
         m = self.continuous_flow(shape)
         peak = np.maximum(np.abs(m[0]), np.abs(m[1]))
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._checks import check_flag
 from .._images import check_unit_scale
 from .._repr import ArrayFieldsRepr
 from ._utils import as_generator, is_finite_real
@@ -79,6 +80,7 @@ def synthesize_flow_blur(sharp, preset: str | int = "23", noise_sigma: float | t
         raise ValueError(f"sharp must be (H, W) or (H, W, C), got shape {np.shape(sharp)}")
     if not np.all(np.isfinite(x)):
         raise ValueError("sharp contains NaN or Inf")
+    clip = check_flag(clip, "clip")
     if clip and x.size:  # the clip would turn a 0-255 float photo's blurred copy white
         check_unit_scale(float(x.min()), float(x.max()), "sharp",
                          "divide 8-bit images by 255, or pass clip=False for other scales")

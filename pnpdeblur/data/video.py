@@ -42,6 +42,7 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 from scipy import ndimage
 
+from .._checks import check_flag
 from .._images import check_unit_scale
 from .._repr import ArrayFieldsRepr
 from ._utils import as_generator, check_shape2, is_finite_real
@@ -423,12 +424,7 @@ def check_clip_options(motion: str, max_blur, gamma, n_frames, foreground) -> No
     if n_frames is not None and (not isinstance(n_frames, numbers.Integral) or isinstance(n_frames, bool)
                                  or n_frames < 1 or n_frames % 2 == 0):
         raise ValueError(f"n_frames must be a positive odd int (7-13 in GOPRO) or None, got {n_frames!r}")
-    _check_flag(foreground, "foreground")
-
-
-def _check_flag(value, name: str) -> None:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
+    check_flag(foreground, "foreground")
 
 
 def _check_clip(image, n_frames, spacing, order, rng):
@@ -467,7 +463,7 @@ class _Scene(NamedTuple):
     def build(cls, photo, shape, max_blur, n_blurred, n, motion, min_blur, acceleration, gamma,
               path, foreground, order, rng) -> "_Scene":
         _check_positive("max_blur", max_blur)
-        _check_flag(foreground, "foreground")  # a string such as "no" would add a foreground
+        check_flag(foreground, "foreground")  # a string such as "no" would add a foreground
         if shape is None:
             # leave a margin for the motion of n_blurred exposures so little border enters
             m = int(math.ceil(max_blur * (n_blurred + 1) / 2.0))
@@ -546,6 +542,7 @@ def synthesize_video_blur(
     -------
     VideoBlurSample
     """
+    return_frames = check_flag(return_frames, "return_frames")
     rng = as_generator(seed)
     photo, n, spacing = _check_clip(image, n_frames, spacing, order, rng)
     scene = _Scene.build(

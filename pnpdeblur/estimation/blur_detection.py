@@ -36,10 +36,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._checks import check_flag, check_real
 from .._images import GREY_WEIGHTS, as_image_batch
 from .._vectors import vector_length
 from ..nets.sen import SEN
-from ..priors.base import check_real
 
 __all__ = ["DEFAULT_THRESHOLD", "SINGLE_PASS_THRESHOLD", "default_threshold", "blur_score", "flow_blur_score",
            "is_blurred", "reblur_score"]
@@ -63,7 +63,7 @@ SINGLE_PASS_THRESHOLD = 4.5
 
 def default_threshold(ensemble: bool = True) -> float:
     """The calibrated threshold for flows estimated with (default) or without the ensemble."""
-    return DEFAULT_THRESHOLD if ensemble else SINGLE_PASS_THRESHOLD
+    return DEFAULT_THRESHOLD if check_flag(ensemble, "ensemble") else SINGLE_PASS_THRESHOLD
 
 
 # the four directions of the re-blur score (dx, dy): 0°, 45°, 90°, 135°

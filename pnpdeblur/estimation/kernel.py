@@ -38,6 +38,7 @@ import numpy as np
 from scipy import fft, ndimage
 from skimage.transform import resize
 
+from .._checks import check_flag
 from .classical import _MIN_SIZE, _grey_batch
 
 __all__ = ["estimate_kernel", "kernel_length"]
@@ -381,8 +382,7 @@ def estimate_kernel(
     iterations = _check_count(iterations, "iterations")
     reg = _check_positive(kernel_reg, "kernel_reg")
     max_side = _check_count(max_side, "max_side")
-    if not isinstance(denoise, (bool, np.bool_)):
-        raise TypeError(f"denoise must be True or False, got {denoise!r}")
+    denoise = check_flag(denoise, "denoise")
     g, _, batch = _grey_batch(image, "image")
     check_kernel_fits(size, g.shape[1:], max_side)
     if denoise:

@@ -23,6 +23,7 @@ from typing import Any, Optional, Union
 import torch
 import torch.nn.functional as F
 
+from .._checks import check_flag
 from .._images import as_image_batch
 from .._tiling import window_starts as _starts
 from .._warn import warn_at_caller
@@ -194,8 +195,7 @@ def estimate_flow(
         model = default_flow_model()
     if not isinstance(model, SEN):
         raise TypeError(f"model must be a pnpdeblur.nets.SEN, got {type(model).__name__}")
-    if not isinstance(ensemble, bool):
-        raise TypeError(f"ensemble must be True or False, got {ensemble!r}")
+    ensemble = check_flag(ensemble, "ensemble")
     if isinstance(scale, bool) or not (isinstance(scale, (int, float)) and 0 < scale <= 1):
         raise ValueError(f"scale must be a number in (0, 1], got {scale!r}")
     for name, v in (("tile", tile), ("overlap", overlap)):

@@ -30,8 +30,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from .._checks import check_real
 from .._vectors import vector_length
-from ..priors.base import check_real
 from ._checks import check_finite
 
 __all__ = ["endpoint_error", "multiscale_epe", "FLOWNET_WEIGHTS"]

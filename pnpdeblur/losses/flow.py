@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .._checks import check_flag
 from ._checks import check_finite
 
 __all__ = ["flow_l2_loss"]
@@ -42,8 +43,7 @@ def flow_l2_loss(pred: torch.Tensor, target: torch.Tensor, symmetric: bool = Fal
     for name, t in (("pred", pred), ("target", target)):
         if not t.is_floating_point():
             raise TypeError(f"{name} must be a float tensor (pixels), got dtype {t.dtype}")
-    if not isinstance(symmetric, (bool, np.bool_)):
-        raise TypeError(f"symmetric must be True or False, got {symmetric!r}")
+    symmetric = check_flag(symmetric, "symmetric")
     if pred.shape != target.shape or pred.ndim != 4 or pred.shape[1] != 2:
         raise ValueError(f"pred and target must both be (N, 2, H, W), got {tuple(pred.shape)} and {tuple(target.shape)}")
     check_finite(pred, "pred")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 
@@ -24,9 +24,15 @@ def check_int(name: str, value: Any, lo: int = 1) -> int:
     return value
 
 
-def check_input(x: Any, channels: int, name: str = "x", allow_empty: bool = False) -> torch.Tensor:
+def check_input(x: Any, channels: int, name: str = "x", allow_empty: bool = False,
+                net: Optional[torch.nn.Module] = None) -> torch.Tensor:
     """``x`` unchanged if it is a finite float ``(N, channels, H, W)`` tensor, else TypeError/ValueError
-    (an empty one too unless ``allow_empty``)."""
+    (an empty one too unless ``allow_empty``).
+
+    With ``net``, ``x`` must also have the dtype and device of the network's weights (a float64
+    numpy image is the usual slip; torch would say only "Input type and bias type should be the
+    same"). Under autocast the dtypes legitimately differ, so only the device is checked there.
+    """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, {channels}, H, W), got {type(x).__name__}")
     if not x.is_floating_point():
@@ -37,7 +43,21 @@ def check_input(x: Any, channels: int, name: str = "x", allow_empty: bool = Fals
         raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
     if x.device.type != "meta" and not bool(torch.isfinite(x.detach()).all()):  # meta tensors hold no values
         raise ValueError(f"{name} holds NaN or Inf values")
+    if net is not None:
+        _check_like_weights(x, net, name)
     return x
+
+
+def _check_like_weights(x: torch.Tensor, net: torch.nn.Module, name: str) -> None:
+    w = next((p for p in net.parameters() if p.is_floating_point()), None)
+    if w is None or "meta" in (x.device.type, w.device.type):
+        return
+    if x.device != w.device:
+        raise ValueError(f"{name} is on {x.device} but {type(net).__name__}'s weights are on {w.device}; "
+                         "move one of them with .to()")
+    if x.dtype != w.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(f"{name} has dtype {x.dtype} but {type(net).__name__}'s weights are {w.dtype}; "
+                        f"convert with {name}.to({w.dtype}) or the network with .to({x.dtype})")
 
 
 def check_multiple(x: torch.Tensor, stride: int, cls: str, name: str = "x") -> None:

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_flag
 from ..checkpoints import CheckpointError
 from ._e2e import check_input as _check_image
 from ._e2e import check_int as _check_int
@@ -125,7 +126,7 @@ class DeblurGANGenerator(CheckpointMixin, nn.Module):
         if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
             raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
         self.config: Dict[str, Any] = dict(in_channels=in_channels, features=features, blocks=blocks,
-                                           dropout=float(dropout), clamp=bool(clamp))
+                                           dropout=float(dropout), clamp=check_flag(clamp, "clamp"))
         f, c = features, in_channels
         self.head = nn.Conv2d(c, f, 7, padding=3, padding_mode="reflect")
         self.down1 = nn.Conv2d(f, 2 * f, 3, stride=2, padding=1)
@@ -157,7 +158,7 @@ class DeblurGANGenerator(CheckpointMixin, nn.Module):
         return torch.tanh(self.tail(h))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_image(x, self.config["in_channels"])
+        _check_image(x, self.config["in_channels"], net=self)
         # instance norm needs > 1 pixel at 1/4 resolution, the 7×7 reflection pad > 3 px
         xp, size = _pad_to(x, self.stride, 8)
         a = 2 * xp - 1
@@ -171,7 +172,7 @@ class DeblurGANGenerator(CheckpointMixin, nn.Module):
 
         ``x``'s ``H`` and ``W`` must be multiples of :attr:`stride` (ValueError otherwise).
         """
-        _check_image(x, self.config["in_channels"])
+        _check_image(x, self.config["in_channels"], net=self)
         if x.shape[-2] % self.stride or x.shape[-1] % self.stride:
             raise ValueError(f"x's H and W must be multiples of {self.stride}, got {tuple(x.shape[-2:])}; "
                              "call the network itself for any size")
@@ -289,7 +290,7 @@ class DeblurGANCritic(CheckpointMixin, nn.Module):
         return h + 2, w + 2  # two stride-1 layers each add one
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_image(x, self.config["in_channels"])
+        _check_image(x, self.config["in_channels"], net=self)
         if min(x.shape[-2:]) < 8:
             raise ValueError(f"x must be at least 8×8 for the critic, got {tuple(x.shape[-2:])}")
         return self.model(2 * x - 1)

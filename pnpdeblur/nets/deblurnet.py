@@ -115,7 +115,7 @@ class DeblurNet(CheckpointMixin, nn.Module):
 
     def forward_multiscale(self, x: torch.Tensor) -> List[torch.Tensor]:
         """``[L1, L2, L3]`` for the blurred ``x`` ``(N, C, H, W)`` (H, W multiples of 4), coarse → fine."""
-        check_input(x, self.config["in_channels"])
+        check_input(x, self.config["in_channels"], net=self)
         check_multiple(x, self.stride, type(self).__name__)
         g4, g2, g1 = image_pyramid(x, 3)
         l1 = g4 + self.n1(g1)
@@ -125,6 +125,6 @@ class DeblurNet(CheckpointMixin, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Deblurred ``x`` ``(N, C, H, W)`` of any size (reflection-padded to 4, cropped back)."""
-        check_input(x, self.config["in_channels"])
+        check_input(x, self.config["in_channels"], net=self)
         xp, size = pad_to_multiple(x, self.stride)
         return crop_to(self.forward_multiscale(xp)[-1], size)

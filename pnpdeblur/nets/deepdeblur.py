@@ -167,7 +167,7 @@ class DeepDeblur(CheckpointMixin, nn.Module):
         H and W must be multiples of :attr:`stride` (training crops); the input pyramid is
         :func:`~pnpdeblur.losses.multiscale.image_pyramid` of ``x``.
         """
-        check_input(x, self.config["in_channels"])
+        check_input(x, self.config["in_channels"], net=self)
         check_multiple(x, self.stride, type(self).__name__)
         r = self.config["rgb_range"]
         pyramid = [(p - 0.5) * r for p in image_pyramid(x, self.config["scales"])]
@@ -180,7 +180,7 @@ class DeepDeblur(CheckpointMixin, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Deblurred ``x`` ``(N, C, H, W)`` of any size (reflection-padded to :attr:`stride`, cropped back)."""
-        check_input(x, self.config["in_channels"])
+        check_input(x, self.config["in_channels"], net=self)
         xp, size = pad_to_multiple(x, self.stride)
         return crop_to(self.forward_multiscale(xp)[-1], size)
 
@@ -321,7 +321,7 @@ class DeepDeblurDiscriminator(CheckpointMixin, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logit ``(N, 1)`` that ``x`` ``(N, C, H, W)`` in [0, 1] is a sharp image."""
-        check_input(x, self.config["in_channels"])
+        check_input(x, self.config["in_channels"], net=self)
         slope = self.config["negative_slope"]
         for conv in self.convs:
             x = F.leaky_relu(conv(x), slope)

@@ -72,7 +72,7 @@ class DnCNN(CheckpointMixin, nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, sigma: Union[float, torch.Tensor] = 0.0) -> torch.Tensor:
-        check_input(x, self.config["channels"], allow_empty=True)  # NaN would give a NaN image silently
+        check_input(x, self.config["channels"], allow_empty=True, net=self)  # NaN would give a NaN image silently
         if isinstance(sigma, (bool, str, bytes)):  # True read as σ = 1
             raise TypeError(f"sigma must be a float or a tensor, got {type(sigma).__name__}")
         inp = x

@@ -178,7 +178,7 @@ class DRUNet(CheckpointMixin, nn.Module):
             nn.init.zeros_(self.tail.weight)
 
     def forward(self, x: torch.Tensor, sigma: Union[float, torch.Tensor] = 0.0) -> torch.Tensor:
-        check_input(x, self.config["channels"])
+        check_input(x, self.config["channels"], net=self)
         smap = noise_level_map(sigma, x)
         inp, size = pad_to_multiple(torch.cat((x, smap), dim=1), 8)  # three 2× down-samplings
         x1 = self.head(inp)

@@ -151,13 +151,13 @@ class DVD(CheckpointMixin, nn.Module):
 
     def forward_multiscale(self, frames: torch.Tensor) -> List[torch.Tensor]:
         """``[restored centre frame]`` for a stack ``(N, T·C, H, W)``, H and W multiples of 8."""
-        check_input(frames, self.in_channels, "frames")
+        check_input(frames, self.in_channels, "frames", net=self)
         check_multiple(frames, self.stride, type(self).__name__, "frames")
         return [self._run(frames)]
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """Restored centre frame ``(N, C, H, W)`` of a stack ``(N, T·C, H, W)`` of any size."""
-        check_input(frames, self.in_channels, "frames")
+        check_input(frames, self.in_channels, "frames", net=self)
         xp, size = pad_to_multiple(frames, self.stride)
         return crop_to(self._run(xp), size)
 

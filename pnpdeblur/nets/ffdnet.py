@@ -59,7 +59,7 @@ class FFDNet(CheckpointMixin, nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, sigma: Union[float, torch.Tensor] = 0.0) -> torch.Tensor:
-        check_input(x, self.config["channels"])
+        check_input(x, self.config["channels"], net=self)
         smap = noise_level_map(sigma, x)
         xp, size = pad_to_multiple(x, 2, mode="replicate")
         mp, _ = pad_to_multiple(smap, 2, mode="replicate")

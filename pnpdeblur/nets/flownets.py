@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_flag
 from ..checkpoints import CheckpointError
 from ._e2e import check_input as _check_frame
 from ._base import CheckpointMixin, crop_to, pad_to_multiple
@@ -123,8 +124,10 @@ class FlowNetS(CheckpointMixin, nn.Module):
                 raise ValueError(f"input_mean must be finite, got {mean!r}")
             if len(mean) != in_channels:
                 raise ValueError(f"input_mean must have {in_channels} entries (one per channel), got {mean!r}")
-        self.config: Dict[str, Any] = dict(in_channels=in_channels, width=width, batch_norm=bool(batch_norm),
-                                           head_bias=bool(head_bias), div_flow=float(div_flow), input_mean=mean)
+        self.config: Dict[str, Any] = dict(in_channels=in_channels, width=width,
+                                           batch_norm=check_flag(batch_norm, "batch_norm"),
+                                           head_bias=check_flag(head_bias, "head_bias"),
+                                           div_flow=float(div_flow), input_mean=mean)
         w = width
         for name, cin, cout, k, s in _ENCODER:
             cin = 2 * in_channels if cin is None else cin * w
@@ -159,8 +162,8 @@ class FlowNetS(CheckpointMixin, nn.Module):
     # -- internals ------------------------------------------------------------------
     def _check_pair(self, frame1: torch.Tensor, frame2: torch.Tensor) -> None:
         c = self.config["in_channels"]
-        _check_frame(frame1, c, "frame1")
-        _check_frame(frame2, c, "frame2")
+        _check_frame(frame1, c, "frame1", net=self)
+        _check_frame(frame2, c, "frame2", net=self)
         if frame1.shape != frame2.shape:
             raise ValueError(f"frame1 and frame2 must have the same shape, got {tuple(frame1.shape)} "
                              f"and {tuple(frame2.shape)}")

@@ -60,7 +60,7 @@ class IRCNN(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.config["channels"])
+        check_input(x, self.config["channels"], net=self)
         return x - self.body(x)
 
 

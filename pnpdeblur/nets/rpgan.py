@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..priors.base import check_real
+from .._checks import check_real
 from ._base import WEIGHTS_DIR, CheckpointMixin, crop_to, pad_to_multiple
 from ._e2e import check_input
 
@@ -179,8 +179,8 @@ class RPGANGenerator(CheckpointMixin, nn.Module):
 
     def forward(self, deconv: torch.Tensor, blurred: torch.Tensor) -> torch.Tensor:
         """Restore ``deconv`` (I*) given the observation ``blurred`` (O); see the class notes."""
-        check_input(deconv, self.channels, "deconv")
-        check_input(blurred, self.channels, "blurred")
+        check_input(deconv, self.channels, "deconv", net=self)
+        check_input(blurred, self.channels, "blurred", net=self)
         if deconv.shape != blurred.shape:
             raise ValueError(f"deconv and blurred must have the same shape, got {tuple(deconv.shape)} "
                              f"and {tuple(blurred.shape)}")
@@ -248,8 +248,8 @@ class ConditionalDiscriminator(CheckpointMixin, nn.Module):
         _init_critic(self, channels, width, relu_slope, inputs=2, norm="batch")
 
     def forward(self, x: torch.Tensor, blurred: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.channels, "x")
-        check_input(blurred, self.channels, "blurred")
+        check_input(x, self.channels, "x", net=self)
+        check_input(blurred, self.channels, "blurred", net=self)
         if x.shape != blurred.shape:
             raise ValueError(f"x and blurred must have the same shape, got {tuple(x.shape)} and {tuple(blurred.shape)}")
         return self.net(torch.cat((x, blurred), 1))
@@ -293,7 +293,7 @@ class ArtifactCritic(CheckpointMixin, nn.Module):
         _init_critic(self, channels, width, relu_slope, inputs=1, norm="layer")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.channels, "x")
+        check_input(x, self.channels, "x", net=self)
         return self.net(x)
 
     def score(self, x: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..priors.base import check_real
+from .._checks import check_real
 from ._base import WEIGHTS_DIR, CheckpointMixin, crop_to, pad_to_multiple
 from ._e2e import check_input, check_int
 
@@ -164,7 +164,7 @@ class SEN(CheckpointMixin, nn.Module):
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         c = self.config["in_channels"]
-        check_input(x, c, allow_empty=True)  # NaN would give NaN flows silently
+        check_input(x, c, allow_empty=True, net=self)  # NaN would give NaN flows silently
         if x.shape[-2] % self.stride or x.shape[-1] % self.stride:
             raise ValueError(f"x's H and W must be multiples of {self.stride}, got {tuple(x.shape[-2:])}; "
                              "use SEN.estimate for any size")

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, Tuple
 
 import torch
 
+from .._checks import check_flag
 from ..backend import array_kind, check_float, from_torch, to_torch
 from ..backend import check_finite as _check_finite
 
@@ -155,8 +156,7 @@ class LinearOperator:
             _check_finite(x, name)
 
     def _call(self, x: Any, fn: Callable[[torch.Tensor], torch.Tensor], name: str, check_finite: bool) -> Any:
-        if not isinstance(check_finite, bool):
-            raise TypeError(f"check_finite must be True or False, got {check_finite!r}")
+        check_finite = check_flag(check_finite, "check_finite")
         kind = array_kind(x, name)
         t, restore = to_nchw(to_torch(x, name), kind, name)
         self.check_image(t, name, check_finite)

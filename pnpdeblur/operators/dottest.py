@@ -13,6 +13,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from .._checks import check_flag
 from ..backend import check_finite, check_float, resolve_device
 from .base import LinearOperator
 
@@ -114,8 +115,7 @@ def dot_test(
     if tol is not None and (isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0
                             or not math.isfinite(tol)):
         raise ValueError(f"tol must be a finite number >= 0 or None, got {tol!r}")
-    if not isinstance(normal, bool):
-        raise TypeError(f"normal must be True or False, got {normal!r}")
+    normal = check_flag(normal, "normal")
     if (x is None) != (y is None):
         raise ValueError("give both x and y, or neither")
     dev = resolve_device(device) or torch.device("cpu")

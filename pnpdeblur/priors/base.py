@@ -9,12 +9,11 @@ output has the shape, dtype, device and array type of ``z``; ``sigma = 0`` retur
 """
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any, Dict, Optional, Protocol, runtime_checkable
 
 import torch
 
+from .._checks import check_real
 from ..backend import array_kind, check_finite, check_float, from_torch, to_torch
 from ..operators.base import to_nchw
 
@@ -27,27 +26,6 @@ class Prior(Protocol):
 
     def __call__(self, z: Any, sigma: float, *, context: Optional[Dict[str, Any]] = None) -> Any:
         ...
-
-
-def check_real(value: Any, name: str, *, allow_zero: bool = True, what: str = "") -> float:
-    """Return a real scalar argument as a float, or raise naming it.
-
-    The one check for scalar arguments of priors and solvers (``sigma``, ``noise_level``,
-    schedule parameters): Python/numpy real numbers and one-element tensors pass; strings,
-    bools and other types raise ``TypeError``; NaN, Inf, negative values (and zero unless
-    ``allow_zero``) raise ``ValueError``.
-    """
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1 or value.is_complex():
-            raise ValueError(f"{name} must be a real scalar, got a tensor of shape {tuple(value.shape)}")
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        kind = "non-negative" if allow_zero else "positive"
-        raise ValueError(f"{name} must be a finite {kind} number{what}, got {value!r}")
-    return v
 
 
 def check_sigma(sigma: Any) -> float:

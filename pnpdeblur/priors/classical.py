@@ -12,9 +12,10 @@ from typing import Any, Callable, Dict, Optional
 import numpy as np
 import torch
 
+from .._checks import check_flag, check_real
 from .._warn import warn_at_caller
 from ..backend import check_finite
-from .base import BasePrior, check_real
+from .base import BasePrior
 
 __all__ = ["Tikhonov", "TV", "tv_prox", "tv_norm"]
 
@@ -60,8 +61,7 @@ def _check_tv_args(x: Any, name: str, coupled: Any) -> None:
         raise ValueError(f"{name} must have shape (N, C, H, W), got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a float tensor, got dtype {x.dtype}")
-    if not isinstance(coupled, bool):
-        raise TypeError(f"coupled must be True or False, got {coupled!r}")
+    check_flag(coupled, "coupled")
 
 
 def tv_norm(x: torch.Tensor, coupled: bool = True) -> torch.Tensor:
@@ -241,8 +241,7 @@ class TV(BasePrior):
         _check_weight(weight)
         if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
             raise ValueError(f"iters must be a positive int, got {iters!r}")
-        if not isinstance(coupled, bool):
-            raise TypeError(f"coupled must be True or False, got {coupled!r}")
+        coupled = check_flag(coupled, "coupled")
         self.weight = float(weight)
         self.iters = iters
         self.coupled = coupled

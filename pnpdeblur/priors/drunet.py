@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from .base import check_real
+from .._checks import check_flag, check_real
 from .learned import DenoiserPrior, load_denoiser
 
 __all__ = ["DRUNetPrior", "SHIPPED_HQS_LAMBDA", "SHIPPED_HQS_SIGMA_START"]
@@ -99,8 +99,7 @@ class DRUNetPrior(DenoiserPrior):
             net = load_denoiser(DRUNet, net, "net")
         elif not isinstance(net, DRUNet):
             raise TypeError(f"net must be a DRUNet, a checkpoint path or None, got {type(net).__name__}")
-        if not isinstance(cycle, bool):
-            raise TypeError(f"cycle must be True or False, got {cycle!r}")
+        cycle = check_flag(cycle, "cycle")
         super().__init__(net, clamp=clamp, ensemble=ensemble, device=device, tile=tile, tile_overlap=tile_overlap,
                          cycle=cycle and not ensemble)
         self.hqs_lam, self.hqs_sigma_start = schedule["hqs_lam"], schedule["hqs_sigma_start"]

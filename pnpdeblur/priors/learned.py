@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
+from .._checks import check_flag
 from .._tiling import apply_in_tiles
 from ..backend import resolve_device as usable_device
 from ..checkpoints import CheckpointError
@@ -177,17 +178,16 @@ class DenoiserPrior(BasePrior):
             config = getattr(net, "config", None)
             channels = config.get("channels") if isinstance(config, dict) else None
         self.channels = channels
-        self.takes_sigma = takes_sigma
+        self.takes_sigma = takes_sigma = check_flag(takes_sigma, "takes_sigma")
         # a network that ignores σ: not given it, or a DnCNN without its noise-map input
         config = getattr(net, "config", None)
         self._blind = not takes_sigma or (isinstance(config, dict) and config.get("noise_map") is False)
-        self.clamp = clamp
+        self.clamp = check_flag(clamp, "clamp")
         if color not in ("auto", "rgb", "opponent"):
             raise ValueError(f"color must be 'auto', 'rgb' or 'opponent', got {color!r}")
         self.color = color
-        self.ensemble = bool(ensemble)
-        if not isinstance(cycle, bool):
-            raise TypeError(f"cycle must be True or False, got {cycle!r}")
+        self.ensemble = check_flag(ensemble, "ensemble")
+        cycle = check_flag(cycle, "cycle")
         if cycle and self.ensemble:
             raise ValueError("cycle and ensemble are exclusive: the ensemble already averages over flips at every call")
         self.cycle = cycle

@@ -22,8 +22,9 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import torch
 from torch import nn
 
+from .._checks import check_flag, check_real
 from ..solvers.schedules import DEFAULT_LAMBDA, DEFAULT_SIGMA_START, dpir_schedule
-from .base import BasePrior, check_real
+from .base import BasePrior
 from .learned import resolve_device
 
 __all__ = ["RPGANPrior", "rpgan_schedule", "DEFAULT_LEVELS"]
@@ -103,7 +104,7 @@ class RPGANPrior(BasePrior):
             raise ValueError(f"levels must be a positive int, got {levels!r}")
         self.generator = generator.eval()
         self.levels = levels
-        self.clamp = bool(clamp)
+        self.clamp = check_flag(clamp, "clamp")
         self.device = resolve_device(device)
         if self.device is not None:
             self.generator.to(self.device)

@@ -11,7 +11,8 @@ from typing import Any, Callable, Dict, Optional
 import numpy as np
 import torch
 
-from .base import BasePrior, check_real
+from .._checks import check_flag, check_real
+from .base import BasePrior
 
 __all__ = ["SkimageDenoiser", "SkimageTV", "Wavelet", "NLMeans", "Bilateral"]
 
@@ -45,7 +46,7 @@ class SkimageDenoiser(BasePrior):
             raise TypeError("func and sigma_kwargs must be callable")
         self.func = func
         self.sigma_kwargs = sigma_kwargs
-        self.nonnegative = nonnegative
+        self.nonnegative = check_flag(nonnegative, "nonnegative")
         self.kwargs = kwargs
 
     def _denoise(self, z: torch.Tensor, sigma: float, context: Optional[Dict[str, Any]]) -> torch.Tensor:

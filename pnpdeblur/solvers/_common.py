@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
+from .._checks import check_flag, check_real
 from .._images import UNIT_SCALE_MARGIN
 from .._warn import warn_at_caller
 from ..backend import array_kind, check_finite, check_float, to_torch
@@ -79,7 +80,6 @@ def check_noise_level(noise_level: Any) -> Optional[float]:
     """``noise_level`` as a float (None stays None); warns when it looks like grey levels."""
     if noise_level is None:
         return None
-    from ..priors.base import check_real
 
     v = check_real(noise_level, "noise_level", what=" (noise std for images in [0, 1])")
     if v > 1:
@@ -172,7 +172,7 @@ class XStep:
         self.K, self.y, self.weights = K, y, weights
         self.use_fft = use_fft
         self.cg_iters, self.cg_tol = cg_iters, cg_tol
-        self.differentiable = differentiable
+        self.differentiable = differentiable = check_flag(differentiable, "differentiable")
         self.params = operator_tensors(K) if differentiable else []
         # checked (and built) even for the FFT x-step, which is exact and ignores it
         self.precond = make_preconditioner(preconditioner, K, y)

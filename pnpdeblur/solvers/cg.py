@@ -13,6 +13,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 
+from .._checks import check_flag, check_real
 from .._repr import short_floats
 from ..backend import array_kind, check_finite, check_float, from_torch, to_torch
 from ..operators.base import LinearOperator, to_nchw
@@ -401,12 +402,10 @@ def cg(
         # torch); its _forward, which the iterations call unchecked, needs a (N, C, H, W) it accepts
         bt, restore_layout = to_nchw(bt, kind, "b")
         A.check_image(bt, "b", check_finite=False)
-    if not isinstance(batched, bool):
-        raise TypeError(f"batched must be True or False, got {batched!r}")
+    batched = check_flag(batched, "batched")
     single = bt.ndim == 1 or not batched
     if single:
         bt = bt[None]
-    from ..priors.base import check_real  # imported on use, as _common.check_noise_level does
 
     atol = check_real(atol, "atol")
     # an infinite tol would stop CG before its first step and return x0 as the solution

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import torch
 
+from .._checks import check_real
 from ..backend import array_kind, check_finite, check_float, from_torch, to_torch
 from ..operators.base import LinearOperator, to_nchw
 from ..operators.convolution import Convolution, UniformBlur
@@ -111,7 +112,6 @@ def fft_deconv(
     check_finite(yt, "y")
     if reg not in _REGS:
         raise ValueError(f"reg must be one of {_REGS}, got {reg!r}")
-    from ..priors.base import check_real  # the one scalar check (issue 16 §3): "0.1" and True raise
 
     beta = check_real(balance, "balance")
     zt = None

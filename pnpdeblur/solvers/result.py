@@ -8,6 +8,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
+from .._checks import check_flag
+
 __all__ = ["SolverResult", "psnr_torch"]
 
 
@@ -84,7 +86,8 @@ class _Recorder:
         self.reference = reference
         self.callback = callback
         self.history: List[Dict[str, Any]] = []
-        disable = None if progress is None else (not progress)
+        # None lets tqdm decide (off when not a terminal); a string such as "no" would show the bar
+        disable = None if progress is None else (not check_flag(progress, "progress"))
         self.bar = tqdm(total=n_iter, desc=desc, disable=disable, leave=False)
 
     def record(self, entry: Dict[str, Any], x: torch.Tensor) -> bool:

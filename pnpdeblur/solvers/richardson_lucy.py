@@ -5,6 +5,7 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
+from .._checks import check_flag, check_real
 from ..backend import from_torch
 from ..operators.base import LinearOperator
 from ._common import prepare_like, prepare_observation, relative_residual
@@ -59,7 +60,7 @@ def richardson_lucy(
     yt, kind, restore = prepare_observation(y, K)
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
         raise ValueError(f"iters must be a positive int, got {iters!r}")
-    from ..priors.base import check_real  # the one scalar check of priors and solvers
+    normalize, clip = check_flag(normalize, "normalize"), check_flag(clip, "clip")
 
     # eps ≤ 0 divides by zero where K x vanishes (dark regions): NaN or Inf in x
     eps = check_real(eps, "eps", allow_zero=False)

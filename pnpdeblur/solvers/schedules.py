@@ -14,6 +14,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .._checks import check_real
+
 __all__ = [
     "geometric_betas",
     "dpir_schedule",
@@ -36,7 +38,6 @@ MIN_NOISE_LEVEL = 2.0 / 255.0
 
 
 def _check_positive(name: str, v: float, allow_zero: bool = False) -> float:
-    from ..priors.base import check_real  # the one scalar check of priors and solvers
 
     return check_real(v, name, allow_zero=allow_zero)
 
