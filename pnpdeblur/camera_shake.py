@@ -53,7 +53,7 @@ class ShakeDeblurResult:
         out), clipped to [0, 1].
     kernel : numpy.ndarray
         The estimated kernel, ``(kernel_size, kernel_size)`` float64 (``(N, s, s)`` for a batch),
-        convolution convention, sum 1.
+        convolution convention, sum 1; a given ``kernel`` comes back with its own shape.
     noise_level : list of float
         The noise level of each image (estimated when not given).
     history : list of dict
@@ -117,9 +117,10 @@ def deblur_shake(
         Noise std on the [0, 1] scale; estimated per image when not given, as :func:`pnpdeblur.deblur`
         estimates it (robust to JPEG coding).
     kernel : array, optional
-        Skip the estimate and deconvolve with this kernel (``(s, s)``, or ``(N, s, s)`` for a
-        batch; e.g. one estimated on another frame of the same shot). The safeguard does not
-        apply to a given kernel.
+        Skip the estimate and deconvolve with this kernel (``(kh, kw)``, or ``(N, kh, kw)`` for a
+        batch; e.g. one estimated on another frame of the same shot). Any size that fits the image,
+        square or not (a ``1 × 15`` horizontal streak is the same blur as its zero-padded
+        ``15 × 15``); it must sum to 1. The safeguard does not apply to a given kernel.
     safeguard : bool
         Leave an image unchanged (as given, with a ``UserWarning``) when the kernel estimated on
         it is shorter than ``blur_threshold`` (:func:`~pnpdeblur.estimation.kernel_length`): the
@@ -296,7 +297,7 @@ def _check_kernels(kernel: Any, n: int) -> List[np.ndarray]:
     if one:
         t = t.expand(n, *t.shape)
     if t.ndim != 3 or t.shape[0] != n:
-        raise ValueError(f"kernel must have shape (s, s) or (N, s, s) with N = {n}, got {tuple(t.shape)}")
+        raise ValueError(f"kernel must have shape (kh, kw) or (N, kh, kw) with N = {n}, got {tuple(t.shape)}")
     out = [as_kernel(ki, "kernel").numpy() for ki in t]
     for i, k in enumerate(out):
         total = float(k.sum())

@@ -434,6 +434,19 @@ def test_deblur_shake_runs_a_prior_with_its_own_schedule_on_it():
     assert [h["beta"] for h in res.history[0]["hqs"]] == pytest.approx([0.01, 0.1, 1.03])
 
 
+def test_a_rectangular_given_kernel_is_its_zero_padded_square():
+    # a horizontal 1 × 7 streak is the 7 × 7 kernel with zero rows: the same blur, the same solve
+    streak = np.full((1, 7), 1 / 7)
+    square = np.pad(streak, ((3, 3), (0, 0)))
+    y, _ = _scene_crop(square, size=48)
+    y = np.clip(y, 0, 1)
+    a = pd.deblur_shake(y, prior=pd.priors.TV(), kernel=streak, noise_level=0.02, saturation=None)
+    b = pd.deblur_shake(y, prior=pd.priors.TV(), kernel=square, noise_level=0.02, saturation=None)
+    assert a.kernel.shape == (1, 7) and b.kernel.shape == (7, 7)
+    np.testing.assert_allclose(a.x, b.x, atol=1e-5)
+    assert np.abs(a.x - y).mean() > 1e-3  # and it deconvolved
+
+
 def test_deblur_shake_batch_and_torch():
     y, _ = _scene_crop(L_KERNEL, size=64)
     t = torch.from_numpy(np.clip(y, 0, 1)).float()[None].repeat(3, 1, 1)
@@ -446,7 +459,7 @@ def test_deblur_shake_batch_and_torch():
 
 @pytest.mark.parametrize("kwargs, exc, match", [
     (dict(kernel=np.ones((4, 4))), ValueError, "odd"),
-    (dict(kernel=np.ones((2, 5, 5))), ValueError, r"\(N, s, s\)"),
+    (dict(kernel=np.ones((2, 5, 5))), ValueError, r"\(N, kh, kw\)"),
     (dict(kernel=np.full((5, 5), np.nan)), ValueError, "NaN"),
     (dict(boundary="zero"), ValueError, "^boundary must be .unknown."),
     (dict(gamma=0.5), ValueError, r"^gamma must be in \[1, 4\]"),

@@ -260,6 +260,24 @@ def test_neighbour_flows_refuses_a_0_255_clip():
         estimation.neighbour_flows(torch.rand(3, 1, 16, 16) * 255, indices=[1])
 
 
+@pytest.mark.parametrize("channels", [2, 4])
+def test_neighbour_flows_tvl1_takes_grey_or_rgb_only(channels):
+    # optical_flow refuses such frames; neighbour_flows averaged the planes (alpha included) into grey
+    frames = torch.rand(3, channels, 16, 16)
+    with pytest.raises(ValueError, match=rf"^frames must have 1 \(grey\) or 3 \(RGB\) channels for "
+                                         rf"method='tvl1', got {channels} "):
+        estimation.neighbour_flows(frames, indices=[1])
+    # a flow network decides for itself what it takes
+    seen = []
+
+    def net(a, b):
+        seen.append(a.shape[1])
+        return torch.zeros(a.shape[0], 2, *a.shape[2:])
+
+    fn, fp = estimation.neighbour_flows(frames, method=net, indices=[1])
+    assert seen == [channels, channels] and torch.equal(fn[1], torch.zeros(2, 16, 16))
+
+
 # -- leftovers of the first audit ------------------------------------------------------------
 from pnpdeblur import data  # noqa: E402
 

@@ -179,11 +179,9 @@ def test_neighbour_flows_tvl1_per_frame():
     g = frames[:, 0].numpy()
     np.testing.assert_allclose(fn[1].numpy(), _skimage_flow(g[1], g[2], num_iter=2, num_warp=1), atol=1e-6)
     np.testing.assert_allclose(fp[1].numpy(), _skimage_flow(g[1], g[0], num_iter=2, num_warp=1), atol=1e-6)
-    # two channels (not RGB): their mean
-    two = _frames(12, (2, 2, 16, 16))
-    fn2, _ = neighbour_flows(two, num_iter=2, num_warp=1)
-    m = two.mean(1).numpy()
-    np.testing.assert_allclose(fn2[0].numpy(), _skimage_flow(m[0], m[1], num_iter=2, num_warp=1), atol=1e-6)
+    # two channels (neither grey nor RGB) are refused, as optical_flow refuses them
+    with pytest.raises(ValueError, match="1 \\(grey\\) or 3 \\(RGB\\) channels"):
+        neighbour_flows(_frames(12, (2, 2, 16, 16)), num_iter=2, num_warp=1)
 
 
 def test_neighbour_flows_checks():

@@ -35,7 +35,7 @@ FLOW_METHODS = ("tvl1",)
 
 
 def _grey(x: torch.Tensor) -> np.ndarray:
-    """``(C, H, W)`` tensor → float64 ``(H, W)`` luminance (mean for other channel counts)."""
+    """``(C, H, W)`` tensor, C = 1 or 3 (the callers check) → float64 ``(H, W)`` luminance."""
     a = x.detach().to("cpu", torch.float64).numpy()
     if a.shape[0] == 3:
         return np.tensordot(np.asarray(GREY_WEIGHTS), a, axes=1)
@@ -148,7 +148,8 @@ def neighbour_flows(
     Parameters
     ----------
     frames : torch.Tensor, (T, C, H, W), float
-        Frames in temporal order (e.g. the deblurred frames of a clip), T >= 2.
+        Frames in temporal order (e.g. the deblurred frames of a clip), T >= 2; C is 1 or 3 for
+        ``"tvl1"`` (a callable gets the channels it is given).
     method : "tvl1" or callable
         As for :func:`optical_flow`.
     indices : sequence of int, optional
@@ -176,6 +177,11 @@ def neighbour_flows(
         raise ValueError(f"frames must hold at least 2 frames, got {t_len}")
     if not frames.is_floating_point():
         raise TypeError(f"frames must be a float tensor (values in [0, 1]), got dtype {frames.dtype}")
+    if method == "tvl1" and frames.shape[1] not in (1, 3):
+        # optical_flow takes grey or RGB (an alpha channel dropped); averaging other planes,
+        # alpha included, into a "grey" frame would give the flow of something else
+        raise ValueError(f"frames must have 1 (grey) or 3 (RGB) channels for method='tvl1', got {frames.shape[1]} "
+                         "(drop an alpha channel with frames[:, :3])")
     check_finite(frames, "frames")  # the result marks missing neighbours with NaN: NaN frames would pass as flows
     _check_size(frames, "frames")
     if frames.numel() == 0:
