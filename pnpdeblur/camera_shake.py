@@ -58,13 +58,14 @@ class ShakeDeblurResult:
         The noise level of each image (estimated when not given).
     history : list of dict
         One entry per image: ``kernel_length`` (px), ``threshold`` (None without the
-        safeguard), ``noise_level`` (what HQS ran with), ``clipped_fraction``, ``hqs`` (the HQS
+        safeguard), ``noise_level`` (what HQS ran with), ``clipped_fraction`` (1.0 for an image
+        clipped everywhere, left as given), ``hqs`` (the HQS
         history; None for an image left unchanged), ``registration`` (the sub-pixel ``(dy, dx)``
         the result was moved by, see :func:`deblur_shake`; None for a given kernel or an
         unchanged image), ``time_kernel`` and ``time_solve`` (s), and ``psnr`` when a reference
         was given.
     unchanged : list of bool
-        Per image: the safeguard returned it as given.
+        Per image: returned as given, by the safeguard or because every value of it is clipped.
     """
 
     x: Any
@@ -195,7 +196,7 @@ def deblur_shake(
     if prior is None:
         prior = default_prior() if kernels is None else given_blur_prior()
     result = ShakeDeblurResult(x=None, noise_level=list(levels))
-    found, outs = [], []
+    found, outs, blank = [], [], []
     steps = range(n)
     if progress:
         from tqdm.auto import tqdm
@@ -212,11 +213,15 @@ def deblur_shake(
                                  "noise_level": None, "clipped_fraction": None, "hqs": None, "registration": None,
                                  "time_kernel": t1 - t0}
         found.append(k)
-        result.unchanged.append(guarded and length < threshold)
+        weights = None if saturation is None else saturation_weights(obs_i, saturation)
+        # clipped everywhere (a white photo): no data term is left to solve
+        blank.append(weights is not None and not bool(weights.any()))
+        result.unchanged.append(blank[-1] or (guarded and length < threshold))
+        if blank[-1]:
+            entry["clipped_fraction"] = 1.0
         if result.unchanged[-1]:
             outs.append(obs_i.clamp(0.0, 1.0))
         else:
-            weights = None if saturation is None else saturation_weights(obs_i, saturation)
             entry["clipped_fraction"] = 0.0 if weights is None else 1.0 - float(weights.mean())
             level = max(levels[i], noise_floor)
             if gamma is not None:  # blur adds light: deconvolve the linearised photo
@@ -241,8 +246,12 @@ def deblur_shake(
             entry["psnr"] = float(psnr(outs[-1].cpu(), ref[i:i + 1], channel_axis=1))
         result.history.append(entry)
     result.kernel = found[0] if layout.single else np.stack(found)
-    if any(result.unchanged):
-        which = [i for i, u in enumerate(result.unchanged) if u]
+    if any(blank):
+        warn_at_caller(f"pd.deblur_shake left image(s) {[i for i, b in enumerate(blank) if b]} as given: every value "
+                       f"is at or above saturation={saturation:g} (clipped), which leaves the deconvolution nothing "
+                       "to fit; pass saturation=None to deblur it anyway")
+    which = [i for i, u in enumerate(result.unchanged) if u and not blank[i]]
+    if which:
         lengths = ", ".join(f"{result.history[i]['kernel_length']:.2f}" for i in which)
         warn_at_caller(f"pd.deblur_shake returned image(s) {which} unchanged: the estimated kernel's length ({lengths} "
                        f"px) is below blur_threshold={threshold:g} px, so the photo looks sharp and deconvolving it "

@@ -899,6 +899,7 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
         try:
             with warnings.catch_warnings():  # the CLI says it in its own words below
                 warnings.filterwarnings("ignore", message=r"pd\.deblur(_shake)? returned image\(s\) .* unchanged")
+                warnings.filterwarnings("ignore", message=r"pd\.deblur(_shake)? left image\(s\) .* as given: every value")
                 common = dict(prior=prior, noise_level=args.noise_level, device=device, boundary=args.boundary,
                               saturation=None if args.no_saturation else args.saturation, gamma=args.gamma)
                 flow_opts = dict(iterations=args.iterations, n_iter=args.hqs_iters, cg_iters=args.cg_iters,
@@ -927,7 +928,11 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
             _err(f"pnpdeblur: failed on {pl.source}: {type(e).__name__}: {e}")
             failed.append(str(pl.source))
             continue
-        if args.auto:
+        runs = (res.flow_result, res.shake_result) if args.auto else (res,)
+        if all(r.unchanged[0] and _clipped_everywhere(r) for r in runs):
+            _err(f"pnpdeblur: {pl.source} is clipped everywhere (every value at or above --saturation "
+                 f"{args.saturation:g}): written unchanged (--no-saturation deblurs it anyway)")
+        elif args.auto:
             model = res.model[0]
             if model == "none":
                 _err(f"pnpdeblur: {pl.source} looks sharp to both blur models: written unchanged (--no-safeguard "
@@ -967,6 +972,13 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
 
 
 # -- finetune ----------------------------------------------------------------------------------
+def _clipped_everywhere(res: Any) -> bool:
+    """Whether a deblur or deblur_shake result's first image was left as given for being clipped
+    everywhere (its ``clipped_fraction`` is 1)."""
+    clipped = res.history[0].get("clipped_fraction") if res.history else None
+    return (clipped[0] if isinstance(clipped, list) else clipped) == 1.0
+
+
 def _net_class(spec: Any) -> type:
     """A :data:`FINETUNE_NETS` entry → the class (``"module:Class"`` strings are imported here)."""
     if isinstance(spec, type):

@@ -85,13 +85,15 @@ class DeblurResult:
     history : list of dict
         One entry per global iteration: ``iteration``, ``noise_level`` (per image),
         ``mean_flow_length`` (px), ``clipped_fraction`` (per image: the share of pixel values
-        left out of the data term as clipped, None for an image left unchanged), ``hqs`` (the
+        left out of the data term as clipped; 1.0 for one clipped everywhere, left as given; None for
+        an image the safeguard left unchanged), ``hqs`` (the
         HQS history, None for an image left unchanged), ``time`` (s), ``safeguard`` (see
         :func:`deblur`; None when it is off) and ``psnr`` when a reference was given.
     noise_level : list of float
         The noise level used for each image at the first iteration (estimated when not given).
     unchanged : list of bool
-        Per image: the safeguard returned it as given (never deblurred).
+        Per image: returned as given (never deblurred), by the safeguard or because every value of
+        it is clipped (see ``saturation``).
     """
 
     x: Any
@@ -475,6 +477,8 @@ def deblur(
         white do not follow the blur model, and fitting them rings across the photo. The noise
         estimate also leaves them out. A photo with no such pixel is deblurred exactly as with
         ``saturation=None`` (off). Measured in ``benchmarks/RESULTS.md`` ("Saturated pixels").
+        A photo clipped everywhere (white) leaves nothing to fit: it is returned as given, with a
+        warning.
     boundary : {"unknown", "replicate"}
         What lies beyond the photo's edges. ``"unknown"`` (default): the photo is a crop of a
         larger scene, whose blur brought light from outside the frame into the border pixels;
@@ -533,7 +537,8 @@ def deblur(
     -----
     UserWarning
         When the safeguard returns an image unchanged (it names the images, their scores and
-        the threshold).
+        the threshold), and when an image is returned as given because every value of it is
+        clipped (it names the images and ``saturation``).
 
     Examples
     --------
@@ -593,7 +598,10 @@ def deblur(
 
         bar = tqdm(total=iterations, desc="deblur", unit="it", leave=False)
     n = obs.shape[0]
-    active = [True] * n  # images still being deblurred
+    # images with every value clipped (white) leave no data term to solve: returned as given
+    blank = [saturation is not None and not bool(saturation_weights(obs[i:i + 1], saturation).any())
+             for i in range(n)]
+    active = [not b for b in blank]  # images still being deblurred
     result.unchanged = [True] * n
     current = obs
     try:
@@ -618,6 +626,7 @@ def deblur(
             clipped: List[Optional[float]] = [None] * n
             for i in range(n):  # one operator (and schedule) per image
                 if not todo[i]:
+                    clipped[i] = 1.0 if blank[i] else None
                     outs.append(current[i:i + 1])
                     hist.append(None)
                     continue
@@ -625,6 +634,11 @@ def deblur(
                 # clipped pixels leave the data term (None when there are none: the plain solve)
                 weights = None if saturation is None else saturation_weights(obs_i, saturation)
                 clipped[i] = 0.0 if weights is None else 1.0 - float(weights.mean())
+                if clipped[i] == 1.0:  # clipped everywhere after an iteration: no data term is left to solve
+                    todo[i] = False
+                    outs.append(obs_i)
+                    hist.append(None)
+                    continue
                 level = max(levels[i], noise_floor)
                 if gamma is not None:  # blur adds light: deconvolve the linearised photo
                     obs_i, level = linearize(obs_i, gamma, level)
@@ -663,9 +677,14 @@ def deblur(
     finally:
         if bar is not None:
             bar.close()
-    if any(result.unchanged):
+    clipped_out = [i for i, u in enumerate(result.unchanged) if u and blank[i]]
+    if clipped_out:
+        warn_at_caller(f"pd.deblur left image(s) {clipped_out} as given: every value is at or above "
+                       f"saturation={saturation:g} (clipped), which leaves the deconvolution nothing to fit; pass "
+                       "saturation=None to deblur it anyway")
+    which = [i for i, u in enumerate(result.unchanged) if u and not blank[i]]
+    if which:
         first = result.history[0]["safeguard"]
-        which = [i for i, u in enumerate(result.unchanged) if u]
         scores = ", ".join(f"{first['blur_score'][i]:.2f}" for i in which)
         warn_at_caller(f"pd.deblur returned image(s) {which} unchanged: SEN's median flow length ({scores} px) is "
                        f"below blur_threshold={blur_threshold:g} px, so the photo looks sharp or only mildly blurred "
