@@ -56,10 +56,12 @@ class AutoDeblurResult:
         The chosen result of each photo, in the caller's type, layout, device and dtype.
     model : list of str
         Per photo: ``"shake"`` (the kernel's result), ``"flow"`` (the per-pixel flow's) or
-        ``"none"`` (both safeguards left the photo as it was).
+        ``"none"`` (both pipelines left the photo as it was: their safeguards, or every value of it
+        clipped).
     residual_flow, residual_shake : list of float
         Per photo: the reblur residual of each result (mean squared error, see the module
-        docstring); ``nan`` for a result its safeguard left unchanged.
+        docstring); ``nan`` for a result its pipeline left unchanged. When every pixel inside the
+        border margin is clipped, both are taken over the whole photo's unclipped pixels.
     flow_result : DeblurResult
         What :func:`pnpdeblur.deblur` returned (its ``flow``, ``history`` ...).
     shake_result : ShakeDeblurResult
@@ -234,6 +236,12 @@ def deblur_auto(
         flow_done, shake_done = not rf.unchanged[n], not rs.unchanged[n]
         r_f = reblur_residual(y[n:n + 1], xf[n:n + 1], kf, **keep) if flow_done else float("nan")
         r_s = reblur_residual(y[n:n + 1], xs[n:n + 1], ks, **keep) if shake_done else float("nan")
+        if flow_done and shake_done and np.isnan(r_f + r_s):
+            # every pixel inside the margin is clipped: nan would pick the flow unscored, so the
+            # unclipped border pixels decide, border rule and all
+            keep["margin"] = 0
+            r_f = reblur_residual(y[n:n + 1], xf[n:n + 1], kf, **keep)
+            r_s = reblur_residual(y[n:n + 1], xs[n:n + 1], ks, **keep)
         if not (flow_done or shake_done):
             model = "none"
         elif shake_done and (not flow_done or r_s < ratio * r_f):
