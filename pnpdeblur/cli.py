@@ -899,7 +899,7 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
         try:
             with warnings.catch_warnings():  # the CLI says it in its own words below
                 warnings.filterwarnings("ignore", message=r"pd\.deblur(_shake)? returned image\(s\) .* unchanged")
-                warnings.filterwarnings("ignore", message=r"pd\.deblur(_shake)? left image\(s\) .* as given: every value")
+                warnings.filterwarnings("ignore", message=r"pd\.deblur(_shake)? left image\(s\) .* every value")
                 common = dict(prior=prior, noise_level=args.noise_level, device=device, boundary=args.boundary,
                               saturation=None if args.no_saturation else args.saturation, gamma=args.gamma)
                 flow_opts = dict(iterations=args.iterations, n_iter=args.hqs_iters, cg_iters=args.cg_iters,
