@@ -929,7 +929,7 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
             failed.append(str(pl.source))
             continue
         runs = (res.flow_result, res.shake_result) if args.auto else (res,)
-        if all(r.unchanged[0] and _clipped_everywhere(r) for r in runs):
+        if all(_clipped_everywhere(r) for r in runs):
             _err(f"pnpdeblur: {pl.source} is clipped everywhere (every value at or above --saturation "
                  f"{args.saturation:g}): written unchanged (--no-saturation deblurs it anyway)")
         elif args.auto:
@@ -975,7 +975,9 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
 def _clipped_everywhere(res: Any) -> bool:
     """Whether a deblur or deblur_shake result's first image was left as given for being clipped
     everywhere (its ``clipped_fraction`` is 1)."""
-    clipped = res.history[0].get("clipped_fraction") if res.history else None
+    if not getattr(res, "unchanged", None) or not res.unchanged[0] or not getattr(res, "history", None):
+        return False
+    clipped = res.history[0].get("clipped_fraction")
     return (clipped[0] if isinstance(clipped, list) else clipped) == 1.0
 
 
