@@ -106,7 +106,7 @@ def to_torch(x: Any, name: str = "x") -> torch.Tensor:
     """View ``x`` as a torch tensor without copying (numpy via ``from_numpy``, cupy via DLPack).
 
     Read-only numpy arrays are copied (torch has no read-only tensors), as are
-    non-contiguous and non-native byte-order ones. Python scalars and lists are not
+    non-contiguous, negative-stride and non-native byte-order ones. Python scalars and lists are not
     accepted: the library never guesses a dtype; nor are numpy arrays of strings, objects
     or dates (TypeError naming ``name``).
     """
@@ -122,8 +122,10 @@ def to_torch(x: Any, name: str = "x") -> torch.Tensor:
             # torch cannot mark a tensor read-only and warns on every from_numpy of one;
             # ascontiguousarray would return a contiguous read-only array unchanged
             x = np.array(x, order="C", copy=True)
-        elif not (x.flags.c_contiguous or x.flags.f_contiguous):
-            x = np.ascontiguousarray(x)
+        elif not (x.flags.c_contiguous or x.flags.f_contiguous) or any(s < 0 for s in x.strides):
+            # numpy calls a flipped axis of length 1 contiguous, but torch refuses any negative
+            # stride (and ascontiguousarray would hand such an array back unchanged)
+            x = np.array(x, order="C", copy=True)
         if x.dtype.byteorder not in ("=", "|"):
             x = x.astype(x.dtype.newbyteorder("="))
         return torch.from_numpy(x)
