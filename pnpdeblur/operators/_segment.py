@@ -488,8 +488,11 @@ class FlowCache:
         """Return ``build()`` for these source tensors and ``tag``, cached while valid.
 
         ``build`` must be a pure function of the sources' values and ``tag`` and
-        return an object with an ``nbytes`` attribute.
+        return an object with an ``nbytes`` attribute. Inference-mode tensors have no version
+        counter to tell an in-place change: for them ``build()`` runs on every call, uncached.
         """
+        if any(t.is_inference() for t in sources):
+            return build()
         key = (tag,) + tuple(id(t) for t in sources)
         versions = tuple(t._version for t in sources)
         with self._lock:
