@@ -104,7 +104,8 @@ def as_image_batch(image: Any, name: str = "image") -> tuple[torch.Tensor, Bound
         x = x.to(torch.float32)
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or Inf values")
-    check_unit_scale(*(float(v) for v in torch.aminmax(x)), name)
+    # detached: float() of a tensor that requires grad warns
+    check_unit_scale(*(float(v) for v in torch.aminmax(x.detach())), name)
     if x.shape[1] == 4:
         x = x[:, :3]
         inner = restore
