@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from .._checks import check_flag, check_real
 from .._images import GREY_WEIGHTS, as_image_batch
 from .._vectors import vector_length
+from ..backend import to_torch
 from ..nets.sen import SEN
 
 __all__ = ["DEFAULT_THRESHOLD", "SINGLE_PASS_THRESHOLD", "default_threshold", "blur_score", "flow_blur_score",
@@ -94,7 +95,7 @@ def flow_blur_score(flow: Any) -> Union[float, List[float]]:
         # an integer flow is not SEN's; a complex one would lose its imaginary part
         raise TypeError(f"flow must be a float array (pixels), got dtype {flow.dtype}")
     if isinstance(flow, np.ndarray):
-        f = torch.from_numpy(np.asarray(flow, dtype=np.float64))
+        f = to_torch(flow, "flow").to(torch.float64)  # copies read-only, flipped and big-endian arrays
     else:
         f = flow.detach().to("cpu", torch.float64)
     single = f.ndim == 3
