@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import torch
 
 from .base import LinearOperator
 from .dottest import _image_shape
@@ -61,8 +60,10 @@ def to_scipy(K: LinearOperator, shape: Optional[Sequence[int]] = None, dtype: An
 
     def call(fn, v: np.ndarray) -> np.ndarray:
         # scipy has checked the length; K's call checks the values (NaN/Inf) and names them
+        # numpy in (4-D: (N, C, H, W)): the call's to_torch copies a read-only vector, which
+        # torch.from_numpy would take with a warning
         v = np.asarray(v)
-        return fn(torch.from_numpy(np.ascontiguousarray(v, dtype=dt).reshape(size))).numpy().reshape(v.shape)
+        return fn(np.ascontiguousarray(v, dtype=dt).reshape(size)).reshape(v.shape)
 
     return spla.LinearOperator((m, m), matvec=lambda v: call(K.apply, v), rmatvec=lambda v: call(K.adjoint, v),
                                dtype=dt)
