@@ -80,6 +80,11 @@ def _train(capsys, recipe, *argv):
     ("sen", ["--lr-end", "nan"], "--lr-end must be >= 0 and finite, got nan"),  # TrainConfig.lr_end
     ("sen", ["--width", "0"], "--width must be >= 1, got 0"),  # width (SEN's argument)
     ("sen", ["--steps", "0"], "--steps must be >= 1, got 0"),
+    # x's H and W must be multiples of 64 (after the net was built and the photos read)
+    ("sen", ["--crop", "48"], "--crop must be a multiple of SEN's stride 4·2^levels = 64 (--levels 4), got 48"),
+    ("sen", ["--crop", "64", "--levels", "5"], "--crop must be a multiple of SEN's stride 4·2^levels = 128"),
+    # batch norm's "Expected more than 1 value per channel when training" at the first step
+    ("sen", ["--crop", "64", "--batch", "1"], "--crop 64 with --batch 1 leaves one value per channel"),
     ("rpgan", ["--lr", "0"], "--lr must be > 0 and finite, got 0.0"),  # TrainConfig.lr
     ("rpgan", ["--decay-from", "nan"], "--decay-from must be in [0, 1], got nan"),  # trained on
     ("rpgan", ["--adam-betas", "1", "0.9"], "--adam-betas must be two numbers in [0, 1)"),  # TrainConfig.betas

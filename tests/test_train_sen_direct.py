@@ -633,7 +633,7 @@ def test_init_from_another_architecture_or_a_corrupt_file_is_a_checkpoint_error(
 def test_init_shipped_starts_from_the_library_weights(tmp_path, record):
     from pnpdeblur.nets.sen import SEN_PRETRAINED_PATH
 
-    out = R.main(["--steps", "2", "--batch", "1", "--crop", "64", "--val-items", "2", "--device", "cpu",
+    out = R.main(["--steps", "2", "--batch", "2", "--crop", "64", "--val-items", "2", "--device", "cpu",
                   "--no-progress", "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "mine.safetensors"),
                   "--init", "shipped"])
     (t,) = record
