@@ -52,7 +52,8 @@ class Boundary:
         return from_torch(f.to(self.dtype if self.dtype.is_floating_point else torch.float32), self.kind)
 
 
-def as_float_batch(image: Any, name: str, uint8_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, Callable, str]:
+def as_float_batch(image: Any, name: str,
+                   uint8_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, Callable, str]:
     """``image`` as a finite float ``(N, C, H, W)`` tensor with its values as given.
 
     For functions that measure an image rather than restore it (noise estimates, clipping
