@@ -154,6 +154,8 @@ def psnr(x, ref, data_range: float | None = None, reduction: str = "mean", chann
         the range of the dtype, as scikit-image (255 for uint8).
     reduction : {"mean", "none"}
         Mean over a batch (float) or per-image values (numpy ``(N,)``).
+    channel_axis : int, optional
+        Channel axis of 3-D inputs, overriding the layout rule of the module docstring.
 
     Returns
     -------
@@ -215,13 +217,25 @@ def ssim(x, ref, data_range: float | None = None, *, gaussian_weights: bool = Fa
         False (default): scikit-image's default 7x7 uniform window with sample covariance.
         True: Wang et al.'s 11x11 Gaussian window (``sigma`` = 1.5, truncated at 3.5 sigma)
         with population covariance.
+    sigma : float
+        Std of the Gaussian window in pixels (used only with ``gaussian_weights``; the window
+        is truncated at 3.5 sigma).
     win_size : int
         Odd side of the uniform window (ignored with ``gaussian_weights``).
     use_sample_covariance : bool, optional
         Override the covariance normalisation (default: True for the uniform window,
         False for the Gaussian one).
+    K1, K2 : float
+        SSIM's stabilising constants, ``C1 = (K1·data_range)²``, ``C2 = (K2·data_range)²``.
     reduction : {"mean", "none"}
         Mean over a batch (float) or per-image values (numpy ``(N,)``).
+    channel_axis : int, optional
+        Channel axis of 3-D inputs, overriding the layout rule of the module docstring.
+
+    Returns
+    -------
+    float or numpy.ndarray
+        Mean SSIM (a float), or with ``reduction="none"`` the per-image values.
     """
     if not isinstance(win_size, numbers.Integral) or win_size < 3 or win_size % 2 == 0:
         raise ValueError(f"win_size must be an odd int >= 3, got {win_size!r}")
@@ -265,6 +279,15 @@ def flow_epe(est, gt, symmetric: bool = True, reduction: str = "mean"):
     Parameters
     ----------
     est, gt : ``(2, H, W)`` or ``(N, 2, H, W)`` numpy arrays or torch tensors.
+    symmetric : bool
+        Count ``est`` and ``−est`` as the same label (default True).
+    reduction : {"mean", "none"}
+        Mean over a batch (float) or per-image values (numpy ``(N,)``).
+
+    Returns
+    -------
+    float or numpy.ndarray
+        The mean end-point error in pixels, or with ``reduction="none"`` the per-image values.
     """
     symmetric = check_flag(symmetric, "symmetric")
     e, g = _flows(est, gt)
@@ -366,8 +389,15 @@ def kohler_psnr(x, sharp_frames: Sequence, max_shift: int = 5, channel_axis: int
         An array with as many axes as a 2-D or 3-D ``x`` is one frame (the sharp image).
     max_shift : int
         Largest shift searched, in pixels (default 5).
+    channel_axis : int, optional
+        Channel axis of 3-D inputs, overriding the layout rule of the module docstring.
     return_details : bool
         Also return ``(frame_index, (dy, dx), alpha)`` of the best match.
+
+    Returns
+    -------
+    float or (float, (int, (int, int), float))
+        The best PSNR in dB; with ``return_details``, ``(psnr, (frame_index, (dy, dx), alpha))``.
     """
     if (hasattr(sharp_frames, "shape") and hasattr(x, "shape") and len(x.shape) in (2, 3)
             and len(sharp_frames.shape) == len(x.shape)):

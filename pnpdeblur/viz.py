@@ -225,6 +225,12 @@ def kernel_field_figure(image, flow, step: int = 16, path=None, mode: str = "lin
         ``"lines"``: each kernel as the segment ``p − m/2 .. p + m/2``. ``"kernels"``: the
         discrete kernel of :func:`pnpdeblur.operators.motion_kernel` painted at each grid
         point (brightness = weight).
+    color : str
+        Matplotlib colour of the segments (``"lines"``) or of the painted kernels (``"kernels"``).
+    linewidth : float
+        Width of the segments in points (``"lines"`` only).
+    title : str, optional
+        Title of the image panel.
     show_flow : bool
         Add a second panel with :func:`flow_to_color` of the flow (symmetric colouring).
     width : float
@@ -309,8 +315,12 @@ def comparison_figure(images: Sequence, titles: Sequence[str] | None = None, ref
         data_range]`` and the scores use it. Integer images are first scaled by their dtype's
         maximum (:func:`to_hwc`), so leave it at 1 for them. Float images beyond
         ``[−0.5, 1.5] · data_range`` raise ``ValueError`` (a 0-255 float photo would show white).
+    ncols : int, optional
+        Panels per row (default: all in one row).
     width_per_image : float
         Width of each panel in inches (> 0).
+    show_ssim : bool
+        Also print the SSIM (:func:`pnpdeblur.metrics.ssim`) against ``reference``.
 
     Returns
     -------
@@ -446,10 +456,12 @@ def convergence_figure(result, path=None, keys: Sequence[str] | None = None,
         Which series to plot (default all numeric ones except ``x_key`` and ``"time"``; with
         several runs, those of any run).
     x_key : str, optional
-        Series used as the x axis (default: ``"iteration"``/``"iter"``/``"k"`` when present,
-        else the index).
+        Series used as the x axis (default: the first of ``"iteration"``, ``"iter"``, ``"it"``,
+        ``"k"``, ``"step"`` present, else the index).
     logy : bool, optional
         Log scale for y; default: when a series is positive and spans over two decades.
+    title : str, optional
+        Title of the figure.
 
     Returns
     -------

@@ -99,6 +99,11 @@ def read_flow(path) -> np.ndarray:
         is the line kernel of the motion vector (u, v) (``docs/conventions.md``), as ``pnpdeblur
         deblur --flow-npy`` writes it.
 
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(2, H, W)`` flow in pixels.
+
     Raises
     ------
     FileNotFoundError

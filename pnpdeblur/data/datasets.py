@@ -125,6 +125,11 @@ def read_image(path, channels: int | None = 3) -> np.ndarray:
         ``3``: grey images are replicated; ``1``: colour images converted to luminance;
         ``None``: as stored (alpha dropped).
 
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(H, W, C)`` in [0, 1].
+
     Raises
     ------
     FileNotFoundError
@@ -562,6 +567,8 @@ class SyntheticBlurDataset(_Base):
     channels : {1, 3}
     flow_kwargs : dict, optional
         Passed to :func:`random_motion_flow`.
+    transform : PairAugment or callable, optional
+        Applied to each item's images and flow (e.g. :class:`PairAugment`).
     blur : bool
         Blur here (default). ``False`` leaves out ``"blurred"`` (and the noise) so that a
         training loop can blur whole batches on its device (the CUDA operator is ~100× faster
@@ -710,9 +717,12 @@ class PairedFolderDataset(_Base):
     ----------
     blurred_dir, sharp_dir : path-like
     transform : PairAugment, optional
+    channels : {1, 3}
+        Channels the images are converted to (default 3).
     strict : bool
         Raise ``ValueError`` if a file of one folder has no partner in the other (default);
         otherwise keep only the common stems.
+    seed, fixed : see the module docstring.
 
     Items: ``{"blurred": (C,H,W), "sharp": (C,H,W), "name": stem}``. Pairs of different sizes,
     pairs smaller than a :class:`PairAugment` ``transform``'s crop and unreadable files raise
@@ -762,8 +772,12 @@ class GoProDataset(PairedFolderDataset):
         Sub-folder such as ``"train"`` or ``"test"``.
     blur_dir : str
         ``"blur"`` (default) or ``"blur_gamma"`` (the gamma-corrected averages).
+    transform : PairAugment, optional
+    channels : {1, 3}
+        Channels the images are converted to (default 3).
     sequences : sequence of str, optional
         Restrict to these sequence folders.
+    seed, fixed : see the module docstring.
 
     Items: ``{"blurred", "sharp": (C,H,W), "name": "<sequence>/<frame>"}``.
     """

@@ -172,6 +172,11 @@ def sample_camera_motion(
     acceleration : float >= 0
         Bound of the relative linear change of the translation across the frame.
 
+    Returns
+    -------
+    CameraMotion
+        The motion; :meth:`CameraMotion.flow` renders its flow labels.
+
     Raises
     ------
     ValueError

@@ -67,6 +67,12 @@ def synthesize_flow_blur(sharp, preset: str | int = "23", noise_sigma: float | t
     seed : int, numpy.random.Generator or None
     **flow_kwargs
         Passed to :func:`random_motion_flow` (``max_len``, ``rotation_prob``, ...).
+
+    Returns
+    -------
+    FlowBlurSample
+        ``blurred``, ``sharp`` (float32 ``(H, W, C)``), ``flow`` (float32 ``(2, H, W)``) and the
+        ``noise_sigma`` used.
     """
     from ..operators import MotionBlur
 

@@ -178,15 +178,20 @@ def random_camera_path(
     n_frames : int
         Frames per exposure ``N`` (sets the per-frame rates).
     motion : {"translation", "rotation", "zoom", "mixed"}
-        ``"translation"``: constant velocity (plus ``acceleration``, default 0);
+        ``"translation"``: constant velocity (plus ``acceleration``);
         ``"rotation"``: in-plane rotation about a random centre; ``"zoom"``: forward/backward
         zoom about a random centre in the central half; ``"mixed"``: all three (the blur budget
-        split at random), with a small acceleration (default 0.2).
+        split at random), with a small acceleration.
     max_blur, min_blur : float
         Range of the largest displacement over the exposure, in pixels.
     acceleration : float, optional
-        Change of the translation speed over the exposure relative to the speed.
+        Change of the translation speed over the exposure relative to the speed (default 0,
+        or 0.2 for ``"mixed"``).
     seed : int, numpy.random.Generator or None
+
+    Returns
+    -------
+    CameraPath
     """
     h, w = check_shape2(shape)
     if motion not in MOTION_KINDS:
@@ -378,6 +383,8 @@ class VideoBlurSample(ArrayFieldsRepr):
         The camera path.
     foreground_mask : numpy.ndarray or None
         ``(H, W)`` alpha of the foreground layer in the middle frame.
+    meta : dict
+        Provenance of the sample (``origin``, ``spacing``, ``motion``).
     """
 
     blurred: np.ndarray

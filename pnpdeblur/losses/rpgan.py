@@ -161,6 +161,11 @@ def artifact_penalty(generated_scores: torch.Tensor, sharp_scores: torch.Tensor)
     generated_scores, sharp_scores : Tensor
         ``D_p`` of the generator's outputs and of the sharp images, ``(N,)`` or ``(N, …)``
         (maps are averaged per image), same shape.
+
+    Returns
+    -------
+    torch.Tensor
+        0-d tensor, ``L_p``.
     """
     g = _tensor(generated_scores, "generated_scores")
     s = _tensor(sharp_scores, "sharp_scores")
@@ -189,6 +194,11 @@ def rpgan_generator_loss(
         ``L_p`` (:func:`artifact_penalty`); None leaves it out (the "without D_p" ablation).
     gamma, lam : float
         γ and λ (≥ 0).
+
+    Returns
+    -------
+    torch.Tensor
+        0-d tensor, ``L``.
 
     Raises
     ------

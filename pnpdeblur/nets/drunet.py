@@ -267,6 +267,11 @@ class DRUNet(CheckpointMixin, nn.Module):
             ``"small"`` (:data:`SMALL_CONFIG`, 1.2 MB, the default) or ``"medium"``
             (:data:`MEDIUM_CONFIG`, 8.5 MB, 0.2–0.3 dB better, about 5× the time); model
             cards in ``docs/model_cards/drunet_{small,medium}.md``.
+
+        Returns
+        -------
+        DRUNet
+            The network with the shipped weights, in eval mode.
         """
         if variant not in PRETRAINED_VARIANTS:
             raise ValueError(f"variant must be one of {sorted(PRETRAINED_VARIANTS)}, got {variant!r}")

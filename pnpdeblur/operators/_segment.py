@@ -431,7 +431,7 @@ class FlowCache:
     max_bytes : int
         Byte limit of all entries together. The library-wide instance
         :data:`FLOW_CACHE` reads it from the environment variable
-        ``PNPDEBLUR_FLOW_CACHE_BYTES`` (default 256 MiB: a 1280×720 line kernel takes
+        ``PNPDEBLUR_FLOW_CACHE_BYTES`` (256 MiB when it is unset: a 1280×720 line kernel takes
         22 MiB in float64, 11 MiB in float32; its LUT form 88 / 44 MiB). On the CuPy path
         the entries are the float64 segments in device memory (:class:`CupyGeometry`),
         counted against the same limit.

@@ -223,6 +223,11 @@ class Convolution(_KernelOperator):
         pixel (scipy ``'nearest'``), ``'reflect'`` mirrors without repeating the edge
         (scipy ``'mirror'``), ``'zero'`` pads with zeros (scipy ``'constant'``),
         ``'periodic'`` wraps around (scipy ``'wrap'``).
+    method : {'auto', 'direct', 'fft'}
+        The computation: ``'direct'`` uses ``conv2d``; ``'fft'`` convolves the padded image
+        with an FFT of the padded size (the same numbers up to rounding, much faster for large
+        kernels and for float64 on CPU); ``'auto'`` (default) picks ``'fft'`` for kernels with
+        more than 25 taps.
 
     Notes
     -----
@@ -232,11 +237,6 @@ class Convolution(_KernelOperator):
     padding (border contributions are folded back onto the pixels they were copied
     from). ``'reflect'`` and ``'periodic'`` need the image to be larger than half the
     kernel.
-
-    The ``method`` argument picks the computation: ``'direct'`` uses ``conv2d``;
-    ``'fft'`` convolves the padded image with an FFT of the padded size (the same
-    numbers up to rounding, much faster for large kernels and for float64 on CPU);
-    ``'auto'`` (default) picks ``'fft'`` for kernels with more than 25 taps.
     """
 
     def __init__(self, kernel: Any, boundary: str = "replicate", method: str = "auto"):

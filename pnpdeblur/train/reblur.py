@@ -567,9 +567,9 @@ def finetune_reblur(
     supervised_share : float in [0, 1]
         Fraction of ``batch_size`` that are supervised pairs in the hybrid loss (rounded, then
         kept between 1 pair and ``batch_size - 1``: every batch has a reblur crop).
-    milestones : sequence of int
+    milestones, lr_decay : sequence of int, float
         Epochs (passes over the usable centre frames) at which the lr is multiplied by
-        ``lr_decay`` (paper: 30, 50, 100 and 0.5).
+        ``lr_decay`` in (0, 1] (paper: 30, 50, 100 and 0.5).
     seed : int
         Crop positions, supervised draws and the engine's RNGs (the caller's global RNG
         states are restored afterwards).

@@ -82,6 +82,9 @@ class ReplayBuffer(Dataset):
         Share of each level (paper: ``(0.5, 0.3, 0.2)``).
     refresh_every : int
         Epochs trained on one filling before the next (paper: 3).
+    fill_now : bool
+        Make the first filling at construction (default True); False waits for the first
+        :meth:`set_epoch`.
 
     Attributes
     ----------
