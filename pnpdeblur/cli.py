@@ -928,7 +928,8 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
             _err(f"pnpdeblur: failed on {pl.source}: {type(e).__name__}: {e}")
             failed.append(str(pl.source))
             continue
-        runs = (res.flow_result, res.shake_result) if args.auto else (res,)
+        # (a result without the pipelines' results or history, e.g. a stand-in, is not clipped)
+        runs = (getattr(res, "flow_result", None), getattr(res, "shake_result", None)) if args.auto else (res,)
         if all(_clipped_everywhere(r) for r in runs):
             _err(f"pnpdeblur: {pl.source} is clipped everywhere (every value at or above --saturation "
                  f"{args.saturation:g}): written unchanged (--no-saturation deblurs it anyway)")
