@@ -90,9 +90,9 @@ def test_as_generator_streams():
 
 @pytest.mark.parametrize("bad,exc,msg", [
     (-1, ValueError, r"^seed must be a non-negative int, got -1$"),
-    (True, TypeError, r"^seed must be None, an int or a numpy.random.Generator, got bool$"),
-    (1.5, TypeError, r"^seed must be None, an int or a numpy.random.Generator, got float$"),
-    ("3", TypeError, r"^seed must be None, an int or a numpy.random.Generator, got str$"),
+    (True, TypeError, r"^seed must be None, an int, a numpy.random.Generator or a torch.Generator, got bool$"),
+    (1.5, TypeError, r"^seed must be None, an int, a numpy.random.Generator or a torch.Generator, got float$"),
+    ("3", TypeError, r"^seed must be None, an int, a numpy.random.Generator or a torch.Generator, got str$"),
 ])
 def test_as_generator_errors(bad, exc, msg):
     with pytest.raises(exc, match=msg):

@@ -5,6 +5,7 @@ import math
 import numbers
 
 import numpy as np
+import torch
 
 __all__ = ["as_generator", "check_channels", "check_shape2", "is_finite_real"]
 
@@ -14,19 +15,27 @@ def is_finite_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def as_generator(seed: int | np.random.Generator | None, name: str = "seed") -> np.random.Generator:
-    """Turn ``seed`` (None, int, numpy Generator or SeedSequence) into a numpy Generator.
+def as_generator(seed: int | np.random.Generator | torch.Generator | None,
+                 name: str = "seed") -> np.random.Generator:
+    """Turn ``seed`` (None, int, numpy Generator or SeedSequence, torch Generator) into a numpy one.
 
-    A Generator is returned as is (so the caller's stream advances)."""
+    A numpy Generator is returned as is (so the caller's stream advances). A ``torch.Generator``
+    (DESIGN.md: every generator takes a seed, a numpy or a torch Generator) gives one 63-bit draw
+    that seeds a new numpy Generator: the same torch state gives the same result, and the torch
+    stream advances as a numpy one would."""
     if isinstance(seed, np.random.Generator):
         return seed
     if seed is None or isinstance(seed, np.random.SeedSequence):
         return np.random.default_rng(seed)
+    if isinstance(seed, torch.Generator):
+        draw = torch.randint(0, 2**63 - 1, (1,), generator=seed, device=seed.device, dtype=torch.int64)
+        return np.random.default_rng(int(draw))
     if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
         if int(seed) < 0:
             raise ValueError(f"{name} must be a non-negative int, got {seed}")
         return np.random.default_rng(int(seed))
-    raise TypeError(f"{name} must be None, an int or a numpy.random.Generator, got {type(seed).__name__}")
+    raise TypeError(f"{name} must be None, an int, a numpy.random.Generator or a torch.Generator, "
+                    f"got {type(seed).__name__}")
 
 
 def check_shape2(shape, name: str = "shape") -> tuple[int, int]:

@@ -165,7 +165,7 @@ def sample_camera_motion(
         Frame size ``(H, W)``; sets the rotation/zoom strengths.
     max_len : int
         Label bound in pixels (23 or 46 for the presets).
-    seed : int, numpy.random.Generator or None
+    seed : int, numpy.random.Generator, torch.Generator or None
         Randomness source.
     rotation_prob, zoom_prob : float in [0, 1]
         Probability that the rotation / zoom component is present.
@@ -243,7 +243,7 @@ def random_motion_flow(
         ``(H, W)`` of the flow.
     preset : {"23", "46"}
         Label range: ``|u|, |v| <= 23`` or ``<= 46`` pixels. Ignored when ``max_len`` is given.
-    seed : int, numpy.random.Generator or None
+    seed : int, numpy.random.Generator, torch.Generator or None
         Randomness source; the same int gives the same flow.
     max_len : int, optional
         Explicit label bound in pixels (overrides ``preset``); at most ``MAX_FLOW`` (64),
@@ -302,8 +302,9 @@ def random_motion_flows(
         raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
     device = resolve_device(device, "device")  # before the flows are drawn, not at the transfer
     rng = as_generator(seed)
+    # an int seeds a sequence whose i-th child does not depend on n; a generator (numpy or torch) is a stream
     children = rng.bit_generator.seed_seq.spawn(int(n)) if seed is not None and not isinstance(
-        seed, np.random.Generator) else [rng.integers(0, 2**63 - 1) for _ in range(int(n))]
+        seed, (np.random.Generator, torch.Generator)) else [rng.integers(0, 2**63 - 1) for _ in range(int(n))]
     flows = np.stack([
         random_motion_flow(shape, preset, np.random.default_rng(c), dtype=np.float64, **kwargs)
         for c in children

@@ -51,7 +51,7 @@ def random_shake_kernel(
         Larger side of the path's bounding box, pixels, in ``[0, size - 3]``; default drawn
         uniformly from ``[(size - 3) / 2, size - 3]``. 0 gives the identity kernel. A lopsided path,
         centred on its mass, may need to be drawn smaller to fit the grid.
-    seed : int or numpy.random.Generator, optional
+    seed : int, numpy.random.Generator or torch.Generator, optional
         Randomness (same seed, same kernel).
 
     Returns

@@ -64,7 +64,7 @@ def synthesize_flow_blur(sharp, preset: str | int = "23", noise_sigma: float | t
         Clip the noisy blurred image to [0, 1] (default). Then ``sharp`` must lie on that scale
         (up to the overshoot of noise, [-0.5, 1.5]; ``ValueError`` otherwise); with ``False``
         any scale is blurred as given.
-    seed : int, numpy.random.Generator or None
+    seed : int, numpy.random.Generator, torch.Generator or None
     **flow_kwargs
         Passed to :func:`random_motion_flow` (``max_len``, ``rotation_prob``, ...).
 

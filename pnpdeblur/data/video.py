@@ -187,7 +187,7 @@ def random_camera_path(
     acceleration : float, optional
         Change of the translation speed over the exposure relative to the speed (default 0,
         or 0.2 for ``"mixed"``).
-    seed : int, numpy.random.Generator or None
+    seed : int, numpy.random.Generator, torch.Generator or None
 
     Returns
     -------
@@ -543,7 +543,7 @@ def synthesize_video_blur(
         Keep the ``N`` sharp frames in the result.
     order : int
         Spline order of the frame resampling (default 3).
-    seed : int, numpy.random.Generator or None
+    seed : int, numpy.random.Generator, torch.Generator or None
 
     Returns
     -------
