@@ -14,7 +14,7 @@ import torch
 from ..checkpoints import CheckpointError
 from ._official import describe_load_error
 
-__all__ = ["check_input", "check_multiple", "check_int", "read_torch_state", "strip_prefix"]
+__all__ = ["PhotoRestorer", "check_input", "check_multiple", "check_int", "read_torch_state", "strip_prefix"]
 
 
 def check_int(name: str, value: Any, lo: int = 1) -> int:
@@ -58,6 +58,56 @@ def _check_like_weights(x: torch.Tensor, net: torch.nn.Module, name: str) -> Non
     if x.dtype != w.dtype and not torch.is_autocast_enabled(x.device.type):
         raise TypeError(f"{name} has dtype {x.dtype} but {type(net).__name__}'s weights are {w.dtype}; "
                         f"convert with {name}.to({w.dtype}) or the network with .to({x.dtype})")
+
+
+class PhotoRestorer:
+    """Mixin of the single-image deblurring nets: :meth:`restore` runs the net on a photo as given."""
+
+    def restore(self, image: Any) -> Any:
+        """Deblur a photo (or a batch) given in any of the library's layouts with this network.
+
+        ``net(x)`` takes a float ``(N, C, H, W)`` tensor on the net's device and dtype; this takes
+        what a user holds — a numpy photo read from disk, uint8 or float — and hands back the same.
+
+        Parameters
+        ----------
+        image : array
+            ``(H, W)`` / ``(H, W, C)`` numpy or cupy, ``(H, W)`` / ``(C, H, W)`` torch, or
+            ``(N, C, H, W)``; uint8 or float in [0, 1]; grey, RGB or RGBA (the alpha channel comes
+            back opaque). A grey photo goes through a colour network as three equal planes and
+            comes back as their mean.
+
+        Returns
+        -------
+        array
+            The restored photo in the caller's type, layout, device and dtype (uint8 in → uint8
+            out), clipped to [0, 1].
+
+        Notes
+        -----
+        The network runs in eval mode (dropout off, batch norm on its running statistics) and
+        without gradients, on its own device and dtype; its training mode is restored afterwards.
+        """
+        from .._images import as_image_batch
+
+        x, boundary = as_image_batch(image, "image")
+        channels = self.config["in_channels"]
+        grey = x.shape[1] == 1 and channels == 3
+        if not grey and x.shape[1] != channels:
+            raise ValueError(f"image has {x.shape[1]} channels; {type(self).__name__} takes {channels}")
+        if grey:
+            x = x.expand(-1, 3, -1, -1)
+        w = next(p for p in self.parameters() if p.is_floating_point())
+        training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                out = self(x.to(device=w.device, dtype=w.dtype))
+        finally:
+            self.train(training)
+        if grey:
+            out = out.mean(dim=1, keepdim=True)
+        return boundary.image(out.to(device=x.device))
 
 
 def check_multiple(x: torch.Tensor, stride: int, cls: str, name: str = "x") -> None:

@@ -45,6 +45,7 @@ from torch import nn
 
 from .._checks import check_flag
 from ..checkpoints import CheckpointError
+from ._e2e import PhotoRestorer
 from ._e2e import check_input as _check_image
 from ._e2e import check_int as _check_int
 from ._base import CheckpointMixin, crop_to
@@ -92,7 +93,7 @@ def _official_parameters(path) -> "OrderedDict[str, torch.Tensor]":
                        if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
 
 
-class DeblurGANGenerator(CheckpointMixin, nn.Module):
+class DeblurGANGenerator(PhotoRestorer, CheckpointMixin, nn.Module):
     """Kupyn et al.'s DeblurGAN generator: blurred image → deblurred image (global skip).
 
     Parameters

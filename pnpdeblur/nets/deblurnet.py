@@ -35,7 +35,7 @@ from torch import nn
 
 from ..losses.multiscale import image_pyramid
 from ._base import CheckpointMixin, crop_to, pad_to_multiple
-from ._e2e import check_input, check_int, check_multiple
+from ._e2e import PhotoRestorer, check_input, check_int, check_multiple
 
 __all__ = ["DeblurNet"]
 
@@ -55,7 +55,7 @@ def _up_subnet(cin: int, width: int, cout: int, depth: int, k: int) -> nn.Sequen
     return nn.Sequential(*layers)
 
 
-class DeblurNet(CheckpointMixin, nn.Module):
+class DeblurNet(PhotoRestorer, CheckpointMixin, nn.Module):
     """Noroozi et al.'s DeblurNet (see the module docstring).
 
     Parameters

@@ -43,7 +43,7 @@ from torch import nn
 from ..checkpoints import CheckpointError
 from ..losses.multiscale import image_pyramid
 from ._base import CheckpointMixin, crop_to, pad_to_multiple
-from ._e2e import check_input, check_int, check_multiple, read_torch_state, strip_prefix
+from ._e2e import PhotoRestorer, check_input, check_int, check_multiple, read_torch_state, strip_prefix
 
 __all__ = ["DeepDeblur", "DeepDeblurDiscriminator", "ResBlock"]
 
@@ -86,7 +86,7 @@ def _upconv(channels: int, kernel_size: int, mode: str) -> nn.Module:
     return nn.ConvTranspose2d(channels, channels, kernel_size, stride=2, padding=kernel_size // 2, output_padding=1)
 
 
-class DeepDeblur(CheckpointMixin, nn.Module):
+class DeepDeblur(PhotoRestorer, CheckpointMixin, nn.Module):
     """Nah et al.'s multi-scale deblurring CNN (see the module docstring).
 
     Parameters
