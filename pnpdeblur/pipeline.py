@@ -434,7 +434,10 @@ def deblur(
         global iteration has made look sharp is not processed again. What was measured and
         decided is in ``history[k]["safeguard"]``: ``blur_score`` (px, per image),
         ``threshold``, ``blurred`` and ``processed`` (per image). False deblurs every image at
-        every iteration (the behaviour before the safeguard).
+        every iteration (the behaviour before the safeguard). A large flat clipped region (an
+        overexposed sky) raises SEN's score beside it too: on sharp photos with a white top 40 %
+        the detector fired on 10 % of them instead of none (``benchmarks/RESULTS.md``, "A clipped
+        sky and the safeguard"), so such a photo may be deconvolved although it is sharp.
     blur_threshold : float, optional
         The detector's threshold in px. Default: the value calibrated for the shipped SEN on
         BSDS500 train crops (``benchmarks/blind.py --calibrate``) for the flows it is given,
