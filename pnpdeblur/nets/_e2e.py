@@ -48,8 +48,13 @@ def check_input(x: Any, channels: int, name: str = "x", allow_empty: bool = Fals
     return x
 
 
+def _first_weight(net: torch.nn.Module) -> Optional[torch.Tensor]:
+    """The net's first floating-point parameter (its dtype and device are the net's), or None."""
+    return next((p for p in net.parameters() if p.is_floating_point()), None)
+
+
 def _check_like_weights(x: torch.Tensor, net: torch.nn.Module, name: str) -> None:
-    w = next((p for p in net.parameters() if p.is_floating_point()), None)
+    w = _first_weight(net)
     if w is None or "meta" in (x.device.type, w.device.type):
         return
     if x.device != w.device:
@@ -97,7 +102,7 @@ class PhotoRestorer:
             raise ValueError(f"image has {x.shape[1]} channels; {type(self).__name__} takes {channels}")
         if grey:
             x = x.expand(-1, 3, -1, -1)
-        w = next(p for p in self.parameters() if p.is_floating_point())
+        w = _first_weight(self)
         training = self.training
         self.eval()
         try:

@@ -238,15 +238,15 @@ def main(argv=None) -> Path:
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     if not presets or any(p not in FLOW_PRESETS for p in presets):
         raise ValueError(f"--presets must be a comma-separated list of {sorted(FLOW_PRESETS)}, got {args.presets!r}")
-    stride = 4 * 2 ** args.levels  # SEN's input sides: the training crops must fit its down-samplings
+    model = SEN(in_channels=3, width=args.width, stacks=args.stacks, levels=args.levels,
+                flow_scale=float(max(int(p) for p in presets)) / 2)
+    stride = model.stride  # SEN's input sides: the training crops must fit its down-samplings
     if args.crop % stride:
         raise ValueError(f"--crop must be a multiple of SEN's stride 4·2^levels = {stride} (--levels {args.levels}), "
                          f"got {args.crop}")
     if args.batch * (args.crop // stride) ** 2 < 2:  # batch norm needs two values per channel at the bottom
         raise ValueError(f"--crop {args.crop} with --batch {args.batch} leaves one value per channel at SEN's "
                          "coarsest level (batch norm needs two): raise --crop or --batch")
-    model = SEN(in_channels=3, width=args.width, stacks=args.stacks, levels=args.levels,
-                flow_scale=float(max(int(p) for p in presets)) / 2)
     init = None
     if args.init is not None:
         init_path = Path(SEN_PRETRAINED_PATH if args.init == "shipped" else args.init)
