@@ -62,7 +62,7 @@ from ._cli import (
 from .sen import HELD_OUT_SAMPLES, TRAIN_SAMPLES, held_out_samples, training_sources
 
 __all__ = ["NetSpec", "SPECS", "build_net", "build_datasets", "make_loss_fn", "make_val_fn", "shipped_weights_for",
-           "check_args", "main"]
+           "check_args", "check_crop", "main"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,8 @@ class NetSpec:
         The paper's adversarial loss; ``discriminator`` names its class in ``module``.
     disc_small : dict
         Constructor arguments of the discriminator with ``--small``.
+    disc_min_crop : int
+        Smallest crop side the discriminator takes (checked up front when it trains).
     adv_weight : float
         Weight of the generator's adversarial term relative to the content loss.
     lr, steps, batch, crop, milestones, gamma, decay_from, lr_end :
@@ -98,6 +100,7 @@ class NetSpec:
     adversarial: Optional[str] = None
     discriminator: Optional[str] = None
     disc_small: Mapping[str, Any] = field(default_factory=dict)
+    disc_min_crop: int = 1
     adv_weight: float = 0.0
     lr: float = 1e-4
     steps: int = 100_000
@@ -132,6 +135,7 @@ SPECS: Dict[str, NetSpec] = {
     "deblurgan": NetSpec(
         "pnpdeblur.nets.deblurgan", "DeblurGANGenerator", "image", small=dict(features=16, blocks=3, dropout=0.0),
         adversarial="wgan-gp", discriminator="DeblurGANCritic", adv_weight=1e-2, disc_small=dict(features=16),
+        disc_min_crop=8,  # DeblurGANCritic.forward refuses inputs under 8×8
         lr=1e-4, steps=300_000, batch=1, crop=256, decay_from=0.5, lr_end=0.0, betas=(0.5, 0.999),
         paper="Kupyn et al.: Adam 1e-4 (β1 0.5), constant then linear decay to 0, batch 1, 256² crops, "
               "WGAN-GP (λ 10) + 100 × content"),
@@ -369,6 +373,35 @@ def check_args(name: str, args: argparse.Namespace) -> Dict[str, Any]:
     return config
 
 
+def check_crop(name: str, args: argparse.Namespace, net: nn.Module) -> None:
+    """Refuse a ``--crop`` that net ``name``'s training view cannot take, before any photo is read.
+
+    Training calls ``net.forward_multiscale``, which takes only sides that are multiples of
+    ``net.stride`` (its total down-sampling: 2^(scales-1) for DeepDeblur, 4 for DeblurNet and
+    DeblurGAN, 8 for DVD, 64 for FlowNetS); a net with batch norm needs two values per channel
+    at that coarsest level (``--batch`` × (crop / stride)² >= 2); the paper's discriminator, when
+    it trains (``--adv-weight`` > 0), needs :attr:`NetSpec.disc_min_crop`. Without this check
+    each failed only at the first training step, after the photos were read.
+
+    Raises
+    ------
+    ValueError
+        Naming ``--crop`` (and ``--batch`` or ``--adv-weight`` where they take part) and what is needed.
+    """
+    spec, crop = SPECS[name], args.crop
+    stride = int(net.stride)
+    if crop % stride:
+        raise ValueError(f"--crop must be a multiple of {spec.cls}.stride = {stride} (its down-sampling), "
+                         f"got {crop}")
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()) \
+            and args.batch * (crop // stride) ** 2 < 2:
+        raise ValueError(f"--crop {crop} with --batch {args.batch} leaves one value per channel at {spec.cls}'s "
+                         "coarsest level (batch norm needs two): raise --crop or --batch")
+    if spec.adversarial and getattr(args, "adv_weight", 0.0) > 0 and crop < spec.disc_min_crop:
+        raise ValueError(f"--crop must be >= {spec.disc_min_crop} for {spec.discriminator} (--adv-weight "
+                         f"{args.adv_weight} > 0), got {crop}")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Path:
     """``argv = [name, options…]``: train net ``name`` and export its weights; returns their path."""
     from . import TrainConfig, Trainer
@@ -385,6 +418,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         net = build_net(name, small=args.small, **config)
     except (TypeError, ValueError) as e:  # an unknown or bad constructor argument
         raise ValueError(f"--config {args.config}: {e}") from None
+    check_crop(name, args, net)
     init = None
     if args.init is not None:
         init_path = shipped_weights_for(name) if args.init == "shipped" else Path(args.init)

@@ -1,0 +1,102 @@
+"""Leftovers of the audits: each case failed (or passed silently) on the code before its fix."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pnpdeblur import cli
+from pnpdeblur.train import deblurnets as R
+
+
+class _Work(AssertionError):
+    """Raised where the run would have begun reading photos (not caught by the command line)."""
+
+
+@pytest.fixture
+def no_photos(monkeypatch):
+    """Nets are built for real; reading the photos and the trainer are stood in for."""
+    from pnpdeblur.train import engine
+
+    def work(*args, **kwargs):
+        raise _Work("the run reached its photos")
+
+    monkeypatch.setattr(R, "training_sources", work)
+    monkeypatch.setattr(engine.Trainer, "__init__", work)
+    monkeypatch.delenv("PNPDEBLUR_DEBUG", raising=False)
+
+
+def _train(capsys, recipe, *argv):
+    rc = cli.main(["train", recipe, "--device", "cpu", *map(str, argv)])
+    return rc, capsys.readouterr().err
+
+
+def _one_step(name, argv):
+    """Run net ``name``'s training view (and its discriminator) on one batch of the crop of ``argv``.
+
+    What the first training step does; raises what it raised there.
+    """
+    args = R.parse_args(name, argv)
+    spec = R.SPECS[name]
+    net = R.build_net(name, small=True, **R.check_args(name, args)).train()  # DVD's frames from --frames
+    c = net.config.get("in_channels", 3)
+    shape = (args.batch, c, args.crop, args.crop)
+    if spec.kind == "flow":
+        net.forward_multiscale(torch.rand(shape), torch.rand(shape))
+        return
+    if spec.kind == "video":
+        shape = (args.batch, c * args.frames, args.crop, args.crop)
+    out = net.forward_multiscale(torch.rand(shape))[-1]
+    if spec.adversarial and args.adv_weight > 0:
+        R._net_class(spec, spec.discriminator)(**spec.disc_small)(out)
+
+
+# -- 1a: --crop against each deblurnet's stride ---------------------------------------------------
+CROP_REFUSED = [
+    ("flownets", ["--crop", "16"], "--crop must be a multiple of FlowNetS.stride = 64 (its down-sampling), got 16"),
+    ("flownets", ["--crop", "96"], "--crop must be a multiple of FlowNetS.stride = 64"),
+    ("deepdeblur", ["--crop", "18"], "--crop must be a multiple of DeepDeblur.stride = 4 (its down-sampling), got 18"),
+    # the stride follows the built net: four scales down-sample by 8
+    ("deepdeblur", ["--crop", "12", "--config", '{"scales": 4}'], "--crop must be a multiple of DeepDeblur.stride = 8"),
+    ("deblurnet", ["--crop", "6"], "--crop must be a multiple of DeblurNet.stride = 4 (its down-sampling), got 6"),
+    ("dvd", ["--crop", "12", "--frames", "3"], "--crop must be a multiple of DVD.stride = 8 (its down-sampling)"),
+    ("deblurgan", ["--crop", "10"], "--crop must be a multiple of DeblurGANGenerator.stride = 4"),
+    # batch norm at the coarsest level: one value per channel with --batch 1
+    ("deblurnet", ["--crop", "4", "--batch", "1"], "--crop 4 with --batch 1 leaves one value per channel at "
+                                                   "DeblurNet's coarsest level (batch norm needs two)"),
+    ("dvd", ["--crop", "8", "--batch", "1", "--frames", "3"], "--crop 8 with --batch 1 leaves one value per channel"),
+    # the critic of DeblurGAN's WGAN-GP term
+    ("deblurgan", ["--crop", "4"], "--crop must be >= 8 for DeblurGANCritic (--adv-weight 0.01 > 0), got 4"),
+]
+CROP_ACCEPTED = [
+    ("flownets", ["--crop", "64"]),
+    ("deepdeblur", ["--crop", "4"]),
+    ("deepdeblur", ["--crop", "8", "--config", '{"scales": 4}']),
+    ("deblurnet", ["--crop", "4", "--batch", "2"]),
+    ("dvd", ["--crop", "8", "--batch", "2", "--frames", "3"]),
+    ("deblurgan", ["--crop", "4", "--adv-weight", "0"]),
+    ("deblurgan", ["--crop", "8"]),
+]
+
+
+@pytest.mark.parametrize("name, argv, message", CROP_REFUSED)
+def test_a_crop_the_net_cannot_take_is_refused_before_the_photos(capsys, no_photos, name, argv, message):
+    rc, err = _train(capsys, name, "--small", *argv)
+    assert rc == 1
+    assert err.startswith(f"pnpdeblur train {name}: error: {message}") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name, argv", CROP_ACCEPTED)
+def test_a_crop_the_net_takes_reaches_the_photos(capsys, no_photos, name, argv):
+    with pytest.raises(_Work):
+        _train(capsys, name, "--small", *argv)
+
+
+@pytest.mark.parametrize("name, argv", [case[:2] for case in CROP_REFUSED])
+def test_each_refused_crop_fails_the_first_training_step(one_torch_thread, name, argv):
+    with pytest.raises((ValueError, RuntimeError)):
+        _one_step(name, argv)
+
+
+@pytest.mark.parametrize("name, argv", CROP_ACCEPTED)
+def test_each_accepted_crop_runs_the_first_training_step(one_torch_thread, name, argv):
+    _one_step(name, argv)
