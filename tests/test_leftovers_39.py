@@ -100,3 +100,43 @@ def test_each_refused_crop_fails_the_first_training_step(one_torch_thread, name,
 @pytest.mark.parametrize("name, argv", CROP_ACCEPTED)
 def test_each_accepted_crop_runs_the_first_training_step(one_torch_thread, name, argv):
     _one_step(name, argv)
+
+
+# -- 1b: --init with a corrupt file names the option ----------------------------------------------
+@pytest.fixture
+def no_recipe_photos(monkeypatch, no_photos):
+    """Every recipe with --init: its photo reading stood in for (nets are built for real)."""
+    import pnpdeblur.train.dncnn as dncnn
+    import pnpdeblur.train.drunet as drunet
+    import pnpdeblur.train.sen as sen
+
+    def work(*args, **kwargs):
+        raise _Work("the run reached its photos")
+
+    for module, name in ((sen, "training_sources"), (drunet, "training_photos"), (dncnn, "training_photos")):
+        monkeypatch.setattr(module, name, work)
+
+
+@pytest.mark.parametrize("recipe, small", [("deblurnet", ["--small"]), ("sen", []), ("drunet", ["--small"]),
+                                           ("dncnn", [])])
+def test_a_corrupt_init_file_is_named_with_its_option(capsys, no_recipe_photos, tmp_path, recipe, small):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    rc, err = _train(capsys, recipe, *small, "--init", bad, "--out", tmp_path / "out.safetensors")
+    assert rc == 1
+    assert err.startswith(f"pnpdeblur train {recipe}: error: --init: {bad} is not a readable safetensors file")
+    assert err.count("\n") == 1
+
+
+def test_init_of_another_net_or_config_is_named_with_its_option(tmp_path):
+    from pnpdeblur.checkpoints import CheckpointError
+    from pnpdeblur.nets import DnCNN
+    from pnpdeblur.train._cli import initialise_from
+
+    saved = DnCNN(channels=3, features=4, depth=3).save(tmp_path / "d.safetensors")
+    with pytest.raises(CheckpointError, match=f"^--init: {saved} holds a 'DnCNN' checkpoint, expected 'DRUNet'"):
+        initialise_from(DnCNN(channels=3, features=4, depth=3), saved, "DRUNet")
+    with pytest.raises(ValueError, match=f"^--init: {saved} holds DnCNN"):
+        initialise_from(DnCNN(channels=1, features=4, depth=3), saved, "DnCNN")
+    with pytest.raises(CheckpointError, match="^--init: checkpoint not found: "):
+        initialise_from(DnCNN(channels=3, features=4, depth=3), tmp_path / "missing.safetensors", "DnCNN")

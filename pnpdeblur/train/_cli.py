@@ -290,18 +290,24 @@ def initialise_from(model: torch.nn.Module, path: Path, architecture: str) -> Di
     The checkpoint's config must equal ``model.config`` (the options must build the same network);
     a mismatch raises ``ValueError`` naming both, a corrupt or foreign checkpoint (or one holding
     NaN/Inf) :class:`pnpdeblur.checkpoints.CheckpointError`, and ``model`` is then left as it was.
-    Returns the file name, its SHA-256 and the step count its header records, for the new
-    weights' header.
+    Every message starts with ``--init:``, the option the path came from. Returns the file name,
+    its SHA-256 and the step count its header records, for the new weights' header.
     """
     import hashlib
 
-    from ..checkpoints import load_into, read_header
+    from ..checkpoints import CheckpointError, load_into, read_header
 
-    header = read_header(path)
+    try:
+        header = read_header(path)
+    except CheckpointError as e:  # its message names the path, not the option it came from
+        raise CheckpointError(f"--init: {e}") from e
     if header["architecture"] == architecture and header["config"] != dict(model.config):
-        raise ValueError(f"init: {path} holds {architecture}{header['config']}, "
+        raise ValueError(f"--init: {path} holds {architecture}{header['config']}, "
                          f"but the options build {architecture}{dict(model.config)}")
-    load_into(model, path, architecture)
+    try:
+        load_into(model, path, architecture)
+    except CheckpointError as e:
+        raise CheckpointError(f"--init: {e}") from e
     return {"file": Path(path).name, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
             "steps": header.get("steps")}
 
