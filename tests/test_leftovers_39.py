@@ -140,3 +140,14 @@ def test_init_of_another_net_or_config_is_named_with_its_option(tmp_path):
         initialise_from(DnCNN(channels=1, features=4, depth=3), saved, "DnCNN")
     with pytest.raises(CheckpointError, match="^--init: checkpoint not found: "):
         initialise_from(DnCNN(channels=3, features=4, depth=3), tmp_path / "missing.safetensors", "DnCNN")
+
+
+# -- 1c: --root is read only by --data gopro ------------------------------------------------------
+@pytest.mark.parametrize("data", [[], ["--data", "video"], ["--data", "flow"]])
+def test_root_without_gopro_data_is_refused(capsys, no_photos, tmp_path, data):
+    rc, err = _train(capsys, "deepdeblur", "--small", *data, "--root", tmp_path)
+    assert rc == 1
+    kind = data[1] if data else "video"
+    assert err.startswith(f"pnpdeblur train deepdeblur: error: --root is read only with --data gopro, "
+                          f"got --data {kind}")
+

@@ -340,8 +340,9 @@ def check_args(name: str, args: argparse.Namespace) -> Dict[str, Any]:
     """Refuse bad options of :func:`parse_args` by the names the user typed, before any work.
 
     ``ValueError`` naming the option (:func:`~pnpdeblur.train._cli.check_options`, and the
-    recipe's own: ``--config``, ``--frames``, ``--data``, ``--root``). Returns the net's
-    constructor arguments of ``--config`` (with DVD's ``frames`` from ``--frames``).
+    recipe's own: ``--config``, ``--frames``, ``--data``, ``--root``, which only ``--data gopro``
+    reads). Returns the net's constructor arguments of ``--config`` (with DVD's ``frames`` from
+    ``--frames``).
     """
     kind = SPECS[name].kind
     check_options(args, files=("init",), photo_folders=("corpus",), crop=POSITIVE_INT, frames=POSITIVE_INT,
@@ -360,6 +361,9 @@ def check_args(name: str, args: argparse.Namespace) -> Dict[str, Any]:
             raise ValueError(f"--config frames={config['frames']!r} and --frames {args.frames} differ")
     if kind != "image" and args.data != "video":
         raise ValueError(f"--data {args.data}: {SPECS[name].cls} trains on --data video (clips with true flow)")
+    if args.root is not None and args.data != "gopro":  # only GoProDataset reads it: it would be ignored
+        raise ValueError(f"--root is read only with --data gopro, got --data {args.data} (drop --root or pass "
+                         "--data gopro)")
     if args.data == "gopro":
         from ..data import GoProDataset
 
