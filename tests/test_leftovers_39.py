@@ -151,3 +151,38 @@ def test_root_without_gopro_data_is_refused(capsys, no_photos, tmp_path, data):
     assert err.startswith(f"pnpdeblur train deepdeblur: error: --root is read only with --data gopro, "
                           f"got --data {kind}")
 
+
+
+# -- 1d: RP-GAN's smallest crop --------------------------------------------------------------------
+@pytest.mark.parametrize("crop", [-1, 0, 1, 4, 7])
+def test_rpgan_refuses_a_crop_under_its_minimum(capsys, crop):
+    from pnpdeblur.train.rpgan import MIN_CROP, parse_args
+
+    assert MIN_CROP == 8
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--crop", str(crop)])
+    assert e.value.code == 2
+    assert (f"error: --crop must be >= 8 (the generator works at 1/4 of it, where batch norm needs 2×2 values), "
+            f"got {crop}") in capsys.readouterr().err
+
+
+def test_rpgan_accepts_its_minimum_crop():
+    from pnpdeblur.train.rpgan import parse_args
+
+    assert parse_args(["--crop", "8", "--flows", "true"]).crop == 8
+
+
+def test_rpgan_minimum_crop_is_what_the_generator_needs_with_batch_one(one_torch_thread):
+    """Why 8: at 2·stride the generator's 1/4-resolution batch norm has 2×2 values with --batch 1; at one stride
+    it has one and fails (the critics pad their inputs, so they set no minimum)."""
+    from pnpdeblur.nets.rpgan import ArtifactCritic, ConditionalDiscriminator, RPGANGenerator
+    from pnpdeblur.train.rpgan import MIN_CROP
+
+    torch.manual_seed(0)
+    gen = RPGANGenerator(3, 4, 1).train()
+    x = torch.rand(1, 3, MIN_CROP, MIN_CROP)
+    assert gen(x, x).shape == x.shape
+    assert ConditionalDiscriminator(3, 4).train()(x, x).numel() >= 1 and ArtifactCritic(3, 4).train()(x).numel() >= 1
+    small = torch.rand(1, 3, RPGANGenerator.stride, RPGANGenerator.stride)
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        gen(small, small)

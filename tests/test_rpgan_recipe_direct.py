@@ -465,8 +465,8 @@ def test_cli_help_states_each_options_meaning(capsys, monkeypatch):
     assert "--gp-weight" in text and "--lr-end" in text
 
 
-@pytest.mark.parametrize("name", ["steps", "batch", "crop", "pool", "buffer", "refresh-every", "cg-iters", "width",
-                                  "n-res", "d-width"])
+@pytest.mark.parametrize("name", ["steps", "batch", "pool", "buffer", "refresh-every", "cg-iters", "width",
+                                  "n-res", "d-width"])  # --crop has its own minimum (test_leftovers_39)
 def test_cli_counts_must_be_positive(name, capsys):
     with pytest.raises(SystemExit) as e:
         parse_args([f"--{name}", "0"])

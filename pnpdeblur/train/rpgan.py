@@ -81,7 +81,13 @@ from .replay import PAPER_PROPORTIONS, ReplayBuffer, level_counts
 #: and 6.5 on 256² photos (benchmarks/RESULTS.md, "RP-GAN inside pd.deblur").
 SEN_CONTEXT = 192
 
-__all__ = ["SEN_CONTEXT", "RPGANTrainModule", "TensorItems", "build_pool", "DeconvolutionProducer", "make_loss_fn",
+#: Smallest ``--crop``: the generator's two stride-2 convolutions work at 1/``stride`` of the crop,
+#: and their batch norm needs two values per channel, which ``--batch 1`` gets only from a 2×2 map
+#: (a 4×4 crop with ``--batch 1`` fails at the first step; 5–7 reach 2×2 only by padding). The
+#: critics pad their inputs up to ``MIN_CRITIC_SIZE`` (their own minimum) and add none.
+MIN_CROP = 2 * RPGANGenerator.stride
+
+__all__ = ["SEN_CONTEXT", "MIN_CROP", "RPGANTrainModule", "TensorItems", "build_pool", "DeconvolutionProducer", "make_loss_fn",
            "make_val_fn", "parse_args", "main"]
 
 
@@ -498,9 +504,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parse_engine_args(ap, argv)
     if args.time_budget is not None and not (math.isfinite(args.time_budget) and args.time_budget > 0):
         ap.error(f"--time-budget must be a finite number of seconds > 0, got {args.time_budget}")
-    for name in ("steps", "batch", "crop", "pool", "buffer", "refresh_every", "cg_iters", "width", "n_res", "d_width"):
+    for name in ("steps", "batch", "pool", "buffer", "refresh_every", "cg_iters", "width", "n_res", "d_width"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.crop < MIN_CROP:
+        ap.error(f"--crop must be >= {MIN_CROP} (the generator works at 1/{RPGANGenerator.stride} of it, where "
+                 f"batch norm needs 2×2 values), got {args.crop}")
     if args.pretrain_steps < 0 or args.val_items < 0:
         ap.error("--pretrain-steps and --val-items must be >= 0")
     if args.flow_context is not None and args.flow_context < args.crop:
