@@ -6,7 +6,10 @@ Subcommands
     Blind deblurring of photos with :func:`pnpdeblur.deblur` (SEN flow → HQS/CG with a
     prior, global iterations). Unreadable inputs are reported and skipped (exit status 1 at
     the end); an input file is never overwritten (exit status 2 before any work). Under
-    ``torchrun`` the files are split across the processes.
+    ``torchrun`` the files are split across the processes. ``--net NAME|PATH`` runs an end-to-end
+    network of :data:`DEBLUR_NETS` (``.restore(photo)``) instead, with the same files, names and
+    statuses; it refuses the pipelines' options (exit status 2), and a network that cannot be
+    loaded fails every input (exit status 1), as the pipelines' models do.
 ``pnpdeblur train <model> [args…]``
     Forwards ``args`` to the model's training recipe (:data:`TRAINERS`: ``sen``, ``rpgan``,
     ``deepdeblur``, ``deblurnet``, ``dvd``, ``deblurgan``, ``flownets``, ``drunet``, ``dncnn``).
@@ -40,8 +43,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["main", "build_parser", "TRAINERS", "PRIORS", "FINETUNE_NETS", "OutputPlan", "plan_outputs",
-           "collect_inputs", "load_deblur_net", "sorted_frames"]
+__all__ = ["main", "build_parser", "TRAINERS", "PRIORS", "FINETUNE_NETS", "DEBLUR_NETS", "OutputPlan",
+           "plan_outputs", "collect_inputs", "load_deblur_net", "sorted_frames"]
 
 # Exit statuses: 1 = some inputs failed (the others were written), 2 = usage error / refused.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -151,6 +154,10 @@ FINETUNE_NETS: Dict[str, Any] = {
     "dvd": "pnpdeblur.nets.dvd:DVD",  # no shipped weights: --net PATH of a DVD checkpoint
 }
 
+#: ``deblur --net NAME`` → the single-image deblurring networks (those with ``.restore(photo)``); DVD
+#: restores a frame from a stack of frames and stays with ``finetune``.
+DEBLUR_NETS: Dict[str, Any] = {k: FINETUNE_NETS[k] for k in ("deepdeblur", "deblurgan", "deblurnet")}
+
 
 _DEBLUR_EPILOG = """\
 examples:
@@ -163,6 +170,7 @@ examples:
   pnpdeblur deblur photo.jpg -o out/ --prior drunet --prior-weights drunet_color.pth   # DPIR's DRUNet
   pnpdeblur deblur frame2.png -o out/ --kernel out/frame1_kernel.npy   # a known kernel (non-blind)
   pnpdeblur deblur photo.png -o out/ --flow photo_flow.npy   # a known per-pixel flow
+  pnpdeblur deblur shots/ -o out/ --net deepdeblur   # an end-to-end network (Nah et al.)
   torchrun --nproc_per_node 4 -m pnpdeblur deblur shots/ -o out/ --device cuda
 
 outputs: OUTDIR/<stem>.png per input (8-bit; 16-bit PNG or TIFF inputs give 16-bit PNGs; grey
@@ -317,6 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "array, in the convolution convention (MATLAB's conv2; turn a correlation PSF "
                             "by 180 degrees), scaled to sum 1; an even size is padded by a zero row/column. "
                             "Implies --shake; not with --auto or --kernel-size")
+    e2e = d.add_argument_group("end-to-end network (instead of the plug-and-play pipeline)")
+    e2e.add_argument("--net", default=None, metavar="NAME|PATH",
+                     help="run this end-to-end deblurring network on each photo instead: %s (shipped "
+                          "weights; deblurnet has none) or a pnpdeblur checkpoint of one. With -o, -r, --device "
+                          "and --no-progress only. A photo goes through whole, not in tiles: on the CPU about "
+                          "0.4 KB a pixel with the shipped deepdeblur (4.5 GiB at 12 megapixels), 1.5 KB with "
+                          "the paper's size" % ", ".join(DEBLUR_NETS))
     adv = d.add_argument_group("advanced (speed / quality trade-offs)")
     adv.add_argument("--hqs-iters", type=_positive_int, default=None, metavar="N",
                      help=f"HQS iterations per global iteration (default: {DEBLUR_HQS_ITERS}; "
@@ -739,6 +754,11 @@ _GIVEN_FLOW_EXCLUDES = ("shake", "auto", "iterations", "flow_scale", "flow_weigh
 _GIVEN_KERNEL_EXCLUDES = ("auto", "kernel_size", "blur_threshold")
 
 
+# what still applies with --net (an end-to-end network); every other deblur option sets up the
+# plug-and-play pipelines and is refused with it, options added later included
+_NET_KEEPS = ("help", "inputs", "output", "recursive", "device", "no_progress", "net")
+
+
 def _given(args: argparse.Namespace, names: Sequence[str]) -> List[str]:
     """The options among ``names`` given away from the parser's defaults, as flags."""
     return ["--" + k.replace("_", "-") for k in names if getattr(args, k) != args.sub_parser.get_default(k)]
@@ -753,6 +773,10 @@ def _shake_conflicts(args: argparse.Namespace) -> List[str]:
 def _model_conflicts(args: argparse.Namespace) -> Optional[str]:
     """What is wrong with the blur-model options together, in words; None when they fit. A
     ``--kernel`` turns ``--shake`` on."""
+    if getattr(args, "net", None) is not None:
+        clash = _given(args, [a.dest for a in args.sub_parser._actions if a.dest not in _NET_KEEPS])
+        return (f"{', '.join(clash)} cannot be used with --net (an end-to-end network has no blur model, "
+                "prior or solver to set)") if clash else None
     if args.flow is not None:
         clash = _given(args, _GIVEN_FLOW_EXCLUDES)
         return f"{', '.join(clash)} cannot be used with --flow (the flow is given, not estimated)" if clash else None
@@ -786,22 +810,26 @@ def _read_given_blur(args: argparse.Namespace) -> Optional[str]:
     return None
 
 
-def _run_deblur(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from .train import distributed as dist
-
-    problem = _model_conflicts(args) or _read_given_blur(args)
-    if problem:
-        print(f"pnpdeblur deblur: error: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+def _prior_problem(args: argparse.Namespace) -> Optional[str]:
+    """Fill in the default ``--prior`` and check it against ``--prior-weights``; the error in words, or
+    None. With ``--net`` there is no prior (``_model_conflicts`` refused both options)."""
+    if args.net is not None:
+        return None
     if args.prior is None:  # the library's choice: the DRUNet for a given blur, the DnCNN for estimated ones
         args.prior = "drunet" if args.flow is not None or args.kernel is not None else "dncnn"
     if args.prior_weights is not None and args.prior not in PRIOR_WEIGHTS:
-        print(f"pnpdeblur deblur: error: --prior-weights needs --prior {', '.join(sorted(PRIOR_WEIGHTS))}, "
-              f"got --prior {args.prior}", file=sys.stderr)
-        return EXIT_USAGE
+        return f"--prior-weights needs --prior {', '.join(sorted(PRIOR_WEIGHTS))}, got --prior {args.prior}"
     if args.prior_weights is None and args.prior not in PRIORS:
-        print(f"pnpdeblur deblur: error: --prior {args.prior} needs --prior-weights PATH (no weights ship for it)",
-              file=sys.stderr)
+        return f"--prior {args.prior} needs --prior-weights PATH (no weights ship for it)"
+    return None
+
+
+def _run_deblur(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .train import distributed as dist
+
+    problem = _model_conflicts(args) or _read_given_blur(args) or _prior_problem(args)
+    if problem:
+        print(f"pnpdeblur deblur: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     files, problems = collect_inputs(args.inputs, args.recursive)
     save_flow = args.save_flow or args.flow_npy
@@ -838,12 +866,14 @@ def _run_deblur(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if mine:
         outdir.mkdir(parents=True, exist_ok=True)
         try:
-            prior, flow_model = _load_models(args)
-        except Exception as e:  # bad --flow-weights / --prior-weights, missing or corrupt shipped weights
-            _err(f"pnpdeblur deblur: error: cannot load the models: {e}")
+            models = _load_models(args) if args.net is None else _load_net(args.net, device)
+        except Exception as e:  # bad --flow-weights / --prior-weights / --net, missing or corrupt weights
+            what = "the models" if args.net is None else f"--net {args.net}"
+            _err(f"pnpdeblur deblur: error: cannot load {what}: {e}")
             failed += [str(pl.source) for pl in mine]  # no early return: other ranks wait below
         else:
-            failed += _deblur_files(mine, args, device, prior, flow_model)
+            failed += (_deblur_files(mine, args, device, *models) if args.net is None else
+                       _each_file(mine, args, models.restore, _write_image))
     if distributed:
         failed = [f for part in dist.all_gather_objects(failed) for f in part]
         if owns_group:
@@ -871,24 +901,36 @@ def _load_models(args: argparse.Namespace) -> Tuple[Any, Any]:
     return prior, flow_model
 
 
-def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device: Optional[str],
-                  prior: Any, flow_model: Any) -> List[str]:
-    """Deblur and write each planned file; returns the names of those that failed."""
+def _load_net(spec: str, device: Optional[str]) -> Any:
+    """The network of ``deblur --net``: a :data:`DEBLUR_NETS` name or checkpoint (see
+    :func:`load_deblur_net`), on ``device``; ValueError for a network without ``.restore``."""
+    net = load_deblur_net(spec, DEBLUR_NETS, kind="a single-image deblurring network")
+    if not callable(getattr(net, "restore", None)):
+        raise ValueError(f"{type(net).__name__} has no restore(photo): not a single-image deblurring network")
+    return net if device is None else net.to(device)
+
+
+def _write_image(pl: OutputPlan, x: Any, sixteen: bool) -> None:
+    """Write a result image to ``pl.image`` (16 bits when its input had 16)."""
+    _imsave(pl.image, _to_storage(x, sixteen))
+
+
+def _each_file(plans: Sequence[OutputPlan], args: argparse.Namespace, solve: Callable[[np.ndarray], Any],
+               write: Callable[[OutputPlan, Any, bool], None]) -> List[str]:
+    """Read, process and write each planned file, under one progress bar; returns the names of those
+    that failed.
+
+    ``solve(image)`` gets the photo as :func:`_read` gives it (float32 ``(H, W, C)``, C = 1 or 3);
+    ``write(plan, result, sixteen)`` says what it has to about the result and writes it. A file that
+    cannot be read, solved or written is named on stderr and counted, and the next one goes on.
+    """
     from tqdm.auto import tqdm
 
-    from .auto import deblur_auto
-    from .camera_shake import DEFAULT_KERNEL_SIZE, check_shake_kernel_size, deblur_shake
-    from .pipeline import deblur
     from .train.distributed import rank, world_size
 
-    progress = not args.no_progress
-    given_flow, given_kernel = getattr(args, "given_flow", None), getattr(args, "given_kernel", None)
-    safeguard: Dict[str, Any] = {"safeguard": not args.no_safeguard}
-    if args.blur_threshold is not None:
-        safeguard["blur_threshold"] = args.blur_threshold
     failed: List[str] = []
     desc = "images" if world_size() == 1 else f"images (rank {rank()})"
-    for pl in tqdm(plans, desc=desc, unit="img", disable=not progress, dynamic_ncols=True):
+    for pl in tqdm(plans, desc=desc, unit="img", disable=args.no_progress, dynamic_ncols=True):
         try:
             img, sixteen = _read(pl.source)
         except (FileNotFoundError, ValueError, OSError) as e:
@@ -897,79 +939,106 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
             failed.append(str(pl.source))
             continue
         try:
-            with warnings.catch_warnings():  # the CLI says it in its own words below
-                warnings.filterwarnings("ignore", message=r"pd\.deblur(_shake)? returned image\(s\) .* unchanged")
-                warnings.filterwarnings("ignore", message=r"pd\.deblur(_shake)? left image\(s\) .* every value")
-                common = dict(prior=prior, noise_level=args.noise_level, device=device, boundary=args.boundary,
-                              saturation=None if args.no_saturation else args.saturation, gamma=args.gamma)
-                flow_opts = dict(iterations=args.iterations, n_iter=args.hqs_iters, cg_iters=args.cg_iters,
-                                 flow_scale=args.flow_scale, flow_ensemble=not args.no_flow_ensemble)
-                floor = {} if args.noise_floor is None else {"noise_floor": args.noise_floor}  # else the library's
-                if (args.shake or args.auto) and given_kernel is None:  # checked here to name the flag
-                    check_shake_kernel_size(args.kernel_size or DEFAULT_KERNEL_SIZE, img.shape[:2], "--kernel-size")
-                if given_flow is not None:
-                    if given_flow.shape[1:] != img.shape[:2]:
-                        raise ValueError(f"the photo is {img.shape[0]}x{img.shape[1]} px (H x W) and --flow "
-                                         f"{args.flow} is {given_flow.shape[1]}x{given_flow.shape[2]}")
-                    res = deblur(img, flow=given_flow, progress=progress, n_iter=args.hqs_iters,
-                                 cg_iters=args.cg_iters, **common, **floor)
-                elif given_kernel is not None:
-                    res = deblur_shake(img, kernel=given_kernel, **common, **floor)
-                elif args.shake:
-                    res = deblur_shake(img, args.kernel_size or DEFAULT_KERNEL_SIZE, **common, **safeguard, **floor)
-                elif args.auto:
-                    res = deblur_auto(img, kernel_size=args.kernel_size or DEFAULT_KERNEL_SIZE, flow_model=flow_model,
-                                      progress=progress, flow_options={**flow_opts, **floor},
-                                      **({"shake_options": floor} if floor else {}), **common, **safeguard)
-                else:
-                    res = deblur(img, flow_model=flow_model, progress=progress, **flow_opts, **common, **safeguard,
-                                 **floor)
+            res = solve(img)
         except Exception as e:  # one bad photo must not stop a batch; it is named and counted
             _err(f"pnpdeblur: failed on {pl.source}: {type(e).__name__}: {e}")
             failed.append(str(pl.source))
             continue
-        # (a result without the pipelines' results or history, e.g. a stand-in, is not clipped)
-        runs = (getattr(res, "flow_result", None), getattr(res, "shake_result", None)) if args.auto else (res,)
-        if all(_clipped_everywhere(r) for r in runs):
-            _err(f"pnpdeblur: {pl.source} is clipped everywhere (every value at or above --saturation "
-                 f"{args.saturation:g}): written unchanged (--no-saturation deblurs it anyway)")
-        elif args.auto:
-            model = res.model[0]
-            if model == "none":
-                _err(f"pnpdeblur: {pl.source} looks sharp to both blur models: written unchanged (--no-safeguard "
-                     "deblurs it anyway)")
-            else:
-                said = "one camera-shake kernel" if model == "shake" else "SEN's per-pixel flow"
-                # a nan residual: that model's safeguard found no blur and left the photo as it was
-                fmt = lambda r: f"{r:.3g}" if r == r else "none (no blur found)"  # noqa: E731
-                _err(f"pnpdeblur: note: {pl.source}: {said} explains the photo better (reblur residual "
-                     f"{fmt(res.residual_shake[0])} with the kernel, {fmt(res.residual_flow[0])} with the flow)")
-        elif res.unchanged and res.unchanged[0]:
-            if args.shake:
-                score, threshold = res.history[0]["kernel_length"], res.history[0]["threshold"]
-            else:
-                guard = res.history[0]["safeguard"]
-                score, threshold = guard["blur_score"][0], guard["threshold"]
-            _err(f"pnpdeblur: {pl.source} looks sharp (estimated blur {score:.2f} px < {threshold:g} px): written "
-                 "unchanged (--no-safeguard deblurs it anyway)")
         try:
-            _imsave(pl.image, _to_storage(res.x, sixteen))
-            if pl.flow_png is not None:
-                from .viz import flow_to_color
-
-                flow = np.asarray((res.flow_result if args.auto else res).flow[-1], dtype=np.float32)
-                _imsave(pl.flow_png, flow_to_color(flow, symmetric=True))  # blur: m ≡ −m
-                if pl.flow_npy is not None:
-                    _atomic_save(pl.flow_npy, lambda p: np.save(p, flow))
-            if pl.kernel_png is not None:
-                k = np.asarray((res.shake_result if args.auto else res).kernel, dtype=np.float64)
-                _imsave(pl.kernel_png, np.round(255.0 * k / k.max()).astype(np.uint8))
-                if pl.kernel_npy is not None:  # every weight, for --kernel to read back exactly
-                    _atomic_save(pl.kernel_npy, lambda p: np.save(p, k))
+            write(pl, res, sixteen)
         except (OSError, ValueError, TypeError) as e:  # disk full, permissions, encoder refusals
             _err(f"pnpdeblur: cannot write the result of {pl.source}: {e}")
             failed.append(str(pl.source))
     return failed
+
+
+def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device: Optional[str],
+                  prior: Any, flow_model: Any) -> List[str]:
+    """Deblur and write each planned file with the plug-and-play pipelines; returns the names of
+    those that failed."""
+    from .auto import deblur_auto
+    from .camera_shake import DEFAULT_KERNEL_SIZE, check_shake_kernel_size, deblur_shake
+    from .pipeline import deblur
+
+    progress = not args.no_progress
+    given_flow, given_kernel = getattr(args, "given_flow", None), getattr(args, "given_kernel", None)
+    safeguard: Dict[str, Any] = {"safeguard": not args.no_safeguard}
+    if args.blur_threshold is not None:
+        safeguard["blur_threshold"] = args.blur_threshold
+
+    def solve(img: np.ndarray) -> Any:
+        with warnings.catch_warnings():  # _report_result says it in the CLI's words
+            warnings.filterwarnings("ignore", message=r"pd\.deblur(_shake)? returned image\(s\) .* unchanged")
+            warnings.filterwarnings("ignore", message=r"pd\.deblur(_shake)? left image\(s\) .* every value")
+            common = dict(prior=prior, noise_level=args.noise_level, device=device, boundary=args.boundary,
+                          saturation=None if args.no_saturation else args.saturation, gamma=args.gamma)
+            flow_opts = dict(iterations=args.iterations, n_iter=args.hqs_iters, cg_iters=args.cg_iters,
+                             flow_scale=args.flow_scale, flow_ensemble=not args.no_flow_ensemble)
+            floor = {} if args.noise_floor is None else {"noise_floor": args.noise_floor}  # else the library's
+            if (args.shake or args.auto) and given_kernel is None:  # checked here to name the flag
+                check_shake_kernel_size(args.kernel_size or DEFAULT_KERNEL_SIZE, img.shape[:2], "--kernel-size")
+            if given_flow is not None:
+                if given_flow.shape[1:] != img.shape[:2]:
+                    raise ValueError(f"the photo is {img.shape[0]}x{img.shape[1]} px (H x W) and --flow "
+                                     f"{args.flow} is {given_flow.shape[1]}x{given_flow.shape[2]}")
+                return deblur(img, flow=given_flow, progress=progress, n_iter=args.hqs_iters,
+                              cg_iters=args.cg_iters, **common, **floor)
+            if given_kernel is not None:
+                return deblur_shake(img, kernel=given_kernel, **common, **floor)
+            if args.shake:
+                return deblur_shake(img, args.kernel_size or DEFAULT_KERNEL_SIZE, **common, **safeguard, **floor)
+            if args.auto:
+                return deblur_auto(img, kernel_size=args.kernel_size or DEFAULT_KERNEL_SIZE, flow_model=flow_model,
+                                   progress=progress, flow_options={**flow_opts, **floor},
+                                   **({"shake_options": floor} if floor else {}), **common, **safeguard)
+            return deblur(img, flow_model=flow_model, progress=progress, **flow_opts, **common, **safeguard,
+                          **floor)
+
+    def write(pl: OutputPlan, res: Any, sixteen: bool) -> None:
+        _report_result(pl, res, args)
+        _write_image(pl, res.x, sixteen)
+        if pl.flow_png is not None:
+            from .viz import flow_to_color
+
+            flow = np.asarray((res.flow_result if args.auto else res).flow[-1], dtype=np.float32)
+            _imsave(pl.flow_png, flow_to_color(flow, symmetric=True))  # blur: m ≡ −m
+            if pl.flow_npy is not None:
+                _atomic_save(pl.flow_npy, lambda p: np.save(p, flow))
+        if pl.kernel_png is not None:
+            k = np.asarray((res.shake_result if args.auto else res).kernel, dtype=np.float64)
+            _imsave(pl.kernel_png, np.round(255.0 * k / k.max()).astype(np.uint8))
+            if pl.kernel_npy is not None:  # every weight, for --kernel to read back exactly
+                _atomic_save(pl.kernel_npy, lambda p: np.save(p, k))
+
+    return _each_file(plans, args, solve, write)
+
+
+def _report_result(pl: OutputPlan, res: Any, args: argparse.Namespace) -> None:
+    """Say on stderr why a pipeline left a photo as it was, or which blur model ``--auto`` chose."""
+    # (a result without the pipelines' results or history, e.g. a stand-in, is not clipped)
+    runs = (getattr(res, "flow_result", None), getattr(res, "shake_result", None)) if args.auto else (res,)
+    if all(_clipped_everywhere(r) for r in runs):
+        _err(f"pnpdeblur: {pl.source} is clipped everywhere (every value at or above --saturation "
+             f"{args.saturation:g}): written unchanged (--no-saturation deblurs it anyway)")
+    elif args.auto:
+        model = res.model[0]
+        if model == "none":
+            _err(f"pnpdeblur: {pl.source} looks sharp to both blur models: written unchanged (--no-safeguard "
+                 "deblurs it anyway)")
+        else:
+            said = "one camera-shake kernel" if model == "shake" else "SEN's per-pixel flow"
+            # a nan residual: that model's safeguard found no blur and left the photo as it was
+            fmt = lambda r: f"{r:.3g}" if r == r else "none (no blur found)"  # noqa: E731
+            _err(f"pnpdeblur: note: {pl.source}: {said} explains the photo better (reblur residual "
+                 f"{fmt(res.residual_shake[0])} with the kernel, {fmt(res.residual_flow[0])} with the flow)")
+    elif res.unchanged and res.unchanged[0]:
+        if args.shake:
+            score, threshold = res.history[0]["kernel_length"], res.history[0]["threshold"]
+        else:
+            guard = res.history[0]["safeguard"]
+            score, threshold = guard["blur_score"][0], guard["threshold"]
+        _err(f"pnpdeblur: {pl.source} looks sharp (estimated blur {score:.2f} px < {threshold:g} px): written "
+             "unchanged (--no-safeguard deblurs it anyway)")
 
 
 # -- finetune ----------------------------------------------------------------------------------
@@ -995,14 +1064,20 @@ def _net_class(spec: Any) -> type:
         raise FileNotFoundError(f"{name} is not available in this installation of pnpdeblur ({e})") from None
 
 
-def load_deblur_net(spec: str) -> Any:
-    """The network of ``finetune --net``: a :data:`FINETUNE_NETS` name or a checkpoint path.
+def load_deblur_net(spec: str, nets: Optional[Dict[str, Any]] = None,
+                    kind: str = "a deblurring network that can be fine-tuned") -> Any:
+    """The network of ``finetune --net`` (or ``deblur --net``): a registry name or a checkpoint path.
 
     Parameters
     ----------
     spec : str
         A name (its class's ``pretrained()`` weights) or the path of a pnpdeblur checkpoint
-        whose header names one of the :data:`FINETUNE_NETS` architectures.
+        whose header names one of the registry's architectures.
+    nets : dict, optional
+        The registry, name → class or ``"module:Class"`` (default: :data:`FINETUNE_NETS`;
+        ``deblur --net`` passes :data:`DEBLUR_NETS`).
+    kind : str
+        What the registry's networks are, for the error on a checkpoint of another architecture.
 
     Returns
     -------
@@ -1016,9 +1091,10 @@ def load_deblur_net(spec: str) -> Any:
         A checkpoint of another architecture (e.g. SEN), or a corrupt one
         (:class:`pnpdeblur.checkpoints.CheckpointError`).
     """
+    nets = FINETUNE_NETS if nets is None else nets
     key = spec.lower()
-    if key in FINETUNE_NETS:
-        cls = _net_class(FINETUNE_NETS[key])
+    if key in nets:
+        cls = _net_class(nets[key])
         try:
             return cls.pretrained()
         except FileNotFoundError as e:
@@ -1026,18 +1102,17 @@ def load_deblur_net(spec: str) -> Any:
                                     f"--net PATH") from None
     path = Path(spec)
     if not path.is_file():
-        raise FileNotFoundError(f"--net {spec!r} is neither a known network ({', '.join(FINETUNE_NETS)}) "
+        raise FileNotFoundError(f"--net {spec!r} is neither a known network ({', '.join(nets)}) "
                                 "nor a checkpoint file")
     from .checkpoints import read_header
 
     arch = read_header(path)["architecture"]
-    for entry in FINETUNE_NETS.values():
+    for entry in nets.values():
         name = entry.__name__ if isinstance(entry, type) else str(entry).rpartition(":")[2]
         if name == arch:
             return _net_class(entry).from_checkpoint(path)
-    known = [e.__name__ if isinstance(e, type) else str(e).rpartition(":")[2] for e in FINETUNE_NETS.values()]
-    raise ValueError(f"{path} holds a {arch!r} checkpoint, not a deblurring network that can be "
-                     f"fine-tuned ({', '.join(known)})")
+    known = [e.__name__ if isinstance(e, type) else str(e).rpartition(":")[2] for e in nets.values()]
+    raise ValueError(f"{path} holds a {arch!r} checkpoint, not {kind} ({', '.join(known)})")
 
 
 def _natural_key(p: Path) -> Tuple:
