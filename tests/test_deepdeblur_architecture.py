@@ -282,7 +282,7 @@ def test_other_arguments_are_checked():
         DeepDeblur(kernel_size=4)
     with pytest.raises(ValueError, match=r"^upsample must be one of \('pixelshuffle', 'transposed'\), got 'nearest'$"):
         DeepDeblur(upsample="nearest")
-    with pytest.raises(TypeError, match=r"^residual must be a bool, got 1$"):
+    with pytest.raises(TypeError, match=r"^residual must be True or False, got 1$"):
         DeepDeblur(residual=1)
     with pytest.raises(ValueError, match=r"^kernel_size must be odd, got 2$"):
         DeepDeblurDiscriminator(kernel_size=2)

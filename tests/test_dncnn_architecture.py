@@ -178,7 +178,7 @@ def test_smallest_sizes_build():
 
 @pytest.mark.parametrize("bad", [1, 0, None, "yes"])
 def test_noise_map_must_be_a_bool(bad):
-    with pytest.raises(ValueError, match="^" + re.escape(f"noise_map must be a bool, got {bad!r}") + "$"):
+    with pytest.raises(TypeError, match="^" + re.escape(f"noise_map must be True or False, got {bad!r}") + "$"):
         DnCNN(noise_map=bad)
 
 

@@ -267,14 +267,21 @@ def test_noise_level_map_messages(bad, exc, msg):
     (dict(blocks=0), "blocks must be a positive int, got 0"),
     (dict(blocks=False), "blocks must be a positive int, got False"),
     (dict(blocks=1.0), "blocks must be a positive int, got 1.0"),
-    (dict(bias=1), "bias must be a bool, got 1"),
-    (dict(residual=None), "residual must be a bool, got None"),
 ])
 def test_config_messages(kw, msg):
     args = dict(features=(1, 1, 1, 1), blocks=1)
     args.update(kw)
     with pytest.raises(ValueError, match="^" + re.escape(msg) + "$"):
         DRUNet(**args)
+
+
+@pytest.mark.parametrize("kw, msg", [  # flags are checked by check_flag, as every net's: TypeError
+    (dict(bias=1), "bias must be True or False, got 1"),
+    (dict(residual=None), "residual must be True or False, got None"),
+])
+def test_flag_messages(kw, msg):
+    with pytest.raises(TypeError, match="^" + re.escape(msg) + "$"):
+        DRUNet(features=(1, 1, 1, 1), blocks=1, **kw)
 
 
 def test_smallest_config_builds_and_runs():

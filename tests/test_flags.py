@@ -122,3 +122,52 @@ def test_numpy_bools_pass_where_python_bools_do():
     assert priors.TV(coupled=np.False_).coupled is False
     K = pd.MotionBlur(FLOW)
     np.testing.assert_array_equal(K.apply(y, check_finite=np.True_), K.apply(y))
+
+
+# -- every public net's constructor flags go through check_flag ----------------------------------
+#: Cheap other arguments per net (the flag is checked before any layer is built; np.True_ builds it).
+_TINY_NETS = {
+    "DnCNN": dict(features=1, depth=2),
+    "DRUNet": dict(features=(1, 1, 1, 1), blocks=1),
+    "RPGANGenerator": dict(width=1, n_res=0),
+    "DeepDeblur": dict(features=1, blocks=0, scales=1),
+    "DeblurGANGenerator": dict(features=1, blocks=0),
+    "FlowNetS": dict(width=1),
+}
+
+
+def _net_flags():
+    """``(class name, argument)`` of every bool argument (annotated or defaulted) of a public net's constructor."""
+    import inspect
+
+    found = []
+    for name in nets.__all__:
+        cls = getattr(nets, name)
+        for p in inspect.signature(cls.__init__).parameters.values():
+            if p.annotation in (bool, "bool") or isinstance(p.default, bool):
+                found.append((name, p.name))
+    return found
+
+
+NET_FLAGS = _net_flags()
+
+
+def test_the_net_flags_are_found():
+    # the ones known when this was written: a broken discovery would make the tests below vacuous
+    assert {("DnCNN", "noise_map"), ("DRUNet", "bias"), ("DRUNet", "residual"), ("RPGANGenerator", "residual"),
+            ("DeepDeblur", "residual"), ("DeblurGANGenerator", "clamp"), ("FlowNetS", "batch_norm"),
+            ("FlowNetS", "head_bias")} <= set(NET_FLAGS)
+
+
+@pytest.mark.parametrize("net, flag", NET_FLAGS)
+@pytest.mark.parametrize("bad", [0, 1, "no", None])
+def test_net_flags_refuse_non_bools_with_a_type_error(net, flag, bad):
+    cls = getattr(nets, net)
+    with pytest.raises(TypeError, match="^" + re.escape(f"{flag} must be True or False, got {bad!r}") + "$"):
+        cls(**_TINY_NETS.get(net, {}), **{flag: bad})
+
+
+@pytest.mark.parametrize("net, flag", NET_FLAGS)
+def test_net_flags_take_numpy_bools_as_python_bools(net, flag):
+    m = getattr(nets, net)(**_TINY_NETS.get(net, {}), **{flag: np.True_})
+    assert m.config[flag] is True  # a Python bool: the config goes into a JSON checkpoint header

@@ -403,7 +403,7 @@ def test_generator_smallest_valid_arguments_build():
 
 
 def test_generator_residual_must_be_a_bool():
-    with pytest.raises(TypeError, match=r"^residual must be a bool, got int$"):
+    with pytest.raises(TypeError, match=r"^residual must be True or False, got 1$"):
         RPGANGenerator(width=1, residual=1)
 
 

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_flag
 from ..checkpoints import CheckpointError
 from ..losses.multiscale import image_pyramid
 from ._base import CheckpointMixin, crop_to, pad_to_multiple
@@ -140,8 +141,7 @@ class DeepDeblur(PhotoRestorer, CheckpointMixin, nn.Module):
         if isinstance(rgb_range, bool) or not isinstance(rgb_range, (int, float)) or not rgb_range > 0 \
                 or rgb_range == float("inf"):
             raise ValueError(f"rgb_range must be a finite positive number, got {rgb_range!r}")
-        if not isinstance(residual, bool):
-            raise TypeError(f"residual must be a bool, got {residual!r}")
+        residual = check_flag(residual, "residual")
         self.config: Dict[str, Any] = dict(in_channels=in_channels, features=features, blocks=blocks,
                                            scales=scales, kernel_size=kernel_size, upsample=upsample,
                                            rgb_range=float(rgb_range), residual=residual)

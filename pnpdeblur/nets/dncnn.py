@@ -16,6 +16,7 @@ from typing import Any, Dict, Union
 import torch
 from torch import nn
 
+from .._checks import check_flag
 from ._base import WEIGHTS_DIR, CheckpointMixin
 from ._e2e import check_input, check_int
 from ._official import build_mapped, kair_conv_stack, load_official
@@ -59,8 +60,7 @@ class DnCNN(CheckpointMixin, nn.Module):
         check_int("channels", channels)
         check_int("features", features)
         check_int("depth", depth, lo=2)
-        if not isinstance(noise_map, bool):
-            raise ValueError(f"noise_map must be a bool, got {noise_map!r}")
+        noise_map = check_flag(noise_map, "noise_map")
         self.config: Dict[str, Any] = dict(
             channels=int(channels), features=int(features), depth=int(depth), noise_map=bool(noise_map)
         )

@@ -37,6 +37,7 @@ from typing import Any, Dict, Sequence, Union
 import torch
 from torch import nn
 
+from .._checks import check_flag
 from ..checkpoints import CheckpointError
 from ._base import WEIGHTS_DIR, CheckpointMixin, crop_to, pad_to_multiple
 from ._e2e import check_input
@@ -148,10 +149,7 @@ class DRUNet(CheckpointMixin, nn.Module):
             raise ValueError(f"features must be 4 positive ints, got {features!r}")
         if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
             raise ValueError(f"blocks must be a positive int, got {blocks!r}")
-        if not isinstance(bias, bool):
-            raise ValueError(f"bias must be a bool, got {bias!r}")
-        if not isinstance(residual, bool):
-            raise ValueError(f"residual must be a bool, got {residual!r}")
+        bias, residual = check_flag(bias, "bias"), check_flag(residual, "residual")
         self.config: Dict[str, Any] = dict(channels=channels, features=list(features), blocks=blocks, bias=bias,
                                            residual=residual)
         f0, f1, f2, f3 = features

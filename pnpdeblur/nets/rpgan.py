@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_real
+from .._checks import check_flag, check_real
 from ._base import WEIGHTS_DIR, CheckpointMixin, crop_to, pad_to_multiple
 from ._e2e import check_input
 
@@ -154,8 +154,7 @@ class RPGANGenerator(CheckpointMixin, nn.Module):
         if final_width is None:
             final_width = max(width // 2, 1)
         _check_int(final_width, "final_width", 1)
-        if not isinstance(residual, bool):
-            raise TypeError(f"residual must be a bool, got {type(residual).__name__}")
+        residual = check_flag(residual, "residual")
         self.config = {"channels": channels, "width": width, "n_res": n_res, "final_width": final_width,
                        "residual": residual}
         self.channels = channels
