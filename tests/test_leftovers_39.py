@@ -186,3 +186,32 @@ def test_rpgan_minimum_crop_is_what_the_generator_needs_with_batch_one(one_torch
     small = torch.rand(1, 3, RPGANGenerator.stride, RPGANGenerator.stride)
     with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
         gen(small, small)
+
+
+# -- 3: tv_prox and tv_norm take the dtypes TV takes -------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_tv_functions_refuse_half_precision_as_tv_does(dtype):
+    from pnpdeblur.priors import TV, tv_norm, tv_prox
+
+    z = torch.rand(1, 3, 8, 8).to(dtype)
+    with pytest.raises(TypeError) as tv:
+        TV()(z, 0.1)
+    name = str(dtype).removeprefix("torch.")
+    assert str(tv.value) == f"z must be float32 or float64, got dtype {name} (convert half precision to float32 first)"
+    with pytest.raises(TypeError) as prox:
+        tv_prox(z, 0.1)
+    assert str(prox.value) == str(tv.value)  # the same words for the same input
+    with pytest.raises(TypeError) as prox0:
+        tv_prox(z, 0.0)  # not even the weight-0 copy
+    assert str(prox0.value) == str(tv.value)
+    with pytest.raises(TypeError, match=f"^x must be float32 or float64, got dtype {name} "):
+        tv_norm(z)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tv_functions_keep_taking_single_and_double(dtype):
+    from pnpdeblur.priors import TV, tv_norm, tv_prox
+
+    z = torch.rand(1, 3, 8, 8, dtype=dtype)
+    assert tv_prox(z, 0.1, iters=3).dtype == TV()(z, 0.1).dtype == dtype
+    assert tv_norm(z).dtype == dtype

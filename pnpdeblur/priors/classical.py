@@ -14,7 +14,7 @@ import torch
 
 from .._checks import check_flag, check_real
 from .._warn import warn_at_caller
-from ..backend import check_finite
+from ..backend import check_finite, check_float
 from .base import BasePrior
 
 __all__ = ["Tikhonov", "TV", "tv_prox", "tv_norm"]
@@ -49,10 +49,13 @@ def _grad_t(p: torch.Tensor) -> torch.Tensor:
 
 
 def _check_tv_args(x: Any, name: str, coupled: Any) -> None:
-    """TypeError/ValueError naming the argument unless ``x`` is a float ``(N, C, H, W)`` tensor and ``coupled`` a bool.
+    """TypeError/ValueError naming the argument unless ``x`` is a float32/float64 ``(N, C, H, W)`` tensor and
+    ``coupled`` a bool.
 
     A 3-D ``(C, H, W)`` tensor is refused rather than read as a batch of C grey images: that would
-    silently turn colour (coupled) TV into channel-by-channel TV.
+    silently turn colour (coupled) TV into channel-by-channel TV. Half precision is refused with
+    :class:`TV`'s message (every prior takes float32/float64 only): ``tv_norm`` of a 512² photo
+    overflows float16 to Inf, and ``tv_prox``'s default ``tol`` (1e-4) is below float16's resolution.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__} "
@@ -61,11 +64,12 @@ def _check_tv_args(x: Any, name: str, coupled: Any) -> None:
         raise ValueError(f"{name} must have shape (N, C, H, W), got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a float tensor, got dtype {x.dtype}")
+    check_float(x, name)  # float16 / bfloat16
     check_flag(coupled, "coupled")
 
 
 def tv_norm(x: torch.Tensor, coupled: bool = True) -> torch.Tensor:
-    """Isotropic total variation per sample of an ``(N, C, H, W)`` float tensor -> shape (N,).
+    """Isotropic total variation per sample of an ``(N, C, H, W)`` float32/float64 tensor -> shape (N,).
 
     ``coupled``: the gradient magnitude is taken jointly over the channels (colour TV) when
     True, per channel (and summed) when False. TypeError/ValueError for another input, and
@@ -111,8 +115,9 @@ def tv_prox(
     Raises
     ------
     TypeError, ValueError
-        Naming the argument: ``z`` not a float ``(N, C, H, W)`` tensor or holding NaN/Inf,
-        ``tau`` or ``tol`` negative or not finite, ``iters`` not a positive int.
+        Naming the argument: ``z`` not a float32/float64 ``(N, C, H, W)`` tensor (half precision
+        is refused as by :class:`TV`) or holding NaN/Inf, ``tau`` or ``tol`` negative or not
+        finite, ``iters`` not a positive int.
     """
     _check_tv_args(z, "z", coupled)
     tau = check_real(tau, "tau")
