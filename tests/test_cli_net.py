@@ -22,6 +22,7 @@ from pnpdeblur.nets.deblurnet import DeblurNet
 from pnpdeblur.nets.deepdeblur import DeepDeblur
 from pnpdeblur.nets.dvd import DVD
 from pnpdeblur.nets.sen import SEN
+from test_cli import _save  # writes a photo, making its folder
 
 H, W = 40, 48
 SHIPPED = {"deepdeblur": DeepDeblur, "deblurgan": DeblurGANGenerator}
@@ -31,12 +32,6 @@ def _photo(name, channels, bits=8, h=H, w=W):
     img = sample_image(name, (h, w), channels=channels)
     img = img[..., 0] if channels == 1 else img
     return np.round(img * (2 ** bits - 1)).astype(np.uint8 if bits == 8 else np.uint16)
-
-
-def _save(path, arr):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    io.imsave(str(path), arr, check_contrast=False)
-    return path
 
 
 def _expected(net, path, bits=8):
