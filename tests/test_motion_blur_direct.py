@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from pnpdeblur.operators import dense
+from pnpdeblur.operators import _segment as seg
 from pnpdeblur.operators._segment import FLOW_CACHE
 from pnpdeblur.operators.warp import WarpBlur
 from pnpdeblur.operators.motion import (
@@ -216,9 +217,7 @@ def test_cache_is_used_only_where_it_is_valid():
     fnp = rng.uniform(-3, 3, (1, 2, 4, 4))
     x = torch.tensor(rng.random((1, 1, 4, 4)))
     # the operators stay alive while the cache is inspected (an entry dies with its flow)
-    ops = [MotionBlur(fnp)]  # numpy flow: its in-place changes are invisible to torch
-    ops.append(MotionBlur(torch.tensor(fnp), path="torch"))  # not the numba path
-    ops.append(TwoSegmentBlur(torch.tensor(fnp), fnp))  # one numpy flow
+    ops = [MotionBlur(torch.tensor(fnp), path="torch")]  # not the numba path
     fg = torch.tensor(fnp, requires_grad=True)
     ops.append(MotionBlur(fg))  # gradient w.r.t. the flow recorded
     for K in ops:
@@ -235,6 +234,63 @@ def test_cache_is_used_only_where_it_is_valid():
     K.T(x)
     assert (FLOW_CACHE.misses, FLOW_CACHE.hits) == (misses + 1, hits + 1)
     FLOW_CACHE.clear()
+
+
+@pytest.mark.parametrize("make", ["numpy", "one numpy", "inference"])
+def test_flows_torch_cannot_version_are_cached_by_value(make):
+    """numpy flows (whose edits torch's version counter does not see) and inference-mode flows
+    (which have none) are cached against a copy of their values: an unchanged flow hits, and an
+    in-place change — through numpy, or under inference mode — rebuilds the segments."""
+    FLOW_CACHE.clear()
+    rng = np.random.default_rng(3)
+    fnp = rng.uniform(-3, 3, (1, 2, 6, 7))
+    gnp = rng.uniform(-3, 3, (1, 2, 6, 7))
+    x = torch.tensor(rng.random((1, 2, 6, 7)))
+    if make == "numpy":
+        K = MotionBlur(fnp)
+    elif make == "one numpy":
+        K = TwoSegmentBlur(torch.tensor(gnp), fnp)
+    else:
+        with torch.inference_mode():
+            f_inf = torch.tensor(fnp)
+        K = MotionBlur(f_inf)
+
+    def dense_now():
+        if make == "one numpy":
+            return dense.two_segment_matrix(gnp[0], fnp[0], 1.0)
+        return dense.motion_blur_matrix((f_inf.clone() if make == "inference" else torch.tensor(fnp))[0].numpy())
+
+    misses, hits = FLOW_CACHE.misses, FLOW_CACHE.hits  # the counters run over the process's tests
+    for _ in range(2):
+        np.testing.assert_allclose(K(x).numpy(), dense.apply_matrix(dense_now(), x.numpy()), rtol=0, atol=1e-12)
+    assert (FLOW_CACHE.misses - misses, FLOW_CACHE.hits - hits, len(FLOW_CACHE)) == (1, 1, 1)
+    if make == "inference":
+        with torch.inference_mode():
+            f_inf[0, 1, 4, 5] = 2.5
+    else:
+        fnp[0, 1, 4, 5] = 2.5  # an edit through numpy: torch's version counter stays
+    np.testing.assert_allclose(K(x).numpy(), dense.apply_matrix(dense_now(), x.numpy()), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(K.T(x).numpy(), dense.apply_matrix(dense_now().T, x.numpy()), rtol=0, atol=1e-12)
+    assert (FLOW_CACHE.misses - misses, FLOW_CACHE.hits - hits, len(FLOW_CACHE)) == (2, 2, 1)
+    entry_bytes = FLOW_CACHE.nbytes
+    assert entry_bytes > fnp.nbytes * (2 if make == "one numpy" else 1)  # the copy is counted
+    FLOW_CACHE.clear()
+
+
+def test_by_value_copies_are_compared_bit_for_bit():
+    """A -0.0 where the copy holds 0.0 (equal as numbers) rebuilds: the entry is valid only for
+    exactly the bits it was built from."""
+    cache = seg.FlowCache(10_000)
+    built = []
+    t = torch.zeros(3, dtype=torch.float64)
+    value = np.zeros(1)
+    for _ in range(2):
+        cache.get((t,), ("bits",), lambda: built.append(1) or value, by_value=True)
+    assert len(built) == 1
+    t[1] = -0.0
+    cache.get((t,), ("bits",), lambda: built.append(1) or value, by_value=True)
+    assert len(built) == 2
+    assert cache.nbytes == value.nbytes + t.numel() * 8
 
 
 def test_one_flow_blurs_every_image_of_a_batch_both_ways():

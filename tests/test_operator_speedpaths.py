@@ -163,8 +163,8 @@ def test_cupy_geometry_is_cached_only_where_the_cupy_path_runs(fresh_cache, monk
     assert K._cached_cupy(x) is g and fresh_cache.hits == hits + 1  # reused
     tag = next(iter(fresh_cache._entries))[0]
     assert "cuda:1" in tag and torch.float32 in tag  # per device and image dtype
-    # not applicable: a CPU image, a forced torch path, a flow that needs a gradient, numpy
-    # flows (their in-place changes are invisible), and kernels that cannot be built
+    # not applicable: a CPU image, a forced torch path, a flow that needs a gradient, and
+    # kernels that cannot be built
     assert K._cached_cupy(torch.rand(1, 3, 6, 7)) is None
     assert MotionBlur(f, path="torch")._cached_cupy(x) is None
     assert MotionBlur(f, path="numba")._cached_cupy(x) is None
@@ -173,7 +173,9 @@ def test_cupy_geometry_is_cached_only_where_the_cupy_path_runs(fresh_cache, monk
     with torch.no_grad():  # no gradient recorded: cached again
         monkeypatch.setattr(Kg, "_segments", K._segments)
         assert Kg._cached_cupy(x) is not None
-    assert MotionBlur(f.numpy())._cached_cupy(x) is None
+    Kn = MotionBlur(f.numpy().copy())  # a numpy flow: cached against a copy of its values
+    monkeypatch.setattr(Kn, "_segments", K._segments)
+    assert Kn._cached_cupy(x) is not None and Kn._cached_cupy(x) is Kn._cached_cupy(x)
 
     def unavailable(i):
         raise _cupy.CupyUnavailableError("NVRTC missing")
@@ -198,15 +200,16 @@ def test_cache_invalidated_by_in_place_flow_change(fresh_cache):
     assert torch.equal(K._adjoint(x), MotionBlur(f.clone())._adjoint(x))
 
 
-def test_numpy_flows_are_not_cached(fresh_cache):
-    # in-place numpy edits are invisible to torch's version counter
+def test_numpy_flows_are_cached_by_value(fresh_cache):
+    # in-place numpy edits are invisible to torch's version counter: the entry keeps a copy
     f = _flow(15)
     x = np.random.default_rng(9).random((1, 3, H, W))
     K = MotionBlur(f)
     K(x)
-    assert len(fresh_cache) == 0
+    assert len(fresh_cache) == 1
     f *= 0.5
     np.testing.assert_allclose(K(x), _dense_apply(dense.motion_blur_matrix(f), x), rtol=0, atol=1e-12)
+    assert len(fresh_cache) == 1  # rebuilt in place of the stale entry
 
 
 def test_flow_gradients_bypass_the_cache_and_match(fresh_cache):

@@ -184,13 +184,19 @@ def test_inference_mode_flow(make, flow, image):
     np.testing.assert_allclose(K(image), make(f * 0.5, g * 0.5)(image), rtol=1e-12, atol=1e-12)
 
 
-def test_inference_flow_not_cached():
+def test_inference_flow_cached_by_value():
+    """An inference tensor has no version counter: its entry is checked against a copy."""
     built = []
     with torch.inference_mode():
         t = torch.zeros(2)
-    assert FLOW_CACHE.get((t,), ("test-inference",), lambda: built.append(1) or np.zeros(1)) is not None
+    for _ in range(2):
+        assert FLOW_CACHE.get((t,), ("test-inference",), lambda: built.append(1) or np.zeros(1)) is not None
+    assert len(built) == 1
+    with torch.inference_mode():
+        t[0] = 1.0
     FLOW_CACHE.get((t,), ("test-inference",), lambda: built.append(1) or np.zeros(1))
     assert len(built) == 2
+    FLOW_CACHE.discard((t,), ("test-inference",))
 
 
 def test_grad_tracking_photo_does_not_warn(image, strict_float):

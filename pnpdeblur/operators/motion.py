@@ -190,11 +190,11 @@ class _SegmentOperator(LinearOperator):
         """The flow's prepared numba arrays from :data:`FLOW_CACHE`, or None where not applicable.
 
         Applicable on the numba path when no gradient w.r.t. the flow is being
-        recorded, and only for flows given as torch tensors: torch's version counter
-        sees their in-place changes, but not a numpy array's (whose tensor view
-        ``as_flow`` shares), so numpy flows are converted on every call as before.
+        recorded. Torch's version counter sees a torch flow's in-place changes but not a
+        numpy array's (whose tensor view ``as_flow`` shares): entries of numpy flows are
+        checked against a copy of the flow's values instead (``by_value``).
         """
-        if not getattr(self, "_flows_are_torch", False) or like.device.type != "cpu":
+        if like.device.type != "cpu":
             return None
         if self.path not in (None, "numba") or not _numba_ok():
             return None
@@ -202,7 +202,8 @@ class _SegmentOperator(LinearOperator):
         if torch.is_grad_enabled() and any(t.requires_grad for t in sources):
             return None
         return FLOW_CACHE.get(
-            sources, self._cache_tag(like), lambda: prepare_numba(*self._segments(like), dtype=_store_dtype(like))
+            sources, self._cache_tag(like), lambda: prepare_numba(*self._segments(like), dtype=_store_dtype(like)),
+            by_value=not self._flows_are_torch,
         )
 
     def _cached_cupy(self, like: torch.Tensor):
@@ -214,7 +215,7 @@ class _SegmentOperator(LinearOperator):
         building the segments and converting them to float64 (a few kernels and
         allocations per call, and a host-to-device copy for a flow held on the CPU).
         """
-        if not getattr(self, "_flows_are_torch", False) or like.device.type != "cuda":
+        if like.device.type != "cuda":
             return None
         if self.path not in (None, "cupy") or _resolve_path(like, self.path) != "cupy":
             return None
@@ -228,7 +229,7 @@ class _SegmentOperator(LinearOperator):
         except _cupy.CupyUnavailableError:
             return None  # segment_blur reports it once and takes the torch path
         return FLOW_CACHE.get(sources, self._cache_tag(like) + (str(like.device),),
-                              lambda: prepare_cupy(*self._segments(like)))
+                              lambda: prepare_cupy(*self._segments(like)), by_value=not self._flows_are_torch)
 
     def _run(self, x: torch.Tensor, transpose: bool) -> torch.Tensor:
         self._check_batch(x.shape[0])
@@ -258,7 +259,7 @@ class _SegmentOperator(LinearOperator):
         if grad or x.device.type != "cpu" or self.path not in (None, "numba") or not _numba_ok():
             return self._adjoint(self._forward(x))
         prep = self._cached_numba(x)
-        if prep is None:  # numpy flows (not cached): converted for this call, as _run does
+        if prep is None:  # the cache is off or full: converted for this call, as _run does
             prep = prepare_numba(*self._segments(x), dtype=_store_dtype(x))
         return prep.normal(x, self.beta)
 
