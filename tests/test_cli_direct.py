@@ -1826,6 +1826,7 @@ _OPTIONS = {
         (["--kernel-npy"], None, "with --shake or --auto: also write <stem>_kernel.npy, the kernel's weights"),
         (["--flow"], "FILE.npy", "deblur every input with this per-pixel motion flow instead of SEN's"),
         (["--kernel"], "FILE", "deblur every input with this blur kernel (PSF) instead of estimating one"),
+        (["--net"], "NAME|PATH", "run this end-to-end deblurring network on each photo instead"),
         (["--hqs-iters"], "N", "HQS iterations per global iteration"),
         (["--cg-iters"], "N", "conjugate-gradient budget of each HQS x-step"),
         (["--no-flow-ensemble"], None, "run SEN once per flow estimate instead of averaging it over the 8 flips"),
