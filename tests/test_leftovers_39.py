@@ -215,3 +215,42 @@ def test_tv_functions_keep_taking_single_and_double(dtype):
     z = torch.rand(1, 3, 8, 8, dtype=dtype)
     assert tv_prox(z, 0.1, iters=3).dtype == TV()(z, 0.1).dtype == dtype
     assert tv_norm(z).dtype == dtype
+
+
+# -- 4: the scikit-image priors give no gradient, so they refuse a z that asks for one ---------------
+def _skimage_priors():
+    from pnpdeblur import priors
+
+    return {"SkimageTV": priors.SkimageTV, "Wavelet": priors.Wavelet, "NLMeans": priors.NLMeans,
+            "Bilateral": priors.Bilateral,
+            "SkimageDenoiser": lambda: priors.SkimageDenoiser(lambda x, **kw: x * 0.5, lambda s: {})}
+
+
+@pytest.mark.parametrize("name", sorted(_skimage_priors()))
+def test_skimage_priors_refuse_a_z_that_requires_grad(name):
+    prior = _skimage_priors()[name]()
+    z = torch.rand(1, 3, 12, 12, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match=f"^z requires grad, but {name} runs scikit-image on numpy arrays and gives "
+                                         r"no gradient: pass z\.detach\(\) or call it under torch\.no_grad\(\)"):
+        prior(z, 0.05)
+    # the ways out the message names give the same result as a tensor that never asked for a gradient
+    plain = prior(z.detach(), 0.05)
+    with torch.no_grad():
+        torch.testing.assert_close(prior(z, 0.05), plain, rtol=0, atol=0)
+    assert not plain.requires_grad
+    # sigma = 0 is the identity, which keeps the gradient: nothing to refuse
+    out = prior(z, 0.0)
+    out.sum().backward()
+    torch.testing.assert_close(z.grad, torch.ones_like(z))
+
+
+def test_hqs_asked_for_gradients_through_a_skimage_prior_says_so():
+    import pnpdeblur as pd
+
+    flow = torch.ones(1, 2, 12, 12, dtype=torch.float64)
+    K = pd.MotionBlur(flow)
+    y = K(torch.rand(1, 3, 12, 12, dtype=torch.float64)).requires_grad_()
+    with pytest.raises(ValueError, match="^z requires grad, but SkimageTV runs scikit-image"):
+        pd.solvers.hqs(y, K, pd.priors.SkimageTV(), 0.01, n_iter=1, differentiable=True)
+    res = pd.solvers.hqs(y, K, pd.priors.SkimageTV(), 0.01, n_iter=1)  # no graph asked for: runs
+    assert torch.isfinite(res.x).all()

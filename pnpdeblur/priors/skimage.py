@@ -3,6 +3,12 @@
 Each wrapper maps the prior strength ``sigma`` (noise std on the [0, 1] scale) to the
 denoiser's own parameter, runs it on every image of the batch as an ``(H, W, C)``
 float64 numpy array (``channel_axis=-1``), and returns the caller's type and dtype.
+
+They are not differentiable (numpy has no autograd): a torch ``z`` that requires grad, in
+grad mode, is refused with a ``ValueError`` rather than answered with a result that silently
+cuts the gradient (``hqs``/``admm`` with ``differentiable=True`` would return gradients that
+skip every prior step). Detach ``z``, call under ``torch.no_grad()``, or pick a differentiable
+prior (:class:`~pnpdeblur.priors.TV`, :class:`~pnpdeblur.priors.Tikhonov`, a learned prior).
 """
 from __future__ import annotations
 
@@ -33,6 +39,12 @@ class SkimageDenoiser(BasePrior):
         denoisers that reject negative values).
     **kwargs
         Fixed keyword arguments of ``func``.
+
+    Raises
+    ------
+    ValueError
+        When called (``sigma > 0``) on a torch ``z`` that requires grad while grad mode is on:
+        the result could carry no gradient (see the module docstring).
     """
 
     def __init__(
@@ -50,6 +62,10 @@ class SkimageDenoiser(BasePrior):
         self.kwargs = kwargs
 
     def _denoise(self, z: torch.Tensor, sigma: float, context: Optional[Dict[str, Any]]) -> torch.Tensor:
+        if z.requires_grad and torch.is_grad_enabled():  # the numpy round trip would cut the graph silently
+            raise ValueError(f"z requires grad, but {type(self).__name__} runs scikit-image on numpy arrays and "
+                             "gives no gradient: pass z.detach() or call it under torch.no_grad() (with hqs/admm "
+                             "differentiable=True, use a differentiable prior such as TV)")
         arr = z.detach().cpu().to(torch.float64).numpy()
         out = np.empty_like(arr)
         kw = dict(self.kwargs)
