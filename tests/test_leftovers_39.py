@@ -254,3 +254,36 @@ def test_hqs_asked_for_gradients_through_a_skimage_prior_says_so():
         pd.solvers.hqs(y, K, pd.priors.SkimageTV(), 0.01, n_iter=1, differentiable=True)
     res = pd.solvers.hqs(y, K, pd.priors.SkimageTV(), 0.01, n_iter=1)  # no graph asked for: runs
     assert torch.isfinite(res.x).all()
+
+
+# -- 5: synthesize_flow_blur blurs light, not alpha -----------------------------------------------
+def test_synthesize_flow_blur_keeps_rgba_alpha_as_given():
+    import numpy as np
+
+    from pnpdeblur.data import synthesize_flow_blur
+
+    rng = np.random.default_rng(0)
+    colour = rng.random((20, 24, 3)).astype(np.float32)
+    alpha = np.zeros((20, 24, 1), np.float32)
+    alpha[5:15, 6:18] = 1.0  # an opaque rectangle on a transparent ground: blurring would soften its edge
+    flow = np.stack([np.full((20, 24), 6.0), np.full((20, 24), 2.0)]).astype(np.float32)
+    s = synthesize_flow_blur(np.concatenate((colour, alpha), -1), flow=flow, noise_sigma=0.05, seed=3)
+    plain = synthesize_flow_blur(colour, flow=flow, noise_sigma=0.05, seed=3)
+    assert s.blurred.shape == (20, 24, 4) and s.blurred.dtype == np.float32
+    np.testing.assert_array_equal(s.blurred[..., 3:], alpha)  # neither blurred nor noised
+    np.testing.assert_array_equal(s.blurred[..., :3], plain.blurred)  # the colours as without alpha
+    np.testing.assert_array_equal(s.sharp[..., 3:], alpha)
+    assert not np.array_equal(plain.blurred, colour)  # the colours were blurred
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 5])
+def test_synthesize_flow_blur_blurs_every_channel_of_other_images(channels):
+    import numpy as np
+
+    from pnpdeblur.data import synthesize_flow_blur
+
+    x = np.zeros((16, 16, channels), np.float32)
+    x[:, 8:] = 1.0  # an edge in every channel
+    flow = np.stack([np.full((16, 16), 6.0), np.zeros((16, 16))]).astype(np.float32)
+    b = synthesize_flow_blur(x, flow=flow, seed=0).blurred
+    assert b.shape == x.shape and all(0 < b[8, 8, c] < 1 for c in range(channels))

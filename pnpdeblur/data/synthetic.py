@@ -22,7 +22,7 @@ class FlowBlurSample(ArrayFieldsRepr):
     ----------
     blurred, sharp : numpy.ndarray
         ``(H, W, C)`` float32; ``blurred = MotionBlur(flow)(sharp) + noise`` (clipped to [0, 1]
-        when ``clip=True``).
+        when ``clip=True``) on the colour channels; an alpha channel is ``sharp``'s, unchanged.
     flow : numpy.ndarray
         ``(2, H, W)`` float32 integer-valued canonical labels (u >= 0).
     noise_sigma : float
@@ -52,7 +52,10 @@ def synthesize_flow_blur(sharp, preset: str | int = "23", noise_sigma: float | t
     Parameters
     ----------
     sharp : numpy.ndarray
-        ``(H, W)`` or ``(H, W, C)`` float image in [0, 1].
+        ``(H, W)`` or ``(H, W, C)`` float image in [0, 1]. With C = 4 the image is RGBA, as for
+        the library's photo functions (``pd.deblur``, the nets' ``restore``): alpha is not light,
+        so it is neither blurred nor noised nor clipped, and ``blurred`` carries it as given.
+        Other channel counts are all blurred.
     preset : {"23", "46"}
         Flow label range (see :func:`pnpdeblur.data.random_motion_flow`).
     noise_sigma : float or (float, float)
@@ -101,9 +104,13 @@ def synthesize_flow_blur(sharp, preset: str | int = "23", noise_sigma: float | t
     if f.shape != (2, h, w):
         raise ValueError(f"flow must have shape (2, {h}, {w}), got {f.shape}")
     xf = x.astype(np.float32)
-    y = np.asarray(MotionBlur(f)(xf), dtype=np.float32)
+    # RGBA's alpha is coverage, not light: only the colour channels are exposed to the motion
+    colour = xf[..., :3] if xf.shape[-1] == 4 else xf
+    y = np.asarray(MotionBlur(f)(np.ascontiguousarray(colour)), dtype=np.float32).reshape(colour.shape)
     if sigma > 0:
         y = y + sigma * rng.standard_normal(y.shape).astype(np.float32)
     if clip:
         y = np.clip(y, 0.0, 1.0)
-    return FlowBlurSample(blurred=y.reshape(x.shape), sharp=xf, flow=f, noise_sigma=sigma)
+    if colour is not xf:
+        y = np.concatenate((y, xf[..., -1:]), axis=-1)
+    return FlowBlurSample(blurred=y, sharp=xf, flow=f, noise_sigma=sigma)
