@@ -87,8 +87,8 @@ SEN_CONTEXT = 192
 #: critics pad their inputs up to ``MIN_CRITIC_SIZE`` (their own minimum) and add none.
 MIN_CROP = 2 * RPGANGenerator.stride
 
-__all__ = ["SEN_CONTEXT", "MIN_CROP", "RPGANTrainModule", "TensorItems", "build_pool", "DeconvolutionProducer", "make_loss_fn",
-           "make_val_fn", "parse_args", "main"]
+__all__ = ["SEN_CONTEXT", "MIN_CROP", "RPGANTrainModule", "TensorItems", "build_pool", "DeconvolutionProducer",
+           "make_loss_fn", "make_val_fn", "parse_args", "main"]
 
 
 class RPGANTrainModule(nn.Module):
