@@ -244,6 +244,20 @@ def test_skimage_priors_refuse_a_z_that_requires_grad(name):
     torch.testing.assert_close(z.grad, torch.ones_like(z))
 
 
+def test_bm3d_refuses_a_z_that_requires_grad():
+    """BM3D runs the bm3d package on numpy arrays: the same refusal as the scikit-image priors."""
+    pytest.importorskip("bm3d")
+    from pnpdeblur import priors
+
+    prior = priors.BM3D()
+    z = torch.rand(1, 1, 16, 16, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match=r"^z requires grad, but BM3D runs the bm3d package on numpy arrays and "
+                                         r"gives no gradient: pass z\.detach\(\)"):
+        prior(z, 0.05)
+    with torch.no_grad():
+        torch.testing.assert_close(prior(z, 0.05), prior(z.detach(), 0.05), rtol=0, atol=0)
+
+
 def test_hqs_asked_for_gradients_through_a_skimage_prior_says_so():
     import pnpdeblur as pd
 

@@ -33,6 +33,16 @@ def check_sigma(sigma: Any) -> float:
     return check_real(sigma, "sigma", what=" (noise std)")
 
 
+def refuse_grad(z: torch.Tensor, prior: str, engine: str) -> None:
+    """Raise ``ValueError`` for a ``z`` that requires grad in grad mode, for priors that run ``engine``
+    on numpy arrays: their result could carry no gradient, and a solve asked for one
+    (``differentiable=True``) would silently skip every prior step."""
+    if z.requires_grad and torch.is_grad_enabled():
+        raise ValueError(f"z requires grad, but {prior} runs {engine} on numpy arrays and gives no gradient: "
+                         "pass z.detach() or call it under torch.no_grad() (with hqs/admm differentiable=True, "
+                         "use a differentiable prior such as TV)")
+
+
 class BasePrior:
     """Base class: converts ``z`` to a checked ``(N, C, H, W)`` torch tensor and back.
 

@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
-from .base import BasePrior
+from .base import BasePrior, refuse_grad
 
 __all__ = ["BM3D", "bm3d_available"]
 
@@ -46,6 +46,9 @@ class BM3D(BasePrior):
     ------
     ImportError
         At construction, with installation instructions, when ``bm3d`` is missing.
+    ValueError
+        When called (``sigma > 0``) on a torch ``z`` that requires grad while grad mode is on: BM3D
+        runs on numpy arrays, so its result could carry no gradient.
     """
 
     hqs_sigma_start = 100.0 / 255.0
@@ -59,6 +62,7 @@ class BM3D(BasePrior):
         self.kwargs = kwargs
 
     def _denoise(self, z: torch.Tensor, sigma: float, context: Optional[Dict[str, Any]]) -> torch.Tensor:
+        refuse_grad(z, "BM3D", "the bm3d package")  # the numpy round trip would cut the graph silently
         arr = z.detach().cpu().to(torch.float64).numpy()
         out = np.empty_like(arr)
         for i, im in enumerate(arr):

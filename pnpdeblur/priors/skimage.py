@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .._checks import check_flag, check_real
-from .base import BasePrior
+from .base import BasePrior, refuse_grad
 
 __all__ = ["SkimageDenoiser", "SkimageTV", "Wavelet", "NLMeans", "Bilateral"]
 
@@ -62,10 +62,7 @@ class SkimageDenoiser(BasePrior):
         self.kwargs = kwargs
 
     def _denoise(self, z: torch.Tensor, sigma: float, context: Optional[Dict[str, Any]]) -> torch.Tensor:
-        if z.requires_grad and torch.is_grad_enabled():  # the numpy round trip would cut the graph silently
-            raise ValueError(f"z requires grad, but {type(self).__name__} runs scikit-image on numpy arrays and "
-                             "gives no gradient: pass z.detach() or call it under torch.no_grad() (with hqs/admm "
-                             "differentiable=True, use a differentiable prior such as TV)")
+        refuse_grad(z, type(self).__name__, "scikit-image")  # the numpy round trip would cut the graph silently
         arr = z.detach().cpu().to(torch.float64).numpy()
         out = np.empty_like(arr)
         kw = dict(self.kwargs)
