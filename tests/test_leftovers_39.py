@@ -1,6 +1,7 @@
 """Leftovers of the audits: each case failed (or passed silently) on the code before its fix."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -301,3 +302,21 @@ def test_synthesize_flow_blur_blurs_every_channel_of_other_images(channels):
     flow = np.stack([np.full((16, 16), 6.0), np.zeros((16, 16))]).astype(np.float32)
     b = synthesize_flow_blur(x, flow=flow, seed=0).blurred
     assert b.shape == x.shape and all(0 < b[8, 8, c] < 1 for c in range(channels))
+
+
+def test_video_synthesis_drops_rgba_alpha_as_the_photo_functions_do():
+    """An RGBA photo's alpha is coverage, not light: the GOPRO-style synthesis films its colours,
+    exactly as the RGB photo alone (same seed), instead of warping and averaging the alpha too."""
+    from pnpdeblur.data import synthesize_video_blur, synthesize_video_sequence
+
+    rng = np.random.default_rng(5)
+    rgb = rng.random((40, 44, 3))
+    alpha = rng.random((40, 44, 1))  # a varying alpha: blurring it would show
+    rgba = np.concatenate((rgb, alpha), axis=-1)
+    kw = dict(shape=(24, 28), n_frames=5, max_blur=4.0, seed=3)
+    a, b = synthesize_video_blur(rgba, **kw), synthesize_video_blur(rgb, **kw)
+    assert a.blurred.shape == (24, 28, 3)
+    np.testing.assert_array_equal(a.blurred, b.blurred)
+    np.testing.assert_array_equal(a.sharp, b.sharp)
+    s, t = synthesize_video_sequence(rgba, n_blurred=2, **kw), synthesize_video_sequence(rgb, n_blurred=2, **kw)
+    np.testing.assert_array_equal(s.blurred, t.blurred)

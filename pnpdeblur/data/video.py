@@ -252,6 +252,8 @@ def _as_photo(image) -> np.ndarray:
         img = img[:, :, None]
     if img.ndim != 3:
         raise ValueError(f"image must be (H, W) or (H, W, C), got shape {image.shape}")
+    if img.shape[-1] == 4:  # RGBA, as the library's photo functions read it: alpha is coverage, not light
+        img = img[..., :3]
     if not np.all(np.isfinite(img)):
         raise ValueError("image contains NaN or Inf")
     if img.min() < 0 or img.max() > 1:
@@ -294,7 +296,8 @@ def render_frames(photo, shape: tuple[int, int], path: CameraPath, times, origin
                   foreground: "_Foreground | None" = None, order: int = 3) -> np.ndarray:
     """Render sharp frames in linear intensity: ``(len(times), H, W, C)`` float64.
 
-    ``photo`` is ``(H0, W0, C)`` in [0, 1] (already linear), ``origin`` the integer crop origin
+    ``photo`` is ``(H0, W0, C)`` in [0, 1] (already linear; with C = 4, RGBA, whose alpha is
+    dropped), ``origin`` the integer crop origin
     ``(x0, y0)`` (default: centred), ``times`` finite (frames from the middle one), ``order`` the
     spline order 0..5; other values raise ``TypeError``/``ValueError`` naming the argument."""
     photo = _as_photo(photo)
@@ -518,7 +521,8 @@ def synthesize_video_blur(
     ----------
     image : numpy ``(H0, W0[, C])`` or torch ``(C, H0, W0)`` in [0, 1]
         The photo, gamma-encoded (like an ordinary 8-bit image); it is linearised with
-        ``x^γ`` before rendering.
+        ``x^γ`` before rendering. With C = 4 it is RGBA, as for ``pd.deblur``: the alpha
+        channel (coverage, not light) is dropped and the frames have three channels.
     shape : (int, int), optional
         Output ``(H, W)``; default: the photo size minus a margin of ``max_blur`` on each side
         (so little of the reflected border enters the frames).
