@@ -81,3 +81,18 @@ def test_restore_refuses_what_forward_cannot_take():
         nets.DeblurNet(n1_channels=(4,) * 6, width=4, depth=1).restore(np.full((16, 16, 3), np.nan))
     with pytest.raises(ValueError, match="0-255|scale|255"):
         nets.DeblurNet(n1_channels=(4,) * 6, width=4, depth=1).restore(np.full((16, 16, 3), 200.0))
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_restore_refuses_a_non_finite_output(name, bad, hwc):
+    """A net whose output overflows (here: a last layer scaled to NaN or Inf) must not hand back a
+    black uint8 photo or NaN pixels: the clip to [0, 1] would hide it."""
+    net = _net(name)
+    forward = net.forward
+    net.forward = lambda x: forward(x) * bad
+    for photo in (hwc, np.round(hwc * 255).astype(np.uint8)):
+        with pytest.raises(ValueError, match=f"^{name} produced NaN or Inf values on this image"):
+            net.restore(photo)
+    net.forward = forward  # a finite output is answered as before
+    assert np.isfinite(net.restore(hwc)).all()

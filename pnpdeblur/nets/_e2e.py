@@ -88,6 +88,12 @@ class PhotoRestorer:
             The restored photo in the caller's type, layout, device and dtype (uint8 in → uint8
             out), clipped to [0, 1].
 
+        Raises
+        ------
+        ValueError
+            An image of another channel count than the network's, or a network output with NaN
+            or Inf values (never written back as black or NaN pixels).
+
         Notes
         -----
         The network runs in eval mode (dropout off, batch norm on its running statistics) and
@@ -110,6 +116,9 @@ class PhotoRestorer:
                 out = self(x.to(device=w.device, dtype=w.dtype))
         finally:
             self.train(training)
+        if not bool(torch.isfinite(out).all()):  # a uint8 photo would come back black, a float one NaN
+            raise ValueError(f"{type(self).__name__} produced NaN or Inf values on this image (weights that "
+                             "overflow in this dtype, or a diverged checkpoint)")
         if grey:
             out = out.mean(dim=1, keepdim=True)
         return boundary.image(out.to(device=x.device))
