@@ -1,5 +1,5 @@
-"""Tests that kill the surviving mutants of ``pnpdeblur/_checks.py`` and of the flow cache
-(``FlowCache`` and ``_same_bits`` in ``pnpdeblur/operators/_segment.py``).
+"""Tests that kill the surviving mutants of the flow cache (``FlowCache`` and ``_same_bits`` in
+``pnpdeblur/operators/_segment.py``); every mutant of ``pnpdeblur/_checks.py`` was already killed.
 
 Found by planting one-token mutants by hand (docs/mutation.md, "New code of the thirty-eighth and
 thirty-ninth sessions"). Each test names the mutant it kills. References: the dense matrices of
