@@ -67,3 +67,34 @@ def test_same_bits_needs_the_same_dtype_even_for_equal_bits():
     assert not seg._same_bits((zeros16,), (torch.zeros(2, 2, dtype=torch.float16),))
     ints = torch.arange(4)
     assert seg._same_bits((ints.clone(),), (ints,)) and not seg._same_bits((ints + 1,), (ints,))
+
+
+class _Sized:
+    """A cached value of ``nbytes`` bytes that may keep another entry's source alive."""
+
+    def __init__(self, nbytes):
+        self.nbytes = nbytes
+        self.keep = None
+
+
+def test_evicting_the_last_holder_of_another_entrys_source_does_not_deadlock():
+    """Evicting an entry (under the cache's lock) can free the last reference to another entry's
+    source; its weakref callback then drops that entry, taking the lock again on the same thread.
+    With a non-re-entrant lock the call never returned."""
+    import threading
+
+    cache = seg.FlowCache(100)
+    a, b, d = torch.zeros(2), torch.zeros(2), torch.zeros(2)
+    cache.get((b,), ("k",), lambda: _Sized(10))
+    holder = _Sized(40)
+    holder.keep = b  # the only reference to b, once the test lets go of it
+    cache.get((a,), ("k",), lambda: holder)
+    cache.get((b,), ("k",), lambda: _Sized(10))  # a hit: b's entry is now the most recent, a's the oldest
+    del holder, b
+    done = []
+    worker = threading.Thread(target=lambda: done.append(cache.get((d,), ("k",), lambda: _Sized(60))), daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert done, "FlowCache.get deadlocked while evicting"
+    # a's entry was evicted (40 + 10 + 60 > 100), b's went with its source, d's is the one left
+    assert len(cache) == 1 and cache.nbytes == 60

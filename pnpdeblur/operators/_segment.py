@@ -443,7 +443,9 @@ class FlowCache:
     """
 
     def __init__(self, max_bytes: int):
-        self._lock = threading.Lock()
+        # re-entrant: evicting an entry can free the last reference to another entry's source, whose
+        # weakref callback (_drop) then takes the lock again on the same thread
+        self._lock = threading.RLock()
         self._entries: "OrderedDict[tuple, tuple]" = OrderedDict()
         self.nbytes = 0
         self.hits = 0
