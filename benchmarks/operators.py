@@ -172,6 +172,11 @@ COMPARE_CASES = [
     # grey images (one channel; an optional 7th field, default 3)
     ("grey line 720p f32", 720, 1280, 46.0, "float32", "line", 1),
     ("grey line 720p f64", 720, 1280, 46.0, "float64", "line", 1),
+    # the flow as a numpy array or an inference-mode tensor (an optional 8th field, default "torch")
+    ("numpy-flow line 720p f32", 720, 1280, 46.0, "float32", "line", 3, "numpy"),
+    ("numpy-flow line 256² f32", 256, 256, 46.0, "float32", "line", 3, "numpy"),
+    ("numpy-flow two-segment 720p f32", 720, 1280, 23.0, "float32", "two_segment", 3, "numpy"),
+    ("inference-flow line 720p f32", 720, 1280, 46.0, "float32", "line", 3, "inference"),
 ]
 
 
@@ -186,11 +191,17 @@ def _compare_worker() -> None:
     for line in sys.stdin:
         name, h, w, length, dtype, kind, *rest = json.loads(line)
         channels = rest[0] if rest else 3
+        flow_kind = rest[1] if len(rest) > 1 else "torch"
         if name not in ops:
             dt = getattr(torch, dtype)
             rng = np.random.default_rng(0)
             x = torch.from_numpy(rng.random((1, channels, h, w))).to(dt)
             f = torch.from_numpy(flow_field(h, w, length)).to(dt)
+            if flow_kind == "numpy":
+                f = f.numpy()
+            elif flow_kind == "inference":
+                with torch.inference_mode():
+                    f = f.clone()
             if kind == "line":
                 K = pd.MotionBlur(f)
             elif kind == "lut":

@@ -11,6 +11,11 @@ so that the time per operator pair can be set against ``operators.py``.
 Usage::
 
     python benchmarks/solver_speed.py [--device cpu|cuda] [--size 720x1280] [--priors TV,DnCNN] [--repeats 1]
+                                      [--flow-kind torch|numpy|inference]
+
+``--flow-kind`` gives the operator its flow as a torch tensor (default), as a numpy array (the
+README's usual way), or as a tensor made under ``torch.inference_mode()`` (whose in-place changes
+no version counter records): the flow cache checks the last two by value.
 
 To compare library versions (issue 14), run this script with ``PYTHONPATH`` pointing
 at a ``git worktree`` of the older revision and at this checkout, alternately.
@@ -43,6 +48,16 @@ def _problem(h: int, w: int, device: str):
     return x, f, y
 
 
+def _as_kind(f: torch.Tensor, kind: str):
+    """The flow as the operator receives it (``--flow-kind``)."""
+    if kind == "numpy":
+        return f[0].cpu().numpy().copy()
+    if kind == "inference":
+        with torch.inference_mode():
+            return f.clone()
+    return f
+
+
 def _solve(y, f, path, prior):
     K = pd.MotionBlur(f, path=path)
     return pd.solvers.hqs(y, K, prior=prior, noise_level=0.01, progress=False)
@@ -54,6 +69,8 @@ def main() -> None:
     ap.add_argument("--size", default="720x1280", help="HxW")
     ap.add_argument("--priors", default="TV,DnCNN", help="comma-separated subset of TV,DnCNN")
     ap.add_argument("--repeats", type=int, default=1, help="solves per configuration (the fastest is reported)")
+    ap.add_argument("--flow-kind", default="torch", choices=["torch", "numpy", "inference"],
+                    help="how the operator receives the flow (default: torch)")
     args = ap.parse_args()
     h, w = (int(v) for v in args.size.lower().split("x"))
     dev = args.device
@@ -72,18 +89,21 @@ def main() -> None:
     rows = []
     for path in paths:
         for name, prior in priors.items():
-            _solve(y[..., :32, :32].contiguous(), f[..., :32, :32].contiguous(), path, prior)  # warm-up
+            warm = _as_kind(f[..., :32, :32].contiguous(), args.flow_kind)
+            _solve(y[..., :32, :32].contiguous(), warm, path, prior)  # warm-up
             dt = float("inf")
             for _ in range(max(1, args.repeats)):
+                given = _as_kind(f, args.flow_kind)  # a new flow per solve: nothing cached before it
                 sync()
                 t0 = time.perf_counter()
-                res = _solve(y, f, path, prior)
+                res = _solve(y, given, path, prior)
                 sync()
                 dt = min(dt, time.perf_counter() - t0)
             pairs = sum(e.get("cg_iterations", 0) + 1 for e in res.history)
             gain = psnr(res.x.clamp(0, 1), x) - base
-            rows.append(dict(path=path, prior=name, seconds=dt, operator_pairs=pairs, psnr_gain_db=gain))
-            print(f"{w}x{h}x3  {path:6s} {name:6s} {dt:8.2f} s  {pairs:4d} K/Kᵀ pairs  "
+            rows.append(dict(path=path, prior=name, flow_kind=args.flow_kind, seconds=dt, operator_pairs=pairs,
+                             psnr_gain_db=gain))
+            print(f"{w}x{h}x3  {args.flow_kind:9s} {path:6s} {name:6s} {dt:8.2f} s  {pairs:4d} K/Kᵀ pairs  "
                   f"{1e3 * dt / pairs:8.2f} ms/pair  gain {gain:+.2f} dB", flush=True)
     write_rows("solver_speed", dev, rows, gpu=torch.cuda.get_device_name() if dev == "cuda" else None, size=[h, w],
                library=os.path.dirname(pd.__file__))
