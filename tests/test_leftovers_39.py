@@ -255,8 +255,8 @@ def test_bm3d_refuses_a_z_that_requires_grad():
     with pytest.raises(ValueError, match=r"^z requires grad, but BM3D runs the bm3d package on numpy arrays and "
                                          r"gives no gradient: pass z\.detach\(\)"):
         prior(z, 0.05)
-    with torch.no_grad():
-        torch.testing.assert_close(prior(z, 0.05), prior(z.detach(), 0.05), rtol=0, atol=0)
+    with torch.no_grad():  # bm3d is not bitwise repeatable between two calls (1e-7 apart): a tolerance
+        torch.testing.assert_close(prior(z, 0.05), prior(z.detach(), 0.05), rtol=0, atol=1e-5)
 
 
 def test_hqs_asked_for_gradients_through_a_skimage_prior_says_so():
