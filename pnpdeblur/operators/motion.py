@@ -258,10 +258,9 @@ class _SegmentOperator(LinearOperator):
         grad = torch.is_grad_enabled() and (x.requires_grad or any(t.requires_grad for t in self._sources()))
         if grad or x.device.type != "cpu" or self.path not in (None, "numba") or not _numba_ok():
             return self._adjoint(self._forward(x))
-        prep = self._cached_numba(x)
-        if prep is None:  # the cache is off or full: converted for this call, as _run does
-            prep = prepare_numba(*self._segments(x), dtype=_store_dtype(x))
-        return prep.normal(x, self.beta)
+        # every case _cached_numba declines was sent to the composition above; with the cache off
+        # or full it still returns the flow's arrays, built for this call
+        return self._cached_numba(x).normal(x, self.beta)
 
     def _adjoint(self, y):
         return self._run(y, True)
