@@ -531,7 +531,7 @@ def test_main_deepdeblur_trains_a_pair_and_exports_the_generator(tmp_path, recor
 
 
 def test_main_without_the_adversarial_term_trains_the_net_alone(tmp_path, record):
-    out = R.main(_argv(tmp_path, "deepdeblur", "--adv-weight", "0", "--max-blur", "5", "--frames", "3"))
+    out = R.main(_argv(tmp_path, "deepdeblur", "--adv-weight", "0", "--max-blur", "5"))
     (t,) = record
     model = t.args[0]
     assert isinstance(model, R._Multiscale)

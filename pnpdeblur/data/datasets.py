@@ -21,6 +21,7 @@ import numbers
 import os
 import re
 import warnings
+from io import BytesIO
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -159,7 +160,9 @@ def read_image(path, channels: int | None = 3) -> np.ndarray:
         if img is None:
             with warnings.catch_warnings():  # imageio's plugin probing warns on undecodable files
                 warnings.simplefilter("ignore", DeprecationWarning)
-                img = np.asarray(io.imread(str(p)))
+                # bytes Pillow cannot identify go to imageio's other plugins as bytes: probing a path,
+                # imageio leaves the file open when no plugin takes it (a handle per such file in a folder)
+                img = np.asarray(io.imread(str(p) if mode is not None else BytesIO(p.read_bytes())))
     except Exception as exc:  # decoders raise many types
         reason = str(exc)
         if mode is None or "Could not find a backend" in reason:

@@ -50,6 +50,7 @@ from ..losses.multiscale import multiscale_mse
 from ._cli import (
     NONNEGATIVE,
     POSITIVE_INT,
+    _flag,
     add_engine_arguments,
     add_time_budget_argument,
     budgeted_steps,
@@ -304,6 +305,10 @@ def make_val_fn(kind: str) -> Callable:
     return val_fn
 
 
+#: The data options' defaults; parse_args fills them in after noting which were typed.
+DATA_DEFAULTS: Dict[str, Any] = {"preset": "23", "max_blur": 16.0, "frames": 5}
+
+
 def parse_args(name: str, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     spec = SPECS[name]
     ap = argparse.ArgumentParser(prog=f"pnpdeblur train {name}",
@@ -312,10 +317,13 @@ def parse_args(name: str, argv: Optional[Sequence[str]] = None) -> argparse.Name
     ap.add_argument("--corpus", default=None, help="folder of sharp photos (default: scikit-image photos only)")
     ap.add_argument("--preload", action="store_true", help="decode the corpus into memory once")
     ap.add_argument("--root", default=None, help="GOPRO folder for --data gopro")
-    ap.add_argument("--preset", choices=("23", "46"), default="23", metavar="PRESET",
-                    help="flow preset for --data flow (23 or 46)")
-    ap.add_argument("--max-blur", type=float, default=16.0, help="largest blur length (px) for --data video")
-    ap.add_argument("--frames", type=int, default=5, help="frames per clip (DVD)")
+    # None marks "not typed": check_args refuses a data option that the chosen --data or net never reads
+    ap.add_argument("--preset", choices=("23", "46"), default=None, metavar="PRESET",
+                    help=f"flow preset for --data flow (23 or 46; default {DATA_DEFAULTS['preset']})")
+    ap.add_argument("--max-blur", type=float, default=None,
+                    help=f"largest blur length (px) for --data video (default {DATA_DEFAULTS['max_blur']:g})")
+    ap.add_argument("--frames", type=int, default=None,
+                    help=f"frames per clip, DVD only (default {DATA_DEFAULTS['frames']})")
     ap.add_argument("--noise", type=float, default=0.01, help="noise std (range [0, this] for --data flow)")
     ap.add_argument("--small", action="store_true", help=f"the CPU configuration {dict(spec.small)}")
     ap.add_argument("--config", default="{}", help="JSON of constructor arguments (override --small)")
@@ -333,7 +341,12 @@ def parse_args(name: str, argv: Optional[Sequence[str]] = None) -> argparse.Name
     add_time_budget_argument(ap)
     add_engine_arguments(ap, run_dir=f"runs/{name}", out_name=f"{name}.safetensors", val_items=16,
                          val_every=1000, ckpt_every=1000, float32=False)
-    return parse_engine_args(ap, argv)
+    args = parse_engine_args(ap, argv)
+    args.typed_data_options = tuple(dest for dest in DATA_DEFAULTS if getattr(args, dest) is not None)
+    for dest, default in DATA_DEFAULTS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, default)
+    return args
 
 
 def check_args(name: str, args: argparse.Namespace) -> Dict[str, Any]:
@@ -341,7 +354,8 @@ def check_args(name: str, args: argparse.Namespace) -> Dict[str, Any]:
 
     ``ValueError`` naming the option (:func:`~pnpdeblur.train._cli.check_options`, and the
     recipe's own: ``--config``, ``--frames``, ``--data``, ``--root``, which only ``--data gopro``
-    reads). Returns the net's constructor arguments of ``--config`` (with DVD's ``frames`` from
+    reads, and ``--preset``/``--max-blur``/``--frames`` typed where the chosen ``--data`` or net
+    does not read them). Returns the net's constructor arguments of ``--config`` (with DVD's ``frames`` from
     ``--frames``).
     """
     kind = SPECS[name].kind
@@ -361,6 +375,14 @@ def check_args(name: str, args: argparse.Namespace) -> Dict[str, Any]:
             raise ValueError(f"--config frames={config['frames']!r} and --frames {args.frames} differ")
     if kind != "image" and args.data != "video":
         raise ValueError(f"--data {args.data}: {SPECS[name].cls} trains on --data video (clips with true flow)")
+    for dest in getattr(args, "typed_data_options", ()):  # each would be ignored silently
+        if dest == "frames" and kind != "video":
+            raise ValueError(f"--frames is read only by `pnpdeblur train dvd` (its clips' length), got "
+                             f"`pnpdeblur train {name}` (drop --frames)")
+        needs = {"preset": "flow", "max_blur": "video"}.get(dest)
+        if needs is not None and args.data != needs:
+            raise ValueError(f"{_flag(dest)} is read only with --data {needs}, got --data {args.data} (drop "
+                             f"{_flag(dest)} or pass --data {needs})")
     if args.root is not None and args.data != "gopro":  # only GoProDataset reads it: it would be ignored
         raise ValueError(f"--root is read only with --data gopro, got --data {args.data} (drop --root or pass "
                          "--data gopro)")
