@@ -122,8 +122,16 @@ class UniformBlur(_KernelOperator):
     Examples
     --------
     >>> import numpy as np
-    >>> K = UniformBlur(np.ones((5, 5)) / 25)
-    >>> y = K(np.random.rand(64, 64))
+    >>> import pnpdeblur as pd
+    >>> K = pd.UniformBlur(np.ones((5, 5)) / 25)     # a 5×5 box blur
+    >>> x = np.random.default_rng(0).random((64, 64))
+    >>> y = K(x)                                     # (H, W) numpy in, numpy out
+    >>> y.shape, y.dtype
+    ((64, 64), dtype('float64'))
+    >>> round(float(y[10, 10]), 4), round(float(x[8:13, 8:13].mean()), 4)  # the 5×5 mean around it
+    (0.4587, 0.4587)
+    >>> bool(np.isclose(y[0, 0], np.roll(x, (2, 2), axis=(0, 1))[:5, :5].mean()))  # periodic border
+    True
     """
 
     def __init__(self, kernel: Any):

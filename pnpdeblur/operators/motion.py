@@ -90,8 +90,17 @@ def motion_kernel(m, radius: Optional[int] = None) -> np.ndarray:
 
     Examples
     --------
-    >>> motion_kernel((6, 0))[1] * 6
-    array([0. , 0.5, 1. , 1. , 1. , 1. , 1. , 0.5, 0. ])
+    >>> import numpy as np
+    >>> import pnpdeblur as pd
+    >>> k = pd.operators.motion_kernel((6, 0))    # 6 px to the right
+    >>> k.shape                                   # radius ceil(6/2 + 3/2) = 5
+    (11, 11)
+    >>> k[5] * 6                                  # the middle row: [.5 1 1 1 1 1 .5] / 6
+    array([0. , 0. , 0.5, 1. , 1. , 1. , 1. , 1. , 0.5, 0. , 0. ])
+    >>> round(float(k.sum()), 12), bool(np.array_equal(pd.operators.motion_kernel((-6, 0)), k))
+    (1.0, True)
+    >>> int(np.count_nonzero(pd.operators.motion_kernel((7, 0))))   # seven taps of 1/7
+    7
     """
     return _segment_kernel(_motion_vector(m), 0.0, _kernel_radius(radius))
 
@@ -293,9 +302,18 @@ class MotionBlur(_SegmentOperator):
 
     Examples
     --------
-    >>> flow = np.zeros((2, 32, 32)); flow[0] = 7.0
-    >>> K = MotionBlur(flow)
-    >>> y = K(np.random.rand(32, 32, 3))   # (H, W, C) numpy in, numpy out
+    >>> import numpy as np
+    >>> import pnpdeblur as pd
+    >>> flow = np.zeros((2, 32, 32)); flow[0] = 7.0           # 7 px to the right everywhere
+    >>> K = pd.MotionBlur(flow)
+    >>> x = np.random.default_rng(0).random((32, 32, 3))
+    >>> y = K(x)                                  # (H, W, C) numpy in, numpy out
+    >>> y.shape, y.dtype
+    ((32, 32, 3), dtype('float64'))
+    >>> bool(np.allclose(y[10, 10], x[10, 7:14].mean(axis=0)))  # seven taps of 1/7 along the row
+    True
+    >>> K.T(y).shape                              # the adjoint (a scatter), same layout
+    (32, 32, 3)
     """
 
     def __init__(self, flow: Any, path: Optional[str] = None, *, _lut: bool = False):
