@@ -161,6 +161,21 @@ def psnr(x, ref, data_range: float | None = None, reduction: str = "mean", chann
     -------
     float or numpy.ndarray
         ``inf`` where the images are identical (as scikit-image).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pnpdeblur as pd
+    >>> ref = np.zeros((8, 8))
+    >>> round(pd.metrics.psnr(ref + 0.1, ref), 3)          # 10 log10(1 / 0.1²)
+    20.0
+    >>> round(pd.metrics.psnr(np.uint8([[0, 255]]), np.uint8([[0, 0]])), 3)  # 10 log10(255² / (255²/2))
+    3.01
+    >>> pd.metrics.psnr(ref, ref)
+    inf
+    >>> batch = np.stack([ref + 0.1, ref + 0.01])[:, None]  # (N, C, H, W)
+    >>> np.round(pd.metrics.psnr(batch, np.zeros_like(batch), reduction="none"), 3)
+    array([20., 40.])
     """
     a, b = _batch(x, ref, channel_axis)
     dr = _check_range(data_range, x, ref, signed_full_range=False)
@@ -236,6 +251,19 @@ def ssim(x, ref, data_range: float | None = None, *, gaussian_weights: bool = Fa
     -------
     float or numpy.ndarray
         Mean SSIM (a float), or with ``reduction="none"`` the per-image values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pnpdeblur as pd
+    >>> a, b = np.full((16, 16), 0.2), np.full((16, 16), 0.4)
+    >>> round(pd.metrics.ssim(a, b), 4)           # flat: (2·0.2·0.4 + C1) / (0.2² + 0.4² + C1), C1 = 0.01²
+    0.8001
+    >>> sharp = pd.data.sample_image("camera", 64)
+    >>> flow = np.zeros((2, 64, 64), np.float32); flow[0] = 7
+    >>> blurred = pd.MotionBlur(flow)(sharp)
+    >>> round(pd.metrics.ssim(sharp, sharp), 4), round(pd.metrics.ssim(blurred, sharp), 2)
+    (1.0, 0.8)
     """
     if not isinstance(win_size, numbers.Integral) or win_size < 3 or win_size % 2 == 0:
         raise ValueError(f"win_size must be an odd int >= 3, got {win_size!r}")

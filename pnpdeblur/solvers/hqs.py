@@ -139,8 +139,18 @@ def hqs(
 
     Examples
     --------
-    >>> res = hqs(y, K, prior=TV(), noise_level=0.01)   # doctest: +SKIP
-    >>> x = res.x
+    >>> import numpy as np
+    >>> import pnpdeblur as pd
+    >>> sharp = pd.data.sample_image("camera", 64)             # (64, 64, 1) float32 in [0, 1]
+    >>> flow = np.zeros((2, 64, 64), np.float32); flow[0] = 7  # 7 px horizontal blur
+    >>> K = pd.MotionBlur(flow)
+    >>> noise = 0.01 * np.random.default_rng(0).standard_normal(sharp.shape)
+    >>> y = (K(sharp) + noise).astype(np.float32)
+    >>> res = pd.solvers.hqs(y, K, prior=pd.priors.TV(), noise_level=0.01)
+    >>> res.x.shape, res.x.dtype, len(res.history)       # 8 iterations of the default schedule
+    ((64, 64, 1), dtype('float32'), 8)
+    >>> bool(pd.metrics.psnr(res.x, sharp) > pd.metrics.psnr(y, sharp) + 5)   # 24.2 -> 31.2 dB
+    True
     """
     own_lam, own_start = prior_schedule(prior)
     lam = own_lam if lam is None else lam

@@ -65,8 +65,25 @@ def saturation_weights(y: Any, threshold: float = DEFAULT_SATURATION, margin: in
 
     Examples
     --------
-    >>> w = saturation_weights(y)                          # doctest: +SKIP
-    >>> x = pd.solvers.hqs(y, K, prior, noise_level=0.01, weights=w).x
+    >>> import numpy as np
+    >>> import pnpdeblur as pd
+    >>> pd.solvers.saturation_weights(np.array([[0.2, 0.99], [1.0, 0.5]], np.float32))
+    array([[1., 0.],
+           [0., 1.]], dtype=float32)
+    >>> pd.solvers.saturation_weights(np.uint8([[100, 255]]))      # uint8: compared as y / 255
+    array([[1., 0.]], dtype=float32)
+
+    In a solve, a blurred photo whose highlights were clipped by the sensor:
+
+    >>> flow = np.zeros((2, 32, 32), np.float32); flow[0] = 5
+    >>> K = pd.MotionBlur(flow)
+    >>> y = np.minimum(1.5 * K(pd.data.sample_image("camera", 32)), 1)   # over-exposed
+    >>> w = pd.solvers.saturation_weights(y)
+    >>> round(float(1 - w.mean()), 2)                              # the share left out
+    0.28
+    >>> x = pd.solvers.hqs(y, K, pd.priors.TV(), noise_level=0.01, weights=w).x
+    >>> x.shape
+    (32, 32, 1)
     """
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
         raise TypeError(f"threshold must be a number, got {type(threshold).__name__}")
@@ -139,10 +156,20 @@ def pad_boundary(y: Any, width: int, weights: Any = None) -> tuple:
 
     Examples
     --------
-    >>> w = pd.solvers.motion_blur_width(flow)                    # doctest: +SKIP
+    >>> import numpy as np
+    >>> import pnpdeblur as pd
+    >>> flow = np.zeros((2, 48, 48), np.float32); flow[0] = 6
+    >>> y = pd.MotionBlur(flow)(pd.data.sample_image("camera", 48))
+    >>> w = pd.solvers.motion_blur_width(flow)                    # ceil(6/2 + 3/2)
+    >>> w
+    5
     >>> y_pad, weights = pd.solvers.pad_boundary(y, w)
+    >>> y_pad.shape, weights.shape, float(weights.sum())          # only the 48² observed pixels count
+    ((58, 58, 1), (58, 58, 1), 2304.0)
     >>> K = pd.MotionBlur(np.pad(flow, ((0, 0), (w, w), (w, w)), mode="edge"))
-    >>> x = pd.solvers.crop_boundary(pd.solvers.hqs(y_pad, K, prior, weights=weights).x, w)
+    >>> res = pd.solvers.hqs(y_pad, K, pd.priors.TV(), noise_level=0.01, weights=weights)
+    >>> pd.solvers.crop_boundary(res.x, w).shape
+    (48, 48, 1)
     """
     width = check_width(width)
     kind = array_kind(y, "y")
@@ -222,8 +249,16 @@ def pad_problem(y: Any, K: LinearOperator, weights: Any = None, width: Any = Non
 
     Examples
     --------
-    >>> y_pad, K_pad, w, r = pd.solvers.pad_problem(y, pd.Convolution(psf))   # doctest: +SKIP
-    >>> x = pd.solvers.crop_boundary(pd.solvers.hqs(y_pad, K_pad, prior, weights=w).x, r)
+    >>> import numpy as np
+    >>> import pnpdeblur as pd
+    >>> K = pd.Convolution(np.ones((1, 7)) / 7)                  # a 7-px horizontal streak
+    >>> y = K(pd.data.sample_image("camera", 48))
+    >>> y_pad, K_pad, w, r = pd.solvers.pad_problem(y, K)
+    >>> r, y_pad.shape                                           # padded by K.reach() = 3 px
+    (3, (54, 54, 1))
+    >>> x = pd.solvers.crop_boundary(pd.solvers.hqs(y_pad, K_pad, pd.priors.TV(), noise_level=0.01, weights=w).x, r)
+    >>> x.shape
+    (48, 48, 1)
     """
     if not isinstance(K, LinearOperator):
         raise TypeError(f"K must be a pnpdeblur LinearOperator, got {type(K).__name__}")
