@@ -24,5 +24,6 @@ from .schedules import linear_decay_lambda, step_decay_lambda
 from .reblur import finetune_reblur  # after the engine: it builds on it
 
 __all__ = ["TrainConfig", "Trainer", "AdversarialPair", "ReplayBuffer", "level_counts", "linear_decay_lambda",
-           "step_decay_lambda", "unwrap_model", "distributed", "finetune_reblur", "measure_step_rate", "steps_for_budget",
+           "step_decay_lambda", "unwrap_model", "distributed", "finetune_reblur", "measure_step_rate",
+           "steps_for_budget",
            "steps_with_refills"]

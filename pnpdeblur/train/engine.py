@@ -223,7 +223,8 @@ class Trainer:
                 else:
                     self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             else:
-                warnings.warn(f"TrainConfig.amp=True is ignored on {self.device.type}: training in float32", stacklevel=2)
+                warnings.warn(f"TrainConfig.amp=True is ignored on {self.device.type}: training in float32",
+                              stacklevel=2)
         fp16 = self.amp_dtype == torch.float16
         if hasattr(torch.amp, "GradScaler"):
             self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
@@ -362,7 +363,8 @@ class Trainer:
         if self.is_main and cfg.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=cfg.steps, initial=self.step, unit="step", dynamic_ncols=True, desc="train", mininterval=0.5)
+            bar = tqdm(total=cfg.steps, initial=self.step, unit="step", dynamic_ncols=True, desc="train",
+                       mininterval=0.5)
         self.model.train()
         t0 = self._t0 = time.perf_counter()
         step0 = self.step
@@ -465,7 +467,8 @@ class Trainer:
         extra: Dict[str, float] = {}
         if keys:
             # Extra values differ per rank: average them over ranks (one collective a log row).
-            t = torch.stack([torch.as_tensor(win["extra"][k], dtype=torch.float64, device=self.device).reshape(()) for k in keys])
+            t = torch.stack([torch.as_tensor(win["extra"][k], dtype=torch.float64, device=self.device).reshape(())
+                             for k in keys])
             D.all_reduce_sum(t)
             extra = dict(zip(keys, (t / (n * self.world_size)).tolist()))
         if win["grad_norm"] is not None:  # identical on every rank (gradients are synchronised)
@@ -609,14 +612,16 @@ class Trainer:
         if changed and self.is_main:
             warnings.warn(f"resuming {path} with changed settings {changed}: the run is no longer exact", stacklevel=2)
         if st.get("batches_per_epoch") != self.batches_per_epoch and self.is_main:
-            warnings.warn(f"resuming {path}: the number of batches an epoch changed (dataset or world size)", stacklevel=2)
+            warnings.warn(f"resuming {path}: the number of batches an epoch changed (dataset or world size)",
+                          stacklevel=2)
         rngs = st.get("rng") or []
         if len(rngs) == self.world_size:
             set_rng_state(rngs[self.rank], self.device)
         else:
             if self.is_main:
                 warnings.warn(
-                    f"resuming {path} saved by {len(rngs)} processes with {self.world_size}: RNGs reseeded", stacklevel=2
+                    f"resuming {path} saved by {len(rngs)} processes with {self.world_size}: RNGs reseeded",
+                    stacklevel=2
                 )
             seed_everything(derive_seed(self.cfg.seed, self.rank, self.step))
         self._started = True
