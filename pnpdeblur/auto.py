@@ -181,9 +181,17 @@ def deblur_auto(
 
     Examples
     --------
-    >>> res = pd.deblur_auto(photo)                       # doctest: +SKIP
-    >>> res.model, res.x                                  # doctest: +SKIP
-    (['shake'], array(...))
+    A photo blurred by camera shake (64 px is small for the flow network, which warns):
+
+    >>> import numpy as np
+    >>> import pnpdeblur as pd
+    >>> sharp = pd.data.sample_image("camera", 64)
+    >>> photo = pd.Convolution(pd.data.random_shake_kernel(15, seed=3))(sharp)
+    >>> res = pd.deblur_auto(photo, kernel_size=15)
+    >>> res.model, res.x.shape
+    (['shake'], (64, 64, 1))
+    >>> bool(pd.metrics.psnr(res.x, sharp) > pd.metrics.psnr(photo, sharp) + 3)   # 23.4 -> 30.5 dB
+    True
     """
     if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not np.isfinite(ratio) or ratio <= 0:
         raise ValueError(f"ratio must be a finite number > 0, got {ratio!r}")

@@ -545,8 +545,22 @@ def deblur(
 
     Examples
     --------
-    >>> res = pd.deblur(photo)                      # doctest: +SKIP
-    >>> res.x, res.flow[-1]
+    A photo blurred by 12 px of horizontal motion, as 8-bit values (SEN needs 192 px or more on
+    the short side; :func:`pnpdeblur.estimate_flow` warns below):
+
+    >>> import numpy as np
+    >>> import pnpdeblur as pd
+    >>> sharp = pd.data.sample_image("chelsea", 192)          # (192, 192, 3) float32 in [0, 1]
+    >>> flow = np.zeros((2, 192, 192), np.float32); flow[0] = 12
+    >>> photo = np.round(255 * pd.MotionBlur(flow)(sharp)).astype(np.uint8)
+    >>> res = pd.deblur(photo)
+    >>> res.x.shape, res.x.dtype                  # uint8 in, uint8 out
+    ((192, 192, 3), dtype('uint8'))
+    >>> res.flow[-1].shape, res.unchanged         # the flow it deconvolved with; not left unchanged
+    ((2, 192, 192), [False])
+    >>> truth = np.round(255 * sharp).astype(np.uint8)
+    >>> bool(pd.metrics.psnr(res.x, truth) > pd.metrics.psnr(photo, truth) + 1)   # 25.6 -> 28.7 dB
+    True
     """
     from .metrics import psnr
     from .operators import MotionBlur

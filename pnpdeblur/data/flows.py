@@ -263,6 +263,19 @@ def random_motion_flow(
     -------
     numpy.ndarray
         ``(2, H, W)`` array; channel 0 is u (pixels, right), channel 1 is v (pixels, down).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pnpdeblur as pd
+    >>> flow = pd.data.random_motion_flow((64, 64), preset="23", seed=0)
+    >>> flow.shape, flow.dtype
+    ((2, 64, 64), dtype('float32'))
+    >>> bool((flow == np.round(flow)).all()), bool(np.abs(flow).max() <= 23), bool((flow[0] >= 0).all())
+    (True, True, True)
+    >>> np.array_equal(flow, pd.data.random_motion_flow((64, 64), seed=0))    # same seed, same flow
+    True
+    >>> blurred = pd.MotionBlur(flow)(pd.data.sample_image("camera", 64))     # a training pair
     """
     bound = _resolve_max_len(preset, max_len)
     try:

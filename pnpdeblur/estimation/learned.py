@@ -189,6 +189,18 @@ def estimate_flow(
     UserWarning
         When the image SEN sees (after ``scale``) is under :data:`MIN_RELIABLE_SIZE` pixels on
         its short side: the flow is returned, but it is unreliable.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pnpdeblur as pd
+    >>> flow = np.zeros((2, 192, 192), np.float32); flow[0] = 12     # 12 px to the right
+    >>> blurred = pd.MotionBlur(flow)(pd.data.sample_image("chelsea", 192))
+    >>> est = pd.estimate_flow(blurred)
+    >>> est.shape, est.dtype
+    ((2, 192, 192), dtype('float32'))
+    >>> bool(abs(np.median(est[0]) - 12) < 2), bool(abs(np.median(est[1])) < 2)   # (12.9, -0.4)
+    (True, True)
     """
     x, boundary = as_image_batch(image, "image")
     if model is None:

@@ -41,10 +41,10 @@ def to_scipy(K: LinearOperator, shape: Optional[Sequence[int]] = None, dtype: An
     Examples
     --------
     >>> import numpy as np, scipy.sparse.linalg as spla, pnpdeblur as pd
-    >>> K = pd.MotionBlur(np.full((2, 32, 32), 3.0))
-    >>> A = pd.operators.to_scipy(K, (1, 1, 32, 32))
-    >>> A.shape                                   # one grey 32×32 image: 1024 unknowns
-    (1024, 1024)
+    >>> K = pd.MotionBlur(np.full((2, 16, 16), 3.0))
+    >>> A = pd.operators.to_scipy(K, (1, 1, 16, 16))
+    >>> A.shape                                   # one grey 16×16 image: 256 unknowns
+    (256, 256)
     >>> x = spla.lsqr(A, A @ np.ones(A.shape[1]), damp=1e-3)[0]   # least squares, matrix-free
     >>> bool(np.allclose(x, 1, atol=0.05))        # the flat image comes back
     True

@@ -240,6 +240,23 @@ class TV(BasePrior):
         Joint colour TV (True) or per channel.
     tol : float
         Relative dual-change tolerance.
+
+    Examples
+    --------
+    A prior is a denoiser ``prior(z, sigma)``; the learned ones are called the same way
+    (:class:`DnCNNPrior`, :class:`DRUNetPrior`: swap one for another in a solver):
+
+    >>> import numpy as np
+    >>> import pnpdeblur as pd
+    >>> sharp = pd.data.sample_image("camera", 64)
+    >>> noisy = (sharp + 0.1 * np.random.default_rng(0).standard_normal(sharp.shape)).astype(np.float32)
+    >>> z = pd.priors.TV()(noisy, 0.1)            # one denoising step at sigma = 0.1
+    >>> z.shape, z.dtype                          # the caller's layout and dtype
+    ((64, 64, 1), dtype('float32'))
+    >>> before = pd.metrics.psnr(noisy, sharp)                               # 20.0 dB
+    >>> [bool(pd.metrics.psnr(prior(noisy, 0.1), sharp) > before + 5)        # 27.7, 29.3, 29.3 dB
+    ...  for prior in (pd.priors.TV(), pd.priors.DnCNNPrior(), pd.priors.DRUNetPrior())]
+    [True, True, True]
     """
 
     def __init__(self, weight: float = 1.0, iters: int = 40, coupled: bool = True, tol: float = 1e-4):
