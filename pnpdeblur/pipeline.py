@@ -506,7 +506,8 @@ def deblur(
     reference : array, optional
         Sharp image (same type/layout as ``image``); adds ``psnr`` to the history.
     progress : bool
-        tqdm bar over global iterations.
+        tqdm bars over the global iterations (the stage running in the postfix) and over each
+        HQS solve's iterations: on a large photo on the CPU a global iteration takes minutes.
     callback : callable, optional
         ``callback(entry, x)`` after each global iteration (``x``: torch ``(N, C, H, W)``);
         returning True stops.
@@ -627,6 +628,8 @@ def deblur(
             if it > 0:
                 levels = estimate_noise_level(current, saturation=saturation)
             if estimated:
+                if bar is not None:  # minutes on a large photo: say what runs
+                    bar.set_postfix_str("estimating the flow")
                 flow = _fit_operator_range(estimate_flow(current, flow_model, scale=flow_scale,
                                                          ensemble=flow_ensemble))
             else:
@@ -663,7 +666,7 @@ def deblur(
                 pad = 0
                 if boundary == "unknown":  # solve on a grid larger by the kernels' reach, the margin unobserved
                     obs_i, K, weights, pad = pad_problem(obs_i, K, weights)
-                res = hqs(obs_i, K, prior, cg_iters=cg_iters, cg_tol=cg_tol, progress=False, weights=weights,
+                res = hqs(obs_i, K, prior, cg_iters=cg_iters, cg_tol=cg_tol, progress=progress, weights=weights,
                           **schedule_for(prior, level, n_iter, blind=estimated))
                 out = crop_boundary(res.x, pad)
                 outs.append(out if gamma is None else out.clamp(min=0.0) ** (1.0 / gamma))  # clipped to 1 below
