@@ -38,7 +38,8 @@ class FlowBlurSample(ArrayFieldsRepr):
 def check_noise_sigma(noise_sigma) -> None:
     """``ValueError`` unless ``noise_sigma`` is a finite std ``>= 0`` or a ``(lo, hi)`` range of them."""
     if isinstance(noise_sigma, (tuple, list)):
-        if len(noise_sigma) != 2 or not all(map(is_finite_real, noise_sigma)) or not 0 <= noise_sigma[0] <= noise_sigma[1]:
+        if len(noise_sigma) != 2 or not all(map(is_finite_real, noise_sigma)) \
+                or not 0 <= noise_sigma[0] <= noise_sigma[1]:
             raise ValueError(f"noise_sigma range must be (lo, hi) with 0 <= lo <= hi, got {noise_sigma!r}")
     elif not (is_finite_real(noise_sigma) and noise_sigma >= 0):
         raise ValueError(f"noise_sigma must be a non-negative float or a (lo, hi) range, got {noise_sigma!r}")

@@ -148,7 +148,8 @@ class CameraPath:
 
 def _check_positive(name: str, value, allow_zero: bool = True) -> float:
     if not is_finite_real(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} finite number, got {value!r}")
+        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} finite number, "
+                         f"got {value!r}")
     return float(value)
 
 

@@ -45,7 +45,8 @@ def flow_l2_loss(pred: torch.Tensor, target: torch.Tensor, symmetric: bool = Fal
             raise TypeError(f"{name} must be a float tensor (pixels), got dtype {t.dtype}")
     symmetric = check_flag(symmetric, "symmetric")
     if pred.shape != target.shape or pred.ndim != 4 or pred.shape[1] != 2:
-        raise ValueError(f"pred and target must both be (N, 2, H, W), got {tuple(pred.shape)} and {tuple(target.shape)}")
+        raise ValueError(f"pred and target must both be (N, 2, H, W), got {tuple(pred.shape)} and "
+                         f"{tuple(target.shape)}")
     check_finite(pred, "pred")
     check_finite(target, "target")
     if not symmetric:

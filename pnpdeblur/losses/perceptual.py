@@ -136,7 +136,8 @@ class VGG16Features(nn.Module):
         for k, ref in own.items():
             key = f"features.{k}"
             if key not in state:
-                raise ValueError(f"VGG16 weights lack {key!r} (needed for layer {max(self.layers, key=VGG16_LAYERS.get)})")
+                raise ValueError(f"VGG16 weights lack {key!r} (needed for layer "
+                                 f"{max(self.layers, key=VGG16_LAYERS.get)})")
             t = state[key]
             if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(ref.shape):
                 raise ValueError(f"VGG16 weight {key!r} must have shape {tuple(ref.shape)}, "
@@ -193,7 +194,8 @@ class PerceptualLoss(nn.Module):
         self.vgg = VGG16Features(weights, layers)
         lw = [1.0] * len(self.vgg.layers) if layer_weights is None else [float(w) for w in layer_weights]
         if len(lw) != len(self.vgg.layers) or any(not (w >= 0) or w == float("inf") for w in lw):
-            raise ValueError(f"layer_weights must be {len(self.vgg.layers)} finite non-negative numbers, got {layer_weights!r}")
+            raise ValueError(f"layer_weights must be {len(self.vgg.layers)} finite non-negative numbers, "
+                             f"got {layer_weights!r}")
         self.layer_weights = lw
 
     def forward(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

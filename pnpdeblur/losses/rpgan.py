@@ -82,7 +82,8 @@ def content_loss(output: torch.Tensor, sharp: torch.Tensor,
     _tensor(output, "output")
     _tensor(sharp, "sharp")
     if output.shape != sharp.shape:
-        raise ValueError(f"output and sharp must have the same shape, got {tuple(output.shape)} and {tuple(sharp.shape)}")
+        raise ValueError(f"output and sharp must have the same shape, got {tuple(output.shape)} and "
+                         f"{tuple(sharp.shape)}")
     return (_DEFAULT_CONTENT if perceptual is None else perceptual)(output, sharp)
 
 
@@ -141,7 +142,8 @@ def artifact_critic_loss(
     _tensor(deconv, "deconv")
     _tensor(blurred, "blurred")
     if deconv.shape != blurred.shape:
-        raise ValueError(f"deconv and blurred must have the same shape, got {tuple(deconv.shape)} and {tuple(blurred.shape)}")
+        raise ValueError(f"deconv and blurred must have the same shape, got {tuple(deconv.shape)} and "
+                         f"{tuple(blurred.shape)}")
     w = _weight(gp_weight, "gp_weight")
     deconv, blurred = deconv.detach(), blurred.detach()
     wl = wgan_critic_loss(critic(deconv), critic(blurred))  # "real" = I* (scored high), "fake" = O
@@ -170,7 +172,8 @@ def artifact_penalty(generated_scores: torch.Tensor, sharp_scores: torch.Tensor)
     g = _tensor(generated_scores, "generated_scores")
     s = _tensor(sharp_scores, "sharp_scores")
     if g.shape != s.shape:
-        raise ValueError(f"generated_scores and sharp_scores must have the same shape, got {tuple(g.shape)} and {tuple(s.shape)}")
+        raise ValueError(f"generated_scores and sharp_scores must have the same shape, got {tuple(g.shape)} and "
+                         f"{tuple(s.shape)}")
     g, s = g.reshape(g.shape[0], -1).mean(1), s.reshape(s.shape[0], -1).mean(1)
     return torch.clamp(g - s, min=0).mean()
 

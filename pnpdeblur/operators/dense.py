@@ -60,7 +60,8 @@ def lut_blur_matrix(flow: np.ndarray) -> sp.csr_matrix:
             v0 = min(max(int(np.floor(v)), -LUT_RANGE), LUT_RANGE - 1)
             fu, fv = u - u0, v - v0
             K = np.zeros_like(table[0, 0])
-            for du, dv, wgt in ((0, 0, (1 - fu) * (1 - fv)), (1, 0, fu * (1 - fv)), (0, 1, (1 - fu) * fv), (1, 1, fu * fv)):
+            for du, dv, wgt in ((0, 0, (1 - fu) * (1 - fv)), (1, 0, fu * (1 - fv)), (0, 1, (1 - fu) * fv),
+                                (1, 1, fu * fv)):
                 K += wgt * table[v0 + dv + LUT_RANGE, u0 + du + LUT_RANGE]
             _add_kernel(rows, cols, vals, H, W, i, j, K)
     return _build(H, W, rows, cols, vals)
@@ -101,7 +102,8 @@ def warp_blur_matrix(flow_next: np.ndarray, flow_prev: np.ndarray, n: int, tau: 
                     x0, y0 = int(np.floor(X)), int(np.floor(Y))
                     x1, y1 = min(x0 + 1, W - 1), min(y0 + 1, H - 1)
                     fx, fy = X - x0, Y - y0
-                    for yy, xx, b in ((y0, x0, (1 - fy) * (1 - fx)), (y0, x1, (1 - fy) * fx), (y1, x0, fy * (1 - fx)), (y1, x1, fy * fx)):
+                    for yy, xx, b in ((y0, x0, (1 - fy) * (1 - fx)), (y0, x1, (1 - fy) * fx),
+                                      (y1, x0, fy * (1 - fx)), (y1, x1, fy * fx)):
                         rows.append(np.array([p]))
                         cols.append(np.array([yy * W + xx]))
                         vals.append(np.array([wgt * b]))

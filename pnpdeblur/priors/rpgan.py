@@ -99,7 +99,8 @@ class RPGANPrior(BasePrior):
         elif isinstance(generator, (str, os.PathLike)):
             generator = RPGANGenerator.from_checkpoint(generator)
         elif not isinstance(generator, nn.Module):
-            raise TypeError(f"generator must be an RPGANGenerator, a checkpoint path or None, got {type(generator).__name__}")
+            raise TypeError(f"generator must be an RPGANGenerator, a checkpoint path or None, "
+                            f"got {type(generator).__name__}")
         if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
             raise ValueError(f"levels must be a positive int, got {levels!r}")
         self.generator = generator.eval()

@@ -570,7 +570,8 @@ def make_preconditioner(
             return TiledPreconditioner(K, y.shape[-2:], y.dtype, y.device)
         if spec == "jacobi":
             return JacobiPreconditioner(K, y.shape[-2:], y.dtype, y.device)
-        raise ValueError(f"preconditioner must be None, a callable P(r, beta) or one of {PRECONDITIONERS}, got {spec!r}")
+        raise ValueError(f"preconditioner must be None, a callable P(r, beta) or one of {PRECONDITIONERS}, "
+                         f"got {spec!r}")
     if not callable(spec):
         raise TypeError(
             "preconditioner must be None, a callable P(r, beta) or one of "
