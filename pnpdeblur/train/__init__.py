@@ -1,10 +1,26 @@
 """One training engine for every network of pnpdeblur.
 
+A model, a data set of dict items, and a loss ``loss_fn(model, batch)``; here a 1×1 convolution
+learns to double its input (the recipes in :mod:`.sen`, :mod:`.drunet` … do the same with real
+networks and photos):
+
+>>> import tempfile, torch
 >>> from pnpdeblur.train import TrainConfig, Trainer
->>> cfg = TrainConfig(steps=1000, batch_size=16, lr=1e-3, out_dir="runs/sen")  # doctest: +SKIP
->>> trainer = Trainer(model, cfg, dataset, loss_fn, val_data, val_fn)         # doctest: +SKIP
->>> trainer.fit()                       # resumes from runs/sen/last.pt if present  # doctest: +SKIP
->>> trainer.export("sen.safetensors", "SEN", model.config)                   # doctest: +SKIP
+>>> from pnpdeblur.checkpoints import load_checkpoint
+>>> data = [{"x": x, "y": 2 * x} for x in torch.randn(64, 1, 4, 4, generator=torch.Generator().manual_seed(0))]
+>>> model = torch.nn.Conv2d(1, 1, 1, bias=False)
+>>> loss_fn = lambda net, batch: torch.nn.functional.mse_loss(net(batch["x"]), batch["y"])
+>>> run = tempfile.mkdtemp()
+>>> cfg = TrainConfig(steps=200, batch_size=8, lr=0.05, device="cpu", out_dir=run, progress=False, log_every=0)
+>>> trainer = Trainer(model, cfg, data, loss_fn)
+>>> _ = trainer.fit()     # with out_dir set, a later fit() resumes from its last checkpoint
+>>> round(model.weight.item(), 2)
+2.0
+>>> path = trainer.export(f"{run}/double.safetensors", "Conv2d", {"in_channels": 1})
+>>> state, header = load_checkpoint(path, "Conv2d")
+>>> header["architecture"], round(state["weight"].item(), 2)
+('Conv2d', 2.0)
+>>> import shutil; shutil.rmtree(run)
 
 Modules: :mod:`.config` (TrainConfig), :mod:`.schedules` (learning-rate schedules),
 :mod:`.state` (training state and RNGs), :mod:`.distributed` (torchrun/DDP helpers),
