@@ -103,3 +103,16 @@ def test_nan_input_is_still_refused_on_the_folded_path():
     x[0, 0, 3, 3] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         net.estimate(x)
+
+
+def test_weights_made_under_inference_mode_are_folded_afresh_each_call():
+    # inference tensors have no version counter: an in-place edit could not be seen, so nothing is kept
+    with torch.inference_mode():
+        net = _tiny(5)
+        x = torch.rand(1, 3, 16, 16, dtype=torch.float64)
+        first = net.estimate(x)
+        assert _sign_free_gap(first, _plain(net, x)) < 1e-10 and "_folded" not in net.__dict__
+        bn = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        bn.running_var.mul_(4.0)
+        after = net.estimate(x)
+        assert _sign_free_gap(after, _plain(net, x)) < 1e-10 and _sign_free_gap(after, first) > 1e-6

@@ -192,19 +192,24 @@ class SEN(CheckpointMixin, nn.Module):
         module's parameters, state dict and training behaviour are untouched.
         """
         tensors = list(self.parameters()) + list(self.buffers())
+        if any(t.is_inference() for t in tensors):  # no version counter to see an edit by: fold afresh
+            return self._folded_copy()
         key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
         cached = self.__dict__.get("_folded")
         if cached is not None and cached[0] == key:
             return cached[1]
+        stacks = self._folded_copy()
+        self.__dict__["_folded"] = (key, stacks)  # a plain attribute: not a submodule, not in the state dict
+        return stacks
+
+    def _folded_copy(self) -> nn.ModuleList:
         stacks = copy.deepcopy(self.stacks)
         for unit in stacks.modules():
             if isinstance(unit, nn.Sequential) and len(unit) == 3 and isinstance(unit[0], nn.Conv2d) \
                     and isinstance(unit[1], nn.BatchNorm2d):  # a CBR unit (_cbr)
                 unit[0] = fuse_conv_bn_eval(unit[0], unit[1])
                 unit[1] = nn.Identity()
-        stacks.eval()
-        self.__dict__["_folded"] = (key, stacks)  # a plain attribute: not a submodule, not in the state dict
-        return stacks
+        return stacks.eval()
 
     @torch.no_grad()
     def estimate(self, x: torch.Tensor) -> torch.Tensor:
