@@ -32,6 +32,15 @@ the true kernel.
    rule is then scored for a range of ratios. ``AUTO_RATIO`` was chosen with ``--corpus
    .data/bsds500/train --n-corpus 24``.
 
+7. ``--part small``: the kernel support on small photos. Central ``--sides`` crops of
+   ``--corpus`` photos (grey, each photo blurred whole by a ``random_shake_kernel`` of 7, 11, 15,
+   19, 23, 27 px in turn, seeded, then cropped; σ = ``--sigma``, the noise level estimated as
+   ``deblur_shake`` does by default), ``pd.deblur_shake`` with ``kernel_size`` 31 and with the
+   support each ratio of ``--ratios`` gives (the largest odd size <= side / r, at most 31), scored
+   as ``synthetic`` (PSNR up to a whole-pixel shift, ``kohler_align`` ±10 px). The summary applies
+   the rule fixed before measuring (benchmarks/RESULTS.md, "Camera shake on small photos").
+   ``--corpus .data/bsds500/train`` calibrates; *test* validates.
+
 Usage::
 
     python benchmarks/camera_shake.py --part levin
@@ -41,6 +50,8 @@ Usage::
     python benchmarks/camera_shake.py --part real --figure /tmp/camera_shake_real.png
     python benchmarks/camera_shake.py --part choose --corpus .data/bsds500/train --n-corpus 24 --size 256
     python benchmarks/camera_shake.py --part choose --cases levin
+    python benchmarks/camera_shake.py --part small --corpus .data/bsds500/train --n-corpus 20
+    python benchmarks/camera_shake.py --part small --corpus .data/bsds500/test --n-corpus 16 --ratios 4
 """
 from __future__ import annotations
 
@@ -306,10 +317,108 @@ def choose(args) -> str:
                       size=args.size, sigma=args.sigma, seed=args.seed)
 
 
+SMALL_SIZES = (7, 11, 15, 19, 23, 27)
+
+
+def ratio_support(side: int, r: float, largest: int = 31) -> int:
+    """The largest odd size <= ``side / r``, at most ``largest`` (at least 3)."""
+    s = min(largest, int(side / r + 1e-9))
+    s -= 1 - s % 2
+    return max(3, s)
+
+
+def small(args) -> str:
+    """``deblur_shake`` on small central crops with kernel_size 31 and with each ratio's support."""
+    import warnings
+
+    torch.set_num_threads(1)
+    sides = [int(v) for v in args.sides.split(",")]
+    ratios = [float(v) for v in args.ratios.split(",")]
+    rows = []
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)", flush=True)
+    for n, p in enumerate(list_images(args.corpus)[args.start:args.start + args.n_corpus]):
+        photo = np.asarray(read_image(p, channels=1), np.float64)[..., 0]
+        L = SMALL_SIZES[n % len(SMALL_SIZES)]
+        k = random_shake_kernel(L, seed=args.seed + 700 + args.start + n)
+        blurred = convolve(photo, k, mode="nearest")
+        h, w = photo.shape
+        for side in sides:
+            sl = np.s_[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+            noise = np.random.default_rng(args.seed + 10 * side + args.start + n).normal(0.0, args.sigma, (side, side))
+            sharp = photo[sl]
+            y = np.clip(blurred[sl] + noise, 0, 1).astype(np.float32)
+            base = score(y, sharp)
+            for support in sorted({31, *(ratio_support(side, r) for r in ratios)}, reverse=True):
+                t0 = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    res = pd.deblur_shake(y, support)
+                row = dict(image=p.name, n=n, side=side, L=L, true_length=float(pd.estimation.kernel_length(k)),
+                           support=support, psnr_blurred=base, psnr_shake=score(res.x, sharp),
+                           psnr_shake_unaligned=float(psnr(np.clip(np.asarray(res.x, np.float64), 0, 1), sharp,
+                                                           data_range=1.0)),
+                           kernel_length=res.history[0]["kernel_length"], unchanged=bool(res.unchanged[0]),
+                           t_shake=time.perf_counter() - t0)
+                rows.append(row)
+                print({a: (round(v, 2) if isinstance(v, float) else v) for a, v in row.items()}, flush=True)
+    return write_rows(f"camera_shake_small{args.tag}", "cpu", rows, summary=small_summary(rows, ratios),
+                      corpus=args.corpus, start=args.start, sides=sides, ratios=ratios, sigma=args.sigma,
+                      seed=args.seed, torch=torch.__version__)
+
+
+def small_summary(rows, ratios, lose=0.5, share=0.05, slack=0.2, unchanged_from=192) -> dict:
+    """Per side, kernel_size 31 and each ratio's support: mean PSNR and gain, crops losing more than
+    ``lose`` dB against the blurred input, the worst gain. The rule (benchmarks/RESULTS.md): a ratio
+    is *acceptable* at a side when at most ``share`` of the crops lose more than ``lose`` dB and its
+    mean gain is within ``slack`` dB of the best ratio's there; a side under ``unchanged_from`` is
+    *reliable* when some ratio is acceptable there. The ratio: the smallest acceptable at every
+    reliable side, and among those the unreliable sides pick by pooled mean gain (within ``slack``
+    of the best, the smallest); with no reliable side, the smallest ratio whose pooled mean gain
+    over the sides under ``unchanged_from`` is within ``slack`` of the best. deblur_shake warns below
+    the smallest side from which every side under ``unchanged_from`` is reliable."""
+    out = {}
+    sides = sorted({r["side"] for r in rows})
+
+    def stats(sel):
+        g = np.array([r["psnr_shake"] - r["psnr_blurred"] for r in sel])
+        return dict(n=len(sel), blurred=float(np.mean([r["psnr_blurred"] for r in sel])),
+                    shake=float(np.mean([r["psnr_shake"] for r in sel])), gain=float(g.mean()),
+                    losing=int((g < -lose).sum()), worst=float(g.min()),
+                    unaligned=float(np.mean([r["psnr_shake_unaligned"] for r in sel])),
+                    left=int(sum(r["unchanged"] for r in sel)))
+
+    for side in sides:
+        here = [r for r in rows if r["side"] == side]
+        per = {"31": stats([r for r in here if r["support"] == 31])}
+        for q in ratios:
+            s = ratio_support(side, q)
+            per[f"r={q:g}"] = dict(support=s, **stats([r for r in here if r["support"] == s]))
+        best = max(v["gain"] for k, v in per.items() if k.startswith("r="))
+        for k, v in per.items():
+            if k.startswith("r="):
+                v["acceptable"] = bool(v["losing"] <= share * v["n"] and v["gain"] >= best - slack)
+        out[str(side)] = per
+        for k, v in per.items():
+            print(f"side {side:4d} {k:6s} support {v.get('support', 31):2d}: blurred {v['blurred']:.2f} "
+                  f"shake {v['shake']:.2f} gain {v['gain']:+.2f} losing>{lose:g}dB {v['losing']}/{v['n']} "
+                  f"worst {v['worst']:+.2f} unchanged {v['left']} acceptable {v.get('acceptable', '-')}", flush=True)
+    judged = [s for s in sides if s < unchanged_from]
+    reliable = [s for s in judged if any(out[str(s)][f"r={q:g}"]["acceptable"] for q in ratios)]
+    candidates = [q for q in ratios if all(out[str(s)][f"r={q:g}"]["acceptable"] for s in reliable)]
+    pooled = {q: float(np.mean([out[str(s)][f"r={q:g}"]["gain"] for s in judged if s not in reliable]))
+              for q in candidates} if len(reliable) < len(judged) else {}
+    if pooled:
+        candidates = [q for q in candidates if pooled[q] >= max(pooled.values()) - slack]
+    warn_below = min([s for s in judged if all(t in reliable for t in judged if t >= s)] + [unchanged_from])
+    out["rule"] = dict(ratio=min(candidates) if candidates else None, reliable=reliable, pooled_gain=pooled,
+                       warn_below=warn_below)
+    print("rule:", out["rule"], flush=True)
+    return out
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("levin", "synthetic", "calibrate", "timing", "figure", "real", "choose"),
-                    required=True)
+    ap.add_argument("--part", choices=("levin", "synthetic", "calibrate", "timing", "figure", "real", "choose",
+                                       "small"), required=True)
     ap.add_argument("--cases", default="shake,23,46", help="--part choose: shake, 23, 46 (comma-separated) or levin")
     ap.add_argument("--levin", default=".data/selfdeblur/datasets/levin")
     ap.add_argument("--real", default=".data/selfdeblur/datasets/real")
@@ -325,12 +434,14 @@ def main(argv=None):
     ap.add_argument("--kernel-size", type=int, default=31)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--tag", default="")
+    ap.add_argument("--sides", default="64,96,128,160,192,256", help="--part small: crop sides (px)")
+    ap.add_argument("--ratios", default="3,4,5,6", help="--part small: side / support ratios")
     ap.add_argument("--prior", choices=sorted(SHAKE_PRIORS), default="default",
                     help="--part levin / synthetic: pd.deblur_shake's prior")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     parts = {"levin": levin, "synthetic": synthetic, "calibrate": calibrate, "timing": timing, "figure": figure,
-             "real": real, "choose": choose}
+             "real": real, "choose": choose, "small": small}
     print(parts[args.part](args))
 
 
