@@ -304,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "photo better: for photos whose kind of blur you do not know. Twice the time; "
                             "the flow options apply to the flow half; not with --blur-threshold")
     shk.add_argument("--kernel-size", type=_odd_int, default=None, metavar="PX",
-                     help="with --shake or --auto: odd bound on the blur's extent in pixels (default: 31)")
+                     help="with --shake or --auto: odd bound on the blur's extent in pixels (default: 31, at most "
+                          "the photo's shorter side / 6; a larger one warns)")
     shk.add_argument("--save-kernel", action="store_true",
                      help="with --shake or --auto: also write <stem>_kernel.png, the estimated kernel scaled "
                           "to its largest value (white)")
@@ -957,7 +958,7 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
     """Deblur and write each planned file with the plug-and-play pipelines; returns the names of
     those that failed."""
     from .auto import deblur_auto
-    from .camera_shake import DEFAULT_KERNEL_SIZE, check_shake_kernel_size, deblur_shake
+    from .camera_shake import check_shake_kernel_size, deblur_shake
     from .pipeline import deblur
 
     progress = not args.no_progress
@@ -970,13 +971,15 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
         with warnings.catch_warnings():  # _report_result says it in the CLI's words
             warnings.filterwarnings("ignore", message=r"pd\.deblur(_shake)? returned image\(s\) .* unchanged")
             warnings.filterwarnings("ignore", message=r"pd\.deblur(_shake)? left image\(s\) .* every value")
+            # said below in the CLI's words (--kernel-size)
+            warnings.filterwarnings("ignore", message=r"kernel_size \d+ is too large for a photo")
             common = dict(prior=prior, noise_level=args.noise_level, device=device, boundary=args.boundary,
                           saturation=None if args.no_saturation else args.saturation, gamma=args.gamma)
             flow_opts = dict(iterations=args.iterations, n_iter=args.hqs_iters, cg_iters=args.cg_iters,
                              flow_scale=args.flow_scale, flow_ensemble=not args.no_flow_ensemble)
             floor = {} if args.noise_floor is None else {"noise_floor": args.noise_floor}  # else the library's
             if (args.shake or args.auto) and given_kernel is None:  # checked here to name the flag
-                check_shake_kernel_size(args.kernel_size or DEFAULT_KERNEL_SIZE, img.shape[:2], "--kernel-size")
+                check_shake_kernel_size(args.kernel_size, img.shape[:2], "--kernel-size", warn=True)
             if given_flow is not None:
                 if given_flow.shape[1:] != img.shape[:2]:
                     raise ValueError(f"the photo is {img.shape[0]}x{img.shape[1]} px (H x W) and --flow "
@@ -986,9 +989,9 @@ def _deblur_files(plans: Sequence[OutputPlan], args: argparse.Namespace, device:
             if given_kernel is not None:
                 return deblur_shake(img, kernel=given_kernel, **common, **floor)
             if args.shake:
-                return deblur_shake(img, args.kernel_size or DEFAULT_KERNEL_SIZE, **common, **safeguard, **floor)
+                return deblur_shake(img, args.kernel_size, **common, **safeguard, **floor)
             if args.auto:
-                return deblur_auto(img, kernel_size=args.kernel_size or DEFAULT_KERNEL_SIZE, flow_model=flow_model,
+                return deblur_auto(img, kernel_size=args.kernel_size, flow_model=flow_model,
                                    progress=progress, flow_options={**flow_opts, **floor},
                                    **({"shake_options": floor} if floor else {}), **common, **safeguard)
             return deblur(img, flow_model=flow_model, progress=progress, **flow_opts, **common, **safeguard,

@@ -41,7 +41,23 @@ from skimage.transform import resize
 from .._checks import check_flag
 from .classical import _MIN_SIZE, _grey_batch
 
-__all__ = ["estimate_kernel", "kernel_length"]
+__all__ = ["estimate_kernel", "kernel_length", "default_kernel_size", "DEFAULT_KERNEL_SIZE", "SUPPORT_RATIO",
+           "MIN_RELIABLE_SHAKE_SIZE"]
+
+#: The largest default kernel support (px): Levin et al.'s recorded camera-shake kernels are 13–27 px.
+DEFAULT_KERNEL_SIZE = 31
+#: A kernel support wider than the photo's shorter side over this ratio lets the estimate fail on
+#: small photos: with 31 px on 96² crops the estimates were long tangles and ``deblur_shake`` lost
+#: up to 18 dB against the blurred input. Of the ratios 3, 4, 5 and 6 (at most 6, so that photos of
+#: 6 · 31 = 186 px and more keep the 31-px support: Levin et al.'s 255² images among them), none
+#: kept the crops losing more than 0.5 dB under 5 % at any side below 192 px, and 6 had the best
+#: mean gain over the 64–160 px BSDS500 *train* crops (+0.9 dB; 31 px: −2.6 dB), as the rule fixed
+#: before measuring then asks (benchmarks/RESULTS.md, "Camera shake on small photos").
+SUPPORT_RATIO = 6
+#: Below this many pixels on the shorter side even the support :func:`default_kernel_size` gives
+#: let more than 5 % of the *train* crops lose more than 0.5 dB, and :func:`pnpdeblur.deblur_shake`
+#: warns (measured as :data:`SUPPORT_RATIO`).
+MIN_RELIABLE_SHAKE_SIZE = 192
 
 # L0 weight of the latent step at the start of each scale, and its floor (Pan et al.'s values
 # for natural images on a [0, 1] scale; 1e-3, 2e-3 and 8e-3 did worse on the tuning set).
@@ -75,6 +91,32 @@ def _check_kernel_size(kernel_size) -> int:
             or kernel_size < 3 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be an odd int >= 3 (pixels), got {kernel_size!r}")
     return int(kernel_size)
+
+
+def fitting_kernel_size(side: int) -> int:
+    """The largest odd support (px, at least 3) not above ``side / SUPPORT_RATIO``: what a kernel
+    estimate on a photo with shorter side ``side`` can afford (:data:`SUPPORT_RATIO`)."""
+    s = int(side) // SUPPORT_RATIO
+    s -= 1 - s % 2
+    return max(3, s)
+
+
+def default_kernel_size(shape: tuple) -> int:
+    """The default kernel support for a photo of ``shape`` ``(..., H, W)``:
+    ``min(DEFAULT_KERNEL_SIZE, the largest odd size <= min(H, W) / SUPPORT_RATIO)``, at least 3.
+
+    31 px on photos of ``31 · SUPPORT_RATIO`` px and more on the shorter side; smaller on smaller
+    photos, where a 31-px support let the estimate fail (measured on BSDS500 crops, see
+    :data:`SUPPORT_RATIO`).
+
+    Examples
+    --------
+    >>> from pnpdeblur.estimation.kernel import default_kernel_size
+    >>> default_kernel_size((255, 255)), default_kernel_size((96, 128))
+    (31, 15)
+    """
+    side = min(int(shape[-2]), int(shape[-1]))
+    return min(DEFAULT_KERNEL_SIZE, fitting_kernel_size(side))
 
 
 def check_kernel_fits(kernel_size: int, shape: tuple[int, int], max_side: int = 512, note: str = "",
@@ -341,7 +383,9 @@ def estimate_kernel(
         least ``kernel_size``.
     kernel_size : int
         Odd side of the kernel's support, pixels: a bound on the blur's extent (too small cuts
-        the kernel; too large costs time and some accuracy).
+        the kernel; too large costs time and some accuracy, and on a small photo the estimate:
+        keep it at most the shorter side / :data:`SUPPORT_RATIO`, what
+        :func:`default_kernel_size` gives; see Notes).
     iterations : int
         Latent/kernel alternations per pyramid level (default 10).
     kernel_reg : float
@@ -377,6 +421,12 @@ def estimate_kernel(
     camera-shake images, and on synthetic shake (:func:`pnpdeblur.data.random_shake_kernel`).
     Spatially varying blur (moving objects, rotation, depth) is SEN's domain
     (:func:`pnpdeblur.deblur`).
+
+    On small photos the support must shrink with the photo: a support wider than the shorter side
+    / :data:`SUPPORT_RATIO` gave long, tangled estimates (on 96² BSDS500 crops with 31 px,
+    ``deblur_shake`` lost up to 18 dB against the blurred input). :func:`pnpdeblur.deblur_shake`
+    applies that bound by default and warns above it; this function takes the size as given.
+    Below :data:`MIN_RELIABLE_SHAKE_SIZE` px the estimate is unreliable even then.
     """
     size = _check_kernel_size(kernel_size)
     iterations = _check_count(iterations, "iterations")
