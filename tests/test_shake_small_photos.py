@@ -85,10 +85,12 @@ def test_a_given_support_too_large_for_the_photo_warns_at_the_callers_line(monke
 def test_nothing_is_said_about_the_estimate_when_nothing_is_deblurred(monkeypatch):
     # the safeguard returned the photo as given: no result rests on the estimate
     calls = _recorded(monkeypatch)
-    with pytest.warns(UserWarning) as rec:
-        res = pd.deblur_shake(_photo(96, 120), 31, noise_level=0.01)
-    assert res.unchanged == [True] and calls == [31]
-    assert [str(r.message)[:40] for r in rec] == ["pd.deblur_shake returned image(s) [0] un"]
+    for size in (31, None):  # too large for 96 px, and the default (15 px)
+        with pytest.warns(UserWarning) as rec:
+            res = pd.deblur_shake(_photo(96, 120), size, noise_level=0.01)
+        assert res.unchanged == [True]
+        assert [str(r.message)[:40] for r in rec] == ["pd.deblur_shake returned image(s) [0] un"]
+    assert calls == [31, 15]
 
 
 class _Reached(Exception):
