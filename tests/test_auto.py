@@ -246,7 +246,8 @@ def test_defaults_reach_both_pipelines(monkeypatch):
     pd.deblur_auto(y, flow_model=sen)
     want = dict(prior=None, noise_level=None, safeguard=True, saturation=0.98, boundary="unknown", gamma=None,
                 device=None, progress=False)
-    assert p.calls[0][1] == want and p.calls[1][2] == {**want, "register": False} and p.calls[1][1] == 31
+    # kernel_size None: deblur_shake's default support, which follows the photo
+    assert p.calls[0][1] == want and p.calls[1][2] == {**want, "register": False} and p.calls[1][1] is None
     assert p.flow_models == [sen]
 
 
@@ -303,11 +304,11 @@ def test_cli_auto_end_to_end(tmp_path, capsys):
     assert res.shape == (128, 128) and res.dtype == np.uint8
     psnr = lambda a: float(pd.metrics.psnr(a.astype(np.float64) / 255, x))  # noqa: E731
     assert psnr(res) > psnr(io.imread(str(src))) + 3  # measured +6.4 dB
-    assert io.imread(str(out / "shaken_kernel.png")).shape == (31, 31)
+    assert io.imread(str(out / "shaken_kernel.png")).shape == (21, 21)  # the default support of a 128 px photo
 
 
 @pytest.mark.parametrize("shape, kwargs, match", [
-    ((20, 30), {}, r"^kernel_size 31 \(the default\) must not exceed the image's smaller side 20 .*<= 19$"),
+    ((15, 30), {}, r"^the image's smaller side 15 is too small for a kernel estimate"),  # the default follows the photo
     ((40, 30, 3), {"kernel_size": 33}, r"^kernel_size 33 must not exceed the image's smaller side 30 .*<= 29$"),
     ((12, 12), {"kernel_size": 5}, r"smaller side 12 is too small for a kernel estimate"),
     ((15, 40), {"kernel_size": 5}, r"^the image's smaller side 15 is too small for a kernel estimate \(at least 16x16"),

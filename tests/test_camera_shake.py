@@ -312,8 +312,9 @@ def test_deblur_shake_says_the_default_kernel_does_not_fit_before_any_work(monke
     import pnpdeblur.camera_shake as cs
 
     monkeypatch.setattr(cs, "noise_levels", lambda *a, **k: pytest.fail("noise was estimated"))
-    with pytest.raises(ValueError, match=r"^kernel_size 31 \(the default\) must not exceed .* side 24 .*<= 23$"):
-        pd.deblur_shake(np.zeros((24, 30)))
+    # the default support follows the photo (3 px here), so only a photo under 16 px cannot take it
+    with pytest.raises(ValueError, match=r"^the image's smaller side 15 is too small for a kernel estimate"):
+        pd.deblur_shake(np.zeros((15, 30)))
     with pytest.raises(ValueError, match=r"^kernel_size 25 must not exceed .* side 24 .*<= 23$"):
         pd.deblur_shake(np.zeros((30, 24, 3)), kernel_size=25)
 
@@ -622,7 +623,8 @@ def test_deblur_shake_defaults_are_pd_deblurs():
 
     shake = {k: v.default for k, v in inspect.signature(pd.deblur_shake).parameters.items()}
     flow = {k: v.default for k, v in inspect.signature(pd.deblur).parameters.items()}
-    assert shake["kernel_size"] == DEFAULT_KERNEL_SIZE == 31 and SHAKE_THRESHOLD == 7.0
+    # None: DEFAULT_KERNEL_SIZE, at most the photo's shorter side / 6 (tests/test_shake_small_photos.py)
+    assert shake["kernel_size"] is None and DEFAULT_KERNEL_SIZE == 31 and SHAKE_THRESHOLD == 7.0
     assert (shake["safeguard"], shake["blur_threshold"], shake["kernel"], shake["prior"], shake["noise_level"]) == \
         (True, None, None, None, None)
     # None: 0.02 (pd.deblur's) for an estimated kernel, 0 for a given one (as pd.deblur's given flow)

@@ -868,7 +868,7 @@ def test_deblur_shake_option_calls_pd_deblur_shake(tmp_path, fake, monkeypatch, 
     assert cli.main(["deblur", str(a), "-o", str(out), "--shake", "--no-progress"]) == 0
     assert fake.calls == []
     (image, size, kw), = shake.calls
-    assert size == 31 == camera_shake.DEFAULT_KERNEL_SIZE
+    assert size is None  # deblur_shake's default support, which follows the photo
     assert kw == dict(prior=fake.prior, noise_level=None, device=None, boundary="unknown", saturation=0.98,
                       gamma=None, safeguard=True)
     want = io.imread(str(a)).astype(np.float32) / 255
@@ -946,7 +946,7 @@ def test_deblur_auto_option_calls_pd_deblur_auto(tmp_path, fake, monkeypatch, ca
     assert cli.main(["deblur", str(a), "-o", str(out), "--auto", "--no-progress", "--save-kernel", "--save-flow"]) == 0
     assert fake.calls == []
     (image, kw), = runs.calls
-    assert kw == dict(kernel_size=31, flow_model=fake.flow_model, progress=False, prior=fake.prior, noise_level=None,
+    assert kw == dict(kernel_size=None, flow_model=fake.flow_model, progress=False, prior=fake.prior, noise_level=None,
                       device=None, boundary="unknown", saturation=0.98, gamma=None, safeguard=True,
                       flow_options=dict(iterations=1, n_iter=None, cg_iters=None, flow_scale=1.0, flow_ensemble=True))
     want = io.imread(str(a)).astype(np.float32) / 255
@@ -2038,8 +2038,7 @@ def test_bad_option_values_name_the_option(command, option, value, says, capsys)
 
 @pytest.mark.parametrize("mode", ["--shake", "--auto"])
 @pytest.mark.parametrize("size, extra, says", [
-    (24, [], r"--kernel-size 31 \(the default\) must not exceed the image's smaller side 24 .*: pass an odd "
-             r"--kernel-size <= 23"),
+    (15, [], r"the image's smaller side 15 is too small for a kernel estimate \(at least 16x16 pixels\)"),
     (40, ["--kernel-size", "41"], r"--kernel-size 41 must not exceed the image's smaller side 40 .*: pass an odd "
                                   r"--kernel-size <= 39"),
 ])
