@@ -9,28 +9,7 @@ import pytest
 from pnpdeblur import cli
 from pnpdeblur.data import read_image
 from pnpdeblur.train import deblurnets as R
-
-
-class _Work(AssertionError):
-    """Raised where the run would have begun reading photos (not caught by the command line)."""
-
-
-@pytest.fixture
-def no_photos(monkeypatch):
-    """Nets are built for real; reading the photos and the trainer are stood in for."""
-    from pnpdeblur.train import engine
-
-    def work(*args, **kwargs):
-        raise _Work("the run reached its photos")
-
-    monkeypatch.setattr(R, "training_sources", work)
-    monkeypatch.setattr(engine.Trainer, "__init__", work)
-    monkeypatch.delenv("PNPDEBLUR_DEBUG", raising=False)
-
-
-def _train(capsys, recipe, *argv):
-    rc = cli.main(["train", recipe, "--device", "cpu", *map(str, argv)])
-    return rc, capsys.readouterr().err
+from test_leftovers_39 import _train, _Work, no_photos  # noqa: F401 (no_photos: a fixture used by name)
 
 
 # --preset, --max-blur and --frames were ignored silently where the chosen data or net does not read them
