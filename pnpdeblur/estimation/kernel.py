@@ -51,8 +51,9 @@ DEFAULT_KERNEL_SIZE = 31
 #: up to 18 dB against the blurred input. Of the ratios 3, 4, 5 and 6 (at most 6, so that photos of
 #: 6 · 31 = 186 px and more keep the 31-px support: Levin et al.'s 255² images among them), none
 #: kept the crops losing more than 0.5 dB under 5 % at any side below 192 px, and 6 had the best
-#: mean gain over the 64–160 px BSDS500 *train* crops (+0.9 dB; 31 px: −2.6 dB), as the rule fixed
-#: before measuring then asks (benchmarks/RESULTS.md, "Camera shake on small photos").
+#: mean gain over the 64–160 px BSDS500 *train* crops (+0.9 dB; 31 px: −2.6 dB), which the rule then
+#: asks for (fixed before measuring, amended after 5 of the 20 crops: benchmarks/RESULTS.md, "Camera
+#: shake on small photos", says how).
 SUPPORT_RATIO = 6
 #: Below this many pixels on the shorter side even the support :func:`default_kernel_size` gives
 #: let more than 5 % of the *train* crops lose more than 0.5 dB, and :func:`pnpdeblur.deblur_shake`
