@@ -45,6 +45,7 @@ def test_sen_estimate_is_the_last_stacks_flow_canonicalised():
     with torch.no_grad():
         stacks = net(x)
         flow = net.estimate(x)
-    torch.testing.assert_close(flow, canonicalize_flow(stacks[-1]), rtol=0, atol=0)
+    # estimate runs the stacks with the batch norms folded in (SEN._inference_stacks): float rounding apart
+    torch.testing.assert_close(flow, canonicalize_flow(stacks[-1]), rtol=0, atol=1e-5)
     for earlier in stacks[:-1]:
         assert not torch.allclose(flow, canonicalize_flow(earlier))
