@@ -33,15 +33,28 @@ def _grads(path, which, transpose, beta=0.0):
     return {k: (None if t.grad is None else t.grad.clone()) for k, t in inputs.items()}
 
 
-@pytest.mark.parametrize("transpose", [False, True])
-@pytest.mark.parametrize("which", ["x", "vec", "mass"])
-def test_each_input_alone_gets_the_torch_paths_gradient(which, transpose):
-    got = _grads("numba", which, transpose, beta=0.0 if which != "mass" else 0.5)
-    ref = _grads("torch", which, transpose, beta=0.0 if which != "mass" else 0.5)
+def _assert_only_input_gets_torch_paths_gradient(which, transpose, beta):
+    got = _grads("numba", which, transpose, beta=beta)
+    ref = _grads("torch", which, transpose, beta=beta)
     assert got[which] is not None, f"no gradient for {which}"
     torch.testing.assert_close(got[which], ref[which], rtol=1e-9, atol=1e-10)
     for other in {"x", "vec", "mass"} - {which}:
         assert got[other] is None
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("which", ["x", "vec", "mass"])
+def test_each_input_alone_gets_the_torch_paths_gradient(which, transpose):
+    _assert_only_input_gets_torch_paths_gradient(which, transpose, beta=0.0 if which != "mass" else 0.5)
+
+
+# A segment centred off its pixel (β ≠ 0: the second segment of a two-segment blur) has a flow
+# gradient with a −β·u term that vanishes at β = 0; several β so that a wrong factor shows too.
+@pytest.mark.parametrize("beta", [0.25, 0.5, 1.0])
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("which", ["vec", "mass"])
+def test_off_centre_segments_get_the_torch_paths_gradient(which, transpose, beta):
+    _assert_only_input_gets_torch_paths_gradient(which, transpose, beta)
 
 
 def test_image_gradient_is_the_transpose_applied_to_the_cotangent():
