@@ -129,7 +129,9 @@ def deblur_shake(
     safeguard : bool
         Leave an image unchanged (as given, with a ``UserWarning``) when the kernel estimated on
         it is shorter than ``blur_threshold`` (:func:`~pnpdeblur.estimation.kernel_length`): the
-        estimate on a sharp photo is a small blob, and deconvolving with it costs several dB.
+        estimate on a sharp photo is a small blob, and deconvolving with it costs several dB. A
+        support smaller than the threshold (the default on photos under 42 px) cannot tell a blur
+        from a sharp photo: such photos come back unchanged, and the warning says so.
     blur_threshold : float, optional
         Default :data:`SHAKE_THRESHOLD`, calibrated on sharp BSDS500 *train* crops.
     register : bool
@@ -213,8 +215,9 @@ def deblur_shake(
     n = x.shape[0]
     kernels = None if kernel is None else _check_kernels(kernel, n)
     too_large = None  # what to say about a given support too large for the photo, once something is deblurred
+    given = kernel_size
     if kernels is None:  # before the noise estimates: say at once that the kernel cannot fit
-        given, kernel_size = kernel_size, check_shake_kernel_size(kernel_size, x.shape[-2:])
+        kernel_size = check_shake_kernel_size(kernel_size, x.shape[-2:])
         too_large = None if given is None else _too_large(kernel_size, x.shape[-2:], "kernel_size")
     dev = resolve_device(device) or x.device
     obs = x.to(dev)
@@ -280,9 +283,18 @@ def deblur_shake(
     which = [i for i, u in enumerate(result.unchanged) if u and not blank[i]]
     if which:
         lengths = ", ".join(f"{result.history[i]['kernel_length']:.2f}" for i in which)
+        if kernel_size < threshold:  # the support, not the photo, kept the estimate short
+            h, w = x.shape[-2:]
+            source = (f"the default on a {h}x{w} px photo, at most its shorter side / {SUPPORT_RATIO}" if given is None
+                      else "kernel_size")
+            why = (f"but the kernel was estimated on a {kernel_size}x{kernel_size} px support ({source}), too small "
+                   "to tell such a blur from a sharp photo; pass a larger kernel_size and safeguard=False to deblur "
+                   "it anyway")
+        else:
+            why = "so the photo looks sharp and deconvolving it would likely make it worse; pass safeguard=False to " \
+                  "deblur anyway"
         warn_at_caller(f"pd.deblur_shake returned image(s) {which} unchanged: the estimated kernel's length ({lengths} "
-                       f"px) is below blur_threshold={threshold:g} px, so the photo looks sharp and deconvolving it "
-                       "would likely make it worse; pass safeguard=False to deblur anyway")
+                       f"px) is below blur_threshold={threshold:g} px, {why}")
     if kernels is None and not all(result.unchanged):  # a result rests on the estimate: say what it is worth
         if too_large:
             warn_at_caller(too_large)

@@ -175,3 +175,23 @@ def test_chelsea_at_128_px_no_longer_loses_several_db():
     with pytest.warns(UserWarning, match="kernel_size 31 is too large"):
         old = pd.deblur_shake(y, 31)
     assert pd.metrics.psnr(old.x, sharp) < blurred - 5.0  # measured 17.5 dB
+
+
+@pytest.mark.parametrize("shape, kernel_size, source", [((36, 40), None, "the default on a 36x40 px photo"),
+                                                        ((200, 200), 5, "(kernel_size)")])
+def test_a_support_below_the_threshold_is_named_as_the_reason(monkeypatch, shape, kernel_size, source):
+    # a 5-px support cannot show a 7-px blur: "the photo looks sharp" would be the wrong reason
+    calls = _recorded(monkeypatch)
+    with pytest.warns(UserWarning) as record:
+        res = pd.deblur_shake(_photo(*shape), noise_level=0.01, kernel_size=kernel_size)
+    assert calls == [5] and res.unchanged == [True]
+    message = " ".join(str(w.message) for w in record)
+    assert "below blur_threshold=7 px" in message and "5x5 px support" in message and source in message
+    assert "looks sharp" not in message
+
+
+def test_a_support_at_the_threshold_keeps_the_looks_sharp_reason(monkeypatch):
+    calls = _recorded(monkeypatch)
+    with pytest.warns(UserWarning, match="looks sharp") as record:
+        pd.deblur_shake(_photo(64, 64), noise_level=0.01, kernel_size=7)
+    assert calls == [7] and not any("px support" in str(w.message) for w in record)
