@@ -53,19 +53,20 @@ def array_kind(x: Any, name: str = "x") -> str:
     )
 
 
-def check_float(x: torch.Tensor, name: str) -> None:
+def check_float(x: torch.Tensor, name: str, image: bool = True) -> None:
     """Raise TypeError unless ``x`` is a float32 or float64 tensor.
 
     The message names the dtype as numpy, torch and cupy all spell it (``uint8``, not
     ``torch.uint8``: the caller may have passed a numpy array) and says how to convert the
-    dtypes users most often hand over (8-bit photos, half precision).
+    dtypes users most often hand over (8-bit photos, half precision). ``image=False`` (a flow,
+    weights) leaves out the advice to divide 8-bit images by 255.
     """
     if x.dtype not in (torch.float32, torch.float64):
         hint = ""
         if x.dtype in (torch.float16, torch.bfloat16):
             hint = " (convert half precision to float32 first)"
         elif not x.dtype.is_floating_point and not x.dtype.is_complex:
-            hint = " (convert it to float32 first; an 8-bit image also needs dividing by 255)"
+            hint = " (convert it to float32 first" + ("; an 8-bit image also needs dividing by 255)" if image else ")")
         raise TypeError(f"{name} must be float32 or float64, got dtype {str(x.dtype).removeprefix('torch.')}{hint}")
 
 

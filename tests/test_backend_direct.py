@@ -143,6 +143,24 @@ def test_solvers_and_operators_name_a_numpy_dtype_as_numpy_spells_it():
         pd.MotionBlur(np.zeros((2, 6, 7), np.int64))
 
 
+def test_a_flow_or_weights_of_integers_are_not_told_to_divide_by_255():
+    # a flow is in pixels and weights are in [0, 1] by definition: the 8-bit image advice would mislead
+    import pnpdeblur as pd
+    from pnpdeblur import priors, solvers
+
+    with pytest.raises(TypeError, match=r"^flow must be float32 or float64, got dtype int32 \(convert it to float32 "
+                                        r"first\)$"):
+        pd.MotionBlur(np.zeros((2, 6, 7), np.int32))
+    K = pd.MotionBlur(np.zeros((2, 6, 7), np.float32))
+    y = np.zeros((6, 7, 3), np.float32)
+    with pytest.raises(TypeError, match=r"^weights must be float32 or float64, got dtype uint8 \(convert it to "
+                                        r"float32 first\)$"):
+        solvers.hqs(y, K, priors.TV(), 0.01, weights=np.ones((6, 7, 3), np.uint8))
+    with pytest.raises(TypeError, match=r"^w must be float32 or float64, got dtype int64 \(convert it to float32 "
+                                        r"first\)$"):
+        check_float(torch.zeros(1, dtype=torch.int64), "w", image=False)
+
+
 def test_check_finite():
     check_finite(torch.tensor([0.0, -1e300, 1e300], dtype=torch.float64), "w")
     for bad in (np.nan, np.inf, -np.inf):

@@ -33,7 +33,7 @@ def as_flow(flow: Any, name: str = "flow", max_abs: float = MAX_FLOW) -> torch.T
         )
     if f.shape[0] < 1 or f.shape[2] < 1 or f.shape[3] < 1:
         raise ValueError(f"{name} must have a non-empty batch and image grid, got shape {tuple(f.shape)}")
-    check_float(f, name)
+    check_float(f, name, image=False)
     check_finite(f, name)
     biggest = float(f.detach().abs().max())
     if biggest > max_abs:

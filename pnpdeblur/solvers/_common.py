@@ -64,7 +64,7 @@ def prepare_weights(weights: Any, yt: torch.Tensor) -> Optional[torch.Tensor]:
             f"weights has shape {tuple(t.shape)} (as N, C, H, W); expected y's shape {tuple(yt.shape)} "
             f"or one channel ({n}, 1, {h}, {w})"
         )
-    check_float(t, "weights")
+    check_float(t, "weights", image=False)
     check_finite(t, "weights")
     t = t.detach().to(dtype=yt.dtype, device=yt.device)
     if bool((t < 0).any()):
