@@ -356,8 +356,25 @@ def _default_cache_bytes() -> int:
     return _env_bytes("PNPDEBLUR_FLOW_CACHE_BYTES", 256 * 2**20)
 
 
+# The weight tables' default limit: an eighth of the memory the process may use, within these
+# bounds (768 MiB holds a 1280×720 float32 table of 46 px blur; a 12 MP photo's table of 13 px takes
+# 2 GiB, and holding it makes its K+Kᵀ 1.8× faster: benchmarks/RESULTS.md, "The weight tables' limit")
+TABLE_MEMORY_SHARE = 8
+MIN_TABLE_BYTES, MAX_TABLE_BYTES = 768 * 2**20, 8 * 2**30
+
+
+def default_table_limit(memory: Optional[int]) -> int:
+    """The weight tables' byte limit on a machine with ``memory`` bytes (None: unknown):
+    ``memory / TABLE_MEMORY_SHARE`` within ``[MIN_TABLE_BYTES, MAX_TABLE_BYTES]``."""
+    if memory is None:
+        return MIN_TABLE_BYTES
+    return min(MAX_TABLE_BYTES, max(MIN_TABLE_BYTES, int(memory) // TABLE_MEMORY_SHARE))
+
+
 def _default_table_bytes() -> int:
-    return _env_bytes("PNPDEBLUR_WEIGHT_TABLE_BYTES", 768 * 2**20)
+    from .._memory import machine_memory_bytes
+
+    return _env_bytes("PNPDEBLUR_WEIGHT_TABLE_BYTES", default_table_limit(machine_memory_bytes()))
 
 
 # Bytes of a weight table: per step, 3 weights (image dtype) and an int16 minor offset; per
@@ -566,9 +583,11 @@ FLOW_CACHE = FlowCache(_default_cache_bytes())
 
 #: The weight tables of the prepared flows in :data:`FLOW_CACHE` (a :class:`FlowCache` of
 #: :class:`WeightTable`; an entry goes with its prepared flow). Its byte limit comes from
-#: ``PNPDEBLUR_WEIGHT_TABLE_BYTES`` (default 768 MiB; 0 turns the tables off). A 1280×720
-#: line kernel whose every pixel moves 46 px takes 560 MiB for float32 images and 1015 MiB
-#: for float64 ones (then over the default: weights are recomputed per call, as without).
+#: ``PNPDEBLUR_WEIGHT_TABLE_BYTES`` (0 turns the tables off); by default an eighth of the
+#: memory the process may use (:func:`default_table_limit`: 768 MiB to 8 GiB; 2.9 GiB on a
+#: 24 GiB machine). A 1280×720 line kernel whose every pixel moves 46 px takes 560 MiB for
+#: float32 images and 1015 MiB for float64 ones; a table over the limit is not built, and the
+#: weights are recomputed per call, as without.
 WEIGHT_TABLES = FlowCache(_default_table_bytes())
 
 
