@@ -1078,7 +1078,7 @@ def test_deblur_a_read_error_without_message_is_named_by_its_type(tmp_path, fake
     def bad_read(path):
         raise OSError()
 
-    monkeypatch.setattr(cli, "_read", bad_read)
+    monkeypatch.setattr(cli._deblur, "_read", bad_read)
     assert cli.main(["deblur", str(a), "-o", str(tmp_path / "o"), "--no-progress"]) == 1
     err = capsys.readouterr().err.splitlines()
     assert err[0] == f"pnpdeblur: skipped {a}: not a readable image (OSError)"
@@ -1598,7 +1598,7 @@ def test_net_class_and_load_deblur_net(tmp_path, monkeypatch):
     net = cli.load_deblur_net(str(ck))
     assert type(net) is TinyNet and net.tag == "ckpt:t.safetensors"
     monkeypatch.setitem(cli.FINETUNE_NETS, "tiny", "tests.test_cli_direct:TinyNet")
-    monkeypatch.setattr(cli, "_net_class", lambda spec: TinyNet if spec == "tests.test_cli_direct:TinyNet"
+    monkeypatch.setattr(cli._nets, "_net_class", lambda spec: TinyNet if spec == "tests.test_cli_direct:TinyNet"
                         else pytest.fail(f"imported {spec}"))
     assert cli.load_deblur_net(str(ck)).tag == "ckpt:t.safetensors"
 

@@ -255,8 +255,8 @@ def test_the_refused_list_is_every_pipeline_option():
 
 @pytest.mark.parametrize("extra", PIPELINE_ONLY, ids=lambda e: e[0])
 def test_pipeline_options_are_refused_with_both_names(tmp_path, monkeypatch, capsys, extra):
-    monkeypatch.setattr(cli, "_read", lambda p: pytest.fail(f"read {p}"))
-    monkeypatch.setattr(cli, "load_deblur_net", lambda *a, **k: pytest.fail("loaded the net"))
+    monkeypatch.setattr(cli._deblur, "_read", lambda p: pytest.fail(f"read {p}"))
+    monkeypatch.setattr(cli._nets, "load_deblur_net", lambda *a, **k: pytest.fail("loaded the net"))
     a = _save(tmp_path / "a.png", _photo("astronaut", 3))
     out = tmp_path / "out"
     assert _run(a, "-o", out, "--net", "deepdeblur", *extra) == 2

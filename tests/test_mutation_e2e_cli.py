@@ -1,4 +1,4 @@
-"""Tests that kill the surviving mutants of ``nets/_e2e.py`` and of ``deblur --net`` in ``cli.py``.
+"""Tests that kill the surviving mutants of ``nets/_e2e.py`` and of ``deblur --net`` in ``pnpdeblur/cli/``.
 
 Found by planting one-token mutants by hand (docs/mutation.md, "New code of the thirty-eighth and
 thirty-ninth sessions"). Each test names the mutant it kills. The references are the networks'
@@ -94,7 +94,7 @@ def test_a_type_error_while_writing_is_named_and_the_rest_written(tmp_path, monk
             raise TypeError("cannot write mode F as PNG")
         real(path, img)
 
-    monkeypatch.setattr(cli, "_imsave", imsave)
+    monkeypatch.setattr(cli._deblur, "_imsave", imsave)
     out = tmp_path / "out"
     assert cli.main(["deblur", str(a), str(b), "-o", str(out), "--net", "invert", "--no-progress"]) == 1
     err = capsys.readouterr().err.splitlines()
