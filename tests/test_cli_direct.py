@@ -847,14 +847,15 @@ class FakeShake:
 
     kernel = np.array([[0.0, 0.1, 0.0], [0.05, 0.5, 0.2], [0.0, 0.15, 0.0]])
 
-    def __init__(self, sharp=False):
-        self.calls, self.sharp = [], sharp
+    def __init__(self, sharp=False, support=7):
+        self.calls, self.sharp, self.support = [], sharp, support
 
     def __call__(self, image, kernel_size, **kw):
         self.calls.append((image, kernel_size, kw))
         hist = [{"kernel_length": 2.5, "threshold": 7.0}]
-        if self.sharp:
-            return SimpleNamespace(x=image.copy(), kernel=self.kernel, unchanged=[True], history=hist)
+        if self.sharp:  # the estimate comes back on its whole support (7 px: the default of a 44x52 photo)
+            pad = (self.support - 3) // 2
+            return SimpleNamespace(x=image.copy(), kernel=np.pad(self.kernel, pad), unchanged=[True], history=hist)
         return SimpleNamespace(x=0.5 * image + 0.25, kernel=self.kernel, unchanged=[False], history=hist)
 
 
@@ -1100,6 +1101,21 @@ def test_deblur_a_write_error_is_reported_and_the_rest_written(tmp_path, fake, c
     assert cli.main(["deblur", str(c), "-o", str(out), "--save-flow", "--no-progress"]) == 1
     assert (out / "c.png").is_file()
     assert capsys.readouterr().err.splitlines()[0].startswith(f"pnpdeblur: cannot write the result of {c}: ")
+
+
+def test_deblur_shake_option_says_a_support_under_the_threshold_cannot_judge(tmp_path, fake, monkeypatch, capsys):
+    # a 5 px support cannot show a 7 px blur: "looks sharp" would be the wrong reason
+    import pnpdeblur.camera_shake as camera_shake
+
+    monkeypatch.setattr(camera_shake, "deblur_shake", FakeShake(sharp=True, support=5))
+    a = _save(tmp_path / "a.png", _u8(24, h=SHAKE_H, w=SHAKE_W))
+    out = tmp_path / "o"
+    assert cli.main(["deblur", str(a), "-o", str(out), "--shake", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert err == (f"pnpdeblur: {a} is too small to judge its blur (a 5x5 px kernel support, under the 7 px "
+                   "threshold; estimated blur 2.50 px): written unchanged (a larger --kernel-size with "
+                   "--no-safeguard deblurs it anyway)\n")
+    assert np.array_equal(io.imread(str(out / "a.png")), io.imread(str(a)))
 
 
 def test_deblur_a_sharp_photo_is_said_once_in_the_clis_words(tmp_path, fake, capsys):

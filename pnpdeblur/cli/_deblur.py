@@ -225,6 +225,12 @@ def _report_result(pl: OutputPlan, res: Any, args: argparse.Namespace) -> None:
     elif res.unchanged and res.unchanged[0]:
         if args.shake:
             score, threshold = res.history[0]["kernel_length"], res.history[0]["threshold"]
+            support = int(np.shape(res.kernel)[-1])
+            if support < threshold:  # a support this small cannot show a blur as long as the threshold
+                _err(f"pnpdeblur: {pl.source} is too small to judge its blur (a {support}x{support} px kernel "
+                     f"support, under the {threshold:g} px threshold; estimated blur {score:.2f} px): written "
+                     "unchanged (a larger --kernel-size with --no-safeguard deblurs it anyway)")
+                return
         else:
             guard = res.history[0]["safeguard"]
             score, threshold = guard["blur_score"][0], guard["threshold"]
