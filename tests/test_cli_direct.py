@@ -336,7 +336,7 @@ def test_collect_inputs_files_folders_order_and_duplicates(tmp_path):
 
 
 def test_collect_inputs_reports_an_unlistable_folder(tmp_path, monkeypatch):
-    import pnpdeblur.data.datasets as ds
+    import pnpdeblur.data.image_files as image_files
 
     d = tmp_path / "locked"
     d.mkdir()
@@ -344,7 +344,8 @@ def test_collect_inputs_reports_an_unlistable_folder(tmp_path, monkeypatch):
     def refuse(folder, recursive=False):
         raise PermissionError(f"denied: {folder}")
 
-    monkeypatch.setattr(ds, "list_images", refuse)
+    # collect_inputs imports list_images from image_files when it runs: patch it there
+    monkeypatch.setattr(image_files, "list_images", refuse)
     files, problems = cli.collect_inputs([d, tmp_path / "gone"])
     assert files == [] and problems == [(d, f"denied: {d}"), (tmp_path / "gone", "no such file or folder")]
 

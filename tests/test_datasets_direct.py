@@ -1,4 +1,4 @@
-"""Training datasets and image files (``pnpdeblur.data.datasets``) checked directly.
+"""Datasets, augmentation and image files (``pnpdeblur.data.datasets``, ``augment``, ``image_files``) checked directly.
 
 Tiny images are written to ``tmp_path`` or handed in as arrays; the decoder is swapped for
 hand-built arrays where a dtype or shape cannot be written to a file; the augmentations run

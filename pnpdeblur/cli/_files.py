@@ -29,7 +29,7 @@ def collect_inputs(inputs: Sequence[Path], recursive: bool = False) -> Tuple[Lis
     problems : list of (Path, str)
         Arguments that give nothing: missing paths and folders without images.
     """
-    from ..data.datasets import list_images
+    from ..data.image_files import list_images
 
     files: List[Path] = []
     seen = set()
@@ -137,6 +137,6 @@ def _natural_key(p: Path) -> Tuple:
 
 def sorted_frames(folder: Path) -> List[Path]:
     """The images of ``folder`` in natural order of their names (``f2`` before ``f10``)."""
-    from ..data.datasets import list_images
+    from ..data.image_files import list_images
 
     return sorted(list_images(folder), key=_natural_key)

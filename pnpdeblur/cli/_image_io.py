@@ -35,7 +35,7 @@ def _is_16bit_tiff(path: Path) -> bool:
 def _read(path: Path) -> Tuple[np.ndarray, bool]:
     """Image as float32 ``(H, W, C)`` (C = 1 or 3, as stored) and whether it has 16-bit samples
     (a PNG or a TIFF), so that its output is written with 16 bits too."""
-    from ..data.datasets import read_image
+    from ..data.image_files import read_image
 
     img = read_image(path, channels=None)  # keeps grey grey, drops alpha; raises for bad files
     return img, _is_16bit_png(path) or _is_16bit_tiff(path)

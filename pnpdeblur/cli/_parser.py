@@ -89,7 +89,7 @@ def _wrap(text: str) -> str:
 
 
 def _image_extensions() -> Tuple[str, ...]:
-    from ..data.datasets import IMAGE_EXTENSIONS
+    from ..data.image_files import IMAGE_EXTENSIONS
 
     return IMAGE_EXTENSIONS
 

@@ -11,18 +11,15 @@ from .flows import (
     random_motion_flows,
     sample_camera_motion,
 )
+from .image_files import IMAGE_EXTENSIONS, exif_orientation, list_images, read_image
+from .augment import PairAugment
 from .datasets import (
-    IMAGE_EXTENSIONS,
     BlurredFolderDataset,
     GoProDataset,
     KohlerDataset,
-    PairAugment,
     PairedFolderDataset,
     SyntheticBlurDataset,
     SyntheticVideoDataset,
-    list_images,
-    exif_orientation,
-    read_image,
 )
 from .blur_files import read_flow, read_kernel
 from .samples import sample_image, sample_images

@@ -67,7 +67,7 @@ def read_kernel(path) -> np.ndarray:
         if k.dtype.kind not in "biuf":
             raise ValueError(f"kernel {p} must hold real numbers, got dtype {k.dtype}")
     else:
-        from .datasets import read_image
+        from .image_files import read_image
 
         k = read_image(p, channels=1)[..., 0]
     k = np.asarray(k, dtype=np.float64)

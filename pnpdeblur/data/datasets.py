@@ -20,8 +20,6 @@ import math
 import numbers
 import os
 import re
-import warnings
-from io import BytesIO
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -30,17 +28,22 @@ import torch
 from torch.utils.data import Dataset
 
 from .._checks import check_flag
-from .._images import GREY_WEIGHTS, check_unit_scale
-from ._png import read_png16
+from .._images import check_unit_scale
 from ._utils import check_channels
-from .flows import canonicalize_flow
+from .augment import PairAugment
+from .image_files import _match_channels, _unit_float, _upright_size, list_images, read_image
+# re-exports, not used here: they were defined in this module before image_files.py, and tests and
+# users import them from pnpdeblur.data.datasets
+from .image_files import IMAGE_EXTENSIONS, _pillow_peek, exif_orientation  # noqa: F401
 
 __all__ = [
+    # re-exported from image_files.py and augment.py
     "IMAGE_EXTENSIONS",
     "exif_orientation",
     "read_image",
     "list_images",
     "PairAugment",
+    # defined here
     "SyntheticBlurDataset",
     "SyntheticVideoDataset",
     "GoProDataset",
@@ -49,333 +52,9 @@ __all__ = [
     "BlurredFolderDataset",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def _pillow_peek(path) -> tuple[str | None, int]:
-    """Pillow's mode and the EXIF orientation (1-8) of an image file, from its header only;
-    ``(None, 1)`` when Pillow cannot open it, orientation 1 (as stored) without a valid tag."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.mode, _orientation(im)
-    except Exception:  # not for Pillow: the general reader reports what is wrong
-        return None, 1
-
-
-def _orientation(im) -> int:
-    """The EXIF orientation (1-8) of an open Pillow image; 1 without a valid tag."""
-    try:
-        value = int(im.getexif().get(0x0112, 1))
-    except Exception:  # a malformed EXIF block: as stored
-        return 1
-    return value if 1 <= value <= 8 else 1
-
-
-def exif_orientation(path) -> int:
-    """The EXIF orientation tag (1-8) of an image file; 1 (as stored) when there is none.
-
-    Cameras and phones store a portrait photo as landscape pixels plus this tag, and viewers
-    turn it upright; :func:`read_image` does the same, so results are written upright.
-    """
-    return _pillow_peek(path)[1]
-
-
-# Pillow modes of photos stored in another colour space than RGB: the general reader returns their
-# channels as stored (C, M, Y, K inks; L, a, b; Y, Cb, Cr), which would be read as R, G, B (and a
-# fourth ink as alpha): a wrong image, silently
-_OTHER_COLOUR_SPACES = ("CMYK", "LAB", "YCbCr", "HSV")
-
-
-def _read_as_rgb(path) -> np.ndarray:
-    """A photo stored in another colour space (a print-ready CMYK JPEG or TIFF, a Lab or YCbCr
-    TIFF) as uint8 RGB by Pillow's conversion."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
-
-
-def _orient(img: np.ndarray, orientation: int) -> np.ndarray:
-    """``img`` (H, W, ...) turned upright for EXIF ``orientation`` (1-8; as Pillow's
-    ``ImageOps.exif_transpose``)."""
-    if orientation in (5, 6, 7, 8):  # the stored rows are the photo's columns
-        img = np.swapaxes(img, 0, 1)
-    # after the transpose what is left is a flip: rows (v), columns (h), both, or none
-    flip_v = orientation in (3, 4, 7, 8)
-    flip_h = orientation in (2, 3, 6, 7)
-    if flip_v:
-        img = img[::-1]
-    if flip_h:
-        img = img[:, ::-1]
-    return np.ascontiguousarray(img)
-
-
-def read_image(path, channels: int | None = 3) -> np.ndarray:
-    """Read an image file as float32 ``(H, W, C)`` in [0, 1], upright.
-
-    A photo with an EXIF orientation tag is turned as viewers show it (see
-    :func:`exif_orientation`); one stored in another colour space (CMYK, Lab, YCbCr) is
-    converted to RGB by Pillow; a GIF of one frame is an image.
-
-    Parameters
-    ----------
-    path : str or path-like
-    channels : {None, 1, 3}
-        ``3``: grey images are replicated; ``1``: colour images converted to luminance;
-        ``None``: as stored (alpha dropped).
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 ``(H, W, C)`` in [0, 1].
-
-    Raises
-    ------
-    FileNotFoundError
-        The file does not exist.
-    ValueError
-        The file cannot be decoded as an image, holds several frames (an animation, a multi-page
-        TIFF), has an unsupported shape, holds NaN/Inf, holds
-        floats beyond [-0.5, 1.5] (a photo on another scale), or holds 32-bit integers outside
-        0..65535. Integers are read over their type's range (8 and 16 bits; 32-bit ones, as
-        Pillow stores 16-bit images, as 16-bit data), floats as they are, clipped to [0, 1].
-    """
-    from skimage import io
-
-    p = Path(path)
-    if p.is_dir():  # one photo per call; a folder is list_images' (or the data sets')
-        raise IsADirectoryError(f"{p} is a folder, not an image file (list_images({str(p)!r}) lists its images)")
-    if not p.is_file():
-        raise FileNotFoundError(f"image file not found: {p}")
-    if p.stat().st_size == 0:  # imageio would answer with advice to install video plugins
-        raise ValueError(f"cannot read image {p}: the file is empty (0 bytes)")
-    mode, orientation = _pillow_peek(p)  # one header read for both
-    try:
-        # 16-bit PNGs are decoded here: Pillow would cut colour ones to 8 bits per sample
-        img = read_png16(p)
-        if img is None and mode in _OTHER_COLOUR_SPACES:
-            img = _read_as_rgb(p)
-        if img is None:
-            with warnings.catch_warnings():  # imageio's plugin probing warns on undecodable files
-                warnings.simplefilter("ignore", DeprecationWarning)
-                # bytes Pillow cannot identify go to imageio's other plugins as bytes: probing a path,
-                # imageio leaves the file open when no plugin takes it (a handle per such file in a folder)
-                img = np.asarray(io.imread(str(p) if mode is not None else BytesIO(p.read_bytes())))
-    except Exception as exc:  # decoders raise many types
-        reason = str(exc)
-        if mode is None or "Could not find a backend" in reason:
-            # bytes that Pillow cannot identify: imageio's plugin probing then answers with advice to
-            # install video plugins, or with a decoder's internals (a struct error on a 2-byte file)
-            reason = "not an image file Pillow or imageio can decode (damaged, or another kind of file)"
-        raise ValueError(f"cannot read image {p}: {reason}") from exc
-    if img.ndim == 4:  # imageio reads GIFs and multi-page files as (frames, H, W, C)
-        if img.shape[0] != 1:
-            raise ValueError(f"cannot read image {p}: it holds {img.shape[0]} frames (an animation or a multi-page "
-                             "file); save the frame to deblur as an image of its own")
-        img = img[0]
-    img = _orient(img, orientation)
-    if img.dtype.kind in "iu" and img.dtype.itemsize > 2:
-        # 32- and 64-bit integers have no white level of their own (over the int32 range a photo
-        # reads black); Pillow keeps 16-bit images as 32-bit ints (mode "I"), so values within
-        # 0..65535 are read as 16-bit data
-        lo, hi = (int(img.min()), int(img.max())) if img.size else (0, 0)
-        if lo < 0 or hi > 65535:
-            raise ValueError(f"cannot read image {p}: {img.dtype} values in [{lo}, {hi}] have no known white "
-                             "level (store 8- or 16-bit integers, or floats in [0, 1])")
-        img = img.astype(np.uint16)
-    raw, img = img, _unit_float(img)
-    if img is None:
-        raise ValueError(f"cannot read image {p}: unsupported dtype {raw.dtype}")
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.ndim != 3 or img.shape[2] not in (1, 2, 3, 4):
-        raise ValueError(f"cannot read image {p}: unsupported shape {img.shape}")
-    if not np.all(np.isfinite(img)):
-        raise ValueError(f"image {p} contains NaN or Inf")
-    if raw.dtype.kind == "f":  # a float TIFF on 0-255 would be clipped to a white photo
-        check_unit_scale(float(img.min()), float(img.max()), f"image {p}",
-                         "store 8- or 16-bit integers, or scale the floats to [0, 1]")
-    return np.ascontiguousarray(np.clip(_match_channels(img, channels), 0.0, 1.0))
-
-
-def _unit_float(img: np.ndarray) -> np.ndarray | None:
-    """float32 on the [0, 1] scale: integers over their type's range (uint8 / 255), bools as
-    0/1, floats as they are; None for any other dtype."""
-    if img.dtype == bool:
-        return img.astype(np.float32)
-    if np.issubdtype(img.dtype, np.integer):
-        return img.astype(np.float32) / float(np.iinfo(img.dtype).max)
-    if img.dtype.kind == "f":
-        return img.astype(np.float32, copy=False)  # a preloaded corpus is not copied again
-    return None
-
-
-def _match_channels(img: np.ndarray, channels) -> np.ndarray:
-    """``(H, W, C)`` with C in 1..4 → alpha dropped, then grey replicated (``channels=3``) or
-    colour turned to luminance (``channels=1``); ``None`` keeps the stored channels."""
-    check_channels(channels)
-    if img.shape[2] in (2, 4):  # grey+alpha or RGBA
-        img = img[:, :, :-1]
-    if channels == 3 and img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    elif channels == 1 and img.shape[2] == 3:
-        img = (img @ np.array(GREY_WEIGHTS, np.float32))[:, :, None]
-    return img
-
-
-def list_images(folder, recursive: bool = False) -> list[Path]:
-    """Sorted image files (by extension, case-insensitive) in ``folder``.
-
-    Raises ``FileNotFoundError`` if the folder does not exist and ``ValueError`` if it holds
-    no image."""
-    if not isinstance(folder, (str, os.PathLike)):
-        raise TypeError(f"folder must be a path (str or PathLike), got {type(folder).__name__}")
-    d = Path(folder)
-    if not d.is_dir():
-        raise FileNotFoundError(f"folder not found: {d}")
-    it = d.rglob("*") if check_flag(recursive, "recursive") else d.iterdir()
-    files = sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {d}")
-    return files
-
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.moveaxis(img, -1, 0), dtype=np.float32))
-
-
-def _rgb_to_hsv_sat_scale(img: np.ndarray, factor: float) -> np.ndarray:
-    from skimage.color import hsv2rgb, rgb2hsv
-
-    hsv = rgb2hsv(img.astype(np.float64))
-    hsv[..., 1] = np.clip(hsv[..., 1] * factor, 0.0, 1.0)
-    return hsv2rgb(hsv).astype(np.float32)
-
-
-class PairAugment:
-    """Random crop, flips, 90° rotations and Nah et al.'s colour/noise augmentations.
-
-    The same geometric and colour transform is applied to every image of a sample (blurred,
-    sharp, sharp frames), flows are transformed consistently (flips negate a component,
-    rotations rotate the vectors; blur labels are then re-canonicalised), and noise is added
-    to the blurred image only.
-
-    Parameters
-    ----------
-    crop : int or (int, int), optional
-        Random crop size ``(H, W)``; images smaller than it raise ``ValueError``.
-    hflip, vflip : bool
-        Random horizontal / vertical flips (probability 1/2 each).
-    rot90 : bool
-        Random rotation by a multiple of 90° (the lossless version of Nah et al.'s
-        "rotated at random degrees").
-    permute_channels : bool
-        Random permutation of the RGB channels (Nah et al.).
-    saturation : (float, float), optional
-        Multiply HSV saturation by a factor drawn uniformly from this range
-        (Nah et al.: (0.5, 1.5)).
-    noise_sigma : float, optional
-        Nah et al.'s noise: the standard deviation is ``|s|`` with ``s ~ N(0, noise_sigma²)``
-        (they use 2/255), drawn per sample; Gaussian noise of that std is added to the
-        blurred image, then values are clipped to [0, 1].
-    canonical_flow : bool
-        Re-canonicalise flows (``u >= 0``) after flips/rotations (True for blur labels;
-        set False for optical flows between frames).
-    """
-
-    def __init__(self, crop: int | tuple[int, int] | None = None, hflip: bool = True, vflip: bool = False,
-                 rot90: bool = False, permute_channels: bool = False,
-                 saturation: tuple[float, float] | None = None, noise_sigma: float | None = None,
-                 canonical_flow: bool = True):
-        if crop is not None:
-            given = crop  # the message shows what the caller passed, not the expanded pair
-            if isinstance(crop, numbers.Integral) and not isinstance(crop, bool):
-                crop = (crop, crop)
-            try:
-                crop = tuple(crop)
-            except TypeError:
-                crop = ()
-            if len(crop) != 2 or not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in crop) \
-                    or min(crop) < 1:
-                raise ValueError(f"crop must be a positive int or (H, W), got {given!r}")
-            crop = (int(crop[0]), int(crop[1]))
-        if saturation is not None and (len(saturation) != 2 or not 0 <= saturation[0] <= saturation[1] < math.inf):
-            raise ValueError(f"saturation must be a finite range (lo, hi) with 0 <= lo <= hi, got {saturation!r}")
-        if noise_sigma is not None and (isinstance(noise_sigma, bool) or not (
-                isinstance(noise_sigma, numbers.Real) and 0 <= noise_sigma < math.inf)):
-            raise ValueError(f"noise_sigma must be a finite non-negative float, got {noise_sigma!r}")
-        hflip, vflip, rot90 = check_flag(hflip, "hflip"), check_flag(vflip, "vflip"), check_flag(rot90, "rot90")
-        permute_channels = check_flag(permute_channels, "permute_channels")
-        self.crop, self.hflip, self.vflip, self.rot90 = crop, hflip, vflip, rot90
-        self.permute_channels, self.saturation, self.noise_sigma = permute_channels, saturation, noise_sigma
-        self.canonical_flow = check_flag(canonical_flow, "canonical_flow")
-
-    @classmethod
-    def nah(cls, crop: int | tuple[int, int] | None = 256) -> "PairAugment":
-        """The augmentation set of Nah et al. (DeepDeblur) on ``crop`` patches."""
-        return cls(crop=crop, hflip=True, vflip=True, rot90=True, permute_channels=True,
-                   saturation=(0.5, 1.5), noise_sigma=2.0 / 255.0)
-
-    def __repr__(self) -> str:
-        return (f"PairAugment(crop={self.crop}, hflip={self.hflip}, vflip={self.vflip}, rot90={self.rot90}, "
-                f"permute_channels={self.permute_channels}, saturation={self.saturation}, "
-                f"noise_sigma={self.noise_sigma})")
-
-    def __call__(self, images: dict[str, np.ndarray], rng: np.random.Generator,
-                 flows: dict[str, np.ndarray] | None = None, noisy: Sequence[str] = ("blurred",)):
-        """Transform ``images`` (name -> ``(H, W, C)`` or ``(K, H, W, C)``) and ``flows``
-        (name -> ``(2, H, W)``) in place of copies; returns ``(images, flows)``."""
-        flows = dict(flows or {})
-        images = dict(images)
-        for k, v in images.items():
-            # the result is cast to float32 unscaled: a uint8 image would come out on 0..255
-            if np.asarray(v).dtype.kind != "f":
-                raise TypeError(f"images[{k!r}] must be a float array on the [0, 1] scale, got dtype "
-                                f"{np.asarray(v).dtype} (read files with read_image)")
-        shapes = {k: v.shape[-3:-1] for k, v in images.items()}
-        shapes.update({k: v.shape[-2:] for k, v in flows.items()})
-        if len(set(shapes.values())) > 1:
-            raise ValueError(f"images of one sample have different sizes: {shapes}")
-        h, w = next(iter(shapes.values()))
-        if self.crop is not None:
-            ch, cw = self.crop
-            if ch > h or cw > w:
-                raise ValueError(f"crop {self.crop} is larger than the image size {(h, w)}")
-            y0 = int(rng.integers(0, h - ch + 1))
-            x0 = int(rng.integers(0, w - cw + 1))
-            images = {k: v[..., y0:y0 + ch, x0:x0 + cw, :] for k, v in images.items()}
-            flows = {k: v[:, y0:y0 + ch, x0:x0 + cw] for k, v in flows.items()}
-        if self.hflip and rng.random() < 0.5:
-            images = {k: v[..., :, ::-1, :] for k, v in images.items()}
-            flows = {k: np.stack([-v[0, :, ::-1], v[1, :, ::-1]]) for k, v in flows.items()}
-        if self.vflip and rng.random() < 0.5:
-            images = {k: v[..., ::-1, :, :] for k, v in images.items()}
-            flows = {k: np.stack([v[0, ::-1, :], -v[1, ::-1, :]]) for k, v in flows.items()}
-        if self.rot90:
-            k90 = int(rng.integers(0, 4))
-            for _ in range(k90):  # 90° counter-clockwise on screen: (x, y) -> (y, W-1-x)
-                images = {k: np.rot90(v, 1, axes=(-3, -2)) for k, v in images.items()}
-                flows = {k: np.stack([np.rot90(v[1], 1), -np.rot90(v[0], 1)]) for k, v in flows.items()}
-        if self.permute_channels:
-            c = next(iter(images.values())).shape[-1]
-            perm = rng.permutation(c)
-            images = {k: v[..., perm] for k, v in images.items()}
-        if self.saturation is not None:
-            f = float(rng.uniform(*self.saturation))
-            images = {k: (_rgb_to_hsv_sat_scale(v, f) if v.shape[-1] == 3 else v) for k, v in images.items()}
-        if self.noise_sigma:
-            s = abs(float(rng.normal(0.0, self.noise_sigma)))
-            for k in noisy:
-                if k in images:
-                    v = images[k]
-                    images[k] = np.clip(v + s * rng.standard_normal(v.shape).astype(np.float32), 0.0, 1.0)
-        if self.canonical_flow:
-            flows = {k: canonicalize_flow(np.asarray(v)) for k, v in flows.items()}
-        images = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in images.items()}
-        flows = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in flows.items()}
-        return images, flows
 
 
 class _Base(Dataset):
@@ -435,17 +114,6 @@ def _check_pair(a: np.ndarray, b: np.ndarray, pa, pb):
         raise ValueError(f"mismatched image sizes: {pa} is {a.shape[:2]}, {pb} is {b.shape[:2]}")
 
 
-def _upright_size(path: Path) -> tuple[int, int]:
-    """``(H, W)`` of an image file as :func:`read_image` returns it (EXIF turns applied), from the
-    header where Pillow reads it, else by decoding; ``ValueError`` for a file that cannot be read."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:  # one header read for the size and the orientation
-            (w, h), turned = im.size, _orientation(im) in (5, 6, 7, 8)
-    except Exception:  # not for Pillow: decode as read_image does (it names the file when it fails)
-        return read_image(path, None).shape[:2]
-    return (w, h) if turned else (h, w)
 
 
 def _fit_sources(sources: list, labels: list[str], need: tuple[int, int], default: bool) -> list:
