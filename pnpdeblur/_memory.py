@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-__all__ = ["machine_memory_bytes"]
+__all__ = ["machine_memory_bytes", "processes_on_this_machine"]
 
 # the control-group files that hold a container's memory limit (v2, then v1)
 CGROUP_LIMIT_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
@@ -50,3 +50,14 @@ def machine_memory_bytes() -> Optional[int]:
     """
     known = [b for b in (_physical_bytes(), _cgroup_bytes()) if b is not None]
     return min(known) if known else None
+
+
+def processes_on_this_machine() -> int:
+    """How many processes of one ``torchrun`` job share this machine's memory (its
+    ``LOCAL_WORLD_SIZE``); 1 outside torchrun or where the variable is not a positive integer.
+
+    A per-process limit that scales with the machine's memory divides by this, so that
+    ``torchrun --nproc_per_node 8`` does not claim eight times the share of one process.
+    """
+    raw = os.environ.get("LOCAL_WORLD_SIZE", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else 1

@@ -1,5 +1,6 @@
 """The memory the process may use (``pnpdeblur._memory``) and the weight tables' default limit,
-an eighth of it within [768 MiB, 8 GiB] (``_segment.default_table_limit``)."""
+an eighth of it (shared by a torchrun job's processes) within [768 MiB, 8 GiB]
+(``_segment.default_table_limit``)."""
 import os
 
 import pytest
@@ -19,6 +20,7 @@ def test_the_table_limit_is_an_eighth_of_memory_within_its_bounds(memory, limit)
 
 def test_the_default_reads_the_machine_and_the_variable_overrides_it(monkeypatch):
     monkeypatch.delenv("PNPDEBLUR_WEIGHT_TABLE_BYTES", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setattr(mem, "machine_memory_bytes", lambda: 24 * GiB)
     assert seg._default_table_bytes() == 3 * GiB
     monkeypatch.setattr(mem, "machine_memory_bytes", lambda: None)
@@ -71,3 +73,23 @@ def test_physical_memory_matches_the_kernels_count():
         total = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemTotal:"))
     assert abs(mem._physical_bytes() - total) < 4096 * 16
     assert 0 < mem.machine_memory_bytes() <= mem._physical_bytes()
+
+
+@pytest.mark.parametrize("value, processes", [(None, 1), ("4", 4), ("1", 1), ("0", 1), ("-2", 1), ("two", 1),
+                                              ("", 1)])
+def test_processes_on_this_machine_reads_torchruns_local_world_size(monkeypatch, value, processes):
+    if value is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", value)
+    assert mem.processes_on_this_machine() == processes
+
+
+def test_the_processes_of_a_torchrun_job_share_the_tables_memory(monkeypatch):
+    # eight ranks on a 64 GiB machine: 1 GiB each (64/8/8), not the 8 GiB one process would take
+    monkeypatch.delenv("PNPDEBLUR_WEIGHT_TABLE_BYTES", raising=False)
+    monkeypatch.setattr(mem, "machine_memory_bytes", lambda: 64 * GiB)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert seg._default_table_bytes() == GiB
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert seg._default_table_bytes() == 8 * GiB

@@ -372,9 +372,11 @@ def default_table_limit(memory: Optional[int]) -> int:
 
 
 def _default_table_bytes() -> int:
-    from .._memory import machine_memory_bytes
+    from .._memory import machine_memory_bytes, processes_on_this_machine
 
-    return _env_bytes("PNPDEBLUR_WEIGHT_TABLE_BYTES", default_table_limit(machine_memory_bytes()))
+    memory = machine_memory_bytes()  # shared by the processes of a torchrun job on this machine
+    share = None if memory is None else memory // processes_on_this_machine()
+    return _env_bytes("PNPDEBLUR_WEIGHT_TABLE_BYTES", default_table_limit(share))
 
 
 # Bytes of a weight table: per step, 3 weights (image dtype) and an int16 minor offset; per
@@ -585,7 +587,7 @@ FLOW_CACHE = FlowCache(_default_cache_bytes())
 #: :class:`WeightTable`; an entry goes with its prepared flow). Its byte limit comes from
 #: ``PNPDEBLUR_WEIGHT_TABLE_BYTES`` (0 turns the tables off); by default an eighth of the
 #: memory the process may use (:func:`default_table_limit`: 768 MiB to 8 GiB; 2.9 GiB on a
-#: 24 GiB machine). A 1280×720 line kernel whose every pixel moves 46 px takes 560 MiB for
+#: 24 GiB machine; the processes of a torchrun job on one machine share it). A 1280×720 line kernel whose every pixel moves 46 px takes 560 MiB for
 #: float32 images and 1015 MiB for float64 ones; a table over the limit is not built, and the
 #: weights are recomputed per call, as without.
 WEIGHT_TABLES = FlowCache(_default_table_bytes())
