@@ -29,7 +29,7 @@ The two SSIM variants differ by up to a few hundredths, so state which one a tab
 from __future__ import annotations
 
 import numbers
-from typing import Sequence
+from typing import Any, Iterable
 
 import numpy as np
 from scipy import ndimage
@@ -141,7 +141,8 @@ def _check_unit_floats(data_range, x, a: np.ndarray, b: np.ndarray) -> None:
                              "pass data_range for another scale, e.g. 255")
 
 
-def psnr(x, ref, data_range: float | None = None, reduction: str = "mean", channel_axis: int | None = None):
+def psnr(x: Any, ref: Any, data_range: float | None = None, reduction: str = "mean",
+         channel_axis: int | None = None) -> float | np.ndarray:
     """Peak signal-to-noise ratio ``10 log10(data_range² / MSE)`` in dB.
 
     Parameters
@@ -215,9 +216,9 @@ def _ssim_plane(a: np.ndarray, b: np.ndarray, dr: float, win_size: int, gaussian
     return float(s[pad:s.shape[0] - pad, pad:s.shape[1] - pad].mean(dtype=np.float64))
 
 
-def ssim(x, ref, data_range: float | None = None, *, gaussian_weights: bool = False, sigma: float = 1.5,
+def ssim(x: Any, ref: Any, data_range: float | None = None, *, gaussian_weights: bool = False, sigma: float = 1.5,
          win_size: int = 7, use_sample_covariance: bool | None = None, K1: float = 0.01,
-         K2: float = 0.03, reduction: str = "mean", channel_axis: int | None = None):
+         K2: float = 0.03, reduction: str = "mean", channel_axis: int | None = None) -> float | np.ndarray:
     """Structural similarity (mean SSIM over the image and its channels).
 
     Parameters
@@ -297,7 +298,7 @@ def _flows(est, gt) -> tuple[np.ndarray, np.ndarray]:
     return e, g
 
 
-def flow_epe(est, gt, symmetric: bool = True, reduction: str = "mean"):
+def flow_epe(est: Any, gt: Any, symmetric: bool = True, reduction: str = "mean") -> float | np.ndarray:
     """Average end-point error ``‖est − gt‖₂`` in pixels.
 
     With ``symmetric=True`` (default) a blur label and its negation are equivalent
@@ -325,7 +326,7 @@ def flow_epe(est, gt, symmetric: bool = True, reduction: str = "mean"):
     return _reduce(d.mean(axis=(1, 2)), reduction)
 
 
-def flow_mse(est, gt, symmetric: bool = True, reduction: str = "mean"):
+def flow_mse(est: Any, gt: Any, symmetric: bool = True, reduction: str = "mean") -> float | np.ndarray:
     """Mean squared error of flow labels, ``‖est − gt‖² / (2HW)`` per image (Wu et al. eq. 1).
 
     This is the "MSE on motion flow estimation" of Wu et al. / Gong et al. With
@@ -347,7 +348,8 @@ def _single_hwc(x, name: str, channel_axis) -> np.ndarray:
     return np.moveaxis(a[0], 0, -1).astype(np.float64)
 
 
-def kohler_align(x, ref, max_shift: int = 5, channel_axis: int | None = None):
+def kohler_align(x: Any, ref: Any, max_shift: int = 5,
+                 channel_axis: int | None = None) -> tuple[float, tuple[int, int], float]:
     """Best integer shift and least-squares intensity scale aligning ``x`` to ``ref``.
 
     For every shift ``d`` in ``[-max_shift, max_shift]²`` the interior
@@ -401,8 +403,8 @@ def kohler_align(x, ref, max_shift: int = 5, channel_axis: int | None = None):
     return val, shift, alpha
 
 
-def kohler_psnr(x, sharp_frames: Sequence, max_shift: int = 5, channel_axis: int | None = None,
-                return_details: bool = False):
+def kohler_psnr(x: Any, sharp_frames: Iterable[Any], max_shift: int = 5, channel_axis: int | None = None,
+                return_details: bool = False) -> float | tuple[float, tuple[int, tuple[int, int], float]]:
     """PSNR under the Köhler et al. (2012) benchmark protocol.
 
     The restored image is compared with every ground-truth sharp frame recorded along the

@@ -17,7 +17,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from .operators._flow import MAX_FLOW
 from .solvers._common import prior_caller
 from .solvers.schedules import DEFAULT_LAMBDA, DEFAULT_SIGMA_START
 from .solvers.weights import DEFAULT_SATURATION, crop_boundary, pad_problem, saturation_weights
+
+if TYPE_CHECKING:  # the priors load on first use
+    from .priors import DnCNNPrior, DRUNetPrior
 
 __all__ = ["deblur", "DeblurResult", "estimate_noise_level", "default_prior", "given_blur_prior", "linearize"]
 
@@ -351,7 +354,7 @@ def schedule_for(prior: Callable, noise_level: float, n_iter: Optional[int], bli
     return {"noise_level": noise_level, "lam": DEFAULT_LAMBDA, "sigma_start": DEFAULT_SIGMA_START, "n_iter": n_iter}
 
 
-def default_prior():
+def default_prior() -> DnCNNPrior:
     """The prior :func:`deblur` uses when none is given: the shipped DnCNN."""
     from .priors import DnCNNPrior
 
@@ -359,7 +362,7 @@ def default_prior():
     return DnCNNPrior(ensemble=False)
 
 
-def given_blur_prior():
+def given_blur_prior() -> DRUNetPrior:
     """The prior :func:`deblur` and :func:`~pnpdeblur.deblur_shake` use with a flow or kernel the
     caller gives: the shipped small DRUNet (:class:`pnpdeblur.priors.DRUNetPrior`), the better
     denoiser when the blur is exact; with estimated blurs it is level with the DnCNN

@@ -9,12 +9,15 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from ._checks import check_flag, check_real
 from .backend import host_image_batch, to_host_numpy
+
+if TYPE_CHECKING:  # matplotlib loads when a figure is drawn, not on import
+    from matplotlib.figure import Figure
 
 __all__ = [
     "flow_to_color",
@@ -32,7 +35,7 @@ def _to_numpy(x, name: str) -> np.ndarray:
     return to_host_numpy(x, name)
 
 
-def to_hwc(image, name: str = "image") -> np.ndarray:
+def to_hwc(image: Any, name: str = "image") -> np.ndarray:
     """Convert one image to a float64 ``(H, W, C)`` numpy array for display.
 
     Accepts ``(H, W)``, numpy/cupy ``(H, W, C)``, torch ``(C, H, W)`` or a batch of one
@@ -72,7 +75,7 @@ def _color_wheel() -> np.ndarray:
     return np.concatenate(rows)
 
 
-def flow_to_color(flow, max_norm: float | None = None, symmetric: bool = False,
+def flow_to_color(flow: Any, max_norm: float | None = None, symmetric: bool = False,
                   dtype: str = "uint8") -> np.ndarray:
     """Colour-code a flow with the standard optical-flow colour wheel.
 
@@ -186,7 +189,7 @@ def _single_flow(flow, shape) -> np.ndarray:
     return f
 
 
-def kernel_segments(flow, step: int = 16) -> np.ndarray:
+def kernel_segments(flow: Any, step: int = 16) -> np.ndarray:
     """Line-kernel segments on a grid: ``(K, 2, 2)`` array of ``[[x0, y0], [x1, y1]]``.
 
     At every grid point ``p`` (every ``step`` pixels, offset ``step // 2``), the segment runs
@@ -208,9 +211,9 @@ def kernel_segments(flow, step: int = 16) -> np.ndarray:
     return np.stack([np.stack([px - u / 2, py - v / 2], 1), np.stack([px + u / 2, py + v / 2], 1)], 1)
 
 
-def kernel_field_figure(image, flow, step: int = 16, path=None, mode: str = "lines",
-                        color: str = "red", linewidth: float = 1.5, title: str | None = None,
-                        show_flow: bool = False, width: float = 6.0):
+def kernel_field_figure(image: Any, flow: Any, step: int = 16, path: str | os.PathLike | None = None,
+                        mode: str = "lines", color: str = "red", linewidth: float = 1.5, title: str | None = None,
+                        show_flow: bool = False, width: float = 6.0) -> Figure:
     """Draw the per-pixel line kernels of ``flow`` on a grid over ``image``.
 
     Parameters
@@ -295,9 +298,9 @@ def kernel_field_figure(image, flow, step: int = 16, path=None, mode: str = "lin
     return fig
 
 
-def comparison_figure(images: Sequence, titles: Sequence[str] | None = None, reference=None,
-                      path=None, data_range: float = 1.0, ncols: int | None = None,
-                      width_per_image: float = 3.5, show_ssim: bool = False):
+def comparison_figure(images: Sequence[Any], titles: Sequence[str] | None = None, reference: Any = None,
+                      path: str | os.PathLike | None = None, data_range: float = 1.0, ncols: int | None = None,
+                      width_per_image: float = 3.5, show_ssim: bool = False) -> Figure:
     """Side-by-side panels (e.g. blurred / restored / sharp) with PSNR in the titles.
 
     Parameters
@@ -439,8 +442,8 @@ def _runs(result: Any) -> dict[str | None, dict[str, list[float]]]:
     return {None: _history_series(result)}
 
 
-def convergence_figure(result, path=None, keys: Sequence[str] | None = None,
-                       x_key: str | None = None, logy: bool | None = None, title: str | None = None):
+def convergence_figure(result: Any, path: str | os.PathLike | None = None, keys: Sequence[str] | None = None,
+                       x_key: str | None = None, logy: bool | None = None, title: str | None = None) -> Figure:
     """Plot the per-iteration history of a solver result, or of several to compare them.
 
     Parameters

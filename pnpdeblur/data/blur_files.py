@@ -6,6 +6,7 @@ calibration shot, a gyroscope, an earlier run's ``--save-kernel`` / ``--flow-npy
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ def _load_npy(p: Path, what: str) -> np.ndarray:
         raise ValueError(f"cannot read {what} {p}: {exc}") from exc
 
 
-def read_kernel(path) -> np.ndarray:
+def read_kernel(path: str | os.PathLike) -> np.ndarray:
     """Read a blur kernel (point-spread function) as float64 ``(kh, kw)``, odd-sized, summing to 1.
 
     Parameters
@@ -88,7 +89,7 @@ def read_kernel(path) -> np.ndarray:
     return k / total
 
 
-def read_flow(path) -> np.ndarray:
+def read_flow(path: str | os.PathLike) -> np.ndarray:
     """Read a per-pixel motion flow as float32 ``(2, H, W)`` in pixels.
 
     Parameters

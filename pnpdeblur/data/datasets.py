@@ -21,7 +21,7 @@ import numbers
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -248,10 +248,11 @@ class SyntheticBlurDataset(_Base):
     Items: ``{"blurred": (C,H,W), "sharp": (C,H,W), "flow": (2,H,W), "name": str}``.
     """
 
-    def __init__(self, images=None, length: int = 1000, crop: int | tuple[int, int] = 128,
+    def __init__(self, images: str | os.PathLike | Iterable[str | os.PathLike | np.ndarray] | None = None,
+                 length: int = 1000, crop: int | tuple[int, int] = 128,
                  preset: str | int = "23", noise_sigma: float | tuple[float, float] = 0.01,
                  seed: int | None = None, fixed: bool = False, channels: int = 3,
-                 flow_kwargs: dict | None = None, transform: PairAugment | None = None, blur: bool = True):
+                 flow_kwargs: dict | None = None, transform: PairAugment | Callable | None = None, blur: bool = True):
         super().__init__(transform, seed, fixed)
         self.blur = check_flag(blur, "blur")
         if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 1:
@@ -310,7 +311,8 @@ class SyntheticVideoDataset(_Base):
     ``(K, C, H, W)`` and flows ``(K, 2, H, W)`` under the same keys.
     """
 
-    def __init__(self, images=None, length: int = 200, crop: int | tuple[int, int] = 128,
+    def __init__(self, images: str | os.PathLike | Iterable[str | os.PathLike | np.ndarray] | None = None,
+                 length: int = 200, crop: int | tuple[int, int] = 128,
                  motion: str = "mixed", max_blur: float = 16.0, gamma: float | None = 2.2,
                  foreground: bool = False, n_frames: int | None = None, seed: int | None = None,
                  fixed: bool = False, channels: int = 3, noise_sigma: float | None = None,
@@ -400,7 +402,8 @@ class PairedFolderDataset(_Base):
     ``ValueError`` naming the files when the data set is built (from the headers).
     """
 
-    def __init__(self, blurred_dir, sharp_dir, transform: PairAugment | None = None, channels: int = 3,
+    def __init__(self, blurred_dir: str | os.PathLike, sharp_dir: str | os.PathLike,
+                 transform: PairAugment | Callable | None = None, channels: int = 3,
                  strict: bool = True, seed: int | None = None, fixed: bool = False):
         super().__init__(transform, seed, fixed)
         self.channels = check_channels(channels)
@@ -453,7 +456,8 @@ class GoProDataset(PairedFolderDataset):
     Items: ``{"blurred", "sharp": (C,H,W), "name": "<sequence>/<frame>"}``.
     """
 
-    def __init__(self, root, split: str | None = None, blur_dir: str = "blur", transform: PairAugment | None = None,
+    def __init__(self, root: str | os.PathLike, split: str | None = None, blur_dir: str = "blur",
+                 transform: PairAugment | Callable | None = None,
                  channels: int = 3, sequences: Sequence[str] | None = None, seed: int | None = None,
                  fixed: bool = False):
         _Base.__init__(self, transform, seed, fixed)
@@ -496,7 +500,7 @@ class KohlerDataset(_Base):
     _BLUR = re.compile(r"^blurry(\d+)_(\d+)$", re.IGNORECASE)
     _GT = re.compile(r"^groundtruth(\d+)_(\d+)_(\d+)$", re.IGNORECASE)
 
-    def __init__(self, root, channels: int = 3, max_frames: int | None = None):
+    def __init__(self, root: str | os.PathLike, channels: int = 3, max_frames: int | None = None):
         super().__init__(None, None, False)
         self.channels = check_channels(channels)
         if max_frames is not None and (not isinstance(max_frames, numbers.Integral) or max_frames < 1):
@@ -548,7 +552,7 @@ class BlurredFolderDataset(_Base):
 
     Items: ``{"blurred": (C,H,W), "name": stem}``."""
 
-    def __init__(self, folder, transform: PairAugment | None = None, channels: int = 3,
+    def __init__(self, folder: str | os.PathLike, transform: PairAugment | Callable | None = None, channels: int = 3,
                  recursive: bool = False, seed: int | None = None, fixed: bool = False):
         super().__init__(transform, seed, fixed)
         self.channels = check_channels(channels)

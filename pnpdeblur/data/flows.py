@@ -35,12 +35,16 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._checks import check_flag
 from ..operators._flow import MAX_FLOW
 from ._utils import as_generator, check_shape2
+
+if TYPE_CHECKING:  # torch is imported where a flow becomes a tensor
+    import torch
 
 __all__ = [
     "FLOW_PRESETS",
@@ -293,12 +297,12 @@ def random_motion_flows(
     n: int,
     shape: tuple[int, int] = (256, 256),
     preset: str | int = "23",
-    seed: int | np.random.Generator | None = None,
+    seed: int | np.random.Generator | torch.Generator | None = None,
     *,
-    device=None,
-    dtype=None,
-    **kwargs,
-):
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    **kwargs: Any,
+) -> torch.Tensor:
     """A batch of independent flows as a torch tensor ``(n, 2, H, W)``.
 
     Same model and keyword arguments as :func:`random_motion_flow`; ``device`` and ``dtype``
@@ -325,7 +329,7 @@ def random_motion_flows(
     return torch.as_tensor(flows, dtype=dtype or torch.float32, device=device)
 
 
-def canonicalize_flow(flow):
+def canonicalize_flow(flow: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """Negate motion vectors so that ``u >= 0`` (``v >= 0`` where ``u == 0``).
 
     ``m`` and ``-m`` give the same line kernel, so this picks one representative.

@@ -51,7 +51,7 @@ def _orientation(im) -> int:
     return value if 1 <= value <= 8 else 1
 
 
-def exif_orientation(path) -> int:
+def exif_orientation(path: str | os.PathLike) -> int:
     """The EXIF orientation tag (1-8) of an image file; 1 (as stored) when there is none.
 
     Cameras and phones store a portrait photo as landscape pixels plus this tag, and viewers
@@ -90,7 +90,7 @@ def _orient(img: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def read_image(path, channels: int | None = 3) -> np.ndarray:
+def read_image(path: str | os.PathLike, channels: int | None = 3) -> np.ndarray:
     """Read an image file as float32 ``(H, W, C)`` in [0, 1], upright.
 
     A photo with an EXIF orientation tag is turned as viewers show it (see
@@ -203,7 +203,7 @@ def _match_channels(img: np.ndarray, channels) -> np.ndarray:
     return img
 
 
-def list_images(folder, recursive: bool = False) -> list[Path]:
+def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
     """Sorted image files (by extension, case-insensitive) in ``folder``.
 
     Raises ``FileNotFoundError`` if the folder does not exist and ``ValueError`` if it holds

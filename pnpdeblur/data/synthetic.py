@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -10,6 +11,9 @@ from .._images import check_unit_scale
 from .._repr import ArrayFieldsRepr
 from ._utils import as_generator, is_finite_real
 from .flows import random_motion_flow
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["FlowBlurSample", "synthesize_flow_blur"]
 
@@ -35,7 +39,7 @@ class FlowBlurSample(ArrayFieldsRepr):
     noise_sigma: float
 
 
-def check_noise_sigma(noise_sigma) -> None:
+def check_noise_sigma(noise_sigma: float | tuple[float, float]) -> None:
     """``ValueError`` unless ``noise_sigma`` is a finite std ``>= 0`` or a ``(lo, hi)`` range of them."""
     if isinstance(noise_sigma, (tuple, list)):
         if len(noise_sigma) != 2 or not all(map(is_finite_real, noise_sigma)) \
@@ -45,9 +49,10 @@ def check_noise_sigma(noise_sigma) -> None:
         raise ValueError(f"noise_sigma must be a non-negative float or a (lo, hi) range, got {noise_sigma!r}")
 
 
-def synthesize_flow_blur(sharp, preset: str | int = "23", noise_sigma: float | tuple[float, float] = 0.0,
-                         flow=None, clip: bool = True, seed: int | np.random.Generator | None = None,
-                         **flow_kwargs) -> FlowBlurSample:
+def synthesize_flow_blur(sharp: np.ndarray, preset: str | int = "23", noise_sigma: float | tuple[float, float] = 0.0,
+                         flow: Any = None, clip: bool = True,
+                         seed: int | np.random.Generator | torch.Generator | None = None,
+                         **flow_kwargs: Any) -> FlowBlurSample:
     """Blur ``sharp`` with a random (or given) motion flow through :class:`pnpdeblur.operators.MotionBlur`.
 
     Parameters

@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Optional
 
 import numpy as np
 from scipy import ndimage
@@ -46,6 +46,9 @@ from .._checks import check_flag
 from .._images import check_unit_scale
 from .._repr import ArrayFieldsRepr
 from ._utils import as_generator, check_shape2, is_finite_real
+
+if TYPE_CHECKING:  # torch is imported where a photo may be a tensor
+    import torch
 
 __all__ = [
     "CameraPath",
@@ -293,8 +296,9 @@ class _Foreground:
         return col, np.clip(a, 0.0, 1.0)
 
 
-def render_frames(photo, shape: tuple[int, int], path: CameraPath, times, origin=None,
-                  foreground: "_Foreground | None" = None, order: int = 3) -> np.ndarray:
+def render_frames(photo: np.ndarray | torch.Tensor, shape: tuple[int, int], path: CameraPath, times: Iterable[float],
+                  origin: tuple[int, int] | None = None, foreground: "_Foreground | None" = None,
+                  order: int = 3) -> np.ndarray:
     """Render sharp frames in linear intensity: ``(len(times), H, W, C)`` float64.
 
     ``photo`` is ``(H0, W0, C)`` in [0, 1] (already linear; with C = 4, RGBA, whose alpha is
@@ -328,7 +332,7 @@ def render_frames(photo, shape: tuple[int, int], path: CameraPath, times, origin
     return np.stack(frames)
 
 
-def average_frames(frames, gamma: float | None = 2.2) -> np.ndarray:
+def average_frames(frames: Any, gamma: float | None = 2.2) -> np.ndarray:
     """GOPRO averaging of gamma-encoded frames ``Ŝ[i]`` ``(N, H, W, C)``: ``g(mean g⁻¹(Ŝ))``.
 
     ``gamma=None`` (or 1) averages the values directly. Frames must be finite (NaN/Inf raise
@@ -425,7 +429,8 @@ def _make_foreground(photo_lin, shape, n, max_blur, rng) -> _Foreground:
     return _Foreground(np.ascontiguousarray(tex), alpha, pos, (speed * math.cos(ang), speed * math.sin(ang)))
 
 
-def check_clip_options(motion: str, max_blur, gamma, n_frames, foreground) -> None:
+def check_clip_options(motion: str, max_blur: float, gamma: float | None, n_frames: int | None,
+                       foreground: bool) -> None:
     """The clip settings a data set passes to every synthesis call, checked once when it is built
     (a bad one would otherwise stop training at the first item, inside a DataLoader worker)."""
     if motion not in MOTION_KINDS:
@@ -501,7 +506,7 @@ class _Scene(NamedTuple):
         return z ** (1.0 / self.lin_gamma) if self.lin_gamma else z
 
 def synthesize_video_blur(
-    image,
+    image: np.ndarray | torch.Tensor,
     shape: tuple[int, int] | None = None,
     n_frames: int | None = None,
     motion: str = "mixed",
@@ -514,7 +519,7 @@ def synthesize_video_blur(
     path: CameraPath | None = None,
     return_frames: bool = False,
     order: int = 3,
-    seed: int | np.random.Generator | None = None,
+    seed: int | np.random.Generator | torch.Generator | None = None,
 ) -> VideoBlurSample:
     """Synthesise a GOPRO-style (blurred, sharp) pair from a photo, with its true flows.
 
@@ -629,7 +634,7 @@ class VideoSequenceSample(ArrayFieldsRepr):
 
 
 def synthesize_video_sequence(
-    image,
+    image: np.ndarray | torch.Tensor,
     n_blurred: int = 3,
     shape: tuple[int, int] | None = None,
     n_frames: int | None = None,
@@ -642,7 +647,7 @@ def synthesize_video_sequence(
     spacing: int | None = None,
     path: CameraPath | None = None,
     order: int = 3,
-    seed: int | np.random.Generator | None = None,
+    seed: int | np.random.Generator | torch.Generator | None = None,
 ) -> VideoSequenceSample:
     """Synthesise ``n_blurred`` consecutive GOPRO-style blurred frames of one clip.
 

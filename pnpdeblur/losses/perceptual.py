@@ -108,7 +108,8 @@ class VGG16Features(nn.Module):
     :class:`~pnpdeblur.checkpoints.CheckpointError` (a ``ValueError``).
     """
 
-    def __init__(self, weights, layers: Sequence[str] = ("relu2_2",), normalize: bool = True):
+    def __init__(self, weights: Union[str, os.PathLike, Mapping[str, torch.Tensor]],
+                 layers: Sequence[str] = ("relu2_2",), normalize: bool = True):
         super().__init__()
         if isinstance(layers, str) or not layers:
             raise ValueError(f"layers must be a non-empty sequence of VGG16 layer names, got {layers!r}")
@@ -189,7 +190,8 @@ class PerceptualLoss(nn.Module):
     [0, 1]; returns a scalar. Gradients reach ``x`` (and ``target``), never the VGG weights.
     """
 
-    def __init__(self, weights, layers: Sequence[str] = ("relu2_2",), layer_weights: Optional[Sequence[float]] = None):
+    def __init__(self, weights: Union[str, os.PathLike, Mapping[str, torch.Tensor]],
+                 layers: Sequence[str] = ("relu2_2",), layer_weights: Optional[Sequence[float]] = None):
         super().__init__()
         self.vgg = VGG16Features(weights, layers)
         lw = [1.0] * len(self.vgg.layers) if layer_weights is None else [float(w) for w in layer_weights]

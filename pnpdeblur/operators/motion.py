@@ -63,7 +63,7 @@ def line_kernel_reach(length: float) -> int:
     return int(math.ceil(length / 2 + 1.5)) if length > 0 else 0
 
 
-def motion_kernel(m, radius: Optional[int] = None) -> np.ndarray:
+def motion_kernel(m: Any, radius: Optional[int] = None) -> np.ndarray:
     """The normalised line kernel of one motion vector ``m = (u, v)`` as a 2-D array.
 
     Parameters

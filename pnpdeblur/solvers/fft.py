@@ -12,7 +12,7 @@ discrete Laplacian and ``z = 0`` it is the Wiener/Tikhonov filter of
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Tuple, Union
 
 import torch
 
@@ -33,7 +33,8 @@ def supports_fft(K: Any) -> bool:
     )
 
 
-def uniform_transfer_function(K: Any, shape, dtype, device) -> torch.Tensor:
+def uniform_transfer_function(K: Any, shape: Tuple[int, int], dtype: torch.dtype,
+                              device: Union[str, torch.device]) -> torch.Tensor:
     """The ``rfft2`` transfer function of a periodic uniform blur for ``shape`` = (H, W)."""
     if isinstance(K, UniformBlur):
         return K.transfer_function(shape, dtype, device)

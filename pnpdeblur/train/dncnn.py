@@ -37,7 +37,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional, Sequence
 
 import torch
 
@@ -48,6 +48,7 @@ from ..priors.learned import _OPPONENT
 from ._cli import (FRACTION, POSITIVE_INT, add_engine_arguments, add_time_budget_argument, check_init_out,
                    export_weights, initialise_from, parse_engine_args)
 from .drunet import check_crop_options, crop_run_provenance, fit_on_crops, psnr_batch, training_photos
+from .engine import LossFn
 
 __all__ = ["MAX_SIGMA", "GREY_WEIGHTS", "opponent_planes", "colour_from_planes", "grey_planes", "training_planes",
            "make_loss_fn", "val_fn", "parse_args", "main"]
@@ -99,7 +100,7 @@ def training_planes(rgb: torch.Tensor, grey: torch.Tensor) -> torch.Tensor:
     return torch.cat([opponent_planes(rgb[~grey]), grey_planes(rgb[grey])])
 
 
-def make_loss_fn(max_sigma: float = MAX_SIGMA, grey_share: float = 0.0):
+def make_loss_fn(max_sigma: float = MAX_SIGMA, grey_share: float = 0.0) -> LossFn:
     """``loss_fn(model, batch)`` for :class:`pnpdeblur.train.Trainer`: MSE on noisy grey planes.
 
     ``batch["clean"]`` holds colour crops ``(N, 3, H, W)``; each crop is, with probability
@@ -128,7 +129,7 @@ def make_loss_fn(max_sigma: float = MAX_SIGMA, grey_share: float = 0.0):
 
 
 @torch.no_grad()
-def val_fn(model, batch) -> Dict[str, float]:
+def val_fn(model: torch.nn.Module, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
     """Mean PSNR (dB) of the validation crops denoised through their opponent planes (``psnr``), of the
     noisy input, and of their grey luminance denoised as a grey image (``psnr_grey``).
 
@@ -143,7 +144,7 @@ def val_fn(model, batch) -> Dict[str, float]:
             "psnr_grey": float(psnr_batch(grey_out, grey).mean())}
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="pnpdeblur train dncnn",
                                  description="Train the grey noise-level-conditioned DnCNN (pd.deblur's prior) "
                                              "on the opponent-colour planes of colour photos.")
@@ -171,7 +172,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parse_engine_args(ap, argv)
 
 
-def main(argv=None) -> Path:
+def main(argv: Optional[Sequence[str]] = None) -> Path:
     """Train the DnCNN as ``argv`` says and export its weights; returns the weights' path."""
     from .distributed import is_main_process
 

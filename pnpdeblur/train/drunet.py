@@ -28,7 +28,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from ..nets.drunet import PAPER_CONFIG, PRETRAINED_VARIANTS, SMALL_CONFIG, DRUNe
 from ._cli import (COUNT, NONNEGATIVE, POSITIVE_INT, UNIT, Rule, add_engine_arguments, add_time_budget_argument,
                    at_least, budgeted_steps, check_init_out, check_options, engine_options, export_weights,
                    initialise_from, parse_engine_args, parse_fractions, photo_files)
+from .engine import LossFn, Trainer
 
 __all__ = ["HELD_OUT_SAMPLES", "MAX_SIGMA", "VAL_SIGMAS", "CleanCropDataset", "NoisyValDataset",
            "training_photos", "fit_on_crops", "crop_run_provenance", "make_loss_fn", "val_fn", "psnr_batch",
@@ -57,7 +58,8 @@ def _as_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
 
 
-def training_photos(data: Optional[str], val_images: int = 0, skimage: bool = True):
+def training_photos(data: Optional[str], val_images: int = 0,
+                    skimage: bool = True) -> Tuple[List[Tuple[str, np.ndarray]], List[Tuple[str, np.ndarray]]]:
     """Decode the training and validation photos as uint8 ``(H, W, 3)`` arrays.
 
     Parameters
@@ -167,7 +169,7 @@ def psnr_batch(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return -10.0 * torch.log10(mse.clamp_min(1e-12))
 
 
-def make_loss_fn(max_sigma: float = MAX_SIGMA):
+def make_loss_fn(max_sigma: float = MAX_SIGMA) -> LossFn:
     """``loss_fn(model, batch)`` for :class:`pnpdeblur.train.Trainer`: L1 at σ ~ U[0, max_sigma] per sample."""
     if not 0 < max_sigma <= 1:
         raise ValueError(f"max_sigma must be in (0, 1], got {max_sigma!r}")
@@ -186,7 +188,7 @@ def make_loss_fn(max_sigma: float = MAX_SIGMA):
 
 
 @torch.no_grad()
-def val_fn(model, batch) -> Dict[str, float]:
+def val_fn(model: torch.nn.Module, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
     """Mean PSNR (dB) of the denoised validation crops and of the noisy input."""
     out = model(batch["noisy"], batch["sigma"])
     return {"psnr": float(psnr_batch(out, batch["clean"]).mean()),
@@ -209,7 +211,7 @@ def shipped_weights_for(config: Dict[str, Any]) -> Path:
                      + "; ".join(f"{v}: {c}" for v, c in found.items()))
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="pnpdeblur train drunet",
                                  description="Train DRUNet, the noise-level-aware denoiser prior (DPIR).")
     ap.add_argument("--data", default=None, help="folder of sharp colour photos, e.g. .data/bsds500/train "
@@ -258,7 +260,8 @@ def check_crop_options(args: argparse.Namespace, **rules: Rule) -> None:
 
 
 def fit_on_crops(args: argparse.Namespace, model: torch.nn.Module, loss_fn: Any, val_fn: Any,
-                 train_photos: Sequence[Any], val_photos: Sequence[Any], warmup: float = 0.0):
+                 train_photos: Sequence[Any], val_photos: Sequence[Any],
+                 warmup: float = 0.0) -> Tuple[Trainer, Optional[float]]:
     """Train a denoiser on random crops of ``train_photos`` with the shared engine; returns ``(trainer, rate)``.
 
     The part the denoiser recipes (this one and :mod:`pnpdeblur.train.dncnn`) share: the step
@@ -315,7 +318,7 @@ def crop_run_provenance(recipe: str, args: argparse.Namespace, argv: Optional[Se
     }
 
 
-def main(argv=None) -> Path:
+def main(argv: Optional[Sequence[str]] = None) -> Path:
     """Train DRUNet as ``argv`` says and export its weights; returns the weights' path."""
     from .distributed import is_main_process
 

@@ -74,6 +74,7 @@ from ..nets.rpgan import ArtifactCritic, ConditionalDiscriminator, RPGANGenerato
 from ..priors.rpgan import RPGANPrior, rpgan_schedule
 from ._cli import (FRACTION, NONNEGATIVE, add_engine_arguments, add_time_budget_argument, check_options, device_name,
                    engine_options, parse_engine_args)
+from .engine import LossFn, ValFn
 from .replay import PAPER_PROPORTIONS, ReplayBuffer, level_counts
 
 #: Side of the crops the pool's SEN flows are estimated on by default (``--flow-context``): the
@@ -318,7 +319,7 @@ def make_loss_fn(
     gamma: float = DEFAULT_GAMMA,
     lam: float = DEFAULT_LAMBDA_P,
     gp_weight: float = DEFAULT_GP_WEIGHT,
-):
+) -> LossFn:
     """``loss_fn(model, batch)`` for the engine: ``L_G + L_D`` on disjoint parameters.
 
     ``batch`` holds ``"deconv"`` (I*), ``"blurred"`` (O) and ``"sharp"`` (I_s). The logged
@@ -360,7 +361,7 @@ def _psnr(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1 / mse)
 
 
-def make_val_fn(levels: int = 3, noise_level: float = 0.01, cg_iters: int = 10, cg_tol: float = 1e-4):
+def make_val_fn(levels: int = 3, noise_level: float = 0.01, cg_iters: int = 10, cg_tol: float = 1e-4) -> ValFn:
     """``val_fn(model, batch)``: PSNR (dB) of the blurred input and of every level's output.
 
     Runs the full recurrence (HQS with the current generator as :class:`RPGANPrior`, the
@@ -454,7 +455,7 @@ def _floats(text: str, name: str) -> List[float]:
         raise ValueError(f"{name} must be comma-separated numbers, got {text!r}") from None
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="pnpdeblur train rpgan", description="Train RP-GAN, the recurrent HQS prior.")
     ap.add_argument("--corpus", default=None, help="folder of sharp photos (default: scikit-image photos only)")
     ap.add_argument("--preload", action="store_true", help="decode the corpus into memory once")
@@ -523,7 +524,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> Path:
+def main(argv: Optional[Sequence[str]] = None) -> Path:
     """Train RP-GAN as ``argv`` says and export the generator; returns the weights' path."""
     from ..data import list_images
     from ..losses.perceptual import PerceptualLoss

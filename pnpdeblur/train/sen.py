@@ -43,6 +43,7 @@ from ..nets.sen import SEN, SEN_PRETRAINED_PATH
 from ._cli import (NONNEGATIVE, POSITIVE_INT, add_engine_arguments, add_time_budget_argument, budgeted_steps,
                    check_init_out, check_options, device_name, engine_options, export_weights, parse_engine_args)
 from ._cli import initialise_from as _initialise_from
+from .engine import LossFn
 
 __all__ = ["TRAIN_SAMPLES", "HELD_OUT_SAMPLES", "samples_at_least", "training_sources", "held_out_samples",
            "build_datasets", "blur_batch",
@@ -103,7 +104,8 @@ def held_out_samples(size: Union[int, Tuple[int, int]]) -> List[str]:
 
 
 def build_datasets(corpus: Optional[str], length: int, crop: int, presets: Sequence[str], seed: int,
-                   val_items: int, preload: bool = False, sources: Optional[Sequence[Any]] = None):
+                   val_items: int, preload: bool = False,
+                   sources: Optional[Sequence[Any]] = None) -> Tuple[ConcatDataset, ConcatDataset]:
     """Training set (sharp + flow, blurred later on the device) and a fixed validation set.
 
     ``sources``: the training photos already listed (or decoded) by :func:`training_sources`;
@@ -147,7 +149,8 @@ def blur_batch(sharp: torch.Tensor, flow: torch.Tensor, max_noise: float, max_ga
     return (blurred + sigma * torch.randn_like(blurred)).clamp_(0.0, 1.0)
 
 
-def make_loss_fn(symmetric: bool, max_noise: float, max_gain: float = 1.0, highlight_prob: float = 0.0):
+def make_loss_fn(symmetric: bool, max_noise: float, max_gain: float = 1.0,
+                 highlight_prob: float = 0.0) -> LossFn:
     """``loss_fn(model, batch)`` for :class:`pnpdeblur.train.Trainer`: mean over stacks of the flow loss
     (the blurred input made by :func:`blur_batch` with these settings)."""
 
@@ -167,7 +170,7 @@ def make_loss_fn(symmetric: bool, max_noise: float, max_gain: float = 1.0, highl
 
 
 @torch.no_grad()
-def val_fn(model, batch) -> Dict[str, float]:
+def val_fn(model: torch.nn.Module, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
     """Sign-invariant flow MSE (px², Wu et al.'s table 1) of the last and the first stack."""
     outs = model(batch["blurred"])
     out = {"flow_mse": float(flow_l2_loss(outs[-1].float(), batch["flow"], symmetric=True))}
@@ -186,7 +189,7 @@ def initialise_from(model: SEN, path: Path) -> Dict[str, Any]:
     return _initialise_from(model, path, "SEN")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="pnpdeblur train sen", description="Train SEN, the motion-flow estimator.")
     ap.add_argument("--corpus", default=None, help="folder of sharp photos (default: scikit-image photos only)")
     ap.add_argument("--preload", action="store_true", help="decode the corpus into memory once")
@@ -219,7 +222,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parse_engine_args(ap, argv)
 
 
-def main(argv=None) -> Path:
+def main(argv: Optional[Sequence[str]] = None) -> Path:
     """Train SEN as ``argv`` says and export its weights; returns the weights' path."""
     from . import TrainConfig, Trainer
     from .distributed import is_main_process
