@@ -156,7 +156,7 @@ def _farthest_corner(c: tuple[float, float], h: int, w: int) -> float:
 def sample_camera_motion(
     shape: tuple[int, int],
     max_len: int,
-    seed: int | np.random.Generator | None = None,
+    seed: int | np.random.Generator | torch.Generator | None = None,
     rotation_prob: float = 0.5,
     zoom_prob: float = 0.5,
     acceleration: float = 0.3,
@@ -229,7 +229,7 @@ def sample_camera_motion(
 def random_motion_flow(
     shape: tuple[int, int] = (256, 256),
     preset: str | int = "23",
-    seed: int | np.random.Generator | None = None,
+    seed: int | np.random.Generator | torch.Generator | None = None,
     *,
     max_len: int | None = None,
     rotation_prob: float = 0.5,

@@ -16,11 +16,14 @@ mass centred (centroid within half a pixel of the central pixel).
 from __future__ import annotations
 
 import numbers
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import numpy as np
 
 from ._utils import as_generator
+
+if TYPE_CHECKING:  # a torch.Generator seeds it too (as_generator)
+    import torch
 
 __all__ = ["random_shake_kernel"]
 
@@ -39,7 +42,7 @@ def _check_size(size) -> int:
 def random_shake_kernel(
     size: int,
     extent: Optional[float] = None,
-    seed: Union[int, np.random.Generator, None] = None,
+    seed: Union[int, np.random.Generator, torch.Generator, None] = None,
 ) -> np.ndarray:
     """A random camera-shake kernel.
 

@@ -171,7 +171,7 @@ def random_camera_path(
     max_blur: float = 20.0,
     min_blur: float = 2.0,
     acceleration: float | None = None,
-    seed: int | np.random.Generator | None = None,
+    seed: int | np.random.Generator | torch.Generator | None = None,
 ) -> CameraPath:
     """Draw a smooth random camera path whose blur over ``n_frames`` is ``~ U(min_blur, max_blur)`` px.
 
