@@ -389,7 +389,8 @@ class PairedFolderDataset(_Base):
     Parameters
     ----------
     blurred_dir, sharp_dir : path-like
-    transform : PairAugment, optional
+    transform : PairAugment or callable, optional
+        Applied to each item's images: a :class:`PairAugment`, or any ``f(images, rng, flows) -> (images, flows)``.
     channels : {1, 3}
         Channels the images are converted to (default 3).
     strict : bool
@@ -446,7 +447,8 @@ class GoProDataset(PairedFolderDataset):
         Sub-folder such as ``"train"`` or ``"test"``.
     blur_dir : str
         ``"blur"`` (default) or ``"blur_gamma"`` (the gamma-corrected averages).
-    transform : PairAugment, optional
+    transform : PairAugment or callable, optional
+        Applied to each item's images: a :class:`PairAugment`, or any ``f(images, rng, flows) -> (images, flows)``.
     channels : {1, 3}
         Channels the images are converted to (default 3).
     sequences : sequence of str, optional
