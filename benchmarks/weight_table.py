@@ -22,7 +22,9 @@ from _results import write_rows
 
 
 def flow_of(h: int, w: int, length: float) -> np.ndarray:
-    """A smooth flow whose longest vector is ``length`` px (a rotating field, as in operators.py)."""
+    """A smooth flow whose longest vector is ``length`` px: the rotating directions of operators.py's
+    ``flow_field``, but with lengths that fall from ``length`` to half of it and back down the rows
+    (``flow_field`` moves every pixel by ``length``, the worst case; here the table is a mixed field's)."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     angle = 2 * np.pi * (xx / w + 0.5 * yy / h)
     scale = length * (0.5 + 0.5 * np.cos(np.pi * yy / h) ** 2)
