@@ -236,7 +236,7 @@ def test_list_images(tmp_path):
     deep = list_images(str(tmp_path), recursive=True)
     assert [p.relative_to(tmp_path).as_posix() for p in deep] == [
         "a.jpg", "b.PNG", "c.tiff", "d.webp", "dir.png/z.png", "e.jpeg", "f.bmp", "g.tif", "sub/0.png"]
-    assert IMAGE_EXTENSIONS == (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+    assert IMAGE_EXTENSIONS == (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".jp2")
 
 
 def test_list_images_errors(tmp_path):
@@ -244,8 +244,8 @@ def test_list_images_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=rf"^folder not found: {re.escape(str(missing))}$"):
         list_images(missing)
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(ValueError, match=r"^no images \(\.png, \.jpg, \.jpeg, \.bmp, \.tif, \.tiff, \.webp\) in "
-                                         rf"{re.escape(str(tmp_path))}$"):
+    with pytest.raises(ValueError, match=r"^no images \(\.png, \.jpg, \.jpeg, \.bmp, \.tif, \.tiff, \.webp, "
+                                         rf"\.avif, \.jp2\) in {re.escape(str(tmp_path))}$"):
         list_images(tmp_path)
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "a.png").write_bytes(b"")

@@ -27,9 +27,10 @@ def collect_inputs(inputs: Sequence[Path], recursive: bool = False) -> Tuple[Lis
     files : list of Path
         In argument order (folders sorted), each file once (compared by resolved path).
     problems : list of (Path, str)
-        Arguments that give nothing: missing paths and folders without images.
+        Arguments that give nothing (missing paths, folders without images), and the photo files of
+        the folders in formats that are not read (camera raw, HEIC/HEIF), each with what to do.
     """
-    from ..data.image_files import list_images
+    from ..data.image_files import _unread_format_advice, list_images, scan_folder
 
     files: List[Path] = []
     seen = set()
@@ -37,10 +38,14 @@ def collect_inputs(inputs: Sequence[Path], recursive: bool = False) -> Tuple[Lis
     for p in inputs:
         if p.is_dir():
             try:
-                found = list_images(p, recursive=recursive)
+                found, unread = scan_folder(p, recursive=recursive)
+                if not found and not unread:
+                    list_images(p, recursive=recursive)  # raises, in its words
             except (ValueError, FileNotFoundError, OSError) as e:
                 problems.append((p, str(e)))
                 continue
+            # photos the user meant to deblur, in a format not read here: each is reported by name
+            problems.extend((f, f"not read: {_unread_format_advice(f)}") for f in unread)
         elif p.exists():
             found = [p]
         else:

@@ -11,7 +11,7 @@ from .flows import (
     random_motion_flows,
     sample_camera_motion,
 )
-from .image_files import IMAGE_EXTENSIONS, exif_orientation, list_images, read_image
+from .image_files import HEIF_EXTENSIONS, IMAGE_EXTENSIONS, RAW_EXTENSIONS, exif_orientation, list_images, read_image
 from .augment import PairAugment
 from .datasets import (
     BlurredFolderDataset,
@@ -59,6 +59,8 @@ __all__ = [
     "FlowBlurSample",
     "synthesize_flow_blur",
     "IMAGE_EXTENSIONS",
+    "RAW_EXTENSIONS",
+    "HEIF_EXTENSIONS",
     "exif_orientation",
     "read_image",
     "read_kernel",

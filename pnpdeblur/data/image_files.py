@@ -5,6 +5,11 @@ full precision; a photo stored in CMYK, Lab or YCbCr is converted to RGB by Pill
 its EXIF orientation (:func:`exif_orientation`), scales 8/16-bit integers to [0, 1], drops alpha
 channels and replicates grey images to ``channels`` (default 3). :func:`list_images` lists the files of
 a folder with one of the :data:`IMAGE_EXTENSIONS`.
+
+Two kinds of photo files are not read here, and are refused by name rather than misread: camera raw
+files (:data:`RAW_EXTENSIONS`; most are TIFFs inside, whose first page is the small preview the camera
+embeds, so a TIFF reader would return a thumbnail as if it were the photo) and HEIC/HEIF photos
+(:data:`HEIF_EXTENSIONS`; Pillow reads them only once the ``pillow-heif`` plugin is registered).
 """
 from __future__ import annotations
 
@@ -17,17 +22,48 @@ import numpy as np
 
 from .._checks import check_flag
 from .._images import GREY_WEIGHTS, check_unit_scale
+from .._warn import warn_at_caller
 from ._png import read_png16
 from ._utils import check_channels
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "RAW_EXTENSIONS",
+    "HEIF_EXTENSIONS",
     "exif_orientation",
     "read_image",
     "list_images",
+    "scan_folder",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".jp2")
+
+#: Camera raw formats (Adobe, Canon, Nikon, Sony, Fujifilm, Olympus, Panasonic, Pentax, Samsung, Sigma,
+#: Hasselblad, Phase One, Epson, Kodak, Minolta, Leaf, Leica): undeveloped sensor data, to be developed
+#: into a TIFF or PNG first
+RAW_EXTENSIONS = (".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf",
+                  ".rw2", ".pef", ".srw", ".x3f", ".3fr", ".fff", ".iiq", ".erf", ".kdc", ".dcr", ".mrw",
+                  ".mos", ".raw", ".rwl")
+
+#: HEIC/HEIF photos (phones' default format)
+HEIF_EXTENSIONS = (".heic", ".heif", ".hif")
+
+_RAW_ADVICE = ("develop camera raw files into 16-bit TIFFs or PNGs first (with rawpy, darktable, RawTherapee "
+               "or the camera maker's software): a TIFF reader would return the small preview they embed, "
+               "not the photo")
+_HEIF_ADVICE = ("Pillow decodes HEIC/HEIF photos only with the pillow-heif plugin registered (pip install "
+                "pillow-heif; pillow_heif.register_heif_opener()); or convert them to JPEG or PNG")
+
+
+def _unread_format_advice(path: Path) -> str | None:
+    """What to do with a photo file in a format :func:`read_image` does not read (camera raw,
+    HEIC/HEIF), by its extension; None for any other file."""
+    suffix = path.suffix.lower()
+    if suffix in RAW_EXTENSIONS:
+        return _RAW_ADVICE
+    if suffix in HEIF_EXTENSIONS:
+        return _HEIF_ADVICE
+    return None
 
 
 def _pillow_peek(path) -> tuple[str | None, int]:
@@ -114,7 +150,8 @@ def read_image(path: str | os.PathLike, channels: int | None = 3) -> np.ndarray:
     FileNotFoundError
         The file does not exist.
     ValueError
-        The file cannot be decoded as an image, holds several frames (an animation, a multi-page
+        The file is a camera raw file (:data:`RAW_EXTENSIONS`; develop it first), cannot be decoded
+        as an image (a HEIC/HEIF photo without the ``pillow-heif`` plugin: the message says so), holds several frames (an animation, a multi-page
         TIFF), has an unsupported shape, holds NaN/Inf, holds
         floats beyond [-0.5, 1.5] (a photo on another scale), or holds 32-bit integers outside
         0..65535. Integers are read over their type's range (8 and 16 bits; 32-bit ones, as
@@ -129,6 +166,8 @@ def read_image(path: str | os.PathLike, channels: int | None = 3) -> np.ndarray:
         raise FileNotFoundError(f"image file not found: {p}")
     if p.stat().st_size == 0:  # imageio would answer with advice to install video plugins
         raise ValueError(f"cannot read image {p}: the file is empty (0 bytes)")
+    if p.suffix.lower() in RAW_EXTENSIONS:  # before Pillow, which would read the embedded preview
+        raise ValueError(f"cannot read image {p}: {_RAW_ADVICE}")
     mode, orientation = _pillow_peek(p)  # one header read for both
     try:
         # 16-bit PNGs are decoded here: Pillow would cut colour ones to 8 bits per sample
@@ -147,6 +186,8 @@ def read_image(path: str | os.PathLike, channels: int | None = 3) -> np.ndarray:
             # bytes that Pillow cannot identify: imageio's plugin probing then answers with advice to
             # install video plugins, or with a decoder's internals (a struct error on a 2-byte file)
             reason = "not an image file Pillow or imageio can decode (damaged, or another kind of file)"
+            if p.suffix.lower() in HEIF_EXTENSIONS:
+                reason = _HEIF_ADVICE
         raise ValueError(f"cannot read image {p}: {reason}") from exc
     if img.ndim == 4:  # imageio reads GIFs and multi-page files as (frames, H, W, C)
         if img.shape[0] != 1:
@@ -206,18 +247,42 @@ def _match_channels(img: np.ndarray, channels) -> np.ndarray:
 def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
     """Sorted image files (by extension, case-insensitive) in ``folder``.
 
+    Photo files in formats :func:`read_image` does not read (camera raw, HEIC/HEIF; see the module
+    docstring) are left out with a ``UserWarning`` that names them and says what to do.
+
     Raises ``FileNotFoundError`` if the folder does not exist and ``ValueError`` if it holds
-    no image."""
+    no image (naming the raw or HEIC/HEIF photos it holds, if any)."""
+    files, unread = scan_folder(folder, recursive)
+    d = Path(folder)
+    if not files:
+        message = f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {d}"
+        raise ValueError(message + (f": {_unread_summary(unread)}" if unread else ""))
+    if unread:
+        warn_at_caller(f"list_images left out photo files of {d}: {_unread_summary(unread)}")
+    return files
+
+
+def scan_folder(folder: str | os.PathLike, recursive: bool = False) -> tuple[list[Path], list[Path]]:
+    """The files of ``folder`` that :func:`list_images` lists, and the photo files it leaves out
+    (camera raw, HEIC/HEIF), each sorted; no error or warning for an empty result.
+
+    Raises ``FileNotFoundError`` if the folder does not exist."""
     if not isinstance(folder, (str, os.PathLike)):
         raise TypeError(f"folder must be a path (str or PathLike), got {type(folder).__name__}")
     d = Path(folder)
     if not d.is_dir():
         raise FileNotFoundError(f"folder not found: {d}")
     it = d.rglob("*") if check_flag(recursive, "recursive") else d.iterdir()
-    files = sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {d}")
-    return files
+    paths = sorted(p for p in it if p.is_file())
+    files = [p for p in paths if p.suffix.lower() in IMAGE_EXTENSIONS]
+    return files, [p for p in paths if _unread_format_advice(p) is not None]
+
+
+def _unread_summary(unread: list[Path], shown: int = 3) -> str:
+    """``unread`` photo files counted, the first ``shown`` named, and what to do with each kind."""
+    names = ", ".join(p.name for p in unread[:shown]) + (", …" if len(unread) > shown else "")
+    advice = list(dict.fromkeys(_unread_format_advice(p) for p in unread))  # each kind once, in order
+    return f"{len(unread)} photo file(s) in formats not read here ({names}); " + "; ".join(advice)
 
 
 def _upright_size(path: Path) -> tuple[int, int]:
