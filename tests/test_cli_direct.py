@@ -995,6 +995,34 @@ def test_deblur_auto_names_the_flow_choice_and_a_sharp_photo(tmp_path, fake, mon
     assert np.array_equal(io.imread(str(out / "a.png")), io.imread(str(a)))
 
 
+def test_deblur_auto_says_the_kernel_model_could_not_judge_a_tiny_photo(tmp_path, fake, monkeypatch, capsys):
+    # a 5 px support cannot show a 7 px blur: "sharp to both" would claim a judgement the kernel never made
+    import pnpdeblur.auto as auto
+
+    a = _save(tmp_path / "a.png", _u8(26, h=SHAKE_H, w=SHAKE_W))
+    out = tmp_path / "o"
+    for support, judged in ((5, False), (7, True)):
+        none = FakeAuto("none")
+        none_call = none.__call__
+
+        def tiny(image, **kw):
+            res = none_call(image, **kw)
+            res.shake_result = FakeShake(sharp=True, support=support)(image, None)
+            return res
+
+        monkeypatch.setattr(auto, "deblur_auto", tiny)
+        assert cli.main(["deblur", str(a), "-o", str(out), "--auto", "--no-progress"]) == 0
+        err = capsys.readouterr().err
+        if judged:  # a 7 px support can show a 7 px blur: the kernel model did judge the photo sharp
+            assert err == (f"pnpdeblur: {a} looks sharp to both blur models: written unchanged (--no-safeguard "
+                           "deblurs it anyway)\n")
+        else:
+            assert err == (f"pnpdeblur: {a} looks sharp to SEN's flow and is too small for the kernel model to judge "
+                           "(a 5x5 px kernel support, under the 7 px threshold; estimated blur 2.50 px): written "
+                           "unchanged (--no-safeguard deblurs it anyway)\n")
+        assert np.array_equal(io.imread(str(out / "a.png")), io.imread(str(a)))
+
+
 def test_deblur_auto_refuses_a_blur_threshold_and_shake(tmp_path, fake, capsys):
     a = _save(tmp_path / "a.png", _u8(27))
     out = tmp_path / "o"

@@ -214,8 +214,13 @@ def _report_result(pl: OutputPlan, res: Any, args: argparse.Namespace) -> None:
     elif args.auto:
         model = res.model[0]
         if model == "none":
-            _err(f"pnpdeblur: {pl.source} looks sharp to both blur models: written unchanged (--no-safeguard "
-                 "deblurs it anyway)")
+            small = _support_too_small(res.shake_result)
+            if small:  # the kernel model could not have found a blur: it did not judge the photo
+                _err(f"pnpdeblur: {pl.source} looks sharp to SEN's flow and is too small for the kernel model to "
+                     f"judge ({small}): written unchanged (--no-safeguard deblurs it anyway)")
+            else:
+                _err(f"pnpdeblur: {pl.source} looks sharp to both blur models: written unchanged (--no-safeguard "
+                     "deblurs it anyway)")
         else:
             said = "one camera-shake kernel" if model == "shake" else "SEN's per-pixel flow"
             # a nan residual: that model's safeguard found no blur and left the photo as it was
@@ -225,10 +230,9 @@ def _report_result(pl: OutputPlan, res: Any, args: argparse.Namespace) -> None:
     elif res.unchanged and res.unchanged[0]:
         if args.shake:
             score, threshold = res.history[0]["kernel_length"], res.history[0]["threshold"]
-            support = int(np.shape(res.kernel)[-1])
-            if support < threshold:  # a support this small cannot show a blur as long as the threshold
-                _err(f"pnpdeblur: {pl.source} is too small to judge its blur (a {support}x{support} px kernel "
-                     f"support, under the {threshold:g} px threshold; estimated blur {score:.2f} px): written "
+            small = _support_too_small(res)
+            if small:
+                _err(f"pnpdeblur: {pl.source} is too small to judge its blur ({small}): written "
                      "unchanged (a larger --kernel-size with --no-safeguard deblurs it anyway)")
                 return
         else:
@@ -236,6 +240,21 @@ def _report_result(pl: OutputPlan, res: Any, args: argparse.Namespace) -> None:
             score, threshold = guard["blur_score"][0], guard["threshold"]
         _err(f"pnpdeblur: {pl.source} looks sharp (estimated blur {score:.2f} px < {threshold:g} px): written "
              "unchanged (--no-safeguard deblurs it anyway)")
+
+
+def _support_too_small(res: Any) -> str:
+    """For a deblur_shake result whose first photo was left unchanged: why its kernel support could not
+    show a blur as long as the safeguard's threshold, or ``""`` when it could (or there is no such result)."""
+    if not getattr(res, "unchanged", None) or not res.unchanged[0] or not getattr(res, "history", None):
+        return ""
+    entry = res.history[0]
+    if "kernel_length" not in entry or "threshold" not in entry:
+        return ""
+    support, threshold = int(np.shape(res.kernel)[-1]), entry["threshold"]
+    if support >= threshold:
+        return ""
+    return (f"a {support}x{support} px kernel support, under the {threshold:g} px threshold; estimated blur "
+            f"{entry['kernel_length']:.2f} px")
 
 
 def _clipped_everywhere(res: Any) -> bool:
