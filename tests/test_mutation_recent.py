@@ -119,6 +119,9 @@ def test_a_too_large_support_names_the_default_of_that_photo(shape, size):
     message = str(rec[0].message)
     assert message.startswith(f"kernel_size {size} is too large for a photo whose shorter side is {side} px: ")
     assert message.endswith(f"pass kernel_size <= {bound}, or leave it unset (default {default} here)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the bound itself, above the 31-px default on a large photo, is no warning
+        assert cs.check_shake_kernel_size(bound, shape, warn=True) == bound
 
 
 def _small_photo_warnings(shape):
