@@ -95,6 +95,11 @@ def test_list_images_leaves_out_raw_and_heif_photos_with_a_warning(tmp_path):
     assert msg.startswith(f"list_images left out photo files of {tmp_path}: 4 photo file(s) in formats not read "
                           "here (a.HEIC, c.cr2, d.nef, …); ")
     assert "pillow-heif" in msg and "develop camera raw files" in msg and "notes.txt" not in msg
+    assert msg.count("develop camera raw files") == 1  # each kind's advice once, however many files
+    (tmp_path / "e.dng").unlink()
+    with pytest.warns(UserWarning, match=r"left out photo files of .*: 3 photo file\(s\) in formats not read here "
+                                         r"\(a\.HEIC, c\.cr2, d\.nef\); Pillow decodes HEIC"):  # all three named
+        list_images(tmp_path)
 
 
 def test_list_images_names_the_unread_photos_of_a_folder_without_images(tmp_path):
