@@ -151,8 +151,9 @@ def read_image(path: str | os.PathLike, channels: int | None = 3) -> np.ndarray:
         The file does not exist.
     ValueError
         The file is a camera raw file (:data:`RAW_EXTENSIONS`; develop it first), cannot be decoded
-        as an image (a HEIC/HEIF photo without the ``pillow-heif`` plugin: the message says so), holds several frames (an animation, a multi-page
-        TIFF), has an unsupported shape, holds NaN/Inf, holds
+        as an image (a HEIC/HEIF photo without the ``pillow-heif`` plugin: the message says so),
+        holds several frames (an animation, a multi-page TIFF), has an unsupported shape, holds
+        NaN/Inf, holds
         floats beyond [-0.5, 1.5] (a photo on another scale), or holds 32-bit integers outside
         0..65535. Integers are read over their type's range (8 and 16 bits; 32-bit ones, as
         Pillow stores 16-bit images, as 16-bit data), floats as they are, clipped to [0, 1].
