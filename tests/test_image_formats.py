@@ -5,6 +5,8 @@ preview a camera embeds, before the full-size one), so that Pillow, asked direct
 preview: the refusal is what keeps that thumbnail from being deblurred as the photo.
 """
 import re
+import sys
+import types
 import warnings
 
 import numpy as np
@@ -13,7 +15,14 @@ from PIL import Image, features
 
 from pnpdeblur import cli
 from pnpdeblur.data import HEIF_EXTENSIONS, IMAGE_EXTENSIONS, RAW_EXTENSIONS, list_images, read_image
-from pnpdeblur.data.image_files import scan_folder
+from pnpdeblur.data import image_files
+from pnpdeblur.data.image_files import heif_readable, scan_folder
+
+
+@pytest.fixture(autouse=True)
+def no_heif_plugin(monkeypatch):
+    """The tests below describe a machine without pillow-heif (it is not a dependency), wherever they run."""
+    monkeypatch.setattr(image_files, "_heif_plugin", False)
 
 
 def _photo(h=40, w=56, seed=0):
@@ -75,7 +84,7 @@ def test_a_heic_photo_without_its_plugin_gets_advice(tmp_path):
     path = tmp_path / "IMG_0001.HEIC"
     path.write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(range(200)))  # a HEIF header, then no decodable data
     with pytest.raises(ValueError, match=rf"^cannot read image {re.escape(str(path))}: Pillow decodes HEIC/HEIF "
-                                         r"photos only with the pillow-heif plugin registered"):
+                                         r"photos only with the pillow-heif plugin, which is not installed"):
         read_image(path)
     other = tmp_path / "notes.dat"
     other.write_bytes(path.read_bytes())  # the same bytes under another name get the generic reason
@@ -149,3 +158,28 @@ def test_the_cli_reports_each_unread_photo_of_a_folder(tmp_path):
     files, problems = cli.collect_inputs([only])
     assert files == [] and problems == [(only / "z.arw", problems[0][1])]
     assert problems[0][1].startswith("not read: develop camera raw files")
+
+
+def test_heic_photos_are_listed_and_the_plugin_registered_where_pillow_heif_is_installed(tmp_path, monkeypatch):
+    calls = []
+    fake = types.ModuleType("pillow_heif")
+    fake.register_heif_opener = lambda: calls.append("registered")
+    monkeypatch.setitem(sys.modules, "pillow_heif", fake)
+    monkeypatch.setattr(image_files, "_heif_plugin", None)  # not tried yet
+    for n in ("a.HEIC", "b.png", "c.nef"):
+        (tmp_path / n).write_bytes(b"x")
+    with pytest.warns(UserWarning, match=r"1 photo file\(s\) in formats not read here \(c\.nef\); develop"):
+        files = list_images(tmp_path)
+    assert [p.name for p in files] == ["a.HEIC", "b.png"]
+    assert heif_readable() and calls == ["registered"]  # registered once, however often asked
+    # a damaged HEIC, once the plugin is there, is called damaged: no advice to install what is installed
+    with pytest.raises(ValueError, match=r": not an image file Pillow or imageio can decode"):
+        read_image(tmp_path / "a.HEIC")
+
+
+def test_without_pillow_heif_the_plugin_is_tried_once(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # import raises ImportError
+    monkeypatch.setattr(image_files, "_heif_plugin", None)
+    assert heif_readable() is False
+    monkeypatch.delitem(sys.modules, "pillow_heif")  # not imported again: the answer is kept
+    assert heif_readable() is False

@@ -9,7 +9,8 @@ a folder with one of the :data:`IMAGE_EXTENSIONS`.
 Two kinds of photo files are not read here, and are refused by name rather than misread: camera raw
 files (:data:`RAW_EXTENSIONS`; most are TIFFs inside, whose first page is the small preview the camera
 embeds, so a TIFF reader would return a thumbnail as if it were the photo) and HEIC/HEIF photos
-(:data:`HEIF_EXTENSIONS`; Pillow reads them only once the ``pillow-heif`` plugin is registered).
+(:data:`HEIF_EXTENSIONS`; Pillow reads them only with the ``pillow-heif`` plugin, which is not a dependency:
+where it is installed, :func:`read_image` registers it and :func:`list_images` lists them).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ __all__ = [
     "read_image",
     "list_images",
     "scan_folder",
+    "heif_readable",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".jp2")
@@ -51,17 +53,35 @@ HEIF_EXTENSIONS = (".heic", ".heif", ".hif")
 _RAW_ADVICE = ("develop camera raw files into 16-bit TIFFs or PNGs first (with rawpy, darktable, RawTherapee "
                "or the camera maker's software): a TIFF reader would return the small preview they embed, "
                "not the photo")
-_HEIF_ADVICE = ("Pillow decodes HEIC/HEIF photos only with the pillow-heif plugin registered (pip install "
-                "pillow-heif; pillow_heif.register_heif_opener()); or convert them to JPEG or PNG")
+_HEIF_ADVICE = ("Pillow decodes HEIC/HEIF photos only with the pillow-heif plugin, which is not installed "
+                "(pip install pillow-heif, which pnpdeblur then uses); or convert them to JPEG or PNG")
+
+
+_heif_plugin: bool | None = None  # whether pillow-heif is registered with Pillow (None: not tried yet)
+
+
+def heif_readable() -> bool:
+    """Whether HEIC/HEIF photos can be read: the ``pillow-heif`` plugin is installed (it is not a
+    dependency of pnpdeblur); the first call registers it with Pillow."""
+    global _heif_plugin
+    if _heif_plugin is None:
+        try:
+            import pillow_heif
+        except ImportError:
+            _heif_plugin = False
+        else:
+            pillow_heif.register_heif_opener()
+            _heif_plugin = True
+    return _heif_plugin
 
 
 def _unread_format_advice(path: Path) -> str | None:
     """What to do with a photo file in a format :func:`read_image` does not read (camera raw,
-    HEIC/HEIF), by its extension; None for any other file."""
+    HEIC/HEIF without the ``pillow-heif`` plugin), by its extension; None for any other file."""
     suffix = path.suffix.lower()
     if suffix in RAW_EXTENSIONS:
         return _RAW_ADVICE
-    if suffix in HEIF_EXTENSIONS:
+    if suffix in HEIF_EXTENSIONS and not heif_readable():
         return _HEIF_ADVICE
     return None
 
@@ -169,6 +189,8 @@ def read_image(path: str | os.PathLike, channels: int | None = 3) -> np.ndarray:
         raise ValueError(f"cannot read image {p}: the file is empty (0 bytes)")
     if p.suffix.lower() in RAW_EXTENSIONS:  # before Pillow, which would read the embedded preview
         raise ValueError(f"cannot read image {p}: {_RAW_ADVICE}")
+    if p.suffix.lower() in HEIF_EXTENSIONS:
+        heif_readable()  # registers the plugin with Pillow where it is installed
     mode, orientation = _pillow_peek(p)  # one header read for both
     try:
         # 16-bit PNGs are decoded here: Pillow would cut colour ones to 8 bits per sample
@@ -187,7 +209,7 @@ def read_image(path: str | os.PathLike, channels: int | None = 3) -> np.ndarray:
             # bytes that Pillow cannot identify: imageio's plugin probing then answers with advice to
             # install video plugins, or with a decoder's internals (a struct error on a 2-byte file)
             reason = "not an image file Pillow or imageio can decode (damaged, or another kind of file)"
-            if p.suffix.lower() in HEIF_EXTENSIONS:
+            if p.suffix.lower() in HEIF_EXTENSIONS and not heif_readable():
                 reason = _HEIF_ADVICE
         raise ValueError(f"cannot read image {p}: {reason}") from exc
     if img.ndim == 4:  # imageio reads GIFs and multi-page files as (frames, H, W, C)
@@ -275,7 +297,8 @@ def scan_folder(folder: str | os.PathLike, recursive: bool = False) -> tuple[lis
         raise FileNotFoundError(f"folder not found: {d}")
     it = d.rglob("*") if check_flag(recursive, "recursive") else d.iterdir()
     paths = sorted(p for p in it if p.is_file())
-    files = [p for p in paths if p.suffix.lower() in IMAGE_EXTENSIONS]
+    readable = IMAGE_EXTENSIONS + (HEIF_EXTENSIONS if heif_readable() else ())
+    files = [p for p in paths if p.suffix.lower() in readable]
     return files, [p for p in paths if _unread_format_advice(p) is not None]
 
 
