@@ -162,7 +162,9 @@ def deblur_auto(
         :data:`AUTO_RATIO`; larger favours the kernel).
     safeguard : bool
         Both pipelines' safeguards: a photo that neither finds blurred is returned as given;
-        one that only one of them finds blurred gets that one's result.
+        one that only one of them finds blurred gets that one's result. (The kernel pipeline's
+        safeguard also rejects an estimate whose result overshoots: then the flow's result, if
+        any, is kept.)
     saturation, boundary, gamma, device, progress
         As for :func:`pnpdeblur.deblur`, passed to both.
     flow_model : SEN, optional

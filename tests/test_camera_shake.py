@@ -365,7 +365,9 @@ def test_deblur_shake_improves_a_shaken_photo_and_keeps_the_callers_type():
     assert res.noise_level == pytest.approx(estimate_noise_level(t, saturation=0.98, compression=True))
     entry = res.history[0]
     assert set(entry) == {"kernel_length", "threshold", "noise_level", "clipped_fraction", "hqs", "registration",
-                          "time_kernel", "time_solve", "psnr"}
+                          "overshoot", "overshoot_threshold", "time_kernel", "time_solve", "psnr"}
+    from pnpdeblur.camera_shake import OVERSHOOT_THRESHOLD
+    assert 0 <= entry["overshoot"] <= entry["overshoot_threshold"] == OVERSHOOT_THRESHOLD
     from pnpdeblur.camera_shake import centroid_offset
     assert entry["registration"] == centroid_offset(res.kernel) and max(map(abs, entry["registration"])) <= 0.5
     assert entry["time_kernel"] > 0 and entry["time_solve"] > 0 and entry["kernel_length"] >= 7.0

@@ -848,12 +848,15 @@ class FakeShake:
 
     kernel = np.array([[0.0, 0.1, 0.0], [0.05, 0.5, 0.2], [0.0, 0.15, 0.0]])
 
-    def __init__(self, sharp=False, support=7):
-        self.calls, self.sharp, self.support = [], sharp, support
+    def __init__(self, sharp=False, support=7, overshot=False):
+        self.calls, self.sharp, self.support, self.overshot = [], sharp, support, overshot
 
     def __call__(self, image, kernel_size, **kw):
         self.calls.append((image, kernel_size, kw))
         hist = [{"kernel_length": 2.5, "threshold": 7.0}]
+        if self.overshot:  # a long estimate whose result rang out of range: solved, then left unchanged
+            hist = [{"kernel_length": 12.0, "threshold": 7.0, "overshoot": 0.125, "overshoot_threshold": 0.03}]
+            return SimpleNamespace(x=image.copy(), kernel=self.kernel, unchanged=[True], history=hist)
         if self.sharp:  # the estimate comes back on its whole support (7 px: the default of a 44x52 photo)
             pad = (self.support - 3) // 2
             return SimpleNamespace(x=image.copy(), kernel=np.pad(self.kernel, pad), unchanged=[True], history=hist)
@@ -1021,6 +1024,38 @@ def test_deblur_auto_says_the_kernel_model_could_not_judge_a_tiny_photo(tmp_path
                            "(a 5x5 px kernel support, under the 7 px threshold; estimated blur 2.50 px): written "
                            "unchanged (--no-safeguard deblurs it anyway)\n")
         assert np.array_equal(io.imread(str(out / "a.png")), io.imread(str(a)))
+
+
+def test_the_cli_says_a_kernel_estimate_failed_by_overshoot(tmp_path, fake, monkeypatch, capsys):
+    import pnpdeblur.auto as auto
+    import pnpdeblur.camera_shake as camera_shake
+
+    a = _save(tmp_path / "a.png", _u8(28, h=SHAKE_H, w=SHAKE_W))
+    out = tmp_path / "o"
+    monkeypatch.setattr(camera_shake, "deblur_shake", FakeShake(overshot=True))
+    assert cli.main(["deblur", str(a), "-o", str(out), "--shake", "--no-progress"]) == 0
+    assert capsys.readouterr().err == (
+        f"pnpdeblur: the camera-shake kernel estimated on {a} failed (deblurred with it, 0.125 of the values "
+        "overshoot [0, 1], above 0.03): written unchanged (--no-safeguard deblurs it anyway)\n")
+    assert np.array_equal(io.imread(str(out / "a.png")), io.imread(str(a)))
+    none = FakeAuto("none")
+    none_call = none.__call__
+
+    def failed(image, **kw):
+        res = none_call(image, **kw)
+        res.shake_result = FakeShake(overshot=True)(image, None)
+        return res
+
+    monkeypatch.setattr(auto, "deblur_auto", failed)
+    assert cli.main(["deblur", str(a), "-o", str(out), "--auto", "--no-progress"]) == 0
+    assert capsys.readouterr().err == (
+        f"pnpdeblur: {a} looks sharp to SEN's flow, and the camera-shake kernel estimated on it failed (deblurred "
+        "with it, 0.125 of the values overshoot [0, 1], above 0.03): written unchanged (--no-safeguard deblurs it "
+        "anyway)\n")
+    # no overshoot in the history: the length safeguard's words
+    monkeypatch.setattr(camera_shake, "deblur_shake", FakeShake(sharp=True))
+    assert cli.main(["deblur", str(a), "-o", str(out), "--shake", "--no-progress"]) == 0
+    assert "looks sharp (estimated blur 2.50 px < 7 px)" in capsys.readouterr().err
 
 
 def test_deblur_auto_refuses_a_blur_threshold_and_shake(tmp_path, fake, capsys):
@@ -1917,7 +1952,8 @@ def test_options_their_metavars_and_what_their_help_says(command):
     # the helps written in two pieces: the second piece too
     ends = {"--flow-scale": "range of about 46 px (default: 1)", "--device": "under torchrun 'cuda' means cuda:LOCAL_RANK",
             "--flow-npy": "in pixels (u right, v down); implies --save-flow",
-            "--no-safeguard": "whose estimated blur is below --blur-threshold is written unchanged)",
+            "--no-safeguard": ("whose estimated blur is below --blur-threshold is written unchanged, and with "
+                               "--shake or --auto one whose kernel estimate failed: its result overshoots [0, 1])"),
             "--blur-threshold": ("the calibrated value of the shipped SEN, 6 px, or 4.5 px with --no-flow-ensemble; "
                                  "recalibrate for other --flow-weights)"),
             "--flow-weights": "(e.g. written by 'pnpdeblur train sen --out PATH')",

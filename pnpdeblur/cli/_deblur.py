@@ -214,8 +214,11 @@ def _report_result(pl: OutputPlan, res: Any, args: argparse.Namespace) -> None:
     elif args.auto:
         model = res.model[0]
         if model == "none":
-            small = _support_too_small(res.shake_result)
-            if small:  # the kernel model could not have found a blur: it did not judge the photo
+            small, failed = _support_too_small(res.shake_result), _overshot(res.shake_result)
+            if failed:
+                _err(f"pnpdeblur: {pl.source} looks sharp to SEN's flow, and the camera-shake kernel estimated on it "
+                     f"failed ({failed}): written unchanged (--no-safeguard deblurs it anyway)")
+            elif small:  # the kernel model could not have found a blur: it did not judge the photo
                 _err(f"pnpdeblur: {pl.source} looks sharp to SEN's flow and is too small for the kernel model to "
                      f"judge ({small}): written unchanged (--no-safeguard deblurs it anyway)")
             else:
@@ -230,7 +233,11 @@ def _report_result(pl: OutputPlan, res: Any, args: argparse.Namespace) -> None:
     elif res.unchanged and res.unchanged[0]:
         if args.shake:
             score, threshold = res.history[0]["kernel_length"], res.history[0]["threshold"]
-            small = _support_too_small(res)
+            small, failed = _support_too_small(res), _overshot(res)
+            if failed:
+                _err(f"pnpdeblur: the camera-shake kernel estimated on {pl.source} failed ({failed}): written "
+                     "unchanged (--no-safeguard deblurs it anyway)")
+                return
             if small:
                 _err(f"pnpdeblur: {pl.source} is too small to judge its blur ({small}): written "
                      "unchanged (a larger --kernel-size with --no-safeguard deblurs it anyway)")
@@ -255,6 +262,18 @@ def _support_too_small(res: Any) -> str:
         return ""
     return (f"a {support}x{support} px kernel support, under the {threshold:g} px threshold; estimated blur "
             f"{entry['kernel_length']:.2f} px")
+
+
+def _overshot(res: Any) -> str:
+    """For a deblur_shake result whose first photo was solved and then left unchanged by the
+    overshoot check: what its result overshot by, or ``""``."""
+    if not getattr(res, "unchanged", None) or not res.unchanged[0] or not getattr(res, "history", None):
+        return ""
+    entry = res.history[0]
+    value, limit = entry.get("overshoot"), entry.get("overshoot_threshold")
+    if value is None or limit is None or not value > limit:
+        return ""
+    return f"deblurred with it, {value:.3f} of the values overshoot [0, 1], above {limit:g}"
 
 
 def _clipped_everywhere(res: Any) -> bool:

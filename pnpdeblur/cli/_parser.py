@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.add_argument("--no-safeguard", action="store_true",
                    help="deblur every photo, even those that look sharp (by default a photo whose "
-                        "estimated blur is below --blur-threshold is written unchanged)")
+                        "estimated blur is below --blur-threshold is written unchanged, and with --shake "
+                        "or --auto one whose kernel estimate failed: its result overshoots [0, 1])")
     d.add_argument("--blur-threshold", type=_nonneg_float, default=None, metavar="PX",
                    help="median flow length (px; with --shake, the estimated kernel's length, 7 px by "
                         "default) from which a photo counts as blurred (default: the "
