@@ -100,6 +100,8 @@ def methods(y: np.ndarray, sharp: np.ndarray, k, args, extra: bool) -> dict:
     res = pd.deblur_shake(y, args.kernel_size, prior=SHAKE_PRIORS[args.prior]())
     row["t_shake"] = time.perf_counter() - t0
     row["psnr_shake"] = score(res.x, sharp)
+    # the safeguard's two checks: a short kernel, or a result that overshoots (None: never solved)
+    row["shake_unchanged"], row["shake_overshoot"] = res.unchanged[0], res.history[0]["overshoot"]
     row["psnr_shake_unaligned"] = float(psnr(np.clip(np.asarray(res.x, np.float64), 0, 1), sharp, data_range=1.0))
     if extra:
         from pnpdeblur.estimation import estimate_kernel
