@@ -57,6 +57,7 @@ def test_overshoot_counts_only_far_from_the_photos_clipping():
     assert overshoot(result, photo, 2) == pytest.approx(1 / 441)
     # values at exactly 0 or 1 count (the result clipped); uint8 photos are read on [0, 1]
     assert overshoot(np.ones((4, 4)), np.full((4, 4), 128, np.uint8), 1) == 1.0
+    assert overshoot(np.zeros((4, 4)), np.full((4, 4), 128, np.uint8), 1) == 1.0
     # the photo's own values in [0, 1] do not: a result equal to an unclipped photo scores 0
     assert overshoot(photo * 0 + 0.3, photo * 0 + 0.3) == 0.0
 

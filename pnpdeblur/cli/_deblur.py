@@ -271,7 +271,7 @@ def _overshot(res: Any) -> str:
         return ""
     entry = res.history[0]
     value, limit = entry.get("overshoot"), entry.get("overshoot_threshold")
-    if value is None or limit is None or not value > limit:
+    if value is None or limit is None:  # never solved, or not judged: the photo was left by another check
         return ""
     return f"deblurred with it, {value:.3f} of the values overshoot [0, 1], above {limit:g}"
 
