@@ -167,3 +167,18 @@ def test_deblur_auto_does_not_keep_a_kernel_result_that_overshoots(monkeypatch):
     shake = res.shake_result
     assert shake.unchanged == [True] and shake.history[0]["overshoot"] > OVERSHOOT_THRESHOLD
     assert res.model[0] in ("flow", "none") and np.isnan(res.residual_shake[0])
+
+
+def test_in_a_batch_only_the_overshooting_image_comes_back_as_given(monkeypatch):
+    long = np.zeros((15, 15))
+    long[7, 2:13] = 1 / 11  # an 11 px streak: the photo's own blur, solved cleanly
+    kernels = iter([_cloud_kernel(), long])
+    monkeypatch.setattr(cs, "estimate_kernel", lambda image, size: next(kernels)[None])
+    sharp = torch.from_numpy(pd.data.sample_image("camera", 96)[..., 0].astype(np.float32))
+    y = torch.stack([sharp, pd.Convolution(long)(sharp)])[:, None].clamp(0, 1)
+    with pytest.warns(UserWarning, match=r"image\(s\) \[0\] unchanged: .*overshoot_threshold"):
+        res = pd.deblur_shake(y, 15, prior=pd.priors.TV())
+    assert res.unchanged == [True, False]
+    assert res.history[0]["overshoot"] > OVERSHOOT_THRESHOLD >= res.history[1]["overshoot"]
+    torch.testing.assert_close(res.x[0], y[0], rtol=0, atol=0)  # the photo itself, not its failed result
+    assert not torch.equal(res.x[1], y[1])
