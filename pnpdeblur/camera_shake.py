@@ -398,8 +398,10 @@ def overshoot(result: Any, photo: Any, reach: int = DEFAULT_KERNEL_SIZE // 2,
     high = 1.0 if saturation is None else min(check_real(saturation, "saturation"), 1.0)
     y = y.to(r.device)
     near = ((y <= 0) | (y >= high)).to(torch.float32)
-    if reach > 0 and bool(near.any()):
-        near = F.max_pool2d(near, 2 * int(reach) + 1, stride=1, padding=int(reach))
+    if reach > 0 and bool(near.any()):  # a square's maximum is a row's of a column's: 2(2r+1) reads, not (2r+1)²
+        size, reach = 2 * int(reach) + 1, int(reach)
+        near = F.max_pool2d(F.max_pool2d(near, (size, 1), stride=1, padding=(reach, 0)), (1, size), stride=1,
+                            padding=(0, reach))
     return float((((r <= 0) | (r >= 1)) & (near == 0)).to(torch.float32).mean())
 
 
