@@ -380,6 +380,19 @@ def overshoot(result: Any, photo: Any, reach: int = DEFAULT_KERNEL_SIZE // 2,
     float
         The fraction of ``result``'s values (every channel of every pixel) that are at or beyond
         0 or 1 and more than ``reach`` px from any clipped value of ``photo`` in the same channel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pnpdeblur.camera_shake import overshoot
+    >>> photo = np.full((9, 9), 0.5)
+    >>> result = photo.copy()
+    >>> result[4, 4] = 1.3                              # one value of 81 rings beyond 1
+    >>> round(overshoot(result, photo, reach=2), 4)
+    0.0123
+    >>> photo[4, 6] = 1.0                               # a clipped value of the photo 2 px away
+    >>> overshoot(result, photo, reach=2)
+    0.0
     """
     from .backend import array_kind, to_torch
     from .operators.base import to_nchw
