@@ -339,8 +339,8 @@ def deblur_shake(
         warn_at_caller(f"pd.deblur_shake returned image(s) {overshot} unchanged: deblurred with the estimated kernel, "
                        f"{values} of the result's values came out clipped at 0 or 1 away from the photo's own clipped "
                        f"values, above overshoot_threshold={overshoot_limit:g}: the mark of a failed kernel estimate "
-                       "(a cloud, or a blur read into a sharp photo); pass safeguard=False to deblur anyway, or a "
-                       "smaller kernel_size")
+                       "(a cloud, or a blur read into a sharp photo); pass safeguard=False or a higher "
+                       "overshoot_threshold to deblur anyway, or try a smaller kernel_size")
     if kernels is None and not all(result.unchanged):  # a result rests on the estimate: say what it is worth
         if too_large:
             warn_at_caller(too_large)
