@@ -296,19 +296,18 @@ def deblur_shake(
             # the prior's own for a given one (unless the prior has a schedule of its own)
             res = hqs(obs_i, K, prior, progress=False, weights=weights,
                       **schedule_for(prior, level, None, blind=kernels is None))
-            out = res.x
+            out = _display(crop_boundary(res.x, pad), gamma)
             # judged before the registration, so that register=False (deblur_auto's) judges the same
-            entry["overshoot"] = overshoot(_display(crop_boundary(out, pad), gamma), photo, max(k.shape) // 2,
-                                           saturation)
+            entry["overshoot"] = _overshoot(out, photo, max(k.shape) // 2, saturation)
             if register and kernels is None:  # the estimate's centroid is centred to a whole pixel only
                 entry["registration"] = centroid_offset(k)
-                out = shift_image(out, *entry["registration"])
+                out = _display(crop_boundary(shift_image(res.x, *entry["registration"]), pad), gamma)
             if guarded and entry["overshoot"] > overshoot_limit:
                 result.unchanged[-1] = True
                 overshot.append(i)
                 outs.append(photo.clamp(0.0, 1.0))
             else:
-                outs.append(_display(crop_boundary(out, pad), gamma).clamp(0.0, 1.0))
+                outs.append(out.clamp(0.0, 1.0))
             entry.update(noise_level=level, hqs=res.history)
         entry["time_solve"] = time.perf_counter() - t1
         if ref is not None:
@@ -408,14 +407,20 @@ def overshoot(result: Any, photo: Any, reach: int = DEFAULT_KERNEL_SIZE // 2,
     r = to_nchw(r, array_kind(result, "result"), "result")[0][:, :y.shape[1]]
     if isinstance(reach, bool) or not isinstance(reach, numbers.Integral) or reach < 0:
         raise ValueError(f"reach must be an int >= 0 (px), got {reach!r}")
-    high = 1.0 if saturation is None else min(check_real(saturation, "saturation"), 1.0)
-    y = y.to(r.device)
-    near = ((y <= 0) | (y >= high)).to(torch.float32)
+    if saturation is not None:
+        saturation = check_real(saturation, "saturation")
+    return _overshoot(r, y.to(r.device), int(reach), saturation)
+
+
+def _overshoot(result: torch.Tensor, photo: torch.Tensor, reach: int, saturation: Optional[float]) -> float:
+    """:func:`overshoot` of checked ``(N, C, H, W)`` tensors on one device (``photo`` in [0, 1])."""
+    high = 1.0 if saturation is None else min(saturation, 1.0)
+    near = ((photo <= 0) | (photo >= high)).to(torch.float32)
     if reach > 0 and bool(near.any()):  # a square's maximum is a row's of a column's: 2(2r+1) reads, not (2r+1)²
-        size, reach = 2 * int(reach) + 1, int(reach)
+        size = 2 * reach + 1
         near = F.max_pool2d(F.max_pool2d(near, (size, 1), stride=1, padding=(reach, 0)), (1, size), stride=1,
                             padding=(0, reach))
-    return float((((r <= 0) | (r >= 1)) & (near == 0)).to(torch.float32).mean())
+    return float((((result <= 0) | (result >= 1)) & (near == 0)).to(torch.float32).mean())
 
 
 def _display(x: torch.Tensor, gamma: Optional[float]) -> torch.Tensor:

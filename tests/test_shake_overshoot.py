@@ -122,7 +122,7 @@ def test_the_overshoot_is_judged_on_the_cropped_result_before_registration(monke
     k[5, 7] = 0.5 / 7  # ... then not: a registration shift
     k /= k.sum()
     monkeypatch.setattr(cs, "estimate_kernel", lambda image, size: k[None])
-    monkeypatch.setattr(cs, "overshoot", spy)
+    monkeypatch.setattr(cs, "_overshoot", spy)
     y = np.random.default_rng(0).random((40, 36, 3))
     with pytest.warns(UserWarning, match="overshoot"):
         res = pd.deblur_shake(y, 9, prior=pd.priors.TV(), saturation=0.9, noise_level=0.02, gamma=gamma)
@@ -134,7 +134,7 @@ def test_the_overshoot_is_judged_on_the_cropped_result_before_registration(monke
     assert float(result.min()) < 0 or float(result.max()) > 1  # before clipping
     # the result judged is the one register=False returns (what deblur_auto scores), unclipped, on the
     # photo's scale (gamma: back from linear light)
-    monkeypatch.setattr(cs, "overshoot", lambda *a: 0.0)
+    monkeypatch.setattr(cs, "_overshoot", lambda *a: 0.0)
     unregistered = pd.deblur_shake(y, 9, prior=pd.priors.TV(), saturation=0.9, noise_level=0.02, register=False,
                                    gamma=gamma)
     torch.testing.assert_close(result.clamp(0, 1)[0].permute(1, 2, 0), torch.from_numpy(unregistered.x))
@@ -182,3 +182,20 @@ def test_in_a_batch_only_the_overshooting_image_comes_back_as_given(monkeypatch)
     assert res.history[0]["overshoot"] > OVERSHOOT_THRESHOLD >= res.history[1]["overshoot"]
     torch.testing.assert_close(res.x[0], y[0], rtol=0, atol=0)  # the photo itself, not its failed result
     assert not torch.equal(res.x[1], y[1])
+
+
+def test_a_registered_result_goes_back_from_linear_light_too(monkeypatch):
+    """With the registration's shift made the identity, register=True returns what register=False
+    does, gamma round trip included (the two paths build the result apart)."""
+    k = np.zeros((9, 9))
+    k[4, 1:8] = 1 / 7
+    k[5, 7] = 0.5 / 7
+    k /= k.sum()
+    monkeypatch.setattr(cs, "estimate_kernel", lambda image, size: k[None])
+    moves = []
+    monkeypatch.setattr(cs, "shift_image", lambda x, dy, dx: moves.append((dy, dx)) or x)
+    y = np.random.default_rng(1).random((40, 36, 3)) * 0.8 + 0.1
+    kw = dict(prior=pd.priors.TV(), noise_level=0.02, gamma=2.2, overshoot_threshold=1.0)
+    registered = pd.deblur_shake(y, 9, **kw)
+    assert moves and moves[0] != (0.0, 0.0)  # the registered path ran
+    np.testing.assert_array_equal(registered.x, pd.deblur_shake(y, 9, register=False, **kw).x)

@@ -249,13 +249,19 @@ def _report_result(pl: OutputPlan, res: Any, args: argparse.Namespace) -> None:
              "unchanged (--no-safeguard deblurs it anyway)")
 
 
+def _left_unchanged(res: Any) -> Optional[Dict[str, Any]]:
+    """The history entry of a pipeline result's first image when that image was left as given, else
+    None (also for a result without ``unchanged`` or ``history``, e.g. a stand-in)."""
+    if not getattr(res, "unchanged", None) or not res.unchanged[0] or not getattr(res, "history", None):
+        return None
+    return res.history[0]
+
+
 def _support_too_small(res: Any) -> str:
     """For a deblur_shake result whose first photo was left unchanged: why its kernel support could not
     show a blur as long as the safeguard's threshold, or ``""`` when it could (or there is no such result)."""
-    if not getattr(res, "unchanged", None) or not res.unchanged[0] or not getattr(res, "history", None):
-        return ""
-    entry = res.history[0]
-    if "kernel_length" not in entry or "threshold" not in entry:
+    entry = _left_unchanged(res)
+    if entry is None or "kernel_length" not in entry or "threshold" not in entry:
         return ""
     support, threshold = int(np.shape(res.kernel)[-1]), entry["threshold"]
     if support >= threshold:
@@ -267,9 +273,9 @@ def _support_too_small(res: Any) -> str:
 def _overshot(res: Any) -> str:
     """For a deblur_shake result whose first photo was solved and then left unchanged by the
     overshoot check: what its result overshot by, or ``""``."""
-    if not getattr(res, "unchanged", None) or not res.unchanged[0] or not getattr(res, "history", None):
+    entry = _left_unchanged(res)
+    if entry is None:
         return ""
-    entry = res.history[0]
     value, limit = entry.get("overshoot"), entry.get("overshoot_threshold")
     if value is None or limit is None:  # never solved, or not judged: the photo was left by another check
         return ""
@@ -279,7 +285,8 @@ def _overshot(res: Any) -> str:
 def _clipped_everywhere(res: Any) -> bool:
     """Whether a deblur or deblur_shake result's first image was left as given for being clipped
     everywhere (its ``clipped_fraction`` is 1)."""
-    if not getattr(res, "unchanged", None) or not res.unchanged[0] or not getattr(res, "history", None):
+    entry = _left_unchanged(res)
+    if entry is None:
         return False
-    clipped = res.history[0].get("clipped_fraction")
+    clipped = entry.get("clipped_fraction")
     return (clipped[0] if isinstance(clipped, list) else clipped) == 1.0
